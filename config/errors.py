@@ -1,0 +1,63 @@
+"""Error and problem types shared by every sunpm package.
+
+`config` is the bottom room (it imports nothing of ours), so the root of the exception tree lives
+here and every other package derives its own error from `SunpmError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SunpmError(Exception):
+    """Root of every error sunpm raises on purpose; `str()` is one line a user can act on."""
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One finding about a configuration file, in the one-line form of spec/formats.md §1.2.
+
+    `message` already ends with what was done: `; default 600 used`, `; file rejected`,
+    `; replaced by a space`.
+    """
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    severity: Severity
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}"
+
+
+class ConfigError(SunpmError):
+    """A configuration file (or a set of them) was rejected as a whole.
+
+    Carries every problem found, warnings included, so a caller can report all of them; `str()` is
+    the first error's line, followed by a count of the others.
+    """
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        errors = [p for p in self.problems if p.severity is Severity.ERROR]
+        first = errors[0] if errors else (self.problems[0] if self.problems else None)
+        text = str(first) if first is not None else "configuration rejected"
+        if len(errors) > 1:
+            text += f" (and {len(errors) - 1} more errors)"
+        super().__init__(text)
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.WARNING)

@@ -1,0 +1,30 @@
+"""`sunpm`: the command line. Each command family is a module here with `register(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: One line per command family; a module registers its own sub-commands.
+_FAMILIES = ("config",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunpm", description="Photovoltaic plant gateway.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for family in _FAMILIES:
+        importlib.import_module(f"pipeline.cli.{family}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""sunpm pipeline/drivers."""

@@ -1,0 +1,102 @@
+"""The driver contract (spec/behaviour.md §1) shared by every protocol driver.
+
+A driver owns its port or connection, keeps one request in flight, and reads and writes devices.
+It knows nothing of records, the store or exporters: `read` returns a raw value or a quality code
+per variable and never raises for a device fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from config.errors import SunpmError
+from config.model import Device, DefinitionFile, Quality, SerialPort, Variable
+
+#: A decoded raw value: int for integer types (exact, U64 included), float for F32/F64 and analog
+#: inputs, Decimal for a value scaled by a SunSpec factor (exact `v × 10^sf`), str for text types.
+RawValue = int | float | Decimal | str
+
+
+class DeviceError(SunpmError):
+    """A driver could not do what was asked (a write refused, a port that cannot open)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    value: RawValue | None       # None when the read failed; `quality` then says why
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readings:
+    """The answer to one poll of one device."""
+
+    device: str                  # daq index
+    ts_ns: int                   # UTC ns when the poll's last answer arrived
+    values: Mapping[int, Reading]  # by definition-file Index
+    requests: int = 0            # requests sent for this poll
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkSettings:
+    """What a driver needs to open its link: a serial port row, or a TCP endpoint."""
+
+    serial: SerialPort | None = None
+    host: str | None = None
+    port: int | None = None
+    tcp_inter_frame_ms: int = 0
+    keep_alive: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadPlan:
+    """The variables a poll reads and the requests that read them (built once per definition)."""
+
+    definition: DefinitionFile
+    variables: tuple[Variable, ...]
+    #: Protocol-specific requests (for Modbus: coalesced register reads), in sending order.
+    requests: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryParams:
+    protocol: str = "sunspec"
+    interface: str | None = None
+    ip: str | None = None
+    port: int = 502
+    first_address: int = 1
+    last_address: int = 240
+    max_devices: int = 240
+    timeout_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FoundDevice:
+    unit_id: int
+    target: str                  # `<ip>:<port>` or `SERIAL<k>`
+    manufacturer: str = ""
+    model: str = ""
+    options: str = ""
+    version: str = ""
+    serial_number: str = ""
+    models: tuple[int, ...] = ()
+    definition_name: str = ""
+    definition_text: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Receives each progress line of a discovery run (spec/formats.md §11 SunSpec log), unformatted.
+DiscoveryLog = Callable[[str], None]
+
+
+class ProtocolDriver(Protocol):
+    name: str
+
+    async def open(self, link: LinkSettings) -> None: ...
+    async def read(self, device: Device, plan: ReadPlan) -> Readings: ...
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> None: ...
+    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]: ...
+    async def close(self) -> None: ...
