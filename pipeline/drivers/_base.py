@@ -100,3 +100,23 @@ class ProtocolDriver(Protocol):
     async def write(self, device: Device, var: Variable, raw: RawValue) -> None: ...
     async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]: ...
     async def close(self) -> None: ...
+
+
+class ModbusRequestError(DeviceError):
+    """A Modbus request got no usable answer; `quality` is the code its variables get."""
+
+    def __init__(self, message: str, *, quality: Quality, exception_code: int | None = None) -> None:
+        super().__init__(message)
+        self.quality = quality
+        self.exception_code = exception_code
+
+
+class RegisterReader(Protocol):
+    """One Modbus link (a TCP connection or an RTU bus) as discovery and the tunnel use it.
+
+    Raises `ModbusRequestError` (timeout: quality 1, exception: 2 with `exception_code`, bad frame:
+    3, no link: 5); never returns a partial answer.
+    """
+
+    async def read_registers(self, unit_id: int, function: int, address: int, count: int,
+                             timeout_ms: int) -> list[int]: ...
