@@ -38,6 +38,9 @@ class Readings:
     ts_ns: int                   # UTC ns when the poll's last answer arrived
     values: Mapping[int, Reading]  # by definition-file Index
     requests: int = 0            # requests sent for this poll
+    #: The link was (re)connected since this device's previous poll: the recorder takes the next
+    #: good poll as a *return* (spec/behaviour.md §2.2) and reads the device's parameters again.
+    reconnected: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
