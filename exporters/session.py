@@ -1,0 +1,532 @@
+"""Connection sessions with a file server (spec/behaviour.md §4.2, §4.3, §4.5).
+
+A session is one connection to one server: server 1 syncs configuration both ways, fetches the
+command file and uploads the streams through the outbox; server 2 gets copies only. Every step that
+touches durable state writes a journal event (`sync`, `command`, `window`, `delivered`), so a crash
+at any point is finished by the next session.
+
+Configuration applied from the server goes through a two-phase rename so a set of files is applied
+whole or not at all, even across a power cut::
+
+    <config>/.apply            names of the staged files, fsynced; present = roll forward
+    <config>/<dir>/<name>.new  the staged bytes, fsynced
+
+Session log lines are the fixed messages of spec/formats.md §11, category `session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+from config.errors import Problem, Severity, SunpmError
+from config.model import ServerSettings, ServerType
+from exporters.outbox import JournalLog, Outbox, StreamRefused, cut_of
+from exporters.transports._base import FileTransport, TransportError
+
+log = logging.getLogger("sunpm.session")
+config_log = logging.getLogger("sunpm.config")
+
+CMD_MAX_BYTES: Final = 1 << 20          # formats.md §12.1
+CONFIG_SUFFIXES: Final = ("config.ini", "daq.csv", "var.ini", "scl.ini")
+_SERVER_PREFIX: Final = re.compile(r"^server \d+: ")
+
+
+class Trigger(StrEnum):
+    """Why a session started; the word of the `session started` line (formats.md §11)."""
+
+    SCHEDULE = "schedule"
+    ALARM = "alarm"
+    COMMAND = "command"
+    STARTUP = "startup"
+    CONFIG_CHANGE = "config change"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionResult:
+    ok: bool
+    files: int = 0
+    commands: int = 0
+    reason: str = ""
+    retriable: bool = True
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRequest:
+    """One command received (formats.md §12.1, §14.4), or the error its entry gave instead.
+
+    `error` set: the entry could not be read; the handler answers it with that text and runs
+    nothing. The journal `command` body is `to_body()`.
+    """
+
+    channel: str                        # "F" file, "M" MQTT (formats.md §12.3)
+    source: str                         # command file name or command topic
+    rpc_name: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    caller_id: str | int | None = None
+    error: str | None = None
+
+    def to_body(self) -> dict[str, object]:
+        body: dict[str, object] = {"channel": self.channel, "source": self.source,
+                                   "rpcName": self.rpc_name, "parameters": dict(self.parameters),
+                                   "callerId": self.caller_id}
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CommandRequest:
+        return cls(channel=str(body["channel"]), source=str(body["source"]),
+                   rpc_name=body.get("rpcName"), parameters=dict(body.get("parameters") or {}),
+                   caller_id=body.get("callerId"), error=body.get("error"))
+
+
+class CommandHandler(Protocol):
+    """Where received commands go; the gateway service implements it (behaviour.md §7).
+
+    `submit` queues and returns: results are journaled by the handler as `result` events and go
+    up in the next ACK file (or on the MQTT result topic).
+    """
+
+    async def submit(self, commands: Sequence[CommandRequest]) -> None: ...
+
+
+def parse_command_file(data: bytes, file_name: str) -> list[CommandRequest]:
+    """The commands of `/CMD/<uid>_cmd.json` in file order, errors as formats.md §12.1 words them."""
+    def fail(text: str) -> list[CommandRequest]:
+        return [CommandRequest(channel="F", source=file_name, error=text)]
+
+    if len(data) > CMD_MAX_BYTES:
+        return fail(f"{file_name}: larger than 1 MiB; not executed")
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        return fail(f"{file_name}: invalid JSON at line 1 column {err.start + 1}: "
+                    f"not valid UTF-8")
+    except json.JSONDecodeError as err:
+        return fail(f"{file_name}: invalid JSON at line {err.lineno} column {err.colno}: "
+                    f"{err.msg}")
+    entries = doc if isinstance(doc, list) else [doc]
+    return [_command_entry(entry, f"{file_name}: entry {k}: ", "F", file_name)
+            for k, entry in enumerate(entries, start=1)]
+
+
+def parse_command_message(payload: bytes, topic: str) -> CommandRequest:
+    """A command-topic message (formats.md §14.4): one object, errors without `entry <k>: `."""
+    try:
+        doc = json.loads(payload.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        return CommandRequest(channel="M", source=topic, error=(
+            f"{topic}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8"))
+    except json.JSONDecodeError as err:
+        return CommandRequest(channel="M", source=topic, error=(
+            f"{topic}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"))
+    if isinstance(doc, list):
+        return CommandRequest(channel="M", source=topic,
+                              error=f"{topic}: one command object per message, got an array")
+    return _command_entry(doc, f"{topic}: ", "M", topic)
+
+
+def _command_entry(entry: object, prefix: str, channel: str, source: str) -> CommandRequest:
+    if not isinstance(entry, dict):
+        return CommandRequest(channel=channel, source=source,
+                              error=f"{prefix}not a command object")
+    caller = entry.get("callerId")
+    if caller is not None and (isinstance(caller, bool) or not isinstance(caller, (str, int))):
+        return CommandRequest(channel=channel, source=source,
+                              error=f"{prefix}callerId must be a string or an integer")
+    rpc = entry.get("rpcName")
+    if not isinstance(rpc, str):
+        return CommandRequest(channel=channel, source=source, caller_id=caller,
+                              error=f"{prefix}rpcName is missing")
+    params = entry.get("parameters", {})
+    return CommandRequest(channel=channel, source=source, rpc_name=rpc, caller_id=caller,
+                          parameters=params if isinstance(params, dict) else {})
+
+
+class CollectingHandler:
+    """A CommandHandler that keeps what it is given, answering nothing: for tests and dry runs."""
+
+    def __init__(self) -> None:
+        self.received: list[CommandRequest] = []
+
+    async def submit(self, commands: Sequence[CommandRequest]) -> None:
+        self.received.extend(commands)
+
+
+# --------------------------------------------------------------------------- configuration files
+
+
+#: Validates a configuration directory: every warning and error (config.check_site).
+Validator = Callable[[Path], Sequence[Problem]]
+
+#: Called once a configuration set is applied, with the relative paths written.
+ConfigApplied = Callable[[Sequence[str]], Awaitable[None]]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
+    """The configuration a file server mirrors: CONFIG's four files, DEF and SCRIPT.
+
+    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`). CERT is read from
+    the server only (formats.md §3).
+    """
+    files: dict[str, bytes] = {}
+    for suffix in CONFIG_SUFFIXES:
+        path = config_dir / "CONFIG" / f"{uid}_{suffix}"
+        if path.is_file():
+            files[f"CONFIG/{path.name}"] = path.read_bytes()
+    for sub in ("DEF", "SCRIPT"):
+        folder = config_dir / sub
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.endswith((".new", ".part")):
+                    files[f"{sub}/{path.name}"] = path.read_bytes()
+    return files
+
+
+def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
+    """Tree paths of the DEF, SCRIPT and CERT files the candidate CONFIG files name.
+
+    Only chooses what to fetch; whether the set is valid is `config`'s to say.
+    """
+    wanted: list[str] = []
+
+    def text(name: str) -> str:
+        return files.get(f"CONFIG/{uid}_{name}", b"").decode("utf-8", "replace")
+
+    for line in text("daq.csv").splitlines():
+        for cell in line.split(";"):
+            cell = cell.strip().strip('"')
+            if cell.lower().endswith(".csv") and "/" not in cell:
+                wanted.append(f"DEF/{cell}")
+    for line in text("scl.ini").splitlines():
+        _, _, value = line.partition("=")
+        value = value.strip()
+        if value.lower().endswith(".lua") and "/" not in value:
+            wanted.append(f"SCRIPT/{value}")
+    for line in text("config.ini").splitlines():
+        key, sep, value = line.partition("=")
+        value = value.strip()
+        if sep and key.strip().endswith("File") and value:
+            wanted.append(f"CERT/{os.path.basename(value)}")
+    return list(dict.fromkeys(wanted))
+
+
+def apply_config_files(config_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Write a set of configuration files all or nothing (module docstring); blocking."""
+    staged = []
+    for rel, data in sorted(files.items()):
+        target = config_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        new = target.with_name(target.name + ".new")
+        _write_synced(new, data)
+        staged.append(rel)
+    for folder in {(config_dir / rel).parent for rel in staged}:
+        _fsync_dir(folder)
+    _write_synced(config_dir / ".apply", "\n".join(staged).encode())
+    _fsync_dir(config_dir)
+    recover_config_apply(config_dir)
+
+
+def recover_config_apply(config_dir: Path) -> list[str]:
+    """Finish an interrupted `apply_config_files` (roll forward); the paths renamed."""
+    marker = config_dir / ".apply"
+    if not marker.is_file():
+        return []
+    staged = [line for line in marker.read_text().splitlines() if line]
+    for rel in staged:
+        target = config_dir / rel
+        new = target.with_name(target.name + ".new")
+        if new.exists():
+            os.replace(new, target)
+    for folder in {(config_dir / rel).parent for rel in staged}:
+        _fsync_dir(folder)
+    marker.unlink()
+    _fsync_dir(config_dir)
+    return staged
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def last_synced(log: JournalLog, server: int) -> dict[str, str]:
+    """Per tree path, the SHA-256 last exchanged with `server` (`sync` events)."""
+    table = log.journal(kinds=["sync"])
+    synced: dict[str, str] = {}
+    for body in table.column("body").to_pylist():
+        event = json.loads(body)
+        if int(event["server"]) == server:
+            synced[str(event["file"])] = str(event["sha256"])
+    return synced
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class _DirectoryRefused(SunpmError):
+    pass
+
+
+def server_label(settings: ServerSettings) -> str:
+    """`<type> <host>:<port>` of the `session started` line (`dir`: its path)."""
+    if settings.type is ServerType.DIR:
+        return f"{settings.type} {settings.dir_path}"
+    if settings.type is ServerType.WEBDAV and settings.http_url:
+        url = urlsplit(settings.http_url)
+        return f"{settings.type} {url.hostname}:{url.port or 443}"
+    return f"{settings.type} {settings.host}:{settings.port}"
+
+
+def _reason(err: BaseException | str) -> str:
+    return _SERVER_PREFIX.sub("", str(err))
+
+
+@dataclass(slots=True)
+class _Counts:
+    files: int = 0
+    commands: int = 0
+    refusals: list[str] = field(default_factory=list)
+
+
+class FileServerSession:
+    """One session with a file server in slot 1 (full) or 2 (copies only)."""
+
+    def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
+                 outbox: Outbox, log: JournalLog, config_dir: Path | None = None,
+                 validate: Validator | None = None, commands: CommandHandler | None = None,
+                 config_applied: ConfigApplied | None = None) -> None:
+        self.settings = settings
+        self.server = settings.slot
+        self.uid = uid
+        self._transport = transport
+        self._outbox = outbox
+        self._log = log
+        self._config_dir = config_dir
+        self._validate = validate
+        self._commands = commands
+        self._config_applied = config_applied
+
+    async def run(self, trigger: Trigger, *, started: datetime | None = None) -> SessionResult:
+        started = started or datetime.now(UTC)
+        counts = _Counts()
+        log.info("server %d %s: session started (%s)", self.server, server_label(self.settings),
+                 trigger)
+        try:
+            await self._transport.connect()
+            if self._config_dir is not None:
+                await self._sync_configuration(counts)
+            if self.server == 1:
+                await self._fetch_commands(counts)
+            await self._upload_streams(counts, cut_of(started))
+        except TransportError as err:
+            return self._failed(err, counts, retriable=err.retriable)
+        finally:
+            await self._transport.close()
+        if counts.refusals:
+            return self._failed(None, counts, retriable=False)
+        log.info("server %d: session ended OK (%d files uploaded, %d commands)", self.server,
+                 counts.files, counts.commands)
+        return SessionResult(ok=True, files=counts.files, commands=counts.commands)
+
+    def _failed(self, err: TransportError | None, counts: _Counts, *,
+                retriable: bool) -> SessionResult:
+        reasons = list(counts.refusals) + ([] if err is None else [str(err)])
+        reason = "; ".join(_reason(r) for r in dict.fromkeys(reasons))
+        level = logging.WARNING if retriable else logging.ERROR
+        log.log(level, "server %d: session failed: %s", self.server, reason)
+        return SessionResult(ok=False, files=counts.files, commands=counts.commands,
+                             reason=reason, retriable=retriable)
+
+    def _refused(self, err: TransportError, counts: _Counts) -> None:
+        """A directory missing or a right lacking: that part stops, the rest goes on."""
+        if err.retriable:
+            raise err
+        log.error("%s", err)
+        counts.refusals.append(str(err))
+
+    # ----- steps 2-5: configuration
+
+    async def _sync_configuration(self, counts: _Counts) -> None:
+        assert self._config_dir is not None
+        local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
+        synced = last_synced(self._log, self.server)
+        remote: dict[str, bytes] = {}
+        if self.server == 1:
+            remote = await self._fetch_configuration(local, counts)
+        uploads: dict[str, bytes] = {}
+        candidates: dict[str, bytes] = {}
+        agreed: dict[str, str] = {}
+        for rel in sorted(set(local) | set(remote)):
+            here, there = local.get(rel), remote.get(rel)
+            last = synced.get(rel)
+            if there is None:
+                if here is not None and (self.server == 2 or rel.split("/")[0] != "CERT") \
+                        and sha256_hex(here) != last:
+                    uploads[rel] = here
+                continue
+            there_sha = sha256_hex(there)
+            if here is not None and sha256_hex(here) == there_sha:
+                if last != there_sha:
+                    agreed[rel] = there_sha
+                continue
+            if there_sha == last:
+                if here is not None:
+                    uploads[rel] = here
+                continue
+            if here is not None and sha256_hex(here) != last and last is not None:
+                log.warning("server %d: %s changed on both sides; the server's copy replaces the "
+                            "local one", self.server, rel)
+            candidates[rel] = there
+        if candidates:
+            await self._apply(candidates, agreed)
+        for rel, sha in agreed.items():
+            await self._log.append_journal("sync", {"server": self.server, "file": rel,
+                                                    "sha256": sha})
+        await self._upload_configuration(uploads, counts)
+
+    async def _fetch_configuration(self, local: Mapping[str, bytes],
+                                   counts: _Counts) -> dict[str, bytes]:
+        remote: dict[str, bytes] = {}
+        try:
+            listing = {f.name for f in await self._transport.list("/CONFIG")}
+        except TransportError as err:
+            self._refused(err, counts)
+            return remote
+        for suffix in CONFIG_SUFFIXES:
+            name = f"{self.uid}_{suffix}"
+            if suffix == "scl.ini" and name not in listing and f"{self.uid}_sci.ini" in listing:
+                remote[f"CONFIG/{name}"] = await self._transport.download(
+                    f"/CONFIG/{self.uid}_sci.ini")
+            elif name in listing:
+                remote[f"CONFIG/{name}"] = await self._transport.download(f"/CONFIG/{name}")
+        merged = {**local, **remote}
+        for rel in referenced_files(merged, self.uid):
+            if await self._transport.size(f"/{rel}") is not None:
+                remote[rel] = await self._transport.download(f"/{rel}")
+        return remote
+
+    async def _apply(self, candidates: Mapping[str, bytes], agreed: dict[str, str]) -> None:
+        assert self._config_dir is not None
+        problems = await asyncio.to_thread(self._check_candidates, candidates)
+        names = {rel: rel.rsplit("/", 1)[-1] for rel in candidates}
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        for problem in problems:
+            config_log.log(logging.ERROR if problem.severity is Severity.ERROR
+                           else logging.WARNING, "%s", problem)
+        if errors:
+            for name in names.values():
+                n = sum(1 for p in errors if os.path.basename(p.file) == name)
+                config_log.error("%s rejected; errors: %d; running configuration unchanged",
+                                 name, n)
+            return
+        await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        for rel, name in names.items():
+            n = sum(1 for p in problems if os.path.basename(p.file) == name)
+            config_log.info("%s applied; warnings: %d", name, n)
+            agreed[rel] = sha256_hex(candidates[rel])
+        if self._config_applied is not None:
+            await self._config_applied(sorted(candidates))
+
+    def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
+        """Validate the running configuration with the candidates laid over it, in a copy."""
+        assert self._config_dir is not None
+        if self._validate is None:
+            return []
+        with tempfile.TemporaryDirectory(prefix="sunpm-candidate-") as tmp:
+            trial = Path(tmp) / "config"
+            shutil.copytree(self._config_dir, trial, ignore=shutil.ignore_patterns(".apply"))
+            for rel, data in candidates.items():
+                (trial / rel).parent.mkdir(parents=True, exist_ok=True)
+                (trial / rel).write_bytes(data)
+            return list(self._validate(trial))
+
+    async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: _Counts) -> None:
+        for rel, data in uploads.items():
+            path = f"/{rel}"
+            try:
+                await self._transport.upload(path, data, two_step=self.settings.two_step)
+            except TransportError as err:
+                self._refused(err, counts)
+                continue
+            await self._log.append_journal("sync", {"server": self.server, "file": rel,
+                                                    "sha256": sha256_hex(data)})
+            counts.files += 1
+            log.info("server %d: uploaded %s (%d bytes)", self.server, path, len(data))
+
+    # ----- step 7: commands
+
+    async def _fetch_commands(self, counts: _Counts) -> None:
+        for name in (f"{self.uid}_cmd.json", f"{self.uid}_cmd.csv"):
+            path = f"/CMD/{name}"
+            if await self._transport.size(path) is None:
+                continue
+            data = await self._transport.download(path)
+            requests = parse_command_file(data, name)
+            for k, request in enumerate(requests, start=1):
+                # Acknowledged before the delete, so a crash after it loses no command.
+                await self._log.append_journal("command", request.to_body(),
+                                               commit_now=k == len(requests))
+            counts.commands += len(requests)
+            try:
+                await self._transport.delete(path)
+            except TransportError as err:
+                if err.retriable:
+                    raise
+                log.error("server %d: cannot delete %s (%s); commands not executed",
+                          self.server, path, err.detail)
+                counts.refusals.append(f"cannot delete {path} ({err.detail})")
+                continue
+            if self._commands is not None:
+                await self._commands.submit(requests)
+
+    # ----- step 8: streams
+
+    async def _upload_streams(self, counts: _Counts, cut_ns: int) -> None:
+        async def confirmed(path: str, size: int, uploaded: bool) -> None:
+            counts.files += 1
+            if uploaded:
+                log.info("server %d: uploaded %s (%d bytes)", self.server, path, size)
+            else:
+                log.info("server %d: %s already on the server (%d bytes)", self.server, path,
+                         size)
+
+        try:
+            await self._outbox.deliver(self._transport, cut_ns, two_step=self.settings.two_step,
+                                       confirmed=confirmed)
+        except StreamRefused as err:
+            for _, reason in err.failures:
+                log.error("%s", reason)
+                counts.refusals.append(reason)
