@@ -36,6 +36,7 @@ from config.errors import Problem, Severity, SunpmError
 from config.model import ServerSettings, ServerType
 from exporters.outbox import JournalLog, Outbox, StreamRefused, cut_of
 from exporters.transports._base import FileTransport, TransportError
+from exporters.views.events import Channel, CommandReceived, CommandResult
 
 log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
@@ -68,50 +69,25 @@ class SessionResult:
 # --------------------------------------------------------------------------- commands
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRequest:
-    """One command received (formats.md §12.1, §14.4), or the error its entry gave instead.
-
-    `error` set: the entry could not be read; the handler answers it with that text and runs
-    nothing. The journal `command` body is `to_body()`.
-    """
-
-    channel: str                        # "F" file, "M" MQTT (formats.md §12.3)
-    source: str                         # command file name or command topic
-    rpc_name: str | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    caller_id: str | int | None = None
-    error: str | None = None
-
-    def to_body(self) -> dict[str, object]:
-        body: dict[str, object] = {"channel": self.channel, "source": self.source,
-                                   "rpcName": self.rpc_name, "parameters": dict(self.parameters),
-                                   "callerId": self.caller_id}
-        if self.error is not None:
-            body["error"] = self.error
-        return body
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> CommandRequest:
-        return cls(channel=str(body["channel"]), source=str(body["source"]),
-                   rpc_name=body.get("rpcName"), parameters=dict(body.get("parameters") or {}),
-                   caller_id=body.get("callerId"), error=body.get("error"))
+#: One entry of a command file or message: the command, or the error result its entry gave.
+CommandEntry = CommandReceived | CommandResult
 
 
 class CommandHandler(Protocol):
     """Where received commands go; the gateway service implements it (behaviour.md §7).
 
     `submit` queues and returns: results are journaled by the handler as `result` events and go
-    up in the next ACK file (or on the MQTT result topic).
+    up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
     """
 
-    async def submit(self, commands: Sequence[CommandRequest]) -> None: ...
+    async def submit(self, commands: Sequence[CommandReceived]) -> None: ...
 
 
-def parse_command_file(data: bytes, file_name: str) -> list[CommandRequest]:
-    """The commands of `/CMD/<uid>_cmd.json` in file order, errors as formats.md §12.1 words them."""
-    def fail(text: str) -> list[CommandRequest]:
-        return [CommandRequest(channel="F", source=file_name, error=text)]
+def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
+    """The entries of `/CMD/<uid>_cmd.json` in file order; unreadable ones as error results worded
+    as formats.md §12.1."""
+    def fail(text: str) -> list[CommandEntry]:
+        return [CommandResult(channel=Channel.FILE, caller_id=None, error=text)]
 
     if len(data) > CMD_MAX_BYTES:
         return fail(f"{file_name}: larger than 1 MiB; not executed")
@@ -124,51 +100,55 @@ def parse_command_file(data: bytes, file_name: str) -> list[CommandRequest]:
         return fail(f"{file_name}: invalid JSON at line {err.lineno} column {err.colno}: "
                     f"{err.msg}")
     entries = doc if isinstance(doc, list) else [doc]
-    return [_command_entry(entry, f"{file_name}: entry {k}: ", "F", file_name)
+    return [_command_entry(entry, f"{file_name}: entry {k}: ", Channel.FILE)
             for k, entry in enumerate(entries, start=1)]
 
 
-def parse_command_message(payload: bytes, topic: str) -> CommandRequest:
+def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
     """A command-topic message (formats.md §14.4): one object, errors without `entry <k>: `."""
+    def fail(text: str) -> CommandEntry:
+        return CommandResult(channel=Channel.MQTT, caller_id=None, error=text)
+
     try:
         doc = json.loads(payload.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
-        return CommandRequest(channel="M", source=topic, error=(
-            f"{topic}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8"))
+        return fail(f"{topic}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8")
     except json.JSONDecodeError as err:
-        return CommandRequest(channel="M", source=topic, error=(
-            f"{topic}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"))
+        return fail(f"{topic}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
     if isinstance(doc, list):
-        return CommandRequest(channel="M", source=topic,
-                              error=f"{topic}: one command object per message, got an array")
-    return _command_entry(doc, f"{topic}: ", "M", topic)
+        return fail(f"{topic}: one command object per message, got an array")
+    return _command_entry(doc, f"{topic}: ", Channel.MQTT)
 
 
-def _command_entry(entry: object, prefix: str, channel: str, source: str) -> CommandRequest:
+def _command_entry(entry: object, prefix: str, channel: Channel) -> CommandEntry:
     if not isinstance(entry, dict):
-        return CommandRequest(channel=channel, source=source,
-                              error=f"{prefix}not a command object")
+        return CommandResult(channel=channel, caller_id=None, error=f"{prefix}not a command object")
     caller = entry.get("callerId")
     if caller is not None and (isinstance(caller, bool) or not isinstance(caller, (str, int))):
-        return CommandRequest(channel=channel, source=source,
-                              error=f"{prefix}callerId must be a string or an integer")
+        return CommandResult(channel=channel, caller_id=None,
+                             error=f"{prefix}callerId must be a string or an integer")
     rpc = entry.get("rpcName")
     if not isinstance(rpc, str):
-        return CommandRequest(channel=channel, source=source, caller_id=caller,
-                              error=f"{prefix}rpcName is missing")
+        return CommandResult(channel=channel, caller_id=caller,
+                             error=f"{prefix}rpcName is missing")
     params = entry.get("parameters", {})
-    return CommandRequest(channel=channel, source=source, rpc_name=rpc, caller_id=caller,
-                          parameters=params if isinstance(params, dict) else {})
+    return CommandReceived(channel=channel, rpc_name=rpc, caller_id=caller,
+                           parameters=params if isinstance(params, dict) else {})
 
 
 class CollectingHandler:
-    """A CommandHandler that keeps what it is given, answering nothing: for tests and dry runs."""
+    """A CommandHandler that keeps what it is given and answers each with "OK"."""
 
-    def __init__(self) -> None:
-        self.received: list[CommandRequest] = []
+    def __init__(self, log: JournalLog) -> None:
+        self._log = log
+        self.received: list[CommandReceived] = []
 
-    async def submit(self, commands: Sequence[CommandRequest]) -> None:
-        self.received.extend(commands)
+    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+        for command in commands:
+            self.received.append(command)
+            result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                                   rpc_name=command.rpc_name, result="OK")
+            await self._log.append_journal("result", json.loads(result.to_body()))
 
 
 # --------------------------------------------------------------------------- configuration files
@@ -494,12 +474,15 @@ class FileServerSession:
             if await self._transport.size(path) is None:
                 continue
             data = await self._transport.download(path)
-            requests = parse_command_file(data, name)
-            for k, request in enumerate(requests, start=1):
-                # Acknowledged before the delete, so a crash after it loses no command.
-                await self._log.append_journal("command", request.to_body(),
-                                               commit_now=k == len(requests))
-            counts.commands += len(requests)
+            entries = parse_command_file(data, name)
+            for k, entry in enumerate(entries, start=1):
+                # Acknowledged before the delete, so a crash after it loses no command; an entry
+                # that cannot run is answered at once.
+                await self._log.append_journal(
+                    "command" if isinstance(entry, CommandReceived) else "result",
+                    json.loads(entry.to_body()), commit_now=k == len(entries))
+            requests = [e for e in entries if isinstance(e, CommandReceived)]
+            counts.commands += len(entries)
             try:
                 await self._transport.delete(path)
             except TransportError as err:
