@@ -1,0 +1,316 @@
+"""Register words <-> raw values (spec/formats.md §8.3).
+
+Decode order is the spec's: registers as received, `_B` swaps the bytes of each register, `_W`
+reverses the value's register order, then the words are read big-endian. Both steps are their own
+inverse and commute, so encoding applies the same two steps to the big-endian words.
+
+Raw values are exact: integer types give `int` (U64 too), F32 gives the float whose `repr` is the
+shortest decimal that reads back to the same float32 (`1.1`, not `1.100000023841858`), a SunSpec
+scale factor gives the exact `Decimal` `v × 10^sf`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import struct
+from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from typing import Final
+
+from config.model import (
+    INTEGER_TYPES,
+    ByteOrder,
+    DataType,
+    ModbusPoint,
+    Quality,
+    RegisterKind,
+    Variable,
+)
+from pipeline.drivers._base import DeviceError, RawValue, Reading
+
+__all__ = [
+    "EncodeError",
+    "NOT_IMPLEMENTED",
+    "SF_RANGE",
+    "apply_scale",
+    "decode_point",
+    "decode_scale_factor",
+    "decode_variable",
+    "encode_value",
+    "raw_to_register_value",
+    "scaled_to_raw",
+    "scaled_value",
+    "shortest_f32",
+    "value_text",
+]
+
+#: "Not implemented" patterns of SunSpec, special only for a variable with `Info4`.
+NOT_IMPLEMENTED: Final[dict[DataType, int]] = {
+    DataType.U16: 0xFFFF,
+    DataType.I16: -0x8000,
+    DataType.U32: 0xFFFFFFFF,
+    DataType.I32: -0x80000000,
+    DataType.U64: 0xFFFFFFFFFFFFFFFF,
+    DataType.I64: -0x8000000000000000,
+}
+
+#: Valid SunSpec scale factors; 0x8000 (-32768) is the factor's own "not implemented".
+SF_RANGE: Final[range] = range(-10, 11)
+
+_INT_BITS: Final[dict[DataType, tuple[int, bool]]] = {
+    DataType.U8: (8, False), DataType.I8: (8, True),
+    DataType.U16: (16, False), DataType.I16: (16, True),
+    DataType.U32: (32, False), DataType.I32: (32, True),
+    DataType.U64: (64, False), DataType.I64: (64, True),
+}
+
+#: Types a write refuses outright (spec/formats.md §8.3, writes).
+_UNWRITABLE: Final[frozenset[DataType]] = frozenset({
+    DataType.BITS, DataType.U8, DataType.I8, DataType.IP, DataType.IPV6, DataType.MAC,
+})
+
+
+class EncodeError(DeviceError):
+    """A value cannot be written to a variable; `str()` is the reason the spec words."""
+
+
+def _swap_bytes(word: int) -> int:
+    return ((word & 0xFF) << 8) | (word >> 8)
+
+
+def _ordered(words: Sequence[int], order: ByteOrder) -> list[int]:
+    out = [w & 0xFFFF for w in words]
+    if order in (ByteOrder.SWAP_BYTES, ByteOrder.SWAP_BOTH):
+        out = [_swap_bytes(w) for w in out]
+    if order in (ByteOrder.SWAP_WORDS, ByteOrder.SWAP_BOTH):
+        out.reverse()
+    return out
+
+
+def _to_bytes(words: Sequence[int]) -> bytes:
+    return b"".join(w.to_bytes(2, "big") for w in words)
+
+
+def shortest_f32(value: float) -> float:
+    """The float64 that prints as the shortest decimal reading back to the same float32."""
+    if not math.isfinite(value):
+        return value
+    packed = struct.pack(">f", value)
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        if struct.pack(">f", float(text)) == packed:
+            return float(text)
+    return value
+
+
+def _int_value(data: bytes, data_type: DataType) -> int:
+    _, signed = _INT_BITS[data_type]
+    return int.from_bytes(data, "big", signed=signed)
+
+
+def decode_point(point: ModbusPoint, words: Sequence[int]) -> RawValue:
+    """Decode one variable from its registers (or one bit for coils and discrete inputs).
+
+    `words` holds exactly `point.register_count` items: register words, or 0/1 for a bit kind.
+    Raises ValueError on a wrong word count. Floats may come back as NaN or infinities; the
+    caller (`decode_variable`) turns those into quality 6.
+    """
+    if len(words) != point.register_count:
+        raise ValueError(f"expected {point.register_count} words, got {len(words)}")
+    if point.kind.is_bit or point.data_type is None:
+        return 1 if words[0] else 0
+    data_type = point.data_type
+    data = _to_bytes(_ordered(words, point.byte_order))
+    if data_type in (DataType.U8, DataType.I8):
+        # `_B` already swapped the register, so "the other byte" falls out of the same rule.
+        byte = data[point.byte or 0]
+        return byte - 0x100 if data_type is DataType.I8 and byte >= 0x80 else byte
+    if data_type in _INT_BITS:
+        return _int_value(data, data_type)
+    if data_type is DataType.F32:
+        return shortest_f32(struct.unpack(">f", data)[0])
+    if data_type is DataType.F64:
+        return float(struct.unpack(">d", data)[0])
+    if data_type is DataType.BITS:
+        word = int.from_bytes(data, "big")
+        if point.bit is None:
+            return word
+        nbits = point.nbits or 1
+        return (word >> point.bit) & ((1 << nbits) - 1)
+    if data_type is DataType.STRING:
+        size = point.string_bytes if point.string_bytes is not None else len(data)
+        text = data[:size].split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+        return text.rstrip(" ")
+    if data_type is DataType.IP:
+        return str(ipaddress.IPv4Address(data))
+    if data_type is DataType.IPV6:
+        return str(ipaddress.IPv6Address(data))
+    if data_type is DataType.MAC:
+        return ":".join(f"{b:02X}" for b in data)
+    raise ValueError(f"unknown data type {data_type}")
+
+
+def apply_scale(value: int, sf: int) -> Decimal:
+    """`value × 10^sf`, exact."""
+    return Decimal(value).scaleb(sf)
+
+
+def decode_scale_factor(reading: Reading) -> int | None:
+    """The signed factor of a scale-factor variable's reading, or None when it is unusable."""
+    if not reading.quality.is_good or not isinstance(reading.value, int):
+        return None
+    sf = reading.value
+    if sf >= 0x8000:            # a U16 factor is taken as two's complement
+        sf -= 0x10000
+    return sf if sf in SF_RANGE else None
+
+
+def decode_variable(var: Variable, words: Sequence[int],
+                    scale_factor: Reading | None = None) -> Reading:
+    """Decode a variable's registers into a Reading, applying §8.3's quality-6 rules.
+
+    `scale_factor` is the reading of the `Info4` variable from the same poll (required when the
+    variable has one; a missing or failed factor gives the factor's quality).
+    """
+    point = var.modbus
+    if point is None:
+        return Reading(None, Quality.DECODE_ERROR)
+    try:
+        value = decode_point(point, words)
+    except (ValueError, UnicodeError):
+        return Reading(None, Quality.DECODE_ERROR)
+    if isinstance(value, float) and not math.isfinite(value):
+        return Reading(None, Quality.NOT_IMPLEMENTED)
+    if var.scale_factor_index is None or point.kind.is_bit:
+        return Reading(value, Quality.GOOD)
+    if scale_factor is None:
+        return Reading(None, Quality.DECODE_ERROR)
+    if not scale_factor.quality.is_good:
+        return Reading(None, scale_factor.quality)
+    sf = decode_scale_factor(scale_factor)
+    if sf is None or not isinstance(value, int):
+        return Reading(None, Quality.NOT_IMPLEMENTED)
+    assert point.data_type is not None
+    if NOT_IMPLEMENTED.get(point.data_type) == value:
+        return Reading(None, Quality.NOT_IMPLEMENTED)
+    return Reading(apply_scale(value, sf), Quality.GOOD)
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def scaled_to_raw(var: Variable, value: Decimal) -> Decimal:
+    """(value − CoefB) / CoefA, exact where the quotient terminates (else 40 significant digits)."""
+    if var.coef_a == 0:
+        raise EncodeError("CoefA is 0, a scaled value cannot be written")
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return (value - var.coef_b) / var.coef_a
+
+
+def raw_to_register_value(raw: RawValue, sf: int | None) -> RawValue:
+    """raw / 10^sf: the value the registers hold for a raw value (text passes through)."""
+    if sf is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, float):
+        raw = Decimal(repr(raw))
+    return Decimal(raw).scaleb(-sf)
+
+
+def _words_from_bytes(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def _to_decimal(value: RawValue) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EncodeError(f"{value} is not a number that can be written")
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation as err:
+        raise EncodeError(f"'{value}' is not a number") from err
+
+
+def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:
+    """Register words (or one 0/1 for a coil) holding `value` (already divided by 10^sf).
+
+    Integers are rounded half-even and range-checked; refusals raise EncodeError with the
+    spec's wording (`150000 is out of range for U16`, `text longer than 8 bytes`).
+    """
+    if point.kind is RegisterKind.COIL:
+        bit = _to_decimal(value)
+        if bit not in (0, 1):
+            raise EncodeError(f"{_plain(bit)} is out of range for a coil (0 or 1)")
+        return [int(bit)]
+    if point.kind is not RegisterKind.HOLDING_REGISTER:
+        raise EncodeError(f"{point.kind.name.lower().replace('_', ' ')}s are read-only")
+    data_type = point.data_type
+    assert data_type is not None
+    if data_type in _UNWRITABLE:
+        raise EncodeError(f"type {data_type} cannot be written")
+    if data_type is DataType.STRING:
+        size = point.string_bytes or 0
+        data = str(value).encode("utf-8")
+        if len(data) > size:
+            raise EncodeError(f"text longer than {size} bytes")
+        data = data.ljust(point.register_count * 2, b"\x00")
+        return _ordered(_words_from_bytes(data), point.byte_order)
+    number = _to_decimal(value)
+    if data_type in (DataType.F32, DataType.F64):
+        fmt = ">f" if data_type is DataType.F32 else ">d"
+        try:
+            data = struct.pack(fmt, float(number))
+        except OverflowError as err:
+            raise EncodeError(f"{_plain(number)} is out of range for {data_type}") from err
+        if math.isinf(struct.unpack(fmt, data)[0]):
+            raise EncodeError(f"{_plain(number)} is out of range for {data_type}")
+        return _ordered(_words_from_bytes(data), point.byte_order)
+    bits, signed = _INT_BITS[data_type]
+    rounded = int(number.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)) \
+        if number.adjusted() < 40 else None
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if rounded is None or not low <= rounded <= high:
+        raise EncodeError(f"{_plain(number)} is out of range for {data_type}")
+    data = rounded.to_bytes(bits // 8, "big", signed=signed)
+    return _ordered(_words_from_bytes(data), point.byte_order)
+
+
+def _plain(number: Decimal) -> str:
+    """Plain notation (spec/formats.md §9.3): no exponent, no trailing zeros, `-0` as `0`."""
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def value_text(value: RawValue) -> str:
+    """A raw value as spec/formats.md §9.3 writes it (`12.34`, `1.1`, `18446744073709551615`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # repr is the shortest round-tripping decimal; F32 values were already shortened.
+        return _plain(Decimal(repr(value)))
+    return _plain(value)
+
+
+def scaled_value(var: Variable, raw: RawValue) -> Decimal | str:
+    """`CoefA × raw + CoefB`, exact in decimal from the raw value's text; text types unchanged."""
+    if isinstance(raw, str):
+        return raw
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return var.coef_a * Decimal(value_text(raw)) + var.coef_b
+
+
+def is_integer_type(data_type: DataType | None) -> bool:
+    return data_type in INTEGER_TYPES

@@ -1,0 +1,263 @@
+"""Simulated Modbus devices: a lean TCP server and an RTU responder over a file descriptor.
+
+Used by the demo plant, the tests and benchmarks/poll_sweep.py. Lean on purpose: one asyncio
+server can host hundreds of devices, which pymodbus' server cannot do at benchmark speed. Faults a
+real bus shows can be switched on per device: late answers, exceptions for unconfigured addresses
+("holes") or long reads, a wrong unit id, a bad CRC, garbage before the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.drivers.modbus.frames import crc16, mbap, parse_mbap, rtu_frame
+
+__all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator"]
+
+
+@dataclass(slots=True)
+class SimulatedDevice:
+    """A register image with switchable faults; mutable so tests can change it between polls."""
+
+    holding: dict[int, int] = field(default_factory=dict)
+    input: dict[int, int] = field(default_factory=dict)
+    coils: dict[int, int] = field(default_factory=dict)
+    discrete: dict[int, int] = field(default_factory=dict)
+    #: Seconds before answering (a late device); the responder stays busy meanwhile.
+    delay_s: float = 0.0
+    #: Reads touching an address no image names answer exception 0x02.
+    strict_holes: bool = False
+    #: Reads longer than this answer exception 0x03.
+    max_read: int | None = None
+    #: Answer every request with this exception code.
+    exception: int | None = None
+    #: Answer with this unit id instead of the request's.
+    answer_unit: int | None = None
+    bad_crc: bool = False
+    garbage: bytes = b""
+    requests: int = 0
+
+    def table(self, function: int) -> dict[int, int]:
+        return {1: self.coils, 2: self.discrete, 3: self.holding, 4: self.input,
+                5: self.coils, 6: self.holding, 15: self.coils, 16: self.holding}[function]
+
+    def set_words(self, address: int, words: Iterable[int], *, kind: int = 3) -> None:
+        table = self.table(kind)
+        for offset, word in enumerate(words):
+            table[address + offset] = word & 0xFFFF
+
+    def answer(self, pdu: bytes) -> bytes:
+        """The reply PDU for a request PDU."""
+        self.requests += 1
+        function = pdu[0]
+        if self.exception is not None:
+            return bytes((function | 0x80, self.exception))
+        if function not in (1, 2, 3, 4, 5, 6, 15, 16):
+            return bytes((function | 0x80, 1))
+        address, count = struct.unpack(">HH", pdu[1:5])
+        table = self.table(function)
+        if function in (5, 6):
+            if function == 5:
+                table[address] = 1 if count == 0xFF00 else 0
+            else:
+                table[address] = count
+            return pdu[:5]
+        if function in (15, 16):
+            body = pdu[6:]
+            if function == 16:
+                for i in range(count):
+                    table[address + i] = int.from_bytes(body[2 * i:2 * i + 2], "big")
+            else:
+                for i in range(count):
+                    table[address + i] = (body[i >> 3] >> (i & 7)) & 1
+            return pdu[:5]
+        limit = 2000 if function in (1, 2) else 125
+        if count < 1 or count > limit or (self.max_read is not None and count > self.max_read):
+            return bytes((function | 0x80, 3))
+        addresses = range(address, address + count)
+        if self.strict_holes and any(a not in table for a in addresses):
+            return bytes((function | 0x80, 2))
+        if function in (1, 2):
+            bits = bytearray((count + 7) // 8)
+            for i, a in enumerate(addresses):
+                if table.get(a, 0):
+                    bits[i >> 3] |= 1 << (i & 7)
+            return bytes((function, len(bits))) + bytes(bits)
+        get = table.get
+        data = struct.pack(f">{count}H", *(get(a, 0) for a in addresses))
+        return bytes((function, len(data))) + data
+
+
+class _TcpPeer(asyncio.Protocol):
+    """One client connection; requests are answered in order, each after its device's delay."""
+
+    def __init__(self, units: dict[int, SimulatedDevice], peers: set[_TcpPeer]) -> None:
+        self.units = units
+        self.peers = peers
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy_until = 0.0
+        self.pending: set[asyncio.TimerHandle] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peers.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.peers.discard(self)
+        for handle in self.pending:
+            handle.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 7:
+            tid, _, length, unit = parse_mbap(bytes(self.buffer[:7]))
+            if len(self.buffer) < 6 + length:
+                return
+            pdu = bytes(self.buffer[7:6 + length])
+            del self.buffer[:6 + length]
+            device = self.units.get(unit)
+            if device is None:
+                continue
+            reply_unit = device.answer_unit if device.answer_unit is not None else unit
+            frame = device.garbage + mbap(tid, reply_unit, device.answer(pdu))
+            if not device.delay_s and not self.pending:
+                assert self.transport is not None
+                self.transport.write(frame)
+                continue
+            loop = asyncio.get_running_loop()
+            self.busy_until = max(loop.time(), self.busy_until) + device.delay_s
+            handle: asyncio.TimerHandle
+            handle = loop.call_at(self.busy_until, lambda: self._send_later(handle, frame))
+            self.pending.add(handle)
+
+    def _send_later(self, handle: asyncio.TimerHandle, frame: bytes) -> None:
+        self.pending.discard(handle)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+
+class TcpSimulator:
+    """A Modbus TCP server on 127.0.0.1 answering for `units`; unknown units never answer."""
+
+    def __init__(self, units: dict[int, SimulatedDevice], host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.units = units
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._peers: set[_TcpPeer] = set()
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TcpPeer(self.units, self._peers),
+                                                self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def drop_clients(self) -> None:
+        """Close every client connection (a device rebooting)."""
+        for peer in list(self._peers):
+            if peer.transport is not None:
+                peer.transport.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.drop_clients()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> TcpSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class RtuResponder:
+    """Answers RTU requests arriving on `fd` (the master side of a pty) for `units`.
+
+    Requests end at the length their function implies; a bad CRC drops the buffer, as a real
+    device ignores a corrupted frame. Unit 0 (broadcast) is executed, never answered.
+    """
+
+    def __init__(self, fd: int, units: dict[int, SimulatedDevice]) -> None:
+        self.fd = fd
+        self.units = units
+        self.frames_seen = 0
+        self.bad_frames = 0
+        self._buffer = bytearray()
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        os.set_blocking(self.fd, False)
+        asyncio.get_running_loop().add_reader(self.fd, self._readable)
+        self._task = asyncio.create_task(self._answer_loop(), name="rtu-responder")
+
+    async def stop(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def inject(self, data: bytes) -> None:
+        """Put raw bytes on the bus (garbage, a stray frame)."""
+        os.write(self.fd, data)
+
+    def _readable(self) -> None:
+        try:
+            self._buffer += os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        while True:
+            size = _request_length(self._buffer)
+            if size is None or len(self._buffer) < size:
+                return
+            frame, self._buffer = bytes(self._buffer[:size]), self._buffer[size:]
+            if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+                self.bad_frames += 1
+                self._buffer.clear()
+                return
+            self.frames_seen += 1
+            try:
+                self._queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.bad_frames += 1
+
+    async def _answer_loop(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            unit, pdu = frame[0], frame[1:-2]
+            device = self.units.get(unit)
+            if device is None and unit != 0:
+                continue
+            targets = [device] if device is not None else list(self.units.values())
+            replies = [d.answer(pdu) for d in targets]
+            if unit == 0 or device is None:
+                continue
+            if device.delay_s:
+                await asyncio.sleep(device.delay_s)
+            reply_unit = device.answer_unit if device.answer_unit is not None else unit
+            out = rtu_frame(reply_unit, replies[0])
+            if device.bad_crc:
+                out = out[:-1] + bytes((out[-1] ^ 0xFF,))
+            os.write(self.fd, device.garbage + out)
+
+
+def _request_length(buffer: bytes | bytearray) -> int | None:
+    if len(buffer) < 2:
+        return None
+    function = buffer[1]
+    if function in (1, 2, 3, 4, 5, 6):
+        return 8
+    if function in (15, 16):
+        return None if len(buffer) < 7 else 9 + buffer[6]
+    return 4        # unknown function: unit, function, CRC; the device answers exception 0x01

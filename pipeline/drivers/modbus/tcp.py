@@ -1,0 +1,396 @@
+"""Modbus TCP: one connection task per `ip:port`, shared by the unit ids behind it.
+
+Rules (spec/behaviour.md §2.3): one request in flight; `tcpInterFrameMs` of silence after each
+answer; an answer must match transaction id, unit id and function (or function + 0x80), anything
+else is discarded and counted late, so a reply that arrives after its request timed out is never
+taken for the next one; 3 timeouts in a row or a socket error close the socket; reconnection at
+once, then after 1, 2, 4 … 60 s ±10 %, and meanwhile requests fail at once with quality 5.
+
+Own framing over an asyncio Protocol rather than pymodbus' client: the receive buffer is ours, so a
+timeout never leaves half a frame consumed, and the matching rule above is exact. Peer quirks:
+some devices answer with the request's unit id replaced (gateways answering unit 0 or 255); the
+spec wants those discarded, and they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import Final
+
+from config.model import Device, DeviceKind, Quality, Variable
+from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
+    LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
+from pipeline.drivers.modbus.frames import mbap, parse_mbap, read_request, unpack_read_reply
+from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
+from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
+    TraceHook
+
+__all__ = ["ModbusTcpDriver", "TcpConnection"]
+
+log = logging.getLogger("sunpm.modbus")
+
+_BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
+_TIMEOUTS_BEFORE_CLOSE: Final = 3
+#: Bounded: pollers of the units behind one connection wait here when it falls behind.
+_QUEUE_SIZE: Final = 64
+_SUMMARY_EVERY_S: Final = 3600.0
+_MAX_MBAP_LENGTH: Final = 254
+
+
+class _Receiver(asyncio.Protocol):
+    """Collects bytes into a buffer the connection task parses; never blocks the loop."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.arrived = asyncio.Event()
+        self.lost: Exception | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("connection closed by peer")
+        self.arrived.set()
+
+
+@dataclass(slots=True)
+class _Job:
+    unit_id: int
+    pdu: bytes
+    timeout_ms: int
+    future: asyncio.Future[bytes]
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int = 0
+    next_attempt: float = 0.0
+    first_failure: float = 0.0
+    failed_since_summary: int = 0
+    last_summary: float = 0.0
+    down: bool = False
+    reason: str = ""
+
+
+class TcpConnection:
+    """One Modbus TCP connection; a `RegisterReader` and a `poller.ModbusLink`."""
+
+    def __init__(self, host: str, port: int, *, inter_frame_ms: int = 0, keep_alive: bool = True,
+                 trace: TraceHook | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.peer = f"{host}:{port}"
+        self.inter_frame_ms = inter_frame_ms
+        self.keep_alive = keep_alive
+        self.trace = trace
+        self.late_frames = 0
+        self._receiver: _Receiver | None = None
+        self._tids = itertools.count(1)
+        self._timeouts_in_row = 0
+        self._last_answer = 0.0
+        self._backoff = _Backoff()
+        # Priority 0 = writes, ahead of polls (spec/behaviour.md §2.1 item 4); the sequence keeps
+        # FIFO order within a priority.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = \
+            asyncio.PriorityQueue(_QUEUE_SIZE)
+        self._seq = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+        #: Counts connections opened after a loss (or the first); a voluntary close (keep-alive
+        #: 0) does not count, so such devices are not taken as *returning* at every poll.
+        self.generation = 0
+        self._closed_voluntarily = False
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._serve(), name=f"modbus-tcp:{self.peer}")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._disconnect()
+        while not self._queue.empty():
+            _, _, job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(
+                    ModbusRequestError(f"{self.peer}: link closed", quality=Quality.DISCONNECTED))
+
+    def disconnect(self) -> None:
+        """Close the socket (keep-alive 0: after each poll cycle); the next request reopens it."""
+        if self._receiver is not None:
+            self._closed_voluntarily = True
+        self._disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self._receiver is not None
+
+    async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
+                       urgent: bool = False) -> bytes:
+        """Send `pdu` to `unit_id` and return the answer's PDU (an exception PDU included)."""
+        self.start()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        await self._queue.put((0 if urgent else 1, next(self._seq),
+                               _Job(unit_id, pdu, timeout_ms, future)))
+        return await future
+
+    async def read_registers(self, unit_id: int, function: int, address: int, count: int,
+                             timeout_ms: int) -> list[int]:
+        pdu = read_request(function, address, count)
+        return unpack_read_reply(pdu, await self.transact(unit_id, pdu, timeout_ms))
+
+    # ------------------------------------------------------------------ the task
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                _, _, job = await self._queue.get()
+                if job.future.done():       # its poller was cancelled
+                    continue
+                try:
+                    reply = await self._exchange(job)
+                except ModbusRequestError as err:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                else:
+                    if not job.future.done():
+                        job.future.set_result(reply)
+        finally:
+            self._disconnect()
+
+    def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
+        if self.trace is not None:
+            self.trace(FrameTrace(ts_ns=time.time_ns(), interface="ethernet", direction=direction,
+                                  data=data, peer=self.peer, error=error))
+
+    async def _exchange(self, job: _Job) -> bytes:
+        receiver = await self._ensure_connected(job.timeout_ms)
+        if self.inter_frame_ms:
+            wait = self._last_answer + self.inter_frame_ms / 1000 - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        tid = next(self._tids) & 0xFFFF
+        frame = mbap(tid, job.unit_id, job.pdu)
+        assert receiver.transport is not None
+        receiver.transport.write(frame)
+        self._emit(Direction.SENT, frame)
+        try:
+            async with asyncio.timeout(job.timeout_ms / 1000):
+                reply = await self._await_reply(receiver, tid, job.unit_id, job.pdu[0])
+        except TimeoutError:
+            self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
+            self._timeouts_in_row += 1
+            if self._timeouts_in_row >= _TIMEOUTS_BEFORE_CLOSE:
+                self._lost(f"{_TIMEOUTS_BEFORE_CLOSE} timeouts in a row", reconnect_now=True)
+            raise ModbusRequestError(f"{self.peer}: unit {job.unit_id}: no answer within "
+                                     f"{job.timeout_ms} ms", quality=Quality.TIMEOUT) from None
+        self._timeouts_in_row = 0
+        self._last_answer = time.monotonic()
+        return reply
+
+    async def _await_reply(self, receiver: _Receiver, tid: int, unit_id: int,
+                           function: int) -> bytes:
+        while True:
+            frame = self._next_frame(receiver)
+            if frame is None:
+                if receiver.lost is not None:
+                    reason = str(receiver.lost) or type(receiver.lost).__name__
+                    self._lost(reason, reconnect_now=True)
+                    raise ModbusRequestError(f"{self.peer}: connection lost ({reason})",
+                                             quality=Quality.DISCONNECTED)
+                receiver.arrived.clear()
+                await receiver.arrived.wait()
+                continue
+            r_tid, _, _, r_unit = parse_mbap(frame[:7])
+            pdu = frame[7:]
+            if r_tid == tid and r_unit == unit_id and pdu and pdu[0] in (function,
+                                                                          function | 0x80):
+                error = TraceError.EXCEPTION if pdu[0] & 0x80 else TraceError.NONE
+                self._emit(Direction.RECEIVED, frame, error)
+                return pdu
+            self.late_frames += 1
+            self._emit(Direction.RECEIVED, frame, TraceError.DISCARDED)
+
+    def _next_frame(self, receiver: _Receiver) -> bytes | None:
+        buffer = receiver.buffer
+        if len(buffer) < 7:
+            return None
+        _, proto, length, _ = parse_mbap(bytes(buffer[:7]))
+        if proto != 0 or not 2 <= length <= _MAX_MBAP_LENGTH:
+            # The stream is out of step; nothing after this point can be trusted.
+            junk = bytes(buffer)
+            buffer.clear()
+            self.late_frames += 1
+            self._emit(Direction.RECEIVED, junk, TraceError.DISCARDED)
+            self._lost("bad MBAP header", reconnect_now=True)
+            raise ModbusRequestError(f"{self.peer}: bad MBAP header", quality=Quality.BAD_FRAME)
+        if len(buffer) < 6 + length:
+            return None
+        frame = bytes(buffer[:6 + length])
+        del buffer[:6 + length]
+        return frame
+
+    # ------------------------------------------------------------------ connection state
+
+    async def _ensure_connected(self, timeout_ms: int) -> _Receiver:
+        if self._receiver is not None:
+            return self._receiver
+        now = time.monotonic()
+        state = self._backoff
+        if now < state.next_attempt:
+            raise ModbusRequestError(f"{self.peer}: disconnected ({state.reason}); retrying",
+                                     quality=Quality.DISCONNECTED)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(max(3.0, timeout_ms / 1000)):
+                transport, receiver = await loop.create_connection(_Receiver, self.host,
+                                                                   self.port)
+        except (OSError, TimeoutError) as err:
+            reason = str(err) or type(err).__name__
+            self._lost(reason, reconnect_now=False)
+            raise ModbusRequestError(f"{self.peer}: cannot connect ({reason})",
+                                     quality=Quality.DISCONNECTED) from err
+        self._configure_socket(transport)
+        self._receiver = receiver
+        if not self._closed_voluntarily:
+            self.generation += 1
+        self._closed_voluntarily = False
+        self._timeouts_in_row = 0
+        if state.down:
+            log.info("%s: connection restored", self.peer)
+        state.down = False
+        state.failures = 0
+        state.next_attempt = 0.0
+        return receiver
+
+    def _configure_socket(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.keep_alive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, name):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+    def _disconnect(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None and receiver.transport is not None:
+            receiver.transport.close()
+
+    def _lost(self, reason: str, *, reconnect_now: bool) -> None:
+        """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %."""
+        self._disconnect()
+        self._closed_voluntarily = False
+        state = self._backoff
+        now = time.monotonic()
+        if not state.down:
+            state.down = True
+            state.first_failure = now
+            state.last_summary = now
+            state.failed_since_summary = 0
+            log.warning("%s: connection lost (%s); retrying", self.peer, reason)
+        else:
+            state.failed_since_summary += 1
+            if now - state.last_summary >= _SUMMARY_EVERY_S:
+                log.warning("%s: still disconnected (%s); %d attempts failed in the last hour",
+                            self.peer, reason, state.failed_since_summary)
+                state.last_summary = now
+                state.failed_since_summary = 0
+        state.reason = reason
+        if reconnect_now:
+            state.failures = 0
+            state.next_attempt = now
+            return
+        delay = _BACKOFF_S[min(state.failures, len(_BACKOFF_S) - 1)]
+        state.failures += 1
+        state.next_attempt = now + delay * random.uniform(0.9, 1.1)
+
+
+class ModbusTcpDriver:
+    """The Modbus TCP `ProtocolDriver`: a connection per `ip:port`, devices polled through it.
+
+    `read` for devices on different connections may run concurrently; the connections serialise
+    their own units.
+    """
+
+    name = "modbusTCP"
+
+    def __init__(self, *, inter_frame_ms: int = 0, trace: TraceHook | None = None) -> None:
+        self.inter_frame_ms = inter_frame_ms
+        self.trace = trace
+        self._connections: dict[tuple[str, int], TcpConnection] = {}
+        self._states: dict[str, PollState] = {}
+        self._keep_alive: dict[tuple[str, int], bool] = {}
+
+    async def open(self, link: LinkSettings) -> None:
+        self.inter_frame_ms = link.tcp_inter_frame_ms
+        if link.host is not None:
+            self.connection(link.host, link.port or 502, keep_alive=link.keep_alive)
+
+    def connection(self, host: str, port: int = 502, *, keep_alive: bool = True) -> TcpConnection:
+        """The shared connection of `host:port` (keep-alive 1 wins when devices disagree)."""
+        key = (host, port)
+        conn = self._connections.get(key)
+        if conn is None:
+            conn = TcpConnection(host, port, inter_frame_ms=self.inter_frame_ms,
+                                 keep_alive=keep_alive, trace=self.trace)
+            self._connections[key] = conn
+        elif keep_alive and not conn.keep_alive:
+            conn.keep_alive = True
+        return conn
+
+    def _connection_of(self, device: Device) -> TcpConnection:
+        endpoint = device.tcp_endpoint
+        if endpoint is None or device.kind is not DeviceKind.MODBUS_TCP:
+            raise DeviceError(f"device {device.index}: '{device.interface}' is not a Modbus TCP "
+                              "address")
+        return self.connection(*endpoint, keep_alive=device.keep_alive)
+
+    def state(self, device_index: str) -> PollState:
+        return self._states.setdefault(device_index, PollState())
+
+    def counters(self, device_index: str) -> DeviceCounters:
+        return self.state(device_index).counters
+
+    async def read(self, device: Device, plan: ReadPlan) -> Readings:
+        conn = self._connection_of(device)
+        late_before = conn.late_frames
+        state = self.state(device.index)
+        readings = await poll_device(conn, device, plan, state)
+        state.counters.late_frames += conn.late_frames - late_before
+        if conn.generation != state.link_generation:
+            state.link_generation = conn.generation
+            readings = replace(readings, reconnected=True)
+        if not conn.keep_alive:
+            conn.disconnect()
+        return readings
+
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
+        await write_variable(self._connection_of(device), device, var, raw,
+                             self.state(device.index))
+
+    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
+        # SunSpec discovery lives in pipeline.drivers.discovery and reads through `connection()`.
+        raise DeviceError("modbusTCP: discovery runs through pipeline.drivers.discovery")
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            await conn.close()
