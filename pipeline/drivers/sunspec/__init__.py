@@ -1,0 +1,12 @@
+"""SunSpec discovery and the definition files generated for what it finds (spec/behaviour.md §3)."""
+
+from ._models import pysunspec2_version
+from .definitions import (ChainModel, GeneratedDefinition, Identity, clean_part,
+                          definition_file_name, generate, unique_name, write_definition)
+from .scan import SunSpecDevice, SunSpecScan, decode_string, discover_sunspec, estimated_duration_s
+
+__all__ = [
+    "ChainModel", "GeneratedDefinition", "Identity", "SunSpecDevice", "SunSpecScan", "clean_part",
+    "decode_string", "definition_file_name", "discover_sunspec", "estimated_duration_s",
+    "generate", "pysunspec2_version", "unique_name", "write_definition",
+]

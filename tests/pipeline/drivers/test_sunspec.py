@@ -1,0 +1,193 @@
+"""SunSpec discovery against SunSpec and non-SunSpec devices served by pymodbus on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.model import Protocol
+from pipeline.drivers._base import DiscoveryParams
+from pipeline.drivers.sunspec import (ChainModel, GeneratedDefinition, Identity, discover_sunspec,
+                                      generate, write_definition)
+
+from _sunspec_sim import SunSpecImage, common_model, model, modbus_server, pymodbus_reader
+
+GOLDEN = Path(__file__).parents[2] / "golden"
+SMA = ("SMA", "Solar Inverter", "9301", "1.0", "SN-0001")
+TIMEOUT_MS = 300
+
+
+def _images() -> dict[int, list[tuple[int, list[int]]]]:
+    # Device 4's 160 has two modules (L = 8 + 2 x 20); its 705 has NPt 3 (offset 5) and NCrv 2
+    # (offset 6): L = 13 + 2 x (10 + 3 x 2).
+    m160 = model(160, 48, [0xFFFE, 0xFFFF, 0, 0, 0, 0, 2, 0])
+    m705 = model(705, 45, [1, 0, 0, 3, 2])
+    return {
+        # 1 is absent: no answer at all.
+        2: [(0, list(range(10)))],                                   # a plain Modbus meter
+        3: SunSpecImage([common_model(*SMA), model(103, 50), model(123, 24)]).blocks(),
+        4: SunSpecImage([common_model("Fronius", "Symo 8.2-3-M", "", "1.2", "SN-4"),
+                         model(101, 50), model(120, 26), model(121, 30), model(122, 44),
+                         model(123, 24), m160, model(160, 48), m705], base=50000).blocks(),
+        # 160 whose L (51) is not the fixed part plus whole 20-register modules.
+        5: SunSpecImage([common_model("ABB", "PVS-100", "", "2", "SN-5"), model(160, 51)],
+                        base=0).blocks(),
+        # A chain that never ends: one vendor model after another.
+        6: SunSpecImage([common_model("Loop", "L1", "", "1", "SN-6")]
+                        + [model(64001, 0)] * 80).blocks(),
+        # A chain whose L runs past register 65535.
+        7: [(40000, [0x5375, 0x6E53] + common_model("Over", "O1", "", "1", "SN-7")
+             + [64002, 30000])],
+        # SunS but no common model first.
+        8: SunSpecImage([model(103, 50)]).blocks(),
+        # The same device as unit 3, answering a second unit id.
+        9: SunSpecImage([common_model(*SMA), model(103, 50), model(123, 24)]).blocks(),
+        # End model with its ID only (no L mapped).
+        10: SunSpecImage([common_model("Kostal", "Plenticore", "", "1", "SN-10", length=65),
+                          model(103, 50)], end=[0xFFFF]).blocks(),
+    }
+
+
+async def _discover(first: int, last: int, max_devices: int = 240
+                    ) -> tuple[list[str], list[object]]:
+    lines: list[str] = []
+    async with modbus_server(_images()) as port, pymodbus_reader(port, TIMEOUT_MS) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=first,
+                                 last_address=last, max_devices=max_devices, timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append,
+                                       target=f"127.0.0.1:{port}", interface="ethernet1",
+                                       uid="WPM00BDE4", protocol=Protocol.MODBUS_TCP)
+    return [line.replace(f"127.0.0.1:{port}", "T") for line in lines], list(found)
+
+
+def test_generated_file_for_models_1_103_123_equals_the_spec_example() -> None:
+    chain = [ChainModel(1, 40002, 66), ChainModel(103, 40070, 50), ChainModel(123, 40122, 24)]
+    problems: list[str] = []
+    made = generate("WPM00BDE4", Identity(*SMA[:5], device_address=1), Protocol.MODBUS_TCP,
+                    chain, problems.append)
+    golden = GOLDEN / "WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv"
+    assert made.name == golden.name
+    assert made.text.encode() == golden.read_bytes()
+    assert problems == []
+
+
+async def test_discovery_finds_exactly_the_sunspec_devices_among_others() -> None:
+    lines, found = await _discover(1, 11)
+    assert lines == [
+        "Start of SunSpec detection on ethernet1, addresses 1-11, estimated duration 4 s",
+        "NON SUNSPEC device found at @2 T",
+        "SunSpec device found at @3 T",
+        "Found table 1:66 at 40004@3 T",
+        "Found table 103:50 at 40072@3 T",
+        "Found table 123:24 at 40124@3 T",
+        "SunSpec device found at @4 T",
+        "Found table 1:66 at 50004@4 T",
+        "Found table 101:50 at 50072@4 T",
+        "Found table 120:26 at 50124@4 T",
+        "Found table 121:30 at 50152@4 T",
+        "Found table 122:44 at 50184@4 T",
+        "Found table 123:24 at 50230@4 T",
+        "Found table 160:48 at 50256@4 T",
+        "Found table 160:48 at 50306@4 T",
+        "Found table 705:45 at 50356@4 T",
+        "SunSpec device found at @5 T",
+        "Found table 1:66 at 4@5 T",
+        "Found table 160:51 at 72@5 T",
+        "Error: @5 T: model 160 at 72: length 51 is not the fixed length 8 plus whole module "
+        "blocks of 20 registers; fixed part only",
+        "SunSpec device found at @6 T",
+        "Found table 1:66 at 40004@6 T",
+        *[f"Found table 64001:0 at {40072 + 2 * k}@6 T" for k in range(63)],
+        "Error: more than 64 models at @6 T",
+        "SunSpec device found at @7 T",
+        "Found table 1:66 at 40004@7 T",
+        "Found table 64002:30000 at 40072@7 T",
+        "Error: model chain passes register 65535 at @7 T",
+        "SunSpec device found at @8 T",
+        "Found table 103:50 at 40004@8 T",
+        "Error: model 1 missing at @8 T",
+        "SunSpec device found at @9 T",
+        "Found table 1:66 at 40004@9 T",
+        "Found table 103:50 at 40072@9 T",
+        "Found table 123:24 at 40124@9 T",
+        "Error: @9 T is the device found at @3",
+        "SunSpec device found at @10 T",
+        "Found table 1:65 at 40004@10 T",
+        "Found table 103:50 at 40071@10 T",
+        "End of SunSpec detection on ethernet1. 6 devices found.",
+    ]
+    assert [d.unit_id for d in found] == [3, 4, 5, 6, 7, 10]  # type: ignore[attr-defined]
+
+
+async def test_max_devices_stops_the_sweep() -> None:
+    lines, found = await _discover(3, 10, max_devices=2)
+    assert [d.unit_id for d in found] == [3, 4]  # type: ignore[attr-defined]
+    assert lines[-1] == "End of SunSpec detection on ethernet1. 2 devices found."
+    assert not any("@5 " in line for line in lines)
+
+
+async def test_generated_names_cover_repeated_models_blocks_and_nested_groups() -> None:
+    _, found = await _discover(4, 5)
+    dev4 = found[0].definition  # type: ignore[attr-defined]
+    rows = [line.split(";") for line in dev4.text.splitlines()[1:]]
+    by_name = {r[5]: r for r in rows}
+    assert dev4.name == "WPM00BDE4_SunSpec_inverter_Fronius_Symo_8.2-3-M_modbusTCP.csv"
+    assert dev4.text.splitlines()[0] == "modbusTCP;Inverter;Fronius;Symo_8.2-3-M"
+    # Repeating block: module k of 160 (ID, IDStr, then DCA), its scale factor at the top level.
+    assert by_name["160_2_DCA"][1:5] == ["3", str(50256 + 8 + 20 + 9), "U16", "160_DCA_SF"]
+    assert by_name["160_1_IDStr"][2:4] == ["50265_16", "String"]
+    assert "160_3_DCA" not in by_name
+    # The second 160 in the chain.
+    assert by_name["160.2_1_DCWH"][3:5] == ["U32", "160.2_DCWH_SF"]
+    assert by_name["160.2_tableId"][2] == "50304"
+    # Nested groups counted from the device: NCrv 2 curves of NPt 3 points.
+    assert by_name["705_2_3_Var"][3:5] == ["I16", "705_DeptRef_SF"]
+    assert "705_3_1_V" not in by_name and "705_2_4_V" not in by_name
+    assert by_name["705_1_RspTms"][4] == "705_RspTms_SF"
+    # Actions: 160 instant, 705 parameters, scale factors parameters.
+    assert by_name["160_1_DCA"][10] == "4" and by_name["705_1_1_V"][10] == "1"
+    assert by_name["160_DCA_SF"][10] == "1"
+    # Only the chain's first 123 carries the tags, and Indexes run 1..n in register order.
+    assert by_name["123_WMaxLimPct"][6] == "cmdPwrPercent"
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    addresses = [int(r[2].split("_")[0]) for r in rows]
+    assert addresses == sorted(addresses)
+    # Device 5: the 160 that does not divide is described by its fixed part only.
+    dev5_rows = found[1].definition.text.splitlines()  # type: ignore[attr-defined]
+    assert dev5_rows[-1].split(";")[5] == "160_TmsPer"
+    assert dev5_rows[0] == "modbusTCP;Inverter;ABB;PVS-100"
+
+
+async def test_points_outside_l_and_their_scaled_points_are_left_out() -> None:
+    # 103 cut to L 11: the voltages (offsets 5..10) are inside but V_SF (offset 11) is not, so
+    # they go with it; the currents keep A_SF (offset 4).
+    made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_RTU,
+                    [ChainModel(1, 2, 66), ChainModel(103, 70, 11), ChainModel(64500, 83, 4)],
+                    lambda text: None)
+    names = [line.split(";")[5] for line in made.text.splitlines()[1:]]
+    assert names[-2:] == ["64500_tableId", "64500_tableSize"]
+    model_103 = [n for n in names if n.startswith("103_")]
+    assert model_103 == ["103_tableId", "103_tableSize", "103_A", "103_AphA", "103_AphB",
+                         "103_AphC", "103_A_SF"]
+    assert made.name == "U_SunSpec_inverter_M_D_modbusRTU.csv"
+
+
+def test_numeric_scale_factor_becomes_coef_a() -> None:
+    made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP,
+                    [ChainModel(1, 2, 66), ChainModel(305, 70, 36)], lambda text: None)
+    rows = {line.split(";")[5]: line.split(";") for line in made.text.splitlines()[1:]}
+    assert rows["305_Lat"][3:5] == ["I32", ""] and rows["305_Lat"][7] == "0.0000001"
+    assert rows["305_Alt"][7] == "1"
+
+
+def test_an_existing_file_with_other_content_gets_a_numbered_name(tmp_path: Path) -> None:
+    first = GeneratedDefinition(name="U_SunSpec_inverter_M_D_modbusTCP.csv", text="a\n")
+    other = GeneratedDefinition(name=first.name, text="b\n")
+    assert write_definition(tmp_path, first).name == first.name
+    assert write_definition(tmp_path, first).name == first.name          # reused
+    assert write_definition(tmp_path, other).name == "U_SunSpec_inverter_M_D_modbusTCP_2.csv"
+    assert write_definition(tmp_path, other).name == "U_SunSpec_inverter_M_D_modbusTCP_2.csv"
+    third = GeneratedDefinition(name=first.name, text="c\n")
+    assert write_definition(tmp_path, third).name == "U_SunSpec_inverter_M_D_modbusTCP_3.csv"
+    assert (tmp_path / first.name).read_text() == "a\n"
