@@ -64,7 +64,7 @@ def plan_backfill(state: DeliveryState, source: WindowSource, *, server: int,
         covered_to = built[-1].spec.end_ns if built else end_ns
         if now is None:
             now = source.membership()
-        gaps = []
+        gaps: list[tuple[int, int, BuiltWindow | None]] = []
         if start_ns < min(covered_from, end_ns):
             gaps.append((start_ns, min(covered_from, end_ns), None))
         if built and covered_to < end_ns:
