@@ -1,0 +1,202 @@
+"""The small interface every transport implements, and the one error they all raise.
+
+A transport moves bytes to a server and knows nothing of windows, cursors or CSV (STYLE.md §1).
+Retries, ordering and accounting belong to the outbox: a transport tries once and says, through
+`TransportError.retriable`, whether trying again later could help (spec/behaviour.md §4.5).
+
+Paths are paths of the server tree of spec/formats.md §3 (`/DATA/<name>`), always absolute and
+`/`-separated; each transport maps them under its root (`FTP_RootDir`, the path of `HTTP_Url`,
+`DIR_Path`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import posixpath
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from config.errors import SunpmError
+
+TMP_SUFFIX: Final = ".tmp"  # spec/formats.md §3: `<name>.tmp`, renamed `<name>` when complete
+MAX_IN_FLIGHT: Final = 10  # spec/behaviour.md §4.4: at most 10 unacknowledged MQTT messages
+
+
+class Failure(StrEnum):
+    """Why an operation failed; decides `retriable` (spec/behaviour.md §4.5)."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"          # refused, no route, name not resolved
+    CONNECTION_LOST = "connection lost"
+    SERVER_FULL = "server disk full"
+    SERVER_BUSY = "server busy"          # transient 4xx/5xx the server says may pass
+    AUTHENTICATION = "authentication refused"
+    TRUST = "identity not trusted"       # TLS certificate or SSH host key mismatch
+    REFUSED = "refused"                  # missing directory or a right lacking
+    PROTOCOL = "protocol error"          # the peer answered something we cannot use
+
+    @property
+    def retriable(self) -> bool:
+        return self in _RETRIABLE
+
+
+_RETRIABLE: Final = frozenset({Failure.TIMEOUT, Failure.UNREACHABLE, Failure.CONNECTION_LOST,
+                               Failure.SERVER_FULL, Failure.SERVER_BUSY})
+
+
+class TransportError(SunpmError):
+    """One failed transport operation, as one line a user can act on (STYLE.md §5).
+
+    A refusal names the tree directory, in the form of spec/formats.md §3:
+    `server 1: /DATA: upload refused (550 Permission denied)`; anything else names the operation
+    and what went wrong: `server 2: connect: timeout after 30 s`.
+    """
+
+    def __init__(self, server: int, op: str, detail: str, *, failure: Failure,
+                 path: str = "", retriable: bool | None = None) -> None:
+        self.server = server
+        self.op = op
+        self.detail = detail
+        self.failure = failure
+        self.path = path
+        self.retriable = failure.retriable if retriable is None else retriable
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        if self.failure is Failure.REFUSED and self.path:
+            return f"server {self.server}: {self.directory}: {self.op} refused ({self.detail})"
+        where = f"{self.op} {self.path}" if self.path else self.op
+        return f"server {self.server}: {where}: {self.failure.value} ({self.detail})"
+
+    @property
+    def directory(self) -> str:
+        """The tree directory the failed path lives in (`/DATA` for `/DATA/x.csv.gz`)."""
+        return posixpath.dirname(self.path) or "/"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (self.server, self.op, self.detail, self.failure, self.path,
+                           self.retriable))
+
+
+def _rebuild(server: int, op: str, detail: str, failure: Failure, path: str,
+             retriable: bool) -> TransportError:
+    return TransportError(server, op, detail, failure=failure, path=path, retriable=retriable)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """Network waits (spec/behaviour.md §4.5); tests shorten them."""
+
+    connect_s: float = 30.0
+    operation_s: float = 60.0
+
+
+DEFAULT_TIMEOUTS: Final = Timeouts()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteFile:
+    """One entry of a directory listing; `mtime_s` is None when the server does not tell."""
+
+    name: str
+    size: int
+    mtime_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundMessage:
+    """A message received on a subscribed topic (the command topic, spec/formats.md §14.4)."""
+
+    topic: str
+    payload: bytes
+
+
+# Called with the OpenSSH key line of a host key pinned on first sight (FTP_AcceptUnknownHostKey=1);
+# the caller persists it as FTP_HostKey before the connection is used.
+HostKeyPinned = Callable[[str], Awaitable[None]]
+
+
+@runtime_checkable
+class FileTransport(Protocol):
+    """A file server: `ftp`, `ftps`, `sftp`, `webdav`, `dir`. One operation at a time."""
+
+    server: int
+
+    async def connect(self) -> None:
+        """Open the connection and log in; TLS certificate or host key checked here."""
+
+    async def list(self, directory: str) -> builtins.list[RemoteFile]:
+        """Regular files of `directory` (sub-directories left out)."""
+
+    async def download(self, path: str) -> bytes:
+        """The whole content of `path`."""
+
+    async def size(self, path: str) -> int | None:
+        """Size of `path`, or None when absent; a refused lookup counts as absent
+        (spec/behaviour.md §5.2)."""
+
+    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+        """Write `data` as `path`, replacing a same-named file, and return only once the server
+        confirmed the final name. With `two_step`, the bytes go to `path + ".tmp"` first and are
+        renamed, so the final name never holds a partial file."""
+
+    async def delete(self, path: str) -> None:
+        """Remove `path`; removing an absent file is an error (the server says why)."""
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice or after a failure."""
+
+
+@runtime_checkable
+class MessageTransport(Protocol):
+    """A broker: `mqtt`, `mqtts`."""
+
+    server: int
+
+    async def connect(self) -> None:
+        """Connect (persistent session) and subscribe to the command topic when one is set."""
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with the configured QoS and return once delivered: PUBACK (QoS 1), PUBCOMP
+        (QoS 2) or sent (QoS 0). Up to `MAX_IN_FLIGHT` calls may wait at once; more wait
+        their turn."""
+
+    def messages(self) -> AsyncIterator[InboundMessage]:
+        """Messages of the command topic, in arrival order; raises TransportError when the
+        connection is lost."""
+
+    async def close(self) -> None:
+        """Disconnect; safe to call twice or after a failure."""
+
+
+def final_and_temp(path: str, two_step: bool) -> tuple[str, str]:
+    """(final path, path written to): the `.tmp` twin with two-step upload, else the final one."""
+    return path, (path + TMP_SUFFIX if two_step else path)
+
+
+def check_tree_path(server: int, op: str, path: str) -> str:
+    """Refuse paths that could leave the tree: relative ones, `..`, empty parts."""
+    if path == "/":
+        return path
+    parts = path.split("/")
+    if not path.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]):
+        raise TransportError(server, op, f"bad tree path {path!r}", failure=Failure.PROTOCOL,
+                             path=path)
+    return path
+
+
+def tls_context(cert_dir: Path, ca_file: str, *, cert_file: str = "",
+                key_file: str = "") -> ssl.SSLContext:
+    """A client context checking the peer's certificate and host name against `ca_file` (a file
+    of `/CERT`, kept in `cert_dir`) or the system CAs when empty, optionally presenting a client
+    certificate. Raises OSError or ssl.SSLError when a file is missing or unreadable."""
+    context = ssl.create_default_context(cafile=str(cert_dir / ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file:
+        context.load_cert_chain(str(cert_dir / cert_file),
+                                str(cert_dir / key_file) if key_file else None)
+    return context

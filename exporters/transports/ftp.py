@@ -1,0 +1,349 @@
+"""`ftp`: plain FTP with the standard library's `ftplib`, run off the event loop.
+
+Why `ftplib` rather than aioftp: it is in the standard library, it speaks explicit FTPS (`ftps.py`)
+with the `ssl` module's certificate and host name checks, and the servers sunpm meets (vsftpd,
+ProFTPD, FileZilla, IIS) are tested against it for decades. Each call runs in a worker thread; the
+event loop only waits, inside an `asyncio.timeout` that is pushed back every time a block moves, so
+a long upload that makes progress is never cut while a stalled one is (spec/behaviour.md §4.5: "60 s
+without progress"). The sockets carry the same timeout as a second guard.
+
+Peer quirks handled here:
+- `SIZE` is refused in ASCII mode by several servers (pyftpdlib, ProFTPD): the session runs in
+  binary mode (`TYPE I`) from login on.
+- `RNTO` over an existing name replaces it on Unix servers but is refused by some (IIS, FileZilla):
+  when it is refused and the final name exists, the old file is deleted and the rename retried
+  (spec/behaviour.md §4.2 step 8: FTP renames with `RNFR`/`RNTO`).
+- `MLSD` gives size and time in one listing; servers without it (5xx) fall back to `NLST` then
+  `SIZE` and `MDTM` per file.
+- Passive replies carrying a private address are ignored in favour of the control connection's
+  host (`ftplib` default), which NAT'ed servers need.
+- Reply codes: 530 authentication; 550/553/450 refused (missing directory or right); 452/552
+  storage full (retriable); 421/425/426 connection lost (retriable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import calendar
+import ftplib
+import io
+import posixpath
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+from config.model import ServerSettings
+
+from ._base import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    RemoteFile,
+    Timeouts,
+    TransportError,
+    check_tree_path,
+    final_and_temp,
+)
+
+T = TypeVar("T")
+Progress = Callable[[], None]
+
+_BLOCK_BYTES: Final = 64 * 1024
+DEFAULT_PORT: Final = 21
+
+
+class _TrackedFtp(ftplib.FTP):
+    """Remembers the open data connection so that an abort can cut it too."""
+
+    data_conn: socket.socket | None = None
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:
+        conn, size = super().ntransfercmd(cmd, rest)
+        self.data_conn = conn
+        return conn, size  # type: ignore[return-value]
+
+
+class FtpTransport:
+    """FTP file server: `FTP_Host`, `FTP_Port`, `FTP_User`, `FTP_Password`, `FTP_RootDir`,
+    `FTP_Passive`."""
+
+    def __init__(self, settings: ServerSettings, *, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
+        self.server = settings.slot
+        self._settings = settings
+        self._timeouts = timeouts
+        self._root = settings.root_dir or "/"
+        self._ftp: ftplib.FTP | None = None
+        # ftplib objects are not thread-safe and FTP is one command at a time anyway.
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ hooks for ftps
+
+    def _new_client(self) -> ftplib.FTP:
+        return _TrackedFtp()
+
+    def _secure_login(self, ftp: ftplib.FTP) -> None:
+        ftp.login(self._settings.user, self._settings.password)
+
+    # ------------------------------------------------------------------ operations
+
+    async def connect(self) -> None:
+        await self.close()
+        try:
+            ftp = self._new_client()
+        except (OSError, ssl.SSLError) as err:
+            raise TransportError(self.server, "connect", f"cannot load the CA file: {err}",
+                                 failure=Failure.TRUST) from err
+        port = self._settings.port or DEFAULT_PORT
+
+        def open_session(progress: Progress) -> None:
+            ftp.connect(self._settings.host, port, timeout=self._timeouts.connect_s)
+            progress()
+            self._secure_login(ftp)
+            ftp.set_pasv(self._settings.passive)
+            ftp.timeout = self._timeouts.operation_s  # data connections use this
+            if ftp.sock is not None:
+                ftp.sock.settimeout(self._timeouts.operation_s)
+            ftp.voidcmd("TYPE I")
+            ftp.cwd(self._root)
+        self._ftp = ftp
+        try:
+            await self._call("connect", "/", open_session, limit_s=self._timeouts.connect_s)
+        except BaseException:
+            self._ftp = None
+            _abort(ftp)
+            raise
+
+    async def list(self, directory: str) -> builtins.list[RemoteFile]:
+        remote = self._remote("list", directory)
+
+        def scan(progress: Progress) -> builtins.list[RemoteFile]:
+            ftp = self._client("list", directory)
+            try:
+                entries = list(ftp.mlsd(remote, facts=["type", "size", "modify"]))
+            except ftplib.error_perm as err:
+                if not str(err).startswith(("500", "502", "504")):
+                    raise
+                return self._list_without_mlsd(ftp, remote, progress)
+            files = [RemoteFile(name=name, size=int(facts.get("size", "0")),
+                                mtime_s=_parse_mdtm(facts.get("modify", "")))
+                     for name, facts in entries if facts.get("type", "file") == "file"]
+            return sorted(files, key=lambda f: f.name)
+        return await self._call("list", directory, scan)
+
+    def _list_without_mlsd(self, ftp: ftplib.FTP, remote: str,
+                           progress: Progress) -> builtins.list[RemoteFile]:
+        files = []
+        for entry in ftp.nlst(remote):
+            name = posixpath.basename(entry)
+            full = posixpath.join(remote, name)
+            size = _size_or_none(ftp, full)
+            if size is None:  # a directory, or gone meanwhile
+                continue
+            try:
+                mtime = _parse_mdtm(ftp.sendcmd("MDTM " + full)[4:].strip())
+            except ftplib.error_perm:
+                mtime = None
+            files.append(RemoteFile(name=name, size=size, mtime_s=mtime))
+            progress()
+        return sorted(files, key=lambda f: f.name)
+
+    async def download(self, path: str) -> bytes:
+        remote = self._remote("download", path)
+
+        def fetch(progress: Progress) -> bytes:
+            buf = io.BytesIO()
+
+            def sink(block: bytes) -> None:
+                buf.write(block)
+                progress()
+            self._client("download", path).retrbinary("RETR " + remote, sink, _BLOCK_BYTES)
+            return buf.getvalue()
+        return await self._call("download", path, fetch)
+
+    async def size(self, path: str) -> int | None:
+        remote = self._remote("size", path)
+        return await self._call("size", path,
+                                lambda _: _size_or_none(self._client("size", path), remote))
+
+    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+        final, written = final_and_temp(self._remote("upload", path), two_step)
+
+        def store(progress: Progress) -> None:
+            ftp = self._client("upload", path)
+            ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
+                           lambda _block: progress())
+            if written != final:
+                _rename_replacing(ftp, written, final)
+        await self._call("upload", path, store)
+
+    async def delete(self, path: str) -> None:
+        remote = self._remote("delete", path)
+        await self._call("delete", path, lambda _: self._client("delete", path).delete(remote))
+
+    async def close(self) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is None:
+            return
+        try:
+            async with asyncio.timeout(min(5.0, self._timeouts.operation_s)):
+                await asyncio.to_thread(ftp.quit)
+        except (TimeoutError, OSError, EOFError, ftplib.Error):
+            pass  # a polite QUIT is all we try; the sockets are closed below either way
+        finally:
+            _abort(ftp)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _remote(self, op: str, path: str) -> str:
+        check_tree_path(self.server, op, path)
+        return posixpath.join(self._root, path.lstrip("/"))
+
+    def _client(self, op: str, path: str) -> ftplib.FTP:
+        if self._ftp is None:
+            raise TransportError(self.server, op, "not connected",
+                                 failure=Failure.CONNECTION_LOST, path=path)
+        return self._ftp
+
+    async def _call(self, op: str, path: str, fn: Callable[[Progress], T], *,
+                    limit_s: float | None = None) -> T:
+        """Run `fn` in a thread; time out after `limit_s` without progress, cutting the sockets so
+        the thread ends too (no thread outlives its call)."""
+        limit = self._timeouts.operation_s if limit_s is None else limit_s
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            deadline = asyncio.timeout(limit)
+            live = True
+
+            def push() -> None:
+                if live:
+                    deadline.reschedule(loop.time() + limit)
+
+            def progress() -> None:
+                loop.call_soon_threadsafe(push)
+            job = loop.run_in_executor(None, fn, progress)
+            try:
+                async with deadline:
+                    return await asyncio.shield(job)
+            except TimeoutError as err:
+                if job.done() and job.exception() is not None:
+                    raise self._map(op, path, job.exception()) from err  # type: ignore[arg-type]
+                await self._abort_and_join(job)
+                raise TransportError(self.server, op, f"no progress for {limit:g} s",
+                                     failure=Failure.TIMEOUT, path=path) from err
+            except asyncio.CancelledError:
+                await self._abort_and_join(job)
+                raise
+            except TransportError:
+                raise
+            except (OSError, EOFError, ftplib.Error, ValueError) as err:
+                raise self._map(op, path, err) from err
+            finally:
+                live = False
+
+    async def _abort_and_join(self, job: asyncio.Future[T]) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is not None:
+            _abort(ftp)
+        # The thread now fails fast on its closed socket; wait so that it does not outlive us.
+        await asyncio.wait([job])
+        if not job.cancelled():
+            job.exception()  # retrieved: it is the expected fallout of the abort
+
+    def _map(self, op: str, path: str, err: BaseException) -> TransportError:
+        failure, detail = classify(err)
+        if failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT):
+            # The control connection is no longer in a known state.
+            ftp, self._ftp = self._ftp, None
+            if ftp is not None:
+                _abort(ftp)
+        return TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+def classify(err: BaseException) -> tuple[Failure, str]:
+    """Map an ftplib, ssl or socket error to a failure and its one-line detail."""
+    detail = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, ftplib.error_perm):
+        code = detail[:3]
+        if code == "530":
+            return Failure.AUTHENTICATION, detail
+        if code == "552":
+            return Failure.SERVER_FULL, detail
+        if code in ("500", "501", "502", "504"):
+            return Failure.PROTOCOL, detail
+        return Failure.REFUSED, detail
+    if isinstance(err, ftplib.error_temp):
+        code = detail[:3]
+        if code == "452":
+            return Failure.SERVER_FULL, detail
+        if code == "450":
+            return Failure.REFUSED, detail
+        if code in ("421", "425", "426"):
+            return Failure.CONNECTION_LOST, detail
+        return Failure.SERVER_BUSY, detail
+    if isinstance(err, (ftplib.error_reply, ftplib.error_proto)):
+        return Failure.PROTOCOL, detail
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return Failure.TRUST, err.verify_message or detail
+    if isinstance(err, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return Failure.CONNECTION_LOST, detail
+    if isinstance(err, ssl.SSLError):
+        return Failure.TRUST, detail
+    if isinstance(err, TimeoutError):
+        return Failure.TIMEOUT, detail
+    if isinstance(err, (ConnectionRefusedError, socket.gaierror)):
+        return Failure.UNREACHABLE, detail
+    if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
+        return Failure.UNREACHABLE, detail
+    if isinstance(err, (OSError, EOFError)):
+        return Failure.CONNECTION_LOST, detail or "connection closed by the server"
+    return Failure.PROTOCOL, detail
+
+
+_UNREACHABLE_ERRNOS: Final = frozenset({101, 113})  # ENETUNREACH, EHOSTUNREACH
+
+
+def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
+    try:
+        reply = ftp.sendcmd("SIZE " + remote)
+    except ftplib.error_perm:
+        return None  # absent, or the lookup refused: both count as absent (behaviour.md §5.2)
+    try:
+        return int(reply[3:].strip())
+    except ValueError:
+        return None
+
+
+def _rename_replacing(ftp: ftplib.FTP, written: str, final: str) -> None:
+    try:
+        ftp.rename(written, final)
+    except ftplib.error_perm:
+        if _size_or_none(ftp, final) is None:
+            raise
+        ftp.delete(final)
+        ftp.rename(written, final)
+
+
+def _parse_mdtm(text: str) -> float | None:
+    """`YYYYMMDDhhmmss[.fff]` in UTC (RFC 3659) to seconds since the epoch."""
+    try:
+        whole, _, frac = text.partition(".")
+        parsed = time.strptime(whole, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return calendar.timegm(parsed) + (float("0." + frac) if frac.isdigit() else 0.0)
+
+
+def _abort(ftp: ftplib.FTP) -> None:
+    """Cut the control and data sockets at once: wakes a thread blocked on either."""
+    socks = [getattr(ftp, "data_conn", None), ftp.sock]
+    for sock in socks:
+        if sock is None:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
+        sock.close()
+    ftp.close()

@@ -1,0 +1,226 @@
+"""`mqtt` and `mqtts`: MQTT 3.1.1 with aiomqtt (spec/formats.md §14.1).
+
+Client id `MQTT_ClientId`, keep-alive `MQTT_KeepAlive`, clean session off so the broker keeps the
+command subscription and the QoS flows across reconnects, every publish at `MQTT_Qos` with retain
+off. `mqtts` checks the broker certificate and host name against `MQTT_CaFile` or the system CAs and
+presents `MQTT_CertFile`/`MQTT_KeyFile` when set.
+
+`publish` returns only once the message is delivered in the sense of spec/formats.md §14.1: PUBACK
+for QoS 1, PUBCOMP for QoS 2, written to the socket for QoS 0. At most `MAX_IN_FLIGHT` (10) publishes
+wait at once (spec/behaviour.md §4.4); further callers wait for a place.
+
+Peer quirks handled here:
+- aiomqtt does not fail a publish waiting for its PUBACK when the connection drops (paho keeps the
+  message for a resend that only a reconnect of the same client object would do). A reader task
+  watches the connection through the public message iterator, and a lost connection fails every
+  waiting publish at once as retriable. The outbox sends them again after reconnecting; the
+  broker may then see a duplicate, which QoS 1 allows.
+- aiomqtt reports a failed TCP or TLS connect as a bare `MqttError` carrying the socket error's
+  text only; the text is classified (refused, certificate, timeout).
+- A broker that refuses the client certificate after a TLS 1.3 handshake (mosquitto with
+  `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
+  The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
+  a broker that is merely slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from config.model import ServerSettings, ServerType
+
+from ._base import (
+    DEFAULT_TIMEOUTS,
+    MAX_IN_FLIGHT,
+    Failure,
+    InboundMessage,
+    Timeouts,
+    TransportError,
+    tls_context,
+)
+
+log = logging.getLogger("sunpm.mqtt")
+
+DEFAULT_PORT: Final = 1883
+DEFAULT_TLS_PORT: Final = 8883
+# Bounded: commands are typed by an operator; if the handler stops taking them, the reader waits,
+# aiomqtt's own queue (bounded below) fills, and paho then drops with a warning rather than grow.
+_COMMAND_QUEUE: Final = 64
+_INCOMING_QUEUE: Final = 1000
+
+
+class MqttTransport:
+    """An MQTT broker in slot `settings.slot`; `mqtts` when `settings.type` says so."""
+
+    def __init__(self, settings: ServerSettings, *, cert_dir: Path,
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
+        self.server = settings.slot
+        self._settings = settings
+        self._cert_dir = cert_dir
+        self._timeouts = timeouts
+        self._tls = settings.type is ServerType.MQTTS
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._lost_reason = ""
+        self._window = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._commands: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=_COMMAND_QUEUE)
+
+    async def connect(self) -> None:
+        await self.close()
+        context: ssl.SSLContext | None = None
+        if self._tls:
+            try:
+                context = tls_context(self._cert_dir, self._settings.ca_file,
+                                      cert_file=self._settings.cert_file,
+                                      key_file=self._settings.key_file)
+            except (OSError, ssl.SSLError) as err:
+                raise TransportError(self.server, "connect",
+                                     f"cannot load the certificate files: {err}",
+                                     failure=Failure.TRUST) from err
+        port = self._settings.port or (DEFAULT_TLS_PORT if self._tls else DEFAULT_PORT)
+        client = aiomqtt.Client(
+            self._settings.host, port,
+            username=self._settings.user or None, password=self._settings.password or None,
+            identifier=self._settings.mqtt_client_id or None,
+            protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
+            keepalive=self._settings.keep_alive_s, tls_context=context,
+            timeout=self._timeouts.connect_s, max_inflight_messages=MAX_IN_FLIGHT,
+            max_queued_incoming_messages=_INCOMING_QUEUE)
+        self._lost = asyncio.Event()
+        self._lost_reason = ""
+        self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
+        try:
+            async with asyncio.timeout(self._timeouts.connect_s + 1):
+                await client.__aenter__()
+        except TimeoutError as err:
+            raise TransportError(self.server, "connect", "no CONNACK from the broker after "
+                                 f"{self._timeouts.connect_s:g} s", failure=Failure.TIMEOUT) \
+                from err
+        except aiomqtt.MqttError as err:
+            failure, detail = classify(err)
+            raise TransportError(self.server, "connect", detail, failure=failure) from err
+        self._client = client
+        self._reader = asyncio.create_task(self._read(client), name=f"mqtt-reader:{self.server}")
+        topic = self._settings.topic_command
+        if topic:
+            try:
+                async with asyncio.timeout(self._timeouts.operation_s):
+                    await client.subscribe(topic, qos=self._settings.qos,
+                                           timeout=math.inf)
+            except (TimeoutError, aiomqtt.MqttError) as err:
+                await self.close()
+                raise self._error("subscribe", err) from err
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        try:
+            async for message in client.messages:
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                await self._commands.put(InboundMessage(topic=str(message.topic), payload=data))
+        except aiomqtt.MqttError as err:
+            cause = err.__cause__
+            self._lost_reason = str(cause) if cause is not None else str(err)
+        finally:
+            self._lost_reason = self._lost_reason or "connection closed"
+            self._lost.set()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        async with self._window:
+            client = self._require("publish")
+            sent = asyncio.ensure_future(client.publish(topic, payload, qos=self._settings.qos,
+                                                        retain=False, timeout=math.inf))
+            lost = asyncio.ensure_future(self._lost.wait())
+            try:
+                async with asyncio.timeout(self._timeouts.operation_s):
+                    await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError as err:
+                raise TransportError(self.server, "publish", "no acknowledgement after "
+                                     f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
+                                     path=topic) from err
+            finally:
+                for future in (sent, lost):
+                    future.cancel()
+                await asyncio.gather(sent, lost, return_exceptions=True)
+            if sent.done() and not sent.cancelled() and sent.exception() is None:
+                return
+            if sent.done() and not sent.cancelled():
+                raise self._error("publish", sent.exception(), topic) from sent.exception()
+            raise TransportError(self.server, "publish", self._lost_reason,
+                                 failure=Failure.CONNECTION_LOST, path=topic)
+
+    async def messages(self) -> AsyncIterator[InboundMessage]:
+        while True:
+            if self._commands.empty() and (self._lost.is_set() or self._client is None):
+                raise TransportError(self.server, "receive", self._lost_reason or "not connected",
+                                     failure=Failure.CONNECTION_LOST)
+            get = asyncio.ensure_future(self._commands.get())
+            lost = asyncio.ensure_future(self._lost.wait())
+            try:
+                await asyncio.wait({get, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+                if not get.done():
+                    get.cancel()
+                await asyncio.gather(get, lost, return_exceptions=True)
+            if get.done() and not get.cancelled():
+                yield get.result()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(min(5.0, self._timeouts.operation_s)):
+                await client.__aexit__(None, None, None)
+        except (TimeoutError, aiomqtt.MqttError) as err:
+            log.debug("MQTT disconnect not acknowledged. server=%d reason=%s", self.server, err)
+
+    def _require(self, op: str) -> aiomqtt.Client:
+        if self._client is None or self._lost.is_set():
+            raise TransportError(self.server, op, self._lost_reason or "not connected",
+                                 failure=Failure.CONNECTION_LOST)
+        return self._client
+
+    def _error(self, op: str, err: BaseException | None, topic: str = "") -> TransportError:
+        if isinstance(err, TimeoutError):
+            return TransportError(self.server, op, "no answer from the broker after "
+                                  f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
+                                  path=topic)
+        failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
+        return TransportError(self.server, op, detail, failure=failure, path=topic)
+
+
+def classify(err: BaseException) -> tuple[Failure, str]:
+    """Map an aiomqtt error to a failure and a one-line detail."""
+    detail = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, MqttConnectError):
+        code = getattr(err.rc, "value", err.rc)
+        if code in (4, 5, 134, 135):  # bad user name or password, not authorised (3.1.1, 5)
+            return Failure.AUTHENTICATION, detail
+        if code == 3:  # server unavailable
+            return Failure.SERVER_BUSY, detail
+        return Failure.PROTOCOL, detail
+    lowered = detail.lower()
+    if any(word in lowered for word in ("certificate", "handshake", "alert", "wrong version")):
+        return Failure.TRUST, detail
+    if "timed out" in lowered:
+        return Failure.TIMEOUT, detail
+    if "refused" in lowered or "unreachable" in lowered or "name or service" in lowered:
+        return Failure.UNREACHABLE, detail
+    return Failure.CONNECTION_LOST, detail

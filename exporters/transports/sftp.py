@@ -1,0 +1,306 @@
+"""`sftp`: SFTP (SSH file transfer, protocol 3) with asyncssh, host key checked.
+
+The host key is checked against `FTP_HostKey`, an OpenSSH key line (`ssh-ed25519 AAAA…`, a leading
+host field of a known_hosts line is allowed) or a fingerprint `SHA256:<base64>` (spec/formats.md
+§4). With `FTP_HostKey` empty an unknown key is refused, unless `FTP_AcceptUnknownHostKey=1`: then
+the first key seen is pinned and handed, as an OpenSSH key line, to the caller's `on_host_key_pinned`
+callback, which persists it before the connection is used. A mismatch is never retriable.
+
+Peer quirks handled here:
+- SFTP v3 `RENAME` fails when the target exists (draft-ietf-secsh-filexfer-02 §6.5). OpenSSH and
+  asyncssh servers offer `posix-rename@openssh.com`, which replaces atomically; it is used where
+  offered, else the old final name is removed and the rename done (spec/behaviour.md §4.2 step 8),
+  which leaves a short moment without the final name but never a partial one.
+- Servers map "disk full" to `SSH_FX_FAILURE` with an errno text (OpenSSH: "Failure" only), or to
+  `SSH_FX_NO_SPACE_ON_FILESYSTEM`/`SSH_FX_QUOTA_EXCEEDED` (v5+); both are retriable here.
+- `~/.ssh/config`, agents and the user's own keys are never read: the gateway logs in with the
+  configured password only, whatever the account it runs under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import posixpath
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import asyncssh
+
+from config.model import ServerSettings
+
+from ._base import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    HostKeyPinned,
+    RemoteFile,
+    Timeouts,
+    TransportError,
+    check_tree_path,
+    final_and_temp,
+)
+
+T = TypeVar("T")
+
+DEFAULT_PORT: Final = 22
+_CHUNK_BYTES: Final = 256 * 1024  # progress granularity of the "60 s without progress" timeout
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """Accepts a host key by fingerprint or on first sight; remembers the key presented."""
+
+    def __init__(self, fingerprint: str, accept_unknown: bool) -> None:
+        self._fingerprint = fingerprint.rstrip("=")
+        self._accept_unknown = accept_unknown
+        self.seen: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int,
+                                 key: asyncssh.SSHKey) -> bool:
+        self.seen = key
+        if self._fingerprint:
+            return _fingerprint(key) == self._fingerprint
+        return self._accept_unknown
+
+
+def _fingerprint(key: asyncssh.SSHKey) -> str:
+    return key.get_fingerprint("sha256").rstrip("=")
+
+
+def parse_host_key(text: str) -> asyncssh.SSHKey | str:
+    """An OpenSSH key line as a key, or a `SHA256:` fingerprint as text; ValueError otherwise."""
+    text = text.strip()
+    if text.startswith("SHA256:"):
+        return text
+    fields = text.split()
+    # A known_hosts line starts with the host pattern; a bare key line with the algorithm.
+    if len(fields) >= 3 and not fields[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        fields = fields[1:]
+    try:
+        return asyncssh.import_public_key(" ".join(fields[:2]))
+    except (asyncssh.KeyImportError, IndexError) as err:
+        raise ValueError(f"FTP_HostKey is neither an OpenSSH key line nor SHA256:<b64>: {err}") \
+            from err
+
+
+class SftpTransport:
+    """SFTP file server: `FTP_Host`, `FTP_Port` (22), `FTP_User`, `FTP_Password`, `FTP_RootDir`,
+    `FTP_HostKey`, `FTP_AcceptUnknownHostKey`."""
+
+    def __init__(self, settings: ServerSettings, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 on_host_key_pinned: HostKeyPinned | None = None) -> None:
+        self.server = settings.slot
+        self._settings = settings
+        self._timeouts = timeouts
+        self._root = settings.root_dir or "/"
+        self._on_pinned = on_host_key_pinned
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+
+    async def connect(self) -> None:
+        await self.close()
+        try:
+            expected = parse_host_key(self._settings.host_key) if self._settings.host_key else ""
+        except ValueError as err:
+            raise TransportError(self.server, "connect", str(err), failure=Failure.TRUST) from err
+        trusted = [expected] if isinstance(expected, asyncssh.SSHKey) else []
+        fingerprint = expected if isinstance(expected, str) else ""
+        pin = not self._settings.host_key and self._settings.accept_unknown_host_key
+        checker = _HostKeyCheck(fingerprint, pin)
+        try:
+            async with asyncio.timeout(self._timeouts.connect_s):
+                self._conn = await asyncssh.connect(
+                    self._settings.host, self._settings.port or DEFAULT_PORT,
+                    username=self._settings.user, password=self._settings.password,
+                    known_hosts=(trusted, [], []), client_factory=lambda: checker,
+                    client_keys=None, agent_path=None, config=[], x509_trusted_certs=None,
+                    preferred_auth="password,keyboard-interactive",
+                    keepalive_interval=self._timeouts.operation_s / 2, keepalive_count_max=2)
+                self._sftp = await self._conn.start_sftp_client()
+                await self._sftp.stat(self._root)
+        except TimeoutError as err:
+            await self.close()
+            raise TransportError(self.server, "connect",
+                                 f"no answer after {self._timeouts.connect_s:g} s",
+                                 failure=Failure.TIMEOUT) from err
+        except asyncssh.HostKeyNotVerifiable as err:
+            await self.close()
+            raise TransportError(self.server, "connect", self._untrusted(checker),
+                                 failure=Failure.TRUST) from err
+        except (OSError, asyncssh.Error) as err:
+            await self.close()
+            raise self._mapped("connect", "/", err) from err
+        except BaseException:
+            await self.close()
+            raise
+        if pin and checker.seen is not None and self._on_pinned is not None:
+            line = checker.seen.export_public_key("openssh").decode().strip()
+            try:
+                await self._on_pinned(line)
+            except BaseException:
+                await self.close()  # an unpersisted pin would be re-learnt from anyone next time
+                raise
+
+    def _untrusted(self, checker: _HostKeyCheck) -> str:
+        seen = _fingerprint(checker.seen) if checker.seen is not None else "unknown"
+        if self._settings.host_key:
+            return f"host key {seen} does not match FTP_HostKey"
+        return (f"unknown host key {seen} refused; set FTP_HostKey or "
+                "FTP_AcceptUnknownHostKey=1")
+
+    async def list(self, directory: str) -> builtins.list[RemoteFile]:
+        remote = self._remote("list", directory)
+
+        async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
+            files = []
+            for entry in await sftp.readdir(remote):
+                name = str(entry.filename)
+                attrs = entry.attrs
+                if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                    continue
+                mtime = float(attrs.mtime) if attrs.mtime is not None else None
+                files.append(RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime))
+            return sorted(files, key=lambda f: f.name)
+        return await self._call("list", directory, scan)
+
+    async def download(self, path: str) -> bytes:
+        remote = self._remote("download", path)
+
+        async def fetch(sftp: asyncssh.SFTPClient) -> bytes:
+            parts: builtins.list[bytes] = []
+            async with sftp.open(remote, "rb") as f:
+                while True:
+                    async with asyncio.timeout(self._timeouts.operation_s):
+                        block = await f.read(_CHUNK_BYTES)
+                    if not block:
+                        return b"".join(parts)
+                    # "rb" yields bytes; asyncssh types read() as AnyStr for both modes.
+                    parts.append(block if isinstance(block, bytes) else block.encode())
+        return await self._call("download", path, fetch, limited=False)
+
+    async def size(self, path: str) -> int | None:
+        remote = self._remote("size", path)
+
+        async def stat(sftp: asyncssh.SFTPClient) -> int | None:
+            try:
+                attrs = await sftp.stat(remote)
+            except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied,
+                    asyncssh.SFTPNoSuchPath):
+                return None  # a refused lookup counts as absent (spec/behaviour.md §5.2)
+            return attrs.size
+        return await self._call("size", path, stat)
+
+    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+        final, written = final_and_temp(self._remote("upload", path), two_step)
+
+        async def store(sftp: asyncssh.SFTPClient) -> None:
+            async with asyncio.timeout(self._timeouts.operation_s):
+                f = await sftp.open(written, "wb")
+            try:
+                for offset in range(0, len(data), _CHUNK_BYTES):
+                    async with asyncio.timeout(self._timeouts.operation_s):
+                        await f.write(data[offset:offset + _CHUNK_BYTES], offset)
+            finally:
+                async with asyncio.timeout(self._timeouts.operation_s):
+                    await f.close()
+            if written != final:
+                async with asyncio.timeout(self._timeouts.operation_s):
+                    await self._rename_replacing(sftp, written, final)
+        await self._call("upload", path, store, limited=False)
+
+    @staticmethod
+    async def _rename_replacing(sftp: asyncssh.SFTPClient, written: str, final: str) -> None:
+        try:
+            await sftp.posix_rename(written, final)
+            return
+        except asyncssh.SFTPOpUnsupported:
+            pass  # plain SFTP v3 server: see the module docstring
+        try:
+            await sftp.remove(final)
+        except asyncssh.SFTPNoSuchFile:
+            pass  # first upload of this name
+        await sftp.rename(written, final)
+
+    async def delete(self, path: str) -> None:
+        remote = self._remote("delete", path)
+
+        async def remove(sftp: asyncssh.SFTPClient) -> None:
+            await sftp.remove(remote)
+        await self._call("delete", path, remove)
+
+    async def close(self) -> None:
+        sftp, self._sftp = self._sftp, None
+        conn, self._conn = self._conn, None
+        if sftp is not None:
+            sftp.exit()
+        if conn is not None:
+            conn.abort() if conn.is_closed() else conn.close()
+            try:
+                async with asyncio.timeout(min(5.0, self._timeouts.operation_s)):
+                    await conn.wait_closed()
+            except TimeoutError:
+                conn.abort()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _remote(self, op: str, path: str) -> str:
+        check_tree_path(self.server, op, path)
+        return posixpath.join(self._root, path.lstrip("/"))
+
+    async def _call(self, op: str, path: str,
+                    fn: Callable[[asyncssh.SFTPClient], Awaitable[T]], *,
+                    limited: bool = True) -> T:
+        """Run one operation; `limited` puts it whole under the operation timeout, else `fn`
+        times each step itself (transfers: a limit per block, so progress keeps them alive)."""
+        sftp = self._sftp
+        if sftp is None:
+            raise TransportError(self.server, op, "not connected",
+                                 failure=Failure.CONNECTION_LOST, path=path)
+        try:
+            if limited:
+                async with asyncio.timeout(self._timeouts.operation_s):
+                    return await fn(sftp)
+            return await fn(sftp)
+        except TimeoutError as err:
+            await self.close()
+            raise TransportError(self.server, op,
+                                 f"no progress for {self._timeouts.operation_s:g} s",
+                                 failure=Failure.TIMEOUT, path=path) from err
+        except (OSError, asyncssh.Error) as err:
+            mapped = self._mapped(op, path, err)
+            if mapped.failure is Failure.CONNECTION_LOST:
+                await self.close()
+            raise mapped from err
+
+    def _mapped(self, op: str, path: str, err: OSError | asyncssh.Error) -> TransportError:
+        failure, detail = classify(err)
+        return TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+def classify(err: OSError | asyncssh.Error) -> tuple[Failure, str]:
+    """Map an asyncssh or socket error to a failure and its one-line detail."""
+    detail = " ".join(str(getattr(err, "reason", "") or err).split()) or type(err).__name__
+    if isinstance(err, asyncssh.SFTPError):
+        if isinstance(err, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+            return Failure.SERVER_FULL, detail
+        if isinstance(err, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection,
+                            asyncssh.SFTPEOFError)):
+            return Failure.CONNECTION_LOST, detail
+        if isinstance(err, asyncssh.SFTPFailure) and "space" in detail.lower():
+            return Failure.SERVER_FULL, detail
+        if isinstance(err, (asyncssh.SFTPBadMessage, asyncssh.SFTPOpUnsupported)):
+            return Failure.PROTOCOL, detail
+        return Failure.REFUSED, detail
+    if isinstance(err, asyncssh.PermissionDenied):
+        return Failure.AUTHENTICATION, detail
+    if isinstance(err, asyncssh.HostKeyNotVerifiable):
+        return Failure.TRUST, detail
+    if isinstance(err, (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError)):
+        return Failure.CONNECTION_LOST, detail
+    if isinstance(err, TimeoutError):
+        return Failure.TIMEOUT, detail
+    if isinstance(err, (ConnectionRefusedError, OSError)) and (
+            isinstance(err, ConnectionRefusedError) or err.errno in (101, 113, -2, -3)):
+        return Failure.UNREACHABLE, detail
+    if isinstance(err, OSError):
+        return Failure.CONNECTION_LOST, detail
+    return Failure.PROTOCOL, detail

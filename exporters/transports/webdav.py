@@ -1,0 +1,265 @@
+"""`webdav`: WebDAV (RFC 4918) over HTTPS with httpx, certificate and host name checked.
+
+`HTTP_Url` is the tree root (`https://host[:port][/path]`); the certificate is checked against
+`HTTP_CaFile` (a file of `/CERT`) or the system CAs. `HTTP_User`/`HTTP_Password` answer a Basic
+or a Digest challenge, whichever the server sends (Digest preferred when it offers both); the
+scheme learnt on the first request is sent up front afterwards, so each later request is one
+round trip. No credentials are sent before the server asks, and none over plain HTTP unless the
+configured URL says `http://` (formats.md §4 allows only https; tests and labs may use http).
+
+Operations: `PROPFIND` (Depth 1) lists, `GET` downloads, `HEAD` sizes (`Content-Length`; any 4xx
+counts as absent, spec/behaviour.md §5.2), `PUT` uploads, `MOVE` with `Overwrite: T` renames the
+`.tmp` over the final name (spec/behaviour.md §4.2 step 8), `DELETE` removes.
+
+Peer quirks handled here:
+- A `PUT` into a missing collection answers 409 Conflict (RFC 4918 §9.7.1), not 404: read as the
+  directory missing. 403 and 405 are a right lacking; 507 Insufficient Storage is retriable.
+- `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
+- Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
+  spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import email.utils
+import posixpath
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Generator
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from config.model import ServerSettings
+
+from ._base import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    RemoteFile,
+    Timeouts,
+    TransportError,
+    check_tree_path,
+    final_and_temp,
+    tls_context,
+)
+
+_SLOW_LINK_BYTES_PER_S: Final = 1024
+_DAV: Final = "{DAV:}"
+_PROPFIND_BODY: Final = (b'<?xml version="1.0" encoding="utf-8"?>'
+                         b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/>'
+                         b'<D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>')
+
+
+class _BasicOrDigest(httpx.Auth):
+    """Answers the server's challenge with Digest or Basic, then keeps to that scheme."""
+
+    requires_request_body = True  # a challenged PUT is sent again, body included
+
+    def __init__(self, user: str, password: str) -> None:
+        self._digest = httpx.DigestAuth(user, password)
+        self._basic = httpx.BasicAuth(user, password)
+        self._scheme = ""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._scheme == "basic":
+            yield from self._basic.auth_flow(request)
+            return
+        flow = self._digest.auth_flow(request)
+        outgoing = next(flow)
+        first = True
+        while True:
+            response = yield outgoing
+            if first and response.status_code == 401:
+                challenges = [h.lower() for h in response.headers.get_list("www-authenticate")]
+                if not any(c.startswith("digest") for c in challenges):
+                    if any(c.startswith("basic") for c in challenges):
+                        self._scheme = "basic"
+                        yield from self._basic.auth_flow(request)
+                    return
+                self._scheme = "digest"
+            first = False
+            try:
+                outgoing = flow.send(response)
+            except StopIteration:
+                return
+
+
+class WebdavTransport:
+    """WebDAV file server: `HTTP_Url`, `HTTP_User`, `HTTP_Password`, `HTTP_CaFile`."""
+
+    def __init__(self, settings: ServerSettings, *, cert_dir: Path,
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
+        self.server = settings.slot
+        self._settings = settings
+        self._cert_dir = cert_dir
+        self._timeouts = timeouts
+        url = urlsplit(settings.http_url)
+        self._origin = f"{url.scheme}://{url.netloc}"
+        self._base_path = url.path.rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+
+    async def connect(self) -> None:
+        await self.close()
+        try:
+            verify: ssl.SSLContext | bool = tls_context(self._cert_dir, self._settings.ca_file)
+        except (OSError, ssl.SSLError) as err:
+            raise TransportError(self.server, "connect", f"cannot load the CA file: {err}",
+                                 failure=Failure.TRUST) from err
+        auth = (_BasicOrDigest(self._settings.user, self._settings.password)
+                if self._settings.user else None)
+        op_s = self._timeouts.operation_s
+        self._client = httpx.AsyncClient(
+            verify=verify, auth=auth, trust_env=False, follow_redirects=False,
+            timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        try:
+            response = await self._request("connect", "/", "PROPFIND", "/",
+                                           headers={"Depth": "0"}, content=_PROPFIND_BODY,
+                                           limit_s=self._timeouts.connect_s + op_s)
+            self._check("connect", "/", response)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def list(self, directory: str) -> builtins.list[RemoteFile]:
+        check_tree_path(self.server, "list", directory)
+        response = await self._request("list", directory, "PROPFIND", directory,
+                                       headers={"Depth": "1"}, content=_PROPFIND_BODY)
+        self._check("list", directory, response)
+        try:
+            return _parse_listing(response.content, self._url(directory))
+        except ET.ParseError as err:
+            raise TransportError(self.server, "list", f"unreadable PROPFIND answer: {err}",
+                                 failure=Failure.PROTOCOL, path=directory) from err
+
+    async def download(self, path: str) -> bytes:
+        check_tree_path(self.server, "download", path)
+        response = await self._request("download", path, "GET", path)
+        self._check("download", path, response)
+        return response.content
+
+    async def size(self, path: str) -> int | None:
+        check_tree_path(self.server, "size", path)
+        response = await self._request("size", path, "HEAD", path)
+        if 400 <= response.status_code < 500:
+            return None  # absent, or the lookup refused: both count as absent
+        self._check("size", path, response)
+        length = response.headers.get("content-length")
+        return int(length) if length is not None and length.isdigit() else None
+
+    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+        check_tree_path(self.server, "upload", path)
+        final, written = final_and_temp(path, two_step)
+        response = await self._request("upload", path, "PUT", written, content=data,
+                                       headers={"Content-Type": "application/octet-stream"})
+        self._check("upload", path, response)
+        if written != final:
+            response = await self._request(
+                "upload", path, "MOVE", written,
+                headers={"Destination": self._origin + self._url(final), "Overwrite": "T"})
+            self._check("upload", path, response)
+
+    async def delete(self, path: str) -> None:
+        check_tree_path(self.server, "delete", path)
+        response = await self._request("delete", path, "DELETE", path)
+        self._check("delete", path, response)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _url(self, path: str) -> str:
+        """Absolute path on the server of a tree path, each segment percent-encoded."""
+        return self._base_path + quote(path, safe="/")
+
+    async def _request(self, op: str, path: str, method: str, target: str, *,
+                       headers: dict[str, str] | None = None, content: bytes = b"",
+                       limit_s: float | None = None) -> httpx.Response:
+        client = self._client
+        if client is None:
+            raise TransportError(self.server, op, "not connected",
+                                 failure=Failure.CONNECTION_LOST, path=path)
+        limit = (limit_s if limit_s is not None else
+                 self._timeouts.operation_s + len(content) / _SLOW_LINK_BYTES_PER_S)
+        try:
+            async with asyncio.timeout(limit):
+                return await client.request(method, self._origin + self._url(target),
+                                            headers=headers, content=content or None)
+        except TimeoutError as err:
+            raise TransportError(self.server, op, f"no answer after {limit:g} s",
+                                 failure=Failure.TIMEOUT, path=path) from err
+        except httpx.HTTPError as err:
+            failure, detail = classify(err)
+            raise TransportError(self.server, op, detail, failure=failure, path=path) from err
+
+    def _check(self, op: str, path: str, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = f"{status} {response.reason_phrase}".strip()
+        failure = _status_failure(status)
+        if status == 409:
+            detail += ": missing directory"
+        raise TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+def _status_failure(status: int) -> Failure:
+    if status == 401:
+        return Failure.AUTHENTICATION
+    if status == 507:
+        return Failure.SERVER_FULL
+    if status in (408, 423, 429) or status >= 500:
+        return Failure.SERVER_BUSY
+    if status in (403, 404, 405, 409, 412, 413, 414):
+        return Failure.REFUSED
+    return Failure.PROTOCOL
+
+
+def classify(err: httpx.HTTPError) -> tuple[Failure, str]:
+    """Map an httpx error (and the socket or TLS error under it) to a failure and a detail."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return Failure.TRUST, cause.verify_message or str(cause)
+        if isinstance(cause, ConnectionRefusedError):
+            return Failure.UNREACHABLE, str(cause)
+        cause = cause.__cause__ or cause.__context__
+    detail = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, httpx.TimeoutException):
+        return Failure.TIMEOUT, detail
+    if isinstance(err, httpx.ConnectError):
+        if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate" in detail.lower():
+            return Failure.TRUST, detail
+        return Failure.UNREACHABLE, detail
+    if isinstance(err, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError,
+                        httpx.CloseError)):
+        return Failure.CONNECTION_LOST, detail
+    return Failure.PROTOCOL, detail
+
+
+def _parse_listing(body: bytes, directory_url: str) -> builtins.list[RemoteFile]:
+    own = directory_url.rstrip("/")
+    files = []
+    for response in ET.fromstring(body).iter(_DAV + "response"):
+        href = unquote(urlsplit(response.findtext(_DAV + "href", "")).path).rstrip("/")
+        if href == unquote(own) or response.find(f".//{_DAV}collection") is not None:
+            continue
+        length = response.findtext(f".//{_DAV}getcontentlength", "")
+        modified = response.findtext(f".//{_DAV}getlastmodified", "")
+        mtime = None
+        if modified:
+            try:
+                mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+            except (TypeError, ValueError):
+                mtime = None
+        files.append(RemoteFile(name=posixpath.basename(href),
+                                size=int(length) if length.strip().isdigit() else 0,
+                                mtime_s=mtime))
+    return sorted(files, key=lambda f: f.name)
