@@ -1,0 +1,347 @@
+"""Modbus RTU: one task per serial bus, strictly one request in flight (spec/behaviour.md §2.4).
+
+Before each request the line must have been silent max(`interFrame(ms)`, 3.5 characters; 1.75 ms
+above 19200 baud), then stray input is flushed (counted late, traced `*** DISCARDED ***`). A reply
+ends at the length its function implies and is accepted only if unit id, function and CRC match.
+`timeout(ms)` runs from the end of the request to the end of the reply.
+
+Late replies: after a request to unit U times out, nothing is sent to U until the line has been
+silent one more `timeout(ms)`. Another unit may be served meanwhile, since a late reply from U
+fails its unit check. So a reply up to twice its timeout late is never taken for another request.
+
+Peer quirks: some converters echo the request or put a 0x00 before the reply after the line turns
+around; both fail the unit check and are discarded with quality 3 rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Final, NoReturn
+
+import serial
+import serial_asyncio
+
+from config.model import Device, DeviceKind, Parity, Quality, SerialPort, Variable
+from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
+    LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
+from pipeline.drivers.modbus.frames import crc16, read_request, rtu_frame, rtu_reply_length, \
+    unpack_read_reply
+from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
+from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
+    TraceHook
+
+__all__ = ["ModbusRtuDriver", "RtuBus"]
+
+log = logging.getLogger("sunpm.modbus")
+
+_REOPEN_EVERY_S: Final = 10.0
+#: Bounded: pollers, writes, the tunnel and discovery wait here when the bus is saturated.
+_QUEUE_SIZE: Final = 64
+_PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EVEN,
+                  Parity.ODD: serial.PARITY_ODD}
+
+
+class _SerialReceiver(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.arrived = asyncio.Event()
+        self.last_rx = 0.0
+        self.lost: Exception | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.last_rx = time.monotonic()
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or OSError("serial port closed")
+        self.arrived.set()
+
+
+@dataclass(slots=True)
+class _Job:
+    unit_id: int
+    pdu: bytes
+    timeout_ms: int
+    future: asyncio.Future[bytes]
+
+
+class RtuBus:
+    """One RS485 bus; a `RegisterReader` and a `poller.ModbusLink`.
+
+    `path` overrides the port row's device (tests pass a pty).
+    """
+
+    def __init__(self, port: SerialPort, *, path: str | None = None,
+                 trace: TraceHook | None = None) -> None:
+        self.port = port
+        self.path = path or port.path
+        self.interface = f"serial{port.number}"
+        self.trace = trace
+        self.late_frames = 0
+        self.requests_sent = 0
+        bits = 1 + port.data_bits + (0 if port.parity is Parity.NONE else 1) + port.stop_bits
+        self.char_s = bits / port.speed
+        three_and_half = 0.00175 if port.speed > 19200 else 3.5 * self.char_s
+        self.silence_s = max(port.inter_frame_ms / 1000, three_and_half)
+        self._receiver: _SerialReceiver | None = None
+        self._next_open = 0.0
+        self._last_tx_end = 0.0
+        #: unit id -> monotonic time its last request timed out (spec/behaviour.md §2.4 item 5).
+        self._quarantine: dict[int, tuple[float, float]] = {}
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = \
+            asyncio.PriorityQueue(_QUEUE_SIZE)
+        self._seq = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+        self.generation = 0
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._serve(), name=f"modbus-rtu:{self.interface}")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._close_port()
+        while not self._queue.empty():
+            _, _, job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(ModbusRequestError(
+                    f"{self.interface}: bus closed", quality=Quality.DISCONNECTED))
+
+    async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
+                       urgent: bool = False) -> bytes:
+        """Send `pdu` to `unit_id`, return the reply PDU (b"" for a broadcast to unit 0).
+
+        Writes (`urgent`) go first (spec/behaviour.md §2.1). Everything else is first come, first
+        served: a poller has one request queued at a time, so when the tunnel and the polls both
+        wait they alternate (§2.8).
+        """
+        self.start()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        await self._queue.put((0 if urgent else 1, next(self._seq),
+                               _Job(unit_id, pdu, timeout_ms, future)))
+        return await future
+
+    async def read_registers(self, unit_id: int, function: int, address: int, count: int,
+                             timeout_ms: int) -> list[int]:
+        pdu = read_request(function, address, count)
+        return unpack_read_reply(pdu, await self.transact(unit_id, pdu, timeout_ms))
+
+    # ------------------------------------------------------------------ the task
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                _, _, job = await self._queue.get()
+                if job.future.done():
+                    continue
+                try:
+                    reply = await self._exchange(job)
+                except ModbusRequestError as err:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                else:
+                    if not job.future.done():
+                        job.future.set_result(reply)
+        finally:
+            self._close_port()
+
+    def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
+        if self.trace is not None:
+            self.trace(FrameTrace(ts_ns=time.time_ns(), interface=self.interface,
+                                  direction=direction, data=data, error=error))
+
+    async def _open(self) -> _SerialReceiver:
+        if self._receiver is not None and self._receiver.lost is None:
+            return self._receiver
+        self._close_port()
+        now = time.monotonic()
+        if now < self._next_open:
+            raise ModbusRequestError(f"{self.interface}: port unavailable",
+                                     quality=Quality.DISCONNECTED)
+        if not self.path:
+            raise ModbusRequestError(f"{self.interface}: no serial device configured",
+                                     quality=Quality.DISCONNECTED)
+        try:
+            _, receiver = await serial_asyncio.create_serial_connection(
+                asyncio.get_running_loop(), _SerialReceiver, self.path,
+                baudrate=self.port.speed, bytesize=self.port.data_bits,
+                parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
+        except (OSError, serial.SerialException) as err:
+            self._next_open = now + _REOPEN_EVERY_S
+            log.warning("%s: cannot open %s (%s); retrying every %d s", self.interface,
+                        self.path, err, int(_REOPEN_EVERY_S))
+            raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
+                                     quality=Quality.DISCONNECTED) from err
+        assert isinstance(receiver, _SerialReceiver)
+        self._receiver = receiver
+        self.generation += 1
+        return receiver
+
+    def _close_port(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None and receiver.transport is not None:
+            receiver.transport.close()
+
+    async def _wait_silence(self, receiver: _SerialReceiver, silence_s: float,
+                            since: float = 0.0) -> None:
+        """Wait until nothing has arrived for `silence_s` (counting from `since` at the least)."""
+        while True:
+            quiet_from = max(receiver.last_rx, self._last_tx_end, since)
+            wait = quiet_from + silence_s - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _flush(self, receiver: _SerialReceiver) -> None:
+        if receiver.buffer:
+            self.late_frames += 1
+            self._emit(Direction.RECEIVED, bytes(receiver.buffer), TraceError.DISCARDED)
+            receiver.buffer.clear()
+
+    async def _exchange(self, job: _Job) -> bytes:
+        receiver = await self._open()
+        quarantined = self._quarantine.pop(job.unit_id, None)
+        if quarantined is not None:
+            timed_out_at, timeout_s = quarantined
+            await self._wait_silence(receiver, timeout_s, since=timed_out_at)
+        await self._wait_silence(receiver, self.silence_s)
+        self._flush(receiver)
+        frame = rtu_frame(job.unit_id, job.pdu)
+        assert receiver.transport is not None
+        receiver.transport.write(frame)
+        self.requests_sent += 1
+        self._last_tx_end = time.monotonic() + len(frame) * self.char_s
+        self._emit(Direction.SENT, frame)
+        if job.unit_id == 0:
+            return b""
+        deadline = self._last_tx_end + job.timeout_ms / 1000
+        try:
+            return await self._receive(receiver, job, deadline)
+        except ModbusRequestError as err:
+            if err.quality in (Quality.TIMEOUT, Quality.BAD_FRAME):
+                self._quarantine[job.unit_id] = (time.monotonic(), job.timeout_ms / 1000)
+            raise
+
+    async def _receive(self, receiver: _SerialReceiver, job: _Job, deadline: float) -> bytes:
+        buffer = receiver.buffer
+        while True:
+            if receiver.lost is not None:
+                self._close_port()
+                self._next_open = time.monotonic() + _REOPEN_EVERY_S
+                raise ModbusRequestError(f"{self.interface}: port error ({receiver.lost})",
+                                         quality=Quality.DISCONNECTED)
+            if buffer and buffer[0] != job.unit_id:
+                self._bad(receiver, TraceError.BAD_SLAVE,
+                                 f"reply from unit {buffer[0]}, expected {job.unit_id}")
+            if len(buffer) >= 2 and buffer[1] not in (job.pdu[0], job.pdu[0] | 0x80):
+                self._bad(receiver, TraceError.BAD_SLAVE,
+                                 f"reply function {buffer[1]}, expected {job.pdu[0]}")
+            size = rtu_reply_length(bytes(buffer[:3]))
+            if size == -1:
+                # Unknown function (tunnel): the frame ends at a 3.5-character silence.
+                if time.monotonic() - receiver.last_rx >= self.silence_s:
+                    return self._accept(receiver, len(buffer))
+            elif size is not None and len(buffer) >= size:
+                return self._accept(receiver, size)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if not buffer:
+                    self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
+                    raise ModbusRequestError(
+                        f"{self.interface}: unit {job.unit_id}: no answer within "
+                        f"{job.timeout_ms} ms", quality=Quality.TIMEOUT)
+                self._bad(receiver, TraceError.CRC, "incomplete reply")
+            receiver.arrived.clear()
+            wait = remaining if size != -1 else min(remaining, self.silence_s)
+            try:
+                async with asyncio.timeout(wait):
+                    await receiver.arrived.wait()
+            except TimeoutError:
+                pass
+
+    def _accept(self, receiver: _SerialReceiver, size: int) -> bytes:
+        frame = bytes(receiver.buffer[:size])
+        del receiver.buffer[:size]
+        if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+            self._emit(Direction.RECEIVED, frame, TraceError.CRC)
+            raise ModbusRequestError(f"{self.interface}: CRC error", quality=Quality.BAD_FRAME)
+        error = TraceError.EXCEPTION if frame[1] & 0x80 else TraceError.NONE
+        self._emit(Direction.RECEIVED, frame, error)
+        return frame[1:-2]
+
+    def _bad(self, receiver: _SerialReceiver, error: TraceError, detail: str) -> NoReturn:
+        data = bytes(receiver.buffer)
+        receiver.buffer.clear()
+        self._emit(Direction.RECEIVED, data, error)
+        raise ModbusRequestError(f"{self.interface}: {detail}", quality=Quality.BAD_FRAME)
+
+
+class ModbusRtuDriver:
+    """The Modbus RTU `ProtocolDriver` for one serial port (daq.csv `protocol` modbusRTU)."""
+
+    name = "modbusRTU"
+
+    def __init__(self, *, trace: TraceHook | None = None) -> None:
+        self.trace = trace
+        self.bus: RtuBus | None = None
+        self._states: dict[str, PollState] = {}
+
+    async def open(self, link: LinkSettings) -> None:
+        if link.serial is None:
+            raise DeviceError("modbusRTU: no serial port row to open")
+        self.bus = RtuBus(link.serial, trace=self.trace)
+        self.bus.start()
+
+    def attach(self, bus: RtuBus) -> None:
+        """Use an existing bus (tests on a pty; the tunnel shares the same bus)."""
+        self.bus = bus
+
+    def state(self, device_index: str) -> PollState:
+        return self._states.setdefault(device_index, PollState())
+
+    def counters(self, device_index: str) -> DeviceCounters:
+        return self.state(device_index).counters
+
+    def _bus_for(self, device: Device) -> RtuBus:
+        if self.bus is None:
+            raise DeviceError(f"device {device.index}: modbusRTU driver is not open")
+        if device.kind is not DeviceKind.MODBUS_RTU:
+            raise DeviceError(f"device {device.index}: '{device.interface}' is not a serial port")
+        return self.bus
+
+    async def read(self, device: Device, plan: ReadPlan) -> Readings:
+        bus = self._bus_for(device)
+        late_before = bus.late_frames
+        state = self.state(device.index)
+        readings = await poll_device(bus, device, plan, state)
+        state.counters.late_frames += bus.late_frames - late_before
+        if bus.generation != state.link_generation:
+            state.link_generation = bus.generation
+            readings = replace(readings, reconnected=True)
+        return readings
+
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
+        await write_variable(self._bus_for(device), device, var, raw, self.state(device.index))
+
+    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
+        raise DeviceError("modbusRTU: discovery runs through pipeline.drivers.discovery")
+
+    async def close(self) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
