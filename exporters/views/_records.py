@@ -1,0 +1,149 @@
+"""Records of one device, cut into runs of one definition, with §9.3 texts per cell (columnar).
+
+A device's records table (store/schema.py RECORDS_SCHEMA) holds a row per (record, variable).
+`runs()` sorts it into UTC order (then record number) and yields the consecutive records sharing a
+`def`; `cells()` gives, for each row of a run, the texts of its field(s) as DATA files print them
+(raw values): `main` (the value, or the mean for action 2), `vmin`, `vmax` (action 2 only), all
+null when the value is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config.model import Action, DataType, DefinitionFile, Protocol, Quality, Variable
+
+from .numbers import format_float32_array, format_float64_array
+
+_GOOD: Final = pa.array([Quality.GOOD.value, Quality.GOOD_CLOCK_UNSYNCHRONISED.value], pa.uint8())
+_TEXT_TYPES: Final = frozenset({DataType.STRING, DataType.IP, DataType.IPV6, DataType.MAC})
+
+
+def is_text_variable(definition: DefinitionFile, var: Variable) -> bool:
+    """Text types print their text (spec/formats.md §9.3); TIC data is always text (§8.2)."""
+    if definition.protocol is Protocol.TIC:
+        return True
+    return var.modbus is not None and var.modbus.data_type in _TEXT_TYPES
+
+
+def is_f32_variable(var: Variable) -> bool:
+    return var.modbus is not None and var.modbus.data_type is DataType.F32
+
+
+def recorded_variables(definition: DefinitionFile, parameters: bool = False) -> list[Variable]:
+    """The columns: actions 2, 4, 8, 9 (`_P_` files: 1, 9) by ascending Index."""
+    if parameters:
+        chosen = [v for v in definition.variables if v.action.is_parameter]
+    else:
+        chosen = [v for v in definition.variables if v.action.is_polled]
+    return sorted(chosen, key=lambda v: v.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive records of one device with the same `def`, rows in record order."""
+
+    def_id: str
+    rows: pa.RecordBatch
+    record_ts_ns: list[int]
+    #: For each row, its record's position in `record_ts_ns`.
+    record_pos: pa.Array
+
+
+def runs(table: pa.Table) -> Iterator[Run]:
+    if table.num_rows == 0:
+        return
+    table = table.sort_by([("ts", "ascending"), ("seq", "ascending")])
+    # One contiguous batch: compute functions then return plain Arrays, never ChunkedArrays.
+    batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns],
+                                       schema=table.schema)
+    seq = batch.column("seq")
+    unique_seq = pc.unique(seq)
+    first_rows = pc.index_in(unique_seq, value_set=seq)
+    record_pos = pc.index_in(seq, value_set=unique_seq)
+    first_list: list[int] = first_rows.to_pylist()
+    ts_list: list[int] = batch.column("ts").cast(pa.int64()).take(first_rows).to_pylist()
+    def_list: list[str] = batch.column("def").cast(pa.string()).take(first_rows).to_pylist()
+    start = 0
+    count = len(first_list)
+    while start < count:
+        end = start + 1
+        while end < count and def_list[end] == def_list[start]:
+            end += 1
+        row_start = first_list[start]
+        row_end = first_list[end] if end < count else batch.num_rows
+        positions = pc.subtract(record_pos.slice(row_start, row_end - row_start),
+                                pa.scalar(start, pa.int32()))
+        yield Run(def_id=def_list[start], rows=batch.slice(row_start, row_end - row_start),
+                  record_ts_ns=ts_list[start:end], record_pos=positions)
+        start = end
+
+
+@dataclass(frozen=True, slots=True)
+class Cells:
+    var: pa.Array          # int32 Index per row
+    main: pa.Array         # string
+    vmin: pa.Array         # string, action 2 rows only (else null)
+    vmax: pa.Array
+
+
+def _index_set(variables: list[Variable]) -> pa.Array:
+    return pa.array([v.index for v in variables], pa.int32())
+
+
+def _choose(mask: pa.Array, when_true: pa.Array, when_false: pa.Array) -> pa.Array:
+    return pc.if_else(mask, when_true, when_false)
+
+
+def _number_texts(values: pa.Array, f32: pa.Array | None) -> pa.Array:
+    texts64 = format_float64_array(values)
+    if f32 is None:
+        return texts64
+    return _choose(f32, format_float32_array(values), texts64)
+
+
+def cells(run: Run, definition: DefinitionFile) -> Cells:
+    rows = run.rows
+    var = rows.column("var")
+    variables = definition.variables
+    f32_vars = [v for v in variables if is_f32_variable(v)]
+    range_vars = [v for v in variables if v.action is Action.MIN_MAX_MEAN]
+    # Action 2 of TIC data (PAPP) prints min;max;mean of its decimal values, not the text.
+    text_vars = [v for v in variables
+                 if is_text_variable(definition, v) and v.action is not Action.MIN_MAX_MEAN]
+    is_f32 = pc.is_in(var, value_set=_index_set(f32_vars)) if f32_vars else None
+    is_text = pc.is_in(var, value_set=_index_set(text_vars))
+    is_range = pc.is_in(var, value_set=_index_set(range_vars))
+    good = pc.is_in(rows.column("quality"), value_set=_GOOD)
+
+    value = rows.column("value")
+    text = rows.column("text")
+    clean = pc.replace_substring_regex(text, pattern="[;\r\n]", replacement=" ")
+    numbers = _number_texts(value, is_f32)
+    # `text` of a number is its exact decimal (U64/I64 beyond float64); of action 2, `<min>;<max>`.
+    # The mean is always a float64, whatever the variable's type (spec/formats.md §9.3).
+    plain = _choose(is_range, format_float64_array(value) if is_f32 is not None else numbers,
+                    pc.coalesce(text, numbers))
+    main = _choose(is_text, clean, plain)
+    null_text = pa.nulls(len(var), pa.string())
+    main = _choose(good, main, null_text)
+
+    if range_vars:
+        pair = _choose(pc.fill_null(pc.match_substring(text, ";"), False), text,
+                       pa.nulls(len(var), pa.string()))
+        parts = pc.split_pattern(pair, pattern=";", max_splits=1)
+        low = pc.coalesce(pc.list_element(parts, 0),
+                          _number_texts(rows.column("vmin"), is_f32))
+        high = pc.coalesce(pc.list_element(parts, 1),
+                           _number_texts(rows.column("vmax"), is_f32))
+        keep = pc.and_(is_range, good)
+        vmin = _choose(keep, low, null_text)
+        vmax = _choose(keep, high, null_text)
+    else:
+        vmin = vmax = null_text
+    return Cells(var=var, main=main, vmin=vmin, vmax=vmax)

@@ -1,0 +1,203 @@
+"""DATA files (`<uid>_<MODBUS|IO|TIC>_<ts>.csv.gz`) and `_P_` files (spec/formats.md §9).
+
+Inputs:
+- `records`: a mapping daq index (`"1"`, `"IO"`, `"TIC1"`) -> that device's records of the window,
+  an Arrow table of store/schema.py RECORDS_SCHEMA (the store keeps one stream per device, so the
+  window's selection is naturally per device). Row order does not matter: rows are put in UTC
+  order, then record number. Devices of other interfaces are ignored.
+- `definitions`: the definition snapshots by `def` id (`<sha256>:<file name>`).
+- `config`: the window's `ViewConfig` (header option, Euro dates, time zone, daq rows).
+- for `_P_` files, the window's journal `param` items (`events.JournalItem`).
+
+The text is produced one device block at a time (`data_text_chunks`), so a day of 100 devices is
+never held whole as text; `data_file` streams it through the deterministic gzip.
+
+Layout per device block: header lines, the column header when `header_option` is on, then one row
+per record, `<local date>;<fields>`. A new block starts where the header lines or the column list
+change (a renamed definition file or other recorded variables); any other definition edit
+continues the block, each record still printed with its own definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config.model import DefinitionFile, Variable
+
+from ._records import Cells, Run, cells, recorded_variables, runs
+from .context import Dates, Interface, ViewConfig, ViewError, definition_for, device_order, \
+    interface_of
+from .events import JournalItem, ParamRead, def_file_name
+from .gz import gzip_chunks
+from .numbers import clean_text
+
+RecordsByDevice = Mapping[str, pa.Table]
+Definitions = Mapping[str, DefinitionFile]
+
+_NS = 1_000_000_000
+
+
+def _header_lines(interface: Interface, device_index: str, definition: DefinitionFile,
+                  def_id: str, config: ViewConfig) -> tuple[str, ...]:
+    def_file = def_file_name(def_id)
+    if interface is Interface.MODBUS:
+        # Written modbusRTU/modbusTCP whatever the case on line 1 (spec/formats.md §9.2).
+        return (f"DEVICEINDEX;{device_index}", f"{definition.protocol.value};{def_file}")
+    if interface is Interface.IO:
+        return (f"TypeIO;{def_file}",)
+    device = config.device(device_index)
+    if device is None:
+        raise ViewError(f"device {device_index} is in the window but in no configuration "
+                        f"snapshot; its serial number is unknown")
+    return (f"SNTIC;{device.serial_number};001", f"TypeTIC;{def_file}")
+
+
+def _column_header(columns: Sequence[Variable]) -> str:
+    return ";".join([str(len(columns)), *(str(v.index) for v in columns)])
+
+
+class _Block:
+    """Tracks the current block's header so a device's runs continue or start blocks."""
+
+    def __init__(self, interface: Interface, device_index: str, config: ViewConfig) -> None:
+        self.interface = interface
+        self.device_index = device_index
+        self.config = config
+        self.key: tuple[tuple[str, ...], tuple[int, ...]] | None = None
+
+    def head(self, definition: DefinitionFile, def_id: str,
+             columns: Sequence[Variable]) -> list[str]:
+        lines = _header_lines(self.interface, self.device_index, definition, def_id, self.config)
+        key = (lines, tuple(v.index for v in columns))
+        if key == self.key:
+            return []
+        self.key = key
+        return [*lines, _column_header(columns)] if self.config.header_option else list(lines)
+
+
+def _row_fields(run: Run, found: Cells, columns: Sequence[Variable]) -> pa.Array:
+    """`<fields>` of each record of the run, `;`-joined; missing cells are empty."""
+    widths = [3 if v.action.value == 2 else 1 for v in columns]
+    starts: list[int] = []
+    total = 0
+    for width in widths:
+        starts.append(total)
+        total += width
+    records = len(run.record_ts_ns)
+    column_of = pc.index_in(found.var, value_set=pa.array([v.index for v in columns], pa.int32()))
+    listed = pc.is_valid(column_of)
+    base = pc.add(pc.multiply(run.record_pos.cast(pa.int64()), pa.scalar(total, pa.int64())),
+                  pc.take(pa.array(starts, pa.int64()), column_of))
+    is_range = pc.equal(pc.take(pa.array(widths, pa.int64()), column_of), 3)
+    main_pos = pc.if_else(is_range, pc.add(base, 2), base)
+    positions = [pc.filter(main_pos, listed)]
+    texts = [pc.filter(found.main, listed)]
+    range_rows = pc.fill_null(pc.and_(listed, is_range), False)
+    if pc.any(range_rows).as_py():
+        positions += [pc.filter(base, range_rows), pc.filter(pc.add(base, 1), range_rows)]
+        texts += [pc.filter(found.vmin, range_rows), pc.filter(found.vmax, range_rows)]
+    all_pos = pa.concat_arrays([p.cast(pa.int64()) for p in positions])
+    all_text = pa.concat_arrays(texts)
+    slots = pa.array(range(records * total), pa.int64())
+    flat = pc.fill_null(pc.take(all_text, pc.index_in(slots, value_set=all_pos)), "")
+    offsets = pa.array(range(0, records * total + 1, total), pa.int32())
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, flat), ";")
+
+
+def _run_lines(run: Run, definition: DefinitionFile, columns: Sequence[Variable],
+               dates: Dates, euro: bool) -> list[str]:
+    date_texts = [dates.record(ts, euro) for ts in run.record_ts_ns]
+    if not columns:
+        return date_texts
+    fields: list[str] = _row_fields(run, cells(run, definition), columns).to_pylist()
+    return [f"{d};{f}" for d, f in zip(date_texts, fields, strict=True)]
+
+
+def _device_chunks(interface: Interface, device_index: str, table: pa.Table,
+                   definitions: Definitions, config: ViewConfig, dates: Dates) -> Iterator[str]:
+    block = _Block(interface, device_index, config)
+    for run in runs(table):
+        definition = definition_for(definitions, run.def_id, f"device {device_index}")
+        columns = recorded_variables(definition)
+        lines = block.head(definition, run.def_id, columns)
+        lines += _run_lines(run, definition, columns, dates, config.euro_date_format)
+        yield "\n".join(lines) + "\n"
+
+
+def _devices_of(interface: Interface, indexes: Iterable[str]) -> list[str]:
+    return sorted((i for i in indexes if interface_of(i) is interface), key=device_order)
+
+
+def data_text_chunks(interface: Interface, records: RecordsByDevice, definitions: Definitions,
+                     config: ViewConfig) -> Iterator[str]:
+    """The DATA file's text, one piece per run of records (each piece ends with LF)."""
+    dates = Dates(config.time_zone)
+    for device_index in _devices_of(interface, records):
+        yield from _device_chunks(interface, device_index, records[device_index], definitions,
+                                  config, dates)
+
+
+def data_text(interface: Interface, records: RecordsByDevice, definitions: Definitions,
+              config: ViewConfig) -> str:
+    """The whole DATA text ("" when the window has no record of the interface)."""
+    return "".join(data_text_chunks(interface, records, definitions, config))
+
+
+def _gzip_or_none(chunks: Iterator[str]) -> bytes | None:
+    first = next(chunks, None)
+    if first is None:
+        return None
+
+    def encoded() -> Iterator[bytes]:
+        yield first.encode()
+        for chunk in chunks:
+            yield chunk.encode()
+
+    return b"".join(gzip_chunks(encoded()))
+
+
+def data_file(interface: Interface, records: RecordsByDevice, definitions: Definitions,
+              config: ViewConfig) -> bytes | None:
+    """The `.csv.gz` bytes, or None when the window has no data row (no file, §9.1)."""
+    return _gzip_or_none(data_text_chunks(interface, records, definitions, config))
+
+
+# --------------------------------------------------------------------------- _P_ files
+
+
+def param_text_chunks(interface: Interface, items: Iterable[JournalItem], definitions: Definitions,
+                      config: ViewConfig) -> Iterator[str]:
+    """The `_P_` file's text from the window's `param` journal items (other kinds ignored)."""
+    dates = Dates(config.time_zone)
+    by_device: dict[str, list[JournalItem]] = {}
+    for item in items:
+        if item.kind == "param" and item.device is not None \
+                and interface_of(item.device) is interface:
+            by_device.setdefault(item.device, []).append(item)
+    for device_index in _devices_of(interface, by_device):
+        block = _Block(interface, device_index, config)
+        lines: list[str] = []
+        for item in sorted(by_device[device_index], key=lambda i: (i.ts_ns, i.seq)):
+            definition = definition_for(definitions, item.def_id,
+                                        f"parameters of device {device_index}")
+            assert item.def_id is not None
+            columns = recorded_variables(definition, parameters=True)
+            read = ParamRead.from_body(item.body)
+            lines += block.head(definition, item.def_id, columns)
+            fields = [clean_text(read.values.get(v.index) or "") for v in columns]
+            lines.append(";".join([dates.record(item.ts_ns, config.euro_date_format), *fields]))
+        yield "\n".join(lines) + "\n"
+
+
+def param_text(interface: Interface, items: Iterable[JournalItem], definitions: Definitions,
+               config: ViewConfig) -> str:
+    return "".join(param_text_chunks(interface, items, definitions, config))
+
+
+def param_file(interface: Interface, items: Iterable[JournalItem], definitions: Definitions,
+               config: ViewConfig) -> bytes | None:
+    """The `_P_` `.csv.gz` bytes, or None when the window has no parameter read."""
+    return _gzip_or_none(param_text_chunks(interface, items, definitions, config))

@@ -1,0 +1,351 @@
+"""Journal event bodies the views read: `alarm`, `param`, `log`, `command`, `result`.
+
+The store keeps each event's `body` as an opaque string; this module fixes its fields. The gateway
+writes bodies with `to_body()`, the views read them with `from_body()`. A body is compact JSON
+(UTF-8, unescaped, keys in the order below, optional keys left out when empty), so the same event
+always gives the same string.
+
+The time of an event is the journal row's `ts` (UTC ns), never a body field: an alarm is journaled
+with the time it is dated at (a `Power OFF` after an unclean stop carries the last heartbeat's
+time), a `param` event with the time its last answer arrived, a `log` event with the time the line
+was logged. Window membership (`names.py`) and every view use that one time.
+
+Fields, per kind (JSON key: meaning):
+
+`alarm`, a gateway alarm (row `device` null, `def` null):
+    source  "GATEWAY"
+    alarm   the name as spec/formats.md §10 spells it (`Power ON`, `Storage full`)
+    subject optional: device or script name of the extension alarms (`journal` for the journal)
+    text    optional: `Script alarm` text, at most 64 characters
+`alarm`, a device alarm (row `device` = daq index, `def` = the definition snapshot in force):
+    source  "MODBUS", "IO" or "TIC"
+    name    the device's daq `name` when raised
+    var     the variable's Index
+    value   the raw value's §9.3 text (a number's exact decimal, or the text of a text value)
+    text    true when `value` is a text value (String, IP, IPV6, MAC, TIC data); omitted if false
+`param` (row `device`, `def` as above): one parameter read (actions 1 and 9), its values as §9.3
+    texts:
+    values  {"<Index>": "<value text>" or null (missing)}, every parameter of the definition
+    quality {"<Index>": <quality code>} for the missing ones only (spec/behaviour.md §2.2)
+`log`: one gateway log line:
+    level    DEBUG, INFO, WARNING or ERROR
+    category spec/formats.md §11 (`session`, `config`, `script:<name>` ...); the category
+             `sunspec` holds SunSpec detection log lines, which go to the `_SUNSPEC_` file only
+    message  the message, CR/LF kept (the LOG view replaces them)
+`command`: a command received:
+    channel  "file", "mqtt", "sms" or "local"
+    rpcName, parameters (object), callerId (string, integer or null)
+`result`: a command's answer, journaled when it is known (ACK files and MQTT results follow
+journal order = execution order):
+    channel  as the command's
+    rpcName  as received (null when the command could not be read)
+    callerId string, integer or null
+    result   any JSON (success), or
+    error    one line, at most 500 characters (failure); exactly one of the two is present
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, TypeAlias
+
+import pyarrow as pa
+
+from config.errors import SunpmError
+
+JsonValue: TypeAlias = (
+    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+)
+
+CallerId: TypeAlias = str | int | None
+
+
+class EventBodyError(SunpmError, ValueError):
+    """A journal body that does not hold its kind's fields (a corrupted or foreign event)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"journal {kind} event: {detail}")
+
+
+def dump_json(value: JsonValue | Mapping[str, JsonValue]) -> str:
+    """Compact JSON, UTF-8 unescaped: the form of bodies, ACK files and MQTT payloads."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _load(kind: str, body: str) -> dict[str, JsonValue]:
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as err:
+        raise EventBodyError(kind, f"body is not JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise EventBodyError(kind, "body is not a JSON object")
+    return data
+
+
+def _str(kind: str, data: Mapping[str, JsonValue], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise EventBodyError(kind, f"'{key}' must be a string")
+    return value
+
+
+def _opt_str(kind: str, data: Mapping[str, JsonValue], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise EventBodyError(kind, f"'{key}' must be a string")
+    return value
+
+
+def _int(kind: str, data: Mapping[str, JsonValue], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EventBodyError(kind, f"'{key}' must be an integer")
+    return value
+
+
+def _caller_id(kind: str, data: Mapping[str, JsonValue]) -> CallerId:
+    value = data.get("callerId")
+    if value is None or isinstance(value, str) or (
+            isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise EventBodyError(kind, "'callerId' must be a string, an integer or null")
+
+
+class Source(StrEnum):
+    GATEWAY = "GATEWAY"
+    MODBUS = "MODBUS"
+    IO = "IO"
+    TIC = "TIC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayAlarm:
+    """A GATEWAY alarm (`Power ON`, `Storage full` ...)."""
+
+    alarm: str
+    subject: str | None = None
+    text: str | None = None
+
+    def to_body(self) -> str:
+        data: dict[str, JsonValue] = {"source": Source.GATEWAY.value, "alarm": self.alarm}
+        if self.subject is not None:
+            data["subject"] = self.subject
+        if self.text is not None:
+            data["text"] = self.text
+        return dump_json(data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceAlarm:
+    """A device alarm: a change of an action 8 or 9 variable."""
+
+    source: Source
+    name: str
+    var: int
+    value: str
+    is_text: bool = False
+
+    def to_body(self) -> str:
+        data: dict[str, JsonValue] = {"source": self.source.value, "name": self.name,
+                                      "var": self.var, "value": self.value}
+        if self.is_text:
+            data["text"] = True
+        return dump_json(data)
+
+
+AlarmBody: TypeAlias = GatewayAlarm | DeviceAlarm
+
+
+def alarm_from_body(body: str) -> AlarmBody:
+    kind = "alarm"
+    data = _load(kind, body)
+    source = _str(kind, data, "source")
+    if source == Source.GATEWAY:
+        return GatewayAlarm(alarm=_str(kind, data, "alarm"),
+                            subject=_opt_str(kind, data, "subject"),
+                            text=_opt_str(kind, data, "text"))
+    try:
+        device_source = Source(source)
+    except ValueError as err:
+        raise EventBodyError(kind, f"unknown source {source!r}") from err
+    is_text = data.get("text", False)
+    if not isinstance(is_text, bool):
+        raise EventBodyError(kind, "'text' must be true or false")
+    return DeviceAlarm(source=device_source, name=_str(kind, data, "name"),
+                       var=_int(kind, data, "var"), value=_str(kind, data, "value"),
+                       is_text=is_text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamRead:
+    """One parameter read of a device: Index -> §9.3 value text, None when missing."""
+
+    values: Mapping[int, str | None]
+    quality: Mapping[int, int] = field(default_factory=dict)
+
+    def to_body(self) -> str:
+        values: dict[str, JsonValue] = {str(k): self.values[k] for k in sorted(self.values)}
+        data: dict[str, JsonValue] = {"values": values}
+        if self.quality:
+            data["quality"] = {str(k): self.quality[k] for k in sorted(self.quality)}
+        return dump_json(data)
+
+    @classmethod
+    def from_body(cls, body: str) -> ParamRead:
+        kind = "param"
+        data = _load(kind, body)
+        raw_values = data.get("values")
+        raw_quality = data.get("quality", {})
+        if not isinstance(raw_values, dict) or not isinstance(raw_quality, dict):
+            raise EventBodyError(kind, "'values' and 'quality' must be objects")
+        values: dict[int, str | None] = {}
+        for key, value in raw_values.items():
+            if not key.isdigit() or not (value is None or isinstance(value, str)):
+                raise EventBodyError(kind, f"bad value for Index {key!r}")
+            values[int(key)] = value
+        quality: dict[int, int] = {}
+        for key, code in raw_quality.items():
+            if not key.isdigit() or not isinstance(code, int) or isinstance(code, bool):
+                raise EventBodyError(kind, f"bad quality for Index {key!r}")
+            quality[int(key)] = code
+        return cls(values=values, quality=quality)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+#: Category of SunSpec detection lines (their own `_SUNSPEC_` file, spec/formats.md §11).
+SUNSPEC_CATEGORY: Final = "sunspec"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLine:
+    level: LogLevel
+    category: str
+    message: str
+
+    def to_body(self) -> str:
+        return dump_json({"level": self.level.value, "category": self.category,
+                          "message": self.message})
+
+    @classmethod
+    def from_body(cls, body: str) -> LogLine:
+        kind = "log"
+        data = _load(kind, body)
+        try:
+            level = LogLevel(_str(kind, data, "level"))
+        except ValueError as err:
+            raise EventBodyError(kind, f"unknown level {data.get('level')!r}") from err
+        return cls(level=level, category=_str(kind, data, "category"),
+                   message=_str(kind, data, "message"))
+
+
+class Channel(StrEnum):
+    FILE = "file"
+    MQTT = "mqtt"
+    SMS = "sms"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandReceived:
+    channel: Channel
+    rpc_name: str
+    parameters: Mapping[str, JsonValue] = field(default_factory=dict)
+    caller_id: CallerId = None
+
+    def to_body(self) -> str:
+        return dump_json({"channel": self.channel.value, "rpcName": self.rpc_name,
+                          "parameters": dict(self.parameters), "callerId": self.caller_id})
+
+    @classmethod
+    def from_body(cls, body: str) -> CommandReceived:
+        kind = "command"
+        data = _load(kind, body)
+        parameters = data.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise EventBodyError(kind, "'parameters' must be an object")
+        try:
+            channel = Channel(_str(kind, data, "channel"))
+        except ValueError as err:
+            raise EventBodyError(kind, f"unknown channel {data.get('channel')!r}") from err
+        return cls(channel=channel, rpc_name=_str(kind, data, "rpcName"),
+                   parameters=parameters, caller_id=_caller_id(kind, data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandResult:
+    """A command's answer: `error` set for a failure, else `result` (any JSON, null included)."""
+
+    channel: Channel
+    caller_id: CallerId
+    rpc_name: str | None = None
+    result: JsonValue = None
+    error: str | None = None
+
+    def entry(self) -> dict[str, JsonValue]:
+        """The result entry of ACK files and MQTT results (spec/formats.md §12.2), keys in order."""
+        if self.error is not None:
+            return {"error": self.error, "callerId": self.caller_id}
+        return {"result": self.result, "callerId": self.caller_id}
+
+    def to_body(self) -> str:
+        data: dict[str, JsonValue] = {"channel": self.channel.value, "rpcName": self.rpc_name,
+                                      "callerId": self.caller_id}
+        if self.error is not None:
+            data["error"] = self.error
+        else:
+            data["result"] = self.result
+        return dump_json(data)
+
+    @classmethod
+    def from_body(cls, body: str) -> CommandResult:
+        kind = "result"
+        data = _load(kind, body)
+        try:
+            channel = Channel(_str(kind, data, "channel"))
+        except ValueError as err:
+            raise EventBodyError(kind, f"unknown channel {data.get('channel')!r}") from err
+        has_error = "error" in data
+        if has_error == ("result" in data):
+            raise EventBodyError(kind, "exactly one of 'result' and 'error' must be present")
+        return cls(channel=channel, caller_id=_caller_id(kind, data),
+                   rpc_name=_opt_str(kind, data, "rpcName"),
+                   result=data.get("result"),
+                   error=_str(kind, data, "error") if has_error else None)
+
+
+# --------------------------------------------------------------------------- journal rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalItem:
+    """One journal row as the views read it (store/schema.py JOURNAL_SCHEMA)."""
+
+    ts_ns: int
+    seq: int
+    kind: str
+    device: str | None
+    def_id: str | None
+    body: str
+
+
+def journal_items(table: pa.Table | pa.RecordBatch) -> list[JournalItem]:
+    """Rows of a journal table or batch (JOURNAL_SCHEMA) as `JournalItem`s, in row order."""
+    ts = table.column("ts").cast(pa.int64()).to_pylist()
+    columns = [table.column(name).to_pylist() for name in ("seq", "kind", "device", "def", "body")]
+    return [JournalItem(ts_ns=t, seq=s, kind=k, device=d, def_id=f, body=b)
+            for t, s, k, d, f, b in zip(ts, *columns, strict=True)]
+
+
+def def_file_name(def_id: str) -> str:
+    """The file name of a `<sha256>:<file name>` snapshot id (DESIGN.md §1)."""
+    _, sep, name = def_id.partition(":")
+    return name if sep else def_id

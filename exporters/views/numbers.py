@@ -1,0 +1,166 @@
+"""Value text of spec/formats.md §9.3, scalar and columnar.
+
+Every number in a DATA, `_P_` or ALARM file and in MQTT JSON goes through here, never through a
+writer's defaults (polars prints `2079.0`, Python `1e-07`, `%f` rounds the binary float).
+
+- Integers and scaled integers reach the views as float64 (exact up to 2**53) or, when the float
+  would not print back to the exact decimal, as the decimal text in the records' `text` column.
+  The shortest float64 repr of an exactly representable decimal with at most 15 significant
+  digits is that decimal, so both paths print the exact value.
+- `F32` values are float64 copies of a float32 and print as the shortest decimal that reads back
+  to the same float32.
+- The columnar functions use Arrow's shortest round-trip cast (double-conversion) and hand the
+  few texts it writes with an exponent, `-0`, `nan` or `inf` back to the scalar rules, so both
+  paths give the same text (tests check this property).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config.errors import SunpmError
+
+# Exact arithmetic for scaling: coefficients and raw values have at most a few dozen digits, so
+# 200 digits of precision never rounds.
+_EXACT: Final = Context(prec=200)
+_SIX_PLACES: Final = Decimal("0.000001")
+
+
+class NumberTextError(SunpmError, ValueError):
+    """A value text that is not a plain decimal (a corrupted event body or column)."""
+
+
+def plain_decimal(value: Decimal) -> str:
+    """`value` in plain notation: no exponent, no trailing zeros or point, `-0` as `0`."""
+    if not value.is_finite():
+        raise NumberTextError(f"{value!s} has no plain decimal text")
+    if value.is_zero():
+        return "0"
+    text = format(value.normalize(_EXACT), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _plain_from_repr(text: str) -> str:
+    """Plain notation of a shortest-repr text (`1e-07`, `1.5e+16`, `2079.0`, `-0.0`)."""
+    return plain_decimal(Decimal(text))
+
+
+def format_float64(value: float) -> str:
+    """Shortest decimal reading back to the same float64, in plain notation (§9.3)."""
+    if not math.isfinite(value):
+        raise NumberTextError(f"{value!r} is not a finite number")
+    text = repr(value)
+    if text.endswith(".0"):
+        text = text[:-2]
+        return "0" if text == "-0" else text
+    if "e" in text:
+        return _plain_from_repr(text)
+    return text
+
+
+def _to_float32(value: float) -> float:
+    try:
+        result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError as err:
+        raise NumberTextError(f"{value!r} is outside the float32 range") from err
+    return result
+
+
+def format_float32(value: float) -> str:
+    """Shortest decimal reading back to the same float32, in plain notation (§9.3)."""
+    if not math.isfinite(value):
+        raise NumberTextError(f"{value!r} is not a finite number")
+    target = _to_float32(value)
+    for digits in range(1, 10):
+        text = f"{target:.{digits}g}"
+        try:
+            if _to_float32(float(text)) == target:
+                return _plain_from_repr(text)
+        except NumberTextError:
+            continue  # rounded up past the float32 range: needs more digits
+    return _plain_from_repr(repr(target))  # pragma: no cover - 9 digits always round-trip
+
+
+def format_integer(value: int) -> str:
+    return str(value)
+
+
+def decimal_of(text: str) -> Decimal:
+    """The exact decimal of a value text (plain or with exponent, as §1.1 reads numbers)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation as err:
+        raise NumberTextError(f"{text!r} is not a decimal number") from err
+    if not value.is_finite():
+        raise NumberTextError(f"{text!r} is not a finite number")
+    return value
+
+
+def scaled_text(raw_text: str, coef_a: Decimal, coef_b: Decimal) -> str:
+    """`CoefA × raw + CoefB` exactly in decimal, in plain notation (§9.3: `0.1 × 2305` → `230.5`)."""
+    if coef_a == 1 and coef_b == 0:
+        return plain_decimal(decimal_of(raw_text))
+    raw = decimal_of(raw_text)
+    return plain_decimal(_EXACT.add(_EXACT.multiply(coef_a, raw), coef_b))
+
+
+def alarm_text(raw_text: str) -> str:
+    """ALARM `<value>` of a number: the exact decimal rounded half-even to six places, as `%f`.
+
+    Rounds the decimal, not its binary float (`2.0000005` → `2.000000`); never `-0.000000`.
+    """
+    rounded = decimal_of(raw_text).quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN, context=_EXACT)
+    if rounded.is_zero():
+        return "0.000000"
+    return format(rounded, "f")
+
+
+def clean_text(text: str) -> str:
+    """A text value as written in files: `;`, CR and LF each become one space (§1.1)."""
+    if ";" in text or "\r" in text or "\n" in text:
+        return text.replace(";", " ").replace("\r", " ").replace("\n", " ")
+    return text
+
+
+# --------------------------------------------------------------------------- columnar
+
+# Texts Arrow's cast writes that §9.3 does not allow: exponents, negative zero, nan, inf.
+_FIX_PATTERN: Final = r"[eEn]|^-0$"
+
+
+def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str]) -> pa.Array:
+    bad = pc.fill_null(pc.match_substring_regex(texts, _FIX_PATTERN), False)
+    if not pc.any(bad).as_py():
+        return texts
+    fixed = texts.to_pylist()
+    raw = values.to_pylist()
+    for pos in pc.indices_nonzero(bad).to_pylist():
+        number = raw[pos]
+        try:
+            fixed[pos] = scalar(number)
+        except NumberTextError:
+            fixed[pos] = None  # nan, infinities: missing (spec/formats.md §8.3)
+    return pa.array(fixed, pa.string())
+
+
+def format_float64_array(values: pa.Array) -> pa.Array:
+    """§9.3 text of each float64 (null stays null; nan and infinities become null: missing)."""
+    values = values.cast(pa.float64())
+    texts = pc.cast(values, pa.string())
+    return _fix_column(texts, values, format_float64)
+
+
+def format_float32_array(values: pa.Array) -> pa.Array:
+    """§9.3 text of each value taken as a float32 (the F32 type), nulls kept."""
+    narrow = pc.cast(values, pa.float32(), safe=False)
+    texts = pc.cast(narrow, pa.string())
+    return _fix_column(texts, values.cast(pa.float64()), format_float32)
