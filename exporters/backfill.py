@@ -9,12 +9,22 @@ as it is now. Shared by `sunpm export` and the offline re-export.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from config.errors import SunpmError
-from exporters.outbox import (DAY_NS, BuiltWindow, DeliveryState, Membership, PreviousWindow,
-                              Rendered, Stream, WindowSource, WindowSpec)
+from exporters.outbox import (
+    DAY_NS,
+    BuiltWindow,
+    DeliveryState,
+    Membership,
+    PreviousWindow,
+    Rendered,
+    Stream,
+    WindowSource,
+    WindowSpec,
+)
 
 
 class BackfillError(SunpmError):
@@ -45,7 +55,7 @@ def split_backfill(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
         bounds.append(midnight)
         midnight += DAY_NS
     bounds.append(end_ns)
-    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def plan_backfill(state: DeliveryState, source: WindowSource, *, server: int,

@@ -49,6 +49,7 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 
 from config.errors import SunpmError
+from exporters.views.names import split_window
 
 log = logging.getLogger("sunpm.session")
 
@@ -338,17 +339,7 @@ class FileTarget(Protocol):
 
 def split_range(start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
     """`[start, cut)` as windows: split at every UTC midnight inside when longer than 24 h."""
-    if cut_ns <= start_ns:
-        return []
-    if cut_ns - start_ns <= DAY_NS:
-        return [(start_ns, cut_ns)]
-    bounds = [start_ns]
-    midnight = (start_ns // DAY_NS + 1) * DAY_NS
-    while midnight < cut_ns:
-        bounds.append(midnight)
-        midnight += DAY_NS
-    bounds.append(cut_ns)
-    return list(zip(bounds, bounds[1:], strict=False))
+    return split_window(start_ns, cut_ns)
 
 
 def cut_of(session_start: datetime) -> int:

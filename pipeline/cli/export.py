@@ -1,0 +1,119 @@
+"""`sunpm export`: rebuild a past range of one server's files from the store (behaviour.md §5.3).
+
+    sunpm export --server N --from T --to T (--out DIR | --upload) [--store DIR] [--config DIR]
+                 [--allow-partial]
+
+`T` is ISO 8601 (`2021-02-05`, `2021-02-05T09:15:00Z`, or with an offset); without an offset it is
+UTC. Cursors never move. `--out` writes the files under DIR in the server tree's directories;
+`--upload` sends the windows the server has already received (up to its cursor) under their usual
+names and says where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from config.errors import SunpmError
+from exporters.backfill import BackfillFile, plan_backfill, render_backfill
+from exporters.outbox import FILE_SERVER_STREAMS, DeliveryState, Stream, ns_to_datetime
+from exporters.sources import open_export
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export", help="re-export a past range of a server's files from the store",
+        description="Rebuild the files of a past range for one server, byte-identical to the "
+                    "files delivered, without moving any cursor.")
+    parser.add_argument("--server", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--from", dest="start", type=parse_time, required=True, metavar="T")
+    parser.add_argument("--to", dest="end", type=parse_time, required=True, metavar="T")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the files under DIR (DATA/, ALARM/, CMD/, LOG/)")
+    target.add_argument("--upload", action="store_true",
+                        help="send the windows already delivered to the server again")
+    parser.add_argument("--store", type=Path, metavar="DIR", help="store (default: STORE_Path)")
+    parser.add_argument("--config", type=Path, default=Path("."), metavar="DIR",
+                        help="configuration directory (default: .)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="export even when some records of the range are no longer stored")
+    parser.set_defaults(handler=run)
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a date alone is its UTC midnight, a time without offset is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time") from err
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_export(args))
+    except SunpmError as err:
+        print(f"sunpm export: {err}", file=sys.stderr)
+        return 1
+
+
+async def _export(args: argparse.Namespace) -> int:
+    start_ns = int(args.start.timestamp()) * 1_000_000_000
+    end_ns = int(args.end.timestamp()) * 1_000_000_000
+    if end_ns <= start_ns:
+        print("sunpm export: --to must be after --from", file=sys.stderr)
+        return 2
+    async with open_export(config_dir=args.config, store_dir=args.store,
+                           server=args.server) as job:
+        state = DeliveryState.from_table(job.log.journal(kinds=["window", "delivered"]))
+        streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if job.file_server else (Stream.DATA,)
+        plan = plan_backfill(state, job.source, server=args.server, streams=streams,
+                             start_ns=start_ns, end_ns=end_ns)
+        if args.upload:
+            stop = next((k for k, w in enumerate(plan) if not w.delivered), len(plan))
+            if stop < len(plan):
+                print(f"stopping at {ns_to_datetime(plan[stop].spec.start_ns).isoformat()}: "
+                      f"later records are the sessions' to deliver (server {args.server} cursor)",
+                      file=sys.stderr)
+            plan = plan[:stop]
+        files = 0
+        differing: list[str] = []
+        rendered = render_backfill(job.source, plan, allow_partial=args.allow_partial)
+        with tqdm(total=len(plan), unit="window", file=sys.stderr, disable=None) as bar:
+            for window_files in rendered:
+                for f in window_files:
+                    await _emit(job, args, f)
+                    files += 1
+                    if f.same_bytes is False:
+                        differing.append(f.rendered.name)
+                bar.update(1)
+    for name in differing:
+        print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
+    where = "uploaded" if args.upload else f"written to {args.out}"
+    print(f"{files} files {where} ({len(plan)} windows)")
+    return 0
+
+
+async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:
+    r = f.rendered
+    if args.upload:
+        await job.upload(f"{r.directory.rstrip('/')}/{r.name}", r.data)
+        return
+    folder = Path(args.out) / r.directory.strip("/")
+    await asyncio.to_thread(_write, folder / r.name, r.data)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,71 @@
+"""A pyftpdlib server in its own process, for delivery tests that stop, restart or outlive clients.
+
+    python tests/exporters/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
+        [--override /CMD=elrw ...] [--read-limit BYTES_PER_S] [--password PW]
+
+Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
+the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
+`RNTO <path>` when a rename to a final name succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import DTPHandler, FTPHandler, ThrottledDTPHandler
+from pyftpdlib.servers import FTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--events", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--user", default="sunpm")
+    parser.add_argument("--password", default="secret")
+    parser.add_argument("--perm", default="elradfmw")
+    parser.add_argument("--override", action="append", default=[])
+    parser.add_argument("--read-limit", type=int, default=0)
+    args = parser.parse_args()
+
+    events = open(args.events, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    root = Path(args.root).resolve()
+
+    def note(op: str, path: str) -> None:
+        rel = "/" + str(Path(path).resolve().relative_to(root))
+        events.write(f"{op} {rel}\n")
+
+    class Handler(FTPHandler):
+        def on_file_received(self, file: str) -> None:
+            note("STOR", file)
+
+        def ftp_RNTO(self, path: str) -> Any:
+            result = super().ftp_RNTO(path)
+            if result is not None:
+                note("RNTO", path)
+            return result
+
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(args.user, args.password, str(root), perm=args.perm)
+    for item in args.override:
+        directory, _, perm = item.partition("=")
+        authorizer.override_perm(args.user, str(root / directory.strip("/")), perm,
+                                 recursive=True)
+    Handler.authorizer = authorizer
+    Handler.permit_foreign_addresses = False
+    if args.read_limit:
+        ThrottledDTPHandler.read_limit = args.read_limit
+        Handler.dtp_handler = ThrottledDTPHandler
+    else:
+        Handler.dtp_handler = DTPHandler
+    server = FTPServer(("127.0.0.1", args.port), Handler)
+    print(f"PORT {server.address[1]}", flush=True)
+    server.serve_forever(timeout=0.2, handle_exit=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Shared pieces of the delivery tests: a real FTP peer process and a small window source.
+
+`DemoSource` renders each window's records and alarm events as plain lines, gzip'ed the way the
+views do. It exercises the outbox (membership, windows, bytes, names) on the real store without
+depending on the definition and configuration snapshots the full views need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from exporters.outbox import Membership, Rendered, Stream, WindowSpec
+from exporters.sources import membership_of
+from exporters.views.gz import gzip_bytes
+
+PEER = Path(__file__).with_name("_ftp_peer.py")
+TREE = ("CONFIG", "DEF", "SCRIPT", "CERT", "DATA", "CMD", "ALARM", "LOG", "BIN")
+NS = 1_000_000_000
+
+
+def file_timestamp(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // NS, UTC).strftime("%y%m%d_%H%M%S")
+
+
+def make_tree(root: Path, *, without: Sequence[str] = ()) -> Path:
+    for name in TREE:
+        if name not in without:
+            (root / name).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass(slots=True)
+class FtpPeer:
+    """A pyftpdlib server process; `stop()`/`start()` give an outage on the same port."""
+
+    root: Path
+    events: Path
+    extra: list[str] = field(default_factory=list)
+    port: int = 0
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, str(PEER), "--root", str(self.root), "--events", str(self.events),
+               "--port", str(self.port), *self.extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+
+    def log(self) -> list[tuple[str, str]]:
+        if not self.events.exists():
+            return []
+        return [tuple(line.split(" ", 1)) for line in self.events.read_text().splitlines()]  # type: ignore[misc]
+
+    def finals(self) -> list[str]:
+        """Final names in the order they appeared (renames, and stores of non-`.tmp` names)."""
+        out = []
+        for op, path in self.log():
+            if op == "RNTO" or (op == "STOR" and not path.endswith(".tmp")):
+                out.append(path)
+        return out
+
+
+@contextmanager
+def ftp_peer(root: Path, events: Path, *extra: str) -> Iterator[FtpPeer]:
+    peer = FtpPeer(root=root, events=events, extra=list(extra))
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+def wait_port_closed(port: int, timeout_s: float = 5.0) -> None:
+    import socket
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+
+
+class DemoSource:
+    """WindowSource over a real store: DATA = records of every device, ALARM = `alarm` events."""
+
+    def __init__(self, log: object, uid: str = "WPMTEST01", pad_bytes: int = 0) -> None:
+        self._log = log
+        self.uid = uid
+        self.pad_bytes = pad_bytes
+
+    def _records(self) -> dict[str, pa.Table]:
+        log = self._log
+        return {dev: log.records(dev) for dev in log.devices()}  # type: ignore[attr-defined]
+
+    def _alarms(self) -> pa.Table:
+        return self._log.journal(kinds=["alarm"])  # type: ignore[attr-defined, no-any-return]
+
+    def oldest_ns(self, stream: Stream) -> int | None:
+        if stream is Stream.DATA:
+            times = [t.column("ts").cast(pa.int64())[0].as_py() for t in self._records().values()
+                     if t.num_rows]
+        elif stream is Stream.ALARM:
+            table = self._alarms()
+            times = table.column("ts").cast(pa.int64()).to_pylist()[:1]
+        else:
+            return None
+        return min(times) if times else None
+
+    def membership(self) -> Membership:
+        return membership_of(self._log.watermark())  # type: ignore[attr-defined]
+
+    def config_snapshot(self, end_ns: int) -> str:
+        return "demo"
+
+    def render(self, spec: WindowSpec) -> list[Rendered]:
+        stamp = file_timestamp(spec.end_ns)
+        lines: list[str] = []
+        if spec.stream is Stream.DATA:
+            for dev, table in sorted(self._records().items()):
+                ts = table.column("ts").cast(pa.int64()).to_pylist()
+                seqs = table.column("seq").to_pylist()
+                values = table.column("value").to_pylist()
+                for t, s, v in zip(ts, seqs, values, strict=True):
+                    if spec.has_record(dev, s, t):
+                        lines.append(f"{dev};{s};{t};{v}")
+            name, directory = f"{self.uid}_MODBUS_{stamp}.csv.gz", "/DATA"
+        elif spec.stream is Stream.ALARM:
+            table = self._alarms()
+            for t, s, b in zip(table.column("ts").cast(pa.int64()).to_pylist(),
+                               table.column("seq").to_pylist(),
+                               table.column("body").to_pylist(), strict=True):
+                if spec.has_event(s, t):
+                    lines.append(f"{s};{t};{b}")
+            name, directory = f"{self.uid}_AL_{stamp}.csv.gz", "/ALARM"
+        else:
+            return []
+        if not lines:
+            return []
+        # Incompressible padding makes uploads long enough to be cut by a kill.
+        pad = b""
+        if self.pad_bytes:
+            seed = hashlib.sha256(name.encode()).digest()
+            pad = b"".join(hashlib.sha256(seed + k.to_bytes(4, "big")).digest()
+                           for k in range(self.pad_bytes // 32))
+        text = ("\n".join(lines) + "\n").encode() + pad.hex().encode()
+        return [Rendered(name=name, directory=directory, data=gzip_bytes(text),
+                         text_sha256=hashlib.sha256(text).hexdigest())]
+
+
+def record_lines(data: bytes) -> list[str]:
+    import gzip
+    text = gzip.decompress(data).decode()
+    return [line for line in text.split("\n") if ";" in line]
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True)
