@@ -200,6 +200,8 @@ class DefinitionFile:
     sha256: str
     #: Fields after Model on line 1, kept so padded headers round-trip.
     header_extra: tuple[str, ...] = ()
+    #: A column-title line (`Index;Info1;...`) as read, written back after line 1; empty: none.
+    title_fields: tuple[str, ...] = ()
 
     def variable(self, index: int) -> Variable:
         for var in self.variables:
@@ -238,6 +240,8 @@ class LanRow:
     gateway: str | None
     dns1: str | None
     dns2: str | None
+    #: Columns written `0` rather than left empty (both mean "not set"), kept for the writer.
+    zero_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -445,6 +449,18 @@ class GatewaySettings:
     alarm_device_lost: bool = False
     web_bind: str = "127.0.0.1"
     web_port: int = 8080
+    web_user: str = "admin"
+    web_password_hash: str = ""
+    #: NTP_Server1, NTP_Server2 that are set, in that order; empty: no clock check.
+    ntp_servers: tuple[str, ...] = ("pool.ntp.org",)
+    modem_port: str = ""
+    modem_apn: str = ""
+    modem_user: str = ""
+    modem_password: str = ""
+    modem_pin: str = ""
+    sms_allowed_numbers: tuple[str, ...] = ()
+    sms_inbox_dir: str = ""
+    system_update_command: str = ""
 
 
 # --------------------------------------------------------------------------- record quality

@@ -1,0 +1,62 @@
+"""`KEY=VALUE` files (spec/formats.md §1.1): the line reader shared by config, var and scl files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from config._text import Findings, decode, split_lines
+
+_INDEXED_KEY: Final = re.compile(r"(?P<family>[A-Za-z0-9_]+)\[(?P<n>[0-9]+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class IniLine:
+    """One line as read: `key` is None for blank and comment lines; `text` is kept verbatim."""
+
+    line: int
+    text: str
+    key: str | None = None
+    value: str = ""
+
+
+def read_ini(data: bytes, findings: Findings,
+             aliases: dict[str, str] | None = None) -> list[IniLine]:
+    """Every line of the file; problems (no `=`, repeated key) go to `findings`.
+
+    `aliases` maps a spelling to its key (`FTP2-HeaderOption`): the line keeps its text.
+    """
+    text = decode(data, findings, cp1252_fallback=False)
+    if text is None:
+        return []
+    lines: list[IniLine] = []
+    first_at: dict[str, int] = {}
+    for number, raw in enumerate(split_lines(text), start=1):
+        stripped = raw.strip(" \t")
+        if not stripped or stripped[0] in "#;":
+            lines.append(IniLine(number, raw))
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip(" \t")
+        if not sep:
+            findings.error(number, "line", "no '='")
+            continue
+        if not key:
+            findings.error(number, "line", "no key before '='")
+            continue
+        key = (aliases or {}).get(key, key)
+        if key in first_at:
+            findings.error(number, key, f"repeated (first at line {first_at[key]})")
+            continue
+        first_at[key] = number
+        lines.append(IniLine(number, raw, key, value.strip(" \t")))
+    return lines
+
+
+def indexed_key(key: str) -> tuple[str, int] | None:
+    """(`SCHEDULE_Params`, 3) for `SCHEDULE_Params[3]`; None when the key has another form."""
+    match = _INDEXED_KEY.fullmatch(key)
+    if match is None:
+        return None
+    return match["family"], int(match["n"])

@@ -1,0 +1,237 @@
+"""Text rules shared by every configuration file (spec/formats.md §1.1, §1.2).
+
+Decoding, line splitting, the `;` field splitter with its quoting rules, number syntax, and the
+collector that turns findings into `Problem`s in the one-line form the spec fixes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from config.errors import ConfigError, Problem, Severity
+
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+#: Bytes Windows-1252 leaves undefined: a file holding one is not a spreadsheet export.
+_CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+_INTEGER: Final = re.compile(r"-?[0-9]+")
+_DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+@dataclass(slots=True)
+class Findings:
+    """Problems of one file, collected in the order found; `rejected` once any is an error."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def warn(self, line: int | None, fld: str, message: str) -> None:
+        self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
+                                     severity=Severity.WARNING))
+
+    def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
+        """A bad value replaced by its default (spec/formats.md §1.2)."""
+        self.warn(line, fld, f"{problem}; default {default or '(empty)'} used")
+
+    def error(self, line: int | None, fld: str, problem: str) -> None:
+        self.problems.append(Problem(file=self.file, line=line, field=fld,
+                                     message=f"{problem}; file rejected",
+                                     severity=Severity.ERROR))
+
+    @property
+    def rejected(self) -> bool:
+        return any(p.severity is Severity.ERROR for p in self.problems)
+
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.WARNING)
+
+    def raise_if_rejected(self) -> None:
+        if self.rejected:
+            raise ConfigError(sorted_problems(self.problems))
+
+
+def sorted_problems(problems: list[Problem]) -> list[Problem]:
+    """Line order within a file (stable, so findings of one line keep their order)."""
+    return sorted(problems, key=lambda p: p.line if p.line is not None else 0)
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """1-based line of a byte offset, counting LF, CRLF and lone CR as line ends."""
+    head = data[:offset]
+    return len(_LINE_END.findall(head.decode("latin-1"))) + 1
+
+
+def decode(data: bytes, findings: Findings, *, cp1252_fallback: bool) -> str | None:
+    """The file's text, or None when its encoding rejects it (the error is in `findings`)."""
+    if data.startswith(_UTF16_BOMS):
+        findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X})")
+        return None
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = err.start
+    problem = f"not valid UTF-8 (byte 0x{data[bad]:02X})"
+    line = _line_of(data, bad)
+    if not cp1252_fallback or _CP1252_UNDEFINED.intersection(data):
+        findings.error(line, "encoding", problem)
+        return None
+    findings.warn(line, "encoding", f"{problem}; read as Windows-1252")
+    return data.decode("cp1252")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines without their ends; a final line end does not start an empty line."""
+    lines = _LINE_END.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _trim(text: str) -> str:
+    return text.strip(" \t")
+
+
+def split_fields(line: str) -> tuple[list[str], list[int]]:
+    """Split a `;` line into trimmed fields; also the positions of fields with an unbalanced quote.
+
+    A field starting with `"` runs to the next undoubled `"` and keeps `;` inside it; when the
+    quote is left open or text follows it, the field is taken as written (split at every `;`).
+    """
+    fields: list[str] = []
+    unbalanced: list[int] = []
+    pos, n = 0, len(line)
+    while True:
+        while pos < n and line[pos] in " \t":
+            pos += 1
+        if pos < n and line[pos] == '"':
+            quoted = _read_quoted(line, pos)
+            if quoted is not None:
+                value, pos = quoted
+                fields.append(value)
+                if pos >= n:
+                    return fields, unbalanced
+                pos += 1  # the `;`
+                continue
+            unbalanced.append(len(fields))
+        end = line.find(";", pos)
+        if end < 0:
+            fields.append(_trim(line[pos:]))
+            return fields, unbalanced
+        fields.append(_trim(line[pos:end]))
+        pos = end + 1
+
+
+def _read_quoted(line: str, start: int) -> tuple[str, int] | None:
+    """(content, index of the `;` or line end after it), or None when the quoting is unbalanced."""
+    out: list[str] = []
+    i, n = start + 1, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == '"':
+            if i + 1 < n and line[i + 1] == '"':
+                out.append('"')
+                i += 2
+                continue
+            j = i + 1
+            while j < n and line[j] in " \t":
+                j += 1
+            if j < n and line[j] != ";":
+                return None
+            return "".join(out), j
+        out.append(ch)
+        i += 1
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    line: int
+    fields: list[str]
+    unbalanced: list[int]
+
+
+def csv_rows(text: str, findings: Findings) -> list[CsvRow] | None:
+    """Rows of a `;` file: comments, empty lines and lines of only `;` left out.
+
+    Returns None (with the error recorded) when the first row uses `,` instead of `;`.
+    """
+    rows: list[CsvRow] = []
+    for number, raw in enumerate(split_lines(text), start=1):
+        if not _trim(raw):
+            continue
+        fields, unbalanced = split_fields(raw)
+        if fields[0].startswith("#"):
+            continue
+        if not any(fields):
+            continue
+        if not rows and len(fields) == 1 and "," in raw:
+            findings.error(number, "separator", "',' is used but must be ';' (a spreadsheet "
+                           "may have changed it when saving)")
+            return None
+        rows.append(CsvRow(number, fields, unbalanced))
+    return rows
+
+
+def csv_field(text: str) -> str:
+    """A text value as written into a `;` file: never quoted, `;` CR LF each one space."""
+    return text.replace(";", " ").replace("\r", " ").replace("\n", " ")
+
+
+def replace_controls(text: str) -> tuple[str, int | None]:
+    """Control characters become spaces; also the first one's code, None when there was none."""
+    first: int | None = None
+    out: list[str] = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F:
+            if first is None:
+                first = code
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out), first
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def parse_int(text: str, lo: int, hi: int) -> tuple[int | None, str]:
+    """(value, "") or (None, problem) for an ASCII integer in lo..hi."""
+    if not _INTEGER.fullmatch(text):
+        return None, _not_a_number(text, "an integer")
+    value = int(text)
+    if not lo <= value <= hi:
+        return None, f"'{text}' is outside {lo}..{hi}"
+    return value, ""
+
+
+def parse_decimal(text: str, lo: Decimal | None = None,
+                  hi: Decimal | None = None) -> tuple[Decimal | None, str]:
+    if not _DECIMAL.fullmatch(text):
+        return None, _not_a_number(text, "a number")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid literals
+        return None, _not_a_number(text, "a number")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return None, f"'{text}' is outside {lo}..{hi}"
+    return value, ""
+
+
+def _not_a_number(text: str, what: str) -> str:
+    if text == "":
+        return f"empty, expected {what}"
+    hint = " (use '.' as decimal point)" if "," in text else ""
+    return f"'{text}' is not {what}{hint}"
+
+
+def parse_bool(text: str) -> tuple[bool | None, str]:
+    if text in ("0", "1"):
+        return text == "1", ""
+    return None, f"'{text}' is not 0 or 1"

@@ -1,0 +1,357 @@
+"""Device definition files (spec/formats.md §8): `io`, `tic`, `modbusRTU`, `modbusTCP`.
+
+Line 1 is the device header; every other line a variable of 11 fields. The tolerances of §8.1
+(control characters, repeated Names, `String` without byte count) are warnings, so the files real
+units and their generators wrote load unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Final
+
+from config._text import (CsvRow, Findings, csv_field, csv_rows, decode, parse_decimal,
+                          parse_int, replace_controls)
+from config.model import (INTEGER_TYPES, Action, ByteOrder, DataType, DefinitionFile, IoKind,
+                          IoPoint, ModbusPoint, Protocol, RegisterKind, Variable)
+
+COLUMNS: Final = ("Index", "Info1", "Info2", "Info3", "Info4", "Name", "Tag", "CoefA", "CoefB",
+                  "Unit", "Action")
+_HEADER_COLUMNS: Final = ("Protocol", "Category", "Manufacturer", "Model")
+_TYPES: Final = {t.value.upper(): t for t in DataType}
+_SUFFIXES: Final = (ByteOrder.SWAP_BOTH, ByteOrder.SWAP_WORDS, ByteOrder.SWAP_BYTES)
+_TIC_LABEL: Final = re.compile(r"[A-Z0-9+-]{1,16}")
+_DIGITS: Final = re.compile(r"[0-9]+")
+_MAX_REGISTERS: Final = 125
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    field: str
+    problem: str
+
+
+def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]:
+    findings = Findings(file_name)
+    text = decode(data, findings, cp1252_fallback=True)
+    rows = csv_rows(text, findings) if text is not None else None
+    if rows is None:
+        return None, findings
+    if not rows:
+        findings.error(1, "Protocol", "missing (the file has no header line)")
+        return None, findings
+    head = rows[0]
+    protocol = _protocol(head, findings)
+    title: tuple[str, ...] = ()
+    variables: list[Variable] = []
+    for row in rows[1:]:
+        if row.fields[0].lower() == "index":
+            title = title or tuple(row.fields)
+            continue
+        if protocol is not None:
+            var = _variable(row, protocol, findings)
+            if var is not None:
+                variables.append(var)
+    if protocol is None:
+        return None, findings
+    checked = _cross_checks(variables, protocol, findings)
+    if findings.rejected:
+        return None, findings
+    f = head.fields + [""] * 4
+    return DefinitionFile(
+        file_name=file_name, protocol=protocol, category=f[1], manufacturer=f[2], model=f[3],
+        variables=tuple(checked), sha256=hashlib.sha256(data).hexdigest(),
+        header_extra=tuple(head.fields[4:]), title_fields=title), findings
+
+
+def _protocol(head: CsvRow, findings: Findings) -> Protocol | None:
+    text = head.fields[0]
+    for p in Protocol:
+        if p.value.lower() == text.lower():
+            return p
+    if not text:
+        findings.error(head.line, "Protocol", "missing")
+    else:
+        findings.error(head.line, "Protocol", f"'{text}' is not modbusRTU, modbusTCP, io or tic")
+    return None
+
+
+def _text(row: CsvRow, col: str, text: str, findings: Findings) -> str:
+    cleaned, control = replace_controls(text)
+    if control is not None:
+        findings.warn(row.line, col, f"control character 0x{control:02X}; replaced by a space")
+    return cleaned
+
+
+def _variable(row: CsvRow, protocol: Protocol, findings: Findings) -> Variable | None:
+    for i in row.unbalanced:
+        findings.warn(row.line, COLUMNS[i] if i < len(COLUMNS) else f"field {i + 1}",
+                      "unbalanced quote; taken as written")
+    if any(row.fields[len(COLUMNS):]):
+        findings.error(row.line, "line", f"{len(row.fields)} fields, at most {len(COLUMNS)}")
+        return None
+    f = (row.fields + [""] * len(COLUMNS))[:len(COLUMNS)]
+    ok = True
+    index, problem = parse_int(f[0], 0, 2147483647)
+    if index is None:
+        findings.error(row.line, "Index", problem)
+        ok = False
+    name = _text(row, "Name", f[5], findings)
+    if not name:
+        findings.error(row.line, "Name", "missing")
+        ok = False
+    elif len(name) > 128:
+        findings.error(row.line, "Name", f"'{name[:20]}...' is longer than 128 characters")
+        ok = False
+    tag = _text(row, "Tag", f[6], findings)
+    if len(tag) > 64:
+        findings.default(row.line, "Tag", f"'{tag[:20]}...' is longer than 64 characters", "")
+        tag = ""
+    coef_a, coef_a_text = _coef(row, "CoefA", f[7], "1", findings)
+    coef_b, coef_b_text = _coef(row, "CoefB", f[8], "0", findings)
+    unit = _text(row, "Unit", f[9], findings)
+    action_value, problem = parse_int(f[10], 0, 9)
+    if action_value is None or action_value not in tuple(Action):
+        findings.error(row.line, "Action",
+                       problem if action_value is None else f"'{f[10]}' is not 0, 1, 2, 4, 8 or 9")
+        ok = False
+    point = _point(row, protocol, f, findings)
+    if not ok or point is None or index is None or action_value is None:
+        return None
+    return Variable(
+        line=row.line, index=index, info1=f[1], info2=f[2], info3=f[3], info4=f[4], name=name,
+        tag=tag, coef_a=coef_a, coef_b=coef_b, unit=unit, action=Action(action_value),
+        coef_a_text=coef_a_text, coef_b_text=coef_b_text, key=name,
+        modbus=point if isinstance(point, ModbusPoint) else None,
+        io=point if isinstance(point, IoPoint) else None,
+        tic_label=point if isinstance(point, str) else None)
+
+
+def _coef(row: CsvRow, col: str, text: str, default: str,
+          findings: Findings) -> tuple[Decimal, str]:
+    if not text:
+        return Decimal(default), default
+    value, problem = parse_decimal(text)
+    if value is None:
+        findings.default(row.line, col, problem, default)
+        return Decimal(default), default
+    return value, text
+
+
+def _point(row: CsvRow, protocol: Protocol, f: Sequence[str],
+           findings: Findings) -> ModbusPoint | IoPoint | str | None:
+    if protocol is Protocol.TIC:
+        result: ModbusPoint | IoPoint | str | _Fault = (
+            f[1] if _TIC_LABEL.fullmatch(f[1]) else
+            _Fault("Info1", f"'{f[1]}' is not a TIC group label (1..16 of A-Z 0-9 + -)"))
+    elif protocol is Protocol.IO:
+        result = _io_point(f[1], f[2], f[3])
+    else:
+        result = _modbus_point(f[1], f[2], f[3])
+    if isinstance(result, _Fault):
+        findings.error(row.line, result.field, result.problem)
+        return None
+    return result
+
+
+def _io_point(info1: str, info2: str, info3: str) -> IoPoint | _Fault:
+    kind_value, problem = parse_int(info1, 1, 3)
+    if kind_value is None:
+        return _Fault("Info1", problem if info1 else "missing (1 analog, 2 digital, 3 relay)")
+    kind = IoKind(kind_value)
+    hi = 1 if kind is IoKind.RELAY else 4
+    channel, problem = parse_int(info2, 1, hi)
+    if channel is None:
+        return _Fault("Info2", problem if info2 else f"missing (channel 1..{hi})")
+    if kind is IoKind.RELAY:
+        return IoPoint(kind=kind, channel=channel, mode=None)
+    mode, problem = parse_int(info3, 1, 2)
+    if mode is None:
+        what = "1 4-20 mA, 2 0-10 V" if kind is IoKind.ANALOG else "1 ON/OFF, 2 S0 pulses"
+        return _Fault("Info3", problem if info3 else f"missing ({what})")
+    return IoPoint(kind=kind, channel=channel, mode=mode)
+
+
+def parse_type(info3: str) -> tuple[DataType, ByteOrder] | None:
+    """`U32_WB` (any case) -> (U32, SWAP_BOTH); None for an unknown type."""
+    upper = info3.upper()
+    order = ByteOrder.BIG_ENDIAN
+    for suffix in _SUFFIXES:
+        if upper.endswith(suffix.value) and upper[:-len(suffix.value)] in _TYPES:
+            upper, order = upper[:-len(suffix.value)], suffix
+            break
+    data_type = _TYPES.get(upper)
+    return None if data_type is None else (data_type, order)
+
+
+def _modbus_point(info1: str, info2: str, info3: str) -> ModbusPoint | _Fault:
+    kind_value, problem = parse_int(info1, 1, 4)
+    if kind_value is None:
+        return _Fault("Info1", problem if info1 else "missing (1 coil, 2 discrete input, "
+                                                     "3 holding register, 4 input register)")
+    kind = RegisterKind(kind_value)
+    parts = re.split(r"[_ ]", info2)
+    if not all(_DIGITS.fullmatch(p) for p in parts):
+        return _Fault("Info2", f"'{info2}' is not a numeric address" if info2 else
+                      "missing (register address)")
+    numbers = [int(p) for p in parts]
+    if numbers[0] > 65535:
+        return _Fault("Info2", f"register {parts[0]} is outside 0..65535")
+    if kind.is_bit:
+        if len(numbers) != 1:
+            return _Fault("Info2", f"'{info2}' is not a plain address (a coil or discrete input "
+                                   "is one bit)")
+        return ModbusPoint(kind=kind, address=numbers[0], data_type=None)
+    typed = parse_type(info3)
+    if typed is None:
+        return _Fault("Info3", f"'{info3}' is not a known type" if info3 else "missing (type)")
+    data_type, order = typed
+    point = _register_form(kind, numbers, data_type, order, info2)
+    if isinstance(point, _Fault):
+        return point
+    if point.address + point.register_count - 1 > 65535:
+        return _Fault("Info2", f"'{info2}' runs past register 65535")
+    return point
+
+
+def _register_form(kind: RegisterKind, numbers: list[int], data_type: DataType,
+                   order: ByteOrder, info2: str) -> ModbusPoint | _Fault:
+    reg, rest = numbers[0], numbers[1:]
+    base = ModbusPoint(kind=kind, address=reg, data_type=data_type, byte_order=order)
+    wrong = _Fault("Info2", f"form '{info2}' does not fit type {data_type.value}")
+    if not rest:
+        # String without byte count: spans to the next variable (resolved in _cross_checks).
+        return replace(base, string_bytes=2) if data_type is DataType.STRING else base
+    if len(rest) == 1:
+        n = rest[0]
+        if data_type is DataType.STRING:
+            if not 1 <= n <= 2 * _MAX_REGISTERS:
+                return _Fault("Info2", f"byte count {n} is outside 1..250")
+            return replace(base, string_bytes=n)
+        if data_type in (DataType.U8, DataType.I8):
+            if n > 1:
+                return _Fault("Info2", f"byte {n} is outside 0..1")
+            return replace(base, byte=n)
+        if data_type is DataType.BITS:
+            if n > 15:
+                return _Fault("Info2", f"bit {n} is outside 0..15")
+            return replace(base, bit=n, nbits=1)
+        return wrong
+    if len(rest) == 2 and data_type is DataType.BITS:
+        bit, nbits = rest
+        if nbits < 1 or bit + nbits > 16:
+            return _Fault("Info2", f"bits {bit}+{nbits} pass bit 15")
+        return replace(base, bit=bit, nbits=nbits)
+    return wrong
+
+
+# ---------------------------------------------------------------------------- whole-file checks
+
+
+def _cross_checks(variables: list[Variable], protocol: Protocol,
+                  findings: Findings) -> list[Variable]:
+    index_at: dict[int, int] = {}
+    tag_at: dict[str, int] = {}
+    name_at: dict[str, int] = {}
+    channel_at: dict[tuple[int, int], int] = {}
+    out: list[Variable] = []
+    for var in variables:
+        if var.index in index_at:
+            findings.error(var.line, "Index", f"'{var.index}' is already used at line "
+                                              f"{index_at[var.index]}")
+            continue
+        index_at[var.index] = var.line
+        if var.tag:
+            if var.tag in tag_at:
+                findings.error(var.line, "Tag", f"'{var.tag}' is already used at line "
+                                                f"{tag_at[var.tag]}")
+            tag_at.setdefault(var.tag, var.line)
+        if var.io is not None:
+            key = (int(var.io.kind), var.io.channel)
+            if key in channel_at:
+                findings.error(var.line, "Info2", f"channel {var.io.channel} of Info1 "
+                               f"{int(var.io.kind)} is already used at line {channel_at[key]}")
+            channel_at.setdefault(key, var.line)
+        if var.name in name_at:
+            key_name = f"{var.name}_{var.index}"
+            findings.warn(var.line, "Name", f"'{var.name}' is already used at line "
+                                            f"{name_at[var.name]}; kept, key {key_name}")
+            var = replace(var, key=key_name)
+        else:
+            name_at[var.name] = var.line
+        out.append(var)
+    if protocol.is_modbus:  # Info4 is ignored for io and tic (spec/formats.md §8.2)
+        out = _string_spans(out, findings)
+        out = _scale_factors(out, findings)
+    return out
+
+
+def _string_spans(variables: list[Variable], findings: Findings) -> list[Variable]:
+    """`String` at a plain `<reg>` spans to the next register variable of its kind (§8.1)."""
+    out: list[Variable] = []
+    for var in variables:
+        point = var.modbus
+        if point is None or point.data_type is not DataType.STRING or \
+                re.search(r"[_ ]", var.info2):
+            out.append(var)
+            continue
+        later = [v.modbus.address for v in variables if v.modbus is not None
+                 and v.modbus.kind is point.kind and v.modbus.address > point.address]
+        registers = min(min(later) - point.address, _MAX_REGISTERS) if later else 1
+        registers = min(registers, 65536 - point.address)
+        findings.warn(var.line, "Info2", f"String without a byte count; spans {registers} "
+                                         f"register{'s' if registers > 1 else ''}")
+        out.append(replace(var, modbus=replace(point, string_bytes=2 * registers)))
+    return out
+
+
+def _scale_factors(variables: list[Variable], findings: Findings) -> list[Variable]:
+    by_name: dict[str, list[Variable]] = {}
+    for var in variables:
+        by_name.setdefault(var.name, []).append(var)
+    out: list[Variable] = []
+    for var in variables:
+        if not var.info4:
+            out.append(var)
+            continue
+        point = var.modbus
+        if point is None or point.data_type not in INTEGER_TYPES:
+            what = "a coil or discrete input" if point is None or point.data_type is None \
+                else f"type {point.data_type.value}"
+            findings.error(var.line, "Info4", f"scale factor on {what} (U8..I64 registers only)")
+            continue
+        named = by_name.get(var.info4)
+        if not named:
+            findings.error(var.line, "Info4", f"'{var.info4}' names no variable of this file")
+            continue
+        above = [v for v in named if v.line < var.line]
+        target = above[-1] if above else named[0]
+        tpoint = target.modbus
+        if tpoint is None or tpoint.data_type not in INTEGER_TYPES:
+            findings.error(var.line, "Info4", f"'{var.info4}' is not a U8..I64 register variable")
+            continue
+        if target.info4:
+            findings.error(var.line, "Info4", f"'{var.info4}' has a scale factor of its own")
+            continue
+        out.append(replace(var, scale_factor_index=target.index))
+    return out
+
+
+# ---------------------------------------------------------------------------- writer
+
+
+def render(defn: DefinitionFile) -> bytes:
+    head = [defn.protocol.value, defn.category, defn.manufacturer, defn.model,
+            *defn.header_extra]
+    out = [";".join(csv_field(f) for f in head)]
+    if defn.title_fields:
+        out.append(";".join(csv_field(f) for f in defn.title_fields))
+    for v in defn.variables:
+        fields = [str(v.index), v.info1, v.info2, v.info3, v.info4, v.name, v.tag,
+                  v.coef_a_text, v.coef_b_text, v.unit, str(int(v.action))]
+        out.append(";".join(csv_field(f) for f in fields))
+    return "".join(line + "\n" for line in out).encode("utf-8")

@@ -1,0 +1,74 @@
+"""`<uid>_scl.ini` / `_sci.ini` (spec/formats.md §7): the scripts started at boot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config._ini import IniLine, indexed_key, read_ini
+from config._text import Findings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScriptEntry:
+    line: int | None
+    file: str               # a file in /SCRIPT, ending `.lua`
+    n: int = 0              # `<n>` of `SCRIPT_File[<n>]` as read; the writer renumbers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScriptList:
+    scripts: tuple[ScriptEntry, ...] = ()
+    other_lines: tuple[IniLine, ...] = ()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(s.file for s in self.scripts)
+
+
+def parse(data: bytes, file_name: str) -> tuple[ScriptList, Findings]:
+    findings = Findings(file_name)
+    entries: list[tuple[int, ScriptEntry]] = []
+    n_at: dict[int, int] = {}
+    name_at: dict[str, int] = {}
+    other: list[IniLine] = []
+    for ln in read_ini(data, findings):
+        if ln.key is None or not ln.key.startswith("SCRIPT"):
+            other.append(ln)
+            continue
+        parsed = indexed_key(ln.key)
+        if parsed is None or parsed[0] != "SCRIPT_File":
+            findings.error(ln.line, ln.key, "malformed key (SCRIPT_File[<n>])")
+            continue
+        n = parsed[1]
+        if n in n_at:
+            findings.error(ln.line, ln.key, f"<n> {n} repeated (first at line {n_at[n]})")
+            continue
+        n_at[n] = ln.line
+        problem = script_name_problem(ln.value)
+        if problem:
+            findings.error(ln.line, ln.key, problem)
+            continue
+        if ln.value in name_at:
+            findings.error(ln.line, ln.key,
+                           f"'{ln.value}' is already listed at line {name_at[ln.value]}")
+            continue
+        name_at[ln.value] = ln.line
+        entries.append((n, ScriptEntry(line=ln.line, file=ln.value, n=n)))
+    entries.sort(key=lambda e: e[0])
+    return ScriptList(scripts=tuple(e for _, e in entries), other_lines=tuple(other)), findings
+
+
+def script_name_problem(name: str) -> str:
+    if not name:
+        return "empty, expected a .lua file name"
+    if "/" in name or "\\" in name:
+        return f"'{name}' holds a '/' or '\\'; a file name in /SCRIPT is expected"
+    if not name.endswith(".lua"):
+        return f"'{name}' does not end with .lua"
+    return ""
+
+
+def render(s: ScriptList) -> bytes:
+    out = [ln.text for ln in s.other_lines]
+    out += [f"SCRIPT_File[{n}]={entry.file}" for n, entry in enumerate(s.scripts)]
+    return "".join(line + "\n" for line in out).encode("utf-8")

@@ -1,0 +1,191 @@
+"""A site: the whole configuration directory (`CONFIG/`, `DEF/`, `SCRIPT/`), checked together.
+
+Layout read (spec/formats.md §3, the server tree):
+
+    DIR/CONFIG/<uid>_config.ini   missing: empty (all defaults)
+    DIR/CONFIG/<uid>_var.ini      missing: no schedules
+    DIR/CONFIG/<uid>_daq.csv      missing: no devices
+    DIR/CONFIG/<uid>_scl.ini      else <uid>_sci.ini; missing: no scripts
+    DIR/DEF/<defFile>             every file a daq.csv device names
+    DIR/SCRIPT/<name>.lua         every script scl.ini lists
+
+Nothing is applied unless every file passes: `load_site` raises one `ConfigError` carrying all
+problems of all files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from config import config_ini, daq_csv, definition, scl_ini, var_ini
+from config._text import Findings, sorted_problems
+from config.config_ini import ConfigIni
+from config.errors import ConfigError, Problem, Severity
+from config.identity import default_uid
+from config.model import Daq, DefinitionFile, Device, DeviceKind, GatewaySettings, Protocol
+from config.scl_ini import ScriptList
+from config.var_ini import VarIni
+
+_FITS: Final[Mapping[DeviceKind, tuple[Protocol, ...]]] = {
+    DeviceKind.IO: (Protocol.IO,),
+    DeviceKind.TIC: (Protocol.TIC,),
+    DeviceKind.MODBUS_TCP: (Protocol.MODBUS_RTU, Protocol.MODBUS_TCP),
+    DeviceKind.MODBUS_RTU: (Protocol.MODBUS_RTU, Protocol.MODBUS_TCP),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Site:
+    directory: Path
+    uid: str
+    settings: GatewaySettings
+    config_ini: ConfigIni
+    var_ini: VarIni
+    daq: Daq
+    scripts: ScriptList
+    #: Parsed definition files by file name (those of devices whose port has a driver).
+    definitions: Mapping[str, DefinitionFile]
+    warnings: tuple[Problem, ...] = ()
+    #: Relative path -> bytes of every file read (`CONFIG/...`, `DEF/...`, `SCRIPT/...`).
+    loaded: Mapping[str, bytes] = field(default_factory=dict)
+
+    def files(self) -> dict[str, bytes]:
+        return dict(self.loaded)
+
+    def definition_of(self, device: Device) -> DefinitionFile | None:
+        """The device's definition, None for a device on a port without driver."""
+        return self.definitions.get(device.def_file)
+
+    @property
+    def polled_devices(self) -> tuple[Device, ...]:
+        """Devices sunpm acquires: all but those on a port whose protocol has no driver."""
+        return tuple(d for d in self.daq.devices if d.def_file in self.definitions)
+
+
+def find_uid(directory: Path, uid: str | None = None) -> str:
+    """The uid of the configuration in `directory` (spec/formats.md §3, configuration dir)."""
+    if uid is not None:
+        return uid
+    config_dir = directory / "CONFIG"
+    found = sorted(p.name[:-len("_config.ini")] for p in config_dir.glob("*_config.ini")) \
+        if config_dir.is_dir() else []
+    if len(found) > 1:
+        raise ConfigError([Problem(file="CONFIG", line=None, field="uid",
+                                   message=f"several configurations ({', '.join(found)}); "
+                                           "choose one with --uid",
+                                   severity=Severity.ERROR)])
+    return found[0] if found else default_uid()
+
+
+def _read(directory: Path, rel: str, loaded: dict[str, bytes]) -> bytes | None:
+    path = directory / rel
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ConfigError([Problem(file=rel, line=None, field="file",
+                                   message=f"cannot be read ({err.strerror}); file rejected",
+                                   severity=Severity.ERROR)]) from err
+    loaded[rel] = data
+    return data
+
+
+@dataclass(slots=True)
+class _Loader:
+    directory: Path
+    uid: str
+    loaded: dict[str, bytes] = field(default_factory=dict)
+    by_file: dict[str, list[Problem]] = field(default_factory=dict)
+
+    def add(self, findings: Findings) -> None:
+        self.by_file.setdefault(findings.file, []).extend(findings.problems)
+
+    def config_file(self, suffix: str) -> tuple[str, bytes]:
+        name = f"{self.uid}_{suffix}"
+        data = _read(self.directory, f"CONFIG/{name}", self.loaded)
+        return name, data if data is not None else b""
+
+
+def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Problem]]:
+    loader = _Loader(directory, find_uid(directory, uid))
+    name, data = loader.config_file("config.ini")
+    cfg, found = config_ini.parse(data, name)
+    loader.add(found)
+    name, data = loader.config_file("var.ini")
+    var, found = var_ini.parse(data, name)
+    loader.add(found)
+    name, data = loader.config_file("daq.csv")
+    daq, daq_found = daq_csv.parse(data, name)
+    loader.add(daq_found)
+    scl_name, scl_data = loader.config_file("scl.ini")
+    if f"CONFIG/{scl_name}" not in loader.loaded:
+        sci_name, sci_data = loader.config_file("sci.ini")
+        if f"CONFIG/{sci_name}" in loader.loaded:
+            scl_name, scl_data = sci_name, sci_data
+    scripts, found = scl_ini.parse(scl_data, scl_name)
+    _check_scripts(loader, scripts, found)
+    loader.add(found)
+    definitions = _definitions(loader, daq, daq_found)
+    order = [f"{loader.uid}_{s}" for s in ("config.ini", "var.ini", "daq.csv")] + [scl_name]
+    problems: list[Problem] = []
+    for file_name in order + sorted(k for k in loader.by_file if k not in order):
+        problems += sorted_problems(loader.by_file.get(file_name, []))
+    if any(p.severity is Severity.ERROR for p in problems):
+        return None, problems
+    site = Site(directory=directory, uid=loader.uid, settings=cfg.settings(loader.uid),
+                config_ini=cfg, var_ini=var, daq=daq, scripts=scripts, definitions=definitions,
+                warnings=tuple(problems), loaded=dict(loader.loaded))
+    return site, problems
+
+
+def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:
+    for entry in scripts.scripts:
+        if _read(loader.directory, f"SCRIPT/{entry.file}", loader.loaded) is None:
+            found.error(entry.line, f"SCRIPT_File[{entry.n}]",
+                        f"'{entry.file}' is missing from /SCRIPT")
+
+
+def _definitions(loader: _Loader, daq: Daq, daq_found: Findings) -> dict[str, DefinitionFile]:
+    """Read and check every definition file a device names; errors on the device's line."""
+    parsed: dict[str, DefinitionFile | None] = {}
+    for device in daq.devices:
+        name = device.def_file
+        data = _read(loader.directory, f"DEF/{name}", loader.loaded)
+        if data is None:
+            daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
+            continue
+        port = daq.port(device.serial_port) if device.serial_port else None
+        if port is not None and not port.has_driver:
+            continue  # kept, not parsed: no driver polls it (spec/formats.md §6)
+        if name not in parsed:
+            defn, found = definition.parse(data, name)
+            loader.add(found)
+            parsed[name] = defn
+        defn = parsed[name]
+        if defn is None:
+            daq_found.error(device.line, "defFile", f"'{name}' is not valid (see its errors)")
+        elif defn.protocol not in _FITS[device.kind]:
+            wanted = " or ".join(p.value for p in _FITS[device.kind])
+            daq_found.error(device.line, "defFile", f"'{name}' is a {defn.protocol.value} "
+                                                    f"file; device {device.index} needs {wanted}")
+    return {k: v for k, v in parsed.items() if v is not None}
+
+
+def load_site(directory: Path, uid: str | None = None) -> Site:
+    """The checked site; raises `ConfigError` carrying every problem of every file."""
+    site, problems = _collect(Path(directory), uid)
+    if site is None:
+        raise ConfigError(problems)
+    return site
+
+
+def check_site(directory: Path, uid: str | None = None) -> list[Problem]:
+    """Every warning and error of the site, in file then line order."""
+    try:
+        return _collect(Path(directory), uid)[1]
+    except ConfigError as err:
+        return list(err.problems)

@@ -1,0 +1,83 @@
+"""`sunpm config init|validate|show DIR`: the configuration directory from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from config import (ConfigError, Severity, check_site, default_uid, find_uid, load_site,
+                    site_to_json)
+from config.defaults import default_files
+from config.identity import UID_PATTERN
+
+# Directories of the configuration tree (spec/formats.md §3) that `init` creates.
+_TREE = ("CONFIG", "DEF", "SCRIPT", "CERT")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("config", help="create, check and show a configuration")
+    sub = parser.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+
+    init = sub.add_parser("init", help="write a complete, valid default configuration")
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument("--uid", help="gateway uid (default: from the host's MAC address)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(handler=_init)
+
+    validate = sub.add_parser("validate", help="check every file; one line per problem")
+    validate.add_argument("directory", type=Path, metavar="DIR")
+    validate.add_argument("--uid", help="uid to check when CONFIG holds several")
+    validate.set_defaults(handler=_validate)
+
+    show = sub.add_parser("show", help="print the normalised configuration")
+    show.add_argument("directory", type=Path, metavar="DIR")
+    show.add_argument("--uid", help="uid to show when CONFIG holds several")
+    show.add_argument("--json", action="store_true", help="as JSON (the only form so far)")
+    show.set_defaults(handler=_show)
+
+
+def _init(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    uid: str = args.uid or default_uid()
+    if not UID_PATTERN.fullmatch(uid):
+        print(f"sunpm config init: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
+        return 2
+    files = default_files(uid)
+    existing = [rel for rel in files if (directory / rel).exists()]
+    if existing and not args.force:
+        print(f"sunpm config init: {directory / existing[0]} exists; use --force to overwrite",
+              file=sys.stderr)
+        return 1
+    for sub in _TREE:
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        (directory / rel).write_bytes(data)
+    print(f"{directory}: configuration of {uid} written ({len(files)} files)", file=sys.stderr)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    problems = check_site(args.directory, args.uid)
+    for problem in problems:
+        print(problem)
+    errors = sum(p.severity is Severity.ERROR for p in problems)
+    if errors:
+        print(f"{args.directory}: {errors} error(s), {len(problems) - errors} warning(s); "
+              "configuration rejected", file=sys.stderr)
+        return 1
+    print(f"{args.directory}: configuration of {find_uid(args.directory, args.uid)} is valid "
+          f"({len(problems)} warning(s))", file=sys.stderr)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        site = load_site(args.directory, args.uid)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(json.dumps(site_to_json(site), indent=2, ensure_ascii=False))
+    return 0
