@@ -1,0 +1,266 @@
+"""Modbus TCP driver against real peers on 127.0.0.1 (spec/behaviour.md §2.3, §2.5, §2.7)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, \
+    ModbusServerContext
+from pymodbus.server import ModbusTcpServer
+
+from _modbus_defs import definition, var
+from config.model import DataType, Device, Quality
+from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
+from pipeline.drivers.modbus.frames import read_request
+from pipeline.drivers.modbus.planner import plan_reads
+from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
+from pipeline.drivers.modbus.trace import FrameTrace, TraceError
+
+
+def device(port: int, unit: int, index: str = "1", timeout_ms: int = 200,
+           parameters: str = "") -> Device:
+    return Device(line=1, index=index, interface=f"127.0.0.1:{port}", name=f"dev{index}",
+                  address=unit, timeout_ms=timeout_ms, parameters=parameters)
+
+
+@pytest.fixture
+async def pymodbus_server() -> AsyncIterator[int]:
+    image = [0] * 300
+    image[10:14] = [1234, 0xFFFE, 0x3F8C, 0xCCCD]
+    image[20:24] = [0x534D, 0x4100, 0, 0]
+    context = ModbusServerContext(devices={
+        3: ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, image),
+                               ir=ModbusSequentialDataBlock(1, list(range(300))),
+                               co=ModbusSequentialDataBlock(1, [1, 0, 1, 1] * 10))},
+        single=False)
+    server = ModbusTcpServer(context, address=("127.0.0.1", 0))
+    await server.serve_forever(background=True)
+    try:
+        yield server.transport.sockets[0].getsockname()[1]
+    finally:
+        await server.shutdown()
+
+
+async def test_reads_every_type_from_a_pymodbus_server(pymodbus_server: int) -> None:
+    d = definition(var(1, 3, 10, sf=2), var(2, 3, 11, DataType.I16), var(3, 3, 12, DataType.F32),
+                   var(4, 3, 20, DataType.STRING, string_bytes=8), var(5, 4, 200),
+                   var(6, 1, 2, None), var(7, 1, 1, None))
+    driver = ModbusTcpDriver()
+    try:
+        readings = await driver.read(device(pymodbus_server, 3), plan_reads(d))
+    finally:
+        await driver.close()
+    assert dict(readings.values) == {
+        1: Reading(Decimal("12.34"), Quality.GOOD), 2: Reading(-2, Quality.GOOD),
+        3: Reading(1.1, Quality.GOOD), 4: Reading("SMA", Quality.GOOD),
+        5: Reading(200, Quality.GOOD), 6: Reading(1, Quality.GOOD), 7: Reading(0, Quality.GOOD)}
+    assert readings.requests == 4 and readings.reconnected
+
+
+async def test_write_then_read_back_on_a_pymodbus_server(pymodbus_server: int) -> None:
+    d = definition(var(1, 3, 30, DataType.U32), var(2, 1, 5, None), var(3, 3, 40))
+    driver = ModbusTcpDriver()
+    dev = device(pymodbus_server, 3)
+    try:
+        await driver.write(dev, d.variable(1), 123456)
+        await driver.write(dev, d.variable(2), 1)
+        await driver.write(dev, d.variable(3), 7)
+        readings = await driver.read(dev, plan_reads(d))
+    finally:
+        await driver.close()
+    assert [readings.values[i].value for i in (1, 2, 3)] == [123456, 1, 7]
+
+
+async def test_late_answer_is_discarded_and_never_taken_for_the_next_request() -> None:
+    sim_dev = SimulatedDevice()
+    sim_dev.set_words(0, [111, 222])
+    traces: list[FrameTrace] = []
+    async with TcpSimulator({1: sim_dev}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port, trace=traces.append)
+        try:
+            sim_dev.delay_s = 0.15                    # 1.5 x the 100 ms timeout
+            with pytest.raises(ModbusRequestError) as err:
+                await conn.read_registers(1, 3, 0, 1, 100)
+            assert err.value.quality is Quality.TIMEOUT
+            sim_dev.delay_s = 0.0
+            # The device answers in order: first the late reply (address 0), then this one.
+            assert await conn.read_registers(1, 3, 1, 1, 300) == [222]
+            assert conn.late_frames == 1
+            assert [t.error for t in traces].count(TraceError.DISCARDED) == 1
+            assert [t.error for t in traces].count(TraceError.TIMEOUT) == 1
+        finally:
+            await conn.close()
+
+
+async def test_answer_for_the_wrong_unit_is_discarded_and_times_out() -> None:
+    sim_dev = SimulatedDevice(answer_unit=9)
+    async with TcpSimulator({4: sim_dev}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port)
+        try:
+            with pytest.raises(ModbusRequestError) as err:
+                await conn.read_registers(4, 3, 0, 1, 100)
+            assert err.value.quality is Quality.TIMEOUT and conn.late_frames == 1
+        finally:
+            await conn.close()
+
+
+async def test_units_share_one_connection() -> None:
+    units = {u: SimulatedDevice() for u in (1, 2, 3)}
+    for u, dev in units.items():
+        dev.set_words(0, [u * 10])
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator(units) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            results = await asyncio.gather(*(driver.read(device(sim.port, u, str(u)), plan_reads(d))
+                                             for u in units))
+            assert [r.values[1].value for r in results] == [10, 20, 30]
+            assert len(driver._connections) == 1
+        finally:
+            await driver.close()
+
+
+async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() -> None:
+    sim_dev = SimulatedDevice(strict_holes=True)
+    sim_dev.set_words(0, [1, 2])
+    sim_dev.set_words(3, [4])            # address 2 is a hole the device refuses
+    d = definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3))
+    plan = plan_reads(d, max_gap=5)
+    assert len(plan.requests) == 1
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            first = await driver.read(device(sim.port, 1), plan)
+            second = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert {i: r.value for i, r in first.values.items()} == {1: 1, 2: 2, 3: 4}
+    assert first.requests == 4 and second.requests == 3
+    assert all(r.quality is Quality.GOOD for r in second.values.values())
+
+
+async def test_other_exceptions_fail_the_poll_with_quality_2_and_keep_the_plan() -> None:
+    sim_dev = SimulatedDevice(exception=6)
+    d = definition(var(1, 3, 0), var(2, 3, 1))
+    plan = plan_reads(d)
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            busy = await driver.read(device(sim.port, 1), plan)
+            sim_dev.exception = None
+            ok = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert {r.quality for r in busy.values.values()} == {Quality.EXCEPTION}
+    assert ok.requests == 1 and {r.quality for r in ok.values.values()} == {Quality.GOOD}
+    assert driver.counters("1").qualities[Quality.EXCEPTION] == 2
+
+
+async def test_three_timeouts_close_and_polls_fail_with_quality_5_during_backoff() -> None:
+    sim_dev = SimulatedDevice(delay_s=1.0)
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        dev = device(sim.port, 1, timeout_ms=50)
+        try:
+            qualities = [(await driver.read(dev, plan_reads(d))).values[1].quality
+                         for _ in range(3)]
+            assert qualities == [Quality.TIMEOUT] * 3
+            conn = driver.connection("127.0.0.1", sim.port)
+            assert not conn.connected
+            await sim.stop()
+            # Reconnection is tried at once, fails, then backs off ~1 s: no traffic meanwhile.
+            started = time.monotonic()
+            failed = [(await driver.read(dev, plan_reads(d))).values[1].quality
+                      for _ in range(3)]
+            assert failed == [Quality.DISCONNECTED] * 3
+            assert time.monotonic() - started < 0.5
+        finally:
+            await driver.close()
+
+
+async def test_reconnects_after_the_peer_drops_the_connection() -> None:
+    sim_dev = SimulatedDevice()
+    sim_dev.set_words(0, [5])
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        dev = device(sim.port, 1)
+        try:
+            first = await driver.read(dev, plan_reads(d))
+            sim.drop_clients()
+            await asyncio.sleep(0.05)
+            lost = await driver.read(dev, plan_reads(d))
+            back = await driver.read(dev, plan_reads(d))
+        finally:
+            await driver.close()
+    assert first.reconnected and first.values[1].value == 5
+    assert lost.values[1].quality is Quality.DISCONNECTED
+    assert back.values[1] == Reading(5, Quality.GOOD) and back.reconnected
+
+
+async def test_keep_alive_0_closes_after_each_poll_without_counting_a_return() -> None:
+    sim_dev = SimulatedDevice()
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        dev = device(sim.port, 1, parameters="0")
+        try:
+            first = await driver.read(dev, plan_reads(d))
+            assert not driver.connection("127.0.0.1", sim.port).connected
+            second = await driver.read(dev, plan_reads(d))
+        finally:
+            await driver.close()
+    assert first.reconnected and not second.reconnected
+    assert second.values[1].quality is Quality.GOOD
+
+
+async def test_inter_frame_silence_spaces_requests() -> None:
+    sim_dev = SimulatedDevice()
+    async with TcpSimulator({1: sim_dev}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port, inter_frame_ms=50)
+        try:
+            started = time.monotonic()
+            for _ in range(3):
+                await conn.read_registers(1, 3, 0, 1, 500)
+            assert time.monotonic() - started >= 0.1
+        finally:
+            await conn.close()
+
+
+async def test_write_refusals_name_the_device() -> None:
+    sim_dev = SimulatedDevice()
+    d = definition(var(1, 3, 0), var(2, 3, 1, sf=3, info4="SF"), var(3, 3, 2, DataType.I16))
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        dev = device(sim.port, 1)
+        try:
+            with pytest.raises(DeviceError, match="^writeVariable: dev1: 150000 is out of range "
+                                                  "for U16$"):
+                await driver.write(dev, d.variable(1), 150000)
+            with pytest.raises(DeviceError, match="^writeVariable: dev1: scale factor SF not "
+                                                  "read yet$"):
+                await driver.write(dev, d.variable(2), Decimal("1.5"))
+            sim_dev.set_words(2, [0xFFFF])          # sf = -1
+            await driver.read(dev, plan_reads(d))
+            await driver.write(dev, d.variable(2), Decimal("12.3"))
+            assert sim_dev.holding[1] == 123
+        finally:
+            await driver.close()
+
+
+async def test_request_pdu_is_framed_with_mbap() -> None:
+    traces: list[FrameTrace] = []
+    async with TcpSimulator({0x7E: SimulatedDevice()}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port, trace=traces.append)
+        try:
+            await conn.transact(0x7E, read_request(3, 40084, 2), 500)
+        finally:
+            await conn.close()
+    assert traces[0].data[2:] == bytes.fromhex("0000 0006 7E 03 9C94 0002")
+    assert traces[1].data[7:9] == bytes.fromhex("03 04")
