@@ -1,0 +1,110 @@
+"""Cursors and membership replayed from `window` and `delivered` bodies (no store needed)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporters.outbox import (DAY_NS, BuiltWindow, DeliveryState, Membership, OutboxFile,
+                              PreviousWindow, Stream, WindowSpec, delivered_body, split_range)
+
+H = 3_600 * 1_000_000_000
+MON = 1_612_137_600 * 1_000_000_000  # 2021-02-01 00:00 UTC, a Monday
+
+
+def _window(end: int, files: list[str], start: int = 0, server: int = 1,
+            stream: Stream = Stream.DATA) -> BuiltWindow:
+    spec = WindowSpec(server=server, stream=stream, start_ns=start, end_ns=end,
+                      membership=Membership(devices={"1": end // H}, journal=7), after=None,
+                      config="cfg")
+    return BuiltWindow(spec=spec, files=tuple(
+        OutboxFile(name=n, directory="/DATA", size=10, sha256="a", text_sha256="b")
+        for n in files))
+
+
+def test_split_spec_example_monday_to_tuesday() -> None:
+    # behaviour.md §5.1: cursor Mon 09:00, cut Tue 10:00.
+    assert split_range(MON + 9 * H, MON + 34 * H) == [(MON + 9 * H, MON + 24 * H),
+                                                      (MON + 24 * H, MON + 34 * H)]
+
+
+def test_split_keeps_24_hours_or_less_whole_and_gives_nothing_when_cut_not_after_start() -> None:
+    assert split_range(MON + 9 * H, MON + 33 * H) == [(MON + 9 * H, MON + 33 * H)]
+    assert split_range(MON + 9 * H, MON + 9 * H) == []
+    assert split_range(MON + 9 * H, MON + 8 * H) == []
+
+
+@given(st.integers(0, 400 * DAY_NS), st.integers(1, 40 * DAY_NS))
+def test_split_windows_tile_the_range_and_only_cut_at_midnights(start: int, length: int) -> None:
+    windows = split_range(start, start + length)
+    assert windows[0][0] == start and windows[-1][1] == start + length
+    for (a, b), (c, _) in zip(windows, windows[1:], strict=False):
+        assert b == c and b % DAY_NS == 0 and a < b
+    if length <= DAY_NS:
+        assert len(windows) == 1
+
+
+def test_window_body_round_trips_through_json() -> None:
+    built = _window(MON + 10 * H, ["x.csv.gz"], start=MON)
+    spec = built.spec
+    after = WindowSpec(server=1, stream=Stream.ALARM, start_ns=1, end_ns=2,
+                       membership=Membership(devices={"2": 5}, journal=9),
+                       after=PreviousWindow(end_ns=1, membership=spec.membership), config="c")
+    again = BuiltWindow(spec=after, files=built.files)
+    for w in (built, again):
+        assert BuiltWindow.from_body(json.loads(json.dumps(w.to_body()))) == w
+
+
+def test_cursor_passes_a_window_only_when_all_its_files_are_delivered() -> None:
+    state = DeliveryState()
+    w1 = _window(MON + 1 * H, ["a", "b"])
+    w2 = _window(MON + 2 * H, [])
+    w3 = _window(MON + 3 * H, ["c"])
+    for w in (w1, w2, w3):
+        state.reduce("window", w.to_body())
+    sd = state.stream(1, Stream.DATA)
+    assert sd.cursor_ns is None and sd.pending() == [w1, w3]  # an empty window has nothing due
+    state.reduce("delivered", delivered_body(1, Stream.DATA, MON + 1 * H, "a"))
+    assert sd.cursor_ns is None
+    state.reduce("delivered", delivered_body(1, Stream.DATA, MON + 1 * H, "b"))
+    # The empty window passes with the one before it.
+    assert sd.cursor_ns == MON + 2 * H
+    assert sd.pending() == [w3]
+    # Another server's and another stream's deliveries are theirs.
+    state.reduce("delivered", delivered_body(2, Stream.DATA, MON + 3 * H, "c"))
+    state.reduce("delivered", delivered_body(1, Stream.ALARM, MON + 3 * H, "c"))
+    assert sd.cursor_ns == MON + 2 * H
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 30)), min_size=1, max_size=60),
+       st.lists(st.tuples(st.integers(1, 60), st.integers(0, 30)), min_size=1, max_size=8))
+def test_every_item_belongs_to_exactly_one_window_once_covered(
+        items: list[tuple[int, int]], builds: list[tuple[int, int]]) -> None:
+    """Items (time, seq) against windows built with growing ends and watermarks."""
+    builds = sorted(set(builds))
+    ends: list[int] = []
+    marks: list[int] = []
+    for end, mark in builds:
+        if (not ends or end > ends[-1]) and (not marks or mark >= marks[-1]):
+            ends.append(end)
+            marks.append(mark)
+    specs = []
+    after = None
+    for end, mark in zip(ends, marks, strict=True):
+        m = Membership(devices={"d": mark}, journal=mark)
+        spec = WindowSpec(server=1, stream=Stream.DATA, start_ns=0, end_ns=end, membership=m,
+                          after=after, config="")
+        specs.append(spec)
+        after = PreviousWindow(end_ns=end, membership=m)
+    for ts, seq in items:
+        holders = [k for k, s in enumerate(specs) if s.has_record("d", seq, ts)]
+        assert holders == [k for k, s in enumerate(specs) if s.has_event(seq, ts)]
+        covered = any(ts < e and seq <= m for e, m in zip(ends, marks, strict=True))
+        assert len(holders) == (1 if covered else 0)
+        if holders:
+            first = next(k for k, (e, m) in enumerate(zip(ends, marks, strict=True))
+                         if ts < e and seq <= m)
+            assert holders == [first]
