@@ -70,8 +70,7 @@ def decode(data: bytes, findings: Findings, *, cp1252_fallback: bool) -> str | N
     if data.startswith(_UTF16_BOMS):
         findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X})")
         return None
-    if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM):]
+    data = data.removeprefix(_UTF8_BOM)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

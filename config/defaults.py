@@ -11,8 +11,17 @@ from decimal import Decimal
 
 from config import config_ini, daq_csv, definition, scl_ini, var_ini
 from config._ini import IniLine
-from config.model import (Action, Daq, DefinitionFile, Device, IoKind, IoPoint, Protocol,
-                          Schedule, Variable)
+from config.model import (
+    Action,
+    Daq,
+    DefinitionFile,
+    Device,
+    IoKind,
+    IoPoint,
+    Protocol,
+    Schedule,
+    Variable,
+)
 from config.scl_ini import ScriptList
 from config.var_ini import VarIni
 

@@ -14,10 +14,29 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
-from config._text import (CsvRow, Findings, csv_field, csv_rows, decode, parse_decimal,
-                          parse_int, replace_controls)
-from config.model import (INTEGER_TYPES, Action, ByteOrder, DataType, DefinitionFile, IoKind,
-                          IoPoint, ModbusPoint, Protocol, RegisterKind, Variable)
+from config._text import (
+    CsvRow,
+    Findings,
+    csv_field,
+    csv_rows,
+    decode,
+    parse_decimal,
+    parse_int,
+    replace_controls,
+)
+from config.model import (
+    INTEGER_TYPES,
+    Action,
+    ByteOrder,
+    DataType,
+    DefinitionFile,
+    IoKind,
+    IoPoint,
+    ModbusPoint,
+    Protocol,
+    RegisterKind,
+    Variable,
+)
 
 COLUMNS: Final = ("Index", "Info1", "Info2", "Info3", "Info4", "Name", "Tag", "CoefA", "CoefB",
                   "Unit", "Action")

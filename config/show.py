@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from config.site import Site
 
 #: (Info1, Info3) of an io variable -> what it measures (spec/formats.md §8.2).
-_IO_MODES = {(1, 1): "4-20mA", (1, 2): "0-10V", (2, 1): "on/off", (2, 2): "S0"}
+_IO_MODES: dict[tuple[int, int | None], str] = {(1, 1): "4-20mA", (1, 2): "0-10V", (2, 1): "on/off", (2, 2): "S0"}
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
@@ -67,7 +67,7 @@ def _plain(value: object) -> JsonValue:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, (set, frozenset)):
-        return sorted(str(v) for v in value)
+        return [str(v) for v in sorted(value, key=str)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
