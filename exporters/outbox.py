@@ -12,6 +12,8 @@ Journal bodies (compact JSON, times in UTC nanoseconds)::
                 "files": [{"name": "...", "dir": "/DATA", "size": <bytes>,
                            "sha256": "<bytes' hex>", "text_sha256": "<text's hex>"}, ...]}
     delivered  {"server": 1, "stream": "DATA", "end": <ns>, "file": "<name>"}
+               MQTT alarms and results, one event at a time:
+               {"server": 2, "stream": "ALARM" | "ACK", "event": <journal seq carried>}
 
 `after` is the previous window built for the same server and stream (its end and watermark), so a
 `window` event alone fixes its membership (behaviour.md §5.1 step 4): an item is a member when its
@@ -76,6 +78,8 @@ _STREAM_RANK: Final = {s: k for k, s in enumerate(Stream)}
 #: Streams a file server gets (formats.md §3). MQTT servers get DATA only through the outbox;
 #: their alarms and results go one event at a time.
 FILE_SERVER_STREAMS: Final = (Stream.ALARM, Stream.DATA, Stream.PARAM, Stream.ACK, Stream.LOG)
+MQTT_STREAMS: Final = (Stream.DATA,)
+MQTT_IN_FLIGHT: Final = 10
 
 
 class OutboxError(SunpmError):
@@ -217,6 +221,11 @@ def delivered_body(server: int, stream: Stream, end_ns: int, file: str) -> dict[
     return {"server": server, "stream": str(stream), "end": end_ns, "file": file}
 
 
+def event_delivered_body(server: int, stream: Stream, seq: int) -> dict[str, object]:
+    """An MQTT alarm or result acknowledged: the journal `seq` of the event it carried."""
+    return {"server": server, "stream": str(stream), "event": seq}
+
+
 # --------------------------------------------------------------------------- delivery state
 
 
@@ -259,6 +268,9 @@ class DeliveryState:
     """
 
     streams: dict[tuple[int, Stream], StreamDelivery] = field(default_factory=dict)
+    #: MQTT alarms and results go one journal event at a time: per (server, stream) the `seq`
+    #: of the last one acknowledged.
+    events: dict[tuple[int, Stream], int] = field(default_factory=dict)
 
     def stream(self, server: int, stream: Stream) -> StreamDelivery:
         return self.streams.setdefault((server, stream), StreamDelivery())
@@ -270,6 +282,9 @@ class DeliveryState:
             # A rebuilt window of the same end (crash between files and event) replaces the first.
             sd.windows = [w for w in sd.windows if w.spec.end_ns != built.spec.end_ns]
             sd.windows.append(built)
+        elif kind == "delivered" and "event" in body:
+            key = (int(body["server"]), Stream(body["stream"]))
+            self.events[key] = max(self.events.get(key, 0), int(body["event"]))
         elif kind == "delivered":
             sd = self.stream(int(body["server"]), Stream(body["stream"]))
             sd.delivered.add((int(body["end"]), str(body["file"])))
@@ -324,6 +339,12 @@ class WindowSource(Protocol):
         ...
 
     def render(self, spec: WindowSpec) -> list[Rendered]: ...
+
+
+class MessageTarget(Protocol):
+    """What the outbox needs of a message transport: publish returns once acknowledged."""
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
 
 
 class FileTarget(Protocol):
@@ -431,10 +452,14 @@ class Outbox:
         """Render, materialise (fsynced) and journal one window; acknowledged on return."""
         prev = None if after is None else PreviousWindow(end_ns=after.spec.end_ns,
                                                          membership=after.spec.membership)
-        spec = WindowSpec(server=self.server, stream=stream, start_ns=start_ns, end_ns=end_ns,
-                          membership=self._source.membership(), after=prev,
-                          config=self._source.config_snapshot(end_ns))
-        rendered = await asyncio.to_thread(self._source.render, spec)
+
+        def make() -> tuple[WindowSpec, list[Rendered]]:
+            spec = WindowSpec(server=self.server, stream=stream, start_ns=start_ns,
+                              end_ns=end_ns, membership=self._source.membership(), after=prev,
+                              config=self._source.config_snapshot(end_ns))
+            return spec, self._source.render(spec)
+
+        spec, rendered = await asyncio.to_thread(make)
         await asyncio.to_thread(self._materialise, rendered)
         built = BuiltWindow(spec=spec, files=tuple(OutboxFile.of(r) for r in rendered))
         seq = await self._log.append_journal("window", built.to_body(), commit_now=True)
@@ -486,11 +511,13 @@ class Outbox:
         A non-retriable refusal (a directory missing or not writable) stops only its stream; the
         others go on and `StreamRefused` is raised at the end.
         """
-        state = self.state()
+        # Journal reads and the source's queries block: off the loop.
+        state = await asyncio.to_thread(self.state)
         await asyncio.to_thread(self.clean, state)
+        plan = await asyncio.to_thread(self.plan, cut_ns, state)
         files = windows = 0
         refused: dict[Stream, str] = {}
-        for planned in self.plan(cut_ns, state):
+        for planned in plan:
             if planned.stream in refused:
                 continue
             sd = state.stream(self.server, planned.stream)
@@ -548,9 +575,68 @@ class Outbox:
             raise _Refused(str(err)) from err
         return True
 
+    async def deliver_messages(self, target: MessageTarget, topic: str, cut_ns: int, *,
+                               in_flight: int = MQTT_IN_FLIGHT) -> DeliveryReport:
+        """Publish every window's documents up to the cut, oldest first, with at most
+        `in_flight` unacknowledged (behaviour.md §4.4 step 2); each `Rendered` is one message.
+
+        A message's `delivered` event is not committed at once: after a crash at most the last
+        `STORE_FlushSeconds` of acknowledgements are sent again (behaviour.md §5.2).
+        """
+        state = await asyncio.to_thread(self.state)
+        await asyncio.to_thread(self.clean, state)
+        plan = await asyncio.to_thread(self.plan, cut_ns, state)
+        # Bounded: a slow broker holds the loop here, never more than `in_flight` messages.
+        slots = asyncio.Semaphore(in_flight)
+        sent = windows = 0
+
+        async def publish(window: BuiltWindow, file: OutboxFile, sd: StreamDelivery) -> None:
+            nonlocal sent
+            try:
+                data = await self.file_bytes(window, file)
+                await target.publish(topic, data)
+                await self._log.append_journal("delivered", delivered_body(
+                    self.server, window.spec.stream, window.spec.end_ns, file.name))
+                sd.delivered.add((window.spec.end_ns, file.name))
+                sent += 1
+            finally:
+                slots.release()
+
+        built: list[tuple[BuiltWindow, StreamDelivery]] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for planned in plan:
+                    sd = state.stream(self.server, planned.stream)
+                    window = planned.built
+                    if window is None:
+                        window = await self.build(planned.stream, planned.start_ns,
+                                                  planned.end_ns, sd.last_built)
+                        state.reduce("window", window.to_body(), window.seq)
+                    built.append((window, sd))
+                    for file in window.files:
+                        if (window.spec.end_ns, file.name) in sd.delivered:
+                            continue
+                        await slots.acquire()
+                        tg.create_task(publish(window, file, sd),
+                                       name=f"mqtt-publish:{self.server}:{file.name}")
+                    windows += 1
+        except* SunpmError as group:
+            raise _first_leaf(group) from None
+        for window, sd in built:
+            if sd.is_delivered(window):
+                await asyncio.to_thread(self._remove, window)
+        return DeliveryReport(files=sent, windows=windows)
+
     def _remove(self, window: BuiltWindow) -> None:
         for file in window.files:
             (self.directory / file.name).unlink(missing_ok=True)
+
+
+def _first_leaf(group: BaseExceptionGroup[SunpmError]) -> SunpmError:
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 class _Refused(Exception):

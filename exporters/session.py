@@ -17,6 +17,7 @@ Session log lines are the fixed messages of spec/formats.md §11, category `sess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,14 +30,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 from config.errors import Problem, Severity, SunpmError
 from config.model import ServerSettings, ServerType
-from exporters.outbox import JournalLog, Outbox, StreamRefused, cut_of
-from exporters.transports._base import FileTransport, TransportError
-from exporters.views.events import Channel, CommandReceived, CommandResult
+from exporters.outbox import JournalLog, Outbox, Stream, StreamRefused, cut_of, event_delivered_body
+from exporters.transports._base import FileTransport, MessageTransport, TransportError
+from exporters.views.events import (
+    Channel,
+    CommandReceived,
+    CommandResult,
+    JournalItem,
+    journal_items,
+)
 
 log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
@@ -362,7 +369,7 @@ class FileServerSession:
     async def _sync_configuration(self, counts: _Counts) -> None:
         assert self._config_dir is not None
         local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
-        synced = last_synced(self._log, self.server)
+        synced = await asyncio.to_thread(last_synced, self._log, self.server)
         remote: dict[str, bytes] = {}
         if self.server == 1:
             remote = await self._fetch_configuration(local, counts)
@@ -513,3 +520,161 @@ class FileServerSession:
             for _, reason in err.failures:
                 log.error("%s", reason)
                 counts.refusals.append(reason)
+
+
+# --------------------------------------------------------------------------- MQTT (§4.4)
+
+
+#: The payload of one journal event (an `alarm` or a `result`) on its topic.
+EventPayload = Callable[[JournalItem], bytes]
+
+_RECONNECT_S: Final = (1, 2, 4, 8, 16, 32, 60)
+_EVENT_POLL_S: Final = 1.0
+
+
+def result_payload(item: JournalItem) -> bytes:
+    """formats.md §14.4: an array of the one result entry, compact JSON."""
+    result = CommandResult.from_body(item.body)
+    return json.dumps([result.entry()], ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class MqttSession:
+    """A broker in either slot: data windows at sessions, alarms and results as they come,
+    commands from the command topic (behaviour.md §4.4)."""
+
+    def __init__(self, *, settings: ServerSettings, transport: MessageTransport, outbox: Outbox,
+                 log: JournalLog, alarm_payload: EventPayload | None = None,
+                 commands: CommandHandler | None = None) -> None:
+        self.settings = settings
+        self.server = settings.slot
+        self._transport = transport
+        self._outbox = outbox
+        self._log = log
+        self._alarm_payload = alarm_payload
+        self._commands = commands
+        # One publisher of events at a time, so alarms and results keep journal order.
+        self._events_lock = asyncio.Lock()
+
+    @property
+    def permanent(self) -> bool:
+        """An alarm or command topic keeps the connection open (formats.md §14.1)."""
+        return bool(self.settings.topic_alarm or self.settings.topic_command)
+
+    async def run(self, trigger: Trigger, *, started: datetime | None = None,
+                  keep_open: bool = False) -> SessionResult:
+        """Connect, send pending alarms and results, then the data windows up to the cut."""
+        started = started or datetime.now(UTC)
+        log.info("server %d %s: session started (%s)", self.server, server_label(self.settings),
+                 trigger)
+        sent = 0
+        try:
+            await self._transport.connect()
+            sent += await self.publish_events()
+            if self.settings.topic_data:
+                report = await self._outbox.deliver_messages(
+                    self._transport, self.settings.topic_data, cut_of(started))
+                sent += report.files
+        except TransportError as err:
+            await self._transport.close()
+            level = logging.WARNING if err.retriable else logging.ERROR
+            log.log(level, "server %d: session failed: %s", self.server, _reason(err))
+            return SessionResult(ok=False, files=sent, reason=_reason(err),
+                                 retriable=err.retriable)
+        if not keep_open:
+            await self._transport.close()
+        log.info("server %d: session ended OK (%d files uploaded, %d commands)", self.server,
+                 sent, 0)
+        return SessionResult(ok=True, files=sent)
+
+    async def publish_events(self) -> int:
+        """Alarms, then command results, not yet acknowledged, in journal order."""
+        async with self._events_lock:
+            sent = 0
+            if self.settings.topic_alarm and self._alarm_payload is not None:
+                sent += await self._publish_kind(Stream.ALARM, "alarm", self.settings.topic_alarm,
+                                                 self._alarm_payload)
+            if self.settings.topic_result:
+                sent += await self._publish_kind(Stream.ACK, "result",
+                                                 self.settings.topic_result, result_payload,
+                                                 channel=Channel.MQTT)
+            return sent
+
+    async def _publish_kind(self, stream: Stream, kind: str, topic: str, payload: EventPayload,
+                            channel: Channel | None = None) -> int:
+        state = await asyncio.to_thread(self._outbox.state)
+        last = state.events.get((self.server, stream))
+        if last is None:
+            # A slot newly configured starts at the oldest event stored (behaviour.md §5.1).
+            last = 0
+        table = await asyncio.to_thread(self._log.journal, kinds=[kind])
+        items = [i for i in journal_items(table) if i.seq > last]
+        if channel is not None:
+            items = [i for i in items if json.loads(i.body).get("channel") == channel.value]
+        for item in items:
+            await self._transport.publish(topic, payload(item))
+            await self._log.append_journal(
+                "delivered", event_delivered_body(self.server, stream, item.seq))
+        return len(items)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """The permanent connection: commands in, alarms and results out, reconnecting after
+        1, 2, 4 … 60 s, until `stop` is set."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._transport.connect()
+                attempt = 0
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._pump_events(stop), name=f"mqtt-events:{self.server}")
+                    tg.create_task(self._take_commands(stop), name=f"mqtt-commands:{self.server}")
+            except* TransportError as group:
+                err = group.exceptions[0]
+                log.warning("server %d: connection lost: %s", self.server, _reason(err))
+            finally:
+                await self._transport.close()
+            if stop.is_set():
+                break
+            delay = _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)]
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+
+    async def _pump_events(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.publish_events()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_EVENT_POLL_S):
+                    await stop.wait()
+
+    async def _take_commands(self, stop: asyncio.Event) -> None:
+        if not self.settings.topic_command:
+            await stop.wait()
+            return
+        messages = self._transport.messages()
+        while not stop.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            nxt = asyncio.ensure_future(anext(messages))
+            try:
+                done, _ = await asyncio.wait({stopping, nxt}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if nxt not in done:
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            message = nxt.result()
+            await self.take_command(message.payload, message.topic)
+
+    async def take_command(self, payload: bytes, topic: str) -> None:
+        """Journal a command-topic message and hand it on; an unreadable one is answered."""
+        entry = parse_command_message(payload, topic)
+        if isinstance(entry, CommandReceived):
+            await self._log.append_journal("command", json.loads(entry.to_body()),
+                                           commit_now=True)
+            if self._commands is not None:
+                await self._commands.submit([entry])
+        else:
+            await self._log.append_journal("result", json.loads(entry.to_body()),
+                                           commit_now=True)
