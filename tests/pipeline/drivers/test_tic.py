@@ -1,0 +1,294 @@
+"""TIC decoding of captured frames, every malformed case, fuzzing, and the reader on a pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pty
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import serial_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.model import Action, Device, DefinitionFile, Protocol, Quality, Variable
+from pipeline.drivers._base import LinkSettings, ReadPlan
+from pipeline.drivers.tic import (GroupFault, PortOpener, TicDecoder, TicDriver, TicGroup, TicMode,
+                                  TicReader, decode_capture, encode_frame, encode_group,
+                                  parse_group)
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_spec_examples_pass_their_checksums() -> None:
+    assert parse_group(b"ADCO 031664001115 3") == TicGroup("ADCO", "031664001115", None,
+                                                            TicMode.HISTORIC)
+    assert parse_group(b"ADSC\t031664001115\t)") == TicGroup("ADSC", "031664001115", None,
+                                                              TicMode.STANDARD)
+    assert parse_group(b"SMAXSN\tE210205083000\t07360\t/") == TicGroup(
+        "SMAXSN", "07360", "E210205083000", TicMode.STANDARD)
+
+
+def test_historic_capture_decodes_with_checksums_verified() -> None:
+    frames, counters = decode_capture((DATA / "tic_historic.bin").read_bytes())
+    assert [len(f.groups) for f in frames] == [10, 9, 4, 10, 2]
+    assert [f.interrupted for f in frames] == [False, False, True, False, True]
+    assert frames[0].values() == {
+        "ADCO": "031664001115", "OPTARIF": "BASE", "ISOUSC": "30", "BASE": "000002080",
+        "PTEC": "TH..", "IINST": "004", "IMAX": "090", "PAPP": "00910", "HHPHC": "A",
+        "MOTDETAT": "000000"}
+    assert "BASE" not in frames[1].values() and frames[1].checksum_errors == 1
+    assert frames[2].malformed == 1          # PTEC cut by EOT
+    assert frames[3].values()["BASE"] == "000002083"
+    assert {f.mode for f in frames} == {TicMode.HISTORIC}
+    assert counters.as_dict() == {"frames": 5, "interrupted": 2, "validGroups": 35,
+                                  "checksumErrors": 1, "malformed": 2, "noise": 3}
+
+
+def test_standard_capture_decodes_with_horodates_and_spaces_in_data() -> None:
+    frames, counters = decode_capture((DATA / "tic_standard.bin").read_bytes())
+    assert [len(f.groups) for f in frames] == [30, 27, 30, 7, 30]
+    first = {g.label: g for g in frames[0].groups}
+    assert first["DATE"].data == "" and first["DATE"].horodate == "E210205083002"
+    assert first["SMAXSN"].data == "07360" and first["SMAXSN"].horodate == "E210205083000"
+    assert first["NGTF"].data == "      BASE      "
+    assert first["PJOURF+1"].data == "00008001 NONUTILE NONUTILE"
+    assert (frames[1].checksum_errors, frames[1].malformed) == (1, 2)
+    assert "IRMS1" not in frames[1].values() and "SMAXSN" not in frames[1].values()
+    assert frames[3].interrupted and frames[4].values()["EAST"] == "000001504"
+    assert counters.valid_groups == 124 and counters.noise == 0
+
+
+@pytest.mark.parametrize(("content", "fault"), [
+    (b"ADCO 031664001115\t3", GroupFault.CHECKSUM),                    # standard span differs
+    (b"ADCO 031664001115 4", GroupFault.CHECKSUM),
+    (b"ADCO 031664001115", GroupFault.MALFORMED),                       # no separator before CR
+    (b"ADCO03166400111513", GroupFault.MALFORMED),
+    (b"3", GroupFault.MALFORMED),
+    (b"", GroupFault.MALFORMED),
+    # 'adco' sums to 'ADCO' modulo 64: the checksum passes, the label does not.
+    (b"adco 031664001115 3", GroupFault.MALFORMED),
+])
+def test_bad_groups_are_classified(content: bytes, fault: GroupFault) -> None:
+    assert parse_group(content) is fault
+
+
+def _valid(label: str, data: str, mode: TicMode, horodate: str | None = None) -> bytes:
+    return encode_group(label, data, mode, horodate)[1:-1]
+
+
+def _with_checksum(span: bytes, separator: bytes) -> bytes:
+    checked = span if separator == b" " else span + separator
+    tail = separator if separator == b" " else b""
+    return span + tail + bytes([(sum(checked) & 0x3F) + 0x20])
+
+
+@pytest.mark.parametrize("content", [
+    _with_checksum(b"ADCO", b" "),                                     # separator missing
+    _with_checksum(b"ADCO 0316 64001115", b" "),                       # historic data with SP
+    _with_checksum(b"ADSC\tE210205083000\t1\t2", b"\t"),               # extra fields
+    _with_checksum(b"ADSC", b"\t"),                                    # data field missing
+    _valid("ABCDEFGHIJKLMNOPQ", "1", TicMode.HISTORIC),                # label of 17
+    _valid("AD-C+0", "x\x7f", TicMode.STANDARD),                        # data outside 0x20..0x7E
+    _valid("SMAXSN", "1", TicMode.STANDARD, "X210205083000"),           # season letter
+    _valid("SMAXSN", "1", TicMode.STANDARD, "E2102050830a0"),           # not digits
+])
+def test_groups_with_a_good_checksum_but_bad_fields_are_malformed(content: bytes) -> None:
+    assert parse_group(content) is GroupFault.MALFORMED
+
+
+def test_label_of_16_and_empty_standard_data_are_valid() -> None:
+    assert isinstance(parse_group(_valid("ABCDEFGHIJKLMNOP", "1", TicMode.HISTORIC)), TicGroup)
+    assert parse_group(_valid("DATE", "", TicMode.STANDARD, "h210205083000")) == TicGroup(
+        "DATE", "", "h210205083000", TicMode.STANDARD)
+
+
+def test_group_is_checked_with_its_own_modes_span_only() -> None:
+    # A standard-mode checksum on a historic-looking group does not pass.
+    span = b"ADCO 031664001115 "
+    wrong = span + bytes([(sum(span) & 0x3F) + 0x20])
+    assert parse_group(wrong) is GroupFault.CHECKSUM
+
+
+def test_group_over_256_bytes_is_dropped_and_the_next_one_kept() -> None:
+    long_group = b"\n" + b"A" * 300 + b"\r"
+    frame = b"\x02" + long_group + encode_group("PAPP", "00100", TicMode.HISTORIC) + b"\x03"
+    frames, counters = decode_capture(frame)
+    assert frames[0].values() == {"PAPP": "00100"}
+    assert counters.malformed == 1
+
+
+def test_lf_before_cr_cuts_the_group() -> None:
+    frame = (b"\x02\nBASE 0001" + encode_group("PAPP", "00100", TicMode.HISTORIC) + b"\x03")
+    frames, counters = decode_capture(frame)
+    assert frames[0].values() == {"PAPP": "00100"} and counters.malformed == 1
+
+
+def test_bytes_before_the_first_stx_are_not_noise_but_later_ones_are() -> None:
+    data = b"garbage\r\n" + encode_frame([("PAPP", "1")], TicMode.HISTORIC) + b"xy"
+    _, counters = decode_capture(data)
+    assert counters.noise == 2
+
+
+_frames_bytes = st.lists(st.sampled_from([
+    encode_group("PAPP", "00100", TicMode.HISTORIC), encode_group("SINSTS", "00120",
+                                                                  TicMode.STANDARD),
+    b"\x02", b"\x03", b"\x04", b"\n", b"\r", b"\t", b" ", b"A"]), max_size=40).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=600), _frames_bytes),
+       st.sampled_from([None, TicMode.HISTORIC, TicMode.STANDARD]))
+def test_decoder_never_raises_and_counts_every_group(data: bytes, mode: TicMode | None) -> None:
+    frames, counters = decode_capture(data, mode)
+    assert counters.frames == len(frames)
+    assert counters.valid_groups == sum(len(f.groups) for f in frames)
+    assert counters.checksum_errors == sum(f.checksum_errors for f in frames)
+    assert counters.malformed == sum(f.malformed for f in frames)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_frames_bytes, st.lists(st.integers(1, 50), max_size=20))
+def test_decoding_does_not_depend_on_how_the_input_is_chunked(data: bytes,
+                                                                cuts: list[int]) -> None:
+    whole, _ = decode_capture(data)
+    decoder = TicDecoder()
+    frames = []
+    pos = 0
+    for cut in cuts:
+        frames += decoder.feed(data[pos:pos + cut])
+        pos += cut
+    frames += decoder.feed(data[pos:]) + decoder.finish()
+    assert frames == whole
+
+
+@given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=0, max_size=40),
+       st.sampled_from(["ADCO", "EAST", "SINSTS", "A+B-9"]))
+def test_encoded_groups_parse_back(data: str, label: str) -> None:
+    assert parse_group(_valid(label, data, TicMode.STANDARD)) == TicGroup(
+        label, data, None, TicMode.STANDARD)
+    if data:
+        assert parse_group(_valid(label, data, TicMode.HISTORIC)) == TicGroup(
+            label, data, None, TicMode.HISTORIC)
+
+
+# --------------------------------------------------------------------------- reader on a pty
+
+
+@contextlib.contextmanager
+def _pty_link(tmp_path: Path) -> Iterator[tuple[int, Path, PortOpener]]:
+    """A pty pair; the reader opens `link`, a symlink to the slave, which tests may remove.
+
+    A Linux pty keeps CS8 whatever is asked and then refuses pyserial's second 7E1 `tcsetattr`
+    (EINVAL), so the opener opens it 8N1 at the asked speed; a pty has no parity to check anyway,
+    and TIC bytes are 7-bit.
+    """
+    master, slave = pty.openpty()
+    link = tmp_path / "ttyTIC"
+    link.symlink_to(os.ttyname(slave))
+
+    async def opener(path: str, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
+        reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
+        return reader, writer.close
+
+    try:
+        yield master, link, opener
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def _var(index: int, label: str) -> Variable:
+    return Variable(line=index + 1, index=index, info1=label, info2="", info3="", info4="",
+                    name=label, tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
+                    action=Action.INSTANT, tic_label=label)
+
+
+def _plan(*labels: str) -> ReadPlan:
+    variables = tuple(_var(k, label) for k, label in enumerate(labels, start=1))
+    definition = DefinitionFile(file_name="U_TIC_LINKY.csv", protocol=Protocol.TIC,
+                                category="Meter", manufacturer="Enedis", model="Linky",
+                                variables=variables, sha256="0" * 64)
+    return ReadPlan(definition=definition, variables=variables)
+
+
+TIC1 = Device(line=5, index="TIC1", interface="", name="Linky", address=None,
+              serial_number="031664001115", parameters="")
+
+
+async def _until(condition: object, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def _driver(reader: TicReader) -> AsyncIterator[TicDriver]:
+    driver = TicDriver(reader)
+    await driver.open(LinkSettings())
+    try:
+        yield driver
+    finally:
+        await driver.close()
+
+
+async def test_reader_detects_historic_mode_and_driver_reads_labels(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="sunpm.tic")
+    frame = encode_frame([("ADCO", "031664001115"), ("BASE", "000002080"), ("PAPP", "00910"),
+                          ("IINST", "004")], TicMode.HISTORIC)
+    with _pty_link(tmp_path) as (master, link, opener):
+        reader = TicReader(str(link), detection_slot_s=0.3, opener=opener)
+        async with _driver(reader) as driver:
+            # First slot is 9600 (standard): historic groups fail there, then 1200 finds them.
+            async def feed() -> None:
+                while True:
+                    os.write(master, frame)
+                    await asyncio.sleep(0.05)
+            feeder = asyncio.create_task(feed(), name="tic-feed")
+            try:
+                await _until(lambda: reader.mode is TicMode.HISTORIC)
+                await driver.read(TIC1, _plan("BASE"))          # starts a fresh poll period
+                await _until(lambda: reader.values["BASE"].received_ns
+                             > driver._last_poll_ns)  # type: ignore[operator]
+                readings = await driver.read(TIC1, _plan("BASE", "PAPP", "EAST"))
+            finally:
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
+            assert readings.values[1].value == "000002080"
+            assert readings.values[1].quality is Quality.GOOD
+            assert readings.values[2].value == "00910"
+            assert readings.values[3].quality is Quality.TIMEOUT
+            # Nothing received since that poll: the labels were not seen in this poll period.
+            later = await driver.read(TIC1, _plan("BASE"))
+            assert later.values[1].quality is Quality.TIMEOUT
+    assert "historic mode detected at 1200 baud" in caplog.messages
+
+
+async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="sunpm.tic")
+    events: list[str] = []
+    with _pty_link(tmp_path) as (master, link, opener):
+        reader = TicReader(str(link), baud=9600, on_accessory=events.append, opener=opener)
+        async with _driver(reader) as driver:
+            await _until(lambda: reader.present)
+            target = os.readlink(link)
+            link.unlink()
+            await _until(lambda: reader.lost)
+            readings = await driver.read(TIC1, _plan("EAST"))
+            assert readings.values[1].quality is Quality.DISCONNECTED
+            link.symlink_to(target)
+            await _until(lambda: not reader.lost and reader.present)
+            os.write(master, encode_frame([("EAST", "000001500")], TicMode.STANDARD))
+            await _until(lambda: "EAST" in reader.values)
+            readings = await driver.read(TIC1, _plan("EAST"))
+            assert readings.values[1].value == "000001500"
+    assert events == ["loss", "return"]
+    assert caplog.messages.count("Loss of ICT accessory") == 1
+    assert caplog.messages.count("Return ICT accessory") == 1
