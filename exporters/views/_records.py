@@ -90,6 +90,8 @@ class Cells:
     main: pa.Array         # string
     vmin: pa.Array         # string, action 2 rows only (else null)
     vmax: pa.Array
+    text: pa.Array         # the `text` column as stored (MQTT prints text values unreplaced)
+    good: pa.Array         # bool: the value is present
 
 
 def _index_set(variables: list[Variable]) -> pa.Array:
@@ -146,4 +148,4 @@ def cells(run: Run, definition: DefinitionFile) -> Cells:
         vmax = _choose(keep, high, null_text)
     else:
         vmin = vmax = null_text
-    return Cells(var=var, main=main, vmin=vmin, vmax=vmax)
+    return Cells(var=var, main=main, vmin=vmin, vmax=vmax, text=text, good=good)
