@@ -1,0 +1,115 @@
+"""config.ini (spec/formats.md §4): key table, defaults, rejection and the line-keeping writer."""
+
+from __future__ import annotations
+
+import pytest
+
+import config
+from config import ConfigError
+from config.model import FullPolicy, ServerType
+
+F = "WPM00BDE4_config.ini"
+
+
+def _parse(text: str) -> config.Parsed[config.ConfigIni]:
+    return config.parse_config_ini(text.encode(), F)
+
+
+def _rejected(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        _parse(text)
+    return [str(p) for p in exc.value.errors]
+
+
+def test_empty_file_gives_every_default() -> None:
+    s = _parse("").value.settings("WPM00BDE4")
+    assert (s.uid, s.log_level, s.time_zone, s.web_bind, s.web_port, s.web_user) == (
+        "WPM00BDE4", "info", "UTC", "127.0.0.1", 8080, "admin")
+    assert s.ntp_servers == ("pool.ntp.org",) and s.store_full_policy is FullPolicy.STOP
+    assert (s.store_device_quota_mb, s.store_flush_s, s.daq_poll_period_s) == (50, 1.0, 10)
+    assert [srv.type for srv in s.servers] == [ServerType.NONE, ServerType.NONE]
+    assert s.servers[0].mqtt_client_id == "WPM00BDE4"
+    assert s.servers[1].mqtt_client_id == "WPM00BDE4-2"
+
+
+@pytest.mark.parametrize("line,message", [
+    ("LOG_Level=verbose", "LOG_Level: 'verbose' is not one of debug, info, warning, error; "
+                          "default info used"),
+    ("WEB_Port=70000", "WEB_Port: '70000' is outside 1..65535; default 8080 used"),
+    ("STORE_FlushSeconds=0,5", "STORE_FlushSeconds: '0,5' is not a number (use '.' as decimal "
+                               "point); default 1 used"),
+    ("MQTT_Qos=3", "MQTT_Qos: '3' is outside 0..2; default 1 used"),
+    ("FTP_Passive=yes", "FTP_Passive: 'yes' is not 0 or 1; default 1 used"),
+    ("NTP_TimeZone=Mars/Olympus", "NTP_TimeZone: 'Mars/Olympus' is not a known IANA time zone; "
+                                  "default UTC used"),
+    ("MQTT_TopicData=plant/#", "MQTT_TopicData: 'plant/#' holds a wildcard ('+' or '#'); "
+                               "default (empty) used"),
+    ("MQTT_TopicCommand=plant/cmd", "MQTT_TopicCommand: set without MQTT_TopicResult; "
+                                    "default (empty) used"),
+    ("FTP_Host=bad host", "FTP_Host: 'bad host' is not a host name or IP address; not used"),
+])
+def test_bad_value_falls_back_to_default_with_one_warning(line: str, message: str) -> None:
+    parsed = _parse(f"# c\n{line}\n")
+    assert [str(w) for w in parsed.warnings] == [f"{F}:2: {message}"]
+
+
+def test_sftp_port_default_is_22_and_mqtts_8883() -> None:
+    s = _parse("SERVER_Type=sftp\nFTP_Host=h\nSERVER2_Type=mqtts\nMQTT2_Host=b\n").value
+    settings = s.settings("u")
+    assert settings.servers[0].port == 22 and settings.servers[1].port == 8883
+    warned = _parse("SERVER_Type=sftp\nFTP_Host=h\nFTP_Port=0\n").warnings
+    assert [str(w) for w in warned] == [f"{F}:3: FTP_Port: '0' is outside 1..65535; "
+                                        "default 22 used"]
+
+
+def test_key_without_default_rejects_when_the_type_needs_it() -> None:
+    assert _rejected("SERVER_Type=sftp\n") == [
+        f"{F}:1: FTP_Host: missing (SERVER_Type=sftp needs it); file rejected"]
+    assert _rejected("SERVER2_Type=webdav\nHTTP2_Url=ftp://x\n") == [
+        f"{F}:2: HTTP2_Url: 'ftp://x' is not https://host[:port][/path]; file rejected"]
+    assert _rejected("SERVER_Type=dir\nDIR_Path=relative/dir\n") == [
+        f"{F}:2: DIR_Path: 'relative/dir' is not an absolute path; file rejected"]
+
+
+def test_repeated_key_and_line_without_equals_reject_and_all_are_reported() -> None:
+    assert _rejected("LOG_Level=info\njust text\nLOG_Level=debug\n") == [
+        f"{F}:2: line: no '='; file rejected",
+        f"{F}:3: LOG_Level: repeated (first at line 1); file rejected",
+    ]
+
+
+def test_alias_and_canonical_spelling_count_as_one_key() -> None:
+    assert _rejected("FTP2-HeaderOption=0\nFTP2_HeaderOption=1\n") == [
+        f"{F}:2: FTP2_HeaderOption: repeated (first at line 1); file rejected"]
+
+
+def test_writer_keeps_every_line_and_rewrites_only_a_changed_key() -> None:
+    text = "# head\n  WEB_Port = 8081 \nVENDOR_X=1\n\n; tail\nFTP2-HeaderOption=0\n"
+    cfg = _parse(text).value
+    assert config.render_config_ini(cfg) == text.encode()
+    changed = cfg.with_value("WEB_Port", "9000").with_value("LOG_Level", "debug")
+    assert config.render_config_ini(changed).decode() == (
+        "# head\nWEB_Port=9000\nVENDOR_X=1\n\n; tail\nFTP2-HeaderOption=0\nLOG_Level=debug\n")
+    assert config.render_config_ini(cfg.with_value("VENDOR_X", None)).decode() == (
+        "# head\n  WEB_Port = 8081 \n\n; tail\nFTP2-HeaderOption=0\n")
+
+
+def test_appended_keys_follow_table_order_and_defaults_are_not_appended() -> None:
+    cfg = config.new_config({"WEB_Port": "8081", "LOG_Level": "info", "SERVER_Type": "dir",
+                             "DIR_Path": "/srv/is", "NTP_TimeZone": "Europe/Paris"})
+    assert config.render_config_ini(cfg).decode() == (
+        "SERVER_Type=dir\nDIR_Path=/srv/is\nNTP_TimeZone=Europe/Paris\nWEB_Port=8081\n")
+
+
+def test_gateway_uid_overrides_the_site_uid() -> None:
+    assert _parse("GATEWAY_Uid=PLANT-7\n").value.settings("WPM00BDE4").uid == "PLANT-7"
+    warned = _parse("GATEWAY_Uid=bad_uid\n")
+    assert warned.value.settings("WPM00BDE4").uid == "WPM00BDE4"
+    assert len(warned.warnings) == 1
+
+
+def test_every_table_key_has_a_server2_copy() -> None:
+    names = {k.name for k in config.KEY_TABLE}
+    for name in ("SERVER2_Type", "FTP2_Host", "HTTP2_Url", "MQTT2_TopicData", "DIR2_Path",
+                 "FTP2_TwoStepsSendingDisabled", "FTP2_EuroDateFormat", "HTTP2_EuroDateFormat"):
+        assert name in names
