@@ -126,6 +126,8 @@ class FtpTransport:
                 if not str(err).startswith(("500", "502", "504")):
                     raise
                 return self._list_without_mlsd(ftp, remote, progress)
+            finally:
+                ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
             files = [RemoteFile(name=name, size=int(facts.get("size", "0")),
                                 mtime_s=_parse_mdtm(facts.get("modify", "")))
                      for name, facts in entries if facts.get("type", "file") == "file"]
@@ -135,7 +137,9 @@ class FtpTransport:
     def _list_without_mlsd(self, ftp: ftplib.FTP, remote: str,
                            progress: Progress) -> builtins.list[RemoteFile]:
         files = []
-        for entry in ftp.nlst(remote):
+        names = ftp.nlst(remote)
+        ftp.voidcmd("TYPE I")
+        for entry in names:
             name = posixpath.basename(entry)
             full = posixpath.join(remote, name)
             size = _size_or_none(ftp, full)
