@@ -1,0 +1,145 @@
+"""Value text of spec/formats.md §9.3: scalar rules, properties, and the columnar path."""
+
+from __future__ import annotations
+
+import math
+import struct
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporters.views.numbers import (NumberTextError, alarm_text, format_float32,
+                                     format_float32_array, format_float64, format_float64_array,
+                                     plain_decimal, scaled_text)
+
+floats64 = st.floats(allow_nan=False, allow_infinity=False)
+floats32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+decimals = st.decimals(allow_nan=False, allow_infinity=False, places=None,
+                       min_value=Decimal("-1e30"), max_value=Decimal("1e30"))
+
+
+def _f32(value: float) -> float:
+    result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    return result
+
+
+def _is_plain(text: str) -> bool:
+    body = text.removeprefix("-")
+    return (body.replace(".", "", 1).isdigit() and "e" not in text.lower()
+            and text != "-0" and not (text.endswith("0") and "." in text)
+            and not text.endswith("."))
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (2079.0, "2079"), (1e-7, "0.0000001"), (-0.0, "0"), (12.34, "12.34"), (2078.8, "2078.8"),
+    (1e22, "10000000000000000000000"), (1.5e16, "15000000000000000"), (-7.0, "-7"),
+    (18446744073709551615.0, "18446744073709552000"), (0.1 + 0.2, "0.30000000000000004"),
+])
+def test_float64_examples(value: float, text: str) -> None:
+    assert format_float64(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (1.100000023841858, "1.1"), (0.10000000149011612, "0.1"), (-0.0, "0"),
+    (16777216.0, "16777216"), (3.4028234663852886e38, "340282350000000000000000000000000000000"),
+    (1e-45, "0.000000000000000000000000000000000000000000001"),
+])
+def test_float32_examples(value: float, text: str) -> None:
+    assert format_float32(value) == text
+
+
+@settings(max_examples=500)
+@given(floats64)
+def test_float64_text_parses_back_and_is_plain(value: float) -> None:
+    text = format_float64(value)
+    assert float(text) == value
+    assert _is_plain(text), text
+
+
+@settings(max_examples=500)
+@given(floats32)
+def test_float32_text_parses_back_and_is_shortest(value: float) -> None:
+    text = format_float32(value)
+    assert _f32(float(text)) == value
+    assert _is_plain(text), text
+    digits = len(text.lstrip("-").replace(".", "").strip("0"))
+    if digits > 1:  # one digit fewer never reads back (shortest)
+        assert _f32(float(f"{value:.{digits - 1}g}")) != value or value == 0
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.none(), floats64, st.just(math.nan), st.just(math.inf)),
+                max_size=50))
+def test_columnar_float64_matches_scalar(values: list[float | None]) -> None:
+    expected = [None if v is None or not math.isfinite(v) else format_float64(v) for v in values]
+    assert format_float64_array(pa.array(values, pa.float64())).to_pylist() == expected
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.none(), floats32), max_size=50))
+def test_columnar_float32_matches_scalar(values: list[float | None]) -> None:
+    expected = [None if v is None else format_float32(v) for v in values]
+    assert format_float32_array(pa.array(values, pa.float64())).to_pylist() == expected
+
+
+@settings(max_examples=300)
+@given(decimals)
+def test_plain_decimal_is_exact(value: Decimal) -> None:
+    text = plain_decimal(value)
+    assert Decimal(text) == value
+    assert _is_plain(text), text
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1),
+       st.integers(min_value=-10, max_value=10))
+def test_scaled_integers_are_exact(raw: int, sf: int) -> None:
+    raw_text = plain_decimal(Decimal(raw).scaleb(sf))
+    assert Decimal(raw_text) == Decimal(raw).scaleb(sf)
+    coef_a, coef_b = Decimal("0.1"), Decimal("-3.5")
+    assert Decimal(scaled_text(raw_text, coef_a, coef_b)) == coef_a * Decimal(raw).scaleb(sf) + coef_b
+
+
+@pytest.mark.parametrize(("raw", "a", "b", "text"), [
+    ("2305", "0.1", "0", "230.5"), ("-1520", "0.1", "0", "-152"), ("987654", "0.1", "0", "98765.4"),
+    ("12.34", "1", "0", "12.34"), ("1E-7", "1", "0", "0.0000001"), ("5", "0", "0", "0"),
+    ("18446744073709551615", "1", "0", "18446744073709551615"),
+])
+def test_scaled_text_examples(raw: str, a: str, b: str, text: str) -> None:
+    assert scaled_text(raw, Decimal(a), Decimal(b)) == text
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ("3", "3.000000"), ("0", "0.000000"), ("-0.0000004", "0.000000"), ("2.0000005", "2.000000"),
+    ("2.0000015", "2.000002"), ("-1.5", "-1.500000"), ("0.1234565", "0.123456"),
+])
+def test_alarm_text_rounds_half_even(raw: str, text: str) -> None:
+    assert alarm_text(raw) == text
+
+
+@settings(max_examples=300)
+@given(decimals)
+def test_alarm_text_is_the_nearest_six_place_decimal(value: Decimal) -> None:
+    text = alarm_text(plain_decimal(value))
+    assert len(text.split(".")[1]) == 6
+    assert abs(Decimal(text) - value) <= Decimal("0.0000005")
+    assert text != "-0.000000"
+
+
+@pytest.mark.parametrize("bad", ["abc", "nan", "inf", "1,5", ""])
+def test_bad_value_text_is_our_error(bad: str) -> None:
+    with pytest.raises(NumberTextError):
+        alarm_text(bad)
+    with pytest.raises(NumberTextError):
+        scaled_text(bad, Decimal("0.1"), Decimal(0))
+
+
+def test_non_finite_floats_are_refused_by_scalar_rules() -> None:
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(NumberTextError):
+            format_float64(value)
+        with pytest.raises(NumberTextError):
+            format_float32(value)
