@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from config import parse_definition
 from config.model import Protocol
-from pipeline.drivers._base import DiscoveryParams
-from pipeline.drivers.sunspec import (ChainModel, GeneratedDefinition, Identity, discover_sunspec,
-                                      generate, write_definition)
+from pipeline.drivers._base import DiscoveryParams, RegisterReader
+from pipeline.drivers.modbus.tcp import TcpConnection
+from pipeline.drivers.sunspec import (ChainModel, GeneratedDefinition, Identity, SunSpecDevice,
+                                      discover_sunspec, generate, write_definition)
 
 from _sunspec_sim import SunSpecImage, common_model, model, modbus_server, pymodbus_reader
 
@@ -49,10 +55,23 @@ def _images() -> dict[int, list[tuple[int, list[int]]]]:
     }
 
 
-async def _discover(first: int, last: int, max_devices: int = 240
-                    ) -> tuple[list[str], list[object]]:
+@contextlib.asynccontextmanager
+async def _link(kind: str, port: int) -> AsyncIterator[RegisterReader]:
+    if kind == "pymodbus":
+        async with pymodbus_reader(port, TIMEOUT_MS) as reader:
+            yield reader
+        return
+    conn = TcpConnection("127.0.0.1", port)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _discover(first: int, last: int, max_devices: int = 240, link: str = "sunpm"
+                    ) -> tuple[list[str], list[SunSpecDevice]]:
     lines: list[str] = []
-    async with modbus_server(_images()) as port, pymodbus_reader(port, TIMEOUT_MS) as reader:
+    async with modbus_server(_images()) as port, _link(link, port) as reader:
         params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=first,
                                  last_address=last, max_devices=max_devices, timeout_ms=TIMEOUT_MS)
         found = await discover_sunspec(reader, params, lines.append,
@@ -72,8 +91,9 @@ def test_generated_file_for_models_1_103_123_equals_the_spec_example() -> None:
     assert problems == []
 
 
-async def test_discovery_finds_exactly_the_sunspec_devices_among_others() -> None:
-    lines, found = await _discover(1, 11)
+@pytest.mark.parametrize("link", ["sunpm", "pymodbus"])
+async def test_discovery_finds_exactly_the_sunspec_devices_among_others(link: str) -> None:
+    lines, found = await _discover(1, 11, link=link)
     assert lines == [
         "Start of SunSpec detection on ethernet1, addresses 1-11, estimated duration 4 s",
         "NON SUNSPEC device found at @2 T",
@@ -117,19 +137,26 @@ async def test_discovery_finds_exactly_the_sunspec_devices_among_others() -> Non
         "Found table 103:50 at 40071@10 T",
         "End of SunSpec detection on ethernet1. 6 devices found.",
     ]
-    assert [d.unit_id for d in found] == [3, 4, 5, 6, 7, 10]  # type: ignore[attr-defined]
+    assert [d.unit_id for d in found] == [3, 4, 5, 6, 7, 10]
+    assert found[0].model_ids == (1, 103, 123) and found[0].identity.serial_number == "SN-0001"
+    assert found[1].base == 50000 and found[2].base == 0
+    # Every generated file passes the definition-file parser, without a warning.
+    for device in found:
+        parsed = parse_definition(device.definition.text.encode(), device.definition.name)
+        assert parsed.warnings == ()
+        assert len(parsed.value.variables) == len(device.definition.text.splitlines()) - 1
 
 
 async def test_max_devices_stops_the_sweep() -> None:
     lines, found = await _discover(3, 10, max_devices=2)
-    assert [d.unit_id for d in found] == [3, 4]  # type: ignore[attr-defined]
+    assert [d.unit_id for d in found] == [3, 4]  
     assert lines[-1] == "End of SunSpec detection on ethernet1. 2 devices found."
     assert not any("@5 " in line for line in lines)
 
 
 async def test_generated_names_cover_repeated_models_blocks_and_nested_groups() -> None:
     _, found = await _discover(4, 5)
-    dev4 = found[0].definition  # type: ignore[attr-defined]
+    dev4 = found[0].definition  
     rows = [line.split(";") for line in dev4.text.splitlines()[1:]]
     by_name = {r[5]: r for r in rows}
     assert dev4.name == "WPM00BDE4_SunSpec_inverter_Fronius_Symo_8.2-3-M_modbusTCP.csv"
@@ -154,7 +181,7 @@ async def test_generated_names_cover_repeated_models_blocks_and_nested_groups() 
     addresses = [int(r[2].split("_")[0]) for r in rows]
     assert addresses == sorted(addresses)
     # Device 5: the 160 that does not divide is described by its fixed part only.
-    dev5_rows = found[1].definition.text.splitlines()  # type: ignore[attr-defined]
+    dev5_rows = found[1].definition.text.splitlines()  
     assert dev5_rows[-1].split(";")[5] == "160_TmsPer"
     assert dev5_rows[0] == "modbusTCP;Inverter;ABB;PVS-100"
 
@@ -191,3 +218,38 @@ def test_an_existing_file_with_other_content_gets_a_numbered_name(tmp_path: Path
     third = GeneratedDefinition(name=first.name, text="c\n")
     assert write_definition(tmp_path, third).name == "U_SunSpec_inverter_M_D_modbusTCP_3.csv"
     assert (tmp_path / first.name).read_text() == "a\n"
+
+
+def _default_length(model_id: int, counts: dict[str, int]) -> int:
+    """L of a model with 2 repetitions of every repeating group, from the JSON alone."""
+    data = json.loads(resources.files("sunspec2").joinpath(
+        "models", "json", f"model_{model_id}.json").read_text())
+
+    def size(group: dict[str, object]) -> int:
+        total = sum(int(p["size"]) for p in group.get("points", []))  # type: ignore[attr-defined]
+        for sub in group.get("groups", []):  # type: ignore[attr-defined]
+            count = sub.get("count")
+            times = 1 if count is None else 2 if count == 0 else counts.get(count, 1) \
+                if isinstance(count, str) else int(count)
+            total += times * size(sub)
+        return total
+
+    return size(data["group"]) - 2
+
+
+def test_every_shipped_model_generates_a_file_the_parser_accepts() -> None:
+    root = resources.files("sunspec2").joinpath("models", "json")
+    ids = sorted(int(p.name[6:-5]) for p in root.iterdir()
+                 if p.name.startswith("model_") and p.name.endswith(".json"))
+    assert len(ids) > 100
+    for model_id in ids:
+        counts = {"NCrv": 2, "NPt": 2, "NCrvSet": 2, "NProf": 2, "NStr": 2, "IVLen": 2,
+                  "NPrt": 2, "NMod": 2, "NCtl": 2}
+        problems: list[str] = []
+        chain = [ChainModel(1, 40002, 66),
+                 ChainModel(model_id, 40070, _default_length(model_id, counts), counts)]
+        made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP, chain,
+                        problems.append)
+        parsed = parse_definition(made.text.encode(), made.name)
+        assert (problems, parsed.warnings) == ([], ()), model_id
+        assert len(parsed.value.variables) > 2 or model_id == 1, model_id
