@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pyarrow as pa
 import pytest
@@ -100,7 +100,9 @@ def test_scaled_integers_are_exact(raw: int, sf: int) -> None:
     raw_text = plain_decimal(Decimal(raw).scaleb(sf))
     assert Decimal(raw_text) == Decimal(raw).scaleb(sf)
     coef_a, coef_b = Decimal("0.1"), Decimal("-3.5")
-    assert Decimal(scaled_text(raw_text, coef_a, coef_b)) == coef_a * Decimal(raw).scaleb(sf) + coef_b
+    with localcontext(prec=200):  # the reference must not round either
+        expected = coef_a * Decimal(raw).scaleb(sf) + coef_b
+        assert Decimal(scaled_text(raw_text, coef_a, coef_b)) == expected
 
 
 @pytest.mark.parametrize(("raw", "a", "b", "text"), [
