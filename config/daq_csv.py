@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from config._text import CsvRow, Findings, csv_field, csv_rows, decode, parse_int
@@ -28,6 +28,14 @@ SPEEDS: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
 @dataclass(slots=True)
+class DaqFindings(Findings):
+    """Also the definition files named on device rows that were rejected, so a site can still
+    check those files and report every problem at once."""
+
+    rejected_refs: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Block:
     name: str
     line: int
@@ -35,8 +43,8 @@ class _Block:
     rows: list[CsvRow]
 
 
-def parse(data: bytes, file_name: str) -> tuple[Daq, Findings]:
-    findings = Findings(file_name)
+def parse(data: bytes, file_name: str) -> tuple[Daq, DaqFindings]:
+    findings = DaqFindings(file_name)
     text = decode(data, findings, cp1252_fallback=True)
     rows = csv_rows(text, findings) if text is not None else None
     if rows is None:
@@ -246,7 +254,7 @@ def _interface(row: CsvRow, text: str, findings: Findings) -> str | None:
 
 
 def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
-             findings: Findings) -> tuple[Device, ...]:
+             findings: DaqFindings) -> tuple[Device, ...]:
     if block is None:
         return ()
     out: list[Device] = []
@@ -255,14 +263,19 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
     for row in block.rows:
         device = _device(row, serial, findings)
         if device is None:
+            def_file = _padded(row, 11)[10]
+            if def_file and "/" not in def_file and "\\" not in def_file:
+                findings.rejected_refs.append((row.line, def_file))
             continue
         if device.index in index_at:
             findings.error(row.line, "index", f"'{device.index}' is already used at line "
                                               f"{index_at[device.index]}")
+            findings.rejected_refs.append((row.line, device.def_file))
             continue
         if device.name in name_at:
             findings.error(row.line, "name", f"'{device.name}' is already used at line "
                                              f"{name_at[device.name]}")
+            findings.rejected_refs.append((row.line, device.def_file))
             continue
         index_at[device.index] = name_at[device.name] = row.line
         out.append(device)

@@ -99,10 +99,10 @@ class _Loader:
     directory: Path
     uid: str
     loaded: dict[str, bytes] = field(default_factory=dict)
-    by_file: dict[str, list[Problem]] = field(default_factory=dict)
+    by_file: dict[str, Findings] = field(default_factory=dict)
 
     def add(self, findings: Findings) -> None:
-        self.by_file.setdefault(findings.file, []).extend(findings.problems)
+        self.by_file[findings.file] = findings
 
     def config_file(self, suffix: str) -> tuple[str, bytes]:
         name = f"{self.uid}_{suffix}"
@@ -133,7 +133,8 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
     order = [f"{loader.uid}_{s}" for s in ("config.ini", "var.ini", "daq.csv")] + [scl_name]
     problems: list[Problem] = []
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
-        problems += sorted_problems(loader.by_file.get(file_name, []))
+        if file_name in loader.by_file:
+            problems += sorted_problems(loader.by_file[file_name].problems)
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     site = Site(directory=directory, uid=loader.uid, settings=cfg.settings(loader.uid),
@@ -149,9 +150,26 @@ def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> Non
                         f"'{entry.file}' is missing from /SCRIPT")
 
 
-def _definitions(loader: _Loader, daq: Daq, daq_found: Findings) -> dict[str, DefinitionFile]:
+def _parse_definition(loader: _Loader, name: str, data: bytes,
+                      parsed: dict[str, DefinitionFile | None]) -> DefinitionFile | None:
+    if name not in parsed:
+        defn, found = definition.parse(data, name)
+        loader.add(found)
+        parsed[name] = defn
+    return parsed[name]
+
+
+def _definitions(loader: _Loader, daq: Daq,
+                 daq_found: daq_csv.DaqFindings) -> dict[str, DefinitionFile]:
     """Read and check every definition file a device names; errors on the device's line."""
     parsed: dict[str, DefinitionFile | None] = {}
+    for line, name in daq_found.rejected_refs:
+        # The row is already rejected; its file is still checked so every problem shows at once.
+        data = _read(loader.directory, f"DEF/{name}", loader.loaded)
+        if data is None:
+            daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
+        else:
+            _parse_definition(loader, name, data, parsed)
     for device in daq.devices:
         name = device.def_file
         data = _read(loader.directory, f"DEF/{name}", loader.loaded)
@@ -161,11 +179,7 @@ def _definitions(loader: _Loader, daq: Daq, daq_found: Findings) -> dict[str, De
         port = daq.port(device.serial_port) if device.serial_port else None
         if port is not None and not port.has_driver:
             continue  # kept, not parsed: no driver polls it (spec/formats.md §6)
-        if name not in parsed:
-            defn, found = definition.parse(data, name)
-            loader.add(found)
-            parsed[name] = defn
-        defn = parsed[name]
+        defn = _parse_definition(loader, name, data, parsed)
         if defn is None:
             daq_found.error(device.line, "defFile", f"'{name}' is not valid (see its errors)")
         elif defn.protocol not in _FITS[device.kind]:

@@ -1,0 +1,129 @@
+"""The site (spec/formats.md §3, §6 cross-file checks): bad-input cases as data, planted mistakes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from config_support import CASES
+
+import config
+from config import ConfigError, Severity
+
+CASE_DIRS = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASE_DIRS)
+def test_bad_input_case_reports_exactly_its_expected_messages(case: str) -> None:
+    directory = CASES / case
+    expected = (directory / "expected.err").read_text(encoding="utf-8").splitlines()
+    before = _snapshot(directory)
+    problems = config.check_site(directory)
+    assert [str(p) for p in problems] == expected
+    has_error = any(p.severity is Severity.ERROR for p in problems)
+    if has_error:
+        with pytest.raises(ConfigError) as exc:
+            config.load_site(directory)
+        assert [str(p) for p in exc.value.problems] == expected
+    else:
+        assert [str(w) for w in config.load_site(directory).warnings] == expected
+    assert _snapshot(directory) == before  # checking never writes anything
+
+
+def test_ten_planted_mistakes_are_all_reported_with_file_line_and_field() -> None:
+    problems = config.check_site(CASES / "ten_mistakes")
+    found = {(p.file, p.line, p.field) for p in problems}
+    planted = {
+        ("WPM00BDE4_config.ini", 17, "line"),
+        ("WPM00BDE4_config.ini", 18, "LOG_Level"),
+        ("WPM00BDE4_var.ini", 4, "Id"),
+        ("WPM00BDE4_daq.csv", 11, "defFile"),
+        ("WPM00BDE4_daq.csv", 12, "address"),
+        ("WPM00BDE4_daq.csv", 13, "interface"),
+        ("WPM00BDE4_daq.csv", 14, "name"),
+        ("WPM00BDE4_scl.ini", 2, "SCRIPT_File[1]"),
+        ("inv_small.csv", 7, "Index"),
+        ("WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv", 27, "Info3"),
+    }
+    assert planted <= found
+    assert len(planted) == 10
+
+
+def test_example_site_loads_with_every_file(example_site: Callable[[], Path]) -> None:
+    site = config.load_site(example_site())
+    assert site.uid == "WPM00BDE4" and site.warnings == ()
+    assert site.settings.servers[0].host == "is.example.net"
+    assert sorted(site.definitions) == sorted([
+        "WPM00BDE4_IO.csv", "WPM00BDE4_TIC_LINKY.csv", "inv_small.csv", "meter_small.csv",
+        "WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv"])
+    files = site.files()
+    assert set(files) == {
+        "CONFIG/WPM00BDE4_config.ini", "CONFIG/WPM00BDE4_var.ini", "CONFIG/WPM00BDE4_daq.csv",
+        "CONFIG/WPM00BDE4_scl.ini", "SCRIPT/Test script 1.lua", "SCRIPT/Test script 2.lua",
+        *(f"DEF/{name}" for name in site.definitions)}
+    for rel, data in files.items():
+        assert (site.directory / rel).read_bytes() == data
+    assert site.definition_of(site.daq.device("2")) is site.definitions["meter_small.csv"]
+    assert site.scripts.files == ("Test script 1.lua", "Test script 2.lua")
+
+
+def test_device_on_a_port_without_driver_keeps_its_file_unparsed() -> None:
+    site = config.load_site(CASES / "no_driver_port")
+    assert "DEF/smanet_opaque.bin" in site.files()
+    assert "smanet_opaque.bin" not in site.definitions
+    assert [d.index for d in site.polled_devices] == ["IO", "TIC1", "1", "2", "3"]
+
+
+def test_sci_ini_is_read_when_there_is_no_scl_ini(example_site: Callable[[], Path]) -> None:
+    directory = example_site()
+    os.rename(directory / "CONFIG/WPM00BDE4_scl.ini", directory / "CONFIG/WPM00BDE4_sci.ini")
+    site = config.load_site(directory)
+    assert site.scripts.files == ("Test script 1.lua", "Test script 2.lua")
+    assert "CONFIG/WPM00BDE4_sci.ini" in site.files()
+
+
+def test_uid_option_chooses_among_several_configurations() -> None:
+    site = config.load_site(CASES / "several_uids", uid="WPM00C44F")
+    assert site.uid == "WPM00C44F" and site.daq.devices == ()
+
+
+def test_empty_directory_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
+    site = config.load_site(tmp_path)
+    assert site.uid == config.default_uid() and site.daq.devices == ()
+
+
+def test_a_rejected_file_changes_nothing_in_a_loaded_site(
+        example_site: Callable[[], Path]) -> None:
+    directory = example_site()
+    good = config.load_site(directory)
+    daq = directory / "CONFIG/WPM00BDE4_daq.csv"
+    daq.write_bytes(daq.read_bytes().replace(b"inv_a;126", b"inv_a;999"))
+    with pytest.raises(ConfigError):
+        config.load_site(directory)
+    assert good.daq.device("1").address == 126
+    shutil.copy(CASES / "ten_mistakes/CONFIG/WPM00BDE4_daq.csv", daq)
+    assert config.check_site(directory)
+
+
+def test_default_uid_from_the_mac_rules(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    for name, mac in (("eth1", "00:8d:00:00:bd:e4"), ("eth0", "02:42:ac:11:00:02"),
+                      ("lo", "00:00:00:00:00:00")):
+        (net / name).mkdir(parents=True)
+        (net / name / "address").write_text(mac + "\n")
+    routes = tmp_path / "route"
+    routes.write_text("Iface\tDestination\tGateway\neth1\t00000000\t0100A8C0\n")
+    assert config.default_uid(net, routes) == "WPM00BDE4"
+    routes.write_text("Iface\tDestination\tGateway\n")
+    assert config.default_uid(net, routes) == "WPM110002"
+    assert config.default_uid(tmp_path / "none", routes) == "WPM000000"
+    assert config.uid_from_mac("00:8D:00:00:BD:E4") == "WPM00BDE4"
