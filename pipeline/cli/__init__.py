@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: One line per command family; a module registers its own sub-commands.
-_FAMILIES = ("config", "export")
+_FAMILIES = ("config", "export", "discover", "tic")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,201 @@
+"""`sunpm discover`: a SunSpec discovery run from the command line, no gateway needed.
+
+Progress lines go to stderr in the SunSpec detection log form (`YYYY-MM-DD hh:mm:ss:<message>`,
+local time); the result goes to stdout, as one JSON document with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from config import ConfigError, default_uid, find_uid, load_site
+from config.model import Daq, Protocol
+from pipeline.drivers._base import DiscoveryParams, RegisterReader
+from pipeline.drivers.modbus.rtu import RtuBus
+from pipeline.drivers.modbus.tcp import TcpConnection
+from pipeline.drivers.sunspec import SunSpecDevice, discover_sunspec, write_definition
+
+_INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
+
+
+class _Refused(Exception):
+    """Parameters refused before starting (spec/behaviour.md §3.1); the text is the message."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("discover", help="find SunSpec devices and generate their "
+                                   "definition files")
+    parser.add_argument("--protocol", default="sunspec", choices=("sunspec",))
+    parser.add_argument("--interface", choices=_INTERFACES,
+                        help="ethernet1 (default with --ip) or serial1..3 (needs --config)")
+    parser.add_argument("--ip", help="target address for ethernet interfaces")
+    parser.add_argument("--port", type=int, default=502, help="TCP port (502)")
+    parser.add_argument("--first", type=int, default=1, help="first unit id (1)")
+    parser.add_argument("--last", type=int, default=240, help="last unit id (240)")
+    parser.add_argument("--max-devices", type=int, default=240, help="stop after N devices")
+    parser.add_argument("--timeout", type=int, default=1000, help="reply timeout per request, ms")
+    parser.add_argument("--write-defs", type=Path, metavar="DIR",
+                        help="write the generated definition files here")
+    parser.add_argument("--config", type=Path, metavar="DIR",
+                        help="configuration directory: uid, serial ports, time zone")
+    parser.add_argument("--uid", help="uid for file names when CONFIG holds several")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_discover)
+
+
+def _params(args: argparse.Namespace) -> DiscoveryParams:
+    interface: str = args.interface or ("ethernet1" if args.ip or not args.config else "serial1")
+    if not 1 <= args.first <= 240:
+        raise _Refused(f"discoverDevices: firstAddress {args.first} is outside 1..240")
+    if not 1 <= args.last <= 240:
+        raise _Refused(f"discoverDevices: lastAddress {args.last} is outside 1..240")
+    if args.first > args.last:
+        raise _Refused(f"discoverDevices: firstAddress {args.first} is above lastAddress "
+                       f"{args.last}")
+    if interface.startswith("ethernet") and not args.ip:
+        raise _Refused(f"discoverDevices: ip is required for {interface}")
+    if args.max_devices < 1:
+        raise _Refused(f"discoverDevices: maxDevices {args.max_devices} is below 1")
+    if args.timeout < 1:
+        raise _Refused(f"discoverDevices: timeout {args.timeout} is below 1")
+    return DiscoveryParams(protocol=args.protocol, interface=interface, ip=args.ip,
+                           port=args.port, first_address=args.first, last_address=args.last,
+                           max_devices=args.max_devices, timeout_ms=args.timeout)
+
+
+def _serial_bus(daq: Daq | None, interface: str) -> RtuBus:
+    if daq is None:
+        raise _Refused(f"discoverDevices: {interface} needs --config DIR for its serial port")
+    port = daq.port(interface)
+    if not port.path:
+        raise _Refused(f"discoverDevices: {interface} has no path")
+    if port.protocol != "modbusRTU":
+        raise _Refused(f"discoverDevices: {interface} protocol is {port.protocol}, not modbusRTU")
+    return RtuBus(port)
+
+
+def _clock(time_zone: str) -> Callable[[], str]:
+    try:
+        zone: ZoneInfo | None = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+
+    def now() -> str:
+        moment = datetime.now(zone) if zone is not None else datetime.now().astimezone()
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+    return now
+
+
+def _discover(args: argparse.Namespace) -> int:
+    daq: Daq | None = None
+    time_zone = ""
+    try:
+        params = _params(args)
+        if args.config is not None:
+            site = load_site(args.config, args.uid)
+            uid, daq, time_zone = site.uid, site.daq, site.settings.time_zone
+        else:
+            uid = args.uid or default_uid()
+    except _Refused as err:
+        print(err, file=sys.stderr)
+        return 2
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    now = _clock(time_zone)
+
+    def log(message: str) -> None:
+        print(f"{now()}:{message}", file=sys.stderr, flush=True)
+
+    try:
+        found, target = asyncio.run(_run(params, daq, uid, log))
+    except _Refused as err:
+        print(err, file=sys.stderr)
+        return 2
+    written: dict[int, str] = {}
+    if args.write_defs is not None:
+        args.write_defs.mkdir(parents=True, exist_ok=True)
+        for device in found:
+            written[device.unit_id] = write_definition(args.write_defs, device.definition).name
+    configured = _configured_addresses(daq, params, target)
+    rows = [_row(d, written.get(d.unit_id), d.unit_id in configured,
+                 include_text=args.write_defs is None)
+            for d in found]
+    if args.json:
+        print(json.dumps({"protocol": params.protocol, "interface": params.interface,
+                          "target": target, "uid": uid, "found": len(found), "devices": rows},
+                         separators=(",", ":"), ensure_ascii=False))
+    else:
+        for device in found:
+            print(f"@{device.unit_id} {device.target}: {device.identity.manufacturer} "
+                  f"{device.identity.model} SN {device.identity.serial_number} models "
+                  f"{','.join(map(str, device.model_ids))} -> "
+                  f"{written.get(device.unit_id, device.definition.name)}")
+    return 0
+
+
+def _configured_addresses(daq: Daq | None, params: DiscoveryParams, target: str) -> set[int]:
+    """Unit ids already configured on this interface (same `interface` and `address`)."""
+    if daq is None:
+        return set()
+    out: set[int] = set()
+    for device in daq.devices:
+        if device.address is None:
+            continue
+        if target.startswith("SERIAL"):
+            if device.serial_port == target:
+                out.add(device.address)
+        elif device.tcp_endpoint == (params.ip, params.port):
+            out.add(device.address)
+    return out
+
+
+def _row(device: SunSpecDevice, written: str | None, configured: bool, *,
+         include_text: bool) -> dict[str, object]:
+    identity = device.identity
+    row: dict[str, object] = {
+        "unitId": device.unit_id, "target": device.target, "base": device.base,
+        "manufacturer": identity.manufacturer, "model": identity.model,
+        "options": identity.options, "version": identity.version,
+        "serialNumber": identity.serial_number, "models": list(device.model_ids),
+        "definitionFile": written or device.definition.name,
+        "alreadyConfigured": configured,
+    }
+    if include_text:
+        row["definitionText"] = device.definition.text
+    return row
+
+
+async def _run(params: DiscoveryParams, daq: Daq | None, uid: str,
+               log: Callable[[str], None]) -> tuple[list[SunSpecDevice], str]:
+    interface = params.interface or "ethernet1"
+    link: RegisterReader
+    if interface.startswith("serial"):
+        bus = _serial_bus(daq, interface)
+        bus.start()
+        target = interface.upper()
+        try:
+            found = await discover_sunspec(bus, params, log, target=target, interface=interface,
+                                           uid=uid, protocol=Protocol.MODBUS_RTU)
+        finally:
+            await bus.close()
+        return found, target
+    assert params.ip is not None
+    connection = TcpConnection(params.ip, params.port)
+    link = connection
+    target = f"{params.ip}:{params.port}"
+    try:
+        found = await discover_sunspec(link, params, log, target=target, interface=interface,
+                                       uid=uid, protocol=Protocol.MODBUS_TCP)
+    finally:
+        await connection.close()
+    return found, target
