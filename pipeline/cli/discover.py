@@ -15,12 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from config import ConfigError, default_uid, find_uid, load_site
+from config import ConfigError, default_uid, load_site, render_daq
 from config.model import Daq, Protocol
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.modbus.rtu import RtuBus
 from pipeline.drivers.modbus.tcp import TcpConnection
 from pipeline.drivers.sunspec import SunSpecDevice, discover_sunspec, write_definition
+from pipeline.drivers.sunspec.importing import import_devices, is_configured
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
 
@@ -46,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", type=Path, metavar="DIR",
                         help="configuration directory: uid, serial ports, time zone")
     parser.add_argument("--uid", help="uid for file names when CONFIG holds several")
+    parser.add_argument("--import", dest="import_", action="store_true",
+                        help="add the devices not yet configured to --config's daq.csv, their "
+                        "definition files to its DEF")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_discover)
 
@@ -65,6 +69,8 @@ def _params(args: argparse.Namespace) -> DiscoveryParams:
         raise _Refused(f"discoverDevices: maxDevices {args.max_devices} is below 1")
     if args.timeout < 1:
         raise _Refused(f"discoverDevices: timeout {args.timeout} is below 1")
+    if args.import_ and args.config is None:
+        raise _Refused("discoverDevices: --import needs --config DIR")
     return DiscoveryParams(protocol=args.protocol, interface=interface, ip=args.ip,
                            port=args.port, first_address=args.first, last_address=args.last,
                            max_devices=args.max_devices, timeout_ms=args.timeout)
@@ -121,14 +127,30 @@ def _discover(args: argparse.Namespace) -> int:
     except _Refused as err:
         print(err, file=sys.stderr)
         return 2
+    configured = {d.unit_id for d in found if daq is not None
+                  and is_configured(daq, d.target, d.unit_id)}
+    defs_dir: Path | None = args.write_defs
+    if args.import_:
+        defs_dir = args.config / "DEF"
+        found_new = [d for d in found if d.unit_id not in configured]
+    else:
+        found_new = list(found)
     written: dict[int, str] = {}
-    if args.write_defs is not None:
-        args.write_defs.mkdir(parents=True, exist_ok=True)
-        for device in found:
-            written[device.unit_id] = write_definition(args.write_defs, device.definition).name
-    configured = _configured_addresses(daq, params, target)
+    if defs_dir is not None:
+        defs_dir.mkdir(parents=True, exist_ok=True)
+        for device in found_new:
+            written[device.unit_id] = write_definition(defs_dir, device.definition).name
+    if args.import_ and daq is not None:
+        new_daq, added = import_devices(daq, found_new, timeout_ms=params.timeout_ms,
+                                        definition_names=written)
+        if added:
+            daq_path = args.config / "CONFIG" / f"{uid}_daq.csv"
+            tmp = daq_path.with_name(f".{daq_path.name}.tmp")
+            tmp.write_bytes(render_daq(new_daq))
+            tmp.replace(daq_path)
+        print(f"{len(added)} devices added to {uid}_daq.csv", file=sys.stderr)
     rows = [_row(d, written.get(d.unit_id), d.unit_id in configured,
-                 include_text=args.write_defs is None)
+                 include_text=defs_dir is None)
             for d in found]
     if args.json:
         print(json.dumps({"protocol": params.protocol, "interface": params.interface,
@@ -141,22 +163,6 @@ def _discover(args: argparse.Namespace) -> int:
                   f"{','.join(map(str, device.model_ids))} -> "
                   f"{written.get(device.unit_id, device.definition.name)}")
     return 0
-
-
-def _configured_addresses(daq: Daq | None, params: DiscoveryParams, target: str) -> set[int]:
-    """Unit ids already configured on this interface (same `interface` and `address`)."""
-    if daq is None:
-        return set()
-    out: set[int] = set()
-    for device in daq.devices:
-        if device.address is None:
-            continue
-        if target.startswith("SERIAL"):
-            if device.serial_port == target:
-                out.add(device.address)
-        elif device.tcp_endpoint == (params.ip, params.port):
-            out.add(device.address)
-    return out
 
 
 def _row(device: SunSpecDevice, written: str | None, configured: bool, *,

@@ -1,0 +1,122 @@
+"""`sunpm discover` and `sunpm tic decode` run as the installed command, against loopback peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "drivers"))
+from _sunspec_sim import SunSpecImage, common_model, model, modbus_server  # noqa: E402
+
+DATA = Path(__file__).parents[1] / "drivers" / "data"
+SUNPM = str(Path(sys.executable).parent / "sunpm")
+
+
+async def _sunpm(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        SUNPM, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _plant() -> dict[int, list[tuple[int, list[int]]]]:
+    return {
+        1: [(0, [7] * 10)],
+        2: SunSpecImage([common_model("SMA", "Solar Inverter", "9301", "1.0", "A1"),
+                         model(103, 50), model(123, 24)]).blocks(),
+        4: SunSpecImage([common_model("SMA", "Solar Inverter", "9301", "1.0", "A2"),
+                         model(101, 50), model(160, 48, [0, 0, 0, 0, 0, 0, 2, 0])]).blocks(),
+    }
+
+
+async def test_discover_imports_devices_whose_files_pass_config_validate(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    code, _, err = await _sunpm("config", "init", str(site), "--uid", "WPM00BDE4")
+    assert code == 0, err
+    async with modbus_server(_plant()) as port:
+        code, out, err = await _sunpm("discover", "--protocol", "sunspec", "--ip", "127.0.0.1",
+                                      "--port", str(port), "--first", "1", "--last", "5",
+                                      "--timeout", "300", "--config", str(site), "--import",
+                                      "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        # A second run finds the same devices, now configured, and adds nothing.
+        code2, out2, err2 = await _sunpm("discover", "--ip", "127.0.0.1", "--port", str(port),
+                                         "--first", "1", "--last", "5", "--timeout", "300",
+                                         "--config", str(site), "--import", "--json")
+    assert code2 == 0, err2
+    assert result["found"] == 2
+    assert [d["unitId"] for d in result["devices"]] == [2, 4]
+    assert result["devices"][0]["models"] == [1, 103, 123]
+    assert result["devices"][1]["models"] == [1, 101, 160]
+    names = [d["definitionFile"] for d in result["devices"]]
+    assert names == ["WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv",
+                     "WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP_2.csv"]
+    assert all((site / "DEF" / name).is_file() for name in names)
+    assert [d["alreadyConfigured"] for d in json.loads(out2)["devices"]] == [True, True]
+    assert "0 devices added" in err2
+    lines = err.splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:Start of SunSpec detection on "
+                        r"ethernet1, addresses 1-5, estimated duration 2 s", lines[0])
+    assert any(line.endswith(f":NON SUNSPEC device found at @1 127.0.0.1:{port}")
+               for line in lines)
+    assert any(line.endswith(f":Found table 160:48 at 40124@4 127.0.0.1:{port}")
+               for line in lines)
+    daq = (site / "CONFIG" / "WPM00BDE4_daq.csv").read_text()
+    assert (f"1;127.0.0.1:{port};ethernet_127.0.0.1_{port}_2;2;600;300;;1;Inverter;"
+            f"Solar_Inverter;{names[0]}") in daq.splitlines()
+    assert daq.count(";Inverter;") == 2
+    code, out, err = await _sunpm("config", "validate", str(site))
+    assert code == 0, out + err
+    assert out == ""          # no warning either
+
+
+async def test_discover_refuses_bad_parameters() -> None:
+    code, _, err = await _sunpm("discover", "--ip", "127.0.0.1", "--first", "30", "--last", "20")
+    assert (code, err.strip()) == (2, "discoverDevices: firstAddress 30 is above lastAddress 20")
+    code, _, err = await _sunpm("discover", "--interface", "ethernet1")
+    assert (code, err.strip()) == (2, "discoverDevices: ip is required for ethernet1")
+
+
+async def test_discover_on_a_serial_port_without_path_is_refused(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert (await _sunpm("config", "init", str(site), "--uid", "U1"))[0] == 0
+    code, _, err = await _sunpm("discover", "--interface", "serial2", "--config", str(site))
+    assert (code, err.strip()) == (2, "discoverDevices: serial2 has no path")
+
+
+async def test_tic_decode_prints_one_json_line_per_frame() -> None:
+    code, out, err = await _sunpm("tic", "decode", str(DATA / "tic_standard.bin"), "--json")
+    assert code == 0, err
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert [f["frame"] for f in frames] == [1, 2, 3, 4, 5]
+    assert frames[1]["badGroups"] == {"checksum": 1, "malformed": 2}
+    assert frames[0]["values"]["SINSTS"] == "00720"
+    assert frames[0]["horodates"]["DATE"] == "E210205083002"
+    assert frames[3]["interrupted"] is True
+    assert json.loads(err) == {"frames": 5, "interrupted": 1, "validGroups": 124,
+                               "checksumErrors": 1, "malformed": 2, "noise": 0}
+
+
+async def test_tic_decode_needs_a_file_or_a_port(tmp_path: Path) -> None:
+    code, _, err = await _sunpm("tic", "decode")
+    assert code == 2 and "either FILE or --port" in err
+    code, _, err = await _sunpm("tic", "decode", str(tmp_path / "none.bin"))
+    assert code == 1 and "No such file" in err
+
+
+@pytest.mark.parametrize("speed", ["1200"])
+async def test_tic_decode_reads_a_live_port_for_a_bounded_time(tmp_path: Path,
+                                                               speed: str) -> None:
+    code, out, err = await _sunpm("tic", "decode", "--port", str(tmp_path / "ttyMissing"),
+                                  "--speed", speed, "--duration", "0.5", "--json")
+    assert code == 0 and out == ""
+    assert json.loads(err.splitlines()[-1])["frames"] == 0
