@@ -5,12 +5,19 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from config_support import EXAMPLE_DEFS, golden
 
 import config
-from config.model import (Action, ByteOrder, DataType, IoKind, Protocol, RegisterKind,
-                          ScheduleType, ServerType)
-
-from config_support import EXAMPLE_DEFS, golden
+from config.model import (
+    Action,
+    ByteOrder,
+    DataType,
+    IoKind,
+    Protocol,
+    RegisterKind,
+    ScheduleType,
+    ServerType,
+)
 
 CANONICAL_DEFS = EXAMPLE_DEFS
 

@@ -14,9 +14,23 @@ from hypothesis import strategies as st
 import config
 from config import ConfigError
 from config._ini import IniLine
-from config.model import (Action, ByteOrder, Daq, DataType, DefinitionFile, Device, LanRow,
-                          ModbusPoint, Parity, Protocol, RegisterKind, Schedule, ScheduleType,
-                          SerialPort, Variable)
+from config.model import (
+    Action,
+    ByteOrder,
+    Daq,
+    DataType,
+    DefinitionFile,
+    Device,
+    LanRow,
+    ModbusPoint,
+    Parity,
+    Protocol,
+    RegisterKind,
+    Schedule,
+    ScheduleType,
+    SerialPort,
+    Variable,
+)
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
