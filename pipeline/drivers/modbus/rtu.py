@@ -154,6 +154,12 @@ class RtuBus:
                 except ModbusRequestError as err:
                     if not job.future.done():
                         job.future.set_exception(err)
+                except Exception as err:  # noqa: BLE001 - the bus task must outlive one request
+                    log.exception("%s: request failed unexpectedly", self.interface)
+                    self._close_port()
+                    if not job.future.done():
+                        job.future.set_exception(ModbusRequestError(
+                            f"{self.interface}: {err}", quality=Quality.DISCONNECTED))
                 else:
                     if not job.future.done():
                         job.future.set_result(reply)
@@ -177,7 +183,7 @@ class RtuBus:
             raise ModbusRequestError(f"{self.interface}: no serial device configured",
                                      quality=Quality.DISCONNECTED)
         try:
-            _, receiver = await serial_asyncio.create_serial_connection(
+            transport, receiver = await serial_asyncio.create_serial_connection(
                 asyncio.get_running_loop(), _SerialReceiver, self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
                 parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
@@ -188,6 +194,8 @@ class RtuBus:
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
                                      quality=Quality.DISCONNECTED) from err
         assert isinstance(receiver, _SerialReceiver)
+        # pyserial-asyncio calls connection_made on the next loop turn; the transport is ours now.
+        receiver.transport = transport
         self._receiver = receiver
         self.generation += 1
         return receiver

@@ -167,6 +167,12 @@ class TcpConnection:
                 except ModbusRequestError as err:
                     if not job.future.done():
                         job.future.set_exception(err)
+                except Exception as err:  # noqa: BLE001 - the connection task must outlive one request
+                    log.exception("%s: request failed unexpectedly", self.peer)
+                    self._lost(str(err), reconnect_now=True)
+                    if not job.future.done():
+                        job.future.set_exception(ModbusRequestError(
+                            f"{self.peer}: {err}", quality=Quality.DISCONNECTED))
                 else:
                     if not job.future.done():
                         job.future.set_result(reply)

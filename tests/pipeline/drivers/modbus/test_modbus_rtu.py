@@ -1,0 +1,176 @@
+"""Modbus RTU bus through a pty pair (spec/behaviour.md §2.4, §2.5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from _modbus_defs import definition, var
+from config.model import DataType, Device, Quality, SerialPort
+from pipeline.drivers._base import ModbusRequestError, Reading
+from pipeline.drivers.modbus.frames import crc16
+from pipeline.drivers.modbus.planner import plan_reads
+from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
+from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
+from pipeline.drivers.modbus.trace import FrameTrace, TraceError
+
+
+@dataclass
+class Bus:
+    bus: RtuBus
+    driver: ModbusRtuDriver
+    responder: RtuResponder
+    units: dict[int, SimulatedDevice]
+    traces: list[FrameTrace]
+
+
+@pytest.fixture
+async def rtu(pty_pair: tuple[int, str]) -> AsyncIterator[Bus]:
+    master, path = pty_pair
+    units = {u: SimulatedDevice() for u in (1, 2, 3)}
+    for u, dev in units.items():
+        dev.set_words(0, [u * 100 + i for i in range(40)])
+    responder = RtuResponder(master, units)
+    responder.start()
+    traces: list[FrameTrace] = []
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path,
+                 trace=traces.append)
+    driver = ModbusRtuDriver()
+    driver.attach(bus)
+    try:
+        yield Bus(bus, driver, responder, units, traces)
+    finally:
+        await driver.close()
+        await responder.stop()
+
+
+def device(unit: int, timeout_ms: int = 100) -> Device:
+    return Device(line=1, index=str(unit), interface="SERIAL1", name=f"dev{unit}", address=unit,
+                  timeout_ms=timeout_ms)
+
+
+async def test_reads_registers_with_crc(rtu: Bus) -> None:
+    d = definition(var(1, 3, 0), var(2, 3, 1, DataType.U32), var(3, 3, 10))
+    readings = await rtu.driver.read(device(2), plan_reads(d))
+    assert dict(readings.values) == {1: Reading(200, Quality.GOOD),
+                                     2: Reading((201 << 16) | 202, Quality.GOOD),
+                                     3: Reading(210, Quality.GOOD)}
+    sent = rtu.traces[0].data
+    assert sent[:6] == bytes.fromhex("02 03 0000 0003")
+    assert int.from_bytes(sent[6:], "little") == crc16(sent[:6])
+
+
+async def test_requests_per_sweep_equal_the_planners_minimum(rtu: Bus) -> None:
+    d = definition(*(var(i, 3, i - 1) for i in range(1, 31)), var(40, 4, 5), var(41, 4, 7),
+                   var(50, 1, 3, None))
+    plan = plan_reads(d)
+    before = rtu.bus.requests_sent
+    for unit in (1, 2, 3):
+        readings = await rtu.driver.read(device(unit), plan)
+        assert readings.values[1] == Reading(unit * 100, Quality.GOOD)
+    assert len(plan.requests) == 4
+    assert rtu.bus.requests_sent - before == 3 * len(plan.requests)
+
+
+async def test_late_rtu_reply_is_not_taken_for_next_request(rtu: Bus) -> None:
+    late = rtu.units[1]
+    late.delay_s = 0.15                                  # 1.5 x its 100 ms timeout
+    first = await rtu.driver.read(device(1), plan_reads(definition(var(1, 3, 0))))
+    assert first.values[1].quality is Quality.TIMEOUT
+    late.delay_s = 0.0
+    # Same unit at once: the bus waits for the line to stay silent one more timeout, so the
+    # late reply (value 100, address 0) is flushed and never answers this read of address 5.
+    second = await rtu.driver.read(device(1), plan_reads(definition(var(1, 3, 5))))
+    assert second.values[1] == Reading(105, Quality.GOOD)
+    assert rtu.bus.late_frames == 1
+    assert TraceError.DISCARDED in [t.error for t in rtu.traces]
+
+
+async def test_late_reply_fails_another_units_check_not_its_value(rtu: Bus) -> None:
+    rtu.units[1].delay_s = 0.15
+    first = await rtu.driver.read(device(1), plan_reads(definition(var(1, 3, 0))))
+    assert first.values[1].quality is Quality.TIMEOUT
+    rtu.units[1].delay_s = 0.0
+    other = await rtu.driver.read(device(2, timeout_ms=200), plan_reads(definition(var(1, 3, 0))))
+    # Either the late frame arrived during unit 2's wait (bad slave, quality 3) or it was flushed
+    # before; never unit 1's value taken as unit 2's.
+    assert other.values[1] in (Reading(200, Quality.GOOD), Reading(None, Quality.BAD_FRAME))
+    again = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 0))))
+    assert again.values[1] == Reading(200, Quality.GOOD)
+
+
+async def test_crc_error_is_quality_3_and_traced(rtu: Bus) -> None:
+    rtu.units[3].bad_crc = True
+    readings = await rtu.driver.read(device(3), plan_reads(definition(var(1, 3, 0))))
+    assert readings.values[1] == Reading(None, Quality.BAD_FRAME)
+    assert TraceError.CRC in [t.error for t in rtu.traces]
+    rtu.units[3].bad_crc = False
+    readings = await rtu.driver.read(device(3), plan_reads(definition(var(1, 3, 0))))
+    assert readings.values[1] == Reading(300, Quality.GOOD)
+
+
+async def test_wrong_unit_answer_is_bad_slave(rtu: Bus) -> None:
+    rtu.units[2].answer_unit = 7
+    readings = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 0))))
+    assert readings.values[1] == Reading(None, Quality.BAD_FRAME)
+    assert TraceError.BAD_SLAVE in [t.error for t in rtu.traces]
+
+
+async def test_garbage_before_a_reply_is_bad_frame_and_flushed_before_the_next(rtu: Bus) -> None:
+    rtu.units[2].garbage = b"\x00\xff\x13"
+    bad = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 0))))
+    assert bad.values[1].quality is Quality.BAD_FRAME
+    rtu.units[2].garbage = b""
+    rtu.responder.inject(b"\x55\xaa\x55")                  # noise while the line is idle
+    await asyncio.sleep(0.02)
+    good = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 1))))
+    assert good.values[1] == Reading(201, Quality.GOOD)
+    assert rtu.bus.late_frames >= 1
+
+
+async def test_silent_unit_times_out_with_quality_1(rtu: Bus) -> None:
+    readings = await rtu.driver.read(device(9, timeout_ms=50), plan_reads(definition(var(1, 3, 0))))
+    assert readings.values[1] == Reading(None, Quality.TIMEOUT)
+    assert rtu.traces[-1].error is TraceError.TIMEOUT
+
+
+async def test_exception_for_holes_splits_reads(rtu: Bus) -> None:
+    dev = rtu.units[1]
+    dev.strict_holes = True
+    del dev.holding[2]
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3)), max_gap=1)
+    first = await rtu.driver.read(device(1), plan)
+    second = await rtu.driver.read(device(1), plan)
+    assert {i: r.value for i, r in second.values.items()} == {1: 100, 2: 101, 3: 103}
+    assert first.requests == 4 and second.requests == 3
+
+
+async def test_exception_reply_is_quality_2(rtu: Bus) -> None:
+    rtu.units[1].exception = 4
+    with pytest.raises(ModbusRequestError) as err:
+        await rtu.bus.read_registers(1, 3, 0, 1, 100)
+    assert err.value.quality is Quality.EXCEPTION and err.value.exception_code == 4
+    assert rtu.traces[-1].error is TraceError.EXCEPTION
+
+
+async def test_writes_and_read_back(rtu: Bus) -> None:
+    d = definition(var(1, 3, 20, DataType.I32), var(2, 1, 4, None))
+    await rtu.driver.write(device(3), d.variable(1), -5)
+    await rtu.driver.write(device(3), d.variable(2), 1)
+    assert (rtu.units[3].holding[20], rtu.units[3].holding[21]) == (0xFFFF, 0xFFFB)
+    assert rtu.units[3].coils[4] == 1
+
+
+async def test_missing_port_is_quality_5() -> None:
+    bus = RtuBus(SerialPort(line=1, port="SERIAL2", path="/dev/does-not-exist"))
+    driver = ModbusRtuDriver()
+    driver.attach(bus)
+    try:
+        readings = await driver.read(Device(line=1, index="5", interface="SERIAL2", name="x",
+                                            address=1), plan_reads(definition(var(1, 3, 0))))
+    finally:
+        await driver.close()
+    assert readings.values[1] == Reading(None, Quality.DISCONNECTED)
