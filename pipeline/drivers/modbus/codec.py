@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Final
 
@@ -32,12 +32,15 @@ from pipeline.drivers._base import DeviceError, RawValue, Reading
 __all__ = [
     "EncodeError",
     "NOT_IMPLEMENTED",
+    "OffsetDecoder",
     "SF_RANGE",
     "apply_scale",
     "decode_point",
     "decode_scale_factor",
     "decode_variable",
     "encode_value",
+    "finish_reading",
+    "offset_decoder",
     "raw_to_register_value",
     "scaled_to_raw",
     "scaled_value",
@@ -151,6 +154,58 @@ def decode_point(point: ModbusPoint, words: Sequence[int]) -> RawValue:
     raise ValueError(f"unknown data type {data_type}")
 
 
+#: Decodes one variable from a read's values at an offset; built once per plan.
+OffsetDecoder = Callable[[Sequence[int], int], RawValue]
+
+
+def _u16(values: Sequence[int], at: int) -> RawValue:
+    return values[at]
+
+
+def _i16(values: Sequence[int], at: int) -> RawValue:
+    word = values[at]
+    return word - 0x10000 if word & 0x8000 else word
+
+
+def _u32(values: Sequence[int], at: int) -> RawValue:
+    return (values[at] << 16) | values[at + 1]
+
+
+def _i32(values: Sequence[int], at: int) -> RawValue:
+    value = (values[at] << 16) | values[at + 1]
+    return value - 0x100000000 if value & 0x80000000 else value
+
+
+def _bit(values: Sequence[int], at: int) -> RawValue:
+    return 1 if values[at] else 0
+
+
+_FAST: Final[dict[DataType, OffsetDecoder]] = {
+    DataType.U16: _u16, DataType.I16: _i16, DataType.U32: _u32, DataType.I32: _i32,
+}
+
+
+def offset_decoder(point: ModbusPoint) -> OffsetDecoder:
+    """A decoder of `point` reading straight from a read's values: the poll's hot path.
+
+    The common big-endian 16/32-bit integers skip the general byte shuffling; every other type
+    goes through `decode_point` (which raises ValueError on a short read).
+    """
+    if point.kind.is_bit or point.data_type is None:
+        return _bit
+    if point.byte_order in (ByteOrder.BIG_ENDIAN, ByteOrder.SWAP_WORDS) and \
+            point.data_type in (DataType.U16, DataType.I16):
+        return _FAST[point.data_type]
+    if point.byte_order is ByteOrder.BIG_ENDIAN and point.data_type in _FAST:
+        return _FAST[point.data_type]
+    size = point.register_count
+
+    def general(values: Sequence[int], at: int) -> RawValue:
+        return decode_point(point, values[at:at + size])
+
+    return general
+
+
 def apply_scale(value: int, sf: int) -> Decimal:
     """`value × 10^sf`, exact."""
     return Decimal(value).scaleb(sf)
@@ -180,9 +235,16 @@ def decode_variable(var: Variable, words: Sequence[int],
         value = decode_point(point, words)
     except (ValueError, UnicodeError):
         return Reading(None, Quality.DECODE_ERROR)
+    return finish_reading(var, value, scale_factor)
+
+
+def finish_reading(var: Variable, value: RawValue, scale_factor: Reading | None) -> Reading:
+    """The Reading of a decoded value: NaN/infinities, scale factor and its "not implemented"
+    patterns (spec/formats.md §8.3)."""
     if isinstance(value, float) and not math.isfinite(value):
         return Reading(None, Quality.NOT_IMPLEMENTED)
-    if var.scale_factor_index is None or point.kind.is_bit:
+    point = var.modbus
+    if var.scale_factor_index is None or point is None or point.kind.is_bit:
         return Reading(value, Quality.GOOD)
     if scale_factor is None:
         return Reading(None, Quality.DECODE_ERROR)

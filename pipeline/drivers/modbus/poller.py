@@ -42,8 +42,13 @@ class PollState:
     """What a driver remembers of a device between polls."""
 
     counters: DeviceCounters = field(default_factory=DeviceCounters)
-    #: Split plans by the merged plan they replace, kept until the configuration changes.
-    split: dict[ReadPlan, ReadPlan] = field(default_factory=dict)
+    #: The plan the caches below were built for; compared by identity, so a new plan (the
+    #: configuration changed) resets them without hashing a whole definition at every poll.
+    plan: ReadPlan | None = None
+    #: The requests actually sent: the plan's, or one per variable after exception 0x02/0x03.
+    requests: tuple[ReadRequest, ...] = ()
+    split: bool = False
+    decoders: dict[int, codec.OffsetDecoder] = field(default_factory=dict)
     #: Last good scale factor per Index, for writes (spec/behaviour.md §2.7).
     scale_factors: dict[int, int] = field(default_factory=dict)
     #: The link's connection count at this device's last poll (`Readings.reconnected`).
@@ -61,22 +66,27 @@ async def _read(link: ModbusLink, unit: int, request: ReadRequest, timeout_ms: i
     return unpack_read_reply(request.pdu, reply)
 
 
-def _slice(request: ReadRequest, values: Sequence[int], var: Variable) -> list[int]:
-    assert var.modbus is not None
-    offset = var.modbus.address - request.address
-    return list(values[offset:offset + var.modbus.register_count])
+def _prepare(plan: ReadPlan, state: PollState) -> None:
+    if state.plan is plan:
+        return
+    state.plan = plan
+    state.requests = requests_of(plan)
+    state.split = False
+    state.decoders = {v.index: codec.offset_decoder(v.modbus) for v in plan.variables
+                      if v.modbus is not None}
 
 
 async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
                       state: PollState) -> Readings:
     """Read every variable of `plan` from `device`; never raises for a device fault."""
+    _prepare(plan, state)
     unit = unit_of(device)
     by_index = {v.index: v for v in plan.variables}
-    effective = state.split.get(plan, plan)
-    words: dict[int, list[int]] = {}
+    #: Index -> (the read's values, offset of the variable in them)
+    located: dict[int, tuple[list[int], int]] = {}
     failed: dict[int, Quality] = {}
     sent = 0
-    pending = list(requests_of(effective))
+    pending = list(state.requests)
     while pending:
         request = pending.pop(0)
         sent += 1
@@ -84,45 +94,65 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             values = await _read(link, unit, request, device.timeout_ms, state.counters)
         except ModbusRequestError as err:
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
-                    and effective is plan):
-                effective = split_plan(plan)
-                state.split[plan] = effective
+                    and not state.split):
+                state.split = True
+                state.requests = requests_of(split_plan(plan))
                 log.info("Merged read refused; reading per variable from now on. device=%s "
                          "function=%d address=%d count=%d exception=%s", device.index,
                          request.function, request.address, request.count, err.exception_code)
-                done = {i for i in by_index if i in words or i in failed}
-                pending = [r for r in requests_of(effective) if r.indexes[0] not in done]
+                done = located.keys() | failed.keys()
+                pending = [r for r in state.requests if r.indexes[0] not in done]
                 continue
             for index in request.indexes:
                 failed[index] = err.quality
             continue
         for index in request.indexes:
-            words[index] = _slice(request, values, by_index[index])
-    readings = _decode(plan.variables, words, failed, state)
+            point = by_index[index].modbus
+            assert point is not None
+            located[index] = (values, point.address - request.address)
+    readings = _decode(plan.variables, located, failed, state)
+    qualities = state.counters.qualities
     for reading in readings.values():
-        state.counters.qualities[reading.quality] += 1
+        qualities[reading.quality] += 1
     return Readings(device=device.index, ts_ns=time.time_ns(), values=readings, requests=sent)
 
 
-def _decode(variables: Sequence[Variable], words: Mapping[int, list[int]],
+def _decode(variables: Sequence[Variable], located: Mapping[int, tuple[list[int], int]],
             failed: Mapping[int, Quality], state: PollState) -> dict[int, Reading]:
     readings: dict[int, Reading] = {}
-    # Scale factors first: they carry no Info4 of their own (spec/formats.md §8.3).
-    ordered = sorted(variables, key=lambda v: v.scale_factor_index is not None)
-    for var in ordered:
-        if var.index in failed:
-            readings[var.index] = Reading(None, failed[var.index])
+    decoders = state.decoders
+    scaled: list[Variable] = []
+    for var in variables:
+        index = var.index
+        if index in failed:
+            readings[index] = Reading(None, failed[index])
+        elif var.scale_factor_index is not None:
+            scaled.append(var)          # after the factors they name, decoded in this loop
+        else:
+            readings[index] = _decode_one(var, decoders[index], located[index], None)
+    for var in scaled:
+        assert var.scale_factor_index is not None
+        factor = readings.get(var.scale_factor_index)
+        if factor is None:
+            readings[var.index] = Reading(None, Quality.DECODE_ERROR)
             continue
-        sf_reading = (readings.get(var.scale_factor_index)
-                      if var.scale_factor_index is not None else None)
-        reading = codec.decode_variable(var, words.get(var.index, []), sf_reading)
-        readings[var.index] = reading
-    for index in {v.scale_factor_index for v in variables} - {None}:
-        assert index is not None
-        sf = codec.decode_scale_factor(readings[index]) if index in readings else None
-        if sf is not None:
-            state.scale_factors[index] = sf
+        readings[var.index] = _decode_one(var, decoders[var.index], located[var.index], factor)
+        if factor.quality.is_good:
+            sf = codec.decode_scale_factor(factor)
+            if sf is not None:
+                state.scale_factors[var.scale_factor_index] = sf
     return {v.index: readings[v.index] for v in variables}
+
+
+def _decode_one(var: Variable, decoder: codec.OffsetDecoder, where: tuple[list[int], int],
+                factor: Reading | None) -> Reading:
+    try:
+        value = decoder(*where)
+    except (ValueError, UnicodeError, IndexError):
+        return Reading(None, Quality.DECODE_ERROR)
+    if factor is None and not isinstance(value, float):
+        return Reading(value, Quality.GOOD)
+    return codec.finish_reading(var, value, factor)
 
 
 async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: RawValue,
