@@ -289,22 +289,35 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
         perm = "elr" if user == READ_ONLY_USER else "elradfmwMT"
         authorizer.add_user(user, password, str(args.root), perm=perm)
     handler: Any
+
+    class Smooth(ThrottledDTPHandler):  # type: ignore[misc]
+        # pyftpdlib's own throttle lets a full second's worth through at once, then sleeps twice
+        # as long: too bursty to catch an upload in the middle. This one paces every block.
+        ac_in_buffer_size = 16384
+        auto_sized_buffers = False
+        read_limit = args.rate
+
+        def _throttle_bandwidth(self, len_chunk: int, max_speed: int) -> None:
+            def unsleep() -> None:
+                self.add_channel(events=self.ioloop.READ if self.receive else self.ioloop.WRITE)
+            self.del_channel()
+            self._cancel_throttler()
+            self._throttler = self.ioloop.call_later(len_chunk / max_speed, unsleep,
+                                                     _errback=self.handle_error)
     if tls:
         from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 
-        class ThrottledTls(TLS_DTPHandler, ThrottledDTPHandler):  # type: ignore[misc]
+        class SmoothTls(TLS_DTPHandler, Smooth):  # type: ignore[misc]
             pass
         handler = type("Handler", (TLS_FTPHandler,), {})
         handler.certfile = str(args.certs / "server.pem")
         handler.keyfile = str(args.certs / "server.key")
         handler.tls_control_required = True
         handler.tls_data_required = True
-        dtp: Any = type("Dtp", (ThrottledTls,), {}) if args.rate else TLS_DTPHandler
+        dtp: Any = SmoothTls if args.rate else TLS_DTPHandler
     else:
         handler = type("Handler", (FTPHandler,), {})
-        dtp = type("Dtp", (ThrottledDTPHandler,), {}) if args.rate else handler.dtp_handler
-    if args.rate:
-        dtp.read_limit = args.rate
+        dtp = Smooth if args.rate else handler.dtp_handler
     handler.dtp_handler = dtp
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", args.port), handler)
@@ -331,6 +344,8 @@ def _serve_sftp(args: argparse.Namespace) -> None:
         def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
             super().__init__(chan, chroot=str(args.root).encode())
             self._read_only = chan.get_extra_info("username") == READ_ONLY_USER
+            # asyncssh serves a client's pipelined writes concurrently: pace them one by one.
+            self._pace = asyncio.Lock()
 
         def _check(self) -> None:
             if self._read_only:
@@ -354,10 +369,14 @@ def _serve_sftp(args: argparse.Namespace) -> None:
             super().posix_rename(oldpath, newpath)
 
         async def write(self, file_obj: object, offset: int, data: bytes) -> int:
-            if args.rate:
-                await asyncio.sleep(len(data) / args.rate)
-            super().write(file_obj, offset, data)  # type: ignore[arg-type]
-            file_obj.flush()  # type: ignore[attr-defined]
+            if not args.rate:
+                return int(super().write(file_obj, offset, data))  # type: ignore[arg-type]
+            async with self._pace:
+                for start in range(0, len(data), 16384):
+                    piece = data[start:start + 16384]
+                    await asyncio.sleep(len(piece) / args.rate)
+                    super().write(file_obj, offset + start, piece)  # type: ignore[arg-type]
+                    file_obj.flush()  # type: ignore[attr-defined]
             return len(data)
 
     async def main() -> None:

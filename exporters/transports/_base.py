@@ -69,7 +69,8 @@ class TransportError(SunpmError):
     def _line(self) -> str:
         if self.failure is Failure.REFUSED and self.path:
             return f"server {self.server}: {self.directory}: {self.op} refused ({self.detail})"
-        where = f"{self.op} {self.path}" if self.path else self.op
+        # The tree root names nothing useful outside a refusal ("connect /").
+        where = f"{self.op} {self.path}" if self.path not in ("", "/") else self.op
         return f"server {self.server}: {where}: {self.failure.value} ({self.detail})"
 
     @property
@@ -189,14 +190,22 @@ def check_tree_path(server: int, op: str, path: str) -> str:
     return path
 
 
-def tls_context(cert_dir: Path, ca_file: str, *, cert_file: str = "",
+def tls_context(server: int, cert_dir: Path, ca_file: str, *, cert_file: str = "",
                 key_file: str = "") -> ssl.SSLContext:
     """A client context checking the peer's certificate and host name against `ca_file` (a file
     of `/CERT`, kept in `cert_dir`) or the system CAs when empty, optionally presenting a client
-    certificate. Raises OSError or ssl.SSLError when a file is missing or unreadable."""
-    context = ssl.create_default_context(cafile=str(cert_dir / ca_file) if ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file:
-        context.load_cert_chain(str(cert_dir / cert_file),
-                                str(cert_dir / key_file) if key_file else None)
+    certificate. A missing or unreadable file is a TransportError naming it (not retriable: the
+    configuration must change)."""
+    current = ca_file
+    try:
+        context = ssl.create_default_context(cafile=str(cert_dir / ca_file) if ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert_file:
+            current = cert_file
+            context.load_cert_chain(str(cert_dir / cert_file),
+                                    str(cert_dir / key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise TransportError(server, "connect", f"cannot load /CERT/{current}: {reason}",
+                             failure=Failure.TRUST) from err
     return context

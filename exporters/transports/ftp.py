@@ -90,11 +90,7 @@ class FtpTransport:
 
     async def connect(self) -> None:
         await self.close()
-        try:
-            ftp = self._new_client()
-        except (OSError, ssl.SSLError) as err:
-            raise TransportError(self.server, "connect", f"cannot load the CA file: {err}",
-                                 failure=Failure.TRUST) from err
+        ftp = self._new_client()
         port = self._settings.port or DEFAULT_PORT
 
         def open_session(progress: Progress) -> None:

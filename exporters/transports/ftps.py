@@ -46,7 +46,8 @@ class FtpsTransport(FtpTransport):
         self._cert_dir = cert_dir
 
     def _new_client(self) -> ftplib.FTP:
-        return _ReusingFtpTls(context=tls_context(self._cert_dir, self._settings.ca_file))
+        return _ReusingFtpTls(context=tls_context(self.server, self._cert_dir,
+                                                  self._settings.ca_file))
 
     def _secure_login(self, ftp: ftplib.FTP) -> None:
         assert isinstance(ftp, ftplib.FTP_TLS)

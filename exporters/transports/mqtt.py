@@ -80,19 +80,14 @@ class MqttTransport:
         await self.close()
         context: ssl.SSLContext | None = None
         if self._tls:
-            try:
-                context = tls_context(self._cert_dir, self._settings.ca_file,
-                                      cert_file=self._settings.cert_file,
-                                      key_file=self._settings.key_file)
-            except (OSError, ssl.SSLError) as err:
-                raise TransportError(self.server, "connect",
-                                     f"cannot load the certificate files: {err}",
-                                     failure=Failure.TRUST) from err
+            context = tls_context(self.server, self._cert_dir, self._settings.ca_file,
+                                  cert_file=self._settings.cert_file,
+                                  key_file=self._settings.key_file)
         port = self._settings.port or (DEFAULT_TLS_PORT if self._tls else DEFAULT_PORT)
         client = aiomqtt.Client(
             self._settings.host, port,
             username=self._settings.user or None, password=self._settings.password or None,
-            identifier=self._settings.mqtt_client_id or None,
+            identifier=self._settings.mqtt_client_id or f"sunpm-{self.server}",
             protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
             keepalive=self._settings.keep_alive_s, tls_context=context,
             timeout=self._timeouts.connect_s, max_inflight_messages=MAX_IN_FLIGHT,

@@ -290,6 +290,8 @@ def classify(err: OSError | asyncssh.Error) -> tuple[Failure, str]:
         if isinstance(err, (asyncssh.SFTPBadMessage, asyncssh.SFTPOpUnsupported)):
             return Failure.PROTOCOL, detail
         return Failure.REFUSED, detail
+    if isinstance(err, asyncssh.ConnectionLost) and "keepalive" in detail:
+        return Failure.TIMEOUT, detail  # our keep-alives went unanswered: a stalled server
     if isinstance(err, asyncssh.PermissionDenied):
         return Failure.AUTHENTICATION, detail
     if isinstance(err, asyncssh.HostKeyNotVerifiable):

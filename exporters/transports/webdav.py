@@ -104,11 +104,7 @@ class WebdavTransport:
 
     async def connect(self) -> None:
         await self.close()
-        try:
-            verify: ssl.SSLContext | bool = tls_context(self._cert_dir, self._settings.ca_file)
-        except (OSError, ssl.SSLError) as err:
-            raise TransportError(self.server, "connect", f"cannot load the CA file: {err}",
-                                 failure=Failure.TRUST) from err
+        verify = tls_context(self.server, self._cert_dir, self._settings.ca_file)
         auth = (_BasicOrDigest(self._settings.user, self._settings.password)
                 if self._settings.user else None)
         op_s = self._timeouts.operation_s
