@@ -17,37 +17,17 @@ import multiprocessing
 import resource
 import statistics
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from config.model import Action, DataType, DefinitionFile, Device, ModbusPoint, Protocol, \
     Quality, RegisterKind, Variable
 from pipeline.drivers._base import ReadPlan
 from pipeline.drivers.modbus.planner import plan_reads
-from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
+from pipeline.drivers.modbus.simulator import serve_fleet
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
 UNIT_ID = 1
 TIMEOUT_MS = 5000
-
-
-def _serve(devices: int, registers: int, pipe: Connection) -> None:
-    """Child process: host the simulated devices until told to stop."""
-
-    async def main() -> None:
-        sims = []
-        for k in range(devices):
-            device = SimulatedDevice()
-            device.set_words(0, [(k + r) & 0xFFFF for r in range(registers)])
-            sims.append(TcpSimulator({UNIT_ID: device}))
-        ports = [await sim.start() for sim in sims]
-        pipe.send(ports)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, pipe.recv)
-        for sim in sims:
-            await sim.stop()
-
-    asyncio.run(main())
 
 
 def _definition(registers: int) -> DefinitionFile:
@@ -129,7 +109,8 @@ def run(devices: int = 254, registers: int = 100, n: int = 5) -> dict[str, objec
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(devices, registers, child), name="poll-sweep-sim")
+    server = ctx.Process(target=serve_fleet, args=(devices, registers, UNIT_ID, child),
+                         name="poll-sweep-sim")
     server.start()
     try:
         if not parent.poll(60):

@@ -13,10 +13,11 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from pipeline.drivers.modbus.frames import crc16, mbap, parse_mbap, rtu_frame
 
-__all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator"]
+__all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator", "serve_fleet"]
 
 
 @dataclass(slots=True)
@@ -261,3 +262,23 @@ def _request_length(buffer: bytes | bytearray) -> int | None:
     if function in (15, 16):
         return None if len(buffer) < 7 else 9 + buffer[6]
     return 4        # unknown function: unit, function, CRC; the device answers exception 0x01
+
+
+def serve_fleet(devices: int, registers: int, unit_id: int, pipe: Connection) -> None:
+    """Process entry point: `devices` servers on 127.0.0.1, each one device of `registers`
+    holding registers (register r of device k holds k + r); sends the ports over `pipe`, then
+    serves until anything arrives on it."""
+
+    async def main() -> None:
+        sims = []
+        for k in range(devices):
+            device = SimulatedDevice()
+            device.set_words(0, [(k + r) & 0xFFFF for r in range(registers)])
+            sims.append(TcpSimulator({unit_id: device}))
+        ports = [await sim.start() for sim in sims]
+        pipe.send(ports)
+        await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+        for sim in sims:
+            await sim.stop()
+
+    asyncio.run(main())
