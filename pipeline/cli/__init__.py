@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: One line per command family; a module registers its own sub-commands.
-_FAMILIES = ("config", "export", "discover", "tic")
+_FAMILIES = ("config", "export", "discover", "tic", "modbus")
 
 
 def build_parser() -> argparse.ArgumentParser:
