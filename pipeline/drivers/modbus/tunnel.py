@@ -1,0 +1,162 @@
+"""RTU-over-TCP tunnel (`forwardTcpPort`, spec/behaviour.md §2.8).
+
+A Modbus TCP server per serial port that has `forwardTcpPort`: unit id + PDU become an RTU frame
+on the bus, and the answer returns with the client's transaction id. Requests queue on the bus
+like the gateway's own (first come, first served, so the two alternate when both wait), and the
+bus keeps every RTU rule (silence, flush, CRC, late replies); tunnel frames land in its trace.
+
+Limits (**Decision** of the spec): 8 clients (a 9th connection is closed at once), 16 tunnel
+requests waiting for the bus (more: exception 0x06, device busy), the relay timeout is the largest
+device timeout on the port (then exception 0x0B), unit 0 is a broadcast and gets no answer, and a
+client idle for 5 minutes is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import Final
+
+from pipeline.drivers._base import ModbusRequestError
+from pipeline.drivers.modbus.frames import mbap, parse_mbap
+from pipeline.drivers.modbus.rtu import RtuBus
+
+__all__ = ["RtuTunnel"]
+
+log = logging.getLogger("sunpm.modbus")
+
+MAX_CLIENTS: Final = 8
+MAX_QUEUED: Final = 16
+IDLE_S: Final = 300.0
+_BUSY: Final = 0x06
+_TARGET_FAILED: Final = 0x0B
+_MAX_MBAP_LENGTH: Final = 254
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self, tunnel: RtuTunnel) -> None:
+        self.tunnel = tunnel
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if len(self.tunnel.clients) >= self.tunnel.max_clients:
+            self.tunnel.refused += 1
+            transport.close()
+            return
+        self.tunnel.clients.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.clients.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+
+    def _arm_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        assert self.transport is not None
+        self.idle = asyncio.get_running_loop().call_later(self.tunnel.idle_s, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._arm_idle()
+        self.buffer += data
+        while len(self.buffer) >= 7:
+            tid, proto, length, unit = parse_mbap(bytes(self.buffer[:7]))
+            if proto != 0 or not 2 <= length <= _MAX_MBAP_LENGTH:
+                assert self.transport is not None
+                self.transport.close()          # out of step: nothing after this can be trusted
+                return
+            if len(self.buffer) < 6 + length:
+                return
+            pdu = bytes(self.buffer[7:6 + length])
+            del self.buffer[:6 + length]
+            self.tunnel.relay(self, tid, unit, pdu)
+
+    def answer(self, tid: int, unit: int, pdu: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(mbap(tid, unit, pdu))
+
+
+class RtuTunnel:
+    """The `forwardTcpPort` server of one bus."""
+
+    def __init__(self, bus: RtuBus, port: int, *, host: str = "127.0.0.1",
+                 timeout_ms: int = 1000, max_clients: int = MAX_CLIENTS,
+                 max_queued: int = MAX_QUEUED, idle_s: float = IDLE_S) -> None:
+        self.bus = bus
+        self.host = host
+        self.port = port
+        self.timeout_ms = timeout_ms
+        self.max_clients = max_clients
+        self.max_queued = max_queued
+        self.idle_s = idle_s
+        self.clients: set[_Client] = set()
+        self.refused = 0
+        self.busy_answers = 0
+        self._queued = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Client(self), self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if not _is_loopback(self.host):
+            log.warning("%s: forwardTcpPort %d listens on %s; Modbus has no authentication",
+                        self.bus.interface, self.port, self.host)
+        log.info("%s: tunnel listening on %s:%d", self.bus.interface, self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for client in list(self.clients):
+                if client.transport is not None:
+                    client.transport.close()
+            await self._server.wait_closed()
+            self._server = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def relay(self, client: _Client, tid: int, unit: int, pdu: bytes) -> None:
+        if not pdu:
+            return
+        if self._queued >= self.max_queued:
+            self.busy_answers += 1
+            client.answer(tid, unit, bytes((pdu[0] | 0x80, _BUSY)))
+            return
+        self._queued += 1
+        task = asyncio.create_task(self._forward(client, tid, unit, pdu),
+                                   name=f"tunnel:{self.bus.interface}:{tid}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forward(self, client: _Client, tid: int, unit: int, pdu: bytes) -> None:
+        try:
+            reply = await self.bus.transact(unit, pdu, self.timeout_ms)
+        except ModbusRequestError as err:
+            # Timeout, bad frame or port down: the client sees "gateway target failed to respond".
+            log.debug("Tunnel request failed. interface=%s unit=%d reason=%s",
+                      self.bus.interface, unit, err)
+            if unit != 0:
+                client.answer(tid, unit, bytes((pdu[0] | 0x80, _TARGET_FAILED)))
+            return
+        finally:
+            self._queued -= 1
+        if unit != 0:
+            client.answer(tid, unit, reply)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,152 @@
+"""The forwardTcpPort tunnel: a pymodbus TCP client reaching RTU devices on a pty bus (§2.8)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from _modbus_defs import definition, var
+from config.model import Device, Quality, SerialPort
+from pipeline.drivers.modbus.frames import mbap, parse_mbap
+from pipeline.drivers.modbus.planner import plan_reads
+from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
+from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
+from pipeline.drivers.modbus.trace import FrameTrace
+from pipeline.drivers.modbus.tunnel import RtuTunnel
+
+
+@dataclass
+class Setup:
+    tunnel: RtuTunnel
+    bus: RtuBus
+    units: dict[int, SimulatedDevice]
+    traces: list[FrameTrace]
+
+
+@pytest.fixture
+async def setup(pty_pair: tuple[int, str]) -> AsyncIterator[Setup]:
+    master, path = pty_pair
+    units = {u: SimulatedDevice() for u in (1, 2)}
+    for u, dev in units.items():
+        dev.set_words(0, [u * 1000 + i for i in range(10)])
+    responder = RtuResponder(master, units)
+    responder.start()
+    traces: list[FrameTrace] = []
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path,
+                 trace=traces.append)
+    tunnel = RtuTunnel(bus, 0, timeout_ms=100)
+    await tunnel.start()
+    try:
+        yield Setup(tunnel, bus, units, traces)
+    finally:
+        await tunnel.stop()
+        await bus.close()
+        await responder.stop()
+
+
+async def raw_request(port: int, frames: list[bytes], answers: int,
+                      timeout_s: float = 3.0) -> list[tuple[int, int, bytes]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(frames))
+        out = []
+        async with asyncio.timeout(timeout_s):
+            for _ in range(answers):
+                tid, _, length, unit = parse_mbap(await reader.readexactly(7))
+                out.append((tid, unit, await reader.readexactly(length - 1)))
+        return out
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_pymodbus_client_reads_and_writes_through_the_tunnel(setup: Setup) -> None:
+    client = AsyncModbusTcpClient("127.0.0.1", port=setup.tunnel.port, timeout=2, retries=0)
+    await client.connect()
+    try:
+        result = await client.read_holding_registers(2, count=3, device_id=2)
+        assert not result.isError() and result.registers == [2002, 2003, 2004]
+        written = await client.write_register(5, 77, device_id=1)
+        assert not written.isError()
+    finally:
+        client.close()
+    assert setup.units[1].holding[5] == 77
+    # Tunnel frames appear in the port's trace as RTU frames.
+    assert setup.traces[0].interface == "serial1" and setup.traces[0].data[:2] == b"\x02\x03"
+
+
+async def test_answers_keep_the_clients_transaction_id(setup: Setup) -> None:
+    frames = [mbap(0x1234, 1, struct.pack(">BHH", 3, 0, 1)),
+              mbap(0x0042, 2, struct.pack(">BHH", 3, 1, 1))]
+    answers = await raw_request(setup.tunnel.port, frames, 2)
+    assert answers == [(0x1234, 1, bytes.fromhex("03 02") + (1000).to_bytes(2, "big")),
+                       (0x0042, 2, bytes.fromhex("03 02") + (2001).to_bytes(2, "big"))]
+
+
+async def test_silent_unit_gets_exception_0x0b(setup: Setup) -> None:
+    answers = await raw_request(setup.tunnel.port, [mbap(7, 9, struct.pack(">BHH", 3, 0, 1))], 1)
+    assert answers == [(7, 9, bytes((0x83, 0x0B)))]
+
+
+async def test_broadcast_gets_no_answer_but_is_executed(setup: Setup) -> None:
+    frames = [mbap(1, 0, struct.pack(">BHH", 6, 8, 99)),
+              mbap(2, 1, struct.pack(">BHH", 3, 8, 1))]
+    answers = await raw_request(setup.tunnel.port, frames, 1)
+    assert answers == [(2, 1, bytes.fromhex("03 02 00 63"))]
+    assert setup.units[2].holding[8] == 99
+
+
+async def test_more_than_16_queued_requests_get_exception_0x06(setup: Setup) -> None:
+    setup.units[1].delay_s = 0.01
+    frames = [mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(20)]
+    answers = await raw_request(setup.tunnel.port, frames, 20)
+    busy = [tid for tid, _, pdu in answers if pdu == bytes((0x83, 0x06))]
+    good = [tid for tid, _, pdu in answers if pdu[0] == 3]
+    assert len(busy) == 4 and len(good) == 16
+    assert sorted(busy) == [16, 17, 18, 19]
+
+
+async def test_ninth_client_is_closed_at_once(setup: Setup) -> None:
+    streams = [await asyncio.open_connection("127.0.0.1", setup.tunnel.port) for _ in range(9)]
+    try:
+        async with asyncio.timeout(2):
+            assert await streams[8][0].read() == b""        # closed by the tunnel
+        answers = await raw_request(setup.tunnel.port, [mbap(1, 1, bytes.fromhex("03 0000 0001"))],
+                                    0)
+        assert answers == []
+        assert setup.tunnel.refused >= 1
+        streams[0][1].write(mbap(3, 1, bytes.fromhex("03 0000 0001")))
+        async with asyncio.timeout(2):
+            header = await streams[0][0].readexactly(7)
+        assert parse_mbap(header)[0] == 3
+    finally:
+        for _, writer in streams:
+            writer.close()
+
+
+async def test_tunnel_and_own_polls_share_the_bus(setup: Setup) -> None:
+    driver = ModbusRtuDriver()
+    driver.attach(setup.bus)
+    dev = Device(line=1, index="1", interface="SERIAL1", name="d1", address=1, timeout_ms=100)
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 1)))
+
+    async def polls() -> list[Quality]:
+        out = []
+        for _ in range(10):
+            readings = await driver.read(dev, plan)
+            out.extend(r.quality for r in readings.values.values())
+        return out
+
+    frames = [mbap(tid, 2, struct.pack(">BHH", 3, 0, 2)) for tid in range(10)]
+    own, relayed = await asyncio.gather(polls(), raw_request(setup.tunnel.port, frames, 10))
+    assert set(own) == {Quality.GOOD}
+    assert all(pdu == bytes.fromhex("03 04 07D0 07D1") for _, _, pdu in relayed)
+    units_sent = [t.data[0] for t in setup.traces if t.direction == "=>"]
+    # Neither side starved: the tunnel's unit 2 and the polls' unit 1 interleave on the bus.
+    first_half = units_sent[:len(units_sent) // 2]
+    assert 1 in first_half and 2 in first_half
