@@ -74,6 +74,7 @@ class MqttTransport:
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._window = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight = 0
         self._commands: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=_COMMAND_QUEUE)
 
     async def connect(self) -> None:
@@ -92,18 +93,26 @@ class MqttTransport:
             keepalive=self._settings.keep_alive_s, tls_context=context,
             timeout=self._timeouts.connect_s, max_inflight_messages=MAX_IN_FLIGHT,
             max_queued_incoming_messages=_INCOMING_QUEUE)
+        # paho gives up a TCP connect or TLS handshake after 5 s by default; aiomqtt has no
+        # parameter for it, and spec/behaviour.md §4.5 says 30 s.
+        client._client.connect_timeout = self._timeouts.connect_s
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
+        no_connack = f"no CONNACK from the broker after {self._timeouts.connect_s:g} s"
+        if self._tls:
+            no_connack += (" (also how a broker requiring a client certificate answers a missing"
+                           " or unknown one)")
         try:
             async with asyncio.timeout(self._timeouts.connect_s + 1):
                 await client.__aenter__()
         except TimeoutError as err:
-            raise TransportError(self.server, "connect", "no CONNACK from the broker after "
-                                 f"{self._timeouts.connect_s:g} s", failure=Failure.TIMEOUT) \
-                from err
+            raise TransportError(self.server, "connect", no_connack,
+                                 failure=Failure.TIMEOUT) from err
         except aiomqtt.MqttError as err:
             failure, detail = classify(err)
+            if failure is Failure.TIMEOUT:
+                detail = no_connack
             raise TransportError(self.server, "connect", detail, failure=failure) from err
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name=f"mqtt-reader:{self.server}")
@@ -130,29 +139,41 @@ class MqttTransport:
             self._lost_reason = self._lost_reason or "connection closed"
             self._lost.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Publishes sent and waiting for their acknowledgement (at most `MAX_IN_FLIGHT`)."""
+        return self._in_flight
+
     async def publish(self, topic: str, payload: bytes) -> None:
         async with self._window:
-            client = self._require("publish")
-            sent = asyncio.ensure_future(client.publish(topic, payload, qos=self._settings.qos,
-                                                        retain=False, timeout=math.inf))
-            lost = asyncio.ensure_future(self._lost.wait())
+            self._in_flight += 1
             try:
-                async with asyncio.timeout(self._timeouts.operation_s):
-                    await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
-            except TimeoutError as err:
-                raise TransportError(self.server, "publish", "no acknowledgement after "
-                                     f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
-                                     path=topic) from err
+                await self._publish(topic, payload)
             finally:
-                for future in (sent, lost):
-                    future.cancel()
-                await asyncio.gather(sent, lost, return_exceptions=True)
-            if sent.done() and not sent.cancelled() and sent.exception() is None:
-                return
-            if sent.done() and not sent.cancelled():
-                raise self._error("publish", sent.exception(), topic) from sent.exception()
-            raise TransportError(self.server, "publish", self._lost_reason,
-                                 failure=Failure.CONNECTION_LOST, path=topic)
+                self._in_flight -= 1
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        client = self._require("publish")
+        sent = asyncio.ensure_future(client.publish(topic, payload, qos=self._settings.qos,
+                                                    retain=False, timeout=math.inf))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            async with asyncio.timeout(self._timeouts.operation_s):
+                await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError as err:
+            raise TransportError(self.server, "publish", "no acknowledgement after "
+                                 f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
+                                 path=topic) from err
+        finally:
+            for future in (sent, lost):
+                future.cancel()
+            await asyncio.gather(sent, lost, return_exceptions=True)
+        if sent.done() and not sent.cancelled() and sent.exception() is None:
+            return
+        if sent.done() and not sent.cancelled():
+            raise self._error("publish", sent.exception(), topic) from sent.exception()
+        raise TransportError(self.server, "publish", self._lost_reason,
+                             failure=Failure.CONNECTION_LOST, path=topic)
 
     async def messages(self) -> AsyncIterator[InboundMessage]:
         while True:
@@ -212,10 +233,10 @@ def classify(err: BaseException) -> tuple[Failure, str]:
             return Failure.SERVER_BUSY, detail
         return Failure.PROTOCOL, detail
     lowered = detail.lower()
+    if "timed out" in lowered:  # before the TLS words: "The handshake operation timed out"
+        return Failure.TIMEOUT, detail
     if any(word in lowered for word in ("certificate", "handshake", "alert", "wrong version")):
         return Failure.TRUST, detail
-    if "timed out" in lowered:
-        return Failure.TIMEOUT, detail
     if "refused" in lowered or "unreachable" in lowered or "name or service" in lowered:
         return Failure.UNREACHABLE, detail
     return Failure.CONNECTION_LOST, detail
