@@ -14,6 +14,7 @@ absent unit count as "nothing there".
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from config.model import Protocol, Quality
 from pipeline.drivers._base import (DiscoveryLog, DiscoveryParams, FoundDevice,
                                     ModbusRequestError, RegisterReader)
 
-from ._models import load_model
+from ._models import load_model, pysunspec2_version
 from .definitions import ChainModel, GeneratedDefinition, Identity, generate
+
+log = logging.getLogger("sunpm.discovery")
 
 SUNS_MARKER = (0x5375, 0x6E53)
 BASE_ADDRESSES = (40000, 50000, 0)
@@ -62,6 +65,10 @@ class _Skip(Exception):
     """This unit id yields no device; the reason was already logged."""
 
 
+class _Aborted(Exception):
+    """`abort()` was called: the run stops before its next request."""
+
+
 def decode_string(registers: Sequence[int]) -> str:
     """SunSpec string points: UTF-8, cut at the first NUL, trailing spaces removed (formats.md §8.3)."""
     raw = b"".join(r.to_bytes(2, "big") for r in registers)
@@ -92,8 +99,15 @@ class SunSpecScan:
         self._timeout_ms = timeout_ms
         self._log = log
         self.requests = 0
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Stop after the current request (the web page's Abort)."""
+        self._aborted = True
 
     async def run(self, first: int, last: int, max_devices: int) -> list[SunSpecDevice]:
+        log.info("SunSpec detection with the models of pysunspec2 %s. interface=%s target=%s",
+                 pysunspec2_version(), self._interface, self._target)
         self._log(f"Start of SunSpec detection on {self._interface}, addresses {first}-{last}, "
                   f"estimated duration {estimated_duration_s(first, last, self._timeout_ms)} s")
         found: list[SunSpecDevice] = []
@@ -107,11 +121,15 @@ class SunSpecScan:
                     continue
                 if device is not None:
                     found.append(device)
+        except _Aborted:
+            self._log("Error: detection aborted by user")
         finally:
             self._log(f"End of SunSpec detection on {self._interface}. {len(found)} devices found.")
         return found
 
     async def _read(self, unit_id: int, address: int, count: int) -> list[int]:
+        if self._aborted:
+            raise _Aborted
         self.requests += 1
         values = await self._reader.read_registers(unit_id, _READ_HOLDING, address, count,
                                                    self._timeout_ms)

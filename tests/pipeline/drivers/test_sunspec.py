@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+import tty
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from config import parse_definition
-from config.model import Protocol
+from config.model import Protocol, SerialPort
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
+from pipeline.drivers.modbus.rtu import RtuBus
+from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.tcp import TcpConnection
 from pipeline.drivers.sunspec import (ChainModel, GeneratedDefinition, Identity, SunSpecDevice,
-                                      discover_sunspec, generate, write_definition)
+                                      SunSpecScan, discover_sunspec, generate, write_definition)
 
 from _sunspec_sim import SunSpecImage, common_model, model, modbus_server, pymodbus_reader
 
@@ -257,3 +262,68 @@ def test_every_shipped_model_generates_a_file_the_parser_accepts() -> None:
         parsed = parse_definition(made.text.encode(), made.name)
         assert (problems, parsed.warnings) == ([], ()), model_id
         assert len(parsed.value.variables) > 2 or model_id == 1, model_id
+
+
+@pytest.fixture
+def pty_path() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_path: tuple[int, str]) -> None:
+    master, path = pty_path
+    inverter = SimulatedDevice()
+    for address, words in SunSpecImage([common_model("Huawei", "SUN2000", "", "V1", "HW-1"),
+                                        model(103, 50)]).blocks():
+        inverter.set_words(address, words)
+    units = {2: inverter, 5: SimulatedDevice(holding={0: 1})}
+    responder = RtuResponder(master, units)
+    responder.start()
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
+    bus.start()
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            found = await discover_sunspec(
+                bus, DiscoveryParams(interface="serial1", first_address=1, last_address=6,
+                                     timeout_ms=100),
+                lines.append, target="SERIAL1", interface="serial1", uid="U",
+                protocol=Protocol.MODBUS_RTU)
+    finally:
+        await bus.close()
+        await responder.stop()
+    assert lines == [
+        "Start of SunSpec detection on serial1, addresses 1-6, estimated duration 1 s",
+        "SunSpec device found at @2 SERIAL1",
+        "Found table 1:66 at 40004@2 SERIAL1",
+        "Found table 103:50 at 40072@2 SERIAL1",
+        "NON SUNSPEC device found at @5 SERIAL1",
+        "End of SunSpec detection on serial1. 1 devices found.",
+    ]
+    assert found[0].definition.name == "U_SunSpec_inverter_Huawei_SUN2000_modbusRTU.csv"
+    assert found[0].definition.text.startswith("modbusRTU;Inverter;Huawei;SUN2000\n")
+
+
+async def test_abort_stops_after_the_current_request() -> None:
+    lines: list[str] = []
+    async with modbus_server(_images()) as port, _link("sunpm", port) as reader:
+        scan = SunSpecScan(reader, target="T", interface="ethernet1", uid="U",
+                           protocol=Protocol.MODBUS_TCP, timeout_ms=TIMEOUT_MS,
+                           log=lines.append)
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if line.startswith("Found table 103"):
+                scan.abort()
+
+        scan._log = log
+        found = await scan.run(2, 11, 240)
+    assert found == []
+    assert lines[-3:] == ["Found table 103:50 at 40072@3 T", "Error: detection aborted by user",
+                          "End of SunSpec detection on ethernet1. 0 devices found."]
