@@ -87,29 +87,31 @@ def runs(table: pa.Table) -> Iterator[Run]:
 @dataclass(frozen=True, slots=True)
 class Cells:
     var: pa.Array          # int32 Index per row
-    main: pa.Array         # string
-    vmin: pa.Array         # string, action 2 rows only (else null)
-    vmax: pa.Array
+    main: pa.Array         # string per row: the value, the mean for action 2; null when missing
     text: pa.Array         # the `text` column as stored (MQTT prints text values unreplaced)
-    good: pa.Array         # bool: the value is present
+    good: pa.Array         # bool per row: the value is present
+    ranged: pa.Array       # bool per row: an action-2 row
+    vmin: pa.Array         # string per action-2 row (rows where `ranged`, in row order)
+    vmax: pa.Array
 
 
 def _index_set(variables: list[Variable]) -> pa.Array:
     return pa.array([v.index for v in variables], pa.int32())
 
 
-def _choose(mask: pa.Array, when_true: pa.Array, when_false: pa.Array) -> pa.Array:
-    return pc.if_else(mask, when_true, when_false)
+def _with_f32(texts: pa.Array, values: pa.Array, f32: pa.Array | None) -> pa.Array:
+    """Replace the texts of F32 rows by their shortest float32 text (formatting only those)."""
+    if f32 is None or not pc.any(f32).as_py():
+        return texts
+    return pc.replace_with_mask(texts, f32, format_float32_array(pc.filter(values, f32)))
 
 
-def _number_texts(values: pa.Array, f32: pa.Array | None) -> pa.Array:
-    texts64 = format_float64_array(values)
-    if f32 is None:
-        return texts64
-    return _choose(f32, format_float32_array(values), texts64)
+def _all(mask: pa.Array) -> bool:
+    return len(mask) == 0 or bool(pc.all(mask).as_py())
 
 
 def cells(run: Run, definition: DefinitionFile) -> Cells:
+    """§9.3 texts of a run's rows; each float is formatted once, F32 and action 2 on their rows."""
     rows = run.rows
     var = rows.column("var")
     variables = definition.variables
@@ -118,34 +120,49 @@ def cells(run: Run, definition: DefinitionFile) -> Cells:
     # Action 2 of TIC data (PAPP) prints min;max;mean of its decimal values, not the text.
     text_vars = [v for v in variables
                  if is_text_variable(definition, v) and v.action is not Action.MIN_MAX_MEAN]
-    is_f32 = pc.is_in(var, value_set=_index_set(f32_vars)) if f32_vars else None
-    is_text = pc.is_in(var, value_set=_index_set(text_vars))
-    is_range = pc.is_in(var, value_set=_index_set(range_vars))
+    ranged = pc.is_in(var, value_set=_index_set(range_vars))
+    is_f32 = (pc.and_not(pc.is_in(var, value_set=_index_set(f32_vars)), ranged)
+              if f32_vars else None)
     good = pc.is_in(rows.column("quality"), value_set=_GOOD)
 
     value = rows.column("value")
     text = rows.column("text")
-    clean = pc.replace_substring_regex(text, pattern="[;\r\n]", replacement=" ")
-    numbers = _number_texts(value, is_f32)
-    # `text` of a number is its exact decimal (U64/I64 beyond float64); of action 2, `<min>;<max>`.
-    # The mean is always a float64, whatever the variable's type (spec/formats.md §9.3).
-    plain = _choose(is_range, format_float64_array(value) if is_f32 is not None else numbers,
-                    pc.coalesce(text, numbers))
-    main = _choose(is_text, clean, plain)
-    null_text = pa.nulls(len(var), pa.string())
-    main = _choose(good, main, null_text)
+    # The mean of action 2 is always a float64, whatever the variable's type (§9.3).
+    main = _with_f32(format_float64_array(value), value, is_f32)
+    if text.null_count < len(text):
+        # `text` of a number is its exact decimal (U64/I64 beyond float64); of action 2,
+        # `<min>;<max>`; of a text type, the value itself.
+        main = pc.if_else(ranged, main, pc.coalesce(text, main))
+        if text_vars:
+            clean = pc.replace_substring_regex(text, pattern="[;\r\n]", replacement=" ")
+            main = pc.if_else(pc.is_in(var, value_set=_index_set(text_vars)), clean, main)
+    if not _all(good):
+        main = pc.if_else(good, main, pa.nulls(len(var), pa.string()))
 
-    if range_vars:
-        pair = _choose(pc.fill_null(pc.match_substring(text, ";"), False), text,
-                       pa.nulls(len(var), pa.string()))
-        parts = pc.split_pattern(pair, pattern=";", max_splits=1)
-        low = pc.coalesce(pc.list_element(parts, 0),
-                          _number_texts(rows.column("vmin"), is_f32))
-        high = pc.coalesce(pc.list_element(parts, 1),
-                           _number_texts(rows.column("vmax"), is_f32))
-        keep = pc.and_(is_range, good)
-        vmin = _choose(keep, low, null_text)
-        vmax = _choose(keep, high, null_text)
+    if range_vars and pc.any(ranged).as_py():
+        vmin, vmax = _range_texts(rows, ranged, good, f32_vars)
     else:
-        vmin = vmax = null_text
-    return Cells(var=var, main=main, vmin=vmin, vmax=vmax, text=text, good=good)
+        vmin = vmax = pa.array([], pa.string())
+    return Cells(var=var, main=main, text=text, good=good, ranged=ranged, vmin=vmin, vmax=vmax)
+
+
+def _range_texts(rows: pa.RecordBatch, ranged: pa.Array, good: pa.Array,
+                 f32_vars: list[Variable]) -> tuple[pa.Array, pa.Array]:
+    subset = rows.filter(ranged)
+    text = subset.column("text")
+    is_f32 = (pc.is_in(subset.column("var"), value_set=_index_set(f32_vars))
+              if f32_vars else None)
+    low = _with_f32(format_float64_array(subset.column("vmin")), subset.column("vmin"), is_f32)
+    high = _with_f32(format_float64_array(subset.column("vmax")), subset.column("vmax"), is_f32)
+    if text.null_count < len(text):
+        # Exact `<min>;<max>` decimals of U64/I64 variables.
+        pair = pc.if_else(pc.fill_null(pc.match_substring(text, ";"), False), text,
+                          pa.nulls(len(text), pa.string()))
+        parts = pc.split_pattern(pair, pattern=";", max_splits=1)
+        low = pc.coalesce(pc.list_element(parts, 0), low)
+        high = pc.coalesce(pc.list_element(parts, 1), high)
+    keep = pc.filter(good, ranged)
+    if not _all(keep):
+        low = pc.if_else(keep, low, pa.nulls(len(low), pa.string()))
+        high = pc.if_else(keep, high, pa.nulls(len(high), pa.string()))
+    return low, high

@@ -12,7 +12,9 @@ the alarm was raised; a number's `<value>` is its exact decimal rounded half-eve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+
+from config.model import DefinitionFile
 
 from .context import Dates, ViewConfig, ViewError
 from .events import DeviceAlarm, GatewayAlarm, JournalItem, alarm_from_body, def_file_name
@@ -51,17 +53,25 @@ def _value(body: DeviceAlarm) -> str:
 
 
 def alarm_lines(items: Iterable[JournalItem], config: ViewConfig) -> Iterator[str]:
+    """The ALARM file's lines; it prints raw values and only names the definition file."""
     dates = Dates(config.time_zone)
     for item in alarm_items(items):
         yield alarm_line(item, dates, config.euro_date_format)
 
 
-def alarm_text(items: Iterable[JournalItem], config: ViewConfig) -> str:
-    """The ALARM file's text ("" when the window has no alarm)."""
+def alarm_text(items: Iterable[JournalItem], definitions: Mapping[str, DefinitionFile],
+               config: ViewConfig) -> str:
+    """The ALARM file's text ("" when the window has no alarm).
+
+    Takes the window's definition snapshots like every view of device events; the file itself
+    prints raw values and the snapshot's file name, so it reads none of them.
+    """
+    del definitions
     return "".join(line + "\n" for line in alarm_lines(items, config))
 
 
-def alarm_file(items: Iterable[JournalItem], config: ViewConfig) -> bytes | None:
+def alarm_file(items: Iterable[JournalItem], definitions: Mapping[str, DefinitionFile],
+               config: ViewConfig) -> bytes | None:
     """The `.csv.gz` bytes, or None when the window has no alarm (no file)."""
-    text = alarm_text(items, config)
+    text = alarm_text(items, definitions, config)
     return gzip_bytes(text.encode()) if text else None

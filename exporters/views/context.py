@@ -66,7 +66,7 @@ class ViewConfig:
     @classmethod
     def for_server(cls, gateway: GatewaySettings, server: ServerSettings, daq: Daq,
                    former_devices: tuple[Device, ...] = ()) -> ViewConfig:
-        """The snapshot of one server slot; `former_devices` are rows of devices no longer listed."""
+        """One server slot's snapshot; `former_devices`: rows of devices no longer listed."""
         listed = {dev.index for dev in daq.devices}
         devices = daq.devices + tuple(dev for dev in former_devices if dev.index not in listed)
         return cls(uid=gateway.uid, time_zone=gateway.time_zone,

@@ -21,6 +21,7 @@ continues the block, each record still printed with its own definition.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,8 +29,15 @@ import pyarrow.compute as pc
 from config.model import DefinitionFile, Variable
 
 from ._records import Cells, Run, cells, recorded_variables, runs
-from .context import Dates, Interface, ViewConfig, ViewError, definition_for, device_order, \
-    interface_of
+from .context import (
+    Dates,
+    Interface,
+    ViewConfig,
+    ViewError,
+    definition_for,
+    device_order,
+    interface_of,
+)
 from .events import JournalItem, ParamRead, def_file_name
 from .gz import gzip_chunks
 from .numbers import clean_text
@@ -78,8 +86,25 @@ class _Block:
         return [*lines, _column_header(columns)] if self.config.header_option else list(lines)
 
 
+_ONE: Final = pa.scalar(1, pa.int64())
+_TWO: Final = pa.scalar(2, pa.int64())
+_EMPTY: Final = pa.scalar("", pa.string())
+_SLOTS: list[pa.Array] = [pa.array(range(1 << 16), pa.int64())]
+
+
+def _arange(count: int) -> pa.Array:
+    """0..count-1 as int64 (sliced from a cached array: a day of a device is ~17k fields)."""
+    if len(_SLOTS[0]) < count:
+        _SLOTS[0] = pa.array(range(max(count, 2 * len(_SLOTS[0]))), pa.int64())
+    return _SLOTS[0].slice(0, count)
+
+
 def _row_fields(run: Run, found: Cells, columns: Sequence[Variable]) -> pa.Array:
-    """`<fields>` of each record of the run, `;`-joined; missing cells are empty."""
+    """`<fields>` of each record of the run, `;`-joined; missing cells are empty.
+
+    Each row's text goes to slot `record × fields + column start` (+2 for a mean; min and max at
+    +0, +1), then the slots are gathered in order and joined per record.
+    """
     widths = [3 if v.action.value == 2 else 1 for v in columns]
     starts: list[int] = []
     total = 0
@@ -91,18 +116,19 @@ def _row_fields(run: Run, found: Cells, columns: Sequence[Variable]) -> pa.Array
     listed = pc.is_valid(column_of)
     base = pc.add(pc.multiply(run.record_pos.cast(pa.int64()), pa.scalar(total, pa.int64())),
                   pc.take(pa.array(starts, pa.int64()), column_of))
-    is_range = pc.equal(pc.take(pa.array(widths, pa.int64()), column_of), 3)
-    main_pos = pc.if_else(is_range, pc.add(base, 2), base)
+    main_pos = pc.if_else(found.ranged, pc.add(base, _TWO), base)
     positions = [pc.filter(main_pos, listed)]
     texts = [pc.filter(found.main, listed)]
-    range_rows = pc.fill_null(pc.and_(listed, is_range), False)
-    if pc.any(range_rows).as_py():
-        positions += [pc.filter(base, range_rows), pc.filter(pc.add(base, 1), range_rows)]
-        texts += [pc.filter(found.vmin, range_rows), pc.filter(found.vmax, range_rows)]
+    if len(found.vmin):
+        range_base = pc.filter(base, found.ranged)   # aligned with found.vmin / found.vmax
+        range_listed = pc.is_valid(range_base)
+        range_base = pc.filter(range_base, range_listed)
+        positions += [range_base, pc.add(range_base, _ONE)]
+        texts += [pc.filter(found.vmin, range_listed), pc.filter(found.vmax, range_listed)]
     all_pos = pa.concat_arrays([p.cast(pa.int64()) for p in positions])
     all_text = pa.concat_arrays(texts)
-    slots = pa.array(range(records * total), pa.int64())
-    flat = pc.fill_null(pc.take(all_text, pc.index_in(slots, value_set=all_pos)), "")
+    slot_rows = pc.index_in(_arange(records * total), value_set=all_pos)
+    flat = pc.fill_null(pc.take(all_text, slot_rows), _EMPTY)
     offsets = pa.array(range(0, records * total + 1, total), pa.int32())
     return pc.binary_join(pa.ListArray.from_arrays(offsets, flat), ";")
 

@@ -30,7 +30,7 @@ class GzipStream:
     `finish()`'s, is the file.
     """
 
-    __slots__ = ("_compressor", "_crc", "_size", "_pending", "_started", "_finished")
+    __slots__ = ("_compressor", "_crc", "_finished", "_pending", "_size", "_started")
 
     def __init__(self) -> None:
         self._compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -WBITS, MEMLEVEL,

@@ -28,8 +28,16 @@ from config.model import Action, DefinitionFile, Protocol, Variable
 
 from ._records import cells, is_text_variable, recorded_variables, runs
 from .context import Dates, ViewConfig, definition_for, device_order, timestamp_ms
-from .events import (CommandResult, DeviceAlarm, GatewayAlarm, JournalItem, JsonValue,
-                     alarm_from_body, def_file_name, dump_json)
+from .events import (
+    CommandResult,
+    DeviceAlarm,
+    GatewayAlarm,
+    JournalItem,
+    JsonValue,
+    alarm_from_body,
+    def_file_name,
+    dump_json,
+)
 from .numbers import scaled_text
 
 _RESERVED: Final = frozenset({"date", "timestamp"})
@@ -68,7 +76,8 @@ def record_keys(definition: DefinitionFile) -> list[tuple[Variable, tuple[str, .
 
 def _columns(definition: DefinitionFile) -> list[_Column]:
     return [_Column(var=var, keys=tuple(_key(k) for k in keys),
-                    text=is_text_variable(definition, var) and var.action is not Action.MIN_MAX_MEAN)
+                    text=(is_text_variable(definition, var)
+                          and var.action is not Action.MIN_MAX_MEAN))
             for var, keys in record_keys(definition)]
 
 
@@ -93,11 +102,13 @@ def _device_records(table: pa.Table, definitions: Mapping[str, DefinitionFile],
         found = cells(run, definition)
         per_record: list[dict[int, tuple[str | None, str | None, str | None, str | None]]] = [
             {} for _ in run.record_ts_ns]
-        texts = found.text.to_pylist()
-        goods = found.good.to_pylist()
-        for pos, var, main, low, high, text, good in zip(
+        lows = iter(found.vmin.to_pylist())
+        highs = iter(found.vmax.to_pylist())
+        for pos, var, main, text, good, ranged in zip(
                 run.record_pos.to_pylist(), found.var.to_pylist(), found.main.to_pylist(),
-                found.vmin.to_pylist(), found.vmax.to_pylist(), texts, goods, strict=True):
+                found.text.to_pylist(), found.good.to_pylist(), found.ranged.to_pylist(),
+                strict=True):
+            low, high = (next(lows), next(highs)) if ranged else (None, None)
             per_record[pos][var] = (main, low, high, text if good else None)
         for ts_ns, values in zip(run.record_ts_ns, per_record, strict=True):
             fields: list[str] = []

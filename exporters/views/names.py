@@ -18,6 +18,7 @@ rule to Arrow tables given a window and the one built before it in the same stre
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,8 @@ def sunspec_log_file_name(uid: str, end_ns: int) -> str:
 
 def trace_file_name(uid: str, interface: str, end_ns: int) -> str:
     if interface not in TRACE_INTERFACES:
-        raise ValueError(f"trace interface {interface!r} is not one of {', '.join(TRACE_INTERFACES)}")
+        known = ", ".join(TRACE_INTERFACES)
+        raise ValueError(f"trace interface {interface!r} is not one of {known}")
     return f"{uid}_{interface}_{file_timestamp(end_ns)}.log.gz"
 
 
@@ -100,7 +102,7 @@ def split_window(start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
         bounds.append(midnight)
         midnight += DAY_NS
     bounds.append(cut_ns)
-    return list(zip(bounds, bounds[1:], strict=False))
+    return list(itertools.pairwise(bounds))
 
 
 def cut_of(session_start_ns: int) -> int:

@@ -31,6 +31,10 @@ from config.errors import SunpmError
 # 200 digits of precision never rounds.
 _EXACT: Final = Context(prec=200)
 _SIX_PLACES: Final = Decimal("0.000001")
+# Arrow scalars made once: a Python literal passed to a compute function is converted on every
+# call, and that conversion retries a failing optional import each time.
+_MINUS_ZERO: Final = pa.scalar("-0", pa.string())
+_FALSE: Final = pa.scalar(False, pa.bool_())
 
 
 class NumberTextError(SunpmError, ValueError):
@@ -106,7 +110,7 @@ def decimal_of(text: str) -> Decimal:
 
 
 def scaled_text(raw_text: str, coef_a: Decimal, coef_b: Decimal) -> str:
-    """`CoefA × raw + CoefB` exactly in decimal, in plain notation (§9.3: `0.1 × 2305` → `230.5`)."""
+    """`CoefA × raw + CoefB` exactly in decimal, plain notation (§9.3: `0.1 × 2305` → `230.5`)."""
     if coef_a == 1 and coef_b == 0:
         return plain_decimal(decimal_of(raw_text))
     raw = decimal_of(raw_text)
@@ -133,12 +137,12 @@ def clean_text(text: str) -> str:
 
 # --------------------------------------------------------------------------- columnar
 
-# Texts Arrow's cast writes that §9.3 does not allow: exponents, negative zero, nan, inf.
-_FIX_PATTERN: Final = r"[eEn]|^-0$"
-
-
 def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str]) -> pa.Array:
-    bad = pc.fill_null(pc.match_substring_regex(texts, _FIX_PATTERN), False)
+    # Texts Arrow's cast writes that §9.3 does not allow: exponents, nan, inf (both hold an
+    # `n`), negative zero. Literal searches: a regex costs four times more.
+    bad = pc.or_(pc.or_(pc.match_substring(texts, "e"), pc.match_substring(texts, "n")),
+                 pc.equal(texts, _MINUS_ZERO))
+    bad = pc.fill_null(bad, _FALSE)
     if not pc.any(bad).as_py():
         return texts
     fixed = texts.to_pylist()

@@ -13,8 +13,19 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from config.model import (Action, ByteOrder, DataType, DefinitionFile, Device, IoKind, IoPoint,
-                          ModbusPoint, Protocol, RegisterKind, Variable)
+from config.model import (
+    Action,
+    ByteOrder,
+    DataType,
+    DefinitionFile,
+    Device,
+    IoKind,
+    IoPoint,
+    ModbusPoint,
+    Protocol,
+    RegisterKind,
+    Variable,
+)
 from exporters.views.context import ViewConfig
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 

@@ -11,11 +11,28 @@ from conftest import Golden
 from exporters.views.ack import ack_file, ack_text
 from exporters.views.alarm import alarm_file, alarm_text
 from exporters.views.context import Dates, ViewError
-from exporters.views.events import (Channel, CommandResult, DeviceAlarm, GatewayAlarm,
-                                    JournalItem, LogLevel, LogLine, Source, journal_items)
+from exporters.views.events import (
+    Channel,
+    CommandResult,
+    DeviceAlarm,
+    GatewayAlarm,
+    JournalItem,
+    LogLevel,
+    LogLine,
+    Source,
+    journal_items,
+)
 from exporters.views.gz import HEADER
-from exporters.views.log import (RECEIVED, SENT, frame_trace_line, io_trace_line, log_file,
-                                 log_text, sunspec_log_file, traces_file)
+from exporters.views.log import (
+    RECEIVED,
+    SENT,
+    frame_trace_line,
+    io_trace_line,
+    log_file,
+    log_text,
+    sunspec_log_file,
+    traces_file,
+)
 from exporters.views.names import alarm_file_name, log_file_name
 
 DELTA = "0" * 64 + ":MODBUS_DELTA_M88H-COM1.20-Sunspec.csv"
@@ -43,7 +60,7 @@ def _alarm_journal() -> list[JournalItem]:
 
 def test_alarm_file_of_the_spec_example(golden: Golden) -> None:
     end = ns("2021-02-12 08:15:00")
-    data = alarm_file(_alarm_journal(), config())
+    data = alarm_file(_alarm_journal(), DEFINITIONS, config())
     assert data is not None and data[:10] == HEADER
     golden(alarm_file_name("WPM00BDE4", end).removesuffix(".gz"), gzip.decompress(data))
 
@@ -52,7 +69,7 @@ def test_alarm_values_round_the_exact_decimal_half_even() -> None:
     rows = [("2021-02-12 06:00:00", "alarm", "7", DELTA,
              DeviceAlarm(source=Source.MODBUS, name="a;b", var=1, value=v).to_body())
             for v in ("2.0000005", "2.0000015", "-0.0000001", "12345678901234567890.25")]
-    lines = alarm_text(journal_items(journal(rows)), config()).splitlines()
+    lines = alarm_text(journal_items(journal(rows)), DEFINITIONS, config()).splitlines()
     assert [line.rsplit(";", 1)[1] for line in lines] == [
         "2.000000", "2.000002", "0.000000", "12345678901234567890.250000"]
     assert lines[0].split(";")[3] == "a b"
@@ -61,20 +78,20 @@ def test_alarm_values_round_the_exact_decimal_half_even() -> None:
 def test_alarm_euro_dates_and_script_alarm_text() -> None:
     rows = [("2021-02-12 06:00:00", "alarm", None, None,
              GatewayAlarm(alarm="Script alarm", subject="limit", text="too hot").to_body())]
-    assert alarm_text(journal_items(journal(rows)), config(euro_date_format=True)) == \
+    assert alarm_text(journal_items(journal(rows)), DEFINITIONS, config(euro_date_format=True)) == \
         "12/02/21-07:00:00;GATEWAY;Script alarm;limit;too hot\n"
 
 
 def test_no_alarm_gives_no_alarm_file() -> None:
     rows = [("2021-02-12 06:03:00", "heartbeat", None, None, "{}")]
-    assert alarm_file(journal_items(journal(rows)), config()) is None
+    assert alarm_file(journal_items(journal(rows)), DEFINITIONS, config()) is None
 
 
 def test_device_alarm_without_definition_snapshot_is_a_view_error() -> None:
     rows = [("2021-02-12 06:00:00", "alarm", "7", None,
              DeviceAlarm(source=Source.MODBUS, name="x", var=1, value="1").to_body())]
     with pytest.raises(ViewError, match="no definition snapshot"):
-        alarm_text(journal_items(journal(rows)), config())
+        alarm_text(journal_items(journal(rows)), DEFINITIONS, config())
 
 
 def _log_rows() -> list[tuple[str, str, str | None, str | None, str]]:

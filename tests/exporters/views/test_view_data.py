@@ -7,8 +7,20 @@ import zlib
 
 import pyarrow as pa
 import pytest
-from _views_site import (DEFINITIONS, INV, IO, METER, METER_SMALL, TIC, config, definition,
-                         journal, ns, records, window_records)
+from _views_site import (
+    DEFINITIONS,
+    INV,
+    IO,
+    METER,
+    METER_SMALL,
+    TIC,
+    config,
+    definition,
+    journal,
+    ns,
+    records,
+    window_records,
+)
 from conftest import Golden
 
 from exporters.views.context import Interface, ViewError

@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from _views_site import METER, journal, ns, records
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.views.context import Interface
-from exporters.views.events import (Channel, CommandReceived, CommandResult, DeviceAlarm,
-                                    EventBodyError, GatewayAlarm, LogLevel, LogLine, ParamRead,
-                                    Source, alarm_from_body, journal_items)
-from exporters.views.names import (DATA_NAME, DAY_NS, NS_PER_S, Watermark, WindowBounds,
-                                   ack_file_name, alarm_file_name, cut_of, data_file_name,
-                                   log_file_name, member_window, mqtt_export_name,
-                                   parse_file_timestamp, select_journal, select_records,
-                                   split_window, sunspec_log_file_name, trace_file_name)
+from exporters.views.events import (
+    Channel,
+    CommandReceived,
+    CommandResult,
+    DeviceAlarm,
+    EventBodyError,
+    GatewayAlarm,
+    LogLevel,
+    LogLine,
+    ParamRead,
+    Source,
+    alarm_from_body,
+    journal_items,
+)
+from exporters.views.names import (
+    DATA_NAME,
+    DAY_NS,
+    NS_PER_S,
+    Watermark,
+    WindowBounds,
+    ack_file_name,
+    alarm_file_name,
+    cut_of,
+    data_file_name,
+    log_file_name,
+    member_window,
+    mqtt_export_name,
+    parse_file_timestamp,
+    select_journal,
+    select_records,
+    split_window,
+    sunspec_log_file_name,
+    trace_file_name,
+)
 
 texts = st.text(max_size=30)
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | texts,
@@ -119,7 +147,7 @@ def test_split_windows_tile_the_range(start_s: int, length_s: int) -> None:
     windows = split_window(start, cut)
     assert windows[0][0] == start and windows[-1][1] == cut
     assert all(a < b for a, b in windows)
-    assert all(b == c for (_, b), (c, _) in zip(windows, windows[1:]))
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(windows))
     if len(windows) > 1:
         assert all(b % DAY_NS == 0 for _, b in windows[:-1])
 

@@ -46,7 +46,7 @@ def test_large_text_in_odd_pieces_gives_the_same_bytes() -> None:
     expected = gzip_bytes(text)
     for size in (1, 999, BLOCK_BYTES - 1, BLOCK_BYTES + 1, 10**6):
         if size == 1:
-            pieces = [text[k:k + 1] for k in range(0, 5000)] + [text[5000:]]
+            pieces = [text[k:k + 1] for k in range(5000)] + [text[5000:]]
         else:
             pieces = [text[k:k + size] for k in range(0, len(text), size)]
         assert b"".join(gzip_chunks(pieces)) == expected

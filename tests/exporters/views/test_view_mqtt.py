@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pyarrow as pa
-from _views_site import DEFINITIONS, INV, METER, config, definition, journal, ns, records, \
-    window_records
+from _views_site import (
+    DEFINITIONS,
+    INV,
+    METER,
+    config,
+    definition,
+    journal,
+    ns,
+    records,
+    window_records,
+)
 from conftest import Golden
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.views.events import (Channel, CommandResult, DeviceAlarm, GatewayAlarm, Source,
-                                    journal_items)
-from exporters.views.mqtt import (alarm_message, data_documents, record_keys, result_message,
-                                  split_documents)
-from exporters.views.names import NS_PER_S, WindowBounds, Watermark, select_records
+from exporters.views.events import (
+    Channel,
+    CommandResult,
+    DeviceAlarm,
+    GatewayAlarm,
+    Source,
+    journal_items,
+)
+from exporters.views.mqtt import (
+    alarm_message,
+    data_documents,
+    record_keys,
+    result_message,
+    split_documents,
+)
+from exporters.views.names import NS_PER_S, Watermark, WindowBounds, select_records
 
 
 def _window_ending_0855() -> dict[str, pa.Table]:
@@ -67,8 +88,8 @@ def _many_records(count: int) -> pa.Table:
     rows = []
     for k in range(count):
         when = start + k * 600 * NS_PER_S
-        rows.append((f"2021-02-05 {when // NS_PER_S % 86400 // 3600:02d}:"
-                     f"{when // NS_PER_S % 3600 // 60:02d}:00",
+        rows.append(((f"2021-02-05 {when // NS_PER_S % 86400 // 3600:02d}:"
+                     f"{when // NS_PER_S % 3600 // 60:02d}:00"),
                      {1: 2300 + k, 2: (-1, 1, 0.5), 3: k * 1000}))
     return records(METER, rows)
 
@@ -115,7 +136,7 @@ def test_split_property(items: list[tuple[str, str]], limit: int) -> None:
         assert len(doc.encode()) <= limit or len(pairs) == 1
     assert [pair for pairs in parsed for pair in pairs] == items
     # Greedy: no document could also have taken the next document's first record.
-    for pairs, following in zip(parsed, parsed[1:]):
+    for pairs, following in itertools.pairwise(parsed):
         grown = split_documents([*pairs, following[0]], 1 << 30)[0]
         assert len(grown.encode()) > limit
 

@@ -11,9 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.views.numbers import (NumberTextError, alarm_text, format_float32,
-                                     format_float32_array, format_float64, format_float64_array,
-                                     plain_decimal, scaled_text)
+from exporters.views.numbers import (
+    NumberTextError,
+    alarm_text,
+    format_float32,
+    format_float32_array,
+    format_float64,
+    format_float64_array,
+    plain_decimal,
+    scaled_text,
+)
 
 floats64 = st.floats(allow_nan=False, allow_infinity=False)
 floats32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
