@@ -102,8 +102,11 @@ def shortest_f32(value: float) -> float:
     packed = struct.pack(">f", value)
     for digits in range(1, 10):
         text = f"{value:.{digits}g}"
-        if struct.pack(">f", float(text)) == packed:
-            return float(text)
+        try:
+            if struct.pack(">f", float(text)) == packed:
+                return float(text)
+        except OverflowError:       # rounded past the float32 maximum: needs more digits
+            continue
     return value
 
 

@@ -289,3 +289,10 @@ def test_decoding_arbitrary_words_never_crashes(ws: list[int]) -> None:
         assert reading.quality in (Quality.GOOD, Quality.DECODE_ERROR, Quality.NOT_IMPLEMENTED)
         if isinstance(reading.value, float):
             assert math.isfinite(reading.value)
+
+
+def test_f32_near_its_maximum_does_not_overflow_when_shortened() -> None:
+    value = struct.unpack(">f", struct.pack(">f", 3.4025001647762064e+38))[0]
+    pt = point(DataType.F32)
+    decoded = codec.decode_point(pt, codec.encode_value(pt, value))
+    assert struct.pack(">f", decoded) == struct.pack(">f", value)
