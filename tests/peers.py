@@ -9,7 +9,8 @@ Import side (from any test, `tests/` is on sys.path):
   port; `Peer.kill()` SIGKILLs it (a server dying mid-operation). Accounts: `sunpm`/`secret` may
   do everything, `reader`/`secret` may only list and read (FTP, SFTP). WebDAV serves `root` at `/`
   and, read-only, at `/ro`; Digest and Basic are accepted (`basic_only`: Basic alone).
-  `rate_bps` throttles uploads on the server side so a test can act mid-transfer.
+  `rate_bps` throttles uploads on the server side so a test can act mid-transfer. Any file whose
+  name contains `DISKFULL` is written to /dev/full, so the server meets ENOSPC as on a full disk.
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
   `auth_port` (user `sunpm`/`secret`), `tls_port` (TLS, client certificate required); persistent
   sessions survive `restart()`. `pause()`/`resume()` SIGSTOP/SIGCONT it, `kill()` SIGKILLs it.
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 USERS = {"sunpm": "secret", "reader": "secret"}
+DISK_FULL_MARK = "DISKFULL"
 READ_ONLY_USER = "reader"
 _START_TIMEOUT_S = 20.0
 
@@ -280,8 +282,15 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
     import logging
 
     from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.filesystems import AbstractedFS
     from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
     from pyftpdlib.servers import FTPServer
+
+    class FullableFs(AbstractedFS):  # type: ignore[misc]
+        def open(self, filename: str, mode: str) -> Any:
+            if "w" in mode and DISK_FULL_MARK in os.path.basename(filename):
+                return open("/dev/full", mode, buffering=0)
+            return super().open(filename, mode)
 
     logging.basicConfig(level=logging.WARNING)
     authorizer = DummyAuthorizer()
@@ -319,6 +328,7 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
         handler = type("Handler", (FTPHandler,), {})
         dtp = Smooth if args.rate else handler.dtp_handler
     handler.dtp_handler = dtp
+    handler.abstracted_fs = FullableFs
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", args.port), handler)
     _announce(server.address[1])
@@ -354,6 +364,8 @@ def _serve_sftp(args: argparse.Namespace) -> None:
         def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
             if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC):
                 self._check()
+                if DISK_FULL_MARK.encode() in path:
+                    return open("/dev/full", "wb", buffering=0)
             return super().open(path, pflags, attrs)
 
         def remove(self, path: bytes) -> None:
@@ -391,9 +403,16 @@ def _serve_sftp(args: argparse.Namespace) -> None:
 def _serve_webdav(args: argparse.Namespace) -> None:
     import logging
 
+    import wsgidav.fs_dav_provider as fs_provider
     from cheroot import wsgi
     from cheroot.ssl.builtin import BuiltinSSLAdapter
     from wsgidav.wsgidav_app import WsgiDAVApp
+
+    def fullable_open(file: str, mode: str = "r", *more: Any) -> Any:
+        if "w" in mode and DISK_FULL_MARK in os.path.basename(file):
+            return open("/dev/full", mode, buffering=0)
+        return open(file, mode, *more)
+    fs_provider.open = fullable_open  # type: ignore[attr-defined]  # the module's file opener
 
     users = {u: {"password": p} for u, p in USERS.items()}
     app: Any = WsgiDAVApp({

@@ -18,7 +18,9 @@ Peer quirks handled here:
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right); 452/552
-  storage full (retriable); 421/425/426 connection lost (retriable).
+  storage full (retriable); 421/425/426 connection lost (retriable). pyftpdlib answers a full
+  disk with `426 transfer aborted` rather than 452, so it reads as a lost connection: retriable
+  either way.
 """
 
 from __future__ import annotations

@@ -331,3 +331,19 @@ def test_transport_error_reads_as_one_line_and_survives_pickling() -> None:
         expected = failure in (Failure.TIMEOUT, Failure.UNREACHABLE, Failure.CONNECTION_LOST,
                                Failure.SERVER_FULL, Failure.SERVER_BUSY)
         assert failure.retriable is expected
+
+
+async def test_full_server_disk_is_retriable(target: Target) -> None:
+    # The peers write names containing DISKFULL to /dev/full (ENOSPC); a folder gets the real thing.
+    name = "WPM00C44F_DISKFULL_210202_084443.csv.gz"
+    if target.kind == "dir":
+        os.symlink("/dev/full", target.tree / "DATA" / (name + ".tmp"))
+    transport = target.transport()
+    await transport.connect()
+    try:
+        with pytest.raises(TransportError) as caught:
+            await transport.upload(f"/DATA/{name}", os.urandom(200_000), two_step=True)
+    finally:
+        await transport.close()
+    assert caught.value.retriable, caught.value
+    assert not (target.tree / "DATA" / name).exists()
