@@ -1,1 +1,56 @@
-"""sunpm store."""
+"""sunpm store: the crash-safe append-only event log (DESIGN.md §3, spec/behaviour.md §6).
+
+Public API; everything else in the package is private. See store/README.md.
+"""
+
+from store.errors import (
+    ReportKind,
+    SnapshotError,
+    StoreClosedError,
+    StoreError,
+    StoreFullError,
+    StoreIOError,
+    StoreLockedError,
+    StoreReadOnlyError,
+    StoreReport,
+)
+from store.log import (
+    DeliveredFn,
+    DeviceStats,
+    FullPolicy,
+    JournalDeliveredFn,
+    Log,
+    SeqRange,
+    StoreOptions,
+    Watermark,
+)
+from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
+from store.state import DEFAULT_REDUCERS, GatewayState, JournalEvent, Reducer, replay
+
+__all__ = [
+    "DEFAULT_REDUCERS",
+    "JOURNAL_SCHEMA",
+    "RECORDS_SCHEMA",
+    "SCHEMA_VERSION",
+    "DeliveredFn",
+    "DeviceStats",
+    "FullPolicy",
+    "GatewayState",
+    "JournalDeliveredFn",
+    "JournalEvent",
+    "Log",
+    "Reducer",
+    "ReportKind",
+    "SeqRange",
+    "SnapshotError",
+    "StoreClosedError",
+    "StoreError",
+    "StoreFullError",
+    "StoreIOError",
+    "StoreLockedError",
+    "StoreOptions",
+    "StoreReadOnlyError",
+    "StoreReport",
+    "Watermark",
+    "replay",
+]
