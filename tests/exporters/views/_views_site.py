@@ -1,31 +1,18 @@
 """The site of spec/formats.md §9.5, as inputs of the views: definitions, daq rows, records.
 
-Definitions are built from their spec text by a small reader that knows only what the views use
-(Index, Info1..3 for the Modbus type, Name, CoefA/B, Action), so the fixtures read like the spec.
+Definitions are parsed from their spec text by `config.parse_definition`, so the fixtures read
+like the spec.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pyarrow as pa
 
-from config.model import (
-    Action,
-    ByteOrder,
-    DataType,
-    DefinitionFile,
-    Device,
-    IoKind,
-    IoPoint,
-    ModbusPoint,
-    Protocol,
-    RegisterKind,
-    Variable,
-)
+from config import parse_definition
+from config.model import DefinitionFile, Device
 from exporters.views.context import ViewConfig
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
@@ -75,42 +62,11 @@ TIC_DEF = """tic;Meter;Enedis;Linky
 """
 
 
-def _data_type(info3: str) -> tuple[DataType, ByteOrder]:
-    base, _, suffix = info3.partition("_")
-    by_upper = {t.value.upper(): t for t in DataType}
-    order = {"": ByteOrder.BIG_ENDIAN, "B": ByteOrder.SWAP_BYTES, "W": ByteOrder.SWAP_WORDS,
-             "WB": ByteOrder.SWAP_BOTH}[suffix.upper()]
-    return by_upper[base.upper()], order
-
-
-def definition(text: str, file_name: str) -> DefinitionFile:
-    lines = text.strip("\n").split("\n")
-    protocol_text, category, manufacturer, model = lines[0].split(";")[:4]
-    protocol = {p.value.lower(): p for p in Protocol}[protocol_text.lower()]
-    variables = []
-    for number, line in enumerate(lines[1:], start=2):
-        f = line.split(";")
-        index, info1, info2, info3, info4, name, tag, coef_a, coef_b, unit, action = f
-        modbus = io = tic = None
-        if protocol.is_modbus:
-            data_type, order = _data_type(info3)
-            address = int(info2.split("_")[0])
-            size = int(info2.split("_")[1]) if data_type is DataType.STRING else None
-            modbus = ModbusPoint(kind=RegisterKind(int(info1)), address=address,
-                                 data_type=data_type, byte_order=order, string_bytes=size)
-        elif protocol is Protocol.IO:
-            io = IoPoint(kind=IoKind(int(info1)), channel=int(info2),
-                         mode=int(info3) if info3 else None)
-        else:
-            tic = info1
-        variables.append(Variable(
-            line=number, index=int(index), info1=info1, info2=info2, info3=info3, info4=info4,
-            name=name, tag=tag, coef_a=Decimal(coef_a), coef_b=Decimal(coef_b), unit=unit,
-            action=Action(int(action)), coef_a_text=coef_a, coef_b_text=coef_b, modbus=modbus,
-            io=io, tic_label=tic, key=name))
-    return DefinitionFile(file_name=file_name, protocol=protocol, category=category,
-                          manufacturer=manufacturer, model=model, variables=tuple(variables),
-                          sha256=hashlib.sha256(text.encode()).hexdigest())
+def definition(text: str, file_name: str, *, warnings: int = 0) -> DefinitionFile:
+    """The definition file `text` as the config parser reads it, with `warnings` warnings."""
+    parsed = parse_definition(text.encode(), file_name)
+    assert parsed.value is not None and len(parsed.warnings) == warnings, parsed.warnings
+    return parsed.value
 
 
 INV = definition(INV_SMALL, "inv_small.csv")
