@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -20,8 +21,12 @@ from config.model import Daq, Protocol
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.modbus.rtu import RtuBus
 from pipeline.drivers.modbus.tcp import TcpConnection
-from pipeline.drivers.sunspec import SunSpecDevice, discover_sunspec, write_definition
+from pipeline.drivers.sunspec import (GeneratedDefinition, SunSpecDevice, discover_sunspec,
+                                      write_definition)
 from pipeline.drivers.sunspec.importing import import_devices, is_configured
+from pipeline.drivers.tic_discovery import definition_name as tic_definition_name
+from pipeline.drivers.tic_discovery import definition_text as tic_definition_text
+from pipeline.drivers.tic_discovery import detect_tic, tic_device
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
 
@@ -33,7 +38,9 @@ class _Refused(Exception):
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("discover", help="find SunSpec devices and generate their "
                                    "definition files")
-    parser.add_argument("--protocol", default="sunspec", choices=("sunspec",))
+    parser.add_argument("--protocol", default="sunspec", choices=("sunspec", "tic"))
+    parser.add_argument("--tic-port", metavar="DEV",
+                        help="TIC reader for --protocol tic (default: --config's TIC_Port)")
     parser.add_argument("--interface", choices=_INTERFACES,
                         help="ethernet1 (default with --ip) or serial1..3 (needs --config)")
     parser.add_argument("--ip", help="target address for ethernet interfaces")
@@ -55,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _params(args: argparse.Namespace) -> DiscoveryParams:
+    if args.protocol == "tic":
+        return DiscoveryParams(protocol="tic")
     interface: str = args.interface or ("ethernet1" if args.ip or not args.config else "serial1")
     if not 1 <= args.first <= 240:
         raise _Refused(f"discoverDevices: firstAddress {args.first} is outside 1..240")
@@ -103,13 +112,17 @@ def _clock(time_zone: str) -> Callable[[], str]:
 def _discover(args: argparse.Namespace) -> int:
     daq: Daq | None = None
     time_zone = ""
+    tic_port = ""
     try:
         params = _params(args)
         if args.config is not None:
             site = load_site(args.config, args.uid)
             uid, daq, time_zone = site.uid, site.daq, site.settings.time_zone
+            tic_port = site.settings.tic_port
         else:
             uid = args.uid or default_uid()
+        if args.protocol == "tic":
+            return _discover_tic(args, uid, daq, args.tic_port or tic_port)
     except _Refused as err:
         print(err, file=sys.stderr)
         return 2
@@ -144,10 +157,7 @@ def _discover(args: argparse.Namespace) -> int:
         new_daq, added = import_devices(daq, found_new, timeout_ms=params.timeout_ms,
                                         definition_names=written)
         if added:
-            daq_path = args.config / "CONFIG" / f"{uid}_daq.csv"
-            tmp = daq_path.with_name(f".{daq_path.name}.tmp")
-            tmp.write_bytes(render_daq(new_daq))
-            tmp.replace(daq_path)
+            _write_daq(args.config, uid, new_daq)
         print(f"{len(added)} devices added to {uid}_daq.csv", file=sys.stderr)
     rows = [_row(d, written.get(d.unit_id), d.unit_id in configured,
                  include_text=defs_dir is None)
@@ -163,6 +173,47 @@ def _discover(args: argparse.Namespace) -> int:
                   f"{','.join(map(str, device.model_ids))} -> "
                   f"{written.get(device.unit_id, device.definition.name)}")
     return 0
+
+
+def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq | None, port: str) -> int:
+    """TIC detection (spec/behaviour.md §3.6); the other parameters are ignored (the manual)."""
+    if not port:
+        raise _Refused("discoverDevices: TIC_Port is not set; give --tic-port DEV")
+    if args.import_ and daq is not None and any(d.index == "TIC1" for d in daq.devices):
+        raise _Refused("discoverDevices: TIC1 is already configured; delete it first")
+    found = asyncio.run(detect_tic(port))
+    result: dict[str, object] = {"protocol": "tic", "found": 0 if found is None else 1}
+    if found is not None:
+        name = tic_definition_name(uid, found.mode)
+        text = tic_definition_text(found)
+        defs_dir: Path | None = args.config / "DEF" if args.import_ else args.write_defs
+        if defs_dir is not None:
+            defs_dir.mkdir(parents=True, exist_ok=True)
+            name = write_definition(defs_dir, GeneratedDefinition(name=name, text=text)).name
+        if args.import_ and daq is not None:
+            row = tic_device(daq, found, name)
+            new_daq = dataclasses.replace(daq, devices=daq.devices + (row,),
+                                          blocks=daq.blocks | {"devices"})
+            _write_daq(args.config, uid, new_daq)
+        result.update(mode=found.mode.value, baud=found.baud, address=found.address,
+                      labels=list(found.labels), definitionFile=name)
+        if defs_dir is None:
+            result["definitionText"] = text
+    if args.json:
+        print(json.dumps(result, separators=(",", ":"), ensure_ascii=False))
+    elif found is None:
+        print("no TIC meter found")
+    else:
+        print(f"{found.mode.value} meter {found.address} at {found.baud} baud: "
+              f"{len(found.labels)} labels -> {result['definitionFile']}")
+    return 0
+
+
+def _write_daq(config_dir: Path, uid: str, daq: Daq) -> None:
+    daq_path = config_dir / "CONFIG" / f"{uid}_daq.csv"
+    tmp = daq_path.with_name(f".{daq_path.name}.tmp")
+    tmp.write_bytes(render_daq(daq))
+    tmp.replace(daq_path)
 
 
 def _row(device: SunSpecDevice, written: str | None, configured: bool, *,

@@ -120,3 +120,11 @@ async def test_tic_decode_reads_a_live_port_for_a_bounded_time(tmp_path: Path,
                                   "--speed", speed, "--duration", "0.5", "--json")
     assert code == 0 and out == ""
     assert json.loads(err.splitlines()[-1])["frames"] == 0
+
+
+async def test_discover_tic_without_a_meter_finds_none(tmp_path: Path) -> None:
+    code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
+                                  str(tmp_path / "ttyUSB9"), "--json")
+    assert (code, json.loads(out)) == (0, {"protocol": "tic", "found": 0}), err
+    code, _, err = await _sunpm("discover", "--protocol", "tic")
+    assert (code, err.strip()) == (2, "discoverDevices: TIC_Port is not set; give --tic-port DEV")
