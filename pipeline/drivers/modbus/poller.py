@@ -19,6 +19,7 @@ from pipeline.drivers._base import DeviceError, ModbusRequestError, RawValue, Re
 from pipeline.drivers.modbus import codec
 from pipeline.drivers.modbus.frames import check_write_reply, unpack_read_reply, \
     write_coil_request, write_registers_request
+from pipeline.drivers.modbus.link import WriteReplaced
 from pipeline.drivers.modbus.planner import ReadRequest, requests_of, split_plan
 from pipeline.drivers.modbus.trace import DeviceCounters
 
@@ -183,6 +184,9 @@ async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: R
     try:
         state.counters.requests += 1
         check_write_reply(pdu, await link.transact(unit, pdu, device.timeout_ms, urgent=True))
+    except WriteReplaced as err:
+        raise DeviceError(f"writeVariable: {device.name}: {var.name}: replaced by a newer "
+                          "write") from err
     except ModbusRequestError as err:
         raise DeviceError(f"writeVariable: {device.name}: {var.name}: {err}") from err
     request = ReadRequest(point.kind, point.address, point.register_count, (var.index,))

@@ -16,10 +16,9 @@ around; both fail the unit check and are discarded with quality 3 rather than gu
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final, NoReturn
 
 import serial
@@ -28,8 +27,8 @@ import serial_asyncio
 from config.model import Device, DeviceKind, Parity, Quality, SerialPort, Variable
 from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
     LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
-from pipeline.drivers.modbus.frames import crc16, read_request, rtu_frame, rtu_reply_length, \
-    unpack_read_reply
+from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
+from pipeline.drivers.modbus.link import Job, QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
 from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
     TraceHook
@@ -39,8 +38,6 @@ __all__ = ["ModbusRtuDriver", "RtuBus"]
 log = logging.getLogger("sunpm.modbus")
 
 _REOPEN_EVERY_S: Final = 10.0
-#: Bounded: pollers, writes, the tunnel and discovery wait here when the bus is saturated.
-_QUEUE_SIZE: Final = 64
 _PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EVEN,
                   Parity.ODD: serial.PARITY_ODD}
 
@@ -67,15 +64,7 @@ class _SerialReceiver(asyncio.Protocol):
         self.arrived.set()
 
 
-@dataclass(slots=True)
-class _Job:
-    unit_id: int
-    pdu: bytes
-    timeout_ms: int
-    future: asyncio.Future[bytes]
-
-
-class RtuBus:
+class RtuBus(QueuedLink):
     """One RS485 bus; a `RegisterReader` and a `poller.ModbusLink`.
 
     `path` overrides the port row's device (tests pass a pty).
@@ -83,6 +72,8 @@ class RtuBus:
 
     def __init__(self, port: SerialPort, *, path: str | None = None,
                  trace: TraceHook | None = None) -> None:
+        super().__init__()
+        self.name = f"serial{port.number}"
         self.port = port
         self.path = path or port.path
         self.interface = f"serial{port.number}"
@@ -98,73 +89,9 @@ class RtuBus:
         self._last_tx_end = 0.0
         #: unit id -> monotonic time its last request timed out (spec/behaviour.md §2.4 item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
-        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = \
-            asyncio.PriorityQueue(_QUEUE_SIZE)
-        self._seq = itertools.count()
-        self._task: asyncio.Task[None] | None = None
         self.generation = 0
 
-    # ------------------------------------------------------------------ public
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._serve(), name=f"modbus-rtu:{self.interface}")
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._close_port()
-        while not self._queue.empty():
-            _, _, job = self._queue.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(ModbusRequestError(
-                    f"{self.interface}: bus closed", quality=Quality.DISCONNECTED))
-
-    async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes:
-        """Send `pdu` to `unit_id`, return the reply PDU (b"" for a broadcast to unit 0).
-
-        Writes (`urgent`) go first (spec/behaviour.md §2.1). Everything else is first come, first
-        served: a poller has one request queued at a time, so when the tunnel and the polls both
-        wait they alternate (§2.8).
-        """
-        self.start()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        await self._queue.put((0 if urgent else 1, next(self._seq),
-                               _Job(unit_id, pdu, timeout_ms, future)))
-        return await future
-
-    async def read_registers(self, unit_id: int, function: int, address: int, count: int,
-                             timeout_ms: int) -> list[int]:
-        pdu = read_request(function, address, count)
-        return unpack_read_reply(pdu, await self.transact(unit_id, pdu, timeout_ms))
-
-    # ------------------------------------------------------------------ the task
-
-    async def _serve(self) -> None:
-        try:
-            while True:
-                _, _, job = await self._queue.get()
-                if job.future.done():
-                    continue
-                try:
-                    reply = await self._exchange(job)
-                except ModbusRequestError as err:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                except Exception as err:  # noqa: BLE001 - the bus task must outlive one request
-                    log.exception("%s: request failed unexpectedly", self.interface)
-                    self._close_port()
-                    if not job.future.done():
-                        job.future.set_exception(ModbusRequestError(
-                            f"{self.interface}: {err}", quality=Quality.DISCONNECTED))
-                else:
-                    if not job.future.done():
-                        job.future.set_result(reply)
-        finally:
-            self._close_port()
+    # ------------------------------------------------------------------ one exchange
 
     def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
         if self.trace is not None:
@@ -200,6 +127,9 @@ class RtuBus:
         self.generation += 1
         return receiver
 
+    def _shutdown(self) -> None:
+        self._close_port()
+
     def _close_port(self) -> None:
         receiver, self._receiver = self._receiver, None
         if receiver is not None and receiver.transport is not None:
@@ -221,7 +151,7 @@ class RtuBus:
             self._emit(Direction.RECEIVED, bytes(receiver.buffer), TraceError.DISCARDED)
             receiver.buffer.clear()
 
-    async def _exchange(self, job: _Job) -> bytes:
+    async def _exchange(self, job: Job) -> bytes:
         receiver = await self._open()
         quarantined = self._quarantine.pop(job.unit_id, None)
         if quarantined is not None:
@@ -245,7 +175,7 @@ class RtuBus:
                 self._quarantine[job.unit_id] = (time.monotonic(), job.timeout_ms / 1000)
             raise
 
-    async def _receive(self, receiver: _SerialReceiver, job: _Job, deadline: float) -> bytes:
+    async def _receive(self, receiver: _SerialReceiver, job: Job, deadline: float) -> bytes:
         buffer = receiver.buffer
         while True:
             if receiver.lost is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import resource
 import random
 import socket
 import time
@@ -26,7 +27,8 @@ from typing import Final
 from config.model import Device, DeviceKind, Quality, Variable
 from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
     LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
-from pipeline.drivers.modbus.frames import mbap, parse_mbap, read_request, unpack_read_reply
+from pipeline.drivers.modbus.frames import mbap, parse_mbap
+from pipeline.drivers.modbus.link import Job, QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
 from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
     TraceHook
@@ -37,8 +39,6 @@ log = logging.getLogger("sunpm.modbus")
 
 _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
-#: Bounded: pollers of the units behind one connection wait here when it falls behind.
-_QUEUE_SIZE: Final = 64
 _SUMMARY_EVERY_S: Final = 3600.0
 _MAX_MBAP_LENGTH: Final = 254
 
@@ -66,14 +66,6 @@ class _Receiver(asyncio.Protocol):
 
 
 @dataclass(slots=True)
-class _Job:
-    unit_id: int
-    pdu: bytes
-    timeout_ms: int
-    future: asyncio.Future[bytes]
-
-
-@dataclass(slots=True)
 class _Backoff:
     failures: int = 0
     next_attempt: float = 0.0
@@ -84,11 +76,13 @@ class _Backoff:
     reason: str = ""
 
 
-class TcpConnection:
+class TcpConnection(QueuedLink):
     """One Modbus TCP connection; a `RegisterReader` and a `poller.ModbusLink`."""
 
     def __init__(self, host: str, port: int, *, inter_frame_ms: int = 0, keep_alive: bool = True,
                  trace: TraceHook | None = None) -> None:
+        super().__init__()
+        self.name = f"{host}:{port}"
         self.host = host
         self.port = port
         self.peer = f"{host}:{port}"
@@ -101,34 +95,12 @@ class TcpConnection:
         self._timeouts_in_row = 0
         self._last_answer = 0.0
         self._backoff = _Backoff()
-        # Priority 0 = writes, ahead of polls (spec/behaviour.md §2.1 item 4); the sequence keeps
-        # FIFO order within a priority.
-        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = \
-            asyncio.PriorityQueue(_QUEUE_SIZE)
-        self._seq = itertools.count()
-        self._task: asyncio.Task[None] | None = None
         #: Counts connections opened after a loss (or the first); a voluntary close (keep-alive
         #: 0) does not count, so such devices are not taken as *returning* at every poll.
         self.generation = 0
         self._closed_voluntarily = False
 
     # ------------------------------------------------------------------ public
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._serve(), name=f"modbus-tcp:{self.peer}")
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._disconnect()
-        while not self._queue.empty():
-            _, _, job = self._queue.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(
-                    ModbusRequestError(f"{self.peer}: link closed", quality=Quality.DISCONNECTED))
 
     def disconnect(self) -> None:
         """Close the socket (keep-alive 0: after each poll cycle); the next request reopens it."""
@@ -140,51 +112,14 @@ class TcpConnection:
     def connected(self) -> bool:
         return self._receiver is not None
 
-    async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes:
-        """Send `pdu` to `unit_id` and return the answer's PDU (an exception PDU included)."""
-        self.start()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        await self._queue.put((0 if urgent else 1, next(self._seq),
-                               _Job(unit_id, pdu, timeout_ms, future)))
-        return await future
-
-    async def read_registers(self, unit_id: int, function: int, address: int, count: int,
-                             timeout_ms: int) -> list[int]:
-        pdu = read_request(function, address, count)
-        return unpack_read_reply(pdu, await self.transact(unit_id, pdu, timeout_ms))
-
-    # ------------------------------------------------------------------ the task
-
-    async def _serve(self) -> None:
-        try:
-            while True:
-                _, _, job = await self._queue.get()
-                if job.future.done():       # its poller was cancelled
-                    continue
-                try:
-                    reply = await self._exchange(job)
-                except ModbusRequestError as err:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                except Exception as err:  # noqa: BLE001 - the connection task must outlive one request
-                    log.exception("%s: request failed unexpectedly", self.peer)
-                    self._lost(str(err), reconnect_now=True)
-                    if not job.future.done():
-                        job.future.set_exception(ModbusRequestError(
-                            f"{self.peer}: {err}", quality=Quality.DISCONNECTED))
-                else:
-                    if not job.future.done():
-                        job.future.set_result(reply)
-        finally:
-            self._disconnect()
+    # ------------------------------------------------------------------ one exchange
 
     def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
         if self.trace is not None:
             self.trace(FrameTrace(ts_ns=time.time_ns(), interface="ethernet", direction=direction,
                                   data=data, peer=self.peer, error=error))
 
-    async def _exchange(self, job: _Job) -> bytes:
+    async def _exchange(self, job: Job) -> bytes:
         receiver = await self._ensure_connected(job.timeout_ms)
         if self.inter_frame_ms:
             wait = self._last_answer + self.inter_frame_ms / 1000 - time.monotonic()
@@ -295,6 +230,9 @@ class TcpConnection:
                 if hasattr(socket, name):
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
+    def _shutdown(self) -> None:
+        self._disconnect()
+
     def _disconnect(self) -> None:
         receiver, self._receiver = self._receiver, None
         if receiver is not None and receiver.transport is not None:
@@ -339,6 +277,7 @@ class ModbusTcpDriver:
     name = "modbusTCP"
 
     def __init__(self, *, inter_frame_ms: int = 0, trace: TraceHook | None = None) -> None:
+        _raise_open_file_limit()
         self.inter_frame_ms = inter_frame_ms
         self.trace = trace
         self._connections: dict[tuple[str, int], TcpConnection] = {}
@@ -400,3 +339,11 @@ class ModbusTcpDriver:
         connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             await conn.close()
+
+
+def _raise_open_file_limit(wanted: int = 1024) -> None:
+    """254 connections plus the store and servers need more than some systems' 256 default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

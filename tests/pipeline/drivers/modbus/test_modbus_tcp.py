@@ -264,3 +264,33 @@ async def test_request_pdu_is_framed_with_mbap() -> None:
             await conn.close()
     assert traces[0].data[2:] == bytes.fromhex("0000 0006 7E 03 9C94 0002")
     assert traces[1].data[7:9] == bytes.fromhex("03 04")
+
+
+async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls() -> None:
+    sim_dev = SimulatedDevice(delay_s=0.05)
+    d = definition(var(1, 3, 0), var(2, 3, 1))
+    traces: list[FrameTrace] = []
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver(trace=traces.append)
+        dev = device(sim.port, 1, timeout_ms=1000)
+        try:
+            busy = asyncio.create_task(driver.read(dev, plan_reads(d, max_gap=0)))
+            await asyncio.sleep(0.01)                   # the poll's request is now in flight
+            poll = asyncio.create_task(driver.read(dev, plan_reads(definition(var(1, 3, 0)))))
+            await asyncio.sleep(0)
+            older = asyncio.create_task(driver.write(dev, d.variable(2), 11))
+            await asyncio.sleep(0)
+            newer = asyncio.create_task(driver.write(dev, d.variable(2), 22))
+            results = await asyncio.gather(busy, poll, older, newer, return_exceptions=True)
+        finally:
+            await driver.close()
+    assert isinstance(results[2], DeviceError)
+    assert str(results[2]) == "writeVariable: dev1: v2: replaced by a newer write"
+    assert results[3] is None
+    assert sim_dev.holding[1] == 22
+    sent = [t.data[7] for t in traces if t.direction == "=>"]
+    assert sent[:2] == [3, 6] and sent.count(6) == 1      # the write overtook the queued poll
+    # The queued poll read address 0 after the write had been sent and read back.
+    poll_readings = results[1]
+    assert not isinstance(poll_readings, BaseException)
+    assert poll_readings.values[1].quality is Quality.GOOD
