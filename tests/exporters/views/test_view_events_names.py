@@ -9,7 +9,7 @@ from _views_site import METER, journal, ns, records
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporters.views.context import Interface
+from exporters.views.context import Dates, Interface, ViewError, timestamp_ms
 from exporters.views.events import (
     Channel,
     CommandReceived,
@@ -199,3 +199,19 @@ def test_every_item_is_in_at_most_one_window(items: list[tuple[int, int]],
         for item in chosen:
             assert member_window(item.ts_ns, item.seq, None, windows) == k
     assert len(seen) == len(set(seen))
+
+
+def test_time_example_of_spec_section_2() -> None:
+    moment = ns("2021-02-05 08:50:00.999")
+    dates = Dates("Europe/Paris")
+    assert dates.record(moment) == "21/02/05-09:50:00"
+    assert dates.record(moment, euro=True) == "05/02/21-09:50:00"
+    assert timestamp_ms(ns("2021-02-05 08:50:00")) == 1612515000000
+    assert data_file_name("WPM00BDE4", Interface.MODBUS, moment).endswith("_210205_085000.csv.gz")
+    assert dates.log(moment) == "2021-02-05 09:50:00.999"
+    assert dates.trace(moment) == "05/02/2021 09:50:00.999"
+
+
+def test_unknown_time_zone_is_a_view_error() -> None:
+    with pytest.raises(ViewError, match="Mars/Olympus"):
+        Dates("Mars/Olympus")

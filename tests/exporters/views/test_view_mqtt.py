@@ -72,6 +72,12 @@ def test_duplicate_keys_get_the_index() -> None:
                     "timestamp_5_min", "timestamp_5_max", "timestamp_5_mean"]
 
 
+def test_action_2_key_whose_suffixed_key_repeats_an_earlier_key_gets_the_index() -> None:
+    text = "modbusTCP;X;Y;Z\n1;3;0;U16;;E_max;;1;0;;4\n2;3;1;U16;;E;;1;0;;2\n"
+    keys = [k for _, ks in record_keys(definition(text, "e.csv")) for k in ks]
+    assert keys == ["E_max", "E_2_min", "E_2_max", "E_2_mean"]
+
+
 def test_text_values_are_strings_and_tic_digits_numbers() -> None:
     table = records(INV, [("2021-02-05 08:50:00", {1: "A\"C;ME", 2: 1})])
     inv_text = INV.variables[0]
