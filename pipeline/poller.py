@@ -435,19 +435,26 @@ class Poller:
 
     async def _append(self, record: RecordReady) -> None:
         try:
-            await self._record_sink(record.device, record.batch)
+            result = await self._record_sink(record.device, record.batch)
         except SunpmError as err:
-            # A device over its quota, or a full store: the record is dropped and counted
-            # (spec/behaviour.md §6); the store journals and alarms it, polling goes on.
-            self.records_dropped += 1
-            dropped = self.dropped_by_device.get(record.device, 0)
-            self.dropped_by_device[record.device] = dropped + 1
-            if dropped == 0:
-                store_log.warning("Record dropped. device=%s reason=%s", record.device, err)
+            self._dropped(record, str(err))
         else:
-            self.records_sent += 1
+            # `Log.append_records` answers a record its quota dropped with `dropped=True`.
+            if getattr(result, "dropped", False) is True:
+                self._dropped(record, "refused by the store (quota or storage full)")
+            else:
+                self.records_sent += 1
         finally:
             self._in_flight.release()
+
+    def _dropped(self, record: RecordReady, reason: str) -> None:
+        # A device over its quota, or a full store: the record is dropped and counted
+        # (spec/behaviour.md §6); the store journals and alarms it, and polling goes on.
+        self.records_dropped += 1
+        dropped = self.dropped_by_device.get(record.device, 0)
+        self.dropped_by_device[record.device] = dropped + 1
+        if dropped == 0:
+            store_log.warning("Record dropped. device=%s reason=%s", record.device, reason)
 
     async def _drain_events(self) -> None:
         while (event := await self._events.get()) is not None:

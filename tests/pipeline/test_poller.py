@@ -248,8 +248,17 @@ async def test_records_refused_by_the_sink_are_counted_and_polling_goes_on() -> 
     class Full(SunpmError):
         pass
 
-    async def refuse(dev: str, batch: pa.RecordBatch) -> None:
-        raise Full("device 1 over its quota")
+    class Dropped:
+        dropped = True
+
+    answers = 0
+
+    async def refuse(dev: str, batch: pa.RecordBatch) -> Dropped:
+        nonlocal answers
+        answers += 1
+        if answers % 2:
+            raise Full("device 1 over its quota")
+        return Dropped()   # what Log.append_records answers when its quota drops a record
 
     poller = Poller([PollLink(name="SERIAL1", driver=driver,
                               devices=(polled("1", acq=10, parameters=False),))],
