@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -48,3 +53,34 @@ async def connected(target: Target) -> AsyncIterator[FileTransport]:
         yield transport
     finally:
         await transport.close()
+
+
+def _sockets() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:"):
+                found.add(link)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread or a socket behind (STYLE.md §9). Autouse, so it is set up
+    first and torn down last, after the test's event loop is closed."""
+    threads = set(threading.enumerate())
+    sockets = _sockets()
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        extra_threads = [t for t in set(threading.enumerate()) - threads if t.is_alive()]
+        extra_sockets = _sockets() - sockets
+        if not extra_threads and not extra_sockets:
+            return
+        if time.monotonic() > deadline:
+            break
+        gc.collect()
+        time.sleep(0.05)
+    pytest.fail(f"left behind: threads {[t.name for t in extra_threads]}, "
+                f"{len(extra_sockets)} sockets")
