@@ -1,1 +1,16 @@
 """Modbus TCP and RTU acquisition: codec, request planner, links, drivers and the RTU tunnel."""
+
+from pipeline.drivers.modbus.codec import EncodeError
+from pipeline.drivers.modbus.link import WriteReplaced
+from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, polled_variables, split_plan
+from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
+from pipeline.drivers.modbus.trace import DeviceCounters, FrameTrace, TraceHook, \
+    format_trace_line
+from pipeline.drivers.modbus.tunnel import RtuTunnel
+
+__all__ = [
+    "DeviceCounters", "EncodeError", "FrameTrace", "ModbusRtuDriver", "ModbusTcpDriver",
+    "ReadRequest", "RtuBus", "RtuTunnel", "TcpConnection", "TraceHook", "WriteReplaced",
+    "format_trace_line", "plan_reads", "polled_variables", "split_plan",
+]

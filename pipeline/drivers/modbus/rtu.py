@@ -90,6 +90,9 @@ class RtuBus(QueuedLink):
         #: unit id -> monotonic time its last request timed out (spec/behaviour.md §2.4 item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
         self.generation = 0
+        self._down_since: float | None = None
+        self._failed_opens = 0
+        self._last_summary = 0.0
 
     # ------------------------------------------------------------------ one exchange
 
@@ -116,8 +119,7 @@ class RtuBus(QueuedLink):
                 parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
         except (OSError, serial.SerialException) as err:
             self._next_open = now + _REOPEN_EVERY_S
-            log.warning("%s: cannot open %s (%s); retrying every %d s", self.interface,
-                        self.path, err, int(_REOPEN_EVERY_S))
+            self._port_failed(f"cannot open {self.path} ({err})")
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
                                      quality=Quality.DISCONNECTED) from err
         assert isinstance(receiver, _SerialReceiver)
@@ -125,10 +127,29 @@ class RtuBus(QueuedLink):
         receiver.transport = transport
         self._receiver = receiver
         self.generation += 1
+        if self._down_since is not None:
+            log.info("%s: %s open again", self.interface, self.path)
+            self._down_since = None
         return receiver
 
     def _shutdown(self) -> None:
         self._close_port()
+
+    def _port_failed(self, reason: str) -> None:
+        """WARNING on the first failure, then one summary an hour (STYLE.md §4)."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._last_summary = now
+            self._failed_opens = 0
+            log.warning("%s: %s; its devices get quality 5, reopening every %d s",
+                        self.interface, reason, int(_REOPEN_EVERY_S))
+            return
+        self._failed_opens += 1
+        if now - self._last_summary >= 3600:
+            log.warning("%s: still unavailable (%s); %d attempts failed in the last hour",
+                        self.interface, reason, self._failed_opens)
+            self._last_summary = now
+            self._failed_opens = 0
 
     def _close_port(self) -> None:
         receiver, self._receiver = self._receiver, None
@@ -181,6 +202,7 @@ class RtuBus(QueuedLink):
             if receiver.lost is not None:
                 self._close_port()
                 self._next_open = time.monotonic() + _REOPEN_EVERY_S
+                self._port_failed(f"port error ({receiver.lost})")
                 raise ModbusRequestError(f"{self.interface}: port error ({receiver.lost})",
                                          quality=Quality.DISCONNECTED)
             if buffer and buffer[0] != job.unit_id:
