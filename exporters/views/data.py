@@ -211,11 +211,14 @@ def param_text_chunks(interface: Interface, items: Iterable[JournalItem], defini
                                         f"parameters of device {device_index}")
             assert item.def_id is not None
             columns = recorded_variables(definition, parameters=True)
+            if not columns:
+                continue  # a definition without parameters has nothing to print
             read = ParamRead.from_body(item.body)
             lines += block.head(definition, item.def_id, columns)
             fields = [clean_text(read.values.get(v.index) or "") for v in columns]
             lines.append(";".join([dates.record(item.ts_ns, config.euro_date_format), *fields]))
-        yield "\n".join(lines) + "\n"
+        if lines:
+            yield "\n".join(lines) + "\n"
 
 
 def param_text(interface: Interface, items: Iterable[JournalItem], definitions: Definitions,

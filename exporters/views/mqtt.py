@@ -53,6 +53,7 @@ class _Column:
     var: Variable
     keys: tuple[str, ...]     # JSON-quoted keys: one, or min/max/mean for action 2
     text: bool                # a text value (string in JSON), TIC digits excepted
+    identity: bool            # CoefA 1, CoefB 0: the raw text is the scaled text
 
 
 def record_keys(definition: DefinitionFile) -> list[tuple[Variable, tuple[str, ...]]]:
@@ -77,12 +78,17 @@ def record_keys(definition: DefinitionFile) -> list[tuple[Variable, tuple[str, .
 def _columns(definition: DefinitionFile) -> list[_Column]:
     return [_Column(var=var, keys=tuple(_key(k) for k in keys),
                     text=(is_text_variable(definition, var)
-                          and var.action is not Action.MIN_MAX_MEAN))
+                          and var.action is not Action.MIN_MAX_MEAN),
+                    identity=var.coef_a == 1 and var.coef_b == 0)
             for var, keys in record_keys(definition)]
 
 
-def _number(raw: str | None, var: Variable) -> str:
-    return "null" if raw is None else scaled_text(raw, var.coef_a, var.coef_b)
+def _number(raw: str | None, column: _Column) -> str:
+    if raw is None:
+        return "null"
+    if column.identity and "e" not in raw and "E" not in raw:
+        return raw  # already §9.3 plain text; most variables are unscaled
+    return scaled_text(raw, column.var.coef_a, column.var.coef_b)
 
 
 def _text_value(text: str | None, column: _Column, protocol: Protocol) -> str:
@@ -115,14 +121,14 @@ def _device_records(table: pa.Table, definitions: Mapping[str, DefinitionFile],
             for column in columns:
                 main, low, high, text = values.get(column.var.index, (None, None, None, None))
                 if column.var.action is Action.MIN_MAX_MEAN:
-                    texts3 = (_number(low, column.var), _number(high, column.var),
-                              _number(main, column.var))
+                    texts3 = (_number(low, column), _number(high, column),
+                              _number(main, column))
                     fields += [f"{k}:{v}" for k, v in zip(column.keys, texts3, strict=True)]
                 elif column.text:
                     fields.append(f"{column.keys[0]}:"
                                   f"{_text_value(text, column, definition.protocol)}")
                 else:
-                    fields.append(f"{column.keys[0]}:{_number(main, column.var)}")
+                    fields.append(f"{column.keys[0]}:{_number(main, column)}")
             fields.append(f'"date":"{dates.record(ts_ns)}"')
             fields.append(f'"timestamp":{timestamp_ms(ts_ns)}')
             yield "{" + ",".join(fields) + "}"

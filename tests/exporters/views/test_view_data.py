@@ -187,3 +187,9 @@ def test_gzip_is_one_member_zlib_can_read() -> None:
     assert data is not None
     text = zlib.decompress(data, 31)
     assert text.startswith(b"TypeIO;")
+
+
+def test_param_read_of_a_definition_without_parameters_prints_nothing() -> None:
+    body = ParamRead(values={}).to_body()
+    items = journal_items(journal([("2021-02-05 09:00:20", "param", "IO", IO.snapshot_id, body)]))
+    assert param_file(Interface.IO, items, DEFINITIONS, config()) is None

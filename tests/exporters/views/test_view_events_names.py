@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 from _views_site import METER, journal, ns, records
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporters.views.context import Dates, Interface, ViewError, timestamp_ms
@@ -51,6 +51,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | texts,
                            | st.dictionaries(texts, inner, max_size=3), max_leaves=8)
 
 
+@settings(deadline=None)
 @given(st.sampled_from(list(Source)[1:]), texts, st.integers(0, 2**31 - 1), texts, st.booleans())
 def test_device_alarm_round_trips(source: Source, name: str, var: int, value: str,
                                   is_text: bool) -> None:
@@ -58,12 +59,14 @@ def test_device_alarm_round_trips(source: Source, name: str, var: int, value: st
     assert alarm_from_body(alarm.to_body()) == alarm
 
 
+@settings(deadline=None)
 @given(texts, st.none() | texts, st.none() | texts)
 def test_gateway_alarm_round_trips(name: str, subject: str | None, text: str | None) -> None:
     alarm = GatewayAlarm(alarm=name, subject=subject, text=text)
     assert alarm_from_body(alarm.to_body()) == alarm
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.integers(0, 10**6), st.none() | texts),
        st.dictionaries(st.integers(0, 10**6), st.integers(0, 7)))
 def test_param_read_round_trips(values: dict[int, str | None], quality: dict[int, int]) -> None:
@@ -71,12 +74,14 @@ def test_param_read_round_trips(values: dict[int, str | None], quality: dict[int
     assert ParamRead.from_body(read.to_body()) == read
 
 
+@settings(deadline=None)
 @given(st.sampled_from(list(LogLevel)), texts, texts)
 def test_log_line_round_trips(level: LogLevel, category: str, message: str) -> None:
     line = LogLine(level=level, category=category, message=message)
     assert LogLine.from_body(line.to_body()) == line
 
 
+@settings(deadline=None)
 @given(st.sampled_from(list(Channel)), st.none() | texts | st.integers(), json_values,
        st.none() | texts)
 def test_command_result_round_trips(channel: Channel, caller: str | int | None, result: object,
@@ -100,6 +105,7 @@ def test_bad_alarm_bodies_are_our_error(body: str) -> None:
         alarm_from_body(body)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80))
 def test_any_text_as_body_gives_only_our_error(body: str) -> None:
     for parse in (alarm_from_body, ParamRead.from_body, LogLine.from_body,
@@ -141,6 +147,7 @@ def test_window_split_at_utc_midnights() -> None:
     assert cut_of(mon_9 + 999_999_999) == mon_9
 
 
+@settings(deadline=None)
 @given(st.integers(0, 4 * 10**9), st.integers(1, 30 * 86400))
 def test_split_windows_tile_the_range(start_s: int, length_s: int) -> None:
     start, cut = start_s * NS_PER_S, (start_s + length_s) * NS_PER_S
@@ -178,6 +185,7 @@ def test_journal_membership_uses_the_journal_watermark() -> None:
     assert select_journal(table.slice(0, 0), first).num_rows == 0
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 3)), min_size=1, max_size=30),
        st.lists(st.tuples(st.integers(1, 120), st.integers(-1, 40)), min_size=1, max_size=5))
 def test_every_item_is_in_at_most_one_window(items: list[tuple[int, int]],

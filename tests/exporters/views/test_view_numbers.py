@@ -58,7 +58,7 @@ def test_float32_examples(value: float, text: str) -> None:
     assert format_float32(value) == text
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(floats64)
 def test_float64_text_parses_back_and_is_plain(value: float) -> None:
     text = format_float64(value)
@@ -66,7 +66,7 @@ def test_float64_text_parses_back_and_is_plain(value: float) -> None:
     assert _is_plain(text), text
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(floats32)
 def test_float32_text_parses_back_and_is_shortest(value: float) -> None:
     text = format_float32(value)
@@ -77,7 +77,7 @@ def test_float32_text_parses_back_and_is_shortest(value: float) -> None:
         assert _f32(float(f"{value:.{digits - 1}g}")) != value or value == 0
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.none(), floats64, st.just(math.nan), st.just(math.inf)),
                 max_size=50))
 def test_columnar_float64_matches_scalar(values: list[float | None]) -> None:
@@ -85,14 +85,14 @@ def test_columnar_float64_matches_scalar(values: list[float | None]) -> None:
     assert format_float64_array(pa.array(values, pa.float64())).to_pylist() == expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.none(), floats32), max_size=50))
 def test_columnar_float32_matches_scalar(values: list[float | None]) -> None:
     expected = [None if v is None else format_float32(v) for v in values]
     assert format_float32_array(pa.array(values, pa.float64())).to_pylist() == expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(decimals)
 def test_plain_decimal_is_exact(value: Decimal) -> None:
     text = plain_decimal(value)
@@ -100,7 +100,7 @@ def test_plain_decimal_is_exact(value: Decimal) -> None:
     assert _is_plain(text), text
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(min_value=-(2**63), max_value=2**64 - 1),
        st.integers(min_value=-10, max_value=10))
 def test_scaled_integers_are_exact(raw: int, sf: int) -> None:
@@ -129,7 +129,7 @@ def test_alarm_text_rounds_half_even(raw: str, text: str) -> None:
     assert alarm_text(raw) == text
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(decimals)
 def test_alarm_text_is_the_nearest_six_place_decimal(value: Decimal) -> None:
     text = alarm_text(plain_decimal(value))
