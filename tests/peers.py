@@ -351,7 +351,7 @@ def _serve_sftp(args: argparse.Namespace) -> None:
             return USERS.get(username) == password
 
     class PeerSftp(asyncssh.SFTPServer):
-        def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
+        def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
             super().__init__(chan, chroot=str(args.root).encode())
             self._read_only = chan.get_extra_info("username") == READ_ONLY_USER
             # asyncssh serves a client's pipelined writes concurrently: pace them one by one.
@@ -387,7 +387,7 @@ def _serve_sftp(args: argparse.Namespace) -> None:
                 for start in range(0, len(data), 16384):
                     piece = data[start:start + 16384]
                     await asyncio.sleep(len(piece) / args.rate)
-                    super().write(file_obj, offset + start, piece)  # type: ignore[arg-type]
+                    super().write(file_obj, offset + start, piece)
                     file_obj.flush()  # type: ignore[attr-defined]
             return len(data)
 
@@ -412,7 +412,7 @@ def _serve_webdav(args: argparse.Namespace) -> None:
         if "w" in mode and DISK_FULL_MARK in os.path.basename(file):
             return open("/dev/full", mode, buffering=0)
         return open(file, mode, *more)
-    fs_provider.open = fullable_open  # type: ignore[attr-defined]  # the module's file opener
+    fs_provider.open = fullable_open  # the module's file opener
 
     users = {u: {"password": p} for u, p in USERS.items()}
     app: Any = WsgiDAVApp({

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 
 import pytest
 from transport_support import Target
@@ -140,7 +141,7 @@ async def test_directory_without_write_right_is_refused_not_retriable(target: Ta
     assert list((target.tree / "LOG").iterdir()) == []
 
 
-def _lock_directory(folder: os.PathLike[str]) -> object:
+def _lock_directory(folder: os.PathLike[str]) -> Callable[[], object]:
     """Make `folder` unwritable even for root (the immutable attribute); returns the undo."""
     if os.geteuid() != 0:
         os.chmod(folder, 0o555)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -266,8 +267,7 @@ async def test_sftp_pins_the_first_key_seen_through_the_callback(sftp_target: Ta
 
     async def persist(line: str) -> None:
         pinned.append(line)
-    settings = ServerSettings(**{**_as_dict(sftp_target.settings), "host_key": "",
-                                 "accept_unknown_host_key": True})
+    settings = replace(sftp_target.settings, host_key="", accept_unknown_host_key=True)
     transport = open_transport(settings, certs.dir, timeouts=Timeouts(connect_s=10,
                                                                       operation_s=10),
                                on_host_key_pinned=persist)
@@ -284,9 +284,9 @@ async def test_sftp_pin_that_cannot_be_persisted_fails_the_connection(sftp_targe
                                                                       certs: Certs) -> None:
     async def broken(line: str) -> None:
         raise OSError("config not writable")
-    settings = ServerSettings(**{**_as_dict(sftp_target.settings), "host_key": "",
-                                 "accept_unknown_host_key": True})
+    settings = replace(sftp_target.settings, host_key="", accept_unknown_host_key=True)
     transport = open_transport(settings, certs.dir, on_host_key_pinned=broken)
+    assert isinstance(transport, FileTransport)
     with pytest.raises(OSError):
         await transport.connect()
     with pytest.raises(TransportError):
@@ -311,10 +311,6 @@ async def test_webdav_basic_only_server_is_answered_with_basic(certs: Certs,
         err = await _refused_identity(bad)
     assert (target.tree / "DATA" / NAME).read_bytes() == b"basic"
     assert err.failure is Failure.AUTHENTICATION
-
-
-def _as_dict(settings: ServerSettings) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
 
 
 def test_transport_error_reads_as_one_line_and_survives_pickling() -> None:

@@ -220,7 +220,7 @@ def _tls(broker: Broker, certs: Certs, **changes: object) -> dict[str, object]:
 
 async def test_mqtts_with_a_client_certificate_publishes(broker: Broker, certs: Certs) -> None:
     async with _observer(broker) as received, \
-            _connected(broker, certs, **_tls(broker, certs)) as transport:
+            _connected(broker, certs, **_tls(broker, certs)) as transport:  # type: ignore[arg-type]
         await transport.publish(TOPIC, b"over TLS")
         async with asyncio.timeout(5):
             assert await received.get() == b"over TLS"
