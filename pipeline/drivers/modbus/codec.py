@@ -289,6 +289,8 @@ def _words_from_bytes(data: bytes) -> list[int]:
 
 def _to_decimal(value: RawValue) -> Decimal:
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise EncodeError(f"{value} is not a number that can be written")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -297,9 +299,12 @@ def _to_decimal(value: RawValue) -> Decimal:
     if isinstance(value, int):
         return Decimal(value)
     try:
-        return Decimal(value.strip())
+        number = Decimal(value.strip())
     except InvalidOperation as err:
         raise EncodeError(f"'{value}' is not a number") from err
+    if not number.is_finite():
+        raise EncodeError(f"'{value}' is not a number")
+    return number
 
 
 def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:
@@ -337,8 +342,11 @@ def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:
             raise EncodeError(f"{_plain(number)} is out of range for {data_type}")
         return _ordered(_words_from_bytes(data), point.byte_order)
     bits, signed = _INT_BITS[data_type]
-    rounded = int(number.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)) \
-        if number.adjusted() < 40 else None
+    rounded: int | None = None
+    if number.adjusted() < 40:          # beyond that no integer type can hold it anyway
+        with localcontext() as ctx:
+            ctx.prec = 60
+            rounded = int(number.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if rounded is None or not low <= rounded <= high:
         raise EncodeError(f"{_plain(number)} is out of range for {data_type}")

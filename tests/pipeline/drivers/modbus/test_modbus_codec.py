@@ -296,3 +296,27 @@ def test_f32_near_its_maximum_does_not_overflow_when_shortened() -> None:
     pt = point(DataType.F32)
     decoded = codec.decode_point(pt, codec.encode_value(pt, value))
     assert struct.pack(">f", decoded) == struct.pack(">f", value)
+
+
+WRITABLE = [point(t) for t in (DataType.U16, DataType.I16, DataType.U32, DataType.I32,
+                               DataType.U64, DataType.I64, DataType.F32, DataType.F64)] + \
+    [point(DataType.STRING, string_bytes=6),
+     ModbusPoint(kind=RegisterKind.COIL, address=0, data_type=None)]
+
+
+@given(st.sampled_from(WRITABLE),
+       st.one_of(st.decimals(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                 st.integers(-(2**70), 2**70), st.floats()))
+def test_encoding_anything_gives_words_or_encode_error(pt: ModbusPoint, value: object) -> None:
+    try:
+        out = codec.encode_value(pt, value)  # type: ignore[arg-type]
+    except codec.EncodeError:
+        return
+    assert len(out) == pt.register_count and all(0 <= w <= 0xFFFF for w in out)
+
+
+@pytest.mark.parametrize("value", [Decimal("1e30"), Decimal("-9.5e38"), Decimal("1e400"),
+                                   Decimal("NaN"), Decimal("-Infinity"), "1e5000"])
+def test_huge_or_invalid_numbers_are_refused_not_crashing(value: object) -> None:
+    with pytest.raises(codec.EncodeError):
+        codec.encode_value(point(DataType.U64), value)  # type: ignore[arg-type]
