@@ -17,12 +17,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config import ConfigError, default_uid, load_site, render_daq
-from config.model import Daq, Protocol
+from config.model import Daq
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
+from pipeline.drivers.discovery import DiscoveryRefused, discover_devices, interfaces_to_scan
 from pipeline.drivers.modbus.rtu import RtuBus
 from pipeline.drivers.modbus.tcp import TcpConnection
-from pipeline.drivers.sunspec import (GeneratedDefinition, SunSpecDevice, discover_sunspec,
-                                      write_definition)
+from pipeline.drivers.sunspec import (
+    GeneratedDefinition,
+    SunSpecDevice,
+    write_definition,
+)
 from pipeline.drivers.sunspec.importing import import_devices, is_configured
 from pipeline.drivers.tic_discovery import definition_name as tic_definition_name
 from pipeline.drivers.tic_discovery import definition_text as tic_definition_text
@@ -61,39 +65,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_discover)
 
 
-def _params(args: argparse.Namespace) -> DiscoveryParams:
+def _params(args: argparse.Namespace, daq: Daq) -> DiscoveryParams:
     if args.protocol == "tic":
         return DiscoveryParams(protocol="tic")
-    interface: str = args.interface or ("ethernet1" if args.ip or not args.config else "serial1")
-    if not 1 <= args.first <= 240:
-        raise _Refused(f"discoverDevices: firstAddress {args.first} is outside 1..240")
-    if not 1 <= args.last <= 240:
-        raise _Refused(f"discoverDevices: lastAddress {args.last} is outside 1..240")
-    if args.first > args.last:
-        raise _Refused(f"discoverDevices: firstAddress {args.first} is above lastAddress "
-                       f"{args.last}")
-    if interface.startswith("ethernet") and not args.ip:
-        raise _Refused(f"discoverDevices: ip is required for {interface}")
+    # A bare --ip means ethernet1, as on the web page; --interface or nothing scans as the command.
+    interface: str | None = args.interface or ("ethernet1" if args.ip else None)
     if args.max_devices < 1:
         raise _Refused(f"discoverDevices: maxDevices {args.max_devices} is below 1")
     if args.timeout < 1:
         raise _Refused(f"discoverDevices: timeout {args.timeout} is below 1")
     if args.import_ and args.config is None:
         raise _Refused("discoverDevices: --import needs --config DIR")
-    return DiscoveryParams(protocol=args.protocol, interface=interface, ip=args.ip,
-                           port=args.port, first_address=args.first, last_address=args.last,
-                           max_devices=args.max_devices, timeout_ms=args.timeout)
-
-
-def _serial_bus(daq: Daq | None, interface: str) -> RtuBus:
-    if daq is None:
-        raise _Refused(f"discoverDevices: {interface} needs --config DIR for its serial port")
-    port = daq.port(interface)
-    if not port.path:
-        raise _Refused(f"discoverDevices: {interface} has no path")
-    if port.protocol != "modbusRTU":
-        raise _Refused(f"discoverDevices: {interface} protocol is {port.protocol}, not modbusRTU")
-    return RtuBus(port)
+    params = DiscoveryParams(protocol=args.protocol, interface=interface, ip=args.ip,
+                             port=args.port, first_address=args.first, last_address=args.last,
+                             max_devices=args.max_devices, timeout_ms=args.timeout)
+    try:
+        if not interfaces_to_scan(params, daq):
+            raise _Refused("discoverDevices: nothing to scan: give --ip, or --config with a "
+                           "serial port that has a path")
+    except DiscoveryRefused as err:
+        raise _Refused(str(err)) from err
+    return params
 
 
 def _clock(time_zone: str) -> Callable[[], str]:
@@ -110,17 +102,17 @@ def _clock(time_zone: str) -> Callable[[], str]:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    daq: Daq | None = None
+    daq = Daq()
     time_zone = ""
     tic_port = ""
     try:
-        params = _params(args)
         if args.config is not None:
             site = load_site(args.config, args.uid)
             uid, daq, time_zone = site.uid, site.daq, site.settings.time_zone
             tic_port = site.settings.tic_port
         else:
             uid = args.uid or default_uid()
+        params = _params(args, daq)
         if args.protocol == "tic":
             return _discover_tic(args, uid, daq, args.tic_port or tic_port)
     except _Refused as err:
@@ -136,16 +128,16 @@ def _discover(args: argparse.Namespace) -> int:
         print(f"{now()}:{message}", file=sys.stderr, flush=True)
 
     try:
-        found, target = asyncio.run(_run(params, daq, uid, log))
+        found = asyncio.run(_run(params, daq, uid, log))
     except _Refused as err:
         print(err, file=sys.stderr)
         return 2
-    configured = {d.unit_id for d in found if daq is not None
-                  and is_configured(daq, d.target, d.unit_id)}
+    configured = {(d.target, d.unit_id) for d in found
+                  if is_configured(daq, d.target, d.unit_id)}
     defs_dir: Path | None = args.write_defs
     if args.import_:
         defs_dir = args.config / "DEF"
-        found_new = [d for d in found if d.unit_id not in configured]
+        found_new = [d for d in found if (d.target, d.unit_id) not in configured]
     else:
         found_new = list(found)
     written: dict[int, str] = {}
@@ -153,18 +145,18 @@ def _discover(args: argparse.Namespace) -> int:
         defs_dir.mkdir(parents=True, exist_ok=True)
         for device in found_new:
             written[device.unit_id] = write_definition(defs_dir, device.definition).name
-    if args.import_ and daq is not None:
+    if args.import_:
         new_daq, added = import_devices(daq, found_new, timeout_ms=params.timeout_ms,
                                         definition_names=written)
         if added:
             _write_daq(args.config, uid, new_daq)
         print(f"{len(added)} devices added to {uid}_daq.csv", file=sys.stderr)
-    rows = [_row(d, written.get(d.unit_id), d.unit_id in configured,
+    rows = [_row(d, written.get(d.unit_id), (d.target, d.unit_id) in configured,
                  include_text=defs_dir is None)
             for d in found]
     if args.json:
-        print(json.dumps({"protocol": params.protocol, "interface": params.interface,
-                          "target": target, "uid": uid, "found": len(found), "devices": rows},
+        print(json.dumps({"protocol": params.protocol, "uid": uid, "found": len(found),
+                          "devices": rows},
                          separators=(",", ":"), ensure_ascii=False))
     else:
         for device in found:
@@ -175,11 +167,11 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq | None, port: str) -> int:
+def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> int:
     """TIC detection (spec/behaviour.md §3.6); the other parameters are ignored (the manual)."""
     if not port:
         raise _Refused("discoverDevices: TIC_Port is not set; give --tic-port DEV")
-    if args.import_ and daq is not None and any(d.index == "TIC1" for d in daq.devices):
+    if args.import_ and any(d.index == "TIC1" for d in daq.devices):
         raise _Refused("discoverDevices: TIC1 is already configured; delete it first")
     found = asyncio.run(detect_tic(port))
     result: dict[str, object] = {"protocol": "tic", "found": 0 if found is None else 1}
@@ -190,7 +182,7 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq | None, port: str
         if defs_dir is not None:
             defs_dir.mkdir(parents=True, exist_ok=True)
             name = write_definition(defs_dir, GeneratedDefinition(name=name, text=text)).name
-        if args.import_ and daq is not None:
+        if args.import_:
             row = tic_device(daq, found, name)
             new_daq = dataclasses.replace(daq, devices=daq.devices + (row,),
                                           blocks=daq.blocks | {"devices"})
@@ -232,27 +224,23 @@ def _row(device: SunSpecDevice, written: str | None, configured: bool, *,
     return row
 
 
-async def _run(params: DiscoveryParams, daq: Daq | None, uid: str,
-               log: Callable[[str], None]) -> tuple[list[SunSpecDevice], str]:
-    interface = params.interface or "ethernet1"
-    link: RegisterReader
-    if interface.startswith("serial"):
-        bus = _serial_bus(daq, interface)
-        bus.start()
-        target = interface.upper()
-        try:
-            found = await discover_sunspec(bus, params, log, target=target, interface=interface,
-                                           uid=uid, protocol=Protocol.MODBUS_RTU)
-        finally:
-            await bus.close()
-        return found, target
-    assert params.ip is not None
-    connection = TcpConnection(params.ip, params.port)
-    link = connection
-    target = f"{params.ip}:{params.port}"
+async def _run(params: DiscoveryParams, daq: Daq, uid: str,
+               log: Callable[[str], None]) -> list[SunSpecDevice]:
+    links: list[TcpConnection | RtuBus] = []
+
+    async def link_for(interface: str, target: str) -> RegisterReader:
+        link: TcpConnection | RtuBus
+        if target.startswith("SERIAL"):
+            link = RtuBus(daq.port(interface))
+            link.start()
+        else:
+            assert params.ip is not None
+            link = TcpConnection(params.ip, params.port)
+        links.append(link)
+        return link
+
     try:
-        found = await discover_sunspec(link, params, log, target=target, interface=interface,
-                                       uid=uid, protocol=Protocol.MODBUS_TCP)
+        return await discover_devices(params, log, uid=uid, daq=daq, link_for=link_for)
     finally:
-        await connection.close()
-    return found, target
+        for link in links:
+            await link.close()

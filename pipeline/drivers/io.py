@@ -23,11 +23,28 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Protocol
 
-from config.model import (DataType, DefinitionFile, Device, IoKind, IoPoint, Quality,
-                          RegisterKind, Variable)
-from pipeline.drivers._base import (DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice,
-                                    LinkSettings, ProtocolDriver, RawValue, Reading, Readings,
-                                    ReadPlan)
+from config.model import (
+    DataType,
+    DefinitionFile,
+    Device,
+    IoKind,
+    IoPoint,
+    Quality,
+    RegisterKind,
+    Variable,
+)
+from pipeline.drivers._base import (
+    DeviceError,
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    LinkSettings,
+    ProtocolDriver,
+    RawValue,
+    Reading,
+    Readings,
+    ReadPlan,
+)
 
 log = logging.getLogger("sunpm.io")
 

@@ -32,8 +32,17 @@ from typing import Final
 import serial_asyncio
 
 from config.model import Device, Quality, Variable
-from pipeline.drivers._base import (DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice,
-                                    LinkSettings, RawValue, Reading, Readings, ReadPlan)
+from pipeline.drivers._base import (
+    DeviceError,
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    LinkSettings,
+    RawValue,
+    Reading,
+    Readings,
+    ReadPlan,
+)
 
 log = logging.getLogger("sunpm.tic")
 

@@ -15,9 +15,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from config.model import Daq, Device
-
-from pipeline.drivers.tic import (DETECTION_GROUPS, PortOpener, TicDecoder, TicGroup, TicMode,
-                                  open_serial)
+from pipeline.drivers.tic import (
+    DETECTION_GROUPS,
+    PortOpener,
+    TicDecoder,
+    TicGroup,
+    TicMode,
+    open_serial,
+)
 
 LISTEN_S: Final = 10.0
 _ADDRESS_LABELS: Final = ("ADCO", "ADSC")

@@ -1,8 +1,16 @@
 """SunSpec discovery and the definition files generated for what it finds (spec/behaviour.md §3)."""
 
 from ._models import pysunspec2_version
-from .definitions import (ChainModel, GeneratedDefinition, Identity, clean_part,
-                          definition_file_name, generate, unique_name, write_definition)
+from .definitions import (
+                          ChainModel,
+                          GeneratedDefinition,
+                          Identity,
+                          clean_part,
+                          definition_file_name,
+                          generate,
+                          unique_name,
+                          write_definition,
+)
 from .scan import SunSpecDevice, SunSpecScan, decode_string, discover_sunspec, estimated_duration_s
 
 __all__ = [

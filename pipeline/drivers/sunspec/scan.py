@@ -20,8 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from config.model import Protocol, Quality
-from pipeline.drivers._base import (DiscoveryLog, DiscoveryParams, FoundDevice,
-                                    ModbusRequestError, RegisterReader)
+from pipeline.drivers._base import (
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    ModbusRequestError,
+    RegisterReader,
+)
 
 from ._models import load_model, pysunspec2_version
 from .definitions import ChainModel, GeneratedDefinition, Identity, generate

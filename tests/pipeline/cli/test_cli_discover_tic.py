@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "drivers"))
-from _sunspec_sim import SunSpecImage, common_model, model, modbus_server  # noqa: E402
+from _sunspec_sim import SunSpecImage, common_model, modbus_server, model
 
 DATA = Path(__file__).parents[1] / "drivers" / "data"
 SUNPM = str(Path(sys.executable).parent / "sunpm")

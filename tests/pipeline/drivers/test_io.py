@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from config import parse_definition
 from config.model import DefinitionFile, Device, Quality
 from pipeline.drivers._base import DeviceError, ReadPlan
-from pipeline.drivers.io import (IoDriver, ModbusIoBackend, S0Counter, SimBackend, backend_module,
-                                 sim_analog, sim_digital, sim_s0)
+from pipeline.drivers.io import (
+    IoDriver,
+    ModbusIoBackend,
+    S0Counter,
+    SimBackend,
+    backend_module,
+    sim_analog,
+    sim_digital,
+    sim_s0,
+)
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver

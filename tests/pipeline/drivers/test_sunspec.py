@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from _sunspec_sim import SunSpecImage, common_model, modbus_server, model, pymodbus_reader
 
 from config import parse_definition
 from config.model import Protocol, SerialPort
@@ -19,10 +20,16 @@ from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.modbus.rtu import RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.tcp import TcpConnection
-from pipeline.drivers.sunspec import (ChainModel, GeneratedDefinition, Identity, SunSpecDevice,
-                                      SunSpecScan, discover_sunspec, generate, write_definition)
-
-from _sunspec_sim import SunSpecImage, common_model, model, modbus_server, pymodbus_reader
+from pipeline.drivers.sunspec import (
+    ChainModel,
+    GeneratedDefinition,
+    Identity,
+    SunSpecDevice,
+    SunSpecScan,
+    discover_sunspec,
+    generate,
+    write_definition,
+)
 
 GOLDEN = Path(__file__).parents[2] / "golden"
 SMA = ("SMA", "Solar Inverter", "9301", "1.0", "SN-0001")
@@ -123,8 +130,8 @@ async def test_discovery_finds_exactly_the_sunspec_devices_among_others(link: st
         "SunSpec device found at @5 T",
         "Found table 1:66 at 4@5 T",
         "Found table 160:51 at 72@5 T",
-        "Error: @5 T: model 160 at 72: length 51 is not the fixed length 8 plus whole module "
-        "blocks of 20 registers; fixed part only",
+        ("Error: @5 T: model 160 at 72: length 51 is not the fixed length 8 plus whole module "
+         "blocks of 20 registers; fixed part only"),
         "SunSpec device found at @6 T",
         "Found table 1:66 at 40004@6 T",
         *[f"Found table 64001:0 at {40072 + 2 * k}@6 T" for k in range(63)],

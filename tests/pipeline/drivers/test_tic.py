@@ -15,11 +15,21 @@ import serial_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.model import Action, Device, DefinitionFile, Protocol, Quality, Variable
+from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.drivers._base import LinkSettings, ReadPlan
-from pipeline.drivers.tic import (GroupFault, PortOpener, TicDecoder, TicDriver, TicGroup, TicMode,
-                                  TicReader, decode_capture, encode_frame, encode_group,
-                                  parse_group)
+from pipeline.drivers.tic import (
+    GroupFault,
+    PortOpener,
+    TicDecoder,
+    TicDriver,
+    TicGroup,
+    TicMode,
+    TicReader,
+    decode_capture,
+    encode_frame,
+    encode_group,
+    parse_group,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -14,9 +14,16 @@ import serial_asyncio
 from config import parse_definition
 from config.model import Daq
 from pipeline.drivers.tic import TicMode, encode_frame
-from pipeline.drivers.tic_discovery import (TicAlreadyConfigured, TicDetection, action_of,
-                                            definition_name, definition_text, detect_tic,
-                                            tic_device, unit_of)
+from pipeline.drivers.tic_discovery import (
+    TicAlreadyConfigured,
+    TicDetection,
+    action_of,
+    definition_name,
+    definition_text,
+    detect_tic,
+    tic_device,
+    unit_of,
+)
 
 HISTORIC = [("ADCO", "031664001115"), ("OPTARIF", "BASE"), ("ISOUSC", "30"),
             ("BASE", "000002080"), ("PTEC", "TH.."), ("IINST", "004"), ("IMAX", "090"),
