@@ -10,9 +10,13 @@ One framed batch (what a commit appends to a segment):
     [dictionary message]*        one per dictionary column (a replacement: each batch carries its own)
     record batch message         custom metadata:
         sunpm.rows      row count
-        sunpm.body_len  bytes of the bodies covered by the CRC (dictionaries + batch)
-        sunpm.crc32c    CRC-32C of those bodies, in message order
-        sunpm.seq_first, sunpm.seq_last, sunpm.ts_min, sunpm.ts_max   (indexes, not trusted alone)
+        sunpm.body_len  bytes of the message bodies (dictionaries + batch), 16 digits
+        sunpm.crc32c    CRC-32C of every byte of the framed batch, messages' metadata included,
+                        with these 10 digits read as "0000000000"
+        sunpm.seq_first, sunpm.seq_last, sunpm.ts_min, sunpm.ts_max   (indexes, covered by the CRC)
+
+The CRC covers the flatbuffer metadata as well as the bodies: a flipped buffer offset or row count
+would otherwise decode into a wrong batch, or an error, with a matching body checksum.
 
 A message: 0xFFFFFFFF, int32 metadata length, flatbuffer `Message`, body. End of stream: 0xFFFFFFFF
 followed by int32 0.
@@ -43,6 +47,9 @@ _I64 = struct.Struct("<q")
 # keeps a garbage length from sending the walker far away.
 _MAX_METADATA: Final = 1 << 20
 _MAX_BODY: Final = 1 << 34
+_CRC_DIGITS: Final = 10
+_CRC_ZERO: Final = b"0" * _CRC_DIGITS
+_LEN_DIGITS: Final = 16
 
 
 class FrameError(Exception):
@@ -58,6 +65,7 @@ class Message:
     body_len: int
     rows: int  # record batch length (0 for other messages)
     custom: dict[str, str]
+    value_pos: dict[str, int]  # absolute offset of each custom metadata value's bytes
 
 
 def _u32(buf: memoryview, pos: int) -> int:
@@ -121,16 +129,17 @@ class _Table:
             raise FrameError("vector out of range")
         return target + 4, n
 
-    def string(self, index: int) -> str:
+    def string(self, index: int) -> tuple[str, int]:
+        """The string field and the offset of its bytes."""
         p = self._field(index)
         if not p:
-            return ""
+            return "", 0
         target = p + _u32(self.buf, p)
         n = _u32(self.buf, target)
         if target + 4 + n > len(self.buf):
             raise FrameError("string out of range")
         try:
-            return bytes(self.buf[target + 4 : target + 4 + n]).decode()
+            return bytes(self.buf[target + 4 : target + 4 + n]).decode(), target + 4
         except UnicodeDecodeError as err:
             raise FrameError("bad string") from err
 
@@ -166,14 +175,18 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
             raise FrameError("record batch without header")
         rows = header.i64(0)
     custom: dict[str, str] = {}
+    value_pos: dict[str, int] = {}
     vec = root.vector(4)
     if vec is not None:
         first, n = vec
         for i in range(n):
             p = first + 4 * i
             kv = _Table(meta, p + _u32(meta, p))
-            custom[kv.string(0)] = kv.string(1)
-    return Message(pos, end, kind, body_start, body_len, rows, custom)
+            key, _ = kv.string(0)
+            value, at = kv.string(1)
+            custom[key] = value
+            value_pos[key] = meta_start + at
+    return Message(pos, end, kind, body_start, body_len, rows, custom, value_pos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +209,6 @@ def read_batch(buf: memoryview, pos: int, *, verify: bool = True) -> BatchFrame 
     row count, body length and CRC-32C all as its metadata says (with `verify=False` the CRC is not
     computed, for walking sealed segments fast).
     """
-    crc = 0
     covered = 0
     p = pos
     while True:
@@ -205,8 +217,6 @@ def read_batch(buf: memoryview, pos: int, *, verify: bool = True) -> BatchFrame 
             if p != pos:
                 raise FrameError("end of stream inside a batch")
             return None
-        if verify:
-            crc = _crc.crc32c(buf[msg.body_start : msg.end], crc)
         covered += msg.body_len
         p = msg.end
         if msg.kind == DICTIONARY_MSG:
@@ -229,8 +239,17 @@ def read_batch(buf: memoryview, pos: int, *, verify: bool = True) -> BatchFrame 
             )
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
-        if want_rows != msg.rows or want_len != covered or (verify and want_crc != crc):
-            raise FrameError("batch does not match its checksum")
+        if want_rows != msg.rows or want_len != covered:
+            raise FrameError("batch does not match its row count or length")
+        if verify:
+            at = msg.value_pos["sunpm.crc32c"]
+            if len(meta["sunpm.crc32c"]) != _CRC_DIGITS:
+                raise FrameError("bad checksum field")
+            crc = _crc.crc32c(buf[pos:at])
+            crc = _crc.crc32c(_CRC_ZERO, crc)
+            crc = _crc.crc32c(buf[at + _CRC_DIGITS : msg.end], crc)
+            if crc != want_crc:
+                raise FrameError("batch does not match its checksum")
         return frame
 
 
@@ -238,31 +257,40 @@ def frame_batch(
     schema: pa.Schema, batch: pa.RecordBatch, *, seq_first: int, seq_last: int, ts_min: int,
     ts_max: int,
 ) -> bytes:
-    """Serialise `batch` as one self-verifying framed batch (no schema message, no end marker)."""
+    """Serialise `batch` as one self-verifying framed batch (no schema message, no end marker).
+
+    One serialisation with fixed-width placeholders, then the body length and CRC are patched in.
+    """
     prefix = len(schema_message(schema))
-    plain = _serialise(schema, batch, None)
-    view = memoryview(plain)
-    crc = 0
-    covered = 0
-    p = prefix
-    while p < len(view):
-        msg = read_message(view, p)
-        if msg is None:
-            break
-        crc = _crc.crc32c(view[msg.body_start : msg.end], crc)
-        covered += msg.body_len
-        p = msg.end
     meta = {
         "sunpm.rows": str(batch.num_rows),
-        "sunpm.body_len": str(covered),
-        "sunpm.crc32c": str(crc),
+        "sunpm.body_len": "0" * _LEN_DIGITS,
+        "sunpm.crc32c": _CRC_ZERO.decode(),
         "sunpm.seq_first": str(seq_first),
         "sunpm.seq_last": str(seq_last),
         "sunpm.ts_min": str(ts_min),
         "sunpm.ts_max": str(ts_max),
     }
-    framed = _serialise(schema, batch, meta)
-    return framed[prefix:]
+    framed = bytearray(memoryview(_serialise(schema, batch, meta))[prefix:])
+    view = memoryview(framed)
+    covered = 0
+    p = 0
+    last: Message | None = None
+    while p < len(view):
+        msg = read_message(view, p)
+        if msg is None:
+            break
+        covered += msg.body_len
+        last = msg
+        p = msg.end
+    assert last is not None and last.kind == RECORD_BATCH_MSG
+    at = last.value_pos["sunpm.body_len"]
+    view[at : at + _LEN_DIGITS] = f"{covered:0{_LEN_DIGITS}d}".encode()
+    crc = _crc.crc32c(view)  # the CRC digits are still zeros here
+    at = last.value_pos["sunpm.crc32c"]
+    view[at : at + _CRC_DIGITS] = f"{crc:0{_CRC_DIGITS}d}".encode()
+    del view
+    return bytes(framed)
 
 
 _SCHEMA_BYTES: dict[int, bytes] = {}

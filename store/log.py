@@ -935,7 +935,10 @@ class Log:
               seq_from: int | None, seq_to: int | None) -> list[pa.RecordBatch]:
         with self._lock:
             segs = [(s, s.seq0, s.path) for s in stream.segments]
-            bounds = [s.seq0 for s in stream.segments[1:]] + [None]
+            bounds: list[int | None] = [s.seq0 for s in stream.segments[1:]]
+            bounds.append(None)
+        if not segs:
+            return []
         out: list[pa.RecordBatch] = []
         for (seg, seq0, _), nxt in zip(segs, bounds, strict=True):
             if seq_to is not None and seq0 > seq_to:

@@ -1,0 +1,178 @@
+"""Log: acknowledgement, numbering, reopen, lock, read-only open, foreign files, readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from records_util import DAY_NS, T0, record, records
+from store import (
+    Log,
+    ReportKind,
+    StoreError,
+    StoreLockedError,
+    StoreOptions,
+    StoreReadOnlyError,
+)
+
+FAST = StoreOptions(flush_s=0.02)
+
+
+async def test_appends_are_numbered_gap_free_per_device_and_survive_reopen(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        results = await asyncio.gather(*[
+            log.append_records(dev, record(T0 + i * 10**9, first_value=i))
+            for i in range(20) for dev in ("1", "2")])
+        assert sorted((r.first, r.last) for r in results[::2]) == [(i, i) for i in range(1, 21)]
+        assert log.watermark().records == {"1": 20, "2": 20}
+    async with await Log.open(tmp_path, FAST) as log:
+        assert log.reports == []
+        assert log.watermark().records == {"1": 20, "2": 20}
+        nxt = await log.append_records("1", record(T0 + 100 * 10**9))
+        assert (nxt.first, nxt.last) == (21, 21)
+        table = log.records("1")
+        assert table.num_rows == 21 * 10
+        assert pc.unique(table.column("seq")).to_pylist() == list(range(1, 22))
+
+
+async def test_rows_of_one_batch_with_several_times_are_several_records(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        got = await log.append_records("7", records([T0, T0 + 600 * 10**9, T0 + 1200 * 10**9]))
+        assert (got.first, got.last) == (1, 3)
+        table = log.records("7", seq_from=2, seq_to=2)
+        assert table.num_rows == 10
+        assert table.column("ts").cast(pa.int64())[0].as_py() == T0 + 600 * 10**9
+
+
+async def test_time_window_reads_only_records_inside(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        for i in range(10):
+            await log.append_records("1", record(T0 + i * 600 * 10**9, n_vars=2))
+        table = log.records("1", start_ns=T0 + 1200 * 10**9, end_ns=T0 + 3000 * 10**9)
+        assert pc.unique(table.column("seq")).to_pylist() == [3, 4, 5]
+
+
+async def test_records_of_two_days_go_to_two_segments(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        await asyncio.gather(
+            log.append_records("1", record(T0 + DAY_NS - 10**9)),
+            log.append_records("1", record(T0 + DAY_NS)),
+        )
+    names = sorted(os.listdir(tmp_path / "devices" / "1"))
+    assert names == ["1.arrows", "2.arrows"]
+
+
+async def test_segment_seals_at_an_eighth_of_the_quota(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.01, device_quota_bytes=160_000)
+    async with await Log.open(tmp_path, options) as log:
+        for i in range(60):
+            await log.append_records("1", record(T0 + i * 10**9))
+        sizes = [p.stat().st_size for p in (tmp_path / "devices" / "1").iterdir()]
+    assert len(sizes) > 3
+    assert max(sizes) <= 20_000
+    async with await Log.open(tmp_path, options) as log:
+        assert log.records("1").num_rows == 600
+
+
+async def test_journal_events_are_numbered_and_read_back_by_kind(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        seqs = [await log.append_journal("heartbeat", {}, ts_ns=T0 + i) for i in range(3)]
+        seqs.append(await log.append_journal("log", {"level": "INFO", "message": "é"},
+                                             device="3", commit_now=True))
+        assert seqs == [1, 2, 3, 4]
+        table = log.journal(kinds=["log"])
+        assert table.column("body").to_pylist() == ['{"level":"INFO","message":"é"}']
+        assert table.column("device").to_pylist() == ["3"]
+        assert log.journal(seq_from=3).num_rows == 2
+        assert log.watermark().journal == 4
+
+
+async def test_second_writer_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST):
+        with pytest.raises(StoreLockedError, match=r"already open for writing \(pid \d+\)"):
+            await Log.open(tmp_path, FAST)
+        reader = await Log.open(tmp_path, read_only=True)  # readers are never refused
+        with pytest.raises(StoreReadOnlyError):
+            await reader.append_journal("log", {})
+    async with await Log.open(tmp_path, FAST):
+        pass  # the lock goes with the writer
+
+
+async def test_read_only_open_writes_nothing(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        await log.append_records("1", record(T0))
+    seg = tmp_path / "devices" / "1" / "1.arrows"
+    with open(seg, "ab") as fh:
+        fh.write(b"\xff\xff\xff\xff\x10\x00")  # a torn tail
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+    log = await Log.open(tmp_path, read_only=True)
+    assert [r.kind for r in log.reports] == [ReportKind.TORN_TAIL]
+    assert "ignored (read-only)" in str(log.reports[0])
+    assert log.records("1").num_rows == 10
+    after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
+    assert before == after
+
+
+async def test_foreign_and_corrupt_files_are_reported_and_skipped(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        await log.append_records("1", record(T0))
+        await log.append_records("2", record(T0))
+    (tmp_path / "devices" / "1" / "notes.txt").write_text("hello")
+    (tmp_path / "devices" / "stray.bin").write_bytes(b"x")
+    (tmp_path / "devices" / "2" / "1.arrows").write_bytes(b"PK\x03\x04 not arrow at all" * 50)
+    async with await Log.open(tmp_path, FAST) as log:
+        kinds = sorted((r.kind.value, r.path.name) for r in log.reports)
+        assert kinds == [("foreign", "1.arrows"), ("foreign", "notes.txt"),
+                         ("foreign", "stray.bin")]
+        assert all(str(r.path) in str(r) for r in log.reports)
+        assert log.records("1").num_rows == 10
+        assert log.records("2").num_rows == 0
+        got = await log.append_records("2", record(T0 + 10**9))  # the device still records
+        assert got.first == 1
+    assert (tmp_path / "devices" / "2" / "1.arrows.corrupt").exists()
+
+
+async def test_bad_batches_are_refused_at_the_boundary(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        with pytest.raises(StoreError, match="do not match the records schema"):
+            await log.append_records("1", pa.record_batch([pa.array([1])], names=["x"]))
+        with pytest.raises(StoreError, match="not a valid device index"):
+            await log.append_records("../x", record(T0))
+        with pytest.raises(StoreError, match="body is not JSON"):
+            await log.append_journal("log", {"x": object()})
+
+
+async def test_compressed_sealed_segments_keep_their_records_and_quota_size(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.01, device_quota_bytes=160_000, compress_sealed=True)
+    async with await Log.open(tmp_path, options) as log:
+        for i in range(80):
+            await log.append_records("1", record(T0 + i * 10**9, first_value=i))
+        await log.commit()
+        usage = log.usage("1")
+    files = sorted(p.name for p in (tmp_path / "devices" / "1").iterdir())
+    assert any(f.endswith(".arrow") for f in files) and files[-1].endswith(".arrows")
+    async with await Log.open(tmp_path, options) as log:
+        assert log.usage("1") == usage
+        table = log.records("1")
+        assert table.num_rows == 800
+        assert pc.unique(table.column("seq")).to_pylist() == list(range(1, 81))
+        assert (await log.append_records("1", record(T0 + 10**12))).first == 81
+
+
+async def test_snapshots_are_content_addressed_and_checked(tmp_path: Path) -> None:
+    async with await Log.open(tmp_path, FAST) as log:
+        ident = log.put_definition("inv.csv", b"1;a;b\n")
+        assert ident.endswith(":inv.csv") and len(ident.split(":")[0]) == 64
+        assert log.put_definition("inv.csv", b"1;a;b\n") == ident
+        assert log.get_definition(ident) == b"1;a;b\n"
+        snap = log.put_config({"config.ini": b"[x]\n", "scripts/a.lua": b"--\n"})
+        assert log.get_config(snap) == {"config.ini": b"[x]\n", "scripts/a.lua": b"--\n"}
+        assert log.put_config({"scripts/a.lua": b"--\n", "config.ini": b"[x]\n"}) == snap
+        (tmp_path / "defs" / f"{ident.split(':')[0]}.csv").write_bytes(b"tampered")
+        with pytest.raises(StoreError, match="damaged"):
+            log.get_definition(ident)
