@@ -6,6 +6,7 @@ like the spec.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -87,9 +88,7 @@ DEVICES = (
 
 
 def config(**changes: object) -> ViewConfig:
-    base: dict[str, object] = {"uid": UID, "time_zone": PARIS, "devices": DEVICES}
-    base.update(changes)
-    return ViewConfig(**base)  # type: ignore[arg-type]
+    return dataclasses.replace(ViewConfig(uid=UID, time_zone=PARIS, devices=DEVICES), **changes)
 
 
 def ns(text: str) -> int:

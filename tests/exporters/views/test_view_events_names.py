@@ -17,6 +17,7 @@ from exporters.views.events import (
     DeviceAlarm,
     EventBodyError,
     GatewayAlarm,
+    JsonValue,
     LogLevel,
     LogLine,
     ParamRead,
@@ -84,10 +85,11 @@ def test_log_line_round_trips(level: LogLevel, category: str, message: str) -> N
 @settings(deadline=None)
 @given(st.sampled_from(list(Channel)), st.none() | texts | st.integers(), json_values,
        st.none() | texts)
-def test_command_result_round_trips(channel: Channel, caller: str | int | None, result: object,
+def test_command_result_round_trips(channel: Channel, caller: str | int | None,
+                                    result: JsonValue,
                                     error: str | None) -> None:
     value = CommandResult(channel=channel, caller_id=caller, rpc_name="sunpm.x",
-                          result=None if error is not None else result, error=error)  # type: ignore[arg-type]
+                          result=None if error is not None else result, error=error)
     assert CommandResult.from_body(value.to_body()) == value
 
 

@@ -10,6 +10,7 @@ from _views_site import (
     DEFINITIONS,
     INV,
     METER,
+    Cell,
     config,
     definition,
     journal,
@@ -92,7 +93,7 @@ def test_text_values_are_strings_and_tic_digits_numbers() -> None:
 
 def _many_records(count: int) -> pa.Table:
     start = ns("2021-02-05 00:00:00")
-    rows = []
+    rows: list[tuple[str, dict[int, Cell]]] = []
     for k in range(count):
         when = start + k * 600 * NS_PER_S
         rows.append(((f"2021-02-05 {when // NS_PER_S % 86400 // 3600:02d}:"
