@@ -18,7 +18,7 @@ from config import parse_definition
 from config.model import Protocol, SerialPort
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.modbus.rtu import RtuBus
-from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
+from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import TcpConnection
 from pipeline.drivers.sunspec import (
     ChainModel,
@@ -334,3 +334,35 @@ async def test_abort_stops_after_the_current_request() -> None:
     assert found == []
     assert lines[-3:] == ["Found table 103:50 at 40072@3 T", "Error: detection aborted by user",
                           "End of SunSpec detection on ethernet1. 0 devices found."]
+
+
+async def test_a_peer_that_goes_away_mid_run_ends_the_run_cleanly() -> None:
+    units = {}
+    for unit in (1, 2):
+        device = SimulatedDevice()
+        for address, words in SunSpecImage([common_model("SMA", "STP", "", "1", f"S{unit}"),
+                                            model(103, 50)]).blocks():
+            device.set_words(address, words)
+        units[unit] = device
+    lines: list[str] = []
+    stopping: list[asyncio.Task[None]] = []
+    async with TcpSimulator(units) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port)
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if line.startswith("SunSpec device found at @2"):
+                stopping.append(asyncio.get_running_loop().create_task(sim.stop()))
+
+        try:
+            async with asyncio.timeout(30):
+                found = await discover_sunspec(
+                    conn, DiscoveryParams(first_address=1, last_address=5, timeout_ms=200), log,
+                    target="T", interface="ethernet1", uid="U", protocol=Protocol.MODBUS_TCP)
+        finally:
+            await conn.close()
+            await asyncio.gather(*stopping)
+    assert [d.unit_id for d in found] == [1]
+    assert "Error: model 1 missing at @2 T" in lines
+    assert any(line.startswith("Error: model header read at 40002@2 T failed:") for line in lines)
+    assert lines[-1] == "End of SunSpec detection on ethernet1. 1 devices found."
