@@ -299,6 +299,8 @@ class DeliveryState:
 
     @classmethod
     def from_table(cls, table: pa.Table) -> DeliveryState:
+        # Replay in commit order whatever order the reader returned the rows in.
+        table = table.sort_by("seq")
         kinds = [str(k) for k in table.column("kind").to_pylist()]
         bodies = table.column("body").to_pylist()
         seqs = table.column("seq").to_pylist()

@@ -271,7 +271,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def last_synced(log: JournalLog, server: int) -> dict[str, str]:
     """Per tree path, the SHA-256 last exchanged with `server` (`sync` events)."""
-    table = log.journal(kinds=["sync"])
+    table = log.journal(kinds=["sync"]).sort_by("seq")
     synced: dict[str, str] = {}
     for body in table.column("body").to_pylist():
         event = json.loads(body)
@@ -606,7 +606,7 @@ class MqttSession:
         if last is None:
             # A slot newly configured starts at the oldest event stored (behaviour.md §5.1).
             last = 0
-        table = await asyncio.to_thread(self._log.journal, kinds=[kind])
+        table = (await asyncio.to_thread(self._log.journal, kinds=[kind])).sort_by("seq")
         items = [i for i in journal_items(table) if i.seq > last]
         if channel is not None:
             items = [i for i in items if json.loads(i.body).get("channel") == channel.value]

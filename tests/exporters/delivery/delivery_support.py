@@ -114,7 +114,8 @@ class DemoSource:
         return {dev: log.records(dev) for dev in log.devices()}  # type: ignore[attr-defined]
 
     def _alarms(self) -> pa.Table:
-        return self._log.journal(kinds=["alarm"])  # type: ignore[attr-defined, no-any-return]
+        table = self._log.journal(kinds=["alarm"])  # type: ignore[attr-defined]
+        return table.sort_by("seq")  # type: ignore[no-any-return]
 
     def oldest_ns(self, stream: Stream) -> int | None:
         if stream is Stream.DATA:
@@ -122,7 +123,7 @@ class DemoSource:
                      if t.num_rows]
         elif stream is Stream.ALARM:
             table = self._alarms()
-            times = table.column("ts").cast(pa.int64()).to_pylist()[:1]
+            times = table.column("ts").cast(pa.int64()).to_pylist()
         else:
             return None
         return min(times) if times else None

@@ -7,8 +7,18 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.outbox import (DAY_NS, BuiltWindow, DeliveryState, Membership, OutboxFile,
-                              PreviousWindow, Stream, WindowSpec, delivered_body, split_range)
+from exporters.outbox import (
+    DAY_NS,
+    BuiltWindow,
+    DeliveryState,
+    Membership,
+    OutboxFile,
+    PreviousWindow,
+    Stream,
+    WindowSpec,
+    delivered_body,
+    split_range,
+)
 
 H = 3_600 * 1_000_000_000
 MON = 1_612_137_600 * 1_000_000_000  # 2021-02-01 00:00 UTC, a Monday

@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporters.session import (apply_config_files, parse_command_file, parse_command_message,
-                               recover_config_apply, referenced_files)
+from exporters.session import (
+    apply_config_files,
+    parse_command_file,
+    parse_command_message,
+    recover_config_apply,
+    referenced_files,
+)
 from exporters.views.events import Channel, CommandReceived, CommandResult
 
 SPEC_FILE = b"""[
