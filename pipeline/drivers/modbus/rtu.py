@@ -9,8 +9,9 @@ Late replies: after a request to unit U times out, nothing is sent to U until th
 silent one more `timeout(ms)`. Another unit may be served meanwhile, since a late reply from U
 fails its unit check. So a reply up to twice its timeout late is never taken for another request.
 
-Peer quirks: some converters echo the request or put a 0x00 before the reply after the line turns
-around; both fail the unit check and are discarded with quality 3 rather than guessed at.
+Peer quirks: some converters put a 0x00 before the reply when the line turns around, and 2-wire
+adapters with local echo hand back the request itself; the first fails the unit check, the second
+the length or CRC check, and both are discarded with quality 3 rather than guessed at.
 """
 
 from __future__ import annotations

@@ -190,7 +190,11 @@ class TcpConnection(QueuedLink):
 
     async def _ensure_connected(self, timeout_ms: int) -> _Receiver:
         if self._receiver is not None:
-            return self._receiver
+            lost = self._receiver.lost
+            if lost is None:
+                return self._receiver
+            # The peer closed while idle (many devices drop idle clients): reconnect at once.
+            self._lost(str(lost) or type(lost).__name__, reconnect_now=True)
         now = time.monotonic()
         state = self._backoff
         if now < state.next_attempt:

@@ -193,15 +193,21 @@ async def test_reconnects_after_the_peer_drops_the_connection() -> None:
         dev = device(sim.port, 1)
         try:
             first = await driver.read(dev, plan_reads(d))
-            sim.drop_clients()
+            steady = await driver.read(dev, plan_reads(d))
+            sim.drop_clients()                       # the device drops its idle client
             await asyncio.sleep(0.05)
-            lost = await driver.read(dev, plan_reads(d))
             back = await driver.read(dev, plan_reads(d))
+            sim_dev.delay_s = 0.3                    # now it dies in the middle of a request
+            read = asyncio.create_task(driver.read(dev, plan_reads(d)))
+            await asyncio.sleep(0.05)
+            sim.drop_clients()
+            lost = await read
         finally:
             await driver.close()
-    assert first.reconnected and first.values[1].value == 5
-    assert lost.values[1].quality is Quality.DISCONNECTED
+    assert first.reconnected and first.values[1].value == 5 and not steady.reconnected
+    # Reconnected at once: the poll after an idle drop is good, and marked as a return.
     assert back.values[1] == Reading(5, Quality.GOOD) and back.reconnected
+    assert lost.values[1] == Reading(None, Quality.DISCONNECTED)
 
 
 async def test_keep_alive_0_closes_after_each_poll_without_counting_a_return() -> None:
