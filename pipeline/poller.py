@@ -28,13 +28,23 @@ from typing import Final
 import pyarrow as pa
 
 from config.errors import SunpmError
-from config.model import Device, DefinitionFile, Quality, Variable
+from config.model import DefinitionFile, Device, Quality, Variable
 from pipeline.clock import NS_PER_S, Clock, SystemClock
 from pipeline.drivers._base import (
-    DeviceError, ProtocolDriver, RawValue, Reading, ReadPlan, Readings,
+    DeviceError,
+    ProtocolDriver,
+    RawValue,
+    Reading,
+    Readings,
+    ReadPlan,
 )
 from pipeline.recorder import (
-    DAY_NS, ParameterRead, PollOutcome, Recorder, RecordReady, ValueChanged,
+    DAY_NS,
+    ParameterRead,
+    PollOutcome,
+    Recorder,
+    RecordReady,
+    ValueChanged,
 )
 
 clock_log = logging.getLogger("sunpm.clock")

@@ -7,11 +7,26 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from config.model import (
-    Action, DefinitionFile, Device, ModbusPoint, Protocol, Quality, RegisterKind, DataType, Variable,
+    Action,
+    DataType,
+    DefinitionFile,
+    Device,
+    ModbusPoint,
+    Protocol,
+    Quality,
+    RegisterKind,
+    Variable,
 )
 from pipeline.clock import Clock
 from pipeline.drivers._base import (
-    DiscoveryLog, DiscoveryParams, FoundDevice, LinkSettings, RawValue, Reading, ReadPlan, Readings,
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    LinkSettings,
+    RawValue,
+    Reading,
+    Readings,
+    ReadPlan,
 )
 
 NS = 1_000_000_000

@@ -7,16 +7,20 @@ from fractions import Fraction
 
 import pyarrow as pa
 import pytest
+from _recorder_defs import DAY0_NS, NS, bad, definition, device, good, readings, variable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.model import Action, Protocol, Quality
 from pipeline.recorder import (
-    DAY_NS, Recorder, RecorderError, RecordReady, period_end_ns, value_text,
+    DAY_NS,
+    Recorder,
+    RecorderError,
+    RecordReady,
+    period_end_ns,
+    value_text,
 )
 from store.schema import RECORDS_SCHEMA
-
-from _recorder_defs import DAY0_NS, NS, bad, definition, device, good, readings, variable
 
 A2, A4, A8, A9, A1 = (Action.MIN_MAX_MEAN, Action.INSTANT, Action.ALARM_ON_CHANGE,
                       Action.ALARM_AND_PARAMETER, Action.PARAMETER)
@@ -306,3 +310,45 @@ def test_any_poll_sequence_gives_right_periods_never_stale_and_exact_means(
             failed = [p[2].quality if 2 in p else Quality.TIMEOUT  # type: ignore[attr-defined]
                       for p in polled]
             assert r[2]["quality"] == failed[-1]
+
+
+_jump = st.one_of(st.integers(min_value=0, max_value=400 * NS),
+                  st.integers(min_value=-3 * 3600 * NS, max_value=-1),     # steps back, resets
+                  st.integers(min_value=3600 * NS, max_value=2 * DAY_NS))  # steps forward
+
+
+@settings(max_examples=150, deadline=None)
+@given(acq=st.sampled_from([60, 600, 7000]),
+       polls=st.lists(st.tuples(_jump, st.sampled_from([1, 2, 3, None])), max_size=40))
+def test_with_clock_steps_record_times_only_increase_and_hold_only_their_polls(
+        acq: int, polls: list[tuple[int, int | None]]) -> None:
+    rec = make(acq_period_s=acq, variables=((1, A4),))
+    ts = DAY0_NS + DAY_NS
+    previous_ts: int | None = None
+    segments: list[list[RecordReady]] = [[]]     # record series between clock resets
+    expected: dict[int, list[int | None]] = {}   # period end -> values of its recorded polls
+    for jump, value in polls:
+        ts += jump
+        reading = good(value) if value is not None else bad(Quality.TIMEOUT)
+        reset = previous_ts is not None and ts < previous_ts - 3600 * NS
+        previous_ts = ts
+        out = rec.feed(readings("1", ts, {1: reading}))
+        for record in out.records:   # periods closed by this poll, or by the reset it made
+            values = expected.pop(record.end_ns, None)
+            assert values is not None, "a record for a period no recorded poll belonged to"
+            goods = [v for v in values if v is not None]
+            r = rows(record)[1]
+            assert r["value"] == (float(goods[-1]) if goods else None)   # never stale
+            segments[-1].append(record)
+        if reset:
+            assert expected == {}
+            segments.append([])
+        if out.recorded:
+            expected.setdefault(period_end_ns(ts, acq), []).append(value)
+    assert len(expected) <= 1   # only the open period is pending
+    tail = rec.flush(ts + 2 * DAY_NS)
+    assert [r.end_ns for r in tail] == sorted(expected)
+    segments[-1].extend(tail)
+    for segment in segments:
+        ends = [r.end_ns for r in segment]
+        assert ends == sorted(set(ends))   # strictly increasing between resets

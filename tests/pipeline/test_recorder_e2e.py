@@ -19,7 +19,7 @@ import config
 from config.model import Device, Quality
 from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
-from pipeline.poller import Event, PolledDevice, PollLink, Poller
+from pipeline.poller import Event, PolledDevice, Poller, PollLink
 from pipeline.recorder import ParameterRead, Recorder
 from store.log import Log, StoreOptions
 
