@@ -131,6 +131,7 @@ class PollerCounters:
     dropped_by_device: dict[str, int] = field(default_factory=dict)
     events_sent: int = 0
     clock_steps: int = 0
+    overruns_by_device: dict[str, int] = field(default_factory=dict)  # polls skipped
 
 
 def poll_period_s(device: Device, daq_poll_period_s: int) -> int:
@@ -233,6 +234,7 @@ class Poller:
         self.dropped_by_device: dict[str, int] = {}
         self.events_sent = 0
         self.clock_steps = 0
+        self.overruns_by_device: dict[str, int] = {}
 
     # ----------------------------------------------------------------- control
 
@@ -297,7 +299,7 @@ class Poller:
                         for k in self._links),
             records_sent=self.records_sent, records_dropped=self.records_dropped,
             dropped_by_device=dict(self.dropped_by_device), events_sent=self.events_sent,
-            clock_steps=self.clock_steps)
+            clock_steps=self.clock_steps, overruns_by_device=dict(self.overruns_by_device))
 
     def _link(self, index: str) -> _Link:
         try:
@@ -395,6 +397,9 @@ class Poller:
         skipped = 0
         while following <= now:
             skipped += 1
+            for polled in link.due(following):
+                index = polled.device.index
+                self.overruns_by_device[index] = self.overruns_by_device.get(index, 0) + 1
             following = link.next_slot(following)
         link.skipped += skipped
         link.skipped_since_warning += skipped

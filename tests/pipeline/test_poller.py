@@ -60,6 +60,15 @@ class Sinks:
         return [b.column("ts").cast(pa.int64())[0].as_py() for d, b in self.records if d == dev]
 
 
+@pytest.fixture(autouse=True)
+async def _no_task_left_behind() -> AsyncIterator[None]:
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert not left, f"tasks left running: {[t.get_name() for t in left]}"
+
+
 @asynccontextmanager
 async def running(poller: Poller) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(poller.run(), name="test-poller")
@@ -149,6 +158,7 @@ async def test_overrun_skips_cycles_and_warns_at_most_hourly(caplog: pytest.LogC
     assert warnings[1].endswith("180 cycles skipped in the last hour")
     (link,) = poller.counters().links
     assert link.cycles == 360 and link.skipped in (359, 360)
+    assert poller.counters().overruns_by_device == {"1": link.skipped, "2": link.skipped}
 
 
 async def test_writes_go_ahead_of_polls_and_a_newer_write_replaces_a_queued_one() -> None:
