@@ -7,7 +7,7 @@ like the spec.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -16,6 +16,9 @@ from config import parse_definition
 from config.model import DefinitionFile, Device
 from exporters.views.context import ViewConfig
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
+
+#: The `golden` fixture (conftest.py): `golden(name, text)` compares with tests/golden/views/<name>.
+Golden = Callable[[str, str | bytes], None]
 
 UID = "WPM00BDE4"
 PARIS = "Europe/Paris"

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _views_site import Golden
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "views"
-
-Golden = Callable[[str, str | bytes], None]
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from _views_site import DEFINITIONS, IO, TIC, config, journal, ns
-from conftest import Golden
+from _views_site import DEFINITIONS, IO, TIC, Golden, config, journal, ns
 
 from exporters.views.ack import ack_file, ack_text
 from exporters.views.alarm import alarm_file, alarm_text

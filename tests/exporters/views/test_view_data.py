@@ -14,6 +14,7 @@ from _views_site import (
     METER,
     METER_SMALL,
     TIC,
+    Golden,
     config,
     definition,
     journal,
@@ -21,7 +22,6 @@ from _views_site import (
     records,
     window_records,
 )
-from conftest import Golden
 
 from exporters.views.context import Interface, ViewError
 from exporters.views.data import data_file, data_text, param_file, param_text

@@ -11,6 +11,7 @@ from _views_site import (
     INV,
     METER,
     Cell,
+    Golden,
     config,
     definition,
     journal,
@@ -18,7 +19,6 @@ from _views_site import (
     records,
     window_records,
 )
-from conftest import Golden
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
