@@ -19,8 +19,17 @@ import statistics
 import time
 from pathlib import Path
 
-from config.model import Action, DataType, DefinitionFile, Device, ModbusPoint, Protocol, \
-    Quality, RegisterKind, Variable
+from config.model import (
+    Action,
+    DataType,
+    DefinitionFile,
+    Device,
+    ModbusPoint,
+    Protocol,
+    Quality,
+    RegisterKind,
+    Variable,
+)
 from pipeline.drivers._base import ReadPlan
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import serve_fleet

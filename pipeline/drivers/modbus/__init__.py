@@ -5,8 +5,7 @@ from pipeline.drivers.modbus.link import WriteReplaced
 from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, polled_variables, split_plan
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
-from pipeline.drivers.modbus.trace import DeviceCounters, FrameTrace, TraceHook, \
-    format_trace_line
+from pipeline.drivers.modbus.trace import DeviceCounters, FrameTrace, TraceHook, format_trace_line
 from pipeline.drivers.modbus.tunnel import RtuTunnel
 
 __all__ = [

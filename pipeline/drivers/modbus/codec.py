@@ -30,10 +30,10 @@ from config.model import (
 from pipeline.drivers._base import DeviceError, RawValue, Reading
 
 __all__ = [
-    "EncodeError",
     "NOT_IMPLEMENTED",
-    "OffsetDecoder",
     "SF_RANGE",
+    "EncodeError",
+    "OffsetDecoder",
     "apply_scale",
     "decode_point",
     "decode_scale_factor",

@@ -110,7 +110,7 @@ class QueuedLink:
                 except ModbusRequestError as err:
                     if not job.future.done():
                         job.future.set_exception(err)
-                except Exception as err:  # noqa: BLE001 - the link must outlive one request
+                except Exception as err:  # the link must outlive one request; logged with context
                     log.exception("%s: request failed unexpectedly", self.name)
                     self._shutdown()
                     if not job.future.done():

@@ -14,11 +14,21 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from config.model import Device, Quality, RegisterKind, Variable
-from pipeline.drivers._base import DeviceError, ModbusRequestError, RawValue, Reading, Readings, \
-    ReadPlan
+from pipeline.drivers._base import (
+    DeviceError,
+    ModbusRequestError,
+    RawValue,
+    Reading,
+    Readings,
+    ReadPlan,
+)
 from pipeline.drivers.modbus import codec
-from pipeline.drivers.modbus.frames import check_write_reply, unpack_read_reply, \
-    write_coil_request, write_registers_request
+from pipeline.drivers.modbus.frames import (
+    check_write_reply,
+    unpack_read_reply,
+    write_coil_request,
+    write_registers_request,
+)
 from pipeline.drivers.modbus.link import WriteReplaced
 from pipeline.drivers.modbus.planner import ReadRequest, requests_of, split_plan
 from pipeline.drivers.modbus.trace import DeviceCounters

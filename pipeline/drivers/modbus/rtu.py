@@ -26,13 +26,27 @@ import serial
 import serial_asyncio
 
 from config.model import Device, DeviceKind, Parity, Quality, SerialPort, Variable
-from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
-    LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
+from pipeline.drivers._base import (
+    DeviceError,
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    LinkSettings,
+    ModbusRequestError,
+    RawValue,
+    Readings,
+    ReadPlan,
+)
 from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
 from pipeline.drivers.modbus.link import Job, QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
-from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
-    TraceHook
+from pipeline.drivers.modbus.trace import (
+    DeviceCounters,
+    Direction,
+    FrameTrace,
+    TraceError,
+    TraceHook,
+)
 
 __all__ = ["ModbusRtuDriver", "RtuBus"]
 

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Self
 
 from pipeline.drivers.modbus.frames import crc16, mbap, parse_mbap, rtu_frame
 
@@ -127,18 +128,19 @@ class _TcpPeer(asyncio.Protocol):
                 continue
             reply_unit = device.answer_unit if device.answer_unit is not None else unit
             frame = device.garbage + mbap(tid, reply_unit, device.answer(pdu))
-            if not device.delay_s and not self.pending:
+            loop = asyncio.get_running_loop()
+            if not device.delay_s and self.busy_until <= loop.time():
                 assert self.transport is not None
                 self.transport.write(frame)
                 continue
-            loop = asyncio.get_running_loop()
+            # Answers leave in request order, each after its device's delay, as a real device
+            # working through its requests one at a time.
             self.busy_until = max(loop.time(), self.busy_until) + device.delay_s
-            handle: asyncio.TimerHandle
-            handle = loop.call_at(self.busy_until, lambda: self._send_later(handle, frame))
-            self.pending.add(handle)
+            self.pending.add(loop.call_at(self.busy_until, self._send_later, frame))
 
-    def _send_later(self, handle: asyncio.TimerHandle, frame: bytes) -> None:
-        self.pending.discard(handle)
+    def _send_later(self, frame: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self.pending = {h for h in self.pending if h.when() > now}
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame)
 
@@ -174,7 +176,7 @@ class TcpSimulator:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> TcpSimulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

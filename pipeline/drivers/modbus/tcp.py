@@ -17,21 +17,35 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import resource
 import random
+import resource
 import socket
 import time
 from dataclasses import dataclass, replace
 from typing import Final
 
 from config.model import Device, DeviceKind, Quality, Variable
-from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, FoundDevice, \
-    LinkSettings, ModbusRequestError, RawValue, Readings, ReadPlan
+from pipeline.drivers._base import (
+    DeviceError,
+    DiscoveryLog,
+    DiscoveryParams,
+    FoundDevice,
+    LinkSettings,
+    ModbusRequestError,
+    RawValue,
+    Readings,
+    ReadPlan,
+)
 from pipeline.drivers.modbus.frames import mbap, parse_mbap
 from pipeline.drivers.modbus.link import Job, QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
-from pipeline.drivers.modbus.trace import DeviceCounters, Direction, FrameTrace, TraceError, \
-    TraceHook
+from pipeline.drivers.modbus.trace import (
+    DeviceCounters,
+    Direction,
+    FrameTrace,
+    TraceError,
+    TraceHook,
+)
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
 

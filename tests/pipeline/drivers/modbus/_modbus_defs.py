@@ -5,8 +5,16 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 
-from config.model import Action, ByteOrder, DataType, DefinitionFile, ModbusPoint, Protocol, \
-    RegisterKind, Variable
+from config.model import (
+    Action,
+    ByteOrder,
+    DataType,
+    DefinitionFile,
+    ModbusPoint,
+    Protocol,
+    RegisterKind,
+    Variable,
+)
 
 
 def var(index: int, kind: int, address: int, data_type: DataType | None = DataType.U16, *,

@@ -7,9 +7,10 @@ import struct
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
-
 from _modbus_defs import var
+from hypothesis import given
+from hypothesis import strategies as st
+
 from config.model import ByteOrder, DataType, ModbusPoint, Quality, RegisterKind
 from pipeline.drivers._base import Reading
 from pipeline.drivers.modbus import codec
@@ -114,8 +115,8 @@ def sf(word: int) -> Reading:
 
 
 @pytest.mark.parametrize(("factor", "expected"), [
-    (0xFFFE, Decimal("12.34")), (0x0003, Decimal("1234000")), (0, Decimal(1234)),
-    (0xFFF6, Decimal("0.0000001234")), (10, Decimal("12340000000000")),
+    (0xFFFE, Decimal("12.34")), (0x0003, Decimal(1234000)), (0, Decimal(1234)),
+    (0xFFF6, Decimal("0.0000001234")), (10, Decimal(12340000000000)),
 ])
 def test_scale_factor_gives_exact_decimal(factor: int, expected: Decimal) -> None:
     reading = codec.decode_variable(var(1, 3, 0, sf=2), [0x04D2], sf(factor))
@@ -166,7 +167,7 @@ def test_nan_and_infinities_are_quality_6(wire: str) -> None:
 def test_scaled_write_is_exact_and_rounds_half_even() -> None:
     v = var(1, 3, 0, coef_a="0.1", coef_b="0")
     raw = codec.scaled_to_raw(v, Decimal("230.5"))
-    assert raw == Decimal("2305")
+    assert raw == Decimal(2305)
     assert codec.encode_value(point(DataType.U16), Decimal("2.5")) == [2]
     assert codec.encode_value(point(DataType.U16), Decimal("3.5")) == [4]
     assert codec.encode_value(point(DataType.I16), Decimal("-2.5")) == [0xFFFE]
@@ -219,7 +220,7 @@ def test_scaled_value_is_exact_from_the_raw_text() -> None:
     v = var(1, 3, 0, coef_a="0.1", coef_b="0")
     assert codec.scaled_value(v, 2305) == Decimal("230.5")
     assert codec.value_text(codec.scaled_value(var(2, 3, 0, coef_a="0.1"), 1.1)) == "0.11"
-    assert codec.value_text(codec.scaled_value(var(3, 3, 0, coef_b="-0.5"), Decimal("1"))) \
+    assert codec.value_text(codec.scaled_value(var(3, 3, 0, coef_b="-0.5"), Decimal(1))) \
         == "0.5"
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.drivers._base import ModbusRequestError
-from pipeline.drivers.modbus.frames import crc16, read_request, rtu_frame, rtu_reply_length, \
-    unpack_read_reply, write_registers_request
+from pipeline.drivers.modbus.frames import (
+    crc16,
+    read_request,
+    rtu_frame,
+    rtu_reply_length,
+    unpack_read_reply,
+    write_registers_request,
+)
 
 
 def test_crc_of_the_manuals_trace_frames() -> None:

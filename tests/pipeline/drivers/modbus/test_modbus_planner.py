@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from hypothesis import given, settings, strategies as st
+from functools import cache
 
 from _modbus_defs import definition, var
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from config.model import Action, DataType, RegisterKind, Variable
 from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, requests_of, split_plan
 
@@ -66,7 +67,7 @@ def minimum_requests(spans: list[tuple[int, int]], gap: int, limit: int) -> int:
     """Exhaustive: the fewest consecutive runs of the sorted spans that each fit one read."""
     spans = sorted(spans)
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(i: int) -> int:
         if i == len(spans):
             return 0

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-
 from _modbus_defs import definition, var
+
 from config.model import DataType, Device, Quality, SerialPort
 from pipeline.drivers._base import ModbusRequestError, Reading
 from pipeline.drivers.modbus.frames import crc16

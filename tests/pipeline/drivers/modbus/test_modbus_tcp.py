@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, \
-    ModbusServerContext
+from _modbus_defs import definition, var
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from _modbus_defs import definition, var
 from config.model import DataType, Device, Quality
 from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
 from pipeline.drivers.modbus.frames import read_request

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from _modbus_defs import definition, var
 from pymodbus.client import AsyncModbusTcpClient
 
-from _modbus_defs import definition, var
 from config.model import Device, Quality, SerialPort
 from pipeline.drivers.modbus.frames import mbap, parse_mbap
 from pipeline.drivers.modbus.planner import plan_reads
