@@ -45,7 +45,7 @@ def alarm_line(item: JournalItem, dates: Dates, euro: bool = False) -> str:
 def _def_file(item: JournalItem) -> str:
     if item.def_id is None:
         raise ViewError(f"alarm event {item.seq} about a device has no definition snapshot")
-    return def_file_name(item.def_id)
+    return clean_text(def_file_name(item.def_id))
 
 
 def _value(body: DeviceAlarm) -> str:

@@ -45,12 +45,10 @@ from .numbers import clean_text
 RecordsByDevice = Mapping[str, pa.Table]
 Definitions = Mapping[str, DefinitionFile]
 
-_NS = 1_000_000_000
-
 
 def _header_lines(interface: Interface, device_index: str, definition: DefinitionFile,
                   def_id: str, config: ViewConfig) -> tuple[str, ...]:
-    def_file = def_file_name(def_id)
+    def_file = clean_text(def_file_name(def_id))
     if interface is Interface.MODBUS:
         # Written modbusRTU/modbusTCP whatever the case on line 1 (spec/formats.md §9.2).
         return (f"DEVICEINDEX;{device_index}", f"{definition.protocol.value};{def_file}")
@@ -60,7 +58,7 @@ def _header_lines(interface: Interface, device_index: str, definition: Definitio
     if device is None:
         raise ViewError(f"device {device_index} is in the window but in no configuration "
                         f"snapshot; its serial number is unknown")
-    return (f"SNTIC;{device.serial_number};001", f"TypeTIC;{def_file}")
+    return (f"SNTIC;{clean_text(device.serial_number)};001", f"TypeTIC;{def_file}")
 
 
 def _column_header(columns: Sequence[Variable]) -> str:
