@@ -41,6 +41,7 @@ class SimulatedDevice:
     answer_unit: int | None = None
     bad_crc: bool = False
     garbage: bytes = b""
+    server_id: bytes = b"sunpm-sim"
     requests: int = 0
 
     def table(self, function: int) -> dict[int, int]:
@@ -58,6 +59,8 @@ class SimulatedDevice:
         function = pdu[0]
         if self.exception is not None:
             return bytes((function | 0x80, self.exception))
+        if function == 0x11:            # report server id: a reply length no table gives
+            return bytes((0x11, len(self.server_id) + 1)) + self.server_id + b"\xff"
         if function not in (1, 2, 3, 4, 5, 6, 15, 16):
             return bytes((function | 0x80, 1))
         address, count = struct.unpack(">HH", pdu[1:5])

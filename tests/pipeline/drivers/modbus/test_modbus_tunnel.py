@@ -150,3 +150,23 @@ async def test_tunnel_and_own_polls_share_the_bus(setup: Setup) -> None:
     # Neither side starved: the tunnel's unit 2 and the polls' unit 1 interleave on the bus.
     first_half = units_sent[:len(units_sent) // 2]
     assert 1 in first_half and 2 in first_half
+
+
+async def test_function_without_a_known_length_ends_on_silence(setup: Setup) -> None:
+    answers = await raw_request(setup.tunnel.port, [mbap(5, 2, b"\x11")], 1)
+    assert answers == [(5, 2, b"\x11\x0asunpm-sim\xff")]
+
+
+async def test_idle_client_is_closed(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
+    bus = RtuBus(SerialPort(line=1, port="SERIAL2", speed=115200), path=path)
+    tunnel = RtuTunnel(bus, 0, idle_s=0.1)
+    await tunnel.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.port)
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""
+        writer.close()
+    finally:
+        await tunnel.stop()
+        await bus.close()
