@@ -321,9 +321,11 @@ class Poller:
         assert self._offset_ns is not None
         offset = self.clock.wall_ns() - self.clock.monotonic_ns()
         step = offset - self._offset_ns
-        if abs(step) <= STEP_NS:
-            return
         self._offset_ns = offset
+        if abs(step) <= STEP_NS:
+            # NTP slewing: absorbed at every slot, so polls stay on wall-clock multiples and a
+            # poll meant for a period's first slot never lands in the period before.
+            return
         self.clock_steps += 1
         seconds = round(step / NS_PER_S)
         reset = step < -RESET_NS

@@ -319,3 +319,27 @@ async def test_replacing_a_device_applies_its_new_definition_at_once() -> None:
     (_, batch) = sinks.records[0]
     assert batch.column("var").to_pylist() == [1, 5]
     assert batch.column("def").to_pylist() == [other.snapshot_id] * 2
+
+
+async def test_slow_drift_is_absorbed_so_polls_stay_on_wall_clock_slots(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock(wall_ns=DAY0_NS + 1 * NS)
+    answered: list[int] = []
+
+    def answer(dev: Device, plan: ReadPlan, n: int) -> Mapping[int, Reading]:
+        answered.append(clock.wall_ns() - DAY0_NS)
+        return counting(dev, plan, n)
+
+    driver = ScriptedDriver(clock, answer)
+    poller = make(clock, [("SERIAL1", driver, [polled("1", parameters=False)])], Sinks())
+    with caplog.at_level(logging.WARNING, logger="sunpm.clock"):
+        async with running(poller):
+            for _ in range(8):          # 4 s of drift in 0.5 s slews, one per slot
+                await clock.advance(7)
+                clock.step_wall(NS // 2)
+                await clock.advance(3)
+    assert not caplog.records
+    # 4 s of drift never accumulate: an answer lands after its wall-clock slot by the read time
+    # (0.01 s) plus at most the slews since the deadline was set (one or two of 0.5 s)
+    assert all(0.01 * NS <= t % (10 * NS) <= 1.02 * NS for t in answered), answered
+    assert len(answered) == 8
