@@ -158,7 +158,7 @@ async def test_function_without_a_known_length_ends_on_silence(setup: Setup) -> 
 
 
 async def test_idle_client_is_closed(pty_pair: tuple[int, str]) -> None:
-    master, path = pty_pair
+    _, path = pty_pair
     bus = RtuBus(SerialPort(line=1, port="SERIAL2", speed=115200), path=path)
     tunnel = RtuTunnel(bus, 0, idle_s=0.1)
     await tunnel.start()
