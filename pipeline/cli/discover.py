@@ -25,6 +25,7 @@ from pipeline.drivers.modbus.tcp import TcpConnection
 from pipeline.drivers.sunspec import (
     GeneratedDefinition,
     SunSpecDevice,
+    unique_name,
     write_definition,
 )
 from pipeline.drivers.sunspec.importing import import_devices, is_configured
@@ -140,18 +141,26 @@ def _discover(args: argparse.Namespace) -> int:
         found_new = [d for d in found if (d.target, d.unit_id) not in configured]
     else:
         found_new = list(found)
-    written: dict[int, str] = {}
+    written: dict[tuple[str, int], str] = {}
     if defs_dir is not None:
         defs_dir.mkdir(parents=True, exist_ok=True)
         for device in found_new:
-            written[device.unit_id] = write_definition(defs_dir, device.definition).name
+            written[device.target, device.unit_id] = write_definition(
+                defs_dir, device.definition).name
+    else:
+        # Not written: still name them as writing them together would (`_2` for other content).
+        texts: dict[str, str] = {}
+        for device in found_new:
+            name = unique_name(device.definition.name, device.definition.text, texts.get)
+            texts[name] = device.definition.text
+            written[device.target, device.unit_id] = name
     if args.import_:
         new_daq, added = import_devices(daq, found_new, timeout_ms=params.timeout_ms,
                                         definition_names=written)
         if added:
             _write_daq(args.config, uid, new_daq)
         print(f"{len(added)} devices added to {uid}_daq.csv", file=sys.stderr)
-    rows = [_row(d, written.get(d.unit_id), (d.target, d.unit_id) in configured,
+    rows = [_row(d, written.get((d.target, d.unit_id)), (d.target, d.unit_id) in configured,
                  include_text=defs_dir is None)
             for d in found]
     if args.json:
@@ -163,7 +172,7 @@ def _discover(args: argparse.Namespace) -> int:
             print(f"@{device.unit_id} {device.target}: {device.identity.manufacturer} "
                   f"{device.identity.model} SN {device.identity.serial_number} models "
                   f"{','.join(map(str, device.model_ids))} -> "
-                  f"{written.get(device.unit_id, device.definition.name)}")
+                  f"{written.get((device.target, device.unit_id), device.definition.name)}")
     return 0
 
 

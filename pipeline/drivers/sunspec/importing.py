@@ -34,11 +34,12 @@ def _name_for(target: str, unit_id: int) -> str:
 
 
 def import_devices(daq: Daq, found: Sequence[SunSpecDevice], *, timeout_ms: int,
-                   definition_names: Mapping[int, str] | None = None) -> tuple[Daq, list[Device]]:
+                   definition_names: Mapping[tuple[str, int], str] | None = None
+                   ) -> tuple[Daq, list[Device]]:
     """`daq` with a row per device not configured yet, and the rows added.
 
-    `definition_names` maps unit id to the file name actually written (after the `_2` rule);
-    by default the generated name.
+    `definition_names` maps (target, unit id) to the file name actually written (after the `_2`
+    rule); by default the generated name.
     """
     devices = list(daq.devices)
     names = {d.name for d in devices}
@@ -59,7 +60,8 @@ def import_devices(daq: Daq, found: Sequence[SunSpecDevice], *, timeout_ms: int,
                      address=dev.unit_id, acq_period_s=600, timeout_ms=timeout_ms,
                      serial_number="", parameters="" if serial else "1", category="Inverter",
                      model=clean_part(dev.identity.model),
-                     def_file=(definition_names or {}).get(dev.unit_id, dev.definition.name))
+                     def_file=(definition_names or {}).get((dev.target, dev.unit_id),
+                                                           dev.definition.name))
         devices.append(row)
         added.append(row)
         next_index += 1

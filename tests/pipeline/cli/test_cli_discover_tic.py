@@ -128,3 +128,26 @@ async def test_discover_tic_without_a_meter_finds_none(tmp_path: Path) -> None:
     assert (code, json.loads(out)) == (0, {"protocol": "tic", "found": 0}), err
     code, _, err = await _sunpm("discover", "--protocol", "tic")
     assert (code, err.strip()) == (2, "discoverDevices: TIC_Port is not set; give --tic-port DEV")
+
+
+async def test_discover_without_files_names_them_as_writing_would(tmp_path: Path) -> None:
+    async with modbus_server(_plant()) as port:
+        code, out, err = await _sunpm("discover", "--ip", "127.0.0.1", "--port", str(port),
+                                      "--first", "2", "--last", "4", "--timeout", "300",
+                                      "--uid", "U", "--json")
+        assert code == 0, err
+        code_w, out_w, err_w = await _sunpm("discover", "--ip", "127.0.0.1", "--port", str(port),
+                                            "--first", "2", "--last", "4", "--timeout", "300",
+                                            "--uid", "U", "--write-defs", str(tmp_path),
+                                            "--json")
+    assert code_w == 0, err_w
+    devices = json.loads(out)["devices"]
+    assert [d["definitionFile"] for d in devices] == [
+        "U_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv",
+        "U_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP_2.csv"]
+    assert devices[0]["definitionText"].startswith("modbusTCP;Inverter;SMA;Solar_Inverter\n")
+    written = json.loads(out_w)["devices"]
+    assert [d["definitionFile"] for d in written] == [d["definitionFile"] for d in devices]
+    assert all("definitionText" not in d for d in written)
+    for d in devices:
+        assert (tmp_path / d["definitionFile"]).read_text() == d["definitionText"]

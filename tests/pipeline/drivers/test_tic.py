@@ -19,6 +19,7 @@ from config.model import Action, DefinitionFile, Device, Protocol, Quality, Vari
 from pipeline.drivers._base import LinkSettings, ReadPlan
 from pipeline.drivers.tic import (
     GroupFault,
+    LabelValue,
     PortOpener,
     TicDecoder,
     TicDriver,
@@ -302,3 +303,35 @@ async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
     assert events == ["loss", "return"]
     assert caplog.messages.count("Loss of ICT accessory") == 1
     assert caplog.messages.count("Return ICT accessory") == 1
+
+
+async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
+    now = [0]
+    events: list[str] = []
+    reader = TicReader(str(tmp_path / "ttyUSB0"), baud=9600, on_accessory=events.append,
+                       clock_ns=lambda: now[0])
+    task = asyncio.create_task(reader.run(), name="tic-missing")
+    try:
+        await asyncio.sleep(1.3)
+        assert not reader.lost and events == []
+        now[0] = 61 * 10**9
+        await _until(lambda: reader.lost, timeout_s=3.0)
+        await asyncio.sleep(1.2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert events == ["loss"]
+
+
+async def test_a_meter_address_other_than_serial_number_warns_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="sunpm.tic")
+    reader = TicReader("/dev/null-tic")
+    reader.present = True
+    reader.values["ADSC"] = LabelValue("041664001116", None, reader.clock_ns())
+    driver = TicDriver(reader)
+    for _ in range(3):
+        await driver.read(TIC1, _plan("ADSC"))
+    assert caplog.messages == [
+        "Meter address 041664001116 differs from serialNumber 031664001115. device=TIC1"]
