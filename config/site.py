@@ -15,6 +15,7 @@ problems of all files.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,26 @@ from config._text import Findings, sorted_problems
 from config.config_ini import ConfigIni
 from config.errors import ConfigError, Problem, Severity
 from config.identity import default_uid
-from config.model import Daq, DefinitionFile, Device, DeviceKind, GatewaySettings, Protocol
+from config.model import (
+    Daq,
+    DefinitionFile,
+    Device,
+    DeviceKind,
+    GatewaySettings,
+    Protocol,
+    ServerType,
+)
 from config.scl_ini import ScriptList
 from config.var_ini import VarIni
+
+log = logging.getLogger("sunpm.config")
+
+#: Certificate keys each server type reads from /CERT (spec/formats.md §4).
+_CERT_KEYS: Final[Mapping[ServerType, tuple[str, ...]]] = {
+    ServerType.FTPS: ("FTP_CaFile",),
+    ServerType.WEBDAV: ("HTTP_CaFile",),
+    ServerType.MQTTS: ("MQTT_CaFile", "MQTT_CertFile", "MQTT_KeyFile"),
+}
 
 _FITS: Final[Mapping[DeviceKind, tuple[Protocol, ...]]] = {
     DeviceKind.IO: (Protocol.IO,),
@@ -114,7 +132,10 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
     loader = _Loader(directory, find_uid(directory, uid))
     name, data = loader.config_file("config.ini")
     cfg, found = config_ini.parse(data, name)
+    _check_certificates(loader, cfg, found)
     loader.add(found)
+    for key in cfg.unknown_keys:
+        log.info("Unknown key kept. file=%s key=%s", name, key)
     name, data = loader.config_file("var.ini")
     var, found = var_ini.parse(data, name)
     loader.add(found)
@@ -141,6 +162,19 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
                 config_ini=cfg, var_ini=var, daq=daq, scripts=scripts, definitions=definitions,
                 warnings=tuple(problems), loaded=dict(loader.loaded))
     return site, problems
+
+
+def _check_certificates(loader: _Loader, cfg: ConfigIni, found: Findings) -> None:
+    """Certificate files the selected server types use must be in /CERT."""
+    resolved = cfg.resolved()
+    line_of = {ln.key: ln.line for ln in cfg.lines if ln.key is not None}
+    for slot in (1, 2):
+        stype = ServerType(resolved[config_ini.server_key("SERVER_Type", slot)])
+        for base in _CERT_KEYS.get(stype, ()):
+            key = config_ini.server_key(base, slot)
+            name = resolved[key]
+            if name and _read(loader.directory, f"CERT/{name}", loader.loaded) is None:
+                found.error(line_of.get(key), key, f"'{name}' is missing from /CERT")
 
 
 def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:

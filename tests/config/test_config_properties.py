@@ -21,6 +21,8 @@ from config.model import (
     DataType,
     DefinitionFile,
     Device,
+    IoKind,
+    IoPoint,
     LanRow,
     ModbusPoint,
     Parity,
@@ -80,25 +82,51 @@ def _modbus_point(draw: st.DrawFn) -> tuple[ModbusPoint, str, str, str]:
         str(kind.value), str(address), info3
 
 
+_TIC_LABEL = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-", min_size=1, max_size=16)
+
+
+@st.composite
+def _io_point(draw: st.DrawFn) -> tuple[IoPoint, str, str, str]:
+    kind = draw(st.sampled_from(list(IoKind)))
+    channel = 1 if kind is IoKind.RELAY else draw(st.integers(1, 4))
+    mode = None if kind is IoKind.RELAY else draw(st.integers(1, 2))
+    return IoPoint(kind=kind, channel=channel, mode=mode), str(int(kind)), str(channel), \
+        "" if mode is None else str(mode)
+
+
 @st.composite
 def definition_files(draw: st.DrawFn) -> DefinitionFile:
-    protocol = draw(st.sampled_from([Protocol.MODBUS_RTU, Protocol.MODBUS_TCP]))
+    protocol = draw(st.sampled_from(list(Protocol)))
     count = draw(st.integers(0, 12))
     indexes = draw(st.lists(st.integers(0, 2147483647), min_size=count, max_size=count,
                             unique=True))
     names = draw(st.lists(_name, min_size=count, max_size=count, unique=True))
     tags = draw(st.lists(_name, min_size=count, max_size=count, unique=True))
     variables = []
+    io_used: set[tuple[IoKind, int]] = set()
     for i, (index, name, tag) in enumerate(zip(indexes, names, tags, strict=True)):
-        point, info1, info2, info3 = draw(_modbus_point())
+        point: ModbusPoint | IoPoint | str
+        if protocol is Protocol.TIC:
+            point = info1 = draw(_TIC_LABEL)
+            info2, info3 = draw(_name), ""
+        elif protocol is Protocol.IO:
+            point, info1, info2, info3 = draw(_io_point())
+            if (point.kind, point.channel) in io_used:
+                continue  # each channel once (spec/formats.md §8.2)
+            io_used.add((point.kind, point.channel))
+        else:
+            point, info1, info2, info3 = draw(_modbus_point())
         coef_a = draw(st.one_of(st.just(""), _decimal_text))
         coef_b = draw(st.one_of(st.just(""), _decimal_text))
         variables.append(Variable(
-            line=i + 2, index=index, info1=info1, info2=info2, info3=info3, info4="",
+            line=len(variables) + 2, index=index, info1=info1, info2=info2, info3=info3, info4="",
             name=name, tag=tag if draw(st.booleans()) else "",
             coef_a=Decimal(coef_a or "1"), coef_b=Decimal(coef_b or "0"),
             unit=draw(_text), action=draw(st.sampled_from(list(Action))),
-            coef_a_text=coef_a or "1", coef_b_text=coef_b or "0", modbus=point, key=name))
+            coef_a_text=coef_a or "1", coef_b_text=coef_b or "0", key=name,
+            modbus=point if isinstance(point, ModbusPoint) else None,
+            io=point if isinstance(point, IoPoint) else None,
+            tic_label=point if isinstance(point, str) else None))
     return DefinitionFile(file_name="gen.csv", protocol=protocol, category=draw(_text),
                           manufacturer=draw(_text), model=draw(_text),
                           variables=tuple(variables), sha256="")

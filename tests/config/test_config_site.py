@@ -127,3 +127,13 @@ def test_default_uid_from_the_mac_rules(tmp_path: Path) -> None:
     assert config.default_uid(net, routes) == "WPM110002"
     assert config.default_uid(tmp_path / "none", routes) == "WPM000000"
     assert config.uid_from_mac("00:8D:00:00:BD:E4") == "WPM00BDE4"
+
+
+def test_certificates_the_server_types_use_are_loaded(example_site: Callable[[], Path]) -> None:
+    directory = example_site()
+    conf = directory / "CONFIG/WPM00BDE4_config.ini"
+    conf.write_text(conf.read_text() + "MQTT2_CaFile=ca.pem\n")
+    (directory / "CERT/ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    site = config.load_site(directory)
+    assert site.files()["CERT/ca.pem"] == b"-----BEGIN CERTIFICATE-----\n"
+    assert site.settings.servers[1].ca_file == "ca.pem"
