@@ -134,6 +134,15 @@ class PollerCounters:
     overruns_by_device: dict[str, int] = field(default_factory=dict)  # polls skipped
 
 
+def link_name(device: Device) -> str:
+    """The link a device is polled on: `ip:port` (one per TCP endpoint, shared by its unit ids),
+    `SERIAL<k>`, `IO` or `TIC1`; also the `<bus>` of the overrun warning."""
+    endpoint = device.tcp_endpoint
+    if endpoint is not None:
+        return f"{endpoint[0]}:{endpoint[1]}"
+    return device.serial_port or device.index
+
+
 def poll_period_s(device: Device, daq_poll_period_s: int) -> int:
     return max(1, min(daq_poll_period_s, device.acq_period_s))
 

@@ -301,7 +301,13 @@ class Recorder:
         if state is None:
             self._devices[device.index] = _Device(device, definition)
             return
-        state.acq_period_s = device.acq_period_s
+        if device.acq_period_s != state.acq_period_s:
+            state.acq_period_s = device.acq_period_s
+            if state.open_end is not None and state.last_poll_ts is not None:
+                # A shorter period: the open record ends at the new period's end instead of
+                # holding back every poll until the old end.
+                state.open_end = min(state.open_end,
+                                     period_end_ns(state.last_poll_ts, device.acq_period_s))
         if definition.snapshot_id != state.def_id or definition != state.definition:
             state.redefine(definition)
             # A new definition may bring new parameters: the `_P_` file gets them at once.

@@ -23,6 +23,7 @@ from pipeline.poller import (
     Poller,
     PollLink,
     WriteSuperseded,
+    link_name,
     next_slot_ns,
 )
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged
@@ -98,6 +99,15 @@ def test_slots_are_multiples_from_midnight_and_midnight_itself() -> None:
     assert next_slot_ns(DAY0_NS + 5 * NS, 10) == DAY0_NS + 10 * NS
     assert next_slot_ns(DAY0_NS + 86395 * NS, 7) == DAY0_NS + 86400 * NS  # 86400 % 7 != 0
     assert next_slot_ns(DAY0_NS + 86400 * NS, 7) == DAY0_NS + 86407 * NS
+
+
+def test_link_names_group_devices_by_connection_and_bus() -> None:
+    assert link_name(device("1", interface="192.168.1.5")) == "192.168.1.5:502"
+    assert link_name(device("2", interface="192.168.1.5:502")) == "192.168.1.5:502"
+    assert link_name(device("3", interface="192.168.1.5:1502")) == "192.168.1.5:1502"
+    assert link_name(device("4", interface="serial2")) == "SERIAL2"
+    assert link_name(device("IO", interface="")) == "IO"
+    assert link_name(device("TIC1", interface="")) == "TIC1"
 
 
 async def test_devices_are_polled_at_slots_in_daq_index_order_links_concurrently() -> None:

@@ -258,6 +258,19 @@ def test_definition_change_mid_period_keeps_only_unchanged_variables() -> None:
     assert rec.parameters_due("1")
 
 
+def test_acq_period_change_takes_effect_at_the_next_new_period_end() -> None:
+    rec = make(acq_period_s=600)
+    rec.feed(readings("1", at(190), {1: good(1)}))
+    rec.set_device(device("1", acq_period_s=60), definition([variable(1, A4)]))
+    assert rec.feed(readings("1", at(200), {1: good(2)})).recorded
+    (record,) = rec.flush(at(240))    # not held back until 600
+    assert record.end_ns == at(240) and rows(record)[1]["value"] == 2.0
+    rec.feed(readings("1", at(250), {1: good(2)}))
+    rec.set_device(device("1", acq_period_s=600), definition([variable(1, A4)]))
+    assert [r.end_ns for r in rec.feed(readings("1", at(310), {1: good(3)})).records] == [at(300)]
+    assert [r.end_ns for r in rec.flush(at(600))] == [at(600)]
+
+
 # --------------------------------------------------------------------------- properties
 
 _value = st.one_of(
