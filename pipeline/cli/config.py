@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from config import (ConfigError, Severity, check_site, default_uid, find_uid, load_site,
-                    site_to_json)
+from config import ConfigError, Severity, check_site, default_uid, find_uid, load_site, site_to_json
 from config.defaults import default_files
 from config.identity import UID_PATTERN
 

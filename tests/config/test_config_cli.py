@@ -83,8 +83,8 @@ def test_show_of_a_bad_site_prints_problems_and_exits_1(
 
 
 def test_entry_point_in_a_fresh_process_runs_validate() -> None:
-    done = subprocess.run([sys.executable, "-c", "import sys; from pipeline.cli import main; "
-                           "sys.exit(main())", "config", "validate",
+    done = subprocess.run([sys.executable, "-c", ("import sys; from pipeline.cli import main; "
+                           "sys.exit(main())"), "config", "validate",
                            str(CASES / "spreadsheet_commas")], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 1

@@ -33,19 +33,19 @@ def test_empty_file_gives_every_default() -> None:
 
 
 @pytest.mark.parametrize("line,message", [
-    ("LOG_Level=verbose", "LOG_Level: 'verbose' is not one of debug, info, warning, error; "
-                          "default info used"),
+    ("LOG_Level=verbose", ("LOG_Level: 'verbose' is not one of debug, info, warning, error; "
+                          "default info used")),
     ("WEB_Port=70000", "WEB_Port: '70000' is outside 1..65535; default 8080 used"),
-    ("STORE_FlushSeconds=0,5", "STORE_FlushSeconds: '0,5' is not a number (use '.' as decimal "
-                               "point); default 1 used"),
+    ("STORE_FlushSeconds=0,5", ("STORE_FlushSeconds: '0,5' is not a number (use '.' as decimal "
+                               "point); default 1 used")),
     ("MQTT_Qos=3", "MQTT_Qos: '3' is outside 0..2; default 1 used"),
     ("FTP_Passive=yes", "FTP_Passive: 'yes' is not 0 or 1; default 1 used"),
-    ("NTP_TimeZone=Mars/Olympus", "NTP_TimeZone: 'Mars/Olympus' is not a known IANA time zone; "
-                                  "default UTC used"),
-    ("MQTT_TopicData=plant/#", "MQTT_TopicData: 'plant/#' holds a wildcard ('+' or '#'); "
-                               "default (empty) used"),
-    ("MQTT_TopicCommand=plant/cmd", "MQTT_TopicCommand: set without MQTT_TopicResult; "
-                                    "default (empty) used"),
+    ("NTP_TimeZone=Mars/Olympus", ("NTP_TimeZone: 'Mars/Olympus' is not a known IANA time zone; "
+                                  "default UTC used")),
+    ("MQTT_TopicData=plant/#", ("MQTT_TopicData: 'plant/#' holds a wildcard ('+' or '#'); "
+                               "default (empty) used")),
+    ("MQTT_TopicCommand=plant/cmd", ("MQTT_TopicCommand: set without MQTT_TopicResult; "
+                                    "default (empty) used")),
     ("FTP_Host=bad host", "FTP_Host: 'bad host' is not a host name or IP address; not used"),
 ])
 def test_bad_value_falls_back_to_default_with_one_warning(line: str, message: str) -> None:
@@ -58,8 +58,8 @@ def test_sftp_port_default_is_22_and_mqtts_8883() -> None:
     settings = s.settings("u")
     assert settings.servers[0].port == 22 and settings.servers[1].port == 8883
     warned = _parse("SERVER_Type=sftp\nFTP_Host=h\nFTP_Port=0\n").warnings
-    assert [str(w) for w in warned] == [f"{F}:3: FTP_Port: '0' is outside 1..65535; "
-                                        "default 22 used"]
+    assert [str(w) for w in warned] == [(f"{F}:3: FTP_Port: '0' is outside 1..65535; "
+                                        "default 22 used")]
 
 
 def test_key_without_default_rejects_when_the_type_needs_it() -> None:

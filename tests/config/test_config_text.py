@@ -55,8 +55,8 @@ def test_cp1252_daq_reads_with_a_warning() -> None:
 def test_non_utf8_ini_file_is_rejected() -> None:
     with pytest.raises(ConfigError) as exc:
         config.parse_config_ini(b"# ok\nWEB_User=J\xe9r\xf4me\n", "u_config.ini")
-    assert _errors(exc) == ["u_config.ini:2: encoding: not valid UTF-8 (byte 0xE9); "
-                            "file rejected"]
+    assert _errors(exc) == [("u_config.ini:2: encoding: not valid UTF-8 (byte 0xE9); "
+                            "file rejected")]
 
 
 def test_byte_undefined_in_cp1252_rejects_even_a_definition_file() -> None:
@@ -71,8 +71,8 @@ def test_utf16_bom_rejects_the_file(bom: bytes) -> None:
     data = bom + DEF_HEAD.encode("utf-16-le")
     with pytest.raises(ConfigError) as exc:
         config.parse_definition(data, "x.csv")
-    assert _errors(exc) == [f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}); "
-                            "file rejected"]
+    assert _errors(exc) == [(f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}); "
+                            "file rejected")]
 
 
 def test_comma_separated_definition_file_is_rejected_with_the_spreadsheet_hint() -> None:
@@ -80,8 +80,8 @@ def test_comma_separated_definition_file_is_rejected_with_the_spreadsheet_hint()
     with pytest.raises(ConfigError) as exc:
         config.parse_definition(data, "x.csv")
     assert _errors(exc) == [
-        "x.csv:2: separator: ',' is used but must be ';' (a spreadsheet may have changed it "
-        "when saving); file rejected"]
+        ("x.csv:2: separator: ',' is used but must be ';' (a spreadsheet may have changed it "
+        "when saving); file rejected")]
 
 
 def test_comma_separated_daq_is_rejected() -> None:
@@ -109,8 +109,8 @@ def test_empty_configuration_files_mean_all_defaults(parse, name: str) -> None: 
 def test_empty_definition_file_is_rejected() -> None:
     with pytest.raises(ConfigError) as exc:
         config.parse_definition(b"# only a comment\n\n", "x.csv")
-    assert _errors(exc) == ["x.csv:1: Protocol: missing (the file has no header line); "
-                            "file rejected"]
+    assert _errors(exc) == [("x.csv:1: Protocol: missing (the file has no header line); "
+                            "file rejected")]
 
 
 def test_quoted_field_keeps_its_semicolon_and_doubled_quotes() -> None:

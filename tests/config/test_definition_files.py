@@ -50,17 +50,17 @@ def test_every_type_and_byte_order_suffix(info3: str, dtype: DataType, order: By
 
 @pytest.mark.parametrize("info1,info2,info3,expected", [
     # the Info2 column of the decoding table of spec/formats.md §8.3
-    ("3", "40000_0", "U8", dict(byte=0)),
-    ("3", "40000_1", "U8", dict(byte=1)),
-    ("3", "40000_1", "I8", dict(byte=1)),
-    ("3", "40005_4_8", "Bits", dict(bit=4, nbits=8)),
-    ("3", "40008_1", "Bits", dict(bit=1, nbits=1)),
-    ("3", "40004_8", "String", dict(string_bytes=8)),
-    ("4", "40000 10", "String", dict(string_bytes=10)),   # the manual prints a space
-    ("3", "40000_250", "String", dict(string_bytes=250)),
-    ("3", "40000_1", "String", dict(string_bytes=1)),
-    ("3", "40000 15", "Bits", dict(bit=15, nbits=1)),
-    ("3", "65535", "U16", dict()),
+    ("3", "40000_0", "U8", {"byte": 0}),
+    ("3", "40000_1", "U8", {"byte": 1}),
+    ("3", "40000_1", "I8", {"byte": 1}),
+    ("3", "40005_4_8", "Bits", {"bit": 4, "nbits": 8}),
+    ("3", "40008_1", "Bits", {"bit": 1, "nbits": 1}),
+    ("3", "40004_8", "String", {"string_bytes": 8}),
+    ("4", "40000 10", "String", {"string_bytes": 10}),   # the manual prints a space
+    ("3", "40000_250", "String", {"string_bytes": 250}),
+    ("3", "40000_1", "String", {"string_bytes": 1}),
+    ("3", "40000 15", "Bits", {"bit": 15, "nbits": 1}),
+    ("3", "65535", "U16", {}),
 ])
 def test_info2_forms(info1: str, info2: str, info3: str, expected: dict[str, int]) -> None:
     point = _point(info1, info2, info3)
@@ -104,13 +104,7 @@ def test_bad_forms_reject_the_file(info1: str, info2: str, info3: str, field: st
 
 
 def test_scale_factor_resolution_takes_the_nearest_repeated_name_above() -> None:
-    defn = config.parse_definition((HEAD + "".join([
-        "1;3;100;I16;;SF;;1;0;;1\n",
-        "2;3;101;U16;SF;A;;1;0;;4\n",
-        "3;3;200;I16;;SF;;1;0;;1\n",
-        "4;3;201;U16;SF;B;;1;0;;4\n",
-        "5;3;99;U16;SF;C;;1;0;;4\n",
-    ])).encode(), "x.csv")
+    defn = config.parse_definition((HEAD + "1;3;100;I16;;SF;;1;0;;1\n2;3;101;U16;SF;A;;1;0;;4\n3;3;200;I16;;SF;;1;0;;1\n4;3;201;U16;SF;B;;1;0;;4\n5;3;99;U16;SF;C;;1;0;;4\n").encode(), "x.csv")
     by_index = {v.index: v for v in defn.value.variables}
     assert by_index[2].scale_factor_index == 1
     assert by_index[4].scale_factor_index == 3
@@ -140,13 +134,7 @@ def test_bad_scale_factor_references_reject(lines: str, message: str) -> None:
 
 
 def test_string_without_byte_count_spans_to_the_next_register_of_its_kind() -> None:
-    parsed = config.parse_definition((HEAD + "".join([
-        "1;3;40004;String;;Mn;;1;0;;1\n",
-        "2;4;40010;U16;;other kind;;1;0;;1\n",
-        "3;3;40020;String;;Md;;1;0;;1\n",
-        "4;3;40500;U16;;far;;1;0;;1\n",
-        "5;3;40600;String;;last;;1;0;;1\n",
-    ])).encode(), "x.csv")
+    parsed = config.parse_definition((HEAD + "1;3;40004;String;;Mn;;1;0;;1\n2;4;40010;U16;;other kind;;1;0;;1\n3;3;40020;String;;Md;;1;0;;1\n4;3;40500;U16;;far;;1;0;;1\n5;3;40600;String;;last;;1;0;;1\n").encode(), "x.csv")
     spans = {v.index: v.modbus.register_count for v in parsed.value.variables if v.modbus}
     assert (spans[1], spans[3], spans[5]) == (16, 125, 1)
     assert [str(w) for w in parsed.warnings] == [
@@ -165,10 +153,10 @@ def test_control_characters_become_spaces_with_a_warning() -> None:
 
 
 @pytest.mark.parametrize("lines,message", [
-    ("1;3;1;U16;;A;;1;0;;4\n1;3;2;U16;;B;;1;0;;4\n", "x.csv:3: Index: '1' is already used at "
-                                                     "line 2"),
-    ("1;3;1;U16;;A;t;1;0;;4\n2;3;2;U16;;B;t;1;0;;4\n", "x.csv:3: Tag: 't' is already used at "
-                                                       "line 2"),
+    ("1;3;1;U16;;A;;1;0;;4\n1;3;2;U16;;B;;1;0;;4\n", ("x.csv:3: Index: '1' is already used at "
+                                                     "line 2")),
+    ("1;3;1;U16;;A;t;1;0;;4\n2;3;2;U16;;B;t;1;0;;4\n", ("x.csv:3: Tag: 't' is already used at "
+                                                       "line 2")),
     ("1;3;1;U16;;A;;1;0;;3\n", "x.csv:2: Action: '3' is not 0, 1, 2, 4, 8 or 9"),
     ("1;3;1;U16;;A;;1;0;;\n", "x.csv:2: Action: empty, expected an integer"),
     ("1;3;1;U16;;;;1;0;;4\n", "x.csv:2: Name: missing"),

@@ -95,12 +95,12 @@ def test_missing_and_empty_fields_take_defaults_and_type_any_case() -> None:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("SCHEDULE_Params[0]=1|someday", "Type: 'someday' is not a schedule type; "
-                                     "default everyday used"),
-    ("SCHEDULE_Params[0]=1|everyday|24:00:00", "StartTime: '24:00:00' is not HH:MM:SS in "
-                                               "00:00:00..23:59:59; default 00:00:00 used"),
-    ("SCHEDULE_Params[0]=1|everyday|00:00:00|10|0", "Count: '0' is outside 1..1440; "
-                                                    "default 1 used"),
+    ("SCHEDULE_Params[0]=1|someday", ("Type: 'someday' is not a schedule type; "
+                                     "default everyday used")),
+    ("SCHEDULE_Params[0]=1|everyday|24:00:00", ("StartTime: '24:00:00' is not HH:MM:SS in "
+                                               "00:00:00..23:59:59; default 00:00:00 used")),
+    ("SCHEDULE_Params[0]=1|everyday|00:00:00|10|0", ("Count: '0' is outside 1..1440; "
+                                                    "default 1 used")),
 ])
 def test_bad_fields_fall_back_with_a_warning(text: str, message: str) -> None:
     parsed = config.parse_var_ini(text.encode() + b"\n", F)
@@ -111,10 +111,10 @@ def test_bad_fields_fall_back_with_a_warning(text: str, message: str) -> None:
     ("SCHEDULE_Params[0]=x|everyday", "1: Id: 'x' is not an integer"),
     ("SCHEDULE_Params[0]=|everyday", "1: Id: empty, expected an integer"),
     ("SCHEDULE_Params[0]=1|a|b|c|d|e", "1: line: 6 fields, at most 5"),
-    ("SCHEDULE_Param[0]=1", "1: SCHEDULE_Param[0]: malformed key (SCHEDULE_Params[<n>] or "
-                            "SCHEDULE2_Params[<n>])"),
-    ("SCHEDULE_Params[0]=1\nSCHEDULE_Params[00]=2", "2: SCHEDULE_Params[00]: <n> 0 repeated "
-                                                    "(first at line 1)"),
+    ("SCHEDULE_Param[0]=1", ("1: SCHEDULE_Param[0]: malformed key (SCHEDULE_Params[<n>] or "
+                            "SCHEDULE2_Params[<n>])")),
+    ("SCHEDULE_Params[0]=1\nSCHEDULE_Params[00]=2", ("2: SCHEDULE_Params[00]: <n> 0 repeated "
+                                                    "(first at line 1)")),
     ("SCHEDULE2_Params[0]=1\nSCHEDULE2_Params[1]=1", "2: Id: '1' is already used at line 1"),
 ])
 def test_structural_errors_reject_the_file(text: str, message: str) -> None:
