@@ -97,6 +97,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     located: dict[int, tuple[list[int], int]] = {}
     failed: dict[int, Quality] = {}
     sent = 0
+    answered_ns = 0             # when the poll's last answer arrived (spec/behaviour.md §2.1)
     pending = list(state.requests)
     while pending:
         request = pending.pop(0)
@@ -117,6 +118,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             for index in request.indexes:
                 failed[index] = err.quality
             continue
+        answered_ns = time.time_ns()
         for index in request.indexes:
             point = by_index[index].modbus
             assert point is not None
@@ -125,7 +127,8 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     qualities = state.counters.qualities
     for reading in readings.values():
         qualities[reading.quality] += 1
-    return Readings(device=device.index, ts_ns=time.time_ns(), values=readings, requests=sent)
+    return Readings(device=device.index, ts_ns=answered_ns or time.time_ns(), values=readings,
+                    requests=sent)
 
 
 def _decode(variables: Sequence[Variable], located: Mapping[int, tuple[list[int], int]],
