@@ -17,10 +17,12 @@ from pymodbus.server import ModbusTcpServer
 
 import config
 from config.model import Device, Quality
+from pipeline.drivers._base import ReadPlan
+from pipeline.drivers.io import IoDriver, SimBackend
 from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Event, PolledDevice, Poller, PollLink
-from pipeline.recorder import ParameterRead, Recorder
+from pipeline.recorder import ParameterRead, Recorder, ValueChanged
 from store.log import Log, StoreOptions
 
 NS = 1_000_000_000
@@ -158,3 +160,54 @@ def check(rows: list[dict[str, Any]], params: list[dict[str, Any]], def_id: str)
     assert len(params) == 1
     assert params[0]["device"] == "4" and params[0]["def"] == def_id
     assert '"4":"4242"' in str(params[0]["body"]).replace(" ", "")
+
+
+IO_DEFINITION = b"""io;WebdynSunPM;Webdyn;ioSunPM
+1;1;1;1;;AI1;;1;0;mA;2
+5;2;1;1;;DI1;;1;0;;4
+6;2;2;2;;DI2;;1;0;;4
+9;3;1;;;Relay;;1;0;;8
+"""
+
+
+async def test_io_simulator_polled_and_its_relay_written_ahead_of_polls() -> None:
+    defn = config.parse_definition(IO_DEFINITION, "WPM00BDE4_IO.csv").value
+    dev = Device(line=1, index="IO", interface="", name="io", address=None, acq_period_s=1,
+                 def_file="WPM00BDE4_IO.csv")
+    plan = ReadPlan(definition=defn, variables=tuple(v for v in defn.variables
+                                                      if v.action.is_polled))
+    memory = MemoryLog()
+    changes: list[ValueChanged] = []
+
+    async def events(event: Event) -> None:
+        if isinstance(event, ValueChanged):
+            changes.append(event)
+
+    poller = Poller([PollLink(name="IO", driver=IoDriver(SimBackend()), category="io",
+                              devices=(PolledDevice(device=dev, definition=defn, plan=plan),))],
+                    recorder=Recorder(), record_sink=memory.append_records, event_sink=events,
+                    daq_poll_period_s=1)
+    await wait_whole_second()
+    task = asyncio.create_task(poller.run(), name="poller")
+    try:
+        await asyncio.sleep(1.5)
+        async with asyncio.timeout(1):
+            await poller.write("IO", defn.variable(9), 1)
+        await asyncio.sleep(2.0)
+        poller.stop()
+        async with asyncio.timeout(5):
+            await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    records = [{r["var"]: r for r in b.to_pylist()} for b in memory.batches]
+    assert len(records) >= 2
+    relay = [r[9]["value"] for r in records]
+    assert relay[0] == 0.0 and relay[-1] == 1.0
+    assert [(c.var, c.old, c.new) for c in changes] == [(9, 0, 1)]
+    for r in records:
+        assert 12 - 6.4 <= r[1]["vmin"] <= r[1]["value"] <= r[1]["vmax"] <= 12 + 6.4
+        assert r[5]["value"] in (0.0, 1.0) and r[1]["quality"] == Quality.GOOD
+    s0 = [r[6]["value"] for r in records]
+    assert s0 == sorted(s0) and s0[0] > 0
