@@ -43,6 +43,7 @@ from pipeline.drivers._base import (
     Readings,
     ReadPlan,
 )
+from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceHook
 
 log = logging.getLogger("sunpm.tic")
 
@@ -54,6 +55,8 @@ CR: Final = 0x0D
 SP: Final = 0x20
 HT: Final = 0x09
 MAX_GROUP_BYTES: Final = 256
+#: A standard-mode frame is about 1 KiB; past this an open frame is cut (interrupted).
+MAX_FRAME_BYTES: Final = 16384
 _LABEL_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-")
 _SEASONS: Final = frozenset(b"EeHh ")
 
@@ -155,6 +158,8 @@ class TicFrame:
     interrupted: bool
     checksum_errors: int
     malformed: int
+    #: The frame's bytes as received, STX through ETX or EOT (frame traces).
+    raw: bytes = b""
 
     @property
     def mode(self) -> TicMode | None:
@@ -186,6 +191,7 @@ class _OpenFrame:
     groups: list[TicGroup] = field(default_factory=list)
     checksum_errors: int = 0
     malformed: int = 0
+    raw: bytearray = field(default_factory=bytearray)
 
 
 class TicDecoder:
@@ -222,13 +228,18 @@ class TicDecoder:
             previous = self._close(interrupted=True) if self._frame is not None else None
             self._synced = True
             self._frame = _OpenFrame()
+            self._frame.raw.append(byte)
             return previous
         if self._frame is None:
             if self._synced:
                 self.counters.noise += 1
             return None
+        self._frame.raw.append(byte)
         if byte == ETX:
             return self._close(interrupted=False)
+        if len(self._frame.raw) > MAX_FRAME_BYTES:
+            # A line that never sends ETX must not grow memory: the frame is cut here.
+            return self._close(interrupted=True)
         if byte == EOT:
             return self._close(interrupted=True)
         if byte == LF:
@@ -283,7 +294,7 @@ class TicDecoder:
             self._drop(GroupFault.MALFORMED)      # a group cut by the frame's end
         frame = TicFrame(groups=tuple(self._frame.groups), interrupted=interrupted,
                          checksum_errors=self._frame.checksum_errors,
-                         malformed=self._frame.malformed)
+                         malformed=self._frame.malformed, raw=bytes(self._frame.raw))
         self._frame = None
         self.counters.frames += 1
         if interrupted:
@@ -339,8 +350,10 @@ class TicReader:
                  on_accessory: AccessoryListener | None = None,
                  opener: PortOpener | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns,
-                 detection_slot_s: float = DETECTION_SLOT_S) -> None:
+                 detection_slot_s: float = DETECTION_SLOT_S,
+                 trace: TraceHook | None = None) -> None:
         self.path = path
+        self.trace = trace
         self.fixed_baud = baud
         self.counters = TicCounters()
         self.values: dict[str, LabelValue] = {}
@@ -466,6 +479,11 @@ class TicReader:
         return decoder
 
     def _handle(self, frames: list[TicFrame]) -> None:
+        if self.trace is not None:
+            for frame in frames:
+                # `tic` traces: one `<=` line per frame (spec/formats.md §11).
+                self.trace(FrameTrace(ts_ns=time.time_ns(), interface="tic",
+                                      direction=Direction.RECEIVED, data=frame.raw))
         if self.frames is None:
             return
         for frame in frames:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.drivers._base import LinkSettings, ReadPlan
+from pipeline.drivers.modbus.trace import FrameTrace, format_trace_line
 from pipeline.drivers.tic import (
     GroupFault,
     LabelValue,
@@ -253,7 +254,8 @@ async def test_reader_detects_historic_mode_and_driver_reads_labels(
     frame = encode_frame([("ADCO", "031664001115"), ("BASE", "000002080"), ("PAPP", "00910"),
                           ("IINST", "004")], TicMode.HISTORIC)
     with _pty_link(tmp_path) as (master, link, opener):
-        reader = TicReader(str(link), detection_slot_s=0.3, opener=opener)
+        traces: list[FrameTrace] = []
+        reader = TicReader(str(link), detection_slot_s=0.3, opener=opener, trace=traces.append)
         async with _driver(reader) as driver:
             # First slot is 9600 (standard): historic groups fail there, then 1200 finds them.
             async def feed() -> None:
@@ -279,6 +281,9 @@ async def test_reader_detects_historic_mode_and_driver_reads_labels(
             later = await driver.read(TIC1, _plan("BASE"))
             assert later.values[1].quality is Quality.TIMEOUT
     assert "historic mode detected at 1200 baud" in caplog.messages
+    good = [t for t in traces if t.data == frame]
+    assert good and good[0].interface == "tic"
+    assert format_trace_line(good[0]).split(";", 1)[1].startswith("<= 02 0A 41 44 43 4F 20")
 
 
 async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
@@ -335,3 +340,14 @@ async def test_a_meter_address_other_than_serial_number_warns_once(
         await driver.read(TIC1, _plan("ADSC"))
     assert caplog.messages == [
         "Meter address 041664001116 differs from serialNumber 031664001115. device=TIC1"]
+
+
+def test_frames_keep_their_raw_bytes_and_a_frame_without_end_is_cut() -> None:
+    frame = encode_frame([("PAPP", "00100"), ("IINST", "004")], TicMode.HISTORIC)
+    frames, _ = decode_capture(b"xx" + frame + b"\x02\nPAPP" + b"\x04")
+    assert frames[0].raw == frame and frames[1].raw == b"\x02\nPAPP\x04"
+    group = encode_group("PAPP", "00100", TicMode.HISTORIC)
+    endless = b"\x02" + group * 2000
+    frames, counters = decode_capture(endless)
+    assert frames[0].interrupted and len(frames[0].raw) <= 16385
+    assert counters.noise > 0          # the rest, outside any frame
