@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from config._text import CsvRow, Findings, csv_field, csv_rows, decode, parse_int
+from config._text import CsvRow, Findings, csv_field, csv_rows, decode, parse_int, replace_controls
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
 _BLOCKS: Final = {"type": "ethernet", "tcpinterframems": "tcpInterFrameMs", "port": "serial",
@@ -314,7 +314,7 @@ def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> 
     if not name:
         name = index
     else:
-        _, control = _controls(name)
+        _, control = replace_controls(name)
         if control is not None or len(name) > 64:
             why = f"control character 0x{control:02X}" if control is not None else \
                 f"'{name}' is longer than 64 characters"
@@ -336,13 +336,6 @@ def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> 
         timeout_ms=1000 if special else _int_field(row, "timeout(ms)", f[5], (50, 60000), 1000,
                                                    findings),
         serial_number=f[6], parameters=parameters, category=f[8], model=f[9], def_file=def_file)
-
-
-def _controls(text: str) -> tuple[str, int | None]:
-    for ch in text:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return text, ord(ch)
-    return text, None
 
 
 def _parameters(row: CsvRow, index: str, interface: str, text: str, findings: Findings) -> str:

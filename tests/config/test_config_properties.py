@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
+import tempfile
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from config_support import GOLDEN, golden
+from config_support import CASES, GOLDEN, golden
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -346,3 +349,27 @@ def test_arbitrary_bytes_raise_nothing_but_config_error(data: bytes) -> None:
             parse(data, name)
         except ConfigError:
             pass
+
+
+_SITE_FILES = ["CONFIG/WPM00BDE4_config.ini", "CONFIG/WPM00BDE4_var.ini",
+               "CONFIG/WPM00BDE4_daq.csv", "CONFIG/WPM00BDE4_scl.ini",
+               "DEF/inv_small.csv", "DEF/WPM00BDE4_IO.csv"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(_SITE_FILES), st.lists(_mutation, min_size=1, max_size=3))
+def test_a_site_with_a_mutated_file_reports_problems_and_never_crashes(
+        rel: str, mutations: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        site_dir = Path(tmp) / "site"
+        shutil.copytree(CASES / "warnings_only", site_dir)
+        target = site_dir / rel
+        target.write_bytes(_mutate(target.read_bytes(), mutations))
+        problems = config.check_site(site_dir)
+        assert all(p.file and p.field and p.message for p in problems)
+        try:
+            site = config.load_site(site_dir)
+        except ConfigError as err:
+            assert [str(p) for p in err.problems] == [str(p) for p in problems]
+        else:
+            assert [str(p) for p in site.warnings] == [str(p) for p in problems]
