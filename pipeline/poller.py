@@ -191,6 +191,7 @@ class _Link:
         self.skipped = 0
         self.writes_done = 0
         self.port_errors = 0
+        self.offset_ns = 0    # wall - monotonic when this link's deadline was set
         self.skipped_since_warning = 0
         self.last_warning_mono: int | None = None
         for polled in link.devices:
@@ -347,24 +348,27 @@ class Poller:
     # ----------------------------------------------------------------- a link
 
     async def _poll_link(self, link: _Link) -> None:
+        assert self._offset_ns is not None
+        link.offset_ns = self._offset_ns
         slot = link.next_slot(self._now() - 1)
         while not self._stopping:
-            assert self._offset_ns is not None
-            woken = await self.clock.wait_until(slot - self._offset_ns, link.wake)
+            woken = await self.clock.wait_until(slot - link.offset_ns, link.wake)
             if woken:
                 link.wake.clear()
                 await self._run_writes(link)
                 if self._stopping:
                     return
-                await self._check_clock()
-                if self._now() < slot:
-                    continue
-            else:
-                await self._check_clock()
-            if abs(self._now() - slot) > STEP_NS:
-                # The wall clock stepped while we waited: re-align on the new time.
+            await self._check_clock()
+            assert self._offset_ns is not None
+            stepped = abs(self._offset_ns - link.offset_ns) > STEP_NS
+            link.offset_ns = self._offset_ns
+            if stepped:
+                # The wall clock stepped while we waited (whichever link noticed it first):
+                # re-align on the new time rather than count the jump as overruns.
                 slot = link.next_slot(self._now() - 1)
                 continue
+            if self._now() < slot:
+                continue    # woken early by a write, or a slew moved the slot
             await self._cycle(link, slot)
             slot = self._after_cycle(link, slot)
 

@@ -224,7 +224,10 @@ async def test_wall_clock_steps_are_logged_and_polling_stays_on_the_monotonic_cl
     clock = ManualClock(wall_ns=DAY0_NS + 1 * NS)
     driver = ScriptedDriver(clock, counting)
     sinks = Sinks()
-    poller = make(clock, [("SERIAL1", driver, [polled("1", acq=60, parameters=False)])], sinks)
+    other = ScriptedDriver(clock, counting)
+    poller = make(clock, [("SERIAL1", driver, [polled("1", acq=60, parameters=False)]),
+                          ("127.0.0.1:502", other, [polled("2", acq=60, parameters=False)])],
+                  sinks)
     with caplog.at_level(logging.WARNING, logger="sunpm.clock"):
         async with running(poller):
             await clock.advance(125)
@@ -239,6 +242,10 @@ async def test_wall_clock_steps_are_logged_and_polling_stays_on_the_monotonic_cl
                         "wall clock reset by -10800 s"]
     steps = [e for e in sinks.events if isinstance(e, ClockStepped)]
     assert [(s.step_ns // NS, s.reset) for s in steps] == [(-30, False), (3600, False), (-10800, True)]
+    # both links re-aligned, neither took the jumps for overruns
+    assert [(k.link, k.skipped) for k in poller.counters().links] == [
+        ("SERIAL1", 0), ("127.0.0.1:502", 0)]
+    assert [t for _, _, t in other.log] == [t for _, _, t in driver.log]
     reads = [t for op, _, t in driver.log]
     # steps of whole tens of seconds keep the slots' phase: polls stay 10 s apart on the
     # monotonic clock, no stall after a step back, no burst after a step forward
