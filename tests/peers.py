@@ -9,6 +9,7 @@ Import side (from any test, `tests/` is on sys.path):
   port; `Peer.kill()` SIGKILLs it (a server dying mid-operation). Accounts: `sunpm`/`secret` may
   do everything, `reader`/`secret` may only list and read (FTP, SFTP). WebDAV serves `root` at `/`
   and, read-only, at `/ro`; Digest and Basic are accepted (`basic_only`: Basic alone).
+  `no_posix_rename` makes the SFTP peer a plain v3 server whose RENAME never replaces.
   `rate_bps` throttles uploads on the server side so a test can act mid-transfer. Any file whose
   name contains `DISKFULL` is written to /dev/full, so the server meets ENOSPC as on a full disk.
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
@@ -106,11 +107,13 @@ class Peer:
 
 @contextlib.contextmanager
 def run_peer(kind: str, root: Path, certs: Certs, *, rate_bps: int = 0,
-             basic_only: bool = False) -> Iterator[Peer]:
+             basic_only: bool = False, no_posix_rename: bool = False) -> Iterator[Peer]:
     cmd = [sys.executable, str(Path(__file__).resolve()), kind, "--root", str(root),
            "--certs", str(certs.dir), "--rate", str(rate_bps)]
     if basic_only:
         cmd.append("--basic-only")
+    if no_posix_rename:
+        cmd.append("--no-posix-rename")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = _read_port(proc)
@@ -374,6 +377,9 @@ def _serve_sftp(args: argparse.Namespace) -> None:
 
         def rename(self, oldpath: bytes, newpath: bytes) -> None:
             self._check()
+            # SFTP v3 RENAME, as OpenSSH's sftp-server does it (link then unlink): never replaces.
+            if args.no_posix_rename and os.path.lexists(self.map_path(newpath)):
+                raise asyncssh.SFTPFailure("File exists")
             super().rename(oldpath, newpath)
 
         def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
@@ -390,6 +396,12 @@ def _serve_sftp(args: argparse.Namespace) -> None:
                     super().write(file_obj, offset + start, piece)
                     file_obj.flush()  # type: ignore[attr-defined]
             return len(data)
+
+    if args.no_posix_rename:
+        from asyncssh.sftp import SFTPServerHandler
+        SFTPServerHandler._extensions = [
+            (name, value) for name, value in SFTPServerHandler._extensions
+            if name != b"posix-rename@openssh.com"]
 
     async def main() -> None:
         server = await asyncssh.listen("127.0.0.1", args.port, server_factory=Server,
@@ -463,6 +475,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate", type=int, default=0)
     parser.add_argument("--basic-only", action="store_true")
+    parser.add_argument("--no-posix-rename", action="store_true")
     args = parser.parse_args()
     _watch_stdin()
     if args.kind in ("ftp", "ftps"):

@@ -343,3 +343,57 @@ async def test_full_server_disk_is_retriable(target: Target) -> None:
         await transport.close()
     assert caught.value.retriable, caught.value
     assert not (target.tree / "DATA" / name).exists()
+
+
+async def test_sftp_without_posix_rename_replaces_by_remove_then_rename(certs: Certs,
+                                                                        tmp_path: Path) -> None:
+    with run_peer("sftp", tmp_path, certs, no_posix_rename=True) as peer:
+        target = fresh_target("sftp", peer, tmp_path, certs)
+        final = target.tree / "DATA" / NAME
+        final.write_bytes(b"old")
+        transport = target.transport()
+        await transport.connect()
+        try:
+            await transport.upload(PATH, b"new", two_step=True)
+        finally:
+            await transport.close()
+    assert final.read_bytes() == b"new"
+    assert not final.with_name(NAME + ".tmp").exists()
+
+
+async def test_ftp_active_mode_uploads(peer_pool: PeerPool, certs: Certs) -> None:
+    peer = peer_pool.get("ftp")
+    target = fresh_target("ftp", peer, peer.root, certs)
+    transport = target.transport(passive=False)
+    await transport.connect()
+    try:
+        await transport.upload(PATH, b"active", two_step=True)
+        assert [f.name for f in await transport.list("/DATA")] == [NAME]
+    finally:
+        await transport.close()
+    assert (target.tree / "DATA" / NAME).read_bytes() == b"active"
+
+
+async def test_cancelled_upload_ends_promptly_and_leaves_nothing_running(
+        slow_target: Target) -> None:
+    final = slow_target.tree / "DATA" / NAME
+    transport = slow_target.transport()
+    await transport.connect()
+    upload = asyncio.create_task(transport.upload(PATH, os.urandom(PAYLOAD_BYTES), two_step=True))
+    try:
+        await _wait_for_partial(final.with_name(NAME + ".tmp"), upload, 32 * 1024)
+        started = time.monotonic()
+        upload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        assert time.monotonic() - started < 3
+    finally:
+        await transport.close()
+    assert not final.exists()
+    # The transport is usable again after a new connect.
+    await transport.connect()
+    try:
+        await transport.upload(PATH, b"after", two_step=True)
+    finally:
+        await transport.close()
+    assert final.read_bytes() == b"after"
