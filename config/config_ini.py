@@ -241,6 +241,9 @@ KEY_TABLE: Final[tuple[KeySpec, ...]] = (
 )
 KEYS: Final[Mapping[str, KeySpec]] = {k.name: k for k in KEY_TABLE}
 _ORDER: Final[Mapping[str, int]] = {k.name: i for i, k in enumerate(KEY_TABLE)}
+#: Keys whose empty value has a meaning of its own rather than "the default": written
+#: `NTP_Server1=` turns the first clock-check server off (both empty = no clock check, §4).
+_EMPTY_MEANS_EMPTY: Final = frozenset({"NTP_Server1"})
 #: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (spec/formats.md §1.3).
 ALIASES: Final = {"FTP2-HeaderOption": "FTP2_HeaderOption"}
 
@@ -340,6 +343,9 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
         text = cfg.values.get(key, "")
         default = _default_for(key, types, uid)
         needed = types[slot] in spec.required_for
+        if text == "" and key in _EMPTY_MEANS_EMPTY and key in cfg.values:
+            out[key] = ""
+            continue
         if text == "":
             if needed:
                 type_key = server_key("SERVER_Type", slot)

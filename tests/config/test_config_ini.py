@@ -113,3 +113,12 @@ def test_every_table_key_has_a_server2_copy() -> None:
     for name in ("SERVER2_Type", "FTP2_Host", "HTTP2_Url", "MQTT2_TopicData", "DIR2_Path",
                  "FTP2_TwoStepsSendingDisabled", "FTP2_EuroDateFormat", "HTTP2_EuroDateFormat"):
         assert name in names
+
+
+def test_ntp_server1_written_empty_turns_the_clock_check_off() -> None:
+    assert _parse("").value.settings("u").ntp_servers == ("pool.ntp.org",)
+    assert _parse("NTP_Server1=\n").value.settings("u").ntp_servers == ()
+    assert _parse("NTP_Server1=\nNTP_Server2=time.example\n").value.settings(
+        "u").ntp_servers == ("time.example",)
+    off = config.new_config({"NTP_Server1": ""})
+    assert config.render_config_ini(off) == b"NTP_Server1=\n"
