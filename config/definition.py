@@ -133,10 +133,11 @@ def _variable(row: CsvRow, protocol: Protocol, findings: Findings) -> Variable |
     coef_a, coef_a_text = _coef(row, "CoefA", f[7], "1", findings)
     coef_b, coef_b_text = _coef(row, "CoefB", f[8], "0", findings)
     unit = _text(row, "Unit", f[9], findings)
-    action_value, problem = parse_int(f[10], 0, 9)
-    if action_value is None or action_value not in tuple(Action):
-        findings.error(row.line, "Action",
-                       problem if action_value is None else f"'{f[10]}' is not 0, 1, 2, 4, 8 or 9")
+    action_value, problem = parse_int(f[10], 0, 2**31)
+    if action_value is not None and action_value not in tuple(Action):
+        action_value, problem = None, f"'{f[10]}' is not 0, 1, 2, 4, 8 or 9"
+    if action_value is None:
+        findings.error(row.line, "Action", problem)
         ok = False
     point = _point(row, protocol, f, findings)
     if not ok or point is None or index is None or action_value is None:

@@ -158,6 +158,7 @@ def test_control_characters_become_spaces_with_a_warning() -> None:
     ("1;3;1;U16;;A;t;1;0;;4\n2;3;2;U16;;B;t;1;0;;4\n", ("x.csv:3: Tag: 't' is already used at "
                                                        "line 2")),
     ("1;3;1;U16;;A;;1;0;;3\n", "x.csv:2: Action: '3' is not 0, 1, 2, 4, 8 or 9"),
+    ("1;3;1;U16;;A;;1;0;;16\n", "x.csv:2: Action: '16' is not 0, 1, 2, 4, 8 or 9"),
     ("1;3;1;U16;;A;;1;0;;\n", "x.csv:2: Action: empty, expected an integer"),
     ("1;3;1;U16;;;;1;0;;4\n", "x.csv:2: Name: missing"),
     ("-1;3;1;U16;;A;;1;0;;4\n", "x.csv:2: Index: '-1' is outside 0..2147483647"),
