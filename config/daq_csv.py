@@ -263,9 +263,14 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
     for row in block.rows:
         device = _device(row, serial, findings)
         if device is None:
-            def_file = _padded(row, 11)[10]
-            if def_file and "/" not in def_file and "\\" not in def_file:
-                findings.rejected_refs.append((row.line, def_file))
+            fields = _padded(row, 11)
+            if fields[10] and "/" not in fields[10] and "\\" not in fields[10]:
+                findings.rejected_refs.append((row.line, fields[10]))
+            # A rejected row still takes its index and name, so later repeats are reported too.
+            index = _index(fields[0])
+            if index is not None:
+                index_at.setdefault(index, row.line)
+                name_at.setdefault(fields[2] or index, row.line)
             continue
         if device.index in index_at:
             findings.error(row.line, "index", f"'{device.index}' is already used at line "
@@ -282,7 +287,7 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
     modbus = {d.index for d in out if d.numeric_index is not None}
     for dev in out:
         target = dev.parameters[len("modbus:"):]
-        if dev.index == "IO" and dev.parameters and target not in modbus:
+        if dev.index == "IO" and dev.parameters.startswith("modbus:") and target not in modbus:
             findings.error(dev.line, "parameters", f"'{dev.parameters}' is not empty or "
                                                    "modbus:<index> of a Modbus device here")
     return tuple(out)

@@ -1,0 +1,152 @@
+"""daq.csv (spec/formats.md §6): blocks in any order, defaults, rejections, canonical writer."""
+
+from __future__ import annotations
+
+import pytest
+from config_support import golden
+
+import config
+from config import ConfigError
+
+F = "WPM00BDE4_daq.csv"
+DEV = ("index;interface;name;address;acqPeriod(s);timeout(ms);serialNumber;parameters;category;"
+       "model;defFile\n")
+SER = "port;speed;dataBits;parity;stopBits;wires;protocol;interFrame(ms);forwardTcpPort;path\n"
+
+
+def _parse(text: str) -> config.Parsed[config.model.Daq]:
+    return config.parse_daq(text.encode(), F)
+
+
+def _rejected(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        _parse(text)
+    return [str(p) for p in exc.value.errors]
+
+
+def test_blocks_in_any_order_and_any_header_case_are_written_in_canonical_order() -> None:
+    canonical = golden(F).decode()
+    blocks = canonical.split("tcpInterFrameMs;0\n")
+    ethernet, rest = blocks
+    serial, devices = rest.split("index;", 1)
+    shuffled = "INDEX;" + devices + serial.replace("port;", "Port;") + "tcpinterframems;0\n" + \
+        ethernet
+    parsed = _parse(shuffled)
+    assert parsed.warnings == ()
+    assert config.render_daq(parsed.value).decode() == canonical
+
+
+def test_absent_blocks_mean_defaults_and_stay_absent() -> None:
+    daq = _parse(DEV + "1;10.0.0.5;inv;1;;;;;;;inv.csv\n").value
+    assert daq.lan == () and daq.tcp_inter_frame_ms == 0
+    assert [p.port for p in daq.serial] == ["SERIAL1", "SERIAL2", "SERIAL3"]
+    assert all(p.line is None and p.speed == 9600 for p in daq.serial)
+    dev = daq.devices[0]
+    assert (dev.acq_period_s, dev.timeout_ms, dev.keep_alive) == (600, 1000, True)
+    assert config.render_daq(daq).decode() == DEV + "1;10.0.0.5;inv;1;600;1000;;;;;inv.csv\n"
+
+
+def test_empty_name_is_the_index_and_index_case_is_normalised() -> None:
+    daq = _parse(DEV + "tic1;;;;600;;041676011381;;;;t.csv\nio;;;;600;;;;;;io.csv\n").value
+    assert [(d.index, d.name) for d in daq.devices] == [("TIC1", "TIC1"), ("IO", "IO")]
+
+
+@pytest.mark.parametrize("row,message", [
+    ("1;10.0.0.5;inv;1;0;;;;;;inv.csv", "acqPeriod(s): '0' is outside 1..86400; default 600 used"),
+    ("1;10.0.0.5;inv;1;600;10;;;;;inv.csv", ("timeout(ms): '10' is outside 50..60000; default "
+                                            "1000 used")),
+    ("1;10.0.0.5;inv;1;600;;;2;;;inv.csv", "parameters: '2' is not 0 or 1; default 1 used"),
+    ("TIC1;;Linky;;600;;;4800;;;t.csv", ("parameters: '4800' is not 1200, 9600 or empty; "
+                                        "default (empty) used")),
+    ("1;10.0.0.5;in\x01v;1;600;;;;;;inv.csv", "name: control character 0x01; default 1 used"),
+])
+def test_bad_device_values_with_defaults_warn(row: str, message: str) -> None:
+    assert [str(w) for w in _parse(DEV + row + "\n").warnings] == [f"{F}:2: {message}"]
+
+
+@pytest.mark.parametrize("row,message", [
+    ("1;SERIAL1;m;0;600;;;;;;m.csv", "address: '0' is outside 1..240"),
+    ("1;SERIAL1;m;;600;;;;;;m.csv", "address: missing (1..240)"),
+    ("70000;SERIAL1;m;1;600;;;;;;m.csv", "index: '70000' is not 0..65535, IO or TIC1"),
+    ("1;;m;1;600;;;;;;m.csv", "interface: missing (SERIAL1..3, <ipv4> or <ipv4>:<port>)"),
+    ("1;10.0.0.256;m;1;600;;;;;;m.csv", ("interface: '10.0.0.256' is not SERIAL1..3, <ipv4> or "
+                                        "<ipv4>:<port>")),
+    ("1;10.0.0.1:0;m;1;600;;;;;;m.csv", "interface: port '0' is outside 1..65535"),
+    ("IO;SERIAL1;io;;600;;;;;;io.csv", "interface: 'SERIAL1' given, must be empty for IO"),
+    ("IO;;io;;600;;;sim;;;io.csv", ("parameters: 'sim' is not empty or modbus:<index> of a Modbus "
+                                   "device here")),
+    ("1;SERIAL1;m;1;600;;;;;;", "defFile: missing"),
+    ("1;SERIAL1;m;1;600;;;;;;../m.csv", "defFile: '../m.csv' is not a file name in /DEF"),
+    ("1;SERIAL1;m;1;600;;;;;;m.csv;x", "line: 12 fields but the header at line 1 has 11"),
+])
+def test_bad_device_rows_reject(row: str, message: str) -> None:
+    assert _rejected(DEV + row + "\n") == [f"{F}:2: {message}; file rejected"]
+
+
+def test_io_module_reference_to_a_modbus_device_of_the_file_is_accepted() -> None:
+    daq = _parse(DEV + "IO;;io;;600;;;modbus:4;;;io.csv\n4;SERIAL1;mod;2;60;;;;;;m.csv\n").value
+    assert daq.device("IO").parameters == "modbus:4"
+
+
+def test_address_zero_is_allowed_on_a_port_without_driver() -> None:
+    daq = _parse(SER + "SERIAL3;;;;;;smanet;;;\n" + DEV + "1;SERIAL3;sb;0;600;;;;;;s.bin\n").value
+    assert daq.devices[0].address == 0 and not daq.port("SERIAL3").has_driver
+
+
+@pytest.mark.parametrize("row,message", [
+    ("SERIAL1;14400;8;N;1;2;modbusRTU;0;;", ("speed: '14400' is not one of 1200, 2400, 4800, "
+                                            "9600, 19200, 38400, 57600, 115200; default 9600 used")),
+    ("SERIAL1;9600;9;N;1;2;modbusRTU;0;;", "dataBits: '9' is not one of 7, 8; default 8 used"),
+    ("SERIAL1;9600;8;X;1;2;modbusRTU;0;;", "parity: 'X' is not N, E or O; default N used"),
+    ("SERIAL1;9600;8;N;3;2;modbusRTU;0;;", "stopBits: '3' is not one of 1, 2; default 1 used"),
+    ("SERIAL1;9600;8;N;1;3;modbusRTU;0;;", "wires: '3' is not one of 2, 4; default 2 used"),
+    ("SERIAL1;9600;8;N;1;2;bacnet;0;;", ("protocol: 'bacnet' is not one of modbusRTU, smanet, "
+                                        "PW1, delta; default modbusRTU used")),
+    ("SERIAL1;9600;8;N;1;2;modbusRTU;20000;;", ("interFrame(ms): '20000' is outside 0..10000; "
+                                               "default 0 used")),
+    ("SERIAL1;9600;8;N;1;2;modbusRTU;0;99999;", ("forwardTcpPort: '99999' is outside 1..65535; "
+                                                "default (empty) used")),
+])
+def test_bad_serial_values_warn(row: str, message: str) -> None:
+    assert [str(w) for w in _parse(SER + row + "\n").warnings] == [f"{F}:2: {message}"]
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("SERIAL4;9600", "2: port: 'SERIAL4' is not SERIAL1, SERIAL2 or SERIAL3"),
+    ("SERIAL1;9600\nserial1;9600", "3: port: 'SERIAL1' is already used at line 2"),
+    ("SERIAL1;;;;;;;;1502;\nSERIAL2;;;;;;;;1502;", ("3: forwardTcpPort: '1502' is already used at "
+                                                   "line 2")),
+    ("SERIAL1;;;;;;;;;/dev/x\nSERIAL2;;;;;;;;;/dev/x", ("3: path: '/dev/x' is already used at "
+                                                       "line 2")),
+])
+def test_serial_structure_errors_reject(rows: str, message: str) -> None:
+    assert _rejected(SER + rows + "\n") == [f"{F}:{message}; file rejected"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("1;SERIAL1;m;1;600;;;;;;m.csv\n", "1: line: row outside a block (no header above it)"),
+    (SER + SER, "2: port: block repeated (first at line 1)"),
+    ("type;ip\nLAN3;1.2.3.4\n", "2: type: 'LAN3' is not LAN1 or LAN2"),
+    ("type;ip;mask\nLAN1;1.2.3.4;255.255.255\n", ("2: mask: '255.255.255' is not a dotted IPv4 "
+                                                 "address")),
+    (DEV + "1;SERIAL1;a;1;;;;;;;m.csv\n1;SERIAL2;b;1;;;;;;;m.csv\n",
+     "3: index: '1' is already used at line 2"),
+    (DEV + "1;SERIAL1;a;1;;;;;;;m.csv\n01;SERIAL2;b;1;;;;;;;m.csv\n",
+     "3: index: '1' is already used at line 2"),
+    ("tcpInterFrameMs;0;5\n", "1: line: 3 fields, at most 2"),
+])
+def test_structural_errors_reject(text: str, message: str) -> None:
+    assert _rejected(text) == [f"{F}:{message}; file rejected"]
+
+
+def test_tcp_inter_frame_out_of_range_warns() -> None:
+    parsed = _parse("tcpInterFrameMs;20000\n")
+    assert parsed.value.tcp_inter_frame_ms == 0
+    assert [str(w) for w in parsed.warnings] == [
+        f"{F}:1: tcpInterFrameMs: '20000' is outside 0..10000; default 0 used"]
+
+
+def test_all_problems_of_the_file_are_reported() -> None:
+    errors = _rejected(DEV + "1;SERIAL1;a;300;;;;;;;m.csv\n2;SERIAL9;b;1;;;;;;;m.csv\n"
+                             "3;SERIAL1;a;1;;;;;;;m.csv\n")
+    assert [e.split(": ")[1] for e in errors] == ["address", "interface", "name"]
