@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import shutil
 import tempfile
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 import config
 from config import ConfigError
 from config._ini import IniLine
+from config._text import split_fields
 from config.model import (
     Action,
     ByteOrder,
@@ -373,3 +375,71 @@ def test_a_site_with_a_mutated_file_reports_problems_and_never_crashes(
             assert [str(p) for p in err.problems] == [str(p) for p in problems]
         else:
             assert [str(p) for p in site.warnings] == [str(p) for p in problems]
+
+
+# ---------------------------------------------------------------------------- text and schedules
+
+_cell = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=8)
+
+
+@FAST
+@given(st.lists(_cell, min_size=1, max_size=6))
+def test_quoted_fields_split_back_to_themselves(cells: list[str]) -> None:
+    line = ";".join('"' + c.replace('"', '""') + '"' for c in cells)
+    assert split_fields(line) == (cells, [])
+
+
+@FAST
+@given(st.lists(_cell.map(lambda c: c.replace(";", "").replace('"', "").strip(" \t")),
+                min_size=1, max_size=6))
+def test_plain_fields_split_back_to_themselves(cells: list[str]) -> None:
+    assert split_fields(" ; ".join(cells)) == (cells, [])
+
+
+@FAST
+@given(st.lists(st.builds(Schedule, line=st.none(), id=st.integers(0, 9),
+                          type=st.sampled_from(list(ScheduleType)),
+                          start_s=st.integers(0, 86399), interval_min=st.integers(1, 1440),
+                          count=st.integers(1, 1440)), min_size=1, max_size=3),
+       st.integers(0, 365 * 3), st.integers(1, 40))
+def test_connection_times_in_utc_match_the_plain_day_arithmetic(
+        schedules: list[Schedule], day0: int, days: int) -> None:
+    start = datetime(2021, 1, 1, tzinfo=UTC) + timedelta(days=day0)
+    end = start + timedelta(days=days)
+    expected = set()
+    for d in range(days):
+        day = start + timedelta(days=d)
+        for s in schedules:
+            if not _day_matches(s.type, day.date()):
+                continue
+            for k in range(s.count):
+                offset = s.start_s + k * s.interval_min * 60
+                if offset < 86400:
+                    expected.add(day + timedelta(seconds=offset))
+    assert config.connection_times(schedules, start, end, "UTC") == sorted(expected)
+
+
+def _day_matches(stype: ScheduleType, day: date) -> bool:
+    if stype is ScheduleType.EVERYDAY:
+        return True
+    if stype is ScheduleType.FIRST:
+        return day.day == 1
+    if stype is ScheduleType.MIDDLE:
+        return day.day == 15
+    if stype is ScheduleType.LAST:
+        return (day + timedelta(days=1)).day == 1
+    return day.strftime("%A").lower() == stype.value
+
+
+@FAST
+@given(st.integers(0, 365 * 2), st.sampled_from(["Europe/Paris", "America/New_York",
+                                                 "Australia/Lord_Howe", "Asia/Kolkata"]))
+def test_connection_times_are_sorted_unique_and_inside_the_window(day0: int, tz: str) -> None:
+    schedules = [Schedule(line=None, id=1, start_s=30 * 60, interval_min=30, count=48),
+                 Schedule(line=None, id=2, type=ScheduleType.LAST, start_s=3600)]
+    start = datetime(2021, 1, 1, tzinfo=UTC) + timedelta(days=day0, hours=7)
+    end = start + timedelta(days=3)
+    times = config.connection_times(schedules, start, end, tz)
+    assert times == sorted(set(times))
+    assert all(start <= t < end and t.tzinfo is UTC for t in times)
+    assert 3 * 47 - 4 <= len(times) <= 3 * 47 + 4  # 47 half-hours a day, +/- DST hours
