@@ -107,7 +107,7 @@ def definition_files(draw: st.DrawFn) -> DefinitionFile:
                             unique=True))
     names = draw(st.lists(_name, min_size=count, max_size=count, unique=True))
     tags = draw(st.lists(_name, min_size=count, max_size=count, unique=True))
-    variables = []
+    variables: list[Variable] = []
     io_used: set[tuple[IoKind, int]] = set()
     for i, (index, name, tag) in enumerate(zip(indexes, names, tags, strict=True)):
         point: ModbusPoint | IoPoint | str
