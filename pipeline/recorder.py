@@ -23,6 +23,7 @@ and when a device's parameters (actions 1, 9) are due: first good poll after sta
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,13 @@ RESET_STEP_NS: Final = 3_600 * NS_PER_S
 RETURN_AFTER_FAILED_POLLS: Final = 3
 
 _NO_FAILURE: Final = -1
+_ABSENT: Final = Reading(None, Quality.TIMEOUT)
+#: Floats (and ints) are summed exactly as integers counting units of 2**-1074, the smallest
+#: float64 step; far cheaper per poll than Fraction, and exact all the same.
+_FLOAT_SCALE_BITS: Final = 1074
+#: Decimals (scale-factored values) are summed exactly: at this precision an addition never rounds.
+_EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX,
+                                Emin=decimal.MIN_EMIN)
 _EXACT_FLOAT_INT: Final = 2**53
 _NUMERIC_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _FIELDS = ("info1", "info2", "info3", "info4", "action")
@@ -184,6 +192,7 @@ class _Device:
         "def_id",
         "definition",
         "disconnected",
+        "dsum",
         "ever_good",
         "failed",
         "failed_polls",
@@ -230,7 +239,8 @@ class _Device:
         self.last: list[RawValue | None] = [None] * n
         self.vmin: list[Number | None] = [None] * n
         self.vmax: list[Number | None] = [None] * n
-        self.vsum: list[int | Fraction] = [0] * n
+        self.vsum = [0] * n                  # ints and floats, in units of 2**-1074
+        self.dsum: list[Decimal | None] = [None] * n
         self.failed = [_NO_FAILURE] * n
         self.previous: list[RawValue | None] = [None] * n
 
@@ -264,6 +274,7 @@ class _Device:
         self.vmin = [self.vmin[kept[i]] if i in kept else None for i in range(n)]
         self.vmax = [self.vmax[kept[i]] if i in kept else None for i in range(n)]
         self.vsum = [self.vsum[kept[i]] if i in kept else 0 for i in range(n)]
+        self.dsum = [self.dsum[kept[i]] if i in kept else None for i in range(n)]
         self.failed = [self.failed[kept[i]] if i in kept else _NO_FAILURE for i in range(n)]
         self.previous = [self.previous[kept[i]] if i in kept else None for i in range(n)]
 
@@ -274,6 +285,7 @@ class _Device:
         self.vmin = [None] * n
         self.vmax = [None] * n
         self.vsum = [0] * n
+        self.dsum = [None] * n
         self.failed = [_NO_FAILURE] * n
         self.unsynced = False
 
@@ -379,38 +391,34 @@ class Recorder:
     def _account(self, st: _Device, readings: Readings, recorded: bool) -> list[ValueChanged]:
         changes: list[ValueChanged] = []
         values = readings.values
-        by_quality = st.by_quality
-        for reading in values.values():
-            by_quality[reading.quality] += 1
-        absent = Reading(None, Quality.TIMEOUT)
+        alarms, previous, failed = st.alarms, st.previous, st.failed
+        min_max_mean, last, count = st.min_max_mean, st.last, st.count
         for i, idx in enumerate(st.indexes):
-            reading = values.get(idx, absent)
+            reading = values.get(idx, _ABSENT)
             raw = reading.value
-            good = raw is not None and reading.quality.is_good
-            if good and isinstance(raw, float) and not math.isfinite(raw):
-                good, reading = False, Reading(None, Quality.NOT_IMPLEMENTED)
-            if not good:
+            quality = reading.quality
+            # int comparisons: cheaper than the enum's property on this per-value path
+            if (raw is None or not (quality == 0 or quality == 7)
+                    or (type(raw) is float and not math.isfinite(raw))):
                 if recorded:
-                    # A "good" reading without a value is a driver fault; it counts as failed.
-                    quality = reading.quality
-                    st.failed[i] = Quality.DECODE_ERROR if quality.is_good else quality
+                    failed[i] = _failed_quality(reading)
                 continue
-            assert raw is not None
-            if st.alarms[i]:
-                prev = st.previous[i]
+            if alarms[i]:
+                prev = previous[i]
                 if prev is not None and _differs(prev, raw):
                     changes.append(ValueChanged(ts_ns=readings.ts_ns, device=st.index, var=idx,
                                                 old=prev, new=raw, def_id=st.def_id))
-                st.previous[i] = raw
-            if recorded:
+                previous[i] = raw
+            if not recorded:
+                continue
+            if min_max_mean[i]:
                 self._accumulate(st, i, raw)
+            else:
+                last[i] = raw
+                count[i] += 1
         return changes
 
     def _accumulate(self, st: _Device, i: int, raw: RawValue) -> None:
-        if not st.min_max_mean[i]:
-            st.last[i] = raw
-            st.count[i] += 1
-            return
         number: Number | None
         if isinstance(raw, str):
             number = _tic_number(raw) if st.is_tic else None
@@ -425,19 +433,31 @@ class Recorder:
             st.vmin[i] = number
         if hi is None or number > hi:
             st.vmax[i] = number
-        st.vsum[i] += number if isinstance(number, int) else Fraction(number)
+        if isinstance(number, int):
+            st.vsum[i] += number << _FLOAT_SCALE_BITS
+        elif isinstance(number, float):
+            # the denominator is a power of two, at most 2**1074
+            numerator, denominator = number.as_integer_ratio()
+            st.vsum[i] += numerator << (_FLOAT_SCALE_BITS + 1 - denominator.bit_length())
+        else:
+            total = st.dsum[i]
+            st.dsum[i] = number if total is None else _EXACT.add(total, number)
         st.count[i] += 1
 
     def _track_return(self, st: _Device, readings: Readings) -> bool:
         any_good = False
+        disconnected = False
+        by_quality = st.by_quality
         for reading in readings.values.values():
-            if reading.quality.is_good and reading.value is not None:
+            quality = reading.quality
+            by_quality[quality] += 1
+            if (quality == 0 or quality == 7) and reading.value is not None:
                 any_good = True
-                break
+            elif quality == Quality.DISCONNECTED:
+                disconnected = True
         if not any_good:
             st.failed_polls += 1
-            if any(r.quality is Quality.DISCONNECTED for r in readings.values.values()):
-                st.disconnected = True
+            st.disconnected = st.disconnected or disconnected
             return False
         returned = (not st.ever_good or st.disconnected or readings.reconnected
                     or st.failed_polls >= RETURN_AFTER_FAILED_POLLS)
@@ -505,7 +525,7 @@ class Recorder:
             quality[i] = good_q
             if st.min_max_mean[i]:
                 value[i], vmin[i], vmax[i], text[i] = _min_max_mean(
-                    st.vmin[i], st.vmax[i], st.vsum[i], count)
+                    st.vmin[i], st.vmax[i], st.vsum[i], st.dsum[i], count)
             else:
                 raw = st.last[i]
                 assert raw is not None
@@ -541,15 +561,26 @@ def _instant(raw: RawValue, is_tic: bool) -> tuple[float | None, str | None]:
     return as_float, _exact_text(raw, as_float)
 
 
-def _min_max_mean(lo: Number | None, hi: Number | None, total: int | Fraction,
-                  count: int) -> tuple[float, float, float, str | None]:
+def _min_max_mean(lo: Number | None, hi: Number | None, scaled_sum: int,
+                  decimal_sum: Decimal | None, count: int) -> tuple[float, float, float, str | None]:
     assert lo is not None and hi is not None
     # int / int and Fraction -> float both round correctly: the mean is the float64 nearest to
     # the exact sum divided by the count (spec/formats.md §9.3).
-    mean = total / count if isinstance(total, int) else float(total / count)
+    if decimal_sum is None:
+        mean = scaled_sum / (count << _FLOAT_SCALE_BITS)
+    else:
+        exact = Fraction(scaled_sum, 1 << _FLOAT_SCALE_BITS) + Fraction(decimal_sum)
+        mean = float(exact / count)
     lo_f, hi_f = float(lo), float(hi)
     lo_text, hi_text = _exact_text(lo, lo_f), _exact_text(hi, hi_f)
     text = None
     if lo_text is not None or hi_text is not None:
         text = f"{value_text(lo)};{value_text(hi)}"
     return mean, lo_f, hi_f, text
+
+
+def _failed_quality(reading: Reading) -> Quality:
+    if reading.value is None:
+        # A "good" reading without a value is a driver fault; it counts as failed.
+        return Quality.DECODE_ERROR if reading.quality.is_good else reading.quality
+    return Quality.NOT_IMPLEMENTED     # NaN or an infinity (spec/formats.md §8.3)
