@@ -245,6 +245,7 @@ class Poller:
         self.events_sent = 0
         self.clock_steps = 0
         self.overruns_by_device: dict[str, int] = {}
+        self._latest: dict[str, Readings] = {}
 
     # ----------------------------------------------------------------- control
 
@@ -301,6 +302,11 @@ class Poller:
         link.writes[key] = _Write(device=link.devices[index].device, var=var, raw=raw, done=done)
         link.wake.set()
         await done
+
+    def latest(self, index: str) -> Readings | None:
+        """The device's last poll (live values for the web UI and scripts), None before one."""
+        self._link(index)
+        return self._latest.get(index)
 
     def counters(self) -> PollerCounters:
         return PollerCounters(
@@ -382,6 +388,7 @@ class Poller:
 
     async def _poll(self, link: _Link, polled: PolledDevice) -> None:
         readings = await self._read(link, polled.device, polled.plan)
+        self._latest[readings.device] = readings
         outcome: PollOutcome = self.recorder.feed(readings)
         await self._hand_over(outcome.records)
         for change in outcome.changes:

@@ -85,6 +85,11 @@ class ValueChanged:
     new: RawValue
     def_id: str          # `<sha256>:<file name>` of the definition in force
 
+    @property
+    def new_text(self) -> str:
+        """The raw value as raised, in spec/formats.md §9.3 notation (ALARM files, journal)."""
+        return value_text(self.new)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParameterRead:

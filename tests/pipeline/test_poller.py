@@ -149,6 +149,9 @@ async def test_records_reach_the_sink_at_period_ends_and_events_the_event_sink()
     assert len(changes) == 17 and all(c.var == 2 for c in changes)
     counters = poller.counters()
     assert counters.records_sent == 3 and counters.events_sent == 18
+    latest = poller.latest("1")
+    assert latest is not None and latest.values[1].value == driver.reads - 1
+    assert changes[-1].new_text == str(driver.reads - 1)
 
 
 async def test_overrun_skips_cycles_and_warns_at_most_hourly(caplog: pytest.LogCaptureFixture) -> None:
