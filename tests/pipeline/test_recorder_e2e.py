@@ -142,9 +142,10 @@ async def test_polls_of_a_pymodbus_device_become_records(tmp_path: Path, sink: s
 def check(rows: list[dict[str, Any]], params: list[dict[str, Any]], def_id: str) -> None:
     ends = sorted({r["ts"] for r in rows})
     assert len(ends) >= 4
-    # one record per second, at whole seconds, one row per recorded variable
+    # records at whole seconds, one per polled second (a loaded machine may skip a slot as an
+    # overrun, which leaves that second without a record), one row per recorded variable
     assert all(e % NS == 0 for e in ends)
-    assert [(e - ends[0]) // NS for e in ends] == list(range(len(ends)))
+    assert (ends[-1] - ends[0]) // NS <= len(ends) + 1
     assert sorted({r["seq"] for r in rows}) == list(range(1, len(ends) + 1))
     assert {r["def"] for r in rows} == {def_id}
     first = {r["var"]: r for r in rows if r["seq"] == 1}
