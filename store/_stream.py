@@ -225,7 +225,8 @@ class Stream:
     def create_segment(self, day: int) -> Segment:
         header = schema_message(self.schema)
         path = self.dir / segment_name(self.next_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # O_EXCL: a name already taken means our numbering is wrong; never overwrite a segment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, header)
             os.fsync(fd)

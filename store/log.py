@@ -657,6 +657,7 @@ class Log:
                                 seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
             records = seq - stream.next_seq
             seg = self._segment_for(stream, day, len(frame), writes, outcome)
+            evicted_before = counters.evicted
             if not self._make_quota_room(device, stream, seg, len(frame), counters, events):
                 counters.dropped += records
                 counters.episode_dropped += records
@@ -672,7 +673,9 @@ class Log:
             seg.ts_min = ts_min if seg.ts_min is None else min(seg.ts_min, ts_min)
             seg.ts_max = ts_max if seg.ts_max is None else max(seg.ts_max, ts_max)
             seg.seq_last = seq - 1
-            if counters.full and not dropped_items:
+            if (counters.full and not dropped_items and counters.evicted == evicted_before
+                    and self._pressure_over(device, stream)):
+                # Stored with neither a drop nor an undelivered eviction: the episode ends.
                 self._end_episode(device, counters, events)
         results: list[SeqRange] = []
         for index in range(len(items)):
@@ -740,6 +743,20 @@ class Log:
             self._start_episode(device, counters, events, "quota")
         return True
 
+    def _pressure_over(self, device: str, stream: Stream) -> bool:
+        """Whether the next segment's worth of records can be stored without an eviction.
+
+        With `evict-oldest` under steady pressure every eviction frees one segment, so records
+        are stored in between; ending the episode there would raise `Storage full` again at the
+        next eviction. It ends once room or a delivered oldest segment is there instead.
+        """
+        if self.options.full_policy is FullPolicy.STOP:
+            return True
+        if stream.usage + 2 * self.options.segment_limit_bytes <= self.options.device_quota_bytes:
+            return True
+        oldest = next((s for s in stream.segments if s.sealed), None)
+        return oldest is not None and self._is_delivered(device, stream, oldest)
+
     def _is_delivered(self, device: str, stream: Stream, seg: Segment) -> bool:
         if self._delivered is None:
             return True
@@ -798,6 +815,7 @@ class Log:
                 frame = frame_batch(JOURNAL_SCHEMA, batch, seq_first=seqs[indexes[0]],
                                     seq_last=seqs[indexes[-1]], ts_min=min(ts), ts_max=max(ts))
                 seg = self._segment_for(stream, day, len(frame), writes, outcome)
+                stream.next_seq = seqs[indexes[0]]  # a new segment is named by its first seq
                 if seg is None:
                     seg = stream.create_segment(day)
                 writes.append((seg, frame))

@@ -1,0 +1,115 @@
+"""Quota per device: stop and evict-oldest policies, delivered segments first, exact counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from records_util import T0, record
+from store import FullPolicy, Log, StoreOptions
+
+QUOTA = 40_000  # segments seal at 5,000 bytes
+N = 120
+
+
+def _storage_events(log: Log, device: str | None = None) -> list[dict[str, object]]:
+    found = [json.loads(b) for b in log.journal(kinds=["storage"]).column("body").to_pylist()]
+    return [e for e in found if device is None or e.get("device") == device]
+
+
+async def test_stop_policy_drops_new_records_and_counts_them_exactly(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA)
+    delivered_until = {"seq": 0}
+    async with await Log.open(tmp_path, options) as log:
+        # A server is configured and has delivered nothing yet.
+        log.set_delivery_predicates(lambda device, seq_last, ts: seq_last <= delivered_until["seq"])
+        results = [await log.append_records("5", record(T0 + i * 10**9, 8, i)) for i in range(N)]
+        dropped = [r for r in results if r.dropped]
+        kept = [r for r in results if not r.dropped]
+        assert dropped and kept
+        # Once full, everything after is dropped: stop keeps the oldest records.
+        assert results.index(dropped[0]) == len(kept)
+        assert [r.first for r in kept] == list(range(1, len(kept) + 1))
+        stats = log.stats("5")
+        assert stats.dropped == len(dropped) == N - log.records("5").num_rows // 8
+        assert stats.full and stats.usage_bytes <= QUOTA
+        await log.commit()
+        events = _storage_events(log)
+        assert [e["event"] for e in events] == ["full"]
+        assert events[0]["device"] == "5" and events[0]["policy"] == "stop"
+        # The server catches up: the oldest delivered segments go, recording resumes.
+        delivered_until["seq"] = len(kept)
+        again = await log.append_records("5", record(T0 + 10**12, 8, -1))
+        assert not again.dropped and again.first == len(kept) + 1
+        await log.commit()
+        events = _storage_events(log)
+        assert [e["event"] for e in events] == ["full", "available"]
+        assert events[1]["dropped"] == len(dropped) and events[1]["evicted"] == 0
+        assert log.records("5", seq_from=len(kept) + 1).num_rows == 8
+
+
+async def test_evict_oldest_deletes_undelivered_segments_and_counts_them_exactly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA,
+                           full_policy=FullPolicy.EVICT_OLDEST)
+    async with await Log.open(tmp_path, options) as log:
+        log.set_delivery_predicates(lambda device, seq_last, ts: False)
+        results = [await log.append_records("9", record(T0 + i * 10**9, 8, i)) for i in range(N)]
+        assert not any(r.dropped for r in results)
+        assert [r.first for r in results] == list(range(1, N + 1))
+        seqs = pc.unique(log.records("9").column("seq")).to_pylist()
+        # The newest records are kept, gap-free, up to the last one.
+        assert seqs == list(range(seqs[0], N + 1))
+        stats = log.stats("9")
+        assert stats.evicted == seqs[0] - 1 > 0
+        assert stats.dropped == 0 and stats.usage_bytes <= QUOTA
+        await log.commit()
+        events = _storage_events(log, "9")
+        evicted = [e for e in events if e["event"] == "evicted"]
+        assert sum(int(e["records"]) for e in evicted) == stats.evicted  # type: ignore[call-overload]
+        assert [e["event"] for e in events if e["event"] != "evicted"] == ["full"]
+        assert "Storage full: undelivered records evicted. device=9 records=" in caplog.text
+        # Deliveries resume: the next eviction-free store ends the episode, with its counts.
+        log.set_delivery_predicates(None)
+        await log.append_records("9", record(T0 + 10**12, 8, -1))
+        await log.commit()
+        events = _storage_events(log, "9")
+        assert [e["event"] for e in events if e["event"] != "evicted"] == ["full", "available"]
+        assert events[-1]["evicted"] == stats.evicted and events[-1]["dropped"] == 0
+
+
+async def test_without_servers_any_sealed_segment_may_go_silently(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA)
+    async with await Log.open(tmp_path, options) as log:
+        results = [await log.append_records("2", record(T0 + i * 10**9, 8, i)) for i in range(N)]
+        assert not any(r.dropped for r in results)
+        seqs = pc.unique(log.records("2").column("seq")).to_pylist()
+        assert seqs[-1] == N and seqs == list(range(seqs[0], N + 1)) and seqs[0] > 1
+        stats = log.stats("2")
+        assert (stats.dropped, stats.evicted, stats.full) == (0, 0, False)
+        await log.commit()
+        assert _storage_events(log) == []
+
+
+async def test_journal_keeps_segments_until_a_later_state_event(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=20_000)
+    async with await Log.open(tmp_path, options) as log:
+        for i in range(150):
+            await log.append_journal("log", {"message": "x" * 40, "i": i}, ts_ns=T0 + i)
+        # No state event yet: nothing may go; the journal grows past its quota, reported once.
+        assert log.journal(kinds=["log"]).num_rows == 150
+        assert log.journal_usage() > 20_000
+        full = [e for e in _storage_events(log) if e["event"] == "full"]
+        assert len(full) == 1 and full[0]["device"] == "journal"
+        state_seq = await log.write_state_snapshot()
+        await log.append_journal("log", {"message": "after"}, ts_ns=T0 + 200)
+        # Everything before the state event may go now; the journal is back within its quota.
+        assert log.journal_usage() <= 20_000
+        table = log.journal()
+        seqs = table.column("seq").to_pylist()
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)) and seqs[0] > 1
+        assert log.journal(kinds=["state"]).column("seq").to_pylist() == [state_seq]
+        assert log.journal(kinds=["log"]).num_rows < 150
