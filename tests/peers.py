@@ -332,6 +332,7 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
         dtp = Smooth if args.rate else handler.dtp_handler
     handler.dtp_handler = dtp
     handler.abstracted_fs = FullableFs
+    handler.auth_failed_timeout = 0.2  # pyftpdlib waits 3 s before answering a bad password
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", args.port), handler)
     _announce(server.address[1])

@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import errno
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +46,9 @@ class DirTransport:
         self.server = settings.slot
         self._root = Path(settings.dir_path)
         self._timeouts = timeouts
+        # A cancelled or timed-out call leaves its thread running; the next write waits for it
+        # here, so two writers never share a `.tmp`.
+        self._writing = threading.Lock()
 
     def _local(self, op: str, path: str) -> Path:
         check_tree_path(self.server, op, path)
@@ -101,14 +105,18 @@ class DirTransport:
     async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
         del two_step  # always two-step (module docstring)
         final = self._local("upload", path)
-        await self._run("upload", path, lambda: _write_renamed(final, data))
+        def write() -> None:
+            with self._writing:
+                _write_renamed(final, data)
+        await self._run("upload", path, write)
 
     async def delete(self, path: str) -> None:
         local = self._local("delete", path)
 
         def remove() -> None:
-            local.unlink()
-            _fsync_dir(local.parent)
+            with self._writing:
+                local.unlink()
+                _fsync_dir(local.parent)
         await self._run("delete", path, remove)
 
     async def close(self) -> None:

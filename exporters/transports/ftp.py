@@ -15,6 +15,9 @@ Peer quirks handled here:
   (spec/behaviour.md §4.2 step 8: FTP renames with `RNFR`/`RNTO`).
 - `MLSD` gives size and time in one listing; servers without it (5xx) fall back to `NLST` then
   `SIZE` and `MDTM` per file.
+- A server may still be writing a cut upload's `.tmp` from data it had buffered when the next
+  upload of the same name starts; two-step uploads delete a stale `.tmp` first so that the old
+  writer ends up in an unlinked file instead of the one renamed to the final name.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right); 452/552
@@ -174,6 +177,8 @@ class FtpTransport:
 
         def store(progress: Progress) -> None:
             ftp = self._client("upload", path)
+            if written != final:
+                _remove_stale(ftp, written)
             ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
                            lambda _block: progress())
             if written != final:
@@ -315,6 +320,16 @@ def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
         return int(reply[3:].strip())
     except ValueError:
         return None
+
+
+def _remove_stale(ftp: ftplib.FTP, written: str) -> None:
+    """Delete a `.tmp` left by a cut upload, so this upload gets a new file: a server still
+    draining the cut upload's data writes into the old, unlinked one, not into ours (which is
+    about to become the final name). Best effort: absent, or no delete right, is fine."""
+    try:
+        ftp.delete(written)
+    except ftplib.error_perm:
+        pass
 
 
 def _rename_replacing(ftp: ftplib.FTP, written: str, final: str) -> None:

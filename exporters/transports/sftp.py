@@ -82,6 +82,15 @@ def parse_host_key(text: str) -> asyncssh.SSHKey | str:
             from err
 
 
+async def _remove_stale(sftp: asyncssh.SFTPClient, written: str) -> None:
+    """Delete a `.tmp` left by a cut upload so that this upload writes a new file (see ftp.py's
+    docstring: a server still draining the cut upload writes into the unlinked old one)."""
+    try:
+        await sftp.remove(written)
+    except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+        pass  # absent, or no delete right: best effort
+
+
 class SftpTransport:
     """SFTP file server: `FTP_Host`, `FTP_Port` (22), `FTP_User`, `FTP_Password`, `FTP_RootDir`,
     `FTP_HostKey`, `FTP_AcceptUnknownHostKey`."""
@@ -194,6 +203,8 @@ class SftpTransport:
 
         async def store(sftp: asyncssh.SFTPClient) -> None:
             async with asyncio.timeout(self._timeouts.operation_s):
+                if written != final:
+                    await _remove_stale(sftp, written)
                 f = await sftp.open(written, "wb")
             try:
                 for offset in range(0, len(data), _CHUNK_BYTES):
