@@ -90,6 +90,11 @@ class ValueChanged:
         """The raw value as raised, in spec/formats.md §9.3 notation (ALARM files, journal)."""
         return value_text(self.new)
 
+    @property
+    def is_text(self) -> bool:
+        """A text value (String, IP, IPV6, MAC, TIC data), not a number."""
+        return isinstance(self.new, str)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParameterRead:
@@ -102,11 +107,14 @@ class ParameterRead:
     qualities: Mapping[int, Quality]
 
     def journal_body(self) -> dict[str, object]:
-        """The `param` journal event's body (DESIGN.md §1), JSON keys as text."""
-        return {
-            "values": {str(k): v for k, v in self.values.items()},
-            "quality": {str(k): int(q) for k, q in self.qualities.items()},
-        }
+        """The `param` journal event's body, as `exporters.views.events.ParamRead` reads it:
+        every parameter's text by Index, and the quality of the missing ones only."""
+        body: dict[str, object] = {"values": {str(k): self.values[k] for k in sorted(self.values)}}
+        missing = {str(k): int(self.qualities[k]) for k in sorted(self.values)
+                   if self.values[k] is None}
+        if missing:
+            body["quality"] = missing
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -177,7 +177,7 @@ def test_parameters_due_on_first_good_poll_return_and_request() -> None:
     p = rec.feed_parameters(readings("1", at(3), {2: good(Decimal("0.50")), 3: bad(Quality.EXCEPTION)}))
     assert dict(p.values) == {2: "0.5", 3: None}
     assert dict(p.qualities) == {2: Quality.GOOD, 3: Quality.EXCEPTION}
-    assert p.journal_body() == {"values": {"2": "0.5", "3": None}, "quality": {"2": 0, "3": 2}}
+    assert p.journal_body() == {"values": {"2": "0.5", "3": None}, "quality": {"3": 2}}
     assert rec.feed(readings("1", at(4), {1: good(1)})).parameters_due is False
     # two failed polls are no return, three are
     for k in range(2):
@@ -365,3 +365,19 @@ def test_with_clock_steps_record_times_only_increase_and_hold_only_their_polls(
     for segment in segments:
         ends = [r.end_ns for r in segment]
         assert ends == sorted(set(ends))   # strictly increasing between resets
+
+
+def test_parameter_and_change_events_give_the_bodies_the_views_read() -> None:
+    from exporters.views.events import DeviceAlarm, ParamRead, Source, dump_json
+
+    rec = make(variables=((1, A8), (2, A1), (3, A9)))
+    rec.feed(readings("1", at(1), {1: good("ABC"), 3: good(1)}))
+    p = rec.feed_parameters(readings("1", at(2), {2: good(2**64 - 1), 3: bad(Quality.TIMEOUT)}))
+    body = dump_json(p.journal_body())  # type: ignore[arg-type]
+    assert ParamRead.from_body(body) == ParamRead(values={2: "18446744073709551615", 3: None},
+                                                  quality={3: 1})
+    assert ParamRead.from_body(body).to_body() == body
+    (change,) = rec.feed(readings("1", at(3), {1: good("ABD"), 3: good(1)})).changes
+    alarm = DeviceAlarm(source=Source.MODBUS, name="dev1", var=change.var,
+                        value=change.new_text, is_text=change.is_text)
+    assert alarm.to_body() == '{"source":"MODBUS","name":"dev1","var":1,"value":"ABD","text":true}'
