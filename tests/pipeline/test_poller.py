@@ -14,7 +14,7 @@ from _recorder_defs import DAY0_NS, NS, ScriptedDriver, definition, device, good
 
 from config.errors import SunpmError
 from config.model import Action, Device, Quality
-from pipeline.clock import ManualClock
+from pipeline.clock import ManualClock, SystemClock
 from pipeline.drivers._base import DeviceError, Reading, ReadPlan
 from pipeline.poller import (
     ClockStepped,
@@ -363,3 +363,24 @@ async def test_slow_drift_is_absorbed_so_polls_stay_on_wall_clock_slots(
     # (0.01 s) plus at most the slews since the deadline was set (one or two of 0.5 s)
     assert all(0.01 * NS <= t % (10 * NS) <= 1.02 * NS for t in answered), answered
     assert len(answered) == 8
+
+
+async def test_system_clock_waits_until_the_deadline_or_the_wake_event() -> None:
+    clock = SystemClock()
+    wake = asyncio.Event()
+    start = clock.monotonic_ns()
+    assert await clock.wait_until(start + NS // 20, wake) is False
+    assert clock.monotonic_ns() - start >= NS // 20
+    asyncio.get_running_loop().call_later(0.02, wake.set)
+    start = clock.monotonic_ns()
+    assert await clock.wait_until(start + 5 * NS, wake) is True
+    assert clock.monotonic_ns() - start < NS
+
+
+def test_a_device_on_two_links_is_refused() -> None:
+    clock = ManualClock(wall_ns=DAY0_NS)
+    driver = ScriptedDriver(clock, counting)
+    with pytest.raises(SunpmError, match="device 1: on two links, SERIAL1 and SERIAL2"):
+        Poller([PollLink(name="SERIAL1", driver=driver, devices=(polled("1"),)),
+                PollLink(name="SERIAL2", driver=driver, devices=(polled("1"),))],
+               recorder=Recorder(), record_sink=Sinks().record, clock=clock)
