@@ -208,7 +208,10 @@ class RtuBus(QueuedLink):
             return await self._receive(receiver, job, deadline)
         except ModbusRequestError as err:
             if err.quality in (Quality.TIMEOUT, Quality.BAD_FRAME):
-                self._quarantine[job.unit_id] = (time.monotonic(), job.timeout_ms / 1000)
+                # Counted from the request's deadline even when another unit's stray frame failed
+                # it earlier: the unit may still be answering until then, and one timeout more.
+                self._quarantine[job.unit_id] = (max(deadline, time.monotonic()),
+                                                 job.timeout_ms / 1000)
             raise
 
     async def _receive(self, receiver: _SerialReceiver, job: Job, deadline: float) -> bytes:

@@ -190,8 +190,11 @@ class TcpSimulator:
 class RtuResponder:
     """Answers RTU requests arriving on `fd` (the master side of a pty) for `units`.
 
-    Requests end at the length their function implies; a bad CRC drops the buffer, as a real
-    device ignores a corrupted frame. Unit 0 (broadcast) is executed, never answered.
+    Each device works on its own, as on a real bus: it answers after its `delay_s`, and a request
+    reaching it while it is still busy with the previous one is ignored (counted in
+    `ignored_busy`). Requests end at the length their function implies; a bad CRC drops the
+    buffer, as a real device ignores a corrupted frame. Unit 0 (broadcast) is executed by every
+    device and answered by none.
     """
 
     def __init__(self, fd: int, units: dict[int, SimulatedDevice]) -> None:
@@ -199,20 +202,19 @@ class RtuResponder:
         self.units = units
         self.frames_seen = 0
         self.bad_frames = 0
+        self.ignored_busy = 0
         self._buffer = bytearray()
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
-        self._task: asyncio.Task[None] | None = None
+        self._busy: dict[int, asyncio.TimerHandle] = {}
 
     def start(self) -> None:
         os.set_blocking(self.fd, False)
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
-        self._task = asyncio.create_task(self._answer_loop(), name="rtu-responder")
 
     async def stop(self) -> None:
         asyncio.get_running_loop().remove_reader(self.fd)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for handle in self._busy.values():
+            handle.cancel()
+        self._busy.clear()
 
     def inject(self, data: bytes) -> None:
         """Put raw bytes on the bus (garbage, a stray frame)."""
@@ -233,29 +235,33 @@ class RtuResponder:
                 self._buffer.clear()
                 return
             self.frames_seen += 1
-            try:
-                self._queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                self.bad_frames += 1
+            self._handle(frame[0], frame[1:-2])
 
-    async def _answer_loop(self) -> None:
-        while True:
-            frame = await self._queue.get()
-            unit, pdu = frame[0], frame[1:-2]
-            device = self.units.get(unit)
-            if device is None and unit != 0:
-                continue
-            targets = [device] if device is not None else list(self.units.values())
-            replies = [d.answer(pdu) for d in targets]
-            if unit == 0 or device is None:
-                continue
-            if device.delay_s:
-                await asyncio.sleep(device.delay_s)
-            reply_unit = device.answer_unit if device.answer_unit is not None else unit
-            out = rtu_frame(reply_unit, replies[0])
-            if device.bad_crc:
-                out = out[:-1] + bytes((out[-1] ^ 0xFF,))
-            os.write(self.fd, device.garbage + out)
+    def _handle(self, unit: int, pdu: bytes) -> None:
+        if unit == 0:
+            for each in self.units.values():
+                each.answer(pdu)
+            return
+        device = self.units.get(unit)
+        if device is None:
+            return
+        if unit in self._busy:
+            self.ignored_busy += 1
+            return
+        reply_unit = device.answer_unit if device.answer_unit is not None else unit
+        out = rtu_frame(reply_unit, device.answer(pdu))
+        if device.bad_crc:
+            out = out[:-1] + bytes((out[-1] ^ 0xFF,))
+        out = device.garbage + out
+        if not device.delay_s:
+            os.write(self.fd, out)
+            return
+        self._busy[unit] = asyncio.get_running_loop().call_later(
+            device.delay_s, self._send_later, unit, out)
+
+    def _send_later(self, unit: int, out: bytes) -> None:
+        self._busy.pop(unit, None)
+        os.write(self.fd, out)
 
 
 def _request_length(buffer: bytes | bytearray) -> int | None:
