@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from _modbus_defs import definition, var
+
 from config.model import Device, Quality, SerialPort
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
