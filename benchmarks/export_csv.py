@@ -11,7 +11,8 @@ block at a time). Baselines, in the same process, after a warm-up, on the same r
   §9.3 functions, written with `csv.writer` into `gzip.GzipFile` (level 6); its text is checked
   equal to ours;
 - `raw gzip`: `gzip.compress` (level 6) of our decompressed text alone, the floor any writer pays.
-Target: within 2x of raw gzip (`speedup >= 0.5`). Peak memory of ours above the process's
+Runs are interleaved round by round (the box is shared). Target: within 2x of raw gzip
+(`speedup >= 0.5`). Peak memory of ours above the process's
 resident size before the run is sampled every 2 ms (`peak_extra_mb`; target < 50 MB).
 
     python benchmarks/export_csv.py [--devices 100] [--variables 100] [--period 600] [--runs 3]
@@ -205,15 +206,19 @@ def _peak_extra(run: Callable[[], object]) -> int:
     return max(0, max(peak, _rss()) - base)
 
 
-def _median_s(run: Callable[[], object], runs: int) -> float:
-    run()  # warm-up
-    times = []
+def _medians_s(runs: int, *candidates: Callable[[], object]) -> list[float]:
+    """Median time of each candidate over `runs` rounds, interleaved: on a shared 2-core box the
+    load changes over minutes, and each round then sees about the same load for all of them."""
+    for run in candidates:
+        run()  # warm-up
+    times: list[list[float]] = [[] for _ in candidates]
     for _ in range(runs):
-        gc.collect()
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for run, spent in zip(candidates, times, strict=True):
+            gc.collect()
+            started = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - started)
+    return [statistics.median(spent) for spent in times]
 
 
 def main() -> None:
@@ -242,9 +247,9 @@ def main() -> None:
         raise SystemExit("the stdlib baseline wrote another text than the view")
 
     peak = _peak_extra(ours)
-    ours_s = _median_s(ours, args.runs)
-    stdlib_s = _median_s(lambda: _stdlib_csv_gzip(records, definition, config), args.runs)
-    raw_s = _median_s(lambda: gzip.compress(text, compresslevel=6, mtime=0), args.runs)
+    ours_s, raw_s, stdlib_s = _medians_s(
+        args.runs, ours, lambda: gzip.compress(text, compresslevel=6, mtime=0),
+        lambda: _stdlib_csv_gzip(records, definition, config))
 
     common = {"figure": "export_csv", "unit": "s", "ours": round(ours_s, 6)}
     extra = {"n": args.runs, "devices": args.devices, "variables": args.variables,

@@ -138,10 +138,11 @@ def clean_text(text: str) -> str:
 # --------------------------------------------------------------------------- columnar
 
 def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str]) -> pa.Array:
-    # Texts Arrow's cast writes that §9.3 does not allow: exponents, nan, inf (both hold an
-    # `n`), negative zero. Literal searches: a regex costs four times more.
-    bad = pc.or_(pc.or_(pc.match_substring(texts, "e"), pc.match_substring(texts, "n")),
-                 pc.equal(texts, _MINUS_ZERO))
+    # Texts Arrow's cast writes that §9.3 does not allow: exponents, negative zero, nan and
+    # infinities (found on the values, cheaper than a text search). A literal search costs a
+    # quarter of a regex.
+    bad = pc.or_(pc.or_(pc.match_substring(texts, "e"), pc.equal(texts, _MINUS_ZERO)),
+                 pc.invert(pc.is_finite(values)))
     bad = pc.fill_null(bad, _FALSE)
     if not pc.any(bad).as_py():
         return texts
@@ -164,7 +165,8 @@ def format_float64_array(values: pa.Array) -> pa.Array:
 
 
 def format_float32_array(values: pa.Array) -> pa.Array:
-    """§9.3 text of each value taken as a float32 (the F32 type), nulls kept."""
+    """§9.3 text of each value taken as a float32 (the F32 type), nulls kept; a value outside
+    the float32 range, nan and infinities become null (missing)."""
     narrow = pc.cast(values, pa.float32(), safe=False)
     texts = pc.cast(narrow, pa.string())
-    return _fix_column(texts, values.cast(pa.float64()), format_float32)
+    return _fix_column(texts, narrow.cast(pa.float64()), format_float32)

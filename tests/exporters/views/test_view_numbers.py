@@ -146,6 +146,14 @@ def test_bad_value_text_is_our_error(bad: str) -> None:
         scaled_text(bad, Decimal("0.1"), Decimal(0))
 
 
+def test_columnar_non_finite_and_out_of_range_values_are_missing() -> None:
+    values = pa.array([math.nan, math.inf, -math.inf, 1e39, 1.5], pa.float64())
+    assert format_float32_array(values).to_pylist() == [None, None, None, None, "1.5"]
+    assert format_float64_array(values).to_pylist() == [None, None, None,
+                                                        "1000000000000000000000000000000000000000",
+                                                        "1.5"]
+
+
 def test_non_finite_floats_are_refused_by_scalar_rules() -> None:
     for value in (math.nan, math.inf, -math.inf):
         with pytest.raises(NumberTextError):
