@@ -48,8 +48,9 @@ TraceHook = Callable[[FrameTrace], None]
 
 def format_trace_line(trace: FrameTrace, tz: tzinfo | None = None) -> str:
     """`<DD/MM/YYYY hh:mm:ss.mmm>;[<error> ]<dir> [<ip>:<port> ]<bytes>`, local time `tz`."""
-    when = datetime.fromtimestamp(trace.ts_ns / 1e9, tz)
-    stamp = when.strftime("%d/%m/%Y %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+    # Integer arithmetic: a float of the nanoseconds can land a millisecond early (truncated).
+    when = datetime.fromtimestamp(trace.ts_ns // 1_000_000_000, tz)
+    stamp = when.strftime("%d/%m/%Y %H:%M:%S.") + f"{trace.ts_ns // 1_000_000 % 1000:03d}"
     parts = [f"{trace.error} " if trace.error else "", str(trace.direction)]
     if trace.peer:
         parts.append(f" {trace.peer}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,3 +50,31 @@ def test_arbitrary_replies_decode_or_raise_modbus_request_error(function: int, c
         assert err.quality in (2, 3)
         return
     assert len(values) == count
+
+
+def test_trace_lines_match_the_spec_examples() -> None:
+    from datetime import datetime
+
+    from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, format_trace_line
+
+    def at(text: str) -> int:
+        when = datetime.strptime(text, "%d/%m/%Y %H:%M:%S.%f").replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000) * 1_000_000
+
+    cases = [
+        (FrameTrace(ts_ns=at("05/02/2021 09:49:50.012"), interface="ethernet",
+                    direction=Direction.SENT, peer="192.168.10.23:502",
+                    data=bytes.fromhex("002A000000067E039C940002")),
+         "05/02/2021 09:49:50.012;=> 192.168.10.23:502 00 2A 00 00 00 06 7E 03 9C 94 00 02"),
+        (FrameTrace(ts_ns=at("05/02/2021 09:49:51.131"), interface="serial1",
+                    direction=Direction.RECEIVED, data=bytes.fromhex("030404090100008A18")),
+         "05/02/2021 09:49:51.131;<= 03 04 04 09 01 00 00 8A 18"),
+        (FrameTrace(ts_ns=at("05/02/2021 09:50:02.103"), interface="serial1",
+                    direction=Direction.RECEIVED, data=b"", error=TraceError.TIMEOUT),
+         "05/02/2021 09:50:02.103;*** TIMEOUT *** <="),
+        (FrameTrace(ts_ns=at("05/02/2021 09:50:02.999"), interface="serial1",
+                    direction=Direction.RECEIVED, data=b"\x55", error=TraceError.DISCARDED),
+         "05/02/2021 09:50:02.999;*** DISCARDED *** <= 55"),
+    ]
+    for trace, line in cases:
+        assert format_trace_line(trace, UTC) == line
