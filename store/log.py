@@ -209,6 +209,8 @@ class Log:
         self._journal_committed = 0
         self._closing = False
         self._closed = False
+        self._cycles = 0  # writer loop iterations done (commit() waits on it)
+        self._in_commit = False
         self._wake: asyncio.Event | None = None
         self._room: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
@@ -385,16 +387,20 @@ class Log:
         return await future
 
     async def commit(self) -> None:
-        """Ask for an immediate commit and wait for it (pending appends are acknowledged)."""
+        """Commit now and wait until a commit that started after this call has finished.
+
+        Everything appended before the call is then acknowledged (or still pending if the disk
+        fails), store events included.
+        """
         self._check_writable()
-        futures: list[asyncio.Future[SeqRange] | asyncio.Future[int]] = []
-        for items in self._pending.values():
-            futures.extend(i.future for i in items if i.future is not None)
-        futures.extend(e.future for e in self._pending_journal if e.future is not None)
-        assert self._wake is not None
-        self._wake.set()
-        if futures:
-            await asyncio.gather(*futures, return_exceptions=True)
+        assert self._wake is not None and self._room is not None
+        wake, room = self._wake, self._room
+        target = self._cycles + (2 if self._in_commit else 1)
+        while self._cycles < target and not self._closed:
+            wake.set()
+            async with room:
+                await room.wait_for(lambda: self._cycles >= target or self._closed
+                                    or not wake.is_set())
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -454,14 +460,16 @@ class Log:
                 pass
             self._wake.clear()
             work = self._take()
+            self._in_commit = work is not None
             if work is not None:
                 try:
                     outcome = await asyncio.to_thread(self._commit_sync, work)
                 except Exception as err:  # top of the writer task: fail this commit, keep going
                     log.exception("Store commit failed unexpectedly. path=%s", self.path)
                     self._fail_work(work, err)
-                    continue
-                self._settle(outcome)
+                    outcome = _Outcome()
+                else:
+                    self._settle(outcome)
                 for name, seg in outcome.compact:
                     await asyncio.to_thread(self._compact_sync, name, seg)
                 async with self._room:
@@ -472,6 +480,10 @@ class Log:
                     return
                 if outcome.error is not None:
                     await asyncio.sleep(self.options.flush_s)
+            self._in_commit = False
+            self._cycles += 1
+            async with self._room:
+                self._room.notify_all()
             if self._closing and work is None:
                 return
 

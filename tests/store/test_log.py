@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from records_util import DAY_NS, T0, record, records
+
 from store import (
     Log,
     ReportKind,
@@ -107,8 +107,7 @@ async def test_read_only_open_writes_nothing(tmp_path: Path) -> None:
     async with await Log.open(tmp_path, FAST) as log:
         await log.append_records("1", record(T0))
     seg = tmp_path / "devices" / "1" / "1.arrows"
-    with open(seg, "ab") as fh:
-        fh.write(b"\xff\xff\xff\xff\x10\x00")  # a torn tail
+    seg.write_bytes(seg.read_bytes() + b"\xff\xff\xff\xff\x10\x00")  # a torn tail
     before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}
     log = await Log.open(tmp_path, read_only=True)
     assert [r.kind for r in log.reports] == [ReportKind.TORN_TAIL]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-
 from records_util import T0, record
+
 from store import FullPolicy, Log, StoreOptions
 
 QUOTA = 40_000  # segments seal at 5,000 bytes

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from records_util import T0, records
+
 from store import RECORDS_SCHEMA, Log, ReportKind, StoreOptions
 from store._ipc import frame_batch, schema_message
 from store._stream import Stream

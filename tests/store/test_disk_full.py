@@ -1,0 +1,116 @@
+"""A full disk: a clear error and a journal event, nothing acknowledged lost, nothing corrupted,
+appends resume by themselves when space returns.
+
+Two ways to fill a disk: a real 2 MiB tmpfs (needs root, as on our CI machines), and a fault
+injected at the `os.pwrite` boundary of the segment writer for machines where mounting is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from records_util import T0, record
+
+import store._stream
+from store import Log, StoreIOError, StoreOptions
+
+OPTIONS = StoreOptions(flush_s=0.01, disk_error_log_interval_s=0.05)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(path: Path) -> None:
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+
+
+async def _scenario(root: Path, fill: object, free: object, caplog: pytest.LogCaptureFixture
+                    ) -> None:
+    async with await Log.open(root / "store", OPTIONS) as log:
+        acked = [await log.append_records("1", record(T0 + i * 10**9, 20, i)) for i in range(5)]
+        fill()  # type: ignore[operator]
+        waiting = [asyncio.create_task(log.append_records("1", record(T0 + (10 + i) * 10**9, 20,
+                                                                        100 + i)))
+                   for i in range(30)]
+        for _ in range(200):
+            if log.last_error is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(log.last_error, StoreIOError)
+        assert "No space left on device" in str(log.last_error)
+        assert "commit failed" in caplog.text
+        await asyncio.sleep(0.1)
+        assert not any(t.done() for t in waiting)  # unacknowledged while the disk is full
+        # What was acknowledged is intact and readable, and nothing else got in.
+        reader = Log.open_read_only(root / "store")
+        assert reader.reports == []
+        seqs = pc.unique(reader.records("1").column("seq")).to_pylist()
+        assert seqs == [r.first for r in acked]
+        free()  # type: ignore[operator]
+        results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=10)
+        assert [r.first for r in results] == list(range(6, 36))
+        assert log.last_error is None
+        await log.commit()
+        bodies = [json.loads(b)["event"] for b in
+                  log.journal(kinds=["storage"]).column("body").to_pylist()]
+        assert bodies[:2] == ["disk_error", "disk_ok"]
+    async with await Log.open(root / "store", OPTIONS) as log:
+        assert log.reports == []
+        table = log.records("1")
+        assert pc.unique(table.column("seq")).to_pylist() == list(range(1, 36))
+        assert table.num_rows == 35 * 20
+
+
+async def test_real_full_disk_is_reported_and_recovered(small_disk: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    filler = small_disk / "filler"
+    await _scenario(small_disk, lambda: _fill(filler), filler.unlink, caplog)
+
+
+async def test_injected_enospc_is_reported_and_recovered(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    full = {"on": False}
+    real = os.pwrite
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if full["on"]:
+            # As a real disk does: part of the data lands, then the write fails.
+            real(fd, bytes(data)[: max(1, len(data) // 2)], offset)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(store._stream.os, "pwrite", pwrite)
+
+    def fill() -> None:
+        full["on"] = True
+
+    def free() -> None:
+        full["on"] = False
+
+    await _scenario(tmp_path, fill, free, caplog)
