@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Iterable
 from typing import Final
 
+from config.model import Device
 from pipeline.drivers._base import ModbusRequestError
 from pipeline.drivers.modbus.frames import mbap, parse_mbap
 from pipeline.drivers.modbus.rtu import RtuBus
 
-__all__ = ["RtuTunnel"]
+__all__ = ["RtuTunnel", "tunnel_for"]
 
 log = logging.getLogger("sunpm.modbus")
 
@@ -153,6 +155,17 @@ class RtuTunnel:
             self._queued -= 1
         if unit != 0:
             client.answer(tid, unit, reply)
+
+
+def tunnel_for(bus: RtuBus, devices: Iterable[Device], *,
+               host: str = "127.0.0.1") -> RtuTunnel | None:
+    """The tunnel of `bus` when its port row has `forwardTcpPort`, else None; the relay timeout
+    is the largest timeout of the port's devices (1000 ms if none), spec/behaviour.md §2.8."""
+    port = bus.port.forward_tcp_port
+    if port is None:
+        return None
+    timeouts = [d.timeout_ms for d in devices if (d.serial_port or "") == bus.port.port]
+    return RtuTunnel(bus, port, host=host, timeout_ms=max(timeouts, default=1000))
 
 
 def _is_loopback(host: str) -> bool:

@@ -17,7 +17,7 @@ from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.trace import FrameTrace
-from pipeline.drivers.modbus.tunnel import RtuTunnel
+from pipeline.drivers.modbus.tunnel import RtuTunnel, tunnel_for
 
 
 @dataclass
@@ -170,3 +170,16 @@ async def test_idle_client_is_closed(pty_pair: tuple[int, str]) -> None:
     finally:
         await tunnel.stop()
         await bus.close()
+
+
+def test_tunnel_timeout_is_the_largest_device_timeout_on_its_port() -> None:
+    port = SerialPort(line=1, port="SERIAL1", forward_tcp_port=5020)
+    devices = [Device(line=2, index="1", interface="SERIAL1", name="a", address=1, timeout_ms=300),
+               Device(line=3, index="2", interface="SERIAL1", name="b", address=2, timeout_ms=700),
+               Device(line=4, index="3", interface="SERIAL2", name="c", address=1,
+                      timeout_ms=5000)]
+    tunnel = tunnel_for(RtuBus(port), devices)
+    assert tunnel is not None and tunnel.timeout_ms == 700 and tunnel.port == 5020
+    assert tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL2")), devices) is None
+    lonely = tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL3", forward_tcp_port=1)), devices)
+    assert lonely is not None and lonely.timeout_ms == 1000
