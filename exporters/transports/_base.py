@@ -75,7 +75,10 @@ class TransportError(SunpmError):
 
     @property
     def directory(self) -> str:
-        """The tree directory the failed path lives in (`/DATA` for `/DATA/x.csv.gz`)."""
+        """The tree directory concerned: the path itself for a listing, else the directory the
+        path lives in (`/DATA` for `/DATA/x.csv.gz`)."""
+        if self.op in ("list", "connect"):
+            return self.path or "/"
         return posixpath.dirname(self.path) or "/"
 
     def __reduce__(self) -> tuple[object, ...]:

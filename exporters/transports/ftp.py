@@ -20,8 +20,9 @@ Peer quirks handled here:
   writer ends up in an unlinked file instead of the one renamed to the final name.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
-- Reply codes: 530 authentication; 550/553/450 refused (missing directory or right); 452/552
-  storage full (retriable); 421/425/426 connection lost (retriable). pyftpdlib answers a full
+- Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
+  too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
+  421/425/426 connection lost (retriable). pyftpdlib answers a full
   disk with `426 transfer aborted` rather than 452, so it reads as a lost connection: retriable
   either way.
 """
@@ -127,8 +128,7 @@ class FtpTransport:
                 if not str(err).startswith(("500", "502", "504")):
                     raise
                 return self._list_without_mlsd(ftp, remote, progress)
-            finally:
-                ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
+            ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
             files = [RemoteFile(name=name, size=int(facts.get("size", "0")),
                                 mtime_s=_parse_mdtm(facts.get("modify", "")))
                      for name, facts in entries if facts.get("type", "file") == "file"]
@@ -277,7 +277,7 @@ def classify(err: BaseException) -> tuple[Failure, str]:
             return Failure.AUTHENTICATION, detail
         if code == "552":
             return Failure.SERVER_FULL, detail
-        if code in ("500", "501", "502", "504"):
+        if code in ("500", "502", "504"):
             return Failure.PROTOCOL, detail
         return Failure.REFUSED, detail
     if isinstance(err, ftplib.error_temp):

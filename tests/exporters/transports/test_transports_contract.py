@@ -184,3 +184,17 @@ async def test_close_twice_and_reconnect_work(target: Target) -> None:
     await transport.upload(PATH, b"again", two_step=True)
     await transport.close()
     assert (target.tree / "DATA" / NAME).read_bytes() == b"again"
+
+
+async def test_listing_a_missing_directory_is_refused_naming_it(connected: FileTransport) -> None:
+    with pytest.raises(TransportError) as caught:
+        await connected.list("/NOPE")
+    assert caught.value.failure is Failure.REFUSED and not caught.value.retriable
+    assert str(caught.value).startswith("server 1: /NOPE: list refused (")
+
+
+async def test_downloading_an_absent_file_is_refused(connected: FileTransport) -> None:
+    with pytest.raises(TransportError) as caught:
+        await connected.download("/CMD/WPM00C44F_cmd.json")
+    assert caught.value.failure is Failure.REFUSED and not caught.value.retriable
+    assert str(caught.value).startswith("server 1: /CMD: download refused (")
