@@ -129,6 +129,10 @@ class _Loader:
 
 
 def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Problem]]:
+    if not directory.is_dir():
+        # An empty directory is a valid site of defaults; a mistyped path must not be one.
+        raise ConfigError([Problem(file=str(directory), line=None, field="directory",
+                                   message="is not a directory", severity=Severity.ERROR)])
     loader = _Loader(directory, find_uid(directory, uid))
     name, data = loader.config_file("config.ini")
     cfg, found = config_ini.parse(data, name)

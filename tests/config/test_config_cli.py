@@ -89,3 +89,9 @@ def test_entry_point_in_a_fresh_process_runs_validate() -> None:
                           timeout=60, check=False)
     assert done.returncode == 1
     assert done.stdout.startswith("WPM00BDE4_daq.csv:1: separator: ")
+
+
+def test_validate_of_a_missing_directory_fails(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "validate", str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().out == f"{tmp_path / 'nope'}: directory: is not a directory\n"
