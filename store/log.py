@@ -63,7 +63,9 @@ JOURNAL: Final = "journal"
 _SEQ_INDEX: Final = RECORDS_SCHEMA.get_field_index("seq")
 _TS_INDEX: Final = RECORDS_SCHEMA.get_field_index("ts")
 _INPUT_NAMES: Final = tuple(n for n in RECORDS_SCHEMA.names if n != "seq")
-_LOOSE_SCHEMA: Final = pa.schema([pa.field(f.name, f.type) for f in RECORDS_SCHEMA])
+INPUT_SCHEMA: Final = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"],
+                                metadata=RECORDS_SCHEMA.metadata)
+_LOOSE_SCHEMA: Final = pa.schema([pa.field(f.name, f.type) for f in INPUT_SCHEMA])
 
 
 class FullPolicy(StrEnum):
@@ -630,40 +632,24 @@ class Log:
         Returns the writes to do (segment, framed bytes) and one result per pending item.
         """
         counters = self._counters.setdefault(device, _Counters())
-        parts = [_split_by_day(item.batch) for item in items]
-        # Group consecutive (item, part) by day: one framed batch per segment per commit.
-        groups: list[tuple[int, list[tuple[int, pa.RecordBatch, list[int]]]]] = []
-        for index, item_parts in enumerate(parts):
-            for day, part, runs in item_parts:
-                if groups and groups[-1][0] == day:
-                    groups[-1][1].append((index, part, runs))
-                else:
-                    groups.append((day, [(index, part, runs)]))
         firsts: dict[int, int] = {}
         lasts: dict[int, int] = {}
         dropped_items: set[int] = set()
         writes: list[tuple[Segment, bytes]] = []
-        for day, members in groups:
+        for day, merged_input, members, ts_min, ts_max in _plan_groups(
+                [item.batch for item in items]):
             seq = stream.next_seq
             seq_buf = array("Q")
-            ts_min = ts_max = None
-            for index, part, runs in members:
+            for index, runs in members:
                 firsts.setdefault(index, seq)
                 for run in runs:
                     seq_buf.extend(array("Q", [seq]) * run)
                     seq += 1
                 lasts[index] = seq - 1
-                bounds = pc.min_max(part.column(_TS_INDEX).cast(pa.int64()))
-                lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-                ts_min = lo if ts_min is None else min(ts_min, lo)
-                ts_max = hi if ts_max is None else max(ts_max, hi)
-            assert ts_min is not None and ts_max is not None
-            merged = pa.concat_batches([m[1] for m in members]) if len(members) > 1 \
-                else members[0][1]
             seq_arr = pa.Array.from_buffers(pa.uint64(), len(seq_buf),
                                             [None, pa.py_buffer(seq_buf)])
-            columns = list(merged.columns)
-            columns[_SEQ_INDEX] = seq_arr
+            columns = list(merged_input.columns)
+            columns.insert(_SEQ_INDEX, seq_arr)
             merged = pa.RecordBatch.from_arrays(columns, schema=RECORDS_SCHEMA)
             frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=stream.next_seq,
                                 seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
@@ -674,7 +660,7 @@ class Log:
                 counters.dropped += records
                 counters.episode_dropped += records
                 self._start_episode(device, counters, events, "quota")
-                dropped_items.update(m[0] for m in members)
+                dropped_items.update(index for index, _ in members)
                 continue
             if seg is None:
                 seg = stream.create_segment(day)
@@ -1107,26 +1093,72 @@ def _iso(ts_ns: int | None) -> str:
 
 
 def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The batch with exactly RECORDS_SCHEMA's columns (seq zero-filled until commit)."""
-    names = batch.schema.names
-    if tuple(n for n in names if n != "seq") != _INPUT_NAMES:
-        raise StoreError(f"record batch columns {names} do not match the records schema "
-                         f"{list(RECORDS_SCHEMA.names)}")
-    if "seq" not in names:
-        zeros = pa.Array.from_buffers(pa.uint64(), batch.num_rows,
-                                      [None, pa.py_buffer(bytes(8 * batch.num_rows))])
-        columns = list(batch.columns)
-        columns.insert(_SEQ_INDEX, zeros)
-        batch = pa.RecordBatch.from_arrays(columns, names=list(RECORDS_SCHEMA.names))
-    if batch.schema.equals(RECORDS_SCHEMA, check_metadata=False):
-        return batch.replace_schema_metadata(RECORDS_SCHEMA.metadata)
-    if batch.schema.remove_metadata() == _LOOSE_SCHEMA:
-        # Same types, only nullability flags differ (built without an explicit schema).
-        return pa.RecordBatch.from_arrays(batch.columns, schema=RECORDS_SCHEMA)
+    """The batch with exactly INPUT_SCHEMA's columns (RECORDS_SCHEMA less `seq`, added at commit)."""
+    if "seq" in batch.schema.names:
+        batch = batch.drop_columns(["seq"])
+    if batch.schema.equals(INPUT_SCHEMA, check_metadata=False):
+        return batch
+    if tuple(batch.schema.names) != _INPUT_NAMES:
+        raise StoreError(f"record batch columns {batch.schema.names} do not match the records "
+                         f"schema {list(RECORDS_SCHEMA.names)}")
     try:
-        return batch.cast(RECORDS_SCHEMA)
+        if batch.schema.remove_metadata() == _LOOSE_SCHEMA:
+            # Same types, only nullability flags differ (built without an explicit schema).
+            return pa.RecordBatch.from_arrays(batch.columns, schema=INPUT_SCHEMA)
+        return batch.cast(INPUT_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
         raise StoreError(f"record batch does not fit the records schema: {err}") from err
+
+
+def _plan_groups(batches: list[pa.RecordBatch]
+                 ) -> list[tuple[int, pa.RecordBatch, list[tuple[int, list[int]]], int, int]]:
+    """Split a device's pending batches into one group per run of UTC days, in arrival order.
+
+    Each group: (day, its rows merged, [(batch index, record run lengths)], ts min, ts max).
+    The common case (all on one day) costs a handful of vectorised calls for the whole commit,
+    not per batch: that is what keeps 254 devices x 100-row batches above 1M rows/s.
+    """
+    merged = pa.concat_batches(batches) if len(batches) > 1 else batches[0]
+    ts = merged.column(_TS_INDEX).cast(pa.int64())
+    bounds = pc.min_max(ts)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    if lo // DAY_NS == hi // DAY_NS:
+        n = len(ts)
+        starts = {0}
+        pos = 0
+        for batch in batches:
+            starts.add(pos)
+            pos += batch.num_rows
+        if lo != hi:
+            change = pc.not_equal(ts.slice(1), ts.slice(0, n - 1))
+            starts.update(i + 1 for i in pc.indices_nonzero(change).to_pylist())
+        cuts = sorted(starts) + [n]
+        members: list[tuple[int, list[int]]] = []
+        pos = 0
+        k = 0
+        for index, batch in enumerate(batches):
+            end = pos + batch.num_rows
+            runs: list[int] = []
+            while k < len(cuts) - 1 and cuts[k] < end:
+                runs.append(cuts[k + 1] - cuts[k])
+                k += 1
+            members.append((index, runs))
+            pos = end
+        return [(lo // DAY_NS, merged, members, lo, hi)]
+    groups: list[tuple[int, list[pa.RecordBatch], list[tuple[int, list[int]]]]] = []
+    for index, batch in enumerate(batches):
+        for day, part, runs in _split_by_day(batch):
+            if groups and groups[-1][0] == day:
+                groups[-1][1].append(part)
+                groups[-1][2].append((index, runs))
+            else:
+                groups.append((day, [part], [(index, runs)]))
+    out = []
+    for day, parts, members in groups:
+        rows = pa.concat_batches(parts) if len(parts) > 1 else parts[0]
+        mm = pc.min_max(rows.column(_TS_INDEX).cast(pa.int64()))
+        out.append((day, rows, members, mm["min"].as_py(), mm["max"].as_py()))
+    return out
 
 
 def _runs(ts: pa.Array) -> list[int]:
