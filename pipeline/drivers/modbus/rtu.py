@@ -53,6 +53,7 @@ __all__ = ["ModbusRtuDriver", "RtuBus"]
 log = logging.getLogger("sunpm.modbus")
 
 _REOPEN_EVERY_S: Final = 10.0
+_MAX_BUFFERED: Final = 64 * 1024
 _PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EVEN,
                   Parity.ODD: serial.PARITY_ODD}
 
@@ -71,6 +72,9 @@ class _SerialReceiver(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if len(self.buffer) > _MAX_BUFFERED:
+            # Noise on an idle bus: keep memory bounded; the flush before a request drops it all.
+            del self.buffer[:-_MAX_BUFFERED]
         self.last_rx = time.monotonic()
         self.arrived.set()
 

@@ -55,6 +55,7 @@ _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
 _SUMMARY_EVERY_S: Final = 3600.0
 _MAX_MBAP_LENGTH: Final = 254
+_MAX_BUFFERED: Final = 64 * 1024
 
 
 class _Receiver(asyncio.Protocol):
@@ -72,6 +73,10 @@ class _Receiver(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if len(self.buffer) > _MAX_BUFFERED:
+            # A peer streaming while nobody asks: keep memory bounded; the cut leaves the stream
+            # out of step, which the next request detects and answers by reconnecting.
+            del self.buffer[:-_MAX_BUFFERED]
         self.arrived.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
