@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -262,6 +263,10 @@ class ConfigIni:
     uid: str = ""
     lines: tuple[IniLine, ...] = ()
     values: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Shared by every package: a read-only view, so nobody edits a parsed file in place.
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
 
     def get(self, key: str) -> str | None:
         return self.values.get(key)

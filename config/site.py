@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from config import config_ini, daq_csv, definition, scl_ini, var_ini
@@ -69,6 +70,11 @@ class Site:
     warnings: tuple[Problem, ...] = ()
     #: Relative path -> bytes of every file read (`CONFIG/...`, `DEF/...`, `SCRIPT/...`).
     loaded: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Read-only views: a loaded site is shared by every task of the gateway.
+        object.__setattr__(self, "definitions", MappingProxyType(dict(self.definitions)))
+        object.__setattr__(self, "loaded", MappingProxyType(dict(self.loaded)))
 
     def files(self) -> dict[str, bytes]:
         return dict(self.loaded)
