@@ -1,7 +1,7 @@
 """A pyftpdlib server in its own process, for delivery tests that stop, restart or outlive clients.
 
     python tests/exporters/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
-        [--override /CMD=elrw ...] [--read-limit BYTES_PER_S] [--password PW]
+        [--override /CMD=elrw ...] [--chunk-delay-ms MS] [--password PW]
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
 the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import DTPHandler, FTPHandler, ThrottledDTPHandler
+from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import FTPServer
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--password", default="secret")
     parser.add_argument("--perm", default="elradfmw")
     parser.add_argument("--override", action="append", default=[])
-    parser.add_argument("--read-limit", type=int, default=0)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
 
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -57,9 +58,21 @@ def main() -> None:
                                  recursive=True)
     Handler.authorizer = authorizer
     Handler.permit_foreign_addresses = False
-    if args.read_limit:
-        ThrottledDTPHandler.read_limit = args.read_limit
-        Handler.dtp_handler = ThrottledDTPHandler
+    if args.chunk_delay_ms:
+        delay_s = args.chunk_delay_ms / 1000
+
+        class SlowDTPHandler(DTPHandler):
+            # pyftpdlib's ThrottledDTPHandler only acts past a whole second's budget; small
+            # files must be slow too, so each 4 KiB read waits (one client, so blocking is fine).
+            ac_in_buffer_size = 4096
+
+            def handle_read(self) -> None:
+                super().handle_read()
+                time.sleep(delay_s)
+
+            handle_read_event = handle_read  # the ioloop calls this alias
+
+        Handler.dtp_handler = SlowDTPHandler
     else:
         Handler.dtp_handler = DTPHandler
     server = FTPServer(("127.0.0.1", args.port), Handler)
