@@ -7,6 +7,7 @@ the server, and starts the next child. Finally one child finishes the job.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -122,7 +123,7 @@ async def test_sigkill_mid_upload_loses_nothing_and_repeats_only_the_file_in_fli
                 pytest.fail(f"session ended (exit {code}) before {KILLS} kills ({kills} done): "
                             f"{child.stderr.read().decode() if child.stderr else ''}")
             lags.append(time.monotonic() - t_go)
-            time.sleep(rng.uniform(0, 0.2))
+            await asyncio.sleep(rng.uniform(0, 0.2))
             # What may legitimately arrive twice: the upload under way, or the file renamed
             # just before whose `delivered` event the kill may have beaten.
             _reap(child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from hypothesis import given, settings
@@ -50,7 +51,7 @@ def test_split_keeps_24_hours_or_less_whole_and_gives_nothing_when_cut_not_after
 def test_split_windows_tile_the_range_and_only_cut_at_midnights(start: int, length: int) -> None:
     windows = split_range(start, start + length)
     assert windows[0][0] == start and windows[-1][1] == start + length
-    for (a, b), (c, _) in zip(windows, windows[1:], strict=False):
+    for (a, b), (c, _) in itertools.pairwise(windows):
         assert b == c and b % DAY_NS == 0 and a < b
     if length <= DAY_NS:
         assert len(windows) == 1
