@@ -57,6 +57,7 @@ def main() -> None:
         authorizer.override_perm(args.user, str(root / directory.strip("/")), perm,
                                  recursive=True)
     Handler.authorizer = authorizer
+    Handler.auth_failed_timeout = 0.2  # pyftpdlib answers a wrong password after 3 s by default
     Handler.permit_foreign_addresses = False
     if args.chunk_delay_ms:
         delay_s = args.chunk_delay_ms / 1000
