@@ -9,7 +9,8 @@ Import side (from any test, `tests/` is on sys.path):
   port; `Peer.kill()` SIGKILLs it (a server dying mid-operation). Accounts: `sunpm`/`secret` may
   do everything, `reader`/`secret` may only list and read (FTP, SFTP). WebDAV serves `root` at `/`
   and, read-only, at `/ro`; Digest and Basic are accepted (`basic_only`: Basic alone).
-  `no_posix_rename` makes the SFTP peer a plain v3 server whose RENAME never replaces.
+  `no_rename_overwrite`: renaming onto an existing name is refused, as by IIS (FTP `RNTO` 550)
+  or by a plain SFTP v3 server (no `posix-rename@openssh.com`).
   `rate_bps` throttles uploads on the server side so a test can act mid-transfer. Any file whose
   name contains `DISKFULL` is written to /dev/full, so the server meets ENOSPC as on a full disk.
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -107,13 +109,13 @@ class Peer:
 
 @contextlib.contextmanager
 def run_peer(kind: str, root: Path, certs: Certs, *, rate_bps: int = 0,
-             basic_only: bool = False, no_posix_rename: bool = False) -> Iterator[Peer]:
+             basic_only: bool = False, no_rename_overwrite: bool = False) -> Iterator[Peer]:
     cmd = [sys.executable, str(Path(__file__).resolve()), kind, "--root", str(root),
            "--certs", str(certs.dir), "--rate", str(rate_bps)]
     if basic_only:
         cmd.append("--basic-only")
-    if no_posix_rename:
-        cmd.append("--no-posix-rename")
+    if no_rename_overwrite:
+        cmd.append("--no-rename-overwrite")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = _read_port(proc)
@@ -295,6 +297,11 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
                 return open("/dev/full", mode, buffering=0)
             return super().open(filename, mode)
 
+        def rename(self, src: str, dst: str) -> None:
+            if args.no_rename_overwrite and os.path.lexists(dst):
+                raise OSError(errno.EEXIST, "File exists")
+            super().rename(src, dst)
+
     logging.basicConfig(level=logging.WARNING)
     authorizer = DummyAuthorizer()
     for user, password in USERS.items():
@@ -379,7 +386,7 @@ def _serve_sftp(args: argparse.Namespace) -> None:
         def rename(self, oldpath: bytes, newpath: bytes) -> None:
             self._check()
             # SFTP v3 RENAME, as OpenSSH's sftp-server does it (link then unlink): never replaces.
-            if args.no_posix_rename and os.path.lexists(self.map_path(newpath)):
+            if args.no_rename_overwrite and os.path.lexists(self.map_path(newpath)):
                 raise asyncssh.SFTPFailure("File exists")
             super().rename(oldpath, newpath)
 
@@ -398,7 +405,7 @@ def _serve_sftp(args: argparse.Namespace) -> None:
                     file_obj.flush()  # type: ignore[attr-defined]
             return len(data)
 
-    if args.no_posix_rename:
+    if args.no_rename_overwrite:
         from asyncssh.sftp import SFTPServerHandler
         SFTPServerHandler._extensions = [
             (name, value) for name, value in SFTPServerHandler._extensions
@@ -476,7 +483,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate", type=int, default=0)
     parser.add_argument("--basic-only", action="store_true")
-    parser.add_argument("--no-posix-rename", action="store_true")
+    parser.add_argument("--no-rename-overwrite", action="store_true")
     args = parser.parse_args()
     _watch_stdin()
     if args.kind in ("ftp", "ftps"):

@@ -164,10 +164,10 @@ class MessageTransport(Protocol):
     async def connect(self) -> None:
         """Connect (persistent session) and subscribe to the command topic when one is set."""
 
-    async def publish(self, topic: str, payload: bytes) -> None:
-        """Publish with the configured QoS and return once delivered: PUBACK (QoS 1), PUBCOMP
-        (QoS 2) or sent (QoS 0). Up to `MAX_IN_FLIGHT` calls may wait at once; more wait
-        their turn."""
+    async def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
+        """Publish, retain off, at `qos` (None: the configured `MQTT_Qos`) and return once
+        delivered: PUBACK (QoS 1), PUBCOMP (QoS 2) or sent (QoS 0). Up to `MAX_IN_FLIGHT` calls
+        may wait at once; more wait their turn."""
 
     def messages(self) -> AsyncIterator[InboundMessage]:
         """Messages of the command topic, in arrival order; raises TransportError when the

@@ -144,17 +144,17 @@ class MqttTransport:
         """Publishes sent and waiting for their acknowledgement (at most `MAX_IN_FLIGHT`)."""
         return self._in_flight
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    async def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
         async with self._window:
             self._in_flight += 1
             try:
-                await self._publish(topic, payload)
+                await self._publish(topic, payload, self._settings.qos if qos is None else qos)
             finally:
                 self._in_flight -= 1
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
+    async def _publish(self, topic: str, payload: bytes, qos: int) -> None:
         client = self._require("publish")
-        sent = asyncio.ensure_future(client.publish(topic, payload, qos=self._settings.qos,
+        sent = asyncio.ensure_future(client.publish(topic, payload, qos=qos,
                                                     retain=False, timeout=math.inf))
         lost = asyncio.ensure_future(self._lost.wait())
         try:

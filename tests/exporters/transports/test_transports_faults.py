@@ -345,10 +345,12 @@ async def test_full_server_disk_is_retriable(target: Target) -> None:
     assert not (target.tree / "DATA" / name).exists()
 
 
-async def test_sftp_without_posix_rename_replaces_by_remove_then_rename(certs: Certs,
-                                                                        tmp_path: Path) -> None:
-    with run_peer("sftp", tmp_path, certs, no_posix_rename=True) as peer:
-        target = fresh_target("sftp", peer, tmp_path, certs)
+@pytest.mark.parametrize("kind", ["ftp", "sftp"])
+async def test_rename_over_an_existing_name_refused_by_the_server_still_replaces_it(
+        kind: str, certs: Certs, tmp_path: Path) -> None:
+    # IIS-like FTP (RNTO onto an existing file: 550) and SFTP v3 without posix-rename.
+    with run_peer(kind, tmp_path, certs, no_rename_overwrite=True) as peer:
+        target = fresh_target(kind, peer, tmp_path, certs)
         final = target.tree / "DATA" / NAME
         final.write_bytes(b"old")
         transport = target.transport()

@@ -112,9 +112,12 @@ async def test_qos0_publish_returns_once_sent(broker: Broker, certs: Certs) -> N
             broker.resume()
 
 
-async def test_qos2_message_is_delivered_exactly_once(broker: Broker, certs: Certs) -> None:
-    async with _observer(broker) as received, _connected(broker, certs, qos=2) as transport:
-        await transport.publish(TOPIC, b"once")
+@pytest.mark.parametrize("configured", [True, False])
+async def test_qos2_message_is_delivered_exactly_once(broker: Broker, certs: Certs,
+                                                      configured: bool) -> None:
+    async with _observer(broker) as received, \
+            _connected(broker, certs, qos=2 if configured else 1) as transport:
+        await transport.publish(TOPIC, b"once", qos=None if configured else 2)
         async with asyncio.timeout(5):
             assert await received.get() == b"once"
         await asyncio.sleep(0.2)
