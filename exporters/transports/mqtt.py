@@ -49,7 +49,7 @@ from ._base import (
     tls_context,
 )
 
-log = logging.getLogger("sunpm.mqtt")
+log = logging.getLogger("sunpm.session")  # spec/formats.md §11: connection logs
 
 DEFAULT_PORT: Final = 1883
 DEFAULT_TLS_PORT: Final = 8883
