@@ -53,14 +53,16 @@ class TransportError(SunpmError):
 
     A refusal names the tree directory, in the form of spec/formats.md §3:
     `server 1: /DATA: upload refused (550 Permission denied)`; anything else names the operation
-    and what went wrong: `server 2: connect: timeout after 30 s`.
+    and the failure, then the peer's own words:
+    `server 2: connect: timeout (no answer after 30 s)`,
+    `server 1: upload /LOG/x.log.gz: connection lost ([Errno 104] Connection reset by peer)`.
     """
 
     def __init__(self, server: int, op: str, detail: str, *, failure: Failure,
                  path: str = "", retriable: bool | None = None) -> None:
         self.server = server
         self.op = op
-        self.detail = detail
+        self.detail = " ".join(detail.split())  # one line, whatever the peer sent
         self.failure = failure
         self.path = path
         self.retriable = failure.retriable if retriable is None else retriable
