@@ -44,6 +44,7 @@ from exporters.views.events import (
     JournalItem,
     journal_items,
 )
+from exporters.views.mqtt import result_message
 
 log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
@@ -534,8 +535,7 @@ _EVENT_POLL_S: Final = 1.0
 
 def result_payload(item: JournalItem) -> bytes:
     """formats.md §14.4: an array of the one result entry, compact JSON."""
-    result = CommandResult.from_body(item.body)
-    return json.dumps([result.entry()], ensure_ascii=False, separators=(",", ":")).encode()
+    return result_message(CommandResult.from_body(item.body))
 
 
 class MqttSession:

@@ -8,8 +8,10 @@ the store's watermark (`membership_of`) and its snapshot getters.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +21,17 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config import Site, load_site, parse_definition
 from config.errors import SunpmError
-from config.model import DefinitionFile, GatewaySettings, ServerSettings
+from config.model import DefinitionFile, ServerSettings, ServerType
 from exporters.outbox import Membership, Rendered, Stream, WindowSpec
+from exporters.transports import open_transport
+from exporters.views import ack as ack_view
+from exporters.views import alarm as alarm_view
+from exporters.views import log as log_view
+from exporters.views import mqtt as mqtt_view
 from exporters.views.context import Interface, ViewConfig
+from exporters.views.data import data_text_chunks, param_text_chunks
 from exporters.views.events import JournalItem, journal_items
 from exporters.views.gz import gzip_chunks
 from exporters.views.names import Watermark as ViewWatermark
@@ -32,9 +41,13 @@ from exporters.views.names import (
     alarm_file_name,
     data_file_name,
     log_file_name,
+    mqtt_export_name,
     select_journal,
     select_records,
+    sunspec_log_file_name,
 )
+from store.log import Log
+from store.snapshots import config_hash
 
 NS: Final = 1_000_000_000
 INTERFACES: Final = (Interface.MODBUS, Interface.IO, Interface.TIC)
@@ -173,7 +186,6 @@ class StoreSource:
             return self._render_data(spec, config, stamp)
         items = self._events(spec)
         if spec.stream is Stream.PARAM:
-            from exporters.views.data import param_text_chunks
             defs = self._definitions_for(i.def_id for i in items)
             out = []
             for interface in INTERFACES:
@@ -189,7 +201,6 @@ class StoreSource:
     # ----- members
 
     def _render_data(self, spec: WindowSpec, config: ViewConfig, stamp: int) -> list[Rendered]:
-        from exporters.views.data import data_text_chunks
         records: dict[str, pa.Table] = {}
         for dev in self._log.devices():
             table = self._members(dev, self._log.records(dev), spec)
@@ -197,6 +208,12 @@ class StoreSource:
                 records[dev] = table
         defs = self._definitions_for(
             d for t in records.values() for d in pc.unique(t.column("def")).to_pylist())
+        if self._server.type.is_mqtt:
+            # Each document is one message; `--out` writes them under these names (§5.3).
+            return [Rendered(name=mqtt_export_name(config.uid, spec.end_ns, k), directory="/",
+                             data=doc, text_sha256=hashlib.sha256(doc).hexdigest())
+                    for k, doc in enumerate(mqtt_view.data_documents(records, defs, config),
+                                            start=1)]
         out = []
         for interface in INTERFACES:
             built = gzip_with_text_sha(data_text_chunks(interface, records, defs, config))
@@ -215,6 +232,11 @@ class StoreSource:
         window, previous = bounds_of(spec)
         return journal_items(select_journal(self._log.journal(kinds=list(kinds)), window,
                                             previous))
+
+    def alarm_payload(self, item: JournalItem) -> bytes:
+        """An alarm's MQTT message, with the configuration in force when it was raised."""
+        config = self._view_config(self.config_snapshot(item.ts_ns + 1))
+        return mqtt_view.alarm_message(item, self._definitions_for([item.def_id]), config)
 
     def _definitions_for(self, ids: Iterable[str | None]) -> dict[str, DefinitionFile]:
         out: dict[str, DefinitionFile] = {}
@@ -239,37 +261,77 @@ _JOURNAL_KINDS: Final[Mapping[Stream, tuple[str, ...]]] = {
 
 def _render_journal_stream(stream: Stream, items: list[JournalItem],
                            defs: Mapping[str, DefinitionFile], config: ViewConfig,
-                           stamp: int) -> list[Rendered]:
-    """ALARM, ACK and LOG files through their views, when those views are present."""
-    try:
-        if stream is Stream.ALARM:
-            from exporters.views import alarm as alarm_view  # type: ignore[attr-defined]
-            text = alarm_view.alarm_text(items, defs, config)
-            name, directory = alarm_file_name(config.uid, stamp), "/ALARM"
-        elif stream is Stream.ACK:
-            from exporters.views import ack as ack_view  # type: ignore[attr-defined]
-            text = ack_view.ack_text(items)
-            name, directory = ack_file_name(config.uid, stamp), "/CMD"
-            if not text:
-                return []
-            data = text.encode()
-            return [Rendered(name=name, directory=directory, data=data,
-                             text_sha256=hashlib.sha256(data).hexdigest())]
-        else:
-            from exporters.views import log as log_view  # type: ignore[attr-defined]
-            text = log_view.log_text(items, config)
-            name, directory = log_file_name(config.uid, stamp), "/LOG"
-    except ImportError as err:
-        raise SourceError(f"the {stream} view is not available: {err}") from err
-    built = gzip_with_text_sha([text])
-    if built is None:
+                           end_ns: int) -> list[Rendered]:
+    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files."""
+    uid = config.uid
+    if stream is Stream.ALARM:
+        texts = [(alarm_file_name(uid, end_ns), "/ALARM", alarm_view.alarm_text(items, defs, config))]
+    elif stream is Stream.ACK:
+        text = ack_view.ack_text(items)
+        if not text:
+            return []
+        data = text.encode()
+        return [Rendered(name=ack_file_name(uid, end_ns), directory="/CMD", data=data,
+                         text_sha256=hashlib.sha256(data).hexdigest())]
+    elif stream is Stream.LOG:
+        texts = [(log_file_name(uid, end_ns), "/LOG", log_view.log_text(items, config)),
+                 (sunspec_log_file_name(uid, end_ns), "/LOG",
+                  log_view.sunspec_log_text(items, config))]
+    else:
         return []
-    return [Rendered(name=name, directory=directory, data=built[0], text_sha256=built[1])]
+    out = []
+    for name, directory, text in texts:
+        built = gzip_with_text_sha([text])
+        if built is not None:
+            out.append(Rendered(name=name, directory=directory, data=built[0],
+                                text_sha256=built[1]))
+    return out
 
 
-def view_config_from(gateway: GatewaySettings, server: ServerSettings,
-                     daq: Any) -> ViewConfig:
-    return ViewConfig.for_server(gateway, server, daq)
+class SiteViews:
+    """View configurations of one server slot by configuration snapshot, cached.
+
+    A snapshot stored in the store (`config/<hash>/`) is loaded from there, so a window renders
+    with the settings in force when it was built; the running site stands in for a snapshot the
+    store does not hold.
+    """
+
+    def __init__(self, log: Any, site: Site, slot: int) -> None:
+        self._log = log
+        self._site = site
+        self._slot = slot
+        self.running = config_hash(site.files())
+        self._cache: dict[str, ViewConfig] = {self.running: self._of(site)}
+
+    def _of(self, site: Site) -> ViewConfig:
+        return ViewConfig.for_server(site.settings, site.settings.servers[self._slot - 1],
+                                     site.daq)
+
+    def __call__(self, snapshot: str) -> ViewConfig:
+        if snapshot not in self._cache:
+            try:
+                files = self._log.get_config(snapshot)
+            except SunpmError:
+                return self._cache[self.running]
+            with tempfile.TemporaryDirectory(prefix="sunpm-snapshot-") as tmp:
+                for rel, data in files.items():
+                    path = Path(tmp) / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                self._cache[snapshot] = self._of(load_site(Path(tmp), self._site.uid))
+        return self._cache[snapshot]
+
+
+def _parse_definition(data: bytes, name: str) -> DefinitionFile:
+    return parse_definition(data, name).value
+
+
+def store_source(log: Any, site: Site, slot: int) -> StoreSource:
+    """The window source of server `slot` over a store, for sessions and backfills alike."""
+    views = SiteViews(log, site, slot)
+    return StoreSource(log=log, server=site.settings.servers[slot - 1], view_config=views,
+                       parse_definition=_parse_definition,
+                       snapshots=SnapshotResolver(running=views.running))
 
 
 @dataclass(slots=True)
@@ -281,16 +343,41 @@ class ExportJob:
     file_server: bool
     transport: Any = None
     two_step: bool = True
+    topic: str = ""
 
     async def upload(self, path: str, data: bytes) -> None:
         if self.transport is None:
             raise SourceError("no transport for this server")
-        await self.transport.upload(path, data, two_step=self.two_step)
+        if self.file_server:
+            await self.transport.upload(path, data, two_step=self.two_step)
+        else:
+            await self.transport.publish(self.topic, data)
 
 
 @asynccontextmanager
-async def open_export(*, config_dir: Path, store_dir: Path | None,
-                      server: int) -> AsyncIterator[ExportJob]:
-    """Open the store read-only and the running configuration for a backfill of `server`."""
-    raise SourceError("sunpm export needs the store and configuration loaders")
-    yield  # pragma: no cover
+async def open_export(*, config_dir: Path, store_dir: Path | None, server: int,
+                      upload: bool = False) -> AsyncIterator[ExportJob]:
+    """Open the running configuration and the store (read-only) for a backfill of `server`;
+    with `upload`, a connected transport to that server too."""
+    site = await asyncio.to_thread(load_site, config_dir)
+    settings = site.settings.servers[server - 1]
+    if settings.type is ServerType.NONE:
+        raise SourceError(f"server {server} is not configured (SERVER_Type=none)")
+    path = store_dir or (Path(site.settings.store_path) if site.settings.store_path else None)
+    if path is None:
+        raise SourceError("no store: give --store or set STORE_Path")
+    log = await Log.open(path, read_only=True)
+    transport: Any = None
+    try:
+        job = ExportJob(log=log, source=store_source(log, site, server),
+                        file_server=settings.type.is_file_server, two_step=settings.two_step,
+                        topic=settings.topic_data)
+        if upload:
+            transport = open_transport(settings, config_dir / "CERT")
+            await transport.connect()
+            job.transport = transport
+        yield job
+    finally:
+        if transport is not None:
+            await transport.close()
+        await log.close()

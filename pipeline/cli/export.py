@@ -72,9 +72,10 @@ async def _export(args: argparse.Namespace) -> int:
     if end_ns <= start_ns:
         print("sunpm export: --to must be after --from", file=sys.stderr)
         return 2
-    async with open_export(config_dir=args.config, store_dir=args.store,
-                           server=args.server) as job:
-        state = DeliveryState.from_table(job.log.journal(kinds=["window", "delivered"]))
+    async with open_export(config_dir=args.config, store_dir=args.store, server=args.server,
+                           upload=args.upload) as job:
+        table = await asyncio.to_thread(job.log.journal, kinds=["window", "delivered"])
+        state = DeliveryState.from_table(table)
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if job.file_server else (Stream.DATA,)
         plan = plan_backfill(state, job.source, server=args.server, streams=streams,
                              start_ns=start_ns, end_ns=end_ns)
