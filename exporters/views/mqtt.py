@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Final
 
 import pyarrow as pa
@@ -27,7 +26,7 @@ import pyarrow as pa
 from config.model import Action, DefinitionFile, Protocol, Variable
 
 from ._records import cells, is_text_variable, recorded_variables, runs
-from .context import Dates, ViewConfig, definition_for, device_order, timestamp_ms
+from .context import Dates, ViewConfig, ViewError, definition_for, device_order, timestamp_ms
 from .events import (
     CommandResult,
     DeviceAlarm,
@@ -211,10 +210,9 @@ def _alarm_value(body: DeviceAlarm, definition: DefinitionFile) -> str:
     try:
         var = definition.variable(body.var)
     except KeyError:
-        coef_a, coef_b = Decimal(1), Decimal(0)
-    else:
-        coef_a, coef_b = var.coef_a, var.coef_b
-    return scaled_text(body.value, coef_a, coef_b)
+        raise ViewError(f"alarm of {body.name}: Index {body.var} is not in "
+                        f"{definition.file_name}") from None
+    return scaled_text(body.value, var.coef_a, var.coef_b)
 
 
 def result_message(result: CommandResult) -> bytes:

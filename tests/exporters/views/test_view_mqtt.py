@@ -6,6 +6,7 @@ import itertools
 import json
 
 import pyarrow as pa
+import pytest
 from _views_site import (
     DEFINITIONS,
     INV,
@@ -22,6 +23,7 @@ from _views_site import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporters.views.context import ViewError
 from exporters.views.events import (
     Channel,
     CommandResult,
@@ -180,6 +182,13 @@ def test_alarm_json_value_is_scaled() -> None:
              DeviceAlarm(source=Source.MODBUS, name="meter_1", var=1, value="2305").to_body())]
     message = json.loads(alarm_message(journal_items(journal(rows))[0], DEFINITIONS, config()))
     assert message["alarms"][0]["value"] == "230.5"
+
+
+def test_alarm_json_of_an_unknown_variable_is_a_view_error() -> None:
+    rows = [("2021-02-05 08:50:00", "alarm", "2", METER.snapshot_id,
+             DeviceAlarm(source=Source.MODBUS, name="meter_1", var=99, value="1").to_body())]
+    with pytest.raises(ViewError, match="Index 99 is not in meter_small.csv"):
+        alarm_message(journal_items(journal(rows))[0], DEFINITIONS, config())
 
 
 def test_result_json_of_the_spec_example(golden: Golden) -> None:
