@@ -179,18 +179,18 @@ class WebdavTransport:
         return self._base_path + quote(path, safe="/")
 
     async def _request(self, op: str, path: str, method: str, target: str, *,
-                       headers: dict[str, str] | None = None, content: bytes = b"",
+                       headers: dict[str, str] | None = None, content: bytes | None = None,
                        limit_s: float | None = None) -> httpx.Response:
         client = self._client
         if client is None:
             raise TransportError(self.server, op, "not connected",
                                  failure=Failure.CONNECTION_LOST, path=path)
         limit = (limit_s if limit_s is not None else
-                 self._timeouts.operation_s + len(content) / _SLOW_LINK_BYTES_PER_S)
+                 self._timeouts.operation_s + len(content or b"") / _SLOW_LINK_BYTES_PER_S)
         try:
             async with asyncio.timeout(limit):
                 return await client.request(method, self._origin + self._url(target),
-                                            headers=headers, content=content or None)
+                                            headers=headers, content=content)
         except TimeoutError as err:
             raise TransportError(self.server, op, f"no answer after {limit:g} s",
                                  failure=Failure.TIMEOUT, path=path) from err

@@ -198,3 +198,11 @@ async def test_downloading_an_absent_file_is_refused(connected: FileTransport) -
         await connected.download("/CMD/WPM00C44F_cmd.json")
     assert caught.value.failure is Failure.REFUSED and not caught.value.retriable
     assert str(caught.value).startswith("server 1: /CMD: download refused (")
+
+
+@pytest.mark.parametrize("two_step", [True, False])
+async def test_an_empty_file_uploads_as_an_empty_file(target: Target, connected: FileTransport,
+                                                      two_step: bool) -> None:
+    await connected.upload("/CMD/WPM00C44F_ACK_210202_084443.json", b"", two_step=two_step)
+    assert (target.tree / "CMD" / "WPM00C44F_ACK_210202_084443.json").read_bytes() == b""
+    assert await connected.size("/CMD/WPM00C44F_ACK_210202_084443.json") == 0
