@@ -52,6 +52,12 @@ class QueuedLink:
         self._task: asyncio.Task[None] | None = None
         #: (unit, function, address) -> the newest queued write to it.
         self._latest_write: dict[tuple[int, int, bytes], Job] = {}
+        self._in_flight = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing on the wire."""
+        return not self._in_flight and self._queue.empty()
 
     def start(self) -> None:
         if self._task is None:
@@ -105,6 +111,7 @@ class QueuedLink:
                 _, _, job = await self._queue.get()
                 if job.future.done():       # its caller was cancelled, or a newer write won
                     continue
+                self._in_flight = True
                 try:
                     reply = await self._exchange(job)
                 except ModbusRequestError as err:
@@ -119,6 +126,8 @@ class QueuedLink:
                 else:
                     if not job.future.done():
                         job.future.set_result(reply)
+                finally:
+                    self._in_flight = False
         finally:
             self._shutdown()
 

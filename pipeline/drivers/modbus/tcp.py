@@ -346,7 +346,9 @@ class ModbusTcpDriver:
         if conn.generation != state.link_generation:
             state.link_generation = conn.generation
             readings = replace(readings, reconnected=True)
-        if not conn.keep_alive:
+        if not conn.keep_alive and conn.idle:
+            # Keep-alive 0: closed once the connection's poll cycle is over, i.e. when no other
+            # unit behind it has a request queued or on the wire.
             conn.disconnect()
         return readings
 
