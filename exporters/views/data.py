@@ -26,7 +26,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config.model import DefinitionFile, Variable
+from config.model import Action, DefinitionFile, Variable
 
 from ._records import Cells, Run, cells, recorded_variables, runs
 from .context import (
@@ -84,51 +84,55 @@ class _Block:
         return [*lines, _column_header(columns)] if self.config.header_option else list(lines)
 
 
-_ONE: Final = pa.scalar(1, pa.int64())
-_TWO: Final = pa.scalar(2, pa.int64())
 _EMPTY: Final = pa.scalar("", pa.string())
+_SEMICOLON: Final = pa.scalar(";", pa.string())
+_FALSE: Final = pa.scalar(False, pa.bool_())
+_JOIN_NULLS: Final = pc.JoinOptions(null_handling="replace", null_replacement="")
 _SLOTS: list[pa.Array] = [pa.array(range(1 << 16), pa.int64())]
 
 
 def _arange(count: int) -> pa.Array:
-    """0..count-1 as int64 (sliced from a cached array: a day of a device is ~17k fields)."""
+    """0..count-1 as int64 (sliced from a cached array: a day of a device is ~14k cells)."""
     if len(_SLOTS[0]) < count:
         _SLOTS[0] = pa.array(range(max(count, 2 * len(_SLOTS[0]))), pa.int64())
     return _SLOTS[0].slice(0, count)
 
 
+def _cell_texts(found: Cells) -> pa.Array:
+    """One text per row: the value, or `min;max;mean` for action 2; missing parts empty."""
+    texts = pc.fill_null(found.main, _EMPTY)
+    if not len(found.vmin):
+        return texts
+    triples = pc.binary_join_element_wise(found.vmin, found.vmax,
+                                          pc.filter(found.main, found.ranged), _SEMICOLON,
+                                          options=_JOIN_NULLS)
+    return pc.replace_with_mask(texts, found.ranged, triples)
+
+
 def _row_fields(run: Run, found: Cells, columns: Sequence[Variable]) -> pa.Array:
     """`<fields>` of each record of the run, `;`-joined; missing cells are empty.
 
-    Each row's text goes to slot `record × fields + column start` (+2 for a mean; min and max at
-    +0, +1), then the slots are gathered in order and joined per record.
+    A row's text (its one field, or the three of action 2 already joined) belongs at cell
+    `record × columns + column`. Rows usually come complete and in that order: then they are
+    joined as they are; otherwise the cells are gathered by position, absent ones empty.
     """
-    widths = [3 if v.action.value == 2 else 1 for v in columns]
-    starts: list[int] = []
-    total = 0
-    for width in widths:
-        starts.append(total)
-        total += width
+    count = len(columns)
     records = len(run.record_ts_ns)
     column_of = pc.index_in(found.var, value_set=pa.array([v.index for v in columns], pa.int32()))
-    listed = pc.is_valid(column_of)
-    base = pc.add(pc.multiply(run.record_pos.cast(pa.int64()), pa.scalar(total, pa.int64())),
-                  pc.take(pa.array(starts, pa.int64()), column_of))
-    main_pos = pc.if_else(found.ranged, pc.add(base, _TWO), base)
-    positions = [pc.filter(main_pos, listed)]
-    texts = [pc.filter(found.main, listed)]
-    if len(found.vmin):
-        range_base = pc.filter(base, found.ranged)   # aligned with found.vmin / found.vmax
-        range_listed = pc.is_valid(range_base)
-        range_base = pc.filter(range_base, range_listed)
-        positions += [range_base, pc.add(range_base, _ONE)]
-        texts += [pc.filter(found.vmin, range_listed), pc.filter(found.vmax, range_listed)]
-    all_pos = pa.concat_arrays([p.cast(pa.int64()) for p in positions])
-    all_text = pa.concat_arrays(texts)
-    slot_rows = pc.index_in(_arange(records * total), value_set=all_pos)
-    flat = pc.fill_null(pc.take(all_text, slot_rows), _EMPTY)
-    offsets = pa.array(range(0, records * total + 1, total), pa.int32())
-    return pc.binary_join(pa.ListArray.from_arrays(offsets, flat), ";")
+    cells_pos = pc.add(pc.multiply(run.record_pos.cast(pa.int64()),
+                                   pa.scalar(count, pa.int64())), column_of.cast(pa.int64()))
+    texts = _cell_texts(found)
+    slots = _arange(records * count)
+    in_place = len(cells_pos) == len(slots) and pc.all(
+        pc.fill_null(pc.equal(cells_pos, slots), _FALSE)).as_py()
+    if not in_place:
+        found_at = pc.index_in(slots, value_set=cells_pos)
+        # An absent action-2 cell still takes its three fields.
+        absent = pa.array([";;" if v.action is Action.MIN_MAX_MEAN else "" for v in columns]
+                          * records, pa.string())
+        texts = pc.coalesce(pc.take(texts, found_at), absent)
+    offsets = pa.array(range(0, records * count + 1, count), pa.int32())
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, texts), _SEMICOLON)
 
 
 def _run_lines(run: Run, definition: DefinitionFile, columns: Sequence[Variable],

@@ -193,3 +193,13 @@ def test_param_read_of_a_definition_without_parameters_prints_nothing() -> None:
     body = ParamRead(values={}).to_body()
     items = journal_items(journal([("2021-02-05 09:00:20", "param", "IO", IO.snapshot_id, body)]))
     assert param_file(Interface.IO, items, DEFINITIONS, config()) is None
+
+
+def test_row_of_an_unlisted_variable_never_takes_the_place_of_a_missing_one() -> None:
+    # Setup (Index 4, action 0) has a row, E_import (Index 3) none: as many rows as cells.
+    table = records(METER, [("2021-02-05 08:50:00", {1: 2305, 2: (-1, 1, 0), 4: 77})])
+    lines = data_text(Interface.MODBUS, {"2": table}, DEFINITIONS, config()).splitlines()
+    assert lines[-1] == "21/02/05-09:50:00;2305;-1;1;0;"
+    table = records(METER, [("2021-02-05 08:50:00", {1: 2305, 3: 5, 4: 77})])
+    lines = data_text(Interface.MODBUS, {"2": table}, DEFINITIONS, config()).splitlines()
+    assert lines[-1] == "21/02/05-09:50:00;2305;;;;5"
