@@ -10,7 +10,8 @@ Import side (from any test, `tests/` is on sys.path):
   do everything, `reader`/`secret` may only list and read (FTP, SFTP). WebDAV serves `root` at `/`
   and, read-only, at `/ro`; Digest and Basic are accepted (`basic_only`: Basic alone).
   `no_rename_overwrite`: renaming onto an existing name is refused, as by IIS (FTP `RNTO` 550)
-  or by a plain SFTP v3 server (no `posix-rename@openssh.com`).
+  or by a plain SFTP v3 server (no `posix-rename@openssh.com`). `no_mlsd`: an FTP server
+  without `MLSD`.
   `rate_bps` throttles uploads on the server side so a test can act mid-transfer. Any file whose
   name contains `DISKFULL` is written to /dev/full, so the server meets ENOSPC as on a full disk.
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
@@ -109,13 +110,16 @@ class Peer:
 
 @contextlib.contextmanager
 def run_peer(kind: str, root: Path, certs: Certs, *, rate_bps: int = 0,
-             basic_only: bool = False, no_rename_overwrite: bool = False) -> Iterator[Peer]:
+             basic_only: bool = False, no_rename_overwrite: bool = False,
+             no_mlsd: bool = False) -> Iterator[Peer]:
     cmd = [sys.executable, str(Path(__file__).resolve()), kind, "--root", str(root),
            "--certs", str(certs.dir), "--rate", str(rate_bps)]
     if basic_only:
         cmd.append("--basic-only")
     if no_rename_overwrite:
         cmd.append("--no-rename-overwrite")
+    if no_mlsd:
+        cmd.append("--no-mlsd")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = _read_port(proc)
@@ -339,6 +343,8 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
         dtp = Smooth if args.rate else handler.dtp_handler
     handler.dtp_handler = dtp
     handler.abstracted_fs = FullableFs
+    if args.no_mlsd:  # an older server: listings by NLST only
+        handler.proto_cmds = {k: v for k, v in handler.proto_cmds.items() if k != "MLSD"}
     handler.auth_failed_timeout = 0.2  # pyftpdlib waits 3 s before answering a bad password
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", args.port), handler)
@@ -484,6 +490,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=0)
     parser.add_argument("--basic-only", action="store_true")
     parser.add_argument("--no-rename-overwrite", action="store_true")
+    parser.add_argument("--no-mlsd", action="store_true")
     args = parser.parse_args()
     _watch_stdin()
     if args.kind in ("ftp", "ftps"):

@@ -399,3 +399,20 @@ async def test_cancelled_upload_ends_promptly_and_leaves_nothing_running(
     finally:
         await transport.close()
     assert final.read_bytes() == b"after"
+
+
+async def test_ftp_listing_without_mlsd_falls_back_to_nlst(certs: Certs, tmp_path: Path) -> None:
+    with run_peer("ftp", tmp_path, certs, no_mlsd=True) as peer:
+        target = fresh_target("ftp", peer, tmp_path, certs)
+        (target.tree / "CONFIG" / "b_var.ini").write_bytes(b"x" * 10)
+        (target.tree / "CONFIG" / "a_config.ini").write_bytes(b"KEY=1\n")
+        (target.tree / "CONFIG" / "sub").mkdir()
+        transport = target.transport()
+        await transport.connect()
+        try:
+            listing = await transport.list("/CONFIG")
+            assert await transport.size("/CONFIG/b_var.ini") == 10
+        finally:
+            await transport.close()
+    assert [(f.name, f.size) for f in listing] == [("a_config.ini", 6), ("b_var.ini", 10)]
+    assert all(f.mtime_s is not None for f in listing)
