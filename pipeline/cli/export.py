@@ -80,12 +80,14 @@ async def _export(args: argparse.Namespace) -> int:
         plan = plan_backfill(state, job.source, server=args.server, streams=streams,
                              start_ns=start_ns, end_ns=end_ns)
         if args.upload:
-            stop = next((k for k, w in enumerate(plan) if not w.delivered), len(plan))
-            if stop < len(plan):
-                print(f"stopping at {ns_to_datetime(plan[stop].spec.start_ns).isoformat()}: "
-                      f"later records are the sessions' to deliver (server {args.server} cursor)",
-                      file=sys.stderr)
-            plan = plan[:stop]
+            # Only windows the server confirmed go again, under their own names; each stream
+            # stops at its cursor (behaviour.md §5.3 step 2).
+            beyond = [w for w in plan if not w.delivered]
+            plan = [w for w in plan if w.delivered]
+            if beyond:
+                first = min(w.spec.start_ns for w in beyond)
+                print(f"stopping at {ns_to_datetime(first).isoformat()}: later records are the "
+                      f"sessions' to deliver (server {args.server} cursor)", file=sys.stderr)
         files = 0
         differing: list[str] = []
         rendered = render_backfill(job.source, plan, allow_partial=args.allow_partial)
