@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -84,3 +85,17 @@ def no_leaks() -> Iterator[None]:
         time.sleep(0.05)
     pytest.fail(f"left behind: threads {[t.name for t in extra_threads]}, "
                 f"{len(extra_sockets)} sockets")
+
+
+@pytest.fixture(autouse=True)
+async def no_task_left() -> AsyncIterator[None]:
+    """Fail a test that leaves an asyncio task running (STYLE.md §9)."""
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(20):  # let cancelled tasks finish their cleanup
+        left = [t for t in asyncio.all_tasks() - before
+                if t is not asyncio.current_task() and not t.done()]
+        if not left:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"left behind: tasks {[t.get_name() for t in left]}")
