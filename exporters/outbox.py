@@ -43,15 +43,17 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.views.names import split_window
+from store.state import GatewayState, JournalEvent, Reducer
 
 log = logging.getLogger("sunpm.session")
 
@@ -306,6 +308,92 @@ class DeliveryState:
         seqs = table.column("seq").to_pylist()
         return cls.from_events((k, b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
                                if k in ("window", "delivered"))
+
+
+# --------------------------------------------------------------------------- state snapshots
+
+#: The section of `store.state.GatewayState.extra` the outbox's reducers keep.
+EXTRA_KEY: Final = "outbox"
+
+
+def _stream_key(server: object, stream: object) -> str:
+    return f"{server}/{stream}"
+
+
+def reduce_outbox(state: GatewayState, event: JournalEvent) -> GatewayState:
+    """`store.state` reducer of `window` and `delivered`: keeps, JSON-able, what the outbox needs
+    once older journal segments are gone (per stream the last built window, the undelivered ones
+    and their deliveries; MQTT event cursors)."""
+    section: dict[str, Any] = dict(cast("Mapping[str, Any]", state.extra.get(EXTRA_KEY) or {}))
+    body: Mapping[str, Any] = event.body
+    if event.kind == "window":
+        key = _stream_key(body.get("server"), body.get("stream"))
+        entry = dict(section.get(key) or {})
+        pending = [w for w in entry.get("pending", []) if w.get("end") != body.get("end")]
+        if body.get("files"):
+            pending.append(dict(body))
+        elif not pending:
+            entry["done"] = dict(body)      # an empty window passes the cursor at once
+        entry.update(last=dict(body), pending=pending)
+        section[key] = entry
+    elif event.kind == "delivered" and "event" in body:
+        events = dict(section.get("events") or {})
+        key = _stream_key(body.get("server"), body.get("stream"))
+        events[key] = max(int(events.get(key, 0)), int(body["event"]))
+        section["events"] = events
+    elif event.kind == "delivered":
+        key = _stream_key(body.get("server"), body.get("stream"))
+        entry = dict(section.get(key) or {})
+        end = str(body.get("end"))
+        done = dict(entry.get("delivered") or {})
+        names = sorted({*done.get(end, []), str(body.get("file"))})
+        pending = list(entry.get("pending", []))
+        window = next((w for w in pending if str(w.get("end")) == end), None)
+        if window is not None and {f["name"] for f in window["files"]} <= set(names):
+            entry["pending"] = [w for w in pending if w is not window]
+            done.pop(end, None)
+            if window is pending[0]:
+                entry["done"] = window      # the window the cursor now stands at
+        else:
+            done[end] = names
+        entry["delivered"] = done
+        section[key] = entry
+    else:
+        return state
+    return dc_replace(state, extra={**state.extra, EXTRA_KEY: section})
+
+
+#: Reducers to add to `store.state.DEFAULT_REDUCERS` when replaying for the outbox.
+OUTBOX_REDUCERS: Final[Mapping[str, Reducer]] = {"window": reduce_outbox,
+                                                 "delivered": reduce_outbox}
+
+
+def delivery_state_of(state: GatewayState) -> DeliveryState:
+    """The outbox's `DeliveryState` from a replayed (possibly snapshot-started) gateway state."""
+    out = DeliveryState()
+    section = cast("Mapping[str, Any]", state.extra.get(EXTRA_KEY) or {})
+    for key, seq in dict(section.get("events") or {}).items():
+        server, _, stream = key.partition("/")
+        out.events[(int(server), Stream(stream))] = int(seq)
+    for key, entry in section.items():
+        if key == "events":
+            continue
+        by_end = {int(w["end"]): w for w in entry.get("pending", [])}
+        for extra in (entry.get("last"), entry.get("done")):
+            if extra is not None:
+                by_end.setdefault(int(extra["end"]), extra)
+        pending_ends = {int(w["end"]) for w in entry.get("pending", [])}
+        for end in sorted(by_end):
+            built = BuiltWindow.from_body(by_end[end])
+            sd = out.stream(built.spec.server, built.spec.stream)
+            sd.windows.append(built)
+            if end not in pending_ends:
+                sd.delivered.update((end, f.name) for f in built.files)
+        for end, names in dict(entry.get("delivered") or {}).items():
+            server, _, stream = key.partition("/")
+            out.stream(int(server), Stream(stream)).delivered.update(
+                (int(end), str(n)) for n in names)
+    return out
 
 
 # --------------------------------------------------------------------------- what we sit on
