@@ -1,0 +1,133 @@
+"""MQTT sessions against a real mosquitto on loopback: data windows, alarms, commands, results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from conftest import DAY, T0, fill
+from delivery_support import DemoSource
+from peers import Broker, have_mosquitto, make_certs, run_broker
+
+from config.model import ServerSettings, ServerType
+from exporters.outbox import Outbox, Stream
+from exporters.session import CollectingHandler, MqttSession, Trigger
+from exporters.transports import MqttTransport, Timeouts
+from exporters.views.events import JournalItem
+from store.log import Log
+
+H = 3600
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    if not have_mosquitto():
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed (.ci/run installs it)")
+        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
+    with run_broker(tmp_path / "broker", make_certs(tmp_path / "certs")) as running:
+        yield running
+
+
+def settings(broker: Broker) -> ServerSettings:
+    return ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1", port=broker.plain_port,
+                          mqtt_client_id="sunpm-gw", topic_data="plant/data",
+                          topic_alarm="plant/alarm", topic_command="plant/cmd",
+                          topic_result="plant/result", qos=1, keep_alive_s=30)
+
+
+def make_session(store: Log, broker: Broker, tmp: Path,
+                 handler: CollectingHandler | None = None) -> MqttSession:
+    s = settings(broker)
+    outbox = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp / "outbox" / "2",
+                    streams=(Stream.DATA,))
+
+    def alarm_payload(item: JournalItem) -> bytes:
+        return json.dumps({"seq": item.seq, "ts": item.ts_ns}).encode()
+
+    return MqttSession(settings=s, transport=MqttTransport(s, cert_dir=tmp, timeouts=Timeouts(
+        connect_s=5, operation_s=5)), outbox=outbox, log=store, alarm_payload=alarm_payload,
+                       commands=handler)
+
+
+@contextlib.asynccontextmanager
+async def listener(broker: Broker, *topics: str) -> AsyncIterator[list[tuple[str, bytes]]]:
+    got: list[tuple[str, bytes]] = []
+    async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="is-side") as client:
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                got.append((str(message.topic), bytes(message.payload)))  # type: ignore[arg-type]
+
+        task = asyncio.create_task(collect(), name="is-listener")
+        try:
+            yield got
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_for(got: list[tuple[str, bytes]], n: int, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while len(got) < n:
+            await asyncio.sleep(0.02)
+
+
+async def test_data_windows_and_alarms_go_oldest_first_once(
+        store: Log, broker: Broker, tmp_path: Path) -> None:
+    await fill(store, T0, T0 + 6 * DAY)
+    cut = datetime.fromtimestamp(T0 + 5 * DAY + 9 * H, UTC)
+    async with listener(broker, "plant/data", "plant/alarm") as got:
+        result = await make_session(store, broker, tmp_path).run(Trigger.SCHEDULE, started=cut)
+        assert result.ok
+        alarms = store.journal(kinds=["alarm"]).sort_by("seq")
+        n_alarms = alarms.num_rows
+        await wait_for(got, n_alarms + 6)
+        await asyncio.sleep(0.3)
+    # Every stored alarm, in journal order, once; then the six data windows, oldest first.
+    assert [json.loads(p)["seq"] for t, p in got if t == "plant/alarm"] == \
+        alarms.column("seq").to_pylist()
+    data = [p for t, p in got if t == "plant/data"]
+    state = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "x",
+                   streams=(Stream.DATA,)).state()
+    windows = state.stream(2, Stream.DATA).windows
+    assert [w.spec.end_ns for w in windows] == sorted(w.spec.end_ns for w in windows)
+    assert len(windows) == len(data) == 6
+    assert state.stream(2, Stream.DATA).cursor_ns == (T0 + 5 * DAY + 9 * H) * 10**9
+    # A second session sends nothing again.
+    async with listener(broker, "plant/data", "plant/alarm") as again:
+        result = await make_session(store, broker, tmp_path).run(Trigger.SCHEDULE, started=cut)
+        await asyncio.sleep(0.5)
+    assert result.ok and result.files == 0 and again == []
+
+
+async def test_command_topic_is_obeyed_and_answered_on_the_result_topic(
+        store: Log, broker: Broker, tmp_path: Path) -> None:
+    handler = CollectingHandler(store)
+    session = make_session(store, broker, tmp_path, handler)
+    stop = asyncio.Event()
+    async with listener(broker, "plant/result") as got:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="is-cmd") as c:
+                await asyncio.sleep(0.5)  # the gateway's subscription is in place
+                await c.publish("plant/cmd", b'{"rpcName":"sunpm.setRelay","parameters":'
+                                             b'{"state":1},"callerId":"c-7"}', qos=1)
+                await c.publish("plant/cmd", b'[{"rpcName":"x.y"}]', qos=1)
+            await wait_for(got, 2)
+            stop.set()
+    assert [c.rpc_name for c in handler.received] == ["sunpm.setRelay"]
+    assert [p for _, p in got] == [
+        b'[{"result":"OK","callerId":"c-7"}]',
+        b'[{"error":"plant/cmd: one command object per message, got an array",'
+        b'"callerId":null}]']
