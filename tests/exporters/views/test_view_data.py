@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from _views_site import (
     METER,
     METER_SMALL,
     TIC,
+    Cell,
     Golden,
     config,
     definition,
@@ -22,12 +24,15 @@ from _views_site import (
     records,
     window_records,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporters.views.context import Interface, ViewError
 from exporters.views.data import data_file, data_text, param_file, param_text
 from exporters.views.events import ParamRead, journal_items
 from exporters.views.gz import HEADER
 from exporters.views.names import data_file_name
+from exporters.views.numbers import format_float32, format_float64
 
 END = ns("2021-02-05 09:15:00")
 
@@ -203,3 +208,45 @@ def test_row_of_an_unlisted_variable_never_takes_the_place_of_a_missing_one() ->
     table = records(METER, [("2021-02-05 08:50:00", {1: 2305, 3: 5, 4: 77})])
     lines = data_text(Interface.MODBUS, {"2": table}, DEFINITIONS, config()).splitlines()
     assert lines[-1] == "21/02/05-09:50:00;2305;;;;5"
+
+
+MIXED = definition(
+    "modbusTCP;X;Y;Z\n1;3;0;U16;;A;;1;0;;4\n2;3;1;F32;;B;;1;0;;2\n3;3;3;I16;;C;;1;0;;8\n"
+    "4;3;4;U16;;D;;1;0;;0\n5;3;5;F32;;E;;1;0;;4\n6;3;7;I32;;F;;1;0;;2\n", "mixed.csv")
+
+f32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
+f64s = st.floats(allow_nan=False, allow_infinity=False)
+cell_of = {1: f64s, 2: st.tuples(f32s, f32s, f64s), 3: f64s, 4: f64s, 5: f32s,
+           6: st.tuples(f64s, f64s, f64s)}
+# A record is its rows: at least one (a variable may lack its row).
+record_cells = st.fixed_dictionaries({}, optional={k: st.one_of(st.none(), s)
+                                                   for k, s in cell_of.items()}).filter(bool)
+
+
+def _reference_fields(cells: dict[int, Cell]) -> list[str]:
+    """The fields a record must print, by the scalar rules alone (no Arrow)."""
+    fields: list[str] = []
+    for index in (1, 2, 3, 5, 6):
+        cell = cells.get(index)
+        fmt = format_float32 if index in (2, 5) else format_float64
+        if index in (2, 6):
+            if isinstance(cell, tuple):
+                fields += [fmt(cell[0]), fmt(cell[1]), format_float64(cell[2])]
+            else:
+                fields += ["", "", ""]
+        else:
+            fields.append("" if cell is None else fmt(float(cell)))  # type: ignore[arg-type]
+    return fields
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(record_cells, min_size=1, max_size=8), st.randoms(use_true_random=False))
+def test_columnar_rows_equal_the_scalar_reference(cells: list[dict[int, Cell]],
+                                                  order: random.Random) -> None:
+    rows = [(f"2021-02-05 {8 + k // 6:02d}:{k % 6 * 10:02d}:00", c) for k, c in enumerate(cells)]
+    table = records(MIXED, rows)
+    table = table.take(pa.array(order.sample(range(table.num_rows), table.num_rows), pa.int64()))
+    lines = data_text(Interface.MODBUS, {"4": table}, {MIXED.snapshot_id: MIXED},
+                      config()).splitlines()
+    assert lines[:3] == ["DEVICEINDEX;4", "modbusTCP;mixed.csv", "5;1;2;3;5;6"]
+    assert [line.split(";")[1:] for line in lines[3:]] == [_reference_fields(c) for c in cells]
