@@ -24,7 +24,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store import RECORDS_SCHEMA, Log, StoreOptions  # noqa: E402
+from store import RECORDS_SCHEMA, Log, StoreOptions
 
 INPUT = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"])
 T0 = 1_612_483_200 * 1_000_000_000
