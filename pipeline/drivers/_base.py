@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from config.errors import SunpmError
-from config.model import Device, DefinitionFile, Quality, SerialPort, Variable
+from config.model import DefinitionFile, Device, Quality, SerialPort, Variable
 
 #: A decoded raw value: int for integer types (exact, U64 included), float for F32/F64 and analog
 #: inputs, Decimal for a value scaled by a SunSpec factor (exact `v × 10^sf`), str for text types.
