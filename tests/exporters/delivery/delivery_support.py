@@ -115,7 +115,7 @@ class DemoSource:
 
     def _alarms(self) -> pa.Table:
         table = self._log.journal(kinds=["alarm"])  # type: ignore[attr-defined]
-        return table.sort_by("seq")  # type: ignore[no-any-return]
+        return table.sort_by("seq")
 
     def oldest_ns(self, stream: Stream) -> int | None:
         if stream is Stream.DATA:

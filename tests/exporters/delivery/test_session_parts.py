@@ -31,7 +31,7 @@ SPEC_FILE = b"""[
 def test_spec_command_file_gives_its_four_commands_in_order() -> None:
     entries = parse_command_file(SPEC_FILE, "WPM00BDE4_cmd.json")
     assert all(isinstance(e, CommandReceived) for e in entries)
-    assert [(e.rpc_name, e.caller_id) for e in entries] == [  # type: ignore[union-attr]
+    assert [(e.rpc_name, e.caller_id) for e in entries] == [
         ("sunpm.getParameters", "c-0001"), ("sunpm.writeVariable", "c-0002"),
         ("sunpm.setRelay", "c-0003"),
         ("test.testFunction", "3d9311ed-0076-4f28-ac59-a2debfa35b86")]
