@@ -341,6 +341,10 @@ class FileServerSession:
             await self._upload_streams(counts, cut_of(started))
         except TransportError as err:
             return self._failed(err, counts, retriable=err.retriable)
+        except SunpmError as err:
+            # A window that cannot be built (a snapshot missing from the store...) or a journal
+            # write refused: the session fails like any other and is retried.
+            return self._failed(err, counts, retriable=True)
         finally:
             await self._transport.close()
         if counts.refusals:
@@ -349,7 +353,7 @@ class FileServerSession:
                  counts.files, counts.commands)
         return SessionResult(ok=True, files=counts.files, commands=counts.commands)
 
-    def _failed(self, err: TransportError | None, counts: _Counts, *,
+    def _failed(self, err: SunpmError | None, counts: _Counts, *,
                 retriable: bool) -> SessionResult:
         reasons = list(counts.refusals) + ([] if err is None else [str(err)])
         reason = "; ".join(_reason(r) for r in dict.fromkeys(reasons))
@@ -574,12 +578,12 @@ class MqttSession:
                 report = await self._outbox.deliver_messages(
                     self._transport, self.settings.topic_data, cut_of(started))
                 sent += report.files
-        except TransportError as err:
+        except SunpmError as err:
             await self._transport.close()
-            level = logging.WARNING if err.retriable else logging.ERROR
+            retriable = bool(getattr(err, "retriable", True))
+            level = logging.WARNING if retriable else logging.ERROR
             log.log(level, "server %d: session failed: %s", self.server, _reason(err))
-            return SessionResult(ok=False, files=sent, reason=_reason(err),
-                                 retriable=err.retriable)
+            return SessionResult(ok=False, files=sent, reason=_reason(err), retriable=retriable)
         if not keep_open:
             await self._transport.close()
         log.info("server %d: session ended OK (%d files uploaded, %d commands)", self.server,

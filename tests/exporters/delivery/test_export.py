@@ -156,3 +156,23 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
     # Every delivered window overlapping the range went up again, under its own name.
     assert again == delivered
     assert "later records are the sessions' to deliver" in capsys.readouterr().err
+
+
+def test_export_of_an_mqtt_server_writes_one_json_file_per_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server, store_dir, cfg = asyncio.run(deliver_three_days(tmp_path))
+    ini = cfg / "CONFIG" / f"{UID}_config.ini"
+    ini.write_bytes(ini.read_bytes() + b"SERVER2_Type=mqtt\nMQTT2_Host=127.0.0.1\n"
+                    b"MQTT2_TopicData=plant/data\nMQTT2_MaxPayloadKB=2\n")
+    out = tmp_path / "mqtt-out"
+    code = main(["export", "--server", "2", "--from", "2021-02-02", "--to", "2021-02-03",
+                 "--out", str(out), "--config", str(cfg), "--store", str(store_dir)])
+    assert code == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    # One day, no window built for server 2: one window; its records split at 2 KiB.
+    assert len(names) > 1
+    assert names == [f"{UID}_MQTT_210203_000000_{k}.json" for k in range(1, len(names) + 1)]
+    records = [r for n in names for r in json.loads((out / n).read_bytes())["Io"]]
+    assert all(len((out / n).read_bytes()) <= 2048 for n in names)
+    assert len(records) == 144
+    assert records[0]["date"] == "21/02/02-01:00:00"  # Europe/Paris; the record of 00:00 UTC
