@@ -160,7 +160,7 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
 
 def test_export_of_an_mqtt_server_writes_one_json_file_per_message(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    server, store_dir, cfg = asyncio.run(deliver_three_days(tmp_path))
+    _server, store_dir, cfg = asyncio.run(deliver_three_days(tmp_path))
     ini = cfg / "CONFIG" / f"{UID}_config.ini"
     ini.write_bytes(ini.read_bytes() + b"SERVER2_Type=mqtt\nMQTT2_Host=127.0.0.1\n"
                     b"MQTT2_TopicData=plant/data\nMQTT2_MaxPayloadKB=2\n")
