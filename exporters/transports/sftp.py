@@ -244,7 +244,7 @@ class SftpTransport:
         if sftp is not None:
             sftp.exit()
         if conn is not None:
-            conn.abort() if conn.is_closed() else conn.close()
+            conn.close()
             try:
                 async with asyncio.timeout(min(5.0, self._timeouts.operation_s)):
                     await conn.wait_closed()
