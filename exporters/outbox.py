@@ -406,7 +406,8 @@ class JournalLog(Protocol):
                              device: str | None = None, def_: str | None = None,
                              ts_ns: int | None = None, commit_now: bool = False) -> int: ...
 
-    def journal(self, *, kinds: Sequence[str] | None = None) -> pa.Table: ...
+    def journal(self, *, kinds: Sequence[str] | None = None,
+                seq_from: int | None = None) -> pa.Table: ...
 
 
 class WindowSource(Protocol):

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from config import load_site
 from config.errors import Problem, Severity, SunpmError
 from config.model import ServerSettings, ServerType
 from exporters.outbox import JournalLog, Outbox, Stream, StreamRefused, cut_of, event_delivered_body
@@ -79,6 +80,13 @@ class SessionResult:
 
 #: One entry of a command file or message: the command, or the error result its entry gave.
 CommandEntry = CommandReceived | CommandResult
+
+
+@runtime_checkable
+class ConfigSnapshots(Protocol):
+    """A store that keeps configuration snapshots (`store.Log`)."""
+
+    def put_config(self, files: Mapping[str, bytes]) -> str: ...
 
 
 class CommandHandler(Protocol):
@@ -445,12 +453,25 @@ class FileServerSession:
                                  name, n)
             return
         await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        await self._journal_snapshot(sorted(candidates))
         for rel, name in names.items():
             n = sum(1 for p in problems if os.path.basename(p.file) == name)
             config_log.info("%s applied; warnings: %d", name, n)
             agreed[rel] = sha256_hex(candidates[rel])
         if self._config_applied is not None:
             await self._config_applied(sorted(candidates))
+
+    async def _journal_snapshot(self, files: Sequence[str]) -> None:
+        """Store the configuration now in force and journal it (`config` event), so windows
+        ending from now on render with it (behaviour.md §5.1 step 4)."""
+        if not isinstance(self._log, ConfigSnapshots) or self._config_dir is None:
+            return
+        log_ = self._log
+        site = await asyncio.to_thread(load_site, self._config_dir, self.uid)
+        snapshot = await asyncio.to_thread(log_.put_config, site.files())
+        await self._log.append_journal("config", {"snapshot": snapshot,
+                                                  "origin": f"server {self.server}",
+                                                  "files": list(files)}, commit_now=True)
 
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it, in a copy."""
@@ -558,6 +579,8 @@ class MqttSession:
         self._commands = commands
         # One publisher of events at a time, so alarms and results keep journal order.
         self._events_lock = asyncio.Lock()
+        # Per stream the last event seq acknowledged, read from the journal once.
+        self._event_cursors: dict[Stream, int] = {}
 
     @property
     def permanent(self) -> bool:
@@ -605,20 +628,24 @@ class MqttSession:
 
     async def _publish_kind(self, stream: Stream, kind: str, topic: str, payload: EventPayload,
                             channel: Channel | None = None) -> int:
-        state = await asyncio.to_thread(self._outbox.state)
-        last = state.events.get((self.server, stream))
+        last = self._event_cursors.get(stream)
         if last is None:
+            state = await asyncio.to_thread(self._outbox.state)
             # A slot newly configured starts at the oldest event stored (behaviour.md §5.1).
-            last = 0
-        table = (await asyncio.to_thread(self._log.journal, kinds=[kind])).sort_by("seq")
-        items = [i for i in journal_items(table) if i.seq > last]
-        if channel is not None:
-            items = [i for i in items if json.loads(i.body).get("channel") == channel.value]
+            last = state.events.get((self.server, stream), 0)
+        table = await asyncio.to_thread(self._log.journal, kinds=[kind], seq_from=last + 1)
+        items = [i for i in journal_items(table.sort_by("seq")) if i.seq > last]
+        self._event_cursors[stream] = last
+        sent = 0
         for item in items:
-            await self._transport.publish(topic, payload(item))
-            await self._log.append_journal(
-                "delivered", event_delivered_body(self.server, stream, item.seq))
-        return len(items)
+            if channel is None or json.loads(item.body).get("channel") == channel.value:
+                await self._transport.publish(topic, payload(item))
+                await self._log.append_journal(
+                    "delivered", event_delivered_body(self.server, stream, item.seq))
+                sent += 1
+            # Other channels' results are skipped for good, not looked at again.
+            self._event_cursors[stream] = item.seq
+        return sent
 
     async def serve(self, stop: asyncio.Event) -> None:
         """The permanent connection: commands in, alarms and results out, reconnecting after

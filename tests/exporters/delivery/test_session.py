@@ -181,6 +181,10 @@ async def test_changed_server_configuration_is_applied_whole(
               .column("body").to_pylist()]
     assert synced[-1] == {"server": 1, "file": f"CONFIG/{UID}_var.ini",
                           "sha256": sha256_hex(var_ini)}
+    # The configuration now in force is a snapshot in the store, journaled for the windows.
+    (event,) = [json.loads(b) for b in store.journal(kinds=["config"]).column("body").to_pylist()]
+    assert event["origin"] == "server 1" and event["files"] == [f"CONFIG/{UID}_var.ini"]
+    assert store.get_config(event["snapshot"])[f"CONFIG/{UID}_var.ini"] == var_ini
 
 
 async def test_bad_configuration_from_the_server_is_rejected_whole(
