@@ -224,7 +224,7 @@ class FtpTransport:
             live = True
 
             def push() -> None:
-                if live:
+                if live and not deadline.expired():  # an expiring timeout cannot be moved
                     deadline.reschedule(loop.time() + limit)
 
             def progress() -> None:
