@@ -39,8 +39,8 @@ async def fill(log: Log, start_s: int, end_s: int, *, devices: tuple[str, ...] =
     appends = [log.append_records(dev, records_batch(times, value0=1000.0 * k))
                for k, dev in enumerate(devices)]
     await asyncio.gather(*appends, log.commit())
-    # One commit per UTC day of alarms: the store's journal reader repeats rows when one commit
-    # holds events of several days (reported to the store's owner).
+    # One commit per UTC day of alarms, as a live gateway journals them by the wall clock (and
+    # the store, at the time of writing, read back repeated rows for a commit spanning days).
     alarms = list(range(start_s + alarm_every_s // 2, end_s, alarm_every_s))
     for day in sorted({t // DAY for t in alarms}):
         await asyncio.gather(*[
