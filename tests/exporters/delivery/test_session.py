@@ -260,3 +260,22 @@ async def test_server_2_hanging_never_delays_server_1(
     assert Outbox(server=2, log=store, source=DemoSource(store, UID), directory=tmp_path / "x",
                   streams=(Stream.ALARM, Stream.DATA)).cursors() == {Stream.ALARM: None,
                                                                      Stream.DATA: None}
+
+
+async def test_server_2_gets_copies_only(store: Log, ftp: FtpPeer, tmp_path: Path,
+                                         config_dir: Path) -> None:
+    await fill(store, T0, T0 + DAY)
+    (ftp.root / "CMD" / f"{UID}_cmd.json").write_text('{"rpcName": "sunpm.reboot"}')
+    (ftp.root / "CONFIG" / f"{UID}_var.ini").write_bytes(b"SCHEDULE_Params[0]=1|everyday|x|1|1\n")
+    handler = CollectingHandler(store)
+    result = await make_session(store, tmp_path, ftp.port, slot=2, config_dir=config_dir,
+                                handler=handler).run(Trigger.SCHEDULE, started=CUT)
+    assert result.ok and result.commands == 0 and handler.received == []
+    # No download, no command file taken; its own copy of configuration and streams.
+    assert (ftp.root / "CMD" / f"{UID}_cmd.json").exists()
+    for rel, data in default_files(UID).items():
+        assert (ftp.root / rel).read_bytes() == data
+    assert (config_dir / "CONFIG" / f"{UID}_var.ini").read_bytes() == \
+        default_files(UID)[f"CONFIG/{UID}_var.ini"]
+    assert [n for n in ftp.finals() if not n.startswith(("/CONFIG/", "/DEF/"))] == [
+        f"/ALARM/{UID}_AL_210201_090000.csv.gz", f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
