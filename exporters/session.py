@@ -75,6 +75,17 @@ class SessionResult:
     retriable: bool = True
 
 
+_RETRY_MIN: Final = (5, 10, 20, 40)
+
+
+def retry_delay_s(failures: int, *, retriable: bool) -> int:
+    """When the `failures`-th failed session in a row (from 1) is retried (behaviour.md §4.1,
+    §4.5): 5, 10, 20, 40, then every 60 min; a non-retriable failure waits 60 min at once."""
+    if not retriable or failures > len(_RETRY_MIN):
+        return 3600
+    return _RETRY_MIN[max(failures, 1) - 1] * 60
+
+
 # --------------------------------------------------------------------------- commands
 
 

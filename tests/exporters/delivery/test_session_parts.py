@@ -127,3 +127,10 @@ def test_staged_files_without_marker_are_never_applied(tmp_path: Path) -> None:
     assert recover_config_apply(tmp_path) == []
     assert (tmp_path / "CONFIG" / "U_var.ini").read_bytes() == b"old"
     assert os.path.exists(tmp_path / "CONFIG" / "U_var.ini.new")
+
+
+def test_retries_follow_5_10_20_40_then_hourly_and_refusals_wait_an_hour() -> None:
+    from exporters.session import retry_delay_s
+    assert [retry_delay_s(k, retriable=True) // 60 for k in range(1, 8)] == [5, 10, 20, 40,
+                                                                            60, 60, 60]
+    assert retry_delay_s(1, retriable=False) == 3600
