@@ -28,9 +28,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store import RECORDS_SCHEMA, Log, StoreOptions  # noqa: E402
-from store._ipc import EOS, frame_batch, schema_message  # noqa: E402
-from store._segment import scan_stream  # noqa: E402
+from store import RECORDS_SCHEMA, Log, StoreOptions
+from store._ipc import EOS, frame_batch, schema_message
+from store._segment import scan_stream
 
 T0 = 1_612_483_200 * 1_000_000_000
 DEF = "0" * 64 + ":inverter.csv"

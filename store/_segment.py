@@ -137,18 +137,21 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
     else:
         parts = [header] + [pabuf.slice(f.start, f.end - f.start).to_pybytes() for f in frames]
         source = pa.py_buffer(b"".join(parts))
-    reader = pa.ipc.open_stream(pa.BufferReader(source))
-    return list(reader)
+    table = pa.ipc.open_stream(pa.BufferReader(source)).read_all()
+    if table.num_rows == 0:
+        return []
+    # One batch per segment: a live segment holds one small batch per commit, and per-batch
+    # costs downstream (concatenation, scans) dwarf this one merge in C++.
+    return table.combine_chunks().to_batches()
 
 
-def read_ipc_file(path: Path) -> tuple[list[pa.RecordBatch], int]:
-    """Batches of a sealed `.arrow` segment and its uncompressed size for quota accounting."""
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        meta = reader.schema.metadata or {}
-        size = int(meta.get(UNCOMPRESSED_KEY, os.path.getsize(path)))
-        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-    return batches, size
+def read_ipc_file(path: Path) -> tuple[list[pa.RecordBatch], dict[bytes, bytes]]:
+    """Batches of a sealed `.arrow` segment (zero-copy over a memory map) and its metadata."""
+    source = pa.memory_map(str(path))
+    reader = pa.ipc.open_file(source)
+    meta = dict(reader.schema.metadata or {})
+    batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    return batches, meta
 
 
 def ipc_file_uncompressed_size(path: Path) -> int:

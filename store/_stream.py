@@ -31,6 +31,9 @@ from store.errors import ReportKind, StoreReport
 log = logging.getLogger("sunpm.store")
 
 DAY_NS: Final = 86_400 * 1_000_000_000
+SEQ_LAST_KEY: Final = b"sunpm.seq_last"
+TS_MIN_KEY: Final = b"sunpm.ts_min"
+TS_MAX_KEY: Final = b"sunpm.ts_max"
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,6 +58,8 @@ class Segment:
     ts_max: int | None = None
     damaged: bool = False
     fd: int | None = None  # open for appends (writer only)
+    size_known: bool = True  # False: an IPC file's quota size not read from its footer yet
+    frames: list[BatchFrame] | None = None  # trusted frames of `committed` bytes, when known
 
     def summarise(self, frames: list[BatchFrame]) -> None:
         if frames:
@@ -107,12 +112,10 @@ class Stream:
         for seq0 in sorted(found):
             path = found[seq0]
             if path.suffix == FILE_SUFFIX:
-                try:
-                    size = ipc_file_uncompressed_size(path)
-                except (OSError, pa.ArrowInvalid) as err:
-                    self._report(ReportKind.UNREADABLE, path, str(err).splitlines()[0])
-                    continue
-                seg = Segment(seq0, path, True, size, size, sealed=True)
+                # Its quota size sits in the footer; read when the quota first needs it, so an
+                # open touches no sealed file (store_open, store_query).
+                size = path.stat().st_size
+                seg = Segment(seq0, path, True, size, size, sealed=True, size_known=False)
             else:
                 size = path.stat().st_size
                 seg = Segment(seq0, path, False, size, size, sealed=True)
@@ -125,15 +128,16 @@ class Stream:
         seg = self.segments[-1]
         if seg.ipc_file:
             try:
-                batches, _ = read_ipc_file(seg.path)
+                batches, meta = read_ipc_file(seg.path)
             except (OSError, pa.ArrowInvalid) as err:
                 self._report(ReportKind.UNREADABLE, seg.path, str(err).splitlines()[0])
                 self.segments.pop()
                 self.next_seq = max(self.next_seq, seg.seq0)
                 return
-            seqs = [b.column("seq") for b in batches if b.num_rows]
-            last = max((int(pa.compute.max(s).as_py()) for s in seqs), default=seg.seq0 - 1)
-            seg.seq_last = last
+            _summarise_meta(seg, meta)
+            if seg.seq_last is None:
+                _summarise_table(seg, batches)
+            last = seg.seq_last if seg.seq_last is not None else seg.seq0 - 1
             self.next_seq = last + 1
             return
         with open(seg.path, "rb") as fh:
@@ -152,6 +156,7 @@ class Stream:
             self._report(ReportKind.DAMAGE, seg.path, "", offset=region.offset,
                          length=region.length)
         seg.summarise(scan.batches)
+        seg.frames = scan.batches
         seg.damaged = bool(scan.damage)
         self.next_seq = seg.seq_last + 1 if seg.seq_last is not None else seg.seq0
         if not scan.header_ok and not read_only:
@@ -200,21 +205,36 @@ class Stream:
     def walk(self, seg: Segment) -> list[pa.RecordBatch]:
         """Trusted batches of a segment (committed part only), filling in its summary."""
         if seg.ipc_file:
-            batches, _ = read_ipc_file(seg.path)
+            batches, meta = read_ipc_file(seg.path)
             if seg.seq_last is None or seg.ts_min is None:
-                _summarise_table(seg, batches)
+                _summarise_meta(seg, meta)
             return batches
+        if seg.committed == 0:
+            return []
+        frames = seg.frames
+        if frames is not None and (not frames or frames[-1].end <= seg.committed):
+            # Frames known from the open's check: decode in place over a memory map.
+            source = pa.memory_map(str(seg.path)).read_buffer(seg.committed)
+            return decode_frames(source, self.schema, frames)
         with open(seg.path, "rb") as fh:
             data = fh.read(seg.committed)
         # Known damage hides from a structural walk (a zeroed body still parses): verify then.
-        scan = scan_stream(data, self.schema, verify=seg.damaged)
-        seg.summarise(scan.batches)
-        return decode_frames(memoryview(data), self.schema, scan.batches)
+        frames = scan_stream(data, self.schema, verify=seg.damaged).batches
+        seg.summarise(frames)
+        return decode_frames(memoryview(data), self.schema, frames)
 
     # -- writing (writer thread) -----------------------------------------------------------
 
     @property
     def usage(self) -> int:
+        for seg in self.segments:
+            if not seg.size_known:
+                try:
+                    seg.size = ipc_file_uncompressed_size(seg.path)
+                except (OSError, pa.ArrowInvalid) as err:
+                    log.error("Sealed segment unreadable; counted at its file size. "
+                              "segment=%s error=%s", seg.path, err)
+                seg.size_known = True
         return sum(s.size for s in self.segments)
 
     def open_segment(self) -> Segment | None:
@@ -298,6 +318,7 @@ class Stream:
             raise
         seg.committed += len(frame)
         seg.size = seg.committed
+        seg.frames = None
 
     def seal(self, seg: Segment) -> None:
         fd = self.ensure_fd(seg)
@@ -327,18 +348,24 @@ class Stream:
         fsync_dir(self.dir)
         self.segments.remove(seg)
 
-    def compact(self, seg: Segment) -> None:
-        """Rewrite a sealed stream segment as a zstd IPC file, once (DESIGN.md §3)."""
+    def compact(self, seg: Segment, *, compress: bool) -> None:
+        """Rewrite a sealed stream segment once as an IPC file of large batches (DESIGN.md §3).
+
+        Written under a temporary name, fsynced, renamed, then the stream file goes; a crash in
+        between leaves both and `load` keeps the IPC file.
+        """
         batches = self.walk(seg)
         table = pa.Table.from_batches(batches, schema=self.schema).unify_dictionaries()
         meta = dict(self.schema.metadata or {})
         meta[UNCOMPRESSED_KEY] = str(seg.size).encode()
-        if seg.seq_last is not None:
-            meta[b"sunpm.seq_last"] = str(seg.seq_last).encode()
+        for key, value in ((SEQ_LAST_KEY, seg.seq_last), (TS_MIN_KEY, seg.ts_min),
+                           (TS_MAX_KEY, seg.ts_max)):
+            if value is not None:
+                meta[key] = str(value).encode()
         schema = self.schema.with_metadata(meta)
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
-        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema,
                                                                  options=options) as writer:
             writer.write_table(table.cast(schema), max_chunksize=65_536)
@@ -354,6 +381,15 @@ class Stream:
         seg.ipc_file = True
         os.unlink(old)
         fsync_dir(self.dir)
+
+
+def _summarise_meta(seg: Segment, meta: dict[bytes, bytes]) -> None:
+    try:
+        seg.seq_last = int(meta[SEQ_LAST_KEY])
+        seg.ts_min = int(meta[TS_MIN_KEY])
+        seg.ts_max = int(meta[TS_MAX_KEY])
+    except (KeyError, ValueError):
+        return  # written elsewhere: the summary stays unknown and readers filter rows instead
 
 
 def _summarise_table(seg: Segment, batches: list[pa.RecordBatch]) -> None:

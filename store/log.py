@@ -4,7 +4,8 @@ On disk, under the store path:
 
     lock                          flock'ed by the one writer; holds its pid
     devices/<index>/<seq0>.arrows records of one device: Arrow IPC stream segments (store/_segment.py)
-    devices/<index>/<seq0>.arrow  a sealed segment rewritten compressed (IPC file)
+    devices/<index>/<seq0>.arrow  a sealed segment rewritten once as an IPC file: large batches,
+                                  zstd when `compress_sealed`
     journal/<seq0>.arrows         the gateway journal, same framing
     defs/<sha256>.csv             definition snapshots (store/snapshots.py)
     config/<sha256>/<file>        configuration snapshots
@@ -87,6 +88,9 @@ class StoreOptions:
     device_quota_bytes: int = 50 * 2**20  # STORE_DeviceQuotaMB
     full_policy: FullPolicy = FullPolicy.STOP  # STORE_FullPolicy
     compress_sealed: bool = False
+    # Rewrite each sealed segment once as an IPC file of large batches: a live segment holds one
+    # small batch per commit, and scans over months of them would pay per batch (store_query).
+    compact_sealed: bool = True
     seal_bytes: int = 4 * 2**20  # an eighth of the quota when that is smaller
     journal_quota_bytes: int | None = None  # None: the device quota
     max_pending_bytes: int = 64 * 2**20  # in-memory limit while commits fail
@@ -490,7 +494,8 @@ class Log:
                 else:
                     self._settle(outcome)
                 for name, seg in outcome.compact:
-                    await asyncio.to_thread(self._compact_sync, name, seg)
+                    await asyncio.to_thread(self._compact_sync, name, seg,
+                                            self.options.compress_sealed)
                 async with self._room:
                     self._room.notify_all()
                 if outcome.error is not None and self._closing:
@@ -723,7 +728,7 @@ class Log:
             writes[:] = [w for w in writes if w[0] is not seg]
         with self._lock:
             stream.seal(seg)
-        if self.options.compress_sealed:
+        if self.options.compact_sealed or self.options.compress_sealed:
             outcome.compact.append((stream.name, seg))
         return None
 
@@ -897,15 +902,15 @@ class Log:
             return 0
         return int(pc.max(table.column("seq")).as_py())
 
-    def _compact_sync(self, name: str, seg: Segment) -> None:
+    def _compact_sync(self, name: str, seg: Segment, compress: bool) -> None:
         stream = self._journal if name == JOURNAL else self._streams.get(name)
         if stream is None or seg not in stream.segments:
             return
         try:
             with self._lock:
-                stream.compact(seg)
+                stream.compact(seg, compress=compress)
         except (OSError, pa.ArrowInvalid) as err:
-            log.error("Compression of a sealed segment failed; it stays uncompressed. "
+            log.error("Rewrite of a sealed segment failed; it stays as written. "
                       "segment=%s error=%s", seg.path, err)
 
     # -- readers ---------------------------------------------------------------------------

@@ -64,7 +64,7 @@ async def test_records_of_two_days_go_to_two_segments(tmp_path: Path) -> None:
             log.append_records("1", record(T0 + DAY_NS)),
         )
     names = sorted(os.listdir(tmp_path / "devices" / "1"))
-    assert names == ["1.arrows", "2.arrows"]
+    assert names == ["1.arrow", "2.arrows"]  # the sealed one rewritten as an IPC file
 
 
 async def test_segment_seals_at_an_eighth_of_the_quota(tmp_path: Path) -> None:
