@@ -278,8 +278,8 @@ class SftpTransport:
                                  failure=Failure.TIMEOUT, path=path) from err
         except (OSError, asyncssh.Error) as err:
             mapped = self._mapped(op, path, err)
-            if mapped.failure is Failure.CONNECTION_LOST:
-                await self.close()
+            if mapped.failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT):
+                await self.close()  # the connection is in no known state
             raise mapped from err
 
     def _mapped(self, op: str, path: str, err: OSError | asyncssh.Error) -> TransportError:
