@@ -142,7 +142,8 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
         return []
     # One batch per segment: a live segment holds one small batch per commit, and per-batch
     # costs downstream (concatenation, scans) dwarf this one merge in C++.
-    return table.combine_chunks().to_batches()
+    merged: list[pa.RecordBatch] = table.combine_chunks().to_batches()
+    return merged
 
 
 def read_ipc_file(path: Path) -> tuple[list[pa.RecordBatch], dict[bytes, bytes]]:
