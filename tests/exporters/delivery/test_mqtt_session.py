@@ -130,3 +130,38 @@ async def test_command_topic_is_obeyed_and_answered_on_the_result_topic(
         b'[{"result":"OK","callerId":"c-7"}]',
         (b'[{"error":"plant/cmd: one command object per message, got an array",'
          b'"callerId":null}]')]
+
+
+async def test_broker_killed_mid_replay_fails_the_session_and_the_next_one_finishes(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    await fill(store, T0, T0 + 40 * DAY, alarm_every_s=40 * DAY)
+    cut = datetime.fromtimestamp(T0 + 40 * DAY, UTC)
+    session = make_session(store, broker, tmp_path)
+    session._outbox._source = DemoSource(store, pad_bytes=256 * 1024)  # slow enough to cut
+
+    async def kill_after_first_delivery() -> None:
+        while True:
+            table = await asyncio.to_thread(store.journal, kinds=["delivered"])
+            if any('"DATA"' in b for b in table.column("body").to_pylist()):
+                broker.kill()
+                return
+            await asyncio.sleep(0.005)
+
+    killer = asyncio.create_task(kill_after_first_delivery(), name="broker-killer")
+    result = await session.run(Trigger.RETRY, started=cut)
+    await killer
+    assert not result.ok and result.retriable
+    assert [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("server 2: session failed: ")]
+    state = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "x",
+                   streams=(Stream.DATA,)).state()
+    sd = state.stream(2, Stream.DATA)
+    partial_cursor = sd.cursor_ns
+    assert partial_cursor is not None and partial_cursor < (T0 + 40 * DAY) * 10**9
+
+    broker.start()
+    result = await make_session(store, broker, tmp_path).run(Trigger.RETRY, started=cut)
+    assert result.ok
+    state = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "x",
+                   streams=(Stream.DATA,)).state()
+    assert state.stream(2, Stream.DATA).cursor_ns == (T0 + 40 * DAY) * 10**9
