@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from store import snapshots
 from store._ipc import frame_batch, schema_message
+from store._segment import scan_stream
 from store._stream import DAY_NS, Segment, Stream, fsync_dir
 from store.errors import (
     ReportKind,
@@ -1017,7 +1018,6 @@ class Log:
 
     def check(self) -> list[StoreReport]:
         """Verify every batch of every segment (CRC-32C), as fsck does; blocking, reads all."""
-        from store._segment import scan_stream
 
         found: list[StoreReport] = []
         for stream in self._all_streams():

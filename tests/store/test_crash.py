@@ -134,9 +134,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) 
         os.close(read_fd)
         t_verify = time.monotonic()
         full = generation % 25 == 24
-        last = _verify(tmp_path, acked, None if full else since)
+        stored_last = _verify(tmp_path, acked, None if full else since)
         # Next time, start a little before what is stored now: the torn tail lives there.
-        since = {device: max(1, seq - 20) for device, seq in last.items()}
+        since = {device: max(1, seq - 20) for device, seq in stored_last.items()}
         verify_s += time.monotonic() - t_verify
     assert kills == KILLS
     # Enough happened for the test to mean something.

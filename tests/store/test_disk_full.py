@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import pytest
 from records_util import T0, record
 
-import store._stream
 from store import Log, StoreIOError, StoreOptions
 
 OPTIONS = StoreOptions(flush_s=0.01, disk_error_log_interval_s=0.05)
@@ -105,7 +104,8 @@ async def test_injected_enospc_is_reported_and_recovered(tmp_path: Path,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data, offset)
 
-    monkeypatch.setattr(store._stream.os, "pwrite", pwrite)
+    # The segment writer's `os`: the fault sits at its os.pwrite boundary.
+    monkeypatch.setattr("store._stream.os.pwrite", pwrite)
 
     def fill() -> None:
         full["on"] = True
