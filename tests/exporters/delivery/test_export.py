@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import DAY, T0
-from delivery_support import NS, make_tree
+from delivery_support import DAY, NS, T0, make_tree
 
 from config import load_site
 from config.model import ServerSettings

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAY, T0, fill
-from delivery_support import NS, FtpPeer
+from delivery_support import DAY, NS, T0, FtpPeer, fill
 
 from store.log import Log, StoreOptions
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from conftest import DAY, T0, fill
-from delivery_support import DemoSource
+from delivery_support import DAY, T0, DemoSource, fill
 from peers import Broker, have_mosquitto, make_certs, run_broker
 
 from config.model import ServerSettings, ServerType

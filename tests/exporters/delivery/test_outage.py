@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import DAY, T0, fill
-from delivery_support import NS, DemoSource, FtpPeer, file_timestamp, record_lines
+from delivery_support import DAY, NS, T0, DemoSource, FtpPeer, file_timestamp, fill, record_lines
 
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox, Stream

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import DAY, T0, fill
-from delivery_support import DemoSource, FtpPeer, ftp_peer, make_tree
+from delivery_support import DAY, T0, DemoSource, FtpPeer, fill, ftp_peer, make_tree
 
 from config import check_site
 from config.defaults import default_files
