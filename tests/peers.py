@@ -129,10 +129,10 @@ def run_peer(kind: str, root: Path, certs: Certs, *, rate_bps: int = 0,
 
 
 def _read_port(proc: subprocess.Popen[str]) -> int:
-    assert proc.stdout is not None
+    stdout = proc.stdout
+    assert stdout is not None
     found: list[str] = []
-    reader = threading.Thread(target=lambda: found.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                              daemon=True)
+    reader = threading.Thread(target=lambda: found.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(_START_TIMEOUT_S)
     line = found[0] if found else ""

@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 
-def open_transport(settings: ServerSettings, cert_dir: Path, *, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+def open_transport(settings: ServerSettings, cert_dir: Path, *,
+                   timeouts: Timeouts = DEFAULT_TIMEOUTS,
                    on_host_key_pinned: HostKeyPinned | None = None,
                    ) -> FileTransport | MessageTransport:
     """The transport of a configured slot, not yet connected.

@@ -307,7 +307,7 @@ def classify(err: OSError | asyncssh.Error) -> tuple[Failure, str]:
         return Failure.AUTHENTICATION, detail
     if isinstance(err, asyncssh.HostKeyNotVerifiable):
         return Failure.TRUST, detail
-    if isinstance(err, (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError)):
+    if isinstance(err, (asyncssh.DisconnectError, asyncssh.ChannelOpenError)):
         return Failure.CONNECTION_LOST, detail
     if isinstance(err, TimeoutError):
         return Failure.TIMEOUT, detail
