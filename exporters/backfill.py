@@ -12,6 +12,10 @@ import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from config.errors import SunpmError
 from exporters.outbox import (
@@ -24,6 +28,7 @@ from exporters.outbox import (
     Stream,
     WindowSource,
     WindowSpec,
+    ns_to_datetime,
 )
 
 
@@ -45,6 +50,35 @@ class BackfillFile:
     #: None: no journaled file to compare with; True: same bytes as journaled; False: they
     #: differ (another zlib, or with `allow_partial` records no longer stored).
     same_bytes: bool | None
+
+
+class RecordReader(Protocol):
+    def devices(self) -> list[str]: ...
+
+    def records(self, device: str) -> pa.Table: ...
+
+
+def missing_records(log: RecordReader, start_ns: int, end_ns: int) -> list[str]:
+    """Devices whose records of `[start, end)` the quota deleted (behaviour.md §5.3 step 4).
+
+    Record numbers start at 1 and have no gap, so a device whose oldest stored record has a
+    higher number lost the ones before it, all timed at or before that record.
+    """
+    problems = []
+    for device in log.devices():
+        table = log.records(device)
+        if table.num_rows == 0:
+            continue
+        seqs = table.column("seq")
+        first = int(pc.min(seqs).as_py())
+        if first <= 1:
+            continue
+        oldest_ns = int(pc.min(table.column("ts").cast(pa.int64())).as_py())
+        if start_ns < oldest_ns and end_ns > start_ns:
+            problems.append(f"device {device}: records 1..{first - 1} were deleted by the quota; "
+                            f"the range is missing records before "
+                            f"{ns_to_datetime(oldest_ns).isoformat()}")
+    return problems
 
 
 def split_backfill(start_ns: int, end_ns: int) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from config.errors import SunpmError
-from exporters.backfill import BackfillFile, plan_backfill, render_backfill
+from exporters.backfill import BackfillFile, missing_records, plan_backfill, render_backfill
 from exporters.outbox import FILE_SERVER_STREAMS, DeliveryState, Stream, ns_to_datetime
 from exporters.sources import open_export
 
@@ -74,6 +74,12 @@ async def _export(args: argparse.Namespace) -> int:
         return 2
     async with open_export(config_dir=args.config, store_dir=args.store, server=args.server,
                            upload=args.upload) as job:
+        missing = await asyncio.to_thread(missing_records, job.log, start_ns, end_ns)
+        if missing and not args.allow_partial:
+            for line in missing:
+                print(f"sunpm export: {line}", file=sys.stderr)
+            print("sunpm export: refused; --allow-partial exports what is left", file=sys.stderr)
+            return 1
         table = await asyncio.to_thread(job.log.journal, kinds=["window", "delivered"])
         state = DeliveryState.from_table(table)
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if job.file_server else (Stream.DATA,)

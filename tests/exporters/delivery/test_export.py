@@ -175,3 +175,26 @@ def test_export_of_an_mqtt_server_writes_one_json_file_per_message(
     assert all(len((out / n).read_bytes()) <= 2048 for n in names)
     assert len(records) == 144
     assert records[0]["date"] == "21/02/02-01:00:00"  # Europe/Paris; the record of 00:00 UTC
+
+
+async def test_export_is_refused_when_the_quota_deleted_records_of_the_range(
+        tmp_path: Path) -> None:
+    from delivery_support import records_batch
+
+    from exporters.backfill import missing_records
+    from store.log import FullPolicy
+    log = await Log.open(tmp_path / "store", StoreOptions(
+        flush_s=0.05, device_quota_bytes=96 * 1024, full_policy=FullPolicy.EVICT_OLDEST))
+    try:
+        for day in range(12):  # segments seal at UTC midnight; the oldest ones get evicted
+            times = list(range(T0 + day * DAY + 600, T0 + (day + 1) * DAY + 1, 600))
+            await log.append_records("1", records_batch(times))
+        first_seq = min(log.records("1").column("seq").to_pylist())
+        assert first_seq > 1, "the quota evicted nothing; make the quota smaller"
+        problems = missing_records(log, T0 * NS, (T0 + 12 * DAY) * NS)
+        assert len(problems) == 1 and problems[0].startswith(
+            f"device 1: records 1..{first_seq - 1} were deleted by the quota")
+        oldest = min(log.records("1").column("ts").cast("int64").to_pylist())
+        assert missing_records(log, oldest, (T0 + 12 * DAY) * NS) == []
+    finally:
+        await log.close()
