@@ -354,7 +354,11 @@ class FileServerSession:
         try:
             await self._transport.connect()
             if self._config_dir is not None:
-                await self._sync_configuration(counts)
+                try:
+                    await self._sync_configuration(counts)
+                except TransportError as err:
+                    # A configuration directory refused: that step stops, the rest goes on.
+                    self._refused(err, counts)
             if self.server == 1:
                 await self._fetch_commands(counts)
             await self._upload_streams(counts, cut_of(started))

@@ -278,3 +278,20 @@ async def test_server_2_gets_copies_only(store: Log, ftp: FtpPeer, tmp_path: Pat
         default_files(UID)[f"CONFIG/{UID}_var.ini"]
     assert [n for n in ftp.finals() if not n.startswith(("/CONFIG/", "/DEF/"))] == [
         f"/ALARM/{UID}_AL_210201_090000.csv.gz", f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+
+
+async def test_unreadable_config_directory_stops_only_the_configuration_step(
+        store: Log, tmp_path: Path, config_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await fill(store, T0, T0 + DAY)
+    root = make_tree(tmp_path / "ftp")
+    (root / "CONFIG" / f"{UID}_var.ini").write_bytes(b"SCHEDULE_Params[0]=1|everyday|x|1|1\n")
+    with ftp_peer(root, tmp_path / "events.log", "--override", "/CONFIG=el") as peer:
+        result = await make_session(store, tmp_path, peer.port, config_dir=config_dir).run(
+            Trigger.SCHEDULE, started=CUT)
+        finals = peer.finals()
+    assert not result.ok and not result.retriable
+    assert messages(caplog)[-1].startswith("server 1: session failed: /CONFIG: download refused")
+    assert finals == [f"/ALARM/{UID}_AL_210201_090000.csv.gz",
+                      f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+    assert store.journal(kinds=["sync"]).num_rows == 0
