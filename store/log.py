@@ -207,6 +207,8 @@ class Log:
         self._last_state_seq: int | None = None
         self._carry_events: list[_PendingEvent] = []
         self._delivered: DeliveredFn | None = None
+        self._state_provider: Callable[[], Mapping[str, object]] | None = None
+        self._state_asked_at = 0
         self._journal_delivered: JournalDeliveredFn | None = None
         self._pending: dict[str, list[_PendingBatch]] = {}
         self._pending_journal: list[_PendingEvent] = []
@@ -336,6 +338,12 @@ class Log:
         return streams
 
     # -- delivery hooks (set by the outbox) -----------------------------------------------
+
+    def set_state_provider(self, provider: Callable[[], Mapping[str, object]] | None) -> None:
+        """Who writes `state` events when the journal's quota needs one (blocking, called on
+        the writer thread): typically `lambda: replay(log, reducers).to_body()` with the
+        outbox's reducers. None: nobody; the journal then grows past its quota."""
+        self._state_provider = provider
 
     def set_delivery_predicates(self, records: DeliveredFn | None,
                                 journal: JournalDeliveredFn | None = None) -> None:
@@ -885,6 +893,20 @@ class Log:
                 and (self._journal_delivered is None
                      or self._journal_delivered(victim.seq_last, victim.ts_max or 0))
             )
+            if (not ok and victim is not None and victim.seq_last is not None
+                    and self._last_state_seq <= victim.seq_last and self._state_provider is not None
+                    and self._state_asked_at < stream.next_seq - 1):
+                # Only a later `state` event lets the oldest segment go: ask for one (it joins
+                # the next commit); the segment goes at the commit after.
+                self._state_asked_at = stream.next_seq - 1
+                try:
+                    body = _json(self._state_provider())
+                except (StoreError, OSError, TypeError, ValueError) as err:
+                    log.error("State snapshot for the journal quota failed. error=%s", err)
+                else:
+                    self._carry_events.append(_PendingEvent(_now_ns(), "state", None, None, body,
+                                                            None))
+                    return
             if not ok:
                 if not self._journal_full:
                     self._journal_full = True

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from records_util import T0, record
 
-from store import FullPolicy, Log, StoreOptions
+from store import FullPolicy, Log, StoreOptions, replay
 
 QUOTA = 40_000  # segments seal at 5,000 bytes
 N = 120
@@ -113,3 +113,23 @@ async def test_journal_keeps_segments_until_a_later_state_event(tmp_path: Path) 
         assert seqs == list(range(seqs[0], seqs[-1] + 1)) and seqs[0] > 1
         assert log.journal(kinds=["state"]).column("seq").to_pylist() == [state_seq]
         assert log.journal(kinds=["log"]).num_rows < 150
+
+
+async def test_journal_quota_asks_the_state_provider_and_stays_bounded(tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=20_000)
+    async with await Log.open(tmp_path, options) as log:
+        asked: list[int] = []
+
+        def provider() -> dict[str, object]:
+            asked.append(1)
+            return replay(log).to_body()
+
+        log.set_state_provider(provider)
+        for i in range(150):
+            await log.append_journal("heartbeat", {"i": i}, ts_ns=T0 + i)
+        await log.commit()
+        # Bounded: a state event was asked for and the segments before it went.
+        assert asked and log.journal_usage() <= 20_000 + 4_000
+        assert log.journal(kinds=["state"]).num_rows >= 1
+        assert replay(log).last_heartbeat_ns == T0 + 149
+        assert [e for e in _storage_events(log) if e["event"] == "full"] == []
