@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -348,7 +349,7 @@ class Stream:
         fsync_dir(self.dir)
         self.segments.remove(seg)
 
-    def compact(self, seg: Segment, *, compress: bool) -> None:
+    def compact(self, seg: Segment, *, compress: bool, lock: threading.Lock) -> None:
         """Rewrite a sealed stream segment once as an IPC file of large batches (DESIGN.md §3).
 
         Written under a temporary name, fsynced, renamed, then the stream file goes; a crash in
@@ -374,11 +375,15 @@ class Stream:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, final)
+        # Readers hold the lock only to copy a segment's entry: the rewrite above runs without
+        # it; the switch of name and kind is atomic for them.
+        with lock:
+            os.rename(tmp, final)
+            old = seg.path
+            seg.path = final
+            seg.ipc_file = True
+            seg.frames = None
         fsync_dir(self.dir)
-        old = seg.path
-        seg.path = final
-        seg.ipc_file = True
         os.unlink(old)
         fsync_dir(self.dir)
 

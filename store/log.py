@@ -347,7 +347,10 @@ class Log:
 
     def set_delivery_predicates(self, records: DeliveredFn | None,
                                 journal: JournalDeliveredFn | None = None) -> None:
-        """What counts as delivered for quota deletion; None: no server configured, any."""
+        """What counts as delivered for quota deletion; None: no server configured, any.
+
+        Called on the store's writer threads, several devices at once: read-only and quick.
+        """
         self._delivered = records
         self._journal_delivered = journal
 
@@ -486,10 +489,11 @@ class Log:
     async def _writer(self) -> None:
         assert self._wake is not None and self._room is not None
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.options.flush_s)
-            except TimeoutError:
-                pass
+            if not self._closing:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.options.flush_s)
+                except TimeoutError:
+                    pass
             self._wake.clear()
             work = self._take()
             self._in_commit = work is not None
@@ -930,8 +934,7 @@ class Log:
         if stream is None or seg not in stream.segments:
             return
         try:
-            with self._lock:
-                stream.compact(seg, compress=compress)
+            stream.compact(seg, compress=compress, lock=self._lock)
         except (OSError, pa.ArrowInvalid) as err:
             log.error("Rewrite of a sealed segment failed; it stays as written. "
                       "segment=%s error=%s", seg.path, err)
