@@ -114,3 +114,43 @@ async def test_injected_enospc_is_reported_and_recovered(tmp_path: Path,
         full["on"] = False
 
     await _scenario(tmp_path, fill, free, caplog)
+
+
+async def test_while_the_disk_fails_the_oldest_records_are_dropped_past_the_memory_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = {"on": False}
+    real = os.pwrite
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr("store._stream.os.pwrite", pwrite)
+    one = record(T0, 20).get_total_buffer_size()
+    options = StoreOptions(flush_s=0.01, max_pending_bytes=5 * one)
+    async with await Log.open(tmp_path, options) as log:
+        await log.append_records("1", record(T0, 20))
+        full["on"] = True
+        first = [log.submit_records("1", record(T0 + (1 + i) * 10**9, 20)) for i in range(3)]
+        for _ in range(200):
+            if log.last_error is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert log.last_error is not None
+        # Past the bound the oldest pending batches give way (journal events never do).
+        tasks = [asyncio.create_task(log.append_records("1", record(T0 + (10 + i) * 10**9, 20)))
+                 for i in range(4)]
+        await asyncio.sleep(0.05)
+        dropped = [f for f in first if f.done() and f.result().dropped]
+        assert len(dropped) >= 2
+        assert log.stats("1").dropped == len(dropped)
+        full["on"] = False
+        results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+        assert all(not r.dropped for r in results)
+        await log.commit()
+        events = [json.loads(b) for b in log.journal(kinds=["storage"]).column("body").to_pylist()]
+        full_events = [e for e in events if e["event"] == "full" and e.get("device") == "1"]
+        assert len(full_events) == 1 and full_events[0]["reason"] == "disk"
+        seqs = pc.unique(log.records("1").column("seq")).to_pylist()
+        assert seqs == list(range(1, len(seqs) + 1))  # gap-free: dropped records got no number
