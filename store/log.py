@@ -931,8 +931,8 @@ class Log:
 
     def _compact_sync(self, name: str, seg: Segment, compress: bool) -> None:
         stream = self._journal if name == JOURNAL else self._streams.get(name)
-        if stream is None or seg not in stream.segments:
-            return
+        if stream is None or seg not in stream.segments or not seg.sealed or seg.ipc_file:
+            return  # deleted meanwhile, or unsealed again by the rollback of a failed commit
         try:
             stream.compact(seg, compress=compress, lock=self._lock)
         except (OSError, pa.ArrowInvalid) as err:
