@@ -77,9 +77,9 @@ def inverter_values(second: int) -> dict[int, int]:
 def inverter_expected(second: int) -> dict[str, str | None]:
     """DATA-file text of the inverter's moving and special points for a poll in `second`;
     any other recorded point reads 0."""
-    return {"103_A": _plain(Decimal(800 + second % 50).scaleb(-2)),
-            "103_W": _plain(Decimal(200 + second % 30).scaleb(1)),
-            "103_Hz": _plain(Decimal(5000 + second % 5).scaleb(-2)),
+    return {"103_A": plain(Decimal(800 + second % 50).scaleb(-2)),
+            "103_W": plain(Decimal(200 + second % 30).scaleb(1)),
+            "103_Hz": plain(Decimal(5000 + second % 5).scaleb(-2)),
             "103_WH": str(1_234_567 + second % 100_000),
             "103_PhVphA": "230.5", "103_VA": None, "103_TmpCab": "-5.2", "103_St": "4",
             "123_WMaxLimPct": "100"}
@@ -115,7 +115,7 @@ def meter_expected(second: int) -> list[str]:
     return [str(v), str(p), str(p), str(p), str(e)]
 
 
-def _plain(value: Decimal) -> str:
+def plain(value: Decimal) -> str:
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

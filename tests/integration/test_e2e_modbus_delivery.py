@@ -268,7 +268,7 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         day = datetime.fromtimestamp(min(rows_1), UTC).date()
         out = tmp_path / "export"
         run = await sunpm("export", "--server", "1", "--from", day.isoformat(), "--to",
-                          (day + timedelta(days=1)).isoformat(), "--out", str(out),
+                          (day + timedelta(days=2)).isoformat(), "--out", str(out),
                           "--config", str(cfg))
         assert run.code == 0, run.err
         exported = {p.name: p.read_bytes() for p in (out / "DATA").iterdir()}
