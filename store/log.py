@@ -219,6 +219,7 @@ class Log:
         self._closing = False
         self._closed = False
         self._cycles = 0  # writer loop iterations done (commit() waits on it)
+        self.commits = 0  # commits attempted (each: one framed batch + fsync per touched segment)
         self._in_commit = False
         self._wake: asyncio.Event | None = None
         self._room: asyncio.Condition | None = None
@@ -451,7 +452,10 @@ class Log:
             self._drop_oldest_pending(nbytes)
             return
         # Bounded: when the writer falls behind, appenders wait here, so polling slows down
-        # instead of memory growing.
+        # instead of memory growing. Waiting appenders also start the next commit at once
+        # rather than at the next flush tick: under overload commits come closer together.
+        assert self._wake is not None
+        self._wake.set()
         async with self._room:
             await self._room.wait_for(
                 lambda: self._pending_bytes + nbytes <= self.options.max_pending_bytes
@@ -488,16 +492,22 @@ class Log:
 
     async def _writer(self) -> None:
         assert self._wake is not None and self._room is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.flush_s
         while True:
             if not self._closing:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.options.flush_s)
+                    # Every flush_s from the previous commit's start, not from its end.
+                    await asyncio.wait_for(self._wake.wait(),
+                                           timeout=max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     pass
             self._wake.clear()
+            deadline = loop.time() + self.options.flush_s
             work = self._take()
             self._in_commit = work is not None
             if work is not None:
+                self.commits += 1
                 try:
                     outcome = await asyncio.to_thread(self._commit_sync, work)
                 except Exception as err:  # top of the writer task: fail this commit, keep going
