@@ -287,8 +287,13 @@ class Log:
 
     def _open_sync(self) -> None:
         if not self.read_only:
+            created = False
             for sub in ("devices", JOURNAL, "defs", "config", "state"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
+                if not (self.path / sub).is_dir():
+                    (self.path / sub).mkdir(parents=True, exist_ok=True)
+                    created = True
+            if created:
+                fsync_dir(self.path)  # the directories' entries survive a power cut too
             self._take_lock()
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
