@@ -242,8 +242,10 @@ class Block:
     rows: list[tuple[int, list[str]]]      # (record time, UTC seconds; fields)
 
 
-def parse_data(text: str, zone: str) -> list[Block]:
-    """Blocks of a DATA text (formats.md §9.2), row dates read back in the server's zone."""
+def parse_data(text: str, zone: str, *, euro: bool = False) -> list[Block]:
+    """Blocks of a DATA text (formats.md §9.2), row dates read back in the server's zone and
+    date format (formats.md §2)."""
+    date_format = "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S"
     tz = ZoneInfo(zone)
     blocks: list[Block] = []
     lines = text.split("\n")
@@ -261,7 +263,7 @@ def parse_data(text: str, zone: str) -> list[Block]:
             blocks[-1].columns.extend(int(i) for i in indexes)
         else:
             stamp, *fields = line.split(";")
-            moment = datetime.strptime(stamp, "%y/%m/%d-%H:%M:%S").replace(tzinfo=tz)
+            moment = datetime.strptime(stamp, date_format).replace(tzinfo=tz)
             blocks[-1].rows.append((int(moment.timestamp()), fields))
     return blocks
 

@@ -39,7 +39,7 @@ from e2e_support import (
 )
 from peers import make_certs, run_peer
 
-from config import Site, load_site
+from config import Site, check_site, load_site
 from config.model import Device
 from exporters.outbox import FILE_SERVER_STREAMS, Outbox
 from exporters.session import FileServerSession, SessionResult, Trigger
@@ -142,7 +142,7 @@ async def deliver(site: Site, log: Log, cfg: Path, started: datetime) -> list[Se
                         directory=Path(site.settings.store_path) / "outbox" / str(slot),
                         streams=FILE_SERVER_STREAMS)
         session = FileServerSession(settings=settings, uid=UID, transport=transport,
-                                    outbox=outbox, log=log)
+                                    outbox=outbox, log=log, config_dir=cfg, validate=check_site)
         async with asyncio.timeout(30):
             results.append(await session.run(Trigger.SCHEDULE, started=started))
     return results
@@ -177,10 +177,20 @@ def check_meter(block: Block, stopped: set[int]) -> None:
         assert fields == want, t
 
 
-def blocks_of(files: dict[str, bytes]) -> dict[str, list[Block]]:
+def config_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for d in ("CONFIG", "DEF", "SCRIPT") for p in (root / d).iterdir()}
+
+
+def tree_mtimes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns
+            for d in ("CONFIG", "DEF", "SCRIPT") for p in (root / d).iterdir()}
+
+
+def blocks_of(files: dict[str, bytes], *, euro: bool = False) -> dict[str, list[Block]]:
     by_device: dict[str, list[Block]] = {}
     for text in gunzip_all(files):
-        for block in parse_data(text, ZONE):
+        for block in parse_data(text, ZONE, euro=euro):
             by_device.setdefault(block.header[0], []).append(block)
     return by_device
 
@@ -260,9 +270,13 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         common = p_blocks["DEVICEINDEX;1"][0].rows[0][1]
         assert "ACME" in common and "Solar Inverter" in common and "SN-42" in common
 
-        # ---- the FTP server got the same files
+        # ---- the FTP server got the same files; both got the configuration in force
         for name, data in {**delivered, **params}.items():
             assert (ftp_root / "DATA" / name).read_bytes() == data, name
+        local_config = config_tree(cfg)
+        assert len(local_config) == 7       # 4 CONFIG files, IO, inverter and meter definitions
+        assert config_tree(server1) == local_config and config_tree(ftp_root) == local_config
+        config_mtimes = tree_mtimes(server1)
 
         # ---- `sunpm export` from the live store gives byte-identical files
         day = datetime.fromtimestamp(min(rows_1), UTC).date()
@@ -281,7 +295,12 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
 
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (server1 / "DATA").iterdir()}
 
-    # ---- restart: store and outboxes reopened, the second session sends only new windows
+    # ---- restart: store and outboxes reopened, the second session sends only new windows.
+    # Meanwhile the IS switched server 1 to day-first dates: the session applies that
+    # configuration first, and the new window renders with it.
+    remote_ini = server1 / "CONFIG" / f"{UID}_config.ini"
+    remote_ini.write_bytes(remote_ini.read_bytes() + b"DIR_EuroDateFormat=1\n")
+    config_mtimes = tree_mtimes(server1)
     site = load_site(cfg)
     log = await Log.open(store_dir, StoreOptions(flush_s=site.settings.store_flush_s))
     try:
@@ -290,13 +309,19 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         results = await deliver(site, log, cfg, datetime.now(UTC) + timedelta(seconds=1))
         assert all(r.ok for r in results), [r.reason for r in results]
         delivered_events = log.journal(kinds=["delivered"]).column("body").to_pylist()
+        config_events = log.journal(kinds=["config"]).column("body").to_pylist()
     finally:
         await log.close()
+    assert (cfg / "CONFIG" / remote_ini.name).read_bytes() == remote_ini.read_bytes()
+    assert [json.loads(b)["origin"] for b in config_events] == ["server 1"]
+    assert load_site(cfg).settings.servers[0].euro_date_format
     after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (server1 / "DATA").iterdir()}
+    assert tree_mtimes(server1) == config_mtimes            # nothing sent back to server 1
+    assert config_tree(ftp_root) == config_tree(cfg)        # server 2 got the new copy
     assert {k: after[k] for k in before} == before          # nothing of the first session again
     new = {k: v[0] for k, v in after.items() if k not in before and "_P_" not in k}
     assert new
-    new_blocks = blocks_of(new)
+    new_blocks = blocks_of(new, euro=True)
     new_rows = [t for b in new_blocks["DEVICEINDEX;1"] for t, _ in b.rows]
     assert new_rows == [t for t in all_times if t not in set(rows_1)]
     for block in new_blocks["DEVICEINDEX;1"]:
@@ -306,5 +331,9 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
     assert len(keys) == len(set(keys)), keys
     assert {f for s, f in keys if s == 1} == set(after) | {
         p.name for d in ("LOG", "ALARM", "CMD") for p in (server1 / d).iterdir()}
-    for name in after:
+    # Server 2 keeps year-first dates: same names and rows, other date text.
+    assert sorted(p.name for p in (ftp_root / "DATA").iterdir()) == sorted(after)
+    for name in before:
         assert (ftp_root / "DATA" / name).read_bytes() == after[name][0], name
+    ftp_new = {k: (ftp_root / "DATA" / k).read_bytes() for k in new}
+    assert blocks_of(ftp_new) == new_blocks
