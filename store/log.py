@@ -1072,7 +1072,8 @@ class Log:
                                                  detail=str(err).splitlines()[0]))
                     continue
                 with open(seg.path, "rb") as fh:
-                    data = fh.read()
+                    # A writer's open segment: only what is committed (a write may be in flight).
+                    data = fh.read() if self.read_only or seg.sealed else fh.read(seg.committed)
                 scan = scan_stream(data, stream.schema, verify=True)
                 if scan.foreign:
                     found.append(StoreReport(kind=ReportKind.FOREIGN, path=seg.path,
