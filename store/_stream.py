@@ -123,7 +123,15 @@ class Stream:
             self.segments.append(seg)
         self.next_seq = self.segments[0].seq0 if self.segments else 1
         if self.segments:
-            self._check_last(read_only=read_only)
+            try:
+                self._check_last(read_only=read_only)
+            except OSError as err:
+                # Unreadable (permissions, I/O error): reported; never appended to.
+                seg = self.segments[-1]
+                self._report(ReportKind.UNREADABLE, seg.path, str(err))
+                seg.sealed = True
+                seg.damaged = True
+                self.next_seq = seg.seq_last + 1 if seg.seq_last is not None else seg.seq0
 
     def _check_last(self, *, read_only: bool) -> None:
         seg = self.segments[-1]

@@ -305,7 +305,12 @@ class Log:
                                                     detail="not a device directory"))
                     continue
                 stream = Stream(entry.name, Path(entry.path), RECORDS_SCHEMA)
-                stream.load(read_only=self.read_only)
+                try:
+                    stream.load(read_only=self.read_only)
+                except OSError as err:
+                    self.reports.append(StoreReport(kind=ReportKind.UNREADABLE,
+                                                    path=Path(entry.path), detail=str(err)))
+                    continue
                 self._adopt(stream)
         if (self.path / JOURNAL).is_dir():
             journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA)
