@@ -45,25 +45,25 @@ def records_table(source: Path | str | Log, devices: Iterable[str] | None = None
     chosen = store.devices() if devices is None else list(devices)
     # One thread: the per-file work is mostly Python and pyarrow call overhead, and measured
     # slower on a 4-thread pool than alone.
-    batches = [b for device in chosen for b in _device_batches(store, device)]
-    return pa.Table.from_batches(batches, schema=RECORDS_VIEW_SCHEMA)
+    tables = [t for t in (_device_table(store, device) for device in chosen) if t is not None]
+    if not tables:
+        return RECORDS_VIEW_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
 
 
-def _device_batches(store: Log, device: str) -> list[pa.RecordBatch]:
+def _device_table(store: Log, device: str) -> pa.Table | None:
     found = _coalesce(store.record_batches(device))
     if not found:
-        return []
-    # One zero-filled index buffer, sliced for every batch: the device column costs no copy.
+        return None
+    table = pa.Table.from_batches(found, schema=RECORDS_SCHEMA)
+    # One all-zero dictionary column, sliced per chunk: the device column costs no copy.
     longest = max(b.num_rows for b in found)
-    zeros = pa.py_buffer(bytes(4 * longest))
-    dictionary = pa.array([device], pa.string())
-    out = []
-    for batch in found:
-        indices = pa.Array.from_buffers(pa.int32(), batch.num_rows, [None, zeros])
-        column = pa.DictionaryArray.from_arrays(indices, dictionary)
-        out.append(pa.RecordBatch.from_arrays([column, *batch.columns],
-                                              schema=RECORDS_VIEW_SCHEMA))
-    return out
+    indices = pa.Array.from_buffers(pa.int32(), longest, [None, pa.py_buffer(bytes(4 * longest))])
+    column = pa.DictionaryArray.from_arrays(indices, pa.array([device], pa.string()))
+    device_col = pa.chunked_array([column.slice(0, b.num_rows) for b in found],
+                                  type=RECORDS_VIEW_SCHEMA.field("device").type)
+    return table.add_column(0, RECORDS_VIEW_SCHEMA.field("device"), device_col) \
+        .replace_schema_metadata(RECORDS_VIEW_SCHEMA.metadata)
 
 
 def _coalesce(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
