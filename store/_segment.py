@@ -66,8 +66,26 @@ class Scan:
 Raw = bytes | bytearray | mmap.mmap
 
 
-def scan_stream(data: Raw, schema: pa.Schema, *, verify: bool = True) -> Scan:
-    """Walk a stream segment's bytes; never raises for bad content."""
+def scan_stream(data: Raw, schema: pa.Schema, *, verify: bool = True,
+                verify_last: bool = False) -> Scan:
+    """Walk a stream segment's bytes; never raises for bad content.
+
+    `verify`: check every batch's CRC. `verify_last` (with verify=False): check only the last
+    batch's, which is where a torn write can be (read-only opens; full checks are `fsck`'s).
+    """
+    scan = _walk(data, schema, verify=verify)
+    if verify_last and not verify and scan.batches and scan.torn is None and not scan.ended:
+        last = scan.batches[-1]
+        try:
+            read_batch(memoryview(data), last.start, verify=True)
+        except FrameError:
+            scan.batches.pop()
+            scan.torn = Region(last.start, len(data) - last.start)
+            scan.good_end = last.start
+    return scan
+
+
+def _walk(data: Raw, schema: pa.Schema, *, verify: bool) -> Scan:
     buf = memoryview(data)
     header = schema_message(schema)
     n = len(buf)
