@@ -287,6 +287,13 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         assert run.code == 0, run.err
         exported = {p.name: p.read_bytes() for p in (out / "DATA").iterdir()}
         assert exported == {**delivered, **params}
+        # `--upload` to server 2 (FTP): the delivered windows again, under the same names
+        for name in exported:
+            (ftp_root / "DATA" / name).unlink()
+        run = await sunpm("export", "--server", "2", "--from", day.isoformat(), "--to",
+                          (day + timedelta(days=2)).isoformat(), "--upload", "--config", str(cfg))
+        assert run.code == 0, run.err
+        assert {p.name: p.read_bytes() for p in (ftp_root / "DATA").iterdir()} == exported
 
         # ---- more records, then a stop
         await poll_for(site, log, 2.5)
