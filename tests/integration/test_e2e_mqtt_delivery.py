@@ -1,0 +1,169 @@
+"""A site whose server 1 is an MQTT broker (mosquitto on loopback): the meter polled into a real
+store, the data window published by `MqttSession` through the store's views, and every record of
+the JSON checked against the registers, scaled by CoefA (formats.md §14.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiomqtt
+import pytest
+from e2e_support import (
+    METER_DEF,
+    METER_SETUP,
+    UID,
+    ClockedDevice,
+    edit_config,
+    edit_daq,
+    journal_sink,
+    meter_numbers,
+    meter_values,
+    poll_links,
+    sunpm,
+    wait_whole_second,
+)
+from peers import Broker, have_mosquitto, make_certs, run_broker
+
+from config import load_site
+from config.model import Device
+from exporters.outbox import Outbox, Stream
+from exporters.session import MqttSession, Trigger
+from exporters.sources import store_source
+from exporters.transports import MessageTransport, open_transport
+from pipeline.drivers.modbus.simulator import TcpSimulator
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.poller import Poller
+from pipeline.recorder import Recorder
+from store.log import Log, StoreOptions
+
+ZONE = "Europe/Paris"
+TOPIC = "plant/data"
+TENTH = Decimal("0.1")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    if not have_mosquitto():
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed")
+        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
+    with run_broker(tmp_path / "broker", make_certs(tmp_path / "certs")) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def listener(port: int) -> AsyncIterator[list[bytes]]:
+    """The IS side: a subscriber collecting the data topic's payloads."""
+    got: list[bytes] = []
+    async with aiomqtt.Client("127.0.0.1", port, identifier="is-side") as client:
+        await client.subscribe(TOPIC, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                got.append(message.payload)
+
+        task = asyncio.create_task(collect(), name="is-listener")
+        try:
+            yield got
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def meter_record(t: int, stopped: bool) -> dict[str, object]:
+    """The JSON record dated `t` (the poll at t - 1): scaled values, null when missing."""
+    v, p, e = meter_numbers(t - 1)
+    values = [None] * 5 if stopped else [Decimal(n) * TENTH for n in (v, p, p, p, e)]
+    date = datetime.fromtimestamp(t, ZoneInfo(ZONE)).strftime("%y/%m/%d-%H:%M:%S")
+    return dict(zip(("V_L1", "P_total_min", "P_total_max", "P_total_mean", "E_import"), values,
+                    strict=True)) | {"date": date, "timestamp": t * 1000}
+
+
+async def test_meter_records_published_as_scaled_json(tmp_path: Path, broker: Broker) -> None:
+    meter = ClockedDevice(holding={4354: METER_SETUP}, moving=meter_values, kind=4)
+    sim = TcpSimulator({2: meter})
+    port = await sim.start()
+    try:
+        cfg = tmp_path / "cfg"
+        run = await sunpm("config", "init", str(cfg), "--uid", UID)
+        assert run.code == 0, run.err
+        (cfg / "DEF" / "meter_small.csv").write_bytes(METER_DEF)
+        edit_daq(cfg, lambda rows: [*rows, Device(
+            line=len(rows) + 2, index="2", interface=f"127.0.0.1:{port}", name="meter_1",
+            address=2, acq_period_s=1, timeout_ms=150, parameters="1", category="Meter",
+            model="M3", def_file="meter_small.csv")])
+        edit_config(cfg, {"SERVER_Type": "mqtt", "MQTT_Host": "127.0.0.1",
+                          "MQTT_Port": str(broker.plain_port), "MQTT_TopicData": TOPIC,
+                          "STORE_Path": str(tmp_path / "store"), "STORE_FlushSeconds": "0.05",
+                          "DAQ_PollPeriod": "1", "NTP_TimeZone": ZONE})
+        run = await sunpm("config", "validate", str(cfg))
+        assert run.code == 0, run.out + run.err
+        site = load_site(cfg)
+
+        flips: dict[str, int] = {}
+        log = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
+        try:
+            driver = ModbusTcpDriver()
+            poller = Poller(poll_links(site, log, lambda d: driver), recorder=Recorder(),
+                            record_sink=log.append_records, event_sink=journal_sink(log),
+                            daq_poll_period_s=1)
+            await wait_whole_second()
+            task = asyncio.create_task(poller.run(), name="poller")
+            try:
+                await asyncio.sleep(1.7)         # the meter misses the poll of one second
+                flips["stop"] = int(time.time())
+                del sim.units[2]
+                await asyncio.sleep(1.0)
+                flips["start"] = int(time.time())
+                sim.units[2] = meter
+                await asyncio.sleep(1.8)
+                poller.stop()
+                async with asyncio.timeout(5):
+                    await task
+            finally:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                await driver.close()
+            settings = site.settings.servers[0]
+            transport = open_transport(settings, cfg / "CERT")
+            assert isinstance(transport, MessageTransport)
+            outbox = Outbox(server=1, log=log, source=store_source(log, site, 1),
+                            directory=tmp_path / "store" / "outbox" / "1",
+                            streams=(Stream.DATA,))
+            session = MqttSession(settings=settings, transport=transport, outbox=outbox, log=log)
+            async with listener(broker.plain_port) as got:
+                result = await session.run(Trigger.SCHEDULE,
+                                           started=datetime.now(UTC) + timedelta(seconds=1))
+                assert result.ok, result.reason
+                async with asyncio.timeout(10):
+                    while not got:
+                        await asyncio.sleep(0.02)
+                await asyncio.sleep(0.3)
+            times = sorted({t // 1_000_000_000 for t in
+                            log.records("2").column("ts").cast("int64").to_pylist()})
+        finally:
+            await log.close()
+    finally:
+        await sim.stop()
+
+    assert len(got) == 1                               # one window, one document
+    text = got[0].decode()
+    assert re.search(r"[0-9][eE][+-]?[0-9]", text) is None     # plain notation
+    document = json.loads(text, parse_float=Decimal)
+    assert list(document) == ["meter_1"]
+    stopped = set(range(flips["stop"] + 1, flips["start"] + 1))
+    assert stopped and len(times) >= 3
+    assert document["meter_1"] == [meter_record(t, t - 1 in stopped) for t in times]
