@@ -301,13 +301,34 @@ class DeliveryState:
 
     @classmethod
     def from_table(cls, table: pa.Table) -> DeliveryState:
+        """From journal rows of `window` and `delivered` events, and of `state` events when
+        given: the latest one fills in what journal segments deleted since held."""
         # Replay in commit order whatever order the reader returned the rows in.
         table = table.sort_by("seq")
         kinds = [str(k) for k in table.column("kind").to_pylist()]
         bodies = table.column("body").to_pylist()
         seqs = table.column("seq").to_pylist()
-        return cls.from_events((k, b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
-                               if k in ("window", "delivered"))
+        state = cls.from_events((k, b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
+                                if k in ("window", "delivered"))
+        snapshots = [(b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
+                     if k == "state"]
+        if snapshots:
+            body, seq = snapshots[-1]
+            state.merge_older(delivery_state_of(GatewayState.from_body(json.loads(body), seq)))
+        return state
+
+    def merge_older(self, older: DeliveryState) -> None:
+        """Add what `older` (a `state` snapshot's) knows and the journal no longer holds: windows
+        whose events were deleted go before the ones replayed, deliveries are kept."""
+        for key, old in older.streams.items():
+            sd = self.stream(*key)
+            known = {w.spec.end_ns for w in sd.windows}
+            gone = [w for w in old.windows if w.spec.end_ns not in known]
+            if gone:
+                sd.windows = sorted(gone, key=lambda w: w.spec.end_ns) + sd.windows
+            sd.delivered |= old.delivered
+        for key, seq in older.events.items():
+            self.events[key] = max(self.events.get(key, 0), seq)
 
 
 # --------------------------------------------------------------------------- state snapshots
@@ -513,7 +534,9 @@ class Outbox:
     # ----- state
 
     def state(self) -> DeliveryState:
-        return DeliveryState.from_table(self._log.journal(kinds=["window", "delivered"]))
+        # Journal segments before the latest `state` event may be gone (behaviour.md §6); that
+        # event keeps what they held of the delivery state (OUTBOX_REDUCERS).
+        return DeliveryState.from_table(self._log.journal(kinds=["state", "window", "delivered"]))
 
     def cursors(self) -> dict[Stream, int | None]:
         state = self.state()
