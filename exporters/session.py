@@ -290,12 +290,20 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def last_synced(log: JournalLog, server: int) -> dict[str, str]:
-    """Per tree path, the SHA-256 last exchanged with `server` (`sync` events)."""
-    table = log.journal(kinds=["sync"]).sort_by("seq")
+    """Per tree path, the SHA-256 last exchanged with `server` (`sync` events, and the `sync`
+    section of `state` events, which outlives the segments holding older `sync` events)."""
+    table = log.journal(kinds=["state", "sync"]).sort_by("seq")
     synced: dict[str, str] = {}
-    for body in table.column("body").to_pylist():
+    prefix = f"{server}/"
+    for kind, body in zip(table.column("kind").to_pylist(), table.column("body").to_pylist(),
+                          strict=True):
         event = json.loads(body)
-        if int(event["server"]) == server:
+        if kind == "state":
+            # store.state keys its sync section "<server>/<tree path>".
+            for key, sha in dict(event.get("sync") or {}).items():
+                if str(key).startswith(prefix):
+                    synced[str(key)[len(prefix):]] = str(sha)
+        elif int(event["server"]) == server:
             synced[str(event["file"])] = str(event["sha256"])
     return synced
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from e2e_support import NS, UID, edit_config, edit_daq, make_tree, sunpm
 
-from config import load_site
+from config import check_site, load_site
 from config.model import Device
 from exporters.outbox import FILE_SERVER_STREAMS, OUTBOX_REDUCERS, Outbox
 from exporters.session import FileServerSession, Trigger
@@ -50,7 +50,8 @@ async def session(log: Log, cfg: Path, cut_s: int) -> None:
                     directory=Path(site.settings.store_path) / "outbox" / "1",
                     streams=FILE_SERVER_STREAMS)
     result = await FileServerSession(settings=settings, uid=UID, transport=transport,
-                                     outbox=outbox, log=log).run(
+                                     outbox=outbox, log=log, config_dir=cfg,
+                                     validate=check_site).run(
         Trigger.SCHEDULE, started=datetime.fromtimestamp(cut_s, UTC))
     assert result.ok, result.reason
 
@@ -83,9 +84,16 @@ async def test_nothing_is_sent_twice_after_the_journal_segments_holding_the_wind
             await log.append_journal("heartbeat", {}, ts_ns=(T0 + 3600 + 10 * i) * NS)
         await log.commit()
         assert log.journal(kinds=["window"]).num_rows == 0, "the test needs the windows gone"
+        assert log.journal(kinds=["sync"]).num_rows == 0, "and the sync events"
+        # Meanwhile the configuration changes here (web page, command): the server's copy,
+        # synced before, is now stale and must be replaced, not applied.
+        edit_config(cfg, {"DAQ_PollPeriod": "5"})
         await log.append_records("IO", records(def_id, [T0 + 600 * k for k in range(7, 10)]))
         await session(log, cfg, T0 + 5400)
 
+    local_ini = (cfg / "CONFIG" / f"{UID}_config.ini").read_bytes()
+    assert b"DAQ_PollPeriod=5" in local_ini
+    assert (server / "CONFIG" / f"{UID}_config.ini").read_bytes() == local_ini
     names = sorted(p.name for p in (server / "DATA").iterdir())
     assert names == [f"{UID}_IO_260105_010000.csv.gz", f"{UID}_IO_260105_013000.csv.gz"]
     rows = [line.split(";")[0] for name in names
