@@ -26,12 +26,22 @@ from store.log import (
 )
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
 from store.state import DEFAULT_REDUCERS, GatewayState, JournalEvent, Reducer, replay
+from store.traces import (
+    TRACE_INTERFACES,
+    TraceDeliveredFn,
+    TraceEntry,
+    TraceOptions,
+    TraceStats,
+    TraceStore,
+    UnknownTraceInterface,
+)
 
 __all__ = [
     "DEFAULT_REDUCERS",
     "JOURNAL_SCHEMA",
     "RECORDS_SCHEMA",
     "SCHEMA_VERSION",
+    "TRACE_INTERFACES",
     "DeliveredFn",
     "DeviceStats",
     "FullPolicy",
@@ -51,6 +61,12 @@ __all__ = [
     "StoreOptions",
     "StoreReadOnlyError",
     "StoreReport",
+    "TraceDeliveredFn",
+    "TraceEntry",
+    "TraceOptions",
+    "TraceStats",
+    "TraceStore",
+    "UnknownTraceInterface",
     "Watermark",
     "replay",
 ]
