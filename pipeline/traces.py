@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from config.errors import SunpmError
-from pipeline.drivers.modbus.trace import FrameTrace
 from exporters.outbox import DeliveryState, Stream
+from pipeline.drivers.modbus.trace import FrameTrace
 from store.traces import TRACE_INTERFACES, TraceDeliveredFn, TraceEntry, TraceStore
 
 __all__ = ["MAX_DURATION_MIN", "RUN_CAP_BYTES", "CaptureRun", "TraceCapture", "TraceCaptureError",
