@@ -35,6 +35,7 @@ _SIX_PLACES: Final = Decimal("0.000001")
 # call, and that conversion retries a failing optional import each time.
 _MINUS_ZERO: Final = pa.scalar("-0", pa.string())
 _FALSE: Final = pa.scalar(False, pa.bool_())
+_F32_MANTISSA: Final = (1 << 23) - 1
 
 
 class NumberTextError(SunpmError, ValueError):
@@ -79,19 +80,56 @@ def _to_float32(value: float) -> float:
     return result
 
 
+def _float32_bits(value: float) -> int:
+    bits: int = struct.unpack("<I", struct.pack("<f", value))[0]
+    return bits
+
+
+def _float32_of_bits(bits: int) -> float:
+    result: float = struct.unpack("<f", struct.pack("<I", bits))[0]
+    return result
+
+
+def _float32_interval(target: float) -> tuple[Decimal, Decimal, bool]:
+    """The decimals that read back to `target` (positive, finite): between the midpoints to its
+    neighbours, the midpoints themselves included when its mantissa is even (ties to even)."""
+    bits = _float32_bits(target)
+    exact = Decimal(target)
+    below = Decimal(_float32_of_bits(bits - 1))
+    above = _float32_of_bits(bits + 1)
+    # Above the largest float32 lies infinity: the interval ends half a step above it.
+    upper = (_EXACT.subtract(_EXACT.multiply(exact, 2), below) if math.isinf(above)
+             else Decimal(above))
+    low = _EXACT.divide(_EXACT.add(exact, below), 2)
+    high = _EXACT.divide(_EXACT.add(exact, upper), 2)
+    return low, high, bits % 2 == 0
+
+
 def format_float32(value: float) -> str:
-    """Shortest decimal reading back to the same float32, in plain notation (§9.3)."""
+    """Shortest decimal reading back to the same float32, in plain notation (§9.3).
+
+    Read back exactly, not through a float64 (whose rounding could move a decimal across a
+    float32 midpoint). Of the decimals of the fewest digits the nearest is taken; at a power of
+    two the interval is twice as wide above as below, so that nearest one may fall outside while
+    its upper neighbour is inside (2**-96 is `1.2621775e-29`, not `1.26217745e-29`).
+    """
     if not math.isfinite(value):
         raise NumberTextError(f"{value!r} is not a finite number")
     target = _to_float32(value)
+    if target == 0:
+        return "0"
+    magnitude = abs(target)
+    low, high, even = _float32_interval(magnitude)
+    exact = Decimal(magnitude)
     for digits in range(1, 10):
-        text = f"{target:.{digits}g}"
-        try:
-            if _to_float32(float(text)) == target:
-                return _plain_from_repr(text)
-        except NumberTextError:
-            continue  # rounded up past the float32 range: needs more digits
-    return _plain_from_repr(repr(target))  # pragma: no cover - 9 digits always round-trip
+        nearest = Decimal(f"{magnitude:.{digits - 1}e}")
+        unit = Decimal((0, (1,), nearest.as_tuple().exponent))
+        inside = [c for c in (nearest, nearest + unit, nearest - unit)
+                  if low < c < high or (even and (c == low or c == high))]
+        if inside:
+            best = min(inside, key=lambda c: abs(c - exact))
+            return plain_decimal(-best if target < 0 else best)
+    raise AssertionError("9 significant digits always read back to a float32")  # pragma: no cover
 
 
 def format_integer(value: int) -> str:
@@ -137,12 +175,15 @@ def clean_text(text: str) -> str:
 
 # --------------------------------------------------------------------------- columnar
 
-def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str]) -> pa.Array:
+def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str],
+               also: pa.Array | None = None) -> pa.Array:
     # Texts Arrow's cast writes that §9.3 does not allow: exponents, negative zero, nan and
     # infinities (found on the values, cheaper than a text search). A literal search costs a
     # quarter of a regex.
     bad = pc.or_(pc.or_(pc.match_substring(texts, "e"), pc.equal(texts, _MINUS_ZERO)),
                  pc.invert(pc.is_finite(values)))
+    if also is not None:
+        bad = pc.or_(bad, also)
     bad = pc.fill_null(bad, _FALSE)
     if not pc.any(bad).as_py():
         return texts
@@ -169,4 +210,8 @@ def format_float32_array(values: pa.Array) -> pa.Array:
     the float32 range, nan and infinities become null (missing)."""
     narrow = pc.cast(values, pa.float32(), safe=False)
     texts = pc.cast(narrow, pa.string())
-    return _fix_column(texts, narrow.cast(pa.float64()), format_float32)
+    # Arrow's shortest text misses at some powers of two (see `format_float32`): those values,
+    # a zero mantissa, go through the scalar rules too.
+    mantissa = pc.bit_wise_and(narrow.view(pa.uint32()), pa.scalar(_F32_MANTISSA, pa.uint32()))
+    return _fix_column(texts, narrow.cast(pa.float64()), format_float32,
+                       also=pc.equal(mantissa, pa.scalar(0, pa.uint32())))

@@ -160,3 +160,50 @@ def test_non_finite_floats_are_refused_by_scalar_rules() -> None:
             format_float64(value)
         with pytest.raises(NumberTextError):
             format_float32(value)
+
+
+def _f32_neighbour(value: float, step: int) -> float:
+    bits: int = struct.unpack("<I", struct.pack("<f", value))[0]
+    result: float = struct.unpack("<f", struct.pack("<I", bits + step))[0]
+    return result
+
+
+def _reads_back_f32(text: str, value: float) -> bool:
+    """Exactly, with no float64 in between: the decimal lies inside `value`'s rounding interval
+    (a midpoint rounds to the even mantissa)."""
+    with localcontext() as ctx:
+        ctx.prec = 200
+        exact, number = Decimal(value), Decimal(text)
+        low = (exact + Decimal(_f32_neighbour(value, -1))) / 2
+        high = (exact + Decimal(_f32_neighbour(value, 1))) / 2
+    even = struct.unpack("<I", struct.pack("<f", value))[0] % 2 == 0
+    return low < number < high or (even and number in (low, high))
+
+
+def _shorter_exists(value: float, digits: int) -> bool:
+    """Some decimal of `digits - 1` significant digits reads back to `value`."""
+    if digits <= 1:
+        return False
+    base = Decimal(f"{value:.{digits - 2}e}")
+    unit = Decimal((0, (1,), base.as_tuple().exponent))
+    return any(_reads_back_f32(str(c), value) for c in (base - unit, base, base + unit))
+
+
+# Powers of two have a rounding interval twice as wide above as below, so the nearest decimal
+# of n digits may miss it while another of n digits falls inside (2**-96: 1.2621775e-29).
+_F32_POWERS_OF_TWO = [2.0 ** e for e in range(-126, 128)]
+
+
+def test_float32_powers_of_two_print_shortest() -> None:
+    for value in _F32_POWERS_OF_TWO:
+        text = format_float32(value)
+        assert _reads_back_f32(text, value), (value, text)
+        digits = len(text.replace(".", "").strip("0"))
+        assert not _shorter_exists(value, digits), (value, text)
+    assert format_float32(2.0 ** -96) == "0.000000000000000000000000000012621775"
+
+
+def test_columnar_float32_powers_of_two_match_scalar() -> None:
+    values = [*_F32_POWERS_OF_TWO, *(-v for v in _F32_POWERS_OF_TWO), 1.5, None]
+    expected = [None if v is None else format_float32(v) for v in values]
+    assert format_float32_array(pa.array(values, pa.float64())).to_pylist() == expected
