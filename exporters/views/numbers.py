@@ -123,7 +123,7 @@ def format_float32(value: float) -> str:
     exact = Decimal(magnitude)
     for digits in range(1, 10):
         nearest = Decimal(f"{magnitude:.{digits - 1}e}")
-        unit = Decimal((0, (1,), nearest.as_tuple().exponent))
+        unit = Decimal(1).scaleb(int(nearest.as_tuple().exponent))
         inside = [c for c in (nearest, nearest + unit, nearest - unit)
                   if low < c < high or (even and (c == low or c == high))]
         if inside:
