@@ -499,6 +499,12 @@ class TraceStore:
 
 
 def _entry_time(body: bytes) -> int:
+    # `to_json` always writes the time first; parsing the whole line on open would cost 5x.
+    if body.startswith(b'{"t":'):
+        end = 5
+        while end < len(body) and body[end] in b"-0123456789":
+            end += 1
+        return int(body[5:end])
     return int(json.loads(body)["t"])
 
 
