@@ -408,7 +408,8 @@ class TraceStore:
         gone = False
         while area.size > self.options.cap_bytes and len(area.segments) > 1:
             seg = area.segments.pop(0)
-            area.dropped += seg.entries
+            with self._pending_lock:  # `append` counts its drops from the loop's thread
+                area.dropped += seg.entries
             seg.path.unlink(missing_ok=True)
             gone = True
         if gone:
