@@ -36,7 +36,6 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -44,6 +43,7 @@ from typing import Final, Self
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config.model import FullPolicy as _ConfigFullPolicy
 from store import snapshots
 from store._ipc import frame_batch, schema_message
 from store._segment import scan_stream
@@ -70,9 +70,9 @@ INPUT_SCHEMA: Final = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"],
 _LOOSE_SCHEMA: Final = pa.schema([pa.field(f.name, f.type) for f in INPUT_SCHEMA])
 
 
-class FullPolicy(StrEnum):
-    STOP = "stop"
-    EVICT_OLDEST = "evict-oldest"
+# STORE_FullPolicy is config's enum: one type, so `StoreOptions(full_policy=settings.
+# store_full_policy)` is obeyed (the checks below compare by identity).
+FullPolicy = _ConfigFullPolicy
 
 
 # (device, segment's last seq, segment's last record time in ns) -> True when every record of the
