@@ -100,13 +100,23 @@ def shortest_f32(value: float) -> float:
     if not math.isfinite(value):
         return value
     packed = struct.pack(">f", value)
+    # At a power of two the interval reading back is twice as wide on the side away from zero:
+    # the nearest decimal of some length may miss it while its neighbour there does not
+    # (2**-96 is 1.2621775e-29, not 1.26217745e-29).
+    power_of_two = int.from_bytes(packed, "big") & 0x7FFFFF == 0
     for digits in range(1, 10):
-        text = f"{value:.{digits}g}"
-        try:
-            if struct.pack(">f", float(text)) == packed:
-                return float(text)
-        except OverflowError:       # rounded past the float32 maximum: needs more digits
-            continue
+        nearest = f"{value:.{digits}g}"
+        candidates = [nearest]
+        if power_of_two:
+            number = Decimal(nearest)
+            unit = Decimal(1).scaleb(int(Decimal(f"{value:.{digits - 1}e}").as_tuple().exponent))
+            candidates += [str(number + unit), str(number - unit)]
+        for text in candidates:
+            try:
+                if struct.pack(">f", float(text)) == packed:
+                    return float(text)
+            except OverflowError:   # rounded past the float32 maximum: needs more digits
+                continue
     return value
 
 

@@ -321,3 +321,16 @@ def test_encoding_anything_gives_words_or_encode_error(pt: ModbusPoint, value: o
 def test_huge_or_invalid_numbers_are_refused_not_crashing(value: object) -> None:
     with pytest.raises(codec.EncodeError):
         codec.encode_value(point(DataType.U64), value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("exponent", "text"), [
+    (-96, "1.2621775e-29"), (87, "1.5474251e+26"), (90, "1.2379401e+27"), (24, "16777216.0"),
+])
+def test_f32_power_of_two_prints_shortest_where_the_nearest_decimal_misses(
+        exponent: int, text: str) -> None:
+    # A power of two's rounding interval is twice as wide above it as below: of the 8-digit
+    # decimals, the nearest falls below the interval while its upper neighbour reads back.
+    pt = point(DataType.F32)
+    value = codec.decode_point(pt, codec.encode_value(pt, 2.0 ** exponent))
+    assert repr(value) == text
+    assert struct.pack(">f", value) == struct.pack(">f", 2.0 ** exponent)
