@@ -37,6 +37,7 @@ import pyarrow as pa
 from config.errors import SunpmError
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.drivers._base import RawValue, Reading, Readings
+from pipeline.drivers.modbus.codec import value_text
 from store.schema import RECORDS_SCHEMA
 
 NS_PER_S: Final = 1_000_000_000
@@ -151,26 +152,6 @@ def period_end_ns(ts_ns: int, acq_period_s: int) -> int:
 
 
 # --------------------------------------------------------------------------- value text
-
-
-def plain_decimal(number: Decimal) -> str:
-    """spec/formats.md §9.3 notation: no exponent, no trailing zeros or point, `-0` as `0`."""
-    if number.is_zero():
-        return "0"
-    return format(number.normalize(), "f")
-
-
-def value_text(raw: RawValue) -> str:
-    """The exact text of a raw value (spec/formats.md §9.3)."""
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, int):
-        return str(raw)
-    if isinstance(raw, float):
-        # repr is the shortest text reading back to the same float64; drivers hand F32 values
-        # over as the float64 whose repr is the shortest float32 text.
-        return plain_decimal(Decimal(repr(raw)))
-    return plain_decimal(raw)
 
 
 def _exact_text(raw: Number, as_float: float) -> str | None:

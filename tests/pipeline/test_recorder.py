@@ -158,6 +158,14 @@ def test_value_text_notation() -> None:
     assert value_text(-7) == "-7"
 
 
+def test_value_text_is_exact_beyond_the_default_decimal_precision() -> None:
+    # The default context keeps 28 digits; a value's text is never rounded (formats.md §9.3).
+    assert value_text(Decimal("12345678901234567890.123456789")) == \
+        "12345678901234567890.123456789"
+    assert value_text(Decimal("-98765432109876543210987654321E+2")) == \
+        "-9876543210987654321098765432100"
+
+
 def test_action_8_change_events_skip_first_value_and_failed_polls() -> None:
     rec = make(variables=((1, A8), (2, A4), (3, A9)))
     defn = definition([variable(1, A8), variable(2, A4), variable(3, A9)])
