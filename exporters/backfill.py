@@ -1,147 +1,21 @@
-"""Backfill: rebuild any past range of one server's windows without moving a cursor.
+"""Backfill of one server's windows: re-exported from `exporters.views.backfill`.
 
-spec/behaviour.md §5.3. Windows the outbox built (journaled `window` events) that overlap the range
-are rendered again whole from their own membership and snapshots, so their bytes equal the files
-delivered; the rest of the range is cut at UTC midnights and at `to` and rendered with the store
-as it is now. Shared by `sunpm export` and the offline re-export.
+The planning and rendering live beside the views so that the offline re-export, which may import
+only `config`, `store` and `exporters.views` (DESIGN.md §2), shares them with `sunpm export`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
-
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from config.errors import SunpmError
-from exporters.outbox import (
-    DAY_NS,
-    BuiltWindow,
-    DeliveryState,
-    Membership,
-    PreviousWindow,
-    Rendered,
-    Stream,
-    WindowSource,
-    WindowSpec,
-    ns_to_datetime,
+from exporters.views.backfill import (
+    BackfillError,
+    BackfillFile,
+    BackfillWindow,
+    RecordReader,
+    missing_records,
+    plan_backfill,
+    render_backfill,
 )
+from exporters.views.windows import split_backfill
 
-
-class BackfillError(SunpmError):
-    """A range cannot be rebuilt as asked."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackfillWindow:
-    spec: WindowSpec
-    built: BuiltWindow | None       # the journaled window it rebuilds, None for a new range
-    delivered: bool                 # every file of it confirmed by the server
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BackfillFile:
-    rendered: Rendered
-    window: BackfillWindow
-    #: None: no journaled file to compare with; True: same bytes as journaled; False: they
-    #: differ (another zlib, or with `allow_partial` records no longer stored).
-    same_bytes: bool | None
-
-
-class RecordReader(Protocol):
-    def devices(self) -> list[str]: ...
-
-    def records(self, device: str) -> pa.Table: ...
-
-
-def missing_records(log: RecordReader, start_ns: int, end_ns: int) -> list[str]:
-    """Devices whose records of `[start, end)` the quota deleted (behaviour.md §5.3 step 4).
-
-    Record numbers start at 1 and have no gap, so a device whose oldest stored record has a
-    higher number lost the ones before it, all timed at or before that record.
-    """
-    problems = []
-    for device in log.devices():
-        table = log.records(device)
-        if table.num_rows == 0:
-            continue
-        seqs = table.column("seq")
-        first = int(pc.min(seqs).as_py())
-        if first <= 1:
-            continue
-        oldest_ns = int(pc.min(table.column("ts").cast(pa.int64())).as_py())
-        if start_ns < oldest_ns and end_ns > start_ns:
-            problems.append(f"device {device}: records 1..{first - 1} were deleted by the quota; "
-                            f"the range is missing records before "
-                            f"{ns_to_datetime(oldest_ns).isoformat()}")
-    return problems
-
-
-def split_backfill(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
-    """`[start, end)` cut at every UTC midnight inside (behaviour.md §5.3 step 1)."""
-    bounds = [start_ns]
-    midnight = (start_ns // DAY_NS + 1) * DAY_NS
-    while midnight < end_ns:
-        bounds.append(midnight)
-        midnight += DAY_NS
-    bounds.append(end_ns)
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def plan_backfill(state: DeliveryState, source: WindowSource, *, server: int,
-                  streams: Sequence[Stream], start_ns: int, end_ns: int) -> list[BackfillWindow]:
-    """Windows covering `[start, end)`, oldest first (equal ends in stream order)."""
-    now: Membership | None = None
-    plan: list[BackfillWindow] = []
-    for stream in streams:
-        sd = state.stream(server, stream)
-        built = sd.windows
-        overlapping = [w for w in built if w.spec.end_ns > start_ns and w.spec.start_ns < end_ns]
-        for w in overlapping:
-            plan.append(BackfillWindow(spec=w.spec, built=w, delivered=sd.is_delivered(w)))
-        # Journaled windows cover [first start, last end); the rest of the range is new.
-        covered_from = built[0].spec.start_ns if built else end_ns
-        covered_to = built[-1].spec.end_ns if built else end_ns
-        if now is None:
-            now = source.membership()
-        gaps: list[tuple[int, int, BuiltWindow | None]] = []
-        if start_ns < min(covered_from, end_ns):
-            gaps.append((start_ns, min(covered_from, end_ns), None))
-        if built and covered_to < end_ns:
-            gaps.append((max(covered_to, start_ns), end_ns, built[-1]))
-        for gap_start, gap_end, last in gaps:
-            for a, b in split_backfill(gap_start, gap_end):
-                if last is not None and a == last.spec.end_ns:
-                    after = PreviousWindow(end_ns=a, membership=last.spec.membership)
-                else:
-                    after = PreviousWindow(end_ns=a, membership=now)
-                spec = WindowSpec(server=server, stream=stream, start_ns=a, end_ns=b,
-                                  membership=now, after=after,
-                                  config=source.config_snapshot(b))
-                plan.append(BackfillWindow(spec=spec, built=None, delivered=False))
-    plan.sort(key=lambda w: (w.spec.end_ns, w.spec.stream.rank))
-    return plan
-
-
-def render_backfill(source: WindowSource, plan: Sequence[BackfillWindow], *,
-                    allow_partial: bool = False) -> Iterator[list[BackfillFile]]:
-    """Render each planned window (blocking); one list per window, checked against the journal."""
-    for window in plan:
-        rendered = source.render(window.spec)
-        files = []
-        journaled = {} if window.built is None else {f.name: f for f in window.built.files}
-        for r in rendered:
-            same: bool | None = None
-            if r.name in journaled:
-                expected = journaled[r.name]
-                if r.text_sha256 != expected.text_sha256 and not allow_partial:
-                    raise BackfillError(
-                        f"{r.name}: rebuilt text differs from the file delivered; its records "
-                        f"are no longer all stored (use --allow-partial to export anyway)")
-                same = hashlib.sha256(r.data).hexdigest() == expected.sha256
-            files.append(BackfillFile(rendered=r, window=window, same_bytes=same))
-        yield files
+__all__ = ["BackfillError", "BackfillFile", "BackfillWindow", "RecordReader", "missing_records",
+           "plan_backfill", "render_backfill", "split_backfill"]

@@ -38,383 +38,61 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from dataclasses import replace as dc_replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Final, Protocol
 
 import pyarrow as pa
 
 from config.errors import SunpmError
-from exporters.views.names import split_window
-from store.state import GatewayState, JournalEvent, Reducer
+from exporters.views.journaled import (
+    EXTRA_KEY,
+    OUTBOX_REDUCERS,
+    DeliveryState,
+    StreamDelivery,
+    delivery_state_of,
+    reduce_outbox,
+)
+from exporters.views.windows import (
+    DAY_NS,
+    FILE_SERVER_STREAMS,
+    MQTT_STREAMS,
+    NS_PER_S,
+    BuiltWindow,
+    Membership,
+    OutboxFile,
+    PreviousWindow,
+    Rendered,
+    Stream,
+    WindowSource,
+    WindowSpec,
+    cut_of,
+    delivered_body,
+    event_delivered_body,
+    ns_to_datetime,
+    split_range,
+)
+
+# The window values and the journal replay live in `exporters.views` (shared with re-exports);
+# these names stay importable from here.
+__all__ = ["DAY_NS", "EXTRA_KEY", "FILE_SERVER_STREAMS", "MQTT_IN_FLIGHT", "MQTT_STREAMS",
+           "NS_PER_S", "OUTBOX_REDUCERS", "BuiltWindow", "Confirmed", "DeliveryReport",
+           "DeliveryState", "FileTarget", "JournalLog", "Membership", "MessageTarget", "Outbox",
+           "OutboxError", "OutboxFile", "Planned", "PreviousWindow", "Rendered", "Stream",
+           "StreamDelivery", "StreamRefused", "WindowSource", "WindowSpec", "cut_of",
+           "delivered_body", "delivery_state_of", "event_delivered_body", "ns_to_datetime",
+           "reduce_outbox", "split_range"]
 
 log = logging.getLogger("sunpm.session")
 
-NS_PER_S: Final = 1_000_000_000
-DAY_NS: Final = 86_400 * NS_PER_S
-
-
-class Stream(StrEnum):
-    """Delivered streams, in the order files of equal window end go up (behaviour.md §4.2 step 8)."""
-
-    ALARM = "ALARM"
-    DATA = "DATA"
-    PARAM = "PARAM"
-    ACK = "ACK"
-    LOG = "LOG"
-
-    @property
-    def rank(self) -> int:
-        return _STREAM_RANK[self]
-
-
-_STREAM_RANK: Final = {s: k for k, s in enumerate(Stream)}
-
-#: Streams a file server gets (formats.md §3). MQTT servers get DATA only through the outbox;
-#: their alarms and results go one event at a time.
-FILE_SERVER_STREAMS: Final = (Stream.ALARM, Stream.DATA, Stream.PARAM, Stream.ACK, Stream.LOG)
-MQTT_STREAMS: Final = (Stream.DATA,)
 MQTT_IN_FLIGHT: Final = 10
 
 
 class OutboxError(SunpmError):
     """The outbox cannot build or find a window's files."""
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Membership:
-    """A store watermark: per device the last committed record `seq`, and the last journal `seq`."""
-
-    devices: Mapping[str, int] = field(default_factory=dict)
-    journal: int = -1
-
-    def covers_record(self, device: str, seq: int) -> bool:
-        return seq <= self.devices.get(device, -1)
-
-    def covers_event(self, seq: int) -> bool:
-        return seq <= self.journal
-
-    def to_body(self) -> dict[str, object]:
-        return {"devices": dict(sorted(self.devices.items())), "journal": self.journal}
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Membership:
-        devices = {str(k): int(v) for k, v in dict(body.get("devices") or {}).items()}
-        return cls(devices=devices, journal=int(body.get("journal", -1)))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreviousWindow:
-    """The window built before this one for the same server and stream."""
-
-    end_ns: int
-    membership: Membership
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WindowSpec:
-    """What fixes a window's content: enough to render it again byte for byte."""
-
-    server: int
-    stream: Stream
-    start_ns: int
-    end_ns: int
-    membership: Membership
-    after: PreviousWindow | None
-    config: str
-
-    def has_record(self, device: str, seq: int, ts_ns: int) -> bool:
-        """Membership of a record (behaviour.md §5.1 step 4)."""
-        if ts_ns >= self.end_ns or not self.membership.covers_record(device, seq):
-            return False
-        prev = self.after
-        return prev is None or ts_ns >= prev.end_ns or not prev.membership.covers_record(device, seq)
-
-    def has_event(self, seq: int, ts_ns: int) -> bool:
-        """Membership of a journal event."""
-        if ts_ns >= self.end_ns or not self.membership.covers_event(seq):
-            return False
-        prev = self.after
-        return prev is None or ts_ns >= prev.end_ns or not prev.membership.covers_event(seq)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rendered:
-    """One file of a window as a view made it."""
-
-    name: str
-    directory: str          # remote directory: /DATA, /ALARM, /CMD, /LOG
-    data: bytes
-    text_sha256: str        # SHA-256 of the uncompressed text (formats.md §9.4)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxFile:
-    name: str
-    directory: str
-    size: int
-    sha256: str
-    text_sha256: str
-
-    @property
-    def remote_path(self) -> str:
-        return f"{self.directory.rstrip('/')}/{self.name}"
-
-    def to_body(self) -> dict[str, object]:
-        return {"name": self.name, "dir": self.directory, "size": self.size,
-                "sha256": self.sha256, "text_sha256": self.text_sha256}
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> OutboxFile:
-        return cls(name=str(body["name"]), directory=str(body["dir"]), size=int(body["size"]),
-                   sha256=str(body["sha256"]), text_sha256=str(body["text_sha256"]))
-
-    @classmethod
-    def of(cls, rendered: Rendered) -> OutboxFile:
-        return cls(name=rendered.name, directory=rendered.directory, size=len(rendered.data),
-                   sha256=hashlib.sha256(rendered.data).hexdigest(),
-                   text_sha256=rendered.text_sha256)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BuiltWindow:
-    """A journaled `window` event."""
-
-    spec: WindowSpec
-    files: tuple[OutboxFile, ...]
-    seq: int = -1           # journal seq of the event, -1 when not read from a journal
-
-    @property
-    def key(self) -> tuple[int, Stream, int]:
-        return (self.spec.server, self.spec.stream, self.spec.end_ns)
-
-    def to_body(self) -> dict[str, object]:
-        s = self.spec
-        after = None if s.after is None else {"end": s.after.end_ns,
-                                              "watermark": s.after.membership.to_body()}
-        return {"server": s.server, "stream": str(s.stream), "start": s.start_ns, "end": s.end_ns,
-                "watermark": s.membership.to_body(), "after": after, "config": s.config,
-                "files": [f.to_body() for f in self.files]}
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any], seq: int = -1) -> BuiltWindow:
-        after_body = body.get("after")
-        after = None if after_body is None else PreviousWindow(
-            end_ns=int(after_body["end"]), membership=Membership.from_body(after_body["watermark"]))
-        spec = WindowSpec(server=int(body["server"]), stream=Stream(body["stream"]),
-                          start_ns=int(body["start"]), end_ns=int(body["end"]),
-                          membership=Membership.from_body(body["watermark"]), after=after,
-                          config=str(body.get("config", "")))
-        files = tuple(OutboxFile.from_body(f) for f in body.get("files", ()))
-        return cls(spec=spec, files=files, seq=seq)
-
-
-def delivered_body(server: int, stream: Stream, end_ns: int, file: str) -> dict[str, object]:
-    return {"server": server, "stream": str(stream), "end": end_ns, "file": file}
-
-
-def event_delivered_body(server: int, stream: Stream, seq: int) -> dict[str, object]:
-    """An MQTT alarm or result acknowledged: the journal `seq` of the event it carried."""
-    return {"server": server, "stream": str(stream), "event": seq}
-
-
-# --------------------------------------------------------------------------- delivery state
-
-
-@dataclass(slots=True)
-class StreamDelivery:
-    """One server's stream: its built windows in build order and what of them is delivered."""
-
-    windows: list[BuiltWindow] = field(default_factory=list)
-    delivered: set[tuple[int, str]] = field(default_factory=set)   # (window end, file name)
-
-    def is_delivered(self, window: BuiltWindow) -> bool:
-        end = window.spec.end_ns
-        return all((end, f.name) in self.delivered for f in window.files)
-
-    @property
-    def cursor_ns(self) -> int | None:
-        """End of the last window delivered whole, with every window before it."""
-        cursor = None
-        for window in self.windows:
-            if not self.is_delivered(window):
-                break
-            cursor = window.spec.end_ns
-        return cursor
-
-    @property
-    def last_built(self) -> BuiltWindow | None:
-        return self.windows[-1] if self.windows else None
-
-    def pending(self) -> list[BuiltWindow]:
-        """Built windows not yet delivered whole, oldest first."""
-        return [w for w in self.windows if not self.is_delivered(w)]
-
-
-@dataclass(slots=True)
-class DeliveryState:
-    """Cursors, built windows and deliveries of every server, replayed from the journal.
-
-    `reduce` takes one event at a time so the store's state replay can plug it in as the reducer
-    of the `window` and `delivered` kinds.
-    """
-
-    streams: dict[tuple[int, Stream], StreamDelivery] = field(default_factory=dict)
-    #: MQTT alarms and results go one journal event at a time: per (server, stream) the `seq`
-    #: of the last one acknowledged.
-    events: dict[tuple[int, Stream], int] = field(default_factory=dict)
-
-    def stream(self, server: int, stream: Stream) -> StreamDelivery:
-        return self.streams.setdefault((server, stream), StreamDelivery())
-
-    def reduce(self, kind: str, body: Mapping[str, Any], seq: int = -1) -> None:
-        if kind == "window":
-            built = BuiltWindow.from_body(body, seq)
-            sd = self.stream(built.spec.server, built.spec.stream)
-            # A rebuilt window of the same end (crash between files and event) replaces the first.
-            sd.windows = [w for w in sd.windows if w.spec.end_ns != built.spec.end_ns]
-            sd.windows.append(built)
-        elif kind == "delivered" and "event" in body:
-            key = (int(body["server"]), Stream(body["stream"]))
-            self.events[key] = max(self.events.get(key, 0), int(body["event"]))
-        elif kind == "delivered":
-            sd = self.stream(int(body["server"]), Stream(body["stream"]))
-            sd.delivered.add((int(body["end"]), str(body["file"])))
-
-    @classmethod
-    def from_events(cls, events: Iterable[tuple[str, str, int]]) -> DeliveryState:
-        """From (kind, body JSON, seq) in journal order."""
-        state = cls()
-        for kind, body, seq in events:
-            state.reduce(kind, json.loads(body), seq)
-        return state
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> DeliveryState:
-        """From journal rows of `window` and `delivered` events, and of `state` events when
-        given: the latest one fills in what journal segments deleted since held."""
-        # Replay in commit order whatever order the reader returned the rows in.
-        table = table.sort_by("seq")
-        kinds = [str(k) for k in table.column("kind").to_pylist()]
-        bodies = table.column("body").to_pylist()
-        seqs = table.column("seq").to_pylist()
-        state = cls.from_events((k, b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
-                                if k in ("window", "delivered"))
-        snapshots = [(b, int(s)) for k, b, s in zip(kinds, bodies, seqs, strict=True)
-                     if k == "state"]
-        if snapshots:
-            body, seq = snapshots[-1]
-            state.merge_older(delivery_state_of(GatewayState.from_body(json.loads(body), seq)))
-        return state
-
-    def merge_older(self, older: DeliveryState) -> None:
-        """Add what `older` (a `state` snapshot's) knows and the journal no longer holds: windows
-        whose events were deleted go before the ones replayed, deliveries are kept."""
-        for key, old in older.streams.items():
-            sd = self.stream(*key)
-            known = {w.spec.end_ns for w in sd.windows}
-            gone = [w for w in old.windows if w.spec.end_ns not in known]
-            if gone:
-                sd.windows = sorted(gone, key=lambda w: w.spec.end_ns) + sd.windows
-            sd.delivered |= old.delivered
-        for key, seq in older.events.items():
-            self.events[key] = max(self.events.get(key, 0), seq)
-
-
-# --------------------------------------------------------------------------- state snapshots
-
-#: The section of `store.state.GatewayState.extra` the outbox's reducers keep.
-EXTRA_KEY: Final = "outbox"
-
-
-def _stream_key(server: object, stream: object) -> str:
-    return f"{server}/{stream}"
-
-
-def reduce_outbox(state: GatewayState, event: JournalEvent) -> GatewayState:
-    """`store.state` reducer of `window` and `delivered`: keeps, JSON-able, what the outbox needs
-    once older journal segments are gone (per stream the last built window, the undelivered ones
-    and their deliveries; MQTT event cursors)."""
-    section: dict[str, Any] = dict(cast("Mapping[str, Any]", state.extra.get(EXTRA_KEY) or {}))
-    body: Mapping[str, Any] = event.body
-    if event.kind == "window":
-        key = _stream_key(body.get("server"), body.get("stream"))
-        entry = dict(section.get(key) or {})
-        pending = [w for w in entry.get("pending", []) if w.get("end") != body.get("end")]
-        if body.get("files"):
-            pending.append(dict(body))
-        elif not pending:
-            entry["done"] = dict(body)      # an empty window passes the cursor at once
-        entry.update(last=dict(body), pending=pending)
-        section[key] = entry
-    elif event.kind == "delivered" and "event" in body:
-        events = dict(section.get("events") or {})
-        key = _stream_key(body.get("server"), body.get("stream"))
-        events[key] = max(int(events.get(key, 0)), int(body["event"]))
-        section["events"] = events
-    elif event.kind == "delivered":
-        key = _stream_key(body.get("server"), body.get("stream"))
-        entry = dict(section.get(key) or {})
-        end = str(body.get("end"))
-        done = dict(entry.get("delivered") or {})
-        names = sorted({*done.get(end, []), str(body.get("file"))})
-        pending = list(entry.get("pending", []))
-        window = next((w for w in pending if str(w.get("end")) == end), None)
-        if window is not None and {f["name"] for f in window["files"]} <= set(names):
-            entry["pending"] = [w for w in pending if w is not window]
-            done.pop(end, None)
-            if window is pending[0]:
-                entry["done"] = window      # the window the cursor now stands at
-        else:
-            done[end] = names
-        entry["delivered"] = done
-        section[key] = entry
-    else:
-        return state
-    return dc_replace(state, extra={**state.extra, EXTRA_KEY: section})
-
-
-#: Reducers to add to `store.state.DEFAULT_REDUCERS` when replaying for the outbox.
-OUTBOX_REDUCERS: Final[Mapping[str, Reducer]] = {"window": reduce_outbox,
-                                                 "delivered": reduce_outbox}
-
-
-def delivery_state_of(state: GatewayState) -> DeliveryState:
-    """The outbox's `DeliveryState` from a replayed (possibly snapshot-started) gateway state."""
-    out = DeliveryState()
-    section = cast("Mapping[str, Any]", state.extra.get(EXTRA_KEY) or {})
-    for key, seq in dict(section.get("events") or {}).items():
-        server, _, stream = key.partition("/")
-        out.events[(int(server), Stream(stream))] = int(seq)
-    for key, entry in section.items():
-        if key == "events":
-            continue
-        by_end = {int(w["end"]): w for w in entry.get("pending", [])}
-        for extra in (entry.get("last"), entry.get("done")):
-            if extra is not None:
-                by_end.setdefault(int(extra["end"]), extra)
-        pending_ends = {int(w["end"]) for w in entry.get("pending", [])}
-        for end in sorted(by_end):
-            built = BuiltWindow.from_body(by_end[end])
-            sd = out.stream(built.spec.server, built.spec.stream)
-            sd.windows.append(built)
-            if end not in pending_ends:
-                sd.delivered.update((end, f.name) for f in built.files)
-        for end, names in dict(entry.get("delivered") or {}).items():
-            server, _, stream = key.partition("/")
-            out.stream(int(server), Stream(stream)).delivered.update(
-                (int(end), str(n)) for n in names)
-    return out
 
 
 # --------------------------------------------------------------------------- what we sit on
@@ -429,28 +107,6 @@ class JournalLog(Protocol):
 
     def journal(self, *, kinds: Sequence[str] | None = None,
                 seq_from: int | None = None) -> pa.Table: ...
-
-
-class WindowSource(Protocol):
-    """Content of one server's windows: the views over the store, for that server's settings.
-
-    `render` is pure of its arguments and the store's stored items (the same spec renders the
-    same bytes); it may block, the outbox runs it off the loop.
-    """
-
-    def oldest_ns(self, stream: Stream) -> int | None:
-        """Time of the oldest stored item of the stream, None when there is none."""
-        ...
-
-    def membership(self) -> Membership:
-        """The store's watermark now."""
-        ...
-
-    def config_snapshot(self, end_ns: int) -> str:
-        """Id of the configuration snapshot in force at `end_ns`."""
-        ...
-
-    def render(self, spec: WindowSpec) -> list[Rendered]: ...
 
 
 class MessageTarget(Protocol):
@@ -468,20 +124,6 @@ class FileTarget(Protocol):
 
 
 # --------------------------------------------------------------------------- windows
-
-
-def split_range(start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
-    """`[start, cut)` as windows: split at every UTC midnight inside when longer than 24 h."""
-    return split_window(start_ns, cut_ns)
-
-
-def cut_of(session_start: datetime) -> int:
-    """The cut: session start truncated to the second, UTC ns."""
-    return int(session_start.astimezone(UTC).timestamp()) * NS_PER_S
-
-
-def ns_to_datetime(ts_ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,337 +1,42 @@
-"""The views over the store, as the outbox's `WindowSource` for one server.
+"""`sunpm export`'s job: the store opened read-only, the window source, a transport.
 
-`StoreSource` selects a window's members (records by device and `seq`, journal events by `seq`;
-behaviour.md §5.1 step 4), loads the definition and configuration snapshots they name from the
-store, and hands them to `exporters.views`. It adapts two neighbours whose shapes it does not own:
-the store's watermark (`membership_of`) and its snapshot getters.
+The window source itself (`StoreSource`, `store_source` and their helpers) lives in
+`exporters.views.render`, so the offline re-export renders with the same code without importing
+the transports; it is re-exported here for the outbox's callers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from config import Site, load_site, parse_definition
-from config.errors import SunpmError
-from config.model import DefinitionFile, ServerSettings, ServerType
-from exporters.outbox import Membership, Rendered, Stream, WindowSpec
+from config import load_site
+from config.model import ServerType
 from exporters.transports import open_transport
-from exporters.views import ack as ack_view
-from exporters.views import alarm as alarm_view
-from exporters.views import log as log_view
-from exporters.views import mqtt as mqtt_view
-from exporters.views.context import Interface, ViewConfig
-from exporters.views.data import data_text_chunks, param_text_chunks
-from exporters.views.events import JournalItem, journal_items
-from exporters.views.gz import gzip_chunks
-from exporters.views.names import Watermark as ViewWatermark
-from exporters.views.names import (
-    WindowBounds,
-    ack_file_name,
-    alarm_file_name,
-    data_file_name,
-    log_file_name,
-    mqtt_export_name,
-    select_journal,
-    select_records,
-    sunspec_log_file_name,
+from exporters.views.render import (
+    INTERFACES,
+    NS,
+    ParseDefinition,
+    SiteViews,
+    SnapshotResolver,
+    SourceError,
+    StoreReader,
+    StoreSource,
+    ViewConfigAt,
+    gzip_with_text_sha,
+    membership_of,
+    store_source,
 )
+from exporters.views.windows import bounds_of
 from store.log import Log
-from store.snapshots import config_hash
 
-NS: Final = 1_000_000_000
-INTERFACES: Final = (Interface.MODBUS, Interface.IO, Interface.TIC)
-
-
-class SourceError(SunpmError):
-    """A window cannot be built from the store."""
-
-
-def membership_of(watermark: object) -> Membership:
-    """Our `Membership` from the store's watermark (attributes or a mapping)."""
-    if isinstance(watermark, Membership):
-        return watermark
-    if isinstance(watermark, Mapping):
-        devices = watermark.get("devices", {})
-        journal = watermark.get("journal", -1)
-    else:
-        devices = getattr(watermark, "devices", None)
-        if devices is None:
-            devices = getattr(watermark, "records", {})
-        journal = getattr(watermark, "journal", -1)
-    return Membership(devices={str(k): int(v) for k, v in dict(devices).items()},
-                      journal=-1 if journal is None else int(journal))
-
-
-def bounds_of(spec: WindowSpec) -> tuple[WindowBounds, list[WindowBounds]]:
-    """The views' membership arguments for a window spec."""
-    def wm(m: Membership) -> ViewWatermark:
-        return ViewWatermark(devices=dict(m.devices), journal=m.journal)
-
-    window = WindowBounds(end_ns=spec.end_ns, watermark=wm(spec.membership))
-    previous = [] if spec.after is None else [
-        WindowBounds(end_ns=spec.after.end_ns, watermark=wm(spec.after.membership))]
-    return window, previous
-
-
-def gzip_with_text_sha(chunks: Iterable[str]) -> tuple[bytes, str] | None:
-    """Deterministic gzip of the text (views.gz) and the SHA-256 of the text; None if empty."""
-    digest = hashlib.sha256()
-    seen = False
-
-    def encoded() -> Iterator[bytes]:
-        nonlocal seen
-        for chunk in chunks:
-            if chunk:
-                seen = True
-                data = chunk.encode()
-                digest.update(data)
-                yield data
-
-    data = b"".join(gzip_chunks(encoded()))
-    return (data, digest.hexdigest()) if seen else None
-
-
-class StoreReader(Protocol):
-    """What the source reads of `store.Log`."""
-
-    def devices(self) -> list[str]: ...
-
-    def records(self, device: str) -> pa.Table: ...
-
-    def journal(self, *, kinds: Sequence[str] | None = None) -> pa.Table: ...
-
-    def watermark(self) -> object: ...
-
-    def get_definition(self, snapshot_id: str) -> bytes: ...
-
-
-#: Builds the view configuration of the server in force at a time (from the window's snapshot).
-ViewConfigAt = Callable[[str], ViewConfig]
-#: Parses a definition snapshot's bytes.
-ParseDefinition = Callable[[bytes, str], DefinitionFile]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SnapshotResolver:
-    """Which configuration snapshot is in force when, from `config` journal events.
-
-    A `config` event body holds `snapshot` (the store's configuration hash); with none journaled
-    the running configuration's id is used.
-    """
-
-    running: str
-
-    def at(self, log: StoreReader, end_ns: int) -> str:
-        table = log.journal(kinds=["config"])
-        snapshot = self.running
-        ts = table.column("ts").cast(pa.int64()).to_pylist()
-        for t, body in zip(ts, table.column("body").to_pylist(), strict=True):
-            if t >= end_ns:
-                break
-            value = json.loads(body).get("snapshot")
-            if isinstance(value, str):
-                snapshot = value
-        return snapshot
-
-
-class StoreSource:
-    """WindowSource of one file server (or the DATA documents of an MQTT server)."""
-
-    def __init__(self, *, log: StoreReader, server: ServerSettings, view_config: ViewConfigAt,
-                 parse_definition: ParseDefinition, snapshots: SnapshotResolver) -> None:
-        self._log = log
-        self._server = server
-        self._view_config = view_config
-        self._parse_definition = parse_definition
-        self._snapshots = snapshots
-        self._definitions: dict[str, DefinitionFile] = {}
-
-    # ----- WindowSource
-
-    def oldest_ns(self, stream: Stream) -> int | None:
-        times: list[int] = []
-        if stream in (Stream.DATA,):
-            for dev in self._log.devices():
-                table = self._log.records(dev)
-                if table.num_rows:
-                    times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
-        kinds = _JOURNAL_KINDS.get(stream)
-        if kinds:
-            table = self._log.journal(kinds=list(kinds))
-            if table.num_rows:
-                times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
-        return min(times) if times else None
-
-    def membership(self) -> Membership:
-        return membership_of(self._log.watermark())
-
-    def config_snapshot(self, end_ns: int) -> str:
-        return self._snapshots.at(self._log, end_ns)
-
-    def render(self, spec: WindowSpec) -> list[Rendered]:
-        config = self._view_config(spec.config)
-        stamp = spec.end_ns
-        if spec.stream is Stream.DATA:
-            return self._render_data(spec, config, stamp)
-        items = self._events(spec)
-        if spec.stream is Stream.PARAM:
-            defs = self._definitions_for(i.def_id for i in items)
-            out = []
-            for interface in INTERFACES:
-                built = gzip_with_text_sha(param_text_chunks(interface, items, defs, config))
-                if built is not None:
-                    out.append(Rendered(name=data_file_name(config.uid, interface, stamp,
-                                                            parameters=True),
-                                        directory="/DATA", data=built[0], text_sha256=built[1]))
-            return out
-        return _render_journal_stream(spec.stream, items, self._definitions_for(
-            i.def_id for i in items), config, stamp)
-
-    # ----- members
-
-    def _render_data(self, spec: WindowSpec, config: ViewConfig, stamp: int) -> list[Rendered]:
-        records: dict[str, pa.Table] = {}
-        for dev in self._log.devices():
-            table = self._members(dev, self._log.records(dev), spec)
-            if table.num_rows:
-                records[dev] = table
-        defs = self._definitions_for(
-            d for t in records.values() for d in pc.unique(t.column("def")).to_pylist())
-        if self._server.type.is_mqtt:
-            # Each document is one message; `--out` writes them under these names (§5.3).
-            return [Rendered(name=mqtt_export_name(config.uid, spec.end_ns, k), directory="/",
-                             data=doc, text_sha256=hashlib.sha256(doc).hexdigest())
-                    for k, doc in enumerate(mqtt_view.data_documents(records, defs, config),
-                                            start=1)]
-        out = []
-        for interface in INTERFACES:
-            built = gzip_with_text_sha(data_text_chunks(interface, records, defs, config))
-            if built is not None:
-                out.append(Rendered(name=data_file_name(config.uid, interface, stamp),
-                                    directory="/DATA", data=built[0], text_sha256=built[1]))
-        return out
-
-    @staticmethod
-    def _members(device: str, table: pa.Table, spec: WindowSpec) -> pa.Table:
-        window, previous = bounds_of(spec)
-        return select_records(table, device, window, previous)
-
-    def _events(self, spec: WindowSpec) -> list[JournalItem]:
-        kinds = _JOURNAL_KINDS.get(spec.stream, ())
-        window, previous = bounds_of(spec)
-        return journal_items(select_journal(self._log.journal(kinds=list(kinds)), window,
-                                            previous))
-
-    def alarm_payload(self, item: JournalItem) -> bytes:
-        """An alarm's MQTT message, with the configuration in force when it was raised."""
-        config = self._view_config(self.config_snapshot(item.ts_ns + 1))
-        return mqtt_view.alarm_message(item, self._definitions_for([item.def_id]), config)
-
-    def _definitions_for(self, ids: Iterable[str | None]) -> dict[str, DefinitionFile]:
-        out: dict[str, DefinitionFile] = {}
-        for def_id in ids:
-            if def_id is None or def_id in out:
-                continue
-            if def_id not in self._definitions:
-                name = def_id.partition(":")[2] or def_id
-                self._definitions[def_id] = self._parse_definition(
-                    self._log.get_definition(def_id), name)
-            out[def_id] = self._definitions[def_id]
-        return out
-
-
-_JOURNAL_KINDS: Final[Mapping[Stream, tuple[str, ...]]] = {
-    Stream.ALARM: ("alarm",),
-    Stream.PARAM: ("param",),
-    Stream.ACK: ("result",),
-    Stream.LOG: ("log",),
-}
-
-
-def _render_journal_stream(stream: Stream, items: list[JournalItem],
-                           defs: Mapping[str, DefinitionFile], config: ViewConfig,
-                           end_ns: int) -> list[Rendered]:
-    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files."""
-    uid = config.uid
-    if stream is Stream.ALARM:
-        texts = [(alarm_file_name(uid, end_ns), "/ALARM", alarm_view.alarm_text(items, defs, config))]
-    elif stream is Stream.ACK:
-        text = ack_view.ack_text(items)
-        if not text:
-            return []
-        data = text.encode()
-        return [Rendered(name=ack_file_name(uid, end_ns), directory="/CMD", data=data,
-                         text_sha256=hashlib.sha256(data).hexdigest())]
-    elif stream is Stream.LOG:
-        texts = [(log_file_name(uid, end_ns), "/LOG", log_view.log_text(items, config)),
-                 (sunspec_log_file_name(uid, end_ns), "/LOG",
-                  log_view.sunspec_log_text(items, config))]
-    else:
-        return []
-    out = []
-    for name, directory, text in texts:
-        built = gzip_with_text_sha([text])
-        if built is not None:
-            out.append(Rendered(name=name, directory=directory, data=built[0],
-                                text_sha256=built[1]))
-    return out
-
-
-class SiteViews:
-    """View configurations of one server slot by configuration snapshot, cached.
-
-    A snapshot stored in the store (`config/<hash>/`) is loaded from there, so a window renders
-    with the settings in force when it was built; the running site stands in for a snapshot the
-    store does not hold.
-    """
-
-    def __init__(self, log: Any, site: Site, slot: int) -> None:
-        self._log = log
-        self._site = site
-        self._slot = slot
-        self.running = config_hash(site.files())
-        self._cache: dict[str, ViewConfig] = {self.running: self._of(site)}
-
-    def _of(self, site: Site) -> ViewConfig:
-        return ViewConfig.for_server(site.settings, site.settings.servers[self._slot - 1],
-                                     site.daq)
-
-    def __call__(self, snapshot: str) -> ViewConfig:
-        if snapshot not in self._cache:
-            try:
-                files = self._log.get_config(snapshot)
-            except SunpmError:
-                return self._cache[self.running]
-            with tempfile.TemporaryDirectory(prefix="sunpm-snapshot-") as tmp:
-                for rel, data in files.items():
-                    path = Path(tmp) / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                self._cache[snapshot] = self._of(load_site(Path(tmp), self._site.uid))
-        return self._cache[snapshot]
-
-
-def _parse_definition(data: bytes, name: str) -> DefinitionFile:
-    return parse_definition(data, name).value
-
-
-def store_source(log: Any, site: Site, slot: int) -> StoreSource:
-    """The window source of server `slot` over a store, for sessions and backfills alike."""
-    views = SiteViews(log, site, slot)
-    return StoreSource(log=log, server=site.settings.servers[slot - 1], view_config=views,
-                       parse_definition=_parse_definition,
-                       snapshots=SnapshotResolver(running=views.running))
+__all__ = ["INTERFACES", "NS", "ExportJob", "ParseDefinition", "SiteViews", "SnapshotResolver",
+           "SourceError", "StoreReader", "StoreSource", "ViewConfigAt", "bounds_of",
+           "gzip_with_text_sha", "membership_of", "open_export", "store_source"]
 
 
 @dataclass(slots=True)
