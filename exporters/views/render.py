@@ -2,7 +2,8 @@
 
 `StoreSource` selects a window's members (records by device and `seq`, journal events by `seq`;
 behaviour.md §5.1 step 4), loads the definition and configuration snapshots they name from the
-store, and hands them to the views. It reads the store and nothing else: the live outbox and the
+store, and hands them to the views. It reads the store (and a stored configuration snapshot
+laid out in scratch space, `SiteViews`) and nothing else: the live outbox and the
 re-exports (`sunpm export`, the offline card re-export) render a window with the same code, so a
 re-export gives the bytes of the original upload. It adapts two neighbours whose shapes it does
 not own: the store's watermark (`membership_of`) and its snapshot getters.
