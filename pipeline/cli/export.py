@@ -21,9 +21,10 @@ from typing import Any
 from tqdm import tqdm
 
 from config.errors import SunpmError
-from exporters.backfill import BackfillFile, missing_records, plan_backfill, render_backfill
-from exporters.outbox import FILE_SERVER_STREAMS, DeliveryState, Stream, ns_to_datetime
 from exporters.sources import open_export
+from exporters.views.backfill import BackfillFile, missing_records, plan_backfill, render_backfill
+from exporters.views.journaled import DeliveryState
+from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
 
 
 def register(subparsers: Any) -> None:

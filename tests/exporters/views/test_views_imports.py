@@ -8,6 +8,7 @@ Each module is imported in a fresh interpreter and `sys.modules` inspected after
 
 from __future__ import annotations
 
+import importlib
 import json
 import pkgutil
 import subprocess
@@ -85,3 +86,38 @@ def test_the_probe_sees_a_forbidden_import() -> None:
     # The sources module wires transports: the probe must report them, or it proves nothing.
     found = foreign_imports(["exporters.sources"])
     assert "exporters.transports" in found.get("exporters.sources", [])
+
+
+#: Names that moved into `exporters.views`, by the old module that still re-exports them.
+MOVED = {
+    "exporters.outbox": {
+        "exporters.views.windows": ["DAY_NS", "FILE_SERVER_STREAMS", "MQTT_STREAMS", "NS_PER_S",
+                                    "BuiltWindow", "Membership", "OutboxFile", "PreviousWindow",
+                                    "Rendered", "Stream", "WindowSource", "WindowSpec", "cut_of",
+                                    "delivered_body", "event_delivered_body", "ns_to_datetime",
+                                    "split_range"],
+        "exporters.views.journaled": ["EXTRA_KEY", "OUTBOX_REDUCERS", "DeliveryState",
+                                      "StreamDelivery", "delivery_state_of", "reduce_outbox"],
+    },
+    "exporters.sources": {
+        "exporters.views.render": ["INTERFACES", "NS", "SiteViews", "SnapshotResolver",
+                                   "SourceError", "StoreReader", "StoreSource",
+                                   "gzip_with_text_sha", "membership_of", "store_source"],
+        "exporters.views.windows": ["bounds_of"],
+    },
+    "exporters.backfill": {
+        "exporters.views.backfill": ["BackfillError", "BackfillFile", "BackfillWindow",
+                                     "RecordReader", "missing_records", "plan_backfill",
+                                     "render_backfill"],
+        "exporters.views.windows": ["split_backfill"],
+    },
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_modules_re_export_the_moved_names_as_the_same_objects(old: str) -> None:
+    old_module = importlib.import_module(old)
+    for new, names in MOVED[old].items():
+        new_module = importlib.import_module(new)
+        for name in names:
+            assert getattr(old_module, name) is getattr(new_module, name), f"{old}.{name}"
