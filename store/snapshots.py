@@ -7,7 +7,9 @@
                                             name (UTF-8), NUL, decimal length, NUL, bytes
 
 Written under a temporary name, fsynced, renamed, directory fsynced: a snapshot is either whole or
-absent. Reads check the hash, so a damaged snapshot is reported, never used.
+absent. Reads check the hash, so a damaged snapshot is reported, never used; putting the same
+content again rewrites it. Puts are serialised in the process (the store's lock file keeps other
+processes out): threads putting the same snapshot would otherwise share its temporary name.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from store._stream import fsync_dir
 from store.errors import SnapshotError
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_PUT_LOCK = threading.Lock()
 
 
 def definition_id(name: str, data: bytes) -> str:
@@ -43,9 +48,17 @@ def put_definition(root: Path, name: str, data: bytes) -> str:
     snapshot_id = definition_id(name, data)
     sha = snapshot_id.split(":", 1)[0]
     target = root / "defs" / f"{sha}.csv"
-    if not target.exists():
-        _write_atomic(target, data)
+    with _PUT_LOCK:
+        if not _holds(target, sha):
+            _write_atomic(target, data)
     return snapshot_id
+
+
+def _holds(path: Path, sha: str) -> bool:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    except FileNotFoundError:
+        return False
 
 
 def get_definition(root: Path, snapshot_id: str) -> bytes:
@@ -69,20 +82,35 @@ def put_config(root: Path, files: Mapping[str, bytes]) -> str:
             raise SnapshotError(f"configuration file name {name!r}: not a relative file name")
     digest = config_hash(files)
     target = root / "config" / digest
-    if target.is_dir():
-        return digest
-    tmp = root / "config" / f".{digest}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for name, data in files.items():
-        path = tmp / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_synced(path, data)
-    tmp.mkdir(parents=True, exist_ok=True)
-    _fsync_tree(tmp)
-    os.rename(tmp, target)
-    _fsync_dir(target.parent)
+    with _PUT_LOCK:
+        if target.is_dir():
+            try:
+                get_config(root, digest)
+                return digest
+            except SnapshotError:
+                # Damaged: replaced below by the same content, whole.
+                _remove_tree(root / "config" / f".{digest}.damaged", target)
+        tmp = root / "config" / f".{digest}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        for name, data in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_synced(path, data)
+        tmp.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(tmp)
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
     return digest
+
+
+def _remove_tree(aside: Path, tree: Path) -> None:
+    """Rename `tree` out of the way (one step, so it is never seen half deleted), then delete."""
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.rename(tree, aside)
+    fsync_dir(tree.parent)
+    shutil.rmtree(aside)
 
 
 def get_config(root: Path, snapshot: str) -> dict[str, bytes]:
@@ -122,19 +150,11 @@ def _write_atomic(target: Path, data: bytes) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     _write_synced(tmp, data)
     os.rename(tmp, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)
 
 
 def _fsync_tree(base: Path) -> None:
     for path in sorted(base.rglob("*"), reverse=True):
         if path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(base)
+            fsync_dir(path)
+    fsync_dir(base)
