@@ -95,17 +95,18 @@ def io_expected(t: float) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def linky() -> AsyncIterator[str]:
-    """A pty: the captured frames once, then a frame every 0.2 s in the middle of each second
-    carrying that second's values, so a poll at a whole second has seen the previous second's."""
+    """A pty: the captured frames once, then frames every 0.1 s in the middle of each second
+    carrying that second's values, so a poll at a whole second (late by up to 0.4 s) has seen
+    the previous second's."""
     master, slave = pty.openpty()
 
     async def talk() -> None:
         os.write(master, CAPTURE.read_bytes())
         while True:
             now = time.time()
-            if 0.25 <= now % 1 <= 0.85:
+            if 0.4 <= now % 1 <= 0.8:
                 os.write(master, tic_frame(int(now)))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
 
     task = asyncio.create_task(talk(), name="linky")
     try:

@@ -169,12 +169,17 @@ def check_inverter(block: Block, site: Site, stopped: set[int]) -> None:
                                                                   strict=True) if f != w])
 
 
-def check_meter(block: Block, stopped: set[int]) -> None:
+def check_meter(block: Block, stopped: set[int], edges: set[int]) -> None:
+    """Rows of polls made while the meter was stopped are missing; at the two seconds of a
+    switch, a poll late enough on a loaded machine may see it mid-poll: each field is then its
+    value or missing."""
     assert block.header == ("DEVICEINDEX;2", "modbusTCP;meter_small.csv")
     assert block.columns == [1, 2, 3]
     for t, fields in block.rows:
-        want = [""] * 5 if t - 1 in stopped else meter_expected(t - 1)
-        assert fields == want, t
+        if t - 1 in edges:
+            assert all(f in ("", w) for f, w in zip(fields, meter_expected(t - 1), strict=True)), t
+        else:
+            assert fields == ([""] * 5 if t - 1 in stopped else meter_expected(t - 1)), t
 
 
 def config_tree(root: Path) -> dict[str, bytes]:
@@ -236,6 +241,7 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         # fall inside a poll.
         await poll_for(site, log, 6.5, [(2.7, stop_meter), (4.7, start_meter)])
         stopped = set(range(flips["stop"] + 1, flips["start"] + 1))
+        edges = {flips["stop"], flips["start"]}
         inverter_times = record_times(log, "1")
         meter_times = record_times(log, "2")
         assert len(inverter_times) >= 5 and len(meter_times) >= 5
@@ -252,12 +258,13 @@ async def scenario(tmp_path: Path, sim: TcpSimulator, port: int, ftp_port: int,
         for block in blocks["DEVICEINDEX;1"]:
             check_inverter(block, site, stopped)
         for block in blocks["DEVICEINDEX;2"]:
-            check_meter(block, stopped)
+            check_meter(block, stopped, edges)
         rows_1 = [t for b in blocks["DEVICEINDEX;1"] for t, _ in b.rows]
         rows_2 = [t for b in blocks["DEVICEINDEX;2"] for t, _ in b.rows]
         assert rows_1 == inverter_times and rows_2 == meter_times   # every record, once, in order
         missing = [t for t, f in (r for b in blocks["DEVICEINDEX;2"] for r in b.rows) if f[0] == ""]
-        assert missing and missing == sorted(t for t in rows_2 if t - 1 in stopped)
+        assert missing and set(missing) >= {t for t in rows_2 if t - 1 in stopped - edges}
+        assert set(missing) <= {t for t in rows_2 if t - 1 in stopped | edges}
         assert min(rows_2) < min(missing) and max(rows_2) > max(missing)  # good, stopped, good
 
         # parameters: the meter's Setup and the inverter's common model, in the _P_ file
