@@ -369,6 +369,8 @@ class TicReader:
         self._last_valid_ns = clock_ns()
         self._dropped_reported = (0, 0)
         self._last_hourly_ns = clock_ns()
+        self._port_failures = 0
+        self._port_warned_ns = 0
 
     def subscribe(self, maxsize: int = 64) -> asyncio.Queue[TicFrame]:
         # Bounded: a slow consumer (the CLI printing) loses frames rather than growing memory.
@@ -402,16 +404,35 @@ class TicReader:
             try:
                 await self._read_port()
             except (OSError, termios.error, DeviceError) as err:
-                log.warning("TIC port read failed. path=%s error=%s", self.path, err)
+                self._port_failed(err)
                 self.present = False
                 self._signal("loss")
                 await asyncio.sleep(PATH_CHECK_S)
+
+    def _port_failed(self, err: BaseException) -> None:
+        # Retried every PATH_CHECK_S: a port that cannot open (no dialout right) would log
+        # a warning a second. The first failure warns, the rest are counted and summed up hourly.
+        now = self.clock_ns()
+        self._port_failures += 1
+        if self._port_failures == 1 or now - self._port_warned_ns >= 3600 * 10**9:
+            if self._port_failures == 1:
+                log.warning("TIC port read failed. path=%s error=%s", self.path, err)
+            else:
+                log.warning("TIC port read failed %d times since the first failure. path=%s "
+                            "error=%s", self._port_failures, self.path, err)
+            self._port_warned_ns = now
+        else:
+            log.debug("TIC port read failed. path=%s error=%s", self.path, err)
 
     async def _read_port(self) -> None:
         bauds = self._speeds()
         baud = next(bauds)
         opened = await self._open(baud)
         reader, close = opened
+        if self._port_failures:
+            log.info("TIC port open again after %d failed attempts. path=%s",
+                     self._port_failures, self.path)
+            self._port_failures = 0
         self._was_present = True
         self.present = True
         self._signal("return")

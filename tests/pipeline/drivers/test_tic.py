@@ -351,3 +351,24 @@ def test_frames_keep_their_raw_bytes_and_a_frame_without_end_is_cut() -> None:
     frames, counters = decode_capture(endless)
     assert frames[0].interrupted and len(frames[0].raw) <= 16385
     assert counters.noise > 0          # the rest, outside any frame
+
+
+async def test_a_port_that_keeps_failing_to_open_warns_once_not_every_retry(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A regular file is no serial port: pyserial fails to configure it, as it fails on a tty
+    # the service may not open (not in the dialout group). Retried every second, for hours.
+    caplog.set_level("DEBUG", logger="sunpm.tic")
+    not_a_tty = tmp_path / "ttyTIC"
+    not_a_tty.write_bytes(b"")
+    reader = TicReader(str(not_a_tty))
+    task = asyncio.create_task(reader.run(), name="tic:test")
+    try:
+        await _until(lambda: sum(r.message.startswith("TIC port read failed")
+                                 for r in caplog.records) >= 3, timeout_s=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    failures = [r for r in caplog.records if r.message.startswith("TIC port read failed")]
+    assert [r.levelname for r in failures[:3]] == ["WARNING", "DEBUG", "DEBUG"]
+    assert reader.lost and not reader.present
