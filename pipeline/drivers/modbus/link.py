@@ -117,6 +117,13 @@ class QueuedLink:
                 except ModbusRequestError as err:
                     if not job.future.done():
                         job.future.set_exception(err)
+                except asyncio.CancelledError:
+                    # The link is closing: the caller of the request on the wire would
+                    # otherwise wait for ever, since `close` fails only the queued ones.
+                    if not job.future.done():
+                        job.future.set_exception(ModbusRequestError(
+                            f"{self.name}: link closed", quality=Quality.DISCONNECTED))
+                    raise
                 except Exception as err:  # the link must outlive one request; logged with context
                     log.exception("%s: request failed unexpectedly", self.name)
                     self._shutdown()

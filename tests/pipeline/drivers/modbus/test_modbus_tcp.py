@@ -302,3 +302,24 @@ async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls(
     poll_readings = results[1]
     assert not isinstance(poll_readings, BaseException)
     assert poll_readings.values[1].quality is Quality.GOOD
+
+
+async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving_it_waiting() -> None:
+    sim_dev = SimulatedDevice()
+    sim_dev.delay_s = 3.0                          # answers long after the close
+    async with TcpSimulator({1: sim_dev}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port)
+        request = asyncio.create_task(conn.read_registers(1, 3, 0, 1, 5000))
+        try:
+            async with asyncio.timeout(2):
+                while conn.idle:                    # the request is on the wire
+                    await asyncio.sleep(0.01)
+            await conn.close()
+            async with asyncio.timeout(1):
+                with pytest.raises(ModbusRequestError) as err:
+                    await request
+            assert err.value.quality is Quality.DISCONNECTED
+        finally:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            await conn.close()
