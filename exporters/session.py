@@ -630,6 +630,10 @@ class MqttSession:
             level = logging.WARNING if retriable else logging.ERROR
             log.log(level, "server %d: session failed: %s", self.server, _reason(err))
             return SessionResult(ok=False, files=sent, reason=_reason(err), retriable=retriable)
+        except BaseException:
+            # Cancelled (the service stopping): the connection and its reader task go too.
+            await self._transport.close()
+            raise
         if not keep_open:
             await self._transport.close()
         log.info("server %d: session ended OK (%d files uploaded, %d commands)", self.server,

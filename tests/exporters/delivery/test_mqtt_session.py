@@ -164,3 +164,19 @@ async def test_broker_killed_mid_replay_fails_the_session_and_the_next_one_finis
     state = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "x",
                    streams=(Stream.DATA,)).state()
     assert state.stream(2, Stream.DATA).cursor_ns == (T0 + 40 * DAY) * 10**9
+
+
+async def test_a_cancelled_session_disconnects_and_leaves_no_reader_task(
+        store: Log, broker: Broker, tmp_path: Path) -> None:
+    await fill(store, T0, T0 + 40 * DAY, alarm_every_s=H)
+    cut = datetime.fromtimestamp(T0 + 40 * DAY, UTC)
+    session = make_session(store, broker, tmp_path)
+    run = asyncio.create_task(session.run(Trigger.SCHEDULE, started=cut), name="mqtt-session")
+    async with asyncio.timeout(10):
+        while not store.journal(kinds=["delivered"]).num_rows:   # publishing alarms
+            await asyncio.sleep(0.005)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.sleep(0.1)
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("mqtt-")] == []
