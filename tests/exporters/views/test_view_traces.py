@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from exporters.views.context import ViewConfig
-from exporters.views.traces import trace_files, trace_text, trace_texts
-from store.traces import TRACE_INTERFACES, TraceEntry
+from exporters.views.traces import trace_files, trace_text, trace_texts, window_trace_texts
+from store.traces import TRACE_INTERFACES, TraceEntry, TraceStore
 
 PARIS = ZoneInfo("Europe/Paris")
 CONFIG = ViewConfig(uid="WPM00BDE4", time_zone="Europe/Paris")
@@ -77,3 +78,17 @@ def test_files_come_in_upload_order_and_only_for_interfaces_with_lines() -> None
 def test_a_bad_stored_direction_is_a_view_error_not_a_line() -> None:
     with pytest.raises(ValueError, match="trace direction"):
         trace_text([TraceEntry(ts_ns=END, interface="serial1", direction="->")], CONFIG)
+
+
+def test_a_window_takes_the_lines_after_the_previous_end_and_before_its_own(
+        tmp_path: Path) -> None:
+    with TraceStore.open(tmp_path) as traces:
+        for k in range(-2, 3):
+            traces.append(TraceEntry(ts_ns=END + k, interface="ethernet", direction="=>",
+                                     data=bytes([k & 0xFF])))
+        traces.flush()
+        first = window_trace_texts(traces, None, END, CONFIG)
+        second = window_trace_texts(traces, END, END + 2, CONFIG)
+    assert [n for n, _ in first] == ["WPM00BDE4_ethernet_210205_094000.log.gz"]
+    assert [line[-2:] for line in first[0][1].splitlines()] == ["FE", "FF"]
+    assert [line[-2:] for line in second[0][1].splitlines()] == ["00", "01"]
