@@ -19,7 +19,18 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Final
 
 import pyarrow as pa
@@ -27,9 +38,16 @@ import pyarrow.compute as pc
 
 from config.errors import SunpmError
 
-# Exact arithmetic for scaling: coefficients and raw values have at most a few dozen digits, so
-# 200 digits of precision never rounds.
-_EXACT: Final = Context(prec=200)
+#: The longest value text written. Real coefficients and raw values need a few dozen digits;
+#: a coefficient like `1e999999999` (the definition-file syntax allows it) would otherwise
+#: print a gigabyte or, rounded, print a wrong value.
+MAX_DIGITS: Final = 1000
+# Exact arithmetic: an operation that would round (or overflow) raises instead.
+_EXACT: Final = Context(prec=MAX_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                        traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+# Rounding to six places is wanted (ALARM values); only a result too long to hold fails.
+_ROUNDING: Final = Context(prec=MAX_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                           traps=[InvalidOperation, Overflow])
 _SIX_PLACES: Final = Decimal("0.000001")
 # Arrow scalars made once: a Python literal passed to a compute function is converted on every
 # call, and that conversion retries a failing optional import each time.
@@ -48,6 +66,10 @@ def plain_decimal(value: Decimal) -> str:
         raise NumberTextError(f"{value!s} has no plain decimal text")
     if value.is_zero():
         return "0"
+    exponent = int(value.as_tuple().exponent)
+    if max(value.adjusted() + 1, 1) + max(-exponent, 0) > MAX_DIGITS:
+        raise NumberTextError(f"{value:.6e} needs more than {MAX_DIGITS} digits in plain "
+                              f"notation; check the definition's CoefA and CoefB")
     text = format(value.normalize(_EXACT), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -152,7 +174,12 @@ def scaled_text(raw_text: str, coef_a: Decimal, coef_b: Decimal) -> str:
     if coef_a == 1 and coef_b == 0:
         return plain_decimal(decimal_of(raw_text))
     raw = decimal_of(raw_text)
-    return plain_decimal(_EXACT.add(_EXACT.multiply(coef_a, raw), coef_b))
+    try:
+        scaled = _EXACT.add(_EXACT.multiply(coef_a, raw), coef_b)
+    except DecimalException as err:
+        raise NumberTextError(f"{coef_a} × {raw_text} + {coef_b} needs more than {MAX_DIGITS} "
+                              f"digits; check the definition's CoefA and CoefB") from err
+    return plain_decimal(scaled)
 
 
 def alarm_text(raw_text: str) -> str:
@@ -160,7 +187,11 @@ def alarm_text(raw_text: str) -> str:
 
     Rounds the decimal, not its binary float (`2.0000005` → `2.000000`); never `-0.000000`.
     """
-    rounded = decimal_of(raw_text).quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN, context=_EXACT)
+    try:
+        rounded = decimal_of(raw_text).quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN,
+                                                context=_ROUNDING)
+    except DecimalException as err:
+        raise NumberTextError(f"{raw_text[:20]}… needs more than {MAX_DIGITS} digits") from err
     if rounded.is_zero():
         return "0.000000"
     return format(rounded, "f")

@@ -146,6 +146,31 @@ def test_bad_value_text_is_our_error(bad: str) -> None:
         scaled_text(bad, Decimal("0.1"), Decimal(0))
 
 
+def test_scaling_is_exact_however_far_apart_the_coefficients_are() -> None:
+    # 2305e300 + 1e-300 has 605 significant digits: every one is kept (§9.3 "exactly").
+    text = scaled_text("2305", Decimal("1e300"), Decimal("1e-300"))
+    with localcontext(prec=1000):
+        assert Decimal(text) == Decimal("2305e300") + Decimal("1e-300")
+    assert len(text) == 605
+
+
+@pytest.mark.parametrize(("raw", "a", "b"), [
+    ("2305", "1e999999999", "0"),          # decimal.Overflow escaped
+    ("2305", "1e3000", "0"),                # a 3,004-digit text
+    ("2305", "1e600", "1e-600"),            # 1,205 digits, silently rounded at 200
+])
+def test_absurd_coefficients_are_our_error_not_a_huge_or_rounded_text(
+        raw: str, a: str, b: str) -> None:
+    with pytest.raises(NumberTextError, match="digits"):
+        scaled_text(raw, Decimal(a), Decimal(b))
+
+
+def test_alarm_text_of_a_huge_value_is_our_error() -> None:
+    assert alarm_text("1e300") == "1" + "0" * 300 + ".000000"
+    with pytest.raises(NumberTextError, match="digits"):
+        alarm_text("1e5000")
+
+
 def test_columnar_non_finite_and_out_of_range_values_are_missing() -> None:
     values = pa.array([math.nan, math.inf, -math.inf, 1e39, 1.5], pa.float64())
     assert format_float32_array(values).to_pylist() == [None, None, None, None, "1.5"]
