@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from config.errors import SunpmError
-from exporters.outbox import DeliveryState, Stream
 from pipeline.drivers.modbus.trace import FrameTrace
-from store.traces import TRACE_INTERFACES, TraceDeliveredFn, TraceEntry, TraceStore
+from store.traces import TRACE_INTERFACES, TraceEntry, TraceStore
 
-__all__ = ["MAX_DURATION_MIN", "RUN_CAP_BYTES", "CaptureRun", "TraceCapture", "TraceCaptureError",
-           "traces_delivered"]
+__all__ = ["MAX_DURATION_MIN", "RUN_CAP_BYTES", "CaptureRun", "TraceCapture", "TraceCaptureError"]
 
 log = logging.getLogger("sunpm.command")
 
@@ -116,17 +114,3 @@ class TraceCapture:
             del self._runs[entry.interface]
             log.warning("trace on %s stopped at %d bytes", entry.interface, run.written_bytes)
 
-
-def traces_delivered(state: DeliveryState, file_servers: Iterable[int]) -> TraceDeliveredFn:
-    """`TraceStore.delete_delivered`'s predicate: a trace time is delivered once every file
-    server's LOG cursor (end of its last LOG window delivered whole) is past it.
-
-    With no file server, nothing counts as delivered: traces then go only by the cap.
-    """
-    cursors = [state.stream(slot, Stream.LOG).cursor_ns for slot in file_servers]
-    limit = None if not cursors or None in cursors else min(c for c in cursors if c is not None)
-
-    def delivered(interface: str, newest_ns: int) -> bool:
-        return limit is not None and newest_ns < limit
-
-    return delivered

@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from exporters.views.context import ViewConfig
-from exporters.views.traces import trace_files, trace_text, trace_texts, window_trace_texts
+from exporters.views.journaled import DeliveryState
+from exporters.views.traces import (
+    trace_files,
+    trace_text,
+    trace_texts,
+    traces_delivered,
+    window_trace_texts,
+)
 from store.traces import TRACE_INTERFACES, TraceEntry, TraceStore
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -92,3 +99,25 @@ def test_a_window_takes_the_lines_after_the_previous_end_and_before_its_own(
     assert [n for n, _ in first] == ["WPM00BDE4_ethernet_210205_094000.log.gz"]
     assert [line[-2:] for line in first[0][1].splitlines()] == ["FE", "FF"]
     assert [line[-2:] for line in second[0][1].splitlines()] == ["00", "01"]
+
+
+def _window(server: int, end: int, files: list[str]) -> dict[str, object]:
+    return {"server": server, "stream": "LOG", "start": end - 600, "end": end,
+            "watermark": {"devices": {}, "journal": 0}, "after": None, "config": "c",
+            "files": [{"name": n, "dir": "/LOG", "size": 1, "sha256": "0", "text_sha256": "0"}
+                      for n in files]}
+
+
+def test_traces_are_delivered_once_behind_every_file_servers_log_cursor() -> None:
+    state = DeliveryState()
+    state.reduce("window", _window(1, 1000, ["a"]))
+    state.reduce("window", _window(1, 2000, ["b"]))
+    state.reduce("window", _window(2, 1000, []))            # empty window: passes at once
+    state.reduce("delivered", {"server": 1, "stream": "LOG", "end": 1000, "file": "a"})
+    both = traces_delivered(state, [1, 2])
+    assert both("ethernet", 999) and not both("ethernet", 1000)
+    state.reduce("delivered", {"server": 1, "stream": "LOG", "end": 2000, "file": "b"})
+    assert traces_delivered(state, [1])("tic", 1999)
+    assert not traces_delivered(state, [1, 2])("tic", 1000)  # server 2 is at 1000
+    assert not traces_delivered(state, [1, 3])("tic", 0)     # server 3 delivered nothing yet
+    assert not traces_delivered(state, [])("tic", 0)         # no file server: the cap only
