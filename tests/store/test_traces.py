@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from store.errors import ReportKind, StoreLockedError, StoreReadOnlyError
 from store.traces import (
-    TRACE_INTERFACES,
     TraceEntry,
     TraceOptions,
     TraceStore,
@@ -300,14 +299,22 @@ def test_acknowledged_entries_survive_sigkilled_writers(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         acked = [int(line) for line in out.split()]
+        # A kill leaves whole writes in the page cache; a power cut in the same place leaves a
+        # part of the line being written: half the time, add one.
+        tear = rng.random() < 0.5
+        if tear:
+            line = encode_line(TraceEntry(ts_ns=1, interface="serial1", direction="=>",
+                                          data=bytes(12)))
+            with open(segments(store, "serial1")[-1], "ab") as fh:
+                fh.write(line[:rng.randint(1, len(line) - 1)])
         with TraceStore.open(store) as traces:
-            torn += sum(r.kind is ReportKind.TORN_TAIL for r in traces.reports)
-            assert all(r.kind is ReportKind.TORN_TAIL for r in traces.reports), traces.reports
+            reports = [r.kind for r in traces.reports]
+            assert reports == ([ReportKind.TORN_TAIL] if tear else []), traces.reports
+            torn += tear
             got = [e.ts_ns - 1_600_000_000_000_000_000 for e in traces.entries("serial1")]
         # Everything acknowledged is there; what was written but not yet acknowledged may be.
         assert got == list(range(len(got)))
         assert len(got) >= acked[-1]
         acknowledged = len(got)
-    assert acknowledged > 0
-    assert set(TRACE_INTERFACES) >= {"serial1"}
+    assert acknowledged > 0 and torn > 0
     print(f"kills=20 entries={acknowledged} torn_tails_cut={torn}")
