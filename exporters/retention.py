@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config.errors import SunpmError
 from config.model import ServerSettings, ServerType
 from store.log import DeliveredFn, JournalDeliveredFn, Watermark
 from store.state import DEFAULT_REDUCERS, Reducer, replay
@@ -202,6 +203,7 @@ class DeliveryTracker:
                               if s in JOURNAL_STREAM_KINDS]
         self._event_keys = [(sc.server, s) for sc in self.scopes for s in sc.event_streams]
         self._updating = threading.Lock()    # writers only: the loop's observe, refresh threads
+        self._refreshing = threading.Lock()  # one refresh at a time
         self._progress = _Progress()
         self._marks = DeliveryMarks(
             data=tuple(None for sc in self.scopes if sc.receives_data),
@@ -244,38 +246,52 @@ class DeliveryTracker:
             self._publish()
 
     def refresh(self) -> DeliveryMarks:
-        """Read the journal since the last refresh and recompute the marks (blocking)."""
-        with self._updating:
-            p = self._progress
+        """Read the journal since the last refresh and recompute the marks (blocking).
+
+        The reads run outside the lock `observe` takes, so the event loop never waits on them.
+        """
+        with self._refreshing:
+            with self._updating:
+                p = self._progress
+                seen = p.seen_seq
+                starts = {key: max(p.through.get(key, 0), p.state.events.get(key, 0))
+                          for key in (*self._journal_keys, *self._event_keys)}
             watermark = self._log.watermark().journal
-            if p.seen_seq is None:
+            if seen is None:
                 table = self._log.journal(kinds=["state", "window", "delivered"])
-                p.state = DeliveryState.from_table(table)
-                for (server, stream), seq in p.state.events.items():
-                    p.through[(server, stream)] = max(p.through.get((server, stream), 0), seq)
             else:
-                table = self._log.journal(kinds=["window", "delivered"],
-                                          seq_from=p.seen_seq + 1).sort_by("seq")
-                for kind, body, seq in zip(table.column("kind").to_pylist(),
-                                           table.column("body").to_pylist(),
-                                           table.column("seq").to_pylist(), strict=True):
-                    self._fold(str(kind), json.loads(body), int(seq))
+                table = self._log.journal(kinds=["window", "delivered"], seq_from=seen + 1)
+            stream_rows = {key: self._stream_rows(key, starts[key], watermark)
+                           for key in starts}
             seqs = table.column("seq")
-            p.seen_seq = max(p.seen_seq or 0, watermark,
-                             int(pc.max(seqs).as_py()) if len(seqs) else 0)
-            self._publish()
-            for key in self._journal_keys:
-                self._advance_window_stream(key, watermark)
-            for key in self._event_keys:
-                self._advance_event_stream(key, watermark)
-            self._publish()
-            return self._marks
+            read_up_to = max(watermark, int(pc.max(seqs).as_py()) if len(seqs) else 0)
+            with self._updating:
+                if seen is None:
+                    p.state = DeliveryState.from_table(table)
+                    for key, seq in p.state.events.items():
+                        p.through[key] = max(p.through.get(key, 0), seq)
+                else:
+                    table = table.sort_by("seq")
+                    for kind, body, seq in zip(table.column("kind").to_pylist(),
+                                               table.column("body").to_pylist(),
+                                               table.column("seq").to_pylist(), strict=True):
+                        self._fold(str(kind), json.loads(body), int(seq))
+                p.seen_seq = max(p.seen_seq or 0, read_up_to)
+                self._publish()
+                for key, rows in stream_rows.items():
+                    self._advance(key, rows, starts[key], watermark)
+                self._publish()
+                return self._marks
 
     async def run(self, period_s: float = 60.0) -> None:
         """Refresh every `period_s` (the service's task): carries `through_seq` past heartbeats
         and other events no server gets, so old journal segments can go."""
         while True:
-            await asyncio.to_thread(self.refresh)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except (SunpmError, OSError, pa.ArrowInvalid) as err:
+                # Stale marks only keep more: log and try again at the next period.
+                log.warning("Delivery marks not refreshed. error=%s", err)
             await asyncio.sleep(period_s)
 
     def journal_log(self, log: JournalLog) -> TrackingJournal:
@@ -326,35 +342,44 @@ class DeliveryTracker:
         self._progress.passed[key] = end
         return WindowMark.of(window)
 
-    def _advance_window_stream(self, key: tuple[int, Stream], watermark: int) -> None:
-        """`through_seq` of a file server's journal stream: before its oldest event not in a
-        delivered window, or the watermark when there is none."""
-        p = self._progress
-        mark = self._cursor_window(key, p.state.stream(*key))
-        start = p.through.get(key, 0)
-        table = self._log.journal(kinds=list(JOURNAL_STREAM_KINDS[key[1]]), seq_from=start + 1)
-        ts = table.column("ts").cast(pa.int64()).to_pylist()
-        pending = [s for s, t in zip(table.column("seq").to_pylist(), ts, strict=True)
-                   if start < s <= watermark and (mark is None or not mark.covers_events(s, t))]
-        p.through[key] = max(start, min(pending) - 1 if pending else watermark)
+    def _stream_rows(self, key: tuple[int, Stream], start: int,
+                     watermark: int) -> list[tuple[int, int]]:
+        """(seq, time) of the events after `start` a stream delivers (blocking read)."""
+        event_stream = key in self._event_keys
+        # MQTT sends alarms (ALARM) and results (ACK): the kinds of the file streams of the same
+        # name.
+        kinds = list(JOURNAL_STREAM_KINDS[key[1]])
+        table = self._log.journal(kinds=kinds, seq_from=start + 1)
+        rows = []
+        for seq, ts, kind, body in zip(table.column("seq").to_pylist(),
+                                       table.column("ts").cast(pa.int64()).to_pylist(),
+                                       table.column("kind").to_pylist(),
+                                       table.column("body").to_pylist(), strict=True):
+            if not start < seq <= watermark:
+                continue
+            # The MQTT session skips other channels' results for good (exporters.session).
+            if event_stream and kind == "result" and \
+                    json.loads(body).get("channel") != _MQTT_CHANNEL:
+                continue
+            rows.append((int(seq), int(ts)))
+        return rows
 
-    def _advance_event_stream(self, key: tuple[int, Stream], watermark: int) -> None:
-        """`through_seq` of MQTT alarms or results: just before the oldest not acknowledged."""
+    def _advance(self, key: tuple[int, Stream], rows: list[tuple[int, int]], start: int,
+                 watermark: int) -> None:
+        """`through_seq`: just before the stream's oldest event not delivered, else the watermark.
+
+        File servers: not in a delivered window. MQTT alarms and results: after the last one
+        acknowledged.
+        """
         p = self._progress
-        acked = p.state.events.get(key, 0)
-        start = max(acked, p.through.get(key, 0))
-        kind = "alarm" if key[1] is Stream.ALARM else "result"
-        table = self._log.journal(kinds=[kind], seq_from=start + 1)
-        pending = []
-        for s, body in zip(table.column("seq").to_pylist(), table.column("body").to_pylist(),
-                           strict=True):
-            if not start < s <= watermark:
-                continue
-            # The session skips other channels' results for good (exporters.session).
-            if kind == "result" and json.loads(body).get("channel") != _MQTT_CHANNEL:
-                continue
-            pending.append(int(s))
-        p.through[key] = max(start, min(pending) - 1 if pending else watermark)
+        if key in self._event_keys:
+            acked = p.state.events.get(key, 0)
+            pending = [seq for seq, _ in rows if seq > acked]
+        else:
+            mark = self._cursor_window(key, p.state.stream(*key))
+            pending = [seq for seq, ts in rows if mark is None or not mark.covers_events(seq, ts)]
+        p.through[key] = max(p.through.get(key, 0), start,
+                             min(pending) - 1 if pending else watermark)
 
 
 class TrackingJournal:
