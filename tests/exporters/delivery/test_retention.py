@@ -341,6 +341,15 @@ async def test_journal_segments_stay_until_their_alarm_and_log_events_reach_ever
             assert state.stream(slot, Stream.ALARM).cursor_ns == (T0 + 600) * NS
             assert state.stream(slot, Stream.LOG).cursor_ns == (T0 + 600) * NS
             assert all(planned.built is None for planned in outbox.plan((T0 + 900) * NS, state))
+        # A restart: marks rebuilt from the journal, whose `window` events went, equal the ones
+        # kept current by the deliveries (the `state` event holds the cursor windows).
+        assert log.journal(kinds=["window"]).num_rows == 0
+        fresh = DeliveryTracker(log, p.tracker.scopes)
+        await asyncio.to_thread(fresh.refresh)
+        assert [m.window for m in fresh.marks.journal] == \
+            [m.window for m in p.tracker.marks.journal]
+        assert all(m.window is not None for m in fresh.marks.journal
+                   if m.stream in (Stream.ALARM, Stream.LOG))
         alarms = sorted((p.dir_root / "ALARM").glob("*"))
         assert len(alarms) == 1 and f"{alarm};".encode() in gzip.decompress(alarms[0].read_bytes())
         assert len(list((p.ftp.root / "LOG").glob("*"))) == 1
