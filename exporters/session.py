@@ -46,6 +46,7 @@ from exporters.views.events import (
     journal_items,
 )
 from exporters.views.mqtt import result_message
+from store.fsio import fsync_dir, write_synced
 
 log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
@@ -247,12 +248,12 @@ def apply_config_files(config_dir: Path, files: Mapping[str, bytes]) -> None:
         target = config_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         new = target.with_name(target.name + ".new")
-        _write_synced(new, data)
+        write_synced(new, data)
         staged.append(rel)
     for folder in {(config_dir / rel).parent for rel in staged}:
-        _fsync_dir(folder)
-    _write_synced(config_dir / ".apply", "\n".join(staged).encode())
-    _fsync_dir(config_dir)
+        fsync_dir(folder)
+    write_synced(config_dir / ".apply", "\n".join(staged).encode())
+    fsync_dir(config_dir)
     recover_config_apply(config_dir)
 
 
@@ -268,25 +269,10 @@ def recover_config_apply(config_dir: Path) -> list[str]:
         if new.exists():
             os.replace(new, target)
     for folder in {(config_dir / rel).parent for rel in staged}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     marker.unlink()
-    _fsync_dir(config_dir)
+    fsync_dir(config_dir)
     return staged
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def last_synced(log: JournalLog, server: int) -> dict[str, str]:

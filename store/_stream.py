@@ -28,6 +28,7 @@ from store._segment import (
     segment_name,
 )
 from store.errors import ReportKind, StoreReport
+from store.fsio import fsync_dir as fsync_dir  # noqa: PLC0414  (store.log imports it from here)
 
 log = logging.getLogger("sunpm.store")
 
@@ -35,14 +36,6 @@ DAY_NS: Final = 86_400 * 1_000_000_000
 SEQ_LAST_KEY: Final = b"sunpm.seq_last"
 TS_MIN_KEY: Final = b"sunpm.ts_min"
 TS_MAX_KEY: Final = b"sunpm.ts_max"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from store._stream import fsync_dir
 from store.errors import SnapshotError
+from store.fsio import fsync_dir
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _PUT_LOCK = threading.Lock()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from config.model import ServerSettings
+from store.fsio import fsync_dir, write_file_durably
 
 from ._base import (
     DEFAULT_TIMEOUTS,
@@ -116,7 +117,7 @@ class DirTransport:
         def remove() -> None:
             with self._writing:
                 local.unlink()
-                _fsync_dir(local.parent)
+                fsync_dir(local.parent)
         await self._run("delete", path, remove)
 
     async def close(self) -> None:
@@ -124,25 +125,7 @@ class DirTransport:
 
 
 def _write_renamed(final: Path, data: bytes) -> None:
-    tmp = final.with_name(final.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file_durably(final, data, tmp=final.with_name(final.name + TMP_SUFFIX))
 
 
 def _map_os_error(server: int, op: str, path: str, err: OSError) -> TransportError:
