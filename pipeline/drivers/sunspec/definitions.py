@@ -7,7 +7,6 @@ too, so the file always validates. Unknown (vendor) models get their two header 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from config.model import Protocol
+from store.fsio import write_file_durably
 
 from ._models import HEADER_REGISTERS, PlacedPoint, layout, load_model, sf_resolver
 
@@ -211,7 +211,6 @@ def write_definition(directory: Path, definition: GeneratedDefinition) -> Path:
     name = unique_name(definition.name, definition.text, existing)
     path = directory / name
     if not path.exists():
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_bytes(definition.text.encode("utf-8"))
-        os.replace(tmp, path)
+        # A half-written definition after a power cut would be read as a broken device file.
+        write_file_durably(path, definition.text.encode("utf-8"), tmp=path.with_name(f".{name}.tmp"))
     return path

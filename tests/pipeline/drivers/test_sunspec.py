@@ -236,6 +236,25 @@ def test_an_existing_file_with_other_content_gets_a_numbered_name(tmp_path: Path
     assert (tmp_path / first.name).read_text() == "a\n"
 
 
+def test_a_generated_file_is_fsynced_then_its_directory(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Durability is not visible from the file system of a running machine; what is synced is:
+    # each fsync'ed descriptor is resolved to its path, in order.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    made = GeneratedDefinition(name="U_SunSpec_inverter_M_D_modbusTCP.csv", text="a\n")
+    path = write_definition(tmp_path, made)
+    assert path.read_text() == "a\n"
+    assert synced == [str(tmp_path / f".{made.name}.tmp"), str(tmp_path)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [made.name]
+
+
 def _default_length(model_id: int, counts: dict[str, int]) -> int:
     """L of a model with 2 repetitions of every repeating group, from the JSON alone."""
     data = json.loads(resources.files("sunspec2").joinpath(
