@@ -308,11 +308,15 @@ class DeliveryTracker:
             p.state.reduce(kind, body, seq)
             return
         passed = p.passed.get(key)
-        # Windows behind the cursor were pruned; a refresh reading their events again must not
-        # bring them back after newer ones.
-        if passed is not None and int(body["end"]) < passed:
+        end = int(body["end"])
+        # Windows behind the cursor were pruned and the cursor's own is kept: a refresh reading
+        # their events again must not bring them back, nor move one after newer windows.
+        if passed is not None and (end < passed or (kind == "window" and end == passed)):
             return
         p.state.reduce(kind, body, seq)
+        if kind == "window":
+            sd = p.state.stream(*key)
+            sd.windows.sort(key=lambda w: w.spec.end_ns)
 
     def _publish(self) -> None:
         p = self._progress

@@ -420,3 +420,28 @@ async def test_mqtt_alarms_keep_their_journal_segment_until_the_broker_acknowled
         await log.commit()
         assert log.journal(kinds=["alarm"]).num_rows == 0
         assert log.journal_usage() <= 20_000 + 5_000
+
+
+async def test_a_refresh_reading_events_already_observed_keeps_the_marks(
+        plant_stop: Plant) -> None:
+    p, log = plant_stop, plant_stop.log
+    assert await fill(log, "7", T0, 5) == [False] * 5
+    p.server2_up()
+    assert await p.deliver(1, T0 + 60)
+    assert await p.deliver(2, T0 + 60)
+    delivered = p.tracker.marks.data[1]
+    assert delivered is not None and delivered.end_ns == (T0 + 60) * NS
+    # Server 2 goes down with a window built and not delivered; then a periodic refresh reads
+    # the window and delivered events the tracker has already seen.
+    p.ftp.stop()
+    assert await fill(log, "7", T0 + 100, 5) == [False] * 5
+    outbox = p.outbox(2)
+    built = await outbox.build(Stream.DATA, (T0 + 60) * NS, (T0 + 200) * NS,
+                               (await asyncio.to_thread(outbox.state)).stream(
+                                   2, Stream.DATA).last_built)
+    assert built.files
+    before = p.tracker.marks
+    after = await asyncio.to_thread(p.tracker.refresh)
+    assert after.data == before.data and after.data[1] == delivered
+    assert p.tracker.records_delivered("7", 5, (T0 + 4) * NS)
+    assert not p.tracker.records_delivered("7", 6, (T0 + 100) * NS)
