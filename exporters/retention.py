@@ -295,7 +295,11 @@ class DeliveryTracker:
             await asyncio.sleep(period_s)
 
     def journal_log(self, log: JournalLog) -> TrackingJournal:
-        """`log` for the outboxes and MQTT sessions, telling this tracker of each delivery."""
+        """`log` for the outboxes and MQTT sessions, telling this tracker of each delivery.
+
+        A `FileServerSession` keeps the store itself: its deliveries go through its outbox, and
+        it needs the store's `put_config` for configuration snapshots.
+        """
         return TrackingJournal(log, self)
 
     # ----- internals (under `_updating`)
@@ -412,7 +416,7 @@ def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
                       reducers: Mapping[str, Reducer] | None = None) -> DeliveryTracker:
     """Install on `store` the quota's delivery predicates and the `state` provider for the
     configured servers (blocking: reads the journal once). Give `tracker.journal_log(store)` to
-    the outboxes and sessions, and run `tracker.run()` beside them.
+    the outboxes and MQTT sessions, and run `tracker.run()` beside them.
 
     With no data-receiving server any records segment may go (behaviour.md §6); with no server
     getting journal events, any journal segment with a later `state` event.
