@@ -24,6 +24,7 @@ from config._text import (
     parse_int,
     replace_controls,
 )
+from config.decimal_text import MAX_DIGITS, MAX_EXPONENT, coefficient_fits
 from config.model import (
     INTEGER_TYPES,
     Action,
@@ -156,6 +157,12 @@ def _coef(row: CsvRow, col: str, text: str, default: str,
     if not text:
         return Decimal(default), default
     value, problem = parse_decimal(text)
+    if value is not None and not coefficient_fits(value):
+        # Beyond this bound no scaled value could be computed exactly or printed in reasonable
+        # length (`1e999999999`); such a coefficient is as unusable as one that is not a number.
+        shown = text if len(text) <= 20 else f"{text[:20]}..."
+        value, problem = None, (f"'{shown}' has more than {MAX_DIGITS} significant digits or "
+                                f"an exponent outside ±{MAX_EXPONENT}")
     if value is None:
         findings.default(row.line, col, problem, default)
         return Decimal(default), default
