@@ -36,12 +36,13 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config import decimal_text
 from config.errors import SunpmError
 
 #: The longest value text written. Real coefficients and raw values need a few dozen digits;
 #: a coefficient like `1e999999999` (the definition-file syntax allows it) would otherwise
 #: print a gigabyte or, rounded, print a wrong value.
-MAX_DIGITS: Final = 1000
+MAX_DIGITS: Final = decimal_text.MAX_DIGITS
 # Exact arithmetic: an operation that would round (or overflow) raises instead.
 _EXACT: Final = Context(prec=MAX_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN,
                         traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
@@ -62,18 +63,10 @@ class NumberTextError(SunpmError, ValueError):
 
 def plain_decimal(value: Decimal) -> str:
     """`value` in plain notation: no exponent, no trailing zeros or point, `-0` as `0`."""
-    if not value.is_finite():
-        raise NumberTextError(f"{value!s} has no plain decimal text")
-    if value.is_zero():
-        return "0"
-    exponent = int(value.as_tuple().exponent)
-    if max(value.adjusted() + 1, 1) + max(-exponent, 0) > MAX_DIGITS:
-        raise NumberTextError(f"{value:.6e} needs more than {MAX_DIGITS} digits in plain "
-                              f"notation; check the definition's CoefA and CoefB")
-    text = format(value.normalize(_EXACT), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    try:
+        return decimal_text.plain_decimal(value, max_digits=MAX_DIGITS)
+    except decimal_text.DecimalTextError as err:
+        raise NumberTextError(str(err)) from err
 
 
 def _plain_from_repr(text: str) -> str:
@@ -175,8 +168,8 @@ def scaled_text(raw_text: str, coef_a: Decimal, coef_b: Decimal) -> str:
         return plain_decimal(decimal_of(raw_text))
     raw = decimal_of(raw_text)
     try:
-        scaled = _EXACT.add(_EXACT.multiply(coef_a, raw), coef_b)
-    except DecimalException as err:
+        scaled = decimal_text.scaled(coef_a, raw, coef_b)
+    except decimal_text.DecimalTextError as err:
         raise NumberTextError(f"{coef_a} × {raw_text} + {coef_b} needs more than {MAX_DIGITS} "
                               f"digits; check the definition's CoefA and CoefB") from err
     return plain_decimal(scaled)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Protocol
 
+from config.decimal_text import scaled
 from config.model import (
     DataType,
     DefinitionFile,
@@ -207,8 +208,8 @@ class ModbusIoBackend:
             return Reading(None, Quality.DECODE_ERROR)
         if tag.startswith("io:AI"):
             # Analog channels are the module's scaled value (mA or V), CoefA × raw + CoefB.
-            scaled = var.coef_a * Decimal(str(raw)) + var.coef_b
-            return Reading(float(scaled), reading.quality)
+            exact = scaled(var.coef_a, Decimal(str(raw)), var.coef_b)
+            return Reading(float(exact), reading.quality)
         if tag.startswith("io:CNT"):
             total = self.counters[int(tag[-1])].update(int(raw))
             return Reading(total, reading.quality)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Final
 
+from config.decimal_text import DecimalTextError, plain_decimal, scaled
 from config.model import (
     INTEGER_TYPES,
     ByteOrder,
@@ -366,10 +367,13 @@ def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:
 
 def _plain(number: Decimal) -> str:
     """Plain notation (spec/formats.md §9.3): no exponent, no trailing zeros, `-0` as `0`."""
-    text = format(number, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    if not number.is_finite():
+        return format(number, "f")      # `NaN`, `Infinity`: named in messages, never recorded
+    try:
+        return plain_decimal(number)
+    except DecimalTextError:
+        # Only a number refused by a write gets this long; its message stays one short line.
+        return format(number, ".6e")
 
 
 def value_text(value: RawValue) -> str:
@@ -390,9 +394,7 @@ def scaled_value(var: Variable, raw: RawValue) -> Decimal | str:
     """`CoefA × raw + CoefB`, exact in decimal from the raw value's text; text types unchanged."""
     if isinstance(raw, str):
         return raw
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return var.coef_a * Decimal(value_text(raw)) + var.coef_b
+    return scaled(var.coef_a, Decimal(value_text(raw)), var.coef_b)
 
 
 def is_integer_type(data_type: DataType | None) -> bool:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from config.decimal_text import plain_decimal
 from config.model import Protocol
 from store.fsio import write_file_durably
 
@@ -95,13 +96,6 @@ def _text_field(text: str) -> str:
     return text.replace(";", " ").replace("\r", " ").replace("\n", " ")
 
 
-def _plain_decimal(value: Decimal) -> str:
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
 def _info2_info3(placed: PlacedPoint, info3: str) -> tuple[str, str]:
     if info3 == "String":
         registers = min(placed.point.size, _MAX_STRING_REGISTERS)
@@ -138,7 +132,7 @@ def model_rows(chain_model: ChainModel, prefix: str, *, first_123: bool,
         info4 = ""
         coef_a = "1"
         if isinstance(point.sf, int):
-            coef_a = _plain_decimal(Decimal(1).scaleb(point.sf))
+            coef_a = plain_decimal(Decimal(1).scaleb(point.sf))
         elif isinstance(point.sf, str):
             sf_point = resolve(placed)
             if sf_point is None or id(sf_point) not in written \

@@ -158,6 +158,26 @@ async def test_modbus_module_supplies_channels_and_relay_over_tcp() -> None:
             await modbus.close()
 
 
+async def test_analog_channel_is_the_exact_scaled_value_rounded_once() -> None:
+    # CoefA just below the midpoint between 1 and the next float64: rounded to 28 digits first
+    # it would cross the midpoint and read 1.0000000000000002.
+    coef = "1.00000000000000011102230246251565404236316680908203124999"
+    module = SimulatedDevice(holding={0: 1}, input={10: 0}, discrete={0: 0}, coils={0: 0})
+    async with TcpSimulator({7: module}) as sim:
+        module_device = Device(line=3, index="12", interface=f"127.0.0.1:{sim.port}",
+                               name="io_module", address=7, timeout_ms=500)
+        modbus = ModbusTcpDriver()
+        module_file = MODULE_FILE.replace(b"io:AI1;0.001;", f"io:AI1;{coef};".encode())
+        backend = ModbusIoBackend(modbus, module_device, _definition(module_file, "module.csv"),
+                                  lambda d, vs: plan_reads(d, 0, variables=vs))
+        definition = _definition(IO_FILE, "WPM00BDE4_IO.csv")
+        try:
+            readings = await IoDriver(backend).read(IO_DEVICE, _plan(definition))
+            assert readings.values[1].value == 1.0
+        finally:
+            await modbus.close()
+
+
 async def test_modbus_module_gone_gives_quality_of_the_link() -> None:
     module_device = Device(line=3, index="12", interface="127.0.0.1:9", name="m", address=7,
                            timeout_ms=200)

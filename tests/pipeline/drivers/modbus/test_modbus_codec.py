@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 
 import pytest
 from _modbus_defs import var
@@ -222,6 +222,17 @@ def test_scaled_value_is_exact_from_the_raw_text() -> None:
     assert codec.value_text(codec.scaled_value(var(2, 3, 0, coef_a="0.1"), 1.1)) == "0.11"
     assert codec.value_text(codec.scaled_value(var(3, 3, 0, coef_b="-0.5"), Decimal(1))) \
         == "0.5"
+
+
+def test_scaled_value_is_exact_for_coefficients_at_the_parser_bound() -> None:
+    # 1000 significant digits and an exponent of 1000 are still kept by the parser: nothing
+    # may round (60 digits did), and the text is plain.
+    coef_a, coef_b, raw = "0." + "9" * 999 + "7", "1e1000", 18446744073709551615
+    wide = Context(prec=5000, traps=[Inexact])
+    expected = wide.add(wide.multiply(Decimal(coef_a), Decimal(raw)), Decimal(coef_b))
+    text = codec.value_text(codec.scaled_value(var(4, 3, 0, coef_a=coef_a, coef_b=coef_b), raw))
+    assert "E" not in text and Decimal(text) == expected
+    assert len(text) == 1001 + 1 + 1000
 
 
 # --------------------------------------------------------------------------- round trips
