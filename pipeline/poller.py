@@ -130,6 +130,7 @@ class PollerCounters:
     records_dropped: int                 # refused by the sink (quota, store full), by device
     dropped_by_device: dict[str, int] = field(default_factory=dict)
     events_sent: int = 0
+    events_failed: int = 0               # the event sink raised: the event is lost, polling goes on
     clock_steps: int = 0
     overruns_by_device: dict[str, int] = field(default_factory=dict)  # polls skipped
 
@@ -243,6 +244,7 @@ class Poller:
         self.records_dropped = 0
         self.dropped_by_device: dict[str, int] = {}
         self.events_sent = 0
+        self.events_failed = 0
         self.clock_steps = 0
         self.overruns_by_device: dict[str, int] = {}
         self._latest: dict[str, Readings] = {}
@@ -315,6 +317,7 @@ class Poller:
                         for k in self._links),
             records_sent=self.records_sent, records_dropped=self.records_dropped,
             dropped_by_device=dict(self.dropped_by_device), events_sent=self.events_sent,
+            events_failed=self.events_failed,
             clock_steps=self.clock_steps, overruns_by_device=dict(self.overruns_by_device))
 
     def _link(self, index: str) -> _Link:
@@ -496,5 +499,21 @@ class Poller:
     async def _drain_events(self) -> None:
         while (event := await self._events.get()) is not None:
             assert self._event_sink is not None
-            await self._event_sink(event)
-            self.events_sent += 1
+            try:
+                await self._event_sink(event)
+            except Exception as err:  # noqa: BLE001 - any sink fault costs one event, not polling
+                self._event_failed(event, err)
+            else:
+                self.events_sent += 1
+
+    def _event_failed(self, event: Event, err: Exception) -> None:
+        # As a dropped record: the event is lost and counted, acquisition goes on. The first
+        # failure carries its traceback; later ones are summed up at each power of two.
+        self.events_failed += 1
+        n = self.events_failed
+        if n == 1:
+            store_log.error("Event lost. kind=%s reason=%s", type(event).__name__,
+                            str(err) or type(err).__name__, exc_info=err)
+        elif n & (n - 1) == 0:
+            store_log.warning("Events lost. count=%d kind=%s reason=%s", n, type(event).__name__,
+                              str(err) or type(err).__name__)

@@ -154,6 +154,41 @@ async def test_records_reach_the_sink_at_period_ends_and_events_the_event_sink()
     assert changes[-1].new_text == str(driver.reads - 1)
 
 
+async def test_a_failing_event_sink_costs_its_events_not_the_polling(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock(wall_ns=DAY0_NS + 1 * NS)
+    driver = ScriptedDriver(clock, counting)
+    sinks = Sinks()
+    failures = 0
+
+    async def event(e: Event) -> None:
+        nonlocal failures
+        if isinstance(e, ValueChanged) and e.new_text in ("3", "4", "5"):
+            failures += 1
+            raise SunpmError("journal append failed: No space left on device")
+        if isinstance(e, ValueChanged) and e.new_text == "9":
+            raise RuntimeError("a bug in a hook")
+        sinks.events.append(e)
+
+    poller = Poller([PollLink(name="SERIAL1", driver=driver, devices=(polled("1", acq=60),))],
+                    recorder=Recorder(), record_sink=sinks.record, event_sink=event,
+                    daq_poll_period_s=10, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="sunpm.store"):
+        async with running(poller) as task:
+            await clock.advance(185)
+            assert not task.done()
+    assert failures == 3
+    counters = poller.counters()
+    assert counters.events_failed == 4 and counters.events_sent == 18 - 4
+    assert counters.records_sent == 3       # polling and recording went on
+    lost = [r for r in caplog.records if r.getMessage().startswith("Event")]
+    assert lost[0].getMessage() == (
+        "Event lost. kind=ValueChanged reason=journal append failed: No space left on device")
+    assert lost[0].exc_info is not None and len(lost) == 3   # first, then at counts 2, 4, 8…
+    assert "count=2" in lost[1].getMessage()
+    assert lost[2].getMessage() == "Events lost. count=4 kind=ValueChanged reason=a bug in a hook"
+
+
 async def test_overrun_skips_cycles_and_warns_at_most_hourly(caplog: pytest.LogCaptureFixture) -> None:
     clock = ManualClock(wall_ns=DAY0_NS + 1 * NS)
     driver = ScriptedDriver(clock, counting, read_s=7)  # two devices: 14 s per 10 s cycle
