@@ -501,7 +501,7 @@ class Poller:
             assert self._event_sink is not None
             try:
                 await self._event_sink(event)
-            except Exception as err:  # noqa: BLE001 - any sink fault costs one event, not polling
+            except Exception as err:  # noqa: BLE001 - logged by _event_failed; costs one event
                 self._event_failed(event, err)
             else:
                 self.events_sent += 1

@@ -31,6 +31,7 @@ log = logging.getLogger("sunpm.modbus")
 MAX_CLIENTS: Final = 8
 MAX_QUEUED: Final = 16
 IDLE_S: Final = 300.0
+_DEVICE_FAILURE: Final = 0x04
 _BUSY: Final = 0x06
 _TARGET_FAILED: Final = 0x0B
 _MAX_MBAP_LENGTH: Final = 254
@@ -100,6 +101,7 @@ class RtuTunnel:
         self.clients: set[_Client] = set()
         self.refused = 0
         self.busy_answers = 0
+        self.failures = 0          # requests that failed with an error of ours (answered 0x04)
         self._queued = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -150,6 +152,19 @@ class RtuTunnel:
                       self.bus.interface, unit, err)
             if unit != 0:
                 client.answer(tid, unit, bytes((pdu[0] | 0x80, _TARGET_FAILED)))
+            return
+        except Exception as err:  # one request fails; the tunnel and its clients stay
+            # Not a device's fault but ours: the client gets "server device failure" rather than
+            # no answer, and the task's exception is not left unretrieved.
+            self.failures += 1
+            if self.failures == 1:
+                log.error("Tunnel request failed unexpectedly. interface=%s unit=%d reason=%s",
+                          self.bus.interface, unit, err, exc_info=err)
+            else:
+                log.warning("Tunnel request failed unexpectedly. interface=%s unit=%d "
+                            "count=%d reason=%s", self.bus.interface, unit, self.failures, err)
+            if unit != 0:
+                client.answer(tid, unit, bytes((pdu[0] | 0x80, _DEVICE_FAILURE)))
             return
         finally:
             self._queued -= 1

@@ -93,6 +93,48 @@ async def test_silent_unit_gets_exception_0x0b(setup: Setup) -> None:
     assert answers == [(7, 9, bytes((0x83, 0x0B)))]
 
 
+class _FailingOnceBus(RtuBus):
+    """The real bus, with one fault of ours (not a device's) injected into its next request."""
+
+    fail_next = True
+
+    async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
+                       urgent: bool = False) -> bytes:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("serial driver state lost")
+        return await super().transact(unit_id, pdu, timeout_ms, urgent=urgent)
+
+
+async def test_an_unexpected_error_is_answered_0x04_and_the_tunnel_stays_up(
+        pty_pair: tuple[int, str], caplog: pytest.LogCaptureFixture) -> None:
+    master, path = pty_pair
+    unit = SimulatedDevice()
+    unit.set_words(0, [42])
+    responder = RtuResponder(master, {1: unit})
+    responder.start()
+    bus = _FailingOnceBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
+    tunnel = RtuTunnel(bus, 0, timeout_ms=200)
+    await tunnel.start()
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    try:
+        request = struct.pack(">BHH", 3, 0, 1)
+        frames = [mbap(5, 1, request), mbap(6, 1, request)]
+        answers = await raw_request(tunnel.port, frames, 2)
+        assert answers == [(5, 1, bytes((0x83, 0x04))), (6, 1, bytes.fromhex("03 02 00 2a"))]
+        assert tunnel.failures == 1
+    finally:
+        loop.set_exception_handler(None)
+        await tunnel.stop()
+        await bus.close()
+        await responder.stop()
+    assert unhandled == []
+    assert any("serial driver state lost" in r.getMessage() for r in caplog.records
+               if r.levelname == "ERROR")
+
+
 async def test_broadcast_gets_no_answer_but_is_executed(setup: Setup) -> None:
     frames = [mbap(1, 0, struct.pack(">BHH", 6, 8, 99)),
               mbap(2, 1, struct.pack(">BHH", 3, 8, 1))]
