@@ -664,16 +664,29 @@ class MqttSession:
         """The permanent connection: commands in, alarms and results out, reconnecting after
         1, 2, 4 … 60 s, until `stop` is set."""
         attempt = 0
+        faulted = False     # the last round ended on our side's error, not the connection's
         while not stop.is_set():
             try:
                 await self._transport.connect()
-                attempt = 0
+                if not faulted:
+                    attempt = 0
+                faulted = False
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._pump_events(stop), name=f"mqtt-events:{self.server}")
                     tg.create_task(self._take_commands(stop), name=f"mqtt-commands:{self.server}")
             except* TransportError as group:
                 err = group.exceptions[0]
                 log.warning("server %d: connection lost: %s", self.server, _reason(err))
+            except* SunpmError as group:
+                # A journal append or read failing (disk full, damaged segment) or an event that
+                # cannot be rendered: the permanent connection outlives it. The connection is
+                # renewed after the backoff, which keeps growing while the fault repeats;
+                # unacknowledged events go again then.
+                faulted = True
+                for fault in group.exceptions:
+                    log.error("server %d: event delivery failed, reconnecting in %d s: %s",
+                              self.server, _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)],
+                              _reason(fault), exc_info=fault if attempt == 0 else None)
             finally:
                 await self._transport.close()
             if stop.is_set():
@@ -701,6 +714,11 @@ class MqttSession:
             nxt = asyncio.ensure_future(anext(messages))
             try:
                 done, _ = await asyncio.wait({stopping, nxt}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Cancelled with its sibling's failure: the pending read would otherwise fail
+                # with the closed connection as an exception nobody retrieves.
+                nxt.cancel()
+                raise
             finally:
                 stopping.cancel()
             if nxt not in done:

@@ -20,6 +20,7 @@ from exporters.outbox import Outbox, Stream
 from exporters.session import CollectingHandler, MqttSession, Trigger
 from exporters.transports import MqttTransport, Timeouts
 from exporters.views.events import JournalItem
+from store import StoreIOError
 from store.log import Log
 
 H = 3600
@@ -129,6 +130,37 @@ async def test_command_topic_is_obeyed_and_answered_on_the_result_topic(
         b'[{"result":"OK","callerId":"c-7"}]',
         (b'[{"error":"plant/cmd: one command object per message, got an array",'
          b'"callerId":null}]')]
+
+
+async def test_a_store_error_in_the_permanent_connection_is_logged_and_it_reconnects(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
+    s = settings(broker)
+    outbox = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "outbox",
+                    streams=(Stream.DATA,))
+    faults = [StoreIOError("journal commit failed: [Errno 28] No space left on device")]
+
+    def alarm_payload(item: JournalItem) -> bytes:
+        if faults:          # the first event meets the full disk, the retry finds room
+            raise faults.pop()
+        return json.dumps({"seq": item.seq}).encode()
+
+    session = MqttSession(settings=s, transport=MqttTransport(s, cert_dir=tmp_path, timeouts=Timeouts(
+        connect_s=5, operation_s=5)), outbox=outbox, log=store, alarm_payload=alarm_payload)
+    expected = store.journal(kinds=["alarm"]).sort_by("seq").column("seq").to_pylist()
+    assert len(expected) == 4
+    stop = asyncio.Event()
+    async with listener(broker, "plant/alarm") as got, asyncio.TaskGroup() as tg:
+        serving = tg.create_task(session.serve(stop), name="mqtt-serve")
+        await wait_for(got, len(expected))
+        assert not serving.done()
+        stop.set()
+    assert [json.loads(p)["seq"] for _, p in got] == expected
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        ("server 2: event delivery failed, reconnecting in 1 s: journal commit failed: "
+         "[Errno 28] No space left on device")]
+    assert errors[0].exc_info is not None
 
 
 async def test_broker_killed_mid_replay_fails_the_session_and_the_next_one_finishes(
