@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from config.errors import SunpmError
 from exporters.sources import open_export
-from exporters.views.backfill import BackfillFile, missing_records, plan_backfill, render_backfill
+from exporters.views.backfill import (
+    BackfillFile,
+    BackfillWindow,
+    missing_records,
+    plan_backfill,
+    render_backfill,
+)
 from exporters.views.journaled import DeliveryState
 from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
 
@@ -82,10 +88,14 @@ async def _export(args: argparse.Namespace) -> int:
             print("sunpm export: refused; --allow-partial exports what is left", file=sys.stderr)
             return 1
         table = await asyncio.to_thread(job.log.journal, kinds=["window", "delivered"])
-        state = DeliveryState.from_table(table)
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if job.file_server else (Stream.DATA,)
-        plan = plan_backfill(state, job.source, server=args.server, streams=streams,
-                             start_ns=start_ns, end_ns=end_ns)
+
+        def make_plan() -> list[BackfillWindow]:
+            # Replays the journal and reads membership and configuration from the store.
+            return plan_backfill(DeliveryState.from_table(table), job.source, server=args.server,
+                                 streams=streams, start_ns=start_ns, end_ns=end_ns)
+
+        plan = await asyncio.to_thread(make_plan)
         if args.upload:
             # Only windows the server confirmed go again, under their own names; each stream
             # stops at its cursor (behaviour.md §5.3 step 2).
@@ -99,7 +109,9 @@ async def _export(args: argparse.Namespace) -> int:
         differing: list[str] = []
         rendered = render_backfill(job.source, plan, allow_partial=args.allow_partial)
         with tqdm(total=len(plan), unit="window", file=sys.stderr, disable=None) as bar:
-            for window_files in rendered:
+            # Each window's store reads and gzip run in a worker thread (STYLE.md §4), one
+            # window at a time, so the uploads' connection stays served between windows.
+            while (window_files := await asyncio.to_thread(next, rendered, None)) is not None:
                 for f in window_files:
                     await _emit(job, args, f)
                     files += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from exporters.session import FileServerSession, Trigger
 from exporters.sources import store_source
 from exporters.transports import DirTransport
 from exporters.views.events import GatewayAlarm, LogLevel, LogLine
+from exporters.views.render import StoreSource
+from exporters.views.windows import Rendered, WindowSpec
 from pipeline.cli import main
 from store.log import Log, StoreOptions
 
@@ -155,6 +158,24 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
     # Every delivered window overlapping the range went up again, under its own name.
     assert again == delivered
     assert "later records are the sessions' to deliver" in capsys.readouterr().err
+
+
+def test_sunpm_export_renders_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _server, store_dir, cfg = asyncio.run(deliver_three_days(tmp_path))
+    threads: list[str] = []
+    real_render = StoreSource.render
+
+    def render(self: StoreSource, spec: WindowSpec) -> list[Rendered]:
+        # The loop runs in the main thread (asyncio.run); a window rendered there blocks it.
+        threads.append(threading.current_thread().name)
+        return real_render(self, spec)
+
+    monkeypatch.setattr(StoreSource, "render", render)
+    code = main(["export", "--server", "1", "--from", "2021-02-01", "--to", "2021-02-03",
+                 "--out", str(tmp_path / "out"), "--config", str(cfg), "--store", str(store_dir)])
+    assert code == 0, capsys.readouterr().err
+    assert len(threads) >= 2 and threading.main_thread().name not in threads
 
 
 def test_export_of_an_mqtt_server_writes_one_json_file_per_message(
