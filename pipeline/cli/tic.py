@@ -11,11 +11,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from pipeline.drivers.tic import TicCounters, TicFrame, TicReader, decode_capture
+
+#: How long the reader may fail to open the port before the command gives up (the reader retries
+#: every second; a working adapter opens at the first attempt).
+OPEN_TIMEOUT_S: Final = 5.0
+_CHECK_S: Final = 0.5
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,22 +88,58 @@ def _decode(args: argparse.Namespace) -> int:
             emit(number, frame)
         _totals(counters)
         return 0
+    problem = _probe(args.port)
+    if problem is not None:
+        # The gateway's reader retries such a port for ever; a command must not.
+        print(f"sunpm tic decode: {args.port}: cannot open: {problem}", file=sys.stderr)
+        return 2
     reader = TicReader(args.port, baud=args.speed)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_live(reader, args.frames, args.duration, emit))
+        opened = asyncio.run(_live(reader, args.frames, args.duration, emit))
+        if not opened:
+            print(f"sunpm tic decode: {args.port}: cannot open: not usable as a TIC port "
+                  f"(7E1 at {args.speed or '1200/9600'} Bd) within {OPEN_TIMEOUT_S:g} s",
+                  file=sys.stderr)
+            _totals(reader.counters)
+            return 2
     _totals(reader.counters)
     return 0
 
 
+def _probe(path: str) -> str | None:
+    """None when `path` opens as a terminal device, else the reason (OS error text)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as err:
+        return f"{err.strerror} (errno {err.errno})"
+    try:
+        if not os.isatty(fd):
+            return "not a serial device"
+    finally:
+        os.close(fd)
+    return None
+
+
 async def _live(reader: TicReader, max_frames: int, duration_s: float,
-                emit: Callable[[int, TicFrame], None]) -> None:
+                emit: Callable[[int, TicFrame], None]) -> bool:
+    """Print frames until the limits; False when the port never opened within OPEN_TIMEOUT_S
+    (the reader itself would retry for ever)."""
     queue = reader.subscribe()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     task = asyncio.create_task(reader.run(), name=f"tic:{reader.path}")
     try:
         async with asyncio.timeout(duration_s if duration_s > 0 else None):
             number = 0
             while max_frames <= 0 or number < max_frames:
-                frame = await queue.get()
+                try:
+                    async with asyncio.timeout(_CHECK_S):
+                        frame = await queue.get()
+                except TimeoutError:
+                    if not reader.present and loop.time() - started >= OPEN_TIMEOUT_S \
+                            and number == 0:
+                        return False
+                    continue
                 number += 1
                 emit(number, frame)
     except TimeoutError:
@@ -105,3 +148,4 @@ async def _live(reader: TicReader, max_frames: int, duration_s: float,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    return True

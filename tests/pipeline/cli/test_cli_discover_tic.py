@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,12 +116,45 @@ async def test_tic_decode_needs_a_file_or_a_port(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("speed", ["1200"])
-async def test_tic_decode_reads_a_live_port_for_a_bounded_time(tmp_path: Path,
-                                                               speed: str) -> None:
-    code, out, err = await _sunpm("tic", "decode", "--port", str(tmp_path / "ttyMissing"),
-                                  "--speed", speed, "--duration", "0.5", "--json")
+async def test_tic_decode_reads_a_live_port_for_a_bounded_time(speed: str) -> None:
+    master, slave = os.openpty()      # a port that opens, with no meter behind it
+    try:
+        code, out, err = await _sunpm("tic", "decode", "--port", os.ttyname(slave),
+                                      "--speed", speed, "--duration", "0.5", "--json")
+    finally:
+        os.close(slave)
+        os.close(master)
     assert code == 0 and out == ""
     assert json.loads(err.splitlines()[-1])["frames"] == 0
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("ttyMissing", "No such file or directory (errno 2)"), (".", "Is a directory (errno 21)"),
+    ("capture.bin", "not a serial device")])
+async def test_tic_decode_of_a_port_that_cannot_open_exits_2_at_once(
+        tmp_path: Path, name: str, reason: str) -> None:
+    # No frame or time limit: before, the command waited for ever for the port to appear.
+    (tmp_path / "capture.bin").write_bytes(b"")
+    path = tmp_path / name
+    started = time.monotonic()
+    code, out, err = await _sunpm("tic", "decode", "--port", str(path))
+    assert (code, out) == (2, "")
+    assert err == f"sunpm tic decode: {path}: cannot open: {reason}\n"
+    assert time.monotonic() - started < 5
+
+
+async def test_tic_decode_of_a_port_that_never_configures_gives_up_after_5_s() -> None:
+    master, slave = os.openpty()      # a tty, but a Linux pty refuses 7E1
+    try:
+        started = time.monotonic()
+        code, out, err = await _sunpm("tic", "decode", "--port", os.ttyname(slave))
+        elapsed = time.monotonic() - started
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert (code, out) == (2, "")
+    assert "cannot open: not usable as a TIC port (7E1 at 1200/9600 Bd) within 5 s" in err
+    assert 5 <= elapsed < 15
 
 
 async def test_discover_tic_without_a_meter_finds_none(tmp_path: Path) -> None:
