@@ -195,28 +195,208 @@ def events(table: pa.Table) -> list[JournalEvent]:
 
 
 def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None) -> GatewayState:
-    """The state after every committed journal event, from the latest `state` event on."""
+    """The state after every committed journal event, from the latest `state` event on.
+
+    Linear in the number of events: the default reducers' work is done by mutating one working
+    copy (`_Fold`), with the open windows indexed by file name, and the state is frozen once at
+    the end. A plug-in reducer receives a `GatewayState` sharing that copy's mappings, so it must
+    not keep the state it is given beyond the call (reducers are pure; none does).
+    """
     chosen = DEFAULT_REDUCERS if reducers is None else reducers
     snapshots = source.journal(kinds=["state"])
-    state = GatewayState()
+    fold = _Fold.of(GatewayState())
     start = None
     if snapshots.num_rows:
         last = events(snapshots.slice(snapshots.num_rows - 1))[0]
-        state = GatewayState.from_body(last.body, last.seq)
+        fold = _Fold.of(GatewayState.from_body(last.body, last.seq))
         start = last.seq + 1
     table = source.journal(seq_from=start)
     latest_ts = None
     for event in events(table):
         reducer = chosen.get(event.kind)
         if reducer is not None:
-            state = reducer(state, event)
-        state = replace(state, seq=event.seq)
+            fast = _FAST.get(reducer)
+            if fast is not None:
+                fast(fold, event)
+            else:
+                fold.adopt(reducer(fold.state(), event))
+        fold.seq = event.seq
         latest_ts = event.ts_ns
     if latest_ts is not None:
         cutoff = latest_ts - CALLER_ID_KEEP_NS
-        state = replace(state, caller_ids={k: v for k, v in state.caller_ids.items()
-                                           if v >= cutoff})
-    return state
+        fold.caller_ids = {k: v for k, v in fold.caller_ids.items() if v >= cutoff}
+    return fold.state()
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _file_names(window: Mapping[str, object]) -> list[object]:
+    files = window.get("files", [])
+    if not isinstance(files, list | tuple):
+        return []
+    return [f.get("name") for f in files if isinstance(f, dict)]
+
+
+@dataclass(slots=True)
+class _Fold:
+    """The state under replay, mutable; `by_file` indexes the open windows:
+    (server, file name) -> window ids holding it, in the order they were indexed."""
+
+    seq: int
+    cursors: dict[str, int]
+    windows: dict[str, Mapping[str, object]]
+    delivered: dict[str, tuple[str, ...]]
+    caller_ids: dict[str, int]
+    script_data: dict[str, object]
+    sync: dict[str, str]
+    last_heartbeat_ns: int | None
+    extra: dict[str, object]
+    by_file: dict[tuple[object, object], list[str]] = field(default_factory=dict)
+    position: dict[str, int] = field(default_factory=dict)   # window id -> insertion rank
+    ranks: int = 0
+
+    @classmethod
+    def of(cls, state: GatewayState) -> _Fold:
+        fold = cls(seq=state.seq, cursors=dict(state.cursors), windows=dict(state.windows),
+                   delivered=dict(state.delivered), caller_ids=dict(state.caller_ids),
+                   script_data=dict(state.script_data), sync=dict(state.sync),
+                   last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra))
+        fold.reindex()
+        return fold
+
+    def state(self) -> GatewayState:
+        return GatewayState(seq=self.seq, cursors=self.cursors, windows=self.windows,
+                            delivered=self.delivered, caller_ids=self.caller_ids,
+                            script_data=self.script_data, sync=self.sync,
+                            last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra)
+
+    def adopt(self, new: GatewayState) -> None:
+        """Take a plug-in reducer's result; a mapping it replaced is copied (it may be shared)."""
+        self.seq = new.seq
+        self.last_heartbeat_ns = new.last_heartbeat_ns
+        if new.cursors is not self.cursors:
+            self.cursors = dict(new.cursors)
+        if new.delivered is not self.delivered:
+            self.delivered = dict(new.delivered)
+        if new.caller_ids is not self.caller_ids:
+            self.caller_ids = dict(new.caller_ids)
+        if new.script_data is not self.script_data:
+            self.script_data = dict(new.script_data)
+        if new.sync is not self.sync:
+            self.sync = dict(new.sync)
+        if new.extra is not self.extra:
+            self.extra = dict(new.extra)
+        if new.windows is not self.windows:
+            self.windows = dict(new.windows)
+            self.reindex()
+
+    def reindex(self) -> None:
+        self.by_file, self.position, self.ranks = {}, {}, 0
+        for key in self.windows:
+            self.index(key)
+
+    def index(self, key: str) -> None:
+        if key not in self.position:
+            self.position[key] = self.ranks
+            self.ranks += 1
+        server = self.windows[key].get("server")
+        if not _hashable(server):
+            return      # a malformed body: no delivery can name it
+        for name in _file_names(self.windows[key]):
+            if _hashable(name):
+                keys = self.by_file.setdefault((server, name), [])
+                if key not in keys:
+                    keys.append(key)
+
+    def window_of(self, server: object, name: object) -> str | None:
+        """The first open window (in insertion order) of `server` listing file `name`."""
+        if not (_hashable(server) and _hashable(name)):
+            return None
+        keys = self.by_file.get((server, name))
+        if not keys:
+            return None
+        live = [k for k in keys if k in self.windows and self.windows[k].get("server") == server
+                and name in _file_names(self.windows[k])]
+        if len(live) != len(keys):       # drop entries of windows gone or replaced
+            if live:
+                self.by_file[(server, name)] = list(dict.fromkeys(live))
+            else:
+                del self.by_file[(server, name)]
+        return min(live, key=self.position.__getitem__, default=None)
+
+
+def _fast_window(fold: _Fold, event: JournalEvent) -> None:
+    body = event.body
+    server, stream, end = body.get("server"), body.get("stream"), body.get("end")
+    if not body.get("files"):
+        _advance_in_place(fold.cursors, f"{server}/{stream}", end)
+        return
+    key = _window_id(server, stream, end)
+    fold.windows[key] = dict(body)
+    fold.index(key)
+
+
+def _fast_delivered(fold: _Fold, event: JournalEvent) -> None:
+    body = event.body
+    server = body.get("server")
+    name = body.get("file", body.get("message"))
+    key = fold.window_of(server, name)
+    if key is None:
+        return
+    window = fold.windows[key]
+    names = _file_names(window)
+    done = tuple(dict.fromkeys((*fold.delivered.get(key, ()), str(name))))
+    if set(done) >= {str(n) for n in names}:
+        del fold.windows[key]
+        fold.delivered.pop(key, None)
+        fold.position.pop(key, None)
+        _advance_in_place(fold.cursors, f"{server}/{window.get('stream')}", window.get("end"))
+    else:
+        fold.delivered[key] = done
+
+
+def _fast_caller_id(fold: _Fold, event: JournalEvent) -> None:
+    caller = event.body.get("callerId")
+    if caller:
+        fold.caller_ids[str(caller)] = event.ts_ns
+
+
+def _fast_scriptdata(fold: _Fold, event: JournalEvent) -> None:
+    script = event.body.get("script")
+    if script is not None:
+        fold.script_data[str(script)] = event.body.get("data")
+
+
+def _fast_sync(fold: _Fold, event: JournalEvent) -> None:
+    body = event.body
+    fold.sync[f"{body.get('server')}/{body.get('file')}"] = str(body.get("sha256"))
+
+
+def _fast_heartbeat(fold: _Fold, event: JournalEvent) -> None:
+    fold.last_heartbeat_ns = event.ts_ns
+
+
+def _advance_in_place(cursors: dict[str, int], key: str, end: object) -> None:
+    if isinstance(end, int):
+        cursors[key] = max(cursors.get(key, end), end)
+
+
+# The default reducers' in-place twins, chosen by identity: a plug-in replacing a kind's reducer
+# gets its own function called instead.
+_FAST: Final[Mapping[Reducer, Callable[[_Fold, JournalEvent], None]]] = {
+    reduce_window: _fast_window,
+    reduce_delivered: _fast_delivered,
+    reduce_caller_id: _fast_caller_id,
+    reduce_scriptdata: _fast_scriptdata,
+    reduce_sync: _fast_sync,
+    reduce_heartbeat: _fast_heartbeat,
+}
 
 
 def latest_state_seq(table: pa.Table) -> int:
