@@ -14,6 +14,7 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
+from store.fsio import fsync_dir, write_file_durably, write_synced
 from store.log import (
     DeliveredFn,
     DeviceStats,
@@ -68,5 +69,8 @@ __all__ = [
     "TraceStore",
     "UnknownTraceInterface",
     "Watermark",
+    "fsync_dir",
     "replay",
+    "write_file_durably",
+    "write_synced",
 ]
