@@ -31,6 +31,7 @@ from exporters.views.backfill import (
 )
 from exporters.views.journaled import DeliveryState
 from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
+from store.fsio import write_file_durably
 
 
 def register(subparsers: Any) -> None:
@@ -136,6 +137,4 @@ async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_file_durably(path, data)
