@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from store.errors import SnapshotError
-from store.fsio import fsync_dir
+from store.fsio import fsync_dir, write_file_durably, write_synced
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _PUT_LOCK = threading.Lock()
@@ -96,7 +96,7 @@ def put_config(root: Path, files: Mapping[str, bytes]) -> str:
         for name, data in files.items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(path, data)
+            write_synced(path, data)
         tmp.mkdir(parents=True, exist_ok=True)
         _fsync_tree(tmp)
         os.rename(tmp, target)
@@ -135,22 +135,8 @@ def list_configs(root: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if p.is_dir() and _HEX.match(p.name))
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    _write_synced(tmp, data)
-    os.rename(tmp, target)
-    fsync_dir(target.parent)
+    write_file_durably(target, data, tmp=target.with_name(f".{target.name}.tmp"))
 
 
 def _fsync_tree(base: Path) -> None:
