@@ -33,6 +33,7 @@ from . import ack as ack_view
 from . import alarm as alarm_view
 from . import log as log_view
 from . import mqtt as mqtt_view
+from . import traces as traces_view
 from .context import Interface, ViewConfig
 from .data import data_text_chunks, param_text_chunks
 from .events import JournalItem, journal_items
@@ -138,8 +139,10 @@ class StoreSource:
     """WindowSource of one file server (or the DATA documents of an MQTT server)."""
 
     def __init__(self, *, log: StoreReader, server: ServerSettings, view_config: ViewConfigAt,
-                 parse_definition: ParseDefinition, snapshots: SnapshotResolver) -> None:
+                 parse_definition: ParseDefinition, snapshots: SnapshotResolver,
+                 traces: traces_view.TraceReader | None = None) -> None:
         self._log = log
+        self._traces = traces
         self._server = server
         self._view_config = view_config
         self._parse_definition = parse_definition
@@ -160,6 +163,8 @@ class StoreSource:
             table = self._log.journal(kinds=list(kinds))
             if table.num_rows:
                 times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
+        if stream is Stream.LOG and self._traces is not None:
+            times.extend(t for t in [self._traces.oldest_ns()] if t is not None)
         return min(times) if times else None
 
     def membership(self) -> Membership:
@@ -184,8 +189,17 @@ class StoreSource:
                                                             parameters=True),
                                         directory="/DATA", data=built[0], text_sha256=built[1]))
             return out
-        return _render_journal_stream(spec.stream, items, self._definitions_for(
+        out = _render_journal_stream(spec.stream, items, self._definitions_for(
             i.def_id for i in items), config, stamp)
+        if spec.stream is Stream.LOG and self._traces is not None:
+            # Frame traces go after the gateway and SunSpec logs (behaviour.md §4.2 step 8).
+            after = None if spec.after is None else spec.after.end_ns
+            for name, text in traces_view.window_trace_texts(self._traces, after, stamp, config):
+                built = gzip_with_text_sha([text])
+                if built is not None:
+                    out.append(Rendered(name=name, directory="/LOG", data=built[0],
+                                        text_sha256=built[1]))
+        return out
 
     # ----- members
 
@@ -316,9 +330,11 @@ def _parse_definition(data: bytes, name: str) -> DefinitionFile:
     return parse_definition(data, name).value
 
 
-def store_source(log: Any, site: Site, slot: int) -> StoreSource:
-    """The window source of server `slot` over a store, for sessions and backfills alike."""
+def store_source(log: Any, site: Site, slot: int, *,
+                 traces: traces_view.TraceReader | None = None) -> StoreSource:
+    """The window source of server `slot` over a store, for sessions and backfills alike;
+    `traces` (the store's `TraceStore`) adds the frame trace files to LOG windows."""
     views = SiteViews(log, site, slot)
     return StoreSource(log=log, server=site.settings.servers[slot - 1], view_config=views,
                        parse_definition=_parse_definition,
-                       snapshots=SnapshotResolver(running=views.running))
+                       snapshots=SnapshotResolver(running=views.running), traces=traces)
