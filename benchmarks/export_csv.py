@@ -25,16 +25,15 @@ import csv
 import gc
 import gzip
 import io
-import json
 import os
 import random
-import statistics
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 
 import pyarrow as pa
+from _report import emit, figure_line
 
 from config.model import (
     Action,
@@ -206,8 +205,8 @@ def _peak_extra(run: Callable[[], object]) -> int:
     return max(0, max(peak, _rss()) - base)
 
 
-def _medians_s(runs: int, *candidates: Callable[[], object]) -> list[float]:
-    """Median time of each candidate over `runs` rounds, interleaved: on a shared 2-core box the
+def _times_s(runs: int, *candidates: Callable[[], object]) -> list[list[float]]:
+    """Times of each candidate over `runs` rounds, interleaved: on a shared 2-core box the
     load changes over minutes, and each round then sees about the same load for all of them."""
     for run in candidates:
         run()  # warm-up
@@ -218,7 +217,7 @@ def _medians_s(runs: int, *candidates: Callable[[], object]) -> list[float]:
             started = time.perf_counter()
             run()
             spent.append(time.perf_counter() - started)
-    return [statistics.median(spent) for spent in times]
+    return times
 
 
 def main() -> None:
@@ -247,19 +246,18 @@ def main() -> None:
         raise SystemExit("the stdlib baseline wrote another text than the view")
 
     peak = _peak_extra(ours)
-    ours_s, raw_s, stdlib_s = _medians_s(
+    ours_s, raw_s, stdlib_s = _times_s(
         args.runs, ours, lambda: gzip.compress(text, compresslevel=6, mtime=0),
         lambda: _stdlib_csv_gzip(records, definition, config))
 
-    common = {"figure": "export_csv", "unit": "s", "ours": round(ours_s, 6)}
     extra = {"n": args.runs, "devices": args.devices, "variables": args.variables,
              "records": rows, "text_mb": round(len(text) / 2**20, 2),
              "gz_mb": round(len(ours_bytes) / 2**20, 2),
              "peak_extra_mb": round(peak / 2**20, 1)}
     for baseline, theirs in (("stdlib csv + gzip writer of the same text", stdlib_s),
                              ("raw gzip (zlib level 6) of the same text", raw_s)):
-        print(json.dumps({**common, "baseline": baseline, "theirs": round(theirs, 6),
-                          "speedup": round(theirs / ours_s, 3), **extra}))
+        emit(figure_line("export_csv", baseline, "s", ours_s, theirs, digits=6,
+                         speedup_digits=3, **extra))
 
 
 if __name__ == "__main__":

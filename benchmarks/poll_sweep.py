@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import resource
-import statistics
 import time
 from pathlib import Path
+
+from _report import emit, figure_line
 
 from config.model import (
     Action,
@@ -104,12 +104,11 @@ async def _measure(ports: list[int], registers: int, n: int) -> dict[str, object
         rss = _rss_mb()
     finally:
         await driver.close()
-    ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
-    return {"figure": "poll_sweep", "baseline": "naive sequential, one read per variable",
-            "unit": "s", "ours": round(ours_s, 4), "theirs": round(theirs_s, 4),
-            "speedup": round(theirs_s / ours_s, 1), "n": n, "devices": len(devices),
-            "registers": registers, "requests_per_sweep": requests,
-            "baseline_requests_per_sweep": baseline_requests, "gateway_rss_mb": round(rss, 1)}
+    return figure_line("poll_sweep", "naive sequential, one read per variable", "s", ours,
+                       theirs, digits=4, speedup_digits=1, n=n, devices=len(devices),
+                       registers=registers, requests_per_sweep=requests,
+                       baseline_requests_per_sweep=baseline_requests,
+                       gateway_rss_mb=round(rss, 1))
 
 
 def run(devices: int = 254, registers: int = 100, n: int = 5) -> dict[str, object]:
@@ -140,7 +139,7 @@ def main() -> None:
     parser.add_argument("--registers", type=int, default=100)
     parser.add_argument("--n", type=int, default=5)
     args = parser.parse_args()
-    print(json.dumps(run(args.devices, args.registers, args.n)))
+    emit(run(args.devices, args.registers, args.n))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA, Log, StoreOptions
 
@@ -123,28 +123,23 @@ def run(devices: int = 254, rows: int = 100, steps: int = 401, theirs_steps: int
             theirs_s.append(_theirs(_fresh(base / f"theirs{k}"), theirs_batches, flush_s))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    ours = total / statistics.median(ours_s)
-    theirs = theirs_total / statistics.median(theirs_s)
-    return {
-        "figure": "store_append",
-        "baseline": f"duckdb {_duckdb_version()}, same batches, one INSERT each, COMMIT every "
-                    f"{flush_s:g} s",
-        "unit": "records/s",
-        "ours": round(ours),
-        "theirs": round(theirs),
-        "speedup": round(ours / theirs, 2),
-        "n": n,
-        "devices": devices,
-        "rows_per_batch": rows,
-        "records_ours": total,
-        "records_theirs": theirs_total,
-        "flush_s": flush_s,
-        "ours_s": [round(x, 3) for x in ours_s],
+    # Rates per run: for the odd n used here their median is total / median(time).
+    return figure_line(
+        "store_append",
+        f"duckdb {_duckdb_version()}, same batches, one INSERT each, COMMIT every {flush_s:g} s",
+        "records/s", [total / x for x in ours_s], [theirs_total / x for x in theirs_s],
+        digits=None, speedup_digits=2,
+        n=n,
+        devices=devices,
+        rows_per_batch=rows,
+        records_ours=total,
+        records_theirs=theirs_total,
+        flush_s=flush_s,
+        ours_s=[round(x, 3) for x in ours_s],
         # Appenders blocked by the 64 MiB bound start the next commit early: under this
         # overload commits come closer than flush_s (still one fsync per segment per commit).
-        "ours_commits": commits,
-        "theirs_s": [round(x, 3) for x in theirs_s],
-    }
+        ours_commits=commits,
+        theirs_s=[round(x, 3) for x in theirs_s])
 
 
 def _fresh(path: Path) -> Path:
@@ -166,7 +161,7 @@ def main() -> None:
         result = run(devices=6, rows=10, steps=6, theirs_steps=2, flush_s=0.05, n=1)
     else:
         result = run()
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA, Log, StoreOptions
 from store._ipc import EOS, frame_batch, schema_message
@@ -136,22 +136,16 @@ def run(devices: int = 100, device_mb: float = 50.0, seal_bytes: int = 4 * 2**20
         theirs_s = [_full_check(base) for _ in range(theirs_n)]
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    ours = statistics.median(ours_s)
-    theirs = statistics.median(theirs_s)
-    return {
-        "figure": "store_open",
-        "baseline": "same store, every batch of every segment checked (full scan)",
-        "unit": "s",
-        "ours": round(ours, 3),
-        "theirs": round(theirs, 3),
-        "speedup": round(theirs / ours, 2),
-        "n": n,
-        "devices": devices,
-        "store_mb": round(stored / 2**20, 1),
-        "torn_tails_cut": torn_cut[0],
-        "page_cache": "warm",
-        "ours_s": [round(x, 3) for x in ours_s],
-    }
+    return figure_line(
+        "store_open",
+        "same store, every batch of every segment checked (full scan)",
+        "s", ours_s, theirs_s, digits=3, speedup_digits=2,
+        n=n,
+        devices=devices,
+        store_mb=round(stored / 2**20, 1),
+        torn_tails_cut=torn_cut[0],
+        page_cache="warm",
+        ours_s=[round(x, 3) for x in ours_s])
 
 
 def main() -> None:
@@ -164,7 +158,7 @@ def main() -> None:
         result = run(devices=10, device_mb=0.2, seal_bytes=64 * 1024, n=1)
     else:
         result = run()
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

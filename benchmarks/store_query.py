@@ -12,10 +12,8 @@ native DuckDB table (what keeping a database file beside the log would give, loa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA
 from store._ipc import EOS, frame_batch, schema_message
@@ -159,24 +159,18 @@ def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int 
         con.close()  # type: ignore[attr-defined]
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    ours = statistics.median(ours_s)
-    theirs = statistics.median(theirs_s)
-    return {
-        "figure": "store_query",
-        "baseline": "same SQL over the same rows in a native DuckDB table (loaded beforehand)",
-        "unit": "s",
-        "ours": round(ours, 3),
-        "theirs": round(theirs, 3),
-        "speedup": round(theirs / ours, 3),
-        "n": n,
-        "rows": total_rows,
-        "devices": devices,
-        "days": days,
-        "variables": variables,
-        "period_s": period_s,
-        "ours_includes": "read-only open, segment reads, view registration, query",
-        "ours_s": [round(x, 3) for x in ours_s],
-    }
+    return figure_line(
+        "store_query",
+        "same SQL over the same rows in a native DuckDB table (loaded beforehand)",
+        "s", ours_s, theirs_s, digits=3, speedup_digits=3,
+        n=n,
+        rows=total_rows,
+        devices=devices,
+        days=days,
+        variables=variables,
+        period_s=period_s,
+        ours_includes="read-only open, segment reads, view registration, query",
+        ours_s=[round(x, 3) for x in ours_s])
 
 
 def main() -> None:
@@ -187,7 +181,7 @@ def main() -> None:
         result = run(devices=3, days=3, period_s=3600, variables=5, n=1)
     else:
         result = run()
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -3,23 +3,11 @@ end, measures both sides and reports its figure in the STYLE.md §10 shape."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from _bench_load import ROOT, load_benchmark
 
 
 def _shape(result: dict[str, object], figure: str, unit: str) -> None:
@@ -31,22 +19,22 @@ def _shape(result: dict[str, object], figure: str, unit: str) -> None:
 
 
 def test_store_append_smoke() -> None:
-    result = load("store_append").run(devices=4, rows=5, steps=4, theirs_steps=2, flush_s=0.02,
-                                      n=1)
+    result = load_benchmark("store_append").run(devices=4, rows=5, steps=4, theirs_steps=2,
+                                                flush_s=0.02, n=1)
     _shape(result, "store_append", "records/s")
     assert result["records_ours"] == 4 * 5 * 3
     assert result["speedup"] == round(result["ours"] / result["theirs"], 2)
 
 
 def test_store_open_smoke() -> None:
-    result = load("store_open").run(devices=10, device_mb=0.1, seal_bytes=32 * 1024, variables=5,
-                                    n=1)
+    result = load_benchmark("store_open").run(devices=10, device_mb=0.1, seal_bytes=32 * 1024,
+                                              variables=5, n=1)
     _shape(result, "store_open", "s")
     assert result["torn_tails_cut"] == 1  # device 10 of 10 carries the planted torn tail
 
 
 def test_store_query_smoke() -> None:
-    result = load("store_query").run(devices=2, days=2, period_s=7200, variables=3, n=1)
+    result = load_benchmark("store_query").run(devices=2, days=2, period_s=7200, variables=3, n=1)
     _shape(result, "store_query", "s")
     assert result["rows"] == 2 * 2 * 12 * 3
 
