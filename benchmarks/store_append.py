@@ -22,13 +22,12 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _records import DEF, T0
 from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA, Log, StoreOptions
 
 INPUT = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"])
-T0 = 1_612_483_200 * 1_000_000_000
-DEF = "0" * 64 + ":inverter.csv"
 
 
 def make_batches(devices: int, rows: int, steps: int) -> list[list[pa.RecordBatch]]:

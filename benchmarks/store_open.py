@@ -26,29 +26,17 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _records import T0, records_batch
 from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA, Log, StoreOptions
 from store._ipc import EOS, frame_batch, schema_message
 from store._segment import scan_stream
 
-T0 = 1_612_483_200 * 1_000_000_000
-DEF = "0" * 64 + ":inverter.csv"
-
 
 def _record(seq: int, ts: int, variables: int) -> pa.RecordBatch:
-    n = variables
-    return pa.RecordBatch.from_arrays([
-        pa.array([ts] * n, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-        pa.array([seq] * n, pa.uint64()),
-        pa.array(range(1, n + 1), pa.int32()),
-        pa.array([float(seq + i) for i in range(n)], pa.float64()),
-        pa.nulls(n, pa.float64()),
-        pa.nulls(n, pa.float64()),
-        pa.nulls(n, pa.string()),
-        pa.array([0] * n, pa.uint8()),
-        pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([DEF])),
-    ], schema=RECORDS_SCHEMA)
+    return records_batch([ts] * variables, [seq] * variables, range(1, variables + 1),
+                         [float(seq + i) for i in range(variables)])
 
 
 def build_device(directory: Path, device_bytes: int, seal_bytes: int, variables: int) -> None:

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _records import T0, records_batch
 from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA
@@ -31,9 +32,7 @@ from store._segment import UNCOMPRESSED_KEY
 from store._stream import SEQ_LAST_KEY, TS_MAX_KEY, TS_MIN_KEY
 from store.query import duckdb_connection
 
-T0 = 1_612_483_200 * 1_000_000_000
 DAY_NS = 86_400 * 10**9
-DEF = "0" * 64 + ":inverter.csv"
 QUERY = """
     SELECT device, date_trunc('day', ts) AS day, max(value) - min(value) AS energy
     FROM records WHERE var = 1
@@ -44,7 +43,6 @@ QUERY = """
 def _day_records(day: int, period_s: int, variables: int) -> tuple[pa.Table, int]:
     per_day = 86_400 // period_s
     seq0 = day * per_day + 1
-    n = per_day * variables
     ts, seq, var, value = [], [], [], []
     for r in range(per_day):
         t = T0 + day * DAY_NS + (r + 1) * period_s * 10**9 - 1
@@ -54,17 +52,7 @@ def _day_records(day: int, period_s: int, variables: int) -> tuple[pa.Table, int
             var.append(v)
             # Variable 1 is an energy counter; the others move around.
             value.append(float((day * per_day + r) * 5 if v == 1 else (r * v) % 997))
-    table = pa.Table.from_arrays([
-        pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-        pa.array(seq, pa.uint64()),
-        pa.array(var, pa.int32()),
-        pa.array(value, pa.float64()),
-        pa.nulls(n, pa.float64()),
-        pa.nulls(n, pa.float64()),
-        pa.nulls(n, pa.string()),
-        pa.array([0] * n, pa.uint8()),
-        pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([DEF])),
-    ], schema=RECORDS_SCHEMA)
+    table = pa.Table.from_batches([records_batch(ts, seq, var, value)])
     return table, seq0
 
 

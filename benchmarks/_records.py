@@ -1,0 +1,30 @@
+"""Generated record rows shared by the store benchmarks: one definition, one epoch, every
+column of RECORDS_SCHEMA filled the way the recorder fills it for a plain numeric value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from store import RECORDS_SCHEMA
+
+T0 = 1_612_483_200 * 1_000_000_000  # 2021-02-05 00:00:00 UTC, in ns
+DEF = "0" * 64 + ":inverter.csv"
+
+
+def records_batch(ts: Sequence[int], seq: Sequence[int], var: Sequence[int],
+                  value: Sequence[float]) -> pa.RecordBatch:
+    """Rows with `value` only (min, max and text null), quality 0 and the one definition."""
+    n = len(ts)
+    return pa.RecordBatch.from_arrays([
+        pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
+        pa.array(seq, pa.uint64()),
+        pa.array(var, pa.int32()),
+        pa.array(value, pa.float64()),
+        pa.nulls(n, pa.float64()),
+        pa.nulls(n, pa.float64()),
+        pa.nulls(n, pa.string()),
+        pa.array([0] * n, pa.uint8()),
+        pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([DEF])),
+    ], schema=RECORDS_SCHEMA)
