@@ -227,11 +227,6 @@ def journal_sink(log: Log) -> Callable[[Event], Awaitable[None]]:
     return sink
 
 
-async def wait_whole_second() -> None:
-    """Start a little after a wall-clock second, so polls at whole seconds never straddle one."""
-    await asyncio.sleep(1 - (time.time() % 1) + 0.05)
-
-
 # ----------------------------------------------------------------------------- DATA files
 
 

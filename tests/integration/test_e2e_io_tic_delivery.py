@@ -26,8 +26,8 @@ from e2e_support import (
     parse_data,
     poll_links,
     sunpm,
-    wait_whole_second,
 )
+from poller_runs import polling, wait_whole_second
 
 from config import load_site
 from config.model import Device
@@ -180,16 +180,9 @@ async def test_io_and_tic_polled_recorded_and_delivered(tmp_path: Path) -> None:
             poller = Poller(links, recorder=Recorder(), record_sink=log.append_records,
                             event_sink=journal_sink(log), daq_poll_period_s=1)
             await wait_whole_second()
-            task = asyncio.create_task(poller.run(), name="poller")
-            try:
+            async with polling(poller) as stop:
                 await asyncio.sleep(4.5)
-                poller.stop()
-                async with asyncio.timeout(5):
-                    await task
-            finally:
-                if not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                await stop()
             settings = site.settings.servers[0]
             transport = open_transport(settings, cfg / "CERT")
             assert isinstance(transport, FileTransport)

@@ -35,9 +35,9 @@ from e2e_support import (
     poll_links,
     sunpm,
     sunspec_image,
-    wait_whole_second,
 )
 from peers import make_certs, run_peer
+from poller_runs import polling, wait_whole_second
 
 from config import Site, check_site, load_site
 from config.model import Device
@@ -113,22 +113,12 @@ async def poll_for(site: Site, log: Log, seconds: float,
                     event_sink=journal_sink(log), daq_poll_period_s=site.settings.daq_poll_period_s)
     await wait_whole_second()
     start = time.monotonic()
-    task = asyncio.create_task(poller.run(), name="poller")
-    try:
+    async with polling(poller, modbus.close, io.close, log.commit) as stop:
         for offset, action in during or []:
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
             action()  # type: ignore[operator]
         await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
-        poller.stop()
-        async with asyncio.timeout(5):
-            await task
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await modbus.close()
-        await io.close()
-        await log.commit()
+        await stop()
     assert poller.counters().records_dropped == 0
 
 

@@ -30,9 +30,9 @@ from e2e_support import (
     meter_values,
     poll_links,
     sunpm,
-    wait_whole_second,
 )
 from peers import Broker, have_mosquitto, make_certs, run_broker
+from poller_runs import polling, wait_whole_second
 
 from config import load_site
 from config.model import Device
@@ -120,8 +120,7 @@ async def test_meter_records_published_as_scaled_json(tmp_path: Path, broker: Br
                             record_sink=log.append_records, event_sink=journal_sink(log),
                             daq_poll_period_s=1)
             await wait_whole_second()
-            task = asyncio.create_task(poller.run(), name="poller")
-            try:
+            async with polling(poller, driver.close) as stop:
                 await asyncio.sleep(1.7)         # the meter misses the polls of two seconds
                 flips["stop"] = int(time.time())
                 del sim.units[2]
@@ -129,14 +128,7 @@ async def test_meter_records_published_as_scaled_json(tmp_path: Path, broker: Br
                 flips["start"] = int(time.time())
                 sim.units[2] = meter
                 await asyncio.sleep(1.8)
-                poller.stop()
-                async with asyncio.timeout(5):
-                    await task
-            finally:
-                if not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                await driver.close()
+                await stop()
             settings = site.settings.servers[0]
             transport = open_transport(settings, cfg / "CERT")
             assert isinstance(transport, MessageTransport)

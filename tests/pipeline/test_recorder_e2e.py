@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from poller_runs import polling, wait_whole_second
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
@@ -57,11 +57,6 @@ async def start_server(port: int = 0) -> tuple[ModbusTcpServer, int]:
     return server, server.transport.sockets[0].getsockname()[1]
 
 
-async def wait_whole_second() -> None:
-    """Start just after a wall-clock second so a 1 s period holds whole polls."""
-    await asyncio.sleep(1 - (time.time() % 1) + 0.05)
-
-
 class MemoryLog:
     """The record and journal sinks as plain lists: the same assertions with and without a store."""
 
@@ -103,24 +98,14 @@ async def test_polls_of_a_pymodbus_device_become_records(tmp_path: Path, sink: s
                     recorder=Recorder(), record_sink=target.append_records,
                     event_sink=journal, daq_poll_period_s=1)
     await wait_whole_second()
-    task = asyncio.create_task(poller.run(), name="poller")
-    try:
+    async with polling(poller, driver.close, *([log.close] if log is not None else [])) as stop:
         await asyncio.sleep(2.6)
         async with asyncio.timeout(2):           # State changes, written ahead of the polls
             await poller.write("4", defn.variable(5), 2)
         await asyncio.sleep(1.0)
         await server.shutdown()                  # the device goes away: missing values
         await asyncio.sleep(2.0)
-        poller.stop()
-        async with asyncio.timeout(5):
-            await task
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await driver.close()
-        if log is not None:
-            await log.close()
+        await stop()
 
     if log is None:
         table = pa.Table.from_batches(memory.batches)
@@ -189,19 +174,12 @@ async def test_io_simulator_polled_and_its_relay_written_ahead_of_polls() -> Non
                     recorder=Recorder(), record_sink=memory.append_records, event_sink=events,
                     daq_poll_period_s=1)
     await wait_whole_second()
-    task = asyncio.create_task(poller.run(), name="poller")
-    try:
+    async with polling(poller) as stop:
         await asyncio.sleep(1.5)
         async with asyncio.timeout(1):
             await poller.write("IO", defn.variable(9), 1)
         await asyncio.sleep(2.0)
-        poller.stop()
-        async with asyncio.timeout(5):
-            await task
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await stop()
     records = [{r["var"]: r for r in b.to_pylist()} for b in memory.batches]
     assert len(records) >= 2
     relay = [r[9]["value"] for r in records]
