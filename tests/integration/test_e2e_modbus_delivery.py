@@ -56,13 +56,7 @@ ZONE = "Europe/Paris"
 RECORDED = {2, 4, 8, 9}
 
 
-@pytest.fixture(autouse=True)
-async def _no_task_left_behind() -> object:
-    yield
-    await asyncio.sleep(0)
-    current = asyncio.current_task()
-    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    assert not left, f"tasks left running: {[t.get_name() for t in left]}"
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
 
 async def commission(tmp_path: Path, port: int, ftp_port: int) -> tuple[Path, dict[str, object]]:

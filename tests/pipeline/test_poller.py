@@ -61,13 +61,7 @@ class Sinks:
         return [b.column("ts").cast(pa.int64())[0].as_py() for d, b in self.records if d == dev]
 
 
-@pytest.fixture(autouse=True)
-async def _no_task_left_behind() -> AsyncIterator[None]:
-    yield
-    await asyncio.sleep(0)
-    current = asyncio.current_task()
-    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    assert not left, f"tasks left running: {[t.get_name() for t in left]}"
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
 
 @asynccontextmanager

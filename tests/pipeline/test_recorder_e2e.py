@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,7 @@ Index;Info1;Info2;Info3;Info4;Name;Tag;CoefA;CoefB;Unit;Action
 """
 
 
-@pytest.fixture(autouse=True)
-async def _no_task_left_behind() -> AsyncIterator[None]:
-    yield
-    await asyncio.sleep(0)
-    current = asyncio.current_task()
-    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    assert not left, f"tasks left running: {[t.get_name() for t in left]}"
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
 
 async def start_server(port: int = 0) -> tuple[ModbusTcpServer, int]:

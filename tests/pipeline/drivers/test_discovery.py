@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tty
-from collections.abc import Iterator
-
 import pytest
 from _sunspec_sim import SunSpecImage, common_model, modbus_server, model
 
@@ -41,21 +37,9 @@ def test_without_interface_serial_ports_then_ethernet1() -> None:
     assert interfaces_to_scan(DiscoveryParams(ip="10.0.0.5"), DAQ) == ["serial1", "ethernet1"]
 
 
-@pytest.fixture
-def pty_path() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    try:
-        yield master, os.ttyname(slave)
-    finally:
-        os.close(master)
-        os.close(slave)
-
-
 async def test_one_run_scans_the_bus_then_the_ip_and_max_devices_spans_both(
-        pty_path: tuple[int, str]) -> None:
-    master, path = pty_path
+        pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
     on_bus = SimulatedDevice()
     for address, words in SunSpecImage([common_model("Huawei", "SUN2000", "", "1", "H1"),
                                         model(103, 50)]).blocks():

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
@@ -290,20 +289,8 @@ def test_every_shipped_model_generates_a_file_the_parser_accepts() -> None:
         assert len(parsed.value.variables) > 2 or model_id == 1, model_id
 
 
-@pytest.fixture
-def pty_path() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    try:
-        yield master, os.ttyname(slave)
-    finally:
-        os.close(master)
-        os.close(slave)
-
-
-async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_path: tuple[int, str]) -> None:
-    master, path = pty_path
+async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
     inverter = SimulatedDevice()
     for address, words in SunSpecImage([common_model("Huawei", "SUN2000", "", "V1", "HW-1"),
                                         model(103, 50)]).blocks():
