@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from peers import Broker, Certs, have_mosquitto, make_certs, run_broker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,3 +27,21 @@ async def no_task_left_behind() -> AsyncIterator[None]:
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     assert not left, f"tasks left running: {[t.get_name() for t in left]}"
+
+
+@pytest.fixture
+def broker_certs(tmp_path: Path) -> Certs:
+    """The certificates the `broker` fixture serves TLS with; a suite may override it."""
+    return make_certs(tmp_path / "certs")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, broker_certs: Certs) -> Iterator[Broker]:
+    """A mosquitto of tests/peers.py for one test: skipped where it is not installed, failed
+    under CI, where it must be."""
+    if not have_mosquitto():
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed (.ci/run installs it)")
+        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
+    with run_broker(tmp_path / "broker", broker_certs) as running:
+        yield running

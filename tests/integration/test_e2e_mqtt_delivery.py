@@ -5,19 +5,14 @@ the JSON checked against the registers, scaled by CoefA (formats.md §14.2)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import aiomqtt
-import pytest
 from e2e_support import (
     METER_DEF,
     METER_SETUP,
@@ -31,7 +26,8 @@ from e2e_support import (
     poll_links,
     sunpm,
 )
-from peers import Broker, have_mosquitto, make_certs, run_broker
+from mqtt_clients import subscriber, wait_for
+from peers import Broker
 from poller_runs import polling, wait_whole_second
 
 from config import load_site
@@ -49,37 +45,6 @@ from store.log import Log, StoreOptions
 ZONE = "Europe/Paris"
 TOPIC = "plant/data"
 TENTH = Decimal("0.1")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not have_mosquitto():
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed")
-        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
-    with run_broker(tmp_path / "broker", make_certs(tmp_path / "certs")) as running:
-        yield running
-
-
-@contextlib.asynccontextmanager
-async def listener(port: int) -> AsyncIterator[list[bytes]]:
-    """The IS side: a subscriber collecting the data topic's payloads."""
-    got: list[bytes] = []
-    async with aiomqtt.Client("127.0.0.1", port, identifier="is-side") as client:
-        await client.subscribe(TOPIC, qos=1)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                got.append(message.payload)
-
-        task = asyncio.create_task(collect(), name="is-listener")
-        try:
-            yield got
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def meter_record(t: int, stopped: bool) -> dict[str, object]:
@@ -136,13 +101,11 @@ async def test_meter_records_published_as_scaled_json(tmp_path: Path, broker: Br
                             directory=tmp_path / "store" / "outbox" / "1",
                             streams=(Stream.DATA,))
             session = MqttSession(settings=settings, transport=transport, outbox=outbox, log=log)
-            async with listener(broker.plain_port) as got:
+            async with subscriber(broker.plain_port, TOPIC) as got:
                 result = await session.run(Trigger.SCHEDULE,
                                            started=datetime.now(UTC) + timedelta(seconds=1))
                 assert result.ok, result.reason
-                async with asyncio.timeout(10):
-                    while not got:
-                        await asyncio.sleep(0.02)
+                await wait_for(got, 1)
                 await asyncio.sleep(0.3)
             times = sorted({t // 1_000_000_000 for t in
                             log.records("2").column("ts").cast("int64").to_pylist()})
@@ -152,7 +115,8 @@ async def test_meter_records_published_as_scaled_json(tmp_path: Path, broker: Br
         await sim.stop()
 
     assert len(got) == 1                               # one window, one document
-    text = got[0].decode()
+    assert got[0][0] == TOPIC
+    text = got[0][1].decode()
     assert re.search(r"[0-9][eE][+-]?[0-9]", text) is None     # plain notation
     document = json.loads(text, parse_float=Decimal)
     assert list(document) == ["meter_1"]

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
 import pytest
 from delivery_support import DAY, T0, DemoSource, fill
-from peers import Broker, have_mosquitto, make_certs, run_broker
+from mqtt_clients import subscriber, wait_for
+from peers import Broker
 
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox, Stream
@@ -24,16 +22,6 @@ from store import StoreIOError
 from store.log import Log
 
 H = 3600
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not have_mosquitto():
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed (.ci/run installs it)")
-        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
-    with run_broker(tmp_path / "broker", make_certs(tmp_path / "certs")) as running:
-        yield running
 
 
 def settings(broker: Broker) -> ServerSettings:
@@ -57,37 +45,11 @@ def make_session(store: Log, broker: Broker, tmp: Path,
                        commands=handler)
 
 
-@contextlib.asynccontextmanager
-async def listener(broker: Broker, *topics: str) -> AsyncIterator[list[tuple[str, bytes]]]:
-    got: list[tuple[str, bytes]] = []
-    async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="is-side") as client:
-        for topic in topics:
-            await client.subscribe(topic, qos=1)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                got.append((str(message.topic), bytes(message.payload)))
-
-        task = asyncio.create_task(collect(), name="is-listener")
-        try:
-            yield got
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def wait_for(got: list[tuple[str, bytes]], n: int, timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while len(got) < n:
-            await asyncio.sleep(0.02)
-
-
 async def test_data_windows_and_alarms_go_oldest_first_once(
         store: Log, broker: Broker, tmp_path: Path) -> None:
     await fill(store, T0, T0 + 6 * DAY)
     cut = datetime.fromtimestamp(T0 + 5 * DAY + 9 * H, UTC)
-    async with listener(broker, "plant/data", "plant/alarm") as got:
+    async with subscriber(broker.plain_port, "plant/data", "plant/alarm") as got:
         result = await make_session(store, broker, tmp_path).run(Trigger.SCHEDULE, started=cut)
         assert result.ok
         alarms = store.journal(kinds=["alarm"]).sort_by("seq")
@@ -105,7 +67,7 @@ async def test_data_windows_and_alarms_go_oldest_first_once(
     assert len(windows) == len(data) == 6
     assert state.stream(2, Stream.DATA).cursor_ns == (T0 + 5 * DAY + 9 * H) * 10**9
     # A second session sends nothing again.
-    async with listener(broker, "plant/data", "plant/alarm") as again:
+    async with subscriber(broker.plain_port, "plant/data", "plant/alarm") as again:
         result = await make_session(store, broker, tmp_path).run(Trigger.SCHEDULE, started=cut)
         await asyncio.sleep(0.5)
     assert result.ok and result.files == 0 and again == []
@@ -116,7 +78,7 @@ async def test_command_topic_is_obeyed_and_answered_on_the_result_topic(
     handler = CollectingHandler(store)
     session = make_session(store, broker, tmp_path, handler)
     stop = asyncio.Event()
-    async with listener(broker, "plant/result") as got, asyncio.TaskGroup() as tg:
+    async with subscriber(broker.plain_port, "plant/result") as got, asyncio.TaskGroup() as tg:
         tg.create_task(session.serve(stop), name="mqtt-serve")
         async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="is-cmd") as c:
             await asyncio.sleep(0.5)  # the gateway's subscription is in place
@@ -150,7 +112,7 @@ async def test_a_store_error_in_the_permanent_connection_is_logged_and_it_reconn
     expected = store.journal(kinds=["alarm"]).sort_by("seq").column("seq").to_pylist()
     assert len(expected) == 4
     stop = asyncio.Event()
-    async with listener(broker, "plant/alarm") as got, asyncio.TaskGroup() as tg:
+    async with subscriber(broker.plain_port, "plant/alarm") as got, asyncio.TaskGroup() as tg:
         serving = tg.create_task(session.serve(stop), name="mqtt-serve")
         await wait_for(got, len(expected))
         assert not serving.done()

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from delivery_support import NS, DemoSource, FtpPeer, file_timestamp, make_tree
-from peers import Broker, have_mosquitto, make_certs, run_broker
+from peers import Broker
 
 from config.model import ServerSettings, ServerType
 from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Rendered, Stream, WindowSpec
@@ -366,14 +366,6 @@ def test_scopes_follow_the_configured_slots() -> None:
     assert [s.receives_data for s in scopes] == [True, False]
     with_data = scopes_of([ServerSettings(slot=2, type=ServerType.MQTTS, topic_data="d")])
     assert with_data[0].window_streams == (Stream.DATA,) and with_data[0].event_streams == ()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not have_mosquitto():
-        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
-    with run_broker(tmp_path / "broker", make_certs(tmp_path / "certs")) as running:
-        yield running
 
 
 async def test_mqtt_alarms_keep_their_journal_segment_until_the_broker_acknowledges_them(

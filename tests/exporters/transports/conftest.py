@@ -23,6 +23,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
+@pytest.fixture
+def broker_certs(certs: Certs) -> Certs:
+    """The `broker` fixture (tests/conftest.py) serves TLS with this suite's certificates."""
+    return certs
+
+
 @pytest.fixture(scope="session")
 def peer_pool(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[PeerPool]:
     pool = PeerPool(tmp_path_factory.mktemp("peers"), certs)

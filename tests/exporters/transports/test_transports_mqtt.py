@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import aiomqtt
 import pytest
-from peers import Broker, Certs, have_mosquitto, run_broker
+from peers import Broker, Certs
 
 from config.model import ServerSettings, ServerType
 from exporters.transports import (
@@ -27,16 +25,6 @@ from exporters.transports import (
 TOPIC = "plant/WPM00C44F/data"
 COMMANDS = "plant/WPM00C44F/cmd"
 FAST = Timeouts(connect_s=10.0, operation_s=10.0)
-
-
-@pytest.fixture
-def broker(tmp_path: Path, certs: Certs) -> Iterator[Broker]:
-    if not have_mosquitto():
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed (.ci/run installs it)")
-        pytest.skip("mosquitto is not installed: apt-get install mosquitto")
-    with run_broker(tmp_path / "broker", certs) as running:
-        yield running
 
 
 def _settings(broker: Broker, **changes: object) -> ServerSettings:

@@ -1,0 +1,42 @@
+"""The IS side of an MQTT test: a subscriber on the broker of `peers.run_broker`.
+
+Import side (`tests/` is on sys.path): `subscriber(port, *topics)`, an async context manager
+collecting `(topic, payload)` pairs in arrival order while open, and `wait_for(got, n)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiomqtt
+
+
+@contextlib.asynccontextmanager
+async def subscriber(port: int, *topics: str, qos: int = 1, identifier: str = "is-side"
+                     ) -> AsyncIterator[list[tuple[str, bytes]]]:
+    got: list[tuple[str, bytes]] = []
+    async with aiomqtt.Client("127.0.0.1", port, identifier=identifier) as client:
+        for topic in topics:
+            await client.subscribe(topic, qos=qos)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                got.append((str(message.topic), message.payload))
+
+        task = asyncio.create_task(collect(), name="is-listener")
+        try:
+            yield got
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_for(got: list[tuple[str, bytes]], n: int, timeout_s: float = 10) -> None:
+    """Until `got` holds `n` messages at least; TimeoutError after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while len(got) < n:
+            await asyncio.sleep(0.02)
