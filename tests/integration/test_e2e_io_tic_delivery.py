@@ -8,13 +8,10 @@ import asyncio
 import contextlib
 import math
 import os
-import pty
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import serial_asyncio
 from e2e_support import (
     UID,
     Block,
@@ -28,6 +25,7 @@ from e2e_support import (
     sunpm,
 )
 from poller_runs import polling, wait_whole_second
+from tic_ptys import meter_pty, pty_opener
 
 from config import load_site
 from config.model import Device
@@ -93,14 +91,11 @@ def io_expected(t: float) -> list[str]:
     return [repr(ai1), repr(ai1), repr(ai1), repr(ai2), str(di1), str(s0), "0"]
 
 
-@contextlib.asynccontextmanager
-async def linky() -> AsyncIterator[str]:
+def linky() -> contextlib.AbstractAsyncContextManager[str]:
     """A pty: the captured frames once, then frames every 0.1 s in the middle of each second
     carrying that second's values, so a poll at a whole second (late by up to 0.4 s) has seen
     the previous second's."""
-    master, slave = pty.openpty()
-
-    async def talk() -> None:
+    async def talk(master: int) -> None:
         os.write(master, CAPTURE.read_bytes())
         while True:
             now = time.time()
@@ -108,21 +103,7 @@ async def linky() -> AsyncIterator[str]:
                 os.write(master, tic_frame(int(now)))
             await asyncio.sleep(0.1)
 
-    task = asyncio.create_task(talk(), name="linky")
-    try:
-        yield os.ttyname(slave)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        os.close(master)
-        os.close(slave)
-
-
-async def pty_opener(path: str, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
-    # A pty keeps CS8 and refuses the 7E1 the product asks of a real reader: 8N1 here.
-    reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
-    return reader, writer.close
+    return meter_pty(talk)
 
 
 def blocks(root: Path, interface: str) -> list[Block]:

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import os
 import pty
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import serial_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tic_ptys import pty_opener
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.drivers._base import LinkSettings, ReadPlan
@@ -193,22 +193,13 @@ def test_encoded_groups_parse_back(data: str, label: str) -> None:
 
 @contextlib.contextmanager
 def _pty_link(tmp_path: Path) -> Iterator[tuple[int, Path, PortOpener]]:
-    """A pty pair; the reader opens `link`, a symlink to the slave, which tests may remove.
-
-    A Linux pty keeps CS8 whatever is asked and then refuses pyserial's second 7E1 `tcsetattr`
-    (EINVAL), so the opener opens it 8N1 at the asked speed; a pty has no parity to check anyway,
-    and TIC bytes are 7-bit.
-    """
+    """A pty pair; the reader opens `link`, a symlink to the slave, which tests may remove,
+    with `tic_ptys.pty_opener` (8N1: a pty refuses 7E1)."""
     master, slave = pty.openpty()
     link = tmp_path / "ttyTIC"
     link.symlink_to(os.ttyname(slave))
-
-    async def opener(path: str, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
-        reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
-        return reader, writer.close
-
     try:
-        yield master, link, opener
+        yield master, link, pty_opener
     finally:
         os.close(master)
         os.close(slave)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pty
-from collections.abc import AsyncIterator, Callable
 
 import pytest
-import serial_asyncio
+from tic_ptys import meter_pty, pty_opener
 
 from config import parse_definition
 from config.model import Daq
@@ -35,35 +33,19 @@ STANDARD = [("ADSC", "031664001115", None), ("VTIC", "02", None),
             ("CCASN", "01234", "E210205083000"), ("NGTF", "      BASE      ", None)]
 
 
-async def _opener(path: str, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
-    # A pty keeps CS8 and refuses pyserial's 7E1 settings (see test_tic.py); 8N1 at that speed.
-    reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
-    return reader, writer.close
-
-
-@contextlib.asynccontextmanager
-async def _meter(frame: bytes) -> AsyncIterator[str]:
-    master, slave = pty.openpty()
-
-    async def talk() -> None:
+def _meter(frame: bytes) -> contextlib.AbstractAsyncContextManager[str]:
+    """A meter repeating `frame` every 0.05 s."""
+    async def talk(master: int) -> None:
         while True:
             os.write(master, frame)
             await asyncio.sleep(0.05)
 
-    task = asyncio.create_task(talk(), name="linky")
-    try:
-        yield os.ttyname(slave)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        os.close(master)
-        os.close(slave)
+    return meter_pty(talk)
 
 
 async def test_standard_meter_is_found_at_9600_with_every_label() -> None:
     async with _meter(encode_frame(STANDARD, TicMode.STANDARD)) as path:
-        found = await detect_tic(path, opener=_opener, listen_s=2.0)
+        found = await detect_tic(path, opener=pty_opener, listen_s=2.0)
     assert found is not None
     assert (found.mode, found.baud, found.address) == (TicMode.STANDARD, 9600, "031664001115")
     assert list(found.labels) == [g[0] for g in STANDARD]
@@ -71,15 +53,15 @@ async def test_standard_meter_is_found_at_9600_with_every_label() -> None:
 
 async def test_historic_meter_is_found_at_1200_after_the_9600_slot() -> None:
     async with _meter(encode_frame(HISTORIC, TicMode.HISTORIC)) as path:
-        found = await detect_tic(path, opener=_opener, listen_s=0.5)
+        found = await detect_tic(path, opener=pty_opener, listen_s=0.5)
     assert found is not None and found.mode is TicMode.HISTORIC and found.baud == 1200
     assert found.labels["PAPP"] == "00910"
 
 
 async def test_no_meter_gives_none(tmp_path: os.PathLike[str]) -> None:
-    assert await detect_tic(os.path.join(tmp_path, "none"), opener=_opener, listen_s=0.2) is None
+    assert await detect_tic(os.path.join(tmp_path, "none"), opener=pty_opener, listen_s=0.2) is None
     async with _meter(b"\x00\xff" * 40) as path:
-        assert await detect_tic(path, opener=_opener, listen_s=0.3) is None
+        assert await detect_tic(path, opener=pty_opener, listen_s=0.3) is None
 
 
 def test_generated_file_follows_the_label_rules_and_parses() -> None:
