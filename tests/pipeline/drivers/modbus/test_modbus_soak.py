@@ -32,30 +32,40 @@ def shake(rng: random.Random, dev: SimulatedDevice, *, rtu: bool) -> None:
     dev.answer_unit = rng.choice([1, 2, 3]) if 0.7 <= fault < 0.75 else None
 
 
+async def soak(driver: ModbusRtuDriver | ModbusTcpDriver, units: dict[int, SimulatedDevice],
+               interface: str, *, seed: int, rtu: bool, faults: tuple[Quality, ...]) -> int:
+    """150 reads of random units and registers, each after shaking that unit's faults; every
+    good reading is that unit's own value, every other one a fault of `faults`. Returns how many
+    were good."""
+    rng = random.Random(seed)
+    good = 0
+    for _ in range(150):
+        unit = rng.choice([1, 2, 3])
+        address = rng.randrange(20)
+        shake(rng, units[unit], rtu=rtu)
+        device = Device(line=1, index=str(unit), interface=interface, name="d", address=unit,
+                        timeout_ms=TIMEOUT_MS)
+        reading = (await driver.read(device, plan_reads(definition(var(1, 3, address))))
+                   ).values[1]
+        if reading.quality is Quality.GOOD:
+            good += 1
+            assert reading.value == unit * 100 + address
+        else:
+            assert reading.quality in faults
+    return good
+
+
 @pytest.mark.slow
 async def test_rtu_good_readings_are_never_another_units(pty_pair: tuple[int, str]) -> None:
     master, path = pty_pair
-    rng = random.Random(5)
     units = fleet()
     responder = RtuResponder(master, units)
     responder.start()
     driver = ModbusRtuDriver()
     driver.attach(RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path))
-    good = 0
     try:
-        for _ in range(150):
-            unit = rng.choice([1, 2, 3])
-            address = rng.randrange(20)
-            shake(rng, units[unit], rtu=True)
-            device = Device(line=1, index=str(unit), interface="SERIAL1", name="d",
-                            address=unit, timeout_ms=TIMEOUT_MS)
-            reading = (await driver.read(device, plan_reads(definition(var(1, 3, address))))
-                       ).values[1]
-            if reading.quality is Quality.GOOD:
-                good += 1
-                assert reading.value == unit * 100 + address
-            else:
-                assert reading.quality in (Quality.TIMEOUT, Quality.BAD_FRAME)
+        good = await soak(driver, units, "SERIAL1", seed=5, rtu=True,
+                          faults=(Quality.TIMEOUT, Quality.BAD_FRAME))
     finally:
         await driver.close()
         await responder.stop()
@@ -64,25 +74,12 @@ async def test_rtu_good_readings_are_never_another_units(pty_pair: tuple[int, st
 
 @pytest.mark.slow
 async def test_tcp_good_readings_are_never_another_units() -> None:
-    rng = random.Random(7)
     units = fleet()
     async with TcpSimulator(units) as sim:
         driver = ModbusTcpDriver()
-        good = 0
         try:
-            for _ in range(150):
-                unit = rng.choice([1, 2, 3])
-                address = rng.randrange(20)
-                shake(rng, units[unit], rtu=False)
-                device = Device(line=1, index=str(unit), interface=f"127.0.0.1:{sim.port}",
-                                name="d", address=unit, timeout_ms=TIMEOUT_MS)
-                reading = (await driver.read(device, plan_reads(definition(var(1, 3, address))))
-                           ).values[1]
-                if reading.quality is Quality.GOOD:
-                    good += 1
-                    assert reading.value == unit * 100 + address
-                else:
-                    assert reading.quality in (Quality.TIMEOUT, Quality.DISCONNECTED)
+            good = await soak(driver, units, f"127.0.0.1:{sim.port}", seed=7, rtu=False,
+                              faults=(Quality.TIMEOUT, Quality.DISCONNECTED))
         finally:
             await driver.close()
     assert good >= 25          # the run is not vacuous even on a loaded machine
