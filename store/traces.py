@@ -41,6 +41,7 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
+from store.fsio import fsync_dir
 
 __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions", "TraceStats",
            "TraceStore", "UnknownTraceInterface"]
@@ -193,14 +194,6 @@ def _scan(data: bytes) -> tuple[list[tuple[int, int, bytes]], int, list[tuple[in
     return good, end_good, bad
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class TraceStore:
     """The store's `traces/` area; opened beside `Log` on the same store directory."""
 
@@ -233,7 +226,7 @@ class TraceStore:
             created = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
             if created:
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
             self._take_lock()
         for interface in TRACE_INTERFACES:
             area = _Area(self.root / interface)
@@ -396,11 +389,11 @@ class TraceStore:
             area.fd = None
         if not area.directory.is_dir():
             area.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         number = area.segments[-1].number + 1 if area.segments else 1
         seg = _Segment(number, area.directory / f"{number:012d}{_SUFFIX}")
         os.close(os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        _fsync_dir(area.directory)
+        fsync_dir(area.directory)
         area.segments.append(seg)
         return seg
 
@@ -413,7 +406,7 @@ class TraceStore:
             seg.path.unlink(missing_ok=True)
             gone = True
         if gone:
-            _fsync_dir(area.directory)
+            fsync_dir(area.directory)
 
     def delete_delivered(self, delivered: TraceDeliveredFn) -> int:
         """Delete, oldest first, segments all of whose lines are delivered; returns entries gone."""
@@ -435,7 +428,7 @@ class TraceStore:
                     removed += seg.entries
                     gone = True
                 if gone:
-                    _fsync_dir(area.directory)
+                    fsync_dir(area.directory)
         return removed
 
     async def run(self) -> None:
