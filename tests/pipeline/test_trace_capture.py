@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from pymodbus_peer import pymodbus_tcp
 
 from config import load_site, parse_config_ini, render_config_ini
 from config.defaults import default_files
@@ -145,12 +145,8 @@ async def modbus_port() -> AsyncIterator[int]:
     context = ModbusServerContext(devices={
         126: ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [0x07F9, 0, 42, 7] * 25))},
         single=False)
-    server = ModbusTcpServer(context, address=("127.0.0.1", 0))
-    await server.serve_forever(background=True)
-    try:
-        yield server.transport.sockets[0].getsockname()[1]
-    finally:
-        await server.shutdown()
+    async with pymodbus_tcp(context) as port:
+        yield port
 
 
 def u16(index: int, address: int) -> Variable:

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from _modbus_defs import definition, var
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from pymodbus_peer import pymodbus_tcp
 
 from config.model import DataType, Device, Quality
 from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
@@ -37,12 +37,8 @@ async def pymodbus_server() -> AsyncIterator[int]:
                                ir=ModbusSequentialDataBlock(1, list(range(300))),
                                co=ModbusSequentialDataBlock(1, [1, 0, 1, 1] * 10))},
         single=False)
-    server = ModbusTcpServer(context, address=("127.0.0.1", 0))
-    await server.serve_forever(background=True)
-    try:
-        yield server.transport.sockets[0].getsockname()[1]
-    finally:
-        await server.shutdown()
+    async with pymodbus_tcp(context) as port:
+        yield port
 
 
 async def test_reads_every_type_from_a_pymodbus_server(pymodbus_server: int) -> None:
