@@ -75,6 +75,7 @@ from exporters.views.windows import (
     ns_to_datetime,
     split_range,
 )
+from store.fsio import fsync_dir, write_synced
 
 # The window values and the journal replay live in `exporters.views` (shared with re-exports);
 # these names stay importable from here.
@@ -225,9 +226,14 @@ class Outbox:
 
     def _materialise(self, rendered: Sequence[Rendered]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Each file under a temporary name then renamed, and one folder fsync for the window's
+        # files together: a retry after a crash never finds half a file under its outbox name.
         for r in rendered:
-            _write_durably(self.directory / r.name, r.data)
-        _fsync_dir(self.directory)
+            path = self.directory / r.name
+            part = path.with_name(path.name + ".part")
+            write_synced(part, r.data)
+            os.replace(part, path)
+        fsync_dir(self.directory)
 
     async def file_bytes(self, window: BuiltWindow, file: OutboxFile) -> bytes:
         """The outbox copy, re-rendered from the window's membership when it is gone."""
@@ -399,23 +405,3 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-# --------------------------------------------------------------------------- durable files
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
