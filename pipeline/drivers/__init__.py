@@ -1,1 +1,3 @@
-"""sunpm pipeline/drivers."""
+"""One driver per protocol behind the contract of `_base.py` (see README.md)."""
+
+__all__ = ["discovery", "io", "modbus", "sunspec", "tic", "tic_discovery"]
