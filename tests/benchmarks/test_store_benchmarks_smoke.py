@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from _bench_load import ROOT, load_benchmark
 
 
@@ -23,7 +24,9 @@ def test_store_append_smoke() -> None:
                                                 flush_s=0.02, n=1)
     _shape(result, "store_append", "records/s")
     assert result["records_ours"] == 4 * 5 * 3
-    assert result["speedup"] == round(result["ours"] / result["theirs"], 2)
+    # The speedup comes from the unrounded medians; the printed rates are rounded to integers, so
+    # recomputing it from them may differ in the last printed digit.
+    assert result["speedup"] == pytest.approx(result["ours"] / result["theirs"], abs=0.011)
 
 
 def test_store_open_smoke() -> None:
