@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from .names import Watermark, WindowBounds, split_window
+from .names import cut_of as cut_of_ns
 
 NS_PER_S: Final = 1_000_000_000
 DAY_NS: Final = 86_400 * NS_PER_S
@@ -241,10 +242,14 @@ def split_backfill(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def cut_of(session_start: datetime) -> int:
-    """The cut: session start truncated to the second, UTC ns."""
-    return int(session_start.astimezone(UTC).timestamp()) * NS_PER_S
+    """The cut of a session started at `session_start` (aware), UTC ns: `names.cut_of` of its
+    exact nanoseconds, so both forms truncate by the one rule."""
+    return cut_of_ns((session_start - _EPOCH) // timedelta(microseconds=1) * 1000)
 
 
 def ns_to_datetime(ts_ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
+    return _EPOCH + timedelta(microseconds=ts_ns // 1000)

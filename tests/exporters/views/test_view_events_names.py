@@ -225,3 +225,14 @@ def test_time_example_of_spec_section_2() -> None:
 def test_unknown_time_zone_is_a_view_error() -> None:
     with pytest.raises(ViewError, match="Mars/Olympus"):
         Dates("Mars/Olympus")
+
+
+def test_cut_of_a_datetime_is_the_cut_of_its_nanoseconds() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from exporters.views.windows import cut_of as cut_of_datetime
+    started = datetime(2021, 2, 5, 9, 15, 0, 999_999, tzinfo=UTC)
+    assert cut_of_datetime(started) == cut_of(1_612_516_500_999_999_000) == 1_612_516_500 * 10**9
+    # An offset changes nothing: the cut is an instant.
+    paris = started.astimezone(timezone(timedelta(hours=1)))
+    assert cut_of_datetime(paris) == cut_of_datetime(started)
