@@ -102,18 +102,14 @@ def _walk(data: Raw, schema: pa.Schema, *, verify: bool) -> Scan:
         try:
             frame = read_batch(buf, pos, verify=verify)
         except FrameError:
-            nxt = _resync(data, buf, pos + 1)
-            if nxt is None:
-                scan.torn = Region(pos, n - pos)
-                return scan
-            scan.damage.append(Region(pos, nxt - pos))
-            pos = nxt
-            continue
-        if frame is None:
-            if pos + len(EOS) == n:
+            frame = None
+        else:
+            if frame is None and pos + len(EOS) == n:
                 scan.ended = True
                 return scan
-            # An end marker with bytes after it: not ours to interpret; resynchronise past it.
+        if frame is None:
+            # A batch that fails its checks, or an end marker with bytes after it (not ours to
+            # interpret): resynchronise at the next trusted batch, else it is a torn tail.
             nxt = _resync(data, buf, pos + 1)
             if nxt is None:
                 scan.torn = Region(pos, n - pos)
