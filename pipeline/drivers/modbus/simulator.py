@@ -21,6 +21,9 @@ from pipeline.drivers.modbus.frames import crc16, mbap, parse_mbap, rtu_frame
 
 __all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator", "serve_fleet", "serve_rtu_bus"]
 
+#: How early a wire-timed reply's timer fires, to be written on time (epoll's resolution).
+_TIMER_SLACK_S = 0.001
+
 
 @dataclass(slots=True)
 class SimulatedDevice:
@@ -294,8 +297,21 @@ class RtuResponder:
             return
         reply_start = request_end + device.delay_s
         reply_end = reply_start + len(out) * self.char_s
-        handle = asyncio.get_running_loop().call_at(reply_end, self._send_later, unit, out)
+        loop = asyncio.get_running_loop()
+        if self.char_s:
+            # epoll wakes up to a millisecond late; the wire is never late, so wake that much
+            # early and wait out the rest.
+            handle = loop.call_at(reply_end - _TIMER_SLACK_S, self._send_at, unit, out,
+                                  reply_end)
+        else:
+            handle = loop.call_at(reply_end, self._send_later, unit, out)
         self._busy[unit] = (reply_start, reply_end, handle)
+
+    def _send_at(self, unit: int, out: bytes, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < at:
+            pass
+        self._send_later(unit, out)
 
     def _send_later(self, unit: int, out: bytes) -> None:
         self._busy.pop(unit, None)
