@@ -353,8 +353,8 @@ def serve_fleet(devices: int, registers: int, unit_id: int, pipe: Connection) ->
 
 def serve_rtu_bus(units: dict[int, SimulatedDevice], baud: int, pipe: Connection) -> None:
     """Process entry point: a pty whose master side a wire-timed `RtuResponder` at `baud` serves
-    for `units`; sends the slave's path over `pipe`, serves until anything arrives on it, then
-    sends back the responder's `silences`."""
+    for `units`. Sends the slave's path over `pipe`, then answers each "silences" received with
+    the responder's `silences` so far (and forgets them), until "stop"."""
 
     async def main() -> None:
         master, slave = os.openpty()
@@ -362,13 +362,15 @@ def serve_rtu_bus(units: dict[int, SimulatedDevice], baud: int, pipe: Connection
         tty.setraw(slave)
         responder = RtuResponder(master, units, baud=baud)
         responder.start()
+        loop = asyncio.get_running_loop()
         try:
             pipe.send(os.ttyname(slave))
-            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+            while await loop.run_in_executor(None, pipe.recv) == "silences":
+                pipe.send(responder.silences)
+                responder.silences = []
         finally:
             await responder.stop()
             os.close(master)
             os.close(slave)
-        pipe.send(responder.silences)
 
     asyncio.run(main())
