@@ -1,13 +1,18 @@
-"""Modbus RTU: one task per serial bus, strictly one request in flight (spec/behaviour.md §2.4).
+"""Modbus RTU: one task per serial bus, strictly one request in flight (docs/behaviour.md §2.4).
 
 Before each request the line must have been silent max(`interFrame(ms)`, 3.5 characters; 1.75 ms
-above 19200 baud), then stray input is flushed (counted late, traced `*** DISCARDED ***`). A reply
-ends at the length its function implies and is accepted only if unit id, function and CRC match.
-`timeout(ms)` runs from the end of the request to the end of the reply.
+above 19200 baud), then stray input is flushed (counted late, traced `*** DISCARDED ***`). The
+3.5 characters are 38.5 bit times whatever the port's framing: the Modbus serial line standard
+counts an RTU character as 11 bits (8N1 ports included, whose characters take 10 on the wire).
+A reply ends at the length its function implies and is accepted only if unit id, function and CRC
+match. `timeout(ms)` runs from the end of the request to the end of the reply.
 
 Late replies: after a request to unit U times out, nothing is sent to U until the line has been
-silent one more `timeout(ms)`. Another unit may be served meanwhile, since a late reply from U
-fails its unit check. So a reply up to twice its timeout late is never taken for another request.
+silent one more `timeout(ms)` at a stretch, counted from the last byte heard or sent. Any such
+stretch since the timeout counts, idle time between polls included, so a switched-off unit costs
+its timeout once per poll, not twice. Another unit may be served meanwhile, since a late reply
+from U fails its unit check. So a reply up to twice its timeout late is never taken for another
+request.
 
 Peer quirks: some converters put a 0x00 before the reply when the line turns around, and 2-wire
 adapters with local echo hand back the request itself; the first fails the unit check, the second
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Final, NoReturn
 
@@ -56,10 +63,19 @@ _REOPEN_EVERY_S: Final = 10.0
 _MAX_BUFFERED: Final = 64 * 1024
 _PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EVEN,
                   Parity.ODD: serial.PARITY_ODD}
+#: 3.5 characters of 11 bits (docs/behaviour.md §2.4 item 2).
+_SILENCE_BITS: Final = 38.5
+#: Above 19200 baud the standard fixes the silence instead of scaling it with the speed.
+_FAST_SILENCE_S: Final = 0.00175
+#: What pyserial raises while opening or configuring a port: SerialException (an OSError) for
+#: a missing device, termios.error from tcsetattr for settings the port refuses (a parity a
+#: USB adapter or pty cannot set), ValueError for values it rejects before asking the port.
+_PORT_ERRORS: Final = (OSError, termios.error, ValueError)
 
 
 class _SerialReceiver(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, heard: Callable[[int], None]) -> None:
+        self._heard = heard
         self.buffer = bytearray()
         self.arrived = asyncio.Event()
         self.last_rx = 0.0
@@ -76,6 +92,7 @@ class _SerialReceiver(asyncio.Protocol):
             # Noise on an idle bus: keep memory bounded; the flush before a request drops it all.
             del self.buffer[:-_MAX_BUFFERED]
         self.last_rx = time.monotonic()
+        self._heard(len(data))
         self.arrived.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -100,13 +117,18 @@ class RtuBus(QueuedLink):
         self.late_frames = 0
         self.requests_sent = 0
         bits = 1 + port.data_bits + (0 if port.parity is Parity.NONE else 1) + port.stop_bits
+        #: How long one character of this port's framing takes on the wire.
         self.char_s = bits / port.speed
-        three_and_half = 0.00175 if port.speed > 19200 else 3.5 * self.char_s
+        three_and_half = _FAST_SILENCE_S if port.speed > 19200 else _SILENCE_BITS / port.speed
         self.silence_s = max(port.inter_frame_ms / 1000, three_and_half)
         self._receiver: _SerialReceiver | None = None
         self._next_open = 0.0
         self._last_tx_end = 0.0
-        #: unit id -> monotonic time its last request timed out (spec/behaviour.md §2.4 item 5).
+        #: When the last byte heard or sent ended on the wire (monotonic seconds).
+        self._line_quiet_from = 0.0
+        #: unit id -> (monotonic time its last request timed out, its timeout in seconds): nothing
+        #: is sent to it until the line has been silent that long since (docs/behaviour.md §2.4
+        #: item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
         self.generation = 0
         self._down_since: float | None = None
@@ -133,10 +155,10 @@ class RtuBus(QueuedLink):
                                      quality=Quality.DISCONNECTED)
         try:
             transport, receiver = await serial_asyncio.create_serial_connection(
-                asyncio.get_running_loop(), _SerialReceiver, self.path,
+                asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard), self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
                 parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
-        except (OSError, serial.SerialException) as err:
+        except _PORT_ERRORS as err:
             self._next_open = now + _REOPEN_EVERY_S
             self._port_failed(f"cannot open {self.path} ({err})")
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
@@ -175,6 +197,20 @@ class RtuBus(QueuedLink):
         if receiver is not None and receiver.transport is not None:
             receiver.transport.close()
 
+    def _line_busy(self, start: float, end: float) -> None:
+        """Bytes on the wire from `start` to `end`: the silence before them ended at `start`, and
+        a unit waiting out a late reply is free if that silence lasted its timeout."""
+        quiet_from = self._line_quiet_from
+        for unit, (timed_out_at, timeout_s) in list(self._quarantine.items()):
+            if start - max(quiet_from, timed_out_at) >= timeout_s:
+                del self._quarantine[unit]
+        self._line_quiet_from = max(quiet_from, end)
+
+    def _heard(self, size: int) -> None:
+        now = time.monotonic()
+        # A chunk arrives when its last byte is complete; it began size characters earlier.
+        self._line_busy(now - size * self.char_s, now)
+
     async def _wait_silence(self, receiver: _SerialReceiver, silence_s: float,
                             since: float = 0.0) -> None:
         """Wait until nothing has arrived for `silence_s` (counting from `since` at the least)."""
@@ -203,7 +239,9 @@ class RtuBus(QueuedLink):
         assert receiver.transport is not None
         receiver.transport.write(frame)
         self.requests_sent += 1
-        self._last_tx_end = time.monotonic() + len(frame) * self.char_s
+        sent_at = time.monotonic()
+        self._last_tx_end = sent_at + len(frame) * self.char_s
+        self._line_busy(sent_at, self._last_tx_end)
         self._emit(Direction.SENT, frame)
         if job.unit_id == 0:
             return b""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import tty
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -18,7 +19,10 @@ from typing import Self
 
 from pipeline.drivers.modbus.frames import crc16, mbap, parse_mbap, rtu_frame
 
-__all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator", "serve_fleet"]
+__all__ = ["RtuResponder", "SimulatedDevice", "TcpSimulator", "serve_fleet", "serve_rtu_bus"]
+
+#: How early a wire-timed reply's timer fires, to be written on time (epoll's resolution).
+_TIMER_SLACK_S = 0.001
 
 
 @dataclass(slots=True)
@@ -195,16 +199,30 @@ class RtuResponder:
     `ignored_busy`). Requests end at the length their function implies; a bad CRC drops the
     buffer, as a real device ignores a corrupted frame. Unit 0 (broadcast) is executed by every
     device and answered by none.
+
+    With `baud`, frames take their real time on the simulated wire (`char_bits` per character):
+    a request ends `len(frame)` characters after it arrived (a pty hands it over at once, when the
+    gateway writes it), the device's `delay_s` runs from there, and its reply is written when its
+    last byte would be complete. Without, replies leave as soon as the delay allows. Either way
+    `silences` gets the silence on the wire before every request but the first, from the end of
+    the last frame before it (negative: it collided with a reply still on the wire).
     """
 
-    def __init__(self, fd: int, units: dict[int, SimulatedDevice]) -> None:
+    def __init__(self, fd: int, units: dict[int, SimulatedDevice], *, baud: int | None = None,
+                 char_bits: int = 10) -> None:
         self.fd = fd
         self.units = units
+        self.char_s = char_bits / baud if baud else 0.0
         self.frames_seen = 0
         self.bad_frames = 0
         self.ignored_busy = 0
+        self.silences: list[float] = []
         self._buffer = bytearray()
-        self._busy: dict[int, asyncio.TimerHandle] = {}
+        self._frame_start = 0.0
+        #: End of the last frame on the wire (event loop seconds); None before the first.
+        self._quiet_from: float | None = None
+        #: unit -> its reply on the wire (start, end) and the timer writing it at its end.
+        self._busy: dict[int, tuple[float, float, asyncio.TimerHandle]] = {}
 
     def start(self) -> None:
         os.set_blocking(self.fd, False)
@@ -212,32 +230,52 @@ class RtuResponder:
 
     async def stop(self) -> None:
         asyncio.get_running_loop().remove_reader(self.fd)
-        for handle in self._busy.values():
+        for _, _, handle in self._busy.values():
             handle.cancel()
         self._busy.clear()
 
     def inject(self, data: bytes) -> None:
         """Put raw bytes on the bus (garbage, a stray frame)."""
         os.write(self.fd, data)
+        self._line_used_until(asyncio.get_running_loop().time())
+
+    def _line_used_until(self, end: float) -> None:
+        self._quiet_from = end if self._quiet_from is None else max(self._quiet_from, end)
 
     def _readable(self) -> None:
+        now = asyncio.get_running_loop().time()
         try:
-            self._buffer += os.read(self.fd, 4096)
+            data = os.read(self.fd, 4096)
         except BlockingIOError:
             return
+        if not self._buffer:
+            self._frame_start = now
+        self._buffer += data
         while True:
             size = _request_length(self._buffer)
             if size is None or len(self._buffer) < size:
                 return
             frame, self._buffer = bytes(self._buffer[:size]), self._buffer[size:]
+            start, self._frame_start = self._frame_start, now
+            self._note_silence(start)
+            end = start + size * self.char_s
+            self._line_used_until(end)
             if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
                 self.bad_frames += 1
                 self._buffer.clear()
                 return
             self.frames_seen += 1
-            self._handle(frame[0], frame[1:-2])
+            self._handle(frame[0], frame[1:-2], end)
 
-    def _handle(self, unit: int, pdu: bytes) -> None:
+    def _note_silence(self, request_start: float) -> None:
+        quiet_from = self._quiet_from
+        for reply_start, reply_end, _ in self._busy.values():
+            if reply_start <= request_start:
+                quiet_from = reply_end if quiet_from is None else max(quiet_from, reply_end)
+        if quiet_from is not None:
+            self.silences.append(request_start - quiet_from)
+
+    def _handle(self, unit: int, pdu: bytes, request_end: float) -> None:
         if unit == 0:
             for each in self.units.values():
                 each.answer(pdu)
@@ -253,15 +291,33 @@ class RtuResponder:
         if device.bad_crc:
             out = out[:-1] + bytes((out[-1] ^ 0xFF,))
         out = device.garbage + out
-        if not device.delay_s:
+        if not device.delay_s and not self.char_s:
             os.write(self.fd, out)
+            self._line_used_until(asyncio.get_running_loop().time())
             return
-        self._busy[unit] = asyncio.get_running_loop().call_later(
-            device.delay_s, self._send_later, unit, out)
+        reply_start = request_end + device.delay_s
+        reply_end = reply_start + len(out) * self.char_s
+        loop = asyncio.get_running_loop()
+        if self.char_s:
+            # epoll wakes up to a millisecond late; the wire is never late, so wake that much
+            # early and wait out the rest.
+            handle = loop.call_at(reply_end - _TIMER_SLACK_S, self._send_at, unit, out,
+                                  reply_end)
+        else:
+            handle = loop.call_at(reply_end, self._send_later, unit, out)
+        self._busy[unit] = (reply_start, reply_end, handle)
+
+    def _send_at(self, unit: int, out: bytes, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < at:
+            pass
+        self._send_later(unit, out)
 
     def _send_later(self, unit: int, out: bytes) -> None:
         self._busy.pop(unit, None)
         os.write(self.fd, out)
+        # Written late when the loop was busy: the reply ended on the wire now, not as planned.
+        self._line_used_until(asyncio.get_running_loop().time())
 
 
 def _request_length(buffer: bytes | bytearray) -> int | None:
@@ -291,5 +347,30 @@ def serve_fleet(devices: int, registers: int, unit_id: int, pipe: Connection) ->
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         for sim in sims:
             await sim.stop()
+
+    asyncio.run(main())
+
+
+def serve_rtu_bus(units: dict[int, SimulatedDevice], baud: int, pipe: Connection) -> None:
+    """Process entry point: a pty whose master side a wire-timed `RtuResponder` at `baud` serves
+    for `units`. Sends the slave's path over `pipe`, then answers each "silences" received with
+    the responder's `silences` so far (and forgets them), until "stop"."""
+
+    async def main() -> None:
+        master, slave = os.openpty()
+        tty.setraw(master)
+        tty.setraw(slave)
+        responder = RtuResponder(master, units, baud=baud)
+        responder.start()
+        loop = asyncio.get_running_loop()
+        try:
+            pipe.send(os.ttyname(slave))
+            while await loop.run_in_executor(None, pipe.recv) == "silences":
+                pipe.send(responder.silences)
+                responder.silences = []
+        finally:
+            await responder.stop()
+            os.close(master)
+            os.close(slave)
 
     asyncio.run(main())

@@ -1,15 +1,20 @@
-"""Modbus RTU bus through a pty pair (spec/behaviour.md §2.4, §2.5)."""
+"""Modbus RTU bus through a pty pair (docs/behaviour.md §2.4, §2.5)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import statistics
+import termios
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import serial
 from _modbus_defs import definition, var
 
-from config.model import DataType, Device, Quality, SerialPort
+from config.model import DataType, Device, Parity, Quality, SerialPort
 from pipeline.drivers._base import ModbusRequestError, Reading
 from pipeline.drivers.modbus.frames import crc16
 from pipeline.drivers.modbus.planner import plan_reads
@@ -174,3 +179,104 @@ async def test_missing_port_is_quality_5() -> None:
     finally:
         await driver.close()
     assert readings.values[1] == Reading(None, Quality.DISCONNECTED)
+
+
+@pytest.mark.parametrize(("speed", "inter_frame_ms", "silence_ms"), [
+    (1200, 0, 32.083), (9600, 0, 4.010), (19200, 0, 2.005),     # 38.5 bit times
+    (38400, 0, 1.75), (115200, 0, 1.75),                        # fixed above 19200 baud
+    (9600, 10, 10.0),                                           # interFrame(ms) when longer
+])
+def test_silence_before_a_request_is_3_5_characters_of_11_bits(
+        speed: int, inter_frame_ms: int, silence_ms: float) -> None:
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=speed, inter_frame_ms=inter_frame_ms))
+    assert bus.silence_s * 1000 == pytest.approx(silence_ms, abs=0.001)
+
+
+async def test_silence_measured_on_the_wire_at_1200_baud(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
+    unit = SimulatedDevice()
+    unit.set_words(0, [7])
+    responder = RtuResponder(master, {1: unit}, baud=1200)
+    responder.start()
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=1200), path=path)
+    try:
+        for _ in range(5):
+            assert await bus.read_registers(1, 3, 0, 1, 1000) == [7]
+    finally:
+        await bus.close()
+        await responder.stop()
+    # From the end of each reply on the simulated wire to the start of the next request: 32.08 ms
+    # (3.5 x 11 bits), where 3.5 x 10 bits (29.17 ms) is too short.
+    assert len(responder.silences) == 4
+    assert min(responder.silences) >= 38.5 / 1200
+
+
+async def test_switched_off_unit_costs_its_timeout_once_per_poll(
+        pty_pair: tuple[int, str]) -> None:
+    """Units 1 and 3 answer 40 registers, unit 2 is switched off (200 ms timeout); each sweep
+    follows an idle pause longer than the timeout, as between poll cycles. The idle time counts
+    as the silence unit 2 waits for after its timeout, so a sweep takes its theoretical minimum
+    on the wire: no second timeout spent waiting before unit 2's request."""
+    master, path = pty_pair
+    baud, timeout_ms, registers = 9600, 200, 40
+    units = {u: SimulatedDevice() for u in (1, 3)}
+    for u, dev in units.items():
+        dev.set_words(0, [u * 100 + i for i in range(registers)])
+    responder = RtuResponder(master, units, baud=baud)
+    responder.start()
+    driver = ModbusRtuDriver()
+    driver.attach(RtuBus(SerialPort(line=1, port="SERIAL1", speed=baud), path=path))
+    plan = plan_reads(definition(*(var(i + 1, 3, i) for i in range(registers))))
+    char_s, silence_s = 10 / baud, 38.5 / baud
+    answered_s = (8 + 5 + 2 * registers) * char_s            # request + reply on the wire
+    switched_off_s = 8 * char_s + timeout_ms / 1000          # request + timeout
+    # unit 1; 3.5 characters; unit 2's timeout (longer than 3.5 characters); unit 3 at once.
+    theoretical_s = answered_s + silence_s + switched_off_s + answered_s
+    ratios = []
+    try:
+        for sweep in range(5):
+            await asyncio.sleep(1.5 * timeout_ms / 1000)
+            started = time.monotonic()
+            readings = [await driver.read(device(u, timeout_ms), plan) for u in (1, 2, 3)]
+            measured_s = time.monotonic() - started
+            assert readings[0].values[1] == Reading(100, Quality.GOOD)
+            assert readings[1].values[1] == Reading(None, Quality.TIMEOUT)
+            assert readings[2].values[registers] == Reading(300 + registers - 1, Quality.GOOD)
+            if sweep:                        # the first opens the port; unit 2 is never late yet
+                ratios.append(theoretical_s / measured_s)
+    finally:
+        await driver.close()
+        await responder.stop()
+    # Waiting a second timeout after unit 1's reply would give 406 / 602 ms = 0.67.
+    assert statistics.median(ratios) >= 0.95, ratios
+    assert max(ratios) <= 1.0 + 0.002, ratios                    # nothing is faster than the wire
+
+
+async def test_port_refusing_its_settings_is_quality_5_with_the_back_off(
+        pty_pair: tuple[int, str], caplog: pytest.LogCaptureFixture) -> None:
+    _, path = pty_pair
+    # A pty once opened 8N1 (as a previous program leaves a port) refuses even parity in
+    # tcsetattr with termios.error (EINVAL), which is no OSError.
+    serial.Serial(path).close()
+    with pytest.raises(termios.error):
+        serial.Serial(path, parity=serial.PARITY_EVEN)
+    caplog.set_level(logging.WARNING, logger="sunpm.modbus")
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", parity=Parity.EVEN), path=path)
+    driver = ModbusRtuDriver()
+    driver.attach(bus)
+    errors = []
+    try:
+        readings = await driver.read(device(1), plan_reads(definition(var(1, 3, 0))))
+        for _ in range(19):
+            with pytest.raises(ModbusRequestError) as err:
+                await bus.read_registers(1, 3, 0, 1, 100)
+            errors.append(err.value)
+    finally:
+        await driver.close()
+    assert readings.values[1] == Reading(None, Quality.DISCONNECTED)
+    assert {e.quality for e in errors} == {Quality.DISCONNECTED}
+    # One attempt to configure the port, then the 10 s back-off: no retry on every request.
+    assert {str(e) for e in errors} == {"serial1: port unavailable"}
+    records = [r for r in caplog.records if r.name == "sunpm.modbus"]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    assert "Invalid argument" in records[0].getMessage() and records[0].exc_info is None
