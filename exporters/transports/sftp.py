@@ -81,7 +81,6 @@ _KEY_FAMILIES: Final = (
     ("ed25519", ("ssh-ed25519",)),
     ("ecdsa", ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")),
     ("rsa", ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")),
-    ("ed448", ("ssh-ed448",)),
 )
 
 

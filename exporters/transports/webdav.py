@@ -17,9 +17,10 @@ Peer quirks handled here:
 - Apache mod_dav answers `HEAD` of an empty file without `Content-Length`: a size is then read
   from `PROPFIND` (Depth 0, `getcontentlength`), so an empty file is 0 bytes, not absent.
 - Apache mod_dav answers a `PUT` into a folder it may not write with 500 Internal Server Error
-  (its log says "Permission denied"): a 500 to `PUT` is a right lacking, not a busy server, so
-  only that stream stops (spec/behaviour.md §4.5) instead of every later window waiting on it.
-  A full disk is 507 there, which stays retriable.
+  (its log says "Permission denied"): from Apache (its `Server` header) a 500 to `PUT` is a right
+  lacking, not a busy server, so only that stream stops (spec/behaviour.md §4.5) instead of
+  every later window waiting on it. A full disk is 507 there, which stays retriable; wsgidav
+  answers a full disk with 500, retriable too.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
   spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
@@ -179,7 +180,7 @@ class WebdavTransport:
             await self._request("upload", path, "DELETE", written)
         response = await self._request("upload", path, "PUT", written, content=data,
                                        headers={"Content-Type": "application/octet-stream"})
-        if response.status_code == 500:
+        if response.status_code == 500 and _is_apache(response):
             raise TransportError(self.server, "upload",
                                  "500 Internal Server Error: folder not writable",
                                  failure=Failure.REFUSED, path=path)
@@ -235,6 +236,13 @@ class WebdavTransport:
         if status == 409:
             detail += ": missing directory"
         raise TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+def _is_apache(response: httpx.Response) -> bool:
+    """Apache names itself even with `ServerTokens Prod`; its mod_dav_fs answers a full disk
+    with 507, so its 500 to `PUT` is a right lacking (other servers, wsgidav among them, answer
+    a full disk with 500: retriable there)."""
+    return response.headers.get("server", "").startswith("Apache")
 
 
 def _status_failure(status: int) -> Failure:
