@@ -242,7 +242,7 @@ def _is_apache(response: httpx.Response) -> bool:
     """Apache names itself even with `ServerTokens Prod`; its mod_dav_fs answers a full disk
     with 507, so its 500 to `PUT` is a right lacking (other servers, wsgidav among them, answer
     a full disk with 500: retriable there)."""
-    return response.headers.get("server", "").startswith("Apache")
+    return str(response.headers.get("server", "")).startswith("Apache")
 
 
 def _status_failure(status: int) -> Failure:
