@@ -18,7 +18,7 @@ Peer quirks handled here:
   from `PROPFIND` (Depth 0, `getcontentlength`), so an empty file is 0 bytes, not absent.
 - Apache mod_dav answers a `PUT` into a folder it may not write with 500 Internal Server Error
   (its log says "Permission denied"): from Apache (its `Server` header) a 500 to `PUT` is a right
-  lacking, not a busy server, so only that stream stops (spec/behaviour.md §4.5) instead of
+  lacking, not a busy server, so only that stream stops (docs/behaviour.md §4.5) instead of
   every later window waiting on it. A full disk is 507 there, which stays retriable; wsgidav
   answers a full disk with 500, retriable too.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
