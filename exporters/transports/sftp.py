@@ -128,6 +128,8 @@ class SftpTransport:
         self._timeouts = timeouts
         self._root = settings.root_dir or "/"
         self._on_pinned = on_host_key_pinned
+        # The key family a fingerprint pin matched: asked for first on the next connect.
+        self._host_key_algorithms: builtins.list[str] = []
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
 
@@ -175,10 +177,10 @@ class SftpTransport:
         while the key shown does not match (see the module docstring)."""
         families = iter(_KEY_FAMILIES)
         seen: set[str] = set()
-        algorithms: builtins.list[str] = []
+        algorithms = self._host_key_algorithms
         while True:
             try:
-                return await asyncssh.connect(
+                conn = await asyncssh.connect(
                     self._settings.host, self._settings.port or DEFAULT_PORT,
                     username=self._settings.user, password=self._settings.password,
                     known_hosts=(trusted, [], []), client_factory=lambda: checker,
@@ -186,6 +188,8 @@ class SftpTransport:
                     server_host_key_algs=algorithms or "default",
                     preferred_auth="password,keyboard-interactive",
                     keepalive_interval=self._timeouts.operation_s / 2, keepalive_count_max=2)
+                self._host_key_algorithms = algorithms
+                return conn
             except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as err:
                 if not checker.fingerprint_only or checker.seen is None or (
                         isinstance(err, asyncssh.KeyExchangeFailed) and not algorithms):

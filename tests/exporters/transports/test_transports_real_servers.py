@@ -15,6 +15,7 @@ Renaming onto an existing name replaces it on all four (`RNTO`, `posix-rename@op
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ftplib
 import socket
@@ -240,3 +241,31 @@ async def test_apache_put_into_an_unwritable_folder_is_refused_not_busy(apache: 
     assert err.failure is Failure.REFUSED and not err.retriable
     assert list(folder.iterdir()) == []
     assert (apache.tree / "DATA" / NAME).read_bytes() == b"data"
+
+
+async def test_sshd_reconnect_asks_for_the_pinned_key_type_first(sshd: Target) -> None:
+    server = _server(sshd)
+    transport = sshd.transport(host_key=server.fingerprints["ed25519"])
+    refusals = []
+    for _ in range(2):
+        before = _refused_keys(server)
+        await transport.connect()
+        await transport.close()
+        refusals.append(await _settled_count(server, before))
+    # The first connect meets the RSA key and refuses it; the second asks for Ed25519 at once.
+    assert refusals == [1, 0]
+
+
+def _refused_keys(server: RealServer) -> int:
+    return sum(p.read_text(errors="replace").count("Host key is not trusted")
+               for p in server.logs if p.exists())
+
+
+async def _settled_count(server: RealServer, before: int) -> int:
+    """Refusals logged since `before`, once sshd has had time to write its log line."""
+    for _ in range(40):
+        count = _refused_keys(server) - before
+        if count:
+            return count
+        await asyncio.sleep(0.05)
+    return 0
