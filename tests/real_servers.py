@@ -224,8 +224,12 @@ def _spawn(server: RealServer, conf: Path, argv: list[str],
     log = conf / f"{server.program}.out"
     server.logs.append(log)
     with open(log, "ab") as out:
-        server.procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                             stderr=subprocess.STDOUT, cwd=conf,
+        # A test run killed outright leaves no server behind: the server gets SIGKILL when its
+        # parent dies (setpriv is util-linux's, on every Debian).
+        setpriv = shutil.which("setpriv")
+        guard = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+        server.procs.append(subprocess.Popen([*guard, *argv], stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT, cwd=conf,
                                              env={**os.environ, **(env or {})}))
 
 
