@@ -18,7 +18,8 @@ Peer quirks handled here:
   that does not match is therefore not yet a mismatch: the handshake is tried again restricted
   to each other key family the first key was not of, and only when none matches is the key
   refused. (An OpenSSH key line pins its own type, so it needs one handshake.)
-- A name listed twice in one `READDIR` answer (seen from OpenSSH's internal-sftp) counts once.
+- A name listed twice in one `READDIR` answer counts once (a folder cannot hold it twice; seen
+  from OpenSSH's internal-sftp run under the tests' nss_wrapper, never from a plain sshd).
 - `~/.ssh/config`, agents and the user's own keys are never read: the gateway logs in with the
   configured password only, whatever the account it runs under.
 """
