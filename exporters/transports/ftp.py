@@ -13,8 +13,13 @@ Peer quirks handled here:
 - `RNTO` over an existing name replaces it on Unix servers but is refused by some (IIS, FileZilla):
   when it is refused and the final name exists, the old file is deleted and the rename retried
   (spec/behaviour.md §4.2 step 8: FTP renames with `RNFR`/`RNTO`).
-- `MLSD` gives size and time in one listing; servers without it (5xx) fall back to `NLST` then
-  `SIZE` and `MDTM` per file.
+- `MLSD` gives size and time in one listing; servers without it (500/502/504) fall back to `NLST`
+  then `SIZE` and `MDTM` per file. `OPTS MLST` (asking for the facts wanted) is sent on its own:
+  vsftpd answers it `501 Option not understood`, which must not read as a refused listing.
+- vsftpd answers `NLST` of a missing folder with 226 and an empty list: an empty `NLST` answer is
+  checked with `CWD` into the folder (and back), so "missing" stays a refusal, not "empty".
+- A listing switches to ASCII (`TYPE A`); ProFTPD then refuses `SIZE` (`550 SIZE not allowed in
+  ASCII mode`). `TYPE I` is restored after every listing, refused ones included.
 - A server may still be writing a cut upload's `.tmp` from data it had buffered when the next
   upload of the same name starts; two-step uploads delete a stale `.tmp` first so that the old
   writer ends up in an unlinked file instead of the one renamed to the final name.
@@ -123,9 +128,10 @@ class FtpTransport:
         def scan(progress: Progress) -> builtins.list[RemoteFile]:
             ftp = self._client("list", directory)
             try:
-                entries = list(ftp.mlsd(remote, facts=["type", "size", "modify"]))
+                entries = _mlsd(ftp, remote)
             except ftplib.error_perm as err:
-                if not str(err).startswith(("500", "502", "504")):
+                _binary_again(ftp)
+                if not str(err).startswith(_NO_SUCH_COMMAND):
                     raise
                 return self._list_without_mlsd(ftp, remote, progress)
             ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
@@ -138,8 +144,16 @@ class FtpTransport:
     def _list_without_mlsd(self, ftp: ftplib.FTP, remote: str,
                            progress: Progress) -> builtins.list[RemoteFile]:
         files = []
-        names = ftp.nlst(remote)
+        try:
+            names = ftp.nlst(remote)
+        except ftplib.error_perm:
+            _binary_again(ftp)
+            raise
         ftp.voidcmd("TYPE I")
+        if not names:
+            # vsftpd lists a missing folder as empty: make sure it is there (550 otherwise).
+            ftp.cwd(remote)
+            ftp.cwd(self._root)
         for entry in names:
             name = posixpath.basename(entry)
             full = posixpath.join(remote, name)
@@ -309,6 +323,29 @@ def classify(err: BaseException) -> tuple[Failure, str]:
 
 
 _UNREACHABLE_ERRNOS: Final = frozenset({101, 113})  # ENETUNREACH, EHOSTUNREACH
+
+
+_NO_SUCH_COMMAND: Final = ("500", "502", "504")
+_MLST_FACTS: Final = "type;size;modify;"
+
+
+def _mlsd(ftp: ftplib.FTP, remote: str) -> builtins.list[tuple[str, dict[str, str]]]:
+    """`MLSD` entries; the facts are asked for first, and a server that refuses the asking
+    (vsftpd: 501) is asked for the listing anyway, with the facts it gives by default."""
+    try:
+        ftp.sendcmd("OPTS MLST " + _MLST_FACTS)
+    except ftplib.error_perm:
+        pass
+    return list(ftp.mlsd(remote))
+
+
+def _binary_again(ftp: ftplib.FTP) -> None:
+    """`TYPE I` after a refused listing (see the module docstring); a connection that broke
+    meanwhile is reported by the next command, not here."""
+    try:
+        ftp.voidcmd("TYPE I")
+    except (ftplib.Error, OSError, EOFError):
+        pass
 
 
 def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:

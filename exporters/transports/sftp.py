@@ -13,6 +13,13 @@ Peer quirks handled here:
   which leaves a short moment without the final name but never a partial one.
 - Servers map "disk full" to `SSH_FX_FAILURE` with an errno text (OpenSSH: "Failure" only), or to
   `SSH_FX_NO_SPACE_ON_FILESYSTEM`/`SSH_FX_QUOTA_EXCEEDED` (v5+); both are retriable here.
+- With `FTP_HostKey` a fingerprint, the key type is unknown, and sshd offers its RSA, ECDSA and
+  Ed25519 keys but shows only the one the client prefers (RSA for asyncssh's defaults). A key
+  that does not match is therefore not yet a mismatch: the handshake is tried again restricted
+  to each other key family the first key was not of, and only when none matches is the key
+  refused. (An OpenSSH key line pins its own type, so it needs one handshake.)
+- A name listed twice in one `READDIR` answer counts once (a folder cannot hold it twice; seen
+  from OpenSSH's internal-sftp run under the tests' nss_wrapper, never from a plain sshd).
 - `~/.ssh/config`, agents and the user's own keys are never read: the gateway logs in with the
   configured password only, whatever the account it runs under.
 """
@@ -54,6 +61,10 @@ class _HostKeyCheck(asyncssh.SSHClient):
         self._accept_unknown = accept_unknown
         self.seen: asyncssh.SSHKey | None = None
 
+    @property
+    def fingerprint_only(self) -> bool:
+        return bool(self._fingerprint)
+
     def validate_host_public_key(self, host: str, addr: str, port: int,
                                  key: asyncssh.SSHKey) -> bool:
         self.seen = key
@@ -64,6 +75,22 @@ class _HostKeyCheck(asyncssh.SSHClient):
 
 def _fingerprint(key: asyncssh.SSHKey) -> str:
     return key.get_fingerprint("sha256").rstrip("=")
+
+
+#: host key algorithms by key family, in the order a fingerprint pin tries them
+_KEY_FAMILIES: Final = (
+    ("ed25519", ("ssh-ed25519",)),
+    ("ecdsa", ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")),
+    ("rsa", ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")),
+)
+
+
+def _family(key: asyncssh.SSHKey) -> str:
+    algorithm = key.get_algorithm()
+    for family, algorithms in _KEY_FAMILIES:
+        if algorithm in algorithms:
+            return family
+    return algorithm
 
 
 def parse_host_key(text: str) -> asyncssh.SSHKey | str:
@@ -102,6 +129,8 @@ class SftpTransport:
         self._timeouts = timeouts
         self._root = settings.root_dir or "/"
         self._on_pinned = on_host_key_pinned
+        # The key family a fingerprint pin matched: asked for first on the next connect.
+        self._host_key_algorithms: builtins.list[str] = []
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
 
@@ -117,13 +146,7 @@ class SftpTransport:
         checker = _HostKeyCheck(fingerprint, pin)
         try:
             async with asyncio.timeout(self._timeouts.connect_s):
-                self._conn = await asyncssh.connect(
-                    self._settings.host, self._settings.port or DEFAULT_PORT,
-                    username=self._settings.user, password=self._settings.password,
-                    known_hosts=(trusted, [], []), client_factory=lambda: checker,
-                    client_keys=None, agent_path=None, config=[], x509_trusted_certs=None,
-                    preferred_auth="password,keyboard-interactive",
-                    keepalive_interval=self._timeouts.operation_s / 2, keepalive_count_max=2)
+                self._conn = await self._handshake(trusted, checker)
                 self._sftp = await self._conn.start_sftp_client()
                 await self._sftp.stat(self._root)
         except TimeoutError as err:
@@ -149,6 +172,37 @@ class SftpTransport:
                 await self.close()  # an unpersisted pin would be re-learnt from anyone next time
                 raise
 
+    async def _handshake(self, trusted: builtins.list[asyncssh.SSHKey],
+                         checker: _HostKeyCheck) -> asyncssh.SSHClientConnection:
+        """Connect and log in; with a fingerprint pin, once more per key family not yet seen
+        while the key shown does not match (see the module docstring)."""
+        families = iter(_KEY_FAMILIES)
+        seen: set[str] = set()
+        algorithms = self._host_key_algorithms
+        while True:
+            try:
+                conn = await asyncssh.connect(
+                    self._settings.host, self._settings.port or DEFAULT_PORT,
+                    username=self._settings.user, password=self._settings.password,
+                    known_hosts=(trusted, [], []), client_factory=lambda: checker,
+                    client_keys=None, agent_path=None, config=[], x509_trusted_certs=None,
+                    server_host_key_algs=algorithms or "default",
+                    preferred_auth="password,keyboard-interactive",
+                    keepalive_interval=self._timeouts.operation_s / 2, keepalive_count_max=2)
+                self._host_key_algorithms = algorithms
+                return conn
+            except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as err:
+                if not checker.fingerprint_only or checker.seen is None or (
+                        isinstance(err, asyncssh.KeyExchangeFailed) and not algorithms):
+                    raise
+                seen.add(_family(checker.seen))
+                for family, family_algorithms in families:
+                    if family not in seen:
+                        algorithms = list(family_algorithms)
+                        break
+                else:
+                    raise asyncssh.HostKeyNotVerifiable("no host key matches") from err
+
     def _untrusted(self, checker: _HostKeyCheck) -> str:
         seen = _fingerprint(checker.seen) if checker.seen is not None else "unknown"
         if self._settings.host_key:
@@ -160,15 +214,15 @@ class SftpTransport:
         remote = self._remote("list", directory)
 
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
-            files = []
+            files: dict[str, RemoteFile] = {}
             for entry in await sftp.readdir(remote):
                 name = str(entry.filename)
                 attrs = entry.attrs
                 if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
                     continue
                 mtime = float(attrs.mtime) if attrs.mtime is not None else None
-                files.append(RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime))
-            return sorted(files, key=lambda f: f.name)
+                files[name] = RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime)
+            return sorted(files.values(), key=lambda f: f.name)
         return await self._call("list", directory, scan)
 
     async def download(self, path: str) -> bytes:

@@ -14,6 +14,13 @@ counts as absent, spec/behaviour.md §5.2), `PUT` uploads, `MOVE` with `Overwrit
 Peer quirks handled here:
 - A `PUT` into a missing collection answers 409 Conflict (RFC 4918 §9.7.1), not 404: read as the
   directory missing. 403 and 405 are a right lacking; 507 Insufficient Storage is retriable.
+- Apache mod_dav answers `HEAD` of an empty file without `Content-Length`: a size is then read
+  from `PROPFIND` (Depth 0, `getcontentlength`), so an empty file is 0 bytes, not absent.
+- Apache mod_dav answers a `PUT` into a folder it may not write with 500 Internal Server Error
+  (its log says "Permission denied"): from Apache (its `Server` header) a 500 to `PUT` is a right
+  lacking, not a busy server, so only that stream stops (docs/behaviour.md §4.5) instead of
+  every later window waiting on it. A full disk is 507 there, which stays retriable; wsgidav
+  answers a full disk with 500, retriable too.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
   spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
@@ -145,7 +152,25 @@ class WebdavTransport:
             return None  # absent, or the lookup refused: both count as absent
         self._check("size", path, response)
         length = response.headers.get("content-length")
-        return int(length) if length is not None and length.isdigit() else None
+        if length is not None and length.isdigit():
+            return int(length)
+        return await self._size_by_propfind(path)
+
+    async def _size_by_propfind(self, path: str) -> int | None:
+        response = await self._request("size", path, "PROPFIND", path,
+                                       headers={"Depth": "0"}, content=_PROPFIND_BODY)
+        if 400 <= response.status_code < 500:
+            return None
+        self._check("size", path, response)
+        try:
+            root = ET.fromstring(response.content)
+        except ET.ParseError as err:
+            raise TransportError(self.server, "size", f"unreadable PROPFIND answer: {err}",
+                                 failure=Failure.PROTOCOL, path=path) from err
+        if root.find(f".//{_DAV}collection") is not None:
+            return None  # a folder is no file
+        length = root.findtext(f".//{_DAV}getcontentlength", "").strip()
+        return int(length) if length.isdigit() else 0
 
     async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
         check_tree_path(self.server, "upload", path)
@@ -155,6 +180,10 @@ class WebdavTransport:
             await self._request("upload", path, "DELETE", written)
         response = await self._request("upload", path, "PUT", written, content=data,
                                        headers={"Content-Type": "application/octet-stream"})
+        if response.status_code == 500 and _is_apache(response):
+            raise TransportError(self.server, "upload",
+                                 "500 Internal Server Error: folder not writable",
+                                 failure=Failure.REFUSED, path=path)
         self._check("upload", path, response)
         if written != final:
             response = await self._request(
@@ -207,6 +236,13 @@ class WebdavTransport:
         if status == 409:
             detail += ": missing directory"
         raise TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+def _is_apache(response: httpx.Response) -> bool:
+    """Apache names itself even with `ServerTokens Prod`; its mod_dav_fs answers a full disk
+    with 507, so its 500 to `PUT` is a right lacking (other servers, wsgidav among them, answer
+    a full disk with 500: retriable there)."""
+    return str(response.headers.get("server", "")).startswith("Apache")
 
 
 def _status_failure(status: int) -> Failure:

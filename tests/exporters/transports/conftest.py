@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 from peers import Certs, make_certs
-from transport_support import FILE_KINDS, NETWORK_KINDS, PeerPool, Target, fresh_target
+from transport_support import (
+    FILE_KINDS,
+    NETWORK_KINDS,
+    REAL_TARGETS,
+    PeerPool,
+    Target,
+    fresh_real_target,
+    fresh_target,
+)
 
 from exporters.transports import FileTransport
 
@@ -36,18 +44,33 @@ def peer_pool(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterato
     pool.close()
 
 
-@pytest.fixture(params=FILE_KINDS)
-def target(request: pytest.FixtureRequest, peer_pool: PeerPool, certs: Certs,
-           tmp_path: Path) -> Target:
-    kind: str = request.param
+def _target(kind: str, peer_pool: PeerPool, certs: Certs, tmp_path: Path) -> Target:
+    if kind in REAL_TARGETS:
+        return fresh_real_target(peer_pool.get_real(kind), certs)
     if kind == "dir":
         return fresh_target(kind, None, tmp_path, certs)
     peer = peer_pool.get(kind)
     return fresh_target(kind, peer, peer.root, certs)
 
 
-@pytest.fixture(params=NETWORK_KINDS)
+@pytest.fixture(params=FILE_KINDS + REAL_TARGETS)
+def target(request: pytest.FixtureRequest, peer_pool: PeerPool, certs: Certs,
+           tmp_path: Path) -> Target:
+    """Every transport against its tests/peers.py peer, and every real server."""
+    return _target(request.param, peer_pool, certs, tmp_path)
+
+
+@pytest.fixture(params=FILE_KINDS)
+def peer_target(request: pytest.FixtureRequest, peer_pool: PeerPool, certs: Certs,
+                tmp_path: Path) -> Target:
+    """Every transport against its tests/peers.py peer only (which has test hooks: DISKFULL)."""
+    return _target(request.param, peer_pool, certs, tmp_path)
+
+
+@pytest.fixture(params=NETWORK_KINDS + REAL_TARGETS)
 def network_target(request: pytest.FixtureRequest, peer_pool: PeerPool, certs: Certs) -> Target:
+    if request.param in REAL_TARGETS:
+        return fresh_real_target(peer_pool.get_real(request.param), certs)
     peer = peer_pool.get(request.param)
     return fresh_target(request.param, peer, peer.root, certs)
 

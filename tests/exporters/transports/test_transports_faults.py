@@ -329,8 +329,9 @@ def test_transport_error_reads_as_one_line_and_survives_pickling() -> None:
         assert failure.retriable is expected
 
 
-async def test_full_server_disk_is_retriable(target: Target) -> None:
+async def test_full_server_disk_is_retriable(peer_target: Target) -> None:
     # The peers write names containing DISKFULL to /dev/full (ENOSPC); a folder gets the real thing.
+    target = peer_target
     name = "WPM00C44F_DISKFULL_210202_084443.csv.gz"
     if target.kind == "dir":
         os.symlink("/dev/full", target.tree / "DATA" / (name + ".tmp"))
