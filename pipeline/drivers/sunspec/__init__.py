@@ -8,6 +8,7 @@ from .definitions import (
                           clean_part,
                           definition_file_name,
                           generate,
+                          measured_variables,
                           unique_name,
                           write_definition,
 )
@@ -16,5 +17,5 @@ from .scan import SunSpecDevice, SunSpecScan, decode_string, discover_sunspec, e
 __all__ = [
     "ChainModel", "GeneratedDefinition", "Identity", "SunSpecDevice", "SunSpecScan", "clean_part",
     "decode_string", "definition_file_name", "discover_sunspec", "estimated_duration_s",
-    "generate", "pysunspec2_version", "unique_name", "write_definition",
+    "generate", "measured_variables", "pysunspec2_version", "unique_name", "write_definition",
 ]

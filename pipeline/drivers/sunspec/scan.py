@@ -29,7 +29,7 @@ from pipeline.drivers._base import (
 )
 
 from ._models import load_model, pysunspec2_version
-from .definitions import ChainModel, GeneratedDefinition, Identity, generate
+from .definitions import ChainModel, GeneratedDefinition, Identity, generate, measured_variables
 
 log = logging.getLogger("sunpm.discovery")
 
@@ -169,6 +169,12 @@ class SunSpecScan:
                        for model_id, address, length in headers])
         definition = generate(self._uid, identity, self._protocol, chain,
                               lambda text: self._log(f"Error: {self._at(unit_id)}: {text}"))
+        if not measured_variables(definition):
+            # A device with only parameter models would be imported and then record nothing.
+            log.warning("%s: no measurement model; only parameters will be read",
+                        self._at(unit_id))
+            self._log(f"Warning: {self._at(unit_id)}: no measurement model; only parameters "
+                      "will be read")
         return SunSpecDevice(unit_id=unit_id, target=self._target, base=base, identity=identity,
                              chain=chain, definition=definition)
 
