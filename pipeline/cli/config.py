@@ -43,6 +43,9 @@ def _init(args: argparse.Namespace) -> int:
     if not UID_PATTERN.fullmatch(uid):
         print(f"sunpm config init: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
         return 2
+    if directory.exists() and not directory.is_dir():
+        print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
+        return 1
     files = default_files(uid)
     existing = [rel for rel in files if (directory / rel).exists()]
     if existing and not args.force:

@@ -12,10 +12,19 @@ from .definitions import (
                           unique_name,
                           write_definition,
 )
-from .scan import SunSpecDevice, SunSpecScan, decode_string, discover_sunspec, estimated_duration_s
+from .scan import (
+    ScanProgress,
+    SunSpecDevice,
+    SunSpecScan,
+    UnitScanned,
+    decode_string,
+    discover_sunspec,
+    estimated_duration_s,
+)
 
 __all__ = [
-    "ChainModel", "GeneratedDefinition", "Identity", "SunSpecDevice", "SunSpecScan", "clean_part",
+    "ChainModel", "GeneratedDefinition", "Identity", "ScanProgress", "SunSpecDevice", "SunSpecScan",
+    "UnitScanned", "clean_part",
     "decode_string", "definition_file_name", "discover_sunspec", "estimated_duration_s",
     "generate", "measured_variables", "pysunspec2_version", "unique_name", "write_definition",
 ]
