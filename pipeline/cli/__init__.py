@@ -56,16 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as err:
         # A path given on the command line that cannot be read or written: say which and why.
-        print(f"sunpm {args.command}: {os_error_text(err)}", file=sys.stderr)
+        print(f"{_command_name(args)}: {os_error_text(err)}", file=sys.stderr)
         return 1
     except Exception as err:
         from config.errors import SunpmError
 
         if not isinstance(err, SunpmError):
             raise
-        print(f"sunpm {args.command}: {err}", file=sys.stderr)
+        print(f"{_command_name(args)}: {err}", file=sys.stderr)
         return 1
     return code
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """`sunpm config init`: the family and, when it has some, the action."""
+    action = getattr(args, f"{args.command}_command", None)
+    return " ".join(["sunpm", args.command] + ([action] if action else []))
 
 
 def os_error_text(err: OSError) -> str:

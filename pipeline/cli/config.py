@@ -7,10 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from config import ConfigError, Severity, check_site, default_uid, find_uid, load_site, site_to_json
-from config.defaults import default_files
-from config.identity import UID_PATTERN
-
 # Directories of the configuration tree (spec/formats.md §3) that `init` creates.
 _TREE = ("CONFIG", "DEF", "SCRIPT", "CERT")
 
@@ -38,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _init(args: argparse.Namespace) -> int:
+    # `config` is imported by the handlers, not at the top: `sunpm --help` stays fast.
+    from config import default_uid
+    from config.defaults import default_files
+    from config.identity import UID_PATTERN
+
     directory: Path = args.directory
     uid: str = args.uid or default_uid()
     if not UID_PATTERN.fullmatch(uid):
@@ -61,6 +62,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from config import Severity, check_site, find_uid
+
     problems = check_site(args.directory, args.uid)
     for problem in problems:
         print(problem)
@@ -75,6 +78,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from config import ConfigError, load_site, site_to_json
+
     try:
         site = load_site(args.directory, args.uid)
     except ConfigError as err:

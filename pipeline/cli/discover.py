@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from pipeline.cli._ports import port_problem
+
 if TYPE_CHECKING:
     from config.model import Daq
     from pipeline.drivers._base import DiscoveryParams, RegisterReader
@@ -83,8 +85,19 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise _Refused(f"--timeout {args.timeout} is below 1 ms")
     if args.import_ and args.config is None:
         raise _Refused("--import needs --config DIR")
-    if args.write_defs is not None and args.write_defs.exists() and not args.write_defs.is_dir():
+    _check_write_defs(args)
+
+
+def _check_write_defs(args: argparse.Namespace) -> None:
+    """Create `--write-defs` now, so an unusable path is said before a long scan, not after."""
+    if args.write_defs is None:
+        return
+    if args.write_defs.exists() and not args.write_defs.is_dir():
         raise _Refused(f"--write-defs {args.write_defs}: exists and is not a directory")
+    try:
+        args.write_defs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _Refused(f"--write-defs {args.write_defs}: {err.strerror}") from err
 
 
 def _params(args: argparse.Namespace, daq: Daq) -> tuple[DiscoveryParams, list[str]]:
@@ -302,8 +315,12 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
         raise _Refused("--import needs --config DIR")
     if args.import_ and any(d.index == "TIC1" for d in daq.devices):
         raise _Refused("TIC1 is already configured; delete it first")
-    if args.write_defs is not None and args.write_defs.exists() and not args.write_defs.is_dir():
-        raise _Refused(f"--write-defs {args.write_defs}: exists and is not a directory")
+    _check_write_defs(args)
+    problem = port_problem(port)
+    if problem is not None:
+        print(f"sunpm discover: nothing could be reached: {port}: cannot open: {problem}",
+              file=sys.stderr)
+        return 1
     try:
         found = asyncio.run(detect_tic(port))
     except KeyboardInterrupt:

@@ -14,10 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+from pipeline.cli._ports import port_problem
 
 if TYPE_CHECKING:
     from pipeline.drivers.tic import TicCounters, TicFrame, TicReader
@@ -120,7 +121,7 @@ def _decode(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    problem = _probe(args.port)
+    problem = port_problem(args.port)
     if problem is not None:
         # The gateway's reader retries such a port for ever; a command must not.
         print(f"sunpm tic decode: {args.port}: cannot open: {problem}", file=sys.stderr)
@@ -139,20 +140,6 @@ def _decode(args: argparse.Namespace) -> int:
         print(f"sunpm tic decode: {args.port}: no TIC frame received", file=sys.stderr)
         return 1
     return 0
-
-
-def _probe(path: str) -> str | None:
-    """None when `path` opens as a terminal device, else the reason (OS error text)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as err:
-        return f"{err.strerror} (errno {err.errno})"
-    try:
-        if not os.isatty(fd):
-            return "not a serial device"
-    finally:
-        os.close(fd)
-    return None
 
 
 async def _live(reader: TicReader, max_frames: int, duration_s: float,

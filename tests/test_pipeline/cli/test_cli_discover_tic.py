@@ -154,10 +154,12 @@ async def test_tic_decode_of_a_port_that_never_configures_gives_up_after_5_s() -
     assert 5 <= elapsed < 15
 
 
-async def test_discover_tic_without_a_meter_finds_none(tmp_path: Path) -> None:
+async def test_discover_tic_on_a_port_that_cannot_open_exits_1(tmp_path: Path) -> None:
     code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
                                   str(tmp_path / "ttyUSB9"), "--json")
-    assert (code, json.loads(out)) == (0, {"protocol": "tic", "found": 0}), err
+    assert (code, out) == (1, "")
+    assert err == (f"sunpm discover: nothing could be reached: {tmp_path / 'ttyUSB9'}: cannot "
+                   "open: No such file or directory (errno 2)\n")
     code, _, err = await _sunpm("discover", "--protocol", "tic")
     assert (code, err.strip()) == (2, "sunpm discover: TIC_Port is not set; give --tic-port DEV")
 
