@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -136,15 +137,16 @@ def _table(rows: list[dict[str, object]]) -> list[str]:
 
 
 def _report(address: str, definition: DefinitionFile,
-            results: list[tuple[int, Readings]], as_json: bool) -> tuple[list[str], bool]:
-    """The lines of one read of every unit, and whether each unit read something good."""
+            results: list[tuple[int, Readings]], as_json: bool) -> tuple[list[str], list[int]]:
+    """The lines of one read of every unit, and the units where nothing read good."""
     lines: list[str] = []
     shown: set[int] = set()
-    all_answered = True
+    silent: list[int] = []
     for unit, readings in results:
         rows = _rows(definition, readings)
         good = any(int(str(r["quality"])) in (0, 7) for r in rows)
-        all_answered &= good
+        if not good:
+            silent.append(unit)
         if as_json:
             lines.append(json.dumps({"target": address, "unit": unit,
                                      "definition": definition.file_name,
@@ -158,7 +160,7 @@ def _report(address: str, definition: DefinitionFile,
     if not as_json and shown - {0}:
         lines.append("quality codes: " + "; ".join(f"{q} {QUALITY_MEANINGS[q]}"
                                                    for q in sorted(shown)))
-    return lines, all_answered
+    return lines, silent
 
 
 def _read(args: argparse.Namespace) -> int:
@@ -194,6 +196,8 @@ async def _run(args: argparse.Namespace, host: str, port: int, units: list[int],
                definition: DefinitionFile) -> int:
     from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
+    # The table says it (quality 5); the driver's reconnect warnings would only repeat it.
+    logging.getLogger("sunpm.modbus").setLevel(logging.ERROR)
     address = f"{host}:{port}"
     redraw = args.watch is not None and not args.json and sys.stdout.isatty()
     driver = ModbusTcpDriver()
@@ -202,10 +206,13 @@ async def _run(args: argparse.Namespace, host: str, port: int, units: list[int],
             started = time.monotonic()
             results = [(unit, await _poll(driver, host, port, unit, args.timeout, args.max_gap,
                                           definition)) for unit in units]
-            lines, all_answered = _report(address, definition, results, args.json)
+            lines, silent = _report(address, definition, results, args.json)
             if args.watch is None:
                 print("\n".join(lines))
-                return 0 if all_answered else 1
+                if silent:
+                    print(f"sunpm modbus read: nothing read good from unit "
+                          f"{', '.join(map(str, silent))} at {address}", file=sys.stderr)
+                return 1 if silent else 0
             if not args.json:
                 stamp = time.strftime("%H:%M:%S")
                 lines.insert(0, f"{address} {definition.file_name} at {stamp}, every "

@@ -102,6 +102,28 @@ async def test_tic_decode_prints_one_json_line_per_frame() -> None:
                                "withoutValidGroup": 0}
 
 
+async def test_tic_decode_text_keeps_frames_on_stdout_and_text_totals_on_stderr() -> None:
+    code, out, err = await _sunpm("tic", "decode", str(DATA / "tic_standard.bin"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "frame 1 standard", "frame 2 standard", "frame 3 standard",
+        "frame 4 standard interrupted", "frame 5 standard"]
+    assert err == ("5 frames (1 interrupted), 124 valid groups, 1 checksum errors, 2 malformed "
+                   "groups, 0 noise bytes; 0 STX…ETX spans without a valid group\n")
+
+
+async def test_tic_decode_of_random_bytes_finds_no_frame(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.bin"
+    # STX … ETX spans with nothing decodable inside, as random bytes hold.
+    noise.write_bytes(bytes(range(256)) * 8 + b"\x02garbage\r\n\x03" * 12)
+    code, out, err = await _sunpm("tic", "decode", str(noise))
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0].startswith("0 frames (") and "spans without a valid group" in lines[0]
+    assert lines[1] == f"sunpm tic decode: {noise}: no TIC frame found (2180 bytes)"
+
+
 async def test_tic_decode_needs_a_file_or_a_port(tmp_path: Path) -> None:
     code, _, err = await _sunpm("tic", "decode")
     assert code == 2 and "either FILE or --port" in err
