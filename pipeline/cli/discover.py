@@ -43,8 +43,10 @@ class _Refused(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("discover", help="find SunSpec devices and generate their "
-                                   "definition files")
+    parser = subparsers.add_parser(
+        "discover", help="find SunSpec devices and generate their definition files",
+        epilog="exit status: 0 the scan completed (whatever it found), 1 nothing could be "
+               "reached, 2 parameters refused, 130 interrupted (Ctrl-C)")
     parser.add_argument("--protocol", default="sunspec", choices=("sunspec", "tic"))
     parser.add_argument("--tic-port", metavar="DEV",
                         help="TIC reader for --protocol tic (default: --config's TIC_Port)")

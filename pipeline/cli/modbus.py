@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="modbus_command", required=True, metavar="ACTION")
     read = sub.add_parser("read", help="read every variable of a definition file",
                           epilog="quality codes: " + "; ".join(
-                              f"{code} {text}" for code, text in QUALITY_MEANINGS.items()))
+                              f"{code} {text}" for code, text in QUALITY_MEANINGS.items())
+                          + ". exit status: 0 every unit read something good, 1 a unit read "
+                            "nothing good, 2 file, address or option unusable")
     read.add_argument("target", metavar="HOST:PORT", help="device address (port 502 if omitted)")
     read.add_argument("--unit", type=int, action="append", metavar="N",
                       help="unit id, 0..255 (1); repeat for several units behind one address")

@@ -32,7 +32,9 @@ _CHECK_S: Final = 0.5
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("tic", help="Linky / TIC meter tools")
     sub = parser.add_subparsers(dest="tic_command", required=True, metavar="ACTION")
-    decode = sub.add_parser("decode", help="decode a capture file or a live TIC port")
+    decode = sub.add_parser("decode", help="decode a capture file or a live TIC port",
+                            epilog="exit status: 0 frames found, 1 no TIC frame found (or the "
+                                   "file cannot be read), 2 port unusable or bad arguments")
     decode.add_argument("file", nargs="?", type=Path, metavar="FILE", help="capture file")
     decode.add_argument("--port", metavar="DEV", help="serial device of a TIC reader")
     decode.add_argument("--speed", type=int, choices=(1200, 9600),
