@@ -2,8 +2,8 @@
 wrong, a non-zero exit, never a Python traceback.
 
 Each case runs the installed command as a child process. `{missing}`, `{file}` (a text file),
-`{random}` (random bytes), `{dir}`, `{site}` (a valid configuration, no server) and `{closed}` (a
-TCP port nobody listens on) are filled in per test.
+`{random}` (random bytes), `{dir}`, `{site}` (a valid configuration, no server), `{nul_site}` (a
+script name holding a NUL byte) and `{closed}` (a TCP port nobody listens on) are filled in.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["config", "validate", "{file}"], 1, "{file}: directory: is not a directory"),
     (["config", "show", "{missing}"], 1, "{missing}: directory: is not a directory"),
     (["config", "show", "{random}", "--json"], 1, "{random}: directory: is not a directory"),
+    (["config", "validate", "{nul_site}"], 1, "SCRIPT/\\0est.lua: file: name holds a NUL byte"),
+    (["config", "show", "{nul_site}"], 1, "SCRIPT/\\0est.lua: file: name holds a NUL byte"),
     # export
     (["export", "--server", "1", "--from", "yesterday", "--to", "2021-01-02", "--out", "{dir}"], 2,
      "'yesterday' is not an ISO 8601 date or time"),
@@ -110,12 +112,16 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from pipeline.cli import main
 
     assert main(["config", "init", str(site), "--uid", "U1"]) == 0
+    nul_site = root / "nul_site"
+    assert main(["config", "init", str(nul_site), "--uid", "U1"]) == 0
+    with (nul_site / "CONFIG" / "U1_scl.ini").open("ab") as scl:
+        scl.write(b"SCRIPT_File[0]=\x00est.lua\n")       # a name no file can have
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = str(sock.getsockname()[1])
     return {"missing": str(root / "missing"), "file": str(root / "notes.txt"),
             "random": str(root / "random.bin"), "dir": str(root / "dir"), "site": str(site),
-            "closed": closed, "modbus_def": str(root / "T1.csv")}
+            "closed": closed, "modbus_def": str(root / "T1.csv"), "nul_site": str(nul_site)}
 
 
 def _commands(parser: argparse.ArgumentParser) -> set[tuple[str, ...]]:
