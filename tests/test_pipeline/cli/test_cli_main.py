@@ -34,6 +34,17 @@ def test_help_writes_nothing_on_stderr_and_imports_nothing_heavy() -> None:
     assert loaded & heavy == set()
 
 
+def test_what_the_commands_import_raises_no_third_party_warning() -> None:
+    # With cryptography >= 51 (what a fresh install gets), asyncssh's import warned ten times.
+    modules = ("exporters.transports", "exporters.sources", "pipeline.drivers.modbus.tcp",
+               "pipeline.drivers.modbus.rtu", "pipeline.drivers.tic", "pipeline.drivers.sunspec",
+               "store")
+    done = subprocess.run([sys.executable, "-W", "error", "-c",
+                           "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
+                           *modules], capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_help_answers_within_the_startup_budget() -> None:
     # The budget is 0.3 s on an idle machine; the best of five runs absorbs a loaded CI box.
     timings = []
