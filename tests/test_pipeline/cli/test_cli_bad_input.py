@@ -3,7 +3,7 @@ wrong, a non-zero exit, never a Python traceback.
 
 Each case runs the installed command as a child process. `{missing}`, `{file}` (a text file),
 `{random}` (random bytes), `{dir}`, `{site}` (a valid configuration, no server), `{nul_site}` (a
-script name holding a NUL byte) and `{closed}` (a TCP port nobody listens on) are filled in.
+script name holding a NUL byte), `{serial_site}` (SERIAL1 on a device that does not exist) and `{closed}` (a TCP port nobody listens on) are filled in.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ CASES: list[tuple[list[str], int, str]] = [
      "sunpm discover: serial1 has no path"),
     (["discover", "--ip", "127.0.0.1", "--port", "{closed}", "--last", "3", "--timeout", "50"], 1,
      "sunpm discover: nothing could be reached on ethernet1: 127.0.0.1:{closed}: cannot connect"),
+    (["discover", "--interface", "serial1", "--config", "{serial_site}", "--last", "3",
+      "--timeout", "50"], 1,
+     "sunpm discover: nothing could be reached on serial1: serial1: cannot open /dev/ttyNOPE0"),
     (["discover", "--protocol", "tic"], 2, "sunpm discover: TIC_Port is not set"),
     (["discover", "--protocol", "tic", "--tic-port", "{file}"], 1,
      "sunpm discover: nothing could be reached: {file}: cannot open: not a serial device"),
@@ -116,12 +119,19 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert main(["config", "init", str(nul_site), "--uid", "U1"]) == 0
     with (nul_site / "CONFIG" / "U1_scl.ini").open("ab") as scl:
         scl.write(b"SCRIPT_File[0]=\x00est.lua\n")       # a name no file can have
+    serial_site = root / "serial_site"
+    assert main(["config", "init", str(serial_site), "--uid", "U1"]) == 0
+    daq = serial_site / "CONFIG" / "U1_daq.csv"
+    daq.write_text("port;speed;dataBits;parity;stopBits;wires;protocol;interFrameMs;"
+                   "forwardTcpPort;path\nSERIAL1;9600;8;N;1;2;modbusRTU;0;;/dev/ttyNOPE0\n"
+                   + daq.read_text())
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = str(sock.getsockname()[1])
     return {"missing": str(root / "missing"), "file": str(root / "notes.txt"),
             "random": str(root / "random.bin"), "dir": str(root / "dir"), "site": str(site),
-            "closed": closed, "modbus_def": str(root / "T1.csv"), "nul_site": str(nul_site)}
+            "closed": closed, "modbus_def": str(root / "T1.csv"), "nul_site": str(nul_site),
+            "serial_site": str(serial_site)}
 
 
 def _commands(parser: argparse.ArgumentParser) -> set[tuple[str, ...]]:
