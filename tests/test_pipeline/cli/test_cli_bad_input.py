@@ -1,9 +1,10 @@
 """Every `sunpm` command given bad arguments, paths and files: a clear message naming what is
 wrong, a non-zero exit, never a Python traceback.
 
-Each case runs the installed command as a child process. `{missing}`, `{file}` (a text file),
-`{random}` (random bytes), `{dir}`, `{site}` (a valid configuration, no server), `{nul_site}` (a
-script name holding a NUL byte), `{serial_site}` (SERIAL1 on a device that does not exist) and `{closed}` (a TCP port nobody listens on) are filled in.
+Each case runs the installed command as a child process. Placeholders filled in per test:
+`{missing}`, `{file}` (a text file), `{random}` (random bytes), `{dir}`, `{site}` (a valid
+configuration, no server), `{nul_site}` (a script name holding a NUL byte), `{serial_site}`
+(SERIAL1 on a device that does not exist), `{closed}` (a TCP port nobody listens on).
 """
 
 from __future__ import annotations
