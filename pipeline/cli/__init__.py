@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
+        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`sunpm config show DIR | head`): not an error of ours. Point stdout
