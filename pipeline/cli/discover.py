@@ -201,6 +201,7 @@ class _Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.refresh()         # the final count, even when the last update was throttled
             self._bar.close()
             self._bar = None
 
