@@ -1,4 +1,4 @@
-"""A Poller run on the wall clock in an end-to-end test (tests/pipeline, tests/integration).
+"""A Poller run on the wall clock in an end-to-end test (tests/test_pipeline, tests/integration).
 
 Import side (`tests/` is on sys.path): `wait_whole_second()`, and `polling(poller, *closers)`,
 an async context manager that runs `poller.run()` as a task and yields `stop()`: stop the

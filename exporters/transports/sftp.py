@@ -29,10 +29,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import posixpath
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-import asyncssh
+with warnings.catch_warnings():
+    # asyncssh (and pyOpenSSL, which it imports when present) names cryptography's DSA types at
+    # import; cryptography >= 51 deprecates every such access, which printed ten warnings before
+    # any sunpm command. Only those are silenced.
+    warnings.filterwarnings("ignore", message="DSA is deprecated", category=UserWarning,
+                            module=r"(asyncssh|OpenSSL)\.")
+    import asyncssh
 
 from config.model import ServerSettings
 

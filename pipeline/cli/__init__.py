@@ -1,4 +1,9 @@
-"""`sunpm`: the command line. Each command family is a module here with `register(subparsers)`."""
+"""`sunpm`: the command line. Each command family is a module here with `register(subparsers)`.
+
+Start-up time: `sunpm --help` must answer at once (under 0.3 s), so registering a family imports
+nothing heavy; the drivers, the store and the exporters (pyarrow, asyncssh, pymodbus …) are
+imported by the handler that uses them.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,25 @@ from collections.abc import Sequence
 _FAMILIES = ("config", "export", "discover", "tic", "modbus")
 
 
+class _ShowVersion(argparse.Action):
+    """`--version`, reading the installed distribution's metadata only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("sunpm")
+        except PackageNotFoundError:
+            text = "unknown (not installed)"
+        print(f"sunpm {text}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunpm", description="Photovoltaic plant gateway.")
+    parser.add_argument("--version", action=_ShowVersion, nargs=0,
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for family in _FAMILIES:
         importlib.import_module(f"pipeline.cli.{family}").register(sub)
@@ -26,13 +48,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
+        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`sunpm config show DIR | head`): not an error of ours. Point stdout
         # at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        # A path given on the command line that cannot be read or written: say which and why.
+        print(f"{_command_name(args)}: {os_error_text(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        from config.errors import SunpmError
+
+        if not isinstance(err, SunpmError):
+            raise
+        print(f"{_command_name(args)}: {err}", file=sys.stderr)
+        return 1
     return code
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """`sunpm config init`: the family and, when it has some, the action."""
+    action = getattr(args, f"{args.command}_command", None)
+    return " ".join(["sunpm", args.command] + ([action] if action else []))
+
+
+def os_error_text(err: OSError) -> str:
+    """`<path>: <reason>` for an OSError, without Python's `[Errno n]` decoration."""
+    reason = err.strerror or str(err)
+    if err.filename is None:
+        return reason
+    return f"{err.filename}: {reason}"
 
 
 if __name__ == "__main__":

@@ -7,10 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from config import ConfigError, Severity, check_site, default_uid, find_uid, load_site, site_to_json
-from config.defaults import default_files
-from config.identity import UID_PATTERN
-
 # Directories of the configuration tree (spec/formats.md §3) that `init` creates.
 _TREE = ("CONFIG", "DEF", "SCRIPT", "CERT")
 
@@ -38,11 +34,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _init(args: argparse.Namespace) -> int:
+    # `config` is imported by the handlers, not at the top: `sunpm --help` stays fast.
+    from config import default_uid
+    from config.defaults import default_files
+    from config.identity import UID_PATTERN
+
     directory: Path = args.directory
     uid: str = args.uid or default_uid()
     if not UID_PATTERN.fullmatch(uid):
         print(f"sunpm config init: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
         return 2
+    if directory.exists() and not directory.is_dir():
+        print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
+        return 1
     files = default_files(uid)
     existing = [rel for rel in files if (directory / rel).exists()]
     if existing and not args.force:
@@ -58,6 +62,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from config import Severity, check_site, find_uid
+
     problems = check_site(args.directory, args.uid)
     for problem in problems:
         print(problem)
@@ -72,6 +78,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from config import ConfigError, load_site, site_to_json
+
     try:
         site = load_site(args.directory, args.uid)
     except ConfigError as err:

@@ -1,7 +1,13 @@
 """`sunpm discover`: a SunSpec discovery run from the command line, no gateway needed.
 
 Progress lines go to stderr in the SunSpec detection log form (`YYYY-MM-DD hh:mm:ss:<message>`,
-local time); the result goes to stdout, as one JSON document with `--json`.
+local time), with a progress bar on a terminal (current unit id, devices found, time left) and a
+plain progress line every tenth of the range (or 10 s) otherwise; the result goes to stdout, as
+one JSON document with `--json`.
+
+Exit code: 0 when the scan completed, whatever it found; 1 when nothing could be reached at all
+(no connection to the address, a serial port that cannot be used); 2 for parameters refused
+before starting; 130 on Ctrl-C ("interrupted after N of M ids", nothing written).
 """
 
 from __future__ import annotations
@@ -10,39 +16,37 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from config import ConfigError, default_uid, load_site, render_daq
-from config.model import Daq
-from pipeline.drivers._base import DiscoveryParams, RegisterReader
-from pipeline.drivers.discovery import DiscoveryRefused, discover_devices, interfaces_to_scan
-from pipeline.drivers.modbus.rtu import RtuBus
-from pipeline.drivers.modbus.tcp import TcpConnection
-from pipeline.drivers.sunspec import (
-    GeneratedDefinition,
-    SunSpecDevice,
-    unique_name,
-    write_definition,
-)
-from pipeline.drivers.sunspec.importing import import_devices, is_configured
-from pipeline.drivers.tic_discovery import definition_name as tic_definition_name
-from pipeline.drivers.tic_discovery import definition_text as tic_definition_text
-from pipeline.drivers.tic_discovery import detect_tic, tic_device
+from pipeline.cli._ports import port_problem
+
+if TYPE_CHECKING:
+    from config.model import Daq
+    from pipeline.drivers._base import DiscoveryParams, RegisterReader
+    from pipeline.drivers.sunspec import SunSpecDevice, UnitScanned
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
+#: The `discoverDevices` parameter names of the refusal texts (behaviour.md §3.1), as flags.
+_FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"))
+#: A plain progress line at least this often when stderr is not a terminal.
+_PLAIN_EVERY_S: Final = 10.0
 
 
 class _Refused(Exception):
-    """Parameters refused before starting (spec/behaviour.md §3.1); the text is the message."""
+    """Parameters refused before starting (docs/behaviour.md §3.1); the text is the message."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("discover", help="find SunSpec devices and generate their "
-                                   "definition files")
+    parser = subparsers.add_parser(
+        "discover", help="find SunSpec devices and generate their definition files",
+        epilog="exit status: 0 the scan completed (whatever it found), 1 nothing could be "
+               "reached, 2 parameters refused, 130 interrupted (Ctrl-C)")
     parser.add_argument("--protocol", default="sunspec", choices=("sunspec", "tic"))
     parser.add_argument("--tic-port", metavar="DEV",
                         help="TIC reader for --protocol tic (default: --config's TIC_Port)")
@@ -66,30 +70,60 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_discover)
 
 
-def _params(args: argparse.Namespace, daq: Daq) -> DiscoveryParams:
-    if args.protocol == "tic":
-        return DiscoveryParams(protocol="tic")
+def _user_text(refusal: str) -> str:
+    """A refusal of the shared parameter check in this command's own terms."""
+    text = refusal.removeprefix("discoverDevices: ")
+    for name, flag in _FLAGS:
+        text = text.replace(name, flag)
+    return text
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise _Refused(f"--port {args.port} is outside 1..65535")
+    if args.max_devices < 1:
+        raise _Refused(f"--max-devices {args.max_devices} is below 1")
+    if args.timeout < 1:
+        raise _Refused(f"--timeout {args.timeout} is below 1 ms")
+    if args.import_ and args.config is None:
+        raise _Refused("--import needs --config DIR")
+    _check_write_defs(args)
+
+
+def _check_write_defs(args: argparse.Namespace) -> None:
+    """Create `--write-defs` now, so an unusable path is said before a long scan, not after."""
+    if args.write_defs is None:
+        return
+    if args.write_defs.exists() and not args.write_defs.is_dir():
+        raise _Refused(f"--write-defs {args.write_defs}: exists and is not a directory")
+    try:
+        args.write_defs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _Refused(f"--write-defs {args.write_defs}: {err.strerror}") from err
+
+
+def _params(args: argparse.Namespace, daq: Daq) -> tuple[DiscoveryParams, list[str]]:
+    from pipeline.drivers._base import DiscoveryParams
+    from pipeline.drivers.discovery import DiscoveryRefused, interfaces_to_scan
+
     # A bare --ip means ethernet1, as on the web page; --interface or nothing scans as the command.
     interface: str | None = args.interface or ("ethernet1" if args.ip else None)
-    if args.max_devices < 1:
-        raise _Refused(f"discoverDevices: maxDevices {args.max_devices} is below 1")
-    if args.timeout < 1:
-        raise _Refused(f"discoverDevices: timeout {args.timeout} is below 1")
-    if args.import_ and args.config is None:
-        raise _Refused("discoverDevices: --import needs --config DIR")
     params = DiscoveryParams(protocol=args.protocol, interface=interface, ip=args.ip,
                              port=args.port, first_address=args.first, last_address=args.last,
                              max_devices=args.max_devices, timeout_ms=args.timeout)
     try:
-        if not interfaces_to_scan(params, daq):
-            raise _Refused("discoverDevices: nothing to scan: give --ip, or --config with a "
-                           "serial port that has a path")
+        interfaces = interfaces_to_scan(params, daq)
     except DiscoveryRefused as err:
-        raise _Refused(str(err)) from err
-    return params
+        raise _Refused(_user_text(str(err))) from err
+    if not interfaces:
+        raise _Refused("nothing to scan: give --ip, or --config with a serial port that has a "
+                       "path")
+    return params, interfaces
 
 
 def _clock(time_zone: str) -> Callable[[], str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         zone: ZoneInfo | None = ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -102,37 +136,133 @@ def _clock(time_zone: str) -> Callable[[], str]:
     return now
 
 
+class _Progress:
+    """Progress of one run on stderr: a bar on a terminal, plain lines otherwise; it also
+    remembers which interfaces carried any request (to tell an empty bus from no link)."""
+
+    def __init__(self, total_ids: int, now: Callable[[], str], stream: TextIO) -> None:
+        self.total = total_ids
+        self.done = 0
+        self.reached: dict[str, bool] = {}
+        self.link_error: dict[str, str] = {}
+        self._now = now
+        self._stream = stream
+        self._found_before = 0          # on the interfaces already finished
+        self._found_here = 0
+        self._interface: str | None = None
+        self._started = time.monotonic()
+        self._step = max(1, total_ids // 10)
+        self._next_line = self._step
+        self._last_line = self._started
+        self._bar: Any = None
+        if stream.isatty():
+            import shutil
+
+            from tqdm import tqdm
+
+            # A terminal that reports 0 columns (a fresh pty) would get no bar at all from tqdm.
+            self._bar = tqdm(total=total_ids, unit="id", file=stream, leave=False,
+                             ncols=shutil.get_terminal_size().columns,
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} ids "
+                                        "[{elapsed}<{remaining}{postfix}]")
+
+    @property
+    def found(self) -> int:
+        return self._found_before + self._found_here
+
+    def log(self, message: str) -> None:
+        line = f"{self._now()}:{message}"
+        if self._bar is not None:
+            self._bar.write(line, file=self._stream)
+        else:
+            print(line, file=self._stream, flush=True)
+
+    def unit(self, event: UnitScanned) -> None:
+        if event.interface != self._interface:
+            self._found_before += self._found_here
+            self._interface = event.interface
+        self._found_here = event.found
+        self.done += 1
+        self.reached[event.interface] = self.reached.get(event.interface, False) or event.reached
+        if not event.reached and event.link_error:
+            self.link_error.setdefault(event.interface, event.link_error)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"id {event.unit_id}, {self.found} found", refresh=False)
+            self._bar.update(1)
+            return
+        now = time.monotonic()
+        if self.done >= self._next_line or now - self._last_line >= _PLAIN_EVERY_S:
+            self._next_line = (self.done // self._step + 1) * self._step
+            self._last_line = now
+            left_s = (now - self._started) / self.done * (self.total - self.done)
+            print(f"progress: {self.done} of {self.total} ids, at id {event.unit_id} on "
+                  f"{event.interface}, {self.found} found, about {left_s:.0f} s left",
+                  file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.refresh()         # the final count, even when the last update was throttled
+            self._bar.close()
+            self._bar = None
+
+
 def _discover(args: argparse.Namespace) -> int:
+    from config import ConfigError, default_uid, load_site
+    from config.model import Daq
+
     daq = Daq()
     time_zone = ""
     tic_port = ""
     try:
+        if args.protocol == "sunspec":
+            _check_flags(args)
         if args.config is not None:
             site = load_site(args.config, args.uid)
             uid, daq, time_zone = site.uid, site.daq, site.settings.time_zone
             tic_port = site.settings.tic_port
         else:
             uid = args.uid or default_uid()
-        params = _params(args, daq)
         if args.protocol == "tic":
             return _discover_tic(args, uid, daq, args.tic_port or tic_port)
+        params, interfaces = _params(args, daq)
     except _Refused as err:
-        print(err, file=sys.stderr)
+        print(f"sunpm discover: {err}", file=sys.stderr)
         return 2
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 2
-    now = _clock(time_zone)
-
-    def log(message: str) -> None:
-        print(f"{now()}:{message}", file=sys.stderr, flush=True)
-
+    ids = (params.last_address - params.first_address + 1) * len(interfaces)
+    progress = _Progress(ids, _clock(time_zone), sys.stderr)
+    # This command reports on the link itself (below); the drivers' reconnect warnings and the
+    # discovery's own log lines would repeat the progress lines.
+    for name in ("sunpm.modbus", "sunpm.discovery"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        found = asyncio.run(_run(params, daq, uid, log))
-    except _Refused as err:
-        print(err, file=sys.stderr)
-        return 2
+        found = asyncio.run(_run(params, daq, uid, progress))
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"sunpm discover: interrupted after {progress.done} of {progress.total} ids "
+              f"({progress.found} devices found, nothing written)", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    unreachable = [i for i, reached in progress.reached.items() if not reached]
+    for interface in unreachable:
+        print(f"sunpm discover: nothing could be reached on {interface}: "
+              f"{progress.link_error.get(interface, 'no link')}", file=sys.stderr)
+    if unreachable and len(unreachable) == len(progress.reached):
+        return 1
+    _report(args, params, daq, uid, found)
+    return 0
+
+
+def _report(args: argparse.Namespace, params: DiscoveryParams, daq: Daq, uid: str,
+            found: list[SunSpecDevice]) -> None:
+    """Write or name the definition files, import, and print the result."""
+    from pipeline.drivers.sunspec import unique_name, write_definition
+    from pipeline.drivers.sunspec.importing import import_devices, is_configured
+
     configured = {(d.target, d.unit_id) for d in found
                   if is_configured(daq, d.target, d.unit_id)}
     defs_dir: Path | None = args.write_defs
@@ -173,16 +303,32 @@ def _discover(args: argparse.Namespace) -> int:
                   f"{device.identity.model} SN {device.identity.serial_number} models "
                   f"{','.join(map(str, device.model_ids))} -> "
                   f"{written.get((device.target, device.unit_id), device.definition.name)}")
-    return 0
 
 
 def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> int:
-    """TIC detection (spec/behaviour.md §3.6); the other parameters are ignored (the manual)."""
+    """TIC detection (docs/behaviour.md §3.6); the other parameters are ignored (the manual)."""
+    from pipeline.drivers.sunspec import GeneratedDefinition, write_definition
+    from pipeline.drivers.tic_discovery import definition_name as tic_definition_name
+    from pipeline.drivers.tic_discovery import definition_text as tic_definition_text
+    from pipeline.drivers.tic_discovery import detect_tic, tic_device
+
     if not port:
-        raise _Refused("discoverDevices: TIC_Port is not set; give --tic-port DEV")
+        raise _Refused("TIC_Port is not set; give --tic-port DEV")
+    if args.import_ and args.config is None:
+        raise _Refused("--import needs --config DIR")
     if args.import_ and any(d.index == "TIC1" for d in daq.devices):
-        raise _Refused("discoverDevices: TIC1 is already configured; delete it first")
-    found = asyncio.run(detect_tic(port))
+        raise _Refused("TIC1 is already configured; delete it first")
+    _check_write_defs(args)
+    problem = port_problem(port)
+    if problem is not None:
+        print(f"sunpm discover: nothing could be reached: {port}: cannot open: {problem}",
+              file=sys.stderr)
+        return 1
+    try:
+        found = asyncio.run(detect_tic(port))
+    except KeyboardInterrupt:
+        print("sunpm discover: interrupted (nothing written)", file=sys.stderr)
+        return 130
     result: dict[str, object] = {"protocol": "tic", "found": 0 if found is None else 1}
     if found is not None:
         name = tic_definition_name(uid, found.mode)
@@ -211,6 +357,8 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
 
 
 def _write_daq(config_dir: Path, uid: str, daq: Daq) -> None:
+    from config import render_daq
+
     daq_path = config_dir / "CONFIG" / f"{uid}_daq.csv"
     tmp = daq_path.with_name(f".{daq_path.name}.tmp")
     tmp.write_bytes(render_daq(daq))
@@ -234,7 +382,11 @@ def _row(device: SunSpecDevice, written: str | None, configured: bool, *,
 
 
 async def _run(params: DiscoveryParams, daq: Daq, uid: str,
-               log: Callable[[str], None]) -> list[SunSpecDevice]:
+               progress: _Progress) -> list[SunSpecDevice]:
+    from pipeline.drivers.discovery import discover_devices
+    from pipeline.drivers.modbus.rtu import RtuBus
+    from pipeline.drivers.modbus.tcp import TcpConnection
+
     links: list[TcpConnection | RtuBus] = []
 
     async def link_for(interface: str, target: str) -> RegisterReader:
@@ -249,7 +401,8 @@ async def _run(params: DiscoveryParams, daq: Daq, uid: str,
         return link
 
     try:
-        return await discover_devices(params, log, uid=uid, daq=daq, link_for=link_for)
+        return await discover_devices(params, progress.log, uid=uid, daq=daq, link_for=link_for,
+                                      progress=progress.unit)
     finally:
         for link in links:
             await link.close()

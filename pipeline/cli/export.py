@@ -16,22 +16,10 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-from config.errors import SunpmError
-from exporters.sources import open_export
-from exporters.views.backfill import (
-    BackfillFile,
-    BackfillWindow,
-    missing_records,
-    plan_backfill,
-    render_backfill,
-)
-from exporters.views.journaled import DeliveryState
-from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
-from store.fsio import write_file_durably
+if TYPE_CHECKING:
+    from exporters.views.backfill import BackfillFile, BackfillWindow
 
 
 def register(subparsers: Any) -> None:
@@ -67,6 +55,10 @@ def parse_time(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the store and the exporters would slow every `sunpm`
+    # command, even `--help` (pipeline/cli/__init__.py).
+    from config.errors import SunpmError
+
     try:
         return asyncio.run(_export(args))
     except SunpmError as err:
@@ -75,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from exporters.sources import open_export
+    from exporters.views.backfill import missing_records, plan_backfill, render_backfill
+    from exporters.views.journaled import DeliveryState
+    from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
+
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
     if end_ns <= start_ns:
@@ -136,5 +135,7 @@ async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
+    from store.fsio import write_file_durably
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, data)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from config.model import Daq, Protocol
 from pipeline.drivers._base import DeviceError, DiscoveryLog, DiscoveryParams, RegisterReader
 
-from .sunspec import SunSpecDevice, discover_sunspec
+from .sunspec import ScanProgress, SunSpecDevice, discover_sunspec
 
 #: Unit ids a discovery may scan (daq.csv `address`).
 ADDRESS_RANGE = range(1, 241)
@@ -65,12 +65,12 @@ def target_of(interface: str, params: DiscoveryParams) -> str:
 
 
 async def discover_devices(params: DiscoveryParams, log: DiscoveryLog, *, uid: str, daq: Daq,
-                           link_for: Callable[[str, str], Awaitable[RegisterReader]]
-                           ) -> list[SunSpecDevice]:
+                           link_for: Callable[[str, str], Awaitable[RegisterReader]],
+                           progress: ScanProgress | None = None) -> list[SunSpecDevice]:
     """Every SunSpec device found, interface after interface; `maxDevices` counts the whole run.
 
     `link_for(interface, target)` returns the link to read through (a TCP connection for
-    `<ip>:<port>`, the bus of `SERIAL<k>`).
+    `<ip>:<port>`, the bus of `SERIAL<k>`); `progress` hears of each unit id scanned.
     """
     found: list[SunSpecDevice] = []
     for interface in interfaces_to_scan(params, daq):
@@ -85,5 +85,5 @@ async def discover_devices(params: DiscoveryParams, log: DiscoveryLog, *, uid: s
                               last_address=params.last_address, max_devices=left,
                               timeout_ms=params.timeout_ms)
         found += await discover_sunspec(link, run, log, target=target, interface=interface,
-                                        uid=uid, protocol=protocol)
+                                        uid=uid, protocol=protocol, progress=progress)
     return found

@@ -19,13 +19,21 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from config import Site, parse_config_ini, parse_daq, render_config_ini, render_daq
+from poller_runs import polling, wait_whole_second
+
+from config import Site, check_site, parse_config_ini, parse_daq, render_config_ini, render_daq
 from config.model import Device
+from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.session import FileServerSession, SessionResult, Trigger
+from exporters.sources import store_source
+from exporters.transports import FileTransport, open_transport
 from pipeline.drivers._base import ReadPlan
+from pipeline.drivers.io import IoDriver, SimBackend
 from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.simulator import SimulatedDevice
-from pipeline.poller import Event, PolledDevice, PollLink, link_name
-from pipeline.recorder import ParameterRead
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.poller import Event, PolledDevice, Poller, PollLink, link_name
+from pipeline.recorder import ParameterRead, Recorder
 from store.log import Log
 
 NS = 1_000_000_000
@@ -225,6 +233,44 @@ def journal_sink(log: Log) -> Callable[[Event], Awaitable[None]]:
             await log.append_journal("param", event.journal_body(), device=event.device,
                                      def_=event.def_id, ts_ns=event.ts_ns)
     return sink
+
+
+async def poll_for(site: Site, log: Log, seconds: float,
+                   during: list[tuple[float, object]] | None = None) -> None:
+    """Poll the site's devices as a service would, for `seconds` from just after a whole second;
+    `during` runs callables at offsets from that start."""
+    modbus = ModbusTcpDriver()
+    io = IoDriver(SimBackend())
+    links = poll_links(site, log, lambda d: io if d.index == "IO" else modbus)
+    poller = Poller(links, recorder=Recorder(), record_sink=log.append_records,
+                    event_sink=journal_sink(log), daq_poll_period_s=site.settings.daq_poll_period_s)
+    await wait_whole_second()
+    start = time.monotonic()
+    async with polling(poller, modbus.close, io.close, log.commit) as stop:
+        for offset, action in during or []:
+            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+            action()  # type: ignore[operator]
+        await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
+        await stop()
+    assert poller.counters().records_dropped == 0
+
+
+async def deliver(site: Site, log: Log, cfg: Path, started: datetime,
+                  slots: Sequence[int] = (1, 2)) -> list[SessionResult]:
+    """One scheduled session per file server in `slots`, as the service would run them."""
+    results = []
+    for slot in slots:
+        settings = site.settings.servers[slot - 1]
+        transport = open_transport(settings, cfg / "CERT")
+        assert isinstance(transport, FileTransport)
+        outbox = Outbox(server=slot, log=log, source=store_source(log, site, slot),
+                        directory=Path(site.settings.store_path) / "outbox" / str(slot),
+                        streams=FILE_SERVER_STREAMS)
+        session = FileServerSession(settings=settings, uid=UID, transport=transport,
+                                    outbox=outbox, log=log, config_dir=cfg, validate=check_site)
+        async with asyncio.timeout(30):
+            results.append(await session.run(Trigger.SCHEDULE, started=started))
+    return results
 
 
 # ----------------------------------------------------------------------------- DATA files

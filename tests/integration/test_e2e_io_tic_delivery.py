@@ -40,7 +40,7 @@ from pipeline.poller import Poller
 from pipeline.recorder import Recorder
 from store.log import Log, StoreOptions
 
-CAPTURE = Path(__file__).parents[1] / "pipeline" / "drivers" / "data" / "tic_historic.bin"
+CAPTURE = Path(__file__).parents[1] / "test_pipeline" / "drivers" / "data" / "tic_historic.bin"
 ZONE = "UTC"
 ADCO = "031664001115"
 IO_DEF = (b"io;WebdynSunPM;Webdyn;ioSunPM\n"

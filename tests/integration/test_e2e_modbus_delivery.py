@@ -6,7 +6,6 @@ and a real FTP server, `sunpm export`, then a restart that sends only what is ne
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import time
@@ -22,34 +21,25 @@ from e2e_support import (
     Block,
     ClockedDevice,
     data_files,
+    deliver,
     edit_config,
     edit_daq,
     gunzip_all,
     inverter_expected,
     inverter_values,
-    journal_sink,
     make_tree,
     meter_expected,
     meter_values,
     parse_data,
-    poll_links,
+    poll_for,
     sunpm,
     sunspec_image,
 )
 from peers import make_certs, run_peer
-from poller_runs import polling, wait_whole_second
 
-from config import Site, check_site, load_site
+from config import Site, load_site
 from config.model import Device
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
-from exporters.session import FileServerSession, SessionResult, Trigger
-from exporters.sources import store_source
-from exporters.transports import FileTransport, open_transport
-from pipeline.drivers.io import IoDriver, SimBackend
 from pipeline.drivers.modbus.simulator import TcpSimulator
-from pipeline.drivers.modbus.tcp import ModbusTcpDriver
-from pipeline.poller import Poller
-from pipeline.recorder import Recorder
 from store.log import Log, StoreOptions
 
 ZONE = "Europe/Paris"
@@ -94,42 +84,6 @@ async def commission(tmp_path: Path, port: int, ftp_port: int) -> tuple[Path, di
     run = await sunpm("config", "validate", str(cfg))
     assert run.code == 0, run.out + run.err
     return cfg, inverter
-
-
-async def poll_for(site: Site, log: Log, seconds: float,
-                   during: list[tuple[float, object]] | None = None) -> None:
-    """Poll the site's devices as a service would, for `seconds` from just after a whole second;
-    `during` runs callables at offsets from that start."""
-    modbus = ModbusTcpDriver()
-    io = IoDriver(SimBackend())
-    links = poll_links(site, log, lambda d: io if d.index == "IO" else modbus)
-    poller = Poller(links, recorder=Recorder(), record_sink=log.append_records,
-                    event_sink=journal_sink(log), daq_poll_period_s=site.settings.daq_poll_period_s)
-    await wait_whole_second()
-    start = time.monotonic()
-    async with polling(poller, modbus.close, io.close, log.commit) as stop:
-        for offset, action in during or []:
-            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
-            action()  # type: ignore[operator]
-        await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
-        await stop()
-    assert poller.counters().records_dropped == 0
-
-
-async def deliver(site: Site, log: Log, cfg: Path, started: datetime) -> list[SessionResult]:
-    results = []
-    for slot in (1, 2):
-        settings = site.settings.servers[slot - 1]
-        transport = open_transport(settings, cfg / "CERT")
-        assert isinstance(transport, FileTransport)
-        outbox = Outbox(server=slot, log=log, source=store_source(log, site, slot),
-                        directory=Path(site.settings.store_path) / "outbox" / str(slot),
-                        streams=FILE_SERVER_STREAMS)
-        session = FileServerSession(settings=settings, uid=UID, transport=transport,
-                                    outbox=outbox, log=log, config_dir=cfg, validate=check_site)
-        async with asyncio.timeout(30):
-            results.append(await session.run(Trigger.SCHEDULE, started=started))
-    return results
 
 
 def record_times(log: Log, device: str) -> list[int]:

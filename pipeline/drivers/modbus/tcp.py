@@ -3,8 +3,10 @@
 Rules (spec/behaviour.md §2.3): one request in flight; `tcpInterFrameMs` of silence after each
 answer; an answer must match transaction id, unit id and function (or function + 0x80), anything
 else is discarded and counted late, so a reply that arrives after its request timed out is never
-taken for the next one; 3 timeouts in a row or a socket error close the socket; reconnection at
-once, then after 1, 2, 4 … 60 s ±10 %, and meanwhile requests fail at once with quality 5.
+taken for the next one; a socket error, or 3 timeouts in a row from units that have answered
+since the connection opened, close the socket (timeouts of a unit that never answered, an absent
+unit or a discovery probe, fail that unit only); reconnection at once, then after 1, 2, 4 … 60 s
+±10 %, and meanwhile requests fail at once with quality 5.
 
 Own framing over an asyncio Protocol rather than pymodbus' client: the receive buffer is ours, so a
 timeout never leaves half a frame consumed, and the matching rule above is exact. Peer quirks:
@@ -112,6 +114,9 @@ class TcpConnection(QueuedLink):
         self._receiver: _Receiver | None = None
         self._tids = itertools.count(1)
         self._timeouts_in_row = 0
+        #: Units that answered since the connection opened: only their timeouts count towards
+        #: closing it, so probing absent unit ids never drops the units that are there.
+        self._answered_units: set[int] = set()
         self._last_answer = 0.0
         self._backoff = _Backoff()
         #: Counts connections opened after a loss (or the first); a voluntary close (keep-alive
@@ -154,12 +159,14 @@ class TcpConnection(QueuedLink):
                 reply = await self._await_reply(receiver, tid, job.unit_id, job.pdu[0])
         except TimeoutError:
             self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
-            self._timeouts_in_row += 1
+            if job.unit_id in self._answered_units:
+                self._timeouts_in_row += 1
             if self._timeouts_in_row >= _TIMEOUTS_BEFORE_CLOSE:
                 self._lost(f"{_TIMEOUTS_BEFORE_CLOSE} timeouts in a row", reconnect_now=True)
             raise ModbusRequestError(f"{self.peer}: unit {job.unit_id}: no answer within "
                                      f"{job.timeout_ms} ms", quality=Quality.TIMEOUT) from None
         self._timeouts_in_row = 0
+        self._answered_units.add(job.unit_id)
         self._last_answer = time.monotonic()
         return reply
 
@@ -235,6 +242,7 @@ class TcpConnection(QueuedLink):
             self.generation += 1
         self._closed_voluntarily = False
         self._timeouts_in_row = 0
+        self._answered_units.clear()
         if state.down:
             log.info("%s: connection restored", self.peer)
         state.down = False

@@ -8,13 +8,23 @@ from .definitions import (
                           clean_part,
                           definition_file_name,
                           generate,
+                          measured_variables,
                           unique_name,
                           write_definition,
 )
-from .scan import SunSpecDevice, SunSpecScan, decode_string, discover_sunspec, estimated_duration_s
+from .scan import (
+    ScanProgress,
+    SunSpecDevice,
+    SunSpecScan,
+    UnitScanned,
+    decode_string,
+    discover_sunspec,
+    estimated_duration_s,
+)
 
 __all__ = [
-    "ChainModel", "GeneratedDefinition", "Identity", "SunSpecDevice", "SunSpecScan", "clean_part",
+    "ChainModel", "GeneratedDefinition", "Identity", "ScanProgress", "SunSpecDevice", "SunSpecScan",
+    "UnitScanned", "clean_part",
     "decode_string", "definition_file_name", "discover_sunspec", "estimated_duration_s",
-    "generate", "pysunspec2_version", "unique_name", "write_definition",
+    "generate", "measured_variables", "pysunspec2_version", "unique_name", "write_definition",
 ]

@@ -34,7 +34,14 @@ _TYPES: Final[Mapping[str, str]] = {
 }
 
 #: Models whose measured points are instant values (the manual); the others are parameters.
-_INSTANT_MODELS: Final = frozenset({101, 102, 103, 111, 112, 113, 123, 160, 401})
+_MANUAL_INSTANT_MODELS: Final = frozenset({101, 102, 103, 111, 112, 113, 123, 160, 401})
+#: Measurement models newer than the manual (docs/formats.md §8.4): a unit holding only these (DER
+#: 701/713/714, meters 201-204, ...) must still record what it measures.
+_NEWER_MEASUREMENT_MODELS: Final = frozenset({
+    122, 201, 202, 203, 204, 211, 212, 213, 214, 220, 302, 303, 304, 305, 306, 307, 308,
+    402, 403, 404, 501, 502, 701, 713, 714, 802, 803, 804, 805, 806, 807, 808, 809,
+})
+MEASUREMENT_MODELS: Final = _MANUAL_INSTANT_MODELS | _NEWER_MEASUREMENT_MODELS
 
 #: Tags the manual gives to model 123 points (the manual's `WMaxLimPct_Ena` is `WMaxLim_Ena`).
 _MODEL_123_TAGS: Final[Mapping[str, str]] = {
@@ -125,7 +132,7 @@ def model_rows(chain_model: ChainModel, prefix: str, *, first_123: bool,
               if p.end <= limit and p.point.type in _TYPES]
     written = {id(p) for p in inside}
     resolve = sf_resolver(placed_layout.points)
-    instant = chain_model.model_id in _INSTANT_MODELS
+    instant = chain_model.model_id in MEASUREMENT_MODELS
     for placed in inside:
         point = placed.point
         info3 = _TYPES[point.type]
@@ -173,6 +180,12 @@ def generate(uid: str, identity: Identity, protocol: Protocol, chain: Sequence[C
             lines.append(";".join((str(index),) + row))
     return GeneratedDefinition(name=definition_file_name(uid, identity, protocol),
                                text="\n".join(lines) + "\n")
+
+
+def measured_variables(definition: GeneratedDefinition) -> int:
+    """How many variables of a generated file are recorded as instant values (action 4)."""
+    rows = definition.text.splitlines()[1:]
+    return sum(1 for row in rows if row.rpartition(";")[2] == "4")
 
 
 def unique_name(name: str, text: str, existing: Callable[[str], str | None]) -> str:

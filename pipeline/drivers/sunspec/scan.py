@@ -14,9 +14,10 @@ absent unit count as "nothing there".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from config.model import Protocol, Quality
@@ -29,7 +30,7 @@ from pipeline.drivers._base import (
 )
 
 from ._models import load_model, pysunspec2_version
-from .definitions import ChainModel, GeneratedDefinition, Identity, generate
+from .definitions import ChainModel, GeneratedDefinition, Identity, generate, measured_variables
 
 log = logging.getLogger("sunpm.discovery")
 
@@ -66,6 +67,23 @@ class SunSpecDevice:
             extra={"base": str(self.base)})
 
 
+@dataclass(frozen=True, slots=True)
+class UnitScanned:
+    """Progress after each unit id (the command line's progress bar)."""
+
+    interface: str
+    unit_id: int
+    found: int                      # devices found so far on this interface
+    #: The link carried this unit id's requests (any answer, or a timeout on an open link);
+    #: False when every request failed for want of a link (no connection, port error).
+    reached: bool
+    link_error: str | None          # the last "no link" error of this unit id
+
+
+#: Receives a `UnitScanned` after each unit id.
+ScanProgress = Callable[[UnitScanned], None]
+
+
 class _Skip(Exception):
     """This unit id yields no device; the reason was already logged."""
 
@@ -95,7 +113,8 @@ class SunSpecScan:
     """One discovery run over one link (a TCP target or an RTU bus)."""
 
     def __init__(self, reader: RegisterReader, *, target: str, interface: str, uid: str,
-                 protocol: Protocol, timeout_ms: int, log: DiscoveryLog) -> None:
+                 protocol: Protocol, timeout_ms: int, log: DiscoveryLog,
+                 progress: ScanProgress | None = None) -> None:
         self._reader = reader
         self._target = target
         self._interface = interface
@@ -105,6 +124,9 @@ class SunSpecScan:
         self._log = log
         self.requests = 0
         self._aborted = False
+        self._progress = progress
+        self._reached = False
+        self._link_error: str | None = None
 
     def abort(self) -> None:
         """Stop after the current request (the web page's Abort)."""
@@ -120,14 +142,21 @@ class SunSpecScan:
             for unit_id in range(first, last + 1):
                 if len(found) >= max_devices:
                     break
+                self._reached, self._link_error = False, None
                 try:
                     device = await self.probe(unit_id, found)
                 except _Skip:
-                    continue
+                    device = None
                 if device is not None:
                     found.append(device)
-        except _Aborted:
+                if self._progress is not None:
+                    self._progress(UnitScanned(self._interface, unit_id, len(found),
+                                               self._reached, self._link_error))
+        except (_Aborted, asyncio.CancelledError):
+            # Ctrl-C of `sunpm discover` cancels the run: the same line as the web page's Abort.
             self._log("Error: detection aborted by user")
+            if not self._aborted:
+                raise
         finally:
             self._log(f"End of SunSpec detection on {self._interface}. {len(found)} devices found.")
         return found
@@ -136,8 +165,16 @@ class SunSpecScan:
         if self._aborted:
             raise _Aborted
         self.requests += 1
-        values = await self._reader.read_registers(unit_id, _READ_HOLDING, address, count,
-                                                   self._timeout_ms)
+        try:
+            values = await self._reader.read_registers(unit_id, _READ_HOLDING, address, count,
+                                                       self._timeout_ms)
+        except ModbusRequestError as err:
+            if err.quality is Quality.DISCONNECTED:
+                self._link_error = str(err)
+            else:
+                self._reached = True
+            raise
+        self._reached = True
         if len(values) != count:
             raise ModbusRequestError(f"{len(values)} registers answered, {count} asked",
                                      quality=Quality.BAD_FRAME)
@@ -169,6 +206,12 @@ class SunSpecScan:
                        for model_id, address, length in headers])
         definition = generate(self._uid, identity, self._protocol, chain,
                               lambda text: self._log(f"Error: {self._at(unit_id)}: {text}"))
+        if not measured_variables(definition):
+            # A device with only parameter models would be imported and then record nothing.
+            log.warning("%s: no measurement model; only parameters will be read",
+                        self._at(unit_id))
+            self._log(f"Warning: {self._at(unit_id)}: no measurement model; only parameters "
+                      "will be read")
         return SunSpecDevice(unit_id=unit_id, target=self._target, base=base, identity=identity,
                              chain=chain, definition=definition)
 
@@ -258,9 +301,9 @@ class SunSpecScan:
 
 
 async def discover_sunspec(reader: RegisterReader, params: DiscoveryParams, log: DiscoveryLog, *,
-                           target: str, interface: str, uid: str,
-                           protocol: Protocol) -> list[SunSpecDevice]:
+                           target: str, interface: str, uid: str, protocol: Protocol,
+                           progress: ScanProgress | None = None) -> list[SunSpecDevice]:
     """Run the sweep of `params` (unit ids, maxDevices, timeout) over one link."""
     scan = SunSpecScan(reader, target=target, interface=interface, uid=uid, protocol=protocol,
-                       timeout_ms=params.timeout_ms, log=log)
+                       timeout_ms=params.timeout_ms, log=log, progress=progress)
     return await scan.run(params.first_address, params.last_address, params.max_devices)

@@ -1,5 +1,5 @@
 """Fixtures of the Modbus tests: no task left behind (tests/conftest.py), the pty pair for RTU
-(tests/pipeline/drivers/conftest.py)."""
+(tests/test_pipeline/drivers/conftest.py)."""
 
 from __future__ import annotations
 

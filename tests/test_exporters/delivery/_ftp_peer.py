@@ -1,6 +1,6 @@
 """A pyftpdlib server in its own process, for delivery tests that stop, restart or outlive clients.
 
-    python tests/exporters/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
+    python tests/test_exporters/delivery/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
         [--override /CMD=elrw ...] [--chunk-delay-ms MS] [--password PW]
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so

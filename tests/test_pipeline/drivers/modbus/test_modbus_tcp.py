@@ -157,12 +157,14 @@ async def test_other_exceptions_fail_the_poll_with_quality_2_and_keep_the_plan()
 
 
 async def test_three_timeouts_close_and_polls_fail_with_quality_5_during_backoff() -> None:
-    sim_dev = SimulatedDevice(delay_s=1.0)
+    sim_dev = SimulatedDevice()
     d = definition(var(1, 3, 0))
     async with TcpSimulator({1: sim_dev}) as sim:
         driver = ModbusTcpDriver()
         dev = device(sim.port, 1, timeout_ms=50)
         try:
+            assert (await driver.read(dev, plan_reads(d))).values[1].quality is Quality.GOOD
+            sim_dev.delay_s = 1.0             # the unit that answered stops answering
             qualities = [(await driver.read(dev, plan_reads(d))).values[1].quality
                          for _ in range(3)]
             assert qualities == [Quality.TIMEOUT] * 3
@@ -175,6 +177,25 @@ async def test_three_timeouts_close_and_polls_fail_with_quality_5_during_backoff
                       for _ in range(3)]
             assert failed == [Quality.DISCONNECTED] * 3
             assert time.monotonic() - started < 0.85          # before the ~1 s back-off ends
+        finally:
+            await driver.close()
+
+
+async def test_timeouts_of_a_unit_that_never_answered_keep_the_shared_connection() -> None:
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator({1: SimulatedDevice(holding={0: 7})}) as sim:
+        driver = ModbusTcpDriver()
+        present, absent = device(sim.port, 1), device(sim.port, 2, index="2", timeout_ms=30)
+        try:
+            assert (await driver.read(present, plan_reads(d))).values[1] == Reading(7, Quality.GOOD)
+            conn = driver.connection("127.0.0.1", sim.port)
+            generation = conn.generation
+            for _ in range(6):                # a discovery sweep over empty unit ids
+                missing = await driver.read(absent, plan_reads(d))
+                assert missing.values[1].quality is Quality.TIMEOUT
+            assert conn.connected and conn.generation == generation
+            back = await driver.read(present, plan_reads(d))
+            assert back.values[1] == Reading(7, Quality.GOOD) and not back.reconnected
         finally:
             await driver.close()
 

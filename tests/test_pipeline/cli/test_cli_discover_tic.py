@@ -81,18 +81,11 @@ async def test_discover_imports_devices_whose_files_pass_config_validate(tmp_pat
     assert out == ""          # no warning either
 
 
-async def test_discover_refuses_bad_parameters() -> None:
-    code, _, err = await _sunpm("discover", "--ip", "127.0.0.1", "--first", "30", "--last", "20")
-    assert (code, err.strip()) == (2, "discoverDevices: firstAddress 30 is above lastAddress 20")
-    code, _, err = await _sunpm("discover", "--interface", "ethernet1")
-    assert (code, err.strip()) == (2, "discoverDevices: ip is required for ethernet1")
-
-
 async def test_discover_on_a_serial_port_without_path_is_refused(tmp_path: Path) -> None:
     site = tmp_path / "site"
     assert (await _sunpm("config", "init", str(site), "--uid", "U1"))[0] == 0
     code, _, err = await _sunpm("discover", "--interface", "serial2", "--config", str(site))
-    assert (code, err.strip()) == (2, "discoverDevices: serial2 has no path")
+    assert (code, err.strip()) == (2, "sunpm discover: serial2 has no path")
 
 
 async def test_tic_decode_prints_one_json_line_per_frame() -> None:
@@ -105,7 +98,30 @@ async def test_tic_decode_prints_one_json_line_per_frame() -> None:
     assert frames[0]["horodates"]["DATE"] == "E210205083002"
     assert frames[3]["interrupted"] is True
     assert json.loads(err) == {"frames": 5, "interrupted": 1, "validGroups": 124,
-                               "checksumErrors": 1, "malformed": 2, "noise": 0}
+                               "checksumErrors": 1, "malformed": 2, "noise": 0,
+                               "withoutValidGroup": 0}
+
+
+async def test_tic_decode_text_keeps_frames_on_stdout_and_text_totals_on_stderr() -> None:
+    code, out, err = await _sunpm("tic", "decode", str(DATA / "tic_standard.bin"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "frame 1 standard", "frame 2 standard", "frame 3 standard",
+        "frame 4 standard interrupted", "frame 5 standard"]
+    assert err == ("5 frames (1 interrupted), 124 valid groups, 1 checksum errors, 2 malformed "
+                   "groups, 0 noise bytes; 0 STX…ETX spans without a valid group\n")
+
+
+async def test_tic_decode_of_random_bytes_finds_no_frame(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.bin"
+    # STX … ETX spans with nothing decodable inside, as random bytes hold.
+    noise.write_bytes(bytes(range(256)) * 8 + b"\x02garbage\r\n\x03" * 12)
+    code, out, err = await _sunpm("tic", "decode", str(noise))
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0].startswith("0 frames (") and "spans without a valid group" in lines[0]
+    assert lines[1] == f"sunpm tic decode: {noise}: no TIC frame found (2180 bytes)"
 
 
 async def test_tic_decode_needs_a_file_or_a_port(tmp_path: Path) -> None:
@@ -119,13 +135,16 @@ async def test_tic_decode_needs_a_file_or_a_port(tmp_path: Path) -> None:
 async def test_tic_decode_reads_a_live_port_for_a_bounded_time(speed: str) -> None:
     master, slave = os.openpty()      # a port that opens, with no meter behind it
     try:
-        code, out, err = await _sunpm("tic", "decode", "--port", os.ttyname(slave),
+        port = os.ttyname(slave)
+        code, out, err = await _sunpm("tic", "decode", "--port", port,
                                       "--speed", speed, "--duration", "0.5", "--json")
     finally:
         os.close(slave)
         os.close(master)
-    assert code == 0 and out == ""
-    assert json.loads(err.splitlines()[-1])["frames"] == 0
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert json.loads(lines[-2])["frames"] == 0
+    assert lines[-1] == f"sunpm tic decode: {port}: no TIC frame received"
 
 
 @pytest.mark.parametrize(("name", "reason"), [
@@ -157,12 +176,14 @@ async def test_tic_decode_of_a_port_that_never_configures_gives_up_after_5_s() -
     assert 5 <= elapsed < 15
 
 
-async def test_discover_tic_without_a_meter_finds_none(tmp_path: Path) -> None:
+async def test_discover_tic_on_a_port_that_cannot_open_exits_1(tmp_path: Path) -> None:
     code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
                                   str(tmp_path / "ttyUSB9"), "--json")
-    assert (code, json.loads(out)) == (0, {"protocol": "tic", "found": 0}), err
+    assert (code, out) == (1, "")
+    assert err == (f"sunpm discover: nothing could be reached: {tmp_path / 'ttyUSB9'}: cannot "
+                   "open: No such file or directory (errno 2)\n")
     code, _, err = await _sunpm("discover", "--protocol", "tic")
-    assert (code, err.strip()) == (2, "discoverDevices: TIC_Port is not set; give --tic-port DEV")
+    assert (code, err.strip()) == (2, "sunpm discover: TIC_Port is not set; give --tic-port DEV")
 
 
 async def test_discover_without_files_names_them_as_writing_would(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from pipeline.drivers.sunspec import (
     SunSpecScan,
     discover_sunspec,
     generate,
+    measured_variables,
     write_definition,
 )
 
@@ -135,10 +136,12 @@ async def test_discovery_finds_exactly_the_sunspec_devices_among_others(link: st
         "Found table 1:66 at 40004@6 T",
         *[f"Found table 64001:0 at {40072 + 2 * k}@6 T" for k in range(63)],
         "Error: more than 64 models at @6 T",
+        "Warning: @6 T: no measurement model; only parameters will be read",
         "SunSpec device found at @7 T",
         "Found table 1:66 at 40004@7 T",
         "Found table 64002:30000 at 40072@7 T",
         "Error: model chain passes register 65535 at @7 T",
+        "Warning: @7 T: no measurement model; only parameters will be read",
         "SunSpec device found at @8 T",
         "Found table 103:50 at 40004@8 T",
         "Error: model 1 missing at @8 T",
@@ -160,6 +163,48 @@ async def test_discovery_finds_exactly_the_sunspec_devices_among_others(link: st
         parsed = parse_definition(device.definition.text.encode(), device.definition.name)
         assert parsed.warnings == ()
         assert len(parsed.value.variables) == len(device.definition.text.splitlines()) - 1
+
+
+@pytest.mark.parametrize(("models", "measured"), [
+    ([], False), ([(120, 26), (121, 30)], False), ([(64001, 4)], False),
+    ([(701, 153), (713, 7)], True), ([(203, 105)], True), ([(802, 62)], True),
+    ([(103, 50)], True),
+])
+def test_only_measurement_models_give_action_4_variables(models: list[tuple[int, int]],
+                                                         measured: bool) -> None:
+    chain = [ChainModel(1, 40002, 66)]
+    address = 40070
+    for model_id, length in models:
+        chain.append(ChainModel(model_id, address, length, {}))
+        address += 2 + length
+    made = generate("WPM00BDE4", Identity(*SMA[:5], device_address=1), Protocol.MODBUS_TCP,
+                    chain, lambda text: None)
+    actions = {row.split(";")[5]: row.rsplit(";", 1)[1] for row in made.text.splitlines()[1:]}
+    assert (measured_variables(made) > 0) is measured
+    assert all(action != "4" for name, action in actions.items() if name.startswith("1_"))
+    if measured:
+        model_id = models[0][0]
+        own = {n: a for n, a in actions.items() if n.startswith(f"{model_id}_")}
+        # Every point but the header, scale factors and pads is recorded.
+        assert {a for n, a in own.items() if not n.endswith(("_SF", "tableId", "tableSize"))
+                and not n.endswith("Pad")} == {"4"}
+
+
+async def test_a_device_without_measurement_model_is_warned_about() -> None:
+    images = {1: SunSpecImage([common_model("ACME", "Box", "", "1", "SN-1"),
+                               model(120, 26)]).blocks(),
+              2: SunSpecImage([common_model("ACME", "Meter", "", "1", "SN-2"),
+                               model(203, 105)]).blocks()}
+    lines: list[str] = []
+    async with modbus_server(images) as port, _link("sunpm", port) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=2,
+                                 timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append, target="T",
+                                       interface="ethernet1", uid="WPM00BDE4",
+                                       protocol=Protocol.MODBUS_TCP)
+    assert [d.unit_id for d in found] == [1, 2]
+    assert [line for line in lines if line.startswith("Warning:")] == [
+        "Warning: @1 T: no measurement model; only parameters will be read"]
 
 
 async def test_max_devices_stops_the_sweep() -> None:
