@@ -31,11 +31,16 @@ from config.model import ServerSettings
 
 from ._base import (
     DEFAULT_TIMEOUTS,
+    DOWNLOAD_MAX_BYTES,
+    LISTING_MAX_ENTRIES,
+    PROGRESS_BYTES,
     Failure,
     HostKeyPinned,
     RemoteFile,
     Timeouts,
     TransportError,
+    capped_listing,
+    check_size,
     check_tree_path,
     final_and_temp,
 )
@@ -44,6 +49,8 @@ T = TypeVar("T")
 
 DEFAULT_PORT: Final = 22
 _CHUNK_BYTES: Final = 256 * 1024  # progress granularity of the "60 s without progress" timeout
+# Downloads read less at a time: a 1 KiB/s link (progress, behaviour.md §4.5) fills it in 32 s.
+_READ_BYTES: Final = 32 * 1024
 
 
 class _HostKeyCheck(asyncssh.SSHClient):
@@ -160,30 +167,44 @@ class SftpTransport:
         remote = self._remote("list", directory)
 
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
-            files = []
-            for entry in await sftp.readdir(remote):
+            files: builtins.list[RemoteFile] = []
+            more = False
+            # Read as it comes, so an endless listing stops at the cap (behaviour.md §4.5).
+            async for entry in sftp.scandir(remote):
                 name = str(entry.filename)
                 attrs = entry.attrs
                 if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
                     continue
+                if len(files) == LISTING_MAX_ENTRIES:
+                    more = True
+                    break
                 mtime = float(attrs.mtime) if attrs.mtime is not None else None
                 files.append(RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime))
-            return sorted(files, key=lambda f: f.name)
+            return capped_listing(self.server, directory, files, more=more)
         return await self._call("list", directory, scan)
 
-    async def download(self, path: str) -> bytes:
+    async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         remote = self._remote("download", path)
+        limit = self._timeouts.operation_s
 
         async def fetch(sftp: asyncssh.SFTPClient) -> bytes:
             parts: builtins.list[bytes] = []
-            async with sftp.open(remote, "rb") as f:
+            received = moved = 0
+            loop = asyncio.get_running_loop()
+            # Pushed back only once 1 KiB moved (behaviour.md §4.5): a trickle times out.
+            async with asyncio.timeout(limit) as deadline, sftp.open(remote, "rb") as f:
                 while True:
-                    async with asyncio.timeout(self._timeouts.operation_s):
-                        block = await f.read(_CHUNK_BYTES)
+                    block = await f.read(_READ_BYTES)
                     if not block:
                         return b"".join(parts)
+                    received += len(block)
+                    check_size(self.server, path, received, max_bytes)
                     # "rb" yields bytes; asyncssh types read() as AnyStr for both modes.
                     parts.append(block if isinstance(block, bytes) else block.encode())
+                    moved += len(block)
+                    if moved >= PROGRESS_BYTES:
+                        moved = 0
+                        deadline.reschedule(loop.time() + limit)
         return await self._call("download", path, fetch, limited=False)
 
     async def size(self, path: str) -> int | None:
