@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config._ini import IniLine, read_ini
 from config._text import Findings, parse_bool, parse_decimal, parse_int
+from config.errors import Problem, Severity
 from config.model import FullPolicy, GatewaySettings, ServerSettings, ServerType
 
 Check = Callable[[str], str]
@@ -292,6 +293,27 @@ class ConfigIni:
         """The typed view; `uid` is the site's (file prefix), overridden by `GATEWAY_Uid`."""
         base_uid = uid if uid is not None else self.uid
         return _settings(_resolve(self, Findings(""), base_uid), base_uid)
+
+
+#: formats.md §4 (security): what the gateway executes, or where it reads and writes on its own
+#: filesystem and listens. A configuration set from a server may not change them.
+LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath", "DIR_Path",
+                          "DIR2_Path", "SMS_InboxDir", "WEB_Bind", "WEB_Port", "WEB_User",
+                          "WEB_PasswordHash")
+
+
+def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
+    """The local-only keys whose value in force `candidate` (a config.ini from a server) would
+    change against `local` (the running one; empty when absent), as errors on the candidate's
+    lines: applying it would replace them, a key it leaves out included (formats.md §4)."""
+    here = parse(local, file_name)[0].resolved()
+    there_cfg = parse(candidate, file_name)[0]
+    there = there_cfg.resolved()
+    line_of = {ln.key: ln.line for ln in there_cfg.lines if ln.key is not None}
+    return [Problem(file=file_name, line=line_of.get(key), field=key,
+                    message="can only be changed locally; configuration rejected",
+                    severity=Severity.ERROR)
+            for key in LOCAL_ONLY_KEYS if here.get(key) != there.get(key)]
 
 
 def _uid_of(file_name: str) -> str:
