@@ -22,36 +22,60 @@ _INTEGER: Final = re.compile(r"-?[0-9]+")
 _DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
+#: spec/behaviour.md §4.5: validation reports at most 1,000 problems per file, then
+#: `... and <n> more`, so a file of millions of bad lines cannot fill memory with them.
+MAX_PROBLEMS: Final = 1000
+
+
 @dataclass(slots=True)
 class Findings:
-    """Problems of one file, collected in the order found; `rejected` once any is an error."""
+    """Problems of one file, collected in the order found (the first `MAX_PROBLEMS`, the rest
+    counted); `rejected` once any is an error."""
 
     file: str
     problems: list[Problem] = field(default_factory=list)
+    more: int = 0
+    _rejected: bool = False
+
+    def _add(self, problem: Problem) -> None:
+        if problem.severity is Severity.ERROR:
+            self._rejected = True
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.more += 1
 
     def warn(self, line: int | None, fld: str, message: str) -> None:
-        self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
-                                     severity=Severity.WARNING))
+        self._add(Problem(file=self.file, line=line, field=fld, message=message,
+                          severity=Severity.WARNING))
 
     def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
         """A bad value replaced by its default (spec/formats.md §1.2)."""
         self.warn(line, fld, f"{problem}; default {default or '(empty)'} used")
 
     def error(self, line: int | None, fld: str, problem: str) -> None:
-        self.problems.append(Problem(file=self.file, line=line, field=fld,
-                                     message=f"{problem}; file rejected",
-                                     severity=Severity.ERROR))
+        self._add(Problem(file=self.file, line=line, field=fld,
+                          message=f"{problem}; file rejected", severity=Severity.ERROR))
 
     @property
     def rejected(self) -> bool:
-        return any(p.severity is Severity.ERROR for p in self.problems)
+        return self._rejected
 
     def warnings(self) -> tuple[Problem, ...]:
-        return tuple(p for p in self.problems if p.severity is Severity.WARNING)
+        return tuple(p for p in self.reported() if p.severity is Severity.WARNING)
+
+    def reported(self) -> list[Problem]:
+        """The problems in line order, then `... and <n> more` when some were only counted."""
+        shown = sorted_problems(self.problems)
+        if self.more:
+            shown.append(Problem(file=self.file, line=None, field="...",
+                                 message=f"and {self.more} more",
+                                 severity=Severity.ERROR if self._rejected else Severity.WARNING))
+        return shown
 
     def raise_if_rejected(self) -> None:
         if self.rejected:
-            raise ConfigError(sorted_problems(self.problems))
+            raise ConfigError(self.reported())
 
 
 def sorted_problems(problems: list[Problem]) -> list[Problem]:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Final
 
 from config import config_ini, daq_csv, definition, scl_ini, var_ini
-from config._text import Findings, sorted_problems
+from config._text import Findings
 from config.config_ini import ConfigIni
 from config.errors import ConfigError, Problem, Severity
 from config.identity import default_uid
@@ -165,7 +165,7 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
     problems: list[Problem] = []
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
         if file_name in loader.by_file:
-            problems += sorted_problems(loader.by_file[file_name].problems)
+            problems += loader.by_file[file_name].reported()
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     site = Site(directory=directory, uid=loader.uid, settings=cfg.settings(loader.uid),
