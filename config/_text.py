@@ -7,6 +7,7 @@ collector that turns findings into `Problem`s in the one-line form the spec fixe
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -179,13 +180,23 @@ class CsvRow:
     unbalanced: list[int]
 
 
-def csv_rows(text: str, findings: Findings) -> list[CsvRow] | None:
-    """Rows of a `;` file: comments, empty lines and lines of only `;` left out.
+def iter_lines(text: str) -> Iterator[str]:
+    """`split_lines` one line at a time: a file of millions of lines is never a list of them."""
+    start = 0
+    for end in _LINE_END.finditer(text):
+        yield text[start:end.start()]
+        start = end.end()
+    if start < len(text):
+        yield text[start:]
 
-    Returns None (with the error recorded) when the first row uses `,` instead of `;`.
+
+def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
+    """Rows of a `;` file, as they are read: comments, empty lines and lines of only `;` left out.
+
+    Stops (with the error recorded) when the first row uses `,` instead of `;`.
     """
-    rows: list[CsvRow] = []
-    for number, raw in enumerate(split_lines(text), start=1):
+    first = True
+    for number, raw in enumerate(iter_lines(text), start=1):
         if not _trim(raw):
             continue
         fields, unbalanced = split_fields(raw)
@@ -193,12 +204,32 @@ def csv_rows(text: str, findings: Findings) -> list[CsvRow] | None:
             continue
         if not any(fields):
             continue
-        if not rows and len(fields) == 1 and "," in raw:
+        if first and len(fields) == 1 and "," in raw:
             findings.error(number, "separator", "',' is used but must be ';' (a spreadsheet "
                            "may have changed it when saving)")
-            return None
-        rows.append(CsvRow(number, fields, unbalanced))
-    return rows
+            return
+        first = False
+        yield CsvRow(number, fields, unbalanced)
+
+
+#: spec/behaviour.md §4.5: a file name from a configuration file is used only when plain.
+NAME_MAX_BYTES: Final = 255
+
+
+def file_name_problem(name: str) -> str:
+    """Why `name` is not a plain file name (`/`, `\\`, NUL or control character, `.`/`..`, over
+    255 bytes), "" when it is one; the name is shown cut to 40 characters."""
+    shown = name if len(name) <= 40 else name[:37] + "..."
+    shown = shown.encode("unicode_escape").decode("ascii")
+    if "/" in name or "\\" in name:
+        return f"'{shown}' holds a '/' or '\\'; a file name is expected"
+    if name in (".", ".."):
+        return f"'{shown}' is not a file name"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        return f"'{shown}' holds a control character; a file name is expected"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"'{shown}' is longer than {NAME_MAX_BYTES} bytes"
+    return ""
 
 
 def csv_field(text: str) -> str:

@@ -110,9 +110,10 @@ def _read(directory: Path, rel: str, loaded: dict[str, bytes]) -> bytes | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise ConfigError([Problem(file=rel, line=None, field="file",
-                                   message=f"cannot be read ({err.strerror}); file rejected",
+    except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
+        why = err.strerror if isinstance(err, OSError) else "not a file name"
+        raise ConfigError([Problem(file=rel[:80], line=None, field="file",
+                                   message=f"cannot be read ({why}); file rejected",
                                    severity=Severity.ERROR)]) from err
     loaded[rel] = data
     return data
