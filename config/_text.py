@@ -38,25 +38,29 @@ class Findings:
     more: int = 0
     _rejected: bool = False
 
-    def _add(self, problem: Problem) -> None:
-        if problem.severity is Severity.ERROR:
+    def _full(self, severity: Severity) -> bool:
+        """Past the cap: the problem is only counted (and not even built)."""
+        if severity is Severity.ERROR:
             self._rejected = True
         if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(problem)
-        else:
-            self.more += 1
+            return False
+        self.more += 1
+        return True
 
     def warn(self, line: int | None, fld: str, message: str) -> None:
-        self._add(Problem(file=self.file, line=line, field=fld, message=message,
-                          severity=Severity.WARNING))
+        if not self._full(Severity.WARNING):
+            self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
+                                         severity=Severity.WARNING))
 
     def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
         """A bad value replaced by its default (spec/formats.md §1.2)."""
         self.warn(line, fld, f"{problem}; default {default or '(empty)'} used")
 
     def error(self, line: int | None, fld: str, problem: str) -> None:
-        self._add(Problem(file=self.file, line=line, field=fld,
-                          message=f"{problem}; file rejected", severity=Severity.ERROR))
+        if not self._full(Severity.ERROR):
+            self.problems.append(Problem(file=self.file, line=line, field=fld,
+                                         message=f"{problem}; file rejected",
+                                         severity=Severity.ERROR))
 
     @property
     def rejected(self) -> bool:
