@@ -243,9 +243,11 @@ def check_tree_path(server: int, op: str, path: str) -> str:
         return path
     parts = path.split("/")
     if not path.startswith("/") or not all(is_plain_name(p) for p in parts[1:]):
-        shown = path if len(path) <= 80 else path[:77] + "..."
-        raise TransportError(server, op, f"bad tree path {shown!r}", failure=Failure.PROTOCOL,
-                             path=shown)
+        # Shown escaped and cut: the path may hold a NUL, control characters or 10,000 bytes.
+        cut = path if len(path) <= 80 else path[:77] + "..."
+        shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut)
+        raise TransportError(server, op, "bad tree path (a part is not a plain file name)",
+                             failure=Failure.PROTOCOL, path=shown)
     return path
 
 

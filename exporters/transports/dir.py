@@ -117,11 +117,11 @@ class DirTransport:
             files: builtins.list[RemoteFile] = []
             more = False
             with self._folder(parts) as fd, os.scandir(fd) as entries:
-                for entry in entries:
+                for seen, entry in enumerate(entries):
+                    if seen == LISTING_MAX_ENTRIES:  # folders and links count too
+                        more = True
+                        break
                     if entry.is_file(follow_symlinks=False):
-                        if len(files) == LISTING_MAX_ENTRIES:
-                            more = True
-                            break
                         st = entry.stat(follow_symlinks=False)
                         files.append(RemoteFile(name=entry.name, size=st.st_size,
                                                 mtime_s=st.st_mtime))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import posixpath
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -170,16 +171,21 @@ class SftpTransport:
             files: builtins.list[RemoteFile] = []
             more = False
             # Read as it comes, so an endless listing stops at the cap (behaviour.md §4.5).
-            async for entry in sftp.scandir(remote):
-                name = str(entry.filename)
-                attrs = entry.attrs
-                if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
-                    continue
-                if len(files) == LISTING_MAX_ENTRIES:
-                    more = True
-                    break
-                mtime = float(attrs.mtime) if attrs.mtime is not None else None
-                files.append(RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime))
+            # Every entry counts, folders and links too: an endless run of them must end.
+            seen = 0
+            entries = sftp.scandir(remote)
+            async with contextlib.aclosing(entries):  # type: ignore[type-var]
+                async for entry in entries:
+                    if seen == LISTING_MAX_ENTRIES:
+                        more = True
+                        break
+                    seen += 1
+                    name = str(entry.filename)
+                    attrs = entry.attrs
+                    if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                        continue
+                    mtime = float(attrs.mtime) if attrs.mtime is not None else None
+                    files.append(RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime))
             return capped_listing(self.server, directory, files, more=more)
         return await self._call("list", directory, scan)
 

@@ -138,20 +138,23 @@ class WebdavTransport:
         own = unquote(self._url(directory).rstrip("/"))
         parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
         files: builtins.list[RemoteFile] = []
-        received = 0
+        received = seen = 0
 
         def take(block: bytes) -> bool:
-            nonlocal received
+            nonlocal received, seen
             received += len(block)
             parser.feed(block)
             for event in parser.read_events():
                 element = event[-1] if isinstance(event, tuple) else None
                 if isinstance(element, ET.Element) and element.tag == _DAV + "response":
+                    # Every entry counts, collections too: an endless run of them must end.
+                    seen += 1
                     entry = _listing_entry(element, own)
                     element.clear()  # parsed: keep nothing of it
-                    if entry is not None:
+                    if entry is not None and seen <= LISTING_MAX_ENTRIES + 1:
                         files.append(entry)
-            return len(files) <= LISTING_MAX_ENTRIES and received <= _LISTING_MAX_BYTES
+            # + 1: the answer lists the folder itself first.
+            return seen <= LISTING_MAX_ENTRIES + 1 and received <= _LISTING_MAX_BYTES
 
         try:
             response, complete = await self._streamed(

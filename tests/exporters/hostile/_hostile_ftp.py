@@ -73,7 +73,7 @@ def main() -> None:
 
         def format_mlsx(self, basedir: str, listing: list[str], perms: str, facts: str,
                         ignore_err: bool = True) -> Iterator[bytes]:
-            real = super().format_mlsx(basedir, listing, perms, facts, ignore_err)
+            real: Iterator[bytes] = super().format_mlsx(basedir, listing, perms, facts, ignore_err)
             folder = tree(basedir)
             if folder in args.long_line:
                 real = itertools.chain([b"type=file;size=1; " + b"L" * 10_000 + b"\r\n"], real)
