@@ -228,7 +228,7 @@ def is_plain_name(name: str) -> bool:
     `.` or `..`, 1 to 255 bytes of UTF-8. Anything else from a server is refused before use."""
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         return False
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):  # C0, DEL, C1
         return False
     try:
         return len(name.encode("utf-8")) <= NAME_MAX_BYTES

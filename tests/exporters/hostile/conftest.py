@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,3 +163,12 @@ def hostile_ftp(tree: Path, *tricks: Sequence[str]) -> Iterator[HostileFtp]:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Log]:
+    log = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
+    try:
+        yield log
+    finally:
+        await log.close()
