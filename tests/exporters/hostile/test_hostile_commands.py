@@ -15,7 +15,7 @@ from mqtt_clients import subscriber, wait_for
 from peers import Broker
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import (
     CMD_MAX_DEPTH,
     CollectingHandler,
