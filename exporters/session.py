@@ -566,7 +566,15 @@ class FileServerSession:
 
     async def _apply(self, candidates: Mapping[str, bytes], agreed: dict[str, str]) -> None:
         assert self._config_dir is not None
-        problems = await asyncio.to_thread(self._check_candidates, candidates)
+        try:
+            problems = await asyncio.to_thread(self._check_candidates, candidates)
+        except Exception:  # noqa: BLE001 - the one top-level guard of server-sent configuration
+            # A validator fault on a server's bytes would end every session the same way while
+            # the files stay on the server: rejected, logged with its trace, the session goes on.
+            config_log.exception("configuration from server %d could not be checked; "
+                                 "configuration rejected; running configuration unchanged",
+                                 self.server)
+            return
         names = {rel: rel.rsplit("/", 1)[-1] for rel in candidates}
         errors = [p for p in problems if p.severity is Severity.ERROR]
         for problem in problems:

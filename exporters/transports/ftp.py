@@ -24,7 +24,7 @@ Peer quirks handled here:
   connection is cut and the transfer's reply read, so the control connection stays in step); a
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
-  replacement characters instead of failing the listing. Progress that keeps a transfer alive is at
+  replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB. Progress that keeps a transfer alive is at
   least 1 KiB moved, so a server trickling bytes times out. Any error that is not a server reply
   (a reply line too long or not text, a protocol surprise) drops the connection, whose state is
   then unknown.
@@ -80,6 +80,7 @@ _BLOCK_BYTES: Final = 64 * 1024
 DEFAULT_PORT: Final = 21
 _MAX_LINE: Final = ftplib.MAXLINE             # 8,192 bytes
 _LISTING_MAX_BYTES: Final = 10 << 20
+_REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 
 
@@ -119,6 +120,23 @@ class CappedLines(ftplib.FTP):
                         cmd, LISTING_MAX_ENTRIES, _LISTING_MAX_BYTES >> 20)
             return end_cut_transfer(self)
         return self.voidresp()
+
+    def getmultiline(self) -> str:
+        """ftplib's, with the reply bounded: an endless `220-` banner is a protocol error, not
+        a string that grows until memory runs out."""
+        line = self.getline()
+        if line[3:4] == "-":
+            code, total = line[:3], len(line)
+            while True:
+                nextline = self.getline()
+                total += len(nextline)
+                if total > _REPLY_MAX_BYTES:
+                    raise ftplib.error_proto(f"{code} reply longer than "
+                                             f"{_REPLY_MAX_BYTES >> 10} KiB")
+                line = line + "\n" + nextline
+                if nextline[:3] == code and nextline[3:4] != "-":
+                    break
+        return line
 
 
 def end_cut_transfer(ftp: ftplib.FTP) -> str:

@@ -59,6 +59,7 @@ from ._base import (
 
 _SLOW_LINK_BYTES_PER_S: Final = 1024
 _LISTING_MAX_BYTES: Final = 16 << 20
+_ANSWER_MAX_BYTES: Final = 64 << 10
 _IDENTITY: Final = {"Accept-Encoding": "identity"}
 _DAV: Final = "{DAV:}"
 _PROPFIND_BODY: Final = (b'<?xml version="1.0" encoding="utf-8"?>'
@@ -234,9 +235,18 @@ class WebdavTransport:
         limit = (limit_s if limit_s is not None else
                  self._timeouts.operation_s + len(content or b"") / _SLOW_LINK_BYTES_PER_S)
         try:
-            async with asyncio.timeout(limit):
-                return await client.request(method, self._origin + self._url(target),
-                                            headers=headers, content=content)
+            async with asyncio.timeout(limit), client.stream(
+                    method, self._origin + self._url(target), headers={**_IDENTITY,
+                                                                        **(headers or {})},
+                    content=content) as response:
+                # Only the status counts; a body past _ANSWER_MAX_BYTES (an endless answer to a
+                # PUT or a DELETE) is left unread and its connection dropped (behaviour.md §4.5).
+                received = 0
+                async for block in response.aiter_raw():
+                    received += len(block)
+                    if received > _ANSWER_MAX_BYTES:
+                        break
+                return response
         except TimeoutError as err:
             raise TransportError(self.server, op, f"no answer after {limit:g} s",
                                  failure=Failure.TIMEOUT, path=path) from err

@@ -20,6 +20,7 @@ from config.model import ServerSettings, ServerType
 from exporters.transports import (
     DirTransport,
     Failure,
+    FtpTransport,
     SftpTransport,
     Timeouts,
     TransportError,
@@ -159,6 +160,12 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
                  *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
+    if method in ("DELETE", "PUT", "MOVE"):
+        # Success, then an answer that never ends: only the status may be read.
+        writer.write(head("200 OK"))
+        while True:
+            writer.write(b"\0" * 65536)
+            await writer.drain()
     if method == "PROPFIND" and path.startswith("/CONFIG"):
         writer.write(head("207 Multi-Status", Content_Type="application/xml"))
         writer.write(b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">')
@@ -276,6 +283,45 @@ async def test_webdav_endless_listing_stops_at_the_cap(http_url: str, tmp_path: 
         assert await transport.list("/DEF") == []  # one endless element: the byte cap
     finally:
         await transport.close()
+
+
+async def test_webdav_endless_answers_to_other_requests_are_left_unread(
+        http_url: str, tmp_path: Path) -> None:
+    transport = await _webdav(http_url, tmp_path)
+    try:
+        started = time.monotonic()
+        await transport.delete("/CMD/x")
+        await transport.upload("/DATA/x.csv.gz", b"data", two_step=True)
+        assert time.monotonic() - started < 5
+    finally:
+        await transport.close()
+
+
+async def test_ftp_endless_reply_is_a_protocol_error(tmp_path: Path) -> None:
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                writer.write(b"220-welcome, and welcome again\r\n" * 2000)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(banner, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport = FtpTransport(ServerSettings(slot=1, type=ServerType.FTP, host="127.0.0.1",
+                                                port=port, user="u", password="p"),
+                                 timeouts=Timeouts(connect_s=10.0, operation_s=10.0))
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            await transport.connect()
+        assert caught.value.failure is Failure.PROTOCOL, caught.value
+        assert "reply longer than 64 KiB" in str(caught.value)
+        assert time.monotonic() - started < 5
+        await transport.close()
+        server.close()
 
 
 # ----------------------------------------------------------------------------- SFTP
