@@ -80,6 +80,15 @@ def _abs_path(text: str) -> str:
     return "" if text.startswith("/") else f"'{text}' is not an absolute path"
 
 
+def device_problem(text: str) -> str:
+    """formats.md §4: a serial port names a device under /dev/ (a server cannot point the gateway
+    at any other file of its own)."""
+    parts = text.split("/")
+    if not text.startswith("/dev/") or any(p in ("", ".", "..") for p in parts[2:]):
+        return f"'{text}' is not a device under /dev/"
+    return ""
+
+
 def _cert(text: str) -> str:
     return f"'{text}' is not a file name in /CERT" if ("/" in text or "\\" in text) else ""
 
@@ -199,7 +208,7 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("NTP_Server1", _host, "pool.ntp.org"),
     _k("NTP_Server2", _host, ""),
     _k("NTP_TimeZone", _time_zone, "UTC"),
-    _k("MODEM_Port", _abs_path, ""),
+    _k("MODEM_Port", device_problem, ""),
     _k("MODEM_Apn", _text, ""),
     _k("MODEM_User", _text, ""),
     _k("MODEM_Password", _text, ""),
@@ -217,7 +226,7 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("SD_MirrorPath", _abs_path, ""),
     _k("DAQ_PollPeriod", _int(1, 3600), "10"),
     _k("DAQ_ModbusMaxGap", _int(0, 124), "0"),
-    _k("TIC_Port", _abs_path, ""),
+    _k("TIC_Port", device_problem, ""),
     _k("ALARM_DeviceLost", _bool, "0"),
     _k("SYSTEM_UpdateCommand", _text, ""),
 )
@@ -246,6 +255,8 @@ _ORDER: Final[Mapping[str, int]] = {k.name: i for i, k in enumerate(KEY_TABLE)}
 #: Keys whose empty value has a meaning of its own rather than "the default": written
 #: `NTP_Server1=` turns the first clock-check server off (both empty = no clock check, §4).
 _EMPTY_MEANS_EMPTY: Final = frozenset({"NTP_Server1"})
+#: Serial devices: a bad value rejects the file rather than falling back (formats.md §4).
+_DEVICE_KEYS: Final = frozenset({"MODEM_Port", "TIC_Port"})
 #: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (spec/formats.md §1.3).
 ALIASES: Final = {"FTP2-HeaderOption": "FTP2_HeaderOption"}
 
@@ -385,7 +396,7 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
         problem = spec.check(text)
         if not problem:
             out[key] = text
-        elif needed:
+        elif needed or key in _DEVICE_KEYS:
             findings.error(line_of.get(key), key, problem)
             out[key] = default
         elif spec.default is None:

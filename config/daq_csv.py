@@ -21,6 +21,7 @@ from config._text import (
     parse_int,
     replace_controls,
 )
+from config.config_ini import device_problem
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
 _BLOCKS: Final = {"type": "ethernet", "tcpinterframems": "tcpInterFrameMs", "port": "serial",
@@ -212,6 +213,8 @@ def _serial_ports(block: _Block | None, findings: Findings) -> tuple[SerialPort,
                 fwd_at[forward] = row.line
         path = f[9] or None
         if path is not None:
+            if problem := device_problem(path):
+                findings.error(row.line, "path", problem)
             if path in path_at:
                 findings.error(row.line, "path", f"'{path}' is already used at line "
                                                  f"{path_at[path]}")

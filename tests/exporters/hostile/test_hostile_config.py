@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config import ConfigError, parse_daq, parse_definition, parse_scl
+from config import ConfigError, parse_config_ini, parse_daq, parse_definition, parse_scl
 from config.config_ini import LOCAL_ONLY_KEYS, local_only_changes
 from config.defaults import default_files
 from config.errors import Severity
@@ -105,3 +105,22 @@ def test_config_show_hides_secrets_of_misspelt_and_unknown_keys(
     shown = json.loads(out)
     assert shown["unknown_keys"]["FTP2_Pasword"] == "***"
     assert shown["config_ini"]["FTP_Passive"] == "1"
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "/dev/../etc/shadow", "ttyUSB0", "/dev/"])
+def test_serial_ports_must_name_a_device_under_dev(value: str) -> None:
+    for key in ("MODEM_Port", "TIC_Port"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config_ini(f"{key}={value}\n".encode(), NAME)
+        assert str(caught.value) == (f"{NAME}:1: {key}: '{value}' is not a device under /dev/; "
+                                     "file rejected")
+    daq = ("port;speed;dataBits;parity;stopBits;wires;protocol;interFrame(ms);forwardTcpPort;"
+           f"path\nSERIAL1;9600;8;N;1;2;modbusRTU;0;;{value}\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_daq(daq.encode(), "WPMTEST01_daq.csv")
+    assert any(p.field == "path" for p in caught.value.errors)
+
+
+def test_serial_devices_under_dev_pass() -> None:
+    parsed = parse_config_ini(b"MODEM_Port=/dev/ttyACM0\nTIC_Port=/dev/serial/by-id/tic\n", NAME)
+    assert parsed.value.settings("WPMTEST01").modem_port == "/dev/ttyACM0"
