@@ -23,7 +23,7 @@ _INTEGER: Final = re.compile(r"-?[0-9]+")
 _DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
-#: spec/behaviour.md §4.5: validation reports at most 1,000 problems per file, then
+#: docs/behaviour.md §4.5: validation reports at most 1,000 problems per file, then
 #: `... and <n> more`, so a file of millions of bad lines cannot fill memory with them.
 MAX_PROBLEMS: Final = 1000
 
@@ -216,7 +216,7 @@ def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
         yield CsvRow(number, fields, unbalanced)
 
 
-#: spec/behaviour.md §4.5: a file name from a configuration file is used only when plain.
+#: docs/behaviour.md §4.5: a file name from a configuration file is used only when plain.
 NAME_MAX_BYTES: Final = 255
 
 

@@ -81,8 +81,8 @@ def _abs_path(text: str) -> str:
 
 
 def device_problem(text: str) -> str:
-    """formats.md §4: a serial port names a device under /dev/ (a server cannot point the gateway
-    at any other file of its own)."""
+    """docs/formats.md §4: a serial port names a device under /dev/ (a server cannot point the
+    gateway at any other file of its own)."""
     parts = text.split("/")
     if not text.startswith("/dev/") or any(p in ("", ".", "..") for p in parts[2:]):
         return f"'{text}' is not a device under /dev/"
@@ -255,7 +255,7 @@ _ORDER: Final[Mapping[str, int]] = {k.name: i for i, k in enumerate(KEY_TABLE)}
 #: Keys whose empty value has a meaning of its own rather than "the default": written
 #: `NTP_Server1=` turns the first clock-check server off (both empty = no clock check, §4).
 _EMPTY_MEANS_EMPTY: Final = frozenset({"NTP_Server1"})
-#: Serial devices: a bad value rejects the file rather than falling back (formats.md §4).
+#: Serial devices: a bad value rejects the file rather than falling back (docs/formats.md §4).
 _DEVICE_KEYS: Final = frozenset({"MODEM_Port", "TIC_Port"})
 #: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (spec/formats.md §1.3).
 ALIASES: Final = {"FTP2-HeaderOption": "FTP2_HeaderOption"}
@@ -306,8 +306,8 @@ class ConfigIni:
         return _settings(_resolve(self, Findings(""), base_uid), base_uid)
 
 
-#: formats.md §4 (security): what the gateway executes, or where it reads and writes on its own
-#: filesystem and listens. A configuration set from a server may not change them.
+#: docs/formats.md §4 (security): what the gateway executes, or where it reads and writes on its
+#: own filesystem and listens. A configuration set from a server may not change them.
 LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath", "DIR_Path",
                           "DIR2_Path", "SMS_InboxDir", "WEB_Bind", "WEB_Port", "WEB_User",
                           "WEB_PasswordHash")
@@ -316,7 +316,7 @@ LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath",
 def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
     """The local-only keys whose value in force `candidate` (a config.ini from a server) would
     change against `local` (the running one; empty when absent), as errors on the candidate's
-    lines: applying it would replace them, a key it leaves out included (formats.md §4)."""
+    lines: applying it would replace them, a key it leaves out included (docs/formats.md §4)."""
     here = parse(local, file_name)[0].resolved()
     there_cfg = parse(candidate, file_name)[0]
     there = there_cfg.resolved()

@@ -13,11 +13,11 @@ whole or not at all, even across a power cut::
 
 Session log lines are the fixed messages of spec/formats.md §11, category `session`.
 
-The server is semi-trusted (spec/behaviour.md §4.5, hostile server): every download has its cap,
+The server is semi-trusted (docs/behaviour.md §4.5, hostile server): every download has its cap,
 names read from a listing or a configuration file are plain file names or refused, the
 configuration set fetched is bounded as a whole, a malformed command file or message becomes an
 error result (the file is deleted all the same), and a server's configuration may not change the
-local-only keys of formats.md §4.
+local-only keys of docs/formats.md §4.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
 
 CMD_MAX_BYTES: Final = 1 << 20          # formats.md §12.1
-# spec/behaviour.md §4.5 (hostile server): the cap of each file a session fetches, by tree folder.
+# docs/behaviour.md §4.5 (hostile server): the cap of each file a session fetches, by tree folder.
 DOWNLOAD_CAPS: Final = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "CMD": CMD_MAX_BYTES,
                         "DEF": 4 << 20, "CERT": 64 << 10}
 #: The whole configuration set fetched in one session (**Decision**, docs/spec-notes.md): each
@@ -178,7 +178,7 @@ def _depth_exceeds(doc: object, limit: int) -> bool:
 def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
     """(document, None) or (None, the error text) for command JSON from a server or a broker:
     strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
-    ever comes out of it, whatever the bytes (spec/behaviour.md §4.5)."""
+    ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
     try:
         doc = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant,
                          parse_int=_bounded_int, parse_float=_finite_float)
@@ -199,7 +199,7 @@ def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
 
 def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
     """The entries of `/CMD/<uid>_cmd.json` in file order; unreadable ones as error results worded
-    as formats.md §12.1. Never raises, whatever the bytes."""
+    as docs/formats.md §12.1. Never raises, whatever the bytes."""
     def fail(text: str) -> list[CommandEntry]:
         return [CommandResult(channel=Channel.FILE, caller_id=None, error=text)]
 
@@ -216,7 +216,7 @@ def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
 
 
 def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
-    """A command-topic message (formats.md §14.4): one object, errors without `entry <k>: `.
+    """A command-topic message (docs/formats.md §14.4): one object, errors without `entry <k>: `.
     Never raises, whatever the bytes."""
     def fail(text: str) -> CommandEntry:
         return CommandResult(channel=Channel.MQTT, caller_id=None, error=text)
@@ -301,7 +301,7 @@ def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
 
     Only chooses what to fetch; whether the set is valid is `config`'s to say. A name that is not
     a plain file name (a NUL or control character, over 255 bytes, `\\`...) is refused here,
-    before any path is built of it (spec/behaviour.md §4.5); validation then finds it missing.
+    before any path is built of it (docs/behaviour.md §4.5); validation then finds it missing.
     """
     wanted: list[str] = []
 

@@ -27,12 +27,12 @@ log = logging.getLogger("sunpm.session")
 
 TMP_SUFFIX: Final = ".tmp"  # spec/formats.md §3: `<name>.tmp`, renamed `<name>` when complete
 MAX_IN_FLIGHT: Final = 10  # spec/behaviour.md §4.4: at most 10 unacknowledged MQTT messages
-# spec/behaviour.md §4.5 (hostile server): a listing stops at 10,000 entries, and a download that
+# docs/behaviour.md §4.5 (hostile server): a listing stops at 10,000 entries, and a download that
 # no caller capped stops at the largest cap of the files a session fetches (a definition file).
 LISTING_MAX_ENTRIES: Final = 10_000
 DOWNLOAD_MAX_BYTES: Final = 4 << 20
 NAME_MAX_BYTES: Final = 255
-# spec/behaviour.md §4.5 (timeouts revised): progress is at least 1 KiB moved in the last 60 s.
+# docs/behaviour.md §4.5 (timeouts revised): progress is at least 1 KiB moved in the last 60 s.
 PROGRESS_BYTES: Final = 1024
 
 
@@ -99,7 +99,7 @@ class TransportError(SunpmError):
 
 
 class DownloadTooLarge(TransportError):
-    """A download passed its cap while arriving (spec/behaviour.md §4.5): that file is not used,
+    """A download passed its cap while arriving (docs/behaviour.md §4.5): that file is not used,
     the connection stays usable and the rest of the session goes on."""
 
     def __init__(self, server: int, path: str, max_bytes: int) -> None:
@@ -224,7 +224,7 @@ def final_and_temp(path: str, two_step: bool) -> tuple[str, str]:
 
 
 def is_plain_name(name: str) -> bool:
-    """A plain file name (spec/behaviour.md §4.5): no `/`, `\\`, NUL or control character, not
+    """A plain file name (docs/behaviour.md §4.5): no `/`, `\\`, NUL or control character, not
     `.` or `..`, 1 to 255 bytes of UTF-8. Anything else from a server is refused before use."""
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         return False

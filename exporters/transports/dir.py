@@ -7,7 +7,7 @@ For demos, tests and air-gapped sites (a USB disk, an NFS mount). Quirks and cho
 - Nothing is created: a missing tree directory is refused like a server would refuse it.
 - Running as root ignores permission bits; a read-only mount (EROFS) is refused all the same.
 - Blocking file I/O runs off the event loop (`asyncio.to_thread`).
-- Never follows a symbolic link under the root (spec/behaviour.md §4.5, hostile server): each
+- Never follows a symbolic link under the root (docs/behaviour.md §4.5, hostile server): each
   folder is opened relative to its parent with `O_NOFOLLOW | O_DIRECTORY`, files with
   `O_NOFOLLOW`, sizes and listings use `lstat`, and a stale `.tmp` is unlinked (never opened) before
   a new one is created with `O_EXCL`. A symlinked folder or file is refused (`ELOOP`), so a planted

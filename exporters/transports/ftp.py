@@ -20,14 +20,14 @@ Peer quirks handled here:
   writer ends up in an unlinked file instead of the one renamed to the final name.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
-- Hostile servers (spec/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
+- Hostile servers (docs/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
   connection is cut and the transfer's reply read, so the control connection stays in step); a
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
-  replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB. Progress that keeps a transfer alive is at
-  least 1 KiB moved, so a server trickling bytes times out. Any error that is not a server reply
-  (a reply line too long or not text, a protocol surprise) drops the connection, whose state is
-  then unknown.
+  replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
+  Progress that keeps a transfer alive is at least 1 KiB moved, so a server trickling bytes times
+  out. Any error that is not a server reply (a reply line too long or not text, a protocol
+  surprise) drops the connection, whose state is then unknown.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
   421/425/426 connection lost (retriable). pyftpdlib answers a full
@@ -85,7 +85,7 @@ _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut t
 
 
 class CappedLines(ftplib.FTP):
-    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of spec/behaviour.md §4.5;
+    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5;
     ftps.py's client mixes it in too."""
 
     server: int = 0

@@ -50,7 +50,8 @@ T = TypeVar("T")
 
 DEFAULT_PORT: Final = 22
 _CHUNK_BYTES: Final = 256 * 1024  # progress granularity of the "60 s without progress" timeout
-# Downloads read less at a time: a 1 KiB/s link (progress, behaviour.md §4.5) fills it in 32 s.
+# Downloads read less at a time: a 1 KiB/s link (progress, docs/behaviour.md §4.5) fills it in
+# 32 s.
 _READ_BYTES: Final = 32 * 1024
 
 
@@ -170,7 +171,7 @@ class SftpTransport:
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
             files: builtins.list[RemoteFile] = []
             more = False
-            # Read as it comes, so an endless listing stops at the cap (behaviour.md §4.5).
+            # Read as it comes, so an endless listing stops at the cap (docs/behaviour.md §4.5).
             # Every entry counts, folders and links too: an endless run of them must end.
             seen = 0
             entries = sftp.scandir(remote)
@@ -197,7 +198,7 @@ class SftpTransport:
             parts: builtins.list[bytes] = []
             received = moved = 0
             loop = asyncio.get_running_loop()
-            # Pushed back only once 1 KiB moved (behaviour.md §4.5): a trickle times out.
+            # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
             async with asyncio.timeout(limit) as deadline, sftp.open(remote, "rb") as f:
                 while True:
                     block = await f.read(_READ_BYTES)

@@ -17,7 +17,7 @@ Peer quirks handled here:
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
   spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
-- Hostile servers (spec/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
+- Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
   guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
   soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives). Both ask
   for `Accept-Encoding: identity` and refuse a compressed answer, whose decoding could blow a small
@@ -240,7 +240,8 @@ class WebdavTransport:
                                                                         **(headers or {})},
                     content=content) as response:
                 # Only the status counts; a body past _ANSWER_MAX_BYTES (an endless answer to a
-                # PUT or a DELETE) is left unread and its connection dropped (behaviour.md §4.5).
+                # PUT or a DELETE) is left unread and its connection dropped
+                # (docs/behaviour.md §4.5).
                 received = 0
                 async for block in response.aiter_raw():
                     received += len(block)
@@ -259,7 +260,7 @@ class WebdavTransport:
                         content: bytes | None = None) -> tuple[httpx.Response, bool]:
         """A request whose 2xx body goes to `take` block by block as it arrives, until `take`
         says no more (False) or raises; (the response, whether the body was read whole). The
-        guard is pushed back each time 1 KiB arrived (spec/behaviour.md §4.5)."""
+        guard is pushed back each time 1 KiB arrived (docs/behaviour.md §4.5)."""
         client = self._client
         if client is None:
             raise TransportError(self.server, op, "not connected",

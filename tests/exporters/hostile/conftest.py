@@ -1,4 +1,4 @@
-"""The hostile-server harness (spec/behaviour.md §4.5): a site, a store holding records, a server
+"""The hostile-server harness (docs/behaviour.md §4.5): a site, a store holding records, a server
 tree, a canary folder outside it, and one session run in a child process whose peak memory is
 measured (and bounded by RLIMIT_AS, so a regression kills the child, not the machine)."""
 

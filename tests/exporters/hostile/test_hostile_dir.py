@@ -1,6 +1,6 @@
 """Hostile content served by a `dir` server: symlinks planted in the tree, huge files, bad names,
-malformed commands, a configuration that tries to change local-only keys (behaviour.md §4.5,
-formats.md §4). Each case runs one session in a child process (conftest.py): no crash, at most
+malformed commands, a configuration that tries to change local-only keys (docs/behaviour.md §4.5,
+docs/formats.md §4). Each case runs one session in a child process (conftest.py): no crash, at most
 150 MB of session memory, the canary folder outside the tree untouched, every record still
 stored (the `site` fixture checks the last two after every test)."""
 

@@ -1,4 +1,4 @@
-"""The session's own guards (behaviour.md §4.5): whatever a server sends, a fault met while
+"""The session's own guards (docs/behaviour.md §4.5): whatever a server sends, a fault met while
 checking its configuration rejects that configuration and the session goes on."""
 
 from __future__ import annotations

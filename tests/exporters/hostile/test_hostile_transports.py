@@ -1,5 +1,5 @@
-"""Each transport against hostile peers on 127.0.0.1 (behaviour.md §4.5): a raw HTTP server and
-an asyncssh SFTP server serving endless, trickling or compressed answers, and a `dir` tree full of
+"""Each transport against hostile peers on 127.0.0.1 (docs/behaviour.md §4.5): a raw HTTP
+server and an asyncssh SFTP server serving endless, trickling or compressed answers, and a `dir` tree full of
 symlinks and names no file system takes. A transport either returns within its caps or raises
 its own TransportError; nothing else escapes, and no link is ever followed."""
 
