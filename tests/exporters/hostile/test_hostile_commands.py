@@ -1,6 +1,6 @@
 """Malformed commands from a file server or a broker (docs/behaviour.md §4.5, docs/formats.md
-§12.1, §14.4): whatever the bytes, the parsers give entries or error results and never raise; the permanent MQTT
-connection answers a hostile message and keeps serving."""
+§12.1, §14.4): whatever the bytes, the parsers give entries or error results and never raise; the
+permanent MQTT connection answers a hostile message and keeps serving."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The configuration side of a hostile server (docs/formats.md §4, docs/behaviour.md §4.5):
-local-only keys, names that are not plain file names, the cap on reported problems, and secrets that `config show`
-must not print, misspelt keys included."""
+local-only keys, names that are not plain file names, the cap on reported problems, and secrets
+that `config show` must not print, misspelt keys included."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Hostile content from an FTP server (`_hostile_ftp.py`, pyftpdlib with tricks): endless files
-and listings, bytes trickling, a listing line past ftplib's 8,192 bytes (docs/behaviour.md
-§4.5). Each case is a whole session in a child process: no crash, bounded memory, the control connection
-kept in step, the canary and the records untouched (conftest.py)."""
+"""Hostile content from an FTP server (`_hostile_ftp.py`, pyftpdlib with tricks): endless files and
+listings, bytes trickling, a listing line past ftplib's 8,192 bytes (docs/behaviour.md §4.5). Each
+case is a whole session in a child process: no crash, bounded memory, the control connection kept
+in step, the canary and the records untouched (conftest.py)."""
 
 from __future__ import annotations
 

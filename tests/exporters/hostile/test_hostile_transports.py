@@ -1,6 +1,6 @@
-"""Each transport against hostile peers on 127.0.0.1 (docs/behaviour.md §4.5): a raw HTTP
-server and an asyncssh SFTP server serving endless, trickling or compressed answers, and a `dir` tree full of
-symlinks and names no file system takes. A transport either returns within its caps or raises
+"""Each transport against hostile peers on 127.0.0.1 (docs/behaviour.md §4.5): a raw HTTP server
+and an asyncssh SFTP server serving endless, trickling or compressed answers, and a `dir` tree full
+of symlinks and names no file system takes. A transport either returns within its caps or raises
 its own TransportError; nothing else escapes, and no link is ever followed."""
 
 from __future__ import annotations
