@@ -610,14 +610,14 @@ class FileServerSession:
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it, in a copy."""
         assert self._config_dir is not None
-        if self._validate is None:
-            return []
         local_only: list[Problem] = []
-        rel = f"CONFIG/{self.uid}_config.ini"
-        if rel in candidates:
-            running = self._config_dir / rel
+        config_ini = f"CONFIG/{self.uid}_config.ini"
+        if config_ini in candidates:
+            running = self._config_dir / config_ini
             local_only = local_only_changes(running.read_bytes() if running.is_file() else b"",
-                                            candidates[rel], running.name)
+                                            candidates[config_ini], running.name)
+        if self._validate is None:
+            return local_only
         with tempfile.TemporaryDirectory(prefix="sunpm-candidate-") as tmp:
             trial = Path(tmp) / "config"
             shutil.copytree(self._config_dir, trial, ignore=shutil.ignore_patterns(".apply"))

@@ -30,6 +30,7 @@ import asyncio
 import builtins
 import email.utils
 import posixpath
+import re
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Generator
@@ -60,6 +61,7 @@ from ._base import (
 _SLOW_LINK_BYTES_PER_S: Final = 1024
 _LISTING_MAX_BYTES: Final = 16 << 20
 _ANSWER_MAX_BYTES: Final = 64 << 10
+_BYTE_COUNT: Final = re.compile(r"[0-9]{1,19}")
 _IDENTITY: Final = {"Accept-Encoding": "identity"}
 _DAV: Final = "{DAV:}"
 _PROPFIND_BODY: Final = (b'<?xml version="1.0" encoding="utf-8"?>'
@@ -192,7 +194,7 @@ class WebdavTransport:
             return None  # absent, or the lookup refused: both count as absent
         self._check("size", path, response)
         length = response.headers.get("content-length")
-        return int(length) if length is not None and length.isdigit() else None
+        return _byte_count(length or "")
 
     async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
         check_tree_path(self.server, "upload", path)
@@ -340,6 +342,13 @@ def classify(err: httpx.HTTPError) -> tuple[Failure, str]:
     return Failure.PROTOCOL, detail
 
 
+def _byte_count(text: str) -> int | None:
+    """A Content-Length or getcontentlength; None unless plain ASCII digits of a sane length (a
+    5,000-digit or non-ASCII "number" from a hostile server must not raise)."""
+    text = text.strip()
+    return int(text) if _BYTE_COUNT.fullmatch(text) else None
+
+
 def _parse_listing(body: bytes, directory_url: str) -> builtins.list[RemoteFile]:
     own = unquote(directory_url.rstrip("/"))
     files = [entry for response in ET.fromstring(body).iter(_DAV + "response")
@@ -361,4 +370,4 @@ def _listing_entry(response: ET.Element, own: str) -> RemoteFile | None:
         except (TypeError, ValueError):
             mtime = None
     return RemoteFile(name=posixpath.basename(href),
-                      size=int(length) if length.strip().isdigit() else 0, mtime_s=mtime)
+                      size=_byte_count(length) or 0, mtime_s=mtime)

@@ -181,6 +181,17 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
         while True:
             writer.write(b"a" * 65536)
             await writer.drain()
+    elif method == "PROPFIND" and path.startswith("/LOG"):
+        body = ('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">'
+                "<D:response><D:href>/LOG/a.log</D:href><D:propstat><D:prop><D:getcontentlength>"
+                + "9" * 5000 + "</D:getcontentlength></D:prop></D:propstat></D:response>"
+                "<D:response><D:href>/LOG/b.log</D:href><D:propstat><D:prop><D:getcontentlength>"
+                "²</D:getcontentlength></D:prop></D:propstat></D:response>"
+                "</D:multistatus>").encode()
+        writer.write(head("207 Multi-Status", Content_Length=str(len(body))))
+        writer.write(body)
+    elif method == "HEAD" and path == "/LOG/a.log":
+        writer.write(head("200 OK", Content_Length="9" * 5000))
     elif method == "PROPFIND":
         writer.write(head("207 Multi-Status", Content_Length="0"))
     elif path == "/CMD/endless":
@@ -293,6 +304,17 @@ async def test_webdav_endless_answers_to_other_requests_are_left_unread(
         await transport.delete("/CMD/x")
         await transport.upload("/DATA/x.csv.gz", b"data", two_step=True)
         assert time.monotonic() - started < 5
+    finally:
+        await transport.close()
+
+
+async def test_webdav_absurd_sizes_read_as_unknown(http_url: str, tmp_path: Path) -> None:
+    transport = await _webdav(http_url, tmp_path)
+    try:
+        assert [(f.name, f.size) for f in await transport.list("/LOG")] == [("a.log", 0),
+                                                                            ("b.log", 0)]
+        with pytest.raises(TransportError):  # the HTTP parser itself refuses that header
+            await transport.size("/LOG/a.log")
     finally:
         await transport.close()
 
