@@ -304,6 +304,10 @@ class SftpTransport:
             raise TransportError(self.server, op,
                                  f"no progress for {self._timeouts.operation_s:g} s",
                                  failure=Failure.TIMEOUT, path=path) from err
+        except UnicodeDecodeError as err:
+            # A name that is not UTF-8 (asyncssh decodes strictly): no name of the tree.
+            raise TransportError(self.server, op, f"a name is not UTF-8 ({err.reason})",
+                                 failure=Failure.PROTOCOL, path=path) from err
         except (OSError, asyncssh.Error) as err:
             mapped = self._mapped(op, path, err)
             if mapped.failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT):

@@ -372,6 +372,9 @@ class _HostileSftp(asyncssh.SFTPServer):
             super().close(file_obj)
 
     async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        if path.endswith(b"/LOG"):
+            yield asyncssh.SFTPName(b"\xff\xfe.log", b"", asyncssh.SFTPAttrs(permissions=0o100644))
+            return
         if not path.endswith((b"/CONFIG", b"/DEF")):
             async for name in super().scandir(path):
                 yield name
@@ -397,7 +400,7 @@ async def sftp_settings(tmp_path: Path) -> AsyncIterator[ServerSettings]:
         def validate_password(self, username: str, password: str) -> bool:
             return True
 
-    for folder in ("CMD", "CONFIG", "DEF"):
+    for folder in ("CMD", "CONFIG", "DEF", "LOG"):
         (tmp_path / "sftp" / folder).mkdir(parents=True)
     server = await asyncssh.listen(
         "127.0.0.1", 0, server_factory=Server, server_host_keys=[key], allow_scp=False,
@@ -429,5 +432,9 @@ async def test_sftp_endless_listing_stops_at_the_cap(sftp_settings: ServerSettin
     try:
         assert len(await transport.list("/CONFIG")) == LISTING_MAX_ENTRIES
         assert await transport.list("/DEF") == []
+        with pytest.raises(TransportError) as caught:
+            await transport.list("/LOG")
+        assert caught.value.failure is Failure.PROTOCOL
+        assert await transport.size("/CMD/absent") is None  # still usable
     finally:
         await transport.close()
