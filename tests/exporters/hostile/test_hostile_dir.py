@@ -10,7 +10,7 @@ import os
 import shutil
 
 import pytest
-from conftest import MEMORY_CEILING_MB, UID, Outcome, Site, dir_server
+from hostile_support import MEMORY_CEILING_MB, UID, Outcome, Site, dir_server
 
 GIB = 1 << 30
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import MEMORY_CEILING_MB, UID, Outcome, Site, hostile_ftp
+from hostile_support import MEMORY_CEILING_MB, UID, Outcome, Site, hostile_ftp
 
 
 def run(site: Site, *tricks: tuple[str, str], operation_s: float = 5.0) -> Outcome:

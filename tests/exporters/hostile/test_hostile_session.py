@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import CUT_S, UID, Site
 from delivery_support import DemoSource
+from hostile_support import CUT_S, UID, Site
 
 from config.errors import Problem
 from config.model import ServerSettings, ServerType
