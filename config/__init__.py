@@ -15,7 +15,7 @@ from config import daq_csv as _daq_csv
 from config import definition as _definition
 from config import scl_ini as _scl_ini
 from config import var_ini as _var_ini
-from config._text import Findings, sorted_problems
+from config._text import Findings
 from config.config_ini import KEY_TABLE, ConfigIni, new_config
 from config.errors import ConfigError, Problem, Severity, SunpmError
 from config.identity import default_uid, uid_from_mac
@@ -45,7 +45,7 @@ class Parsed(Generic[T]):
 def _done(value: T | None, findings: Findings) -> Parsed[T]:
     findings.raise_if_rejected()
     assert value is not None
-    return Parsed(value, tuple(sorted_problems(list(findings.warnings()))))
+    return Parsed(value, findings.warnings())
 
 
 def parse_definition(data: bytes, file_name: str) -> Parsed[DefinitionFile]:

@@ -7,6 +7,7 @@ collector that turns findings into `Problem`s in the one-line form the spec fixe
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -22,36 +23,64 @@ _INTEGER: Final = re.compile(r"-?[0-9]+")
 _DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
+#: docs/behaviour.md §4.5: validation reports at most 1,000 problems per file, then
+#: `... and <n> more`, so a file of millions of bad lines cannot fill memory with them.
+MAX_PROBLEMS: Final = 1000
+
+
 @dataclass(slots=True)
 class Findings:
-    """Problems of one file, collected in the order found; `rejected` once any is an error."""
+    """Problems of one file, collected in the order found (the first `MAX_PROBLEMS`, the rest
+    counted); `rejected` once any is an error."""
 
     file: str
     problems: list[Problem] = field(default_factory=list)
+    more: int = 0
+    _rejected: bool = False
+
+    def _full(self, severity: Severity) -> bool:
+        """Past the cap: the problem is only counted (and not even built)."""
+        if severity is Severity.ERROR:
+            self._rejected = True
+        if len(self.problems) < MAX_PROBLEMS:
+            return False
+        self.more += 1
+        return True
 
     def warn(self, line: int | None, fld: str, message: str) -> None:
-        self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
-                                     severity=Severity.WARNING))
+        if not self._full(Severity.WARNING):
+            self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
+                                         severity=Severity.WARNING))
 
     def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
         """A bad value replaced by its default (spec/formats.md §1.2)."""
         self.warn(line, fld, f"{problem}; default {default or '(empty)'} used")
 
     def error(self, line: int | None, fld: str, problem: str) -> None:
-        self.problems.append(Problem(file=self.file, line=line, field=fld,
-                                     message=f"{problem}; file rejected",
-                                     severity=Severity.ERROR))
+        if not self._full(Severity.ERROR):
+            self.problems.append(Problem(file=self.file, line=line, field=fld,
+                                         message=f"{problem}; file rejected",
+                                         severity=Severity.ERROR))
 
     @property
     def rejected(self) -> bool:
-        return any(p.severity is Severity.ERROR for p in self.problems)
+        return self._rejected
 
     def warnings(self) -> tuple[Problem, ...]:
-        return tuple(p for p in self.problems if p.severity is Severity.WARNING)
+        return tuple(p for p in self.reported() if p.severity is Severity.WARNING)
+
+    def reported(self) -> list[Problem]:
+        """The problems in line order, then `... and <n> more` when some were only counted."""
+        shown = sorted_problems(self.problems)
+        if self.more:
+            shown.append(Problem(file=self.file, line=None, field="...",
+                                 message=f"and {self.more} more",
+                                 severity=Severity.ERROR if self._rejected else Severity.WARNING))
+        return shown
 
     def raise_if_rejected(self) -> None:
         if self.rejected:
-            raise ConfigError(sorted_problems(self.problems))
+            raise ConfigError(self.reported())
 
 
 def sorted_problems(problems: list[Problem]) -> list[Problem]:
@@ -155,13 +184,23 @@ class CsvRow:
     unbalanced: list[int]
 
 
-def csv_rows(text: str, findings: Findings) -> list[CsvRow] | None:
-    """Rows of a `;` file: comments, empty lines and lines of only `;` left out.
+def iter_lines(text: str) -> Iterator[str]:
+    """`split_lines` one line at a time: a file of millions of lines is never a list of them."""
+    start = 0
+    for end in _LINE_END.finditer(text):
+        yield text[start:end.start()]
+        start = end.end()
+    if start < len(text):
+        yield text[start:]
 
-    Returns None (with the error recorded) when the first row uses `,` instead of `;`.
+
+def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
+    """Rows of a `;` file, as they are read: comments, empty lines and lines of only `;` left out.
+
+    Stops (with the error recorded) when the first row uses `,` instead of `;`.
     """
-    rows: list[CsvRow] = []
-    for number, raw in enumerate(split_lines(text), start=1):
+    first = True
+    for number, raw in enumerate(iter_lines(text), start=1):
         if not _trim(raw):
             continue
         fields, unbalanced = split_fields(raw)
@@ -169,12 +208,32 @@ def csv_rows(text: str, findings: Findings) -> list[CsvRow] | None:
             continue
         if not any(fields):
             continue
-        if not rows and len(fields) == 1 and "," in raw:
+        if first and len(fields) == 1 and "," in raw:
             findings.error(number, "separator", "',' is used but must be ';' (a spreadsheet "
                            "may have changed it when saving)")
-            return None
-        rows.append(CsvRow(number, fields, unbalanced))
-    return rows
+            return
+        first = False
+        yield CsvRow(number, fields, unbalanced)
+
+
+#: docs/behaviour.md §4.5: a file name from a configuration file is used only when plain.
+NAME_MAX_BYTES: Final = 255
+
+
+def file_name_problem(name: str) -> str:
+    """Why `name` is not a plain file name (`/`, `\\`, NUL or control character, `.`/`..`, over
+    255 bytes), "" when it is one; the name is shown cut to 40 characters."""
+    shown = name if len(name) <= 40 else name[:37] + "..."
+    shown = shown.encode("unicode_escape").decode("ascii")
+    if "/" in name or "\\" in name:
+        return f"'{shown}' holds a '/' or '\\'; a file name is expected"
+    if name in (".", ".."):
+        return f"'{shown}' is not a file name"
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):  # C0, DEL, C1
+        return f"'{shown}' holds a control character; a file name is expected"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"'{shown}' is longer than {NAME_MAX_BYTES} bytes"
+    return ""
 
 
 def csv_field(text: str) -> str:

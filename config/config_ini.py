@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config._ini import IniLine, read_ini
 from config._text import Findings, parse_bool, parse_decimal, parse_int
+from config.errors import Problem, Severity
 from config.model import FullPolicy, GatewaySettings, ServerSettings, ServerType
 
 Check = Callable[[str], str]
@@ -77,6 +78,15 @@ def _ip(text: str) -> str:
 
 def _abs_path(text: str) -> str:
     return "" if text.startswith("/") else f"'{text}' is not an absolute path"
+
+
+def device_problem(text: str) -> str:
+    """docs/formats.md §4: a serial port names a device under /dev/ (a server cannot point the
+    gateway at any other file of its own)."""
+    parts = text.split("/")
+    if not text.startswith("/dev/") or any(p in ("", ".", "..") for p in parts[2:]):
+        return f"'{text}' is not a device under /dev/"
+    return ""
 
 
 def _cert(text: str) -> str:
@@ -198,7 +208,7 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("NTP_Server1", _host, "pool.ntp.org"),
     _k("NTP_Server2", _host, ""),
     _k("NTP_TimeZone", _time_zone, "UTC"),
-    _k("MODEM_Port", _abs_path, ""),
+    _k("MODEM_Port", device_problem, ""),
     _k("MODEM_Apn", _text, ""),
     _k("MODEM_User", _text, ""),
     _k("MODEM_Password", _text, ""),
@@ -216,7 +226,7 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("SD_MirrorPath", _abs_path, ""),
     _k("DAQ_PollPeriod", _int(1, 3600), "10"),
     _k("DAQ_ModbusMaxGap", _int(0, 124), "0"),
-    _k("TIC_Port", _abs_path, ""),
+    _k("TIC_Port", device_problem, ""),
     _k("ALARM_DeviceLost", _bool, "0"),
     _k("SYSTEM_UpdateCommand", _text, ""),
 )
@@ -245,6 +255,8 @@ _ORDER: Final[Mapping[str, int]] = {k.name: i for i, k in enumerate(KEY_TABLE)}
 #: Keys whose empty value has a meaning of its own rather than "the default": written
 #: `NTP_Server1=` turns the first clock-check server off (both empty = no clock check, §4).
 _EMPTY_MEANS_EMPTY: Final = frozenset({"NTP_Server1"})
+#: Serial devices: a bad value rejects the file rather than falling back (docs/formats.md §4).
+_DEVICE_KEYS: Final = frozenset({"MODEM_Port", "TIC_Port"})
 #: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (spec/formats.md §1.3).
 ALIASES: Final = {"FTP2-HeaderOption": "FTP2_HeaderOption"}
 
@@ -292,6 +304,27 @@ class ConfigIni:
         """The typed view; `uid` is the site's (file prefix), overridden by `GATEWAY_Uid`."""
         base_uid = uid if uid is not None else self.uid
         return _settings(_resolve(self, Findings(""), base_uid), base_uid)
+
+
+#: docs/formats.md §4 (security): what the gateway executes, or where it reads and writes on its
+#: own filesystem and listens. A configuration set from a server may not change them.
+LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath", "DIR_Path",
+                          "DIR2_Path", "SMS_InboxDir", "WEB_Bind", "WEB_Port", "WEB_User",
+                          "WEB_PasswordHash")
+
+
+def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
+    """The local-only keys whose value in force `candidate` (a config.ini from a server) would
+    change against `local` (the running one; empty when absent), as errors on the candidate's
+    lines: applying it would replace them, a key it leaves out included (docs/formats.md §4)."""
+    here = parse(local, file_name)[0].resolved()
+    there_cfg = parse(candidate, file_name)[0]
+    there = there_cfg.resolved()
+    line_of = {ln.key: ln.line for ln in there_cfg.lines if ln.key is not None}
+    return [Problem(file=file_name, line=line_of.get(key), field=key,
+                    message="can only be changed locally; configuration rejected",
+                    severity=Severity.ERROR)
+            for key in LOCAL_ONLY_KEYS if here.get(key) != there.get(key)]
 
 
 def _uid_of(file_name: str) -> str:
@@ -363,7 +396,7 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
         problem = spec.check(text)
         if not problem:
             out[key] = text
-        elif needed:
+        elif needed or key in _DEVICE_KEYS:
             findings.error(line_of.get(key), key, problem)
             out[key] = default
         elif spec.default is None:

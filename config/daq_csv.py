@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from config._text import CsvRow, Findings, csv_field, csv_rows, decode, parse_int, replace_controls
+from config._text import (
+    CsvRow,
+    Findings,
+    csv_field,
+    csv_rows,
+    decode,
+    file_name_problem,
+    parse_int,
+    replace_controls,
+)
+from config.config_ini import device_problem
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
 _BLOCKS: Final = {"type": "ethernet", "tcpinterframems": "tcpInterFrameMs", "port": "serial",
@@ -46,9 +56,9 @@ class _Block:
 def parse(data: bytes, file_name: str) -> tuple[Daq, DaqFindings]:
     findings = DaqFindings(file_name)
     text = decode(data, findings, cp1252_fallback=True)
-    rows = csv_rows(text, findings) if text is not None else None
-    if rows is None:
+    if text is None:
         return Daq(), findings
+    rows = csv_rows(text, findings)
     blocks: dict[str, _Block] = {}
     tcp_inter_frame_ms = 0
     current: _Block | None = None
@@ -203,6 +213,8 @@ def _serial_ports(block: _Block | None, findings: Findings) -> tuple[SerialPort,
                 fwd_at[forward] = row.line
         path = f[9] or None
         if path is not None:
+            if problem := device_problem(path):
+                findings.error(row.line, "path", problem)
             if path in path_at:
                 findings.error(row.line, "path", f"'{path}' is already used at line "
                                                  f"{path_at[path]}")
@@ -332,6 +344,9 @@ def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> 
         ok = False
     elif "/" in def_file or "\\" in def_file:
         findings.error(row.line, "defFile", f"'{def_file}' is not a file name in /DEF")
+        ok = False
+    elif problem := file_name_problem(def_file):
+        findings.error(row.line, "defFile", problem)
         ok = False
     if not ok or interface is None:
         return None

@@ -58,17 +58,19 @@ class _Fault:
 def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]:
     findings = Findings(file_name)
     text = decode(data, findings, cp1252_fallback=True)
-    rows = csv_rows(text, findings) if text is not None else None
-    if rows is None:
+    if text is None:
         return None, findings
-    if not rows:
-        findings.error(1, "Protocol", "missing (the file has no header line)")
+    # Row by row: only valid variables are kept, so millions of bad lines cost no memory.
+    rows = csv_rows(text, findings)
+    head = next(rows, None)
+    if head is None:
+        if not findings.rejected:  # else the separator error says why
+            findings.error(1, "Protocol", "missing (the file has no header line)")
         return None, findings
-    head = rows[0]
     protocol = _protocol(head, findings)
     title: tuple[str, ...] = ()
     variables: list[Variable] = []
-    for row in rows[1:]:
+    for row in rows:
         if row.fields[0].lower() == "index":
             title = title or tuple(row.fields)
             continue

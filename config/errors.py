@@ -35,6 +35,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.field == "...":  # the problems only counted (docs/behaviour.md §4.5)
+            return f"{where}: ... {self.message}"
         return f"{where}: {self.field}: {self.message}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from config._ini import IniLine, indexed_key, read_ini
-from config._text import Findings
+from config._text import Findings, file_name_problem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +65,7 @@ def script_name_problem(name: str) -> str:
         return f"'{name}' holds a '/' or '\\'; a file name in /SCRIPT is expected"
     if not name.endswith(".lua"):
         return f"'{name}' does not end with .lua"
-    return ""
+    return file_name_problem(name)
 
 
 def render(s: ScriptList) -> bytes:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from config.errors import Problem
 from config.model import DefinitionFile, Device, SerialPort, Variable
 from config.var_ini import format_start
 
@@ -73,13 +76,42 @@ def _plain(value: object) -> JsonValue:
     return str(value)
 
 
-def _masked(data: dict[str, str]) -> dict[str, JsonValue]:
+def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
     return {k: ("***" if v and _is_secret(k) else v) for k, v in data.items()}
+
+
+#: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or
+#: unknown key (`FTP2_Pasword`, `MQTT_Passwd`, `API_Token`) is hidden too.
+_SECRET_PARTS: Final = ("passw", "pasw", "passphrase", "pwd", "secret", "token", "hash",
+                        "credential")
+_QUOTED: Final = re.compile(r"'[^']*'")
 
 
 def _is_secret(key: str) -> bool:
     low = key.lower()
-    return "password" in low or low.endswith("pin")
+    last = re.split(r"[_\-.]", low)[-1]
+    return (any(part in low for part in _SECRET_PARTS) or low.endswith("pin")
+            or last in ("pass", "pw") or _within_two_edits(last, "password"))
+
+
+def _within_two_edits(a: str, b: str) -> bool:
+    """Levenshtein distance of at most 2 (`pssword`, `passowrd`)."""
+    if abs(len(a) - len(b)) > 2:
+        return False
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1] <= 2
+
+
+def _masked_problem(problem: Problem) -> str:
+    """A warning's line, with the quoted value hidden when its key looks like a secret."""
+    text = str(problem)
+    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else text
 
 
 def _masked_settings(value: JsonValue) -> JsonValue:
@@ -92,7 +124,8 @@ def _masked_settings(value: JsonValue) -> JsonValue:
 
 
 def site_to_json(site: Site) -> dict[str, JsonValue]:
-    """The site as JSON-ready data; passwords, hashes and the PIN are shown as `***`."""
+    """The site as JSON-ready data; the values of keys that look like secrets (passwords, hashes,
+    the PIN, misspelt or unknown ones included) are shown as `***`."""
     schedules: dict[str, JsonValue] = {
         f"server{slot}": [{"id": s.id, "type": s.type.value, "start": format_start(s.start_s),
                            "interval_min": s.interval_min, "count": s.count}
@@ -107,7 +140,8 @@ def site_to_json(site: Site) -> dict[str, JsonValue]:
         "uid": site.uid,
         "settings": _masked_settings(_plain(asdict(site.settings))),
         "config_ini": _masked(site.config_ini.resolved()),
-        "unknown_keys": {k: site.config_ini.values[k] for k in site.config_ini.unknown_keys},
+        "unknown_keys": _masked({k: site.config_ini.values[k]
+                                 for k in site.config_ini.unknown_keys}),
         "schedules": schedules,
         "daq": {
             "lan": [_plain(asdict(lan)) for lan in site.daq.lan],
@@ -117,5 +151,5 @@ def site_to_json(site: Site) -> dict[str, JsonValue]:
         },
         "scripts": list(site.scripts.files),
         "definitions": definitions,
-        "warnings": [str(p) for p in site.warnings],
+        "warnings": [_masked_problem(p) for p in site.warnings],
     }

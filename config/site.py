@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Final
 
 from config import config_ini, daq_csv, definition, scl_ini, var_ini
-from config._text import Findings, sorted_problems
+from config._text import Findings
 from config.config_ini import ConfigIni
 from config.errors import ConfigError, Problem, Severity
 from config.identity import default_uid
@@ -110,9 +110,10 @@ def _read(directory: Path, rel: str, loaded: dict[str, bytes]) -> bytes | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise ConfigError([Problem(file=rel, line=None, field="file",
-                                   message=f"cannot be read ({err.strerror}); file rejected",
+    except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
+        why = err.strerror if isinstance(err, OSError) else "not a file name"
+        raise ConfigError([Problem(file=rel[:80], line=None, field="file",
+                                   message=f"cannot be read ({why}); file rejected",
                                    severity=Severity.ERROR)]) from err
     except ValueError as err:
         # A name taken from a file (a SCRIPT_File entry) holding a NUL byte: no file can have it.
@@ -170,7 +171,7 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
     problems: list[Problem] = []
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
         if file_name in loader.by_file:
-            problems += sorted_problems(loader.by_file[file_name].problems)
+            problems += loader.by_file[file_name].reported()
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     site = Site(directory=directory, uid=loader.uid, settings=cfg.settings(loader.uid),

@@ -12,6 +12,12 @@ whole or not at all, even across a power cut::
     <config>/<dir>/<name>.new  the staged bytes, fsynced
 
 Session log lines are the fixed messages of spec/formats.md §11, category `session`.
+
+The server is semi-trusted (docs/behaviour.md §4.5, hostile server): every download has its cap,
+names read from a listing or a configuration file are plain file names or refused, the
+configuration set fetched is bounded as a whole, a malformed command file or message becomes an
+error result (the file is deleted all the same), and a server's configuration may not change the
+local-only keys of docs/formats.md §4.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -34,10 +41,18 @@ from typing import Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from config import load_site
+from config.config_ini import local_only_changes
 from config.errors import Problem, Severity, SunpmError
 from config.model import ServerSettings, ServerType
 from exporters.outbox import JournalLog, Outbox, Stream, StreamRefused, cut_of, event_delivered_body
-from exporters.transports._base import FileTransport, MessageTransport, TransportError
+from exporters.transports._base import (
+    DownloadTooLarge,
+    FileTransport,
+    MessageTransport,
+    TransportError,
+    is_plain_name,
+    size_text,
+)
 from exporters.views.events import (
     Channel,
     CommandReceived,
@@ -52,6 +67,19 @@ log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
 
 CMD_MAX_BYTES: Final = 1 << 20          # formats.md §12.1
+# docs/behaviour.md §4.5 (hostile server): the cap of each file a session fetches, by tree folder.
+DOWNLOAD_CAPS: Final = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "CMD": CMD_MAX_BYTES,
+                        "DEF": 4 << 20, "CERT": 64 << 10}
+#: The whole configuration set fetched in one session (**Decision**, docs/spec-notes.md): each
+#: file has its cap, but a daq.csv naming thousands of definition files must not fill memory.
+CONFIG_SET_MAX_BYTES: Final = 16 << 20
+#: Commands in one file or message (**Decision**, docs/spec-notes.md): 1 MiB of `{}` would
+#: otherwise be 300,000 results to journal and send back.
+CMD_MAX_ENTRIES: Final = 1000
+#: How deep parameters may nest (**Decision**): deeper JSON would not survive being journaled
+#: again (the encoder recurses) and no command needs it.
+CMD_MAX_DEPTH: Final = 32
+_MAX_INT_DIGITS: Final = 30
 CONFIG_SUFFIXES: Final = ("config.ini", "daq.csv", "var.ini", "scl.ini")
 _SERVER_PREFIX: Final = re.compile(r"^server \d+: ")
 
@@ -111,38 +139,93 @@ class CommandHandler(Protocol):
     async def submit(self, commands: Sequence[CommandReceived]) -> None: ...
 
 
+class _Unreadable(ValueError):
+    """Why a command document cannot be used, worded after `<file>: invalid JSON: `."""
+
+
+def _reject_constant(name: str) -> object:
+    raise _Unreadable(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Unreadable(f"a number of more than {_MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unreadable(f"{text[:20]} is out of range")
+    return value
+
+
+def _depth_exceeds(doc: object, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (node.values() if isinstance(node, dict) else
+                    node if isinstance(node, list) else None)
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
+    """(document, None) or (None, the error text) for command JSON from a server or a broker:
+    strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
+    ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
+    try:
+        doc = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant,
+                         parse_int=_bounded_int, parse_float=_finite_float)
+    except UnicodeDecodeError as err:
+        return None, f"{where}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8"
+    except json.JSONDecodeError as err:
+        return None, f"{where}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+    except _Unreadable as err:
+        return None, f"{where}: invalid JSON: {err}"
+    except RecursionError:
+        return None, f"{where}: invalid JSON: nested deeper than {CMD_MAX_DEPTH} levels"
+    except ValueError as err:  # what else the decoder may refuse; one line, bounded
+        return None, f"{where}: invalid JSON: {' '.join(str(err).split())[:200]}"
+    if _depth_exceeds(doc, CMD_MAX_DEPTH):
+        return None, f"{where}: invalid JSON: nested deeper than {CMD_MAX_DEPTH} levels"
+    return doc, None
+
+
 def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
     """The entries of `/CMD/<uid>_cmd.json` in file order; unreadable ones as error results worded
-    as formats.md §12.1."""
+    as docs/formats.md §12.1. Never raises, whatever the bytes."""
     def fail(text: str) -> list[CommandEntry]:
         return [CommandResult(channel=Channel.FILE, caller_id=None, error=text)]
 
     if len(data) > CMD_MAX_BYTES:
         return fail(f"{file_name}: larger than 1 MiB; not executed")
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        return fail(f"{file_name}: invalid JSON at line 1 column {err.start + 1}: "
-                    f"not valid UTF-8")
-    except json.JSONDecodeError as err:
-        return fail(f"{file_name}: invalid JSON at line {err.lineno} column {err.colno}: "
-                    f"{err.msg}")
+    doc, problem = _load_command_json(data, file_name)
+    if problem is not None:
+        return fail(problem)
     entries = doc if isinstance(doc, list) else [doc]
+    if len(entries) > CMD_MAX_ENTRIES:
+        return fail(f"{file_name}: more than {CMD_MAX_ENTRIES} commands; not executed")
     return [_command_entry(entry, f"{file_name}: entry {k}: ", Channel.FILE)
             for k, entry in enumerate(entries, start=1)]
 
 
 def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
-    """A command-topic message (formats.md §14.4): one object, errors without `entry <k>: `."""
+    """A command-topic message (docs/formats.md §14.4): one object, errors without `entry <k>: `.
+    Never raises, whatever the bytes."""
     def fail(text: str) -> CommandEntry:
         return CommandResult(channel=Channel.MQTT, caller_id=None, error=text)
 
-    try:
-        doc = json.loads(payload.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        return fail(f"{topic}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8")
-    except json.JSONDecodeError as err:
-        return fail(f"{topic}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
+    if len(payload) > CMD_MAX_BYTES:
+        return fail(f"{topic}: larger than 1 MiB; not executed")
+    doc, problem = _load_command_json(payload, topic)
+    if problem is not None:
+        return fail(problem)
     if isinstance(doc, list):
         return fail(f"{topic}: one command object per message, got an array")
     return _command_entry(doc, f"{topic}: ", Channel.MQTT)
@@ -216,28 +299,38 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
 def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
     """Tree paths of the DEF, SCRIPT and CERT files the candidate CONFIG files name.
 
-    Only chooses what to fetch; whether the set is valid is `config`'s to say.
+    Only chooses what to fetch; whether the set is valid is `config`'s to say. A name that is not
+    a plain file name (a NUL or control character, over 255 bytes, `\\`...) is refused here,
+    before any path is built of it (docs/behaviour.md §4.5); validation then finds it missing.
     """
     wanted: list[str] = []
 
     def text(name: str) -> str:
         return files.get(f"CONFIG/{uid}_{name}", b"").decode("utf-8", "replace")
 
+    def want(folder: str, name: str, source: str) -> None:
+        if is_plain_name(name):
+            wanted.append(f"{folder}/{name}")
+        else:
+            shown = name if len(name) <= 40 else name[:37] + "..."
+            config_log.error("%s_%s: %r is not a plain file name; not fetched", uid, source,
+                             shown)
+
     for line in text("daq.csv").splitlines():
         for cell in line.split(";"):
             cell = cell.strip().strip('"')
             if cell.lower().endswith(".csv") and "/" not in cell:
-                wanted.append(f"DEF/{cell}")
+                want("DEF", cell, "daq.csv")
     for line in text("scl.ini").splitlines():
         _, _, value = line.partition("=")
         value = value.strip()
         if value.lower().endswith(".lua") and "/" not in value:
-            wanted.append(f"SCRIPT/{value}")
+            want("SCRIPT", value, "scl.ini")
     for line in text("config.ini").splitlines():
         key, sep, value = line.partition("=")
         value = value.strip()
         if sep and key.strip().endswith("File") and value:
-            wanted.append(f"CERT/{os.path.basename(value)}")
+            want("CERT", os.path.basename(value), "config.ini")
     return list(dict.fromkeys(wanted))
 
 
@@ -434,22 +527,54 @@ class FileServerSession:
         except TransportError as err:
             self._refused(err, counts)
             return remote
+        budget = [CONFIG_SET_MAX_BYTES]
         for suffix in CONFIG_SUFFIXES:
             name = f"{self.uid}_{suffix}"
+            source = name
             if suffix == "scl.ini" and name not in listing and f"{self.uid}_sci.ini" in listing:
-                remote[f"CONFIG/{name}"] = await self._transport.download(
-                    f"/CONFIG/{self.uid}_sci.ini")
-            elif name in listing:
-                remote[f"CONFIG/{name}"] = await self._transport.download(f"/CONFIG/{name}")
+                source = f"{self.uid}_sci.ini"
+            elif name not in listing:
+                continue
+            data = await self._fetch_capped(f"/CONFIG/{source}", budget)
+            if data is not None:
+                remote[f"CONFIG/{name}"] = data
         merged = {**local, **remote}
         for rel in referenced_files(merged, self.uid):
             if await self._transport.size(f"/{rel}") is not None:
-                remote[rel] = await self._transport.download(f"/{rel}")
+                data = await self._fetch_capped(f"/{rel}", budget)
+                if data is not None:
+                    remote[rel] = data
         return remote
+
+    async def _fetch_capped(self, path: str, budget: list[int]) -> bytes | None:
+        """A configuration file under its folder's cap and what is left of the set's budget;
+        None (logged) when it passes either: that file is not used, the rest goes on."""
+        cap = DOWNLOAD_CAPS[path.split("/")[1]]
+        name = path.rsplit("/", 1)[-1]
+        cap = min(cap, budget[0])
+        try:
+            data = await self._transport.download(path, max_bytes=cap)
+        except DownloadTooLarge as err:
+            if err.max_bytes < DOWNLOAD_CAPS[path.split("/")[1]]:
+                config_log.error("%s: the configuration set passes %s; not used", name,
+                                 size_text(CONFIG_SET_MAX_BYTES))
+            else:
+                config_log.error("%s: larger than %s; not used", name, size_text(err.max_bytes))
+            return None
+        budget[0] -= len(data)
+        return data
 
     async def _apply(self, candidates: Mapping[str, bytes], agreed: dict[str, str]) -> None:
         assert self._config_dir is not None
-        problems = await asyncio.to_thread(self._check_candidates, candidates)
+        try:
+            problems = await asyncio.to_thread(self._check_candidates, candidates)
+        except Exception:  # noqa: BLE001 - the one top-level guard of server-sent configuration
+            # A validator fault on a server's bytes would end every session the same way while
+            # the files stay on the server: rejected, logged with its trace, the session goes on.
+            config_log.exception("configuration from server %d could not be checked; "
+                                 "configuration rejected; running configuration unchanged",
+                                 self.server)
+            return
         names = {rel: rel.rsplit("/", 1)[-1] for rel in candidates}
         errors = [p for p in problems if p.severity is Severity.ERROR]
         for problem in problems:
@@ -485,15 +610,21 @@ class FileServerSession:
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it, in a copy."""
         assert self._config_dir is not None
+        local_only: list[Problem] = []
+        config_ini = f"CONFIG/{self.uid}_config.ini"
+        if config_ini in candidates:
+            running = self._config_dir / config_ini
+            local_only = local_only_changes(running.read_bytes() if running.is_file() else b"",
+                                            candidates[config_ini], running.name)
         if self._validate is None:
-            return []
+            return local_only
         with tempfile.TemporaryDirectory(prefix="sunpm-candidate-") as tmp:
             trial = Path(tmp) / "config"
             shutil.copytree(self._config_dir, trial, ignore=shutil.ignore_patterns(".apply"))
             for rel, data in candidates.items():
                 (trial / rel).parent.mkdir(parents=True, exist_ok=True)
                 (trial / rel).write_bytes(data)
-            return list(self._validate(trial))
+            return local_only + list(self._validate(trial))
 
     async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: _Counts) -> None:
         for rel, data in uploads.items():
@@ -515,8 +646,12 @@ class FileServerSession:
             path = f"/CMD/{name}"
             if await self._transport.size(path) is None:
                 continue
-            data = await self._transport.download(path)
-            entries = parse_command_file(data, name)
+            try:
+                data = await self._transport.download(path, max_bytes=CMD_MAX_BYTES)
+                entries = parse_command_file(data, name)
+            except DownloadTooLarge:
+                entries = [CommandResult(channel=Channel.FILE, caller_id=None,
+                                         error=f"{name}: larger than 1 MiB; not executed")]
             for k, entry in enumerate(entries, start=1):
                 # Acknowledged before the delete, so a crash after it loses no command; an entry
                 # that cannot run is answered at once.

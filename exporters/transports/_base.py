@@ -12,6 +12,7 @@ Paths are paths of the server tree of spec/formats.md §3 (`/DATA/<name>`), alwa
 from __future__ import annotations
 
 import builtins
+import logging
 import posixpath
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,8 +23,17 @@ from typing import Final, Protocol, runtime_checkable
 
 from config.errors import SunpmError
 
+log = logging.getLogger("sunpm.session")
+
 TMP_SUFFIX: Final = ".tmp"  # spec/formats.md §3: `<name>.tmp`, renamed `<name>` when complete
 MAX_IN_FLIGHT: Final = 10  # spec/behaviour.md §4.4: at most 10 unacknowledged MQTT messages
+# docs/behaviour.md §4.5 (hostile server): a listing stops at 10,000 entries, and a download that
+# no caller capped stops at the largest cap of the files a session fetches (a definition file).
+LISTING_MAX_ENTRIES: Final = 10_000
+DOWNLOAD_MAX_BYTES: Final = 4 << 20
+NAME_MAX_BYTES: Final = 255
+# docs/behaviour.md §4.5 (timeouts revised): progress is at least 1 KiB moved in the last 60 s.
+PROGRESS_BYTES: Final = 1024
 
 
 class Failure(StrEnum):
@@ -88,6 +98,33 @@ class TransportError(SunpmError):
                            self.retriable))
 
 
+class DownloadTooLarge(TransportError):
+    """A download passed its cap while arriving (docs/behaviour.md §4.5): that file is not used,
+    the connection stays usable and the rest of the session goes on."""
+
+    def __init__(self, server: int, path: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(server, "download", f"larger than {size_text(max_bytes)}",
+                         failure=Failure.PROTOCOL, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (DownloadTooLarge, (self.server, self.path, self.max_bytes))
+
+
+def size_text(n: int) -> str:
+    """`1 MiB`, `64 KiB`, `300 bytes`: a cap as people write it."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+def check_size(server: int, path: str, received: int, max_bytes: int) -> None:
+    """Raise DownloadTooLarge once more than `max_bytes` arrived (called as blocks arrive)."""
+    if received > max_bytes:
+        raise DownloadTooLarge(server, path, max_bytes)
+
+
 def _rebuild(server: int, op: str, detail: str, failure: Failure, path: str,
              retriable: bool) -> TransportError:
     return TransportError(server, op, detail, failure=failure, path=path, retriable=retriable)
@@ -136,10 +173,12 @@ class FileTransport(Protocol):
         """Open the connection and log in; TLS certificate or host key checked here."""
 
     async def list(self, directory: str) -> builtins.list[RemoteFile]:
-        """Regular files of `directory` (sub-directories left out)."""
+        """Regular files of `directory` (sub-directories left out), at most
+        `LISTING_MAX_ENTRIES` (the rest is left out with a warning)."""
 
-    async def download(self, path: str) -> bytes:
-        """The whole content of `path`."""
+    async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        """The whole content of `path`; `DownloadTooLarge` as soon as more than `max_bytes`
+        arrived (the transfer is cut, the connection stays usable)."""
 
     async def size(self, path: str) -> int | None:
         """Size of `path`, or None when absent; a refused lookup counts as absent
@@ -184,15 +223,47 @@ def final_and_temp(path: str, two_step: bool) -> tuple[str, str]:
     return path, (path + TMP_SUFFIX if two_step else path)
 
 
+def is_plain_name(name: str) -> bool:
+    """A plain file name (docs/behaviour.md §4.5): no `/`, `\\`, NUL or control character, not
+    `.` or `..`, 1 to 255 bytes of UTF-8. Anything else from a server is refused before use."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        return False
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):  # C0, DEL, C1
+        return False
+    try:
+        return len(name.encode("utf-8")) <= NAME_MAX_BYTES
+    except UnicodeEncodeError:  # a lone surrogate: no server name is made of those
+        return False
+
+
 def check_tree_path(server: int, op: str, path: str) -> str:
-    """Refuse paths that could leave the tree: relative ones, `..`, empty parts."""
+    """Refuse paths that could leave the tree or that no file system takes: relative ones, `..`,
+    empty parts, parts that are not plain names (NUL, control characters, over 255 bytes)."""
     if path == "/":
         return path
     parts = path.split("/")
-    if not path.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]):
-        raise TransportError(server, op, f"bad tree path {path!r}", failure=Failure.PROTOCOL,
-                             path=path)
+    if not path.startswith("/") or not all(is_plain_name(p) for p in parts[1:]):
+        # Shown escaped and cut: the path may hold a NUL, control characters or 10,000 bytes.
+        cut = path if len(path) <= 80 else path[:77] + "..."
+        shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut)
+        raise TransportError(server, op, "bad tree path (a part is not a plain file name)",
+                             failure=Failure.PROTOCOL, path=shown)
     return path
+
+
+def capped_listing(server: int, directory: str, files: builtins.list[RemoteFile],
+                   *, more: bool = False) -> builtins.list[RemoteFile]:
+    """A listing's plain-named entries, sorted, at most `LISTING_MAX_ENTRIES`; entries left out
+    are logged (`more`: the transport already stopped reading at the cap)."""
+    plain = [f for f in files if is_plain_name(f.name)]
+    if len(plain) < len(files):
+        log.warning("server %d: %s: %d listed names are not plain file names; ignored", server,
+                    directory, len(files) - len(plain))
+    if more or len(plain) > LISTING_MAX_ENTRIES:
+        log.warning("server %d: %s: listing stopped at %d entries", server, directory,
+                    LISTING_MAX_ENTRIES)
+        plain = plain[:LISTING_MAX_ENTRIES]
+    return sorted(plain, key=lambda f: f.name)
 
 
 def tls_context(server: int, cert_dir: Path, ca_file: str, *, cert_file: str = "",

@@ -25,6 +25,14 @@ Peer quirks handled here:
   writer ends up in an unlinked file instead of the one renamed to the final name.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
+- Hostile servers (docs/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
+  connection is cut and the transfer's reply read, so the control connection stays in step); a
+  listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
+  which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
+  replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
+  Progress that keeps a transfer alive is at least 1 KiB moved, so a server trickling bytes times
+  out. Any error that is not a server reply (a reply line too long or not text, a protocol
+  surprise) drops the connection, whose state is then unknown.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
   421/425/426 connection lost (retriable). pyftpdlib answers a full
@@ -44,28 +52,118 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar, cast
 
 from config.model import ServerSettings
 
 from ._base import (
     DEFAULT_TIMEOUTS,
+    DOWNLOAD_MAX_BYTES,
+    LISTING_MAX_ENTRIES,
+    PROGRESS_BYTES,
+    DownloadTooLarge,
     Failure,
     RemoteFile,
     Timeouts,
     TransportError,
+    check_size,
     check_tree_path,
     final_and_temp,
+    log,
 )
 
 T = TypeVar("T")
-Progress = Callable[[], None]
+
+
+class Progress(Protocol):
+    """Told what moved; a call without a count is a step worth a whole progress unit."""
+
+    def __call__(self, moved: int = PROGRESS_BYTES) -> None: ...
+
 
 _BLOCK_BYTES: Final = 64 * 1024
 DEFAULT_PORT: Final = 21
+_MAX_LINE: Final = ftplib.MAXLINE             # 8,192 bytes
+_LISTING_MAX_BYTES: Final = 10 << 20
+_REPLY_MAX_BYTES: Final = 64 << 10
+_RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 
 
-class _TrackedFtp(ftplib.FTP):
+class CappedLines(ftplib.FTP):
+    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5;
+    ftps.py's client mixes it in too."""
+
+    server: int = 0
+
+    def retrlines(self, cmd: str, callback: Callable[[str], object] | None = None) -> str:
+        assert callback is not None, "listings always collect their lines"
+        self.sendcmd("TYPE A")
+        lines = total = skipped = 0
+        cut = False
+        with self.transfercmd(cmd) as conn, conn.makefile("rb") as fp:
+            while True:
+                raw = fp.readline(_MAX_LINE + 1)
+                total += len(raw)
+                if not raw or total > _LISTING_MAX_BYTES or lines == LISTING_MAX_ENTRIES:
+                    cut = bool(raw)
+                    break
+                if len(raw) > _MAX_LINE and not raw.endswith(b"\n"):
+                    skipped += 1  # the rest of the line follows: read and dropped
+                    while raw and not raw.endswith(b"\n") and total <= _LISTING_MAX_BYTES:
+                        raw = fp.readline(_MAX_LINE + 1)
+                        total += len(raw)
+                    continue
+                callback(raw.decode(self.encoding, "replace").rstrip("\r\n"))
+                lines += 1
+            if not cut and isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
+        if skipped:
+            log.warning("server %d: %s: %d listing lines over %d bytes; ignored", self.server,
+                        cmd, skipped, _MAX_LINE)
+        if cut:
+            log.warning("server %d: %s: listing stopped at %d entries or %d MiB", self.server,
+                        cmd, LISTING_MAX_ENTRIES, _LISTING_MAX_BYTES >> 20)
+            return end_cut_transfer(self)
+        return self.voidresp()
+
+    def getmultiline(self) -> str:
+        """ftplib's, with the reply bounded: an endless `220-` banner is a protocol error, not
+        a string that grows until memory runs out."""
+        line = self.getline()
+        if line[3:4] == "-":
+            code, total = line[:3], len(line)
+            while True:
+                nextline = self.getline()
+                total += len(nextline)
+                if total > _REPLY_MAX_BYTES:
+                    raise ftplib.error_proto(f"{code} reply longer than "
+                                             f"{_REPLY_MAX_BYTES >> 10} KiB")
+                line = line + "\n" + nextline
+                if nextline[:3] == code and nextline[3:4] != "-":
+                    break
+        return line
+
+
+def end_cut_transfer(ftp: ftplib.FTP) -> str:
+    """Read the reply of a transfer whose data connection we closed early (226, or 426/451
+    from a server that noticed), so the next command gets its own reply; a server that does not
+    answer soon is given up: the connection is cut and the next operation fails retriably."""
+    sock = ftp.sock
+    try:
+        if sock is not None:
+            sock.settimeout(min(_RESYNC_S, ftp.timeout or _RESYNC_S))
+        reply = ftp.getline()
+        while reply[3:4] == "-" or not reply[:3].isdigit():  # a multi-line reply
+            reply = ftp.getline()
+        if sock is not None:
+            sock.settimeout(ftp.timeout)
+        return reply
+    except (OSError, EOFError, ftplib.Error, ValueError):
+        _abort(ftp)
+        raise
+
+
+class _TrackedFtp(CappedLines):
     """Remembers the open data connection so that an abort can cut it too."""
 
     data_conn: socket.socket | None = None
@@ -102,6 +200,8 @@ class FtpTransport:
     async def connect(self) -> None:
         await self.close()
         ftp = self._new_client()
+        if isinstance(ftp, CappedLines):
+            ftp.server = self.server
         port = self._settings.port or DEFAULT_PORT
 
         def open_session(progress: Progress) -> None:
@@ -168,16 +268,25 @@ class FtpTransport:
             progress()
         return sorted(files, key=lambda f: f.name)
 
-    async def download(self, path: str) -> bytes:
+    async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         remote = self._remote("download", path)
 
         def fetch(progress: Progress) -> bytes:
             buf = io.BytesIO()
 
             def sink(block: bytes) -> None:
+                check_size(self.server, path, buf.tell() + len(block), max_bytes)
                 buf.write(block)
-                progress()
-            self._client("download", path).retrbinary("RETR " + remote, sink, _BLOCK_BYTES)
+                progress(len(block))
+            ftp = self._client("download", path)
+            try:
+                ftp.retrbinary("RETR " + remote, sink, _BLOCK_BYTES)
+            except DownloadTooLarge:
+                try:
+                    end_cut_transfer(ftp)
+                except (OSError, EOFError, ftplib.Error, ValueError):
+                    self._ftp = None  # cut by end_cut_transfer: the next operation reconnects
+                raise
             return buf.getvalue()
         return await self._call("download", path, fetch)
 
@@ -194,7 +303,7 @@ class FtpTransport:
             if written != final:
                 _remove_stale(ftp, written)
             ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
-                           lambda _block: progress())
+                           lambda block: progress(len(block)))
             if written != final:
                 _rename_replacing(ftp, written, final)
         await self._call("upload", path, store)
@@ -236,14 +345,20 @@ class FtpTransport:
         async with self._lock:
             deadline = asyncio.timeout(limit)
             live = True
+            moved = 0
 
             def push() -> None:
                 if live and not deadline.expired():  # an expiring timeout cannot be moved
                     deadline.reschedule(loop.time() + limit)
 
-            def progress() -> None:
-                loop.call_soon_threadsafe(push)
-            job = loop.run_in_executor(None, fn, progress)
+            def progress(count: int = PROGRESS_BYTES) -> None:
+                # Runs in the worker thread; a trickle below 1 KiB per period pushes nothing.
+                nonlocal moved
+                moved += count
+                if moved >= PROGRESS_BYTES:
+                    moved = 0
+                    loop.call_soon_threadsafe(push)
+            job = loop.run_in_executor(None, fn, cast(Progress, progress))
             try:
                 async with deadline:
                     return await asyncio.shield(job)
@@ -274,8 +389,10 @@ class FtpTransport:
 
     def _map(self, op: str, path: str, err: BaseException) -> TransportError:
         failure, detail = classify(err)
-        if failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT):
-            # The control connection is no longer in a known state.
+        if failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT) or not isinstance(
+                err, (ftplib.error_perm, ftplib.error_temp)):
+            # The control connection is no longer in a known state: anything but a plain
+            # refusal may have left a reply unread (a line too long, not text, out of turn).
             ftp, self._ftp = self._ftp, None
             if ftp is not None:
                 _abort(ftp)

@@ -21,10 +21,10 @@ from pathlib import Path
 from config.model import ServerSettings
 
 from ._base import DEFAULT_TIMEOUTS, Timeouts, tls_context
-from .ftp import FtpTransport
+from .ftp import CappedLines, FtpTransport
 
 
-class _ReusingFtpTls(ftplib.FTP_TLS):
+class _ReusingFtpTls(CappedLines, ftplib.FTP_TLS):
     data_conn: socket.socket | None = None
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:

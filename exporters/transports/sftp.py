@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import posixpath
 import warnings
 from collections.abc import Awaitable, Callable
@@ -45,11 +46,16 @@ from config.model import ServerSettings
 
 from ._base import (
     DEFAULT_TIMEOUTS,
+    DOWNLOAD_MAX_BYTES,
+    LISTING_MAX_ENTRIES,
+    PROGRESS_BYTES,
     Failure,
     HostKeyPinned,
     RemoteFile,
     Timeouts,
     TransportError,
+    capped_listing,
+    check_size,
     check_tree_path,
     final_and_temp,
 )
@@ -58,6 +64,9 @@ T = TypeVar("T")
 
 DEFAULT_PORT: Final = 22
 _CHUNK_BYTES: Final = 256 * 1024  # progress granularity of the "60 s without progress" timeout
+# Downloads read less at a time: a 1 KiB/s link (progress, docs/behaviour.md §4.5) fills it in
+# 32 s.
+_READ_BYTES: Final = 32 * 1024
 
 
 class _HostKeyCheck(asyncssh.SSHClient):
@@ -221,30 +230,50 @@ class SftpTransport:
         remote = self._remote("list", directory)
 
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
+            # Keyed by name: sshd has been seen to list a file twice in one READDIR answer.
             files: dict[str, RemoteFile] = {}
-            for entry in await sftp.readdir(remote):
-                name = str(entry.filename)
-                attrs = entry.attrs
-                if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
-                    continue
-                mtime = float(attrs.mtime) if attrs.mtime is not None else None
-                files[name] = RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime)
-            return sorted(files.values(), key=lambda f: f.name)
+            more = False
+            # Read as it comes, so an endless listing stops at the cap (docs/behaviour.md §4.5).
+            # Every entry counts, folders and links too: an endless run of them must end.
+            seen = 0
+            entries = sftp.scandir(remote)
+            async with contextlib.aclosing(entries):  # type: ignore[type-var]
+                async for entry in entries:
+                    if seen == LISTING_MAX_ENTRIES:
+                        more = True
+                        break
+                    seen += 1
+                    name = str(entry.filename)
+                    attrs = entry.attrs
+                    if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+                        continue
+                    mtime = float(attrs.mtime) if attrs.mtime is not None else None
+                    files[name] = RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime)
+            return capped_listing(self.server, directory, list(files.values()), more=more)
         return await self._call("list", directory, scan)
 
-    async def download(self, path: str) -> bytes:
+    async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         remote = self._remote("download", path)
+        limit = self._timeouts.operation_s
 
         async def fetch(sftp: asyncssh.SFTPClient) -> bytes:
             parts: builtins.list[bytes] = []
-            async with sftp.open(remote, "rb") as f:
+            received = moved = 0
+            loop = asyncio.get_running_loop()
+            # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
+            async with asyncio.timeout(limit) as deadline, sftp.open(remote, "rb") as f:
                 while True:
-                    async with asyncio.timeout(self._timeouts.operation_s):
-                        block = await f.read(_CHUNK_BYTES)
+                    block = await f.read(_READ_BYTES)
                     if not block:
                         return b"".join(parts)
+                    received += len(block)
+                    check_size(self.server, path, received, max_bytes)
                     # "rb" yields bytes; asyncssh types read() as AnyStr for both modes.
                     parts.append(block if isinstance(block, bytes) else block.encode())
+                    moved += len(block)
+                    if moved >= PROGRESS_BYTES:
+                        moved = 0
+                        deadline.reschedule(loop.time() + limit)
         return await self._call("download", path, fetch, limited=False)
 
     async def size(self, path: str) -> int | None:
@@ -337,6 +366,10 @@ class SftpTransport:
             raise TransportError(self.server, op,
                                  f"no progress for {self._timeouts.operation_s:g} s",
                                  failure=Failure.TIMEOUT, path=path) from err
+        except UnicodeDecodeError as err:
+            # A name that is not UTF-8 (asyncssh decodes strictly): no name of the tree.
+            raise TransportError(self.server, op, f"a name is not UTF-8 ({err.reason})",
+                                 failure=Failure.PROTOCOL, path=path) from err
         except (OSError, asyncssh.Error) as err:
             mapped = self._mapped(op, path, err)
             if mapped.failure in (Failure.CONNECTION_LOST, Failure.TIMEOUT):

@@ -24,6 +24,11 @@ Peer quirks handled here:
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
   spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
+- Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
+  guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
+  soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives). Both ask
+  for `Accept-Encoding: identity` and refuse a compressed answer, whose decoding could blow a small
+  download up a thousandfold before any cap saw it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import asyncio
 import builtins
 import email.utils
 import posixpath
+import re
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
@@ -45,16 +51,25 @@ from config.model import ServerSettings
 
 from ._base import (
     DEFAULT_TIMEOUTS,
+    DOWNLOAD_MAX_BYTES,
+    LISTING_MAX_ENTRIES,
+    PROGRESS_BYTES,
     Failure,
     RemoteFile,
     Timeouts,
     TransportError,
+    capped_listing,
+    check_size,
     check_tree_path,
     final_and_temp,
     tls_context,
 )
 
 _SLOW_LINK_BYTES_PER_S: Final = 1024
+_LISTING_MAX_BYTES: Final = 16 << 20
+_ANSWER_MAX_BYTES: Final = 64 << 10
+_BYTE_COUNT: Final = re.compile(r"[0-9]{1,19}")
+_IDENTITY: Final = {"Accept-Encoding": "identity"}
 _DAV: Final = "{DAV:}"
 _PROPFIND_BODY: Final = (b'<?xml version="1.0" encoding="utf-8"?>'
                          b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/>'
@@ -130,20 +145,54 @@ class WebdavTransport:
 
     async def list(self, directory: str) -> builtins.list[RemoteFile]:
         check_tree_path(self.server, "list", directory)
-        response = await self._request("list", directory, "PROPFIND", directory,
-                                       headers={"Depth": "1"}, content=_PROPFIND_BODY)
-        self._check("list", directory, response)
+        own = unquote(self._url(directory).rstrip("/"))
+        parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+        files: builtins.list[RemoteFile] = []
+        received = seen = 0
+
+        def take(block: bytes) -> bool:
+            nonlocal received, seen
+            received += len(block)
+            parser.feed(block)
+            for event in parser.read_events():
+                element = event[-1] if isinstance(event, tuple) else None
+                if isinstance(element, ET.Element) and element.tag == _DAV + "response":
+                    # Every entry counts, collections too: an endless run of them must end.
+                    seen += 1
+                    entry = _listing_entry(element, own)
+                    element.clear()  # parsed: keep nothing of it
+                    if entry is not None and seen <= LISTING_MAX_ENTRIES + 1:
+                        files.append(entry)
+            # + 1: the answer lists the folder itself first.
+            return seen <= LISTING_MAX_ENTRIES + 1 and received <= _LISTING_MAX_BYTES
+
         try:
-            return _parse_listing(response.content, self._url(directory))
+            response, complete = await self._streamed(
+                "list", directory, "PROPFIND", directory, take,
+                headers={"Depth": "1"}, content=_PROPFIND_BODY)
+            self._check("list", directory, response)
+            if complete:
+                parser.close()
         except ET.ParseError as err:
             raise TransportError(self.server, "list", f"unreadable PROPFIND answer: {err}",
                                  failure=Failure.PROTOCOL, path=directory) from err
+        return capped_listing(self.server, directory, files, more=not complete)
 
-    async def download(self, path: str) -> bytes:
+    async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         check_tree_path(self.server, "download", path)
-        response = await self._request("download", path, "GET", path)
+        parts: builtins.list[bytes] = []
+        received = 0
+
+        def take(block: bytes) -> bool:
+            nonlocal received
+            received += len(block)
+            check_size(self.server, path, received, max_bytes)
+            parts.append(block)
+            return True
+
+        response, _ = await self._streamed("download", path, "GET", path, take)
         self._check("download", path, response)
-        return response.content
+        return b"".join(parts)
 
     async def size(self, path: str) -> int | None:
         check_tree_path(self.server, "size", path)
@@ -152,25 +201,36 @@ class WebdavTransport:
             return None  # absent, or the lookup refused: both count as absent
         self._check("size", path, response)
         length = response.headers.get("content-length")
-        if length is not None and length.isdigit():
-            return int(length)
+        if length is not None:
+            return _byte_count(length)
         return await self._size_by_propfind(path)
 
     async def _size_by_propfind(self, path: str) -> int | None:
-        response = await self._request("size", path, "PROPFIND", path,
-                                       headers={"Depth": "0"}, content=_PROPFIND_BODY)
+        body = bytearray()
+
+        def take(block: bytes) -> bool:
+            body.extend(block)
+            return len(body) <= _ANSWER_MAX_BYTES
+
+        response, complete = await self._streamed("size", path, "PROPFIND", path, take,
+                                                  headers={"Depth": "0"},
+                                                  content=_PROPFIND_BODY)
         if 400 <= response.status_code < 500:
             return None
         self._check("size", path, response)
+        if not complete:
+            raise TransportError(self.server, "size", "PROPFIND answer larger than "
+                                 f"{_ANSWER_MAX_BYTES} bytes", failure=Failure.PROTOCOL,
+                                 path=path)
         try:
-            root = ET.fromstring(response.content)
+            root = ET.fromstring(bytes(body))
         except ET.ParseError as err:
             raise TransportError(self.server, "size", f"unreadable PROPFIND answer: {err}",
                                  failure=Failure.PROTOCOL, path=path) from err
         if root.find(f".//{_DAV}collection") is not None:
             return None  # a folder is no file
         length = root.findtext(f".//{_DAV}getcontentlength", "").strip()
-        return int(length) if length.isdigit() else 0
+        return _byte_count(length) if length else 0
 
     async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
         check_tree_path(self.server, "upload", path)
@@ -217,11 +277,61 @@ class WebdavTransport:
         limit = (limit_s if limit_s is not None else
                  self._timeouts.operation_s + len(content or b"") / _SLOW_LINK_BYTES_PER_S)
         try:
-            async with asyncio.timeout(limit):
-                return await client.request(method, self._origin + self._url(target),
-                                            headers=headers, content=content)
+            async with asyncio.timeout(limit), client.stream(
+                    method, self._origin + self._url(target), headers={**_IDENTITY,
+                                                                        **(headers or {})},
+                    content=content) as response:
+                # Only the status counts; a body past _ANSWER_MAX_BYTES (an endless answer to a
+                # PUT or a DELETE) is left unread and its connection dropped
+                # (docs/behaviour.md §4.5).
+                received = 0
+                async for block in response.aiter_raw():
+                    received += len(block)
+                    if received > _ANSWER_MAX_BYTES:
+                        break
+                return response
         except TimeoutError as err:
             raise TransportError(self.server, op, f"no answer after {limit:g} s",
+                                 failure=Failure.TIMEOUT, path=path) from err
+        except httpx.HTTPError as err:
+            failure, detail = classify(err)
+            raise TransportError(self.server, op, detail, failure=failure, path=path) from err
+
+    async def _streamed(self, op: str, path: str, method: str, target: str,
+                        take: Callable[[bytes], bool], *, headers: dict[str, str] | None = None,
+                        content: bytes | None = None) -> tuple[httpx.Response, bool]:
+        """A request whose 2xx body goes to `take` block by block as it arrives, until `take`
+        says no more (False) or raises; (the response, whether the body was read whole). The
+        guard is pushed back each time 1 KiB arrived (docs/behaviour.md §4.5)."""
+        client = self._client
+        if client is None:
+            raise TransportError(self.server, op, "not connected",
+                                 failure=Failure.CONNECTION_LOST, path=path)
+        limit = self._timeouts.operation_s
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(limit) as deadline, client.stream(
+                    method, self._origin + self._url(target), headers={**_IDENTITY,
+                                                                        **(headers or {})},
+                    content=content) as response:
+                if not 200 <= response.status_code < 300:
+                    return response, True
+                encoding = response.headers.get("content-encoding", "identity").lower()
+                if encoding != "identity":
+                    raise TransportError(self.server, op, f"answer compressed ({encoding}) "
+                                         "though not asked for", failure=Failure.PROTOCOL,
+                                         path=path)
+                moved = 0
+                async for block in response.aiter_raw():
+                    if not take(block):
+                        return response, False
+                    moved += len(block)
+                    if moved >= PROGRESS_BYTES:
+                        moved = 0
+                        deadline.reschedule(loop.time() + limit)
+                return response, True
+        except TimeoutError as err:
+            raise TransportError(self.server, op, f"no progress for {limit:g} s",
                                  failure=Failure.TIMEOUT, path=path) from err
         except httpx.HTTPError as err:
             failure, detail = classify(err)
@@ -279,22 +389,32 @@ def classify(err: httpx.HTTPError) -> tuple[Failure, str]:
     return Failure.PROTOCOL, detail
 
 
+def _byte_count(text: str) -> int | None:
+    """A Content-Length or getcontentlength; None unless plain ASCII digits of a sane length (a
+    5,000-digit or non-ASCII "number" from a hostile server must not raise)."""
+    text = text.strip()
+    return int(text) if _BYTE_COUNT.fullmatch(text) else None
+
+
 def _parse_listing(body: bytes, directory_url: str) -> builtins.list[RemoteFile]:
-    own = directory_url.rstrip("/")
-    files = []
-    for response in ET.fromstring(body).iter(_DAV + "response"):
-        href = unquote(urlsplit(response.findtext(_DAV + "href", "")).path).rstrip("/")
-        if href == unquote(own) or response.find(f".//{_DAV}collection") is not None:
-            continue
-        length = response.findtext(f".//{_DAV}getcontentlength", "")
-        modified = response.findtext(f".//{_DAV}getlastmodified", "")
-        mtime = None
-        if modified:
-            try:
-                mtime = email.utils.parsedate_to_datetime(modified).timestamp()
-            except (TypeError, ValueError):
-                mtime = None
-        files.append(RemoteFile(name=posixpath.basename(href),
-                                size=int(length) if length.strip().isdigit() else 0,
-                                mtime_s=mtime))
+    own = unquote(directory_url.rstrip("/"))
+    files = [entry for response in ET.fromstring(body).iter(_DAV + "response")
+             if (entry := _listing_entry(response, own)) is not None]
     return sorted(files, key=lambda f: f.name)
+
+
+def _listing_entry(response: ET.Element, own: str) -> RemoteFile | None:
+    """The file one `response` element describes; None for the folder itself or a collection."""
+    href = unquote(urlsplit(response.findtext(_DAV + "href", "")).path).rstrip("/")
+    if href == own or response.find(f".//{_DAV}collection") is not None:
+        return None
+    length = response.findtext(f".//{_DAV}getcontentlength", "")
+    modified = response.findtext(f".//{_DAV}getlastmodified", "")
+    mtime = None
+    if modified:
+        try:
+            mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+        except (TypeError, ValueError):
+            mtime = None
+    return RemoteFile(name=posixpath.basename(href),
+                      size=_byte_count(length) or 0, mtime_s=mtime)

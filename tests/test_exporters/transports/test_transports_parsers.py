@@ -18,7 +18,7 @@ from exporters.transports.ftp import _parse_mdtm
 from exporters.transports.sftp import parse_host_key
 from exporters.transports.webdav import _parse_listing
 
-_NAME = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs", "Cc")),
+_NAME = st.text(st.characters(blacklist_characters="/\\\x00", blacklist_categories=("Cs", "Cc")),
                 min_size=1, max_size=30).filter(lambda n: n not in (".", ".."))
 
 
