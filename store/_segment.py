@@ -108,15 +108,36 @@ def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes
         msg = read_message(buf, len(IPC_FILE_MAGIC))
         if msg is None or msg.kind != SCHEMA_MSG:
             raise FrameError("no schema message")
-        found = pa.ipc.read_schema(pa.py_buffer(bytes(buf[msg.start : msg.end])))
-    except (FrameError, pa.ArrowInvalid) as err:
+    except FrameError as err:
         return Scan(header_ok=False, foreign=f"unreadable schema message ({err})"), {}
-    meta = dict(found.metadata or {})
-    # Byte-identical to our schema carrying that metadata: a flip in a field's type or name
-    # (outside any batch's CRC) cannot change how the batches decode.
-    if schema.with_metadata(meta).serialize().to_pybytes() != bytes(buf[msg.start : msg.end]):
+    meta = _file_schema_metadata(schema, bytes(buf[msg.start : msg.end]))
+    if meta is None:
         return Scan(header_ok=False, foreign="not the sunpm schema"), {}
     return _walk(data, buf, msg.end, file_format=True), meta
+
+
+_FILE_SCHEMAS: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
+
+
+def _file_schema_metadata(schema: pa.Schema, message: bytes) -> dict[bytes, bytes] | None:
+    """The metadata of an IPC file's schema message when the message is byte-identical to
+    `schema` carrying that metadata (so a flip in a field's type or name, outside any batch's
+    CRC, cannot change how the batches decode); None otherwise."""
+    key = (id(schema), message)
+    known = _FILE_SCHEMAS.get(key)
+    if known is not None:
+        return known
+    try:
+        found = pa.ipc.read_schema(pa.py_buffer(message))
+    except pa.ArrowInvalid:
+        return None
+    meta = dict(found.metadata or {})
+    if schema.with_metadata(meta).serialize().to_pybytes() != message:
+        return None
+    if len(_FILE_SCHEMAS) > 4096:  # one entry per distinct quota size: bounded all the same
+        _FILE_SCHEMAS.clear()
+    _FILE_SCHEMAS[key] = meta
+    return meta
 
 
 def _walk(data: Raw, buf: memoryview, pos: int, *, file_format: bool) -> Scan:
