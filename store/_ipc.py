@@ -230,6 +230,19 @@ class BatchFrame:
     seq_last: int
     ts_min: int
     ts_max: int
+    crc: int  # the CRC-32C it was verified against
+    crc_at: int  # offset of that CRC's 10 digits
+
+
+def frame_intact(buf: memoryview, frame: BatchFrame) -> bool:
+    """Whether a frame verified earlier still holds the same bytes: its CRC alone, no parsing
+    (the CRC covers every byte of the frame, so unchanged bytes mean the same trusted batch)."""
+    if frame.end > len(buf):
+        return False
+    crc = _crc.crc32c(buf[frame.start : frame.crc_at])
+    crc = _crc.crc32c(_CRC_ZERO, crc)
+    crc = _crc.crc32c(buf[frame.crc_at + _CRC_DIGITS : frame.end], crc)
+    return bool(crc == frame.crc)
 
 
 def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
@@ -259,16 +272,13 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
             want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
-        frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max)
         if want_rows != msg.rows or want_len != covered:
             raise FrameError("batch does not match its row count or length")
-        at = msg.value_pos[BATCH_KEY]
         if len(crc_text) != _CRC_DIGITS:
             raise FrameError("bad checksum field")
-        crc = _crc.crc32c(buf[pos:at])
-        crc = _crc.crc32c(_CRC_ZERO, crc)
-        crc = _crc.crc32c(buf[at + _CRC_DIGITS : msg.end], crc)
-        if crc != want_crc:
+        frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max,
+                           want_crc, msg.value_pos[BATCH_KEY])
+        if not frame_intact(buf, frame):
             raise FrameError("batch does not match its checksum")
         return frame
 

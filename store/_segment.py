@@ -33,6 +33,7 @@ from store._ipc import (
     BatchFrame,
     FrameError,
     batch_metadata,
+    frame_intact,
     read_batch,
     read_message,
     schema_message,
@@ -93,6 +94,21 @@ def scan_stream(data: Raw, schema: pa.Schema) -> Scan:
     if bytes(buf[: len(header)]) != header:
         return Scan(header_ok=False, foreign="does not start with the sunpm schema")
     return _walk(data, buf, len(header), file_format=False)
+
+
+def rescan_stream(data: Raw, schema: pa.Schema, known: list[BatchFrame] | None) -> Scan:
+    """As `scan_stream`, cheaper when `known` frames were verified before in the same file:
+    those are checked again by their CRC alone, and only the bytes after them are walked.
+    Any of them changed: a full scan (which finds and reports the damage)."""
+    if not known:
+        return scan_stream(data, schema)
+    buf = memoryview(data)
+    header = schema_message(schema)
+    if bytes(buf[: len(header)]) != header or not all(frame_intact(buf, f) for f in known):
+        return scan_stream(data, schema)
+    rest = _walk(data, buf, known[-1].end, file_format=False)
+    rest.batches[:0] = known
+    return rest
 
 
 def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes]]:

@@ -27,6 +27,7 @@ from store._segment import (
     ipc_file_uncompressed_size,
     parse_name,
     read_ipc_file,
+    rescan_stream,
     scan_stream,
     segment_name,
     write_ipc_file,
@@ -53,6 +54,8 @@ class Segment:
     damaged: bool = False
     fd: int | None = None  # open for appends (writer only)
     size_known: bool = True  # False: an IPC file's quota size not read from its footer yet
+    # Trusted frames of a stream segment as last verified (checked again by CRC on each read).
+    frames: list[BatchFrame] | None = None
 
     def summarise(self, frames: list[BatchFrame]) -> None:
         if frames:
@@ -154,6 +157,7 @@ class Stream:
                          length=region.length)
         seg.committed = scan.good_end if scan.header_ok else 0
         seg.summarise(scan.batches)
+        seg.frames = scan.batches
 
     def _check_last(self, *, read_only: bool) -> None:
         seg = self.segments[-1]
@@ -192,6 +196,7 @@ class Stream:
             self._report(ReportKind.DAMAGE, seg.path, "", offset=region.offset,
                          length=region.length)
         seg.summarise(scan.batches)
+        seg.frames = scan.batches
         seg.damaged = bool(scan.damage)
         self.next_seq = seg.seq_last + 1 if seg.seq_last is not None else seg.seq0
         if not scan.header_ok and not read_only:
@@ -258,8 +263,9 @@ class Stream:
         # Copied, not mapped: a failed commit's cut-back may shorten the file under a reader.
         with open(seg.path, "rb") as fh:
             data = fh.read(seg.committed)
-        scan = scan_stream(data, self.schema)
+        scan = rescan_stream(data, self.schema, seg.frames)
         seg.summarise(scan.batches)
+        seg.frames = scan.batches
         found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,
                              length=r.length) for r in scan.damage]
         if scan.foreign:
@@ -431,6 +437,7 @@ class Stream:
             old = seg.path
             seg.path = final
             seg.ipc_file = True
+            seg.frames = None
         fsio.fsync_dir(self.dir)
         fsio.unlink(old)
         fsio.fsync_dir(self.dir)

@@ -1074,6 +1074,10 @@ class Log:
                 if seg.sealed and seg.ts_min is None:
                     seg.ts_min, seg.ts_max, seg.seq_last = (
                         snapshot.ts_min, snapshot.ts_max, snapshot.seq_last)
+                with self._lock:
+                    if seg.path == snapshot.path and not seg.ipc_file:
+                        # The next read re-checks these by CRC only and walks what follows.
+                        seg.frames = snapshot.frames
                 self._note(findings)
                 return batches
             except FileNotFoundError:
@@ -1103,6 +1107,7 @@ class Log:
             with self._lock:
                 segs = [copy.copy(s) for s in stream.segments]
             for seg in segs:
+                seg.frames = None  # everything walked again, damage between frames included
                 if not seg.ipc_file and (self.read_only or seg.sealed):
                     # Every byte on disk; a writer's open segment only up to what is committed
                     # (a write may be in flight after it).
