@@ -37,6 +37,7 @@ from store.errors import ReportKind, StoreReport
 log = logging.getLogger("sunpm.store")
 
 DAY_NS: Final = 86_400 * 1_000_000_000
+SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 
 
 @dataclass(slots=True)
@@ -163,7 +164,7 @@ class Stream:
         seg = self.segments[-1]
         if seg.ipc_file:
             try:
-                _, _, scan = read_ipc_file(seg.path, self.schema)
+                _, meta, scan = read_ipc_file(seg.path, self.schema)
             except (OSError, pa.ArrowInvalid) as err:
                 self._report(ReportKind.UNREADABLE, seg.path, str(err).splitlines()[0])
                 self.segments.pop()
@@ -176,6 +177,12 @@ class Stream:
                 return
             seg.summarise(scan.batches)
             last = seg.seq_last if seg.seq_last is not None else seg.seq0 - 1
+            # A damaged last batch must not have its seq numbers given again: the file states
+            # the last one it was written with (a hint only; never lower than what was read).
+            try:
+                last = max(last, int(meta.get(SEQ_LAST_KEY, b"0")))
+            except ValueError:
+                pass
             self.next_seq = last + 1
             return
         with open(seg.path, "rb") as fh:
@@ -427,6 +434,8 @@ class Stream:
         table = pa.Table.from_batches(batches, schema=self.schema).unify_dictionaries()
         meta = dict(self.schema.metadata or {})
         meta[UNCOMPRESSED_KEY] = str(seg.size).encode()
+        if seg.seq_last is not None:
+            meta[SEQ_LAST_KEY] = str(seg.seq_last).encode()
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
         write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress)
