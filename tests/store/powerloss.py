@@ -564,6 +564,9 @@ def main(argv: list[str] | None = None,
     parser.add_argument("--runs", type=int, default=4, help="recorded workloads (seeds)")
     parser.add_argument("--appends", type=int, default=300, help="appends per workload")
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)  # the workload's expected quota reports
     failures = 0
     for run in range(args.runs):
         trace = record_trace(args.seed + run, args.appends)
