@@ -77,7 +77,9 @@ _DIR = -1  # a directory entry's "inode" in the model
 class Recorder(FileOps):
     """Performs the store's file operations for real and records them (thread-safe)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, existing: bool = False) -> None:
+        """`existing`: what `root` already holds is recorded first, as durable (to record a
+        run that starts from a crash state, such as a recovery)."""
         self.root = root.resolve()
         self.ops: list[Op] = []
         self._lock = threading.Lock()
@@ -87,12 +89,31 @@ class Recorder(FileOps):
         self._ids: dict[int, int] = {}
         self._next_id = 0
 
+        if existing:
+            self._record_existing()
+        self.start = len(self.ops)  # where the run proper begins (a crash can come after)
+
     def _id(self, ino: int, *, new: bool = False) -> int:
         with self._lock:
             if new or ino not in self._ids:
                 self._next_id += 1
                 self._ids[ino] = self._next_id
             return self._ids[ino]
+
+    def _record_existing(self) -> None:
+        dirs: list[str] = []
+        for path in sorted(self.root.rglob("*"), key=lambda p: (len(p.parts), p.name)):
+            d, n = self._rel(path)
+            if path.is_dir():
+                self._add(Op("mkdir", dir=d, name=n))
+                dirs.append(path.relative_to(self.root).as_posix())
+            elif path.is_file():
+                ino = self._id(path.stat().st_ino, new=True)
+                self._add(Op("create", ino=ino, dir=d, name=n))
+                self._add(Op("write", ino=ino, offset=0, data=path.read_bytes()))
+                self._add(Op("fsync", ino=ino))  # no site: not the store's
+        for d in ["", *dirs]:
+            self._add(Op("fsync_dir", dir=d))
 
     def _rel(self, path: Path) -> tuple[str, str]:
         full = Path(os.path.abspath(path))
@@ -187,7 +208,7 @@ class Trace:
         within that function, so names survive edits elsewhere) -> "file" or "directory"."""
         labels = self._labels()
         return {labels[op.site]: ("file" if op.kind == "fsync" else "directory")
-                for op in self.ops if op.kind in ("fsync", "fsync_dir")}
+                for op in self.ops if op.kind in ("fsync", "fsync_dir") and op.site}
 
     def _labels(self) -> dict[str, str]:
         lines: dict[str, set[int]] = {}
@@ -467,15 +488,20 @@ def check_log(log: Log, want: Expect, where: str) -> None:
 
 
 def check_image(image: Image, want: Expect, scratch: Path, *, writer: bool,
-                loop: asyncio.AbstractEventLoop) -> None:
+                loop: asyncio.AbstractEventLoop, nested: random.Random | None = None,
+                nested_states: int = 0) -> None:
     """Open the crash state read-only (and, with `writer`, read-write, append, reopen) and
-    check it each time."""
+    check it each time. With `nested_states`, the writer's open (its recovery: cut torn tails,
+    journaled reports) and append are recorded too, and that many crash states of it checked:
+    a power cut during recovery must not lose what the first one kept."""
     shutil.rmtree(scratch, ignore_errors=True)
     image.materialise(scratch)
     store = scratch
     check_log(Log.open_read_only(store), want, "read-only open")
     if not writer:
         return
+    recorder = Recorder(store, existing=True) if nested_states else None
+    before = Expect(dict(want.acked), dict(want.journal), dict(want.delivered))
 
     async def reopen() -> None:
         async with await Log.open(store, workload_options()) as log:
@@ -485,9 +511,29 @@ def check_image(image: Image, want: Expect, scratch: Path, *, writer: bool,
             got = await log.append_records("1", record(T0 + 10**15, VARS, _value(999_999, 1)))
             if not got.dropped:
                 want.acked[("1", got.first)] = 999_999
+                if recorder is not None:
+                    recorder.mark("ack", "1", got.first, 999_999)
 
-    loop.run_until_complete(reopen())
+    if recorder is None:
+        loop.run_until_complete(reopen())
+    else:
+        with fsio.install(recorder):
+            loop.run_until_complete(reopen())
     check_log(Log.open_read_only(store), want, "read-only open after a writer's")
+    if recorder is None:
+        return
+    trace = Trace(recorder.ops)
+    rng = nested or random.Random(0)
+    for _ in range(nested_states):
+        cut = rng.randrange(recorder.start, len(trace.ops) + 1)
+        fates = random.Random(rng.getrandbits(64)) if rng.random() < 0.7 else None
+        again = expectations(trace, cut)
+        merged = Expect({**before.acked, **again.acked}, before.journal, before.delivered)
+        inner = scratch.with_name(scratch.name + "-recovery")
+        shutil.rmtree(inner, ignore_errors=True)
+        crash_image(trace, cut, fates).materialise(inner)
+        check_log(Log.open_read_only(inner), merged,
+                  f"power cut during recovery (cut {cut} of {len(trace.ops)})")
 
 
 @dataclass(slots=True)
@@ -517,8 +563,10 @@ def crash_states(trace: Trace, states: int, seed: int
 
 
 def run_states(trace: Trace, states: int, seed: int, *, writer_every: int = 8,
-               stop_at_first: bool = False, time_budget_s: float | None = None) -> Outcome:
-    """Check `states` crash states of `trace`; a read-write open every `writer_every`th."""
+               stop_at_first: bool = False, time_budget_s: float | None = None,
+               nested_states: int = 0) -> Outcome:
+    """Check `states` crash states of `trace`; a read-write open every `writer_every`th,
+    with `nested_states` crash states of that open's own recovery each."""
     import logging
 
     outcome = Outcome()
@@ -534,7 +582,8 @@ def run_states(trace: Trace, states: int, seed: int, *, writer_every: int = 8,
             want = expectations(trace, cut)
             image = crash_image(trace, cut, rng)
             try:
-                check_image(image, want, base / "s", writer=k % writer_every == 0, loop=loop)
+                check_image(image, want, base / "s", writer=k % writer_every == 0, loop=loop,
+                            nested=random.Random(seed * 7919 + k), nested_states=nested_states)
             except CrashCheckError as err:
                 outcome.failures.append(f"cut {cut} ({'random' if rng else 'smallest'}): {err}")
             except Exception as err:  # noqa: BLE001  (an open or read that raised fails too)
@@ -570,7 +619,7 @@ def main(argv: list[str] | None = None,
     failures = 0
     for run in range(args.runs):
         trace = record_trace(args.seed + run, args.appends)
-        result = run_states(trace, args.states // args.runs, args.seed + run)
+        result = run_states(trace, args.states // args.runs, args.seed + run, nested_states=4)
         failures += len(result.failures)
         out(f"seed {args.seed + run}: {len(trace.ops)} operations, {result.states} crash states "
             f"in {result.seconds:.1f} s, {len(result.failures)} failures")

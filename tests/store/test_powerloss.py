@@ -1,9 +1,10 @@
 """Power cuts: acknowledged records survive the loss of the page cache (tests/store/powerloss.py).
 
 Two recorded runs of appends, seals, compactions and quota deletions over three devices and the
-journal, then 1,500 crash states each rebuilt from their file operations, each opened read-only
+journal, then 1,250 crash states each rebuilt from their file operations, each opened read-only
 (and every eighth read-write, appended to and reopened): every acknowledged record present once
-with its content, nothing else read as data. Then the same trace with one fsync call site of the
+with its content, nothing else read as data. Also 80 states whose read-write open (recovery) is
+recorded and cut by a second power loss. Then the same trace with one fsync call site of the
 store removed at a time: the harness must fail for each one that guards acknowledged data.
 
 More states, more workloads (nightly): `python tests/store/powerloss.py --states 50000`.
@@ -16,7 +17,7 @@ import os
 import pytest
 from powerloss import Trace, record_trace, run_states
 
-STATES = int(os.environ.get("STORE_POWERLOSS_STATES", "1500"))  # per recorded workload
+STATES = int(os.environ.get("STORE_POWERLOSS_STATES", "1250"))  # per recorded workload
 
 # Removing any of these loses acknowledged data in some crash state; the harness must see it.
 GUARDING = {
@@ -60,6 +61,15 @@ def test_acknowledged_records_survive_every_crash_state(trace: Trace, seed: int)
     assert not result.failures, "\n".join(result.failures[:10])
     # Bounded in time, but never quietly small: a slow machine must not pass on a few states.
     assert result.states >= min(STATES, 1000), result.states
+
+
+@pytest.mark.slow
+def test_a_power_cut_during_recovery_loses_nothing(trace: Trace) -> None:
+    """Crash states opened read-write (torn tails cut, reports journaled, an append), their
+    recovery recorded in turn and cut by a second power loss at 6 points each."""
+    result = run_states(trace, 80, seed=4, writer_every=1, nested_states=6, time_budget_s=40)
+    assert not result.failures, "\n".join(result.failures[:10])
+    assert result.states >= 50, result.states
 
 
 @pytest.mark.parametrize("site", sorted(GUARDING))
