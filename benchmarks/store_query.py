@@ -28,8 +28,7 @@ from _report import emit, figure_line
 
 from store import RECORDS_SCHEMA
 from store._ipc import EOS, frame_batch, schema_message
-from store._segment import UNCOMPRESSED_KEY
-from store._stream import SEQ_LAST_KEY, TS_MAX_KEY, TS_MIN_KEY
+from store._segment import UNCOMPRESSED_KEY, write_ipc_file
 from store.query import duckdb_connection
 
 DAY_NS = 86_400 * 10**9
@@ -57,15 +56,10 @@ def _day_records(day: int, period_s: int, variables: int) -> tuple[pa.Table, int
 
 
 def _sealed_file(path: Path, table: pa.Table) -> None:
+    """As the store's compaction writes a sealed day: an IPC file of self-verifying batches."""
     meta = dict(RECORDS_SCHEMA.metadata or {})
     meta[UNCOMPRESSED_KEY] = str(table.nbytes).encode()
-    ts = table.column("ts").cast(pa.int64())
-    meta[SEQ_LAST_KEY] = str(table.column("seq")[-1].as_py()).encode()
-    meta[TS_MIN_KEY] = str(ts[0].as_py()).encode()
-    meta[TS_MAX_KEY] = str(ts[-1].as_py()).encode()
-    schema = RECORDS_SCHEMA.with_metadata(meta)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        writer.write_table(table.cast(schema), max_chunksize=65_536)
+    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta), compress=False)
 
 
 def _live_segment(path: Path, table: pa.Table, variables: int) -> None:

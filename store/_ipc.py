@@ -230,14 +230,26 @@ class BatchFrame:
     seq_last: int
     ts_min: int
     ts_max: int
+    crc: int  # the CRC-32C it was verified against
+    crc_at: int  # offset of that CRC's 10 digits
 
 
-def read_batch(buf: memoryview, pos: int, *, verify: bool = True) -> BatchFrame | None:
+def frame_intact(buf: memoryview, frame: BatchFrame) -> bool:
+    """Whether a frame verified earlier still holds the same bytes: its CRC alone, no parsing
+    (the CRC covers every byte of the frame, so unchanged bytes mean the same trusted batch)."""
+    if frame.end > len(buf):
+        return False
+    crc = _crc.crc32c(buf[frame.start : frame.crc_at])
+    crc = _crc.crc32c(_CRC_ZERO, crc)
+    crc = _crc.crc32c(buf[frame.crc_at + _CRC_DIGITS : frame.end], crc)
+    return bool(crc == frame.crc)
+
+
+def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
     """The framed batch starting at `pos` (its dictionaries, then its record batch).
 
     None at end of stream. Raises FrameError when the bytes do not hold a batch that is trusted:
-    row count, body length and CRC-32C all as its metadata says (with `verify=False` the CRC is not
-    computed, for walking sealed segments fast).
+    row count, body length and CRC-32C all as its metadata says.
     """
     covered = 0
     p = pos
@@ -260,18 +272,14 @@ def read_batch(buf: memoryview, pos: int, *, verify: bool = True) -> BatchFrame 
             want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
-        frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max)
         if want_rows != msg.rows or want_len != covered:
             raise FrameError("batch does not match its row count or length")
-        if verify:
-            at = msg.value_pos[BATCH_KEY]
-            if len(crc_text) != _CRC_DIGITS:
-                raise FrameError("bad checksum field")
-            crc = _crc.crc32c(buf[pos:at])
-            crc = _crc.crc32c(_CRC_ZERO, crc)
-            crc = _crc.crc32c(buf[at + _CRC_DIGITS : msg.end], crc)
-            if crc != want_crc:
-                raise FrameError("batch does not match its checksum")
+        if len(crc_text) != _CRC_DIGITS:
+            raise FrameError("bad checksum field")
+        frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max,
+                           want_crc, msg.value_pos[BATCH_KEY])
+        if not frame_intact(buf, frame):
+            raise FrameError("batch does not match its checksum")
         return frame
 
 
@@ -284,28 +292,48 @@ def frame_batch(
     One serialisation with fixed-width placeholders, then the body length and CRC are patched in.
     """
     prefix = len(schema_message(schema))
-    meta = {BATCH_KEY: f"{_CRC_ZERO.decode()} {'0' * _LEN_DIGITS} {batch.num_rows} "
+    framed = bytearray(memoryview(_serialise(schema, batch, batch_metadata(
+        batch.num_rows, seq_first, seq_last, ts_min, ts_max)))[prefix:])
+    if seal_frames(framed, 0) != 1:
+        raise AssertionError("a framed batch holds exactly one record batch")
+    return bytes(framed)
+
+
+def batch_metadata(rows: int, seq_first: int, seq_last: int, ts_min: int, ts_max: int
+                   ) -> dict[str, str]:
+    """The custom metadata of a record batch before `seal_frames` patches its CRC and length."""
+    return {BATCH_KEY: f"{_CRC_ZERO.decode()} {'0' * _LEN_DIGITS} {rows} "
                        f"{seq_first} {seq_last} {ts_min} {ts_max}"}
-    framed = bytearray(memoryview(_serialise(schema, batch, meta))[prefix:])
-    view = memoryview(framed)
+
+
+def seal_frames(buf: bytearray, pos: int) -> int:
+    """Patch body length and CRC-32C into every framed batch from `pos` to the end-of-stream
+    marker (or the end of `buf`); returns how many were patched.
+
+    The batches carry `batch_metadata` placeholders; the dictionary messages before each record
+    batch belong to its frame (in an IPC file, the unified dictionaries go with the first batch).
+    """
+    view = memoryview(buf)
+    count = 0
+    start = pos
     covered = 0
-    p = 0
-    last: Message | None = None
-    while p < len(view):
-        msg = read_message(view, p)
+    while pos < len(view):
+        msg = read_message(view, pos)
         if msg is None:
             break
         covered += msg.body_len
-        last = msg
-        p = msg.end
-    assert last is not None and last.kind == RECORD_BATCH_MSG
-    at = last.value_pos[BATCH_KEY]
-    view[at + _CRC_DIGITS + 1 : at + _CRC_DIGITS + 1 + _LEN_DIGITS] = \
-        f"{covered:0{_LEN_DIGITS}d}".encode()
-    crc = _crc.crc32c(view)  # the CRC digits are still zeros here
-    view[at : at + _CRC_DIGITS] = f"{crc:0{_CRC_DIGITS}d}".encode()
-    del view
-    return bytes(framed)
+        pos = msg.end
+        if msg.kind != RECORD_BATCH_MSG:
+            continue
+        at = msg.value_pos[BATCH_KEY]
+        view[at + _CRC_DIGITS + 1 : at + _CRC_DIGITS + 1 + _LEN_DIGITS] = \
+            f"{covered:0{_LEN_DIGITS}d}".encode()
+        crc = _crc.crc32c(view[start : msg.end])  # the CRC digits are still zeros here
+        view[at : at + _CRC_DIGITS] = f"{crc:0{_CRC_DIGITS}d}".encode()
+        count += 1
+        start = pos
+        covered = 0
+    return count
 
 
 _SCHEMA_BYTES: dict[int, bytes] = {}

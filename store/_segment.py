@@ -23,8 +23,22 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from store._ipc import CONTINUATION, EOS, BatchFrame, FrameError, read_batch, schema_message
+from store import fsio
+from store._ipc import (
+    CONTINUATION,
+    EOS,
+    SCHEMA_MSG,
+    BatchFrame,
+    FrameError,
+    batch_metadata,
+    frame_intact,
+    read_batch,
+    read_message,
+    schema_message,
+    seal_frames,
+)
 
 STREAM_SUFFIX: Final = ".arrows"
 FILE_SUFFIX: Final = ".arrow"
@@ -64,28 +78,11 @@ class Scan:
 
 
 Raw = bytes | bytearray | mmap.mmap
+IPC_FILE_MAGIC: Final = b"ARROW1\x00\x00"  # the magic and its padding, before the first message
 
 
-def scan_stream(data: Raw, schema: pa.Schema, *, verify: bool = True,
-                verify_last: bool = False) -> Scan:
-    """Walk a stream segment's bytes; never raises for bad content.
-
-    `verify`: check every batch's CRC. `verify_last` (with verify=False): check only the last
-    batch's, which is where a torn write can be (read-only opens; full checks are `fsck`'s).
-    """
-    scan = _walk(data, schema, verify=verify)
-    if verify_last and not verify and scan.batches and scan.torn is None and not scan.ended:
-        last = scan.batches[-1]
-        try:
-            read_batch(memoryview(data), last.start, verify=True)
-        except FrameError:
-            scan.batches.pop()
-            scan.torn = Region(last.start, len(data) - last.start)
-            scan.good_end = last.start
-    return scan
-
-
-def _walk(data: Raw, schema: pa.Schema, *, verify: bool) -> Scan:
+def scan_stream(data: Raw, schema: pa.Schema) -> Scan:
+    """Walk a stream segment's bytes, verifying every batch's CRC; never raises for bad content."""
     buf = memoryview(data)
     header = schema_message(schema)
     n = len(buf)
@@ -96,15 +93,84 @@ def _walk(data: Raw, schema: pa.Schema, *, verify: bool) -> Scan:
         return Scan(header_ok=False, foreign="does not start with the sunpm schema")
     if bytes(buf[: len(header)]) != header:
         return Scan(header_ok=False, foreign="does not start with the sunpm schema")
-    scan = Scan(header_ok=True, good_end=len(header))
-    pos = len(header)
+    return _walk(data, buf, len(header), file_format=False)
+
+
+def rescan_stream(data: Raw, schema: pa.Schema, known: list[BatchFrame] | None) -> Scan:
+    """As `scan_stream`, cheaper when `known` frames were verified before in the same file:
+    those are checked again by their CRC alone, and only the bytes after them are walked.
+    Any of them changed: a full scan (which finds and reports the damage)."""
+    if not known:
+        return scan_stream(data, schema)
+    buf = memoryview(data)
+    header = schema_message(schema)
+    if bytes(buf[: len(header)]) != header or not all(frame_intact(buf, f) for f in known):
+        return scan_stream(data, schema)
+    rest = _walk(data, buf, known[-1].end, file_format=False)
+    rest.batches[:0] = known
+    return rest
+
+
+def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes]]:
+    """Walk a sealed `.arrow` segment (an IPC file written by `write_ipc_file`) like a stream:
+    every batch CRC-verified, the footer not trusted (its offsets are not covered by a CRC).
+
+    Also returns the schema metadata (quota size and summary, see `write_ipc_file`).
+    """
+    buf = memoryview(data)
+    if bytes(buf[: len(IPC_FILE_MAGIC)]) != IPC_FILE_MAGIC:
+        return Scan(header_ok=False, foreign="not an Arrow IPC file"), {}
+    try:
+        msg = read_message(buf, len(IPC_FILE_MAGIC))
+        if msg is None or msg.kind != SCHEMA_MSG:
+            raise FrameError("no schema message")
+    except FrameError as err:
+        return Scan(header_ok=False, foreign=f"unreadable schema message ({err})"), {}
+    meta = _file_schema_metadata(schema, bytes(buf[msg.start : msg.end]))
+    if meta is None:
+        return Scan(header_ok=False, foreign="not the sunpm schema"), {}
+    return _walk(data, buf, msg.end, file_format=True), meta
+
+
+_FILE_SCHEMAS: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
+
+
+def _file_schema_metadata(schema: pa.Schema, message: bytes) -> dict[bytes, bytes] | None:
+    """The metadata of an IPC file's schema message when the message is byte-identical to
+    `schema` carrying that metadata (so a flip in a field's type or name, outside any batch's
+    CRC, cannot change how the batches decode); None otherwise."""
+    key = (id(schema), message)
+    known = _FILE_SCHEMAS.get(key)
+    if known is not None:
+        return known
+    try:
+        found = pa.ipc.read_schema(pa.py_buffer(message))
+    except pa.ArrowInvalid:
+        return None
+    meta = dict(found.metadata or {})
+    if schema.with_metadata(meta).serialize().to_pybytes() != message:
+        return None
+    if len(_FILE_SCHEMAS) > 4096:  # one entry per distinct quota size: bounded all the same
+        _FILE_SCHEMAS.clear()
+    _FILE_SCHEMAS[key] = meta
+    return meta
+
+
+def _walk(data: Raw, buf: memoryview, pos: int, *, file_format: bool) -> Scan:
+    """Trusted batches from `pos` (just after the schema message) on.
+
+    A stream ends at its end-of-stream marker only if nothing follows it; a file's marker is
+    followed by its footer.
+    """
+    n = len(buf)
+    scan = Scan(header_ok=True, good_end=pos)
     while pos < n:
         try:
-            frame = read_batch(buf, pos, verify=verify)
+            frame = read_batch(buf, pos)
         except FrameError:
             frame = None
         else:
-            if frame is None and pos + len(EOS) == n:
+            if frame is None and (file_format or pos + len(EOS) == n):
                 scan.ended = True
                 return scan
         if frame is None:
@@ -131,45 +197,110 @@ def _resync(data: Raw, buf: memoryview, start: int) -> int | None:
         if pos < 0:
             return None
         try:
-            if read_batch(buf, pos, verify=True) is not None:
+            if read_batch(buf, pos) is not None:
                 return pos
         except FrameError:
             pass  # not a batch start; keep looking
         pos += 1
 
 
-def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[BatchFrame]
+def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[BatchFrame], *,
+                  header: tuple[int, int] | None = None, combine: bool = True
                   ) -> list[pa.RecordBatch]:
-    """Decode trusted frames into record batches (zero-copy when they are contiguous)."""
+    """Decode trusted frames into record batches (zero-copy when they are contiguous).
+
+    `header`: (start, end) of the schema message inside `buf` (an IPC file's, which carries
+    metadata); default: `schema`'s own message at offset 0 (a stream segment). `combine`: one
+    batch for all of them (a live segment's many small ones), else as written.
+    """
     if not frames:
         return []
-    header = schema_message(schema)
     pabuf = buf if isinstance(buf, pa.Buffer) else pa.py_buffer(buf)
+    if header is None:
+        header = (0, len(schema_message(schema)))
     contiguous = all(a.end == b.start for a, b in itertools.pairwise(frames))
-    if contiguous and frames[0].start == len(header):
-        source = pabuf.slice(0, frames[-1].end)
+    if contiguous and frames[0].start == header[1]:
+        source = pabuf.slice(header[0], frames[-1].end - header[0])
     else:
-        parts = [header] + [pabuf.slice(f.start, f.end - f.start).to_pybytes() for f in frames]
+        parts = [pabuf.slice(header[0], header[1] - header[0]).to_pybytes()]
+        parts += [pabuf.slice(f.start, f.end - f.start).to_pybytes() for f in frames]
         source = pa.py_buffer(b"".join(parts))
     table = pa.ipc.open_stream(pa.BufferReader(source)).read_all()
     if table.num_rows == 0:
         return []
+    if not combine:
+        as_written: list[pa.RecordBatch] = table.to_batches()
+        return as_written
     # One batch per segment: a live segment holds one small batch per commit, and per-batch
     # costs downstream (concatenation, scans) dwarf this one merge in C++.
     merged: list[pa.RecordBatch] = table.combine_chunks().to_batches()
     return merged
 
 
-def read_ipc_file(path: Path) -> tuple[list[pa.RecordBatch], dict[bytes, bytes]]:
-    """Batches of a sealed `.arrow` segment (zero-copy over a memory map) and its metadata."""
-    source = pa.memory_map(str(path))
-    reader = pa.ipc.open_file(source)
-    meta = dict(reader.schema.metadata or {})
-    batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-    return batches, meta
+def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: bool,
+                   chunk_rows: int = 65_536) -> None:
+    """Write `table` as an Arrow IPC file of self-verifying batches, fsynced (not its entry).
+
+    Each batch carries the `sunpm.batch` metadata of a framed batch (store/_ipc.py); the
+    dictionaries (unified, written once in a file) are covered by the first batch's CRC. Any
+    Arrow reader still opens the file by its footer.
+    """
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
+    with pa.ipc.new_file(sink, schema, options=options) as writer:
+        for batch in table.cast(schema).to_batches(max_chunksize=chunk_rows):
+            if batch.num_rows == 0:
+                continue
+            seq = batch.column("seq")
+            ts = batch.column("ts").cast(pa.int64())
+            bounds = pc.min_max(ts)
+            writer.write_batch(batch, custom_metadata=batch_metadata(
+                batch.num_rows, int(pc.min(seq).as_py()), int(pc.max(seq).as_py()),
+                int(bounds["min"].as_py()), int(bounds["max"].as_py())))
+    data = bytearray(sink.getvalue().to_pybytes())
+    first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+    assert first is not None
+    seal_frames(data, first.end)
+    fd = fsio.open_new(path)
+    try:
+        fsio.pwrite_all(fd, data, 0)
+        fsio.fsync(fd)
+    finally:
+        fsio.close(fd)
+
+
+def map_file(path: Path) -> Raw:
+    """A file's bytes, memory-mapped (read-only) unless empty."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def read_ipc_file(path: Path, schema: pa.Schema
+                  ) -> tuple[list[pa.RecordBatch], dict[bytes, bytes], Scan]:
+    """Verified batches of a sealed `.arrow` segment (zero-copy over a memory map), its schema
+    metadata and what the walk found (damage, a torn end, not ours)."""
+    data = map_file(path)
+    scan, meta = scan_ipc_file(data, schema)
+    if not scan.header_ok:
+        return [], meta, scan
+    first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+    assert first is not None
+    batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                            header=(first.start, first.end), combine=False)
+    return batches, meta, scan
 
 
 def ipc_file_uncompressed_size(path: Path) -> int:
-    with pa.memory_map(str(path)) as source:
-        meta = pa.ipc.open_file(source).schema.metadata or {}
-    return int(meta.get(UNCOMPRESSED_KEY, os.path.getsize(path)))
+    """The quota size recorded in a sealed file's schema message (its size on disk if absent)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        msg = read_message(memoryview(head), len(IPC_FILE_MAGIC))
+        if msg is None:
+            raise FrameError("no schema message")
+        meta = pa.ipc.read_schema(pa.py_buffer(head[msg.start : msg.end])).metadata or {}
+        return int(meta[UNCOMPRESSED_KEY])
+    except (FrameError, pa.ArrowInvalid, KeyError, ValueError):
+        return os.path.getsize(path)

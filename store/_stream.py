@@ -16,26 +16,28 @@ from typing import Final
 
 import pyarrow as pa
 
+from store import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,
     UNCOMPRESSED_KEY,
+    Region,
+    Scan,
     decode_frames,
     ipc_file_uncompressed_size,
     parse_name,
     read_ipc_file,
+    rescan_stream,
     scan_stream,
     segment_name,
+    write_ipc_file,
 )
 from store.errors import ReportKind, StoreReport
-from store.fsio import fsync_dir as fsync_dir  # noqa: PLC0414  (store.log imports it from here)
 
 log = logging.getLogger("sunpm.store")
 
 DAY_NS: Final = 86_400 * 1_000_000_000
-SEQ_LAST_KEY: Final = b"sunpm.seq_last"
-TS_MIN_KEY: Final = b"sunpm.ts_min"
-TS_MAX_KEY: Final = b"sunpm.ts_max"
+SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 
 
 @dataclass(slots=True)
@@ -53,7 +55,8 @@ class Segment:
     damaged: bool = False
     fd: int | None = None  # open for appends (writer only)
     size_known: bool = True  # False: an IPC file's quota size not read from its footer yet
-    frames: list[BatchFrame] | None = None  # trusted frames of `committed` bytes, when known
+    # Trusted frames of a stream segment as last verified (checked again by CRC on each read).
+    frames: list[BatchFrame] | None = None
 
     def summarise(self, frames: list[BatchFrame]) -> None:
         if frames:
@@ -87,7 +90,7 @@ class Stream:
             if parsed is None or not entry.is_file():
                 if entry.name.endswith(".tmp") and not read_only:
                     # A compaction cut short by a crash; its source segment is still there.
-                    os.unlink(entry.path)
+                    fsio.unlink(Path(entry.path))
                     continue
                 self._report(ReportKind.FOREIGN, Path(entry.path), "not a segment file name")
                 continue
@@ -98,8 +101,8 @@ class Stream:
                 stale = other if ipc_file else Path(entry.path)
                 keep = Path(entry.path) if ipc_file else other
                 if not read_only:
-                    os.unlink(stale)
-                    fsync_dir(self.dir)
+                    fsio.unlink(stale)
+                    fsio.fsync_dir(self.dir)
                 found[seq0] = keep
                 continue
             found[seq0] = Path(entry.path)
@@ -115,6 +118,9 @@ class Stream:
                 seg = Segment(seq0, path, False, size, size, sealed=True)
             self.segments.append(seg)
         self.next_seq = self.segments[0].seq0 if self.segments else 1
+        for seg in self.segments[:-1]:
+            if not seg.ipc_file:
+                self._check_sealed_end(seg)
         if self.segments:
             try:
                 self._check_last(read_only=read_only)
@@ -126,35 +132,71 @@ class Stream:
                 seg.damaged = True
                 self.next_seq = seg.seq_last + 1 if seg.seq_last is not None else seg.seq0
 
+    def _check_sealed_end(self, seg: Segment) -> None:
+        """A stream segment before the last one ends with its end-of-stream marker, unless it
+        was closed because of damage (appends moved on to a new segment, the marker never
+        written): such a one is walked now, so its damage is reported on every open."""
+        try:
+            with open(seg.path, "rb") as fh:
+                fh.seek(max(0, seg.size - len(EOS)))
+                if fh.read(len(EOS)) == EOS:
+                    return
+                fh.seek(0)
+                data = fh.read()
+        except OSError as err:
+            self._report(ReportKind.UNREADABLE, seg.path, str(err))
+            seg.damaged = True
+            return
+        scan = scan_stream(data, self.schema)
+        seg.damaged = True
+        if scan.foreign:
+            self._report(ReportKind.FOREIGN, seg.path, scan.foreign)
+            seg.committed = 0
+            return
+        for region in [*scan.damage, *([scan.torn] if scan.torn is not None else [])]:
+            self._report(ReportKind.DAMAGE, seg.path, "", offset=region.offset,
+                         length=region.length)
+        seg.committed = scan.good_end if scan.header_ok else 0
+        seg.summarise(scan.batches)
+        seg.frames = scan.batches
+
     def _check_last(self, *, read_only: bool) -> None:
         seg = self.segments[-1]
         if seg.ipc_file:
             try:
-                batches, meta = read_ipc_file(seg.path)
+                _, meta, scan = read_ipc_file(seg.path, self.schema)
             except (OSError, pa.ArrowInvalid) as err:
                 self._report(ReportKind.UNREADABLE, seg.path, str(err).splitlines()[0])
                 self.segments.pop()
                 self.next_seq = max(self.next_seq, seg.seq0)
                 return
-            _summarise_meta(seg, meta)
-            if seg.seq_last is None:
-                _summarise_table(seg, batches)
+            self._report_file_scan(seg, scan)
+            if not scan.header_ok:
+                self.segments.pop()
+                self.next_seq = self._next_after_previous(seg.seq0)
+                return
+            seg.summarise(scan.batches)
             last = seg.seq_last if seg.seq_last is not None else seg.seq0 - 1
+            # A damaged last batch must not have its seq numbers given again: the file states
+            # the last one it was written with (a hint only; never lower than what was read).
+            try:
+                last = max(last, int(meta.get(SEQ_LAST_KEY, b"0")))
+            except ValueError:
+                pass
             self.next_seq = last + 1
             return
         with open(seg.path, "rb") as fh:
             data = fh.read()
-        # A writer checks every batch (it appends after them); a read-only open (a card dump)
-        # checks the structure and the last batch's CRC: torn tails are found, and damage
-        # further in is `Log.check`'s (fsck) to report.
-        scan = scan_stream(data, self.schema, verify=not read_only, verify_last=read_only)
+        # Every batch is CRC-checked, by a writer (it appends after them) and by a read-only
+        # open (a card dump) alike: both keep exactly the same batches.
+        scan = scan_stream(data, self.schema)
         if scan.foreign:
             self._report(ReportKind.FOREIGN, seg.path, scan.foreign)
             self.segments.pop()
             if not read_only:
                 # It holds the name the next segment needs; move it aside, keep its bytes.
-                os.rename(seg.path, seg.path.with_name(seg.path.name + ".corrupt"))
-                fsync_dir(self.dir)
+                fsio.rename(seg.path, seg.path.with_name(seg.path.name + ".corrupt"))
+                fsio.fsync_dir(self.dir)
             self.next_seq = self._next_after_previous(seg.seq0)
             return
         for region in scan.damage:
@@ -170,8 +212,8 @@ class Stream:
                 self.reports.append(StoreReport(
                     kind=ReportKind.TORN_TAIL, path=seg.path, offset=0, length=scan.torn.length,
                     kept_batches=0))
-            os.unlink(seg.path)
-            fsync_dir(self.dir)
+            fsio.unlink(seg.path)
+            fsio.fsync_dir(self.dir)
             self.segments.pop()
             return
         if scan.torn is not None:
@@ -193,12 +235,12 @@ class Stream:
         return (prev.seq_last + 1) if prev.seq_last is not None else max(prev.seq0, fallback)
 
     def _cut(self, seg: Segment, length: int) -> None:
-        fd = os.open(seg.path, os.O_WRONLY)
+        fd = fsio.open_append(seg.path)
         try:
-            os.ftruncate(fd, length)
-            os.fsync(fd)
+            fsio.ftruncate(fd, length)
+            fsio.fsync(fd)
         finally:
-            os.close(fd)
+            fsio.close(fd)
 
     def _report(self, kind: ReportKind, path: Path, detail: str, *, offset: int | None = None,
                 length: int | None = None) -> None:
@@ -209,24 +251,54 @@ class Stream:
 
     def walk(self, seg: Segment) -> list[pa.RecordBatch]:
         """Trusted batches of a segment (committed part only), filling in its summary."""
+        return self.read(seg)[0]
+
+    def read(self, seg: Segment) -> tuple[list[pa.RecordBatch], list[StoreReport]]:
+        """Trusted batches of a segment (committed part only, each batch's CRC verified) and
+        what the walk found wrong (damage, a sealed file not ours), filling in its summary.
+
+        Verified on every read, not trusted from an earlier check: bytes can rot on flash
+        after they were checked, and a damaged batch must never come back as data.
+        """
         if seg.ipc_file:
-            batches, meta = read_ipc_file(seg.path)
+            batches, _, scan = read_ipc_file(seg.path, self.schema)
             if seg.seq_last is None or seg.ts_min is None:
-                _summarise_meta(seg, meta)
-            return batches
+                seg.summarise(scan.batches)
+            return batches, self._file_findings(seg, scan)
         if seg.committed == 0:
-            return []
-        frames = seg.frames
-        if frames is not None and (not frames or frames[-1].end <= seg.committed):
-            # Frames known from the open's check: decode in place over a memory map.
-            source = pa.memory_map(str(seg.path)).read_buffer(seg.committed)
-            return decode_frames(source, self.schema, frames)
+            return [], []
+        # Copied, not mapped: a failed commit's cut-back may shorten the file under a reader.
         with open(seg.path, "rb") as fh:
             data = fh.read(seg.committed)
-        # Known damage hides from a structural walk (a zeroed body still parses): verify then.
-        frames = scan_stream(data, self.schema, verify=seg.damaged).batches
-        seg.summarise(frames)
-        return decode_frames(memoryview(data), self.schema, frames)
+        scan = rescan_stream(data, self.schema, seg.frames)
+        seg.summarise(scan.batches)
+        seg.frames = scan.batches
+        found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,
+                             length=r.length) for r in scan.damage]
+        if scan.foreign:
+            found.append(StoreReport(kind=ReportKind.FOREIGN, path=seg.path,
+                                     detail=scan.foreign))
+        if scan.torn is not None:
+            # Inside the committed bytes nothing is a tail (torn tails were cut, or left outside
+            # them read-only): bytes that fail there are damage.
+            found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
+                                     offset=scan.torn.offset, length=scan.torn.length))
+        return decode_frames(memoryview(data), self.schema, scan.batches), found
+
+    def _file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
+        found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,
+                             length=r.length) for r in scan.damage]
+        if scan.foreign:
+            found.append(StoreReport(kind=ReportKind.FOREIGN, path=seg.path,
+                                     detail=scan.foreign))
+        if scan.torn is not None or (scan.header_ok and not scan.ended):
+            region = scan.torn or Region(scan.good_end, 0)
+            found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
+                                     offset=region.offset, length=region.length))
+        return found
+
+    def _report_file_scan(self, seg: Segment, scan: Scan) -> None:
+        self.reports.extend(self._file_findings(seg, scan))
 
     # -- writing (writer thread) -----------------------------------------------------------
 
@@ -251,15 +323,15 @@ class Stream:
         header = schema_message(self.schema)
         path = self.dir / segment_name(self.next_seq)
         # O_EXCL: a name already taken means our numbering is wrong; never overwrite a segment.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = fsio.open_new(path, exclusive=True)
         try:
-            os.write(fd, header)
-            os.fsync(fd)
+            fsio.pwrite_all(fd, header, 0)
+            fsio.fsync(fd)
         except OSError:
-            os.close(fd)
-            os.unlink(path)
+            fsio.close(fd)
+            fsio.unlink(path)
             raise
-        fsync_dir(self.dir)
+        fsio.fsync_dir(self.dir)
         seg = Segment(self.next_seq, path, False, len(header), len(header), sealed=False, day=day,
                       fd=fd)
         self.segments.append(seg)
@@ -268,7 +340,7 @@ class Stream:
 
     def ensure_fd(self, seg: Segment) -> int:
         if seg.fd is None:
-            seg.fd = os.open(seg.path, os.O_WRONLY)
+            seg.fd = fsio.open_append(seg.path)
         return seg.fd
 
     def checkpoint(self) -> None:
@@ -285,7 +357,7 @@ class Stream:
         for seg in self._created:
             self._close(seg)
             try:
-                os.unlink(seg.path)
+                fsio.unlink(seg.path)
             except OSError as err:
                 log.error("Could not remove a segment of a failed commit. segment=%s error=%s",
                           seg.path, err)
@@ -294,13 +366,13 @@ class Stream:
         for seg, committed, sealed, size in self._checkpoint:
             if seg.committed != committed and seg in self.segments:
                 try:
-                    os.truncate(seg.path, committed)
+                    fsio.truncate(seg.path, committed)
                 except OSError as err:
                     log.error("Cut-back failed. segment=%s error=%s", seg.path, err)
                     continue
             seg.committed, seg.sealed, seg.size = committed, sealed, size
         try:
-            fsync_dir(self.dir)
+            fsio.fsync_dir(self.dir)
         except OSError as err:
             log.error("Directory fsync failed. dir=%s error=%s", self.dir, err)
         self._created = []
@@ -309,29 +381,25 @@ class Stream:
         """Append one framed batch and fsync; on failure cut back to the committed length."""
         fd = self.ensure_fd(seg)
         try:
-            view = memoryview(frame)
-            done = 0
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], seg.committed + done)
-            os.fsync(fd)
+            fsio.pwrite_all(fd, frame, seg.committed)
+            fsio.fsync(fd)
         except OSError:
             try:
-                os.ftruncate(fd, seg.committed)
+                fsio.ftruncate(fd, seg.committed)
             except OSError as cut_err:
                 log.error("Cut-back after a failed write failed. segment=%s error=%s",
                           seg.path, cut_err)
             raise
         seg.committed += len(frame)
         seg.size = seg.committed
-        seg.frames = None
 
     def seal(self, seg: Segment) -> None:
         fd = self.ensure_fd(seg)
         try:
-            os.pwrite(fd, EOS, seg.committed)
-            os.fsync(fd)
+            fsio.pwrite_all(fd, EOS, seg.committed)
+            fsio.fsync(fd)
         except OSError:
-            os.ftruncate(fd, seg.committed)
+            fsio.ftruncate(fd, seg.committed)
             raise
         seg.committed += len(EOS)
         seg.size = seg.committed
@@ -340,7 +408,7 @@ class Stream:
 
     def _close(self, seg: Segment) -> None:
         if seg.fd is not None:
-            os.close(seg.fd)
+            fsio.close(seg.fd)
             seg.fd = None
 
     def close_fd(self) -> None:
@@ -349,8 +417,8 @@ class Stream:
 
     def delete(self, seg: Segment) -> None:
         self._close(seg)
-        os.unlink(seg.path)
-        fsync_dir(self.dir)
+        fsio.unlink(seg.path)
+        fsio.fsync_dir(self.dir)
         self.segments.remove(seg)
 
     def compact(self, seg: Segment, *, compress: bool, lock: threading.Lock) -> None:
@@ -359,55 +427,26 @@ class Stream:
         Written under a temporary name, fsynced, renamed, then the stream file goes; a crash in
         between leaves both and `load` keeps the IPC file.
         """
-        batches = self.walk(seg)
+        batches, findings = self.read(seg)
+        if findings:
+            # Rewriting would drop the damaged bytes, and with them the evidence: left in place.
+            raise OSError(f"not rewritten, {findings[0]}")
         table = pa.Table.from_batches(batches, schema=self.schema).unify_dictionaries()
         meta = dict(self.schema.metadata or {})
         meta[UNCOMPRESSED_KEY] = str(seg.size).encode()
-        for key, value in ((SEQ_LAST_KEY, seg.seq_last), (TS_MIN_KEY, seg.ts_min),
-                           (TS_MAX_KEY, seg.ts_max)):
-            if value is not None:
-                meta[key] = str(value).encode()
-        schema = self.schema.with_metadata(meta)
+        if seg.seq_last is not None:
+            meta[SEQ_LAST_KEY] = str(seg.seq_last).encode()
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
-        options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema,
-                                                                 options=options) as writer:
-            writer.write_table(table.cast(schema), max_chunksize=65_536)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress)
         # Readers hold the lock only to copy a segment's entry: the rewrite above runs without
         # it; the switch of name and kind is atomic for them.
         with lock:
-            os.rename(tmp, final)
+            fsio.rename(tmp, final)
             old = seg.path
             seg.path = final
             seg.ipc_file = True
             seg.frames = None
-        fsync_dir(self.dir)
-        os.unlink(old)
-        fsync_dir(self.dir)
-
-
-def _summarise_meta(seg: Segment, meta: dict[bytes, bytes]) -> None:
-    try:
-        seg.seq_last = int(meta[SEQ_LAST_KEY])
-        seg.ts_min = int(meta[TS_MIN_KEY])
-        seg.ts_max = int(meta[TS_MAX_KEY])
-    except (KeyError, ValueError):
-        return  # written elsewhere: the summary stays unknown and readers filter rows instead
-
-
-def _summarise_table(seg: Segment, batches: list[pa.RecordBatch]) -> None:
-    rows = [b for b in batches if b.num_rows]
-    if not rows:
-        return
-    seq_max = max(int(pa.compute.max(b.column("seq")).as_py()) for b in rows)
-    ts_min = min(pa.compute.min(b.column("ts")).cast(pa.int64()).as_py() for b in rows)
-    ts_max = max(pa.compute.max(b.column("ts")).cast(pa.int64()).as_py() for b in rows)
-    seg.seq_last = seq_max
-    seg.ts_min = int(ts_min)
-    seg.ts_max = int(ts_max)
+        fsio.fsync_dir(self.dir)
+        fsio.unlink(old)
+        fsio.fsync_dir(self.dir)

@@ -44,10 +44,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.model import FullPolicy as _ConfigFullPolicy
-from store import snapshots
+from store import fsio, snapshots
 from store._ipc import frame_batch, schema_message
-from store._segment import scan_stream
-from store._stream import DAY_NS, Segment, Stream, fsync_dir
+from store._stream import DAY_NS, Segment, Stream
 from store.errors import (
     ReportKind,
     StoreClosedError,
@@ -160,6 +159,10 @@ class _PendingEvent:
 
 @dataclass(slots=True)
 class _Counters:
+    """A device's quota counters. Owner: the writer (its commit job for the device, one at a
+    time); other threads only read them (`stats`). Drops decided on the loop (the memory
+    bound while the disk fails) are counted in `Log._memory_dropped` and handed over in `_Work`."""
+
     dropped: int = 0
     evicted: int = 0
     full: bool = False
@@ -171,6 +174,7 @@ class _Counters:
 class _Work:
     records: dict[str, list[_PendingBatch]]
     journal: list[_PendingEvent]
+    memory_drops: dict[str, int]  # records dropped on the loop since the last commit, per device
 
 
 @dataclass(slots=True)
@@ -181,6 +185,7 @@ class _Outcome:
     failed_journal: list[_PendingEvent] = field(default_factory=list)
     error: OSError | None = None
     compact: list[tuple[str, Segment]] = field(default_factory=list)
+    carry: list[_PendingEvent] = field(default_factory=list)  # for the next commit
     # Acknowledgements, given on the loop after the watermark moved (never before).
     acks: list[tuple[asyncio.Future[SeqRange], SeqRange]] = field(default_factory=list)
     journal_acks: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
@@ -198,11 +203,19 @@ class Log:
         self.options = options
         self.read_only = read_only
         self.reports: list[StoreReport] = []
+        self._noted: set[StoreReport] = set()
         self._streams: dict[str, Stream] = {}
         self._journal: Stream | None = None
         self._lock = threading.Lock()  # guards segment lists against readers on other threads
         self._lock_fd: int | None = None
+        # Ownership, so that no count rests on which list or int operation is atomic: the event
+        # loop owns `_pending*`, `_pending_bytes`, `_memory_dropped`, `_drops_to_hand`,
+        # `_carry_events`, `_committed`; the writer (its thread and, per device, the commit job
+        # on the pool) owns `_counters`, the streams and the journal state. They meet only in
+        # `_Work` (loop -> writer) and `_Outcome` (writer -> loop, settled on the loop).
         self._counters: dict[str, _Counters] = {}
+        self._memory_dropped: dict[str, int] = {}
+        self._drops_to_hand: dict[str, int] = {}
         self._journal_full = False
         self._last_state_seq: int | None = None
         self._carry_events: list[_PendingEvent] = []
@@ -290,10 +303,10 @@ class Log:
             created = False
             for sub in ("devices", JOURNAL, "defs", "config", "state"):
                 if not (self.path / sub).is_dir():
-                    (self.path / sub).mkdir(parents=True, exist_ok=True)
+                    fsio.mkdir(self.path / sub, parents=True)
                     created = True
             if created:
-                fsync_dir(self.path)  # the directories' entries survive a power cut too
+                fsio.fsync_dir(self.path)  # the directories' entries survive a power cut too
             self._take_lock()
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
@@ -312,10 +325,12 @@ class Log:
                                                     path=Path(entry.path), detail=str(err)))
                     continue
                 self._adopt(stream)
+                self._committed[stream.name] = stream.next_seq - 1
         if (self.path / JOURNAL).is_dir():
             journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA)
             journal.load(read_only=self.read_only)
             self.reports.extend(journal.reports)
+            self._noted.update(journal.reports)
             self._journal = journal
             self._journal_committed = journal.next_seq - 1
         for report in self.reports:
@@ -326,9 +341,9 @@ class Log:
 
     def _adopt(self, stream: Stream) -> None:
         self.reports.extend(stream.reports)
+        self._noted.update(stream.reports)
         self._streams[stream.name] = stream
         self._counters[stream.name] = _Counters()
-        self._committed[stream.name] = stream.next_seq - 1
 
     def _take_lock(self) -> None:
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -486,14 +501,8 @@ class Log:
             self._pending[device].pop(0)
             self._pending_bytes -= item.nbytes
             records = _count_records(item.batch)
-            counters = self._counters.setdefault(device, _Counters())
-            counters.dropped += records
-            counters.episode_dropped += records
-            if not counters.full:
-                counters.full = True
-                self._carry_events.append(_PendingEvent(
-                    _now_ns(), "storage", device, None,
-                    _json({"event": "full", "reason": "disk", "device": device}), None))
+            self._memory_dropped[device] = self._memory_dropped.get(device, 0) + records
+            self._drops_to_hand[device] = self._drops_to_hand.get(device, 0) + records
             if item.future is not None and not item.future.done():
                 seq = self._committed.get(device, 0) + 1
                 item.future.set_result(SeqRange(seq, seq - 1, dropped=True))
@@ -545,17 +554,20 @@ class Log:
                 return
 
     def _take(self) -> _Work | None:
-        if not self._pending and not self._pending_journal and not self._carry_events:
+        if (not self._pending and not self._pending_journal and not self._carry_events
+                and not self._drops_to_hand):
             return None
         journal = self._carry_events + self._pending_journal
-        work = _Work(self._pending, journal)
+        work = _Work(self._pending, journal, self._drops_to_hand)
         self._pending = {}
         self._pending_journal = []
         self._carry_events = []
+        self._drops_to_hand = {}
         self._pending_bytes = 0
         return work
 
     def _settle(self, outcome: _Outcome) -> None:
+        self._carry_events.extend(outcome.carry)
         for device, results in outcome.records.items():
             for result in results:
                 if not result.dropped:
@@ -621,50 +633,61 @@ class Log:
     def _commit_sync(self, work: _Work) -> _Outcome:
         outcome = _Outcome()
         events: list[_PendingEvent] = []
+        for device, records in work.memory_drops.items():
+            # Before the device's job starts: the writer thread owns the counters here.
+            # `dropped` stays the loop's (stats adds `_memory_dropped`); the episode's count
+            # for its `available` event is the writer's.
+            counters = self._counters.setdefault(device, _Counters())
+            counters.episode_dropped += records
+            self._start_episode(device, counters, events, "disk")
         assert self._io is not None
         # One job per device on a small pool: a device's framing is CPU work under the GIL, but
         # its fsyncs (and directory fsyncs of new segments) overlap with the other devices'.
-        jobs = [(device, items, self._io.submit(self._commit_device, device, items, events,
-                                                outcome))
+        # Each job returns its events and sealed segments; nothing is shared between jobs.
+        jobs = [(device, items, self._io.submit(self._commit_device, device, items))
                 for device, items in work.records.items()]
         for device, items, job in jobs:
-            results, failure = job.result()
-            if failure is not None:
-                outcome.error = failure
+            job_result = job.result()
+            events.extend(job_result.events)
+            outcome.compact.extend(job_result.compact)
+            if job_result.failure is not None:
+                outcome.error = job_result.failure
                 outcome.failed_records[device] = items
                 continue
-            outcome.records[device] = results
-            for item, result in zip(items, results, strict=True):
+            outcome.records[device] = job_result.results
+            for item, result in zip(items, job_result.results, strict=True):
                 if item.future is not None:
                     outcome.acks.append((item.future, result))
         self._commit_journal(work.journal + events, outcome)
         return outcome
 
-    def _commit_device(self, device: str, items: list[_PendingBatch],
-                       events: list[_PendingEvent], outcome: _Outcome
-                       ) -> tuple[list[SeqRange], OSError | None]:
+    def _commit_device(self, device: str, items: list[_PendingBatch]) -> _DeviceCommit:
         """Frame, check the quota, write and fsync one device's part of a commit (pool thread).
 
         On failure everything this commit did to the device's segments is rolled back.
         """
+        done = _DeviceCommit()
         stream = self._device_stream(device)
         if isinstance(stream, OSError):
-            return [], stream
+            done.failure = stream
+            return done
         saved = stream.next_seq
         stream.checkpoint()
-        local: list[_PendingEvent] = []
         try:
-            writes, results = self._prepare_device(device, stream, items, local, outcome)
-            failure = _write_all(stream, writes)
+            writes, done.results = self._prepare_device(device, stream, items, done.events,
+                                                        done.compact)
+            done.failure = _write_all(stream, writes)
         except OSError as err:
-            failure = err
-        if failure is not None:
+            done.failure = err
+        if done.failure is not None:
             with self._lock:
                 stream.rollback()
             stream.next_seq = saved
-            return [], failure
-        events.extend(local)  # list.extend is atomic: pool threads share `events`
-        return results, None
+            done.results = []
+            # What the failed attempt counted (quota drops, evictions) stands: evicted segments
+            # are gone. Its events go with the journal of this commit all the same.
+            done.compact = []
+        return done
 
     def _device_stream(self, device: str) -> Stream | OSError:
         stream = self._streams.get(device)
@@ -672,8 +695,8 @@ class Log:
             return stream
         directory = self.path / "devices" / device
         try:
-            directory.mkdir(exist_ok=True)
-            fsync_dir(directory.parent)
+            fsio.mkdir(directory)
+            fsio.fsync_dir(directory.parent)
         except OSError as err:
             return err
         stream = Stream(device, directory, RECORDS_SCHEMA)
@@ -682,7 +705,7 @@ class Log:
         return stream
 
     def _prepare_device(self, device: str, stream: Stream, items: list[_PendingBatch],
-                        events: list[_PendingEvent], outcome: _Outcome
+                        events: list[_PendingEvent], compact: list[tuple[str, Segment]]
                         ) -> tuple[list[tuple[Segment, bytes]], list[SeqRange]]:
         """Frame the device's pending batches per UTC day, apply the quota, rotate segments.
 
@@ -711,7 +734,7 @@ class Log:
             frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=stream.next_seq,
                                 seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
             records = seq - stream.next_seq
-            seg = self._segment_for(stream, day, len(frame), writes, outcome)
+            seg = self._segment_for(stream, day, len(frame), writes, compact)
             evicted_before = counters.evicted
             if not self._make_quota_room(device, stream, seg, len(frame), counters, events):
                 counters.dropped += records
@@ -742,7 +765,8 @@ class Log:
         return writes, results
 
     def _segment_for(self, stream: Stream, day: int, frame_len: int,
-                     writes: list[tuple[Segment, bytes]], outcome: _Outcome) -> Segment | None:
+                     writes: list[tuple[Segment, bytes]], compact: list[tuple[str, Segment]]
+                     ) -> Segment | None:
         """The open segment that takes this frame, sealing the current one if it must."""
         seg = stream.open_segment()
         if seg is None:
@@ -762,7 +786,7 @@ class Log:
         with self._lock:
             stream.seal(seg)
         if self.options.compact_sealed or self.options.compress_sealed:
-            outcome.compact.append((stream.name, seg))
+            compact.append((stream.name, seg))
         return None
 
     def _limit(self, stream: Stream) -> int:
@@ -869,7 +893,7 @@ class Log:
                 ts = [e.ts_ns for e in chosen]
                 frame = frame_batch(JOURNAL_SCHEMA, batch, seq_first=seqs[indexes[0]],
                                     seq_last=seqs[indexes[-1]], ts_min=min(ts), ts_max=max(ts))
-                seg = self._segment_for(stream, day, len(frame), writes, outcome)
+                seg = self._segment_for(stream, day, len(frame), writes, outcome.compact)
                 stream.next_seq = seqs[indexes[0]]  # a new segment is named by its first seq
                 if seg is None:
                     seg = stream.create_segment(day)
@@ -896,11 +920,11 @@ class Log:
             if event.future is not None:
                 outcome.journal_acks.append((event.future, seq))
         try:
-            self._journal_quota(stream)
+            self._journal_quota(stream, outcome.carry)
         except OSError as err:
             log.error("Journal quota deletion failed. error=%s", err)
 
-    def _journal_quota(self, stream: Stream) -> None:
+    def _journal_quota(self, stream: Stream, carry: list[_PendingEvent]) -> None:
         quota = self.options.journal_quota
         if stream.usage <= quota:
             self._journal_full = False
@@ -928,15 +952,14 @@ class Log:
                 except (StoreError, OSError, TypeError, ValueError) as err:
                     log.error("State snapshot for the journal quota failed. error=%s", err)
                 else:
-                    self._carry_events.append(_PendingEvent(_now_ns(), "state", None, None, body,
-                                                            None))
+                    carry.append(_PendingEvent(_now_ns(), "state", None, None, body, None))
                     return
             if not ok:
                 if not self._journal_full:
                     self._journal_full = True
                     log.error("Storage full. device=journal usage=%d quota=%d", stream.usage,
                               quota)
-                    self._carry_events.append(_PendingEvent(_now_ns(), "storage", None, None,
+                    carry.append(_PendingEvent(_now_ns(), "storage", None, None,
                         _json({"event": "full", "device": JOURNAL, "reason": "quota"}), None))
                 return
             assert victim is not None
@@ -981,9 +1004,12 @@ class Log:
             stream = self._streams.get(device)
             usage = stream.usage if stream is not None else 0
             segments = len(stream.segments) if stream is not None else 0
+        # The writer's counts plus the drops the loop made while the disk failed (read on the
+        # loop, which owns those; the writer's may lag by the commit in flight).
+        memory = self._memory_dropped.get(device, 0)
         return DeviceStats(usage, self.options.device_quota_bytes, segments,
-                           self._committed.get(device, 0), counters.dropped, counters.evicted,
-                           counters.full)
+                           self._committed.get(device, 0), counters.dropped + memory,
+                           counters.evicted, counters.full or device in self._drops_to_hand)
 
     def watermark(self) -> Watermark:
         return Watermark(dict(self._committed), self._journal_committed)
@@ -1044,52 +1070,60 @@ class Log:
             try:
                 with self._lock:
                     snapshot = copy.copy(seg)
-                batches = stream.walk(snapshot)
+                batches, findings = stream.read(snapshot)
                 if seg.sealed and seg.ts_min is None:
                     seg.ts_min, seg.ts_max, seg.seq_last = (
                         snapshot.ts_min, snapshot.ts_max, snapshot.seq_last)
+                with self._lock:
+                    if seg.path == snapshot.path and not seg.ipc_file:
+                        # The next read re-checks these by CRC only and walks what follows.
+                        seg.frames = snapshot.frames
+                self._note(findings)
                 return batches
             except FileNotFoundError:
                 # Compacted (renamed) or deleted by the quota while we read: look again.
                 if seg not in stream.segments:
                     return []
             except (OSError, pa.ArrowInvalid) as err:
-                report = StoreReport(kind=ReportKind.UNREADABLE, path=seg.path,
-                                     detail=str(err).splitlines()[0])
-                log.error("%s", report)
-                self.reports.append(report)
+                self._note([StoreReport(kind=ReportKind.UNREADABLE, path=seg.path,
+                                        detail=str(err).splitlines()[0])])
                 return []
         return []
 
+    def _note(self, findings: list[StoreReport]) -> None:
+        """Add what a read met to `reports` (once per finding and open), logged as ERROR."""
+        for report in findings:
+            with self._lock:
+                if report in self._noted:
+                    continue
+                self._noted.add(report)
+                self.reports.append(report)
+            log.error("%s", report)
+
     def check(self) -> list[StoreReport]:
         """Verify every batch of every segment (CRC-32C), as fsck does; blocking, reads all."""
-
         found: list[StoreReport] = []
         for stream in self._all_streams():
             with self._lock:
-                segs = list(stream.segments)
+                segs = [copy.copy(s) for s in stream.segments]
             for seg in segs:
-                if seg.ipc_file:
-                    try:
-                        stream.walk(seg)
-                    except (OSError, pa.ArrowInvalid) as err:
-                        found.append(StoreReport(kind=ReportKind.UNREADABLE, path=seg.path,
-                                                 detail=str(err).splitlines()[0]))
-                    continue
-                with open(seg.path, "rb") as fh:
-                    # A writer's open segment: only what is committed (a write may be in flight).
-                    data = fh.read() if self.read_only or seg.sealed else fh.read(seg.committed)
-                scan = scan_stream(data, stream.schema, verify=True)
-                if scan.foreign:
-                    found.append(StoreReport(kind=ReportKind.FOREIGN, path=seg.path,
-                                             detail=scan.foreign))
-                for region in scan.damage:
-                    found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
-                                             offset=region.offset, length=region.length))
-                if scan.torn is not None:
-                    found.append(StoreReport(kind=ReportKind.TORN_TAIL, path=seg.path,
-                                             offset=scan.torn.offset, length=scan.torn.length,
-                                             kept_batches=len(scan.batches), cut=False))
+                seg.frames = None  # everything walked again, damage between frames included
+                if not seg.ipc_file and (self.read_only or seg.sealed):
+                    # Every byte on disk; a writer's open segment only up to what is committed
+                    # (a write may be in flight after it).
+                    seg.committed = os.path.getsize(seg.path)
+                try:
+                    _, findings = stream.read(seg)
+                except (OSError, pa.ArrowInvalid) as err:
+                    findings = [StoreReport(kind=ReportKind.UNREADABLE, path=seg.path,
+                                            detail=str(err).splitlines()[0])]
+                if not seg.ipc_file and self.read_only and not seg.sealed:
+                    # A read-only open's last segment: failing bytes at its end are a torn tail
+                    # it ignores, not damage.
+                    findings = [_as_torn(f, seg) if f.offset is not None
+                                and f.offset + (f.length or 0) == seg.committed
+                                and f.kind is ReportKind.DAMAGE else f for f in findings]
+                found.extend(findings)
         return found
 
     # -- state snapshots -------------------------------------------------------------------
@@ -1131,6 +1165,16 @@ class Log:
 # -- helpers -------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _DeviceCommit:
+    """What one device's commit job returns to the writer thread."""
+
+    results: list[SeqRange] = field(default_factory=list)
+    failure: OSError | None = None
+    events: list[_PendingEvent] = field(default_factory=list)
+    compact: list[tuple[str, Segment]] = field(default_factory=list)
+
+
 def _write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
                raise_errors: bool = False) -> OSError | None:
     """Write and fsync each (segment, frame); returns the first error (after cut-back)."""
@@ -1145,6 +1189,11 @@ def _write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
             raise
         return err
     return None
+
+
+def _as_torn(report: StoreReport, seg: Segment) -> StoreReport:
+    return StoreReport(kind=ReportKind.TORN_TAIL, path=seg.path, offset=report.offset,
+                       length=report.length, cut=False)
 
 
 def _json(body: Mapping[str, object]) -> str:

@@ -15,13 +15,13 @@ processes out): threads putting the same snapshot would otherwise share its temp
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from store import fsio
 from store.errors import SnapshotError
 from store.fsio import fsync_dir, write_file_durably, write_synced
 
@@ -95,11 +95,11 @@ def put_config(root: Path, files: Mapping[str, bytes]) -> str:
             shutil.rmtree(tmp)
         for name, data in files.items():
             path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            fsio.mkdir(path.parent, parents=True)
             write_synced(path, data)
-        tmp.mkdir(parents=True, exist_ok=True)
+        fsio.mkdir(tmp, parents=True)
         _fsync_tree(tmp)
-        os.rename(tmp, target)
+        fsio.rename(tmp, target)
         fsync_dir(target.parent)
     return digest
 
@@ -108,7 +108,7 @@ def _remove_tree(aside: Path, tree: Path) -> None:
     """Rename `tree` out of the way (one step, so it is never seen half deleted), then delete."""
     if aside.exists():
         shutil.rmtree(aside)
-    os.rename(tree, aside)
+    fsio.rename(tree, aside)
     fsync_dir(tree.parent)
     shutil.rmtree(aside)
 

@@ -105,6 +105,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) 
     kills = 0
     verify_s = 0.0
     since: dict[str, int] = {}
+    # Built once here: the first record batch imports pyarrow's lazy pandas shim, which every
+    # forked child would otherwise import again within its 50-300 ms (and never acknowledge).
+    record(T0, VARS)
     started = time.monotonic()
     for generation in range(KILLS):
         read_fd, write_fd = os.pipe()
