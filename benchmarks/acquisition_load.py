@@ -37,10 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+from _plant import serve_pymodbus_plant
 from _report import emit, figure_line
+
+from pipeline.drivers.modbus.simulator import serve_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_ID = 1
@@ -48,47 +52,6 @@ TIMEOUT_MS = 3000
 FSYNC_CALLS = ("fsync", "fdatasync", "syncfs")
 #: (devices, registers, period s): the two loads of DESIGN.md §7.
 LOADS = ((254, 20, 1), (254, 100, 10))
-
-
-# ----------------------------------------------------------------------------- the plant
-
-
-def serve_pymodbus_plant(devices: int, registers: int, pipe: Connection) -> None:
-    """Process entry point: `devices` pymodbus TCP servers on 127.0.0.1 of `registers` holding
-    registers each (register r of device k holds k + r); sends the ports, serves until told."""
-    import logging
-    import warnings
-
-    # pymodbus 3.x warns at each context that v4 renames it: noise in the figures' output
-    warnings.simplefilter("ignore")
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
-    from pymodbus.datastore import (
-        ModbusDeviceContext,
-        ModbusSequentialDataBlock,
-        ModbusServerContext,
-    )
-    from pymodbus.server import ModbusTcpServer
-
-    async def main() -> None:
-        servers = []
-        for k in range(devices):
-            block = ModbusSequentialDataBlock(1, [(k + r) & 0xFFFF for r in range(registers)])
-            context = ModbusServerContext(devices={UNIT_ID: ModbusDeviceContext(hr=block)},
-                                          single=False)
-            server = ModbusTcpServer(context, address=("127.0.0.1", 0))
-            await server.serve_forever(background=True)
-            servers.append(server)
-        pipe.send([s.transport.sockets[0].getsockname()[1] for s in servers])
-        await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
-        for server in servers:
-            await server.shutdown()
-
-    asyncio.run(main())
-
-
-def serve_lean_plant(devices: int, registers: int, pipe: Connection) -> None:
-    from pipeline.drivers.modbus.simulator import serve_fleet
-    serve_fleet(devices, registers, UNIT_ID, pipe)
 
 
 # ----------------------------------------------------------------------------- measures
@@ -104,6 +67,10 @@ def _io_write_bytes() -> int:
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _sys_s() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def _tree_bytes(path: Path) -> int:
@@ -128,7 +95,7 @@ def _stop_time(first_slot: float, period: int, seconds: float) -> tuple[float, i
 
 
 async def _run_ours(ports: list[int], registers: int, period: int, seconds: float,
-                    store: Path) -> dict[str, object]:
+                    store: Path) -> dict[str, Any]:
     from config.model import (
         Action,
         DataType,
@@ -149,14 +116,14 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
     fsyncs = [0]
     real_fsync = os.fsync
 
-    def counting_fsync(fd: int) -> None:
+    def counting_fsync(fd: Any) -> None:
         fsyncs[0] += 1
         real_fsync(fd)
 
     os.fsync = counting_fsync
     variables = tuple(
         Variable(line=r + 2, index=r + 1, info1="3", info2=str(r), info3="U16", info4="",
-                 name=f"R{r}", tag="", coef_a=1, coef_b=0, unit="",  # type: ignore[arg-type]
+                 name=f"R{r}", tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
                  action=Action.INSTANT, key=f"R{r}",
                  modbus=ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=r,
                                     data_type=DataType.U16))
@@ -179,7 +146,8 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
                     daq_poll_period_s=period)
     first_slot = await _start_at_slot(period)
     stop_at, periods = _stop_time(first_slot, period, seconds)
-    cpu0, io0, fsync0, wall0 = _cpu_s(), _io_write_bytes(), fsyncs[0], time.monotonic()
+    cpu0, sys0, io0, fsync0 = _cpu_s(), _sys_s(), _io_write_bytes(), fsyncs[0]
+    wall0 = time.monotonic()
     task = asyncio.create_task(poller.run())
     await asyncio.sleep(max(0.0, stop_at - time.time()))
     poller.stop()
@@ -187,7 +155,7 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
     await driver.close()
     commits = log.commits
     await log.close()
-    cpu, wall = _cpu_s() - cpu0, time.monotonic() - wall0
+    cpu, sys_s, wall = _cpu_s() - cpu0, _sys_s() - sys0, time.monotonic() - wall0
     io, fsync_count = _io_write_bytes() - io0, fsyncs[0] - fsync0
     counters = poller.counters()
     reader = Log.open_read_only(store)
@@ -199,7 +167,8 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
             stored += sum(1 for q in qualities if q == Quality.GOOD)
     finally:
         await reader.close()
-    return {"cpu_s": cpu, "wall_s": wall, "values_expected": len(devices) * registers * periods,
+    return {"cpu_s": cpu, "sys_s": sys_s, "wall_s": wall,
+            "values_expected": len(devices) * registers * periods,
             "values_stored": stored, "write_bytes": io, "bytes_stored": _tree_bytes(store),
             "fsyncs_in_process": fsync_count, "commits": commits,
             "overruns": sum(counters.overruns_by_device.values()),
@@ -211,7 +180,7 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
 
 
 async def _run_baseline(ports: list[int], registers: int, period: int, seconds: float,
-                        store: Path) -> dict[str, object]:
+                        store: Path) -> dict[str, Any]:
     from pymodbus.client import AsyncModbusTcpClient
 
     store.mkdir(parents=True, exist_ok=True)
@@ -256,7 +225,7 @@ async def _run_baseline(ports: list[int], registers: int, period: int, seconds: 
 
     first_slot = await _start_at_slot(period)
     stop_at, periods = _stop_time(first_slot, period, seconds)
-    cpu0, io0, wall0 = _cpu_s(), _io_write_bytes(), time.monotonic()
+    cpu0, sys0, io0, wall0 = _cpu_s(), _sys_s(), _io_write_bytes(), time.monotonic()
     tasks = [asyncio.create_task(poll_loop(first_slot)), asyncio.create_task(commit_loop())]
     await asyncio.sleep(max(0.0, stop_at - time.time()))
     stopping.set()
@@ -265,11 +234,13 @@ async def _run_baseline(ports: list[int], registers: int, period: int, seconds: 
     for client in clients:
         client.close()
     cpu, wall, io = _cpu_s() - cpu0, time.monotonic() - wall0, _io_write_bytes() - io0
+    sys_s = _sys_s() - sys0
     # the polls of the periods ours closed: the last slot's poll is an open period there
     stored = db.execute("SELECT count(*) FROM value_log WHERE quality = 0 AND ts < ?",
                         (int((first_slot + periods * period) * 1e9),)).fetchone()[0]
     db.close()
-    return {"cpu_s": cpu, "wall_s": wall, "values_expected": len(ports) * registers * periods,
+    return {"cpu_s": cpu, "sys_s": sys_s, "wall_s": wall,
+            "values_expected": len(ports) * registers * periods,
             "values_stored": stored, "write_bytes": io, "bytes_stored": _tree_bytes(store),
             "commits": commits[0] + 1,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -286,7 +257,7 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _side(side: str, ports: list[int], registers: int, period: int, seconds: float,
-          work: Path, use_strace: bool) -> dict[str, object]:
+          work: Path, use_strace: bool) -> dict[str, Any]:
     (work / "ports.json").write_text(json.dumps(ports))
     out, trace = work / f"{side}.json", work / f"{side}.strace"
     store = work / f"{side}-store"
@@ -300,7 +271,7 @@ def _side(side: str, ports: list[int], registers: int, period: int, seconds: flo
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     subprocess.run(cmd, check=True, env=env, timeout=seconds * 4 + 120)
-    result: dict[str, object] = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
     result["fsyncs"] = _strace_calls(trace.read_text()) if use_strace else None
     shutil.rmtree(store, ignore_errors=True)
     return result
@@ -317,54 +288,55 @@ def _strace_calls(summary: str) -> int:
 
 
 def measure(ports: list[int], devices: int, registers: int, period: int, seconds: float,
-            use_strace: bool) -> dict[str, object]:
+            use_strace: bool) -> dict[str, Any]:
     ports = ports[:devices]
     with tempfile.TemporaryDirectory(prefix="acq-load-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         ours = _side("ours", ports, registers, period, seconds, work, use_strace)
         theirs = _side("baseline", ports, registers, period, seconds, work, use_strace)
 
-    def per_1000(side: dict[str, object]) -> float:
-        stored = int(side["values_stored"])  # type: ignore[call-overload]
-        return float(side["cpu_s"]) * 1000 / max(1, stored)  # type: ignore[arg-type]
+    def per_1000(side: dict[str, Any]) -> float:
+        stored = int(side["values_stored"])
+        return float(side["cpu_s"]) * 1000 / max(1, stored)
 
-    def rate(side: dict[str, object], key: str) -> float | None:
+    def rate(side: dict[str, Any], key: str) -> float | None:
         count = side.get(key)
-        return None if count is None else round(float(count) / float(side["wall_s"]), 1)  # type: ignore[arg-type]
+        return None if count is None else round(float(count) / float(side["wall_s"]), 1)
 
     ours_fsyncs = ours["fsyncs"] if ours["fsyncs"] is not None else ours["fsyncs_in_process"]
     return figure_line(
         "acquisition_load", "pymodbus client loop + SQLite, one commit a second",
         "CPU-s/1000 values", [per_1000(ours)], [per_1000(theirs)], digits=4,
         devices=devices, registers=registers, period_s=period,
-        seconds=round(float(ours["wall_s"]), 1),  # type: ignore[arg-type]
+        seconds=round(float(ours["wall_s"]), 1),
         values_expected=ours["values_expected"], values_stored=ours["values_stored"],
         baseline_values_stored=theirs["values_stored"],
         overruns=ours["overruns"], records_dropped=ours["records_dropped"],
         store_waits=ours["store_waits"],
-        cpu_s=round(float(ours["cpu_s"]), 2),  # type: ignore[arg-type]
-        baseline_cpu_s=round(float(theirs["cpu_s"]), 2),  # type: ignore[arg-type]
+        cpu_s=round(float(ours["cpu_s"]), 2),
+        baseline_cpu_s=round(float(theirs["cpu_s"]), 2),
+        sys_s=round(float(ours["sys_s"]), 2), baseline_sys_s=round(float(theirs["sys_s"]), 2),
         fsyncs_per_s=rate({**ours, "n": ours_fsyncs}, "n"),
         baseline_fsyncs_per_s=rate(theirs, "fsyncs"),
-        fsyncs_per_commit=round(float(ours_fsyncs) / max(1, int(ours["commits"])), 1),  # type: ignore[arg-type, call-overload]
+        fsyncs_per_commit=round(float(ours_fsyncs) / max(1, int(ours["commits"])), 1),
         baseline_fsyncs_per_commit=(None if theirs["fsyncs"] is None else round(
-            float(theirs["fsyncs"]) / max(1, int(theirs["commits"])), 1)),  # type: ignore[arg-type, call-overload]
+            float(theirs["fsyncs"]) / max(1, int(theirs["commits"])), 1)),
         fsync_source="strace -c" if use_strace else "os.fsync calls counted in-process",
         write_bytes_per_byte_stored=round(
-            int(ours["write_bytes"]) / max(1, int(ours["bytes_stored"])), 2),  # type: ignore[call-overload]
+            int(ours["write_bytes"]) / max(1, int(ours["bytes_stored"])), 2),
         baseline_write_bytes_per_byte_stored=round(
-            int(theirs["write_bytes"]) / max(1, int(theirs["bytes_stored"])), 2),  # type: ignore[call-overload]
+            int(theirs["write_bytes"]) / max(1, int(theirs["bytes_stored"])), 2),
         bytes_per_value_stored=round(
-            int(ours["bytes_stored"]) / max(1, int(ours["values_stored"])), 1),  # type: ignore[call-overload]
+            int(ours["bytes_stored"]) / max(1, int(ours["values_stored"])), 1),
         baseline_bytes_per_value_stored=round(
-            int(theirs["bytes_stored"]) / max(1, int(theirs["values_stored"])), 1),  # type: ignore[call-overload]
+            int(theirs["bytes_stored"]) / max(1, int(theirs["values_stored"])), 1),
         write_bytes_source="/proc/<pid>/io write_bytes",
-        peak_rss_mb=round(float(ours["peak_rss_mb"]), 1),  # type: ignore[arg-type]
-        baseline_peak_rss_mb=round(float(theirs["peak_rss_mb"]), 1))  # type: ignore[arg-type]
+        peak_rss_mb=round(float(ours["peak_rss_mb"]), 1),
+        baseline_peak_rss_mb=round(float(theirs["peak_rss_mb"]), 1))
 
 
 def run(loads: tuple[tuple[int, int, int], ...] = LOADS, seconds: float = 30.0, *,
-        plant: str = "pymodbus", use_strace: bool | None = None) -> list[dict[str, object]]:
+        plant: str = "pymodbus", use_strace: bool | None = None) -> list[dict[str, Any]]:
     if use_strace is None:
         use_strace = shutil.which("strace") is not None
     devices = max(d for d, _, _ in loads)
@@ -373,8 +345,12 @@ def run(loads: tuple[tuple[int, int, int], ...] = LOADS, seconds: float = 30.0, 
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * devices + 64)), hard))
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    target = serve_pymodbus_plant if plant == "pymodbus" else serve_lean_plant
-    server = ctx.Process(target=target, args=(devices, registers, child), name="plant")
+    if plant == "pymodbus":
+        server = ctx.Process(target=serve_pymodbus_plant, args=(devices, registers, UNIT_ID, child),
+                             name="plant")
+    else:
+        server = ctx.Process(target=serve_fleet, args=(devices, registers, UNIT_ID, child),
+                             name="plant")
     server.start()
     try:
         if not parent.poll(120):
