@@ -4,6 +4,7 @@
                                  = schema message, framed batches (store/_ipc.py), [end marker]
     <stream dir>/<seq0>.arrow    sealed segment rewritten as an Arrow IPC file (optionally zstd);
                                  schema metadata `sunpm.uncompressed_bytes` = size as first written
+                                 (informative: the quota counts the file as it is on flash)
 
 `seq0` is the first sequence number the segment holds (or will hold), in decimal.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import mmap
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +167,3 @@ def read_ipc_file(path: Path) -> tuple[list[pa.RecordBatch], dict[bytes, bytes]]
     meta = dict(reader.schema.metadata or {})
     batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
     return batches, meta
-
-
-def ipc_file_uncompressed_size(path: Path) -> int:
-    with pa.memory_map(str(path)) as source:
-        meta = pa.ipc.open_file(source).schema.metadata or {}
-    return int(meta.get(UNCOMPRESSED_KEY, os.path.getsize(path)))
