@@ -140,6 +140,10 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
     links = [PollLink(name=link_name(d), driver=driver,
                       devices=(PolledDevice(device=d, definition=definition, plan=plan),))
              for d in devices]
+    # Warm-up: every connection open before the first slot, as the baseline's are.
+    warm = await asyncio.gather(*(driver.read(d, plan) for d in devices))
+    if any(q.quality is not Quality.GOOD for r in warm for q in r.values.values()):
+        raise RuntimeError("the plant did not answer every device at the warm-up")
     log = await Log.open(store, StoreOptions())
     recorder = Recorder()
     poller = Poller(links, recorder=recorder, record_sink=log.append_records,
