@@ -19,8 +19,9 @@ fewer records per byte).
 
     python benchmarks/retention.py [--quick]
 
-Prints one STYLE.md §10 line per period: `unit` days, `ours` (days held), `theirs` (the box),
-`speedup` = ours / theirs as a rate of history (days per quota).
+Prints one STYLE.md §10 line per period, as a cost: `unit` bytes of quota per day of history
+held, `ours` = quota / days held, `theirs` = a day's CSV text; `speedup` = how many times the
+box's history we hold; `days_held` and `box_days_held` beside them (target: >= 16 days at 10 s).
 """
 
 from __future__ import annotations
@@ -218,9 +219,14 @@ def run(periods: tuple[int, ...] = (10, 600), *, quota: int = QUOTA, after_days:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         box_day = box_bytes_per_day(period)
         box_days = quota / box_day
+        # As a cost, so that the §10 speedup reads right: quota bytes per day of history held
+        # (ours: the quota over the days measured; the box: a day's CSV text). speedup = how
+        # many times the box's history we hold.
         line = figure_line(
             "retention", "the box: CSV text of the same records against the same quota",
-            "days/quota", [measured["days"]], [box_days], digits=1, period_s=period,
+            "bytes/day held", [quota / measured["days"]], [box_day], digits=None,
+            days_held=round(measured["days"], 1), box_days_held=round(box_days, 1),
+            period_s=period,
             variables=len(definition_variables), quota_bytes=quota,
             bytes_on_flash_per_value=round(measured["usage"] / measured["rows"], 2),
             box_bytes_per_value=round(box_day / (DAY_S // period * len(definition_variables)),
