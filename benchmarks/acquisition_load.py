@@ -177,6 +177,8 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
             "fsyncs_in_process": fsync_count, "commits": commits,
             "overruns": sum(counters.overruns_by_device.values()),
             "records_dropped": counters.records_dropped, "store_waits": counters.store_waits,
+            # pandas is no dependency of ours, but pyarrow imports it when it is installed
+            "pandas_imported": "pandas" in sys.modules,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -335,6 +337,7 @@ def measure(ports: list[int], devices: int, registers: int, period: int, seconds
         baseline_bytes_per_value_stored=round(
             int(theirs["bytes_stored"]) / max(1, int(theirs["values_stored"])), 1),
         write_bytes_source="/proc/<pid>/io write_bytes",
+        pandas_imported=ours["pandas_imported"],
         peak_rss_mb=round(float(ours["peak_rss_mb"]), 1),
         baseline_peak_rss_mb=round(float(theirs["peak_rss_mb"]), 1))
 
