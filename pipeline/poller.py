@@ -14,7 +14,12 @@
   apart by more than 2 s the wall clock stepped (`wall clock stepped by <±n> s`, or `wall clock
   reset by <-n> s` beyond an hour back, spec/behaviour.md §11) and the slots are re-aligned.
 - Records go to the record sink (the service passes `Log.append_records`) through a bounded queue,
-  and value changes, parameter reads and clock steps to the event sink through another.
+  and value changes, parameter reads and clock steps to the event sink through another. The sink
+  acknowledges a record only after the commit holding it was fsynced, a commit cycle later, so
+  appends overlap without a count limit: what waits for its commit is bounded in bytes
+  (`RECORDS_IN_FLIGHT_BYTES`), many commit cycles' worth at full rate. Only a store that cannot
+  keep up (a disk failing or far too slow) fills that bound; link tasks then wait to hand over
+  records, and `sunpm.store` says so, rather than the overrun warning alone blaming the bus.
 """
 
 from __future__ import annotations
@@ -50,12 +55,20 @@ from pipeline.recorder import (
 clock_log = logging.getLogger("sunpm.clock")
 store_log = logging.getLogger("sunpm.store")
 
-#: Records waiting for the sink. Bounded: when the store falls behind, link tasks wait to hand
-#: over their records, so polling slows down instead of memory growing.
+#: Records waiting for the drain task to start their append. The drain never waits on the
+#: store unless `RECORDS_IN_FLIGHT_BYTES` is reached, so this only absorbs a burst of slots.
 RECORD_QUEUE_BATCHES: Final = 64
-#: Sink calls in flight at once. The store acknowledges an append only after its group commit's
-#: fsync (about a second), so appends must overlap for 254 devices to fit in one commit.
-SINK_IN_FLIGHT: Final = 64
+#: Bytes of records handed to the sink and not yet acknowledged. The store acknowledges an
+#: append after its group commit's fsync (every `STORE_FlushSeconds`), so a whole commit cycle
+#: of every device's records must be in flight at once: 254 devices x 20 values every second are
+#: about 0.5 MB/s, and this holds some 30 s of them. Past it link tasks wait: only a store that
+#: cannot keep up gets there. The store's own bound while the disk fails is 64 MB
+#: (`StoreOptions.max_pending_bytes`); it drops, counted, rather than wait.
+RECORDS_IN_FLIGHT_BYTES: Final = 16 * 2**20
+#: Counted per record on top of its Arrow buffers: the append task, its coroutine and the
+#: store's pending entry and future (about 1.5 KiB measured), so that many tiny records cannot
+#: hold far more memory than the bound says.
+RECORD_OVERHEAD_BYTES: Final = 2048
 #: Events (changes, parameter reads, clock steps) waiting for the event sink; when full, link
 #: tasks wait, as for records.
 EVENT_QUEUE_EVENTS: Final = 256
@@ -133,6 +146,8 @@ class PollerCounters:
     events_failed: int = 0               # the event sink raised: the event is lost, polling goes on
     clock_steps: int = 0
     overruns_by_device: dict[str, int] = field(default_factory=dict)  # polls skipped
+    records_in_flight: int = 0           # handed to the sink, not yet acknowledged
+    store_waits: int = 0                 # times the in-flight bound made the links wait
 
 
 def link_name(device: Device) -> str:
@@ -237,7 +252,10 @@ class Poller:
                 recorder.set_device(polled.device, polled.definition)
         self._records: asyncio.Queue[RecordReady | None] = asyncio.Queue(RECORD_QUEUE_BATCHES)
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(EVENT_QUEUE_EVENTS)
-        self._in_flight = asyncio.Semaphore(SINK_IN_FLIGHT)
+        self._in_flight_bytes = 0
+        self._in_flight_records = 0
+        self._in_flight_room = asyncio.Event()
+        self.store_waits = 0
         self._stopping = False
         self._offset_ns: int | None = None    # wall - monotonic at the last alignment
         self.records_sent = 0
@@ -318,7 +336,8 @@ class Poller:
             records_sent=self.records_sent, records_dropped=self.records_dropped,
             dropped_by_device=dict(self.dropped_by_device), events_sent=self.events_sent,
             events_failed=self.events_failed,
-            clock_steps=self.clock_steps, overruns_by_device=dict(self.overruns_by_device))
+            clock_steps=self.clock_steps, overruns_by_device=dict(self.overruns_by_device),
+            records_in_flight=self._in_flight_records, store_waits=self.store_waits)
 
     def _link(self, index: str) -> _Link:
         try:
@@ -470,10 +489,34 @@ class Poller:
     async def _drain_records(self) -> None:
         async with asyncio.TaskGroup() as appends:
             while (record := await self._records.get()) is not None:
-                await self._in_flight.acquire()
-                appends.create_task(self._append(record), name=f"append:{record.device}")
+                size = record.batch.get_total_buffer_size() + RECORD_OVERHEAD_BYTES
+                if self._in_flight_bytes + size > RECORDS_IN_FLIGHT_BYTES:
+                    await self._wait_for_room(size)
+                self._in_flight_bytes += size
+                self._in_flight_records += 1
+                appends.create_task(self._append(record, size), name=f"append:{record.device}")
 
-    async def _append(self, record: RecordReady) -> None:
+    async def _wait_for_room(self, size: int) -> None:
+        """The store is behind by the whole in-flight bound: polling waits, and we say why.
+
+        Records flow again once half the bound is acknowledged, so a store that is just
+        keeping up does not flap between the two log lines at every commit.
+        """
+        self.store_waits += 1
+        store_log.warning(
+            "Store behind: %d records (%d KiB) wait for their commit; polls wait to hand over "
+            "records until commits catch up (disk failing or too slow)",
+            self._in_flight_records, self._in_flight_bytes // 1024)
+        waited = self.clock.monotonic_ns()
+        low_water = RECORDS_IN_FLIGHT_BYTES // 2
+        # An empty flight always takes the next record, however large.
+        while self._in_flight_records and self._in_flight_bytes + size > low_water:
+            self._in_flight_room.clear()
+            await self._in_flight_room.wait()
+        store_log.info("Store caught up after %.1f s; records flow again",
+                       (self.clock.monotonic_ns() - waited) / NS_PER_S)
+
+    async def _append(self, record: RecordReady, size: int) -> None:
         try:
             result = await self._record_sink(record.device, record.batch)
         except SunpmError as err:
@@ -485,7 +528,9 @@ class Poller:
             else:
                 self.records_sent += 1
         finally:
-            self._in_flight.release()
+            self._in_flight_bytes -= size
+            self._in_flight_records -= 1
+            self._in_flight_room.set()
 
     def _dropped(self, record: RecordReady, reason: str) -> None:
         # A device over its quota, or a full store: the record is dropped and counted

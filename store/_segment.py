@@ -4,6 +4,7 @@
                                  = schema message, framed batches (store/_ipc.py), [end marker]
     <stream dir>/<seq0>.arrow    sealed segment rewritten as an Arrow IPC file (optionally zstd);
                                  schema metadata `sunpm.uncompressed_bytes` = size as first written
+                                 (informative: the quota counts the file as it is on flash)
 
 `seq0` is the first sequence number the segment holds (or will hold), in decimal.
 
@@ -291,16 +292,3 @@ def read_ipc_file(path: Path, schema: pa.Schema
                             header=(first.start, first.end), combine=False)
     return batches, meta, scan
 
-
-def ipc_file_uncompressed_size(path: Path) -> int:
-    """The quota size recorded in a sealed file's schema message (its size on disk if absent)."""
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-    try:
-        msg = read_message(memoryview(head), len(IPC_FILE_MAGIC))
-        if msg is None:
-            raise FrameError("no schema message")
-        meta = pa.ipc.read_schema(pa.py_buffer(head[msg.start : msg.end])).metadata or {}
-        return int(meta[UNCOMPRESSED_KEY])
-    except (FrameError, pa.ArrowInvalid, KeyError, ValueError):
-        return os.path.getsize(path)

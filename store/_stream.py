@@ -24,7 +24,6 @@ from store._segment import (
     Region,
     Scan,
     decode_frames,
-    ipc_file_uncompressed_size,
     parse_name,
     read_ipc_file,
     rescan_stream,
@@ -45,7 +44,7 @@ class Segment:
     seq0: int
     path: Path
     ipc_file: bool
-    size: int  # bytes for quota: as first written, before compression
+    size: int  # bytes for quota, on flash: as written, then the rewritten file's size
     committed: int  # trusted length of a stream segment (what readers may read)
     sealed: bool
     day: int | None = None  # UTC day of its records (records) or events (journal)
@@ -54,7 +53,6 @@ class Segment:
     ts_max: int | None = None
     damaged: bool = False
     fd: int | None = None  # open for appends (writer only)
-    size_known: bool = True  # False: an IPC file's quota size not read from its footer yet
     # Trusted frames of a stream segment as last verified (checked again by CRC on each read).
     frames: list[BatchFrame] | None = None
 
@@ -79,6 +77,9 @@ class Stream:
         self.reports: list[StoreReport] = []
         self._checkpoint: list[tuple[Segment, int, bool, int]] = []
         self._created: list[Segment] = []
+        #: On-flash size over written size of this stream's last rewritten segment: how the
+        #: quota foresees a segment sealed in the commit under way, rewritten right after it.
+        self.flash_ratio = 1.0
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -108,14 +109,9 @@ class Stream:
             found[seq0] = Path(entry.path)
         for seq0 in sorted(found):
             path = found[seq0]
-            if path.suffix == FILE_SUFFIX:
-                # Its quota size sits in the footer; read when the quota first needs it, so an
-                # open touches no sealed file (store_open, store_query).
-                size = path.stat().st_size
-                seg = Segment(seq0, path, True, size, size, sealed=True, size_known=False)
-            else:
-                size = path.stat().st_size
-                seg = Segment(seq0, path, False, size, size, sealed=True)
+            # The quota counts bytes on flash (docs/behaviour.md §6): a stat, no file read.
+            size = path.stat().st_size
+            seg = Segment(seq0, path, path.suffix == FILE_SUFFIX, size, size, sealed=True)
             self.segments.append(seg)
         self.next_seq = self.segments[0].seq0 if self.segments else 1
         for seg in self.segments[:-1]:
@@ -304,14 +300,6 @@ class Stream:
 
     @property
     def usage(self) -> int:
-        for seg in self.segments:
-            if not seg.size_known:
-                try:
-                    seg.size = ipc_file_uncompressed_size(seg.path)
-                except (OSError, pa.ArrowInvalid) as err:
-                    log.error("Sealed segment unreadable; counted at its file size. "
-                              "segment=%s error=%s", seg.path, err)
-                seg.size_known = True
         return sum(s.size for s in self.segments)
 
     def open_segment(self) -> Segment | None:
@@ -446,6 +434,9 @@ class Stream:
             old = seg.path
             seg.path = final
             seg.ipc_file = True
+            written = seg.size
+            seg.size = seg.committed = os.path.getsize(final)
+            self.flash_ratio = seg.size / max(1, written)
             seg.frames = None
         fsio.fsync_dir(self.dir)
         fsio.unlink(old)

@@ -87,7 +87,9 @@ class StoreOptions:
     flush_s: float = 1.0  # STORE_FlushSeconds
     device_quota_bytes: int = 50 * 2**20  # STORE_DeviceQuotaMB
     full_policy: FullPolicy = FullPolicy.STOP  # STORE_FullPolicy
-    compress_sealed: bool = False
+    # The rewrite of sealed segments (compact_sealed) uses zstd: the quota counts bytes on flash
+    # (docs/behaviour.md §6)
+    compress_sealed: bool = True
     # Rewrite each sealed segment once as an IPC file of large batches: a live segment holds one
     # small batch per commit, and scans over months of them would pay per batch (store_query).
     compact_sealed: bool = True
@@ -736,7 +738,8 @@ class Log:
             records = seq - stream.next_seq
             seg = self._segment_for(stream, day, len(frame), writes, compact)
             evicted_before = counters.evicted
-            if not self._make_quota_room(device, stream, seg, len(frame), counters, events):
+            if not self._make_quota_room(device, stream, seg, len(frame), counters, events,
+                                         compact):
                 counters.dropped += records
                 counters.episode_dropped += records
                 self._start_episode(device, counters, events, "quota")
@@ -785,7 +788,7 @@ class Log:
             writes[:] = [w for w in writes if w[0] is not seg]
         with self._lock:
             stream.seal(seg)
-        if self.options.compact_sealed or self.options.compress_sealed:
+        if self.options.compact_sealed:
             compact.append((stream.name, seg))
         return None
 
@@ -795,10 +798,11 @@ class Log:
         return self.options.segment_limit_bytes
 
     def _make_quota_room(self, device: str, stream: Stream, seg: Segment | None, frame_len: int,
-                         counters: _Counters, events: list[_PendingEvent]) -> bool:
+                         counters: _Counters, events: list[_PendingEvent],
+                         compact: list[tuple[str, Segment]]) -> bool:
         need = frame_len + (0 if seg is not None else len(schema_message(stream.schema)))
         quota = self.options.device_quota_bytes
-        while stream.usage + need > quota:
+        while self._quota_usage(stream, compact) + need > quota:
             sealed = [s for s in stream.segments if s.sealed]
             victim = next((s for s in sealed if self._is_delivered(device, stream, s)), None)
             if victim is not None:
@@ -821,6 +825,19 @@ class Log:
                 "ts_min": victim.ts_min, "ts_max": victim.ts_max}), None))
             self._start_episode(device, counters, events, "quota")
         return True
+
+    def _quota_usage(self, stream: Stream, compact: list[tuple[str, Segment]]) -> int:
+        """Bytes on flash, a segment sealed in this commit counted as its rewrite will take.
+
+        It is rewritten (compressed) right after the commit; counted as written, it would drop
+        the records of each commit that seals one near the quota, and room would come back a
+        commit later. Its rewrite is foreseen at the stream's last measured ratio.
+        """
+        if not (self.options.compact_sealed and self.options.compress_sealed):
+            return stream.usage
+        rewriting = {id(s) for name, s in compact if name == stream.name}
+        return sum(round(s.size * stream.flash_ratio) if id(s) in rewriting else s.size
+                   for s in stream.segments)
 
     def _pressure_over(self, device: str, stream: Stream) -> bool:
         """Whether the next segment's worth of records can be stored without an eviction.
@@ -989,7 +1006,7 @@ class Log:
             return sorted(self._streams)
 
     def usage(self, device: str) -> int:
-        """Bytes counted against the device's quota (uncompressed segment sizes)."""
+        """Bytes counted against the device's quota: on flash (sealed files as rewritten)."""
         with self._lock:
             stream = self._streams.get(device)
             return stream.usage if stream is not None else 0

@@ -146,15 +146,23 @@ async def test_bad_batches_are_refused_at_the_boundary(tmp_path: Path) -> None:
             await log.append_journal("log", {"x": object()})
 
 
-async def test_compressed_sealed_segments_keep_their_records_and_quota_size(tmp_path: Path) -> None:
-    options = StoreOptions(flush_s=0.01, device_quota_bytes=160_000, compress_sealed=True)
+async def test_compressed_sealed_segments_keep_their_records_and_count_bytes_on_flash(
+        tmp_path: Path) -> None:
+    options = StoreOptions(flush_s=0.01, device_quota_bytes=160_000)
+    assert options.compress_sealed     # the default (docs/behaviour.md §6)
     async with await Log.open(tmp_path, options) as log:
         for i in range(80):
             await log.append_records("1", record(T0 + i * 10**9, first_value=i))
         await log.commit()
         usage = log.usage("1")
-    files = sorted(p.name for p in (tmp_path / "devices" / "1").iterdir())
-    assert any(f.endswith(".arrow") for f in files) and files[-1].endswith(".arrows")
+    paths = sorted((tmp_path / "devices" / "1").iterdir(), key=lambda p: int(p.stem))
+    assert any(p.suffix == ".arrow" for p in paths) and paths[-1].suffix == ".arrows"
+    # sealed files as compressed, the open segment as written: what the directory holds
+    assert usage == sum(p.stat().st_size for p in paths)
+    sealed = [p for p in paths if p.suffix == ".arrow"]
+    written = sum(int(pa.ipc.open_file(pa.memory_map(str(p))).schema.metadata[
+        b"sunpm.uncompressed_bytes"]) for p in sealed)
+    assert sum(p.stat().st_size for p in sealed) < written / 2
     async with await Log.open(tmp_path, options) as log:
         assert log.usage("1") == usage
         table = log.records("1")
