@@ -1,0 +1,67 @@
+"""`sunpm run [--config DIR] [--data DIR]`: the gateway service.
+
+With `--config`, the gateway runs that configuration (the store at `STORE_Path`, or
+`DATA/store` when it is empty). Without it, `DATA/config` is run when it holds a configuration;
+a folder that holds none (or holds the demo) gets the demo plant (pipeline/service/demo.py).
+SIGINT and SIGTERM stop it cleanly (exit 0); a second gateway on the same data is refused (exit 1);
+a rejected configuration exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pipeline.service.demo import is_demo, run_demo
+from pipeline.service.gateway import Gateway, GatewayRefused
+from pipeline.service.logs import setup_stderr
+
+log = logging.getLogger("sunpm.system")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the gateway (without a configuration: the demo plant)")
+    parser.add_argument("--config", type=Path, metavar="DIR",
+                        help="configuration directory (default: DATA/config, else the demo)")
+    parser.add_argument("--data", type=Path, metavar="DIR", default=Path("sunpm-data"),
+                        help="data directory: store, demo server folder (default ./sunpm-data)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info", help="stderr log level (default info)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    setup_stderr(getattr(logging, args.log_level.upper()))
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _stopping, stop, sig)
+    data_dir: Path = args.data.absolute()
+    config_dir: Path | None = args.config
+    if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not is_demo(data_dir):
+        config_dir = data_dir / "config"
+    try:
+        if config_dir is None:
+            await run_demo(data_dir, stop)
+        else:
+            await Gateway(config_dir.absolute(), data_dir).run(stop)
+    except GatewayRefused as err:
+        print(f"sunpm run: {err}", file=sys.stderr)
+        return err.code
+    return 0
+
+
+def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():
+        return
+    log.info("%s received; stopping", sig.name)
+    stop.set()

@@ -1,0 +1,13 @@
+"""The gateway service (`sunpm run`): everything wired in one asyncio TaskGroup.
+
+| module | what |
+|---|---|
+| `gateway.py` | `Gateway`: configuration, store, poll loop, sessions, alarms, stop |
+| `wiring.py` | drivers, links and read plans of a `Site` |
+| `scheduler.py` | `SlotScheduler`: when each server gets a session |
+| `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
+| `logs.py` | stderr log lines and `log` journal events |
+| `demo.py` | the demo plant of `sunpm run` without a configuration |
+"""
+
+__all__ = ["alarms", "demo", "gateway", "logs", "scheduler", "wiring"]

@@ -1,0 +1,127 @@
+"""Gateway alarms the service raises, and the power alarms (spec/behaviour.md §8).
+
+Every alarm is an `alarm` journal event dated when it happened (exporters.views.events fixes the
+body), then an alarm session with server 1 is asked for (the scheduler keeps those at most one per
+60 s). The power rules:
+
+- a heartbeat event every 10 s while running;
+- `Power ON` once the service has run 60 s (a crash loop raises none);
+- `Power OFF` at a clean stop, dated then; after an unclean stop (no `Power OFF` at or after the
+  last heartbeat) the next start raises it dated at that heartbeat, if the gap to now is at least
+  10 s (the manual: an outage of 10 s or more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from config.model import Device, Protocol
+from exporters.views.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
+from pipeline.clock import NS_PER_S, Clock
+from pipeline.recorder import ValueChanged
+from store.log import Log
+from store.state import replay
+
+log = logging.getLogger("sunpm.alarm")
+
+HEARTBEAT_S: Final = 10
+POWER_ON_AFTER_S: Final = 60
+MIN_OUTAGE_S: Final = 10
+POWER_ON: Final = "Power ON"
+POWER_OFF: Final = "Power OFF"
+
+_SOURCES: Final = {Protocol.IO: Source.IO, Protocol.TIC: Source.TIC}
+
+
+class Alarms:
+    """Journals alarms and tells the scheduler (`on_alarm`) that one was raised."""
+
+    def __init__(self, store: Log, clock: Clock, on_alarm: Callable[[], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_alarm = on_alarm
+        self.raised = 0
+
+    async def gateway(self, name: str, *, ts_ns: int | None = None, subject: str | None = None,
+                      text: str | None = None) -> None:
+        body = GatewayAlarm(alarm=name, subject=subject, text=text)
+        when = self._clock.wall_ns() if ts_ns is None else ts_ns
+        await self._store.append_journal("alarm", _json(body.to_body()), ts_ns=when,
+                                         commit_now=True)
+        log.info("%s%s", name, f" ({subject})" if subject else "")
+        self.raised += 1
+        self._on_alarm()
+
+    async def device(self, change: ValueChanged, device: Device, protocol: Protocol) -> None:
+        """A change of an action 8/9 variable, dated at its poll (formats.md §10)."""
+        body = DeviceAlarm(source=_SOURCES.get(protocol, Source.MODBUS), name=device.name,
+                           var=change.var, value=change.new_text, is_text=change.is_text)
+        await self._store.append_journal("alarm", _json(body.to_body()), device=change.device,
+                                         def_=change.def_id, ts_ns=change.ts_ns)
+        log.info("Device alarm. device=%s index=%d value=%s", device.name, change.var,
+                 change.new_text)
+        self.raised += 1
+        self._on_alarm()
+
+
+def _json(text: str) -> dict[str, object]:
+    body: dict[str, object] = json.loads(text)
+    return body
+
+
+async def last_unclean_heartbeat(store: Log) -> int | None:
+    """The last heartbeat's time if the previous run did not stop cleanly, else None."""
+    state = await asyncio.to_thread(replay, store)
+    heartbeat = state.last_heartbeat_ns
+    if heartbeat is None:
+        return None
+    table = await asyncio.to_thread(store.journal, start_ns=heartbeat, kinds=["alarm"])
+    for item in journal_items(table):
+        body = alarm_from_body(item.body)
+        if isinstance(body, GatewayAlarm) and body.alarm == POWER_OFF:
+            return None
+    return heartbeat
+
+
+class PowerWatch:
+    """Heartbeats and the Power ON / Power OFF alarms of one run."""
+
+    def __init__(self, store: Log, alarms: Alarms, clock: Clock) -> None:
+        self._store = store
+        self._alarms = alarms
+        self._clock = clock
+        self.power_on_raised = asyncio.Event()
+
+    async def after_start(self) -> int | None:
+        """Raise the Power OFF an unclean stop left unsaid; returns the heartbeat it is dated at
+        (None when there is none to raise)."""
+        heartbeat = await last_unclean_heartbeat(self._store)
+        if heartbeat is None:
+            return None
+        gap_ns = self._clock.wall_ns() - heartbeat
+        if gap_ns < MIN_OUTAGE_S * NS_PER_S:
+            log.info("Unclean stop shorter than %d s; no Power OFF. gap_s=%.1f", MIN_OUTAGE_S,
+                     gap_ns / NS_PER_S)
+            return None
+        log.warning("The previous run stopped without a clean stop; Power OFF dated at its "
+                    "last heartbeat. gap_s=%.1f", gap_ns / NS_PER_S)
+        await self._alarms.gateway(POWER_OFF, ts_ns=heartbeat)
+        return heartbeat
+
+    async def heartbeats(self) -> None:
+        """A heartbeat now and every 10 s; each is acknowledged before the next wait."""
+        while True:
+            await self._store.append_journal("heartbeat", {}, ts_ns=self._clock.wall_ns())
+            await self._clock.sleep(HEARTBEAT_S)
+
+    async def power_on(self) -> None:
+        await self._clock.sleep(POWER_ON_AFTER_S)
+        await self._alarms.gateway(POWER_ON)
+        self.power_on_raised.set()
+
+    async def clean_stop(self) -> None:
+        await self._alarms.gateway(POWER_OFF)
