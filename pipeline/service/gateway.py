@@ -140,7 +140,7 @@ class Gateway:
         self._acked_end: dict[str, int] = {}
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
-        self._first_generation = True
+        self._startup_requested = False
         self._local_change = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -327,21 +327,20 @@ class Gateway:
         return scheduler, serving
 
     async def _startup_sessions(self, power: PowerWatch) -> None:
-        """behaviour.md §4.1: the start-up session goes when Power ON is raised; after a
-        reload, at once."""
-        if self._first_generation:
-            self._first_generation = False
+        """behaviour.md §4.1: the start-up session goes when Power ON is raised; a local
+        configuration change gives a server-1 session 60 s after it (a change applied from
+        server 1 triggers nothing)."""
+        if not self._startup_requested:
             await power.power_on_raised.wait()
+            self._startup_requested = True
             for scheduler in self.schedulers.values():
                 scheduler.request(Trigger.STARTUP)
-        elif self._local_change:
-            # A burst of edits gives one session, 60 s after the last (behaviour.md §4.1);
-            # a change applied from server 1 triggers nothing.
+        if self._local_change:
             self._local_change = False
             await self.clock.sleep(CONFIG_SESSION_DELAY_S)
-            scheduler = self.schedulers.get(1)
-            if scheduler is not None:
-                scheduler.request(Trigger.CONFIG_CHANGE)
+            first = self.schedulers.get(1)
+            if first is not None:
+                first.request(Trigger.CONFIG_CHANGE)
 
     def request_session(self, slot: int, trigger: Trigger) -> bool:
         """Ask server `slot` for a session (`connect` command, demo); False if not configured."""
