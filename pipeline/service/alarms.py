@@ -95,6 +95,7 @@ class PowerWatch:
         self._alarms = alarms
         self._clock = clock
         self.power_on_raised = asyncio.Event()
+        self.heartbeats_failed = 0
 
     async def after_start(self) -> int | None:
         """Raise the Power OFF an unclean stop left unsaid; returns the heartbeat it is dated at
@@ -113,10 +114,30 @@ class PowerWatch:
         return heartbeat
 
     async def heartbeats(self) -> None:
-        """A heartbeat now and every 10 s; each is acknowledged before the next wait."""
-        while True:
-            await self._store.append_journal("heartbeat", {}, ts_ns=self._clock.wall_ns())
-            await self._clock.sleep(HEARTBEAT_S)
+        """A heartbeat now and every 10 s on the clock; each goes with the next group commit
+        (the beat does not wait for it, so a slow commit never shifts the beats)."""
+        pending: set[asyncio.Task[int]] = set()
+        try:
+            while True:
+                beat = asyncio.ensure_future(self._store.append_journal(
+                    "heartbeat", {}, ts_ns=self._clock.wall_ns()))
+                pending.add(beat)
+                beat.add_done_callback(self._beat_done(pending))
+                await self._clock.sleep(HEARTBEAT_S)
+        finally:
+            # Appends already queued complete with the store's next commit (or its close).
+            for beat in list(pending):
+                if beat.done():
+                    pending.discard(beat)
+
+    def _beat_done(self, pending: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+        def done(beat: asyncio.Task[int]) -> None:
+            pending.discard(beat)
+            if not beat.cancelled() and beat.exception() is not None:
+                self.heartbeats_failed += 1
+                if self.heartbeats_failed == 1:
+                    log.warning("Heartbeat not stored: %s", beat.exception())
+        return done
 
     async def power_on(self) -> None:
         await self._clock.sleep(POWER_ON_AFTER_S)
