@@ -289,7 +289,7 @@ class Gateway:
                     settings=settings, uid=site.uid, transport=transport, outbox=outbox,
                     log=store, config_dir=self.config_dir, validate=check_site,
                     config_applied=self._applied_from_server)
-                started = await self._wait_for_records()
+                started = await self._wait_for_records(trigger)
                 return await session.run(trigger, started=started)
 
             run_session = file_session
@@ -318,7 +318,7 @@ class Gateway:
             async def mqtt_session(trigger: Trigger) -> SessionResult:
                 if not data_settings.topic_data and permanent:
                     return SessionResult(ok=True)
-                started = await self._wait_for_records()
+                started = await self._wait_for_records(trigger)
                 return await mqtt(data_settings).run(trigger, started=started)
 
             run_session = mqtt_session
@@ -360,9 +360,14 @@ class Gateway:
                 self.site.settings.servers[0].type.is_file_server:
             scheduler.request_alarm()
 
-    async def _wait_for_records(self) -> datetime:
+    async def _wait_for_records(self, trigger: Trigger) -> datetime:
         """The session's start, once every device's record of the period ending at or before
-        its cut is acknowledged (at most 3 s)."""
+        its cut is acknowledged (at most 3 s).
+
+        An alarm session starts in the second after its alarm: the cut is the start truncated
+        to the second, and the alarm that asked for the session must be before it."""
+        if trigger is Trigger.ALARM:
+            await self.clock.sleep(1.0 - (self.clock.wall_ns() % NS_PER_S) / NS_PER_S + 0.01)
         started_ns = self.clock.wall_ns()
         cut_ns = cut_of(datetime.fromtimestamp(started_ns / NS_PER_S, UTC))
         deadline = self.clock.monotonic_ns() + int(RECORDS_WAIT_S * NS_PER_S)

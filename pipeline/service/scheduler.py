@@ -117,7 +117,7 @@ class SlotScheduler:
 
     def _alarm_ready_ns(self) -> int:
         if self._last_alarm_session_ns is None:
-            return self._clock.monotonic_ns()
+            return 0
         return self._last_alarm_session_ns + ALARM_SESSION_GAP_S * NS_PER_S
 
     def _due(self, retry_at: int | None, scheduled: datetime | None) -> Trigger | None:
@@ -141,6 +141,6 @@ class SlotScheduler:
         if retry_at is not None:
             deadline = min(deadline, retry_at)
         if self._alarm_pending:
-            deadline = min(deadline, self._alarm_ready_ns())
+            deadline = min(deadline, max(now, self._alarm_ready_ns()))
         if await self._clock.wait_until(deadline, self._wake):
             self._wake.clear()

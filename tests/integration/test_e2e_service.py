@@ -1,0 +1,196 @@
+"""`sunpm run` end to end, as a child process: a simulated meter on Modbus TCP and the simulated
+I/O, server 1 a real FTP server, server 2 mosquitto; a change of an action-8 variable raises a
+device alarm that starts a session at once (ALARM and DATA files on the FTP server, the alarm on
+the MQTT alarm topic); a second `sunpm run` on the same store is refused; SIGINT exits 0 within
+10 s. Then the demo: `sunpm run` with no configuration delivers a DATA file within 60 s, stops on
+SIGINT and resumes the same store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from e2e_support import (
+    METER_SETUP,
+    UID,
+    ClockedDevice,
+    edit_config,
+    edit_daq,
+    make_tree,
+    meter_expected,
+    meter_values,
+    parse_data,
+    sunpm,
+)
+from mqtt_clients import subscriber, wait_for
+from peers import Broker, make_certs, run_peer
+from service_support import STOP_LIMIT_S, bad_log_lines, gunzip_folder, start, wait_until
+
+from config.model import Device
+from pipeline.drivers.modbus.simulator import TcpSimulator
+from store.log import Log
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+ZONE = "Europe/Paris"
+STATUS_REGISTER = 100
+METER_ALARM_DEF = (b"modbusTCP;Meter;ACME;M3\n"
+                   b"1;4;0;I32_W;;V_L1;;0.1;0;V;4\n"
+                   b"2;4;40;I32_W;;P_total;;0.1;0;W;2\n"
+                   b"3;4;62;U32_W;;E_import;;0.1;0;kWh;4\n"
+                   b"4;3;4354;U16;;Setup;;1;0;;1\n"
+                   b"5;3;100;U16;;Status;;1;0;;8\n")
+
+
+async def configure(tmp_path: Path, modbus_port: int, ftp_port: int, mqtt_port: int) -> Path:
+    cfg = tmp_path / "cfg"
+    run = await sunpm("config", "init", str(cfg), "--uid", UID)
+    assert run.code == 0, run.err
+    (cfg / "DEF" / "meter_alarm.csv").write_bytes(METER_ALARM_DEF)
+
+    def devices(rows: tuple[Device, ...]) -> list[Device]:
+        return [*rows, Device(line=len(rows) + 2, index="2",
+                              interface=f"127.0.0.1:{modbus_port}", name="meter", address=2,
+                              acq_period_s=1, timeout_ms=300, parameters="1", category="Meter",
+                              model="M3", def_file="meter_alarm.csv")]
+
+    edit_daq(cfg, devices)
+    edit_config(cfg, {
+        "SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": str(ftp_port),
+        "FTP_User": "sunpm", "FTP_Password": "secret",
+        "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(mqtt_port),
+        "MQTT2_TopicData": "plant/data", "MQTT2_TopicAlarm": "plant/alarm",
+        "STORE_Path": str(tmp_path / "store"), "STORE_FlushSeconds": "0.2",
+        "DAQ_PollPeriod": "1", "NTP_TimeZone": ZONE, "NTP_Server1": "", "NTP_Server2": ""})
+    run = await sunpm("config", "validate", str(cfg))
+    assert run.code == 0, run.out + run.err
+    return cfg
+
+
+async def test_service_delivers_alarm_and_data_and_stops_cleanly(
+        tmp_path: Path, broker: Broker) -> None:
+    meter = ClockedDevice(holding={4354: METER_SETUP, STATUS_REGISTER: 3}, moving=meter_values,
+                          kind=4)
+    sim = TcpSimulator({2: meter})
+    port = await sim.start()
+    ftp_root = make_tree(tmp_path / "ftp")
+    try:
+        with run_peer("ftp", ftp_root, make_certs(tmp_path / "certs")) as ftp:
+            cfg = await configure(tmp_path, port, ftp.port, broker.plain_port)
+            async with subscriber(broker.plain_port, "plant/alarm") as alarms:
+                service = await start(["--config", str(cfg), "--data", str(tmp_path / "data")],
+                                      tmp_path / "logs")
+                try:
+                    await wait_until(lambda: "sunpm started" in service.stderr, 20,
+                                     "start line", service)
+                    # Let a few records be stored, then change the action-8 variable late in a
+                    # second (polls run at whole seconds).
+                    await asyncio.sleep(3.5 - time.time() % 1 + 0.6)
+                    changed_at = int(time.time())
+                    meter.holding[STATUS_REGISTER] = 8
+                    await wait_until(lambda: bool(gunzip_folder(ftp_root / "ALARM", "*.csv.gz")),
+                                     30, "ALARM file on the FTP server", service)
+                    await wait_for(alarms, 1, timeout_s=15)
+
+                    # A second gateway on the same store is refused, clearly, at once.
+                    second = await start(["--config", str(cfg), "--data",
+                                          str(tmp_path / "data2")], tmp_path / "logs", name="second")
+                    async with asyncio.timeout(30):
+                        assert await second.proc.wait() == 1
+                    assert "another sunpm is already running on this data" in second.stderr, \
+                        second.stderr
+                finally:
+                    code, took = await service.stop(signal.SIGINT)
+            assert code == 0, service.stderr[-3000:]
+            assert took < STOP_LIMIT_S
+    finally:
+        await sim.stop()
+
+    stderr = service.stderr
+    assert bad_log_lines(stderr) == [], bad_log_lines(stderr)[:5]
+    assert " INFO session: server 1 ftp 127.0.0.1:" in stderr
+    assert "session started (alarm)" in stderr
+
+    # The ALARM file: the device alarm, dated at the poll that saw the change.
+    alarm_texts = gunzip_folder(ftp_root / "ALARM", f"{UID}_AL_*.csv.gz")
+    lines = [line for text in alarm_texts.values() for line in text.splitlines()]
+    device_lines = [line for line in lines if ";MODBUS;" in line]
+    assert len(device_lines) == 1, lines
+    stamp, rest = device_lines[0].split(";", 1)
+    assert rest == "MODBUS;meter_alarm.csv;meter;5;8.000000"
+    # MQTT: the same alarm on the alarm topic (formats.md §14.3).
+    topic, payload = alarms[0]
+    assert topic == "plant/alarm"
+    message = json.loads(payload)
+    assert message["alarmsDevice"] is None
+    (entry,) = message["alarms"]
+    assert (entry["defName"], entry["deviceName"], entry["source"], entry["variableIndex"]) == \
+        ("meter_alarm.csv", "meter", "MODBUS", 5)
+    assert float(entry["value"]) == 8
+    assert changed_at <= entry["timestamp"] // 1000 <= changed_at + 2
+
+    # The DATA file of that session: every stored meter record up to its cut, each value as the
+    # simulator held it at the poll (a record dated T holds the poll at T - 1).
+    texts = gunzip_folder(ftp_root / "DATA", f"{UID}_MODBUS_[0-9]*.csv.gz")
+    assert texts
+    rows = [(t, fields) for text in texts.values()
+            for block in parse_data(text, ZONE) if block.header[0] == "DEVICEINDEX;2"
+            for t, fields in block.rows]
+    assert len(rows) >= 3
+    for t, fields in rows:
+        assert fields[:5] == meter_expected(t - 1), (t, fields)
+        assert fields[5] == ("8" if t - 1 > changed_at else "3" if t - 1 < changed_at
+                             else fields[5])
+    times = [t for t, _ in rows]
+    assert times == sorted(set(times))                       # each record once
+    log = Log.open_read_only(tmp_path / "store")
+    try:
+        stored = sorted({ts // 1_000_000_000 for ts in
+                         log.records("2").column("ts").cast("int64").to_pylist()})
+    finally:
+        await log.close()
+    assert times == [t for t in stored if t <= times[-1]]     # and none missing before the cut
+
+
+async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> None:
+    data = tmp_path / "sunpm-data"
+    service = await start([], tmp_path / "logs", cwd=tmp_path)
+    try:
+        took = await wait_until(lambda: bool(list((data / "server" / "DATA").glob(
+            "SUNPMDEMO_MODBUS_[0-9]*.csv.gz"))), 60, "demo DATA file", service)
+    finally:
+        code, stop_s = await service.stop(signal.SIGINT)
+    assert code == 0 and stop_s < STOP_LIMIT_S, service.stderr[-3000:]
+    assert took < 60
+    assert f"sunpm demo created in {data}" in service.stdout
+    assert f"land in {data / 'server'}/" in service.stdout
+    first = gunzip_folder(data / "server" / "DATA", "SUNPMDEMO_MODBUS_[0-9]*.csv.gz")
+    blocks = [b for text in first.values() for b in parse_data(text, "UTC")]
+    assert {b.header[0] for b in blocks} == {"DEVICEINDEX;1", "DEVICEINDEX;2", "DEVICEINDEX;3"}
+    assert bad_log_lines(service.stderr) == []
+
+    log = Log.open_read_only(data / "store")
+    try:
+        before = log.watermark()
+    finally:
+        await log.close()
+    again = await start([], tmp_path / "logs", name="again", cwd=tmp_path)
+    try:
+        await wait_until(lambda: "sunpm started" in again.stderr, 30, "second start", again)
+        await asyncio.sleep(12)
+    finally:
+        code, stop_s = await again.stop(signal.SIGINT)
+    assert code == 0 and stop_s < STOP_LIMIT_S, again.stderr[-3000:]
+    assert f"sunpm demo resumed in {data}" in again.stdout
+    log = Log.open_read_only(data / "store")
+    try:
+        after = log.watermark()
+    finally:
+        await log.close()
+    # The same store goes on: record numbers continue from where the first run stopped.
+    for device in ("1", "2", "3", "IO", "TIC1"):
+        assert after.records[device] > before.records[device] > 0, device
