@@ -142,6 +142,7 @@ class Gateway:
         self._reload = asyncio.Event()
         self._startup_requested = False
         self._local_change = False
+        self._alarm_waiting = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,7 +225,6 @@ class Gateway:
         self.poller = poller
         stopping = asyncio.Event()
         mqtt_serving: list[MqttSession] = []
-        self.schedulers = {}
         try:
             async with asyncio.TaskGroup() as tg:
                 polling = tg.create_task(poller.run(), name="poller")
@@ -240,6 +240,9 @@ class Gateway:
                         mqtt_serving.append(serving)
                         others.append(tg.create_task(serving.serve(stopping),
                                                      name=f"mqtt:{settings.slot}"))
+                if self._alarm_waiting:
+                    self._alarm_waiting = False
+                    self._alarm_raised()
                 others.append(tg.create_task(self._watch_config(site), name="config-watch"))
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
@@ -263,6 +266,7 @@ class Gateway:
                     log.warning("Polling did not stop within %.0f s; cancelled", POLL_STOP_S)
                     polling.cancel()
         finally:
+            self.schedulers = {}
             await self._settle_background()
             await plant.close()
             store.set_delivery_predicates(None, None)
@@ -355,9 +359,12 @@ class Gateway:
         return self._acked_end.get(index)
 
     def _alarm_raised(self) -> None:
+        """An alarm asks server 1 (a file server) for an alarm session; one raised before the
+        schedulers run (the Power OFF of an unclean stop, during a reload) waits for them."""
         scheduler = self.schedulers.get(1)
-        if scheduler is not None and self.site is not None and \
-                self.site.settings.servers[0].type.is_file_server:
+        if scheduler is None:
+            self._alarm_waiting = True
+        elif self.site is not None and self.site.settings.servers[0].type.is_file_server:
             scheduler.request_alarm()
 
     async def _wait_for_records(self, trigger: Trigger) -> datetime:
