@@ -60,11 +60,19 @@ async def start(args: Sequence[str], folder: Path, *, name: str = "service",
                 cwd: Path | None = None) -> Service:
     folder.mkdir(parents=True, exist_ok=True)
     out, err = folder / f"{name}.out", folder / f"{name}.err"
-    with open(out, "ab") as fout, open(err, "ab") as ferr:
+    fout, ferr = _append_fd(out), _append_fd(err)
+    try:
         proc = await asyncio.create_subprocess_exec(
             SUNPM, "run", *args, stdout=fout, stderr=ferr, cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(fout)
+        os.close(ferr)
     return Service(proc, out, err)
+
+
+def _append_fd(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
 async def wait_until(check: Callable[[], bool], timeout_s: float, what: str,

@@ -11,7 +11,9 @@ import asyncio
 import json
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from e2e_support import (
@@ -122,6 +124,8 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
     assert len(device_lines) == 1, lines
     stamp, rest = device_lines[0].split(";", 1)
     assert rest == "MODBUS;meter_alarm.csv;meter;5;8.000000"
+    raised = datetime.strptime(stamp, "%y/%m/%d-%H:%M:%S").replace(tzinfo=ZoneInfo(ZONE))
+    assert changed_at < raised.timestamp() <= changed_at + 2     # the first poll after it
     # MQTT: the same alarm on the alarm topic (formats.md §14.3).
     topic, payload = alarms[0]
     assert topic == "plant/alarm"

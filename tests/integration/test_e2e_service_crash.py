@@ -22,8 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from e2e_support import METER_SETUP, UID, ClockedDevice, edit_config, edit_daq, make_tree, \
-    meter_values, parse_data, sunpm
+from e2e_support import (
+    METER_SETUP,
+    UID,
+    ClockedDevice,
+    edit_config,
+    edit_daq,
+    make_tree,
+    meter_values,
+    parse_data,
+    sunpm,
+)
 from peers import make_certs, run_peer
 from service_support import STOP_LIMIT_S, gunzip_folder, start, wait_until
 
