@@ -3,7 +3,7 @@ I/O, server 1 a real FTP server, server 2 mosquitto; a change of an action-8 var
 device alarm that starts a session at once (ALARM and DATA files on the FTP server, the alarm on
 the MQTT alarm topic); a second `sunpm run` on the same store is refused; SIGINT exits 0 within
 10 s. Then the demo: `sunpm run` with no configuration delivers a DATA file within 60 s, stops on
-SIGINT and resumes the same store."""
+SIGINT, resumes the same store and stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -187,9 +187,10 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         await wait_until(lambda: "sunpm started" in again.stderr, 30, "second start", again)
         await asyncio.sleep(12)
     finally:
-        code, stop_s = await again.stop(signal.SIGINT)
+        code, stop_s = await again.stop(signal.SIGTERM)     # as systemd stops it
     assert code == 0 and stop_s < STOP_LIMIT_S, again.stderr[-3000:]
     assert f"sunpm demo resumed in {data}" in again.stdout
+    assert "SIGTERM received; stopping" in again.stderr
     log = Log.open_read_only(data / "store")
     try:
         after = log.watermark()
