@@ -7,7 +7,8 @@
 | `scheduler.py` | `SlotScheduler`: when each server gets a session |
 | `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
 | `logs.py` | stderr log lines and `log` journal events |
+| `status.py` | the status object and each server's backlog (`<data>/status.json`) |
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
-__all__ = ["alarms", "demo", "gateway", "logs", "scheduler", "wiring"]
+__all__ = ["alarms", "demo", "gateway", "logs", "scheduler", "status", "wiring"]

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,8 +59,10 @@ from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_
 from pipeline.service.alarms import Alarms, PowerWatch
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
+from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
 from store.errors import StoreLockedError
+from store.fsio import write_file_durably
 from store.log import Log, StoreOptions
 
 log = logging.getLogger("sunpm.system")
@@ -71,6 +74,8 @@ POLL_STOP_S: Final = 4.0
 CONFIG_CHECK_S: Final = 5.0
 #: A local configuration change triggers a server-1 session this long after the last change.
 CONFIG_SESSION_DELAY_S: Final = 60.0
+#: `<data>/status.json` is rewritten this often (and at stop).
+STATUS_EVERY_S: Final = 60.0
 
 
 class GatewayRefused(SunpmError):
@@ -143,12 +148,15 @@ class Gateway:
         self._startup_requested = False
         self._local_change = False
         self._alarm_waiting = False
+        self._outboxes: dict[int, Outbox] = {}
+        self._started_s = time.time()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
         site = await asyncio.to_thread(self._load)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)
         try:
             store = await Log.open(store_dir, StoreOptions(
@@ -244,6 +252,7 @@ class Gateway:
                     self._alarm_waiting = False
                     self._alarm_raised()
                 others.append(tg.create_task(self._watch_config(site), name="config-watch"))
+                others.append(tg.create_task(self._write_status(), name="status"))
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
                 for plugin in self.plugins:
@@ -266,7 +275,11 @@ class Gateway:
                     log.warning("Polling did not stop within %.0f s; cancelled", POLL_STOP_S)
                     polling.cancel()
         finally:
+            with contextlib.suppress(SunpmError, OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._status_file()
             self.schedulers = {}
+            self._outboxes = {}
             await self._settle_background()
             await plant.close()
             store.set_delivery_predicates(None, None)
@@ -285,6 +298,7 @@ class Gateway:
         if settings.type.is_file_server:
             outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
                             streams=FILE_SERVER_STREAMS)
+            self._outboxes[slot] = outbox
 
             async def file_session(trigger: Trigger) -> SessionResult:
                 transport = open_transport(settings, cert_dir)
@@ -300,6 +314,7 @@ class Gateway:
         else:
             outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
                             streams=(Stream.DATA,))
+            self._outboxes[slot] = outbox
             view_config = ViewConfig.for_server(site.settings, settings, site.daq)
             definitions = _StoredDefinitions(store, {d.snapshot_id: d for d in
                                                      site.definitions.values()})
@@ -395,6 +410,48 @@ class Gateway:
             if acked < end:
                 return False
         return True
+
+    # ------------------------------------------------------------------ status
+
+    async def status(self) -> dict[str, object]:
+        """formats.md §12.4's status object (what is known today), backlogs included."""
+        site, store = self.site, self.store
+        assert site is not None and store is not None
+        servers: list[dict[str, object]] = []
+        now_ns = self.clock.wall_ns()
+        for settings in site.settings.servers:
+            scheduler = self.schedulers.get(settings.slot)
+            outbox = self._outboxes.get(settings.slot)
+            if scheduler is None or outbox is None:
+                continue
+            result = scheduler.last_result
+            waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+            servers.append({
+                "srv": settings.slot, "status": "connected" if scheduler.running else "idle",
+                "type": settings.type.value, "addr": settings.host or settings.dir_path,
+                "port": settings.port,
+                "last": last_text(scheduler.last_end_ns, None if result is None else result.ok,
+                                  "" if result is None else result.reason,
+                                  site.settings.time_zone),
+                "backlog": waiting})
+        dropped = dict(self.poller.dropped_by_device) if self.poller is not None else {}
+        return await asyncio.to_thread(status_object, site=site, store=store,
+                                       started_s=self._started_s, servers=servers,
+                                       dropped=dropped)
+
+    async def _status_file(self) -> None:
+        body = json.dumps(await self.status(), separators=(",", ":")).encode()
+        await asyncio.to_thread(write_file_durably, self.data_dir / "status.json", body)
+
+    async def _write_status(self) -> None:
+        """`<data>/status.json` every minute, for operators and tools until the `status`
+        command and the web UI serve it."""
+        while True:
+            await self.clock.sleep(STATUS_EVERY_S)
+            try:
+                await self._status_file()
+            except (SunpmError, OSError) as err:
+                log.warning("Status file not written: %s", err)
 
     # ------------------------------------------------------------------ sinks
 

@@ -114,6 +114,16 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
 
     stderr = service.stderr
     assert bad_log_lines(stderr) == [], bad_log_lines(stderr)[:5]
+    # status.json, written at the stop: both servers, the files the next sessions would send
+    # (the meter's records after the last cut at least), the devices.
+    status = json.loads((tmp_path / "data" / "status.json").read_bytes())
+    assert status["uid"] == UID and status["timeZone"] == ZONE
+    servers = {s["srv"]: s for s in status["servers"]}
+    assert (servers[1]["type"], servers[2]["type"]) == ("ftp", "mqtt")
+    assert servers[1]["last"].endswith(" OK")
+    assert 1 <= servers[1]["backlog"] <= 5
+    assert [d["index"] for d in status["devices"]] == ["IO", "2"]
+    assert status["devices"][1]["storeBytes"] > 0
     assert " INFO session: server 1 ftp 127.0.0.1:" in stderr
     assert "session started (alarm)" in stderr
 
