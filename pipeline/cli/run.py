@@ -57,6 +57,9 @@ async def _main(args: argparse.Namespace) -> int:
     except GatewayRefused as err:
         print(f"sunpm run: {err}", file=sys.stderr)
         return err.code
+    except Exception as err:  # the top level: say what stopped it
+        log.error("sunpm stopped on an unexpected error: %s", err, exc_info=err)
+        return 1
     return 0
 
 

@@ -323,11 +323,12 @@ class _Kickoff:
     async def run(self, gateway: Gateway) -> None:
         if self.done.is_set():
             return
-        async with asyncio.timeout(120):
-            while gateway.site is None or any(
-                    gateway.acknowledged_end(d.index) is None
-                    for d in gateway.site.polled_devices):
-                await asyncio.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                while gateway.site is None or any(
+                        gateway.acknowledged_end(d.index) is None
+                        for d in gateway.site.polled_devices):
+                    await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)
         for slot in (1, 2):
             gateway.request_session(slot, Trigger.STARTUP)

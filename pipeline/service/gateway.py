@@ -527,8 +527,12 @@ class Gateway:
         config_log = logging.getLogger("sunpm.config")
         while True:
             await self.clock.sleep(CONFIG_CHECK_S)
-            digest = config_hash(await asyncio.to_thread(local_config_files, self.config_dir,
-                                                         site.uid))
+            try:
+                digest = config_hash(await asyncio.to_thread(local_config_files,
+                                                             self.config_dir, site.uid))
+            except OSError as err:
+                config_log.warning("Configuration folder unreadable: %s", err)
+                continue
             if digest in (running, rejected):
                 continue
             problems = await asyncio.to_thread(check_site, self.config_dir, site.uid)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from config import connection_times
+from config.errors import SunpmError
 from config.model import Schedule
 from exporters.session import SessionResult, Trigger, retry_delay_s
 from pipeline.clock import NS_PER_S, Clock
@@ -108,6 +109,14 @@ class SlotScheduler:
         self.running = True
         try:
             result = await self._run_session(trigger)
+        except SunpmError as err:
+            # Settings a transport refuses, a journal write failing: the session failed.
+            log.warning("server %d: session failed: %s", self.slot, err)
+            result = SessionResult(ok=False, reason=str(err), retriable=True)
+        except Exception as err:  # a session bug must not stop the gateway
+            log.error("server %d: session failed on an unexpected error: %s", self.slot, err,
+                      exc_info=err)
+            result = SessionResult(ok=False, reason=f"internal error: {err}", retriable=True)
         finally:
             self.running = False
         self.sessions += 1
