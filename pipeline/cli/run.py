@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -63,8 +64,26 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The stop must be over by then (the store is crash-safe: a forced exit loses at most the
+#: records and events not yet committed, as a power cut would).
+STOP_GUARD_S = 9.0
+
+
 def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
     if stop.is_set():
-        return
+        log.warning("%s received again; exiting now", sig.name)
+        _force_exit()
     log.info("%s received; stopping", sig.name)
     stop.set()
+    asyncio.get_running_loop().call_later(STOP_GUARD_S, _stop_overdue)
+
+
+def _stop_overdue() -> None:
+    log.error("Stop not finished after %.0f s; exiting without it", STOP_GUARD_S)
+    _force_exit()
+
+
+def _force_exit() -> None:
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(1)

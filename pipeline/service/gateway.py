@@ -169,7 +169,10 @@ class Gateway:
                 "stop it first", 1) from None
         self.store = store
         journal_handler = JournalLogHandler(level_of(site.settings.log_level))
-        logging.getLogger("sunpm").addHandler(journal_handler)
+        root = logging.getLogger("sunpm")
+        root.addHandler(journal_handler)
+        # Records below every handler's level are not even made (the poll loop's DEBUG lines).
+        root.setLevel(min([h.level for h in root.handlers if h.level] or [logging.DEBUG]))
         power: PowerWatch | None = None
         try:
             self.alarms = Alarms(store, self.clock, self._alarm_raised)

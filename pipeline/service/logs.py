@@ -73,7 +73,7 @@ def setup_stderr(level: int = logging.INFO, time_zone: str = "UTC") -> logging.H
     handler.setFormatter(GatewayFormatter(time_zone))
     handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(level)
     root.propagate = False
     return handler
 
