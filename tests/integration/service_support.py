@@ -38,6 +38,10 @@ class Service:
     def stdout(self) -> str:
         return self.out.read_text(errors="replace")
 
+    def logged(self, text: str) -> Callable[[], bool]:
+        """A check for `wait_until`: `text` is in the service's stderr."""
+        return lambda: text in self.stderr
+
     async def stop(self, sig: signal.Signals = signal.SIGINT) -> tuple[int, float]:
         """Send `sig`; the exit code and how long the exit took (killed after 20 s)."""
         start = time.monotonic()

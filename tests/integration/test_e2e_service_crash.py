@@ -78,7 +78,7 @@ async def last_heartbeat(store: Path) -> int:
     finally:
         await log.close()
     assert ts, "a killed run left no heartbeat"
-    return max(ts)
+    return int(max(ts))
 
 
 async def stored_records(store: Path, device: str) -> list[int]:
@@ -113,12 +113,11 @@ async def test_sigkill_loop_loses_nothing_and_sends_nothing_twice(tmp_path: Path
             args = ["--config", str(cfg), "--data", str(tmp_path / "data")]
             for k in range(KILLS):
                 service = await start(args, tmp_path / "logs", name=f"run{k}")
-                await wait_until(lambda s=service: "sunpm started" in s.stderr, 30,
-                                 "start line", service)
+                await wait_until(service.logged("sunpm started"), 30, "start line", service)
                 if k % 2 and k > 0:
                     # Every other restart is killed inside its alarm session (the uploads).
-                    await wait_until(lambda s=service: "session started" in s.stderr, 30,
-                                     "the alarm session", service)
+                    await wait_until(service.logged("session started"), 30, "the alarm session",
+                                     service)
                     await asyncio.sleep(rng.uniform(0.0, 1.0))
                 else:
                     await asyncio.sleep(rng.uniform(3.0, 10.0))
