@@ -6,9 +6,10 @@
 | `wiring.py` | drivers, links and read plans of a `Site` |
 | `scheduler.py` | `SlotScheduler`: when each server gets a session |
 | `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
+| `commands.py` | `CommandExecutor`: one queue for every channel, callerId de-duplication, built-ins |
 | `logs.py` | stderr log lines and `log` journal events |
 | `status.py` | the status object and each server's backlog (`<data>/status.json`) |
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
-__all__ = ["alarms", "demo", "gateway", "logs", "scheduler", "status", "wiring"]
+__all__ = ["alarms", "commands", "demo", "gateway", "logs", "scheduler", "status", "wiring"]

@@ -54,9 +54,12 @@ from exporters.views.mqtt import alarm_message
 from exporters.views.render import store_source
 from exporters.views.windows import cut_of
 from pipeline.clock import NS_PER_S, Clock, SystemClock
+from pipeline.drivers._base import DeviceError
+from pipeline.drivers.io import IoDriver
 from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, PowerWatch
+from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.status import backlog, last_text, status_object
@@ -142,6 +145,8 @@ class Gateway:
         self.poller: Poller | None = None
         self.schedulers: dict[int, SlotScheduler] = {}
         self.alarms: Alarms | None = None
+        self.commands: CommandExecutor | None = None
+        self.plant: Plant | None = None
         self._acked_end: dict[str, int] = {}
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
@@ -182,8 +187,10 @@ class Gateway:
                      store_dir)
             if self._on_started is not None:
                 await self._on_started(Started(site=site, store_dir=store_dir))
+            self.commands = CommandExecutor(store, self, self.clock)
             async with asyncio.TaskGroup() as tg:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
+                             tg.create_task(self.commands.run(), name="commands"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
                 while True:
@@ -229,6 +236,7 @@ class Gateway:
         await self._journal_config(store, site)
         tracker = install_retention(store, site.settings.servers)
         plant = build_plant(site, store, on_accessory=self._accessory)
+        self.plant = plant
         await plant.open()
         poller = Poller(plant.links, recorder=Recorder(), record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
@@ -309,6 +317,7 @@ class Gateway:
                 session = FileServerSession(
                     settings=settings, uid=site.uid, transport=transport, outbox=outbox,
                     log=store, config_dir=self.config_dir, validate=check_site,
+                    commands=self.commands if slot == 1 else None,
                     config_applied=self._applied_from_server)
                 started = await self._wait_for_records(trigger)
                 return await session.run(trigger, started=started)
@@ -330,7 +339,8 @@ class Gateway:
                 assert not isinstance(transport, FileTransport)
                 message_transport: MessageTransport = transport
                 return MqttSession(settings=client_settings, transport=message_transport,
-                                   outbox=outbox, log=journal, alarm_payload=alarm_payload)
+                                   outbox=outbox, log=journal, alarm_payload=alarm_payload,
+                                   commands=self.commands)
 
             permanent = bool(settings.topic_alarm or settings.topic_command)
             if permanent:
@@ -371,6 +381,28 @@ class Gateway:
             return False
         scheduler.request(trigger)
         return True
+
+    def request_parameters(self) -> int:
+        """`getParameters`: every device with parameters is read after its next good poll."""
+        if self.poller is None or self.plant is None:
+            raise CommandError("getParameters: acquisition is not running")
+        devices = [index for index, (_, definition) in self.plant.devices.items()
+                   if any(v.action.is_parameter for v in definition.variables)]
+        for index in devices:
+            self.poller.request_parameters(index)
+        return len(devices)
+
+    async def set_relay(self, state: int) -> None:
+        drivers = [d for d, _ in self.plant.drivers if isinstance(d, IoDriver)] \
+            if self.plant is not None else []
+        if not drivers:
+            raise CommandError("setRelay: no IO device is configured")
+        try:
+            await drivers[0].set_relay(state)
+        except DeviceError as err:
+            text = str(err)
+            raise CommandError(text if text.startswith("setRelay") else
+                               f"setRelay: {text}") from None
 
     def acknowledged_end(self, index: str) -> int | None:
         """The end of the device's last record acknowledged in this run (None: none yet)."""

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiomqtt
 import pytest
 from e2e_support import (
     METER_SETUP,
@@ -33,6 +34,7 @@ from peers import Broker, make_certs, run_peer
 from service_support import STOP_LIMIT_S, bad_log_lines, gunzip_folder, start, wait_until
 
 from config.model import Device
+from exporters.views.events import Channel, CommandResult, journal_items
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from store.log import Log
 
@@ -66,6 +68,7 @@ async def configure(tmp_path: Path, modbus_port: int, ftp_port: int, mqtt_port: 
         "FTP_User": "sunpm", "FTP_Password": "secret",
         "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(mqtt_port),
         "MQTT2_TopicData": "plant/data", "MQTT2_TopicAlarm": "plant/alarm",
+        "MQTT2_TopicCommand": "plant/cmd", "MQTT2_TopicResult": "plant/result",
         "STORE_Path": str(tmp_path / "store"), "STORE_FlushSeconds": "0.2",
         "DAQ_PollPeriod": "1", "NTP_TimeZone": ZONE, "NTP_Server1": "", "NTP_Server2": ""})
     run = await sunpm("config", "validate", str(cfg))
@@ -83,7 +86,14 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
     try:
         with run_peer("ftp", ftp_root, make_certs(tmp_path / "certs")) as ftp:
             cfg = await configure(tmp_path, port, ftp.port, broker.plain_port)
-            async with subscriber(broker.plain_port, "plant/alarm") as alarms:
+            # A command file waiting on server 1: fetched, journaled and run at the first session.
+            (ftp_root / "CMD" / f"{UID}_cmd.json").write_text(json.dumps([
+                {"rpcName": "sunpm.getParameters", "callerId": "f-1"},
+                {"rpcName": "sunpm.status", "callerId": "f-2"},
+                {"rpcName": "sunpm.setRelay", "parameters": {"state": 2}, "callerId": "f-3"}]))
+            async with subscriber(broker.plain_port, "plant/alarm") as alarms, \
+                    subscriber(broker.plain_port, "plant/result", identifier="is-results") \
+                    as answers:
                 service = await start(["--config", str(cfg), "--data", str(tmp_path / "data")],
                                       tmp_path / "logs")
                 try:
@@ -97,6 +107,18 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                     await wait_until(lambda: bool(gunzip_folder(ftp_root / "ALARM", "*.csv.gz")),
                                      30, "ALARM file on the FTP server", service)
                     await wait_for(alarms, 1, timeout_s=15)
+                    assert not (ftp_root / "CMD" / f"{UID}_cmd.json").exists()
+
+                    # Commands on the MQTT command topic, answered on the result topic; a
+                    # repeated callerId is answered again without running twice.
+                    async with aiomqtt.Client("127.0.0.1", broker.plain_port,
+                                              identifier="is-commands") as client:
+                        for message in ({"rpcName": "sunpm.getParameters", "callerId": "m-1"},
+                                        {"rpcName": "sunpm.fly", "callerId": "m-2"},
+                                        [{"rpcName": "sunpm.getParameters"}],
+                                        {"rpcName": "sunpm.getParameters", "callerId": "m-1"}):
+                            await client.publish("plant/cmd", json.dumps(message), qos=1)
+                        await wait_for(answers, 4, timeout_s=15)
 
                     # A second gateway on the same store is refused, clearly, at once.
                     second = await start(["--config", str(cfg), "--data",
@@ -114,6 +136,26 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
 
     stderr = service.stderr
     assert bad_log_lines(stderr) == [], bad_log_lines(stderr)[:5]
+    assert [json.loads(p) for _, p in answers] == [
+        [{"result": "OK", "callerId": "m-1"}],
+        [{"error": "unknown command 'sunpm.fly'", "callerId": "m-2"}],
+        [{"error": "plant/cmd: one command object per message, got an array",
+          "callerId": None}],
+        [{"result": "OK", "callerId": "m-1"}]]
+    assert stderr.count("Command received. name=sunpm.getParameters callerId=m-1") == 1
+    assert "Command repeated; its stored answer is sent again. name=sunpm.getParameters " \
+        "callerId=m-1" in stderr
+    # The command file's answers, journaled for the next ACK file (channel file).
+    log = Log.open_read_only(tmp_path / "store")
+    try:
+        file_results = [CommandResult.from_body(i.body) for i in
+                        journal_items(log.journal(kinds=["result"]).sort_by("seq"))]
+    finally:
+        await log.close()
+    assert [r.entry() for r in file_results if r.channel is Channel.FILE] == [
+        {"result": "OK", "callerId": "f-1"},
+        {"error": "status is not available by file; use sms, local", "callerId": "f-2"},
+        {"error": "setRelay: state must be 0 or 1, got 2", "callerId": "f-3"}]
     # status.json, written at the stop: both servers, the files the next sessions would send
     # (the meter's records after the last cut at least), the devices.
     status = json.loads((tmp_path / "data" / "status.json").read_bytes())

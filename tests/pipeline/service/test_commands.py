@@ -1,0 +1,119 @@
+"""The command executor over a real store: built-ins and their channels, errors worded as
+formats.md §12, a repeated callerId answered from the journal (also after a restart) and never run
+twice, results journaled in execution order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exporters.session import Trigger
+from exporters.views.events import Channel, CommandReceived, CommandResult, journal_items
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.commands import CommandError, CommandExecutor
+from store.log import Log, StoreOptions
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+T0 = 1_622_541_600 * NS_PER_S
+
+
+class Plant:
+    """The gateway side of the built-ins, counting what was asked of it."""
+
+    def __init__(self) -> None:
+        self.parameter_requests = 0
+        self.relay: list[int] = []
+        self.sessions: list[tuple[int, Trigger]] = []
+
+    def request_parameters(self) -> int:
+        self.parameter_requests += 1
+        return 2
+
+    async def set_relay(self, state: int) -> None:
+        if not self.relay and state == 1:
+            self.relay.append(state)
+            return
+        raise CommandError("setRelay: I/O backend failed")
+
+    def request_session(self, slot: int, trigger: Trigger) -> bool:
+        if slot == 2:
+            return False
+        self.sessions.append((slot, trigger))
+        return True
+
+    async def status(self) -> dict[str, object]:
+        return {"uid": "WPMTEST01"}
+
+
+def cmd(name: str, caller: str | int | None, channel: Channel = Channel.FILE,
+        **parameters: object) -> CommandReceived:
+    return CommandReceived(channel=channel, rpc_name=name, caller_id=caller,
+                           parameters=parameters)  # type: ignore[arg-type]
+
+
+def results(log: Log) -> list[dict[str, object]]:
+    return [json.loads(CommandResult.from_body(i.body).to_body())
+            for i in journal_items(log.journal(kinds=["result"]).sort_by("seq"))]
+
+
+async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
+    plant = Plant()
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, clock)
+        for command in [
+            cmd("sunpm.getParameters", "c-1"),
+            cmd("SUNPM.GETPARAMETERS", "c-1"),                 # repeated: not run again
+            cmd("sunpm.setRelay", "c-2", state=2),
+            cmd("sunpm.setRelay", 7, state=1),
+            cmd("sunpm.setRelay", "7", state=1),              # "7" is not 7: runs, fails
+            cmd("sunpm.fly", None),
+            cmd("foo.bar", None),
+            cmd("sunpm.status", "c-3"),
+            cmd("sunpm.status", "c-4", Channel.LOCAL),
+            cmd("sunpm.connect", "c-5", Channel.SMS, server=2),
+            cmd("sunpm.connect", "c-6", Channel.LOCAL),
+            cmd("sunpm.writeVariable", "c-7", Channel.MQTT),
+            cmd("sunpm.getParameters", None, Channel.MQTT),
+            cmd("sunpm.getParameters", None, Channel.MQTT),   # null callerIds always run
+        ]:
+            await executor.execute(command)
+        got = results(log)
+    assert [(r["channel"], r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("file", "c-1", "OK", None),
+        ("file", "c-1", "OK", None),
+        ("file", "c-2", None, "setRelay: state must be 0 or 1, got 2"),
+        ("file", 7, "OK", None),
+        ("file", "7", None, "setRelay: I/O backend failed"),
+        ("file", None, None, "unknown command 'sunpm.fly'"),
+        ("file", None, None, "unknown script 'foo'"),
+        ("file", "c-3", None, "status is not available by file; use sms, local"),
+        ("local", "c-4", {"uid": "WPMTEST01"}, None),
+        ("sms", "c-5", None, "connect: server 2 is not configured"),
+        ("local", "c-6", "OK", None),
+        ("mqtt", "c-7", None, "writeVariable: not available in this version of sunpm"),
+        ("mqtt", None, "OK", None),
+        ("mqtt", None, "OK", None),
+    ]
+    assert plant.parameter_requests == 3
+    assert plant.relay == [1]
+    assert plant.sessions == [(1, Trigger.COMMAND)]
+
+    # After a restart the answers of the last 7 days come from the journal.
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0 + 6 * 86_400 * NS_PER_S))
+        await executor.execute(cmd("sunpm.getParameters", "c-1", Channel.MQTT))
+        await executor.execute(cmd("sunpm.setRelay", "c-2", Channel.MQTT, state=1))
+        later = CommandExecutor(log, plant, ManualClock(T0 + 8 * 86_400 * NS_PER_S))
+        await later.execute(cmd("sunpm.getParameters", "c-1", Channel.MQTT))
+        got = results(log)[-3:]
+    assert [(r["channel"], r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("mqtt", "c-1", "OK", None),
+        ("mqtt", "c-2", None, "setRelay: state must be 0 or 1, got 2"),
+        ("mqtt", "c-1", "OK", None),
+    ]
+    assert plant.parameter_requests == 4       # run again only once the 7 days were over
+    assert plant.relay == [1]
