@@ -7,7 +7,7 @@ commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
 journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
-`setRelay`, and, from the channels allowed to use them (SMS, local), `connect` and `status`; the
+`setRelay`, `log`, and, from the channels allowed to use them (SMS, local), `connect` and `status`; the
 others answer that they are not available in this version, scripts that they are unknown.
 """
 
@@ -57,6 +57,8 @@ class GatewayControl(Protocol):
 
     async def status(self) -> dict[str, object]: ...
 
+    def start_trace(self, interface: str, duration_min: int) -> None: ...
+
 
 Builtin = Callable[[Mapping[str, JsonValue]], Awaitable[JsonValue]]
 
@@ -79,7 +81,7 @@ class CommandExecutor:
         self.executed = 0
         self._builtins: dict[str, Builtin] = {
             "getparameters": self._get_parameters, "setrelay": self._set_relay,
-            "connect": self._connect, "status": self._status}
+            "connect": self._connect, "status": self._status, "log": self._log}
 
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
         for command in commands:
@@ -190,6 +192,17 @@ class CommandExecutor:
         assert isinstance(server, int)
         if not self._control.request_session(server, Trigger.COMMAND):
             raise CommandError(f"connect: server {server} is not configured")
+        return "OK"
+
+    async def _log(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        interface = parameters.get("interface")
+        duration = parameters.get("duration", 10)
+        if not isinstance(interface, str):
+            raise CommandError(f"log: interface must be a string, got {json.dumps(interface)}")
+        if isinstance(duration, bool) or not isinstance(duration, int):
+            raise CommandError(f"log: duration must be 0..1440 minutes, got "
+                               f"{json.dumps(duration)}")
+        self._control.start_trace(interface, duration)
         return "OK"
 
     async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:

@@ -52,6 +52,7 @@ from exporters.views.context import ViewConfig
 from exporters.views.events import JournalItem
 from exporters.views.mqtt import alarm_message
 from exporters.views.render import store_source
+from exporters.views.traces import traces_delivered
 from exporters.views.windows import cut_of
 from pipeline.clock import NS_PER_S, Clock, SystemClock
 from pipeline.drivers._base import DeviceError
@@ -64,9 +65,11 @@ from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
+from pipeline.traces import TraceCapture, TraceCaptureError
 from store.errors import StoreLockedError
 from store.fsio import write_file_durably
 from store.log import Log, StoreOptions
+from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
 
@@ -146,6 +149,8 @@ class Gateway:
         self.schedulers: dict[int, SlotScheduler] = {}
         self.alarms: Alarms | None = None
         self.commands: CommandExecutor | None = None
+        self.traces: TraceStore | None = None
+        self.capture: TraceCapture | None = None
         self.plant: Plant | None = None
         self._acked_end: dict[str, int] = {}
         self._background: set[asyncio.Task[object]] = set()
@@ -173,6 +178,14 @@ class Gateway:
                 f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
                 "stop it first", 1) from None
         self.store = store
+        try:
+            traces = await asyncio.to_thread(TraceStore.open, store_dir, TraceOptions(
+                flush_s=site.settings.store_flush_s))
+        except SunpmError:
+            await store.close()
+            raise
+        self.traces = traces
+        self.capture = TraceCapture(traces, clock_ns=self.clock.wall_ns)
         journal_handler = JournalLogHandler(level_of(site.settings.log_level))
         root = logging.getLogger("sunpm")
         root.addHandler(journal_handler)
@@ -191,6 +204,7 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
                              tg.create_task(self.commands.run(), name="commands"),
+                             tg.create_task(traces.run(), name="traces"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
                 while True:
@@ -211,6 +225,7 @@ class Gateway:
                 journal_handler.drain(store)
             finally:
                 logging.getLogger("sunpm").removeHandler(journal_handler)
+                await asyncio.to_thread(traces.close)
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
 
@@ -235,7 +250,8 @@ class Gateway:
         """Everything that depends on the configuration, until `stop` or a reload."""
         await self._journal_config(store, site)
         tracker = install_retention(store, site.settings.servers)
-        plant = build_plant(site, store, on_accessory=self._accessory)
+        plant = build_plant(site, store, on_accessory=self._accessory,
+                            trace=self.capture.hook if self.capture is not None else None)
         self.plant = plant
         await plant.open()
         poller = Poller(plant.links, recorder=Recorder(), record_sink=self._record_sink,
@@ -304,7 +320,8 @@ class Gateway:
         journal = tracker.journal_log(store)
         outbox_dir = Path(store.path) / "outbox" / str(slot)
         cert_dir = self.config_dir / "CERT"
-        source = store_source(store, site, slot)
+        source = store_source(store, site, slot, traces=self.traces)
+        file_servers = [s.slot for s in site.settings.servers if s.type.is_file_server]
         serving: MqttSession | None = None
         if settings.type.is_file_server:
             outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
@@ -320,7 +337,11 @@ class Gateway:
                     commands=self.commands if slot == 1 else None,
                     config_applied=self._applied_from_server)
                 started = await self._wait_for_records(trigger)
-                return await session.run(trigger, started=started)
+                result = await session.run(trigger, started=started)
+                if result.ok and self.traces is not None:
+                    await asyncio.to_thread(_delete_delivered_traces, self.traces, outbox,
+                                            file_servers)
+                return result
 
             run_session = file_session
         else:
@@ -403,6 +424,15 @@ class Gateway:
             text = str(err)
             raise CommandError(text if text.startswith("setRelay") else
                                f"setRelay: {text}") from None
+
+    def start_trace(self, interface: str, duration_min: int) -> None:
+        """`log`: frame traces of one interface for `duration_min` (0 stops)."""
+        if self.capture is None:
+            raise CommandError("log: the service is not running")
+        try:
+            self.capture.start(interface, duration_min)
+        except TraceCaptureError as err:
+            raise CommandError(str(err)) from None
 
     def acknowledged_end(self, index: str) -> int | None:
         """The end of the device's last record acknowledged in this run (None: none yet)."""
@@ -583,6 +613,12 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _delete_delivered_traces(traces: TraceStore, outbox: Outbox,
+                             file_servers: Sequence[int]) -> None:
+    """Trace lines every file server has in a delivered LOG window go (formats.md §11)."""
+    traces.delete_delivered(traces_delivered(outbox.state(), file_servers))
 
 
 def _data_client(settings: ServerSettings, uid: str) -> ServerSettings:

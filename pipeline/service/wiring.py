@@ -24,6 +24,7 @@ from pipeline.drivers.io import IoDriver, ModbusIoBackend, SimBackend, backend_m
 from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.drivers.modbus.trace import TraceHook
 from pipeline.drivers.tic import AccessoryListener, TicDriver, TicReader, open_serial
 from pipeline.poller import PolledDevice, PollLink, link_name
 from store.log import Log
@@ -81,12 +82,12 @@ def plans_for(site: Site, definition: DefinitionFile) -> tuple[ReadPlan, ReadPla
         v for v in definition.variables if v.action.is_polled)), None
 
 
-def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | None = None
-                ) -> Plant:
+def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | None = None,
+                trace: TraceHook | None = None) -> Plant:
     """Drivers and links of every polled device of `site` (devices on a port without driver,
     or a serial port without `path`, are logged once and left out)."""
     plant = Plant()
-    tcp = ModbusTcpDriver(inter_frame_ms=site.daq.tcp_inter_frame_ms)
+    tcp = ModbusTcpDriver(inter_frame_ms=site.daq.tcp_inter_frame_ms, trace=trace)
     rtu: dict[str, ModbusRtuDriver] = {}
     unwired: set[str] = set()
     grouped: dict[str, list[PolledDevice]] = {}
@@ -108,7 +109,7 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
                     log.warning("%s has no path in daq.csv; its devices are not polled", port)
                     unwired.add(port)
                 continue
-            driver = rtu.setdefault(port, ModbusRtuDriver())
+            driver = rtu.setdefault(port, ModbusRtuDriver(trace=trace))
         elif kind is DeviceKind.IO:
             io_devices.append(device)
             continue
@@ -117,7 +118,8 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
                 log.warning("TIC1 is configured but TIC_Port is empty; it is not polled")
                 continue
             plant.tic_reader = TicReader(site.settings.tic_port, on_accessory=on_accessory,
-                                         opener=open_tic_port)  # type: ignore[arg-type]
+                                         opener=open_tic_port,  # type: ignore[arg-type]
+                                         trace=trace)
             driver = TicDriver(plant.tic_reader)
         _add(site, plant, grouped, driver_of, device, definition, driver)
     for device in io_devices:

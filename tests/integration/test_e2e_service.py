@@ -37,6 +37,7 @@ from config.model import Device
 from exporters.views.events import Channel, CommandResult, journal_items
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from store.log import Log
+from store.traces import TraceStore
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -116,9 +117,13 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                         for message in ({"rpcName": "sunpm.getParameters", "callerId": "m-1"},
                                         {"rpcName": "sunpm.fly", "callerId": "m-2"},
                                         [{"rpcName": "sunpm.getParameters"}],
-                                        {"rpcName": "sunpm.getParameters", "callerId": "m-1"}):
+                                        {"rpcName": "sunpm.getParameters", "callerId": "m-1"},
+                                        {"rpcName": "sunpm.log", "callerId": "m-3",
+                                         "parameters": {"interface": "ethernet",
+                                                        "duration": 1}}):
                             await client.publish("plant/cmd", json.dumps(message), qos=1)
-                        await wait_for(answers, 4, timeout_s=15)
+                        await wait_for(answers, 5, timeout_s=15)
+                    await asyncio.sleep(2.5)        # a few polls traced
 
                     # A second gateway on the same store is refused, clearly, at once.
                     second = await start(["--config", str(cfg), "--data",
@@ -141,7 +146,14 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
         [{"error": "unknown command 'sunpm.fly'", "callerId": "m-2"}],
         [{"error": "plant/cmd: one command object per message, got an array",
           "callerId": None}],
-        [{"result": "OK", "callerId": "m-1"}]]
+        [{"result": "OK", "callerId": "m-1"}],
+        [{"result": "OK", "callerId": "m-3"}]]
+    # The `log` command's capture: Modbus TCP frames to the meter in the store's traces.
+    with TraceStore.open(tmp_path / "store", read_only=True) as traces:
+        frames = traces.entries("ethernet")
+    assert len(frames) >= 4
+    assert {f.peer for f in frames} == {f"127.0.0.1:{port}"}
+    assert {f.direction for f in frames} == {"=>", "<="}
     assert stderr.count("Command received. name=sunpm.getParameters callerId=m-1") == 1
     assert "Command repeated; its stored answer is sent again. name=sunpm.getParameters " \
         "callerId=m-1" in stderr

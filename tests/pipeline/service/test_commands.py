@@ -27,6 +27,7 @@ class Plant:
         self.parameter_requests = 0
         self.relay: list[int] = []
         self.sessions: list[tuple[int, Trigger]] = []
+        self.traces: list[tuple[str, int]] = []
 
     def request_parameters(self) -> int:
         self.parameter_requests += 1
@@ -46,6 +47,11 @@ class Plant:
 
     async def status(self) -> dict[str, object]:
         return {"uid": "WPMTEST01"}
+
+    def start_trace(self, interface: str, duration_min: int) -> None:
+        if interface != "ethernet":
+            raise CommandError(f"log: unknown interface {interface!r}")
+        self.traces.append((interface, duration_min))
 
 
 def cmd(name: str, caller: str | int | None, channel: Channel = Channel.FILE,
@@ -79,6 +85,9 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
             cmd("sunpm.writeVariable", "c-7", Channel.MQTT),
             cmd("sunpm.getParameters", None, Channel.MQTT),
             cmd("sunpm.getParameters", None, Channel.MQTT),   # null callerIds always run
+            cmd("sunpm.log", "c-8", Channel.MQTT, interface="ethernet"),
+            cmd("sunpm.log", "c-9", Channel.MQTT, interface="ethernet1", duration=5),
+            cmd("sunpm.log", "c-10", Channel.MQTT, interface="ethernet", duration="5"),
         ]:
             await executor.execute(command)
         got = results(log)
@@ -97,7 +106,11 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
         ("mqtt", "c-7", None, "writeVariable: not available in this version of sunpm"),
         ("mqtt", None, "OK", None),
         ("mqtt", None, "OK", None),
+        ("mqtt", "c-8", "OK", None),
+        ("mqtt", "c-9", None, "log: unknown interface 'ethernet1'"),
+        ("mqtt", "c-10", None, 'log: duration must be 0..1440 minutes, got "5"'),
     ]
+    assert plant.traces == [("ethernet", 10)]
     assert plant.parameter_requests == 3
     assert plant.relay == [1]
     assert plant.sessions == [(1, Trigger.COMMAND)]
