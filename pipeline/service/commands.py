@@ -7,7 +7,7 @@ commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
 journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
-`setRelay`, `log`, and, from the channels allowed to use them (SMS, local), `connect` and `status`; the
+`setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local), `connect` and `status`; the
 others answer that they are not available in this version, scripts that they are unknown.
 """
 
@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final, Protocol
 
 from config.errors import SunpmError
@@ -59,6 +60,9 @@ class GatewayControl(Protocol):
 
     def start_trace(self, interface: str, duration_min: int) -> None: ...
 
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]: ...
+
 
 Builtin = Callable[[Mapping[str, JsonValue]], Awaitable[JsonValue]]
 
@@ -81,7 +85,8 @@ class CommandExecutor:
         self.executed = 0
         self._builtins: dict[str, Builtin] = {
             "getparameters": self._get_parameters, "setrelay": self._set_relay,
-            "connect": self._connect, "status": self._status, "log": self._log}
+            "connect": self._connect, "status": self._status, "log": self._log,
+            "writevariable": self._write_variable}
 
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
         for command in commands:
@@ -204,6 +209,30 @@ class CommandExecutor:
                                f"{json.dumps(duration)}")
         self._control.start_trace(interface, duration)
         return "OK"
+
+    async def _write_variable(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        device, variable = parameters.get("device"), parameters.get("variable")
+        value, raw = parameters.get("value"), parameters.get("raw", False)
+        if isinstance(device, int) and not isinstance(device, bool):
+            device = str(device)
+        if not isinstance(device, str) or not device:
+            raise CommandError("writeVariable: device must be a name, an index or '*'")
+        if isinstance(variable, bool) or not isinstance(variable, (str, int)) or variable == "":
+            raise CommandError("writeVariable: variable must be an Index, a Name or a Tag")
+        if not isinstance(raw, bool):
+            raise CommandError(f"writeVariable: raw must be true or false, got {json.dumps(raw)}")
+        number: str | Decimal
+        if isinstance(value, str):
+            number = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+            if not number.is_finite():
+                raise CommandError(f"writeVariable: value must be a number, got {value}")
+        else:
+            raise CommandError(f"writeVariable: value must be a number (text for a String), "
+                               f"got {json.dumps(value)}")
+        answer = await self._control.write_variable(device, variable, number, raw)
+        return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
 
     async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         return json.loads(json.dumps(await self._control.status()))  # type: ignore[no-any-return]

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -36,7 +37,7 @@ import pyarrow as pa
 
 from config import ConfigError, Site, check_site, load_site, parse_definition
 from config.errors import Severity, SunpmError
-from config.model import DefinitionFile, ServerSettings, ServerType
+from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
 from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Stream
 from exporters.retention import DeliveryTracker, install_retention
 from exporters.session import (
@@ -55,8 +56,9 @@ from exporters.views.render import store_source
 from exporters.views.traces import traces_delivered
 from exporters.views.windows import cut_of
 from pipeline.clock import NS_PER_S, Clock, SystemClock
-from pipeline.drivers._base import DeviceError
+from pipeline.drivers._base import DeviceError, RawValue
 from pipeline.drivers.io import IoDriver
+from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, PowerWatch
@@ -425,6 +427,53 @@ class Gateway:
             raise CommandError(text if text.startswith("setRelay") else
                                f"setRelay: {text}") from None
 
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]:
+        """`writeVariable` (behaviour.md §2.7, formats.md §12.3) on one device, or with `*` on
+        every device whose definition has the tag `variable`."""
+        if self.poller is None or self.plant is None:
+            raise CommandError("writeVariable: acquisition is not running")
+        poller = self.poller
+        targets: list[tuple[Device, Variable]] = []
+        if device == "*":
+            for row, definition in self.plant.devices.values():
+                var = next((v for v in definition.variables if v.tag and v.tag == variable), None)
+                if var is not None:
+                    targets.append((row, var))
+            if not targets:
+                raise CommandError(f"writeVariable: no device has the tag '{variable}'")
+        else:
+            found = next(((r, d) for r, d in self.plant.devices.values()
+                          if device in (r.name, r.index)), None)
+            if found is None:
+                raise CommandError(f"writeVariable: unknown device '{device}'")
+            var = _variable(found[1], variable)
+            if var is None:
+                raise CommandError(f"writeVariable: {found[0].name}: unknown variable "
+                                   f"'{variable}'")
+            targets.append((found[0], var))
+        written: dict[str, object] = {}
+        failed: dict[str, object] = {}
+
+        async def one(row: Device, var: Variable) -> None:
+            try:
+                if isinstance(value, str):
+                    target: RawValue = value
+                else:
+                    target = value if raw else scaled_to_raw(var, value)
+                await poller.write(row.index, var, target)
+            except (DeviceError, EncodeError) as err:
+                failed[row.name] = str(err)
+            else:
+                written[row.name] = _json_number(target)
+
+        await asyncio.gather(*(one(row, var) for row, var in targets))
+        if not written:
+            first = next(iter(failed.values()))
+            raise CommandError(str(first) if str(first).startswith("writeVariable") else
+                               f"writeVariable: {first}")
+        return {"written": written, "failed": failed}
+
     def start_trace(self, interface: str, duration_min: int) -> None:
         """`log`: frame traces of one interface for `duration_min` (0 stops)."""
         if self.capture is None:
@@ -613,6 +662,21 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:
+    """An Index (a number or digits), else a Name, else a Tag (formats.md §12.3)."""
+    text = str(key)
+    if isinstance(key, int) or text.isdigit():
+        return next((v for v in definition.variables if v.index == int(text)), None)
+    return next((v for v in definition.variables if v.name == text), None) or \
+        next((v for v in definition.variables if v.tag and v.tag == text), None)
+
+
+def _json_number(value: RawValue) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def _delete_delivered_traces(traces: TraceStore, outbox: Outbox,

@@ -120,9 +120,16 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                                         {"rpcName": "sunpm.getParameters", "callerId": "m-1"},
                                         {"rpcName": "sunpm.log", "callerId": "m-3",
                                          "parameters": {"interface": "ethernet",
-                                                        "duration": 1}}):
+                                                        "duration": 1}},
+                                        {"rpcName": "sunpm.writeVariable", "callerId": "m-4",
+                                         "parameters": {"device": "meter", "variable": "Setup",
+                                                        "value": 9}},
+                                        {"rpcName": "sunpm.writeVariable", "callerId": "m-5",
+                                         "parameters": {"device": "2", "variable": "Nope",
+                                                        "value": 1}}):
                             await client.publish("plant/cmd", json.dumps(message), qos=1)
-                        await wait_for(answers, 5, timeout_s=15)
+                        await wait_for(answers, 7, timeout_s=15)
+                    assert meter.holding[4354] == 9     # written on the device
                     await asyncio.sleep(2.5)        # a few polls traced
 
                     # A second gateway on the same store is refused, clearly, at once.
@@ -147,7 +154,9 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
         [{"error": "plant/cmd: one command object per message, got an array",
           "callerId": None}],
         [{"result": "OK", "callerId": "m-1"}],
-        [{"result": "OK", "callerId": "m-3"}]]
+        [{"result": "OK", "callerId": "m-3"}],
+        [{"result": {"written": {"meter": 9}, "failed": {}}, "callerId": "m-4"}],
+        [{"error": "writeVariable: meter: unknown variable 'Nope'", "callerId": "m-5"}]]
     # The `log` command's capture: Modbus TCP frames to the meter in the store's traces.
     with TraceStore.open(tmp_path / "store", read_only=True) as traces:
         frames = traces.entries("ethernet")

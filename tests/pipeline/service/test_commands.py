@@ -5,6 +5,7 @@ twice, results journaled in execution order."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ class Plant:
         self.relay: list[int] = []
         self.sessions: list[tuple[int, Trigger]] = []
         self.traces: list[tuple[str, int]] = []
+        self.writes: list[tuple[str, str | int, str | Decimal, bool]] = []
 
     def request_parameters(self) -> int:
         self.parameter_requests += 1
@@ -47,6 +49,11 @@ class Plant:
 
     async def status(self) -> dict[str, object]:
         return {"uid": "WPMTEST01"}
+
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]:
+        self.writes.append((device, variable, value, raw))
+        return {"written": {device: 8}, "failed": {}}
 
     def start_trace(self, interface: str, duration_min: int) -> None:
         if interface != "ethernet":
@@ -82,7 +89,9 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
             cmd("sunpm.status", "c-4", Channel.LOCAL),
             cmd("sunpm.connect", "c-5", Channel.SMS, server=2),
             cmd("sunpm.connect", "c-6", Channel.LOCAL),
+            cmd("sunpm.reboot", "c-6b", Channel.LOCAL),
             cmd("sunpm.writeVariable", "c-7", Channel.MQTT),
+            cmd("sunpm.writeVariable", "c-7b", Channel.MQTT, device=3, variable=12, value=0.8),
             cmd("sunpm.getParameters", None, Channel.MQTT),
             cmd("sunpm.getParameters", None, Channel.MQTT),   # null callerIds always run
             cmd("sunpm.log", "c-8", Channel.MQTT, interface="ethernet"),
@@ -103,7 +112,9 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
         ("local", "c-4", {"uid": "WPMTEST01"}, None),
         ("sms", "c-5", None, "connect: server 2 is not configured"),
         ("local", "c-6", "OK", None),
-        ("mqtt", "c-7", None, "writeVariable: not available in this version of sunpm"),
+        ("local", "c-6b", None, "reboot: not available in this version of sunpm"),
+        ("mqtt", "c-7", None, "writeVariable: device must be a name, an index or '*'"),
+        ("mqtt", "c-7b", {"written": {"3": 8}, "failed": {}}, None),
         ("mqtt", None, "OK", None),
         ("mqtt", None, "OK", None),
         ("mqtt", "c-8", "OK", None),
@@ -111,6 +122,7 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
         ("mqtt", "c-10", None, 'log: duration must be 0..1440 minutes, got "5"'),
     ]
     assert plant.traces == [("ethernet", 10)]
+    assert plant.writes == [("3", 12, Decimal("0.8"), False)]
     assert plant.parameter_requests == 3
     assert plant.relay == [1]
     assert plant.sessions == [(1, Trigger.COMMAND)]
