@@ -96,6 +96,7 @@ class PowerWatch:
         self._clock = clock
         self.power_on_raised = asyncio.Event()
         self.heartbeats_failed = 0
+        self.stopped = False
 
     async def after_start(self) -> int | None:
         """Raise the Power OFF an unclean stop left unsaid; returns the heartbeat it is dated at
@@ -145,4 +146,5 @@ class PowerWatch:
         self.power_on_raised.set()
 
     async def clean_stop(self) -> None:
+        self.stopped = True
         await self._alarms.gateway(POWER_OFF)

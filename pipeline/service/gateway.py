@@ -220,8 +220,8 @@ class Gateway:
                     task.cancel()
         finally:
             try:
-                if power is not None and stop.is_set():
-                    with contextlib.suppress(SunpmError):
+                if power is not None and stop.is_set() and not power.stopped:
+                    with contextlib.suppress(SunpmError, TimeoutError):
                         async with asyncio.timeout(2):
                             await power.clean_stop()
                 journal_handler.drain(store)
@@ -293,8 +293,10 @@ class Gateway:
                 finally:
                     for waiter in waiters:
                         waiter.cancel()
-                stopping.set()
                 poller.stop()
+                if stop.is_set():
+                    await self._power_off(power, mqtt_serving)
+                stopping.set()
                 for task in others:
                     task.cancel()
                 try:
@@ -313,6 +315,17 @@ class Gateway:
             await plant.close()
             store.set_delivery_predicates(None, None)
             store.set_state_provider(None)
+
+    async def _power_off(self, power: PowerWatch, serving: Sequence[MqttSession]) -> None:
+        """The clean stop's Power OFF, published on MQTT alarm topics still connected
+        (behaviour.md §8: within 2 s)."""
+        try:
+            async with asyncio.timeout(2):
+                await power.clean_stop()
+                await asyncio.gather(*(session.publish_events() for session in serving
+                                       if session.settings.topic_alarm))
+        except (SunpmError, TimeoutError) as err:
+            log.warning("Power OFF not published before the stop: %s", err or "timeout")
 
     # ------------------------------------------------------------------ servers
 

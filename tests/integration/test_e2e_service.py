@@ -141,6 +141,8 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                         second.stderr
                 finally:
                     code, took = await service.stop(signal.SIGINT)
+                # The clean stop's Power OFF went out on the alarm topic before the exit.
+                await wait_for(alarms, 2, timeout_s=5)
             assert code == 0, service.stderr[-3000:]
             assert took < STOP_LIMIT_S
     finally:
@@ -199,7 +201,8 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
     assert rest == "MODBUS;meter_alarm.csv;meter;5;8.000000"
     raised = datetime.strptime(stamp, "%y/%m/%d-%H:%M:%S").replace(tzinfo=ZoneInfo(ZONE))
     assert changed_at < raised.timestamp() <= changed_at + 2     # the first poll after it
-    # MQTT: the same alarm on the alarm topic (formats.md §14.3).
+    # MQTT: the same alarm on the alarm topic (formats.md §14.3), then the stop's Power OFF.
+    assert [json.loads(p)["alarmsDevice"][0]["type"] for _, p in alarms[1:]] == ["POWER OFF"]
     topic, payload = alarms[0]
     assert topic == "plant/alarm"
     message = json.loads(payload)
