@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from config.model import Device, Protocol
@@ -148,3 +148,68 @@ class PowerWatch:
     async def clean_stop(self) -> None:
         self.stopped = True
         await self._alarms.gateway(POWER_OFF)
+
+
+#: `ALARM_DeviceLost=1`: this many recording periods in a row without a good read.
+LOST_AFTER_PERIODS: Final = 3
+
+
+class DeviceWatch:
+    """`Device lost` after 3 records in a row without a good value, `Device back` at the next
+    record with one (behaviour.md §8, `ALARM_DeviceLost=1`); subject the device's daq name."""
+
+    def __init__(self, alarms: Alarms, names: dict[str, str]) -> None:
+        self._alarms = alarms
+        self._names = names
+        self._bad: dict[str, int] = {}
+        self._lost: set[str] = set()
+
+    def record(self, device: str, good: bool, ts_ns: int) -> Awaitable[None] | None:
+        """The alarm to raise for this record, if any (the caller schedules it)."""
+        if good:
+            self._bad[device] = 0
+            if device in self._lost:
+                self._lost.discard(device)
+                return self._alarms.gateway("Device back", ts_ns=ts_ns,
+                                            subject=self._names.get(device, device))
+            return None
+        self._bad[device] = self._bad.get(device, 0) + 1
+        if self._bad[device] >= LOST_AFTER_PERIODS and device not in self._lost:
+            self._lost.add(device)
+            return self._alarms.gateway("Device lost", ts_ns=ts_ns,
+                                        subject=self._names.get(device, device))
+        return None
+
+
+STORAGE_CHECK_S: Final = 10.0
+
+
+class StorageWatch:
+    """`Storage full` / `Storage available` from the store's `storage` journal events (the store
+    journals each episode's start and end; behaviour.md §6), dated at those events, subject the
+    device's daq name or `journal`. Events of earlier runs were theirs to raise."""
+
+    def __init__(self, store: Log, alarms: Alarms, clock: Clock,
+                 names: Callable[[], dict[str, str]]) -> None:
+        self._store = store
+        self._alarms = alarms
+        self._clock = clock
+        self._names = names
+
+    async def run(self) -> None:
+        last = self._store.watermark().journal
+        while True:
+            await self._clock.sleep(STORAGE_CHECK_S)
+            table = await asyncio.to_thread(self._store.journal, kinds=["storage"],
+                                            seq_from=last + 1)
+            for item in journal_items(table.sort_by("seq")):
+                last = max(last, item.seq)
+                body = json.loads(item.body)
+                event = body.get("event")
+                if event not in ("full", "available"):
+                    continue
+                device = str(body.get("device") or "journal")
+                subject = self._names().get(device, device)
+                await self._alarms.gateway("Storage full" if event == "full"
+                                           else "Storage available", ts_ns=item.ts_ns,
+                                           subject=subject)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from config import ConfigError, Site, check_site, load_site, parse_definition
 from config.errors import Severity, SunpmError
@@ -61,7 +62,7 @@ from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
-from pipeline.service.alarms import Alarms, PowerWatch
+from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
@@ -155,6 +156,7 @@ class Gateway:
         self.capture: TraceCapture | None = None
         self.plant: Plant | None = None
         self._acked_end: dict[str, int] = {}
+        self._device_watch: DeviceWatch | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
         self._startup_requested = False
@@ -207,6 +209,9 @@ class Gateway:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
                              tg.create_task(self.commands.run(), name="commands"),
                              tg.create_task(traces.run(), name="traces"),
+                             tg.create_task(StorageWatch(store, self.alarms, self.clock,
+                                                         self._device_names).run(),
+                                            name="storage-alarms"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
                 while True:
@@ -251,6 +256,9 @@ class Gateway:
                           power: PowerWatch) -> None:
         """Everything that depends on the configuration, until `stop` or a reload."""
         await self._journal_config(store, site)
+        assert self.alarms is not None
+        self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
+            if site.settings.alarm_device_lost else None
         tracker = install_retention(store, site.settings.servers)
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
@@ -496,6 +504,9 @@ class Gateway:
         except TraceCaptureError as err:
             raise CommandError(str(err)) from None
 
+    def _device_names(self) -> dict[str, str]:
+        return {d.index: d.name for d in self.site.daq.devices} if self.site else {}
+
     def acknowledged_end(self, index: str) -> int | None:
         """The end of the device's last record acknowledged in this run (None: none yet)."""
         return self._acked_end.get(index)
@@ -588,6 +599,12 @@ class Gateway:
         if batch.num_rows:
             end = int(batch.column("ts").cast(pa.int64())[0].as_py())
             self._acked_end[device] = max(self._acked_end.get(device, 0), end)
+            if self._device_watch is not None:
+                quality = batch.column("quality")
+                good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
+                alarm = self._device_watch.record(device, good, end)
+                if alarm is not None:
+                    self._spawn(alarm)
         return result
 
     def _event_sink(self, plant: Plant) -> Callable[[Event], Awaitable[None]]:
