@@ -97,6 +97,7 @@ class CommandExecutor:
                                                           f"{QUEUE_COMMANDS} commands waiting"))
 
     async def run(self) -> None:
+        await self._recover()
         while True:
             command = await self._queue.get()
             await self.execute(command)
@@ -139,6 +140,22 @@ class CommandExecutor:
         if builtin is None:
             raise CommandError(f"{canonical}: not available in this version of sunpm")
         return await builtin(command.parameters)
+
+    async def _recover(self) -> None:
+        """Commands journaled in the last 7 days that a crash left without an answer run now
+        (behaviour.md §4.2 step 7), in journal order. Only commands with a callerId can be
+        matched with their answers; one without is lost in a crash between its journaling and
+        its answer."""
+        answered = await self._history()
+        since = self._clock.wall_ns() - CALLER_ID_DAYS * 86_400 * NS_PER_S
+        table = await asyncio.to_thread(self._store.journal, start_ns=since, kinds=["command"])
+        for item in journal_items(table.sort_by("seq")):
+            command = CommandReceived.from_body(item.body)
+            key = _caller_key(command)
+            if key is not None and key not in answered:
+                log.info("Command journaled before a stop and not answered; running it now. "
+                         "name=%s callerId=%s", command.rpc_name, command.caller_id)
+                await self.execute(command)
 
     async def _answer(self, command: CommandReceived, answer: _Answer, *,
                       store: bool = True) -> None:

@@ -4,6 +4,7 @@ twice, results journaled in execution order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -142,3 +143,26 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
     ]
     assert plant.parameter_requests == 4       # run again only once the 7 days were over
     assert plant.relay == [1]
+
+
+async def test_commands_left_unanswered_by_a_crash_run_at_start(tmp_path: Path) -> None:
+    plant = Plant()
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        # Journaled as the session journals them; the executor never ran (a crash).
+        for command in (cmd("sunpm.getParameters", "k-1"), cmd("sunpm.setRelay", "k-2", state=1),
+                        cmd("sunpm.getParameters", None)):
+            await log.append_journal("command", json.loads(command.to_body()), ts_ns=T0)
+        await CommandExecutor(log, plant, clock).execute(cmd("sunpm.getParameters", "k-0"))
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0 + 60 * NS_PER_S))
+        task = asyncio.create_task(executor.run())
+        async with asyncio.timeout(5):
+            while len(results(log)) < 3:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        got = results(log)
+    assert [(r["callerId"], r.get("result")) for r in got] == [("k-0", "OK"), ("k-1", "OK"),
+                                                              ("k-2", "OK")]
+    assert plant.parameter_requests == 2 and plant.relay == [1]
