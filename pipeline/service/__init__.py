@@ -7,9 +7,11 @@
 | `scheduler.py` | `SlotScheduler`: when each server gets a session |
 | `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
 | `commands.py` | `CommandExecutor`: one queue for every channel, callerId de-duplication, built-ins |
+| `local.py` | `<data>/sunpm.sock`, the local command channel of `sunpm cmd` |
 | `logs.py` | stderr log lines and `log` journal events |
 | `status.py` | the status object and each server's backlog (`<data>/status.json`) |
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
-__all__ = ["alarms", "commands", "demo", "gateway", "logs", "scheduler", "status", "wiring"]
+__all__ = ["alarms", "commands", "demo", "gateway", "local", "logs", "scheduler", "status",
+           "wiring"]

@@ -80,7 +80,8 @@ class CommandExecutor:
         self._store = store
         self._control = control
         self._clock = clock
-        self._queue: asyncio.Queue[CommandReceived] = asyncio.Queue(QUEUE_COMMANDS)
+        self._queue: asyncio.Queue[tuple[CommandReceived, asyncio.Future[CommandResult] | None]] \
+            = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
         self.executed = 0
         self._builtins: dict[str, Builtin] = {
@@ -91,25 +92,38 @@ class CommandExecutor:
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
         for command in commands:
             try:
-                self._queue.put_nowait(command)
+                self._queue.put_nowait((command, None))
             except asyncio.QueueFull:
                 await self._answer(command, _Answer(None, f"{_short(command.rpc_name)}: busy, "
                                                           f"{QUEUE_COMMANDS} commands waiting"))
 
+    async def call(self, command: CommandReceived) -> CommandResult:
+        """Journal a command of the local channel, queue it, and wait for its answer."""
+        await self._store.append_journal("command", json.loads(command.to_body()),
+                                         ts_ns=self._clock.wall_ns(), commit_now=True)
+        answer: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((command, answer))
+        except asyncio.QueueFull:
+            return await self._answer(command, _Answer(
+                None, f"{_short(command.rpc_name)}: busy, {QUEUE_COMMANDS} commands waiting"))
+        return await answer
+
     async def run(self) -> None:
         await self._recover()
         while True:
-            command = await self._queue.get()
-            await self.execute(command)
+            command, answer = await self._queue.get()
+            result = await self.execute(command)
+            if answer is not None and not answer.done():
+                answer.set_result(result)
 
-    async def execute(self, command: CommandReceived) -> None:
+    async def execute(self, command: CommandReceived) -> CommandResult:
         answered = await self._history()
         key = _caller_key(command)
         if key is not None and key in answered:
             log.info("Command repeated; its stored answer is sent again. name=%s callerId=%s "
                      "channel=%s", command.rpc_name, command.caller_id, command.channel)
-            await self._answer(command, answered[key], store=False)
-            return
+            return await self._answer(command, answered[key], store=False)
         log.info("Command received. name=%s callerId=%s channel=%s", command.rpc_name,
                  command.caller_id, command.channel)
         try:
@@ -123,7 +137,7 @@ class CommandExecutor:
         except SunpmError as err:
             answer = _Answer(None, f"{_short(command.rpc_name)}: {err}"[:500])
         self.executed += 1
-        await self._answer(command, answer)
+        return await self._answer(command, answer)
 
     async def _run(self, command: CommandReceived) -> JsonValue:
         script, dot, name = command.rpc_name.partition(".")
@@ -158,7 +172,7 @@ class CommandExecutor:
                 await self.execute(command)
 
     async def _answer(self, command: CommandReceived, answer: _Answer, *,
-                      store: bool = True) -> None:
+                      store: bool = True) -> CommandResult:
         result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                rpc_name=command.rpc_name, result=answer.result,
                                error=answer.error)
@@ -176,6 +190,7 @@ class CommandExecutor:
         key = _caller_key(command)
         if store and key is not None and self._answered is not None:
             self._answered[key] = answer
+        return result
 
     async def _history(self) -> dict[str, _Answer]:
         """Answers of the last 7 days by callerId, read from the journal once."""

@@ -64,6 +64,7 @@ from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.commands import CommandError, CommandExecutor
+from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.status import backlog, last_text, status_object
@@ -209,6 +210,9 @@ class Gateway:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
                              tg.create_task(self.commands.run(), name="commands"),
                              tg.create_task(traces.run(), name="traces"),
+                             tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
+                                                         self.commands).run(),
+                                            name="local-commands"),
                              tg.create_task(StorageWatch(store, self.alarms, self.clock,
                                                          self._device_names).run(),
                                             name="storage-alarms"),

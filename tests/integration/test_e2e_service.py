@@ -242,6 +242,20 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
     try:
         took = await wait_until(lambda: bool(list((data / "server" / "DATA").glob(
             "SUNPMDEMO_MODBUS_[0-9]*.csv.gz"))), 60, "demo DATA file", service)
+        # `sunpm cmd` through the local socket, which only its owner may open.
+        assert (data / "sunpm.sock").stat().st_mode & 0o777 == 0o600
+        run = await sunpm("cmd", "status", "--data", str(data))
+        assert run.code == 0, run.err
+        status = json.loads(run.out)["result"]
+        assert status["uid"] == "SUNPMDEMO"
+        assert [d["index"] for d in status["devices"]] == ["IO", "TIC1", "1", "2", "3"]
+        run = await sunpm("cmd", "connect", "server=1", "--data", str(data))
+        assert (run.code, json.loads(run.out)) == (0, {"result": "OK", "callerId": None})
+        await wait_until(service.logged("session started (command)"), 10, "the connect session",
+                         service)
+        run = await sunpm("cmd", "setRelay", "state=3", "--data", str(data), "--caller-id", "x")
+        assert (run.code, json.loads(run.out)) == (
+            1, {"error": "setRelay: state must be 0 or 1, got 3", "callerId": "x"})
     finally:
         code, stop_s = await service.stop(signal.SIGINT)
     assert code == 0 and stop_s < STOP_LIMIT_S, service.stderr[-3000:]
@@ -266,6 +280,9 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         code, stop_s = await again.stop(signal.SIGTERM)     # as systemd stops it
     assert code == 0 and stop_s < STOP_LIMIT_S, again.stderr[-3000:]
     assert f"sunpm demo resumed in {data}" in again.stdout
+    assert not (data / "sunpm.sock").exists()
+    run = await sunpm("cmd", "status", "--data", str(data))
+    assert run.code == 2 and "cannot reach the gateway" in run.err
     assert "SIGTERM received; stopping" in again.stderr
     log = Log.open_read_only(data / "store")
     try:
