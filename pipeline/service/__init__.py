@@ -6,6 +6,7 @@
 | `wiring.py` | drivers, links and read plans of a `Site` |
 | `scheduler.py` | `SlotScheduler`: when each server gets a session |
 | `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
+| `clock_check.py` | the SNTP clock check, quality 7 and the clock alarms |
 | `commands.py` | `CommandExecutor`: one queue for every channel, callerId de-duplication, built-ins |
 | `local.py` | `<data>/sunpm.sock`, the local command channel of `sunpm cmd` |
 | `logs.py` | stderr log lines and `log` journal events |
@@ -13,5 +14,5 @@
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
-__all__ = ["alarms", "commands", "demo", "gateway", "local", "logs", "scheduler", "status",
+__all__ = ["alarms", "clock_check", "commands", "demo", "gateway", "local", "logs", "scheduler", "status",
            "wiring"]

@@ -63,6 +63,7 @@ from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
@@ -158,6 +159,7 @@ class Gateway:
         self.plant: Plant | None = None
         self._acked_end: dict[str, int] = {}
         self._device_watch: DeviceWatch | None = None
+        self._clock_synced = True
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
         self._startup_requested = False
@@ -210,6 +212,9 @@ class Gateway:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
                              tg.create_task(self.commands.run(), name="commands"),
                              tg.create_task(traces.run(), name="traces"),
+                             tg.create_task(ClockCheck(site.settings.ntp_servers, self.alarms,
+                                                       self.clock, self._clock_state).run(),
+                                            name="clock-check"),
                              tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
                                                          self.commands).run(),
                                             name="local-commands"),
@@ -268,7 +273,8 @@ class Gateway:
                             trace=self.capture.hook if self.capture is not None else None)
         self.plant = plant
         await plant.open()
-        poller = Poller(plant.links, recorder=Recorder(), record_sink=self._record_sink,
+        poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
+                        record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
                         daq_poll_period_s=site.settings.daq_poll_period_s)
         self.poller = poller
@@ -507,6 +513,12 @@ class Gateway:
             self.capture.start(interface, duration_min)
         except TraceCaptureError as err:
             raise CommandError(str(err)) from None
+
+    def _clock_state(self, synchronised: bool) -> None:
+        """The clock check's verdict: good values get quality 7 while it is False."""
+        self._clock_synced = synchronised
+        if self.poller is not None:
+            self.poller.recorder.clock_synchronised = synchronised
 
     def _device_names(self) -> dict[str, str]:
         return {d.index: d.name for d in self.site.daq.devices} if self.site else {}
