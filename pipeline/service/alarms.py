@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from config.errors import SunpmError
 from config.model import Device, Protocol
 from exporters.views.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S, Clock
@@ -142,7 +143,10 @@ class PowerWatch:
 
     async def power_on(self) -> None:
         await self._clock.sleep(POWER_ON_AFTER_S)
-        await self._alarms.gateway(POWER_ON)
+        try:
+            await self._alarms.gateway(POWER_ON)
+        except SunpmError as err:
+            log.error("Power ON not stored: %s", err)
         self.power_on_raised.set()
 
     async def clean_stop(self) -> None:
@@ -200,16 +204,23 @@ class StorageWatch:
         last = self._store.watermark().journal
         while True:
             await self._clock.sleep(STORAGE_CHECK_S)
-            table = await asyncio.to_thread(self._store.journal, kinds=["storage"],
-                                            seq_from=last + 1)
-            for item in journal_items(table.sort_by("seq")):
-                last = max(last, item.seq)
-                body = json.loads(item.body)
-                event = body.get("event")
-                if event not in ("full", "available"):
-                    continue
+            try:
+                last = await self._check(last)
+            except SunpmError as err:
+                # The journal unreadable or full: the same events are read again next time.
+                log.warning("Storage alarms not checked: %s", err)
+
+    async def _check(self, last: int) -> int:
+        table = await asyncio.to_thread(self._store.journal, kinds=["storage"],
+                                        seq_from=last + 1)
+        for item in journal_items(table.sort_by("seq")):
+            body = json.loads(item.body)
+            event = body.get("event")
+            if event in ("full", "available"):
                 device = str(body.get("device") or "journal")
                 subject = self._names().get(device, device)
                 await self._alarms.gateway("Storage full" if event == "full"
                                            else "Storage available", ts_ns=item.ts_ns,
                                            subject=subject)
+            last = max(last, item.seq)
+        return last

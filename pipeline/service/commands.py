@@ -110,10 +110,20 @@ class CommandExecutor:
         return await answer
 
     async def run(self) -> None:
-        await self._recover()
+        try:
+            await self._recover()
+        except SunpmError as err:
+            log.error("Commands left unanswered by a stop not recovered: %s", err)
         while True:
             command, answer = await self._queue.get()
-            result = await self.execute(command)
+            try:
+                result = await self.execute(command)
+            except SunpmError as err:
+                # Its answer could not be journaled (storage failing): the caller hears it.
+                log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
+                result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                                       rpc_name=command.rpc_name,
+                                       error=f"{_short(command.rpc_name)}: {err}"[:500])
             if answer is not None and not answer.done():
                 answer.set_result(result)
 
