@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.service.local import SOCKET_NAME
 
-_TIMEOUT_S = 660.0     # a command may take 600 s (behaviour.md §7.2)
+_TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,12 +7,12 @@
 | `scheduler.py` | `SlotScheduler`: when each server gets a session |
 | `alarms.py` | gateway and device alarms, heartbeats, Power ON / Power OFF |
 | `clock_check.py` | the SNTP clock check, quality 7 and the clock alarms |
-| `commands.py` | `CommandExecutor`: one queue for every channel, callerId de-duplication, built-ins |
+| `commands.py` | `CommandExecutor`: one queue for all channels, callerId de-duplication |
 | `local.py` | `<data>/sunpm.sock`, the local command channel of `sunpm cmd` |
 | `logs.py` | stderr log lines and `log` journal events |
 | `status.py` | the status object and each server's backlog (`<data>/status.json`) |
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
-__all__ = ["alarms", "clock_check", "commands", "demo", "gateway", "local", "logs", "scheduler", "status",
-           "wiring"]
+__all__ = ["alarms", "clock_check", "commands", "demo", "gateway", "local", "logs",
+           "scheduler", "status", "wiring"]

@@ -1,4 +1,4 @@
-"""Gateway alarms the service raises, and the power alarms (spec/behaviour.md §8).
+"""Gateway alarms the service raises, and the power alarms (docs/behaviour.md §8).
 
 Every alarm is an `alarm` journal event dated when it happened (exporters.views.events fixes the
 body), then an alarm session with server 1 is asked for (the scheduler keeps those at most one per
@@ -58,7 +58,7 @@ class Alarms:
         self._on_alarm()
 
     async def device(self, change: ValueChanged, device: Device, protocol: Protocol) -> None:
-        """A change of an action 8/9 variable, dated at its poll (formats.md §10)."""
+        """A change of an action 8/9 variable, dated at its poll (docs/formats.md §10)."""
         body = DeviceAlarm(source=_SOURCES.get(protocol, Source.MODBUS), name=device.name,
                            var=change.var, value=change.new_text, is_text=change.is_text)
         await self._store.append_journal("alarm", _json(body.to_body()), device=change.device,
@@ -160,7 +160,7 @@ LOST_AFTER_PERIODS: Final = 3
 
 class DeviceWatch:
     """`Device lost` after 3 records in a row without a good value, `Device back` at the next
-    record with one (behaviour.md §8, `ALARM_DeviceLost=1`); subject the device's daq name."""
+    record with one (docs/behaviour.md §8, `ALARM_DeviceLost=1`); subject the device's daq name."""
 
     def __init__(self, alarms: Alarms, names: dict[str, str]) -> None:
         self._alarms = alarms
@@ -189,9 +189,9 @@ STORAGE_CHECK_S: Final = 10.0
 
 
 class StorageWatch:
-    """`Storage full` / `Storage available` from the store's `storage` journal events (the store
-    journals each episode's start and end; behaviour.md §6), dated at those events, subject the
-    device's daq name or `journal`. Events of earlier runs were theirs to raise."""
+    """`Storage full` / `Storage available` from the store's `storage` journal events (the
+    store journals each episode's start and end; docs/behaviour.md §6), dated at those events,
+    subject the device's daq name or `journal`. Events of earlier runs were theirs to raise."""
 
     def __init__(self, store: Log, alarms: Alarms, clock: Clock,
                  names: Callable[[], dict[str, str]]) -> None:

@@ -1,5 +1,5 @@
-"""The clock check of behaviour.md §11: an SNTP query to `NTP_Server1`, then `NTP_Server2`, 5 s
-each, at start and hourly. The host clock is never set.
+"""The clock check of docs/behaviour.md §11: an SNTP query to `NTP_Server1`, then
+`NTP_Server2`, 5 s each, at start and hourly. The host clock is never set.
 
 - synchronised: the last good answer is less than 1 h old and its offset is at most 2 s;
 - not synchronised (and before the first good answer): everything runs, good values get quality
@@ -117,7 +117,7 @@ class ClockCheck:
         if not self.servers:
             log.info("No NTP server configured; the clock is trusted")
             return
-        self._on_change(False)        # until the first good answer (behaviour.md §11)
+        self._on_change(False)        # until the first good answer (docs/behaviour.md §11)
         while True:
             await self.check()
             await self._clock.sleep(self._every_s)

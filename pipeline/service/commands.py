@@ -1,4 +1,4 @@
-"""The command executor (behaviour.md §7.2): one queue for every channel, in arrival order.
+"""The command executor (docs/behaviour.md §7.2): one queue for every channel, in arrival order.
 
 Channels hand in `CommandReceived` already journaled (the session for `/CMD` files, the MQTT
 session for the command topic); the executor runs them one at a time and journals each answer as a
@@ -7,8 +7,9 @@ commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
 journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
-`setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local), `connect` and `status`; the
-others answer that they are not available in this version, scripts that they are unknown.
+`setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local),
+`connect` and `status`; the others answer that they are not available in this version, scripts
+that they are unknown.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ QUEUE_COMMANDS: Final = 100
 COMMAND_TIMEOUT_S: Final = 600.0
 CALLER_ID_DAYS: Final = 7
 
-#: Built-ins per channel (formats.md §12.3: F file, M MQTT, S SMS, L local).
+#: Built-ins per channel (docs/formats.md §12.3: F file, M MQTT, S SMS, L local).
 _CHANNELS: Final[Mapping[str, str]] = {
     "connect": "SL", "status": "SL", "factory": "SL", "reboot": "SL", "updateFirmware": "MSL",
     "apn": "SL", "ftp": "SL", "log": "FMSL", "setRelay": "FMSL", "discoverDevices": "FMSL",
@@ -167,7 +168,7 @@ class CommandExecutor:
 
     async def _recover(self) -> None:
         """Commands journaled in the last 7 days that a crash left without an answer run now
-        (behaviour.md §4.2 step 7), in journal order. Only commands with a callerId can be
+        (docs/behaviour.md §4.2 step 7), in journal order. Only commands with a callerId can be
         matched with their answers; one without is lost in a crash between its journaling and
         its answer."""
         answered = await self._history()

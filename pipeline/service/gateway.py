@@ -78,7 +78,7 @@ from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
 
-#: How long a session waits for records timed before its cut (spec/behaviour.md §5.1 step 4).
+#: How long a session waits for records timed before its cut (docs/behaviour.md §5.1 step 4).
 RECORDS_WAIT_S: Final = 3.0
 #: Polling gets this long to finish its cycle at a stop before it is cancelled.
 POLL_STOP_S: Final = 4.0
@@ -336,7 +336,7 @@ class Gateway:
 
     async def _power_off(self, power: PowerWatch, serving: Sequence[MqttSession]) -> None:
         """The clean stop's Power OFF, published on MQTT alarm topics still connected
-        (behaviour.md §8: within 2 s)."""
+        (docs/behaviour.md §8: within 2 s)."""
         try:
             async with asyncio.timeout(2):
                 await power.clean_stop()
@@ -413,7 +413,7 @@ class Gateway:
         return scheduler, serving
 
     async def _startup_sessions(self, power: PowerWatch) -> None:
-        """behaviour.md §4.1: the start-up session goes when Power ON is raised; a local
+        """docs/behaviour.md §4.1: the start-up session goes when Power ON is raised; a local
         configuration change gives a server-1 session 60 s after it (a change applied from
         server 1 triggers nothing)."""
         if not self._startup_requested:
@@ -460,8 +460,8 @@ class Gateway:
 
     async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
                              raw: bool) -> dict[str, dict[str, object]]:
-        """`writeVariable` (behaviour.md §2.7, formats.md §12.3) on one device, or with `*` on
-        every device whose definition has the tag `variable`."""
+        """`writeVariable` (docs/behaviour.md §2.7, docs/formats.md §12.3) on one device, or
+        with `*` on every device whose definition has the tag `variable`."""
         if self.poller is None or self.plant is None:
             raise CommandError("writeVariable: acquisition is not running")
         poller = self.poller
@@ -568,7 +568,7 @@ class Gateway:
     # ------------------------------------------------------------------ status
 
     async def status(self) -> dict[str, object]:
-        """formats.md §12.4's status object (what is known today), backlogs included."""
+        """docs/formats.md §12.4's status object (what is known today), backlogs included."""
         site, store = self.site, self.store
         assert site is not None and store is not None
         servers: list[dict[str, object]] = []
@@ -711,7 +711,7 @@ class Gateway:
 
 
 def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:
-    """An Index (a number or digits), else a Name, else a Tag (formats.md §12.3)."""
+    """An Index (a number or digits), else a Name, else a Tag (docs/formats.md §12.3)."""
     text = str(key)
     if isinstance(key, int) or text.isdigit():
         return next((v for v in definition.variables if v.index == int(text)), None)
@@ -727,7 +727,7 @@ def _json_number(value: RawValue) -> object:
 
 def _delete_delivered_traces(traces: TraceStore, outbox: Outbox,
                              file_servers: Sequence[int]) -> None:
-    """Trace lines every file server has in a delivered LOG window go (formats.md §11)."""
+    """Trace lines every file server has in a delivered LOG window go (docs/formats.md §11)."""
     traces.delete_delivered(traces_delivered(outbox.state(), file_servers))
 
 

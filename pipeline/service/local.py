@@ -1,14 +1,15 @@
 """The local command channel: a Unix socket `<data>/sunpm.sock` for `sunpm cmd`.
 
 The socket is created with mode 0600, so only its owner (the service user) and root can open it
-(behaviour.md §7.1: local users are trusted like logged-in web users; every built-in is allowed).
+(docs/behaviour.md §7.1: local users are trusted like logged-in web users; every built-in is
+allowed).
 One request per connection, one JSON line each way:
 
     -> {"rpcName": "sunpm.status", "parameters": {}, "callerId": null}
     <- {"result": {...}, "callerId": null}     or     {"error": "<text>", "callerId": null}
 
-Requests are limited to 1 MiB; an unreadable one is answered with the error of formats.md §14.4's
-wording for the channel.
+Requests are limited to 1 MiB; an unreadable one is answered with an error worded like
+docs/formats.md §14.4's for the channel.
 """
 
 from __future__ import annotations

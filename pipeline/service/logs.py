@@ -1,8 +1,8 @@
 """Log lines of the running gateway: stderr for the operator (journald, a terminal) and `log`
-journal events for the LOG files (spec/formats.md §11).
+journal events for the LOG files (docs/formats.md §11).
 
-Both use the categories of formats.md §11: a logger `sunpm.<category>` (`sunpm.script.<name>` is
-`script:<name>`). The stderr form is the LOG file's form, local time in `NTP_TimeZone`:
+Both use the categories of docs/formats.md §11: a logger `sunpm.<category>` (`sunpm.script.<name>`
+is `script:<name>`). The stderr form is the LOG file's form, local time in `NTP_TimeZone`:
 
     2021-02-05 10:15:00.012 INFO session: server 1 dir /srv/is: session started (schedule)
 

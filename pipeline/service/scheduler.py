@@ -1,4 +1,4 @@
-"""When each server gets a session (spec/behaviour.md §4.1).
+"""When each server gets a session (docs/behaviour.md §4.1).
 
 One `SlotScheduler` per configured server slot runs sessions one at a time:
 
@@ -36,7 +36,8 @@ _LOOKAHEAD: Final = timedelta(days=2)
 RunSession = Callable[[Trigger], Awaitable[SessionResult]]
 
 
-def next_connection(schedules: Sequence[Schedule], time_zone: str, after: datetime) -> datetime | None:
+def next_connection(schedules: Sequence[Schedule], time_zone: str,
+                    after: datetime) -> datetime | None:
     """The first scheduled instant strictly after `after` (within two days; None when the
     family has no entry or none falls in that span)."""
     if not schedules:

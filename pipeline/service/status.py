@@ -1,8 +1,8 @@
-"""The status object of formats.md §12.4 (the parts the service knows today) and each server's
+"""The status object of docs/formats.md §12.4 (the parts the service knows today) and each server's
 backlog: files (MQTT: data windows) waiting to go.
 
-The backlog counts the undelivered files of windows already built, plus the files the next
-session would build: the range `[last built end, now)` of each stream, split as behaviour.md §5.1
+The backlog counts the undelivered files of windows already built, plus the files the next session
+would build: the range `[last built end, now)` of each stream, split as docs/behaviour.md §5.1
 splits it, gives one file per window and DATA/PARAM interface that has records or parameter reads
 there, and one ALARM, ACK or LOG file per window holding such events. ACK counts every result and
 LOG every log line (sessions send file-channel results and lines at `LOG_Level` only), so a file
@@ -46,7 +46,7 @@ def _windows(start_ns: int, now_ns: int, tables: list[pa.Table]) -> list[tuple[i
              for t in (int(pc.min(table.column("ts").cast(pa.int64())).as_py()),)]
     if not times or start_ns >= now_ns:
         return []
-    # A slot that never built a window starts at its oldest item (behaviour.md §5.1).
+    # A slot that never built a window starts at its oldest item (docs/behaviour.md §5.1).
     return split_range(start_ns or min(times), now_ns)
 
 
@@ -81,7 +81,7 @@ def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
 
 def status_object(*, site: Site, store: Log, started_s: float,
                   servers: list[dict[str, Any]], dropped: dict[str, int]) -> dict[str, Any]:
-    """formats.md §12.4's object without the parts still to come (clock, modem, ip, scripts,
+    """docs/formats.md §12.4's object without the parts still to come (clock, modem, ip, scripts,
     alarms of the last 24 h)."""
     now = time.time()
     zone = ZoneInfo(site.settings.time_zone)
@@ -101,7 +101,7 @@ def status_object(*, site: Site, store: Log, started_s: float,
 
 
 def last_text(end_ns: int | None, ok: bool | None, reason: str, time_zone: str) -> str:
-    """A server's `last`: `DD/MM hh:mm OK` or `DD/MM hh:mm <reason>` (formats.md §13.3)."""
+    """A server's `last`: `DD/MM hh:mm OK` or `DD/MM hh:mm <reason>` (docs/formats.md §13.3)."""
     if end_ns is None or ok is None:
         return ""
     when = datetime.fromtimestamp(end_ns / NS_PER_S, ZoneInfo(time_zone))

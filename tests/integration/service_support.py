@@ -18,7 +18,7 @@ from pathlib import Path
 
 from e2e_support import SUNPM
 
-#: A stderr line of the service (formats.md §11 form, the categories of the LOG files).
+#: A stderr line of the service (docs/formats.md §11 form, the categories of the LOG files).
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR) "
                       r"[a-z]+(:[A-Za-z0-9_.-]+)?: \S")
 STOP_LIMIT_S = 10.0

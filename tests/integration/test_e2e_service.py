@@ -134,7 +134,8 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
 
                     # A second gateway on the same store is refused, clearly, at once.
                     second = await start(["--config", str(cfg), "--data",
-                                          str(tmp_path / "data2")], tmp_path / "logs", name="second")
+                                          str(tmp_path / "data2")], tmp_path / "logs",
+                                         name="second")
                     async with asyncio.timeout(30):
                         assert await second.proc.wait() == 1
                     assert "another sunpm is already running on this data" in second.stderr, \
@@ -201,7 +202,7 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
     assert rest == "MODBUS;meter_alarm.csv;meter;5;8.000000"
     raised = datetime.strptime(stamp, "%y/%m/%d-%H:%M:%S").replace(tzinfo=ZoneInfo(ZONE))
     assert changed_at < raised.timestamp() <= changed_at + 2     # the first poll after it
-    # MQTT: the same alarm on the alarm topic (formats.md §14.3), then the stop's Power OFF.
+    # MQTT: the same alarm on the alarm topic (docs/formats.md §14.3), then the stop's Power OFF.
     assert [json.loads(p)["alarmsDevice"][0]["type"] for _, p in alarms[1:]] == ["POWER OFF"]
     topic, payload = alarms[0]
     assert topic == "plant/alarm"

@@ -6,8 +6,8 @@ file on the server is complete, and each unclean stop gave one Power OFF dated a
 heartbeat.
 
 Each restart comes at least 11 s after the killed run's last heartbeat, so every outage is long
-enough for a Power OFF (behaviour.md §8); that restart's Power OFF starts an alarm session at once,
-which is what the next kill may cut. `SUNPM_CRASH_KILLS` sets the number of kills (default 5;
+enough for a Power OFF (docs/behaviour.md §8); that restart's Power OFF starts an alarm session at
+once, which is what the next kill may cut. `SUNPM_CRASH_KILLS` sets the number of kills (default 5;
 the acceptance run uses 20), `SUNPM_CRASH_SEED` the random seed.
 """
 

@@ -1,6 +1,6 @@
 """The command executor over a real store: built-ins and their channels, errors worded as
-formats.md §12, a repeated callerId answered from the journal (also after a restart) and never run
-twice, results journaled in execution order."""
+docs/formats.md §12, a repeated callerId answered from the journal (also after a restart) and
+never run twice, results journaled in execution order."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def every(interval_min: int, count: int, start_s: int = 0) -> Schedule:
 
 
 def test_next_connection_in_the_zone_across_spring_dst() -> None:
-    # formats.md §5: `7|everyday|01:30:00|30|3` on 2021-03-28 gives 01:30, 03:00, 03:30 local
+    # docs/formats.md §5: `7|everyday|01:30:00|30|3` on 2021-03-28 gives 01:30, 03:00, 03:30 local
     # (00:30, 01:00, 01:30 UTC).
     entry = Schedule(line=None, id=7, type=ScheduleType.EVERYDAY, start_s=5400,
                      interval_min=30, count=3)
