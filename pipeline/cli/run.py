@@ -52,15 +52,23 @@ async def _main(args: argparse.Namespace) -> int:
         config_dir = data_dir / "config"
     try:
         if config_dir is None:
-            await run_demo(data_dir, stop)
+            restart = await run_demo(data_dir, stop)
         else:
-            await Gateway(config_dir.absolute(), data_dir).run(stop)
+            gateway = Gateway(config_dir.absolute(), data_dir)
+            await gateway.run(stop)
+            restart = gateway.restart_requested
     except GatewayRefused as err:
         print(f"sunpm run: {err}", file=sys.stderr)
         return err.code
     except Exception as err:  # the top level: say what stopped it
         log.error("sunpm stopped on an unexpected error: %s", err, exc_info=err)
         return 1
+    if restart:
+        # `reboot`: the service restarts, not the host (docs/behaviour.md §7.3), as the same
+        # process (systemd keeps tracking it).
+        log.info("Restarting")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]])
     return 0
 
 

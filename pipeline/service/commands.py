@@ -8,7 +8,7 @@ commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
 journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
 `setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local),
-`connect` and `status`; the others answer that they are not available in this version, scripts
+`connect`, `status` and `reboot`; the others answer that they are not available in this version, scripts
 that they are unknown.
 """
 
@@ -61,6 +61,8 @@ class GatewayControl(Protocol):
 
     def start_trace(self, interface: str, duration_min: int) -> None: ...
 
+    def restart(self) -> None: ...
+
     async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
                              raw: bool) -> dict[str, dict[str, object]]: ...
 
@@ -85,9 +87,12 @@ class CommandExecutor:
             = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
         self.executed = 0
+        #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
+        #: with it are answered (docs/behaviour.md §7.2).
+        self._after_batch: list[Callable[[], None]] = []
         self._builtins: dict[str, Builtin] = {
             "getparameters": self._get_parameters, "setrelay": self._set_relay,
-            "connect": self._connect, "status": self._status, "log": self._log,
+            "connect": self._connect, "status": self._status, "log": self._log, "reboot": self._reboot,
             "writevariable": self._write_variable}
 
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
@@ -127,6 +132,10 @@ class CommandExecutor:
                                        error=f"{_short(command.rpc_name)}: {err}"[:500])
             if answer is not None and not answer.done():
                 answer.set_result(result)
+            if self._queue.empty() and self._after_batch:
+                actions, self._after_batch = self._after_batch, []
+                for action in actions:
+                    action()
 
     async def execute(self, command: CommandReceived) -> CommandResult:
         answered = await self._history()
@@ -276,6 +285,10 @@ class CommandExecutor:
                                f"got {json.dumps(value)}")
         answer = await self._control.write_variable(device, variable, number, raw)
         return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
+
+    async def _reboot(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        self._after_batch.append(self._control.restart)
+        return "OK"
 
     async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         return json.loads(json.dumps(await self._control.status()))  # type: ignore[no-any-return]

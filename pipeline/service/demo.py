@@ -335,9 +335,9 @@ class _Kickoff:
         self.done.set()
 
 
-async def run_demo(data_dir: Path, stop: asyncio.Event) -> None:
-    """The demo plant and the gateway on it until `stop`; raises `GatewayRefused` when the
-    data directory is in use."""
+async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
+    """The demo plant and the gateway on it until `stop`; True when it stopped for a `reboot`.
+    Raises `GatewayRefused` when the data directory is in use."""
     with _demo_lock(data_dir):
         config_dir = data_dir / "config"
         server_dir = data_dir / "server"
@@ -371,6 +371,7 @@ async def run_demo(data_dir: Path, stop: asyncio.Event) -> None:
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
                                   plugins=[_Kickoff()])
                 await gateway.run(stop)
+                return gateway.restart_requested
         finally:
             linky.cancel()
             with contextlib.suppress(asyncio.CancelledError):

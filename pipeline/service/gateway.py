@@ -160,6 +160,8 @@ class Gateway:
         self._acked_end: dict[str, int] = {}
         self._device_watch: DeviceWatch | None = None
         self._clock_synced = True
+        self._stop: asyncio.Event | None = None
+        self.restart_requested = False
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
         self._startup_requested = False
@@ -170,8 +172,17 @@ class Gateway:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def restart(self) -> None:
+        """`reboot`: stop cleanly (final commit, Power OFF); the caller then starts again
+        (`restart_requested`)."""
+        log.info("Restart asked for; stopping cleanly first")
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
+        self._stop = stop
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)

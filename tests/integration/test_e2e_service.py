@@ -276,11 +276,17 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
     again = await start([], tmp_path / "logs", name="again", cwd=tmp_path)
     try:
         await wait_until(lambda: "sunpm started" in again.stderr, 30, "second start", again)
-        await asyncio.sleep(12)
+        # `reboot`: a clean stop, then the same process starts again on the same store.
+        run = await sunpm("cmd", "reboot", "--data", str(data))
+        assert (run.code, json.loads(run.out)) == (0, {"result": "OK", "callerId": None})
+        await wait_until(lambda: again.stderr.count("sunpm started") == 2, 30, "the restart",
+                         again)
+        assert "INFO system: Restarting" in again.stderr
+        await asyncio.sleep(10)
     finally:
         code, stop_s = await again.stop(signal.SIGTERM)     # as systemd stops it
     assert code == 0 and stop_s < STOP_LIMIT_S, again.stderr[-3000:]
-    assert f"sunpm demo resumed in {data}" in again.stdout
+    assert again.stdout.count(f"sunpm demo resumed in {data}") == 2
     assert not (data / "sunpm.sock").exists()
     run = await sunpm("cmd", "status", "--data", str(data))
     assert run.code == 2 and "cannot reach the gateway" in run.err

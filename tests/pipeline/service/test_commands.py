@@ -30,6 +30,7 @@ class Plant:
         self.relay: list[int] = []
         self.sessions: list[tuple[int, Trigger]] = []
         self.traces: list[tuple[str, int]] = []
+        self.restarts: list[int] = []
         self.writes: list[tuple[str, str | int, str | Decimal, bool]] = []
 
     def request_parameters(self) -> int:
@@ -55,6 +56,9 @@ class Plant:
                              raw: bool) -> dict[str, dict[str, object]]:
         self.writes.append((device, variable, value, raw))
         return {"written": {device: 8}, "failed": {}}
+
+    def restart(self) -> None:
+        self.restarts.append(self.parameter_requests)
 
     def start_trace(self, interface: str, duration_min: int) -> None:
         if interface != "ethernet":
@@ -91,6 +95,7 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
             cmd("sunpm.connect", "c-5", Channel.SMS, server=2),
             cmd("sunpm.connect", "c-6", Channel.LOCAL),
             cmd("sunpm.reboot", "c-6b", Channel.LOCAL),
+            cmd("sunpm.reboot", "c-6c", Channel.MQTT),
             cmd("sunpm.writeVariable", "c-7", Channel.MQTT),
             cmd("sunpm.writeVariable", "c-7b", Channel.MQTT, device=3, variable=12, value=0.8),
             cmd("sunpm.getParameters", None, Channel.MQTT),
@@ -113,7 +118,8 @@ async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
         ("local", "c-4", {"uid": "WPMTEST01"}, None),
         ("sms", "c-5", None, "connect: server 2 is not configured"),
         ("local", "c-6", "OK", None),
-        ("local", "c-6b", None, "reboot: not available in this version of sunpm"),
+        ("local", "c-6b", "OK", None),
+        ("mqtt", "c-6c", None, "reboot is not available by mqtt; use sms, local"),
         ("mqtt", "c-7", None, "writeVariable: device must be a name, an index or '*'"),
         ("mqtt", "c-7b", {"written": {"3": 8}, "failed": {}}, None),
         ("mqtt", None, "OK", None),
@@ -166,3 +172,20 @@ async def test_commands_left_unanswered_by_a_crash_run_at_start(tmp_path: Path) 
     assert [(r["callerId"], r.get("result")) for r in got] == [("k-0", "OK"), ("k-1", "OK"),
                                                               ("k-2", "OK")]
     assert plant.parameter_requests == 2 and plant.relay == [1]
+
+
+async def test_reboot_runs_after_the_rest_of_its_batch_is_answered(tmp_path: Path) -> None:
+    plant = Plant()
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0))
+        await executor.submit([cmd("sunpm.reboot", "b-1", Channel.SMS),
+                               cmd("sunpm.getParameters", "b-2", Channel.SMS)])
+        task = asyncio.create_task(executor.run())
+        async with asyncio.timeout(5):
+            while not plant.restarts:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        got = results(log)
+    assert [(r["callerId"], r.get("result")) for r in got] == [("b-1", "OK"), ("b-2", "OK")]
+    assert plant.restarts == [1]        # once, after getParameters was answered
