@@ -10,9 +10,10 @@
 | `commands.py` | `CommandExecutor`: one queue for all channels, callerId de-duplication |
 | `local.py` | `<data>/sunpm.sock`, the local command channel of `sunpm cmd` |
 | `logs.py` | stderr log lines and `log` journal events |
+| `sms.py` | SMS commands: the grammar, the `SMS_InboxDir` folder, replies and the six-part status |
 | `status.py` | the status object and each server's backlog (`<data>/status.json`) |
 | `demo.py` | the demo plant of `sunpm run` without a configuration |
 """
 
 __all__ = ["alarms", "clock_check", "commands", "demo", "gateway", "local", "logs",
-           "scheduler", "status", "wiring"]
+           "scheduler", "sms", "status", "wiring"]

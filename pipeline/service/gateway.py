@@ -68,6 +68,7 @@ from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.scheduler import SlotScheduler
+from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
@@ -160,6 +161,8 @@ class Gateway:
         self._acked_end: dict[str, int] = {}
         self._device_watch: DeviceWatch | None = None
         self._clock_synced = True
+        self.clock_check: ClockCheck | None = None
+        self._last_good: dict[str, tuple[int, bool]] = {}
         self._stop: asyncio.Event | None = None
         self.restart_requested = False
         self._background: set[asyncio.Task[object]] = set()
@@ -219,19 +222,20 @@ class Gateway:
             if self._on_started is not None:
                 await self._on_started(Started(site=site, store_dir=store_dir))
             self.commands = CommandExecutor(store, self, self.clock)
+            self.clock_check = ClockCheck(site.settings.ntp_servers, self.alarms, self.clock,
+                                          self._clock_state)
             async with asyncio.TaskGroup() as tg:
                 whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
                              tg.create_task(self.commands.run(), name="commands"),
                              tg.create_task(traces.run(), name="traces"),
-                             tg.create_task(ClockCheck(site.settings.ntp_servers, self.alarms,
-                                                       self.clock, self._clock_state).run(),
-                                            name="clock-check"),
+                             tg.create_task(self.clock_check.run(), name="clock-check"),
                              tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
                                                          self.commands).run(),
                                             name="local-commands"),
                              tg.create_task(StorageWatch(store, self.alarms, self.clock,
                                                          self._device_names).run(),
                                             name="storage-alarms"),
+                             tg.create_task(self._sms(site), name="sms"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
                 while True:
@@ -525,6 +529,13 @@ class Gateway:
         except TraceCaptureError as err:
             raise CommandError(str(err)) from None
 
+    async def _sms(self, site: Site) -> None:
+        """The SMS inbox folder, when `SMS_InboxDir` is set (the modem backend is to come)."""
+        if not site.settings.sms_inbox_dir or self.commands is None:
+            return
+        await SmsInbox(Path(site.settings.sms_inbox_dir), site.settings.sms_allowed_numbers,
+                       self.commands, self.clock).run()
+
     def _clock_state(self, synchronised: bool) -> None:
         """The clock check's verdict: good values get quality 7 while it is False."""
         self._clock_synced = synchronised
@@ -600,9 +611,14 @@ class Gateway:
                                   site.settings.time_zone),
                 "backlog": waiting})
         dropped = dict(self.poller.dropped_by_device) if self.poller is not None else {}
-        return await asyncio.to_thread(status_object, site=site, store=store,
-                                       started_s=self._started_s, servers=servers,
-                                       dropped=dropped)
+        status = await asyncio.to_thread(status_object, site=site, store=store,
+                                         started_s=self._started_s, servers=servers,
+                                         dropped=dropped, last_records=dict(self._last_good))
+        check = self.clock_check
+        status["clock"] = {"synced": self._clock_synced,
+                           "ntp": check.last_server if check is not None else "",
+                           "offsetS": check.last_offset_s if check is not None else None}
+        return status
 
     async def _status_file(self) -> None:
         body = json.dumps(await self.status(), separators=(",", ":")).encode()
@@ -626,9 +642,10 @@ class Gateway:
         if batch.num_rows:
             end = int(batch.column("ts").cast(pa.int64())[0].as_py())
             self._acked_end[device] = max(self._acked_end.get(device, 0), end)
+            quality = batch.column("quality")
+            good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
+            self._last_good[device] = (end, good)
             if self._device_watch is not None:
-                quality = batch.column("quality")
-                good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
                 alarm = self._device_watch.record(device, good, end)
                 if alarm is not None:
                     self._spawn(alarm)

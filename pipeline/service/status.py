@@ -80,9 +80,11 @@ def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
 
 
 def status_object(*, site: Site, store: Log, started_s: float,
-                  servers: list[dict[str, Any]], dropped: dict[str, int]) -> dict[str, Any]:
-    """docs/formats.md §12.4's object without the parts still to come (clock, modem, ip, scripts,
-    alarms of the last 24 h)."""
+                  servers: list[dict[str, Any]], dropped: dict[str, int],
+                  last_records: dict[str, tuple[int, bool]]) -> dict[str, Any]:
+    """docs/formats.md §12.4's object without the parts still to come (modem, ip, scripts,
+    alarms of the last 24 h); `last_records`: per device its last record's time and whether it
+    held a good value."""
     now = time.time()
     zone = ZoneInfo(site.settings.time_zone)
     try:
@@ -90,10 +92,19 @@ def status_object(*, site: Site, store: Log, started_s: float,
     except metadata.PackageNotFoundError:
         version = "0"
     stored = set(store.devices())
-    devices = [{"index": d.index, "name": d.name,
-                "storeBytes": store.usage(d.index) if d.index in stored else 0,
-                "quotaBytes": site.settings.store_device_quota_mb * 2**20,
-                "dropped": dropped.get(d.index, 0)} for d in site.polled_devices]
+    polled = {d.index for d in site.polled_devices}
+    quota = site.settings.store_device_quota_mb * 2**20
+    devices = []
+    for d in site.daq.devices:
+        used = store.usage(d.index) if d.index in stored else 0
+        end, good = last_records.get(d.index, (None, False))
+        state = "absent" if d.index not in polled else "full" if used >= quota else \
+            "ok" if good else "fail"
+        devices.append({"index": d.index, "name": d.name, "state": state,
+                        "lastRecord": "" if end is None else
+                        datetime.fromtimestamp(end / NS_PER_S, zone).strftime("%y/%m/%d-%H:%M:%S"),
+                        "storeBytes": used, "quotaBytes": quota,
+                        "dropped": dropped.get(d.index, 0)})
     return {"uid": site.uid, "version": version,
             "date": datetime.fromtimestamp(now, zone).strftime("%y/%m/%d-%H:%M:%S"),
             "timestamp": int(now * 1000), "timeZone": site.settings.time_zone,
