@@ -1,0 +1,71 @@
+"""`sunpm cmd NAME [key=value ...] [--data DIR]`: a command to the running gateway through its
+local socket (`DATA/sunpm.sock`, only the service user and root may open it).
+
+`NAME` is a built-in (`status`, `connect`, `getParameters` ...) or `<script>.<function>`; a value
+is read as JSON when it is JSON (`server=2`, `raw=true`, `value=80.5`), else as text. The answer is
+printed as JSON; exit 0 for a result, 1 for an error answer, 2 when the gateway cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+
+from pipeline.service.local import SOCKET_NAME
+
+_TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("cmd", help="send a command to the running gateway")
+    parser.add_argument("name", metavar="NAME", help="status, connect, getParameters, ...")
+    parser.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--data", type=Path, metavar="DIR", default=Path("sunpm-data"),
+                        help="the gateway's data directory (default ./sunpm-data)")
+    parser.add_argument("--caller-id", help="callerId (a repeat within 7 days is not run again)")
+    parser.set_defaults(handler=_cmd)
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    parameters: dict[str, object] = {}
+    for item in args.parameters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"sunpm cmd: '{item}' is not KEY=VALUE", file=sys.stderr)
+            return 2
+        parameters[key] = _value(value)
+    name: str = args.name if "." in args.name else f"sunpm.{args.name}"
+    request = {"rpcName": name, "parameters": parameters, "callerId": args.caller_id}
+    path = args.data / SOCKET_NAME
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(_TIMEOUT_S)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError as err:
+        print(f"sunpm cmd: {path}: cannot reach the gateway ({err.strerror or err}); is "
+              "`sunpm run` running with this --data?", file=sys.stderr)
+        return 2
+    try:
+        doc = json.loads(answer)
+    except json.JSONDecodeError:
+        print(f"sunpm cmd: {path}: unreadable answer", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+    return 1 if "error" in doc else 0

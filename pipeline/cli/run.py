@@ -1,0 +1,97 @@
+"""`sunpm run [--config DIR] [--data DIR]`: the gateway service.
+
+With `--config`, the gateway runs that configuration (the store at `STORE_Path`, or
+`DATA/store` when it is empty). Without it, `DATA/config` is run when it holds a configuration;
+a folder that holds none (or holds the demo) gets the demo plant (pipeline/service/demo.py).
+SIGINT and SIGTERM stop it cleanly (exit 0); a second gateway on the same data is refused (exit 1);
+a rejected configuration exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from pipeline.service.demo import is_demo, run_demo
+from pipeline.service.gateway import Gateway, GatewayRefused
+from pipeline.service.logs import setup_stderr
+
+log = logging.getLogger("sunpm.system")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the gateway (without a configuration: the demo plant)")
+    parser.add_argument("--config", type=Path, metavar="DIR",
+                        help="configuration directory (default: DATA/config, else the demo)")
+    parser.add_argument("--data", type=Path, metavar="DIR", default=Path("sunpm-data"),
+                        help="data directory: store, demo server folder (default ./sunpm-data)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info", help="stderr log level (default info)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    setup_stderr(getattr(logging, args.log_level.upper()))
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _stopping, stop, sig)
+    data_dir: Path = args.data.absolute()
+    config_dir: Path | None = args.config
+    if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not is_demo(data_dir):
+        config_dir = data_dir / "config"
+    try:
+        if config_dir is None:
+            restart = await run_demo(data_dir, stop)
+        else:
+            gateway = Gateway(config_dir.absolute(), data_dir)
+            await gateway.run(stop)
+            restart = gateway.restart_requested
+    except GatewayRefused as err:
+        print(f"sunpm run: {err}", file=sys.stderr)
+        return err.code
+    except Exception as err:  # the top level: say what stopped it
+        log.error("sunpm stopped on an unexpected error: %s", err, exc_info=err)
+        return 1
+    if restart:
+        # `reboot`: the service restarts, not the host (docs/behaviour.md §7.3), as the same
+        # process (systemd keeps tracking it).
+        log.info("Restarting")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]])
+    return 0
+
+
+#: The stop must be over by then (the store is crash-safe: a forced exit loses at most the
+#: records and events not yet committed, as a power cut would).
+STOP_GUARD_S = 9.0
+
+
+def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():
+        log.warning("%s received again; exiting now", sig.name)
+        _force_exit()
+    log.info("%s received; stopping", sig.name)
+    stop.set()
+    asyncio.get_running_loop().call_later(STOP_GUARD_S, _stop_overdue)
+
+
+def _stop_overdue() -> None:
+    log.error("Stop not finished after %.0f s; exiting without it", STOP_GUARD_S)
+    _force_exit()
+
+
+def _force_exit() -> None:
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(1)

@@ -1,0 +1,303 @@
+"""The command executor (docs/behaviour.md §7.2): one queue for every channel, in arrival order.
+
+Channels hand in `CommandReceived` already journaled (the session for `/CMD` files, the MQTT
+session for the command topic); the executor runs them one at a time and journals each answer as a
+`result` event (acknowledged), which the ACK files and the MQTT result topic deliver. At most 100
+commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
+
+A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
+journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
+`setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local),
+`connect`, `status` and `reboot`; the others answer that they are not available in this version, scripts
+that they are unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, Protocol
+
+from config.errors import SunpmError
+from exporters.session import Trigger
+from exporters.views.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
+from pipeline.clock import NS_PER_S, Clock
+from store.log import Log
+
+log = logging.getLogger("sunpm.command")
+
+QUEUE_COMMANDS: Final = 100
+COMMAND_TIMEOUT_S: Final = 600.0
+CALLER_ID_DAYS: Final = 7
+
+#: Built-ins per channel (docs/formats.md §12.3: F file, M MQTT, S SMS, L local).
+_CHANNELS: Final[Mapping[str, str]] = {
+    "connect": "SL", "status": "SL", "factory": "SL", "reboot": "SL", "updateFirmware": "MSL",
+    "apn": "SL", "ftp": "SL", "log": "FMSL", "setRelay": "FMSL", "discoverDevices": "FMSL",
+    "getParameters": "FMSL", "writeVariable": "FMSL",
+}
+_LETTER: Final = {Channel.FILE: "F", Channel.MQTT: "M", Channel.SMS: "S", Channel.LOCAL: "L"}
+_NAMES: Final = {"F": "file", "M": "mqtt", "S": "sms", "L": "local"}
+
+
+class CommandError(SunpmError):
+    """A command's error answer; the text starts with the command's name."""
+
+
+class GatewayControl(Protocol):
+    """What the built-ins act on (the running `Gateway`)."""
+
+    def request_parameters(self) -> int: ...
+
+    async def set_relay(self, state: int) -> None: ...
+
+    def request_session(self, slot: int, trigger: Trigger) -> bool: ...
+
+    async def status(self) -> dict[str, object]: ...
+
+    def start_trace(self, interface: str, duration_min: int) -> None: ...
+
+    def restart(self) -> None: ...
+
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]: ...
+
+
+Builtin = Callable[[Mapping[str, JsonValue]], Awaitable[JsonValue]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    result: JsonValue
+    error: str | None
+
+
+class CommandExecutor:
+    """`exporters.session.CommandHandler` of the gateway; `run()` is its task."""
+
+    def __init__(self, store: Log, control: GatewayControl, clock: Clock) -> None:
+        self._store = store
+        self._control = control
+        self._clock = clock
+        self._queue: asyncio.Queue[tuple[CommandReceived, asyncio.Future[CommandResult] | None]] \
+            = asyncio.Queue(QUEUE_COMMANDS)
+        self._answered: dict[str, _Answer] | None = None
+        self.executed = 0
+        #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
+        #: with it are answered (docs/behaviour.md §7.2).
+        self._after_batch: list[Callable[[], None]] = []
+        self._builtins: dict[str, Builtin] = {
+            "getparameters": self._get_parameters, "setrelay": self._set_relay,
+            "connect": self._connect, "status": self._status, "log": self._log, "reboot": self._reboot,
+            "writevariable": self._write_variable}
+
+    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+        for command in commands:
+            try:
+                self._queue.put_nowait((command, None))
+            except asyncio.QueueFull:
+                await self._answer(command, _Answer(None, f"{_short(command.rpc_name)}: busy, "
+                                                          f"{QUEUE_COMMANDS} commands waiting"))
+
+    async def call(self, command: CommandReceived) -> CommandResult:
+        """Journal a command of the local channel, queue it, and wait for its answer."""
+        await self._store.append_journal("command", json.loads(command.to_body()),
+                                         ts_ns=self._clock.wall_ns(), commit_now=True)
+        answer: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((command, answer))
+        except asyncio.QueueFull:
+            return await self._answer(command, _Answer(
+                None, f"{_short(command.rpc_name)}: busy, {QUEUE_COMMANDS} commands waiting"))
+        return await answer
+
+    async def run(self) -> None:
+        try:
+            await self._recover()
+        except SunpmError as err:
+            log.error("Commands left unanswered by a stop not recovered: %s", err)
+        while True:
+            command, answer = await self._queue.get()
+            try:
+                result = await self.execute(command)
+            except SunpmError as err:
+                # Its answer could not be journaled (storage failing): the caller hears it.
+                log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
+                result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                                       rpc_name=command.rpc_name,
+                                       error=f"{_short(command.rpc_name)}: {err}"[:500])
+            if answer is not None and not answer.done():
+                answer.set_result(result)
+            if self._queue.empty() and self._after_batch:
+                actions, self._after_batch = self._after_batch, []
+                for action in actions:
+                    action()
+
+    async def execute(self, command: CommandReceived) -> CommandResult:
+        answered = await self._history()
+        key = _caller_key(command)
+        if key is not None and key in answered:
+            log.info("Command repeated; its stored answer is sent again. name=%s callerId=%s "
+                     "channel=%s", command.rpc_name, command.caller_id, command.channel)
+            return await self._answer(command, answered[key], store=False)
+        log.info("Command received. name=%s callerId=%s channel=%s", command.rpc_name,
+                 command.caller_id, command.channel)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                answer = _Answer(await self._run(command), None)
+        except CommandError as err:
+            answer = _Answer(None, str(err)[:500])
+        except TimeoutError:
+            answer = _Answer(None, f"{_short(command.rpc_name)}: no result after "
+                                   f"{COMMAND_TIMEOUT_S:.0f} s")
+        except SunpmError as err:
+            answer = _Answer(None, f"{_short(command.rpc_name)}: {err}"[:500])
+        self.executed += 1
+        return await self._answer(command, answer)
+
+    async def _run(self, command: CommandReceived) -> JsonValue:
+        script, dot, name = command.rpc_name.partition(".")
+        if not dot or script.lower() != "sunpm":
+            raise CommandError(f"unknown script '{script if dot else command.rpc_name}'")
+        canonical = next((n for n in _CHANNELS if n.lower() == name.lower()), None)
+        if canonical is None:
+            raise CommandError(f"unknown command '{command.rpc_name}'")
+        allowed = _CHANNELS[canonical]
+        if _LETTER[command.channel] not in allowed:
+            raise CommandError(f"{canonical} is not available by {command.channel.value}; use "
+                               + ", ".join(_NAMES[c] for c in allowed))
+        builtin = self._builtins.get(canonical.lower())
+        if builtin is None:
+            raise CommandError(f"{canonical}: not available in this version of sunpm")
+        return await builtin(command.parameters)
+
+    async def _recover(self) -> None:
+        """Commands journaled in the last 7 days that a crash left without an answer run now
+        (docs/behaviour.md §4.2 step 7), in journal order. Only commands with a callerId can be
+        matched with their answers; one without is lost in a crash between its journaling and
+        its answer."""
+        answered = await self._history()
+        since = self._clock.wall_ns() - CALLER_ID_DAYS * 86_400 * NS_PER_S
+        table = await asyncio.to_thread(self._store.journal, start_ns=since, kinds=["command"])
+        for item in journal_items(table.sort_by("seq")):
+            command = CommandReceived.from_body(item.body)
+            key = _caller_key(command)
+            if key is not None and key not in answered:
+                log.info("Command journaled before a stop and not answered; running it now. "
+                         "name=%s callerId=%s", command.rpc_name, command.caller_id)
+                await self.execute(command)
+
+    async def _answer(self, command: CommandReceived, answer: _Answer, *,
+                      store: bool = True) -> CommandResult:
+        result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                               rpc_name=command.rpc_name, result=answer.result,
+                               error=answer.error)
+        body = json.loads(result.to_body())
+        if not store:
+            # A stored answer sent again: not an execution, so it never extends the 7 days.
+            body["repeat"] = True
+        await self._store.append_journal("result", body, ts_ns=self._clock.wall_ns(),
+                                         commit_now=True)
+        if answer.error is not None:
+            log.info("Command failed. name=%s callerId=%s error=%s", command.rpc_name,
+                     command.caller_id, answer.error)
+        else:
+            log.info("Command done. name=%s callerId=%s", command.rpc_name, command.caller_id)
+        key = _caller_key(command)
+        if store and key is not None and self._answered is not None:
+            self._answered[key] = answer
+        return result
+
+    async def _history(self) -> dict[str, _Answer]:
+        """Answers of the last 7 days by callerId, read from the journal once."""
+        if self._answered is None:
+            since = self._clock.wall_ns() - CALLER_ID_DAYS * 86_400 * NS_PER_S
+            table = await asyncio.to_thread(self._store.journal, start_ns=since,
+                                            kinds=["result"])
+            answered: dict[str, _Answer] = {}
+            for item in journal_items(table.sort_by("seq")):
+                if json.loads(item.body).get("repeat"):
+                    continue
+                result = CommandResult.from_body(item.body)
+                if result.caller_id is not None and result.rpc_name is not None:
+                    answered[json.dumps(result.caller_id)] = _Answer(result.result, result.error)
+            self._answered = answered
+        return self._answered
+
+    # ----------------------------------------------------------------- built-ins
+
+    async def _get_parameters(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        self._control.request_parameters()
+        return "OK"
+
+    async def _set_relay(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        state = parameters.get("state")
+        if isinstance(state, bool) or state not in (0, 1):
+            raise CommandError(f"setRelay: state must be 0 or 1, got {json.dumps(state)}")
+        assert isinstance(state, int)
+        await self._control.set_relay(state)
+        return "OK"
+
+    async def _connect(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        server = parameters.get("server", 1)
+        if isinstance(server, bool) or server not in (1, 2):
+            raise CommandError(f"connect: server must be 1 or 2, got {json.dumps(server)}")
+        assert isinstance(server, int)
+        if not self._control.request_session(server, Trigger.COMMAND):
+            raise CommandError(f"connect: server {server} is not configured")
+        return "OK"
+
+    async def _log(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        interface = parameters.get("interface")
+        duration = parameters.get("duration", 10)
+        if not isinstance(interface, str):
+            raise CommandError(f"log: interface must be a string, got {json.dumps(interface)}")
+        if isinstance(duration, bool) or not isinstance(duration, int):
+            raise CommandError(f"log: duration must be 0..1440 minutes, got "
+                               f"{json.dumps(duration)}")
+        self._control.start_trace(interface, duration)
+        return "OK"
+
+    async def _write_variable(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        device, variable = parameters.get("device"), parameters.get("variable")
+        value, raw = parameters.get("value"), parameters.get("raw", False)
+        if isinstance(device, int) and not isinstance(device, bool):
+            device = str(device)
+        if not isinstance(device, str) or not device:
+            raise CommandError("writeVariable: device must be a name, an index or '*'")
+        if isinstance(variable, bool) or not isinstance(variable, (str, int)) or variable == "":
+            raise CommandError("writeVariable: variable must be an Index, a Name or a Tag")
+        if not isinstance(raw, bool):
+            raise CommandError(f"writeVariable: raw must be true or false, got {json.dumps(raw)}")
+        number: str | Decimal
+        if isinstance(value, str):
+            number = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+            if not number.is_finite():
+                raise CommandError(f"writeVariable: value must be a number, got {value}")
+        else:
+            raise CommandError(f"writeVariable: value must be a number (text for a String), "
+                               f"got {json.dumps(value)}")
+        answer = await self._control.write_variable(device, variable, number, raw)
+        return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
+
+    async def _reboot(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        self._after_batch.append(self._control.restart)
+        return "OK"
+
+    async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        return json.loads(json.dumps(await self._control.status()))  # type: ignore[no-any-return]
+
+
+def _caller_key(command: CommandReceived) -> str | None:
+    # `"7"` and `7` are different callerIds; JSON text keeps them apart.
+    return None if command.caller_id is None else json.dumps(command.caller_id)
+
+
+def _short(rpc_name: str) -> str:
+    return rpc_name.partition(".")[2] or rpc_name

@@ -1,0 +1,768 @@
+"""The running gateway: one asyncio TaskGroup holding every long-lived task.
+
+    Gateway.run(stop)
+      load the configuration (rolling a staged apply forward), open the store (its lock refuses a
+      second writer), install the quota retention, journal the configuration snapshot, raise the
+      Power OFF an unclean stop left unsaid, then in one TaskGroup:
+        poll loop (drivers, recorder, record and event sinks)  -> store
+        heartbeats, Power ON after 60 s (then a start-up session for every server)
+        one scheduler per configured server -> FileServerSession / MqttSession
+        MQTT permanent connections (alarm or command topic)
+        retention refresh, journal log lines, configuration watch
+        extra tasks of plug-ins (`Gateway.plugins`: command channels, web UI, scripts)
+      on `stop`: polling stops (records of ended periods handed over), the other tasks are
+      cancelled, Power OFF is journaled, the store closes with a final commit, drivers close.
+
+A local configuration change (files of the configuration directory edited by hand or by a tool)
+that validates is applied by running the whole group again with the new site; an invalid one is
+logged and the running configuration stays. A change applied from server 1 does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Final, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config import ConfigError, Site, check_site, load_site, parse_definition
+from config.errors import Severity, SunpmError
+from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
+from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Stream
+from exporters.retention import DeliveryTracker, install_retention
+from exporters.session import (
+    FileServerSession,
+    MqttSession,
+    SessionResult,
+    Trigger,
+    local_config_files,
+    recover_config_apply,
+)
+from exporters.transports import FileTransport, MessageTransport, open_transport
+from exporters.views.context import ViewConfig
+from exporters.views.events import JournalItem
+from exporters.views.mqtt import alarm_message
+from exporters.views.render import store_source
+from exporters.views.traces import traces_delivered
+from exporters.views.windows import cut_of
+from pipeline.clock import NS_PER_S, Clock, SystemClock
+from pipeline.drivers._base import DeviceError, RawValue
+from pipeline.drivers.io import IoDriver
+from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
+from pipeline.poller import Event, Poller
+from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
+from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.clock_check import ClockCheck
+from pipeline.service.commands import CommandError, CommandExecutor
+from pipeline.service.local import SOCKET_NAME, LocalChannel
+from pipeline.service.logs import JournalLogHandler, level_of
+from pipeline.service.scheduler import SlotScheduler
+from pipeline.service.sms import SmsInbox
+from pipeline.service.status import backlog, last_text, status_object
+from pipeline.service.wiring import Plant, build_plant
+from pipeline.traces import TraceCapture, TraceCaptureError
+from store.errors import StoreLockedError
+from store.fsio import write_file_durably
+from store.log import Log, StoreOptions
+from store.traces import TraceOptions, TraceStore
+
+log = logging.getLogger("sunpm.system")
+
+#: How long a session waits for records timed before its cut (docs/behaviour.md §5.1 step 4).
+RECORDS_WAIT_S: Final = 3.0
+#: Polling gets this long to finish its cycle at a stop before it is cancelled.
+POLL_STOP_S: Final = 4.0
+CONFIG_CHECK_S: Final = 5.0
+#: A local configuration change triggers a server-1 session this long after the last change.
+CONFIG_SESSION_DELAY_S: Final = 60.0
+#: `<data>/status.json` is rewritten this often (and at stop).
+STATUS_EVERY_S: Final = 60.0
+
+
+class GatewayRefused(SunpmError):
+    """The gateway cannot start (configuration rejected, store in use); `code` is the exit."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Plugin(Protocol):
+    """A part that joins the gateway's TaskGroup (command channels, the web UI, scripts):
+    `run(gateway)` is its task, cancelled at stop."""
+
+    async def run(self, gateway: Gateway) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What a caller may want once the gateway runs (the demo prints it)."""
+
+    site: Site
+    store_dir: Path
+
+
+def default_store_dir(site: Site, data_dir: Path) -> Path:
+    return Path(site.settings.store_path) if site.settings.store_path else data_dir / "store"
+
+
+def config_hash(files: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()
+
+
+class _StoredDefinitions(dict[str, DefinitionFile]):
+    """Definitions by snapshot id: the running ones, others read from the store when asked."""
+
+    def __init__(self, store: Log, running: Mapping[str, DefinitionFile]) -> None:
+        super().__init__(running)
+        self._store = store
+
+    def __missing__(self, snapshot_id: str) -> DefinitionFile:
+        name = snapshot_id.split(":", 1)[-1]
+        definition = parse_definition(self._store.get_definition(snapshot_id), name).value
+        self[snapshot_id] = definition
+        return definition
+
+
+class Gateway:
+    """`sunpm run`: see the module docstring."""
+
+    def __init__(self, config_dir: Path, data_dir: Path, *, clock: Clock | None = None,
+                 on_started: Callable[[Started], Awaitable[None]] | None = None,
+                 plugins: Sequence[Plugin] = ()) -> None:
+        self.config_dir = config_dir
+        self.data_dir = data_dir
+        self.clock: Clock = clock or SystemClock()
+        self.plugins = list(plugins)
+        self._on_started = on_started
+        self.site: Site | None = None
+        self.store: Log | None = None
+        self.poller: Poller | None = None
+        self.schedulers: dict[int, SlotScheduler] = {}
+        self.alarms: Alarms | None = None
+        self.commands: CommandExecutor | None = None
+        self.traces: TraceStore | None = None
+        self.capture: TraceCapture | None = None
+        self.plant: Plant | None = None
+        self._acked_end: dict[str, int] = {}
+        self._device_watch: DeviceWatch | None = None
+        self._clock_synced = True
+        self.clock_check: ClockCheck | None = None
+        self._last_good: dict[str, tuple[int, bool]] = {}
+        self._stop: asyncio.Event | None = None
+        self.restart_requested = False
+        self._background: set[asyncio.Task[object]] = set()
+        self._reload = asyncio.Event()
+        self._startup_requested = False
+        self._local_change = False
+        self._alarm_waiting = False
+        self._outboxes: dict[int, Outbox] = {}
+        self._started_s = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def restart(self) -> None:
+        """`reboot`: stop cleanly (final commit, Power OFF); the caller then starts again
+        (`restart_requested`)."""
+        log.info("Restart asked for; stopping cleanly first")
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
+        self._stop = stop
+        site = await asyncio.to_thread(self._load)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store_dir = default_store_dir(site, self.data_dir)
+        try:
+            store = await Log.open(store_dir, StoreOptions(
+                flush_s=site.settings.store_flush_s,
+                device_quota_bytes=site.settings.store_device_quota_mb * 2**20,
+                full_policy=site.settings.store_full_policy))
+        except StoreLockedError as err:
+            raise GatewayRefused(
+                f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
+                "stop it first", 1) from None
+        self.store = store
+        try:
+            traces = await asyncio.to_thread(TraceStore.open, store_dir, TraceOptions(
+                flush_s=site.settings.store_flush_s))
+        except SunpmError:
+            await store.close()
+            raise
+        self.traces = traces
+        self.capture = TraceCapture(traces, clock_ns=self.clock.wall_ns)
+        journal_handler = JournalLogHandler(level_of(site.settings.log_level))
+        root = logging.getLogger("sunpm")
+        root.addHandler(journal_handler)
+        # Records below every handler's level are not even made (the poll loop's DEBUG lines).
+        root.setLevel(min([h.level for h in root.handlers if h.level] or [logging.DEBUG]))
+        power: PowerWatch | None = None
+        try:
+            self.alarms = Alarms(store, self.clock, self._alarm_raised)
+            power = PowerWatch(store, self.alarms, self.clock)
+            await power.after_start()
+            log.info("sunpm started. uid=%s config=%s store=%s", site.uid, self.config_dir,
+                     store_dir)
+            if self._on_started is not None:
+                await self._on_started(Started(site=site, store_dir=store_dir))
+            self.commands = CommandExecutor(store, self, self.clock)
+            self.clock_check = ClockCheck(site.settings.ntp_servers, self.alarms, self.clock,
+                                          self._clock_state)
+            async with asyncio.TaskGroup() as tg:
+                whole_run = [tg.create_task(journal_handler.run(store), name="journal-log"),
+                             tg.create_task(self.commands.run(), name="commands"),
+                             tg.create_task(traces.run(), name="traces"),
+                             tg.create_task(self.clock_check.run(), name="clock-check"),
+                             tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
+                                                         self.commands).run(),
+                                            name="local-commands"),
+                             tg.create_task(StorageWatch(store, self.alarms, self.clock,
+                                                         self._device_names).run(),
+                                            name="storage-alarms"),
+                             tg.create_task(self._sms(site), name="sms"),
+                             tg.create_task(power.heartbeats(), name="heartbeat"),
+                             tg.create_task(power.power_on(), name="power-on")]
+                while True:
+                    self._reload.clear()
+                    await self._generation(site, store, stop, power)
+                    if stop.is_set():
+                        break
+                    site = await asyncio.to_thread(self._load)
+                    log.info("Configuration reloaded. uid=%s", site.uid)
+                for task in whole_run:
+                    task.cancel()
+        finally:
+            try:
+                if power is not None and stop.is_set() and not power.stopped:
+                    with contextlib.suppress(SunpmError, TimeoutError):
+                        async with asyncio.timeout(2):
+                            await power.clean_stop()
+                journal_handler.drain(store)
+            finally:
+                logging.getLogger("sunpm").removeHandler(journal_handler)
+                await asyncio.to_thread(traces.close)
+                await store.close()
+                log.info("sunpm stopped; store closed. store=%s", store_dir)
+
+    def _load(self) -> Site:
+        staged = recover_config_apply(self.config_dir)
+        if staged:
+            log.info("Staged configuration applied after a restart. files=%s", staged)
+        try:
+            site = load_site(self.config_dir)
+        except ConfigError as err:
+            for problem in err.problems:
+                logging.getLogger("sunpm.config").error("%s", problem)
+            raise GatewayRefused(f"{self.config_dir}: configuration rejected "
+                                 f"({len(err.problems)} problem(s) above)", 2) from None
+        for problem in site.warnings:
+            logging.getLogger("sunpm.config").warning("%s", problem)
+        self.site = site
+        return site
+
+    async def _generation(self, site: Site, store: Log, stop: asyncio.Event,
+                          power: PowerWatch) -> None:
+        """Everything that depends on the configuration, until `stop` or a reload."""
+        await self._journal_config(store, site)
+        assert self.alarms is not None
+        self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
+            if site.settings.alarm_device_lost else None
+        tracker = install_retention(store, site.settings.servers)
+        plant = build_plant(site, store, on_accessory=self._accessory,
+                            trace=self.capture.hook if self.capture is not None else None)
+        self.plant = plant
+        await plant.open()
+        poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
+                        record_sink=self._record_sink,
+                        event_sink=self._event_sink(plant),
+                        daq_poll_period_s=site.settings.daq_poll_period_s)
+        self.poller = poller
+        stopping = asyncio.Event()
+        mqtt_serving: list[MqttSession] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                polling = tg.create_task(poller.run(), name="poller")
+                others = [tg.create_task(tracker.run(), name="retention")]
+                for settings in site.settings.servers:
+                    if settings.type is ServerType.NONE:
+                        continue
+                    scheduler, serving = self._server(site, store, tracker, settings)
+                    self.schedulers[settings.slot] = scheduler
+                    others.append(tg.create_task(scheduler.run(),
+                                                 name=f"scheduler:{settings.slot}"))
+                    if serving is not None:
+                        mqtt_serving.append(serving)
+                        others.append(tg.create_task(serving.serve(stopping),
+                                                     name=f"mqtt:{settings.slot}"))
+                if self._alarm_waiting:
+                    self._alarm_waiting = False
+                    self._alarm_raised()
+                others.append(tg.create_task(self._watch_config(site), name="config-watch"))
+                others.append(tg.create_task(self._write_status(), name="status"))
+                others.append(tg.create_task(self._startup_sessions(power),
+                                             name="startup-sessions"))
+                for plugin in self.plugins:
+                    others.append(tg.create_task(plugin.run(self), name=type(plugin).__name__))
+                waiters = [asyncio.ensure_future(stop.wait()),
+                           asyncio.ensure_future(self._reload.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+                poller.stop()
+                if stop.is_set():
+                    await self._power_off(power, mqtt_serving)
+                stopping.set()
+                for task in others:
+                    task.cancel()
+                try:
+                    async with asyncio.timeout(POLL_STOP_S):
+                        await asyncio.shield(polling)
+                except TimeoutError:
+                    log.warning("Polling did not stop within %.0f s; cancelled", POLL_STOP_S)
+                    polling.cancel()
+        finally:
+            with contextlib.suppress(SunpmError, OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._status_file()
+            self.schedulers = {}
+            self._outboxes = {}
+            await self._settle_background()
+            await plant.close()
+            store.set_delivery_predicates(None, None)
+            store.set_state_provider(None)
+
+    async def _power_off(self, power: PowerWatch, serving: Sequence[MqttSession]) -> None:
+        """The clean stop's Power OFF, published on MQTT alarm topics still connected
+        (docs/behaviour.md §8: within 2 s)."""
+        try:
+            async with asyncio.timeout(2):
+                await power.clean_stop()
+                await asyncio.gather(*(session.publish_events() for session in serving
+                                       if session.settings.topic_alarm))
+        except (SunpmError, TimeoutError) as err:
+            log.warning("Power OFF not published before the stop: %s", err or "timeout")
+
+    # ------------------------------------------------------------------ servers
+
+    def _server(self, site: Site, store: Log, tracker: DeliveryTracker,
+                settings: ServerSettings) -> tuple[SlotScheduler, MqttSession | None]:
+        slot = settings.slot
+        journal = tracker.journal_log(store)
+        outbox_dir = Path(store.path) / "outbox" / str(slot)
+        cert_dir = self.config_dir / "CERT"
+        source = store_source(store, site, slot, traces=self.traces)
+        file_servers = [s.slot for s in site.settings.servers if s.type.is_file_server]
+        serving: MqttSession | None = None
+        if settings.type.is_file_server:
+            outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
+                            streams=FILE_SERVER_STREAMS)
+            self._outboxes[slot] = outbox
+
+            async def file_session(trigger: Trigger) -> SessionResult:
+                transport = open_transport(settings, cert_dir)
+                assert isinstance(transport, FileTransport)
+                session = FileServerSession(
+                    settings=settings, uid=site.uid, transport=transport, outbox=outbox,
+                    log=store, config_dir=self.config_dir, validate=check_site,
+                    commands=self.commands if slot == 1 else None,
+                    config_applied=self._applied_from_server)
+                started = await self._wait_for_records(trigger)
+                result = await session.run(trigger, started=started)
+                if result.ok and self.traces is not None:
+                    await asyncio.to_thread(_delete_delivered_traces, self.traces, outbox,
+                                            file_servers)
+                return result
+
+            run_session = file_session
+        else:
+            outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
+                            streams=(Stream.DATA,))
+            self._outboxes[slot] = outbox
+            view_config = ViewConfig.for_server(site.settings, settings, site.daq)
+            definitions = _StoredDefinitions(store, {d.snapshot_id: d for d in
+                                                     site.definitions.values()})
+
+            def alarm_payload(item: JournalItem) -> bytes:
+                return alarm_message(item, definitions, view_config)
+
+            def mqtt(client_settings: ServerSettings) -> MqttSession:
+                transport = open_transport(client_settings, cert_dir)
+                assert not isinstance(transport, FileTransport)
+                message_transport: MessageTransport = transport
+                return MqttSession(settings=client_settings, transport=message_transport,
+                                   outbox=outbox, log=journal, alarm_payload=alarm_payload,
+                                   commands=self.commands)
+
+            permanent = bool(settings.topic_alarm or settings.topic_command)
+            if permanent:
+                serving = mqtt(settings)
+            data_settings = _data_client(settings, site.uid) if permanent else settings
+
+            async def mqtt_session(trigger: Trigger) -> SessionResult:
+                if not data_settings.topic_data and permanent:
+                    return SessionResult(ok=True)
+                started = await self._wait_for_records(trigger)
+                return await mqtt(data_settings).run(trigger, started=started)
+
+            run_session = mqtt_session
+        scheduler = SlotScheduler(slot, run_session, schedules=site.var_ini.schedules(slot),
+                                  time_zone=site.settings.time_zone, clock=self.clock)
+        return scheduler, serving
+
+    async def _startup_sessions(self, power: PowerWatch) -> None:
+        """docs/behaviour.md §4.1: the start-up session goes when Power ON is raised; a local
+        configuration change gives a server-1 session 60 s after it (a change applied from
+        server 1 triggers nothing)."""
+        if not self._startup_requested:
+            await power.power_on_raised.wait()
+            self._startup_requested = True
+            for scheduler in self.schedulers.values():
+                scheduler.request(Trigger.STARTUP)
+        if self._local_change:
+            self._local_change = False
+            await self.clock.sleep(CONFIG_SESSION_DELAY_S)
+            first = self.schedulers.get(1)
+            if first is not None:
+                first.request(Trigger.CONFIG_CHANGE)
+
+    def request_session(self, slot: int, trigger: Trigger) -> bool:
+        """Ask server `slot` for a session (`connect` command, demo); False if not configured."""
+        scheduler = self.schedulers.get(slot)
+        if scheduler is None:
+            return False
+        scheduler.request(trigger)
+        return True
+
+    def request_parameters(self) -> int:
+        """`getParameters`: every device with parameters is read after its next good poll."""
+        if self.poller is None or self.plant is None:
+            raise CommandError("getParameters: acquisition is not running")
+        devices = [index for index, (_, definition) in self.plant.devices.items()
+                   if any(v.action.is_parameter for v in definition.variables)]
+        for index in devices:
+            self.poller.request_parameters(index)
+        return len(devices)
+
+    async def set_relay(self, state: int) -> None:
+        drivers = [d for d, _ in self.plant.drivers if isinstance(d, IoDriver)] \
+            if self.plant is not None else []
+        if not drivers:
+            raise CommandError("setRelay: no IO device is configured")
+        try:
+            await drivers[0].set_relay(state)
+        except DeviceError as err:
+            text = str(err)
+            raise CommandError(text if text.startswith("setRelay") else
+                               f"setRelay: {text}") from None
+
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]:
+        """`writeVariable` (docs/behaviour.md §2.7, docs/formats.md §12.3) on one device, or
+        with `*` on every device whose definition has the tag `variable`."""
+        if self.poller is None or self.plant is None:
+            raise CommandError("writeVariable: acquisition is not running")
+        poller = self.poller
+        targets: list[tuple[Device, Variable]] = []
+        if device == "*":
+            for row, definition in self.plant.devices.values():
+                var = next((v for v in definition.variables if v.tag and v.tag == variable), None)
+                if var is not None:
+                    targets.append((row, var))
+            if not targets:
+                raise CommandError(f"writeVariable: no device has the tag '{variable}'")
+        else:
+            found = next(((r, d) for r, d in self.plant.devices.values()
+                          if device in (r.name, r.index)), None)
+            if found is None:
+                raise CommandError(f"writeVariable: unknown device '{device}'")
+            var = _variable(found[1], variable)
+            if var is None:
+                raise CommandError(f"writeVariable: {found[0].name}: unknown variable "
+                                   f"'{variable}'")
+            targets.append((found[0], var))
+        written: dict[str, object] = {}
+        failed: dict[str, object] = {}
+
+        async def one(row: Device, var: Variable) -> None:
+            try:
+                if isinstance(value, str):
+                    target: RawValue = value
+                else:
+                    target = value if raw else scaled_to_raw(var, value)
+                await poller.write(row.index, var, target)
+            except (DeviceError, EncodeError) as err:
+                failed[row.name] = str(err)
+            else:
+                written[row.name] = _json_number(target)
+
+        await asyncio.gather(*(one(row, var) for row, var in targets))
+        if not written:
+            first = next(iter(failed.values()))
+            raise CommandError(str(first) if str(first).startswith("writeVariable") else
+                               f"writeVariable: {first}")
+        return {"written": written, "failed": failed}
+
+    def start_trace(self, interface: str, duration_min: int) -> None:
+        """`log`: frame traces of one interface for `duration_min` (0 stops)."""
+        if self.capture is None:
+            raise CommandError("log: the service is not running")
+        try:
+            self.capture.start(interface, duration_min)
+        except TraceCaptureError as err:
+            raise CommandError(str(err)) from None
+
+    async def _sms(self, site: Site) -> None:
+        """The SMS inbox folder, when `SMS_InboxDir` is set (the modem backend is to come)."""
+        if not site.settings.sms_inbox_dir or self.commands is None:
+            return
+        await SmsInbox(Path(site.settings.sms_inbox_dir), site.settings.sms_allowed_numbers,
+                       self.commands, self.clock).run()
+
+    def _clock_state(self, synchronised: bool) -> None:
+        """The clock check's verdict: good values get quality 7 while it is False."""
+        self._clock_synced = synchronised
+        if self.poller is not None:
+            self.poller.recorder.clock_synchronised = synchronised
+
+    def _device_names(self) -> dict[str, str]:
+        return {d.index: d.name for d in self.site.daq.devices} if self.site else {}
+
+    def acknowledged_end(self, index: str) -> int | None:
+        """The end of the device's last record acknowledged in this run (None: none yet)."""
+        return self._acked_end.get(index)
+
+    def _alarm_raised(self) -> None:
+        """An alarm asks server 1 (a file server) for an alarm session; one raised before the
+        schedulers run (the Power OFF of an unclean stop, during a reload) waits for them."""
+        scheduler = self.schedulers.get(1)
+        if scheduler is None:
+            self._alarm_waiting = True
+        elif self.site is not None and self.site.settings.servers[0].type.is_file_server:
+            scheduler.request_alarm()
+
+    async def _wait_for_records(self, trigger: Trigger) -> datetime:
+        """The session's start, once every device's record of the period ending at or before
+        its cut is acknowledged (at most 3 s).
+
+        An alarm session starts in the second after its alarm: the cut is the start truncated
+        to the second, and the alarm that asked for the session must be before it."""
+        if trigger is Trigger.ALARM:
+            await self.clock.sleep(1.0 - (self.clock.wall_ns() % NS_PER_S) / NS_PER_S + 0.01)
+        started_ns = self.clock.wall_ns()
+        cut_ns = cut_of(datetime.fromtimestamp(started_ns / NS_PER_S, UTC))
+        deadline = self.clock.monotonic_ns() + int(RECORDS_WAIT_S * NS_PER_S)
+        while self.clock.monotonic_ns() < deadline and not self._records_in(cut_ns):
+            await self.clock.sleep(0.1)
+        return datetime.fromtimestamp(started_ns / NS_PER_S, UTC)
+
+    def _records_in(self, cut_ns: int) -> bool:
+        if self.site is None:
+            return True
+        for device in self.site.polled_devices:
+            acked = self._acked_end.get(device.index)
+            if acked is None:
+                continue      # nothing recorded yet in this run: nothing to wait for
+            end = period_end_ns(cut_ns - 1, device.acq_period_s)
+            if end > cut_ns:
+                end -= device.acq_period_s * NS_PER_S
+            if acked < end:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ status
+
+    async def status(self) -> dict[str, object]:
+        """docs/formats.md §12.4's status object (what is known today), backlogs included."""
+        site, store = self.site, self.store
+        assert site is not None and store is not None
+        servers: list[dict[str, object]] = []
+        now_ns = self.clock.wall_ns()
+        for settings in site.settings.servers:
+            scheduler = self.schedulers.get(settings.slot)
+            outbox = self._outboxes.get(settings.slot)
+            if scheduler is None or outbox is None:
+                continue
+            result = scheduler.last_result
+            waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+            servers.append({
+                "srv": settings.slot, "status": "connected" if scheduler.running else "idle",
+                "type": settings.type.value, "addr": settings.host or settings.dir_path,
+                "port": settings.port,
+                "last": last_text(scheduler.last_end_ns, None if result is None else result.ok,
+                                  "" if result is None else result.reason,
+                                  site.settings.time_zone),
+                "backlog": waiting})
+        dropped = dict(self.poller.dropped_by_device) if self.poller is not None else {}
+        status = await asyncio.to_thread(status_object, site=site, store=store,
+                                         started_s=self._started_s, servers=servers,
+                                         dropped=dropped, last_records=dict(self._last_good))
+        check = self.clock_check
+        status["clock"] = {"synced": self._clock_synced,
+                           "ntp": check.last_server if check is not None else "",
+                           "offsetS": check.last_offset_s if check is not None else None}
+        return status
+
+    async def _status_file(self) -> None:
+        body = json.dumps(await self.status(), separators=(",", ":")).encode()
+        await asyncio.to_thread(write_file_durably, self.data_dir / "status.json", body)
+
+    async def _write_status(self) -> None:
+        """`<data>/status.json` every minute, for operators and tools until the `status`
+        command and the web UI serve it."""
+        while True:
+            await self.clock.sleep(STATUS_EVERY_S)
+            try:
+                await self._status_file()
+            except (SunpmError, OSError) as err:
+                log.warning("Status file not written: %s", err)
+
+    # ------------------------------------------------------------------ sinks
+
+    async def _record_sink(self, device: str, batch: pa.RecordBatch) -> object:
+        assert self.store is not None
+        result = await self.store.append_records(device, batch)
+        if batch.num_rows:
+            end = int(batch.column("ts").cast(pa.int64())[0].as_py())
+            self._acked_end[device] = max(self._acked_end.get(device, 0), end)
+            quality = batch.column("quality")
+            good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
+            self._last_good[device] = (end, good)
+            if self._device_watch is not None:
+                alarm = self._device_watch.record(device, good, end)
+                if alarm is not None:
+                    self._spawn(alarm)
+        return result
+
+    def _event_sink(self, plant: Plant) -> Callable[[Event], Awaitable[None]]:
+        async def sink(event: Event) -> None:
+            assert self.store is not None and self.alarms is not None
+            if isinstance(event, ValueChanged):
+                device, definition = plant.devices[event.device]
+                self._spawn(self.alarms.device(event, device, definition.protocol))
+            elif isinstance(event, ParameterRead):
+                self._spawn(self.store.append_journal(
+                    "param", event.journal_body(), device=event.device, def_=event.def_id,
+                    ts_ns=event.ts_ns))
+            else:
+                logging.getLogger("sunpm.clock").warning("wall clock stepped by %+d s",
+                                                         round(event.step_ns / NS_PER_S))
+        return sink
+
+    def _accessory(self, event: str) -> None:
+        if self.alarms is not None:
+            name = "Loss of ICT accessory" if event == "loss" else "Return ICT accessory"
+            self._spawn(self.alarms.gateway(name))
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        """Journal appends complete at the next group commit; the sinks do not wait for it
+        (appends keep their order: each is queued when its task first runs)."""
+        task: asyncio.Task[object] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Journal append failed: %s", task.exception())
+
+    async def _settle_background(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=2.0)
+
+    # ------------------------------------------------------------------ configuration
+
+    async def _journal_config(self, store: Log, site: Site) -> None:
+        """Store the configuration in force and journal it when it differs from the last
+        journaled one, so windows ending from now on render with it."""
+        snapshot = await asyncio.to_thread(store.put_config, site.files())
+        table = await asyncio.to_thread(store.journal, kinds=["config"])
+        if table.num_rows:
+            last = json.loads(table.sort_by("seq").column("body")[-1].as_py())
+            if last.get("snapshot") == snapshot:
+                return
+        await store.append_journal("config", {"snapshot": snapshot, "origin": "local",
+                                              "files": sorted(site.files())}, commit_now=True)
+
+    async def _applied_from_server(self, files: Sequence[str]) -> None:
+        log.info("Configuration from server 1 applied; restarting acquisition. files=%s",
+                 list(files))
+        self._reload.set()
+
+    async def _watch_config(self, site: Site) -> None:
+        """A local edit of the configuration files: valid -> reload (and a server-1 session
+        60 s later); invalid -> logged once, running configuration kept."""
+        running = config_hash(await asyncio.to_thread(local_config_files, self.config_dir,
+                                                      site.uid))
+        rejected: str | None = None
+        config_log = logging.getLogger("sunpm.config")
+        while True:
+            await self.clock.sleep(CONFIG_CHECK_S)
+            try:
+                digest = config_hash(await asyncio.to_thread(local_config_files,
+                                                             self.config_dir, site.uid))
+            except OSError as err:
+                config_log.warning("Configuration folder unreadable: %s", err)
+                continue
+            if digest in (running, rejected):
+                continue
+            problems = await asyncio.to_thread(check_site, self.config_dir, site.uid)
+            errors = [p for p in problems if p.severity is Severity.ERROR]
+            if errors:
+                for problem in errors:
+                    config_log.error("%s", problem)
+                config_log.error("Local configuration change rejected; running configuration "
+                                 "unchanged")
+                rejected = digest
+                continue
+            config_log.info("Local configuration change; applying it")
+            self._local_change = True
+            self._reload.set()
+            return
+
+
+def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:
+    """An Index (a number or digits), else a Name, else a Tag (docs/formats.md §12.3)."""
+    text = str(key)
+    if isinstance(key, int) or text.isdigit():
+        return next((v for v in definition.variables if v.index == int(text)), None)
+    return next((v for v in definition.variables if v.name == text), None) or \
+        next((v for v in definition.variables if v.tag and v.tag == text), None)
+
+
+def _json_number(value: RawValue) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _delete_delivered_traces(traces: TraceStore, outbox: Outbox,
+                             file_servers: Sequence[int]) -> None:
+    """Trace lines every file server has in a delivered LOG window go (docs/formats.md §11)."""
+    traces.delete_delivered(traces_delivered(outbox.state(), file_servers))
+
+
+def _data_client(settings: ServerSettings, uid: str) -> ServerSettings:
+    """The client that publishes data windows beside a permanent connection: its own client id
+    (two connections with one id would disconnect each other)."""
+    import dataclasses
+    base = settings.mqtt_client_id or (uid if settings.slot == 1 else f"{uid}-2")
+    return dataclasses.replace(settings, mqtt_client_id=f"{base}-data", topic_alarm="",
+                               topic_command="", topic_result="")

@@ -1,0 +1,99 @@
+"""The local command channel: a Unix socket `<data>/sunpm.sock` for `sunpm cmd`.
+
+The socket is created with mode 0600, so only its owner (the service user) and root can open it
+(docs/behaviour.md §7.1: local users are trusted like logged-in web users; every built-in is
+allowed).
+One request per connection, one JSON line each way:
+
+    -> {"rpcName": "sunpm.status", "parameters": {}, "callerId": null}
+    <- {"result": {...}, "callerId": null}     or     {"error": "<text>", "callerId": null}
+
+Requests are limited to 1 MiB; an unreadable one is answered with an error worded like
+docs/formats.md §14.4's for the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Final
+
+from exporters.views.events import Channel, CommandReceived
+from pipeline.service.commands import CommandExecutor
+
+log = logging.getLogger("sunpm.command")
+
+SOCKET_NAME: Final = "sunpm.sock"
+REQUEST_MAX_BYTES: Final = 1 << 20
+
+
+class LocalChannel:
+    """Serves `<data>/sunpm.sock` until cancelled, then removes it."""
+
+    def __init__(self, path: Path, commands: CommandExecutor) -> None:
+        self.path = path
+        self._commands = commands
+
+    async def run(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()       # a socket left by a killed run (the store lock says we own
+        old_umask = os.umask(0o177)  # the data now); created 0600 from the start
+        try:
+            server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                     limit=REQUEST_MAX_BYTES)
+        except OSError as err:
+            # A path over the 107 bytes a Unix socket name may hold, a read-only folder.
+            log.warning("Local command socket not available; `sunpm cmd` cannot reach this "
+                        "gateway. path=%s error=%s", self.path, err)
+            return
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                line = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                answer: dict[str, object] = {"error": "local: request larger than 1 MiB",
+                                             "callerId": None}
+            else:
+                answer = await self._answer(line)
+            writer.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+                         + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError) as err:
+            log.debug("Local command connection lost: %s", err)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> dict[str, object]:
+        try:
+            doc = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return {"error": f"local: invalid JSON: {err}", "callerId": None}
+        if not isinstance(doc, dict):
+            return {"error": "local: one command object per request", "callerId": None}
+        rpc, parameters, caller = doc.get("rpcName"), doc.get("parameters", {}), \
+            doc.get("callerId")
+        if not isinstance(rpc, str) or not rpc:
+            return {"error": "local: rpcName is missing", "callerId": None}
+        if not isinstance(parameters, dict):
+            return {"error": f"{rpc}: parameters must be an object", "callerId": None}
+        if caller is not None and (isinstance(caller, bool) or not isinstance(caller, (str, int))):
+            return {"error": "local: callerId must be a string or an integer", "callerId": None}
+        result = await self._commands.call(CommandReceived(
+            channel=Channel.LOCAL, rpc_name=rpc, parameters=parameters, caller_id=caller))
+        return dict(result.entry())

@@ -1,0 +1,236 @@
+"""SMS commands (docs/formats.md §13) through the `SMS_InboxDir` folder.
+
+Each incoming `<SMS_InboxDir>/*.sms` (UTF-8; line 1 the sender, the rest the text) is handled in
+name order and deleted; a reply goes to `<SMS_InboxDir>/out/<name>.<k>.sms` (line 1 the
+recipient). Only numbers of `SMS_AllowedNumbers` (compared without spaces) are obeyed. Replies:
+none on success (the manual) except `status` (six parts, §13.3) and `discoverdevices`; a failure
+replies its error cut to 160 characters. The AT-command modem backend is still to come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from exporters.views.events import Channel, CommandReceived, JsonValue
+from pipeline.clock import Clock
+from pipeline.service.commands import CommandExecutor
+from store.fsio import write_file_durably
+
+log = logging.getLogger("sunpm.sms")
+
+CHECK_EVERY_S: Final = 2.0
+REPLY_MAX: Final = 160
+
+#: SMS command -> (built-in, parameter names in argument order).
+_COMMANDS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
+    "connect": ("connect", ("server",)),
+    "status": ("status", ()),
+    "factory": ("factory", ()),
+    "reboot": ("reboot", ()),
+    "getparameters": ("getParameters", ()),
+    "updatefirmware": ("updateFirmware", ("url", "login", "password", "checksum", "interface")),
+    "apn": ("apn", ("apn", "user", "password", "pin")),
+    "ftp": ("ftp", ("server", "type", "host", "port", "user", "password", "rootDir")),
+    "log": ("log", ("interface", "duration")),
+    "setrelay": ("setRelay", ("state",)),
+    "discoverdevices": ("discoverDevices", ("interface", "ip", "port", "firstAddress",
+                                            "lastAddress", "maxDevices", "timeout")),
+    "writevariable": ("writeVariable", ("device", "variable", "value", "raw")),
+}
+_NUMBERS: Final = frozenset({"server", "port", "duration", "state", "firstAddress",
+                             "lastAddress", "maxDevices", "timeout"})
+
+
+class SmsError(ValueError):
+    pass
+
+
+def split_arguments(text: str) -> list[str]:
+    """`a:b\\:c:d\\\\` -> ["a", "b:c", "d\\"]: `:` separates, `\\:` and `\\\\` escape."""
+    parts, current, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in ":\\":
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if c == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def parse_sms(text: str) -> tuple[str, dict[str, JsonValue]]:
+    """(rpcName, parameters) of an SMS text; `SmsError` for an unknown command or too many
+    arguments."""
+    body = text.strip()
+    name, sep, rest = body.partition("=")
+    key = name.strip().lower()
+    if key not in _COMMANDS:
+        raise SmsError(f"unknown command '{name.strip()}'")
+    builtin, names = _COMMANDS[key]
+    args: list[str] = []
+    if sep:
+        if key == "updatefirmware":
+            # The URL keeps its own `:`: the last four separate the other fields.
+            head, *tail = rest.rsplit(":", 4)
+            args = [head, *tail]
+        else:
+            args = split_arguments(rest)
+    while args and args[-1] == "":
+        args.pop()
+    if len(args) > len(names):
+        raise SmsError(f"{builtin}: too many arguments ({len(args)}, at most {len(names)})")
+    parameters: dict[str, JsonValue] = {}
+    for field, value in zip(names, args, strict=False):
+        if value == "":
+            continue
+        parameters[field] = _value(field, value, key)
+    if key == "factory":
+        parameters["confirm"] = True
+    if key == "discoverdevices":
+        parameters["protocol"] = "sunspec"
+    return f"sunpm.{builtin}", parameters
+
+
+def _value(field: str, value: str, command: str) -> JsonValue:
+    if field in _NUMBERS or (command == "writevariable" and field == "value"):
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            return value
+        return int(number) if number == number.to_integral_value() else float(number)
+    if field == "raw":
+        return value == "1"
+    if field in ("interface", "type"):
+        return value.lower()
+    return value
+
+
+def status_parts(status: Mapping[str, object]) -> list[str]:
+    """The six messages of docs/formats.md §13.3 from the status object."""
+    servers = {int(str(s["srv"])): s for s in status.get("servers", [])  # type: ignore[attr-defined]
+               if isinstance(s, dict)}
+    devices = [d for d in status.get("devices", []) if isinstance(d, dict)]  # type: ignore[attr-defined]
+    store_mb = sum(int(str(d.get("storeBytes", 0))) for d in devices)
+    quota_mb = sum(int(str(d.get("quotaBytes", 0))) for d in devices)
+    clock = status.get("clock") if isinstance(status.get("clock"), dict) else {}
+    assert isinstance(clock, dict)
+
+    def server(slot: int) -> list[str]:
+        s = servers.get(slot)
+        if s is None:
+            return [f"srv={slot}", "status=disabled", "type=none", "mode=none", "addr=",
+                    "port=", "last=never"]
+        kind = str(s["type"])
+        mode = "strategy_mqtt" if kind.startswith("mqtt") else \
+            "strategy_wsun1_compliant" if slot == 1 else "strategy_wsun1_compliant_backup"
+        port = "" if kind == "dir" else str(s["port"])
+        return [f"srv={slot}", f"status={s['status']}", f"type={kind}", f"mode={mode}",
+                f"addr={s['addr']}", f"port={port}", f"last={str(s['last'])[:52] or 'never'}"]
+
+    parts = [
+        [f"uid={status.get('uid', '')}", f"ver={status.get('version', '')}",
+         f"time={status.get('date', '')}", f"tz={status.get('timeZone', '')}",
+         f"up={status.get('uptimeS', '')}"],
+        [f"clock={'synced' if clock.get('synced', True) else 'unsynchronised'}",
+         f"ntp={clock.get('ntp', '')}", "modem=none", "rssi=", f"ip={_default_ip()}"],
+        [f"devices={len(devices)}", f"ok={sum(d.get('state') == 'ok' for d in devices)}",
+         f"fail={sum(d.get('state') != 'ok' for d in devices)}",
+         f"tic={'ok' if any(d.get('index') == 'TIC1' for d in devices) else 'none'}",
+         "scripts=0/0"],
+        [f"store={-(-store_mb // 2**20)}/{-(-quota_mb // 2**20)}",
+         f"full={sum(d.get('state') == 'full' for d in devices)}",
+         f"backlog1={servers[1]['backlog'] if 1 in servers else 0}",
+         f"backlog2={servers[2]['backlog'] if 2 in servers else 0}",
+         f"alarms={status.get('alarms24h', 0)}"],
+        server(1), server(2)]
+    return [_cut("\n".join([f"{k}/6", *lines])) for k, lines in enumerate(parts, start=1)]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REPLY_MAX else text[:REPLY_MAX]
+
+
+def _default_ip() -> str:
+    """The address of the default route (no packet is sent; empty without one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return ""
+
+
+class SmsInbox:
+    """Watches `SMS_InboxDir` and answers in `out/`."""
+
+    def __init__(self, inbox: Path, allowed: Sequence[str], commands: CommandExecutor,
+                 clock: Clock) -> None:
+        self.inbox = inbox
+        self.allowed = {n.replace(" ", "") for n in allowed}
+        self._commands = commands
+        self._clock = clock
+
+    async def run(self) -> None:
+        (self.inbox / "out").mkdir(parents=True, exist_ok=True)
+        while True:
+            for path in sorted(self.inbox.glob("*.sms")):
+                await self.handle(path)
+            await self._clock.sleep(CHECK_EVERY_S)
+
+    async def handle(self, path: Path) -> None:
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except OSError as err:
+            log.warning("SMS file unreadable: %s: %s", path.name, err)
+            return
+        sender, _, text = raw.decode("utf-8", errors="replace").partition("\n")
+        sender = sender.strip().replace(" ", "")
+        try:
+            await self._answer(path.stem, sender, text.strip())
+        except Exception as err:  # one bad message must not stop the inbox
+            log.error("SMS not handled: %s: %s", path.name, err, exc_info=err)
+        finally:
+            await asyncio.to_thread(_unlink, path)
+
+    async def _answer(self, name: str, sender: str, text: str) -> None:
+        if not self.allowed or sender not in self.allowed:
+            log.warning("sms: message from %s ignored: number not allowed", sender)
+            return
+        try:
+            rpc, parameters = parse_sms(text)
+        except SmsError as err:
+            await self._reply(name, sender, [_cut(str(err))])
+            return
+        result = await self._commands.call(CommandReceived(
+            channel=Channel.SMS, rpc_name=rpc, parameters=parameters, caller_id=None))
+        if result.error is not None:
+            await self._reply(name, sender, [_cut(result.error)])
+        elif rpc == "sunpm.status" and isinstance(result.result, dict):
+            await self._reply(name, sender, status_parts(result.result))
+        elif rpc == "sunpm.discoverDevices":
+            await self._reply(name, sender, [f"discoverdevices: {result.result} devices found"])
+
+    async def _reply(self, name: str, recipient: str, messages: Sequence[str]) -> None:
+        for k, message in enumerate(messages, start=1):
+            await asyncio.to_thread(write_file_durably, self.inbox / "out" / f"{name}.{k}.sms",
+                                    f"{recipient}\n{message}\n".encode())
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,119 @@
+"""The status object of docs/formats.md §12.4 (the parts the service knows today) and each server's
+backlog: files (MQTT: data windows) waiting to go.
+
+The backlog counts the undelivered files of windows already built, plus the files the next session
+would build: the range `[last built end, now)` of each stream, split as docs/behaviour.md §5.1
+splits it, gives one file per window and DATA/PARAM interface that has records or parameter reads
+there, and one ALARM, ACK or LOG file per window holding such events. ACK counts every result and
+LOG every log line (sessions send file-channel results and lines at `LOG_Level` only), so a file
+that turns out empty may be counted.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from importlib import metadata
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config import Site
+from config.model import DeviceKind
+from exporters.outbox import Outbox, Stream
+from exporters.retention import JOURNAL_STREAM_KINDS
+from exporters.views.windows import split_range
+from pipeline.clock import NS_PER_S
+from store.log import Log
+
+_INTERFACES = {DeviceKind.IO: "IO", DeviceKind.TIC: "TIC"}
+
+
+def _interface(site: Site, device: str) -> str:
+    kinds = {d.index: d.kind for d in site.daq.devices}
+    return _INTERFACES.get(kinds.get(device, DeviceKind.MODBUS_TCP), "MODBUS")
+
+
+def _within(table: pa.Table, start_ns: int, end_ns: int) -> pa.Table:
+    ts = table.column("ts").cast(pa.int64())
+    return table.filter(pc.and_(pc.greater_equal(ts, start_ns), pc.less(ts, end_ns)))
+
+
+def _windows(start_ns: int, now_ns: int, tables: list[pa.Table]) -> list[tuple[int, int]]:
+    times = [t for table in tables if table.num_rows
+             for t in (int(pc.min(table.column("ts").cast(pa.int64())).as_py()),)]
+    if not times or start_ns >= now_ns:
+        return []
+    # A slot that never built a window starts at its oldest item (docs/behaviour.md §5.1).
+    return split_range(start_ns or min(times), now_ns)
+
+
+def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
+    """Files waiting for server `outbox.server` (blocking: reads the journal and records)."""
+    state = outbox.state()
+    waiting = 0
+    for stream in outbox.streams:
+        sd = state.stream(outbox.server, stream)
+        for window in sd.pending():
+            waiting += sum((window.spec.end_ns, f.name) not in sd.delivered
+                           for f in window.files)
+        last = sd.last_built
+        start = last.spec.end_ns if last is not None else 0
+        if stream is Stream.DATA:
+            tables = {dev: store.records(dev, start_ns=start or None) for dev in store.devices()}
+            for w_start, w_end in _windows(start, now_ns, list(tables.values())):
+                waiting += len({_interface(site, dev) for dev, table in tables.items()
+                                if _within(table, w_start, w_end).num_rows})
+            continue
+        journal = store.journal(start_ns=start or None,
+                                kinds=list(JOURNAL_STREAM_KINDS[stream]))
+        for w_start, w_end in _windows(start, now_ns, [journal]):
+            inside = _within(journal, w_start, w_end)
+            if stream is Stream.PARAM:
+                waiting += len({_interface(site, str(d))
+                                for d in inside.column("device").to_pylist() if d})
+            else:
+                waiting += inside.num_rows > 0
+    return waiting
+
+
+def status_object(*, site: Site, store: Log, started_s: float,
+                  servers: list[dict[str, Any]], dropped: dict[str, int],
+                  last_records: dict[str, tuple[int, bool]]) -> dict[str, Any]:
+    """docs/formats.md §12.4's object without the parts still to come (modem, ip, scripts,
+    alarms of the last 24 h); `last_records`: per device its last record's time and whether it
+    held a good value."""
+    now = time.time()
+    zone = ZoneInfo(site.settings.time_zone)
+    try:
+        version = metadata.version("sunpm")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    stored = set(store.devices())
+    polled = {d.index for d in site.polled_devices}
+    quota = site.settings.store_device_quota_mb * 2**20
+    devices = []
+    for d in site.daq.devices:
+        used = store.usage(d.index) if d.index in stored else 0
+        end, good = last_records.get(d.index, (None, False))
+        state = "absent" if d.index not in polled else "full" if used >= quota else \
+            "ok" if good else "fail"
+        devices.append({"index": d.index, "name": d.name, "state": state,
+                        "lastRecord": "" if end is None else
+                        datetime.fromtimestamp(end / NS_PER_S, zone).strftime("%y/%m/%d-%H:%M:%S"),
+                        "storeBytes": used, "quotaBytes": quota,
+                        "dropped": dropped.get(d.index, 0)})
+    return {"uid": site.uid, "version": version,
+            "date": datetime.fromtimestamp(now, zone).strftime("%y/%m/%d-%H:%M:%S"),
+            "timestamp": int(now * 1000), "timeZone": site.settings.time_zone,
+            "uptimeS": int(now - started_s), "servers": servers, "devices": devices}
+
+
+def last_text(end_ns: int | None, ok: bool | None, reason: str, time_zone: str) -> str:
+    """A server's `last`: `DD/MM hh:mm OK` or `DD/MM hh:mm <reason>` (docs/formats.md §13.3)."""
+    if end_ns is None or ok is None:
+        return ""
+    when = datetime.fromtimestamp(end_ns / NS_PER_S, ZoneInfo(time_zone))
+    return f"{when:%d/%m %H:%M} " + ("OK" if ok else reason)

@@ -1,0 +1,166 @@
+"""From a loaded `Site` to what the poll loop runs: drivers, links and read plans.
+
+One Modbus TCP driver serves every TCP endpoint (it keeps one connection per `ip:port`); one
+Modbus RTU driver per serial port with a `path`; the I/O device on the simulator backend or a
+Modbus I/O module; `TIC1` on a `TicReader` of `TIC_Port`. Definitions are stored in the store
+(content-addressed) so each record names the exact file it was decoded with.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import termios
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import serial_asyncio
+
+from config import Site
+from config.model import DefinitionFile, Device, DeviceKind, Variable
+from pipeline.drivers._base import DeviceError, LinkSettings, ProtocolDriver, ReadPlan
+from pipeline.drivers.io import IoDriver, ModbusIoBackend, SimBackend, backend_module
+from pipeline.drivers.modbus.planner import plan_reads, polled_variables
+from pipeline.drivers.modbus.rtu import ModbusRtuDriver
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.drivers.modbus.trace import TraceHook
+from pipeline.drivers.tic import AccessoryListener, TicDriver, TicReader, open_serial
+from pipeline.poller import PolledDevice, PollLink, link_name
+from store.log import Log
+
+log = logging.getLogger("sunpm.system")
+
+
+async def open_tic_port(path: str, baud: int) -> tuple[object, Callable[[], None]]:
+    """The TIC reader's port, 7E1; a pseudo-terminal (a software bridge, the demo meter)
+    refuses 7-bit framing on Linux (EINVAL), so it is opened 8N1: TIC bytes are 7-bit anyway."""
+    try:
+        return await open_serial(path, baud)
+    except (OSError, termios.error) as err:
+        code = getattr(err, "errno", None) or (err.args[0] if err.args else None)
+        if not os.path.realpath(path).startswith("/dev/pts/") or code not in (errno.EINVAL, None):
+            raise
+    reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
+    return reader, writer.close
+
+
+@dataclass(slots=True)
+class Plant:
+    """The links to poll and the drivers to open and close."""
+
+    links: list[PollLink] = field(default_factory=list)
+    #: Each driver with the settings it opens with.
+    drivers: list[tuple[ProtocolDriver, LinkSettings]] = field(default_factory=list)
+    tic_reader: TicReader | None = None
+    #: daq index -> (device row, definition), for alarms and status.
+    devices: dict[str, tuple[Device, DefinitionFile]] = field(default_factory=dict)
+
+    async def open(self) -> None:
+        for driver, settings in self.drivers:
+            try:
+                await driver.open(settings)
+            except DeviceError as err:
+                log.error("Driver did not open; its devices fail until it does. driver=%s "
+                          "error=%s", driver.name, err)
+
+    async def close(self) -> None:
+        for driver, _ in self.drivers:
+            try:
+                await driver.close()
+            except Exception as err:  # noqa: BLE001 - one driver's failure must not stop the rest
+                log.warning("Driver close failed. driver=%s error=%s", driver.name, err)
+
+
+def plans_for(site: Site, definition: DefinitionFile) -> tuple[ReadPlan, ReadPlan | None]:
+    if definition.protocol.is_modbus:
+        max_gap = site.settings.daq_modbus_max_gap
+        plan = plan_reads(definition, max_gap)
+        params = polled_variables(definition, parameters=True)
+        return plan, (plan_reads(definition, max_gap, variables=params) if params else None)
+    return ReadPlan(definition=definition, variables=tuple(
+        v for v in definition.variables if v.action.is_polled)), None
+
+
+def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | None = None,
+                trace: TraceHook | None = None) -> Plant:
+    """Drivers and links of every polled device of `site` (devices on a port without driver,
+    or a serial port without `path`, are logged once and left out)."""
+    plant = Plant()
+    tcp = ModbusTcpDriver(inter_frame_ms=site.daq.tcp_inter_frame_ms, trace=trace)
+    rtu: dict[str, ModbusRtuDriver] = {}
+    unwired: set[str] = set()
+    grouped: dict[str, list[PolledDevice]] = {}
+    driver_of: dict[str, ProtocolDriver] = {}
+    io_devices: list[Device] = []
+    for device in site.polled_devices:
+        definition = site.definition_of(device)
+        assert definition is not None
+        store.put_definition(definition.file_name, site.files()[f"DEF/{definition.file_name}"])
+        kind = device.kind
+        driver: ProtocolDriver
+        if kind is DeviceKind.MODBUS_TCP:
+            driver = tcp
+        elif kind is DeviceKind.MODBUS_RTU:
+            port = device.serial_port
+            assert port is not None
+            if not site.daq.port(port).path:
+                if port not in unwired:
+                    log.warning("%s has no path in daq.csv; its devices are not polled", port)
+                    unwired.add(port)
+                continue
+            driver = rtu.setdefault(port, ModbusRtuDriver(trace=trace))
+        elif kind is DeviceKind.IO:
+            io_devices.append(device)
+            continue
+        else:
+            if not site.settings.tic_port:
+                log.warning("TIC1 is configured but TIC_Port is empty; it is not polled")
+                continue
+            plant.tic_reader = TicReader(site.settings.tic_port, on_accessory=on_accessory,
+                                         opener=open_tic_port,  # type: ignore[arg-type]
+                                         trace=trace)
+            driver = TicDriver(plant.tic_reader)
+        _add(site, plant, grouped, driver_of, device, definition, driver)
+    for device in io_devices:
+        definition = site.definition_of(device)
+        assert definition is not None
+        module = backend_module(device.parameters)
+        backend: SimBackend | ModbusIoBackend
+        if module is None:
+            backend = SimBackend()
+        else:
+            row = site.daq.device(module)
+            module_def = site.definition_of(row)
+            assert module_def is not None
+            backend = ModbusIoBackend(driver_of.get(link_name(row), tcp), row, module_def,
+                                      _io_plan)
+        _add(site, plant, grouped, driver_of, device, definition, IoDriver(backend))
+    plant.links = [PollLink(name=name, driver=driver_of[name], devices=tuple(devices),
+                            category=_category(devices[0].device))
+                   for name, devices in grouped.items()]
+    port_of = {id(driver): port for port, driver in rtu.items()}
+    for driver in dict.fromkeys(driver_of.values()):
+        port = port_of.get(id(driver))
+        plant.drivers.append((driver, LinkSettings(serial=site.daq.port(port)) if port else
+                              LinkSettings(tcp_inter_frame_ms=site.daq.tcp_inter_frame_ms)))
+    return plant
+
+
+def _io_plan(definition: DefinitionFile, variables: Sequence[Variable]) -> ReadPlan:
+    return plan_reads(definition, 0, variables=list(variables))
+
+
+def _add(site: Site, plant: Plant, grouped: dict[str, list[PolledDevice]],
+         driver_of: dict[str, ProtocolDriver], device: Device, definition: DefinitionFile,
+         driver: ProtocolDriver) -> None:
+    plan, parameter_plan = plans_for(site, definition)
+    name = link_name(device)
+    grouped.setdefault(name, []).append(PolledDevice(
+        device=device, definition=definition, plan=plan, parameter_plan=parameter_plan))
+    driver_of.setdefault(name, driver)
+    plant.devices[device.index] = (device, definition)
+
+
+def _category(device: Device) -> str:
+    return {DeviceKind.IO: "io", DeviceKind.TIC: "tic"}.get(device.kind, "modbus")

@@ -1,0 +1,191 @@
+"""The command executor over a real store: built-ins and their channels, errors worded as
+docs/formats.md §12, a repeated callerId answered from the journal (also after a restart) and
+never run twice, results journaled in execution order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporters.session import Trigger
+from exporters.views.events import Channel, CommandReceived, CommandResult, journal_items
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.commands import CommandError, CommandExecutor
+from store.log import Log, StoreOptions
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+T0 = 1_622_541_600 * NS_PER_S
+
+
+class Plant:
+    """The gateway side of the built-ins, counting what was asked of it."""
+
+    def __init__(self) -> None:
+        self.parameter_requests = 0
+        self.relay: list[int] = []
+        self.sessions: list[tuple[int, Trigger]] = []
+        self.traces: list[tuple[str, int]] = []
+        self.restarts: list[int] = []
+        self.writes: list[tuple[str, str | int, str | Decimal, bool]] = []
+
+    def request_parameters(self) -> int:
+        self.parameter_requests += 1
+        return 2
+
+    async def set_relay(self, state: int) -> None:
+        if not self.relay and state == 1:
+            self.relay.append(state)
+            return
+        raise CommandError("setRelay: I/O backend failed")
+
+    def request_session(self, slot: int, trigger: Trigger) -> bool:
+        if slot == 2:
+            return False
+        self.sessions.append((slot, trigger))
+        return True
+
+    async def status(self) -> dict[str, object]:
+        return {"uid": "WPMTEST01"}
+
+    async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                             raw: bool) -> dict[str, dict[str, object]]:
+        self.writes.append((device, variable, value, raw))
+        return {"written": {device: 8}, "failed": {}}
+
+    def restart(self) -> None:
+        self.restarts.append(self.parameter_requests)
+
+    def start_trace(self, interface: str, duration_min: int) -> None:
+        if interface != "ethernet":
+            raise CommandError(f"log: unknown interface {interface!r}")
+        self.traces.append((interface, duration_min))
+
+
+def cmd(name: str, caller: str | int | None, channel: Channel = Channel.FILE,
+        **parameters: object) -> CommandReceived:
+    return CommandReceived(channel=channel, rpc_name=name, caller_id=caller,
+                           parameters=parameters)  # type: ignore[arg-type]
+
+
+def results(log: Log) -> list[dict[str, object]]:
+    return [json.loads(CommandResult.from_body(i.body).to_body())
+            for i in journal_items(log.journal(kinds=["result"]).sort_by("seq"))]
+
+
+async def test_builtins_channels_errors_and_repeats(tmp_path: Path) -> None:
+    plant = Plant()
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, clock)
+        for command in [
+            cmd("sunpm.getParameters", "c-1"),
+            cmd("SUNPM.GETPARAMETERS", "c-1"),                 # repeated: not run again
+            cmd("sunpm.setRelay", "c-2", state=2),
+            cmd("sunpm.setRelay", 7, state=1),
+            cmd("sunpm.setRelay", "7", state=1),              # "7" is not 7: runs, fails
+            cmd("sunpm.fly", None),
+            cmd("foo.bar", None),
+            cmd("sunpm.status", "c-3"),
+            cmd("sunpm.status", "c-4", Channel.LOCAL),
+            cmd("sunpm.connect", "c-5", Channel.SMS, server=2),
+            cmd("sunpm.connect", "c-6", Channel.LOCAL),
+            cmd("sunpm.reboot", "c-6b", Channel.LOCAL),
+            cmd("sunpm.reboot", "c-6c", Channel.MQTT),
+            cmd("sunpm.writeVariable", "c-7", Channel.MQTT),
+            cmd("sunpm.writeVariable", "c-7b", Channel.MQTT, device=3, variable=12, value=0.8),
+            cmd("sunpm.getParameters", None, Channel.MQTT),
+            cmd("sunpm.getParameters", None, Channel.MQTT),   # null callerIds always run
+            cmd("sunpm.log", "c-8", Channel.MQTT, interface="ethernet"),
+            cmd("sunpm.log", "c-9", Channel.MQTT, interface="ethernet1", duration=5),
+            cmd("sunpm.log", "c-10", Channel.MQTT, interface="ethernet", duration="5"),
+        ]:
+            await executor.execute(command)
+        got = results(log)
+    assert [(r["channel"], r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("file", "c-1", "OK", None),
+        ("file", "c-1", "OK", None),
+        ("file", "c-2", None, "setRelay: state must be 0 or 1, got 2"),
+        ("file", 7, "OK", None),
+        ("file", "7", None, "setRelay: I/O backend failed"),
+        ("file", None, None, "unknown command 'sunpm.fly'"),
+        ("file", None, None, "unknown script 'foo'"),
+        ("file", "c-3", None, "status is not available by file; use sms, local"),
+        ("local", "c-4", {"uid": "WPMTEST01"}, None),
+        ("sms", "c-5", None, "connect: server 2 is not configured"),
+        ("local", "c-6", "OK", None),
+        ("local", "c-6b", "OK", None),
+        ("mqtt", "c-6c", None, "reboot is not available by mqtt; use sms, local"),
+        ("mqtt", "c-7", None, "writeVariable: device must be a name, an index or '*'"),
+        ("mqtt", "c-7b", {"written": {"3": 8}, "failed": {}}, None),
+        ("mqtt", None, "OK", None),
+        ("mqtt", None, "OK", None),
+        ("mqtt", "c-8", "OK", None),
+        ("mqtt", "c-9", None, "log: unknown interface 'ethernet1'"),
+        ("mqtt", "c-10", None, 'log: duration must be 0..1440 minutes, got "5"'),
+    ]
+    assert plant.traces == [("ethernet", 10)]
+    assert plant.writes == [("3", 12, Decimal("0.8"), False)]
+    assert plant.parameter_requests == 3
+    assert plant.relay == [1]
+    assert plant.sessions == [(1, Trigger.COMMAND)]
+
+    # After a restart the answers of the last 7 days come from the journal.
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0 + 6 * 86_400 * NS_PER_S))
+        await executor.execute(cmd("sunpm.getParameters", "c-1", Channel.MQTT))
+        await executor.execute(cmd("sunpm.setRelay", "c-2", Channel.MQTT, state=1))
+        later = CommandExecutor(log, plant, ManualClock(T0 + 8 * 86_400 * NS_PER_S))
+        await later.execute(cmd("sunpm.getParameters", "c-1", Channel.MQTT))
+        got = results(log)[-3:]
+    assert [(r["channel"], r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("mqtt", "c-1", "OK", None),
+        ("mqtt", "c-2", None, "setRelay: state must be 0 or 1, got 2"),
+        ("mqtt", "c-1", "OK", None),
+    ]
+    assert plant.parameter_requests == 4       # run again only once the 7 days were over
+    assert plant.relay == [1]
+
+
+async def test_commands_left_unanswered_by_a_crash_run_at_start(tmp_path: Path) -> None:
+    plant = Plant()
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        # Journaled as the session journals them; the executor never ran (a crash).
+        for command in (cmd("sunpm.getParameters", "k-1"), cmd("sunpm.setRelay", "k-2", state=1),
+                        cmd("sunpm.getParameters", None)):
+            await log.append_journal("command", json.loads(command.to_body()), ts_ns=T0)
+        await CommandExecutor(log, plant, clock).execute(cmd("sunpm.getParameters", "k-0"))
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0 + 60 * NS_PER_S))
+        task = asyncio.create_task(executor.run())
+        async with asyncio.timeout(5):
+            while len(results(log)) < 3:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        got = results(log)
+    assert [(r["callerId"], r.get("result")) for r in got] == [("k-0", "OK"), ("k-1", "OK"),
+                                                              ("k-2", "OK")]
+    assert plant.parameter_requests == 2 and plant.relay == [1]
+
+
+async def test_reboot_runs_after_the_rest_of_its_batch_is_answered(tmp_path: Path) -> None:
+    plant = Plant()
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0))
+        await executor.submit([cmd("sunpm.reboot", "b-1", Channel.SMS),
+                               cmd("sunpm.getParameters", "b-2", Channel.SMS)])
+        task = asyncio.create_task(executor.run())
+        async with asyncio.timeout(5):
+            while not plant.restarts:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        got = results(log)
+    assert [(r["callerId"], r.get("result")) for r in got] == [("b-1", "OK"), ("b-2", "OK")]
+    assert plant.restarts == [1]        # once, after getParameters was answered

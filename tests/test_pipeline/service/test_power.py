@@ -1,0 +1,138 @@
+"""Power ON / Power OFF on a manual clock over a real store: Power ON after 60 s of running,
+heartbeats every 10 s, Power OFF at a clean stop, and after an unclean stop a Power OFF dated at
+the last heartbeat when the outage lasted at least 10 s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.alarms import Alarms, PowerWatch
+from store.log import Log, StoreOptions
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+T0 = 1_622_541_600 * NS_PER_S
+OPTIONS = StoreOptions(flush_s=0.01)
+
+
+def journal(log: Log, kind: str) -> list[tuple[int, dict[str, object]]]:
+    table = log.journal(kinds=[kind]).sort_by("seq")
+    return [(ts, json.loads(body)) for ts, body in zip(
+        table.column("ts").cast("int64").to_pylist(), table.column("body").to_pylist(),
+        strict=True)]
+
+
+def power_alarms(log: Log) -> list[tuple[int, str]]:
+    return [(ts, str(body["alarm"])) for ts, body in journal(log, "alarm")
+            if str(body["alarm"]).startswith("Power")]
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+class Run:
+    """One run of the gateway's power watch on `clock` (what `Gateway.run` does)."""
+
+    def __init__(self, log: Log, clock: ManualClock) -> None:
+        self.alarm_sessions = 0
+        self.alarms = Alarms(log, clock, self._asked)
+        self.watch = PowerWatch(log, self.alarms, clock)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _asked(self) -> None:
+        self.alarm_sessions += 1
+
+    async def start(self) -> int | None:
+        dated = await self.watch.after_start()
+        self.tasks = [asyncio.create_task(self.watch.heartbeats(), name="heartbeat"),
+                      asyncio.create_task(self.watch.power_on(), name="power-on")]
+        return dated
+
+    async def halt(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def test_power_on_after_60_s_and_clean_stop(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        assert await run.start() is None            # a first start: nothing to say
+        await clock.advance(59)
+        await log.commit()
+        assert power_alarms(log) == []
+        await clock.advance(1)
+        await until(lambda: run.watch.power_on_raised.is_set())
+        await log.commit()
+        assert power_alarms(log) == [(T0 + 60 * NS_PER_S, "Power ON")]
+        assert run.alarm_sessions == 1
+        await clock.advance(5)
+        await run.halt()
+        await run.watch.clean_stop()
+        beats = [ts for ts, _ in journal(log, "heartbeat")]
+        assert beats == [T0 + k * 10 * NS_PER_S for k in range(7)]
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        clock = ManualClock(T0 + 300 * NS_PER_S)
+        run = Run(log, clock)
+        assert await run.start() is None             # stopped cleanly: no inferred Power OFF
+        await run.halt()
+        assert power_alarms(log) == [(T0 + 60 * NS_PER_S, "Power ON"),
+                                     (T0 + 65 * NS_PER_S, "Power OFF")]
+
+
+async def test_crash_loop_shorter_than_60_s_raises_no_power_on(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        await run.start()
+        await clock.advance(45)
+        await run.halt()                             # killed: no clean stop
+        await log.commit()
+        assert power_alarms(log) == []
+
+
+async def test_unclean_stop_power_off_dated_at_last_heartbeat(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        await run.start()
+        await clock.advance(25)                      # heartbeats at 0, 10, 20
+        await run.halt()
+        await log.commit()
+    last_beat = T0 + 20 * NS_PER_S
+    # Back 9.9 s after the last heartbeat: an outage under 10 s says nothing.
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        clock = ManualClock(last_beat + int(9.9 * NS_PER_S))
+        run = Run(log, clock)
+        assert await run.start() is None
+        await clock.advance(1)
+        await run.halt()
+        await log.commit()
+        assert power_alarms(log) == []
+        last_beat = max(ts for ts, _ in journal(log, "heartbeat"))
+    assert last_beat == T0 + int(29.9 * NS_PER_S)
+    # Back 40 s after it: Power OFF dated at that heartbeat, an alarm session asked for.
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        clock = ManualClock(last_beat + 40 * NS_PER_S)
+        run = Run(log, clock)
+        assert await run.start() == last_beat
+        assert run.alarm_sessions == 1
+        await run.halt()
+        await log.commit()
+        assert power_alarms(log) == [(last_beat, "Power OFF")]
+    # The next start after a clean stop of a run too short for a heartbeat of its own says
+    # nothing more: that outage was reported.
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        clock = ManualClock(last_beat + 100 * NS_PER_S)
+        assert await Run(log, clock).watch.after_start() is None
+        assert power_alarms(log) == [(last_beat, "Power OFF")]

@@ -1,0 +1,162 @@
+"""Session triggers of `SlotScheduler` on a manual clock: var.ini times in the configured zone
+(DST included), alarm sessions at most one per 60 s, requests during a session, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from config.model import Schedule, ScheduleType
+from exporters.session import SessionResult, Trigger
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.scheduler import SlotScheduler, next_connection
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def every(interval_min: int, count: int, start_s: int = 0) -> Schedule:
+    return Schedule(line=None, id=1, type=ScheduleType.EVERYDAY, start_s=start_s,
+                    interval_min=interval_min, count=count)
+
+
+def test_next_connection_in_the_zone_across_spring_dst() -> None:
+    # docs/formats.md §5: `7|everyday|01:30:00|30|3` on 2021-03-28 gives 01:30, 03:00, 03:30 local
+    # (00:30, 01:00, 01:30 UTC).
+    entry = Schedule(line=None, id=7, type=ScheduleType.EVERYDAY, start_s=5400,
+                     interval_min=30, count=3)
+    got = []
+    t = at("2021-03-28T00:00:00")
+    for _ in range(4):
+        nxt = next_connection([entry], "Europe/Paris", t)
+        assert nxt is not None
+        got.append(nxt)
+        t = nxt
+    assert got == [at("2021-03-28T00:30:00"), at("2021-03-28T01:00:00"),
+                   at("2021-03-28T01:30:00"), at("2021-03-28T23:30:00")]
+
+
+def test_next_connection_autumn_ambiguous_time_is_its_first_occurrence() -> None:
+    entry = Schedule(line=None, id=8, type=ScheduleType.EVERYDAY, start_s=9000,
+                     interval_min=1440, count=1)
+    assert next_connection([entry], "Europe/Paris", at("2021-10-30T23:00:00")) == \
+        at("2021-10-31T00:30:00")
+
+
+def test_next_connection_is_strictly_after() -> None:
+    assert next_connection([every(1, 1440)], "UTC", at("2021-01-01T10:00:00")) == \
+        at("2021-01-01T10:01:00")
+    assert next_connection([], "UTC", at("2021-01-01T10:00:00")) is None
+
+
+class Sessions:
+    """Records (trigger, wall time) and answers from a script of results."""
+
+    def __init__(self, clock: ManualClock, results: list[SessionResult] | None = None) -> None:
+        self.clock = clock
+        self.calls: list[tuple[Trigger, int]] = []
+        self.results = results or []
+        self.hold: asyncio.Event | None = None
+
+    async def __call__(self, trigger: Trigger) -> SessionResult:
+        self.calls.append((trigger, self.clock.wall_ns() // NS_PER_S))
+        if self.hold is not None:
+            await self.hold.wait()
+        return self.results.pop(0) if self.results else SessionResult(ok=True)
+
+
+T0 = int(at("2021-06-01T10:00:30").timestamp())
+
+
+async def running(scheduler: SlotScheduler) -> asyncio.Task[None]:
+    return asyncio.create_task(scheduler.run(), name="scheduler")
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_schedule_every_minute_on_whole_minutes() -> None:
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    task = await running(SlotScheduler(1, sessions, schedules=[every(1, 1440)],
+                                       time_zone="Europe/Paris", clock=clock))
+    await clock.advance(150)
+    await stop(task)
+    assert sessions.calls == [(Trigger.SCHEDULE, T0 + 30), (Trigger.SCHEDULE, T0 + 90),
+                              (Trigger.SCHEDULE, T0 + 150)]
+
+
+async def test_alarm_sessions_at_most_one_per_60_s() -> None:
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    scheduler = SlotScheduler(1, sessions, schedules=[], time_zone="UTC", clock=clock)
+    task = await running(scheduler)
+    await clock.advance(1)
+    scheduler.request_alarm()
+    await clock.advance(10)
+    for _ in range(3):          # three more alarms inside the 60 s share one session
+        scheduler.request_alarm()
+        await clock.advance(5)
+    await clock.advance(70)
+    scheduler.request_alarm()   # 35 s after the last alarm session: at its 60 s
+    await clock.advance(30)
+    await clock.advance(100)
+    scheduler.request_alarm()   # more than 60 s after it: at once
+    await clock.advance(1)
+    await stop(task)
+    assert sessions.calls == [(Trigger.ALARM, T0 + 1), (Trigger.ALARM, T0 + 61),
+                              (Trigger.ALARM, T0 + 121), (Trigger.ALARM, T0 + 226)]
+
+
+async def test_a_request_during_a_session_runs_one_more_after_it() -> None:
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    sessions.hold = asyncio.Event()
+    scheduler = SlotScheduler(2, sessions, schedules=[], time_zone="UTC", clock=clock)
+    task = await running(scheduler)
+    scheduler.request(Trigger.STARTUP)
+    await clock.advance(1)
+    scheduler.request(Trigger.COMMAND)
+    scheduler.request(Trigger.COMMAND)          # the same trigger twice while waiting: once
+    await clock.advance(1)
+    assert [c[0] for c in sessions.calls] == [Trigger.STARTUP]
+    sessions.hold.set()
+    await clock.advance(1)
+    await stop(task)
+    assert [c[0] for c in sessions.calls] == [Trigger.STARTUP, Trigger.COMMAND]
+
+
+async def test_retries_after_5_10_20_40_min_then_hourly_and_reset_on_success() -> None:
+    clock = ManualClock(T0 * NS_PER_S)
+    fail = SessionResult(ok=False, reason="refused", retriable=True)
+    sessions = Sessions(clock, [fail] * 5 + [SessionResult(ok=True)])
+    scheduler = SlotScheduler(1, sessions, schedules=[], time_zone="UTC", clock=clock)
+    task = await running(scheduler)
+    scheduler.request(Trigger.COMMAND)
+    for _ in range(200):
+        await clock.advance(60)
+    await stop(task)
+    offsets = [t - T0 for _, t in sessions.calls]
+    assert [c[0] for c in sessions.calls] == [Trigger.COMMAND] + [Trigger.RETRY] * 5
+    assert offsets == [0, 300, 900, 2100, 4500, 8100]
+    assert scheduler.failures == 0
+
+
+async def test_non_retriable_failure_waits_an_hour() -> None:
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock, [SessionResult(ok=False, reason="530 login", retriable=False)])
+    scheduler = SlotScheduler(1, sessions, schedules=[], time_zone="UTC", clock=clock)
+    task = await running(scheduler)
+    scheduler.request(Trigger.COMMAND)
+    for _ in range(61):
+        await clock.advance(60)
+    await stop(task)
+    assert [t - T0 for _, t in sessions.calls] == [0, 3600]

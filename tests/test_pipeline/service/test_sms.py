@@ -1,0 +1,110 @@
+"""SMS commands through the inbox folder (docs/formats.md §13): the grammar, allowed numbers,
+replies (none on success, the error on failure, six parts for `status`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from test_commands import Plant
+
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.commands import CommandExecutor
+from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
+from store.log import Log, StoreOptions
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+T0 = 1_767_571_200 * NS_PER_S
+
+
+@pytest.mark.parametrize(("text", "rpc", "parameters"), [
+    ("connect", "sunpm.connect", {}),
+    (" CONNECT=2 ", "sunpm.connect", {"server": 2}),
+    ("factory", "sunpm.factory", {"confirm": True}),
+    ("log=Serial2:30", "sunpm.log", {"interface": "serial2", "duration": 30}),
+    ("setrelay=1", "sunpm.setRelay", {"state": 1}),
+    ("writevariable=*:cmdPwrPercent:80", "sunpm.writeVariable",
+     {"device": "*", "variable": "cmdPwrPercent", "value": 80}),
+    ("writevariable=inv_a:12:0.5:1", "sunpm.writeVariable",
+     {"device": "inv_a", "variable": "12", "value": 0.5, "raw": True}),
+    ("ftp=1:SFTP:203.0.113.10:22:plant42:s3cr\\:et:/", "sunpm.ftp",
+     {"server": 1, "type": "sftp", "host": "203.0.113.10", "port": 22, "user": "plant42",
+      "password": "s3cr:et", "rootDir": "/"}),
+    ("apn=plant.m2m", "sunpm.apn", {"apn": "plant.m2m"}),
+    ("discoverdevices=ethernet1:192.168.10.23:502:1:240:5:1000", "sunpm.discoverDevices",
+     {"interface": "ethernet1", "ip": "192.168.10.23", "port": 502, "firstAddress": 1,
+      "lastAddress": 240, "maxDevices": 5, "timeout": 1000, "protocol": "sunspec"}),
+    ("updatefirmware=ftp://203.0.113.30:2121/wgapp_1.2.0.spm:::9e107d9d372bb6826bd81d3542a419d6:",
+     "sunpm.updateFirmware", {"url": "ftp://203.0.113.30:2121/wgapp_1.2.0.spm",
+                              "checksum": "9e107d9d372bb6826bd81d3542a419d6"}),
+])
+def test_grammar(text: str, rpc: str, parameters: dict[str, object]) -> None:
+    assert parse_sms(text) == (rpc, parameters)
+
+
+def test_grammar_errors_and_escapes() -> None:
+    assert split_arguments("a:b\\:c:d\\\\") == ["a", "b:c", "d\\"]
+    with pytest.raises(SmsError, match="unknown command 'fly'"):
+        parse_sms("fly=1")
+    with pytest.raises(SmsError, match=r"setRelay: too many arguments \(2, at most 1\)"):
+        parse_sms("setrelay=1:2")
+
+
+def write_sms(inbox: Path, name: str, sender: str, text: str) -> None:
+    (inbox / f"{name}.sms").write_text(f"{sender}\n{text}\n")
+
+
+async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    plant = Plant()
+    clock = ManualClock(T0)
+    write_sms(inbox, "001", "+33 6 12 34 56 78", "getparameters")
+    write_sms(inbox, "002", "+33700000000", "setrelay=1")
+    write_sms(inbox, "003", "+33612345678", "setrelay=2")
+    write_sms(inbox, "004", "+33612345678", "status")
+    write_sms(inbox, "005", "+33612345678", "fly")
+    async with await Log.open(tmp_path / "store", StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, clock)
+        running = asyncio.create_task(executor.run())
+        sms = SmsInbox(inbox, ["+33612345678"], executor, clock)
+        task = asyncio.create_task(sms.run())
+        async with asyncio.timeout(10):
+            while list(inbox.glob("*.sms")):
+                await asyncio.sleep(0.05)
+        task.cancel()
+        running.cancel()
+        await asyncio.gather(task, running, return_exceptions=True)
+    replies = {p.name: p.read_text() for p in sorted((inbox / "out").iterdir())}
+    assert plant.parameter_requests == 1 and plant.relay == []   # +337... was not obeyed
+    assert set(replies) == {"003.1.sms", "005.1.sms"} | {f"004.{k}.sms" for k in range(1, 7)}
+    assert replies["003.1.sms"] == "+33612345678\nsetRelay: state must be 0 or 1, got 2\n"
+    assert replies["005.1.sms"] == "+33612345678\nunknown command 'fly'\n"
+    assert replies["004.1.sms"].startswith("+33612345678\n1/6\nuid=WPMTEST01")
+    assert replies["004.6.sms"].startswith("+33612345678\n6/6\nsrv=2\n")
+
+
+def test_status_in_six_parts_of_at_most_160_characters() -> None:
+    status = {"uid": "WPM00BDE4", "version": "1.0.0", "date": "21/02/05-10:15:00",
+              "timeZone": "Europe/Paris", "uptimeS": 86400,
+              "clock": {"synced": True, "ntp": "192.168.10.1", "offsetS": 0.012},
+              "servers": [{"srv": 1, "status": "idle", "type": "sftp", "addr": "203.0.113.10",
+                           "port": 22, "last": "05/02 10:15 OK", "backlog": 0}],
+              "devices": [{"index": "1", "state": "ok", "storeBytes": 123456,
+                           "quotaBytes": 52428800},
+                          {"index": "TIC1", "state": "fail", "storeBytes": 5,
+                           "quotaBytes": 52428800}],
+              "alarms24h": 2}
+    parts = status_parts(status)
+    assert len(parts) == 6 and all(len(p) <= 160 for p in parts)
+    assert parts[0] == "1/6\nuid=WPM00BDE4\nver=1.0.0\ntime=21/02/05-10:15:00\ntz=Europe/Paris\n" \
+                       "up=86400"
+    assert parts[1].startswith("2/6\nclock=synced\nntp=192.168.10.1\nmodem=none\nrssi=\nip=")
+    assert parts[2] == "3/6\ndevices=2\nok=1\nfail=1\ntic=ok\nscripts=0/0"
+    assert parts[3] == "4/6\nstore=1/100\nfull=0\nbacklog1=0\nbacklog2=0\nalarms=2"
+    assert parts[4] == ("5/6\nsrv=1\nstatus=idle\ntype=sftp\nmode=strategy_wsun1_compliant\n"
+                        "addr=203.0.113.10\nport=22\nlast=05/02 10:15 OK")
+    assert parts[5] == ("6/6\nsrv=2\nstatus=disabled\ntype=none\nmode=none\naddr=\nport=\n"
+                        "last=never")
