@@ -17,10 +17,6 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.service.demo import is_demo, run_demo
-from pipeline.service.gateway import Gateway, GatewayRefused
-from pipeline.service.logs import setup_stderr
-
 log = logging.getLogger("sunpm.system")
 
 
@@ -37,11 +33,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the service pulls in the store and the exporters, which `sunpm --help`
+    # must not wait for (pipeline/cli/__init__.py).
+    from pipeline.service.logs import setup_stderr
+
+    if args.data.exists() and not args.data.is_dir():
+        print(f"sunpm run: --data {args.data}: exists and is not a directory", file=sys.stderr)
+        return 2
     setup_stderr(getattr(logging, args.log_level.upper()))
     return asyncio.run(_main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from pipeline.service.demo import is_demo, run_demo
+    from pipeline.service.gateway import Gateway, GatewayRefused
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

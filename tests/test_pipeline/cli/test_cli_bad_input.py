@@ -81,6 +81,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["tic", "decode", "--port", "{missing}"], 2, "{missing}: cannot open: No such file"),
     (["tic", "decode", "{file}", "--frames", "-1"], 2, "cannot be negative"),
     (["tic", "decode", "--port", "{file}", "--speed", "300"], 2, "argument --speed: invalid choice"),
+    # run
+    (["run", "--config", "{missing}", "--data", "{dir}/run"], 2,
+     "sunpm run: {missing}: configuration rejected"),
+    (["run", "--data", "{file}"], 2, "sunpm run: --data {file}: exists and is not a directory"),
+    (["run", "--log-level", "loud"], 2, "argument --log-level: invalid choice: 'loud'"),
     # modbus read
     (["modbus", "read", "127.0.0.1"], 2, "the following arguments are required: --def"),
     (["modbus", "read", "127.0.0.1", "--def", "{missing}"], 2,
