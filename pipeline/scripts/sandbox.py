@@ -109,27 +109,29 @@ local function api(name)
 end
 
 local timers = {}
-local every, after, cancel = api("every"), api("after"), api("cancel")
-local log = api("log")
+local py_every, py_after, py_cancel, py_log = py.every, py.after, py.cancel, py.log
+local function timer(start, s, fn)
+  local r = pack(start(s, type(fn) == "function"))
+  if not r[1] then error(r[2], 3) end
+  timers[r[2]] = fn
+  return r[2]
+end
+local function log(text)
+  local r = pack(py_log(text))
+  if not r[1] then error(r[2], 3) end
+end
 wd = {
   get = api("get"), getTag = api("getTag"), set = api("set"), setTag = api("setTag"),
   devices = api("devices"), setRelay = api("setRelay"), alarm = api("alarm"), now = api("now"),
   save = api("save"), load = api("load"),
-  log = function(text) return log(tostring(text)) end,
-  every = function(s, fn)
-    local id = every(s, type(fn) == "function")
-    timers[id] = fn
-    return id
-  end,
-  after = function(s, fn)
-    local id = after(s, type(fn) == "function")
-    timers[id] = fn
-    return id
-  end,
+  log = function(text) log(tostring(text)) end,
+  every = function(s, fn) return (timer(py_every, s, fn)) end,
+  after = function(s, fn) return (timer(py_after, s, fn)) end,
   cancel = function(id)
-    local found = cancel(id)
-    if found then timers[id] = nil end
-    return found
+    local r = pack(py_cancel(id))
+    if not r[1] then error(r[2], 2) end
+    if r[2] then timers[id] = nil end
+    return r[2]
   end,
 }
 print = function(...)
