@@ -291,7 +291,8 @@ class LuaState:
         return result, None
 
     def _error(self, err: Exception) -> LuaCallError:
-        text = str(err)
+        first = err.args[0] if err.args else ""
+        text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
         if isinstance(err, lupa.LuaSyntaxError):
             text = text.removeprefix("error loading code: ")
         text = text.split("\nstack traceback:", 1)[0].strip()
