@@ -62,6 +62,10 @@ class Plant:
         server = self.meter if meter else self.inverters
         await server.async_setValues(unit, 3, address, list(words))
 
+    async def stop_meter(self) -> None:
+        """The meter falls silent: its server goes away."""
+        await self.meter.shutdown()  # type: ignore[no-untyped-call]
+
     async def set_export(self, va: int) -> None:
         await self.set_register(1, SINSTI, [va >> 16, va & 0xFFFF], meter=True)
 
@@ -92,15 +96,16 @@ async def _server(devices: list[SimDevice]) -> AsyncIterator[ModbusTcpServer]:
             await asyncio.sleep(0.01)
         yield server
     finally:
-        await server.shutdown()
+        await server.shutdown()  # type: ignore[no-untyped-call]
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
 
 def port_of(server: ModbusTcpServer) -> int:
-    assert server.transport is not None
-    return int(server.transport.sockets[0].getsockname()[1])
+    transport = server.transport
+    assert isinstance(transport, asyncio.Server)
+    return int(transport.sockets[0].getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -66,7 +66,7 @@ async def test_export_limit_stops_exporting_when_the_meter_falls_silent(tmp_path
         runner = ScriptRunner(plant.host, [export_limit()])
         async with running(runner):
             await both_inverters(plant, PCT, 1000)
-            await plant.meter.shutdown()       # its last value goes stale after 3 poll periods
+            await plant.stop_meter()       # its last value goes stale after 3 poll periods
             await both_inverters(plant, PCT, 0)
 
 
@@ -86,7 +86,7 @@ async def test_plant_watch_sums_power_keeps_the_peak_and_alarms_a_lost_device(
             async with asyncio.timeout(10):
                 while (await runner.call("plantwatch.summary", {}))["peakToday"] != 7000:  # type: ignore[index, call-overload]
                     await asyncio.sleep(0.1)
-            await plant.meter.shutdown()
+            await plant.stop_meter()
             async with asyncio.timeout(10):
                 while ("Script alarm", "plantwatch", "Linky is fail") not in plant.alarms:
                     await asyncio.sleep(0.1)

@@ -80,8 +80,8 @@ BAD = [
     ("twin.lua", b'header = { name = "good" }\n',
      "twin.lua:1: header.name: 'good' is already the name of another script; not loaded"),
     ("sunpm.lua", b"-- no header\n",
-     "sunpm.lua: header.name (from the file name): 'sunpm' is reserved for the built-in "
-     "commands; not loaded"),
+     ("sunpm.lua: header.name (from the file name): 'sunpm' is reserved for the built-in "
+     "commands; not loaded")),
     ("spin.lua", b"while true do end\n", "spin.lua: chunk: instruction budget exceeded; not loaded"),
 ]
 

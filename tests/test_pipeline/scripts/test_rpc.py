@@ -57,7 +57,7 @@ async def test_json_values_cross_both_ways_as_the_spec_maps_them(tmp_path: Path)
     async with bare_host(tmp_path / "store") as (host, _):
         runner = ScriptRunner(host, [CONVERT])
         async with running(runner):
-            value: JsonValue = {"a": 1, "b": [1, 2.5, "x", True, {"c": None, "d": "é"}],
+            value: dict[str, JsonValue] = {"a": 1, "b": [1, 2.5, "x", True, {"c": None, "d": "é"}],
                                 "e": {}, "f": "text"}
             # `"c": null` is an absent member; an empty object comes back as {}.
             assert await runner.call("convert_test.echo", value) == {
@@ -82,7 +82,7 @@ async def test_json_values_cross_both_ways_as_the_spec_maps_them(tmp_path: Path)
                 with pytest.raises(ScriptError) as refused:
                     await runner.call(f"convert_test.{function}", {})
                 assert str(refused.value) == f"convert_test.{function}: {error}"
-            nested: JsonValue = {}
+            nested: dict[str, JsonValue] = {}
             for _ in range(40):
                 nested = {"n": nested}
             with pytest.raises(ScriptError, match="^convert_test.echo: parameters: nested "

@@ -74,7 +74,8 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert isinstance(value, list) and value[0] == 3000
             assert isinstance(value[1], float) and 0 <= value[1] < 3
             # The same variable by index (number or digits) and by tag; the device by index.
-            for device, variable in [(1, 1), ("1", "1"), ("inv_a", "acPower")]:
+            by: list[tuple[JsonValue, JsonValue]] = [(1, 1), ("1", "1"), ("inv_a", "acPower")]
+            for device, variable in by:
                 again = await get(runner, device, variable)
                 assert isinstance(again, list) and again[0] == 3000
             pct = await get(runner, "inv_b", "WMaxLimPct")        # 1000 x 10^-1
@@ -91,7 +92,7 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert [(r["device"], r["index"], r["value"]) for r in rows  # type: ignore[index, call-overload]
                     ] == [("inv_a", 1, 3000), ("inv_b", 1, 2500)]
             assert await runner.call("api.getTag", {"tag": "unknown"}) == {}
-            await plant.meter.shutdown()
+            await plant.stop_meter()
             # The last good value stays for 3 poll periods (1 s each), then nil.
             await asyncio.sleep(4.5)
             assert await get(runner, "Linky", "SINSTI") == {}
