@@ -17,7 +17,7 @@ from typing import Final, Protocol
 from config.model import DefinitionFile, Device
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.drivers._base import RawValue, Readings
-from pipeline.poller import Poller, poll_period_s
+from pipeline.poller import Poller, PollError, poll_period_s
 from pipeline.scripts.errors import ScriptError
 from store.log import Log
 from store.state import replay
@@ -130,15 +130,22 @@ class PollerHost:
     def _state(self, device: Device) -> str:
         if device.index not in self._polled:
             return "absent"
+        readings = self._latest(device.index)
+        if device.index not in self._polled:
+            return "absent"
         if self._store.stats(device.index).full:
             return "full"
-        readings = self._latest(device.index)
         if readings is not None and any(r.quality.is_good for r in readings.values.values()):
             return "ok"
         return "fail"
 
     def _latest(self, index: str) -> Readings | None:
-        readings = self._poller.latest(index)
+        try:
+            readings = self._poller.latest(index)
+        except PollError:
+            # In the definitions but not on a link (a serial port without `path`): absent.
+            self._polled.discard(index)
+            return None
         if readings is not None and self._seen.get(index) is not readings:
             self._seen[index] = readings
             for var, reading in readings.values.items():
@@ -184,7 +191,7 @@ class PollerHost:
         """Look at every device's last poll twice a second, so a good value followed by a
         failed poll is still found (`wd.get` returns the last *good* poll)."""
         while True:
-            for index in self._polled:
+            for index in list(self._polled):
                 self._latest(index)
             await self._clock.sleep(SAMPLE_S)
 

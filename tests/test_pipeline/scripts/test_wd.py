@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from _script_plant import PCT, running, running_plant
 
-from pipeline.scripts import JsonValue, ScriptRunner, ScriptSource
+from config.model import Device
+from pipeline.clock import SystemClock
+from pipeline.scripts import JsonValue, PollerHost, ScriptRunner, ScriptSource
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -175,3 +177,23 @@ async def test_timers_alarms_and_log_keep_their_limits(tmp_path: Path,
         lines = [r.getMessage() for r in caplog.records if r.name == "sunpm.script.api"
                  and r.levelname == "INFO"]
         assert lines == ["y" * 1000] * 100
+
+
+async def test_a_device_without_a_link_is_absent_and_has_no_values(tmp_path: Path) -> None:
+    async with running_plant(tmp_path / "store") as plant:
+        unwired = Device(line=4, index="4", interface="SERIAL2", name="rtu_inv", address=5,
+                         acq_period_s=1, def_file="acme_sim.csv")
+        devices = [*(d.device for d in plant.host.devices()), unwired]
+        definitions = {d.device.def_file: d.definition for d in plant.host.devices()
+                       if d.definition is not None}
+        host = PollerHost(devices=devices, definitions=definitions, poller=plant.poller,
+                          store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
+                          daq_poll_period_s=1)
+        runner = ScriptRunner(host, [API])
+        async with running(runner):
+            await poll_values(runner)
+            assert await get(runner, "rtu_inv", "W") == {}
+            devices_seen = await runner.call("api.devices", {})
+            assert isinstance(devices_seen, list)
+            assert [d["state"] for d in devices_seen] == [  # type: ignore[index, call-overload]
+                "ok", "ok", "ok", "absent"]
