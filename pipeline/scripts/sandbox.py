@@ -10,6 +10,9 @@
   `false, message` and the closure raises a Lua string), and they hand back only numbers,
   strings, booleans and Lua tables. Strings cross as bytes (`encoding=None`), so a string that is
   not UTF-8 is an ordinary value, never a conversion error escaping into Lua.
+- `setmetatable` refuses a metatable holding `__gc`: Lua runs finalizers with hooks off, so a
+  looping finalizer could never be stopped (a `__gc` added to the metatable later is never called,
+  by Lua's rule).
 - Limits: lupa's `max_memory` caps the state (16 MB); a count hook, installed with
   `debug.sethook` before `debug` goes, asks Python every `hook_every` instructions whether the
   call is over its instruction budget or wall clock. The hook is per Lua thread, so coroutines
@@ -88,6 +91,15 @@ coroutine.wrap = function(f)
   end
 end
 
+-- Lua runs finalizers with hooks off: a looping __gc could never be stopped. A metatable is
+-- marked for finalization only if it has __gc when set, so refusing it here is enough.
+local raw_setmetatable, raw_rawget = setmetatable, rawget
+setmetatable = function(t, mt)
+  if type(mt) == "table" and raw_rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc metamethods are not available", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
 string.dump = nil
 local os_time, os_clock, os_date = os.time, os.clock, os.date
 os = { time = os_time, clock = os_clock, date = os_date }

@@ -82,6 +82,8 @@ BAD = [
     ("sunpm.lua", b"-- no header\n",
      ("sunpm.lua: header.name (from the file name): 'sunpm' is reserved for the built-in "
      "commands; not loaded")),
+    ("finalizer.lua", b"\nsetmetatable({}, {__gc = function() while true do end end})\n",
+     "finalizer.lua:2: chunk: setmetatable: __gc metamethods are not available; not loaded"),
     ("spin.lua", b"while true do end\n", "spin.lua: chunk: instruction budget exceeded; not loaded"),
 ]
 
