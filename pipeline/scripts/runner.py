@@ -174,7 +174,11 @@ class ScriptRunner:
                 except TimeoutError:
                     script.enabled = False
         if self._background:
-            await asyncio.wait(self._background, timeout=2.0)
+            # Writes queued by wsStop get 2 s; a poll loop already stopped never takes them.
+            _, pending = await asyncio.wait(self._background, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._thread.stop()
 
     async def enable(self, source: ScriptSource) -> bool:
