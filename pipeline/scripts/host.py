@@ -163,8 +163,10 @@ class PollerHost:
         return self._clock.wall_ns()
 
     async def write(self, index: str, var: int, raw: RawValue) -> None:
-        definition = next(self._definition(d) for d in self._devices if d.index == index)
-        assert definition is not None
+        device = next((d for d in self._devices if d.index == index), None)
+        definition = self._definition(device) if device is not None else None
+        if definition is None:
+            raise ScriptError(f"writeVariable: device {index} is not polled")
         await self._poller.write(index, definition.variable(var), raw)
 
     async def set_relay(self, state: int) -> None:
