@@ -1,0 +1,202 @@
+"""What a script's `wd` API needs from the gateway: `ScriptHost`, and `PollerHost`, the host over
+a running `Poller` and `Log` that the service plugs in.
+
+Threads: the read methods (`devices`, `last_good`, `wall_ns`) are called from the Lua thread while
+a script runs; they only read data the event loop replaces whole (dict lookups of immutable
+objects), so they need no lock. The coroutines are always awaited on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from config.model import DefinitionFile, Device
+from pipeline.clock import NS_PER_S, Clock
+from pipeline.drivers._base import RawValue, Readings
+from pipeline.poller import Poller, PollError, poll_period_s
+from pipeline.scripts.errors import ScriptError
+from store.log import Log
+from store.state import replay
+
+#: The JSON values scripts save and RPC parameters and results carry.
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+#: How often `PollerHost.run` looks for new polls; a poll period is at least 1 s, so each poll
+#: of every device is seen.
+SAMPLE_S: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScriptDevice:
+    """A daq device as scripts see it (`wd.devices()`, device and variable look-ups)."""
+
+    device: Device
+    definition: DefinitionFile | None   # None: not polled (port without driver or path)
+    poll_period_s: int
+    state: str                          # ok, fail, absent, full
+
+
+@dataclass(frozen=True, slots=True)
+class GoodValue:
+    raw: RawValue
+    ts_ns: int
+
+
+class ScriptHost(Protocol):
+    """The gateway as the scripts' `wd` API uses it."""
+
+    def devices(self) -> Sequence[ScriptDevice]:
+        """Every daq device in daq order (Lua thread)."""
+        ...
+
+    def last_good(self, index: str, var: int) -> GoodValue | None:
+        """The variable's last good polled raw value and its poll time (Lua thread)."""
+        ...
+
+    def wall_ns(self) -> int:
+        """UTC now (Lua thread and loop)."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """Timers sleep on its monotonic clock."""
+        ...
+
+    async def write(self, index: str, var: int, raw: RawValue) -> None:
+        """Queue a write of a raw value (behaviour.md §2.7) and wait for it; raises
+        `SunpmError` with the driver's one-line reason."""
+        ...
+
+    async def set_relay(self, state: int) -> None:
+        """Set the I/O relay; raises `SunpmError` when there is none or it fails."""
+        ...
+
+    async def alarm(self, name: str, subject: str, text: str | None) -> None:
+        """Raise a gateway alarm (`Script alarm`, `Script failure`) with the script as subject."""
+        ...
+
+    async def save_script_data(self, script: str, data: Mapping[str, JsonValue]) -> None:
+        """Journal a script's whole `wd.save` data (a `scriptdata` event), acknowledged."""
+        ...
+
+    async def load_script_data(self) -> Mapping[str, JsonValue]:
+        """Every script's saved data, by script, as the journal replays it."""
+        ...
+
+    async def run(self) -> None:
+        """Background work of the host while scripts run (following polls); may return."""
+        ...
+
+
+AlarmRaiser = Callable[[str, str, str | None], Awaitable[object]]
+RelaySetter = Callable[[int], Awaitable[object]]
+
+
+class PollerHost:
+    """`ScriptHost` over the gateway's pieces: its daq devices and definitions, `Poller` (live
+    values, writes), `Log` (script data, quota state), an alarm raiser and the relay."""
+
+    def __init__(self, *, devices: Sequence[Device], definitions: Mapping[str, DefinitionFile],
+                 poller: Poller, store: Log, alarm: AlarmRaiser, clock: Clock,
+                 set_relay: RelaySetter | None = None, daq_poll_period_s: int = 10) -> None:
+        self._devices = tuple(devices)
+        self._definitions = dict(definitions)
+        self._poller = poller
+        self._store = store
+        self._alarm = alarm
+        self._set_relay = set_relay
+        self._clock = clock
+        self._period = daq_poll_period_s
+        self._polled = {d.index for d in self._devices if self._definition(d) is not None}
+        self._seen: dict[str, Readings] = {}
+        self._good: dict[tuple[str, int], GoodValue] = {}
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def _definition(self, device: Device) -> DefinitionFile | None:
+        return self._definitions.get(device.def_file)
+
+    def devices(self) -> Sequence[ScriptDevice]:
+        return tuple(ScriptDevice(device=d, definition=self._definition(d),
+                                  poll_period_s=poll_period_s(d, self._period),
+                                  state=self._state(d)) for d in self._devices)
+
+    def _state(self, device: Device) -> str:
+        if device.index not in self._polled:
+            return "absent"
+        readings = self._latest(device.index)
+        if device.index not in self._polled:
+            return "absent"
+        if self._store.stats(device.index).full:
+            return "full"
+        if readings is not None and any(r.quality.is_good for r in readings.values.values()):
+            return "ok"
+        return "fail"
+
+    def _latest(self, index: str) -> Readings | None:
+        try:
+            readings = self._poller.latest(index)
+        except PollError:
+            # In the definitions but not on a link (a serial port without `path`): absent.
+            self._polled.discard(index)
+            return None
+        if readings is not None and self._seen.get(index) is not readings:
+            self._seen[index] = readings
+            for var, reading in readings.values.items():
+                if reading.quality.is_good and reading.value is not None:
+                    self._good[(index, var)] = GoodValue(reading.value, readings.ts_ns)
+        return readings
+
+    def last_good(self, index: str, var: int) -> GoodValue | None:
+        if index not in self._polled:
+            return None
+        self._latest(index)
+        return self._good.get((index, var))
+
+    def wall_ns(self) -> int:
+        return self._clock.wall_ns()
+
+    async def write(self, index: str, var: int, raw: RawValue) -> None:
+        device = next((d for d in self._devices if d.index == index), None)
+        definition = self._definition(device) if device is not None else None
+        if definition is None:
+            raise ScriptError(f"writeVariable: device {index} is not polled")
+        await self._poller.write(index, definition.variable(var), raw)
+
+    async def set_relay(self, state: int) -> None:
+        if self._set_relay is None:
+            raise ScriptError("setRelay: no IO device is configured")
+        await self._set_relay(state)
+
+    async def alarm(self, name: str, subject: str, text: str | None) -> None:
+        await self._alarm(name, subject, text)
+
+    async def save_script_data(self, script: str, data: Mapping[str, JsonValue]) -> None:
+        await self._store.append_journal("scriptdata", {"script": script, "data": dict(data)},
+                                         ts_ns=self._clock.wall_ns(), commit_now=True)
+
+    async def load_script_data(self) -> Mapping[str, JsonValue]:
+        state = await asyncio.to_thread(replay, self._store)
+        saved: dict[str, JsonValue] = {}
+        for script, data in state.script_data.items():
+            # Round trip through JSON: replay hands back what the body held, typed `object`.
+            saved[script] = json.loads(json.dumps(data))
+        return saved
+
+    async def run(self) -> None:
+        """Look at every device's last poll twice a second, so a good value followed by a
+        failed poll is still found (`wd.get` returns the last *good* poll)."""
+        while True:
+            for index in list(self._polled):
+                self._latest(index)
+            await self._clock.sleep(SAMPLE_S)
+
+
+def age_s(host: ScriptHost, good: GoodValue) -> float:
+    return max(0.0, (host.wall_ns() - good.ts_ns) / NS_PER_S)
