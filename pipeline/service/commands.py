@@ -66,6 +66,9 @@ class GatewayControl(Protocol):
     async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
                              raw: bool) -> dict[str, dict[str, object]]: ...
 
+    async def call_script(self, rpc_name: str,
+                          parameters: Mapping[str, JsonValue]) -> JsonValue: ...
+
 
 Builtin = Callable[[Mapping[str, JsonValue]], Awaitable[JsonValue]]
 
@@ -161,8 +164,10 @@ class CommandExecutor:
 
     async def _run(self, command: CommandReceived) -> JsonValue:
         script, dot, name = command.rpc_name.partition(".")
-        if not dot or script.lower() != "sunpm":
-            raise CommandError(f"unknown script '{script if dot else command.rpc_name}'")
+        if not dot:
+            raise CommandError(f"unknown script '{command.rpc_name}'")
+        if script.lower() != "sunpm":
+            return await self._control.call_script(command.rpc_name, command.parameters)
         canonical = next((n for n in _CHANNELS if n.lower() == name.lower()), None)
         if canonical is None:
             raise CommandError(f"unknown command '{command.rpc_name}'")

@@ -47,6 +47,7 @@ from exporters.session import Trigger
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
+from pipeline.service.scripts import ScriptsPlugin
 from store.fsio import write_file_durably
 
 log = logging.getLogger("sunpm.system")
@@ -369,7 +370,7 @@ async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
                           + "  Ctrl-C stops everything", flush=True)
 
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
-                                  plugins=[_Kickoff()])
+                                  plugins=[_Kickoff(), ScriptsPlugin()])
                 await gateway.run(stop)
                 return gateway.restart_requested
         finally:

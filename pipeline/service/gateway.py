@@ -51,7 +51,7 @@ from exporters.session import (
 )
 from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
-from exporters.views.events import JournalItem
+from exporters.views.events import JournalItem, JsonValue
 from exporters.views.mqtt import alarm_message
 from exporters.views.render import store_source
 from exporters.views.traces import traces_delivered
@@ -472,6 +472,17 @@ class Gateway:
             text = str(err)
             raise CommandError(text if text.startswith("setRelay") else
                                f"setRelay: {text}") from None
+
+    async def call_script(self, rpc_name: str,
+                          parameters: Mapping[str, JsonValue]) -> JsonValue:
+        """An RPC `<script>.<function>` (docs/behaviour.md §9.4) to the scripts plug-in."""
+        # Imported here: the scripts plug-in imports this module for its types.
+        from pipeline.service.scripts import ScriptsPlugin
+
+        plugin = next((p for p in self.plugins if isinstance(p, ScriptsPlugin)), None)
+        if plugin is None:
+            raise CommandError(f"unknown script '{rpc_name.partition('.')[0]}'")
+        return await plugin.call(rpc_name, parameters)
 
     async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
                              raw: bool) -> dict[str, dict[str, object]]:

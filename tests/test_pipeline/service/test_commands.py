@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from exporters.session import Trigger
-from exporters.views.events import Channel, CommandReceived, CommandResult, journal_items
+from exporters.views.events import (
+    Channel,
+    CommandReceived,
+    CommandResult,
+    JsonValue,
+    journal_items,
+)
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandError, CommandExecutor
 from store.log import Log, StoreOptions
@@ -59,6 +66,10 @@ class Plant:
 
     def restart(self) -> None:
         self.restarts.append(self.parameter_requests)
+
+    async def call_script(self, rpc_name: str,
+                          parameters: Mapping[str, JsonValue]) -> JsonValue:
+        raise CommandError(f"unknown script '{rpc_name.partition('.')[0]}'")
 
     def start_trace(self, interface: str, duration_min: int) -> None:
         if interface != "ethernet":
