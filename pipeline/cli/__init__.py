@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 #: One line per command family; a module registers its own sub-commands.
-_FAMILIES = ("config", "export", "discover", "tic", "modbus")
+_FAMILIES = ("config", "export", "discover", "tic", "modbus", "sd")
 
 
 def build_parser() -> argparse.ArgumentParser:
