@@ -24,8 +24,11 @@ from tqdm import tqdm
 from config.errors import SunpmError
 from sdcard import fsck as fsck_mod
 from sdcard import inspect as inspect_mod
+from sdcard import reexport as reexport_mod
 from sdcard import sql as sql_mod
 from sdcard.dump import DumpError, open_dump
+
+from .export import parse_time
 
 
 def register(subparsers: Any) -> None:
@@ -50,6 +53,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("query", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(handler=_sql)
+
+    p = sub.add_parser("reexport", help="the files of any past range of a server, byte-identical "
+                                        "to what was or would be delivered")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--server", type=int, choices=(1, 2), required=True)
+    p.add_argument("--from", dest="start", type=parse_time, required=True, metavar="T")
+    p.add_argument("--to", dest="end", type=parse_time, required=True, metavar="T")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--config", type=Path, metavar="DIR",
+                   help="configuration directory (default: the dump's snapshot in force)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="export even when some records of the range are no longer stored")
+    p.set_defaults(handler=_reexport)
 
 
 def _quiet_store_log() -> None:
@@ -113,4 +129,31 @@ def _sql(args: argparse.Namespace) -> int:
         return 1
     for finding in dump.findings:
         print(f"sunpm sd sql: {finding.level}: {finding.message}", file=sys.stderr)
+    return 0
+
+
+def _reexport(args: argparse.Namespace) -> int:
+    _quiet_store_log()
+    start_ns = int(args.start.timestamp()) * 1_000_000_000
+    end_ns = int(args.end.timestamp()) * 1_000_000_000
+    try:
+        dump = open_dump(args.path)
+        bar = _bar(0, "window")
+        with bar:
+            def planned(total: int) -> None:
+                bar.reset(total=total)
+
+            result = reexport_mod.reexport(
+                dump, server=args.server, start_ns=start_ns, end_ns=end_ns, out=args.out,
+                config_dir=args.config, allow_partial=args.allow_partial,
+                progress=bar.update, on_plan=planned)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd reexport: {err}", file=sys.stderr)
+        return 1
+    for finding in dump.findings:
+        print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
+    for name in result.differing:
+        print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
+    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows, "
+          f"{result.undelivered} not delivered to server {args.server})")
     return 0
