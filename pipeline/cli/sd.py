@@ -22,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from config.errors import SunpmError
+from sdcard import export as export_mod
 from sdcard import fsck as fsck_mod
 from sdcard import inspect as inspect_mod
 from sdcard import reexport as reexport_mod
@@ -53,6 +54,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("query", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(handler=_sql)
+
+    p = sub.add_parser("export-parquet", help="records and alarms into Hive-partitioned Parquet "
+                                              "(uid=/device=/date=); again: same files")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--uid", help="uid of the unit (default: from the dump's configuration)")
+    p.set_defaults(handler=_export_parquet)
 
     p = sub.add_parser("reexport", help="the files of any past range of a server, byte-identical "
                                         "to what was or would be delivered")
@@ -156,4 +164,20 @@ def _reexport(args: argparse.Namespace) -> int:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
     print(f"{len(result.files)} files written to {args.out} ({result.windows} windows, "
           f"{result.undelivered} not delivered to server {args.server})")
+    return 0
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    _quiet_store_log()
+    try:
+        dump = open_dump(args.path)
+        with _bar(len(dump.devices()), "device") as bar:
+            result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd export-parquet: {err}", file=sys.stderr)
+        return 1
+    for finding in dump.findings:
+        print(f"sunpm sd export-parquet: {finding.level}: {finding.message}", file=sys.stderr)
+    print(f"{result.rows} record rows and {result.alarms} alarms written to {args.out} "
+          f"({len(result.partitions)} partitions)")
     return 0
