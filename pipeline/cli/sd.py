@@ -24,15 +24,17 @@ from tqdm import tqdm
 from config.errors import SunpmError
 from sdcard import export as export_mod
 from sdcard import fsck as fsck_mod
+from sdcard import ingest as ingest_mod
 from sdcard import inspect as inspect_mod
 from sdcard import reexport as reexport_mod
 from sdcard import sql as sql_mod
-from sdcard.dump import DumpError, open_dump
+from sdcard.dump import DumpError, Level, open_dump
 
 from .export import parse_time
 
 
 def register(subparsers: Any) -> None:
+    register_ingest(subparsers)
     parser = subparsers.add_parser(
         "sd", help="inspect, check, query, export or re-export a store or card dump (read-only)")
     sub = parser.add_subparsers(dest="sd_command", required=True, metavar="ACTION")
@@ -181,3 +183,32 @@ def _export_parquet(args: argparse.Namespace) -> int:
     print(f"{result.rows} record rows and {result.alarms} alarms written to {args.out} "
           f"({len(result.partitions)} partitions)")
     return 0
+
+
+def register_ingest(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ingest", help="a server tree's DATA and ALARM files into the Parquet fleet dataset",
+        description="Read the DATA and ALARM files of a server tree (ours or a WebdynSunPM "
+                    "unit's) with its DEF/ and CONFIG/ files, and add them, scaled and named, "
+                    "to OUT (uid=/device=/date=). Files already ingested are skipped.")
+    p.add_argument("tree", type=Path, metavar="DIR")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--tz", default="UTC",
+                   help="time zone of the files when the tree has no configuration (default UTC)")
+    p.set_defaults(handler=_ingest)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    try:
+        bar = _bar(0, "file")
+        with bar:
+            result = ingest_mod.ingest(args.tree, args.out, tz=args.tz, progress=bar.update,
+                                       on_total=lambda n: bar.reset(total=n))
+    except (SunpmError, OSError) as err:
+        print(f"sunpm ingest: {err}", file=sys.stderr)
+        return 1
+    for finding in result.findings:
+        print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
+    print(f"{len(result.ingested)} files ingested ({result.rows} record rows, {result.alarms} "
+          f"alarms), {len(result.skipped)} already ingested, into {args.out}")
+    return 1 if any(f.level is Level.ERROR for f in result.findings) else 0
