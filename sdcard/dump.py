@@ -13,6 +13,7 @@ through Arrow's own IPC reader, never parsed here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -29,6 +30,20 @@ from config import Site, load_site
 from config.errors import SunpmError
 from store import SCHEMA_VERSION, Log, ReportKind, StoreReport
 from store.errors import SnapshotError
+
+class DefinitionReader:
+    """The store seen by the views, its definition snapshots read through `Dump.get_definition`
+    (so a re-export renders with a definition recovered from a configuration snapshot)."""
+
+    def __init__(self, dump: Dump) -> None:
+        self._dump = dump
+
+    def get_definition(self, snapshot_id: str) -> bytes:
+        return self._dump.get_definition(snapshot_id)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._dump.log, name)
+
 
 #: What a store directory may hold at its top (docs/architecture.md §3).
 STORE_ENTRIES: Final = frozenset(
@@ -139,6 +154,28 @@ class Dump:
             return table
         return self.log.records(stream, seq_from=seg.seq0, seq_to=last)
 
+    # -- snapshots --------------------------------------------------------------------------
+
+    def get_definition(self, snapshot_id: str) -> bytes:
+        """A definition snapshot's bytes; one missing or damaged in `defs/` is taken from a
+        configuration snapshot holding the same bytes (its `DEF/` files), and said so."""
+        try:
+            return self.log.get_definition(snapshot_id)
+        except SnapshotError as err:
+            sha, _, name = snapshot_id.partition(":")
+            for snapshot in self.log.config_snapshots():
+                try:
+                    files = self.log.get_config(snapshot)
+                except SnapshotError:
+                    continue
+                for rel, data in files.items():
+                    if rel.startswith("DEF/") and hashlib.sha256(data).hexdigest() == sha:
+                        self.extra.append(Finding(
+                            Level.WARNING, "snapshot", self.path / "defs",
+                            f"{err}; {name} taken from configuration snapshot {snapshot}"))
+                        return data
+            raise
+
     # -- configuration ----------------------------------------------------------------------
 
     def config_in_force(self) -> str | None:
@@ -162,11 +199,14 @@ class Dump:
             return None
 
     def uid(self) -> str | None:
+        """The uid of the configuration in force; with none readable, the one named by the
+        configuration snapshots' file names (a damaged snapshot still names its files)."""
         snapshot = self.config_in_force()
-        if snapshot is None:
-            return None
-        files = self.config_files(snapshot) or {}
-        for name in files:
+        names = list(self.config_files(snapshot) or {}) if snapshot is not None else []
+        if not names:
+            names = sorted(p.relative_to(p.parents[1]).as_posix()
+                           for p in (self.path / "config").glob("*/CONFIG/*_config.ini"))
+        for name in names:
             if name.startswith("CONFIG/") and name.endswith("_config.ini"):
                 return name[len("CONFIG/"):-len("_config.ini")]
         return None

@@ -21,7 +21,7 @@ from exporters.views.render import store_source
 from exporters.views.windows import FILE_SERVER_STREAMS, Stream
 from store.fsio import write_file_durably
 
-from .dump import Dump
+from .dump import DefinitionReader, Dump
 
 
 class ReexportError(SunpmError):
@@ -55,7 +55,7 @@ def reexport(dump: Dump, *, server: int, start_ns: int, end_ns: int, out: Path,
         if settings.type is ServerType.NONE:
             raise ReexportError(f"server {server} is not configured (SERVER_Type=none) in the "
                                 "configuration in force")
-        source = store_source(dump.log, site, server)
+        source = store_source(DefinitionReader(dump), site, server)
         state = DeliveryState.from_table(dump.log.journal(kinds=["state", "window",
                                                                  "delivered"]))
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if settings.type.is_file_server \

@@ -109,7 +109,7 @@ def definitions_table(dump: Dump, def_ids: list[str]) -> DefinitionRows:
     for def_id in sorted(def_ids):
         file_name = def_id.partition(":")[2] or def_id
         try:
-            definition = parse_definition(dump.log.get_definition(def_id), file_name).value
+            definition = parse_definition(dump.get_definition(def_id), file_name).value
         except SunpmError as err:
             missing.append(def_id)
             dump.extra.append(Finding(Level.ERROR, "snapshot", dump.path / "defs",

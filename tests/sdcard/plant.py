@@ -129,12 +129,8 @@ async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
         for day in range(days):
             start = T0 + day * DAY
             times = list(range(start + period_s, start + DAY + 1, period_s))
-            # The last day in several commits, as a live segment holds them (one batch each).
-            step = len(times) // 4 if day == days - 1 else len(times)
-            for k in range(0, len(times), step):
-                await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id,
-                                                                         times[k:k + step]))
-                                       for dev in DEVICES], log.commit())
+            await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id, times))
+                                   for dev in DEVICES], log.commit())
             await asyncio.gather(
                 log.append_journal("alarm", json.loads(GatewayAlarm(alarm="Power ON").to_body()),
                                    ts_ns=(start + 7 * 3600) * NS),
@@ -151,6 +147,11 @@ async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
                 result = await session.run(Trigger.SCHEDULE,
                                            started=datetime.fromtimestamp(cut, UTC))
                 assert result.ok, result
+        # Today's open segment, one commit per record as a live one holds them: recorded after
+        # the last session, so on the card and not yet delivered.
+        for t in range(end_s + period_s, end_s + 5 * period_s, period_s):
+            await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id, [t]))
+                                   for dev in DEVICES], log.commit())
     finally:
         await log.close()
     dump = root / "dump"
