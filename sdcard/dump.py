@@ -31,6 +31,7 @@ from config.errors import SunpmError
 from store import SCHEMA_VERSION, Log, ReportKind, StoreReport
 from store.errors import SnapshotError
 
+
 class DefinitionReader:
     """The store seen by the views, its definition snapshots read through `Dump.get_definition`
     (so a re-export renders with a definition recovered from a configuration snapshot)."""
@@ -188,7 +189,7 @@ class Dump:
             snap = value.get("config") or value.get("snapshot")
             if isinstance(snap, str) and snap in stored:
                 return snap
-        return sorted(stored)[0] if len(stored) == 1 else None
+        return next(iter(stored)) if len(stored) == 1 else None
 
     def config_files(self, snapshot: str) -> dict[str, bytes] | None:
         try:

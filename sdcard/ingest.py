@@ -274,7 +274,8 @@ def _recorded(definition: DefinitionFile, parameters: bool) -> list[Variable]:
 def _is_text(definition: DefinitionFile, var: Variable) -> bool:
     if definition.protocol is Protocol.TIC:
         return True
-    return var.modbus is not None and var.modbus.data_type.value in _TEXT_TYPES
+    return var.modbus is not None and var.modbus.data_type is not None \
+        and var.modbus.data_type.value in _TEXT_TYPES
 
 
 def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime, *,
@@ -351,6 +352,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
 
 def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: list[str],
                 where: str, result: IngestResult) -> None:
+    spec: list[tuple[int, Variable | None, bool]]
     if block.columns is not None:
         spec = [(v.index, v, v.action.value == 2) for v in block.columns]
     elif block.indexes is not None and len(block.indexes) == len(values):
@@ -440,8 +442,8 @@ def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: d
             result.findings.append(Finding(Level.ERROR, "format", path,
                                            f"{path}:{n}: not an alarm line; skipped"))
             continue
-        for name_ in cols:
-            cols[name_].append(row.get(name_))
+        for name_, column in cols.items():
+            column.append(row.get(name_))
     return pa.table(cols, schema=PARQUET_ALARMS_SCHEMA)
 
 

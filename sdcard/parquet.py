@@ -100,4 +100,5 @@ def write_partition(path: Path, table: pa.Table, schema: pa.Schema) -> int:
     pq.write_table(table, sink, compression="zstd", write_statistics=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, sink.getvalue())
-    return table.num_rows
+    rows: int = table.num_rows
+    return rows
