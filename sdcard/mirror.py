@@ -150,9 +150,8 @@ class CardMirror:
                     stale.unlink()
                     fsync_dir(stale.parent)
                     done.removed.append(stale)
-            elif not last:
-                self._copy_if_changed(folder / kinds["arrows"].name, done)
-            elif with_open:
+            elif not last or with_open:
+                # A sealed stream segment at every pass; the open one at its interval only.
                 self._copy_if_changed(folder / kinds["arrows"].name, done)
 
     def _copy_if_absent(self, rel: Path, done: MirrorPass) -> None:

@@ -1,0 +1,187 @@
+"""Offline analysis of a card dump: `sunpm sd sql` against pandas over daily CSV.gz files.
+
+30 days x 100 devices x 100 variables at a 600 s period (43.2 M values), laid out as a live
+gateway leaves its store (store_query.py's layout: per device 29 sealed days as IPC files and
+today's open segment). Two questions, as an analyst asks them of a pulled card: the daily
+energy per device (max - min of the energy counter, variable 1) and the hourly mean power
+(variable 2) per device.
+
+Ours: `sunpm sd sql DUMP "..." --format csv`, one process per question, timed from the command's
+start to its exit (interpreter, imports, read-only open, lazy scan, query, CSV out). Baseline:
+pandas, one process per question too, reading the same values from one CSV.gz per day (columns
+time, device, v1..v100; `usecols` keeps only what the question needs) and grouping. Both
+sides' answers are compared. Each side's peak RSS is its process's (`ru_maxrss`).
+
+    python benchmarks/offline_query.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit, figure_line
+from store_query import _day_records, build_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+QUERIES = {
+    "daily_energy": """
+        SELECT device, strftime(date_trunc('day', time), '%Y-%m-%d') AS day,
+               max(raw) - min(raw) AS energy
+        FROM records WHERE var = 1 GROUP BY ALL ORDER BY ALL""",
+    "hourly_power": """
+        SELECT device, strftime(date_trunc('hour', time), '%Y-%m-%d %H') AS hour,
+               avg(raw) AS power
+        FROM records WHERE var = 2 GROUP BY ALL ORDER BY ALL""",
+}
+
+PANDAS = r"""
+import glob, sys
+import pandas as pd
+folder, question = sys.argv[1], sys.argv[2]
+column = "v1" if question == "daily_energy" else "v2"
+frames = [pd.read_csv(path, usecols=["time", "device", column]) for path in
+          sorted(glob.glob(folder + "/*.csv.gz"))]
+data = pd.concat(frames, ignore_index=True)
+time = pd.to_datetime(data["time"], utc=True)
+if question == "daily_energy":
+    data["day"] = time.dt.strftime("%Y-%m-%d")
+    out = data.groupby(["device", "day"])[column].agg(lambda s: s.max() - s.min())
+else:
+    data["hour"] = time.dt.strftime("%Y-%m-%d %H")
+    out = data.groupby(["device", "hour"])[column].mean()
+out = out.reset_index()
+out = out.sort_values(list(out.columns[:2]))
+out.to_csv(sys.stdout, index=False, header=True)
+"""
+
+
+def _csv_days(folder: Path, devices: int, days: int, period_s: int, variables: int) -> None:
+    """The same values as the store's, one CSV.gz per UTC day (devices share them, as the
+    store's devices share their segment files)."""
+    folder.mkdir()
+    for day in range(days):
+        table, _ = _day_records(day, period_s, variables)
+        per_record = table.num_rows // variables
+        ts = table.column("ts").cast(pa.int64()).to_numpy()[::variables]
+        times = pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+        values = table.column("value").to_numpy().reshape(per_record, variables)
+        parts = []
+        for dev in range(1, devices + 1):
+            block = {"time": times, "device": pa.array([dev] * per_record, pa.int32())}
+            block.update({f"v{v + 1}": pa.array(values[:, v]) for v in range(variables)})
+            parts.append(pa.table(block))
+        whole = pa.concat_tables(parts)
+        sink = io.BytesIO()
+        pacsv.write_csv(whole, sink)
+        with gzip.open(folder / f"day_{day:02d}.csv.gz", "wb", compresslevel=6) as fh:
+            fh.write(sink.getvalue())
+
+
+_PEAK = r"""
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__") if not sys.argv[0].endswith(".py") \
+        else runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _run_measured(args: list[str]) -> tuple[float, float, str]:
+    """A child `python ARGS`, its own peak RSS (reported by the child itself)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True,
+                          check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    elapsed = time.perf_counter() - started
+    peaks = [line for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    if done.returncode != 0 or not peaks:
+        raise RuntimeError(f"{args[:3]}: exit {done.returncode}: {done.stderr[-2000:]}")
+    return elapsed, int(peaks[-1].split()[1]) / 1024, done.stdout
+
+
+def _rows(csv_text: str) -> list[tuple[str, str, float]]:
+    lines = csv_text.strip().splitlines()[1:]
+    out = []
+    for line in lines:
+        device, key, value = line.split(",")
+        out.append((str(int(device)), key, round(float(value), 6)))
+    return sorted(out)
+
+
+def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int = 100,
+        n: int = 3) -> list[dict[str, object]]:
+    base = Path(tempfile.mkdtemp(prefix="sunpm-bench-offline-"))
+    lines = []
+    try:
+        values = build_store(base, devices, days, period_s, variables)
+        dump = base / "store"
+        csv_dir = base / "csv"
+        _csv_days(csv_dir, devices, days, period_s, variables)
+        csv_bytes = sum(p.stat().st_size for p in csv_dir.iterdir())
+        store_bytes = sum(p.stat().st_size for p in dump.rglob("*") if p.is_file())
+        script = base / "pandas_query.py"
+        script.write_text(PANDAS)
+        for question, sql in QUERIES.items():
+            ours_cmd = ["pipeline.cli", "sd", "sql", str(dump), sql, "--format", "csv"]
+            theirs_cmd = [str(script), str(csv_dir), question]
+            _run_measured(ours_cmd)  # warm-up: page cache and bytecode, both sides
+            _run_measured(theirs_cmd)
+            ours_s, theirs_s, ours_rss, theirs_rss = [], [], [], []
+            for _ in range(n):
+                elapsed, rss, ours_out = _run_measured(ours_cmd)
+                ours_s.append(elapsed)
+                ours_rss.append(rss)
+                elapsed, rss, theirs_out = _run_measured(theirs_cmd)
+                theirs_s.append(elapsed)
+                theirs_rss.append(rss)
+            ours_rows, theirs_rows = _rows(ours_out), _rows(theirs_out)
+            expected = devices * days * (24 if question == "hourly_power" else 1)
+            # The midnight record of each day closes the period ending then: one more day.
+            assert len(ours_rows) >= expected, (len(ours_rows), expected)
+            assert ours_rows == theirs_rows, (ours_rows[:3], theirs_rows[:3])
+            lines.append(figure_line(
+                f"offline_query_{question}",
+                "pandas read_csv (usecols) + groupby over one CSV.gz per day, same values",
+                "s", ours_s, theirs_s, digits=3, speedup_digits=1,
+                n=n, values=values, devices=devices, days=days, variables=variables,
+                period_s=period_s,
+                peak_rss_mb=round(max(ours_rss), 1), theirs_peak_rss_mb=round(max(theirs_rss), 1),
+                store_mb=round(store_bytes / 2**20, 1), csv_gz_mb=round(csv_bytes / 2**20, 1),
+                ours_includes="process start, imports, read-only open, lazy scan, query, CSV out",
+                answer_rows=len(ours_rows)))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny size, for a smoke test")
+    args = parser.parse_args()
+    lines = run(devices=3, days=3, period_s=3600, variables=5, n=1) if args.quick else run()
+    for line in lines:
+        emit(line)
+
+
+if __name__ == "__main__":
+    main()
