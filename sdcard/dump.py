@@ -18,6 +18,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -119,10 +120,21 @@ class Dump:
     def segments(self, stream: str) -> list[SegmentFile]:
         """A device's (or `journal`'s) segment files the reader may use, oldest first."""
         if stream not in self._segments:
-            directory = self.path / "journal" if stream == "journal" \
-                else self.path / "devices" / stream
-            self._segments[stream] = self._list_segments(directory)
+            self._segments[stream] = self._list_stream(stream)
         return self._segments[stream]
+
+    def prepare(self, streams: list[str]) -> None:
+        """List the segments of many streams at once: the footer checks of their sealed files
+        run on a few threads (each is a small read; pyarrow releases the GIL while it reads)."""
+        todo = [s for s in streams if s not in self._segments]
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sd-list") as pool:
+            for stream, found in zip(todo, pool.map(self._list_stream, todo), strict=True):
+                self._segments[stream] = found
+
+    def _list_stream(self, stream: str) -> list[SegmentFile]:
+        directory = self.path / "journal" if stream == "journal" \
+            else self.path / "devices" / stream
+        return self._list_segments(directory)
 
     def _list_segments(self, directory: Path) -> list[SegmentFile]:
         skipped = {f.path for f in self.findings if f.kind in ("foreign", "unreadable", "schema")}

@@ -12,12 +12,14 @@ DuckDB views (`duckdb_connection`):
               definition (file name), def (snapshot id); name, unit and scaled are NULL where the
               definition snapshot is missing or does not list the variable
     journal   uid, time, seq, kind, device, def, details (the event's JSON body)
-    definitions  def, definition, var, name, unit, coef_a, coef_b
+    definitions  sha256 (of the definition file), var, name, unit, coef_a, coef_b
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -49,10 +51,15 @@ def records_dataset(dump: Dump, devices: list[str] | None = None,
                     progress: Progress | None = None) -> ds.Dataset:
     """Every trusted record row of the chosen devices (default all), with a `device` column."""
     parts: list[ds.Dataset] = []
-    for device in dump.devices() if devices is None else devices:
-        parts.extend(_stream_parts(dump, device, RECORDS_SCHEMA))
-        if progress is not None:
-            progress(1)
+    chosen = dump.devices() if devices is None else devices
+    dump.prepare(chosen)
+    # The open segments are read through the store (CRC-trusted batches), a device per task:
+    # decoding and filtering run in pyarrow, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sd-scan") as pool:
+        for found in pool.map(lambda d: _stream_parts(dump, d, RECORDS_SCHEMA), chosen):
+            parts.extend(found)
+            if progress is not None:
+                progress(1)
     return ds.dataset(parts, schema=RAW_RECORDS_SCHEMA) if parts \
         else ds.dataset(RAW_RECORDS_SCHEMA.empty_table())
 
@@ -80,7 +87,8 @@ def _stream_parts(dump: Dump, stream: str, schema: pa.Schema) -> list[ds.Dataset
         if seg.ipc_file:
             continue
         following = segments[k + 1].seq0 if k + 1 < len(segments) else None
-        table = dump.stream_table(stream, seg, following).replace_schema_metadata(None)
+        table = dump.stream_table(stream, seg, following).replace_schema_metadata(None) \
+            .combine_chunks()
         if table.num_rows == 0:
             continue
         if device:
@@ -127,13 +135,62 @@ def definitions_table(dump: Dump, def_ids: list[str]) -> DefinitionRows:
     return DefinitionRows(pa.table(cols, schema=DEFINITIONS_SCHEMA), missing)
 
 
+STORED_DEFINITIONS_SCHEMA: Final = pa.schema([
+    pa.field("sha256", pa.string()), pa.field("var", pa.int32()), pa.field("name", pa.string()),
+    pa.field("unit", pa.string()), pa.field("coef_a", pa.float64()),
+    pa.field("coef_b", pa.float64()),
+])
+
+
+def stored_definitions(dump: Dump) -> pa.Table:
+    """Every definition the dump holds, by the SHA-256 of its bytes: `defs/` and, for one lost
+    there, the `DEF/` files of the configuration snapshots. Keyed by content, so the records'
+    `def` values need no scan to be named (a query reads only what it asks for)."""
+    found: dict[str, bytes] = {}
+    for snapshot in dump.log.config_snapshots():
+        for rel, data in (dump.config_files(snapshot) or {}).items():
+            if rel.startswith("DEF/"):
+                found.setdefault(hashlib.sha256(data).hexdigest(), data)
+    defs = dump.path / "defs"
+    if defs.is_dir():
+        for path in sorted(defs.glob("*.csv")):
+            sha = path.stem
+            if len(sha) == 64 and sha not in found:
+                try:
+                    found[sha] = dump.log.get_definition(f"{sha}:{path.name}")
+                except SunpmError as err:
+                    dump.extra.append(Finding(Level.ERROR, "snapshot", path, str(err)))
+    cols: dict[str, list[object]] = {f.name: [] for f in STORED_DEFINITIONS_SCHEMA}
+    for sha, data in sorted(found.items()):
+        try:
+            definition = parse_definition(data, f"{sha}.csv").value
+        except SunpmError as err:
+            dump.extra.append(Finding(Level.ERROR, "snapshot", defs / f"{sha}.csv",
+                                      f"{defs / (sha + '.csv')}: not a readable definition "
+                                      f"({err})"))
+            continue
+        seen: set[int] = set()
+        for var in definition.variables:
+            if var.index in seen:
+                continue
+            seen.add(var.index)
+            cols["sha256"].append(sha)
+            cols["var"].append(var.index)
+            cols["name"].append(var.name)
+            cols["unit"].append(var.unit)
+            cols["coef_a"].append(float(var.coef_a))
+            cols["coef_b"].append(float(var.coef_b))
+    return pa.table(cols, schema=STORED_DEFINITIONS_SCHEMA)
+
+
 RECORDS_VIEW: Final = """
 CREATE VIEW records AS
 SELECT {uid} AS uid, r.device, r.ts AS time, r.seq, r.var, d.name, d.unit,
        r.value AS raw, r.value * d.coef_a + d.coef_b AS scaled,
        r.vmin AS min, r.vmax AS max, r.text, r.quality,
-       split_part(r.def, ':', 2) AS definition, r.def
-FROM records_raw r LEFT JOIN definitions d ON d.def = r.def AND d.var = r.var
+       split_part(r.def::VARCHAR, ':', 2) AS definition, r.def::VARCHAR AS def
+FROM records_raw r
+LEFT JOIN definitions d ON d.sha256 = left(r.def::VARCHAR, 64) AND d.var = r.var
 """
 
 JOURNAL_VIEW: Final = """
@@ -151,9 +208,7 @@ def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
     records = records_dataset(dump, progress=progress)
     con.register("records_raw", records)
     con.register("journal_raw", journal_dataset(dump))
-    def_ids = [row[0] for row in con.execute(
-        "SELECT DISTINCT def::VARCHAR FROM records_raw").fetchall() if row[0] is not None]
-    con.register("definitions", definitions_table(dump, def_ids).table)
+    con.register("definitions", stored_definitions(dump))
     uid = dump.uid()
     literal = "NULL::VARCHAR" if uid is None else "'" + uid.replace("'", "''") + "'"
     con.execute(RECORDS_VIEW.format(uid=literal))
