@@ -17,4 +17,5 @@ def test_offline_query_smoke() -> None:
         assert line["unit"] == "s"
         for key in ("ours", "theirs", "speedup", "peak_rss_mb", "theirs_peak_rss_mb"):
             assert isinstance(line[key], (int, float)) and line[key] > 0, key  # type: ignore[operator]
-    assert lines[0]["answer_rows"] == 2 * 3  # two days and the midnight that closes the second
+    assert lines[0]["answer_rows"] == 2 * 2  # two devices, two days
+    assert lines[2]["answer_rows"] == 2 * 2 * 12  # a record every two hours
