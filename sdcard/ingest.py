@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
 
-from config import load_site, parse_definition
+from config import parse_config_ini, parse_daq, parse_definition
 from config.errors import SunpmError
 from config.model import DefinitionFile, Protocol, Variable
 
@@ -103,18 +103,28 @@ class Definitions:
 
 
 def _unit(tree: Path, uid: str, tz: str, findings: list[Finding]) -> Unit:
-    try:
-        site = load_site(tree, uid)
-    except (SunpmError, OSError) as err:
-        if (tree / "CONFIG" / f"{uid}_config.ini").exists():
-            findings.append(Finding(Level.WARNING, "config", tree / "CONFIG",
-                                    f"{tree / 'CONFIG'}: configuration of {uid} unreadable "
-                                    f"({err}); times read in {tz}"))
+    """Time zone, date order and TIC serial numbers from the uid's `config.ini` and `daq.csv`
+    alone: the rest of a site (scripts, certificates) may be absent from a server tree."""
+    ini_path = tree / "CONFIG" / f"{uid}_config.ini"
+    if not ini_path.exists():
         return Unit(uid, _zone(tz), None, {})
-    server = site.settings.servers[0]
-    tic = {d.serial_number: d.index for d in site.daq.devices
-           if d.index.startswith("TIC") and d.serial_number}
-    return Unit(uid, _zone(site.settings.time_zone), server.euro_date_format, tic)
+    try:
+        settings = parse_config_ini(ini_path.read_bytes(), ini_path.name).value.settings(uid)
+    except (SunpmError, OSError) as err:
+        findings.append(Finding(Level.WARNING, "config", ini_path,
+                                f"{ini_path}: unreadable ({err}); times read in {tz}"))
+        return Unit(uid, _zone(tz), None, {})
+    tic: dict[str, str] = {}
+    daq_path = tree / "CONFIG" / f"{uid}_daq.csv"
+    try:
+        if daq_path.exists():
+            daq = parse_daq(daq_path.read_bytes(), daq_path.name).value
+            tic = {d.serial_number: d.index for d in daq.devices
+                   if d.index.startswith("TIC") and d.serial_number}
+    except (SunpmError, OSError) as err:
+        findings.append(Finding(Level.WARNING, "config", daq_path,
+                                f"{daq_path}: unreadable ({err}); TIC blocks go to TIC1"))
+    return Unit(uid, _zone(settings.time_zone), settings.servers[0].euro_date_format, tic)
 
 
 def _zone(name: str) -> ZoneInfo:
