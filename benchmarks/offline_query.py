@@ -172,7 +172,10 @@ def _rows(csv_text: str) -> list[tuple[str, str, float]]:
     lines = csv_text.strip().splitlines()[1:]
     out = []
     for line in lines:
-        device, key, value = line.split(",")
+        fields = line.split(",")
+        if len(fields) != 3:
+            raise RuntimeError(f"unexpected answer line {line!r} in {csv_text[:300]!r}")
+        device, key, value = fields
         out.append((str(int(device)), key, round(float(value), 6)))
     return sorted(out)
 
