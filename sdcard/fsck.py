@@ -16,7 +16,7 @@ from typing import Any, Final
 from store import ReportKind
 
 from .dump import Dump, Finding, Level, finding_of
-from .scan import definitions_table, journal_dataset, records_dataset
+from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 CLEAN: Final = 0
 DAMAGED: Final = 1
@@ -54,9 +54,7 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
         segments += len(dump.segments(stream))
         if progress is not None:
             progress(1)
-    import duckdb
-
-    con = duckdb.connect(":memory:", config={"memory_limit": "512MB"})
+    con = connect()
     con.register("r", records_dataset(dump))
     con.register("j", journal_dataset(dump))
     readable = dict(con.execute("SELECT device, count(*) FROM r GROUP BY 1").fetchall())

@@ -14,7 +14,7 @@ from config.errors import SunpmError
 from exporters.views.journaled import DeliveryState
 
 from .dump import Dump, finding_of
-from .scan import definitions_table, journal_dataset, records_dataset
+from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 NS: Final = 1_000_000_000
 #: A step between two records longer than this many times the device's usual step is a gap.
@@ -31,11 +31,9 @@ def iso(ts_ns: int | None) -> str | None:
 
 
 def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
-    import duckdb
-
     # Every batch's CRC, so the damage a read-only open does not look for is listed too.
     dump.extra.extend(finding_of(r) for r in dump.log.check())
-    con = duckdb.connect(":memory:", config={"memory_limit": "512MB"})
+    con = connect()
     con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
     devices = _devices(dump, con)

@@ -199,12 +199,19 @@ SELECT {uid} AS uid, ts AS time, seq, kind, device, def, body AS details FROM jo
 """
 
 
+def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB, spilling past `memory_limit`; no progress bar (DuckDB draws one on
+    stdout for a query over 2 s, which would land in the CSV or JSON answer)."""
+    import duckdb
+
+    return duckdb.connect(":memory:", config={"memory_limit": memory_limit,
+                                              "enable_progress_bar": False})
+
+
 def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
                       progress: Progress | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB over the dump (no database file: the segments are the data)."""
-    import duckdb
-
-    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+    con = connect(memory_limit)
     records = records_dataset(dump, progress=progress)
     con.register("records_raw", records)
     con.register("journal_raw", journal_dataset(dump))
