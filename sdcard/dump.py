@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from config import Site, load_site
 from config.errors import SunpmError
@@ -162,7 +163,6 @@ class Dump:
         if stream == "journal":
             table = self.log.journal(seq_from=seg.seq0)
             if last is not None:
-                import pyarrow.compute as pc
                 table = table.filter(pc.less_equal(table.column("seq"), last))
             return table
         return self.log.records(stream, seq_from=seg.seq0, seq_to=last)

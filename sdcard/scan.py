@@ -204,8 +204,9 @@ def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
     stdout for a query over 2 s, which would land in the CSV or JSON answer)."""
     import duckdb
 
-    return duckdb.connect(":memory:", config={"memory_limit": memory_limit,
-                                              "enable_progress_bar": False})
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
