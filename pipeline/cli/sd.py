@@ -22,15 +22,12 @@ from typing import Any
 from tqdm import tqdm
 
 from config.errors import SunpmError
-from sdcard import export as export_mod
-from sdcard import fsck as fsck_mod
-from sdcard import ingest as ingest_mod
-from sdcard import inspect as inspect_mod
-from sdcard import reexport as reexport_mod
-from sdcard import sql as sql_mod
 from sdcard.dump import DumpError, Level, open_dump
 
 from .export import parse_time
+
+# The sdcard modules (pyarrow.dataset, parquet, DuckDB) load in their command's handler, so
+# every other `sunpm` command starts without them.
 
 
 def register(subparsers: Any) -> None:
@@ -89,6 +86,8 @@ def _bar(total: int, unit: str) -> tqdm[Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from sdcard import inspect as inspect_mod
+
     _quiet_store_log()
     try:
         dump = open_dump(args.path)
@@ -102,6 +101,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _fsck(args: argparse.Namespace) -> int:
+    from sdcard import fsck as fsck_mod
+
     _quiet_store_log()
     try:
         dump = open_dump(args.path)
@@ -124,9 +125,11 @@ def _fsck(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    _quiet_store_log()
     import duckdb
 
+    from sdcard import sql as sql_mod
+
+    _quiet_store_log()
     try:
         dump = open_dump(args.path)
         columns, chunks = sql_mod.run_query(dump, args.query)
@@ -143,6 +146,8 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _reexport(args: argparse.Namespace) -> int:
+    from sdcard import reexport as reexport_mod
+
     _quiet_store_log()
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
@@ -170,6 +175,8 @@ def _reexport(args: argparse.Namespace) -> int:
 
 
 def _export_parquet(args: argparse.Namespace) -> int:
+    from sdcard import export as export_mod
+
     _quiet_store_log()
     try:
         dump = open_dump(args.path)
@@ -199,6 +206,8 @@ def register_ingest(subparsers: Any) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from sdcard import ingest as ingest_mod
+
     try:
         bar = _bar(0, "file")
         with bar:
