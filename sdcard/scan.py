@@ -18,9 +18,12 @@ DuckDB views (`duckdb_connection`):
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
@@ -206,6 +209,10 @@ def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
 
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
     con.execute("SET enable_progress_bar = false")
+    # Spills go to the system's scratch space: DuckDB's default is `.tmp` in the working
+    # directory, which may be the dump itself.
+    spill = Path(tempfile.gettempdir()) / f"sunpm-sd-{os.getpid()}"
+    con.execute("SET temp_directory = ?", [str(spill)])
     return con
 
 
