@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: One line per command family; a module registers its own sub-commands.
-_FAMILIES = ("config", "export", "discover", "tic", "modbus", "run", "cmd")
+_FAMILIES = ("config", "export", "discover", "tic", "modbus", "run", "cmd", "sd")
 
 
 class _ShowVersion(argparse.Action):

@@ -1,0 +1,223 @@
+"""`sunpm sd ...` (a store or card dump, read-only) and `sunpm ingest` (the server side).
+
+    sunpm sd inspect PATH [--json]
+    sunpm sd fsck PATH [--json]                    exit 0 clean, 1 damaged but readable, 2 unreadable
+    sunpm sd sql PATH "SELECT ..." [--format table|csv|json]
+    sunpm sd export-parquet PATH OUT
+    sunpm sd reexport PATH --server N --from T --to T --out DIR [--config DIR] [--allow-partial]
+    sunpm ingest DIR OUT
+
+Nothing here writes to PATH (docs/behaviour.md §12); the work is `sdcard`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from config.errors import SunpmError
+from sdcard.dump import DumpError, Level, open_dump
+
+from .export import parse_time
+
+# The sdcard modules (pyarrow.dataset, parquet, DuckDB) load in their command's handler, so
+# every other `sunpm` command starts without them.
+
+
+def register(subparsers: Any) -> None:
+    register_ingest(subparsers)
+    parser = subparsers.add_parser(
+        "sd", help="inspect, check, query, export or re-export a store or card dump (read-only)")
+    sub = parser.add_subparsers(dest="sd_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("inspect", help="uid, snapshots, devices, time span, gaps, quota use, "
+                                       "cursors, damage")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(handler=_inspect)
+
+    p = sub.add_parser("fsck", help="check every segment and the journal (exit 0 clean, "
+                                    "1 damaged but readable, 2 unreadable)")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(handler=_fsck)
+
+    p = sub.add_parser("sql", help="DuckDB SQL over `records` and `journal`")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("query", metavar="SQL")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(handler=_sql)
+
+    p = sub.add_parser("export-parquet", help="records and alarms into Hive-partitioned Parquet "
+                                              "(uid=/device=/date=); again: same files")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--uid", help="uid of the unit (default: from the dump's configuration)")
+    p.set_defaults(handler=_export_parquet)
+
+    p = sub.add_parser("reexport", help="the files of any past range of a server, byte-identical "
+                                        "to what was or would be delivered")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--server", type=int, choices=(1, 2), required=True)
+    p.add_argument("--from", dest="start", type=parse_time, required=True, metavar="T")
+    p.add_argument("--to", dest="end", type=parse_time, required=True, metavar="T")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--config", type=Path, metavar="DIR",
+                   help="configuration directory (default: the dump's snapshot in force)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="export even when some records of the range are no longer stored")
+    p.set_defaults(handler=_reexport)
+
+
+def _quiet_store_log() -> None:
+    # Every store report reaches the user once, as a finding of the command; the store's own
+    # log lines would repeat them.
+    logging.getLogger("sunpm.store").setLevel(logging.CRITICAL)
+
+
+def _bar(total: int, unit: str) -> tqdm[Any]:
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, leave=False)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from sdcard import inspect as inspect_mod
+
+    _quiet_store_log()
+    try:
+        dump = open_dump(args.path)
+        with _bar(len(dump.devices()), "device") as bar:
+            report = inspect_mod.inspect(dump, progress=bar.update)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd inspect: {err}", file=sys.stderr)
+        return 2
+    print(inspect_mod.to_json(report) if args.json else inspect_mod.render_table(report))
+    return 0
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    from sdcard import fsck as fsck_mod
+
+    _quiet_store_log()
+    try:
+        dump = open_dump(args.path)
+    except DumpError as err:
+        if args.json:
+            print(json.dumps({"code": fsck_mod.UNREADABLE, "error": str(err)}))
+        print(f"sunpm sd fsck: {err}", file=sys.stderr)
+        return fsck_mod.UNREADABLE
+    try:
+        with _bar(len(dump.devices()) + 1, "stream") as bar:
+            result = fsck_mod.fsck(dump, progress=bar.update)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd fsck: {err}", file=sys.stderr)
+        return fsck_mod.UNREADABLE
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(result.lines()))
+    return result.code
+
+
+def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from sdcard import sql as sql_mod
+
+    _quiet_store_log()
+    try:
+        dump = open_dump(args.path)
+        columns, chunks = sql_mod.run_query(dump, args.query)
+        sql_mod.write(columns, chunks, args.format, sys.stdout)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd sql: {err}", file=sys.stderr)
+        return 2
+    except duckdb.Error as err:
+        print(f"sunpm sd sql: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    for finding in dump.findings:
+        print(f"sunpm sd sql: {finding.level}: {finding.message}", file=sys.stderr)
+    return 0
+
+
+def _reexport(args: argparse.Namespace) -> int:
+    from sdcard import reexport as reexport_mod
+
+    _quiet_store_log()
+    start_ns = int(args.start.timestamp()) * 1_000_000_000
+    end_ns = int(args.end.timestamp()) * 1_000_000_000
+    try:
+        dump = open_dump(args.path)
+        bar = _bar(0, "window")
+        with bar:
+            def planned(total: int) -> None:
+                bar.reset(total=total)
+
+            result = reexport_mod.reexport(
+                dump, server=args.server, start_ns=start_ns, end_ns=end_ns, out=args.out,
+                config_dir=args.config, allow_partial=args.allow_partial,
+                progress=bar.update, on_plan=planned)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd reexport: {err}", file=sys.stderr)
+        return 1
+    for finding in dump.findings:
+        print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
+    for name in result.differing:
+        print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
+    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows, "
+          f"{result.undelivered} not delivered to server {args.server})")
+    return 0
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    from sdcard import export as export_mod
+
+    _quiet_store_log()
+    try:
+        dump = open_dump(args.path)
+        with _bar(len(dump.devices()), "device") as bar:
+            result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd export-parquet: {err}", file=sys.stderr)
+        return 1
+    for finding in dump.findings:
+        print(f"sunpm sd export-parquet: {finding.level}: {finding.message}", file=sys.stderr)
+    print(f"{result.rows} record rows and {result.alarms} alarms written to {args.out} "
+          f"({len(result.partitions)} partitions)")
+    return 0
+
+
+def register_ingest(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ingest", help="a server tree's DATA and ALARM files into the Parquet fleet dataset",
+        description="Read the DATA and ALARM files of a server tree (ours or a WebdynSunPM "
+                    "unit's) with its DEF/ and CONFIG/ files, and add them, scaled and named, "
+                    "to OUT (uid=/device=/date=). Files already ingested are skipped.")
+    p.add_argument("tree", type=Path, metavar="DIR")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--tz", default="UTC",
+                   help="time zone of the files when the tree has no configuration (default UTC)")
+    p.set_defaults(handler=_ingest)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from sdcard import ingest as ingest_mod
+
+    try:
+        bar = _bar(0, "file")
+        with bar:
+            result = ingest_mod.ingest(args.tree, args.out, tz=args.tz, progress=bar.update,
+                                       on_total=lambda n: bar.reset(total=n))
+    except (SunpmError, OSError) as err:
+        print(f"sunpm ingest: {err}", file=sys.stderr)
+        return 1
+    for finding in result.findings:
+        print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
+    print(f"{len(result.ingested)} files ingested ({result.rows} record rows, {result.alarms} "
+          f"alarms), {len(result.skipped)} already ingested, into {args.out}")
+    return 1 if any(f.level is Level.ERROR for f in result.findings) else 0

@@ -1,0 +1,286 @@
+"""A store or card dump opened read-only: the store's own reader plus what lies around it.
+
+`open_dump(path)` opens the directory with `store.Log.open_read_only` (which never writes a
+byte, skips torn tails and reports damage) and adds what only an offline reader cares about:
+files that are not the store's (listed, skipped), sealed segment files written with a schema
+version this reader does not know (skipped), and the configuration in force (the snapshot the
+latest `window` or `config` event names) with the uid it gives.
+
+Segment files are told apart by name only (`<seq0>.arrows` stream, `<seq0>.arrow` sealed IPC
+file, the `.arrow` winning when both exist); every byte of them is read through the store or
+through Arrow's own IPC reader, never parsed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from config import Site, load_site
+from config.errors import SunpmError
+from store import SCHEMA_VERSION, Log, ReportKind, StoreReport
+from store.errors import SnapshotError
+
+
+class DefinitionReader:
+    """The store seen by the views, its definition snapshots read through `Dump.get_definition`
+    (so a re-export renders with a definition recovered from a configuration snapshot)."""
+
+    def __init__(self, dump: Dump) -> None:
+        self._dump = dump
+
+    def get_definition(self, snapshot_id: str) -> bytes:
+        return self._dump.get_definition(snapshot_id)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._dump.log, name)
+
+
+#: What a store directory may hold at its top (docs/architecture.md §3).
+STORE_ENTRIES: Final = frozenset(
+    {"lock", "devices", "journal", "defs", "config", "state", "outbox", "traces"})
+_SEGMENT: Final = re.compile(r"^(\d{1,20})\.(arrows|arrow)$")
+_DEF_FILE: Final = re.compile(r"^[0-9a-f]{64}\.csv$")
+_VERSION_KEY: Final = b"sunpm.schema_version"
+
+
+class DumpError(SunpmError):
+    """The path cannot be read as a store at all."""
+
+
+class Level(StrEnum):
+    ERROR = "error"      # data lost or unreadable
+    WARNING = "warning"  # skipped, nothing of ours lost (a torn tail, a foreign file)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    kind: str            # torn_tail, damage, foreign, unreadable, schema, snapshot
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, str]:
+        return {"level": self.level.value, "kind": self.kind, "path": str(self.path),
+                "message": self.message}
+
+
+def finding_of(report: StoreReport) -> Finding:
+    level = Level.WARNING if report.kind in (ReportKind.TORN_TAIL, ReportKind.FOREIGN) \
+        else Level.ERROR
+    return Finding(level, report.kind.value, report.path, str(report))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFile:
+    seq0: int
+    path: Path
+    ipc_file: bool   # a sealed `.arrow` (scanned lazily); else a stream read through the store
+
+
+@dataclass(slots=True)
+class Dump:
+    path: Path
+    log: Log
+    #: Findings of this reader's own (the store's reports are added by `findings`).
+    extra: list[Finding] = field(default_factory=list)
+    #: Sealed IPC files whose footer and schema version were checked, per stream name.
+    _segments: dict[str, list[SegmentFile]] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """What the store reported (on open and on every read since) and what this reader met."""
+        seen: set[str] = set()
+        out = []
+        for f in [*(finding_of(r) for r in self.log.reports), *self.extra]:
+            if f.message not in seen:
+                seen.add(f.message)
+                out.append(f)
+        return out
+
+    # -- segments -------------------------------------------------------------------------
+
+    def devices(self) -> list[str]:
+        return self.log.devices()
+
+    def segments(self, stream: str) -> list[SegmentFile]:
+        """A device's (or `journal`'s) segment files the reader may use, oldest first."""
+        if stream not in self._segments:
+            self._segments[stream] = self._list_stream(stream)
+        return self._segments[stream]
+
+    def prepare(self, streams: list[str]) -> None:
+        """List the segments of many streams at once: the footer checks of their sealed files
+        run on a few threads (each is a small read; pyarrow releases the GIL while it reads)."""
+        todo = [s for s in streams if s not in self._segments]
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sd-list") as pool:
+            for stream, found in zip(todo, pool.map(self._list_stream, todo), strict=True):
+                self._segments[stream] = found
+
+    def _list_stream(self, stream: str) -> list[SegmentFile]:
+        directory = self.path / "journal" if stream == "journal" \
+            else self.path / "devices" / stream
+        return self._list_segments(directory)
+
+    def _list_segments(self, directory: Path) -> list[SegmentFile]:
+        skipped = {f.path for f in self.findings if f.kind in ("foreign", "unreadable", "schema")}
+        found: dict[int, SegmentFile] = {}
+        if not directory.is_dir():
+            return []
+        for entry in sorted(directory.iterdir()):
+            m = _SEGMENT.match(entry.name)
+            if m is None or not entry.is_file() or entry in skipped:
+                continue
+            seq0, ipc_file = int(m.group(1)), m.group(2) == "arrow"
+            if ipc_file:
+                problem = _ipc_file_problem(entry)
+                if problem is not None:
+                    self.extra.append(problem)
+                    continue
+            elif seq0 in found:
+                continue  # the compacted `.arrow` of the same segment wins
+            found[seq0] = SegmentFile(seq0, entry, ipc_file)
+        return [found[k] for k in sorted(found)]
+
+    def stream_table(self, stream: str, seg: SegmentFile, following: int | None) -> pa.Table:
+        """The trusted rows of one stream segment, read through the store."""
+        last = None if following is None else following - 1
+        if stream == "journal":
+            table = self.log.journal(seq_from=seg.seq0)
+            if last is not None:
+                table = table.filter(pc.less_equal(table.column("seq"), last))
+            return table
+        return self.log.records(stream, seq_from=seg.seq0, seq_to=last)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def get_definition(self, snapshot_id: str) -> bytes:
+        """A definition snapshot's bytes; one missing or damaged in `defs/` is taken from a
+        configuration snapshot holding the same bytes (its `DEF/` files), and said so."""
+        try:
+            return self.log.get_definition(snapshot_id)
+        except SnapshotError as err:
+            sha, _, name = snapshot_id.partition(":")
+            for snapshot in self.log.config_snapshots():
+                try:
+                    files = self.log.get_config(snapshot)
+                except SnapshotError:
+                    continue
+                for rel, data in files.items():
+                    if rel.startswith("DEF/") and hashlib.sha256(data).hexdigest() == sha:
+                        self.extra.append(Finding(
+                            Level.WARNING, "snapshot", self.path / "defs",
+                            f"{err}; {name} taken from configuration snapshot {snapshot}"))
+                        return data
+            raise
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def config_in_force(self) -> str | None:
+        """The configuration snapshot of the latest `window` or `config` event the dump holds
+        (else its only snapshot)."""
+        stored = set(self.log.config_snapshots())
+        table = self.log.journal(kinds=["window", "config"])
+        for body in reversed(table.column("body").to_pylist()):
+            value = json.loads(body)
+            snap = value.get("config") or value.get("snapshot")
+            if isinstance(snap, str) and snap in stored:
+                return snap
+        return next(iter(stored)) if len(stored) == 1 else None
+
+    def config_files(self, snapshot: str) -> dict[str, bytes] | None:
+        try:
+            return self.log.get_config(snapshot)
+        except SnapshotError as err:
+            self.extra.append(Finding(Level.ERROR, "snapshot", self.path / "config" / snapshot,
+                                         str(err)))
+            return None
+
+    def uid(self) -> str | None:
+        """The uid of the configuration in force; with none readable, the one named by the
+        configuration snapshots' file names (a damaged snapshot still names its files)."""
+        snapshot = self.config_in_force()
+        names = list(self.config_files(snapshot) or {}) if snapshot is not None else []
+        if not names:
+            names = sorted(p.relative_to(p.parents[1]).as_posix()
+                           for p in (self.path / "config").glob("*/CONFIG/*_config.ini"))
+        for name in names:
+            if name.startswith("CONFIG/") and name.endswith("_config.ini"):
+                return name[len("CONFIG/"):-len("_config.ini")]
+        return None
+
+    @contextmanager
+    def site(self, config_dir: Path | None = None) -> Iterator[Site]:
+        """The site of `config_dir`, else the configuration in force in the dump, laid out in
+        scratch space (the configuration loader reads a directory)."""
+        if config_dir is not None:
+            yield load_site(config_dir)
+            return
+        snapshot = self.config_in_force()
+        files = None if snapshot is None else self.config_files(snapshot)
+        if not files:
+            raise DumpError(f"{self.path}: no configuration snapshot in the dump; give --config "
+                            "DIR (the configuration the unit ran)")
+        with tempfile.TemporaryDirectory(prefix="sunpm-sd-") as tmp:
+            for rel, data in files.items():
+                target = Path(tmp) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            yield load_site(Path(tmp))
+
+
+def _ipc_file_problem(path: Path) -> Finding | None:
+    try:
+        with pa.memory_map(str(path)) as source:
+            schema = pa.ipc.open_file(source).schema
+    except (OSError, pa.ArrowInvalid) as err:
+        return Finding(Level.ERROR, "unreadable", path,
+                       f"{path}: unreadable ({str(err).splitlines()[0]}); skipped")
+    version = (schema.metadata or {}).get(_VERSION_KEY, b"").decode(errors="replace")
+    if version != SCHEMA_VERSION:
+        return Finding(Level.ERROR, "schema", path,
+                       f"{path}: unknown schema version {version or '(none)'!r} (this reader "
+                       f"knows {SCHEMA_VERSION!r}); skipped")
+    return None
+
+
+def open_dump(path: Path) -> Dump:
+    """Open a store or card dump read-only; raises `DumpError` for a path that is no store."""
+    path = Path(path)
+    if not path.exists():
+        raise DumpError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise DumpError(f"{path}: not a directory (a store or card dump is a directory)")
+    if not (path / "devices").is_dir() and not (path / "journal").is_dir():
+        raise DumpError(f"{path}: not a sunpm store (no devices/ or journal/ folder)")
+    try:
+        log = Log.open_read_only(path)
+    except (OSError, SunpmError) as err:
+        raise DumpError(f"{path}: cannot be opened as a store ({err})") from err
+    dump = Dump(path, log)
+    for entry in sorted(path.iterdir()):
+        if entry.name not in STORE_ENTRIES:
+            dump.extra.append(Finding(Level.WARNING, "foreign", entry,
+                                         f"{entry}: not a sunpm store file; skipped"))
+    defs = path / "defs"
+    if defs.is_dir():
+        for entry in sorted(defs.iterdir()):
+            if not _DEF_FILE.match(entry.name) and not entry.name.startswith("."):
+                dump.extra.append(Finding(Level.WARNING, "foreign", entry,
+                                             f"{entry}: not a definition snapshot; skipped"))
+    return dump

@@ -1,0 +1,146 @@
+"""`sunpm sd export-parquet`: a dump's records (and alarms) into the fleet dataset (`parquet.py`).
+
+A device's rows stream out a batch at a time from the lazy scan and are written per UTC date as
+soon as a later date starts (segments hold one UTC day each), so memory holds about a day of one
+device whatever the dump's size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dump import Dump, DumpError
+from .parquet import (
+    PARQUET_ALARMS_SCHEMA,
+    PARQUET_RECORDS_SCHEMA,
+    alarms_path,
+    records_path,
+    split_by_date,
+    utc_dates,
+    write_partition,
+)
+from .scan import definitions_table, records_dataset
+
+#: Buffered rows of one device before every pending date is written.
+FLUSH_ROWS: Final = 1_000_000
+
+
+@dataclass(slots=True)
+class ExportResult:
+    partitions: set[Path] = field(default_factory=set)
+    rows: int = 0
+    alarms: int = 0
+
+
+def export_parquet(dump: Dump, out: Path, *, uid: str | None = None,
+                   progress: Callable[[int], None] | None = None) -> ExportResult:
+    if out.resolve().is_relative_to(dump.path.resolve()):
+        raise DumpError(f"{out}: inside the dump {dump.path}; the dump is never written to")
+    uid = uid or dump.uid()
+    if uid is None:
+        raise DumpError(f"{dump.path}: the dump holds no configuration snapshot to take the uid "
+                        "from; give --uid")
+    result = ExportResult()
+    for device in dump.devices():
+        _export_device(dump, out, uid, device, result)
+        if progress is not None:
+            progress(1)
+    _export_alarms(dump, out, uid, result)
+    return result
+
+
+def _export_device(dump: Dump, out: Path, uid: str, device: str, result: ExportResult) -> None:
+    dataset = records_dataset(dump, [device])
+    defs_cache: dict[str, pa.Table] = {}
+    pending: dict[str, list[pa.Table]] = {}
+    buffered = 0
+
+    def flush(before: str | None) -> None:
+        nonlocal buffered
+        for date in sorted(pending):
+            if before is not None and date >= before:
+                continue
+            table = pa.concat_tables(pending.pop(date))
+            buffered -= table.num_rows
+            path = records_path(out, uid, device, date)
+            write_partition(path, table, PARQUET_RECORDS_SCHEMA)
+            result.partitions.add(path)
+            result.rows += table.num_rows
+
+    for batch in dataset.to_batches():
+        if batch.num_rows == 0:
+            continue
+        table = _named(dump, pa.Table.from_batches([batch]), defs_cache)
+        for date, part in split_by_date(table).items():
+            pending.setdefault(date, []).append(part)
+            buffered += part.num_rows
+        oldest_here = pc.min(utc_dates(table.column("time"))).as_py()
+        flush(before=oldest_here if buffered < FLUSH_ROWS else None)
+    flush(before=None)
+
+
+def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:
+    """Records with names, units and scaled values from their definition snapshots."""
+    def_col = raw.column("def").cast(pa.string())
+    missing = [d for d in pc.unique(def_col).to_pylist() if d not in cache]
+    if missing:
+        rows = definitions_table(dump, missing).table
+        for d in missing:
+            cache[d] = rows.filter(pc.equal(rows.column("def"), d))
+    defs = pa.concat_tables([cache[d] for d in pc.unique(def_col).to_pylist()])
+    table = pa.table({
+        "time": raw.column("ts"), "seq": raw.column("seq"), "var": raw.column("var"),
+        "raw": raw.column("value"), "min": raw.column("vmin"), "max": raw.column("vmax"),
+        "text": raw.column("text"), "quality": raw.column("quality"), "def": def_col,
+    })
+    joined = table.join(defs, keys=["def", "var"], join_type="left outer", use_threads=False)
+    scaled = pc.add(pc.multiply(joined.column("raw"), joined.column("coef_a")),
+                    joined.column("coef_b"))
+    # `<64 hex digits>:<file name>`: the name starts at 65, known or not to the snapshots.
+    definition = pc.utf8_slice_codeunits(joined.column("def"), start=65)
+    return joined.append_column("scaled", scaled).set_column(
+        joined.schema.get_field_index("definition"), "definition", definition)
+
+
+def _export_alarms(dump: Dump, out: Path, uid: str, result: ExportResult) -> None:
+    """The journal's alarms, in the columns ingest reads from ALARM files."""
+    table = dump.log.journal(kinds=["alarm"])
+    if table.num_rows == 0:
+        return
+    cols: dict[str, list[object]] = {f.name: [] for f in PARQUET_ALARMS_SCHEMA}
+    defs_by_id: dict[str, dict[int, str]] = {}
+    for ts, def_id, body in zip(table.column("ts").to_pylist(), table.column("def").to_pylist(),
+                                table.column("body").to_pylist(), strict=True):
+        b = json.loads(body)
+        source = str(b.get("source", "GATEWAY"))
+        cols["time"].append(ts)
+        cols["source"].append(source)
+        cols["alarm"].append(b.get("alarm"))
+        cols["subject"].append(b.get("subject"))
+        cols["text"].append(b.get("text"))
+        var = b.get("var")
+        cols["var"].append(var)
+        cols["device_name"].append(b.get("name") if source != "GATEWAY" else None)
+        cols["value"].append(None if b.get("value") is None else str(b.get("value")))
+        cols["definition"].append(None if def_id is None else def_id.partition(":")[2])
+        name = None
+        if def_id is not None and var is not None:
+            if def_id not in defs_by_id:
+                rows = definitions_table(dump, [def_id]).table
+                defs_by_id[def_id] = dict(zip(rows.column("var").to_pylist(),
+                                              rows.column("name").to_pylist(), strict=True))
+            name = defs_by_id[def_id].get(int(var))
+        cols["name"].append(name)
+    alarms = pa.table(cols, schema=PARQUET_ALARMS_SCHEMA)
+    for date, part in split_by_date(alarms).items():
+        path = alarms_path(out, uid, date)
+        write_partition(path, part, PARQUET_ALARMS_SCHEMA)
+        result.partitions.add(path)
+        result.alarms += part.num_rows

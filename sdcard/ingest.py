@@ -1,0 +1,466 @@
+"""`sunpm ingest DIR OUT`: a server tree's DATA and ALARM files into the fleet dataset.
+
+The information-system side (docs/behaviour.md §12): the WebdynSunPM files of docs/formats.md
+§9-§10, ours or a real unit's, read with the definition files of the tree's `DEF/` (names, units,
+coefficients; the `def` column is `<sha256 of the file>:<name>`, as the unit's store would have
+it) and each uid's `CONFIG/` (time zone, date format, the daq's TIC serial numbers), written to
+the layout of `parquet.py`. Files already ingested (same name and bytes, per the manifest
+`OUT/_ingested/<uid>.json`) are skipped.
+
+Local times go to UTC with the uid's `NTP_TimeZone` (rows follow UTC order, so a local time
+that goes back is the second of an hour repeated at the end of DST). Without a configuration,
+the zone is `--tz` (default UTC) and the date order is the one that puts the rows before the
+time in the file's name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pyarrow as pa
+
+from config import parse_config_ini, parse_daq, parse_definition
+from config.errors import SunpmError
+from config.model import DefinitionFile, Protocol, Variable
+
+from .dump import Finding, Level
+from .parquet import (
+    PARQUET_ALARMS_SCHEMA,
+    PARQUET_RECORDS_SCHEMA,
+    alarms_path,
+    records_path,
+    split_by_date,
+    write_partition,
+)
+
+_DATA_NAME: Final = re.compile(
+    r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<iface>MODBUS|IO|TIC)(?P<param>_P)?_"
+    r"(?P<ts>\d{6}_\d{6})\.csv\.gz$")
+_ALARM_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv\.gz$")
+_TEXT_TYPES: Final = frozenset({"String", "IP", "IPV6", "MAC"})
+NS: Final = 1_000_000_000
+
+
+class IngestError(SunpmError):
+    """A file that cannot be read at all."""
+
+
+@dataclass(slots=True)
+class Unit:
+    """What the tree says about one uid."""
+
+    uid: str
+    zone: ZoneInfo
+    euro: bool | None            # None: unknown, guessed per file
+    tic_devices: dict[str, str]  # TIC serial number -> daq index
+
+
+@dataclass(slots=True)
+class IngestResult:
+    ingested: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    rows: int = 0
+    alarms: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+class Definitions:
+    """The tree's definition files by name, parsed once."""
+
+    def __init__(self, tree: Path, findings: list[Finding]) -> None:
+        self._dir = tree / "DEF"
+        self._findings = findings
+        self._parsed: dict[str, tuple[str, DefinitionFile] | None] = {}
+
+    def get(self, name: str, user: Path) -> tuple[str, DefinitionFile] | None:
+        if name not in self._parsed:
+            path = self._dir / name
+            try:
+                data = path.read_bytes()
+                definition = parse_definition(data, name).value
+                self._parsed[name] = (f"{hashlib.sha256(data).hexdigest()}:{name}", definition)
+            except FileNotFoundError:
+                self._findings.append(Finding(
+                    Level.ERROR, "definition", path,
+                    f"{user}: definition file {path} is missing; its rows are ingested without "
+                    "names, units or scaled values"))
+                self._parsed[name] = None
+            except (OSError, SunpmError) as err:
+                self._findings.append(Finding(Level.ERROR, "definition", path,
+                                              f"{path}: unreadable definition file ({err})"))
+                self._parsed[name] = None
+        return self._parsed[name]
+
+
+def _unit(tree: Path, uid: str, tz: str, findings: list[Finding]) -> Unit:
+    """Time zone, date order and TIC serial numbers from the uid's `config.ini` and `daq.csv`
+    alone: the rest of a site (scripts, certificates) may be absent from a server tree."""
+    ini_path = tree / "CONFIG" / f"{uid}_config.ini"
+    if not ini_path.exists():
+        return Unit(uid, _zone(tz), None, {})
+    try:
+        settings = parse_config_ini(ini_path.read_bytes(), ini_path.name).value.settings(uid)
+    except (SunpmError, OSError) as err:
+        findings.append(Finding(Level.WARNING, "config", ini_path,
+                                f"{ini_path}: unreadable ({err}); times read in {tz}"))
+        return Unit(uid, _zone(tz), None, {})
+    tic: dict[str, str] = {}
+    daq_path = tree / "CONFIG" / f"{uid}_daq.csv"
+    try:
+        if daq_path.exists():
+            daq = parse_daq(daq_path.read_bytes(), daq_path.name).value
+            tic = {d.serial_number: d.index for d in daq.devices
+                   if d.index.startswith("TIC") and d.serial_number}
+    except (SunpmError, OSError) as err:
+        findings.append(Finding(Level.WARNING, "config", daq_path,
+                                f"{daq_path}: unreadable ({err}); TIC blocks go to TIC1"))
+    return Unit(uid, _zone(settings.time_zone), settings.servers[0].euro_date_format, tic)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _manifest_path(out: Path, uid: str) -> Path:
+    return out / "_ingested" / f"{uid}.json"
+
+
+def _load_manifest(out: Path, uid: str) -> dict[str, str]:
+    path = _manifest_path(out, uid)
+    if not path.exists():
+        return {}
+    data: dict[str, str] = json.loads(path.read_text())
+    return data
+
+
+def ingest(tree: Path, out: Path, *, tz: str = "UTC",
+           progress: Callable[[int], None] | None = None,
+           on_total: Callable[[int], None] | None = None) -> IngestResult:
+    from store.fsio import write_file_durably
+
+    if not tree.is_dir():
+        raise IngestError(f"{tree}: not a directory")
+    if not (tree / "DATA").is_dir() and not (tree / "ALARM").is_dir():
+        raise IngestError(f"{tree}: not a server tree (no DATA/ or ALARM/ folder)")
+    if out.resolve().is_relative_to(tree.resolve()):
+        raise IngestError(f"{out}: inside the tree {tree}; the tree is never written to")
+    result = IngestResult()
+    defs = Definitions(tree, result.findings)
+    files: list[tuple[Path, re.Match[str]]] = []
+    for folder, pattern in (("DATA", _DATA_NAME), ("ALARM", _ALARM_NAME)):
+        directory = tree / folder
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            m = pattern.match(path.name)
+            if m is None or not path.is_file():
+                result.findings.append(Finding(Level.WARNING, "foreign", path,
+                                               f"{path}: not a {folder} file name; skipped"))
+                continue
+            files.append((path, m))
+    if on_total is not None:
+        on_total(len(files))
+    units: dict[str, Unit] = {}
+    manifests: dict[str, dict[str, str]] = {}
+    for path, m in files:
+        uid = m.group("uid")
+        if uid not in units:
+            units[uid] = _unit(tree, uid, tz, result.findings)
+            manifests[uid] = _load_manifest(out, uid)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"{path.parent.name}/{path.name}"
+        if manifests[uid].get(key) == digest:
+            result.skipped.append(path)
+        else:
+            try:
+                text = gzip.decompress(data).decode("utf-8")
+            except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+                result.findings.append(Finding(Level.ERROR, "unreadable", path,
+                                               f"{path}: not a readable gzip text ({err}); "
+                                               "skipped"))
+                if progress is not None:
+                    progress(1)
+                continue
+            file_ts = datetime.strptime(m.group("ts"), "%y%m%d_%H%M%S").replace(tzinfo=UTC)
+            if path.parent.name == "DATA":
+                table = _data_rows(path, text, units[uid], defs, file_ts,
+                                   interface=m.group("iface"), result=result)
+                for device, rows in table.items():
+                    for date, part in split_by_date(rows).items():
+                        write_partition(records_path(out, uid, device, date), part,
+                                        PARQUET_RECORDS_SCHEMA)
+                    result.rows += rows.num_rows
+            else:
+                alarms = _alarm_rows(path, text, units[uid], defs, file_ts, result)
+                for date, part in split_by_date(alarms).items():
+                    write_partition(alarms_path(out, uid, date), part, PARQUET_ALARMS_SCHEMA)
+                result.alarms += alarms.num_rows
+            manifests[uid][key] = digest
+            manifest = _manifest_path(out, uid)
+            manifest.parent.mkdir(parents=True, exist_ok=True)
+            write_file_durably(manifest, json.dumps(manifests[uid], indent=1,
+                                                     sort_keys=True).encode())
+            result.ingested.append(path)
+        if progress is not None:
+            progress(1)
+    return result
+
+
+# ----------------------------------------------------------------------------------- times
+
+
+class _Clock:
+    """Local file times to UTC ns for one file: date order, zone, DST repeats."""
+
+    def __init__(self, unit: Unit, file_ts: datetime, samples: list[str]) -> None:
+        self.zone = unit.zone
+        self.euro = unit.euro if unit.euro is not None else self._guess(samples, file_ts)
+        self.last: int | None = None
+
+    def _guess(self, samples: list[str], file_ts: datetime) -> bool:
+        # The rows end before the window's end (the file's name) and within days of it.
+        def score(euro: bool) -> float:
+            worst = 0.0
+            for s in samples:
+                try:
+                    t = self._naive(s, euro).replace(tzinfo=self.zone)
+                except ValueError:
+                    return float("inf")
+                worst = max(worst, abs((file_ts - t).total_seconds()))
+            return worst
+        return score(True) < score(False)
+
+    @staticmethod
+    def _naive(text: str, euro: bool) -> datetime:
+        return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
+
+    def utc_ns(self, text: str) -> int:
+        naive = self._naive(text, self.euro)
+        t = naive.replace(tzinfo=self.zone, fold=0)
+        ns = int(t.timestamp()) * NS
+        if self.last is not None and ns < self.last:
+            later = int(naive.replace(tzinfo=self.zone, fold=1).timestamp()) * NS
+            if later >= self.last:
+                ns = later
+        self.last = ns
+        return ns
+
+
+# ------------------------------------------------------------------------------------ DATA
+
+
+@dataclass(slots=True)
+class _Block:
+    device: str
+    def_file: str
+    def_id: str | None
+    definition: DefinitionFile | None
+    columns: list[Variable] | None = None
+    indexes: list[int] | None = None
+
+
+def _recorded(definition: DefinitionFile, parameters: bool) -> list[Variable]:
+    if parameters:
+        chosen = [v for v in definition.variables if v.action.is_parameter]
+    else:
+        chosen = [v for v in definition.variables if v.action.is_polled]
+    return sorted(chosen, key=lambda v: v.index)
+
+
+def _is_text(definition: DefinitionFile, var: Variable) -> bool:
+    if definition.protocol is Protocol.TIC:
+        return True
+    return var.modbus is not None and var.modbus.data_type is not None \
+        and var.modbus.data_type.value in _TEXT_TYPES
+
+
+def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime, *,
+               interface: str, result: IngestResult) -> dict[str, pa.Table]:
+    parameters = "_P_" in path.name
+    lines = text.splitlines()
+    samples = [ln.split(";", 1)[0] for ln in lines if re.match(r"^\d\d/\d\d/\d\d-", ln)][:50]
+    clock = _Clock(unit, file_ts, samples)
+    rows: dict[str, dict[str, list[object]]] = {}
+    block: _Block | None = None
+    skip_block = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        fields = line.split(";")
+        where = f"{path}:{i + 1}"
+        head = fields[0]
+        if head in ("DEVICEINDEX", "TypeIO", "SNTIC"):
+            device, def_line = fields[1] if len(fields) > 1 else "", line
+            if head == "DEVICEINDEX" or head == "SNTIC":
+                if head == "SNTIC":
+                    device = unit.tic_devices.get(device, "TIC1")
+                i += 1
+                def_line = lines[i] if i < len(lines) else ""
+            elif head == "TypeIO":
+                device = "IO"
+            def_fields = def_line.split(";")
+            def_file = def_fields[1] if len(def_fields) > 1 else ""
+            found = defs.get(def_file, path) if def_file else None
+            block = _Block(device, def_file, None if found is None else found[0],
+                           None if found is None else found[1])
+            skip_block = False
+            if block.definition is not None:
+                block.columns = _recorded(block.definition, parameters)
+            i += 1
+            continue
+        if block is None:
+            result.findings.append(Finding(Level.ERROR, "format", path,
+                                           f"{where}: a line before any device block; skipped"))
+            i += 1
+            continue
+        if re.match(r"^\d+$", head):
+            indexes = [int(x) for x in fields[1:] if x != ""]
+            block.indexes = indexes
+            if block.definition is not None:
+                by_index = {v.index: v for v in block.definition.variables}
+                unknown = [x for x in indexes if x not in by_index]
+                if unknown:
+                    result.findings.append(Finding(
+                        Level.ERROR, "format", path,
+                        f"{where}: Index {unknown[0]} is not in {block.def_file}; block skipped"))
+                    skip_block = True
+                else:
+                    block.columns = [by_index[x] for x in indexes]
+            i += 1
+            continue
+        if skip_block:
+            i += 1
+            continue
+        try:
+            ts = clock.utc_ns(head)
+        except ValueError:
+            result.findings.append(Finding(Level.ERROR, "format", path,
+                                           f"{where}: date {head!r} unreadable; line skipped"))
+            i += 1
+            continue
+        values = fields[1:]
+        _append_row(rows.setdefault(block.device, {f.name: [] for f in PARQUET_RECORDS_SCHEMA}),
+                    block, ts, values, where, result)
+        i += 1
+    return {device: pa.table(cols, schema=PARQUET_RECORDS_SCHEMA)
+            for device, cols in rows.items()}
+
+
+def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: list[str],
+                where: str, result: IngestResult) -> None:
+    spec: list[tuple[int, Variable | None, bool]]
+    if block.columns is not None:
+        spec = [(v.index, v, v.action.value == 2) for v in block.columns]
+    elif block.indexes is not None and len(block.indexes) == len(values):
+        spec = [(x, None, False) for x in block.indexes]
+    else:
+        result.findings.append(Finding(
+            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
+            f"{where}: no definition file and no column header to name the fields; line skipped"))
+        return
+    width = sum(3 if triple else 1 for _, _, triple in spec)
+    if width != len(values):
+        result.findings.append(Finding(
+            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
+            f"{where}: {len(values)} fields where {block.def_file or 'the header'} gives {width}; "
+            "line skipped"))
+        return
+    k = 0
+    for index, var, triple in spec:
+        if triple:
+            vmin, vmax, field_text = values[k], values[k + 1], values[k + 2]
+            k += 3
+        else:
+            vmin = vmax = ""
+            field_text = values[k]
+            k += 1
+        text_var = var is not None and block.definition is not None \
+            and _is_text(block.definition, var)
+        raw = None if text_var else _number(field_text)
+        cols["time"].append(ts)
+        cols["seq"].append(None)
+        cols["var"].append(index)
+        cols["name"].append(None if var is None else var.name)
+        cols["unit"].append(None if var is None else var.unit)
+        cols["raw"].append(raw)
+        cols["scaled"].append(None if raw is None or var is None
+                              else raw * float(var.coef_a) + float(var.coef_b))
+        cols["min"].append(_number(vmin))
+        cols["max"].append(_number(vmax))
+        is_text = text_var or (raw is None and field_text != "")
+        cols["text"].append(field_text if is_text else None)
+        cols["quality"].append(None)
+        cols["definition"].append(block.def_file or None)
+        cols["def"].append(block.def_id)
+
+
+def _number(text: str) -> float | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------------- ALARM
+
+
+def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime,
+                result: IngestResult) -> pa.Table:
+    lines = text.splitlines()
+    clock = _Clock(unit, file_ts, [ln.split(";", 1)[0] for ln in lines][:50])
+    cols: dict[str, list[object]] = {f.name: [] for f in PARQUET_ALARMS_SCHEMA}
+    for n, line in enumerate(lines, start=1):
+        fields = line.split(";")
+        try:
+            ts = clock.utc_ns(fields[0])
+        except ValueError:
+            result.findings.append(Finding(Level.ERROR, "format", path,
+                                           f"{path}:{n}: date {fields[0]!r} unreadable; "
+                                           "line skipped"))
+            continue
+        source = fields[1] if len(fields) > 1 else ""
+        row: dict[str, object] = {"time": ts, "source": source}
+        if source == "GATEWAY" and len(fields) >= 3:
+            row.update(alarm=fields[2], subject=fields[3] if len(fields) > 3 else None,
+                       text=";".join(fields[4:]) if len(fields) > 4 else None)
+        elif source in ("MODBUS", "IO", "TIC") and len(fields) >= 6 and fields[4].isdigit():
+            var = int(fields[4])
+            found = defs.get(fields[2], path)
+            name = None
+            if found is not None:
+                by_index = {v.index: v for v in found[1].variables}
+                name = by_index[var].name if var in by_index else None
+            row.update(definition=fields[2], device_name=fields[3], var=var, name=name,
+                       value=_alarm_value(";".join(fields[5:])))
+        else:
+            result.findings.append(Finding(Level.ERROR, "format", path,
+                                           f"{path}:{n}: not an alarm line; skipped"))
+            continue
+        for name_, column in cols.items():
+            column.append(row.get(name_))
+    return pa.table(cols, schema=PARQUET_ALARMS_SCHEMA)
+
+
+def _alarm_value(text: str) -> str:
+    """The value as the journal holds it: `%f` numbers back to their shortest text."""
+    number = _number(text)
+    if number is None:
+        return text
+    return format(number, "f").rstrip("0").rstrip(".") if "." in text else text
+

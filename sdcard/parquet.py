@@ -1,0 +1,104 @@
+"""The fleet dataset: Hive-partitioned Parquet shared by `sd export-parquet` and `ingest`.
+
+    OUT/uid=<uid>/device=<daq index>/date=<YYYY-MM-DD>/records.parquet   (UTC date)
+    OUT/_alarms/uid=<uid>/date=<YYYY-MM-DD>/alarms.parquet
+    OUT/_ingested/<uid>.json                                             (ingest's manifest)
+
+Folders starting with `_` are skipped by Hive readers of OUT (pyarrow.dataset, Spark), so the
+records dataset is OUT itself. A partition holds one file, rewritten whole: the rows already
+there and the new ones, one row per (time, var) (the new one wins), in (time, var) order, so
+exporting or ingesting the same data again gives the same bytes and never a duplicate row, and
+many units (and many dumps of one unit) share one dataset.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from store.fsio import write_file_durably
+
+RECORDS_FILE: Final = "records.parquet"
+ALARMS_FILE: Final = "alarms.parquet"
+
+PARQUET_RECORDS_SCHEMA: Final = pa.schema([
+    pa.field("time", pa.timestamp("ns", tz="UTC"), nullable=False),
+    pa.field("seq", pa.uint64()),          # record number in the store; null from ingest
+    pa.field("var", pa.int32(), nullable=False),
+    pa.field("name", pa.string()),
+    pa.field("unit", pa.string()),
+    pa.field("raw", pa.float64()),
+    pa.field("scaled", pa.float64()),
+    pa.field("min", pa.float64()),
+    pa.field("max", pa.float64()),
+    pa.field("text", pa.string()),
+    pa.field("quality", pa.uint8()),       # null from ingest (files carry none)
+    pa.field("definition", pa.string()),   # definition file name
+    pa.field("def", pa.string()),          # `<sha256>:<file name>`
+])
+
+PARQUET_ALARMS_SCHEMA: Final = pa.schema([
+    pa.field("time", pa.timestamp("ns", tz="UTC"), nullable=False),
+    pa.field("source", pa.string(), nullable=False),   # GATEWAY, MODBUS, IO, TIC
+    pa.field("alarm", pa.string()),        # gateway alarms
+    pa.field("subject", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("definition", pa.string()),   # device alarms
+    pa.field("device_name", pa.string()),
+    pa.field("var", pa.int32()),
+    pa.field("name", pa.string()),
+    pa.field("value", pa.string()),
+])
+
+_KEYS: Final = {RECORDS_FILE: ["time", "var"], ALARMS_FILE: ["time", "source", "alarm",
+                                                              "subject", "device_name", "var"]}
+
+
+def partition_value(text: str) -> str:
+    """A Hive partition value: `/` and `=` would break the path, `%` escapes them."""
+    return text.replace("%", "%25").replace("/", "%2F").replace("=", "%3D")
+
+
+def records_path(out: Path, uid: str, device: str, date: str) -> Path:
+    return (out / f"uid={partition_value(uid)}" / f"device={partition_value(device)}"
+            / f"date={date}" / RECORDS_FILE)
+
+
+def alarms_path(out: Path, uid: str, date: str) -> Path:
+    return out / "_alarms" / f"uid={partition_value(uid)}" / f"date={date}" / ALARMS_FILE
+
+
+def utc_dates(times: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return pc.strftime(times, format="%Y-%m-%d")
+
+
+def split_by_date(table: pa.Table) -> dict[str, pa.Table]:
+    if table.num_rows == 0:
+        return {}
+    dates = utc_dates(table.column("time"))
+    return {d: table.filter(pc.equal(dates, d)) for d in pc.unique(dates).to_pylist()}
+
+
+def write_partition(path: Path, table: pa.Table, schema: pa.Schema) -> int:
+    """Merge `table` into the partition file at `path`; returns its row count after."""
+    table = table.select(schema.names).cast(schema)
+    if path.exists():
+        table = pa.concat_tables([table, pq.read_table(path, schema=schema)])
+    keys = _KEYS[path.name]
+    # One row per key, the first met (the new rows come first), then in key order.
+    table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    firsts = table.group_by(keys, use_threads=False).aggregate([("_row", "min")])
+    table = table.take(firsts.column("_row_min")).drop_columns(["_row"])
+    order = [(k, "ascending") for k in keys]
+    table = table.sort_by(order)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file_durably(path, sink.getvalue())
+    rows: int = table.num_rows
+    return rows

@@ -1,0 +1,231 @@
+"""Lazy scans of a dump: `pyarrow.dataset`s that DuckDB reads with projection and filter pushdown.
+
+A store's history is mostly sealed `.arrow` IPC files (compacted at sealing); those are scanned
+in place over memory maps, a batch at a time, so a query over months of a hundred devices keeps
+only what DuckDB holds for its answer. Stream segments (the open one of each day, a sealed one
+whose compaction a crash cut short) are small and are read through the store's reader, which
+trusts only CRC-checked batches.
+
+DuckDB views (`duckdb_connection`):
+
+    records   uid, device, time, seq, var, name, unit, raw, scaled, min, max, text, quality,
+              definition (file name), def (snapshot id); name, unit and scaled are NULL where the
+              definition snapshot is missing or does not list the variable
+    journal   uid, time, seq, kind, device, def, details (the event's JSON body)
+    definitions  sha256 (of the definition file), var, name, unit, coef_a, coef_b
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from config import parse_definition
+from config.errors import SunpmError
+from store import JOURNAL_SCHEMA, RECORDS_SCHEMA
+
+from .dump import Dump, Finding, Level
+
+if TYPE_CHECKING:
+    import duckdb
+
+DEVICE_FIELD: Final = pa.field("device", pa.string())
+RAW_RECORDS_SCHEMA: Final = pa.schema([*RECORDS_SCHEMA, DEVICE_FIELD])
+DEFINITIONS_SCHEMA: Final = pa.schema([
+    pa.field("def", pa.string()), pa.field("definition", pa.string()),
+    pa.field("var", pa.int32()), pa.field("name", pa.string()), pa.field("unit", pa.string()),
+    pa.field("coef_a", pa.float64()), pa.field("coef_b", pa.float64()),
+])
+
+Progress = Callable[[int], None]
+
+
+def records_dataset(dump: Dump, devices: list[str] | None = None,
+                    progress: Progress | None = None) -> ds.Dataset:
+    """Every trusted record row of the chosen devices (default all), with a `device` column."""
+    parts: list[ds.Dataset] = []
+    chosen = dump.devices() if devices is None else devices
+    dump.prepare(chosen)
+    # The open segments are read through the store (CRC-trusted batches), a device per task:
+    # decoding and filtering run in pyarrow, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sd-scan") as pool:
+        for found in pool.map(lambda d: _stream_parts(dump, d, RECORDS_SCHEMA), chosen):
+            parts.extend(found)
+            if progress is not None:
+                progress(1)
+    return ds.dataset(parts, schema=RAW_RECORDS_SCHEMA) if parts \
+        else ds.dataset(RAW_RECORDS_SCHEMA.empty_table())
+
+
+def journal_dataset(dump: Dump) -> ds.Dataset:
+    parts = _stream_parts(dump, "journal", JOURNAL_SCHEMA)
+    schema = pa.schema(list(JOURNAL_SCHEMA))
+    return ds.dataset(parts, schema=schema) if parts else ds.dataset(schema.empty_table())
+
+
+def _stream_parts(dump: Dump, stream: str, schema: pa.Schema) -> list[ds.Dataset]:
+    device = stream != "journal"
+    target = pa.schema([*schema, DEVICE_FIELD]) if device else pa.schema(list(schema))
+    segments = dump.segments(stream)
+    files = [str(s.path) for s in segments if s.ipc_file]
+    parts: list[ds.Dataset] = []
+    if files:
+        # The device column is constant per file set: a partition expression adds it for free.
+        part = ds.FileSystemDataset.from_paths(
+            files, schema=pa.schema(list(schema)), format=ds.IpcFileFormat(),
+            filesystem=_local_fs(),
+            partitions=[pc.field("device") == stream] * len(files) if device else None)
+        parts.append(part.replace_schema(target) if device else part)
+    for k, seg in enumerate(segments):
+        if seg.ipc_file:
+            continue
+        following = segments[k + 1].seq0 if k + 1 < len(segments) else None
+        table = dump.stream_table(stream, seg, following).replace_schema_metadata(None) \
+            .combine_chunks()
+        if table.num_rows == 0:
+            continue
+        if device:
+            table = table.append_column(DEVICE_FIELD, pa.array([stream] * table.num_rows,
+                                                               pa.string()))
+        parts.append(ds.dataset(table.cast(target)))
+    return parts
+
+
+def _local_fs() -> pa.fs.FileSystem:
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem(use_mmap=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionRows:
+    table: pa.Table
+    missing: list[str]   # snapshot ids the dump does not hold (or holds damaged)
+
+
+def definitions_table(dump: Dump, def_ids: list[str]) -> DefinitionRows:
+    """Name, unit and coefficients of every variable of the named definition snapshots."""
+    cols: dict[str, list[object]] = {f.name: [] for f in DEFINITIONS_SCHEMA}
+    missing = []
+    for def_id in sorted(def_ids):
+        file_name = def_id.partition(":")[2] or def_id
+        try:
+            definition = parse_definition(dump.get_definition(def_id), file_name).value
+        except SunpmError as err:
+            missing.append(def_id)
+            dump.extra.append(Finding(Level.ERROR, "snapshot", dump.path / "defs",
+                                      f"definition {def_id}: {err}; its records have no names, "
+                                      "units or scaled values"))
+            continue
+        for var in definition.variables:
+            cols["def"].append(def_id)
+            cols["definition"].append(file_name)
+            cols["var"].append(var.index)
+            cols["name"].append(var.name)
+            cols["unit"].append(var.unit)
+            cols["coef_a"].append(float(var.coef_a))
+            cols["coef_b"].append(float(var.coef_b))
+    return DefinitionRows(pa.table(cols, schema=DEFINITIONS_SCHEMA), missing)
+
+
+STORED_DEFINITIONS_SCHEMA: Final = pa.schema([
+    pa.field("sha256", pa.string()), pa.field("var", pa.int32()), pa.field("name", pa.string()),
+    pa.field("unit", pa.string()), pa.field("coef_a", pa.float64()),
+    pa.field("coef_b", pa.float64()),
+])
+
+
+def stored_definitions(dump: Dump) -> pa.Table:
+    """Every definition the dump holds, by the SHA-256 of its bytes: `defs/` and, for one lost
+    there, the `DEF/` files of the configuration snapshots. Keyed by content, so the records'
+    `def` values need no scan to be named (a query reads only what it asks for)."""
+    found: dict[str, bytes] = {}
+    for snapshot in dump.log.config_snapshots():
+        for rel, data in (dump.config_files(snapshot) or {}).items():
+            if rel.startswith("DEF/"):
+                found.setdefault(hashlib.sha256(data).hexdigest(), data)
+    defs = dump.path / "defs"
+    if defs.is_dir():
+        for path in sorted(defs.glob("*.csv")):
+            sha = path.stem
+            if len(sha) == 64 and sha not in found:
+                try:
+                    found[sha] = dump.log.get_definition(f"{sha}:{path.name}")
+                except SunpmError as err:
+                    dump.extra.append(Finding(Level.ERROR, "snapshot", path, str(err)))
+    cols: dict[str, list[object]] = {f.name: [] for f in STORED_DEFINITIONS_SCHEMA}
+    for sha, data in sorted(found.items()):
+        try:
+            definition = parse_definition(data, f"{sha}.csv").value
+        except SunpmError as err:
+            dump.extra.append(Finding(Level.ERROR, "snapshot", defs / f"{sha}.csv",
+                                      f"{defs / (sha + '.csv')}: not a readable definition "
+                                      f"({err})"))
+            continue
+        seen: set[int] = set()
+        for var in definition.variables:
+            if var.index in seen:
+                continue
+            seen.add(var.index)
+            cols["sha256"].append(sha)
+            cols["var"].append(var.index)
+            cols["name"].append(var.name)
+            cols["unit"].append(var.unit)
+            cols["coef_a"].append(float(var.coef_a))
+            cols["coef_b"].append(float(var.coef_b))
+    return pa.table(cols, schema=STORED_DEFINITIONS_SCHEMA)
+
+
+RECORDS_VIEW: Final = """
+CREATE VIEW records AS
+SELECT {uid} AS uid, r.device, r.ts AS time, r.seq, r.var, d.name, d.unit,
+       r.value AS raw, r.value * d.coef_a + d.coef_b AS scaled,
+       r.vmin AS min, r.vmax AS max, r.text, r.quality,
+       split_part(r.def::VARCHAR, ':', 2) AS definition, r.def::VARCHAR AS def
+FROM records_raw r
+LEFT JOIN definitions d ON d.sha256 = left(r.def::VARCHAR, 64) AND d.var = r.var
+"""
+
+JOURNAL_VIEW: Final = """
+CREATE VIEW journal AS
+SELECT {uid} AS uid, ts AS time, seq, kind, device, def, body AS details FROM journal_raw
+"""
+
+
+def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB, spilling past `memory_limit`; no progress bar (DuckDB draws one on
+    stdout for a query over 2 s, which would land in the CSV or JSON answer)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
+    con.execute("SET enable_progress_bar = false")
+    # Spills go to the system's scratch space: DuckDB's default is `.tmp` in the working
+    # directory, which may be the dump itself.
+    spill = Path(tempfile.gettempdir()) / f"sunpm-sd-{os.getpid()}"
+    con.execute("SET temp_directory = ?", [str(spill)])
+    return con
+
+
+def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
+                      progress: Progress | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB over the dump (no database file: the segments are the data)."""
+    con = connect(memory_limit)
+    records = records_dataset(dump, progress=progress)
+    con.register("records_raw", records)
+    con.register("journal_raw", journal_dataset(dump))
+    con.register("definitions", stored_definitions(dump))
+    uid = dump.uid()
+    literal = "NULL::VARCHAR" if uid is None else "'" + uid.replace("'", "''") + "'"
+    con.execute(RECORDS_VIEW.format(uid=literal))
+    con.execute(JOURNAL_VIEW.format(uid=literal))
+    return con

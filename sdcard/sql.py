@@ -1,0 +1,92 @@
+"""`sunpm sd sql`: one DuckDB query over a dump, written as a table, CSV or JSON.
+
+Rows are fetched and written a batch at a time, so a large answer streams out instead of
+being held whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import IO, Any, Final
+
+from .dump import Dump
+from .scan import duckdb_connection
+
+FETCH_ROWS: Final = 10_000
+#: A table is for reading: past this many rows the rest is counted, not printed.
+TABLE_ROWS: Final = 1_000
+
+
+def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
+    con = duckdb_connection(dump)
+    cursor = con.execute(query)
+    columns = [d[0] for d in cursor.description or []]
+
+    def chunks() -> Iterator[list[tuple[Any, ...]]]:
+        try:
+            while rows := cursor.fetchmany(FETCH_ROWS):
+                yield rows
+        finally:
+            con.close()
+
+    return columns, chunks()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
+          out: IO[str]) -> int:
+    """Write the answer; returns the number of rows."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for rows in chunks:
+            writer.writerows([[_text(v) for v in row] for row in rows])
+            count += len(rows)
+        return count
+    if fmt == "json":
+        out.write("[")
+        for rows in chunks:
+            for row in rows:
+                out.write(",\n" if count else "\n")
+                out.write(json.dumps({c: _json_value(v) for c, v in zip(columns, row,
+                                                                         strict=True)}))
+                count += 1
+        out.write("\n]\n" if count else "]\n")
+        return count
+    shown: list[list[str]] = []
+    for rows in chunks:
+        for row in rows:
+            if len(shown) < TABLE_ROWS:
+                shown.append([_text(v) for v in row])
+            count += 1
+    widths = [max([len(c), *(len(r[i]) for r in shown)]) for i, c in enumerate(columns)]
+    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+              + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for r in shown:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    more = f" ({count - len(shown)} more not shown; use --format csv)" if count > len(shown) else ""
+    out.write(f"({count} rows){more}\n")
+    return count

@@ -1,0 +1,195 @@
+"""A simulated plant: days of records and alarms written through the real store API, delivered to
+a `dir` server by the real session and outbox, and the store copied as a card dump.
+
+Two Modbus TCP meters (values scaled by 0.1: V_L1, P_total with min/max/mean, an energy counter,
+an alarm-watched state), a device alarm and a gateway alarm each day, one log line a day, and
+sessions every `session_every_days`. The configuration is journaled as the service does (a
+`config` event naming the store's snapshot), so the dump carries everything a re-export needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+
+from config import load_site
+from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.session import FileServerSession, Trigger
+from exporters.transports import DirTransport
+from exporters.views.events import DeviceAlarm, GatewayAlarm, LogLevel, LogLine, Source
+from exporters.views.render import store_source
+from store import Log, StoreOptions
+
+UID: Final = "WPMSD0001"
+NS: Final = 1_000_000_000
+DAY: Final = 86_400
+T0: Final = 1_612_137_600  # 2021-02-01 00:00 UTC
+TREE: Final = ("CONFIG", "DEF", "SCRIPT", "CERT", "DATA", "CMD", "ALARM", "LOG", "BIN")
+METER_DEF: Final = (b"modbusTCP;Meter;ACME;M3\n"
+                    b"1;4;0;I32_W;;V_L1;;0.1;0;V;4\n"
+                    b"2;4;40;I32_W;;P_total;;0.1;0;W;2\n"
+                    b"3;4;62;U32_W;;E_import;;0.1;0;kWh;4\n"
+                    b"4;3;4354;U16;;State;;1;0;;8\n")
+DAQ: Final = (b"index;interface;name;address;acqPeriod(s);timeout(ms);serialNumber;parameters;"
+              b"category;model;defFile\n"
+              b"1;127.0.0.1:1502;meter_a;1;600;1000;;;Meter;M3;meter.csv\n"
+              b"2;127.0.0.1:1502;meter_b;2;600;1000;;;Meter;M3;meter.csv\n")
+DEVICES: Final = ("1", "2")
+
+
+@dataclass(frozen=True, slots=True)
+class Plant:
+    server: Path
+    store: Path
+    config: Path
+    dump: Path
+    start_s: int
+    end_s: int
+
+
+def make_config(root: Path, server: Path, store: Path) -> Path:
+    files = {
+        f"CONFIG/{UID}_config.ini": (f"SERVER_Type=dir\nDIR_Path={server}\n"
+                                     f"STORE_Path={store}\nNTP_TimeZone=Europe/Paris\n").encode(),
+        f"CONFIG/{UID}_daq.csv": DAQ,
+        f"CONFIG/{UID}_var.ini": b"",
+        f"CONFIG/{UID}_scl.ini": b"",
+        "DEF/meter.csv": METER_DEF,
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def meter_value(device: str, var: int, t: int) -> float:
+    k = int(device)
+    if var == 1:
+        return float(2300 + (t // 600 + k) % 17)
+    if var == 2:
+        return float(1500 * k + (t // 600) % 29)
+    if var == 3:
+        return float(10_000 * k + (t - T0) // 600 * (3 + k))  # an energy counter
+    return float((t // (6 * 3600)) % 3)
+
+
+def day_batch(device: str, def_id: str, times: list[int]) -> pa.RecordBatch:
+    ts, var, value, vmin, vmax = [], [], [], [], []
+    for t in times:
+        for v in (1, 2, 3, 4):
+            ts.append(t * NS)
+            var.append(v)
+            mean = meter_value(device, v, t)
+            value.append(mean + (0.25 if v == 2 else 0.0))
+            vmin.append(mean - 3 if v == 2 else None)
+            vmax.append(mean + 4 if v == 2 else None)
+    n = len(ts)
+    return pa.record_batch({
+        "ts": pa.array(ts, pa.timestamp("ns", tz="UTC")),
+        "var": pa.array(var, pa.int32()),
+        "value": pa.array(value, pa.float64()),
+        "vmin": pa.array(vmin, pa.float64()),
+        "vmax": pa.array(vmax, pa.float64()),
+        "text": pa.array([None] * n, pa.string()),
+        "quality": pa.array([0] * n, pa.uint8()),
+        "def": pa.array([def_id] * n).dictionary_encode(),
+    })
+
+
+async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
+                      session_every_days: int = 3) -> Plant:
+    server = root / "server"
+    for name in TREE:
+        (server / name).mkdir(parents=True, exist_ok=True)
+    store = root / "store"
+    cfg = make_config(root / "cfg", server, store)
+    site = load_site(cfg)
+    log = await Log.open(store, StoreOptions(flush_s=0.05))
+    end_s = T0 + days * DAY
+    try:
+        def_id = log.put_definition("meter.csv", METER_DEF)
+        snapshot = log.put_config(site.files())
+        await log.append_journal("config", {"snapshot": snapshot}, ts_ns=T0 * NS,
+                                 commit_now=True)
+        outbox = Outbox(server=1, log=log, source=store_source(log, site, 1),
+                        directory=store / "outbox" / "1", streams=FILE_SERVER_STREAMS)
+        session = FileServerSession(settings=site.settings.servers[0], uid=UID,
+                                    transport=DirTransport(site.settings.servers[0]),
+                                    outbox=outbox, log=log)
+        for day in range(days):
+            start = T0 + day * DAY
+            times = list(range(start + period_s, start + DAY + 1, period_s))
+            await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id, times))
+                                   for dev in DEVICES], log.commit())
+            await asyncio.gather(
+                log.append_journal("alarm", json.loads(GatewayAlarm(alarm="Power ON").to_body()),
+                                   ts_ns=(start + 7 * 3600) * NS),
+                log.append_journal("alarm", json.loads(DeviceAlarm(
+                    source=Source.MODBUS, name="meter_a", var=4,
+                    value=str(day % 3)).to_body()),
+                    device="1", def_=def_id, ts_ns=(start + 9 * 3600 + 17) * NS),
+                log.append_journal("log", json.loads(LogLine(
+                    level=LogLevel.INFO, category="system", message=f"day {day}").to_body()),
+                    ts_ns=(start + 8 * 3600) * NS),
+                log.commit())
+            if (day + 1) % session_every_days == 0 or day == days - 1:
+                cut = start + DAY - 1200
+                result = await session.run(Trigger.SCHEDULE,
+                                           started=datetime.fromtimestamp(cut, UTC))
+                assert result.ok, result
+        # Today's open segment, one commit per record as a live one holds them: recorded after
+        # the last session, so on the card and not yet delivered.
+        for t in range(end_s + period_s, end_s + 5 * period_s, period_s):
+            await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id, [t]))
+                                   for dev in DEVICES], log.commit())
+    finally:
+        await log.close()
+    dump = root / "dump"
+    shutil.copytree(store, dump)
+    return Plant(server=server, store=store, config=cfg, dump=dump, start_s=T0, end_s=end_s)
+
+
+def tree_files(root: Path, dirs: tuple[str, ...] = ("DATA", "ALARM", "LOG", "CMD")
+               ) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for d in dirs for p in sorted((root / d).glob("*")) if p.is_file()}
+
+
+def hashes(root: Path) -> dict[str, str]:
+    """Every file under `root` with its SHA-256, and its mode and mtime: nothing may change."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        out[p.relative_to(root).as_posix()] = f"{digest} {st.st_mode:o} {st.st_mtime_ns}"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+def sunpm(*args: str | Path) -> Ran:
+    """`sunpm ARGS` in this process, its output captured."""
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return Ran(code, out.getvalue(), err.getvalue())

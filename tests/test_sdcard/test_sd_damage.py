@@ -1,0 +1,180 @@
+"""Damaged dumps: every command still answers, names the damage, and writes nothing to the dump.
+
+Each case damages a private copy of the month's dump the way a card does (a card pulled mid-write,
+flash that reads back zeros, a flipped bit, a lost snapshot, files that are not ours), then runs
+every `sunpm sd` command on it and compares every file's hash, mode and mtime before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from plant import Plant, hashes, sunpm
+
+from sdcard.fsck import CLEAN, DAMAGED, UNREADABLE
+
+
+def _open_segment(dump: Path, stream: str) -> Path:
+    folder = dump / "journal" if stream == "journal" else dump / "devices" / stream
+    return max(folder.glob("*.arrows"), key=lambda p: int(p.name.split(".")[0]))
+
+
+def _sealed(dump: Path, device: str, k: int = 3) -> Path:
+    return sorted((dump / "devices" / device).glob("*.arrow"),
+                  key=lambda p: int(p.name.split(".")[0]))[k]
+
+
+def torn_tail(dump: Path) -> list[str]:
+    seg = _open_segment(dump, "1")
+    os.truncate(seg, seg.stat().st_size - 100)
+    return [str(seg), "torn tail"]
+
+
+def zero_filled_tail(dump: Path) -> list[str]:
+    seg = _open_segment(dump, "2")
+    with open(seg, "ab") as fh:
+        fh.write(bytes(8192))
+    return [str(seg), "torn tail of 8192 bytes"]
+
+
+def flipped_byte(dump: Path) -> list[str]:
+    seg = _open_segment(dump, "1")
+    data = bytearray(seg.read_bytes())
+    # Inside the second of the day's four batches: a trusted batch follows it.
+    offset = len(data) * 3 // 8
+    data[offset] ^= 0x10
+    seg.write_bytes(bytes(data))
+    return [str(seg), "damaged batch at byte"]
+
+
+def missing_definition(dump: Path) -> list[str]:
+    for path in (dump / "defs").glob("*.csv"):
+        path.unlink()
+    return ["meter.csv", "missing"]
+
+
+def definition_lost_everywhere(dump: Path) -> list[str]:
+    missing_definition(dump)
+    for path in (dump / "config").glob("*/DEF/meter.csv"):
+        path.unlink()
+    return ["meter.csv", "configuration snapshot is damaged"]
+
+
+def truncated_journal(dump: Path) -> list[str]:
+    seg = _open_segment(dump, "journal")
+    os.truncate(seg, seg.stat().st_size // 2)
+    return [str(seg), "torn tail"]
+
+
+def foreign_files(dump: Path) -> list[str]:
+    (dump / "README.txt").write_text("copied from the unit in the field\n")
+    (dump / "devices" / "1" / "notes.txt").write_text("?")
+    (dump / "defs" / "photo.jpg").write_bytes(b"\xff\xd8")
+    return [str(dump / "README.txt"), str(dump / "devices" / "1" / "notes.txt"),
+            str(dump / "defs" / "photo.jpg")]
+
+
+def unknown_schema_version(dump: Path) -> list[str]:
+    path = _sealed(dump, "2")
+    # Read into memory (not a memory map: the file is replaced below).
+    reader = pa.ipc.open_file(pa.py_buffer(path.read_bytes()))
+    schema = reader.schema.with_metadata({**(reader.schema.metadata or {}),
+                                          b"sunpm.schema_version": b"99"})
+    table = reader.read_all().cast(schema)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_table(table)
+    return [str(path), "unknown schema version '99'"]
+
+
+def pulled_mid_write(dump: Path) -> list[str]:
+    # The card left while a sealed file was being copied and the journal appended to.
+    sealed = _sealed(dump, "1", 5)
+    os.truncate(sealed, sealed.stat().st_size // 3)
+    journal = _open_segment(dump, "journal")
+    os.truncate(journal, journal.stat().st_size - 37)
+    return [str(sealed), str(journal)]
+
+
+#: case: (damage, fsck's exit code, whether the delivered range can still be re-exported)
+CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
+    "torn_tail": (torn_tail, DAMAGED, True),
+    "zero_filled_tail": (zero_filled_tail, DAMAGED, True),
+    "flipped_byte": (flipped_byte, DAMAGED, True),
+    "missing_definition": (missing_definition, DAMAGED, True),
+    "definition_lost_everywhere": (definition_lost_everywhere, DAMAGED, False),
+    "truncated_journal": (truncated_journal, DAMAGED, True),
+    "foreign_files": (foreign_files, CLEAN, True),
+    "unknown_schema_version": (unknown_schema_version, DAMAGED, True),
+    "pulled_mid_write": (pulled_mid_write, DAMAGED, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_command_answers_names_the_damage_and_writes_nothing(
+        case: str, month: Plant, dump_copy: Path, tmp_path: Path) -> None:
+    damage, fsck_code, renders = CASES[case]
+    named = damage(dump_copy)
+    before = hashes(dump_copy)
+
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == fsck_code, fsck.out + fsck.err
+    for text in named:
+        assert text in fsck.out, (text, fsck.out)
+    assert "Traceback" not in fsck.err
+
+    fsck_json = json.loads(sunpm("sd", "fsck", dump_copy, "--json").out)
+    assert fsck_json["code"] == fsck_code
+    # Everything readable is still read: both devices keep most of their month.
+    assert min(v for k, v in fsck_json["readable_rows"].items() if k != "journal") > 25 * 144 * 4
+
+    inspect = sunpm("sd", "inspect", dump_copy)
+    assert inspect.code == 0, inspect.err
+    for text in named:
+        assert text in inspect.out, (text, inspect.out)
+    assert json.loads(sunpm("sd", "inspect", dump_copy, "--json").out)["uid"] == "WPMSD0001"
+
+    sql = sunpm("sd", "sql", dump_copy, "SELECT device, count(*) AS n FROM records GROUP BY ALL "
+                "ORDER BY ALL", "--format", "csv")
+    assert sql.code == 0, sql.err
+    assert sql.out.splitlines()[1].startswith("1,")
+
+    parquet = sunpm("sd", "export-parquet", dump_copy, tmp_path / "pq")
+    assert parquet.code == 0, parquet.err
+    assert (tmp_path / "pq" / "uid=WPMSD0001" / "device=2").is_dir()
+
+    reexport = sunpm("sd", "reexport", dump_copy, "--server", "1", "--from", "2021-02-01",
+                     "--to", "2021-03-03T23:40:00Z", "--out", tmp_path / "re", "--allow-partial")
+    assert "Traceback" not in reexport.err
+    if renders:
+        assert reexport.code == 0, reexport.err
+        assert len(list((tmp_path / "re" / "DATA").iterdir())) >= 30
+    else:
+        # No configuration and no definition left to render with: said, with the path.
+        assert reexport.code == 1
+        assert f"{dump_copy}: no configuration snapshot in the dump" in reexport.err
+        ran = sunpm("sd", "reexport", dump_copy, "--server", "1", "--from", "2021-02-01",
+                    "--to", "2021-02-02", "--out", tmp_path / "re2", "--config", month.config)
+        assert ran.code == 1 and "definition snapshot of meter.csv is missing" in ran.err
+
+    assert hashes(dump_copy) == before
+
+
+def test_a_directory_that_is_no_store_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"\xff\xd8")
+    before = hashes(tmp_path)
+    for args in (("fsck",), ("inspect",), ("sql",)):
+        extra = ("SELECT 1",) if args == ("sql",) else ()
+        ran = sunpm("sd", *args, tmp_path / "photos", *extra)
+        assert ran.code == UNREADABLE if args == ("fsck",) else ran.code == 2
+        assert f"{tmp_path / 'photos'}: not a sunpm store" in ran.err
+    ran = sunpm("sd", "fsck", tmp_path / "nowhere")
+    assert ran.code == UNREADABLE and "no such directory" in ran.err
+    ran = sunpm("ingest", tmp_path / "photos", tmp_path / "out")
+    assert ran.code == 1 and "not a server tree" in ran.err
+    assert hashes(tmp_path) == before

@@ -1,0 +1,116 @@
+"""`sunpm ingest` on the files of docs/formats.md §9.5 and §10 (the golden views), as a real
+unit's server tree holds them: local times to UTC, action-2 triples, missing values, text, a
+file without column header, `_P_` files, day-first dates, a missing definition file."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+from plant import hashes, sunpm
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden" / "views"
+CASE = ROOT / "tests" / "config" / "cases" / "warnings_only"
+UID = "WPM00BDE4"
+
+
+def _tree(root: Path, files: dict[str, str], *, config: bool = True) -> Path:
+    tree = root / "tree"
+    for sub in ("DATA", "ALARM", "DEF", "CONFIG"):
+        (tree / sub).mkdir(parents=True)
+    shutil.copytree(CASE / "DEF", tree / "DEF", dirs_exist_ok=True)
+    if config:
+        shutil.copytree(CASE / "CONFIG", tree / "CONFIG", dirs_exist_ok=True)
+        ini = tree / "CONFIG" / f"{UID}_config.ini"
+        ini.write_text(ini.read_text().replace("FTP_EuroDateFormat=1", "FTP_EuroDateFormat=0"))
+    for target, golden in files.items():
+        (tree / target).write_bytes(gzip.compress((GOLDEN / golden).read_bytes(), mtime=0))
+    return tree
+
+
+def _records(out: Path, where: str = "") -> list[tuple[object, ...]]:
+    return duckdb.sql(
+        f"SELECT device, strftime(time, '%Y-%m-%d %H:%M:%S'), var, name, unit, raw, scaled, "
+        f"min, max, text FROM read_parquet('{out}/uid=*/device=*/date=*/*.parquet', "
+        f"hive_partitioning = true, hive_types = {{'device': 'VARCHAR'}}) {where} "
+        "ORDER BY ALL").fetchall()
+
+
+def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {
+        f"DATA/{UID}_MODBUS_210205_091500.csv.gz": f"{UID}_MODBUS_210205_091500.csv",
+        # The same rows without column header (HeaderOption=0): columns from the definition.
+        f"DATA/{UID}_MODBUS_210205_101500.csv.gz": f"{UID}_MODBUS_210205_091500.noheader.csv",
+        f"DATA/{UID}_TIC_210205_091500.csv.gz": f"{UID}_TIC_210205_091500.csv",
+        f"DATA/{UID}_IO_210205_091500.csv.gz": f"{UID}_IO_210205_091500.csv",
+        f"DATA/{UID}_MODBUS_P_210205_091500.csv.gz": f"{UID}_MODBUS_P_210205_091500.csv",
+        f"ALARM/{UID}_AL_210212_081500.csv.gz": f"{UID}_AL_210212_081500.csv",
+    })
+    before = hashes(tree)
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert hashes(tree) == before
+    # The alarm file names a definition the tree does not hold: said, the rest ingested.
+    assert ran.code == 1
+    assert "MODBUS_DELTA_M88H-COM1.20-Sunspec.csv is missing" in ran.err
+    assert ran.out.startswith("6 files ingested")
+
+    meter = _records(out, "WHERE device = '2' AND var = 2")
+    # 09:50 in Paris is 08:50 UTC; P_total is action 2 (min;max;mean), CoefA 0.1, in W.
+    assert meter[0] == ("2", "2021-02-05 08:50:00", 2, "P_total", "W", -1500.0, -150.0,
+                        -1520.0, -1480.0, None)
+    assert len(meter) == 3  # the header-less copy of the same rows merged, not doubled
+    inverter = _records(out, "WHERE device = '1' AND var = 2")
+    assert [r[5] for r in inverter] == [8.12, None, 7.99]  # the failed period stays missing
+    tic = _records(out, "WHERE device = 'TIC1' AND var = 5")
+    assert tic[0][9] == "TH.." and tic[0][5] is None  # TIC data is text
+    params = _records(out, "WHERE device = '1' AND var = 1")
+    assert [r[1] for r in params] == ["2021-02-05 09:00:20", "2021-02-05 09:12:07"]
+
+    alarms = duckdb.sql(f"SELECT strftime(time, '%H:%M:%S'), source, alarm, device_name, var, "
+                        f"value FROM read_parquet('{out}/_alarms/*/*/*.parquet') "
+                        "ORDER BY ALL").fetchall()
+    assert ("06:00:49", "MODBUS", None, "OndA", 48, "3") in alarms
+    assert ("06:05:00", "TIC", None, "Linky", 5, "HP..") in alarms
+    assert ("06:06:10", "GATEWAY", "Power OFF", None, None, None) in alarms
+
+    again = sunpm("ingest", tree, out)
+    assert again.out.startswith("0 files ingested") and "6 already ingested" in again.out
+
+
+def test_day_first_dates_without_configuration_are_recognised(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {
+        f"DATA/{UID}_MODBUS_210205_091500.csv.gz": f"{UID}_MODBUS_210205_091500.euro.csv",
+    }, config=False)
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out, "--tz", "Europe/Paris")
+    assert ran.code == 0, ran.err
+    assert _records(out, "WHERE device = '2' AND var = 1")[0][1] == "2021-02-05 08:50:00"
+
+
+def test_damaged_and_foreign_files_are_named_and_the_rest_read(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {
+        f"DATA/{UID}_IO_210205_091500.csv.gz": f"{UID}_IO_210205_091500.csv",
+    })
+    (tree / "DATA" / f"{UID}_MODBUS_210205_091500.csv.gz").write_bytes(
+        gzip.compress((GOLDEN / f"{UID}_MODBUS_210205_091500.csv").read_bytes())[:40])
+    (tree / "DATA" / "notes.txt").write_text("?")
+    (tree / "DATA" / f"{UID}_TIC_210205_091500.csv.gz").write_bytes(gzip.compress(
+        b"SNTIC;041676011381;001\nTypeTIC;WPM00BDE4_TIC_LINKY.csv\n4;4;5;6;8\n"
+        b"21/02/05-09:50:00;1;2\nyesterday;1;2;3;4;5;6\n"))
+    before = hashes(tree)
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 1
+    assert f"{tree / 'DATA' / (UID + '_MODBUS_210205_091500.csv.gz')}: not a readable gzip" \
+        in ran.err
+    assert f"{tree / 'DATA' / 'notes.txt'}: not a DATA file name; skipped" in ran.err
+    assert f"{UID}_TIC_210205_091500.csv.gz:4: 2 fields where WPM00BDE4_TIC_LINKY.csv gives 6" \
+        in ran.err
+    assert f"{UID}_TIC_210205_091500.csv.gz:5: date 'yesterday' unreadable" in ran.err
+    assert len(_records(out, "WHERE device = 'IO'")) == 3 * 5
+    assert hashes(tree) == before
