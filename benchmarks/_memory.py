@@ -1,0 +1,54 @@
+"""Peak resident memory of one side of a benchmark, measured in this process.
+
+Linux keeps the process's high-water mark (`VmHWM`) and lets the process reset it (writing 5 to
+`/proc/self/clear_refs`), so ours and the baseline each get their own exact peak without a
+sampling thread stealing CPU from the measure. Where the reset is refused, the peak is the
+process's since start (`ru_maxrss`) and `PeakRss.exact` says so.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+def reset_peak() -> bool:
+    """Start a new high-water mark at the current resident size; False if the kernel refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb() -> float:
+    """The high-water mark of this process's resident memory, in MB (2**20 bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakRss:
+    """The highest resident size seen while inside any of its `with` blocks, in MB."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self.exact = True
+
+    def __enter__(self) -> Self:
+        self.exact = reset_peak() and self.exact
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.peak_mb = max(self.peak_mb, peak_rss_mb())
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak_mb, 1)
