@@ -32,6 +32,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from _fleet import serve_latency_fleet
@@ -63,7 +64,7 @@ _T = TypeVar("_T")
 def _definition(registers: int) -> DefinitionFile:
     variables = tuple(
         Variable(line=r + 2, index=r + 1, info1="3", info2=str(r), info3="U16", info4="",
-                 name=f"R{r}", tag="", coef_a=1, coef_b=0, unit="",  # type: ignore[arg-type]
+                 name=f"R{r}", tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
                  action=Action.INSTANT, key=f"R{r}",
                  modbus=ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=r,
                                     data_type=DataType.U16))
@@ -135,7 +136,7 @@ def _pymodbus_type(data_type: DataType) -> Any:
 def _block(address: int, count: int, variables: list[Variable]) -> _Block:
     points = []
     for var in variables:
-        assert var.modbus is not None
+        assert var.modbus is not None and var.modbus.data_type is not None
         points.append(_Point(var.key, var.modbus.address - address, var.modbus.register_count,
                              _pymodbus_type(var.modbus.data_type)))
     return _Block(address, count, tuple(points))
