@@ -8,7 +8,9 @@ process's since start (`ru_maxrss`) and `PeakRss.exact` says so.
 
 from __future__ import annotations
 
+import gc
 import resource
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -42,6 +44,11 @@ class PeakRss:
         self.exact = True
 
     def __enter__(self) -> Self:
+        # What the previous side left behind is not this side's: garbage, and memory Arrow's
+        # pool still holds after freeing it, go back before the mark is reset.
+        gc.collect()
+        if "pyarrow" in sys.modules:
+            sys.modules["pyarrow"].default_memory_pool().release_unused()
         self.exact = reset_peak() and self.exact
         return self
 
