@@ -12,7 +12,7 @@ DIR (default benchmarks/results/):
 - `run.json`: when and where: date, cores, load average before and after each benchmark, the
   commit, the flags, the benchmarks that failed;
 - `chart.png` (needs matplotlib, the `bench` extra): per line, how many times better ours is
-  than that baseline, on a log scale around 1x.
+  than that baseline, on a log scale around 1x, with the line's `target_speedup` if it has one.
 """
 
 from __future__ import annotations
@@ -92,13 +92,30 @@ def short_baseline(line: dict[str, object], width: int = 64) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+# A line's target fields: (field, the measure it bounds, True when the measure must reach it).
+TARGETS = (("target_speedup", "speedup", True), ("target_cpu_speedup", "cpu_speedup", True),
+           ("target_s", "ours", False), ("target_sweep_s", "ours", False))
+
+
+def verdicts(line: dict[str, object]) -> str:
+    """Which of the line's targets hold: `speedup>=2: no`, `ours<=1: yes` ..."""
+    out = []
+    for field, measure, at_least in TARGETS:
+        target, value = line.get(field), line.get(measure)
+        if not isinstance(target, (int, float)) or not isinstance(value, (int, float)):
+            continue
+        holds = value >= target if at_least else value <= target
+        out.append(f"{measure}{'>=' if at_least else '<='}{target:g}: {'yes' if holds else 'NO'}")
+    return ", ".join(out)
+
+
 def table(lines: list[dict[str, object]]) -> str:
     """A plain-text table of the figures, one row per line."""
     keys = ("figure", "baseline", "unit", "ours", "theirs", "speedup", "peak_rss_mb")
-    rows = [list(keys)]
+    rows = [[*keys, "targets"]]
     for line in lines:
         rows.append([short_baseline(line) if k == "baseline" else str(line.get(k, ""))
-                     for k in keys])
+                     for k in keys] + [verdicts(line)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                      for row in rows)
@@ -117,7 +134,7 @@ def chart(lines: list[dict[str, object]], path: Path, title: str) -> bool:
              and float(line["speedup"]) > 0]  # type: ignore[arg-type]
     if not shown:
         return False
-    labels = [f"{line['figure']}: {short_baseline(line, 70)}" for line in shown]
+    labels = [f"{line['figure']}: {short_baseline(line, 60)}" for line in shown]
     speedups = [float(line["speedup"]) for line in shown]  # type: ignore[arg-type]
     fig, ax = plt.subplots(figsize=(12.5, 0.42 * len(shown) + 1.4))
     positions = list(range(len(shown)))[::-1]
@@ -128,15 +145,20 @@ def chart(lines: list[dict[str, object]], path: Path, title: str) -> bool:
     ax.set_yticks(positions, labels, fontsize=7.5)
     ax.set_xlabel("speedup: how many times better ours is (log scale; < 1: the baseline wins)")
     ax.set_title(title, fontsize=10)
+    targets = [(y, float(line["target_speedup"]))  # type: ignore[arg-type]
+               for y, line in zip(positions, shown, strict=True) if "target_speedup" in line]
+    if targets:
+        ax.scatter([t for _, t in targets], [y for y, _ in targets], marker="D", s=28,
+                   color="black", zorder=3, label="target")
+        ax.legend(loc="lower right", fontsize=7)
     for y, line, value in zip(positions, shown, speedups, strict=True):
         unit = line.get("unit", "")
         ax.annotate(f" {value:g}x  (ours {line.get('ours')} vs {line.get('theirs')} {unit})",
                     (value, y), va="center", fontsize=7)
-    low, high = min(speedups + [1.0]), max(speedups + [1.0])
-    ax.set_xlim(low / 3, high * 60)
-    fig.tight_layout()
+    everything = speedups + [t for _, t in targets] + [1.0]
+    ax.set_xlim(min(everything) / 3, max(everything) * 30)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 

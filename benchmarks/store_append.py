@@ -223,7 +223,7 @@ def run(devices: int = 254, rows: int = 100, steps: int = 401, per_batch_steps: 
         peak_rss_mb=mem_ours.mb, theirs_peak_rss_mb=mem_group.mb,
         digits=None, speedup_digits=2, **common,
         records_theirs=total, theirs_s=[round(x, 3) for x in group_s],
-        theirs_commits=group_commits)
+        theirs_commits=group_commits, target_speedup=2.0)
     per_batch = figure_line(
         "store_append",
         f"duckdb {version}, one INSERT per arriving batch, COMMIT every {flush_s:g} s",

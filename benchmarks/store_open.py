@@ -140,6 +140,7 @@ def run(devices: int = 100, device_mb: float = 50.0, seal_bytes: int = 4 * 2**20
         store_mb=round(stored / 2**20, 1),
         torn_tails_cut=torn_cut[0],
         page_cache="warm",
+        target_s=5.0,
         ours_s=[round(x, 3) for x in ours_s],
         theirs_s=[round(x, 3) for x in theirs_s])
 

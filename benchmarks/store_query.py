@@ -174,6 +174,7 @@ def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int 
             "native_db_mb": round(native.stat().st_size / 2**20, 1),
             "build_s": round(time.perf_counter() - built, 1),
             "ours_includes": "read-only open, segment reads, view registration, query",
+            "target_s": 2.0,
         }
         expected: list[tuple[Any, ...]] | None = None
 

@@ -36,3 +36,12 @@ def test_run_all_finds_every_benchmark_and_reports_failures(tmp_path: Path) -> N
     broken.write_text('import sys\nprint(\'{"figure": "x"}\')\nsys.exit("it broke")\n')
     lines, error = run_all.run_script(broken, quick=True, no_cold=False)
     assert lines == [{"figure": "x"}] and error.startswith("exit status 1: it broke")
+
+
+def test_verdicts_name_each_target_and_whether_it_holds() -> None:
+    run_all = load_benchmark("run_all")
+    assert run_all.verdicts({"speedup": 1.98, "target_speedup": 2.0, "cpu_speedup": 2.5,
+                             "target_cpu_speedup": 2, "ours": 0.05, "target_sweep_s": 1.0}) == (
+        "speedup>=2: NO, cpu_speedup>=2: yes, ours<=1: yes")
+    assert run_all.verdicts({"ours": 2.5, "target_s": 2.0}) == "ours<=2: NO"
+    assert run_all.verdicts({"speedup": 3.0}) == ""

@@ -29,6 +29,7 @@ def test_store_append_smoke() -> None:
         # integers, so recomputing it from them may differ in the last printed digit.
         assert line["speedup"] == pytest.approx(line["ours"] / line["theirs"], abs=0.011)
     assert "group commit" in group["baseline"] and group["records_theirs"] == 4 * 5 * 3
+    assert group["target_speedup"] == 2.0
     assert sum(group["theirs_commits"]) >= 1
     assert "one INSERT per arriving batch" in per_batch["baseline"]
     assert per_batch["records_theirs"] == 4 * 5 * 2
@@ -50,6 +51,7 @@ def test_store_query_smoke(monkeypatch: pytest.MonkeyPatch) -> None:
     for line in (cold, warm):
         _shape(line, "store_query", "s")
         assert line["rows"] == 2 * 2 * 12 * 3
+        assert 0 < line["ours_peak_anon_mb"] <= line["peak_rss_mb"]
     assert cold["page_cache"] == "not dropped (smoke test)" and warm["page_cache"] == "warm"
 
 
