@@ -257,6 +257,12 @@ async def _measure(ports: list[int], registers: int, n: int, naive_devices: int,
                 got = await side.time(sweep, scale)
                 if round(got * (naive_scale if side is naive else 1.0)) != expected:
                     raise RuntimeError(f"baseline read {got} values, not {expected}")
+        # Both read the right registers, not only as many: register r of device k holds k + r.
+        last = len(ports) - 1
+        want = {f"R{r}": (last + r) & 0xFFFF for r in range(registers)}
+        ours_last = {f"R{i - 1}": v.value for i, v in results[last].values.items()}
+        if ours_last != want or await _read_device(clients[last], blocks) != want:
+            raise RuntimeError("a side read other values than the devices hold")
     finally:
         for client in clients:
             client.close()
