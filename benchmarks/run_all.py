@@ -138,29 +138,42 @@ def chart(lines: list[dict[str, object]], path: Path, title: str) -> bool:
     speedups = [float(line["speedup"]) for line in shown]  # type: ignore[arg-type]
     fig, ax = plt.subplots(figsize=(12.5, 0.42 * len(shown) + 1.4))
     positions = list(range(len(shown)))[::-1]
-    colours = ["#2e7d32" if s >= 1 else "#c62828" for s in speedups]
+    targets = [_target(line) for line in shown]
+    # Green where the line's target holds (or, without one, where ours is ahead).
+    colours = ["#2e7d32" if s >= (1.0 if t is None else t) else "#c62828"
+               for s, t in zip(speedups, targets, strict=True)]
     ax.barh(positions, speedups, color=colours, height=0.6)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(positions, labels, fontsize=7.5)
     ax.set_xlabel("speedup: how many times better ours is (log scale; < 1: the baseline wins)")
     ax.set_title(title, fontsize=10)
-    targets = [(y, float(line["target_speedup"]))  # type: ignore[arg-type]
-               for y, line in zip(positions, shown, strict=True) if "target_speedup" in line]
-    if targets:
-        ax.scatter([t for _, t in targets], [y for y, _ in targets], marker="D", s=28,
+    marked = [(y, t) for y, t in zip(positions, targets, strict=True) if t is not None]
+    if marked:
+        ax.scatter([t for _, t in marked], [y for y, _ in marked], marker="D", s=28,
                    color="black", zorder=3, label="target")
         ax.legend(loc="lower right", fontsize=7)
-    for y, line, value in zip(positions, shown, speedups, strict=True):
+    for y, line, value, target in zip(positions, shown, speedups, targets, strict=True):
         unit = line.get("unit", "")
-        ax.annotate(f" {value:g}x  (ours {line.get('ours')} vs {line.get('theirs')} {unit})",
-                    (value, y), va="center", fontsize=7)
-    everything = speedups + [t for _, t in targets] + [1.0]
+        ratio = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+        ax.annotate(f"  {ratio}x  (ours {_num(line.get('ours'))} vs "
+                    f"{_num(line.get('theirs'))} {unit})",
+                    (max(value, target or 0.0), y), va="center", fontsize=7)
+    everything = speedups + [t for _, t in marked] + [1.0]
     ax.set_xlim(min(everything) / 3, max(everything) * 30)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+def _target(line: dict[str, object]) -> float | None:
+    target = line.get("target_speedup")
+    return float(target) if isinstance(target, (int, float)) else None
+
+
+def _num(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
