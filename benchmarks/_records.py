@@ -4,7 +4,9 @@ column of RECORDS_SCHEMA filled the way the recorder fills it for a plain numeri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from store import RECORDS_SCHEMA
@@ -13,8 +15,10 @@ T0 = 1_612_483_200 * 1_000_000_000  # 2021-02-05 00:00:00 UTC, in ns
 DEF = "0" * 64 + ":inverter.csv"
 
 
-def records_batch(ts: Sequence[int], seq: Sequence[int], var: Sequence[int],
-                  value: Sequence[float]) -> pa.RecordBatch:
+Column = Sequence[int] | Sequence[float] | np.ndarray[Any, Any]
+
+
+def records_batch(ts: Column, seq: Column, var: Column, value: Column) -> pa.RecordBatch:
     """Rows with `value` only (min, max and text null), quality 0 and the one definition."""
     n = len(ts)
     return pa.RecordBatch.from_arrays([

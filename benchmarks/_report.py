@@ -19,10 +19,13 @@ def speedup(unit: str, ours: float, theirs: float) -> float:
 
 
 def figure_line(figure: str, baseline: str | None, unit: str, ours: Sequence[float],
-                theirs: Sequence[float] | None, *, digits: int | None = 3,
+                theirs: Sequence[float] | None, *, peak_rss_mb: float,
+                theirs_peak_rss_mb: float | None = None, digits: int | None = 3,
                 speedup_digits: int = 2, **extra: object) -> dict[str, object]:
     """One §10 line: `ours`/`theirs` are the medians of the runs given, rounded to `digits`
-    (None: to an integer); the speedup comes from the unrounded medians. `extra` follows."""
+    (None: to an integer); the speedup comes from the unrounded medians. `peak_rss_mb` is the
+    peak resident memory while ours ran (every line carries it), `theirs_peak_rss_mb` the
+    baseline's; `extra` follows."""
     ours_m = statistics.median(ours)
     line: dict[str, object] = {"figure": figure, "baseline": baseline, "unit": unit,
                                "ours": round(ours_m, digits)}
@@ -30,6 +33,9 @@ def figure_line(figure: str, baseline: str | None, unit: str, ours: Sequence[flo
         theirs_m = statistics.median(theirs)
         line["theirs"] = round(theirs_m, digits)
         line["speedup"] = round(speedup(unit, ours_m, theirs_m), speedup_digits)
+    line["peak_rss_mb"] = round(peak_rss_mb, 1)
+    if theirs_peak_rss_mb is not None:
+        line["theirs_peak_rss_mb"] = round(theirs_peak_rss_mb, 1)
     line.update(extra)
     return line
 

@@ -339,7 +339,7 @@ def measure(ports: list[int], devices: int, registers: int, period: int, seconds
         write_bytes_source="/proc/<pid>/io write_bytes",
         pandas_imported=ours["pandas_imported"],
         peak_rss_mb=round(float(ours["peak_rss_mb"]), 1),
-        baseline_peak_rss_mb=round(float(theirs["peak_rss_mb"]), 1))
+        theirs_peak_rss_mb=round(float(theirs["peak_rss_mb"]), 1))
 
 
 def run(loads: tuple[tuple[int, int, int], ...] = LOADS, seconds: float = 30.0, *,

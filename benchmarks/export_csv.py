@@ -13,9 +13,10 @@ block at a time). Baselines, in the same process, after a warm-up, on the same r
 - `raw gzip`: `gzip.compress` (level 6) of our decompressed text alone, the floor any writer pays.
 Runs are interleaved round by round (the box is shared). Target: within 2x of raw gzip
 (`speedup >= 0.5`). Peak memory of ours above the process's
-resident size before the run is sampled every 2 ms (`peak_extra_mb`; target < 50 MB).
+resident size before the run is sampled every 2 ms (`peak_extra_mb`; target < 50 MB); each
+line also carries the process's peak while each side ran (`peak_rss_mb`, `theirs_peak_rss_mb`).
 
-    python benchmarks/export_csv.py [--devices 100] [--variables 100] [--period 600] [--runs 3]
+    python benchmarks/export_csv.py [--devices 100] [--variables 100] [--period 600] [--runs 3] [--quick]
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ import gzip
 import io
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
+
+# Run as a script: this checkout's packages, not an installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _memory import PeakRss
 from _report import emit, figure_line
 
 from config.model import (
@@ -205,19 +213,23 @@ def _peak_extra(run: Callable[[], object]) -> int:
     return max(0, max(peak, _rss()) - base)
 
 
-def _times_s(runs: int, *candidates: Callable[[], object]) -> list[list[float]]:
+def _times_s(runs: int, *candidates: Callable[[], object]
+             ) -> tuple[list[list[float]], list[PeakRss]]:
     """Times of each candidate over `runs` rounds, interleaved: on a shared 2-core box the
-    load changes over minutes, and each round then sees about the same load for all of them."""
+    load changes over minutes, and each round then sees about the same load for all of them;
+    and the peak resident memory of each."""
     for run in candidates:
         run()  # warm-up
     times: list[list[float]] = [[] for _ in candidates]
+    memories = [PeakRss() for _ in candidates]
     for _ in range(runs):
-        for run, spent in zip(candidates, times, strict=True):
+        for run, spent, memory in zip(candidates, times, memories, strict=True):
             gc.collect()
-            started = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - started)
-    return times
+            with memory:
+                started = time.perf_counter()
+                run()
+                spent.append(time.perf_counter() - started)
+    return times, memories
 
 
 def main() -> None:
@@ -226,7 +238,10 @@ def main() -> None:
     parser.add_argument("--variables", type=int, default=100)
     parser.add_argument("--period", type=int, default=600, help="acqPeriod in seconds")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny size, for a smoke test")
     args = parser.parse_args()
+    if args.quick:
+        args.devices, args.variables, args.period, args.runs = 2, 12, 3600, 1
 
     definition = _definition(args.variables)
     records = _records(definition, args.devices, args.period)
@@ -246,7 +261,7 @@ def main() -> None:
         raise SystemExit("the stdlib baseline wrote another text than the view")
 
     peak = _peak_extra(ours)
-    ours_s, raw_s, stdlib_s = _times_s(
+    (ours_s, raw_s, stdlib_s), (mem_ours, mem_raw, mem_stdlib) = _times_s(
         args.runs, ours, lambda: gzip.compress(text, compresslevel=6, mtime=0),
         lambda: _stdlib_csv_gzip(records, definition, config))
 
@@ -254,10 +269,13 @@ def main() -> None:
              "records": rows, "text_mb": round(len(text) / 2**20, 2),
              "gz_mb": round(len(ours_bytes) / 2**20, 2),
              "peak_extra_mb": round(peak / 2**20, 1)}
-    for baseline, theirs in (("stdlib csv + gzip writer of the same text", stdlib_s),
-                             ("raw gzip (zlib level 6) of the same text", raw_s)):
-        emit(figure_line("export_csv", baseline, "s", ours_s, theirs, digits=6,
-                         speedup_digits=3, **extra))
+    for baseline, theirs, memory, target in (
+            ("stdlib csv + gzip writer of the same text", stdlib_s, mem_stdlib, {}),
+            ("raw gzip (zlib level 6) of the same text", raw_s, mem_raw,
+             {"target_speedup": 0.5})):
+        emit(figure_line("export_csv", baseline, "s", ours_s, theirs,
+                         peak_rss_mb=mem_ours.mb, theirs_peak_rss_mb=memory.mb, digits=6,
+                         speedup_digits=3, **extra, **target))
 
 
 if __name__ == "__main__":
