@@ -115,11 +115,6 @@ def _read(directory: Path, rel: str, loaded: dict[str, bytes]) -> bytes | None:
         raise ConfigError([Problem(file=rel[:80], line=None, field="file",
                                    message=f"cannot be read ({why}); file rejected",
                                    severity=Severity.ERROR)]) from err
-    except ValueError as err:
-        # A name taken from a file (a SCRIPT_File entry) holding a NUL byte: no file can have it.
-        raise ConfigError([Problem(file=rel.replace("\0", "\\0"), line=None, field="file",
-                                   message="name holds a NUL byte; file rejected",
-                                   severity=Severity.ERROR)]) from err
     loaded[rel] = data
     return data
 

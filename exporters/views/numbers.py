@@ -140,7 +140,7 @@ def format_float32(value: float) -> str:
         nearest = Decimal(f"{magnitude:.{digits - 1}e}")
         unit = Decimal(1).scaleb(int(nearest.as_tuple().exponent))
         inside = [c for c in (nearest, nearest + unit, nearest - unit)
-                  if low < c < high or (even and (c == low or c == high))]
+                  if low < c < high or (even and c in (low, high))]
         if inside:
             best = min(inside, key=lambda c: abs(c - exact))
             return plain_decimal(-best if target < 0 else best)

@@ -283,7 +283,7 @@ class Wd:
                                   b"rejected": self._table(rejected)})
 
     def set_relay(self, state: object = None) -> tuple[object, ...]:
-        if isinstance(state, bool) or state in (0, 1) and isinstance(state, (int, float)):
+        if isinstance(state, bool) or (state in (0, 1) and isinstance(state, (int, float))):
             level = int(state)
         else:
             raise WdError(f"wd.setRelay: state must be 0, 1 or a boolean, got {_show(state)}")

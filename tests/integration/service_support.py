@@ -52,7 +52,8 @@ class Service:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-            raise AssertionError(f"sunpm run did not stop on {sig.name}:\n{self.stderr[-3000:]}")
+            raise AssertionError(
+                f"sunpm run did not stop on {sig.name}:\n{self.stderr[-3000:]}") from None
         return code, time.monotonic() - start
 
     async def kill(self) -> None:

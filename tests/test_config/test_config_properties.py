@@ -109,7 +109,7 @@ def definition_files(draw: st.DrawFn) -> DefinitionFile:
     tags = draw(st.lists(_name, min_size=count, max_size=count, unique=True))
     variables: list[Variable] = []
     io_used: set[tuple[IoKind, int]] = set()
-    for i, (index, name, tag) in enumerate(zip(indexes, names, tags, strict=True)):
+    for index, name, tag in zip(indexes, names, tags, strict=True):
         point: ModbusPoint | IoPoint | str
         if protocol is Protocol.TIC:
             point = info1 = draw(_TIC_LABEL)

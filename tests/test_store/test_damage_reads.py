@@ -206,7 +206,7 @@ def test_zero_filled_and_truncated_tails_read_only_keeps_what_read_write_keeps(
             ro = Log.open_read_only(work)
             ro_seqs = _seqs(ro)
             assert _listing(work) == before, "a read-only open wrote"
-            assert ro_seqs == [s for s in range(1, (kept[-1] if kept else 0) + 1)], \
+            assert ro_seqs == list(range(1, (kept[-1] if kept else 0) + 1)), \
                 (offset, shape, ro_seqs, kept)
             assert not [r for r in ro.reports if r.kind is ReportKind.DAMAGE], ro.reports
             rw_seqs, kinds = loop.run_until_complete(read_write(work))

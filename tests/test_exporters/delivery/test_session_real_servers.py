@@ -173,7 +173,7 @@ async def test_full_sessions_deliver_every_record_once(server: RealServer, certs
     acks = [p for p in (tree / "CMD").iterdir() if "_ACK_" in p.name]
     assert len(acks) == 1, sorted(p.name for p in (tree / "CMD").iterdir())
     assert "c-1" in acks[0].read_text()
-    leftovers = [p for p in tree.rglob("*.tmp")]
+    leftovers = list(tree.rglob("*.tmp"))
     assert leftovers == []
 
 

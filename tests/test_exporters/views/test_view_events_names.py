@@ -196,7 +196,7 @@ def test_every_item_is_in_at_most_one_window(items: list[tuple[int, int]],
     ends = sorted({e for e, _ in builds})
     marks = sorted(w for _, w in builds)[:len(ends)]
     windows = [WindowBounds(end_ns=e * NS_PER_S, watermark=Watermark(journal=w))
-               for e, w in zip(ends, marks)]
+               for e, w in zip(ends, marks, strict=True)]
     rows = [(f"2021-02-05 00:{t // 60:02d}:{t % 60:02d}", "log", None, None, "{}")
             for t, _ in items]
     table = journal(rows)

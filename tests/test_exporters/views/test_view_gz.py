@@ -14,7 +14,7 @@ from exporters.views.gz import BLOCK_BYTES, HEADER, GzipStream, gzip_bytes, gzip
 def test_header_is_fixed() -> None:
     data = gzip_bytes(b"x\n")
     assert data[:10] == bytes.fromhex("1F8B08000000000000FF")
-    assert HEADER == data[:10]
+    assert data[:10] == HEADER
 
 
 def test_body_is_zlib_level_6_raw_deflate_with_crc_and_length() -> None:
@@ -37,7 +37,7 @@ def test_empty_text_is_a_valid_member() -> None:
 @given(data=st.binary(max_size=3 * BLOCK_BYTES + 100), cuts=st.lists(st.integers(0, 10**6)))
 def test_any_feeding_gives_the_same_bytes(data: bytes, cuts: list[int]) -> None:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     assert b"".join(gzip_chunks(pieces)) == gzip_bytes(data)
 
 

@@ -209,14 +209,14 @@ async def test_a_device_without_measurement_model_is_warned_about() -> None:
 
 async def test_max_devices_stops_the_sweep() -> None:
     lines, found = await _discover(3, 10, max_devices=2)
-    assert [d.unit_id for d in found] == [3, 4]  
+    assert [d.unit_id for d in found] == [3, 4]
     assert lines[-1] == "End of SunSpec detection on ethernet1. 2 devices found."
     assert not any("@5 " in line for line in lines)
 
 
 async def test_generated_names_cover_repeated_models_blocks_and_nested_groups() -> None:
     _, found = await _discover(4, 5)
-    dev4 = found[0].definition  
+    dev4 = found[0].definition
     rows = [line.split(";") for line in dev4.text.splitlines()[1:]]
     by_name = {r[5]: r for r in rows}
     assert dev4.name == "WPM00BDE4_SunSpec_inverter_Fronius_Symo_8.2-3-M_modbusTCP.csv"
@@ -241,7 +241,7 @@ async def test_generated_names_cover_repeated_models_blocks_and_nested_groups() 
     addresses = [int(r[2].split("_")[0]) for r in rows]
     assert addresses == sorted(addresses)
     # Device 5: the 160 that does not divide is described by its fixed part only.
-    dev5_rows = found[1].definition.text.splitlines()  
+    dev5_rows = found[1].definition.text.splitlines()
     assert dev5_rows[-1].split(";")[5] == "160_TmsPer"
     assert dev5_rows[0] == "modbusTCP;Inverter;ABB;PVS-100"
 

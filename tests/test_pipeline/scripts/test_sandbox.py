@@ -110,10 +110,10 @@ async def test_os_io_require_load_dump_debug_and_python_are_absent(tmp_path: Pat
         reach = await runner.call("probe.reach", {})
         assert reach == {"os_time": "function", "os_clock": "function", "os_date": "function",
                          "coroutine": "function", "utf8": "function", "wd": "table",
-                         "gc_count": "integer", **{k: "nil" for k in (
+                         "gc_count": "integer", **dict.fromkeys((
                              "io", "os_execute", "os_remove", "os_getenv", "require", "package",
                              "debug", "load", "loadstring", "dofile", "loadfile", "dump",
-                             "string_dump", "python", "warn")}}
+                             "string_dump", "python", "warn"), "nil")}
         tries = await runner.call("probe.tries", {})
         assert isinstance(tries, dict)
         # Each message is `probe.lua:<line>: <problem>`.
