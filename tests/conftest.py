@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # Golden files (tests/golden/) are rewritten only on request; the diff is reviewed like code.
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite golden files from the current output instead of comparing")
+
+
+@pytest.fixture(autouse=True)
+def sunpm_logger_restored() -> Iterator[None]:
+    """Puts the root and `sunpm.*` loggers back as they were after each test.
+
+    A command or script run in-process (`sunpm run`'s stderr set-up stops propagation to the
+    root logger; a script's `logging.basicConfig` raises the root level) would otherwise hide
+    every later test's log lines from `caplog`."""
+    # Only the root's level: pytest itself adds and removes the root's capture handlers. The
+    # commands quieten some `sunpm.*` loggers for their own output (`sunpm sd` the store's).
+    root, ours = logging.getLogger(), logging.getLogger("sunpm")
+    root_level = root.level
+    saved = (ours.propagate, list(ours.handlers))
+    levels = {name: logging.getLogger(name).level for name in _sunpm_loggers()}
+    yield
+    root.setLevel(root_level)
+    ours.propagate, ours.handlers[:] = saved
+    for name in _sunpm_loggers():
+        logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
+def _sunpm_loggers() -> list[str]:
+    return ["sunpm", *(name for name in logging.root.manager.loggerDict
+                       if name.startswith("sunpm."))]
 
 
 @pytest.fixture

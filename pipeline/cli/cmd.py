@@ -14,8 +14,6 @@ import socket
 import sys
 from pathlib import Path
 
-from pipeline.service.local import SOCKET_NAME
-
 _TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
 
 
@@ -46,6 +44,9 @@ def _cmd(args: argparse.Namespace) -> int:
         parameters[key] = _value(value)
     name: str = args.name if "." in args.name else f"sunpm.{args.name}"
     request = {"rpcName": name, "parameters": parameters, "callerId": args.caller_id}
+    # Imported here: the service package is heavy and `sunpm --help` must not wait for it.
+    from pipeline.service.local import SOCKET_NAME
+
     path = args.data / SOCKET_NAME
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

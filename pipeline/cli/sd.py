@@ -17,14 +17,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
-
-from tqdm import tqdm
-
-from config.errors import SunpmError
-from sdcard.dump import DumpError, Level, open_dump
+from typing import TYPE_CHECKING, Any
 
 from .export import parse_time
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from sdcard.dump import Dump
 
 # The sdcard modules (pyarrow.dataset, parquet, DuckDB) load in their command's handler, so
 # every other `sunpm` command starts without them.
@@ -81,16 +81,27 @@ def _quiet_store_log() -> None:
     logging.getLogger("sunpm.store").setLevel(logging.CRITICAL)
 
 
+def _open_dump(path: Path) -> Dump:
+    # Imported when a command runs: the offline room pulls in pyarrow, which `sunpm --help`
+    # must not wait for.
+    from sdcard.dump import open_dump as open_read_only
+
+    return open_read_only(path)
+
+
 def _bar(total: int, unit: str) -> tqdm[Any]:
+    from tqdm import tqdm
+
     return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, leave=False)
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from config.errors import SunpmError
     from sdcard import inspect as inspect_mod
 
     _quiet_store_log()
     try:
-        dump = open_dump(args.path)
+        dump = _open_dump(args.path)
         with _bar(len(dump.devices()), "device") as bar:
             report = inspect_mod.inspect(dump, progress=bar.update)
     except (SunpmError, OSError) as err:
@@ -101,11 +112,13 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _fsck(args: argparse.Namespace) -> int:
+    from config.errors import SunpmError
     from sdcard import fsck as fsck_mod
+    from sdcard.dump import DumpError
 
     _quiet_store_log()
     try:
-        dump = open_dump(args.path)
+        dump = _open_dump(args.path)
     except DumpError as err:
         if args.json:
             print(json.dumps({"code": fsck_mod.UNREADABLE, "error": str(err)}))
@@ -127,11 +140,12 @@ def _fsck(args: argparse.Namespace) -> int:
 def _sql(args: argparse.Namespace) -> int:
     import duckdb
 
+    from config.errors import SunpmError
     from sdcard import sql as sql_mod
 
     _quiet_store_log()
     try:
-        dump = open_dump(args.path)
+        dump = _open_dump(args.path)
         columns, chunks = sql_mod.run_query(dump, args.query)
         sql_mod.write(columns, chunks, args.format, sys.stdout)
     except (SunpmError, OSError) as err:
@@ -146,13 +160,14 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _reexport(args: argparse.Namespace) -> int:
+    from config.errors import SunpmError
     from sdcard import reexport as reexport_mod
 
     _quiet_store_log()
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
     try:
-        dump = open_dump(args.path)
+        dump = _open_dump(args.path)
         bar = _bar(0, "window")
         with bar:
             def planned(total: int) -> None:
@@ -175,11 +190,12 @@ def _reexport(args: argparse.Namespace) -> int:
 
 
 def _export_parquet(args: argparse.Namespace) -> int:
+    from config.errors import SunpmError
     from sdcard import export as export_mod
 
     _quiet_store_log()
     try:
-        dump = open_dump(args.path)
+        dump = _open_dump(args.path)
         with _bar(len(dump.devices()), "device") as bar:
             result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
     except (SunpmError, OSError) as err:
@@ -206,7 +222,9 @@ def register_ingest(subparsers: Any) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from config.errors import SunpmError
     from sdcard import ingest as ingest_mod
+    from sdcard.dump import Level
 
     try:
         bar = _bar(0, "file")

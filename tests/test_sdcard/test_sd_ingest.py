@@ -13,7 +13,7 @@ from plant import hashes, sunpm
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "views"
-CASE = ROOT / "tests" / "config" / "cases" / "warnings_only"
+CASE = ROOT / "tests" / "test_config" / "cases" / "warnings_only"
 UID = "WPM00BDE4"
 
 
