@@ -35,7 +35,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.field}: {self.message}"
+        # A problem of a whole directory has no field: `<DIR>: no CONFIG/ folder (...)`.
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
 class ConfigError(SunpmError):
