@@ -16,6 +16,8 @@ from config.key_hint import indexed_unknown_key
 from config.model import Schedule, ScheduleType
 
 _FAMILIES: Final = {"SCHEDULE_Params": 1, "SCHEDULE2_Params": 2}
+#: The `|`-separated fields of a schedule value, in order.
+FIELDS: Final = ("Id", "Type", "StartTime", "Interval", "Count")
 _TIME: Final = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _WEEKDAYS: Final = {ScheduleType.MONDAY: 0, ScheduleType.TUESDAY: 1, ScheduleType.WEDNESDAY: 2,
                     ScheduleType.THURSDAY: 3, ScheduleType.FRIDAY: 4, ScheduleType.SATURDAY: 5,
