@@ -166,7 +166,7 @@ def render(key_table: Iterable[KeySpec] = config_ini.KEY_TABLE) -> str:
         "  `String`, `_<byte>` for `U8`/`I8`, `_<bit>` or `_<bit>_<nbits>` for `Bits`; `Info3` the",
         f"  type ({', '.join(f'`{t.value}`' for t in DataType)}), optionally followed by `_B`",
         "  (bytes swapped in each register), `_W` (register order reversed) or `_WB` (both);",
-        "  `Info4` the `Name` of the scale-factor variable, or empty. See formats.md §8.3.",
+        "  `Info4` the `Name` of the scale-factor variable, or empty. See [formats.md](formats.md) §8.3.",
         "- `io`: `Info1` `1` analog input, `2` digital input, `3` relay; `Info2` the channel;",
         "  `Info3` analog `1` 4-20 mA or `2` 0-10 V, digital `1` ON/OFF or `2` S0 pulses.",
         "- `tic`: `Info1` the TIC group label (`ADCO`, `PAPP`, `EAST` …); `Info2`..`Info4` unused.",

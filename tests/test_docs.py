@@ -1,0 +1,88 @@
+"""The repository speaks of itself only: its docs exist, keep the cited section numbers, show the
+golden files as they are, and nothing tracked points at documents outside the repository."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from config.defaults import default_files
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+# Names of the documents docs/ replaced, spelled in pieces so this file does not match itself.
+OUTSIDE = re.compile("|".join([
+    re.escape("spec" + "/formats.md"), re.escape("spec" + "/behaviour.md"),
+    re.escape("DESIGN" + ".md"), re.escape("STYLE" + ".md"), re.escape(".." + "/shared"),
+    re.escape("/work" + "/shared"),
+]))
+CITED_DOCS = {"formats": "formats.md", "behaviour": "behaviour.md",
+              "architecture": "architecture.md", "style": "style.md"}
+CITE = re.compile(r"\b(formats|behaviour|architecture|style)\.md`?,? §(\d+(?:\.\d+)*)")
+GOLDEN_BLOCK = re.compile(r"^<!-- golden: (\S+) -->\n```[a-z]*\n(.*?)^```$",
+                          flags=re.MULTILINE | re.DOTALL)
+
+
+def _tracked_texts() -> dict[str, str]:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    texts: dict[str, str] = {}
+    for name in filter(None, names):
+        try:
+            texts[name] = (ROOT / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue
+    return texts
+
+
+def _sections(doc: str) -> set[str]:
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)*)\.? ", text, flags=re.MULTILINE))
+
+
+def test_no_tracked_file_refers_outside_the_repository() -> None:
+    found = [f"{name}:{text.count(chr(10), 0, m.start()) + 1}: {m[0]}"
+             for name, text in _tracked_texts().items() for m in OUTSIDE.finditer(text)]
+    assert found == [], ("references outside the repository (run "
+                         "`python tools/rewrite_doc_refs.py`):\n" + "\n".join(found[:40]))
+
+
+def test_generated_configuration_refers_inside_the_repository() -> None:
+    for rel, data in default_files("WPM00BDE4").items():
+        assert not OUTSIDE.search(data.decode("utf-8")), rel
+    assert b"docs/configuration.md" in default_files("WPM00BDE4")["CONFIG/WPM00BDE4_config.ini"]
+
+
+def test_every_cited_section_exists() -> None:
+    sections = {name: _sections(doc) for name, doc in CITED_DOCS.items()}
+    missing = sorted({f"{name}: {doc}.md §{number}"
+                      for name, text in _tracked_texts().items()
+                      for doc, number in CITE.findall(text)
+                      if number not in sections[doc]})
+    assert missing == []
+
+
+@pytest.mark.parametrize("doc", sorted(CITED_DOCS.values()))
+def test_docs_keep_numbered_sections(doc: str) -> None:
+    # The numbers are the ones code cites; a document without them breaks every citation.
+    assert {"1", "2"} <= _sections(doc)
+
+
+def test_format_examples_are_the_golden_files() -> None:
+    text = (DOCS / "formats.md").read_text(encoding="utf-8")
+    blocks = GOLDEN_BLOCK.findall(text)
+    assert len(blocks) >= 20
+    for path, body in blocks:
+        golden = (ROOT / path).read_text(encoding="utf-8")
+        assert body.rstrip("\n") == golden.rstrip("\n"), path
+    # Every stream an IS receives has its example.
+    shown = {Path(p).name for p, _ in blocks}
+    for name in ("WPM00BDE4_MODBUS_210205_091500.csv", "WPM00BDE4_MODBUS_P_210205_091500.csv",
+                 "WPM00BDE4_AL_210212_081500.csv", "WPM00BDE4_LOG_210205_091600.log",
+                 "WPM00BDE4_ACK_210205_091500.json", "mqtt_data_210205_085500.json",
+                 "mqtt_alarm_device.json", "mqtt_result.json"):
+        assert name in shown
