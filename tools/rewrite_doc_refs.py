@@ -5,8 +5,9 @@
 
 Idempotent: a second run changes nothing, so it can run again after any merge. Section numbers
 are kept: docs/formats.md, docs/behaviour.md, docs/architecture.md and docs/style.md number
-their sections as the documents they replace. Outside docs/, a bare `formats.md §N` or
-`behaviour.md §N` becomes `docs/formats.md §N`; inside docs/ the names stay relative.
+their sections as the documents they replace. Outside docs/, a section cite of the formats or
+behaviour document without a directory gains the `docs/` prefix; inside docs/ names stay
+relative (the documents sit side by side).
 """
 
 from __future__ import annotations
