@@ -3,11 +3,15 @@ golden files as they are, and nothing tracked points at documents outside the re
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.defaults import default_files
 
@@ -86,3 +90,40 @@ def test_format_examples_are_the_golden_files() -> None:
                  "WPM00BDE4_ACK_210205_091500.json", "mqtt_data_210205_085500.json",
                  "mqtt_alarm_device.json", "mqtt_result.json"):
         assert name in shown
+
+
+def _rewriter() -> Callable[..., str]:
+    spec = importlib.util.spec_from_file_location("rewrite_doc_refs",
+                                                  ROOT / "tools" / "rewrite_doc_refs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rewrite: Callable[..., str] = module.rewrite
+    return rewrite
+
+
+_OLD = ["spec" + "/formats.md §9.3", ".." + "/shared/" + "spec" + "/behaviour.md §5.1",
+        "DESIGN" + ".md §2", "STYLE" + ".md §10", "formats.md §8.4", "behaviour.md §6",
+        "docs/formats.md §3", "`" + "spec" + "/formats.md`", "formats.md", " ", "(", "), "]
+
+
+def test_rewrite_points_every_old_name_into_docs() -> None:
+    rewrite = _rewriter()
+    text = "; ".join(_OLD)
+    out = rewrite(text, in_docs=False)
+    assert not OUTSIDE.search(out)
+    assert out.count("docs/formats.md §") == 3 and out.count("docs/behaviour.md §") == 2
+    assert "docs/architecture.md §2" in out and "docs/style.md §10" in out
+    inside = rewrite(text, in_docs=True)
+    assert not OUTSIDE.search(inside) and "docs/docs/" not in inside
+    assert "architecture.md §2" in inside and "docs/architecture.md" not in inside
+
+
+@given(st.lists(st.tuples(st.sampled_from(_OLD), st.sampled_from([" ", ", ", " (", "\n#: "])),
+                max_size=12), st.booleans())
+def test_rewrite_is_idempotent(pieces: list[tuple[str, str]], in_docs: bool) -> None:
+    # Names in text stand apart from their neighbours (spaces, punctuation, line starts).
+    rewrite = _rewriter()
+    once = rewrite("".join(name + gap for name, gap in pieces), in_docs=in_docs)
+    assert rewrite(once, in_docs=in_docs) == once
+    assert not OUTSIDE.search(once)
