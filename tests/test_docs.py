@@ -3,11 +3,13 @@ golden files as they are, and nothing tracked points at documents outside the re
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -92,18 +94,22 @@ def test_format_examples_are_the_golden_files() -> None:
         assert name in shown
 
 
-def _rewriter() -> Callable[..., str]:
+def _tool() -> Any:
     spec = importlib.util.spec_from_file_location("rewrite_doc_refs",
                                                   ROOT / "tools" / "rewrite_doc_refs.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rewrite: Callable[..., str] = module.rewrite
+    return module
+
+
+def _rewriter() -> Callable[..., str]:
+    rewrite: Callable[..., str] = _tool().rewrite
     return rewrite
 
 
 _OLD = ["spec" + "/formats.md §9.3", ".." + "/shared/" + "spec" + "/behaviour.md §5.1",
-        "DESIGN" + ".md §2", "STYLE" + ".md §10", "formats.md §8.4", "behaviour.md §6",
+        "DESIGN" + ".md §2", "STYLE" + ".md §10", "formats" + ".md §8.4", "behaviour" + ".md §6",
         "docs/formats.md §3", "`" + "spec" + "/formats.md`", "formats.md", " ", "(", "), "]
 
 
@@ -127,3 +133,40 @@ def test_rewrite_is_idempotent(pieces: list[tuple[str, str]], in_docs: bool) -> 
     once = rewrite("".join(name + gap for name, gap in pieces), in_docs=in_docs)
     assert rewrite(once, in_docs=in_docs) == once
     assert not OUTSIDE.search(once)
+
+
+def test_rewrite_wraps_only_the_prose_it_made_too_long() -> None:
+    tool = _tool()
+    design = "DESIGN" + ".md"
+
+    def padded(head: str, tail: str) -> str:
+        # 95 columns before the rename, 106 after it: over the limit only once renamed.
+        return head + " " + "w" * (95 - len(head) - len(tail) - 2) + " " + tail
+
+    lines = [
+        padded('"""Summary', f"({design} §7)."),
+        "",
+        padded("A paragraph line", f"{design} §4"),
+        "and its next line, which takes the carried words.",
+        '"""',
+        "",
+        padded("TEXT = 'a literal", f"{design} §2'"),
+        padded("# a comment", f"{design} §3"),
+        "x = 1",
+    ]
+    source = "\n".join(lines) + "\n"
+    after = tool.rewrite(source, in_docs=False)
+    assert [len(line) > tool.MAX_LINE for line in after.splitlines()] == [
+        True, False, True, False, False, False, True, True, False]
+    wrapped = tool.wrap_pushed_lines(source, after)
+    long_lines = [line for line in wrapped.splitlines() if len(line) > tool.MAX_LINE]
+    assert long_lines == [after.splitlines()[6]]         # a string value is never cut
+    tree = ast.parse(wrapped)
+    assert " ".join((ast.get_docstring(tree) or "").split()) == " ".join(
+        ast.get_docstring(ast.parse(after), clean=True).split())  # type: ignore[union-attr]
+    assert wrapped.count("\n") == after.count("\n") + 2   # the summary and the comment
+    # The paragraph's next line took the carried words.
+    assert wrapped.splitlines()[4] == "docs/architecture.md §4 and its next line, which takes " \
+        "the carried words."
+    assert wrapped.splitlines()[-2].startswith("# ") and wrapped.splitlines()[-1] == "x = 1"
+    assert tool.wrap_pushed_lines(wrapped, wrapped) == wrapped

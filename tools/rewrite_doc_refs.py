@@ -12,9 +12,11 @@ relative (the documents sit side by side).
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +47,89 @@ def rewrite(text: str, *, in_docs: bool) -> str:
     return text
 
 
+#: Longest line of the code style: a comment or docstring line pushed past it is wrapped.
+MAX_LINE: Final = 100
+
+
+def _text_rows(source: str) -> set[int]:
+    """0-based rows of a Python source that are prose: comments and standalone string statements
+    (docstrings), where a line break changes no value."""
+    rows: set[int] = set()
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    starts = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENCODING)
+    for k, tok in enumerate(tokens):
+        if tok.type == tokenize.COMMENT:
+            rows.add(tok.start[0] - 1)
+        elif tok.type == tokenize.STRING and tok.string.endswith(('"""', "'''")):
+            before = tokens[k - 1].type if k else tokenize.ENCODING
+            after = tokens[k + 1].type if k + 1 < len(tokens) else tokenize.NEWLINE
+            if before in starts and after in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                rows.update(range(tok.start[0] - 1, tok.end[0]))
+    return rows
+
+
+def _split_at(line: str, limit: int) -> int:
+    """Index of the last space before `limit` outside backquotes, 0 when there is none."""
+    best, quoted = 0, False
+    for i, char in enumerate(line[:limit + 1]):
+        if char == "`":
+            quoted = not quoted
+        elif char == " " and not quoted and line[:i].strip():
+            best = i
+    return best
+
+
+def _prefix(line: str) -> str:
+    """Indentation plus comment marker (`    #: `), the part a wrapped line repeats."""
+    match = re.match(r"\s*(?:#:?\s*)?", line)
+    return match[0] if match else ""
+
+
+def _joinable(line: str, prefix: str) -> bool:
+    """Whether `line` continues the paragraph a wrapped tail came from: same prefix, prose, not
+    a list item, table row, literal block or closing quotes."""
+    body = line[len(prefix):]
+    return (line.startswith(prefix) and bool(body) and not body[0].isspace()
+            and not re.match(r"(?:[-*|>]|\d+\.|\"\"\"|\'\'\'|```)", body))
+
+
+def wrap_pushed_lines(before: str, after: str) -> str:
+    """Wrap the comment and docstring lines of `after` that the rewrite made longer than
+    `MAX_LINE` (lines already too long are left alone), carrying the tail into the next line of
+    the same paragraph; `before` and `after` have equal line counts."""
+    old_lines, lines = before.split("\n"), after.split("\n")
+    try:
+        prose = _text_rows(after)
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return after
+    out: list[str] = []
+    row = 0
+    carry = ""
+    while row < len(lines):
+        line, old = lines[row], old_lines[row]
+        if carry:
+            prefix = _prefix(line)
+            if row in prose and _joinable(line, prefix):
+                line = prefix + carry + " " + line[len(prefix):]
+            else:
+                out.append(_prefix(out[-1]) + carry)
+            carry = ""
+        pushed = line != old and len(old) <= MAX_LINE
+        if row in prose and len(line) > MAX_LINE and (pushed or line != lines[row]):
+            prefix = _prefix(line)
+            at = _split_at(line, MAX_LINE)
+            if at > len(prefix):
+                out.append(line[:at].rstrip())
+                carry = line[at + 1:].lstrip()
+                row += 1
+                continue
+        out.append(line)
+        row += 1
+    if carry:
+        out.append(_prefix(out[-1]) + carry)
+    return "\n".join(out)
+
+
 def tracked_files(root: Path) -> list[Path]:
     names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
                            check=True).stdout.decode().split("\0")
@@ -61,6 +146,8 @@ def main(argv: list[str]) -> int:
             continue
         rel = path.relative_to(ROOT)
         new = rewrite(text, in_docs=rel.parts[0] == "docs")
+        if path.suffix == ".py" and new != text:
+            new = wrap_pushed_lines(text, new)
         if new != text:
             changed.append(str(rel))
             if not check:
