@@ -152,15 +152,17 @@ def test_rewrite_wraps_only_the_prose_it_made_too_long() -> None:
         "",
         padded("TEXT = 'a literal", f"{design} §2'"),
         padded("# a comment", f"{design} §3"),
-        "x = 1",
+        "x = 1  # type: ignore[misc]",
+        padded("y = 2  # after code", f"{design} §5"),
     ]
     source = "\n".join(lines) + "\n"
     after = tool.rewrite(source, in_docs=False)
     assert [len(line) > tool.MAX_LINE for line in after.splitlines()] == [
-        True, False, True, False, False, False, True, True, False]
+        True, False, True, False, False, False, True, True, False, True]
     wrapped = tool.wrap_pushed_lines(source, after)
     long_lines = [line for line in wrapped.splitlines() if len(line) > tool.MAX_LINE]
-    assert long_lines == [after.splitlines()[6]]         # a string value is never cut
+    # A string value and a line of code are never cut.
+    assert long_lines == [after.splitlines()[6], after.splitlines()[9]]
     tree = ast.parse(wrapped)
     assert " ".join((ast.get_docstring(tree) or "").split()) == " ".join(
         ast.get_docstring(ast.parse(after), clean=True).split())  # type: ignore[union-attr]
@@ -168,5 +170,7 @@ def test_rewrite_wraps_only_the_prose_it_made_too_long() -> None:
     # The paragraph's next line took the carried words.
     assert wrapped.splitlines()[4] == "docs/architecture.md §4 and its next line, which takes " \
         "the carried words."
-    assert wrapped.splitlines()[-2].startswith("# ") and wrapped.splitlines()[-1] == "x = 1"
+    # The comment's tail went on a comment line of its own, not into the code below it.
+    assert wrapped.splitlines()[-3].startswith("# ")
+    assert wrapped.splitlines()[-2] == "x = 1  # type: ignore[misc]"
     assert tool.wrap_pushed_lines(wrapped, wrapped) == wrapped

@@ -58,8 +58,8 @@ def _text_rows(source: str) -> set[int]:
     tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     starts = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENCODING)
     for k, tok in enumerate(tokens):
-        if tok.type == tokenize.COMMENT:
-            rows.add(tok.start[0] - 1)
+        if tok.type == tokenize.COMMENT and tok.line.lstrip().startswith("#"):
+            rows.add(tok.start[0] - 1)     # a comment line; a comment after code is code's row
         elif tok.type == tokenize.STRING and tok.string.endswith(('"""', "'''")):
             before = tokens[k - 1].type if k else tokenize.ENCODING
             after = tokens[k + 1].type if k + 1 < len(tokens) else tokenize.NEWLINE
