@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from config._ini import IniLine, read_ini
 from config._text import Findings, parse_bool, parse_decimal, parse_int
 from config.errors import Problem, Severity
+from config.key_hint import unknown_key_message
 from config.model import FullPolicy, GatewaySettings, ServerSettings, ServerType
 
 Check = Callable[[str], str]
@@ -337,6 +338,9 @@ def parse(data: bytes, file_name: str) -> tuple[ConfigIni, Findings]:
     lines = read_ini(data, findings, ALIASES)
     values = {ln.key: ln.value for ln in lines if ln.key is not None}
     cfg = ConfigIni(uid=_uid_of(file_name), lines=tuple(lines), values=values)
+    for ln in lines:
+        if ln.key is not None and ln.key not in KEYS:
+            findings.warn(ln.line, ln.key, unknown_key_message(ln.key, KEYS))
     _resolve(cfg, findings, cfg.uid, line_of={ln.key: ln.line for ln in lines if ln.key})
     return cfg, findings
 

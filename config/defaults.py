@@ -49,7 +49,7 @@ def default_files(uid: str) -> dict[str, bytes]:
     """Relative path -> bytes of every file of a default configuration directory."""
     io_def = io_definition(uid)
     cfg = config_ini.ConfigIni(uid=uid, lines=(
-        IniLine(1, "# sunpm gateway settings (keys of spec/formats.md §4); absent keys take "
+        IniLine(1, "# sunpm gateway settings (every key: docs/configuration.md); absent keys take "
                    "their defaults"),), values={})
     schedules = VarIni(server1=(Schedule(line=None, id=1, interval_min=60, count=24),),
                        server2=(Schedule(line=None, id=1, interval_min=60, count=24),))

@@ -41,7 +41,7 @@ from config.model import (
 
 COLUMNS: Final = ("Index", "Info1", "Info2", "Info3", "Info4", "Name", "Tag", "CoefA", "CoefB",
                   "Unit", "Action")
-_HEADER_COLUMNS: Final = ("Protocol", "Category", "Manufacturer", "Model")
+HEADER_COLUMNS: Final = ("Protocol", "Category", "Manufacturer", "Model")
 _TYPES: Final = {t.value.upper(): t for t in DataType}
 _SUFFIXES: Final = (ByteOrder.SWAP_BOTH, ByteOrder.SWAP_WORDS, ByteOrder.SWAP_BYTES)
 _TIC_LABEL: Final = re.compile(r"[A-Z0-9+-]{1,16}")

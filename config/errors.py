@@ -37,6 +37,9 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         if self.field == "...":  # the problems only counted (docs/behaviour.md §4.5)
             return f"{where}: ... {self.message}"
+        # A problem of a whole directory has no field: `<DIR>: no CONFIG/ folder (...)`.
+        if not self.field:
+            return f"{where}: {self.message}"
         return f"{where}: {self.field}: {self.message}"
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from config._ini import IniLine, indexed_key, read_ini
 from config._text import Findings, file_name_problem
+from config.key_hint import indexed_unknown_key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +34,8 @@ def parse(data: bytes, file_name: str) -> tuple[ScriptList, Findings]:
     other: list[IniLine] = []
     for ln in read_ini(data, findings):
         if ln.key is None or not ln.key.startswith("SCRIPT"):
+            if ln.key is not None:
+                findings.warn(ln.line, ln.key, indexed_unknown_key(ln.key, ("SCRIPT_File",)))
             other.append(ln)
             continue
         parsed = indexed_key(ln.key)

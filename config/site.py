@@ -15,7 +15,6 @@ problems of all files.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,6 @@ from config.model import (
 )
 from config.scl_ini import ScriptList
 from config.var_ini import VarIni
-
-log = logging.getLogger("sunpm.config")
 
 #: Certificate keys each server type reads from /CERT (spec/formats.md §4).
 _CERT_KEYS: Final[Mapping[ServerType, tuple[str, ...]]] = {
@@ -140,13 +137,17 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
         # An empty directory is a valid site of defaults; a mistyped path must not be one.
         raise ConfigError([Problem(file=str(directory), line=None, field="directory",
                                    message="is not a directory", severity=Severity.ERROR)])
+    if not (directory / "CONFIG").is_dir():
+        # Without CONFIG/ this is no configuration tree (docs/formats.md §3): a path typed one
+        # level off must not pass as a valid site of defaults.
+        raise ConfigError([Problem(file=str(directory), line=None, field="",
+                                   message="no CONFIG/ folder (not a configuration directory)",
+                                   severity=Severity.ERROR)])
     loader = _Loader(directory, find_uid(directory, uid))
     name, data = loader.config_file("config.ini")
     cfg, found = config_ini.parse(data, name)
     _check_certificates(loader, cfg, found)
     loader.add(found)
-    for key in cfg.unknown_keys:
-        log.info("Unknown key kept. file=%s key=%s", name, key)
     name, data = loader.config_file("var.ini")
     var, found = var_ini.parse(data, name)
     loader.add(found)

@@ -12,9 +12,12 @@ from zoneinfo import ZoneInfo
 
 from config._ini import IniLine, indexed_key, read_ini
 from config._text import Findings, parse_int
+from config.key_hint import indexed_unknown_key
 from config.model import Schedule, ScheduleType
 
 _FAMILIES: Final = {"SCHEDULE_Params": 1, "SCHEDULE2_Params": 2}
+#: The `|`-separated fields of a schedule value, in order.
+FIELDS: Final = ("Id", "Type", "StartTime", "Interval", "Count")
 _TIME: Final = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _WEEKDAYS: Final = {ScheduleType.MONDAY: 0, ScheduleType.TUESDAY: 1, ScheduleType.WEDNESDAY: 2,
                     ScheduleType.THURSDAY: 3, ScheduleType.FRIDAY: 4, ScheduleType.SATURDAY: 5,
@@ -41,6 +44,8 @@ def parse(data: bytes, file_name: str) -> tuple[VarIni, Findings]:
     other: list[IniLine] = []
     for ln in read_ini(data, findings):
         if ln.key is None or not ln.key.startswith("SCHEDULE"):
+            if ln.key is not None:
+                findings.warn(ln.line, ln.key, indexed_unknown_key(ln.key, tuple(_FAMILIES)))
             other.append(ln)
             continue
         parsed = indexed_key(ln.key)

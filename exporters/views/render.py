@@ -318,6 +318,8 @@ class SiteViews:
             except SunpmError:
                 return self._cache[self.running]
             with tempfile.TemporaryDirectory(prefix="sunpm-snapshot-") as tmp:
+                # A snapshot of all defaults holds no file; CONFIG/ still makes it a site.
+                (Path(tmp) / "CONFIG").mkdir()
                 for rel, data in files.items():
                     path = Path(tmp) / rel
                     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def test_validate_prints_one_line_per_problem_and_exits_1(
 
 def test_validate_with_warnings_only_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(CASES / "warnings_only")]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert capsys.readouterr().out == (CASES / "warnings_only" / "expected.err").read_text()
 
 
 def test_show_json_lists_every_variable_parsed(example_site: Callable[[], Path],
@@ -88,10 +88,29 @@ def test_entry_point_in_a_fresh_process_runs_validate() -> None:
                            str(CASES / "spreadsheet_commas")], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 1
-    assert done.stdout.startswith("WPM00BDE4_daq.csv:1: separator: ")
+    assert "\nWPM00BDE4_daq.csv:1: separator: " in done.stdout
 
 
 def test_validate_of_a_missing_directory_fails(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().out == f"{tmp_path / 'nope'}: directory: is not a directory\n"
+
+
+@pytest.mark.parametrize("action", ["validate", "show"])
+def test_folder_without_config_is_not_reported_valid(
+        action: str, example_site: Callable[[], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # The path typed one level too deep: CONFIG/ itself, which holds no CONFIG/ folder.
+    typo = example_site() / "CONFIG"
+    assert main(["config", action, str(typo)]) == 1
+    captured = capsys.readouterr()
+    message = f"{typo}: no CONFIG/ folder (not a configuration directory)\n"
+    assert message in captured.out + captured.err
+    assert "valid" not in captured.err.replace("not a configuration", "")
+
+
+def test_validate_names_the_closest_key_of_a_misspelt_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "validate", str(CASES / "misspelt_keys")]) == 0
+    out = capsys.readouterr().out
+    assert "WPM00BDE4_config.ini:4: FTP_Hots: unknown key (did you mean FTP_Host?); ignored\n" in out

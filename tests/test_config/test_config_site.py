@@ -64,7 +64,11 @@ def test_ten_planted_mistakes_are_all_reported_with_file_line_and_field() -> Non
 
 def test_example_site_loads_with_every_file(example_site: Callable[[], Path]) -> None:
     site = config.load_site(example_site())
-    assert site.uid == "WPM00BDE4" and site.warnings == ()
+    assert site.uid == "WPM00BDE4"
+    # The example keeps vendor keys of its own: kept, and reported so a typo cannot hide.
+    assert [str(w) for w in site.warnings] == [
+        "WPM00BDE4_config.ini:17: VENDOR_Extra: unknown key; ignored",
+        "WPM00BDE4_var.ini:2: VENDOR_Note: unknown key; ignored"]
     assert site.settings.servers[0].host == "is.example.net"
     assert sorted(site.definitions) == sorted([
         "WPM00BDE4_IO.csv", "WPM00BDE4_TIC_LINKY.csv", "inv_small.csv", "meter_small.csv",
@@ -100,9 +104,29 @@ def test_uid_option_chooses_among_several_configurations() -> None:
     assert site.uid == "WPM00C44F" and site.daq.devices == ()
 
 
-def test_empty_directory_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
+def test_empty_config_folder_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
+    (tmp_path / "CONFIG").mkdir()
     site = config.load_site(tmp_path)
     assert site.uid == config.default_uid() and site.daq.devices == ()
+    assert site.warnings == ()
+
+
+@pytest.mark.parametrize("layout", ["empty", "files_one_level_down", "not_a_directory"])
+def test_directory_without_config_folder_is_not_a_site(tmp_path: Path, layout: str) -> None:
+    directory = tmp_path / "site"
+    if layout == "files_one_level_down":
+        directory.mkdir()
+        (directory / "WPM00BDE4_config.ini").write_text("SERVER_Type=none\n")
+    elif layout == "empty":
+        directory.mkdir()
+    else:
+        directory.write_text("not a folder\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load_site(directory)
+    expected = (f"{directory}: directory: is not a directory" if layout == "not_a_directory"
+                else f"{directory}: no CONFIG/ folder (not a configuration directory)")
+    assert [str(p) for p in exc.value.problems] == [expected]
+    assert [str(p) for p in config.check_site(directory)] == [expected]
 
 
 def test_a_rejected_file_changes_nothing_in_a_loaded_site(
