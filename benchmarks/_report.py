@@ -1,4 +1,4 @@
-"""The STYLE.md §10 figure line, built one way for every benchmark.
+"""The docs/style.md §10 figure line, built one way for every benchmark.
 
 A benchmark passes its raw per-run measures; this module takes the medians and the speedup by
 the §10 rule (theirs / ours for a time, ours / theirs for a rate, a unit ending in "/s"), so no

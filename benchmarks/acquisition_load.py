@@ -1,4 +1,4 @@
-"""acquisition_load: the live path at full rate against a simulated plant (DESIGN.md §7).
+"""acquisition_load: the live path at full rate against a simulated plant (docs/architecture.md §7).
 
 Ours: the Modbus TCP driver, the poll loop, the recorder and the store with default settings
 (`STORE_FlushSeconds=1`), in one process as the service runs them, polling one device per
@@ -10,7 +10,7 @@ lean` for the project's own simulator), runs in a third process, so neither side
 Each side runs in its own child process, under `strace -f -c --seccomp-bpf` when strace is there
 (it stops only at the counted syscalls), so its CPU time (getrusage), peak resident memory, fsync
 count and block-device bytes are its own. Every value must be recorded: the line says how many
-were expected and how many were stored with quality 0. Prints one STYLE.md §10 line per load:
+were expected and how many were stored with quality 0. Prints one docs/style.md §10 line per load:
 
     python benchmarks/acquisition_load.py [--seconds 30] [--quick]
 
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT_ID = 1
 TIMEOUT_MS = 3000
 FSYNC_CALLS = ("fsync", "fdatasync", "syncfs")
-#: (devices, registers, period s): the two loads of DESIGN.md §7.
+#: (devices, registers, period s): the two loads of docs/architecture.md §7.
 LOADS = ((254, 20, 1), (254, 100, 10))
 
 

@@ -1,4 +1,5 @@
-"""Benchmark `export_csv` (DESIGN.md §7): the DATA view of one day for 100 devices x 100 variables.
+"""Benchmark `export_csv` (docs/architecture.md §7): the DATA view of one day for 100 devices x 100
+variables.
 
 Workload: 100 Modbus devices sharing one definition of 100 recorded variables (U16/I16 with a
 scale factor, U32 counters, F32, and action-2 min/max/mean), one record every 600 s for a day

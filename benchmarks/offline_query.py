@@ -195,7 +195,7 @@ def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int 
         _data_files(data_dir, devices, days, period_s, variables)
         data_bytes = sum(p.stat().st_size for p in data_dir.iterdir())
         baselines = {
-            "delivered DATA files (formats.md §9, a block per device), pandas read_csv per "
+            "delivered DATA files (docs/formats.md §9, a block per device), pandas read_csv per "
             "block (usecols) + groupby": (PANDAS_DATA_FILES, data_dir, data_bytes),
             "one wide CSV.gz per day (time, device, v1..v100), pandas read_csv (usecols) + "
             "groupby": (PANDAS, csv_dir, csv_bytes),

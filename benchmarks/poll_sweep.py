@@ -1,4 +1,5 @@
-"""poll_sweep: one full poll of N Modbus TCP devices x R registers on loopback (DESIGN.md §7).
+"""poll_sweep: one full poll of N Modbus TCP devices x R registers on loopback (docs/architecture.md
+§7).
 
 The simulated devices run in a child process (one lean TCP server per device, as a plant has one
 `ip:port` per inverter) and answer each request after a latency, as real inverters and

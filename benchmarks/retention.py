@@ -1,4 +1,4 @@
-"""retention: days of history one device keeps under the 50 MB quota (DESIGN.md §7).
+"""retention: days of history one device keeps under the 50 MB quota (docs/architecture.md §7).
 
 One Modbus inverter of 100 variables recorded every 10 s and every 600 s, its records generated
 day by day and appended through the real store with default options (sealed segments rewritten
@@ -19,7 +19,7 @@ fewer records per byte).
 
     python benchmarks/retention.py [--quick]
 
-Prints one STYLE.md §10 line per period, as a cost: `unit` bytes of quota per day of history
+Prints one docs/style.md §10 line per period, as a cost: `unit` bytes of quota per day of history
 held, `ours` = quota / days held, `theirs` = a day's CSV text; `speedup` = how many times the
 box's history we hold; `days_held` and `box_days_held` beside them (target: >= 16 days at 10 s).
 """

@@ -1,4 +1,5 @@
-"""Sustained log append with crash safety: 254 devices sending 100-row batches (DESIGN.md §7).
+"""Sustained log append with crash safety: 254 devices sending 100-row batches (docs/architecture.md
+§7).
 
 Ours: `store.Log`, group commit every second, one framed batch and one fsync per touched segment
 per commit; the time runs until the last append is acknowledged (fsynced).

@@ -1,4 +1,4 @@
-"""Opening a store of 50 MB for each of 100 devices, recovery included (DESIGN.md §7).
+"""Opening a store of 50 MB for each of 100 devices, recovery included (docs/architecture.md §7).
 
 The store is laid out as a live gateway leaves it: per device, sealed 4 MiB segments and one open
 segment, each batch one record of 100 variables (one commit at a 10 s period); one device in ten

@@ -1,4 +1,5 @@
-"""Daily energy SQL over 30 days x 100 devices x 100 variables at a 600 s period (DESIGN.md §7).
+"""Daily energy SQL over 30 days x 100 devices x 100 variables at a 600 s period
+(docs/architecture.md §7).
 
 The store is laid out as a live gateway leaves it: per device, 29 sealed days rewritten as IPC
 files and today's open segment, one small batch per commit. Every device has its own data (its

@@ -1,4 +1,4 @@
-"""`KEY=VALUE` files (spec/formats.md §1.1): the line reader shared by config, var and scl files."""
+"""`KEY=VALUE` files (docs/formats.md §1.1): the line reader shared by config, var and scl files."""
 
 from __future__ import annotations
 

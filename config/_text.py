@@ -1,4 +1,4 @@
-"""Text rules shared by every configuration file (spec/formats.md §1.1, §1.2).
+"""Text rules shared by every configuration file (docs/formats.md §1.1, §1.2).
 
 Decoding, line splitting, the `;` field splitter with its quoting rules, number syntax, and the
 collector that turns findings into `Problem`s in the one-line form the spec fixes.
@@ -53,7 +53,7 @@ class Findings:
                                          severity=Severity.WARNING))
 
     def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
-        """A bad value replaced by its default (spec/formats.md §1.2)."""
+        """A bad value replaced by its default (docs/formats.md §1.2)."""
         self.warn(line, fld, f"{problem}; default {default or '(empty)'} used")
 
     def error(self, line: int | None, fld: str, problem: str) -> None:

@@ -1,4 +1,4 @@
-"""`<uid>_config.ini` (spec/formats.md §4): the key table, its checks, reader and writer.
+"""`<uid>_config.ini` (docs/formats.md §4): the key table, its checks, reader and writer.
 
 The writer keeps every line read in place (comments, unknown keys, aliases); only a key whose
 value changed is rewritten as `KEY=VALUE`, and a key set away from its default that the file did
@@ -258,7 +258,7 @@ _ORDER: Final[Mapping[str, int]] = {k.name: i for i, k in enumerate(KEY_TABLE)}
 _EMPTY_MEANS_EMPTY: Final = frozenset({"NTP_Server1"})
 #: Serial devices: a bad value rejects the file rather than falling back (docs/formats.md §4).
 _DEVICE_KEYS: Final = frozenset({"MODEM_Port", "TIC_Port"})
-#: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (spec/formats.md §1.3).
+#: The manual prints `FTP2-HeaderOption`; read as `FTP2_HeaderOption` (docs/formats.md §1.3).
 ALIASES: Final = {"FTP2-HeaderOption": "FTP2_HeaderOption"}
 
 
@@ -414,7 +414,7 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
 
 
 def _pair_topics(out: dict[str, str], findings: Findings, line_of: Mapping[str, int]) -> None:
-    """Command and result topics are both set or neither (spec/formats.md §4)."""
+    """Command and result topics are both set or neither (docs/formats.md §4)."""
     for slot in (1, 2):
         cmd, res = server_key("MQTT_TopicCommand", slot), server_key("MQTT_TopicResult", slot)
         if bool(out[cmd]) == bool(out[res]):

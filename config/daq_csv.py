@@ -1,4 +1,4 @@
-"""`<uid>_daq.csv` (spec/formats.md §6): Ethernet, `tcpInterFrameMs`, serial ports and devices.
+"""`<uid>_daq.csv` (docs/formats.md §6): Ethernet, `tcpInterFrameMs`, serial ports and devices.
 
 Blocks are read in any order and written in the canonical one. Checks that need other files
 (`defFile` exists and fits) belong to the site (`config.site`).

@@ -1,4 +1,4 @@
-"""Exact decimal text shared by every package: plain notation (spec/formats.md §9.3) and the
+"""Exact decimal text shared by every package: plain notation (docs/formats.md §9.3) and the
 scaled value `CoefA × raw + CoefB`.
 
 A definition file may write any decimal literal as a coefficient, `1e999999999` included. The
@@ -89,7 +89,7 @@ def plain_decimal(value: Decimal, *, max_digits: int = MAX_PLAIN_DIGITS) -> str:
 
 
 def scaled(coef_a: Decimal, raw: Decimal, coef_b: Decimal) -> Decimal:
-    """`coef_a × raw + coef_b`, exact (spec/formats.md §9.3: `0.1 × 2305` → `230.5`).
+    """`coef_a × raw + coef_b`, exact (docs/formats.md §9.3: `0.1 × 2305` → `230.5`).
 
     Raises `DecimalTextError` when the exact result would need more than a few thousand digits
     (only with operands outside `coefficient_fits`).

@@ -1,6 +1,6 @@
 """A complete, valid default configuration (`sunpm config init`).
 
-The gateway's own I/O (spec/formats.md §8.1: `<uid>_IO.csv`, every action 0) as its one device, no
+The gateway's own I/O (docs/formats.md §8.1: `<uid>_IO.csv`, every action 0) as its one device, no
 server (`SERVER_Type=none`, the default), an hourly schedule ready for when a server is set, no
 scripts. Every file is built from the models and written by the package's writers.
 """

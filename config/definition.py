@@ -1,4 +1,4 @@
-"""Device definition files (spec/formats.md §8): `io`, `tic`, `modbusRTU`, `modbusTCP`.
+"""Device definition files (docs/formats.md §8): `io`, `tic`, `modbusRTU`, `modbusTCP`.
 
 Line 1 is the device header; every other line a variable of 11 fields. The tolerances of §8.1
 (control characters, repeated Names, `String` without byte count) are warnings, so the files real
@@ -313,7 +313,7 @@ def _cross_checks(variables: list[Variable], protocol: Protocol,
         else:
             name_at[var.name] = var.line
         out.append(var)
-    if protocol.is_modbus:  # Info4 is ignored for io and tic (spec/formats.md §8.2)
+    if protocol.is_modbus:  # Info4 is ignored for io and tic (docs/formats.md §8.2)
         out = _string_spans(out, findings)
         out = _scale_factors(out, findings)
     return out

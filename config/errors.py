@@ -21,7 +21,7 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Problem:
-    """One finding about a configuration file, in the one-line form of spec/formats.md §1.2.
+    """One finding about a configuration file, in the one-line form of docs/formats.md §1.2.
 
     `message` already ends with what was done: `; default 600 used`, `; file rejected`,
     `; replaced by a space`.

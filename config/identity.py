@@ -1,4 +1,4 @@
-"""The gateway's uid from the host's primary MAC address (spec/formats.md §2)."""
+"""The gateway's uid from the host's primary MAC address (docs/formats.md §2)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _default_route_interface(routes: Path) -> str | None:
 
 def default_uid(net: Path = _NET, routes: Path = _ROUTES) -> str:
     """uid of this host: the default-route interface's MAC, else the first non-loopback
-    interface's by name, else `WPM000000` (spec/formats.md §2)."""
+    interface's by name, else `WPM000000` (docs/formats.md §2)."""
     primary = _default_route_interface(routes)
     if primary is not None:
         mac = _mac_of(primary, net)

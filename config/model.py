@@ -1,4 +1,4 @@
-"""Typed, frozen models of a site's configuration (spec/formats.md §4-§8).
+"""Typed, frozen models of a site's configuration (docs/formats.md §4-§8).
 
 Parsers build these once, at the boundary; everything inside sunpm trusts them. Every model keeps
 the line it came from so later cross-file checks can still name file, line and field.
@@ -38,7 +38,7 @@ class Action(IntEnum):
 
     @property
     def is_polled(self) -> bool:
-        """Read at every poll and recorded (spec/behaviour.md §2.2)."""
+        """Read at every poll and recorded (docs/behaviour.md §2.2)."""
         return self in (Action.MIN_MAX_MEAN, Action.INSTANT, Action.ALARM_ON_CHANGE,
                         Action.ALARM_AND_PARAMETER)
 
@@ -117,7 +117,7 @@ class ModbusPoint:
     """Where and how a Modbus variable lives on the wire (`Info1`..`Info3` parsed).
 
     `address` is the zero-based PDU address. For coils and discrete inputs the point is one bit and
-    `data_type` is None (their `Info3` is not checked, spec/formats.md §8.3).
+    `data_type` is None (their `Info3` is not checked, docs/formats.md §8.3).
     """
 
     kind: RegisterKind
@@ -183,7 +183,7 @@ class Variable:
     modbus: ModbusPoint | None = None
     io: IoPoint | None = None
     tic_label: str | None = None
-    #: Index of the variable named by `Info4` (resolved per spec/formats.md §8.1 for repeated Names).
+    #: Index of the variable named by `Info4` (resolved per docs/formats.md §8.1 for repeated Names).
     scale_factor_index: int | None = None
     #: Name used as MQTT key and script handle: `Name`, or `<Name>_<Index>` for a repeated Name.
     key: str = ""
@@ -211,7 +211,7 @@ class DefinitionFile:
 
     @property
     def snapshot_id(self) -> str:
-        """`<sha256>:<file name>`, the `def` value of records (DESIGN.md §1)."""
+        """`<sha256>:<file name>`, the `def` value of records (docs/architecture.md §1)."""
         return f"{self.sha256}:{self.file_name}"
 
 
@@ -397,7 +397,7 @@ class FullPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
-    """One server slot (1 or 2) with the keys of its type resolved (spec/formats.md §4)."""
+    """One server slot (1 or 2) with the keys of its type resolved (docs/formats.md §4)."""
 
     slot: int
     type: ServerType = ServerType.NONE
@@ -467,7 +467,7 @@ class GatewaySettings:
 
 
 class Quality(IntEnum):
-    """Quality code of a reading or record value (spec/behaviour.md §2.2).
+    """Quality code of a reading or record value (docs/behaviour.md §2.2).
 
     Lives in the bottom room because drivers, the store and the views all speak it.
     """

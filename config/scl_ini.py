@@ -1,4 +1,4 @@
-"""`<uid>_scl.ini` / `_sci.ini` (spec/formats.md §7): the scripts started at boot."""
+"""`<uid>_scl.ini` / `_sci.ini` (docs/formats.md §7): the scripts started at boot."""
 
 from __future__ import annotations
 

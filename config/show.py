@@ -14,7 +14,7 @@ from config.var_ini import format_start
 if TYPE_CHECKING:
     from config.site import Site
 
-#: (Info1, Info3) of an io variable -> what it measures (spec/formats.md §8.2).
+#: (Info1, Info3) of an io variable -> what it measures (docs/formats.md §8.2).
 _IO_MODES: dict[tuple[int, int | None], str] = {(1, 1): "4-20mA", (1, 2): "0-10V", (2, 1): "on/off", (2, 2): "S0"}
 
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]

@@ -1,6 +1,6 @@
 """A site: the whole configuration directory (`CONFIG/`, `DEF/`, `SCRIPT/`), checked together.
 
-Layout read (spec/formats.md §3, the server tree):
+Layout read (docs/formats.md §3, the server tree):
 
     DIR/CONFIG/<uid>_config.ini   missing: empty (all defaults)
     DIR/CONFIG/<uid>_var.ini      missing: no schedules
@@ -38,7 +38,7 @@ from config.model import (
 from config.scl_ini import ScriptList
 from config.var_ini import VarIni
 
-#: Certificate keys each server type reads from /CERT (spec/formats.md §4).
+#: Certificate keys each server type reads from /CERT (docs/formats.md §4).
 _CERT_KEYS: Final[Mapping[ServerType, tuple[str, ...]]] = {
     ServerType.FTPS: ("FTP_CaFile",),
     ServerType.WEBDAV: ("HTTP_CaFile",),
@@ -87,7 +87,7 @@ class Site:
 
 
 def find_uid(directory: Path, uid: str | None = None) -> str:
-    """The uid of the configuration in `directory` (spec/formats.md §3, configuration dir)."""
+    """The uid of the configuration in `directory` (docs/formats.md §3, configuration dir)."""
     if uid is not None:
         return uid
     config_dir = directory / "CONFIG"
@@ -224,7 +224,7 @@ def _definitions(loader: _Loader, daq: Daq,
             continue
         port = daq.port(device.serial_port) if device.serial_port else None
         if port is not None and not port.has_driver:
-            continue  # kept, not parsed: no driver polls it (spec/formats.md §6)
+            continue  # kept, not parsed: no driver polls it (docs/formats.md §6)
         defn = _parse_definition(loader, name, data, parsed)
         if defn is None:
             daq_found.error(device.line, "defFile", f"'{name}' is not valid (see its errors)")

@@ -1,4 +1,4 @@
-"""`<uid>_var.ini` (spec/formats.md §5): connection schedules and the times they produce."""
+"""`<uid>_var.ini` (docs/formats.md §5): connection schedules and the times they produce."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def connection_times(schedules: Sequence[Schedule], start: datetime, end: dateti
     """The connection instants (aware, UTC) the schedules give in [start, end), sorted, unique.
 
     Local wall times are placed in `tz`: a time that does not exist (spring gap) takes the offset
-    before the change, an ambiguous one its first occurrence (spec/formats.md §5); that is
+    before the change, an ambiguous one its first occurrence (docs/formats.md §5); that is
     zoneinfo's `fold=0`, per PEP 495.
     """
     if start.tzinfo is None or end.tzinfo is None:

@@ -1,7 +1,8 @@
 """Backfill of one server's windows: re-exported from `exporters.views.backfill`.
 
 The planning and rendering live beside the views so that the offline re-export, which may import
-only `config`, `store` and `exporters.views` (DESIGN.md §2), shares them with `sunpm export`.
+only `config`, `store` and `exporters.views` (docs/architecture.md §2), shares them with
+`sunpm export`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The outbox: per server and stream, durable cursors, windows and ordered uploads.
 
-spec/behaviour.md §5.1, DESIGN.md §4. Nothing here holds durable state of its own: cursors, built
-windows and deliveries are replayed from two journal kinds.
+docs/behaviour.md §5.1, docs/architecture.md §4. Nothing here holds durable state of its own:
+cursors, built windows and deliveries are replayed from two journal kinds.
 
 Journal bodies (compact JSON, times in UTC nanoseconds)::
 
@@ -16,8 +16,8 @@ Journal bodies (compact JSON, times in UTC nanoseconds)::
                {"server": 2, "stream": "ALARM" | "ACK", "event": <journal seq carried>}
 
 `after` is the previous window built for the same server and stream (its end and watermark), so a
-`window` event alone fixes its membership (behaviour.md §5.1 step 4): an item is a member when its
-time is before `end` and the watermark covers it, and it is not a member of `after` (ends and
+`window` event alone fixes its membership (docs/behaviour.md §5.1 step 4): an item is a member when
+its time is before `end` and the watermark covers it, and it is not a member of `after` (ends and
 watermarks only grow within a stream, so excluding the previous window excludes every earlier one).
 
 On disk::
@@ -164,7 +164,7 @@ Confirmed = Callable[[str, int, bool], Awaitable[None] | None]
 
 
 class Outbox:
-    """One server's outbox. One session at a time uses it (behaviour.md §4.1)."""
+    """One server's outbox. One session at a time uses it (docs/behaviour.md §4.1)."""
 
     def __init__(self, *, server: int, log: JournalLog, source: WindowSource, directory: Path,
                  streams: Sequence[Stream] = FILE_SERVER_STREAMS) -> None:
@@ -177,7 +177,7 @@ class Outbox:
     # ----- state
 
     def state(self) -> DeliveryState:
-        # Journal segments before the latest `state` event may be gone (behaviour.md §6); that
+        # Journal segments before the latest `state` event may be gone (docs/behaviour.md §6); that
         # event keeps what they held of the delivery state (OUTBOX_REDUCERS).
         return DeliveryState.from_table(self._log.journal(kinds=["state", "window", "delivered"]))
 
@@ -186,7 +186,8 @@ class Outbox:
         return {s: state.stream(self.server, s).cursor_ns for s in self.streams}
 
     def plan(self, cut_ns: int, state: DeliveryState | None = None) -> list[Planned]:
-        """Windows this session sends, in upload order (behaviour.md §5.1 step 2, §4.2 step 8)."""
+        """Windows this session sends, in upload order (docs/behaviour.md §5.1 step 2, §4.2 step
+        8)."""
         state = state or self.state()
         plan: list[Planned] = []
         for stream in self.streams:
@@ -325,7 +326,7 @@ class Outbox:
         try:
             present = await target.size(path)
         except SunpmError:
-            present = None          # a refused lookup counts as absent (behaviour.md §5.2)
+            present = None          # a refused lookup counts as absent (docs/behaviour.md §5.2)
         if present == file.size:
             return False
         data = await self.file_bytes(window, file)
@@ -340,10 +341,10 @@ class Outbox:
     async def deliver_messages(self, target: MessageTarget, topic: str, cut_ns: int, *,
                                in_flight: int = MQTT_IN_FLIGHT) -> DeliveryReport:
         """Publish every window's documents up to the cut, oldest first, with at most
-        `in_flight` unacknowledged (behaviour.md §4.4 step 2); each `Rendered` is one message.
+        `in_flight` unacknowledged (docs/behaviour.md §4.4 step 2); each `Rendered` is one message.
 
         A message's `delivered` event is not committed at once: after a crash at most the last
-        `STORE_FlushSeconds` of acknowledgements are sent again (behaviour.md §5.2).
+        `STORE_FlushSeconds` of acknowledgements are sent again (docs/behaviour.md §5.2).
         """
         state = await asyncio.to_thread(self.state)
         await asyncio.to_thread(self.clean, state)

@@ -1,4 +1,4 @@
-"""What the quota may delete: the outbox's delivery state as the store's predicates (spec/behaviour.md §6).
+"""What the quota may delete: the outbox's delivery state as the store's predicates (docs/behaviour.md §6).
 
 The store deletes a device's sealed segment to make room only when every record in it is
 delivered to every data-receiving server, and a journal segment only when every event in it that
@@ -7,8 +7,8 @@ some server gets is delivered (plus a later `state` event, which the store asks 
 the answer must be quick, read-only and consistent: it reads one immutable `DeliveryMarks`, which
 the tracker replaces whole (one attribute assignment) whenever it learns of a delivery.
 
-Delivered, per server and stream (behaviour.md §5.1): a stream's windows are consecutive, and an
-item belongs to the union of its windows up to the cursor's window `C` exactly when its time is
+Delivered, per server and stream (docs/behaviour.md §5.1): a stream's windows are consecutive, and
+an item belongs to the union of its windows up to the cursor's window `C` exactly when its time is
 before `C.end` and `C`'s watermark covers its seq (ends and watermarks only grow). A segment whose
 last seq and latest time meet that is delivered whole. Journal streams also keep a `through_seq`:
 every event of the stream's kinds up to it is delivered (the oldest one not in a delivered window,
@@ -186,7 +186,7 @@ class _Progress:
 
 
 class DeliveryTracker:
-    """Keeps `DeliveryMarks` current for the store's quota (behaviour.md §6).
+    """Keeps `DeliveryMarks` current for the store's quota (docs/behaviour.md §6).
 
     `refresh()` (blocking) reads what the journal says since the last call; `observe()` (cheap,
     no I/O) folds in a `window` or `delivered` event as the outbox journals it (`TrackingJournal`
@@ -418,7 +418,7 @@ def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
     configured servers (blocking: reads the journal once). Give `tracker.journal_log(store)` to
     the outboxes and MQTT sessions, and run `tracker.run()` beside them.
 
-    With no data-receiving server any records segment may go (behaviour.md §6); with no server
+    With no data-receiving server any records segment may go (docs/behaviour.md §6); with no server
     getting journal events, any journal segment with a later `state` event.
     """
     tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms),

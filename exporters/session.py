@@ -1,4 +1,4 @@
-"""Connection sessions with a file server (spec/behaviour.md §4.2, §4.3, §4.5).
+"""Connection sessions with a file server (docs/behaviour.md §4.2, §4.3, §4.5).
 
 A session is one connection to one server: server 1 syncs configuration both ways, fetches the
 command file and uploads the streams through the outbox; server 2 gets copies only. Every step that
@@ -11,7 +11,7 @@ whole or not at all, even across a power cut::
     <config>/.apply            names of the staged files, fsynced; present = roll forward
     <config>/<dir>/<name>.new  the staged bytes, fsynced
 
-Session log lines are the fixed messages of spec/formats.md §11, category `session`.
+Session log lines are the fixed messages of docs/formats.md §11, category `session`.
 
 The server is semi-trusted (docs/behaviour.md §4.5, hostile server): every download has its cap,
 names read from a listing or a configuration file are plain file names or refused, the
@@ -66,7 +66,7 @@ from store.fsio import fsync_dir, write_synced
 log = logging.getLogger("sunpm.session")
 config_log = logging.getLogger("sunpm.config")
 
-CMD_MAX_BYTES: Final = 1 << 20          # formats.md §12.1
+CMD_MAX_BYTES: Final = 1 << 20          # docs/formats.md §12.1
 # docs/behaviour.md §4.5 (hostile server): the cap of each file a session fetches, by tree folder.
 DOWNLOAD_CAPS: Final = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "CMD": CMD_MAX_BYTES,
                         "DEF": 4 << 20, "CERT": 64 << 10}
@@ -85,7 +85,7 @@ _SERVER_PREFIX: Final = re.compile(r"^server \d+: ")
 
 
 class Trigger(StrEnum):
-    """Why a session started; the word of the `session started` line (formats.md §11)."""
+    """Why a session started; the word of the `session started` line (docs/formats.md §11)."""
 
     SCHEDULE = "schedule"
     ALARM = "alarm"
@@ -108,7 +108,7 @@ _RETRY_MIN: Final = (5, 10, 20, 40)
 
 
 def retry_delay_s(failures: int, *, retriable: bool) -> int:
-    """When the `failures`-th failed session in a row (from 1) is retried (behaviour.md §4.1,
+    """When the `failures`-th failed session in a row (from 1) is retried (docs/behaviour.md §4.1,
     §4.5): 5, 10, 20, 40, then every 60 min; a non-retriable failure waits 60 min at once."""
     if not retriable or failures > len(_RETRY_MIN):
         return 3600
@@ -130,7 +130,7 @@ class ConfigSnapshots(Protocol):
 
 
 class CommandHandler(Protocol):
-    """Where received commands go; the gateway service implements it (behaviour.md §7).
+    """Where received commands go; the gateway service implements it (docs/behaviour.md §7).
 
     `submit` queues and returns: results are journaled by the handler as `result` events and go
     up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
@@ -280,7 +280,7 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     """The configuration a file server mirrors: CONFIG's four files, DEF and SCRIPT.
 
     Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`). CERT is read from
-    the server only (formats.md §3).
+    the server only (docs/formats.md §3).
     """
     files: dict[str, bytes] = {}
     for suffix in CONFIG_SUFFIXES:
@@ -597,7 +597,7 @@ class FileServerSession:
 
     async def _journal_snapshot(self, files: Sequence[str]) -> None:
         """Store the configuration now in force and journal it (`config` event), so windows
-        ending from now on render with it (behaviour.md §5.1 step 4)."""
+        ending from now on render with it (docs/behaviour.md §5.1 step 4)."""
         if not isinstance(self._log, ConfigSnapshots) or self._config_dir is None:
             return
         log_ = self._log
@@ -703,13 +703,13 @@ _EVENT_POLL_S: Final = 1.0
 
 
 def result_payload(item: JournalItem) -> bytes:
-    """formats.md §14.4: an array of the one result entry, compact JSON."""
+    """docs/formats.md §14.4: an array of the one result entry, compact JSON."""
     return result_message(CommandResult.from_body(item.body))
 
 
 class MqttSession:
     """A broker in either slot: data windows at sessions, alarms and results as they come,
-    commands from the command topic (behaviour.md §4.4)."""
+    commands from the command topic (docs/behaviour.md §4.4)."""
 
     def __init__(self, *, settings: ServerSettings, transport: MessageTransport, outbox: Outbox,
                  log: JournalLog, alarm_payload: EventPayload | None = None,
@@ -728,7 +728,7 @@ class MqttSession:
 
     @property
     def permanent(self) -> bool:
-        """An alarm or command topic keeps the connection open (formats.md §14.1)."""
+        """An alarm or command topic keeps the connection open (docs/formats.md §14.1)."""
         return bool(self.settings.topic_alarm or self.settings.topic_command)
 
     async def run(self, trigger: Trigger, *, started: datetime | None = None,
@@ -779,7 +779,7 @@ class MqttSession:
         last = self._event_cursors.get(stream)
         if last is None:
             state = await asyncio.to_thread(self._outbox.state)
-            # A slot newly configured starts at the oldest event stored (behaviour.md §5.1).
+            # A slot newly configured starts at the oldest event stored (docs/behaviour.md §5.1).
             last = state.events.get((self.server, stream), 0)
         table = await asyncio.to_thread(self._log.journal, kinds=[kind], seq_from=last + 1)
         items = [i for i in journal_items(table.sort_by("seq")) if i.seq > last]

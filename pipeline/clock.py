@@ -1,6 +1,6 @@
 """Clocks for the poll loop: the system clock, and a manual one that tests drive by hand.
 
-Polling runs on the monotonic clock (spec/behaviour.md §11); record and poll times come from the
+Polling runs on the monotonic clock (docs/behaviour.md §11); record and poll times come from the
 wall clock. Keeping both behind one small interface lets a test step the wall clock, or let an
 hour of polling pass, without sleeping.
 """

@@ -1,4 +1,4 @@
-"""The poll loop: drives protocol drivers on schedule and feeds the recorder (spec/behaviour.md §2.1).
+"""The poll loop: drives protocol drivers on schedule and feeds the recorder (docs/behaviour.md §2.1).
 
 - A device is polled every P = min(`DAQ_PollPeriod`, its `acqPeriod`), at multiples of P from each
   00:00 UTC (the day's last gap is shorter when P does not divide 86400).
@@ -12,7 +12,7 @@
   idle, before each device poll of a cycle; a newer write to a variable replaces a queued one.
 - Deadlines are kept on the monotonic clock; the wall clock only names slots. When the two drift
   apart by more than 2 s the wall clock stepped (`wall clock stepped by <±n> s`, or `wall clock
-  reset by <-n> s` beyond an hour back, spec/behaviour.md §11) and the slots are re-aligned.
+  reset by <-n> s` beyond an hour back, docs/behaviour.md §11) and the slots are re-aligned.
 - Records go to the record sink (the service passes `Log.append_records`) through a bounded queue,
   and value changes, parameter reads and clock steps to the event sink through another. The sink
   acknowledges a record only after the commit holding it was fsynced, a commit cycle later, so
@@ -74,7 +74,7 @@ RECORD_OVERHEAD_BYTES: Final = 2048
 EVENT_QUEUE_EVENTS: Final = 256
 #: Writes queued per link; a caller beyond this waits for room.
 WRITE_QUEUE_PER_LINK: Final = 64
-#: Wall and monotonic clocks drifting apart by more than this is a step (spec/behaviour.md §11).
+#: Wall and monotonic clocks drifting apart by more than this is a step (docs/behaviour.md §11).
 STEP_NS: Final = 2 * NS_PER_S
 RESET_NS: Final = 3_600 * NS_PER_S
 OVERRUN_WARNING_INTERVAL_NS: Final = 3_600 * NS_PER_S
@@ -92,7 +92,7 @@ class WriteSuperseded(DeviceError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClockStepped:
-    """The wall clock moved against the monotonic clock by more than 2 s (spec/behaviour.md §11)."""
+    """The wall clock moved against the monotonic clock by more than 2 s (docs/behaviour.md §11)."""
 
     ts_ns: int            # wall clock after the step
     step_ns: int          # signed
@@ -123,7 +123,7 @@ class PollLink:
     name: str
     driver: ProtocolDriver
     devices: tuple[PolledDevice, ...]
-    #: Log category of the link's messages (spec/formats.md §11): modbus, tic, io.
+    #: Log category of the link's messages (docs/formats.md §11): modbus, tic, io.
     category: str = "modbus"
 
 
@@ -424,7 +424,7 @@ class Poller:
             return await link.driver.read(device, plan)
         except DeviceError as err:
             # Drivers report device faults as qualities; an error here is the port itself
-            # failing, which spec/behaviour.md §2.4 item 6 records as quality 5.
+            # failing, which docs/behaviour.md §2.4 item 6 records as quality 5.
             link.port_errors += 1
             level = logging.WARNING if link.port_errors == 1 else logging.DEBUG
             link.log.log(level, "%s: read failed: %s. device=%s", link.name, err, device.index)
@@ -534,7 +534,7 @@ class Poller:
 
     def _dropped(self, record: RecordReady, reason: str) -> None:
         # A device over its quota, or a full store: the record is dropped and counted
-        # (spec/behaviour.md §6); the store journals and alarms it, and polling goes on.
+        # (docs/behaviour.md §6); the store journals and alarms it, and polling goes on.
         self.records_dropped += 1
         dropped = self.dropped_by_device.get(record.device, 0)
         self.dropped_by_device[record.device] = dropped + 1

@@ -1,4 +1,4 @@
-"""The recorder: polls in, one record per device and recording period out (spec/behaviour.md §2.2).
+"""The recorder: polls in, one record per device and recording period out (docs/behaviour.md §2.2).
 
 Per device it keeps, for the open period, one accumulator per recorded variable (actions 2, 4, 8,
 9) in parallel lists, and at the period's end builds one Arrow record batch of RECORDS_SCHEMA
@@ -10,7 +10,7 @@ column by column. Invariants:
   skipped by an overrun or a wall clock stepped forward leave no record);
 - record times only increase per device: a poll whose period ends at or before the last recorded
   one (the wall clock stepped back) is not recorded; a step back of more than an hour between two
-  polls is a clock reset (spec/behaviour.md §11) and record times restart from the new clock;
+  polls is a clock reset (docs/behaviour.md §11) and record times restart from the new clock;
 - a value is the period's last good one (actions 4, 8, 9) or min/max/mean of its good ones
   (action 2, mean = exact sum ÷ count, nearest float64); with no good poll it is missing, with the
   quality of the period's last failed poll, never a value from an earlier period;
@@ -43,9 +43,9 @@ from store.schema import RECORDS_SCHEMA
 
 NS_PER_S: Final = 1_000_000_000
 DAY_NS: Final = 86_400 * NS_PER_S
-#: A wall clock step back larger than this between two polls is a reset (spec/behaviour.md §11).
+#: A wall clock step back larger than this between two polls is a reset (docs/behaviour.md §11).
 RESET_STEP_NS: Final = 3_600 * NS_PER_S
-#: Failed polls in a row after which the next good poll is a *return* (spec/behaviour.md §2.2).
+#: Failed polls in a row after which the next good poll is a *return* (docs/behaviour.md §2.2).
 RETURN_AFTER_FAILED_POLLS: Final = 3
 
 _NO_FAILURE: Final = -1
@@ -90,7 +90,7 @@ class ValueChanged:
 
     @property
     def new_text(self) -> str:
-        """The raw value as raised, in spec/formats.md §9.3 notation (ALARM files, journal)."""
+        """The raw value as raised, in docs/formats.md §9.3 notation (ALARM files, journal)."""
         return value_text(self.new)
 
     @property
@@ -106,7 +106,7 @@ class ParameterRead:
     ts_ns: int
     device: str
     def_id: str
-    values: Mapping[int, str | None]     # Index -> value text (spec/formats.md §9.3), None missing
+    values: Mapping[int, str | None]     # Index -> value text (docs/formats.md §9.3), None missing
     qualities: Mapping[int, Quality]
 
     def journal_body(self) -> dict[str, object]:
@@ -132,7 +132,7 @@ class PollOutcome:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceCounters:
-    """Per-device counts for the web UI and status (spec/behaviour.md §2.2)."""
+    """Per-device counts for the web UI and status (docs/behaviour.md §2.2)."""
 
     device: str
     polls: int
@@ -295,7 +295,7 @@ class Recorder:
     """Turns each device's `Readings` into records, value changes and parameter events.
 
     Synchronous and free of I/O: the poll loop feeds it and routes what it returns. Set
-    `clock_synchronised` to False while the clock check fails (spec/behaviour.md §11): good values
+    `clock_synchronised` to False while the clock check fails (docs/behaviour.md §11): good values
     of the records and parameters made meanwhile get quality 7.
     """
 
@@ -423,7 +423,7 @@ class Recorder:
         else:
             number = raw
         if number is None:
-            # Text that is not a number has no min/max/mean (spec/formats.md §8.2).
+            # Text that is not a number has no min/max/mean (docs/formats.md §8.2).
             st.failed[i] = Quality.DECODE_ERROR
             return
         lo, hi = st.vmin[i], st.vmax[i]
@@ -638,7 +638,7 @@ def _min_max_mean(lo: Number | None, hi: Number | None, scaled_sum: int,
                   decimal_sum: Decimal | None, count: int) -> tuple[float, float, float, str | None]:
     assert lo is not None and hi is not None
     # int / int and Fraction -> float both round correctly: the mean is the float64 nearest to
-    # the exact sum divided by the count (spec/formats.md §9.3).
+    # the exact sum divided by the count (docs/formats.md §9.3).
     if decimal_sum is None:
         mean = scaled_sum / (count << _FLOAT_SCALE_BITS)
     else:
@@ -656,4 +656,4 @@ def _failed_quality(reading: Reading) -> Quality:
     if reading.value is None:
         # A "good" reading without a value is a driver fault; it counts as failed.
         return Quality.DECODE_ERROR if reading.quality.is_good else reading.quality
-    return Quality.NOT_IMPLEMENTED     # NaN or an infinity (spec/formats.md §8.3)
+    return Quality.NOT_IMPLEMENTED     # NaN or an infinity (docs/formats.md §8.3)

@@ -1,10 +1,10 @@
-"""Frame trace captures: the `log` command's `interface`/`duration` (spec/formats.md §12.3).
+"""Frame trace captures: the `log` command's `interface`/`duration` (docs/formats.md §12.3).
 
 `TraceCapture.hook` is the drivers' `TraceHook` (Modbus RTU and TCP links, the TIC reader) and
 `io_poll` takes the I/O driver's polls; while a capture runs on the entry's interface they become
 store trace entries (`store.traces.TraceStore`), otherwise they are dropped at once. A capture
 ends by itself after its duration, when stopped (`duration` 0), or once it has written 20 MB
-(behaviour.md §13, "stops by itself, or at 20 MB per run"); a new `log` on the same interface
+(docs/behaviour.md §13, "stops by itself, or at 20 MB per run"); a new `log` on the same interface
 resets its end and starts a new run.
 """
 

@@ -1,4 +1,5 @@
-"""sunpm store: the crash-safe append-only event log (DESIGN.md §3, spec/behaviour.md §6).
+"""sunpm store: the crash-safe append-only event log (docs/architecture.md §3, docs/behaviour.md
+§6).
 
 Public API; everything else in the package is private. See store/README.md.
 """

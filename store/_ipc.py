@@ -1,7 +1,7 @@
 """Arrow IPC framing at the byte level: self-verifying batches and a tolerant message walker.
 
 Why our own walker: the Arrow reader alone reads a zero-filled or bit-flipped tail back as a
-plausible batch (DESIGN.md §3), and it cannot resume after a damaged message. Walking the
+plausible batch (docs/architecture.md §3), and it cannot resume after a damaged message. Walking the
 messages ourselves gives byte offsets for reports, lets recovery resynchronise on the next
 continuation marker, and costs no decoding.
 

@@ -410,7 +410,8 @@ class Stream:
         self.segments.remove(seg)
 
     def compact(self, seg: Segment, *, compress: bool, lock: threading.Lock) -> None:
-        """Rewrite a sealed stream segment once as an IPC file of large batches (DESIGN.md §3).
+        """Rewrite a sealed stream segment once as an IPC file of large batches
+        (docs/architecture.md §3).
 
         Written under a temporary name, fsynced, renamed, then the stream file goes; a crash in
         between leaves both and `load` keeps the IPC file.

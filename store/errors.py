@@ -65,7 +65,7 @@ class StoreReport:
     cut: bool = True  # False when read-only: the bytes were left in place and ignored
 
     def __str__(self) -> str:
-        # Messages of spec/behaviour.md §6, written exactly as given there.
+        # Messages of docs/behaviour.md §6, written exactly as given there.
         if self.kind is ReportKind.TORN_TAIL:
             done = "truncated" if self.cut else "ignored (read-only)"
             return (

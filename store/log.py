@@ -1,4 +1,4 @@
-"""`Log`: the crash-safe append-only event log (DESIGN.md §3, spec/behaviour.md §6).
+"""`Log`: the crash-safe append-only event log (docs/architecture.md §3, docs/behaviour.md §6).
 
 On disk, under the store path:
 
@@ -75,7 +75,7 @@ FullPolicy = _ConfigFullPolicy
 
 
 # (device, segment's last seq, segment's last record time in ns) -> True when every record of the
-# device up to there is delivered to every data-receiving server (spec/behaviour.md §6).
+# device up to there is delivered to every data-receiving server (docs/behaviour.md §6).
 DeliveredFn = Callable[[str, int, int], bool]
 # (segment's last journal seq, its last event time in ns) -> True when every event in it that some
 # server gets is delivered (ALARM, PARAM, ACK, LOG, MQTT alarms and results).
@@ -441,7 +441,7 @@ class Log:
             raise StoreError(f"journal event {kind!r}: body is not JSON: {err}") from err
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        # Journal events are never dropped and never wait for room (spec/behaviour.md §6).
+        # Journal events are never dropped and never wait for room (docs/behaviour.md §6).
         self._pending_journal.append(_PendingEvent(
             _now_ns() if ts_ns is None else ts_ns, kind, device, def_, text, future))
         if commit_now:

@@ -1,9 +1,9 @@
 """Analysis over a store: DuckDB SQL views and polars lazy frames, with no database file.
 
-The Arrow segments are the database (DESIGN.md §3): each call reads the committed segments through
-the store's own reader (trusted batches only, torn tails and damage skipped) into Arrow tables that
-DuckDB scans in place. Nothing is written, so a store or a card dump can be queried while a writer
-appends (what is visible is what was committed when the call ran).
+The Arrow segments are the database (docs/architecture.md §3): each call reads the committed
+segments through the store's own reader (trusted batches only, torn tails and damage skipped) into
+Arrow tables that DuckDB scans in place. Nothing is written, so a store or a card dump can be
+queried while a writer appends (what is visible is what was committed when the call ran).
 
     records   device (dictionary string), ts, seq, var, value, vmin, vmax, text, quality, def
     journal   ts, seq, kind, device, def, body

@@ -1,4 +1,4 @@
-"""Arrow schemas of the two stream kinds (DESIGN.md §1), versioned in their metadata.
+"""Arrow schemas of the two stream kinds (docs/architecture.md §1), versioned in their metadata.
 
 Writers always pass these explicitly; nothing relies on type inference.
 
@@ -10,7 +10,7 @@ records, one stream per device, a row per (record time, variable):
     vmin     float64             action 2 only
     vmax     float64             action 2 only
     text     string              text types, TIC data verbatim, exact U64/I64 decimals
-    quality  uint8               spec/behaviour.md §2.2
+    quality  uint8               docs/behaviour.md §2.2
     def      dictionary<string>  `<sha256>:<file name>` of the definition in force
 
 journal, one stream per gateway, a row per event:

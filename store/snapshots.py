@@ -1,4 +1,4 @@
-"""Content-addressed snapshots of definition files and configurations (DESIGN.md §1).
+"""Content-addressed snapshots of definition files and configurations (docs/architecture.md §1).
 
     defs/<sha256 of the bytes>.csv          one definition file's bytes; snapshot id
                                             `<sha256>:<file name>` (records' `def` column)

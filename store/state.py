@@ -1,4 +1,5 @@
-"""Durable gateway state, rebuilt by replaying the journal (DESIGN.md §1, spec/behaviour.md §6).
+"""Durable gateway state, rebuilt by replaying the journal (docs/architecture.md §1,
+docs/behaviour.md §6).
 
 Nothing but the journal holds durable state. `replay` starts from the body of the latest `state`
 event (a snapshot `Log.write_state_snapshot` journals so that older segments can go) and folds
@@ -107,7 +108,7 @@ def reduce_window(state: GatewayState, event: JournalEvent) -> GatewayState:
     files = body.get("files")
     key = _window_id(server, stream, end)
     if not files:
-        # An empty window moves the cursor without a file (spec/behaviour.md §5.1).
+        # An empty window moves the cursor without a file (docs/behaviour.md §5.1).
         return replace(state, cursors=_advance(state.cursors, f"{server}/{stream}", end))
     return replace(state, windows={**state.windows, key: dict(body)})
 

@@ -1,4 +1,4 @@
-"""Frame traces kept until delivered (DESIGN.md §3 `traces/`, spec/formats.md §11).
+"""Frame traces kept until delivered (docs/architecture.md §3 `traces/`, docs/formats.md §11).
 
 One directory per interface under `<store>/traces/`, each a run of numbered segment files of
 checksummed lines::
@@ -48,7 +48,7 @@ __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions",
 
 log = logging.getLogger("sunpm.store")
 
-#: In the order their files go up in a LOG window (spec/behaviour.md §4.2 step 8).
+#: In the order their files go up in a LOG window (docs/behaviour.md §4.2 step 8).
 TRACE_INTERFACES: Final = ("serial1", "serial2", "serial3", "ethernet", "io", "tic")
 
 #: `(interface, newest entry time in UTC ns) -> True` when every file server has delivered the
@@ -103,7 +103,7 @@ class TraceEntry:
 @dataclass(frozen=True, slots=True)
 class TraceOptions:
     flush_s: float = 1.0
-    #: Per interface: what its undelivered traces may take on disk (behaviour.md §13).
+    #: Per interface: what its undelivered traces may take on disk (docs/behaviour.md §13).
     cap_bytes: int = 20_000_000
     segment_bytes: int = 1 << 20
     #: Lines waiting for the next flush, all interfaces together; past it the oldest are dropped.

@@ -1,10 +1,10 @@
 """The small interface every transport implements, and the one error they all raise.
 
-A transport moves bytes to a server and knows nothing of windows, cursors or CSV (STYLE.md §1).
+A transport moves bytes to a server and knows nothing of windows, cursors or CSV (docs/style.md §1).
 Retries, ordering and accounting belong to the outbox: a transport tries once and says, through
-`TransportError.retriable`, whether trying again later could help (spec/behaviour.md §4.5).
+`TransportError.retriable`, whether trying again later could help (docs/behaviour.md §4.5).
 
-Paths are paths of the server tree of spec/formats.md §3 (`/DATA/<name>`), always absolute and
+Paths are paths of the server tree of docs/formats.md §3 (`/DATA/<name>`), always absolute and
 `/`-separated; each transport maps them under its root (`FTP_RootDir`, the path of `HTTP_Url`,
 `DIR_Path`).
 """
@@ -25,8 +25,8 @@ from config.errors import SunpmError
 
 log = logging.getLogger("sunpm.session")
 
-TMP_SUFFIX: Final = ".tmp"  # spec/formats.md §3: `<name>.tmp`, renamed `<name>` when complete
-MAX_IN_FLIGHT: Final = 10  # spec/behaviour.md §4.4: at most 10 unacknowledged MQTT messages
+TMP_SUFFIX: Final = ".tmp"  # docs/formats.md §3: `<name>.tmp`, renamed `<name>` when complete
+MAX_IN_FLIGHT: Final = 10  # docs/behaviour.md §4.4: at most 10 unacknowledged MQTT messages
 # docs/behaviour.md §4.5 (hostile server): a listing stops at 10,000 entries, and a download that
 # no caller capped stops at the largest cap of the files a session fetches (a definition file).
 LISTING_MAX_ENTRIES: Final = 10_000
@@ -37,7 +37,7 @@ PROGRESS_BYTES: Final = 1024
 
 
 class Failure(StrEnum):
-    """Why an operation failed; decides `retriable` (spec/behaviour.md §4.5)."""
+    """Why an operation failed; decides `retriable` (docs/behaviour.md §4.5)."""
 
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"          # refused, no route, name not resolved
@@ -59,9 +59,9 @@ _RETRIABLE: Final = frozenset({Failure.TIMEOUT, Failure.UNREACHABLE, Failure.CON
 
 
 class TransportError(SunpmError):
-    """One failed transport operation, as one line a user can act on (STYLE.md §5).
+    """One failed transport operation, as one line a user can act on (docs/style.md §5).
 
-    A refusal names the tree directory, in the form of spec/formats.md §3:
+    A refusal names the tree directory, in the form of docs/formats.md §3:
     `server 1: /DATA: upload refused (550 Permission denied)`; anything else names the operation
     and the failure, then the peer's own words:
     `server 2: connect: timeout (no answer after 30 s)`,
@@ -132,7 +132,7 @@ def _rebuild(server: int, op: str, detail: str, failure: Failure, path: str,
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeouts:
-    """Network waits (spec/behaviour.md §4.5); tests shorten them."""
+    """Network waits (docs/behaviour.md §4.5); tests shorten them."""
 
     connect_s: float = 30.0
     operation_s: float = 60.0
@@ -152,7 +152,7 @@ class RemoteFile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
-    """A message received on a subscribed topic (the command topic, spec/formats.md §14.4)."""
+    """A message received on a subscribed topic (the command topic, docs/formats.md §14.4)."""
 
     topic: str
     payload: bytes
@@ -182,7 +182,7 @@ class FileTransport(Protocol):
 
     async def size(self, path: str) -> int | None:
         """Size of `path`, or None when absent; a refused lookup counts as absent
-        (spec/behaviour.md §5.2)."""
+        (docs/behaviour.md §5.2)."""
 
     async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
         """Write `data` as `path`, replacing a same-named file, and return only once the server

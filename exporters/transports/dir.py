@@ -1,4 +1,4 @@
-"""`dir`: a local folder holding the server tree (spec/formats.md §3, a sunpm **Decision**).
+"""`dir`: a local folder holding the server tree (docs/formats.md §3, a sunpm **Decision**).
 
 For demos, tests and air-gapped sites (a USB disk, an NFS mount). Quirks and choices:
 - Always two-step, whatever `TwoStepsSendingDisabled` says: the bytes go to `<name>.tmp`, which is

@@ -4,7 +4,7 @@ Why `ftplib` rather than aioftp: it is in the standard library, it speaks explic
 with the `ssl` module's certificate and host name checks, and the servers sunpm meets (vsftpd,
 ProFTPD, FileZilla, IIS) are tested against it for decades. Each call runs in a worker thread; the
 event loop only waits, inside an `asyncio.timeout` that is pushed back every time a block moves, so
-a long upload that makes progress is never cut while a stalled one is (spec/behaviour.md §4.5: "60 s
+a long upload that makes progress is never cut while a stalled one is (docs/behaviour.md §4.5: "60 s
 without progress"). The sockets carry the same timeout as a second guard.
 
 Peer quirks handled here:
@@ -12,7 +12,7 @@ Peer quirks handled here:
   binary mode (`TYPE I`) from login on.
 - `RNTO` over an existing name replaces it on Unix servers but is refused by some (IIS, FileZilla):
   when it is refused and the final name exists, the old file is deleted and the rename retried
-  (spec/behaviour.md §4.2 step 8: FTP renames with `RNFR`/`RNTO`).
+  (docs/behaviour.md §4.2 step 8: FTP renames with `RNFR`/`RNTO`).
 - `MLSD` gives size and time in one listing; servers without it (500/502/504) fall back to `NLST`
   then `SIZE` and `MDTM` per file. `OPTS MLST` (asking for the facts wanted) is sent on its own:
   vsftpd answers it `501 Option not understood`, which must not read as a refused listing.
@@ -469,7 +469,7 @@ def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
     try:
         reply = ftp.sendcmd("SIZE " + remote)
     except ftplib.error_perm:
-        return None  # absent, or the lookup refused: both count as absent (behaviour.md §5.2)
+        return None  # absent, or the lookup refused: both count as absent (docs/behaviour.md §5.2)
     try:
         return int(reply[3:].strip())
     except ValueError:

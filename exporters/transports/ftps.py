@@ -1,7 +1,7 @@
 """`ftps`: FTP with explicit TLS (`AUTH TLS`, RFC 4217), control and data channels encrypted.
 
 The server certificate and its host name are checked against `FTP_CaFile` (a file in `/CERT`) or the
-system CAs (spec/behaviour.md §4.2 step 1); a mismatch is not retriable.
+system CAs (docs/behaviour.md §4.2 step 1); a mismatch is not retriable.
 
 Peer quirks handled here:
 - vsftpd (`require_ssl_reuse=YES`, its default), FileZilla Server and ProFTPD refuse a data

@@ -1,13 +1,13 @@
-"""`mqtt` and `mqtts`: MQTT 3.1.1 with aiomqtt (spec/formats.md §14.1).
+"""`mqtt` and `mqtts`: MQTT 3.1.1 with aiomqtt (docs/formats.md §14.1).
 
 Client id `MQTT_ClientId`, keep-alive `MQTT_KeepAlive`, clean session off so the broker keeps the
 command subscription and the QoS flows across reconnects, every publish at `MQTT_Qos` with retain
 off. `mqtts` checks the broker certificate and host name against `MQTT_CaFile` or the system CAs and
 presents `MQTT_CertFile`/`MQTT_KeyFile` when set.
 
-`publish` returns only once the message is delivered in the sense of spec/formats.md §14.1: PUBACK
+`publish` returns only once the message is delivered in the sense of docs/formats.md §14.1: PUBACK
 for QoS 1, PUBCOMP for QoS 2, written to the socket for QoS 0. At most `MAX_IN_FLIGHT` (10) publishes
-wait at once (spec/behaviour.md §4.4); further callers wait for a place.
+wait at once (docs/behaviour.md §4.4); further callers wait for a place.
 
 Peer quirks handled here:
 - aiomqtt does not fail a publish waiting for its PUBACK when the connection drops (paho keeps the
@@ -49,7 +49,7 @@ from ._base import (
     tls_context,
 )
 
-log = logging.getLogger("sunpm.session")  # spec/formats.md §11: connection logs
+log = logging.getLogger("sunpm.session")  # docs/formats.md §11: connection logs
 
 DEFAULT_PORT: Final = 1883
 DEFAULT_TLS_PORT: Final = 8883
@@ -94,7 +94,7 @@ class MqttTransport:
             timeout=self._timeouts.connect_s, max_inflight_messages=MAX_IN_FLIGHT,
             max_queued_incoming_messages=_INCOMING_QUEUE)
         # paho gives up a TCP connect or TLS handshake after 5 s by default; aiomqtt has no
-        # parameter for it, and spec/behaviour.md §4.5 says 30 s.
+        # parameter for it, and docs/behaviour.md §4.5 says 30 s.
         client._client.connect_timeout = self._timeouts.connect_s
         self._lost = asyncio.Event()
         self._lost_reason = ""

@@ -1,7 +1,7 @@
 """`sftp`: SFTP (SSH file transfer, protocol 3) with asyncssh, host key checked.
 
 The host key is checked against `FTP_HostKey`, an OpenSSH key line (`ssh-ed25519 AAAA…`, a leading
-host field of a known_hosts line is allowed) or a fingerprint `SHA256:<base64>` (spec/formats.md
+host field of a known_hosts line is allowed) or a fingerprint `SHA256:<base64>` (docs/formats.md
 §4). With `FTP_HostKey` empty an unknown key is refused, unless `FTP_AcceptUnknownHostKey=1`: then
 the first key seen is pinned and handed, as an OpenSSH key line, to the caller's `on_host_key_pinned`
 callback, which persists it before the connection is used. A mismatch is never retriable.
@@ -9,7 +9,7 @@ callback, which persists it before the connection is used. A mismatch is never r
 Peer quirks handled here:
 - SFTP v3 `RENAME` fails when the target exists (draft-ietf-secsh-filexfer-02 §6.5). OpenSSH and
   asyncssh servers offer `posix-rename@openssh.com`, which replaces atomically; it is used where
-  offered, else the old final name is removed and the rename done (spec/behaviour.md §4.2 step 8),
+  offered, else the old final name is removed and the rename done (docs/behaviour.md §4.2 step 8),
   which leaves a short moment without the final name but never a partial one.
 - Servers map "disk full" to `SSH_FX_FAILURE` with an errno text (OpenSSH: "Failure" only), or to
   `SSH_FX_NO_SPACE_ON_FILESYSTEM`/`SSH_FX_QUOTA_EXCEEDED` (v5+); both are retriable here.
@@ -284,7 +284,7 @@ class SftpTransport:
                 attrs = await sftp.stat(remote)
             except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied,
                     asyncssh.SFTPNoSuchPath):
-                return None  # a refused lookup counts as absent (spec/behaviour.md §5.2)
+                return None  # a refused lookup counts as absent (docs/behaviour.md §5.2)
             return attrs.size
         return await self._call("size", path, stat)
 

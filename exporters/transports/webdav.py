@@ -5,11 +5,11 @@
 or a Digest challenge, whichever the server sends (Digest preferred when it offers both); the
 scheme learnt on the first request is sent up front afterwards, so each later request is one
 round trip. No credentials are sent before the server asks, and none over plain HTTP unless the
-configured URL says `http://` (formats.md §4 allows only https; tests and labs may use http).
+configured URL says `http://` (docs/formats.md §4 allows only https; tests and labs may use http).
 
 Operations: `PROPFIND` (Depth 1) lists, `GET` downloads, `HEAD` sizes (`Content-Length`; any 4xx
-counts as absent, spec/behaviour.md §5.2), `PUT` uploads, `MOVE` with `Overwrite: T` renames the
-`.tmp` over the final name (spec/behaviour.md §4.2 step 8), `DELETE` removes.
+counts as absent, docs/behaviour.md §5.2), `PUT` uploads, `MOVE` with `Overwrite: T` renames the
+`.tmp` over the final name (docs/behaviour.md §4.2 step 8), `DELETE` removes.
 
 Peer quirks handled here:
 - A `PUT` into a missing collection answers 409 Conflict (RFC 4918 §9.7.1), not 404: read as the
@@ -23,7 +23,7 @@ Peer quirks handled here:
   answers a full disk with 500, retriable too.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
-  spec/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
+  docs/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
   guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
   soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives). Both ask

@@ -25,7 +25,7 @@ _TEXT_TYPES: Final = frozenset({DataType.STRING, DataType.IP, DataType.IPV6, Dat
 
 
 def is_text_variable(definition: DefinitionFile, var: Variable) -> bool:
-    """Text types print their text (spec/formats.md §9.3); TIC data is always text (§8.2)."""
+    """Text types print their text (docs/formats.md §9.3); TIC data is always text (§8.2)."""
     if definition.protocol is Protocol.TIC:
         return True
     return var.modbus is not None and var.modbus.data_type in _TEXT_TYPES

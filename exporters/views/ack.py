@@ -1,4 +1,4 @@
-"""ACK files `<uid>_ACK_<ts>.json` (spec/formats.md §12.2) from the window's `result` events.
+"""ACK files `<uid>_ACK_<ts>.json` (docs/formats.md §12.2) from the window's `result` events.
 
 The results of command-file commands (channel `file`) in execution order (journal order), as one
 compact JSON array, UTF-8 unescaped, on one line ending with LF. Not compressed.

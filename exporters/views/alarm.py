@@ -1,4 +1,4 @@
-"""ALARM files `<uid>_AL_<ts>.csv.gz` (spec/formats.md §10) from the window's `alarm` events.
+"""ALARM files `<uid>_AL_<ts>.csv.gz` (docs/formats.md §10) from the window's `alarm` events.
 
 Lines in time order (the journal row's time, then `seq`), sources mixed:
 

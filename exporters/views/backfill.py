@@ -1,10 +1,10 @@
 """Backfill: rebuild any past range of one server's windows without moving a cursor.
 
-spec/behaviour.md §5.3. Windows the outbox built (journaled `window` events) that overlap the range
+docs/behaviour.md §5.3. Windows the outbox built (journaled `window` events) that overlap the range
 are rendered again whole from their own membership and snapshots, so their bytes equal the files
 delivered; the rest of the range is cut at UTC midnights and at `to` and rendered with the store
 as it is now. Shared by `sunpm export` and the offline re-export: imports `config`, `store` and
-`exporters.views` only (DESIGN.md §2).
+`exporters.views` only (docs/architecture.md §2).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class RecordReader(Protocol):
 
 
 def missing_records(log: RecordReader, start_ns: int, end_ns: int) -> list[str]:
-    """Devices whose records of `[start, end)` the quota deleted (behaviour.md §5.3 step 4).
+    """Devices whose records of `[start, end)` the quota deleted (docs/behaviour.md §5.3 step 4).
 
     Record numbers start at 1 and have no gap, so a device whose oldest stored record has a
     higher number lost the ones before it, all timed at or before that record.

@@ -1,6 +1,6 @@
 """What a view needs besides its events: the window's configuration snapshot, and dates.
 
-`ViewConfig` is the part of a configuration snapshot the views print (spec/behaviour.md §5.1
+`ViewConfig` is the part of a configuration snapshot the views print (docs/behaviour.md §5.1
 step 4): uid, time zone, the server's header option, date format and MQTT payload limit, and the
 daq devices (those of the window's snapshot, plus, for a device it no longer lists, the row of the
 last snapshot that did). Building it from the snapshot is the caller's work; the views only read.
@@ -27,7 +27,7 @@ class ViewError(SunpmError):
 
 
 class Interface(StrEnum):
-    """The `<interface>` of DATA and `_P_` file names (spec/formats.md §9.1)."""
+    """The `<interface>` of DATA and `_P_` file names (docs/formats.md §9.1)."""
 
     MODBUS = "MODBUS"
     IO = "IO"
@@ -47,7 +47,7 @@ def interface_of(device_index: str) -> Interface:
 
 
 def device_order(device_index: str) -> tuple[int, int]:
-    """Sort key: MODBUS by ascending number, then IO, then TIC1 (spec/formats.md §9.2, §14.2)."""
+    """Sort key: MODBUS by ascending number, then IO, then TIC1 (docs/formats.md §9.2, §14.2)."""
     interface = interface_of(device_index)
     if interface is Interface.MODBUS:
         return (0, int(device_index))
@@ -123,7 +123,7 @@ class Dates:
         return text
 
     def log(self, ts_ns: int) -> str:
-        """`YYYY-MM-DD hh:mm:ss.mmm`, local, milliseconds truncated (spec/formats.md §11)."""
+        """`YYYY-MM-DD hh:mm:ss.mmm`, local, milliseconds truncated (docs/formats.md §11)."""
         local = self.local(ts_ns)
         return f"{local:%Y-%m-%d %H:%M:%S}.{(ts_ns // 1_000_000) % 1000:03d}"
 
@@ -131,7 +131,7 @@ class Dates:
         return f"{self.local(ts_ns):%Y-%m-%d %H:%M:%S}"
 
     def trace(self, ts_ns: int) -> str:
-        """`DD/MM/YYYY hh:mm:ss.mmm`, local (frame traces, spec/formats.md §11)."""
+        """`DD/MM/YYYY hh:mm:ss.mmm`, local (frame traces, docs/formats.md §11)."""
         local = self.local(ts_ns)
         return f"{local:%d/%m/%Y %H:%M:%S}.{(ts_ns // 1_000_000) % 1000:03d}"
 

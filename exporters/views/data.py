@@ -1,4 +1,4 @@
-"""DATA files (`<uid>_<MODBUS|IO|TIC>_<ts>.csv.gz`) and `_P_` files (spec/formats.md §9).
+"""DATA files (`<uid>_<MODBUS|IO|TIC>_<ts>.csv.gz`) and `_P_` files (docs/formats.md §9).
 
 Inputs:
 - `records`: a mapping daq index (`"1"`, `"IO"`, `"TIC1"`) -> that device's records of the window,
@@ -50,7 +50,7 @@ def _header_lines(interface: Interface, device_index: str, definition: Definitio
                   def_id: str, config: ViewConfig) -> tuple[str, ...]:
     def_file = clean_text(def_file_name(def_id))
     if interface is Interface.MODBUS:
-        # Written modbusRTU/modbusTCP whatever the case on line 1 (spec/formats.md §9.2).
+        # Written modbusRTU/modbusTCP whatever the case on line 1 (docs/formats.md §9.2).
         return (f"DEVICEINDEX;{device_index}", f"{definition.protocol.value};{def_file}")
     if interface is Interface.IO:
         return (f"TypeIO;{def_file}",)

@@ -14,7 +14,7 @@ Fields, per kind (JSON key: meaning):
 
 `alarm`, a gateway alarm (row `device` null, `def` null):
     source  "GATEWAY"
-    alarm   the name as spec/formats.md §10 spells it (`Power ON`, `Storage full`)
+    alarm   the name as docs/formats.md §10 spells it (`Power ON`, `Storage full`)
     subject optional: device or script name of the extension alarms (`journal` for the journal)
     text    optional: `Script alarm` text, at most 64 characters
 `alarm`, a device alarm (row `device` = daq index, `def` = the definition snapshot in force):
@@ -26,10 +26,10 @@ Fields, per kind (JSON key: meaning):
 `param` (row `device`, `def` as above): one parameter read (actions 1 and 9), its values as §9.3
     texts:
     values  {"<Index>": "<value text>" or null (missing)}, every parameter of the definition
-    quality {"<Index>": <quality code>} for the missing ones only (spec/behaviour.md §2.2)
+    quality {"<Index>": <quality code>} for the missing ones only (docs/behaviour.md §2.2)
 `log`: one gateway log line:
     level    DEBUG, INFO, WARNING or ERROR
-    category spec/formats.md §11 (`session`, `config`, `script:<name>` ...); the category
+    category docs/formats.md §11 (`session`, `config`, `script:<name>` ...); the category
              `sunspec` holds SunSpec detection log lines, which go to the `_SUNSPEC_` file only
     message  the message, CR/LF kept (the LOG view replaces them)
 `command`: a command received:
@@ -221,7 +221,7 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
-#: Category of SunSpec detection lines (their own `_SUNSPEC_` file, spec/formats.md §11).
+#: Category of SunSpec detection lines (their own `_SUNSPEC_` file, docs/formats.md §11).
 SUNSPEC_CATEGORY: Final = "sunspec"
 
 
@@ -291,7 +291,7 @@ class CommandResult:
     error: str | None = None
 
     def entry(self) -> dict[str, JsonValue]:
-        """The result entry of ACK files and MQTT results (spec/formats.md §12.2), keys in order."""
+        """The result entry of ACK files and MQTT results (docs/formats.md §12.2), keys in order."""
         if self.error is not None:
             return {"error": self.error, "callerId": self.caller_id}
         return {"result": self.result, "callerId": self.caller_id}
@@ -346,6 +346,6 @@ def journal_items(table: pa.Table | pa.RecordBatch) -> list[JournalItem]:
 
 
 def def_file_name(def_id: str) -> str:
-    """The file name of a `<sha256>:<file name>` snapshot id (DESIGN.md §1)."""
+    """The file name of a `<sha256>:<file name>` snapshot id (docs/architecture.md §1)."""
     _, sep, name = def_id.partition(":")
     return name if sep else def_id

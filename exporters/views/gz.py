@@ -1,4 +1,4 @@
-"""Deterministic gzip, exactly as spec/formats.md §9.4.
+"""Deterministic gzip, exactly as docs/formats.md §9.4.
 
 One member: header `1F 8B 08 00 00 00 00 00 00 FF` (no name, mtime 0, XFL 0, OS 255), raw deflate
 by zlib at level 6 (window 15 bits, memory level 8, default strategy), no flush before the end,

@@ -1,4 +1,4 @@
-"""Built windows and deliveries, replayed from the journal (spec/behaviour.md §5.1, §6).
+"""Built windows and deliveries, replayed from the journal (docs/behaviour.md §5.1, §6).
 
 `DeliveryState` is what the `window` and `delivered` events say: per server and stream the
 windows built, in build order, and which of their files the server confirmed. The outbox reads it

@@ -1,4 +1,4 @@
-"""LOG files (spec/formats.md §11): the gateway log, the SunSpec detection log, frame traces.
+"""LOG files (docs/formats.md §11): the gateway log, the SunSpec detection log, frame traces.
 
 - Gateway log `<uid>_LOG_<ts>.log.gz`: the window's `log` events in journal order, one line each,
   `<YYYY-MM-DD hh:mm:ss.mmm> <LEVEL> <category>: <message>`, local time, milliseconds truncated,

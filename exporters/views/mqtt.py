@@ -1,4 +1,4 @@
-"""MQTT payloads (spec/formats.md §14): data JSON per window, alarm JSON, result JSON.
+"""MQTT payloads (docs/formats.md §14): data JSON per window, alarm JSON, result JSON.
 
 Data JSON: `{"<device name>":[{"<key>":<value>,…,"date":"YY/MM/DD-hh:mm:ss","timestamp":<ms>},…],…}`
 - devices MODBUS by ascending index, then IO, TIC1; records in UTC order; keys the variables of
@@ -184,7 +184,7 @@ def data_documents(records: Mapping[str, pa.Table], definitions: Mapping[str, De
 
 def alarm_message(item: JournalItem, definitions: Mapping[str, DefinitionFile],
                   config: ViewConfig) -> bytes:
-    """One alarm's payload (spec/formats.md §14.3), keys in the manual's order."""
+    """One alarm's payload (docs/formats.md §14.3), keys in the manual's order."""
     dates = Dates(config.time_zone)
     body = alarm_from_body(item.body)
     when: dict[str, JsonValue] = {"date": dates.record(item.ts_ns),
@@ -216,5 +216,5 @@ def _alarm_value(body: DeviceAlarm, definition: DefinitionFile) -> str:
 
 
 def result_message(result: CommandResult) -> bytes:
-    """A command result on the result topic: an array of one entry (spec/formats.md §14.4)."""
+    """A command result on the result topic: an array of one entry (docs/formats.md §14.4)."""
     return dump_json([dict(result.entry())]).encode()

@@ -1,15 +1,15 @@
 """File names and the pure window arithmetic shared by the outbox and offline re-exports.
 
-Names (spec/formats.md §3, §9.1; `<ts>` = the window end, UTC, `YYMMDD_HHMMSS`):
+Names (docs/formats.md §3, §9.1; `<ts>` = the window end, UTC, `YYMMDD_HHMMSS`):
 
     /DATA   <uid>_<MODBUS|IO|TIC>_<ts>.csv.gz, <uid>_<MODBUS|IO|TIC>_P_<ts>.csv.gz
     /ALARM  <uid>_AL_<ts>.csv.gz
     /CMD    <uid>_ACK_<ts>.json
     /LOG    <uid>_LOG_<ts>.log.gz, <uid>_SUNSPEC_<ts>.log.gz, <uid>_<interface>_<ts>.log.gz
             (traces: serial1..3, ethernet, io, tic), <uid>_SYSTEME_<ts>.tar.gz
-    --out   <uid>_MQTT_<ts>_<k>.json (an MQTT window's k-th document, spec/behaviour.md §5.3)
+    --out   <uid>_MQTT_<ts>_<k>.json (an MQTT window's k-th document, docs/behaviour.md §5.3)
 
-Windows (spec/behaviour.md §5.1): `[start, cut)` is one window when 24 h or shorter, else cut at
+Windows (docs/behaviour.md §5.1): `[start, cut)` is one window when 24 h or shorter, else cut at
 every UTC midnight inside. An item (record or journal event) belongs to the first window, in build
 order, whose end is after its time and whose watermark covers it (per device the last committed
 record number; for the journal the last `seq`): `select_records` and `select_journal` apply that

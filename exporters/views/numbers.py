@@ -1,4 +1,4 @@
-"""Value text of spec/formats.md §9.3, scalar and columnar.
+"""Value text of docs/formats.md §9.3, scalar and columnar.
 
 Every number in a DATA, `_P_` or ALARM file and in MQTT JSON goes through here, never through a
 writer's defaults (polars prints `2079.0`, Python `1e-07`, `%f` rounds the binary float).
@@ -218,7 +218,7 @@ def _fix_column(texts: pa.Array, values: pa.Array, scalar: Callable[[float], str
         try:
             fixed[pos] = scalar(number)
         except NumberTextError:
-            fixed[pos] = None  # nan, infinities: missing (spec/formats.md §8.3)
+            fixed[pos] = None  # nan, infinities: missing (docs/formats.md §8.3)
     return pa.array(fixed, pa.string())
 
 

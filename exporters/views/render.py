@@ -1,14 +1,14 @@
 """A window rendered from the store: the outbox's `WindowSource` for one server.
 
 `StoreSource` selects a window's members (records by device and `seq`, journal events by `seq`;
-behaviour.md §5.1 step 4), loads the definition and configuration snapshots they name from the
+docs/behaviour.md §5.1 step 4), loads the definition and configuration snapshots they name from the
 store, and hands them to the views. It reads the store (and a stored configuration snapshot
 laid out in scratch space, `SiteViews`) and nothing else: the live outbox and the
 re-exports (`sunpm export`, the offline card re-export) render a window with the same code, so a
 re-export gives the bytes of the original upload. It adapts two neighbours whose shapes it does
 not own: the store's watermark (`membership_of`) and its snapshot getters.
 
-Imports `config`, `store` and `exporters.views` only (DESIGN.md §2, `sdcard`).
+Imports `config`, `store` and `exporters.views` only (docs/architecture.md §2, `sdcard`).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class StoreSource:
         out = _render_journal_stream(spec.stream, items, self._definitions_for(
             i.def_id for i in items), config, stamp)
         if spec.stream is Stream.LOG and self._traces is not None:
-            # Frame traces go after the gateway and SunSpec logs (behaviour.md §4.2 step 8).
+            # Frame traces go after the gateway and SunSpec logs (docs/behaviour.md §4.2 step 8).
             after = None if spec.after is None else spec.after.end_ns
             for name, text in traces_view.window_trace_texts(self._traces, after, stamp, config):
                 built = gzip_with_text_sha([text])

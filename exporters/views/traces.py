@@ -1,8 +1,8 @@
-"""Frame trace files `<uid>_<interface>_<ts>.log.gz` of a LOG window (spec/formats.md §11).
+"""Frame trace files `<uid>_<interface>_<ts>.log.gz` of a LOG window (docs/formats.md §11).
 
 The store keeps trace entries as UTC times and raw fields (`store.traces.TraceEntry`); here they
 become lines in the window's time zone through `log.frame_trace_line` / `log.io_trace_line`.
-Files come in the upload order of behaviour.md §4.2 step 8 (`serial1`..`3`, `ethernet`, `io`,
+Files come in the upload order of docs/behaviour.md §4.2 step 8 (`serial1`..`3`, `ethernet`, `io`,
 `tic`), after the gateway log and the SunSpec log.
 """
 

@@ -1,11 +1,11 @@
-"""What fixes a window's content, and the window arithmetic (spec/behaviour.md §5.1, §5.3).
+"""What fixes a window's content, and the window arithmetic (docs/behaviour.md §5.1, §5.3).
 
 Pure values shared by the outbox (which builds, journals and uploads windows) and the re-exports
 (`sunpm export`, the offline card re-export), which render any past window again from the
 `window` event that fixed it. Bodies are those of the `window` and `delivered` journal kinds
 (see `exporters.outbox`).
 
-Membership (behaviour.md §5.1 step 4): an item is a member of a window when its time is before
+Membership (docs/behaviour.md §5.1 step 4): an item is a member of a window when its time is before
 `end` and the window's watermark covers it, and it is not a member of `after`, the window built
 before it for the same server and stream (ends and watermarks only grow within a stream, so
 excluding the previous window excludes every earlier one).
@@ -29,7 +29,7 @@ DAY_NS: Final = 86_400 * NS_PER_S
 
 
 class Stream(StrEnum):
-    """Delivered streams, in the order files of equal window end go up (behaviour.md §4.2 step 8)."""
+    """Delivered streams, in the order files of equal window end go up (docs/behaviour.md §4.2 step 8)."""
 
     ALARM = "ALARM"
     DATA = "DATA"
@@ -44,7 +44,7 @@ class Stream(StrEnum):
 
 _STREAM_RANK: Final = {s: k for k, s in enumerate(Stream)}
 
-#: Streams a file server gets (formats.md §3). MQTT servers get DATA only through the outbox;
+#: Streams a file server gets (docs/formats.md §3). MQTT servers get DATA only through the outbox;
 #: their alarms and results go one event at a time.
 FILE_SERVER_STREAMS: Final = (Stream.ALARM, Stream.DATA, Stream.PARAM, Stream.ACK, Stream.LOG)
 MQTT_STREAMS: Final = (Stream.DATA,)
@@ -93,7 +93,7 @@ class WindowSpec:
     config: str
 
     def has_record(self, device: str, seq: int, ts_ns: int) -> bool:
-        """Membership of a record (behaviour.md §5.1 step 4)."""
+        """Membership of a record (docs/behaviour.md §5.1 step 4)."""
         if ts_ns >= self.end_ns or not self.membership.covers_record(device, seq):
             return False
         prev = self.after
@@ -125,7 +125,7 @@ class Rendered:
     name: str
     directory: str          # remote directory: /DATA, /ALARM, /CMD, /LOG
     data: bytes
-    text_sha256: str        # SHA-256 of the uncompressed text (formats.md §9.4)
+    text_sha256: str        # SHA-256 of the uncompressed text (docs/formats.md §9.4)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,7 +231,7 @@ def split_range(start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
 
 
 def split_backfill(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
-    """`[start, end)` cut at every UTC midnight inside, whatever its length (behaviour.md §5.3
+    """`[start, end)` cut at every UTC midnight inside, whatever its length (docs/behaviour.md §5.3
     step 1)."""
     bounds = [start_ns]
     midnight = (start_ns // DAY_NS + 1) * DAY_NS

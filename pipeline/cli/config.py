@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-# Directories of the configuration tree (spec/formats.md §3) that `init` creates.
+# Directories of the configuration tree (docs/formats.md §3) that `init` creates.
 _TREE = ("CONFIG", "DEF", "SCRIPT", "CERT")
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pipeline.drivers.sunspec import SunSpecDevice, UnitScanned
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
-#: The `discoverDevices` parameter names of the refusal texts (behaviour.md §3.1), as flags.
+#: The `discoverDevices` parameter names of the refusal texts (docs/behaviour.md §3.1), as flags.
 _FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"))
 #: A plain progress line at least this often when stderr is not a terminal.
 _PLAIN_EVERY_S: Final = 10.0

@@ -1,4 +1,5 @@
-"""`sunpm export`: rebuild a past range of one server's files from the store (behaviour.md §5.3).
+"""`sunpm export`: rebuild a past range of one server's files from the store (docs/behaviour.md
+§5.3).
 
     sunpm export --server N --from T --to T (--out DIR | --upload) [--store DIR] [--config DIR]
                  [--allow-partial]
@@ -98,7 +99,7 @@ async def _export(args: argparse.Namespace) -> int:
         plan = await asyncio.to_thread(make_plan)
         if args.upload:
             # Only windows the server confirmed go again, under their own names; each stream
-            # stops at its cursor (behaviour.md §5.3 step 2).
+            # stops at its cursor (docs/behaviour.md §5.3 step 2).
             beyond = [w for w in plan if not w.delivered]
             plan = [w for w in plan if w.delivered]
             if beyond:
@@ -109,7 +110,7 @@ async def _export(args: argparse.Namespace) -> int:
         differing: list[str] = []
         rendered = render_backfill(job.source, plan, allow_partial=args.allow_partial)
         with tqdm(total=len(plan), unit="window", file=sys.stderr, disable=None) as bar:
-            # Each window's store reads and gzip run in a worker thread (STYLE.md §4), one
+            # Each window's store reads and gzip run in a worker thread (docs/style.md §4), one
             # window at a time, so the uploads' connection stays served between windows.
             while (window_files := await asyncio.to_thread(next, rendered, None)) is not None:
                 for f in window_files:

@@ -1,7 +1,7 @@
 """`sunpm tic decode FILE|--port DEV`: TIC frames as text or JSON lines, bad groups counted.
 
 A capture file has no speed: a group holding an HT is standard mode, else historic
-(spec/behaviour.md §2.9). A port is read at `--speed`, or with the gateway's mode detection.
+(docs/behaviour.md §2.9). A port is read at `--speed`, or with the gateway's mode detection.
 Only frames holding at least one valid group are printed (random bytes hold STX…ETX spans too).
 Totals go to stderr at the end, as a sentence, or as one JSON object with `--json`, so stdout
 holds exactly one line per frame. Exit code: 0 when a frame was found, 1 when none was, 2 when

@@ -1,4 +1,4 @@
-"""The driver contract (spec/behaviour.md §1) shared by every protocol driver.
+"""The driver contract (docs/behaviour.md §1) shared by every protocol driver.
 
 A driver owns its port or connection, keeps one request in flight, and reads and writes devices.
 It knows nothing of records, the store or exporters: `read` returns a raw value or a quality code
@@ -39,7 +39,7 @@ class Readings:
     values: Mapping[int, Reading]  # by definition-file Index
     requests: int = 0            # requests sent for this poll
     #: The link was (re)connected since this device's previous poll: the recorder takes the next
-    #: good poll as a *return* (spec/behaviour.md §2.2) and reads the device's parameters again.
+    #: good poll as a *return* (docs/behaviour.md §2.2) and reads the device's parameters again.
     reconnected: bool = False
 
 
@@ -91,7 +91,7 @@ class FoundDevice:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-#: Receives each progress line of a discovery run (spec/formats.md §11 SunSpec log), unformatted.
+#: Receives each progress line of a discovery run (docs/formats.md §11 SunSpec log), unformatted.
 DiscoveryLog = Callable[[str], None]
 
 

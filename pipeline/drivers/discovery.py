@@ -1,4 +1,4 @@
-"""`discoverDevices` over the configured interfaces (spec/behaviour.md §3.1, formats.md §12.3).
+"""`discoverDevices` over the configured interfaces (docs/behaviour.md §3.1, docs/formats.md §12.3).
 
 Checks the parameters before anything is sent (the refusals of §3.1, one line each), then runs
 the SunSpec sweep on each interface in turn: the one named, or without `interface` every serial
@@ -58,7 +58,7 @@ def interfaces_to_scan(params: DiscoveryParams, daq: Daq) -> list[str]:
 
 
 def target_of(interface: str, params: DiscoveryParams) -> str:
-    """`<ip>:<port>` or `SERIAL<k>` (spec/formats.md §11)."""
+    """`<ip>:<port>` or `SERIAL<k>` (docs/formats.md §11)."""
     if interface in _SERIAL:
         return interface.upper()
     return f"{params.ip}:{params.port}"

@@ -1,8 +1,8 @@
 """I/O channels of the `IO` device: 4 analog inputs, 4 digital inputs (ON/OFF or S0), 1 relay.
 
-Spec: behaviour.md §2.10, formats.md §8.2. The `IO` row's `parameters` pick the backend:
+Spec: docs/behaviour.md §2.10, docs/formats.md §8.2. The `IO` row's `parameters` pick the backend:
 
-- `sim` (or empty): the deterministic functions of UTC seconds of behaviour.md §2.10, so a demo
+- `sim` (or empty): the deterministic functions of UTC seconds of docs/behaviour.md §2.10, so a demo
   plant and the tests see known values at known instants.
 - `modbus:<index>`: a Modbus I/O module (the daq device `<index>`) read through the Modbus driver;
   its variables tagged `io:AI1..4`, `io:DI1..4`, `io:CNT1..4` and `io:RELAY` supply the channels,

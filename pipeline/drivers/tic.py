@@ -1,6 +1,6 @@
 """TIC (Linky and older Enedis meters): decoder, serial reader and the `TIC1` driver.
 
-Spec: behaviour.md §2.9 after the Enedis TIC specification (Enedis-NOI-CPT_54E). Wire facts the
+Spec: docs/behaviour.md §2.9 after the Enedis TIC specification (Enedis-NOI-CPT_54E). Wire facts the
 code relies on:
 
 - 7 data bits, even parity, 1 stop bit; historic mode at 1200 baud (SP separators), standard mode
@@ -311,7 +311,7 @@ def decode_capture(data: bytes, mode: TicMode | None = None) -> tuple[list[TicFr
 
 # --------------------------------------------------------------------------- serial reader
 
-#: Loss and return messages (the manual's French "ICT" kept, formats.md §1.3).
+#: Loss and return messages (the manual's French "ICT" kept, docs/formats.md §1.3).
 LOSS_MESSAGE: Final = "Loss of ICT accessory"
 RETURN_MESSAGE: Final = "Return ICT accessory"
 DETECTION_SLOT_S: Final = 5.0
@@ -502,7 +502,7 @@ class TicReader:
     def _handle(self, frames: list[TicFrame]) -> None:
         if self.trace is not None:
             for frame in frames:
-                # `tic` traces: one `<=` line per frame (spec/formats.md §11).
+                # `tic` traces: one `<=` line per frame (docs/formats.md §11).
                 self.trace(FrameTrace(ts_ns=time.time_ns(), interface="tic",
                                       direction=Direction.RECEIVED, data=frame.raw))
         if self.frames is None:

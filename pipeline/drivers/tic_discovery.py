@@ -1,6 +1,6 @@
 """TIC detection (`discoverDevices` protocol `tic`) and the `TIC1` definition file it generates.
 
-Spec: behaviour.md §3.6. Listen on `TIC_Port` 10 s at 9600 baud (standard mode), then 10 s at
+Spec: docs/behaviour.md §3.6. Listen on `TIC_Port` 10 s at 9600 baud (standard mode), then 10 s at
 1200 (historic); the meter is found once 3 valid groups arrive in a row, and the listening goes on
 to the end of that frame so every label the meter sends is seen.
 """
@@ -27,7 +27,7 @@ from pipeline.drivers.tic import (
 LISTEN_S: Final = 10.0
 _ADDRESS_LABELS: Final = ("ADCO", "ADSC")
 
-#: (unit, exact labels, label prefixes) of behaviour.md §3.6.
+#: (unit, exact labels, label prefixes) of docs/behaviour.md §3.6.
 _UNITS: Final[tuple[tuple[str, frozenset[str], tuple[str, ...]], ...]] = (
     ("Wh", frozenset({"BASE", "HCHC", "HCHP", "EJPHN", "EJPHPM", "EAST", "EAIT"}),
      ("BBRH", "EASF", "EASD")),

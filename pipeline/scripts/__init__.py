@@ -1,4 +1,4 @@
-"""Lua automation scripts (behaviour.md §9): lupa with Lua 5.4, one sandboxed state per script.
+"""Lua automation scripts (docs/behaviour.md §9): lupa with Lua 5.4, one sandboxed state per script.
 
 | module | what |
 |---|---|

@@ -67,7 +67,7 @@ class ScriptHost(Protocol):
         ...
 
     async def write(self, index: str, var: int, raw: RawValue) -> None:
-        """Queue a write of a raw value (behaviour.md §2.7) and wait for it; raises
+        """Queue a write of a raw value (docs/behaviour.md §2.7) and wait for it; raises
         `SunpmError` with the driver's one-line reason."""
         ...
 

@@ -1,7 +1,7 @@
-"""From scl.ini to script sources, and the checks of a script's `header` (behaviour.md §9.1).
+"""From scl.ini to script sources, and the checks of a script's `header` (docs/behaviour.md §9.1).
 
 Every problem is a `config.errors.Problem` naming file, line and field, in the form of
-formats.md §1.2, ending with what was done (`; not loaded`):
+docs/formats.md §1.2, ending with what was done (`; not loaded`):
 
     WPM00BDE4_scl.ini:18: SCRIPT_File[17]: more than 16 scripts; not loaded
     big.lua: file: 300000 bytes, more than 262144; not loaded

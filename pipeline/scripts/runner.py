@@ -1,5 +1,5 @@
 """The script host of the gateway: lifecycle, timers, RPC, persistence and failures
-(behaviour.md §9).
+(docs/behaviour.md §9).
 
     ScriptRunner(host, sources, problems).run()       one task in the service's TaskGroup
       at start: every listed script is enabled (load, header, wsInit); load problems are logged
@@ -58,7 +58,7 @@ T = TypeVar("T")
 
 class _LuaThread:
     """The one thread every Lua call runs in (a Lua state is not thread-safe, and calls are one
-    at a time by behaviour.md §9.3)."""
+    at a time by docs/behaviour.md §9.3)."""
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], object],
@@ -362,14 +362,14 @@ class ScriptRunner:
                 now = clock.monotonic_ns()
                 due += period_ns
                 if due <= now:
-                    # Ticks due while the call ran are skipped (behaviour.md §9.2).
+                    # Ticks due while the call ran are skipped (docs/behaviour.md §9.2).
                     due += ((now - due) // period_ns + 1) * period_ns
         finally:
             if script.timers.get(start.timer) is asyncio.current_task():
                 del script.timers[start.timer]
 
     async def call(self, rpc_name: str, parameters: Mapping[str, JsonValue]) -> JsonValue:
-        """RPC `<name>.<function>` (behaviour.md §9.4); raises `ScriptError` with the answer's
+        """RPC `<name>.<function>` (docs/behaviour.md §9.4); raises `ScriptError` with the answer's
         error text."""
         name, _, function = rpc_name.partition(".")
         script = self._scripts.get(name)

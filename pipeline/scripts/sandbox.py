@@ -1,4 +1,4 @@
-"""One script's Lua 5.4 state (lupa), sandboxed and limited (behaviour.md §9.3).
+"""One script's Lua 5.4 state (lupa), sandboxed and limited (docs/behaviour.md §9.3).
 
 - The state keeps the base functions, `string` (without `dump`), `table`, `math`, `utf8`,
   `coroutine`, `os.time`, `os.clock`, `os.date`, `collectgarbage("count")` and `wd`; `io`, the rest
@@ -44,7 +44,7 @@ INSTRUCTIONS: Final = "instruction budget exceeded"
 TIME: Final = "time limit exceeded"
 MEMORY: Final = "memory limit exceeded"
 
-#: behaviour.md §9.4: JSON nesting and result size.
+#: docs/behaviour.md §9.4: JSON nesting and result size.
 MAX_DEPTH: Final = 32
 MAX_RESULT_BYTES: Final = 64 * 1024
 
@@ -173,7 +173,7 @@ _POSITION = re.compile(r"^(?P<chunk>[^\n:]+):(?P<line>\d+): ")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """Per call (chunk, wsInit, wsStop, timer, RPC) and per script: behaviour.md §9.3."""
+    """Per call (chunk, wsInit, wsStop, timer, RPC) and per script: docs/behaviour.md §9.3."""
 
     instructions: int = 10_000_000
     seconds: float = 1.0
@@ -315,7 +315,7 @@ class LuaState:
     # ----------------------------------------------------------------- conversions
 
     def to_lua(self, value: JsonValue, depth: int = 0) -> object:
-        """JSON -> Lua (behaviour.md §9.4): objects string-keyed, arrays 1..n with `null` as
+        """JSON -> Lua (docs/behaviour.md §9.4): objects string-keyed, arrays 1..n with `null` as
         holes, integers stay integers (beyond 64 bits: floats)."""
         if depth > MAX_DEPTH:
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
@@ -341,7 +341,7 @@ def _no_attributes(obj: object, name: object, is_setting: bool) -> str:
 
 def from_lua(value: object, what: str = "result", depth: int = 0,
              room: list[int] | None = None) -> JsonValue:
-    """Lua -> JSON (behaviour.md §9.4); raises ValueError with `<what>: <problem>`."""
+    """Lua -> JSON (docs/behaviour.md §9.4); raises ValueError with `<what>: <problem>`."""
     room = room if room is not None else [MAX_RESULT_BYTES]
     room[0] -= 8
     if room[0] < 0:

@@ -1,4 +1,4 @@
-"""The Python side of one script's `wd` table (behaviour.md §9.2).
+"""The Python side of one script's `wd` table (docs/behaviour.md §9.2).
 
 Each callback runs in the Lua thread, takes Lua values (strings as bytes) and answers
 `(True, results...)` or `(False, message)`; the Lua closure in `sandbox._PRELUDE` turns the latter
@@ -80,7 +80,7 @@ def _text(value: object) -> str:
 
 
 def lua_number(value: Decimal | float) -> int | float:
-    """Lua integers when exact, floats otherwise (behaviour.md §9.2)."""
+    """Lua integers when exact, floats otherwise (docs/behaviour.md §9.2)."""
     if isinstance(value, float):
         return value
     if isinstance(value, int):
@@ -221,7 +221,8 @@ class Wd:
     # ----------------------------------------------------------------- writes
 
     def _raw(self, fn: str, device: ScriptDevice, var: Variable, value: object) -> RawValue:
-        """Validate a scaled value as the driver will (formats.md §8.3, behaviour.md §2.7)."""
+        """Validate a scaled value as the driver will (docs/formats.md §8.3, docs/behaviour.md
+        §2.7)."""
         name = device.device.name
         point = var.modbus
         if point is not None and point.data_type is DataType.STRING:
@@ -380,7 +381,7 @@ class Wd:
 
 def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
     """An Index (a number or digits), else a Name (repeated Names as `<Name>_<Index>`), else a
-    Tag (behaviour.md §9.2)."""
+    Tag (docs/behaviour.md §9.2)."""
     if isinstance(key, (int, float)) and not isinstance(key, bool):
         if not float(key).is_integer():
             return None

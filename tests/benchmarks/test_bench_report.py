@@ -1,4 +1,4 @@
-"""benchmarks/_report.py: medians and the speedup direction of the STYLE.md §10 line."""
+"""benchmarks/_report.py: medians and the speedup direction of the docs/style.md §10 line."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """benchmarks/store_append.py, store_open.py and store_query.py at a tiny size: each runs end to
-end, measures both sides and reports its figures in the STYLE.md §10 shape."""
+end, measures both sides and reports its figures in the docs/style.md §10 shape."""
 
 from __future__ import annotations
 

@@ -284,8 +284,8 @@ class Block:
 
 
 def parse_data(text: str, zone: str, *, euro: bool = False) -> list[Block]:
-    """Blocks of a DATA text (formats.md §9.2), row dates read back in the server's zone and
-    date format (formats.md §2)."""
+    """Blocks of a DATA text (docs/formats.md §9.2), row dates read back in the server's zone and
+    date format (docs/formats.md §2)."""
     date_format = "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S"
     tz = ZoneInfo(zone)
     blocks: list[Block] = []

@@ -1,6 +1,6 @@
 """A site whose server 1 is an MQTT broker (mosquitto on loopback): the meter polled into a real
 store, the data window published by `MqttSession` through the store's views, and every record of
-the JSON checked against the registers, scaled by CoefA (formats.md §14.2)."""
+the JSON checked against the registers, scaled by CoefA (docs/formats.md §14.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers of the config tests: the golden examples of spec/formats.md."""
+"""Helpers of the config tests: the golden examples of docs/formats.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 GOLDEN = Path(__file__).parent / "golden"
 CASES = Path(__file__).parent / "cases"
 
-#: The site of spec/formats.md §6: its daq.csv and every definition file it names (§8.5, §9.5).
+#: The site of docs/formats.md §6: its daq.csv and every definition file it names (§8.5, §9.5).
 EXAMPLE_DEFS = (
     "WPM00BDE4_IO.csv", "WPM00BDE4_TIC_LINKY.csv", "inv_small.csv", "meter_small.csv",
     "WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv",

@@ -1,4 +1,4 @@
-"""Fixtures of the config tests: sites built from the golden examples of spec/formats.md."""
+"""Fixtures of the config tests: sites built from the golden examples of docs/formats.md."""
 
 from __future__ import annotations
 

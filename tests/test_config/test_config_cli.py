@@ -1,4 +1,4 @@
-"""`sunpm config init|validate|show` (spec/formats.md §1.2 Decision, DESIGN.md §6)."""
+"""`sunpm config init|validate|show` (docs/formats.md §1.2 Decision, docs/architecture.md §6)."""
 
 from __future__ import annotations
 

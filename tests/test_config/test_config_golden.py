@@ -1,4 +1,4 @@
-"""Every example file and line of spec/formats.md parses; canonical files round-trip byte for byte."""
+"""Every example file and line of docs/formats.md parses; canonical files round-trip byte for byte."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_meter_example_byte_orders_and_coefficients() -> None:
 
 
 @pytest.mark.parametrize("line", [
-    # spec/formats.md §8.1: generated I/O lines, first and last
+    # docs/formats.md §8.1: generated I/O lines, first and last
     b"1;1;1;1;;AI1;;1;0;mA;0",
     b"9;3;1;;;Relay;;1;0;;0",
 ])
@@ -162,7 +162,7 @@ def test_spec_io_lines_parse(line: bytes) -> None:
 
 
 def test_padded_header_line_is_accepted_and_kept() -> None:
-    # spec/formats.md §8.1: some generators pad line 1
+    # docs/formats.md §8.1: some generators pad line 1
     data = b"modbusRTU;Inverter;HUAWEI;V4;;;;;;;\n1;3;40000;U16;;W;;1;0;W;4\n"
     parsed = config.parse_definition(data, "huawei.csv")
     assert parsed.value.model == "V4" and parsed.value.header_extra == ("",) * 7

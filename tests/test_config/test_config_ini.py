@@ -1,4 +1,4 @@
-"""config.ini (spec/formats.md §4): key table, defaults, rejection and the line-keeping writer."""
+"""config.ini (docs/formats.md §4): key table, defaults, rejection and the line-keeping writer."""
 
 from __future__ import annotations
 

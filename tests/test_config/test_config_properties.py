@@ -117,7 +117,7 @@ def definition_files(draw: st.DrawFn) -> DefinitionFile:
         elif protocol is Protocol.IO:
             point, info1, info2, info3 = draw(_io_point())
             if (point.kind, point.channel) in io_used:
-                continue  # each channel once (spec/formats.md §8.2)
+                continue  # each channel once (docs/formats.md §8.2)
             io_used.add((point.kind, point.channel))
         else:
             point, info1, info2, info3 = draw(_modbus_point())

@@ -1,4 +1,4 @@
-"""The site (spec/formats.md §3, §6 cross-file checks): bad-input cases as data, planted mistakes."""
+"""The site (docs/formats.md §3, §6 cross-file checks): bad-input cases as data, planted mistakes."""
 
 from __future__ import annotations
 

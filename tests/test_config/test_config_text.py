@@ -1,4 +1,4 @@
-"""Text rules of spec/formats.md §1.1: encodings, line ends, separators, quoting, empty files."""
+"""Text rules of docs/formats.md §1.1: encodings, line ends, separators, quoting, empty files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""daq.csv (spec/formats.md §6): blocks in any order, defaults, rejections, canonical writer."""
+"""daq.csv (docs/formats.md §6): blocks in any order, defaults, rejections, canonical writer."""
 
 from __future__ import annotations
 

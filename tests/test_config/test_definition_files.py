@@ -1,4 +1,4 @@
-"""Definition files (spec/formats.md §8): Info2/Info3 forms, scale factors, tolerances, errors."""
+"""Definition files (docs/formats.md §8): Info2/Info3 forms, scale factors, tolerances, errors."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_every_type_and_byte_order_suffix(info3: str, dtype: DataType, order: By
 
 
 @pytest.mark.parametrize("info1,info2,info3,expected", [
-    # the Info2 column of the decoding table of spec/formats.md §8.3
+    # the Info2 column of the decoding table of docs/formats.md §8.3
     ("3", "40000_0", "U8", {"byte": 0}),
     ("3", "40000_1", "U8", {"byte": 1}),
     ("3", "40000_1", "I8", {"byte": 1}),

@@ -1,4 +1,4 @@
-"""var.ini schedules and their arithmetic (spec/formats.md §5), DST included."""
+"""var.ini schedules and their arithmetic (docs/formats.md §5), DST included."""
 
 from __future__ import annotations
 

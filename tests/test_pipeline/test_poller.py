@@ -1,4 +1,4 @@
-"""Poll loop: slots, order, overruns, writes, sinks, clock steps (spec/behaviour.md §2.1, §11)."""
+"""Poll loop: slots, order, overruns, writes, sinks, clock steps (docs/behaviour.md §2.1, §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recorder: periods, values, qualities, changes and parameter reads (spec/behaviour.md §2.2)."""
+"""Recorder: periods, values, qualities, changes and parameter reads (docs/behaviour.md §2.2)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_value_text_notation() -> None:
 
 
 def test_value_text_is_exact_beyond_the_default_decimal_precision() -> None:
-    # The default context keeps 28 digits; a value's text is never rounded (formats.md §9.3).
+    # The default context keeps 28 digits; a value's text is never rounded (docs/formats.md §9.3).
     assert value_text(Decimal("12345678901234567890.123456789")) == \
         "12345678901234567890.123456789"
     assert value_text(Decimal("-98765432109876543210987654321E+2")) == \

@@ -1,5 +1,5 @@
 """Frame trace captures: the `log` command's semantics, a Modbus TCP poll traced into the store,
-and a file-server session delivering `<uid>_ethernet_<ts>.log.gz` (spec/formats.md §11)."""
+and a file-server session delivering `<uid>_ethernet_<ts>.log.gz` (docs/formats.md §11)."""
 
 from __future__ import annotations
 
@@ -208,8 +208,8 @@ async def test_a_modbus_tcp_poll_is_traced_in_the_formats_11_form(tmp_path: Path
     assert lines == [format_trace_line(t, ZoneInfo(ZONE)) for t in seen]
     sent = lines[0].split(";", 1)[1].split()
     assert sent[:2] == ["=>", f"127.0.0.1:{modbus_port}"]
-    # As formats.md §11's example: MBAP (protocol 0, length 6, unit 126), function 3, address 0,
-    # 2 registers; the reply's MBAP then 4 data bytes.
+    # As docs/formats.md §11's example: MBAP (protocol 0, length 6, unit 126), function 3, address
+    # 0, 2 registers; the reply's MBAP then 4 data bytes.
     assert sent[4:] == ["00", "00", "00", "06", "7E", "03", "00", "00", "00", "02"]
     received = lines[1].split(";", 1)[1].split()
     assert received[:2] == ["<=", f"127.0.0.1:{modbus_port}"]

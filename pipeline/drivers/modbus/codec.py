@@ -1,4 +1,4 @@
-"""Register words <-> raw values (spec/formats.md §8.3).
+"""Register words <-> raw values (docs/formats.md §8.3).
 
 Decode order is the spec's: registers as received, `_B` swaps the bytes of each register, `_W`
 reverses the value's register order, then the words are read big-endian. Both steps are their own
@@ -69,7 +69,7 @@ _INT_BITS: Final[dict[DataType, tuple[int, bool]]] = {
     DataType.U64: (64, False), DataType.I64: (64, True),
 }
 
-#: Types a write refuses outright (spec/formats.md §8.3, writes).
+#: Types a write refuses outright (docs/formats.md §8.3, writes).
 _UNWRITABLE: Final[frozenset[DataType]] = frozenset({
     DataType.BITS, DataType.U8, DataType.I8, DataType.IP, DataType.IPV6, DataType.MAC,
 })
@@ -254,7 +254,7 @@ def decode_variable(var: Variable, words: Sequence[int],
 
 def finish_reading(var: Variable, value: RawValue, scale_factor: Reading | None) -> Reading:
     """The Reading of a decoded value: NaN/infinities, scale factor and its "not implemented"
-    patterns (spec/formats.md §8.3)."""
+    patterns (docs/formats.md §8.3)."""
     if isinstance(value, float) and not math.isfinite(value):
         return Reading(None, Quality.NOT_IMPLEMENTED)
     point = var.modbus
@@ -366,7 +366,7 @@ def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:
 
 
 def _plain(number: Decimal) -> str:
-    """Plain notation (spec/formats.md §9.3): no exponent, no trailing zeros, `-0` as `0`."""
+    """Plain notation (docs/formats.md §9.3): no exponent, no trailing zeros, `-0` as `0`."""
     if not number.is_finite():
         return format(number, "f")      # `NaN`, `Infinity`: named in messages, never recorded
     try:
@@ -377,7 +377,7 @@ def _plain(number: Decimal) -> str:
 
 
 def value_text(value: RawValue) -> str:
-    """A raw value as spec/formats.md §9.3 writes it (`12.34`, `1.1`, `18446744073709551615`)."""
+    """A raw value as docs/formats.md §9.3 writes it (`12.34`, `1.1`, `18446744073709551615`)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):

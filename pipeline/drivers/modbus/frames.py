@@ -104,7 +104,7 @@ def write_coil_request(address: int, on: bool) -> bytes:
 
 
 def write_registers_request(address: int, words: Sequence[int]) -> bytes:
-    """0x06 for one register, 0x10 for several (spec/behaviour.md §2.7)."""
+    """0x06 for one register, 0x10 for several (docs/behaviour.md §2.7)."""
     if len(words) == 1:
         return struct.pack(">BHH", 6, address, words[0])
     body = b"".join(w.to_bytes(2, "big") for w in words)

@@ -1,7 +1,7 @@
 """The request queue and task every Modbus link runs on (a TCP connection, an RTU bus).
 
 One task per link sends one request at a time, so nothing else ever shares the wire. Writes go
-ahead of polls (spec/behaviour.md §2.1 item 4), and a newer write to the same register of the same
+ahead of polls (docs/behaviour.md §2.1 item 4), and a newer write to the same register of the same
 unit replaces one still queued (§2.7 item 4): the older caller gets a DeviceError saying so.
 Everything else is first come, first served, which makes the tunnel and the polls alternate.
 """

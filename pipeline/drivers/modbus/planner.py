@@ -1,4 +1,4 @@
-"""Coalescing a definition file's variables into the fewest reads (spec/behaviour.md §2.5).
+"""Coalescing a definition file's variables into the fewest reads (docs/behaviour.md §2.5).
 
 Per register kind, variables sorted by address are merged while a read stays within 125 registers
 (2000 bits for coils and discrete inputs) and every hole between covered addresses is at most

@@ -1,7 +1,7 @@
 """One poll or one write of one device over a link, the same for TCP and RTU.
 
 A link (`tcp.TcpConnection`, `rtu.RtuBus`) moves one PDU and its answer; this module turns a read
-plan into requests, answers into Readings (spec/behaviour.md §2.5, §2.6) and a write into a
+plan into requests, answers into Readings (docs/behaviour.md §2.5, §2.6) and a write into a
 request plus its read-back (§2.7). Device faults become quality codes, never exceptions.
 """
 
@@ -37,7 +37,7 @@ __all__ = ["ModbusLink", "PollState", "poll_device", "write_variable"]
 
 log = logging.getLogger("sunpm.modbus")
 
-#: Exceptions after which a merged read is split per variable (spec/behaviour.md §2.5).
+#: Exceptions after which a merged read is split per variable (docs/behaviour.md §2.5).
 _SPLIT_EXCEPTIONS = frozenset({2, 3})
 
 
@@ -60,7 +60,7 @@ class PollState:
     requests: tuple[ReadRequest, ...] = ()
     split: bool = False
     decoders: dict[int, codec.OffsetDecoder] = field(default_factory=dict)
-    #: Last good scale factor per Index, for writes (spec/behaviour.md §2.7).
+    #: Last good scale factor per Index, for writes (docs/behaviour.md §2.7).
     scale_factors: dict[int, int] = field(default_factory=dict)
     #: The link's connection count at this device's last poll (`Readings.reconnected`).
     link_generation: int = 0
@@ -97,7 +97,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     located: dict[int, tuple[list[int], int]] = {}
     failed: dict[int, Quality] = {}
     sent = 0
-    answered_ns = 0             # when the poll's last answer arrived (spec/behaviour.md §2.1)
+    answered_ns = 0             # when the poll's last answer arrived (docs/behaviour.md §2.1)
     pending = list(state.requests)
     while pending:
         request = pending.pop(0)
@@ -171,7 +171,7 @@ def _decode_one(var: Variable, decoder: codec.OffsetDecoder, where: tuple[list[i
 
 async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: RawValue,
                          state: PollState) -> Reading:
-    """Write `raw` (a raw value, spec/formats.md §8.3) and read it back; returns the read-back.
+    """Write `raw` (a raw value, docs/formats.md §8.3) and read it back; returns the read-back.
 
     Raises DeviceError with the spec's one-line wording when the write is refused or fails. A
     read-back that differs is a WARNING, not an error.

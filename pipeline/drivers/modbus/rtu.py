@@ -177,7 +177,7 @@ class RtuBus(QueuedLink):
         self._close_port()
 
     def _port_failed(self, reason: str) -> None:
-        """WARNING on the first failure, then one summary an hour (STYLE.md §4)."""
+        """WARNING on the first failure, then one summary an hour (docs/style.md §4)."""
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = self._last_summary = now

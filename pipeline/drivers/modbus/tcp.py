@@ -1,6 +1,6 @@
 """Modbus TCP: one connection task per `ip:port`, shared by the unit ids behind it.
 
-Rules (spec/behaviour.md §2.3): one request in flight; `tcpInterFrameMs` of silence after each
+Rules (docs/behaviour.md §2.3): one request in flight; `tcpInterFrameMs` of silence after each
 answer; an answer must match transaction id, unit id and function (or function + 0x80), anything
 else is discarded and counted late, so a reply that arrives after its request timed out is never
 taken for the next one; a socket error, or 3 timeouts in a row from units that have answered

@@ -1,4 +1,4 @@
-"""Frame traces (spec/formats.md §11) and per-device counters (spec/behaviour.md §2.2).
+"""Frame traces (docs/formats.md §11) and per-device counters (docs/behaviour.md §2.2).
 
 Links report every frame to a `TraceHook`; the store's trace files are wired to it by the service.
 Formatting is separate so the hook stays cheap on the hot path (it may simply be None).

@@ -1,4 +1,4 @@
-"""RTU-over-TCP tunnel (`forwardTcpPort`, spec/behaviour.md §2.8).
+"""RTU-over-TCP tunnel (`forwardTcpPort`, docs/behaviour.md §2.8).
 
 A Modbus TCP server per serial port that has `forwardTcpPort`: unit id + PDU become an RTU frame
 on the bus, and the answer returns with the client's transaction id. Requests queue on the bus
@@ -175,7 +175,7 @@ class RtuTunnel:
 def tunnel_for(bus: RtuBus, devices: Iterable[Device], *,
                host: str = "127.0.0.1") -> RtuTunnel | None:
     """The tunnel of `bus` when its port row has `forwardTcpPort`, else None; the relay timeout
-    is the largest timeout of the port's devices (1000 ms if none), spec/behaviour.md §2.8."""
+    is the largest timeout of the port's devices (1000 ms if none), docs/behaviour.md §2.8."""
     port = bus.port.forward_tcp_port
     if port is None:
         return None

@@ -1,4 +1,4 @@
-"""SunSpec discovery and the definition files generated for what it finds (spec/behaviour.md §3)."""
+"""SunSpec discovery and the definition files generated for what it finds (docs/behaviour.md §3)."""
 
 from ._models import pysunspec2_version
 from .definitions import (

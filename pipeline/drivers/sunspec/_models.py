@@ -182,7 +182,7 @@ def layout(model: ModelDef, header_address: int, length: int,
     place_points(top, ())
 
     # The fixed length: every register of the model after ID and L that does not belong to a
-    # group repeated to fill L (spec/behaviour.md §3.4).
+    # group repeated to fill L (docs/behaviour.md §3.4).
     fixed = sum(p.size for p in top.points) - 2
     for sub in top.groups:
         if sub.count == 0:

@@ -1,4 +1,4 @@
-"""Definition files generated for a discovered SunSpec device (spec/formats.md §8.4).
+"""Definition files generated for a discovered SunSpec device (docs/formats.md §8.4).
 
 The file describes the device's model chain as read: the device's `L` bounds each model, only
 points entirely inside it are written, and a point whose scale factor is not written is left out
@@ -99,7 +99,8 @@ def definition_file_name(uid: str, identity: Identity, protocol: Protocol) -> st
 
 
 def _text_field(text: str) -> str:
-    # Writers never quote: ';', CR and LF inside a value each become one space (formats.md §1.1).
+    # Writers never quote: ';', CR and LF inside a value each become one space (docs/formats.md
+    # §1.1).
     return text.replace(";", " ").replace("\r", " ").replace("\n", " ")
 
 

@@ -1,4 +1,4 @@
-"""Turning discovered devices into daq.csv rows (spec/behaviour.md §3.5), as a pure function.
+"""Turning discovered devices into daq.csv rows (docs/behaviour.md §3.5), as a pure function.
 
 New devices only: a device whose interface and address are already configured is left alone
 (the command's rule; the web page may still import it as a second device on purpose).

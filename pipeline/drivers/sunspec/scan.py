@@ -1,10 +1,10 @@
-"""SunSpec discovery: the unit-id sweep of spec/behaviour.md §3.2 over one `RegisterReader`.
+"""SunSpec discovery: the unit-id sweep of docs/behaviour.md §3.2 over one `RegisterReader`.
 
 Per unit id: find the "SunS" marker at 40000, 50000 or 0; walk the model chain from base + 2
 (`ID`, `L` per header, next header at header + 2 + L, end at `ID` 0xFFFF); read the common model;
 read the points that count the repetitions of 7xx groups; generate the definition file. Progress
 lines go, unformatted and in the spec's exact wording, to the `DiscoveryLog` callable; the caller
-dates them (spec/formats.md §11 SunSpec detection log).
+dates them (docs/formats.md §11 SunSpec detection log).
 
 Device quirks handled here: many devices do not map the end model's `L`, so a failed 2-register
 read of the last header is retried as a 1-register read of `ID` alone; a device that answers every
@@ -93,7 +93,7 @@ class _Aborted(Exception):
 
 
 def decode_string(registers: Sequence[int]) -> str:
-    """SunSpec string points: UTF-8, cut at the first NUL, trailing spaces removed (formats.md §8.3)."""
+    """SunSpec string points: UTF-8, cut at the first NUL, trailing spaces removed (docs/formats.md §8.3)."""
     raw = b"".join(r.to_bytes(2, "big") for r in registers)
     return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").rstrip(" ")
 

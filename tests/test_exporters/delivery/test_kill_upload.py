@@ -1,4 +1,4 @@
-"""SIGKILL at random points of uploads to a real FTP server, 50 times (behaviour.md §5.2).
+"""SIGKILL at random points of uploads to a real FTP server, 50 times (docs/behaviour.md §5.2).
 
 A child process runs a server-1 session; the parent kills it once a `.tmp` upload is under way
 (plus a random delay, so kills also land on renames, journal commits and the next lookups), checks

@@ -1,9 +1,9 @@
 """A re-export with `config`, `store` and `exporters.views` only gives the delivered bytes.
 
-What the offline card re-export (`sdcard`, DESIGN.md §2) will do: open the store read-only, replay
-the delivery state, plan and render the range. It runs in a fresh interpreter that never imports
-the outbox, a session, a transport or `pipeline`, and must write every delivered file byte for
-byte.
+What the offline card re-export (`sdcard`, docs/architecture.md §2) will do: open the store
+read-only, replay the delivery state, plan and render the range. It runs in a fresh interpreter that
+never imports the outbox, a session, a transport or `pipeline`, and must write every delivered file
+byte for byte.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A server down for ten scheduled sessions, then back (behaviour.md §5.1, §5.2)."""
+"""A server down for ten scheduled sessions, then back (docs/behaviour.md §5.1, §5.2)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ async def test_windows_built_before_a_failure_go_first_unchanged(
     assert hashlib.sha256(path.read_bytes()).hexdigest() == first.files[0].sha256
     late = [r for r in record_lines(path.read_bytes()) if r.startswith("3;")]
     assert late == []
-    # ... the next window built for the stream (behaviour.md §5.1 step 4), and no other.
+    # ... the next window built for the stream (docs/behaviour.md §5.1 step 4), and no other.
     for end, late_rows in ((T0 + 2 * DAY, 6), (T0 + 2 * DAY + 12 * H, 0)):
         path = ftp.root / "DATA" / f"{UID}_MODBUS_{file_timestamp(end * NS)}.csv.gz"
         rows = record_lines(path.read_bytes())

@@ -36,7 +36,7 @@ def _window(end: int, files: list[str], start: int = 0, server: int = 1,
 
 
 def test_split_spec_example_monday_to_tuesday() -> None:
-    # behaviour.md §5.1: cursor Mon 09:00, cut Tue 10:00.
+    # docs/behaviour.md §5.1: cursor Mon 09:00, cut Tue 10:00.
     assert split_range(MON + 9 * H, MON + 34 * H) == [(MON + 9 * H, MON + 24 * H),
                                                       (MON + 24 * H, MON + 34 * H)]
 

@@ -1,5 +1,5 @@
 """The quota never deletes undelivered records: the outboxes' delivery state as the store's
-predicates (exporters.retention, spec/behaviour.md §6), with a real store, a `dir` server 1 and an
+predicates (exporters.retention, docs/behaviour.md §6), with a real store, a `dir` server 1 and an
 FTP server 2 that is down, then back."""
 
 from __future__ import annotations

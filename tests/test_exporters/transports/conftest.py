@@ -97,8 +97,8 @@ def _sockets() -> set[str]:
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves a thread or a socket behind (STYLE.md §9). Autouse, so it is set up
-    first and torn down last, after the test's event loop is closed."""
+    """Fail a test that leaves a thread or a socket behind (docs/style.md §9). Autouse, so it is set
+    up first and torn down last, after the test's event loop is closed."""
     threads = set(threading.enumerate())
     sockets = _sockets()
     yield
@@ -118,7 +118,7 @@ def no_leaks() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 async def no_task_left() -> AsyncIterator[None]:
-    """Fail a test that leaves an asyncio task running (STYLE.md §9)."""
+    """Fail a test that leaves an asyncio task running (docs/style.md §9)."""
     before = asyncio.all_tasks()
     yield
     for _ in range(20):  # let cancelled tasks finish their cleanup

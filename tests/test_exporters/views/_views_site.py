@@ -1,4 +1,4 @@
-"""The site of spec/formats.md §9.5, as inputs of the views: definitions, daq rows, records.
+"""The site of docs/formats.md §9.5, as inputs of the views: definitions, daq rows, records.
 
 Definitions are parsed from their spec text by `config.parse_definition`, so the fixtures read
 like the spec.

@@ -1,4 +1,4 @@
-"""ALARM, LOG, SunSpec log, frame traces and ACK files: the examples of spec/formats.md §10-§12."""
+"""ALARM, LOG, SunSpec log, frame traces and ACK files: the examples of docs/formats.md §10-§12."""
 
 from __future__ import annotations
 

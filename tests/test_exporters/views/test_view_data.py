@@ -1,4 +1,4 @@
-"""DATA and `_P_` files: the examples of spec/formats.md §9.5 byte for byte, and block rules."""
+"""DATA and `_P_` files: the examples of docs/formats.md §9.5 byte for byte, and block rules."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_f32_prints_the_shortest_float32_text() -> None:
                            {1: 1.100000023841858, 2: (0.1, 1e-07, 0.1 + 0.2)})])
     table = table.set_column(4, "vmin", pa.array([None, 0.10000000149011612], pa.float64()))
     text = data_text(Interface.MODBUS, {"3": table}, {f32.snapshot_id: f32}, config())
-    # min and max are F32 raw values; the mean is a float64 (spec/formats.md §9.3).
+    # min and max are F32 raw values; the mean is a float64 (docs/formats.md §9.3).
     assert text.splitlines()[-1] == "21/02/05-09:50:00;1.1;0.1;0.0000001;0.30000000000000004"
 
 

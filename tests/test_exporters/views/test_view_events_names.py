@@ -1,4 +1,5 @@
-"""Journal bodies round-trip; file names; window splitting and membership (behaviour.md §5.1)."""
+"""Journal bodies round-trip; file names; window splitting and membership (docs/behaviour.md
+§5.1)."""
 
 from __future__ import annotations
 

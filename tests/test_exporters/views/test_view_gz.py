@@ -1,4 +1,4 @@
-"""Deterministic gzip of spec/formats.md §9.4."""
+"""Deterministic gzip of docs/formats.md §9.4."""
 
 from __future__ import annotations
 

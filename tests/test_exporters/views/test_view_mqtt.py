@@ -1,4 +1,4 @@
-"""MQTT data, alarm and result JSON (spec/formats.md §14.2-§14.4), and payload splitting."""
+"""MQTT data, alarm and result JSON (docs/formats.md §14.2-§14.4), and payload splitting."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_mqtt_dates_ignore_the_euro_format() -> None:
 def test_duplicate_keys_get_the_index() -> None:
     text = ("modbusTCP;X;Y;Z\n1;3;0;U16;;date;;1;0;;4\n2;3;1;U16;;P;;1;0;;4\n"
             "3;3;2;U16;;P;;1;0;;2\n4;3;3;U16;;P_min;;1;0;;4\n5;3;4;U16;;timestamp;;1;0;;2\n")
-    # The parser keys the repeated Name `P` as `P_3` (spec/formats.md §8.1).
+    # The parser keys the repeated Name `P` as `P_3` (docs/formats.md §8.1).
     keys = [k for _, ks in record_keys(definition(text, "d.csv", warnings=1)) for k in ks]
     assert keys == ["date_1", "P", "P_3_min", "P_3_max", "P_3_mean", "P_min",
                     "timestamp_5_min", "timestamp_5_max", "timestamp_5_mean"]

@@ -1,4 +1,4 @@
-"""Value text of spec/formats.md §9.3: scalar rules, properties, and the columnar path."""
+"""Value text of docs/formats.md §9.3: scalar rules, properties, and the columnar path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trace files of a LOG window from stored trace entries (spec/formats.md §11's examples)."""
+"""Trace files of a LOG window from stored trace entries (docs/formats.md §11's examples)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`exporters.views` imports `config`, `store` and itself only (DESIGN.md §2).
+"""`exporters.views` imports `config`, `store` and itself only (docs/architecture.md §2).
 
 The offline re-export (`sdcard`) may import nothing else of ours, and it shares the window
 planning and rendering of the views package with the outbox and `sunpm export`; a view module

@@ -66,7 +66,7 @@ async def test_an_empty_bus_completes_with_exit_0_and_plain_progress_lines() -> 
     assert progress[0].startswith("progress: 2 of 20 ids, at id 2 on ethernet1, 0 found, about ")
     assert progress[-1].startswith("progress: 20 of 20 ids, at id 20 on ethernet1, 0 found")
     assert len(progress) == 10
-    # Absent units time out without ever closing the connection (behaviour.md §2.3).
+    # Absent units time out without ever closing the connection (docs/behaviour.md §2.3).
     assert "connection lost" not in err and "timeouts in a row" not in err
     assert err.splitlines()[-1].endswith(":End of SunSpec detection on ethernet1. 0 devices found.")
 

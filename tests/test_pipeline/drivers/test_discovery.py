@@ -1,4 +1,4 @@
-"""`discoverDevices` parameters and interfaces (spec/behaviour.md §3.1), over loopback and a pty."""
+"""`discoverDevices` parameters and interfaces (docs/behaviour.md §3.1), over loopback and a pty."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
 T0 = 1577836800          # 2020-01-01T00:00:00Z, a multiple of 3600 and of 600
 
-# formats.md §8.5's I/O file, plus S0 on DI2 and AI2 in volts as written there.
+# docs/formats.md §8.5's I/O file, plus S0 on DI2 and AI2 in volts as written there.
 IO_FILE = b"""io;WebdynSunPM;Webdyn;ioSunPM
 1;1;1;1;;AI1;;1;0;mA;4
 2;1;2;2;;AI2;;1;0;V;2

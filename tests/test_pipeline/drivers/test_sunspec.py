@@ -98,7 +98,7 @@ def test_generated_file_for_models_1_103_123_equals_the_spec_example(
     problems: list[str] = []
     made = generate("WPM00BDE4", Identity(*SMA[:5], device_address=1), Protocol.MODBUS_TCP,
                     chain, problems.append)
-    # The golden file is formats.md §8.5's example, copied byte for byte.
+    # The golden file is docs/formats.md §8.5's example, copied byte for byte.
     golden = GOLDEN / "WPM00BDE4_SunSpec_inverter_SMA_Solar_Inverter_9301_modbusTCP.csv"
     if request.config.getoption("--update-golden"):
         golden.write_bytes(made.text.encode())

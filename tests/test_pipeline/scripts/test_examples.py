@@ -66,7 +66,7 @@ async def test_export_limit_stops_exporting_when_the_meter_falls_silent(tmp_path
         runner = ScriptRunner(plant.host, [export_limit()])
         async with running(runner):
             await both_inverters(plant, PCT, 1000)
-            # The spec's example answer (behaviour.md §9.5), at 100 % before the meter goes.
+            # The spec's example answer (docs/behaviour.md §9.5), at 100 % before the meter goes.
             assert await runner.call("exportlimit.setLimit", {"va": 25000}) == {
                 "limitVA": 25000, "pct": 100}
             await plant.stop_meter()       # its last value goes stale after 3 poll periods

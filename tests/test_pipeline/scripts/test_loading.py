@@ -1,4 +1,4 @@
-"""From scl.ini to running scripts (behaviour.md §9.1): every load problem names file, line and
+"""From scl.ini to running scripts (docs/behaviour.md §9.1): every load problem names file, line and
 field and raises `Script failure`, the other scripts run on; fuzzed scl.ini files and script
 sources give our problems, never another exception."""
 
@@ -53,7 +53,7 @@ def test_a_site_lists_its_scripts_from_scl_ini(tmp_path: Path) -> None:
     assert problems == []
     assert [(s.file, s.source, s.default_name) for s in sources] == [
         ("Test script 1.lua", GOOD, "Test_script_1")]
-    # A missing script rejects the whole configuration (config's rule, formats.md §7).
+    # A missing script rejects the whole configuration (config's rule, docs/formats.md §7).
     (tmp_path / "SCRIPT" / "Test script 1.lua").unlink()
     with pytest.raises(ConfigError, match=r"_scl.ini:1: SCRIPT_File\[0\]: 'Test script 1.lua' "
                                           "is missing from /SCRIPT"):

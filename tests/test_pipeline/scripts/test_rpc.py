@@ -1,4 +1,4 @@
-"""RPC `<name>.<function>` (behaviour.md §9.4): JSON in, JSON out, and the error answers; saved
+"""RPC `<name>.<function>` (docs/behaviour.md §9.4): JSON in, JSON out, and the error answers; saved
 data across a restart of the store and the runner."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The sandbox and the limits (behaviour.md §9.3), with the real poll loop running beside: what a
-script must not reach is absent, runaways are stopped within budget and disabled, and neither
+"""The sandbox and the limits (docs/behaviour.md §9.3), with the real poll loop running beside: what
+a script must not reach is absent, runaways are stopped within budget and disabled, and neither
 polling nor a concurrent asyncio task is held up meanwhile."""
 
 from __future__ import annotations

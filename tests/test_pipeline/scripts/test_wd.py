@@ -1,4 +1,4 @@
-"""The `wd` API (behaviour.md §9.2) against pymodbus devices polled by the real poll loop."""
+"""The `wd` API (docs/behaviour.md §9.2) against pymodbus devices polled by the real poll loop."""
 
 from __future__ import annotations
 

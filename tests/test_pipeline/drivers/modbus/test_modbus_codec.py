@@ -1,4 +1,4 @@
-"""Decoding and encoding against hand-checked register words (spec/formats.md §8.3)."""
+"""Decoding and encoding against hand-checked register words (docs/formats.md §8.3)."""
 
 from __future__ import annotations
 

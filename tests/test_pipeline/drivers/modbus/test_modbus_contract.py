@@ -1,4 +1,4 @@
-"""The driver contract (spec/behaviour.md §1) run against both Modbus drivers.
+"""The driver contract (docs/behaviour.md §1) run against both Modbus drivers.
 
 A new Modbus transport joins by adding one fixture parameter.
 """

@@ -1,4 +1,4 @@
-"""The SunSpec example definition of spec/formats.md §8.5, parsed, planned and read end to end."""
+"""The SunSpec example definition of docs/formats.md §8.5, parsed, planned and read end to end."""
 
 from __future__ import annotations
 

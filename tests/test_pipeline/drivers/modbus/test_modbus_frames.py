@@ -19,7 +19,7 @@ from pipeline.drivers.modbus.frames import (
 
 
 def test_crc_of_the_manuals_trace_frames() -> None:
-    # spec/formats.md §11: `03 04 00 00 00 02 70 29` and `03 04 04 09 01 00 00 8A 18`
+    # docs/formats.md §11: `03 04 00 00 00 02 70 29` and `03 04 04 09 01 00 00 8A 18`
     assert rtu_frame(3, bytes.fromhex("04 0000 0002")) == bytes.fromhex("03 04 00 00 00 02 70 29")
     assert rtu_frame(3, bytes.fromhex("04 04 0901 0000")) == \
         bytes.fromhex("03 04 04 09 01 00 00 8A 18")

@@ -1,4 +1,4 @@
-"""Request planning properties (spec/behaviour.md §2.5)."""
+"""Request planning properties (docs/behaviour.md §2.5)."""
 
 from __future__ import annotations
 

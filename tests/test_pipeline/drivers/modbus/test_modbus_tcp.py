@@ -1,4 +1,4 @@
-"""Modbus TCP driver against real peers on 127.0.0.1 (spec/behaviour.md §2.3, §2.5, §2.7)."""
+"""Modbus TCP driver against real peers on 127.0.0.1 (docs/behaviour.md §2.3, §2.5, §2.7)."""
 
 from __future__ import annotations
 
