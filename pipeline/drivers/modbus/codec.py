@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import struct
-from itertools import repeat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
@@ -230,7 +229,6 @@ _STRUCT_CODES: Final[dict[DataType, str]] = {
     DataType.U16: "H", DataType.I16: "h", DataType.U32: "I", DataType.I32: "i",
     DataType.U64: "Q", DataType.I64: "q",
 }
-_tuple_new: Final = tuple.__new__
 
 
 def _struct_code(var: Variable) -> str | None:
@@ -262,11 +260,9 @@ class BlockDecoder:
     indexes: tuple[int, ...]
     rest: tuple[Variable, ...]
 
-    def readings(self, data: bytes, offset: int) -> dict[int, Reading]:
-        """`Reading`s of `indexes` from the register bytes at `data[offset:]` (length checked)."""
-        return dict(zip(self.indexes, map(_tuple_new, repeat(Reading),
-                                          zip(self.layout.unpack_from(data, offset),
-                                              repeat(Quality.GOOD)))))
+    def values(self, data: bytes, offset: int) -> tuple[int, ...]:
+        """Raw values of `indexes`, in order, from the register bytes at `data[offset:]`."""
+        return self.layout.unpack_from(data, offset)
 
 
 def block_decoder(address: int, variables: Sequence[Variable]) -> BlockDecoder:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from operator import itemgetter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Protocol
 
 from config.model import Device, Quality, RegisterKind, Variable
 from pipeline.drivers._base import (
     DeviceError,
+    GoodReadings,
     ModbusRequestError,
     RawValue,
     Reading,
@@ -78,8 +80,9 @@ class PollState:
     decoders: dict[int, codec.OffsetDecoder] = field(default_factory=dict)
     by_index: dict[int, Variable] = field(default_factory=dict)
     #: The block decoders alone give every variable, in the plan's order: a poll where every
-    #: read was answered returns their readings as they are.
+    #: read was answered is their values as one column (`GoodReadings`).
     blocks_cover_plan: bool = False
+    positions: dict[int, int] = field(default_factory=dict)     # Index -> row of that column
     #: Last good scale factor per Index, for writes (spec/behaviour.md §2.7).
     scale_factors: dict[int, int] = field(default_factory=dict)
     #: The link's connection count at this device's last poll (`Readings.reconnected`).
@@ -117,6 +120,7 @@ def _set_requests(state: PollState, requests: tuple[ReadRequest, ...]) -> None:
     state.reads = _compile(requests, state.by_index)
     in_blocks = [i for read in state.reads if read.block is not None for i in read.block.indexes]
     state.blocks_cover_plan = in_blocks == [v.index for v in state.plan.variables]
+    state.positions = {index: row for row, index in enumerate(in_blocks)}
 
 
 def _prepare(plan: ReadPlan, state: PollState) -> None:
@@ -137,14 +141,16 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     unit = unit_of(device)
     timeout_ms = device.timeout_ms
     counters = state.counters
-    #: Readings of the variables the block decoders decoded.
-    decoded: dict[int, Reading] = {}
+    #: Raw values the block decoders decoded, read by read.
+    columns: list[tuple[int, ...]] = []
+    blocks: list[codec.BlockDecoder] = []
     #: Index -> (the read's values, offset of the variable in them), for the others
     located: dict[int, tuple[list[int], int]] = {}
     failed: dict[int, Quality] = {}
     sent = 0
     answered_ns = 0             # when the poll's last answer arrived (spec/behaviour.md §2.1)
     pending = list(reversed(state.reads))
+    split_now = False           # the column order below is the split plan's from now on
     while pending:
         read = pending.pop()
         sent += 1
@@ -156,12 +162,13 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             request = read.request
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
                     and not state.split):
-                state.split = True
+                state.split = split_now = True
                 _set_requests(state, requests_of(split_plan(plan)))
                 log.info("Merged read refused; reading per variable from now on. device=%s "
                          "function=%d address=%d count=%d exception=%s", device.index,
                          request.function, request.address, request.count, err.exception_code)
-                done = decoded.keys() | located.keys() | failed.keys()
+                done = {i for block in blocks for i in block.indexes} | located.keys() \
+                    | failed.keys()
                 pending = [r for r in reversed(state.reads) if r.request.indexes[0] not in done]
                 continue
             for index in request.indexes:
@@ -169,16 +176,23 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             continue
         answered_ns = time.time_ns()
         if read.block is not None:
-            decoded.update(read.block.readings(reply, 2))
+            columns.append(read.block.values(reply, 2))
+            blocks.append(read.block)
         if read.rest:
             values = read_reply_values(read.pdu, reply)
             for index, offset in read.rest:
                 located[index] = (values, offset)
-    if state.blocks_cover_plan and not failed:
-        readings = decoded
+    readings: Mapping[int, Reading]
+    if state.blocks_cover_plan and not failed and not split_now:
+        raw = columns[0] if len(columns) == 1 else [v for column in columns for v in column]
+        readings = GoodReadings(state.positions, raw)
+        counters.qualities[Quality.GOOD] += len(raw)
     else:
+        decoded: dict[int, Reading] = {}
+        for block, column in zip(blocks, columns, strict=True):
+            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD))))
         readings = _decode(plan.variables, decoded, located, failed, state)
-    counters.qualities.update(map(_quality_of, readings.values()))
+        counters.qualities.update(map(_quality_of, readings.values()))
     return Readings(device=device.index, ts_ns=answered_ns or time.time_ns(), values=readings,
                     requests=sent)
 
