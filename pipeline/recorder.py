@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
-from pipeline.drivers._base import RawValue, Reading, Readings
+from pipeline.drivers._base import GoodReadings, RawValue, Reading, Readings
 from pipeline.drivers.modbus.codec import value_text
 from store.schema import RECORDS_SCHEMA
 
@@ -391,15 +391,19 @@ class Recorder:
         values = readings.values
         alarms, previous, failed = st.alarms, st.previous, st.failed
         min_max_mean, last, count = st.min_max_mean, st.last, st.count
+        # A block decode's column is read as it is: no Reading per value.
+        column = values if type(values) is GoodReadings else None
         for i, idx in enumerate(st.indexes):
-            reading = values.get(idx, _ABSENT)
-            raw = reading.value
-            quality = reading.quality
+            if column is not None:
+                row = column.positions.get(idx)
+                raw, quality = (_ABSENT if row is None else (column.raw[row], Quality.GOOD))
+            else:
+                raw, quality = values.get(idx, _ABSENT)
             # int comparisons: cheaper than the enum's property on this per-value path
             if (raw is None or not (quality == 0 or quality == 7)
                     or (type(raw) is float and not math.isfinite(raw))):
                 if recorded:
-                    failed[i] = _failed_quality(reading)
+                    failed[i] = _failed_quality(Reading(raw, quality))
                 continue
             if alarms[i]:
                 prev = previous[i]
@@ -446,7 +450,12 @@ class Recorder:
         any_good = False
         disconnected = False
         by_quality = st.by_quality
-        for reading in readings.values.values():
+        values = readings.values
+        if type(values) is GoodReadings and values:
+            by_quality[Quality.GOOD] += len(values)
+            any_good = True
+            values = {}
+        for reading in values.values():
             quality = reading.quality
             by_quality[quality] += 1
             if (quality == 0 or quality == 7) and reading.value is not None:

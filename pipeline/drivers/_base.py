@@ -7,10 +7,10 @@ per variable and never raises for a device fault.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from config.errors import SunpmError
 from config.model import DefinitionFile, Device, Quality, SerialPort, Variable
@@ -24,10 +24,45 @@ class DeviceError(SunpmError):
     """A driver could not do what was asked (a write refused, a port that cannot open)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """One variable's answer. A named tuple rather than a frozen dataclass: a poll makes one per
+    variable, and `tuple.__new__` builds a whole block of them without a Python-level `__init__`
+    (about 4x cheaper)."""
+
     value: RawValue | None       # None when the read failed; `quality` then says why
     quality: Quality
+
+
+class GoodReadings(Mapping[int, Reading]):
+    """A poll whose every value is good, as one column: what a block decode gives.
+
+    `positions` (Index -> row, shared by every poll of a plan) and `raw` (the values in that
+    order) are what the recorder reads; a `Reading` is made only when one is looked up, so the
+    hot path makes no object per value.
+    """
+
+    __slots__ = ("positions", "raw")
+
+    def __init__(self, positions: Mapping[int, int], raw: Sequence[RawValue]) -> None:
+        if len(positions) != len(raw):
+            raise ValueError(f"{len(raw)} values for {len(positions)} variables")
+        self.positions = positions
+        self.raw = raw
+
+    def __getitem__(self, index: int) -> Reading:
+        return Reading(self.raw[self.positions[index]], Quality.GOOD)
+
+    def __contains__(self, index: object) -> bool:
+        return index in self.positions
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __repr__(self) -> str:
+        return f"GoodReadings({dict(self)!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ import ipaddress
 import math
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Final
 
@@ -33,9 +34,11 @@ from pipeline.drivers._base import DeviceError, RawValue, Reading
 __all__ = [
     "NOT_IMPLEMENTED",
     "SF_RANGE",
+    "BlockDecoder",
     "EncodeError",
     "OffsetDecoder",
     "apply_scale",
+    "block_decoder",
     "decode_point",
     "decode_scale_factor",
     "decode_variable",
@@ -218,6 +221,72 @@ def offset_decoder(point: ModbusPoint) -> OffsetDecoder:
         return decode_point(point, values[at:at + size])
 
     return general
+
+
+#: `struct` codes of the types a block read decodes in one unpack (big-endian, no post-processing:
+#: their raw value is the integer as read, and no "not implemented" pattern applies unscaled).
+_STRUCT_CODES: Final[dict[DataType, str]] = {
+    DataType.U16: "H", DataType.I16: "h", DataType.U32: "I", DataType.I32: "i",
+    DataType.U64: "Q", DataType.I64: "q",
+}
+
+
+def _struct_code(var: Variable) -> str | None:
+    """The variable's `struct` code when one unpack decodes it exactly like `decode_variable`."""
+    point = var.modbus
+    if point is None or point.kind.is_bit or point.data_type is None \
+            or var.scale_factor_index is not None:
+        return None
+    code = _STRUCT_CODES.get(point.data_type)
+    if code is None:
+        return None
+    if point.byte_order is ByteOrder.BIG_ENDIAN:
+        return code
+    if point.byte_order is ByteOrder.SWAP_WORDS and point.register_count == 1:
+        return code         # `_W` reverses the order of one register: nothing
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDecoder:
+    """Decodes the variables of one register read that a single `struct` unpack can, at once.
+
+    Built once per read of a plan. `indexes[k]` is the variable the k-th unpacked field holds;
+    registers between them are skipped by pad bytes. Integer types only, unscaled, not overlapping:
+    every other variable of the read (`rest`) goes through `decode_variable`'s rules.
+    """
+
+    layout: struct.Struct
+    indexes: tuple[int, ...]
+    rest: tuple[Variable, ...]
+
+    def values(self, data: bytes, offset: int) -> tuple[int, ...]:
+        """Raw values of `indexes`, in order, from the register bytes at `data[offset:]`."""
+        return self.layout.unpack_from(data, offset)
+
+
+def block_decoder(address: int, variables: Sequence[Variable]) -> BlockDecoder:
+    """The `BlockDecoder` of a register read from `address` holding `variables`."""
+    fast: list[tuple[int, str, int]] = []       # (register address, struct code, Index)
+    rest: list[Variable] = []
+    end = address
+    for var in sorted(variables, key=lambda v: v.modbus.address if v.modbus else -1):
+        code = _struct_code(var)
+        point = var.modbus
+        if code is None or point is None or point.address < end:
+            rest.append(var)
+            continue
+        fast.append((point.address, code, var.index))
+        end = point.address + point.register_count
+    layout = [">"]
+    at = address
+    for start, code, _ in fast:
+        if start > at:
+            layout.append(f"{2 * (start - at)}x")
+        layout.append(code)
+        at = start + struct.calcsize(">" + code) // 2
+    return BlockDecoder(layout=struct.Struct("".join(layout)),
+                        indexes=tuple(index for _, _, index in fast), rest=tuple(rest))
 
 
 def apply_scale(value: int, sf: int) -> Decimal:

@@ -17,10 +17,12 @@ __all__ = [
     "MAX_BITS",
     "MAX_REGISTERS",
     "Transaction",
+    "check_read_reply",
     "crc16",
     "exception_name",
     "mbap",
     "parse_mbap",
+    "read_reply_values",
     "read_request",
     "rtu_frame",
     "rtu_reply_length",
@@ -33,6 +35,7 @@ __all__ = [
 MAX_REGISTERS: Final = 125
 MAX_BITS: Final = 2000
 READ_FUNCTIONS: Final = frozenset({1, 2, 3, 4})
+_READ_REQUEST: Final = struct.Struct(">BHH")
 
 _EXCEPTIONS: Final[dict[int, str]] = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -128,23 +131,36 @@ def check_exception(request: bytes, reply: bytes) -> None:
                                  quality=Quality.BAD_FRAME)
 
 
-def unpack_read_reply(request: bytes, reply: bytes) -> list[int]:
-    """Registers (or bits, one int each) of a read reply; raises ModbusRequestError otherwise."""
+def check_read_reply(request: bytes, reply: bytes) -> None:
+    """Raise ModbusRequestError unless `reply` answers the read `request` with all its data,
+    which then starts at `reply[2]`."""
     check_exception(request, reply)
-    function, _, count = struct.unpack(">BHH", request[:5])
     if len(reply) < 2 or reply[1] != len(reply) - 2:
         raise ModbusRequestError("reply byte count does not match its length",
                                  quality=Quality.BAD_FRAME)
-    data = reply[2:]
+    function, _, count = _READ_REQUEST.unpack_from(request)
+    size = len(reply) - 2
     if function in (1, 2):
-        if len(data) != (count + 7) // 8:
-            raise ModbusRequestError(f"reply holds {len(data)} bytes for {count} bits",
+        if size != (count + 7) // 8:
+            raise ModbusRequestError(f"reply holds {size} bytes for {count} bits",
                                      quality=Quality.BAD_FRAME)
-        return unpack_bits(data, count)
-    if len(data) != 2 * count:
-        raise ModbusRequestError(f"reply holds {len(data)} bytes for {count} registers",
+    elif size != 2 * count:
+        raise ModbusRequestError(f"reply holds {size} bytes for {count} registers",
                                  quality=Quality.BAD_FRAME)
-    return list(struct.unpack(f">{count}H", data))
+
+
+def read_reply_values(request: bytes, reply: bytes) -> list[int]:
+    """Registers (or bits, one int each) of a reply `check_read_reply` accepted."""
+    function, _, count = _READ_REQUEST.unpack_from(request)
+    if function in (1, 2):
+        return unpack_bits(reply[2:], count)
+    return list(struct.unpack_from(f">{count}H", reply, 2))
+
+
+def unpack_read_reply(request: bytes, reply: bytes) -> list[int]:
+    """Registers (or bits, one int each) of a read reply; raises ModbusRequestError otherwise."""
+    check_read_reply(request, reply)
+    return read_reply_values(request, reply)
 
 
 def unpack_bits(data: bytes, count: int) -> list[int]:

@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Protocol
 
 from config.model import Device, Quality, RegisterKind, Variable
 from pipeline.drivers._base import (
     DeviceError,
+    GoodReadings,
     ModbusRequestError,
     RawValue,
     Reading,
@@ -24,7 +27,9 @@ from pipeline.drivers._base import (
 )
 from pipeline.drivers.modbus import codec
 from pipeline.drivers.modbus.frames import (
+    check_read_reply,
     check_write_reply,
+    read_reply_values,
     unpack_read_reply,
     write_coil_request,
     write_registers_request,
@@ -39,6 +44,7 @@ log = logging.getLogger("sunpm.modbus")
 
 #: Exceptions after which a merged read is split per variable (docs/behaviour.md §2.5).
 _SPLIT_EXCEPTIONS = frozenset({2, 3})
+_quality_of = itemgetter(1)
 
 
 class ModbusLink(Protocol):
@@ -46,6 +52,17 @@ class ModbusLink(Protocol):
 
     async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
                        urgent: bool = False) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRead:
+    """A read request with what its answer needs, built once per plan: the request PDU, the
+    block decoder of its plain integers, and where its other variables sit in it."""
+
+    request: ReadRequest
+    pdu: bytes
+    block: codec.BlockDecoder | None            # None for coils and discrete inputs
+    rest: tuple[tuple[int, int], ...]           # (Index, offset) decoded one by one
 
 
 @dataclass(slots=True)
@@ -58,8 +75,14 @@ class PollState:
     plan: ReadPlan | None = None
     #: The requests actually sent: the plan's, or one per variable after exception 0x02/0x03.
     requests: tuple[ReadRequest, ...] = ()
+    reads: tuple[_CompiledRead, ...] = ()
     split: bool = False
     decoders: dict[int, codec.OffsetDecoder] = field(default_factory=dict)
+    by_index: dict[int, Variable] = field(default_factory=dict)
+    #: The block decoders alone give every variable, in the plan's order: a poll where every
+    #: read was answered is their values as one column (`GoodReadings`).
+    blocks_cover_plan: bool = False
+    positions: dict[int, int] = field(default_factory=dict)     # Index -> row of that column
     #: Last good scale factor per Index, for writes (docs/behaviour.md §2.7).
     scale_factors: dict[int, int] = field(default_factory=dict)
     #: The link's connection count at this device's last poll (`Readings.reconnected`).
@@ -77,14 +100,38 @@ async def _read(link: ModbusLink, unit: int, request: ReadRequest, timeout_ms: i
     return unpack_read_reply(request.pdu, reply)
 
 
+def _compile(requests: Sequence[ReadRequest], by_index: Mapping[int, Variable]
+             ) -> tuple[_CompiledRead, ...]:
+    reads = []
+    for request in requests:
+        variables = [by_index[i] for i in request.indexes]
+        block = None if request.kind.is_bit else codec.block_decoder(request.address, variables)
+        rest = variables if block is None else block.rest
+        reads.append(_CompiledRead(
+            request=request, pdu=request.pdu, block=block,
+            rest=tuple((v.index, v.modbus.address - request.address) for v in rest
+                       if v.modbus is not None)))
+    return tuple(reads)
+
+
+def _set_requests(state: PollState, requests: tuple[ReadRequest, ...]) -> None:
+    assert state.plan is not None
+    state.requests = requests
+    state.reads = _compile(requests, state.by_index)
+    in_blocks = [i for read in state.reads if read.block is not None for i in read.block.indexes]
+    state.blocks_cover_plan = in_blocks == [v.index for v in state.plan.variables]
+    state.positions = {index: row for row, index in enumerate(in_blocks)}
+
+
 def _prepare(plan: ReadPlan, state: PollState) -> None:
     if state.plan is plan:
         return
     state.plan = plan
-    state.requests = requests_of(plan)
     state.split = False
+    state.by_index = {v.index: v for v in plan.variables}
     state.decoders = {v.index: codec.offset_decoder(v.modbus) for v in plan.variables
                       if v.modbus is not None}
+    _set_requests(state, requests_of(plan))
 
 
 async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
@@ -92,52 +139,74 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     """Read every variable of `plan` from `device`; never raises for a device fault."""
     _prepare(plan, state)
     unit = unit_of(device)
-    by_index = {v.index: v for v in plan.variables}
-    #: Index -> (the read's values, offset of the variable in them)
+    timeout_ms = device.timeout_ms
+    counters = state.counters
+    #: Raw values the block decoders decoded, read by read.
+    columns: list[tuple[int, ...]] = []
+    blocks: list[codec.BlockDecoder] = []
+    #: Index -> (the read's values, offset of the variable in them), for the others
     located: dict[int, tuple[list[int], int]] = {}
     failed: dict[int, Quality] = {}
     sent = 0
     answered_ns = 0             # when the poll's last answer arrived (docs/behaviour.md §2.1)
-    pending = list(state.requests)
+    pending = list(reversed(state.reads))
+    split_now = False           # the column order below is the split plan's from now on
     while pending:
-        request = pending.pop(0)
+        read = pending.pop()
         sent += 1
+        counters.requests += 1
         try:
-            values = await _read(link, unit, request, device.timeout_ms, state.counters)
+            reply = await link.transact(unit, read.pdu, timeout_ms)
+            check_read_reply(read.pdu, reply)
         except ModbusRequestError as err:
+            request = read.request
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
                     and not state.split):
-                state.split = True
-                state.requests = requests_of(split_plan(plan))
+                state.split = split_now = True
+                _set_requests(state, requests_of(split_plan(plan)))
                 log.info("Merged read refused; reading per variable from now on. device=%s "
                          "function=%d address=%d count=%d exception=%s", device.index,
                          request.function, request.address, request.count, err.exception_code)
-                done = located.keys() | failed.keys()
-                pending = [r for r in state.requests if r.indexes[0] not in done]
+                done = {i for block in blocks for i in block.indexes} | located.keys() \
+                    | failed.keys()
+                pending = [r for r in reversed(state.reads) if r.request.indexes[0] not in done]
                 continue
             for index in request.indexes:
                 failed[index] = err.quality
             continue
         answered_ns = time.time_ns()
-        for index in request.indexes:
-            point = by_index[index].modbus
-            assert point is not None
-            located[index] = (values, point.address - request.address)
-    readings = _decode(plan.variables, located, failed, state)
-    qualities = state.counters.qualities
-    for reading in readings.values():
-        qualities[reading.quality] += 1
+        if read.block is not None:
+            columns.append(read.block.values(reply, 2))
+            blocks.append(read.block)
+        if read.rest:
+            values = read_reply_values(read.pdu, reply)
+            for index, offset in read.rest:
+                located[index] = (values, offset)
+    readings: Mapping[int, Reading]
+    if state.blocks_cover_plan and not failed and not split_now:
+        raw = columns[0] if len(columns) == 1 else [v for column in columns for v in column]
+        readings = GoodReadings(state.positions, raw)
+        counters.qualities[Quality.GOOD] += len(raw)
+    else:
+        decoded: dict[int, Reading] = {}
+        for block, column in zip(blocks, columns, strict=True):
+            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD))))
+        readings = _decode(plan.variables, decoded, located, failed, state)
+        counters.qualities.update(map(_quality_of, readings.values()))
     return Readings(device=device.index, ts_ns=answered_ns or time.time_ns(), values=readings,
                     requests=sent)
 
 
-def _decode(variables: Sequence[Variable], located: Mapping[int, tuple[list[int], int]],
-            failed: Mapping[int, Quality], state: PollState) -> dict[int, Reading]:
-    readings: dict[int, Reading] = {}
+def _decode(variables: Sequence[Variable], decoded: Mapping[int, Reading],
+            located: Mapping[int, tuple[list[int], int]], failed: Mapping[int, Quality],
+            state: PollState) -> dict[int, Reading]:
+    readings: dict[int, Reading] = dict(decoded)
     decoders = state.decoders
     scaled: list[Variable] = []
     for var in variables:
         index = var.index
+        if index in readings:
+            continue
         if index in failed:
             readings[index] = Reading(None, failed[index])
         elif var.scale_factor_index is not None:

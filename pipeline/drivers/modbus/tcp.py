@@ -22,6 +22,7 @@ import logging
 import random
 import resource
 import socket
+import struct
 import time
 from dataclasses import dataclass, replace
 from typing import Final
@@ -38,7 +39,7 @@ from pipeline.drivers._base import (
     Readings,
     ReadPlan,
 )
-from pipeline.drivers.modbus.frames import mbap, parse_mbap
+from pipeline.drivers.modbus.frames import mbap
 from pipeline.drivers.modbus.link import Job, QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
 from pipeline.drivers.modbus.trace import (
@@ -58,6 +59,8 @@ _TIMEOUTS_BEFORE_CLOSE: Final = 3
 _SUMMARY_EVERY_S: Final = 3600.0
 _MAX_MBAP_LENGTH: Final = 254
 _MAX_BUFFERED: Final = 64 * 1024
+_MAX_REMEMBERED_DEVICES: Final = 4096
+_MBAP_HEADER: Final = struct.Struct(">HHHB")
 
 
 class _Receiver(asyncio.Protocol):
@@ -183,7 +186,7 @@ class TcpConnection(QueuedLink):
                 receiver.arrived.clear()
                 await receiver.arrived.wait()
                 continue
-            r_tid, _, _, r_unit = parse_mbap(frame[:7])
+            r_tid, _, _, r_unit = _MBAP_HEADER.unpack_from(frame)
             pdu = frame[7:]
             if r_tid == tid and r_unit == unit_id and pdu and pdu[0] in (function,
                                                                           function | 0x80):
@@ -197,7 +200,7 @@ class TcpConnection(QueuedLink):
         buffer = receiver.buffer
         if len(buffer) < 7:
             return None
-        _, proto, length, _ = parse_mbap(bytes(buffer[:7]))
+        _, proto, length, _ = _MBAP_HEADER.unpack_from(buffer)
         if proto != 0 or not 2 <= length <= _MAX_MBAP_LENGTH:
             # The stream is out of step; nothing after this point can be trusted.
             junk = bytes(buffer)
@@ -314,6 +317,9 @@ class ModbusTcpDriver:
         self._connections: dict[tuple[str, int], TcpConnection] = {}
         self._states: dict[str, PollState] = {}
         self._keep_alive: dict[tuple[str, int], bool] = {}
+        #: The connection of each daq row seen: parsing its interface at every poll costs more
+        #: than the rest of the request path.
+        self._device_connections: dict[Device, TcpConnection] = {}
 
     async def open(self, link: LinkSettings) -> None:
         self.inter_frame_ms = link.tcp_inter_frame_ms
@@ -333,6 +339,16 @@ class ModbusTcpDriver:
         return conn
 
     def _connection_of(self, device: Device) -> TcpConnection:
+        conn = self._device_connections.get(device)
+        if conn is not None:
+            return conn
+        conn = self._endpoint_connection(device)
+        if len(self._device_connections) >= _MAX_REMEMBERED_DEVICES:
+            self._device_connections.clear()    # daq rows changed many times over: start afresh
+        self._device_connections[device] = conn
+        return conn
+
+    def _endpoint_connection(self, device: Device) -> TcpConnection:
         endpoint = device.tcp_endpoint
         if endpoint is None or device.kind is not DeviceKind.MODBUS_TCP:
             raise DeviceError(f"device {device.index}: '{device.interface}' is not a Modbus TCP "
@@ -370,6 +386,7 @@ class ModbusTcpDriver:
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}
+        self._device_connections.clear()
         for conn in connections:
             await conn.close()
 
