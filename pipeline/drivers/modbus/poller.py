@@ -190,7 +190,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     else:
         decoded: dict[int, Reading] = {}
         for block, column in zip(blocks, columns, strict=True):
-            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD))))
+            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD)), strict=False))
         readings = _decode(plan.variables, decoded, located, failed, state)
         counters.qualities.update(map(_quality_of, readings.values()))
     return Readings(device=device.index, ts_ns=answered_ns or time.time_ns(), values=readings,
