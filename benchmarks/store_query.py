@@ -39,7 +39,7 @@ from _memory import PeakRss
 from _records import T0, records_batch
 from _report import emit, figure_line
 
-from store import RECORDS_SCHEMA
+from store import RECORDS_SCHEMA, StoreOptions
 from store._ipc import EOS, frame_batch, schema_message
 from store._segment import UNCOMPRESSED_KEY, write_ipc_file
 from store.query import duckdb_connection
@@ -68,10 +68,12 @@ def _day_records(device: int, day: int, period_s: int, variables: int) -> tuple[
 
 
 def _sealed_file(path: Path, table: pa.Table) -> None:
-    """As the store's compaction writes a sealed day: an IPC file of self-verifying batches."""
+    """As the store's compaction writes a sealed day by default (`StoreOptions.compress_sealed`):
+    an IPC file of self-verifying zstd batches."""
     meta = dict(RECORDS_SCHEMA.metadata or {})
     meta[UNCOMPRESSED_KEY] = str(table.nbytes).encode()
-    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta), compress=False)
+    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta),
+                   compress=StoreOptions().compress_sealed)
 
 
 def _live_segment(path: Path, table: pa.Table, variables: int) -> None:

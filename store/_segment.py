@@ -19,6 +19,7 @@ import itertools
 import mmap
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -30,9 +31,12 @@ from store import fsio
 from store._ipc import (
     CONTINUATION,
     EOS,
+    RECORD_BATCH_MSG,
     SCHEMA_MSG,
     BatchFrame,
     FrameError,
+    _Table,
+    _u32,
     batch_metadata,
     frame_intact,
     read_batch,
@@ -292,3 +296,53 @@ def read_ipc_file(path: Path, schema: pa.Schema
                             header=(first.start, first.end), combine=False)
     return batches, meta, scan
 
+
+
+_BLOCK = struct.Struct("<qi4xq")  # Block {offset: long; metaDataLength: int; bodyLength: long}
+_FILE_TRAILER: Final = b"ARROW1"
+
+
+def footer_matches(data: Raw, scan: Scan, schema: pa.Schema) -> bool:
+    """Whether a sealed file's footer, which no CRC covers, lists exactly the messages of the
+    batches `scan` verified (dictionaries, then record batches, same offsets and lengths) under
+    `schema` (with the file's metadata): then a reader that follows the footer (a
+    `pyarrow.dataset` scan, which decodes only the columns a query asks for) reads verified
+    bytes only, and decodes them as the walk did."""
+    buf = memoryview(data)
+    n = len(buf)
+    if not scan.ended or scan.damage or scan.torn is not None or n < 16 \
+            or bytes(buf[n - len(_FILE_TRAILER):]) != _FILE_TRAILER:
+        return False
+    try:
+        footer_len = int(struct.unpack_from("<i", buf, n - 10)[0])
+        footer_start = n - 10 - footer_len
+        if footer_len <= 0 or footer_start < scan.good_end:
+            return False
+        root = _Table(buf[footer_start : n - 10], _u32(buf[footer_start : n - 10], 0))
+        listed = [_blocks(root, 2), _blocks(root, 3)]
+        written: list[list[tuple[int, int, int]]] = [[], []]
+        for frame in scan.batches:
+            pos = frame.start
+            while pos < frame.end:
+                msg = read_message(buf, pos)
+                if msg is None:
+                    return False
+                written[msg.kind == RECORD_BATCH_MSG].append(
+                    (msg.start, msg.body_start - msg.start, msg.body_len))
+                pos = msg.end
+        if listed != written:
+            return False
+        found = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(data))).schema
+    except (FrameError, struct.error, pa.ArrowInvalid):
+        return False
+    return bool(found.equals(schema, check_metadata=True))
+
+
+def _blocks(root: _Table, index: int) -> list[tuple[int, int, int]]:
+    vec = root.vector(index)
+    if vec is None:
+        return []
+    first, count = vec
+    if first + _BLOCK.size * count > len(root.buf):
+        raise FrameError("footer block vector out of range")
+    return [_BLOCK.unpack_from(root.buf, first + _BLOCK.size * i) for i in range(count)]

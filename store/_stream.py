@@ -260,7 +260,7 @@ class Stream:
             batches, _, scan = read_ipc_file(seg.path, self.schema)
             if seg.seq_last is None or seg.ts_min is None:
                 seg.summarise(scan.batches)
-            return batches, self._file_findings(seg, scan)
+            return batches, self.file_findings(seg, scan)
         if seg.committed == 0:
             return [], []
         # Copied, not mapped: a failed commit's cut-back may shorten the file under a reader.
@@ -281,7 +281,7 @@ class Stream:
                                      offset=scan.torn.offset, length=scan.torn.length))
         return decode_frames(memoryview(data), self.schema, scan.batches), found
 
-    def _file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
+    def file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
         found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,
                              length=r.length) for r in scan.damage]
         if scan.foreign:
@@ -294,7 +294,7 @@ class Stream:
         return found
 
     def _report_file_scan(self, seg: Segment, scan: Scan) -> None:
-        self.reports.extend(self._file_findings(seg, scan))
+        self.reports.extend(self.file_findings(seg, scan))
 
     # -- writing (writer thread) -----------------------------------------------------------
 

@@ -45,7 +45,14 @@ import pyarrow.compute as pc
 
 from config.model import FullPolicy as _ConfigFullPolicy
 from store import fsio, snapshots
-from store._ipc import frame_batch, schema_message
+from store._ipc import frame_batch, read_message, schema_message
+from store._segment import (
+    IPC_FILE_MAGIC,
+    decode_frames,
+    footer_matches,
+    map_file,
+    scan_ipc_file,
+)
 from store._stream import DAY_NS, Segment, Stream
 from store.errors import (
     ReportKind,
@@ -1060,6 +1067,48 @@ class Log:
     def journal_batches(self) -> list[pa.RecordBatch]:
         return [] if self._journal is None else self._read(self._journal, None, None, None, None)
 
+    def record_sources(self, device: str) -> tuple[list[Path], list[pa.RecordBatch]]:
+        """A device's committed records split for a lazy scan: its sealed `.arrow` files, oldest
+        first (to be opened through `verified_file`), and the verified batches of its stream
+        segments (the open one; a sealed one whose compaction has not run yet)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return [], []
+        with self._lock:
+            segs = list(stream.segments)
+        files = [seg.path for seg in segs if seg.ipc_file]
+        batches = [b for seg in segs if not seg.ipc_file for b in self._read_segment(stream, seg)]
+        return files, batches
+
+    def verified_file(self, path: Path) -> pa.Buffer:
+        """A sealed `.arrow` file's bytes for a reader that follows its footer and decodes only
+        the columns it needs: the file itself (memory-mapped) when every batch verifies (CRC-32C,
+        length, rows) and the footer lists exactly those batches; otherwise an IPC file built in
+        memory from its verified batches alone, what failed added to `reports`. A file gone
+        since it was listed (deleted by the quota) reads as empty."""
+        owner = self._journal if path.parent == self.path / JOURNAL \
+            else self._streams.get(path.parent.name)
+        schema = JOURNAL_SCHEMA if path.parent == self.path / JOURNAL else RECORDS_SCHEMA
+        with self._lock:
+            seg = None if owner is None else next(
+                (s for s in owner.segments if s.path == path), None)
+        try:
+            data = map_file(path)
+        except FileNotFoundError:
+            return _ipc_file_bytes(schema, [])
+        scan, meta = scan_ipc_file(data, schema)
+        if footer_matches(data, scan, schema.with_metadata(meta)):
+            return pa.py_buffer(data)
+        if owner is not None and seg is not None:
+            self._note(owner.file_findings(seg, scan))
+        batches: list[pa.RecordBatch] = []
+        if scan.header_ok:
+            first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+            assert first is not None
+            batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                                    header=(first.start, first.end), combine=False)
+        return _ipc_file_bytes(schema, batches)
+
     def _read(self, stream: Stream, start_ns: int | None, end_ns: int | None,
               seq_from: int | None, seq_to: int | None) -> list[pa.RecordBatch]:
         with self._lock:
@@ -1190,6 +1239,14 @@ class _DeviceCommit:
     failure: OSError | None = None
     events: list[_PendingEvent] = field(default_factory=list)
     compact: list[tuple[str, Segment]] = field(default_factory=list)
+
+
+def _ipc_file_bytes(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def _write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
