@@ -17,7 +17,7 @@ by the quota before the scan reaches it reads as empty).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -49,7 +49,7 @@ def _as_log(source: Path | str | Log) -> Log:
     return source if isinstance(source, Log) else Log.open_read_only(Path(source))
 
 
-class _VerifiedFiles(pafs.FileSystemHandler):
+class _VerifiedFiles(pafs.FileSystemHandler):  # type: ignore[misc]  # pyarrow is untyped
     """Read-only file system that hands a dataset scan each sealed file as `Log.verified_file`
     returns it (the file itself, or only its verified batches)."""
 
@@ -126,60 +126,6 @@ def records_dataset(source: Path | str | Log, devices: Iterable[str] | None = No
     return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
 
-class RecordsSource:
-    """The records of a store for DuckDB, streamed: DuckDB calls `scanner(columns=)` per query
-    with the columns it reads, and each device's segments are then decoded one at a time,
-    verified as they are read (`Log.iter_record_batches`), only those columns decompressed.
-    Memory holds about one segment's projected columns, whatever the store's size."""
-
-    schema: Final[pa.Schema] = RECORDS_VIEW_SCHEMA
-
-    def __init__(self, store: Log, devices: list[str]) -> None:
-        self._store = store
-        self._devices = devices
-
-    def scanner(self, columns: list[str] | None = None, filter: object = None  # noqa: A002
-                ) -> _RecordsScan:
-        # DuckDB evaluates its filters itself (it offers none to an object like this one).
-        del filter
-        return _RecordsScan(self._store, self._devices, columns)
-
-
-class _RecordsScan:
-    def __init__(self, store: Log, devices: list[str], columns: list[str] | None) -> None:
-        self._store = store
-        self._devices = devices
-        names = RECORDS_VIEW_SCHEMA.names if columns is None else list(columns)
-        self.projected_schema = pa.schema([RECORDS_VIEW_SCHEMA.field(n) for n in names])
-        stored = [n for n in names if n != "device"]
-        # At least one column is decoded, for the row counts (the smallest: quality).
-        self._decode = stored or ["quality"]
-
-    def to_reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.projected_schema, self._batches())
-
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        names = self.projected_schema.names
-        device_type = RECORDS_VIEW_SCHEMA.field("device").type
-        for device in self._devices:
-            dictionary = pa.array([device], pa.string())
-            zeros: pa.Array | None = None
-            for batch in _coalesce_iter(self._store.iter_record_batches(device, self._decode)):
-                columns = []
-                for name in names:
-                    if name != "device":
-                        columns.append(batch.column(name))
-                        continue
-                    if zeros is None or len(zeros) < batch.num_rows:
-                        zeros = pa.Array.from_buffers(pa.int32(), batch.num_rows, [
-                            None, pa.py_buffer(bytes(4 * batch.num_rows))])
-                    columns.append(pa.DictionaryArray.from_arrays(
-                        zeros.slice(0, batch.num_rows), dictionary).cast(device_type))
-                # No column asked (count(*)): the batch's row count alone.
-                yield pa.RecordBatch.from_arrays(columns, schema=self.projected_schema) \
-                    if columns else batch.select([])
-
-
 def records_table(source: Path | str | Log, devices: Iterable[str] | None = None,
                   columns: list[str] | None = None) -> pa.Table:
     """All committed records of the chosen devices (default all), with a `device` column
@@ -202,27 +148,25 @@ def _device_table(device: str, found: list[pa.RecordBatch]) -> pa.Table | None:
 
 
 def _coalesce(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-    return list(_coalesce_iter(batches))
-
-
-def _coalesce_iter(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Runs of small batches (a live segment's, one per commit) merged; large ones kept as-is."""
+    out: list[pa.RecordBatch] = []
     run: list[pa.RecordBatch] = []
     rows = 0
     for batch in batches:
         if batch.num_rows >= _SMALL_ROWS:
             if run:
-                yield pa.concat_batches(run)
+                out.append(pa.concat_batches(run))
                 run, rows = [], 0
-            yield batch
+            out.append(batch)
             continue
         run.append(batch)
         rows += batch.num_rows
         if rows >= _COALESCE_ROWS:
-            yield pa.concat_batches(run)
+            out.append(pa.concat_batches(run))
             run, rows = [], 0
     if run:
-        yield pa.concat_batches(run)
+        out.append(pa.concat_batches(run))
+    return out
 
 
 def journal_table(source: Path | str | Log) -> pa.Table:
@@ -237,8 +181,7 @@ def duckdb_connection(source: Path | str | Log, devices: Iterable[str] | None = 
 
     store = _as_log(source)
     con = duckdb.connect(":memory:")
-    chosen = store.devices() if devices is None else list(devices)
-    con.register("records", records_dataset(store, chosen))
+    con.register("records", records_dataset(store, devices))
     con.register("journal", journal_table(store))
     return con
 
