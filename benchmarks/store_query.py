@@ -1,9 +1,9 @@
 """Daily energy SQL over 30 days x 100 devices x 100 variables at a 600 s period (DESIGN.md §7).
 
 The store is laid out as a live gateway leaves it: per device, 29 sealed days rewritten as IPC
-files and today's open segment, one small batch per commit. Every device has its own data (its
-own files, its own values: no shared bytes), so the page cache holds what a real store of that
-size needs. Ours: `store.query.duckdb_connection` over the store directory (opening it
+files, zstd as the store writes them by default, and today's open segment, one small batch per
+commit. Every device has its own data (its own files, its own values: no shared bytes), so the
+page cache holds what a real store of that size needs. Ours: `store.query.duckdb_connection` over the store directory (opening it
 read-only, reading the segments, registering the views) plus the query, all timed. Baseline: the
 same query over the same rows kept in a native DuckDB database file beside the log (loaded while
 the store is built, load not timed).
