@@ -2,9 +2,9 @@
 (docs/architecture.md §7).
 
 The store is laid out as a live gateway leaves it: per device, 29 sealed days rewritten as IPC
-files and today's open segment, one small batch per commit. Every device has its own data (its
-own files, its own values: no shared bytes), so the page cache holds what a real store of that
-size needs. Ours: `store.query.duckdb_connection` over the store directory (opening it
+files, zstd as the store writes them by default, and today's open segment, one small batch per
+commit. Every device has its own data (its own files, its own values: no shared bytes), so the
+page cache holds what a real store of that size needs. Ours: `store.query.duckdb_connection` over the store directory (opening it
 read-only, reading the segments, registering the views) plus the query, all timed. Baseline: the
 same query over the same rows kept in a native DuckDB database file beside the log (loaded while
 the store is built, load not timed).
@@ -40,7 +40,7 @@ from _memory import PeakRss
 from _records import T0, records_batch
 from _report import emit, figure_line
 
-from store import RECORDS_SCHEMA
+from store import RECORDS_SCHEMA, StoreOptions
 from store._ipc import EOS, frame_batch, schema_message
 from store._segment import UNCOMPRESSED_KEY, write_ipc_file
 from store.query import duckdb_connection
@@ -69,10 +69,12 @@ def _day_records(device: int, day: int, period_s: int, variables: int) -> tuple[
 
 
 def _sealed_file(path: Path, table: pa.Table) -> None:
-    """As the store's compaction writes a sealed day: an IPC file of self-verifying batches."""
+    """As the store's compaction writes a sealed day by default (`StoreOptions.compress_sealed`):
+    an IPC file of self-verifying zstd batches."""
     meta = dict(RECORDS_SCHEMA.metadata or {})
     meta[UNCOMPRESSED_KEY] = str(table.nbytes).encode()
-    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta), compress=False)
+    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta),
+                   compress=StoreOptions().compress_sealed)
 
 
 def _live_segment(path: Path, table: pa.Table, variables: int) -> None:

@@ -249,18 +249,21 @@ class Stream:
         """Trusted batches of a segment (committed part only), filling in its summary."""
         return self.read(seg)[0]
 
-    def read(self, seg: Segment) -> tuple[list[pa.RecordBatch], list[StoreReport]]:
+    def read(self, seg: Segment, columns: list[int] | None = None
+             ) -> tuple[list[pa.RecordBatch], list[StoreReport]]:
         """Trusted batches of a segment (committed part only, each batch's CRC verified) and
         what the walk found wrong (damage, a sealed file not ours), filling in its summary.
+        `columns`: the indexes of the only fields decoded (the CRC covers the bytes as stored,
+        so verifying needs no decoding).
 
         Verified on every read, not trusted from an earlier check: bytes can rot on flash
         after they were checked, and a damaged batch must never come back as data.
         """
         if seg.ipc_file:
-            batches, _, scan = read_ipc_file(seg.path, self.schema)
+            batches, _, scan = read_ipc_file(seg.path, self.schema, columns)
             if seg.seq_last is None or seg.ts_min is None:
                 seg.summarise(scan.batches)
-            return batches, self._file_findings(seg, scan)
+            return batches, self.file_findings(seg, scan)
         if seg.committed == 0:
             return [], []
         # Copied, not mapped: a failed commit's cut-back may shorten the file under a reader.
@@ -279,9 +282,9 @@ class Stream:
             # them read-only): bytes that fail there are damage.
             found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
                                      offset=scan.torn.offset, length=scan.torn.length))
-        return decode_frames(memoryview(data), self.schema, scan.batches), found
+        return decode_frames(memoryview(data), self.schema, scan.batches, columns=columns), found
 
-    def _file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
+    def file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
         found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,
                              length=r.length) for r in scan.damage]
         if scan.foreign:
@@ -294,7 +297,7 @@ class Stream:
         return found
 
     def _report_file_scan(self, seg: Segment, scan: Scan) -> None:
-        self.reports.extend(self._file_findings(seg, scan))
+        self.reports.extend(self.file_findings(seg, scan))
 
     # -- writing (writer thread) -----------------------------------------------------------
 

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,17 @@ import pyarrow.compute as pc
 
 from config.model import FullPolicy as _ConfigFullPolicy
 from store import fsio, snapshots
-from store._ipc import frame_batch, schema_message
+from store._ipc import frame_batch, read_message, schema_message
+from store._segment import (
+    IPC_FILE_MAGIC,
+    CheckedFile,
+    checked_file,
+    decode_frames,
+    footer_matches,
+    map_file,
+    scan_ipc_file,
+    still_verified,
+)
 from store._stream import DAY_NS, Segment, Stream
 from store.errors import (
     ReportKind,
@@ -61,6 +71,7 @@ from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 log = logging.getLogger("sunpm.store")
 
 JOURNAL: Final = "journal"
+_CHECKED_FILES_MAX: Final = 100_000  # ~2 KiB each; a store holds a few thousand sealed files
 _SEQ_INDEX: Final = RECORDS_SCHEMA.get_field_index("seq")
 _TS_INDEX: Final = RECORDS_SCHEMA.get_field_index("ts")
 _INPUT_NAMES: Final = tuple(n for n in RECORDS_SCHEMA.names if n != "seq")
@@ -206,6 +217,8 @@ class Log:
         self.read_only = read_only
         self.reports: list[StoreReport] = []
         self._noted: set[StoreReport] = set()
+        # Sealed files a lazy scan verified whole, by path (see `verified_file`).
+        self._checked_files: dict[Path, CheckedFile] = {}
         self._streams: dict[str, Stream] = {}
         self._journal: Stream | None = None
         self._lock = threading.Lock()  # guards segment lists against readers on other threads
@@ -1052,13 +1065,83 @@ class Log:
             table = table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
         return table
 
-    def record_batches(self, device: str) -> list[pa.RecordBatch]:
+    def record_batches(self, device: str, columns: Sequence[str] | None = None
+                       ) -> list[pa.RecordBatch]:
         """Every committed batch of a device, oldest first (for query helpers)."""
+        return list(self.iter_record_batches(device, columns))
+
+    def iter_record_batches(self, device: str, columns: Sequence[str] | None = None
+                            ) -> Iterator[pa.RecordBatch]:
+        """A device's committed batches, oldest first, one segment decoded at a time, each
+        verified as it is read; `columns`: only those RECORDS_SCHEMA fields decoded (and
+        decompressed), in schema order (blocking)."""
         stream = self._streams.get(device)
-        return [] if stream is None else self._read(stream, None, None, None, None)
+        if stream is None:
+            return
+        indexes = None if columns is None else \
+            sorted(RECORDS_SCHEMA.get_field_index(name) for name in set(columns))
+        if indexes is not None and (not indexes or indexes[0] < 0):
+            raise ValueError(f"no record columns among {sorted(columns or [])}")
+        with self._lock:
+            segs = list(stream.segments)
+        for seg in segs:
+            yield from self._read_segment(stream, seg, indexes)
 
     def journal_batches(self) -> list[pa.RecordBatch]:
         return [] if self._journal is None else self._read(self._journal, None, None, None, None)
+
+    def record_sources(self, device: str) -> tuple[list[Path], list[pa.RecordBatch]]:
+        """A device's committed records split for a lazy scan: its sealed `.arrow` files, oldest
+        first (to be opened through `verified_file`), and the verified batches of its stream
+        segments (the open one; a sealed one whose compaction has not run yet)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return [], []
+        with self._lock:
+            segs = list(stream.segments)
+        files = [seg.path for seg in segs if seg.ipc_file]
+        batches = [b for seg in segs if not seg.ipc_file for b in self._read_segment(stream, seg)]
+        return files, batches
+
+    def verified_file(self, path: Path) -> pa.Buffer:
+        """A sealed `.arrow` file's bytes for a reader that follows its footer and decodes only
+        the columns it needs: the file itself (memory-mapped) when every batch verifies (CRC-32C,
+        length, rows) and the footer lists exactly those batches; otherwise an IPC file built in
+        memory from its verified batches alone, what failed added to `reports`. A file gone
+        since it was listed (deleted by the quota) reads as empty.
+
+        Every call checks every byte: a file walked once is afterwards re-checked by its frames'
+        CRCs and a comparison of the bytes around them (`still_verified`), as stream segments are.
+        """
+        journal = path.parent == self.path / JOURNAL
+        schema = JOURNAL_SCHEMA if journal else RECORDS_SCHEMA
+        try:
+            data = map_file(path)
+        except FileNotFoundError:
+            return _ipc_file_bytes(schema, [])
+        known = self._checked_files.get(path)
+        if known is not None and still_verified(data, known):
+            return pa.py_buffer(data)
+        scan, meta = scan_ipc_file(data, schema)
+        if footer_matches(data, scan, schema.with_metadata(meta)):
+            if len(self._checked_files) >= _CHECKED_FILES_MAX:
+                self._checked_files.clear()
+            self._checked_files[path] = checked_file(data, scan)
+            return pa.py_buffer(data)
+        self._checked_files.pop(path, None)
+        owner = self._journal if journal else self._streams.get(path.parent.name)
+        with self._lock:
+            seg = None if owner is None else next(
+                (s for s in owner.segments if s.path == path), None)
+        if owner is not None and seg is not None:
+            self._note(owner.file_findings(seg, scan))
+        batches: list[pa.RecordBatch] = []
+        if scan.header_ok:
+            first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+            assert first is not None
+            batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                                    header=(first.start, first.end), combine=False)
+        return _ipc_file_bytes(schema, batches)
 
     def _read(self, stream: Stream, start_ns: int | None, end_ns: int | None,
               seq_from: int | None, seq_to: int | None) -> list[pa.RecordBatch]:
@@ -1082,12 +1165,13 @@ class Log:
             out.extend(self._read_segment(stream, seg))
         return out
 
-    def _read_segment(self, stream: Stream, seg: Segment) -> list[pa.RecordBatch]:
+    def _read_segment(self, stream: Stream, seg: Segment, columns: list[int] | None = None
+                      ) -> list[pa.RecordBatch]:
         for _ in range(3):
             try:
                 with self._lock:
                     snapshot = copy.copy(seg)
-                batches, findings = stream.read(snapshot)
+                batches, findings = stream.read(snapshot, columns)
                 if seg.sealed and seg.ts_min is None:
                     seg.ts_min, seg.ts_max, seg.seq_last = (
                         snapshot.ts_min, snapshot.ts_max, snapshot.seq_last)
@@ -1190,6 +1274,14 @@ class _DeviceCommit:
     failure: OSError | None = None
     events: list[_PendingEvent] = field(default_factory=list)
     compact: list[tuple[str, Segment]] = field(default_factory=list)
+
+
+def _ipc_file_bytes(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def _write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
