@@ -71,17 +71,16 @@ out.to_csv(sys.stdout, index=False, header=True)
 
 
 def _csv_days(folder: Path, devices: int, days: int, period_s: int, variables: int) -> None:
-    """The same values as the store's, one CSV.gz per UTC day (devices share them, as the
-    store's devices share their segment files)."""
+    """The same values as the store's, one CSV.gz per UTC day."""
     folder.mkdir()
     for day in range(days):
-        table, _ = _day_records(day, period_s, variables)
-        per_record = table.num_rows // variables
-        ts = table.column("ts").cast(pa.int64()).to_numpy()[::variables]
-        times = pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
-        values = table.column("value").to_numpy().reshape(per_record, variables)
         parts = []
         for dev in range(1, devices + 1):
+            table, _ = _day_records(dev, day, period_s, variables)
+            per_record = table.num_rows // variables
+            ts = table.column("ts").cast(pa.int64()).to_numpy()[::variables]
+            times = pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+            values = table.column("value").to_numpy().reshape(per_record, variables)
             block = {"time": times, "device": pa.array([dev] * per_record, pa.int32())}
             block.update({f"v{v + 1}": pa.array(values[:, v]) for v in range(variables)})
             parts.append(pa.table(block))
@@ -142,15 +141,17 @@ def _data_files(folder: Path, devices: int, days: int, period_s: int, variables:
     folder.mkdir()
     header = ";".join([str(variables), *(str(v + 1) for v in range(variables))])
     for day in range(days):
-        table, _ = _day_records(day, period_s, variables)
-        per_record = table.num_rows // variables
-        ts = table.column("ts").cast(pa.int64()).to_numpy()[::variables]
-        stamps = [time.strftime("%y/%m/%d-%H:%M:%S", time.gmtime(int(t) // 10**9)) for t in ts]
-        values = table.column("value").to_numpy().reshape(per_record, variables)
-        rows = "\n".join(stamp + ";" + ";".join(str(int(v)) for v in row)
-                         for stamp, row in zip(stamps, values, strict=True))
-        parts = [f"DEVICEINDEX;{dev}\nmodbusTCP;inverter.csv\n{header}\n{rows}\n"
-                 for dev in range(1, devices + 1)]
+        parts = []
+        for dev in range(1, devices + 1):
+            table, _ = _day_records(dev, day, period_s, variables)
+            per_record = table.num_rows // variables
+            ts = table.column("ts").cast(pa.int64()).to_numpy()[::variables]
+            stamps = [time.strftime("%y/%m/%d-%H:%M:%S", time.gmtime(int(t) // 10**9))
+                      for t in ts]
+            values = table.column("value").to_numpy().reshape(per_record, variables)
+            rows = "\n".join(stamp + ";" + ";".join(str(int(v)) for v in row)
+                             for stamp, row in zip(stamps, values, strict=True))
+            parts.append(f"DEVICEINDEX;{dev}\nmodbusTCP;inverter.csv\n{header}\n{rows}\n")
         end = time.strftime("%y%m%d_%H%M%S", time.gmtime(int(ts[-1]) // 10**9 + 1))
         with gzip.open(folder / f"WPMBENCH1_MODBUS_{end}.csv.gz", "wb", compresslevel=6) as fh:
             fh.write("".join(parts).encode())
@@ -185,8 +186,8 @@ def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int 
     base = Path(tempfile.mkdtemp(prefix="sunpm-bench-offline-"))
     lines = []
     try:
-        values = build_store(base, devices, days, period_s, variables)
         dump = base / "store"
+        values = build_store(dump, None, devices, days, period_s, variables)
         csv_dir = base / "csv"
         _csv_days(csv_dir, devices, days, period_s, variables)
         csv_bytes = sum(p.stat().st_size for p in csv_dir.iterdir())

@@ -88,13 +88,13 @@ def _live_segment(path: Path, table: pa.Table, variables: int) -> None:
     assert EOS not in data[-8:]
 
 
-def build_store(root: Path, native: Path, devices: int, days: int, period_s: int,
+def build_store(root: Path, native: Path | None, devices: int, days: int, period_s: int,
                 variables: int) -> int:
-    """The store, one device at a time, and the same rows in the native DuckDB file; memory
-    stays at one device's rows whatever the size."""
+    """The store, one device at a time, and the same rows in the native DuckDB file (none when
+    `native` is None); memory stays at one device's rows whatever the size."""
     import duckdb
 
-    con = duckdb.connect(str(native))
+    con = duckdb.connect(str(native) if native is not None else ":memory:")
     con.execute("CREATE TABLE records (device VARCHAR, ts TIMESTAMPTZ, var INTEGER, "
                 "value DOUBLE)")
     rows = 0
@@ -115,6 +115,8 @@ def build_store(root: Path, native: Path, devices: int, days: int, period_s: int
                                     "value": table.column("value")}))
         device_rows = pa.concat_tables(tables)
         rows += device_rows.num_rows
+        if native is None:
+            continue
         con.register("incoming", device_rows)
         con.execute(f"INSERT INTO records SELECT '{dev}', * FROM incoming")
         con.unregister("incoming")

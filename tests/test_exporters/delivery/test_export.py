@@ -204,8 +204,10 @@ async def test_export_is_refused_when_the_quota_deleted_records_of_the_range(
 
     from exporters.backfill import missing_records
     from store.log import FullPolicy
+    # Uncompressed sealed segments: their size, and so the days the quota holds, stays known.
     log = await Log.open(tmp_path / "store", StoreOptions(
-        flush_s=0.05, device_quota_bytes=96 * 1024, full_policy=FullPolicy.EVICT_OLDEST))
+        flush_s=0.05, device_quota_bytes=96 * 1024, full_policy=FullPolicy.EVICT_OLDEST,
+        compress_sealed=False))
     try:
         for day in range(12):  # segments seal at UTC midnight; the oldest ones get evicted
             times = list(range(T0 + day * DAY + 600, T0 + (day + 1) * DAY + 1, 600))

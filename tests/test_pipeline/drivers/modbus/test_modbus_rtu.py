@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import termios
 import time
 from collections.abc import AsyncIterator
@@ -234,7 +233,7 @@ async def test_switched_off_unit_costs_its_timeout_once_per_poll(
     theoretical_s = answered_s + silence_s + switched_off_s + answered_s
     ratios = []
     try:
-        for sweep in range(5):
+        for sweep in range(7):
             await asyncio.sleep(1.5 * timeout_ms / 1000)
             started = time.monotonic()
             readings = [await driver.read(device(u, timeout_ms), plan) for u in (1, 2, 3)]
@@ -247,8 +246,15 @@ async def test_switched_off_unit_costs_its_timeout_once_per_poll(
     finally:
         await driver.close()
         await responder.stop()
-    # Waiting a second timeout after unit 1's reply would give 406 / 602 ms = 0.67.
-    assert statistics.median(ratios) >= 0.95, ratios
+    # The defect waited a second timeout after unit 1's reply before asking unit 2 again: a
+    # silence of 200 ms on the wire where 3.5 characters (4 ms) are due, and 406 / 602 ms = 0.67
+    # of the wire's pace. The silences are read off the simulated wire, so they hold on a busy
+    # or an idle box alike; the pace also carries the box's wake-up delays (on both sides of the
+    # pty) and is measured at full length by benchmarks/rtu_bus.py (0.97-0.98 with a unit off).
+    before_unit_2 = [responder.silences[3 * sweep] for sweep in range(1, 7)]
+    assert max(before_unit_2) < timeout_ms / 1000 / 4, before_unit_2
+    assert min(before_unit_2) >= silence_s - 0.0005, before_unit_2
+    assert max(ratios) >= 0.8, ratios
     assert max(ratios) <= 1.0 + 0.002, ratios                    # nothing is faster than the wire
 
 
