@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +95,9 @@ def _stop_time(first_slot: float, period: int, seconds: float) -> tuple[float, i
 
 async def _run_ours(ports: list[int], registers: int, period: int, seconds: float,
                     store: Path) -> dict[str, Any]:
-    from config.model import (
-        Action,
-        DataType,
-        DefinitionFile,
-        Device,
-        ModbusPoint,
-        Protocol,
-        Quality,
-        RegisterKind,
-        Variable,
-    )
+    from _defs import u16_block
+
+    from config.model import Device, Quality
     from pipeline.drivers.modbus.planner import plan_reads
     from pipeline.drivers.modbus.tcp import ModbusTcpDriver
     from pipeline.poller import PolledDevice, Poller, PollLink, link_name
@@ -121,16 +112,7 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
         real_fsync(fd)
 
     os.fsync = counting_fsync
-    variables = tuple(
-        Variable(line=r + 2, index=r + 1, info1="3", info2=str(r), info3="U16", info4="",
-                 name=f"R{r}", tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
-                 action=Action.INSTANT, key=f"R{r}",
-                 modbus=ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=r,
-                                    data_type=DataType.U16))
-        for r in range(registers))
-    definition = DefinitionFile(file_name="bench.csv", protocol=Protocol.MODBUS_TCP,
-                                category="", manufacturer="", model="", variables=variables,
-                                sha256="0" * 64)
+    definition = u16_block(registers)
     plan = plan_reads(definition)
     devices = [Device(line=k + 1, index=str(k + 1), interface=f"127.0.0.1:{port}",
                       name=f"inv{k + 1}", address=UNIT_ID, acq_period_s=period,

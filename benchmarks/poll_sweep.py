@@ -34,26 +34,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 # Run as a script: this checkout's packages, not an installed copy.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _defs import u16_block
 from _fleet import serve_latency_fleet
 from _memory import PeakRss, peak_rss_mb, reset_peak
 from _report import emit, figure_line
 
 from config.model import (
-    Action,
     DataType,
     DefinitionFile,
     Device,
-    ModbusPoint,
-    Protocol,
     Quality,
-    RegisterKind,
     Variable,
 )
 from pipeline.drivers._base import Readings, ReadPlan
@@ -65,18 +61,6 @@ TIMEOUT_MS = 5000
 LATENCY_SEED = 19
 
 _T = TypeVar("_T")
-
-
-def _definition(registers: int) -> DefinitionFile:
-    variables = tuple(
-        Variable(line=r + 2, index=r + 1, info1="3", info2=str(r), info3="U16", info4="",
-                 name=f"R{r}", tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
-                 action=Action.INSTANT, key=f"R{r}",
-                 modbus=ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=r,
-                                    data_type=DataType.U16))
-        for r in range(registers))
-    return DefinitionFile(file_name="bench.csv", protocol=Protocol.MODBUS_TCP, category="",
-                          manufacturer="", model="", variables=variables, sha256="0" * 64)
 
 
 def parse_latency(text: str) -> tuple[float, float]:
@@ -224,7 +208,7 @@ class _Side:
 
 async def _measure(ports: list[int], registers: int, n: int, naive_devices: int,
                    delays_s: list[float]) -> list[dict[str, object]]:
-    definition = _definition(registers)
+    definition = u16_block(registers)
     plan = plan_reads(definition)
     devices = [Device(line=k + 1, index=str(k + 1), interface=f"127.0.0.1:{port}",
                       name=f"inv{k + 1}", address=UNIT_ID, timeout_ms=TIMEOUT_MS)

@@ -29,25 +29,19 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from multiprocessing.connection import Connection
 
 import pymodbus
+from _defs import u16_block
 from _report import emit, figure_line
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
 from config.model import (
-    Action,
-    DataType,
-    DefinitionFile,
     Device,
-    ModbusPoint,
     Protocol,
     Quality,
-    RegisterKind,
     SerialPort,
-    Variable,
 )
 from pipeline.drivers._base import ReadPlan
 from pipeline.drivers.modbus.planner import plan_reads
@@ -60,18 +54,6 @@ SPEEDS = (9600, 19200)
 CHAR_BITS = 10
 BASELINE = "theoretical minimum of the frames on the wire"
 PYMODBUS = f"pymodbus {pymodbus.__version__} AsyncModbusSerialClient, same block reads, no retry"
-
-
-def _definition(registers: int) -> DefinitionFile:
-    variables = tuple(
-        Variable(line=r + 2, index=r + 1, info1="3", info2=str(r), info3="U16", info4="",
-                 name=f"R{r}", tag="", coef_a=Decimal(1), coef_b=Decimal(0), unit="",
-                 action=Action.INSTANT, key=f"R{r}",
-                 modbus=ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=r,
-                                    data_type=DataType.U16))
-        for r in range(registers))
-    return DefinitionFile(file_name="bench.csv", protocol=Protocol.MODBUS_RTU, category="",
-                          manufacturer="", model="", variables=variables, sha256="0" * 64)
 
 
 def theoretical_sweep_s(frames: Sequence[FrameTrace], speed: int, timeout_s: float) -> float:
@@ -125,7 +107,7 @@ async def _measure_ours(path: str, speed: int, devices: list[Device], registers:
     driver.attach(RtuBus(SerialPort(line=1, port="SERIAL1", speed=speed), path=path,
                          trace=frames.append))
     ours = _Ours([], [], [], frames)
-    plan = plan_reads(_definition(registers))      # once per definition, as the poll loop does
+    plan = plan_reads(u16_block(registers, Protocol.MODBUS_RTU))      # once per definition, as the poll loop does
     try:
         await _sweep(driver, devices, switched_off, plan)           # warm-up: opens the port
         for _ in range(n):
