@@ -41,7 +41,6 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _defs import u16_block
-from _fleet import serve_latency_fleet
 from _memory import PeakRss, peak_rss_mb, reset_peak
 from _report import emit, figure_line
 
@@ -54,6 +53,7 @@ from config.model import (
 )
 from pipeline.drivers._base import Readings, ReadPlan
 from pipeline.drivers.modbus.planner import plan_reads, requests_of
+from pipeline.drivers.modbus.simulator import serve_fleet
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
 UNIT_ID = 1
@@ -301,8 +301,8 @@ def run(devices: int = 254, registers: int = 100, n: int = 5,
     delays = device_delays(devices, latency_s)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=serve_latency_fleet, args=(registers, UNIT_ID, delays, child),
-                         name="poll-sweep-sim")
+    server = ctx.Process(target=serve_fleet, args=(len(delays), registers, UNIT_ID, child),
+                         kwargs={"delays_s": delays}, name="poll-sweep-sim")
     server.start()
     try:
         if not parent.poll(60):

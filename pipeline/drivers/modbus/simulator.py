@@ -12,7 +12,7 @@ import asyncio
 import os
 import struct
 import tty
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Self
@@ -331,15 +331,17 @@ def _request_length(buffer: bytes | bytearray) -> int | None:
     return 4        # unknown function: unit, function, CRC; the device answers exception 0x01
 
 
-def serve_fleet(devices: int, registers: int, unit_id: int, pipe: Connection) -> None:
+def serve_fleet(devices: int, registers: int, unit_id: int, pipe: Connection, *,
+                delays_s: Sequence[float] | None = None) -> None:
     """Process entry point: `devices` servers on 127.0.0.1, each one device of `registers`
-    holding registers (register r of device k holds k + r); sends the ports over `pipe`, then
-    serves until anything arrives on it."""
+    holding registers (register r of device k holds k + r), device k answering after
+    `delays_s[k]` when given (in request order, one at a time, as a real device or RTU gateway
+    does); sends the ports over `pipe`, then serves until anything arrives on it."""
 
     async def main() -> None:
         sims = []
         for k in range(devices):
-            device = SimulatedDevice()
+            device = SimulatedDevice(delay_s=delays_s[k] if delays_s is not None else 0.0)
             device.set_words(0, [(k + r) & 0xFFFF for r in range(registers)])
             sims.append(TcpSimulator({unit_id: device}))
         ports = [await sim.start() for sim in sims]
