@@ -9,6 +9,7 @@ polars or duckdb).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,13 +20,26 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config import ConfigError, parse_daq
+from config.errors import Problem
 from config.model import Device, Quality, Variable
 from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
+from pipeline.web.editing import (
+    ConfigEditor,
+    Edit,
+    Verdict,
+    daq_with_row,
+    device_values,
+    text_problems,
+)
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
+
+#: An uploaded definition file's name: plain, no path, no hidden file.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 
 #: Chart spans (docs/behaviour.md §10.2 Device page) and the points a chart gets at most.
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
@@ -37,6 +51,10 @@ STATUS_TTL_S: Final = 2.0
 
 class NotFound(LookupError):
     """A device, variable or resource the request names does not exist."""
+
+
+class Conflict(RuntimeError):
+    """The request cannot apply to the configuration as it is (409)."""
 
 
 @dataclass(slots=True)
@@ -67,6 +85,7 @@ class GatewayFacade:
         self.gateway = gateway
         self._status: _Cached | None = None
         self._status_lock = asyncio.Lock()
+        self._editor: ConfigEditor | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -224,6 +243,115 @@ class GatewayFacade:
         return await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
 
 
+    # ------------------------------------------------------------------ device edits
+
+    def editor(self) -> ConfigEditor:
+        site = self.gateway.site
+        if site is None:
+            raise Conflict("the configuration is not loaded yet")
+        if self._editor is None or self._editor.uid != site.uid:
+            self._editor = ConfigEditor(self.gateway.config_dir, site.uid,
+                                        self.gateway.config_lock)
+        return self._editor
+
+    def daq_on_disk(self) -> tuple[str, bytes, list[Device]]:
+        """daq.csv as it is now on disk (a save may be ahead of the running site)."""
+        editor = self.editor()
+        name = f"CONFIG/{editor.uid}_daq.csv"
+        data = editor.files().get(name, b"")
+        try:
+            devices = list(parse_daq(data, name.rpartition("/")[2]).value.devices) if data else []
+        except ConfigError as err:
+            raise Conflict(f"daq.csv on disk is rejected ({err}); fix the file first") from None
+        return name, data, devices
+
+    def definitions(self) -> list[dict[str, str]]:
+        """The DEF folder's files with their header (protocol, category, manufacturer, model), for
+        the device form's pickers (blocking)."""
+        folder = self.gateway.config_dir / "DEF"
+        found = []
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if not path.is_file() or path.name.endswith((".new", ".part", ".tmp")):
+                    continue
+                with path.open("rb") as handle:
+                    head = handle.readline(4096).decode("utf-8", "replace").strip().split(";")
+                head += [""] * (4 - len(head))
+                found.append({"file": path.name, "protocol": head[0], "category": head[1],
+                              "manufacturer": head[2], "model": head[3]})
+        return found
+
+    async def device_form(self, index: str | None, *,
+                           duplicate: bool = False) -> dict[str, Any]:
+        """The add, edit or duplicate form's data: `mode`, `original`, `values`, `definitions`."""
+        _, _, devices = await asyncio.to_thread(self.daq_on_disk)
+        definitions = await asyncio.to_thread(self.definitions)
+        if index is None:
+            values = {"index": _next_index(devices), "interface": "", "name": "", "address": "1",
+                      "acqPeriodS": "600", "timeoutMs": "1000", "serialNumber": "",
+                      "parameters": "", "category": "", "model": "", "defFile": ""}
+            return {"mode": "add", "original": None, "values": values, "definitions": definitions,
+                    "fields": {}, "problems": []}
+        device = next((d for d in devices if d.index == index), None)
+        if device is None:
+            raise NotFound(f"no device '{index}'")
+        values = device_values(device)
+        if duplicate:
+            values.update(index=_next_index(devices), name=f"{device.name}_copy")
+            return {"mode": "add", "original": None, "values": values, "definitions": definitions,
+                    "fields": {}, "problems": []}
+        return {"mode": "edit", "original": index, "values": values, "definitions": definitions,
+                "fields": {}, "problems": []}
+
+    async def save_device(self, original: str | None, values: dict[str, str],
+                           upload: tuple[str, bytes] | None = None) -> Verdict:
+        """Add (`original` None) or replace a daq.csv row, with an uploaded definition file if any;
+        the whole site validated, nothing written unless all of it is accepted."""
+        problems = text_problems(values)
+        if upload is not None and not _PLAIN_NAME.fullmatch(upload[0]):
+            problems["defUpload"] = ["a definition file name is letters, digits and . _ - ( ) + "
+                                     "only"]
+        if problems:
+            return Verdict(fields=problems, blocking=())
+        name, current, devices = await asyncio.to_thread(self.daq_on_disk)
+        if original is not None and all(d.index != original for d in devices):
+            raise NotFound(f"no device '{original}'")
+        if original is None and any(d.index == values.get("index", "").strip() for d in devices):
+            return Verdict(fields={"index": [f"index {values['index'].strip()} is already used"]},
+                           blocking=())
+        edit = daq_with_row(name, current, replace=original, values=values)
+        if upload is not None:
+            def_name, data = upload
+            existing = self.gateway.config_dir / "DEF" / def_name
+            if existing.is_file() and existing.read_bytes() != data:
+                return Verdict(fields={"defUpload": [f"DEF/{def_name} exists with other contents; "
+                                                     "pick it in the list or rename the upload"]},
+                               blocking=())
+            locate_row = edit.locate
+
+            def locate(problem: Problem) -> str | None:
+                if problem.file == def_name:
+                    return "defUpload"
+                return locate_row(problem)
+
+            edit = Edit(files={**edit.files, f"DEF/{def_name}": data}, locate=locate)
+        return await self.apply(edit)
+
+    async def delete_device(self, index: str) -> Verdict:
+        """Take a row out of daq.csv (its records stay in the store and are still delivered)."""
+        name, current, devices = await asyncio.to_thread(self.daq_on_disk)
+        if all(d.index != index for d in devices):
+            raise NotFound(f"no device '{index}'")
+        return await self.apply(daq_with_row(name, current, replace=index, values=None))
+
+    async def apply(self, edit: Edit) -> Verdict:
+        verdict = await self.editor().save(edit)
+        if verdict.ok:
+            self._status = None
+            self.gateway.config_written()
+        return verdict
+
+
 def _chartable(var: Variable) -> bool:
     """Numbers are charted; text types (strings, TIC labels of text) are not."""
     if var.modbus is not None:
@@ -251,3 +379,8 @@ def _buckets(records: Any, index: str, var: int, start_ns: int, end_ns: int) -> 
     return {"x": x, "mean": grouped.column("v_mean").to_pylist(),
             "min": grouped.column("lo_min").to_pylist(),
             "max": grouped.column("hi_max").to_pylist()}
+
+
+def _next_index(devices: list[Device]) -> str:
+    numbers = [int(d.index) for d in devices if d.index.isdigit()]
+    return str(max(numbers, default=0) + 1)
