@@ -9,23 +9,45 @@ polars or duckdb).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import ConfigError, parse_daq
+from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
 from config.errors import Problem
-from config.model import Device, Quality, Variable
+from config.model import Device, Quality, ServerType, Variable
 from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
+from pipeline.service.scheduler import next_connections
+from pipeline.web.auth import (
+    INITIAL_PASSWORD_FILE,
+    PASSWORD_HASH_FILE,
+    hash_password,
+)
+from pipeline.web.config_forms import (
+    CONFIG_SECTIONS,
+    SCHEDULE_TYPES,
+    SECTION_BY_NAME,
+    config_ini_edit,
+    daq_blocks_edit,
+    host_serial_devices,
+    password_edit,
+    ports_view,
+    schedules_view,
+    section_view,
+    var_ini_edit,
+)
 from pipeline.web.editing import (
     ConfigEditor,
     Edit,
@@ -45,6 +67,10 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
+#: The Configuration page's preview of each server's next connection times.
+NEXT_CONNECTIONS: Final = 10
+PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
+MIN_PASSWORD_LENGTH: Final = 10
 #: The dashboard's status (backlogs read the store) is reused for this long.
 STATUS_TTL_S: Final = 2.0
 
@@ -86,6 +112,7 @@ class GatewayFacade:
         self._status: _Cached | None = None
         self._status_lock = asyncio.Lock()
         self._editor: ConfigEditor | None = None
+        self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -350,6 +377,111 @@ class GatewayFacade:
             self._status = None
             self.gateway.config_written()
         return verdict
+
+    # ------------------------------------------------------------------ configuration
+
+    def _file(self, suffix: str) -> tuple[str, bytes]:
+        editor = self.editor()
+        path = f"CONFIG/{editor.uid}_{suffix}"
+        return path, editor.files().get(path, b"")
+
+    def configuration(self) -> dict[str, Any]:
+        """The Configuration page: every section as on disk, the schedules with the next
+        connection times in force, the serial ports and the network (blocking)."""
+        config_path, config_ini = self._file("config.ini")
+        var_path, var_ini = self._file("var.ini")
+        daq_path, daq = self._file("daq.csv")
+        try:
+            cfg = parse_config_ini(config_ini, config_path.rpartition("/")[2]).value
+            schedules = schedules_view(var_ini, var_path.rpartition("/")[2])
+            ports = ports_view(daq, daq_path.rpartition("/")[2])
+        except ConfigError as err:
+            raise Conflict(f"the configuration on disk is rejected ({err}); fix the file "
+                           "first") from None
+        return {"sections": [section_view(cfg, section) for section in CONFIG_SECTIONS],
+                "schedules": schedules, "scheduleTypes": list(SCHEDULE_TYPES),
+                "nextConnections": self.next_connections(),
+                "serial": ports["serial"], "network": ports["network"],
+                "hostSerialDevices": host_serial_devices(),
+                "timeZones": time_zones(),
+                "fields": {}, "problems": [], "saved": ""}
+
+    def next_connections(self, var_ini: VarIni | None = None,
+                         count: int = NEXT_CONNECTIONS) -> dict[str, list[str]]:
+        """Per configured server, its next `count` connection times (local time), from the
+        schedules in force or those of `var_ini`: the scheduler's own computation."""
+        site = self.gateway.site
+        if site is None:
+            return {}
+        schedules = var_ini if var_ini is not None else site.var_ini
+        now = datetime.now(UTC)
+        # The schedules in force change only at a reload: their preview is kept while it
+        # still starts in the future (an every-minute schedule costs some 30 ms to expand).
+        cached = self._next_cache
+        if var_ini is None and cached is not None and cached[0] is site and cached[1] > now:
+            return cached[2]
+        zone = self.zone()
+        out: dict[str, list[str]] = {}
+        first = now + timedelta(minutes=1)
+        for server in site.settings.servers:
+            if server.type is ServerType.NONE:
+                continue
+            times = next_connections(schedules.schedules(server.slot), site.settings.time_zone,
+                                     now, count, spans=PREVIEW_SPANS)
+            out[str(server.slot)] = [t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+                                     for t in times]
+            first = min(first, times[0]) if times else first
+        if var_ini is None:
+            self._next_cache = (site, first, out)
+        return out
+
+    async def save_section(self, name: str, form: Mapping[str, str]) -> Verdict:
+        """Save one section of the Configuration page (see `config_forms`)."""
+        if name == "schedules":
+            path, current = await asyncio.to_thread(self._file, "var.ini")
+            edit = var_ini_edit(path, current, form)
+        elif name in ("serial", "network"):
+            path, current = await asyncio.to_thread(self._file, "daq.csv")
+            edit = daq_blocks_edit(path, current, form, name)
+        elif name in SECTION_BY_NAME:
+            path, current = await asyncio.to_thread(self._file, "config.ini")
+            edit = config_ini_edit(path, current, SECTION_BY_NAME[name], form)
+        else:
+            raise NotFound(f"no configuration section '{name}'")
+        return await self.apply(edit)
+
+    async def preview_schedules(self, form: Mapping[str, str]) -> tuple[Verdict, dict[str, list[str]]]:
+        """The next connection times the submitted schedules would give, without saving."""
+        path, current = await asyncio.to_thread(self._file, "var.ini")
+        edit = var_ini_edit(path, current, form)
+        verdict = await asyncio.to_thread(self.editor().check, edit)
+        if not verdict.ok:
+            return verdict, {}
+        var_ini = parse_var_ini(edit.files[path], path.rpartition("/")[2]).value
+        return verdict, self.next_connections(var_ini)
+
+    async def change_password(self, new: str, confirm: str) -> tuple[Verdict, str]:
+        """A new web password: its hash into `WEB_PasswordHash`, the first start's files
+        deleted. Returns the verdict and the new hash."""
+        if len(new) < MIN_PASSWORD_LENGTH:
+            return Verdict(fields={"newPassword": [
+                f"at least {MIN_PASSWORD_LENGTH} characters"]}), ""
+        if new != confirm:
+            return Verdict(fields={"confirmPassword": ["the two passwords differ"]}), ""
+        stored = await asyncio.to_thread(hash_password, new)
+        path, current = await asyncio.to_thread(self._file, "config.ini")
+        verdict = await self.apply(password_edit(path, current, stored))
+        if verdict.ok:
+            for name in (INITIAL_PASSWORD_FILE, PASSWORD_HASH_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.gateway.data_dir / name).unlink()
+        return verdict, stored
+
+
+@functools.cache
+def time_zones() -> list[str]:
+    """The IANA zones tzdata knows, for the time zone picker (read once: some 20 ms)."""
+    return sorted(available_timezones())
 
 
 def _chartable(var: Variable) -> bool:
