@@ -123,8 +123,8 @@ def key_view(cfg: ConfigIni, key: str) -> dict[str, Any]:
     return {"key": key, "value": "" if secret else (written or ""),
             "default": default, "set": bool(written), "secret": secret,
             "choices": list(choices) if choices else None,
-            "values": doc.values if doc is not None else "",
-            "meaning": doc.meaning if doc is not None else "",
+            "values": doc.values.replace("`", "") if doc is not None else "",
+            "meaning": doc.meaning.replace("`", "") if doc is not None else "",
             "restart": key in RESTART_KEYS}
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from web_support import UID, RunningGateway
+
 from config import load_site
 from pipeline.web.auth import verify_password
-from web_support import UID, RunningGateway
 
 
 def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
