@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from config.model import Device, Quality, ServerType, Variable
 from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
+from pipeline.poller import PollError
 from pipeline.service.scheduler import next_connections
 from pipeline.web.auth import (
     INITIAL_PASSWORD_FILE,
@@ -60,6 +62,8 @@ from pipeline.web.editing import (
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
+log = logging.getLogger("sunpm.web")
+
 #: An uploaded definition file's name: plain, no path, no hidden file.
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 
@@ -71,8 +75,8 @@ ALARM_HOURS: Final = 24
 NEXT_CONNECTIONS: Final = 10
 PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
 MIN_PASSWORD_LENGTH: Final = 10
-#: The dashboard's status (backlogs read the store) is reused for this long.
-STATUS_TTL_S: Final = 2.0
+#: The dashboard's status (backlogs read the store) is refreshed when older than this.
+STATUS_TTL_S: Final = 3.0
 
 
 class NotFound(LookupError):
@@ -111,6 +115,7 @@ class GatewayFacade:
         self.gateway = gateway
         self._status: _Cached | None = None
         self._status_lock = asyncio.Lock()
+        self._refreshing: asyncio.Future[None] | None = None
         self._editor: ConfigEditor | None = None
         self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
@@ -135,12 +140,27 @@ class GatewayFacade:
     # ------------------------------------------------------------------ dashboard
 
     async def status(self) -> dict[str, Any]:
-        """docs/formats.md §12.4's status object (the gateway's), reused for `STATUS_TTL_S`."""
+        """docs/formats.md §12.4's status object (the gateway's).
+
+        Its backlogs read the store for every device: a request never waits for that once a
+        first status exists. A status older than `STATUS_TTL_S` is answered as it is while a
+        fresh one is computed in the background for the next request."""
+        cached = self._status
+        if cached is None:
+            async with self._status_lock:
+                if self._status is None:
+                    self._status = _Cached(time.monotonic(), await self.gateway.status())
+                return self._status.value
+        if time.monotonic() - cached.at > STATUS_TTL_S and not self._status_lock.locked():
+            self._refreshing = asyncio.ensure_future(self._refresh_status())
+        return cached.value
+
+    async def _refresh_status(self) -> None:
         async with self._status_lock:
-            now = time.monotonic()
-            if self._status is None or now - self._status.at > STATUS_TTL_S:
-                self._status = _Cached(now, await self.gateway.status())
-            return self._status.value
+            try:
+                self._status = _Cached(time.monotonic(), await self.gateway.status())
+            except Exception as err:  # noqa: BLE001 - the next request tries again
+                log.warning("Web status not refreshed: %s", err)
 
     async def dashboard(self) -> dict[str, Any]:
         status = await self.status()
@@ -232,9 +252,7 @@ class GatewayFacade:
         if poller is not None and definition is not None:
             try:
                 readings = poller.latest(index)
-            except LookupError:
-                readings = None
-            except Exception:  # noqa: BLE001 - a device not polled in this generation
+            except PollError:      # not polled (yet) by the configuration in force
                 readings = None
         if readings is None or definition is None:
             return {"ts": None, "time": "", "ageS": None, "values": []}
@@ -263,11 +281,13 @@ class GatewayFacade:
         if span not in SPANS_S:
             raise ValueError(f"span must be one of {', '.join(SPANS_S)}")
         store = self.gateway.store
-        if store is None:
-            return {"x": [], "mean": [], "min": [], "max": []}
         end_ns = time.time_ns()
+        if store is None:
+            return {"start": end_ns / NS_PER_S - SPANS_S[span], "end": end_ns / NS_PER_S,
+                    "x": [], "mean": [], "min": [], "max": []}
         start_ns = end_ns - SPANS_S[span] * NS_PER_S
-        return await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
+        data = await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
+        return {"start": start_ns / NS_PER_S, "end": end_ns / NS_PER_S, **data}
 
 
     # ------------------------------------------------------------------ device edits
