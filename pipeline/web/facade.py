@@ -14,11 +14,11 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, available_timezones
 
 import pyarrow as pa
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
 log = logging.getLogger("sunpm.web")
+T = TypeVar("T")
 
 #: An uploaded definition file's name: plain, no path, no hidden file.
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
@@ -87,10 +88,39 @@ class Conflict(RuntimeError):
     """The request cannot apply to the configuration as it is (409)."""
 
 
-@dataclass(slots=True)
-class _Cached:
-    at: float
-    value: dict[str, Any]
+class Refreshed(Generic[T]):
+    """A value slow to compute (it reads the store) that requests share: the first request
+    waits for it; later ones get it at once, and one older than `ttl_s` is recomputed in the
+    background for the requests after."""
+
+    def __init__(self, compute: Callable[[], Awaitable[T]], ttl_s: float) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._value: T | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Future[None] | None = None
+
+    async def get(self) -> T:
+        if self._value is None:
+            async with self._lock:
+                if self._value is None:
+                    self._value, self._at = await self._compute(), time.monotonic()
+                return self._value
+        if time.monotonic() - self._at > self._ttl_s and not self._lock.locked():
+            self._task = asyncio.ensure_future(self._refresh())
+        return self._value
+
+    def forget(self) -> None:
+        """The next request computes anew (after a change it must show)."""
+        self._value = None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            try:
+                self._value, self._at = await self._compute(), time.monotonic()
+            except Exception as err:  # noqa: BLE001 - the next request tries again
+                log.warning("Web page data not refreshed: %s", err)
 
 
 def _local(ts_ns: int | None, zone: ZoneInfo) -> str:
@@ -113,9 +143,8 @@ class GatewayFacade:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._status: _Cached | None = None
-        self._status_lock = asyncio.Lock()
-        self._refreshing: asyncio.Future[None] | None = None
+        self._status = Refreshed(self._status_now, STATUS_TTL_S)
+        self._alarms = Refreshed(self._alarms_now, STATUS_TTL_S)
         self._editor: ConfigEditor | None = None
         self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
@@ -140,35 +169,26 @@ class GatewayFacade:
     # ------------------------------------------------------------------ dashboard
 
     async def status(self) -> dict[str, Any]:
-        """docs/formats.md §12.4's status object (the gateway's).
+        """docs/formats.md §12.4's status object (the gateway's; its backlogs read the store
+        for every device: shared by requests, refreshed in the background)."""
+        return await self._status.get()
 
-        Its backlogs read the store for every device: a request never waits for that once a
-        first status exists. A status older than `STATUS_TTL_S` is answered as it is while a
-        fresh one is computed in the background for the next request."""
-        cached = self._status
-        if cached is None:
-            async with self._status_lock:
-                if self._status is None:
-                    self._status = _Cached(time.monotonic(), await self.gateway.status())
-                return self._status.value
-        if time.monotonic() - cached.at > STATUS_TTL_S and not self._status_lock.locked():
-            self._refreshing = asyncio.ensure_future(self._refresh_status())
-        return cached.value
-
-    async def _refresh_status(self) -> None:
-        async with self._status_lock:
-            try:
-                self._status = _Cached(time.monotonic(), await self.gateway.status())
-            except Exception as err:  # noqa: BLE001 - the next request tries again
-                log.warning("Web status not refreshed: %s", err)
+    async def _status_now(self) -> dict[str, Any]:
+        return _shown(await self.gateway.status())
 
     async def dashboard(self) -> dict[str, Any]:
         status = await self.status()
-        alarms = await self.alarms(hours=ALARM_HOURS)
-        return {"status": status, "alarms": alarms}
+        alarms = await self.alarms()
+        site = self.gateway.site
+        ntp = bool(site is not None and site.settings.ntp_servers)
+        return {"status": status, "alarms": alarms, "ntpConfigured": ntp,
+                "time": _local(time.time_ns(), self.zone())}
 
-    async def alarms(self, *, hours: int = ALARM_HOURS) -> list[dict[str, Any]]:
-        """The alarms of the last `hours`, newest first."""
+    async def alarms(self) -> list[dict[str, Any]]:
+        """The alarms of the last 24 h, newest first (shared by requests, as the status)."""
+        return await self._alarms.get()
+
+    async def _alarms_now(self, *, hours: int = ALARM_HOURS) -> list[dict[str, Any]]:
         store = self.gateway.store
         if store is None:
             return []
@@ -215,7 +235,8 @@ class GatewayFacade:
         for d in site.daq.devices:
             known = by_index.get(d.index, {})
             rows.append({
-                "index": d.index, "name": d.name, "interface": d.interface,
+                "index": d.index, "href": quote(d.index, safe=""), "name": d.name,
+                "interface": d.interface,
                 "address": d.address, "kind": d.kind.value, "acqPeriodS": d.acq_period_s,
                 "defFile": d.def_file, "category": d.category, "model": d.model,
                 "state": known.get("state", "absent"),
@@ -394,7 +415,7 @@ class GatewayFacade:
     async def apply(self, edit: Edit) -> Verdict:
         verdict = await self.editor().save(edit)
         if verdict.ok:
-            self._status = None
+            self._status.forget()
             self.gateway.config_written()
         return verdict
 
@@ -423,7 +444,6 @@ class GatewayFacade:
                 "nextConnections": self.next_connections(),
                 "serial": ports["serial"], "network": ports["network"],
                 "hostSerialDevices": host_serial_devices(),
-                "timeZones": time_zones(),
                 "fields": {}, "problems": [], "saved": ""}
 
     def next_connections(self, var_ini: VarIni | None = None,
@@ -502,6 +522,15 @@ class GatewayFacade:
 def time_zones() -> list[str]:
     """The IANA zones tzdata knows, for the time zone picker (read once: some 20 ms)."""
     return sorted(available_timezones())
+
+
+def _shown(status: dict[str, Any]) -> dict[str, Any]:
+    """The status as the pages show it: a device polled but not recorded yet is `waiting`
+    (the status object says `fail` until its first good record)."""
+    for device in status.get("devices", []):
+        if device.get("state") == "fail" and not device.get("lastRecord"):
+            device["state"] = "waiting"
+    return status
 
 
 def _chartable(var: Variable) -> bool:
