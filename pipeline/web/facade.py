@@ -107,7 +107,8 @@ class Refreshed(Generic[T]):
                 if self._value is None:
                     self._value, self._at = await self._compute(), time.monotonic()
                 return self._value
-        if time.monotonic() - self._at > self._ttl_s and not self._lock.locked():
+        refreshing = self._task is not None and not self._task.done()
+        if time.monotonic() - self._at > self._ttl_s and not refreshing:
             self._task = asyncio.ensure_future(self._refresh())
         return self._value
 
