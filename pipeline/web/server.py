@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from config.errors import SunpmError
 from pipeline.web import (
     configuration,
     dashboard,
@@ -379,6 +380,16 @@ class WebPlugin:
         self.context: WebContext | None = None
 
     async def run(self, gateway: Gateway) -> None:
+        """Serve until cancelled. A web UI that cannot start (its port taken, its data folder
+        unwritable, a fault of its own) is logged and leaves the gateway running without it."""
+        try:
+            await self._serve(gateway)
+        except (OSError, SunpmError) as err:
+            log.error("Web UI stopped: %s", err)
+        except Exception as err:
+            log.error("Web UI stopped on an unexpected error: %s", err, exc_info=err)
+
+    async def _serve(self, gateway: Gateway) -> None:
         site = gateway.site
         assert site is not None
         settings = site.settings
