@@ -58,6 +58,7 @@ from pipeline.web.editing import (
     device_values,
     text_problems,
 )
+from store.log import Log
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
@@ -308,7 +309,7 @@ class GatewayFacade:
             return {"start": end_ns / NS_PER_S - SPANS_S[span], "end": end_ns / NS_PER_S,
                     "x": [], "mean": [], "min": [], "max": []}
         start_ns = end_ns - SPANS_S[span] * NS_PER_S
-        data = await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
+        data = await asyncio.to_thread(_buckets, store, index, var, start_ns, end_ns)
         return {"start": start_ns / NS_PER_S, "end": end_ns / NS_PER_S, **data}
 
 
@@ -541,26 +542,46 @@ def _chartable(var: Variable) -> bool:
     return True
 
 
-def _buckets(records: Any, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:
-    table: pa.Table = records(index, start_ns=start_ns, end_ns=end_ns)
-    table = table.filter(pc.equal(table.column("var"), var)).select(["ts", "value", "vmin",
-                                                                     "vmax"])
-    table = table.filter(pc.is_valid(table.column("value")))
-    if table.num_rows == 0:
-        return {"x": [], "mean": [], "min": [], "max": []}
+def _buckets(store: Log, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:
+    """Mean, minimum and maximum of `var` per bucket of `(end - start) / MAX_POINTS`, streamed
+    a batch at a time through the store's lazy records dataset (only these columns decoded,
+    sealed files outside the span not read), so a week of 1 s records costs no more memory
+    than a batch (blocking)."""
+    # Imported here: only charts need the dataset scanner (pyarrow.dataset, some 6 MB).
+    from store.query import records_dataset
+
+    stamp = pa.timestamp("ns", tz="UTC")
+    wanted = ((pc.field("var") == var) & pc.field("value").is_valid()
+              & (pc.field("ts") >= pa.scalar(start_ns, stamp))
+              & (pc.field("ts") < pa.scalar(end_ns, stamp)))
     width = max(1, (end_ns - start_ns) // MAX_POINTS)
-    ts = table.column("ts").cast(pa.int64())
-    bucket = pc.divide(pc.subtract(ts, start_ns), width)
-    value = table.column("value")
-    low = pc.coalesce(table.column("vmin"), value)
-    high = pc.coalesce(table.column("vmax"), value)
-    grouped = pa.table({"b": bucket, "v": value, "lo": low, "hi": high}).group_by("b").aggregate(
-        [("v", "mean"), ("lo", "min"), ("hi", "max")]).sort_by("b")
-    x = [(start_ns + b * width + width // 2) / NS_PER_S
-         for b in grouped.column("b").to_pylist()]
-    return {"x": x, "mean": grouped.column("v_mean").to_pylist(),
-            "min": grouped.column("lo_min").to_pylist(),
-            "max": grouped.column("hi_max").to_pylist()}
+    # bucket -> [sum, count, min, max]
+    sums: dict[int, list[float]] = {}
+    for batch in records_dataset(store, [index]).to_batches(
+            columns=["ts", "value", "vmin", "vmax"], filter=wanted):
+        if batch.num_rows == 0:
+            continue
+        value = batch.column("value")
+        grouped = pa.table({
+            "b": pc.divide(pc.subtract(batch.column("ts").cast(pa.int64()), start_ns), width),
+            "v": value, "lo": pc.coalesce(batch.column("vmin"), value),
+            "hi": pc.coalesce(batch.column("vmax"), value),
+        }).group_by("b").aggregate([("v", "sum"), ("v", "count"), ("lo", "min"), ("hi", "max")])
+        for b, total, count, low, high in zip(*(grouped.column(name).to_pylist() for name in
+                                               ("b", "v_sum", "v_count", "lo_min", "hi_max")),
+                                              strict=True):
+            seen = sums.get(b)
+            if seen is None:
+                sums[b] = [total, count, low, high]
+            else:
+                seen[0] += total
+                seen[1] += count
+                seen[2] = min(seen[2], low)
+                seen[3] = max(seen[3], high)
+    order = sorted(sums)
+    return {"x": [(start_ns + b * width + width // 2) / NS_PER_S for b in order],
+            "mean": [sums[b][0] / sums[b][1] for b in order],
+            "min": [sums[b][2] for b in order], "max": [sums[b][3] for b in order]}
 
 
 def _next_index(devices: list[Device]) -> str:

@@ -104,3 +104,30 @@ def test_a_script_tag_as_device_name_is_text(fresh_gateway: RunningGateway) -> N
             assert evil not in page, path
             assert escaped in page, path
         assert client.get("/api/devices/7").json()["device"]["name"] == evil
+
+
+def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
+    """The demo inverter's voltage (Index 6, action 4) once recorded: buckets inside the span,
+    each mean between its minimum and maximum, the values the device gave."""
+    with web_gateway.client() as client:
+        def recorded() -> bool:
+            data = client.get("/api/devices/1/history?var=6&span=1h").json()
+            return bool(data["x"])
+
+        _until(recorded, 40)
+        data = client.get("/api/devices/1/history?var=6&span=1h").json()
+        assert data["end"] - data["start"] == 3600
+        assert len(data["x"]) == len(data["mean"]) == len(data["min"]) == len(data["max"])
+        assert len(data["x"]) <= 500
+        assert all(data["start"] <= x <= data["end"] for x in data["x"])
+        for low, mean, high in zip(data["min"], data["mean"], data["max"], strict=True):
+            assert 200 < low <= mean <= high < 260      # 230 V ± 2 (docs of the demo plant)
+        # An action-2 variable (power, Index 8) keeps its records' min and max.
+        power = client.get("/api/devices/1/history?var=8&span=24h").json()
+        assert all(lo <= m <= hi for lo, m, hi in zip(power["min"], power["mean"],
+                                                      power["max"], strict=True))
+        assert client.get("/api/devices/1/history?var=6&span=2y").status_code == 400
+        assert client.get("/api/devices/1/history?var=x").status_code == 400
+        assert client.get("/api/devices/99/history?var=6").status_code == 404
+        empty = client.get("/api/devices/1/history?var=999&span=7d").json()
+        assert empty["x"] == [] and empty["end"] - empty["start"] == 7 * 86400
