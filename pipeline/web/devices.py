@@ -47,6 +47,8 @@ async def device_page(request: web.Request) -> web.StreamResponse:
         data = facade(request).device(request.match_info["index"])
     except NotFound as err:
         raise web.HTTPNotFound(text=f"{err}\n") from None
+    data.update(written=request.query.get("written", ""),
+                parameters=request.query.get("parameters", ""))
     return page(request, "device.html", data)
 
 
@@ -248,3 +250,72 @@ async def api_delete_device(request: web.Request) -> web.StreamResponse:
 async def api_definitions(request: web.Request) -> web.StreamResponse:
     """The definition files of DEF/ with their header, for the device form's pickers."""
     return json_ok({"definitions": await asyncio.to_thread(facade(request).definitions)})
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@routes.post("/devices/{index}/write")
+async def write_variable(request: web.Request) -> web.StreamResponse:
+    index = request.match_info["index"]
+    form = await request.post()
+    try:
+        done = await facade(request).write(index, str(form.get("variable", "")),
+                                           str(form.get("value", "")),
+                                           raw=form.get("raw") == "1")
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except (ValueError, Conflict) as err:
+        data = facade(request).device(index)
+        data["actionError"] = str(err)
+        return page(request, "device.html", data, status=422)
+    raise web.HTTPSeeOther(f"/devices/{quote(index)}?written={quote(done['name'])}")
+
+
+@routes.post("/devices/{index}/parameters")
+async def read_parameters(request: web.Request) -> web.StreamResponse:
+    index = request.match_info["index"]
+    try:
+        facade(request).read_parameters(index)
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except Conflict as err:
+        data = facade(request).device(index)
+        data["actionError"] = str(err)
+        return page(request, "device.html", data, status=409)
+    raise web.HTTPSeeOther(f"/devices/{quote(index)}?parameters=1")
+
+
+@routes.post("/api/devices/{index}/write")
+async def api_write_variable(request: web.Request) -> web.StreamResponse:
+    """`{variable: <Index or Name>, value: <number or text>, raw: false}`."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "variable" not in body or "value" not in body:
+        return json_error("expected {variable, value[, raw]}", 400)
+    raw = body.get("raw", False)
+    if not isinstance(raw, bool):
+        return json_error("raw: true or false", 400)
+    try:
+        done = await facade(request).write(request.match_info["index"], str(body["variable"]),
+                                           str(body["value"]), raw=raw)
+    except NotFound as err:
+        return json_error(str(err), 404)
+    except ValueError as err:
+        return json_error(str(err), 400)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    return json_ok(done)
+
+
+@routes.post("/api/devices/{index}/parameters")
+async def api_read_parameters(request: web.Request) -> web.StreamResponse:
+    try:
+        facade(request).read_parameters(request.match_info["index"])
+    except NotFound as err:
+        return json_error(str(err), 404)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    return json_ok({"requested": request.match_info["index"]})

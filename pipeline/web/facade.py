@@ -31,6 +31,7 @@ from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body,
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
+from pipeline.service.commands import CommandError
 from pipeline.service.scheduler import next_connections
 from pipeline.web.auth import (
     INITIAL_PASSWORD_FILE,
@@ -312,6 +313,52 @@ class GatewayFacade:
         data = await asyncio.to_thread(_buckets, store, index, var, start_ns, end_ns)
         return {"start": start_ns / NS_PER_S, "end": end_ns / NS_PER_S, **data}
 
+
+    async def write(self, index: str, variable: str, value: str,
+                    raw: bool = False) -> dict[str, Any]:
+        """`writeVariable` on one device (docs/behaviour.md §2.7): `value` scaled unless
+        `raw`, text for a String variable. Raises NotFound, ValueError (bad value) or
+        Conflict (the device refused or is not polled)."""
+        device = self._device(index)
+        site = self.gateway.site
+        assert site is not None
+        definition = site.definition_of(device)
+        var = None if definition is None else next(
+            (v for v in definition.variables
+             if str(v.index) == variable.strip() or v.name == variable.strip()), None)
+        if var is None:
+            raise NotFound(f"{device.name}: no variable '{variable}'")
+        text_type = var.modbus is not None and var.modbus.data_type is not None and \
+            var.modbus.data_type.value == "String"
+        target: str | Decimal
+        if text_type:
+            target = value
+        else:
+            try:
+                target = Decimal(value.strip())
+            except ArithmeticError:
+                raise ValueError(f"value: '{value}' is not a number") from None
+            if not target.is_finite():
+                raise ValueError(f"value: '{value}' is not a number")
+        try:
+            answer = await self.gateway.write_variable(index, var.index, target, raw)
+        except CommandError as err:
+            raise Conflict(str(err)) from None
+        if answer.get("failed"):
+            raise Conflict(str(next(iter(answer["failed"].values()))))
+        return {"device": index, "variable": var.index, "name": var.name,
+                "written": answer.get("written", {}).get(device.name)}
+
+    def read_parameters(self, index: str) -> None:
+        """`getParameters` for one device: read after its next good poll."""
+        self._device(index)
+        poller = self.gateway.poller
+        try:
+            if poller is None:
+                raise PollError("acquisition is not running")
+            poller.request_parameters(index)
+        except PollError as err:
+            raise Conflict(str(err)) from None
 
     # ------------------------------------------------------------------ device edits
 

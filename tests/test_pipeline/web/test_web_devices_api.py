@@ -131,3 +131,25 @@ def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
         assert client.get("/api/devices/99/history?var=6").status_code == 404
         empty = client.get("/api/devices/1/history?var=999&span=7d").json()
         assert empty["x"] == [] and empty["end"] - empty["start"] == 7 * 86400
+
+
+def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        _until(lambda: bool(client.get("/api/devices/1/values").json()["values"]))
+        answer = client.post("/api/devices/1/write", json={"variable": "St", "value": "4"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"device": "1", "variable": 16, "name": "St", "written": 4}
+        answer = client.post("/api/devices/1/write", json={"variable": "16", "value": "lots"})
+        assert answer.status_code == 400
+        assert answer.json() == {"error": "value: 'lots' is not a number"}
+        # A value the register cannot hold: the device layer refuses it, nothing is sent.
+        answer = client.post("/api/devices/1/write", json={"variable": 16, "value": 70000})
+        assert answer.status_code == 409, answer.text
+        assert client.post("/api/devices/1/write",
+                           json={"variable": "nope", "value": 1}).status_code == 404
+        assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400
+        assert client.post("/api/devices/1/parameters").status_code == 200
+        assert client.post("/api/devices/99/parameters").status_code == 404
+        page = client.post("/devices/1/write", data={
+            "csrf": client.headers["X-CSRF-Token"], "variable": "16", "value": "x"})
+        assert page.status_code == 422 and "is not a number" in page.text
