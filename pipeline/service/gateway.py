@@ -25,13 +25,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +79,7 @@ from store.log import Log, StoreOptions
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
+_T = TypeVar("_T")
 
 #: How long a session waits for records timed before its cut (docs/behaviour.md §5.1 step 4).
 RECORDS_WAIT_S: Final = 3.0
@@ -100,9 +102,18 @@ class GatewayRefused(SunpmError):
 
 class Plugin(Protocol):
     """A part that joins the gateway's TaskGroup (command channels, the web UI, scripts):
-    `run(gateway)` is its task, cancelled at stop."""
+    `run(gateway)` is its task, cancelled at stop.
+
+    A plug-in runs again with each configuration it is given, unless it has a true
+    `spans_reloads` attribute: it then runs once for the whole run (the web UI, whose
+    connections must outlive a configuration saved through it) and reads `gateway.site`,
+    `gateway.poller` and the others each time it needs them."""
 
     async def run(self, gateway: Gateway) -> None: ...
+
+
+def spans_reloads(plugin: Plugin) -> bool:
+    return bool(getattr(plugin, "spans_reloads", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,10 @@ class Gateway:
         self.restart_requested = False
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
+        self._config_written = asyncio.Event()
+        #: Held (in worker threads) while the configuration folder is read as a whole or
+        #: written: a change applied by the web UI is never seen half done.
+        self.config_lock = threading.Lock()
         self._startup_requested = False
         self._local_change = False
         self._alarm_waiting = False
@@ -238,6 +253,8 @@ class Gateway:
                              tg.create_task(self._sms(site), name="sms"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
+                whole_run += [tg.create_task(plugin.run(self), name=type(plugin).__name__)
+                              for plugin in self.plugins if spans_reloads(plugin)]
                 while True:
                     self._reload.clear()
                     await self._generation(site, store, stop, power)
@@ -261,16 +278,17 @@ class Gateway:
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
 
     def _load(self) -> Site:
-        staged = recover_config_apply(self.config_dir)
-        if staged:
-            log.info("Staged configuration applied after a restart. files=%s", staged)
         try:
-            site = load_site(self.config_dir)
+            with self.config_lock:
+                staged = recover_config_apply(self.config_dir)
+                site = load_site(self.config_dir)
         except ConfigError as err:
             for problem in err.problems:
                 logging.getLogger("sunpm.config").error("%s", problem)
             raise GatewayRefused(f"{self.config_dir}: configuration rejected "
                                  f"({len(err.problems)} problem(s) above)", 2) from None
+        if staged:
+            log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:
             logging.getLogger("sunpm.config").warning("%s", problem)
         self.site = site
@@ -318,6 +336,8 @@ class Gateway:
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
                 for plugin in self.plugins:
+                    if spans_reloads(plugin):
+                        continue
                     others.append(tg.create_task(plugin.run(self), name=type(plugin).__name__))
                 waiters = [asyncio.ensure_future(stop.wait()),
                            asyncio.ensure_future(self._reload.wait())]
@@ -717,6 +737,15 @@ class Gateway:
                  list(files))
         self._reload.set()
 
+    def _locked(self, read: Callable[..., _T], *args: object) -> _T:
+        with self.config_lock:
+            return read(*args)
+
+    def config_written(self) -> None:
+        """A tool of this process (the web UI) wrote the configuration folder: look at it now
+        rather than at the watch's next turn."""
+        self._config_written.set()
+
     async def _watch_config(self, site: Site) -> None:
         """A local edit of the configuration files: valid -> reload (and a server-1 session
         60 s later); invalid -> logged once, running configuration kept."""
@@ -725,16 +754,20 @@ class Gateway:
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
-            await self.clock.sleep(CONFIG_CHECK_S)
+            if await self.clock.wait_until(
+                    self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
+                    self._config_written):
+                self._config_written.clear()
             try:
-                digest = config_hash(await asyncio.to_thread(local_config_files,
+                digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
                                                              self.config_dir, site.uid))
             except OSError as err:
                 config_log.warning("Configuration folder unreadable: %s", err)
                 continue
             if digest in (running, rejected):
                 continue
-            problems = await asyncio.to_thread(check_site, self.config_dir, site.uid)
+            problems = await asyncio.to_thread(self._locked, check_site, self.config_dir,
+                                               site.uid)
             errors = [p for p in problems if p.severity is Severity.ERROR]
             if errors:
                 for problem in errors:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from datetime import datetime
@@ -16,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiomqtt
+import httpx
 import pytest
 from e2e_support import (
     METER_SETUP,
@@ -250,6 +252,19 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         status = json.loads(run.out)["result"]
         assert status["uid"] == "SUNPMDEMO"
         assert [d["index"] for d in status["devices"]] == ["IO", "TIC1", "1", "2", "3"]
+        # The web UI: its address and one-time password on the console, never in the log.
+        found = re.search(r"Web UI on (http://127\.0\.0\.1:\d+/)", service.stdout)
+        assert found is not None, service.stdout
+        password = (data / "initial-password").read_text().strip()
+        assert password in service.stdout and password not in service.stderr
+        async with httpx.AsyncClient(base_url=found.group(1)) as client:
+            assert (await client.get("/api/status")).status_code == 401
+            login = await client.post("/api/login", json={"user": "admin",
+                                                           "password": password})
+            assert login.status_code == 200, login.text
+            web_status = (await client.get("/api/status")).json()
+            assert web_status["uid"] == "SUNPMDEMO"
+            assert "inverter_1" in (await client.get("/devices")).text
         run = await sunpm("cmd", "connect", "server=1", "--data", str(data))
         assert (run.code, json.loads(run.out)) == (0, {"result": "OK", "callerId": None})
         await wait_until(service.logged("session started (command)"), 10, "the connect session",
