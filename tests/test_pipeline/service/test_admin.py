@@ -12,13 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _service_plant import UID, running_gateway, wait_for
 
 from config import load_site
 from pipeline.service.admin import Admin, AdminError
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected
-
-from _service_plant import UID, running_gateway, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

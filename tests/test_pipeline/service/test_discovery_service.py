@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from _service_plant import UID, running_gateway, wait_for
 
 from config import load_site
 from pipeline.drivers._base import DiscoveryParams
@@ -19,8 +20,6 @@ from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.service.config_edit import ChangeRejected, apply_change, check_change
 from pipeline.service.demo import DemoInverter
 from pipeline.service.discovery import Discovery, DiscoveryBusy, RunState
-
-from _service_plant import UID, running_gateway, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
