@@ -36,7 +36,7 @@ from exporters.views.events import Channel, CommandReceived, JsonValue, LogLine,
 from exporters.views.journaled import DeliveryState
 from exporters.views.log import log_text, one_line
 from exporters.views.render import store_source
-from exporters.views.traces import trace_texts
+from exporters.views.traces import trace_line, trace_texts
 from exporters.views.windows import FILE_SERVER_STREAMS, Stream
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
@@ -54,6 +54,9 @@ __all__ = ["Admin", "AdminError", "TraceState"]
 SCRIPT_LOG_LINES: Final = 200
 SCRIPT_LOG_DAYS: Final = 7
 NS_PER_S: Final = 1_000_000_000
+#: The diagnostics page's live tail: the last lines of the last two minutes.
+TAIL_LINES: Final = 50
+TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
@@ -160,6 +163,22 @@ class Admin:
 
         data = await asyncio.to_thread(build)
         return f"{site.uid}_traces_{_stamp(now_ns)}.zip", data
+
+    async def trace_tail(self, interface: str, lines: int = TAIL_LINES) -> list[str]:
+        """The last lines traced on `interface` in the last `TAIL_S` (the page's live tail)."""
+        traces, site = self.gateway.traces, self.gateway.site
+        if traces is None or site is None:
+            raise AdminError("the service is not running")
+        if interface not in TRACE_INTERFACES:
+            raise AdminError(f"unknown interface {interface!r}", "interface")
+        since = self.gateway.clock.wall_ns() - TAIL_S * NS_PER_S
+        dates = Dates(site.settings.time_zone)
+
+        def read() -> list[str]:
+            traces.flush()
+            return [trace_line(e, dates) for e in traces.entries(interface, start_ns=since)]
+
+        return (await asyncio.to_thread(read))[-lines:]
 
     # ----------------------------------------------------------------- scripts
 
