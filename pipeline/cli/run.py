@@ -48,6 +48,7 @@ async def _main(args: argparse.Namespace) -> int:
     from pipeline.service.demo import is_demo, run_demo
     from pipeline.service.gateway import Gateway, GatewayRefused
     from pipeline.service.scripts import ScriptsPlugin
+    from pipeline.web import WebPlugin
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,7 +62,8 @@ async def _main(args: argparse.Namespace) -> int:
         if config_dir is None:
             restart = await run_demo(data_dir, stop)
         else:
-            gateway = Gateway(config_dir.absolute(), data_dir, plugins=[ScriptsPlugin()])
+            gateway = Gateway(config_dir.absolute(), data_dir,
+                              plugins=[ScriptsPlugin(), WebPlugin()])
             await gateway.run(stop)
             restart = gateway.restart_requested
     except GatewayRefused as err:

@@ -48,6 +48,7 @@ from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
 from pipeline.service.scripts import ScriptsPlugin
+from pipeline.web import WebPlugin
 from store.fsio import write_file_durably
 
 log = logging.getLogger("sunpm.system")
@@ -370,7 +371,8 @@ async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
                           + "  Ctrl-C stops everything", flush=True)
 
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
-                                  plugins=[_Kickoff(), ScriptsPlugin()])
+                                  plugins=[_Kickoff(), ScriptsPlugin(),
+                                           WebPlugin(free_port_fallback=True)])
                 await gateway.run(stop)
                 return gateway.restart_requested
         finally:

@@ -102,9 +102,18 @@ class GatewayRefused(SunpmError):
 
 class Plugin(Protocol):
     """A part that joins the gateway's TaskGroup (command channels, the web UI, scripts):
-    `run(gateway)` is its task, cancelled at stop."""
+    `run(gateway)` is its task, cancelled at stop.
+
+    A plug-in runs again with each configuration it is given, unless it has a true
+    `spans_reloads` attribute: it then runs once for the whole run (the web UI, whose
+    connections must outlive a configuration saved through it) and reads `gateway.site`,
+    `gateway.poller` and the others each time it needs them."""
 
     async def run(self, gateway: Gateway) -> None: ...
+
+
+def spans_reloads(plugin: Plugin) -> bool:
+    return bool(getattr(plugin, "spans_reloads", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +257,8 @@ class Gateway:
                              tg.create_task(self._sms(site), name="sms"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
+                whole_run += [tg.create_task(plugin.run(self), name=type(plugin).__name__)
+                              for plugin in self.plugins if spans_reloads(plugin)]
                 while True:
                     self._reload.clear()
                     await self._generation(site, store, stop, power)
@@ -332,6 +343,8 @@ class Gateway:
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
                 for plugin in self.plugins:
+                    if spans_reloads(plugin):
+                        continue
                     others.append(tg.create_task(plugin.run(self), name=type(plugin).__name__))
                 waiters = [asyncio.ensure_future(stop.wait()),
                            asyncio.ensure_future(self._reload.wait())]

@@ -1,0 +1,114 @@
+"""What every page and API handler shares: the context stored on the app, the navigation,
+template rendering, JSON answers and the problems of a rejected configuration.
+
+A page and its `/api/` twin call the same facade method (`pipeline.web.facade`) and differ only
+in the last line: `page(request, "x.html", data)` or `json_ok(data)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import jinja2
+from aiohttp import web
+
+from config.errors import Problem, Severity
+from pipeline.web.auth import Session, Sessions
+
+if TYPE_CHECKING:
+    from pipeline.web.facade import GatewayFacade
+
+#: The pages of docs/behaviour.md §10.2, in the order of the navigation bar.
+NAVIGATION: Final = (
+    ("/", "Dashboard"),
+    ("/devices", "Devices"),
+    ("/discovery", "Discovery"),
+    ("/diagnostics", "Diagnostics"),
+    ("/configuration", "Configuration"),
+    ("/scripts", "Scripts"),
+    ("/system", "System"),
+)
+
+SESSION_COOKIE: Final = "sunpm_session"
+LOGIN_COOKIE: Final = "sunpm_login"
+CSRF_FIELD: Final = "csrf"
+CSRF_HEADER: Final = "X-CSRF-Token"
+
+
+@dataclass(slots=True)
+class WebContext:
+    """The web UI's state for the whole run (it outlives configuration reloads)."""
+
+    facade: GatewayFacade
+    sessions: Sessions
+    templates: jinja2.Environment
+    #: The hash checked when `WEB_PasswordHash` is empty (docs/behaviour.md §10.1 first start).
+    local_password_hash: str = ""
+    api_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CONTEXT: Final = web.AppKey("sunpm_web", WebContext)
+#: The request's session, set by the auth middleware (None: HTTP Basic or bearer clients).
+SESSION_KEY: Final = web.RequestKey("sunpm_session", Session)
+
+
+def context(request: web.Request) -> WebContext:
+    return request.app[CONTEXT]
+
+
+def facade(request: web.Request) -> GatewayFacade:
+    return request.app[CONTEXT].facade
+
+
+def session_of(request: web.Request) -> Session | None:
+    return request.get(SESSION_KEY)
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline.web", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True, auto_reload=False)
+    env.globals["navigation"] = NAVIGATION
+    return env
+
+
+def page(request: web.Request, template: str, data: Mapping[str, Any], *,
+         status: int = 200) -> web.Response:
+    """A server-rendered page: the template gets `data`, the session's CSRF token, the current
+    path (navigation) and the gateway's uid for the title."""
+    ctx = context(request)
+    session = session_of(request)
+    body = ctx.templates.get_template(template).render(
+        **data, csrf=session.csrf if session is not None else "", path=request.path,
+        uid=ctx.facade.uid(), user=session.user if session is not None else "")
+    return web.Response(text=body, content_type="text/html", status=status)
+
+
+def json_ok(data: Any, *, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def json_error(message: str, status: int, **extra: Any) -> web.Response:
+    """docs/behaviour.md §10.3: `{"error": "<text>"}` with 400, 401, 403, 404, 409 or 422."""
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def problem_json(problem: Problem) -> dict[str, Any]:
+    return {"file": problem.file, "line": problem.line, "field": problem.field,
+            "message": problem.message, "severity": problem.severity.value,
+            "text": str(problem)}
+
+
+def rejected(problems: Iterable[Problem]) -> web.Response:
+    """422 with every error of a rejected configuration."""
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    return json_error(str(errors[0]) if errors else "configuration rejected", 422,
+                      problems=[problem_json(p) for p in errors])
+
+
+def wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/api/")

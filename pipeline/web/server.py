@@ -1,0 +1,416 @@
+"""The web server: an aiohttp application inside the gateway's TaskGroup (a plug-in that spans
+configuration reloads), its security middlewares, login and logout.
+
+Every page area is a module with a `routes` table (`AREAS`); a page and its `/api/` twin both
+call the area's facade method (see `pipeline.web.common`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import errno
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+from aiohttp import web
+
+from pipeline.web import (
+    configuration,
+    dashboard,
+    devices,
+    diagnostics,
+    discovery,
+    scripts,
+    system,
+)
+from pipeline.web.auth import (
+    Session,
+    Sessions,
+    local_password_hash,
+    new_api_token,
+    verify_password,
+)
+from pipeline.web.common import (
+    CONTEXT,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    SESSION_KEY,
+    WebContext,
+    context,
+    json_error,
+    json_ok,
+    page,
+    session_of,
+    templates,
+)
+from pipeline.web.facade import GatewayFacade
+
+if TYPE_CHECKING:
+    from pipeline.service.gateway import Gateway
+
+log = logging.getLogger("sunpm.web")
+
+AREAS: Final = (dashboard, devices, discovery, diagnostics, configuration, scripts, system)
+STATIC_DIR: Final = Path(__file__).with_name("static")
+_PUBLIC: Final = frozenset({"/login", "/api/login", "/favicon.ico"})
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+_CSP: Final = ("default-src 'self'; img-src 'self' data:; object-src 'none'; "
+               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+#: Request bodies above this are refused (definition files and scripts are small).
+MAX_BODY_BYTES: Final = 4 * 2**20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# ----------------------------------------------------------------------------- middlewares
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+def _is_loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def _basic_user(request: web.Request, header: str) -> str | None:
+    """The user of valid HTTP Basic credentials (throttled like the login form)."""
+    ctx = context(request)
+    try:
+        user, _, password = base64.b64decode(header, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client = _client(request)
+    if ctx.sessions.blocked_for(client) > 0:
+        raise _too_many(request, ctx.sessions.blocked_for(client))
+    digest = hashlib.sha256(f"{user}\0{password}\0{password_hash(ctx)}".encode())
+    remembered: set[bytes] = ctx.extra.setdefault("basic_ok", set())
+    if digest.digest() in remembered:
+        return user
+    if await check_credentials(ctx, user, password):
+        ctx.sessions.succeeded(client)
+        if len(remembered) > 16:
+            remembered.clear()
+        remembered.add(digest.digest())
+        return user
+    ctx.sessions.failed(client)
+    return None
+
+
+def password_hash(ctx: WebContext) -> str:
+    """`WEB_PasswordHash`, else the hash drawn at the first start."""
+    return ctx.facade.web_password_hash() or ctx.local_password_hash
+
+
+async def check_credentials(ctx: WebContext, user: str, password: str) -> bool:
+    stored = password_hash(ctx)
+    right_user = hmac.compare_digest(user.encode(), ctx.facade.web_user().encode())
+    # The hash is computed for a wrong user too: the answer's time does not tell users apart.
+    ok = await asyncio.to_thread(verify_password, password, stored)
+    return ok and right_user
+
+
+def _too_many(request: web.Request, wait_s: float) -> web.HTTPException:
+    retry = str(max(1, round(wait_s)))
+    if request.path.startswith("/api/"):
+        return web.HTTPTooManyRequests(
+            text='{"error": "too many failed logins; try again later"}',
+            content_type="application/json", headers={"Retry-After": retry})
+    return web.HTTPTooManyRequests(text="Too many failed logins; try again in a minute.\n",
+                                   headers={"Retry-After": retry})
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No page or API without a session (or Basic/bearer credentials on the API); writes of a
+    cookie session need its CSRF token and, when the browser sends one, a matching Origin."""
+    path = request.path
+    if path in _PUBLIC or path.startswith("/static/"):
+        return await handler(request)
+    ctx = context(request)
+    session = ctx.sessions.get(request.cookies.get(SESSION_COOKIE))
+    api = path.startswith("/api/")
+    if session is None and api:
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            if await _basic_user(request, credentials.strip()) is not None:
+                return await handler(request)
+        elif scheme.lower() == "bearer" and ctx.api_token and _is_loopback(request) and \
+                hmac.compare_digest(credentials.strip().encode(), ctx.api_token.encode()):
+            return await handler(request)
+    if session is None:
+        if api:
+            return json_error("login required", 401)
+        target = path + (f"?{request.query_string}" if request.query_string else "")
+        raise web.HTTPFound(f"/login?next={quote(target, safe='')}")
+    if request.method not in _SAFE_METHODS:
+        refusal = await _csrf_refusal(request, session)
+        if refusal is not None:
+            if api:
+                return json_error(refusal, 403)
+            raise web.HTTPForbidden(text=f"{refusal}\n")
+    request[SESSION_KEY] = session
+    return await handler(request)
+
+
+async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        return "cross-origin request refused"
+    token = request.headers.get(CSRF_HEADER)
+    if token is None and request.content_type in ("application/x-www-form-urlencoded",
+                                                  "multipart/form-data"):
+        form = await request.post()
+        value = form.get(CSRF_FIELD)
+        token = value if isinstance(value, str) else None
+    if token is None or not hmac.compare_digest(token.encode(), session.csrf.encode()):
+        return "missing or wrong CSRF token"
+    return None
+
+
+# ----------------------------------------------------------------------------- login
+
+
+routes = web.RouteTableDef()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site (never `//host` or a scheme) after login."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _login_page(request: web.Request, *, error: str = "", status: int = 200,
+                next_path: str = "/") -> web.Response:
+    # The login form's CSRF token: a cookie the form must repeat (no session exists yet).
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = page(request, "login.html", {"error": error, "login_token": token,
+                                            "next": next_path}, status=status)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login")
+    return response
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.StreamResponse:
+    return _login_page(request, next_path=_safe_next(request.query.get("next")))
+
+
+def _start_session(request: web.Request, user: str) -> Session:
+    """A new session (a session cookie sent before login is never reused: fixation)."""
+    ctx = context(request)
+    ctx.sessions.close(request.cookies.get(SESSION_COOKIE))
+    return ctx.sessions.open(user)
+
+
+def _set_session_cookie(response: web.StreamResponse, session: Session) -> None:
+    response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict",
+                        path="/")
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    form = await request.post()
+    next_path = _safe_next(str(form.get("next", "/")))
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    sent = str(form.get(CSRF_FIELD, ""))
+    if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        return _login_page(request, error="The form expired; please log in again.", status=403,
+                           next_path=next_path)
+    client = _client(request)
+    wait_s = ctx.sessions.blocked_for(client)
+    if wait_s > 0:
+        return _login_page(request, status=429, next_path=next_path,
+                           error=f"Too many failed logins; try again in {round(wait_s)} s.")
+    if not await check_credentials(ctx, str(form.get("user", "")), str(form.get("password", ""))):
+        ctx.sessions.failed(client)
+        log.warning("Web login refused. client=%s", client)
+        return _login_page(request, error="Wrong user or password.", status=401,
+                           next_path=next_path)
+    ctx.sessions.succeeded(client)
+    response = web.HTTPSeeOther(next_path)
+    _set_session_cookie(response, _start_session(request, ctx.facade.web_user()))
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    log.info("Web login. client=%s", client)
+    return response
+
+
+@routes.post("/api/login")
+async def api_login(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return json_error("expected a JSON object {user, password}", 400)
+    if not isinstance(body, dict):
+        return json_error("expected a JSON object {user, password}", 400)
+    client = _client(request)
+    wait_s = ctx.sessions.blocked_for(client)
+    if wait_s > 0:
+        raise _too_many(request, wait_s)
+    if not await check_credentials(ctx, str(body.get("user", "")), str(body.get("password", ""))):
+        ctx.sessions.failed(client)
+        log.warning("Web login refused. client=%s", client)
+        return json_error("wrong user or password", 401)
+    ctx.sessions.succeeded(client)
+    session = _start_session(request, ctx.facade.web_user())
+    response = json_ok({"csrf": session.csrf, "user": session.user})
+    _set_session_cookie(response, session)
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    context(request).sessions.close(request.cookies.get(SESSION_COOKIE))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@routes.post("/api/logout")
+async def api_logout(request: web.Request) -> web.StreamResponse:
+    context(request).sessions.close(request.cookies.get(SESSION_COOKIE))
+    response = json_ok({})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@routes.get("/api/session")
+async def api_session(request: web.Request) -> web.StreamResponse:
+    """Who is logged in, and the CSRF token a script must send with its writes."""
+    session = session_of(request)
+    return json_ok({"user": session.user if session else "",
+                    "csrf": session.csrf if session else ""})
+
+
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+async def _not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if request.path.startswith("/api/"):
+            return json_error("no such resource", 404)
+        raise
+    except web.HTTPMethodNotAllowed:
+        if request.path.startswith("/api/"):
+            return json_error(f"{request.method} not allowed here", 405)
+        raise
+
+
+def build_app(ctx: WebContext) -> web.Application:
+    app = web.Application(middlewares=[security_headers, web.middleware(_not_found),
+                                       authenticate],
+                          client_max_size=MAX_BODY_BYTES)
+    app[CONTEXT] = ctx
+    app.add_routes(routes)
+    for area in AREAS:
+        app.add_routes(area.routes)
+    app.router.add_static("/static", STATIC_DIR, append_version=True)
+    return app
+
+
+def _print(text: str) -> None:
+    # The console, not the log: the one-time password must never reach the uploaded LOG files.
+    print(text, flush=True)
+
+
+class WebPlugin:
+    """The web UI as a gateway plug-in: serves `WEB_Bind:WEB_Port` for the whole run.
+
+    `port` overrides `WEB_Port` (tests: 0 for an ephemeral port); `free_port_fallback` takes a
+    free port when the configured one is in use (the demo); `announce` is told the address
+    (`http://host:port/`) once listening, and the one-time password at a first start."""
+
+    spans_reloads = True
+
+    def __init__(self, *, port: int | None = None, free_port_fallback: bool = False,
+                 announce: Callable[[str], None] | None = None) -> None:
+        self._port = port
+        self._fallback = free_port_fallback
+        self._announce = announce or _print
+        self.url: str | None = None
+        self.listening = asyncio.Event()
+        self.context: WebContext | None = None
+
+    async def run(self, gateway: Gateway) -> None:
+        site = gateway.site
+        assert site is not None
+        settings = site.settings
+        stored = ""
+        if not settings.web_password_hash:
+            stored, first = await asyncio.to_thread(local_password_hash, gateway.data_dir)
+            if first is not None and first.password is not None:
+                self._announce(f"Web UI one-time password for '{settings.web_user}': "
+                               f"{first.password} (also in {first.file}; change it on the "
+                               "Configuration page)")
+            elif first is not None:
+                self._announce(f"Web UI one-time password: see {first.file}")
+        token = await asyncio.to_thread(new_api_token, gateway.data_dir)
+        ctx = WebContext(facade=GatewayFacade(gateway), sessions=Sessions(),
+                         templates=templates(), local_password_hash=stored, api_token=token)
+        self.context = ctx
+        runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            host = settings.web_bind
+            port = settings.web_port if self._port is None else self._port
+            try:
+                tcp = web.TCPSite(runner, host, port, reuse_address=True)
+                await tcp.start()
+            except OSError as err:
+                if not (self._fallback and err.errno == errno.EADDRINUSE):
+                    log.error("Web UI not started: cannot listen on %s:%d: %s", host, port,
+                              err.strerror or err)
+                    return
+                tcp = web.TCPSite(runner, host, 0)
+                await tcp.start()
+            bound = int(runner.addresses[0][1]) if runner.addresses else port
+            shown = f"[{host}]" if ":" in host else host
+            self.url = f"http://{shown}:{bound}/"
+            log.info("Web UI listening. url=%s", self.url)
+            self._announce(f"Web UI on {self.url}")
+            self.listening.set()
+            await asyncio.Event().wait()
+        finally:
+            self.listening.clear()
+            await runner.cleanup()

@@ -1,0 +1,186 @@
+"""docs/behaviour.md §10.1 against a running gateway: nothing without login, no write without
+the session's CSRF token, texts escaped, failed logins throttled, the one-time password."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+import httpx
+import pytest
+from web_support import RunningGateway
+
+from pipeline.web.auth import hash_password, verify_password
+from pipeline.web.server import build_app
+
+
+def _every_route(gateway: RunningGateway) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, dynamic parts filled with a device index."""
+    assert gateway.plugin is not None and gateway.plugin.context is not None
+    app = build_app(gateway.plugin.context)
+    found = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or info.get("prefix")
+        if path is None or route.method == "HEAD":
+            continue
+        found.append((route.method, re.sub(r"\{[^}]+\}", "1", path)))
+    return found
+
+
+PUBLIC = {"/login", "/api/login", "/favicon.ico", "/static"}
+
+
+def test_no_page_or_api_answers_without_login(web_gateway: RunningGateway) -> None:
+    routes = _every_route(web_gateway)
+    assert len(routes) > 10
+    with web_gateway.client(login=False) as client:
+        for method, path in routes:
+            if path in PUBLIC or path.startswith("/static"):
+                continue
+            answer = client.request(method, path)
+            if path.startswith("/api/"):
+                assert answer.status_code == 401, (method, path, answer.status_code)
+                assert answer.json() == {"error": "login required"}
+            elif method == "GET":
+                assert answer.status_code == 302, (method, path, answer.status_code)
+                assert answer.headers["location"].startswith("/login?next=")
+            else:
+                assert answer.status_code in (302, 303), (method, path, answer.status_code)
+                assert answer.headers["location"].startswith("/login")
+
+
+def test_a_forged_or_old_cookie_is_not_a_session(web_gateway: RunningGateway) -> None:
+    with web_gateway.client(login=False) as client:
+        client.cookies.set("sunpm_session", "x" * 43)
+        assert client.get("/api/devices").status_code == 401
+    with web_gateway.client() as client:
+        token = client.cookies["sunpm_session"]
+        assert client.post("/api/logout").status_code == 200
+        client.cookies.set("sunpm_session", token)
+        assert client.get("/api/devices").status_code == 401
+
+
+def test_session_cookie_is_httponly_and_samesite_strict(web_gateway: RunningGateway) -> None:
+    with web_gateway.client(login=False) as client:
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": web_gateway.password})
+        cookie = answer.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert re.search(r"sunpm_session=[A-Za-z0-9_-]{43};", cookie)
+
+
+def test_writes_without_the_csrf_token_are_refused(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        token = client.headers.pop("X-CSRF-Token")
+        answer = client.post("/api/logout")
+        assert answer.status_code == 403
+        assert answer.json() == {"error": "missing or wrong CSRF token"}
+        answer = client.post("/api/logout", headers={"X-CSRF-Token": token[:-1] + "x"})
+        assert answer.status_code == 403
+        # A form without the token: 403 too (the session stays).
+        answer = client.post("/logout", data={"other": "1"})
+        assert answer.status_code == 403
+        # A matching token from another origin.
+        answer = client.post("/api/logout", headers={"X-CSRF-Token": token,
+                                                     "Origin": "http://evil.example"})
+        assert answer.status_code == 403
+        assert answer.json() == {"error": "cross-origin request refused"}
+        assert client.get("/api/devices").status_code == 200
+        assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
+
+
+def test_security_headers(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        answer = client.get("/")
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert "<script>" not in answer.text.replace('<script src="/static/', "")
+
+
+def test_http_basic_for_api_clients_without_csrf(web_gateway: RunningGateway) -> None:
+    with httpx.Client(base_url=web_gateway.url) as client:
+        answer = client.get("/api/devices", auth=("admin", web_gateway.password))
+        assert answer.status_code == 200
+        assert [d["index"] for d in answer.json()["devices"]] == ["1", "2"]
+        # Basic is for the API only: pages want a session.
+        assert client.get("/devices", auth=("admin", web_gateway.password)).status_code == 302
+        assert client.get("/api/devices", auth=("admin", "wrong")).status_code == 401
+    web_gateway.reset_throttle()
+
+
+def test_bearer_token_from_the_data_folder(web_gateway: RunningGateway) -> None:
+    token_file = web_gateway.data_dir / "api-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    with httpx.Client(base_url=web_gateway.url) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/status", headers=headers).status_code == 200
+        assert client.get("/api/status",
+                          headers={"Authorization": "Bearer " + "y" * 43}).status_code == 401
+
+
+def test_ten_wrong_passwords_slow_the_next_try(fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client(login=False) as client:
+        codes = [client.post("/api/login", json={"user": "admin", "password": f"wrong{k}"})
+                 .status_code for k in range(10)]
+        assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": fresh_gateway.password})
+        assert answer.status_code == 429
+        assert 50 <= int(answer.headers["retry-after"]) <= 60
+        # The login page says so too, for the same client.
+        assert client.get("/login").status_code == 200
+    fresh_gateway.reset_throttle()
+    with fresh_gateway.client() as client:
+        assert client.get("/api/devices").status_code == 200
+
+
+def test_one_time_password_file_and_hash(fresh_gateway: RunningGateway) -> None:
+    initial = fresh_gateway.data_dir / "initial-password"
+    assert stat.S_IMODE(initial.stat().st_mode) == 0o600
+    assert len(fresh_gateway.password) == 16
+    announced = "\n".join(fresh_gateway.announced)
+    assert fresh_gateway.password in announced and fresh_gateway.url in announced
+    stored = (fresh_gateway.data_dir / "web-password").read_text().strip()
+    assert stored.startswith("scrypt$16384$8$1$")
+    assert verify_password(fresh_gateway.password, stored)
+    # Never in the gateway's log (the LOG files are uploaded).
+    for path in fresh_gateway.data_dir.rglob("*"):
+        if path.is_file() and path.name not in ("initial-password",):
+            assert fresh_gateway.password.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("password", ["", "pässwörd", "x" * 200])
+def test_scrypt_hash_round_trip(password: str) -> None:
+    stored = hash_password(password)
+    assert verify_password(password, stored)
+    assert not verify_password(password + "!", stored)
+    assert not verify_password(password, "scrypt$bad")
+    assert not verify_password(password, stored.replace("scrypt$16384", "scrypt$99999999"))
+
+
+def test_login_redirect_stays_on_this_site(web_gateway: RunningGateway) -> None:
+    with web_gateway.client(login=False) as client:
+        page = client.get("/login?next=//evil.example/x")
+        token = client.cookies["sunpm_login"]
+        assert 'name="next" value="/"' in page.text
+        answer = client.post("/login", data={"user": "admin", "password": web_gateway.password,
+                                             "csrf": token, "next": "https://evil.example/"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+
+
+def test_login_form_without_its_token_is_refused(web_gateway: RunningGateway) -> None:
+    with web_gateway.client(login=False) as client:
+        answer = client.post("/login", data={"user": "admin", "password": web_gateway.password})
+        assert answer.status_code == 403
+        assert "sunpm_session" not in client.cookies
+
+
+def test_private_files_are_not_world_readable(web_gateway: RunningGateway) -> None:
+    for name in ("initial-password", "web-password", "api-token"):
+        mode = (web_gateway.data_dir / name).stat().st_mode
+        assert not mode & (stat.S_IRGRP | stat.S_IROTH), name
+    assert os.access(web_gateway.data_dir / "web-password", os.R_OK)
