@@ -116,4 +116,4 @@ async def form_or_json(request: web.Request) -> dict[str, Any]:
             raise FieldError("", "expected a JSON object")
         return body
     form = await request.post()
-    return {k: v for k, v in form.items()}
+    return dict(form.items())
