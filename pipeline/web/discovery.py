@@ -78,6 +78,13 @@ def _state(request: web.Request, after: int = 0) -> dict[str, Any]:
 def _page(request: web.Request, *, fields: dict[str, Any] | None = None,
           errors: dict[str, str] | None = None, message: str = "",
           problems: list[str] | None = None, status: int = 200) -> web.Response:
+    run = discovery(request).run
+    if fields is None and run is not None:
+        # The form shows the parameters of the run on the page, for a second run alike.
+        p = run.params
+        fields = {"interface": p.interface or "", "ip": p.ip or "", "port": p.port,
+                  "firstAddress": p.first_address, "lastAddress": p.last_address,
+                  "maxDevices": p.max_devices, "timeout": p.timeout_ms}
     values = {**DEFAULTS, **{k: str(v) for k, v in (fields or {}).items() if k in DEFAULTS}}
     return page(request, "discovery.html", {
         "title": "Discovery", "run": _state(request), "fields": values,
