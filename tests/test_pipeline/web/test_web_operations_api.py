@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from web_support import UID, RunningGateway, running_gateway
 
 from config import load_site
@@ -57,9 +59,18 @@ def test_discovery_refuses_bad_parameters_naming_the_field(web_gateway: RunningG
         assert client.get("/api/discovery").json() == {"state": "idle"}
 
 
+def _hostile_inverter() -> DemoInverter:
+    """A SunSpec inverter whose manufacturer (`Mn`) is markup."""
+    device = DemoInverter(number=2)
+    text = b"<img src=x onerror=alert(1)>".ljust(32, b"\0")
+    device.set_words(40004, [int.from_bytes(text[k:k + 2], "big") for k in range(0, 32, 2)])
+    return device
+
+
 def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
     with running_gateway(tmp_path, inverters=1) as gateway:
-        sim = TcpSimulator({2: DemoInverter(number=1), 4: DemoInverter(number=3)})
+        sim = TcpSimulator({2: DemoInverter(number=1), 4: DemoInverter(number=3),
+                            5: _hostile_inverter()})
         port = gateway.call(sim.start())
         try:
             with gateway.client() as client:
@@ -80,18 +91,23 @@ def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
 
                 state = _until(ended, 30, "end of the discovery")
                 assert state["state"] == "done" and state["scanned"] == 5
-                assert lines[-1].endswith(":End of SunSpec detection on ethernet1. 2 devices "
+                assert lines[-1].endswith(":End of SunSpec detection on ethernet1. 3 devices "
                                           "found.")
                 assert [(d["unitId"], d["serialNumber"], d["alreadyConfigured"])
                         for d in state["devices"]] == [(2, "DEMO-0001", False),
-                                                       (4, "DEMO-0003", False)]
+                                                       (4, "DEMO-0003", False),
+                                                       (5, "DEMO-0002", False)]
+                assert state["devices"][2]["manufacturer"] == "<img src=x onerror=alert(1)>"
+                shown = client.get("/discovery").text
+                assert "&lt;img src=x onerror=alert(1)&gt;" in shown and "<img" not in shown
                 bad = client.post("/api/discovery/import", json={"rows": [7]})
-                assert _problems(bad) == {"rows": "discovery: no device 7 in the results (0..1)"}
+                assert _problems(bad) == {"rows": "discovery: no device 7 in the results (0..2)"}
                 imported = client.post("/api/discovery/import", json={"rows": [1]})
                 assert imported.status_code == 200, imported.text
                 assert imported.json()["added"] == [f"ethernet_127.0.0.1_{port}_4"]
                 again = client.post("/api/discovery/import", json={"rows": [0]})
                 assert again.status_code == 409
+                assert client.delete("/api/discovery").json() == {"state": "idle"}
             site = load_site(gateway.config_dir)
             row = site.daq.devices[-1]
             assert (row.name, row.address, row.interface) == (
@@ -206,3 +222,30 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
             assert rebuilt[name] == data
         assert _problems(client.get("/api/export", params={
             "server": 2, "from": start, "to": end})) == {"server": "server 2 is not configured"}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(["interface", "minutes", "server", "rows", "from",
+                                             "to", "confirm"]),
+                            st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
+                                      st.floats(allow_nan=True), st.text(max_size=30),
+                                      st.lists(st.integers(-5, 5), max_size=3)),
+                            max_size=4))
+def test_fuzzed_bodies_get_a_clear_refusal_never_a_crash(web_gateway: RunningGateway,
+                                                         body: dict[str, Any]) -> None:
+    with web_gateway.client() as client:
+        for path in ("/api/traces", "/api/discovery/import", "/api/system/connect",
+                     "/api/system/factory"):
+            answer = client.post(path, json=body)
+            assert answer.status_code in (200, 400, 409, 422), (path, body, answer.text)
+            assert answer.json()
+            if answer.status_code >= 400:
+                assert answer.json()["error"]
+        for path in ("/api/logs", "/api/export", "/api/traces/tail"):
+            query = {k: str(v) for k, v in body.items()}
+            answer = client.get(path, params=query)
+            assert answer.status_code in (200, 422), (path, query, answer.text)
+        # Stop whatever trace the body started.
+        client.post("/api/traces", json={"interface": str(body.get("interface", "")),
+                                         "minutes": 0})
