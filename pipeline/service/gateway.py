@@ -26,13 +26,14 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -80,6 +81,7 @@ from store.log import Log, StoreOptions
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
+_T = TypeVar("_T")
 
 #: How long a session waits for records timed before its cut (docs/behaviour.md §5.1 step 4).
 RECORDS_WAIT_S: Final = 3.0
@@ -179,6 +181,10 @@ class Gateway:
         self.factory_requested = False
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
+        self._config_written = asyncio.Event()
+        #: Held (in worker threads) while the configuration folder is read as a whole or
+        #: written: a change applied by the web UI is never seen half done.
+        self.config_lock = threading.Lock()
         self._startup_requested = False
         self._local_change = False
         self._alarm_waiting = False
@@ -286,16 +292,17 @@ class Gateway:
                                 "store deleted", site.uid)
 
     def _load(self) -> Site:
-        staged = recover_config_apply(self.config_dir)
-        if staged:
-            log.info("Staged configuration applied after a restart. files=%s", staged)
         try:
-            site = load_site(self.config_dir)
+            with self.config_lock:
+                staged = recover_config_apply(self.config_dir)
+                site = load_site(self.config_dir)
         except ConfigError as err:
             for problem in err.problems:
                 logging.getLogger("sunpm.config").error("%s", problem)
             raise GatewayRefused(f"{self.config_dir}: configuration rejected "
                                  f"({len(err.problems)} problem(s) above)", 2) from None
+        if staged:
+            log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:
             logging.getLogger("sunpm.config").warning("%s", problem)
         self.site = site
@@ -744,6 +751,15 @@ class Gateway:
                  list(files))
         self._reload.set()
 
+    def _locked(self, read: Callable[..., _T], *args: object) -> _T:
+        with self.config_lock:
+            return read(*args)
+
+    def config_written(self) -> None:
+        """A tool of this process (the web UI) wrote the configuration folder: look at it now
+        rather than at the watch's next turn."""
+        self._config_written.set()
+
     async def _watch_config(self, site: Site) -> None:
         """A local edit of the configuration files: valid -> reload (and a server-1 session
         60 s later); invalid -> logged once, running configuration kept."""
@@ -752,16 +768,20 @@ class Gateway:
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
-            await self.clock.sleep(CONFIG_CHECK_S)
+            if await self.clock.wait_until(
+                    self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
+                    self._config_written):
+                self._config_written.clear()
             try:
-                digest = config_hash(await asyncio.to_thread(local_config_files,
+                digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
                                                              self.config_dir, site.uid))
             except OSError as err:
                 config_log.warning("Configuration folder unreadable: %s", err)
                 continue
             if digest in (running, rejected):
                 continue
-            problems = await asyncio.to_thread(check_site, self.config_dir, site.uid)
+            problems = await asyncio.to_thread(self._locked, check_site, self.config_dir,
+                                               site.uid)
             errors = [p for p in problems if p.severity is Severity.ERROR]
             if errors:
                 for problem in errors:

@@ -40,11 +40,24 @@ def next_connection(schedules: Sequence[Schedule], time_zone: str,
                     after: datetime) -> datetime | None:
     """The first scheduled instant strictly after `after` (within two days; None when the
     family has no entry or none falls in that span)."""
-    if not schedules:
-        return None
-    start = after + timedelta(microseconds=1)
-    times = connection_times(schedules, start, start + _LOOKAHEAD, time_zone)
+    times = next_connections(schedules, time_zone, after, 1)
     return times[0] if times else None
+
+
+def next_connections(schedules: Sequence[Schedule], time_zone: str, after: datetime,
+                     count: int, *, spans: Sequence[timedelta] = (_LOOKAHEAD,)) -> list[datetime]:
+    """The first `count` scheduled instants strictly after `after`, looked for within each of
+    `spans` in turn until enough are found (the web UI's preview of the next connection times
+    is this computation, with spans up to a year for monthly schedules)."""
+    if not schedules or count <= 0:
+        return []
+    start = after + timedelta(microseconds=1)
+    times: list[datetime] = []
+    for span in spans:
+        times = connection_times(schedules, start, start + span, time_zone)
+        if len(times) >= count:
+            break
+    return times[:count]
 
 
 class SlotScheduler:

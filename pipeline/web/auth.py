@@ -174,9 +174,10 @@ class Sessions:
         if token:
             self._sessions.pop(token, None)
 
-    def close_all(self) -> None:
-        """A password change ends every session."""
-        self._sessions.clear()
+    def close_all(self, *, keep: str | None = None) -> None:
+        """A password change ends every session but the one that made it."""
+        for token in [t for t in self._sessions if t != keep]:
+            del self._sessions[token]
 
     def _expire(self, now: float) -> None:
         for token in [t for t, s in self._sessions.items() if now - s.last_seen > SESSION_IDLE_S]:

@@ -7,15 +7,15 @@ in the last line: `page(request, "x.html", data)` or `json_ok(data)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 from aiohttp import web
 
-from config.errors import Problem, Severity
 from pipeline.web.auth import Session, Sessions
+from pipeline.web.editing import Verdict
 
 if TYPE_CHECKING:
     from pipeline.web.facade import GatewayFacade
@@ -97,17 +97,14 @@ def json_error(message: str, status: int, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def problem_json(problem: Problem) -> dict[str, Any]:
-    return {"file": problem.file, "line": problem.line, "field": problem.field,
-            "message": problem.message, "severity": problem.severity.value,
-            "text": str(problem)}
-
-
-def rejected(problems: Iterable[Problem]) -> web.Response:
-    """422 with every error of a rejected configuration."""
-    errors = [p for p in problems if p.severity is Severity.ERROR]
-    return json_error(str(errors[0]) if errors else "configuration rejected", 422,
-                      problems=[problem_json(p) for p in errors])
+def rejected(verdict: Verdict) -> web.Response:
+    """422: the problems that refuse a configuration change, and their messages per field."""
+    if verdict.blocking:
+        text = str(verdict.blocking[0])
+    else:
+        key, messages = next(iter(verdict.fields.items()), ("", ["configuration rejected"]))
+        text = f"{key}: {messages[0]}" if key else messages[0]
+    return json_error(text, 422, **verdict.json())
 
 
 def wants_json(request: web.Request) -> bool:

@@ -1,15 +1,185 @@
 """Configuration (docs/behaviour.md §10.2): servers, MQTT, schedules with their next connection
-times, serial ports, network, time zone, storage, alarms; saved through `config`."""
+times, serial ports, network, time zone, storage, alarms, modem, web access; each section saved
+alone through `config`, errors beside their fields, nothing saved partially."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 
-from pipeline.web.common import page
+from config.var_ini import FIELDS as SCHEDULE_FIELDS
+from pipeline.web.common import context, facade, json_error, json_ok, page, rejected, session_of
+from pipeline.web.config_forms import SECTION_BY_NAME, is_secret
+from pipeline.web.facade import Conflict, NotFound
 
 routes = web.RouteTableDef()
+
+#: Sections that are not config.ini keys.
+OTHER_SECTIONS = ("schedules", "serial", "network")
+
+
+async def _data(request: web.Request) -> dict[str, Any]:
+    try:
+        return await asyncio.to_thread(facade(request).configuration)
+    except Conflict as err:
+        raise web.HTTPConflict(text=f"{err}\n") from None
 
 
 @routes.get("/configuration")
 async def configuration_page(request: web.Request) -> web.StreamResponse:
-    return page(request, "coming.html", {"title": "Configuration"})
+    data = await _data(request)
+    data["saved"] = request.query.get("saved", "")
+    return page(request, "configuration.html", data)
+
+
+def _with_submitted(data: dict[str, Any], name: str, form: Mapping[str, str]) -> None:
+    """Show the section as it was typed, so a refused save loses nothing."""
+    if name in SECTION_BY_NAME:
+        section = next(s for s in data["sections"] if s["name"] == name)
+        for key in section["keys"]:
+            if key["key"] in form and not is_secret(key["key"]):
+                key["value"] = form[key["key"]]
+    elif name == "schedules":
+        for slot in ("1", "2"):
+            rows = sorted({int(k.split("_")[1]) for k in form
+                           if k.startswith(f"s{slot}_") and k.count("_") == 2
+                           and k.split("_")[1].isdigit()})
+            data["schedules"][slot] = [
+                {field: form.get(f"s{slot}_{row}_{field}", "") for field in SCHEDULE_FIELDS}
+                for row in rows] or data["schedules"][slot]
+    else:
+        key = "serial" if name == "serial" else "network"
+        label = "port" if name == "serial" else "lan"
+        for row in data[key]:
+            for column in row["values"]:
+                submitted = form.get(f"{row[label]}_{column}")
+                if submitted is not None:
+                    row["values"][column] = submitted
+
+
+def _form_texts(form: Mapping[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+
+
+@routes.post("/configuration/password")
+async def change_password(request: web.Request) -> web.StreamResponse:
+    form = _form_texts(await request.post())
+    verdict, stored = await facade(request).change_password(form.get("newPassword", ""),
+                                                            form.get("confirmPassword", ""))
+    if verdict.ok:
+        _password_changed(request, stored)
+        raise web.HTTPSeeOther("/configuration?saved=password#password")
+    data = await _data(request)
+    data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
+                failed="password")
+    return page(request, "configuration.html", data, status=422)
+
+
+def _password_changed(request: web.Request, stored: str) -> None:
+    """Every other session ends; the new hash is checked at once (the reload of the
+    configuration that holds it follows within a second)."""
+    ctx = context(request)
+    ctx.local_password_hash = stored
+    ctx.extra.pop("basic_ok", None)
+    session = session_of(request)
+    ctx.sessions.close_all(keep=session.token if session is not None else None)
+
+
+@routes.post("/configuration/{section}")
+async def save_section(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["section"]
+    form = _form_texts(await request.post())
+    try:
+        verdict = await facade(request).save_section(name, form)
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except Conflict as err:
+        raise web.HTTPConflict(text=f"{err}\n") from None
+    if verdict.ok:
+        raise web.HTTPSeeOther(f"/configuration?saved={name}#{name}")
+    data = await _data(request)
+    _with_submitted(data, name, form)
+    data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
+                failed=name)
+    return page(request, "configuration.html", data, status=422)
+
+
+# ----------------------------------------------------------------------------- API
+
+
+@routes.get("/api/config")
+async def api_configuration(request: web.Request) -> web.StreamResponse:
+    try:
+        data = await asyncio.to_thread(facade(request).configuration)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    for unused in ("fields", "problems", "saved", "timeZones"):
+        data.pop(unused, None)
+    return json_ok(data)
+
+
+async def _json_form(request: web.Request) -> dict[str, str] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error("expected a JSON object of field names and texts", 400)
+    if not isinstance(body, dict) or not all(isinstance(v, str | int | float) for v in
+                                             body.values()):
+        return json_error("expected a JSON object of field names and texts", 400)
+    return {str(k): str(v) for k, v in body.items()}
+
+
+@routes.put("/api/config/{section}")
+async def api_save_section(request: web.Request) -> web.StreamResponse:
+    """A section's fields as the page names them (`FTP_Port`, `s1_0_StartTime`,
+    `SERIAL1_speed`, `LAN1_ip`); the section is replaced as the page's form would."""
+    form = await _json_form(request)
+    if isinstance(form, web.Response):
+        return form
+    try:
+        verdict = await facade(request).save_section(request.match_info["section"], form)
+    except NotFound as err:
+        return json_error(str(err), 404)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"saved": request.match_info["section"]})
+
+
+@routes.get("/api/schedule/next")
+async def api_next_connections(request: web.Request) -> web.StreamResponse:
+    """Each configured server's next 10 connection times under the schedules in force."""
+    return json_ok({"servers": await asyncio.to_thread(facade(request).next_connections)})
+
+
+@routes.post("/api/schedule/next")
+async def api_preview_schedules(request: web.Request) -> web.StreamResponse:
+    """The next connection times of submitted schedule rows (`s<slot>_<row>_<Field>`), not
+    saved: 422 with field errors when `config` refuses them."""
+    form = await _json_form(request)
+    if isinstance(form, web.Response):
+        return form
+    try:
+        verdict, times = await facade(request).preview_schedules(form)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"servers": times})
+
+
+@routes.post("/api/config/password")
+async def api_change_password(request: web.Request) -> web.StreamResponse:
+    form = await _json_form(request)
+    if isinstance(form, web.Response):
+        return form
+    verdict, stored = await facade(request).change_password(form.get("newPassword", ""),
+                                                            form.get("confirmPassword", ""))
+    if not verdict.ok:
+        return rejected(verdict)
+    _password_changed(request, stored)
+    return json_ok({"saved": "password"})

@@ -3,22 +3,42 @@ a chart per variable from the store; add, edit, delete and duplicate through `co
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
 from aiohttp import web
 
-from pipeline.web.common import facade, json_error, json_ok, page
-from pipeline.web.facade import NotFound
+from pipeline.web.common import facade, json_error, json_ok, page, rejected
+from pipeline.web.editing import DEVICE_FIELDS
+from pipeline.web.facade import Conflict, NotFound
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/devices")
 async def devices_page(request: web.Request) -> web.StreamResponse:
-    return page(request, "devices.html", await facade(request).devices())
+    data = await facade(request).devices()
+    data.update(saved=request.query.get("saved", ""), deleted=request.query.get("deleted", ""),
+                problems=[])
+    return page(request, "devices.html", data)
 
 
 @routes.get("/api/devices")
 async def api_devices(request: web.Request) -> web.StreamResponse:
     return json_ok(await facade(request).devices())
+
+
+# Before `/devices/{index}`: aiohttp tries routes in the order they are added.
+@routes.get("/devices/new")
+async def new_device_form(request: web.Request) -> web.StreamResponse:
+    return await _show_form(request, None)
+
+
+@routes.post("/devices/new")
+async def new_device(request: web.Request) -> web.StreamResponse:
+    return await _submit_form(request, None)
 
 
 @routes.get("/devices/{index}")
@@ -60,3 +80,171 @@ async def api_history(request: web.Request) -> web.StreamResponse:
     except ValueError as err:
         return json_error(str(err), 400)
     return json_ok(data)
+
+
+# ----------------------------------------------------------------------------- edits
+
+#: What a device form posts besides the daq.csv fields.
+_UPLOAD = "defUpload"
+
+
+def _form_values(form: Mapping[str, Any]) -> dict[str, str]:
+    return {key: str(form.get(key, "")) for _, key in DEVICE_FIELDS}
+
+
+def _upload(form: Mapping[str, Any]) -> tuple[str, bytes] | None:
+    field = form.get(_UPLOAD)
+    if isinstance(field, web.FileField) and field.filename:
+        return field.filename, field.file.read()
+    return None
+
+
+def _form_page(request: web.Request, data: dict[str, Any], *, status: int = 200) -> web.Response:
+    return page(request, "device_form.html", data, status=status)
+
+
+async def _show_form(request: web.Request, index: str | None, *,
+                     duplicate: bool = False) -> web.StreamResponse:
+    try:
+        data = await facade(request).device_form(index, duplicate=duplicate)
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except Conflict as err:
+        raise web.HTTPConflict(text=f"{err}\n") from None
+    return _form_page(request, data)
+
+
+async def _submit_form(request: web.Request, original: str | None) -> web.StreamResponse:
+    form = await request.post()
+    values = _form_values(form)
+    gateway = facade(request)
+    try:
+        verdict = await gateway.save_device(original, values, _upload(form))
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except Conflict as err:
+        raise web.HTTPConflict(text=f"{err}\n") from None
+    if verdict.ok:
+        raise web.HTTPSeeOther(f"/devices?saved={quote(values['index'].strip())}")
+    data = await gateway.device_form(None)
+    data.update(mode="add" if original is None else "edit", original=original, values=values,
+                fields=verdict.fields, problems=[str(p) for p in verdict.others])
+    return _form_page(request, data, status=422)
+
+
+@routes.get("/devices/{index}/edit")
+async def edit_device_form(request: web.Request) -> web.StreamResponse:
+    return await _show_form(request, request.match_info["index"])
+
+
+@routes.post("/devices/{index}/edit")
+async def edit_device(request: web.Request) -> web.StreamResponse:
+    return await _submit_form(request, request.match_info["index"])
+
+
+@routes.get("/devices/{index}/duplicate")
+async def duplicate_device_form(request: web.Request) -> web.StreamResponse:
+    return await _show_form(request, request.match_info["index"], duplicate=True)
+
+
+@routes.post("/devices/{index}/delete")
+async def delete_device(request: web.Request) -> web.StreamResponse:
+    index = request.match_info["index"]
+    try:
+        verdict = await facade(request).delete_device(index)
+    except NotFound as err:
+        raise web.HTTPNotFound(text=f"{err}\n") from None
+    except Conflict as err:
+        raise web.HTTPConflict(text=f"{err}\n") from None
+    if verdict.ok:
+        raise web.HTTPSeeOther(f"/devices?deleted={quote(index)}")
+    data = await facade(request).devices()
+    data["problems"] = [str(p) for p in verdict.blocking]
+    return page(request, "devices.html", data, status=422)
+
+
+# ----------------------------------------------------------------------------- API edits
+
+
+async def _json_values(request: web.Request) -> dict[str, str] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error("expected a JSON object of daq.csv fields", 400)
+    if not isinstance(body, dict):
+        return json_error("expected a JSON object of daq.csv fields", 400)
+    unknown = sorted(set(body) - {key for _, key in DEVICE_FIELDS})
+    if unknown:
+        return json_error(f"unknown field(s): {', '.join(unknown)}", 400)
+    return {key: "" if body.get(key) is None else str(body[key]) for _, key in DEVICE_FIELDS}
+
+
+async def _api_save(request: web.Request, original: str | None,
+                    values: dict[str, str]) -> web.StreamResponse:
+    try:
+        verdict = await facade(request).save_device(original, values)
+    except NotFound as err:
+        return json_error(str(err), 404)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"device": {k: values[k].strip() for k in values}},
+                   status=201 if original is None else 200)
+
+
+@routes.post("/api/devices")
+async def api_add_device(request: web.Request) -> web.StreamResponse:
+    values = await _json_values(request)
+    if isinstance(values, web.Response):
+        return values
+    return await _api_save(request, None, values)
+
+
+@routes.put("/api/devices/{index}")
+async def api_replace_device(request: web.Request) -> web.StreamResponse:
+    values = await _json_values(request)
+    if isinstance(values, web.Response):
+        return values
+    return await _api_save(request, request.match_info["index"], values)
+
+
+@routes.post("/api/devices/{index}/duplicate")
+async def api_duplicate_device(request: web.Request) -> web.StreamResponse:
+    """A copy of the row: `<name>_copy` at the next free index, unless the body says otherwise."""
+    overrides: dict[str, Any] = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_error("expected a JSON object of daq.csv fields", 400)
+        if not isinstance(body, dict):
+            return json_error("expected a JSON object of daq.csv fields", 400)
+        overrides = body
+    try:
+        form = await facade(request).device_form(request.match_info["index"], duplicate=True)
+    except NotFound as err:
+        return json_error(str(err), 404)
+    values: dict[str, str] = dict(form["values"])
+    values.update({k: str(v) for k, v in overrides.items() if k in values})
+    return await _api_save(request, None, values)
+
+
+@routes.delete("/api/devices/{index}")
+async def api_delete_device(request: web.Request) -> web.StreamResponse:
+    index = request.match_info["index"]
+    try:
+        verdict = await facade(request).delete_device(index)
+    except NotFound as err:
+        return json_error(str(err), 404)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"deleted": index})
+
+
+@routes.get("/api/defs")
+async def api_definitions(request: web.Request) -> web.StreamResponse:
+    """The definition files of DEF/ with their header, for the device form's pickers."""
+    return json_ok({"definitions": await asyncio.to_thread(facade(request).definitions)})

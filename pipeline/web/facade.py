@@ -9,34 +9,78 @@ polars or duckdb).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config.model import Device, Quality, Variable
+from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
+from config.errors import Problem
+from config.model import Device, Quality, ServerType, Variable
 from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
+from pipeline.service.scheduler import next_connections
+from pipeline.web.auth import (
+    INITIAL_PASSWORD_FILE,
+    PASSWORD_HASH_FILE,
+    hash_password,
+)
+from pipeline.web.config_forms import (
+    CONFIG_SECTIONS,
+    SCHEDULE_TYPES,
+    SECTION_BY_NAME,
+    config_ini_edit,
+    daq_blocks_edit,
+    host_serial_devices,
+    password_edit,
+    ports_view,
+    schedules_view,
+    section_view,
+    var_ini_edit,
+)
+from pipeline.web.editing import (
+    ConfigEditor,
+    Edit,
+    Verdict,
+    daq_with_row,
+    device_values,
+    text_problems,
+)
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
+
+#: An uploaded definition file's name: plain, no path, no hidden file.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 
 #: Chart spans (docs/behaviour.md §10.2 Device page) and the points a chart gets at most.
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
+#: The Configuration page's preview of each server's next connection times.
+NEXT_CONNECTIONS: Final = 10
+PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
+MIN_PASSWORD_LENGTH: Final = 10
 #: The dashboard's status (backlogs read the store) is reused for this long.
 STATUS_TTL_S: Final = 2.0
 
 
 class NotFound(LookupError):
     """A device, variable or resource the request names does not exist."""
+
+
+class Conflict(RuntimeError):
+    """The request cannot apply to the configuration as it is (409)."""
 
 
 @dataclass(slots=True)
@@ -67,6 +111,8 @@ class GatewayFacade:
         self.gateway = gateway
         self._status: _Cached | None = None
         self._status_lock = asyncio.Lock()
+        self._editor: ConfigEditor | None = None
+        self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -224,6 +270,220 @@ class GatewayFacade:
         return await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
 
 
+    # ------------------------------------------------------------------ device edits
+
+    def editor(self) -> ConfigEditor:
+        site = self.gateway.site
+        if site is None:
+            raise Conflict("the configuration is not loaded yet")
+        if self._editor is None or self._editor.uid != site.uid:
+            self._editor = ConfigEditor(self.gateway.config_dir, site.uid,
+                                        self.gateway.config_lock)
+        return self._editor
+
+    def daq_on_disk(self) -> tuple[str, bytes, list[Device]]:
+        """daq.csv as it is now on disk (a save may be ahead of the running site)."""
+        editor = self.editor()
+        name = f"CONFIG/{editor.uid}_daq.csv"
+        data = editor.files().get(name, b"")
+        try:
+            devices = list(parse_daq(data, name.rpartition("/")[2]).value.devices) if data else []
+        except ConfigError as err:
+            raise Conflict(f"daq.csv on disk is rejected ({err}); fix the file first") from None
+        return name, data, devices
+
+    def definitions(self) -> list[dict[str, str]]:
+        """The DEF folder's files with their header (protocol, category, manufacturer, model), for
+        the device form's pickers (blocking)."""
+        folder = self.gateway.config_dir / "DEF"
+        found = []
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if not path.is_file() or path.name.endswith((".new", ".part", ".tmp")):
+                    continue
+                with path.open("rb") as handle:
+                    head = handle.readline(4096).decode("utf-8", "replace").strip().split(";")
+                head += [""] * (4 - len(head))
+                found.append({"file": path.name, "protocol": head[0], "category": head[1],
+                              "manufacturer": head[2], "model": head[3]})
+        return found
+
+    async def device_form(self, index: str | None, *,
+                           duplicate: bool = False) -> dict[str, Any]:
+        """The add, edit or duplicate form's data: `mode`, `original`, `values`, `definitions`."""
+        _, _, devices = await asyncio.to_thread(self.daq_on_disk)
+        definitions = await asyncio.to_thread(self.definitions)
+        if index is None:
+            values = {"index": _next_index(devices), "interface": "", "name": "", "address": "1",
+                      "acqPeriodS": "600", "timeoutMs": "1000", "serialNumber": "",
+                      "parameters": "", "category": "", "model": "", "defFile": ""}
+            return {"mode": "add", "original": None, "values": values, "definitions": definitions,
+                    "fields": {}, "problems": []}
+        device = next((d for d in devices if d.index == index), None)
+        if device is None:
+            raise NotFound(f"no device '{index}'")
+        values = device_values(device)
+        if duplicate:
+            values.update(index=_next_index(devices), name=f"{device.name}_copy")
+            return {"mode": "add", "original": None, "values": values, "definitions": definitions,
+                    "fields": {}, "problems": []}
+        return {"mode": "edit", "original": index, "values": values, "definitions": definitions,
+                "fields": {}, "problems": []}
+
+    async def save_device(self, original: str | None, values: dict[str, str],
+                           upload: tuple[str, bytes] | None = None) -> Verdict:
+        """Add (`original` None) or replace a daq.csv row, with an uploaded definition file if any;
+        the whole site validated, nothing written unless all of it is accepted."""
+        problems = text_problems(values)
+        if upload is not None and not _PLAIN_NAME.fullmatch(upload[0]):
+            problems["defUpload"] = ["a definition file name is letters, digits and . _ - ( ) + "
+                                     "only"]
+        if problems:
+            return Verdict(fields=problems, blocking=())
+        name, current, devices = await asyncio.to_thread(self.daq_on_disk)
+        if original is not None and all(d.index != original for d in devices):
+            raise NotFound(f"no device '{original}'")
+        if original is None and any(d.index == values.get("index", "").strip() for d in devices):
+            return Verdict(fields={"index": [f"index {values['index'].strip()} is already used"]},
+                           blocking=())
+        edit = daq_with_row(name, current, replace=original, values=values)
+        if upload is not None:
+            def_name, data = upload
+            existing = self.gateway.config_dir / "DEF" / def_name
+            if existing.is_file() and existing.read_bytes() != data:
+                return Verdict(fields={"defUpload": [f"DEF/{def_name} exists with other contents; "
+                                                     "pick it in the list or rename the upload"]},
+                               blocking=())
+            locate_row = edit.locate
+
+            def locate(problem: Problem) -> str | None:
+                if problem.file == def_name:
+                    return "defUpload"
+                return locate_row(problem)
+
+            edit = Edit(files={**edit.files, f"DEF/{def_name}": data}, locate=locate)
+        return await self.apply(edit)
+
+    async def delete_device(self, index: str) -> Verdict:
+        """Take a row out of daq.csv (its records stay in the store and are still delivered)."""
+        name, current, devices = await asyncio.to_thread(self.daq_on_disk)
+        if all(d.index != index for d in devices):
+            raise NotFound(f"no device '{index}'")
+        return await self.apply(daq_with_row(name, current, replace=index, values=None))
+
+    async def apply(self, edit: Edit) -> Verdict:
+        verdict = await self.editor().save(edit)
+        if verdict.ok:
+            self._status = None
+            self.gateway.config_written()
+        return verdict
+
+    # ------------------------------------------------------------------ configuration
+
+    def _file(self, suffix: str) -> tuple[str, bytes]:
+        editor = self.editor()
+        path = f"CONFIG/{editor.uid}_{suffix}"
+        return path, editor.files().get(path, b"")
+
+    def configuration(self) -> dict[str, Any]:
+        """The Configuration page: every section as on disk, the schedules with the next
+        connection times in force, the serial ports and the network (blocking)."""
+        config_path, config_ini = self._file("config.ini")
+        var_path, var_ini = self._file("var.ini")
+        daq_path, daq = self._file("daq.csv")
+        try:
+            cfg = parse_config_ini(config_ini, config_path.rpartition("/")[2]).value
+            schedules = schedules_view(var_ini, var_path.rpartition("/")[2])
+            ports = ports_view(daq, daq_path.rpartition("/")[2])
+        except ConfigError as err:
+            raise Conflict(f"the configuration on disk is rejected ({err}); fix the file "
+                           "first") from None
+        return {"sections": [section_view(cfg, section) for section in CONFIG_SECTIONS],
+                "schedules": schedules, "scheduleTypes": list(SCHEDULE_TYPES),
+                "nextConnections": self.next_connections(),
+                "serial": ports["serial"], "network": ports["network"],
+                "hostSerialDevices": host_serial_devices(),
+                "timeZones": time_zones(),
+                "fields": {}, "problems": [], "saved": ""}
+
+    def next_connections(self, var_ini: VarIni | None = None,
+                         count: int = NEXT_CONNECTIONS) -> dict[str, list[str]]:
+        """Per configured server, its next `count` connection times (local time), from the
+        schedules in force or those of `var_ini`: the scheduler's own computation."""
+        site = self.gateway.site
+        if site is None:
+            return {}
+        schedules = var_ini if var_ini is not None else site.var_ini
+        now = datetime.now(UTC)
+        # The schedules in force change only at a reload: their preview is kept while it
+        # still starts in the future (an every-minute schedule costs some 30 ms to expand).
+        cached = self._next_cache
+        if var_ini is None and cached is not None and cached[0] is site and cached[1] > now:
+            return cached[2]
+        zone = self.zone()
+        out: dict[str, list[str]] = {}
+        first = now + timedelta(minutes=1)
+        for server in site.settings.servers:
+            if server.type is ServerType.NONE:
+                continue
+            times = next_connections(schedules.schedules(server.slot), site.settings.time_zone,
+                                     now, count, spans=PREVIEW_SPANS)
+            out[str(server.slot)] = [t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+                                     for t in times]
+            first = min(first, times[0]) if times else first
+        if var_ini is None:
+            self._next_cache = (site, first, out)
+        return out
+
+    async def save_section(self, name: str, form: Mapping[str, str]) -> Verdict:
+        """Save one section of the Configuration page (see `config_forms`)."""
+        if name == "schedules":
+            path, current = await asyncio.to_thread(self._file, "var.ini")
+            edit = var_ini_edit(path, current, form)
+        elif name in ("serial", "network"):
+            path, current = await asyncio.to_thread(self._file, "daq.csv")
+            edit = daq_blocks_edit(path, current, form, name)
+        elif name in SECTION_BY_NAME:
+            path, current = await asyncio.to_thread(self._file, "config.ini")
+            edit = config_ini_edit(path, current, SECTION_BY_NAME[name], form)
+        else:
+            raise NotFound(f"no configuration section '{name}'")
+        return await self.apply(edit)
+
+    async def preview_schedules(self, form: Mapping[str, str]) -> tuple[Verdict, dict[str, list[str]]]:
+        """The next connection times the submitted schedules would give, without saving."""
+        path, current = await asyncio.to_thread(self._file, "var.ini")
+        edit = var_ini_edit(path, current, form)
+        verdict = await asyncio.to_thread(self.editor().check, edit)
+        if not verdict.ok:
+            return verdict, {}
+        var_ini = parse_var_ini(edit.files[path], path.rpartition("/")[2]).value
+        return verdict, self.next_connections(var_ini)
+
+    async def change_password(self, new: str, confirm: str) -> tuple[Verdict, str]:
+        """A new web password: its hash into `WEB_PasswordHash`, the first start's files
+        deleted. Returns the verdict and the new hash."""
+        if len(new) < MIN_PASSWORD_LENGTH:
+            return Verdict(fields={"newPassword": [
+                f"at least {MIN_PASSWORD_LENGTH} characters"]}), ""
+        if new != confirm:
+            return Verdict(fields={"confirmPassword": ["the two passwords differ"]}), ""
+        stored = await asyncio.to_thread(hash_password, new)
+        path, current = await asyncio.to_thread(self._file, "config.ini")
+        verdict = await self.apply(password_edit(path, current, stored))
+        if verdict.ok:
+            for name in (INITIAL_PASSWORD_FILE, PASSWORD_HASH_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.gateway.data_dir / name).unlink()
+        return verdict, stored
+
+
+@functools.cache
+def time_zones() -> list[str]:
+    """The IANA zones tzdata knows, for the time zone picker (read once: some 20 ms)."""
+    return sorted(available_timezones())
+
+
 def _chartable(var: Variable) -> bool:
     """Numbers are charted; text types (strings, TIC labels of text) are not."""
     if var.modbus is not None:
@@ -251,3 +511,8 @@ def _buckets(records: Any, index: str, var: int, start_ns: int, end_ns: int) -> 
     return {"x": x, "mean": grouped.column("v_mean").to_pylist(),
             "min": grouped.column("lo_min").to_pylist(),
             "max": grouped.column("hi_max").to_pylist()}
+
+
+def _next_index(devices: list[Device]) -> str:
+    numbers = [int(d.index) for d in devices if d.index.isdigit()]
+    return str(max(numbers, default=0) + 1)

@@ -57,7 +57,10 @@ class Browser:
         self.driver.get(self.url(path))  # type: ignore[attr-defined]
         self.screenshot(path)
 
-    def screenshot(self, label: str) -> Path:
+    def screenshot(self, label: str, *, scroll_to: str | None = None) -> Path:
+        if scroll_to is not None:
+            self.driver.execute_script(  # type: ignore[attr-defined]
+                "document.querySelector(arguments[0]).scrollIntoView()", scroll_to)
         self.shots += 1
         slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_") or "root"
         path = artifacts_dir() / f"{self.name}-{self.shots:02d}-{slug}.png"

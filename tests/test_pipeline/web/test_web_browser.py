@@ -8,7 +8,7 @@ import time
 from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from pipeline.web.common import NAVIGATION
 
@@ -49,3 +49,70 @@ def test_device_page_shows_live_values_and_draws_charts(browser: Browser) -> Non
     WebDriverWait(browser.driver, 30).until(  # type: ignore[arg-type]
         ec.presence_of_element_located((By.CSS_SELECTOR, "figure.chart .uplot, figure.chart .empty")))
     browser.screenshot("device-charts")
+
+
+def _fill(browser: Browser, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        field = browser.find(f"#f-{name}")
+        field.clear()  # type: ignore[attr-defined]
+        field.send_keys(value)  # type: ignore[attr-defined]
+
+
+def test_add_a_device_with_a_field_error_first(browser: Browser) -> None:
+    port = browser.gateway.simulators[1].port
+    browser.login()
+    browser.visit("/devices")
+    browser.find("#add-device").click()  # type: ignore[attr-defined]
+    browser.screenshot("device-form")
+    assert browser.find("#f-index").get_attribute("value") == "3"  # type: ignore[attr-defined]
+    _fill(browser, {"name": "<script>alert(1)</script>", "interface": f"127.0.0.1:{port}",
+                    "address": "300", "acqPeriodS": "10", "category": "Inverter"})
+    Select(browser.find("#f-defFile")).select_by_value("demo_inverter.csv")  # type: ignore[arg-type]
+    browser.find("#save").click()  # type: ignore[attr-defined]
+    browser.screenshot("device-form-refused", scroll_to="#f-address")
+    error = browser.find("#err-address").text  # type: ignore[attr-defined]
+    assert error == "'300' is outside 1..240; file rejected"
+    assert browser.find("#f-address").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    _fill(browser, {"address": "1"})
+    browser.find("#save").click()  # type: ignore[attr-defined]
+    assert "/devices?saved=3" in browser.driver.current_url  # type: ignore[attr-defined]
+    browser.screenshot("device-saved")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not browser.find_all('tr[data-index="3"]'):
+        time.sleep(0.5)
+        browser.visit("/devices")
+    name = browser.find('tr[data-index="3"] .device-name')
+    # The name is text: no script ran, no element was made of it.
+    assert name.text == "<script>alert(1)</script>"  # type: ignore[attr-defined]
+    assert browser.driver.execute_script(  # type: ignore[attr-defined]
+        "return document.querySelectorAll('main script').length") == 0
+    browser.visit("/devices/3")
+    assert browser.find("main h1").text.startswith("<script>alert(1)</script>")  # type: ignore[attr-defined]
+
+
+def test_schedule_with_a_planted_mistake_shows_the_field_error(browser: Browser) -> None:
+    browser.login()
+    browser.visit("/configuration")
+    _fill(browser, {"s1_0_StartTime": "24:00:00"})
+    browser.find("#save-schedules").click()  # type: ignore[attr-defined]
+    browser.screenshot("schedule-refused", scroll_to="#schedules")
+    field = browser.find("#f-s1_0_StartTime")
+    assert field.get_attribute("value") == "24:00:00"  # type: ignore[attr-defined]
+    assert field.get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    error = browser.find("#err-s1_0_StartTime").text  # type: ignore[attr-defined]
+    assert "'24:00:00' is not HH:MM:SS" in error
+    assert browser.find("#problems-schedules").is_displayed()  # type: ignore[attr-defined]
+    # Fixed, it is saved and the preview follows the scheduler.
+    _fill(browser, {"s1_0_StartTime": "00:15:00"})
+    browser.find("#save-schedules").click()  # type: ignore[attr-defined]
+    assert "saved=schedules" in browser.driver.current_url  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    times: list[str] = []
+    while time.monotonic() < deadline:
+        browser.visit("/configuration#schedules")
+        times = [li.text for li in browser.find_all("#next-1 li")]  # type: ignore[attr-defined]
+        if times and all(t[14:19] == "15:00" for t in times):
+            break
+        time.sleep(0.5)
+    assert len(times) == 10 and all(t[14:19] == "15:00" for t in times), times
+    browser.screenshot("schedule-saved", scroll_to="#schedules")

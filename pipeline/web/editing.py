@@ -1,0 +1,190 @@
+"""Configuration changes from the web UI: validated whole by `config`, applied all or nothing.
+
+A form builds an `Edit`: the new bytes of the files it changes and `locate`, which names the form
+field a problem of `config` is about (None: a problem elsewhere). `ConfigEditor.save` copies the
+configuration tree into a scratch folder, lays the edit over it and runs `config.check_site` on
+the whole site; it applies the files (`exporters.session.apply_config_files`: staged `.new`
+files, a marker, renames, rolled forward after a crash) only when nothing blocks:
+
+- an error anywhere (the site would not load);
+- a warning on a field the form wrote: a file may fall back to a default for a bad value, a form
+  may not (the installer would save something other than what they typed).
+
+The running gateway's configuration watch then loads the new site (docs/behaviour.md §4.1: a
+local change gives a server-1 session 60 s later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from config import check_site, parse_daq, render_daq
+from config.errors import Problem, Severity
+from config.model import Daq, Device
+from exporters.session import apply_config_files, local_config_files
+
+Locate = Callable[[Problem], str | None]
+
+
+def _nowhere(problem: Problem) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """New contents of some configuration files (tree paths: `CONFIG/<uid>_daq.csv`, `DEF/x`)."""
+
+    files: Mapping[str, bytes]
+    locate: Locate = _nowhere
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What `config` said of an edit: `blocking` the problems that refuse it, `fields` their
+    messages per form field, `others` the blocking problems no field of the form holds."""
+
+    blocking: tuple[Problem, ...] = ()
+    fields: Mapping[str, list[str]] = field(default_factory=dict)
+    others: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking and not self.fields
+
+    def json(self) -> dict[str, object]:
+        return {"fields": dict(self.fields),
+                "problems": [problem_json(p) for p in self.blocking]}
+
+
+def problem_json(problem: Problem) -> dict[str, object]:
+    return {"file": problem.file, "line": problem.line, "field": problem.field,
+            "message": problem.message, "severity": problem.severity.value,
+            "text": str(problem)}
+
+
+def judge(problems: list[Problem], edit: Edit) -> Verdict:
+    blocking: list[Problem] = []
+    fields: dict[str, list[str]] = {}
+    others: list[Problem] = []
+    for problem in problems:
+        where = edit.locate(problem)
+        if where is not None:
+            fields.setdefault(where, []).append(problem.message)
+            blocking.append(problem)
+        elif problem.severity is Severity.ERROR:
+            others.append(problem)
+            blocking.append(problem)
+    return Verdict(blocking=tuple(blocking), fields=fields, others=tuple(others))
+
+
+class ConfigEditor:
+    """Validates and applies edits of one configuration folder; one save at a time."""
+
+    def __init__(self, config_dir: Path, uid: str, lock: threading.Lock | None = None) -> None:
+        self.config_dir = config_dir
+        self.uid = uid
+        self._lock = asyncio.Lock()
+        # The gateway's: it never reads the folder while a change is half applied.
+        self._folder_lock = lock or threading.Lock()
+
+    def files(self) -> dict[str, bytes]:
+        """The configuration as it is on disk (blocking)."""
+        return local_config_files(self.config_dir, self.uid)
+
+    def check(self, edit: Edit) -> Verdict:
+        """Every problem of the site the edit would give (blocking)."""
+        with tempfile.TemporaryDirectory(prefix="sunpm-web-check-") as scratch:
+            root = Path(scratch)
+            for sub in ("CONFIG", "DEF", "SCRIPT", "CERT"):
+                source = self.config_dir / sub
+                if source.is_dir():
+                    shutil.copytree(source, root / sub, ignore=shutil.ignore_patterns(
+                        "*.new", "*.part", "*.tmp"))
+            for rel, data in edit.files.items():
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            return judge(check_site(root, self.uid), edit)
+
+    async def save(self, edit: Edit) -> Verdict:
+        """Check the edit and, when nothing blocks, apply it whole."""
+        async with self._lock:
+            verdict = await asyncio.to_thread(self.check, edit)
+            if verdict.ok:
+                await asyncio.to_thread(self._apply, edit)
+            return verdict
+
+    def _apply(self, edit: Edit) -> None:
+        with self._folder_lock:
+            apply_config_files(self.config_dir, dict(edit.files))
+
+
+# ----------------------------------------------------------------------------- daq.csv rows
+
+#: The daq.csv device columns (docs/formats.md §6) as the form and the JSON API name them.
+DEVICE_FIELDS: Final = (
+    ("index", "index"), ("interface", "interface"), ("name", "name"), ("address", "address"),
+    ("acqPeriod(s)", "acqPeriodS"), ("timeout(ms)", "timeoutMs"),
+    ("serialNumber", "serialNumber"), ("parameters", "parameters"), ("category", "category"),
+    ("model", "model"), ("defFile", "defFile"))
+FIELD_OF_COLUMN: Final = dict(DEVICE_FIELDS)
+#: A form may not put these in a daq.csv field: they would split the row or the file.
+_FORBIDDEN: Final = (";", "\r", "\n")
+
+
+def device_values(device: Device) -> dict[str, str]:
+    """A daq.csv row as the form's texts."""
+    special = device.index in ("IO", "TIC1")
+    return {"index": device.index, "interface": device.interface, "name": device.name,
+            "address": "" if device.address is None else str(device.address),
+            "acqPeriodS": str(device.acq_period_s),
+            "timeoutMs": "" if special else str(device.timeout_ms),
+            "serialNumber": device.serial_number, "parameters": device.parameters,
+            "category": device.category, "model": device.model, "defFile": device.def_file}
+
+
+def text_problems(values: Mapping[str, str]) -> dict[str, list[str]]:
+    """What the file format cannot hold at all (checked before `config` sees the row)."""
+    return {key: ["may not contain ';' or a line break (daq.csv separators)"]
+            for _, key in DEVICE_FIELDS if any(c in values.get(key, "") for c in _FORBIDDEN)}
+
+
+def daq_with_row(daq_name: str, current: bytes, *, replace: str | None,
+                 values: Mapping[str, str] | None) -> Edit:
+    """daq.csv with the device `replace` (None: none) taken out and, when `values` is given, a
+    row of those texts in its place (or last); `locate` maps the new row's problems to its
+    fields. The other rows are rewritten canonically from the file as parsed."""
+    daq = parse_daq(current, daq_name).value
+    kept = [d for d in daq.devices if d.index != replace]
+    position = next((k for k, d in enumerate(daq.devices) if d.index == replace), len(kept))
+    lines = render_daq(replace_devices(daq, kept)).decode().splitlines()
+    header = ";".join(column for column, _ in DEVICE_FIELDS)
+    row_line: int | None = None
+    if values is not None:
+        if header not in lines:
+            lines.append(header)
+        at = lines.index(header) + 1 + position
+        lines.insert(at, ";".join(values.get(key, "").strip() for _, key in DEVICE_FIELDS))
+        row_line = at + 1
+    data = "".join(line + "\n" for line in lines).encode()
+    file_name = daq_name.rpartition("/")[2]
+
+    def locate(problem: Problem) -> str | None:
+        if row_line is None or problem.file != file_name or problem.line != row_line:
+            return None
+        return FIELD_OF_COLUMN.get(problem.field, "row")
+
+    return Edit(files={daq_name: data}, locate=locate)
+
+
+def replace_devices(daq: Daq, devices: list[Device]) -> Daq:
+    return dataclasses.replace(daq, devices=tuple(devices),
+                               blocks=daq.blocks | {"devices"})

@@ -1,0 +1,141 @@
+"""The Configuration page and its API on a running gateway: sections saved alone through
+`config`, field errors beside the field, nothing written when refused, secrets never sent, the
+next connection times from the scheduler's own computation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from web_support import UID, RunningGateway
+
+from config import load_site
+from pipeline.web.auth import verify_password
+
+
+def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("not within the limit")
+
+
+def _config_files(gateway: RunningGateway) -> dict[str, bytes]:
+    folder = gateway.config_dir / "CONFIG"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_planted_schedule_mistake_is_a_field_error_and_nothing_is_saved(
+        web_gateway: RunningGateway) -> None:
+    before = _config_files(web_gateway)
+    with web_gateway.client() as client:
+        rows = {"s1_0_Id": "1", "s1_0_Type": "everyday", "s1_0_StartTime": "00:00:00",
+                "s1_0_Interval": "60", "s1_0_Count": "24",
+                "s1_1_Id": "2", "s1_1_Type": "monday", "s1_1_StartTime": "25:61:00",
+                "s1_1_Interval": "1440", "s1_1_Count": "1"}
+        answer = client.put("/api/config/schedules", json=rows)
+        assert answer.status_code == 422
+        body = answer.json()
+        assert body["fields"] == {"s1_1_StartTime": [
+            "'25:61:00' is not HH:MM:SS in 00:00:00..23:59:59; default 00:00:00 used"]}
+        # The page shows it beside the field, with what was typed kept.
+        page = client.post("/configuration/schedules",
+                           data={**rows, "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422
+        html = page.text
+        field = html.index('name="s1_1_StartTime"')
+        assert 'value="25:61:00"' in html[field:field + 200]
+        error = html.index('id="err-s1_1_StartTime"')
+        assert error > field and "is not HH:MM:SS" in html[error:error + 200]
+        assert 'aria-invalid="true"' in html[field:error]
+    assert _config_files(web_gateway) == before
+
+
+def test_schedules_saved_and_previewed_by_the_scheduler(fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        rows = {"s1_0_Id": "1", "s1_0_Type": "everyday", "s1_0_StartTime": "00:30:00",
+                "s1_0_Interval": "120", "s1_0_Count": "12"}
+        preview = client.post("/api/schedule/next", json=rows)
+        assert preview.status_code == 200, preview.text
+        times = preview.json()["servers"]["1"]
+        assert len(times) == 10
+        assert all(t[11:19].endswith(":30:00") and int(t[11:13]) % 2 == 0 for t in times), times
+        assert client.put("/api/config/schedules", json=rows).status_code == 200
+        var_ini = fresh_gateway.config_dir / "CONFIG" / f"{UID}_var.ini"
+        assert var_ini.read_text() == "SCHEDULE_Params[0]=1|everyday|00:30:00|120|12\n"
+        _until(lambda: client.get("/api/schedule/next").json()["servers"]["1"] == times)
+        assert fresh_gateway.gateway is not None and fresh_gateway.gateway.site is not None
+        assert fresh_gateway.gateway.site.var_ini.schedules(1)[0].interval_min == 120
+
+
+def test_server_section_field_errors_and_save(fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        answer = client.put("/api/config/server2", json={"SERVER2_Type": "ftp",
+                                                         "FTP2_Port": "99999"})
+        assert answer.status_code == 422
+        fields = answer.json()["fields"]
+        assert set(fields) == {"FTP2_Host", "FTP2_Port"}, fields
+        assert "missing" in fields["FTP2_Host"][0]
+        answer = client.put("/api/config/server2", json={
+            "SERVER2_Type": "ftp", "FTP2_Host": "127.0.0.1", "FTP2_Port": "2121",
+            "FTP2_Password": "s3cret-pass"})
+        assert answer.status_code == 200, answer.text
+        _until(lambda: fresh_gateway.gateway is not None and
+               fresh_gateway.gateway.site is not None and
+               fresh_gateway.gateway.site.settings.servers[1].port == 2121)
+        # The password is stored, never sent back, and kept when the field comes back empty.
+        config = client.get("/api/config").json()
+        keys = {k["key"]: k for s in config["sections"] for k in s["keys"]}
+        assert keys["FTP2_Password"]["value"] == "" and keys["FTP2_Password"]["set"]
+        assert "s3cret-pass" not in client.get("/configuration").text
+        assert client.put("/api/config/server2", json={"FTP2_Password": "",
+                                                       "FTP2_Port": "2122"}).status_code == 200
+        site = load_site(fresh_gateway.config_dir)
+        assert site.settings.servers[1].password == "s3cret-pass"
+        assert site.settings.servers[1].port == 2122
+        assert client.put("/api/config/nosuch", json={}).status_code == 404
+
+
+def test_serial_and_network_sections(fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        answer = client.put("/api/config/serial", json={"SERIAL2_speed": "12345"})
+        assert answer.status_code == 422
+        assert set(answer.json()["fields"]) == {"SERIAL2_speed"}, answer.json()
+        answer = client.put("/api/config/network", json={"LAN1_ip": "10.0.0.300"})
+        assert answer.status_code == 422
+        assert set(answer.json()["fields"]) == {"LAN1_ip"}, answer.json()
+        answer = client.put("/api/config/network", json={"LAN1_ip": "192.168.1.20",
+                                                          "LAN1_mask": "255.255.255.0"})
+        assert answer.status_code == 200, answer.text
+        answer = client.put("/api/config/serial", json={"SERIAL2_speed": "19200"})
+        assert answer.status_code == 200, answer.text
+        site = load_site(fresh_gateway.config_dir)
+        assert site.daq.lan[0].ip == "192.168.1.20"
+        assert {p.port: p.speed for p in site.daq.serial}["SERIAL2"] == 19200
+        assert [d.index for d in site.daq.devices] == ["1", "2"]
+
+
+def test_password_change(fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        answer = client.post("/api/config/password", json={"newPassword": "short",
+                                                           "confirmPassword": "short"})
+        assert answer.status_code == 422 and set(answer.json()["fields"]) == {"newPassword"}
+        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
+                                                           "confirmPassword": "other"})
+        assert answer.status_code == 422
+        assert set(answer.json()["fields"]) == {"confirmPassword"}
+        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
+                                                           "confirmPassword": "a-long-password"})
+        assert answer.status_code == 200, answer.text
+        assert client.get("/api/devices").status_code == 200   # this session goes on
+    assert not (fresh_gateway.data_dir / "initial-password").exists()
+    stored = load_site(fresh_gateway.config_dir).settings.web_password_hash
+    assert verify_password("a-long-password", stored)
+    fresh_gateway.password = "a-long-password"
+    with fresh_gateway.client() as client:
+        assert client.get("/api/devices").status_code == 200
+    with fresh_gateway.client(login=False) as client:
+        answer = client.post("/api/login", json={"user": "admin", "password": "a-long-password0"})
+        assert answer.status_code == 401

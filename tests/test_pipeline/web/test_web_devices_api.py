@@ -1,0 +1,106 @@
+"""Device edits through the JSON API on a running gateway: every change validated whole by
+`config`, errors per field, nothing written when refused, the gateway reloading what is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from web_support import UID, RunningGateway
+
+
+def _daq(gateway: RunningGateway) -> bytes:
+    return (gateway.config_dir / "CONFIG" / f"{UID}_daq.csv").read_bytes()
+
+
+def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("not within the limit")
+
+
+def _indexes(client: httpx.Client) -> list[str]:
+    return [d["index"] for d in client.get("/api/devices").json()["devices"]]
+
+
+def _row(port: int, **changes: str) -> dict[str, str]:
+    row = {"index": "7", "interface": f"127.0.0.1:{port}", "name": "inverter_7",
+           "address": "1", "acqPeriodS": "10", "timeoutMs": "1000", "serialNumber": "",
+           "parameters": "", "category": "Inverter", "model": "Demo",
+           "defFile": "demo_inverter.csv"}
+    row.update(changes)
+    return row
+
+
+def test_add_edit_duplicate_delete(fresh_gateway: RunningGateway) -> None:
+    port = fresh_gateway.simulators[0].port
+    with fresh_gateway.client() as client:
+        answer = client.post("/api/devices", json=_row(port))
+        assert answer.status_code == 201, answer.text
+        _until(lambda: "7" in _indexes(client))
+        # Polled by the reloaded gateway: live values come.
+        _until(lambda: bool(client.get("/api/devices/7/values").json()["values"]))
+        answer = client.put("/api/devices/7", json=_row(port, name="renamed"))
+        assert answer.status_code == 200, answer.text
+        _until(lambda: client.get("/api/devices/7").json()["device"]["name"] == "renamed")
+        answer = client.post("/api/devices/7/duplicate")
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["device"]["index"] == "8"
+        assert answer.json()["device"]["name"] == "renamed_copy"
+        _until(lambda: "8" in _indexes(client))
+        assert client.delete("/api/devices/8").status_code == 200
+        assert client.delete("/api/devices/7").status_code == 200
+        _until(lambda: _indexes(client) == ["1", "2"])
+        assert client.delete("/api/devices/7").status_code == 404
+
+
+def test_field_errors_come_from_config_and_nothing_is_written(
+        web_gateway: RunningGateway) -> None:
+    before = _daq(web_gateway)
+    port = web_gateway.simulators[0].port
+    with web_gateway.client() as client:
+        answer = client.post("/api/devices", json=_row(port, address="300",
+                                                       defFile="missing.csv"))
+        assert answer.status_code == 422
+        body = answer.json()
+        assert set(body["fields"]) == {"address", "defFile"}, body
+        assert body["fields"]["address"] == ["'300' is outside 1..240; file rejected"]
+        assert any("missing.csv" in m for m in body["fields"]["defFile"])
+        assert all(p["file"] == f"{UID}_daq.csv" for p in body["problems"])
+        assert body["error"] == body["problems"][0]["text"]
+        answer = client.post("/api/devices", json=_row(port, acqPeriodS="often"))
+        assert answer.status_code == 422, answer.text
+        assert set(answer.json()["fields"]) == {"acqPeriodS"}, answer.json()
+        # An index already used; a `;` that would split the row.
+        answer = client.post("/api/devices", json=_row(port, index="1"))
+        assert answer.status_code == 422 and set(answer.json()["fields"]) == {"index"}
+        answer = client.post("/api/devices", json=_row(port, name="a;b"))
+        assert answer.status_code == 422 and set(answer.json()["fields"]) == {"name"}
+        # Not a JSON object, unknown fields, unknown device.
+        assert client.post("/api/devices", content=b"[1]",
+                           headers={"Content-Type": "application/json"}).status_code == 400
+        assert client.post("/api/devices", json={"colour": "red"}).status_code == 400
+        assert client.put("/api/devices/99", json=_row(port)).status_code == 404
+    assert _daq(web_gateway) == before
+    assert not list((web_gateway.config_dir / "CONFIG").glob("*.new"))
+
+
+def test_a_script_tag_as_device_name_is_text(fresh_gateway: RunningGateway) -> None:
+    evil = "<script>alert(1)</script>"
+    port = fresh_gateway.simulators[0].port
+    with fresh_gateway.client() as client:
+        answer = client.post("/api/devices", json=_row(port, name=evil))
+        assert answer.status_code == 201, answer.text
+        _until(lambda: "7" in _indexes(client))
+        escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+        # The dashboard's status is refreshed every 2 s.
+        _until(lambda: escaped in client.get("/").text)
+        for path in ("/devices", "/devices/7", "/devices/7/edit", "/"):
+            page = client.get(path).text
+            assert evil not in page, path
+            assert escaped in page, path
+        assert client.get("/api/devices/7").json()["device"]["name"] == evil
