@@ -278,7 +278,9 @@ class Admin:
                 listed = ScriptList(scripts=listed.scripts + (
                     ScriptEntry(line=None, n=n, file=file),), other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
-            return await asyncio.to_thread(self._apply, change)
+            warnings = await asyncio.to_thread(self._apply, change)
+        gateway.config_written()
+        return warnings
 
     async def delete_script(self, file: str) -> None:
         """Unlist the script from scl.ini (validated, written), then delete its file."""
@@ -293,11 +295,13 @@ class Admin:
                 await asyncio.to_thread(self._apply, {self._scl_rel(): render_scl(
                     ScriptList(scripts=kept, other_lines=listed.other_lines))})
             await asyncio.to_thread(path.unlink, missing_ok=True)
+        gateway.config_written()
 
     def _apply(self, change: Mapping[str, bytes]) -> list[Problem]:
-        site = self.gateway.site
-        assert site is not None
-        return apply_change(self.gateway.config_dir, site.uid, change)
+        gateway = self.gateway
+        assert gateway.site is not None
+        return apply_change(gateway.config_dir, gateway.site.uid, change,
+                            folder_lock=gateway.config_lock)
 
     def _script_path(self, file: str) -> Path:
         if not _SCRIPT_FILE.fullmatch(file) or file.startswith(".") or file.strip() != file:

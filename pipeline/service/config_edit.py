@@ -12,15 +12,17 @@ cut leaves the old set or the new one. `create_only` paths must not exist yet: t
 overwrites them. The gateway's configuration watch then applies it as any local change
 (docs/behaviour.md §4.1).
 
-One change at a time per folder (`config_lock`), so two requests never read the same daq.csv and
-both write their version.
+One change at a time per folder (`config_lock`, also held by the web UI's configuration and
+device forms), so two requests never read the same daq.csv and both write their version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
+import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -68,12 +70,17 @@ def check_change(config_dir: Path, uid: str, change: Mapping[str, bytes],
 
 
 def apply_change(config_dir: Path, uid: str, change: Mapping[str, bytes],
-                 create_only: Collection[str] = ()) -> list[Problem]:
-    """Validate and write `change`; its warnings. Raises `ChangeRejected`; blocking."""
+                 create_only: Collection[str] = (), *,
+                 folder_lock: threading.Lock | None = None) -> list[Problem]:
+    """Validate and write `change`; its warnings. Raises `ChangeRejected`; blocking.
+
+    `folder_lock` is the running gateway's (`Gateway.config_lock`): held while the files are
+    renamed into place, so the gateway never loads a change half applied."""
     problems = check_change(config_dir, uid, change, create_only)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors:
         raise ChangeRejected(errors)
     if change:
-        apply_config_files(config_dir, change)
+        with folder_lock or contextlib.nullcontext():
+            apply_config_files(config_dir, change)
     return problems

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -281,13 +282,15 @@ class Discovery:
         async with config_lock(gateway.config_dir):
             result = await asyncio.to_thread(_import, gateway.config_dir,
                                              gateway.site.uid if gateway.site else None,
-                                             picked, run.params.timeout_ms)
+                                             picked, run.params.timeout_ms,
+                                             gateway.config_lock)
         run.imported = True
+        gateway.config_written()
         return result
 
 
 def _import(config_dir: Path, uid: str | None, picked: Sequence[SunSpecDevice],
-            timeout_ms: int) -> ImportResult:
+            timeout_ms: int, folder_lock: threading.Lock) -> ImportResult:
     # The configuration as it is now on disk, not as the run saw it: another change may have
     # come in between.
     site = load_site(config_dir, uid)
@@ -308,7 +311,8 @@ def _import(config_dir: Path, uid: str | None, picked: Sequence[SunSpecDevice],
         definition_names={(d.target, d.unit_id): n for d, n in zip(picked, names, strict=True)})
     added_names = [row.name for row in rows]
     change[f"CONFIG/{site.uid}_daq.csv"] = render_daq(daq)
-    apply_change(config_dir, site.uid, change, create_only=[f"DEF/{n}" for n in created])
+    apply_change(config_dir, site.uid, change, create_only=[f"DEF/{n}" for n in created],
+                 folder_lock=folder_lock)
     for name in added_names:
         sunspec_log.info("Device imported from discovery. name=%s", name)
     return ImportResult(added=added_names, definitions=created, reused=reused)

@@ -19,7 +19,8 @@ from config.errors import Problem
 from pipeline.service.admin import Admin
 from pipeline.service.config_edit import ChangeRejected
 from pipeline.service.discovery import Discovery
-from pipeline.web.common import context, facade, json_error, problem_json
+from pipeline.web.common import context, facade, json_error
+from pipeline.web.editing import problem_json
 
 _DISCOVERY: Final = "discovery"
 NS_PER_S: Final = 1_000_000_000
