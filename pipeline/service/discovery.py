@@ -106,6 +106,9 @@ class DiscoveryRun:
     devices: list[SunSpecDevice] = field(default_factory=list)
     rows: list[FoundRow] = field(default_factory=list)
     imported: bool = False
+    #: Interfaces that carried a request, and the link error of those that never did.
+    reached: set[str] = field(default_factory=set)
+    link_errors: dict[str, str] = field(default_factory=dict)
     started_s: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -203,6 +206,10 @@ class Discovery:
 
         def progress(event: UnitScanned) -> None:
             run.scanned += 1
+            if event.reached:
+                run.reached.add(event.interface)
+            elif event.link_error:
+                run.link_errors.setdefault(event.interface, event.link_error)
             run._poke()
 
         async def link_for(interface: str, target: str) -> RegisterReader:
@@ -223,6 +230,11 @@ class Discovery:
             run.devices = await discover_devices(run.params, line, uid=uid, daq=daq,
                                                  link_for=link_for, progress=progress)
             run.rows = self._rows(run.devices)
+            unreachable = [i for i in run.interfaces if i not in run.reached]
+            if unreachable and run.scanned:
+                run.error = "; ".join(f"nothing could be reached on {i}: "
+                                      f"{run.link_errors.get(i, 'no answer at all')}"
+                                      for i in unreachable)
             run.state = RunState.DONE
         except asyncio.CancelledError:
             run.state = RunState.ABORTED

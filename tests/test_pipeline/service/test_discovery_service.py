@@ -161,3 +161,18 @@ async def test_a_discovery_with_nothing_to_answer_ends_with_zero_devices(tmp_pat
             lines = [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.rows == []
         assert lines[-1].endswith("0 devices found.")
+
+
+async def test_a_closed_port_ends_the_run_saying_nothing_could_be_reached(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = int(sock.getsockname()[1])
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        run = Discovery(plant.gateway).start(_params(closed, last=3, timeout_ms=50))
+        async with asyncio.timeout(30):
+            [line async for line in run.follow()]
+        assert run.state is RunState.DONE and run.rows == []
+        assert run.error.startswith(f"nothing could be reached on ethernet1: 127.0.0.1:{closed}")
+        assert run.to_json()["error"] == run.error
