@@ -8,6 +8,7 @@
     POST /system/update, /api/system/update      multipart `package`, or {url, md5}
     GET  /system/logs, /api/logs                 ?from=&to= (ISO 8601, UTC without offset)
     GET  /system/export, /api/export             ?server=&from=&to= -> zip of the files
+    POST /api/commands                           {rpcName, parameters, callerId} -> its result
 
 Connect, reboot, factory and update go through the command executor on the local channel
 (journaled and answered as `sunpm cmd` would be); their error answers show as field errors.
@@ -19,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from exporters.views.events import Channel, CommandReceived
 from pipeline.service.admin import AdminError
 from pipeline.service.commands import CommandError
 from pipeline.web.common import facade, json_error, json_ok, page
@@ -152,6 +154,32 @@ async def api_system_action(request: web.Request) -> web.StreamResponse:
     except web.HTTPNotFound:
         return json_error(f"no system action '{request.match_info['action']}'", 404)
     return json_ok({"result": "OK", "message": message})
+
+
+@routes.post("/api/commands")
+async def api_commands(request: web.Request) -> web.StreamResponse:
+    """A command of docs/formats.md §12.3, `{rpcName, parameters, callerId}`, run by the
+    executor on the local channel: its result entry (`{result, callerId}` or `{error,
+    callerId}`), as `sunpm cmd` gets it."""
+    try:
+        body = await form_or_json(request)
+    except FieldError as err:
+        return json_error(err.message, 400)
+    rpc_name, parameters = body.get("rpcName"), body.get("parameters", {})
+    caller_id = body.get("callerId")
+    if not isinstance(rpc_name, str) or not rpc_name or len(rpc_name) > 200:
+        return field_json({"rpcName": "expected '<script>.<command>', e.g. 'sunpm.status'"})
+    if not isinstance(parameters, dict):
+        return field_json({"parameters": "expected an object"})
+    if caller_id is not None and (isinstance(caller_id, bool) or
+                                  not isinstance(caller_id, (str, int))):
+        return field_json({"callerId": "expected a string or an integer"})
+    commands = facade(request).gateway.commands
+    if commands is None:
+        return json_error("the service is not running", 409)
+    result = await commands.call(CommandReceived(channel=Channel.LOCAL, rpc_name=rpc_name,
+                                                 parameters=parameters, caller_id=caller_id))
+    return json_ok(result.entry())
 
 
 @routes.get("/api/logs")

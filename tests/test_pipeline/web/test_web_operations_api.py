@@ -249,3 +249,22 @@ def test_fuzzed_bodies_get_a_clear_refusal_never_a_crash(web_gateway: RunningGat
         # Stop whatever trace the body started.
         client.post("/api/traces", json={"interface": str(body.get("interface", "")),
                                          "minutes": 0})
+
+
+def test_a_command_runs_through_the_executor(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        status = client.post("/api/commands", json={"rpcName": "sunpm.status",
+                                                    "callerId": "web-1"}).json()
+        assert status["callerId"] == "web-1" and status["result"]["uid"] == UID
+        assert client.post("/api/commands", json={"rpcName": "sunpm.nosuch"}).json() == {
+            "error": "unknown command 'sunpm.nosuch'", "callerId": None}
+        relay = client.post("/api/commands", json={"rpcName": "sunpm.setRelay",
+                                                   "parameters": {"state": 3}}).json()
+        assert relay["error"] == "setRelay: state must be 0 or 1, got 3"
+        assert _problems(client.post("/api/commands", json={"rpcName": 7})) == {
+            "rpcName": "expected '<script>.<command>', e.g. 'sunpm.status'"}
+        assert _problems(client.post("/api/commands", json={
+            "rpcName": "sunpm.status", "parameters": [1]})) == {"parameters": "expected an object"}
+        assert _problems(client.post("/api/commands", json={
+            "rpcName": "sunpm.status", "callerId": 1.5})) == {
+            "callerId": "expected a string or an integer"}
