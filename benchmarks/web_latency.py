@@ -12,8 +12,10 @@ service polling one device, so the line tells what the load costs.
     python benchmarks/web_latency.py [--devices 254] [--requests 30] [--quick]
 
 Prints one docs/style.md §10 line per page: `ours`/`theirs` the median answer in ms, `p95_ms`,
-`max_ms`, `bytes`, and `peak_rss_mb` the service's own peak resident memory (VmHWM) while it
-served under the load.
+`max_ms`, `server_ms` (the median time inside the service, its `Server-Timing`: the rest is
+waiting for its event loop, busy polling, or for the CPU), `bytes`, the machine's `load_avg`,
+the poll `overruns` of the run, and `peak_rss_mb` the service's own peak resident memory
+(VmHWM) while it served under the load.
 """
 
 from __future__ import annotations
@@ -128,19 +130,24 @@ def measure(devices: int, requests: int, folder: Path) -> dict[str, Any]:
             for page in PAGES:       # warm-up: first uses fill caches (time zones, templates)
                 client.get(page).raise_for_status()
             times: dict[str, list[float]] = {page: [] for page in PAGES}
+            inside: dict[str, list[float]] = {page: [] for page in PAGES}
             sizes: dict[str, int] = {}
             for _ in range(requests):
                 for page in PAGES:
                     start = time.perf_counter()
                     answer = client.get(page)
                     times[page].append((time.perf_counter() - start) * 1000)
+                    timing = answer.headers.get("Server-Timing", "app;dur=0")
+                    inside[page].append(float(timing.partition("dur=")[2] or 0))
                     if answer.status_code != 200:
                         raise RuntimeError(f"{page}: {answer.status_code} {answer.text[:200]}")
                     sizes[page] = len(answer.content)
                     time.sleep(0.1)
             overruns = sum(int(d["overruns"]) for d in client.get("/api/devices").json()["devices"])
         peak = _vm_hwm_mb(service.pid)
-        return {"times": times, "sizes": sizes, "peak_rss_mb": peak, "overruns": overruns}
+        load = os.getloadavg()[0]
+        return {"times": times, "inside": inside, "sizes": sizes, "peak_rss_mb": peak,
+                "overruns": overruns, "load": load}
     finally:
         if service is not None and service.poll() is None:
             service.send_signal(signal.SIGINT)
@@ -169,7 +176,8 @@ def run(devices: int, requests: int) -> list[dict[str, object]]:
             theirs_peak_rss_mb=idle["peak_rss_mb"], digits=1, page=page, devices=devices,
             n=len(ours), p95_ms=round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 1),
             max_ms=round(max(ours), 1), mean_ms=round(statistics.fmean(ours), 1),
-            bytes=loaded["sizes"][page], target_ms=TARGET_MS,
+            server_ms=round(statistics.median(loaded["inside"][page]), 1),
+            bytes=loaded["sizes"][page], target_ms=TARGET_MS, load_avg=round(loaded["load"], 1),
             under_target=max(ours) < TARGET_MS, overruns=loaded["overruns"]))
     return lines
 

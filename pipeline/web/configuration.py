@@ -10,10 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from config.errors import Severity
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from pipeline.web.common import context, facade, json_error, json_ok, page, rejected, session_of
 from pipeline.web.config_forms import SECTION_BY_NAME, is_secret
-from pipeline.web.facade import Conflict, NotFound
+from pipeline.web.editing import Edit, problem_json
+from pipeline.web.facade import Conflict, NotFound, time_zones
 
 routes = web.RouteTableDef()
 
@@ -116,7 +118,7 @@ async def api_configuration(request: web.Request) -> web.StreamResponse:
         data = await asyncio.to_thread(facade(request).configuration)
     except Conflict as err:
         return json_error(str(err), 409)
-    for unused in ("fields", "problems", "saved", "timeZones"):
+    for unused in ("fields", "problems", "saved"):
         data.pop(unused, None)
     return json_ok(data)
 
@@ -183,3 +185,37 @@ async def api_change_password(request: web.Request) -> web.StreamResponse:
         return rejected(verdict)
     _password_changed(request, stored)
     return json_ok({"saved": "password"})
+
+
+#: Where a file given to `/api/config/validate` may go.
+_TREE_FOLDERS = ("CONFIG/", "DEF/", "SCRIPT/", "CERT/")
+
+
+@routes.post("/api/config/validate")
+async def api_validate(request: web.Request) -> web.StreamResponse:
+    """`{"files": {"CONFIG/<uid>_daq.csv": "<text>", "DEF/x.csv": ...}}`: every problem,
+    warnings included, of the configuration with those files in place; nothing is written."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    files = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        return json_error('expected {"files": {"<folder>/<name>": "<text>"}}', 400)
+    for name in files:
+        folder, _, base = name.partition("/")
+        if f"{folder}/" not in _TREE_FOLDERS or not base or "/" in base or base in (".", ".."):
+            return json_error(f"{name}: not a file of CONFIG/, DEF/, SCRIPT/ or CERT/", 400)
+    edit = Edit(files={name: text.encode() for name, text in files.items()})
+    try:
+        problems = await asyncio.to_thread(facade(request).editor().problems, edit)
+    except Conflict as err:
+        return json_error(str(err), 409)
+    return json_ok({"ok": not any(p.severity is Severity.ERROR for p in problems),
+                    "problems": [problem_json(p) for p in problems]})
+
+
+@routes.get("/api/timezones")
+async def api_time_zones(request: web.Request) -> web.StreamResponse:
+    """The IANA time zones this host knows (the time zone field's suggestions)."""
+    return json_ok({"timeZones": await asyncio.to_thread(time_zones)})

@@ -102,7 +102,11 @@ class ConfigEditor:
         return local_config_files(self.config_dir, self.uid)
 
     def check(self, edit: Edit) -> Verdict:
-        """Every problem of the site the edit would give (blocking)."""
+        """What `config` says of the site the edit would give (blocking)."""
+        return judge(self.problems(edit), edit)
+
+    def problems(self, edit: Edit) -> list[Problem]:
+        """Every problem, warnings included, of the site the edit would give (blocking)."""
         with tempfile.TemporaryDirectory(prefix="sunpm-web-check-") as scratch:
             root = Path(scratch)
             for sub in ("CONFIG", "DEF", "SCRIPT", "CERT"):
@@ -114,7 +118,7 @@ class ConfigEditor:
                 target = root / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-            return judge(check_site(root, self.uid), edit)
+            return check_site(root, self.uid)
 
     async def save(self, edit: Edit) -> Verdict:
         """Check the edit and, when nothing blocks, apply it whole."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, available_timezones
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from config.model import Device, Quality, ServerType, Variable
 from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
+from pipeline.poller import PollError
 from pipeline.service.scheduler import next_connections
 from pipeline.web.auth import (
     INITIAL_PASSWORD_FILE,
@@ -60,6 +62,9 @@ from pipeline.web.editing import (
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
+log = logging.getLogger("sunpm.web")
+T = TypeVar("T")
+
 #: An uploaded definition file's name: plain, no path, no hidden file.
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 
@@ -71,8 +76,8 @@ ALARM_HOURS: Final = 24
 NEXT_CONNECTIONS: Final = 10
 PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
 MIN_PASSWORD_LENGTH: Final = 10
-#: The dashboard's status (backlogs read the store) is reused for this long.
-STATUS_TTL_S: Final = 2.0
+#: The dashboard's status (backlogs read the store) is refreshed when older than this.
+STATUS_TTL_S: Final = 3.0
 
 
 class NotFound(LookupError):
@@ -83,10 +88,40 @@ class Conflict(RuntimeError):
     """The request cannot apply to the configuration as it is (409)."""
 
 
-@dataclass(slots=True)
-class _Cached:
-    at: float
-    value: dict[str, Any]
+class Refreshed(Generic[T]):
+    """A value slow to compute (it reads the store) that requests share: the first request
+    waits for it; later ones get it at once, and one older than `ttl_s` is recomputed in the
+    background for the requests after."""
+
+    def __init__(self, compute: Callable[[], Awaitable[T]], ttl_s: float) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._value: T | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Future[None] | None = None
+
+    async def get(self) -> T:
+        if self._value is None:
+            async with self._lock:
+                if self._value is None:
+                    self._value, self._at = await self._compute(), time.monotonic()
+                return self._value
+        refreshing = self._task is not None and not self._task.done()
+        if time.monotonic() - self._at > self._ttl_s and not refreshing:
+            self._task = asyncio.ensure_future(self._refresh())
+        return self._value
+
+    def forget(self) -> None:
+        """The next request computes anew (after a change it must show)."""
+        self._value = None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            try:
+                self._value, self._at = await self._compute(), time.monotonic()
+            except Exception as err:  # noqa: BLE001 - the next request tries again
+                log.warning("Web page data not refreshed: %s", err)
 
 
 def _local(ts_ns: int | None, zone: ZoneInfo) -> str:
@@ -109,8 +144,8 @@ class GatewayFacade:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._status: _Cached | None = None
-        self._status_lock = asyncio.Lock()
+        self._status = Refreshed(self._status_now, STATUS_TTL_S)
+        self._alarms = Refreshed(self._alarms_now, STATUS_TTL_S)
         self._editor: ConfigEditor | None = None
         self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
@@ -135,20 +170,26 @@ class GatewayFacade:
     # ------------------------------------------------------------------ dashboard
 
     async def status(self) -> dict[str, Any]:
-        """docs/formats.md §12.4's status object (the gateway's), reused for `STATUS_TTL_S`."""
-        async with self._status_lock:
-            now = time.monotonic()
-            if self._status is None or now - self._status.at > STATUS_TTL_S:
-                self._status = _Cached(now, await self.gateway.status())
-            return self._status.value
+        """docs/formats.md §12.4's status object (the gateway's; its backlogs read the store
+        for every device: shared by requests, refreshed in the background)."""
+        return await self._status.get()
+
+    async def _status_now(self) -> dict[str, Any]:
+        return _shown(await self.gateway.status())
 
     async def dashboard(self) -> dict[str, Any]:
         status = await self.status()
-        alarms = await self.alarms(hours=ALARM_HOURS)
-        return {"status": status, "alarms": alarms}
+        alarms = await self.alarms()
+        site = self.gateway.site
+        ntp = bool(site is not None and site.settings.ntp_servers)
+        return {"status": status, "alarms": alarms, "ntpConfigured": ntp,
+                "time": _local(time.time_ns(), self.zone())}
 
-    async def alarms(self, *, hours: int = ALARM_HOURS) -> list[dict[str, Any]]:
-        """The alarms of the last `hours`, newest first."""
+    async def alarms(self) -> list[dict[str, Any]]:
+        """The alarms of the last 24 h, newest first (shared by requests, as the status)."""
+        return await self._alarms.get()
+
+    async def _alarms_now(self, *, hours: int = ALARM_HOURS) -> list[dict[str, Any]]:
         store = self.gateway.store
         if store is None:
             return []
@@ -195,7 +236,8 @@ class GatewayFacade:
         for d in site.daq.devices:
             known = by_index.get(d.index, {})
             rows.append({
-                "index": d.index, "name": d.name, "interface": d.interface,
+                "index": d.index, "href": quote(d.index, safe=""), "name": d.name,
+                "interface": d.interface,
                 "address": d.address, "kind": d.kind.value, "acqPeriodS": d.acq_period_s,
                 "defFile": d.def_file, "category": d.category, "model": d.model,
                 "state": known.get("state", "absent"),
@@ -232,9 +274,7 @@ class GatewayFacade:
         if poller is not None and definition is not None:
             try:
                 readings = poller.latest(index)
-            except LookupError:
-                readings = None
-            except Exception:  # noqa: BLE001 - a device not polled in this generation
+            except PollError:      # not polled (yet) by the configuration in force
                 readings = None
         if readings is None or definition is None:
             return {"ts": None, "time": "", "ageS": None, "values": []}
@@ -263,11 +303,13 @@ class GatewayFacade:
         if span not in SPANS_S:
             raise ValueError(f"span must be one of {', '.join(SPANS_S)}")
         store = self.gateway.store
-        if store is None:
-            return {"x": [], "mean": [], "min": [], "max": []}
         end_ns = time.time_ns()
+        if store is None:
+            return {"start": end_ns / NS_PER_S - SPANS_S[span], "end": end_ns / NS_PER_S,
+                    "x": [], "mean": [], "min": [], "max": []}
         start_ns = end_ns - SPANS_S[span] * NS_PER_S
-        return await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
+        data = await asyncio.to_thread(_buckets, store.records, index, var, start_ns, end_ns)
+        return {"start": start_ns / NS_PER_S, "end": end_ns / NS_PER_S, **data}
 
 
     # ------------------------------------------------------------------ device edits
@@ -374,7 +416,7 @@ class GatewayFacade:
     async def apply(self, edit: Edit) -> Verdict:
         verdict = await self.editor().save(edit)
         if verdict.ok:
-            self._status = None
+            self._status.forget()
             self.gateway.config_written()
         return verdict
 
@@ -403,7 +445,6 @@ class GatewayFacade:
                 "nextConnections": self.next_connections(),
                 "serial": ports["serial"], "network": ports["network"],
                 "hostSerialDevices": host_serial_devices(),
-                "timeZones": time_zones(),
                 "fields": {}, "problems": [], "saved": ""}
 
     def next_connections(self, var_ini: VarIni | None = None,
@@ -482,6 +523,15 @@ class GatewayFacade:
 def time_zones() -> list[str]:
     """The IANA zones tzdata knows, for the time zone picker (read once: some 20 ms)."""
     return sorted(available_timezones())
+
+
+def _shown(status: dict[str, Any]) -> dict[str, Any]:
+    """The status as the pages show it: a device polled but not recorded yet is `waiting`
+    (the status object says `fail` until its first good record)."""
+    for device in status.get("devices", []):
+        if device.get("state") == "fail" and not device.get("lastRecord"):
+            device["state"] = "waiting"
+    return status
 
 
 def _chartable(var: Variable) -> bool:

@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -78,10 +79,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
+    # What the answer cost inside the gateway (the rest of a slow answer is waiting for the
+    # event loop or the network): read by benchmarks/web_latency.py.
+    response.headers["Server-Timing"] = \
+        f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
     response.headers.setdefault("Content-Security-Policy", _CSP)
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

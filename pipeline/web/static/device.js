@@ -50,6 +50,7 @@
       var opts = {
         width: Math.max(300, figure.clientWidth - 10), height: 180,
         legend: { show: true },
+        scales: { x: { time: true, range: [data.start, data.end] } },
         series: [
           {},
           { label: "mean", stroke: "#b85c00", width: 1.5, value: function (u, v) { return v === null ? "" : v + " " + unit; } },

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from config.model import Schedule, ScheduleType
 from exporters.session import SessionResult, Trigger
 from pipeline.clock import NS_PER_S, ManualClock
-from pipeline.service.scheduler import SlotScheduler, next_connection
+from pipeline.service.scheduler import SlotScheduler, next_connection, next_connections
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -160,3 +161,21 @@ async def test_non_retriable_failure_waits_an_hour() -> None:
         await clock.advance(60)
     await stop(task)
     assert [t - T0 for _, t in sessions.calls] == [0, 3600]
+
+
+def test_next_connections_look_further_until_enough_are_found() -> None:
+    after = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    monthly = [Schedule(line=1, id=1, type=ScheduleType.FIRST, start_s=3600)]
+    spans = (timedelta(days=2), timedelta(days=400))
+    times = next_connections(monthly, "Europe/Paris", after, 10, spans=spans)
+    assert len(times) == 10
+    local = [t.astimezone(ZoneInfo("Europe/Paris")) for t in times]
+    assert [(t.month, t.day, t.hour) for t in local] == [(m, 1, 1) for m in range(4, 13)] + [
+        (1, 1, 1)]
+    # The first of them is what the scheduler waits for.
+    assert next_connection(monthly, "Europe/Paris", after) is None     # beyond its two days
+    hourly = [Schedule(line=1, id=1, start_s=0, interval_min=60, count=24)]
+    times = next_connections(hourly, "UTC", after, 3, spans=spans)
+    assert times == [after + timedelta(hours=k) for k in (1, 2, 3)]
+    assert times[0] == next_connection(hourly, "UTC", after)
+    assert next_connections([], "UTC", after, 3) == []

@@ -139,3 +139,23 @@ def test_password_change(fresh_gateway: RunningGateway) -> None:
     with fresh_gateway.client(login=False) as client:
         answer = client.post("/api/login", json={"user": "admin", "password": "a-long-password0"})
         assert answer.status_code == 401
+
+
+def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> None:
+    before = _config_files(web_gateway)
+    with web_gateway.client() as client:
+        name = f"CONFIG/{UID}_var.ini"
+        answer = client.post("/api/config/validate", json={"files": {
+            name: "SCHEDULE_Params[0]=1|everyday|99:00:00|60|24\n"}})
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["ok"] is True   # a warning: the file would load, with a default
+        assert [(p["file"], p["line"], p["field"]) for p in body["problems"]] == \
+            [(f"{UID}_var.ini", 1, "StartTime")]
+        answer = client.post("/api/config/validate", json={"files": {
+            name: "SCHEDULE_Params[0]=x\n"}})
+        assert answer.json()["ok"] is False
+        for bad in ({"files": {"../x": "1"}}, {"files": {"CONFIG/a/b": "1"}}, {"files": []},
+                    {"other": 1}):
+            assert client.post("/api/config/validate", json=bad).status_code == 400
+    assert _config_files(web_gateway) == before
