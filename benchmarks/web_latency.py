@@ -48,7 +48,9 @@ REGISTERS = 20
 TARGET_MS = 200.0
 START_LIMIT_S = 60.0
 PAGES = ("/", "/devices", "/devices/1", "/configuration", "/api/status", "/api/devices",
-         "/api/devices/1/values", "/api/devices/1/history?var=1&span=24h")
+         "/api/devices/1/values", "/api/devices/1/history?var=1&span=24h",
+         "/discovery", "/diagnostics", "/scripts", "/system", "/api/discovery", "/api/traces",
+         "/api/scripts")
 
 
 def _free_port() -> int:

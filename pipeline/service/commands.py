@@ -8,7 +8,7 @@ commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
 journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
 `setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local),
-`connect`, `status` and `reboot`; the others answer that they are not available in this version, scripts
+`connect`, `status`, `reboot` and `factory`; the others answer that they are not available in this version, scripts
 that they are unknown.
 """
 
@@ -63,6 +63,8 @@ class GatewayControl(Protocol):
 
     def restart(self) -> None: ...
 
+    def factory_reset(self) -> None: ...
+
     async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
                              raw: bool) -> dict[str, dict[str, object]]: ...
 
@@ -96,6 +98,7 @@ class CommandExecutor:
         self._builtins: dict[str, Builtin] = {
             "getparameters": self._get_parameters, "setrelay": self._set_relay,
             "connect": self._connect, "status": self._status, "log": self._log, "reboot": self._reboot,
+            "factory": self._factory,
             "writevariable": self._write_variable}
 
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
@@ -293,6 +296,12 @@ class CommandExecutor:
 
     async def _reboot(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         self._after_batch.append(self._control.restart)
+        return "OK"
+
+    async def _factory(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        if parameters.get("confirm") is not True:
+            raise CommandError("factory: confirm must be true")
+        self._after_batch.append(self._control.factory_reset)
         return "OK"
 
     async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config import ConfigError, Site, check_site, load_site, parse_definition
+from config.defaults import default_files
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
 from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Stream
@@ -176,6 +178,7 @@ class Gateway:
         self._last_good: dict[str, tuple[int, bool]] = {}
         self._stop: asyncio.Event | None = None
         self.restart_requested = False
+        self.factory_requested = False
         self._background: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
         self._config_written = asyncio.Event()
@@ -197,6 +200,13 @@ class Gateway:
         self.restart_requested = True
         if self._stop is not None:
             self._stop.set()
+
+    def factory_reset(self) -> None:
+        """`factory` (docs/behaviour.md §6, §7.3): stop cleanly, delete the configuration and
+        the whole store once it is closed, write the default configuration, restart."""
+        log.warning("Factory reset asked for; the configuration and the store will be deleted")
+        self.factory_requested = True
+        self.restart()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
@@ -276,6 +286,10 @@ class Gateway:
                 await asyncio.to_thread(traces.close)
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
+                if self.factory_requested:
+                    await asyncio.to_thread(_wipe, self.config_dir, store_dir, site.uid)
+                    log.warning("Factory reset done: default configuration of %s written, "
+                                "store deleted", site.uid)
 
     def _load(self) -> Site:
         try:
@@ -780,6 +794,20 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _wipe(config_dir: Path, store_dir: Path, uid: str) -> None:
+    """The factory reset's deletions: the configuration (its four files, definitions, scripts,
+    certificates) replaced by the defaults, and the whole store (records, journal, outboxes,
+    traces). An SD mirror is left alone."""
+    for sub in ("DEF", "SCRIPT", "CERT"):
+        shutil.rmtree(config_dir / sub, ignore_errors=True)
+    for path in (config_dir / "CONFIG").glob(f"{uid}_*"):
+        path.unlink(missing_ok=True)
+    for rel, data in default_files(uid).items():
+        (config_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_file_durably(config_dir / rel, data)
+    shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:

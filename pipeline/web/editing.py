@@ -30,6 +30,7 @@ from config import check_site, parse_daq, render_daq
 from config.errors import Problem, Severity
 from config.model import Daq, Device
 from exporters.session import apply_config_files, local_config_files
+from pipeline.service.config_edit import config_lock
 
 Locate = Callable[[Problem], str | None]
 
@@ -91,7 +92,8 @@ class ConfigEditor:
     def __init__(self, config_dir: Path, uid: str, lock: threading.Lock | None = None) -> None:
         self.config_dir = config_dir
         self.uid = uid
-        self._lock = asyncio.Lock()
+        # Shared with the discovery import and the script uploads of the same folder.
+        self._lock = config_lock(config_dir)
         # The gateway's: it never reads the folder while a change is half applied.
         self._folder_lock = lock or threading.Lock()
 

@@ -1,7 +1,8 @@
 """Turning discovered devices into daq.csv rows (docs/behaviour.md §3.5), as a pure function.
 
 New devices only: a device whose interface and address are already configured is left alone
-(the command's rule; the web page may still import it as a second device on purpose).
+(the command's rule); the web page may still import it as a second device on purpose
+(`include_configured`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def _name_for(target: str, unit_id: int) -> str:
 
 
 def import_devices(daq: Daq, found: Sequence[SunSpecDevice], *, timeout_ms: int,
-                   definition_names: Mapping[tuple[str, int], str] | None = None
-                   ) -> tuple[Daq, list[Device]]:
+                   definition_names: Mapping[tuple[str, int], str] | None = None,
+                   include_configured: bool = False) -> tuple[Daq, list[Device]]:
     """`daq` with a row per device not configured yet, and the rows added.
 
     `definition_names` maps (target, unit id) to the file name actually written (after the `_2`
@@ -47,7 +48,7 @@ def import_devices(daq: Daq, found: Sequence[SunSpecDevice], *, timeout_ms: int,
     next_line = max((d.line for d in devices), default=0) + 1
     added: list[Device] = []
     for dev in found:
-        if is_configured(daq, dev.target, dev.unit_id):
+        if not include_configured and is_configured(daq, dev.target, dev.unit_id):
             continue
         base = _name_for(dev.target, dev.unit_id)
         name, k = base, 1

@@ -21,6 +21,7 @@ from config.model import Daq, Device
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, DemoInverter
 from pipeline.service.gateway import Gateway
+from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
 from store.fsio import write_file_durably
 
@@ -109,7 +110,8 @@ def _run(running: RunningGateway, inverters: int, started: threading.Event) -> N
             write_site(running.config_dir, server_dir, ports)
             plugin = WebPlugin(port=0, announce=running.announced.append)
             running.plugin = plugin
-            gateway = Gateway(running.config_dir, running.data_dir, plugins=[plugin])
+            gateway = Gateway(running.config_dir, running.data_dir,
+                              plugins=[ScriptsPlugin(), plugin])
             running.gateway = gateway
             task = asyncio.create_task(gateway.run(running._stop))
             listening = asyncio.create_task(plugin.listening.wait())

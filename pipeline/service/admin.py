@@ -1,0 +1,398 @@
+"""What the web UI's diagnostics, scripts and system pages (and their API) do to the running
+gateway, free of HTTP (docs/behaviour.md §10.2).
+
+    admin = Admin(gateway)
+    admin.start_trace("ethernet1", 10); admin.traces(); await admin.trace_zip(None)
+    await admin.upload_script("limit.lua", data); await admin.enable_script("limit.lua")
+    await admin.script_log("limit"); admin.export_script("limit.lua")
+    await admin.command("connect", {"server": 1})       # reboot, factory, updateFirmware
+    await admin.log_text(start_ns, end_ns); await admin.backfill_zip(1, start_ns, end_ns)
+
+Actions the command executor has (`connect`, `reboot`, `factory`, `updateFirmware`) go through it
+on the local channel: journaled, answered, and run with the same rules as from a `/CMD` file or
+`sunpm cmd`. Script and configuration files change through `config_edit` (validated by `config`,
+written all or nothing); the gateway's configuration watch then applies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from config import ScriptList, parse_scl, render_scl
+from config.errors import Problem, Severity, SunpmError
+from config.model import ServerType
+from config.scl_ini import ScriptEntry
+from exporters.views.backfill import plan_backfill, render_backfill
+from exporters.views.context import Dates, ViewConfig
+from exporters.views.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
+from exporters.views.journaled import DeliveryState
+from exporters.views.log import log_text, one_line
+from exporters.views.render import store_source
+from exporters.views.traces import trace_line, trace_texts
+from exporters.views.windows import FILE_SERVER_STREAMS, Stream
+from pipeline.scripts import ScriptError, ScriptStatus
+from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
+from pipeline.service.commands import CommandError
+from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
+from pipeline.service.scripts import ScriptsPlugin
+from store.traces import TRACE_INTERFACES
+
+if TYPE_CHECKING:
+    from pipeline.service.gateway import Gateway
+
+__all__ = ["Admin", "AdminError", "TraceState"]
+
+#: A script's log as the page shows it: its last lines of the last 7 days.
+SCRIPT_LOG_LINES: Final = 200
+SCRIPT_LOG_DAYS: Final = 7
+NS_PER_S: Final = 1_000_000_000
+#: The diagnostics page's live tail: the last lines of the last two minutes.
+TAIL_LINES: Final = 50
+TAIL_S: Final = 120
+#: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
+BACKFILL_MAX_DAYS: Final = 31
+_SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
+
+
+class AdminError(SunpmError):
+    """A request that cannot be done; `field` names the form field at fault, if one is."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class TraceState:
+    interface: str
+    running: bool
+    ends_ns: int | None
+    entries: int            # frames of the running capture
+    stored_bytes: int       # what the store holds for the interface (until delivered)
+
+    def to_json(self) -> dict[str, object]:
+        return {"interface": self.interface, "running": self.running, "endsNs": self.ends_ns,
+                "entries": self.entries, "storedBytes": self.stored_bytes}
+
+
+class Admin:
+    """See the module docstring; one per gateway, cheap to make."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    # ----------------------------------------------------------------- commands
+
+    async def command(self, name: str, parameters: Mapping[str, JsonValue] | None = None
+                      ) -> JsonValue:
+        """A built-in on the local channel; its result, or `CommandError` with its error."""
+        commands = self.gateway.commands
+        if commands is None:
+            raise CommandError(f"{name}: the service is not running")
+        result = await commands.call(CommandReceived(
+            channel=Channel.LOCAL, rpc_name=f"sunpm.{name}", parameters=dict(parameters or {})))
+        if result.error is not None:
+            raise CommandError(result.error)
+        return result.result
+
+    async def connect(self, server: int) -> None:
+        await self.command("connect", {"server": server})
+
+    async def reboot(self) -> None:
+        """A clean restart of the service (not of the host), once answered."""
+        await self.command("reboot")
+
+    async def factory_reset(self, typed_uid: str) -> None:
+        """The page's factory reset: the uid typed as confirmation (docs/behaviour.md §10.2)."""
+        site = self.gateway.site
+        if site is None or typed_uid.strip() != site.uid:
+            raise AdminError("type the gateway's uid to confirm the factory reset", "confirm")
+        await self.command("factory", {"confirm": True})
+
+    async def update(self, package: bytes | None = None, url: str = "", md5: str = "") -> None:
+        """`updateFirmware`; the answer of this version says it is not available."""
+        parameters: dict[str, JsonValue] = {"url": url, "md5": md5}
+        if package is not None:
+            parameters["size"] = len(package)
+        await self.command("updateFirmware", parameters)
+
+    # ----------------------------------------------------------------- diagnostics
+
+    def start_trace(self, interface: str, minutes: int) -> None:
+        """Frame traces of `interface` for `minutes` (0 stops); `CommandError` for bad input."""
+        if interface not in TRACE_INTERFACES:
+            raise AdminError(f"unknown interface {interface!r}; expected one of "
+                             f"{', '.join(TRACE_INTERFACES)}", "interface")
+        self.gateway.start_trace(interface, minutes)
+
+    def traces(self) -> list[TraceState]:
+        capture, store = self.gateway.capture, self.gateway.traces
+        out = []
+        for interface in TRACE_INTERFACES:
+            run = capture.run_of(interface) if capture is not None else None
+            stored = store.stats(interface).bytes if store is not None else 0
+            out.append(TraceState(interface=interface, running=run is not None,
+                                  ends_ns=run.end_ns if run is not None else None,
+                                  entries=run.entries if run is not None else 0,
+                                  stored_bytes=stored))
+        return out
+
+    async def trace_zip(self, interface: str | None) -> tuple[str, bytes]:
+        """The stored traces (of one interface, or all) as LOG files in a zip."""
+        traces, site = self.gateway.traces, self.gateway.site
+        if traces is None or site is None:
+            raise AdminError("the service is not running")
+        if interface is not None and interface not in TRACE_INTERFACES:
+            raise AdminError(f"unknown interface {interface!r}", "interface")
+        chosen = [interface] if interface is not None else list(TRACE_INTERFACES)
+        now_ns = self.gateway.clock.wall_ns()
+        config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
+
+        def build() -> bytes:
+            traces.flush()
+            by_interface = {i: traces.entries(i) for i in chosen}
+            return _zip(trace_texts(by_interface, config, now_ns), gz=True)
+
+        data = await asyncio.to_thread(build)
+        return f"{site.uid}_traces_{_stamp(now_ns)}.zip", data
+
+    async def trace_tail(self, interface: str, lines: int = TAIL_LINES) -> list[str]:
+        """The last lines traced on `interface` in the last `TAIL_S` (the page's live tail)."""
+        traces, site = self.gateway.traces, self.gateway.site
+        if traces is None or site is None:
+            raise AdminError("the service is not running")
+        if interface not in TRACE_INTERFACES:
+            raise AdminError(f"unknown interface {interface!r}", "interface")
+        since = self.gateway.clock.wall_ns() - TAIL_S * NS_PER_S
+        dates = Dates(site.settings.time_zone)
+
+        def read() -> list[str]:
+            traces.flush()
+            return [trace_line(e, dates) for e in traces.entries(interface, start_ns=since)]
+
+        return (await asyncio.to_thread(read))[-lines:]
+
+    # ----------------------------------------------------------------- scripts
+
+    def _plugin(self) -> ScriptsPlugin:
+        plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
+        if plugin is None or plugin.runner is None:
+            raise AdminError("scripts are not running")
+        return plugin
+
+    def scripts(self) -> list[ScriptStatus]:
+        """Listed scripts with their state; a listed file the runner does not know yet (just
+        uploaded, the configuration not reloaded yet) shows as disabled."""
+        site = self.gateway.site
+        plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
+        known = plugin.runner.scripts() if plugin is not None and plugin.runner else []
+        by_file = {s.file: s for s in known}
+        listed = [e.file for e in site.scripts.scripts] if site is not None else []
+        out = [by_file.pop(f) if f in by_file else
+               ScriptStatus(file=f, name=f.removesuffix(".lua"), label="", version="",
+                            enabled=False, last_error="")
+               for f in listed]
+        return out + list(by_file.values())
+
+    async def enable_script(self, file: str) -> ScriptStatus:
+        site = self.gateway.site
+        assert site is not None
+        runner = self._plugin().runner
+        assert runner is not None
+        sources, problems = site_scripts(site.scripts, site.uid, site.loaded)
+        source = next((s for s in sources if s.file == file), None)
+        if source is None:
+            found = next((p for p in problems if file in str(p)), None)
+            raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
+        await runner.enable(source)
+        status = next((s for s in runner.scripts() if s.file == file), None)
+        assert status is not None
+        return status
+
+    async def disable_script(self, name: str) -> None:
+        runner = self._plugin().runner
+        assert runner is not None
+        try:
+            await runner.disable(name)
+        except ScriptError as err:
+            raise AdminError(str(err), "name") from None
+
+    async def script_log(self, name: str, *, lines: int = SCRIPT_LOG_LINES) -> list[str]:
+        """The script's last log lines (category `script:<name>`) from the journal, oldest
+        first, in the LOG files' form."""
+        store, site = self.gateway.store, self.gateway.site
+        if store is None or site is None:
+            raise AdminError("the service is not running")
+        since = self.gateway.clock.wall_ns() - SCRIPT_LOG_DAYS * 86_400 * NS_PER_S
+        category = f"script:{name}"
+        dates = Dates(site.settings.time_zone)
+
+        def read() -> list[str]:
+            table = store.journal(start_ns=since, kinds=["log"])
+            out = []
+            for item in journal_items(table.sort_by("seq")):
+                line = LogLine.from_body(item.body)
+                if line.category == category:
+                    out.append(f"{dates.log(item.ts_ns)} {line.level.value} {line.category}: "
+                               f"{one_line(line.message)}")
+            return out[-lines:]
+
+        return await asyncio.to_thread(read)
+
+    def export_script(self, file: str) -> bytes:
+        path = self._script_path(file)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise AdminError(f"no script '{file}'", "file") from None
+
+    async def upload_script(self, file: str, data: bytes) -> list[Problem]:
+        """Add (or replace) `SCRIPT/<file>` and list it in scl.ini; the whole configuration is
+        validated first. Returns the warnings."""
+        self._script_path(file)
+        if len(data) > MAX_SCRIPT_BYTES:
+            raise AdminError(f"{file}: {len(data)} bytes, more than {MAX_SCRIPT_BYTES}", "file")
+        if data.startswith(b"\x1bLua"):
+            raise AdminError(f"{file}: precompiled Lua bytecode is refused; send the source",
+                             "file")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise AdminError(f"{file}: not UTF-8 text (byte {err.start})", "file") from None
+        gateway = self.gateway
+        async with config_lock(gateway.config_dir):
+            listed = self._script_list()
+            if file not in [e.file for e in listed.scripts]:
+                if len(listed.scripts) >= MAX_SCRIPTS:
+                    raise AdminError(f"{MAX_SCRIPTS} scripts are listed already; delete one "
+                                     "first", "file")
+                n = max((e.n for e in listed.scripts), default=-1) + 1
+                listed = ScriptList(scripts=listed.scripts + (
+                    ScriptEntry(line=None, n=n, file=file),), other_lines=listed.other_lines)
+            change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
+            warnings = await asyncio.to_thread(self._apply, change)
+        gateway.config_written()
+        return warnings
+
+    async def delete_script(self, file: str) -> None:
+        """Unlist the script from scl.ini (validated, written), then delete its file."""
+        path = self._script_path(file)
+        gateway = self.gateway
+        async with config_lock(gateway.config_dir):
+            listed = self._script_list()
+            kept = tuple(e for e in listed.scripts if e.file != file)
+            if len(kept) == len(listed.scripts) and not path.exists():
+                raise AdminError(f"no script '{file}'", "file")
+            if len(kept) != len(listed.scripts):
+                await asyncio.to_thread(self._apply, {self._scl_rel(): render_scl(
+                    ScriptList(scripts=kept, other_lines=listed.other_lines))})
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        gateway.config_written()
+
+    def _apply(self, change: Mapping[str, bytes]) -> list[Problem]:
+        gateway = self.gateway
+        assert gateway.site is not None
+        return apply_change(gateway.config_dir, gateway.site.uid, change,
+                            folder_lock=gateway.config_lock)
+
+    def _script_path(self, file: str) -> Path:
+        if not _SCRIPT_FILE.fullmatch(file) or file.startswith(".") or file.strip() != file:
+            raise AdminError(f"{file!r}: a script is a plain file name ending .lua", "file")
+        return self.gateway.config_dir / "SCRIPT" / file
+
+    def _scl_rel(self) -> str:
+        site = self.gateway.site
+        assert site is not None
+        return f"CONFIG/{site.uid}_scl.ini"
+
+    def _script_list(self) -> ScriptList:
+        """scl.ini as it is on disk now (a change may have come since the site was loaded)."""
+        site = self.gateway.site
+        assert site is not None
+        for name in (f"{site.uid}_scl.ini", f"{site.uid}_sci.ini"):
+            path = self.gateway.config_dir / "CONFIG" / name
+            if path.is_file():
+                try:
+                    return parse_scl(path.read_bytes(), name).value
+                except SunpmError as err:
+                    raise ChangeRejected([Problem(file=name, line=None, field="file",
+                                                  message=str(err),
+                                                  severity=Severity.ERROR)]) from None
+        return ScriptList(scripts=())
+
+    # ----------------------------------------------------------------- downloads
+
+    async def log_text(self, start_ns: int, end_ns: int) -> tuple[str, bytes]:
+        """The gateway log lines of `[start_ns, end_ns)` (the LOG files' text)."""
+        store, site = self.gateway.store, self.gateway.site
+        if store is None or site is None:
+            raise AdminError("the service is not running")
+        _check_range(start_ns, end_ns)
+        config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
+
+        def read() -> bytes:
+            table = store.journal(start_ns=start_ns, end_ns=end_ns, kinds=["log"])
+            return log_text(journal_items(table), config).encode()
+
+        data = await asyncio.to_thread(read)
+        return f"{site.uid}_LOG_{_stamp(start_ns)}_{_stamp(end_ns)}.log", data
+
+    async def backfill_zip(self, server: int, start_ns: int, end_ns: int) -> tuple[str, bytes]:
+        """The files of server `server` for `[start_ns, end_ns)` rebuilt from the store as
+        `sunpm export --out` writes them (docs/behaviour.md §5.3), in a zip; cursors untouched."""
+        store, site = self.gateway.store, self.gateway.site
+        if store is None or site is None:
+            raise AdminError("the service is not running")
+        _check_range(start_ns, end_ns)
+        if end_ns - start_ns > BACKFILL_MAX_DAYS * 86_400 * NS_PER_S:
+            raise AdminError(f"at most {BACKFILL_MAX_DAYS} days at a time; use sunpm export "
+                             "for more", "to")
+        settings = next((s for s in site.settings.servers if s.slot == server), None)
+        if settings is None or settings.type is ServerType.NONE:
+            raise AdminError(f"server {server} is not configured", "server")
+        streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if settings.type.is_file_server \
+            else (Stream.DATA,)
+        source = store_source(store, site, server, traces=self.gateway.traces)
+
+        def build() -> bytes:
+            table = store.journal(kinds=["window", "delivered"])
+            plan = plan_backfill(DeliveryState.from_table(table), source, server=server,
+                                 streams=streams, start_ns=start_ns, end_ns=end_ns)
+            files: list[tuple[str, bytes]] = []
+            for window_files in render_backfill(source, plan, allow_partial=True):
+                for f in window_files:
+                    r = f.rendered
+                    files.append((f"{r.directory.strip('/')}/{r.name}", r.data))
+            return _zip(files, gz=False)
+
+        data = await asyncio.to_thread(build)
+        return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", data
+
+
+def _check_range(start_ns: int, end_ns: int) -> None:
+    if end_ns <= start_ns:
+        raise AdminError("'to' must be after 'from'", "to")
+
+
+def _stamp(ts_ns: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts_ns / NS_PER_S))
+
+
+def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) -> bytes:
+    """A zip of `(name, text or bytes)`; `gz`: texts go in as the `.log.gz` files' text, named
+    without `.gz` (the zip compresses)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files:
+            data = content.encode() if isinstance(content, str) else content
+            archive.writestr(name.removesuffix(".gz") if gz else name, data)
+    return buffer.getvalue()
+

@@ -1,0 +1,120 @@
+"""What the discovery, diagnostics, scripts and system areas share: their gateway-side objects
+(`pipeline.service.discovery.Discovery`, `pipeline.service.admin.Admin`), field errors, times
+and downloads.
+
+A refusal names the form field at fault: pages show it beside the field, the API answers 422
+with `problems: [{file, line, field, message}]` (docs/behaviour.md §10.3); a conflict (a
+discovery already running, results already imported) is 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from config.errors import Problem
+from pipeline.service.admin import Admin
+from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.discovery import Discovery
+from pipeline.web.common import context, facade, json_error
+from pipeline.web.editing import problem_json
+
+_DISCOVERY: Final = "discovery"
+NS_PER_S: Final = 1_000_000_000
+
+
+class FieldError(Exception):
+    """Bad input for one form field (`field` is the form's name for it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def admin(request: web.Request) -> Admin:
+    return Admin(facade(request).gateway)
+
+
+def discovery(request: web.Request) -> Discovery:
+    """The web UI's one `Discovery` (it outlives requests and configuration reloads)."""
+    extra = context(request).extra
+    found = extra.get(_DISCOVERY)
+    if not isinstance(found, Discovery):
+        found = Discovery(facade(request).gateway)
+        extra[_DISCOVERY] = found
+    return found
+
+
+def field_problems(errors: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"file": "", "line": None, "field": field, "message": message, "severity": "error",
+             "text": f"{field}: {message}"} for field, message in errors.items()]
+
+
+def field_json(errors: Mapping[str, str]) -> web.Response:
+    """422 naming the fields at fault."""
+    first = next(iter(errors.items()))
+    return json_error(f"{first[0]}: {first[1]}", 422, problems=field_problems(errors))
+
+
+def rejected_json(err: ChangeRejected) -> web.Response:
+    return json_error(str(err.problems[0]) if err.problems else str(err), 422,
+                      problems=[problem_json(p) for p in err.problems])
+
+
+def problem_texts(problems: Iterable[Problem]) -> list[str]:
+    return [str(p) for p in problems]
+
+
+def integer(form: Mapping[str, Any], field: str, default: int, low: int, high: int) -> int:
+    """A whole number of the form (or JSON body) within `low..high`."""
+    raw = form.get(field, default)
+    if raw in ("", None):
+        return default
+    if isinstance(raw, bool):
+        raise FieldError(field, f"expected a whole number, got {raw!r}")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise FieldError(field, f"expected a whole number, got {str(raw)[:40]!r}") from None
+    if not low <= value <= high:
+        raise FieldError(field, f"{value} is outside {low}..{high}")
+    return value
+
+
+def parse_time(form: Mapping[str, Any], field: str) -> int:
+    """An ISO 8601 time (`2021-02-05`, `2021-02-05T09:15`, with or without seconds, `Z` or an
+    offset; without one it is UTC, as `sunpm export`, docs/behaviour.md §5.3) in ns."""
+    text = str(form.get(field, "")).strip()
+    if not text:
+        raise FieldError(field, "required")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise FieldError(field, f"{text[:40]!r} is not a date and time (2021-02-05T09:15:00Z)") \
+            from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * NS_PER_S
+
+
+def download(name: str, data: bytes, content_type: str) -> web.Response:
+    return web.Response(body=data, content_type=content_type, headers={
+        "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def form_or_json(request: web.Request) -> dict[str, Any]:
+    """The request's fields: a JSON object for the API, the form for pages."""
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise FieldError("", "expected a JSON object") from None
+        if not isinstance(body, dict):
+            raise FieldError("", "expected a JSON object")
+        return body
+    form = await request.post()
+    return dict(form.items())
