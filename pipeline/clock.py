@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 NS_PER_S = 1_000_000_000
 
@@ -124,3 +124,7 @@ class ManualClock:
             await self.settle()
         self._mono = target
         await self.settle()
+
+
+#: The host's clocks, the default of every component that takes a `Clock`.
+SYSTEM_CLOCK: Final[Clock] = SystemClock()

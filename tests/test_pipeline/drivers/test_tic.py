@@ -305,7 +305,7 @@ async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path)
     now = [0]
     events: list[str] = []
     reader = TicReader(str(tmp_path / "ttyUSB0"), baud=9600, on_accessory=events.append,
-                       clock_ns=lambda: now[0])
+                       clock=clock)
     task = asyncio.create_task(reader.run(), name="tic-missing")
     try:
         await asyncio.sleep(1.3)
@@ -325,7 +325,7 @@ async def test_a_meter_address_other_than_serial_number_warns_once(
     caplog.set_level("WARNING", logger="sunpm.tic")
     reader = TicReader("/dev/null-tic")
     reader.present = True
-    reader.values["ADSC"] = LabelValue("041664001116", None, reader.clock_ns())
+    reader.values["ADSC"] = LabelValue("041664001116", None, reader.clock.monotonic_ns())
     driver = TicDriver(reader)
     for _ in range(3):
         await driver.read(TIC1, _plan("ADSC"))
