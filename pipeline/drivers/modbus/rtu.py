@@ -94,6 +94,8 @@ class RtuBus(QueuedLink):
         self.port = port
         self.path = path or port.path
         self.requests_sent = 0
+        #: Bytes heard on the line, answers and noise alike.
+        self.bytes_received = 0
         bits = 1 + port.data_bits + (0 if port.parity is Parity.NONE else 1) + port.stop_bits
         #: How long one character of this port's framing takes on the wire.
         self.char_s = bits / port.speed
@@ -162,6 +164,7 @@ class RtuBus(QueuedLink):
         self._line_quiet_from = max(quiet_from, end)
 
     def _heard(self, size: int) -> None:
+        self.bytes_received += size
         now = self._now()
         # A chunk arrives when its last byte is complete; it began size characters earlier.
         self._line_busy(now - size * self.char_s, now)

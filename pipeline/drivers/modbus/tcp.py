@@ -105,7 +105,8 @@ class TcpConnection(QueuedLink):
 
     @property
     def connected(self) -> bool:
-        return self._receiver is not None
+        """A socket is open and the peer has not closed it."""
+        return self._receiver is not None and self._receiver.lost is None
 
     # ------------------------------------------------------------------ one exchange
 

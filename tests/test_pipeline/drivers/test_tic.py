@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tic_ptys import pty_opener
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
+from pipeline.clock import ManualClock
 from pipeline.drivers._base import LinkSettings, ReadPlan
 from pipeline.drivers.modbus.trace import FrameTrace, format_trace_line
 from pipeline.drivers.tic import (
@@ -302,17 +303,19 @@ async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
 
 
 async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
-    now = [0]
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)       # 2026-01-01 00:00 UTC
     events: list[str] = []
     reader = TicReader(str(tmp_path / "ttyUSB0"), baud=9600, on_accessory=events.append,
                        clock=clock)
     task = asyncio.create_task(reader.run(), name="tic-missing")
     try:
-        await asyncio.sleep(1.3)
+        for _ in range(59):                       # the path is checked every second
+            await clock.advance(1.0)
         assert not reader.lost and events == []
-        now[0] = 61 * 10**9
-        await _until(lambda: reader.lost, timeout_s=3.0)
-        await asyncio.sleep(1.2)
+        await clock.advance(2.0)
+        assert reader.lost
+        for _ in range(5):
+            await clock.advance(1.0)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
