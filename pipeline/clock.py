@@ -82,6 +82,12 @@ class ManualClock:
     def wall_ns(self) -> int:
         return self._mono + self._offset
 
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting on this clock: a test waits for a loop to reach its next wait before
+        moving the clock past it."""
+        return sum(1 for _, _, timer in self._sleepers if not timer.done())
+
     def step_wall(self, delta_ns: int) -> None:
         self._offset += delta_ns
 

@@ -8,32 +8,40 @@ awaited once a generous deadline passes: the deadline only bounds a test that is
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 #: Generous: reached only by a test that fails; a shared CI box may stall for seconds.
 DEFAULT_TIMEOUT_S = 10.0
 _POLL_S = 0.005
 
 
-async def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT_S, *,
-                     what: str = "") -> None:
-    """Return once `predicate()` is true; AssertionError after `timeout` seconds."""
+async def wait_until(predicate: Callable[[], object | Awaitable[object]],
+                     within_s: float = DEFAULT_TIMEOUT_S, *, what: str = "",
+                     every: float = _POLL_S) -> None:
+    """Return once `predicate()` (a plain or an async function) is true, asking `every` seconds;
+    AssertionError after `within_s` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
+    deadline = loop.time() + within_s
+    while True:
+        answer = predicate()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer:
+            return
         if loop.time() >= deadline:
-            raise AssertionError(f"not true within {timeout} s: {what or _name(predicate)}")
-        await asyncio.sleep(_POLL_S)
+            raise AssertionError(f"not true within {within_s} s: {what or _name(predicate)}")
+        await asyncio.sleep(every)
 
 
-def wait_until_sync(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT_S, *,
+def wait_until_sync(predicate: Callable[[], object], within_s: float = DEFAULT_TIMEOUT_S, *,
                     what: str = "") -> None:
     """`wait_until` for threads and processes outside an event loop."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not predicate():
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s: {what or _name(predicate)}")
+            raise AssertionError(f"not true within {within_s} s: {what or _name(predicate)}")
         time.sleep(_POLL_S)
 
 

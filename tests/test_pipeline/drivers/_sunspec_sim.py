@@ -17,6 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from waiting import wait_until
 
 from config.model import Quality
 from pipeline.drivers._base import ModbusRequestError
@@ -85,10 +86,7 @@ async def modbus_server(devices: Mapping[int, Sequence[tuple[int, Sequence[int]]
                              address=("127.0.0.1", 0), trace_packet=drop_absent)
     task = asyncio.create_task(server.serve_forever(), name="pymodbus-server")
     try:
-        for _ in range(200):
-            if server.transport is not None:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.transport is not None, 2)
         assert server.transport is not None
         yield int(server.transport.sockets[0].getsockname()[1])
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import pty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tic_ptys import pty_opener
+from waiting import wait_until
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.clock import ManualClock
@@ -224,10 +225,8 @@ TIC1 = Device(line=5, index="TIC1", interface="", name="Linky", address=None,
               serial_number="031664001115", parameters="")
 
 
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
+async def _until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    await wait_until(condition, timeout_s)
 
 
 @contextlib.asynccontextmanager
