@@ -142,8 +142,8 @@ class S0Counter:
         return self.total
 
 
-_CHANNEL_TAGS: Final = tuple(f"io:{kind}{k}" for kind in ("AI", "DI", "CNT") for k in (1, 2, 3, 4)) \
-    + ("io:RELAY",)
+_CHANNEL_TAGS: Final = (*(f"io:{kind}{k}" for kind in ("AI", "DI", "CNT") for k in (1, 2, 3, 4)),
+                        "io:RELAY")
 
 
 def tagged_channels(definition: DefinitionFile) -> dict[str, Variable]:

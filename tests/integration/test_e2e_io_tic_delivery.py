@@ -126,7 +126,7 @@ async def test_io_and_tic_polled_recorded_and_delivered(tmp_path: Path) -> None:
             io = [Device(line=d.line, index=d.index, interface="", name=d.name, address=None,
                          acq_period_s=1, category=d.category, model=d.model, def_file=d.def_file)
                   for d in rows]
-            return io + [Device(line=len(rows) + 2, index="TIC1", interface="", name="Linky",
+            return [*io, Device(line=len(rows) + 2, index="TIC1", interface="", name="Linky",
                                 address=None, acq_period_s=1, serial_number=ADCO,
                                 category="Meter", model="Linky",
                                 def_file=f"{UID}_TIC_LINKY.csv")]

@@ -36,12 +36,12 @@ def text_registers(text: str, registers: int) -> list[int]:
 def common_model(mn: str, md: str, opt: str, vr: str, sn: str, length: int = 66) -> list[int]:
     body = (text_registers(mn, 16) + text_registers(md, 16) + text_registers(opt, 8)
             + text_registers(vr, 8) + text_registers(sn, 16) + [1, 0x8000])
-    return [1, length] + body[:length]
+    return [1, length, *body[:length]]
 
 
 def model(model_id: int, length: int, body: Sequence[int] = ()) -> list[int]:
     data = list(body) + [0] * (length - len(body))
-    return [model_id, length] + data[:length]
+    return [model_id, length, *data[:length]]
 
 
 @dataclass

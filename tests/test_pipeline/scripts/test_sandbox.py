@@ -174,7 +174,7 @@ async def test_a_runaway_is_stopped_within_budget_and_disabled_while_polling_goe
             # ... and polls (one a second per link) went on.
             cycles = sum(link.cycles for link in plant.poller.counters().links)
             assert cycles > cycles_before
-        with pytest.raises(ScriptError, match="^probe: script is disabled$"):
+        with pytest.raises(ScriptError, match=r"^probe: script is disabled$"):
             await runner.call("probe.ok", {})
         assert plant.alarms == [("Script failure", "probe", None)]
         status = {s.name: s for s in runner.scripts()}["probe"]

@@ -284,11 +284,11 @@ async def test_write_refusals_name_the_device() -> None:
         driver = ModbusTcpDriver()
         dev = device(sim.port, 1)
         try:
-            with pytest.raises(DeviceError, match="^writeVariable: dev1: 150000 is out of range "
-                                                  "for U16$"):
+            with pytest.raises(DeviceError, match=r"^writeVariable: dev1: 150000 is out of range "
+                                                  r"for U16$"):
                 await driver.write(dev, d.variable(1), 150000)
-            with pytest.raises(DeviceError, match="^writeVariable: dev1: scale factor SF not "
-                                                  "read yet$"):
+            with pytest.raises(DeviceError, match=r"^writeVariable: dev1: scale factor SF not "
+                                                  r"read yet$"):
                 await driver.write(dev, d.variable(2), Decimal("1.5"))
             sim_dev.set_words(2, [0xFFFF])          # sf = -1
             await driver.read(dev, plan_reads(d))
