@@ -1,4 +1,5 @@
-"""The poll loop: drives protocol drivers on schedule and feeds the recorder (docs/behaviour.md §2.1).
+"""The poll loop: drives protocol drivers on schedule and feeds the recorder
+(docs/behaviour.md §2.1).
 
 - A device is polled every P = min(`DAQ_PollPeriod`, its `acqPeriod`), at multiples of P from each
   00:00 UTC (the day's last gap is shorter when P does not divide 86400).

@@ -163,7 +163,8 @@ class ProtocolDriver(Protocol):
 class ModbusRequestError(DeviceError):
     """A Modbus request got no usable answer; `quality` is the code its variables get."""
 
-    def __init__(self, message: str, *, quality: Quality, exception_code: int | None = None) -> None:
+    def __init__(self, message: str, *, quality: Quality,
+                 exception_code: int | None = None) -> None:
         super().__init__(message)
         self.quality = quality
         self.exception_code = exception_code

@@ -192,7 +192,8 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     else:
         decoded: dict[int, Reading] = {}
         for block, column in zip(blocks, columns, strict=True):
-            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD)), strict=False))
+            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD)),
+                               strict=False))
         readings = _decode(plan.variables, decoded, located, failed, state)
         counters.qualities.update(map(_quality_of, readings.values()))
     return Readings(device=device.index, ts_ns=answered_ns or clock.wall_ns(), values=readings,

@@ -131,7 +131,8 @@ class RtuBus(QueuedLink):
                                      quality=Quality.DISCONNECTED)
         try:
             transport, receiver = await serial_asyncio.create_serial_connection(
-                asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard, self.clock), self.path,
+                asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard, self.clock),
+                self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
                 parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
         except _PORT_ERRORS as err:
@@ -222,9 +223,11 @@ class RtuBus(QueuedLink):
                 raise ModbusRequestError(f"{self.interface}: port error ({receiver.lost})",
                                          quality=Quality.DISCONNECTED)
             if buffer and buffer[0] != job.unit_id:
-                self._bad(receiver, TraceError.BAD_SLAVE, f"reply from unit {buffer[0]}, expected {job.unit_id}")
+                self._bad(receiver, TraceError.BAD_SLAVE,
+                          f"reply from unit {buffer[0]}, expected {job.unit_id}")
             if len(buffer) >= 2 and buffer[1] not in (job.pdu[0], job.pdu[0] | 0x80):
-                self._bad(receiver, TraceError.BAD_SLAVE, f"reply function {buffer[1]}, expected {job.pdu[0]}")
+                self._bad(receiver, TraceError.BAD_SLAVE,
+                          f"reply function {buffer[1]}, expected {job.pdu[0]}")
             size = rtu_reply_length(bytes(buffer[:3]))
             if size == -1:
                 # Unknown function (tunnel): the frame ends at a 3.5-character silence.

@@ -340,7 +340,8 @@ async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls(
     assert poll_readings.values[1].quality is Quality.GOOD
 
 
-async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving_it_waiting() -> None:
+async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving_it_waiting(
+        ) -> None:
     sim_dev = SimulatedDevice()
     sim_dev.delay_s = 3.0                          # answers long after the close
     async with TcpSimulator({1: sim_dev}) as sim:
