@@ -105,7 +105,7 @@ def _value(rng: random.Random, var: Variable) -> tuple[float | None, float | Non
 
 def _records(definition: DefinitionFile, devices: int, period_s: int) -> dict[str, pa.Table]:
     rng = random.Random(20210205)
-    ends = list(range(period_s, DAY_S, period_s)) + [DAY_S]
+    ends = [*range(period_s, DAY_S, period_s), DAY_S]
     tables: dict[str, pa.Table] = {}
     for device in range(1, devices + 1):
         cols: dict[str, list[object]] = {n: [] for n in RECORDS_SCHEMA.names}

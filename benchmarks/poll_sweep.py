@@ -52,7 +52,7 @@ from config.model import (
     Variable,
 )
 from pipeline.drivers._base import Readings, ReadPlan
-from pipeline.drivers.modbus.planner import plan_reads, requests_of
+from pipeline.drivers.modbus.planner import ModbusPlan, plan_reads
 from pipeline.drivers.modbus.simulator import serve_fleet
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
@@ -132,11 +132,11 @@ def _block(address: int, count: int, variables: list[Variable]) -> _Block:
     return _Block(address, count, tuple(points))
 
 
-def _blocks(plan: ReadPlan) -> list[_Block]:
+def _blocks(plan: ModbusPlan) -> list[_Block]:
     """The same coalesced ranges as ours: a competent loop reads blocks, not variables."""
     by_index = {v.index: v for v in plan.variables}
     return [_block(r.address, r.count, [by_index[i] for i in r.indexes])
-            for r in requests_of(plan)]
+            for r in plan.requests]
 
 
 def _singles(definition: DefinitionFile) -> list[_Block]:
@@ -229,7 +229,7 @@ async def _measure(ports: list[int], registers: int, n: int, naive_devices: int,
         naive_clients = [clients[k] for k in naive_pick]
         await _sweep_concurrent(clients, blocks)                   # warm-up
         await _sweep_naive_warm(naive_clients, singles)
-        requests = len(requests_of(plan)) * len(devices)
+        requests = len(plan.requests) * len(devices)
         expected = registers * len(devices)
         for _ in range(n):
             results = await ours.time(lambda: _sweep_ours(driver, devices, plan))

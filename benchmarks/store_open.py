@@ -151,10 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     # The torn tails are planted on purpose; their WARNING lines would only hide the result.
     logging.getLogger("sunpm.store").setLevel(logging.ERROR)
-    if args.quick:
-        result = run(devices=10, device_mb=0.2, seal_bytes=64 * 1024, n=1)
-    else:
-        result = run()
+    result = run(devices=10, device_mb=0.2, seal_bytes=64 * 1024, n=1) if args.quick else run()
     emit(result)
 
 

@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 NS_PER_S = 1_000_000_000
 
@@ -82,6 +82,12 @@ class ManualClock:
     def wall_ns(self) -> int:
         return self._mono + self._offset
 
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting on this clock: a test waits for a loop to reach its next wait before
+        moving the clock past it."""
+        return sum(1 for _, _, timer in self._sleepers if not timer.done())
+
     def step_wall(self, delta_ns: int) -> None:
         self._offset += delta_ns
 
@@ -124,3 +130,7 @@ class ManualClock:
             await self.settle()
         self._mono = target
         await self.settle()
+
+
+#: The host's clocks, the default of every component that takes a `Clock`.
+SYSTEM_CLOCK: Final[Clock] = SystemClock()

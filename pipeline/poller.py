@@ -1,4 +1,5 @@
-"""The poll loop: drives protocol drivers on schedule and feeds the recorder (docs/behaviour.md §2.1).
+"""The poll loop: drives protocol drivers on schedule and feeds the recorder
+(docs/behaviour.md §2.1).
 
 - A device is polled every P = min(`DAQ_PollPeriod`, its `acqPeriod`), at multiples of P from each
   00:00 UTC (the day's last gap is shorter when P does not divide 86400).
@@ -28,7 +29,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import pyarrow as pa
 
@@ -43,6 +44,7 @@ from pipeline.drivers._base import (
     Readings,
     ReadPlan,
 )
+from pipeline.drivers.writes import WriteQueue
 from pipeline.recorder import (
     DAY_NS,
     ParameterRead,
@@ -79,7 +81,16 @@ STEP_NS: Final = 2 * NS_PER_S
 RESET_NS: Final = 3_600 * NS_PER_S
 OVERRUN_WARNING_INTERVAL_NS: Final = 3_600 * NS_PER_S
 
-RecordSink = Callable[[str, pa.RecordBatch], Awaitable[object]]
+class Appended(Protocol):
+    """What a record sink may answer (the store's `SeqRange`): `dropped` when its quota or a
+    full store refused the record."""
+
+    @property
+    def dropped(self) -> bool: ...
+
+
+#: Appends one device's records; returns once they are acknowledged (None: nothing to say).
+RecordSink = Callable[[str, pa.RecordBatch], Awaitable[Appended | None]]
 
 
 class PollError(SunpmError):
@@ -176,6 +187,12 @@ def is_due(slot_ns: int, period_s: int) -> bool:
     return (slot_ns % DAY_NS) % (period_s * NS_PER_S) == 0
 
 
+def _superseded(key: tuple[str, int]) -> WriteSuperseded:
+    index, var_index = key
+    return WriteSuperseded(f"writeVariable: {index}: replaced by a newer write to {var_index} "
+                           "before it was sent")
+
+
 def _order(device: Device) -> tuple[int, int, str]:
     number = device.numeric_index
     return (0, number, "") if number is not None else (1, 0, device.index)
@@ -186,7 +203,6 @@ class _Write:
     device: Device
     var: Variable
     raw: RawValue
-    done: asyncio.Future[None]
 
 
 class _Link:
@@ -200,7 +216,8 @@ class _Link:
         self.devices: dict[str, PolledDevice] = {}
         self.ordered: list[PolledDevice] = []
         self.periods: set[int] = set()
-        self.writes: dict[tuple[str, int], _Write] = {}
+        #: Queued writes by (daq index, variable Index); a newer one replaces a queued one.
+        self.writes: WriteQueue[tuple[str, int], _Write] = WriteQueue(_superseded)
         self.write_room = asyncio.Semaphore(WRITE_QUEUE_PER_LINK)
         self.wake = asyncio.Event()
         self.cycles = 0
@@ -312,14 +329,12 @@ class Poller:
         link = self._link(index)
         key = (index, var.index)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        replaced = link.writes.pop(key, None)
-        if replaced is None:
+        needs_room = key not in link.writes     # a replaced write hands over its place
+        if needs_room:
             await link.write_room.acquire()
-        elif not replaced.done.done():
-            replaced.done.set_exception(WriteSuperseded(
-                f"writeVariable: {index}: replaced by a newer write to {var.index} before it "
-                "was sent"))
-        link.writes[key] = _Write(device=link.devices[index].device, var=var, raw=raw, done=done)
+        write = _Write(device=link.devices[index].device, var=var, raw=raw)
+        if link.writes.put(key, write, done) and needs_room:
+            link.write_room.release()           # one came in while this one waited for room
         link.wake.set()
         await done
 
@@ -460,21 +475,20 @@ class Poller:
         return following
 
     async def _run_writes(self, link: _Link) -> None:
-        while link.writes:
-            key = next(iter(link.writes))
-            write = link.writes.pop(key)
+        while (queued := link.writes.pop()) is not None:
+            write, done = queued
             link.write_room.release()
-            if write.done.done():
+            if done.done():
                 continue
             try:
                 await link.driver.write(write.device, write.var, write.raw)
             except SunpmError as err:
-                if not write.done.done():
-                    write.done.set_exception(err)
+                if not done.done():
+                    done.set_exception(err)
                 continue
             link.writes_done += 1
-            if not write.done.done():
-                write.done.set_result(None)
+            if not done.done():
+                done.set_result(None)
 
     # ----------------------------------------------------------------- sinks
 
@@ -522,8 +536,7 @@ class Poller:
         except SunpmError as err:
             self._dropped(record, str(err))
         else:
-            # `Log.append_records` answers a record its quota dropped with `dropped=True`.
-            if getattr(result, "dropped", False) is True:
+            if result is not None and result.dropped:
                 self._dropped(record, "refused by the store (quota or storage full)")
             else:
                 self.records_sent += 1

@@ -421,11 +421,11 @@ class Recorder:
         return changes
 
     def _accumulate(self, st: _Device, i: int, raw: RawValue) -> None:
-        number: Number | None
-        if isinstance(raw, str):
-            number = _tic_number(raw) if st.is_tic else None
-        else:
+        number: Number | None = None
+        if not isinstance(raw, str):
             number = raw
+        elif st.is_tic:
+            number = _tic_number(raw)
         if number is None:
             # Text that is not a number has no min/max/mean (docs/formats.md §8.2).
             st.failed[i] = Quality.DECODE_ERROR

@@ -1362,7 +1362,7 @@ def _plan_groups(batches: list[pa.RecordBatch]
         if lo != hi:
             change = pc.not_equal(ts.slice(1), ts.slice(0, n - 1))
             starts.update(i + 1 for i in pc.indices_nonzero(change).to_pylist())
-        cuts = sorted(starts) + [n]
+        cuts = [*sorted(starts), n]
         members: list[tuple[int, list[int]]] = []
         pos = 0
         k = 0

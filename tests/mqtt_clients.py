@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import aiomqtt
+from waiting import wait_until
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +37,5 @@ async def subscriber(port: int, *topics: str, qos: int = 1, identifier: str = "i
 
 
 async def wait_for(got: list[tuple[str, bytes]], n: int, timeout_s: float = 10) -> None:
-    """Until `got` holds `n` messages at least; TimeoutError after `timeout_s`."""
-    async with asyncio.timeout(timeout_s):
-        while len(got) < n:
-            await asyncio.sleep(0.02)
+    """Until `got` holds `n` messages at least; AssertionError after `timeout_s`."""
+    await wait_until(lambda: len(got) >= n, timeout_s, what=f"{n} messages")

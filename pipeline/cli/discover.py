@@ -339,7 +339,7 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
             name = write_definition(defs_dir, GeneratedDefinition(name=name, text=text)).name
         if args.import_:
             row = tic_device(daq, found, name)
-            new_daq = dataclasses.replace(daq, devices=daq.devices + (row,),
+            new_daq = dataclasses.replace(daq, devices=(*daq.devices, row),
                                           blocks=daq.blocks | {"devices"})
             _write_daq(args.config, uid, new_daq)
         result.update(mode=found.mode.value, baud=found.baud, address=found.address,

@@ -1,3 +1,4 @@
-"""One driver per protocol behind the contract of `_base.py` (see README.md)."""
+"""One driver per protocol behind the contract of `_base.py`, listed in `registry.py` (see
+README.md)."""
 
-__all__ = ["discovery", "io", "modbus", "sunspec", "tic", "tic_discovery"]
+__all__ = ["discovery", "io", "modbus", "registry", "sunspec", "tic", "tic_discovery", "writes"]

@@ -91,12 +91,15 @@ class LinkSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadPlan:
-    """The variables a poll reads and the requests that read them (built once per definition)."""
+    """The variables a poll reads (built once per definition file and kept: drivers cache what
+    they derive from a plan by its identity).
+
+    TIC and I/O read every variable of the plan; a protocol that sends requests extends it with
+    them, typed (Modbus: `modbus.planner.ModbusPlan`).
+    """
 
     definition: DefinitionFile
     variables: tuple[Variable, ...]
-    #: Protocol-specific requests (for Modbus: coalesced register reads), in sending order.
-    requests: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,19 +134,37 @@ DiscoveryLog = Callable[[str], None]
 
 
 class ProtocolDriver(Protocol):
+    """What the poll loop drives; every driver class states it implements it (mypy checks).
+
+    Discovery is no part of it: it runs over a link (`RegisterReader`, the TIC port) with its own
+    progress log, in `discovery.py` and `tic_discovery.py`, not through a polling driver.
+    """
+
+    #: The daq.csv `protocol` the driver serves (log lines, the registry).
     name: str
 
-    async def open(self, link: LinkSettings) -> None: ...
-    async def read(self, device: Device, plan: ReadPlan) -> Readings: ...
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None: ...
-    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]: ...
+    async def open(self, link: LinkSettings) -> None:
+        """Take the port or prepare the connections; a port that cannot open is not an error
+        here when the driver retries by itself (its devices read quality 5 meanwhile)."""
+        ...
+
+    async def read(self, device: Device, plan: ReadPlan) -> Readings:
+        """One poll of `device`: a value or a quality per variable of `plan`; raises
+        `DeviceError` only when the link itself is unusable (the poll loop records quality 5)."""
+        ...
+
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
+        """Write one raw value; raises `DeviceError` worded as docs/behaviour.md §2.7."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class ModbusRequestError(DeviceError):
     """A Modbus request got no usable answer; `quality` is the code its variables get."""
 
-    def __init__(self, message: str, *, quality: Quality, exception_code: int | None = None) -> None:
+    def __init__(self, message: str, *, quality: Quality,
+                 exception_code: int | None = None) -> None:
         super().__init__(message)
         self.quality = quality
         self.exception_code = exception_code

@@ -34,11 +34,9 @@ from config.model import (
     RegisterKind,
     Variable,
 )
+from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import (
     DeviceError,
-    DiscoveryLog,
-    DiscoveryParams,
-    FoundDevice,
     LinkSettings,
     ProtocolDriver,
     RawValue,
@@ -144,8 +142,8 @@ class S0Counter:
         return self.total
 
 
-_CHANNEL_TAGS: Final = tuple(f"io:{kind}{k}" for kind in ("AI", "DI", "CNT") for k in (1, 2, 3, 4)) \
-    + ("io:RELAY",)
+_CHANNEL_TAGS: Final = (*(f"io:{kind}{k}" for kind in ("AI", "DI", "CNT") for k in (1, 2, 3, 4)),
+                        "io:RELAY")
 
 
 def tagged_channels(definition: DefinitionFile) -> dict[str, Variable]:
@@ -247,13 +245,14 @@ def backend_module(parameters: str) -> str | None:
 # --------------------------------------------------------------------------- driver
 
 
-class IoDriver:
+class IoDriver(ProtocolDriver):
     """The `IO` device's `ProtocolDriver` over one backend."""
 
     name = "io"
 
-    def __init__(self, backend: IoBackend) -> None:
+    def __init__(self, backend: IoBackend, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.backend = backend
+        self.clock = clock
 
     async def open(self, link: LinkSettings) -> None:
         return None
@@ -268,7 +267,7 @@ class IoDriver:
         values = {var.index: sampled.get(var.io, Reading(None, Quality.DECODE_ERROR))
                   if var.io is not None else Reading(None, Quality.DECODE_ERROR)
                   for var in plan.variables}
-        return Readings(device=device.index, ts_ns=time.time_ns(), values=values)
+        return Readings(device=device.index, ts_ns=self.clock.wall_ns(), values=values)
 
     async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
         if var.io is None or var.io.kind is not IoKind.RELAY:
@@ -279,9 +278,6 @@ class IoDriver:
         if isinstance(raw, str) or raw not in (0, 1):
             raise DeviceError(f"setRelay: state must be 0 or 1, got {raw}")
         await self.backend.set_relay(int(raw))
-
-    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
-        raise DeviceError("discoverDevices: the I/O device is not discovered")
 
     async def close(self) -> None:
         return None

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import termios
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,12 +31,11 @@ from typing import Final
 import serial_asyncio
 
 from config.model import Device, Quality, Variable
+from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import (
     DeviceError,
-    DiscoveryLog,
-    DiscoveryParams,
-    FoundDevice,
     LinkSettings,
+    ProtocolDriver,
     RawValue,
     Reading,
     Readings,
@@ -349,7 +347,7 @@ class TicReader:
     def __init__(self, path: str, *, baud: int | None = None,
                  on_accessory: AccessoryListener | None = None,
                  opener: PortOpener | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns,
+                 clock: Clock = SYSTEM_CLOCK,
                  detection_slot_s: float = DETECTION_SLOT_S,
                  trace: TraceHook | None = None) -> None:
         self.path = path
@@ -363,12 +361,12 @@ class TicReader:
         self.frames: asyncio.Queue[TicFrame] | None = None
         self._on_accessory = on_accessory
         self._opener: PortOpener = opener or open_serial
-        self.clock_ns = clock_ns
+        self.clock = clock
         self._was_present = False
         self._detection_slot_ns = int(detection_slot_s * 1e9)
-        self._last_valid_ns = clock_ns()
+        self._last_valid_ns = clock.monotonic_ns()
         self._dropped_reported = (0, 0)
-        self._last_hourly_ns = clock_ns()
+        self._last_hourly_ns = clock.monotonic_ns()
         self._port_failures = 0
         self._port_warned_ns = 0
 
@@ -392,14 +390,14 @@ class TicReader:
             self._on_accessory(event)
 
     async def run(self) -> None:
-        started_ns = self.clock_ns()
+        started_ns = self.clock.monotonic_ns()
         while True:
             if not os.path.exists(self.path):
                 self.present = False
-                if self.lost or self.clock_ns() - started_ns >= MISSING_AT_START_S * 1e9 \
+                if self.lost or self.clock.monotonic_ns() - started_ns >= MISSING_AT_START_S * 1e9 \
                         or self._was_present:
                     self._signal("loss")
-                await asyncio.sleep(PATH_CHECK_S)
+                await self.clock.sleep(PATH_CHECK_S)
                 continue
             try:
                 await self._read_port()
@@ -407,12 +405,12 @@ class TicReader:
                 self._port_failed(err)
                 self.present = False
                 self._signal("loss")
-                await asyncio.sleep(PATH_CHECK_S)
+                await self.clock.sleep(PATH_CHECK_S)
 
     def _port_failed(self, err: BaseException) -> None:
         # Retried every PATH_CHECK_S: a port that cannot open (no dialout right) would log
         # a warning a second. The first failure warns, the rest are counted and summed up hourly.
-        now = self.clock_ns()
+        now = self.clock.monotonic_ns()
         self._port_failures += 1
         if self._port_failures == 1 or now - self._port_warned_ns >= 3600 * 10**9:
             if self._port_failures == 1:
@@ -437,7 +435,7 @@ class TicReader:
         self.present = True
         self._signal("return")
         decoder = self._decoder(baud)
-        slot_start = self.clock_ns()
+        slot_start = self.clock.monotonic_ns()
         try:
             while True:
                 if not os.path.exists(self.path):
@@ -452,7 +450,7 @@ class TicReader:
                         raise DeviceError(f"{self.path}: end of stream")
                 self._handle(decoder.feed(chunk))
                 self._hourly_warning()
-                now = self.clock_ns()
+                now = self.clock.monotonic_ns()
                 if self.fixed_baud is None and self._should_switch(now, slot_start):
                     close()
                     baud = next(bauds)
@@ -489,7 +487,7 @@ class TicReader:
         decoder.counters = self.counters
 
         def on_group(group: TicGroup) -> None:
-            now = self.clock_ns()
+            now = self.clock.monotonic_ns()
             self._last_valid_ns = now
             self.values[group.label] = LabelValue(group.data, group.horodate, now)
             if self.mode is None and decoder.consecutive_valid >= DETECTION_GROUPS:
@@ -503,7 +501,7 @@ class TicReader:
         if self.trace is not None:
             for frame in frames:
                 # `tic` traces: one `<=` line per frame (docs/formats.md §11).
-                self.trace(FrameTrace(ts_ns=time.time_ns(), interface="tic",
+                self.trace(FrameTrace(ts_ns=self.clock.wall_ns(), interface="tic",
                                       direction=Direction.RECEIVED, data=frame.raw))
         if self.frames is None:
             return
@@ -512,7 +510,7 @@ class TicReader:
                 self.frames.put_nowait(frame)
 
     def _hourly_warning(self) -> None:
-        now = self.clock_ns()
+        now = self.clock.monotonic_ns()
         if now - self._last_hourly_ns < 3600 * 10**9:
             return
         self._last_hourly_ns = now
@@ -528,7 +526,7 @@ class TicReader:
 # --------------------------------------------------------------------------- driver
 
 
-class TicDriver:
+class TicDriver(ProtocolDriver):
     """The `TIC1` device: each variable is the label named by its `Info1`.
 
     A label counts as read in a poll when a valid group carrying it arrived since the previous
@@ -541,7 +539,7 @@ class TicDriver:
         self.reader = reader
         self._task: asyncio.Task[None] | None = None
         self._last_poll_ns: int | None = None
-        self._opened_ns = reader.clock_ns()
+        self._opened_ns = reader.clock.monotonic_ns()
         self._warned_addresses: set[str] = set()
 
     async def open(self, link: LinkSettings) -> None:
@@ -556,14 +554,14 @@ class TicDriver:
             self._task = None
 
     async def read(self, device: Device, plan: ReadPlan) -> Readings:
-        now = self.reader.clock_ns()
+        now = self.reader.clock.monotonic_ns()
         since = self._last_poll_ns if self._last_poll_ns is not None else self._opened_ns
         self._last_poll_ns = now
         self._check_address(device)
         values: dict[int, Reading] = {}
         for var in plan.variables:
             values[var.index] = self._reading(var, since)
-        return Readings(device=device.index, ts_ns=time.time_ns(), values=values)
+        return Readings(device=device.index, ts_ns=self.reader.clock.wall_ns(), values=values)
 
     def _reading(self, var: Variable, since_ns: int) -> Reading:
         if self.reader.lost or not self.reader.present:
@@ -586,6 +584,3 @@ class TicDriver:
 
     async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
         raise DeviceError(f"{device.name}: TIC variables cannot be written")
-
-    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
-        raise DeviceError("discoverDevices: TIC detection runs on TIC_Port through the service")

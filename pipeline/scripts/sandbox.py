@@ -298,7 +298,7 @@ class LuaState:
         if self._budget.stopped is not None:
             raise Overrun(self._budget.stopped)
         if isinstance(result, tuple):
-            first, second = (result + (None, None))[:2]
+            first, second = (*result, None, None)[:2]
             return first, second
         return result, None
 

@@ -327,7 +327,8 @@ class _Kickoff:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
-                while gateway.site is None or any(
+                # The gateway signals no acknowledgement; a demo's start-up polls twice a second.
+                while gateway.site is None or any(  # noqa: ASYNC110
                         gateway.acknowledged_end(d.index) is None
                         for d in gateway.site.polled_devices):
                     await asyncio.sleep(0.5)

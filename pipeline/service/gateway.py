@@ -63,7 +63,7 @@ from pipeline.clock import NS_PER_S, Clock, SystemClock
 from pipeline.drivers._base import DeviceError, RawValue
 from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
-from pipeline.poller import Event, Poller
+from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.clock_check import ClockCheck
@@ -681,7 +681,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ sinks
 
-    async def _record_sink(self, device: str, batch: pa.RecordBatch) -> object:
+    async def _record_sink(self, device: str, batch: pa.RecordBatch) -> Appended:
         assert self.store is not None
         result = await self.store.append_records(device, batch)
         if batch.num_rows:

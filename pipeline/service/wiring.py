@@ -13,19 +13,18 @@ import logging
 import os
 import termios
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import serial_asyncio
 
 from config import Site
 from config.model import DefinitionFile, Device, DeviceKind, Variable
 from pipeline.drivers._base import DeviceError, LinkSettings, ProtocolDriver, ReadPlan
-from pipeline.drivers.io import IoDriver, ModbusIoBackend, SimBackend, backend_module
-from pipeline.drivers.modbus.planner import plan_reads, polled_variables
-from pipeline.drivers.modbus.rtu import ModbusRtuDriver
-from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.drivers.io import ModbusIoBackend, SimBackend, backend_module
+from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.trace import TraceHook
-from pipeline.drivers.tic import AccessoryListener, TicDriver, TicReader, open_serial
+from pipeline.drivers.registry import DriverContext, new_driver, read_plans
+from pipeline.drivers.tic import AccessoryListener, TicReader, open_serial
 from pipeline.poller import PolledDevice, PollLink, link_name
 from store.log import Log
 
@@ -38,7 +37,8 @@ async def open_tic_port(path: str, baud: int) -> tuple[object, Callable[[], None
     try:
         return await open_serial(path, baud)
     except (OSError, termios.error) as err:
-        code = getattr(err, "errno", None) or (err.args[0] if err.args else None)
+        # termios.error is no OSError: its errno is its first argument.
+        code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
         if not os.path.realpath(path).startswith("/dev/pts/") or code not in (errno.EINVAL, None):
             raise
     reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
@@ -72,23 +72,14 @@ class Plant:
                 log.warning("Driver close failed. driver=%s error=%s", driver.name, err)
 
 
-def plans_for(site: Site, definition: DefinitionFile) -> tuple[ReadPlan, ReadPlan | None]:
-    if definition.protocol.is_modbus:
-        max_gap = site.settings.daq_modbus_max_gap
-        plan = plan_reads(definition, max_gap)
-        params = polled_variables(definition, parameters=True)
-        return plan, (plan_reads(definition, max_gap, variables=params) if params else None)
-    return ReadPlan(definition=definition, variables=tuple(
-        v for v in definition.variables if v.action.is_polled)), None
-
-
 def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | None = None,
                 trace: TraceHook | None = None) -> Plant:
     """Drivers and links of every polled device of `site` (devices on a port without driver,
     or a serial port without `path`, are logged once and left out)."""
     plant = Plant()
-    tcp = ModbusTcpDriver(inter_frame_ms=site.daq.tcp_inter_frame_ms, trace=trace)
-    rtu: dict[str, ModbusRtuDriver] = {}
+    context = DriverContext(trace=trace, tcp_inter_frame_ms=site.daq.tcp_inter_frame_ms)
+    tcp = new_driver(DeviceKind.MODBUS_TCP, context)
+    rtu: dict[str, ProtocolDriver] = {}
     unwired: set[str] = set()
     grouped: dict[str, list[PolledDevice]] = {}
     driver_of: dict[str, ProtocolDriver] = {}
@@ -109,7 +100,9 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
                     log.warning("%s has no path in daq.csv; its devices are not polled", port)
                     unwired.add(port)
                 continue
-            driver = rtu.setdefault(port, ModbusRtuDriver(trace=trace))
+            if port not in rtu:
+                rtu[port] = new_driver(kind, context)
+            driver = rtu[port]
         elif kind is DeviceKind.IO:
             io_devices.append(device)
             continue
@@ -120,7 +113,7 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
             plant.tic_reader = TicReader(site.settings.tic_port, on_accessory=on_accessory,
                                          opener=open_tic_port,  # type: ignore[arg-type]
                                          trace=trace)
-            driver = TicDriver(plant.tic_reader)
+            driver = new_driver(kind, replace(context, tic_reader=plant.tic_reader))
         _add(site, plant, grouped, driver_of, device, definition, driver)
     for device in io_devices:
         definition = site.definition_of(device)
@@ -135,7 +128,8 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
             assert module_def is not None
             backend = ModbusIoBackend(driver_of.get(link_name(row), tcp), row, module_def,
                                       _io_plan)
-        _add(site, plant, grouped, driver_of, device, definition, IoDriver(backend))
+        _add(site, plant, grouped, driver_of, device, definition,
+             new_driver(DeviceKind.IO, replace(context, io_backend=backend)))
     plant.links = [PollLink(name=name, driver=driver_of[name], devices=tuple(devices),
                             category=_category(devices[0].device))
                    for name, devices in grouped.items()]
@@ -154,7 +148,7 @@ def _io_plan(definition: DefinitionFile, variables: Sequence[Variable]) -> ReadP
 def _add(site: Site, plant: Plant, grouped: dict[str, list[PolledDevice]],
          driver_of: dict[str, ProtocolDriver], device: Device, definition: DefinitionFile,
          driver: ProtocolDriver) -> None:
-    plan, parameter_plan = plans_for(site, definition)
+    plan, parameter_plan = read_plans(definition, site.settings.daq_modbus_max_gap)
     name = link_name(device)
     grouped.setdefault(name, []).append(PolledDevice(
         device=device, definition=definition, plan=plan, parameter_plan=parameter_plan))

@@ -296,7 +296,7 @@ def parse_data(text: str, zone: str, *, euro: bool = False) -> list[Block]:
         if first in ("DEVICEINDEX", "TypeIO", "SNTIC"):
             blocks.append(Block((line,), [], []))
         elif first in ("modbusTCP", "modbusRTU", "TypeTIC"):
-            blocks[-1] = Block(blocks[-1].header + (line,), [], [])
+            blocks[-1] = Block((*blocks[-1].header, line), [], [])
         elif "/" not in first:
             count, *indexes = line.split(";")
             assert int(count) == len(indexes), line

@@ -26,6 +26,7 @@ from e2e_support import (
 )
 from poller_runs import polling, wait_whole_second
 from tic_ptys import meter_pty, pty_opener
+from waiting import wait_until
 
 from config import load_site
 from config.model import Device
@@ -125,7 +126,7 @@ async def test_io_and_tic_polled_recorded_and_delivered(tmp_path: Path) -> None:
             io = [Device(line=d.line, index=d.index, interface="", name=d.name, address=None,
                          acq_period_s=1, category=d.category, model=d.model, def_file=d.def_file)
                   for d in rows]
-            return io + [Device(line=len(rows) + 2, index="TIC1", interface="", name="Linky",
+            return [*io, Device(line=len(rows) + 2, index="TIC1", interface="", name="Linky",
                                 address=None, acq_period_s=1, serial_number=ADCO,
                                 category="Meter", model="Linky",
                                 def_file=f"{UID}_TIC_LINKY.csv")]
@@ -154,9 +155,7 @@ async def test_io_and_tic_polled_recorded_and_delivered(tmp_path: Path) -> None:
         try:
             for driver in (io, tic):
                 await driver.open(LinkSettings())
-            async with asyncio.timeout(5):
-                while reader.mode is not TicMode.HISTORIC:
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: reader.mode is TicMode.HISTORIC, 5)
             links = poll_links(site, log, lambda d: io if d.index == "IO" else tic)
             poller = Poller(links, recorder=Recorder(), record_sink=log.append_records,
                             event_sink=journal_sink(log), daq_poll_period_s=1)

@@ -68,7 +68,7 @@ async def commission(tmp_path: Path, port: int, ftp_port: int) -> tuple[Path, di
 
     def devices(rows: tuple[Device, ...]) -> list[Device]:
         out = [dataclasses.replace(d, acq_period_s=1) if d.index == "1" else d for d in rows]
-        return out + [Device(line=len(rows) + 2, index="2", interface=f"127.0.0.1:{port}",
+        return [*out, Device(line=len(rows) + 2, index="2", interface=f"127.0.0.1:{port}",
                              name="meter", address=2, acq_period_s=1, timeout_ms=150,
                              parameters="1", category="Meter", model="M3",
                              def_file="meter_small.csv")]

@@ -49,8 +49,8 @@ M203 = BASE + 72
 
 
 def _common(serial: str) -> list[int]:
-    return ([1, 66] + _text("ACME", 16) + _text("DER 10k", 16) + _text("", 8) + _text("2.1", 8)
-            + _text(serial, 16) + [1, 0x8000])
+    return [1, 66, *_text("ACME", 16), *_text("DER 10k", 16), *_text("", 8), *_text("2.1", 8),
+            *_text(serial, 16), 1, 0x8000]
 
 
 def der_image() -> dict[int, int]:

@@ -13,10 +13,11 @@ import pytest
 from poller_runs import polling, wait_whole_second
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
+from waiting import wait_until
 
 import config
 from config.model import Device, Quality
-from pipeline.drivers._base import ReadPlan
+from pipeline.drivers._base import Readings, ReadPlan
 from pipeline.drivers.io import IoDriver, SimBackend
 from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
@@ -91,13 +92,19 @@ async def test_polls_of_a_pymodbus_device_become_records(tmp_path: Path, sink: s
                     recorder=Recorder(), record_sink=target.append_records,
                     event_sink=journal, daq_poll_period_s=1)
     await wait_whole_second()
+    def sent() -> int:
+        return poller.counters().records_sent
+
     async with polling(poller, driver.close, *([log.close] if log is not None else [])) as stop:
-        await asyncio.sleep(2.6)
+        await wait_until(lambda: sent() >= 2)
         async with asyncio.timeout(2):           # State changes, written ahead of the polls
             await poller.write("4", defn.variable(5), 2)
-        await asyncio.sleep(1.0)
+        written = sent()
+        await wait_until(lambda: sent() >= written + 2)     # a whole period after the write
         await server.shutdown()                  # the device goes away: missing values
-        await asyncio.sleep(2.0)
+        await wait_until(lambda: not _good(poller.latest("4")))
+        failing = sent()
+        await wait_until(lambda: sent() >= failing + 2)     # a whole period without the device
         await stop()
 
     if log is None:
@@ -115,6 +122,14 @@ async def test_polls_of_a_pymodbus_device_become_records(tmp_path: Path, sink: s
             await reader.close()
     table = table.set_column(0, "ts", table.column("ts").cast(pa.int64()))
     check(table.to_pylist(), params, defn.snapshot_id)
+
+
+def _relay(batch: pa.RecordBatch) -> object:
+    return next(r["value"] for r in batch.to_pylist() if r["var"] == 9)
+
+
+def _good(readings: Readings | None) -> bool:
+    return readings is not None and all(r.quality.is_good for r in readings.values.values())
 
 
 def check(rows: list[dict[str, Any]], params: list[dict[str, Any]], def_id: str) -> None:
@@ -168,10 +183,10 @@ async def test_io_simulator_polled_and_its_relay_written_ahead_of_polls() -> Non
                     daq_poll_period_s=1)
     await wait_whole_second()
     async with polling(poller) as stop:
-        await asyncio.sleep(1.5)
+        await wait_until(lambda: len(memory.batches) >= 1)
         async with asyncio.timeout(1):
             await poller.write("IO", defn.variable(9), 1)
-        await asyncio.sleep(2.0)
+        await wait_until(lambda: _relay(memory.batches[-1]) == 1.0)
         await stop()
     records = [{r["var"]: r for r in b.to_pylist()} for b in memory.batches]
     assert len(records) >= 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from plant import NS, T0, day_batch, hashes, sunpm
+from waiting import wait_until
 
 from sdcard.fsck import CLEAN
 from sdcard.mirror import CardMirror, MirrorState
@@ -126,9 +127,7 @@ async def test_run_mirrors_a_live_writer(tmp_path: Path) -> None:
                 start = T0 + day * 86_400
                 await log.append_records("1", day_batch("1", def_id, list(range(
                     start + 600, start + 86_400, 600))), commit_now=True)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _rows(card).num_rows < 3 * 143 * 4:
-                await asyncio.sleep(0.1)
+            await wait_until(lambda: _rows(card).num_rows >= 3 * 143 * 4, 10, every=0.1)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

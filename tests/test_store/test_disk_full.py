@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 from records_util import T0, record
+from waiting import wait_until
 
 from store import Log, StoreIOError, StoreOptions
 
@@ -56,10 +57,7 @@ async def _scenario(root: Path, fill: object, free: object, caplog: pytest.LogCa
         waiting = [asyncio.create_task(log.append_records("1", record(T0 + (10 + i) * 10**9, 20,
                                                                         100 + i)))
                    for i in range(30)]
-        for _ in range(200):
-            if log.last_error is not None:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: log.last_error is not None, 5)
         assert isinstance(log.last_error, StoreIOError)
         assert "No space left on device" in str(log.last_error)
         assert "commit failed" in caplog.text
@@ -133,15 +131,11 @@ async def test_while_the_disk_fails_the_oldest_records_are_dropped_past_the_memo
         await log.append_records("1", record(T0, 20))
         full["on"] = True
         first = [log.submit_records("1", record(T0 + (1 + i) * 10**9, 20)) for i in range(3)]
-        for _ in range(200):
-            if log.last_error is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert log.last_error is not None
+        await wait_until(lambda: log.last_error is not None, 5)
         # Past the bound the oldest pending batches give way (journal events never do).
         tasks = [asyncio.create_task(log.append_records("1", record(T0 + (10 + i) * 10**9, 20)))
                  for i in range(4)]
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: sum(f.done() and f.result().dropped for f in first) >= 2, 5)
         dropped = [f for f in first if f.done() and f.result().dropped]
         assert len(dropped) >= 2
         assert log.stats("1").dropped == len(dropped)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from store.errors import ReportKind, StoreLockedError, StoreReadOnlyError
 from store.traces import (
@@ -223,9 +224,7 @@ async def test_run_flushes_on_its_cadence_and_at_cancellation(tmp_path: Path) ->
     task = asyncio.create_task(traces.run())
     try:
         traces.append(frame(0))
-        async with asyncio.timeout(5):
-            while not await asyncio.to_thread(traces.entries, "ethernet"):
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: asyncio.to_thread(traces.entries, "ethernet"), 5)
         traces.append(frame(1))
     finally:
         task.cancel()

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from config.model import DefinitionFile, RegisterKind, Variable
-from pipeline.drivers._base import ReadPlan
+from pipeline.drivers._base import DeviceError, ReadPlan
 from pipeline.drivers.modbus.frames import MAX_BITS, MAX_REGISTERS, read_request
 
-__all__ = ["ReadRequest", "plan_reads", "polled_variables", "split_plan"]
+__all__ = ["ModbusPlan", "ReadRequest", "modbus_plan", "plan_reads", "polled_variables",
+           "split_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,21 @@ class ReadRequest:
     @property
     def pdu(self) -> bytes:
         return read_request(self.function, self.address, self.count)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModbusPlan(ReadPlan):
+    """A read plan with the register reads that carry it, in sending order."""
+
+    requests: tuple[ReadRequest, ...] = ()
+
+
+def modbus_plan(plan: ReadPlan) -> ModbusPlan:
+    """`plan` as the Modbus planner built it; a plan of another protocol is a wiring error."""
+    if not isinstance(plan, ModbusPlan):
+        raise DeviceError(f"{plan.definition.file_name}: not a Modbus read plan (build it with "
+                          "plan_reads)")
+    return plan
 
 
 def polled_variables(definition: DefinitionFile, *, parameters: bool = False) -> list[Variable]:
@@ -84,7 +100,7 @@ def _coalesce(kind: RegisterKind, variables: list[Variable], max_gap: int) -> li
 
 
 def plan_reads(definition: DefinitionFile, max_gap: int = 0, *,
-               variables: Iterable[Variable] | None = None) -> ReadPlan:
+               variables: Iterable[Variable] | None = None) -> ModbusPlan:
     """The coalesced reads of a poll: polled variables (or `variables`) plus their scale factors.
 
     `max_gap` is `DAQ_ModbusMaxGap`: 0 never reads an address no variable names.
@@ -95,10 +111,10 @@ def plan_reads(definition: DefinitionFile, max_gap: int = 0, *,
     for kind in RegisterKind:
         of_kind = [v for v in chosen if v.modbus is not None and v.modbus.kind is kind]
         requests.extend(_coalesce(kind, of_kind, max(0, max_gap)))
-    return ReadPlan(definition=definition, variables=tuple(chosen), requests=tuple(requests))
+    return ModbusPlan(definition=definition, variables=tuple(chosen), requests=tuple(requests))
 
 
-def split_plan(plan: ReadPlan) -> ReadPlan:
+def split_plan(plan: ReadPlan) -> ModbusPlan:
     """One read per variable: the fallback after exception 0x02/0x03 on a merged read."""
     requests = []
     for var in plan.variables:
@@ -107,15 +123,6 @@ def split_plan(plan: ReadPlan) -> ReadPlan:
             requests.append(ReadRequest(point.kind, point.address, point.register_count,
                                         (var.index,)))
     requests.sort(key=lambda r: (r.kind, r.address))
-    return ReadPlan(definition=plan.definition, variables=plan.variables,
-                    requests=tuple(requests))
+    return ModbusPlan(definition=plan.definition, variables=plan.variables,
+                      requests=tuple(requests))
 
-
-def requests_of(plan: ReadPlan) -> tuple[ReadRequest, ...]:
-    """The plan's requests, typed (ReadPlan keeps them as `object` for every protocol)."""
-    out = []
-    for request in plan.requests:
-        if not isinstance(request, ReadRequest):
-            raise TypeError(f"not a Modbus read plan: {request!r}")
-        out.append(request)
-    return tuple(out)

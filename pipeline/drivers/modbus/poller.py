@@ -8,7 +8,6 @@ request plus its read-back (§2.7). Device faults become quality codes, never ex
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -16,6 +15,7 @@ from operator import itemgetter
 from typing import Protocol
 
 from config.model import Device, Quality, RegisterKind, Variable
+from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import (
     DeviceError,
     GoodReadings,
@@ -35,7 +35,7 @@ from pipeline.drivers.modbus.frames import (
     write_registers_request,
 )
 from pipeline.drivers.modbus.link import WriteReplaced
-from pipeline.drivers.modbus.planner import ReadRequest, requests_of, split_plan
+from pipeline.drivers.modbus.planner import ModbusPlan, ReadRequest, modbus_plan, split_plan
 from pipeline.drivers.modbus.trace import DeviceCounters
 
 __all__ = ["ModbusLink", "PollState", "poll_device", "write_variable"]
@@ -72,7 +72,7 @@ class PollState:
     counters: DeviceCounters = field(default_factory=DeviceCounters)
     #: The plan the caches below were built for; compared by identity, so a new plan (the
     #: configuration changed) resets them without hashing a whole definition at every poll.
-    plan: ReadPlan | None = None
+    plan: ModbusPlan | None = None
     #: The requests actually sent: the plan's, or one per variable after exception 0x02/0x03.
     requests: tuple[ReadRequest, ...] = ()
     reads: tuple[_CompiledRead, ...] = ()
@@ -126,17 +126,19 @@ def _set_requests(state: PollState, requests: tuple[ReadRequest, ...]) -> None:
 def _prepare(plan: ReadPlan, state: PollState) -> None:
     if state.plan is plan:
         return
-    state.plan = plan
+    state.plan = modbus_plan(plan)
     state.split = False
     state.by_index = {v.index: v for v in plan.variables}
     state.decoders = {v.index: codec.offset_decoder(v.modbus) for v in plan.variables
                       if v.modbus is not None}
-    _set_requests(state, requests_of(plan))
+    _set_requests(state, state.plan.requests)
 
 
 async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
-                      state: PollState) -> Readings:
-    """Read every variable of `plan` from `device`; never raises for a device fault."""
+                      state: PollState, clock: Clock = SYSTEM_CLOCK) -> Readings:
+    """Read every variable of `plan` from `device`; never raises for a device fault.
+
+    Raises `DeviceError` for a plan the Modbus planner did not build (a wiring error)."""
     _prepare(plan, state)
     unit = unit_of(device)
     timeout_ms = device.timeout_ms
@@ -163,7 +165,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
                     and not state.split):
                 state.split = split_now = True
-                _set_requests(state, requests_of(split_plan(plan)))
+                _set_requests(state, split_plan(plan).requests)
                 log.info("Merged read refused; reading per variable from now on. device=%s "
                          "function=%d address=%d count=%d exception=%s", device.index,
                          request.function, request.address, request.count, err.exception_code)
@@ -174,7 +176,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             for index in request.indexes:
                 failed[index] = err.quality
             continue
-        answered_ns = time.time_ns()
+        answered_ns = clock.wall_ns()
         if read.block is not None:
             columns.append(read.block.values(reply, 2))
             blocks.append(read.block)
@@ -190,10 +192,11 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     else:
         decoded: dict[int, Reading] = {}
         for block, column in zip(blocks, columns, strict=True):
-            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD)), strict=False))
+            decoded.update(zip(block.indexes, map(Reading, column, repeat(Quality.GOOD)),
+                               strict=False))
         readings = _decode(plan.variables, decoded, located, failed, state)
         counters.qualities.update(map(_quality_of, readings.values()))
-    return Readings(device=device.index, ts_ns=answered_ns or time.time_ns(), values=readings,
+    return Readings(device=device.index, ts_ns=answered_ns or clock.wall_ns(), values=readings,
                     requests=sent)
 
 

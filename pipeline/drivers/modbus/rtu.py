@@ -22,42 +22,22 @@ the length or CRC check, and both are discarded with quality 3 rather than guess
 from __future__ import annotations
 
 import asyncio
-import logging
 import termios
-import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Final, NoReturn
 
 import serial
 import serial_asyncio
 
-from config.model import Device, DeviceKind, Parity, Quality, SerialPort, Variable
-from pipeline.drivers._base import (
-    DeviceError,
-    DiscoveryLog,
-    DiscoveryParams,
-    FoundDevice,
-    LinkSettings,
-    ModbusRequestError,
-    RawValue,
-    Readings,
-    ReadPlan,
-)
+from config.model import Device, DeviceKind, Parity, Quality, SerialPort
+from pipeline.clock import NS_PER_S, SYSTEM_CLOCK, Clock
+from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
+from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
-from pipeline.drivers.modbus.link import Job, QueuedLink
-from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
-from pipeline.drivers.modbus.trace import (
-    DeviceCounters,
-    Direction,
-    FrameTrace,
-    TraceError,
-    TraceHook,
-)
+from pipeline.drivers.modbus.link import Job, QueuedLink, Reconnection
+from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusRtuDriver", "RtuBus"]
-
-log = logging.getLogger("sunpm.modbus")
 
 _REOPEN_EVERY_S: Final = 10.0
 _MAX_BUFFERED: Final = 64 * 1024
@@ -74,8 +54,9 @@ _PORT_ERRORS: Final = (OSError, termios.error, ValueError)
 
 
 class _SerialReceiver(asyncio.Protocol):
-    def __init__(self, heard: Callable[[int], None]) -> None:
+    def __init__(self, heard: Callable[[int], None], clock: Clock) -> None:
         self._heard = heard
+        self._clock = clock
         self.buffer = bytearray()
         self.arrived = asyncio.Event()
         self.last_rx = 0.0
@@ -91,7 +72,7 @@ class _SerialReceiver(asyncio.Protocol):
         if len(self.buffer) > _MAX_BUFFERED:
             # Noise on an idle bus: keep memory bounded; the flush before a request drops it all.
             del self.buffer[:-_MAX_BUFFERED]
-        self.last_rx = time.monotonic()
+        self.last_rx = self._clock.monotonic_ns() / NS_PER_S
         self._heard(len(data))
         self.arrived.set()
 
@@ -107,22 +88,27 @@ class RtuBus(QueuedLink):
     """
 
     def __init__(self, port: SerialPort, *, path: str | None = None,
-                 trace: TraceHook | None = None) -> None:
-        super().__init__()
-        self.name = f"serial{port.number}"
+                 trace: TraceHook | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(interface=f"serial{port.number}", trace=trace, clock=clock)
+        self.name = self.interface
         self.port = port
         self.path = path or port.path
-        self.interface = f"serial{port.number}"
-        self.trace = trace
-        self.late_frames = 0
         self.requests_sent = 0
+        #: Bytes heard on the line, answers and noise alike.
+        self.bytes_received = 0
         bits = 1 + port.data_bits + (0 if port.parity is Parity.NONE else 1) + port.stop_bits
         #: How long one character of this port's framing takes on the wire.
         self.char_s = bits / port.speed
         three_and_half = _FAST_SILENCE_S if port.speed > 19200 else _SILENCE_BITS / port.speed
         self.silence_s = max(port.inter_frame_ms / 1000, three_and_half)
         self._receiver: _SerialReceiver | None = None
-        self._next_open = 0.0
+        #: A port that fails to open, or fails while open, is tried again every 10 s.
+        self._reconnection = Reconnection(
+            self.interface, clock, (_REOPEN_EVERY_S,), jitter=0.0,
+            went_down="%s: %s; its devices get quality 5, reopening every "
+                      f"{int(_REOPEN_EVERY_S)} s",
+            still_down="%s: still unavailable (%s); %d attempts failed in the last hour",
+            came_back="%s: " + (self.path or "").replace("%", "%%") + " open again")
         self._last_tx_end = 0.0
         #: When the last byte heard or sent ended on the wire (monotonic seconds).
         self._line_quiet_from = 0.0
@@ -130,24 +116,14 @@ class RtuBus(QueuedLink):
         #: is sent to it until the line has been silent that long since (docs/behaviour.md §2.4
         #: item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
-        self.generation = 0
-        self._down_since: float | None = None
-        self._failed_opens = 0
-        self._last_summary = 0.0
 
     # ------------------------------------------------------------------ one exchange
-
-    def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
-        if self.trace is not None:
-            self.trace(FrameTrace(ts_ns=time.time_ns(), interface=self.interface,
-                                  direction=direction, data=data, error=error))
 
     async def _open(self) -> _SerialReceiver:
         if self._receiver is not None and self._receiver.lost is None:
             return self._receiver
         self._close_port()
-        now = time.monotonic()
-        if now < self._next_open:
+        if self._reconnection.waiting:
             raise ModbusRequestError(f"{self.interface}: port unavailable",
                                      quality=Quality.DISCONNECTED)
         if not self.path:
@@ -155,12 +131,12 @@ class RtuBus(QueuedLink):
                                      quality=Quality.DISCONNECTED)
         try:
             transport, receiver = await serial_asyncio.create_serial_connection(
-                asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard), self.path,
+                asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard, self.clock),
+                self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
                 parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
         except _PORT_ERRORS as err:
-            self._next_open = now + _REOPEN_EVERY_S
-            self._port_failed(f"cannot open {self.path} ({err})")
+            self._reconnection.failed(f"cannot open {self.path} ({err})")
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
                                      quality=Quality.DISCONNECTED) from err
         assert isinstance(receiver, _SerialReceiver)
@@ -168,29 +144,11 @@ class RtuBus(QueuedLink):
         receiver.transport = transport
         self._receiver = receiver
         self.generation += 1
-        if self._down_since is not None:
-            log.info("%s: %s open again", self.interface, self.path)
-            self._down_since = None
+        self._reconnection.restored()
         return receiver
 
     def _shutdown(self) -> None:
         self._close_port()
-
-    def _port_failed(self, reason: str) -> None:
-        """WARNING on the first failure, then one summary an hour (docs/style.md §4)."""
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = self._last_summary = now
-            self._failed_opens = 0
-            log.warning("%s: %s; its devices get quality 5, reopening every %d s",
-                        self.interface, reason, int(_REOPEN_EVERY_S))
-            return
-        self._failed_opens += 1
-        if now - self._last_summary >= 3600:
-            log.warning("%s: still unavailable (%s); %d attempts failed in the last hour",
-                        self.interface, reason, self._failed_opens)
-            self._last_summary = now
-            self._failed_opens = 0
 
     def _close_port(self) -> None:
         receiver, self._receiver = self._receiver, None
@@ -207,7 +165,8 @@ class RtuBus(QueuedLink):
         self._line_quiet_from = max(quiet_from, end)
 
     def _heard(self, size: int) -> None:
-        now = time.monotonic()
+        self.bytes_received += size
+        now = self._now()
         # A chunk arrives when its last byte is complete; it began size characters earlier.
         self._line_busy(now - size * self.char_s, now)
 
@@ -216,15 +175,14 @@ class RtuBus(QueuedLink):
         """Wait until nothing has arrived for `silence_s` (counting from `since` at the least)."""
         while True:
             quiet_from = max(receiver.last_rx, self._last_tx_end, since)
-            wait = quiet_from + silence_s - time.monotonic()
+            wait = quiet_from + silence_s - self._now()
             if wait <= 0:
                 return
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
 
     def _flush(self, receiver: _SerialReceiver) -> None:
         if receiver.buffer:
-            self.late_frames += 1
-            self._emit(Direction.RECEIVED, bytes(receiver.buffer), TraceError.DISCARDED)
+            self._discard(bytes(receiver.buffer))
             receiver.buffer.clear()
 
     async def _exchange(self, job: Job) -> bytes:
@@ -239,7 +197,7 @@ class RtuBus(QueuedLink):
         assert receiver.transport is not None
         receiver.transport.write(frame)
         self.requests_sent += 1
-        sent_at = time.monotonic()
+        sent_at = self._now()
         self._last_tx_end = sent_at + len(frame) * self.char_s
         self._line_busy(sent_at, self._last_tx_end)
         self._emit(Direction.SENT, frame)
@@ -252,7 +210,7 @@ class RtuBus(QueuedLink):
             if err.quality in (Quality.TIMEOUT, Quality.BAD_FRAME):
                 # Counted from the request's deadline even when another unit's stray frame failed
                 # it earlier: the unit may still be answering until then, and one timeout more.
-                self._quarantine[job.unit_id] = (max(deadline, time.monotonic()),
+                self._quarantine[job.unit_id] = (max(deadline, self._now()),
                                                  job.timeout_ms / 1000)
             raise
 
@@ -261,24 +219,23 @@ class RtuBus(QueuedLink):
         while True:
             if receiver.lost is not None:
                 self._close_port()
-                self._next_open = time.monotonic() + _REOPEN_EVERY_S
-                self._port_failed(f"port error ({receiver.lost})")
+                self._reconnection.failed(f"port error ({receiver.lost})")
                 raise ModbusRequestError(f"{self.interface}: port error ({receiver.lost})",
                                          quality=Quality.DISCONNECTED)
             if buffer and buffer[0] != job.unit_id:
                 self._bad(receiver, TraceError.BAD_SLAVE,
-                                 f"reply from unit {buffer[0]}, expected {job.unit_id}")
+                          f"reply from unit {buffer[0]}, expected {job.unit_id}")
             if len(buffer) >= 2 and buffer[1] not in (job.pdu[0], job.pdu[0] | 0x80):
                 self._bad(receiver, TraceError.BAD_SLAVE,
-                                 f"reply function {buffer[1]}, expected {job.pdu[0]}")
+                          f"reply function {buffer[1]}, expected {job.pdu[0]}")
             size = rtu_reply_length(bytes(buffer[:3]))
             if size == -1:
                 # Unknown function (tunnel): the frame ends at a 3.5-character silence.
-                if time.monotonic() - receiver.last_rx >= self.silence_s:
+                if self._now() - receiver.last_rx >= self.silence_s:
                     return self._accept(receiver, len(buffer))
             elif size is not None and len(buffer) >= size:
                 return self._accept(receiver, size)
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._now()
             if remaining <= 0:
                 if not buffer:
                     self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
@@ -288,11 +245,8 @@ class RtuBus(QueuedLink):
                 self._bad(receiver, TraceError.CRC, "incomplete reply")
             receiver.arrived.clear()
             wait = remaining if size != -1 else min(remaining, self.silence_s)
-            try:
-                async with asyncio.timeout(wait):
-                    await receiver.arrived.wait()
-            except TimeoutError:
-                pass
+            await self.clock.wait_until(self.clock.monotonic_ns() + round(wait * NS_PER_S),
+                                        receiver.arrived)
 
     def _accept(self, receiver: _SerialReceiver, size: int) -> bytes:
         frame = bytes(receiver.buffer[:size])
@@ -311,55 +265,31 @@ class RtuBus(QueuedLink):
         raise ModbusRequestError(f"{self.interface}: {detail}", quality=Quality.BAD_FRAME)
 
 
-class ModbusRtuDriver:
+class ModbusRtuDriver(ModbusDriver[RtuBus]):
     """The Modbus RTU `ProtocolDriver` for one serial port (daq.csv `protocol` modbusRTU)."""
 
     name = "modbusRTU"
 
-    def __init__(self, *, trace: TraceHook | None = None) -> None:
-        self.trace = trace
+    def __init__(self, *, trace: TraceHook | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(trace=trace, clock=clock)
         self.bus: RtuBus | None = None
-        self._states: dict[str, PollState] = {}
 
     async def open(self, link: LinkSettings) -> None:
         if link.serial is None:
             raise DeviceError("modbusRTU: no serial port row to open")
-        self.bus = RtuBus(link.serial, trace=self.trace)
+        self.bus = RtuBus(link.serial, trace=self.trace, clock=self.clock)
         self.bus.start()
 
     def attach(self, bus: RtuBus) -> None:
         """Use an existing bus (tests on a pty; the tunnel shares the same bus)."""
         self.bus = bus
 
-    def state(self, device_index: str) -> PollState:
-        return self._states.setdefault(device_index, PollState())
-
-    def counters(self, device_index: str) -> DeviceCounters:
-        return self.state(device_index).counters
-
-    def _bus_for(self, device: Device) -> RtuBus:
+    def _link_of(self, device: Device) -> RtuBus:
         if self.bus is None:
             raise DeviceError(f"device {device.index}: modbusRTU driver is not open")
         if device.kind is not DeviceKind.MODBUS_RTU:
             raise DeviceError(f"device {device.index}: '{device.interface}' is not a serial port")
         return self.bus
-
-    async def read(self, device: Device, plan: ReadPlan) -> Readings:
-        bus = self._bus_for(device)
-        late_before = bus.late_frames
-        state = self.state(device.index)
-        readings = await poll_device(bus, device, plan, state)
-        state.counters.late_frames += bus.late_frames - late_before
-        if bus.generation != state.link_generation:
-            state.link_generation = bus.generation
-            readings = replace(readings, reconnected=True)
-        return readings
-
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
-        await write_variable(self._bus_for(device), device, var, raw, self.state(device.index))
-
-    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
-        raise DeviceError("modbusRTU: discovery runs through pipeline.drivers.discovery")
 
     async def close(self) -> None:
         if self.bus is not None:

@@ -18,45 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import random
 import resource
 import socket
 import struct
-import time
-from dataclasses import dataclass, replace
 from typing import Final
 
-from config.model import Device, DeviceKind, Quality, Variable
-from pipeline.drivers._base import (
-    DeviceError,
-    DiscoveryLog,
-    DiscoveryParams,
-    FoundDevice,
-    LinkSettings,
-    ModbusRequestError,
-    RawValue,
-    Readings,
-    ReadPlan,
-)
+from config.model import Device, DeviceKind, Quality
+from pipeline.clock import NS_PER_S, SYSTEM_CLOCK, Clock
+from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
+from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import mbap
-from pipeline.drivers.modbus.link import Job, QueuedLink
-from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
-from pipeline.drivers.modbus.trace import (
-    DeviceCounters,
-    Direction,
-    FrameTrace,
-    TraceError,
-    TraceHook,
-)
+from pipeline.drivers.modbus.link import Job, QueuedLink, Reconnection
+from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
 
-log = logging.getLogger("sunpm.modbus")
-
 _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
-_SUMMARY_EVERY_S: Final = 3600.0
 _MAX_MBAP_LENGTH: Final = 254
 _MAX_BUFFERED: Final = 64 * 1024
 _MAX_REMEMBERED_DEVICES: Final = 4096
@@ -89,31 +67,17 @@ class _Receiver(asyncio.Protocol):
         self.arrived.set()
 
 
-@dataclass(slots=True)
-class _Backoff:
-    failures: int = 0
-    next_attempt: float = 0.0
-    first_failure: float = 0.0
-    failed_since_summary: int = 0
-    last_summary: float = 0.0
-    down: bool = False
-    reason: str = ""
-
-
 class TcpConnection(QueuedLink):
     """One Modbus TCP connection; a `RegisterReader` and a `poller.ModbusLink`."""
 
     def __init__(self, host: str, port: int, *, inter_frame_ms: int = 0, keep_alive: bool = True,
-                 trace: TraceHook | None = None) -> None:
-        super().__init__()
-        self.name = f"{host}:{port}"
+                 trace: TraceHook | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(interface="ethernet", peer=f"{host}:{port}", trace=trace, clock=clock)
+        self.name = self.peer
         self.host = host
         self.port = port
-        self.peer = f"{host}:{port}"
         self.inter_frame_ms = inter_frame_ms
         self.keep_alive = keep_alive
-        self.trace = trace
-        self.late_frames = 0
         self._receiver: _Receiver | None = None
         self._tids = itertools.count(1)
         self._timeouts_in_row = 0
@@ -121,10 +85,14 @@ class TcpConnection(QueuedLink):
         #: closing it, so probing absent unit ids never drops the units that are there.
         self._answered_units: set[int] = set()
         self._last_answer = 0.0
-        self._backoff = _Backoff()
-        #: Counts connections opened after a loss (or the first); a voluntary close (keep-alive
-        #: 0) does not count, so such devices are not taken as *returning* at every poll.
-        self.generation = 0
+        #: Reconnection at once, then after 1, 2, 4 … 60 s ±10 %.
+        self._reconnection = Reconnection(
+            self.peer, clock, _BACKOFF_S, jitter=0.1,
+            went_down="%s: connection lost (%s); retrying",
+            still_down="%s: still disconnected (%s); %d attempts failed in the last hour",
+            came_back="%s: connection restored")
+        #: A voluntary close (keep-alive 0) opens no new generation, so such devices are not
+        #: taken as *returning* at every poll.
         self._closed_voluntarily = False
 
     # ------------------------------------------------------------------ public
@@ -137,29 +105,25 @@ class TcpConnection(QueuedLink):
 
     @property
     def connected(self) -> bool:
-        return self._receiver is not None
+        """A socket is open and the peer has not closed it."""
+        return self._receiver is not None and self._receiver.lost is None
 
     # ------------------------------------------------------------------ one exchange
-
-    def _emit(self, direction: Direction, data: bytes, error: TraceError = TraceError.NONE) -> None:
-        if self.trace is not None:
-            self.trace(FrameTrace(ts_ns=time.time_ns(), interface="ethernet", direction=direction,
-                                  data=data, peer=self.peer, error=error))
 
     async def _exchange(self, job: Job) -> bytes:
         receiver = await self._ensure_connected(job.timeout_ms)
         if self.inter_frame_ms:
-            wait = self._last_answer + self.inter_frame_ms / 1000 - time.monotonic()
+            wait = self._last_answer + self.inter_frame_ms / 1000 - self._now()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
         tid = next(self._tids) & 0xFFFF
         frame = mbap(tid, job.unit_id, job.pdu)
         assert receiver.transport is not None
         receiver.transport.write(frame)
         self._emit(Direction.SENT, frame)
+        deadline_ns = self.clock.monotonic_ns() + job.timeout_ms * (NS_PER_S // 1000)
         try:
-            async with asyncio.timeout(job.timeout_ms / 1000):
-                reply = await self._await_reply(receiver, tid, job.unit_id, job.pdu[0])
+            reply = await self._await_reply(receiver, tid, job.unit_id, job.pdu[0], deadline_ns)
         except TimeoutError:
             self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
             if job.unit_id in self._answered_units:
@@ -170,11 +134,11 @@ class TcpConnection(QueuedLink):
                                      f"{job.timeout_ms} ms", quality=Quality.TIMEOUT) from None
         self._timeouts_in_row = 0
         self._answered_units.add(job.unit_id)
-        self._last_answer = time.monotonic()
+        self._last_answer = self._now()
         return reply
 
     async def _await_reply(self, receiver: _Receiver, tid: int, unit_id: int,
-                           function: int) -> bytes:
+                           function: int, deadline_ns: int) -> bytes:
         while True:
             frame = self._next_frame(receiver)
             if frame is None:
@@ -184,7 +148,8 @@ class TcpConnection(QueuedLink):
                     raise ModbusRequestError(f"{self.peer}: connection lost ({reason})",
                                              quality=Quality.DISCONNECTED)
                 receiver.arrived.clear()
-                await receiver.arrived.wait()
+                if not await self.clock.wait_until(deadline_ns, receiver.arrived):
+                    raise TimeoutError
                 continue
             r_tid, _, _, r_unit = _MBAP_HEADER.unpack_from(frame)
             pdu = frame[7:]
@@ -193,8 +158,7 @@ class TcpConnection(QueuedLink):
                 error = TraceError.EXCEPTION if pdu[0] & 0x80 else TraceError.NONE
                 self._emit(Direction.RECEIVED, frame, error)
                 return pdu
-            self.late_frames += 1
-            self._emit(Direction.RECEIVED, frame, TraceError.DISCARDED)
+            self._discard(frame)
 
     def _next_frame(self, receiver: _Receiver) -> bytes | None:
         buffer = receiver.buffer
@@ -205,8 +169,7 @@ class TcpConnection(QueuedLink):
             # The stream is out of step; nothing after this point can be trusted.
             junk = bytes(buffer)
             buffer.clear()
-            self.late_frames += 1
-            self._emit(Direction.RECEIVED, junk, TraceError.DISCARDED)
+            self._discard(junk)
             self._lost("bad MBAP header", reconnect_now=True)
             raise ModbusRequestError(f"{self.peer}: bad MBAP header", quality=Quality.BAD_FRAME)
         if len(buffer) < 6 + length:
@@ -224,11 +187,9 @@ class TcpConnection(QueuedLink):
                 return self._receiver
             # The peer closed while idle (many devices drop idle clients): reconnect at once.
             self._lost(str(lost) or type(lost).__name__, reconnect_now=True)
-        now = time.monotonic()
-        state = self._backoff
-        if now < state.next_attempt:
-            raise ModbusRequestError(f"{self.peer}: disconnected ({state.reason}); retrying",
-                                     quality=Quality.DISCONNECTED)
+        if self._reconnection.waiting:
+            raise ModbusRequestError(f"{self.peer}: disconnected ({self._reconnection.reason}); "
+                                     "retrying", quality=Quality.DISCONNECTED)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(max(3.0, timeout_ms / 1000)):
@@ -246,11 +207,7 @@ class TcpConnection(QueuedLink):
         self._closed_voluntarily = False
         self._timeouts_in_row = 0
         self._answered_units.clear()
-        if state.down:
-            log.info("%s: connection restored", self.peer)
-        state.down = False
-        state.failures = 0
-        state.next_attempt = 0.0
+        self._reconnection.restored()
         return receiver
 
     def _configure_socket(self, transport: asyncio.BaseTransport) -> None:
@@ -276,32 +233,10 @@ class TcpConnection(QueuedLink):
         """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %."""
         self._disconnect()
         self._closed_voluntarily = False
-        state = self._backoff
-        now = time.monotonic()
-        if not state.down:
-            state.down = True
-            state.first_failure = now
-            state.last_summary = now
-            state.failed_since_summary = 0
-            log.warning("%s: connection lost (%s); retrying", self.peer, reason)
-        else:
-            state.failed_since_summary += 1
-            if now - state.last_summary >= _SUMMARY_EVERY_S:
-                log.warning("%s: still disconnected (%s); %d attempts failed in the last hour",
-                            self.peer, reason, state.failed_since_summary)
-                state.last_summary = now
-                state.failed_since_summary = 0
-        state.reason = reason
-        if reconnect_now:
-            state.failures = 0
-            state.next_attempt = now
-            return
-        delay = _BACKOFF_S[min(state.failures, len(_BACKOFF_S) - 1)]
-        state.failures += 1
-        state.next_attempt = now + delay * random.uniform(0.9, 1.1)
+        self._reconnection.failed(reason, retry_now=reconnect_now)
 
 
-class ModbusTcpDriver:
+class ModbusTcpDriver(ModbusDriver[TcpConnection]):
     """The Modbus TCP `ProtocolDriver`: a connection per `ip:port`, devices polled through it.
 
     `read` for devices on different connections may run concurrently; the connections serialise
@@ -310,13 +245,12 @@ class ModbusTcpDriver:
 
     name = "modbusTCP"
 
-    def __init__(self, *, inter_frame_ms: int = 0, trace: TraceHook | None = None) -> None:
+    def __init__(self, *, inter_frame_ms: int = 0, trace: TraceHook | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(trace=trace, clock=clock)
         _raise_open_file_limit()
         self.inter_frame_ms = inter_frame_ms
-        self.trace = trace
         self._connections: dict[tuple[str, int], TcpConnection] = {}
-        self._states: dict[str, PollState] = {}
-        self._keep_alive: dict[tuple[str, int], bool] = {}
         #: The connection of each daq row seen: parsing its interface at every poll costs more
         #: than the rest of the request path.
         self._device_connections: dict[Device, TcpConnection] = {}
@@ -332,13 +266,13 @@ class ModbusTcpDriver:
         conn = self._connections.get(key)
         if conn is None:
             conn = TcpConnection(host, port, inter_frame_ms=self.inter_frame_ms,
-                                 keep_alive=keep_alive, trace=self.trace)
+                                 keep_alive=keep_alive, trace=self.trace, clock=self.clock)
             self._connections[key] = conn
         elif keep_alive and not conn.keep_alive:
             conn.keep_alive = True
         return conn
 
-    def _connection_of(self, device: Device) -> TcpConnection:
+    def _link_of(self, device: Device) -> TcpConnection:
         conn = self._device_connections.get(device)
         if conn is not None:
             return conn
@@ -355,34 +289,11 @@ class ModbusTcpDriver:
                               "address")
         return self.connection(*endpoint, keep_alive=device.keep_alive)
 
-    def state(self, device_index: str) -> PollState:
-        return self._states.setdefault(device_index, PollState())
-
-    def counters(self, device_index: str) -> DeviceCounters:
-        return self.state(device_index).counters
-
-    async def read(self, device: Device, plan: ReadPlan) -> Readings:
-        conn = self._connection_of(device)
-        late_before = conn.late_frames
-        state = self.state(device.index)
-        readings = await poll_device(conn, device, plan, state)
-        state.counters.late_frames += conn.late_frames - late_before
-        if conn.generation != state.link_generation:
-            state.link_generation = conn.generation
-            readings = replace(readings, reconnected=True)
-        if not conn.keep_alive and conn.idle:
+    def _polled(self, link: TcpConnection) -> None:
+        if not link.keep_alive and link.idle:
             # Keep-alive 0: closed once the connection's poll cycle is over, i.e. when no other
             # unit behind it has a request queued or on the wire.
-            conn.disconnect()
-        return readings
-
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
-        await write_variable(self._connection_of(device), device, var, raw,
-                             self.state(device.index))
-
-    async def discover(self, params: DiscoveryParams, log: DiscoveryLog) -> list[FoundDevice]:
-        # SunSpec discovery lives in pipeline.drivers.discovery and reads through `connection()`.
-        raise DeviceError("modbusTCP: discovery runs through pipeline.drivers.discovery")
+            link.disconnect()
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}

@@ -176,7 +176,7 @@ def layout(model: ModelDef, header_address: int, length: int,
     def place_points(group: GroupDef, parts: tuple[str, ...]) -> None:
         nonlocal address
         for point in group.points:
-            placed.append(PlacedPoint(point, address, parts + (point.name,), parts))
+            placed.append(PlacedPoint(point, address, (*parts, point.name), parts))
             address += point.size
 
     place_points(top, ())

@@ -178,7 +178,7 @@ def generate(uid: str, identity: Identity, protocol: Protocol, chain: Sequence[C
             first_123 = False
         for row in rows:
             index += 1
-            lines.append(";".join((str(index),) + row))
+            lines.append(";".join((str(index), *row)))
     return GeneratedDefinition(name=definition_file_name(uid, identity, protocol),
                                text="\n".join(lines) + "\n")
 

@@ -12,6 +12,7 @@ import pytest
 from delivery_support import DAY, T0, DemoSource, fill
 from mqtt_clients import subscriber, wait_for
 from peers import Broker
+from waiting import wait_until
 
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox, Stream
@@ -166,11 +167,9 @@ async def test_a_cancelled_session_disconnects_and_leaves_no_reader_task(
     cut = datetime.fromtimestamp(T0 + 40 * DAY, UTC)
     session = make_session(store, broker, tmp_path)
     run = asyncio.create_task(session.run(Trigger.SCHEDULE, started=cut), name="mqtt-session")
-    async with asyncio.timeout(10):
-        while not store.journal(kinds=["delivered"]).num_rows:   # publishing alarms
-            await asyncio.sleep(0.005)
+    await wait_until(lambda: store.journal(kinds=["delivered"]).num_rows, 10)  # alarms sent
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    await asyncio.sleep(0.1)
-    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("mqtt-")] == []
+    await wait_until(lambda: not [t for t in asyncio.all_tasks()
+                                  if t.get_name().startswith("mqtt-") and not t.done()], 5)

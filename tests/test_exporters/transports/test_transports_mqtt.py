@@ -11,6 +11,7 @@ from dataclasses import replace
 import aiomqtt
 import pytest
 from peers import Broker, Certs
+from waiting import wait_until
 
 from config.model import ServerSettings, ServerType
 from exporters.transports import (
@@ -118,8 +119,7 @@ async def test_at_most_ten_publishes_wait_for_their_acknowledgement(broker: Brok
     async with _observer(broker) as received, _connected(broker, certs) as transport:
         broker.pause()
         tasks = [asyncio.create_task(transport.publish(TOPIC, p)) for p in payloads]
-        await asyncio.sleep(0.3)
-        assert transport.in_flight == MAX_IN_FLIGHT == 10
+        await wait_until(lambda: transport.in_flight == MAX_IN_FLIGHT == 10, 5)
         assert not any(t.done() for t in tasks)
         broker.resume()
         async with asyncio.timeout(10):
@@ -182,7 +182,7 @@ async def test_broker_killed_while_a_publish_waits_fails_it_at_once(broker: Brok
     async with _connected(broker, certs) as transport:
         broker.pause()
         publish = asyncio.create_task(transport.publish(TOPIC, b"in flight"))
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: transport.in_flight == 1, 5)     # sent, awaiting its PUBACK
         started = time.monotonic()
         broker.kill()
         with pytest.raises(TransportError) as caught:

@@ -87,9 +87,9 @@ def vsftpd(request: pytest.FixtureRequest, peer_pool: PeerPool, certs: Certs) ->
 
 def test_vsftpd_quirks_hold(vsftpd: Target) -> None:
     with _raw_ftp(vsftpd) as ftp:
-        with pytest.raises(ftplib.error_perm, match="^501"):
+        with pytest.raises(ftplib.error_perm, match=r"^501"):
             ftp.sendcmd("OPTS MLST type;size;modify;")
-        with pytest.raises(ftplib.error_perm, match="^500"):
+        with pytest.raises(ftplib.error_perm, match=r"^500"):
             ftp.sendcmd("MLST CONFIG")
         assert ftp.nlst("NOPE") == []
 
@@ -134,9 +134,9 @@ def test_proftpd_quirk_holds(proftpd: Target) -> None:
     (proftpd.tree / "DATA" / NAME).write_bytes(b"x" * 1234)
     with _raw_ftp(proftpd) as ftp:
         ftp.voidcmd("TYPE I")
-        with pytest.raises(ftplib.error_perm, match="^550"):
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
             list(ftp.mlsd("NOPE"))
-        with pytest.raises(ftplib.error_perm, match="^550.*ASCII"):
+        with pytest.raises(ftplib.error_perm, match=r"^550.*ASCII"):
             ftp.sendcmd(f"SIZE DATA/{NAME}")
 
 

@@ -170,7 +170,7 @@ def test_f32_prints_the_shortest_float32_text() -> None:
 
 
 def test_missing_definition_snapshot_is_a_view_error() -> None:
-    with pytest.raises(ViewError, match="definition snapshot .* is missing"):
+    with pytest.raises(ViewError, match=r"definition snapshot .* is missing"):
         data_text(Interface.IO, {"IO": window_records()["IO"]}, {}, config())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pyarrow as pa
 import pytest
@@ -187,7 +188,7 @@ def test_alarm_json_value_is_scaled() -> None:
 def test_alarm_json_of_an_unknown_variable_is_a_view_error() -> None:
     rows = [("2021-02-05 08:50:00", "alarm", "2", METER.snapshot_id,
              DeviceAlarm(source=Source.MODBUS, name="meter_1", var=99, value="1").to_body())]
-    with pytest.raises(ViewError, match="Index 99 is not in meter_small.csv"):
+    with pytest.raises(ViewError, match=re.escape("Index 99 is not in meter_small.csv")):
         alarm_message(journal_items(journal(rows))[0], DEFINITIONS, config())
 
 

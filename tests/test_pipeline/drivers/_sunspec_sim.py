@@ -17,6 +17,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from waiting import wait_until
 
 from config.model import Quality
 from pipeline.drivers._base import ModbusRequestError
@@ -35,12 +36,12 @@ def text_registers(text: str, registers: int) -> list[int]:
 def common_model(mn: str, md: str, opt: str, vr: str, sn: str, length: int = 66) -> list[int]:
     body = (text_registers(mn, 16) + text_registers(md, 16) + text_registers(opt, 8)
             + text_registers(vr, 8) + text_registers(sn, 16) + [1, 0x8000])
-    return [1, length] + body[:length]
+    return [1, length, *body[:length]]
 
 
 def model(model_id: int, length: int, body: Sequence[int] = ()) -> list[int]:
     data = list(body) + [0] * (length - len(body))
-    return [model_id, length] + data[:length]
+    return [model_id, length, *data[:length]]
 
 
 @dataclass
@@ -85,10 +86,7 @@ async def modbus_server(devices: Mapping[int, Sequence[tuple[int, Sequence[int]]
                              address=("127.0.0.1", 0), trace_packet=drop_absent)
     task = asyncio.create_task(server.serve_forever(), name="pymodbus-server")
     try:
-        for _ in range(200):
-            if server.transport is not None:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.transport is not None, 2)
         assert server.transport is not None
         yield int(server.transport.sockets[0].getsockname()[1])
     finally:

@@ -55,8 +55,8 @@ def _images() -> dict[int, list[tuple[int, list[int]]]]:
         6: SunSpecImage([common_model("Loop", "L1", "", "1", "SN-6")]
                         + [model(64001, 0)] * 80).blocks(),
         # A chain whose L runs past register 65535.
-        7: [(40000, [0x5375, 0x6E53] + common_model("Over", "O1", "", "1", "SN-7")
-             + [64002, 30000])],
+        7: [(40000, [0x5375, 0x6E53, *common_model("Over", "O1", "", "1", "SN-7"),
+                     64002, 30000])],
         # SunS but no common model first.
         8: SunSpecImage([model(103, 50)]).blocks(),
         # The same device as unit 3, answering a second unit id.

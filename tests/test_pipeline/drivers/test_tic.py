@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import pty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tic_ptys import pty_opener
+from waiting import wait_until
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
+from pipeline.clock import ManualClock
 from pipeline.drivers._base import LinkSettings, ReadPlan
 from pipeline.drivers.modbus.trace import FrameTrace, format_trace_line
 from pipeline.drivers.tic import (
@@ -223,10 +225,8 @@ TIC1 = Device(line=5, index="TIC1", interface="", name="Linky", address=None,
               serial_number="031664001115", parameters="")
 
 
-async def _until(condition: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
+async def _until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    await wait_until(condition, timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -302,17 +302,19 @@ async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
 
 
 async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
-    now = [0]
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)       # 2026-01-01 00:00 UTC
     events: list[str] = []
     reader = TicReader(str(tmp_path / "ttyUSB0"), baud=9600, on_accessory=events.append,
-                       clock_ns=lambda: now[0])
+                       clock=clock)
     task = asyncio.create_task(reader.run(), name="tic-missing")
     try:
-        await asyncio.sleep(1.3)
+        for _ in range(59):                       # the path is checked every second
+            await clock.advance(1.0)
         assert not reader.lost and events == []
-        now[0] = 61 * 10**9
-        await _until(lambda: reader.lost, timeout_s=3.0)
-        await asyncio.sleep(1.2)
+        await clock.advance(2.0)
+        assert reader.lost
+        for _ in range(5):
+            await clock.advance(1.0)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -325,7 +327,7 @@ async def test_a_meter_address_other_than_serial_number_warns_once(
     caplog.set_level("WARNING", logger="sunpm.tic")
     reader = TicReader("/dev/null-tic")
     reader.present = True
-    reader.values["ADSC"] = LabelValue("041664001116", None, reader.clock_ns())
+    reader.values["ADSC"] = LabelValue("041664001116", None, reader.clock.monotonic_ns())
     driver = TicDriver(reader)
     for _ in range(3):
         await driver.read(TIC1, _plan("ADSC"))

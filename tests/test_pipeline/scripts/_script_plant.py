@@ -18,6 +18,7 @@ from typing import Final
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from waiting import wait_until
 
 import config
 from config.model import DefinitionFile, Device
@@ -72,12 +73,15 @@ class Plant:
     async def wait_register(self, unit: int, address: int, wanted: object,
                             timeout_s: float = 10.0) -> int:
         """Wait until the register holds `wanted` (a value, or a predicate)."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                value = await self.register(unit, address)
-                if (wanted(value) if callable(wanted) else value == wanted):
-                    return value
-                await asyncio.sleep(0.05)
+        seen: list[int] = []
+
+        async def holds() -> bool:
+            value = await self.register(unit, address)
+            seen.append(value)
+            return bool(wanted(value) if callable(wanted) else value == wanted)
+
+        await wait_until(holds, timeout_s, every=0.05)
+        return seen[-1]
 
 
 def _device(unit: int, blocks: dict[int, list[int]]) -> SimDevice:
@@ -90,10 +94,7 @@ async def _server(devices: list[SimDevice]) -> AsyncIterator[ModbusTcpServer]:
     server = ModbusTcpServer(devices, address=("127.0.0.1", 0))
     task = asyncio.create_task(server.serve_forever(), name="pymodbus-server")
     try:
-        for _ in range(200):
-            if server.transport is not None:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.transport is not None, 2)
         yield server
     finally:
         await server.shutdown()  # type: ignore[no-untyped-call]

@@ -4,12 +4,12 @@ in seconds; nothing else of the scripts is changed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from _script_plant import ENA, PCT, Plant, running, running_plant
+from waiting import wait_until
 
 from pipeline.scripts import ScriptError, ScriptRunner, ScriptSource
 
@@ -78,21 +78,21 @@ async def test_plant_watch_sums_power_keeps_the_peak_and_alarms_a_lost_device(
     script = example("plantwatch.lua", "local PERIOD_S = 60", "local PERIOD_S = 0.5")
     async with running_plant(tmp_path / "store") as plant:
         runner = ScriptRunner(plant.host, [script])
+
+        async def summary_is(key: str, value: int) -> bool:
+            summary = await runner.call("plantwatch.summary", {})
+            return isinstance(summary, dict) and summary[key] == value
+
         async with running(runner):
-            async with asyncio.timeout(10):
-                while (await runner.call("plantwatch.summary", {}))["inverters"] != 2:  # type: ignore[index, call-overload]
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: summary_is("inverters", 2), 10)
             summary = await runner.call("plantwatch.summary", {})
             assert isinstance(summary, dict)
             assert summary["power"] == 3000 + 2500
             await plant.set_register(2, 100, [4000])
-            async with asyncio.timeout(10):
-                while (await runner.call("plantwatch.summary", {}))["peakToday"] != 7000:  # type: ignore[index, call-overload]
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: summary_is("peakToday", 7000), 10)
             await plant.stop_meter()
-            async with asyncio.timeout(10):
-                while ("Script alarm", "plantwatch", "Linky is fail") not in plant.alarms:
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: ("Script alarm", "plantwatch", "Linky is fail") in plant.alarms,
+                             10)
         saved = [json.loads(b) for b in plant.store.journal(kinds=["scriptdata"])
                  .column("body").to_pylist()]
         assert saved[-1]["script"] == "plantwatch.lua"

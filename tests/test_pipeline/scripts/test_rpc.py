@@ -85,8 +85,8 @@ async def test_json_values_cross_both_ways_as_the_spec_maps_them(tmp_path: Path)
             nested: dict[str, JsonValue] = {}
             for _ in range(40):
                 nested = {"n": nested}
-            with pytest.raises(ScriptError, match="^convert_test.echo: parameters: nested "
-                                                  "deeper than 32 levels$"):
+            with pytest.raises(ScriptError, match=r"^convert_test.echo: parameters: nested "
+                                                  r"deeper than 32 levels$"):
                 await runner.call("convert_test.echo", nested)
 
 
@@ -111,7 +111,7 @@ async def test_errors_answer_as_the_spec_words_them(tmp_path: Path) -> None:
             # Two Lua errors so far; a third within 60 s disables the script.
             with pytest.raises(ScriptError):
                 await runner.call("convert_test.fails", {})
-            with pytest.raises(ScriptError, match="^convert_test: script is disabled$"):
+            with pytest.raises(ScriptError, match=r"^convert_test: script is disabled$"):
                 await runner.call("convert_test.echo", {})
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import lupa.lua54 as lupa
 import pytest
 from _script_plant import Plant, running, running_plant
+from waiting import wait_until
 
 from config import parse_scl
 from pipeline.scripts import ScriptError, ScriptRunner, ScriptSource, script_sources
@@ -173,7 +174,7 @@ async def test_a_runaway_is_stopped_within_budget_and_disabled_while_polling_goe
             # ... and polls (one a second per link) went on.
             cycles = sum(link.cycles for link in plant.poller.counters().links)
             assert cycles > cycles_before
-        with pytest.raises(ScriptError, match="^probe: script is disabled$"):
+        with pytest.raises(ScriptError, match=r"^probe: script is disabled$"):
             await runner.call("probe.ok", {})
         assert plant.alarms == [("Script failure", "probe", None)]
         status = {s.name: s for s in runner.scripts()}["probe"]
@@ -194,9 +195,12 @@ async def test_other_scripts_run_on_after_one_is_stopped(tmp_path: Path) -> None
                 await runner.call("probe.spin", {})
             before = await runner.call("other.count", {})
             assert isinstance(before, int)
-            await asyncio.sleep(1.3)
-            after = await runner.call("other.count", {})
-            assert isinstance(after, int) and after >= before + 2
+
+            async def counted_twice() -> bool:
+                after = await runner.call("other.count", {})
+                return isinstance(after, int) and after >= before + 2
+
+            await wait_until(counted_twice, 10)     # its timers still run
 
 
 async def test_the_third_error_within_a_minute_disables_the_script(
@@ -211,9 +215,7 @@ async def test_the_third_error_within_a_minute_disables_the_script(
     async with running_plant(tmp_path / "store") as plant:
         runner = ScriptRunner(plant.host, [failing])
         async with running(runner):
-            async with asyncio.timeout(10):
-                while runner.scripts()[0].enabled:
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: not runner.scripts()[0].enabled, 10)
         assert plant.alarms == [("Script failure", "failing", None)]
     warnings = [r for r in caplog.records if r.name == "sunpm.script.failing"
                 and r.levelname == "WARNING"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _script_plant import PCT, running, running_plant
+from waiting import wait_until
 
 from config.model import Device
 from pipeline.clock import SystemClock
@@ -57,14 +58,20 @@ function bad_timer(p) return try(wd.every, p.s, p.fn and function() end or 5) en
 
 
 async def poll_values(runner: ScriptRunner) -> None:
-    async with asyncio.timeout(10):
-        while not isinstance(await runner.call("api.get", {"device": "inv_a",
-                                                           "variable": "W"}), list):
-            await asyncio.sleep(0.1)
+    async def polled() -> bool:
+        return isinstance(await runner.call("api.get", {"device": "inv_a", "variable": "W"}),
+                          list)
+
+    await wait_until(polled, 10, every=0.1)
 
 
 async def get(runner: ScriptRunner, device: JsonValue, variable: JsonValue) -> JsonValue:
     return await runner.call("api.get", {"device": device, "variable": variable})
+
+
+async def get_is(runner: ScriptRunner, device: JsonValue, variable: JsonValue,
+                 wanted: JsonValue) -> bool:
+    return await get(runner, device, variable) == wanted
 
 
 async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> None:
@@ -96,8 +103,7 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert await runner.call("api.getTag", {"tag": "unknown"}) == {}
             await plant.stop_meter()
             # The last good value stays for 3 poll periods (1 s each), then nil.
-            await asyncio.sleep(4.5)
-            assert await get(runner, "Linky", "SINSTI") == {}
+            await wait_until(lambda: get_is(runner, "Linky", "SINSTI", {}), 10, every=0.1)
             devices = await runner.call("api.devices", {})
             assert devices == [
                 {"index": 1, "name": "inv_a", "category": "Inverter", "model": "Sim",
@@ -142,10 +148,8 @@ async def test_set_and_set_tag_validate_then_write_through_the_poll_loop(tmp_pat
             assert await runner.call("api.relay", {"state": 2}) == {
                 "error": "wd.setRelay: state must be 0, 1 or a boolean, got 2"}
             assert await runner.call("api.relay", {"state": True}) == {}
-            async with asyncio.timeout(5):
-                while not any("wd.setRelay: setRelay: no IO device is configured" in
-                              r.getMessage() for r in caplog.records):
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: any("wd.setRelay: setRelay: no IO device is configured" in
+                                         r.getMessage() for r in caplog.records), 5)
         assert plant.alarms == []
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from exporters.session import Trigger
 from exporters.views.events import (
@@ -174,9 +175,7 @@ async def test_commands_left_unanswered_by_a_crash_run_at_start(tmp_path: Path) 
     async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
         executor = CommandExecutor(log, plant, ManualClock(T0 + 60 * NS_PER_S))
         task = asyncio.create_task(executor.run())
-        async with asyncio.timeout(5):
-            while len(results(log)) < 3:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: len(results(log)) >= 3, 5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         got = results(log)
@@ -192,9 +191,7 @@ async def test_reboot_runs_after_the_rest_of_its_batch_is_answered(tmp_path: Pat
         await executor.submit([cmd("sunpm.reboot", "b-1", Channel.SMS),
                                cmd("sunpm.getParameters", "b-2", Channel.SMS)])
         task = asyncio.create_task(executor.run())
-        async with asyncio.timeout(5):
-            while not plant.restarts:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: plant.restarts, 5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         got = results(log)

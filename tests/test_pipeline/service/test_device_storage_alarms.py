@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms, DeviceWatch, StorageWatch
@@ -70,9 +71,7 @@ async def test_storage_full_and_available_from_the_store_events(tmp_path: Path) 
         await log.append_records("5", record(T0 + 200, 0))
         await log.commit()
         await clock.advance(10)
-        async with asyncio.timeout(5):
-            while len(gateway_alarms(log)) < 2:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: len(gateway_alarms(log)) >= 2, 5)
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
         got = gateway_alarms(log)

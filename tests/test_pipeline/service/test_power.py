@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms, PowerWatch
@@ -34,9 +35,7 @@ def power_alarms(log: Log) -> list[tuple[int, str]]:
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
+    await wait_until(check, timeout_s)
 
 
 class Run:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_commands import Plant
+from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
@@ -71,9 +72,7 @@ async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
         running = asyncio.create_task(executor.run())
         sms = SmsInbox(inbox, ["+33612345678"], executor, clock)
         task = asyncio.create_task(sms.run())
-        async with asyncio.timeout(10):
-            while list(inbox.glob("*.sms")):
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: not list(inbox.glob("*.sms")), 10)
         task.cancel()
         running.cancel()
         await asyncio.gather(task, running, return_exceptions=True)

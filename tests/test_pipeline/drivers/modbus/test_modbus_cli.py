@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from waiting import wait_until
+
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 
 DEFINITION = """modbusTCP;Inverter;Test;T1
@@ -146,11 +148,13 @@ async def test_modbus_read_watch_on_a_terminal_redraws_in_place(tmp_path: Path) 
             "modbus", "read", f"127.0.0.1:{sim.port}", "--def", str(path), "--watch", "0.2",
             stdout=slave, stderr=asyncio.subprocess.PIPE)
         try:
-            async with asyncio.timeout(30):
-                while screen.count(b"\x1b[H\x1b[J") < 3:
-                    await asyncio.sleep(0.05)
-                    with contextlib.suppress(BlockingIOError):
-                        screen += os.read(master, 65536)
+            def three_screens() -> bool:
+                nonlocal screen
+                with contextlib.suppress(BlockingIOError):
+                    screen += os.read(master, 65536)
+                return screen.count(b"\x1b[H\x1b[J") >= 3
+
+            await wait_until(three_screens, 30, every=0.05)
             proc.send_signal(signal.SIGINT)
             async with asyncio.timeout(30):
                 await proc.wait()

@@ -10,7 +10,7 @@ import pytest
 from config import parse_definition
 from config.model import DefinitionFile, Device, Quality
 from pipeline.drivers._base import DeviceError, Reading
-from pipeline.drivers.modbus.planner import plan_reads, polled_variables, requests_of
+from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
@@ -26,13 +26,13 @@ def sma() -> DefinitionFile:
 def test_polls_of_the_example_need_two_reads_or_one_across_the_model_header(
         sma: DefinitionFile) -> None:
     # Actions 4 run from 40072 to 40147 except model 123's two header registers (action 1).
-    assert [(r.address, r.count) for r in requests_of(plan_reads(sma))] == \
+    assert [(r.address, r.count) for r in plan_reads(sma).requests] == \
         [(40072, 50), (40124, 24)]
-    assert [(r.address, r.count) for r in requests_of(plan_reads(sma, max_gap=2))] == \
+    assert [(r.address, r.count) for r in plan_reads(sma, max_gap=2).requests] == \
         [(40072, 76)]
     # Parameters: the common model and headers, plus the scale factors the polls also read.
     parameters = plan_reads(sma, variables=polled_variables(sma, parameters=True))
-    assert [(r.address, r.count) for r in requests_of(parameters)] == \
+    assert [(r.address, r.count) for r in parameters.requests] == \
         [(40002, 67), (40070, 2), (40076, 1), (40083, 1), (40085, 1), (40087, 1), (40089, 1),
          (40091, 1), (40093, 1), (40096, 1), (40098, 1), (40100, 1), (40102, 1), (40107, 1),
          (40122, 2), (40145, 3)]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.model import Action, DataType, RegisterKind, Variable
-from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, requests_of, split_plan
+from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, split_plan
 
 SIZES = {DataType.U16: 1, DataType.U32: 2, DataType.U64: 4, DataType.IPV6: 8}
 
@@ -43,7 +43,7 @@ def covers(request: ReadRequest, v: Variable) -> bool:
 @given(variables(), st.integers(0, 20))
 def test_every_polled_variable_is_covered_within_limits(vs: list[Variable], gap: int) -> None:
     plan = plan_reads(definition(*vs), gap)
-    requests = requests_of(plan)
+    requests = plan.requests
     polled = [v for v in vs if v.action.is_polled]
     assert {v.index for v in plan.variables} == {v.index for v in polled}
     for v in polled:
@@ -102,22 +102,22 @@ def test_request_count_is_the_minimum(vs: list[Variable], gap: int) -> None:
 
 def test_contiguous_registers_merge_but_holes_do_not_by_default() -> None:
     d = definition(var(1, 3, 100), var(2, 3, 101, DataType.U32), var(3, 3, 105))
-    assert [(r.address, r.count) for r in requests_of(plan_reads(d))] == [(100, 3), (105, 1)]
-    assert [(r.address, r.count) for r in requests_of(plan_reads(d, 2))] == [(100, 6)]
+    assert [(r.address, r.count) for r in plan_reads(d).requests] == [(100, 3), (105, 1)]
+    assert [(r.address, r.count) for r in plan_reads(d, 2).requests] == [(100, 6)]
 
 
 def test_reads_stop_at_125_registers_and_2000_bits() -> None:
     regs = [var(i, 3, i - 1) for i in range(1, 131)]
     bits = [var(1000 + i, 1, i) for i in range(2001)]
     plan = plan_reads(definition(*regs, *bits))
-    assert [(r.kind, r.count) for r in requests_of(plan)] == [
+    assert [(r.kind, r.count) for r in plan.requests] == [
         (RegisterKind.COIL, 2000), (RegisterKind.COIL, 1),
         (RegisterKind.HOLDING_REGISTER, 125), (RegisterKind.HOLDING_REGISTER, 5)]
 
 
 def test_overlapping_variables_share_a_read() -> None:
     d = definition(var(1, 3, 10, DataType.U32), var(2, 3, 11), var(3, 3, 10, DataType.U64))
-    assert [(r.address, r.count, r.indexes) for r in requests_of(plan_reads(d))] == \
+    assert [(r.address, r.count, r.indexes) for r in plan_reads(d).requests] == \
         [(10, 4, (1, 3, 2))]
 
 
@@ -126,16 +126,16 @@ def test_scale_factors_are_always_added() -> None:
                    var(3, 3, 60, action=Action.NOT_READ))
     plan = plan_reads(d)
     assert [v.index for v in plan.variables] == [1, 2]
-    assert [(r.address, r.indexes) for r in requests_of(plan)] == [(10, (1,)), (50, (2,))]
+    assert [(r.address, r.indexes) for r in plan.requests] == [(10, (1,)), (50, (2,))]
 
 
 def test_kinds_are_never_mixed() -> None:
     d = definition(var(1, 3, 10), var(2, 4, 11), var(3, 1, 12, None), var(4, 2, 13, None))
-    assert sorted(r.function for r in requests_of(plan_reads(d, 100))) == [1, 2, 3, 4]
+    assert sorted(r.function for r in plan_reads(d, 100).requests) == [1, 2, 3, 4]
 
 
 def test_split_plan_reads_one_variable_per_request() -> None:
     d = definition(var(1, 3, 10), var(2, 3, 11, sf=3), var(3, 3, 12))
     split = split_plan(plan_reads(d))
-    assert [(r.address, r.count, r.indexes) for r in requests_of(split)] == \
+    assert [(r.address, r.count, r.indexes) for r in split.requests] == \
         [(10, 1, (1,)), (11, 1, (2,)), (12, 1, (3,))]

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import pytest
 import serial
 from _modbus_defs import definition, var
+from waiting import wait_until
 
 from config.model import DataType, Device, Parity, Quality, SerialPort
+from pipeline.clock import ManualClock
 from pipeline.drivers._base import ModbusRequestError, Reading
 from pipeline.drivers.modbus.frames import crc16
 from pipeline.drivers.modbus.planner import plan_reads
@@ -128,8 +130,9 @@ async def test_garbage_before_a_reply_is_bad_frame_and_flushed_before_the_next(r
     bad = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 0))))
     assert bad.values[1].quality is Quality.BAD_FRAME
     rtu.units[2].garbage = b""
+    heard = rtu.bus.bytes_received
     rtu.responder.inject(b"\x55\xaa\x55")                  # noise while the line is idle
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: rtu.bus.bytes_received == heard + 3)
     good = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 1))))
     assert good.values[1] == Reading(201, Quality.GOOD)
     assert rtu.bus.late_frames >= 1
@@ -267,22 +270,28 @@ async def test_port_refusing_its_settings_is_quality_5_with_the_back_off(
     with pytest.raises(termios.error):
         serial.Serial(path, parity=serial.PARITY_EVEN)
     caplog.set_level(logging.WARNING, logger="sunpm.modbus")
-    bus = RtuBus(SerialPort(line=1, port="SERIAL1", parity=Parity.EVEN), path=path)
-    driver = ModbusRtuDriver()
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", parity=Parity.EVEN), path=path, clock=clock)
+    driver = ModbusRtuDriver(clock=clock)
     driver.attach(bus)
     errors = []
     try:
         readings = await driver.read(device(1), plan_reads(definition(var(1, 3, 0))))
         for _ in range(19):
+            await clock.advance(0.5)
             with pytest.raises(ModbusRequestError) as err:
                 await bus.read_registers(1, 3, 0, 1, 100)
             errors.append(err.value)
+        await clock.advance(0.5)
+        with pytest.raises(ModbusRequestError) as again:
+            await bus.read_registers(1, 3, 0, 1, 100)
     finally:
         await driver.close()
     assert readings.values[1] == Reading(None, Quality.DISCONNECTED)
     assert {e.quality for e in errors} == {Quality.DISCONNECTED}
     # One attempt to configure the port, then the 10 s back-off: no retry on every request.
     assert {str(e) for e in errors} == {"serial1: port unavailable"}
+    assert str(again.value).startswith(f"serial1: cannot open {path} (")
     records = [r for r in caplog.records if r.name == "sunpm.modbus"]
     assert [r.levelno for r in records] == [logging.WARNING]
     assert "Invalid argument" in records[0].getMessage() and records[0].exc_info is None

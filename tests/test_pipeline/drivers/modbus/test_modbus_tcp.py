@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -11,14 +10,18 @@ import pytest
 from _modbus_defs import definition, var
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus_peer import pymodbus_tcp
+from waiting import wait_until
 
 from config.model import DataType, Device, Quality
+from pipeline.clock import ManualClock
 from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
 from pipeline.drivers.modbus.frames import read_request
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
-from pipeline.drivers.modbus.trace import FrameTrace, TraceError
+from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError
+
+T0_NS = 1_767_225_600 * 10**9               # 2026-01-01 00:00 UTC
 
 
 def device(port: int, unit: int, index: str = "1", timeout_ms: int = 200,
@@ -157,28 +160,41 @@ async def test_other_exceptions_fail_the_poll_with_quality_2_and_keep_the_plan()
 
 
 async def test_three_timeouts_close_and_polls_fail_with_quality_5_during_backoff() -> None:
-    sim_dev = SimulatedDevice()
-    d = definition(var(1, 3, 0))
-    async with TcpSimulator({1: sim_dev}) as sim:
-        driver = ModbusTcpDriver()
-        dev = device(sim.port, 1, timeout_ms=50)
-        try:
-            assert (await driver.read(dev, plan_reads(d))).values[1].quality is Quality.GOOD
-            sim_dev.delay_s = 1.0             # the unit that answered stops answering
-            qualities = [(await driver.read(dev, plan_reads(d))).values[1].quality
-                         for _ in range(3)]
-            assert qualities == [Quality.TIMEOUT] * 3
-            conn = driver.connection("127.0.0.1", sim.port)
-            assert not conn.connected
-            await sim.stop()
-            # Reconnection is tried at once, fails, then backs off ~1 s: no traffic meanwhile.
-            started = time.monotonic()
-            failed = [(await driver.read(dev, plan_reads(d))).values[1].quality
-                      for _ in range(3)]
-            assert failed == [Quality.DISCONNECTED] * 3
-            assert time.monotonic() - started < 0.85          # before the ~1 s back-off ends
-        finally:
-            await driver.close()
+    clock = ManualClock(wall_ns=T0_NS)
+    sim_dev = SimulatedDevice(holding={0: 7})
+    plan = plan_reads(definition(var(1, 3, 0)))
+    sim = TcpSimulator({1: sim_dev})
+    port = await sim.start()
+    driver = ModbusTcpDriver(clock=clock)
+    dev = device(port, 1, timeout_ms=50)
+    try:
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.GOOD
+        sim_dev.delay_s = 3600.0              # the unit that answered stops answering
+        for sent in (2, 3, 4):
+            read = asyncio.create_task(driver.read(dev, plan))
+            await wait_until(lambda: sim_dev.requests == sent)     # noqa: B023 - awaited here
+            await clock.advance(0.049)
+            assert not read.done()
+            await clock.advance(0.001)        # the 50 ms timeout
+            assert (await read).values[1].quality is Quality.TIMEOUT
+        conn = driver.connection("127.0.0.1", port)
+        assert not conn.connected
+        await sim.stop()
+        # Reconnection is tried at once (refused), then after 1 s ±10 %: polls fail with quality 5
+        # meanwhile without trying, even once the device is back.
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+        sim = TcpSimulator({1: sim_dev}, port=port)
+        await sim.start()
+        sim_dev.delay_s = 0.0
+        await clock.advance(0.89)
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+        assert not conn.connected
+        await clock.advance(0.22)
+        back = await driver.read(dev, plan)
+        assert back.values[1] == Reading(7, Quality.GOOD) and back.reconnected
+    finally:
+        await driver.close()
+        await sim.stop()
 
 
 async def test_timeouts_of_a_unit_that_never_answered_keep_the_shared_connection() -> None:
@@ -210,12 +226,13 @@ async def test_reconnects_after_the_peer_drops_the_connection() -> None:
         try:
             first = await driver.read(dev, plan_reads(d))
             steady = await driver.read(dev, plan_reads(d))
+            conn = driver.connection("127.0.0.1", sim.port)
             sim.drop_clients()                       # the device drops its idle client
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: not conn.connected)
             back = await driver.read(dev, plan_reads(d))
             sim_dev.delay_s = 0.3                    # now it dies in the middle of a request
             read = asyncio.create_task(driver.read(dev, plan_reads(d)))
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: sim_dev.requests == 4)    # the request is on the wire
             sim.drop_clients()
             lost = await read
         finally:
@@ -243,14 +260,19 @@ async def test_keep_alive_0_closes_after_each_poll_without_counting_a_return() -
 
 
 async def test_inter_frame_silence_spaces_requests() -> None:
-    sim_dev = SimulatedDevice()
-    async with TcpSimulator({1: sim_dev}) as sim:
-        conn = TcpConnection("127.0.0.1", sim.port, inter_frame_ms=50)
+    clock = ManualClock(wall_ns=T0_NS)
+    traces: list[FrameTrace] = []
+    async with TcpSimulator({1: SimulatedDevice()}) as sim:
+        conn = TcpConnection("127.0.0.1", sim.port, inter_frame_ms=50, trace=traces.append,
+                             clock=clock)
         try:
-            started = time.monotonic()
-            for _ in range(3):
-                await conn.read_registers(1, 3, 0, 1, 500)
-            assert time.monotonic() - started >= 0.1
+            await conn.read_registers(1, 3, 0, 1, 500)
+            second = asyncio.create_task(conn.read_registers(1, 3, 0, 1, 500))
+            await clock.advance(0.049)
+            assert [t.direction for t in traces] == [Direction.SENT, Direction.RECEIVED]
+            await clock.advance(0.001)        # 50 ms after the answer
+            assert await second == [0]
+            assert [t.direction for t in traces].count(Direction.SENT) == 2
         finally:
             await conn.close()
 
@@ -262,11 +284,11 @@ async def test_write_refusals_name_the_device() -> None:
         driver = ModbusTcpDriver()
         dev = device(sim.port, 1)
         try:
-            with pytest.raises(DeviceError, match="^writeVariable: dev1: 150000 is out of range "
-                                                  "for U16$"):
+            with pytest.raises(DeviceError, match=r"^writeVariable: dev1: 150000 is out of range "
+                                                  r"for U16$"):
                 await driver.write(dev, d.variable(1), 150000)
-            with pytest.raises(DeviceError, match="^writeVariable: dev1: scale factor SF not "
-                                                  "read yet$"):
+            with pytest.raises(DeviceError, match=r"^writeVariable: dev1: scale factor SF not "
+                                                  r"read yet$"):
                 await driver.write(dev, d.variable(2), Decimal("1.5"))
             sim_dev.set_words(2, [0xFFFF])          # sf = -1
             await driver.read(dev, plan_reads(d))
@@ -297,10 +319,7 @@ async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls(
         dev = device(sim.port, 1, timeout_ms=1000)
         try:
             busy = asyncio.create_task(driver.read(dev, plan_reads(d, max_gap=0)))
-            for _ in range(200):                        # until the poll's request is on the wire
-                if sim_dev.requests:
-                    break
-                await asyncio.sleep(0.005)
+            await wait_until(lambda: sim_dev.requests > 0)  # the poll's request is on the wire
             poll = asyncio.create_task(driver.read(dev, plan_reads(definition(var(1, 3, 0)))))
             await asyncio.sleep(0)
             older = asyncio.create_task(driver.write(dev, d.variable(2), 11))
@@ -321,16 +340,15 @@ async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls(
     assert poll_readings.values[1].quality is Quality.GOOD
 
 
-async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving_it_waiting() -> None:
+async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving_it_waiting(
+        ) -> None:
     sim_dev = SimulatedDevice()
     sim_dev.delay_s = 3.0                          # answers long after the close
     async with TcpSimulator({1: sim_dev}) as sim:
         conn = TcpConnection("127.0.0.1", sim.port)
         request = asyncio.create_task(conn.read_registers(1, 3, 0, 1, 5000))
         try:
-            async with asyncio.timeout(2):
-                while conn.idle:                    # the request is on the wire
-                    await asyncio.sleep(0.01)
+            await wait_until(lambda: not conn.idle)    # the request is on the wire
             await conn.close()
             async with asyncio.timeout(1):
                 with pytest.raises(ModbusRequestError) as err:
