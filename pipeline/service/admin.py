@@ -275,8 +275,8 @@ class Admin:
                     raise AdminError(f"{MAX_SCRIPTS} scripts are listed already; delete one "
                                      "first", "file")
                 n = max((e.n for e in listed.scripts), default=-1) + 1
-                listed = ScriptList(scripts=listed.scripts + (
-                    ScriptEntry(line=None, n=n, file=file),), other_lines=listed.other_lines)
+                listed = ScriptList(scripts=(*listed.scripts, ScriptEntry(line=None, n=n, file=file)),
+                                    other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
             warnings = await asyncio.to_thread(self._apply, change)
         gateway.config_written()

@@ -35,8 +35,8 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
     async with TcpSimulator(field) as sim, running_gateway(tmp_path) as plant:
         discovery = Discovery(plant.gateway)
         run = discovery.start(_params(sim.port))
-        with pytest.raises(DiscoveryBusy, match="^discoverDevices: a discovery is already "
-                                                "running$"):
+        with pytest.raises(DiscoveryBusy, match=r"^discoverDevices: a discovery is already "
+                                                r"running$"):
             discovery.start(_params(sim.port))
         lines = [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.scanned == 6
