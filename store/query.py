@@ -83,6 +83,13 @@ _KNOWN_MAX: Final = 200_000
 _KNOWN_LOCK = threading.Lock()
 
 
+def forget_walks() -> None:
+    """Forget which sealed files were walked clean (each is walked again at its next read), as a
+    new process starts: for cold-cache measurements."""
+    with _KNOWN_LOCK:
+        _KNOWN.clear()
+
+
 def _sealed_batches(store: Log, path: Path, indexes: list[int]) -> list[pa.RecordBatch]:
     """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
     decompressed). A clean file is decoded in place from the frames its walk found (its footer,
