@@ -129,9 +129,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
     """The records of a store as a dataset whose every scan reads verified batches only.
 
     A `pyarrow.dataset` object (DuckDB and polars push their column selection and filters into
-    its `scanner`), but the scan is ours: for each device, its stream segments through the
-    store's reader and its sealed files decoded in place (`_sealed_batches`), only the columns
-    the query reads or filters on, a few files at a time on a thread pool (decompression
+    its `scanner`), but the scan is ours: for each device, its sealed files decoded in place
+    (`_sealed_batches`), then its stream segments through the store's reader, only the columns
+    the query reads or filters on, a few parts at a time on a thread pool (decompression
     releases the GIL). The filter and the final projection run in pyarrow on those batches.
     Built as an empty in-memory dataset so that it is one to every caller; every read goes
     through `scanner`.
@@ -207,6 +207,9 @@ class _Part:
     batches: list[pa.RecordBatch]
     then: list[Callable[[], _Part]] = field(default_factory=list)
     listed: bool = False
+
+
+# Decoding threads: zstd decompression and CRC-32C release the GIL, the walk does not.
 _WORKERS: Final = max(2, min(4, os.cpu_count() or 2))
 
 
