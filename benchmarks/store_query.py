@@ -11,7 +11,7 @@ the store is built, load not timed).
 
 Two lines, one per page-cache state:
 - cold: the page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`, root only) before
-  every run of each side, the baseline reconnecting to its file (connect + query timed); where
+  every run of each side, and the scan's memory of files it walked clean forgotten, the baseline reconnecting to its file (connect + query timed); where
   the cache cannot be dropped, the line says so in `page_cache`;
 - warm: files in the page cache, the baseline on a connection kept open (its own buffers warm).
 The store reads its segments memory-mapped, so ours' resident peak counts the file pages it
@@ -43,7 +43,7 @@ from _report import emit, figure_line
 from store import RECORDS_SCHEMA, StoreOptions
 from store._ipc import EOS, frame_batch, schema_message
 from store._segment import UNCOMPRESSED_KEY, write_ipc_file
-from store.query import duckdb_connection
+from store.query import duckdb_connection, forget_walks
 
 DAY_NS = 86_400 * 10**9
 QUERY = """
@@ -192,6 +192,7 @@ def run(devices: int = 100, days: int = 30, period_s: int = 600, variables: int 
             refused = None
             for _ in range(n):
                 refused = drop_page_cache() or refused
+                forget_walks()  # as in a new process: every sealed file walked again
                 with mem_ours:
                     elapsed, result = _ours(store)
                 ours_s.append(elapsed)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from config import Site, load_site
 from config.errors import SunpmError
@@ -156,16 +155,6 @@ class Dump:
                 continue  # the compacted `.arrow` of the same segment wins
             found[seq0] = SegmentFile(seq0, entry, ipc_file)
         return [found[k] for k in sorted(found)]
-
-    def stream_table(self, stream: str, seg: SegmentFile, following: int | None) -> pa.Table:
-        """The trusted rows of one stream segment, read through the store."""
-        last = None if following is None else following - 1
-        if stream == "journal":
-            table = self.log.journal(seq_from=seg.seq0)
-            if last is not None:
-                table = table.filter(pc.less_equal(table.column("seq"), last))
-            return table
-        return self.log.records(stream, seq_from=seg.seq0, seq_to=last)
 
     # -- snapshots --------------------------------------------------------------------------
 

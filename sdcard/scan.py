@@ -1,10 +1,12 @@
 """Lazy scans of a dump: `pyarrow.dataset`s that DuckDB reads with projection and filter pushdown.
 
-A store's history is mostly sealed `.arrow` IPC files (compacted at sealing); those are scanned
-in place over memory maps, a batch at a time, so a query over months of a hundred devices keeps
-only what DuckDB holds for its answer. Stream segments (the open one of each day, a sealed one
-whose compaction a crash cut short) are small and are read through the store's reader, which
-trusts only CRC-checked batches.
+The records are the store's own verified lazy scan (`store.query.records_dataset`): a store's
+history is mostly sealed `.arrow` IPC files (compacted at sealing), each decoded a batch at a
+time from the batches whose CRC-32C, length and row count were checked on that read, only the
+columns a query reads or filters on; stream segments (the open one of each day, a sealed one
+whose compaction a crash cut short) go through the store's reader. A query over months of a
+hundred devices keeps only what DuckDB holds for its answer, and no damaged byte is read as
+data. Sealed files this reader sets aside (an unknown schema version) are left out.
 
 DuckDB views (`duckdb_connection`):
 
@@ -21,26 +23,23 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from config import parse_definition
 from config.errors import SunpmError
-from store import JOURNAL_SCHEMA, RECORDS_SCHEMA
+from store.query import journal_table
+from store.query import records_dataset as store_records
 
 from .dump import Dump, Finding, Level
 
 if TYPE_CHECKING:
     import duckdb
 
-DEVICE_FIELD: Final = pa.field("device", pa.string())
-RAW_RECORDS_SCHEMA: Final = pa.schema([*RECORDS_SCHEMA, DEVICE_FIELD])
 DEFINITIONS_SCHEMA: Final = pa.schema([
     pa.field("def", pa.string()), pa.field("definition", pa.string()),
     pa.field("var", pa.int32()), pa.field("name", pa.string()), pa.field("unit", pa.string()),
@@ -52,59 +51,17 @@ Progress = Callable[[int], None]
 
 def records_dataset(dump: Dump, devices: list[str] | None = None,
                     progress: Progress | None = None) -> ds.Dataset:
-    """Every trusted record row of the chosen devices (default all), with a `device` column."""
-    parts: list[ds.Dataset] = []
+    """Every trusted record row of the chosen devices (default all), with a `device` column:
+    the store's verified lazy scan, without the sealed files this reader set aside."""
     chosen = dump.devices() if devices is None else devices
     dump.prepare(chosen)
-    # The open segments are read through the store (CRC-trusted batches), a device per task:
-    # decoding and filtering run in pyarrow, which releases the GIL.
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sd-scan") as pool:
-        for found in pool.map(lambda d: _stream_parts(dump, d, RECORDS_SCHEMA), chosen):
-            parts.extend(found)
-            if progress is not None:
-                progress(1)
-    return ds.dataset(parts, schema=RAW_RECORDS_SCHEMA) if parts \
-        else ds.dataset(RAW_RECORDS_SCHEMA.empty_table())
+    skipped = {f.path for f in dump.findings if f.kind in ("foreign", "unreadable", "schema")}
+    return store_records(dump.log, chosen, skip=skipped, progress=progress)
 
 
 def journal_dataset(dump: Dump) -> ds.Dataset:
-    parts = _stream_parts(dump, "journal", JOURNAL_SCHEMA)
-    schema = pa.schema(list(JOURNAL_SCHEMA))
-    return ds.dataset(parts, schema=schema) if parts else ds.dataset(schema.empty_table())
-
-
-def _stream_parts(dump: Dump, stream: str, schema: pa.Schema) -> list[ds.Dataset]:
-    device = stream != "journal"
-    target = pa.schema([*schema, DEVICE_FIELD]) if device else pa.schema(list(schema))
-    segments = dump.segments(stream)
-    files = [str(s.path) for s in segments if s.ipc_file]
-    parts: list[ds.Dataset] = []
-    if files:
-        # The device column is constant per file set: a partition expression adds it for free.
-        part = ds.FileSystemDataset.from_paths(
-            files, schema=pa.schema(list(schema)), format=ds.IpcFileFormat(),
-            filesystem=_local_fs(),
-            partitions=[pc.field("device") == stream] * len(files) if device else None)
-        parts.append(part.replace_schema(target) if device else part)
-    for k, seg in enumerate(segments):
-        if seg.ipc_file:
-            continue
-        following = segments[k + 1].seq0 if k + 1 < len(segments) else None
-        table = dump.stream_table(stream, seg, following).replace_schema_metadata(None) \
-            .combine_chunks()
-        if table.num_rows == 0:
-            continue
-        if device:
-            table = table.append_column(DEVICE_FIELD, pa.array([stream] * table.num_rows,
-                                                               pa.string()))
-        parts.append(ds.dataset(table.cast(target)))
-    return parts
-
-
-def _local_fs() -> pa.fs.FileSystem:
-    import pyarrow.fs
-
-    return pyarrow.fs.LocalFileSystem(use_mmap=True)
+    """Every trusted journal event (the journal is small: read whole, through the store)."""
+    return ds.dataset(journal_table(dump.log).replace_schema_metadata(None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,16 @@
 """Analysis over a store: DuckDB SQL views and polars lazy frames, with no database file.
 
 The Arrow segments are the database (docs/architecture.md §3). `records_dataset` is a lazy
-`pyarrow.dataset` over a store: its sealed `.arrow` files are scanned in place, a batch at a time,
-decoding (and decompressing) only the columns a query reads, which DuckDB and polars push down;
-each file is verified when the scan opens it (`Log.verified_file`: every batch's CRC-32C over its
-compressed bytes, and a footer listing exactly those batches), so only trusted batches are read.
-The stream segments (today's, one small batch per commit) are read through the store's reader
-when the dataset is made. Nothing is written, so a store or a card dump can be queried while a
-writer appends (what is visible is what was committed when the call ran; a sealed file deleted
-by the quota before the scan reaches it reads as empty).
+`pyarrow.dataset` over a store whose every scan reads verified batches only, a few files at a
+time, decoding (and decompressing) only the columns a query reads or filters on, which DuckDB
+and polars push down. A sealed `.arrow` file is decoded in place from the frames a walk of it
+verified (every batch's CRC-32C over its compressed bytes, length and row count), its footer
+never followed; a file walked once in this process is re-checked on every later read by its
+frames' CRCs and a comparison of the bytes around them, every byte checked, none parsed. The
+stream segments (today's, one small batch per commit) are read through the store's reader.
+Nothing is written, so a store or a card dump can be queried while a writer appends (what a
+scan sees is what was committed when it reached each device; a sealed file deleted by the
+quota before the scan reaches it reads as empty).
 
     records   device (dictionary string), ts, seq, var, value, vmin, vmax, text, quality, def
     journal   ts, seq, kind, device, def, body
@@ -16,16 +18,30 @@ by the quota before the scan reaches it reads as empty).
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
+from store._ipc import read_message
+from store._segment import (
+    IPC_FILE_MAGIC,
+    CheckedFile,
+    checked_file,
+    decode_frames,
+    scan_ipc_file,
+    still_verified,
+)
 from store.log import Log
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
@@ -49,102 +65,218 @@ def _as_log(source: Path | str | Log) -> Log:
     return source if isinstance(source, Log) else Log.open_read_only(Path(source))
 
 
-class _VerifiedFiles(pafs.FileSystemHandler):  # type: ignore[misc]  # pyarrow is untyped
-    """Read-only file system that hands a dataset scan each sealed file as `Log.verified_file`
-    returns it (the file itself, or only its verified batches)."""
+@dataclass(frozen=True, slots=True)
+class _KnownFile:
+    """A sealed file a full walk found clean: its frames and the bytes around them (checked
+    again, every byte, on each read) and where its schema message lies (for decoding)."""
 
-    def __init__(self, store: Log) -> None:
+    checked: CheckedFile
+    header: tuple[int, int]
+
+
+# Sealed files walked clean, by path, for every `Log` of this process: a later read re-checks
+# each one by its frames' CRCs and a comparison of the bytes around them (`still_verified`),
+# parsing nothing; what fails is walked again. Entries are small (offsets, CRCs, ~2 KiB of
+# schema message and footer).
+_KNOWN: dict[Path, _KnownFile] = {}
+_KNOWN_MAX: Final = 200_000
+_KNOWN_LOCK = threading.Lock()
+
+
+def forget_walks() -> None:
+    """Forget which sealed files were walked clean (each is walked again at its next read), as a
+    new process starts: for cold-cache measurements."""
+    with _KNOWN_LOCK:
+        _KNOWN.clear()
+
+
+def _sealed_batches(store: Log, path: Path, indexes: list[int]) -> list[pa.RecordBatch]:
+    """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
+    decompressed). A clean file is decoded in place from the frames its walk found (its footer,
+    which no CRC covers, is never followed); one with damage, an end missing or bytes not ours
+    goes through `Log.verified_file`, which reports what failed and keeps the verified batches.
+    A file gone since it was listed (deleted by the quota) reads as empty."""
+    try:
+        # Read, not mapped: one copy costs less than mapping and faulting in a small file, and
+        # the bytes checked are the bytes decoded.
+        with open(path, "rb", buffering=0) as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    with _KNOWN_LOCK:
+        known = _KNOWN.get(path)
+    if known is None or not still_verified(data, known.checked):
+        scan, _ = scan_ipc_file(data, RECORDS_SCHEMA)
+        if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:
+            with _KNOWN_LOCK:
+                _KNOWN.pop(path, None)
+            rebuilt = store.verified_file(path)
+            options = pa.ipc.IpcReadOptions(included_fields=indexes, use_threads=False)
+            reader = pa.ipc.open_file(pa.BufferReader(rebuilt), options=options)
+            return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+        assert first is not None  # the walk read it
+        known = _KnownFile(checked_file(data, scan), (first.start, first.end))
+        with _KNOWN_LOCK:
+            if len(_KNOWN) >= _KNOWN_MAX:
+                _KNOWN.clear()
+            _KNOWN[path] = known
+    return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
+                         header=known.header, combine=False, columns=indexes)
+
+
+class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is untyped
+    """The records of a store as a dataset whose every scan reads verified batches only.
+
+    A `pyarrow.dataset` object (DuckDB and polars push their column selection and filters into
+    its `scanner`), but the scan is ours: for each device, its sealed files decoded in place
+    (`_sealed_batches`), then its stream segments through the store's reader, only the columns
+    the query reads or filters on, a few parts at a time on a thread pool (decompression
+    releases the GIL). The filter and the final projection run in pyarrow on those batches.
+    Built as an empty in-memory dataset so that it is one to every caller; every read goes
+    through `scanner`.
+    """
+
+    def __init__(self, store: Log, devices: list[str], skip: frozenset[Path],
+                 progress: Callable[[int], None] | None) -> None:
+        super().__init__(RECORDS_VIEW_SCHEMA.empty_table())
         self._store = store
+        self._devices = devices
+        self._skip = skip
+        self._progress = progress
 
-    def open_input_file(self, path: str) -> pa.NativeFile:
-        return pa.BufferReader(self._store.verified_file(Path(path)))
+    def scanner(self, columns: list[str] | dict[str, pc.Expression] | None = None,
+                filter: pc.Expression | None = None,  # pyarrow's name
+                **_: object) -> ds.Scanner:
+        wanted = _decoded_fields(columns, filter)
+        schema = pa.schema([RECORDS_VIEW_SCHEMA.field(name) for name in wanted],
+                           metadata=RECORDS_VIEW_SCHEMA.metadata)
+        return ds.Scanner.from_batches(self._batches(wanted, schema), schema=schema,
+                                       columns=columns, filter=filter)
 
-    def open_input_stream(self, path: str) -> pa.NativeFile:
-        return self.open_input_file(path)
+    def _batches(self, wanted: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """Each device's sealed files, oldest first, then its stream segments, decoded a few
+        parts ahead on the pool."""
+        indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
 
-    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        found = []
-        for path in paths:
+        def finish(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+            out = []
+            for batch in found:
+                if batch.num_rows == 0:
+                    continue
+                columns = batch.columns
+                if "device" in wanted:
+                    columns = [_device_column(device, batch.num_rows), *columns]
+                out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+            return out
+
+        def listing(device: str) -> _Part:
+            paths, batches = self._store.record_sources(device)
+            live = _Part(finish(device, [b.select(indexes) for b in _coalesce(batches)]))
+            files: list[Callable[[], _Part]] = [
+                functools.partial(sealed, device, p) for p in paths if p not in self._skip]
+            return _Part([], [*files, lambda: live], listed=True)
+
+        def sealed(device: str, path: Path) -> _Part:
+            return _Part(finish(device, _sealed_batches(self._store, path, indexes)))
+
+        todo: deque[Callable[[], _Part]] = deque(
+            functools.partial(listing, d) for d in self._devices)
+        running: deque[Future[_Part]] = deque()
+        # Bounded read-ahead: at most this many parts decoded and not yet consumed.
+        ahead = 2 * _WORKERS
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-scan") as pool:
             try:
-                found.append(pafs.FileInfo(path, pafs.FileType.File, size=os.stat(path).st_size))
-            except FileNotFoundError:
-                found.append(pafs.FileInfo(path, pafs.FileType.NotFound))
-        return found
-
-    def get_type_name(self) -> str:
-        return "sunpm-verified"
-
-    def normalize_path(self, path: str) -> str:
-        return path
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _VerifiedFiles) and other._store is self._store
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return id(self._store)
-
-    def _read_only(self, *_: object, **__: object) -> None:
-        raise OSError("the store's segments are read-only here")
-
-    get_file_info_selector = create_dir = delete_dir = delete_dir_contents = _read_only
-    delete_root_dir_contents = delete_file = move = copy_file = _read_only
-    open_output_stream = open_append_stream = _read_only
+                while todo or running:
+                    while todo and len(running) < ahead:
+                        running.append(pool.submit(todo.popleft()))
+                    part = running.popleft().result()
+                    todo.extendleft(reversed(part.then))  # a device's parts go next, in order
+                    if part.listed and self._progress is not None:
+                        self._progress(1)
+                    yield from part.batches
+            finally:
+                for future in running:
+                    future.cancel()
 
 
-def records_dataset(source: Path | str | Log, devices: Iterable[str] | None = None
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """What one task of a scan read: batches, and the tasks to run next (a device's listing)."""
+
+    batches: list[pa.RecordBatch]
+    then: list[Callable[[], _Part]] = field(default_factory=list)
+    listed: bool = False
+
+
+# Decoding threads: zstd decompression and CRC-32C release the GIL, the walk does not.
+_WORKERS: Final = max(2, min(4, os.cpu_count() or 2))
+
+
+def _decoded_fields(columns: list[str] | dict[str, pc.Expression] | None,
+                    filter: pc.Expression | None) -> list[str]:
+    """The view's fields a scan must decode, in view order: those selected and those the filter
+    names. pyarrow does not list an expression's fields; its text names each one by its bare
+    name, so a name found there as a word is decoded (a string literal holding a column's name
+    only costs that column's decoding)."""
+    names = RECORDS_VIEW_SCHEMA.names
+    if columns is None or isinstance(columns, dict):
+        return list(names)
+    wanted = set(columns)
+    if filter is not None:
+        text = str(filter)
+        wanted.update(n for n in names if re.search(rf"\b{n}\b", text))
+    unknown = wanted - set(names)
+    if unknown:
+        raise pa.ArrowInvalid(f"no field {sorted(unknown)[0]!r} in the records view")
+    if not wanted - {"device"}:
+        wanted.add("quality")  # rows still have to be counted: the narrowest column (1 byte)
+    return [n for n in names if n in wanted]
+
+
+_DEVICE_TYPE: Final = RECORDS_VIEW_SCHEMA.field("device").type
+
+
+def _device_column(device: str, rows: int) -> pa.DictionaryArray:
+    # All-zero indexes over one shared zero buffer: the device column costs no decoding.
+    return pa.DictionaryArray.from_buffers(_DEVICE_TYPE, rows, [None, _zeros(4 * rows)],
+                                           _dictionary(device))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary(device: str) -> pa.Array:
+    return pa.array([device], pa.string())
+
+
+_ZEROS = [pa.py_buffer(b"")]
+_ZEROS_LOCK = threading.Lock()
+
+
+def _zeros(size: int) -> pa.Buffer:
+    with _ZEROS_LOCK:
+        if _ZEROS[0].size < size:
+            _ZEROS[0] = pa.py_buffer(bytes(max(size, 1 << 20)))
+        return _ZEROS[0].slice(0, size)
+
+
+def records_dataset(source: Path | str | Log, devices: Iterable[str] | None = None, *,
+                    skip: Iterable[Path] = (), progress: Callable[[int], None] | None = None
                     ) -> ds.Dataset:
     """Every committed record of the chosen devices (default all), with a `device` column, as
-    a lazy dataset (see the module's docstring)."""
+    a lazy dataset (see the module's docstring). `skip`: sealed files a caller set aside (an
+    offline reader's, for a schema version it does not know); `progress(1)` as each device's
+    segments are listed by a scan."""
     store = _as_log(source)
-    chosen = store.devices() if devices is None else list(devices)
-    files: list[str] = []
-    partitions: list[pc.Expression] = []
-    in_memory: list[pa.Table] = []
-    device_type = RECORDS_VIEW_SCHEMA.field("device").type
-    for device in chosen:
-        paths, batches = store.record_sources(device)
-        files += [str(p) for p in paths]
-        # The device is constant per file: a partition expression adds the column for free.
-        partitions += [pc.field("device") == pa.scalar(device, pa.string()).cast(device_type)
-                       ] * len(paths)
-        table = _device_table(device, _coalesce(batches))
-        if table is not None:
-            in_memory.append(table)
-    parts: list[ds.Dataset] = []
-    if files:
-        sealed = ds.FileSystemDataset.from_paths(
-            files, schema=pa.schema(list(RECORDS_SCHEMA)), format=ds.IpcFileFormat(),
-            filesystem=pafs.PyFileSystem(_VerifiedFiles(store)), partitions=partitions)
-        parts.append(sealed.replace_schema(RECORDS_VIEW_SCHEMA))
-    if in_memory:
-        parts.append(ds.dataset(pa.concat_tables(in_memory)))
-    if not parts:
-        return ds.dataset(RECORDS_VIEW_SCHEMA.empty_table())
-    return parts[0] if len(parts) == 1 else ds.dataset(parts)
+    return _VerifiedRecords(store, store.devices() if devices is None else list(devices),
+                            frozenset(skip), progress)
 
 
 def records_table(source: Path | str | Log, devices: Iterable[str] | None = None,
                   columns: list[str] | None = None) -> pa.Table:
     """All committed records of the chosen devices (default all), with a `device` column
     (`columns`: only those, each decoded alone)."""
-    return records_dataset(source, devices).to_table(columns=columns)
-
-
-def _device_table(device: str, found: list[pa.RecordBatch]) -> pa.Table | None:
-    if not found:
-        return None
-    table = pa.Table.from_batches(found, schema=RECORDS_SCHEMA)
-    # One all-zero dictionary column, sliced per chunk: the device column costs no copy.
-    longest = max(b.num_rows for b in found)
-    indices = pa.Array.from_buffers(pa.int32(), longest, [None, pa.py_buffer(bytes(4 * longest))])
-    column = pa.DictionaryArray.from_arrays(indices, pa.array([device], pa.string()))
-    device_col = pa.chunked_array([column.slice(0, b.num_rows) for b in found],
-                                  type=RECORDS_VIEW_SCHEMA.field("device").type)
-    return table.add_column(0, RECORDS_VIEW_SCHEMA.field("device"), device_col) \
-        .replace_schema_metadata(RECORDS_VIEW_SCHEMA.metadata)
+    table: pa.Table = records_dataset(source, devices).to_table(columns=columns)
+    return table
 
 
 def _coalesce(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
