@@ -215,7 +215,8 @@ async def test_the_third_error_within_a_minute_disables_the_script(
     async with running_plant(tmp_path / "store") as plant:
         runner = ScriptRunner(plant.host, [failing])
         async with running(runner):
-            await wait_until(lambda: not runner.scripts()[0].enabled, 10)
+            # The alarm is raised just after the script is marked disabled: wait for both.
+            await wait_until(lambda: not runner.scripts()[0].enabled and bool(plant.alarms), 10)
         assert plant.alarms == [("Script failure", "failing", None)]
     warnings = [r for r in caplog.records if r.name == "sunpm.script.failing"
                 and r.levelname == "WARNING"]
