@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Final
 
 from store._segment import CheckedFile
-from store._stream import Stream
+from store._stream import Segment, Stream
+from store._wal import CommitLog
 from store._work import Counters, PendingBatch, PendingEvent
 from store.errors import StoreIOError, StoreReport
 from store.options import DeliveredFn, JournalDeliveredFn, StoreOptions
@@ -57,13 +58,16 @@ class LogCore:
         self._closing = False
         self._closed = False
         self._cycles = 0  # writer loop iterations done (commit() waits on it)
-        self.commits = 0  # commits attempted (each: one framed batch + fsync per touched segment)
+        self.commits = 0  # commits attempted (each: one framed batch per touched segment, one fsync)
         self._in_commit = False
         self._wake: asyncio.Event | None = None
         self._room: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self._io: ThreadPoolExecutor | None = None
         self.last_error: StoreIOError | None = None
+        # The commit log and the segments written since its last checkpoint (writer's).
+        self._wal = CommitLog(path)
+        self._wal_dirty: dict[int, tuple[Stream, Segment]] = {}
         self._last_error_log = 0.0
 
     def _adopt(self, stream: Stream) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 
 import pyarrow as pa
 
@@ -24,7 +23,7 @@ class Fsck(LogCore):
                 if not seg.ipc_file and (self.read_only or seg.sealed):
                     # Every byte on disk; a writer's open segment only up to what is committed
                     # (a write may be in flight after it).
-                    seg.committed = os.path.getsize(seg.path)
+                    seg.committed = stream.file_size(seg.path)
                 try:
                     _, findings = stream.read(seg)
                 except (OSError, pa.ArrowInvalid) as err:

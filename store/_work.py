@@ -9,12 +9,16 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
-from store._stream import Segment
+from store._stream import Segment, Stream
 from store.errors import StoreReport
 from store.options import SeqRange
+
+#: A framed batch's bytes as written (store/_ipc.py `frame_batch`).
+Frame = bytes | bytearray
 
 
 @dataclass(slots=True)
@@ -82,6 +86,20 @@ class DeviceCommit:
     failure: OSError | None = None
     events: list[PendingEvent] = field(default_factory=list)
     compact: list[tuple[str, Segment]] = field(default_factory=list)
+    saved_seq: int = 0  # the stream's next seq before this commit (its rollback)
+    logged: list[tuple[Path, int, Frame]] = field(default_factory=list)  # for the commit log
+    touched: list[tuple[Stream, Segment]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JournalCommit:
+    """The journal's part of a commit, written and waiting for the commit log's fsync."""
+
+    events: list[PendingEvent]
+    saved_seq: int
+    seqs: list[int] = field(default_factory=list)
+    logged: list[tuple[Path, int, Frame]] = field(default_factory=list)
+    touched: list[tuple[Stream, Segment]] = field(default_factory=list)
 
 
 

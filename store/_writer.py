@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from array import array
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -22,6 +23,8 @@ from store._stream import DAY_NS, Segment, Stream
 from store._work import (
     Counters,
     DeviceCommit,
+    Frame,
+    JournalCommit,
     Outcome,
     PendingBatch,
     PendingEvent,
@@ -63,9 +66,8 @@ class Writer(Quota, JournalGC):
                     outcome = Outcome()
                 else:
                     self._settle(outcome)
-                for name, seg in outcome.compact:
-                    await asyncio.to_thread(self._compact_sync, name, seg,
-                                            self.options.compress_sealed)
+                if outcome.compact:
+                    await self._compact_all(outcome.compact)
                 async with self._room:
                     self._room.notify_all()
                 if outcome.error is not None and self._closing:
@@ -174,6 +176,7 @@ class Writer(Quota, JournalGC):
         # Each job returns its events and sealed segments; nothing is shared between jobs.
         jobs = [(device, items, self._io.submit(self._commit_device, device, items))
                 for device, items in work.records.items()]
+        written: list[tuple[str, list[PendingBatch], DeviceCommit]] = []
         for device, items, job in jobs:
             job_result = job.result()
             events.extend(job_result.events)
@@ -182,12 +185,58 @@ class Writer(Quota, JournalGC):
                 outcome.error = job_result.failure
                 outcome.failed_records[device] = items
                 continue
-            outcome.records[device] = job_result.results
-            for item, result in zip(items, job_result.results, strict=True):
+            written.append((device, items, job_result))
+        journal = self._write_journal(work.journal + events, outcome)
+        logged = [entry for _, _, done in written for entry in done.logged]
+        if journal is not None:
+            logged.extend(journal.logged)
+        if logged:
+            try:
+                self._wal.append(logged)
+            except OSError as err:
+                # Nothing of this commit is durable: every stream it wrote goes back.
+                outcome.error = err
+                for device, items, done in written:
+                    self._roll_back(self._streams[device], done.saved_seq)
+                    outcome.failed_records[device] = items
+                written = []
+                if journal is not None:
+                    assert self._journal is not None
+                    self._roll_back(self._journal, journal.saved_seq)
+                    outcome.failed_journal = journal.events
+                    journal = None
+                outcome.compact = []
+        for device, items, done in written:
+            outcome.records[device] = done.results
+            for item, result in zip(items, done.results, strict=True):
                 if item.future is not None:
                     outcome.acks.append((item.future, result))
-        self._commit_journal(work.journal + events, outcome)
+            self._wal_dirty.update((id(seg), (stream, seg)) for stream, seg in done.touched)
+        if journal is not None:
+            self._settle_journal(journal, outcome)
+        if self._wal.size >= self.options.wal_checkpoint_bytes:
+            self._checkpoint_sync()
         return outcome
+
+    def _roll_back(self, stream: Stream, saved_seq: int) -> None:
+        with self._lock:
+            stream.rollback()
+        stream.next_seq = saved_seq
+
+    def _checkpoint_sync(self) -> None:
+        """fsync every segment written since the last checkpoint, then empty the commit log."""
+        try:
+            for stream, seg in self._wal_dirty.values():
+                # A sealed one was fsynced by its seal; a gone one (compacted into a fsynced
+                # file, deleted) needs nothing.
+                if seg in stream.segments and not seg.sealed and not seg.ipc_file:
+                    stream.sync(seg)
+            self._wal.reset()
+        except OSError as err:
+            # The log keeps covering them: retried at the next commit.
+            log.error("Commit log checkpoint failed. error=%s", err)
+            return
+        self._wal_dirty.clear()
 
     def _commit_device(self, device: str, items: list[PendingBatch]) -> DeviceCommit:
         """Frame, check the quota, write and fsync one device's part of a commit (pool thread).
@@ -199,18 +248,17 @@ class Writer(Quota, JournalGC):
         if isinstance(stream, OSError):
             done.failure = stream
             return done
-        saved = stream.next_seq
+        saved = done.saved_seq = stream.next_seq
         stream.checkpoint()
         try:
             writes, done.results = self._prepare_device(device, stream, items, done.events,
                                                         done.compact)
-            done.failure = write_all(stream, writes)
+            done.failure = write_all(stream, writes, done.logged, done.touched,
+                                     direct_bytes=self.options.wal_direct_frame_bytes)
         except OSError as err:
             done.failure = err
         if done.failure is not None:
-            with self._lock:
-                stream.rollback()
-            stream.next_seq = saved
+            self._roll_back(stream, saved)
             done.results = []
             # What the failed attempt counted (quota drops, evictions) stands: evicted segments
             # are gone. Its events go with the journal of this commit all the same.
@@ -234,7 +282,7 @@ class Writer(Quota, JournalGC):
 
     def _prepare_device(self, device: str, stream: Stream, items: list[PendingBatch],
                         events: list[PendingEvent], compact: list[tuple[str, Segment]]
-                        ) -> tuple[list[tuple[Segment, bytes]], list[SeqRange]]:
+                        ) -> tuple[list[tuple[Segment, Frame]], list[SeqRange]]:
         """Frame the device's pending batches per UTC day, apply the quota, rotate segments.
 
         Returns the writes to do (segment, framed bytes) and one result per pending item.
@@ -243,7 +291,7 @@ class Writer(Quota, JournalGC):
         firsts: dict[int, int] = {}
         lasts: dict[int, int] = {}
         dropped_items: set[int] = set()
-        writes: list[tuple[Segment, bytes]] = []
+        writes: list[tuple[Segment, Frame]] = []
         for day, merged_input, members, ts_min, ts_max in plan_groups(
                 [item.batch for item in items]):
             seq = stream.next_seq
@@ -294,7 +342,7 @@ class Writer(Quota, JournalGC):
         return writes, results
 
     def _segment_for(self, stream: Stream, day: int, frame_len: int,
-                     writes: list[tuple[Segment, bytes]], compact: list[tuple[str, Segment]]
+                     writes: list[tuple[Segment, Frame]], compact: list[tuple[str, Segment]]
                      ) -> Segment | None:
         """The open segment that takes this frame, sealing the current one if it must."""
         seg = stream.open_segment()
@@ -323,17 +371,21 @@ class Writer(Quota, JournalGC):
             return min(self.options.seal_bytes, max(self.options.journal_quota // 8, 1))
         return self.options.segment_limit_bytes
 
-    def _commit_journal(self, events: list[PendingEvent], outcome: Outcome) -> None:
+    def _write_journal(self, events: list[PendingEvent], outcome: Outcome
+                       ) -> JournalCommit | None:
+        """Frame and write the commit's journal events (not yet durable: the commit log's fsync
+        follows). None when there are none or the write failed (then rolled back, pending)."""
         if not events:
-            return
+            return None
         if self._journal is None:
             self._journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA)
         stream = self._journal
+        done = JournalCommit(events=events, saved_seq=stream.next_seq)
         saved = stream.next_seq
         seqs = list(range(saved, saved + len(events)))
         stream.checkpoint()
         try:
-            writes: list[tuple[Segment, bytes]] = []
+            writes: list[tuple[Segment, Frame]] = []
             by_day: list[tuple[int, list[int]]] = []
             for i, event in enumerate(events):
                 day = event.ts_ns // DAY_NS
@@ -356,19 +408,27 @@ class Writer(Quota, JournalGC):
                 seg.seq_last = seqs[indexes[-1]]
                 seg.ts_min = min(ts) if seg.ts_min is None else min(seg.ts_min, min(ts))
                 seg.ts_max = max(ts) if seg.ts_max is None else max(seg.ts_max, max(ts))
-            err = write_all(stream, writes)
+            err = write_all(stream, writes, done.logged, done.touched,
+                            direct_bytes=self.options.wal_direct_frame_bytes)
             if err is not None:
                 raise err
         except OSError as err:
-            with self._lock:
-                stream.rollback()
-            stream.next_seq = saved
+            self._roll_back(stream, saved)
             outcome.error = err
             outcome.failed_journal = events
-            return
+            return None
         stream.next_seq = saved + len(events)
-        outcome.journal = seqs
-        for event, seq in zip(events, seqs, strict=True):
+        done.seqs = seqs
+        return done
+
+    def _settle_journal(self, done: JournalCommit, outcome: Outcome) -> None:
+        """After the commit log's fsync: the events are acknowledged, then the journal's quota
+        may delete segments that a `state` event of this commit summarises."""
+        assert self._journal is not None
+        stream = self._journal
+        self._wal_dirty.update((id(seg), (stream, seg)) for stream, seg in done.touched)
+        outcome.journal = done.seqs
+        for event, seq in zip(done.events, done.seqs, strict=True):
             if event.kind == "state":
                 self._last_state_seq = seq
             if event.future is not None:
@@ -377,6 +437,23 @@ class Writer(Quota, JournalGC):
             self._journal_quota(stream, outcome.carry)
         except OSError as err:
             log.error("Journal quota deletion failed. error=%s", err)
+
+    async def _compact_all(self, sealed: list[tuple[str, Segment]]) -> None:
+        """Rewrite the segments a commit sealed, streams in parallel on the pool (the zstd
+        rewrite releases the GIL; a bulk commit seals one segment per device at once), each
+        stream's in order. Still before the next commit: only the writer touches streams."""
+        assert self._io is not None
+        by_stream: dict[str, list[Segment]] = {}
+        for name, seg in sealed:
+            by_stream.setdefault(name, []).append(seg)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*[
+            loop.run_in_executor(self._io, self._compact_stream, name, segs)
+            for name, segs in by_stream.items()])
+
+    def _compact_stream(self, name: str, segs: list[Segment]) -> None:
+        for seg in segs:
+            self._compact_sync(name, seg, self.options.compress_sealed)
 
     def _compact_sync(self, name: str, seg: Segment, compress: bool) -> None:
         stream = self._journal if name == JOURNAL else self._streams.get(name)
@@ -390,13 +467,32 @@ class Writer(Quota, JournalGC):
 
 
 
-def write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
-               raise_errors: bool = False) -> OSError | None:
-    """Write and fsync each (segment, frame); returns the first error (after cut-back)."""
+def write_all(stream: Stream, writes: list[tuple[Segment, Frame]],
+              logged: list[tuple[Path, int, Frame]] | None = None,
+              touched: list[tuple[Stream, Segment]] | None = None, *,
+              direct_bytes: int = 0, raise_errors: bool = False) -> OSError | None:
+    """Write each (segment, frame), noting it for the commit log in `logged` (path, offset,
+    frame) and `touched`; returns the first error (after cut-back).
+
+    A frame of `direct_bytes` or more is not logged: its segment is fsynced here instead (bulk
+    appends: logging it would write its bytes twice for a saving of one fsync).
+    """
+    direct: list[Segment] = []
     try:
         for seg, frame in writes:
             seg.size -= len(frame)  # `size` was raised when planned; `write` sets it for real
-            stream.write(seg, frame)
+            offset = stream.write(seg, frame)
+            if logged is None:
+                continue
+            if direct_bytes and len(frame) >= direct_bytes:
+                if seg not in direct:
+                    direct.append(seg)
+                continue
+            logged.append((seg.path, offset, frame))
+            if touched is not None:
+                touched.append((stream, seg))
+        for seg in direct:
+            stream.sync(seg)
     except OSError as err:
         for seg, _ in writes:
             seg.size = seg.committed

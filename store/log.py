@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from store import _wal as wal
 from store import fsio, snapshots
 from store._appends import Appends
 from store._core import JOURNAL
@@ -105,6 +106,10 @@ class Log(Appends, Writer, Fsck):
             finally:
                 self._task = None
         self._closed = True
+        if not self.read_only:
+            # A clean stop leaves an empty commit log: every segment fsynced.
+            await asyncio.to_thread(self._checkpoint_sync)
+            self._wal.close()
         for stream in self._all_streams():
             stream.close_fd()
         if self._io is not None:
@@ -120,11 +125,19 @@ class Log(Appends, Writer, Fsck):
                 if not (self.path / sub).is_dir():
                     fsio.mkdir(self.path / sub, parents=True)
                     created = True
-            if created:
-                fsio.fsync_dir(self.path)  # the directories' entries survive a power cut too
             self._lock_fd = take_lock(self.path / "lock", self.path)
+            created = self._wal.create() or created
+            if created:
+                # The directories' and the commit log's entries survive a power cut too.
+                fsio.fsync_dir(self.path)
+            # Before any segment is checked: what the last commits logged is put back first.
+            wal.recover(self.path)
+            self._wal.open()
+            overlay: dict[Path, bytes] = {}
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
+        else:
+            overlay = {path: image for path, (image, _) in wal.replayed_images(self.path).items()}
         devices = self.path / "devices"
         if devices.is_dir():
             for entry in sorted(os.scandir(devices), key=lambda e: e.name):
@@ -132,7 +145,7 @@ class Log(Appends, Writer, Fsck):
                     self.reports.append(StoreReport(kind=ReportKind.FOREIGN, path=Path(entry.path),
                                                     detail="not a device directory"))
                     continue
-                stream = Stream(entry.name, Path(entry.path), RECORDS_SCHEMA)
+                stream = Stream(entry.name, Path(entry.path), RECORDS_SCHEMA, overlay)
                 try:
                     stream.load(read_only=self.read_only)
                 except OSError as err:
@@ -142,7 +155,7 @@ class Log(Appends, Writer, Fsck):
                 self._adopt(stream)
                 self._committed[stream.name] = stream.next_seq - 1
         if (self.path / JOURNAL).is_dir():
-            journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA)
+            journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA, overlay)
             journal.load(read_only=self.read_only)
             self.reports.extend(journal.reports)
             self._noted.update(journal.reports)

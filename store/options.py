@@ -35,6 +35,12 @@ class StoreOptions:
     seal_bytes: int = 4 * 2**20  # an eighth of the quota when that is smaller
     journal_quota_bytes: int | None = None  # None: the device quota
     max_pending_bytes: int = 64 * 2**20  # in-memory limit while commits fail
+    # The commit log (store/_wal.py) is emptied past this size, once the segments it covers are
+    # fsynced: its bound on disk, and on what an open after a power cut replays.
+    wal_checkpoint_bytes: int = 64 * 2**20
+    # A commit's frame at least this large goes to its segment with an fsync of its own instead
+    # of through the commit log (bulk appends; 0: every frame through the log).
+    wal_direct_frame_bytes: int = 256 * 2**10
     disk_error_log_interval_s: float = 60.0
 
     @property
