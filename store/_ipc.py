@@ -349,10 +349,19 @@ def schema_message(schema: pa.Schema) -> bytes:
     return cached
 
 
+#: Rows from which a framed batch's buffers are LZ4-compressed (Arrow IPC body compression, read
+#: back by any Arrow reader; the CRC covers the bytes as stored). Bulk commits write 3-6x fewer
+#: bytes for less CPU than the copy they save; a live commit's frame of a few dozen rows stays
+#: plain (LZ4's per-buffer set-up would cost 30x its serialisation).
+COMPRESS_FROM_ROWS: Final = 2048
+_LZ4: Final = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
 def _serialise(schema: pa.Schema, batch: pa.RecordBatch, meta: dict[str, str] | None
                ) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    writer = pa.ipc.new_stream(sink, schema)
+    writer = pa.ipc.new_stream(sink, schema, options=_LZ4 if batch.num_rows >= COMPRESS_FROM_ROWS
+                               else None)
     writer.write_batch(batch, custom_metadata=meta)
     # Not closed: closing would append the end-of-stream marker, which only a sealed file gets.
     return sink.getvalue()
