@@ -18,8 +18,9 @@ quotas and storage-full episodes (`_quota.py`), journal GC (`_journal_gc.py`), r
 (`options.py`). Here: opening (recovery), closing, the delivery hooks and snapshots.
 
 Invariants:
-- One writer task; each commit appends at most one framed batch per touched segment, then fsyncs
-  it; an append's awaitable completes only after that fsync.
+- One writer task; each commit appends at most one framed batch per touched segment, then one
+  record of them to the commit log (store/_wal.py) and fsyncs it once; an append's awaitable
+  completes only after that fsync.
 - Sequence numbers (records: per device; journal: one series) start at 1, are assigned at commit
   and are gap-free: a dropped record gets none.
 - A failed write is cut back to the segment's last committed length; its items stay pending and
