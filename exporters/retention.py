@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from config.errors import SunpmError
 from config.model import ServerSettings, ServerType
-from store.log import DeliveredFn, JournalDeliveredFn, Watermark
+from store import DeliveredFn, JournalDeliveredFn, Watermark
 from store.state import DEFAULT_REDUCERS, Reducer, replay
 
 from .outbox import JournalLog

@@ -16,12 +16,12 @@ from store.errors import (
     StoreReport,
 )
 from store.fsio import fsync_dir, write_file_durably, write_synced
-from store.log import (
+from store.log import Log
+from store.options import (
     DeliveredFn,
     DeviceStats,
     FullPolicy,
     JournalDeliveredFn,
-    Log,
     SeqRange,
     StoreOptions,
     Watermark,

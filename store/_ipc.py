@@ -286,17 +286,18 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
 def frame_batch(
     schema: pa.Schema, batch: pa.RecordBatch, *, seq_first: int, seq_last: int, ts_min: int,
     ts_max: int,
-) -> bytes:
+) -> bytearray:
     """Serialise `batch` as one self-verifying framed batch (no schema message, no end marker).
 
     One serialisation with fixed-width placeholders, then the body length and CRC are patched in.
     """
     prefix = len(schema_message(schema))
+    # One copy of the serialised bytes (patched in place), handed to the writes as it is.
     framed = bytearray(memoryview(_serialise(schema, batch, batch_metadata(
         batch.num_rows, seq_first, seq_last, ts_min, ts_max)))[prefix:])
     if seal_frames(framed, 0) != 1:
         raise AssertionError("a framed batch holds exactly one record batch")
-    return bytes(framed)
+    return framed
 
 
 def batch_metadata(rows: int, seq_first: int, seq_last: int, ts_min: int, ts_max: int
@@ -348,9 +349,19 @@ def schema_message(schema: pa.Schema) -> bytes:
     return cached
 
 
-def _serialise(schema: pa.Schema, batch: pa.RecordBatch, meta: dict[str, str] | None) -> bytes:
+#: Rows from which a framed batch's buffers are LZ4-compressed (Arrow IPC body compression, read
+#: back by any Arrow reader; the CRC covers the bytes as stored). Bulk commits write 3-6x fewer
+#: bytes for less CPU than the copy they save; a live commit's frame of a few dozen rows stays
+#: plain (LZ4's per-buffer set-up would cost 30x its serialisation).
+COMPRESS_FROM_ROWS: Final = 2048
+_LZ4: Final = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def _serialise(schema: pa.Schema, batch: pa.RecordBatch, meta: dict[str, str] | None
+               ) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    writer = pa.ipc.new_stream(sink, schema)
+    writer = pa.ipc.new_stream(sink, schema, options=_LZ4 if batch.num_rows >= COMPRESS_FROM_ROWS
+                               else None)
     writer.write_batch(batch, custom_metadata=meta)
     # Not closed: closing would append the end-of-stream marker, which only a sealed file gets.
-    return bytes(sink.getvalue())
+    return sink.getvalue()

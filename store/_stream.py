@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -68,8 +69,12 @@ class Segment:
 class Stream:
     """Segments of one stream, and the open segment's file descriptor while writing."""
 
-    def __init__(self, name: str, directory: Path, schema: pa.Schema) -> None:
+    def __init__(self, name: str, directory: Path, schema: pa.Schema,
+                 overlay: Mapping[Path, bytes] | None = None) -> None:
         self.name = name
+        # A read-only open's segments as the commit log restores them (store/_wal.py), read
+        # instead of the files: such an open writes nothing.
+        self.overlay: Mapping[Path, bytes] = overlay or {}
         self.dir = directory
         self.schema = schema
         self.segments: list[Segment] = []
@@ -110,7 +115,7 @@ class Stream:
         for seq0 in sorted(found):
             path = found[seq0]
             # The quota counts bytes on flash (docs/behaviour.md §6): a stat, no file read.
-            size = path.stat().st_size
+            size = self.file_size(path)
             seg = Segment(seq0, path, path.suffix == FILE_SUFFIX, size, size, sealed=True)
             self.segments.append(seg)
         self.next_seq = self.segments[0].seq0 if self.segments else 1
@@ -133,12 +138,17 @@ class Stream:
         was closed because of damage (appends moved on to a new segment, the marker never
         written): such a one is walked now, so its damage is reported on every open."""
         try:
-            with open(seg.path, "rb") as fh:
-                fh.seek(max(0, seg.size - len(EOS)))
-                if fh.read(len(EOS)) == EOS:
+            if seg.path in self.overlay:
+                data = self.overlay[seg.path]
+                if data.endswith(EOS):
                     return
-                fh.seek(0)
-                data = fh.read()
+            else:
+                with open(seg.path, "rb") as fh:
+                    fh.seek(max(0, seg.size - len(EOS)))
+                    if fh.read(len(EOS)) == EOS:
+                        return
+                    fh.seek(0)
+                    data = fh.read()
         except OSError as err:
             self._report(ReportKind.UNREADABLE, seg.path, str(err))
             seg.damaged = True
@@ -181,8 +191,7 @@ class Stream:
                 pass
             self.next_seq = last + 1
             return
-        with open(seg.path, "rb") as fh:
-            data = fh.read()
+        data = self.file_bytes(seg.path)
         # Every batch is CRC-checked, by a writer (it appends after them) and by a read-only
         # open (a card dump) alike: both keep exactly the same batches.
         scan = scan_stream(data, self.schema)
@@ -221,6 +230,17 @@ class Stream:
         seg.committed = scan.good_end if scan.header_ok else 0
         seg.size = seg.committed if not read_only else len(data)
         seg.sealed = scan.ended or seg.damaged
+
+    def file_size(self, path: Path) -> int:
+        image = self.overlay.get(path)
+        return len(image) if image is not None else path.stat().st_size
+
+    def file_bytes(self, path: Path, limit: int = -1) -> bytes:
+        image = self.overlay.get(path)
+        if image is not None:
+            return image if limit < 0 else image[:limit]
+        with open(path, "rb") as fh:
+            return fh.read(limit)
 
     def _next_after_previous(self, fallback: int) -> int:
         if not self.segments:
@@ -267,8 +287,7 @@ class Stream:
         if seg.committed == 0:
             return [], []
         # Copied, not mapped: a failed commit's cut-back may shorten the file under a reader.
-        with open(seg.path, "rb") as fh:
-            data = fh.read(seg.committed)
+        data = self.file_bytes(seg.path, seg.committed)
         scan = rescan_stream(data, self.schema, seg.frames)
         seg.summarise(scan.batches)
         seg.frames = scan.batches
@@ -368,12 +387,14 @@ class Stream:
             log.error("Directory fsync failed. dir=%s error=%s", self.dir, err)
         self._created = []
 
-    def write(self, seg: Segment, frame: bytes) -> None:
-        """Append one framed batch and fsync; on failure cut back to the committed length."""
+    def write(self, seg: Segment, frame: bytes | bytearray) -> int:
+        """Append one framed batch, without fsync (the commit log's fsync makes the commit
+        durable, store/_wal.py); returns its offset. On failure cut back to the committed length.
+        """
         fd = self.ensure_fd(seg)
+        offset = seg.committed
         try:
-            fsio.pwrite_all(fd, frame, seg.committed)
-            fsio.fsync(fd)
+            fsio.pwrite_all(fd, frame, offset)
         except OSError:
             try:
                 fsio.ftruncate(fd, seg.committed)
@@ -383,6 +404,18 @@ class Stream:
             raise
         seg.committed += len(frame)
         seg.size = seg.committed
+        return offset
+
+    def sync(self, seg: Segment) -> None:
+        """fsync a segment written since the last checkpoint (a commit log checkpoint)."""
+        if seg.fd is not None:
+            fsio.fsync(seg.fd)
+            return
+        fd = fsio.open_append(seg.path)
+        try:
+            fsio.fsync(fd)
+        finally:
+            fsio.close(fd)
 
     def seal(self, seg: Segment) -> None:
         fd = self.ensure_fd(seg)

@@ -18,7 +18,7 @@ from exporters.outbox import FILE_SERVER_STREAMS, OUTBOX_REDUCERS, Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 from store.state import DEFAULT_REDUCERS, replay
 
 IO_DEF = b"io;WebdynSunPM;Webdyn;ioSunPM\n1;1;1;1;;AI1;;1;0;mA;4\n"

@@ -40,7 +40,7 @@ from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Poller
 from pipeline.recorder import Recorder
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 ZONE = "Europe/Paris"
 TOPIC = "plant/data"

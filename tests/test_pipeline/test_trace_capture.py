@@ -47,7 +47,7 @@ from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, format_trace_line
 from pipeline.traces import TraceCapture, TraceCaptureError
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 from store.traces import TraceEntry, TraceOptions, TraceStore
 
 UID = "WPMTEST01"

@@ -363,9 +363,12 @@ def _value(ident: int, var: int) -> float:
 
 def workload_options() -> StoreOptions:
     # Small segments and quota: seals, compactions and quota deletions within a few hundred
-    # commits; journal quota high (its deletion needs state events, not exercised here).
+    # commits; journal quota high (its deletion needs state events, not exercised here). A
+    # small commit log, checkpointed every few dozen commits; frames of one record (~1.1 kB)
+    # go through it, frames of several records straight to their segment with an fsync.
     return StoreOptions(flush_s=0.001, seal_bytes=5000, device_quota_bytes=24_000,
-                        journal_quota_bytes=1 << 30, compact_sealed=True)
+                        journal_quota_bytes=1 << 30, compact_sealed=True,
+                        wal_checkpoint_bytes=30_000, wal_direct_frame_bytes=1400)
 
 
 def record_workload(root: Path, seed: int, appends: int = 150) -> Trace:

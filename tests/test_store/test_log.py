@@ -18,6 +18,7 @@ from store import (
     StoreLockedError,
     StoreOptions,
     StoreReadOnlyError,
+    fsio,
 )
 
 FAST = StoreOptions(flush_s=0.02)
@@ -183,3 +184,54 @@ async def test_snapshots_are_content_addressed_and_checked(tmp_path: Path) -> No
         (tmp_path / "defs" / f"{ident.split(':')[0]}.csv").write_bytes(b"tampered")
         with pytest.raises(StoreError, match="damaged"):
             log.get_definition(ident)
+
+
+class _CountingOps(fsio.FileOps):
+    def __init__(self) -> None:
+        self.fsyncs = 0
+
+    def fsync(self, fd: int) -> None:
+        self.fsyncs += 1
+        super().fsync(fd)
+
+
+@pytest.mark.parametrize("devices", [10, 254])
+async def test_a_commit_fsyncs_once_whatever_the_number_of_devices(tmp_path: Path,
+                                                                   devices: int) -> None:
+    """The commit log (store/_wal.py): one fsync per commit, not one per touched segment; the
+    records are still there after the commit log is replayed by a reopen."""
+    ops = _CountingOps()
+    with fsio.install(ops):
+        async with await Log.open(tmp_path, FAST) as log:
+            # The first commit creates each device's directory and segment (fsynced once each).
+            await asyncio.gather(*[log.append_records(str(d), record(T0)) for d in range(devices)])
+            for step in range(1, 4):
+                before = ops.fsyncs
+                await asyncio.gather(*[log.append_records(str(d), record(T0 + step * 10**9))
+                                       for d in range(devices)])
+                assert ops.fsyncs - before == 1
+            wal_bytes = (tmp_path / "wal").stat().st_size
+            assert wal_bytes > 0
+    assert (tmp_path / "wal").stat().st_size == 0  # a clean close checkpoints
+    async with await Log.open(tmp_path, FAST) as log:
+        assert log.watermark().records == {str(d): 4 for d in range(devices)}
+
+
+async def test_a_read_only_open_reads_what_the_commit_log_holds(tmp_path: Path) -> None:
+    """Segments whose last frames never reached the disk (here: cut off by hand) come back from
+    the commit log: in memory for a read-only open, on disk for a writer's."""
+    async with await Log.open(tmp_path, FAST) as log:
+        for i in range(5):
+            await log.append_records("1", record(T0 + i * 10**9, first_value=i))
+        wal_copy = (tmp_path / "wal").read_bytes()
+        segment = next((tmp_path / "devices" / "1").iterdir())
+        size = segment.stat().st_size
+    (tmp_path / "wal").write_bytes(wal_copy)  # as if the close's checkpoint never happened
+    os.truncate(segment, size - 300)  # the page cache of the last frames lost
+    ro = Log.open_read_only(tmp_path)
+    assert pc.unique(ro.records("1").column("seq")).to_pylist() == [1, 2, 3, 4, 5]
+    assert segment.stat().st_size == size - 300  # nothing written
+    async with await Log.open(tmp_path, FAST) as log:
+        assert log.reports == []
+        assert pc.unique(log.records("1").column("seq")).to_pylist() == [1, 2, 3, 4, 5]
+    assert segment.stat().st_size == size

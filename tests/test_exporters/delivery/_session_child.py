@@ -20,7 +20,7 @@ from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox, Stream
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 
 async def main(store_dir: Path, port: int, cut_s: int, pad_bytes: int) -> int:

@@ -32,7 +32,7 @@ from exporters.session import CollectingHandler, FileServerSession, SessionResul
 from exporters.sources import store_source
 from exporters.transports import FileTransport, Timeouts, open_transport
 from exporters.views.events import GatewayAlarm
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 UID = "WPMTEST01"
 TREE = ("CONFIG", "DEF", "SCRIPT", "CERT", "DATA", "CMD", "ALARM", "LOG", "BIN")

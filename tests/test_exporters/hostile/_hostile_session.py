@@ -30,7 +30,7 @@ from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox, Stream
 from exporters.session import CollectingHandler, FileServerSession, Trigger
 from exporters.transports import FileTransport, Timeouts, open_transport
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 
 class _Lines(logging.Handler):

@@ -23,7 +23,7 @@ from exporters.views.events import (
 )
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandError, CommandExecutor
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -14,7 +14,7 @@ from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms, PowerWatch
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

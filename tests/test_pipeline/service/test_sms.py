@@ -13,7 +13,7 @@ from waiting import wait_until
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
 from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

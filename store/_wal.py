@@ -1,0 +1,224 @@
+"""The commit log (`<store>/wal`): one fsync per commit, whatever the number of segments it touches.
+
+A commit writes its framed batches into the segments without fsync, then appends one record to
+this file holding every (segment, offset, frame) it wrote, and fsyncs the file once; the commit
+is acknowledged after that fsync. After a power cut the page cache of the segments may be lost,
+never the records: opening the store replays them (a writer rewrites and fsyncs the segments
+that differ, then empties this file; a read-only open applies them in memory, writing nothing).
+
+A checkpoint (the file past `StoreOptions.wal_checkpoint_bytes`, and on close) fsyncs every
+segment written since the last one, then empties this file: it holds at most that much.
+
+A record: `SWR1`, payload length (u32 LE), CRC-32C of the payload (u32 LE), then the payload:
+entry count (u32), and per entry the segment's path relative to the store (u16 length, UTF-8),
+its offset (u64) and the frame (u32 length, bytes). The first record whose magic, length or CRC
+fails ends the log: a torn record was never acknowledged.
+
+Replay, per segment in record order: where the bytes at the offset already equal the frame,
+nothing; otherwise the segment becomes its bytes up to the offset followed by the frame (a later
+record of the same segment, from a retried commit, replaces what an earlier one wrote there).
+Segments gone (compacted into a fsynced `.arrow`, deleted by the quota) are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import crc32c as _crc
+
+from store import fsio
+
+log = logging.getLogger("sunpm.store")
+
+WAL_NAME: Final = "wal"
+_MAGIC: Final = b"SWR1"
+_HEAD: Final = struct.Struct("<4sII")
+_COUNT: Final = struct.Struct("<I")
+_PATH_LEN: Final = struct.Struct("<H")
+_AT: Final = struct.Struct("<QI")
+
+
+@dataclass(frozen=True, slots=True)
+class WalEntry:
+    path: str  # relative to the store, POSIX
+    offset: int
+    frame: bytes
+
+
+def encode_record(entries: Sequence[tuple[str, int, bytes | bytearray]]) -> bytes:
+    parts: list[bytes | bytearray] = [_COUNT.pack(len(entries))]
+    for path, offset, frame in entries:
+        name = path.encode()
+        parts.append(_PATH_LEN.pack(len(name)))
+        parts.append(name)
+        parts.append(_AT.pack(offset, len(frame)))
+        parts.append(frame)
+    payload = b"".join(parts)
+    return _HEAD.pack(_MAGIC, len(payload), _crc.crc32c(payload)) + payload
+
+
+def read_records(data: bytes) -> list[list[WalEntry]]:
+    """The trusted records of a commit log's bytes, in order (stops at the first bad one)."""
+    records: list[list[WalEntry]] = []
+    pos = 0
+    view = memoryview(data)
+    while pos + _HEAD.size <= len(data):
+        magic, length, crc = _HEAD.unpack_from(data, pos)
+        start = pos + _HEAD.size
+        if magic != _MAGIC or start + length > len(data):
+            break
+        payload = view[start:start + length]
+        if _crc.crc32c(payload) != crc:
+            break
+        try:
+            records.append(_decode(payload))
+        except (struct.error, UnicodeDecodeError, ValueError):
+            break
+        pos = start + length
+    return records
+
+
+def _decode(payload: memoryview) -> list[WalEntry]:
+    (count,) = _COUNT.unpack_from(payload, 0)
+    pos = _COUNT.size
+    out: list[WalEntry] = []
+    for _ in range(count):
+        (name_len,) = _PATH_LEN.unpack_from(payload, pos)
+        pos += _PATH_LEN.size
+        name = bytes(payload[pos:pos + name_len]).decode()
+        pos += name_len
+        offset, frame_len = _AT.unpack_from(payload, pos)
+        pos += _AT.size
+        if pos + frame_len > len(payload):
+            raise ValueError("frame past the record")
+        out.append(WalEntry(name, offset, bytes(payload[pos:pos + frame_len])))
+        pos += frame_len
+    if pos != len(payload):
+        raise ValueError("bytes after the last entry")
+    return out
+
+
+def replayed_images(root: Path) -> dict[Path, tuple[bytes, int]]:
+    """Each segment the commit log changes: (its bytes with the records applied, the first offset
+    that differs from the file). Segments the records leave as they are, or gone, are absent."""
+    try:
+        data = (root / WAL_NAME).read_bytes()
+    except FileNotFoundError:
+        return {}
+    images: dict[Path, bytearray] = {}
+    first_change: dict[Path, int] = {}
+    gone: set[Path] = set()
+    for record in read_records(data):
+        for entry in record:
+            path = root / entry.path
+            if path in gone:
+                continue
+            image = images.get(path)
+            if image is None:
+                try:
+                    image = bytearray(path.read_bytes())
+                except FileNotFoundError:
+                    gone.add(path)
+                    continue
+                images[path] = image
+            end = entry.offset + len(entry.frame)
+            if image[entry.offset:end] == entry.frame:
+                continue
+            if len(image) < entry.offset:
+                # Bytes before a logged frame are durable or logged earlier: not here, the file
+                # is not what this log was written against. Left to the segment checks.
+                log.error("Commit log replay: segment shorter than a logged frame's offset; "
+                          "left as it is. segment=%s size=%d offset=%d", path, len(image),
+                          entry.offset)
+                gone.add(path)
+                continue
+            del image[entry.offset:]
+            image += entry.frame
+            first_change[path] = min(first_change.get(path, entry.offset), entry.offset)
+    return {path: (bytes(images[path]), at) for path, at in first_change.items()
+            if path not in gone}
+
+
+def recover(root: Path) -> list[Path]:
+    """Writer's open: rewrite and fsync the segments the commit log restores, then empty it.
+
+    Idempotent: a power cut in the middle leaves the log as it was, replayed again next time.
+    """
+    changed = replayed_images(root)
+    for path, (image, at) in changed.items():
+        fd = fsio.open_append(path)
+        try:
+            fsio.pwrite_all(fd, memoryview(image)[at:], at)
+            fsio.ftruncate(fd, len(image))
+            fsio.fsync(fd)
+        finally:
+            fsio.close(fd)
+    if changed:
+        log.warning("Segments restored from the commit log after an unclean stop. segments=%d",
+                    len(changed))
+    wal = root / WAL_NAME
+    if wal.exists() and wal.stat().st_size:
+        fd = fsio.open_append(wal)
+        try:
+            fsio.ftruncate(fd, 0)
+            fsio.fsync(fd)
+        finally:
+            fsio.close(fd)
+    return sorted(changed)
+
+
+class CommitLog:
+    """The writer's handle on `<store>/wal` (writer thread only)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / WAL_NAME
+        self._fd: int | None = None
+        self.size = 0
+
+    def create(self) -> bool:
+        """Make sure the file exists; True when it was created (its directory needs an fsync)."""
+        if self.path.exists():
+            return False
+        fsio.close(fsio.open_new(self.path, exclusive=True))
+        return True
+
+    def open(self) -> None:
+        self._fd = fsio.open_append(self.path)
+        self.size = self.path.stat().st_size
+
+    def append(self, entries: Iterable[tuple[Path, int, bytes | bytearray]]) -> None:
+        """Log one commit's frames and fsync: the commit's acknowledgement point.
+
+        On failure the log is cut back to its previous length and the error raised.
+        """
+        assert self._fd is not None
+        record = encode_record([(str(path.relative_to(self.root)), offset, frame)
+                                for path, offset, frame in entries])
+        try:
+            fsio.pwrite_all(self._fd, record, self.size)
+            fsio.fsync(self._fd)
+        except OSError:
+            try:
+                fsio.ftruncate(self._fd, self.size)
+            except OSError as cut_err:
+                log.error("Cut-back of the commit log failed. error=%s", cut_err)
+            raise
+        self.size += len(record)
+
+    def reset(self) -> None:
+        """Empty the log, once every segment it covers is fsynced (a checkpoint)."""
+        assert self._fd is not None
+        fsio.ftruncate(self._fd, 0)
+        fsio.fsync(self._fd)
+        self.size = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fsio.close(self._fd)
+            self._fd = None
