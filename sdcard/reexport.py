@@ -15,10 +15,9 @@ from pathlib import Path
 
 from config.errors import SunpmError
 from config.model import ServerType
-from exporters.views.backfill import missing_records, plan_backfill, render_backfill
-from exporters.views.journaled import DeliveryState
-from exporters.views.render import store_source
-from exporters.views.windows import FILE_SERVER_STREAMS, Stream
+from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
+from exporters.rendering.source import store_source
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.fsio import write_file_durably
 
 from .dump import DefinitionReader, Dump

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.events import Watermark
+from store.traces import TRACE_INTERFACES
+
 from .context import Interface
 
 NS_PER_S: Final = 1_000_000_000
 DAY_NS: Final = 86_400 * NS_PER_S
 
-TRACE_INTERFACES: Final = ("serial1", "serial2", "serial3", "ethernet", "io", "tic")
 
 DATA_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<interface>MODBUS|IO|TIC)"
                               r"(?P<param>_P)?_(?P<ts>[0-9]{6}_[0-9]{6})\.csv\.gz$")
@@ -108,18 +110,6 @@ def split_window(start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
 def cut_of(session_start_ns: int) -> int:
     """The cut: a session's start truncated to the second."""
     return session_start_ns // NS_PER_S * NS_PER_S
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Watermark:
-    """The store's watermark when a window was built: last committed record number per device,
-    last journal `seq` (-1: nothing)."""
-
-    devices: Mapping[str, int] = field(default_factory=dict)
-    journal: int = -1
-
-    def record_limit(self, device: str) -> int:
-        return self.devices.get(device, -1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from exporters.views.events import Channel, CommandReceived, JsonValue
 from pipeline.clock import Clock
 from pipeline.service.commands import CommandExecutor
+from store.events import Channel, CommandReceived, JsonValue
 from store.fsio import write_file_durably
 
 log = logging.getLogger("sunpm.sms")

@@ -14,10 +14,11 @@ from e2e_support import NS, UID, edit_config, edit_daq, make_tree, sunpm
 
 from config import check_site, load_site
 from config.model import Device
-from exporters.outbox import FILE_SERVER_STREAMS, OUTBOX_REDUCERS, Outbox
+from exporters.outbox import OUTBOX_REDUCERS, Outbox
+from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
+from store.delivery import FILE_SERVER_STREAMS
 from store.log import Log, StoreOptions
 from store.state import DEFAULT_REDUCERS, replay
 

@@ -34,8 +34,8 @@ from peers import Broker, make_certs, run_peer
 from service_support import STOP_LIMIT_S, bad_log_lines, gunzip_folder, start, wait_until
 
 from config.model import Device
-from exporters.views.events import Channel, CommandResult, journal_items
 from pipeline.drivers.modbus.simulator import TcpSimulator
+from store.events import Channel, CommandResult, journal_items
 from store.log import Log
 from store.traces import TraceStore
 

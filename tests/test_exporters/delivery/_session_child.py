@@ -17,9 +17,10 @@ from pathlib import Path
 from delivery_support import DemoSource
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
+from store.delivery import Stream
 from store.log import Log, StoreOptions
 
 

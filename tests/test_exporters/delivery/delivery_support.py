@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from exporters.outbox import Membership, Rendered, Stream, WindowSpec
-from exporters.sources import membership_of
+from exporters.rendering.source import membership_of
 from exporters.views.gz import gzip_bytes
+from exporters.views.windows import Rendered
+from store.delivery import Stream, WindowSpec
+from store.events import Watermark
 from store.log import Log
 
 PEER = Path(__file__).with_name("_ftp_peer.py")
@@ -130,7 +132,7 @@ class DemoSource:
             return None
         return min(times) if times else None
 
-    def membership(self) -> Membership:
+    def membership(self) -> Watermark:
         return membership_of(self._log.watermark())  # type: ignore[attr-defined]
 
     def config_snapshot(self, end_ns: int) -> str:

@@ -14,11 +14,12 @@ from mqtt_clients import subscriber, wait_for
 from peers import Broker
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, MqttSession, Trigger
 from exporters.transports import MqttTransport, Timeouts
-from exporters.views.events import JournalItem
 from store import StoreIOError
+from store.delivery import Stream
+from store.events import JournalItem
 from store.log import Log
 
 H = 3600

@@ -24,10 +24,10 @@ import asyncio, json, sys
 from pathlib import Path
 
 from config import load_site
-from exporters.views.backfill import plan_backfill, render_backfill
-from exporters.views.journaled import DeliveryState
-from exporters.views.render import store_source
-from exporters.views.windows import FILE_SERVER_STREAMS
+from exporters.rendering.backfill import plan_backfill, render_backfill
+from store.delivery import DeliveryState
+from exporters.rendering.source import store_source
+from store.delivery import FILE_SERVER_STREAMS
 from store.log import Log
 
 store_dir, cfg, out, start_ns, end_ns = sys.argv[1:6]

@@ -11,9 +11,10 @@ import pytest
 from delivery_support import DAY, NS, T0, DemoSource, FtpPeer, file_timestamp, fill, record_lines
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
+from store.delivery import Stream
 from store.log import Log
 
 UID = "WPMTEST01"
@@ -131,7 +132,7 @@ async def test_windows_built_before_a_failure_go_first_unchanged(
 
 
 def _summary(state: object) -> object:
-    from exporters.outbox import DeliveryState
+    from store.delivery import DeliveryState
     assert isinstance(state, DeliveryState)
     return {key: ([w.to_body() for w in sd.windows if not sd.is_delivered(w)],
                   sd.cursor_ns, sd.last_built.to_body() if sd.last_built else None,
@@ -142,7 +143,8 @@ def _summary(state: object) -> object:
 
 async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows(
         store: Log, ftp: FtpPeer, tmp_path: Path) -> None:
-    from exporters.outbox import OUTBOX_REDUCERS, DeliveryState, delivery_state_of
+    from exporters.outbox import OUTBOX_REDUCERS, delivery_state_of
+    from store.delivery import DeliveryState
     from store.state import DEFAULT_REDUCERS, replay
     reducers = {**DEFAULT_REDUCERS, **OUTBOX_REDUCERS}
     await fill(store, T0, T0 + 4 * DAY)

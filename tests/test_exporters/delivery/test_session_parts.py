@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporters.session import (
-    apply_config_files,
-    parse_command_file,
-    parse_command_message,
-    recover_config_apply,
-    referenced_files,
-)
-from exporters.views.events import Channel, CommandReceived, CommandResult
+from exporters.session.commands import parse_command_file, parse_command_message
+from exporters.session.config_apply import apply_config_files, recover_config_apply
+from exporters.session.config_sync import referenced_files
+from store.events import Channel, CommandReceived, CommandResult
 
 SPEC_FILE = b"""[
   {"rpcName": "sunpm.getParameters", "callerId": "c-0001"},

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from exporters.session import Trigger
-from exporters.views.events import (
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.commands import CommandError, CommandExecutor
+from store.events import (
     Channel,
     CommandReceived,
     CommandResult,
     JsonValue,
     journal_items,
 )
-from pipeline.clock import NS_PER_S, ManualClock
-from pipeline.service.commands import CommandError, CommandExecutor
 from store.log import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
