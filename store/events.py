@@ -78,18 +78,21 @@ KINDS: Final = ("alarm", "heartbeat", "param", "command", "result", "config", "s
 class Watermark:
     """How far the store had committed: per device the last record `seq`, and the journal's.
 
-    Sequence numbers start at 1, so 0 (a device absent, an empty journal) covers nothing. A
-    `window` event keeps the watermark it was built at (`to_body`), which fixes its membership.
+    Sequence numbers start at 1, so 0 (an empty journal) covers nothing; a device the
+    watermark does not name had nothing committed. A `window` event keeps the watermark it was
+    built at (`to_body`), which fixes its membership.
     """
 
     devices: Mapping[str, int] = field(default_factory=dict)
     journal: int = 0
 
-    def record_limit(self, device: str) -> int:
-        return self.devices.get(device, 0)
+    def record_limit(self, device: str) -> int | None:
+        """The last record `seq` covered, None when the device had nothing committed."""
+        return self.devices.get(device)
 
     def covers_record(self, device: str, seq: int) -> bool:
-        return seq <= self.devices.get(device, 0)
+        limit = self.devices.get(device)
+        return limit is not None and seq <= limit
 
     def covers_event(self, seq: int) -> bool:
         return seq <= self.journal

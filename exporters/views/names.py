@@ -120,8 +120,8 @@ class WindowBounds:
     watermark: Watermark
 
 
-def _covered(ts: pa.Array, seq: pa.Array, end_ns: int, limit: int) -> pa.Array:
-    if limit < 0:
+def _covered(ts: pa.Array, seq: pa.Array, end_ns: int, limit: int | None) -> pa.Array:
+    if limit is None or limit < 0:
         return pa.array([False] * len(ts), pa.bool_())
     before = pc.less(ts.cast(pa.int64()), pa.scalar(end_ns, pa.int64()))
     return pc.and_(before, pc.less_equal(seq, pa.scalar(limit, pa.uint64())))
@@ -142,7 +142,7 @@ class _Limit:
     def __init__(self, device: str | None) -> None:
         self.device = device
 
-    def __call__(self, watermark: Watermark) -> int:
+    def __call__(self, watermark: Watermark) -> int | None:
         return watermark.journal if self.device is None else watermark.record_limit(self.device)
 
 
@@ -172,6 +172,6 @@ def member_window(ts_ns: int, seq: int, device: str | None,
     for position, window in enumerate(windows):
         limit = (window.watermark.journal if device is None
                  else window.watermark.record_limit(device))
-        if ts_ns < window.end_ns and seq <= limit:
+        if ts_ns < window.end_ns and limit is not None and seq <= limit:
             return position
     return None

@@ -143,15 +143,13 @@ def _summary(state: object) -> object:
 
 async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows(
         store: Log, ftp: FtpPeer, tmp_path: Path) -> None:
-    from exporters.outbox import OUTBOX_REDUCERS, delivery_state_of
     from store.delivery import DeliveryState
-    from store.state import DEFAULT_REDUCERS, replay
-    reducers = {**DEFAULT_REDUCERS, **OUTBOX_REDUCERS}
+    from store.state import replay
     await fill(store, T0, T0 + 4 * DAY)
     session = session_for(store, ftp, tmp_path)
     assert (await session.run(Trigger.SCHEDULE, started=at(T0 + DAY + 9 * H))).ok
     # A snapshot, then windows built but not delivered (server gone mid-session).
-    await store.write_state_snapshot(replay(store, reducers).to_body())
+    await store.write_state_snapshot(replay(store).to_body())
     ftp.stop()
     outbox = session._outbox
     state = outbox.state()
@@ -160,7 +158,7 @@ async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows
                                    state.stream(1, planned.stream).last_built)
         state.reduce("window", built.to_body(), built.seq)
     full = DeliveryState.from_table(store.journal(kinds=["window", "delivered"]))
-    from_snapshot = delivery_state_of(replay(store, reducers))
+    from_snapshot = replay(store).delivery
     assert _summary(from_snapshot) == _summary(full)
     assert len(full.stream(1, Stream.ALARM).pending()) + len(
         full.stream(1, Stream.DATA).pending()) == 3

@@ -9,7 +9,6 @@ rule. Each module is imported in a fresh interpreter and `sys.modules` inspected
 
 from __future__ import annotations
 
-import importlib
 import json
 import pkgutil
 import subprocess
