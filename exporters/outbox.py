@@ -47,7 +47,7 @@ from store.delivery import (
     WindowSpec,
     delivered_body,
 )
-from store.fsio import fsync_dir, write_synced
+from fsio import fsync_dir, write_synced
 
 log = logging.getLogger("sunpm.session")
 

@@ -18,7 +18,7 @@ from config.model import ServerType
 from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
 from exporters.rendering.source import store_source
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 
 from .dump import DefinitionReader, Dump
 

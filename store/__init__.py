@@ -15,7 +15,6 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from store.fsio import fsync_dir, write_file_durably, write_synced
 from store.log import (
     DeliveredFn,
     DeviceStats,
@@ -70,8 +69,5 @@ __all__ = [
     "TraceStore",
     "UnknownTraceInterface",
     "Watermark",
-    "fsync_dir",
     "replay",
-    "write_file_durably",
-    "write_synced",
 ]

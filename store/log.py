@@ -44,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.model import FullPolicy as _ConfigFullPolicy
-from store import fsio, snapshots
+import fsio
+from store import snapshots
 from store._ipc import frame_batch, read_message, schema_message
 from store._segment import (
     IPC_FILE_MAGIC,

@@ -41,7 +41,7 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from store.fsio import fsync_dir
+from fsio import fsync_dir
 
 __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions", "TraceStats",
            "TraceStore", "UnknownTraceInterface"]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from store.fsio import fsync_dir, write_synced
+from fsio import fsync_dir, write_synced
 
 
 def apply_config_files(config_dir: Path, files: Mapping[str, bytes]) -> None:

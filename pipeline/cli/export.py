@@ -136,7 +136,7 @@ async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from store.fsio import write_file_durably
+    from fsio import write_file_durably
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, data)

@@ -48,7 +48,7 @@ from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
 from pipeline.service.scripts import ScriptsPlugin
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 
 log = logging.getLogger("sunpm.system")
 

@@ -68,7 +68,7 @@ from pipeline.traces import TraceCapture, TraceCaptureError
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
 from store.events import JournalItem, JsonValue
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 from store.log import Log, StoreOptions
 from store.traces import TraceOptions, TraceStore
 

@@ -21,7 +21,7 @@ from typing import Final
 from pipeline.clock import Clock
 from pipeline.service.commands import CommandExecutor
 from store.events import Channel, CommandReceived, JsonValue
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 
 log = logging.getLogger("sunpm.sms")
 

@@ -1,7 +1,7 @@
 """Power-loss states of a store, built from its recorded file operations (ALICE / CrashMonkey).
 
 A SIGKILL keeps the page cache, so it cannot tell whether fsync is called at all. Here the store
-runs on a real directory with `store.fsio` routed through `Recorder`, which logs every file
+runs on a real directory with `fsio` routed through `Recorder`, which logs every file
 operation (create, write, truncate, rename, unlink, mkdir, fsync of a file, fsync of a directory)
 and the workload's acknowledgements in one ordered trace. A crash state is the trace cut at some
 point and replayed onto an empty directory the way a disk may have kept it:
@@ -47,8 +47,9 @@ if __name__ == "__main__":
 import pyarrow as pa
 from records_util import T0, record
 
-from store import Log, StoreOptions, fsio
-from store.fsio import FileOps
+import fsio
+from store import Log, StoreOptions
+from fsio import FileOps
 
 SECTORS = (512, 4096)
 
