@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_range
+from fsio import fsync_dir, write_synced
 from store.delivery import (
     FILE_SERVER_STREAMS,
     BuiltWindow,
@@ -47,7 +48,6 @@ from store.delivery import (
     WindowSpec,
     delivered_body,
 )
-from fsio import fsync_dir, write_synced
 
 log = logging.getLogger("sunpm.session")
 

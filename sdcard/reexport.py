@@ -17,8 +17,8 @@ from config.errors import SunpmError
 from config.model import ServerType
 from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
 from exporters.rendering.source import store_source
-from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from fsio import write_file_durably
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 
 from .dump import DefinitionReader, Dump
 

@@ -43,8 +43,8 @@ from typing import Final, Self
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config.model import FullPolicy as _ConfigFullPolicy
 import fsio
+from config.model import FullPolicy as _ConfigFullPolicy
 from store import snapshots
 from store._ipc import frame_batch, read_message, schema_message
 from store._segment import (

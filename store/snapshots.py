@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 import fsio
-from store.errors import SnapshotError
 from fsio import fsync_dir, write_file_durably, write_synced
+from store.errors import SnapshotError
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _PUT_LOCK = threading.Lock()

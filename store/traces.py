@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
 
+from fsio import fsync_dir
 from store.errors import (
     ReportKind,
     StoreClosedError,
@@ -41,7 +42,6 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from fsio import fsync_dir
 
 __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions", "TraceStats",
            "TraceStore", "UnknownTraceInterface"]

@@ -49,6 +49,7 @@ from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
 from exporters.views.mqtt import alarm_message
 from exporters.views.windows import cut_of
+from fsio import write_file_durably
 from pipeline.clock import NS_PER_S, Clock, SystemClock
 from pipeline.drivers._base import DeviceError, RawValue
 from pipeline.drivers.io import IoDriver
@@ -68,7 +69,6 @@ from pipeline.traces import TraceCapture, TraceCaptureError
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
 from store.events import JournalItem, JsonValue
-from fsio import write_file_durably
 from store.log import Log, StoreOptions
 from store.traces import TraceOptions, TraceStore
 

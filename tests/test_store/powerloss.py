@@ -48,8 +48,8 @@ import pyarrow as pa
 from records_util import T0, record
 
 import fsio
-from store import Log, StoreOptions
 from fsio import FileOps
+from store import Log, StoreOptions
 
 SECTORS = (512, 4096)
 
