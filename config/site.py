@@ -297,23 +297,24 @@ def check_site_files(files: Mapping[str, bytes], uid: str | None = None) -> list
 
 def referenced_files(files: Mapping[str, bytes], uid: str) -> list[tuple[str, str, str]]:
     """`(folder, name, naming file)` of every DEF, SCRIPT and CERT file the CONFIG files of a
-    tree (relative path -> bytes) name: the definition files of daq.csv's device rows (rejected
-    rows included), scl.ini's scripts, and config.ini's `*File` keys (every one set, whatever
-    the server type, as a path's last part). In file then line order, repeats kept.
+    tree (relative path -> bytes) name: daq.csv's `defFile` cells and scl.ini's `SCRIPT_File`
+    values (those holding no `/`), and config.ini's `*File` keys (every one set, whatever the server type, as a path's
+    last part). In file then line order, repeats kept.
 
-    The files are read as `load_site` reads them but not judged: a candidate set that is not
-    valid still names what to fetch before it is checked whole.
+    The files are read with the parsers' readers but not judged: a candidate set that is not
+    valid still names what to fetch before it is checked whole, and a name no file system takes
+    is for the caller to refuse (and log) before any path is built of it.
     """
     def data(suffix: str) -> bytes:
         return files.get(f"CONFIG/{uid}_{suffix}", b"")
 
-    out: list[tuple[str, str, str]] = []
-    daq, daq_found = daq_csv.parse(data("daq.csv"), f"{uid}_daq.csv")
-    rows = sorted([(d.line or 0, d.def_file) for d in daq.devices if d.def_file]
-                  + list(daq_found.rejected_refs))
-    out += [("DEF", name, "daq.csv") for _, name in rows]
-    scripts, _ = scl_ini.parse(data("scl.ini"), f"{uid}_scl.ini")
-    out += [("SCRIPT", entry.file, "scl.ini") for entry in scripts.scripts]
+    # A path names no file of the tree's DEF or SCRIPT: the set's check reports it.
+    out = [("DEF", name, "daq.csv")
+           for _, name in daq_csv.named_definition_files(data("daq.csv"), f"{uid}_daq.csv")
+           if "/" not in name]
+    out += [("SCRIPT", name, "scl.ini")
+            for _, name in scl_ini.named_scripts(data("scl.ini"), f"{uid}_scl.ini")
+            if "/" not in name]
     cfg, _ = config_ini.parse(data("config.ini"), f"{uid}_config.ini")
     for ln in cfg.lines:
         if ln.key is not None and ln.key.endswith("File") and ln.value:

@@ -85,7 +85,7 @@ def test_any_bytes_give_entries_never_an_exception(data: bytes) -> None:
 def test_referenced_files_come_from_daq_scl_and_config() -> None:
     files = {
         "CONFIG/U_daq.csv": b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\nIO;;Io;;;;;;;;U_IO.csv\n",
-        "CONFIG/U_scl.ini": b"SCRIPT_1=limit.lua\n",
+        "CONFIG/U_scl.ini": b"SCRIPT_File[1]=limit.lua\n",
         "CONFIG/U_config.ini": b"FTP_CaFile=/etc/sunpm/CERT/ca.pem\nMQTT_CertFile=\n",
     }
     assert referenced_files(files, "U") == ["DEF/inv_small.csv", "DEF/U_IO.csv",
