@@ -26,7 +26,14 @@ from store.log import (
     Watermark,
 )
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
-from store.state import DEFAULT_REDUCERS, GatewayState, JournalEvent, Reducer, replay
+from store.state import (
+    DEFAULT_REDUCERS,
+    GatewayState,
+    JournalEvent,
+    Reducer,
+    ReplayState,
+    replay,
+)
 from store.traces import (
     TRACE_INTERFACES,
     TraceDeliveredFn,
@@ -51,6 +58,7 @@ __all__ = [
     "JournalEvent",
     "Log",
     "Reducer",
+    "ReplayState",
     "ReportKind",
     "SeqRange",
     "SnapshotError",
