@@ -102,7 +102,7 @@ async def _run_ours(ports: list[int], registers: int, period: int, seconds: floa
     from pipeline.drivers.modbus.tcp import ModbusTcpDriver
     from pipeline.poller import PolledDevice, Poller, PollLink, link_name
     from pipeline.recorder import Recorder
-    from store.log import Log, StoreOptions
+    from store import Log, StoreOptions
 
     fsyncs = [0]
     real_fsync = os.fsync

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from config.errors import SunpmError
 from config.model import ServerSettings, ServerType
+from store import DeliveredFn, JournalDeliveredFn, Watermark
 from store.delivery import (
     FILE_SERVER_STREAMS,
     JOURNAL_STREAM_KINDS,
@@ -46,7 +47,6 @@ from store.delivery import (
     Stream,
     StreamDelivery,
 )
-from store.log import DeliveredFn, JournalDeliveredFn, Watermark
 from store.state import DEFAULT_REDUCERS, Reducer, replay
 from store.traces import TraceDeliveredFn
 

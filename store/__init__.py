@@ -15,15 +15,15 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from store.log import (
+from store.events import Watermark
+from store.log import Log
+from store.options import (
     DeliveredFn,
     DeviceStats,
     FullPolicy,
     JournalDeliveredFn,
-    Log,
     SeqRange,
     StoreOptions,
-    Watermark,
 )
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
 from store.state import (

@@ -21,7 +21,6 @@ line has been delivered to every file server are deleted by `delete_delivered`.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -38,10 +37,10 @@ from store.errors import (
     ReportKind,
     StoreClosedError,
     StoreError,
-    StoreLockedError,
     StoreReadOnlyError,
     StoreReport,
 )
+from store.lockfile import take_lock
 
 __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions", "TraceStats",
            "TraceStore", "UnknownTraceInterface"]
@@ -227,7 +226,7 @@ class TraceStore:
             self.root.mkdir(parents=True, exist_ok=True)
             if created:
                 fsync_dir(self.path)
-            self._take_lock()
+            self._lock_fd = take_lock(self.root / "lock", self.root)
         for interface in TRACE_INTERFACES:
             area = _Area(self.root / interface)
             self._areas[interface] = area
@@ -235,18 +234,6 @@ class TraceStore:
                 self._load(interface, area)
         for report in self.reports:
             log.warning("%s", report)
-
-    def _take_lock(self) -> None:
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreLockedError(self.root, f"pid {holder}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     def _load(self, interface: str, area: _Area) -> None:
         numbered: list[tuple[int, Path]] = []

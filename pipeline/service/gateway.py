@@ -66,10 +66,10 @@ from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
 from store.events import JournalItem, JsonValue
-from store.log import Log, StoreOptions
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")

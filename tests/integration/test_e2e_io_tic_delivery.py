@@ -38,8 +38,8 @@ from pipeline.drivers.io import IoDriver, SimBackend
 from pipeline.drivers.tic import TicDriver, TicMode, TicReader
 from pipeline.poller import Poller
 from pipeline.recorder import Recorder
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS
-from store.log import Log, StoreOptions
 
 CAPTURE = Path(__file__).parents[1] / "test_pipeline" / "drivers" / "data" / "tic_historic.bin"
 ZONE = "UTC"

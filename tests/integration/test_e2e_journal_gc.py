@@ -18,8 +18,8 @@ from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FileTransport, open_transport
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS
-from store.log import Log, StoreOptions
 from store.state import replay
 
 IO_DEF = b"io;WebdynSunPM;Webdyn;ioSunPM\n1;1;1;1;;AI1;;1;0;mA;4\n"

@@ -40,7 +40,7 @@ from peers import make_certs, run_peer
 from config import Site, load_site
 from config.model import Device
 from pipeline.drivers.modbus.simulator import TcpSimulator
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 ZONE = "Europe/Paris"
 RECORDED = {2, 4, 8, 9}

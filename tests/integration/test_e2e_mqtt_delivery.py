@@ -40,8 +40,8 @@ from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Poller
 from pipeline.recorder import Recorder
+from store import Log, StoreOptions
 from store.delivery import Stream
-from store.log import Log, StoreOptions
 
 ZONE = "Europe/Paris"
 TOPIC = "plant/data"

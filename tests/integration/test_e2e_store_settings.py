@@ -9,7 +9,7 @@ import pytest
 from e2e_support import NS, UID
 
 from config import parse_config_ini
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 T0 = 1_767_571_200
 

@@ -37,7 +37,7 @@ from e2e_support import (
 from config import load_site
 from config.model import Device
 from pipeline.drivers.modbus.simulator import TcpSimulator
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 ZONE = "Europe/Paris"
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")

@@ -19,7 +19,7 @@ from pipeline.clock import Clock, ManualClock, SystemClock
 from pipeline.drivers._base import Reading, ReadPlan
 from pipeline.poller import PolledDevice, Poller, PollLink
 from pipeline.recorder import Recorder
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 VARIABLES = 20
 DEFN = definition([variable(i, Action.INSTANT) for i in range(1, VARIABLES + 1)])

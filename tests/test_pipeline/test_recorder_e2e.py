@@ -22,7 +22,7 @@ from pipeline.drivers.modbus.planner import plan_reads, polled_variables
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Event, PolledDevice, Poller, PollLink
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 NS = 1_000_000_000
 

@@ -48,8 +48,8 @@ from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, format_trace_line
 from pipeline.traces import TraceCapture, TraceCaptureError
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
-from store.log import Log, StoreOptions
 from store.traces import TraceEntry, TraceOptions, TraceStore
 
 UID = "WPMTEST01"

@@ -401,7 +401,7 @@ def record_workload(root: Path, seed: int, appends: int = 150) -> Trace:
                 pending.clear()
             if rng.random() < 0.05:
                 device = rng.choice(DEVICES)
-                upto = log.watermark().records.get(device, 0) - rng.randint(0, 10)
+                upto = log.watermark().devices.get(device, 0) - rng.randint(0, 10)
                 if upto > delivered.get(device, 0):
                     # Marked before the store may act on it: records up to `upto` may go.
                     recorder.mark("delivered", device, upto)

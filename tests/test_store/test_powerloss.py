@@ -22,7 +22,7 @@ STATES = int(os.environ.get("STORE_POWERLOSS_STATES", "1250"))  # per recorded w
 # Removing any of these loses acknowledged data in some crash state; the harness must see it.
 GUARDING = {
     "log.py:_open_sync#0": "directory: the store's sub-directories after their creation",
-    "log.py:_device_stream#0": "directory: a new device's directory",
+    "_writer.py:_device_stream#0": "directory: a new device's directory",
     "_stream.py:create_segment#1": "directory: a new segment's entry",
     "_stream.py:write#0": "file: the commit's framed batch (the acknowledgement's fsync)",
     "_segment.py:write_ipc_file#0": "file: a sealed segment rewritten as an IPC file",

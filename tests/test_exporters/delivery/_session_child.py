@@ -20,8 +20,8 @@ from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
+from store import Log, StoreOptions
 from store.delivery import Stream
-from store.log import Log, StoreOptions
 
 
 async def main(store_dir: Path, port: int, cut_s: int, pad_bytes: int) -> int:

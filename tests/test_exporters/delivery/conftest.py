@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from delivery_support import FtpPeer, ftp_peer, make_tree
 
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 
 @pytest.fixture

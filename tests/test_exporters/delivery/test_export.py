@@ -24,9 +24,9 @@ from exporters.session import FileServerSession, Trigger
 from exporters.transports import DirTransport
 from exporters.views.windows import Rendered
 from pipeline.cli import main
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, WindowSpec
 from store.events import GatewayAlarm, LogLevel, LogLine
-from store.log import Log, StoreOptions
 
 UID = "WPMTEST01"
 IO_DEF = (b"io;WebdynSunPM;Webdyn;ioSunPM\n"
@@ -203,7 +203,7 @@ async def test_export_is_refused_when_the_quota_deleted_records_of_the_range(
     from delivery_support import records_batch
 
     from exporters.rendering.backfill import missing_records
-    from store.log import FullPolicy
+    from store import FullPolicy
     # Uncompressed sealed segments: their size, and so the days the quota holds, stays known.
     log = await Log.open(tmp_path / "store", StoreOptions(
         flush_s=0.05, device_quota_bytes=96 * 1024, full_policy=FullPolicy.EVICT_OLDEST,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from delivery_support import DAY, NS, T0, FtpPeer, fill
 
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 CHILD = Path(__file__).with_name("_session_child.py")
 KILLS = 50

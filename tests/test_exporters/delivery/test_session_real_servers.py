@@ -31,9 +31,9 @@ from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
 from exporters.session import CollectingHandler, FileServerSession, SessionResult, Trigger
 from exporters.transports import FileTransport, Timeouts, open_transport
+from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS
 from store.events import GatewayAlarm
-from store.log import Log, StoreOptions
 
 UID = "WPMTEST01"
 TREE = ("CONFIG", "DEF", "SCRIPT", "CERT", "DATA", "CMD", "ALARM", "LOG", "BIN")

@@ -30,8 +30,8 @@ from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, FileServerSession, Trigger
 from exporters.transports import FileTransport, Timeouts, open_transport
+from store import Log, StoreOptions
 from store.delivery import Stream
-from store.log import Log, StoreOptions
 
 
 class _Lines(logging.Handler):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hostile_support import Site, fill_store, record_counts
 
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 
 @pytest.fixture

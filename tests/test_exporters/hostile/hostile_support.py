@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
 from delivery_support import DAY, T0, fill, make_tree
 
 from config.defaults import default_files
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 UID = "WPMTEST01"
 SESSION = Path(__file__).with_name("_hostile_session.py")

@@ -27,7 +27,7 @@ from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import PolledDevice, Poller, PollLink
 from pipeline.recorder import Recorder
 from pipeline.scripts import PollerHost, ScriptRunner
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 INVERTER: Final = b"""modbusTCP;Inverter;ACME;Sim
 Index;Info1;Info2;Info3;Info4;Name;Tag;CoefA;CoefB;Unit;Action

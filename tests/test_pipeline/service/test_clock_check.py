@@ -14,7 +14,7 @@ import pytest
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms
 from pipeline.service.clock_check import ClockCheck, SntpError, sntp_offset
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -15,6 +15,7 @@ import pytest
 from exporters.session import Trigger
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandError, CommandExecutor
+from store import Log, StoreOptions
 from store.events import (
     Channel,
     CommandReceived,
@@ -22,7 +23,6 @@ from store.events import (
     JsonValue,
     journal_items,
 )
-from store.log import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms, DeviceWatch, StorageWatch
-from store.log import FullPolicy, Log, StoreOptions
+from store import FullPolicy, Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.alarms import Alarms, PowerWatch
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -12,7 +12,7 @@ from test_commands import Plant
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
 from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
-from store.log import Log, StoreOptions
+from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -1,0 +1,79 @@
+"""The state `Log` is made of, shared by its rooms (appends, writer, quota, journal GC, readers,
+fsck), each a mixin over `LogCore` in its own module."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from store._segment import CheckedFile
+from store._stream import Stream
+from store._work import Counters, PendingBatch, PendingEvent
+from store.errors import StoreIOError, StoreReport
+from store.options import DeliveredFn, JournalDeliveredFn, StoreOptions
+
+JOURNAL: Final = "journal"
+
+class LogCore:
+    """The state every room of `Log` shares, with its owners; the rooms are mixins over it."""
+
+    def __init__(self, path: Path, options: StoreOptions, read_only: bool) -> None:
+        self.path = path
+        self.options = options
+        self.read_only = read_only
+        self.reports: list[StoreReport] = []
+        self._noted: set[StoreReport] = set()
+        # Sealed files a lazy scan verified whole, by path (see `verified_file`).
+        self._checked_files: dict[Path, CheckedFile] = {}
+        self._streams: dict[str, Stream] = {}
+        self._journal: Stream | None = None
+        self._lock = threading.Lock()  # guards segment lists against readers on other threads
+        self._lock_fd: int | None = None
+        # Ownership, so that no count rests on which list or int operation is atomic: the event
+        # loop owns `_pending*`, `_pending_bytes`, `_memory_dropped`, `_drops_to_hand`,
+        # `_carry_events`, `_committed`; the writer (its thread and, per device, the commit job
+        # on the pool) owns `_counters`, the streams and the journal state. They meet only in
+        # `Work` (loop -> writer) and `Outcome` (writer -> loop, settled on the loop).
+        self._counters: dict[str, Counters] = {}
+        self._memory_dropped: dict[str, int] = {}
+        self._drops_to_hand: dict[str, int] = {}
+        self._journal_full = False
+        self._last_state_seq: int | None = None
+        self._carry_events: list[PendingEvent] = []
+        self._delivered: DeliveredFn | None = None
+        self._state_provider: Callable[[], Mapping[str, object]] | None = None
+        self._state_asked_at = 0
+        self._journal_delivered: JournalDeliveredFn | None = None
+        self._pending: dict[str, list[PendingBatch]] = {}
+        self._pending_journal: list[PendingEvent] = []
+        self._pending_bytes = 0
+        self._arrivals = 0
+        self._committed: dict[str, int] = {}
+        self._journal_committed = 0
+        self._closing = False
+        self._closed = False
+        self._cycles = 0  # writer loop iterations done (commit() waits on it)
+        self.commits = 0  # commits attempted (each: one framed batch + fsync per touched segment)
+        self._in_commit = False
+        self._wake: asyncio.Event | None = None
+        self._room: asyncio.Condition | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._io: ThreadPoolExecutor | None = None
+        self.last_error: StoreIOError | None = None
+        self._last_error_log = 0.0
+
+    def _adopt(self, stream: Stream) -> None:
+        self.reports.extend(stream.reports)
+        self._noted.update(stream.reports)
+        self._streams[stream.name] = stream
+        self._counters[stream.name] = Counters()
+
+    def _all_streams(self) -> list[Stream]:
+        streams = list(self._streams.values())
+        if self._journal is not None:
+            streams.append(self._journal)
+        return streams

@@ -1,0 +1,69 @@
+"""Journal GC (writer side): the journal's quota. Its oldest sealed segment goes once a later
+`state` event summarises it and what servers get of it is delivered; when only a later `state`
+event would let it go, one is asked of the state provider."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow.compute as pc
+
+from store._core import JOURNAL
+from store._readers import Readers
+from store._stream import Stream
+from store._work import PendingEvent, json_text, now_ns
+from store.errors import StoreError
+
+log = logging.getLogger("sunpm.store")
+
+
+
+class JournalGC(Readers):
+    def _journal_quota(self, stream: Stream, carry: list[PendingEvent]) -> None:
+        quota = self.options.journal_quota
+        if stream.usage <= quota:
+            self._journal_full = False
+            return
+        if self._last_state_seq is None:
+            self._last_state_seq = self._find_last_state_seq()
+        while stream.usage > quota:
+            victim = next((s for s in stream.segments if s.sealed), None)
+            if victim is not None and (victim.seq_last is None or victim.ts_max is None):
+                stream.walk(victim)
+            ok = (
+                victim is not None and victim.seq_last is not None
+                and self._last_state_seq > victim.seq_last
+                and (self._journal_delivered is None
+                     or self._journal_delivered(victim.seq_last, victim.ts_max or 0))
+            )
+            if (not ok and victim is not None and victim.seq_last is not None
+                    and self._last_state_seq <= victim.seq_last and self._state_provider is not None
+                    and self._state_asked_at < stream.next_seq - 1):
+                # Only a later `state` event lets the oldest segment go: ask for one (it joins
+                # the next commit); the segment goes at the commit after.
+                self._state_asked_at = stream.next_seq - 1
+                try:
+                    body = json_text(self._state_provider())
+                except (StoreError, OSError, TypeError, ValueError) as err:
+                    log.error("State snapshot for the journal quota failed. error=%s", err)
+                else:
+                    carry.append(PendingEvent(now_ns(), "state", None, None, body, None))
+                    return
+            if not ok:
+                if not self._journal_full:
+                    self._journal_full = True
+                    log.error("Storage full. device=journal usage=%d quota=%d", stream.usage,
+                              quota)
+                    carry.append(PendingEvent(now_ns(), "storage", None, None,
+                        json_text({"event": "full", "device": JOURNAL, "reason": "quota"}), None))
+                return
+            assert victim is not None
+            with self._lock:
+                stream.delete(victim)
+
+    def _find_last_state_seq(self) -> int:
+        table = self.journal(kinds=["state"])
+        if table.num_rows == 0:
+            return 0
+        return int(pc.max(table.column("seq")).as_py())
+

@@ -1,0 +1,408 @@
+"""The writer: the task that commits every `flush_s` (or at once when asked), and the commit
+itself on a writer thread: one job per device on a small pool (frame, quota, seal, write,
+fsync), then the journal; failures roll a stream back to its last committed length and leave
+the items pending. Sealed segments are rewritten (compacted) after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from array import array
+
+import pyarrow as pa
+
+import fsio
+from store._core import JOURNAL
+from store._ipc import frame_batch, schema_message
+from store._journal_gc import JournalGC
+from store._planning import SEQ_INDEX, journal_batch, plan_groups
+from store._quota import Quota
+from store._stream import DAY_NS, Segment, Stream
+from store._work import (
+    Counters,
+    DeviceCommit,
+    Outcome,
+    PendingBatch,
+    PendingEvent,
+    Work,
+    json_text,
+    now_ns,
+)
+from store.errors import StoreError, StoreIOError
+from store.options import SeqRange
+from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
+
+log = logging.getLogger("sunpm.store")
+
+
+class Writer(Quota, JournalGC):
+    async def _writer(self) -> None:
+        assert self._wake is not None and self._room is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.flush_s
+        while True:
+            if not self._closing:
+                try:
+                    # Every flush_s from the previous commit's start, not from its end.
+                    await asyncio.wait_for(self._wake.wait(),
+                                           timeout=max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            deadline = loop.time() + self.options.flush_s
+            work = self._take()
+            self._in_commit = work is not None
+            if work is not None:
+                self.commits += 1
+                try:
+                    outcome = await asyncio.to_thread(self._commit_sync, work)
+                except Exception as err:  # top of the writer task: fail this commit, keep going
+                    log.exception("Store commit failed unexpectedly. path=%s", self.path)
+                    self._fail_work(work, err)
+                    outcome = Outcome()
+                else:
+                    self._settle(outcome)
+                for name, seg in outcome.compact:
+                    await asyncio.to_thread(self._compact_sync, name, seg,
+                                            self.options.compress_sealed)
+                async with self._room:
+                    self._room.notify_all()
+                if outcome.error is not None and self._closing:
+                    # Closing while the disk fails: what is pending stays unacknowledged.
+                    self._fail_pending(outcome.error)
+                    return
+                if outcome.error is not None:
+                    await asyncio.sleep(self.options.flush_s)
+            self._in_commit = False
+            self._cycles += 1
+            async with self._room:
+                self._room.notify_all()
+            if self._closing and work is None:
+                return
+
+    def _take(self) -> Work | None:
+        if (not self._pending and not self._pending_journal and not self._carry_events
+                and not self._drops_to_hand):
+            return None
+        journal = self._carry_events + self._pending_journal
+        work = Work(self._pending, journal, self._drops_to_hand)
+        self._pending = {}
+        self._pending_journal = []
+        self._carry_events = []
+        self._drops_to_hand = {}
+        self._pending_bytes = 0
+        return work
+
+    def _settle(self, outcome: Outcome) -> None:
+        self._carry_events.extend(outcome.carry)
+        for device, results in outcome.records.items():
+            for result in results:
+                if not result.dropped:
+                    self._committed[device] = max(self._committed.get(device, 0), result.last)
+        if outcome.journal:
+            self._journal_committed = max(self._journal_committed, max(outcome.journal))
+        for future, result in outcome.acks:
+            if not future.done():
+                future.set_result(result)
+        for jfuture, seq in outcome.journal_acks:
+            if not jfuture.done():
+                jfuture.set_result(seq)
+        # Failed items go back in front of anything appended meanwhile, in their order.
+        for device, items in outcome.failed_records.items():
+            self._pending[device] = items + self._pending.get(device, [])
+            self._pending_bytes += sum(i.nbytes for i in items)
+        self._pending_journal = outcome.failed_journal + self._pending_journal
+        if outcome.error is None:
+            if self.last_error is not None:
+                log.info("Store writes resumed. path=%s", self.path)
+                self._carry_events.append(PendingEvent(
+                    now_ns(), "storage", None, None,
+                    json_text({"event": "disk_ok", "detail": str(self.last_error)}), None))
+            self.last_error = None
+        else:
+            err = StoreIOError(f"{self.path}: commit failed: {outcome.error}; pending appends "
+                               "wait in memory and are retried")
+            first = self.last_error is None
+            self.last_error = err
+            now = time.monotonic()
+            if first or now - self._last_error_log >= self.options.disk_error_log_interval_s:
+                log.error("%s", err)
+                self._last_error_log = now
+            if first:
+                self._carry_events.append(PendingEvent(
+                    now_ns(), "storage", None, None,
+                    json_text({"event": "disk_error", "detail": str(outcome.error)}), None))
+
+    def _fail_work(self, work: Work, error: Exception) -> None:
+        err = StoreError(f"{self.path}: commit failed: {error}")
+        for items in work.records.values():
+            for item in items:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(err)
+        for event in work.journal:
+            if event.future is not None and not event.future.done():
+                event.future.set_exception(err)
+
+    def _fail_pending(self, error: OSError) -> None:
+        err = StoreIOError(f"{self.path}: closed while commits fail: {error}")
+        for items in self._pending.values():
+            for item in items:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(err)
+        for event in self._pending_journal:
+            if event.future is not None and not event.future.done():
+                event.future.set_exception(err)
+        self._pending.clear()
+        self._pending_journal.clear()
+
+    # -- commit (writer thread) ------------------------------------------------------------
+
+    def _commit_sync(self, work: Work) -> Outcome:
+        outcome = Outcome()
+        events: list[PendingEvent] = []
+        for device, records in work.memory_drops.items():
+            # Before the device's job starts: the writer thread owns the counters here.
+            # `dropped` stays the loop's (stats adds `_memory_dropped`); the episode's count
+            # for its `available` event is the writer's.
+            counters = self._counters.setdefault(device, Counters())
+            counters.episode_dropped += records
+            self._start_episode(device, counters, events, "disk")
+        assert self._io is not None
+        # One job per device on a small pool: a device's framing is CPU work under the GIL, but
+        # its fsyncs (and directory fsyncs of new segments) overlap with the other devices'.
+        # Each job returns its events and sealed segments; nothing is shared between jobs.
+        jobs = [(device, items, self._io.submit(self._commit_device, device, items))
+                for device, items in work.records.items()]
+        for device, items, job in jobs:
+            job_result = job.result()
+            events.extend(job_result.events)
+            outcome.compact.extend(job_result.compact)
+            if job_result.failure is not None:
+                outcome.error = job_result.failure
+                outcome.failed_records[device] = items
+                continue
+            outcome.records[device] = job_result.results
+            for item, result in zip(items, job_result.results, strict=True):
+                if item.future is not None:
+                    outcome.acks.append((item.future, result))
+        self._commit_journal(work.journal + events, outcome)
+        return outcome
+
+    def _commit_device(self, device: str, items: list[PendingBatch]) -> DeviceCommit:
+        """Frame, check the quota, write and fsync one device's part of a commit (pool thread).
+
+        On failure everything this commit did to the device's segments is rolled back.
+        """
+        done = DeviceCommit()
+        stream = self._device_stream(device)
+        if isinstance(stream, OSError):
+            done.failure = stream
+            return done
+        saved = stream.next_seq
+        stream.checkpoint()
+        try:
+            writes, done.results = self._prepare_device(device, stream, items, done.events,
+                                                        done.compact)
+            done.failure = write_all(stream, writes)
+        except OSError as err:
+            done.failure = err
+        if done.failure is not None:
+            with self._lock:
+                stream.rollback()
+            stream.next_seq = saved
+            done.results = []
+            # What the failed attempt counted (quota drops, evictions) stands: evicted segments
+            # are gone. Its events go with the journal of this commit all the same.
+            done.compact = []
+        return done
+
+    def _device_stream(self, device: str) -> Stream | OSError:
+        stream = self._streams.get(device)
+        if stream is not None:
+            return stream
+        directory = self.path / "devices" / device
+        try:
+            fsio.mkdir(directory)
+            fsio.fsync_dir(directory.parent)
+        except OSError as err:
+            return err
+        stream = Stream(device, directory, RECORDS_SCHEMA)
+        with self._lock:
+            self._adopt(stream)
+        return stream
+
+    def _prepare_device(self, device: str, stream: Stream, items: list[PendingBatch],
+                        events: list[PendingEvent], compact: list[tuple[str, Segment]]
+                        ) -> tuple[list[tuple[Segment, bytes]], list[SeqRange]]:
+        """Frame the device's pending batches per UTC day, apply the quota, rotate segments.
+
+        Returns the writes to do (segment, framed bytes) and one result per pending item.
+        """
+        counters = self._counters.setdefault(device, Counters())
+        firsts: dict[int, int] = {}
+        lasts: dict[int, int] = {}
+        dropped_items: set[int] = set()
+        writes: list[tuple[Segment, bytes]] = []
+        for day, merged_input, members, ts_min, ts_max in plan_groups(
+                [item.batch for item in items]):
+            seq = stream.next_seq
+            seq_buf = array("Q")
+            for index, runs in members:
+                firsts.setdefault(index, seq)
+                for run in runs:
+                    seq_buf.extend(array("Q", [seq]) * run)
+                    seq += 1
+                lasts[index] = seq - 1
+            seq_arr = pa.Array.from_buffers(pa.uint64(), len(seq_buf),
+                                            [None, pa.py_buffer(seq_buf)])
+            columns = list(merged_input.columns)
+            columns.insert(SEQ_INDEX, seq_arr)
+            merged = pa.RecordBatch.from_arrays(columns, schema=RECORDS_SCHEMA)
+            frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=stream.next_seq,
+                                seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
+            records = seq - stream.next_seq
+            seg = self._segment_for(stream, day, len(frame), writes, compact)
+            evicted_before = counters.evicted
+            if not self._make_quota_room(device, stream, seg, len(frame), counters, events,
+                                         compact):
+                counters.dropped += records
+                counters.episode_dropped += records
+                self._start_episode(device, counters, events, "quota")
+                dropped_items.update(index for index, _ in members)
+                continue
+            if seg is None:
+                seg = stream.create_segment(day)
+            stream.next_seq = seq
+            writes.append((seg, frame))
+            # Size is known now so that later groups and quota checks see it.
+            seg.size += len(frame)
+            seg.ts_min = ts_min if seg.ts_min is None else min(seg.ts_min, ts_min)
+            seg.ts_max = ts_max if seg.ts_max is None else max(seg.ts_max, ts_max)
+            seg.seq_last = seq - 1
+            if (counters.full and not dropped_items and counters.evicted == evicted_before
+                    and self._pressure_over(device, stream)):
+                # Stored with neither a drop nor an undelivered eviction: the episode ends.
+                self._end_episode(device, counters, events)
+        results: list[SeqRange] = []
+        for index in range(len(items)):
+            if index in dropped_items or index not in firsts:
+                nxt = stream.next_seq
+                results.append(SeqRange(nxt, nxt - 1, dropped=True))
+            else:
+                results.append(SeqRange(firsts[index], lasts[index]))
+        return writes, results
+
+    def _segment_for(self, stream: Stream, day: int, frame_len: int,
+                     writes: list[tuple[Segment, bytes]], compact: list[tuple[str, Segment]]
+                     ) -> Segment | None:
+        """The open segment that takes this frame, sealing the current one if it must."""
+        seg = stream.open_segment()
+        if seg is None:
+            return None
+        if seg.day is None:
+            seg.day = day
+        header = len(schema_message(stream.schema))
+        has_data = seg.size > header
+        too_big = seg.size + frame_len > self._limit(stream)
+        if seg.day == day and not (too_big and has_data) and not any(w[0] is seg for w in writes):
+            return seg
+        if any(w[0] is seg for w in writes):
+            # The segment must seal after what this commit already planned for it: write that
+            # first (a later failure rolls the whole stream back, stream.rollback).
+            write_all(stream, [w for w in writes if w[0] is seg], raise_errors=True)
+            writes[:] = [w for w in writes if w[0] is not seg]
+        with self._lock:
+            stream.seal(seg)
+        if self.options.compact_sealed:
+            compact.append((stream.name, seg))
+        return None
+
+    def _limit(self, stream: Stream) -> int:
+        if stream.name == JOURNAL:
+            return min(self.options.seal_bytes, max(self.options.journal_quota // 8, 1))
+        return self.options.segment_limit_bytes
+
+    def _commit_journal(self, events: list[PendingEvent], outcome: Outcome) -> None:
+        if not events:
+            return
+        if self._journal is None:
+            self._journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA)
+        stream = self._journal
+        saved = stream.next_seq
+        seqs = list(range(saved, saved + len(events)))
+        stream.checkpoint()
+        try:
+            writes: list[tuple[Segment, bytes]] = []
+            by_day: list[tuple[int, list[int]]] = []
+            for i, event in enumerate(events):
+                day = event.ts_ns // DAY_NS
+                if by_day and by_day[-1][0] == day:
+                    by_day[-1][1].append(i)
+                else:
+                    by_day.append((day, [i]))
+            for day, indexes in by_day:
+                chosen = [events[i] for i in indexes]
+                batch = journal_batch(chosen, [seqs[i] for i in indexes])
+                ts = [e.ts_ns for e in chosen]
+                frame = frame_batch(JOURNAL_SCHEMA, batch, seq_first=seqs[indexes[0]],
+                                    seq_last=seqs[indexes[-1]], ts_min=min(ts), ts_max=max(ts))
+                seg = self._segment_for(stream, day, len(frame), writes, outcome.compact)
+                stream.next_seq = seqs[indexes[0]]  # a new segment is named by its first seq
+                if seg is None:
+                    seg = stream.create_segment(day)
+                writes.append((seg, frame))
+                seg.size += len(frame)
+                seg.seq_last = seqs[indexes[-1]]
+                seg.ts_min = min(ts) if seg.ts_min is None else min(seg.ts_min, min(ts))
+                seg.ts_max = max(ts) if seg.ts_max is None else max(seg.ts_max, max(ts))
+            err = write_all(stream, writes)
+            if err is not None:
+                raise err
+        except OSError as err:
+            with self._lock:
+                stream.rollback()
+            stream.next_seq = saved
+            outcome.error = err
+            outcome.failed_journal = events
+            return
+        stream.next_seq = saved + len(events)
+        outcome.journal = seqs
+        for event, seq in zip(events, seqs, strict=True):
+            if event.kind == "state":
+                self._last_state_seq = seq
+            if event.future is not None:
+                outcome.journal_acks.append((event.future, seq))
+        try:
+            self._journal_quota(stream, outcome.carry)
+        except OSError as err:
+            log.error("Journal quota deletion failed. error=%s", err)
+
+    def _compact_sync(self, name: str, seg: Segment, compress: bool) -> None:
+        stream = self._journal if name == JOURNAL else self._streams.get(name)
+        if stream is None or seg not in stream.segments or not seg.sealed or seg.ipc_file:
+            return  # deleted meanwhile, or unsealed again by the rollback of a failed commit
+        try:
+            stream.compact(seg, compress=compress, lock=self._lock)
+        except (OSError, pa.ArrowInvalid) as err:
+            log.error("Rewrite of a sealed segment failed; it stays as written. "
+                      "segment=%s error=%s", seg.path, err)
+
+
+
+def write_all(stream: Stream, writes: list[tuple[Segment, bytes]], *,
+               raise_errors: bool = False) -> OSError | None:
+    """Write and fsync each (segment, frame); returns the first error (after cut-back)."""
+    try:
+        for seg, frame in writes:
+            seg.size -= len(frame)  # `size` was raised when planned; `write` sets it for real
+            stream.write(seg, frame)
+    except OSError as err:
+        for seg, _ in writes:
+            seg.size = seg.committed
+        if raise_errors:
+            raise
+        return err
+    return None
+
+
