@@ -120,8 +120,10 @@ Reducer = Callable[[ReplayState, JournalEvent], None]
 
 
 class JournalSource(Protocol):
-    def journal(self, *, start_ns: int | None = None, end_ns: int | None = None,
-                kinds: list[str] | None = None, seq_from: int | None = None) -> pa.Table: ...
+    """What replay reads of `store.Log`."""
+
+    def journal(self, *, kinds: list[str] | None = None,
+                seq_from: int | None = None) -> pa.Table: ...
 
 
 def reduce_delivery(state: ReplayState, event: JournalEvent) -> None:
