@@ -265,7 +265,10 @@ class DeliveryState:
     events: dict[tuple[int, Stream], int] = field(default_factory=dict)
 
     def stream(self, server: int, stream: Stream) -> StreamDelivery:
-        return self.streams.setdefault((server, stream), StreamDelivery())
+        sd = self.streams.get((server, stream))
+        if sd is None:
+            sd = self.streams[(server, stream)] = StreamDelivery()
+        return sd
 
     def reduce(self, kind: str, body: Mapping[str, Any], seq: int = 0) -> None:
         """Fold one `window` or `delivered` event in; other kinds are ignored."""

@@ -59,7 +59,8 @@ async def test_replay_of_50000_events_with_thousands_of_open_windows_is_fast(
         sd = state.delivery.stream(server, Stream.DATA)
         assert sd.cursor_ns == last and sd.pending() == []
         assert len(sd.windows) == 1         # pruned to the cursor's window
-    assert elapsed < 3.0, f"replay of {3 * n} events took {elapsed:.1f} s"
+    # Linear: ~1.5 s on this 2-core box when quiet; a quadratic fold would take minutes.
+    assert elapsed < 6.0, f"replay of {3 * n} events took {elapsed:.1f} s"
 
 
 class TableJournal:

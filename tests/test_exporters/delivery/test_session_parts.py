@@ -84,7 +84,9 @@ def test_any_bytes_give_entries_never_an_exception(data: bytes) -> None:
 
 def test_referenced_files_come_from_daq_scl_and_config() -> None:
     files = {
-        "CONFIG/U_daq.csv": b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\nIO;;Io;;;;;;;;U_IO.csv\n",
+        "CONFIG/U_daq.csv": b"index;interface;name;address;acqPeriod(s);timeout(ms);serialNumber;"
+                            b"parameters;category;model;defFile\n"
+                            b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\nIO;;Io;;;;;;;;U_IO.csv\n",
         "CONFIG/U_scl.ini": b"SCRIPT_File[1]=limit.lua\n",
         "CONFIG/U_config.ini": b"FTP_CaFile=/etc/sunpm/CERT/ca.pem\nMQTT_CertFile=\n",
     }
