@@ -47,7 +47,7 @@ from store.delivery import (
     Stream,
     StreamDelivery,
 )
-from store.state import DEFAULT_REDUCERS, Reducer, replay
+from store.state import replay
 from store.traces import TraceDeliveredFn
 
 from .outbox import JournalLog
@@ -193,11 +193,9 @@ class DeliveryTracker:
     calls it). The predicates read `marks` once per call and take no lock.
     """
 
-    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope], *,
-                 reducers: Mapping[str, Reducer] | None = None) -> None:
+    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope]) -> None:
         self._log = log
         self.scopes = tuple(scopes)
-        self._reducers = {**DEFAULT_REDUCERS, **(reducers or {})}
         self._window_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams]
         self._journal_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams
                               if s in JOURNAL_STREAM_KINDS]
@@ -233,7 +231,7 @@ class DeliveryTracker:
     def state_body(self) -> dict[str, object]:
         """The `state` event's body (store writer thread): the replayed state, its delivery
         state included, so journal segments can go without losing it."""
-        return replay(self._log, self._reducers).to_body()
+        return replay(self._log).to_body()
 
     # ----- keeping current
 
@@ -419,8 +417,7 @@ class TrackingJournal:
 
 
 def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
-                      mqtt_alarms: bool = True,
-                      reducers: Mapping[str, Reducer] | None = None) -> DeliveryTracker:
+                      mqtt_alarms: bool = True) -> DeliveryTracker:
     """Install on `store` the quota's delivery predicates and the `state` provider for the
     configured servers (blocking: reads the journal once). Give `tracker.journal_log(store)` to
     the outboxes and MQTT sessions, and run `tracker.run()` beside them.
@@ -428,8 +425,7 @@ def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
     With no data-receiving server any records segment may go (docs/behaviour.md §6); with no server
     getting journal events, any journal segment with a later `state` event.
     """
-    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms),
-                              reducers=reducers)
+    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms))
     tracker.refresh()
     store.set_delivery_predicates(tracker.records_delivered if tracker.receives_data else None,
                                 tracker.journal_delivered if tracker.gets_journal else None)

@@ -1,6 +1,6 @@
 """Delivery state across journal garbage collection: the store deletes journal segments once a
-later `state` event holds the replayed state (the service's state provider replays with the
-outbox's reducers, exporters/README.md); the outbox of the next session must still know what was
+later `state` event holds the replayed state (the delivery state included: store/README.md);
+the outbox of the next session must still know what was
 delivered, so nothing is sent twice."""
 
 from __future__ import annotations
