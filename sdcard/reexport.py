@@ -3,7 +3,7 @@
 docs/behaviour.md §5.3 with the dump as the store: windows the server had built are rendered
 again whole from their journaled membership and snapshots (byte-identical to what was delivered);
 the rest of the range is cut at UTC midnights and at `--to`, as a session would have built it.
-The plan and the rendering are `exporters.views.backfill`'s, the same code as `sunpm export`
+The plan and the rendering are `exporters.rendering.backfill`'s, the same code as `sunpm export`
 and the live outbox; the configuration is the dump's own snapshot unless `--config` is given.
 """
 
