@@ -52,6 +52,8 @@ from fsio import FileOps
 from store import Log, StoreOptions
 
 SECTORS = (512, 4096)
+#: Frames that are no fsync site of their own: the durable-write helpers and this recorder.
+_NOT_SITES = (os.path.join("fsio", "__init__.py"), "powerloss.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ class Recorder(FileOps):
     @staticmethod
     def _site() -> str:
         frame = sys._getframe(2)
-        while frame.f_code.co_filename.endswith(("fsio.py", "powerloss.py")):
+        while frame.f_code.co_filename.endswith(_NOT_SITES):
             assert frame.f_back is not None
             frame = frame.f_back
         return f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}:{frame.f_lineno}"
