@@ -298,4 +298,4 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         await log.close()
     # The same store goes on: record numbers continue from where the first run stopped.
     for device in ("1", "2", "3", "IO", "TIC1"):
-        assert after.records[device] > before.records[device] > 0, device
+        assert after.devices[device] > before.devices[device] > 0, device
