@@ -91,6 +91,27 @@ def parse(data: bytes, file_name: str) -> tuple[Daq, DaqFindings]:
     return daq, findings
 
 
+def named_definition_files(data: bytes, file_name: str) -> list[tuple[int, str]]:
+    """`(line, defFile cell)` of every row of the devices block, as written: read as `parse`
+    reads rows, judged by nothing (a session fetches what a candidate file names before the set
+    is checked whole, docs/behaviour.md §4.5)."""
+    findings = DaqFindings(file_name)
+    text = decode(data, findings, cp1252_fallback=True)
+    if text is None:
+        return []
+    out: list[tuple[int, str]] = []
+    in_devices = False
+    for row in csv_rows(text, findings):
+        block = _BLOCKS.get(row.fields[0].lower())
+        if block is not None:
+            in_devices = block == "devices"
+            continue
+        cell = _padded(row, 11)[10]
+        if in_devices and cell:
+            out.append((row.line, cell))
+    return out
+
+
 def _fits(row: CsvRow, block: _Block, findings: Findings) -> bool:
     columns = _COLUMNS[block.name]
     for i in row.unbalanced:

@@ -61,6 +61,18 @@ def parse(data: bytes, file_name: str) -> tuple[ScriptList, Findings]:
     return ScriptList(scripts=tuple(e for _, e in entries), other_lines=tuple(other)), findings
 
 
+def named_scripts(data: bytes, file_name: str) -> list[tuple[int, str]]:
+    """`(line, value)` of every `SCRIPT_File[<n>]` line, as written: read as `parse` reads
+    lines, judged by nothing (a session fetches what a candidate file names before the set is
+    checked whole)."""
+    out: list[tuple[int, str]] = []
+    for ln in read_ini(data, Findings(file_name)):
+        parsed = indexed_key(ln.key) if ln.key is not None else None
+        if parsed is not None and parsed[0] == "SCRIPT_File" and ln.value:
+            out.append((ln.line, ln.value))
+    return out
+
+
 def script_name_problem(name: str) -> str:
     if not name:
         return "empty, expected a .lua file name"

@@ -10,12 +10,14 @@ Layout read (docs/formats.md §3, the server tree):
     DIR/SCRIPT/<name>.lua         every script scl.ini lists
 
 Nothing is applied unless every file passes: `load_site` raises one `ConfigError` carrying all
-problems of all files.
+problems of all files. `load_site_files` / `check_site_files` read the same tree from a mapping
+of relative path to bytes (a configuration snapshot, a candidate set laid over the running one),
+with no directory at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -91,8 +93,12 @@ def find_uid(directory: Path, uid: str | None = None) -> str:
     if uid is not None:
         return uid
     config_dir = directory / "CONFIG"
-    found = sorted(p.name[:-len("_config.ini")] for p in config_dir.glob("*_config.ini")) \
-        if config_dir.is_dir() else []
+    names = [p.name for p in config_dir.glob("*_config.ini")] if config_dir.is_dir() else []
+    return _uid_of(names)
+
+
+def _uid_of(config_names: list[str]) -> str:
+    found = sorted(n[:-len("_config.ini")] for n in config_names if n.endswith("_config.ini"))
     if len(found) > 1:
         raise ConfigError([Problem(file="CONFIG", line=None, field="uid",
                                    message=f"several configurations ({', '.join(found)}); "
@@ -101,24 +107,27 @@ def find_uid(directory: Path, uid: str | None = None) -> str:
     return found[0] if found else default_uid()
 
 
-def _read(directory: Path, rel: str, loaded: dict[str, bytes]) -> bytes | None:
-    path = directory / rel
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
-        why = err.strerror if isinstance(err, OSError) else "not a file name"
-        raise ConfigError([Problem(file=rel[:80], line=None, field="file",
-                                   message=f"cannot be read ({why}); file rejected",
-                                   severity=Severity.ERROR)]) from err
-    loaded[rel] = data
-    return data
+#: Reads one file of the tree by relative path (`CONFIG/<uid>_daq.csv`); None when missing.
+_ReadFile = Callable[[str], bytes | None]
+
+
+def _directory_reader(directory: Path) -> _ReadFile:
+    def read(rel: str) -> bytes | None:
+        try:
+            return (directory / rel).read_bytes()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
+            why = err.strerror if isinstance(err, OSError) else "not a file name"
+            raise ConfigError([Problem(file=rel[:80], line=None, field="file",
+                                       message=f"cannot be read ({why}); file rejected",
+                                       severity=Severity.ERROR)]) from err
+    return read
 
 
 @dataclass(slots=True)
 class _Loader:
-    directory: Path
+    read_file: _ReadFile
     uid: str
     loaded: dict[str, bytes] = field(default_factory=dict)
     by_file: dict[str, Findings] = field(default_factory=dict)
@@ -126,9 +135,15 @@ class _Loader:
     def add(self, findings: Findings) -> None:
         self.by_file[findings.file] = findings
 
+    def read(self, rel: str) -> bytes | None:
+        data = self.read_file(rel)
+        if data is not None:
+            self.loaded[rel] = data
+        return data
+
     def config_file(self, suffix: str) -> tuple[str, bytes]:
         name = f"{self.uid}_{suffix}"
-        data = _read(self.directory, f"CONFIG/{name}", self.loaded)
+        data = self.read(f"CONFIG/{name}")
         return name, data if data is not None else b""
 
 
@@ -143,7 +158,18 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
         raise ConfigError([Problem(file=str(directory), line=None, field="",
                                    message="no CONFIG/ folder (not a configuration directory)",
                                    severity=Severity.ERROR)])
-    loader = _Loader(directory, find_uid(directory, uid))
+    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid)),
+                         directory)
+
+
+def _collect_files(files: Mapping[str, bytes], uid: str | None,
+                   directory: Path) -> tuple[Site | None, list[Problem]]:
+    names = [rel.partition("/")[2] for rel in files if rel.startswith("CONFIG/")]
+    loader = _Loader(files.get, uid if uid is not None else _uid_of(names))
+    return _collect_from(loader, directory)
+
+
+def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[Problem]]:
     name, data = loader.config_file("config.ini")
     cfg, found = config_ini.parse(data, name)
     _check_certificates(loader, cfg, found)
@@ -185,13 +211,13 @@ def _check_certificates(loader: _Loader, cfg: ConfigIni, found: Findings) -> Non
         for base in _CERT_KEYS.get(stype, ()):
             key = config_ini.server_key(base, slot)
             name = resolved[key]
-            if name and _read(loader.directory, f"CERT/{name}", loader.loaded) is None:
+            if name and loader.read(f"CERT/{name}") is None:
                 found.error(line_of.get(key), key, f"'{name}' is missing from /CERT")
 
 
 def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:
     for entry in scripts.scripts:
-        if _read(loader.directory, f"SCRIPT/{entry.file}", loader.loaded) is None:
+        if loader.read(f"SCRIPT/{entry.file}") is None:
             found.error(entry.line, f"SCRIPT_File[{entry.n}]",
                         f"'{entry.file}' is missing from /SCRIPT")
 
@@ -211,14 +237,14 @@ def _definitions(loader: _Loader, daq: Daq,
     parsed: dict[str, DefinitionFile | None] = {}
     for line, name in daq_found.rejected_refs:
         # The row is already rejected; its file is still checked so every problem shows at once.
-        data = _read(loader.directory, f"DEF/{name}", loader.loaded)
+        data = loader.read(f"DEF/{name}")
         if data is None:
             daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
         else:
             _parse_definition(loader, name, data, parsed)
     for device in daq.devices:
         name = device.def_file
-        data = _read(loader.directory, f"DEF/{name}", loader.loaded)
+        data = loader.read(f"DEF/{name}")
         if data is None:
             daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
             continue
@@ -249,3 +275,48 @@ def check_site(directory: Path, uid: str | None = None) -> list[Problem]:
         return _collect(Path(directory), uid)[1]
     except ConfigError as err:
         return list(err.problems)
+
+
+def load_site_files(files: Mapping[str, bytes], uid: str | None = None, *,
+                    directory: Path = Path()) -> Site:
+    """`load_site` of a tree given as relative path -> bytes (`CONFIG/<uid>_config.ini`,
+    `DEF/<name>`, ...), read from nowhere else; `directory` is only recorded in the `Site`."""
+    site, problems = _collect_files(files, uid, directory)
+    if site is None:
+        raise ConfigError(problems)
+    return site
+
+
+def check_site_files(files: Mapping[str, bytes], uid: str | None = None) -> list[Problem]:
+    """`check_site` of a tree given as relative path -> bytes."""
+    try:
+        return _collect_files(files, uid, Path())[1]
+    except ConfigError as err:
+        return list(err.problems)
+
+
+def referenced_files(files: Mapping[str, bytes], uid: str) -> list[tuple[str, str, str]]:
+    """`(folder, name, naming file)` of every DEF, SCRIPT and CERT file the CONFIG files of a
+    tree (relative path -> bytes) name: daq.csv's `defFile` cells and scl.ini's `SCRIPT_File`
+    values (those holding no `/`), and config.ini's `*File` keys (every one set, whatever the server type, as a path's
+    last part). In file then line order, repeats kept.
+
+    The files are read with the parsers' readers but not judged: a candidate set that is not
+    valid still names what to fetch before it is checked whole, and a name no file system takes
+    is for the caller to refuse (and log) before any path is built of it.
+    """
+    def data(suffix: str) -> bytes:
+        return files.get(f"CONFIG/{uid}_{suffix}", b"")
+
+    # A path names no file of the tree's DEF or SCRIPT: the set's check reports it.
+    out = [("DEF", name, "daq.csv")
+           for _, name in daq_csv.named_definition_files(data("daq.csv"), f"{uid}_daq.csv")
+           if "/" not in name]
+    out += [("SCRIPT", name, "scl.ini")
+            for _, name in scl_ini.named_scripts(data("scl.ini"), f"{uid}_scl.ini")
+            if "/" not in name]
+    cfg, _ = config_ini.parse(data("config.ini"), f"{uid}_config.ini")
+    for ln in cfg.lines:
+        if ln.key is not None and ln.key.endswith("File") and ln.value:
+            out.append(("CERT", ln.value.rsplit("/", 1)[-1], "config.ini"))
+    return out

@@ -3,22 +3,9 @@
 docs/behaviour.md §5.1, docs/architecture.md §4. Nothing here holds durable state of its own:
 cursors, built windows and deliveries are replayed from two journal kinds.
 
-Journal bodies (compact JSON, times in UTC nanoseconds)::
-
-    window     {"server": 1, "stream": "DATA", "start": <ns>, "end": <ns>,
-                "watermark": {"devices": {"<index>": <seq>}, "journal": <seq>},
-                "after": null | {"end": <ns>, "watermark": {...}},
-                "config": "<configuration snapshot id>",
-                "files": [{"name": "...", "dir": "/DATA", "size": <bytes>,
-                           "sha256": "<bytes' hex>", "text_sha256": "<text's hex>"}, ...]}
-    delivered  {"server": 1, "stream": "DATA", "end": <ns>, "file": "<name>"}
-               MQTT alarms and results, one event at a time:
-               {"server": 2, "stream": "ALARM" | "ACK", "event": <journal seq carried>}
-
-`after` is the previous window built for the same server and stream (its end and watermark), so a
-`window` event alone fixes its membership (docs/behaviour.md §5.1 step 4): an item is a member when
-its time is before `end` and the watermark covers it, and it is not a member of `after` (ends and
-watermarks only grow within a stream, so excluding the previous window excludes every earlier one).
+Journal bodies: `window` and `delivered` (`store.delivery`, which also replays them into the
+one `DeliveryState`). `after` is the previous window built for the same server and stream, so a
+`window` event alone fixes its membership (docs/behaviour.md §5.1 step 4).
 
 On disk::
 
@@ -48,44 +35,19 @@ from typing import Final, Protocol
 import pyarrow as pa
 
 from config.errors import SunpmError
-from exporters.views.journaled import (
-    EXTRA_KEY,
-    OUTBOX_REDUCERS,
-    DeliveryState,
-    StreamDelivery,
-    delivery_state_of,
-    reduce_outbox,
-)
-from exporters.views.windows import (
-    DAY_NS,
+from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_range
+from fsio import fsync_dir, write_synced
+from store.delivery import (
     FILE_SERVER_STREAMS,
-    MQTT_STREAMS,
-    NS_PER_S,
     BuiltWindow,
-    Membership,
+    DeliveryState,
     OutboxFile,
     PreviousWindow,
-    Rendered,
     Stream,
-    WindowSource,
+    StreamDelivery,
     WindowSpec,
-    cut_of,
     delivered_body,
-    event_delivered_body,
-    ns_to_datetime,
-    split_range,
 )
-from store.fsio import fsync_dir, write_synced
-
-# The window values and the journal replay live in `exporters.views` (shared with re-exports);
-# these names stay importable from here.
-__all__ = ["DAY_NS", "EXTRA_KEY", "FILE_SERVER_STREAMS", "MQTT_IN_FLIGHT", "MQTT_STREAMS",
-           "NS_PER_S", "OUTBOX_REDUCERS", "BuiltWindow", "Confirmed", "DeliveryReport",
-           "DeliveryState", "FileTarget", "JournalLog", "Membership", "MessageTarget", "Outbox",
-           "OutboxError", "OutboxFile", "Planned", "PreviousWindow", "Rendered", "Stream",
-           "StreamDelivery", "StreamRefused", "WindowSource", "WindowSpec", "cut_of",
-           "delivered_body", "delivery_state_of", "event_delivered_body", "ns_to_datetime",
-           "reduce_outbox", "split_range"]
 
 log = logging.getLogger("sunpm.session")
 
@@ -178,7 +140,7 @@ class Outbox:
 
     def state(self) -> DeliveryState:
         # Journal segments before the latest `state` event may be gone (docs/behaviour.md §6); that
-        # event keeps what they held of the delivery state (OUTBOX_REDUCERS).
+        # event keeps what they held of the delivery state (`store.delivery`).
         return DeliveryState.from_table(self._log.journal(kinds=["state", "window", "delivered"]))
 
     def cursors(self) -> dict[Stream, int | None]:

@@ -39,25 +39,25 @@ import pyarrow.compute as pc
 from config.errors import SunpmError
 from config.model import ServerSettings, ServerType
 from store import DeliveredFn, JournalDeliveredFn, Watermark
-from store.state import DEFAULT_REDUCERS, Reducer, replay
+from store.delivery import (
+    FILE_SERVER_STREAMS,
+    JOURNAL_STREAM_KINDS,
+    BuiltWindow,
+    DeliveryState,
+    Stream,
+    StreamDelivery,
+)
+from store.state import replay
+from store.traces import TraceDeliveredFn
 
 from .outbox import JournalLog
-from .views.journaled import OUTBOX_REDUCERS, DeliveryState, StreamDelivery
-from .views.windows import FILE_SERVER_STREAMS, BuiltWindow, Stream
 
-__all__ = ["JOURNAL_STREAM_KINDS", "DeliveryLog", "DeliveryMarks", "DeliveryTracker",
+__all__ = ["DeliveryLog", "DeliveryMarks", "DeliveryTracker",
            "JournalMark", "QuotaLog", "ServerScope", "TrackingJournal", "WindowMark",
-           "install_retention", "scopes_of"]
+           "install_retention", "scopes_of", "traces_delivered"]
 
 log = logging.getLogger("sunpm.store")
 
-#: Journal kinds each journal-fed stream delivers (as `exporters.views.render` selects them).
-JOURNAL_STREAM_KINDS: Final[Mapping[Stream, tuple[str, ...]]] = {
-    Stream.ALARM: ("alarm",),
-    Stream.PARAM: ("param",),
-    Stream.ACK: ("result",),
-    Stream.LOG: ("log",),
-}
 _MQTT_CHANNEL: Final = "mqtt"
 
 
@@ -193,11 +193,9 @@ class DeliveryTracker:
     calls it). The predicates read `marks` once per call and take no lock.
     """
 
-    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope], *,
-                 reducers: Mapping[str, Reducer] | None = None) -> None:
+    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope]) -> None:
         self._log = log
         self.scopes = tuple(scopes)
-        self._reducers = {**DEFAULT_REDUCERS, **OUTBOX_REDUCERS, **(reducers or {})}
         self._window_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams]
         self._journal_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams
                               if s in JOURNAL_STREAM_KINDS]
@@ -231,9 +229,9 @@ class DeliveryTracker:
         return self._marks.journal_delivered(seq_last, ts_max_ns)
 
     def state_body(self) -> dict[str, object]:
-        """The `state` event's body (store writer thread): the replayed state, the outbox's
-        delivery state included, so journal segments can go without losing it."""
-        return replay(self._log, self._reducers).to_body()
+        """The `state` event's body (store writer thread): the replayed state, its delivery
+        state included, so journal segments can go without losing it."""
+        return replay(self._log).to_body()
 
     # ----- keeping current
 
@@ -336,18 +334,10 @@ class DeliveryTracker:
 
     def _cursor_window(self, key: tuple[int, Stream], sd: StreamDelivery) -> WindowMark | None:
         """The cursor's window (pruning the delivered ones before it), or None."""
-        cursor = None
-        for index, window in enumerate(sd.windows):
-            if not sd.is_delivered(window):
-                break
-            cursor = index
-        if cursor is None:
+        window = sd.prune()
+        if window is None:
             return None
-        window = sd.windows[cursor]
-        end = window.spec.end_ns
-        sd.windows = sd.windows[cursor:]
-        sd.delivered = {d for d in sd.delivered if d[0] >= end}
-        self._progress.passed[key] = end
+        self._progress.passed[key] = window.spec.end_ns
         return WindowMark.of(window)
 
     def _stream_rows(self, key: tuple[int, Stream], start: int,
@@ -390,6 +380,21 @@ class DeliveryTracker:
                              min(pending) - 1 if pending else watermark)
 
 
+def traces_delivered(state: DeliveryState, file_servers: Iterable[int]) -> TraceDeliveredFn:
+    """`TraceStore.delete_delivered`'s predicate: a trace time is delivered once every file
+    server's LOG cursor (end of its last LOG window delivered whole) is past it.
+
+    With no file server, nothing counts as delivered: traces then go only by the cap.
+    """
+    cursors = [state.stream(slot, Stream.LOG).cursor_ns for slot in file_servers]
+    limit = None if not cursors or None in cursors else min(c for c in cursors if c is not None)
+
+    def delivered(interface: str, newest_ns: int) -> bool:
+        return limit is not None and newest_ns < limit
+
+    return delivered
+
+
 class TrackingJournal:
     """A `JournalLog` that tells a `DeliveryTracker` of each acknowledged `window` and
     `delivered` event, so the quota sees a delivery as soon as it is journaled."""
@@ -412,8 +417,7 @@ class TrackingJournal:
 
 
 def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
-                      mqtt_alarms: bool = True,
-                      reducers: Mapping[str, Reducer] | None = None) -> DeliveryTracker:
+                      mqtt_alarms: bool = True) -> DeliveryTracker:
     """Install on `store` the quota's delivery predicates and the `state` provider for the
     configured servers (blocking: reads the journal once). Give `tracker.journal_log(store)` to
     the outboxes and MQTT sessions, and run `tracker.run()` beside them.
@@ -421,8 +425,7 @@ def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
     With no data-receiving server any records segment may go (docs/behaviour.md §6); with no server
     getting journal events, any journal segment with a later `state` event.
     """
-    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms),
-                              reducers=reducers)
+    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms))
     tracker.refresh()
     store.set_delivery_predicates(tracker.records_delivered if tracker.receives_data else None,
                                 tracker.journal_delivered if tracker.gets_journal else None)

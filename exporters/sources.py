@@ -1,8 +1,6 @@
 """`sunpm export`'s job: the store opened read-only, the window source, a transport.
 
-The window source itself (`StoreSource`, `store_source` and their helpers) lives in
-`exporters.views.render`, so the offline re-export renders with the same code without importing
-the transports; it is re-exported here for the outbox's callers.
+The window source itself is `exporters.rendering.source`, shared with the offline re-export.
 """
 
 from __future__ import annotations
@@ -16,27 +14,11 @@ from typing import Any
 
 from config import load_site
 from config.model import ServerType
+from exporters.rendering.source import SourceError, StoreSource, store_source
 from exporters.transports import open_transport
-from exporters.views.render import (
-    INTERFACES,
-    NS,
-    ParseDefinition,
-    SiteViews,
-    SnapshotResolver,
-    SourceError,
-    StoreReader,
-    StoreSource,
-    ViewConfigAt,
-    gzip_with_text_sha,
-    membership_of,
-    store_source,
-)
-from exporters.views.windows import bounds_of
 from store.log import Log
 
-__all__ = ["INTERFACES", "NS", "ExportJob", "ParseDefinition", "SiteViews", "SnapshotResolver",
-           "SourceError", "StoreReader", "StoreSource", "ViewConfigAt", "bounds_of",
-           "gzip_with_text_sha", "membership_of", "open_export", "store_source"]
+__all__ = ["ExportJob", "open_export"]
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from config.errors import SunpmError
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.drivers._base import GoodReadings, RawValue, Reading, Readings
 from pipeline.drivers.modbus.codec import value_text
+from store.events import JsonValue, ParamRead
 from store.schema import RECORDS_SCHEMA
 
 NS_PER_S: Final = 1_000_000_000
@@ -109,15 +110,11 @@ class ParameterRead:
     values: Mapping[int, str | None]     # Index -> value text (docs/formats.md §9.3), None missing
     qualities: Mapping[int, Quality]
 
-    def journal_body(self) -> dict[str, object]:
-        """The `param` journal event's body, as `exporters.views.events.ParamRead` reads it:
-        every parameter's text by Index, and the quality of the missing ones only."""
-        body: dict[str, object] = {"values": {str(k): self.values[k] for k in sorted(self.values)}}
-        missing = {str(k): int(self.qualities[k]) for k in sorted(self.values)
-                   if self.values[k] is None}
-        if missing:
-            body["quality"] = missing
-        return body
+    def journal_body(self) -> dict[str, JsonValue]:
+        """The `param` journal event's body: every parameter's text by Index, and the quality
+        of the missing ones only."""
+        missing = {k: int(self.qualities[k]) for k in self.values if self.values[k] is None}
+        return ParamRead(values=self.values, quality=missing).to_fields()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -149,7 +149,7 @@ def _load_manifest(out: Path, uid: str) -> dict[str, str]:
 def ingest(tree: Path, out: Path, *, tz: str = "UTC",
            progress: Callable[[int], None] | None = None,
            on_total: Callable[[int], None] | None = None) -> IngestResult:
-    from store.fsio import write_file_durably
+    from fsio import write_file_durably
 
     if not tree.is_dir():
         raise IngestError(f"{tree}: not a directory")

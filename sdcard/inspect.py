@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from config.errors import SunpmError
-from exporters.views.journaled import DeliveryState
+from store.delivery import DeliveryState
 
 from .dump import Dump, finding_of
 from .scan import connect, definitions_table, journal_dataset, records_dataset

@@ -33,7 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from store.fsio import fsync_dir, write_file_durably
+from fsio import fsync_dir, write_file_durably
 
 log = logging.getLogger("sunpm.sdcard")
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 
 RECORDS_FILE: Final = "records.parquet"
 ALARMS_FILE: Final = "alarms.parquet"

@@ -3,7 +3,7 @@
 docs/behaviour.md §5.3 with the dump as the store: windows the server had built are rendered
 again whole from their journaled membership and snapshots (byte-identical to what was delivered);
 the rest of the range is cut at UTC midnights and at `--to`, as a session would have built it.
-The plan and the rendering are `exporters.views.backfill`'s, the same code as `sunpm export`
+The plan and the rendering are `exporters.rendering.backfill`'s, the same code as `sunpm export`
 and the live outbox; the configuration is the dump's own snapshot unless `--config` is given.
 """
 
@@ -15,11 +15,10 @@ from pathlib import Path
 
 from config.errors import SunpmError
 from config.model import ServerType
-from exporters.views.backfill import missing_records, plan_backfill, render_backfill
-from exporters.views.journaled import DeliveryState
-from exporters.views.render import store_source
-from exporters.views.windows import FILE_SERVER_STREAMS, Stream
-from store.fsio import write_file_durably
+from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
+from exporters.rendering.source import store_source
+from fsio import write_file_durably
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 
 from .dump import DefinitionReader, Dump
 

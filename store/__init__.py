@@ -15,7 +15,7 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from store.fsio import fsync_dir, write_file_durably, write_synced
+from store.events import Watermark
 from store.log import Log
 from store.options import (
     DeliveredFn,
@@ -24,10 +24,16 @@ from store.options import (
     JournalDeliveredFn,
     SeqRange,
     StoreOptions,
-    Watermark,
 )
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
-from store.state import DEFAULT_REDUCERS, GatewayState, JournalEvent, Reducer, replay
+from store.state import (
+    DEFAULT_REDUCERS,
+    GatewayState,
+    JournalEvent,
+    Reducer,
+    ReplayState,
+    replay,
+)
 from store.traces import (
     TRACE_INTERFACES,
     TraceDeliveredFn,
@@ -52,6 +58,7 @@ __all__ = [
     "JournalEvent",
     "Log",
     "Reducer",
+    "ReplayState",
     "ReportKind",
     "SeqRange",
     "SnapshotError",
@@ -70,8 +77,5 @@ __all__ = [
     "TraceStore",
     "UnknownTraceInterface",
     "Watermark",
-    "fsync_dir",
     "replay",
-    "write_file_durably",
-    "write_synced",
 ]

@@ -27,7 +27,8 @@ from store._segment import (
 from store._stream import Segment, Stream
 from store._work import Counters
 from store.errors import ReportKind, StoreReport
-from store.options import DeviceStats, Watermark
+from store.events import Watermark
+from store.options import DeviceStats
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
 log = logging.getLogger("sunpm.store")
@@ -64,7 +65,7 @@ class Readers(LogCore):
                            counters.evicted, counters.full or device in self._drops_to_hand)
 
     def watermark(self) -> Watermark:
-        return Watermark(dict(self._committed), self._journal_committed)
+        return Watermark(devices=dict(self._committed), journal=self._journal_committed)
 
     def records(self, device: str, *, start_ns: int | None = None, end_ns: int | None = None,
                 seq_from: int | None = None, seq_to: int | None = None) -> pa.Table:

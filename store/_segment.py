@@ -27,7 +27,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import fsio
+import fsio
 from store._ipc import (
     CONTINUATION,
     EOS,

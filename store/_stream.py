@@ -17,7 +17,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from store import fsio
+import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,

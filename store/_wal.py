@@ -31,7 +31,7 @@ from typing import Final
 
 import crc32c as _crc
 
-from store import fsio
+import fsio
 
 log = logging.getLogger("sunpm.store")
 

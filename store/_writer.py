@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from store import fsio
+import fsio
 from store._core import JOURNAL
 from store._ipc import frame_batch, schema_message
 from store._journal_gc import JournalGC

@@ -39,8 +39,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import fsio
 from store import _wal as wal
-from store import fsio, snapshots
+from store import snapshots
 from store._appends import Appends
 from store._core import JOURNAL
 from store._fsck import Fsck
@@ -172,8 +173,8 @@ class Log(Appends, Writer, Fsck):
 
     def set_state_provider(self, provider: Callable[[], Mapping[str, object]] | None) -> None:
         """Who writes `state` events when the journal's quota needs one (blocking, called on
-        the writer thread): typically `lambda: replay(log, reducers).to_body()` with the
-        outbox's reducers. None: nobody; the journal then grows past its quota."""
+        the writer thread): typically `lambda: replay(log).to_body()`, whose delivery state
+        the `state` event keeps. None: nobody; the journal then grows past its quota."""
         self._state_provider = provider
 
     def set_delivery_predicates(self, records: DeliveredFn | None,

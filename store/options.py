@@ -3,7 +3,7 @@ delivery predicates the outbox hands to the quota."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.model import FullPolicy as _ConfigFullPolicy
@@ -62,17 +62,6 @@ class SeqRange:
 
     def __len__(self) -> int:
         return max(0, self.last - self.first + 1)
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """Last committed sequence number per device (0: none yet) and of the journal."""
-
-    records: Mapping[str, int]
-    journal: int
-
-    def covers(self, device: str, seq: int) -> bool:
-        return seq <= self.records.get(device, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,9 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from store import fsio
+import fsio
+from fsio import fsync_dir, write_file_durably, write_synced
 from store.errors import SnapshotError
-from store.fsio import fsync_dir, write_file_durably, write_synced
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _PUT_LOCK = threading.Lock()

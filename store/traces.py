@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
 
+from fsio import fsync_dir
 from store.errors import (
     ReportKind,
     StoreClosedError,
@@ -39,7 +40,6 @@ from store.errors import (
     StoreReadOnlyError,
     StoreReport,
 )
-from store.fsio import fsync_dir
 from store.lockfile import take_lock
 
 __all__ = ["TRACE_INTERFACES", "TraceDeliveredFn", "TraceEntry", "TraceOptions", "TraceStats",

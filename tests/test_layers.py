@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("config", "store", "exporters", "pipeline", "sdcard")
+PACKAGES = ("fsio", "config", "store", "exporters", "pipeline", "sdcard")
 _LINT = "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 

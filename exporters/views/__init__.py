@@ -3,5 +3,5 @@
 One module per view; import the module you need (`from exporters.views import data`).
 """
 
-__all__ = ["ack", "alarm", "backfill", "context", "data", "events", "gz", "journaled", "log",
-           "mqtt", "names", "numbers", "render", "traces", "windows"]
+__all__ = ["ack", "alarm", "context", "data", "gz", "log", "mqtt", "names", "numbers", "traces",
+           "windows"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .events import Channel, CommandResult, JournalItem, JsonValue, dump_json
+from store.events import Channel, CommandResult, JournalItem, JsonValue, dump_json
 
 
 def file_results(items: Iterable[JournalItem]) -> list[CommandResult]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from config.model import DefinitionFile
+from store.events import DeviceAlarm, GatewayAlarm, JournalItem, alarm_from_body, def_file_name
 
 from .context import Dates, ViewConfig, ViewError
-from .events import DeviceAlarm, GatewayAlarm, JournalItem, alarm_from_body, def_file_name
 from .gz import gzip_bytes
 from .numbers import alarm_text as number_alarm_text
 from .numbers import clean_text

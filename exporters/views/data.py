@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.model import Action, DefinitionFile, Variable
+from store.events import JournalItem, ParamRead, def_file_name
 
 from ._records import Cells, Run, cells, recorded_variables, runs
 from .context import (
@@ -38,7 +39,6 @@ from .context import (
     device_order,
     interface_of,
 )
-from .events import JournalItem, ParamRead, def_file_name
 from .gz import gzip_chunks
 from .numbers import clean_text
 

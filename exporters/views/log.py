@@ -16,8 +16,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from store.events import SUNSPEC_CATEGORY, JournalItem, LogLine
+
 from .context import Dates, ViewConfig
-from .events import SUNSPEC_CATEGORY, JournalItem, LogLine
 from .gz import gzip_bytes
 
 _LINE_BREAKS: Final = re.compile(r"\r\n|\r|\n")

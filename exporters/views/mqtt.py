@@ -24,10 +24,7 @@ from typing import Final
 import pyarrow as pa
 
 from config.model import Action, DefinitionFile, Protocol, Variable
-
-from ._records import cells, is_text_variable, recorded_variables, runs
-from .context import Dates, ViewConfig, ViewError, definition_for, device_order, timestamp_ms
-from .events import (
+from store.events import (
     CommandResult,
     DeviceAlarm,
     GatewayAlarm,
@@ -37,6 +34,9 @@ from .events import (
     def_file_name,
     dump_json,
 )
+
+from ._records import cells, is_text_variable, recorded_variables, runs
+from .context import Dates, ViewConfig, ViewError, definition_for, device_order, timestamp_ms
 from .numbers import scaled_text
 
 _RESERVED: Final = frozenset({"date", "timestamp"})

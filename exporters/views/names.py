@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.events import Watermark
+from store.traces import TRACE_INTERFACES
+
 from .context import Interface
 
 NS_PER_S: Final = 1_000_000_000
 DAY_NS: Final = 86_400 * NS_PER_S
 
-TRACE_INTERFACES: Final = ("serial1", "serial2", "serial3", "ethernet", "io", "tic")
 
 DATA_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<interface>MODBUS|IO|TIC)"
                               r"(?P<param>_P)?_(?P<ts>[0-9]{6}_[0-9]{6})\.csv\.gz$")
@@ -111,18 +113,6 @@ def cut_of(session_start_ns: int) -> int:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Watermark:
-    """The store's watermark when a window was built: last committed record number per device,
-    last journal `seq` (-1: nothing)."""
-
-    devices: Mapping[str, int] = field(default_factory=dict)
-    journal: int = -1
-
-    def record_limit(self, device: str) -> int:
-        return self.devices.get(device, -1)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class WindowBounds:
     """A built window's end and watermark: all that its membership depends on."""
 
@@ -130,8 +120,8 @@ class WindowBounds:
     watermark: Watermark
 
 
-def _covered(ts: pa.Array, seq: pa.Array, end_ns: int, limit: int) -> pa.Array:
-    if limit < 0:
+def _covered(ts: pa.Array, seq: pa.Array, end_ns: int, limit: int | None) -> pa.Array:
+    if limit is None or limit < 0:
         return pa.array([False] * len(ts), pa.bool_())
     before = pc.less(ts.cast(pa.int64()), pa.scalar(end_ns, pa.int64()))
     return pc.and_(before, pc.less_equal(seq, pa.scalar(limit, pa.uint64())))
@@ -152,7 +142,7 @@ class _Limit:
     def __init__(self, device: str | None) -> None:
         self.device = device
 
-    def __call__(self, watermark: Watermark) -> int:
+    def __call__(self, watermark: Watermark) -> int | None:
         return watermark.journal if self.device is None else watermark.record_limit(self.device)
 
 
@@ -182,6 +172,6 @@ def member_window(ts_ns: int, seq: int, device: str | None,
     for position, window in enumerate(windows):
         limit = (window.watermark.journal if device is None
                  else window.watermark.record_limit(device))
-        if ts_ns < window.end_ns and seq <= limit:
+        if ts_ns < window.end_ns and limit is not None and seq <= limit:
             return position
     return None

@@ -9,24 +9,12 @@ Files come in the upload order of docs/behaviour.md §4.2 step 8 (`serial1`..`3`
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
 
-from store.traces import TRACE_INTERFACES, TraceDeliveredFn, TraceEntry
+from store.traces import TRACE_INTERFACES, TraceEntry
 
 from .context import Dates, ViewConfig
-from .journaled import DeliveryState
 from .log import frame_trace_line, io_trace_line, traces_file
 from .names import trace_file_name
-from .windows import Stream
-
-
-class TraceReader(Protocol):
-    """What a window source reads of `store.traces.TraceStore`."""
-
-    def entries(self, interface: str, *, start_ns: int | None = None,
-                end_ns: int | None = None) -> list[TraceEntry]: ...
-
-    def oldest_ns(self) -> int | None: ...
 
 
 def trace_line(entry: TraceEntry, dates: Dates) -> str:
@@ -67,27 +55,3 @@ def trace_files(by_interface: Mapping[str, Sequence[TraceEntry]], config: ViewCo
         if data is not None:
             out.append((name, data))
     return out
-
-
-def window_trace_texts(reader: TraceReader, after_end_ns: int | None, end_ns: int,
-                       config: ViewConfig) -> list[tuple[str, str]]:
-    """A LOG window's trace files: the lines timed in `[after_end_ns, end_ns)` (the window built
-    before it in the stream ends at `after_end_ns`; the first window takes all before its end)."""
-    by_interface = {i: reader.entries(i, start_ns=after_end_ns, end_ns=end_ns)
-                    for i in TRACE_INTERFACES}
-    return trace_texts(by_interface, config, end_ns)
-
-
-def traces_delivered(state: DeliveryState, file_servers: Iterable[int]) -> TraceDeliveredFn:
-    """`TraceStore.delete_delivered`'s predicate: a trace time is delivered once every file
-    server's LOG cursor (end of its last LOG window delivered whole) is past it.
-
-    With no file server, nothing counts as delivered: traces then go only by the cap.
-    """
-    cursors = [state.stream(slot, Stream.LOG).cursor_ns for slot in file_servers]
-    limit = None if not cursors or None in cursors else min(c for c in cursors if c is not None)
-
-    def delivered(interface: str, newest_ns: int) -> bool:
-        return limit is not None and newest_ns < limit
-
-    return delivered

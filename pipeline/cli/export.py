@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from exporters.views.backfill import BackfillFile, BackfillWindow
+    from exporters.rendering.backfill import BackfillFile, BackfillWindow
 
 
 def register(subparsers: Any) -> None:
@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
 async def _export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
     from exporters.sources import open_export
-    from exporters.views.backfill import missing_records, plan_backfill, render_backfill
-    from exporters.views.journaled import DeliveryState
-    from exporters.views.windows import FILE_SERVER_STREAMS, Stream, ns_to_datetime
+    from exporters.views.windows import ns_to_datetime
+    from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
@@ -136,7 +136,7 @@ async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from store.fsio import write_file_durably
+    from fsio import write_file_durably
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, data)

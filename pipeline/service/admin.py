@@ -30,19 +30,18 @@ from config import ScriptList, parse_scl, render_scl
 from config.errors import Problem, Severity, SunpmError
 from config.model import ServerType
 from config.scl_ini import ScriptEntry
-from exporters.views.backfill import plan_backfill, render_backfill
+from exporters.rendering.backfill import plan_backfill, render_backfill
+from exporters.rendering.source import store_source
 from exporters.views.context import Dates, ViewConfig
-from exporters.views.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
-from exporters.views.journaled import DeliveryState
 from exporters.views.log import log_text, one_line
-from exporters.views.render import store_source
 from exporters.views.traces import trace_line, trace_texts
-from exporters.views.windows import FILE_SERVER_STREAMS, Stream
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
 from pipeline.service.scripts import ScriptsPlugin
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
+from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
 from store.traces import TRACE_INTERFACES
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Gateway alarms the service raises, and the power alarms (docs/behaviour.md §8).
 
-Every alarm is an `alarm` journal event dated when it happened (exporters.views.events fixes the
+Every alarm is an `alarm` journal event dated when it happened (store.events fixes the
 body), then an alarm session with server 1 is asked for (the scheduler keeps those at most one per
 60 s). The power rules:
 
@@ -21,9 +21,9 @@ from typing import Final
 
 from config.errors import SunpmError
 from config.model import Device, Protocol
-from exporters.views.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.recorder import ValueChanged
+from store.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
 from store.log import Log
 from store.state import replay
 

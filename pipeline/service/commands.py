@@ -24,8 +24,8 @@ from typing import Final, Protocol
 
 from config.errors import SunpmError
 from exporters.session import Trigger
-from exporters.views.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
 from pipeline.clock import NS_PER_S, Clock
+from store.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
 from store.log import Log
 
 log = logging.getLogger("sunpm.command")

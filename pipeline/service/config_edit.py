@@ -28,7 +28,7 @@ from pathlib import Path
 
 from config import Problem, Severity, check_site
 from config.errors import SunpmError
-from exporters.session import apply_config_files
+from exporters.session.config_apply import apply_config_files
 
 __all__ = ["ChangeRejected", "apply_change", "check_change", "config_lock"]
 

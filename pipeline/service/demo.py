@@ -44,12 +44,12 @@ from config import load_site, parse_config_ini, render_config_ini, render_daq
 from config.defaults import default_files
 from config.model import Daq, Device
 from exporters.session import Trigger
+from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
-from store.fsio import write_file_durably
 
 log = logging.getLogger("sunpm.system")
 

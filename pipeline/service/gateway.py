@@ -42,23 +42,17 @@ from config import ConfigError, Site, check_site, load_site, parse_definition
 from config.defaults import default_files
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Stream
-from exporters.retention import DeliveryTracker, install_retention
-from exporters.session import (
-    FileServerSession,
-    MqttSession,
-    SessionResult,
-    Trigger,
-    local_config_files,
-    recover_config_apply,
-)
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
+from exporters.retention import DeliveryTracker, install_retention, traces_delivered
+from exporters.session import FileServerSession, MqttSession, SessionResult, Trigger
+from exporters.session.config_apply import recover_config_apply
+from exporters.session.config_sync import local_config_files
 from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
-from exporters.views.events import JournalItem, JsonValue
 from exporters.views.mqtt import alarm_message
-from exporters.views.render import store_source
-from exporters.views.traces import traces_delivered
 from exporters.views.windows import cut_of
+from fsio import write_file_durably
 from pipeline.clock import NS_PER_S, Clock, SystemClock
 from pipeline.drivers._base import DeviceError, RawValue
 from pipeline.drivers.io import IoDriver
@@ -76,8 +70,9 @@ from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
-from store.fsio import write_file_durably
+from store.events import JournalItem, JsonValue
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")

@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Final
 
-from exporters.views.events import Channel, CommandReceived
 from pipeline.service.commands import CommandExecutor
+from store.events import Channel, CommandReceived
 
 log = logging.getLogger("sunpm.command")
 

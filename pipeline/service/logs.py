@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from exporters.views.events import LogLevel, LogLine
+from store.events import LogLevel, LogLine
 from store.log import Log
 
 #: Lines waiting for the journal; beyond, the oldest go (a log storm never grows memory).

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from exporters.views.events import JsonValue
 from pipeline.scripts import PollerHost, ScriptError, ScriptRunner, site_scripts
 from pipeline.service.commands import CommandError
+from store.events import JsonValue
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway

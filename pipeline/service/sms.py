@@ -18,10 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from exporters.views.events import Channel, CommandReceived, JsonValue
+from fsio import write_file_durably
 from pipeline.clock import Clock
 from pipeline.service.commands import CommandExecutor
-from store.fsio import write_file_durably
+from store.events import Channel, CommandReceived, JsonValue
 
 log = logging.getLogger("sunpm.sms")
 

@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 
 from config import Site
 from config.model import DeviceKind
-from exporters.outbox import Outbox, Stream
-from exporters.retention import JOURNAL_STREAM_KINDS
+from exporters.outbox import Outbox
 from exporters.views.windows import split_range
 from pipeline.clock import NS_PER_S
+from store.delivery import JOURNAL_STREAM_KINDS, Stream
 from store.log import Log
 
 _INTERFACES = {DeviceKind.IO: "IO", DeviceKind.TIC: "TIC"}

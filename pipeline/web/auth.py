@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from store.fsio import fsync_dir
+from fsio import fsync_dir
 
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8

@@ -29,7 +29,8 @@ from typing import Final
 from config import check_site, parse_daq, render_daq
 from config.errors import Problem, Severity
 from config.model import Daq, Device
-from exporters.session import apply_config_files, local_config_files
+from exporters.session.config_apply import apply_config_files
+from exporters.session.config_sync import local_config_files
 from pipeline.service.config_edit import config_lock
 
 Locate = Callable[[Problem], str | None]

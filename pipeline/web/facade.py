@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
 from config.errors import Problem
 from config.model import Device, Quality, ServerType, Variable
-from exporters.views.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
@@ -59,6 +58,7 @@ from pipeline.web.editing import (
     device_values,
     text_problems,
 )
+from store.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from store.log import Log
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from typing import Any
 
 from aiohttp import web
 
-from exporters.views.events import Channel, CommandReceived
 from pipeline.service.admin import AdminError
 from pipeline.service.commands import CommandError
 from pipeline.web.common import facade, json_error, json_ok, page
@@ -33,6 +32,7 @@ from pipeline.web.operations import (
     integer,
     parse_time,
 )
+from store.events import Channel, CommandReceived
 
 routes = web.RouteTableDef()
 

@@ -23,9 +23,9 @@ from poller_runs import polling, wait_whole_second
 
 from config import Site, check_site, parse_config_ini, parse_daq, render_config_ini, render_daq
 from config.model import Device
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, SessionResult, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
 from pipeline.drivers._base import ReadPlan
 from pipeline.drivers.io import IoDriver, SimBackend
@@ -34,6 +34,7 @@ from pipeline.drivers.modbus.simulator import SimulatedDevice
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Event, PolledDevice, Poller, PollLink, link_name
 from pipeline.recorder import ParameterRead, Recorder
+from store.delivery import FILE_SERVER_STREAMS
 from store.log import Log
 
 NS = 1_000_000_000

@@ -30,9 +30,9 @@ from waiting import wait_until
 
 from config import load_site
 from config.model import Device
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
 from pipeline.drivers._base import LinkSettings
 from pipeline.drivers.io import IoDriver, SimBackend
@@ -40,6 +40,7 @@ from pipeline.drivers.tic import TicDriver, TicMode, TicReader
 from pipeline.poller import Poller
 from pipeline.recorder import Recorder
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS
 
 CAPTURE = Path(__file__).parents[1] / "test_pipeline" / "drivers" / "data" / "tic_historic.bin"
 ZONE = "UTC"

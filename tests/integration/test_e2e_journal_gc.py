@@ -1,6 +1,6 @@
 """Delivery state across journal garbage collection: the store deletes journal segments once a
-later `state` event holds the replayed state (the service's state provider replays with the
-outbox's reducers, exporters/README.md); the outbox of the next session must still know what was
+later `state` event holds the replayed state (the delivery state included: store/README.md);
+the outbox of the next session must still know what was
 delivered, so nothing is sent twice."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from e2e_support import NS, UID, edit_config, edit_daq, make_tree, sunpm
 
 from config import check_site, load_site
 from config.model import Device
-from exporters.outbox import FILE_SERVER_STREAMS, OUTBOX_REDUCERS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
 from store import Log, StoreOptions
-from store.state import DEFAULT_REDUCERS, replay
+from store.delivery import FILE_SERVER_STREAMS
+from store.state import replay
 
 IO_DEF = b"io;WebdynSunPM;Webdyn;ioSunPM\n1;1;1;1;;AI1;;1;0;mA;4\n"
 #: 2026-01-05 00:00 UTC.
@@ -70,9 +71,8 @@ async def test_nothing_is_sent_twice_after_the_journal_segments_holding_the_wind
                       "STORE_Path": str(tmp_path / "store")})
     options = StoreOptions(flush_s=0.005, journal_quota_bytes=20_000)
     async with await Log.open(tmp_path / "store", options) as log:
-        # What the service installs: state snapshots that keep the outbox's delivery state.
-        reducers = {**DEFAULT_REDUCERS, **OUTBOX_REDUCERS}
-        log.set_state_provider(lambda: replay(log, reducers).to_body())
+        # What the service installs: state snapshots, which keep the delivery state.
+        log.set_state_provider(lambda: replay(log).to_body())
         def_id = log.put_definition(f"{UID}_IO.csv", IO_DEF)
         await log.append_records("IO", records(def_id, [T0 + 600 * k for k in range(1, 7)]))
         await session(log, cfg, T0 + 3600)

@@ -32,15 +32,16 @@ from poller_runs import polling, wait_whole_second
 
 from config import load_site
 from config.model import Device
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import MqttSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import MessageTransport, open_transport
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import Poller
 from pipeline.recorder import Recorder
 from store import Log, StoreOptions
+from store.delivery import Stream
 
 ZONE = "Europe/Paris"
 TOPIC = "plant/data"

@@ -36,8 +36,8 @@ from peers import Broker, make_certs, run_peer
 from service_support import STOP_LIMIT_S, bad_log_lines, gunzip_folder, start, wait_until
 
 from config.model import Device
-from exporters.views.events import Channel, CommandResult, journal_items
 from pipeline.drivers.modbus.simulator import TcpSimulator
+from store.events import Channel, CommandResult, journal_items
 from store.log import Log
 from store.traces import TraceStore
 
@@ -313,4 +313,4 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         await log.close()
     # The same store goes on: record numbers continue from where the first run stopped.
     for device in ("1", "2", "3", "IO", "TIC1"):
-        assert after.records[device] > before.records[device] > 0, device
+        assert after.devices[device] > before.devices[device] > 0, device

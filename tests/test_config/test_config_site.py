@@ -165,3 +165,41 @@ def test_certificates_the_server_types_use_are_loaded(example_site: Callable[[],
     site = config.load_site(directory)
     assert site.files()["CERT/ca.pem"] == b"-----BEGIN CERTIFICATE-----\n"
     assert site.settings.servers[1].ca_file == "ca.pem"
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "expected.err"}
+
+
+@pytest.mark.parametrize("case", CASE_DIRS)
+def test_a_site_given_as_file_bytes_reads_as_its_directory(case: str) -> None:
+    directory = CASES / case
+    assert [str(p) for p in config.check_site_files(_tree(directory))] == \
+        [str(p) for p in config.check_site(directory)]
+
+
+def test_a_loaded_site_is_the_same_from_its_files(example_site: Callable[[], Path]) -> None:
+    directory = example_site()
+    site = config.load_site(directory)
+    from_files = config.load_site_files(_tree(directory), site.uid, directory=directory)
+    assert from_files == site
+    # Only what the site reads is in `loaded`: a stray file in the mapping changes nothing.
+    stray = config.load_site_files({**_tree(directory), "DEF/unused.csv": b"x"}, site.uid,
+                                   directory=directory)
+    assert stray == site
+
+
+def test_referenced_files_name_the_definitions_scripts_and_certificates() -> None:
+    files = {
+        "CONFIG/U_daq.csv": b"index;interface;name;address;acqPeriod(s);timeout(ms);"
+                            b"serialNumber;parameters;category;model;defFile\n"
+                            b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\n"
+                            b"bad row;;;;;;;;;;back\\slash.csv\n",
+        "CONFIG/U_scl.ini": b"SCRIPT_File[1]=limit.lua\n",
+        "CONFIG/U_config.ini": b"FTP_CaFile=/etc/sunpm/CERT/ca.pem\nMQTT_CertFile=\n",
+    }
+    assert config.site.referenced_files(files, "U") == [
+        ("DEF", "inv_small.csv", "daq.csv"), ("DEF", "back\\slash.csv", "daq.csv"),
+        ("SCRIPT", "limit.lua", "scl.ini"), ("CERT", "ca.pem", "config.ini")]
+    assert config.site.referenced_files({}, "U") == []

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.retention import DeliveryMarks, JournalMark, WindowMark
-from exporters.views.windows import Membership, PreviousWindow, Stream, WindowSpec
+from store.delivery import PreviousWindow, Stream, WindowSpec
+from store.events import Watermark
 
 
 @st.composite
@@ -25,7 +26,7 @@ def history(draw: st.DrawFn) -> tuple[list[tuple[int, int]], list[WindowSpec], i
         prev = None if not specs else PreviousWindow(end_ns=specs[-1].end_ns,
                                                       membership=specs[-1].membership)
         specs.append(WindowSpec(server=1, stream=Stream.DATA, start_ns=0, end_ns=end,
-                                membership=Membership(devices={"7": covered}), after=prev,
+                                membership=Watermark(devices={"7": covered}), after=prev,
                                 config="c"))
     return records, specs, draw(st.integers(0, n_windows))
 

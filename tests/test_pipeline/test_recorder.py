@@ -376,7 +376,7 @@ def test_with_clock_steps_record_times_only_increase_and_hold_only_their_polls(
 
 
 def test_parameter_and_change_events_give_the_bodies_the_views_read() -> None:
-    from exporters.views.events import DeviceAlarm, ParamRead, Source, dump_json
+    from store.events import DeviceAlarm, ParamRead, Source, dump_json
 
     rec = make(variables=((1, A8), (2, A1), (3, A9)))
     rec.feed(readings("1", at(1), {1: good("ABC"), 3: good(1)}))

@@ -34,12 +34,13 @@ from config.model import (
     SerialPort,
     Variable,
 )
-from exporters.outbox import FILE_SERVER_STREAMS, DeliveryState, Outbox, Stream
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
+from exporters.retention import traces_delivered
 from exporters.session import FileServerSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, open_transport
 from exporters.views.context import Dates
-from exporters.views.traces import trace_lines, traces_delivered
+from exporters.views.traces import trace_lines
 from pipeline.drivers.modbus.frames import crc16
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
@@ -48,6 +49,7 @@ from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, format_trace_line
 from pipeline.traces import TraceCapture, TraceCaptureError
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.traces import TraceEntry, TraceOptions, TraceStore
 
 UID = "WPMTEST01"

@@ -23,12 +23,13 @@ from typing import Final
 import pyarrow as pa
 
 from config import load_site
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import DirTransport
-from exporters.views.events import DeviceAlarm, GatewayAlarm, LogLevel, LogLine, Source
-from exporters.views.render import store_source
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS
+from store.events import DeviceAlarm, GatewayAlarm, LogLevel, LogLine, Source
 
 UID: Final = "WPMSD0001"
 NS: Final = 1_000_000_000

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from plant import NS, Plant, hashes, sunpm, tree_files
 
-from exporters.views.journaled import DeliveryState
 from sdcard.dump import open_dump
 from sdcard.reexport import reexport
+from store.delivery import DeliveryState
 
 COLUMNS = "device::VARCHAR AS device, time, var, name, unit, raw, scaled, min, max, text, " \
           "definition, def"

@@ -1,7 +1,7 @@
 """Power-loss states of a store, built from its recorded file operations (ALICE / CrashMonkey).
 
 A SIGKILL keeps the page cache, so it cannot tell whether fsync is called at all. Here the store
-runs on a real directory with `store.fsio` routed through `Recorder`, which logs every file
+runs on a real directory with `fsio` routed through `Recorder`, which logs every file
 operation (create, write, truncate, rename, unlink, mkdir, fsync of a file, fsync of a directory)
 and the workload's acknowledgements in one ordered trace. A crash state is the trace cut at some
 point and replayed onto an empty directory the way a disk may have kept it:
@@ -47,10 +47,13 @@ if __name__ == "__main__":
 import pyarrow as pa
 from records_util import T0, record
 
-from store import Log, StoreOptions, fsio
-from store.fsio import FileOps
+import fsio
+from fsio import FileOps
+from store import Log, StoreOptions
 
 SECTORS = (512, 4096)
+#: Frames that are no fsync site of their own: the durable-write helpers and this recorder.
+_NOT_SITES = (os.path.join("fsio", "__init__.py"), "powerloss.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,7 @@ class Recorder(FileOps):
     @staticmethod
     def _site() -> str:
         frame = sys._getframe(2)
-        while frame.f_code.co_filename.endswith(("fsio.py", "powerloss.py")):
+        while frame.f_code.co_filename.endswith(_NOT_SITES):
             assert frame.f_back is not None
             frame = frame.f_back
         return f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}:{frame.f_lineno}"
@@ -403,7 +406,7 @@ def record_workload(root: Path, seed: int, appends: int = 150) -> Trace:
                 pending.clear()
             if rng.random() < 0.05:
                 device = rng.choice(DEVICES)
-                upto = log.watermark().records.get(device, 0) - rng.randint(0, 10)
+                upto = log.watermark().devices.get(device, 0) - rng.randint(0, 10)
                 if upto > delivered.get(device, 0):
                     # Marked before the store may act on it: records up to `upto` may go.
                     recorder.mark("delivered", device, upto)

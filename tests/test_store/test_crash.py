@@ -148,7 +148,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) 
     async def final() -> None:
         async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
             for device in DEVICES:
-                before = log.watermark().records.get(device, 0)
+                before = log.watermark().devices.get(device, 0)
                 got = await log.append_records(device, record(T0 + 10**18, VARS, -1.0))
                 assert got.first == before + 1
 

@@ -102,8 +102,8 @@ async def test_injected_enospc_is_reported_and_recovered(tmp_path: Path,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data, offset)
 
-    # The store's file operations (store.fsio): the fault sits at their os.pwrite boundary.
-    monkeypatch.setattr("store.fsio.os.pwrite", pwrite)
+    # The store's file operations (fsio): the fault sits at their os.pwrite boundary.
+    monkeypatch.setattr("fsio.os.pwrite", pwrite)
 
     def fill() -> None:
         full["on"] = True
@@ -124,7 +124,7 @@ async def test_while_the_disk_fails_the_oldest_records_are_dropped_past_the_memo
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd, data, offset)
 
-    monkeypatch.setattr("store.fsio.os.pwrite", pwrite)
+    monkeypatch.setattr("fsio.os.pwrite", pwrite)
     one = record(T0, 20).get_total_buffer_size()
     options = StoreOptions(flush_s=0.01, max_pending_bytes=5 * one)
     async with await Log.open(tmp_path, options) as log:

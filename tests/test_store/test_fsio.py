@@ -1,4 +1,4 @@
-"""store.fsio: the durable write helpers the store, exporters and drivers share."""
+"""fsio: the durable write helpers the store, exporters and drivers share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from store.fsio import fsync_dir, write_file_durably, write_synced
+from fsio import fsync_dir, write_file_durably, write_synced
 
 
 def test_write_file_durably_replaces_whole_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pytest
 from records_util import DAY_NS, T0, record, records
 
+import fsio
 from store import (
     Log,
     ReportKind,
@@ -18,7 +19,6 @@ from store import (
     StoreLockedError,
     StoreOptions,
     StoreReadOnlyError,
-    fsio,
 )
 
 FAST = StoreOptions(flush_s=0.02)
@@ -30,10 +30,10 @@ async def test_appends_are_numbered_gap_free_per_device_and_survive_reopen(tmp_p
             log.append_records(dev, record(T0 + i * 10**9, first_value=i))
             for i in range(20) for dev in ("1", "2")])
         assert sorted((r.first, r.last) for r in results[::2]) == [(i, i) for i in range(1, 21)]
-        assert log.watermark().records == {"1": 20, "2": 20}
+        assert log.watermark().devices == {"1": 20, "2": 20}
     async with await Log.open(tmp_path, FAST) as log:
         assert log.reports == []
-        assert log.watermark().records == {"1": 20, "2": 20}
+        assert log.watermark().devices == {"1": 20, "2": 20}
         nxt = await log.append_records("1", record(T0 + 100 * 10**9))
         assert (nxt.first, nxt.last) == (21, 21)
         table = log.records("1")

@@ -165,7 +165,7 @@ async def _reopen_and_append(root: Path, damaged: bytes, last_seq: int) -> None:
         assert journaled == 0  # recovery events are journaled with the first commit
     async with await Log.open(root, StoreOptions(flush_s=0.01)) as log:
         assert [r for r in log.reports if r.kind is not ReportKind.DAMAGE] == []
-        assert log.watermark().records["1"] == got.last
+        assert log.watermark().devices["1"] == got.last
 
 
 @pytest.mark.parametrize("cut", [1, 7, 100])

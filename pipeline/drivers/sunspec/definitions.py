@@ -16,7 +16,7 @@ from typing import Final
 
 from config.decimal_text import plain_decimal
 from config.model import Protocol
-from store.fsio import write_file_durably
+from fsio import write_file_durably
 
 from ._models import HEADER_REGISTERS, PlacedPoint, layout, load_model, sf_resolver
 

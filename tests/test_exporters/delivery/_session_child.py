@@ -17,10 +17,11 @@ from pathlib import Path
 from delivery_support import DemoSource
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
 from store import Log, StoreOptions
+from store.delivery import Stream
 
 
 async def main(store_dir: Path, port: int, cut_s: int, pad_bytes: int) -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from exporters.outbox import Membership, Rendered, Stream, WindowSpec
-from exporters.sources import membership_of
 from exporters.views.gz import gzip_bytes
+from exporters.views.windows import Rendered
+from store.delivery import Stream, WindowSpec
+from store.events import Watermark
 from store.log import Log
 
 PEER = Path(__file__).with_name("_ftp_peer.py")
@@ -130,8 +131,8 @@ class DemoSource:
             return None
         return min(times) if times else None
 
-    def membership(self) -> Membership:
-        return membership_of(self._log.watermark())  # type: ignore[attr-defined]
+    def membership(self) -> Watermark:
+        return self._log.watermark()  # type: ignore[attr-defined, no-any-return]
 
     def config_snapshot(self, end_ns: int) -> str:
         return "demo"

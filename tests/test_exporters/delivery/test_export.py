@@ -17,16 +17,16 @@ from delivery_support import DAY, NS, T0, make_tree
 
 from config import load_site
 from config.model import ServerSettings
-from exporters.backfill import plan_backfill, render_backfill
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.backfill import plan_backfill, render_backfill
+from exporters.rendering.source import StoreSource, store_source
 from exporters.session import FileServerSession, Trigger
-from exporters.sources import store_source
 from exporters.transports import DirTransport
-from exporters.views.events import GatewayAlarm, LogLevel, LogLine
-from exporters.views.render import StoreSource
-from exporters.views.windows import Rendered, WindowSpec
+from exporters.views.windows import Rendered
 from pipeline.cli import main
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS, WindowSpec
+from store.events import GatewayAlarm, LogLevel, LogLine
 
 UID = "WPMTEST01"
 IO_DEF = (b"io;WebdynSunPM;Webdyn;ioSunPM\n"
@@ -202,7 +202,7 @@ async def test_export_is_refused_when_the_quota_deleted_records_of_the_range(
         tmp_path: Path) -> None:
     from delivery_support import records_batch
 
-    from exporters.backfill import missing_records
+    from exporters.rendering.backfill import missing_records
     from store import FullPolicy
     # Uncompressed sealed segments: their size, and so the days the quota holds, stays known.
     log = await Log.open(tmp_path / "store", StoreOptions(

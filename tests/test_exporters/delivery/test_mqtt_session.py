@@ -15,11 +15,12 @@ from peers import Broker
 from waiting import wait_until
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, MqttSession, Trigger
 from exporters.transports import MqttTransport, Timeouts
-from exporters.views.events import JournalItem
 from store import StoreIOError
+from store.delivery import Stream
+from store.events import JournalItem
 from store.log import Log
 
 H = 3600

@@ -1,4 +1,5 @@
-"""A re-export with `config`, `store` and `exporters.views` only gives the delivered bytes.
+"""A re-export with `config`, `store`, `fsio`, `exporters.views` and `exporters.rendering` only
+gives the delivered bytes.
 
 What the offline card re-export (`sdcard`, docs/architecture.md §2) will do: open the store
 read-only, replay the delivery state, plan and render the range. It runs in a fresh interpreter that
@@ -24,11 +25,10 @@ import asyncio, json, sys
 from pathlib import Path
 
 from config import load_site
-from exporters.views.backfill import plan_backfill, render_backfill
-from exporters.views.journaled import DeliveryState
-from exporters.views.render import store_source
-from exporters.views.windows import FILE_SERVER_STREAMS
-from store.log import Log
+from exporters.rendering.backfill import plan_backfill, render_backfill
+from exporters.rendering.source import store_source
+from store import Log
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState
 
 store_dir, cfg, out, start_ns, end_ns = sys.argv[1:6]
 
@@ -51,10 +51,11 @@ async def main() -> int:
         await log.close()
 
 written = asyncio.run(main())
-ours = ("config", "store", "exporters", "pipeline", "sdcard")
+ours = ("fsio", "config", "store", "exporters", "pipeline", "sdcard")
 foreign = sorted(m for m in sys.modules
                  if m.partition(".")[0] in ours and m != "exporters"
-                 and not m.startswith(("config", "store", "exporters.views")))
+                 and not m.startswith(("fsio", "config", "store", "exporters.views",
+                                       "exporters.rendering")))
 print(json.dumps({"written": written, "foreign": foreign}))
 """
 

@@ -11,9 +11,10 @@ import pytest
 from delivery_support import DAY, NS, T0, DemoSource, FtpPeer, file_timestamp, fill, record_lines
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import FtpTransport, Timeouts
+from store.delivery import Stream
 from store.log import Log
 
 UID = "WPMTEST01"
@@ -131,7 +132,7 @@ async def test_windows_built_before_a_failure_go_first_unchanged(
 
 
 def _summary(state: object) -> object:
-    from exporters.outbox import DeliveryState
+    from store.delivery import DeliveryState
     assert isinstance(state, DeliveryState)
     return {key: ([w.to_body() for w in sd.windows if not sd.is_delivered(w)],
                   sd.cursor_ns, sd.last_built.to_body() if sd.last_built else None,
@@ -142,14 +143,13 @@ def _summary(state: object) -> object:
 
 async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows(
         store: Log, ftp: FtpPeer, tmp_path: Path) -> None:
-    from exporters.outbox import OUTBOX_REDUCERS, DeliveryState, delivery_state_of
-    from store.state import DEFAULT_REDUCERS, replay
-    reducers = {**DEFAULT_REDUCERS, **OUTBOX_REDUCERS}
+    from store.delivery import DeliveryState
+    from store.state import replay
     await fill(store, T0, T0 + 4 * DAY)
     session = session_for(store, ftp, tmp_path)
     assert (await session.run(Trigger.SCHEDULE, started=at(T0 + DAY + 9 * H))).ok
     # A snapshot, then windows built but not delivered (server gone mid-session).
-    await store.write_state_snapshot(replay(store, reducers).to_body())
+    await store.write_state_snapshot(replay(store).to_body())
     ftp.stop()
     outbox = session._outbox
     state = outbox.state()
@@ -158,7 +158,7 @@ async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows
                                    state.stream(1, planned.stream).last_built)
         state.reduce("window", built.to_body(), built.seq)
     full = DeliveryState.from_table(store.journal(kinds=["window", "delivered"]))
-    from_snapshot = delivery_state_of(replay(store, reducers))
+    from_snapshot = replay(store).delivery
     assert _summary(from_snapshot) == _summary(full)
     assert len(full.stream(1, Stream.ALARM).pending()) + len(
         full.stream(1, Stream.DATA).pending()) == 3

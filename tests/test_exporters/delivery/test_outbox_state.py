@@ -8,18 +8,17 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.outbox import (
-    DAY_NS,
+from exporters.views.windows import DAY_NS, split_range
+from store.delivery import (
     BuiltWindow,
     DeliveryState,
-    Membership,
     OutboxFile,
     PreviousWindow,
     Stream,
     WindowSpec,
     delivered_body,
-    split_range,
 )
+from store.events import Watermark
 
 H = 3_600 * 1_000_000_000
 MON = 1_612_137_600 * 1_000_000_000  # 2021-02-01 00:00 UTC, a Monday
@@ -28,7 +27,7 @@ MON = 1_612_137_600 * 1_000_000_000  # 2021-02-01 00:00 UTC, a Monday
 def _window(end: int, files: list[str], start: int = 0, server: int = 1,
             stream: Stream = Stream.DATA) -> BuiltWindow:
     spec = WindowSpec(server=server, stream=stream, start_ns=start, end_ns=end,
-                      membership=Membership(devices={"1": end // H}, journal=7), after=None,
+                      membership=Watermark(devices={"1": end // H}, journal=7), after=None,
                       config="cfg")
     return BuiltWindow(spec=spec, files=tuple(
         OutboxFile(name=n, directory="/DATA", size=10, sha256="a", text_sha256="b")
@@ -61,7 +60,7 @@ def test_window_body_round_trips_through_json() -> None:
     built = _window(MON + 10 * H, ["x.csv.gz"], start=MON)
     spec = built.spec
     after = WindowSpec(server=1, stream=Stream.ALARM, start_ns=1, end_ns=2,
-                       membership=Membership(devices={"2": 5}, journal=9),
+                       membership=Watermark(devices={"2": 5}, journal=9),
                        after=PreviousWindow(end_ns=1, membership=spec.membership), config="c")
     again = BuiltWindow(spec=after, files=built.files)
     for w in (built, again):
@@ -105,7 +104,7 @@ def test_every_item_belongs_to_exactly_one_window_once_covered(
     specs = []
     after = None
     for end, mark in zip(ends, marks, strict=True):
-        m = Membership(devices={"d": mark}, journal=mark)
+        m = Watermark(devices={"d": mark}, journal=mark)
         spec = WindowSpec(server=1, stream=Stream.DATA, start_ns=0, end_ns=end, membership=m,
                           after=after, config="")
         specs.append(spec)

@@ -22,7 +22,7 @@ from delivery_support import NS, DemoSource, FtpPeer, file_timestamp, make_tree
 from peers import Broker
 
 from config.model import ServerSettings, ServerType
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox, Rendered, Stream, WindowSpec
+from exporters.outbox import Outbox
 from exporters.retention import (
     DeliveryTracker,
     QuotaLog,
@@ -37,9 +37,11 @@ from exporters.transports import (
     Timeouts,
     TransportError,
 )
-from exporters.views.events import Channel, CommandResult, JournalItem
 from exporters.views.gz import gzip_bytes
+from exporters.views.windows import Rendered
 from store import FullPolicy, Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS, Stream, WindowSpec
+from store.events import Channel, CommandResult, JournalItem
 
 UID = "WPMTEST01"
 QUOTA = 40_000            # segments seal at 5,000 bytes

@@ -17,9 +17,11 @@ from delivery_support import DAY, T0, DemoSource, FtpPeer, fill, ftp_peer, make_
 from config import check_site
 from config.defaults import default_files
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
-from exporters.session import CollectingHandler, FileServerSession, Trigger, sha256_hex
+from exporters.outbox import Outbox
+from exporters.session import CollectingHandler, FileServerSession, Trigger
+from exporters.session.config_sync import sha256_hex
 from exporters.transports import FtpTransport, Timeouts
+from store.delivery import Stream
 from store.log import Log
 
 UID = "WPMTEST01"

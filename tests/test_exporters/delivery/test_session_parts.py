@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporters.session import (
-    apply_config_files,
-    parse_command_file,
-    parse_command_message,
-    recover_config_apply,
-    referenced_files,
-)
-from exporters.views.events import Channel, CommandReceived, CommandResult
+from exporters.session.commands import parse_command_file, parse_command_message
+from exporters.session.config_apply import apply_config_files, recover_config_apply
+from exporters.session.config_sync import referenced_files
+from store.events import Channel, CommandReceived, CommandResult
 
 SPEC_FILE = b"""[
   {"rpcName": "sunpm.getParameters", "callerId": "c-0001"},
@@ -88,8 +84,10 @@ def test_any_bytes_give_entries_never_an_exception(data: bytes) -> None:
 
 def test_referenced_files_come_from_daq_scl_and_config() -> None:
     files = {
-        "CONFIG/U_daq.csv": b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\nIO;;Io;;;;;;;;U_IO.csv\n",
-        "CONFIG/U_scl.ini": b"SCRIPT_1=limit.lua\n",
+        "CONFIG/U_daq.csv": b"index;interface;name;address;acqPeriod(s);timeout(ms);serialNumber;"
+                            b"parameters;category;model;defFile\n"
+                            b"1;192.168.1.2;inv;1;600;1000;;;;;inv_small.csv\nIO;;Io;;;;;;;;U_IO.csv\n",
+        "CONFIG/U_scl.ini": b"SCRIPT_File[1]=limit.lua\n",
         "CONFIG/U_config.ini": b"FTP_CaFile=/etc/sunpm/CERT/ca.pem\nMQTT_CertFile=\n",
     }
     assert referenced_files(files, "U") == ["DEF/inv_small.csv", "DEF/U_IO.csv",

@@ -27,12 +27,13 @@ from real_servers import REAL_SERVERS, RealServer, real_server, require
 
 from config import check_site, load_site
 from config.model import ServerSettings
-from exporters.outbox import FILE_SERVER_STREAMS, Outbox
+from exporters.outbox import Outbox
+from exporters.rendering.source import store_source
 from exporters.session import CollectingHandler, FileServerSession, SessionResult, Trigger
-from exporters.sources import store_source
 from exporters.transports import FileTransport, Timeouts, open_transport
-from exporters.views.events import GatewayAlarm
 from store import Log, StoreOptions
+from store.delivery import FILE_SERVER_STREAMS
+from store.events import GatewayAlarm
 
 UID = "WPMTEST01"
 TREE = ("CONFIG", "DEF", "SCRIPT", "CERT", "DATA", "CMD", "ALARM", "LOG", "BIN")

@@ -27,10 +27,11 @@ from delivery_support import DemoSource
 
 from config import check_site
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, FileServerSession, Trigger
 from exporters.transports import FileTransport, Timeouts, open_transport
 from store import Log, StoreOptions
+from store.delivery import Stream
 
 
 class _Lines(logging.Handler):

@@ -16,15 +16,10 @@ from peers import Broker
 
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
-from exporters.session import (
-    CMD_MAX_DEPTH,
-    CollectingHandler,
-    MqttSession,
-    parse_command_file,
-    parse_command_message,
-)
+from exporters.session import CollectingHandler, MqttSession
+from exporters.session.commands import CMD_MAX_DEPTH, parse_command_file, parse_command_message
 from exporters.transports import MqttTransport, Timeouts
-from exporters.views.events import CommandReceived, CommandResult
+from store.events import CommandReceived, CommandResult
 from store.log import Log
 
 _JSON = st.recursive(

@@ -13,9 +13,10 @@ from hostile_support import CUT_S, UID, Site
 
 from config.errors import Problem
 from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox, Stream
+from exporters.outbox import Outbox
 from exporters.session import FileServerSession, Trigger
 from exporters.transports import DirTransport
+from store.delivery import Stream
 from store.log import Log
 
 

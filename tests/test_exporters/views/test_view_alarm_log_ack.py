@@ -10,17 +10,6 @@ from _views_site import DEFINITIONS, IO, TIC, Golden, config, journal, ns
 from exporters.views.ack import ack_file, ack_text
 from exporters.views.alarm import alarm_file, alarm_text
 from exporters.views.context import Dates, ViewError
-from exporters.views.events import (
-    Channel,
-    CommandResult,
-    DeviceAlarm,
-    GatewayAlarm,
-    JournalItem,
-    LogLevel,
-    LogLine,
-    Source,
-    journal_items,
-)
 from exporters.views.gz import HEADER
 from exporters.views.log import (
     RECEIVED,
@@ -33,6 +22,17 @@ from exporters.views.log import (
     traces_file,
 )
 from exporters.views.names import alarm_file_name, log_file_name
+from store.events import (
+    Channel,
+    CommandResult,
+    DeviceAlarm,
+    GatewayAlarm,
+    JournalItem,
+    LogLevel,
+    LogLine,
+    Source,
+    journal_items,
+)
 
 DELTA = "0" * 64 + ":MODBUS_DELTA_M88H-COM1.20-Sunspec.csv"
 

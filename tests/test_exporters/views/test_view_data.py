@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from exporters.views.context import Interface, ViewError
 from exporters.views.data import data_file, data_text, param_file, param_text
-from exporters.views.events import ParamRead, journal_items
 from exporters.views.gz import HEADER
 from exporters.views.names import data_file_name
 from exporters.views.numbers import format_float32, format_float64
+from store.events import ParamRead, journal_items
 
 END = ns("2021-02-05 09:15:00")
 

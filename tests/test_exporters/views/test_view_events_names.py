@@ -11,26 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporters.views.context import Dates, Interface, ViewError, timestamp_ms
-from exporters.views.events import (
-    Channel,
-    CommandReceived,
-    CommandResult,
-    DeviceAlarm,
-    EventBodyError,
-    GatewayAlarm,
-    JsonValue,
-    LogLevel,
-    LogLine,
-    ParamRead,
-    Source,
-    alarm_from_body,
-    journal_items,
-)
 from exporters.views.names import (
     DATA_NAME,
     DAY_NS,
     NS_PER_S,
-    Watermark,
     WindowBounds,
     ack_file_name,
     alarm_file_name,
@@ -45,6 +29,22 @@ from exporters.views.names import (
     split_window,
     sunspec_log_file_name,
     trace_file_name,
+)
+from store.events import (
+    Channel,
+    CommandReceived,
+    CommandResult,
+    DeviceAlarm,
+    EventBodyError,
+    GatewayAlarm,
+    JsonValue,
+    LogLevel,
+    LogLine,
+    ParamRead,
+    Source,
+    Watermark,
+    alarm_from_body,
+    journal_items,
 )
 
 texts = st.text(max_size=30)

@@ -25,14 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporters.views.context import ViewError
-from exporters.views.events import (
-    Channel,
-    CommandResult,
-    DeviceAlarm,
-    GatewayAlarm,
-    Source,
-    journal_items,
-)
 from exporters.views.mqtt import (
     alarm_message,
     data_documents,
@@ -40,7 +32,16 @@ from exporters.views.mqtt import (
     result_message,
     split_documents,
 )
-from exporters.views.names import NS_PER_S, Watermark, WindowBounds, select_records
+from exporters.views.names import NS_PER_S, WindowBounds, select_records
+from store.events import (
+    Channel,
+    CommandResult,
+    DeviceAlarm,
+    GatewayAlarm,
+    Source,
+    Watermark,
+    journal_items,
+)
 
 
 def _window_ending_0855() -> dict[str, pa.Table]:

@@ -9,15 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exporters.rendering.source import window_trace_texts
+from exporters.retention import traces_delivered
 from exporters.views.context import ViewConfig
-from exporters.views.journaled import DeliveryState
-from exporters.views.traces import (
-    trace_files,
-    trace_text,
-    trace_texts,
-    traces_delivered,
-    window_trace_texts,
-)
+from exporters.views.traces import trace_files, trace_text, trace_texts
+from store.delivery import DeliveryState
 from store.traces import TRACE_INTERFACES, TraceEntry, TraceStore
 
 PARIS = ZoneInfo("Europe/Paris")

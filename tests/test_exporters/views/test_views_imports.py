@@ -1,14 +1,14 @@
-"""`exporters.views` imports `config`, `store` and itself only (docs/architecture.md §2).
+"""`exporters.views` and `exporters.rendering` import `config`, `store` and themselves only
+(docs/architecture.md §2).
 
 The offline re-export (`sdcard`) may import nothing else of ours, and it shares the window
-planning and rendering of the views package with the outbox and `sunpm export`; a view module
-that pulled in the outbox, a session, a transport or the live gateway would break that rule.
-Each module is imported in a fresh interpreter and `sys.modules` inspected after it.
+planning and rendering (`exporters.rendering`) and the views with the outbox and `sunpm export`;
+a module that pulled in the outbox, a session, a transport or the live gateway would break that
+rule. Each module is imported in a fresh interpreter and `sys.modules` inspected after it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import pkgutil
 import subprocess
@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
+import exporters.rendering
 import exporters.views
 
 ROOT = Path(__file__).resolve().parents[3]
 
 #: Our top-level packages; anything else in `sys.modules` is the standard library or a dependency.
-OURS = ("config", "store", "exporters", "pipeline", "sdcard")
+OURS = ("fsio", "config", "store", "exporters", "pipeline", "sdcard")
 
 _PROBE = """
 import importlib, json, sys
 ours = {ours!r}
-allowed = ("config", "store", "exporters.views")
+allowed = {allowed!r}
 def foreign():
     out = []
     for name in sys.modules:
@@ -49,10 +50,15 @@ print(json.dumps(found))
 """
 
 
-def foreign_imports(modules: list[str]) -> dict[str, list[str]]:
+VIEWS = ("fsio", "config", "store", "exporters.views")
+RENDERING = (*VIEWS, "exporters.rendering")
+
+
+def foreign_imports(modules: list[str], allowed: tuple[str, ...] = RENDERING
+                    ) -> dict[str, list[str]]:
     """Per module (imported in this order), the modules of ours outside `config`, `store` and
     `exporters.views` its import brought in."""
-    code = _PROBE.format(ours=OURS, modules=modules)
+    code = _PROBE.format(ours=OURS, modules=modules, allowed=allowed)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -60,24 +66,26 @@ def foreign_imports(modules: list[str]) -> dict[str, list[str]]:
     return result
 
 
-def views_modules() -> list[str]:
-    return sorted(f"exporters.views.{m.name}"
-                  for m in pkgutil.iter_modules(exporters.views.__path__))
+def modules_of(package: object) -> list[str]:
+    name = package.__name__  # type: ignore[attr-defined]
+    return sorted(f"{name}.{m.name}" for m in pkgutil.iter_modules(package.__path__))  # type: ignore[attr-defined]
 
 
-def test_views_package_lists_the_window_modules() -> None:
-    modules = views_modules()
-    for name in ("windows", "journaled", "render", "backfill", "names"):
-        assert f"exporters.views.{name}" in modules
+def test_views_hold_no_store_reader_and_rendering_holds_the_window_source() -> None:
+    views = modules_of(exporters.views)
+    for name in ("journaled", "render", "backfill", "events"):
+        assert f"exporters.views.{name}" not in views
+    assert {"exporters.rendering.source", "exporters.rendering.backfill"} <= set(
+        modules_of(exporters.rendering))
 
 
 def test_no_views_module_imports_outbox_session_transports_or_pipeline() -> None:
-    found = foreign_imports(["exporters.views", *views_modules()])
+    found = foreign_imports(["exporters.views", *modules_of(exporters.views)], VIEWS)
     assert found == {}, f"exporters.views may import config, store and itself only: {found}"
 
 
-@pytest.mark.parametrize("module", ["exporters.views.backfill", "exporters.views.render"])
-def test_backfill_planning_and_rendering_alone_stay_inside_views(module: str) -> None:
+@pytest.mark.parametrize("module", ["exporters.rendering.backfill", "exporters.rendering.source"])
+def test_backfill_planning_and_rendering_alone_stay_inside_views_and_rendering(module: str) -> None:
     # Imported first and alone, as `sunpm sd reexport` would.
     assert foreign_imports([module]) == {}
 
@@ -86,38 +94,3 @@ def test_the_probe_sees_a_forbidden_import() -> None:
     # The sources module wires transports: the probe must report them, or it proves nothing.
     found = foreign_imports(["exporters.sources"])
     assert "exporters.transports" in found.get("exporters.sources", [])
-
-
-#: Names that moved into `exporters.views`, by the old module that still re-exports them.
-MOVED = {
-    "exporters.outbox": {
-        "exporters.views.windows": ["DAY_NS", "FILE_SERVER_STREAMS", "MQTT_STREAMS", "NS_PER_S",
-                                    "BuiltWindow", "Membership", "OutboxFile", "PreviousWindow",
-                                    "Rendered", "Stream", "WindowSource", "WindowSpec", "cut_of",
-                                    "delivered_body", "event_delivered_body", "ns_to_datetime",
-                                    "split_range"],
-        "exporters.views.journaled": ["EXTRA_KEY", "OUTBOX_REDUCERS", "DeliveryState",
-                                      "StreamDelivery", "delivery_state_of", "reduce_outbox"],
-    },
-    "exporters.sources": {
-        "exporters.views.render": ["INTERFACES", "NS", "SiteViews", "SnapshotResolver",
-                                   "SourceError", "StoreReader", "StoreSource",
-                                   "gzip_with_text_sha", "membership_of", "store_source"],
-        "exporters.views.windows": ["bounds_of"],
-    },
-    "exporters.backfill": {
-        "exporters.views.backfill": ["BackfillError", "BackfillFile", "BackfillWindow",
-                                     "RecordReader", "missing_records", "plan_backfill",
-                                     "render_backfill"],
-        "exporters.views.windows": ["split_backfill"],
-    },
-}
-
-
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_old_modules_re_export_the_moved_names_as_the_same_objects(old: str) -> None:
-    old_module = importlib.import_module(old)
-    for new, names in MOVED[old].items():
-        new_module = importlib.import_module(new)
-        for name in names:
-            assert getattr(old_module, name) is getattr(new_module, name), f"{old}.{name}"

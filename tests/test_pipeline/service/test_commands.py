@@ -14,16 +14,16 @@ import pytest
 from waiting import wait_until
 
 from exporters.session import Trigger
-from exporters.views.events import (
+from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.service.commands import CommandError, CommandExecutor
+from store import Log, StoreOptions
+from store.events import (
     Channel,
     CommandReceived,
     CommandResult,
     JsonValue,
     journal_items,
 )
-from pipeline.clock import NS_PER_S, ManualClock
-from pipeline.service.commands import CommandError, CommandExecutor
-from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

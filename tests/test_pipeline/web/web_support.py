@@ -18,12 +18,12 @@ import httpx
 from config import parse_config_ini, render_config_ini, render_daq
 from config.defaults import default_files
 from config.model import Daq, Device
+from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, DemoInverter
 from pipeline.service.gateway import Gateway
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
-from store.fsio import write_file_durably
 
 UID = "WEBTEST01"
 START_LIMIT_S = 30.0

@@ -2,11 +2,9 @@
 
 `StoreSource` selects a window's members (records by device and `seq`, journal events by `seq`;
 docs/behaviour.md §5.1 step 4), loads the definition and configuration snapshots they name from the
-store, and hands them to the views. It reads the store (and a stored configuration snapshot
-laid out in scratch space, `SiteViews`) and nothing else: the live outbox and the
-re-exports (`sunpm export`, the offline card re-export) render a window with the same code, so a
-re-export gives the bytes of the original upload. It adapts two neighbours whose shapes it does
-not own: the store's watermark (`membership_of`) and its snapshot getters.
+store, and hands them to the views. It reads the store and nothing else, and writes nothing: the
+live outbox and the re-exports (`sunpm export`, the offline card re-export) render a window with
+the same code, so a re-export gives the bytes of the original upload.
 
 Imports `config`, `store` and `exporters.views` only (docs/architecture.md §2, `sdcard`).
 """
@@ -15,30 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import Site, load_site, parse_definition
+from config import Site, load_site_files, parse_definition
 from config.errors import SunpmError
 from config.model import DefinitionFile, ServerSettings
-from store.snapshots import config_hash
-
-from . import ack as ack_view
-from . import alarm as alarm_view
-from . import log as log_view
-from . import mqtt as mqtt_view
-from . import traces as traces_view
-from .context import Interface, ViewConfig
-from .data import data_text_chunks, param_text_chunks
-from .events import JournalItem, journal_items
-from .gz import gzip_chunks
-from .names import (
+from exporters.views import ack as ack_view
+from exporters.views import alarm as alarm_view
+from exporters.views import log as log_view
+from exporters.views import mqtt as mqtt_view
+from exporters.views import traces as traces_view
+from exporters.views.context import Interface, ViewConfig
+from exporters.views.data import data_text_chunks, param_text_chunks
+from exporters.views.gz import gzip_chunks
+from exporters.views.names import (
     ack_file_name,
     alarm_file_name,
     data_file_name,
@@ -48,7 +41,11 @@ from .names import (
     select_records,
     sunspec_log_file_name,
 )
-from .windows import Membership, Rendered, Stream, WindowSpec, bounds_of
+from exporters.views.windows import Rendered, bounds_of
+from store.delivery import JOURNAL_STREAM_KINDS, Stream, WindowSpec
+from store.events import JournalItem, Watermark, journal_items
+from store.snapshots import config_hash
+from store.traces import TRACE_INTERFACES, TraceEntry
 
 NS: Final = 1_000_000_000
 INTERFACES: Final = (Interface.MODBUS, Interface.IO, Interface.TIC)
@@ -56,22 +53,6 @@ INTERFACES: Final = (Interface.MODBUS, Interface.IO, Interface.TIC)
 
 class SourceError(SunpmError):
     """A window cannot be built from the store."""
-
-
-def membership_of(watermark: object) -> Membership:
-    """Our `Membership` from the store's watermark (attributes or a mapping)."""
-    if isinstance(watermark, Membership):
-        return watermark
-    if isinstance(watermark, Mapping):
-        devices = watermark.get("devices", {})
-        journal = watermark.get("journal", -1)
-    else:
-        devices = getattr(watermark, "devices", None)
-        if devices is None:
-            devices = getattr(watermark, "records", {})
-        journal = getattr(watermark, "journal", -1)
-    return Membership(devices={str(k): int(v) for k, v in dict(devices).items()},
-                      journal=-1 if journal is None else int(journal))
 
 
 def gzip_with_text_sha(chunks: Iterable[str]) -> tuple[bytes, str] | None:
@@ -92,6 +73,24 @@ def gzip_with_text_sha(chunks: Iterable[str]) -> tuple[bytes, str] | None:
     return (data, digest.hexdigest()) if seen else None
 
 
+class TraceReader(Protocol):
+    """What a window source reads of `store.traces.TraceStore`."""
+
+    def entries(self, interface: str, *, start_ns: int | None = None,
+                end_ns: int | None = None) -> list[TraceEntry]: ...
+
+    def oldest_ns(self) -> int | None: ...
+
+
+def window_trace_texts(reader: TraceReader, after_end_ns: int | None, end_ns: int,
+                       config: ViewConfig) -> list[tuple[str, str]]:
+    """A LOG window's trace files: the lines timed in `[after_end_ns, end_ns)` (the window built
+    before it in the stream ends at `after_end_ns`; the first window takes all before its end)."""
+    by_interface = {i: reader.entries(i, start_ns=after_end_ns, end_ns=end_ns)
+                    for i in TRACE_INTERFACES}
+    return traces_view.trace_texts(by_interface, config, end_ns)
+
+
 class StoreReader(Protocol):
     """What the source reads of `store.Log`."""
 
@@ -101,7 +100,7 @@ class StoreReader(Protocol):
 
     def journal(self, *, kinds: Sequence[str] | None = None) -> pa.Table: ...
 
-    def watermark(self) -> object: ...
+    def watermark(self) -> Watermark: ...
 
     def get_definition(self, snapshot_id: str) -> bytes: ...
 
@@ -140,7 +139,7 @@ class StoreSource:
 
     def __init__(self, *, log: StoreReader, server: ServerSettings, view_config: ViewConfigAt,
                  parse_definition: ParseDefinition, snapshots: SnapshotResolver,
-                 traces: traces_view.TraceReader | None = None) -> None:
+                 traces: TraceReader | None = None) -> None:
         self._log = log
         self._traces = traces
         self._server = server
@@ -158,7 +157,7 @@ class StoreSource:
                 table = self._log.records(dev)
                 if table.num_rows:
                     times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
-        kinds = _JOURNAL_KINDS.get(stream)
+        kinds = JOURNAL_STREAM_KINDS.get(stream)
         if kinds:
             table = self._log.journal(kinds=list(kinds))
             if table.num_rows:
@@ -167,8 +166,8 @@ class StoreSource:
             times.extend(t for t in [self._traces.oldest_ns()] if t is not None)
         return min(times) if times else None
 
-    def membership(self) -> Membership:
-        return membership_of(self._log.watermark())
+    def membership(self) -> Watermark:
+        return self._log.watermark()
 
     def config_snapshot(self, end_ns: int) -> str:
         return self._snapshots.at(self._log, end_ns)
@@ -194,7 +193,7 @@ class StoreSource:
         if spec.stream is Stream.LOG and self._traces is not None:
             # Frame traces go after the gateway and SunSpec logs (docs/behaviour.md §4.2 step 8).
             after = None if spec.after is None else spec.after.end_ns
-            for name, text in traces_view.window_trace_texts(self._traces, after, stamp, config):
+            for name, text in window_trace_texts(self._traces, after, stamp, config):
                 built = gzip_with_text_sha([text])
                 if built is not None:
                     out.append(Rendered(name=name, directory="/LOG", data=built[0],
@@ -231,7 +230,7 @@ class StoreSource:
         return select_records(table, device, window, previous)
 
     def _events(self, spec: WindowSpec) -> list[JournalItem]:
-        kinds = _JOURNAL_KINDS.get(spec.stream, ())
+        kinds = JOURNAL_STREAM_KINDS.get(spec.stream, ())
         window, previous = bounds_of(spec)
         return journal_items(select_journal(self._log.journal(kinds=list(kinds)), window,
                                             previous))
@@ -254,12 +253,6 @@ class StoreSource:
         return out
 
 
-_JOURNAL_KINDS: Final[Mapping[Stream, tuple[str, ...]]] = {
-    Stream.ALARM: ("alarm",),
-    Stream.PARAM: ("param",),
-    Stream.ACK: ("result",),
-    Stream.LOG: ("log",),
-}
 
 
 def _render_journal_stream(stream: Stream, items: list[JournalItem],
@@ -296,8 +289,7 @@ class SiteViews:
 
     A snapshot stored in the store (`config/<hash>/`) is loaded from there, so a window renders
     with the settings in force when it was built; the running site stands in for a snapshot the
-    store does not hold. The configuration loader reads a directory, so a stored snapshot is
-    laid out in a temporary one first: the only writing here, and to scratch space only.
+    store does not hold.
     """
 
     def __init__(self, log: Any, site: Site, slot: int) -> None:
@@ -317,14 +309,7 @@ class SiteViews:
                 files = self._log.get_config(snapshot)
             except SunpmError:
                 return self._cache[self.running]
-            with tempfile.TemporaryDirectory(prefix="sunpm-snapshot-") as tmp:
-                # A snapshot of all defaults holds no file; CONFIG/ still makes it a site.
-                (Path(tmp) / "CONFIG").mkdir()
-                for rel, data in files.items():
-                    path = Path(tmp) / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                self._cache[snapshot] = self._of(load_site(Path(tmp), self._site.uid))
+            self._cache[snapshot] = self._of(load_site_files(files, self._site.uid))
         return self._cache[snapshot]
 
 
@@ -333,7 +318,7 @@ def _parse_definition(data: bytes, name: str) -> DefinitionFile:
 
 
 def store_source(log: Any, site: Site, slot: int, *,
-                 traces: traces_view.TraceReader | None = None) -> StoreSource:
+                 traces: TraceReader | None = None) -> StoreSource:
     """The window source of server `slot` over a store, for sessions and backfills alike;
     `traces` (the store's `TraceStore`) adds the frame trace files to LOG windows."""
     views = SiteViews(log, site, slot)

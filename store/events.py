@@ -1,14 +1,16 @@
-"""Journal event bodies the views read: `alarm`, `param`, `log`, `command`, `result`.
+"""What every package trades in: journal event kinds, their bodies, and the store's watermark.
 
-The store keeps each event's `body` as an opaque string; this module fixes its fields. The gateway
-writes bodies with `to_body()`, the views read them with `from_body()`. A body is compact JSON
-(UTF-8, unescaped, keys in the order below, optional keys left out when empty), so the same event
-always gives the same string.
+The store keeps each event's `body` as an opaque string (compact JSON); this module fixes the
+fields of every kind that more than one package writes or reads. Writers build bodies with
+`to_body()` (or `to_fields()`, the same fields as a mapping for `Log.append_journal`), readers
+parse them with `from_body()`. A body is compact JSON (UTF-8, unescaped, keys in the order below,
+optional keys left out when empty), so the same event always gives the same string. The `window`
+and `delivered` bodies and the one delivery state replayed from them are in `store.delivery`.
 
 The time of an event is the journal row's `ts` (UTC ns), never a body field: an alarm is journaled
 with the time it is dated at (a `Power OFF` after an unclean stop carries the last heartbeat's
 time), a `param` event with the time its last answer arrived, a `log` event with the time the line
-was logged. Window membership (`names.py`) and every view use that one time.
+was logged. Window membership and every view use that one time.
 
 Fields, per kind (JSON key: meaning):
 
@@ -42,6 +44,11 @@ journal order = execution order):
     callerId string, integer or null
     result   any JSON (success), or
     error    one line, at most 500 characters (failure); exactly one of the two is present
+`sync`: a configuration file exchanged with a file server (`SyncedFile`):
+    server, file (tree path, `CONFIG/<uid>_daq.csv`), sha256
+`config`: the configuration applied: snapshot (the store's configuration hash), origin, files
+`window`, `delivered`: `store.delivery`
+`state`: `store.state.GatewayState.to_body()`, the replayed state, so older segments can go
 """
 
 from __future__ import annotations
@@ -50,17 +57,53 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import pyarrow as pa
 
 from config.errors import SunpmError
 
 JsonValue: TypeAlias = (
-    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+    bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 )
 
 CallerId: TypeAlias = str | int | None
+
+#: Every journal kind (docs/architecture.md §1).
+KINDS: Final = ("alarm", "heartbeat", "param", "command", "result", "config", "sync", "window",
+                "delivered", "scriptdata", "log", "storage", "state")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watermark:
+    """How far the store had committed: per device the last record `seq`, and the journal's.
+
+    Sequence numbers start at 1, so 0 (an empty journal) covers nothing; a device the
+    watermark does not name had nothing committed. A `window` event keeps the watermark it was
+    built at (`to_body`), which fixes its membership.
+    """
+
+    devices: Mapping[str, int] = field(default_factory=dict)
+    journal: int = 0
+
+    def record_limit(self, device: str) -> int | None:
+        """The last record `seq` covered, None when the device had nothing committed."""
+        return self.devices.get(device)
+
+    def covers_record(self, device: str, seq: int) -> bool:
+        limit = self.devices.get(device)
+        return limit is not None and seq <= limit
+
+    def covers_event(self, seq: int) -> bool:
+        return seq <= self.journal
+
+    def to_body(self) -> dict[str, object]:
+        return {"devices": dict(sorted(self.devices.items())), "journal": self.journal}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Watermark:
+        devices = {str(k): int(v) for k, v in dict(body.get("devices") or {}).items()}
+        return cls(devices=devices, journal=int(body.get("journal", 0)))
 
 
 class EventBodyError(SunpmError, ValueError):
@@ -129,13 +172,16 @@ class GatewayAlarm:
     subject: str | None = None
     text: str | None = None
 
-    def to_body(self) -> str:
+    def to_fields(self) -> dict[str, JsonValue]:
         data: dict[str, JsonValue] = {"source": Source.GATEWAY.value, "alarm": self.alarm}
         if self.subject is not None:
             data["subject"] = self.subject
         if self.text is not None:
             data["text"] = self.text
-        return dump_json(data)
+        return data
+
+    def to_body(self) -> str:
+        return dump_json(self.to_fields())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,12 +194,15 @@ class DeviceAlarm:
     value: str
     is_text: bool = False
 
-    def to_body(self) -> str:
+    def to_fields(self) -> dict[str, JsonValue]:
         data: dict[str, JsonValue] = {"source": self.source.value, "name": self.name,
                                       "var": self.var, "value": self.value}
         if self.is_text:
             data["text"] = True
-        return dump_json(data)
+        return data
+
+    def to_body(self) -> str:
+        return dump_json(self.to_fields())
 
 
 AlarmBody: TypeAlias = GatewayAlarm | DeviceAlarm
@@ -186,12 +235,15 @@ class ParamRead:
     values: Mapping[int, str | None]
     quality: Mapping[int, int] = field(default_factory=dict)
 
-    def to_body(self) -> str:
+    def to_fields(self) -> dict[str, JsonValue]:
         values: dict[str, JsonValue] = {str(k): self.values[k] for k in sorted(self.values)}
         data: dict[str, JsonValue] = {"values": values}
         if self.quality:
             data["quality"] = {str(k): self.quality[k] for k in sorted(self.quality)}
-        return dump_json(data)
+        return data
+
+    def to_body(self) -> str:
+        return dump_json(self.to_fields())
 
     @classmethod
     def from_body(cls, body: str) -> ParamRead:
@@ -231,9 +283,12 @@ class LogLine:
     category: str
     message: str
 
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"level": self.level.value, "category": self.category,
+                          "message": self.message}
+
     def to_body(self) -> str:
-        return dump_json({"level": self.level.value, "category": self.category,
-                          "message": self.message})
+        return dump_json(self.to_fields())
 
     @classmethod
     def from_body(cls, body: str) -> LogLine:
@@ -261,9 +316,12 @@ class CommandReceived:
     parameters: Mapping[str, JsonValue] = field(default_factory=dict)
     caller_id: CallerId = None
 
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"channel": self.channel.value, "rpcName": self.rpc_name,
+                          "parameters": dict(self.parameters), "callerId": self.caller_id}
+
     def to_body(self) -> str:
-        return dump_json({"channel": self.channel.value, "rpcName": self.rpc_name,
-                          "parameters": dict(self.parameters), "callerId": self.caller_id})
+        return dump_json(self.to_fields())
 
     @classmethod
     def from_body(cls, body: str) -> CommandReceived:
@@ -296,14 +354,17 @@ class CommandResult:
             return {"error": self.error, "callerId": self.caller_id}
         return {"result": self.result, "callerId": self.caller_id}
 
-    def to_body(self) -> str:
+    def to_fields(self) -> dict[str, JsonValue]:
         data: dict[str, JsonValue] = {"channel": self.channel.value, "rpcName": self.rpc_name,
                                       "callerId": self.caller_id}
         if self.error is not None:
             data["error"] = self.error
         else:
             data["result"] = self.result
-        return dump_json(data)
+        return data
+
+    def to_body(self) -> str:
+        return dump_json(self.to_fields())
 
     @classmethod
     def from_body(cls, body: str) -> CommandResult:
@@ -320,6 +381,29 @@ class CommandResult:
                    rpc_name=_opt_str(kind, data, "rpcName"),
                    result=data.get("result"),
                    error=_str(kind, data, "error") if has_error else None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncedFile:
+    """A configuration file both sides hold the same bytes of, after a session (`sync`)."""
+
+    server: int
+    file: str           # tree path: CONFIG/<uid>_daq.csv, DEF/<name>, SCRIPT/<name>
+    sha256: str
+
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"server": self.server, "file": self.file, "sha256": self.sha256}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, object]) -> SyncedFile:
+        kind = "sync"
+        server = data.get("server")
+        if not isinstance(server, int) or isinstance(server, bool):
+            raise EventBodyError(kind, "'server' must be an integer")
+        file, sha = data.get("file"), data.get("sha256")
+        if not isinstance(file, str) or not isinstance(sha, str):
+            raise EventBodyError(kind, "'file' and 'sha256' must be strings")
+        return cls(server=server, file=file, sha256=sha)
 
 
 # --------------------------------------------------------------------------- journal rows

@@ -1,10 +1,13 @@
-"""Durable file writes, and the one place where the store changes files on disk.
+"""Durable file writes, for every room: the store, the exporters' outbox and sessions, the
+drivers' SunSpec model cache, the offline card writers. A leaf: imports nothing of ours, so any
+room may import it (docs/architecture.md §2).
 
 A rename is only durable once the directory holding the entry is fsynced, and a file's bytes only
 once the file is; without both, a power cut can leave an empty or missing file behind a rename
 that already looked done. Blocking: call through `asyncio.to_thread` from the loop.
 
-Every write, truncate, create, rename, unlink, mkdir and fsync the store does goes through the
+It is also the one place where the store changes files on disk: every write, truncate, create,
+rename, unlink, mkdir and fsync the store does goes through the
 `FileOps` installed here (`install`): the real system calls by default, a recorder in the
 power-loss tests (tests/test_store/powerloss.py), which rebuilds the states a power cut may leave from
 the recorded operations. Code that changes store files with `os.*` directly escapes those tests.

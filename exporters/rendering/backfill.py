@@ -18,19 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.errors import SunpmError
-
-from .journaled import DeliveryState
-from .windows import (
-    BuiltWindow,
-    Membership,
-    PreviousWindow,
-    Rendered,
-    Stream,
-    WindowSource,
-    WindowSpec,
-    ns_to_datetime,
-    split_backfill,
-)
+from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_backfill
+from store.delivery import BuiltWindow, DeliveryState, PreviousWindow, Stream, WindowSpec
+from store.events import Watermark
 
 
 class BackfillError(SunpmError):
@@ -85,7 +75,7 @@ def missing_records(log: RecordReader, start_ns: int, end_ns: int) -> list[str]:
 def plan_backfill(state: DeliveryState, source: WindowSource, *, server: int,
                   streams: Sequence[Stream], start_ns: int, end_ns: int) -> list[BackfillWindow]:
     """Windows covering `[start, end)`, oldest first (equal ends in stream order)."""
-    now: Membership | None = None
+    now: Watermark | None = None
     plan: list[BackfillWindow] = []
     for stream in streams:
         sd = state.stream(server, stream)

@@ -1,0 +1,159 @@
+"""Commands from a server: the command file of docs/formats.md §12.1 and the command-topic
+messages of §14.4, read strictly and never raising (docs/behaviour.md §4.5), and where they go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+from exporters.outbox import JournalLog
+from store.events import Channel, CommandReceived, CommandResult
+
+CMD_MAX_BYTES: Final = 1 << 20          # docs/formats.md §12.1
+#: Commands in one file or message (**Decision**, docs/spec-notes.md): 1 MiB of `{}` would
+#: otherwise be 300,000 results to journal and send back.
+CMD_MAX_ENTRIES: Final = 1000
+#: How deep parameters may nest (**Decision**): deeper JSON would not survive being journaled
+#: again (the encoder recurses) and no command needs it.
+CMD_MAX_DEPTH: Final = 32
+_MAX_INT_DIGITS: Final = 30
+
+
+#: One entry of a command file or message: the command, or the error result its entry gave.
+CommandEntry = CommandReceived | CommandResult
+
+
+class CommandHandler(Protocol):
+    """Where received commands go; the gateway service implements it (docs/behaviour.md §7).
+
+    `submit` queues and returns: results are journaled by the handler as `result` events and go
+    up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
+    """
+
+    async def submit(self, commands: Sequence[CommandReceived]) -> None: ...
+
+
+class _Unreadable(ValueError):
+    """Why a command document cannot be used, worded after `<file>: invalid JSON: `."""
+
+
+def _reject_constant(name: str) -> object:
+    raise _Unreadable(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Unreadable(f"a number of more than {_MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unreadable(f"{text[:20]} is out of range")
+    return value
+
+
+def _depth_exceeds(doc: object, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (node.values() if isinstance(node, dict) else
+                    node if isinstance(node, list) else None)
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
+    """(document, None) or (None, the error text) for command JSON from a server or a broker:
+    strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
+    ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
+    try:
+        doc = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant,
+                         parse_int=_bounded_int, parse_float=_finite_float)
+    except UnicodeDecodeError as err:
+        return None, f"{where}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8"
+    except json.JSONDecodeError as err:
+        return None, f"{where}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+    except _Unreadable as err:
+        return None, f"{where}: invalid JSON: {err}"
+    except RecursionError:
+        return None, f"{where}: invalid JSON: nested deeper than {CMD_MAX_DEPTH} levels"
+    except ValueError as err:  # what else the decoder may refuse; one line, bounded
+        return None, f"{where}: invalid JSON: {' '.join(str(err).split())[:200]}"
+    if _depth_exceeds(doc, CMD_MAX_DEPTH):
+        return None, f"{where}: invalid JSON: nested deeper than {CMD_MAX_DEPTH} levels"
+    return doc, None
+
+
+def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
+    """The entries of `/CMD/<uid>_cmd.json` in file order; unreadable ones as error results worded
+    as docs/formats.md §12.1. Never raises, whatever the bytes."""
+    def fail(text: str) -> list[CommandEntry]:
+        return [CommandResult(channel=Channel.FILE, caller_id=None, error=text)]
+
+    if len(data) > CMD_MAX_BYTES:
+        return fail(f"{file_name}: larger than 1 MiB; not executed")
+    doc, problem = _load_command_json(data, file_name)
+    if problem is not None:
+        return fail(problem)
+    entries = doc if isinstance(doc, list) else [doc]
+    if len(entries) > CMD_MAX_ENTRIES:
+        return fail(f"{file_name}: more than {CMD_MAX_ENTRIES} commands; not executed")
+    return [_command_entry(entry, f"{file_name}: entry {k}: ", Channel.FILE)
+            for k, entry in enumerate(entries, start=1)]
+
+
+def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
+    """A command-topic message (docs/formats.md §14.4): one object, errors without `entry <k>: `.
+    Never raises, whatever the bytes."""
+    def fail(text: str) -> CommandEntry:
+        return CommandResult(channel=Channel.MQTT, caller_id=None, error=text)
+
+    if len(payload) > CMD_MAX_BYTES:
+        return fail(f"{topic}: larger than 1 MiB; not executed")
+    doc, problem = _load_command_json(payload, topic)
+    if problem is not None:
+        return fail(problem)
+    if isinstance(doc, list):
+        return fail(f"{topic}: one command object per message, got an array")
+    return _command_entry(doc, f"{topic}: ", Channel.MQTT)
+
+
+def _command_entry(entry: object, prefix: str, channel: Channel) -> CommandEntry:
+    if not isinstance(entry, dict):
+        return CommandResult(channel=channel, caller_id=None, error=f"{prefix}not a command object")
+    caller = entry.get("callerId")
+    if caller is not None and (isinstance(caller, bool) or not isinstance(caller, (str, int))):
+        return CommandResult(channel=channel, caller_id=None,
+                             error=f"{prefix}callerId must be a string or an integer")
+    rpc = entry.get("rpcName")
+    if not isinstance(rpc, str):
+        return CommandResult(channel=channel, caller_id=caller,
+                             error=f"{prefix}rpcName is missing")
+    params = entry.get("parameters", {})
+    return CommandReceived(channel=channel, rpc_name=rpc, caller_id=caller,
+                           parameters=params if isinstance(params, dict) else {})
+
+
+class CollectingHandler:
+    """A CommandHandler that keeps what it is given and answers each with "OK"."""
+
+    def __init__(self, log: JournalLog) -> None:
+        self._log = log
+        self.received: list[CommandReceived] = []
+
+    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+        for command in commands:
+            self.received.append(command)
+            result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                                   rpc_name=command.rpc_name, result="OK")
+            await self._log.append_journal("result", result.to_fields())

@@ -1,0 +1,287 @@
+"""Configuration sync with a file server (docs/behaviour.md §4.2 steps 2-5): each file decided
+against the SHA-256 last exchanged (`sync` events), the server's candidates validated laid over a
+copy of the running configuration and applied all or nothing (`config_apply`), what changed
+locally uploaded.
+
+The server is semi-trusted (docs/behaviour.md §4.5): each download has its cap by folder, the set
+fetched is bounded as a whole, names a configuration file gives are fetched only when plain file
+names, and a server `config.ini` changing a local-only key is rejected whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from config import load_site
+from config.config_ini import local_only_changes
+from config.errors import Problem, Severity
+from config.model import ServerSettings
+from config.site import referenced_files as config_references
+from exporters.outbox import JournalLog
+from exporters.transports._base import (
+    DownloadTooLarge,
+    FileTransport,
+    TransportError,
+    is_plain_name,
+    size_text,
+)
+from store.events import SyncedFile
+from store.state import synced_files
+
+from .commands import CMD_MAX_BYTES
+from .config_apply import apply_config_files
+from .outcome import Counts, refused
+
+log = logging.getLogger("sunpm.session")
+config_log = logging.getLogger("sunpm.config")
+
+# docs/behaviour.md §4.5 (hostile server): the cap of each file a session fetches, by tree folder.
+DOWNLOAD_CAPS: Final = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "CMD": CMD_MAX_BYTES,
+                        "DEF": 4 << 20, "CERT": 64 << 10}
+#: The whole configuration set fetched in one session (**Decision**, docs/spec-notes.md): each
+#: file has its cap, but a daq.csv naming thousands of definition files must not fill memory.
+CONFIG_SET_MAX_BYTES: Final = 16 << 20
+CONFIG_SUFFIXES: Final = ("config.ini", "daq.csv", "var.ini", "scl.ini")
+
+#: Validates a configuration directory: every warning and error (config.check_site).
+Validator = Callable[[Path], Sequence[Problem]]
+
+#: Called once a configuration set is applied, with the relative paths written.
+ConfigApplied = Callable[[Sequence[str]], Awaitable[None]]
+
+
+@runtime_checkable
+class ConfigSnapshots(Protocol):
+    """A store that keeps configuration snapshots (`store.Log`)."""
+
+    def put_config(self, files: Mapping[str, bytes]) -> str: ...
+
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
+    """The configuration a file server mirrors: CONFIG's four files, DEF and SCRIPT.
+
+    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`). CERT is read from
+    the server only (docs/formats.md §3).
+    """
+    files: dict[str, bytes] = {}
+    for suffix in CONFIG_SUFFIXES:
+        path = config_dir / "CONFIG" / f"{uid}_{suffix}"
+        if path.is_file():
+            files[f"CONFIG/{path.name}"] = path.read_bytes()
+    for sub in ("DEF", "SCRIPT"):
+        folder = config_dir / sub
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.endswith((".new", ".part")):
+                    files[f"{sub}/{path.name}"] = path.read_bytes()
+    return files
+
+
+def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
+    """Tree paths of the DEF, SCRIPT and CERT files the candidate CONFIG files name
+    (`config.site.referenced_files`).
+
+    Only chooses what to fetch; whether the set is valid is `config`'s to say. A name that is not
+    a plain file name (a NUL or control character, over 255 bytes, `\\`...) is refused here,
+    before any path is built of it (docs/behaviour.md §4.5); validation then finds it missing.
+    """
+    wanted: list[str] = []
+    for folder, name, source in config_references(files, uid):
+        if is_plain_name(name):
+            wanted.append(f"{folder}/{name}")
+        else:
+            shown = name if len(name) <= 40 else name[:37] + "..."
+            config_log.error("%s_%s: %r is not a plain file name; not fetched", uid, source,
+                             shown)
+    return list(dict.fromkeys(wanted))
+
+
+def last_synced(log: JournalLog, server: int) -> dict[str, str]:
+    """Per tree path, the SHA-256 last exchanged with `server` (`sync` events, and the `sync`
+    section of `state` events, which outlives the segments holding older `sync` events)."""
+    return synced_files(log, server)
+
+
+class ConfigSync:
+    """Steps 2-5 of a file server's session: server 1 both ways, server 2 uploads only."""
+
+    def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
+                 log: JournalLog, config_dir: Path, validate: Validator | None = None,
+                 config_applied: ConfigApplied | None = None) -> None:
+        self.settings = settings
+        self.server = settings.slot
+        self.uid = uid
+        self._transport = transport
+        self._log = log
+        self._config_dir = config_dir
+        self._validate = validate
+        self._config_applied = config_applied
+
+    async def run(self, counts: Counts) -> None:
+        """Fetch (server 1), decide each file against the last sync, apply, upload."""
+        local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
+        synced = await asyncio.to_thread(last_synced, self._log, self.server)
+        remote: dict[str, bytes] = {}
+        if self.server == 1:
+            remote = await self._fetch_configuration(local, counts)
+        uploads: dict[str, bytes] = {}
+        candidates: dict[str, bytes] = {}
+        agreed: dict[str, str] = {}
+        for rel in sorted(set(local) | set(remote)):
+            here, there = local.get(rel), remote.get(rel)
+            last = synced.get(rel)
+            if there is None:
+                if here is not None and (self.server == 2 or rel.split("/")[0] != "CERT") \
+                        and sha256_hex(here) != last:
+                    uploads[rel] = here
+                continue
+            there_sha = sha256_hex(there)
+            if here is not None and sha256_hex(here) == there_sha:
+                if last != there_sha:
+                    agreed[rel] = there_sha
+                continue
+            if there_sha == last:
+                if here is not None:
+                    uploads[rel] = here
+                continue
+            if here is not None and sha256_hex(here) != last and last is not None:
+                log.warning("server %d: %s changed on both sides; the server's copy replaces the "
+                            "local one", self.server, rel)
+            candidates[rel] = there
+        if candidates:
+            await self._apply(candidates, agreed)
+        for rel, sha in agreed.items():
+            await self._log.append_journal(
+                "sync", SyncedFile(server=self.server, file=rel, sha256=sha).to_fields())
+        await self._upload_configuration(uploads, counts)
+
+    async def _fetch_configuration(self, local: Mapping[str, bytes],
+                                   counts: Counts) -> dict[str, bytes]:
+        remote: dict[str, bytes] = {}
+        try:
+            listing = {f.name for f in await self._transport.list("/CONFIG")}
+        except TransportError as err:
+            refused(err, counts)
+            return remote
+        budget = [CONFIG_SET_MAX_BYTES]
+        for suffix in CONFIG_SUFFIXES:
+            name = f"{self.uid}_{suffix}"
+            source = name
+            if suffix == "scl.ini" and name not in listing and f"{self.uid}_sci.ini" in listing:
+                source = f"{self.uid}_sci.ini"
+            elif name not in listing:
+                continue
+            data = await self._fetch_capped(f"/CONFIG/{source}", budget)
+            if data is not None:
+                remote[f"CONFIG/{name}"] = data
+        merged = {**local, **remote}
+        for rel in referenced_files(merged, self.uid):
+            if await self._transport.size(f"/{rel}") is not None:
+                data = await self._fetch_capped(f"/{rel}", budget)
+                if data is not None:
+                    remote[rel] = data
+        return remote
+
+    async def _fetch_capped(self, path: str, budget: list[int]) -> bytes | None:
+        """A configuration file under its folder's cap and what is left of the set's budget;
+        None (logged) when it passes either: that file is not used, the rest goes on."""
+        cap = DOWNLOAD_CAPS[path.split("/")[1]]
+        name = path.rsplit("/", 1)[-1]
+        cap = min(cap, budget[0])
+        try:
+            data = await self._transport.download(path, max_bytes=cap)
+        except DownloadTooLarge as err:
+            if err.max_bytes < DOWNLOAD_CAPS[path.split("/")[1]]:
+                config_log.error("%s: the configuration set passes %s; not used", name,
+                                 size_text(CONFIG_SET_MAX_BYTES))
+            else:
+                config_log.error("%s: larger than %s; not used", name, size_text(err.max_bytes))
+            return None
+        budget[0] -= len(data)
+        return data
+
+    async def _apply(self, candidates: Mapping[str, bytes], agreed: dict[str, str]) -> None:
+        try:
+            problems = await asyncio.to_thread(self._check_candidates, candidates)
+        except Exception:  # noqa: BLE001 - the one top-level guard of server-sent configuration
+            # A validator fault on a server's bytes would end every session the same way while
+            # the files stay on the server: rejected, logged with its trace, the session goes on.
+            config_log.exception("configuration from server %d could not be checked; "
+                                 "configuration rejected; running configuration unchanged",
+                                 self.server)
+            return
+        names = {rel: rel.rsplit("/", 1)[-1] for rel in candidates}
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        for problem in problems:
+            config_log.log(logging.ERROR if problem.severity is Severity.ERROR
+                           else logging.WARNING, "%s", problem)
+        if errors:
+            for name in names.values():
+                n = sum(1 for p in errors if os.path.basename(p.file) == name)
+                config_log.error("%s rejected; errors: %d; running configuration unchanged",
+                                 name, n)
+            return
+        await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        await self._journal_snapshot(sorted(candidates))
+        for rel, name in names.items():
+            n = sum(1 for p in problems if os.path.basename(p.file) == name)
+            config_log.info("%s applied; warnings: %d", name, n)
+            agreed[rel] = sha256_hex(candidates[rel])
+        if self._config_applied is not None:
+            await self._config_applied(sorted(candidates))
+
+    async def _journal_snapshot(self, files: Sequence[str]) -> None:
+        """Store the configuration now in force and journal it (`config` event), so windows
+        ending from now on render with it (docs/behaviour.md §5.1 step 4)."""
+        if not isinstance(self._log, ConfigSnapshots):
+            return
+        log_ = self._log
+        site = await asyncio.to_thread(load_site, self._config_dir, self.uid)
+        snapshot = await asyncio.to_thread(log_.put_config, site.files())
+        await self._log.append_journal("config", {"snapshot": snapshot,
+                                                  "origin": f"server {self.server}",
+                                                  "files": list(files)}, commit_now=True)
+
+    def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
+        """Validate the running configuration with the candidates laid over it, in a copy."""
+        local_only: list[Problem] = []
+        config_ini = f"CONFIG/{self.uid}_config.ini"
+        if config_ini in candidates:
+            running = self._config_dir / config_ini
+            local_only = local_only_changes(running.read_bytes() if running.is_file() else b"",
+                                            candidates[config_ini], running.name)
+        if self._validate is None:
+            return local_only
+        with tempfile.TemporaryDirectory(prefix="sunpm-candidate-") as tmp:
+            trial = Path(tmp) / "config"
+            shutil.copytree(self._config_dir, trial, ignore=shutil.ignore_patterns(".apply"))
+            for rel, data in candidates.items():
+                (trial / rel).parent.mkdir(parents=True, exist_ok=True)
+                (trial / rel).write_bytes(data)
+            return local_only + list(self._validate(trial))
+
+    async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: Counts) -> None:
+        for rel, data in uploads.items():
+            path = f"/{rel}"
+            try:
+                await self._transport.upload(path, data, two_step=self.settings.two_step)
+            except TransportError as err:
+                refused(err, counts)
+                continue
+            await self._log.append_journal("sync", SyncedFile(
+                server=self.server, file=rel, sha256=sha256_hex(data)).to_fields())
+            counts.files += 1
+            log.info("server %d: uploaded %s (%d bytes)", self.server, path, len(data))

@@ -1,0 +1,210 @@
+"""A session with an MQTT broker in either slot (docs/behaviour.md §4.4): data windows at
+sessions, alarms and results as they are journaled, commands from the command topic, and the
+permanent connection that reconnects after 1, 2, 4 … 60 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+from config.errors import SunpmError
+from config.model import ServerSettings
+from exporters.outbox import JournalLog, Outbox
+from exporters.transports._base import MessageTransport, TransportError
+from exporters.views.mqtt import result_message
+from exporters.views.windows import cut_of
+from store.delivery import Stream, event_delivered_body
+from store.events import Channel, CommandReceived, CommandResult, JournalItem, journal_items
+
+from .commands import CommandHandler, parse_command_message
+from .outcome import SessionResult, Trigger, reason_of, server_label
+
+log = logging.getLogger("sunpm.session")
+
+
+#: The payload of one journal event (an `alarm` or a `result`) on its topic.
+EventPayload = Callable[[JournalItem], bytes]
+
+_RECONNECT_S: Final = (1, 2, 4, 8, 16, 32, 60)
+_EVENT_POLL_S: Final = 1.0
+
+
+def result_payload(item: JournalItem) -> bytes:
+    """docs/formats.md §14.4: an array of the one result entry, compact JSON."""
+    return result_message(CommandResult.from_body(item.body))
+
+
+class MqttSession:
+    """A broker in either slot: data windows at sessions, alarms and results as they come,
+    commands from the command topic (docs/behaviour.md §4.4)."""
+
+    def __init__(self, *, settings: ServerSettings, transport: MessageTransport, outbox: Outbox,
+                 log: JournalLog, alarm_payload: EventPayload | None = None,
+                 commands: CommandHandler | None = None) -> None:
+        self.settings = settings
+        self.server = settings.slot
+        self._transport = transport
+        self._outbox = outbox
+        self._log = log
+        self._alarm_payload = alarm_payload
+        self._commands = commands
+        # One publisher of events at a time, so alarms and results keep journal order.
+        self._events_lock = asyncio.Lock()
+        # Per stream the last event seq acknowledged, read from the journal once.
+        self._event_cursors: dict[Stream, int] = {}
+
+    @property
+    def permanent(self) -> bool:
+        """An alarm or command topic keeps the connection open (docs/formats.md §14.1)."""
+        return bool(self.settings.topic_alarm or self.settings.topic_command)
+
+    async def run(self, trigger: Trigger, *, started: datetime | None = None,
+                  keep_open: bool = False) -> SessionResult:
+        """Connect, send pending alarms and results, then the data windows up to the cut."""
+        started = started or datetime.now(UTC)
+        log.info("server %d %s: session started (%s)", self.server, server_label(self.settings),
+                 trigger)
+        sent = 0
+        try:
+            await self._transport.connect()
+            sent += await self.publish_events()
+            if self.settings.topic_data:
+                report = await self._outbox.deliver_messages(
+                    self._transport, self.settings.topic_data, cut_of(started))
+                sent += report.files
+        except SunpmError as err:
+            await self._transport.close()
+            retriable = bool(getattr(err, "retriable", True))
+            level = logging.WARNING if retriable else logging.ERROR
+            log.log(level, "server %d: session failed: %s", self.server, reason_of(err))
+            return SessionResult(ok=False, files=sent, reason=reason_of(err), retriable=retriable)
+        except BaseException:
+            # Cancelled (the service stopping): the connection and its reader task go too.
+            await self._transport.close()
+            raise
+        if not keep_open:
+            await self._transport.close()
+        log.info("server %d: session ended OK (%d files uploaded, %d commands)", self.server,
+                 sent, 0)
+        return SessionResult(ok=True, files=sent)
+
+    async def publish_events(self) -> int:
+        """Alarms, then command results, not yet acknowledged, in journal order."""
+        async with self._events_lock:
+            sent = 0
+            if self.settings.topic_alarm and self._alarm_payload is not None:
+                sent += await self._publish_kind(Stream.ALARM, "alarm", self.settings.topic_alarm,
+                                                 self._alarm_payload)
+            if self.settings.topic_result:
+                sent += await self._publish_kind(Stream.ACK, "result",
+                                                 self.settings.topic_result, result_payload,
+                                                 channel=Channel.MQTT)
+            return sent
+
+    async def _publish_kind(self, stream: Stream, kind: str, topic: str, payload: EventPayload,
+                            channel: Channel | None = None) -> int:
+        last = self._event_cursors.get(stream)
+        if last is None:
+            state = await asyncio.to_thread(self._outbox.state)
+            # A slot newly configured starts at the oldest event stored (docs/behaviour.md §5.1).
+            last = state.events.get((self.server, stream), 0)
+        table = await asyncio.to_thread(self._log.journal, kinds=[kind], seq_from=last + 1)
+        items = [i for i in journal_items(table.sort_by("seq")) if i.seq > last]
+        self._event_cursors[stream] = last
+        sent = 0
+        for item in items:
+            if channel is None or json.loads(item.body).get("channel") == channel.value:
+                await self._transport.publish(topic, payload(item))
+                await self._log.append_journal(
+                    "delivered", event_delivered_body(self.server, stream, item.seq))
+                sent += 1
+            # Other channels' results are skipped for good, not looked at again.
+            self._event_cursors[stream] = item.seq
+        return sent
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """The permanent connection: commands in, alarms and results out, reconnecting after
+        1, 2, 4 … 60 s, until `stop` is set."""
+        attempt = 0
+        faulted = False     # the last round ended on our side's error, not the connection's
+        while not stop.is_set():
+            try:
+                await self._transport.connect()
+                if not faulted:
+                    attempt = 0
+                faulted = False
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._pump_events(stop), name=f"mqtt-events:{self.server}")
+                    tg.create_task(self._take_commands(stop), name=f"mqtt-commands:{self.server}")
+            except* TransportError as group:
+                err = group.exceptions[0]
+                log.warning("server %d: connection lost: %s", self.server, reason_of(err))
+            except* SunpmError as group:
+                # A journal append or read failing (disk full, damaged segment) or an event that
+                # cannot be rendered: the permanent connection outlives it. The connection is
+                # renewed after the backoff, which keeps growing while the fault repeats;
+                # unacknowledged events go again then.
+                faulted = True
+                for fault in group.exceptions:
+                    log.error("server %d: event delivery failed, reconnecting in %d s: %s",
+                              self.server, _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)],
+                              reason_of(fault), exc_info=fault if attempt == 0 else None)
+            finally:
+                await self._transport.close()
+            if stop.is_set():
+                break
+            delay = _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)]
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+
+    async def _pump_events(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.publish_events()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_EVENT_POLL_S):
+                    await stop.wait()
+
+    async def _take_commands(self, stop: asyncio.Event) -> None:
+        if not self.settings.topic_command:
+            await stop.wait()
+            return
+        messages = self._transport.messages()
+        while not stop.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            nxt = asyncio.ensure_future(anext(messages))
+            try:
+                done, _ = await asyncio.wait({stopping, nxt}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Cancelled with its sibling's failure: the pending read would otherwise fail
+                # with the closed connection as an exception nobody retrieves.
+                nxt.cancel()
+                raise
+            finally:
+                stopping.cancel()
+            if nxt not in done:
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            message = nxt.result()
+            await self.take_command(message.payload, message.topic)
+
+    async def take_command(self, payload: bytes, topic: str) -> None:
+        """Journal a command-topic message and hand it on; an unreadable one is answered."""
+        entry = parse_command_message(payload, topic)
+        if isinstance(entry, CommandReceived):
+            await self._log.append_journal("command", entry.to_fields(),
+                                           commit_now=True)
+            if self._commands is not None:
+                await self._commands.submit([entry])
+        else:
+            await self._log.append_journal("result", entry.to_fields(),
+                                           commit_now=True)
