@@ -57,7 +57,8 @@ from exporters.views.render import store_source
 from exporters.views.traces import traces_delivered
 from exporters.views.windows import cut_of
 from pipeline.clock import NS_PER_S, Clock, SystemClock
-from pipeline.drivers._base import DeviceError, RawValue
+from pipeline.drivers._base import DeviceError, DiscoveryParams, RawValue
+from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Event, Poller
@@ -65,8 +66,17 @@ from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
+from pipeline.service.discovery import DiscoveryRunner
 from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
+from pipeline.service.maintenance import (
+    MaintenanceError,
+    change_config,
+    check_firmware_request,
+    factory_wipe,
+    install_firmware,
+    stage_firmware,
+)
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
@@ -172,6 +182,8 @@ class Gateway:
         self._alarm_waiting = False
         self._outboxes: dict[int, Outbox] = {}
         self._started_s = time.time()
+        self.discovery = DiscoveryRunner()
+        self._factory = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -259,6 +271,11 @@ class Gateway:
                 await asyncio.to_thread(traces.close)
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
+                if self._factory:
+                    await asyncio.to_thread(factory_wipe, self.config_dir, self.data_dir,
+                                            store_dir, site.uid)
+                    log.warning("Factory reset done: configuration and store deleted, defaults "
+                                "written for %s; an SD mirror is left as it was", site.uid)
 
     def _load(self) -> Site:
         staged = recover_config_apply(self.config_dir)
@@ -530,6 +547,63 @@ class Gateway:
             raise CommandError(str(first) if str(first).startswith("writeVariable") else
                                f"writeVariable: {first}")
         return {"written": written, "failed": failed}
+
+    async def discover(self, params: DiscoveryParams, *,
+                       progress_log: Callable[[str], None] | None = None) -> int:
+        """`discoverDevices` (docs/behaviour.md §3): devices found; the new ones are added to
+        the configuration. One at a time for every caller (the command, the web UI):
+        `CommandError("discoverDevices: a discovery is already running")`."""
+        if self.site is None:
+            raise CommandError("discoverDevices: the service is not running")
+        try:
+            return await self.discovery.run(params, self.site, self.plant, self.config_dir,
+                                            progress_log=progress_log)
+        except DiscoveryRefused as err:
+            raise CommandError(str(err)) from None
+        except (DeviceError, OSError) as err:
+            raise CommandError(f"discoverDevices: {err}") from None
+
+    async def change_config(self, command: str, values: Mapping[str, str | None]) -> None:
+        """`ftp`, `apn`: config.ini keys set together or not at all; the configuration watch
+        applies them as a local change (a server-1 session 60 s later tests them)."""
+        if self.site is None:
+            raise CommandError(f"{command}: the service is not running")
+        try:
+            await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values)
+        except MaintenanceError as err:
+            raise CommandError(f"{command}: {err}") from None
+        if command == "apn":
+            # No AT modem backend: the keys are kept for the host's connection manager.
+            log.info("apn: MODEM_ keys stored; no modem is driven by this version, so nothing "
+                     "was sent to one (AT+CGDCONT)")
+        log.info("%s: configuration changed. keys=%s", command, sorted(values))
+
+    def factory_reset(self) -> None:
+        """`factory`: stop cleanly, delete configuration and store, restart with defaults."""
+        log.warning("Factory reset asked for; stopping first")
+        self._factory = True
+        self.restart()
+
+    async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
+                             interface: str) -> str:
+        """`updateFirmware`'s download: the staged, MD5-checked package's path."""
+        if self.site is None:
+            raise CommandError("updateFirmware: the service is not running")
+        if not self.site.settings.system_update_command:
+            raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+        try:
+            check_firmware_request(url, checksum, interface)
+            package = await stage_firmware(self.data_dir, url, login, password, checksum)
+        except MaintenanceError as err:
+            raise CommandError(f"updateFirmware: {err}") from None
+        log.info("Update staged. package=%s", package)
+        return str(package)
+
+    def install_firmware(self, package: str) -> None:
+        """Run `SYSTEM_UpdateCommand <package>` (after the batch's answers are out)."""
+        command = self.site.settings.system_update_command if self.site is not None else ""
+        if command:
+            self._spawn(install_firmware(command, Path(package)))
 
     def start_trace(self, interface: str, duration_min: int) -> None:
         """`log`: frame traces of one interface for `duration_min` (0 stops)."""
