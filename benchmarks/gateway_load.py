@@ -35,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _plant import serve_ftp, serve_pymodbus_plant
 from _report import emit, figure_line
+
+from pipeline.drivers.modbus.simulator import serve_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "WPMBENCH1"
@@ -51,39 +53,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------------------- peers
-
-
-def serve_ftp(root: str, pipe: Connection) -> None:
-    """Process entry point: a pyftpdlib server on 127.0.0.1 rooted at `root`; sends its port,
-    serves until anything arrives on `pipe`."""
-    import logging
-    import threading
-
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
-
-    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
-    authorizer = DummyAuthorizer()
-    authorizer.add_user(FTP_USER, FTP_PASSWORD, root, perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer,
-                                              "passive_ports": None})
-    server = FTPServer(("127.0.0.1", 0), handler)
-    pipe.send(server.address[1])
-    threading.Thread(target=lambda: (pipe.recv(), server.close_all()), daemon=True).start()
-    try:
-        server.serve_forever(timeout=0.5, blocking=True, handle_exit=False)
-    except (OSError, ValueError):
-        pass  # close_all from the watcher thread ends the loop
-
-
-def serve_plant(kind: str, devices: int, registers: int, pipe: Connection) -> None:
-    if kind == "lean":
-        from pipeline.drivers.modbus.simulator import serve_fleet
-        serve_fleet(devices, registers, UNIT_ID, pipe)
-    else:
-        from _plant import serve_pymodbus_plant
-        serve_pymodbus_plant(devices, registers, UNIT_ID, pipe)
 
 
 # ----------------------------------------------------------------------------- measures
@@ -345,9 +314,10 @@ def run(devices: int = 254, registers: int = 100, period: int = 10, seconds: flo
             (ftp_root / name).mkdir(parents=True)
         plant_pipe, plant_child = ctx.Pipe()
         ftp_pipe, ftp_child = ctx.Pipe()
-        plant_proc = ctx.Process(target=serve_plant, args=(plant, devices, registers,
-                                                           plant_child), name="plant")
-        ftp_proc = ctx.Process(target=serve_ftp, args=(str(ftp_root), ftp_child), name="ftp")
+        plant_proc = ctx.Process(target=serve_fleet if plant == "lean" else serve_pymodbus_plant,
+                                 args=(devices, registers, UNIT_ID, plant_child), name="plant")
+        ftp_proc = ctx.Process(target=serve_ftp, args=(str(ftp_root), FTP_USER, FTP_PASSWORD,
+                                                       ftp_child), name="ftp")
         plant_proc.start()
         ftp_proc.start()
         try:
