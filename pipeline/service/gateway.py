@@ -82,6 +82,7 @@ from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
+from sdcard.mirror import CardMirror
 from store.errors import StoreLockedError
 from store.fsio import write_file_durably
 from store.log import Log, StoreOptions
@@ -183,6 +184,7 @@ class Gateway:
         self._outboxes: dict[int, Outbox] = {}
         self._started_s = time.time()
         self.discovery = DiscoveryRunner()
+        self.mirror: CardMirror | None = None
         self._factory = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -250,6 +252,11 @@ class Gateway:
                              tg.create_task(self._sms(site), name="sms"),
                              tg.create_task(power.heartbeats(), name="heartbeat"),
                              tg.create_task(power.power_on(), name="power-on")]
+                if site.settings.sd_mirror_path:
+                    # The configuration at start decides (as for the clock check's servers).
+                    self.mirror = CardMirror(store_dir, Path(site.settings.sd_mirror_path))
+                    whole_run.append(tg.create_task(self.mirror.run(), name="card-mirror"))
+                    log.info("Card mirror started. path=%s", site.settings.sd_mirror_path)
                 while True:
                     self._reload.clear()
                     await self._generation(site, store, stop, power)
@@ -699,6 +706,9 @@ class Gateway:
         status = await asyncio.to_thread(status_object, site=site, store=store,
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
+        if self.mirror is not None:
+            status["sd"] = {"path": str(self.mirror.card), "state": self.mirror.state.value,
+                            "error": self.mirror.last_error}
         check = self.clock_check
         status["clock"] = {"synced": self._clock_synced,
                            "ntp": check.last_server if check is not None else "",

@@ -5,8 +5,8 @@ A SunSpec inverter nobody configured answers on a simulated Modbus TCP port: dis
 in the background (a `status` answers while it runs, a second discovery is refused by the lock),
 adds it to daq.csv with its definition file, and the service starts polling it. `ftp` and `apn`
 change config.ini or nothing; `updateFirmware` downloads from a real HTTP server, checks the MD5
-and runs `SYSTEM_UpdateCommand`; `factory` wipes configuration and store and restarts on
-defaults.
+and runs `SYSTEM_UpdateCommand`; the card mirror of `SD_MirrorPath` is a readable dump while the
+service runs; `factory` wipes configuration and store, leaves the card, and restarts on defaults.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from service_support import STOP_LIMIT_S, Service, start, wait_until
 
 from config import load_site
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
+from store.log import Log
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_task_left_behind")]
 
@@ -77,9 +78,11 @@ async def test_maintenance_commands(tmp_path: Path) -> None:
     (packages / "wgapp_9.9.9.spm").write_bytes(package)
     installed = tmp_path / "installed.spm"
     cfg, data = tmp_path / "cfg", tmp_path / "data"
+    card = tmp_path / "card"
+    card.mkdir()
     assert (await sunpm("config", "init", str(cfg), "--uid", UID)).code == 0
     edit_config(cfg, {"STORE_Path": str(tmp_path / "store"), "DAQ_PollPeriod": "1",
-                      "NTP_Server1": "", "NTP_Server2": "",
+                      "NTP_Server1": "", "NTP_Server2": "", "SD_MirrorPath": str(card),
                       # The package's path comes last: $0 of the shell.
                       "SYSTEM_UpdateCommand": f"/bin/sh -c 'cp \"$0\" {installed}'"})
     service: Service | None = None
@@ -162,6 +165,16 @@ async def test_maintenance_commands(tmp_path: Path) -> None:
             assert installed.read_bytes() == package
             assert (data / "update" / "wgapp_9.9.9.spm").read_bytes() == package
 
+            # The card mirror runs: configuration snapshots reach the card within its 10 s pass
+            # (open segments only every 10 min), and the card opens as a store.
+            await wait_until(lambda: any(card.glob(f"config/*/CONFIG/{UID}_config.ini")), 30,
+                             "a configuration snapshot on the card", service)
+            code, answer = await cmd(data, "status")
+            assert answer["result"]["sd"] == {  # type: ignore[index]
+                "path": str(card), "state": "ok", "error": None}
+            mirrored = sorted(p.relative_to(card) for p in card.rglob("*") if p.is_file())
+            await (Log.open_read_only(card)).close()
+
             # factory: configuration and store go, the service restarts on defaults.
             code, answer = await cmd(data, "factory")
             assert code == 1 and answer["error"] == "factory: confirm must be true"
@@ -176,6 +189,9 @@ async def test_maintenance_commands(tmp_path: Path) -> None:
         assert [d.index for d in site.daq.devices] == ["IO"]
         assert not (tmp_path / "store").exists() and (data / "store").is_dir()
         assert not (data / "update").exists()
+        # An SD mirror is left alone (docs/behaviour.md §6).
+        assert all((card / rel).is_file() for rel in mirrored)
+        assert "an SD mirror is left as it was" in service.stderr
         assert list((cfg / "DEF").iterdir()) == [] or all(
             p.name.startswith(UID) for p in (cfg / "DEF").iterdir())
     finally:
