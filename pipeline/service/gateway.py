@@ -77,6 +77,8 @@ from pipeline.service.maintenance import (
     install_firmware,
     stage_firmware,
 )
+from pipeline.service.s0 import KIND as S0_KIND
+from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
@@ -185,6 +187,7 @@ class Gateway:
         self._started_s = time.time()
         self.discovery = DiscoveryRunner()
         self.mirror: CardMirror | None = None
+        self._s0: ModuleCounters | None = None
         self._factory = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -311,6 +314,9 @@ class Gateway:
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
         self.plant = plant
+        self._s0 = module_counters(plant, site)
+        if self._s0 is not None:
+            await restore_counters(store, self._s0)
         await plant.open()
         poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
                         record_sink=self._record_sink,
@@ -740,6 +746,10 @@ class Gateway:
             quality = batch.column("quality")
             good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
             self._last_good[device] = (end, good)
+            if device == "IO" and self._s0 is not None:
+                body = self._s0.body()
+                if body is not None:
+                    self._spawn(self.store.append_journal(S0_KIND, body, ts_ns=end))
             if self._device_watch is not None:
                 alarm = self._device_watch.record(device, good, end)
                 if alarm is not None:
