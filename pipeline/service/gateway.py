@@ -82,6 +82,7 @@ from pipeline.service.s0 import ModuleCounters, module_counters, restore_counter
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.sms import SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
+from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
 from sdcard.mirror import CardMirror
@@ -318,6 +319,8 @@ class Gateway:
         if self._s0 is not None:
             await restore_counters(store, self._s0)
         await plant.open()
+        tunnels = Tunnels(site, plant)
+        await tunnels.start()
         poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
                         record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
@@ -375,6 +378,7 @@ class Gateway:
             self.schedulers = {}
             self._outboxes = {}
             await self._settle_background()
+            await tunnels.stop()
             await plant.close()
             store.set_delivery_predicates(None, None)
             store.set_state_provider(None)
