@@ -1,0 +1,71 @@
+"""A script RPC through a command file, end to end (docs/behaviour.md §9.4, docs/formats.md §12):
+`sunpm run` with a Lua script listed in scl.ini fetches `/CMD/<uid>_cmd.json` from a real FTP
+server at a session, runs `test.testFunction` in the script, and the next session uploads the ACK
+file with the script's answer and the standard errors of an unknown function and script."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from e2e_support import UID, edit_config, make_tree, sunpm
+from peers import make_certs, run_peer
+from service_support import STOP_LIMIT_S, start, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_task_left_behind")]
+
+SCRIPT = b"""header = { version = "1.0", label = "RPC test", name = "test" }
+local calls = 0
+function testFunction(p)
+  calls = calls + 1
+  return { value = 42, question = p.text, calls = calls }
+end
+"""
+CALLER = "3d9311ed-0076-4f28-ac59-a2debfa35b86"
+
+
+async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
+    ftp_root = make_tree(tmp_path / "ftp")
+    cfg, data = tmp_path / "cfg", tmp_path / "data"
+    assert (await sunpm("config", "init", str(cfg), "--uid", UID)).code == 0
+    (cfg / "SCRIPT" / "rpc test.lua").write_bytes(SCRIPT)
+    (cfg / "CONFIG" / f"{UID}_scl.ini").write_bytes(b"SCRIPT_File[0]=rpc test.lua\n")
+    (ftp_root / "CMD" / f"{UID}_cmd.json").write_text(json.dumps([
+        {"rpcName": "test.testFunction", "parameters": {"text": "what is the answer ?"},
+         "callerId": CALLER},
+        {"rpcName": "test.nope", "callerId": "c-2"},
+        {"rpcName": "foo.bar", "callerId": "c-3"},
+        {"rpcName": "test.testFunction", "parameters": {"text": "again"}, "callerId": CALLER}]))
+    with run_peer("ftp", ftp_root, make_certs(tmp_path / "certs")) as ftp:
+        edit_config(cfg, {"SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": str(ftp.port),
+                          "FTP_User": "sunpm", "FTP_Password": "secret",
+                          "STORE_Path": str(tmp_path / "store"), "NTP_Server1": "",
+                          "NTP_Server2": ""})
+        check = await sunpm("config", "validate", str(cfg))
+        assert check.code == 0, check.out + check.err
+        service = await start(["--config", str(cfg), "--data", str(data)], tmp_path / "logs")
+        try:
+            await wait_until(service.logged("sunpm started"), 30, "start line", service)
+            assert (await sunpm("cmd", "connect", "--data", str(data))).code == 0
+            await wait_until(service.logged("Command repeated; its stored answer is sent again"),
+                             30, "the command file run", service)
+            assert not (ftp_root / "CMD" / f"{UID}_cmd.json").exists()
+            assert (await sunpm("cmd", "connect", "--data", str(data))).code == 0
+            await wait_until(lambda: any((ftp_root / "CMD").glob(f"{UID}_ACK_*.json")), 30,
+                             "the ACK file", service)
+        finally:
+            code, took = await service.stop(signal.SIGINT)
+        assert code == 0 and took < STOP_LIMIT_S, service.stderr[-3000:]
+    (ack,) = (ftp_root / "CMD").glob(f"{UID}_ACK_*.json")
+    text = ack.read_text()
+    assert text.endswith("\n") and text.count("\n") == 1
+    # The repeated callerId is answered again from the journal, not run a second time.
+    assert json.loads(text) == [
+        {"result": {"value": 42, "question": "what is the answer ?", "calls": 1},
+         "callerId": CALLER},
+        {"error": "unknown function 'test.nope'", "callerId": "c-2"},
+        {"error": "unknown script 'foo'", "callerId": "c-3"},
+        {"result": {"value": 42, "question": "what is the answer ?", "calls": 1},
+         "callerId": CALLER}]
