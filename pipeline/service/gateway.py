@@ -64,6 +64,7 @@ from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.discovery import DiscoveryRunner
@@ -248,7 +249,8 @@ class Gateway:
                              tg.create_task(traces.run(), name="traces"),
                              tg.create_task(self.clock_check.run(), name="clock-check"),
                              tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
-                                                         self.commands).run(),
+                                                         self.commands,
+                                                         archive=self.debug_archive).run(),
                                             name="local-commands"),
                              tg.create_task(StorageWatch(store, self.alarms, self.clock,
                                                          self._device_names).run(),
@@ -423,6 +425,8 @@ class Gateway:
                 if result.ok and self.traces is not None:
                     await asyncio.to_thread(_delete_delivered_traces, self.traces, outbox,
                                             file_servers)
+                if result.ok and slot == 1:
+                    await upload_archives(self.data_dir, settings, cert_dir)
                 return result
 
             run_session = file_session
@@ -621,6 +625,21 @@ class Gateway:
         command = self.site.settings.system_update_command if self.site is not None else ""
         if command:
             self._spawn(install_firmware(command, Path(package)))
+
+    async def debug_archive(self) -> Path:
+        """`<uid>_SYSTEME_<ts>.tar.gz` made now in `<data>/archives/` (docs/formats.md §11);
+        server 1 gets it after its next successful session."""
+        site, store = self.site, self.store
+        if site is None or store is None:
+            raise CommandError("archive: the service is not running")
+        made_ns = self.clock.wall_ns()
+        status = await self.status()
+        config = ViewConfig.for_server(site.settings, site.settings.servers[0], site.daq)
+        lines = await asyncio.to_thread(recent_log, store, config, made_ns)
+        data = archive_bytes(site.files(), status, lines, made_ns)
+        path = await asyncio.to_thread(write_archive, self.data_dir, site.uid, data, made_ns)
+        log.info("Debug archive made. file=%s bytes=%d", path, len(data))
+        return path
 
     def start_trace(self, interface: str, duration_min: int) -> None:
         """`log`: frame traces of one interface for `duration_min` (0 stops)."""

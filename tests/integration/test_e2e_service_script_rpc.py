@@ -1,12 +1,14 @@
 """A script RPC through a command file, end to end (docs/behaviour.md §9.4, docs/formats.md §12):
 `sunpm run` with a Lua script listed in scl.ini fetches `/CMD/<uid>_cmd.json` from a real FTP
 server at a session, runs `test.testFunction` in the script, and the next session uploads the ACK
-file with the script's answer and the standard errors of an unknown function and script."""
+file with the script's answer and the standard errors of an unknown function and script. A debug
+archive asked for with `sunpm archive` goes to `/LOG` with the session after it."""
 
 from __future__ import annotations
 
 import json
 import signal
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,12 @@ async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
         service = await start(["--config", str(cfg), "--data", str(data)], tmp_path / "logs")
         try:
             await wait_until(service.logged("sunpm started"), 30, "start line", service)
+            # The debug archive, asked for now, goes to /LOG with the next session.
+            made = await sunpm("archive", "--data", str(data))
+            assert made.code == 0, made.err
+            archive = Path(made.out.strip())
+            assert archive.parent == data / "archives" and archive.is_file()
+            assert archive.name.startswith(f"{UID}_SYSTEME_") and archive.name.endswith(".tar.gz")
             assert (await sunpm("cmd", "connect", "--data", str(data))).code == 0
             await wait_until(service.logged("Command repeated; its stored answer is sent again"),
                              30, "the command file run", service)
@@ -55,9 +63,20 @@ async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
             assert (await sunpm("cmd", "connect", "--data", str(data))).code == 0
             await wait_until(lambda: any((ftp_root / "CMD").glob(f"{UID}_ACK_*.json")), 30,
                              "the ACK file", service)
+            await wait_until(lambda: (ftp_root / "LOG" / archive.name).is_file(), 30,
+                             "the debug archive on the server", service)
+            assert not archive.exists()
         finally:
             code, took = await service.stop(signal.SIGINT)
         assert code == 0 and took < STOP_LIMIT_S, service.stderr[-3000:]
+    with tarfile.open(ftp_root / "LOG" / archive.name) as tar:
+        names = tar.getnames()
+        status = json.loads(tar.extractfile("status.json").read())  # type: ignore[union-attr]
+        log_text = tar.extractfile("log.txt").read().decode()  # type: ignore[union-attr]
+        script = tar.extractfile("config/SCRIPT/rpc test.lua").read()  # type: ignore[union-attr]
+    assert f"config/CONFIG/{UID}_config.ini" in names and script == SCRIPT
+    assert status["uid"] == UID
+    assert " INFO system: sunpm started." in log_text
     (ack,) = (ftp_root / "CMD").glob(f"{UID}_ACK_*.json")
     text = ack.read_text()
     assert text.endswith("\n") and text.count("\n") == 1
