@@ -78,10 +78,11 @@ from pipeline.service.maintenance import (
     install_firmware,
     stage_firmware,
 )
+from pipeline.service.modem import AtModem
 from pipeline.service.s0 import KIND as S0_KIND
 from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
-from pipeline.service.sms import SmsInbox
+from pipeline.service.sms import SmsCommands, SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
@@ -190,6 +191,7 @@ class Gateway:
         self.discovery = DiscoveryRunner()
         self.mirror: CardMirror | None = None
         self._s0: ModuleCounters | None = None
+        self.modem: AtModem | None = None
         self._factory = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -427,6 +429,7 @@ class Gateway:
                                             file_servers)
                 if result.ok and slot == 1:
                     await upload_archives(self.data_dir, settings, cert_dir)
+                release_free_memory()
                 return result
 
             run_session = file_session
@@ -594,9 +597,9 @@ class Gateway:
         except MaintenanceError as err:
             raise CommandError(f"{command}: {err}") from None
         if command == "apn":
-            # No AT modem backend: the keys are kept for the host's connection manager.
-            log.info("apn: MODEM_ keys stored; no modem is driven by this version, so nothing "
-                     "was sent to one (AT+CGDCONT)")
+            # The modem's port belongs to the SMS channel; the data link is the host's business.
+            log.info("apn: MODEM_ keys stored for the host's connection manager; nothing was "
+                     "sent to the modem (AT+CGDCONT)")
         log.info("%s: configuration changed. keys=%s", command, sorted(values))
 
     def factory_reset(self) -> None:
@@ -651,11 +654,21 @@ class Gateway:
             raise CommandError(str(err)) from None
 
     async def _sms(self, site: Site) -> None:
-        """The SMS inbox folder, when `SMS_InboxDir` is set (the modem backend is to come)."""
-        if not site.settings.sms_inbox_dir or self.commands is None:
+        """SMS commands: the inbox folder of `SMS_InboxDir` and the AT modem of `MODEM_Port`,
+        each when set."""
+        if self.commands is None:
             return
-        await SmsInbox(Path(site.settings.sms_inbox_dir), site.settings.sms_allowed_numbers,
-                       self.commands, self.clock).run()
+        settings = site.settings
+        async with asyncio.TaskGroup() as tg:
+            if settings.sms_inbox_dir:
+                tg.create_task(SmsInbox(Path(settings.sms_inbox_dir),
+                                        settings.sms_allowed_numbers, self.commands,
+                                        self.clock).run())
+            if settings.modem_port:
+                self.modem = AtModem(settings.modem_port, settings.modem_pin,
+                                     SmsCommands(settings.sms_allowed_numbers, self.commands),
+                                     self.clock)
+                tg.create_task(self.modem.run())
 
     def _clock_state(self, synchronised: bool) -> None:
         """The clock check's verdict: good values get quality 7 while it is False."""
@@ -864,6 +877,26 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM: Final = _libc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system after a session: rendering a minute of 254
+    devices frees tens of MB that glibc's allocator would otherwise keep, and the resident size
+    crept up session after session (docs/architecture.md §7's budget)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:

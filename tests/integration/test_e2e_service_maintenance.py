@@ -141,7 +141,7 @@ async def test_maintenance_commands(tmp_path: Path) -> None:
             code, answer = await cmd(data, "apn", "apn=plant.m2m", "pin=1234")
             assert (code, answer) == (0, {"result": "OK", "callerId": None})
             assert load_site(cfg).settings.modem_apn == "plant.m2m"
-            await wait_until(service.logged("nothing was sent to one"), 5, "the apn note",
+            await wait_until(service.logged("nothing was sent to the modem"), 5, "the apn note",
                              service)
 
             # updateFirmware: the MD5 is checked before anything is installed.
