@@ -68,6 +68,7 @@ from pipeline.service.archive import archive_bytes, recent_log, upload_archives,
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.discovery import DiscoveryRunner
+from pipeline.service.firmware import stage_offered_package
 from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
 from pipeline.service.maintenance import (
@@ -429,6 +430,13 @@ class Gateway:
                                             file_servers)
                 if result.ok and slot == 1:
                     await upload_archives(self.data_dir, settings, cert_dir)
+                    package = await stage_offered_package(self.data_dir, settings, cert_dir)
+                    if package is not None:
+                        if site.settings.system_update_command:
+                            self.install_firmware(str(package))
+                        else:
+                            log.warning("Update %s staged but not installed: "
+                                        "SYSTEM_UpdateCommand is not set", package.name)
                 release_free_memory()
                 return result
 

@@ -2,10 +2,12 @@
 `sunpm run` with a Lua script listed in scl.ini fetches `/CMD/<uid>_cmd.json` from a real FTP
 server at a session, runs `test.testFunction` in the script, and the next session uploads the ACK
 file with the script's answer and the standard errors of an unknown function and script. A debug
-archive asked for with `sunpm archive` goes to `/LOG` with the session after it."""
+archive asked for with `sunpm archive` goes to `/LOG` with the session after it, and the newest
+update package offered in `/BIN` is staged (its MD5 checked) and installed once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import tarfile
@@ -40,11 +42,19 @@ async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
         {"rpcName": "test.nope", "callerId": "c-2"},
         {"rpcName": "foo.bar", "callerId": "c-3"},
         {"rpcName": "test.testFunction", "parameters": {"text": "again"}, "callerId": CALLER}]))
+    # An update offered in /BIN (newer than any running version, with its MD5), and an older one.
+    package = b"an update package\n" * 500
+    (ftp_root / "BIN" / "wgapp_99.0.0.spm").write_bytes(package)
+    (ftp_root / "BIN" / "wgapp_99.0.0.spm.md5").write_text(
+        f"{hashlib.md5(package).hexdigest()}  wgapp_99.0.0.spm\n")
+    (ftp_root / "BIN" / "wgapp_0.0.1.spm").write_bytes(b"old")
+    installed = tmp_path / "installed.spm"
     with run_peer("ftp", ftp_root, make_certs(tmp_path / "certs")) as ftp:
         edit_config(cfg, {"SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": str(ftp.port),
                           "FTP_User": "sunpm", "FTP_Password": "secret",
                           "STORE_Path": str(tmp_path / "store"), "NTP_Server1": "",
-                          "NTP_Server2": ""})
+                          "NTP_Server2": "",
+                          "SYSTEM_UpdateCommand": f"/bin/sh -c 'cp \"$0\" {installed}'"})
         check = await sunpm("config", "validate", str(cfg))
         assert check.code == 0, check.out + check.err
         service = await start(["--config", str(cfg), "--data", str(data)], tmp_path / "logs")
@@ -66,6 +76,7 @@ async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
             await wait_until(lambda: (ftp_root / "LOG" / archive.name).is_file(), 30,
                              "the debug archive on the server", service)
             assert not archive.exists()
+            await wait_until(installed.exists, 20, "the /BIN update installed", service)
         finally:
             code, took = await service.stop(signal.SIGINT)
         assert code == 0 and took < STOP_LIMIT_S, service.stderr[-3000:]
@@ -77,6 +88,10 @@ async def test_script_rpc_through_a_command_file(tmp_path: Path) -> None:
     assert f"config/CONFIG/{UID}_config.ini" in names and script == SCRIPT
     assert status["uid"] == UID
     assert " INFO system: sunpm started." in log_text
+    # The newest package was staged and installed once (two sessions, one install).
+    assert installed.read_bytes() == package
+    assert service.stderr.count("update 99.0.0 staged from /BIN") == 1
+    assert (data / "update" / "wgapp_99.0.0.spm").read_bytes() == package
     (ack,) = (ftp_root / "CMD").glob(f"{UID}_ACK_*.json")
     text = ack.read_text()
     assert text.endswith("\n") and text.count("\n") == 1
