@@ -91,7 +91,9 @@ async def test_service_runs_the_rtu_tunnel(tmp_path: Path) -> None:
             values = log.records("1").column("value").to_pylist()
         finally:
             await log.close()
-        assert values and {int(float(v)) for v in values} == {101}
+        # Polls went on beside the tunnel (one may time out on a loaded box: a null value).
+        good = [int(float(v)) for v in values if v is not None]
+        assert len(good) >= 3 and set(good) == {101}, values
     finally:
         await responder.stop()
         os.close(master)
