@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 _TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
+#: `discoverDevices` has no 600 s limit: 240 ids at 1 s on several interfaces take longer.
+_DISCOVERY_TIMEOUT_S = 4 * 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +55,8 @@ def _cmd(args: argparse.Namespace) -> int:
         parameters[key] = _value(value)
     name: str = args.name if "." in args.name else f"sunpm.{args.name}"
     request = {"rpcName": name, "parameters": parameters, "callerId": args.caller_id}
-    doc = _exchange(args.data, request, "sunpm cmd")
+    timeout = _DISCOVERY_TIMEOUT_S if name.lower() == "sunpm.discoverdevices" else _TIMEOUT_S
+    doc = _exchange(args.data, request, "sunpm cmd", timeout)
     if doc is None:
         return 2
     print(json.dumps(doc, ensure_ascii=False, indent=2))
@@ -61,7 +64,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    doc = _exchange(args.data, {"request": "archive"}, "sunpm archive")
+    doc = _exchange(args.data, {"request": "archive"}, "sunpm archive", _TIMEOUT_S)
     if doc is None:
         return 2
     if "error" in doc:
@@ -71,7 +74,8 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exchange(data: Path, request: dict[str, object], command: str) -> dict[str, object] | None:
+def _exchange(data: Path, request: dict[str, object], command: str,
+              timeout_s: float) -> dict[str, object] | None:
     """The gateway's answer to one request, or None (said on stderr) when there is none."""
     # Imported here: the service package is heavy and `sunpm --help` must not wait for it.
     from pipeline.service.local import SOCKET_NAME
@@ -79,7 +83,7 @@ def _exchange(data: Path, request: dict[str, object], command: str) -> dict[str,
     path = data / SOCKET_NAME
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(_TIMEOUT_S)
+            sock.settimeout(timeout_s)
             sock.connect(str(path))
             sock.sendall(json.dumps(request).encode() + b"\n")
             answer = b""

@@ -81,6 +81,11 @@ class LocalChannel:
             await writer.drain()
         except (ConnectionError, OSError) as err:
             log.debug("Local command connection lost: %s", err)
+        except asyncio.CancelledError:
+            # The gateway stops while a command waits: the connection closes unanswered. Not
+            # re-raised: asyncio 3.11's stream callback would print this leaf task's
+            # cancellation as an unhandled error on stderr.
+            log.debug("Local command connection closed at stop")
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
