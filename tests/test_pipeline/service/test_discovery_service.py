@@ -19,7 +19,7 @@ from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.service.config_edit import ChangeRejected, apply_change, check_change
 from pipeline.service.demo import DemoInverter
-from pipeline.service.discovery import Discovery, DiscoveryBusy, RunState
+from pipeline.service.discovery import DiscoveryBusy, RunState
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -33,7 +33,7 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
     field = {3: DemoInverter(number=1), 5: DemoInverter(number=2),
              4: SimulatedDevice(holding={40000: 7})}
     async with TcpSimulator(field) as sim, running_gateway(tmp_path) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port))
         with pytest.raises(DiscoveryBusy, match="^discoverDevices: a discovery is already "
                                                 "running$"):
@@ -83,7 +83,7 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
 async def test_an_import_never_overwrites_a_definition_file(tmp_path: Path) -> None:
     async with TcpSimulator({2: DemoInverter(number=3)}) as sim, \
             running_gateway(tmp_path) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port, last=2))
         [line async for line in run.follow()]
         generated = run.rows[0].definition_file
@@ -100,7 +100,7 @@ async def test_an_import_never_overwrites_a_definition_file(tmp_path: Path) -> N
 
 async def test_abort_stops_the_scan_and_says_so(tmp_path: Path) -> None:
     async with TcpSimulator({}) as sim, running_gateway(tmp_path, inverters=0) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port, last=200, timeout_ms=100))
         await wait_for(lambda: run.scanned >= 3, 20, "progress")
         assert discovery.abort()
@@ -130,7 +130,7 @@ async def test_parameters_are_refused_before_anything_is_sent(
         tmp_path: Path, params: DiscoveryParams, message: str) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
         with pytest.raises(DiscoveryRefused) as refused:
-            Discovery(plant.gateway).start(params)
+            plant.gateway.discovery.start(params)
         assert str(refused.value) == message
 
 
@@ -156,7 +156,7 @@ def test_a_change_that_breaks_the_configuration_writes_nothing(tmp_path: Path) -
 
 async def test_a_discovery_with_nothing_to_answer_ends_with_zero_devices(tmp_path: Path) -> None:
     async with TcpSimulator({}) as sim, running_gateway(tmp_path, inverters=0) as plant:
-        run = Discovery(plant.gateway).start(_params(sim.port, last=3, timeout_ms=50))
+        run = plant.gateway.discovery.start(_params(sim.port, last=3, timeout_ms=50))
         async with asyncio.timeout(20):
             lines = [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.rows == []
@@ -170,7 +170,7 @@ async def test_a_closed_port_ends_the_run_saying_nothing_could_be_reached(tmp_pa
         sock.bind(("127.0.0.1", 0))
         closed = int(sock.getsockname()[1])
     async with running_gateway(tmp_path, inverters=0) as plant:
-        run = Discovery(plant.gateway).start(_params(closed, last=3, timeout_ms=50))
+        run = plant.gateway.discovery.start(_params(closed, last=3, timeout_ms=50))
         async with asyncio.timeout(30):
             [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.rows == []
