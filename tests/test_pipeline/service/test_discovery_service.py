@@ -176,3 +176,62 @@ async def test_a_closed_port_ends_the_run_saying_nothing_could_be_reached(tmp_pa
         assert run.state is RunState.DONE and run.rows == []
         assert run.error.startswith(f"nothing could be reached on ethernet1: 127.0.0.1:{closed}")
         assert run.to_json()["error"] == run.error
+
+
+async def test_the_command_shares_the_web_run_lock_and_adds_only_what_is_not_configured(
+        tmp_path: Path) -> None:
+    from pipeline.service.commands import CommandError
+
+    field: dict[int, SimulatedDevice] = {3: DemoInverter(number=1), 5: DemoInverter(number=2)}
+    async with TcpSimulator(field) as sim, running_gateway(tmp_path) as plant:
+        gateway = plant.gateway
+        assert gateway.site is not None
+        configured = len(gateway.site.daq.devices)
+        run = gateway.discovery.start(_params(sim.port))
+        with pytest.raises(CommandError, match="^discoverDevices: a discovery is already "
+                                               "running$"):
+            await gateway.discover(_params(sim.port))
+        [line async for line in run.follow()]
+        assert (await gateway.discovery.import_rows([0])).added == [
+            f"ethernet_127.0.0.1_{sim.port}_3"]
+        await wait_for(lambda: gateway.site is not None and len(gateway.site.daq.devices) == configured + 1, 20,
+                       "reload after the page's import")
+        definitions = {p.name: p.read_bytes() for p in (plant.config_dir / "DEF").iterdir()}
+
+        said: list[str] = []
+        command = asyncio.create_task(gateway.discover(_params(sim.port), progress_log=said.append))
+        await wait_for(lambda: gateway.discovery.run is not None
+                       and gateway.discovery.run is not run, 20, "the command's run")
+        # The page sees the command's run, and cannot start another beside it.
+        with pytest.raises(DiscoveryBusy):
+            gateway.discovery.start(_params(sim.port))
+        assert await command == 2
+        assert said[-1] == "End of SunSpec detection on ethernet1. 2 devices found."
+        commanded = gateway.discovery.run
+        assert commanded is not None and commanded.imported and commanded.lines
+        site = load_site(plant.config_dir)
+        assert sorted((d.address or 0, d.name) for d in site.daq.devices
+                      if d.name.startswith("ethernet_")) == [
+            (3, f"ethernet_127.0.0.1_{sim.port}_3"), (5, f"ethernet_127.0.0.1_{sim.port}_5")]
+        after = {p.name: p.read_bytes() for p in (plant.config_dir / "DEF").iterdir()}
+        assert {k: v for k, v in after.items() if k in definitions} == definitions
+        assert len(after) == len(definitions) + 1
+        await wait_for(lambda: gateway.site is not None
+                       and len(gateway.site.daq.devices) == configured + 2, 20,
+                       "reload after the command's import")
+
+        # Everything configured now: found again, nothing added.
+        assert await gateway.discover(_params(sim.port)) == 2
+        assert len(load_site(plant.config_dir).daq.devices) == configured + 2
+
+
+async def test_a_tic_discovery_is_refused_without_a_port_and_answers_the_spec_text(
+        tmp_path: Path) -> None:
+    from pipeline.service.commands import CommandError
+
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        with pytest.raises(CommandError, match="^discoverDevices: TIC_Port is not set$"):
+            await plant.gateway.discover(DiscoveryParams(protocol="tic"))
+        with pytest.raises(CommandError, match="^discoverDevices: protocol must be sunspec or "
+                                               "tic, got 'smanet'$"):
+            await plant.gateway.discover(DiscoveryParams(protocol="smanet"))
