@@ -19,6 +19,8 @@ Default bodies (used by the default reducers):
     scriptdata {"script": "<name>", "data": <any JSON>}
     sync       {"server": 1, "file": "<name>", "sha256": "<hex>"}
     heartbeat  {}                                           (its time is the event's `ts`)
+    s0         {"module": "<daq index>", "counters": {"1": [<module value>, <total>]}}
+               (kept as `extra["s0"][<module>]`: a total must outlive every `s0` event)
 """
 
 from __future__ import annotations
@@ -158,6 +160,15 @@ def reduce_heartbeat(state: GatewayState, event: JournalEvent) -> GatewayState:
     return replace(state, last_heartbeat_ns=event.ts_ns)
 
 
+def reduce_s0(state: GatewayState, event: JournalEvent) -> GatewayState:
+    module, counters = event.body.get("module"), event.body.get("counters")
+    if not isinstance(module, str) or not isinstance(counters, dict):
+        return state
+    saved = state.extra.get("s0")
+    modules = {**saved, module: counters} if isinstance(saved, dict) else {module: counters}
+    return replace(state, extra={**state.extra, "s0": modules})
+
+
 def _advance(cursors: Mapping[str, int], key: str, end: object) -> dict[str, int]:
     out = dict(cursors)
     if isinstance(end, int):
@@ -173,6 +184,7 @@ DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     "scriptdata": reduce_scriptdata,
     "sync": reduce_sync,
     "heartbeat": reduce_heartbeat,
+    "s0": reduce_s0,
 }
 
 

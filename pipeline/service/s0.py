@@ -6,9 +6,11 @@ module's register value and the total:
 
     s0  {"module": "<daq index of the module>", "counters": {"1": [<module value>, <total>]}}
 
-At start the last `s0` event of that module restores the counters, so the first read after a
-stop adds the pulses the module counted meanwhile (or, after a module reset, its new count) to the
-saved total instead of starting again from 0. The simulated backend needs none of this (its
+Replaying the journal folds them into `state` snapshots (store.state.reduce_s0), so a journal
+quota that drops old segments keeps the totals. At start the module's latest `s0` event (or the
+latest snapshot's copy) restores the counters, so the first read after a stop adds the pulses the
+module counted meanwhile (or, after a module reset, its new count) to the saved total instead of
+starting again from 0. The simulated backend needs none of this (its
 counts are a function of time).
 """
 
@@ -57,23 +59,36 @@ def module_counters(plant: Plant, site: Site) -> ModuleCounters | None:
 
 
 async def restore_counters(store: Log, counters: ModuleCounters) -> int:
-    """Counters restored from the module's last `s0` event; how many."""
+    """Counters restored from the module's latest `s0` event, or from the latest `state`
+    snapshot when the journal's quota dropped every `s0` event since; how many."""
     backend = counters.backend
-    table = await asyncio.to_thread(store.journal, kinds=[KIND])
-    if not table.num_rows:
-        return 0
-    for body_text in reversed(table.sort_by("seq").column("body").to_pylist()):
-        body = json.loads(body_text)
-        if body.get("module") != counters.module:
+    table = await asyncio.to_thread(store.journal, kinds=[KIND, "state"])
+    rows = table.sort_by("seq")
+    for kind, body_text in zip(reversed(rows.column("kind").to_pylist()),
+                               reversed(rows.column("body").to_pylist()), strict=True):
+        saved = _saved_counters(kind, json.loads(body_text), counters.module)
+        if saved is None:
             continue
         restored = 0
-        for channel, pair in body.get("counters", {}).items():
+        for channel, pair in saved.items():
             if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int)
                                                                  for v in pair):
                 backend.restore_counter(int(channel), pair[0], pair[1])
                 restored += 1
         if restored:
-            log.info("S0 counters restored. module=%s counters=%s", counters.module,
-                     body["counters"])
+            log.info("S0 counters restored. module=%s counters=%s", counters.module, saved)
         return restored
     return 0
+
+
+def _saved_counters(kind: str, body: object, module: str) -> dict[str, object] | None:
+    """The module's counters in an `s0` event or a `state` snapshot (store.state.reduce_s0)."""
+    if not isinstance(body, dict):
+        return None
+    if kind == "state":
+        extra = body.get("extra")
+        saved = extra.get("s0") if isinstance(extra, dict) else None
+        found = saved.get(module) if isinstance(saved, dict) else None
+    else:
+        found = body.get("counters") if body.get("module") == module else None
+    return found if isinstance(found, dict) else None
