@@ -302,6 +302,8 @@ class Gateway:
                 for task in whole_run:
                     task.cancel()
         finally:
+            # A run the web UI started is no task of the group: it ends with the gateway.
+            self.discovery.abort()
             try:
                 if power is not None and stop.is_set() and not power.stopped:
                     with contextlib.suppress(SunpmError, TimeoutError):
