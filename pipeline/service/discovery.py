@@ -57,6 +57,7 @@ from pipeline.drivers.tic_discovery import (
     tic_device,
 )
 from pipeline.service.config_edit import apply_change, config_lock
+from pipeline.service.wiring import open_tic_port
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
@@ -286,7 +287,8 @@ class Discovery:
             line = _liner(run, time_zone)
             try:
                 line(f"Start of TIC detection on {port}")
-                run.tic = await detect_tic(port)
+                # The TIC reader's opener: a pseudo-terminal bridge is opened 8N1.
+                run.tic = await detect_tic(port, opener=open_tic_port)  # type: ignore[arg-type]
                 run.scanned = 1
                 if run.tic is None:
                     line("End of TIC detection: no TIC meter found")
@@ -446,7 +448,7 @@ def _import_tic(config_dir: Path, uid: str | None, detection: TicDetection,
     name = unique_name(definition_name(site.uid, detection.mode), text,
                        lambda n: _read_text(config_dir / "DEF" / n))
     row = tic_device(site.daq, detection, name)
-    daq = dataclasses.replace(site.daq, devices=site.daq.devices + (row,),
+    daq = dataclasses.replace(site.daq, devices=(*site.daq.devices, row),
                               blocks=site.daq.blocks | {"devices"})
     rel = f"DEF/{name}"
     change = {f"CONFIG/{site.uid}_daq.csv": render_daq(daq)}

@@ -156,9 +156,9 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
 async def test_an_update_goes_through_the_command_and_an_upload_is_refused(
         tmp_path: Path) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
-        with pytest.raises(AdminError, match="^uploading a package is not available"):
+        with pytest.raises(AdminError, match=r"^uploading a package is not available"):
             await Admin(plant.gateway).update(b"package")
-        with pytest.raises(CommandError, match="^updateFirmware: SYSTEM_UpdateCommand is not set"):
+        with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand is not set"):
             await Admin(plant.gateway).update(url="http://127.0.0.1:9/p.spm", md5="0" * 32)
 
 

@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, running_gateway, wait_for, write_site
 
 from config import load_site
 from pipeline.drivers._base import DiscoveryParams
@@ -135,8 +135,6 @@ async def test_parameters_are_refused_before_anything_is_sent(
 
 
 def test_a_change_that_breaks_the_configuration_writes_nothing(tmp_path: Path) -> None:
-    from _service_plant import write_site
-
     config_dir = tmp_path / "config"
     write_site(config_dir, tmp_path / "server", [1502])
     daq = config_dir / "CONFIG" / f"{UID}_daq.csv"
@@ -188,8 +186,8 @@ async def test_the_command_shares_the_web_run_lock_and_adds_only_what_is_not_con
         assert gateway.site is not None
         configured = len(gateway.site.daq.devices)
         run = gateway.discovery.start(_params(sim.port))
-        with pytest.raises(CommandError, match="^discoverDevices: a discovery is already "
-                                               "running$"):
+        with pytest.raises(CommandError,
+                           match=r"^discoverDevices: a discovery is already running$"):
             await gateway.discover(_params(sim.port))
         [line async for line in run.follow()]
         assert (await gateway.discovery.import_rows([0])).added == [
@@ -230,8 +228,57 @@ async def test_a_tic_discovery_is_refused_without_a_port_and_answers_the_spec_te
     from pipeline.service.commands import CommandError
 
     async with running_gateway(tmp_path, inverters=0) as plant:
-        with pytest.raises(CommandError, match="^discoverDevices: TIC_Port is not set$"):
+        with pytest.raises(CommandError, match=r"^discoverDevices: TIC_Port is not set$"):
             await plant.gateway.discover(DiscoveryParams(protocol="tic"))
-        with pytest.raises(CommandError, match="^discoverDevices: protocol must be sunspec or "
-                                               "tic, got 'smanet'$"):
+        with pytest.raises(CommandError,
+                           match=r"^discoverDevices: protocol must be sunspec or tic, got 'smanet'$"):
             await plant.gateway.discover(DiscoveryParams(protocol="smanet"))
+
+
+async def test_a_tic_meter_found_by_the_command_becomes_tic1_with_its_definition(
+        tmp_path: Path) -> None:
+    import os
+
+    from tic_ptys import meter_pty
+
+    from config import parse_config_ini, parse_definition, render_config_ini
+    from pipeline.drivers.tic import TicMode, encode_frame
+    from pipeline.service.commands import CommandError
+
+    groups: list[tuple[str, str, str | None]] = [
+        ("ADSC", "031664001115", None), ("VTIC", "02", None), ("EAST", "000001501", None),
+        ("SINSTS", "00720", None)]
+    frame = encode_frame(groups, TicMode.STANDARD)
+
+    async def talk(master: int) -> None:
+        while True:
+            os.write(master, frame)
+            await asyncio.sleep(0.05)
+
+    async with meter_pty(talk) as path:
+        # The site's config.ini with TIC_Port on the meter's pty.
+        probe = tmp_path / "probe"
+        write_site(probe / "config", probe / "server", [1502])
+        cfg_name = f"CONFIG/{UID}_config.ini"
+        ini = parse_config_ini((probe / "config" / cfg_name).read_bytes(), cfg_name).value
+        config_ini = render_config_ini(ini.with_value("TIC_Port", path))
+        async with running_gateway(tmp_path, inverters=0,
+                                   extra_files={cfg_name: config_ini}) as plant:
+            gateway = plant.gateway
+            said: list[str] = []
+            async with asyncio.timeout(30):
+                assert await gateway.discover(DiscoveryParams(protocol="tic"),
+                                              progress_log=said.append) == 1
+            assert said[-1] == "End of TIC detection: standard meter 031664001115 at 9600 baud"
+            site = load_site(plant.config_dir)
+            (tic1,) = [d for d in site.daq.devices if d.index == "TIC1"]
+            assert tic1.def_file == f"{UID}_TIC_LINKY_STD.csv"
+            assert (tic1.serial_number, tic1.parameters) == ("031664001115", "9600")
+            definition = parse_definition(
+                (plant.config_dir / "DEF" / tic1.def_file).read_bytes(), tic1.def_file).value
+            assert [v.name for v in definition.variables] == ["ADSC", "VTIC", "EAST", "SINSTS"]
+            await wait_for(lambda: gateway.site is not None and any(
+                d.index == "TIC1" for d in gateway.site.daq.devices), 20, "reload with TIC1")
+            with pytest.raises(CommandError, match=r"^discoverDevices: TIC1 is already "
+                                                   r"configured; delete it first$"):
+                await gateway.discover(DiscoveryParams(protocol="tic"))
