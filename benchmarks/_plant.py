@@ -1,4 +1,5 @@
-"""A simulated plant of pymodbus TCP servers, for benchmarks that read one in another process.
+"""A simulated plant of pymodbus TCP servers and an FTP server, for benchmarks that use them from
+another process.
 
 A module of its own so that a `spawn`ed process can import it however the benchmark was loaded.
 """
@@ -42,3 +43,27 @@ def serve_pymodbus_plant(devices: int, registers: int, unit_id: int, pipe: Conne
             await server.shutdown()  # type: ignore[no-untyped-call]
 
     asyncio.run(main())
+
+
+def serve_ftp(root: str, user: str, password: str, pipe: Connection) -> None:
+    """Process entry point: a pyftpdlib server on 127.0.0.1 rooted at `root`; sends its port,
+    serves until anything arrives on `pipe`."""
+    import logging
+    import threading
+
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(user, password, root, perm="elradfmwMT")
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer,
+                                              "passive_ports": None})
+    server = FTPServer(("127.0.0.1", 0), handler)
+    pipe.send(server.address[1])
+    threading.Thread(target=lambda: (pipe.recv(), server.close_all()), daemon=True).start()
+    try:
+        server.serve_forever(timeout=0.5, blocking=True, handle_exit=False)
+    except (OSError, ValueError):
+        pass  # close_all from the watcher thread ends the loop

@@ -14,6 +14,10 @@ replaces a kind's reducer and keeps what it needs in `extra[<its name>]` (JSON-a
     state = replay(log, {**DEFAULT_REDUCERS, "window": count})
 
 A body that does not hold its kind's fields (a foreign or damaged event) is skipped.
+
+The `s0` bodies (`{"module": "<daq index>", "counters": {"1": [<module value>, <total>]}}`) are
+kept as `extra["s0"][<module>]`: an S0 total must outlive every `s0` event the journal's quota
+drops.
 """
 
 from __future__ import annotations
@@ -151,6 +155,14 @@ def reduce_heartbeat(state: ReplayState, event: JournalEvent) -> None:
     state.last_heartbeat_ns = event.ts_ns
 
 
+def reduce_s0(state: ReplayState, event: JournalEvent) -> None:
+    module, counters = event.body.get("module"), event.body.get("counters")
+    if not isinstance(module, str) or not isinstance(counters, dict):
+        return
+    saved = state.extra.get("s0")
+    state.extra["s0"] = {**saved, module: counters} if isinstance(saved, dict) else {module: counters}
+
+
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     **dict.fromkeys(DELIVERY_KINDS, reduce_delivery),
     "command": reduce_caller_id,
@@ -158,6 +170,7 @@ DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     "scriptdata": reduce_scriptdata,
     "sync": reduce_sync,
     "heartbeat": reduce_heartbeat,
+    "s0": reduce_s0,
 }
 
 # What a malformed body raises in a reducer: the event is skipped.

@@ -7,6 +7,7 @@ transport of a configured slot. See README.md for the interface and how to add a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.model import ServerSettings, ServerType
 
@@ -28,8 +29,10 @@ from .dir import DirTransport
 from .ftp import FtpTransport
 from .ftps import FtpsTransport
 from .mqtt import MqttTransport
-from .sftp import SftpTransport
-from .webdav import WebdavTransport
+
+if TYPE_CHECKING:
+    from .sftp import SftpTransport
+    from .webdav import WebdavTransport
 
 __all__ = [
     "MAX_IN_FLIGHT", "TMP_SUFFIX", "DirTransport", "Failure", "FileTransport", "FtpTransport",
@@ -37,6 +40,17 @@ __all__ = [
     "RemoteFile", "SftpTransport", "Timeouts", "TransportError", "WebdavTransport",
     "open_transport", "tls_context",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # asyncssh and httpx cost the gateway some 30 MB resident: imported when a slot uses them.
+    if name == "SftpTransport":
+        from .sftp import SftpTransport
+        return SftpTransport
+    if name == "WebdavTransport":
+        from .webdav import WebdavTransport
+        return WebdavTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_transport(settings: ServerSettings, cert_dir: Path, *,
@@ -52,10 +66,13 @@ def open_transport(settings: ServerSettings, cert_dir: Path, *,
         case ServerType.DIR: return DirTransport(settings, timeouts=timeouts)
         case ServerType.FTP: return FtpTransport(settings, timeouts=timeouts)
         case ServerType.FTPS: return FtpsTransport(settings, cert_dir=cert_dir, timeouts=timeouts)
-        case ServerType.SFTP: return SftpTransport(settings, timeouts=timeouts,
-                                                   on_host_key_pinned=on_host_key_pinned)
-        case ServerType.WEBDAV: return WebdavTransport(settings, cert_dir=cert_dir,
-                                                       timeouts=timeouts)
+        case ServerType.SFTP:
+            from .sftp import SftpTransport
+            return SftpTransport(settings, timeouts=timeouts,
+                                 on_host_key_pinned=on_host_key_pinned)
+        case ServerType.WEBDAV:
+            from .webdav import WebdavTransport
+            return WebdavTransport(settings, cert_dir=cert_dir, timeouts=timeouts)
         case ServerType.MQTT | ServerType.MQTTS: return MqttTransport(settings, cert_dir=cert_dir,
                                                                       timeouts=timeouts)
     raise ValueError(f"server {settings.slot}: no transport for SERVER_Type={settings.type}")

@@ -4,6 +4,10 @@ local socket (`DATA/sunpm.sock`, only the service user and root may open it).
 `NAME` is a built-in (`status`, `connect`, `getParameters` ...) or `<script>.<function>`; a value
 is read as JSON when it is JSON (`server=2`, `raw=true`, `value=80.5`), else as text. The answer is
 printed as JSON; exit 0 for a result, 1 for an error answer, 2 when the gateway cannot be reached.
+
+`sunpm archive [--data DIR]` asks the running gateway for its debug archive
+(`<uid>_SYSTEME_<ts>.tar.gz` in `DATA/archives/`, uploaded to server 1's `/LOG` after its next
+session) and prints its path.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import sys
 from pathlib import Path
 
 _TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
+#: `discoverDevices` has no 600 s limit: 240 ids at 1 s on several interfaces take longer.
+_DISCOVERY_TIMEOUT_S = 4 * 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the gateway's data directory (default ./sunpm-data)")
     parser.add_argument("--caller-id", help="callerId (a repeat within 7 days is not run again)")
     parser.set_defaults(handler=_cmd)
+    archive = subparsers.add_parser(
+        "archive", help="make the running gateway's debug archive (uploaded at the next session)")
+    archive.add_argument("--data", type=Path, metavar="DIR", default=Path("sunpm-data"),
+                         help="the gateway's data directory (default ./sunpm-data)")
+    archive.set_defaults(handler=_archive)
 
 
 def _value(text: str) -> object:
@@ -44,13 +55,35 @@ def _cmd(args: argparse.Namespace) -> int:
         parameters[key] = _value(value)
     name: str = args.name if "." in args.name else f"sunpm.{args.name}"
     request = {"rpcName": name, "parameters": parameters, "callerId": args.caller_id}
+    timeout = _DISCOVERY_TIMEOUT_S if name.lower() == "sunpm.discoverdevices" else _TIMEOUT_S
+    doc = _exchange(args.data, request, "sunpm cmd", timeout)
+    if doc is None:
+        return 2
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+    return 1 if "error" in doc else 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    doc = _exchange(args.data, {"request": "archive"}, "sunpm archive", _TIMEOUT_S)
+    if doc is None:
+        return 2
+    if "error" in doc:
+        print(f"sunpm archive: {doc['error']}", file=sys.stderr)
+        return 1
+    print(doc.get("result"))
+    return 0
+
+
+def _exchange(data: Path, request: dict[str, object], command: str,
+              timeout_s: float) -> dict[str, object] | None:
+    """The gateway's answer to one request, or None (said on stderr) when there is none."""
     # Imported here: the service package is heavy and `sunpm --help` must not wait for it.
     from pipeline.service.local import SOCKET_NAME
 
-    path = args.data / SOCKET_NAME
+    path = data / SOCKET_NAME
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(_TIMEOUT_S)
+            sock.settimeout(timeout_s)
             sock.connect(str(path))
             sock.sendall(json.dumps(request).encode() + b"\n")
             answer = b""
@@ -60,13 +93,14 @@ def _cmd(args: argparse.Namespace) -> int:
                     break
                 answer += chunk
     except OSError as err:
-        print(f"sunpm cmd: {path}: cannot reach the gateway ({err.strerror or err}); is "
+        print(f"{command}: {path}: cannot reach the gateway ({err.strerror or err}); is "
               "`sunpm run` running with this --data?", file=sys.stderr)
-        return 2
+        return None
     try:
         doc = json.loads(answer)
     except json.JSONDecodeError:
-        print(f"sunpm cmd: {path}: unreadable answer", file=sys.stderr)
-        return 2
-    print(json.dumps(doc, ensure_ascii=False, indent=2))
-    return 1 if "error" in doc else 0
+        doc = None
+    if not isinstance(doc, dict):
+        print(f"{command}: {path}: unreadable answer", file=sys.stderr)
+        return None
+    return doc

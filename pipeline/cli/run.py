@@ -32,7 +32,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run)
 
 
+class _WithoutPandas:
+    """Refuses `import pandas` in the service process. pyarrow imports pandas when it is
+    installed (a dev or analysis extra) the first time it converts a Python value, some 35 MB
+    resident for nothing: the gateway never hands pandas a table."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("pandas is not loaded by sunpm run", name=name)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _WithoutPandas)
     # Imported here: the service pulls in the store and the exporters, which `sunpm --help`
     # must not wait for (pipeline/cli/__init__.py).
     from pipeline.service.logs import setup_stderr

@@ -117,11 +117,13 @@ class Admin:
         await self.command("factory", {"confirm": True})
 
     async def update(self, package: bytes | None = None, url: str = "", md5: str = "") -> None:
-        """`updateFirmware`; the answer of this version says it is not available."""
-        parameters: dict[str, JsonValue] = {"url": url, "md5": md5}
-        if package is not None:
-            parameters["size"] = len(package)
-        await self.command("updateFirmware", parameters)
+        """`updateFirmware` of the package at `url` with its MD5 (downloaded, checked, then
+        installed through SYSTEM_UpdateCommand); an uploaded package is refused."""
+        if package:
+            # The command downloads; an upload would need a second, unchecked staging path.
+            raise AdminError("uploading a package is not available in this version; give its "
+                             "url and md5", "package")
+        await self.command("updateFirmware", {"url": url, "checksum": md5})
 
     # ----------------------------------------------------------------- diagnostics
 

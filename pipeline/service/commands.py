@@ -6,10 +6,11 @@ session for the command topic); the executor runs them one at a time and journal
 commands wait (`<name>: busy, 100 commands waiting`); each gets 600 s.
 
 A `callerId` answered in the last 7 days (any channel) is not run again: its stored answer is
-journaled again for the repeat's channel. Built-ins of this version: `getParameters`,
-`setRelay`, `log`, `writeVariable`, and, from the channels allowed to use them (SMS, local),
-`connect`, `status`, `reboot` and `factory`; the others answer that they are not available in this version, scripts
-that they are unknown.
+journaled again for the repeat's channel. Every built-in of docs/formats.md §12.3 runs, from the
+channels allowed to use it. `discoverDevices` runs in the background (other commands go on; a
+second one while it runs is refused by the gateway's discovery lock) and has no 600 s limit;
+`factory`, `reboot` and the install step of `updateFirmware` run once the commands queued with them
+are answered (docs/behaviour.md §7.2).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Final, Protocol
 from config.errors import SunpmError
 from exporters.session import Trigger
 from pipeline.clock import NS_PER_S, Clock
+from pipeline.drivers._base import DiscoveryParams
 from store.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
 from store.log import Log
 
@@ -40,6 +42,14 @@ _CHANNELS: Final[Mapping[str, str]] = {
     "apn": "SL", "ftp": "SL", "log": "FMSL", "setRelay": "FMSL", "discoverDevices": "FMSL",
     "getParameters": "FMSL", "writeVariable": "FMSL",
 }
+#: Run in the background, without the 600 s limit (docs/behaviour.md §7.2).
+_BACKGROUND: Final = "sunpm.discoverdevices"
+#: `ftp` parameters -> config.ini key names without the server's prefix digit.
+_FTP_KEYS: Final = (("type", "SERVER{n}_Type"), ("host", "FTP{n}_Host"), ("port", "FTP{n}_Port"),
+                    ("user", "FTP{n}_User"), ("password", "FTP{n}_Password"),
+                    ("rootDir", "FTP{n}_RootDir"))
+_APN_KEYS: Final = (("apn", "MODEM_Apn"), ("user", "MODEM_User"), ("password", "MODEM_Password"),
+                    ("pin", "MODEM_Pin"))
 _LETTER: Final = {Channel.FILE: "F", Channel.MQTT: "M", Channel.SMS: "S", Channel.LOCAL: "L"}
 _NAMES: Final = {"F": "file", "M": "mqtt", "S": "sms", "L": "local"}
 
@@ -71,6 +81,15 @@ class GatewayControl(Protocol):
     async def call_script(self, rpc_name: str,
                           parameters: Mapping[str, JsonValue]) -> JsonValue: ...
 
+    async def discover(self, params: DiscoveryParams) -> int: ...
+
+    async def change_config(self, command: str, values: Mapping[str, str | None]) -> None: ...
+
+    async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
+                             interface: str) -> str: ...
+
+    def install_firmware(self, package: str) -> None: ...
+
 
 Builtin = Callable[[Mapping[str, JsonValue]], Awaitable[JsonValue]]
 
@@ -98,8 +117,10 @@ class CommandExecutor:
         self._builtins: dict[str, Builtin] = {
             "getparameters": self._get_parameters, "setrelay": self._set_relay,
             "connect": self._connect, "status": self._status, "log": self._log, "reboot": self._reboot,
-            "factory": self._factory,
-            "writevariable": self._write_variable}
+            "writevariable": self._write_variable, "discoverdevices": self._discover,
+            "ftp": self._ftp, "apn": self._apn, "factory": self._factory,
+            "updatefirmware": self._update_firmware}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def submit(self, commands: Sequence[CommandReceived]) -> None:
         for command in commands:
@@ -126,22 +147,41 @@ class CommandExecutor:
             await self._recover()
         except SunpmError as err:
             log.error("Commands left unanswered by a stop not recovered: %s", err)
-        while True:
-            command, answer = await self._queue.get()
-            try:
-                result = await self.execute(command)
-            except SunpmError as err:
-                # Its answer could not be journaled (storage failing): the caller hears it.
-                log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
-                result = CommandResult(channel=command.channel, caller_id=command.caller_id,
-                                       rpc_name=command.rpc_name,
-                                       error=f"{_short(command.rpc_name)}: {err}"[:500])
-            if answer is not None and not answer.done():
-                answer.set_result(result)
-            if self._queue.empty() and self._after_batch:
-                actions, self._after_batch = self._after_batch, []
-                for action in actions:
-                    action()
+        try:
+            while True:
+                command, answer = await self._queue.get()
+                if command.rpc_name.lower() == _BACKGROUND:
+                    task = asyncio.create_task(self._execute_for(command, answer),
+                                               name="discoverDevices")
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                    # Its lock is taken when it starts: let it, before the next command.
+                    await asyncio.sleep(0)
+                else:
+                    await self._execute_for(command, answer)
+                self._after_queue()
+        finally:
+            for task in list(self._background):
+                task.cancel()
+
+    async def _execute_for(self, command: CommandReceived,
+                           answer: asyncio.Future[CommandResult] | None) -> None:
+        try:
+            result = await self.execute(command)
+        except SunpmError as err:
+            # Its answer could not be journaled (storage failing): the caller hears it.
+            log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
+            result = CommandResult(channel=command.channel, caller_id=command.caller_id,
+                                   rpc_name=command.rpc_name,
+                                   error=f"{_short(command.rpc_name)}: {err}"[:500])
+        if answer is not None and not answer.done():
+            answer.set_result(result)
+
+    def _after_queue(self) -> None:
+        if self._queue.empty() and self._after_batch:
+            actions, self._after_batch = self._after_batch, []
+            for action in actions:
+                action()
 
     async def execute(self, command: CommandReceived) -> CommandResult:
         answered = await self._history()
@@ -152,8 +192,9 @@ class CommandExecutor:
             return await self._answer(command, answered[key], store=False)
         log.info("Command received. name=%s callerId=%s channel=%s", command.rpc_name,
                  command.caller_id, command.channel)
+        limit = None if command.rpc_name.lower() == _BACKGROUND else COMMAND_TIMEOUT_S
         try:
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            async with asyncio.timeout(limit):
                 answer = _Answer(await self._run(command), None)
         except CommandError as err:
             answer = _Answer(None, str(err)[:500])
@@ -298,14 +339,95 @@ class CommandExecutor:
         self._after_batch.append(self._control.restart)
         return "OK"
 
+    async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        return json.loads(json.dumps(await self._control.status()))  # type: ignore[no-any-return]
+
+    async def _discover(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        protocol = _text(parameters, "protocol", "discoverDevices") or "sunspec"
+        if protocol.lower() not in ("sunspec", "tic"):
+            raise CommandError(f"discoverDevices: protocol must be sunspec or tic, got "
+                               f"'{protocol}'")
+        interface = _text(parameters, "interface", "discoverDevices") or None
+        ip = _text(parameters, "ip", "discoverDevices") or None
+        numbers = {name: _integer(parameters, name, default, "discoverDevices")
+                   for name, default in (("port", 502), ("firstAddress", 1),
+                                         ("lastAddress", 240), ("maxDevices", 240),
+                                         ("timeout", 1000))}
+        if not 0 < numbers["port"] < 65536:
+            raise CommandError(f"discoverDevices: port {numbers['port']} is outside 1..65535")
+        if numbers["maxDevices"] < 1:
+            raise CommandError(f"discoverDevices: maxDevices {numbers['maxDevices']} is below 1")
+        if numbers["timeout"] < 1:
+            raise CommandError(f"discoverDevices: timeout {numbers['timeout']} is below 1 ms")
+        params = DiscoveryParams(protocol=protocol.lower(), interface=interface, ip=ip,
+                                 port=numbers["port"], first_address=numbers["firstAddress"],
+                                 last_address=numbers["lastAddress"],
+                                 max_devices=numbers["maxDevices"], timeout_ms=numbers["timeout"])
+        return await self._control.discover(params)
+
+    async def _ftp(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        server = _integer(parameters, "server", 1, "ftp")
+        if server not in (1, 2):
+            raise CommandError(f"ftp: server must be 1 or 2, got {server}")
+        kind = _text(parameters, "type", "ftp").lower()
+        if kind not in ("", "ftp", "ftps", "sftp"):
+            raise CommandError(f"ftp: type must be ftp, ftps or sftp, got '{kind}'")
+        values: dict[str, str | None] = {}
+        prefix = "" if server == 1 else "2"
+        for name, key in _FTP_KEYS:
+            text = kind if name == "type" else _text(parameters, name, "ftp", number=True)
+            values[key.format(n=prefix)] = text or None
+        await self._control.change_config("ftp", values)
+        return "OK"
+
+    async def _apn(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        values: dict[str, str | None] = {key: _text(parameters, name, "apn", number=True) or None
+                                         for name, key in _APN_KEYS}
+        await self._control.change_config("apn", values)
+        return "OK"
+
     async def _factory(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         if parameters.get("confirm") is not True:
             raise CommandError("factory: confirm must be true")
         self._after_batch.append(self._control.factory_reset)
         return "OK"
 
-    async def _status(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
-        return json.loads(json.dumps(await self._control.status()))  # type: ignore[no-any-return]
+    async def _update_firmware(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
+        url = _text(parameters, "url", "updateFirmware")
+        if not url:
+            raise CommandError("updateFirmware: url is missing")
+        checksum = _text(parameters, "checksum", "updateFirmware")
+        package = await self._control.stage_firmware(
+            url, _text(parameters, "login", "updateFirmware"),
+            _text(parameters, "password", "updateFirmware"), checksum,
+            _text(parameters, "interface", "updateFirmware"))
+        self._after_batch.append(lambda: self._control.install_firmware(package))
+        return "OK"
+
+
+def _text(parameters: Mapping[str, JsonValue], name: str, command: str, *,
+          number: bool = False) -> str:
+    """A text parameter (absent or null: empty); `number` also takes an integer as its digits."""
+    value = parameters.get(name)
+    if value is None:
+        return ""
+    if number and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise CommandError(f"{command}: {name} must be a string, got {json.dumps(value)}")
+    return value.strip()
+
+
+def _integer(parameters: Mapping[str, JsonValue], name: str, default: int, command: str) -> int:
+    """An integer parameter (absent or null: `default`); digits in a string are taken (SMS)."""
+    value = parameters.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommandError(f"{command}: {name} must be an integer, got {json.dumps(value)}")
+    return value
 
 
 def _caller_key(command: CommandReceived) -> str | None:

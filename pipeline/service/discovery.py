@@ -1,5 +1,5 @@
-"""SunSpec discovery inside the running gateway (docs/behaviour.md §3): the web page's and the
-API's start, live log, abort, results and import.
+"""Discovery inside the running gateway (docs/behaviour.md §3, §7.2): the `discoverDevices`
+command (`discover`), and the web page's and the API's start, live log, abort, results and import.
 
     discovery = Discovery(gateway)
     run = discovery.start(DiscoveryParams(interface="ethernet1", ip="10.0.0.5", last_address=20))
@@ -7,26 +7,31 @@ API's start, live log, abort, results and import.
         ...
     result = await discovery.import_rows([0, 2])   # rows of `run.devices`, by position
 
-One run at a time: a second `start` while one runs is refused with `discoverDevices: a discovery
-is already running`. Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
+    found = await discovery.discover(params)   # the command: run, then add the new devices
+
+The gateway has one `Discovery` (`Gateway.discovery`), so one run at a time whoever asks: a second
+`start` or `discover` while one runs is refused with `discoverDevices: a discovery is already
+running`. Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
 them and the next session delivers them in the `_SUNSPEC_` LOG file (docs/behaviour.md §3.3). A
 serial interface is scanned through the bus the poll loop already has open (requests alternate
-with the polls), a TCP target through a connection of its own.
+with the polls), a TCP target through a connection of the run's own. `protocol=tic` listens on `TIC_Port` for a Linky meter instead.
 
 Import (docs/behaviour.md §3.5) adds one daq.csv row per chosen device, a configured one included
 (a second device, on purpose), and writes the generated definition files under the naming rule
-(same name and content: reused; other content: `_2`, `_3`...). Nothing existing is changed or
-overwritten; the whole change is validated by `config` first and written all or nothing
-(`config_edit`).
+(same name and content: reused; other content: `_2`, `_3`...). The command (`discover`) adds the
+devices found that are not configured yet, and a detected TIC meter as `TIC1`. Nothing existing is
+changed or overwritten; the whole change is validated by `config` first and written all or nothing
+(`config_edit`), under the configuration lock the web UI's other changes hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -43,12 +48,22 @@ from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.tcp import TcpConnection
 from pipeline.drivers.sunspec import SunSpecDevice, UnitScanned, unique_name
 from pipeline.drivers.sunspec.importing import import_devices, is_configured
+from pipeline.drivers.tic_discovery import (
+    TicAlreadyConfigured,
+    TicDetection,
+    definition_name,
+    definition_text,
+    detect_tic,
+    tic_device,
+)
 from pipeline.service.config_edit import apply_change, config_lock
+from pipeline.service.wiring import open_tic_port
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
-__all__ = ["Discovery", "DiscoveryBusy", "DiscoveryRun", "ImportResult", "RunState"]
+__all__ = ["Discovery", "DiscoveryBusy", "DiscoveryFailed", "DiscoveryRun", "ImportResult",
+           "RunState"]
 
 sunspec_log = logging.getLogger("sunpm.sunspec")
 
@@ -58,6 +73,10 @@ MAX_LINES: Final = 5000
 
 class DiscoveryBusy(SunpmError):
     """A run is going on; the text is the spec's refusal."""
+
+
+class DiscoveryFailed(SunpmError):
+    """The command's run ended without results (a link error, aborted); the text says why."""
 
 
 class RunState(StrEnum):
@@ -104,6 +123,8 @@ class DiscoveryRun:
     lines: list[str] = field(default_factory=list)
     scanned: int = 0
     devices: list[SunSpecDevice] = field(default_factory=list)
+    #: The meter of a `protocol=tic` run, when one answered.
+    tic: TicDetection | None = None
     rows: list[FoundRow] = field(default_factory=list)
     imported: bool = False
     #: Interfaces that carried a request, and the link error of those that never did.
@@ -111,6 +132,8 @@ class DiscoveryRun:
     link_errors: dict[str, str] = field(default_factory=dict)
     started_s: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
+    #: Also told every progress line (the command's caller).
+    on_line: Callable[[str], None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _poke(self) -> None:
@@ -160,6 +183,18 @@ class Discovery:
         site = self._gateway.site
         if site is None:
             raise DiscoveryRefused("discoverDevices: the gateway is not running")
+        protocol = params.protocol.lower()
+        if protocol == "tic":
+            if any(d.index == "TIC1" for d in site.daq.devices):
+                raise DiscoveryRefused("discoverDevices: TIC1 is already configured; delete it "
+                                       "first")
+            if not site.settings.tic_port:
+                raise DiscoveryRefused("discoverDevices: TIC_Port is not set")
+            return self._begin(params, ["TIC"], 1,
+                               self._listen_tic(site.settings.tic_port, site.settings.time_zone))
+        if protocol != "sunspec":
+            raise DiscoveryRefused(f"discoverDevices: protocol must be sunspec or tic, got "
+                                   f"'{params.protocol}'")
         interfaces = interfaces_to_scan(params, site.daq)
         if not interfaces:
             raise DiscoveryRefused("discoverDevices: nothing to scan: give ip, or configure a "
@@ -171,15 +206,63 @@ class Discovery:
         if not 1 <= params.timeout_ms <= 60_000:
             raise DiscoveryRefused(f"discoverDevices: timeout {params.timeout_ms} is outside "
                                    "1..60000 ms")
-        self._count += 1
         ids = (params.last_address - params.first_address + 1) * len(interfaces)
+        return self._begin(params, interfaces, ids,
+                           self._scan(site.uid, site.daq, site.settings.time_zone))
+
+    def _begin(self, params: DiscoveryParams, interfaces: list[str], total_ids: int,
+               work: Callable[[DiscoveryRun], Coroutine[None, None, None]]) -> DiscoveryRun:
+        self._count += 1
         run = DiscoveryRun(number=self._count, params=params, interfaces=interfaces,
-                           total_ids=ids)
+                           total_ids=total_ids)
         self.run = run
-        run.task = asyncio.create_task(self._scan(run, site.uid, site.daq,
-                                                  site.settings.time_zone),
-                                       name=f"discovery:{run.number}")
+        run.task = asyncio.create_task(work(run), name=f"discovery:{run.number}")
         return run
+
+    async def discover(self, params: DiscoveryParams, *,
+                       progress_log: Callable[[str], None] | None = None) -> int:
+        """`discoverDevices` (docs/formats.md §12.3): run, add the devices found that are not
+        configured yet (a TIC meter as `TIC1`), answer the number found.
+
+        Raises `DiscoveryBusy`, `DiscoveryRefused`, `DiscoveryFailed` or
+        `config_edit.ChangeRejected`."""
+        run = self.start(params)
+        run.on_line = progress_log
+        assert run.task is not None
+        await run.task
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            # The run swallowed the cancellation meant for its caller (it ends as aborted).
+            raise asyncio.CancelledError
+        if run.state is not RunState.DONE:
+            raise DiscoveryFailed(run.error or f"discoverDevices: {run.state.value}")
+        gateway = self._gateway
+        uid = gateway.site.uid if gateway.site else None
+        if run.tic is not None:
+            detection = run.tic
+            async with config_lock(gateway.config_dir):
+                try:
+                    name = await asyncio.to_thread(_import_tic, gateway.config_dir, uid,
+                                                   detection, gateway.config_lock)
+                except TicAlreadyConfigured as err:
+                    # Configured while the meter was listened to.
+                    raise DiscoveryFailed(str(err)) from None
+            run.imported = True
+            gateway.config_written()
+            sunspec_log.info("%s meter %s at %d baud -> %s", detection.mode.value,
+                             detection.address, detection.baud, name)
+            return 1
+        if run.devices:
+            async with config_lock(gateway.config_dir):
+                result = await asyncio.to_thread(_import, gateway.config_dir, uid, run.devices,
+                                                 params.timeout_ms, gateway.config_lock,
+                                                 include_configured=False)
+            run.imported = True
+            if result.added:
+                gateway.config_written()
+            sunspec_log.info("Discovery done: %d found, %d added", len(run.devices),
+                             len(result.added))
+        return len(run.devices)
 
     def abort(self) -> bool:
         """Stop the running scan after its current request; False when none runs."""
@@ -194,15 +277,35 @@ class Discovery:
         if self.run is not None and self.run.state is not RunState.RUNNING:
             self.run = None
 
-    async def _scan(self, run: DiscoveryRun, uid: str, daq: Daq, time_zone: str) -> None:
-        stamp = _stamper(time_zone)
-        links: list[TcpConnection | RtuBus] = []
+    def _scan(self, uid: str, daq: Daq,
+              time_zone: str) -> Callable[[DiscoveryRun], Coroutine[None, None, None]]:
+        return lambda run: self._scan_sunspec(run, uid, daq, time_zone)
 
-        def line(message: str) -> None:
-            sunspec_log.info("%s", message)
-            if len(run.lines) < MAX_LINES:
-                run.lines.append(f"{stamp()}:{message}")
-            run._poke()
+    def _listen_tic(self, port: str,
+                    time_zone: str) -> Callable[[DiscoveryRun], Coroutine[None, None, None]]:
+        async def listen(run: DiscoveryRun) -> None:
+            line = _liner(run, time_zone)
+            try:
+                line(f"Start of TIC detection on {port}")
+                # The TIC reader's opener: a pseudo-terminal bridge is opened 8N1.
+                run.tic = await detect_tic(port, opener=open_tic_port)  # type: ignore[arg-type]
+                run.scanned = 1
+                if run.tic is None:
+                    line("End of TIC detection: no TIC meter found")
+                else:
+                    run.reached.add("TIC")
+                    line(f"End of TIC detection: {run.tic.mode.value} meter "
+                         f"{run.tic.address} at {run.tic.baud} baud")
+                run.state = RunState.DONE
+            except asyncio.CancelledError:
+                run.state = RunState.ABORTED
+            finally:
+                run._poke()
+        return listen
+
+    async def _scan_sunspec(self, run: DiscoveryRun, uid: str, daq: Daq, time_zone: str) -> None:
+        links: list[TcpConnection | RtuBus] = []
+        line = _liner(run, time_zone)
 
         def progress(event: UnitScanned) -> None:
             run.scanned += 1
@@ -221,8 +324,8 @@ class Discovery:
                 bus.start()
                 links.append(bus)
                 return bus
-            assert run.params.ip is not None
-            connection = TcpConnection(run.params.ip, run.params.port)
+            host, _, port = target.rpartition(":")
+            connection = TcpConnection(host, int(port))
             links.append(connection)
             return connection
 
@@ -238,8 +341,10 @@ class Discovery:
             run.state = RunState.DONE
         except asyncio.CancelledError:
             run.state = RunState.ABORTED
-        except SunpmError as err:
+        except (SunpmError, OSError) as err:
             run.state, run.error = RunState.FAILED, str(err)
+            if not run.error.startswith("discoverDevices"):
+                run.error = f"discoverDevices: {run.error}"
             line(f"Error: {err}")
         finally:
             for link in links:
@@ -256,7 +361,7 @@ class Discovery:
             return None
         for driver, settings in plant.drivers:
             if isinstance(driver, ModbusRtuDriver) and settings.serial is not None \
-                    and settings.serial.port == target and driver.bus is not None:
+                    and settings.serial.port.upper() == target and driver.bus is not None:
                 return driver.bus
         return None
 
@@ -302,10 +407,15 @@ class Discovery:
 
 
 def _import(config_dir: Path, uid: str | None, picked: Sequence[SunSpecDevice],
-            timeout_ms: int, folder_lock: threading.Lock) -> ImportResult:
+            timeout_ms: int, folder_lock: threading.Lock, *,
+            include_configured: bool = True) -> ImportResult:
     # The configuration as it is now on disk, not as the run saw it: another change may have
     # come in between.
     site = load_site(config_dir, uid)
+    if not include_configured:
+        picked = [d for d in picked if not is_configured(site.daq, d.target, d.unit_id)]
+        if not picked:
+            return ImportResult(added=[], definitions=[], reused=[])
     def_dir = config_dir / "DEF"
     names = _planned_names(def_dir, picked)
     change: dict[str, bytes] = {}
@@ -319,7 +429,7 @@ def _import(config_dir: Path, uid: str | None, picked: Sequence[SunSpecDevice],
             change[rel] = device.definition.text.encode("utf-8")
             created.append(name)
     daq, rows = import_devices(
-        site.daq, picked, timeout_ms=timeout_ms, include_configured=True,
+        site.daq, picked, timeout_ms=timeout_ms, include_configured=include_configured,
         definition_names={(d.target, d.unit_id): n for d, n in zip(picked, names, strict=True)})
     added_names = [row.name for row in rows]
     change[f"CONFIG/{site.uid}_daq.csv"] = render_daq(daq)
@@ -330,6 +440,32 @@ def _import(config_dir: Path, uid: str | None, picked: Sequence[SunSpecDevice],
     return ImportResult(added=added_names, definitions=created, reused=reused)
 
 
+def _import_tic(config_dir: Path, uid: str | None, detection: TicDetection,
+                folder_lock: threading.Lock) -> str:
+    """Add the `TIC1` row and its definition file; the file's name (docs/behaviour.md §3)."""
+    site = load_site(config_dir, uid)
+    text = definition_text(detection)
+    name = unique_name(definition_name(site.uid, detection.mode), text,
+                       lambda n: _read_text(config_dir / "DEF" / n))
+    row = tic_device(site.daq, detection, name)
+    daq = dataclasses.replace(site.daq, devices=(*site.daq.devices, row),
+                              blocks=site.daq.blocks | {"devices"})
+    rel = f"DEF/{name}"
+    change = {f"CONFIG/{site.uid}_daq.csv": render_daq(daq)}
+    if not (config_dir / rel).exists():
+        change[rel] = text.encode("utf-8")
+    apply_change(config_dir, site.uid, change,
+                 create_only=[rel] if rel in change else [], folder_lock=folder_lock)
+    return name
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+
+
 def _planned_names(def_dir: Path, devices: Sequence[SunSpecDevice]) -> list[str]:
     """The file each device's definition gets in `def_dir` (the `_2` rule, files of the same
     import counted)."""
@@ -338,10 +474,7 @@ def _planned_names(def_dir: Path, devices: Sequence[SunSpecDevice]) -> list[str]
     def existing(name: str) -> str | None:
         if name in planned:
             return planned[name]
-        try:
-            return (def_dir / name).read_bytes().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return None
+        return _read_text(def_dir / name)
 
     names = []
     for device in devices:
@@ -349,6 +482,21 @@ def _planned_names(def_dir: Path, devices: Sequence[SunSpecDevice]) -> list[str]
         planned[name] = device.definition.text
         names.append(name)
     return names
+
+
+def _liner(run: DiscoveryRun, time_zone: str) -> Callable[[str], None]:
+    """What a run says: logged on `sunpm.sunspec`, kept for the page, told to `run.on_line`."""
+    stamp = _stamper(time_zone)
+
+    def line(message: str) -> None:
+        sunspec_log.info("%s", message)
+        if len(run.lines) < MAX_LINES:
+            run.lines.append(f"{stamp()}:{message}")
+        if run.on_line is not None:
+            run.on_line(message)
+        run._poke()
+
+    return line
 
 
 def _stamper(time_zone: str) -> Callable[[], str]:

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,7 +38,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config import ConfigError, Site, check_site, load_site, parse_definition
-from config.defaults import default_files
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
 from exporters.outbox import Outbox
@@ -54,21 +52,39 @@ from exporters.views.mqtt import alarm_message
 from exporters.views.windows import cut_of
 from fsio import write_file_durably
 from pipeline.clock import NS_PER_S, Clock, SystemClock
-from pipeline.drivers._base import DeviceError, RawValue
+from pipeline.drivers._base import DeviceError, DiscoveryParams, RawValue
+from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
+from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.discovery import Discovery, DiscoveryBusy, DiscoveryFailed
+from pipeline.service.firmware import stage_offered_package
 from pipeline.service.local import SOCKET_NAME, LocalChannel
 from pipeline.service.logs import JournalLogHandler, level_of
+from pipeline.service.maintenance import (
+    MaintenanceError,
+    change_config,
+    check_firmware_request,
+    factory_wipe,
+    install_firmware,
+    stage_firmware,
+)
+from pipeline.service.modem import AtModem
+from pipeline.service.s0 import KIND as S0_KIND
+from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
-from pipeline.service.sms import SmsInbox
+from pipeline.service.sms import SmsCommands, SmsInbox
 from pipeline.service.status import backlog, last_text, status_object
+from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
+from sdcard.mirror import CardMirror
 from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
@@ -185,6 +201,11 @@ class Gateway:
         self._alarm_waiting = False
         self._outboxes: dict[int, Outbox] = {}
         self._started_s = time.time()
+        #: The one discovery of the gateway (the command, the web UI): one run at a time.
+        self.discovery = Discovery(self)
+        self.mirror: CardMirror | None = None
+        self._s0: ModuleCounters | None = None
+        self.modem: AtModem | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,7 +271,8 @@ class Gateway:
                              tg.create_task(traces.run(), name="traces"),
                              tg.create_task(self.clock_check.run(), name="clock-check"),
                              tg.create_task(LocalChannel(self.data_dir / SOCKET_NAME,
-                                                         self.commands).run(),
+                                                         self.commands,
+                                                         archive=self.debug_archive).run(),
                                             name="local-commands"),
                              tg.create_task(StorageWatch(store, self.alarms, self.clock,
                                                          self._device_names).run(),
@@ -260,6 +282,11 @@ class Gateway:
                              tg.create_task(power.power_on(), name="power-on")]
                 whole_run += [tg.create_task(plugin.run(self), name=type(plugin).__name__)
                               for plugin in self.plugins if spans_reloads(plugin)]
+                if site.settings.sd_mirror_path:
+                    # The configuration at start decides (as for the clock check's servers).
+                    self.mirror = CardMirror(store_dir, Path(site.settings.sd_mirror_path))
+                    whole_run.append(tg.create_task(self.mirror.run(), name="card-mirror"))
+                    log.info("Card mirror started. path=%s", site.settings.sd_mirror_path)
                 while True:
                     self._reload.clear()
                     await self._generation(site, store, stop, power)
@@ -270,6 +297,8 @@ class Gateway:
                 for task in whole_run:
                     task.cancel()
         finally:
+            # A run the web UI started is no task of the group: it ends with the gateway.
+            self.discovery.abort()
             try:
                 if power is not None and stop.is_set() and not power.stopped:
                     with contextlib.suppress(SunpmError, TimeoutError):
@@ -282,9 +311,13 @@ class Gateway:
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
                 if self.factory_requested:
-                    await asyncio.to_thread(_wipe, self.config_dir, store_dir, site.uid)
-                    log.warning("Factory reset done: default configuration of %s written, "
-                                "store deleted", site.uid)
+                    await asyncio.to_thread(self._factory_wipe, store_dir, site.uid)
+                    log.warning("Factory reset done: configuration and store deleted, defaults "
+                                "written for %s; an SD mirror is left as it was", site.uid)
+
+    def _factory_wipe(self, store_dir: Path, uid: str) -> None:
+        with self.config_lock:
+            factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
 
     def _load(self) -> Site:
         try:
@@ -314,7 +347,12 @@ class Gateway:
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
         self.plant = plant
+        self._s0 = module_counters(plant, site)
+        if self._s0 is not None:
+            await restore_counters(store, self._s0)
         await plant.open()
+        tunnels = Tunnels(site, plant)
+        await tunnels.start()
         poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
                         record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
@@ -374,6 +412,7 @@ class Gateway:
             self.schedulers = {}
             self._outboxes = {}
             await self._settle_background()
+            await tunnels.stop()
             await plant.close()
             store.set_delivery_predicates(None, None)
             store.set_state_provider(None)
@@ -418,6 +457,16 @@ class Gateway:
                 if result.ok and self.traces is not None:
                     await asyncio.to_thread(_delete_delivered_traces, self.traces, outbox,
                                             file_servers)
+                if result.ok and slot == 1:
+                    await upload_archives(self.data_dir, settings, cert_dir)
+                    package = await stage_offered_package(self.data_dir, settings, cert_dir)
+                    if package is not None:
+                        if site.settings.system_update_command:
+                            self.install_firmware(str(package))
+                        else:
+                            log.warning("Update %s staged but not installed: "
+                                        "SYSTEM_UpdateCommand is not set", package.name)
+                release_free_memory()
                 return result
 
             run_session = file_session
@@ -560,6 +609,71 @@ class Gateway:
                                f"writeVariable: {first}")
         return {"written": written, "failed": failed}
 
+    async def discover(self, params: DiscoveryParams, *,
+                       progress_log: Callable[[str], None] | None = None) -> int:
+        """`discoverDevices` (docs/behaviour.md §3): devices found; the new ones are added to
+        the configuration. One at a time for every caller (the command, the web UI):
+        `CommandError("discoverDevices: a discovery is already running")`."""
+        if self.site is None:
+            raise CommandError("discoverDevices: the service is not running")
+        try:
+            return await self.discovery.discover(params, progress_log=progress_log)
+        except (DiscoveryBusy, DiscoveryRefused, DiscoveryFailed) as err:
+            raise CommandError(str(err)) from None
+        except ChangeRejected as err:
+            raise CommandError(f"discoverDevices: {err}") from None
+
+    async def change_config(self, command: str, values: Mapping[str, str | None]) -> None:
+        """`ftp`, `apn`: config.ini keys set together or not at all; the configuration watch
+        applies them as a local change (a server-1 session 60 s later tests them)."""
+        if self.site is None:
+            raise CommandError(f"{command}: the service is not running")
+        try:
+            await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values)
+        except MaintenanceError as err:
+            raise CommandError(f"{command}: {err}") from None
+        if command == "apn":
+            # The modem's port belongs to the SMS channel; the data link is the host's business.
+            log.info("apn: MODEM_ keys stored for the host's connection manager; nothing was "
+                     "sent to the modem (AT+CGDCONT)")
+        log.info("%s: configuration changed. keys=%s", command, sorted(values))
+
+    async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
+                             interface: str) -> str:
+        """`updateFirmware`'s download: the staged, MD5-checked package's path."""
+        if self.site is None:
+            raise CommandError("updateFirmware: the service is not running")
+        if not self.site.settings.system_update_command:
+            raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+        try:
+            check_firmware_request(url, checksum, interface)
+            package = await stage_firmware(self.data_dir, url, login, password, checksum)
+        except MaintenanceError as err:
+            raise CommandError(f"updateFirmware: {err}") from None
+        log.info("Update staged. package=%s", package)
+        return str(package)
+
+    def install_firmware(self, package: str) -> None:
+        """Run `SYSTEM_UpdateCommand <package>` (after the batch's answers are out)."""
+        command = self.site.settings.system_update_command if self.site is not None else ""
+        if command:
+            self._spawn(install_firmware(command, Path(package)))
+
+    async def debug_archive(self) -> Path:
+        """`<uid>_SYSTEME_<ts>.tar.gz` made now in `<data>/archives/` (docs/formats.md §11);
+        server 1 gets it after its next successful session."""
+        site, store = self.site, self.store
+        if site is None or store is None:
+            raise CommandError("archive: the service is not running")
+        made_ns = self.clock.wall_ns()
+        status = await self.status()
+        config = ViewConfig.for_server(site.settings, site.settings.servers[0], site.daq)
+        lines = await asyncio.to_thread(recent_log, store, config, made_ns)
+        data = archive_bytes(site.files(), status, lines, made_ns)
+        path = await asyncio.to_thread(write_archive, self.data_dir, site.uid, data, made_ns)
+        log.info("Debug archive made. file=%s bytes=%d", path, len(data))
+        return path
+
     def start_trace(self, interface: str, duration_min: int) -> None:
         """`log`: frame traces of one interface for `duration_min` (0 stops)."""
         if self.capture is None:
@@ -570,11 +684,21 @@ class Gateway:
             raise CommandError(str(err)) from None
 
     async def _sms(self, site: Site) -> None:
-        """The SMS inbox folder, when `SMS_InboxDir` is set (the modem backend is to come)."""
-        if not site.settings.sms_inbox_dir or self.commands is None:
+        """SMS commands: the inbox folder of `SMS_InboxDir` and the AT modem of `MODEM_Port`,
+        each when set."""
+        if self.commands is None:
             return
-        await SmsInbox(Path(site.settings.sms_inbox_dir), site.settings.sms_allowed_numbers,
-                       self.commands, self.clock).run()
+        settings = site.settings
+        async with asyncio.TaskGroup() as tg:
+            if settings.sms_inbox_dir:
+                tg.create_task(SmsInbox(Path(settings.sms_inbox_dir),
+                                        settings.sms_allowed_numbers, self.commands,
+                                        self.clock).run())
+            if settings.modem_port:
+                self.modem = AtModem(settings.modem_port, settings.modem_pin,
+                                     SmsCommands(settings.sms_allowed_numbers, self.commands),
+                                     self.clock)
+                tg.create_task(self.modem.run())
 
     def _clock_state(self, synchronised: bool) -> None:
         """The clock check's verdict: good values get quality 7 while it is False."""
@@ -654,6 +778,9 @@ class Gateway:
         status = await asyncio.to_thread(status_object, site=site, store=store,
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
+        if self.mirror is not None:
+            status["sd"] = {"path": str(self.mirror.card), "state": self.mirror.state.value,
+                            "error": self.mirror.last_error}
         check = self.clock_check
         status["clock"] = {"synced": self._clock_synced,
                            "ntp": check.last_server if check is not None else "",
@@ -685,6 +812,10 @@ class Gateway:
             quality = batch.column("quality")
             good = bool(pc.any(pc.or_(pc.equal(quality, 0), pc.equal(quality, 7))).as_py())
             self._last_good[device] = (end, good)
+            if device == "IO" and self._s0 is not None:
+                body = self._s0.body()
+                if body is not None:
+                    self._spawn(self.store.append_journal(S0_KIND, body, ts_ns=end))
             if self._device_watch is not None:
                 alarm = self._device_watch.record(device, good, end)
                 if alarm is not None:
@@ -791,18 +922,24 @@ class Gateway:
             return
 
 
-def _wipe(config_dir: Path, store_dir: Path, uid: str) -> None:
-    """The factory reset's deletions: the configuration (its four files, definitions, scripts,
-    certificates) replaced by the defaults, and the whole store (records, journal, outboxes,
-    traces). An SD mirror is left alone."""
-    for sub in ("DEF", "SCRIPT", "CERT"):
-        shutil.rmtree(config_dir / sub, ignore_errors=True)
-    for path in (config_dir / "CONFIG").glob(f"{uid}_*"):
-        path.unlink(missing_ok=True)
-    for rel, data in default_files(uid).items():
-        (config_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_file_durably(config_dir / rel, data)
-    shutil.rmtree(store_dir, ignore_errors=True)
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM: Final = _libc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system after a session: rendering a minute of 254
+    devices frees tens of MB that glibc's allocator would otherwise keep, and the resident size
+    crept up session after session (docs/architecture.md §7's budget)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:

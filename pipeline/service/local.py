@@ -8,6 +8,9 @@ One request per connection, one JSON line each way:
     -> {"rpcName": "sunpm.status", "parameters": {}, "callerId": null}
     <- {"result": {...}, "callerId": null}     or     {"error": "<text>", "callerId": null}
 
+`{"request": "archive"}` (`sunpm archive`) is not a command: it makes the debug archive and
+answers `{"result": "<path>"}`, nothing journaled.
+
 Requests are limited to 1 MiB; an unreadable one is answered with an error worded like
 docs/formats.md §14.4's for the channel.
 """
@@ -19,9 +22,11 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
+from config.errors import SunpmError
 from pipeline.service.commands import CommandExecutor
 from store.events import Channel, CommandReceived
 
@@ -34,9 +39,11 @@ REQUEST_MAX_BYTES: Final = 1 << 20
 class LocalChannel:
     """Serves `<data>/sunpm.sock` until cancelled, then removes it."""
 
-    def __init__(self, path: Path, commands: CommandExecutor) -> None:
+    def __init__(self, path: Path, commands: CommandExecutor, *,
+                 archive: Callable[[], Awaitable[Path]] | None = None) -> None:
         self.path = path
         self._commands = commands
+        self._archive = archive
 
     async def run(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -74,6 +81,11 @@ class LocalChannel:
             await writer.drain()
         except (ConnectionError, OSError) as err:
             log.debug("Local command connection lost: %s", err)
+        except asyncio.CancelledError:
+            # The gateway stops while a command waits: the connection closes unanswered. Not
+            # re-raised: asyncio 3.11's stream callback would print this leaf task's
+            # cancellation as an unhandled error on stderr.
+            log.debug("Local command connection closed at stop")
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
@@ -86,6 +98,11 @@ class LocalChannel:
             return {"error": f"local: invalid JSON: {err}", "callerId": None}
         if not isinstance(doc, dict):
             return {"error": "local: one command object per request", "callerId": None}
+        if doc.get("request") == "archive" and self._archive is not None:
+            try:
+                return {"result": str(await self._archive())}
+            except (SunpmError, OSError) as err:
+                return {"error": f"archive: {err}"}
         rpc, parameters, caller = doc.get("rpcName"), doc.get("parameters", {}), \
             doc.get("callerId")
         if not isinstance(rpc, str) or not rpc:

@@ -4,7 +4,8 @@ Each incoming `<SMS_InboxDir>/*.sms` (UTF-8; line 1 the sender, the rest the tex
 name order and deleted; a reply goes to `<SMS_InboxDir>/out/<name>.<k>.sms` (line 1 the
 recipient). Only numbers of `SMS_AllowedNumbers` (compared without spaces) are obeyed. Replies:
 none on success (the manual) except `status` (six parts, §13.3) and `discoverdevices`; a failure
-replies its error cut to 160 characters. The AT-command modem backend is still to come.
+replies its error cut to 160 characters. `SmsCommands` is what both transports share: the
+inbox folder here, the AT-command modem on `MODEM_Port` in `modem.py`.
 """
 
 from __future__ import annotations
@@ -173,14 +174,40 @@ def _default_ip() -> str:
             return ""
 
 
+class SmsCommands:
+    """One received SMS to its replies: the sender checked, the text parsed and executed."""
+
+    def __init__(self, allowed: Sequence[str], commands: CommandExecutor) -> None:
+        self.allowed = {n.replace(" ", "") for n in allowed}
+        self._commands = commands
+
+    async def replies(self, sender: str, text: str) -> list[str]:
+        """The messages to send back to `sender` (none on success, docs/formats.md §13.2)."""
+        if not self.allowed or sender not in self.allowed:
+            log.warning("sms: message from %s ignored: number not allowed", sender)
+            return []
+        try:
+            rpc, parameters = parse_sms(text)
+        except SmsError as err:
+            return [_cut(str(err))]
+        result = await self._commands.call(CommandReceived(
+            channel=Channel.SMS, rpc_name=rpc, parameters=parameters, caller_id=None))
+        if result.error is not None:
+            return [_cut(result.error)]
+        if rpc == "sunpm.status" and isinstance(result.result, dict):
+            return status_parts(result.result)
+        if rpc == "sunpm.discoverDevices":
+            return [f"discoverdevices: {result.result} devices found"]
+        return []
+
+
 class SmsInbox:
     """Watches `SMS_InboxDir` and answers in `out/`."""
 
     def __init__(self, inbox: Path, allowed: Sequence[str], commands: CommandExecutor,
                  clock: Clock) -> None:
         self.inbox = inbox
-        self.allowed = {n.replace(" ", "") for n in allowed}
-        self._commands = commands
+        self._sms = SmsCommands(allowed, commands)
         self._clock = clock
 
     async def run(self) -> None:
@@ -206,22 +233,7 @@ class SmsInbox:
             await asyncio.to_thread(_unlink, path)
 
     async def _answer(self, name: str, sender: str, text: str) -> None:
-        if not self.allowed or sender not in self.allowed:
-            log.warning("sms: message from %s ignored: number not allowed", sender)
-            return
-        try:
-            rpc, parameters = parse_sms(text)
-        except SmsError as err:
-            await self._reply(name, sender, [_cut(str(err))])
-            return
-        result = await self._commands.call(CommandReceived(
-            channel=Channel.SMS, rpc_name=rpc, parameters=parameters, caller_id=None))
-        if result.error is not None:
-            await self._reply(name, sender, [_cut(result.error)])
-        elif rpc == "sunpm.status" and isinstance(result.result, dict):
-            await self._reply(name, sender, status_parts(result.result))
-        elif rpc == "sunpm.discoverDevices":
-            await self._reply(name, sender, [f"discoverdevices: {result.result} devices found"])
+        await self._reply(name, sender, await self._sms.replies(sender, text))
 
     async def _reply(self, name: str, recipient: str, messages: Sequence[str]) -> None:
         for k, message in enumerate(messages, start=1):

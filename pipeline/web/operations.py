@@ -19,10 +19,9 @@ from config.errors import Problem
 from pipeline.service.admin import Admin
 from pipeline.service.config_edit import ChangeRejected
 from pipeline.service.discovery import Discovery
-from pipeline.web.common import context, facade, json_error
+from pipeline.web.common import facade, json_error
 from pipeline.web.editing import problem_json
 
-_DISCOVERY: Final = "discovery"
 NS_PER_S: Final = 1_000_000_000
 
 
@@ -40,13 +39,8 @@ def admin(request: web.Request) -> Admin:
 
 
 def discovery(request: web.Request) -> Discovery:
-    """The web UI's one `Discovery` (it outlives requests and configuration reloads)."""
-    extra = context(request).extra
-    found = extra.get(_DISCOVERY)
-    if not isinstance(found, Discovery):
-        found = Discovery(facade(request).gateway)
-        extra[_DISCOVERY] = found
-    return found
+    """The gateway's one `Discovery`, shared with the `discoverDevices` command."""
+    return facade(request).gateway.discovery
 
 
 def field_problems(errors: Mapping[str, str]) -> list[dict[str, Any]]:

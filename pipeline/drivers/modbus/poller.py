@@ -44,6 +44,7 @@ log = logging.getLogger("sunpm.modbus")
 
 #: Exceptions after which a merged read is split per variable (docs/behaviour.md §2.5).
 _SPLIT_EXCEPTIONS = frozenset({2, 3})
+_MAX_OTHER_PLANS = 8
 _quality_of = itemgetter(1)
 
 
@@ -87,6 +88,9 @@ class PollState:
     scale_factors: dict[int, int] = field(default_factory=dict)
     #: The link's connection count at this device's last poll (`Readings.reconnected`).
     link_generation: int = 0
+    #: The caches of other plans polled on this device meanwhile, by plan identity: an I/O module
+    #: also polled as a device of its own is read under two plans, and polls of the two overlap.
+    other_plans: dict[int, PollState] = field(default_factory=dict)
 
 
 def unit_of(device: Device) -> int:
@@ -123,6 +127,19 @@ def _set_requests(state: PollState, requests: tuple[ReadRequest, ...]) -> None:
     state.positions = {index: row for row, index in enumerate(in_blocks)}
 
 
+def _state_of_plan(state: PollState, plan: ReadPlan) -> PollState:
+    """`state`, or the one of its `other_plans` that caches `plan` (counters shared)."""
+    if state.plan is None or state.plan is plan:
+        return state
+    own = state.other_plans.get(id(plan))
+    if own is None or own.plan is not plan:
+        if len(state.other_plans) >= _MAX_OTHER_PLANS:
+            state.other_plans.clear()      # plans replaced many times over: start afresh
+        own = state.other_plans[id(plan)] = PollState(counters=state.counters,
+                                                      scale_factors=state.scale_factors)
+    return own
+
+
 def _prepare(plan: ReadPlan, state: PollState) -> None:
     if state.plan is plan:
         return
@@ -139,6 +156,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     """Read every variable of `plan` from `device`; never raises for a device fault.
 
     Raises `DeviceError` for a plan the Modbus planner did not build (a wiring error)."""
+    state = _state_of_plan(state, plan)
     _prepare(plan, state)
     unit = unit_of(device)
     timeout_ms = device.timeout_ms

@@ -93,6 +93,10 @@ CASES: list[tuple[list[str], int, str]] = [
     (["cmd", "status", "--data", "{missing}"], 2,
      "sunpm cmd: {missing}/sunpm.sock: cannot reach the gateway"),
     (["cmd", "status", "--data", "{file}"], 2, "cannot reach the gateway (Not a directory)"),
+    (["archive", "--data", "{missing}"], 2,
+     "sunpm archive: {missing}/sunpm.sock: cannot reach the gateway"),
+    (["archive", "--data", "{file}"], 2, "cannot reach the gateway (Not a directory)"),
+    (["archive", "extra"], 2, "unrecognized arguments: extra"),
     # sd, ingest
     (["sd", "inspect", "{missing}"], 2, "sunpm sd inspect: {missing}: no such directory"),
     (["sd", "inspect", "{dir}"], 2, "sunpm sd inspect: {dir}: not a sunpm store"),

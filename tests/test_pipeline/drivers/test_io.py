@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from config import parse_definition
 from config.model import DefinitionFile, Device, Quality
-from pipeline.drivers._base import DeviceError, ReadPlan
+from pipeline.drivers._base import DeviceError, Reading, ReadPlan
 from pipeline.drivers.io import (
     IoDriver,
     ModbusIoBackend,
@@ -190,3 +191,32 @@ async def test_modbus_module_gone_gives_quality_of_the_link() -> None:
     finally:
         await modbus.close()
     assert readings.values[1].quality is Quality.DISCONNECTED
+
+
+async def test_a_module_polled_as_its_own_device_and_through_io_at_once_keeps_both_plans() -> None:
+    # The module is also a daq device of its own, polled with another variable set than the IO
+    # device's tagged channels; both polls go through the driver's state of that one device, and
+    # the first answered must not be decoded with the other plan's layout.
+    module_file = b"""modbusTCP;IO;Acme;IO-2
+1;3;0;U16;;Analog 1;io:AI1;0.001;0;mA;0
+2;3;10;U16;;Counter 1;io:CNT1;1;0;;0
+3;3;5;U16;;Unrelated;;1;0;;4
+"""
+    module = SimulatedDevice(holding={0: 12250, 5: 42, 10: 3})
+    async with TcpSimulator({7: module}) as sim:
+        module_device = Device(line=3, index="12", interface=f"127.0.0.1:{sim.port}",
+                               name="io_module", address=7, timeout_ms=500)
+        modbus = ModbusTcpDriver()
+        module_definition = _definition(module_file, "module.csv")
+        io = IoDriver(ModbusIoBackend(modbus, module_device, module_definition,
+                                      lambda d, vs: plan_reads(d, 0, variables=vs)))
+        own_plan = plan_reads(module_definition, 0)
+        io_plan = _plan(_definition(IO_FILE, "WPM00BDE4_IO.csv"))
+        try:
+            for _ in range(3):
+                own, through_io = await asyncio.gather(modbus.read(module_device, own_plan),
+                                                       io.read(IO_DEVICE, io_plan))
+                assert dict(own.values) == {3: Reading(42, Quality.GOOD)}
+                assert through_io.values[1].value == pytest.approx(12.25)
+        finally:
+            await modbus.close()

@@ -153,10 +153,13 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         assert log_name.startswith(f"{UID}_LOG_") and b" INFO system: sunpm started." in text
 
 
-async def test_update_is_not_available_and_says_so(tmp_path: Path) -> None:
+async def test_an_update_goes_through_the_command_and_an_upload_is_refused(
+        tmp_path: Path) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
-        with pytest.raises(CommandError, match=r"^updateFirmware: not available in this version"):
+        with pytest.raises(AdminError, match=r"^uploading a package is not available"):
             await Admin(plant.gateway).update(b"package")
+        with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand is not set"):
+            await Admin(plant.gateway).update(url="http://127.0.0.1:9/p.spm", md5="0" * 32)
 
 
 async def test_reboot_restarts_the_service_not_the_host(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from waiting import wait_until
 
 from exporters.session import Trigger
 from pipeline.clock import NS_PER_S, ManualClock
+from pipeline.drivers._base import DiscoveryParams
 from pipeline.service.commands import CommandError, CommandExecutor
 from store import Log, StoreOptions
 from store.events import (
@@ -197,3 +198,82 @@ async def test_reboot_runs_after_the_rest_of_its_batch_is_answered(tmp_path: Pat
         got = results(log)
     assert [(r["callerId"], r.get("result")) for r in got] == [("b-1", "OK"), ("b-2", "OK")]
     assert plant.restarts == [1]        # once, after getParameters was answered
+
+
+class MaintenancePlant(Plant):
+    """The gateway side of discovery and the configuration commands, recording what it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.discoveries: list[DiscoveryParams] = []
+        self.changes: list[tuple[str, dict[str, str | None]]] = []
+        self.factory_resets = 0
+
+    async def discover(self, params: DiscoveryParams) -> int:
+        self.discoveries.append(params)
+        return 2
+
+    async def change_config(self, command: str, values: Mapping[str, str | None]) -> None:
+        self.changes.append((command, dict(values)))
+
+    def factory_reset(self) -> None:
+        self.factory_resets += 1
+
+    async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
+                             interface: str) -> str:
+        raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+
+    def install_firmware(self, package: str) -> None: ...
+
+
+async def test_discovery_and_configuration_parameters(tmp_path: Path) -> None:
+    plant = MaintenancePlant()
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0))
+        for command in [
+            cmd("sunpm.discoverDevices", "d-1", ip="10.0.0.5", port="1502", lastAddress=9),
+            cmd("sunpm.discoverDevices", "d-2", port="x"),
+            cmd("sunpm.discoverDevices", "d-3", protocol="smanet"),
+            cmd("sunpm.discoverDevices", "d-4", maxDevices=0),
+            cmd("sunpm.discoverDevices", "d-5", ip=7),
+            cmd("sunpm.ftp", "f-1", Channel.LOCAL, server=2, type="SFTP", host="h", port=22,
+                user="", password="p"),
+            cmd("sunpm.ftp", "f-2", Channel.LOCAL, server=3),
+            cmd("sunpm.ftp", "f-3", Channel.LOCAL, type="webdav"),
+            cmd("sunpm.ftp", "f-4", Channel.FILE, host="h"),
+            cmd("sunpm.apn", "a-1", Channel.SMS, apn="plant.m2m", pin=1234),
+            cmd("sunpm.factory", "x-1", Channel.LOCAL),
+            cmd("sunpm.factory", "x-2", Channel.LOCAL, confirm=True),
+            cmd("sunpm.updateFirmware", "u-1", Channel.MQTT),
+            cmd("sunpm.updateFirmware", "u-2", Channel.MQTT, url="http://h/p.spm",
+                checksum="0" * 32),
+        ]:
+            await executor.execute(command)
+        got = results(log)
+    assert [(r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("d-1", 2, None),
+        ("d-2", None, 'discoverDevices: port must be an integer, got "x"'),
+        ("d-3", None, "discoverDevices: protocol must be sunspec or tic, got 'smanet'"),
+        ("d-4", None, "discoverDevices: maxDevices 0 is below 1"),
+        ("d-5", None, "discoverDevices: ip must be a string, got 7"),
+        ("f-1", "OK", None),
+        ("f-2", None, "ftp: server must be 1 or 2, got 3"),
+        ("f-3", None, "ftp: type must be ftp, ftps or sftp, got 'webdav'"),
+        ("f-4", None, "ftp is not available by file; use sms, local"),
+        ("a-1", "OK", None),
+        ("x-1", None, "factory: confirm must be true"),
+        ("x-2", "OK", None),
+        ("u-1", None, "updateFirmware: url is missing"),
+        ("u-2", None, "updateFirmware: SYSTEM_UpdateCommand is not set"),
+    ]
+    (params,) = plant.discoveries
+    assert (params.ip, params.port, params.first_address, params.last_address,
+            params.max_devices, params.timeout_ms, params.interface) == (
+        "10.0.0.5", 1502, 1, 9, 240, 1000, None)
+    assert plant.changes == [
+        ("ftp", {"SERVER2_Type": "sftp", "FTP2_Host": "h", "FTP2_Port": "22", "FTP2_User": None,
+                 "FTP2_Password": "p", "FTP2_RootDir": None}),
+        ("apn", {"MODEM_Apn": "plant.m2m", "MODEM_User": None, "MODEM_Password": None,
+                 "MODEM_Pin": "1234"})]
+    # factory runs once the batch is answered, from the executor's loop (not from execute()).
+    assert plant.factory_resets == 0

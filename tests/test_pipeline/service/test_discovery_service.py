@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, running_gateway, wait_for, write_site
 
 from config import load_site
 from pipeline.drivers._base import DiscoveryParams
@@ -19,7 +19,7 @@ from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.service.config_edit import ChangeRejected, apply_change, check_change
 from pipeline.service.demo import DemoInverter
-from pipeline.service.discovery import Discovery, DiscoveryBusy, RunState
+from pipeline.service.discovery import DiscoveryBusy, RunState
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -33,7 +33,7 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
     field = {3: DemoInverter(number=1), 5: DemoInverter(number=2),
              4: SimulatedDevice(holding={40000: 7})}
     async with TcpSimulator(field) as sim, running_gateway(tmp_path) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port))
         with pytest.raises(DiscoveryBusy, match=r"^discoverDevices: a discovery is already "
                                                 r"running$"):
@@ -83,7 +83,7 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
 async def test_an_import_never_overwrites_a_definition_file(tmp_path: Path) -> None:
     async with TcpSimulator({2: DemoInverter(number=3)}) as sim, \
             running_gateway(tmp_path) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port, last=2))
         [line async for line in run.follow()]
         generated = run.rows[0].definition_file
@@ -100,7 +100,7 @@ async def test_an_import_never_overwrites_a_definition_file(tmp_path: Path) -> N
 
 async def test_abort_stops_the_scan_and_says_so(tmp_path: Path) -> None:
     async with TcpSimulator({}) as sim, running_gateway(tmp_path, inverters=0) as plant:
-        discovery = Discovery(plant.gateway)
+        discovery = plant.gateway.discovery
         run = discovery.start(_params(sim.port, last=200, timeout_ms=100))
         await wait_for(lambda: run.scanned >= 3, 20, "progress")
         assert discovery.abort()
@@ -130,13 +130,11 @@ async def test_parameters_are_refused_before_anything_is_sent(
         tmp_path: Path, params: DiscoveryParams, message: str) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
         with pytest.raises(DiscoveryRefused) as refused:
-            Discovery(plant.gateway).start(params)
+            plant.gateway.discovery.start(params)
         assert str(refused.value) == message
 
 
 def test_a_change_that_breaks_the_configuration_writes_nothing(tmp_path: Path) -> None:
-    from _service_plant import write_site
-
     config_dir = tmp_path / "config"
     write_site(config_dir, tmp_path / "server", [1502])
     daq = config_dir / "CONFIG" / f"{UID}_daq.csv"
@@ -156,7 +154,7 @@ def test_a_change_that_breaks_the_configuration_writes_nothing(tmp_path: Path) -
 
 async def test_a_discovery_with_nothing_to_answer_ends_with_zero_devices(tmp_path: Path) -> None:
     async with TcpSimulator({}) as sim, running_gateway(tmp_path, inverters=0) as plant:
-        run = Discovery(plant.gateway).start(_params(sim.port, last=3, timeout_ms=50))
+        run = plant.gateway.discovery.start(_params(sim.port, last=3, timeout_ms=50))
         async with asyncio.timeout(20):
             lines = [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.rows == []
@@ -170,9 +168,117 @@ async def test_a_closed_port_ends_the_run_saying_nothing_could_be_reached(tmp_pa
         sock.bind(("127.0.0.1", 0))
         closed = int(sock.getsockname()[1])
     async with running_gateway(tmp_path, inverters=0) as plant:
-        run = Discovery(plant.gateway).start(_params(closed, last=3, timeout_ms=50))
+        run = plant.gateway.discovery.start(_params(closed, last=3, timeout_ms=50))
         async with asyncio.timeout(30):
             [line async for line in run.follow()]
         assert run.state is RunState.DONE and run.rows == []
         assert run.error.startswith(f"nothing could be reached on ethernet1: 127.0.0.1:{closed}")
         assert run.to_json()["error"] == run.error
+
+
+async def test_the_command_shares_the_web_run_lock_and_adds_only_what_is_not_configured(
+        tmp_path: Path) -> None:
+    from pipeline.service.commands import CommandError
+
+    field: dict[int, SimulatedDevice] = {3: DemoInverter(number=1), 5: DemoInverter(number=2)}
+    async with TcpSimulator(field) as sim, running_gateway(tmp_path) as plant:
+        gateway = plant.gateway
+        assert gateway.site is not None
+        configured = len(gateway.site.daq.devices)
+        run = gateway.discovery.start(_params(sim.port))
+        with pytest.raises(CommandError,
+                           match=r"^discoverDevices: a discovery is already running$"):
+            await gateway.discover(_params(sim.port))
+        [line async for line in run.follow()]
+        assert (await gateway.discovery.import_rows([0])).added == [
+            f"ethernet_127.0.0.1_{sim.port}_3"]
+        await wait_for(lambda: gateway.site is not None and len(gateway.site.daq.devices) == configured + 1, 20,
+                       "reload after the page's import")
+        definitions = {p.name: p.read_bytes() for p in (plant.config_dir / "DEF").iterdir()}
+
+        said: list[str] = []
+        command = asyncio.create_task(gateway.discover(_params(sim.port), progress_log=said.append))
+        await wait_for(lambda: gateway.discovery.run is not None
+                       and gateway.discovery.run is not run, 20, "the command's run")
+        # The page sees the command's run, and cannot start another beside it.
+        with pytest.raises(DiscoveryBusy):
+            gateway.discovery.start(_params(sim.port))
+        assert await command == 2
+        assert said[-1] == "End of SunSpec detection on ethernet1. 2 devices found."
+        commanded = gateway.discovery.run
+        assert commanded is not None and commanded.imported and commanded.lines
+        site = load_site(plant.config_dir)
+        assert sorted((d.address or 0, d.name) for d in site.daq.devices
+                      if d.name.startswith("ethernet_")) == [
+            (3, f"ethernet_127.0.0.1_{sim.port}_3"), (5, f"ethernet_127.0.0.1_{sim.port}_5")]
+        after = {p.name: p.read_bytes() for p in (plant.config_dir / "DEF").iterdir()}
+        assert {k: v for k, v in after.items() if k in definitions} == definitions
+        assert len(after) == len(definitions) + 1
+        await wait_for(lambda: gateway.site is not None
+                       and len(gateway.site.daq.devices) == configured + 2, 20,
+                       "reload after the command's import")
+
+        # Everything configured now: found again, nothing added.
+        assert await gateway.discover(_params(sim.port)) == 2
+        assert len(load_site(plant.config_dir).daq.devices) == configured + 2
+
+
+async def test_a_tic_discovery_is_refused_without_a_port_and_answers_the_spec_text(
+        tmp_path: Path) -> None:
+    from pipeline.service.commands import CommandError
+
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        with pytest.raises(CommandError, match=r"^discoverDevices: TIC_Port is not set$"):
+            await plant.gateway.discover(DiscoveryParams(protocol="tic"))
+        with pytest.raises(CommandError,
+                           match=r"^discoverDevices: protocol must be sunspec or tic, got 'smanet'$"):
+            await plant.gateway.discover(DiscoveryParams(protocol="smanet"))
+
+
+async def test_a_tic_meter_found_by_the_command_becomes_tic1_with_its_definition(
+        tmp_path: Path) -> None:
+    import os
+
+    from tic_ptys import meter_pty
+
+    from config import parse_config_ini, parse_definition, render_config_ini
+    from pipeline.drivers.tic import TicMode, encode_frame
+    from pipeline.service.commands import CommandError
+
+    groups: list[tuple[str, str, str | None]] = [
+        ("ADSC", "031664001115", None), ("VTIC", "02", None), ("EAST", "000001501", None),
+        ("SINSTS", "00720", None)]
+    frame = encode_frame(groups, TicMode.STANDARD)
+
+    async def talk(master: int) -> None:
+        while True:
+            os.write(master, frame)
+            await asyncio.sleep(0.05)
+
+    async with meter_pty(talk) as path:
+        # The site's config.ini with TIC_Port on the meter's pty.
+        probe = tmp_path / "probe"
+        write_site(probe / "config", probe / "server", [1502])
+        cfg_name = f"CONFIG/{UID}_config.ini"
+        ini = parse_config_ini((probe / "config" / cfg_name).read_bytes(), cfg_name).value
+        config_ini = render_config_ini(ini.with_value("TIC_Port", path))
+        async with running_gateway(tmp_path, inverters=0,
+                                   extra_files={cfg_name: config_ini}) as plant:
+            gateway = plant.gateway
+            said: list[str] = []
+            async with asyncio.timeout(30):
+                assert await gateway.discover(DiscoveryParams(protocol="tic"),
+                                              progress_log=said.append) == 1
+            assert said[-1] == "End of TIC detection: standard meter 031664001115 at 9600 baud"
+            site = load_site(plant.config_dir)
+            (tic1,) = [d for d in site.daq.devices if d.index == "TIC1"]
+            assert tic1.def_file == f"{UID}_TIC_LINKY_STD.csv"
+            assert (tic1.serial_number, tic1.parameters) == ("031664001115", "9600")
+            definition = parse_definition(
+                (plant.config_dir / "DEF" / tic1.def_file).read_bytes(), tic1.def_file).value
+            assert [v.name for v in definition.variables] == ["ADSC", "VTIC", "EAST", "SINSTS"]
+            await wait_for(lambda: gateway.site is not None and any(
+                d.index == "TIC1" for d in gateway.site.daq.devices), 20, "reload with TIC1")
+            with pytest.raises(CommandError, match=r"^discoverDevices: TIC1 is already "
+                                                   r"configured; delete it first$"):
+                await gateway.discover(DiscoveryParams(protocol="tic"))

@@ -201,7 +201,7 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
         assert _problems(client.post("/api/system/factory", json={"confirm": "nope"})) == {
             "confirm": "type the gateway's uid to confirm the factory reset"}
         assert _problems(client.post("/api/system/update", json={"url": "http://x/p.spm"})) == {
-            "package": "updateFirmware: not available in this version of sunpm"}
+            "package": "updateFirmware: SYSTEM_UpdateCommand is not set"}
         assert client.post("/api/system/dance").status_code == 404
         now = time.time()
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))

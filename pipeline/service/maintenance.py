@@ -1,0 +1,201 @@
+"""What the `ftp`, `apn`, `factory` and `updateFirmware` commands do to the box
+(docs/behaviour.md §6, §7.3; docs/formats.md §12.3).
+
+- `change_config`: set config.ini keys (None: back to the default) after checking the whole file
+  with them; a warning on a key set counts as an error (a bad value changes nothing). The file is
+  replaced atomically; the gateway's configuration watch then applies it as a local change.
+- `factory_wipe`: the configuration (the four files, definitions, scripts, certificates) and the
+  whole data folder's state (store, outboxes, staged updates, status) go; a default configuration
+  for the same uid is written. An SD mirror is left alone.
+- `stage_firmware`: download a package (http, https, ftp) to `<data>/update/` within 10 min,
+  256 MiB at most, check its MD5; `install_firmware` runs `SYSTEM_UpdateCommand <package>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from config import ConfigError, parse_config_ini, render_config_ini
+from config.defaults import default_files
+from config.errors import Severity
+from fsio import write_file_durably
+
+log = logging.getLogger("sunpm.system")
+
+#: docs/behaviour.md §4 (hostile server): a package is streamed to disk, 256 MiB at most.
+PACKAGE_CAP_BYTES: Final = 256 * 2**20
+DOWNLOAD_LIMIT_S: Final = 600.0
+#: The configuration tree's folders a factory reset empties (docs/behaviour.md §6).
+CONFIG_FOLDERS: Final = ("DEF", "SCRIPT", "CERT")
+UPDATE_FOLDER: Final = "update"
+_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
+
+
+class MaintenanceError(Exception):
+    """A refused change; the text is the command's error answer without the command name."""
+
+
+def config_path(config_dir: Path, uid: str) -> Path:
+    return config_dir / "CONFIG" / f"{uid}_config.ini"
+
+
+def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) -> None:
+    """Set `values` in config.ini, or change nothing and raise `MaintenanceError`."""
+    path = config_path(config_dir, uid)
+    try:
+        ini = parse_config_ini(path.read_bytes(), path.name).value
+    except (OSError, ConfigError) as err:
+        raise MaintenanceError(f"{path.name} cannot be read: {err}") from None
+    for key, value in values.items():
+        ini = ini.with_value(key, value)
+    data = render_config_ini(ini)
+    try:
+        parsed = parse_config_ini(data, path.name)
+    except ConfigError as err:
+        errors = [p for p in err.problems if p.severity is Severity.ERROR]
+        raise MaintenanceError(_problem_text(errors[0] if errors else err.problems[0])) from None
+    for problem in parsed.warnings:
+        if problem.field in values:
+            raise MaintenanceError(_problem_text(problem))
+    write_file_durably(path, data)
+
+
+def _problem_text(problem: object) -> str:
+    field = getattr(problem, "field", "")
+    message = getattr(problem, "message", str(problem))
+    message = re.sub(r"; (default .* used|ignored|file rejected)$", "", message)
+    return f"{field}: {message}" if field else message
+
+
+def factory_wipe(config_dir: Path, data_dir: Path, store_dir: Path, uid: str) -> None:
+    """docs/behaviour.md §6 factory reset: configuration and stored state go, defaults come."""
+    config = config_dir / "CONFIG"
+    if config.is_dir():
+        for path in config.iterdir():
+            if path.is_file() and path.name.startswith(f"{uid}_"):
+                path.unlink()
+    for folder in CONFIG_FOLDERS:
+        shutil.rmtree(config_dir / folder, ignore_errors=True)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    for name in (UPDATE_FOLDER, "status.json"):
+        target = data_dir / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            target.unlink()
+    for folder in ("CONFIG", *CONFIG_FOLDERS):
+        (config_dir / folder).mkdir(parents=True, exist_ok=True)
+    for rel, data in default_files(uid).items():
+        write_file_durably(config_dir / rel, data)
+
+
+def check_firmware_request(url: str, checksum: str, interface: str) -> str:
+    """The scheme to download with, or `MaintenanceError` before anything is fetched."""
+    if not _MD5.fullmatch(checksum):
+        raise MaintenanceError(f"checksum must be 32 hex digits (MD5), got '{checksum}'")
+    if interface.lower() not in ("", "ethernet1", "ethernet2", "modem"):
+        raise MaintenanceError(f"interface must be ethernet1, ethernet2, modem or empty, got "
+                               f"'{interface}'")
+    if interface:
+        # Routing a download through one interface is the host's network setup, not ours.
+        raise MaintenanceError(f"interface {interface} cannot be chosen on this platform; "
+                               "leave it empty (the host's route is used)")
+    scheme = urllib.parse.urlsplit(url if "://" in url else f"http://{url}").scheme.lower()
+    if scheme == "sftp":
+        raise MaintenanceError("sftp downloads are not supported in this version; use http, "
+                               "https or ftp")
+    if scheme not in ("http", "https", "ftp"):
+        raise MaintenanceError(f"url scheme '{scheme}' is not http, https or ftp")
+    return scheme
+
+
+def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | None]:
+    """The URL to open (ftp credentials inside it) and an HTTP basic authorisation."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if not login:
+        return parts.geturl(), None
+    if parts.scheme.lower() == "ftp":
+        netloc = f"{urllib.parse.quote(login, safe='')}:{urllib.parse.quote(password, safe='')}" \
+                 f"@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl(), None
+    import base64
+    token = base64.b64encode(f"{login}:{password}".encode()).decode()
+    return parts.geturl(), f"Basic {token}"
+
+
+def _download(url: str, login: str, password: str, target: Path) -> str:
+    """Stream `url` to `target` (capped); the MD5 of what arrived."""
+    address, authorisation = _with_credentials(url, login, password)
+    request = urllib.request.Request(address)
+    if authorisation is not None:
+        request.add_header("Authorization", authorisation)
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply, partial.open("wb") as out:
+            while chunk := reply.read(1 << 16):
+                size += len(chunk)
+                if size > PACKAGE_CAP_BYTES:
+                    raise MaintenanceError(f"{target.name}: larger than 256 MiB; not used")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(target)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise MaintenanceError(f"download failed: {reason}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+async def stage_firmware(data_dir: Path, url: str, login: str, password: str,
+                         checksum: str) -> Path:
+    """The verified package in `<data>/update/` (docs/behaviour.md §7.3)."""
+    folder = data_dir / UPDATE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.parse.urlsplit(url if "://" in url else f"http://{url}").path).name
+    target = folder / (name or "package.spm")
+    try:
+        async with asyncio.timeout(DOWNLOAD_LIMIT_S):
+            got = await asyncio.to_thread(_download, url, login, password, target)
+    except TimeoutError:
+        raise MaintenanceError(f"download failed: not done within {DOWNLOAD_LIMIT_S:.0f} s") \
+            from None
+    if got != checksum.lower():
+        target.unlink(missing_ok=True)
+        raise MaintenanceError(f"checksum mismatch (expected {checksum.lower()}, got {got})")
+    return target
+
+
+async def install_firmware(command: str, package: Path) -> int:
+    """Run `SYSTEM_UpdateCommand <package>`; its exit status (logged)."""
+    argv = [*shlex.split(command), str(package)]
+    log.info("Installing update: %s", " ".join(shlex.quote(a) for a in argv))
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+    except OSError as err:
+        log.error("Update command could not start: %s", err)
+        return 127
+    output, _ = await proc.communicate()
+    text = output.decode(errors="replace").strip()[-2000:]
+    if proc.returncode:
+        log.error("Update command exited %d: %s", proc.returncode, text)
+    else:
+        log.info("Update command done: %s", text)
+    return proc.returncode or 0
