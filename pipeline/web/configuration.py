@@ -114,10 +114,7 @@ async def save_section(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/config")
 async def api_configuration(request: web.Request) -> web.StreamResponse:
-    try:
-        data = await asyncio.to_thread(facade(request).configuration)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    data = await asyncio.to_thread(facade(request).configuration)
     for unused in ("fields", "problems", "saved"):
         data.pop(unused, None)
     return json_ok(data)
@@ -141,12 +138,7 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
     form = await _json_form(request)
     if isinstance(form, web.Response):
         return form
-    try:
-        verdict = await facade(request).save_section(request.match_info["section"], form)
-    except NotFound as err:
-        return json_error(str(err), 404)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    verdict = await facade(request).save_section(request.match_info["section"], form)
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"saved": request.match_info["section"]})
@@ -165,10 +157,7 @@ async def api_preview_schedules(request: web.Request) -> web.StreamResponse:
     form = await _json_form(request)
     if isinstance(form, web.Response):
         return form
-    try:
-        verdict, times = await facade(request).preview_schedules(form)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    verdict, times = await facade(request).preview_schedules(form)
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"servers": times})
@@ -207,10 +196,7 @@ async def api_validate(request: web.Request) -> web.StreamResponse:
         if f"{folder}/" not in _TREE_FOLDERS or not base or "/" in base or base in (".", ".."):
             return json_error(f"{name}: not a file of CONFIG/, DEF/, SCRIPT/ or CERT/", 400)
     edit = Edit(files={name: text.encode() for name, text in files.items()})
-    try:
-        problems = await asyncio.to_thread(facade(request).editor().problems, edit)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    problems = await asyncio.to_thread(facade(request).editor().problems, edit)
     return json_ok({"ok": not any(p.severity is Severity.ERROR for p in problems),
                     "problems": [problem_json(p) for p in problems]})
 

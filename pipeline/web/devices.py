@@ -54,18 +54,12 @@ async def device_page(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/devices/{index}")
 async def api_device(request: web.Request) -> web.StreamResponse:
-    try:
-        return json_ok(facade(request).device(request.match_info["index"]))
-    except NotFound as err:
-        return json_error(str(err), 404)
+    return json_ok(facade(request).device(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/values")
 async def api_values(request: web.Request) -> web.StreamResponse:
-    try:
-        return json_ok(facade(request).values(request.match_info["index"]))
-    except NotFound as err:
-        return json_error(str(err), 404)
+    return json_ok(facade(request).values(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/history")
@@ -223,10 +217,7 @@ async def api_duplicate_device(request: web.Request) -> web.StreamResponse:
         if not isinstance(body, dict):
             return json_error("expected a JSON object of daq.csv fields", 400)
         overrides = body
-    try:
-        form = await facade(request).device_form(request.match_info["index"], duplicate=True)
-    except NotFound as err:
-        return json_error(str(err), 404)
+    form = await facade(request).device_form(request.match_info["index"], duplicate=True)
     values: dict[str, str] = dict(form["values"])
     values.update({k: str(v) for k, v in overrides.items() if k in values})
     return await _api_save(request, None, values)
@@ -235,12 +226,7 @@ async def api_duplicate_device(request: web.Request) -> web.StreamResponse:
 @routes.delete("/api/devices/{index}")
 async def api_delete_device(request: web.Request) -> web.StreamResponse:
     index = request.match_info["index"]
-    try:
-        verdict = await facade(request).delete_device(index)
-    except NotFound as err:
-        return json_error(str(err), 404)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    verdict = await facade(request).delete_device(index)
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"deleted": index})
@@ -312,10 +298,5 @@ async def api_write_variable(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/devices/{index}/parameters")
 async def api_read_parameters(request: web.Request) -> web.StreamResponse:
-    try:
-        facade(request).read_parameters(request.match_info["index"])
-    except NotFound as err:
-        return json_error(str(err), 404)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    facade(request).read_parameters(request.match_info["index"])
     return json_ok({"requested": request.match_info["index"]})

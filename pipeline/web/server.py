@@ -56,7 +56,7 @@ from pipeline.web.common import (
     session_of,
     templates,
 )
-from pipeline.web.facade import GatewayFacade
+from pipeline.web.facade import Conflict, GatewayFacade, NotFound
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
@@ -331,9 +331,19 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 # ----------------------------------------------------------------------------- the app
 
 
-async def _not_found(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API's errors as JSON (docs/behaviour.md §10.3): unknown routes and methods, and the
+    facade's `NotFound` (404) and `Conflict` (409), so that API handlers need not catch them."""
     try:
         return await handler(request)
+    except NotFound as err:
+        if request.path.startswith("/api/"):
+            return json_error(str(err), 404)
+        raise
+    except Conflict as err:
+        if request.path.startswith("/api/"):
+            return json_error(str(err), 409)
+        raise
     except web.HTTPNotFound:
         if request.path.startswith("/api/"):
             return json_error("no such resource", 404)
@@ -345,7 +355,7 @@ async def _not_found(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[security_headers, web.middleware(_not_found),
+    app = web.Application(middlewares=[security_headers, web.middleware(_api_errors),
                                        authenticate],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
