@@ -11,7 +11,10 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 NS_PER_S = 1_000_000_000
 
@@ -134,3 +137,18 @@ class ManualClock:
 
 #: The host's clocks, the default of every component that takes a `Clock`.
 SYSTEM_CLOCK: Final[Clock] = SystemClock()
+
+
+def local_time_stamper(time_zone: str) -> Callable[[], str]:
+    """`YYYY-MM-DD hh:mm:ss` now in `time_zone` (the host's zone when empty or unknown): the
+    time prefix of discovery progress lines (docs/behaviour.md §3.3)."""
+    try:
+        zone: ZoneInfo | None = ZoneInfo(time_zone) if time_zone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+
+    def now() -> str:
+        moment = datetime.now(zone) if zone is not None else datetime.now().astimezone()
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+    return now

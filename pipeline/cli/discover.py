@@ -20,11 +20,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pipeline.cli._ports import port_problem
+from pipeline.clock import local_time_stamper
 
 if TYPE_CHECKING:
     from config.model import Daq
@@ -120,20 +120,6 @@ def _params(args: argparse.Namespace, daq: Daq) -> tuple[DiscoveryParams, list[s
                        "path")
     return params, interfaces
 
-
-def _clock(time_zone: str) -> Callable[[], str]:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        zone: ZoneInfo | None = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = None
-
-    def now() -> str:
-        moment = datetime.now(zone) if zone is not None else datetime.now().astimezone()
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-    return now
 
 
 class _Progress:
@@ -233,7 +219,7 @@ def _discover(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 2
     ids = (params.last_address - params.first_address + 1) * len(interfaces)
-    progress = _Progress(ids, _clock(time_zone), sys.stderr)
+    progress = _Progress(ids, local_time_stamper(time_zone), sys.stderr)
     # This command reports on the link itself (below); the drivers' reconnect warnings and the
     # discovery's own log lines would repeat the progress lines.
     for name in ("sunpm.modbus", "sunpm.discovery"):

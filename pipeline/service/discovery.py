@@ -33,15 +33,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config import load_site, render_daq
 from config.errors import SunpmError
 from config.model import Daq
+from pipeline.clock import local_time_stamper
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.discovery import DiscoveryRefused, discover_devices, interfaces_to_scan
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
@@ -486,7 +485,7 @@ def _planned_names(def_dir: Path, devices: Sequence[SunSpecDevice]) -> list[str]
 
 def _liner(run: DiscoveryRun, time_zone: str) -> Callable[[str], None]:
     """What a run says: logged on `sunpm.sunspec`, kept for the page, told to `run.on_line`."""
-    stamp = _stamper(time_zone)
+    stamp = local_time_stamper(time_zone)
 
     def line(message: str) -> None:
         sunspec_log.info("%s", message)
@@ -498,15 +497,3 @@ def _liner(run: DiscoveryRun, time_zone: str) -> Callable[[str], None]:
 
     return line
 
-
-def _stamper(time_zone: str) -> Callable[[], str]:
-    try:
-        zone: ZoneInfo | None = ZoneInfo(time_zone) if time_zone else None
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = None
-
-    def now() -> str:
-        moment = datetime.now(zone) if zone is not None else datetime.now().astimezone()
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-    return now
