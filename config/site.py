@@ -148,6 +148,12 @@ class _Loader:
 
 
 def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Problem]]:
+    _check_tree(directory)
+    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid)),
+                         directory)
+
+
+def _check_tree(directory: Path) -> None:
     if not directory.is_dir():
         # An empty directory is a valid site of defaults; a mistyped path must not be one.
         raise ConfigError([Problem(file=str(directory), line=None, field="directory",
@@ -158,8 +164,6 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
         raise ConfigError([Problem(file=str(directory), line=None, field="",
                                    message="no CONFIG/ folder (not a configuration directory)",
                                    severity=Severity.ERROR)])
-    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid)),
-                         directory)
 
 
 def _collect_files(files: Mapping[str, bytes], uid: str | None,
@@ -291,6 +295,24 @@ def check_site_files(files: Mapping[str, bytes], uid: str | None = None) -> list
     """`check_site` of a tree given as relative path -> bytes."""
     try:
         return _collect_files(files, uid, Path())[1]
+    except ConfigError as err:
+        return list(err.problems)
+
+
+def check_site_change(directory: Path, change: Mapping[str, bytes],
+                      uid: str | None = None) -> list[Problem]:
+    """`check_site` of `directory` with `change` (relative path -> bytes) laid over its files:
+    what the site would be once the change is written, read without copying or writing
+    anything."""
+    directory = Path(directory)
+    base = _directory_reader(directory)
+
+    def read(rel: str) -> bytes | None:
+        return change[rel] if rel in change else base(rel)
+
+    try:
+        _check_tree(directory)
+        return _collect_from(_Loader(read, find_uid(directory, uid)), directory)[1]
     except ConfigError as err:
         return list(err.problems)
 

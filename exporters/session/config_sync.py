@@ -14,8 +14,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
@@ -51,8 +49,9 @@ DOWNLOAD_CAPS: Final = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "CMD": CMD_MAX_BYT
 CONFIG_SET_MAX_BYTES: Final = 16 << 20
 CONFIG_SUFFIXES: Final = ("config.ini", "daq.csv", "var.ini", "scl.ini")
 
-#: Validates a configuration directory: every warning and error (config.check_site).
-Validator = Callable[[Path], Sequence[Problem]]
+#: Validates a configuration directory with candidate files (relative path -> bytes) laid over it:
+#: every warning and error (config.check_site_change).
+Validator = Callable[[Path, Mapping[str, bytes]], Sequence[Problem]]
 
 #: Called once a configuration set is applied, with the relative paths written.
 ConfigApplied = Callable[[Sequence[str]], Awaitable[None]]
@@ -256,7 +255,7 @@ class ConfigSync:
                                                   "files": list(files)}, commit_now=True)
 
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
-        """Validate the running configuration with the candidates laid over it, in a copy."""
+        """Validate the running configuration with the candidates laid over it."""
         local_only: list[Problem] = []
         config_ini = f"CONFIG/{self.uid}_config.ini"
         if config_ini in candidates:
@@ -265,13 +264,7 @@ class ConfigSync:
                                             candidates[config_ini], running.name)
         if self._validate is None:
             return local_only
-        with tempfile.TemporaryDirectory(prefix="sunpm-candidate-") as tmp:
-            trial = Path(tmp) / "config"
-            shutil.copytree(self._config_dir, trial, ignore=shutil.ignore_patterns(".apply"))
-            for rel, data in candidates.items():
-                (trial / rel).parent.mkdir(parents=True, exist_ok=True)
-                (trial / rel).write_bytes(data)
-            return local_only + list(self._validate(trial))
+        return local_only + list(self._validate(self._config_dir, candidates))
 
     async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: Counts) -> None:
         for rel, data in uploads.items():

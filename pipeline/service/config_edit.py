@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from config import Problem, Severity, check_site
+from config import Problem, Severity, check_site_change
 from config.errors import SunpmError
 from exporters.session.config_apply import apply_config_files
 
@@ -58,15 +56,7 @@ def check_change(config_dir: Path, uid: str, change: Mapping[str, bytes],
             problems.append(Problem(file=name, line=None, field="file",
                                     message=f"already exists in /{folder}; not overwritten",
                                     severity=Severity.ERROR))
-    with tempfile.TemporaryDirectory(prefix="sunpm-change-") as tmp:
-        trial = Path(tmp) / "config"
-        shutil.copytree(config_dir, trial, ignore=shutil.ignore_patterns(".apply", "*.new",
-                                                                          "*.tmp"))
-        for rel, data in change.items():
-            (trial / rel).parent.mkdir(parents=True, exist_ok=True)
-            (trial / rel).write_bytes(data)
-        problems += check_site(trial, uid)
-    return problems
+    return problems + check_site_change(config_dir, change, uid)
 
 
 def apply_change(config_dir: Path, uid: str, change: Mapping[str, bytes],

@@ -37,7 +37,7 @@ from typing import Final, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import ConfigError, Site, check_site, load_site, parse_definition
+from config import ConfigError, Site, check_site, check_site_change, load_site, parse_definition
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
 from exporters.outbox import Outbox
@@ -449,7 +449,7 @@ class Gateway:
                 assert isinstance(transport, FileTransport)
                 session = FileServerSession(
                     settings=settings, uid=site.uid, transport=transport, outbox=outbox,
-                    log=store, config_dir=self.config_dir, validate=check_site,
+                    log=store, config_dir=self.config_dir, validate=check_site_change,
                     commands=self.commands if slot == 1 else None,
                     config_applied=self._applied_from_server)
                 started = await self._wait_for_records(trigger)

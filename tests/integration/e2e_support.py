@@ -21,7 +21,14 @@ from zoneinfo import ZoneInfo
 
 from poller_runs import polling, wait_whole_second
 
-from config import Site, check_site, parse_config_ini, parse_daq, render_config_ini, render_daq
+from config import (
+    Site,
+    check_site_change,
+    parse_config_ini,
+    parse_daq,
+    render_config_ini,
+    render_daq,
+)
 from config.model import Device
 from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
@@ -268,7 +275,7 @@ async def deliver(site: Site, log: Log, cfg: Path, started: datetime,
                         directory=Path(site.settings.store_path) / "outbox" / str(slot),
                         streams=FILE_SERVER_STREAMS)
         session = FileServerSession(settings=settings, uid=UID, transport=transport,
-                                    outbox=outbox, log=log, config_dir=cfg, validate=check_site)
+                                    outbox=outbox, log=log, config_dir=cfg, validate=check_site_change)
         async with asyncio.timeout(30):
             results.append(await session.run(Trigger.SCHEDULE, started=started))
     return results

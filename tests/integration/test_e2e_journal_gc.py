@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from e2e_support import NS, UID, edit_config, edit_daq, make_tree, sunpm
 
-from config import check_site, load_site
+from config import check_site_change, load_site
 from config.model import Device
 from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
@@ -52,7 +52,7 @@ async def session(log: Log, cfg: Path, cut_s: int) -> None:
                     streams=FILE_SERVER_STREAMS)
     result = await FileServerSession(settings=settings, uid=UID, transport=transport,
                                      outbox=outbox, log=log, config_dir=cfg,
-                                     validate=check_site).run(
+                                     validate=check_site_change).run(
         Trigger.SCHEDULE, started=datetime.fromtimestamp(cut_s, UTC))
     assert result.ok, result.reason
 

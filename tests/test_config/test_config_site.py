@@ -179,6 +179,26 @@ def test_a_site_given_as_file_bytes_reads_as_its_directory(case: str) -> None:
         [str(p) for p in config.check_site(directory)]
 
 
+# The uid is the directory's (the running gateway's): a change cannot add a second one.
+@pytest.mark.parametrize("case", [case for case in CASE_DIRS if case != "several_uids"])
+def test_a_change_laid_over_a_directory_reads_as_the_changed_directory(
+        case: str, tmp_path: Path) -> None:
+    """A valid site's own files laid over each case's tree give that case's problems, and the
+    directory under the change is read, never written."""
+    changed = CASES / case
+    base = tmp_path / "base"
+    shutil.copytree(CASES / "io_module_reference", base)
+    before = _tree(base)
+    change = {rel: data for rel, data in _tree(changed).items() if rel not in before
+              or before[rel] != data}
+    gone = [rel for rel in before if rel not in _tree(changed)]
+    for rel in gone:  # a change adds and replaces files; the comparison tree loses them too
+        (base / rel).unlink()
+    expected = [str(p) for p in config.check_site(changed)]
+    assert [str(p) for p in config.check_site_change(base, change)] == expected
+    assert _tree(base) == {rel: data for rel, data in before.items() if rel not in gone}
+
+
 def test_a_loaded_site_is_the_same_from_its_files(example_site: Callable[[], Path]) -> None:
     directory = example_site()
     site = config.load_site(directory)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from delivery_support import DAY, T0, DemoSource, FtpPeer, fill, ftp_peer, make_tree
 
-from config import check_site
+from config import check_site_change
 from config.defaults import default_files
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
@@ -44,7 +44,7 @@ def make_session(store: Log, tmp: Path, port: int, *, slot: int = 1, password: s
                     streams=(Stream.ALARM, Stream.DATA))
     return FileServerSession(settings=s, uid=UID, transport=FtpTransport(s, timeouts=timeouts),
                              outbox=outbox, log=store, config_dir=config_dir,
-                             validate=lambda d: check_site(d, UID), commands=handler)
+                             validate=lambda d, c: check_site_change(d, c, UID), commands=handler)
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:

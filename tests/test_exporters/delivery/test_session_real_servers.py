@@ -25,7 +25,7 @@ from delivery_support import NS
 from peers import Certs, make_certs
 from real_servers import REAL_SERVERS, RealServer, real_server, require
 
-from config import check_site, load_site
+from config import check_site_change, load_site
 from config.model import ServerSettings
 from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
@@ -118,7 +118,7 @@ async def session(log: Log, cfg: Path, handler: CollectingHandler, cut_s: float,
     async with asyncio.timeout(120):
         return await FileServerSession(
             settings=settings, uid=UID, transport=transport, outbox=outbox, log=log,
-            config_dir=cfg, validate=check_site, commands=handler).run(
+            config_dir=cfg, validate=check_site_change, commands=handler).run(
                 trigger, started=datetime.fromtimestamp(cut_s, UTC))
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
 
 from delivery_support import DemoSource
 
-from config import check_site
+from config import check_site_change
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, FileServerSession, Trigger
@@ -59,7 +59,7 @@ async def run(spec: dict[str, object]) -> dict[str, object]:
         handler = CollectingHandler(log)
         session = FileServerSession(settings=settings, uid=uid, transport=transport,
                                     outbox=outbox, log=log, config_dir=Path(str(spec["config"])),
-                                    validate=lambda d: check_site(d, uid), commands=handler)
+                                    validate=lambda d, c: check_site_change(d, c, uid), commands=handler)
         base_kb = _status_kb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
         result = await session.run(Trigger.SCHEDULE, started=datetime.fromtimestamp(

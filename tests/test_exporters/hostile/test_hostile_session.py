@@ -4,6 +4,7 @@ checking its configuration rejects that configuration and the session goes on.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +27,7 @@ async def test_a_validator_fault_rejects_the_configuration_and_the_session_goes_
     local = (site.config / "CONFIG" / f"{UID}_config.ini").read_bytes()
     (site.tree / "CONFIG" / f"{UID}_config.ini").write_bytes(local + b"LOG_Level=debug\n")
 
-    def broken(directory: Path) -> list[Problem]:
+    def broken(directory: Path, change: Mapping[str, bytes]) -> list[Problem]:
         raise RecursionError(f"a parser met something it did not expect in {directory}")
 
     server = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(site.tree))
