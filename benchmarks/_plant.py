@@ -7,6 +7,7 @@ A module of its own so that a `spawn`ed process can import it however the benchm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from multiprocessing.connection import Connection
 
 
@@ -63,7 +64,5 @@ def serve_ftp(root: str, user: str, password: str, pipe: Connection) -> None:
     server = FTPServer(("127.0.0.1", 0), handler)
     pipe.send(server.address[1])
     threading.Thread(target=lambda: (pipe.recv(), server.close_all()), daemon=True).start()
-    try:
+    with contextlib.suppress(OSError, ValueError):  # close_all from the watcher thread ends it
         server.serve_forever(timeout=0.5, blocking=True, handle_exit=False)
-    except (OSError, ValueError):
-        pass  # close_all from the watcher thread ends the loop

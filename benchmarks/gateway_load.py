@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import ftplib
 import io
@@ -329,10 +330,8 @@ def run(devices: int = 254, registers: int = 100, period: int = 10, seconds: flo
             theirs = run_baseline(work, ports, registers, period, seconds, ftp_port)
         finally:
             for pipe, proc in ((plant_pipe, plant_proc), (ftp_pipe, ftp_proc)):
-                try:
+                with contextlib.suppress(OSError):
                     pipe.send("stop")
-                except OSError:
-                    pass
                 proc.join(10)
                 if proc.is_alive():
                     proc.kill()

@@ -7,6 +7,7 @@ the log's lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -185,10 +186,8 @@ class Stream:
             last = seg.seq_last if seg.seq_last is not None else seg.seq0 - 1
             # A damaged last batch must not have its seq numbers given again: the file states
             # the last one it was written with (a hint only; never lower than what was read).
-            try:
+            with contextlib.suppress(ValueError):
                 last = max(last, int(meta.get(SEQ_LAST_KEY, b"0")))
-            except ValueError:
-                pass
             self.next_seq = last + 1
             return
         data = self.file_bytes(seg.path)

@@ -6,6 +6,7 @@ the items pending. Sealed segments are rewritten (compacted) after the commit.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from array import array
@@ -46,12 +47,10 @@ class Writer(Quota, JournalGC):
         deadline = loop.time() + self.options.flush_s
         while True:
             if not self._closing:
-                try:
-                    # Every flush_s from the previous commit's start, not from its end.
+                # Every flush_s from the previous commit's start, not from its end.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(),
                                            timeout=max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    pass
             self._wake.clear()
             deadline = loop.time() + self.options.flush_s
             work = self._take()

@@ -11,6 +11,7 @@ inbox folder here, the AT-command modem on `MODEM_Port` in `modem.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -242,7 +243,5 @@ class SmsInbox:
 
 
 def _unlink(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

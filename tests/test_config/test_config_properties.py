@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import shutil
@@ -348,10 +349,8 @@ def test_arbitrary_bytes_raise_nothing_but_config_error(data: bytes) -> None:
                         (config.parse_var_ini, "u_var.ini"),
                         (config.parse_config_ini, "u_config.ini"),
                         (config.parse_scl, "u_scl.ini")):
-        try:
+        with contextlib.suppress(ConfigError):
             parse(data, name)
-        except ConfigError:
-            pass
 
 
 _SITE_FILES = ["CONFIG/WPM00BDE4_config.ini", "CONFIG/WPM00BDE4_var.ini",
