@@ -83,7 +83,8 @@ class FileTarget(Protocol):
 
     async def size(self, path: str) -> int | None: ...
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None: ...
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None: ...
 
 
 # --------------------------------------------------------------------------- windows
@@ -247,12 +248,16 @@ class Outbox:
                 continue
             sd = state.stream(self.server, planned.stream)
             window = planned.built
+            # A window still undelivered from an earlier delivery may have had an upload cut;
+            # one built now has never been sent (docs/spec-notes.md, "Stale `.tmp`").
+            after_cut = window is not None
             if window is None:
                 window = await self.build(planned.stream, planned.start_ns, planned.end_ns,
                                           sd.last_built)
                 state.reduce("window", window.to_body(), window.seq)
             try:
-                files += await self._send_window(target, window, sd, two_step, confirmed)
+                files += await self._send_window(target, window, sd, two_step, after_cut,
+                                                 confirmed)
             except _Refused as err:
                 refused[planned.stream] = err.reason
                 continue
@@ -263,13 +268,13 @@ class Outbox:
         return DeliveryReport(files=files, windows=windows)
 
     async def _send_window(self, target: FileTarget, window: BuiltWindow, sd: StreamDelivery,
-                           two_step: bool, confirmed: Confirmed | None) -> int:
+                           two_step: bool, after_cut: bool, confirmed: Confirmed | None) -> int:
         sent = 0
         end = window.spec.end_ns
         for file in window.files:
             if (end, file.name) in sd.delivered:
                 continue
-            uploaded = await self._send_file(target, window, file, two_step)
+            uploaded = await self._send_file(target, window, file, two_step, after_cut)
             await self._log.append_journal(
                 "delivered", delivered_body(self.server, window.spec.stream, end, file.name),
                 commit_now=True)
@@ -282,7 +287,7 @@ class Outbox:
         return sent
 
     async def _send_file(self, target: FileTarget, window: BuiltWindow, file: OutboxFile,
-                         two_step: bool) -> bool:
+                         two_step: bool, after_cut: bool) -> bool:
         """Upload unless the final name already holds the journaled size; True if uploaded."""
         path = file.remote_path
         try:
@@ -293,7 +298,7 @@ class Outbox:
             return False
         data = await self.file_bytes(window, file)
         try:
-            await target.upload(path, data, two_step=two_step)
+            await target.upload(path, data, two_step=two_step, after_cut=after_cut)
         except SunpmError as err:
             if getattr(err, "retriable", True):
                 raise

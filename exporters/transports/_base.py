@@ -184,10 +184,13 @@ class FileTransport(Protocol):
         """Size of `path`, or None when absent; a refused lookup counts as absent
         (docs/behaviour.md §5.2)."""
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None:
         """Write `data` as `path`, replacing a same-named file, and return only once the server
         confirmed the final name. With `two_step`, the bytes go to `path + ".tmp"` first and are
-        renamed, so the final name never holds a partial file."""
+        renamed, so the final name never holds a partial file. Before a two-step upload, or when
+        `after_cut` says an earlier upload of this name may have been cut, a `.tmp` left behind
+        is deleted first (best effort)."""
 
     async def delete(self, path: str) -> None:
         """Remove `path`; removing an absent file is an error (the server says why)."""
@@ -221,6 +224,18 @@ class MessageTransport(Protocol):
 def final_and_temp(path: str, two_step: bool) -> tuple[str, str]:
     """(final path, path written to): the `.tmp` twin with two-step upload, else the final one."""
     return path, (path + TMP_SUFFIX if two_step else path)
+
+
+def stale_temp(path: str, two_step: bool, after_cut: bool) -> str | None:
+    """The `.tmp` twin to delete before uploading `path`, or None.
+
+    Always before a two-step upload (a server still draining a cut upload then writes into the
+    unlinked old file, not into the one renamed to the final name); before a one-step upload only
+    when an earlier upload of this name may have been cut (`after_cut`), so that a `.tmp` left
+    while two-step sending was on does not stay on the server forever, without a round trip per
+    upload otherwise (docs/spec-notes.md, "Stale `.tmp`").
+    """
+    return path + TMP_SUFFIX if two_step or after_cut else None
 
 
 def is_plain_name(name: str) -> bool:

@@ -163,8 +163,9 @@ class DirTransport:
             return st.st_size if stat.S_ISREG(st.st_mode) else None
         return await self._run("size", path, lookup)
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
-        del two_step  # always two-step (module docstring)
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None:
+        del two_step, after_cut  # always two-step, a stale `.tmp` always unlinked (module docstring)
         *folder, name = self._parts("upload", path)
 
         def write() -> None:

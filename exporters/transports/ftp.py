@@ -22,7 +22,9 @@ Peer quirks handled here:
   ASCII mode`). `TYPE I` is restored after every listing, refused ones included.
 - A server may still be writing a cut upload's `.tmp` from data it had buffered when the next
   upload of the same name starts; two-step uploads delete a stale `.tmp` first so that the old
-  writer ends up in an unlinked file instead of the one renamed to the final name.
+  writer ends up in an unlinked file instead of the one renamed to the final name. One-step
+  uploads delete it only when told an earlier upload of the name may have been cut
+  (`after_cut`), so a `.tmp` left before two-step sending was switched off goes too.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
 - Hostile servers (docs/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
@@ -70,6 +72,7 @@ from ._base import (
     check_tree_path,
     final_and_temp,
     log,
+    stale_temp,
 )
 
 T = TypeVar("T")
@@ -295,13 +298,15 @@ class FtpTransport:
         return await self._call("size", path,
                                 lambda _: _size_or_none(self._client("size", path), remote))
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None:
         final, written = final_and_temp(self._remote("upload", path), two_step)
+        stale = stale_temp(final, two_step, after_cut)
 
         def store(progress: Progress) -> None:
             ftp = self._client("upload", path)
-            if written != final:
-                _remove_stale(ftp, written)
+            if stale is not None:
+                _remove_stale(ftp, stale)
             ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
                            lambda block: progress(len(block)))
             if written != final:
@@ -476,12 +481,12 @@ def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
         return None
 
 
-def _remove_stale(ftp: ftplib.FTP, written: str) -> None:
+def _remove_stale(ftp: ftplib.FTP, stale: str) -> None:
     """Delete a `.tmp` left by a cut upload, so this upload gets a new file: a server still
     draining the cut upload's data writes into the old, unlinked one, not into ours (which is
     about to become the final name). Best effort: absent, or no delete right, is fine."""
     try:
-        ftp.delete(written)
+        ftp.delete(stale)
     except ftplib.error_perm:
         pass
 

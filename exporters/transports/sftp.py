@@ -58,6 +58,7 @@ from ._base import (
     check_size,
     check_tree_path,
     final_and_temp,
+    stale_temp,
 )
 
 T = TypeVar("T")
@@ -125,11 +126,11 @@ def parse_host_key(text: str) -> asyncssh.SSHKey | str:
             from err
 
 
-async def _remove_stale(sftp: asyncssh.SFTPClient, written: str) -> None:
+async def _remove_stale(sftp: asyncssh.SFTPClient, stale: str) -> None:
     """Delete a `.tmp` left by a cut upload so that this upload writes a new file (see ftp.py's
     docstring: a server still draining the cut upload writes into the unlinked old one)."""
     try:
-        await sftp.remove(written)
+        await sftp.remove(stale)
     except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
         pass  # absent, or no delete right: best effort
 
@@ -288,13 +289,15 @@ class SftpTransport:
             return attrs.size
         return await self._call("size", path, stat)
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None:
         final, written = final_and_temp(self._remote("upload", path), two_step)
+        stale = stale_temp(final, two_step, after_cut)
 
         async def store(sftp: asyncssh.SFTPClient) -> None:
             async with asyncio.timeout(self._timeouts.operation_s):
-                if written != final:
-                    await _remove_stale(sftp, written)
+                if stale is not None:
+                    await _remove_stale(sftp, stale)
                 f = await sftp.open(written, "wb")
             try:
                 for offset in range(0, len(data), _CHUNK_BYTES):

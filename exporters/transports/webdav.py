@@ -62,6 +62,7 @@ from ._base import (
     check_size,
     check_tree_path,
     final_and_temp,
+    stale_temp,
     tls_context,
 )
 
@@ -232,12 +233,14 @@ class WebdavTransport:
         length = root.findtext(f".//{_DAV}getcontentlength", "").strip()
         return _byte_count(length) if length else 0
 
-    async def upload(self, path: str, data: bytes, *, two_step: bool) -> None:
+    async def upload(self, path: str, data: bytes, *, two_step: bool,
+                     after_cut: bool = False) -> None:
         check_tree_path(self.server, "upload", path)
         final, written = final_and_temp(path, two_step)
-        if written != final:
+        stale = stale_temp(final, two_step, after_cut)
+        if stale is not None:
             # A new file rather than the cut upload's (see ftp.py's docstring); any answer will do.
-            await self._request("upload", path, "DELETE", written)
+            await self._request("upload", path, "DELETE", stale)
         response = await self._request("upload", path, "PUT", written, content=data,
                                        headers={"Content-Type": "application/octet-stream"})
         if response.status_code == 500 and _is_apache(response):

@@ -5,7 +5,7 @@
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
 the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
-`RNTO <path>` when a rename to a final name succeeded.
+`RNTO <path>` when a rename to a final name succeeded; and `DELE <path>` for every delete asked.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ def main() -> None:
     class Handler(FTPHandler):  # type: ignore[misc]
         def on_file_received(self, file: str) -> None:
             note("STOR", file)
+
+        def ftp_DELE(self, path: str) -> Any:
+            note("DELE", path)
+            return super().ftp_DELE(path)
 
         def ftp_RNTO(self, path: str) -> Any:
             result = super().ftp_RNTO(path)

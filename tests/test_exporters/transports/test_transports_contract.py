@@ -43,6 +43,24 @@ async def test_a_stale_tmp_from_an_earlier_cut_upload_is_overwritten(
     assert not (target.tree / "DATA" / (NAME + ".tmp")).exists()
 
 
+async def test_a_one_step_upload_after_a_cut_one_deletes_the_stale_tmp(
+        target: Target, connected: FileTransport) -> None:
+    (target.tree / "DATA" / (NAME + ".tmp")).write_bytes(b"partial" * 1000)
+    await connected.upload(PATH, b"complete", two_step=False, after_cut=True)
+    assert sorted(p.name for p in (target.tree / "DATA").iterdir()) == [NAME]
+    assert (target.tree / "DATA" / NAME).read_bytes() == b"complete"
+
+
+async def test_a_plain_one_step_upload_leaves_other_names_alone(
+        target: Target, connected: FileTransport) -> None:
+    # No delete is tried: the `.tmp` of another session's two-step upload stays untouched
+    # (the `dir` transport is always two-step and always replaces its own `.tmp`).
+    (target.tree / "DATA" / (NAME + ".tmp")).write_bytes(b"partial" * 1000)
+    await connected.upload(PATH, b"complete", two_step=False)
+    assert (target.tree / "DATA" / NAME).read_bytes() == b"complete"
+    assert (target.tree / "DATA" / (NAME + ".tmp")).exists() == (target.kind != "dir")
+
+
 async def test_size_is_the_byte_count_or_none_when_absent(target: Target,
                                                           connected: FileTransport) -> None:
     (target.tree / "DATA" / NAME).write_bytes(b"x" * 1234)
