@@ -24,7 +24,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -193,10 +193,8 @@ def _write_renamed(dir_fd: int, name: str, data: bytes) -> None:
     """`<name>.tmp` created afresh (a planted link there is removed, never followed), fsynced,
     renamed over `name` (which replaces a link rather than writing through it), folder fsynced."""
     tmp = name + TMP_SUFFIX
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(tmp, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644, dir_fd=dir_fd)
     try:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import calendar
+import contextlib
 import ftplib
 import io
 import posixpath
@@ -454,20 +455,16 @@ _MLST_FACTS: Final = "type;size;modify;"
 def _mlsd(ftp: ftplib.FTP, remote: str) -> builtins.list[tuple[str, dict[str, str]]]:
     """`MLSD` entries; the facts are asked for first, and a server that refuses the asking
     (vsftpd: 501) is asked for the listing anyway, with the facts it gives by default."""
-    try:
+    with contextlib.suppress(ftplib.error_perm):
         ftp.sendcmd("OPTS MLST " + _MLST_FACTS)
-    except ftplib.error_perm:
-        pass
     return list(ftp.mlsd(remote))
 
 
 def _binary_again(ftp: ftplib.FTP) -> None:
     """`TYPE I` after a refused listing (see the module docstring); a connection that broke
     meanwhile is reported by the next command, not here."""
-    try:
+    with contextlib.suppress(ftplib.Error, OSError, EOFError):
         ftp.voidcmd("TYPE I")
-    except (ftplib.Error, OSError, EOFError):
-        pass
 
 
 def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
@@ -485,10 +482,8 @@ def _remove_stale(ftp: ftplib.FTP, stale: str) -> None:
     """Delete a `.tmp` left by a cut upload, so this upload gets a new file: a server still
     draining the cut upload's data writes into the old, unlinked one, not into ours (which is
     about to become the final name). Best effort: absent, or no delete right, is fine."""
-    try:
+    with contextlib.suppress(ftplib.error_perm):
         ftp.delete(stale)
-    except ftplib.error_perm:
-        pass
 
 
 def _rename_replacing(ftp: ftplib.FTP, written: str, final: str) -> None:
@@ -517,9 +512,7 @@ def _abort(ftp: ftplib.FTP) -> None:
     for sock in socks:
         if sock is None:
             continue
-        try:
+        with contextlib.suppress(OSError):  # already closed by the peer
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed by the peer
         sock.close()
     ftp.close()

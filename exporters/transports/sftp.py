@@ -129,10 +129,10 @@ def parse_host_key(text: str) -> asyncssh.SSHKey | str:
 async def _remove_stale(sftp: asyncssh.SFTPClient, stale: str) -> None:
     """Delete a `.tmp` left by a cut upload so that this upload writes a new file (see ftp.py's
     docstring: a server still draining the cut upload writes into the unlinked old one)."""
-    try:
+    # Absent, or no delete right: best effort.
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied,
+                             asyncssh.SFTPFailure):
         await sftp.remove(stale)
-    except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
-        pass  # absent, or no delete right: best effort
 
 
 class SftpTransport:
@@ -318,10 +318,8 @@ class SftpTransport:
             return
         except asyncssh.SFTPOpUnsupported:
             pass  # plain SFTP v3 server: see the module docstring
-        try:
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):  # first upload of this name
             await sftp.remove(final)
-        except asyncssh.SFTPNoSuchFile:
-            pass  # first upload of this name
         await sftp.rename(written, final)
 
     async def delete(self, path: str) -> None:
