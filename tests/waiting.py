@@ -11,6 +11,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Generous: reached only by a test that fails; a shared CI box may stall for seconds.
 DEFAULT_TIMEOUT_S = 10.0
@@ -35,14 +38,16 @@ async def wait_until(predicate: Callable[[], object | Awaitable[object]],
         await asyncio.sleep(every)
 
 
-def wait_until_sync(predicate: Callable[[], object], within_s: float = DEFAULT_TIMEOUT_S, *,
-                    what: str = "") -> None:
-    """`wait_until` for threads and processes outside an event loop."""
+def wait_until_sync(predicate: Callable[[], T], within_s: float = DEFAULT_TIMEOUT_S, *,
+                    what: str = "", every: float = _POLL_S) -> T:
+    """`wait_until` for threads and processes outside an event loop; the predicate's first true
+    answer."""
     deadline = time.monotonic() + within_s
-    while not predicate():
+    while not (answer := predicate()):
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true within {within_s} s: {what or _name(predicate)}")
-        time.sleep(_POLL_S)
+        time.sleep(every)
+    return answer
 
 
 def _name(predicate: Callable[[], object]) -> str:

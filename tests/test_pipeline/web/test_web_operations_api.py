@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until_sync
 from web_support import UID, RunningGateway, running_gateway
 
 from config import load_site
@@ -28,14 +29,7 @@ end
 
 
 def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout_s:g} s")
-        time.sleep(0.2)
+    return wait_until_sync(check, timeout_s, what=what, every=0.2)
 
 
 def _problems(answer: httpx.Response) -> dict[str, str]:

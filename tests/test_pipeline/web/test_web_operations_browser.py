@@ -5,7 +5,6 @@ beside its field; a screenshot of every page."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from waiting import wait_until_sync
 from web_support import UID
 
 from config import load_site
@@ -28,14 +28,7 @@ end
 
 
 def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout_s:g} s")
-        time.sleep(0.3)
+    return wait_until_sync(check, timeout_s, what=what, every=0.3)
 
 
 def _text(browser: Browser, css: str) -> str:
