@@ -11,6 +11,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web_support import RunningGateway, running_gateway
@@ -80,8 +81,33 @@ class Browser:
         self.find("#user").send_keys("admin")  # type: ignore[attr-defined]
         self.find("#password").send_keys(  # type: ignore[attr-defined]
             password if password is not None else self.gateway.password)
-        self.find("#login").click()  # type: ignore[attr-defined]
+        self.click_and_wait("#login")
         self.screenshot("after-login")
+
+    def click_and_wait(self, css: str, *, confirm: bool = False) -> None:
+        """Click a link or submit button (accepting its question) and wait until the next
+        page has loaded. A click returns once the request is sent; the page that was there
+        is recognised by a mark set on its window, which the next page does not carry (an
+        element's staleness cannot be asked safely while Chromium swaps documents)."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver: Any = self.driver
+        driver.execute_script("window.__sunpmOldPage = true;")
+        driver.find_element("css selector", css).click()
+        if confirm:
+            WebDriverWait(driver, 5).until(ec.alert_is_present())
+            driver.switch_to.alert.accept()
+
+        def next_page_loaded(_: object) -> bool:
+            try:
+                return bool(driver.execute_script(
+                    "return window.__sunpmOldPage !== true && document.readyState === 'complete';"))
+            except WebDriverException:
+                return False
+
+        WebDriverWait(driver, 20).until(next_page_loaded)
 
 
 def _have_browser() -> bool:

@@ -58,31 +58,23 @@ def _fill(browser: Browser, values: dict[str, str]) -> None:
         field.send_keys(value)  # type: ignore[attr-defined]
 
 
-def _submit(browser: Browser, button: str) -> None:
-    """Click a form's submit button and wait until the answer's page replaced this one: a
-    click returns once the request is sent, not once the next page is there."""
-    old = browser.find(button)
-    old.click()  # type: ignore[attr-defined]
-    WebDriverWait(browser.driver, 20).until(ec.staleness_of(old))  # type: ignore[arg-type]
-
-
 def test_add_a_device_with_a_field_error_first(browser: Browser) -> None:
     port = browser.gateway.simulators[1].port
     browser.login()
     browser.visit("/devices")
-    browser.find("#add-device").click()  # type: ignore[attr-defined]
+    browser.click_and_wait("#add-device")
     browser.screenshot("device-form")
     assert browser.find("#f-index").get_attribute("value") == "3"  # type: ignore[attr-defined]
     _fill(browser, {"name": "<script>alert(1)</script>", "interface": f"127.0.0.1:{port}",
                     "address": "300", "acqPeriodS": "10", "category": "Inverter"})
     Select(browser.find("#f-defFile")).select_by_value("demo_inverter.csv")  # type: ignore[arg-type]
-    _submit(browser, "#save")
+    browser.click_and_wait("#save")
     browser.screenshot("device-form-refused", scroll_to="#f-address")
     error = browser.find("#err-address").text  # type: ignore[attr-defined]
     assert error == "'300' is outside 1..240; file rejected"
     assert browser.find("#f-address").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
     _fill(browser, {"address": "1"})
-    _submit(browser, "#save")
+    browser.click_and_wait("#save")
     assert "/devices?saved=3" in browser.driver.current_url  # type: ignore[attr-defined]
     browser.screenshot("device-saved")
     deadline = time.monotonic() + 20
@@ -102,7 +94,7 @@ def test_schedule_with_a_planted_mistake_shows_the_field_error(browser: Browser)
     browser.login()
     browser.visit("/configuration")
     _fill(browser, {"s1_0_StartTime": "24:00:00"})
-    _submit(browser, "#save-schedules")
+    browser.click_and_wait("#save-schedules")
     browser.screenshot("schedule-refused", scroll_to="#schedules")
     field = browser.find("#f-s1_0_StartTime")
     assert field.get_attribute("value") == "24:00:00"  # type: ignore[attr-defined]
@@ -112,7 +104,7 @@ def test_schedule_with_a_planted_mistake_shows_the_field_error(browser: Browser)
     assert browser.find("#problems-schedules").is_displayed()  # type: ignore[attr-defined]
     # Fixed, it is saved and the preview follows the scheduler.
     _fill(browser, {"s1_0_StartTime": "00:15:00"})
-    _submit(browser, "#save-schedules")
+    browser.click_and_wait("#save-schedules")
     assert "saved=schedules" in browser.driver.current_url  # type: ignore[attr-defined]
     deadline = time.monotonic() + 20
     times: list[str] = []

@@ -41,16 +41,6 @@ def _fill(browser: Browser, css: str, value: str) -> None:
     field.send_keys(value)
 
 
-def _click(browser: Browser, css: str, *, confirm: bool = False) -> None:
-    """Click a link or submit button and wait for the next page (accepting its question)."""
-    old = browser.find("html")
-    browser.find(css).click()  # type: ignore[attr-defined]
-    if confirm:
-        WebDriverWait(browser.driver, 5).until(ec.alert_is_present())  # type: ignore[arg-type]
-        browser.driver.switch_to.alert.accept()  # type: ignore[attr-defined]
-    WebDriverWait(browser.driver, 20).until(ec.staleness_of(old))  # type: ignore[arg-type]
-
-
 def test_a_discovery_of_simulated_inverters_is_imported(browser: Browser) -> None:
     gateway = browser.gateway
     sim = TcpSimulator({3: DemoInverter(number=2), 6: DemoInverter(number=3)})
@@ -60,7 +50,7 @@ def test_a_discovery_of_simulated_inverters_is_imported(browser: Browser) -> Non
         browser.login()
         browser.visit("/discovery")
         _fill(browser, "#f-lastAddress", "300")
-        _click(browser, "#discovery-start")
+        browser.click_and_wait("#discovery-start")
         assert _text(browser, "#e-lastAddress") == "300 is outside 1..240"
         browser.screenshot("discovery-field-error")
         Select(browser.find("#f-interface")).select_by_value("ethernet1")
@@ -69,7 +59,7 @@ def test_a_discovery_of_simulated_inverters_is_imported(browser: Browser) -> Non
         _fill(browser, "#f-firstAddress", "1")
         _fill(browser, "#f-lastAddress", "8")
         _fill(browser, "#f-timeout", "100")
-        _click(browser, "#discovery-start")
+        browser.click_and_wait("#discovery-start")
         browser.screenshot("discovery-running")
         # The page follows the live log and reloads itself when the run ends.
         WebDriverWait(browser.driver, 40).until(  # type: ignore[arg-type]
@@ -83,14 +73,14 @@ def test_a_discovery_of_simulated_inverters_is_imported(browser: Browser) -> Non
         boxes = browser.find_all("#discovery-results input[name=row]")
         assert all(box.is_selected() for box in boxes)  # type: ignore[attr-defined]
         boxes[1].click()  # type: ignore[attr-defined]      # import the first only
-        _click(browser, "#discovery-accept")
+        browser.click_and_wait("#discovery-accept")
         browser.screenshot("discovery-imported")
         assert f"1 devices added to daq.csv: ethernet_127.0.0.1_{port}_3" in _text(
             browser, "#discovery-message")
         names = [d.name for d in load_site(gateway.config_dir).daq.devices]
         assert f"ethernet_127.0.0.1_{port}_3" in names
         assert f"ethernet_127.0.0.1_{port}_6" not in names
-        _click(browser, "#discovery-cancel")
+        browser.click_and_wait("#discovery-cancel")
         assert not browser.find_all("#discovery-run")
     finally:
         gateway.call(sim.stop())
@@ -106,14 +96,14 @@ def test_a_trace_is_started_and_tailed(browser: Browser) -> None:
     browser.visit("/diagnostics")
     Select(browser.find("#f-interface")).select_by_value("ethernet")
     _fill(browser, "#f-minutes", "1")
-    _click(browser, "#trace-start")
+    browser.click_and_wait("#trace-start")
     assert _text(browser, "#diagnostics-message") == "Trace on ethernet running."
     row = browser.find("#traces tr[data-interface=ethernet]")
     assert "tracing" in row.text  # type: ignore[attr-defined]
     Select(browser.find("#tail-interface")).select_by_value("ethernet")
     _until(lambda: "127.0.0.1:" in _text(browser, "#trace-tail"), 30, "live tail")
     browser.screenshot("diagnostics-tail")
-    _click(browser, "#stop-ethernet")
+    browser.click_and_wait("#stop-ethernet")
     assert _text(browser, "#diagnostics-message") == "Trace on ethernet stopped."
 
 
@@ -124,13 +114,13 @@ def test_a_script_is_uploaded_enabled_and_its_log_read(browser: Browser,
     bad = tmp_path / "notes.txt"
     bad.write_text("x = 1\n")
     browser.find("#f-script").send_keys(str(bad))  # type: ignore[attr-defined]
-    _click(browser, "#script-upload")
+    browser.click_and_wait("#script-upload")
     assert "a script is a plain file name ending .lua" in _text(browser, "#e-script")
     browser.screenshot("scripts-field-error")
     source = tmp_path / "heartbeat.lua"
     source.write_text(SCRIPT)
     browser.find("#f-script").send_keys(str(source))  # type: ignore[attr-defined]
-    _click(browser, "#script-upload")
+    browser.click_and_wait("#script-upload")
     assert "heartbeat.lua saved" in _text(browser, "#scripts-message")
 
     def state() -> str:
@@ -139,10 +129,10 @@ def test_a_script_is_uploaded_enabled_and_its_log_read(browser: Browser,
         return str(rows[0].text) if rows else ""  # type: ignore[attr-defined]
 
     _until(lambda: state() == "enabled", 40, "script enabled after the reload")
-    _click(browser, "tr[data-file='heartbeat.lua'] .script-disable")
+    browser.click_and_wait("tr[data-file='heartbeat.lua'] .script-disable")
     assert "heartbeat disabled until the next restart" in _text(browser, "#scripts-message")
     assert state() == "disabled"
-    _click(browser, "tr[data-file='heartbeat.lua'] .script-enable")
+    browser.click_and_wait("tr[data-file='heartbeat.lua'] .script-enable")
     assert _text(browser, "#scripts-message") == "heartbeat enabled."
     browser.screenshot("scripts-enabled")
 
@@ -151,8 +141,8 @@ def test_a_script_is_uploaded_enabled_and_its_log_read(browser: Browser,
         return "INFO script:heartbeat: beat from <heartbeat>" in _text(browser, "#script-log")
 
     _until(logged, 20, "script log lines")
-    _click(browser, "a[href='/scripts']")
-    _click(browser, "tr[data-file='heartbeat.lua'] .script-delete", confirm=True)
+    browser.click_and_wait("a[href='/scripts']")
+    browser.click_and_wait("tr[data-file='heartbeat.lua'] .script-delete", confirm=True)
     assert _text(browser, "#scripts-message") == "heartbeat.lua deleted."
     assert not (browser.gateway.config_dir / "SCRIPT" / "heartbeat.lua").exists()
 
@@ -170,7 +160,7 @@ def test_connect_now_delivers_a_file_and_a_factory_reset_needs_the_uid(
     browser.login()
     browser.visit("/system")
     Select(browser.find("#f-server")).select_by_value("1")
-    _click(browser, "#connect-now")
+    browser.click_and_wait("#connect-now")
     assert _text(browser, "#system-message") == "Session with server 1 started."
     landed = _until(lambda: set(data_dir.glob(f"{UID}_*.csv.gz")) - before, 30,
                     "a DATA file in the dir server")
@@ -178,17 +168,17 @@ def test_connect_now_delivers_a_file_and_a_factory_reset_needs_the_uid(
     browser.screenshot("system-connected")
 
     Select(browser.find("#f-server")).select_by_value("2")
-    _click(browser, "#connect-now")
+    browser.click_and_wait("#connect-now")
     assert _text(browser, "#e-server") == "connect: server 2 is not configured"
 
     _fill(browser, "#f-confirm", "NOT-THE-UID")
-    _click(browser, "#factory-reset", confirm=True)
+    browser.click_and_wait("#factory-reset", confirm=True)
     assert _text(browser, "#e-confirm") == "type the gateway's uid to confirm the factory reset"
     assert browser.find("#f-confirm").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
     browser.screenshot("system-factory-refused")
     assert load_site(gateway.config_dir).uid == UID
 
     _fill(browser, "#f-export-from", "tomorrow")
-    _click(browser, "#download-export")
+    browser.click_and_wait("#download-export")
     assert "'tomorrow' is not a date and time" in _text(browser, "#e-export-from")
     browser.screenshot("system-export-field-error")
