@@ -5,9 +5,12 @@ local time), with a progress bar on a terminal (current unit id, devices found, 
 plain progress line every tenth of the range (or 10 s) otherwise; the result goes to stdout, as
 one JSON document with `--json`.
 
+With `--config`, the run holds the site's discovery lock, so it is refused while the gateway
+running on that configuration (or another `sunpm discover`) is discovering.
+
 Exit code: 0 when the scan completed, whatever it found; 1 when nothing could be reached at all
 (no connection to the address, a serial port that cannot be used); 2 for parameters refused
-before starting; 130 on Ctrl-C ("interrupted after N of M ids", nothing written).
+before starting or a discovery already running on the site; 130 on Ctrl-C ("interrupted after N of M ids", nothing written).
 """
 
 from __future__ import annotations
@@ -193,6 +196,20 @@ class _Progress:
 
 
 def _discover(args: argparse.Namespace) -> int:
+    from pipeline.service.discovery import DiscoveryBusy, discovery_lock
+
+    if args.config is None or not args.config.is_dir():
+        return _discover_locked(args)     # no site to share (load_site names a missing folder)
+    try:
+        with discovery_lock(args.config):
+            return _discover_locked(args)
+    except DiscoveryBusy:
+        print(f"sunpm discover: a discovery is already running on {args.config} (the gateway's "
+              "or another sunpm discover); try again when it is done", file=sys.stderr)
+        return 2
+
+
+def _discover_locked(args: argparse.Namespace) -> int:
     from config import ConfigError, default_uid, load_site
     from config.model import Daq
 

@@ -11,7 +11,8 @@ command (`discover`), and the web page's and the API's start, live log, abort, r
 
 The gateway has one `Discovery` (`Gateway.discovery`), so one run at a time whoever asks: a second
 `start` or `discover` while one runs is refused with `discoverDevices: a discovery is already
-running`. Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
+running`. A run also holds `discovery_lock` on the configuration folder, which `sunpm discover
+--config` takes too, so a scan by hand never runs beside the gateway's on the same site. Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
 them and the next session delivers them in the `_SUNSPEC_` LOG file (docs/behaviour.md §3.3). A
 serial interface is scanned through the bus the poll loop already has open (requests alternate
 with the polls), a TCP target through a connection of the run's own. `protocol=tic` listens on `TIC_Port` for a Linky meter instead.
@@ -27,11 +28,14 @@ changed or overwritten; the whole change is validated by `config` first and writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
 __all__ = ["Discovery", "DiscoveryBusy", "DiscoveryFailed", "DiscoveryRun", "ImportResult",
-           "RunState"]
+           "RunState", "discovery_lock"]
 
 sunspec_log = logging.getLogger("sunpm.sunspec")
 
@@ -72,6 +76,24 @@ MAX_LINES: Final = 5000
 
 class DiscoveryBusy(SunpmError):
     """A run is going on; the text is the spec's refusal."""
+
+
+@contextlib.contextmanager
+def discovery_lock(config_dir: Path) -> Iterator[None]:
+    """Held for a whole discovery run on the site of `config_dir`, across processes (the running
+    gateway and `sunpm discover --config`). Raises `DiscoveryBusy` when another run holds it.
+
+    The lock is a `flock` on the folder itself: nothing is written into a folder the server
+    synchronises, and the kernel drops the lock with the process that held it."""
+    fd = os.open(config_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DiscoveryBusy("discoverDevices: a discovery is already running") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class DiscoveryFailed(SunpmError):
@@ -167,6 +189,14 @@ class ImportResult:
     reused: list[str]               # files already there with the same content
 
 
+async def _releasing(held: contextlib.ExitStack, work: Coroutine[None, None, None]) -> None:
+    """`work`, then `held` released before the run's followers hear that it ended."""
+    try:
+        await work
+    finally:
+        held.close()
+
+
 class Discovery:
     """The gateway's discovery: see the module docstring."""
 
@@ -211,11 +241,15 @@ class Discovery:
 
     def _begin(self, params: DiscoveryParams, interfaces: list[str], total_ids: int,
                work: Callable[[DiscoveryRun], Coroutine[None, None, None]]) -> DiscoveryRun:
+        held = contextlib.ExitStack()
+        held.enter_context(discovery_lock(self._gateway.config_dir))
         self._count += 1
         run = DiscoveryRun(number=self._count, params=params, interfaces=interfaces,
                            total_ids=total_ids)
         self.run = run
-        run.task = asyncio.create_task(work(run), name=f"discovery:{run.number}")
+        run.task = asyncio.create_task(_releasing(held, work(run)), name=f"discovery:{run.number}")
+        # Also when the task is cancelled before it starts (then its `finally` never runs).
+        run.task.add_done_callback(lambda _: held.close())
         return run
 
     async def discover(self, params: DiscoveryParams, *,

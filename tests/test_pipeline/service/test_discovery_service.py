@@ -282,3 +282,40 @@ async def test_a_tic_meter_found_by_the_command_becomes_tic1_with_its_definition
             with pytest.raises(CommandError, match=r"^discoverDevices: TIC1 is already "
                                                    r"configured; delete it first$"):
                 await gateway.discover(DiscoveryParams(protocol="tic"))
+
+
+async def test_a_scan_by_hand_and_the_gateways_run_exclude_each_other(tmp_path: Path) -> None:
+    import sys
+
+    from pipeline.service.discovery import discovery_lock
+
+    sunpm = str(Path(sys.executable).parent / "sunpm")
+    async with TcpSimulator({3: DemoInverter(number=1)}) as sim, \
+            running_gateway(tmp_path) as plant:
+        discovery = plant.gateway.discovery
+        # Silent ids waiting out their timeout keep the gateway's run going for seconds.
+        run = discovery.start(_params(sim.port, last=30, timeout_ms=300))
+        proc = await asyncio.create_subprocess_exec(
+            sunpm, "discover", "--config", str(plant.config_dir), "--ip", "127.0.0.1",
+            "--port", str(sim.port), "--first", "3", "--last", "3",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        assert run.state is RunState.RUNNING, "the run ended before the command was refused"
+        assert (proc.returncode, out) == (2, b"")
+        assert err.decode() == (f"sunpm discover: a discovery is already running on "
+                                f"{plant.config_dir} (the gateway's or another sunpm discover); "
+                                "try again when it is done\n")
+        assert discovery.abort()
+        assert run.task is not None
+        async with asyncio.timeout(30):
+            await asyncio.wait([run.task])     # the lock is released once its links are closed
+
+        # Held elsewhere (as a `sunpm discover --config` run holds it), the gateway refuses.
+        busy = r"^discoverDevices: a discovery is already running$"
+        with discovery_lock(plant.config_dir), pytest.raises(DiscoveryBusy, match=busy):
+            discovery.start(_params(sim.port))
+        again = discovery.start(_params(sim.port, last=3))
+        async with asyncio.timeout(30):
+            [line async for line in again.follow()]
+        assert again.state is RunState.DONE and len(again.rows) == 1
