@@ -37,7 +37,15 @@ from typing import Final, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import ConfigError, Site, check_site, check_site_change, load_site, parse_definition
+from config import (
+    ConfigError,
+    Site,
+    check_site,
+    check_site_change,
+    find_uid,
+    load_site,
+    parse_definition,
+)
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, ServerSettings, ServerType, Variable
 from exporters.outbox import Outbox
@@ -198,6 +206,7 @@ class Gateway:
         self.config_lock = threading.Lock()
         self._startup_requested = False
         self._local_change = False
+        self._loaded_hash = ""      # of the configuration files the running site was loaded from
         self._alarm_waiting = False
         self._outboxes: dict[int, Outbox] = {}
         self._started_s = time.time()
@@ -282,19 +291,16 @@ class Gateway:
                              tg.create_task(power.power_on(), name="power-on")]
                 whole_run += [tg.create_task(plugin.run(self), name=type(plugin).__name__)
                               for plugin in self.plugins if spans_reloads(plugin)]
-                if site.settings.sd_mirror_path:
-                    # The configuration at start decides (as for the clock check's servers).
-                    self.mirror = CardMirror(store_dir, Path(site.settings.sd_mirror_path))
-                    whole_run.append(tg.create_task(self.mirror.run(), name="card-mirror"))
-                    log.info("Card mirror started. path=%s", site.settings.sd_mirror_path)
+                mirror_task: asyncio.Task[None] | None = None
                 while True:
+                    mirror_task = self._follow_mirror(site, store_dir, tg, mirror_task)
                     self._reload.clear()
                     await self._generation(site, store, stop, power)
                     if stop.is_set():
                         break
                     site = await asyncio.to_thread(self._load)
                     log.info("Configuration reloaded. uid=%s", site.uid)
-                for task in whole_run:
+                for task in [*whole_run, *([mirror_task] if mirror_task else [])]:
                     task.cancel()
         finally:
             # A run the web UI started is no task of the group: it ends with the gateway.
@@ -323,6 +329,12 @@ class Gateway:
         try:
             with self.config_lock:
                 staged = recover_config_apply(self.config_dir)
+                # Hashed before loading: an edit landing in between shows as a change to the
+                # configuration watch (one reload too many), never as the running configuration
+                # (an edit lost until the next one).
+                if (self.config_dir / "CONFIG").is_dir():
+                    self._loaded_hash = config_hash(local_config_files(
+                        self.config_dir, find_uid(self.config_dir)))
                 site = load_site(self.config_dir)
         except ConfigError as err:
             for problem in err.problems:
@@ -881,6 +893,24 @@ class Gateway:
         with self.config_lock:
             return read(*args)
 
+    def _follow_mirror(self, site: Site, store_dir: Path, tg: asyncio.TaskGroup,
+                       running: asyncio.Task[None] | None) -> asyncio.Task[None] | None:
+        """The card mirror of `SD_MirrorPath` (docs/behaviour.md §12), started, moved or stopped
+        when a configuration changes it; its task."""
+        wanted = Path(site.settings.sd_mirror_path) if site.settings.sd_mirror_path else None
+        current = self.mirror.card if self.mirror is not None else None
+        if wanted == current:
+            return running
+        if running is not None:
+            running.cancel()    # between passes or in a copy it redoes: copies land by rename
+            log.info("Card mirror stopped. path=%s", current)
+        self.mirror = None
+        if wanted is None:
+            return None
+        self.mirror = CardMirror(store_dir, wanted)
+        log.info("Card mirror started. path=%s", wanted)
+        return tg.create_task(self.mirror.run(), name="card-mirror")
+
     def config_written(self) -> None:
         """A tool of this process (the web UI) wrote the configuration folder: look at it now
         rather than at the watch's next turn."""
@@ -889,8 +919,7 @@ class Gateway:
     async def _watch_config(self, site: Site) -> None:
         """A local edit of the configuration files: valid -> reload (and a server-1 session
         60 s later); invalid -> logged once, running configuration kept."""
-        running = config_hash(await asyncio.to_thread(local_config_files, self.config_dir,
-                                                      site.uid))
+        running = self._loaded_hash
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
