@@ -15,7 +15,7 @@ from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from pipeline.web.common import context, facade, json_error, json_ok, page, rejected, session_of
 from pipeline.web.config_forms import SECTION_BY_NAME, is_secret
 from pipeline.web.editing import Edit, problem_json
-from pipeline.web.facade import Conflict, NotFound, time_zones
+from pipeline.web.facade import time_zones
 
 routes = web.RouteTableDef()
 
@@ -24,10 +24,7 @@ OTHER_SECTIONS = ("schedules", "serial", "network")
 
 
 async def _data(request: web.Request) -> dict[str, Any]:
-    try:
-        return await asyncio.to_thread(facade(request).configuration)
-    except Conflict as err:
-        raise web.HTTPConflict(text=f"{err}\n") from None
+    return await asyncio.to_thread(facade(request).configuration)
 
 
 @routes.get("/configuration")
@@ -94,12 +91,7 @@ def _password_changed(request: web.Request, stored: str) -> None:
 async def save_section(request: web.Request) -> web.StreamResponse:
     name = request.match_info["section"]
     form = _form_texts(await request.post())
-    try:
-        verdict = await facade(request).save_section(name, form)
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
-    except Conflict as err:
-        raise web.HTTPConflict(text=f"{err}\n") from None
+    verdict = await facade(request).save_section(name, form)
     if verdict.ok:
         raise web.HTTPSeeOther(f"/configuration?saved={name}#{name}")
     data = await _data(request)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from pipeline.web.common import facade, json_error, json_ok, page, rejected
 from pipeline.web.editing import DEVICE_FIELDS
-from pipeline.web.facade import Conflict, NotFound
+from pipeline.web.facade import Conflict
 
 routes = web.RouteTableDef()
 
@@ -43,10 +43,7 @@ async def new_device(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/devices/{index}")
 async def device_page(request: web.Request) -> web.StreamResponse:
-    try:
-        data = facade(request).device(request.match_info["index"])
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
+    data = facade(request).device(request.match_info["index"])
     data.update(written=request.query.get("written", ""),
                 parameters=request.query.get("parameters", ""))
     return page(request, "device.html", data)
@@ -71,8 +68,6 @@ async def api_history(request: web.Request) -> web.StreamResponse:
     try:
         data = await facade(request).history(request.match_info["index"], var,
                                              request.query.get("span", "1h"))
-    except NotFound as err:
-        return json_error(str(err), 404)
     except ValueError as err:
         return json_error(str(err), 400)
     return json_ok(data)
@@ -101,12 +96,7 @@ def _form_page(request: web.Request, data: dict[str, Any], *, status: int = 200)
 
 async def _show_form(request: web.Request, index: str | None, *,
                      duplicate: bool = False) -> web.StreamResponse:
-    try:
-        data = await facade(request).device_form(index, duplicate=duplicate)
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
-    except Conflict as err:
-        raise web.HTTPConflict(text=f"{err}\n") from None
+    data = await facade(request).device_form(index, duplicate=duplicate)
     return _form_page(request, data)
 
 
@@ -114,12 +104,7 @@ async def _submit_form(request: web.Request, original: str | None) -> web.Stream
     form = await request.post()
     values = _form_values(form)
     gateway = facade(request)
-    try:
-        verdict = await gateway.save_device(original, values, _upload(form))
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
-    except Conflict as err:
-        raise web.HTTPConflict(text=f"{err}\n") from None
+    verdict = await gateway.save_device(original, values, _upload(form))
     if verdict.ok:
         raise web.HTTPSeeOther(f"/devices?saved={quote(values['index'].strip())}")
     data = await gateway.device_form(None)
@@ -146,12 +131,7 @@ async def duplicate_device_form(request: web.Request) -> web.StreamResponse:
 @routes.post("/devices/{index}/delete")
 async def delete_device(request: web.Request) -> web.StreamResponse:
     index = request.match_info["index"]
-    try:
-        verdict = await facade(request).delete_device(index)
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
-    except Conflict as err:
-        raise web.HTTPConflict(text=f"{err}\n") from None
+    verdict = await facade(request).delete_device(index)
     if verdict.ok:
         raise web.HTTPSeeOther(f"/devices?deleted={quote(index)}")
     data = await facade(request).devices()
@@ -177,12 +157,7 @@ async def _json_values(request: web.Request) -> dict[str, str] | web.Response:
 
 async def _api_save(request: web.Request, original: str | None,
                     values: dict[str, str]) -> web.StreamResponse:
-    try:
-        verdict = await facade(request).save_device(original, values)
-    except NotFound as err:
-        return json_error(str(err), 404)
-    except Conflict as err:
-        return json_error(str(err), 409)
+    verdict = await facade(request).save_device(original, values)
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"device": {k: values[k].strip() for k in values}},
@@ -249,8 +224,6 @@ async def write_variable(request: web.Request) -> web.StreamResponse:
         done = await facade(request).write(index, str(form.get("variable", "")),
                                            str(form.get("value", "")),
                                            raw=form.get("raw") == "1")
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
     except (ValueError, Conflict) as err:
         data = facade(request).device(index)
         data["actionError"] = str(err)
@@ -263,8 +236,6 @@ async def read_parameters(request: web.Request) -> web.StreamResponse:
     index = request.match_info["index"]
     try:
         facade(request).read_parameters(index)
-    except NotFound as err:
-        raise web.HTTPNotFound(text=f"{err}\n") from None
     except Conflict as err:
         data = facade(request).device(index)
         data["actionError"] = str(err)
@@ -287,12 +258,8 @@ async def api_write_variable(request: web.Request) -> web.StreamResponse:
     try:
         done = await facade(request).write(request.match_info["index"], str(body["variable"]),
                                            str(body["value"]), raw=raw)
-    except NotFound as err:
-        return json_error(str(err), 404)
     except ValueError as err:
         return json_error(str(err), 400)
-    except Conflict as err:
-        return json_error(str(err), 409)
     return json_ok(done)
 
 

@@ -331,31 +331,33 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 # ----------------------------------------------------------------------------- the app
 
 
-async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The API's errors as JSON (docs/behaviour.md §10.3): unknown routes and methods, and the
-    facade's `NotFound` (404) and `Conflict` (409), so that API handlers need not catch them."""
+async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The facade's `NotFound` (404) and `Conflict` (409) for every handler, so that none need
+    catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods,
+    and as plain text for the pages."""
+    api = request.path.startswith("/api/")
     try:
         return await handler(request)
     except NotFound as err:
-        if request.path.startswith("/api/"):
+        if api:
             return json_error(str(err), 404)
-        raise
+        raise web.HTTPNotFound(text=f"{err}\n") from None
     except Conflict as err:
-        if request.path.startswith("/api/"):
+        if api:
             return json_error(str(err), 409)
-        raise
+        raise web.HTTPConflict(text=f"{err}\n") from None
     except web.HTTPNotFound:
-        if request.path.startswith("/api/"):
+        if api:
             return json_error("no such resource", 404)
         raise
     except web.HTTPMethodNotAllowed:
-        if request.path.startswith("/api/"):
+        if api:
             return json_error(f"{request.method} not allowed here", 405)
         raise
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[security_headers, web.middleware(_api_errors),
+    app = web.Application(middlewares=[security_headers, web.middleware(_facade_errors),
                                        authenticate],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
