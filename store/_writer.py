@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from array import array
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ import fsio
 from store._core import JOURNAL
 from store._ipc import frame_batch, schema_message
 from store._journal_gc import JournalGC
-from store._planning import SEQ_INDEX, journal_batch, plan_groups
+from store._planning import SEQ_INDEX, journal_batch, plan_groups, seq_column
 from store._quota import Quota
 from store._stream import DAY_NS, Segment, Stream
 from store._work import (
@@ -291,23 +290,18 @@ class Writer(Quota, JournalGC):
         lasts: dict[int, int] = {}
         dropped_items: set[int] = set()
         writes: list[tuple[Segment, Frame]] = []
-        for day, merged_input, members, ts_min, ts_max in plan_groups(
-                [item.batch for item in items]):
-            seq = stream.next_seq
-            seq_buf = array("Q")
-            for index, runs in members:
-                firsts.setdefault(index, seq)
-                for run in runs:
-                    seq_buf.extend(array("Q", [seq]) * run)
-                    seq += 1
-                lasts[index] = seq - 1
-            seq_arr = pa.Array.from_buffers(pa.uint64(), len(seq_buf),
-                                            [None, pa.py_buffer(seq_buf)])
-            columns = list(merged_input.columns)
-            columns.insert(SEQ_INDEX, seq_arr)
+        for group in plan_groups([item.batch for item in items]):
+            first = stream.next_seq
+            for index, k, count in group.members:
+                firsts.setdefault(index, first + k)
+                lasts[index] = first + k + count - 1
+            seq = first + len(group.starts)
+            ts_min, ts_max, day = group.ts_min, group.ts_max, group.day
+            columns = group.rows.columns
+            columns.insert(SEQ_INDEX, seq_column(first, group.starts, group.rows.num_rows))
             merged = pa.RecordBatch.from_arrays(columns, schema=RECORDS_SCHEMA)
-            frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=stream.next_seq,
-                                seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
+            frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=first, seq_last=seq - 1,
+                                ts_min=ts_min, ts_max=ts_max)
             records = seq - stream.next_seq
             seg = self._segment_for(stream, day, len(frame), writes, compact)
             evicted_before = counters.evicted
@@ -316,7 +310,7 @@ class Writer(Quota, JournalGC):
                 counters.dropped += records
                 counters.episode_dropped += records
                 self._start_episode(device, counters, events, "quota")
-                dropped_items.update(index for index, _ in members)
+                dropped_items.update(index for index, _, _ in group.members)
                 continue
             if seg is None:
                 seg = stream.create_segment(day)
