@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from array import array
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,8 +20,7 @@ from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
 SEQ_INDEX: Final = RECORDS_SCHEMA.get_field_index("seq")
 _TS_INDEX: Final = RECORDS_SCHEMA.get_field_index("ts")
-#: Up to this many records a device's `seq` column is filled run by run, beyond it vectorised.
-_SEQ_LOOP_MAX: Final = 16
+_U64: Final = struct.Struct("<Q").pack
 _INPUT_NAMES: Final = tuple(n for n in RECORDS_SCHEMA.names if n != "seq")
 INPUT_SCHEMA: Final = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"],
                                 metadata=RECORDS_SCHEMA.metadata)
@@ -91,18 +90,12 @@ def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
 
 
 def seq_column(first: int, starts: list[int], rows: int) -> pa.Array:
-    """The `seq` column of `rows` rows whose records start at `starts`, numbered from `first`."""
-    if len(starts) <= _SEQ_LOOP_MAX:
-        values = array("Q")
-        for k, (a, b) in enumerate(itertools.pairwise([*starts, rows])):
-            values.extend(array("Q", [first + k]) * (b - a))
-        return pa.Array.from_buffers(pa.uint64(), rows, [None, pa.py_buffer(values)])
-    # Many records (bulk appends): a running count of record starts, vectorised.
-    marks = bytearray(rows)
-    for start in starts:
-        marks[start] = 1
-    counts = pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(marks)])
-    return pc.cumulative_sum(counts.cast(pa.uint64()), start=pa.scalar(first - 1, pa.uint64()))
+    """The `seq` column of `rows` rows whose records start at `starts`, numbered from `first`:
+    one packed run of bytes per record (cheaper than any vectorised route for a few records,
+    and still for a hundred)."""
+    bounds = [*starts, rows]
+    data = b"".join([_U64(first + k) * (bounds[k + 1] - bounds[k]) for k in range(len(starts))])
+    return pa.Array.from_buffers(pa.uint64(), rows, [None, pa.py_buffer(data)])
 
 
 def _plan_days(batches: list[pa.RecordBatch]) -> list[Group]:

@@ -10,14 +10,15 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Final
 
 import pyarrow as pa
 
 import fsio
 from store._core import JOURNAL
-from store._ipc import frame_batch, schema_message
+from store._ipc import COMPRESS_FROM_ROWS, frame_batch, schema_message
 from store._journal_gc import JournalGC
-from store._planning import SEQ_INDEX, journal_batch, plan_groups, seq_column
+from store._planning import INPUT_SCHEMA, SEQ_INDEX, journal_batch, plan_groups, seq_column
 from store._quota import Quota
 from store._stream import DAY_NS, Segment, Stream
 from store._work import (
@@ -37,6 +38,10 @@ from store.options import SeqRange
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
 log = logging.getLogger("sunpm.store")
+
+_SEQ_FIELD: Final = RECORDS_SCHEMA.field("seq")
+_NOT_FULL: Final = Counters()
+_INPUT_TS: Final = INPUT_SCHEMA.get_field_index("ts")
 
 
 class Writer(Quota, JournalGC):
@@ -97,14 +102,16 @@ class Writer(Quota, JournalGC):
     def _settle(self, outcome: Outcome) -> None:
         self._carry_events.extend(outcome.carry)
         for device, results in outcome.records.items():
-            for result in results:
-                if not result.dropped:
-                    self._committed[device] = max(self._committed.get(device, 0), result.last)
+            last = max((r.last for r in results if not r.dropped), default=0)
+            if last > self._committed.get(device, 0):
+                self._committed[device] = last
         if outcome.journal:
             self._journal_committed = max(self._journal_committed, max(outcome.journal))
-        for future, result in outcome.acks:
-            if not future.done():
-                future.set_result(result)
+        for items, results in outcome.acks:
+            for item, result in zip(items, results, strict=True):
+                future = item.future
+                if future is not None and not future.done():
+                    future.set_result(result)
         for jfuture, seq in outcome.journal_acks:
             if not jfuture.done():
                 jfuture.set_result(seq)
@@ -169,14 +176,21 @@ class Writer(Quota, JournalGC):
             counters.episode_dropped += records
             self._start_episode(device, counters, events, "disk")
         assert self._io is not None
-        # One job per device on a small pool: a device's framing is CPU work under the GIL, but
-        # its fsyncs (and directory fsyncs of new segments) overlap with the other devices'.
-        # Each job returns its events and sealed segments; nothing is shared between jobs.
-        jobs = [(device, items, self._io.submit(self._commit_device, device, items))
-                for device, items in work.records.items()]
+        # A device whose part may wait on the disk (a new segment or a seal fsyncs, a quota
+        # deletion, a frame fsynced in place) or holds bulk rows (concatenation and compression
+        # run without the GIL) is a job of its own on a small pool, so that its fsyncs and
+        # compression overlap with the other devices'. The others, a live commit's one small
+        # record each, are framed here one after the other: handing each to the pool cost more
+        # than framing it (threads contending for the GIL). Each part returns its events and
+        # sealed segments; nothing is shared between them.
+        pooled = {device: self._io.submit(self._commit_device, device, items)
+                  for device, items in work.records.items() if self._may_block(device, items)}
+        done_here = {device: self._commit_device(device, items)
+                     for device, items in work.records.items() if device not in pooled}
         written: list[tuple[str, list[PendingBatch], DeviceCommit]] = []
-        for device, items, job in jobs:
-            job_result = job.result()
+        for device, items in work.records.items():
+            job = pooled.get(device)
+            job_result = job.result() if job is not None else done_here[device]
             events.extend(job_result.events)
             outcome.compact.extend(job_result.compact)
             if job_result.failure is not None:
@@ -206,9 +220,7 @@ class Writer(Quota, JournalGC):
                 outcome.compact = []
         for device, items, done in written:
             outcome.records[device] = done.results
-            for item, result in zip(items, done.results, strict=True):
-                if item.future is not None:
-                    outcome.acks.append((item.future, result))
+            outcome.acks.append((items, done.results))
             self._wal_dirty.update((id(seg), (stream, seg)) for stream, seg in done.touched)
         if journal is not None:
             self._settle_journal(journal, outcome)
@@ -263,6 +275,25 @@ class Writer(Quota, JournalGC):
             done.compact = []
         return done
 
+    def _may_block(self, device: str, items: list[PendingBatch]) -> bool:
+        """Whether a device's part of a commit is bulk or may do blocking I/O (a guess from
+        what it costs nothing to look at: a wrong one is only slower, never wrong)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return True
+        seg = stream.open_segment()
+        if seg is None or seg.day is None or self._counters.get(device, _NOT_FULL).full:
+            return True
+        nbytes = sum(item.nbytes for item in items)
+        rows = sum(item.batch.num_rows for item in items)
+        if (rows >= COMPRESS_FROM_ROWS or nbytes >= self.options.wal_direct_frame_bytes
+                or seg.size + nbytes > self._limit(stream)
+                or stream.usage + nbytes + self._limit(stream) > self.options.device_quota_bytes):
+            return True
+        # The UTC day of the first and last rows.
+        first, last = items[0].batch.column(_INPUT_TS), items[-1].batch.column(_INPUT_TS)
+        return not (first[0].value // DAY_NS == seg.day == last[len(last) - 1].value // DAY_NS)
+
     def _device_stream(self, device: str) -> Stream | OSError:
         stream = self._streams.get(device)
         if stream is not None:
@@ -290,16 +321,22 @@ class Writer(Quota, JournalGC):
         lasts: dict[int, int] = {}
         dropped_items: set[int] = set()
         writes: list[tuple[Segment, Frame]] = []
-        for group in plan_groups([item.batch for item in items]):
+        one_group: list[SeqRange] = []
+        groups = plan_groups([item.batch for item in items])
+        for group in groups:
             first = stream.next_seq
-            for index, k, count in group.members:
-                firsts.setdefault(index, first + k)
-                lasts[index] = first + k + count - 1
+            if len(groups) == 1:
+                # Every item is in this group, in order: results straight from it (below).
+                one_group = [SeqRange(first + k, first + k + count - 1)
+                             for _, k, count in group.members]
+            else:
+                for index, k, count in group.members:
+                    firsts.setdefault(index, first + k)
+                    lasts[index] = first + k + count - 1
             seq = first + len(group.starts)
             ts_min, ts_max, day = group.ts_min, group.ts_max, group.day
-            columns = group.rows.columns
-            columns.insert(SEQ_INDEX, seq_column(first, group.starts, group.rows.num_rows))
-            merged = pa.RecordBatch.from_arrays(columns, schema=RECORDS_SCHEMA)
+            merged = group.rows.add_column(SEQ_INDEX, _SEQ_FIELD, seq_column(
+                first, group.starts, group.rows.num_rows))
             frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=first, seq_last=seq - 1,
                                 ts_min=ts_min, ts_max=ts_max)
             records = seq - stream.next_seq
@@ -325,6 +362,8 @@ class Writer(Quota, JournalGC):
                     and self._pressure_over(device, stream)):
                 # Stored with neither a drop nor an undelivered eviction: the episode ends.
                 self._end_episode(device, counters, events)
+        if len(groups) == 1 and not dropped_items:
+            return writes, one_group
         results: list[SeqRange] = []
         for index in range(len(items)):
             if index in dropped_items or index not in firsts:
