@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from pathlib import Path
@@ -42,6 +43,16 @@ log = logging.getLogger("sunpm.store")
 _SEQ_FIELD: Final = RECORDS_SCHEMA.field("seq")
 _NOT_FULL: Final = Counters()
 _INPUT_TS: Final = INPUT_SCHEMA.get_field_index("ts")
+#: Pool jobs framing a commit's bulk devices: the box's two cores.
+_BULK_JOBS: Final = 2
+
+
+class _Part(enum.Enum):
+    """A device's part of a commit, by where it is framed (`Writer._part_kind`)."""
+
+    SMALL = "framed on the commit thread"
+    BULK = "framed by one of the bulk jobs"
+    IO = "a pool job of its own"
 
 
 class Writer(Quota, JournalGC):
@@ -177,16 +188,25 @@ class Writer(Quota, JournalGC):
             self._start_episode(device, counters, events, "disk")
         assert self._io is not None
         # A device whose part may wait on the disk (a new segment or a seal fsyncs, a quota
-        # deletion, a frame fsynced in place) or holds bulk rows (concatenation and compression
-        # run without the GIL) is a job of its own on a small pool, so that its fsyncs and
-        # compression overlap with the other devices'. The others, a live commit's one small
-        # record each, are framed here one after the other: handing each to the pool cost more
-        # than framing it (threads contending for the GIL). Each part returns its events and
-        # sealed segments; nothing is shared between them.
+        # deletion, a frame fsynced in place) is a job of its own on a small pool, so that its
+        # fsyncs overlap with the other devices'. Devices with bulk rows are framed by
+        # `_BULK_JOBS` pool jobs (concatenation and compression run without the GIL; more
+        # threads only contend for it). The others, a live commit's one small record each, are
+        # framed here one after the other: handing each to the pool cost more than framing it.
+        # Each part returns its events and sealed segments; nothing is shared between them.
+        parts = {device: self._part_kind(device, items)
+                 for device, items in work.records.items()}
         pooled = {device: self._io.submit(self._commit_device, device, items)
-                  for device, items in work.records.items() if self._may_block(device, items)}
-        done_here = {device: self._commit_device(device, items)
-                     for device, items in work.records.items() if device not in pooled}
+                  for device, items in work.records.items() if parts[device] is _Part.IO}
+        bulk = [(device, items) for device, items in work.records.items()
+                if parts[device] is _Part.BULK]
+        bulk_jobs = [self._io.submit(self._commit_devices, bulk[k::_BULK_JOBS])
+                     for k in range(min(_BULK_JOBS, len(bulk)))]
+        done_here = self._commit_devices([(device, items)
+                                          for device, items in work.records.items()
+                                          if parts[device] is _Part.SMALL])
+        for bulk_job in bulk_jobs:
+            done_here.update(bulk_job.result())
         written: list[tuple[str, list[PendingBatch], DeviceCommit]] = []
         for device, items in work.records.items():
             job = pooled.get(device)
@@ -275,24 +295,30 @@ class Writer(Quota, JournalGC):
             done.compact = []
         return done
 
-    def _may_block(self, device: str, items: list[PendingBatch]) -> bool:
-        """Whether a device's part of a commit is bulk or may do blocking I/O (a guess from
-        what it costs nothing to look at: a wrong one is only slower, never wrong)."""
+    def _commit_devices(self, parts: list[tuple[str, list[PendingBatch]]]
+                        ) -> dict[str, DeviceCommit]:
+        return {device: self._commit_device(device, items) for device, items in parts}
+
+    def _part_kind(self, device: str, items: list[PendingBatch]) -> _Part:
+        """What a device's part of a commit will likely be, from what costs nothing to look at
+        (a wrong guess is only slower, never wrong)."""
         stream = self._streams.get(device)
         if stream is None:
-            return True
+            return _Part.IO
         seg = stream.open_segment()
         if seg is None or seg.day is None or self._counters.get(device, _NOT_FULL).full:
-            return True
+            return _Part.IO
         nbytes = sum(item.nbytes for item in items)
-        rows = sum(item.batch.num_rows for item in items)
-        if (rows >= COMPRESS_FROM_ROWS or nbytes >= self.options.wal_direct_frame_bytes
-                or seg.size + nbytes > self._limit(stream)
+        if (seg.size + nbytes > self._limit(stream)
                 or stream.usage + nbytes + self._limit(stream) > self.options.device_quota_bytes):
-            return True
+            return _Part.IO
         # The UTC day of the first and last rows.
         first, last = items[0].batch.column(_INPUT_TS), items[-1].batch.column(_INPUT_TS)
-        return not (first[0].value // DAY_NS == seg.day == last[len(last) - 1].value // DAY_NS)
+        if not first[0].value // DAY_NS == seg.day == last[len(last) - 1].value // DAY_NS:
+            return _Part.IO
+        if sum(item.batch.num_rows for item in items) >= COMPRESS_FROM_ROWS:
+            return _Part.BULK
+        return _Part.IO if nbytes >= self.options.wal_direct_frame_bytes else _Part.SMALL
 
     def _device_stream(self, device: str) -> Stream | OSError:
         stream = self._streams.get(device)
