@@ -1,7 +1,8 @@
 """The writer: the task that commits every `flush_s` (or at once when asked), and the commit
-itself on a writer thread: one job per device on a small pool (frame, quota, seal, write,
-fsync), then the journal; failures roll a stream back to its last committed length and leave
-the items pending. Sealed segments are rewritten (compacted) after the commit."""
+itself on a writer thread, device by device (frame, quota, seal, write; small parts on the
+writer thread, bulk ones and those that may block on the disk on a small pool), then the
+journal and the commit log's fsync; failures roll a stream back to its last committed length
+and leave the items pending. Sealed segments are rewritten (compacted) after the commit."""
 
 from __future__ import annotations
 
