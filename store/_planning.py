@@ -151,11 +151,9 @@ def split_by_day(batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch, list[
     out: list[tuple[int, pa.RecordBatch, list[int]]] = []
     days = pc.divide(ts, pa.scalar(DAY_NS, pa.int64()))
     # Records in order of arrival; a day's rows stay together, a record never spans two days.
-    order: list[int] = []
-    for day in days.to_pylist():
-        if not order or order[-1] != day:
-            order.append(day)
-    for day in order:
+    # Each day once, where it first appears: a batch going back to a day it left (across
+    # midnight and back) had that day's rows written twice.
+    for day in dict.fromkeys(days.to_pylist()):
         part = batch.filter(pc.equal(days, day))
         out.append((day, part, record_runs(part.column(_TS_INDEX))))
     return out

@@ -315,7 +315,8 @@ class Writer(Quota, JournalGC):
             return _Part.IO
         # The UTC day of the first and last rows.
         first, last = items[0].batch.column(_INPUT_TS), items[-1].batch.column(_INPUT_TS)
-        if not first[0].value // DAY_NS == seg.day == last[len(last) - 1].value // DAY_NS:
+        lo, hi = first[0].value, last[len(last) - 1].value
+        if lo is None or hi is None or not lo // DAY_NS == seg.day == hi // DAY_NS:
             return _Part.IO
         if sum(item.batch.num_rows for item in items) >= COMPRESS_FROM_ROWS:
             return _Part.BULK
