@@ -11,6 +11,7 @@ import contextlib
 import enum
 import logging
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Final
 
@@ -203,9 +204,15 @@ class Writer(Quota, JournalGC):
                 if parts[device] is _Part.BULK]
         bulk_jobs = [self._io.submit(self._commit_devices, bulk[k::_BULK_JOBS])
                      for k in range(min(_BULK_JOBS, len(bulk)))]
-        done_here = self._commit_devices([(device, items)
-                                          for device, items in work.records.items()
-                                          if parts[device] is _Part.SMALL])
+        try:
+            done_here = self._commit_devices([(device, items)
+                                              for device, items in work.records.items()
+                                              if parts[device] is _Part.SMALL])
+        finally:
+            # Even when a part here fails unexpectedly, no job may still write once this
+            # commit is over.
+            futures.wait(list(pooled.values()))
+            futures.wait(bulk_jobs)
         for bulk_job in bulk_jobs:
             done_here.update(bulk_job.result())
         written: list[tuple[str, list[PendingBatch], DeviceCommit]] = []
