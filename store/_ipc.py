@@ -295,9 +295,40 @@ def frame_batch(
     # One copy of the serialised bytes (patched in place), handed to the writes as it is.
     framed = bytearray(memoryview(_serialise(schema, batch, batch_metadata(
         batch.num_rows, seq_first, seq_last, ts_min, ts_max)))[prefix:])
-    if seal_frames(framed, 0) != 1:
-        raise AssertionError("a framed batch holds exactly one record batch")
+    _seal_frame(framed)
     return framed
+
+
+_PLACEHOLDER: Final = _CRC_ZERO + b" " + b"0" * _LEN_DIGITS + b" "
+
+
+def _seal_frame(frame: bytearray) -> None:
+    """`seal_frames` for the one framed batch our own writer just produced: the messages' lengths
+    are read straight from their flatbuffers (trusted bytes, no bounds to check) and the
+    placeholder is found in the record batch's metadata. A live commit frames one small batch
+    per device, where the general walker cost more than the serialisation itself."""
+    u16, u32, i32, i64 = _U16.unpack_from, _U32.unpack_from, _I32.unpack_from, _I64.unpack_from
+    pos = 0
+    covered = 0
+    while True:
+        meta_start = pos + 8
+        meta_end = meta_start + i32(frame, pos + 4)[0]
+        root = meta_start + u32(frame, meta_start)[0]
+        vtable = root - i32(frame, root)[0]
+        # Message fields: version, header_type (1), header, bodyLength (3), custom_metadata.
+        vt_len = u16(frame, vtable)[0]
+        kind_at = u16(frame, vtable + 6)[0] if vt_len > 6 else 0
+        length_at = u16(frame, vtable + 10)[0] if vt_len > 10 else 0
+        body_len = i64(frame, root + length_at)[0] if length_at else 0
+        covered += body_len
+        pos = meta_end + body_len
+        if kind_at and frame[root + kind_at] == RECORD_BATCH_MSG:
+            break
+    at = frame.find(_PLACEHOLDER, meta_start, meta_end)
+    if at < 0 or pos != len(frame):
+        raise AssertionError("a framed batch holds exactly one record batch, ours")
+    frame[at + _CRC_DIGITS + 1 : at + _CRC_DIGITS + 1 + _LEN_DIGITS] = b"%016d" % covered
+    frame[at : at + _CRC_DIGITS] = b"%010d" % _crc.crc32c(frame)
 
 
 def batch_metadata(rows: int, seq_first: int, seq_last: int, ts_min: int, ts_max: int
@@ -354,14 +385,18 @@ def schema_message(schema: pa.Schema) -> bytes:
 #: bytes for less CPU than the copy they save; a live commit's frame of a few dozen rows stays
 #: plain (LZ4's per-buffer set-up would cost 30x its serialisation).
 COMPRESS_FROM_ROWS: Final = 2048
-_LZ4: Final = pa.ipc.IpcWriteOptions(compression="lz4")
+# Explicit options (no environment lookups per frame) and no Arrow thread pool: the writer's
+# pool already frames devices in parallel, and handing each buffer to another pool costs more
+# than compressing it here.
+_PLAIN: Final = pa.ipc.IpcWriteOptions(use_threads=False)
+_LZ4: Final = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 
 
 def _serialise(schema: pa.Schema, batch: pa.RecordBatch, meta: dict[str, str] | None
                ) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     writer = pa.ipc.new_stream(sink, schema, options=_LZ4 if batch.num_rows >= COMPRESS_FROM_ROWS
-                               else None)
+                               else _PLAIN)
     writer.write_batch(batch, custom_metadata=meta)
     # Not closed: closing would append the end-of-stream marker, which only a sealed file gets.
     return sink.getvalue()

@@ -69,7 +69,8 @@ class Outcome:
     compact: list[tuple[str, Segment]] = field(default_factory=list)
     carry: list[PendingEvent] = field(default_factory=list)  # for the next commit
     # Acknowledgements, given on the loop after the watermark moved (never before).
-    acks: list[tuple[asyncio.Future[SeqRange], SeqRange]] = field(default_factory=list)
+    # Per device its committed items and their results, in order (no pair built per item).
+    acks: list[tuple[list[PendingBatch], list[SeqRange]]] = field(default_factory=list)
     journal_acks: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
 
 

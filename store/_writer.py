@@ -1,24 +1,27 @@
 """The writer: the task that commits every `flush_s` (or at once when asked), and the commit
-itself on a writer thread: one job per device on a small pool (frame, quota, seal, write,
-fsync), then the journal; failures roll a stream back to its last committed length and leave
-the items pending. Sealed segments are rewritten (compacted) after the commit."""
+itself on a writer thread, device by device (frame, quota, seal, write; small parts on the
+writer thread, bulk ones and those that may block on the disk on a small pool), then the
+journal and the commit log's fsync; failures roll a stream back to its last committed length
+and leave the items pending. Sealed segments are rewritten (compacted) after the commit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
-from array import array
+from concurrent import futures
 from pathlib import Path
+from typing import Final
 
 import pyarrow as pa
 
 import fsio
 from store._core import JOURNAL
-from store._ipc import frame_batch, schema_message
+from store._ipc import COMPRESS_FROM_ROWS, frame_batch, schema_message
 from store._journal_gc import JournalGC
-from store._planning import SEQ_INDEX, journal_batch, plan_groups
+from store._planning import INPUT_SCHEMA, SEQ_INDEX, journal_batch, plan_groups, seq_column
 from store._quota import Quota
 from store._stream import DAY_NS, Segment, Stream
 from store._work import (
@@ -38,6 +41,20 @@ from store.options import SeqRange
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
 log = logging.getLogger("sunpm.store")
+
+_SEQ_FIELD: Final = RECORDS_SCHEMA.field("seq")
+_NOT_FULL: Final = Counters()
+_INPUT_TS: Final = INPUT_SCHEMA.get_field_index("ts")
+#: Pool jobs framing a commit's bulk devices: the box's two cores.
+_BULK_JOBS: Final = 2
+
+
+class _Part(enum.Enum):
+    """A device's part of a commit, by where it is framed (`Writer._part_kind`)."""
+
+    SMALL = "framed on the commit thread"
+    BULK = "framed by one of the bulk jobs"
+    IO = "a pool job of its own"
 
 
 class Writer(Quota, JournalGC):
@@ -98,14 +115,16 @@ class Writer(Quota, JournalGC):
     def _settle(self, outcome: Outcome) -> None:
         self._carry_events.extend(outcome.carry)
         for device, results in outcome.records.items():
-            for result in results:
-                if not result.dropped:
-                    self._committed[device] = max(self._committed.get(device, 0), result.last)
+            last = max((r.last for r in results if not r.dropped), default=0)
+            if last > self._committed.get(device, 0):
+                self._committed[device] = last
         if outcome.journal:
             self._journal_committed = max(self._journal_committed, max(outcome.journal))
-        for future, result in outcome.acks:
-            if not future.done():
-                future.set_result(result)
+        for items, results in outcome.acks:
+            for item, result in zip(items, results, strict=True):
+                future = item.future
+                if future is not None and not future.done():
+                    future.set_result(result)
         for jfuture, seq in outcome.journal_acks:
             if not jfuture.done():
                 jfuture.set_result(seq)
@@ -170,14 +189,36 @@ class Writer(Quota, JournalGC):
             counters.episode_dropped += records
             self._start_episode(device, counters, events, "disk")
         assert self._io is not None
-        # One job per device on a small pool: a device's framing is CPU work under the GIL, but
-        # its fsyncs (and directory fsyncs of new segments) overlap with the other devices'.
-        # Each job returns its events and sealed segments; nothing is shared between jobs.
-        jobs = [(device, items, self._io.submit(self._commit_device, device, items))
-                for device, items in work.records.items()]
+        # A device whose part may wait on the disk (a new segment or a seal fsyncs, a quota
+        # deletion, a frame fsynced in place) is a job of its own on a small pool, so that its
+        # fsyncs overlap with the other devices'. Devices with bulk rows are framed by
+        # `_BULK_JOBS` pool jobs (concatenation and compression run without the GIL; more
+        # threads only contend for it). The others, a live commit's one small record each, are
+        # framed here one after the other: handing each to the pool cost more than framing it.
+        # Each part returns its events and sealed segments; nothing is shared between them.
+        parts = {device: self._part_kind(device, items)
+                 for device, items in work.records.items()}
+        pooled = {device: self._io.submit(self._commit_device, device, items)
+                  for device, items in work.records.items() if parts[device] is _Part.IO}
+        bulk = [(device, items) for device, items in work.records.items()
+                if parts[device] is _Part.BULK]
+        bulk_jobs = [self._io.submit(self._commit_devices, bulk[k::_BULK_JOBS])
+                     for k in range(min(_BULK_JOBS, len(bulk)))]
+        try:
+            done_here = self._commit_devices([(device, items)
+                                              for device, items in work.records.items()
+                                              if parts[device] is _Part.SMALL])
+        finally:
+            # Even when a part here fails unexpectedly, no job may still write once this
+            # commit is over.
+            futures.wait(list(pooled.values()))
+            futures.wait(bulk_jobs)
+        for bulk_job in bulk_jobs:
+            done_here.update(bulk_job.result())
         written: list[tuple[str, list[PendingBatch], DeviceCommit]] = []
-        for device, items, job in jobs:
-            job_result = job.result()
+        for device, items in work.records.items():
+            job = pooled.get(device)
+            job_result = job.result() if job is not None else done_here[device]
             events.extend(job_result.events)
             outcome.compact.extend(job_result.compact)
             if job_result.failure is not None:
@@ -207,9 +248,7 @@ class Writer(Quota, JournalGC):
                 outcome.compact = []
         for device, items, done in written:
             outcome.records[device] = done.results
-            for item, result in zip(items, done.results, strict=True):
-                if item.future is not None:
-                    outcome.acks.append((item.future, result))
+            outcome.acks.append((items, done.results))
             self._wal_dirty.update((id(seg), (stream, seg)) for stream, seg in done.touched)
         if journal is not None:
             self._settle_journal(journal, outcome)
@@ -264,6 +303,32 @@ class Writer(Quota, JournalGC):
             done.compact = []
         return done
 
+    def _commit_devices(self, parts: list[tuple[str, list[PendingBatch]]]
+                        ) -> dict[str, DeviceCommit]:
+        return {device: self._commit_device(device, items) for device, items in parts}
+
+    def _part_kind(self, device: str, items: list[PendingBatch]) -> _Part:
+        """What a device's part of a commit will likely be, from what costs nothing to look at
+        (a wrong guess is only slower, never wrong)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return _Part.IO
+        seg = stream.open_segment()
+        if seg is None or seg.day is None or self._counters.get(device, _NOT_FULL).full:
+            return _Part.IO
+        nbytes = sum(item.nbytes for item in items)
+        if (seg.size + nbytes > self._limit(stream)
+                or stream.usage + nbytes + self._limit(stream) > self.options.device_quota_bytes):
+            return _Part.IO
+        # The UTC day of the first and last rows.
+        first, last = items[0].batch.column(_INPUT_TS), items[-1].batch.column(_INPUT_TS)
+        lo, hi = first[0].value, last[len(last) - 1].value
+        if lo is None or hi is None or not lo // DAY_NS == seg.day == hi // DAY_NS:
+            return _Part.IO
+        if sum(item.batch.num_rows for item in items) >= COMPRESS_FROM_ROWS:
+            return _Part.BULK
+        return _Part.IO if nbytes >= self.options.wal_direct_frame_bytes else _Part.SMALL
+
     def _device_stream(self, device: str) -> Stream | OSError:
         stream = self._streams.get(device)
         if stream is not None:
@@ -291,23 +356,24 @@ class Writer(Quota, JournalGC):
         lasts: dict[int, int] = {}
         dropped_items: set[int] = set()
         writes: list[tuple[Segment, Frame]] = []
-        for day, merged_input, members, ts_min, ts_max in plan_groups(
-                [item.batch for item in items]):
-            seq = stream.next_seq
-            seq_buf = array("Q")
-            for index, runs in members:
-                firsts.setdefault(index, seq)
-                for run in runs:
-                    seq_buf.extend(array("Q", [seq]) * run)
-                    seq += 1
-                lasts[index] = seq - 1
-            seq_arr = pa.Array.from_buffers(pa.uint64(), len(seq_buf),
-                                            [None, pa.py_buffer(seq_buf)])
-            columns = list(merged_input.columns)
-            columns.insert(SEQ_INDEX, seq_arr)
-            merged = pa.RecordBatch.from_arrays(columns, schema=RECORDS_SCHEMA)
-            frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=stream.next_seq,
-                                seq_last=seq - 1, ts_min=ts_min, ts_max=ts_max)
+        one_group: list[SeqRange] = []
+        groups = plan_groups([item.batch for item in items])
+        for group in groups:
+            first = stream.next_seq
+            if len(groups) == 1:
+                # Every item is in this group, in order: results straight from it (below).
+                one_group = [SeqRange(first + k, first + k + count - 1)
+                             for _, k, count in group.members]
+            else:
+                for index, k, count in group.members:
+                    firsts.setdefault(index, first + k)
+                    lasts[index] = first + k + count - 1
+            seq = first + len(group.starts)
+            ts_min, ts_max, day = group.ts_min, group.ts_max, group.day
+            merged = group.rows.add_column(SEQ_INDEX, _SEQ_FIELD, seq_column(
+                first, group.starts, group.rows.num_rows))
+            frame = frame_batch(RECORDS_SCHEMA, merged, seq_first=first, seq_last=seq - 1,
+                                ts_min=ts_min, ts_max=ts_max)
             records = seq - stream.next_seq
             seg = self._segment_for(stream, day, len(frame), writes, compact)
             evicted_before = counters.evicted
@@ -316,7 +382,7 @@ class Writer(Quota, JournalGC):
                 counters.dropped += records
                 counters.episode_dropped += records
                 self._start_episode(device, counters, events, "quota")
-                dropped_items.update(index for index, _ in members)
+                dropped_items.update(index for index, _, _ in group.members)
                 continue
             if seg is None:
                 seg = stream.create_segment(day)
@@ -331,6 +397,8 @@ class Writer(Quota, JournalGC):
                     and self._pressure_over(device, stream)):
                 # Stored with neither a drop nor an undelivered eviction: the episode ends.
                 self._end_episode(device, counters, events)
+        if len(groups) == 1 and not dropped_items:
+            return writes, one_group
         results: list[SeqRange] = []
         for index in range(len(items)):
             if index in dropped_items or index not in firsts:
