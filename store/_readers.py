@@ -113,17 +113,20 @@ class Readers(LogCore):
     def journal_batches(self) -> list[pa.RecordBatch]:
         return [] if self._journal is None else self._read(self._journal, None, None, None, None)
 
-    def record_sources(self, device: str) -> tuple[list[Path], list[pa.RecordBatch]]:
+    def record_sources(self, device: str, columns: list[int] | None = None
+                       ) -> tuple[list[Path], list[pa.RecordBatch]]:
         """A device's committed records split for a lazy scan: its sealed `.arrow` files, oldest
         first (to be opened through `verified_file`), and the verified batches of its stream
-        segments (the open one; a sealed one whose compaction has not run yet)."""
+        segments (the open one; a sealed one whose compaction has not run yet); `columns`:
+        the indexes of the only RECORDS_SCHEMA fields decoded from those, in schema order."""
         stream = self._streams.get(device)
         if stream is None:
             return [], []
         with self._lock:
             segs = list(stream.segments)
         files = [seg.path for seg in segs if seg.ipc_file]
-        batches = [b for seg in segs if not seg.ipc_file for b in self._read_segment(stream, seg)]
+        batches = [b for seg in segs if not seg.ipc_file
+                   for b in self._read_segment(stream, seg, columns)]
         return files, batches
 
     def verified_file(self, path: Path) -> pa.Buffer:
