@@ -129,6 +129,14 @@ class Readers(LogCore):
                    for b in self._read_segment(stream, seg, columns)]
         return files, batches
 
+    def sealed_files(self, device: str) -> list[Path]:
+        """A device's sealed `.arrow` files, oldest first, as listed (nothing read)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return []
+        with self._lock:
+            return [seg.path for seg in stream.segments if seg.ipc_file]
+
     def verified_file(self, path: Path) -> pa.Buffer:
         """A sealed `.arrow` file's bytes for a reader that follows its footer and decodes only
         the columns it needs: the file itself (memory-mapped) when every batch verifies (CRC-32C,

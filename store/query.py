@@ -19,6 +19,7 @@ quota before the scan reaches it reads as empty).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import threading
@@ -191,7 +192,12 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
             return out
 
+        after = dict(itertools.pairwise(self._devices))
+
         def listing(device: str) -> _Part:
+            # The next device's files are asked for now: they are read while this one's decode.
+            if device in after:
+                _prefetch(self._store.sealed_files(after[device]))
             paths, batches = self._store.record_sources(device, indexes)
             live = _Part(finish(device, _coalesce(batches)))
             files: list[Callable[[], _Part]] = [
@@ -202,6 +208,8 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             return _Part(finish(device, _sealed_batches(self._store, path, indexes,
                                                         self._unknown_version)))
 
+        if self._devices:
+            _prefetch(self._store.sealed_files(self._devices[0]))
         todo: deque[Callable[[], _Part]] = deque(
             functools.partial(listing, d) for d in self._devices)
         running: deque[Future[_Part]] = deque()
@@ -220,6 +228,24 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             finally:
                 for future in running:
                     future.cancel()
+
+
+def _prefetch(paths: list[Path]) -> None:
+    """Ask the kernel to read a device's sealed files ahead, all at once: from a cold page
+    cache the scan's threads would otherwise wait for one small read after another. A few
+    microseconds a file when they are cached already; a device ahead at most, so a scan of a
+    large store never asks for more than two devices' files at a time."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # deleted by the quota since listed: the read says so
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # advice only
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
