@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from store._decode import decode_sealed
 from store._ipc import read_message
 from store._segment import (
     IPC_FILE_MAGIC,
@@ -141,6 +142,9 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
+    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes)
+    if fast is not None:
+        return fast
     return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
                          header=known.header, combine=False, columns=indexes)
 
