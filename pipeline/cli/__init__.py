@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # all gets the whole parser, which lists every command.
     parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
     args = parser.parse_args(words)
+    # The process is this command alone (the console script, `python -m pipeline.cli`), not a
+    # caller's: a handler may then leave out, for good, modules it never needs.
+    args.own_process = argv is None
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -162,7 +162,8 @@ class _WithoutPandas:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    if "pandas" not in sys.modules:
+    if args.own_process and "pandas" not in sys.modules:
+        # Only in a process of its own: pyarrow and DuckDB remember that pandas is missing.
         sys.meta_path.insert(0, _WithoutPandas())
     import duckdb
 
