@@ -7,7 +7,7 @@ costs about as much as the decompression itself on these ~100 kB buffers; here e
 one (`zstandard.ZstdDecompressor`), and only the buffers of the wanted columns are touched.
 
 Only bytes a walk verified are decoded (every frame's CRC-32C, length and row count checked on
-this read), and the result is validated by pyarrow before it is returned. Anything this decoder
+this read), and every array is validated by pyarrow as it is built. Anything this decoder
 does not know (another codec, a nested type, several dictionaries, a delta dictionary) returns
 None: the caller decodes through pyarrow instead.
 """
@@ -24,7 +24,6 @@ import zstandard
 from store._ipc import DICTIONARY_MSG, RECORD_BATCH_MSG, BatchFrame, FrameError, _Table, _u32
 
 _I64 = struct.Struct("<q")
-_PAIR = struct.Struct("<qq")
 _ZSTD: Final = 1  # CompressionType.ZSTD in Arrow's Message.fbs (LZ4_FRAME is 0)
 _UNCOMPRESSED: Final = -1  # a compressed body's buffer stored as is (its length prefix says so)
 
@@ -83,6 +82,13 @@ def _struct_vector(table: _Table, index: int) -> tuple[int, int]:
     return target + 4, n
 
 
+def _pairs(table: _Table, index: int) -> list[tuple[int, int]]:
+    """A vector of 16-byte structs (FieldNode, Buffer) as (int64, int64) pairs."""
+    first, n = _struct_vector(table, index)
+    flat = struct.unpack_from(f"<{2 * n}q", table.buf, first)
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
 class _Batch:
     """A record batch message's layout: rows, field nodes, buffers, whether zstd."""
 
@@ -90,10 +96,8 @@ class _Batch:
 
     def __init__(self, header: _Table, body: memoryview) -> None:
         self.rows = header.i64(0)
-        first, n = _struct_vector(header, 1)
-        self.nodes = [_PAIR.unpack_from(header.buf, first + 16 * i) for i in range(n)]
-        first, n = _struct_vector(header, 2)
-        self.buffers = [_PAIR.unpack_from(header.buf, first + 16 * i) for i in range(n)]
+        self.nodes = _pairs(header, 1)
+        self.buffers = _pairs(header, 2)
         compression = header.table(3)
         if compression is None:
             self.zstd = False
@@ -198,10 +202,9 @@ def decode_sealed(data: bytes, schema: pa.Schema, frames: list[BatchFrame],
                     arrays.append(pa.DictionaryArray.from_arrays(indices, dictionaries[0]))
                 else:
                     arrays.append(_array(kind_, batch, i, starts[i]))
-            for array in arrays:
-                if len(array) != batch.rows:
-                    raise FrameError("column length differs from the batch's")
-                array.validate()
+            # Each array was validated as it was built (`from_buffers`, `from_arrays`).
+            if any(len(array) != batch.rows for array in arrays):
+                raise FrameError("column length differs from the batch's")
             batches.append(pa.RecordBatch.from_arrays(arrays, schema=out_schema))
     except (_Unknown, zstandard.ZstdError):
         return None
