@@ -2,7 +2,7 @@
 
 Start-up time: `sunpm --help` must answer at once (under 0.3 s), so registering a family imports
 nothing heavy; the drivers, the store and the exporters (pyarrow, asyncssh, pymodbus …) are
-imported by the handler that uses them.
+imported by the handler that uses them. A run of one command registers its own family alone.
 """
 
 from __future__ import annotations

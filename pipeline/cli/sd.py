@@ -151,7 +151,7 @@ def _fsck(args: argparse.Namespace) -> int:
 class _WithoutPandas:
     """An import finder refusing pandas. pyarrow and DuckDB import it, when it is installed,
     only to tell whether an object they are handed is a DataFrame (pyarrow as `pyarrow.dataset`
-    loads, DuckDB when a view is registered): ~0.2 s of a `sunpm sd sql` run, which hands them
+    loads, DuckDB when a view is registered): 0.15-0.2 s of a `sunpm sd sql` run, which hands them
     Arrow objects alone. Both take a failed import as pandas not installed."""
 
     def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
