@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -100,6 +101,8 @@ class Dump:
     extra: list[Finding] = field(default_factory=list)
     #: Sealed IPC files whose footer and schema version were checked, per stream name.
     _segments: dict[str, list[SegmentFile]] = field(default_factory=dict)
+    #: Scans report from their threads.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def findings(self) -> list[Finding]:
@@ -155,6 +158,14 @@ class Dump:
                 continue  # the compacted `.arrow` of the same segment wins
             found[seq0] = SegmentFile(seq0, entry, ipc_file)
         return [found[k] for k in sorted(found)]
+
+    def unknown_version(self, path: Path, version: str) -> None:
+        """A scan met a sealed file written with a schema version this reader does not know
+        (and skipped it)."""
+        finding = _version_finding(path, version)
+        with self._lock:
+            if finding not in self.extra:
+                self.extra.append(finding)
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -233,6 +244,12 @@ class Dump:
             yield load_site(Path(tmp))
 
 
+def _version_finding(path: Path, version: str) -> Finding:
+    return Finding(Level.ERROR, "schema", path,
+                   f"{path}: unknown schema version {version or '(none)'!r} (this reader "
+                   f"knows {SCHEMA_VERSION!r}); skipped")
+
+
 def _ipc_file_problem(path: Path) -> Finding | None:
     try:
         with pa.memory_map(str(path)) as source:
@@ -241,11 +258,7 @@ def _ipc_file_problem(path: Path) -> Finding | None:
         return Finding(Level.ERROR, "unreadable", path,
                        f"{path}: unreadable ({str(err).splitlines()[0]}); skipped")
     version = (schema.metadata or {}).get(_VERSION_KEY, b"").decode(errors="replace")
-    if version != SCHEMA_VERSION:
-        return Finding(Level.ERROR, "schema", path,
-                       f"{path}: unknown schema version {version or '(none)'!r} (this reader "
-                       f"knows {SCHEMA_VERSION!r}); skipped")
-    return None
+    return _version_finding(path, version) if version != SCHEMA_VERSION else None
 
 
 def open_dump(path: Path) -> Dump:

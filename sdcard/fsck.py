@@ -50,6 +50,7 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     checked = [finding_of(r) for r in dump.log.check()]
     streams = [*dump.devices(), "journal"]
     segments = 0
+    dump.prepare(streams)
     for stream in streams:
         segments += len(dump.segments(stream))
         if progress is not None:

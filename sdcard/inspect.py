@@ -33,6 +33,7 @@ def iso(ts_ns: int | None) -> str | None:
 def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     # Every batch's CRC, so the damage a read-only open does not look for is listed too.
     dump.extra.extend(finding_of(r) for r in dump.log.check())
+    dump.prepare(dump.devices())
     con = connect()
     con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))

@@ -52,11 +52,12 @@ Progress = Callable[[int], None]
 def records_dataset(dump: Dump, devices: list[str] | None = None,
                     progress: Progress | None = None) -> ds.Dataset:
     """Every trusted record row of the chosen devices (default all), with a `device` column:
-    the store's verified lazy scan, without the sealed files this reader set aside."""
+    the store's verified lazy scan. A sealed file of a schema version this reader does not
+    know is found by the scan itself (from the schema message its walk reads anyway, so no
+    file is opened twice) and skipped, and named among the dump's findings."""
     chosen = dump.devices() if devices is None else devices
-    dump.prepare(chosen)
-    skipped = {f.path for f in dump.findings if f.kind in ("foreign", "unreadable", "schema")}
-    return store_records(dump.log, chosen, skip=skipped, progress=progress)
+    return store_records(dump.log, chosen, progress=progress,
+                         unknown_version=dump.unknown_version)
 
 
 def journal_dataset(dump: Dump) -> ds.Dataset:

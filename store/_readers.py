@@ -113,18 +113,29 @@ class Readers(LogCore):
     def journal_batches(self) -> list[pa.RecordBatch]:
         return [] if self._journal is None else self._read(self._journal, None, None, None, None)
 
-    def record_sources(self, device: str) -> tuple[list[Path], list[pa.RecordBatch]]:
+    def record_sources(self, device: str, columns: list[int] | None = None
+                       ) -> tuple[list[Path], list[pa.RecordBatch]]:
         """A device's committed records split for a lazy scan: its sealed `.arrow` files, oldest
         first (to be opened through `verified_file`), and the verified batches of its stream
-        segments (the open one; a sealed one whose compaction has not run yet)."""
+        segments (the open one; a sealed one whose compaction has not run yet); `columns`:
+        the indexes of the only RECORDS_SCHEMA fields decoded from those, in schema order."""
         stream = self._streams.get(device)
         if stream is None:
             return [], []
         with self._lock:
             segs = list(stream.segments)
         files = [seg.path for seg in segs if seg.ipc_file]
-        batches = [b for seg in segs if not seg.ipc_file for b in self._read_segment(stream, seg)]
+        batches = [b for seg in segs if not seg.ipc_file
+                   for b in self._read_segment(stream, seg, columns)]
         return files, batches
+
+    def sealed_files(self, device: str) -> list[Path]:
+        """A device's sealed `.arrow` files, oldest first, as listed (nothing read)."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return []
+        with self._lock:
+            return [seg.path for seg in stream.segments if seg.ipc_file]
 
     def verified_file(self, path: Path) -> pa.Buffer:
         """A sealed `.arrow` file's bytes for a reader that follows its footer and decodes only

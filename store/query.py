@@ -19,6 +19,7 @@ quota before the scan reaches it reads as empty).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from store._decode import decode_sealed
 from store._ipc import read_message
 from store._segment import (
     IPC_FILE_MAGIC,
@@ -42,8 +44,9 @@ from store._segment import (
     scan_ipc_file,
     still_verified,
 )
+from store.errors import ReportKind, StoreReport
 from store.log import Log
-from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
+from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import duckdb
@@ -90,12 +93,20 @@ def forget_walks() -> None:
         _KNOWN.clear()
 
 
-def _sealed_batches(store: Log, path: Path, indexes: list[int]) -> list[pa.RecordBatch]:
+#: Called with a sealed file whose schema metadata names a schema version this reader does not
+#: know, and that version; the file is not decoded.
+UnknownVersion = Callable[[Path, str], None]
+_VERSION_KEY: Final = b"sunpm.schema_version"
+
+
+def _sealed_batches(store: Log, path: Path, indexes: list[int],
+                    unknown_version: UnknownVersion | None = None) -> list[pa.RecordBatch]:
     """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
     decompressed). A clean file is decoded in place from the frames its walk found (its footer,
     which no CRC covers, is never followed); one with damage, an end missing or bytes not ours
     goes through `Log.verified_file`, which reports what failed and keeps the verified batches.
-    A file gone since it was listed (deleted by the quota) reads as empty."""
+    A file of another schema version is not decoded: handed to `unknown_version`, else
+    reported as foreign. A file gone since it was listed (deleted by the quota) reads as empty."""
     try:
         # Read, not mapped: one copy costs less than mapping and faulting in a small file, and
         # the bytes checked are the bytes decoded.
@@ -106,7 +117,17 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int]) -> list[pa.Recor
     with _KNOWN_LOCK:
         known = _KNOWN.get(path)
     if known is None or not still_verified(data, known.checked):
-        scan, _ = scan_ipc_file(data, RECORDS_SCHEMA)
+        scan, meta = scan_ipc_file(data, RECORDS_SCHEMA)
+        version = meta.get(_VERSION_KEY, b"").decode(errors="replace")
+        if scan.header_ok and version != SCHEMA_VERSION:
+            # Same fields, other meaning: what this reader would decode is not what was meant.
+            if unknown_version is not None:
+                unknown_version(path, version)
+            else:
+                store._note([StoreReport(
+                    kind=ReportKind.FOREIGN, path=path,
+                    detail=f"unknown schema version {version or '(none)'!r}")])
+            return []
         if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:
             with _KNOWN_LOCK:
                 _KNOWN.pop(path, None)
@@ -121,6 +142,9 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int]) -> list[pa.Recor
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
+    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes)
+    if fast is not None:
+        return fast
     return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
                          header=known.header, combine=False, columns=indexes)
 
@@ -138,12 +162,14 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
     """
 
     def __init__(self, store: Log, devices: list[str], skip: frozenset[Path],
-                 progress: Callable[[int], None] | None) -> None:
+                 progress: Callable[[int], None] | None,
+                 unknown_version: UnknownVersion | None) -> None:
         super().__init__(RECORDS_VIEW_SCHEMA.empty_table())
         self._store = store
         self._devices = devices
         self._skip = skip
         self._progress = progress
+        self._unknown_version = unknown_version
 
     def scanner(self, columns: list[str] | dict[str, pc.Expression] | None = None,
                 filter: pc.Expression | None = None,  # pyarrow's name
@@ -170,16 +196,24 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
             return out
 
+        after = dict(itertools.pairwise(self._devices))
+
         def listing(device: str) -> _Part:
-            paths, batches = self._store.record_sources(device)
-            live = _Part(finish(device, [b.select(indexes) for b in _coalesce(batches)]))
+            # The next device's files are asked for now: they are read while this one's decode.
+            if device in after:
+                _prefetch(self._store.sealed_files(after[device]))
+            paths, batches = self._store.record_sources(device, indexes)
+            live = _Part(finish(device, _coalesce(batches)))
             files: list[Callable[[], _Part]] = [
                 functools.partial(sealed, device, p) for p in paths if p not in self._skip]
             return _Part([], [*files, lambda: live], listed=True)
 
         def sealed(device: str, path: Path) -> _Part:
-            return _Part(finish(device, _sealed_batches(self._store, path, indexes)))
+            return _Part(finish(device, _sealed_batches(self._store, path, indexes,
+                                                        self._unknown_version)))
 
+        if self._devices:
+            _prefetch(self._store.sealed_files(self._devices[0]))
         todo: deque[Callable[[], _Part]] = deque(
             functools.partial(listing, d) for d in self._devices)
         running: deque[Future[_Part]] = deque()
@@ -198,6 +232,24 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             finally:
                 for future in running:
                     future.cancel()
+
+
+def _prefetch(paths: list[Path]) -> None:
+    """Ask the kernel to read a device's sealed files ahead, all at once: from a cold page
+    cache the scan's threads would otherwise wait for one small read after another. A few
+    microseconds a file when they are cached already; a device ahead at most, so a scan of a
+    large store never asks for more than two devices' files at a time."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # deleted by the quota since listed: the read says so
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # advice only
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,15 +312,16 @@ def _zeros(size: int) -> pa.Buffer:
 
 
 def records_dataset(source: Path | str | Log, devices: Iterable[str] | None = None, *,
-                    skip: Iterable[Path] = (), progress: Callable[[int], None] | None = None
-                    ) -> ds.Dataset:
+                    skip: Iterable[Path] = (), progress: Callable[[int], None] | None = None,
+                    unknown_version: UnknownVersion | None = None) -> ds.Dataset:
     """Every committed record of the chosen devices (default all), with a `device` column, as
-    a lazy dataset (see the module's docstring). `skip`: sealed files a caller set aside (an
-    offline reader's, for a schema version it does not know); `progress(1)` as each device's
-    segments are listed by a scan."""
+    a lazy dataset (see the module's docstring). `skip`: sealed files a caller set aside;
+    `progress(1)` as each device's segments are listed by a scan; `unknown_version(path,
+    version)` for each sealed file a scan meets written with another schema version (not
+    decoded; by default reported as foreign in `Log.reports`)."""
     store = _as_log(source)
     return _VerifiedRecords(store, store.devices() if devices is None else list(devices),
-                            frozenset(skip), progress)
+                            frozenset(skip), progress, unknown_version)
 
 
 def records_table(source: Path | str | Log, devices: Iterable[str] | None = None,

@@ -2,7 +2,7 @@
 
 Start-up time: `sunpm --help` must answer at once (under 0.3 s), so registering a family imports
 nothing heavy; the drivers, the store and the exporters (pyarrow, asyncssh, pymodbus …) are
-imported by the handler that uses them.
+imported by the handler that uses them. A run of one command registers its own family alone.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from collections.abc import Sequence
 
 #: One line per command family; a module registers its own sub-commands.
 _FAMILIES = ("config", "export", "discover", "tic", "modbus", "run", "cmd", "sd")
+#: The family that registers each command: a run of one command imports its family alone
+#: (asyncio and the drivers' helpers cost `sunpm sd sql` tens of milliseconds otherwise).
+_FAMILY_OF = {"config": "config", "export": "export", "discover": "discover", "tic": "tic",
+              "modbus": "modbus", "run": "run", "cmd": "cmd", "archive": "cmd", "sd": "sd",
+              "ingest": "sd"}
 
 
 class _ShowVersion(argparse.Action):
@@ -32,19 +37,27 @@ class _ShowVersion(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with a known `command`, only its family's (what a run needs)."""
     parser = argparse.ArgumentParser(prog="sunpm", description="Photovoltaic plant gateway.")
     parser.add_argument("--version", action=_ShowVersion, nargs=0,
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in _FAMILIES:
-        importlib.import_module(f"pipeline.cli.{family}").register(sub)
+    family = _FAMILY_OF.get(command or "")
+    for name in _FAMILIES if family is None else (family,):
+        importlib.import_module(f"pipeline.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first word; an option before it (`--help`, `--version`) or none at
+    # all gets the whole parser, which lists every command.
+    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
+    args = parser.parse_args(words)
+    # The process is this command alone (the console script, `python -m pipeline.cli`), not a
+    # caller's: a handler may then leave out, for good, modules it never needs.
+    args.own_process = argv is None
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -30,3 +30,32 @@ def test_sdcard_imports_config_store_views_and_rendering_only() -> None:
                                                        "sdcard"))
                and m != "exporters"]
     assert foreign == []
+
+
+_RUN = """
+import json, runpy, sys
+sys.argv = ["sunpm", "sd", "sql", sys.argv[1], "SELECT count(*) AS n FROM records",
+            "--format", "csv"]
+try:
+    runpy.run_module("pipeline.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+
+def test_sd_sql_loads_neither_the_other_commands_nor_pandas(tmp_path: Path) -> None:
+    # Start-up is most of a small query's time: the command's own family only (no drivers,
+    # transports or exporters), and pandas, which pyarrow and DuckDB load only to recognise
+    # DataFrames, refused in a process of its own.
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "journal").mkdir()
+    done = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    answer, _, last = done.stdout.rstrip().rpartition("\n")
+    ran = json.loads(last)
+    assert ran["code"] == 0, done.stderr
+    assert answer == "n\n0"
+    assert {"pandas", "pymodbus", "aiohttp", "asyncssh", "polars", "exporters"} \
+        .isdisjoint(ran["loaded"])
+    assert {"duckdb", "pyarrow", "store", "sdcard"} <= set(ran["loaded"])

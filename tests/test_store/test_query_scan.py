@@ -14,8 +14,8 @@ import pyarrow.dataset as ds
 import pytest
 from records_util import T0, records
 
-from store import Log, StoreOptions
-from store._segment import scan_ipc_file
+from store import Log, ReportKind, StoreOptions
+from store._segment import scan_ipc_file, write_ipc_file
 from store.query import duckdb_connection, records_dataset, records_lazy
 from store.schema import RECORDS_SCHEMA
 
@@ -106,3 +106,26 @@ async def test_a_file_walked_clean_by_one_log_is_verified_again_by_the_next(
     con = duckdb_connection(second)
     assert con.sql("SELECT count(*) FROM records WHERE device = '2'").fetchall() == [
         (rows // 3 - lost,)]
+
+
+async def test_a_sealed_file_of_another_schema_version_is_not_decoded_and_is_reported(
+        tmp_path: Path) -> None:
+    # Written the store's way (every batch verifies), same fields, but a schema version this
+    # reader does not know: what it would decode is not what was meant.
+    await _store(tmp_path)
+    path = sorted((tmp_path / "devices" / "2").glob("*.arrow"))[0]
+    reader = pa.ipc.open_file(pa.py_buffer(path.read_bytes()))
+    meta = {**(reader.schema.metadata or {}), b"sunpm.schema_version": b"2"}
+    table = reader.read_all()
+    path.unlink()
+    write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta), compress=True)
+    log = Log.open_read_only(tmp_path)
+    full = len(DEVICES) * 3 * PER_DAY * VARS
+    assert records_dataset(log).to_table(columns=["seq"]).num_rows == full - table.num_rows
+    assert [(r.kind, r.path) for r in log.reports] == [(ReportKind.FOREIGN, path)]
+    assert "unknown schema version '2'" in str(log.reports[0])
+    met: list[tuple[Path, str]] = []
+    again = Log.open_read_only(tmp_path)
+    scanned = records_dataset(again, unknown_version=lambda p, v: met.append((p, v)))
+    assert scanned.to_table(columns=["seq"]).num_rows == full - table.num_rows
+    assert met == [(path, "2")] and again.reports == []
