@@ -3,7 +3,9 @@ column of RECORDS_SCHEMA filled the way the recorder fills it for a plain numeri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,3 +34,16 @@ def records_batch(ts: Column, seq: Column, var: Column, value: Column) -> pa.Rec
         pa.array([0] * n, pa.uint8()),
         pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([DEF])),
     ], schema=RECORDS_SCHEMA)
+
+
+def verification_cost(paths: Sequence[Path]) -> dict[str, float]:
+    """What checking the CRC-32C of every byte of `paths` costs, as the store's readers check
+    every frame they return (files read first, so this is the checksum alone): seconds, MB."""
+    import crc32c
+
+    datas = [p.read_bytes() for p in paths]
+    started = time.perf_counter()
+    for data in datas:
+        crc32c.crc32c(data)
+    return {"verify_s": round(time.perf_counter() - started, 4),
+            "verified_mb": round(sum(map(len, datas)) / 2**20, 1)}
