@@ -215,6 +215,8 @@ class _Link:
         self.daq_poll_period_s = daq_poll_period_s
         self.devices: dict[str, PolledDevice] = {}
         self.ordered: list[PolledDevice] = []
+        self.indexes: list[str] = []
+        self.polled_every: list[tuple[PolledDevice, int]] = []
         self.periods: set[int] = set()
         #: Queued writes by (daq index, variable Index); a newer one replaces a queued one.
         self.writes: WriteQueue[tuple[str, int], _Write] = WriteQueue(_superseded)
@@ -233,15 +235,21 @@ class _Link:
 
     def reorder(self) -> None:
         self.ordered = sorted(self.devices.values(), key=lambda p: _order(p.device))
-        self.periods = {poll_period_s(p.device, self.daq_poll_period_s) for p in self.ordered}
+        # Worked out here, not at every slot of every link.
+        self.indexes = [p.device.index for p in self.ordered]
+        self.polled_every = [(p, poll_period_s(p.device, self.daq_poll_period_s))
+                             for p in self.ordered]
+        self.periods = {period for _, period in self.polled_every}
 
     def next_slot(self, after_ns: int) -> int:
         return min((next_slot_ns(after_ns, p) for p in self.periods),
                    default=after_ns + DAY_NS)
 
     def due(self, slot_ns: int) -> list[PolledDevice]:
-        return [p for p in self.ordered
-                if is_due(slot_ns, poll_period_s(p.device, self.daq_poll_period_s))]
+        if len(self.periods) == 1:
+            # One period on the link (the common case): every device is due at its slots.
+            return self.ordered if is_due(slot_ns, next(iter(self.periods))) else []
+        return [p for p, period in self.polled_every if is_due(slot_ns, period)]
 
     @property
     def min_period_s(self) -> int:
@@ -417,8 +425,7 @@ class Poller:
 
     async def _cycle(self, link: _Link, slot: int) -> None:
         link.cycles += 1
-        indexes = [p.device.index for p in link.ordered]
-        await self._hand_over(self.recorder.flush(self.clock.wall_ns(), indexes))
+        await self._hand_over(self.recorder.flush(self.clock.wall_ns(), link.indexes))
         for polled in link.due(slot):
             await self._run_writes(link)
             await self._poll(link, polled)

@@ -203,31 +203,36 @@ class StoreSource:
     # ----- members
 
     def _render_data(self, spec: WindowSpec, config: ViewConfig, stamp: int) -> list[Rendered]:
-        records: dict[str, pa.Table] = {}
-        for dev in self._log.devices():
-            table = self._members(dev, self._log.records(dev), spec)
-            if table.num_rows:
-                records[dev] = table
-        defs = self._definitions_for(
-            d for t in records.values() for d in pc.unique(t.column("def")).to_pylist())
         if self._server.type.is_mqtt:
+            records: dict[str, pa.Table] = {}
+            for dev in self._log.devices():
+                table = self._members(dev, spec)
+                if table.num_rows:
+                    records[dev] = table
+            defs = self._definitions_for(
+                d for t in records.values() for d in pc.unique(t.column("def")).to_pylist())
             # Each document is one message; `--out` writes them under these names (§5.3).
             return [Rendered(name=mqtt_export_name(config.uid, spec.end_ns, k), directory="/",
                              data=doc, text_sha256=hashlib.sha256(doc).hexdigest())
                     for k, doc in enumerate(mqtt_view.data_documents(records, defs, config),
                                             start=1)]
+        # DATA files are written device by device: each device's records are read when its
+        # block is due and let go after it, so a window of 254 devices never sits in memory
+        # whole (docs/architecture.md §7's memory budget).
+        by_device = _DeviceMembers(self, spec)
+        definitions = _DefinitionsRead(self)
         out = []
         for interface in INTERFACES:
-            built = gzip_with_text_sha(data_text_chunks(interface, records, defs, config))
+            built = gzip_with_text_sha(data_text_chunks(interface, by_device, definitions,
+                                                        config))
             if built is not None:
                 out.append(Rendered(name=data_file_name(config.uid, interface, stamp),
                                     directory="/DATA", data=built[0], text_sha256=built[1]))
         return out
 
-    @staticmethod
-    def _members(device: str, table: pa.Table, spec: WindowSpec) -> pa.Table:
+    def _members(self, device: str, spec: WindowSpec) -> pa.Table:
         window, previous = bounds_of(spec)
-        return select_records(table, device, window, previous)
+        return select_records(self._log.records(device), device, window, previous)
 
     def _events(self, spec: WindowSpec) -> list[JournalItem]:
         kinds = JOURNAL_STREAM_KINDS.get(spec.stream, ())
@@ -245,12 +250,49 @@ class StoreSource:
         for def_id in ids:
             if def_id is None or def_id in out:
                 continue
-            if def_id not in self._definitions:
-                name = def_id.partition(":")[2] or def_id
-                self._definitions[def_id] = self._parse_definition(
-                    self._log.get_definition(def_id), name)
-            out[def_id] = self._definitions[def_id]
+            out[def_id] = self.definition(def_id)
         return out
+
+    def definition(self, def_id: str) -> DefinitionFile:
+        """A definition snapshot, parsed once."""
+        if def_id not in self._definitions:
+            name = def_id.partition(":")[2] or def_id
+            self._definitions[def_id] = self._parse_definition(
+                self._log.get_definition(def_id), name)
+        return self._definitions[def_id]
+
+
+class _DeviceMembers(Mapping[str, pa.Table]):
+    """A window's records by device, each read from the store when looked up (not kept)."""
+
+    def __init__(self, source: StoreSource, spec: WindowSpec) -> None:
+        self._source = source
+        self._spec = spec
+        self._devices = source._log.devices()
+
+    def __getitem__(self, device: str) -> pa.Table:
+        if device not in self._devices:
+            raise KeyError(device)
+        return self._source._members(device, self._spec)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._devices)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+
+class _DefinitionsRead(dict[str, DefinitionFile]):
+    """The definition snapshots the records name, read from the store as they are met."""
+
+    def __init__(self, source: StoreSource) -> None:
+        super().__init__()
+        self._source = source
+
+    def __missing__(self, def_id: str) -> DefinitionFile:
+        definition = self._source.definition(def_id)
+        self[def_id] = definition
+        return definition
 
 
 

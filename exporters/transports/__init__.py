@@ -28,9 +28,9 @@ from ._base import (
 from .dir import DirTransport
 from .ftp import FtpTransport
 from .ftps import FtpsTransport
-from .mqtt import MqttTransport
 
 if TYPE_CHECKING:
+    from .mqtt import MqttTransport
     from .sftp import SftpTransport
     from .webdav import WebdavTransport
 
@@ -43,7 +43,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # asyncssh and httpx cost the gateway some 30 MB resident: imported when a slot uses them.
+    # asyncssh and httpx cost the gateway some 30 MB resident, aiomqtt (with paho) 14 MB:
+    # imported when a slot uses them.
+    if name == "MqttTransport":
+        from .mqtt import MqttTransport
+        return MqttTransport
     if name == "SftpTransport":
         from .sftp import SftpTransport
         return SftpTransport
@@ -73,6 +77,7 @@ def open_transport(settings: ServerSettings, cert_dir: Path, *,
         case ServerType.WEBDAV:
             from .webdav import WebdavTransport
             return WebdavTransport(settings, cert_dir=cert_dir, timeouts=timeouts)
-        case ServerType.MQTT | ServerType.MQTTS: return MqttTransport(settings, cert_dir=cert_dir,
-                                                                      timeouts=timeouts)
+        case ServerType.MQTT | ServerType.MQTTS:
+            from .mqtt import MqttTransport
+            return MqttTransport(settings, cert_dir=cert_dir, timeouts=timeouts)
     raise ValueError(f"server {settings.slot}: no transport for SERVER_Type={settings.type}")

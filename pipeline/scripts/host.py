@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from config.model import DefinitionFile, Device
 from pipeline.clock import NS_PER_S, Clock
-from pipeline.drivers._base import RawValue, Readings
+from pipeline.drivers._base import GoodReadings, RawValue, Readings
 from pipeline.poller import Poller, PollError, poll_period_s
 from pipeline.scripts.errors import ScriptError
 from store.log import Log
@@ -112,6 +112,9 @@ class PollerHost:
         self._clock = clock
         self._period = daq_poll_period_s
         self._polled = {d.index for d in self._devices if self._definition(d) is not None}
+        #: Each device's newest poll looked at; `_good` has the good values of the polls before
+        #: it, kept only when a newer poll failed some of them (a poll whose every value is good
+        #: replaces the one before it whole: nothing to copy, value by value, at every poll).
         self._seen: dict[str, Readings] = {}
         self._good: dict[tuple[str, int], GoodValue] = {}
 
@@ -146,17 +149,34 @@ class PollerHost:
             # In the definitions but not on a link (a serial port without `path`): absent.
             self._polled.discard(index)
             return None
-        if readings is not None and self._seen.get(index) is not readings:
-            self._seen[index] = readings
-            for var, reading in readings.values.items():
-                if reading.quality.is_good and reading.value is not None:
-                    self._good[(index, var)] = GoodValue(reading.value, readings.ts_ns)
+        if readings is not None:
+            previous = self._seen.get(index)
+            if previous is not readings:
+                self._seen[index] = readings
+                if previous is not None and not _covers(readings, previous):
+                    self._keep_good(previous)
         return readings
+
+    def _keep_good(self, readings: Readings) -> None:
+        """The good values of a poll a newer one does not wholly replace, into `_good`."""
+        index, ts_ns, values = readings.device, readings.ts_ns, readings.values
+        if type(values) is GoodReadings:
+            raw = values.raw
+            for var, row in values.positions.items():
+                self._good[(index, var)] = GoodValue(raw[row], ts_ns)
+            return
+        for var, reading in values.items():
+            if reading.quality.is_good and reading.value is not None:
+                self._good[(index, var)] = GoodValue(reading.value, ts_ns)
 
     def last_good(self, index: str, var: int) -> GoodValue | None:
         if index not in self._polled:
             return None
-        self._latest(index)
+        readings = self._latest(index)
+        if readings is not None:
+            reading = readings.values.get(var)
+            if reading is not None and reading.quality.is_good and reading.value is not None:
+                return GoodValue(reading.value, readings.ts_ns)
         return self._good.get((index, var))
 
     def wall_ns(self) -> int:
@@ -196,6 +216,14 @@ class PollerHost:
             for index in list(self._polled):
                 self._latest(index)
             await self._clock.sleep(SAMPLE_S)
+
+
+def _covers(newer: Readings, older: Readings) -> bool:
+    """Every value of `older` is good in `newer` too (two block decodes of one plan, the
+    common case): `older`'s values are then never asked for again and need not be kept."""
+    new, old = newer.values, older.values
+    return (type(new) is GoodReadings and type(old) is GoodReadings
+            and (new.positions is old.positions or new.positions.keys() >= old.positions.keys()))
 
 
 def age_s(host: ScriptHost, good: GoodValue) -> float:

@@ -16,6 +16,7 @@ are cut into steps of at most 60 s, so a wall clock step moves the next connecti
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,32 @@ def next_connections(schedules: Sequence[Schedule], time_zone: str, after: datet
     return times[:count]
 
 
+class _UpcomingTimes:
+    """`next_connection` over a list computed once for two days and used until it runs out: a
+    schedule every minute is 5,760 instants to place in the time zone, at every session."""
+
+    def __init__(self, schedules: Sequence[Schedule], time_zone: str) -> None:
+        self._schedules = schedules
+        self._zone = time_zone
+        self._start: datetime | None = None
+        self._times: list[datetime] = []
+
+    def after(self, instant: datetime) -> datetime | None:
+        if not self._schedules:
+            return None
+        # The list holds every instant of [start, start + 2 days): the first one after `instant`
+        # found there is the next one. Before `start` (the clock stepped back), or past its
+        # last one, it is computed again.
+        if self._start is not None and instant >= self._start:
+            position = bisect.bisect_right(self._times, instant)
+            if position < len(self._times):
+                return self._times[position]
+        self._start = instant + timedelta(microseconds=1)
+        self._times = connection_times(self._schedules, self._start, self._start + _LOOKAHEAD,
+                                       self._zone)
+        return self._times[0] if self._times else None
+
+
 class SlotScheduler:
     """Runs one server slot's sessions at its triggers (see the module docstring)."""
 
@@ -69,6 +96,7 @@ class SlotScheduler:
         self._run_session = run_session
         self._schedules = tuple(schedules)
         self._zone = time_zone
+        self._upcoming = _UpcomingTimes(self._schedules, time_zone)
         self._clock = clock
         self._requests: list[Trigger] = []
         self._wake = asyncio.Event()
@@ -96,14 +124,14 @@ class SlotScheduler:
 
     async def run(self) -> None:
         retry_at: int | None = None         # monotonic ns
-        scheduled = next_connection(self._schedules, self._zone, self._wall())
+        scheduled = self._upcoming.after(self._wall())
         while True:
             trigger = self._due(retry_at, scheduled)
             if trigger is None:
                 await self._wait(retry_at, scheduled)
                 continue
             if trigger is Trigger.SCHEDULE:
-                scheduled = next_connection(self._schedules, self._zone, self._wall())
+                scheduled = self._upcoming.after(self._wall())
             if trigger is Trigger.ALARM:
                 self._last_alarm_session_ns = self._clock.monotonic_ns()
             # A session run for any reason sends the alarms too, and ends a pending retry.

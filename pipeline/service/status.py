@@ -31,9 +31,9 @@ from store.log import Log
 _INTERFACES = {DeviceKind.IO: "IO", DeviceKind.TIC: "TIC"}
 
 
-def _interface(site: Site, device: str) -> str:
-    kinds = {d.index: d.kind for d in site.daq.devices}
-    return _INTERFACES.get(kinds.get(device, DeviceKind.MODBUS_TCP), "MODBUS")
+def _interfaces(site: Site) -> dict[str, str]:
+    """The DATA file interface of each daq device (MODBUS when not IO or TIC)."""
+    return {d.index: _INTERFACES.get(d.kind, "MODBUS") for d in site.daq.devices}
 
 
 def _within(table: pa.Table, start_ns: int, end_ns: int) -> pa.Table:
@@ -41,18 +41,38 @@ def _within(table: pa.Table, start_ns: int, end_ns: int) -> pa.Table:
     return table.filter(pc.and_(pc.greater_equal(ts, start_ns), pc.less(ts, end_ns)))
 
 
-def _windows(start_ns: int, now_ns: int, tables: list[pa.Table]) -> list[tuple[int, int]]:
-    times = [t for table in tables if table.num_rows
-             for t in (int(pc.min(table.column("ts").cast(pa.int64())).as_py()),)]
-    if not times or start_ns >= now_ns:
+def _oldest(times: pa.Array) -> int:
+    return int(pc.min(times).as_py())
+
+
+def _windows(start_ns: int, now_ns: int, oldest: list[int]) -> list[tuple[int, int]]:
+    if not oldest or start_ns >= now_ns:
         return []
     # A slot that never built a window starts at its oldest item (docs/behaviour.md §5.1).
-    return split_range(start_ns or min(times), now_ns)
+    return split_range(start_ns or min(oldest), now_ns)
+
+
+def _record_times(store: Log, start_ns: int) -> dict[str, pa.Array]:
+    """Each device's record times from `start_ns` on, one per record: the devices are read
+    one at a time and only their times kept, so the status never holds every device's records
+    at once (it runs beside the sessions, every minute)."""
+    times: dict[str, pa.Array] = {}
+    for dev in store.devices():
+        ts = store.records(dev, start_ns=start_ns or None).column("ts")
+        if len(ts):
+            times[dev] = pc.unique(ts.cast(pa.int64()))
+    return times
+
+
+def _any_within(times: pa.Array, start_ns: int, end_ns: int) -> bool:
+    return bool(pc.any(pc.and_(pc.greater_equal(times, start_ns),
+                               pc.less(times, end_ns))).as_py())
 
 
 def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
     """Files waiting for server `outbox.server` (blocking: reads the journal and records)."""
     state = outbox.state()
+    interface_of = _interfaces(site)
     waiting = 0
     for stream in outbox.streams:
         sd = state.stream(outbox.server, stream)
@@ -62,17 +82,20 @@ def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
         last = sd.last_built
         start = last.spec.end_ns if last is not None else 0
         if stream is Stream.DATA:
-            tables = {dev: store.records(dev, start_ns=start or None) for dev in store.devices()}
-            for w_start, w_end in _windows(start, now_ns, list(tables.values())):
-                waiting += len({_interface(site, dev) for dev, table in tables.items()
-                                if _within(table, w_start, w_end).num_rows})
+            times = _record_times(store, start)
+            oldest = [_oldest(t) for t in times.values()]
+            for w_start, w_end in _windows(start, now_ns, oldest):
+                waiting += len({interface_of.get(dev, "MODBUS") for dev, t in times.items()
+                                if _any_within(t, w_start, w_end)})
             continue
         journal = store.journal(start_ns=start or None,
                                 kinds=list(JOURNAL_STREAM_KINDS[stream]))
-        for w_start, w_end in _windows(start, now_ns, [journal]):
+        journal_oldest = [_oldest(journal.column("ts").cast(pa.int64()))] \
+            if journal.num_rows else []
+        for w_start, w_end in _windows(start, now_ns, journal_oldest):
             inside = _within(journal, w_start, w_end)
             if stream is Stream.PARAM:
-                waiting += len({_interface(site, str(d))
+                waiting += len({interface_of.get(str(d), "MODBUS")
                                 for d in inside.column("device").to_pylist() if d})
             else:
                 waiting += inside.num_rows > 0

@@ -12,7 +12,12 @@ import pytest
 from config.model import Schedule, ScheduleType
 from exporters.session import SessionResult, Trigger
 from pipeline.clock import NS_PER_S, ManualClock
-from pipeline.service.scheduler import SlotScheduler, next_connection, next_connections
+from pipeline.service.scheduler import (
+    SlotScheduler,
+    _UpcomingTimes,
+    next_connection,
+    next_connections,
+)
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -53,6 +58,22 @@ def test_next_connection_is_strictly_after() -> None:
     assert next_connection([every(1, 1440)], "UTC", at("2021-01-01T10:00:00")) == \
         at("2021-01-01T10:01:00")
     assert next_connection([], "UTC", at("2021-01-01T10:00:00")) is None
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_upcoming_times_kept_between_sessions_answer_as_next_connection(zone: str) -> None:
+    # The scheduler keeps two days of instants between sessions; asked at any time, moving on,
+    # stepping back or jumping days ahead (across both 2021 DST changes), it answers what
+    # next_connection computes afresh.
+    schedules = [every(1, 1440), every(30, 3, start_s=5400),
+                 Schedule(line=None, id=2, type=ScheduleType.FIRST, start_s=3600)]
+    upcoming = _UpcomingTimes(schedules, zone)
+    t = at("2021-03-27T22:00:00")
+    steps = [timedelta(seconds=s) for s in (1, 59, 60, 61, 3599, -7200, 0, 86_400 * 3, 17)]
+    for k in range(120):
+        t += steps[k % len(steps)] if k % 40 else timedelta(days=100)
+        assert upcoming.after(t) == next_connection(schedules, zone, t), t
+    assert _UpcomingTimes([], zone).after(t) is None
 
 
 class Sessions:
