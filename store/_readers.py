@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store._core import JOURNAL, LogCore
-from store._ipc import read_message
+from store._ipc import BatchFrame, read_message
 from store._segment import (
     IPC_FILE_MAGIC,
     checked_file,
@@ -185,6 +185,7 @@ class Readers(LogCore):
             bounds.append(None)
         if not segs:
             return []
+        keep = _frames_within(start_ns, end_ns, seq_from, seq_to)
         out: list[pa.RecordBatch] = []
         for (seg, seq0, _), nxt in zip(segs, bounds, strict=True):
             if seq_to is not None and seq0 > seq_to:
@@ -196,16 +197,17 @@ class Readers(LogCore):
                     continue
                 if start_ns is not None and seg.ts_max < start_ns:
                     continue
-            out.extend(self._read_segment(stream, seg))
+            out.extend(self._read_segment(stream, seg, keep=keep))
         return out
 
-    def _read_segment(self, stream: Stream, seg: Segment, columns: list[int] | None = None
+    def _read_segment(self, stream: Stream, seg: Segment, columns: list[int] | None = None, *,
+                      keep: Callable[[BatchFrame], bool] | None = None
                       ) -> list[pa.RecordBatch]:
         for _ in range(3):
             try:
                 with self._lock:
                     snapshot = copy.copy(seg)
-                batches, findings = stream.read(snapshot, columns)
+                batches, findings = stream.read(snapshot, columns, keep)
                 if seg.sealed and seg.ts_min is None:
                     seg.ts_min, seg.ts_max, seg.seq_last = (
                         snapshot.ts_min, snapshot.ts_max, snapshot.seq_last)
@@ -245,6 +247,21 @@ def _ipc_file_bytes(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buff
     return sink.getvalue()
 
 
+
+
+def _frames_within(start_ns: int | None, end_ns: int | None, seq_from: int | None,
+                   seq_to: int | None) -> Callable[[BatchFrame], bool] | None:
+    """Whether a frame may hold rows of the range (its metadata's bounds; `_filter` then picks
+    the rows); None when the range is everything."""
+    if start_ns is None and end_ns is None and seq_from is None and seq_to is None:
+        return None
+
+    def keep(frame: BatchFrame) -> bool:
+        return not ((seq_to is not None and frame.seq_first > seq_to)
+                    or (seq_from is not None and frame.seq_last < seq_from)
+                    or (end_ns is not None and frame.ts_min >= end_ns)
+                    or (start_ns is not None and frame.ts_max < start_ns))
+    return keep
 
 
 def _filter(table: pa.Table, start_ns: int | None, end_ns: int | None, seq_from: int | None,

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -268,12 +268,15 @@ class Stream:
         """Trusted batches of a segment (committed part only), filling in its summary."""
         return self.read(seg)[0]
 
-    def read(self, seg: Segment, columns: list[int] | None = None
+    def read(self, seg: Segment, columns: list[int] | None = None,
+             keep: Callable[[BatchFrame], bool] | None = None
              ) -> tuple[list[pa.RecordBatch], list[StoreReport]]:
         """Trusted batches of a segment (committed part only, each batch's CRC verified) and
         what the walk found wrong (damage, a sealed file not ours), filling in its summary.
         `columns`: the indexes of the only fields decoded (the CRC covers the bytes as stored,
-        so verifying needs no decoding).
+        so verifying needs no decoding). `keep`: of a live segment, only the frames it accepts
+        are decoded (by the seq and time ranges their verified metadata states), so a reader
+        of the last minutes does not decode the hours before them.
 
         Verified on every read, not trusted from an earlier check: bytes can rot on flash
         after they were checked, and a damaged batch must never come back as data.
@@ -300,7 +303,8 @@ class Stream:
             # them read-only): bytes that fail there are damage.
             found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
                                      offset=scan.torn.offset, length=scan.torn.length))
-        return decode_frames(memoryview(data), self.schema, scan.batches, columns=columns), found
+        frames = scan.batches if keep is None else [f for f in scan.batches if keep(f)]
+        return decode_frames(memoryview(data), self.schema, frames, columns=columns), found
 
     def file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
         found = [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=r.offset,

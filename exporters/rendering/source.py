@@ -32,6 +32,7 @@ from exporters.views.context import Interface, ViewConfig
 from exporters.views.data import data_text_chunks, param_text_chunks
 from exporters.views.gz import gzip_chunks
 from exporters.views.names import (
+    WindowBounds,
     ack_file_name,
     alarm_file_name,
     data_file_name,
@@ -96,7 +97,8 @@ class StoreReader(Protocol):
 
     def devices(self) -> list[str]: ...
 
-    def records(self, device: str) -> pa.Table: ...
+    def records(self, device: str, *, start_ns: int | None = None, end_ns: int | None = None,
+                seq_from: int | None = None, seq_to: int | None = None) -> pa.Table: ...
 
     def journal(self, *, kinds: Sequence[str] | None = None) -> pa.Table: ...
 
@@ -232,7 +234,32 @@ class StoreSource:
 
     def _members(self, device: str, spec: WindowSpec) -> pa.Table:
         window, previous = bounds_of(spec)
-        return select_records(self._log.records(device), device, window, previous)
+        return select_records(self._candidates(device, window, previous), device, window,
+                              previous)
+
+    def _candidates(self, device: str, window: WindowBounds,
+                    previous: list[WindowBounds]) -> pa.Table:
+        """A device's records that may belong to `window`, read by the ranges the store can
+        skip by (a session reads the minutes since the last window, not the device's history).
+
+        A member is before the window's end, within its watermark, and not a member of the
+        window before: either committed after that window's watermark, or stamped at or after
+        its end (a record stamped past a cut but committed before that session)."""
+        limit = window.watermark.record_limit(device)
+        if limit is None or limit < 1:
+            return self._log.records(device, end_ns=window.end_ns, seq_to=0)
+        before = previous[-1].watermark.record_limit(device) if previous else None
+        if before is None or before < 1:
+            return self._log.records(device, end_ns=window.end_ns, seq_to=limit)
+        stamped_late = self._log.records(device, start_ns=previous[-1].end_ns,
+                                         end_ns=window.end_ns, seq_to=min(before, limit))
+        committed_late = self._log.records(device, end_ns=window.end_ns, seq_from=before + 1,
+                                           seq_to=limit) if limit > before else None
+        if committed_late is None or committed_late.num_rows == 0:
+            return stamped_late
+        if stamped_late.num_rows == 0:
+            return committed_late
+        return pa.concat_tables([stamped_late, committed_late])   # in seq order
 
     def _events(self, spec: WindowSpec) -> list[JournalItem]:
         kinds = JOURNAL_STREAM_KINDS.get(spec.stream, ())
