@@ -12,7 +12,8 @@ command (`discover`), and the web page's and the API's start, live log, abort, r
 The gateway has one `Discovery` (`Gateway.discovery`), so one run at a time whoever asks: a second
 `start` or `discover` while one runs is refused with `discoverDevices: a discovery is already
 running`. A run also holds `discovery_lock` on the configuration folder, which `sunpm discover
---config` takes too, so a scan by hand never runs beside the gateway's on the same site. Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
+--config` takes too, so a scan by hand never runs beside the gateway's on the same site.
+Progress lines are also logged on `sunpm.sunspec`, so the gateway journals
 them and the next session delivers them in the `_SUNSPEC_` LOG file (docs/behaviour.md §3.3). A
 serial interface is scanned through the bus the poll loop already has open (requests alternate
 with the polls), a TCP target through a connection of the run's own. `protocol=tic` listens on `TIC_Port` for a Linky meter instead.
