@@ -32,37 +32,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run)
 
 
-class _WithoutPandas:
-    """Refuses `import pandas` in the service process. pyarrow imports pandas when it is
-    installed (a dev or analysis extra) the first time it converts a Python value, some 35 MB
-    resident for nothing: the gateway never hands pandas a table."""
-
-    @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("pandas is not loaded by sunpm run", name=name)
-
-
-class _WithoutNumpy:
-    """Refuses `import numpy` while pyarrow loads: pyarrow takes numpy when it is installed
-    (16 MB resident) and the gateway never asks it for a numpy array. Only pyarrow's own
-    attempt is refused; a library that imports numpy later gets it."""
-
-    @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> None:
-        if name == "numpy" or name.startswith("numpy."):
-            raise ModuleNotFoundError("numpy is not loaded by pyarrow in sunpm run", name=name)
-
-
 def _lean_imports() -> None:
+    """pandas refused for good: pyarrow imports it, when it is installed (a dev or analysis
+    extra), the first time it converts a Python value, some 35 MB resident for nothing (the
+    gateway never hands pandas a table). numpy refused while pyarrow loads (16 MB resident; the
+    gateway never asks pyarrow for a numpy array): a library that imports numpy later gets it."""
+    from pipeline.cli._refused import RefusedImport
+
     if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _WithoutPandas)
+        sys.meta_path.insert(0, RefusedImport("pandas", "sunpm run"))
     if "pyarrow" not in sys.modules and "numpy" not in sys.modules:
-        sys.meta_path.insert(0, _WithoutNumpy)
+        without_numpy = RefusedImport("numpy", "pyarrow in sunpm run")
+        sys.meta_path.insert(0, without_numpy)
         try:
             import pyarrow.compute  # noqa: F401 - pyarrow and its compute module, without numpy
         finally:
-            sys.meta_path.remove(_WithoutNumpy)
+            sys.meta_path.remove(without_numpy)
 
 
 def _arrow_on_malloc() -> None:

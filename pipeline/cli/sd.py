@@ -21,10 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from importlib.machinery import ModuleSpec
-    from types import ModuleType
-
     from tqdm import tqdm
 
     from sdcard.dump import Dump
@@ -148,23 +144,15 @@ def _fsck(args: argparse.Namespace) -> int:
     return result.code
 
 
-class _WithoutPandas:
-    """An import finder refusing pandas. pyarrow and DuckDB import it, when it is installed,
-    only to tell whether an object they are handed is a DataFrame (pyarrow as `pyarrow.dataset`
-    loads, DuckDB when a view is registered): 0.15-0.2 s of a `sunpm sd sql` run, which hands them
-    Arrow objects alone. Both take a failed import as pandas not installed."""
-
-    def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
-                  ) -> ModuleSpec | None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"{name} is not loaded by `sunpm sd sql`", name=name)
-        return None
-
-
 def _sql(args: argparse.Namespace) -> int:
     if args.own_process and "pandas" not in sys.modules:
-        # Only in a process of its own: pyarrow and DuckDB remember that pandas is missing.
-        sys.meta_path.insert(0, _WithoutPandas())
+        # pyarrow and DuckDB import pandas only to tell whether an object they are handed is a
+        # DataFrame (pyarrow as `pyarrow.dataset` loads, DuckDB when a view is registered):
+        # 0.15-0.2 s of a run that hands them Arrow objects alone. Only in a process of its
+        # own: they remember that pandas is missing.
+        from pipeline.cli._refused import RefusedImport
+
+        sys.meta_path.insert(0, RefusedImport("pandas", "`sunpm sd sql`"))
     import duckdb
 
     from config.errors import SunpmError
