@@ -24,24 +24,26 @@ from store import Log, StoreOptions
 from store.delivery import Stream
 
 
-async def main(store_dir: Path, port: int, cut_s: int, pad_bytes: int) -> int:
+async def session(store_dir: Path, port: int, cut_s: int, pad_bytes: int, *,
+                  two_step: bool = True) -> bool:
+    """One server-1 session to the FTP peer on `port`, cut at `cut_s`; whether it ended OK."""
     settings = ServerSettings(slot=1, type=ServerType.FTP, host="127.0.0.1", port=port,
-                              user="sunpm", password="secret", root_dir="/", two_step=True)
+                              user="sunpm", password="secret", root_dir="/", two_step=two_step)
     log = await Log.open(store_dir, StoreOptions(flush_s=0.05))
     try:
         outbox = Outbox(server=1, log=log, source=DemoSource(log, pad_bytes=pad_bytes),
                         directory=store_dir / "outbox" / "1", streams=(Stream.ALARM, Stream.DATA))
-        session = FileServerSession(settings=settings, uid="WPMTEST01", outbox=outbox, log=log,
-                                    transport=FtpTransport(settings, timeouts=Timeouts(
-                                        connect_s=5, operation_s=20)))
-        result = await session.run(Trigger.RETRY, started=datetime.fromtimestamp(cut_s, UTC))
+        run = FileServerSession(settings=settings, uid="WPMTEST01", outbox=outbox, log=log,
+                                transport=FtpTransport(settings, timeouts=Timeouts(
+                                    connect_s=5, operation_s=20)))
+        result = await run.run(Trigger.RETRY, started=datetime.fromtimestamp(cut_s, UTC))
     finally:
         await log.close()
-    return 0 if result.ok else 3
+    return result.ok
 
 
 if __name__ == "__main__":
     store, port, cut, pad = sys.argv[1:5]
     if not sys.stdin.readline():
         sys.exit(4)
-    sys.exit(asyncio.run(main(Path(store), int(port), int(cut), int(pad))))
+    sys.exit(0 if asyncio.run(session(Path(store), int(port), int(cut), int(pad))) else 3)

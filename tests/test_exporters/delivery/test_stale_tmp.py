@@ -9,41 +9,20 @@ import json
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from delivery_support import DAY, T0, DemoSource, FtpPeer, fill
+from _session_child import session
+from delivery_support import DAY, T0, FtpPeer, fill
 
-from config.model import ServerSettings, ServerType
-from exporters.outbox import Outbox
-from exporters.session import FileServerSession, Trigger
-from exporters.transports import FtpTransport, Timeouts
 from store import Log, StoreOptions
-from store.delivery import Stream
 
 CHILD = Path(__file__).with_name("_session_child.py")
 PAD_BYTES = 256 * 1024   # incompressible: an upload takes ~0.5 s on the throttled peer
 CUT_S = T0 + 4 * DAY
 
 
-def _settings(port: int, *, two_step: bool) -> ServerSettings:
-    return ServerSettings(slot=1, type=ServerType.FTP, host="127.0.0.1", port=port, user="sunpm",
-                          password="secret", root_dir="/", two_step=two_step)
-
-
 async def _session(store_dir: Path, port: int, *, two_step: bool) -> bool:
-    settings = _settings(port, two_step=two_step)
-    log = await Log.open(store_dir, StoreOptions(flush_s=0.05))
-    try:
-        outbox = Outbox(server=1, log=log, source=DemoSource(log, pad_bytes=PAD_BYTES),
-                        directory=store_dir / "outbox" / "1", streams=(Stream.ALARM, Stream.DATA))
-        session = FileServerSession(settings=settings, uid="WPMTEST01", outbox=outbox, log=log,
-                                    transport=FtpTransport(settings, timeouts=Timeouts(
-                                        connect_s=5, operation_s=20)))
-        result = await session.run(Trigger.RETRY, started=datetime.fromtimestamp(CUT_S, UTC))
-    finally:
-        await log.close()
-    return result.ok
+    return await session(store_dir, port, CUT_S, PAD_BYTES, two_step=two_step)
 
 
 def _cut_two_step_upload(store_dir: Path, port: int, root: Path) -> Path:
