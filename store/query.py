@@ -18,6 +18,7 @@ quota before the scan reaches it reads as empty).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -244,12 +245,9 @@ def _prefetch(paths: list[Path]) -> None:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             continue  # deleted by the quota since listed: the read says so
-        try:
+        with contextlib.suppress(OSError):  # advice only
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass  # advice only
-        finally:
-            os.close(fd)
+        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
