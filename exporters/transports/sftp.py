@@ -102,6 +102,10 @@ _KEY_FAMILIES: Final = (
 )
 
 
+#: handshakes retried when a key-family retry loses its connection (see `_handshake`)
+_LOST_RETRIES: Final = 2
+
+
 def _family(key: asyncssh.SSHKey) -> str:
     algorithm = key.get_algorithm()
     for family, algorithms in _KEY_FAMILIES:
@@ -196,6 +200,7 @@ class SftpTransport:
         families = iter(_KEY_FAMILIES)
         seen: set[str] = set()
         algorithms = self._host_key_algorithms
+        lost_retries = 0
         while True:
             try:
                 conn = await asyncssh.connect(
@@ -208,6 +213,14 @@ class SftpTransport:
                     keepalive_interval=self._timeouts.operation_s / 2, keepalive_count_max=2)
                 self._host_key_algorithms = algorithms
                 return conn
+            except asyncssh.ConnectionLost:
+                # A server without the asked key family ends the key exchange with a disconnect
+                # message; when our next packet crosses its close, the reset discards that
+                # message and only "connection lost" arrives. Asked again, it answers plainly;
+                # a loss that repeats is a real one.
+                if not algorithms or checker.seen is None or lost_retries == _LOST_RETRIES:
+                    raise
+                lost_retries += 1
             except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as err:
                 if not checker.fingerprint_only or checker.seen is None or (
                         isinstance(err, asyncssh.KeyExchangeFailed) and not algorithms):
