@@ -32,29 +32,31 @@ log = logging.getLogger("sunpm.session")
 
 ALARM_SESSION_GAP_S: Final = 60
 _MAX_WAIT_S: Final = 60.0
-_LOOKAHEAD: Final = timedelta(days=2)
+#: Spans looked through in turn for the next connection times: two days hold every instant of an
+#: everyday schedule; a weekday needs a week, the first/middle/last of a month up to 31 days, and
+#: a whole year ends any search a preview of several of them makes.
+LOOKAHEAD_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
 
 RunSession = Callable[[Trigger], Awaitable[SessionResult]]
 
 
 def next_connection(schedules: Sequence[Schedule], time_zone: str,
                     after: datetime) -> datetime | None:
-    """The first scheduled instant strictly after `after` (within two days; None when the
-    family has no entry or none falls in that span)."""
+    """The first scheduled instant strictly after `after` (None when the family has no entry)."""
     times = next_connections(schedules, time_zone, after, 1)
     return times[0] if times else None
 
 
 def next_connections(schedules: Sequence[Schedule], time_zone: str, after: datetime,
-                     count: int, *, spans: Sequence[timedelta] = (_LOOKAHEAD,)) -> list[datetime]:
+                     count: int) -> list[datetime]:
     """The first `count` scheduled instants strictly after `after`, looked for within each of
-    `spans` in turn until enough are found (the web UI's preview of the next connection times
-    is this computation, with spans up to a year for monthly schedules)."""
+    `LOOKAHEAD_SPANS` in turn until enough are found (the web UI's preview of the next connection
+    times is this computation)."""
     if not schedules or count <= 0:
         return []
     start = after + timedelta(microseconds=1)
     times: list[datetime] = []
-    for span in spans:
+    for span in LOOKAHEAD_SPANS:
         times = connection_times(schedules, start, start + span, time_zone)
         if len(times) >= count:
             break
@@ -62,8 +64,8 @@ def next_connections(schedules: Sequence[Schedule], time_zone: str, after: datet
 
 
 class _UpcomingTimes:
-    """`next_connection` over a list computed once for two days and used until it runs out: a
-    schedule every minute is 5,760 instants to place in the time zone, at every session."""
+    """`next_connection` over a list computed once and used until it runs out: a schedule every
+    minute is 5,760 instants for two days to place in the time zone, at every session."""
 
     def __init__(self, schedules: Sequence[Schedule], time_zone: str) -> None:
         self._schedules = schedules
@@ -74,16 +76,19 @@ class _UpcomingTimes:
     def after(self, instant: datetime) -> datetime | None:
         if not self._schedules:
             return None
-        # The list holds every instant of [start, start + 2 days): the first one after `instant`
-        # found there is the next one. Before `start` (the clock stepped back), or past its
-        # last one, it is computed again.
+        # The list holds every instant of [start, start + span), for the first of the spans that
+        # holds any: the first one after `instant` found there is the next one. Before `start`
+        # (the clock stepped back), or past its last one, it is computed again.
         if self._start is not None and instant >= self._start:
             position = bisect.bisect_right(self._times, instant)
             if position < len(self._times):
                 return self._times[position]
         self._start = instant + timedelta(microseconds=1)
-        self._times = connection_times(self._schedules, self._start, self._start + _LOOKAHEAD,
-                                       self._zone)
+        for span in LOOKAHEAD_SPANS:
+            self._times = connection_times(self._schedules, self._start, self._start + span,
+                                           self._zone)
+            if self._times:
+                break
         return self._times[0] if self._times else None
 
 

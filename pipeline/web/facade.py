@@ -76,7 +76,6 @@ MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
 #: The Configuration page's preview of each server's next connection times.
 NEXT_CONNECTIONS: Final = 10
-PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
 MIN_PASSWORD_LENGTH: Final = 10
 #: The dashboard's status (backlogs read the store) is refreshed when older than this.
 STATUS_TTL_S: Final = 3.0
@@ -516,7 +515,7 @@ class GatewayFacade:
             if server.type is ServerType.NONE:
                 continue
             times = next_connections(schedules.schedules(server.slot), site.settings.time_zone,
-                                     now, count, spans=PREVIEW_SPANS)
+                                     now, count)
             out[str(server.slot)] = [t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
                                      for t in times]
             first = min(first, times[0]) if times else first

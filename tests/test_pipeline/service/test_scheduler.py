@@ -187,16 +187,35 @@ async def test_non_retriable_failure_waits_an_hour() -> None:
 def test_next_connections_look_further_until_enough_are_found() -> None:
     after = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
     monthly = [Schedule(line=1, id=1, type=ScheduleType.FIRST, start_s=3600)]
-    spans = (timedelta(days=2), timedelta(days=400))
-    times = next_connections(monthly, "Europe/Paris", after, 10, spans=spans)
+    times = next_connections(monthly, "Europe/Paris", after, 10)
     assert len(times) == 10
     local = [t.astimezone(ZoneInfo("Europe/Paris")) for t in times]
     assert [(t.month, t.day, t.hour) for t in local] == [(m, 1, 1) for m in range(4, 13)] + [
         (1, 1, 1)]
-    # The first of them is what the scheduler waits for.
-    assert next_connection(monthly, "Europe/Paris", after) is None     # beyond its two days
+    # The first of them is what the scheduler waits for, three weeks ahead.
+    assert next_connection(monthly, "Europe/Paris", after) == times[0]
     hourly = [Schedule(line=1, id=1, start_s=0, interval_min=60, count=24)]
-    times = next_connections(hourly, "UTC", after, 3, spans=spans)
+    times = next_connections(hourly, "UTC", after, 3)
     assert times == [after + timedelta(hours=k) for k in (1, 2, 3)]
     assert times[0] == next_connection(hourly, "UTC", after)
     assert next_connections([], "UTC", after, 3) == []
+
+
+@pytest.mark.parametrize(("entry", "start", "due"), [
+    # A Tuesday: the next Monday is six days on.
+    (Schedule(line=None, id=3, type=ScheduleType.MONDAY, start_s=3 * 3600),
+     "2021-06-01T10:00:30", "2021-06-07T01:00:00"),
+    # Four days before the first of the month.
+    (Schedule(line=None, id=4, type=ScheduleType.FIRST, start_s=3600),
+     "2021-06-27T10:00:30", "2021-06-30T23:00:00"),
+])
+async def test_weekly_and_monthly_schedules_run_days_ahead(entry: Schedule, start: str,
+                                                           due: str) -> None:
+    start_s, due_s = int(at(start).timestamp()), int(at(due).timestamp())
+    clock = ManualClock(start_s * NS_PER_S)
+    sessions = Sessions(clock)
+    task = await running(SlotScheduler(1, sessions, schedules=[entry],
+                                       time_zone="Europe/Paris", clock=clock))
+    await clock.advance(due_s - start_s + 3600)
+    await stop(task)
+    assert sessions.calls == [(Trigger.SCHEDULE, due_s)]
