@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from store.delivery import DELIVERY_KINDS, STATE_KEY, DeliveryState
 from store.events import EventBodyError, SyncedFile
@@ -239,9 +238,3 @@ def synced_files(source: JournalSource, server: int) -> dict[str, str]:
     state = replay(source, {"sync": reduce_sync}, kinds=["sync"])
     prefix = f"{server}/"
     return {key[len(prefix):]: sha for key, sha in state.sync.items() if key.startswith(prefix)}
-
-
-def latest_state_seq(table: pa.Table) -> int:
-    if table.num_rows == 0:
-        return 0
-    return int(pc.max(table.column("seq")).as_py())

@@ -110,7 +110,6 @@ class CommandExecutor:
         self._queue: asyncio.Queue[tuple[CommandReceived, asyncio.Future[CommandResult] | None]] \
             = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
-        self.executed = 0
         #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
         #: with it are answered (docs/behaviour.md §7.2).
         self._after_batch: list[Callable[[], None]] = []
@@ -203,7 +202,6 @@ class CommandExecutor:
                                    f"{COMMAND_TIMEOUT_S:.0f} s")
         except SunpmError as err:
             answer = _Answer(None, f"{_short(command.rpc_name)}: {err}"[:500])
-        self.executed += 1
         return await self._answer(command, answer)
 
     async def _run(self, command: CommandReceived) -> JsonValue:

@@ -93,7 +93,7 @@ from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
-from sdcard.mirror import CardMirror
+from sdcard.mirror import CardMirror, mirror_state_body
 from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
@@ -792,8 +792,7 @@ class Gateway:
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
         if self.mirror is not None:
-            status["sd"] = {"path": str(self.mirror.card), "state": self.mirror.state.value,
-                            "error": self.mirror.last_error}
+            status["sd"] = mirror_state_body(self.mirror)
         check = self.clock_check
         status["clock"] = {"synced": self._clock_synced,
                            "ntp": check.last_server if check is not None else "",
