@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from config import Site, load_site
+from config import Site, load_site, load_site_files
 from config.errors import SunpmError
 from store import SCHEMA_VERSION, Log, ReportKind, StoreReport
 from store.errors import SnapshotError
@@ -226,8 +225,8 @@ class Dump:
 
     @contextmanager
     def site(self, config_dir: Path | None = None) -> Iterator[Site]:
-        """The site of `config_dir`, else the configuration in force in the dump, laid out in
-        scratch space (the configuration loader reads a directory)."""
+        """The site of `config_dir`, else the configuration in force in the dump, read from its
+        snapshot's bytes (nothing written)."""
         if config_dir is not None:
             yield load_site(config_dir)
             return
@@ -236,12 +235,7 @@ class Dump:
         if not files:
             raise DumpError(f"{self.path}: no configuration snapshot in the dump; give --config "
                             "DIR (the configuration the unit ran)")
-        with tempfile.TemporaryDirectory(prefix="sunpm-sd-") as tmp:
-            for rel, data in files.items():
-                target = Path(tmp) / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            yield load_site(Path(tmp))
+        yield load_site_files(files)
 
 
 def _version_finding(path: Path, version: str) -> Finding:
