@@ -31,7 +31,7 @@ from typing import Final, Protocol
 import pyarrow as pa
 
 from store.delivery import DELIVERY_KINDS, STATE_KEY, DeliveryState
-from store.events import EventBodyError, SyncedFile
+from store.events import EventBodyError, S0Saved, ScriptData, SyncedFile
 
 CALLER_ID_KEEP_NS: Final = 7 * 86_400 * 1_000_000_000
 
@@ -140,9 +140,8 @@ def reduce_caller_id(state: ReplayState, event: JournalEvent) -> None:
 
 
 def reduce_scriptdata(state: ReplayState, event: JournalEvent) -> None:
-    script = event.body.get("script")
-    if script is not None:
-        state.script_data[str(script)] = event.body.get("data")
+    saved = ScriptData.from_fields(event.body)
+    state.script_data[saved.script] = saved.data
 
 
 def reduce_sync(state: ReplayState, event: JournalEvent) -> None:
@@ -155,11 +154,11 @@ def reduce_heartbeat(state: ReplayState, event: JournalEvent) -> None:
 
 
 def reduce_s0(state: ReplayState, event: JournalEvent) -> None:
-    module, counters = event.body.get("module"), event.body.get("counters")
-    if not isinstance(module, str) or not isinstance(counters, dict):
-        return
-    saved = state.extra.get("s0")
-    state.extra["s0"] = {**saved, module: counters} if isinstance(saved, dict) else {module: counters}
+    saved = S0Saved.from_fields(event.body)
+    counters = saved.to_fields()["counters"]
+    kept = state.extra.get("s0")
+    state.extra["s0"] = {**kept, saved.module: counters} if isinstance(kept, dict) \
+        else {saved.module: counters}
 
 
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {

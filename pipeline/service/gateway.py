@@ -97,7 +97,7 @@ from sdcard.mirror import CardMirror, mirror_state_body
 from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
-from store.events import JournalItem, JsonValue
+from store.events import ConfigInForce, JournalItem, JsonValue
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
@@ -876,12 +876,12 @@ class Gateway:
         journaled one, so windows ending from now on render with it."""
         snapshot = await asyncio.to_thread(store.put_config, site.files())
         table = await asyncio.to_thread(store.journal, kinds=["config"])
-        if table.num_rows:
-            last = json.loads(table.sort_by("seq").column("body")[-1].as_py())
-            if last.get("snapshot") == snapshot:
-                return
-        await store.append_journal("config", {"snapshot": snapshot, "origin": "local",
-                                              "files": sorted(site.files())}, commit_now=True)
+        if table.num_rows and ConfigInForce.snapshot_in(
+                table.sort_by("seq").column("body")[-1].as_py()) == snapshot:
+            return
+        await store.append_journal("config", ConfigInForce(
+            snapshot=snapshot, origin="local", files=tuple(sorted(site.files()))).to_fields(),
+            commit_now=True)
 
     async def _applied_from_server(self, files: Sequence[str]) -> None:
         log.info("Configuration from server 1 applied; restarting acquisition. files=%s",
