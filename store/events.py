@@ -44,6 +44,7 @@ journal order = execution order):
     callerId string, integer or null
     result   any JSON (success), or
     error    one line, at most 500 characters (failure); exactly one of the two is present
+    repeat   true for a stored answer sent again (a repeated callerId); omitted if false
 `sync`: a configuration file exchanged with a file server (`SyncedFile`):
     server, file (tree path, `CONFIG/<uid>_daq.csv`), sha256
 `config`: the configuration in force from this event on (`ConfigInForce`):
@@ -356,6 +357,9 @@ class CommandResult:
     rpc_name: str | None = None
     result: JsonValue = None
     error: str | None = None
+    #: A stored answer sent again for a repeated callerId: not an execution, so it never
+    #: extends the 7 days its callerId is remembered.
+    repeat: bool = False
 
     def entry(self) -> dict[str, JsonValue]:
         """The result entry of ACK files and MQTT results (docs/formats.md §12.2), keys in order."""
@@ -370,6 +374,8 @@ class CommandResult:
             data["error"] = self.error
         else:
             data["result"] = self.result
+        if self.repeat:
+            data["repeat"] = True
         return data
 
     def to_body(self) -> str:
@@ -389,7 +395,8 @@ class CommandResult:
         return cls(channel=channel, caller_id=_caller_id(kind, data),
                    rpc_name=_opt_str(kind, data, "rpcName"),
                    result=data.get("result"),
-                   error=_str(kind, data, "error") if has_error else None)
+                   error=_str(kind, data, "error") if has_error else None,
+                   repeat=data.get("repeat") is True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
