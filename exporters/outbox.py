@@ -108,7 +108,6 @@ class Planned:
 class DeliveryReport:
     files: int              # final names the server confirmed this session
     windows: int            # windows passed by the cursors
-    failed_streams: tuple[Stream, ...] = ()
 
 
 class StreamRefused(SunpmError):

@@ -320,10 +320,6 @@ class Recorder:
             # A new definition may bring new parameters: the `_P_` file gets them at once.
             state.parameters_due = True
 
-    def remove_device(self, index: str) -> None:
-        """Stop recording a device (now `absent`); its open, unfinished period is dropped."""
-        self._devices.pop(index, None)
-
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(self._devices)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +27,12 @@ from typing import Final
 
 import pyarrow as pa
 
-from config import Site, load_site
+from config import Site, load_site, load_site_files
 from config.errors import SunpmError
 from store import SCHEMA_VERSION, Log, ReportKind, StoreReport
+from store.delivery import BuiltWindow
 from store.errors import SnapshotError
+from store.events import ConfigInForce
 
 
 class DefinitionReader:
@@ -196,10 +197,10 @@ class Dump:
         (else its only snapshot)."""
         stored = set(self.log.config_snapshots())
         table = self.log.journal(kinds=["window", "config"])
-        for body in reversed(table.column("body").to_pylist()):
-            value = json.loads(body)
-            snap = value.get("config") or value.get("snapshot")
-            if isinstance(snap, str) and snap in stored:
+        for kind, body in zip(reversed(table.column("kind").to_pylist()),
+                              reversed(table.column("body").to_pylist()), strict=True):
+            snap = ConfigInForce.snapshot_in(body) if kind == "config" else _window_config(body)
+            if snap is not None and snap in stored:
                 return snap
         return next(iter(stored)) if len(stored) == 1 else None
 
@@ -226,8 +227,8 @@ class Dump:
 
     @contextmanager
     def site(self, config_dir: Path | None = None) -> Iterator[Site]:
-        """The site of `config_dir`, else the configuration in force in the dump, laid out in
-        scratch space (the configuration loader reads a directory)."""
+        """The site of `config_dir`, else the configuration in force in the dump, read from its
+        snapshot's bytes (nothing written)."""
         if config_dir is not None:
             yield load_site(config_dir)
             return
@@ -236,12 +237,16 @@ class Dump:
         if not files:
             raise DumpError(f"{self.path}: no configuration snapshot in the dump; give --config "
                             "DIR (the configuration the unit ran)")
-        with tempfile.TemporaryDirectory(prefix="sunpm-sd-") as tmp:
-            for rel, data in files.items():
-                target = Path(tmp) / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            yield load_site(Path(tmp))
+        yield load_site_files(files)
+
+
+def _window_config(body: str) -> str | None:
+    """The configuration snapshot a `window` body rendered with; None for a body that holds no
+    window."""
+    try:
+        return BuiltWindow.from_body(json.loads(body)).spec.config
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _version_finding(path: Path, version: str) -> Finding:

@@ -59,7 +59,6 @@ _STREAM_RANK: Final = {s: k for k, s in enumerate(Stream)}
 #: Streams a file server gets (docs/formats.md §3). MQTT servers get DATA only through the outbox;
 #: their alarms and results go one event at a time.
 FILE_SERVER_STREAMS: Final = (Stream.ALARM, Stream.DATA, Stream.PARAM, Stream.ACK, Stream.LOG)
-MQTT_STREAMS: Final = (Stream.DATA,)
 
 #: The journal kinds each journal-fed stream delivers (DATA delivers records).
 JOURNAL_STREAM_KINDS: Final[Mapping[Stream, tuple[str, ...]]] = {

@@ -44,9 +44,19 @@ journal order = execution order):
     callerId string, integer or null
     result   any JSON (success), or
     error    one line, at most 500 characters (failure); exactly one of the two is present
+    repeat   true for a stored answer sent again (a repeated callerId); omitted if false
 `sync`: a configuration file exchanged with a file server (`SyncedFile`):
     server, file (tree path, `CONFIG/<uid>_daq.csv`), sha256
-`config`: the configuration applied: snapshot (the store's configuration hash), origin, files
+`config`: the configuration in force from this event on (`ConfigInForce`):
+    snapshot the store's configuration hash (`Log.put_config`)
+    origin   "local" or "server <slot>"
+    files    the tree paths the change wrote (all the configuration's at a local start)
+`scriptdata`: a script's whole `wd.save` data (`ScriptData`):
+    script   the script's file name
+    data     {"<key>": any JSON}
+`s0`: the S0 counters of a Modbus I/O module, saved with each `IO` record (`S0Saved`):
+    module   the module's daq index
+    counters {"<channel>": [<module register value>, <running total>]}
 `window`, `delivered`: `store.delivery`
 `state`: `store.state.GatewayState.to_body()`, the replayed state, so older segments can go
 """
@@ -71,7 +81,7 @@ CallerId: TypeAlias = str | int | None
 
 #: Every journal kind (docs/architecture.md §1).
 KINDS: Final = ("alarm", "heartbeat", "param", "command", "result", "config", "sync", "window",
-                "delivered", "scriptdata", "log", "storage", "state")
+                "delivered", "scriptdata", "s0", "log", "storage", "state")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,6 +357,9 @@ class CommandResult:
     rpc_name: str | None = None
     result: JsonValue = None
     error: str | None = None
+    #: A stored answer sent again for a repeated callerId: not an execution, so it never
+    #: extends the 7 days its callerId is remembered.
+    repeat: bool = False
 
     def entry(self) -> dict[str, JsonValue]:
         """The result entry of ACK files and MQTT results (docs/formats.md §12.2), keys in order."""
@@ -361,6 +374,8 @@ class CommandResult:
             data["error"] = self.error
         else:
             data["result"] = self.result
+        if self.repeat:
+            data["repeat"] = True
         return data
 
     def to_body(self) -> str:
@@ -380,7 +395,8 @@ class CommandResult:
         return cls(channel=channel, caller_id=_caller_id(kind, data),
                    rpc_name=_opt_str(kind, data, "rpcName"),
                    result=data.get("result"),
-                   error=_str(kind, data, "error") if has_error else None)
+                   error=_str(kind, data, "error") if has_error else None,
+                   repeat=data.get("repeat") is True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,6 +420,88 @@ class SyncedFile:
         if not isinstance(file, str) or not isinstance(sha, str):
             raise EventBodyError(kind, "'file' and 'sha256' must be strings")
         return cls(server=server, file=file, sha256=sha)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigInForce:
+    """The configuration in force from this event on (`config`): windows ending after it render
+    with its snapshot."""
+
+    snapshot: str
+    origin: str         # "local" or "server <slot>"
+    files: tuple[str, ...] = ()
+
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"snapshot": self.snapshot, "origin": self.origin, "files": list(self.files)}
+
+    @staticmethod
+    def snapshot_in(body: str) -> str | None:
+        """The snapshot a `config` body names; None for a body that names none (not JSON, or
+        foreign), which readers pass over."""
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError:
+            return None
+        snapshot = data.get("snapshot") if isinstance(data, dict) else None
+        return snapshot if isinstance(snapshot, str) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScriptData:
+    """A script's whole `wd.save` data (`scriptdata`); the latest one per script is in force."""
+
+    script: str
+    data: Mapping[str, JsonValue]
+
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"script": self.script, "data": dict(self.data)}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, object]) -> ScriptData:
+        script, saved = data.get("script"), data.get("data")
+        if not isinstance(script, str):
+            raise EventBodyError("scriptdata", "'script' must be a string")
+        if not isinstance(saved, dict):
+            raise EventBodyError("scriptdata", "'data' must be an object")
+        return cls(script=script, data=saved)
+
+
+#: An S0 channel's saved pair: the module's register value and the running total.
+S0Pair: TypeAlias = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S0Saved:
+    """The S0 counters of a Modbus I/O module (`s0`), per counter channel."""
+
+    module: str
+    counters: Mapping[int, S0Pair]
+
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"module": self.module,
+                "counters": {str(ch): [value, total] for ch, (value, total)
+                             in self.counters.items()}}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, object]) -> S0Saved:
+        module = data.get("module")
+        if not isinstance(module, str):
+            raise EventBodyError("s0", "'module' must be a string")
+        return cls(module=module, counters=s0_counters(data.get("counters")))
+
+
+def s0_counters(value: object) -> dict[int, S0Pair]:
+    """The counters of an `s0` body (or of a `state` event's copy): channels whose pair is not
+    two integers are left out."""
+    if not isinstance(value, dict):
+        raise EventBodyError("s0", "'counters' must be an object")
+    out: dict[int, S0Pair] = {}
+    for channel, pair in value.items():
+        if isinstance(pair, list) and len(pair) == 2 and \
+                all(isinstance(v, int) and not isinstance(v, bool) for v in pair) and \
+                str(channel).isdigit():
+            out[int(channel)] = (pair[0], pair[1])
+    return out
 
 
 # --------------------------------------------------------------------------- journal rows

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from store.delivery import DELIVERY_KINDS, STATE_KEY, DeliveryState
-from store.events import EventBodyError, SyncedFile
+from store.events import EventBodyError, S0Saved, ScriptData, SyncedFile
 
 CALLER_ID_KEEP_NS: Final = 7 * 86_400 * 1_000_000_000
 
@@ -141,9 +140,8 @@ def reduce_caller_id(state: ReplayState, event: JournalEvent) -> None:
 
 
 def reduce_scriptdata(state: ReplayState, event: JournalEvent) -> None:
-    script = event.body.get("script")
-    if script is not None:
-        state.script_data[str(script)] = event.body.get("data")
+    saved = ScriptData.from_fields(event.body)
+    state.script_data[saved.script] = saved.data
 
 
 def reduce_sync(state: ReplayState, event: JournalEvent) -> None:
@@ -156,11 +154,11 @@ def reduce_heartbeat(state: ReplayState, event: JournalEvent) -> None:
 
 
 def reduce_s0(state: ReplayState, event: JournalEvent) -> None:
-    module, counters = event.body.get("module"), event.body.get("counters")
-    if not isinstance(module, str) or not isinstance(counters, dict):
-        return
-    saved = state.extra.get("s0")
-    state.extra["s0"] = {**saved, module: counters} if isinstance(saved, dict) else {module: counters}
+    saved = S0Saved.from_fields(event.body)
+    counters = saved.to_fields()["counters"]
+    kept = state.extra.get("s0")
+    state.extra["s0"] = {**kept, saved.module: counters} if isinstance(kept, dict) \
+        else {saved.module: counters}
 
 
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
@@ -239,9 +237,3 @@ def synced_files(source: JournalSource, server: int) -> dict[str, str]:
     state = replay(source, {"sync": reduce_sync}, kinds=["sync"])
     prefix = f"{server}/"
     return {key[len(prefix):]: sha for key, sha in state.sync.items() if key.startswith(prefix)}
-
-
-def latest_state_seq(table: pa.Table) -> int:
-    if table.num_rows == 0:
-        return 0
-    return int(pc.max(table.column("seq")).as_py())

@@ -27,7 +27,7 @@ import os
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
@@ -487,9 +487,3 @@ def _entry_time(body: bytes) -> int:
             end += 1
         return int(body[5:end])
     return int(json.loads(body)["t"])
-
-
-def entries_in(traces: TraceStore, interfaces: Iterable[str], start_ns: int | None,
-               end_ns: int | None) -> dict[str, list[TraceEntry]]:
-    """Per interface (in the given order), the committed entries of a time window."""
-    return {i: traces.entries(i, start_ns=start_ns, end_ns=end_ns) for i in interfaces}

@@ -1,7 +1,8 @@
 """The IS side of an MQTT test: a subscriber on the broker of `peers.run_broker`.
 
 Import side (`tests/` is on sys.path): `subscriber(port, *topics)`, an async context manager
-collecting `(topic, payload)` pairs in arrival order while open, and `wait_for(got, n)`.
+collecting `(topic, payload)` pairs in arrival order while open, `wait_for(got, n)`, and
+`session_subscribed(slot)`.
 """
 
 from __future__ import annotations
@@ -39,3 +40,13 @@ async def subscriber(port: int, *topics: str, qos: int = 1, identifier: str = "i
 async def wait_for(got: list[tuple[str, bytes]], n: int, timeout_s: float = 10) -> None:
     """Until `got` holds `n` messages at least; AssertionError after `timeout_s`."""
     await wait_until(lambda: len(got) >= n, timeout_s, what=f"{n} messages")
+
+
+async def session_subscribed(slot: int, timeout_s: float = 10) -> None:
+    """Until the `MqttSession.serve` of server `slot` is connected and subscribed to its command
+    topic: it starts its command task (`mqtt-commands:<slot>`) only once the transport's
+    `connect`, which waits for the SUBACK, has returned."""
+    name = f"mqtt-commands:{slot}"
+    await wait_until(lambda: any(t.get_name() == name and not t.done()
+                                 for t in asyncio.all_tasks()),
+                     timeout_s, what=f"server {slot}'s command subscription")

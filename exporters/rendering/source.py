@@ -12,7 +12,6 @@ Imports `config`, `store` and `exporters.views` only (docs/architecture.md §2, 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -44,7 +43,7 @@ from exporters.views.names import (
 )
 from exporters.views.windows import Rendered, bounds_of
 from store.delivery import JOURNAL_STREAM_KINDS, Stream, WindowSpec
-from store.events import JournalItem, Watermark, journal_items
+from store.events import ConfigInForce, JournalItem, Watermark, journal_items
 from store.snapshots import config_hash
 from store.traces import TRACE_INTERFACES, TraceEntry
 
@@ -130,8 +129,8 @@ class SnapshotResolver:
         for t, body in zip(ts, table.column("body").to_pylist(), strict=True):
             if t >= end_ns:
                 break
-            value = json.loads(body).get("snapshot")
-            if isinstance(value, str):
+            value = ConfigInForce.snapshot_in(body)
+            if value is not None:
                 snapshot = value
         return snapshot
 

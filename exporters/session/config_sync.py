@@ -31,7 +31,7 @@ from exporters.transports._base import (
     is_plain_name,
     size_text,
 )
-from store.events import SyncedFile
+from store.events import ConfigInForce, SyncedFile
 from store.state import synced_files
 
 from .commands import CMD_MAX_BYTES
@@ -250,9 +250,9 @@ class ConfigSync:
         log_ = self._log
         site = await asyncio.to_thread(load_site, self._config_dir, self.uid)
         snapshot = await asyncio.to_thread(log_.put_config, site.files())
-        await self._log.append_journal("config", {"snapshot": snapshot,
-                                                  "origin": f"server {self.server}",
-                                                  "files": list(files)}, commit_now=True)
+        await self._log.append_journal("config", ConfigInForce(
+            snapshot=snapshot, origin=f"server {self.server}", files=tuple(files)).to_fields(),
+            commit_now=True)
 
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it."""

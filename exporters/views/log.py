@@ -6,7 +6,7 @@
 - SunSpec log `<uid>_SUNSPEC_<ts>.log.gz`: the `log` events of category `sunspec`, in journal
   order, `YYYY-MM-DD hh:mm:ss:<message>` (the manual's form, local time).
 - Frame traces `<uid>_<interface>_<ts>.log.gz`: lines are kept in the store's `traces/` as
-  written; `frame_trace_line`, `io_trace_line` and `tic_trace_line` make them, `traces_file`
+  written; `frame_trace_line` and `io_trace_line` make them, `traces_file`
   compresses a window's lines.
 """
 
@@ -79,10 +79,6 @@ def frame_trace_line(ts_ns: int, dates: Dates, direction: str, frame: bytes, *,
 def io_trace_line(ts_ns: int, dates: Dates, channels: Sequence[tuple[str, str]]) -> str:
     """One I/O poll: `<datetime>;AI1=12.25;...;RELAY=0`, values as §9.3 texts, in poll order."""
     return dates.trace(ts_ns) + "".join(f";{name}={value}" for name, value in channels)
-
-
-def tic_trace_line(ts_ns: int, dates: Dates, frame: bytes) -> str:
-    return frame_trace_line(ts_ns, dates, RECEIVED, frame)
 
 
 def traces_file(lines: Iterable[str]) -> bytes | None:

@@ -147,10 +147,6 @@ def format_float32(value: float) -> str:
     raise AssertionError("9 significant digits always read back to a float32")  # pragma: no cover
 
 
-def format_integer(value: int) -> str:
-    return str(value)
-
-
 def decimal_of(text: str) -> Decimal:
     """The exact decimal of a value text (plain or with exponent, as §1.1 reads numbers)."""
     try:

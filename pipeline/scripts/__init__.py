@@ -10,12 +10,12 @@
 """
 
 from pipeline.scripts.errors import ScriptError
-from pipeline.scripts.host import GoodValue, JsonValue, PollerHost, ScriptDevice, ScriptHost
+from pipeline.scripts.host import GoodValue, PollerHost, ScriptDevice, ScriptHost
 from pipeline.scripts.loading import ScriptSource, script_sources, site_scripts
 from pipeline.scripts.runner import ScriptRunner, ScriptStatus
 from pipeline.scripts.sandbox import Limits
 
 __all__ = [
-    "GoodValue", "JsonValue", "Limits", "PollerHost", "ScriptDevice", "ScriptError", "ScriptHost",
+    "GoodValue", "Limits", "PollerHost", "ScriptDevice", "ScriptError", "ScriptHost",
     "ScriptRunner", "ScriptSource", "ScriptStatus", "script_sources", "site_scripts",
 ]

@@ -19,11 +19,9 @@ from pipeline.clock import NS_PER_S, Clock
 from pipeline.drivers._base import GoodReadings, RawValue, Readings
 from pipeline.poller import Poller, PollError, poll_period_s
 from pipeline.scripts.errors import ScriptError
+from store.events import JsonValue, ScriptData
 from store.log import Log
 from store.state import replay
-
-#: The JSON values scripts save and RPC parameters and results carry.
-JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
 #: How often `PollerHost.run` looks for new polls; a poll period is at least 1 s, so each poll
 #: of every device is seen.
@@ -198,7 +196,8 @@ class PollerHost:
         await self._alarm(name, subject, text)
 
     async def save_script_data(self, script: str, data: Mapping[str, JsonValue]) -> None:
-        await self._store.append_journal("scriptdata", {"script": script, "data": dict(data)},
+        await self._store.append_journal("scriptdata",
+                                         ScriptData(script=script, data=data).to_fields(),
                                          ts_ns=self._clock.wall_ns(), commit_now=True)
 
     async def load_script_data(self) -> Mapping[str, JsonValue]:

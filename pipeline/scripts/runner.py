@@ -32,7 +32,7 @@ from typing import Final, TypeVar
 from config.errors import Problem, SunpmError
 from pipeline.clock import NS_PER_S
 from pipeline.scripts.errors import ScriptError
-from pipeline.scripts.host import JsonValue, ScriptHost
+from pipeline.scripts.host import ScriptHost
 from pipeline.scripts.loading import (
     Header,
     HeaderProblem,
@@ -42,6 +42,7 @@ from pipeline.scripts.loading import (
 )
 from pipeline.scripts.sandbox import Limits, LuaCallError, LuaState, Overrun, from_lua
 from pipeline.scripts.wd import Alarm, CancelTimer, Relay, StartTimer, Wd, Write
+from store.events import JsonValue
 
 log = logging.getLogger("sunpm.script")
 

@@ -37,7 +37,7 @@ from typing import Final
 
 import lupa.lua54 as lupa
 
-from pipeline.scripts.host import JsonValue
+from store.events import JsonValue
 
 MEMORY_ERROR: Final = "not enough memory"
 INSTRUCTIONS: Final = "instruction budget exceeded"

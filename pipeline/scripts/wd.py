@@ -24,8 +24,9 @@ import lupa.lua54 as lupa
 from config.model import DataType, DefinitionFile, Protocol, Quality, Variable
 from pipeline.drivers._base import RawValue, Reading
 from pipeline.drivers.modbus import codec
-from pipeline.scripts.host import JsonValue, ScriptDevice, ScriptHost, age_s
+from pipeline.scripts.host import ScriptDevice, ScriptHost, age_s
 from pipeline.scripts.sandbox import LuaState
+from store.events import JsonValue
 
 MAX_TIMERS: Final = 32
 MAX_ALARMS_PER_MINUTE: Final = 10

@@ -51,7 +51,7 @@ class Alarms:
                       text: str | None = None) -> None:
         body = GatewayAlarm(alarm=name, subject=subject, text=text)
         when = self._clock.wall_ns() if ts_ns is None else ts_ns
-        await self._store.append_journal("alarm", _json(body.to_body()), ts_ns=when,
+        await self._store.append_journal("alarm", body.to_fields(), ts_ns=when,
                                          commit_now=True)
         log.info("%s%s", name, f" ({subject})" if subject else "")
         self.raised += 1
@@ -61,17 +61,13 @@ class Alarms:
         """A change of an action 8/9 variable, dated at its poll (docs/formats.md §10)."""
         body = DeviceAlarm(source=_SOURCES.get(protocol, Source.MODBUS), name=device.name,
                            var=change.var, value=change.new_text, is_text=change.is_text)
-        await self._store.append_journal("alarm", _json(body.to_body()), device=change.device,
+        await self._store.append_journal("alarm", body.to_fields(), device=change.device,
                                          def_=change.def_id, ts_ns=change.ts_ns)
         log.info("Device alarm. device=%s index=%d value=%s", device.name, change.var,
                  change.new_text)
         self.raised += 1
         self._on_alarm()
 
-
-def _json(text: str) -> dict[str, object]:
-    body: dict[str, object] = json.loads(text)
-    return body
 
 
 async def last_unclean_heartbeat(store: Log) -> int | None:

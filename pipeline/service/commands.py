@@ -16,6 +16,7 @@ are answered (docs/behaviour.md §7.2).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -110,7 +111,6 @@ class CommandExecutor:
         self._queue: asyncio.Queue[tuple[CommandReceived, asyncio.Future[CommandResult] | None]] \
             = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
-        self.executed = 0
         #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
         #: with it are answered (docs/behaviour.md §7.2).
         self._after_batch: list[Callable[[], None]] = []
@@ -132,7 +132,7 @@ class CommandExecutor:
 
     async def call(self, command: CommandReceived) -> CommandResult:
         """Journal a command of the local channel, queue it, and wait for its answer."""
-        await self._store.append_journal("command", json.loads(command.to_body()),
+        await self._store.append_journal("command", command.to_fields(),
                                          ts_ns=self._clock.wall_ns(), commit_now=True)
         answer: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         try:
@@ -203,7 +203,6 @@ class CommandExecutor:
                                    f"{COMMAND_TIMEOUT_S:.0f} s")
         except SunpmError as err:
             answer = _Answer(None, f"{_short(command.rpc_name)}: {err}"[:500])
-        self.executed += 1
         return await self._answer(command, answer)
 
     async def _run(self, command: CommandReceived) -> JsonValue:
@@ -245,12 +244,9 @@ class CommandExecutor:
         result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                rpc_name=command.rpc_name, result=answer.result,
                                error=answer.error)
-        body = json.loads(result.to_body())
-        if not store:
-            # A stored answer sent again: not an execution, so it never extends the 7 days.
-            body["repeat"] = True
-        await self._store.append_journal("result", body, ts_ns=self._clock.wall_ns(),
-                                         commit_now=True)
+        journaled = result if store else dataclasses.replace(result, repeat=True)
+        await self._store.append_journal("result", journaled.to_fields(),
+                                         ts_ns=self._clock.wall_ns(), commit_now=True)
         if answer.error is not None:
             log.info("Command failed. name=%s callerId=%s error=%s", command.rpc_name,
                      command.caller_id, answer.error)
@@ -269,9 +265,9 @@ class CommandExecutor:
                                             kinds=["result"])
             answered: dict[str, _Answer] = {}
             for item in journal_items(table.sort_by("seq")):
-                if json.loads(item.body).get("repeat"):
-                    continue
                 result = CommandResult.from_body(item.body)
+                if result.repeat:
+                    continue
                 if result.caller_id is not None and result.rpc_name is not None:
                     answered[json.dumps(result.caller_id)] = _Answer(result.result, result.error)
             self._answered = answered

@@ -93,11 +93,11 @@ from pipeline.service.status import backlog, last_text, status_object
 from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
-from sdcard.mirror import CardMirror
+from sdcard.mirror import CardMirror, mirror_state_body
 from store import Log, StoreOptions
 from store.delivery import FILE_SERVER_STREAMS, Stream
 from store.errors import StoreLockedError
-from store.events import JournalItem, JsonValue
+from store.events import ConfigInForce, JournalItem, JsonValue
 from store.traces import TraceOptions, TraceStore
 
 log = logging.getLogger("sunpm.system")
@@ -792,8 +792,7 @@ class Gateway:
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
         if self.mirror is not None:
-            status["sd"] = {"path": str(self.mirror.card), "state": self.mirror.state.value,
-                            "error": self.mirror.last_error}
+            status["sd"] = mirror_state_body(self.mirror)
         check = self.clock_check
         status["clock"] = {"synced": self._clock_synced,
                            "ntp": check.last_server if check is not None else "",
@@ -877,12 +876,12 @@ class Gateway:
         journaled one, so windows ending from now on render with it."""
         snapshot = await asyncio.to_thread(store.put_config, site.files())
         table = await asyncio.to_thread(store.journal, kinds=["config"])
-        if table.num_rows:
-            last = json.loads(table.sort_by("seq").column("body")[-1].as_py())
-            if last.get("snapshot") == snapshot:
-                return
-        await store.append_journal("config", {"snapshot": snapshot, "origin": "local",
-                                              "files": sorted(site.files())}, commit_now=True)
+        if table.num_rows and ConfigInForce.snapshot_in(
+                table.sort_by("seq").column("body")[-1].as_py()) == snapshot:
+            return
+        await store.append_journal("config", ConfigInForce(
+            snapshot=snapshot, origin="local", files=tuple(sorted(site.files()))).to_fields(),
+            commit_now=True)
 
     async def _applied_from_server(self, files: Sequence[str]) -> None:
         log.info("Configuration from server 1 applied; restarting acquisition. files=%s",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import sys
 from datetime import datetime
@@ -127,7 +126,7 @@ class JournalLogHandler(logging.Handler):
         while self._lines:
             ts_ns, line = self._lines.popleft()
             task = asyncio.ensure_future(
-                log.append_journal("log", json.loads(line.to_body()), ts_ns=ts_ns))
+                log.append_journal("log", line.to_fields(), ts_ns=ts_ns))
             self._appends.add(task)
             task.add_done_callback(self._appended)
 

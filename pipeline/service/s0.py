@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from config import Site
 from pipeline.drivers.io import IoDriver, ModbusIoBackend, backend_module
 from pipeline.service.wiring import Plant
+from store.events import EventBodyError, JsonValue, S0Pair, S0Saved, s0_counters
 from store.log import Log
 
 log = logging.getLogger("sunpm.system")
@@ -38,12 +39,12 @@ class ModuleCounters:
     module: str
     backend: ModbusIoBackend
 
-    def body(self) -> dict[str, object] | None:
+    def body(self) -> dict[str, JsonValue] | None:
         """The `s0` event body, or None before any counter was read."""
-        counters = {str(channel): [counter.module_value, counter.total]
+        counters = {channel: (counter.module_value, counter.total)
                     for channel, counter in self.backend.counters.items()
                     if counter.module_value is not None}
-        return {"module": self.module, "counters": counters} if counters else None
+        return S0Saved(module=self.module, counters=counters).to_fields() if counters else None
 
 
 def module_counters(plant: Plant, site: Site) -> ModuleCounters | None:
@@ -69,26 +70,25 @@ async def restore_counters(store: Log, counters: ModuleCounters) -> int:
         saved = _saved_counters(kind, json.loads(body_text), counters.module)
         if saved is None:
             continue
-        restored = 0
-        for channel, pair in saved.items():
-            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int)
-                                                                 for v in pair):
-                backend.restore_counter(int(channel), pair[0], pair[1])
-                restored += 1
-        if restored:
+        for channel, (module_value, total) in saved.items():
+            backend.restore_counter(channel, module_value, total)
+        if saved:
             log.info("S0 counters restored. module=%s counters=%s", counters.module, saved)
-        return restored
+        return len(saved)
     return 0
 
 
-def _saved_counters(kind: str, body: object, module: str) -> dict[str, object] | None:
+def _saved_counters(kind: str, body: object, module: str) -> dict[int, S0Pair] | None:
     """The module's counters in an `s0` event or a `state` snapshot (store.state.reduce_s0)."""
     if not isinstance(body, dict):
         return None
-    if kind == "state":
-        extra = body.get("extra")
-        saved = extra.get("s0") if isinstance(extra, dict) else None
-        found = saved.get(module) if isinstance(saved, dict) else None
-    else:
-        found = body.get("counters") if body.get("module") == module else None
-    return found if isinstance(found, dict) else None
+    try:
+        if kind == "state":
+            extra = body.get("extra")
+            saved = extra.get("s0") if isinstance(extra, dict) else None
+            found = saved.get(module) if isinstance(saved, dict) else None
+            return None if found is None else s0_counters(found)
+        event = S0Saved.from_fields(body)
+    except EventBodyError:
+        return None
+    return dict(event.counters) if event.module == module else None

@@ -105,7 +105,3 @@ def rejected(verdict: Verdict) -> web.Response:
         key, messages = next(iter(verdict.fields.items()), ("", ["configuration rejected"]))
         text = f"{key}: {messages[0]}" if key else messages[0]
     return json_error(text, 422, **verdict.json())
-
-
-def wants_json(request: web.Request) -> bool:
-    return request.path.startswith("/api/")

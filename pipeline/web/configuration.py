@@ -19,9 +19,6 @@ from pipeline.web.facade import time_zones
 
 routes = web.RouteTableDef()
 
-#: Sections that are not config.ini keys.
-OTHER_SECTIONS = ("schedules", "serial", "network")
-
 
 async def _data(request: web.Request) -> dict[str, Any]:
     return await asyncio.to_thread(facade(request).configuration)

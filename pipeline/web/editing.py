@@ -1,10 +1,10 @@
 """Configuration changes from the web UI: validated whole by `config`, applied all or nothing.
 
 A form builds an `Edit`: the new bytes of the files it changes and `locate`, which names the form
-field a problem of `config` is about (None: a problem elsewhere). `ConfigEditor.save` copies the
-configuration tree into a scratch folder, lays the edit over it and runs `config.check_site` on
-the whole site; it applies the files (`exporters.session.apply_config_files`: staged `.new`
-files, a marker, renames, rolled forward after a crash) only when nothing blocks:
+field a problem of `config` is about (None: a problem elsewhere). `ConfigEditor.save` runs
+`config.check_site_change` on the whole site, the edit laid over the configuration folder (read
+in place, nothing copied); it applies the files (`exporters.session.apply_config_files`: staged
+`.new` files, a marker, renames, rolled forward after a crash) only when nothing blocks:
 
 - an error anywhere (the site would not load);
 - a warning on a field the form wrote: a file may fall back to a default for a bad value, a form
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from config import check_site, parse_daq, render_daq
+from config import check_site_change, parse_daq, render_daq
 from config.errors import Problem, Severity
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
@@ -108,18 +106,7 @@ class ConfigEditor:
 
     def problems(self, edit: Edit) -> list[Problem]:
         """Every problem, warnings included, of the site the edit would give (blocking)."""
-        with tempfile.TemporaryDirectory(prefix="sunpm-web-check-") as scratch:
-            root = Path(scratch)
-            for sub in ("CONFIG", "DEF", "SCRIPT", "CERT"):
-                source = self.config_dir / sub
-                if source.is_dir():
-                    shutil.copytree(source, root / sub, ignore=shutil.ignore_patterns(
-                        "*.new", "*.part", "*.tmp"))
-            for rel, data in edit.files.items():
-                target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            return check_site(root, self.uid)
+        return check_site_change(self.config_dir, edit.files, self.uid)
 
     async def save(self, edit: Edit) -> Verdict:
         """Check the edit and, when nothing blocks, apply it whole."""

@@ -39,7 +39,7 @@ from config.model import Device
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from store.events import Channel, CommandResult, journal_items
 from store.log import Log
-from store.traces import TraceStore
+from store.traces import TraceEntry, TraceStore
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -132,7 +132,9 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                             await client.publish("plant/cmd", json.dumps(message), qos=1)
                         await wait_for(answers, 7, timeout_s=15)
                     assert meter.holding[4354] == 9     # written on the device
-                    await asyncio.sleep(2.5)        # a few polls traced
+                    # The `log` command's capture (1 s): a few polls' frames flushed.
+                    await wait_until(lambda: len(_ethernet_frames(tmp_path)) >= 4, 20,
+                                     "4 traced frames", service)
 
                     # A second gateway on the same store is refused, clearly, at once.
                     second = await start(["--config", str(cfg), "--data",
@@ -163,8 +165,7 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
         [{"result": {"written": {"meter": 9}, "failed": {}}, "callerId": "m-4"}],
         [{"error": "writeVariable: meter: unknown variable 'Nope'", "callerId": "m-5"}]]
     # The `log` command's capture: Modbus TCP frames to the meter in the store's traces.
-    with TraceStore.open(tmp_path / "store", read_only=True) as traces:
-        frames = traces.entries("ethernet")
+    frames = _ethernet_frames(tmp_path)
     assert len(frames) >= 4
     assert {f.peer for f in frames} == {f"127.0.0.1:{port}"}
     assert {f.direction for f in frames} == {"=>", "<="}
@@ -237,6 +238,12 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
     finally:
         await log.close()
     assert times == [t for t in stored if t <= times[-1]]     # and none missing before the cut
+
+
+def _ethernet_frames(tmp_path: Path) -> list[TraceEntry]:
+    """The frames the store's traces hold for the Ethernet interface (committed ones)."""
+    with TraceStore.open(tmp_path / "store", read_only=True) as traces:
+        return traces.entries("ethernet")
 
 
 async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> None:

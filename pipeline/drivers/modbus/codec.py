@@ -21,7 +21,6 @@ from typing import Final
 
 from config.decimal_text import DecimalTextError, plain_decimal, scaled
 from config.model import (
-    INTEGER_TYPES,
     ByteOrder,
     DataType,
     ModbusPoint,
@@ -464,7 +463,3 @@ def scaled_value(var: Variable, raw: RawValue) -> Decimal | str:
     if isinstance(raw, str):
         return raw
     return scaled(var.coef_a, Decimal(value_text(raw)), var.coef_b)
-
-
-def is_integer_type(data_type: DataType | None) -> bool:
-    return data_type in INTEGER_TYPES

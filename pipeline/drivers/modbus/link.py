@@ -29,7 +29,7 @@ from pipeline.drivers.modbus.frames import read_request, unpack_read_reply
 from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, TraceHook
 from pipeline.drivers.writes import WriteQueue
 
-__all__ = ["Job", "QueuedLink", "Reconnection", "WriteReplaced"]
+__all__ = ["Job", "QueuedLink", "Receiver", "Reconnection", "WriteReplaced"]
 
 log = logging.getLogger("sunpm.modbus")
 
@@ -38,6 +38,44 @@ log = logging.getLogger("sunpm.modbus")
 QUEUE_SIZE: Final = 64
 _WRITE_FUNCTIONS: Final = frozenset({5, 6, 15, 16})
 _SUMMARY_EVERY_S: Final = 3600.0
+#: What a receiver keeps of bytes nobody asked for (a peer streaming, noise on an idle bus).
+_MAX_BUFFERED: Final = 64 * 1024
+
+
+class Receiver(asyncio.Protocol):
+    """A link's incoming bytes, collected into a buffer its task parses; never blocks the loop.
+
+    The buffer keeps its last 64 KiB: the cut leaves the stream out of step, which the next
+    request detects (TCP reconnects; an RTU bus flushes its buffer before each request).
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.arrived = asyncio.Event()
+        self.lost: Exception | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _MAX_BUFFERED:
+            del self.buffer[:-_MAX_BUFFERED]
+        self.received(data)
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or self.closed_error()
+        self.arrived.set()
+
+    def received(self, data: bytes) -> None:
+        """Called with each chunk once it is buffered, before the link's task is woken."""
+
+    def closed_error(self) -> Exception:
+        """What `lost` holds when the other end closed without an error."""
+        return ConnectionResetError("connection closed")
 
 
 class WriteReplaced(DeviceError):

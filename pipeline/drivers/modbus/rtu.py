@@ -34,13 +34,12 @@ from pipeline.clock import NS_PER_S, SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
 from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
-from pipeline.drivers.modbus.link import Job, QueuedLink, Reconnection
+from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
 from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusRtuDriver", "RtuBus"]
 
 _REOPEN_EVERY_S: Final = 10.0
-_MAX_BUFFERED: Final = 64 * 1024
 _PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EVEN,
                   Parity.ODD: serial.PARITY_ODD}
 #: 3.5 characters of 11 bits (docs/behaviour.md §2.4 item 2).
@@ -53,32 +52,21 @@ _FAST_SILENCE_S: Final = 0.00175
 _PORT_ERRORS: Final = (OSError, termios.error, ValueError)
 
 
-class _SerialReceiver(asyncio.Protocol):
+class _SerialReceiver(Receiver):
+    """Also times the last byte heard (the inter-frame silence counts from it)."""
+
     def __init__(self, heard: Callable[[int], None], clock: Clock) -> None:
+        super().__init__()
         self._heard = heard
         self._clock = clock
-        self.buffer = bytearray()
-        self.arrived = asyncio.Event()
         self.last_rx = 0.0
-        self.lost: Exception | None = None
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _MAX_BUFFERED:
-            # Noise on an idle bus: keep memory bounded; the flush before a request drops it all.
-            del self.buffer[:-_MAX_BUFFERED]
+    def received(self, data: bytes) -> None:
         self.last_rx = self._clock.monotonic_ns() / NS_PER_S
         self._heard(len(data))
-        self.arrived.set()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or OSError("serial port closed")
-        self.arrived.set()
+    def closed_error(self) -> Exception:
+        return OSError("serial port closed")
 
 
 class RtuBus(QueuedLink):

@@ -28,7 +28,7 @@ from pipeline.clock import NS_PER_S, SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
 from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import mbap
-from pipeline.drivers.modbus.link import Job, QueuedLink, Reconnection
+from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
 from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
@@ -36,35 +36,13 @@ __all__ = ["ModbusTcpDriver", "TcpConnection"]
 _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
 _MAX_MBAP_LENGTH: Final = 254
-_MAX_BUFFERED: Final = 64 * 1024
 _MAX_REMEMBERED_DEVICES: Final = 4096
 _MBAP_HEADER: Final = struct.Struct(">HHHB")
 
 
-class _Receiver(asyncio.Protocol):
-    """Collects bytes into a buffer the connection task parses; never blocks the loop."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.arrived = asyncio.Event()
-        self.lost: Exception | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _MAX_BUFFERED:
-            # A peer streaming while nobody asks: keep memory bounded; the cut leaves the stream
-            # out of step, which the next request detects and answers by reconnecting.
-            del self.buffer[:-_MAX_BUFFERED]
-        self.arrived.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionResetError("connection closed by peer")
-        self.arrived.set()
+class _Receiver(Receiver):
+    def closed_error(self) -> Exception:
+        return ConnectionResetError("connection closed by peer")
 
 
 class TcpConnection(QueuedLink):

@@ -66,5 +66,3 @@ class DeviceCounters:
     qualities: Counter[Quality] = field(default_factory=Counter)
     requests: int = 0
     late_frames: int = 0
-    overruns: int = 0
-    dropped_records: int = 0

@@ -12,7 +12,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,16 +91,6 @@ def ftp_peer(root: Path, events: Path, *extra: str) -> Iterator[FtpPeer]:
         yield peer
     finally:
         peer.stop()
-
-
-def wait_port_closed(port: int, timeout_s: float = 5.0) -> None:
-    import socket
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        time.sleep(0.05)
 
 
 class DemoSource:

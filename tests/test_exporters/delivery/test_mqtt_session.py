@@ -10,7 +10,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from delivery_support import DAY, T0, DemoSource, fill
-from mqtt_clients import subscriber, wait_for
+from mqtt_clients import session_subscribed, subscriber, wait_for
 from peers import Broker
 from waiting import wait_until
 
@@ -83,7 +83,7 @@ async def test_command_topic_is_obeyed_and_answered_on_the_result_topic(
     async with subscriber(broker.plain_port, "plant/result") as got, asyncio.TaskGroup() as tg:
         tg.create_task(session.serve(stop), name="mqtt-serve")
         async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="is-cmd") as c:
-            await asyncio.sleep(0.5)  # the gateway's subscription is in place
+            await session_subscribed(2)
             await c.publish("plant/cmd", b'{"rpcName":"sunpm.setRelay","parameters":'
                                          b'{"state":1},"callerId":"c-7"}', qos=1)
             await c.publish("plant/cmd", b'[{"rpcName":"x.y"}]', qos=1)
@@ -134,13 +134,13 @@ async def test_broker_killed_mid_replay_fails_the_session_and_the_next_one_finis
     session = make_session(store, broker, tmp_path)
     session._outbox._source = DemoSource(store, pad_bytes=256 * 1024)  # slow enough to cut
 
+    async def data_delivered() -> bool:
+        table = await asyncio.to_thread(store.journal, kinds=["delivered"])
+        return any('"DATA"' in b for b in table.column("body").to_pylist())
+
     async def kill_after_first_delivery() -> None:
-        while True:
-            table = await asyncio.to_thread(store.journal, kinds=["delivered"])
-            if any('"DATA"' in b for b in table.column("body").to_pylist()):
-                broker.kill()
-                return
-            await asyncio.sleep(0.005)
+        await wait_until(data_delivered, 60, what="a first DATA delivery")
+        broker.kill()
 
     killer = asyncio.create_task(kill_after_first_delivery(), name="broker-killer")
     result = await session.run(Trigger.RETRY, started=cut)

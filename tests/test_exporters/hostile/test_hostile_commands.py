@@ -11,7 +11,7 @@ from pathlib import Path
 import aiomqtt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mqtt_clients import subscriber, wait_for
+from mqtt_clients import session_subscribed, subscriber, wait_for
 from peers import Broker
 
 from config.model import ServerSettings, ServerType
@@ -103,7 +103,7 @@ async def test_hostile_messages_on_the_command_topic_are_answered_and_serving_go
     async with subscriber(broker.plain_port, "plant/result") as got, asyncio.TaskGroup() as tg:
         tg.create_task(session.serve(stop), name="mqtt-serve")
         async with aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="hostile") as c:
-            await asyncio.sleep(0.5)  # the gateway's subscription is in place
+            await session_subscribed(2)
             for payload in hostile:
                 await c.publish("plant/cmd", payload, qos=1)
             await c.publish("plant/cmd", b'{"rpcName":"sunpm.setRelay","parameters":'

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from _script_plant import bare_host, running
 
-from pipeline.scripts import JsonValue, ScriptError, ScriptRunner, ScriptSource
+from pipeline.scripts import ScriptError, ScriptRunner, ScriptSource
+from store.events import JsonValue
 from store.log import Log
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")

@@ -13,7 +13,8 @@ from waiting import wait_until
 
 from config.model import Device
 from pipeline.clock import SystemClock
-from pipeline.scripts import JsonValue, PollerHost, ScriptRunner, ScriptSource
+from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
+from store.events import JsonValue
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from waiting import wait_until
+
 from config import parse_config_ini, parse_daq, render_config_ini, render_daq
 from config.defaults import default_files
 from config.model import Device
@@ -68,11 +70,8 @@ def write_site(config_dir: Path, server_dir: Path, ports: Sequence[int],
 
 
 async def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no {what} after {timeout_s:g} s")
-        await asyncio.sleep(0.1)
+    """`waiting.wait_until` asking every 0.1 s: the gateway's checks read its state."""
+    await wait_until(check, timeout_s, what=what, every=0.1)
 
 
 @contextlib.asynccontextmanager

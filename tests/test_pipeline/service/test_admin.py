@@ -6,13 +6,13 @@ backfill downloads.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
 from _service_plant import UID, running_gateway, wait_for
+from waiting import wait_until
 
 from config import load_site
 from pipeline.service.admin import Admin, AdminError
@@ -71,13 +71,12 @@ async def test_a_script_is_uploaded_enabled_logged_disabled_exported_and_deleted
                        "script running")
         [status] = admin.scripts()
         assert (status.name, status.label, status.version) == ("ticker", "Ticker <b>", "2.1")
-        lines: list[str] = []
-        for _ in range(100):
-            lines = await admin.script_log("ticker")
-            if len(lines) >= 2:
-                break
-            await asyncio.sleep(0.2)
-        assert len(lines) >= 2, lines
+
+        async def two_lines() -> bool:
+            return len(await admin.script_log("ticker")) >= 2
+
+        await wait_until(two_lines, 20, what="two script log lines", every=0.2)
+        lines = await admin.script_log("ticker")
         assert " INFO script:ticker: tick 1" in lines[0]
         await admin.disable_script("ticker")
         assert [s.enabled for s in admin.scripts()] == [False]

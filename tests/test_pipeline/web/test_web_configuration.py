@@ -4,22 +4,16 @@ next connection times from the scheduler's own computation."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import functools
 
+from waiting import wait_until_sync
 from web_support import UID, RunningGateway
 
 from config import load_site
 from pipeline.web.auth import verify_password
 
-
-def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("not within the limit")
+#: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
+_eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
 
 
 def _config_files(gateway: RunningGateway) -> dict[str, bytes]:
@@ -65,7 +59,7 @@ def test_schedules_saved_and_previewed_by_the_scheduler(fresh_gateway: RunningGa
         assert client.put("/api/config/schedules", json=rows).status_code == 200
         var_ini = fresh_gateway.config_dir / "CONFIG" / f"{UID}_var.ini"
         assert var_ini.read_text() == "SCHEDULE_Params[0]=1|everyday|00:30:00|120|12\n"
-        _until(lambda: client.get("/api/schedule/next").json()["servers"]["1"] == times)
+        _eventually(lambda: client.get("/api/schedule/next").json()["servers"]["1"] == times)
         assert fresh_gateway.gateway is not None and fresh_gateway.gateway.site is not None
         assert fresh_gateway.gateway.site.var_ini.schedules(1)[0].interval_min == 120
 
@@ -82,7 +76,7 @@ def test_server_section_field_errors_and_save(fresh_gateway: RunningGateway) -> 
             "SERVER2_Type": "ftp", "FTP2_Host": "127.0.0.1", "FTP2_Port": "2121",
             "FTP2_Password": "s3cret-pass"})
         assert answer.status_code == 200, answer.text
-        _until(lambda: fresh_gateway.gateway is not None and
+        _eventually(lambda: fresh_gateway.gateway is not None and
                fresh_gateway.gateway.site is not None and
                fresh_gateway.gateway.site.settings.servers[1].port == 2121)
         # The password is stored, never sent back, and kept when the field comes back empty.

@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import functools
 
 import httpx
+from waiting import wait_until_sync
 from web_support import UID, RunningGateway
+
+#: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
+_eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
 
 
 def _daq(gateway: RunningGateway) -> bytes:
     return (gateway.config_dir / "CONFIG" / f"{UID}_daq.csv").read_bytes()
-
-
-def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("not within the limit")
 
 
 def _indexes(client: httpx.Client) -> list[str]:
@@ -41,20 +35,20 @@ def test_add_edit_duplicate_delete(fresh_gateway: RunningGateway) -> None:
     with fresh_gateway.client() as client:
         answer = client.post("/api/devices", json=_row(port))
         assert answer.status_code == 201, answer.text
-        _until(lambda: "7" in _indexes(client))
+        _eventually(lambda: "7" in _indexes(client))
         # Polled by the reloaded gateway: live values come.
-        _until(lambda: bool(client.get("/api/devices/7/values").json()["values"]))
+        _eventually(lambda: bool(client.get("/api/devices/7/values").json()["values"]))
         answer = client.put("/api/devices/7", json=_row(port, name="renamed"))
         assert answer.status_code == 200, answer.text
-        _until(lambda: client.get("/api/devices/7").json()["device"]["name"] == "renamed")
+        _eventually(lambda: client.get("/api/devices/7").json()["device"]["name"] == "renamed")
         answer = client.post("/api/devices/7/duplicate")
         assert answer.status_code == 201, answer.text
         assert answer.json()["device"]["index"] == "8"
         assert answer.json()["device"]["name"] == "renamed_copy"
-        _until(lambda: "8" in _indexes(client))
+        _eventually(lambda: "8" in _indexes(client))
         assert client.delete("/api/devices/8").status_code == 200
         assert client.delete("/api/devices/7").status_code == 200
-        _until(lambda: _indexes(client) == ["1", "2"])
+        _eventually(lambda: _indexes(client) == ["1", "2"])
         assert client.delete("/api/devices/7").status_code == 404
 
 
@@ -95,10 +89,10 @@ def test_a_script_tag_as_device_name_is_text(fresh_gateway: RunningGateway) -> N
     with fresh_gateway.client() as client:
         answer = client.post("/api/devices", json=_row(port, name=evil))
         assert answer.status_code == 201, answer.text
-        _until(lambda: "7" in _indexes(client))
+        _eventually(lambda: "7" in _indexes(client))
         escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
         # The dashboard's status is refreshed every 2 s.
-        _until(lambda: escaped in client.get("/").text)
+        _eventually(lambda: escaped in client.get("/").text)
         for path in ("/devices", "/devices/7", "/devices/7/edit", "/"):
             page = client.get(path).text
             assert evil not in page, path
@@ -114,7 +108,7 @@ def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
             data = client.get("/api/devices/1/history?var=6&span=1h").json()
             return bool(data["x"])
 
-        _until(recorded, 40)
+        wait_until_sync(recorded, 40, every=0.2)
         data = client.get("/api/devices/1/history?var=6&span=1h").json()
         assert data["end"] - data["start"] == 3600
         assert len(data["x"]) == len(data["mean"]) == len(data["min"]) == len(data["max"])
@@ -135,7 +129,7 @@ def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
 
 def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) -> None:
     with web_gateway.client() as client:
-        _until(lambda: bool(client.get("/api/devices/1/values").json()["values"]))
+        _eventually(lambda: bool(client.get("/api/devices/1/values").json()["values"]))
         answer = client.post("/api/devices/1/write", json={"variable": "St", "value": "4"})
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"device": "1", "variable": 16, "name": "St", "written": 4}
