@@ -118,3 +118,23 @@ def test_every_item_belongs_to_exactly_one_window_once_covered(
             first = next(k for k, (e, m) in enumerate(zip(ends, marks, strict=True))
                          if ts < e and seq <= m)
             assert holders == [first]
+
+
+def test_state_bodies_of_the_earlier_form_still_give_their_windows_and_deliveries() -> None:
+    # Stores written before the delivery state had a section of its own kept each stream as
+    # {pending, last, done} under extra["outbox"]; a gateway upgraded on such a store must not
+    # deliver again what its last `state` event says was delivered.
+    delivered, pending, last = (_window(k * H, [f"f{k}"], start=(k - 1) * H) for k in (1, 2, 3))
+    older = {"extra": {"outbox": {
+        "events": {"1/DATA": 41},
+        "1/DATA": {"pending": [pending.to_body()], "last": last.to_body(),
+                   "done": delivered.to_body()},
+    }}}
+    state = DeliveryState.from_state_body(json.loads(json.dumps(older)))
+    stream = state.stream(1, Stream.DATA)
+    assert stream.windows == [delivered, pending, last]
+    assert stream.delivered == {(H, "f1"), (3 * H, "f3")}
+    assert state.events[(1, Stream.DATA)] == 41
+    # The present form of the same state reads back equal.
+    assert DeliveryState.from_body(json.loads(json.dumps(state.to_body()))).stream(
+        1, Stream.DATA).windows == stream.windows
