@@ -33,8 +33,6 @@ import pyarrow as pa
 from store.delivery import DELIVERY_KINDS, STATE_KEY, DeliveryState
 from store.events import EventBodyError, S0Saved, ScriptData, SyncedFile
 
-CALLER_ID_KEEP_NS: Final = 7 * 86_400 * 1_000_000_000
-
 log = logging.getLogger("sunpm.store")
 
 
@@ -55,7 +53,6 @@ class GatewayState:
     seq: int = 0  # last journal seq folded in
     #: Windows built and delivered per server and stream, from the cursor's window on.
     delivery: DeliveryState = field(default_factory=DeliveryState)
-    caller_ids: Mapping[str, int] = field(default_factory=dict)  # callerId -> ts ns, 7 days
     script_data: Mapping[str, object] = field(default_factory=dict)  # script -> wd.save data
     sync: Mapping[str, str] = field(default_factory=dict)  # "<server>/<tree path>" -> sha256
     last_heartbeat_ns: int | None = None
@@ -65,7 +62,6 @@ class GatewayState:
         return {
             "seq": self.seq,
             STATE_KEY: self.delivery.to_body(),
-            "caller_ids": dict(self.caller_ids),
             "script_data": dict(self.script_data),
             "sync": dict(self.sync),
             "last_heartbeat_ns": self.last_heartbeat_ns,
@@ -86,7 +82,6 @@ class GatewayState:
         return cls(
             seq=seq,
             delivery=DeliveryState.from_state_body(body),
-            caller_ids={k: int(v) for k, v in mapping("caller_ids").items()},  # type: ignore[call-overload]
             script_data=mapping("script_data"),
             sync={k: str(v) for k, v in mapping("sync").items()},
             last_heartbeat_ns=int(heartbeat) if isinstance(heartbeat, int) else None,
@@ -100,7 +95,6 @@ class ReplayState:
 
     seq: int
     delivery: DeliveryState
-    caller_ids: dict[str, int]
     script_data: dict[str, object]
     sync: dict[str, str]
     last_heartbeat_ns: int | None
@@ -108,13 +102,11 @@ class ReplayState:
 
     @classmethod
     def of(cls, state: GatewayState) -> ReplayState:
-        return cls(seq=state.seq, delivery=state.delivery, caller_ids=dict(state.caller_ids),
-                   script_data=dict(state.script_data), sync=dict(state.sync),
+        return cls(seq=state.seq, delivery=state.delivery, script_data=dict(state.script_data), sync=dict(state.sync),
                    last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra))
 
     def frozen(self) -> GatewayState:
-        return GatewayState(seq=self.seq, delivery=self.delivery, caller_ids=self.caller_ids,
-                            script_data=self.script_data, sync=self.sync,
+        return GatewayState(seq=self.seq, delivery=self.delivery, script_data=self.script_data, sync=self.sync,
                             last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra)
 
 
@@ -131,12 +123,6 @@ class JournalSource(Protocol):
 
 def reduce_delivery(state: ReplayState, event: JournalEvent) -> None:
     state.delivery.reduce(event.kind, event.body, event.seq)
-
-
-def reduce_caller_id(state: ReplayState, event: JournalEvent) -> None:
-    caller = event.body.get("callerId")
-    if caller:
-        state.caller_ids[str(caller)] = event.ts_ns
 
 
 def reduce_scriptdata(state: ReplayState, event: JournalEvent) -> None:
@@ -163,8 +149,6 @@ def reduce_s0(state: ReplayState, event: JournalEvent) -> None:
 
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     **dict.fromkeys(DELIVERY_KINDS, reduce_delivery),
-    "command": reduce_caller_id,
-    "result": reduce_caller_id,
     "scriptdata": reduce_scriptdata,
     "sync": reduce_sync,
     "heartbeat": reduce_heartbeat,
@@ -211,7 +195,6 @@ def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None,
         last = events(snapshots.slice(snapshots.num_rows - 1))[0]
         state = ReplayState.of(GatewayState.from_body(last.body, last.seq))
         start = last.seq + 1
-    latest_ts = None
     skipped = 0
     for event in events(source.journal(seq_from=start, kinds=kinds)):
         reducer = chosen.get(event.kind)
@@ -221,13 +204,9 @@ def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None,
             except _BAD_BODY:
                 skipped += 1
         state.seq = event.seq
-        latest_ts = event.ts_ns
     if skipped:
         log.warning("Journal events skipped in replay: their bodies do not hold their kind's "
                     "fields. count=%d", skipped)
-    if latest_ts is not None:
-        cutoff = latest_ts - CALLER_ID_KEEP_NS
-        state.caller_ids = {k: v for k, v in state.caller_ids.items() if v >= cutoff}
     state.delivery.prune()
     return state.frozen()
 

@@ -40,7 +40,7 @@ async def _journal_history(log: Log) -> None:
     await log.append_journal("heartbeat", {}, ts_ns=T0 + 8 * DAY_NS + 5)
 
 
-async def test_replay_rebuilds_deliveries_callers_scripts_sync_heartbeat(
+async def test_replay_rebuilds_deliveries_scripts_sync_heartbeat(
         tmp_path: Path) -> None:
     async with await Log.open(tmp_path, FAST) as log:
         await _journal_history(log)
@@ -50,7 +50,6 @@ async def test_replay_rebuilds_deliveries_callers_scripts_sync_heartbeat(
         data = state.delivery.stream(1, Stream.DATA)
         assert [w.spec.end_ns for w in data.pending()] == [T0 + H]
         assert data.delivered == {(T0 + H, "A_MODBUS")} and data.cursor_ns is None
-        assert state.caller_ids == {"c42": T0 + 8 * DAY_NS}  # older than 7 days: forgotten
         assert state.script_data == {"limit": {"k": 1}}
         assert state.sync == {"1/config.ini": "ab"}
         assert state.last_heartbeat_ns == T0 + 8 * DAY_NS + 5
