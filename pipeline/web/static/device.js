@@ -33,6 +33,16 @@
   }
   setInterval(refreshValues, 5000);
 
+  // uPlot's default 50 px y axis clips wide tick labels ("9,580" of 32,709,580 Wh): the axis
+  // is as wide as its longest label.
+  function axisSize(u, values, axisIndex, cycle) {
+    var axis = u.axes[axisIndex];
+    if (cycle > 1) { return axis._size; }
+    var longest = (values || []).reduce(function (a, v) { return String(v).length > a.length ? String(v) : a; }, "");
+    u.ctx.font = axis.font[0];
+    return Math.ceil(axis.ticks.size + axis.gap + u.ctx.measureText(longest).width / devicePixelRatio) + 4;
+  }
+
   var charts = [];
   function draw(figure, span) {
     var old = figure.querySelector(".uplot, .empty");
@@ -51,6 +61,7 @@
         width: Math.max(300, figure.clientWidth - 10), height: 180,
         legend: { show: true },
         scales: { x: { time: true, range: [data.start, data.end] } },
+        axes: [{}, { size: axisSize }],
         series: [
           {},
           { label: "mean", stroke: "#b85c00", width: 1.5, value: function (u, v) { return v === null ? "" : v + " " + unit; } },
@@ -58,7 +69,9 @@
           { label: "max", stroke: "#c97e7e", width: 1 }
         ]
       };
-      charts.push(new uPlot(opts, [data.x, data.mean, data.min, data.max], figure));
+      var chart = new uPlot(opts, [data.x, data.mean, data.min, data.max], figure);
+      figure.uplot = chart;
+      charts.push(chart);
     }).catch(function () {});
   }
   function drawAll(span) {

@@ -51,6 +51,31 @@ def test_device_page_shows_live_values_and_draws_charts(browser: Browser) -> Non
     browser.screenshot("device-charts")
 
 
+def test_a_chart_axis_is_as_wide_as_its_longest_label(browser: Browser) -> None:
+    """The energy counter (WH, some 32 700 000 Wh) once cut to '9,580' by a fixed-width axis."""
+    with browser.gateway.client() as client:
+        deadline = time.monotonic() + 40
+        while not client.get("/api/devices/1/history?var=12&span=1h").json()["x"]:
+            assert time.monotonic() < deadline, "no energy record in the store"
+            time.sleep(0.5)
+    browser.login()
+    browser.visit("/devices/1")
+    energy = 'figure.chart[data-var="12"] .uplot'
+    WebDriverWait(browser.driver, 40).until(  # type: ignore[arg-type]
+        ec.presence_of_element_located((By.CSS_SELECTOR, energy)))
+    room, widest, labels = browser.driver.execute_script(  # type: ignore[attr-defined]
+        """var u = document.querySelector('figure.chart[data-var="12"]').uplot;
+           var axis = u.axes[1];
+           u.ctx.font = axis.font[0];
+           var widths = axis._values.map(function (v) {
+             return u.ctx.measureText(String(v)).width / devicePixelRatio; });
+           return [axis._size - axis.ticks.size - axis.gap, Math.max.apply(null, widths),
+                   axis._values];""")
+    assert any(len(str(label)) >= 10 for label in labels), labels
+    assert room >= widest, (room, widest, labels)
+    browser.screenshot("device-chart-energy", scroll_to=energy)
+
+
 def _fill(browser: Browser, values: dict[str, str]) -> None:
     for name, value in values.items():
         field = browser.find(f"#f-{name}")
