@@ -260,11 +260,15 @@ class GatewayFacade:
                "timeoutMs": device.timeout_ms, "serialNumber": device.serial_number,
                "parameters": device.parameters, "category": device.category,
                "model": device.model, "defFile": device.def_file, "kind": device.kind.value}
+        live = self.values(index)
+        # A TIC label's type is not in its definition: one read as text (PTEC's `TH..`) has no
+        # numeric record to chart.
+        texts = {v["index"] for v in live["values"] if not _numeric(v["value"])}
         variables = [] if definition is None else [
             {"index": v.index, "name": v.name, "unit": v.unit, "tag": v.tag,
-             "action": int(v.action), "chart": _chartable(v)}
+             "action": int(v.action), "chart": _chartable(v) and v.index not in texts}
             for v in definition.variables if v.action.is_polled]
-        return {"device": row, "variables": variables, "values": self.values(index)}
+        return {"device": row, "variables": variables, "values": live}
 
     def values(self, index: str) -> dict[str, Any]:
         """The device's last poll: per variable its scaled value, unit and quality."""
@@ -587,6 +591,16 @@ def _chartable(var: Variable) -> bool:
     if var.modbus is not None:
         return var.modbus.data_type is None or var.modbus.data_type.value != "String"
     return True
+
+
+def _numeric(value: float | str | None) -> bool:
+    """A live value that is a number or the text of one (TIC values are verbatim text)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        return Decimal(value.strip()).is_finite()
+    except ArithmeticError:
+        return False
 
 
 def _buckets(store: Log, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:

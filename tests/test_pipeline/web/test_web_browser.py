@@ -141,3 +141,60 @@ def test_schedule_with_a_planted_mistake_shows_the_field_error(browser: Browser)
         time.sleep(0.5)
     assert len(times) == 10 and all(t[14:19] == "15:00" for t in times), times
     browser.screenshot("schedule-saved", scroll_to="#schedules")
+
+
+def _device_rows(browser: Browser) -> dict[str, str]:
+    """index -> name of the Devices page's rows."""
+    rows = browser.find_all("#devices tbody tr[data-index]")
+    return {r.get_attribute("data-index"):  # type: ignore[attr-defined]
+            r.find_element(By.CSS_SELECTOR, ".device-name").text for r in rows}  # type: ignore[attr-defined]
+
+
+def _until_listed(browser: Browser, check: object, what: str) -> dict[str, str]:
+    deadline = time.monotonic() + 20
+    while True:
+        browser.visit("/devices")
+        rows = _device_rows(browser)
+        if check(rows):  # type: ignore[operator]
+            return rows
+        assert time.monotonic() < deadline, (what, rows)
+        time.sleep(0.5)
+
+
+def test_duplicate_edit_and_delete_a_device_through_the_pages(browser: Browser) -> None:
+    browser.login()
+    before = _until_listed(browser, lambda rows: bool(rows), "the devices")
+    browser.visit("/devices/1")
+    browser.click_and_wait("a[href='/devices/1/duplicate']")
+    browser.screenshot("device-duplicate-form")
+    index = browser.find("#f-index").get_attribute("value")  # type: ignore[attr-defined]
+    assert index == str(max(int(k) for k in before if k.isdigit()) + 1)
+    assert browser.find("#f-name").get_attribute("value") == "inverter_1_copy"  # type: ignore[attr-defined]
+    port = browser.gateway.simulators[0].port
+    assert browser.find("#f-interface").get_attribute("value") == f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    browser.click_and_wait("#save")
+    assert f"/devices?saved={index}" in browser.driver.current_url  # type: ignore[attr-defined]
+    _until_listed(browser, lambda rows: rows.get(index) == "inverter_1_copy", "the copy")
+
+    browser.click_and_wait(f"a[href='/devices/{index}/edit']")
+    browser.screenshot("device-edit-form")
+    assert browser.find("main h1").text.startswith("Edit inverter_1_copy")  # type: ignore[attr-defined]
+    _fill(browser, {"name": "second_inverter", "acqPeriodS": "often"})
+    browser.click_and_wait("#save")
+    browser.screenshot("device-edit-refused", scroll_to="#f-acqPeriodS")
+    assert browser.find("#f-acqPeriodS").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    assert "often" in browser.find("#err-acqPeriodS").text  # type: ignore[attr-defined]
+    # Refused: nothing saved, what was typed is still in the form.
+    assert browser.find("#f-name").get_attribute("value") == "second_inverter"  # type: ignore[attr-defined]
+    assert _until_listed(browser, lambda rows: True, "the devices").get(index) == "inverter_1_copy"
+    browser.visit(f"/devices/{index}/edit")
+    _fill(browser, {"name": "second_inverter"})
+    browser.click_and_wait("#save")
+    _until_listed(browser, lambda rows: rows.get(index) == "second_inverter", "the new name")
+
+    browser.visit(f"/devices/{index}/edit")
+    browser.click_and_wait("#delete", confirm=True)
+    assert f"/devices?deleted={index}" in browser.driver.current_url  # type: ignore[attr-defined]
+    assert f"Device {index} deleted" in browser.find("#notice").text  # type: ignore[attr-defined]
+    rows = _until_listed(browser, lambda rows: index not in rows, "the deletion")
+    assert rows == before
