@@ -7,6 +7,7 @@ gateway, free of HTTP (docs/behaviour.md §10.2).
     await admin.script_log("limit"); admin.export_script("limit.lua")
     await admin.command("connect", {"server": 1})       # reboot, factory, updateFirmware
     await admin.log_text(start_ns, end_ns); await admin.backfill_zip(1, start_ns, end_ns)
+    await admin.debug_archive()
 
 Actions the command executor has (`connect`, `reboot`, `factory`, `updateFirmware`) go through it
 on the local channel: journaled, answered, and run with the same rules as from a `/CMD` file or
@@ -376,6 +377,15 @@ class Admin:
 
         data = await asyncio.to_thread(build)
         return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", data
+
+    async def debug_archive(self) -> tuple[str, bytes]:
+        """The debug archive made now (`<uid>_SYSTEME_<ts>.tar.gz`, docs/formats.md §11, as
+        `sunpm archive` makes it: it also goes to server 1's /LOG at its next session)."""
+        try:
+            path = await self.gateway.debug_archive()
+        except (CommandError, OSError) as err:
+            raise AdminError(str(err)) from None
+        return path.name, await asyncio.to_thread(path.read_bytes)
 
 
 def _check_range(start_ns: int, end_ns: int) -> None:

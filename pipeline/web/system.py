@@ -1,11 +1,12 @@
 """System (docs/behaviour.md §10.2): version, uptime, store; connect now, reboot, factory reset
-(type the uid), update, the gateway log of a range, backfill export (§5.3) as a zip; and the
-`/api/system/...`, `/api/logs`, `/api/export` twins.
+(type the uid), update, the gateway log of a range, backfill export (§5.3) as a zip, the debug
+archive; and the `/api/system/...`, `/api/logs`, `/api/export` twins.
 
     POST /system/connect, /api/system/connect    {server: 1|2}
     POST /system/reboot, /api/system/reboot      the service restarts (not the host)
     POST /system/factory, /api/system/factory    {confirm: "<uid>"}
-    POST /system/update, /api/system/update      multipart `package`, or {url, md5}
+    POST /system/update, /api/system/update      {url, md5}
+    POST /system/archive, /api/system/archive    the debug archive made now, as a download
     GET  /system/logs, /api/logs                 ?from=&to= (ISO 8601, UTC without offset)
     GET  /system/export, /api/export             ?server=&from=&to= -> zip of the files
     POST /api/commands                           {rpcName, parameters, callerId} -> its result
@@ -85,6 +86,16 @@ async def _act(request: web.Request, action: str, fields: dict[str, Any]) -> str
     raise web.HTTPNotFound(text=f"no system action '{action}'\n")
 
 
+@routes.post("/system/archive")
+async def system_archive(request: web.Request) -> web.StreamResponse:
+    try:
+        name, data = await admin(request).debug_archive()
+    except AdminError as err:
+        return await _page(request, errors={"archive": str(err)}, status=409)
+    return download(name, data, "application/gzip")
+
+
+# After `/system/archive`: aiohttp tries routes in the order they are added.
 @routes.post("/system/{action}")
 async def system_action(request: web.Request) -> web.StreamResponse:
     fields = await form_or_json(request)
@@ -140,6 +151,15 @@ async def system_export(request: web.Request) -> web.StreamResponse:
 
 
 # ----------------------------------------------------------------------------- API
+
+
+@routes.post("/api/system/archive")
+async def api_system_archive(request: web.Request) -> web.StreamResponse:
+    try:
+        name, data = await admin(request).debug_archive()
+    except AdminError as err:
+        return json_error(str(err), 409)
+    return download(name, data, "application/gzip")
 
 
 @routes.post("/api/system/{action}")

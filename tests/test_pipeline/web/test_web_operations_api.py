@@ -5,6 +5,8 @@ downloads that hold what the gateway captured or delivered."""
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -216,6 +218,28 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
             assert rebuilt[name] == data
         assert _problems(client.get("/api/export", params={
             "server": 2, "from": start, "to": end})) == {"server": "server 2 is not configured"}
+
+
+def test_the_debug_archive_is_made_and_downloaded(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        answer = client.post("/api/system/archive")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/gzip"
+        disposition = answer.headers["content-disposition"]
+        name = disposition.partition('filename="')[2].rstrip('"')
+        assert name.startswith(f"{UID}_SYSTEME_") and name.endswith(".tar.gz"), disposition
+        with tarfile.open(fileobj=io.BytesIO(answer.content), mode="r:gz") as tar:
+            members = set(tar.getnames())
+            status = json.loads(tar.extractfile("status.json").read())  # type: ignore[union-attr]
+            log = tar.extractfile("log.txt").read().decode()  # type: ignore[union-attr]
+        assert f"config/CONFIG/{UID}_daq.csv" in members
+        assert status["uid"] == UID
+        assert "INFO system: sunpm started." in log
+        # The same file waits in the data folder for server 1's next session.
+        assert (web_gateway.data_dir / "archives" / name).read_bytes() == answer.content
+        # The page's form answers the download too.
+        page = client.post("/system/archive")
+        assert page.status_code == 200 and page.content[:2] == b"\x1f\x8b"
 
 
 @settings(max_examples=60, deadline=None,
