@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
 from config.errors import Problem
 from config.model import Device, Quality, ServerType, Variable
+from exporters.views.context import ViewConfig
+from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
@@ -74,6 +76,9 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
+#: The dashboard's recent log: its last lines of the last hour.
+RECENT_LOG_LINES: Final = 20
+RECENT_LOG_S: Final = 3600
 #: The Configuration page's preview of each server's next connection times.
 NEXT_CONNECTIONS: Final = 10
 PREVIEW_SPANS: Final = (timedelta(days=2), timedelta(days=35), timedelta(days=400))
@@ -148,6 +153,7 @@ class GatewayFacade:
         self.gateway = gateway
         self._status = Refreshed(self._status_now, STATUS_TTL_S)
         self._alarms = Refreshed(self._alarms_now, STATUS_TTL_S)
+        self._recent_log = Refreshed(self._recent_log_now, STATUS_TTL_S)
         self._editor: ConfigEditor | None = None
         self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
@@ -185,7 +191,21 @@ class GatewayFacade:
         site = self.gateway.site
         ntp = bool(site is not None and site.settings.ntp_servers)
         return {"status": status, "alarms": alarms, "ntpConfigured": ntp,
-                "time": _local(time.time_ns(), self.zone())}
+                "time": _local(time.time_ns(), self.zone()), "log": await self._recent_log.get()}
+
+    async def _recent_log_now(self) -> list[str]:
+        """The gateway log's last lines of the last hour, as the LOG files have them."""
+        store, site = self.gateway.store, self.gateway.site
+        if store is None or site is None:
+            return []
+        config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
+
+        def read() -> list[str]:
+            table = store.journal(start_ns=time.time_ns() - RECENT_LOG_S * NS_PER_S,
+                                  kinds=["log"])
+            return log_text(journal_items(table.sort_by("seq")), config).splitlines()
+
+        return (await asyncio.to_thread(read))[-RECENT_LOG_LINES:]
 
     async def alarms(self) -> list[dict[str, Any]]:
         """The alarms of the last 24 h, newest first (shared by requests, as the status)."""

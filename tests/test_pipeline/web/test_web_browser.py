@@ -9,6 +9,7 @@ from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from web_support import UID
 
 from pipeline.web.common import NAVIGATION
 
@@ -24,6 +25,15 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
         assert heading.startswith(label), (path, heading)
         active = browser.find("header nav a.active").text  # type: ignore[attr-defined]
         assert active == label
+        if path == "/":
+            assert "INFO system: sunpm started." in \
+                browser.find("#recent-log").text  # type: ignore[attr-defined]
+            assert browser.find("#uid").text == UID  # type: ignore[attr-defined]
+    # The dashboard's connect now: a session with server 1 at once.
+    browser.visit("/")
+    browser.click_and_wait("#dashboard-connect-now")
+    assert browser.find("#system-message").text == \
+        "Session with server 1 started."  # type: ignore[attr-defined]
 
 
 def test_wrong_password_is_refused_in_the_page(browser: Browser) -> None:
