@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import shutil
 import tempfile
 import threading
@@ -72,6 +73,15 @@ def problem_json(problem: Problem) -> dict[str, object]:
             "text": str(problem)}
 
 
+#: What a file's loader does with a bad value (docs/formats.md §1.2). A form refuses the save
+#: instead, so beside a field "; default UTC used" would tell the installer the wrong story.
+_CONSEQUENCE: Final = re.compile(r"; (default .* used|file rejected)$")
+
+
+def _field_message(problem: Problem) -> str:
+    return _CONSEQUENCE.sub("", problem.message)
+
+
 def judge(problems: list[Problem], edit: Edit) -> Verdict:
     blocking: list[Problem] = []
     fields: dict[str, list[str]] = {}
@@ -79,7 +89,7 @@ def judge(problems: list[Problem], edit: Edit) -> Verdict:
     for problem in problems:
         where = edit.locate(problem)
         if where is not None:
-            fields.setdefault(where, []).append(problem.message)
+            fields.setdefault(where, []).append(_field_message(problem))
             blocking.append(problem)
         elif problem.severity is Severity.ERROR:
             others.append(problem)

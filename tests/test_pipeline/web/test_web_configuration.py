@@ -39,7 +39,9 @@ def test_a_planted_schedule_mistake_is_a_field_error_and_nothing_is_saved(
         assert answer.status_code == 422
         body = answer.json()
         assert body["fields"] == {"s1_1_StartTime": [
-            "'25:61:00' is not HH:MM:SS in 00:00:00..23:59:59; default 00:00:00 used"]}
+            "'25:61:00' is not HH:MM:SS in 00:00:00..23:59:59"]}
+        # The problems keep config's one-line form, with what a file load would do.
+        assert body["problems"][0]["message"].endswith("; default 00:00:00 used")
         # The page shows it beside the field, with what was typed kept.
         page = client.post("/configuration/schedules",
                            data={**rows, "csrf": client.headers["X-CSRF-Token"]})
