@@ -325,9 +325,13 @@ class GatewayFacade:
     async def history(self, index: str, var: int, span: str) -> dict[str, Any]:
         """A variable's records over `span` (1h, 24h, 7d) in at most 500 buckets, each with its
         mean, minimum and maximum (action 2's vmin/vmax kept)."""
-        self._device(index)
+        device = self._device(index)
         if span not in SPANS_S:
             raise ValueError(f"span must be one of {', '.join(SPANS_S)}")
+        site = self.gateway.site
+        definition = site.definition_of(device) if site is not None else None
+        if definition is not None and all(v.index != var for v in definition.variables):
+            raise NotFound(f"{device.name}: no variable {var}")
         store = self.gateway.store
         end_ns = time.time_ns()
         if store is None:

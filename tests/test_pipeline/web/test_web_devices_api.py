@@ -129,8 +129,9 @@ def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
         assert client.get("/api/devices/1/history?var=6&span=2y").status_code == 400
         assert client.get("/api/devices/1/history?var=x").status_code == 400
         assert client.get("/api/devices/99/history?var=6").status_code == 404
-        empty = client.get("/api/devices/1/history?var=999&span=7d").json()
-        assert empty["x"] == [] and empty["end"] - empty["start"] == 7 * 86400
+        unknown = client.get("/api/devices/1/history?var=999&span=7d")
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "inverter_1: no variable 999"}
 
 
 def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) -> None:

@@ -135,6 +135,12 @@ def test_a_trace_is_started_tailed_and_downloaded(web_gateway: RunningGateway) -
             assert len(archive.read(name).decode().splitlines()) >= len(tail)
         stopped = client.post("/api/traces", json={"interface": "ethernet", "minutes": 0})
         assert stopped.json()["running"] is False
+        bad = client.get("/api/traces/download", params={"interface": "modem"})
+        assert bad.status_code == 400 and "unknown interface 'modem'" in bad.json()["error"]
+        # The page's download link: the page again, the error beside the interface.
+        page = client.get("/diagnostics/download", params={"interface": "modem"})
+        assert page.status_code == 422 and 'id="e-interface"' in page.text
+        assert "unknown interface &#39;modem&#39;" in page.text
 
 
 def test_a_script_goes_through_its_whole_life_by_the_api(web_gateway: RunningGateway) -> None:
