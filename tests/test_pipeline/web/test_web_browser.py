@@ -34,6 +34,11 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
     browser.click_and_wait("#dashboard-connect-now")
     assert browser.find("#system-message").text == \
         "Session with server 1 started."  # type: ignore[attr-defined]
+    # Log out: the session ends, pages ask for the login again.
+    browser.click_and_wait("header form.logout button")
+    assert "/login" in browser.driver.current_url  # type: ignore[attr-defined]
+    browser.visit("/devices")
+    assert browser.driver.current_url.endswith("/login?next=/devices")  # type: ignore[attr-defined]
 
 
 def test_wrong_password_is_refused_in_the_page(browser: Browser) -> None:

@@ -39,6 +39,11 @@ def _problems(answer: httpx.Response) -> dict[str, str]:
     return {p["field"]: p["message"] for p in answer.json()["problems"]}
 
 
+def _rows(config_dir: Path) -> list[tuple[object, ...]]:
+    return [(d.index, d.name, d.interface, d.address, d.acq_period_s, d.def_file)
+            for d in load_site(config_dir).daq.devices]
+
+
 def test_discovery_refuses_bad_parameters_naming_the_field(web_gateway: RunningGateway) -> None:
     with web_gateway.client() as client:
         assert _problems(client.post("/api/discovery", json={
@@ -96,6 +101,7 @@ def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
                 assert state["devices"][2]["manufacturer"] == "<img src=x onerror=alert(1)>"
                 shown = client.get("/discovery").text
                 assert "&lt;img src=x onerror=alert(1)&gt;" in shown and "<img" not in shown
+                before = _rows(gateway.config_dir)
                 bad = client.post("/api/discovery/import", json={"rows": [7]})
                 assert _problems(bad) == {"rows": "discovery: no device 7 in the results (0..2)"}
                 imported = client.post("/api/discovery/import", json={"rows": [1]})
@@ -105,6 +111,8 @@ def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
                 assert again.status_code == 409
                 assert client.delete("/api/discovery").json() == {"state": "idle"}
             site = load_site(gateway.config_dir)
+            # Added after the rows there were, which are left as they were.
+            assert _rows(gateway.config_dir)[:-1] == before
             row = site.daq.devices[-1]
             assert (row.name, row.address, row.interface) == (
                 f"ethernet_127.0.0.1_{port}_4", 4, f"127.0.0.1:{port}")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import httpx
 import pytest
 from web_support import RunningGateway
 
+import pipeline.web
 from pipeline.web.auth import hash_password, verify_password
 from pipeline.web.server import build_app
 
@@ -184,3 +186,30 @@ def test_private_files_are_not_world_readable(web_gateway: RunningGateway) -> No
         mode = (web_gateway.data_dir / name).stat().st_mode
         assert not mode & (stat.S_IRGRP | stat.S_IROTH), name
     assert os.access(web_gateway.data_dir / "web-password", os.R_OK)
+
+
+def test_every_form_that_writes_carries_the_csrf_token() -> None:
+    """Every POST form of every template, shown or not on a given page, has its token field."""
+    folder = Path(pipeline.web.__file__).with_name("templates")
+    forms = 0
+    for template in sorted(folder.glob("*.html")):
+        text = template.read_text()
+        for match in re.finditer(r"<form\b([^>]*)>(.*?)</form>", text, re.S):
+            if 'method="post"' not in match.group(1).lower():
+                continue
+            forms += 1
+            assert re.search(r'<input type="hidden" name="csrf" value="\{\{ (csrf|login_token) '
+                             r'\}\}">', match.group(2)), (template.name, match.group(1))
+    assert forms >= 25
+
+
+def test_the_pages_forms_carry_the_sessions_token(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        token = client.headers["X-CSRF-Token"]
+        for path in ("/", "/devices", "/devices/1", "/devices/new", "/devices/1/edit",
+                     "/discovery", "/diagnostics", "/configuration", "/scripts", "/system"):
+            page = client.get(path).text
+            posts = re.findall(r'<form\b[^>]*method="post"[^>]*>(.*?)</form>', page, re.S)
+            assert posts, path
+            for body in posts:
+                assert f'name="csrf" value="{token}"' in body, path
