@@ -45,7 +45,7 @@ async def new_device(request: web.Request) -> web.StreamResponse:
 async def device_page(request: web.Request) -> web.StreamResponse:
     data = facade(request).device(request.match_info["index"])
     data.update(written=request.query.get("written", ""),
-                parameters=request.query.get("parameters", ""))
+                asked=request.query.get("parameters", ""))
     return page(request, "device.html", data)
 
 

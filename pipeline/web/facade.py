@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
 from config.errors import Problem
-from config.model import Device, Quality, ServerType, Variable
+from config.model import DefinitionFile, Device, Quality, ServerType, Variable
 from exporters.views.context import ViewConfig
 from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
@@ -288,7 +288,23 @@ class GatewayFacade:
             {"index": v.index, "name": v.name, "unit": v.unit, "tag": v.tag,
              "action": int(v.action), "chart": _chartable(v) and v.index not in texts}
             for v in definition.variables if v.action.is_polled]
-        return {"device": row, "variables": variables, "values": live}
+        return {"device": row, "variables": variables, "values": live,
+                "parameters": self._parameters(device, definition)}
+
+    def _parameters(self, device: Device, definition: DefinitionFile | None) -> dict[str, Any]:
+        """The device's last parameter read of this run (actions 1 and 9), as texts."""
+        declared = definition is not None and any(v.action.is_parameter
+                                                  for v in definition.variables)
+        read = self.gateway.parameter_reads.get(device.index)
+        if read is None or definition is None:
+            return {"declared": declared, "ts": None, "time": "", "values": []}
+        names = {v.index: v for v in definition.variables}
+        values = [{"index": k, "name": names[k].name if k in names else "",
+                   "unit": names[k].unit if k in names else "", "value": text,
+                   "quality": int(read.qualities[k]), "good": Quality(read.qualities[k]).is_good}
+                  for k, text in sorted(read.values.items())]
+        return {"declared": declared, "ts": read.ts_ns // 1_000_000,
+                "time": _local(read.ts_ns, self.zone()), "values": values}
 
     def values(self, index: str) -> dict[str, Any]:
         """The device's last poll: per variable its scaled value, unit and quality."""

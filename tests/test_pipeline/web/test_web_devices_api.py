@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 from web_support import UID, RunningGateway
+
+T = TypeVar("T")
 
 
 def _daq(gateway: RunningGateway) -> bytes:
@@ -21,6 +24,16 @@ def _until(check: Callable[[], bool], limit_s: float = 20.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("not within the limit")
+
+
+def _until_value(read: Callable[[], T], good: Callable[[T], bool], limit_s: float = 20.0) -> T:
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = read()
+        if good(value):
+            return value
+        assert time.monotonic() < deadline, value
+        time.sleep(0.2)
 
 
 def _indexes(client: httpx.Client) -> list[str]:
@@ -150,6 +163,12 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
                            json={"variable": "nope", "value": 1}).status_code == 404
         assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400
         assert client.post("/api/devices/1/parameters").status_code == 200
+        # Read after the next good poll: the device page shows the texts the inverter gave.
+        read = _until_value(lambda: client.get("/api/devices/1").json()["parameters"],
+                            lambda p: bool(p["values"]))
+        assert read["declared"] is True
+        assert {p["name"]: p["value"] for p in read["values"]}["SN"] == "DEMO-0001"
+        assert "DEMO-0001" in client.get("/devices/1").text
         assert client.post("/api/devices/99/parameters").status_code == 404
         page = client.post("/devices/1/write", data={
             "csrf": client.headers["X-CSRF-Token"], "variable": "16", "value": "x"})
