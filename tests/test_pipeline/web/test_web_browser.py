@@ -23,6 +23,7 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
         browser.visit(path)
         heading = browser.find("main h1").text  # type: ignore[attr-defined]
         assert heading.startswith(label), (path, heading)
+        assert browser.driver.title == f"{label} · {UID}"  # type: ignore[attr-defined]
         active = browser.find("header nav a.active").text  # type: ignore[attr-defined]
         assert active == label
         if path == "/":
