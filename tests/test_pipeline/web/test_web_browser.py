@@ -24,6 +24,8 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
         heading = browser.find("main h1").text  # type: ignore[attr-defined]
         assert heading.startswith(label), (path, heading)
         assert browser.driver.title == f"{label} · {UID}"  # type: ignore[attr-defined]
+        assert browser.driver.execute_script(  # type: ignore[attr-defined]
+            "return document.documentElement.scrollWidth <= window.innerWidth"), path
         active = browser.find("header nav a.active").text  # type: ignore[attr-defined]
         assert active == label
         if path == "/":
