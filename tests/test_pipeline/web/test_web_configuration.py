@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 from web_support import UID, RunningGateway
 
-from config import load_site
+from config import Site, load_site
 from pipeline.web.auth import verify_password
 
 
@@ -161,3 +162,33 @@ def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> No
                     {"other": 1}):
             assert client.post("/api/config/validate", json=bad).status_code == 400
     assert _config_files(web_gateway) == before
+
+
+@pytest.mark.parametrize(("section", "mistake", "fix", "applied"), [
+    ("time", {"NTP_TimeZone": "Mars/Base"}, {"NTP_TimeZone": "Europe/Paris"},
+     lambda s: s.settings.time_zone == "Europe/Paris"),
+    ("storage", {"STORE_DeviceQuotaMB": "-5"}, {"STORE_DeviceQuotaMB": "80"},
+     lambda s: s.settings.store_device_quota_mb == 80),
+    ("alarms", {"ALARM_DeviceLost": "maybe"}, {"ALARM_DeviceLost": "1"},
+     lambda s: s.settings.alarm_device_lost),
+    ("mqtt2", {"MQTT2_Port": "0"}, {"MQTT2_Host": "127.0.0.1", "MQTT2_Port": "1884"},
+     lambda s: b"MQTT2_Port=1884" in s.files()[f"CONFIG/{UID}_config.ini"]),
+    ("web", {"WEB_Port": "70000"}, {"WEB_User": "installer"},
+     lambda s: s.settings.web_user == "installer"),
+])
+def test_each_section_refuses_a_mistake_beside_its_field_then_saves(
+        fresh_gateway: RunningGateway, section: str, mistake: dict[str, str],
+        fix: dict[str, str], applied: Callable[[Site], bool]) -> None:
+    before = _config_files(fresh_gateway)
+    with fresh_gateway.client() as client:
+        answer = client.put(f"/api/config/{section}", json=mistake)
+        assert answer.status_code == 422, answer.text
+        wrong = [k for k in mistake if k in answer.json()["fields"]]
+        assert wrong, answer.json()
+        page = client.post(f"/configuration/{section}",
+                           data={**mistake, "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and f'id="err-{wrong[0]}"' in page.text
+        assert _config_files(fresh_gateway) == before
+        answer = client.put(f"/api/config/{section}", json=fix)
+        assert answer.status_code == 200, answer.text
+    assert applied(load_site(fresh_gateway.config_dir))
