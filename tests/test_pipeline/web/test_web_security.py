@@ -89,6 +89,14 @@ def test_writes_without_the_csrf_token_are_refused(web_gateway: RunningGateway) 
                                                      "Origin": "http://evil.example"})
         assert answer.status_code == 403
         assert answer.json() == {"error": "cross-origin request refused"}
+        answer = client.post("/api/logout", headers={"X-CSRF-Token": token,
+                                                     "Origin": "null"})
+        assert answer.status_code == 403
+        # The same host through a reverse proxy that ends TLS: the browser says https.
+        host = web_gateway.url.split("//")[1].rstrip("/")
+        answer = client.post("/api/config/validate", json={"files": {}},
+                             headers={"X-CSRF-Token": token, "Origin": f"https://{host}"})
+        assert answer.status_code == 200, answer.text
         assert client.get("/api/devices").status_code == 200
         assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
 
