@@ -221,3 +221,22 @@ def test_the_pages_forms_carry_the_sessions_token(web_gateway: RunningGateway) -
             assert posts, path
             for body in posts:
                 assert f'name="csrf" value="{token}"' in body, path
+
+
+def test_a_stale_link_answers_a_page_of_the_ui(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        for path, message, back in (("/devices/999", "no device &#39;999&#39;", "/devices"),
+                                    ("/devices/%3Cb%3E/edit", "no device &#39;&lt;b&gt;&#39;",
+                                     "/devices"),
+                                    ("/scripts/x.lua/log", "no script &#39;x.lua&#39;",
+                                     "/scripts"),
+                                    ("/nothing", "No such page.", "/")):
+            answer = client.get(path)
+            assert answer.status_code == 404, path
+            assert answer.headers["content-type"].startswith("text/html")
+            assert f'<p class="problems" role="alert" id="error-message">{message}</p>' in \
+                answer.text, (path, answer.text)
+            assert f'<a href="{back}" id="error-back">' in answer.text
+            assert 'action="/logout"' in answer.text      # the navigation is there
+        assert client.get("/api/devices/999").json() == {"error": "no device '999'"}
+        assert client.get("/static/nothing.js").status_code == 404
