@@ -11,6 +11,7 @@
   function refreshValues() {
     sunpm.getJSON(base + "/values").then(function (data) {
       text(document.getElementById("values-time"), data.time);
+      text(document.getElementById("values-age"), data.ageS === null ? "" : "(" + data.ageS + " s old)");
       var body = table.tBodies[0];
       var rows = {};
       Array.prototype.forEach.call(body.rows, function (row) { rows[row.getAttribute("data-var")] = row; });

@@ -63,6 +63,9 @@ def test_device_page_shows_live_values_and_draws_charts(browser: Browser) -> Non
     cells = {r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text:  # type: ignore[attr-defined]
              r.find_element(By.CSS_SELECTOR, "td:nth-child(4)").text for r in rows}  # type: ignore[attr-defined]
     assert cells.get("PhVphA") == "V" and cells.get("W") == "W"
+    # The values' age, refreshed with them every 5 s.
+    age = browser.find("#values-age").text  # type: ignore[attr-defined]
+    assert age.startswith("(") and age.endswith(" s old)"), age
     # Charts draw once the first record is in the store (a 10 s period).
     WebDriverWait(browser.driver, 30).until(  # type: ignore[arg-type]
         ec.presence_of_element_located((By.CSS_SELECTOR, "figure.chart .uplot, figure.chart .empty")))
