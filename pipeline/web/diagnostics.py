@@ -65,7 +65,9 @@ def _page(request: web.Request, *, fields: dict[str, Any] | None = None,
 
 @routes.get("/diagnostics")
 async def diagnostics_page(request: web.Request) -> web.StreamResponse:
-    return _page(request)
+    # A device's Diag link names its interface: the form starts on it.
+    chosen = request.query.get("interface", "")
+    return _page(request, fields={"interface": chosen} if chosen in TRACE_INTERFACES else None)
 
 
 @routes.post("/diagnostics")

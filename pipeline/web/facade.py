@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
 from config.errors import Problem
-from config.model import DefinitionFile, Device, Quality, ServerType, Variable
+from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType, Variable
 from exporters.views.context import ViewConfig
 from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
@@ -266,7 +266,8 @@ class GatewayFacade:
                 "lastRecord": known.get("lastRecord", ""),
                 "storeBytes": known.get("storeBytes", 0),
                 "quotaBytes": known.get("quotaBytes", 0),
-                "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0)})
+                "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0),
+                "traceInterface": _trace_interface(d)})
         return {"devices": rows}
 
     def device(self, index: str) -> dict[str, Any]:
@@ -631,6 +632,13 @@ def _chartable(var: Variable) -> bool:
     if var.modbus is not None:
         return var.modbus.data_type is None or var.modbus.data_type.value != "String"
     return True
+
+
+def _trace_interface(device: Device) -> str:
+    """The diagnostics interface whose frames are the device's (store/traces.py's names)."""
+    if device.kind is DeviceKind.MODBUS_RTU:
+        return device.interface.lower()
+    return {DeviceKind.IO: "io", DeviceKind.TIC: "tic"}.get(device.kind, "ethernet")
 
 
 def _numeric(value: float | str | None) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.web.facade import _numeric
+from config.model import Device
+from pipeline.web.facade import _numeric, _trace_interface
+from store.traces import TRACE_INTERFACES
 
 
 @pytest.mark.parametrize(("value", "charted"), [
@@ -16,3 +18,15 @@ from pipeline.web.facade import _numeric
 def test_a_live_value_is_charted_when_it_is_a_number(value: float | str | None,
                                                      charted: bool) -> None:
     assert _numeric(value) is charted
+
+
+@pytest.mark.parametrize(("index", "interface", "traced"), [
+    ("1", "192.168.1.20:502", "ethernet"), ("2", "SERIAL2", "serial2"),
+    ("IO", "", "io"), ("TIC1", "", "tic"),
+])
+def test_a_devices_diag_link_names_the_interface_its_frames_are_traced_on(
+        index: str, interface: str, traced: str) -> None:
+    device = Device(line=2, index=index, interface=interface, name="d", address=1,
+                    acq_period_s=60, timeout_ms=1000, category="", model="", def_file="d.csv")
+    assert _trace_interface(device) == traced
+    assert traced in TRACE_INTERFACES

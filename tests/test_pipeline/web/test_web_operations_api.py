@@ -143,6 +143,13 @@ def test_a_trace_is_started_tailed_and_downloaded(web_gateway: RunningGateway) -
             assert len(archive.read(name).decode().splitlines()) >= len(tail)
         stopped = client.post("/api/traces", json={"interface": "ethernet", "minutes": 0})
         assert stopped.json()["running"] is False
+        # A device's Diag link: the diagnostics page starts on the device's interface.
+        devices = client.get("/devices").text
+        assert '<a href="/diagnostics?interface=ethernet" class="diag">diag</a>' in devices
+        assert [d["traceInterface"] for d in client.get("/api/devices").json()["devices"]
+                if d["index"] in ("1", "2")] == ["ethernet", "ethernet"]
+        serial = client.get("/diagnostics", params={"interface": "serial2"}).text
+        assert '<option value="serial2" selected>' in serial
         bad = client.get("/api/traces/download", params={"interface": "modem"})
         assert bad.status_code == 400 and "unknown interface 'modem'" in bad.json()["error"]
         # The page's download link: the page again, the error beside the interface.
@@ -300,3 +307,14 @@ def test_a_command_runs_through_the_executor(web_gateway: RunningGateway) -> Non
         assert _problems(client.post("/api/commands", json={
             "rpcName": "sunpm.status", "callerId": 1.5})) == {
             "callerId": "expected a string or an integer"}
+
+
+def test_the_system_page_shows_the_sd_mirror(fresh_gateway: RunningGateway) -> None:
+    card = fresh_gateway.folder / "card"
+    card.mkdir()
+    with fresh_gateway.client() as client:
+        assert "no mirror (SD_MirrorPath is empty)" in client.get("/system").text
+        answer = client.put("/api/config/storage", json={"SD_MirrorPath": str(card)})
+        assert answer.status_code == 200, answer.text
+        _until(lambda: f'<span class="good">ok</span>, mirror in {card}' in
+               client.get("/system").text, 30, "the mirror on the System page")
