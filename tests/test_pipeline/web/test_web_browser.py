@@ -32,6 +32,11 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
             assert "INFO system: sunpm started." in \
                 browser.find("#recent-log").text  # type: ignore[attr-defined]
             assert browser.find("#uid").text == UID  # type: ignore[attr-defined]
+    # A stale link: a page of the UI says why, with the way back.
+    browser.visit("/devices/999")
+    assert browser.find("#error-message").text == "no device '999'"  # type: ignore[attr-defined]
+    browser.click_and_wait("#error-back")
+    assert browser.find("main h1").text == "Devices"  # type: ignore[attr-defined]
     # The dashboard's connect now: a session with server 1 at once.
     browser.visit("/")
     browser.click_and_wait("#dashboard-connect-now")
