@@ -5,7 +5,7 @@ archive; and the `/api/system/...`, `/api/logs`, `/api/export` twins.
     POST /system/connect, /api/system/connect    {server: 1|2}
     POST /system/reboot, /api/system/reboot      the service restarts (not the host)
     POST /system/factory, /api/system/factory    {confirm: "<uid>"}
-    POST /system/update, /api/system/update      {url, md5}
+    POST /system/update, /api/system/update      multipart `package` (and `md5`), or {url, md5}
     POST /system/archive, /api/system/archive    the debug archive made now, as a download
     GET  /system/logs, /api/logs                 ?from=&to= (ISO 8601, UTC without offset)
     GET  /system/export, /api/export             ?server=&from=&to= -> zip of the files
@@ -74,10 +74,12 @@ async def _act(request: web.Request, action: str, fields: dict[str, Any]) -> str
             return "Factory reset: the service deletes its configuration and store, then " \
                 "restarts with the defaults."
         if action == "update":
-            package = fields.get("package")
-            data = package.file.read() if isinstance(package, web.FileField) else None
-            await ops.update(data, url=str(fields.get("url", "")), md5=str(fields.get("md5", "")))
-            return "Update staged."
+            field = fields.get("package")
+            package = (field.filename, field.file.read()) \
+                if isinstance(field, web.FileField) and field.filename else None
+            await ops.update(package, url=str(fields.get("url", "")),
+                             md5=str(fields.get("md5", "")))
+            return "Update staged; SYSTEM_UpdateCommand installs it now."
     except AdminError as err:
         raise FieldError(err.field or action, str(err)) from None
     except CommandError as err:

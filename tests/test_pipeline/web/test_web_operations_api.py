@@ -4,6 +4,7 @@ downloads that hold what the gateway captured or delivered."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -318,3 +319,36 @@ def test_the_system_page_shows_the_sd_mirror(fresh_gateway: RunningGateway) -> N
         assert answer.status_code == 200, answer.text
         _until(lambda: f'<span class="good">ok</span>, mirror in {card}' in
                client.get("/system").text, 30, "the mirror on the System page")
+
+
+def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> None:
+    installed = tmp_path / "installed.spm"
+    installer = tmp_path / "install.sh"
+    installer.write_text(f'#!/bin/sh\ncp "$1" {installed}\n')
+    installer.chmod(0o755)
+    package = b"sunpm update package\x00\x01"
+    md5 = hashlib.md5(package, usedforsecurity=False).hexdigest()
+    with running_gateway(tmp_path, inverters=1,
+                         extra={"SYSTEM_UpdateCommand": str(installer)}) as gateway, \
+            gateway.client() as client:
+        def upload(name: str, data: bytes, checksum: str) -> httpx.Response:
+            return client.post("/api/system/update", files={"package": (name, data)},
+                               data={"md5": checksum})
+
+        assert _problems(upload("wgapp_9.9.spm", package, "0" * 32)) == {
+            "md5": f"checksum mismatch (expected {'0' * 32}, got {md5})"}
+        assert _problems(upload("notes.txt", package, "")) == {
+            "package": "'notes.txt': a package is a plain file name ending .spm"}
+        assert _problems(upload("wgapp_9.9.spm", b"", "")) == {
+            "package": "wgapp_9.9.spm is empty"}
+        assert not installed.exists()
+        answer = upload("wgapp_9.9.spm", package, md5)
+        assert answer.status_code == 200, answer.text
+        staged = gateway.data_dir / "update" / "wgapp_9.9.spm"
+        assert staged.read_bytes() == package
+        _until(lambda: installed.is_file() and installed.read_bytes() == package, 20,
+               "SYSTEM_UpdateCommand given the package")
+        # The page's form: the same checks, the refusal beside its field.
+        page = client.post("/system/update", files={"package": ("wgapp_9.9.spm", package)},
+                           data={"md5": "f" * 32, "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and 'id="e-md5"' in page.text

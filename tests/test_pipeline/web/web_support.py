@@ -97,7 +97,8 @@ class RunningGateway:
         self.plugin.context.sessions = type(self.plugin.context.sessions)()
 
 
-def _run(running: RunningGateway, inverters: int, started: threading.Event) -> None:
+def _run(running: RunningGateway, inverters: int, started: threading.Event,
+         extra: dict[str, str] | None) -> None:
     async def main() -> None:
         running.loop = asyncio.get_running_loop()
         running._stop = asyncio.Event()
@@ -107,7 +108,7 @@ def _run(running: RunningGateway, inverters: int, started: threading.Event) -> N
         try:
             server_dir = running.folder / "server"
             server_dir.mkdir(parents=True, exist_ok=True)
-            write_site(running.config_dir, server_dir, ports)
+            write_site(running.config_dir, server_dir, ports, extra)
             plugin = WebPlugin(port=0, announce=running.announced.append)
             running.plugin = plugin
             gateway = Gateway(running.config_dir, running.data_dir,
@@ -137,10 +138,12 @@ def _run(running: RunningGateway, inverters: int, started: threading.Event) -> N
 
 
 @contextlib.contextmanager
-def running_gateway(folder: Path, *, inverters: int = 2) -> Iterator[RunningGateway]:
+def running_gateway(folder: Path, *, inverters: int = 2,
+                    extra: dict[str, str] | None = None) -> Iterator[RunningGateway]:
+    """`extra`: config.ini keys of the test (those the web UI may not set)."""
     running = RunningGateway(folder=folder)
     started = threading.Event()
-    thread = threading.Thread(target=_run, args=(running, inverters, started), daemon=True,
+    thread = threading.Thread(target=_run, args=(running, inverters, started, extra), daemon=True,
                               name="web-test-gateway")
     running._thread = thread
     thread.start()
