@@ -38,10 +38,10 @@ from exporters.rendering.source import store_source
 from exporters.views.context import Dates, ViewConfig
 from exporters.views.log import log_text, one_line
 from exporters.views.traces import trace_line, trace_texts
+from fsio import write_file_durably
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
-from fsio import write_file_durably
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
 from pipeline.service.maintenance import UPDATE_FOLDER
 from pipeline.service.scripts import ScriptsPlugin
