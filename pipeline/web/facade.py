@@ -218,6 +218,7 @@ class GatewayFacade:
         start = time.time_ns() - hours * 3600 * NS_PER_S
         table = await asyncio.to_thread(store.journal, start_ns=start, kinds=["alarm"])
         zone = self.zone()
+        names = self._variable_names()
         out: list[dict[str, Any]] = []
         for item in reversed(journal_items(table.sort_by("seq"))):
             try:
@@ -225,7 +226,8 @@ class GatewayFacade:
             except EventBodyError:
                 continue
             if isinstance(alarm, DeviceAlarm):
-                text = f"{alarm.name}: variable {alarm.var} = {alarm.value}"
+                var = names.get((item.device or "", alarm.var), f"variable {alarm.var}")
+                text = f"{alarm.name}: {var} = {alarm.value}"
                 source = alarm.source.value
             else:
                 text = alarm.alarm + (f" ({alarm.subject})" if alarm.subject else "") + \
@@ -234,6 +236,18 @@ class GatewayFacade:
             out.append({"time": _local(item.ts_ns, zone), "ts": item.ts_ns // 1_000_000,
                         "source": source, "device": item.device or "", "text": text})
         return out
+
+    def _variable_names(self) -> dict[tuple[str, int], str]:
+        """(device index, variable Index) -> the variable's Name, as configured now."""
+        site = self.gateway.site
+        if site is None:
+            return {}
+        names: dict[tuple[str, int], str] = {}
+        for device in site.daq.devices:
+            definition = site.definition_of(device)
+            for var in definition.variables if definition is not None else ():
+                names[(device.index, var.index)] = var.name
+        return names
 
     # ------------------------------------------------------------------ devices
 

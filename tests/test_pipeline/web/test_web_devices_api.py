@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
 from web_support import UID, RunningGateway
+
+from pipeline.drivers.modbus.simulator import TcpSimulator
+from pipeline.service.demo import DemoInverter
 
 T = TypeVar("T")
 
@@ -173,3 +177,38 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
         page = client.post("/devices/1/write", data={
             "csrf": client.headers["X-CSRF-Token"], "variable": "16", "value": "x"})
         assert page.status_code == 422 and "is not a number" in page.text
+
+
+@dataclass(slots=True)
+class SwitchedInverter(DemoInverter):
+    """The demo inverter whose state (St, an action-8 variable) the test sets."""
+
+    state: int = 4
+
+    def refresh(self, t_s: float) -> None:
+        DemoInverter.refresh(self, t_s)
+        self.holding[40108] = self.state
+
+
+def test_the_dashboard_shows_the_alarms_of_the_day(fresh_gateway: RunningGateway) -> None:
+    inverter = SwitchedInverter(number=1)
+    sim = TcpSimulator({1: inverter})
+    port = fresh_gateway.call(sim.start())
+    assert isinstance(port, int)
+    try:
+        with fresh_gateway.client() as client:
+            answer = client.post("/api/devices", json=_row(port, name="switched"))
+            assert answer.status_code == 201, answer.text
+            _until(lambda: bool(client.get("/api/devices/7/values").json().get("values")))
+            # A change of St is an alarm, shown with the variable's configured Name.
+            inverter.state = 7
+            _until(lambda: any(a["text"] == "switched: St = 7" and a["source"] == "MODBUS"
+                               and a["device"] == "7"
+                               for a in client.get("/api/alarms").json()["alarms"]), 30)
+            inverter.state = 2
+            _until(lambda: "switched: St = 2" in client.get("/").text, 30)
+            alarms = client.get("/api/alarms").json()["alarms"]
+            assert [a["text"] for a in alarms if a["device"] == "7"][:2] == [
+                "switched: St = 2", "switched: St = 7"]      # newest first
+    finally:
+        fresh_gateway.call(sim.stop())
