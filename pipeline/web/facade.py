@@ -60,6 +60,9 @@ from pipeline.web.editing import (
     device_values,
     text_problems,
 )
+from pipeline.web.io_editor import ACTIONS as IO_ACTIONS
+from pipeline.web.io_editor import io_definition, io_edit
+from pipeline.web.io_editor import rows as io_rows
 from store.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from store.log import Log
 
@@ -526,6 +529,37 @@ class GatewayFacade:
             self._status.forget()
             self.gateway.config_written()
         return verdict
+
+    # ------------------------------------------------------------------ I/O editor
+
+    def _io_file(self, index: str) -> tuple[Device, str, bytes, DefinitionFile]:
+        """The I/O device's definition file on disk (blocking)."""
+        device = next((d for d in self.daq_on_disk()[2] if d.index == index), None)
+        if device is None:
+            raise NotFound(f"no device '{index}'")
+        if device.kind is not DeviceKind.IO:
+            raise NotFound(f"{device.name} is not the gateway's I/O: no I/O editor")
+        try:
+            data = (self.gateway.config_dir / "DEF" / device.def_file).read_bytes()
+            definition = io_definition(data, device.def_file)
+        except (OSError, ValueError) as err:
+            raise Conflict(f"DEF/{device.def_file}: {err}") from None
+        return device, f"DEF/{device.def_file}", data, definition
+
+    async def io_editor(self, index: str) -> dict[str, Any]:
+        """The I/O editor's rows (what is wired, and the texts that may change)."""
+        device, path, _, definition = await asyncio.to_thread(self._io_file, index)
+        return {"device": {"index": device.index, "name": device.name}, "file": path,
+                "rows": io_rows(definition), "actions": list(IO_ACTIONS), "fields": {},
+                "problems": []}
+
+    async def save_io(self, index: str, form: Mapping[str, str]) -> Verdict:
+        """The I/O definition file rewritten with the submitted texts, the whole site checked."""
+        _, path, data, definition = await asyncio.to_thread(self._io_file, index)
+        edit, refused = io_edit(path, data, definition, form)
+        if refused:
+            return Verdict(fields=refused)
+        return await self.apply(edit)
 
     # ------------------------------------------------------------------ configuration
 

@@ -9,7 +9,7 @@ from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from web_support import UID
+from web_support import UID, add_io
 
 from pipeline.web.common import NAVIGATION
 
@@ -224,3 +224,25 @@ def test_duplicate_edit_and_delete_a_device_through_the_pages(browser: Browser) 
     assert f"Device {index} deleted" in browser.find("#notice").text  # type: ignore[attr-defined]
     rows = _until_listed(browser, lambda rows: index not in rows, "the deletion")
     assert rows == before
+
+
+def test_the_io_editor_shows_a_mistake_beside_its_field(browser: Browser) -> None:
+    with browser.gateway.client() as client:
+        add_io(browser.gateway, client)
+    browser.login()
+    browser.visit("/devices/IO")
+    browser.click_and_wait("#io-editor")
+    browser.screenshot("io-editor")
+    assert browser.driver.execute_script(  # type: ignore[attr-defined]
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    assert browser.find("#f-v1_Name").get_attribute("value") == "AI1"  # type: ignore[attr-defined]
+    _fill(browser, {"v1_CoefA": "ten", "v1_Unit": "W/m2"})
+    browser.click_and_wait("#save-io")
+    browser.screenshot("io-editor-refused")
+    assert browser.find("#f-v1_CoefA").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    assert "ten" in browser.find("#err-v1_CoefA").text  # type: ignore[attr-defined]
+    assert browser.find("#f-v1_Unit").get_attribute("value") == "W/m2"  # type: ignore[attr-defined]
+    _fill(browser, {"v1_CoefA": "10"})
+    browser.click_and_wait("#save-io")
+    assert "Saved" in browser.find("#notice").text  # type: ignore[attr-defined]
+    assert browser.find("#f-v1_CoefA").get_attribute("value") == "10"  # type: ignore[attr-defined]

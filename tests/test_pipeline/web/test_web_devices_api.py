@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
-from web_support import UID, RunningGateway
+from web_support import UID, RunningGateway, add_io
 
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import DemoInverter
@@ -212,3 +212,43 @@ def test_the_dashboard_shows_the_alarms_of_the_day(fresh_gateway: RunningGateway
                 "switched: St = 2", "switched: St = 7"]      # newest first
     finally:
         fresh_gateway.call(sim.stop())
+
+
+def test_the_io_editor_changes_the_io_definition_through_config(
+        fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        name = add_io(fresh_gateway, client)
+        path = fresh_gateway.config_dir / "DEF" / name
+        editor = client.get("/api/devices/IO/io").json()
+        rows = {r["index"]: r for r in editor["rows"]}
+        assert rows[1]["kind"] == "analog input" and rows[1]["values"]["Name"] == "AI1"
+        assert [m["label"] for m in rows[5]["modes"]] == ["ON/OFF contact", "S0 pulses"]
+        assert rows[9]["kind"] == "relay" and rows[9]["modes"] == []
+        before = path.read_bytes()
+        answer = client.put("/api/devices/IO/io", json={"v1_CoefA": "lots", "v5_Action": "3",
+                                                        "v2_Name": "a;b"})
+        assert answer.status_code == 422
+        assert set(answer.json()["fields"]) == {"v2_Name"}, answer.json()
+        answer = client.put("/api/devices/IO/io", json={"v1_CoefA": "lots", "v5_Action": "3"})
+        assert answer.status_code == 422
+        fields = answer.json()["fields"]
+        assert set(fields) == {"v1_CoefA", "v5_Action"}, fields
+        assert fields["v5_Action"] == ["'3' is not 0, 1, 2, 4, 8 or 9"]
+        assert path.read_bytes() == before
+        page = client.post("/devices/IO/io", data={"v1_CoefA": "lots",
+                                                   "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and 'id="err-v1_CoefA"' in page.text
+        assert 'value="lots"' in page.text
+        # An irradiance sensor on AI1 (0-10 V, 0..1000 W/m2), DI1 counting S0 pulses.
+        answer = client.put("/api/devices/IO/io", json={
+            "v1_Name": "irradiance", "v1_Info3": "2", "v1_CoefA": "100", "v1_CoefB": "0",
+            "v1_Unit": "W/m2", "v1_Action": "4", "v5_Info3": "2", "v5_Name": "S0_1",
+            "v5_Unit": "Wh", "v5_Action": "4"})
+        assert answer.status_code == 200, answer.text
+        text = path.read_text()
+        assert "1;1;1;2;;irradiance;;100;0;W/m2;4\n" in text
+        assert "5;2;1;2;;S0_1;;1;0;Wh;4\n" in text
+        assert text.startswith("io;WebdynSunPM;Webdyn;ioSunPM\n")
+        assert client.get("/api/devices/1/io").status_code == 404
+        _until(lambda: any(v["name"] == "irradiance" for v in
+                           client.get("/api/devices/IO").json()["variables"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from config.defaults import default_files
 from config.model import Daq, Device
 from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import TcpSimulator
-from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, DemoInverter
+from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, IO_DEF, DemoInverter
 from pipeline.service.gateway import Gateway
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
@@ -157,3 +158,19 @@ def running_gateway(folder: Path, *, inverters: int = 2,
         running.loop.call_soon_threadsafe(running._stop.set)
         thread.join(30)
         assert not thread.is_alive(), "the gateway did not stop"
+
+
+def add_io(gateway: RunningGateway, client: httpx.Client, limit_s: float = 20.0) -> str:
+    """The gateway's own I/O as a device, with the demo's definition file; its file name."""
+    name = f"{UID}_IO.csv"
+    (gateway.config_dir / "DEF" / name).write_bytes(IO_DEF)
+    answer = client.post("/api/devices", json={
+        "index": "IO", "interface": "", "name": "Io", "address": "", "acqPeriodS": "60",
+        "timeoutMs": "", "serialNumber": "", "parameters": "", "category": "WebdynSunPM",
+        "model": "ioSunPM", "defFile": name})
+    assert answer.status_code == 201, answer.text
+    deadline = time.monotonic() + limit_s
+    while not any(d["index"] == "IO" for d in client.get("/api/devices").json()["devices"]):
+        assert time.monotonic() < deadline, "the I/O device was not loaded"
+        time.sleep(0.2)
+    return name
