@@ -5,6 +5,7 @@ alone through `config`, errors beside their fields, nothing saved partially."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +24,28 @@ routes = web.RouteTableDef()
 OTHER_SECTIONS = ("schedules", "serial", "network")
 
 
+#: A refused SFTP host key in a server's last result (exporters/transports/sftp.py's words).
+_SEEN_KEY = re.compile(r"host key (SHA256:[A-Za-z0-9+/]+)")
+
+
 async def _data(request: web.Request) -> dict[str, Any]:
-    return await asyncio.to_thread(facade(request).configuration)
+    data = await asyncio.to_thread(facade(request).configuration)
+    _with_host_keys_seen(data, await facade(request).status())
+    return data
+
+
+def _with_host_keys_seen(data: dict[str, Any], status: Mapping[str, Any]) -> None:
+    """Beside `FTP_HostKey`, the key the server showed when its last session refused it
+    (docs/behaviour.md §10.2), for the installer to compare and copy."""
+    seen = {}
+    for server in status.get("servers", []):
+        found = _SEEN_KEY.search(str(server.get("last", "")))
+        if found:
+            seen[f"FTP{'' if server.get('srv') == 1 else '2'}_HostKey"] = found.group(1)
+    for section in data["sections"]:
+        for key in section["keys"]:
+            if key["key"] in seen:
+                key["seen"] = seen[key["key"]]
 
 
 @routes.get("/configuration")
@@ -106,7 +127,7 @@ async def save_section(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/config")
 async def api_configuration(request: web.Request) -> web.StreamResponse:
-    data = await asyncio.to_thread(facade(request).configuration)
+    data = await _data(request)
     for unused in ("fields", "problems", "saved"):
         data.pop(unused, None)
     return json_ok(data)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from peers import USERS, make_certs, run_peer
 from web_support import UID, RunningGateway
 
 from config import Site, load_site
@@ -192,3 +194,33 @@ def test_each_section_refuses_a_mistake_beside_its_field_then_saves(
         answer = client.put(f"/api/config/{section}", json=fix)
         assert answer.status_code == 200, answer.text
     assert applied(load_site(fresh_gateway.config_dir))
+
+
+def test_a_refused_sftp_host_key_shows_beside_ftp_hostkey(fresh_gateway: RunningGateway,
+                                                          tmp_path: Path) -> None:
+    """An installer sets up SFTP without the server's key: the session is refused, and the
+    Configuration page shows the key the server showed, to compare and paste."""
+    certs = make_certs(tmp_path / "certs")
+    root = tmp_path / "sftp"
+    root.mkdir()
+    user, password = next(iter(USERS.items()))
+    with run_peer("sftp", root, certs) as peer, fresh_gateway.client() as client:
+        answer = client.put("/api/config/server2", json={
+            "SERVER2_Type": "sftp", "FTP2_Host": "127.0.0.1", "FTP2_Port": str(peer.port),
+            "FTP2_User": user, "FTP2_Password": password})
+        assert answer.status_code == 200, answer.text
+        _until(lambda: fresh_gateway.gateway is not None and
+               fresh_gateway.gateway.site is not None and
+               fresh_gateway.gateway.site.settings.servers[1].port == peer.port)
+
+        def shown() -> bool:
+            client.post("/api/system/connect", json={"server": 2})
+            keys = {k["key"]: k for s in client.get("/api/config").json()["sections"]
+                    for k in s["keys"]}
+            return keys["FTP2_HostKey"].get("seen") == certs.host_key_fingerprint.rstrip("=")
+
+        _until(shown, 40)
+        page = client.get("/configuration").text
+        assert f'<span class="key-seen" id="seen-FTP2_HostKey">last key seen: <code>' \
+               f'{certs.host_key_fingerprint.rstrip("=")}</code></span>' in page
+        assert 'id="seen-FTP_HostKey"' not in page
