@@ -214,6 +214,39 @@ async def api_definitions(request: web.Request) -> web.StreamResponse:
     return json_ok({"definitions": await asyncio.to_thread(facade(request).definitions)})
 
 
+@routes.get("/api/defs/{name}")
+async def api_definition(request: web.Request) -> web.StreamResponse:
+    """`{file, text}` of a definition file of DEF/."""
+    name = request.match_info["name"]
+    data = await asyncio.to_thread(facade(request).definition_file, name)
+    return json_ok({"file": name, "text": data.decode("utf-8", "replace")})
+
+
+@routes.put("/api/defs/{name}")
+async def api_save_definition(request: web.Request) -> web.StreamResponse:
+    """`{"text": ...}`: a definition file added or replaced, the whole site checked."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return json_error('expected {"text": "<the whole file>"}', 400)
+    verdict = await facade(request).save_definition(request.match_info["name"],
+                                                    body["text"].encode())
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"saved": request.match_info["name"]})
+
+
+@routes.delete("/api/defs/{name}")
+async def api_delete_definition(request: web.Request) -> web.StreamResponse:
+    """A definition file no device uses (409 when one does)."""
+    verdict = await facade(request).save_definition(request.match_info["name"], None)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"deleted": request.match_info["name"]})
+
+
 # ----------------------------------------------------------------------------- I/O editor
 
 

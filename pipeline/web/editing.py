@@ -32,6 +32,7 @@ from config.errors import Problem, Severity
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
 from exporters.session.config_sync import local_config_files
+from fsio import fsync_dir
 from pipeline.service.config_edit import config_lock
 
 Locate = Callable[[Problem], str | None]
@@ -142,6 +143,17 @@ class ConfigEditor:
     def _apply(self, edit: Edit) -> None:
         with self._folder_lock:
             apply_config_files(self.config_dir, dict(edit.files))
+
+    async def remove(self, rel: str) -> None:
+        """Delete a file of the tree that nothing uses (the caller checked), durably."""
+        def unlink() -> None:
+            with self._folder_lock:
+                target = self.config_dir / rel
+                target.unlink(missing_ok=True)
+                fsync_dir(target.parent)
+
+        async with self._lock:
+            await asyncio.to_thread(unlink)
 
 
 # ----------------------------------------------------------------------------- daq.csv rows

@@ -24,7 +24,15 @@ from zoneinfo import ZoneInfo, available_timezones
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
+from config import (
+    ConfigError,
+    Site,
+    VarIni,
+    parse_config_ini,
+    parse_daq,
+    parse_definition,
+    parse_var_ini,
+)
 from config.errors import Problem
 from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType, Variable
 from exporters.views.context import ViewConfig
@@ -40,16 +48,19 @@ from pipeline.web.auth import (
     hash_password,
 )
 from pipeline.web.config_forms import (
+    CONFIG_FILES,
     CONFIG_SECTIONS,
     SCHEDULE_TYPES,
     SECTION_BY_NAME,
     config_ini_edit,
     daq_blocks_edit,
     host_serial_devices,
+    mask_secrets,
     password_edit,
     ports_view,
     schedules_view,
     section_view,
+    unmask_secrets,
     var_ini_edit,
 )
 from pipeline.web.editing import (
@@ -529,6 +540,61 @@ class GatewayFacade:
             self._status.forget()
             self.gateway.config_written()
         return verdict
+
+    # ------------------------------------------------------------------ whole files
+
+    def config_file(self, name: str) -> tuple[str, str]:
+        """`CONFIG/<uid>_<name>` as on disk (empty when absent), secrets masked (blocking)."""
+        if name not in CONFIG_FILES:
+            raise NotFound(f"no configuration file '{name}' ({', '.join(CONFIG_FILES)})")
+        path, data = self._file(name)
+        text = data.decode("utf-8", "replace")
+        return path, mask_secrets(text) if name == "config.ini" else text
+
+    async def save_config_file(self, name: str, text: str) -> Verdict:
+        """A whole configuration file replaced: checked with the whole site by `config` (as a
+        file dropped in the folder: only errors refuse it), written all or nothing. In
+        config.ini a secret sent back as `***` keeps its value."""
+        if name not in CONFIG_FILES:
+            raise NotFound(f"no configuration file '{name}' ({', '.join(CONFIG_FILES)})")
+        path, current = await asyncio.to_thread(self._file, name)
+        if name == "config.ini":
+            text = unmask_secrets(text, current.decode("utf-8", "replace"))
+        return await self.apply(Edit(files={path: text.encode()}))
+
+    def definition_file(self, name: str) -> bytes:
+        """A file of DEF/ (blocking)."""
+        if not _PLAIN_NAME.fullmatch(name):
+            raise NotFound(f"no definition file '{name}'")
+        try:
+            return (self.gateway.config_dir / "DEF" / name).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no definition file '{name}'") from None
+
+    async def save_definition(self, name: str, data: bytes | None) -> Verdict:
+        """A definition file added, replaced (`data`) or deleted (None), the whole site checked:
+        a file a device uses cannot go."""
+        if not _PLAIN_NAME.fullmatch(name):
+            return Verdict(fields={"name": ["a definition file name is letters, digits and "
+                                            ". _ - ( ) + only"]})
+        path = f"DEF/{name}"
+        if data is None:
+            if not (self.gateway.config_dir / path).is_file():
+                raise NotFound(f"no definition file '{name}'")
+            users = [d.name for d in (await asyncio.to_thread(self.daq_on_disk))[2]
+                     if d.def_file == name]
+            if users:
+                raise Conflict(f"DEF/{name} is used by {', '.join(users)}; change those "
+                               "devices first")
+            await self.editor().remove(path)
+            self.gateway.config_written()
+            return Verdict()
+        try:
+            # The site checks the files its devices use; a new file is checked on its own too.
+            parse_definition(data, name)
+        except ConfigError as err:
+            return Verdict(blocking=err.errors, others=err.errors)
+        return await self.apply(Edit(files={path: data}))
 
     # ------------------------------------------------------------------ I/O editor
 

@@ -224,3 +224,66 @@ def test_a_refused_sftp_host_key_shows_beside_ftp_hostkey(fresh_gateway: Running
         assert f'<span class="key-seen" id="seen-FTP2_HostKey">last key seen: <code>' \
                f'{certs.host_key_fingerprint.rstrip("=")}</code></span>' in page
         assert 'id="seen-FTP_HostKey"' not in page
+
+
+def test_whole_files_through_the_api(fresh_gateway: RunningGateway) -> None:
+    daq_path = fresh_gateway.config_dir / "CONFIG" / f"{UID}_daq.csv"
+    with fresh_gateway.client() as client:
+        daq = client.get("/api/config/daq.csv").json()
+        assert daq["file"] == f"CONFIG/{UID}_daq.csv" and daq["text"] == daq_path.read_text()
+        row = daq["text"].splitlines()[-1]
+        added = row.replace("inverter_2", "inverter_9").split(";")
+        added[0] = "9"
+        wrong = added.copy()
+        wrong[3] = "300"
+        before = daq_path.read_bytes()
+        answer = client.put("/api/config/daq.csv",
+                            json={"text": daq["text"] + ";".join(wrong) + "\n"})
+        assert answer.status_code == 422
+        assert "'300' is outside 1..240" in answer.json()["error"]
+        assert daq_path.read_bytes() == before
+        answer = client.put("/api/config/daq.csv",
+                            json={"text": daq["text"] + ";".join(added) + "\n"})
+        assert answer.status_code == 200, answer.text
+        _until(lambda: any(d["index"] == "9" for d in
+                           client.get("/api/devices").json()["devices"]))
+        # config.ini: secrets shown as ***, and kept when sent back so.
+        assert client.put("/api/config/server2", json={
+            "SERVER2_Type": "ftp", "FTP2_Host": "127.0.0.1",
+            "FTP2_Password": "s3cret-pass"}).status_code == 200
+        config = client.get("/api/config/config.ini").json()["text"]
+        assert "FTP2_Password=***\n" in config and "s3cret-pass" not in config
+        answer = client.put("/api/config/config.ini",
+                            json={"text": config.replace("FTP2_Host=127.0.0.1",
+                                                         "FTP2_Host=localhost")})
+        assert answer.status_code == 200, answer.text
+        site = load_site(fresh_gateway.config_dir)
+        assert site.settings.servers[1].host == "localhost"
+        assert site.settings.servers[1].password == "s3cret-pass"
+        assert client.get("/api/config/server1").json()["name"] == "server1"
+        assert client.get("/api/config/nosuch").status_code == 404
+        assert client.put("/api/config/daq.csv", json={"rows": []}).status_code == 400
+
+
+def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None:
+    folder = fresh_gateway.config_dir / "DEF"
+    with fresh_gateway.client() as client:
+        inverter = client.get("/api/defs/demo_inverter.csv").json()
+        assert inverter["text"] == (folder / "demo_inverter.csv").read_text()
+        assert client.get("/api/defs/none.csv").status_code == 404
+        answer = client.put("/api/defs/copy.csv", json={"text": inverter["text"]})
+        assert answer.status_code == 200, answer.text
+        assert (folder / "copy.csv").read_text() == inverter["text"]
+        assert "copy.csv" in [d["file"] for d in client.get("/api/defs").json()["definitions"]]
+        assert client.put("/api/defs/bad name!.csv", json={"text": "x"}).status_code == 422
+        # A file no device uses yet is checked on its own.
+        broken = client.put("/api/defs/broken.csv", json={"text": "bogus;x;y;z\n"})
+        assert broken.status_code == 422
+        assert broken.json()["problems"][0]["field"] == "Protocol"
+        assert not (folder / "broken.csv").exists()
+        used = client.delete("/api/defs/demo_inverter.csv")
+        assert used.status_code == 409
+        assert "used by inverter_1, inverter_2" in used.json()["error"]
+        assert client.delete("/api/defs/copy.csv").status_code == 200
+        assert not (folder / "copy.csv").exists()
+        assert client.delete("/api/defs/copy.csv").status_code == 404
