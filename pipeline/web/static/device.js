@@ -26,7 +26,7 @@
           text(row.cells[0], v.index); text(row.cells[1], v.name); text(row.cells[3], v.unit);
           row.cells[2].className = "value";
         }
-        text(row.cells[2], v.value);
+        text(row.cells[2], sunpm.reading(v.value));
         text(row.cells[4], v.quality);
         row.cells[4].className = v.good ? "good" : "bad";
       });

@@ -11,7 +11,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from web_support import UID, add_io
 
-from pipeline.web.common import NAVIGATION
+from pipeline.web.common import NAVIGATION, reading
 
 
 def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
@@ -68,6 +68,10 @@ def test_device_page_shows_live_values_and_draws_charts(browser: Browser) -> Non
     cells = {r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text:  # type: ignore[attr-defined]
              r.find_element(By.CSS_SELECTOR, "td:nth-child(4)").text for r in rows}  # type: ignore[attr-defined]
     assert cells.get("PhVphA") == "V" and cells.get("W") == "W"
+    # Refreshed values read as the server renders them.
+    samples = [13.988354332375218, 229.4, 32709592, -2.00004, 0.000123456789, 12345678.25, "TH.."]
+    assert browser.driver.execute_script(  # type: ignore[attr-defined]
+        "return arguments[0].map(sunpm.reading)", samples) == [reading(v) for v in samples]
     # The values' age, refreshed with them every 5 s.
     age = browser.find("#values-age").text  # type: ignore[attr-defined]
     assert age.startswith("(") and age.endswith(" s old)"), age

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.model import Device
+from pipeline.web.common import reading
 from pipeline.web.facade import _numeric, _trace_interface
 from store.traces import TRACE_INTERFACES
 
@@ -30,3 +31,12 @@ def test_a_devices_diag_link_names_the_interface_its_frames_are_traced_on(
                     acq_period_s=60, timeout_ms=1000, category="", model="", def_file="d.csv")
     assert _trace_interface(device) == traced
     assert traced in TRACE_INTERFACES
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (13.988354332375218, "13.9884"), (229.4, "229.4"), (32709592.0, "32709592"), (7, "7"),
+    (-2.00004, "-2"), (0.000123456789, "0.000123457"), (1.5e-07, "1.5e-07"), ("TH..", "TH.."),
+    (None, ""), (12345678.25, "12345678.25"),
+])
+def test_a_live_value_reads_short_on_the_page(value: float | str | None, shown: str) -> None:
+    assert reading(value) == shown
