@@ -3,11 +3,12 @@
 
 Ours: `sunpm run` as a process, the real service with its web UI, polling 254 Modbus TCP devices
 of 20 holding registers every second (the first load of docs/architecture.md §7), the plant
-(`serve_fleet`, the project's lean simulator) in a third process. A logged-in client in this
-process asks each page and API call once (warm-up), then in turn, `--requests` times each,
-100 ms apart, and keeps
-the wall time of every answer (status 200 checked). Baseline: the same pages of the same
-service polling one device, so the line tells what the load costs.
+(`serve_fleet`, the project's lean simulator) in a third process. Device 1 starts with a week
+of records (a sealed file of the store, 20 variables every 60 s), so its charts read 500 buckets
+as a gateway in service would. A logged-in client in this process asks each page and API call
+once (warm-up), then in turn, `--requests` times each, 100 ms apart, and keeps the wall time of
+every answer (status 200 checked). Baseline: the same pages of the same service polling one
+device (with the same week of history), so the line tells what the load costs.
 
     python benchmarks/web_latency.py [--devices 254] [--requests 30] [--quick]
 
@@ -34,23 +35,34 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pyarrow as pa
 from _defs import u16_block
+from _records import records_batch
 from _report import emit, figure_line
 
 from config import parse_config_ini, render_config_ini, render_daq, render_definition
 from config.defaults import default_files
 from config.model import Daq, Device
 from pipeline.drivers.modbus.simulator import serve_fleet
+from store import RECORDS_SCHEMA, StoreOptions
+from store._segment import FILE_SUFFIX, UNCOMPRESSED_KEY, write_ipc_file
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "WEBBENCH1"
 REGISTERS = 20
 TARGET_MS = 200.0
+NS = 1_000_000_000
 START_LIMIT_S = 60.0
-PAGES = ("/", "/devices", "/devices/1", "/configuration", "/api/status", "/api/devices",
-         "/api/devices/1/values", "/api/devices/1/history?var=1&span=24h",
-         "/discovery", "/diagnostics", "/scripts", "/system", "/api/discovery", "/api/traces",
-         "/api/scripts")
+#: Device 1's history before the run: a week of records at its 60 s period, as a sealed file of
+#: the store, so that its charts read what a gateway in service has (not the run's few minutes).
+HISTORY_DAYS = 7
+PAGES = ("/", "/devices", "/devices/1", "/devices/new", "/devices/1/edit", "/configuration",
+         "/api/status", "/api/dashboard", "/api/devices", "/api/devices/1/values",
+         "/api/devices/1/history?var=1&span=1h", "/api/devices/1/history?var=1&span=24h",
+         "/api/devices/1/history?var=1&span=7d",
+         "/discovery", "/diagnostics", "/scripts", "/system", "/api/config", "/api/discovery",
+         "/api/traces", "/api/scripts")
 
 
 def _free_port() -> int:
@@ -81,6 +93,26 @@ def write_site(config_dir: Path, ports: list[int], web_port: int) -> None:
         (config_dir / rel).write_bytes(data)
 
 
+def prefill_history(store_dir: Path, period_s: int = 60) -> int:
+    """Device 1's last `HISTORY_DAYS` days, every variable every `period_s`, as one sealed IPC
+    file of the store (zstd, as the store's compaction writes it); the rows written."""
+    records = HISTORY_DAYS * 86_400 // period_s
+    end_ns = (time.time_ns() // (period_s * NS)) * period_s * NS - 2 * period_s * NS
+    record = np.arange(records, dtype=np.int64)
+    ts = np.repeat(end_ns - (records - record) * period_s * NS, REGISTERS)
+    seq = np.repeat(record + 1, REGISTERS).astype(np.uint64)
+    var = np.tile(np.arange(1, REGISTERS + 1, dtype=np.int32), records)
+    value = (np.repeat(record, REGISTERS) * var % 65_536).astype(np.float64)
+    table = pa.Table.from_batches([records_batch(ts, seq, var, value)])
+    meta = dict(RECORDS_SCHEMA.metadata or {})
+    meta[UNCOMPRESSED_KEY] = str(table.nbytes).encode()
+    folder = store_dir / "devices" / "1"
+    folder.mkdir(parents=True)
+    write_ipc_file(folder / f"1{FILE_SUFFIX}", table, RECORDS_SCHEMA.with_metadata(meta),
+                   compress=StoreOptions().compress_sealed)
+    return table.num_rows
+
+
 def _vm_hwm_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -99,6 +131,7 @@ def measure(devices: int, requests: int, folder: Path) -> dict[str, Any]:
         ports: list[int] = parent.recv()
         web_port = _free_port()
         write_site(folder / "config", ports, web_port)
+        prefill_history(folder / "data" / "store")
         out = (folder / "service.out").open("wb")
         err = (folder / "service.err").open("wb")
         service = subprocess.Popen(

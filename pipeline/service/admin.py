@@ -7,6 +7,7 @@ gateway, free of HTTP (docs/behaviour.md §10.2).
     await admin.script_log("limit"); admin.export_script("limit.lua")
     await admin.command("connect", {"server": 1})       # reboot, factory, updateFirmware
     await admin.log_text(start_ns, end_ns); await admin.backfill_zip(1, start_ns, end_ns)
+    await admin.debug_archive()
 
 Actions the command executor has (`connect`, `reboot`, `factory`, `updateFirmware`) go through it
 on the local channel: journaled, answered, and run with the same rules as from a `/CMD` file or
@@ -17,7 +18,9 @@ written all or nothing); the gateway's configuration watch then applies them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import logging
 import re
 import time
 import zipfile
@@ -35,10 +38,12 @@ from exporters.rendering.source import store_source
 from exporters.views.context import Dates, ViewConfig
 from exporters.views.log import log_text, one_line
 from exporters.views.traces import trace_line, trace_texts
+from fsio import write_file_durably
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
+from pipeline.service.maintenance import UPDATE_FOLDER
 from pipeline.service.scripts import ScriptsPlugin
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
@@ -59,6 +64,10 @@ TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
+#: An uploaded update package: a plain file name ending .spm.
+_PACKAGE_FILE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.spm")
+
+log = logging.getLogger("sunpm.system")
 
 
 class AdminError(SunpmError):
@@ -116,14 +125,41 @@ class Admin:
             raise AdminError("type the gateway's uid to confirm the factory reset", "confirm")
         await self.command("factory", {"confirm": True})
 
-    async def update(self, package: bytes | None = None, url: str = "", md5: str = "") -> None:
+    async def update(self, package: tuple[str, bytes] | None = None, url: str = "",
+                     md5: str = "") -> None:
         """`updateFirmware` of the package at `url` with its MD5 (downloaded, checked, then
-        installed through SYSTEM_UpdateCommand); an uploaded package is refused."""
-        if package:
-            # The command downloads; an upload would need a second, unchecked staging path.
-            raise AdminError("uploading a package is not available in this version; give its "
-                             "url and md5", "package")
+        installed through SYSTEM_UpdateCommand), or of an uploaded `(file name, bytes)`."""
+        if package is not None:
+            await self._install_upload(*package, md5=md5)
+            return
         await self.command("updateFirmware", {"url": url, "checksum": md5})
+
+    async def _install_upload(self, name: str, data: bytes, *, md5: str) -> None:
+        """An uploaded package staged in `<data>/update/` as `updateFirmware` stages a download
+        (its MD5 checked when one is given), then handed to SYSTEM_UpdateCommand."""
+        site = self.gateway.site
+        if site is None:
+            raise AdminError("the service is not running", "package")
+        if not site.settings.system_update_command:
+            raise AdminError("updateFirmware: SYSTEM_UpdateCommand is not set", "package")
+        if not _PACKAGE_FILE.fullmatch(name):
+            raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
+                             "package")
+        if not data:
+            raise AdminError(f"{name} is empty", "package")
+        got = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        expected = md5.strip().lower()
+        if expected and expected != got:
+            raise AdminError(f"checksum mismatch (expected {expected}, got {got})", "md5")
+        path = self.gateway.data_dir / UPDATE_FOLDER / name
+
+        def stage() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file_durably(path, data)
+
+        await asyncio.to_thread(stage)
+        log.info("Update staged from an upload. package=%s md5=%s", path, got)
+        self.gateway.install_firmware(str(path))
 
     # ----------------------------------------------------------------- diagnostics
 
@@ -376,6 +412,15 @@ class Admin:
 
         data = await asyncio.to_thread(build)
         return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", data
+
+    async def debug_archive(self) -> tuple[str, bytes]:
+        """The debug archive made now (`<uid>_SYSTEME_<ts>.tar.gz`, docs/formats.md §11, as
+        `sunpm archive` makes it: it also goes to server 1's /LOG at its next session)."""
+        try:
+            path = await self.gateway.debug_archive()
+        except (CommandError, OSError) as err:
+            raise AdminError(str(err)) from None
+        return path.name, await asyncio.to_thread(path.read_bytes)
 
 
 def _check_range(start_ns: int, end_ns: int) -> None:

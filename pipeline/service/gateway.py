@@ -196,6 +196,8 @@ class Gateway:
         self._clock_synced = True
         self.clock_check: ClockCheck | None = None
         self._last_good: dict[str, tuple[int, bool]] = {}
+        #: Each device's last parameter read of this run (the web UI's device page).
+        self.parameter_reads: dict[str, ParameterRead] = {}
         self._stop: asyncio.Event | None = None
         self.restart_requested = False
         self.factory_requested = False
@@ -840,6 +842,7 @@ class Gateway:
                 device, definition = plant.devices[event.device]
                 self._spawn(self.alarms.device(event, device, definition.protocol))
             elif isinstance(event, ParameterRead):
+                self.parameter_reads[event.device] = event
                 self._spawn(self.store.append_journal(
                     "param", event.journal_body(), device=event.device, def_=event.def_id,
                     ts_ns=event.ts_ns))

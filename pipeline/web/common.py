@@ -7,6 +7,7 @@ in the last line: `page(request, "x.html", data)` or `json_ok(data)`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -73,7 +74,21 @@ def templates() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True, auto_reload=False)
     env.globals["navigation"] = NAVIGATION
+    env.filters["reading"] = reading
     return env
+
+
+def reading(value: float | str | None) -> str:
+    """A live value as a page shows it: a float to 4 decimals from 1 up, 6 significant digits
+    below (an analog input's 13.988354332375218 mA reads 13.9884); the API keeps them all.
+    sunpm.js's `reading` is the same rule for refreshed values."""
+    if value is None:
+        return ""
+    if not isinstance(value, float) or value.is_integer() or not math.isfinite(value):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if abs(value) >= 1:
+        return f"{round(value, 4):f}".rstrip("0").rstrip(".")
+    return f"{value:.6g}"
 
 
 def page(request: web.Request, template: str, data: Mapping[str, Any], *,

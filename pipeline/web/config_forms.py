@@ -54,6 +54,50 @@ SERIAL_PORTS: Final = ("SERIAL1", "SERIAL2", "SERIAL3")
 LANS: Final = ("LAN1", "LAN2")
 
 
+#: The files of CONFIG/ the API reads and replaces whole (`/api/config/<file>`).
+CONFIG_FILES: Final = ("config.ini", "daq.csv", "var.ini", "scl.ini")
+#: What a secret's value is shown as in a whole config.ini; sent back, the value stays.
+MASK: Final = "***"
+
+
+def _secret_line(line: str) -> tuple[str, str] | None:
+    """`(key, value)` of a `KEY=value` line whose key is a secret (or the password hash)."""
+    key, sep, value = line.strip().partition("=")
+    key = key.strip()
+    if not sep or key.startswith("#") or not (is_secret(key) or key == "WEB_PasswordHash"):
+        return None
+    return key, value.strip()
+
+
+def mask_secrets(text: str) -> str:
+    """config.ini with every secret set shown as `***` (never sent to a browser)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        found = _secret_line(line)
+        if found is not None and found[1]:
+            end = line[len(line.rstrip("\r\n")):]
+            line = f"{found[0]}={MASK}{end}"
+        out.append(line)
+    return "".join(out)
+
+
+def unmask_secrets(text: str, current: str) -> str:
+    """A config.ini sent back: a secret still `***` takes its value on disk."""
+    on_disk = {}
+    for line in current.splitlines():
+        found = _secret_line(line)
+        if found is not None:
+            on_disk[found[0]] = found[1]
+    out = []
+    for line in text.splitlines(keepends=True):
+        found = _secret_line(line)
+        if found is not None and found[1] == MASK:
+            end = line[len(line.rstrip("\r\n")):]
+            line = f"{found[0]}={on_disk.get(found[0], '')}{end}"
+        out.append(line)
+    return "".join(out)
+
+
 def is_secret(key: str) -> bool:
     base = _server1_name(key)
     return base.endswith("Password") or base == "MODEM_Pin"

@@ -5,6 +5,7 @@ alone through `config`, errors beside their fields, nothing saved partially."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,15 +14,38 @@ from aiohttp import web
 from config.errors import Severity
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from pipeline.web.common import context, facade, json_error, json_ok, page, rejected, session_of
-from pipeline.web.config_forms import SECTION_BY_NAME, is_secret
+from pipeline.web.config_forms import CONFIG_FILES, SECTION_BY_NAME, is_secret
 from pipeline.web.editing import Edit, problem_json
-from pipeline.web.facade import time_zones
+from pipeline.web.facade import NotFound, time_zones
 
 routes = web.RouteTableDef()
 
+#: Sections of the page that are not config.ini keys.
+OTHER_SECTIONS = ("schedules", "serial", "network")
+
+
+#: A refused SFTP host key in a server's last result (exporters/transports/sftp.py's words).
+_SEEN_KEY = re.compile(r"host key (SHA256:[A-Za-z0-9+/]+)")
+
 
 async def _data(request: web.Request) -> dict[str, Any]:
-    return await asyncio.to_thread(facade(request).configuration)
+    data = await asyncio.to_thread(facade(request).configuration)
+    _with_host_keys_seen(data, await facade(request).status())
+    return data
+
+
+def _with_host_keys_seen(data: dict[str, Any], status: Mapping[str, Any]) -> None:
+    """Beside `FTP_HostKey`, the key the server showed when its last session refused it
+    (docs/behaviour.md §10.2), for the installer to compare and copy."""
+    seen = {}
+    for server in status.get("servers", []):
+        found = _SEEN_KEY.search(str(server.get("last", "")))
+        if found:
+            seen[f"FTP{'' if server.get('srv') == 1 else '2'}_HostKey"] = found.group(1)
+    for section in data["sections"]:
+        for key in section["keys"]:
+            if key["key"] in seen:
+                key["seen"] = seen[key["key"]]
 
 
 @routes.get("/configuration")
@@ -103,7 +127,7 @@ async def save_section(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/config")
 async def api_configuration(request: web.Request) -> web.StreamResponse:
-    data = await asyncio.to_thread(facade(request).configuration)
+    data = await _data(request)
     for unused in ("fields", "problems", "saved"):
         data.pop(unused, None)
     return json_ok(data)
@@ -120,10 +144,30 @@ async def _json_form(request: web.Request) -> dict[str, str] | web.Response:
     return {str(k): str(v) for k, v in body.items()}
 
 
+@routes.get("/api/config/{name}")
+async def api_configuration_part(request: web.Request) -> web.StreamResponse:
+    """A whole file (`config.ini`, `daq.csv`, `var.ini`, `scl.ini`: `{file, text}`, secrets
+    as `***`), or one section of the page."""
+    name = request.match_info["name"]
+    if name in CONFIG_FILES:
+        path, text = await asyncio.to_thread(facade(request).config_file, name)
+        return json_ok({"file": path, "text": text})
+    data = await _data(request)
+    section = next((s for s in data["sections"] if s["name"] == name), None)
+    if section is not None:
+        return json_ok(section)
+    if name in OTHER_SECTIONS:
+        return json_ok({"name": name, name: data[name]})
+    raise NotFound(f"no configuration file or section '{name}'")
+
+
 @routes.put("/api/config/{section}")
 async def api_save_section(request: web.Request) -> web.StreamResponse:
     """A section's fields as the page names them (`FTP_Port`, `s1_0_StartTime`,
-    `SERIAL1_speed`, `LAN1_ip`); the section is replaced as the page's form would."""
+    `SERIAL1_speed`, `LAN1_ip`); the section is replaced as the page's form would. A file's
+    name (`daq.csv`) with `{"text": ...}` replaces that file whole."""
+    if request.match_info["section"] in CONFIG_FILES:
+        return await _save_file(request, request.match_info["section"])
     form = await _json_form(request)
     if isinstance(form, web.Response):
         return form
@@ -131,6 +175,19 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"saved": request.match_info["section"]})
+
+
+async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return json_error('expected {"text": "<the whole file>"}', 400)
+    verdict = await facade(request).save_config_file(name, body["text"])
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"saved": name})
 
 
 @routes.get("/api/schedule/next")

@@ -13,6 +13,7 @@ from aiohttp import web
 from pipeline.web.common import facade, json_error, json_ok, page, rejected
 from pipeline.web.editing import DEVICE_FIELDS
 from pipeline.web.facade import Conflict
+from pipeline.web.io_editor import with_submitted
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,7 @@ async def new_device(request: web.Request) -> web.StreamResponse:
 async def device_page(request: web.Request) -> web.StreamResponse:
     data = facade(request).device(request.match_info["index"])
     data.update(written=request.query.get("written", ""),
-                parameters=request.query.get("parameters", ""))
+                asked=request.query.get("parameters", ""))
     return page(request, "device.html", data)
 
 
@@ -211,6 +212,89 @@ async def api_delete_device(request: web.Request) -> web.StreamResponse:
 async def api_definitions(request: web.Request) -> web.StreamResponse:
     """The definition files of DEF/ with their header, for the device form's pickers."""
     return json_ok({"definitions": await asyncio.to_thread(facade(request).definitions)})
+
+
+@routes.get("/api/defs/{name}")
+async def api_definition(request: web.Request) -> web.StreamResponse:
+    """`{file, text}` of a definition file of DEF/."""
+    name = request.match_info["name"]
+    data = await asyncio.to_thread(facade(request).definition_file, name)
+    return json_ok({"file": name, "text": data.decode("utf-8", "replace")})
+
+
+@routes.put("/api/defs/{name}")
+async def api_save_definition(request: web.Request) -> web.StreamResponse:
+    """`{"text": ...}`: a definition file added or replaced, the whole site checked."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return json_error('expected {"text": "<the whole file>"}', 400)
+    verdict = await facade(request).save_definition(request.match_info["name"],
+                                                    body["text"].encode())
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"saved": request.match_info["name"]})
+
+
+@routes.delete("/api/defs/{name}")
+async def api_delete_definition(request: web.Request) -> web.StreamResponse:
+    """A definition file no device uses (409 when one does)."""
+    verdict = await facade(request).save_definition(request.match_info["name"], None)
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"deleted": request.match_info["name"]})
+
+
+# ----------------------------------------------------------------------------- I/O editor
+
+
+@routes.get("/devices/{index}/io")
+async def io_editor_page(request: web.Request) -> web.StreamResponse:
+    data = await facade(request).io_editor(request.match_info["index"])
+    data["saved"] = request.query.get("saved", "")
+    return page(request, "io_editor.html", data)
+
+
+@routes.post("/devices/{index}/io")
+async def io_editor_save(request: web.Request) -> web.StreamResponse:
+    index = request.match_info["index"]
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    verdict = await facade(request).save_io(index, form)
+    if verdict.ok:
+        raise web.HTTPSeeOther(f"/devices/{quote(index)}/io?saved=1")
+    data = await facade(request).io_editor(index)
+    with_submitted(data["rows"], form)
+    data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
+                saved="")
+    return page(request, "io_editor.html", data, status=422)
+
+
+@routes.get("/api/devices/{index}/io")
+async def api_io_editor(request: web.Request) -> web.StreamResponse:
+    data = await facade(request).io_editor(request.match_info["index"])
+    for unused in ("fields", "problems"):
+        data.pop(unused)
+    return json_ok(data)
+
+
+@routes.put("/api/devices/{index}/io")
+async def api_io_save(request: web.Request) -> web.StreamResponse:
+    """`{"v<Index>_<Info3|Name|Tag|CoefA|CoefB|Unit|Action>": text}`; fields left out keep
+    their text."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not all(isinstance(v, str | int | float)
+                                             for v in body.values()):
+        return json_error("expected a JSON object of field names and texts", 400)
+    verdict = await facade(request).save_io(request.match_info["index"],
+                                            {str(k): str(v) for k, v in body.items()})
+    if not verdict.ok:
+        return rejected(verdict)
+    return json_ok({"saved": request.match_info["index"]})
 
 
 # ----------------------------------------------------------------------------- actions

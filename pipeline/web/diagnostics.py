@@ -65,7 +65,9 @@ def _page(request: web.Request, *, fields: dict[str, Any] | None = None,
 
 @routes.get("/diagnostics")
 async def diagnostics_page(request: web.Request) -> web.StreamResponse:
-    return _page(request)
+    # A device's Diag link names its interface: the form starts on it.
+    chosen = request.query.get("interface", "")
+    return _page(request, fields={"interface": chosen} if chosen in TRACE_INTERFACES else None)
 
 
 @routes.post("/diagnostics")
@@ -81,17 +83,17 @@ async def diagnostics_start(request: web.Request) -> web.StreamResponse:
 
 
 async def _zip(request: web.Request) -> web.StreamResponse:
-    interface = request.query.get("interface") or None
-    try:
-        name, data = await admin(request).trace_zip(interface)
-    except AdminError as err:
-        return json_error(str(err), 400)
+    """The traces' zip; `AdminError` for an unknown interface."""
+    name, data = await admin(request).trace_zip(request.query.get("interface") or None)
     return download(name, data, "application/zip")
 
 
 @routes.get("/diagnostics/download")
 async def diagnostics_download(request: web.Request) -> web.StreamResponse:
-    return await _zip(request)
+    try:
+        return await _zip(request)
+    except AdminError as err:
+        return _page(request, errors={"interface": str(err)}, status=422)
 
 
 @routes.get("/api/traces")
@@ -112,7 +114,10 @@ async def api_traces_start(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/traces/download")
 async def api_traces_download(request: web.Request) -> web.StreamResponse:
-    return await _zip(request)
+    try:
+        return await _zip(request)
+    except AdminError as err:
+        return json_error(str(err), 400)
 
 
 @routes.get("/api/traces/tail")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from config.errors import Problem, Severity
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
 from exporters.session.config_sync import local_config_files
+from fsio import fsync_dir
 from pipeline.service.config_edit import config_lock
 
 Locate = Callable[[Problem], str | None]
@@ -70,6 +72,15 @@ def problem_json(problem: Problem) -> dict[str, object]:
             "text": str(problem)}
 
 
+#: What a file's loader does with a bad value (docs/formats.md §1.2). A form refuses the save
+#: instead, so beside a field "; default UTC used" would tell the installer the wrong story.
+_CONSEQUENCE: Final = re.compile(r"; (default .* used|file rejected)$")
+
+
+def _field_message(problem: Problem) -> str:
+    return _CONSEQUENCE.sub("", problem.message)
+
+
 def judge(problems: list[Problem], edit: Edit) -> Verdict:
     blocking: list[Problem] = []
     fields: dict[str, list[str]] = {}
@@ -77,7 +88,7 @@ def judge(problems: list[Problem], edit: Edit) -> Verdict:
     for problem in problems:
         where = edit.locate(problem)
         if where is not None:
-            fields.setdefault(where, []).append(problem.message)
+            fields.setdefault(where, []).append(_field_message(problem))
             blocking.append(problem)
         elif problem.severity is Severity.ERROR:
             others.append(problem)
@@ -119,6 +130,17 @@ class ConfigEditor:
     def _apply(self, edit: Edit) -> None:
         with self._folder_lock:
             apply_config_files(self.config_dir, dict(edit.files))
+
+    async def remove(self, rel: str) -> None:
+        """Delete a file of the tree that nothing uses (the caller checked), durably."""
+        def unlink() -> None:
+            with self._folder_lock:
+                target = self.config_dir / rel
+                target.unlink(missing_ok=True)
+                fsync_dir(target.parent)
+
+        async with self._lock:
+            await asyncio.to_thread(unlink)
 
 
 # ----------------------------------------------------------------------------- daq.csv rows

@@ -24,9 +24,19 @@ from zoneinfo import ZoneInfo, available_timezones
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from config import ConfigError, Site, VarIni, parse_config_ini, parse_daq, parse_var_ini
+from config import (
+    ConfigError,
+    Site,
+    VarIni,
+    parse_config_ini,
+    parse_daq,
+    parse_definition,
+    parse_var_ini,
+)
 from config.errors import Problem
-from config.model import Device, Quality, ServerType, Variable
+from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType, Variable
+from exporters.views.context import ViewConfig
+from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
@@ -38,16 +48,19 @@ from pipeline.web.auth import (
     hash_password,
 )
 from pipeline.web.config_forms import (
+    CONFIG_FILES,
     CONFIG_SECTIONS,
     SCHEDULE_TYPES,
     SECTION_BY_NAME,
     config_ini_edit,
     daq_blocks_edit,
     host_serial_devices,
+    mask_secrets,
     password_edit,
     ports_view,
     schedules_view,
     section_view,
+    unmask_secrets,
     var_ini_edit,
 )
 from pipeline.web.editing import (
@@ -58,6 +71,9 @@ from pipeline.web.editing import (
     device_values,
     text_problems,
 )
+from pipeline.web.io_editor import ACTIONS as IO_ACTIONS
+from pipeline.web.io_editor import io_definition, io_edit
+from pipeline.web.io_editor import rows as io_rows
 from store.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
 from store.log import Log
 
@@ -74,6 +90,9 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
+#: The dashboard's recent log: its last lines of the last hour.
+RECENT_LOG_LINES: Final = 20
+RECENT_LOG_S: Final = 3600
 #: The Configuration page's preview of each server's next connection times.
 NEXT_CONNECTIONS: Final = 10
 MIN_PASSWORD_LENGTH: Final = 10
@@ -147,6 +166,7 @@ class GatewayFacade:
         self.gateway = gateway
         self._status = Refreshed(self._status_now, STATUS_TTL_S)
         self._alarms = Refreshed(self._alarms_now, STATUS_TTL_S)
+        self._recent_log = Refreshed(self._recent_log_now, STATUS_TTL_S)
         self._editor: ConfigEditor | None = None
         self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
 
@@ -184,7 +204,21 @@ class GatewayFacade:
         site = self.gateway.site
         ntp = bool(site is not None and site.settings.ntp_servers)
         return {"status": status, "alarms": alarms, "ntpConfigured": ntp,
-                "time": _local(time.time_ns(), self.zone())}
+                "time": _local(time.time_ns(), self.zone()), "log": await self._recent_log.get()}
+
+    async def _recent_log_now(self) -> list[str]:
+        """The gateway log's last lines of the last hour, as the LOG files have them."""
+        store, site = self.gateway.store, self.gateway.site
+        if store is None or site is None:
+            return []
+        config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
+
+        def read() -> list[str]:
+            table = store.journal(start_ns=time.time_ns() - RECENT_LOG_S * NS_PER_S,
+                                  kinds=["log"])
+            return log_text(journal_items(table.sort_by("seq")), config).splitlines()
+
+        return (await asyncio.to_thread(read))[-RECENT_LOG_LINES:]
 
     async def alarms(self) -> list[dict[str, Any]]:
         """The alarms of the last 24 h, newest first (shared by requests, as the status)."""
@@ -197,6 +231,7 @@ class GatewayFacade:
         start = time.time_ns() - hours * 3600 * NS_PER_S
         table = await asyncio.to_thread(store.journal, start_ns=start, kinds=["alarm"])
         zone = self.zone()
+        names = self._variable_names()
         out: list[dict[str, Any]] = []
         for item in reversed(journal_items(table.sort_by("seq"))):
             try:
@@ -204,7 +239,8 @@ class GatewayFacade:
             except EventBodyError:
                 continue
             if isinstance(alarm, DeviceAlarm):
-                text = f"{alarm.name}: variable {alarm.var} = {alarm.value}"
+                var = names.get((item.device or "", alarm.var), f"variable {alarm.var}")
+                text = f"{alarm.name}: {var} = {alarm.value}"
                 source = alarm.source.value
             else:
                 text = alarm.alarm + (f" ({alarm.subject})" if alarm.subject else "") + \
@@ -213,6 +249,18 @@ class GatewayFacade:
             out.append({"time": _local(item.ts_ns, zone), "ts": item.ts_ns // 1_000_000,
                         "source": source, "device": item.device or "", "text": text})
         return out
+
+    def _variable_names(self) -> dict[tuple[str, int], str]:
+        """(device index, variable Index) -> the variable's Name, as configured now."""
+        site = self.gateway.site
+        if site is None:
+            return {}
+        names: dict[tuple[str, int], str] = {}
+        for device in site.daq.devices:
+            definition = site.definition_of(device)
+            for var in definition.variables if definition is not None else ():
+                names[(device.index, var.index)] = var.name
+        return names
 
     # ------------------------------------------------------------------ devices
 
@@ -245,7 +293,8 @@ class GatewayFacade:
                 "lastRecord": known.get("lastRecord", ""),
                 "storeBytes": known.get("storeBytes", 0),
                 "quotaBytes": known.get("quotaBytes", 0),
-                "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0)})
+                "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0),
+                "traceInterface": _trace_interface(d)})
         return {"devices": rows}
 
     def device(self, index: str) -> dict[str, Any]:
@@ -259,11 +308,31 @@ class GatewayFacade:
                "timeoutMs": device.timeout_ms, "serialNumber": device.serial_number,
                "parameters": device.parameters, "category": device.category,
                "model": device.model, "defFile": device.def_file, "kind": device.kind.value}
+        live = self.values(index)
+        # A TIC label's type is not in its definition: one read as text (PTEC's `TH..`) has no
+        # numeric record to chart.
+        texts = {v["index"] for v in live["values"] if not _numeric(v["value"])}
         variables = [] if definition is None else [
             {"index": v.index, "name": v.name, "unit": v.unit, "tag": v.tag,
-             "action": int(v.action), "chart": _chartable(v)}
+             "action": int(v.action), "chart": _chartable(v) and v.index not in texts}
             for v in definition.variables if v.action.is_polled]
-        return {"device": row, "variables": variables, "values": self.values(index)}
+        return {"device": row, "variables": variables, "values": live,
+                "parameters": self._parameters(device, definition)}
+
+    def _parameters(self, device: Device, definition: DefinitionFile | None) -> dict[str, Any]:
+        """The device's last parameter read of this run (actions 1 and 9), as texts."""
+        declared = definition is not None and any(v.action.is_parameter
+                                                  for v in definition.variables)
+        read = self.gateway.parameter_reads.get(device.index)
+        if read is None or definition is None:
+            return {"declared": declared, "ts": None, "time": "", "values": []}
+        names = {v.index: v for v in definition.variables}
+        values = [{"index": k, "name": names[k].name if k in names else "",
+                   "unit": names[k].unit if k in names else "", "value": text,
+                   "quality": int(read.qualities[k]), "good": Quality(read.qualities[k]).is_good}
+                  for k, text in sorted(read.values.items())]
+        return {"declared": declared, "ts": read.ts_ns // 1_000_000,
+                "time": _local(read.ts_ns, self.zone()), "values": values}
 
     def values(self, index: str) -> dict[str, Any]:
         """The device's last poll: per variable its scaled value, unit and quality."""
@@ -300,9 +369,13 @@ class GatewayFacade:
     async def history(self, index: str, var: int, span: str) -> dict[str, Any]:
         """A variable's records over `span` (1h, 24h, 7d) in at most 500 buckets, each with its
         mean, minimum and maximum (action 2's vmin/vmax kept)."""
-        self._device(index)
+        device = self._device(index)
         if span not in SPANS_S:
             raise ValueError(f"span must be one of {', '.join(SPANS_S)}")
+        site = self.gateway.site
+        definition = site.definition_of(device) if site is not None else None
+        if definition is not None and all(v.index != var for v in definition.variables):
+            raise NotFound(f"{device.name}: no variable {var}")
         store = self.gateway.store
         end_ns = time.time_ns()
         if store is None:
@@ -467,6 +540,92 @@ class GatewayFacade:
             self.gateway.config_written()
         return verdict
 
+    # ------------------------------------------------------------------ whole files
+
+    def config_file(self, name: str) -> tuple[str, str]:
+        """`CONFIG/<uid>_<name>` as on disk (empty when absent), secrets masked (blocking)."""
+        if name not in CONFIG_FILES:
+            raise NotFound(f"no configuration file '{name}' ({', '.join(CONFIG_FILES)})")
+        path, data = self._file(name)
+        text = data.decode("utf-8", "replace")
+        return path, mask_secrets(text) if name == "config.ini" else text
+
+    async def save_config_file(self, name: str, text: str) -> Verdict:
+        """A whole configuration file replaced: checked with the whole site by `config` (as a
+        file dropped in the folder: only errors refuse it), written all or nothing. In
+        config.ini a secret sent back as `***` keeps its value."""
+        if name not in CONFIG_FILES:
+            raise NotFound(f"no configuration file '{name}' ({', '.join(CONFIG_FILES)})")
+        path, current = await asyncio.to_thread(self._file, name)
+        if name == "config.ini":
+            text = unmask_secrets(text, current.decode("utf-8", "replace"))
+        return await self.apply(Edit(files={path: text.encode()}))
+
+    def definition_file(self, name: str) -> bytes:
+        """A file of DEF/ (blocking)."""
+        if not _PLAIN_NAME.fullmatch(name):
+            raise NotFound(f"no definition file '{name}'")
+        try:
+            return (self.gateway.config_dir / "DEF" / name).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no definition file '{name}'") from None
+
+    async def save_definition(self, name: str, data: bytes | None) -> Verdict:
+        """A definition file added, replaced (`data`) or deleted (None), the whole site checked:
+        a file a device uses cannot go."""
+        if not _PLAIN_NAME.fullmatch(name):
+            return Verdict(fields={"name": ["a definition file name is letters, digits and "
+                                            ". _ - ( ) + only"]})
+        path = f"DEF/{name}"
+        if data is None:
+            if not (self.gateway.config_dir / path).is_file():
+                raise NotFound(f"no definition file '{name}'")
+            users = [d.name for d in (await asyncio.to_thread(self.daq_on_disk))[2]
+                     if d.def_file == name]
+            if users:
+                raise Conflict(f"DEF/{name} is used by {', '.join(users)}; change those "
+                               "devices first")
+            await self.editor().remove(path)
+            self.gateway.config_written()
+            return Verdict()
+        try:
+            # The site checks the files its devices use; a new file is checked on its own too.
+            parse_definition(data, name)
+        except ConfigError as err:
+            return Verdict(blocking=err.errors, others=err.errors)
+        return await self.apply(Edit(files={path: data}))
+
+    # ------------------------------------------------------------------ I/O editor
+
+    def _io_file(self, index: str) -> tuple[Device, str, bytes, DefinitionFile]:
+        """The I/O device's definition file on disk (blocking)."""
+        device = next((d for d in self.daq_on_disk()[2] if d.index == index), None)
+        if device is None:
+            raise NotFound(f"no device '{index}'")
+        if device.kind is not DeviceKind.IO:
+            raise NotFound(f"{device.name} is not the gateway's I/O: no I/O editor")
+        try:
+            data = (self.gateway.config_dir / "DEF" / device.def_file).read_bytes()
+            definition = io_definition(data, device.def_file)
+        except (OSError, ValueError) as err:
+            raise Conflict(f"DEF/{device.def_file}: {err}") from None
+        return device, f"DEF/{device.def_file}", data, definition
+
+    async def io_editor(self, index: str) -> dict[str, Any]:
+        """The I/O editor's rows (what is wired, and the texts that may change)."""
+        device, path, _, definition = await asyncio.to_thread(self._io_file, index)
+        return {"device": {"index": device.index, "name": device.name}, "file": path,
+                "rows": io_rows(definition), "actions": list(IO_ACTIONS), "fields": {},
+                "problems": []}
+
+    async def save_io(self, index: str, form: Mapping[str, str]) -> Verdict:
+        """The I/O definition file rewritten with the submitted texts, the whole site checked."""
+        _, path, data, definition = await asyncio.to_thread(self._io_file, index)
+        edit, refused = io_edit(path, data, definition, form)
+        if refused:
+            return Verdict(fields=refused)
+        return await self.apply(edit)
+
     # ------------------------------------------------------------------ configuration
 
     def _file(self, suffix: str) -> tuple[str, bytes]:
@@ -586,6 +745,23 @@ def _chartable(var: Variable) -> bool:
     if var.modbus is not None:
         return var.modbus.data_type is None or var.modbus.data_type.value != "String"
     return True
+
+
+def _trace_interface(device: Device) -> str:
+    """The diagnostics interface whose frames are the device's (store/traces.py's names)."""
+    if device.kind is DeviceKind.MODBUS_RTU:
+        return device.interface.lower()
+    return {DeviceKind.IO: "io", DeviceKind.TIC: "tic"}.get(device.kind, "ethernet")
+
+
+def _numeric(value: float | str | None) -> bool:
+    """A live value that is a number or the text of one (TIC values are verbatim text)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        return Decimal(value.strip()).is_finite()
+    except ArithmeticError:
+        return False
 
 
 def _buckets(store: Log, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -46,6 +46,7 @@ from pipeline.web.common import (
     CSRF_FIELD,
     CSRF_HEADER,
     LOGIN_COOKIE,
+    NAVIGATION,
     SESSION_COOKIE,
     SESSION_KEY,
     WebContext,
@@ -194,7 +195,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    # The host only: behind a reverse proxy that ends TLS the browser's origin is https while
+    # this server sees plain http, with the same Host.
+    if origin is not None and urlsplit(origin).netloc != request.host:
         return "cross-origin request refused"
     token = request.headers.get(CSRF_HEADER)
     if token is None and request.content_type in ("application/x-www-form-urlencoded",
@@ -334,26 +337,40 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The facade's `NotFound` (404) and `Conflict` (409) for every handler, so that none need
     catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods,
-    and as plain text for the pages."""
+    and as a page with the navigation for the pages (a stale link leaves the installer in the
+    UI, not on a bare text answer)."""
     api = request.path.startswith("/api/")
     try:
         return await handler(request)
     except NotFound as err:
         if api:
             return json_error(str(err), 404)
-        raise web.HTTPNotFound(text=f"{err}\n") from None
+        return _error_page(request, "Not found", str(err), 404)
     except Conflict as err:
         if api:
             return json_error(str(err), 409)
-        raise web.HTTPConflict(text=f"{err}\n") from None
-    except web.HTTPNotFound:
+        return _error_page(request, "Not possible now", str(err), 409)
+    except web.HTTPNotFound as err:
         if api:
             return json_error("no such resource", 404)
-        raise
+        if request.path.startswith("/static/") or session_of(request) is None:
+            raise
+        text = (err.text or "").strip()
+        return _error_page(request, "Not found",
+                           "No such page." if text.startswith("404") or not text else text, 404)
     except web.HTTPMethodNotAllowed:
         if api:
             return json_error(f"{request.method} not allowed here", 405)
         raise
+
+
+def _error_page(request: web.Request, heading: str, message: str,
+                status: int) -> web.Response:
+    """A page's refusal inside the UI, with a way back to the area it came from."""
+    area = next(((href, label) for href, label in NAVIGATION[1:]
+                 if request.path.startswith(href)), NAVIGATION[0])
+    return page(request, "error.html", {"heading": heading, "message": message,
+                                        "back": area[0], "back_label": area[1]}, status=status)
 
 
 def build_app(ctx: WebContext) -> web.Application:

@@ -1,11 +1,12 @@
 """System (docs/behaviour.md §10.2): version, uptime, store; connect now, reboot, factory reset
-(type the uid), update, the gateway log of a range, backfill export (§5.3) as a zip; and the
-`/api/system/...`, `/api/logs`, `/api/export` twins.
+(type the uid), update, the gateway log of a range, backfill export (§5.3) as a zip, the debug
+archive; and the `/api/system/...`, `/api/logs`, `/api/export` twins.
 
     POST /system/connect, /api/system/connect    {server: 1|2}
     POST /system/reboot, /api/system/reboot      the service restarts (not the host)
     POST /system/factory, /api/system/factory    {confirm: "<uid>"}
-    POST /system/update, /api/system/update      multipart `package`, or {url, md5}
+    POST /system/update, /api/system/update      multipart `package` (and `md5`), or {url, md5}
+    POST /system/archive, /api/system/archive    the debug archive made now, as a download
     GET  /system/logs, /api/logs                 ?from=&to= (ISO 8601, UTC without offset)
     GET  /system/export, /api/export             ?server=&from=&to= -> zip of the files
     POST /api/commands                           {rpcName, parameters, callerId} -> its result
@@ -73,10 +74,12 @@ async def _act(request: web.Request, action: str, fields: dict[str, Any]) -> str
             return "Factory reset: the service deletes its configuration and store, then " \
                 "restarts with the defaults."
         if action == "update":
-            package = fields.get("package")
-            data = package.file.read() if isinstance(package, web.FileField) else None
-            await ops.update(data, url=str(fields.get("url", "")), md5=str(fields.get("md5", "")))
-            return "Update staged."
+            field = fields.get("package")
+            package = (field.filename, field.file.read()) \
+                if isinstance(field, web.FileField) and field.filename else None
+            await ops.update(package, url=str(fields.get("url", "")),
+                             md5=str(fields.get("md5", "")))
+            return "Update staged; SYSTEM_UpdateCommand installs it now."
     except AdminError as err:
         raise FieldError(err.field or action, str(err)) from None
     except CommandError as err:
@@ -85,6 +88,16 @@ async def _act(request: web.Request, action: str, fields: dict[str, Any]) -> str
     raise web.HTTPNotFound(text=f"no system action '{action}'\n")
 
 
+@routes.post("/system/archive")
+async def system_archive(request: web.Request) -> web.StreamResponse:
+    try:
+        name, data = await admin(request).debug_archive()
+    except AdminError as err:
+        return await _page(request, errors={"archive": str(err)}, status=409)
+    return download(name, data, "application/gzip")
+
+
+# After `/system/archive`: aiohttp tries routes in the order they are added.
 @routes.post("/system/{action}")
 async def system_action(request: web.Request) -> web.StreamResponse:
     fields = await form_or_json(request)
@@ -140,6 +153,15 @@ async def system_export(request: web.Request) -> web.StreamResponse:
 
 
 # ----------------------------------------------------------------------------- API
+
+
+@routes.post("/api/system/archive")
+async def api_system_archive(request: web.Request) -> web.StreamResponse:
+    try:
+        name, data = await admin(request).debug_archive()
+    except AdminError as err:
+        return json_error(str(err), 409)
+    return download(name, data, "application/gzip")
 
 
 @routes.post("/api/system/{action}")

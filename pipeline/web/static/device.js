@@ -11,6 +11,7 @@
   function refreshValues() {
     sunpm.getJSON(base + "/values").then(function (data) {
       text(document.getElementById("values-time"), data.time);
+      text(document.getElementById("values-age"), data.ageS === null ? "" : "(" + data.ageS + " s old)");
       var body = table.tBodies[0];
       var rows = {};
       Array.prototype.forEach.call(body.rows, function (row) { rows[row.getAttribute("data-var")] = row; });
@@ -25,13 +26,23 @@
           text(row.cells[0], v.index); text(row.cells[1], v.name); text(row.cells[3], v.unit);
           row.cells[2].className = "value";
         }
-        text(row.cells[2], v.value);
+        text(row.cells[2], sunpm.reading(v.value));
         text(row.cells[4], v.quality);
         row.cells[4].className = v.good ? "good" : "bad";
       });
     }).catch(function () { /* the next refresh tries again */ });
   }
   setInterval(refreshValues, 5000);
+
+  // uPlot's default 50 px y axis clips wide tick labels ("9,580" of 32,709,580 Wh): the axis
+  // is as wide as its longest label.
+  function axisSize(u, values, axisIndex, cycle) {
+    var axis = u.axes[axisIndex];
+    if (cycle > 1) { return axis._size; }
+    var longest = (values || []).reduce(function (a, v) { return String(v).length > a.length ? String(v) : a; }, "");
+    u.ctx.font = axis.font[0];
+    return Math.ceil(axis.ticks.size + axis.gap + u.ctx.measureText(longest).width / devicePixelRatio) + 4;
+  }
 
   var charts = [];
   function draw(figure, span) {
@@ -51,6 +62,7 @@
         width: Math.max(300, figure.clientWidth - 10), height: 180,
         legend: { show: true },
         scales: { x: { time: true, range: [data.start, data.end] } },
+        axes: [{}, { size: axisSize }],
         series: [
           {},
           { label: "mean", stroke: "#b85c00", width: 1.5, value: function (u, v) { return v === null ? "" : v + " " + unit; } },
@@ -58,7 +70,9 @@
           { label: "max", stroke: "#c97e7e", width: 1 }
         ]
       };
-      charts.push(new uPlot(opts, [data.x, data.mean, data.min, data.max], figure));
+      var chart = new uPlot(opts, [data.x, data.mean, data.min, data.max], figure);
+      figure.uplot = chart;
+      charts.push(chart);
     }).catch(function () {});
   }
   function drawAll(span) {

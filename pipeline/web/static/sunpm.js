@@ -22,5 +22,12 @@ window.sunpm = (function () {
     var question = ev.target.getAttribute("data-confirm");
     if (question && !window.confirm(question)) { ev.preventDefault(); }
   });
-  return { csrf: csrf, getJSON: getJSON, send: send };
+  // A live value as pages show it (common.reading's rule): 4 decimals from 1 up, 6 significant
+  // digits below; integers and texts as they are.
+  function reading(value) {
+    if (value === null || value === undefined) { return ""; }
+    if (typeof value !== "number" || Number.isInteger(value) || !isFinite(value)) { return String(value); }
+    return Math.abs(value) >= 1 ? String(parseFloat(value.toFixed(4))) : String(Number(value.toPrecision(6)));
+  }
+  return { csrf: csrf, getJSON: getJSON, send: send, reading: reading };
 })();

@@ -152,11 +152,13 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         assert log_name.startswith(f"{UID}_LOG_") and b" INFO system: sunpm started." in text
 
 
-async def test_an_update_goes_through_the_command_and_an_upload_is_refused(
+async def test_an_update_goes_through_the_command_and_an_upload_needs_the_install_command(
         tmp_path: Path) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
-        with pytest.raises(AdminError, match=r"^uploading a package is not available"):
-            await Admin(plant.gateway).update(b"package")
+        with pytest.raises(AdminError, match=r"SYSTEM_UpdateCommand is not set") as refused:
+            await Admin(plant.gateway).update(("wgapp_2.0.spm", b"package"))
+        assert refused.value.field == "package"
+        assert not (plant.gateway.data_dir / "update" / "wgapp_2.0.spm").exists()
         with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand is not set"):
             await Admin(plant.gateway).update(url="http://127.0.0.1:9/p.spm", md5="0" * 32)
 

@@ -9,8 +9,9 @@ from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from web_support import UID, add_io
 
-from pipeline.web.common import NAVIGATION
+from pipeline.web.common import NAVIGATION, reading
 
 
 def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
@@ -22,8 +23,30 @@ def test_login_then_every_page_of_the_navigation(browser: Browser) -> None:
         browser.visit(path)
         heading = browser.find("main h1").text  # type: ignore[attr-defined]
         assert heading.startswith(label), (path, heading)
+        assert browser.driver.title == f"{label} · {UID}"  # type: ignore[attr-defined]
+        assert browser.driver.execute_script(  # type: ignore[attr-defined]
+            "return document.documentElement.scrollWidth <= window.innerWidth"), path
         active = browser.find("header nav a.active").text  # type: ignore[attr-defined]
         assert active == label
+        if path == "/":
+            assert "INFO system: sunpm started." in \
+                browser.find("#recent-log").text  # type: ignore[attr-defined]
+            assert browser.find("#uid").text == UID  # type: ignore[attr-defined]
+    # A stale link: a page of the UI says why, with the way back.
+    browser.visit("/devices/999")
+    assert browser.find("#error-message").text == "no device '999'"  # type: ignore[attr-defined]
+    browser.click_and_wait("#error-back")
+    assert browser.find("main h1").text == "Devices"  # type: ignore[attr-defined]
+    # The dashboard's connect now: a session with server 1 at once.
+    browser.visit("/")
+    browser.click_and_wait("#dashboard-connect-now")
+    assert browser.find("#system-message").text == \
+        "Session with server 1 started."  # type: ignore[attr-defined]
+    # Log out: the session ends, pages ask for the login again.
+    browser.click_and_wait("header form.logout button")
+    assert "/login" in browser.driver.current_url  # type: ignore[attr-defined]
+    browser.visit("/devices")
+    assert browser.driver.current_url.endswith("/login?next=/devices")  # type: ignore[attr-defined]
 
 
 def test_wrong_password_is_refused_in_the_page(browser: Browser) -> None:
@@ -45,10 +68,42 @@ def test_device_page_shows_live_values_and_draws_charts(browser: Browser) -> Non
     cells = {r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text:  # type: ignore[attr-defined]
              r.find_element(By.CSS_SELECTOR, "td:nth-child(4)").text for r in rows}  # type: ignore[attr-defined]
     assert cells.get("PhVphA") == "V" and cells.get("W") == "W"
+    # Refreshed values read as the server renders them.
+    samples = [13.988354332375218, 229.4, 32709592, -2.00004, 0.000123456789, 12345678.25, "TH.."]
+    assert browser.driver.execute_script(  # type: ignore[attr-defined]
+        "return arguments[0].map(sunpm.reading)", samples) == [reading(v) for v in samples]
+    # The values' age, refreshed with them every 5 s.
+    age = browser.find("#values-age").text  # type: ignore[attr-defined]
+    assert age.startswith("(") and age.endswith(" s old)"), age
     # Charts draw once the first record is in the store (a 10 s period).
     WebDriverWait(browser.driver, 30).until(  # type: ignore[arg-type]
         ec.presence_of_element_located((By.CSS_SELECTOR, "figure.chart .uplot, figure.chart .empty")))
     browser.screenshot("device-charts")
+
+
+def test_a_chart_axis_is_as_wide_as_its_longest_label(browser: Browser) -> None:
+    """The energy counter (WH, some 32 700 000 Wh) once cut to '9,580' by a fixed-width axis."""
+    with browser.gateway.client() as client:
+        deadline = time.monotonic() + 40
+        while not client.get("/api/devices/1/history?var=12&span=1h").json()["x"]:
+            assert time.monotonic() < deadline, "no energy record in the store"
+            time.sleep(0.5)
+    browser.login()
+    browser.visit("/devices/1")
+    energy = 'figure.chart[data-var="12"] .uplot'
+    WebDriverWait(browser.driver, 40).until(  # type: ignore[arg-type]
+        ec.presence_of_element_located((By.CSS_SELECTOR, energy)))
+    room, widest, labels = browser.driver.execute_script(  # type: ignore[attr-defined]
+        """var u = document.querySelector('figure.chart[data-var="12"]').uplot;
+           var axis = u.axes[1];
+           u.ctx.font = axis.font[0];
+           var widths = axis._values.map(function (v) {
+             return u.ctx.measureText(String(v)).width / devicePixelRatio; });
+           return [axis._size - axis.ticks.size - axis.gap, Math.max.apply(null, widths),
+                   axis._values];""")
+    assert any(len(str(label)) >= 10 for label in labels), labels
+    assert room >= widest, (room, widest, labels)
+    browser.screenshot("device-chart-energy", scroll_to=energy)
 
 
 def _fill(browser: Browser, values: dict[str, str]) -> None:
@@ -71,7 +126,7 @@ def test_add_a_device_with_a_field_error_first(browser: Browser) -> None:
     browser.click_and_wait("#save")
     browser.screenshot("device-form-refused", scroll_to="#f-address")
     error = browser.find("#err-address").text  # type: ignore[attr-defined]
-    assert error == "'300' is outside 1..240; file rejected"
+    assert error == "'300' is outside 1..240"
     assert browser.find("#f-address").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
     _fill(browser, {"address": "1"})
     browser.click_and_wait("#save")
@@ -116,3 +171,82 @@ def test_schedule_with_a_planted_mistake_shows_the_field_error(browser: Browser)
         time.sleep(0.5)
     assert len(times) == 10 and all(t[14:19] == "15:00" for t in times), times
     browser.screenshot("schedule-saved", scroll_to="#schedules")
+
+
+def _device_rows(browser: Browser) -> dict[str, str]:
+    """index -> name of the Devices page's rows."""
+    rows = browser.find_all("#devices tbody tr[data-index]")
+    return {r.get_attribute("data-index"):  # type: ignore[attr-defined]
+            r.find_element(By.CSS_SELECTOR, ".device-name").text for r in rows}  # type: ignore[attr-defined]
+
+
+def _until_listed(browser: Browser, check: object, what: str) -> dict[str, str]:
+    deadline = time.monotonic() + 20
+    while True:
+        browser.visit("/devices")
+        rows = _device_rows(browser)
+        if check(rows):  # type: ignore[operator]
+            return rows
+        assert time.monotonic() < deadline, (what, rows)
+        time.sleep(0.5)
+
+
+def test_duplicate_edit_and_delete_a_device_through_the_pages(browser: Browser) -> None:
+    browser.login()
+    before = _until_listed(browser, lambda rows: bool(rows), "the devices")
+    browser.visit("/devices/1")
+    browser.click_and_wait("a[href='/devices/1/duplicate']")
+    browser.screenshot("device-duplicate-form")
+    index = browser.find("#f-index").get_attribute("value")  # type: ignore[attr-defined]
+    assert index == str(max(int(k) for k in before if k.isdigit()) + 1)
+    assert browser.find("#f-name").get_attribute("value") == "inverter_1_copy"  # type: ignore[attr-defined]
+    port = browser.gateway.simulators[0].port
+    assert browser.find("#f-interface").get_attribute("value") == f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    browser.click_and_wait("#save")
+    assert f"/devices?saved={index}" in browser.driver.current_url  # type: ignore[attr-defined]
+    _until_listed(browser, lambda rows: rows.get(index) == "inverter_1_copy", "the copy")
+
+    browser.click_and_wait(f"a[href='/devices/{index}/edit']")
+    browser.screenshot("device-edit-form")
+    assert browser.find("main h1").text.startswith("Edit inverter_1_copy")  # type: ignore[attr-defined]
+    _fill(browser, {"name": "second_inverter", "acqPeriodS": "often"})
+    browser.click_and_wait("#save")
+    browser.screenshot("device-edit-refused", scroll_to="#f-acqPeriodS")
+    assert browser.find("#f-acqPeriodS").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    assert "often" in browser.find("#err-acqPeriodS").text  # type: ignore[attr-defined]
+    # Refused: nothing saved, what was typed is still in the form.
+    assert browser.find("#f-name").get_attribute("value") == "second_inverter"  # type: ignore[attr-defined]
+    assert _until_listed(browser, lambda rows: True, "the devices").get(index) == "inverter_1_copy"
+    browser.visit(f"/devices/{index}/edit")
+    _fill(browser, {"name": "second_inverter"})
+    browser.click_and_wait("#save")
+    _until_listed(browser, lambda rows: rows.get(index) == "second_inverter", "the new name")
+
+    browser.visit(f"/devices/{index}/edit")
+    browser.click_and_wait("#delete", confirm=True)
+    assert f"/devices?deleted={index}" in browser.driver.current_url  # type: ignore[attr-defined]
+    assert f"Device {index} deleted" in browser.find("#notice").text  # type: ignore[attr-defined]
+    rows = _until_listed(browser, lambda rows: index not in rows, "the deletion")
+    assert rows == before
+
+
+def test_the_io_editor_shows_a_mistake_beside_its_field(browser: Browser) -> None:
+    with browser.gateway.client() as client:
+        add_io(browser.gateway, client)
+    browser.login()
+    browser.visit("/devices/IO")
+    browser.click_and_wait("#io-editor")
+    browser.screenshot("io-editor")
+    assert browser.driver.execute_script(  # type: ignore[attr-defined]
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    assert browser.find("#f-v1_Name").get_attribute("value") == "AI1"  # type: ignore[attr-defined]
+    _fill(browser, {"v1_CoefA": "ten", "v1_Unit": "W/m2"})
+    browser.click_and_wait("#save-io")
+    browser.screenshot("io-editor-refused")
+    assert browser.find("#f-v1_CoefA").get_attribute("aria-invalid") == "true"  # type: ignore[attr-defined]
+    assert "ten" in browser.find("#err-v1_CoefA").text  # type: ignore[attr-defined]
+    assert browser.find("#f-v1_Unit").get_attribute("value") == "W/m2"  # type: ignore[attr-defined]
+    _fill(browser, {"v1_CoefA": "10"})
+    browser.click_and_wait("#save-io")
+    assert "Saved" in browser.find("#notice").text  # type: ignore[attr-defined]
+    assert browser.find("#f-v1_CoefA").get_attribute("value") == "10"  # type: ignore[attr-defined]

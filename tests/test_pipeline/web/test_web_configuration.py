@@ -5,11 +5,15 @@ next connection times from the scheduler's own computation."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+from peers import USERS, make_certs, run_peer
 from waiting import wait_until_sync
 from web_support import UID, RunningGateway
 
-from config import load_site
+from config import Site, load_site
 from pipeline.web.auth import verify_password
 
 #: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
@@ -33,7 +37,9 @@ def test_a_planted_schedule_mistake_is_a_field_error_and_nothing_is_saved(
         assert answer.status_code == 422
         body = answer.json()
         assert body["fields"] == {"s1_1_StartTime": [
-            "'25:61:00' is not HH:MM:SS in 00:00:00..23:59:59; default 00:00:00 used"]}
+            "'25:61:00' is not HH:MM:SS in 00:00:00..23:59:59"]}
+        # The problems keep config's one-line form, with what a file load would do.
+        assert body["problems"][0]["message"].endswith("; default 00:00:00 used")
         # The page shows it beside the field, with what was typed kept.
         page = client.post("/configuration/schedules",
                            data={**rows, "csrf": client.headers["X-CSRF-Token"]})
@@ -77,7 +83,7 @@ def test_server_section_field_errors_and_save(fresh_gateway: RunningGateway) -> 
             "FTP2_Password": "s3cret-pass"})
         assert answer.status_code == 200, answer.text
         _eventually(lambda: fresh_gateway.gateway is not None and
-               fresh_gateway.gateway.site is not None and
+                    fresh_gateway.gateway.site is not None and
                fresh_gateway.gateway.site.settings.servers[1].port == 2121)
         # The password is stored, never sent back, and kept when the field comes back empty.
         config = client.get("/api/config").json()
@@ -153,3 +159,126 @@ def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> No
                     {"other": 1}):
             assert client.post("/api/config/validate", json=bad).status_code == 400
     assert _config_files(web_gateway) == before
+
+
+@pytest.mark.parametrize(("section", "mistake", "fix", "applied"), [
+    ("time", {"NTP_TimeZone": "Mars/Base"}, {"NTP_TimeZone": "Europe/Paris"},
+     lambda s: s.settings.time_zone == "Europe/Paris"),
+    ("storage", {"STORE_DeviceQuotaMB": "-5"}, {"STORE_DeviceQuotaMB": "80"},
+     lambda s: s.settings.store_device_quota_mb == 80),
+    ("alarms", {"ALARM_DeviceLost": "maybe"}, {"ALARM_DeviceLost": "1"},
+     lambda s: s.settings.alarm_device_lost),
+    ("mqtt2", {"MQTT2_Port": "0"}, {"MQTT2_Host": "127.0.0.1", "MQTT2_Port": "1884"},
+     lambda s: b"MQTT2_Port=1884" in s.files()[f"CONFIG/{UID}_config.ini"]),
+    ("web", {"WEB_Port": "70000"}, {"WEB_User": "installer"},
+     lambda s: s.settings.web_user == "installer"),
+])
+def test_each_section_refuses_a_mistake_beside_its_field_then_saves(
+        fresh_gateway: RunningGateway, section: str, mistake: dict[str, str],
+        fix: dict[str, str], applied: Callable[[Site], bool]) -> None:
+    before = _config_files(fresh_gateway)
+    with fresh_gateway.client() as client:
+        answer = client.put(f"/api/config/{section}", json=mistake)
+        assert answer.status_code == 422, answer.text
+        wrong = [k for k in mistake if k in answer.json()["fields"]]
+        assert wrong, answer.json()
+        page = client.post(f"/configuration/{section}",
+                           data={**mistake, "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and f'id="err-{wrong[0]}"' in page.text
+        assert _config_files(fresh_gateway) == before
+        answer = client.put(f"/api/config/{section}", json=fix)
+        assert answer.status_code == 200, answer.text
+    assert applied(load_site(fresh_gateway.config_dir))
+
+
+def test_a_refused_sftp_host_key_shows_beside_ftp_hostkey(fresh_gateway: RunningGateway,
+                                                          tmp_path: Path) -> None:
+    """An installer sets up SFTP without the server's key: the session is refused, and the
+    Configuration page shows the key the server showed, to compare and paste."""
+    certs = make_certs(tmp_path / "certs")
+    root = tmp_path / "sftp"
+    root.mkdir()
+    user, password = next(iter(USERS.items()))
+    with run_peer("sftp", root, certs) as peer, fresh_gateway.client() as client:
+        answer = client.put("/api/config/server2", json={
+            "SERVER2_Type": "sftp", "FTP2_Host": "127.0.0.1", "FTP2_Port": str(peer.port),
+            "FTP2_User": user, "FTP2_Password": password})
+        assert answer.status_code == 200, answer.text
+        _eventually(lambda: fresh_gateway.gateway is not None and
+                    fresh_gateway.gateway.site is not None and
+               fresh_gateway.gateway.site.settings.servers[1].port == peer.port)
+
+        def shown() -> bool:
+            client.post("/api/system/connect", json={"server": 2})
+            keys = {k["key"]: k for s in client.get("/api/config").json()["sections"]
+                    for k in s["keys"]}
+            return keys["FTP2_HostKey"].get("seen") == certs.host_key_fingerprint.rstrip("=")
+
+        wait_until_sync(shown, within_s=40, every=0.2)
+        page = client.get("/configuration").text
+        assert f'<span class="key-seen" id="seen-FTP2_HostKey">last key seen: <code>' \
+               f'{certs.host_key_fingerprint.rstrip("=")}</code></span>' in page
+        assert 'id="seen-FTP_HostKey"' not in page
+
+
+def test_whole_files_through_the_api(fresh_gateway: RunningGateway) -> None:
+    daq_path = fresh_gateway.config_dir / "CONFIG" / f"{UID}_daq.csv"
+    with fresh_gateway.client() as client:
+        daq = client.get("/api/config/daq.csv").json()
+        assert daq["file"] == f"CONFIG/{UID}_daq.csv" and daq["text"] == daq_path.read_text()
+        row = daq["text"].splitlines()[-1]
+        added = row.replace("inverter_2", "inverter_9").split(";")
+        added[0] = "9"
+        wrong = added.copy()
+        wrong[3] = "300"
+        before = daq_path.read_bytes()
+        answer = client.put("/api/config/daq.csv",
+                            json={"text": daq["text"] + ";".join(wrong) + "\n"})
+        assert answer.status_code == 422
+        assert "'300' is outside 1..240" in answer.json()["error"]
+        assert daq_path.read_bytes() == before
+        answer = client.put("/api/config/daq.csv",
+                            json={"text": daq["text"] + ";".join(added) + "\n"})
+        assert answer.status_code == 200, answer.text
+        _eventually(lambda: any(d["index"] == "9" for d in
+                           client.get("/api/devices").json()["devices"]))
+        # config.ini: secrets shown as ***, and kept when sent back so.
+        assert client.put("/api/config/server2", json={
+            "SERVER2_Type": "ftp", "FTP2_Host": "127.0.0.1",
+            "FTP2_Password": "s3cret-pass"}).status_code == 200
+        config = client.get("/api/config/config.ini").json()["text"]
+        assert "FTP2_Password=***\n" in config and "s3cret-pass" not in config
+        answer = client.put("/api/config/config.ini",
+                            json={"text": config.replace("FTP2_Host=127.0.0.1",
+                                                         "FTP2_Host=localhost")})
+        assert answer.status_code == 200, answer.text
+        site = load_site(fresh_gateway.config_dir)
+        assert site.settings.servers[1].host == "localhost"
+        assert site.settings.servers[1].password == "s3cret-pass"
+        assert client.get("/api/config/server1").json()["name"] == "server1"
+        assert client.get("/api/config/nosuch").status_code == 404
+        assert client.put("/api/config/daq.csv", json={"rows": []}).status_code == 400
+
+
+def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None:
+    folder = fresh_gateway.config_dir / "DEF"
+    with fresh_gateway.client() as client:
+        inverter = client.get("/api/defs/demo_inverter.csv").json()
+        assert inverter["text"] == (folder / "demo_inverter.csv").read_text()
+        assert client.get("/api/defs/none.csv").status_code == 404
+        answer = client.put("/api/defs/copy.csv", json={"text": inverter["text"]})
+        assert answer.status_code == 200, answer.text
+        assert (folder / "copy.csv").read_text() == inverter["text"]
+        assert "copy.csv" in [d["file"] for d in client.get("/api/defs").json()["definitions"]]
+        assert client.put("/api/defs/bad name!.csv", json={"text": "x"}).status_code == 422
+        # A file no device uses yet is checked on its own.
+        broken = client.put("/api/defs/broken.csv", json={"text": "bogus;x;y;z\n"})
+        assert broken.status_code == 422
+        assert broken.json()["problems"][0]["field"] == "Protocol"
+        assert not (folder / "broken.csv").exists()
+        used = client.delete("/api/defs/demo_inverter.csv")
+        assert used.status_code == 409
+        assert "used by inverter_1, inverter_2" in used.json()["error"]
+        assert client.delete("/api/defs/copy.csv").status_code == 200
+        assert not (folder / "copy.csv").exists()
+        assert client.delete("/api/defs/copy.csv").status_code == 404

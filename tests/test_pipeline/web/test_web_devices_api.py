@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import httpx
 from waiting import wait_until_sync
-from web_support import UID, RunningGateway
+from web_support import UID, RunningGateway, add_io
+
+from pipeline.drivers.modbus.simulator import TcpSimulator
+from pipeline.service.demo import DemoInverter
 
 #: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
 _eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
@@ -62,7 +66,7 @@ def test_field_errors_come_from_config_and_nothing_is_written(
         assert answer.status_code == 422
         body = answer.json()
         assert set(body["fields"]) == {"address", "defFile"}, body
-        assert body["fields"]["address"] == ["'300' is outside 1..240; file rejected"]
+        assert body["fields"]["address"] == ["'300' is outside 1..240"]
         assert any("missing.csv" in m for m in body["fields"]["defFile"])
         assert all(p["file"] == f"{UID}_daq.csv" for p in body["problems"])
         assert body["error"] == body["problems"][0]["text"]
@@ -123,8 +127,9 @@ def test_history_buckets_from_the_store(web_gateway: RunningGateway) -> None:
         assert client.get("/api/devices/1/history?var=6&span=2y").status_code == 400
         assert client.get("/api/devices/1/history?var=x").status_code == 400
         assert client.get("/api/devices/99/history?var=6").status_code == 404
-        empty = client.get("/api/devices/1/history?var=999&span=7d").json()
-        assert empty["x"] == [] and empty["end"] - empty["start"] == 7 * 86400
+        unknown = client.get("/api/devices/1/history?var=999&span=7d")
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "inverter_1: no variable 999"}
 
 
 def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) -> None:
@@ -143,7 +148,89 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
                            json={"variable": "nope", "value": 1}).status_code == 404
         assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400
         assert client.post("/api/devices/1/parameters").status_code == 200
+        # Read after the next good poll: the device page shows the texts the inverter gave.
+        read = _eventually(lambda: (p := client.get("/api/devices/1").json()["parameters"])
+                           ["values"] and p)
+        assert read["declared"] is True
+        assert {p["name"]: p["value"] for p in read["values"]}["SN"] == "DEMO-0001"
+        assert "DEMO-0001" in client.get("/devices/1").text
         assert client.post("/api/devices/99/parameters").status_code == 404
         page = client.post("/devices/1/write", data={
             "csrf": client.headers["X-CSRF-Token"], "variable": "16", "value": "x"})
         assert page.status_code == 422 and "is not a number" in page.text
+
+
+@dataclass(slots=True)
+class SwitchedInverter(DemoInverter):
+    """The demo inverter whose state (St, an action-8 variable) the test sets."""
+
+    state: int = 4
+
+    def refresh(self, t_s: float) -> None:
+        DemoInverter.refresh(self, t_s)
+        self.holding[40108] = self.state
+
+
+def test_the_dashboard_shows_the_alarms_of_the_day(fresh_gateway: RunningGateway) -> None:
+    inverter = SwitchedInverter(number=1)
+    sim = TcpSimulator({1: inverter})
+    port = fresh_gateway.call(sim.start())
+    assert isinstance(port, int)
+    try:
+        with fresh_gateway.client() as client:
+            answer = client.post("/api/devices", json=_row(port, name="switched"))
+            assert answer.status_code == 201, answer.text
+            _eventually(lambda: bool(client.get("/api/devices/7/values").json().get("values")))
+            # A change of St is an alarm, shown with the variable's configured Name.
+            inverter.state = 7
+            _eventually(lambda: any(a["text"] == "switched: St = 7" and a["source"] == "MODBUS"
+                                    and a["device"] == "7"
+                                    for a in client.get("/api/alarms").json()["alarms"]),
+                        within_s=30)
+            inverter.state = 2
+            _eventually(lambda: "switched: St = 2" in client.get("/").text, within_s=30)
+            alarms = client.get("/api/alarms").json()["alarms"]
+            assert [a["text"] for a in alarms if a["device"] == "7"][:2] == [
+                "switched: St = 2", "switched: St = 7"]      # newest first
+    finally:
+        fresh_gateway.call(sim.stop())
+
+
+def test_the_io_editor_changes_the_io_definition_through_config(
+        fresh_gateway: RunningGateway) -> None:
+    with fresh_gateway.client() as client:
+        name = add_io(fresh_gateway, client)
+        path = fresh_gateway.config_dir / "DEF" / name
+        editor = client.get("/api/devices/IO/io").json()
+        rows = {r["index"]: r for r in editor["rows"]}
+        assert rows[1]["kind"] == "analog input" and rows[1]["values"]["Name"] == "AI1"
+        assert [m["label"] for m in rows[5]["modes"]] == ["ON/OFF contact", "S0 pulses"]
+        assert rows[9]["kind"] == "relay" and rows[9]["modes"] == []
+        before = path.read_bytes()
+        answer = client.put("/api/devices/IO/io", json={"v1_CoefA": "lots", "v5_Action": "3",
+                                                        "v2_Name": "a;b"})
+        assert answer.status_code == 422
+        assert set(answer.json()["fields"]) == {"v2_Name"}, answer.json()
+        answer = client.put("/api/devices/IO/io", json={"v1_CoefA": "lots", "v5_Action": "3"})
+        assert answer.status_code == 422
+        fields = answer.json()["fields"]
+        assert set(fields) == {"v1_CoefA", "v5_Action"}, fields
+        assert fields["v5_Action"] == ["'3' is not 0, 1, 2, 4, 8 or 9"]
+        assert path.read_bytes() == before
+        page = client.post("/devices/IO/io", data={"v1_CoefA": "lots",
+                                                   "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and 'id="err-v1_CoefA"' in page.text
+        assert 'value="lots"' in page.text
+        # An irradiance sensor on AI1 (0-10 V, 0..1000 W/m2), DI1 counting S0 pulses.
+        answer = client.put("/api/devices/IO/io", json={
+            "v1_Name": "irradiance", "v1_Info3": "2", "v1_CoefA": "100", "v1_CoefB": "0",
+            "v1_Unit": "W/m2", "v1_Action": "4", "v5_Info3": "2", "v5_Name": "S0_1",
+            "v5_Unit": "Wh", "v5_Action": "4"})
+        assert answer.status_code == 200, answer.text
+        text = path.read_text()
+        assert "1;1;1;2;;irradiance;;100;0;W/m2;4\n" in text
+        assert "5;2;1;2;;S0_1;;1;0;Wh;4\n" in text
+        assert text.startswith("io;WebdynSunPM;Webdyn;ioSunPM\n")
+        assert client.get("/api/devices/1/io").status_code == 404
+        _eventually(lambda: any(v["name"] == "irradiance" for v in
+                                client.get("/api/devices/IO").json()["variables"]))

@@ -4,7 +4,10 @@ downloads that hold what the gateway captured or delivered."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import tarfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -35,6 +38,11 @@ def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 def _problems(answer: httpx.Response) -> dict[str, str]:
     assert answer.status_code == 422, answer.text
     return {p["field"]: p["message"] for p in answer.json()["problems"]}
+
+
+def _rows(config_dir: Path) -> list[tuple[object, ...]]:
+    return [(d.index, d.name, d.interface, d.address, d.acq_period_s, d.def_file)
+            for d in load_site(config_dir).daq.devices]
 
 
 def test_discovery_refuses_bad_parameters_naming_the_field(web_gateway: RunningGateway) -> None:
@@ -94,6 +102,7 @@ def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
                 assert state["devices"][2]["manufacturer"] == "<img src=x onerror=alert(1)>"
                 shown = client.get("/discovery").text
                 assert "&lt;img src=x onerror=alert(1)&gt;" in shown and "<img" not in shown
+                before = _rows(gateway.config_dir)
                 bad = client.post("/api/discovery/import", json={"rows": [7]})
                 assert _problems(bad) == {"rows": "discovery: no device 7 in the results (0..2)"}
                 imported = client.post("/api/discovery/import", json={"rows": [1]})
@@ -103,6 +112,8 @@ def test_a_discovery_runs_streams_its_lines_and_imports(tmp_path: Path) -> None:
                 assert again.status_code == 409
                 assert client.delete("/api/discovery").json() == {"state": "idle"}
             site = load_site(gateway.config_dir)
+            # Added after the rows there were, which are left as they were.
+            assert _rows(gateway.config_dir)[:-1] == before
             row = site.daq.devices[-1]
             assert (row.name, row.address, row.interface) == (
                 f"ethernet_127.0.0.1_{port}_4", 4, f"127.0.0.1:{port}")
@@ -133,6 +144,19 @@ def test_a_trace_is_started_tailed_and_downloaded(web_gateway: RunningGateway) -
             assert len(archive.read(name).decode().splitlines()) >= len(tail)
         stopped = client.post("/api/traces", json={"interface": "ethernet", "minutes": 0})
         assert stopped.json()["running"] is False
+        # A device's Diag link: the diagnostics page starts on the device's interface.
+        devices = client.get("/devices").text
+        assert '<a href="/diagnostics?interface=ethernet" class="diag">diag</a>' in devices
+        assert [d["traceInterface"] for d in client.get("/api/devices").json()["devices"]
+                if d["index"] in ("1", "2")] == ["ethernet", "ethernet"]
+        serial = client.get("/diagnostics", params={"interface": "serial2"}).text
+        assert '<option value="serial2" selected>' in serial
+        bad = client.get("/api/traces/download", params={"interface": "modem"})
+        assert bad.status_code == 400 and "unknown interface 'modem'" in bad.json()["error"]
+        # The page's download link: the page again, the error beside the interface.
+        page = client.get("/diagnostics/download", params={"interface": "modem"})
+        assert page.status_code == 422 and 'id="e-interface"' in page.text
+        assert "unknown interface &#39;modem&#39;" in page.text
 
 
 def test_a_script_goes_through_its_whole_life_by_the_api(web_gateway: RunningGateway) -> None:
@@ -218,6 +242,28 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
             "server": 2, "from": start, "to": end})) == {"server": "server 2 is not configured"}
 
 
+def test_the_debug_archive_is_made_and_downloaded(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        answer = client.post("/api/system/archive")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/gzip"
+        disposition = answer.headers["content-disposition"]
+        name = disposition.partition('filename="')[2].rstrip('"')
+        assert name.startswith(f"{UID}_SYSTEME_") and name.endswith(".tar.gz"), disposition
+        with tarfile.open(fileobj=io.BytesIO(answer.content), mode="r:gz") as tar:
+            members = set(tar.getnames())
+            status = json.loads(tar.extractfile("status.json").read())  # type: ignore[union-attr]
+            log = tar.extractfile("log.txt").read().decode()  # type: ignore[union-attr]
+        assert f"config/CONFIG/{UID}_daq.csv" in members
+        assert status["uid"] == UID
+        assert "INFO system: sunpm started." in log
+        # The same file waits in the data folder for server 1's next session.
+        assert (web_gateway.data_dir / "archives" / name).read_bytes() == answer.content
+        # The page's form answers the download too.
+        page = client.post("/system/archive")
+        assert page.status_code == 200 and page.content[:2] == b"\x1f\x8b"
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.dictionaries(st.sampled_from(["interface", "minutes", "server", "rows", "from",
@@ -262,3 +308,47 @@ def test_a_command_runs_through_the_executor(web_gateway: RunningGateway) -> Non
         assert _problems(client.post("/api/commands", json={
             "rpcName": "sunpm.status", "callerId": 1.5})) == {
             "callerId": "expected a string or an integer"}
+
+
+def test_the_system_page_shows_the_sd_mirror(fresh_gateway: RunningGateway) -> None:
+    card = fresh_gateway.folder / "card"
+    card.mkdir()
+    with fresh_gateway.client() as client:
+        assert "no mirror (SD_MirrorPath is empty)" in client.get("/system").text
+        answer = client.put("/api/config/storage", json={"SD_MirrorPath": str(card)})
+        assert answer.status_code == 200, answer.text
+        _until(lambda: f'<span class="good">ok</span>, mirror in {card}' in
+               client.get("/system").text, 30, "the mirror on the System page")
+
+
+def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> None:
+    installed = tmp_path / "installed.spm"
+    installer = tmp_path / "install.sh"
+    installer.write_text(f'#!/bin/sh\ncp "$1" {installed}\n')
+    installer.chmod(0o755)
+    package = b"sunpm update package\x00\x01"
+    md5 = hashlib.md5(package, usedforsecurity=False).hexdigest()
+    with running_gateway(tmp_path, inverters=1,
+                         extra={"SYSTEM_UpdateCommand": str(installer)}) as gateway, \
+            gateway.client() as client:
+        def upload(name: str, data: bytes, checksum: str) -> httpx.Response:
+            return client.post("/api/system/update", files={"package": (name, data)},
+                               data={"md5": checksum})
+
+        assert _problems(upload("wgapp_9.9.spm", package, "0" * 32)) == {
+            "md5": f"checksum mismatch (expected {'0' * 32}, got {md5})"}
+        assert _problems(upload("notes.txt", package, "")) == {
+            "package": "'notes.txt': a package is a plain file name ending .spm"}
+        assert _problems(upload("wgapp_9.9.spm", b"", "")) == {
+            "package": "wgapp_9.9.spm is empty"}
+        assert not installed.exists()
+        answer = upload("wgapp_9.9.spm", package, md5)
+        assert answer.status_code == 200, answer.text
+        staged = gateway.data_dir / "update" / "wgapp_9.9.spm"
+        assert staged.read_bytes() == package
+        _until(lambda: installed.is_file() and installed.read_bytes() == package, 20,
+               "SYSTEM_UpdateCommand given the package")
+        # The page's form: the same checks, the refusal beside its field.
+        page = client.post("/system/update", files={"package": ("wgapp_9.9.spm", package)},
+                           data={"md5": "f" * 32, "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and 'id="e-md5"' in page.text

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import httpx
 import pytest
 from web_support import RunningGateway
 
+import pipeline.web
 from pipeline.web.auth import hash_password, verify_password
 from pipeline.web.server import build_app
 
@@ -87,6 +89,14 @@ def test_writes_without_the_csrf_token_are_refused(web_gateway: RunningGateway) 
                                                      "Origin": "http://evil.example"})
         assert answer.status_code == 403
         assert answer.json() == {"error": "cross-origin request refused"}
+        answer = client.post("/api/logout", headers={"X-CSRF-Token": token,
+                                                     "Origin": "null"})
+        assert answer.status_code == 403
+        # The same host through a reverse proxy that ends TLS: the browser says https.
+        host = web_gateway.url.split("//")[1].rstrip("/")
+        answer = client.post("/api/config/validate", json={"files": {}},
+                             headers={"X-CSRF-Token": token, "Origin": f"https://{host}"})
+        assert answer.status_code == 200, answer.text
         assert client.get("/api/devices").status_code == 200
         assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
 
@@ -184,3 +194,49 @@ def test_private_files_are_not_world_readable(web_gateway: RunningGateway) -> No
         mode = (web_gateway.data_dir / name).stat().st_mode
         assert not mode & (stat.S_IRGRP | stat.S_IROTH), name
     assert os.access(web_gateway.data_dir / "web-password", os.R_OK)
+
+
+def test_every_form_that_writes_carries_the_csrf_token() -> None:
+    """Every POST form of every template, shown or not on a given page, has its token field."""
+    folder = Path(pipeline.web.__file__).with_name("templates")
+    forms = 0
+    for template in sorted(folder.glob("*.html")):
+        text = template.read_text()
+        for match in re.finditer(r"<form\b([^>]*)>(.*?)</form>", text, re.S):
+            if 'method="post"' not in match.group(1).lower():
+                continue
+            forms += 1
+            assert re.search(r'<input type="hidden" name="csrf" value="\{\{ (csrf|login_token) '
+                             r'\}\}">', match.group(2)), (template.name, match.group(1))
+    assert forms >= 25
+
+
+def test_the_pages_forms_carry_the_sessions_token(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        token = client.headers["X-CSRF-Token"]
+        for path in ("/", "/devices", "/devices/1", "/devices/new", "/devices/1/edit",
+                     "/discovery", "/diagnostics", "/configuration", "/scripts", "/system"):
+            page = client.get(path).text
+            posts = re.findall(r'<form\b[^>]*method="post"[^>]*>(.*?)</form>', page, re.S)
+            assert posts, path
+            for body in posts:
+                assert f'name="csrf" value="{token}"' in body, path
+
+
+def test_a_stale_link_answers_a_page_of_the_ui(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        for path, message, back in (("/devices/999", "no device &#39;999&#39;", "/devices"),
+                                    ("/devices/%3Cb%3E/edit", "no device &#39;&lt;b&gt;&#39;",
+                                     "/devices"),
+                                    ("/scripts/x.lua/log", "no script &#39;x.lua&#39;",
+                                     "/scripts"),
+                                    ("/nothing", "No such page.", "/")):
+            answer = client.get(path)
+            assert answer.status_code == 404, path
+            assert answer.headers["content-type"].startswith("text/html")
+            assert f'<p class="problems" role="alert" id="error-message">{message}</p>' in \
+                answer.text, (path, answer.text)
+            assert f'<a href="{back}" id="error-back">' in answer.text
+            assert 'action="/logout"' in answer.text      # the navigation is there
+        assert client.get("/api/devices/999").json() == {"error": "no device '999'"}
+        assert client.get("/static/nothing.js").status_code == 404

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from config.defaults import default_files
 from config.model import Daq, Device
 from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import TcpSimulator
-from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, DemoInverter
+from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, IO_DEF, DemoInverter
 from pipeline.service.gateway import Gateway
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
@@ -97,7 +98,8 @@ class RunningGateway:
         self.plugin.context.sessions = type(self.plugin.context.sessions)()
 
 
-def _run(running: RunningGateway, inverters: int, started: threading.Event) -> None:
+def _run(running: RunningGateway, inverters: int, started: threading.Event,
+         extra: dict[str, str] | None) -> None:
     async def main() -> None:
         running.loop = asyncio.get_running_loop()
         running._stop = asyncio.Event()
@@ -107,7 +109,7 @@ def _run(running: RunningGateway, inverters: int, started: threading.Event) -> N
         try:
             server_dir = running.folder / "server"
             server_dir.mkdir(parents=True, exist_ok=True)
-            write_site(running.config_dir, server_dir, ports)
+            write_site(running.config_dir, server_dir, ports, extra)
             plugin = WebPlugin(port=0, announce=running.announced.append)
             running.plugin = plugin
             gateway = Gateway(running.config_dir, running.data_dir,
@@ -137,10 +139,12 @@ def _run(running: RunningGateway, inverters: int, started: threading.Event) -> N
 
 
 @contextlib.contextmanager
-def running_gateway(folder: Path, *, inverters: int = 2) -> Iterator[RunningGateway]:
+def running_gateway(folder: Path, *, inverters: int = 2,
+                    extra: dict[str, str] | None = None) -> Iterator[RunningGateway]:
+    """`extra`: config.ini keys of the test (those the web UI may not set)."""
     running = RunningGateway(folder=folder)
     started = threading.Event()
-    thread = threading.Thread(target=_run, args=(running, inverters, started), daemon=True,
+    thread = threading.Thread(target=_run, args=(running, inverters, started, extra), daemon=True,
                               name="web-test-gateway")
     running._thread = thread
     thread.start()
@@ -154,3 +158,19 @@ def running_gateway(folder: Path, *, inverters: int = 2) -> Iterator[RunningGate
         running.loop.call_soon_threadsafe(running._stop.set)
         thread.join(30)
         assert not thread.is_alive(), "the gateway did not stop"
+
+
+def add_io(gateway: RunningGateway, client: httpx.Client, limit_s: float = 20.0) -> str:
+    """The gateway's own I/O as a device, with the demo's definition file; its file name."""
+    name = f"{UID}_IO.csv"
+    (gateway.config_dir / "DEF" / name).write_bytes(IO_DEF)
+    answer = client.post("/api/devices", json={
+        "index": "IO", "interface": "", "name": "Io", "address": "", "acqPeriodS": "60",
+        "timeoutMs": "", "serialNumber": "", "parameters": "", "category": "WebdynSunPM",
+        "model": "ioSunPM", "defFile": name})
+    assert answer.status_code == 201, answer.text
+    deadline = time.monotonic() + limit_s
+    while not any(d["index"] == "IO" for d in client.get("/api/devices").json()["devices"]):
+        assert time.monotonic() < deadline, "the I/O device was not loaded"
+        time.sleep(0.2)
+    return name
