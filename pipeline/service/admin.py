@@ -21,13 +21,14 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import re
 import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from config import ScriptList, parse_scl, render_scl
 from config.errors import Problem, Severity, SunpmError
@@ -38,12 +39,12 @@ from exporters.rendering.source import store_source
 from exporters.views.context import Dates, ViewConfig
 from exporters.views.log import log_text, one_line
 from exporters.views.traces import trace_line, trace_texts
-from fsio import write_file_durably
+from fsio import fsync_dir, rename
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
-from pipeline.service.maintenance import UPDATE_FOLDER
+from pipeline.service.maintenance import PACKAGE_CAP_BYTES, UPDATE_FOLDER
 from pipeline.service.scripts import ScriptsPlugin
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
@@ -125,18 +126,19 @@ class Admin:
             raise AdminError("type the gateway's uid to confirm the factory reset", "confirm")
         await self.command("factory", {"confirm": True})
 
-    async def update(self, package: tuple[str, bytes] | None = None, url: str = "",
+    async def update(self, package: tuple[str, IO[bytes]] | None = None, url: str = "",
                      md5: str = "") -> None:
         """`updateFirmware` of the package at `url` with its MD5 (downloaded, checked, then
-        installed through SYSTEM_UpdateCommand), or of an uploaded `(file name, bytes)`."""
+        installed through SYSTEM_UpdateCommand), or of an uploaded `(file name, file)`."""
         if package is not None:
             await self._install_upload(*package, md5=md5)
             return
         await self.command("updateFirmware", {"url": url, "checksum": md5})
 
-    async def _install_upload(self, name: str, data: bytes, *, md5: str) -> None:
+    async def _install_upload(self, name: str, source: IO[bytes], *, md5: str) -> None:
         """An uploaded package staged in `<data>/update/` as `updateFirmware` stages a download
-        (its MD5 checked when one is given), then handed to SYSTEM_UpdateCommand."""
+        (copied in chunks, 256 MiB at most, its MD5 checked when one is given), then handed to
+        SYSTEM_UpdateCommand."""
         site = self.gateway.site
         if site is None:
             raise AdminError("the service is not running", "package")
@@ -145,19 +147,8 @@ class Admin:
         if not _PACKAGE_FILE.fullmatch(name):
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")
-        if not data:
-            raise AdminError(f"{name} is empty", "package")
-        got = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        expected = md5.strip().lower()
-        if expected and expected != got:
-            raise AdminError(f"checksum mismatch (expected {expected}, got {got})", "md5")
         path = self.gateway.data_dir / UPDATE_FOLDER / name
-
-        def stage() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_file_durably(path, data)
-
-        await asyncio.to_thread(stage)
+        got = await asyncio.to_thread(_stage_package, source, path, md5.strip().lower())
         log.info("Update staged from an upload. package=%s md5=%s", path, got)
         self.gateway.install_firmware(str(path))
 
@@ -442,3 +433,31 @@ def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) ->
             archive.writestr(name.removesuffix(".gz") if gz else name, data)
     return buffer.getvalue()
 
+
+def _stage_package(source: IO[bytes], path: Path, expected_md5: str) -> str:
+    """`source` copied to `path` all or nothing, in chunks (a package can be hundreds of MB on a
+    512 MB box); its MD5, which must be `expected_md5` when that is given."""
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.part")
+    try:
+        with staging.open("wb") as out:
+            while chunk := source.read(1 << 16):
+                size += len(chunk)
+                if size > PACKAGE_CAP_BYTES:
+                    raise AdminError(f"{path.name}: larger than 256 MiB", "package")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if size == 0:
+            raise AdminError(f"{path.name} is empty", "package")
+        got = digest.hexdigest()
+        if expected_md5 and expected_md5 != got:
+            raise AdminError(f"checksum mismatch (expected {expected_md5}, got {got})", "md5")
+        rename(staging, path)
+        fsync_dir(path.parent)
+    finally:
+        staging.unlink(missing_ok=True)
+    return got

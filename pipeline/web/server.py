@@ -72,6 +72,9 @@ _CSP: Final = ("default-src 'self'; img-src 'self' data:; object-src 'none'; "
                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 #: Request bodies above this are refused (definition files and scripts are small).
 MAX_BODY_BYTES: Final = 4 * 2**20
+#: Where an update package is uploaded (docs/behaviour.md §13: `.spm` 200 MB streamed to disk).
+_PACKAGE_UPLOADS: Final = frozenset({"/system/update", "/api/system/update"})
+MAX_PACKAGE_BODY_BYTES: Final = 200 * 2**20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -166,6 +169,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     path = request.path
     if path in _PUBLIC or path.startswith("/static/"):
         return await handler(request)
+    if path in _PACKAGE_UPLOADS:
+        # Read only once the session is known; the package goes to a temporary file as it
+        # arrives (aiohttp spools file fields), never whole into memory.
+        request = request.clone(client_max_size=MAX_PACKAGE_BODY_BYTES)
     ctx = context(request)
     session = ctx.sessions.get(request.cookies.get(SESSION_COOKIE))
     api = path.startswith("/api/")

@@ -75,7 +75,7 @@ async def _act(request: web.Request, action: str, fields: dict[str, Any]) -> str
                 "restarts with the defaults."
         if action == "update":
             field = fields.get("package")
-            package = (field.filename, field.file.read()) \
+            package = (field.filename, field.file) \
                 if isinstance(field, web.FileField) and field.filename else None
             await ops.update(package, url=str(fields.get("url", "")),
                              md5=str(fields.get("md5", "")))

@@ -156,7 +156,7 @@ async def test_an_update_goes_through_the_command_and_an_upload_needs_the_instal
         tmp_path: Path) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
         with pytest.raises(AdminError, match=r"SYSTEM_UpdateCommand is not set") as refused:
-            await Admin(plant.gateway).update(("wgapp_2.0.spm", b"package"))
+            await Admin(plant.gateway).update(("wgapp_2.0.spm", io.BytesIO(b"package")))
         assert refused.value.field == "package"
         assert not (plant.gateway.data_dir / "update" / "wgapp_2.0.spm").exists()
         with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand is not set"):
