@@ -105,7 +105,7 @@ class Appends(LogCore):
             raise StoreClosedError(f"{self.path}: store is closed")
 
     async def _make_room(self, nbytes: int) -> None:
-        assert self._room is not None
+        assert self._space is not None
         if self._pending_bytes + nbytes <= self.options.max_pending_bytes:
             return
         if self.last_error is not None:
@@ -116,8 +116,8 @@ class Appends(LogCore):
         # rather than at the next flush tick: under overload commits come closer together.
         assert self._wake is not None
         self._wake.set()
-        async with self._room:
-            await self._room.wait_for(
+        async with self._space:
+            await self._space.wait_for(
                 lambda: self._pending_bytes + nbytes <= self.options.max_pending_bytes
                 or self.last_error is not None or self._closing)
         if self.last_error is not None:

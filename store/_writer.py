@@ -59,7 +59,7 @@ class _Part(enum.Enum):
 
 class Writer(Quota, JournalGC):
     async def _writer(self) -> None:
-        assert self._wake is not None and self._room is not None
+        assert self._wake is not None and self._room is not None and self._space is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.flush_s
         while True:
@@ -74,6 +74,9 @@ class Writer(Quota, JournalGC):
             self._in_commit = work is not None
             if work is not None:
                 self.commits += 1
+                # What waits for the next commit starts again from nothing: appenders waiting
+                # for room go on filling it while this one runs, rather than after it.
+                await _notify(self._space)
                 try:
                     outcome = await asyncio.to_thread(self._commit_sync, work)
                 except Exception as err:  # top of the writer task: fail this commit, keep going
@@ -84,8 +87,7 @@ class Writer(Quota, JournalGC):
                     self._settle(outcome)
                 if outcome.compact:
                     await self._compact_all(outcome.compact)
-                async with self._room:
-                    self._room.notify_all()
+                await _notify(self._room, self._space)
                 if outcome.error is not None and self._closing:
                     # Closing while the disk fails: what is pending stays unacknowledged.
                     self._fail_pending(outcome.error)
@@ -94,8 +96,7 @@ class Writer(Quota, JournalGC):
                     await asyncio.sleep(self.options.flush_s)
             self._in_commit = False
             self._cycles += 1
-            async with self._room:
-                self._room.notify_all()
+            await _notify(self._room, self._space)
             if self._closing and work is None:
                 return
 
@@ -532,6 +533,11 @@ class Writer(Quota, JournalGC):
             log.error("Rewrite of a sealed segment failed; it stays as written. "
                       "segment=%s error=%s", seg.path, err)
 
+
+async def _notify(*conditions: asyncio.Condition) -> None:
+    for condition in conditions:
+        async with condition:
+            condition.notify_all()
 
 
 def write_all(stream: Stream, writes: list[tuple[Segment, Frame]],
