@@ -50,8 +50,10 @@ class Appends(LogCore):
         # Not `nbytes`: it de-duplicates buffers and costs 50x more per call on the hot path.
         nbytes = batch.get_total_buffer_size()
         self._arrivals += 1
-        self._pending.setdefault(device, []).append(
-            PendingBatch(batch, future, nbytes, self._arrivals))
+        items = self._pending.get(device)
+        if items is None:
+            items = self._pending[device] = []
+        items.append(PendingBatch(batch, future, nbytes, self._arrivals))
         self._pending_bytes += nbytes
         if commit_now:
             assert self._wake is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -24,6 +25,7 @@ _U64: Final = struct.Struct("<Q").pack
 _INPUT_NAMES: Final = tuple(n for n in RECORDS_SCHEMA.names if n != "seq")
 INPUT_SCHEMA: Final = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"],
                                 metadata=RECORDS_SCHEMA.metadata)
+_NUM_ROWS: Final = operator.attrgetter("num_rows")
 _LOOSE_SCHEMA: Final = pa.schema([pa.field(f.name, f.type) for f in INPUT_SCHEMA])
 
 
@@ -72,7 +74,7 @@ def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
     lo, hi = bounds["min"].value, bounds["max"].value
     if lo // DAY_NS != hi // DAY_NS:
         return _plan_days(batches)
-    firsts = list(itertools.accumulate((b.num_rows for b in batches[:-1]), initial=0))
+    firsts = list(itertools.accumulate(map(_NUM_ROWS, batches[:-1]), initial=0))
     if lo != hi:
         n = merged.num_rows
         changes = pc.indices_nonzero(pc.not_equal(ts.slice(1), ts.slice(0, n - 1))).to_pylist()
