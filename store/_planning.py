@@ -56,9 +56,16 @@ class Group:
     day: int
     rows: pa.RecordBatch  # INPUT_SCHEMA's columns
     starts: list[int]  # first row of each record, ascending (starts[0] == 0)
-    members: list[tuple[int, int, int]]  # (batch index, number of its first record, records)
+    # (batch index, number of its first record, records); None: batch k is record k, the
+    # common case, where a bulk commit would build 25k tuples for nothing.
+    members: list[tuple[int, int, int]] | None
     ts_min: int
     ts_max: int
+
+    def member_list(self) -> list[tuple[int, int, int]]:
+        if self.members is None:
+            return [(k, k, 1) for k in range(len(self.starts))]
+        return self.members
 
 
 def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
@@ -88,7 +95,7 @@ def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
                 k = bisect.bisect_left(starts, first)
                 members.append((index, k, bisect.bisect_left(starts, end) - k))
             return [Group(lo // DAY_NS, merged, starts, members, lo, hi)]
-    return [Group(lo // DAY_NS, merged, firsts, [(i, i, 1) for i in range(len(batches))], lo, hi)]
+    return [Group(lo // DAY_NS, merged, firsts, None, lo, hi)]
 
 
 def seq_column(first: int, starts: list[int], rows: int) -> pa.Array:

@@ -366,12 +366,15 @@ class Writer(Quota, JournalGC):
         groups = plan_groups(list(map(_BATCH, items)))
         for group in groups:
             first = stream.next_seq
-            if len(groups) == 1:
+            if len(groups) == 1 and group.members is None:
+                # Every item is in this group, one record each, in order.
+                one_group = [SeqRange(first + k, first + k) for k in range(len(items))]
+            elif len(groups) == 1:
                 # Every item is in this group, in order: results straight from it (below).
                 one_group = [SeqRange(first + k, first + k + count - 1)
-                             for _, k, count in group.members]
+                             for _, k, count in group.member_list()]
             else:
-                for index, k, count in group.members:
+                for index, k, count in group.member_list():
                     firsts.setdefault(index, first + k)
                     lasts[index] = first + k + count - 1
             seq = first + len(group.starts)
@@ -388,7 +391,7 @@ class Writer(Quota, JournalGC):
                 counters.dropped += records
                 counters.episode_dropped += records
                 self._start_episode(device, counters, events, "quota")
-                dropped_items.update(index for index, _, _ in group.members)
+                dropped_items.update(index for index, _, _ in group.member_list())
                 continue
             if seg is None:
                 seg = stream.create_segment(day)
