@@ -50,8 +50,10 @@ class Appends(LogCore):
         # Not `nbytes`: it de-duplicates buffers and costs 50x more per call on the hot path.
         nbytes = batch.get_total_buffer_size()
         self._arrivals += 1
-        self._pending.setdefault(device, []).append(
-            PendingBatch(batch, future, nbytes, self._arrivals))
+        items = self._pending.get(device)
+        if items is None:
+            items = self._pending[device] = []
+        items.append(PendingBatch(batch, future, nbytes, self._arrivals))
         self._pending_bytes += nbytes
         if commit_now:
             assert self._wake is not None
@@ -105,7 +107,7 @@ class Appends(LogCore):
             raise StoreClosedError(f"{self.path}: store is closed")
 
     async def _make_room(self, nbytes: int) -> None:
-        assert self._room is not None
+        assert self._space is not None
         if self._pending_bytes + nbytes <= self.options.max_pending_bytes:
             return
         if self.last_error is not None:
@@ -116,8 +118,8 @@ class Appends(LogCore):
         # rather than at the next flush tick: under overload commits come closer together.
         assert self._wake is not None
         self._wake.set()
-        async with self._room:
-            await self._room.wait_for(
+        async with self._space:
+            await self._space.wait_for(
                 lambda: self._pending_bytes + nbytes <= self.options.max_pending_bytes
                 or self.last_error is not None or self._closing)
         if self.last_error is not None:

@@ -61,7 +61,10 @@ class LogCore:
         self.commits = 0  # commits attempted (each: one framed batch per touched segment, one fsync)
         self._in_commit = False
         self._wake: asyncio.Event | None = None
-        self._room: asyncio.Condition | None = None
+        self._room: asyncio.Condition | None = None  # commit() waits here for whole cycles
+        # Appenders waiting for room: notified when a commit takes the pending work, as well
+        # as when one ends.
+        self._space: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self._io: ThreadPoolExecutor | None = None
         self.last_error: StoreIOError | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -24,6 +25,7 @@ _U64: Final = struct.Struct("<Q").pack
 _INPUT_NAMES: Final = tuple(n for n in RECORDS_SCHEMA.names if n != "seq")
 INPUT_SCHEMA: Final = pa.schema([f for f in RECORDS_SCHEMA if f.name != "seq"],
                                 metadata=RECORDS_SCHEMA.metadata)
+_NUM_ROWS: Final = operator.attrgetter("num_rows")
 _LOOSE_SCHEMA: Final = pa.schema([pa.field(f.name, f.type) for f in INPUT_SCHEMA])
 
 
@@ -54,9 +56,16 @@ class Group:
     day: int
     rows: pa.RecordBatch  # INPUT_SCHEMA's columns
     starts: list[int]  # first row of each record, ascending (starts[0] == 0)
-    members: list[tuple[int, int, int]]  # (batch index, number of its first record, records)
+    # (batch index, number of its first record, records); None: batch k is record k, the
+    # common case, where a bulk commit would build 25k tuples for nothing.
+    members: list[tuple[int, int, int]] | None
     ts_min: int
     ts_max: int
+
+    def member_list(self) -> list[tuple[int, int, int]]:
+        if self.members is None:
+            return [(k, k, 1) for k in range(len(self.starts))]
+        return self.members
 
 
 def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
@@ -72,7 +81,7 @@ def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
     lo, hi = bounds["min"].value, bounds["max"].value
     if lo // DAY_NS != hi // DAY_NS:
         return _plan_days(batches)
-    firsts = list(itertools.accumulate((b.num_rows for b in batches[:-1]), initial=0))
+    firsts = list(itertools.accumulate(map(_NUM_ROWS, batches[:-1]), initial=0))
     if lo != hi:
         n = merged.num_rows
         changes = pc.indices_nonzero(pc.not_equal(ts.slice(1), ts.slice(0, n - 1))).to_pylist()
@@ -86,7 +95,7 @@ def plan_groups(batches: list[pa.RecordBatch]) -> list[Group]:
                 k = bisect.bisect_left(starts, first)
                 members.append((index, k, bisect.bisect_left(starts, end) - k))
             return [Group(lo // DAY_NS, merged, starts, members, lo, hi)]
-    return [Group(lo // DAY_NS, merged, firsts, [(i, i, 1) for i in range(len(batches))], lo, hi)]
+    return [Group(lo // DAY_NS, merged, firsts, None, lo, hi)]
 
 
 def seq_column(first: int, starts: list[int], rows: int) -> pa.Array:

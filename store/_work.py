@@ -61,7 +61,7 @@ class Work:
 
 @dataclass(slots=True)
 class Outcome:
-    records: dict[str, list[SeqRange]] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)  # per device: its last seq stored
     failed_records: dict[str, list[PendingBatch]] = field(default_factory=dict)
     journal: list[int] = field(default_factory=list)
     failed_journal: list[PendingEvent] = field(default_factory=list)
@@ -84,6 +84,7 @@ class DeviceCommit:
     """What one device's commit job returns to the writer thread."""
 
     results: list[SeqRange] = field(default_factory=list)
+    last_seq: int = 0  # the device's last seq once written (its watermark after the fsync)
     failure: OSError | None = None
     events: list[PendingEvent] = field(default_factory=list)
     compact: list[tuple[str, Segment]] = field(default_factory=list)

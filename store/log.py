@@ -73,6 +73,7 @@ class Log(Appends, Writer, Fsck):
         if not read_only:
             self._wake = asyncio.Event()
             self._room = asyncio.Condition()
+            self._space = asyncio.Condition()
             self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-io")
             self._task = asyncio.create_task(self._writer(), name="store-writer")
             for report in self.reports:

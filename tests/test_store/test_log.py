@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -235,3 +236,40 @@ async def test_a_read_only_open_reads_what_the_commit_log_holds(tmp_path: Path) 
         assert log.reports == []
         assert pc.unique(log.records("1").column("seq")).to_pylist() == [1, 2, 3, 4, 5]
     assert segment.stat().st_size == size
+
+
+class _HeldFsync(fsio.FileOps):
+    """A disk whose fsyncs wait until released: a commit held at its acknowledgement point."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def fsync(self, fd: int) -> None:
+        self.entered.set()
+        self.released.wait(10)
+        super().fsync(fd)
+
+
+async def test_appenders_waiting_for_room_go_on_while_a_commit_runs(tmp_path: Path) -> None:
+    """Back-pressure bounds what waits for the next commit: once a commit has taken the pending
+    appends, appenders that waited for room fill the next one while it runs (not after it); the
+    bound holds again for that one, and nothing is acknowledged before its fsync."""
+    one = record(T0).get_total_buffer_size()
+    options = StoreOptions(flush_s=60.0, max_pending_bytes=3 * one)
+    async with await Log.open(tmp_path, options) as log:
+        await log.append_records("1", record(T0), commit_now=True)  # directory and segment
+        disk = _HeldFsync()
+        with fsio.install(disk):
+            first = [log.submit_records("1", record(T0 + k * 10**9)) for k in range(1, 5)]
+            # Over the bound: waits, and asks for the commit at once (flush_s is a minute).
+            await asyncio.wait_for(log.wait_for_room(), 5)
+            assert await asyncio.to_thread(disk.entered.wait, 5)
+            assert not any(ack.done() for ack in first)
+            second = [log.submit_records("1", record(T0 + k * 10**9)) for k in range(5, 9)]
+            with pytest.raises(TimeoutError):   # the first commit is held: no room yet
+                await asyncio.wait_for(log.wait_for_room(), 0.3)
+            assert not any(ack.done() for ack in first + second)
+            disk.released.set()
+            results = await asyncio.wait_for(asyncio.gather(*first, *second), 10)
+    assert [(r.first, r.last, r.dropped) for r in results] == [(k, k, False) for k in range(2, 10)]
