@@ -53,6 +53,9 @@ _CRC_DIGITS: Final = 10
 _CRC_ZERO: Final = b"0" * _CRC_DIGITS
 _LEN_DIGITS: Final = 16
 BATCH_KEY: Final = "sunpm.batch"
+#: A record batch's `var` bounds, "<min> <max>", beside `BATCH_KEY` and covered by the same CRC
+#: (sealed files ordered by variable, store/_segment.py).
+VARS_KEY: Final = "sunpm.vars"
 
 
 class FrameError(Exception):
@@ -232,6 +235,10 @@ class BatchFrame:
     ts_max: int
     crc: int  # the CRC-32C it was verified against
     crc_at: int  # offset of that CRC's 10 digits
+    # The batch's smallest and largest `var` (records in a sealed file ordered by variable,
+    # `VARS_KEY`); None when the batch does not state them.
+    var_min: int | None = None
+    var_max: int | None = None
 
 
 def frame_intact(buf: memoryview, frame: BatchFrame) -> bool:
@@ -270,6 +277,10 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
             crc_text, len_text, *rest = text.split(" ")
             want_crc, want_len = int(crc_text), int(len_text)
             want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
+            var_min: int | None = None
+            var_max: int | None = None
+            if VARS_KEY in msg.custom:
+                var_min, var_max = map(int, msg.custom[VARS_KEY].split(" "))
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
         if want_rows != msg.rows or want_len != covered:
@@ -277,7 +288,7 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
         if len(crc_text) != _CRC_DIGITS:
             raise FrameError("bad checksum field")
         frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max,
-                           want_crc, msg.value_pos[BATCH_KEY])
+                           want_crc, msg.value_pos[BATCH_KEY], var_min, var_max)
         if not frame_intact(buf, frame):
             raise FrameError("batch does not match its checksum")
         return frame

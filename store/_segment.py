@@ -40,6 +40,7 @@ from store._ipc import (
     batch_metadata,
     frame_intact,
     read_batch,
+    VARS_KEY,
     read_message,
     schema_message,
     seal_frames,
@@ -246,26 +247,59 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
     return merged
 
 
+#: Schema metadata of a sealed records file whose rows are ordered by variable, then record
+#: (`write_ipc_file`); absent: in record order, as appended.
+ORDER_KEY: Final = b"sunpm.row_order"
+BY_VARIABLE: Final = b"var,seq"
+#: Rows from which a batch of a file ordered by variable is cut where a variable ends: small enough that a query of one variable decodes a small
+#: part of a day, large enough that a batch's own cost (metadata, walk, a zstd frame per
+#: buffer) stays small beside its rows.
+VARIABLE_BATCH_ROWS: Final = 2048
+
+
 def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: bool,
-                   chunk_rows: int = 65_536) -> None:
+                   chunk_rows: int = 65_536, by_variable: bool = False) -> None:
     """Write `table` as an Arrow IPC file of self-verifying batches, fsynced (not its entry).
 
     Each batch carries the `sunpm.batch` metadata of a framed batch (store/_ipc.py); the
     dictionaries (unified, written once in a file) are covered by the first batch's CRC. Any
     Arrow reader still opens the file by its footer.
+
+    `by_variable` (records): the rows are written ordered by (var, seq), in batches of whole
+    variables that state their `var` bounds (`VARS_KEY`, under the batch's CRC), and the schema
+    metadata says so (`ORDER_KEY`), so a scan filtering on variables decodes only the batches
+    that can hold them, and `in_record_order` gives the rows back exactly as appended. Only
+    rows appended in (seq, var) order are written so (sorting back is then exact); others are
+    kept in record order.
     """
+    table = table.cast(schema).combine_chunks()
+    cuts: list[tuple[int, int]]
+    if by_variable and table.num_rows and _in_seq_var_order(table):
+        schema = schema.with_metadata({**(schema.metadata or {}), ORDER_KEY: BY_VARIABLE})
+        table = table.cast(schema).take(
+            pc.sort_indices(table, [("var", "ascending"), ("seq", "ascending")])
+        ).combine_chunks()
+        cuts = _variable_runs(table.column("var"), chunk_rows)
+    else:
+        by_variable = False
+        cuts = [(start, min(start + chunk_rows, table.num_rows))
+                for start in range(0, table.num_rows, chunk_rows)]
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
     with pa.ipc.new_file(sink, schema, options=options) as writer:
-        for batch in table.cast(schema).to_batches(max_chunksize=chunk_rows):
-            if batch.num_rows == 0:
-                continue
+        for start, stop in cuts:
+            batch = table.slice(start, stop - start).to_batches()[0]
             seq = batch.column("seq")
             ts = batch.column("ts").cast(pa.int64())
             bounds = pc.min_max(ts)
-            writer.write_batch(batch, custom_metadata=batch_metadata(
-                batch.num_rows, int(pc.min(seq).as_py()), int(pc.max(seq).as_py()),
-                int(bounds["min"].as_py()), int(bounds["max"].as_py())))
+            seq_bounds = pc.min_max(seq)
+            meta = batch_metadata(
+                batch.num_rows, int(seq_bounds["min"].as_py()), int(seq_bounds["max"].as_py()),
+                int(bounds["min"].as_py()), int(bounds["max"].as_py()))
+            if by_variable:
+                var_bounds = pc.min_max(batch.column("var"))
+                meta[VARS_KEY] = f"{var_bounds['min'].as_py()} {var_bounds['max'].as_py()}"
+            writer.write_batch(batch, custom_metadata=meta)
     data = bytearray(sink.getvalue().to_pybytes())
     first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
     assert first is not None
@@ -276,6 +310,50 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
         fsio.fsync(fd)
     finally:
         fsio.close(fd)
+
+
+def _in_seq_var_order(table: pa.Table) -> bool:
+    """Whether the rows are ordered by (seq, var), ties kept: then a stable sort by (seq, var)
+    of the rows ordered by (var, seq) gives them back as they are, byte for byte."""
+    if table.num_rows < 2:
+        return True
+    seq, var = table.column("seq"), table.column("var")
+    n = table.num_rows - 1
+    seq_a, seq_b, var_a, var_b = seq.slice(0, n), seq.slice(1), var.slice(0, n), var.slice(1)
+    ordered = pc.or_(pc.less(seq_a, seq_b),
+                     pc.and_(pc.equal(seq_a, seq_b), pc.less_equal(var_a, var_b)))
+    return bool(pc.all(ordered).as_py())
+
+
+def _variable_runs(var: pa.ChunkedArray, chunk_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch over rows sorted by variable: cut where a variable ends once
+    a batch holds `VARIABLE_BATCH_ROWS`, and at `chunk_rows` at most."""
+    n = len(var)
+    changes = pc.indices_nonzero(pc.not_equal(var.slice(1), var.slice(0, n - 1)))
+    ends = [*(int(i) + 1 for i in changes.to_pylist()), n]
+    cuts: list[tuple[int, int]] = []
+    begin = 0
+    for stop in ends:
+        while stop - begin > chunk_rows:
+            cuts.append((begin, begin + chunk_rows))
+            begin += chunk_rows
+        if stop - begin >= VARIABLE_BATCH_ROWS or stop == n:
+            if stop > begin:
+                cuts.append((begin, stop))
+            begin = stop
+    return cuts
+
+
+def by_variable(meta: dict[bytes, bytes]) -> bool:
+    """Whether a sealed file's schema metadata says its rows are ordered by variable."""
+    return meta.get(ORDER_KEY) == BY_VARIABLE
+
+
+def in_record_order(table: pa.Table) -> pa.Table:
+    """Rows of a file ordered by variable (or any subset of them) back in the order they were
+    appended: a stable sort by (seq, var) (see `write_ipc_file`)."""
+    ordered: pa.Table = table.sort_by([("seq", "ascending"), ("var", "ascending")])
+    return ordered
 
 
 def map_file(path: Path) -> Raw:
@@ -297,9 +375,20 @@ def read_ipc_file(path: Path, schema: pa.Schema, columns: list[int] | None = Non
         return [], meta, scan
     first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
     assert first is not None
-    batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
-                            header=(first.start, first.end), combine=False, columns=columns)
-    return batches, meta, scan
+    if not by_variable(meta):
+        batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                                header=(first.start, first.end), combine=False, columns=columns)
+        return batches, meta, scan
+    keys = [schema.get_field_index("seq"), schema.get_field_index("var")]
+    wanted = list(range(len(schema))) if columns is None else columns
+    decoded = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                            header=(first.start, first.end), combine=False,
+                            columns=sorted({*wanted, *keys}))
+    if not decoded:
+        return [], meta, scan
+    table = in_record_order(pa.Table.from_batches(decoded))
+    names = [schema.field(i).name for i in wanted]
+    return table.select(names).combine_chunks().to_batches(), meta, scan
 
 
 

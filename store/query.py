@@ -37,11 +37,14 @@ import pyarrow.dataset as ds
 
 from store._decode import decode_sealed
 from store._ipc import read_message
+from store._pushdown import FramePredicate, frame_filter
 from store._segment import (
     IPC_FILE_MAGIC,
     CheckedFile,
+    by_variable,
     checked_file,
     decode_frames,
+    in_record_order,
     scan_ipc_file,
     still_verified,
 )
@@ -76,6 +79,7 @@ class _KnownFile:
 
     checked: CheckedFile
     header: tuple[int, int]
+    by_variable: bool  # rows ordered by variable (`write_ipc_file`)
 
 
 # Sealed files walked clean, by path, for every `Log` of this process: a later read re-checks
@@ -100,21 +104,28 @@ UnknownVersion = Callable[[Path, str], None]
 _VERSION_KEY: Final = b"sunpm.schema_version"
 
 
+_SORT_KEYS: Final = [RECORDS_SCHEMA.get_field_index("seq"), RECORDS_SCHEMA.get_field_index("var")]
+
+
 def _sealed_batches(store: Log, path: Path, indexes: list[int],
-                    unknown_version: UnknownVersion | None = None) -> list[pa.RecordBatch]:
+                    unknown_version: UnknownVersion | None = None,
+                    keep: FramePredicate | None = None) -> tuple[list[pa.RecordBatch], bool]:
     """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
-    decompressed). A clean file is decoded in place from the frames its walk found (its footer,
-    which no CRC covers, is never followed); one with damage, an end missing or bytes not ours
-    goes through `Log.verified_file`, which reports what failed and keeps the verified batches.
-    A file of another schema version is not decoded: handed to `unknown_version`, else
-    reported as foreign. A file gone since it was listed (deleted by the quota) reads as empty."""
+    decompressed), and whether its rows are ordered by variable (then seq and var are decoded
+    too, to put them back in record order, and of a clean file only the batches `keep`
+    accepts are decoded). A clean file is decoded in place from the frames its walk found (its
+    footer, which no CRC covers, is never followed); one with damage, an end missing or bytes
+    not ours goes through `Log.verified_file`, which reports what failed and keeps the verified
+    batches. A file of another schema version is not decoded: handed to `unknown_version`,
+    else reported as foreign. A file gone since it was listed (deleted by the quota) reads as
+    empty."""
     try:
         # Read, not mapped: one copy costs less than mapping and faulting in a small file, and
         # the bytes checked are the bytes decoded.
         with open(path, "rb", buffering=0) as fh:
             data = fh.read()
     except FileNotFoundError:
-        return []
+        return [], False
     with _KNOWN_LOCK:
         known = _KNOWN.get(path)
     if known is None or not still_verified(data, known.checked):
@@ -128,26 +139,31 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
                 store._note([StoreReport(
                     kind=ReportKind.FOREIGN, path=path,
                     detail=f"unknown schema version {version or '(none)'!r}")])
-            return []
+            return [], False
+        ordered = by_variable(meta)
         if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:
             with _KNOWN_LOCK:
                 _KNOWN.pop(path, None)
             rebuilt = store.verified_file(path)
-            options = pa.ipc.IpcReadOptions(included_fields=indexes, use_threads=False)
+            fields = sorted({*indexes, *_SORT_KEYS}) if ordered else indexes
+            options = pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False)
             reader = pa.ipc.open_file(pa.BufferReader(rebuilt), options=options)
-            return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+            return [reader.get_batch(i) for i in range(reader.num_record_batches)], ordered
         first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
         assert first is not None  # the walk read it
-        known = _KnownFile(checked_file(data, scan), (first.start, first.end))
+        known = _KnownFile(checked_file(data, scan), (first.start, first.end), ordered)
         with _KNOWN_LOCK:
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
-    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes)
+    if known.by_variable:
+        indexes = sorted({*indexes, *_SORT_KEYS})
+    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes, keep)
     if fast is not None:
-        return fast
+        return fast, known.by_variable
+    # pyarrow's reader needs the file's dictionaries, which the first frame carries: all decoded.
     return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
-                         header=known.header, combine=False, columns=indexes)
+                         header=known.header, combine=False, columns=indexes), known.by_variable
 
 
 class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is untyped
@@ -178,13 +194,16 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         wanted = _decoded_fields(columns, filter)
         schema = pa.schema([RECORDS_VIEW_SCHEMA.field(name) for name in wanted],
                            metadata=RECORDS_VIEW_SCHEMA.metadata)
-        return ds.Scanner.from_batches(self._batches(wanted, schema), schema=schema,
+        return ds.Scanner.from_batches(self._batches(wanted, schema, filter), schema=schema,
                                        columns=columns, filter=filter)
 
-    def _batches(self, wanted: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _batches(self, wanted: list[str], schema: pa.Schema, filter: pc.Expression | None
+                 ) -> Iterator[pa.RecordBatch]:
         """Each device's sealed files, oldest first, then its stream segments, decoded a few
-        parts ahead on the pool."""
+        parts ahead on the pool; of a sealed file, only the batches whose verified bounds
+        `filter` may select (store/_pushdown.py), its rows in record order."""
         indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
+        keep = frame_filter(filter)
 
         def finish(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
             out = []
@@ -196,6 +215,22 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                     columns = [_device_column(device, batch.num_rows), *columns]
                 out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
             return out
+
+        def in_order(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+            """A file ordered by variable: its rows the filter selects, back in record order
+            (seq and var were decoded for this; dropped unless asked for)."""
+            found = [b for b in found if b.num_rows]
+            if not found:
+                return []
+            table = pa.Table.from_batches(found)
+            if "device" in wanted:
+                table = table.add_column(0, "device", pa.chunked_array(
+                    [_device_column(device, b.num_rows) for b in found], _DEVICE_TYPE))
+            if filter is not None:
+                table = table.filter(filter)
+            table = in_record_order(table).select(wanted).combine_chunks()
+            return [pa.RecordBatch.from_arrays(b.columns, schema=schema)
+                    for b in table.to_batches()]
 
         after = dict(itertools.pairwise(self._devices))
 
@@ -210,8 +245,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             return _Part([], [*files, lambda: live], listed=True)
 
         def sealed(device: str, path: Path) -> _Part:
-            return _Part(finish(device, _sealed_batches(self._store, path, indexes,
-                                                        self._unknown_version)))
+            found, ordered = _sealed_batches(self._store, path, indexes, self._unknown_version,
+                                             keep)
+            return _Part(in_order(device, found) if ordered else finish(device, found))
 
         if self._devices:
             _prefetch(self._store.sealed_files(self._devices[0]))
