@@ -250,11 +250,12 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
 #: Schema metadata of a sealed records file whose rows are ordered by variable, then record
 #: (`write_ipc_file`); absent: in record order, as appended.
 ORDER_KEY: Final = b"sunpm.row_order"
-BY_VARIABLE: Final = b"var,seq"
-#: Rows from which a batch of a file ordered by variable is cut where a variable ends: small enough that a query of one variable decodes a small
+BY_VARIABLE: Final = b"var-ranges"
+#: Rows from which a range of variables is closed in a file ordered by variable: small enough that a query of one variable decodes a small
 #: part of a day, large enough that a batch's own cost (metadata, walk, a zstd frame per
 #: buffer) stays small beside its rows.
-VARIABLE_BATCH_ROWS: Final = 2048
+RANGE_VARIABLES: Final = 16
+RANGE_ROWS: Final = 4096
 
 
 def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: bool,
@@ -265,21 +266,22 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
     dictionaries (unified, written once in a file) are covered by the first batch's CRC. Any
     Arrow reader still opens the file by its footer.
 
-    `by_variable` (records): the rows are written ordered by (var, seq), in batches of whole
-    variables that state their `var` bounds (`VARS_KEY`, under the batch's CRC), and the schema
-    metadata says so (`ORDER_KEY`), so a scan filtering on variables decodes only the batches
-    that can hold them, and `in_record_order` gives the rows back exactly as appended. Only
-    rows appended in (seq, var) order are written so (sorting back is then exact); others are
-    kept in record order.
+    `by_variable` (records): the variables are split in ranges of about `VARIABLE_BATCH_ROWS`
+    rows, and each range written as batches of its own, its rows in record order, each batch
+    stating its `var` bounds (`VARS_KEY`, under the batch's CRC); the schema metadata says so
+    (`ORDER_KEY`). A scan filtering on variables decodes only the batches that can hold them,
+    and `in_record_order` gives the rows of several batches back exactly as appended. Only rows
+    appended in (seq, var) order are written so (sorting back is then exact); others are kept
+    as they are.
     """
     table = table.cast(schema).combine_chunks()
     cuts: list[tuple[int, int]]
     if by_variable and table.num_rows and _in_seq_var_order(table):
         schema = schema.with_metadata({**(schema.metadata or {}), ORDER_KEY: BY_VARIABLE})
-        table = table.cast(schema).take(
-            pc.sort_indices(table, [("var", "ascending"), ("seq", "ascending")])
-        ).combine_chunks()
-        cuts = _variable_runs(table.column("var"), chunk_rows)
+        group = _variable_groups(table.column("var"))
+        order = pc.sort_indices(group)  # stable: within a group, rows stay in (seq, var) order
+        table = table.cast(schema).take(order).combine_chunks()
+        cuts = _runs(pc.take(group, order), chunk_rows)
     else:
         by_variable = False
         cuts = [(start, min(start + chunk_rows, table.num_rows))
@@ -325,22 +327,34 @@ def _in_seq_var_order(table: pa.Table) -> bool:
     return bool(pc.all(ordered).as_py())
 
 
-def _variable_runs(var: pa.ChunkedArray, chunk_rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of each batch over rows sorted by variable: cut where a variable ends once
-    a batch holds `VARIABLE_BATCH_ROWS`, and at `chunk_rows` at most."""
-    n = len(var)
-    changes = pc.indices_nonzero(pc.not_equal(var.slice(1), var.slice(0, n - 1)))
-    ends = [*(int(i) + 1 for i in changes.to_pylist()), n]
+def _variable_groups(var: pa.ChunkedArray) -> pa.Array:
+    """Each row's range of variables: ascending, a range closed once it holds
+    `RANGE_VARIABLES` variables and `RANGE_ROWS` rows."""
+    counts = pc.value_counts(var)
+    found = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                       strict=True))
+    numbers = []
+    group = variables = rows = 0
+    for _, count in found:
+        numbers.append(group)
+        variables += 1
+        rows += count
+        if variables >= RANGE_VARIABLES and rows >= RANGE_ROWS:
+            group, variables, rows = group + 1, 0, 0
+    index = pc.index_in(var, value_set=pa.array([v for v, _ in found], var.type))
+    grouped: pa.Array = pc.take(pa.array(numbers, pa.int32()), index)
+    return grouped
+
+
+def _runs(values: pa.Array | pa.ChunkedArray, chunk_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal `values`, runs longer than `chunk_rows` cut."""
+    n = len(values)
+    changes = pc.indices_nonzero(pc.not_equal(values.slice(1), values.slice(0, n - 1)))
     cuts: list[tuple[int, int]] = []
     begin = 0
-    for stop in ends:
-        while stop - begin > chunk_rows:
-            cuts.append((begin, begin + chunk_rows))
-            begin += chunk_rows
-        if stop - begin >= VARIABLE_BATCH_ROWS or stop == n:
-            if stop > begin:
-                cuts.append((begin, stop))
-            begin = stop
+    for stop in [*(int(i) + 1 for i in changes.to_pylist()), n]:
+        cuts.extend((at, min(at + chunk_rows, stop)) for at in range(begin, stop, chunk_rows))
+        begin = stop
     return cuts
 
 

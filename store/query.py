@@ -203,6 +203,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         parts ahead on the pool; of a sealed file, only the batches whose verified bounds
         `filter` may select (store/_pushdown.py), its rows in record order."""
         indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
+        wanted_here = [n for n in wanted if n != "device"]
         keep = frame_filter(filter)
 
         def finish(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
@@ -220,8 +221,8 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             """A file ordered by variable: its rows the filter selects, back in record order
             (seq and var were decoded for this; dropped unless asked for)."""
             found = [b for b in found if b.num_rows]
-            if not found:
-                return []
+            if len(found) <= 1:  # a batch holds its rows in record order
+                return finish(device, [b.select(wanted_here) for b in found])
             table = pa.Table.from_batches(found)
             if "device" in wanted:
                 table = table.add_column(0, "device", pa.chunked_array(
@@ -256,6 +257,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         running: deque[Future[_Part]] = deque()
         # Bounded read-ahead: at most this many parts decoded and not yet consumed.
         ahead = 2 * _WORKERS
+        # A device's small batches (a file's, after skipping) are handed on merged: the
+        # scanner's filter and DuckDB cost about as much per batch as a file's decoding.
+        merging = _Merger()
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-scan") as pool:
             try:
                 while todo or running:
@@ -263,12 +267,42 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                         running.append(pool.submit(todo.popleft()))
                     part = running.popleft().result()
                     todo.extendleft(reversed(part.then))  # a device's parts go next, in order
-                    if part.listed and self._progress is not None:
-                        self._progress(1)
-                    yield from part.batches
+                    if part.listed:
+                        yield from merging.flush()  # the dictionary of `device` changes
+                        if self._progress is not None:
+                            self._progress(1)
+                    for batch in part.batches:
+                        yield from merging.add(batch)
+                yield from merging.flush()
             finally:
                 for future in running:
                     future.cancel()
+
+
+class _Merger:
+    """Consecutive small batches merged into one of `_COALESCE_ROWS` rows or so; large ones
+    passed on as they are, in order."""
+
+    def __init__(self) -> None:
+        self._held: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        if batch.num_rows >= _SMALL_ROWS:
+            yield from self.flush()
+            yield batch
+            return
+        self._held.append(batch)
+        self._rows += batch.num_rows
+        if self._rows >= _COALESCE_ROWS:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        if len(self._held) > 1:
+            yield pa.concat_batches(self._held)
+        elif self._held:
+            yield self._held[0]
+        self._held, self._rows = [], 0
 
 
 def _prefetch(paths: list[Path]) -> None:
