@@ -176,7 +176,8 @@ def decode_sealed(data: bytes, schema: pa.Schema, frames: list[BatchFrame],
             batch: _Batch | None = None
             while pos < frame.end:
                 kind, header, pos, body = _message(buf, pos)
-                if skipped and kind != DICTIONARY_MSG:
+                if (skipped and kind != DICTIONARY_MSG) or \
+                        (kind == DICTIONARY_MSG and not wants_dictionary):
                     continue
                 if kind == DICTIONARY_MSG:
                     if header.i64(0) != 0 or len(dict_fields) != 1 or header.u8(2) or \
