@@ -150,11 +150,17 @@ class _Table:
             raise FrameError("bad string") from err
 
 
+_SLOTS = [struct.Struct(f"<{n}H") for n in range(6)]
+
+
 def read_message(buf: memoryview, pos: int) -> Message | None:
-    """The message at `pos`; None at an end-of-stream marker. Raises FrameError on anything else."""
-    if pos + 8 > len(buf):
+    """The message at `pos`; None at an end-of-stream marker. Raises FrameError on anything else.
+
+    The `Message` table is read inline (every read-only open and cold scan walks each batch of
+    a segment through here); every offset is bounds-checked against the metadata."""
+    if pos < 0 or pos + 8 > len(buf):
         raise FrameError("truncated message prefix")
-    if bytes(buf[pos : pos + 4]) != CONTINUATION:
+    if buf[pos : pos + 4] != CONTINUATION:
         raise FrameError("no continuation marker")
     meta_len = int(_I32.unpack_from(buf, pos + 4)[0])
     if meta_len == 0:
@@ -166,9 +172,27 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     if body_start > len(buf):
         raise FrameError("truncated metadata")
     meta = buf[meta_start:body_start]
-    root = _Table(meta, _u32(meta, 0))
-    kind = root.u8(1)
-    body_len = root.i64(3)
+    try:
+        root = _U32.unpack_from(meta, 0)[0]
+        if root + 4 > meta_len:
+            raise FrameError("table out of range")
+        vtable = root - _I32.unpack_from(meta, root)[0]
+        if vtable < 0 or vtable + 4 > meta_len:
+            raise FrameError("vtable out of range")
+        vt_len = _U16.unpack_from(meta, vtable)[0]
+        if vt_len < 4 or vtable + vt_len > meta_len:
+            raise FrameError("bad vtable")
+        # Message fields: version, header_type (1), header (2), bodyLength (3), custom_metadata (4).
+        present = min(5, (vt_len - 4) // 2)
+        slots = (*_SLOTS[present].unpack_from(meta, vtable + 4), 0, 0, 0, 0, 0)
+        kind = meta[root + slots[1]] if slots[1] else 0
+        body_len = int(_I64.unpack_from(meta, root + slots[3])[0]) if slots[3] else 0
+    except struct.error as err:
+        raise FrameError("message table out of range") from err
+    except IndexError as err:
+        raise FrameError("field out of range") from err
+    if slots[3] and root + slots[3] + 8 > meta_len:
+        raise FrameError("field out of range")
     if body_len < 0 or body_len > _MAX_BODY or body_len % 8:
         raise FrameError("bad body length")
     end = body_start + body_len
@@ -176,16 +200,20 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
         raise FrameError("truncated body")
     rows = 0
     if kind == RECORD_BATCH_MSG:
-        header = root.table(2)
-        if header is None:
+        if not slots[2]:
             raise FrameError("record batch without header")
-        rows = header.i64(0)
+        at = root + slots[2]
+        rows = _Table(meta, at + _u32(meta, at)).i64(0)
     custom: dict[str, str] = {}
     value_pos: dict[str, int] = {}
-    vec = root.vector(4)
-    if vec is not None:
+    if slots[4]:
+        at = root + slots[4]
+        target = at + _u32(meta, at)
+        count = _u32(meta, target)
+        if target + 4 + 4 * count > meta_len:
+            raise FrameError("vector out of range")
         try:
-            _key_values(meta, *vec, meta_start, custom, value_pos)
+            _key_values(meta, target + 4, count, meta_start, custom, value_pos)
         except (struct.error, UnicodeDecodeError) as err:
             raise FrameError("bad custom metadata") from err
     return Message(pos, end, kind, body_start, body_len, rows, custom, value_pos)

@@ -58,7 +58,7 @@ def frame_filter(expression: pc.Expression | None) -> FramePredicate | None:
 
 
 def _prunes(node: _Node) -> bool:
-    return node.kind == "field_ref" and node.name in ("ts", "seq", "var") or \
+    return (node.kind == "field_ref" and node.name in ("ts", "seq", "var")) or \
         any(_prunes(arg) for arg in node.args)
 
 
@@ -157,7 +157,7 @@ def _may(node: _Node, frame: BatchFrame) -> bool:
         bounds = _bounds(frame, args[0].name)
         values = (node.options or {}).get("value_set")
         if bounds is None or args[0].name == "ts" or not isinstance(values, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) or v is None
+                (isinstance(v, int | float) and not isinstance(v, bool)) or v is None
                 for v in values):
             return True
         return any(v is not None and bounds[0] <= v <= bounds[1] for v in values)
