@@ -160,7 +160,7 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     a segment through here); every offset is bounds-checked against the metadata."""
     if pos < 0 or pos + 8 > len(buf):
         raise FrameError("truncated message prefix")
-    if buf[pos : pos + 4] != CONTINUATION:
+    if bytes(buf[pos : pos + 4]) != CONTINUATION:
         raise FrameError("no continuation marker")
     meta_len = int(_I32.unpack_from(buf, pos + 4)[0])
     if meta_len == 0:
