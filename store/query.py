@@ -3,7 +3,9 @@
 The Arrow segments are the database (docs/architecture.md §3). `records_dataset` is a lazy
 `pyarrow.dataset` over a store whose every scan reads verified batches only, a few files at a
 time, decoding (and decompressing) only the columns a query reads or filters on, which DuckDB
-and polars push down. A sealed `.arrow` file is decoded in place from the frames a walk of it
+and polars push down, and of a sealed file only the batches whose verified variable, time and
+seq bounds the filter may select (store/_pushdown.py; sealed records files are written in
+ranges of variables for this), its rows handed on in record order. A sealed `.arrow` file is decoded in place from the frames a walk of it
 verified (every batch's CRC-32C over its compressed bytes, length and row count), its footer
 never followed; a file walked once in this process is re-checked on every later read by its
 frames' CRCs and a comparison of the bytes around them, every byte checked, none parsed. The
