@@ -27,8 +27,7 @@ followed by int32 0.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import crc32c as _crc
 import pyarrow as pa
@@ -62,8 +61,7 @@ class FrameError(Exception):
     """Bytes that are not a well-formed message (internal: callers turn it into a report)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     start: int
     end: int  # first byte after the body
     kind: int  # SCHEMA_MSG, DICTIONARY_MSG, RECORD_BATCH_MSG or other header types
@@ -250,8 +248,7 @@ def _key_values(meta: memoryview, first: int, n: int, meta_start: int, custom: d
         value_pos[key] = meta_start + vp + 4
 
 
-@dataclass(frozen=True, slots=True)
-class BatchFrame:
+class BatchFrame(NamedTuple):
     """A framed batch as found in a segment: byte range and the facts its metadata states."""
 
     start: int
