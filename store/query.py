@@ -113,9 +113,9 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
                     unknown_version: UnknownVersion | None = None,
                     keep: FramePredicate | None = None) -> tuple[list[pa.RecordBatch], bool]:
     """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
-    decompressed), and whether its rows are ordered by variable (then seq and var are decoded
-    too, to put them back in record order, and of a clean file only the batches `keep`
-    accepts are decoded). A clean file is decoded in place from the frames its walk found (its
+    decompressed), and whether its rows are ordered by variable (then, when it returns more
+    than one batch, seq and var are decoded too, to put them back in record order). Of a clean
+    file only the batches `keep` accepts are decoded. A clean file is decoded in place from the frames its walk found (its
     footer, which no CRC covers, is never followed); one with damage, an end missing or bytes
     not ours goes through `Log.verified_file`, which reports what failed and keeps the verified
     batches. A file of another schema version is not decoded: handed to `unknown_version`,
@@ -158,14 +158,17 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
-    if known.by_variable:
-        indexes = sorted({*indexes, *_SORT_KEYS})
-    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes, keep)
+    frames = known.checked.frames
+    if known.by_variable and (keep is None or sum(map(keep, frames)) > 1):
+        indexes = sorted({*indexes, *_SORT_KEYS})  # rows of several batches: sorted back
+    fast = decode_sealed(data, RECORDS_SCHEMA, frames, indexes, keep)
     if fast is not None:
         return fast, known.by_variable
     # pyarrow's reader needs the file's dictionaries, which the first frame carries: all decoded.
-    return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
-                         header=known.header, combine=False, columns=indexes), known.by_variable
+    if known.by_variable:
+        indexes = sorted({*indexes, *_SORT_KEYS})
+    return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, frames, header=known.header,
+                         combine=False, columns=indexes), known.by_variable
 
 
 class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is untyped
@@ -243,14 +246,19 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 _prefetch(self._store.sealed_files(after[device]))
             paths, batches = self._store.record_sources(device, indexes)
             live = _Part(finish(device, _coalesce(batches)))
+            paths = [p for p in paths if p not in self._skip]
             files: list[Callable[[], _Part]] = [
-                functools.partial(sealed, device, p) for p in paths if p not in self._skip]
+                functools.partial(sealed, device, paths[i : i + _FILES_A_PART])
+                for i in range(0, len(paths), _FILES_A_PART)]
             return _Part([], [*files, lambda: live], listed=True)
 
-        def sealed(device: str, path: Path) -> _Part:
-            found, ordered = _sealed_batches(self._store, path, indexes, self._unknown_version,
-                                             keep)
-            return _Part(in_order(device, found) if ordered else finish(device, found))
+        def sealed(device: str, paths: list[Path]) -> _Part:
+            out = []
+            for path in paths:
+                found, ordered = _sealed_batches(self._store, path, indexes,
+                                                 self._unknown_version, keep)
+                out += in_order(device, found) if ordered else finish(device, found)
+            return _Part(out)
 
         if self._devices:
             _prefetch(self._store.sealed_files(self._devices[0]))
@@ -331,6 +339,9 @@ class _Part:
     listed: bool = False
 
 
+# Sealed files a scan task reads, in order: a task's hand-over (a future, a thread woken) cost
+# about as much as a small file's decoding.
+_FILES_A_PART: Final = 4
 # Decoding threads: zstd decompression and CRC-32C release the GIL, the walk does not.
 _WORKERS: Final = max(2, min(4, os.cpu_count() or 2))
 
