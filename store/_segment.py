@@ -364,9 +364,12 @@ def by_variable(meta: dict[bytes, bytes]) -> bool:
 
 
 def in_record_order(table: pa.Table) -> pa.Table:
-    """Rows of a file ordered by variable (or any subset of them) back in the order they were
-    appended: a stable sort by (seq, var) (see `write_ipc_file`)."""
-    ordered: pa.Table = table.sort_by([("seq", "ascending"), ("var", "ascending")])
+    """Rows of a file ordered by variable (or any subset of them, its batches in file order)
+    back in the order they were appended: a stable sort by seq alone. The ranges come in
+    ascending variable order, each in (seq, var) order, so for each seq the stable sort lists
+    its rows by range, then within the range by var: (seq, var) order, as appended (see
+    `write_ipc_file`). One integer key sorts ~2x faster than two."""
+    ordered: pa.Table = table.take(pc.sort_indices(table.column("seq")))
     return ordered
 
 
