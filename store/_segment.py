@@ -251,9 +251,10 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
 #: (`write_ipc_file`); absent: in record order, as appended.
 ORDER_KEY: Final = b"sunpm.row_order"
 BY_VARIABLE: Final = b"var-ranges"
-#: Rows from which a range of variables is closed in a file ordered by variable: small enough that a query of one variable decodes a small
-#: part of a day, large enough that a batch's own cost (metadata, walk, a zstd frame per
-#: buffer) stays small beside its rows.
+#: A range of variables closes once it holds this many variables and rows: few enough that a
+#: query of one variable decodes a small part of a day, enough that a record's time stamp and
+#: seq still repeat down the range (zstd's ratio) and that a batch's own cost (metadata, walk,
+#: a zstd frame a buffer) stays small beside its rows.
 RANGE_VARIABLES: Final = 16
 RANGE_ROWS: Final = 4096
 
@@ -266,8 +267,8 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
     dictionaries (unified, written once in a file) are covered by the first batch's CRC. Any
     Arrow reader still opens the file by its footer.
 
-    `by_variable` (records): the variables are split in ranges of about `VARIABLE_BATCH_ROWS`
-    rows, and each range written as batches of its own, its rows in record order, each batch
+    `by_variable` (records): the variables are split in ranges (`RANGE_VARIABLES`,
+    `RANGE_ROWS`), and each range written as batches of its own, its rows in record order, each batch
     stating its `var` bounds (`VARS_KEY`, under the batch's CRC); the schema metadata says so
     (`ORDER_KEY`). A scan filtering on variables decodes only the batches that can hold them,
     and `in_record_order` gives the rows of several batches back exactly as appended. Only rows
@@ -315,8 +316,8 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
 
 
 def _in_seq_var_order(table: pa.Table) -> bool:
-    """Whether the rows are ordered by (seq, var), ties kept: then a stable sort by (seq, var)
-    of the rows ordered by (var, seq) gives them back as they are, byte for byte."""
+    """Whether the rows are ordered by (seq, var): then the stable sort by seq of their ranges
+    (`in_record_order`) gives them back as they are, byte for byte."""
     if table.num_rows < 2:
         return True
     seq, var = table.column("seq"), table.column("var")
