@@ -255,7 +255,7 @@ BY_VARIABLE: Final = b"var-ranges"
 #: query of one variable decodes a small part of a day, enough that a record's time stamp and
 #: seq still repeat down the range (zstd's ratio) and that a batch's own cost (metadata, walk,
 #: a zstd frame a buffer) stays small beside its rows.
-RANGE_VARIABLES: Final = 16
+RANGE_VARIABLES: Final = 25
 RANGE_ROWS: Final = 4096
 
 
