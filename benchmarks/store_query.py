@@ -70,11 +70,11 @@ def _day_records(device: int, day: int, period_s: int, variables: int) -> tuple[
 
 def _sealed_file(path: Path, table: pa.Table) -> None:
     """As the store's compaction writes a sealed day by default (`StoreOptions.compress_sealed`):
-    an IPC file of self-verifying zstd batches."""
+    an IPC file of self-verifying zstd batches, its rows in ranges of variables."""
     meta = dict(RECORDS_SCHEMA.metadata or {})
     meta[UNCOMPRESSED_KEY] = str(table.nbytes).encode()
     write_ipc_file(path, table, RECORDS_SCHEMA.with_metadata(meta),
-                   compress=StoreOptions().compress_sealed)
+                   compress=StoreOptions().compress_sealed, by_variable=True)
 
 
 def _live_segment(path: Path, table: pa.Table, variables: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from typing import Final
 
 import pyarrow as pa
@@ -150,9 +151,12 @@ def _message(buf: memoryview, pos: int) -> tuple[int, _Table, int, memoryview]:
 
 
 def decode_sealed(data: bytes, schema: pa.Schema, frames: list[BatchFrame],
-                  columns: list[int]) -> list[pa.RecordBatch] | None:
+                  columns: list[int], keep: Callable[[BatchFrame], bool] | None = None
+                  ) -> list[pa.RecordBatch] | None:
     """The `columns` (field indexes, schema order) of each verified frame of a sealed file, one
-    record batch per frame; None for a layout left to pyarrow (see the module docstring)."""
+    record batch per frame; None for a layout left to pyarrow (see the module docstring).
+    `keep`: only the frames it accepts are decoded (the file's dictionary, which the first frame
+    carries, is still read when a dictionary column is asked for)."""
     counts = _counts_of(schema)
     if counts is None or not frames:
         return None
@@ -160,14 +164,21 @@ def decode_sealed(data: bytes, schema: pa.Schema, frames: list[BatchFrame],
     out_schema = pa.schema([schema.field(i) for i in columns])
     dictionaries: dict[int, pa.Array] = {}
     dict_fields = [i for i, f in enumerate(schema) if pa.types.is_dictionary(f.type)]
+    wants_dictionary = any(i in dict_fields for i in columns)
     buf = memoryview(data)
     batches = []
     try:
         for frame in frames:
+            skipped = keep is not None and not keep(frame)
+            if skipped and not wants_dictionary:
+                continue
             pos = frame.start
             batch: _Batch | None = None
             while pos < frame.end:
                 kind, header, pos, body = _message(buf, pos)
+                if (skipped and kind != DICTIONARY_MSG) or \
+                        (kind == DICTIONARY_MSG and not wants_dictionary):
+                    continue
                 if kind == DICTIONARY_MSG:
                     if header.i64(0) != 0 or len(dict_fields) != 1 or header.u8(2) or \
                             dictionaries:
@@ -185,6 +196,8 @@ def decode_sealed(data: bytes, schema: pa.Schema, frames: list[BatchFrame],
                     batch = _Batch(header, body)
                 else:
                     raise FrameError("unexpected message")
+            if skipped:
+                continue
             if batch is None or batch.rows != frame.rows or len(batch.nodes) != len(counts) \
                     or len(batch.buffers) != sum(counts):
                 raise FrameError("frame does not hold the schema's record batch")

@@ -27,8 +27,7 @@ followed by int32 0.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import crc32c as _crc
 import pyarrow as pa
@@ -53,14 +52,16 @@ _CRC_DIGITS: Final = 10
 _CRC_ZERO: Final = b"0" * _CRC_DIGITS
 _LEN_DIGITS: Final = 16
 BATCH_KEY: Final = "sunpm.batch"
+#: A record batch's `var` bounds, "<min> <max>", beside `BATCH_KEY` and covered by the same CRC
+#: (sealed files ordered by variable, store/_segment.py).
+VARS_KEY: Final = "sunpm.vars"
 
 
 class FrameError(Exception):
     """Bytes that are not a well-formed message (internal: callers turn it into a report)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     start: int
     end: int  # first byte after the body
     kind: int  # SCHEMA_MSG, DICTIONARY_MSG, RECORD_BATCH_MSG or other header types
@@ -147,9 +148,15 @@ class _Table:
             raise FrameError("bad string") from err
 
 
+_SLOTS = [struct.Struct(f"<{n}H") for n in range(6)]
+
+
 def read_message(buf: memoryview, pos: int) -> Message | None:
-    """The message at `pos`; None at an end-of-stream marker. Raises FrameError on anything else."""
-    if pos + 8 > len(buf):
+    """The message at `pos`; None at an end-of-stream marker. Raises FrameError on anything else.
+
+    The `Message` table is read inline (every read-only open and cold scan walks each batch of
+    a segment through here); every offset is bounds-checked against the metadata."""
+    if pos < 0 or pos + 8 > len(buf):
         raise FrameError("truncated message prefix")
     if bytes(buf[pos : pos + 4]) != CONTINUATION:
         raise FrameError("no continuation marker")
@@ -163,9 +170,27 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     if body_start > len(buf):
         raise FrameError("truncated metadata")
     meta = buf[meta_start:body_start]
-    root = _Table(meta, _u32(meta, 0))
-    kind = root.u8(1)
-    body_len = root.i64(3)
+    try:
+        root = _U32.unpack_from(meta, 0)[0]
+        if root + 4 > meta_len:
+            raise FrameError("table out of range")
+        vtable = root - _I32.unpack_from(meta, root)[0]
+        if vtable < 0 or vtable + 4 > meta_len:
+            raise FrameError("vtable out of range")
+        vt_len = _U16.unpack_from(meta, vtable)[0]
+        if vt_len < 4 or vtable + vt_len > meta_len:
+            raise FrameError("bad vtable")
+        # Message fields: version, header_type (1), header (2), bodyLength (3), custom_metadata (4).
+        present = min(5, (vt_len - 4) // 2)
+        slots = (*_SLOTS[present].unpack_from(meta, vtable + 4), 0, 0, 0, 0, 0)
+        kind = meta[root + slots[1]] if slots[1] else 0
+        body_len = int(_I64.unpack_from(meta, root + slots[3])[0]) if slots[3] else 0
+    except struct.error as err:
+        raise FrameError("message table out of range") from err
+    except IndexError as err:
+        raise FrameError("field out of range") from err
+    if slots[3] and root + slots[3] + 8 > meta_len:
+        raise FrameError("field out of range")
     if body_len < 0 or body_len > _MAX_BODY or body_len % 8:
         raise FrameError("bad body length")
     end = body_start + body_len
@@ -173,16 +198,20 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
         raise FrameError("truncated body")
     rows = 0
     if kind == RECORD_BATCH_MSG:
-        header = root.table(2)
-        if header is None:
+        if not slots[2]:
             raise FrameError("record batch without header")
-        rows = header.i64(0)
+        at = root + slots[2]
+        rows = _Table(meta, at + _u32(meta, at)).i64(0)
     custom: dict[str, str] = {}
     value_pos: dict[str, int] = {}
-    vec = root.vector(4)
-    if vec is not None:
+    if slots[4]:
+        at = root + slots[4]
+        target = at + _u32(meta, at)
+        count = _u32(meta, target)
+        if target + 4 + 4 * count > meta_len:
+            raise FrameError("vector out of range")
         try:
-            _key_values(meta, *vec, meta_start, custom, value_pos)
+            _key_values(meta, target + 4, count, meta_start, custom, value_pos)
         except (struct.error, UnicodeDecodeError) as err:
             raise FrameError("bad custom metadata") from err
     return Message(pos, end, kind, body_start, body_len, rows, custom, value_pos)
@@ -219,8 +248,7 @@ def _key_values(meta: memoryview, first: int, n: int, meta_start: int, custom: d
         value_pos[key] = meta_start + vp + 4
 
 
-@dataclass(frozen=True, slots=True)
-class BatchFrame:
+class BatchFrame(NamedTuple):
     """A framed batch as found in a segment: byte range and the facts its metadata states."""
 
     start: int
@@ -232,6 +260,10 @@ class BatchFrame:
     ts_max: int
     crc: int  # the CRC-32C it was verified against
     crc_at: int  # offset of that CRC's 10 digits
+    # The batch's smallest and largest `var` (records in a sealed file ordered by variable,
+    # `VARS_KEY`); None when the batch does not state them.
+    var_min: int | None = None
+    var_max: int | None = None
 
 
 def frame_intact(buf: memoryview, frame: BatchFrame) -> bool:
@@ -270,6 +302,10 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
             crc_text, len_text, *rest = text.split(" ")
             want_crc, want_len = int(crc_text), int(len_text)
             want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
+            var_min: int | None = None
+            var_max: int | None = None
+            if VARS_KEY in msg.custom:
+                var_min, var_max = map(int, msg.custom[VARS_KEY].split(" "))
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
         if want_rows != msg.rows or want_len != covered:
@@ -277,7 +313,7 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
         if len(crc_text) != _CRC_DIGITS:
             raise FrameError("bad checksum field")
         frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max,
-                           want_crc, msg.value_pos[BATCH_KEY])
+                           want_crc, msg.value_pos[BATCH_KEY], var_min, var_max)
         if not frame_intact(buf, frame):
             raise FrameError("batch does not match its checksum")
         return frame

@@ -146,6 +146,9 @@ class Readers(LogCore):
 
         Every call checks every byte: a file walked once is afterwards re-checked by its frames'
         CRCs and a comparison of the bytes around them (`still_verified`), as stream segments are.
+        The batches are in file order: a records file in ranges of variables (its schema
+        metadata says so, `store._segment.by_variable`) gives its rows in record order through
+        `store._segment.in_record_order`.
         """
         journal = path.parent == self.path / JOURNAL
         schema = JOURNAL_SCHEMA if journal else RECORDS_SCHEMA

@@ -33,6 +33,7 @@ from store._ipc import (
     EOS,
     RECORD_BATCH_MSG,
     SCHEMA_MSG,
+    VARS_KEY,
     BatchFrame,
     FrameError,
     _Table,
@@ -246,26 +247,62 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
     return merged
 
 
+#: Schema metadata of a sealed records file whose rows are ordered by variable, then record
+#: (`write_ipc_file`); absent: in record order, as appended.
+ORDER_KEY: Final = b"sunpm.row_order"
+BY_VARIABLE: Final = b"var-ranges"
+#: A range of variables closes once it holds this many variables and rows: few enough that a
+#: query of one variable decodes a small part of a day, enough that a record's time stamp and
+#: seq still repeat down the range (zstd's ratio) and that a batch's own cost (metadata, walk,
+#: a zstd frame a buffer) stays small beside its rows.
+RANGE_VARIABLES: Final = 25
+RANGE_ROWS: Final = 4096
+
+
 def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: bool,
-                   chunk_rows: int = 65_536) -> None:
+                   chunk_rows: int = 65_536, by_variable: bool = False) -> None:
     """Write `table` as an Arrow IPC file of self-verifying batches, fsynced (not its entry).
 
     Each batch carries the `sunpm.batch` metadata of a framed batch (store/_ipc.py); the
     dictionaries (unified, written once in a file) are covered by the first batch's CRC. Any
     Arrow reader still opens the file by its footer.
+
+    `by_variable` (records): the variables are split in ranges (`RANGE_VARIABLES`,
+    `RANGE_ROWS`), and each range written as batches of its own, its rows in record order, each batch
+    stating its `var` bounds (`VARS_KEY`, under the batch's CRC); the schema metadata says so
+    (`ORDER_KEY`). A scan filtering on variables decodes only the batches that can hold them,
+    and `in_record_order` gives the rows of several batches back exactly as appended. Only rows
+    appended in (seq, var) order are written so (sorting back is then exact); others are kept
+    as they are.
     """
+    table = table.cast(schema).combine_chunks()
+    cuts: list[tuple[int, int]]
+    if by_variable and table.num_rows and _in_seq_var_order(table):
+        schema = schema.with_metadata({**(schema.metadata or {}), ORDER_KEY: BY_VARIABLE})
+        group = _variable_groups(table.column("var"))
+        order = pc.sort_indices(group)  # stable: within a group, rows stay in (seq, var) order
+        table = table.cast(schema).take(order).combine_chunks()
+        cuts = _runs(pc.take(group, order), chunk_rows)
+    else:
+        by_variable = False
+        cuts = [(start, min(start + chunk_rows, table.num_rows))
+                for start in range(0, table.num_rows, chunk_rows)]
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
     with pa.ipc.new_file(sink, schema, options=options) as writer:
-        for batch in table.cast(schema).to_batches(max_chunksize=chunk_rows):
-            if batch.num_rows == 0:
-                continue
+        for start, stop in cuts:
+            batch = table.slice(start, stop - start).to_batches()[0]
             seq = batch.column("seq")
             ts = batch.column("ts").cast(pa.int64())
             bounds = pc.min_max(ts)
-            writer.write_batch(batch, custom_metadata=batch_metadata(
-                batch.num_rows, int(pc.min(seq).as_py()), int(pc.max(seq).as_py()),
-                int(bounds["min"].as_py()), int(bounds["max"].as_py())))
+            seq_bounds = pc.min_max(seq)
+            meta = batch_metadata(
+                batch.num_rows, int(seq_bounds["min"].as_py()), int(seq_bounds["max"].as_py()),
+                int(bounds["min"].as_py()), int(bounds["max"].as_py()))
+            if by_variable:
+                var_bounds = pc.min_max(batch.column("var"))
+                meta[VARS_KEY] = f"{var_bounds['min'].as_py()} {var_bounds['max'].as_py()}"
+            writer.write_batch(batch, custom_metadata=meta)
     data = bytearray(sink.getvalue().to_pybytes())
     first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
     assert first is not None
@@ -276,6 +313,65 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
         fsio.fsync(fd)
     finally:
         fsio.close(fd)
+
+
+def _in_seq_var_order(table: pa.Table) -> bool:
+    """Whether the rows are ordered by (seq, var): then the stable sort by seq of their ranges
+    (`in_record_order`) gives them back as they are, byte for byte."""
+    if table.num_rows < 2:
+        return True
+    seq, var = table.column("seq"), table.column("var")
+    n = table.num_rows - 1
+    seq_a, seq_b, var_a, var_b = seq.slice(0, n), seq.slice(1), var.slice(0, n), var.slice(1)
+    ordered = pc.or_(pc.less(seq_a, seq_b),
+                     pc.and_(pc.equal(seq_a, seq_b), pc.less_equal(var_a, var_b)))
+    return bool(pc.all(ordered).as_py())
+
+
+def _variable_groups(var: pa.ChunkedArray) -> pa.Array:
+    """Each row's range of variables: ascending, a range closed once it holds
+    `RANGE_VARIABLES` variables and `RANGE_ROWS` rows."""
+    counts = pc.value_counts(var)
+    found = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                       strict=True))
+    numbers = []
+    group = variables = rows = 0
+    for _, count in found:
+        numbers.append(group)
+        variables += 1
+        rows += count
+        if variables >= RANGE_VARIABLES and rows >= RANGE_ROWS:
+            group, variables, rows = group + 1, 0, 0
+    index = pc.index_in(var, value_set=pa.array([v for v, _ in found], var.type))
+    grouped: pa.Array = pc.take(pa.array(numbers, pa.int32()), index)
+    return grouped
+
+
+def _runs(values: pa.Array | pa.ChunkedArray, chunk_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal `values`, runs longer than `chunk_rows` cut."""
+    n = len(values)
+    changes = pc.indices_nonzero(pc.not_equal(values.slice(1), values.slice(0, n - 1)))
+    cuts: list[tuple[int, int]] = []
+    begin = 0
+    for stop in [*(int(i) + 1 for i in changes.to_pylist()), n]:
+        cuts.extend((at, min(at + chunk_rows, stop)) for at in range(begin, stop, chunk_rows))
+        begin = stop
+    return cuts
+
+
+def by_variable(meta: dict[bytes, bytes]) -> bool:
+    """Whether a sealed file's schema metadata says its rows are ordered by variable."""
+    return meta.get(ORDER_KEY) == BY_VARIABLE
+
+
+def in_record_order(table: pa.Table) -> pa.Table:
+    """Rows of a file ordered by variable (or any subset of them, its batches in file order)
+    back in the order they were appended: a stable sort by seq alone. The ranges come in
+    ascending variable order, each in (seq, var) order, so for each seq the stable sort lists
+    its rows by range, then within the range by var: (seq, var) order, as appended (see
+    `write_ipc_file`). One integer key sorts ~2x faster than two."""
+    ordered: pa.Table = table.take(pc.sort_indices(table.column("seq")))
+    return ordered
 
 
 def map_file(path: Path) -> Raw:
@@ -297,9 +393,20 @@ def read_ipc_file(path: Path, schema: pa.Schema, columns: list[int] | None = Non
         return [], meta, scan
     first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
     assert first is not None
-    batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
-                            header=(first.start, first.end), combine=False, columns=columns)
-    return batches, meta, scan
+    if not by_variable(meta):
+        batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                                header=(first.start, first.end), combine=False, columns=columns)
+        return batches, meta, scan
+    keys = [schema.get_field_index("seq"), schema.get_field_index("var")]
+    wanted = list(range(len(schema))) if columns is None else columns
+    decoded = decode_frames(pa.py_buffer(data), schema, scan.batches,
+                            header=(first.start, first.end), combine=False,
+                            columns=sorted({*wanted, *keys}))
+    if not decoded:
+        return [], meta, scan
+    table = in_record_order(pa.Table.from_batches(decoded))
+    names = [schema.field(i).name for i in wanted]
+    return table.select(names).combine_chunks().to_batches(), meta, scan
 
 
 

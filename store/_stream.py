@@ -60,7 +60,9 @@ class Segment:
 
     def summarise(self, frames: list[BatchFrame]) -> None:
         if frames:
-            self.seq_last = frames[-1].seq_last
+            # The largest, not the last frame's: a sealed file ordered by variable states each
+            # batch's seq bounds, and its last batch need not hold the last record.
+            self.seq_last = max(f.seq_last for f in frames)
             self.ts_min = min(f.ts_min for f in frames)
             self.ts_max = max(f.ts_max for f in frames)
             if self.day is None:
@@ -466,7 +468,8 @@ class Stream:
             meta[SEQ_LAST_KEY] = str(seg.seq_last).encode()
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
-        write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress)
+        write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress,
+                       by_variable=meta.get(b"sunpm.stream") == b"records")
         # Readers hold the lock only to copy a segment's entry: the rewrite above runs without
         # it; the switch of name and kind is atomic for them.
         with lock:

@@ -3,7 +3,9 @@
 The Arrow segments are the database (docs/architecture.md §3). `records_dataset` is a lazy
 `pyarrow.dataset` over a store whose every scan reads verified batches only, a few files at a
 time, decoding (and decompressing) only the columns a query reads or filters on, which DuckDB
-and polars push down. A sealed `.arrow` file is decoded in place from the frames a walk of it
+and polars push down, and of a sealed file only the batches whose verified variable, time and
+seq bounds the filter may select (store/_pushdown.py; sealed records files are written in
+ranges of variables for this), its rows handed on in record order. A sealed `.arrow` file is decoded in place from the frames a walk of it
 verified (every batch's CRC-32C over its compressed bytes, length and row count), its footer
 never followed; a file walked once in this process is re-checked on every later read by its
 frames' CRCs and a comparison of the bytes around them, every byte checked, none parsed. The
@@ -37,11 +39,14 @@ import pyarrow.dataset as ds
 
 from store._decode import decode_sealed
 from store._ipc import read_message
+from store._pushdown import FramePredicate, frame_filter
 from store._segment import (
     IPC_FILE_MAGIC,
     CheckedFile,
+    by_variable,
     checked_file,
     decode_frames,
+    in_record_order,
     scan_ipc_file,
     still_verified,
 )
@@ -76,6 +81,7 @@ class _KnownFile:
 
     checked: CheckedFile
     header: tuple[int, int]
+    by_variable: bool  # rows ordered by variable (`write_ipc_file`)
 
 
 # Sealed files walked clean, by path, for every `Log` of this process: a later read re-checks
@@ -100,21 +106,28 @@ UnknownVersion = Callable[[Path, str], None]
 _VERSION_KEY: Final = b"sunpm.schema_version"
 
 
+_SORT_KEYS: Final = [RECORDS_SCHEMA.get_field_index("seq"), RECORDS_SCHEMA.get_field_index("var")]
+
+
 def _sealed_batches(store: Log, path: Path, indexes: list[int],
-                    unknown_version: UnknownVersion | None = None) -> list[pa.RecordBatch]:
+                    unknown_version: UnknownVersion | None = None,
+                    keep: FramePredicate | None = None) -> tuple[list[pa.RecordBatch], bool]:
     """The verified batches of a sealed `.arrow` file, only the `indexes` fields decoded (and
-    decompressed). A clean file is decoded in place from the frames its walk found (its footer,
-    which no CRC covers, is never followed); one with damage, an end missing or bytes not ours
-    goes through `Log.verified_file`, which reports what failed and keeps the verified batches.
-    A file of another schema version is not decoded: handed to `unknown_version`, else
-    reported as foreign. A file gone since it was listed (deleted by the quota) reads as empty."""
+    decompressed), and whether its rows are ordered by variable (then, when it returns more
+    than one batch, seq and var are decoded too, to put them back in record order). Of a clean
+    file only the batches `keep` accepts are decoded. A clean file is decoded in place from the frames its walk found (its
+    footer, which no CRC covers, is never followed); one with damage, an end missing or bytes
+    not ours goes through `Log.verified_file`, which reports what failed and keeps the verified
+    batches. A file of another schema version is not decoded: handed to `unknown_version`,
+    else reported as foreign. A file gone since it was listed (deleted by the quota) reads as
+    empty."""
     try:
         # Read, not mapped: one copy costs less than mapping and faulting in a small file, and
         # the bytes checked are the bytes decoded.
         with open(path, "rb", buffering=0) as fh:
             data = fh.read()
     except FileNotFoundError:
-        return []
+        return [], False
     with _KNOWN_LOCK:
         known = _KNOWN.get(path)
     if known is None or not still_verified(data, known.checked):
@@ -128,26 +141,34 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
                 store._note([StoreReport(
                     kind=ReportKind.FOREIGN, path=path,
                     detail=f"unknown schema version {version or '(none)'!r}")])
-            return []
+            return [], False
+        ordered = by_variable(meta)
         if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:
             with _KNOWN_LOCK:
                 _KNOWN.pop(path, None)
             rebuilt = store.verified_file(path)
-            options = pa.ipc.IpcReadOptions(included_fields=indexes, use_threads=False)
+            fields = sorted({*indexes, *_SORT_KEYS}) if ordered else indexes
+            options = pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False)
             reader = pa.ipc.open_file(pa.BufferReader(rebuilt), options=options)
-            return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+            return [reader.get_batch(i) for i in range(reader.num_record_batches)], ordered
         first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
         assert first is not None  # the walk read it
-        known = _KnownFile(checked_file(data, scan), (first.start, first.end))
+        known = _KnownFile(checked_file(data, scan), (first.start, first.end), ordered)
         with _KNOWN_LOCK:
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
-    fast = decode_sealed(data, RECORDS_SCHEMA, known.checked.frames, indexes)
+    frames = known.checked.frames
+    if known.by_variable and (keep is None or sum(map(keep, frames)) > 1):
+        indexes = sorted({*indexes, *_SORT_KEYS})  # rows of several batches: sorted back
+    fast = decode_sealed(data, RECORDS_SCHEMA, frames, indexes, keep)
     if fast is not None:
-        return fast
-    return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, known.checked.frames,
-                         header=known.header, combine=False, columns=indexes)
+        return fast, known.by_variable
+    # pyarrow's reader needs the file's dictionaries, which the first frame carries: all decoded.
+    if known.by_variable:
+        indexes = sorted({*indexes, *_SORT_KEYS})
+    return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, frames, header=known.header,
+                         combine=False, columns=indexes), known.by_variable
 
 
 class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is untyped
@@ -178,13 +199,17 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         wanted = _decoded_fields(columns, filter)
         schema = pa.schema([RECORDS_VIEW_SCHEMA.field(name) for name in wanted],
                            metadata=RECORDS_VIEW_SCHEMA.metadata)
-        return ds.Scanner.from_batches(self._batches(wanted, schema), schema=schema,
+        return ds.Scanner.from_batches(self._batches(wanted, schema, filter), schema=schema,
                                        columns=columns, filter=filter)
 
-    def _batches(self, wanted: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _batches(self, wanted: list[str], schema: pa.Schema, filter: pc.Expression | None
+                 ) -> Iterator[pa.RecordBatch]:
         """Each device's sealed files, oldest first, then its stream segments, decoded a few
-        parts ahead on the pool."""
+        parts ahead on the pool; of a sealed file, only the batches whose verified bounds
+        `filter` may select (store/_pushdown.py), its rows in record order."""
         indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
+        wanted_here = [n for n in wanted if n != "device"]
+        keep = frame_filter(filter)
 
         def finish(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
             out = []
@@ -197,6 +222,22 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
             return out
 
+        def in_order(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+            """A file ordered by variable: its rows the filter selects, back in record order
+            (seq and var were decoded for this; dropped unless asked for)."""
+            found = [b for b in found if b.num_rows]
+            if len(found) <= 1:  # a batch holds its rows in record order
+                return finish(device, [b.select(wanted_here) for b in found])
+            table = pa.Table.from_batches(found)
+            if "device" in wanted:
+                table = table.add_column(0, "device", pa.chunked_array(
+                    [_device_column(device, b.num_rows) for b in found], _DEVICE_TYPE))
+            if filter is not None:
+                table = table.filter(filter)
+            table = in_record_order(table).select(wanted).combine_chunks()
+            return [pa.RecordBatch.from_arrays(b.columns, schema=schema)
+                    for b in table.to_batches()]
+
         after = dict(itertools.pairwise(self._devices))
 
         def listing(device: str) -> _Part:
@@ -205,13 +246,19 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 _prefetch(self._store.sealed_files(after[device]))
             paths, batches = self._store.record_sources(device, indexes)
             live = _Part(finish(device, _coalesce(batches)))
+            paths = [p for p in paths if p not in self._skip]
             files: list[Callable[[], _Part]] = [
-                functools.partial(sealed, device, p) for p in paths if p not in self._skip]
+                functools.partial(sealed, device, paths[i : i + _FILES_A_PART])
+                for i in range(0, len(paths), _FILES_A_PART)]
             return _Part([], [*files, lambda: live], listed=True)
 
-        def sealed(device: str, path: Path) -> _Part:
-            return _Part(finish(device, _sealed_batches(self._store, path, indexes,
-                                                        self._unknown_version)))
+        def sealed(device: str, paths: list[Path]) -> _Part:
+            out = []
+            for path in paths:
+                found, ordered = _sealed_batches(self._store, path, indexes,
+                                                 self._unknown_version, keep)
+                out += in_order(device, found) if ordered else finish(device, found)
+            return _Part(out)
 
         if self._devices:
             _prefetch(self._store.sealed_files(self._devices[0]))
@@ -220,6 +267,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         running: deque[Future[_Part]] = deque()
         # Bounded read-ahead: at most this many parts decoded and not yet consumed.
         ahead = 2 * _WORKERS
+        # A device's small batches (a file's, after skipping) are handed on merged: the
+        # scanner's filter and DuckDB cost about as much per batch as a file's decoding.
+        merging = _Merger()
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-scan") as pool:
             try:
                 while todo or running:
@@ -227,12 +277,42 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                         running.append(pool.submit(todo.popleft()))
                     part = running.popleft().result()
                     todo.extendleft(reversed(part.then))  # a device's parts go next, in order
-                    if part.listed and self._progress is not None:
-                        self._progress(1)
-                    yield from part.batches
+                    if part.listed:
+                        yield from merging.flush()  # the dictionary of `device` changes
+                        if self._progress is not None:
+                            self._progress(1)
+                    for batch in part.batches:
+                        yield from merging.add(batch)
+                yield from merging.flush()
             finally:
                 for future in running:
                     future.cancel()
+
+
+class _Merger:
+    """Consecutive small batches merged into one of `_COALESCE_ROWS` rows or so; large ones
+    passed on as they are, in order."""
+
+    def __init__(self) -> None:
+        self._held: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        if batch.num_rows >= _SMALL_ROWS:
+            yield from self.flush()
+            yield batch
+            return
+        self._held.append(batch)
+        self._rows += batch.num_rows
+        if self._rows >= _COALESCE_ROWS:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        if len(self._held) > 1:
+            yield pa.concat_batches(self._held)
+        elif self._held:
+            yield self._held[0]
+        self._held, self._rows = [], 0
 
 
 def _prefetch(paths: list[Path]) -> None:
@@ -259,6 +339,9 @@ class _Part:
     listed: bool = False
 
 
+# Sealed files a scan task reads, in order: a task's hand-over (a future, a thread woken) cost
+# about as much as a small file's decoding.
+_FILES_A_PART: Final = 4
 # Decoding threads: zstd decompression and CRC-32C release the GIL, the walk does not.
 _WORKERS: Final = max(2, min(4, os.cpu_count() or 2))
 
