@@ -112,6 +112,18 @@ def json_error(message: str, status: int, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+async def whole_file_text(request: web.Request) -> str | web.Response:
+    """A `{"text": "<the whole file>"}` body's text, or the 400 answer to anything else."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return json_error('expected {"text": "<the whole file>"}', 400)
+    text: str = body["text"]
+    return text
+
+
 def rejected(verdict: Verdict) -> web.Response:
     """422: the problems that refuse a configuration change, and their messages per field."""
     if verdict.blocking:

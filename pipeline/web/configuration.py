@@ -13,7 +13,16 @@ from aiohttp import web
 
 from config.errors import Severity
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
-from pipeline.web.common import context, facade, json_error, json_ok, page, rejected, session_of
+from pipeline.web.common import (
+    context,
+    facade,
+    json_error,
+    json_ok,
+    page,
+    rejected,
+    session_of,
+    whole_file_text,
+)
 from pipeline.web.config_forms import CONFIG_FILES, SECTION_BY_NAME, is_secret
 from pipeline.web.editing import Edit, problem_json
 from pipeline.web.facade import NotFound, time_zones
@@ -178,13 +187,10 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
 
 
 async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        return json_error('expected {"text": "<the whole file>"}', 400)
-    verdict = await facade(request).save_config_file(name, body["text"])
+    text = await whole_file_text(request)
+    if isinstance(text, web.Response):
+        return text
+    verdict = await facade(request).save_config_file(name, text)
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"saved": name})

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from pipeline.web.common import facade, json_error, json_ok, page, rejected
+from pipeline.web.common import facade, json_error, json_ok, page, rejected, whole_file_text
 from pipeline.web.editing import DEVICE_FIELDS
 from pipeline.web.facade import Conflict
 from pipeline.web.io_editor import with_submitted
@@ -225,14 +225,10 @@ async def api_definition(request: web.Request) -> web.StreamResponse:
 @routes.put("/api/defs/{name}")
 async def api_save_definition(request: web.Request) -> web.StreamResponse:
     """`{"text": ...}`: a definition file added or replaced, the whole site checked."""
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        return json_error('expected {"text": "<the whole file>"}', 400)
-    verdict = await facade(request).save_definition(request.match_info["name"],
-                                                    body["text"].encode())
+    text = await whole_file_text(request)
+    if isinstance(text, web.Response):
+        return text
+    verdict = await facade(request).save_definition(request.match_info["name"], text.encode())
     if not verdict.ok:
         return rejected(verdict)
     return json_ok({"saved": request.match_info["name"]})
