@@ -5,11 +5,24 @@ from pipeline.drivers.modbus.link import WriteReplaced
 from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, polled_variables, split_plan
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
-from pipeline.drivers.modbus.trace import DeviceCounters, FrameTrace, TraceHook, format_trace_line
+from pipeline.drivers.modbus.trace import FrameTrace, ModbusCounters, TraceHook, format_trace_line
 from pipeline.drivers.modbus.tunnel import RtuTunnel, tunnel_for
 
 __all__ = [
-    "DeviceCounters", "EncodeError", "FrameTrace", "ModbusRtuDriver", "ModbusTcpDriver",
-    "ReadRequest", "RtuBus", "RtuTunnel", "TcpConnection", "TraceHook", "WriteReplaced",
-    "format_trace_line", "plan_reads", "polled_variables", "split_plan", "tunnel_for",
+    "EncodeError",
+    "FrameTrace",
+    "ModbusCounters",
+    "ModbusRtuDriver",
+    "ModbusTcpDriver",
+    "ReadRequest",
+    "RtuBus",
+    "RtuTunnel",
+    "TcpConnection",
+    "TraceHook",
+    "WriteReplaced",
+    "format_trace_line",
+    "plan_reads",
+    "polled_variables",
+    "split_plan",
+    "tunnel_for",
 ]

@@ -12,7 +12,7 @@ from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import LinkSettings, ProtocolDriver, RawValue, Readings, ReadPlan
 from pipeline.drivers.modbus.link import QueuedLink
 from pipeline.drivers.modbus.poller import PollState, poll_device, write_variable
-from pipeline.drivers.modbus.trace import DeviceCounters, TraceHook
+from pipeline.drivers.modbus.trace import ModbusCounters, TraceHook
 
 __all__ = ["ModbusDriver"]
 
@@ -45,7 +45,7 @@ class ModbusDriver(ProtocolDriver, Generic[LinkT]):
     def state(self, device_index: str) -> PollState:
         return self._states.setdefault(device_index, PollState())
 
-    def counters(self, device_index: str) -> DeviceCounters:
+    def counters(self, device_index: str) -> ModbusCounters:
         return self.state(device_index).counters
 
     async def read(self, device: Device, plan: ReadPlan) -> Readings:

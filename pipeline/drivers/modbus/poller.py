@@ -36,7 +36,7 @@ from pipeline.drivers.modbus.frames import (
 )
 from pipeline.drivers.modbus.link import WriteReplaced
 from pipeline.drivers.modbus.planner import ModbusPlan, ReadRequest, modbus_plan, split_plan
-from pipeline.drivers.modbus.trace import DeviceCounters
+from pipeline.drivers.modbus.trace import ModbusCounters
 
 __all__ = ["ModbusLink", "PollState", "poll_device", "write_variable"]
 
@@ -70,7 +70,7 @@ class _CompiledRead:
 class PollState:
     """What a driver remembers of a device between polls."""
 
-    counters: DeviceCounters = field(default_factory=DeviceCounters)
+    counters: ModbusCounters = field(default_factory=ModbusCounters)
     #: The plan the caches below were built for; compared by identity, so a new plan (the
     #: configuration changed) resets them without hashing a whole definition at every poll.
     plan: ModbusPlan | None = None
@@ -98,7 +98,7 @@ def unit_of(device: Device) -> int:
 
 
 async def _read(link: ModbusLink, unit: int, request: ReadRequest, timeout_ms: int,
-                counters: DeviceCounters) -> list[int]:
+                counters: ModbusCounters) -> list[int]:
     counters.requests += 1
     reply = await link.transact(unit, request.pdu, timeout_ms)
     return unpack_read_reply(request.pdu, reply)

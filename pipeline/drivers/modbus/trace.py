@@ -14,8 +14,14 @@ from enum import StrEnum
 
 from config.model import Quality
 
-__all__ = ["DeviceCounters", "Direction", "FrameTrace", "TraceError", "TraceHook",
-           "format_trace_line"]
+__all__ = [
+    "Direction",
+    "FrameTrace",
+    "ModbusCounters",
+    "TraceError",
+    "TraceHook",
+    "format_trace_line",
+]
 
 
 class Direction(StrEnum):
@@ -60,7 +66,7 @@ def format_trace_line(trace: FrameTrace, tz: tzinfo | None = None) -> str:
 
 
 @dataclass(slots=True)
-class DeviceCounters:
+class ModbusCounters:
     """What the web UI and status show per device; mutated only by its link's task."""
 
     qualities: Counter[Quality] = field(default_factory=Counter)
