@@ -350,10 +350,15 @@ def _variable_groups(var: pa.ChunkedArray) -> pa.Array:
 def _runs(values: pa.Array | pa.ChunkedArray, chunk_rows: int) -> list[tuple[int, int]]:
     """(start, stop) of each run of equal `values`, runs longer than `chunk_rows` cut."""
     n = len(values)
-    changes = pc.indices_nonzero(pc.not_equal(values.slice(1), values.slice(0, n - 1)))
+    changes: list[int] = []
+    if n > 1:
+        # One chunk, and never a comparison of empty chunked arrays: pyarrow 19 crashes on it.
+        whole = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        changes = pc.indices_nonzero(pc.not_equal(whole.slice(1), whole.slice(0, n - 1))
+                                     ).to_pylist()
     cuts: list[tuple[int, int]] = []
     begin = 0
-    for stop in [*(int(i) + 1 for i in changes.to_pylist()), n]:
+    for stop in [*(int(i) + 1 for i in changes), n]:
         cuts.extend((at, min(at + chunk_rows, stop)) for at in range(begin, stop, chunk_rows))
         begin = stop
     return cuts
