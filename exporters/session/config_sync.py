@@ -164,7 +164,8 @@ class ConfigSync:
             await self._apply(candidates, agreed)
         for rel, sha in agreed.items():
             await self._log.append_journal(
-                "sync", SyncedFile(server=self.server, file=rel, sha256=sha).to_fields())
+                "sync", SyncedFile(server=self.server, file=rel, sha256=sha).to_fields(),
+                commit_now=True)
         await self._upload_configuration(uploads, counts)
 
     async def _fetch_configuration(self, local: Mapping[str, bytes],
@@ -274,7 +275,9 @@ class ConfigSync:
             except TransportError as err:
                 refused(err, counts)
                 continue
+            # Committed at once: a session must not wait a flush period per file it syncs.
             await self._log.append_journal("sync", SyncedFile(
-                server=self.server, file=rel, sha256=sha256_hex(data)).to_fields())
+                server=self.server, file=rel, sha256=sha256_hex(data)).to_fields(),
+                commit_now=True)
             counts.files += 1
             log.info("server %d: uploaded %s (%d bytes)", self.server, path, len(data))

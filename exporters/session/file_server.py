@@ -98,12 +98,13 @@ class FileServerSession:
             except DownloadTooLarge:
                 entries = [CommandResult(channel=Channel.FILE, caller_id=None,
                                          error=f"{name}: larger than 1 MiB; not executed")]
-            for k, entry in enumerate(entries, start=1):
+            for entry in entries:
                 # Acknowledged before the delete, so a crash after it loses no command; an entry
-                # that cannot run is answered at once.
+                # that cannot run is answered at once. Each committed at once: awaited one by
+                # one, an entry left for the next flush would hold the session that long.
                 await self._log.append_journal(
                     "command" if isinstance(entry, CommandReceived) else "result",
-                    entry.to_fields(), commit_now=k == len(entries))
+                    entry.to_fields(), commit_now=True)
             requests = [e for e in entries if isinstance(e, CommandReceived)]
             counts.commands += len(entries)
             try:
