@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -114,6 +115,13 @@ def _steady(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float, float
 # ----------------------------------------------------------------------------- ours
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def _configure(cfg: Path, data: Path, ports: list[int], registers: int, period: int,
                ftp_port: int) -> None:
     from config import parse_config_ini, parse_daq, render_config_ini, render_daq
@@ -139,7 +147,9 @@ def _configure(cfg: Path, data: Path, ports: list[int], registers: int, period: 
     for key, value in {"SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": str(ftp_port),
                        "FTP_User": FTP_USER, "FTP_Password": FTP_PASSWORD,
                        "STORE_Path": str(data / "store"), "DAQ_PollPeriod": str(period),
-                       "NTP_Server1": "", "NTP_Server2": ""}.items():
+                       "NTP_Server1": "", "NTP_Server2": "",
+                       # Its own port: 8080 may be another gateway's (the demo's) on this box.
+                       "WEB_Port": str(_free_port())}.items():
         ini = ini.with_value(key, value)
     ini_path.write_bytes(render_config_ini(ini))
     (cfg / "CONFIG" / f"{UID}_var.ini").write_bytes(
