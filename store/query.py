@@ -415,23 +415,9 @@ def records_table(source: Path | str | Log, devices: Iterable[str] | None = None
 
 def _coalesce(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     """Runs of small batches (a live segment's, one per commit) merged; large ones kept as-is."""
-    out: list[pa.RecordBatch] = []
-    run: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        if batch.num_rows >= _SMALL_ROWS:
-            if run:
-                out.append(pa.concat_batches(run))
-                run, rows = [], 0
-            out.append(batch)
-            continue
-        run.append(batch)
-        rows += batch.num_rows
-        if rows >= _COALESCE_ROWS:
-            out.append(pa.concat_batches(run))
-            run, rows = [], 0
-    if run:
-        out.append(pa.concat_batches(run))
+    merging = _Merger()
+    out = [merged for batch in batches for merged in merging.add(batch)]
+    out += merging.flush()
     return out
 
 
