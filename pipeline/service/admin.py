@@ -18,10 +18,8 @@ written all or nothing); the gateway's configuration watch then applies them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import logging
-import os
 import re
 import time
 import zipfile
@@ -39,12 +37,11 @@ from exporters.rendering.source import store_source
 from exporters.views.context import Dates, ViewConfig
 from exporters.views.log import log_text, one_line
 from exporters.views.traces import trace_line, trace_texts
-from fsio import fsync_dir, rename
 from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
-from pipeline.service.maintenance import PACKAGE_CAP_BYTES, UPDATE_FOLDER
+from pipeline.service.maintenance import UPDATE_FOLDER, MaintenanceError, write_package
 from pipeline.service.scripts import ScriptsPlugin
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
@@ -148,7 +145,7 @@ class Admin:
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")
         path = self.gateway.data_dir / UPDATE_FOLDER / name
-        got = await asyncio.to_thread(_stage_package, source, path, md5.strip().lower())
+        got = await asyncio.to_thread(_stage_upload, source, path, md5.strip().lower())
         log.info("Update staged from an upload. package=%s md5=%s", path, got)
         self.gateway.install_firmware(str(path))
 
@@ -434,30 +431,17 @@ def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) ->
     return buffer.getvalue()
 
 
-def _stage_package(source: IO[bytes], path: Path, expected_md5: str) -> str:
-    """`source` copied to `path` all or nothing, in chunks (a package can be hundreds of MB on a
-    512 MB box); its MD5, which must be `expected_md5` when that is given."""
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
+def _stage_upload(source: IO[bytes], path: Path, expected_md5: str) -> str:
+    """`source` staged at `path` (`write_package`); its MD5, which must be `expected_md5` when
+    that is given. A refused package is not left staged."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.part")
     try:
-        with staging.open("wb") as out:
-            while chunk := source.read(1 << 16):
-                size += len(chunk)
-                if size > PACKAGE_CAP_BYTES:
-                    raise AdminError(f"{path.name}: larger than 256 MiB", "package")
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        got, size = write_package(source, path)
+    except MaintenanceError as err:
+        raise AdminError(str(err), "package") from None
+    if size == 0 or (expected_md5 and expected_md5 != got):
+        path.unlink()
         if size == 0:
             raise AdminError(f"{path.name} is empty", "package")
-        got = digest.hexdigest()
-        if expected_md5 and expected_md5 != got:
-            raise AdminError(f"checksum mismatch (expected {expected_md5}, got {got})", "md5")
-        rename(staging, path)
-        fsync_dir(path.parent)
-    finally:
-        staging.unlink(missing_ok=True)
+        raise AdminError(f"checksum mismatch (expected {expected_md5}, got {got})", "md5")
     return got

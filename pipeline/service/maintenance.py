@@ -25,12 +25,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from config import ConfigError, parse_config_ini, render_config_ini
 from config.defaults import default_files
 from config.errors import Severity
-from fsio import write_file_durably
+from fsio import fsync_dir, rename, write_file_durably
 
 log = logging.getLogger("sunpm.system")
 
@@ -135,18 +135,15 @@ def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | N
     return parts.geturl(), f"Basic {token}"
 
 
-def _download(url: str, login: str, password: str, target: Path) -> str:
-    """Stream `url` to `target` (capped); the MD5 of what arrived."""
-    address, authorisation = _with_credentials(url, login, password)
-    request = urllib.request.Request(address)
-    if authorisation is not None:
-        request.add_header("Authorization", authorisation)
+def write_package(source: IO[bytes], target: Path) -> tuple[str, int]:
+    """`source` copied to `target` all or nothing, in chunks of 64 KiB (a package can be
+    hundreds of MB on a 512 MB box), at most `PACKAGE_CAP_BYTES`: its MD5 and size."""
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     partial = target.with_name(f".{target.name}.part")
     try:
-        with urllib.request.urlopen(request, timeout=60) as reply, partial.open("wb") as out:
-            while chunk := reply.read(1 << 16):
+        with partial.open("wb") as out:
+            while chunk := source.read(1 << 16):
                 size += len(chunk)
                 if size > PACKAGE_CAP_BYTES:
                     raise MaintenanceError(f"{target.name}: larger than 256 MiB; not used")
@@ -154,13 +151,26 @@ def _download(url: str, login: str, password: str, target: Path) -> str:
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        partial.replace(target)
+        rename(partial, target)
+        fsync_dir(target.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest(), size
+
+
+def _download(url: str, login: str, password: str, target: Path) -> str:
+    """Stream `url` to `target` (capped); the MD5 of what arrived."""
+    address, authorisation = _with_credentials(url, login, password)
+    request = urllib.request.Request(address)
+    if authorisation is not None:
+        request.add_header("Authorization", authorisation)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            got, _ = write_package(reply, target)
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         raise MaintenanceError(f"download failed: {reason}") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return digest.hexdigest()
+    return got
 
 
 async def stage_firmware(data_dir: Path, url: str, login: str, password: str,
