@@ -23,7 +23,7 @@ from .parquet import (
     alarms_path,
     records_path,
     split_by_date,
-    utc_dates,
+    utc_days,
     write_partition,
 )
 from .scan import definitions_table, records_dataset
@@ -81,7 +81,7 @@ def _export_device(dump: Dump, out: Path, uid: str, device: str, result: ExportR
         for date, part in split_by_date(table).items():
             pending.setdefault(date, []).append(part)
             buffered += part.num_rows
-        oldest_here = pc.min(utc_dates(table.column("time"))).as_py()
+        oldest_here = pc.min(utc_days(table.column("time"))).as_py().isoformat()
         flush(before=oldest_here if buffered < FLUSH_ROWS else None)
     flush(before=None)
 

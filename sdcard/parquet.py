@@ -73,15 +73,19 @@ def alarms_path(out: Path, uid: str, date: str) -> Path:
     return out / "_alarms" / f"uid={partition_value(uid)}" / f"date={date}" / ALARMS_FILE
 
 
-def utc_dates(times: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return pc.strftime(times, format="%Y-%m-%d")
+def utc_days(times: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The UTC date of each time (`date32`): a division, where formatting every row as text
+    cost half of an export."""
+    return times.cast(pa.timestamp("ns", tz="UTC")).cast(pa.date32())
 
 
 def split_by_date(table: pa.Table) -> dict[str, pa.Table]:
+    """The rows of each UTC date, by the date's `YYYY-MM-DD`."""
     if table.num_rows == 0:
         return {}
-    dates = utc_dates(table.column("time"))
-    return {d: table.filter(pc.equal(dates, d)) for d in pc.unique(dates).to_pylist()}
+    days = utc_days(table.column("time"))
+    return {day.isoformat(): table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            for day in pc.unique(days).to_pylist()}
 
 
 def write_partition(path: Path, table: pa.Table, schema: pa.Schema) -> int:
