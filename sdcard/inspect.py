@@ -38,7 +38,7 @@ def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
     devices = _devices(dump, con)
-    def_ids = [r[0] for r in con.execute("SELECT DISTINCT def::VARCHAR FROM r").fetchall()]
+    def_ids = [r[0] for r in con.execute("SELECT DISTINCT def FROM rec").fetchall()]
     missing = definitions_table(dump, [d for d in def_ids if d is not None]).missing
     journal = _journal(con)
     quota_mb = 50
@@ -66,40 +66,49 @@ def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     }
 
 
+def device_order(device: str) -> tuple[int, int, str]:
+    """Devices by number (2 before 10), any other name after them."""
+    return (0, int(device), "") if device.isdigit() else (1, 0, device)
+
+
 def _devices(dump: Dump, con: Any) -> list[dict[str, Any]]:
+    """Each device's records, time span and gaps, from one scan of the records: the rows are
+    grouped by record first (a few per record: one per definition), and everything is asked of
+    that."""
+    con.execute("""
+        CREATE TEMP TABLE rec AS
+        SELECT device, seq, def::VARCHAR AS def, epoch_ns(min(ts)) AS t, count(*) AS rows
+        FROM r GROUP BY ALL""")
     rows = con.execute("""
-        SELECT device, count(*) AS rows, count(DISTINCT seq) AS records,
-               min(seq), max(seq), epoch_ns(min(ts)), epoch_ns(max(ts))
-        FROM r GROUP BY device ORDER BY device""").fetchall()
+        SELECT device, sum(rows)::BIGINT, count(DISTINCT seq), min(seq), max(seq), min(t), max(t)
+        FROM rec GROUP BY device""").fetchall()
     gaps: dict[str, list[tuple[int, int]]] = {}
     for device, start, end in con.execute(f"""
-        WITH t AS (SELECT DISTINCT device, epoch_ns(ts) AS t FROM r),
+        WITH t AS (SELECT DISTINCT device, t FROM rec),
         s AS (SELECT device, t, t - lag(t) OVER (PARTITION BY device ORDER BY t) AS step FROM t),
         m AS (SELECT device, median(step) AS usual FROM s GROUP BY device)
         SELECT s.device, s.t - s.step, s.t FROM s JOIN m USING (device)
         WHERE s.step > {GAP_FACTOR} * m.usual ORDER BY s.device, s.t""").fetchall():
         gaps.setdefault(device, []).append((start, end))
+    found_rows = {row[0]: row for row in rows}
     out = []
-    for device, nrows, records, seq_min, seq_max, ts_min, ts_max in rows:
-        found = gaps.get(device, [])
-        entry: dict[str, Any] = {
-            "device": device, "records": records, "rows": nrows,
-            "seq_first": seq_min, "seq_last": seq_max,
-            "first": iso(ts_min), "last": iso(ts_max),
-            "gaps": [{"from": iso(a), "to": iso(b)} for a, b in found[:MAX_GAPS]],
-            "gap_count": len(found),
-            "deleted_before": seq_min - 1 if seq_min and seq_min > 1 else 0,
-            "usage_bytes": dump.log.usage(device),
-            "segments": len(dump.segments(device)),
-        }
+    for device in sorted({*found_rows, *dump.devices()}, key=device_order):
+        entry: dict[str, Any] = {"device": device, "records": 0, "rows": 0, "seq_first": None,
+                                 "seq_last": None, "first": None, "last": None, "gaps": [],
+                                 "gap_count": 0, "deleted_before": 0}
+        if device in found_rows:
+            _, nrows, records, seq_min, seq_max, ts_min, ts_max = found_rows[device]
+            found = gaps.get(device, [])
+            entry.update({
+                "records": records, "rows": nrows, "seq_first": seq_min, "seq_last": seq_max,
+                "first": iso(ts_min), "last": iso(ts_max),
+                "gaps": [{"from": iso(a), "to": iso(b)} for a, b in found[:MAX_GAPS]],
+                "gap_count": len(found),
+                "deleted_before": seq_min - 1 if seq_min and seq_min > 1 else 0,
+            })
+        entry["usage_bytes"] = dump.log.usage(device)
+        entry["segments"] = len(dump.segments(device))
         out.append(entry)
-    for device in dump.devices():
-        if device not in {e["device"] for e in out}:
-            out.append({"device": device, "records": 0, "rows": 0, "seq_first": None,
-                        "seq_last": None, "first": None, "last": None, "gaps": [],
-                        "gap_count": 0, "deleted_before": 0,
-                        "usage_bytes": dump.log.usage(device),
-                        "segments": len(dump.segments(device))})
     return out
 
 
