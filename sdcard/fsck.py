@@ -58,12 +58,16 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     con = connect()
     con.register("r", records_dataset(dump))
     con.register("j", journal_dataset(dump))
-    readable = dict(con.execute("SELECT device, count(*) FROM r GROUP BY 1").fetchall())
-    readable.update({d: 0 for d in dump.devices() if d not in readable})
+    # One scan: the rows per device and definition give both the counts and the snapshots.
+    readable = {d: 0 for d in dump.devices()}
+    def_ids = set()
+    for device, def_id, rows in con.execute(
+            "SELECT device, def::VARCHAR, count(*) FROM r GROUP BY ALL").fetchall():
+        readable[device] = readable.get(device, 0) + rows
+        if def_id is not None:
+            def_ids.add(def_id)
     readable["journal"] = con.execute("SELECT count(*) FROM j").fetchone()[0]  # type: ignore[index]
-    def_ids = [r[0] for r in con.execute("SELECT DISTINCT def::VARCHAR FROM r").fetchall()
-               if r[0] is not None]
-    definitions_table(dump, def_ids)
+    definitions_table(dump, sorted(def_ids))
     for snapshot in dump.log.config_snapshots():
         dump.config_files(snapshot)
     findings = _merge(dump.findings, checked)
