@@ -320,6 +320,13 @@ class DeliveryState:
         for key, seq in older.events.items():
             self.events[key] = max(self.events.get(key, 0), seq)
 
+    def copy(self) -> DeliveryState:
+        """A state of its own: folding into this one leaves the copy as it was."""
+        return DeliveryState(
+            streams={key: StreamDelivery(windows=list(sd.windows), delivered=set(sd.delivered))
+                     for key, sd in self.streams.items()},
+            events=dict(self.events))
+
     def prune(self) -> None:
         """`StreamDelivery.prune` of every stream."""
         for sd in self.streams.values():

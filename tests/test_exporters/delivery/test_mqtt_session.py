@@ -19,7 +19,7 @@ from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, MqttSession, Trigger
 from exporters.transports import MqttTransport, Timeouts
 from store import StoreIOError
-from store.delivery import Stream
+from store.delivery import DeliveryState, Stream
 from store.events import JournalItem
 from store.log import Log
 
@@ -62,8 +62,7 @@ async def test_data_windows_and_alarms_go_oldest_first_once(
     assert [json.loads(p)["seq"] for t, p in got if t == "plant/alarm"] == \
         alarms.column("seq").to_pylist()
     data = [p for t, p in got if t == "plant/data"]
-    state = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "x",
-                   streams=(Stream.DATA,)).state()
+    state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
     windows = state.stream(2, Stream.DATA).windows
     assert [w.spec.end_ns for w in windows] == sorted(w.spec.end_ns for w in windows)
     assert len(windows) == len(data) == 6

@@ -1,13 +1,20 @@
-"""Cursors and membership replayed from `window` and `delivered` bodies (no store needed)."""
+"""Cursors and membership replayed from `window` and `delivered` bodies, and the outbox's
+state kept current from the journal."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+from delivery_support import DemoSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporters.outbox import Outbox
 from exporters.views.windows import DAY_NS, split_range
 from store.delivery import (
     BuiltWindow,
@@ -19,6 +26,7 @@ from store.delivery import (
     delivered_body,
 )
 from store.events import Watermark
+from store.log import Log
 
 H = 3_600 * 1_000_000_000
 MON = 1_612_137_600 * 1_000_000_000  # 2021-02-01 00:00 UTC, a Monday
@@ -138,3 +146,72 @@ def test_state_bodies_of_the_earlier_form_still_give_their_windows_and_deliverie
     # The present form of the same state reads back equal.
     assert DeliveryState.from_body(json.loads(json.dumps(state.to_body()))).stream(
         1, Stream.DATA).windows == stream.windows
+
+
+class _CountingJournal:
+    """The store, its journal reads counted: (seq_from, rows returned) of each."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.reads: list[tuple[int | None, int]] = []
+
+    async def append_journal(self, kind: str, body: Mapping[str, object], **kw: Any) -> int:
+        return await self.log.append_journal(kind, body, **kw)
+
+    def journal(self, *, kinds: Sequence[str] | None = None,
+                seq_from: int | None = None) -> pa.Table:
+        table = self.log.journal(kinds=kinds, seq_from=seq_from)
+        self.reads.append((seq_from, table.num_rows))
+        return table
+
+
+def _summary(state: DeliveryState) -> dict[Stream, tuple[object, ...]]:
+    out: dict[Stream, tuple[object, ...]] = {}
+    for stream in (Stream.DATA, Stream.ALARM):
+        sd = state.stream(1, stream)
+        last = sd.last_built
+        out[stream] = (sd.cursor_ns, None if last is None else last.spec.end_ns,
+                       [(w.spec.end_ns, [f.name for f in w.files]) for w in sd.pending()],
+                       sorted(d for w in sd.pending() for d in sd.delivered
+                              if d[0] == w.spec.end_ns))
+    return out
+
+
+async def test_outbox_state_folds_only_new_events_and_keeps_what_a_full_replay_says(
+        store: Log, tmp_path: Path) -> None:
+    """Forty sessions: each builds a DATA and an ALARM window; a server outage leaves some
+    files undelivered for a few sessions, then they go. After every session the outbox's state
+    is the full replay's (cursor, last window, pending windows and their deliveries), its read
+    returned only the events since the call before, and the windows it keeps stay few."""
+    journal = _CountingJournal(store)
+    outbox = Outbox(server=1, log=journal, source=DemoSource(store, "WPMTEST01"),
+                    directory=tmp_path / "outbox", streams=(Stream.DATA, Stream.ALARM))
+    assert outbox.state().stream(1, Stream.DATA).cursor_ns is None
+    undelivered: list[tuple[Stream, int, str]] = []
+    for session in range(1, 41):
+        appended = 0
+        end = MON + session * H
+        for stream in (Stream.DATA, Stream.ALARM):
+            names = [f"{stream}_{session}_{k}.csv.gz" for k in range(2)]
+            await store.append_journal("window", _window(end, names, end - H, stream=stream)
+                                       .to_body())
+            appended += 1
+            undelivered += [(stream, end, n) for n in names]
+        down = 10 <= session < 14 or session % 7 == 0
+        if not down:
+            for stream, at, name in undelivered:
+                await store.append_journal("delivered", delivered_body(1, stream, at, name))
+                appended += 1
+            undelivered = []
+        journal.reads.clear()
+        state = outbox.state()
+        full = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
+        assert _summary(state) == _summary(full), session
+        assert journal.reads == [(journal.reads[0][0], appended)], session
+        assert journal.reads[0][0] is not None and (session == 1 or journal.reads[0][0] > 4)
+        pending = len(state.stream(1, Stream.DATA).pending())
+        assert len(state.stream(1, Stream.DATA).windows) <= pending + 1, session
+    assert pending == 0 and state.stream(1, Stream.DATA).cursor_ns == MON + 40 * H
+    # The caller's copy is its own.
+    state.stream(1, Stream.DATA).windows.clear()
+    assert outbox.state().stream(1, Stream.DATA).last_built is not None
