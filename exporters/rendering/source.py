@@ -12,8 +12,8 @@ Imports `config`, `store` and `exporters.views` only (docs/architecture.md §2, 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import pyarrow as pa
@@ -99,7 +99,8 @@ class StoreReader(Protocol):
     def records(self, device: str, *, start_ns: int | None = None, end_ns: int | None = None,
                 seq_from: int | None = None, seq_to: int | None = None) -> pa.Table: ...
 
-    def journal(self, *, kinds: Sequence[str] | None = None) -> pa.Table: ...
+    def journal(self, *, start_ns: int | None = None, end_ns: int | None = None,
+                kinds: Sequence[str] | None = None, seq_from: int | None = None) -> pa.Table: ...
 
     def watermark(self) -> Watermark: ...
 
@@ -112,26 +113,39 @@ ViewConfigAt = Callable[[str], ViewConfig]
 ParseDefinition = Callable[[bytes, str], DefinitionFile]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotResolver:
     """Which configuration snapshot is in force when, from `config` journal events.
 
     A `config` event body holds `snapshot` (the store's configuration hash); with none journaled
-    the running configuration's id is used.
+    the running configuration's id is used. Each window built and each MQTT alarm asks: the
+    events are read once, then only those committed since.
     """
 
-    running: str
+    def __init__(self, *, running: str) -> None:
+        self.running = running
+        self._log: StoreReader | None = None
+        self._changes: list[tuple[int, str]] = []   # (time, snapshot), in journal order
+        self._seen_seq = 0
+        self._lock = threading.Lock()
 
     def at(self, log: StoreReader, end_ns: int) -> str:
-        table = log.journal(kinds=["config"])
+        with self._lock:
+            if log is not self._log:
+                self._log, self._changes, self._seen_seq = log, [], 0
+            table = log.journal(kinds=["config"], seq_from=self._seen_seq + 1).sort_by("seq")
+            for t, body in zip(table.column("ts").cast(pa.int64()).to_pylist(),
+                               table.column("body").to_pylist(), strict=True):
+                value = ConfigInForce.snapshot_in(body)
+                if value is not None:
+                    self._changes.append((t, value))
+            if table.num_rows:
+                self._seen_seq = int(pc.max(table.column("seq")).as_py())
+            changes = list(self._changes)
         snapshot = self.running
-        ts = table.column("ts").cast(pa.int64()).to_pylist()
-        for t, body in zip(ts, table.column("body").to_pylist(), strict=True):
+        for t, value in changes:
             if t >= end_ns:
                 break
-            value = ConfigInForce.snapshot_in(body)
-            if value is not None:
-                snapshot = value
+            snapshot = value
         return snapshot
 
 
@@ -261,10 +275,24 @@ class StoreSource:
         return pa.concat_tables([stamped_late, committed_late])   # in seq order
 
     def _events(self, spec: WindowSpec) -> list[JournalItem]:
-        kinds = JOURNAL_STREAM_KINDS.get(spec.stream, ())
+        kinds = list(JOURNAL_STREAM_KINDS.get(spec.stream, ()))
         window, previous = bounds_of(spec)
-        return journal_items(select_journal(self._log.journal(kinds=list(kinds)), window,
-                                            previous))
+        return journal_items(select_journal(self._event_candidates(kinds, window, previous),
+                                            window, previous))
+
+    def _event_candidates(self, kinds: list[str], window: WindowBounds,
+                          previous: list[WindowBounds]) -> pa.Table:
+        """The journal events of `kinds` that may belong to `window`, read as `_candidates`
+        reads records: committed after the window before's watermark, or stamped at or after
+        its end; a session reads the journal since the last window, not months of it."""
+        before = previous[-1].watermark.journal if previous else None
+        if before is None or before < 1:
+            return self._log.journal(end_ns=window.end_ns, kinds=kinds)
+        stamped_late = self._log.journal(start_ns=previous[-1].end_ns, end_ns=window.end_ns,
+                                         kinds=kinds)
+        stamped_late = stamped_late.filter(pc.less_equal(stamped_late.column("seq"), before))
+        committed_late = self._log.journal(end_ns=window.end_ns, kinds=kinds, seq_from=before + 1)
+        return pa.concat_tables([stamped_late, committed_late]).sort_by("seq")
 
     def alarm_payload(self, item: JournalItem) -> bytes:
         """An alarm's MQTT message, with the configuration in force when it was raised."""
