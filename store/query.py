@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from store._decode import decode_sealed
-from store._ipc import read_message
+from store._ipc import BatchFrame
 from store._pushdown import FramePredicate, frame_filter
 from store._segment import (
     IPC_FILE_MAGIC,
@@ -151,15 +151,20 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
             options = pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False)
             reader = pa.ipc.open_file(pa.BufferReader(rebuilt), options=options)
             return [reader.get_batch(i) for i in range(reader.num_record_batches)], ordered
-        first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
-        assert first is not None  # the walk read it
-        known = _KnownFile(checked_file(data, scan), (first.start, first.end), ordered)
+        # A clean file: its batches follow its schema message, which the walk read.
+        header_end = scan.batches[0].start if scan.batches else scan.good_end
+        known = _KnownFile(checked_file(data, scan), (len(IPC_FILE_MAGIC), header_end), ordered)
         with _KNOWN_LOCK:
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
             _KNOWN[path] = known
     frames = known.checked.frames
-    if known.by_variable and (keep is None or sum(map(keep, frames)) > 1):
+    several = known.by_variable
+    if keep is not None:
+        kept = {frame.start for frame in frames if keep(frame)}
+        several = several and len(kept) > 1
+        keep = functools.partial(_kept, kept)  # each frame judged once
+    if several:
         indexes = sorted({*indexes, *_SORT_KEYS})  # rows of several batches: sorted back
     fast = decode_sealed(data, RECORDS_SCHEMA, frames, indexes, keep)
     if fast is not None:
@@ -169,6 +174,10 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
         indexes = sorted({*indexes, *_SORT_KEYS})
     return decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, frames, header=known.header,
                          combine=False, columns=indexes), known.by_variable
+
+
+def _kept(starts: set[int], frame: BatchFrame) -> bool:
+    return frame.start in starts
 
 
 class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is untyped
@@ -333,9 +342,12 @@ def _merged(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     """Batches of the same columns as one (dictionaries unified), in order."""
     if len(batches) <= 1:
         return batches
-    return [pa.RecordBatch.from_arrays(
-        [pa.concat_arrays([b.column(i) for b in batches]) for i in range(batches[0].num_columns)],
-        names=batches[0].schema.names)]
+    try:
+        return [pa.concat_batches(batches)]
+    except pa.ArrowInvalid:  # schemas that differ in their metadata (pyarrow's decoding)
+        return [pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([b.column(i) for b in batches])
+             for i in range(batches[0].num_columns)], names=batches[0].schema.names)]
 
 
 def _prefetch(paths: list[Path]) -> None:
