@@ -285,8 +285,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
 
         if self._devices:
             _prefetch(self._store.sealed_files(self._devices[0]))
-        todo: deque[Callable[[], _Part]] = deque(
+        listings: deque[Callable[[], _Part]] = deque(
             functools.partial(listing, d) for d in self._devices)
+        parts: deque[Callable[[], _Part]] = deque()  # of the devices listed, in order
         running: deque[Future[_Part]] = deque()
         # Bounded read-ahead: at most this many parts decoded and not yet consumed.
         ahead = 2 * _WORKERS
@@ -295,11 +296,14 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         merging = _Merger()
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-scan") as pool:
             try:
-                while todo or running:
-                    while todo and len(running) < ahead:
-                        running.append(pool.submit(todo.popleft()))
+                while listings or parts or running:
+                    while (listings or parts) and len(running) < ahead:
+                        running.append(pool.submit((parts or listings).popleft()))
                     part = running.popleft().result()
-                    todo.extendleft(reversed(part.then))  # a device's parts go next, in order
+                    # A device's parts go after those of the devices listed before it (a
+                    # listing may run ahead of the parts before it), before the next listing:
+                    # the batches come device by device, each device's in record order.
+                    parts.extend(part.then)
                     if part.listed:
                         yield from merging.flush()  # the dictionary of `device` changes
                         if self._progress is not None:
