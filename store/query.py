@@ -186,8 +186,9 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
     A `pyarrow.dataset` object (DuckDB and polars push their column selection and filters into
     its `scanner`), but the scan is ours: for each device, its sealed files decoded in place
     (`_sealed_batches`), then its stream segments through the store's reader, only the columns
-    the query reads or filters on, a few parts at a time on a thread pool (decompression
-    releases the GIL). The filter and the final projection run in pyarrow on those batches.
+    the query reads or filters on, device by device, a part or two ahead on a decoding thread
+    while the consumer (DuckDB, polars) works on what it was handed. The filter and the final
+    projection run in pyarrow on those batches.
     Built as an empty in-memory dataset so that it is one to every caller; every read goes
     through `scanner`.
     """
@@ -213,9 +214,10 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
 
     def _batches(self, wanted: list[str], schema: pa.Schema, filter: pc.Expression | None
                  ) -> Iterator[pa.RecordBatch]:
-        """Each device's sealed files, oldest first, then its stream segments, decoded a few
-        parts ahead on the pool; of a sealed file, only the batches whose verified bounds
-        `filter` may select (store/_pushdown.py), its rows in record order."""
+        """Each device's sealed files, oldest first, then its stream segments, decoded a part
+        or two ahead on the pool, device after device; of a sealed file, only the batches
+        whose verified bounds `filter` may select (store/_pushdown.py), its rows in record
+        order."""
         indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
         wanted_here = [n for n in wanted if n != "device"]
         keep = frame_filter(filter)
