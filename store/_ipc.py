@@ -324,10 +324,9 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
         if msg.kind != RECORD_BATCH_MSG:
             raise FrameError("unexpected message type")
         try:
-            text = msg.custom[BATCH_KEY]
-            crc_text, len_text, *rest = text.split(" ")
-            want_crc, want_len = int(crc_text), int(len_text)
-            want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
+            fields = msg.custom[BATCH_KEY].split(" ")
+            crc_text = fields[0]
+            want_crc, want_len, want_rows, seq_first, seq_last, ts_min, ts_max = map(int, fields)
             var_min: int | None = None
             var_max: int | None = None
             if VARS_KEY in msg.custom:
