@@ -154,6 +154,10 @@ def _sql(args: argparse.Namespace) -> int:
         from pipeline.cli._refused import RefusedImport
 
         sys.meta_path.insert(0, RefusedImport("pandas", "`sunpm sd sql`"))
+        if "numpy" not in sys.modules:
+            # Likewise numpy, which pyarrow loads at import when it is installed (~0.04 s):
+            # nothing here converts to or from numpy arrays.
+            sys.meta_path.insert(0, RefusedImport("numpy", "`sunpm sd sql`"))
     import duckdb
 
     from config.errors import SunpmError
