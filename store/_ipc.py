@@ -151,6 +151,9 @@ class _Table:
 _SLOTS = [struct.Struct(f"<{n}H") for n in range(6)]
 
 
+_PREFIX = struct.Struct("<4si")
+
+
 def read_message(buf: memoryview, pos: int) -> Message | None:
     """The message at `pos`; None at an end-of-stream marker. Raises FrameError on anything else.
 
@@ -158,9 +161,9 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     a segment through here); every offset is bounds-checked against the metadata."""
     if pos < 0 or pos + 8 > len(buf):
         raise FrameError("truncated message prefix")
-    if bytes(buf[pos : pos + 4]) != CONTINUATION:
+    marker, meta_len = _PREFIX.unpack_from(buf, pos)
+    if marker != CONTINUATION:
         raise FrameError("no continuation marker")
-    meta_len = int(_I32.unpack_from(buf, pos + 4)[0])
     if meta_len == 0:
         return None
     if meta_len < 0 or meta_len > _MAX_METADATA or meta_len % 8:
@@ -184,7 +187,7 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
         present = min(5, (vt_len - 4) // 2)
         slots = (*_SLOTS[present].unpack_from(meta, vtable + 4), 0, 0, 0, 0, 0)
         kind = meta[root + slots[1]] if slots[1] else 0
-        body_len = int(_I64.unpack_from(meta, root + slots[3])[0]) if slots[3] else 0
+        body_len = _I64.unpack_from(meta, root + slots[3])[0] if slots[3] else 0
     except struct.error as err:
         raise FrameError("message table out of range") from err
     except IndexError as err:
@@ -200,8 +203,7 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     if kind == RECORD_BATCH_MSG:
         if not slots[2]:
             raise FrameError("record batch without header")
-        at = root + slots[2]
-        rows = _Table(meta, at + _u32(meta, at)).i64(0)
+        rows = _rows(meta, root + slots[2], meta_len)
     custom: dict[str, str] = {}
     value_pos: dict[str, int] = {}
     if slots[4]:
@@ -215,6 +217,30 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
         except (struct.error, UnicodeDecodeError) as err:
             raise FrameError("bad custom metadata") from err
     return Message(pos, end, kind, body_start, body_len, rows, custom, value_pos)
+
+
+def _rows(meta: memoryview, at: int, size: int) -> int:
+    """The `length` (field 0) of the RecordBatch table the offset at `at` points to, as
+    `_Table(...).i64(0)` reads it, inlined (a walk reads it from every batch)."""
+    if at < 0 or at + 4 > size:
+        raise FrameError("offset out of range")
+    table = at + _U32.unpack_from(meta, at)[0]
+    if table + 4 > size:
+        raise FrameError("table out of range")
+    vtable = table - _I32.unpack_from(meta, table)[0]
+    if vtable < 0 or vtable + 4 > size:
+        raise FrameError("vtable out of range")
+    vt_len = _U16.unpack_from(meta, vtable)[0]
+    if vt_len < 4 or vtable + vt_len > size:
+        raise FrameError("bad vtable")
+    if vt_len < 6:
+        return 0
+    rel = _U16.unpack_from(meta, vtable + 4)[0]
+    if not rel:
+        return 0
+    if table + rel + 8 > size:
+        raise FrameError("field out of range")
+    return int(_I64.unpack_from(meta, table + rel)[0])
 
 
 _KV_VTABLE = struct.Struct("<HHHH")
@@ -298,10 +324,9 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
         if msg.kind != RECORD_BATCH_MSG:
             raise FrameError("unexpected message type")
         try:
-            text = msg.custom[BATCH_KEY]
-            crc_text, len_text, *rest = text.split(" ")
-            want_crc, want_len = int(crc_text), int(len_text)
-            want_rows, seq_first, seq_last, ts_min, ts_max = map(int, rest)
+            fields = msg.custom[BATCH_KEY].split(" ")
+            crc_text = fields[0]
+            want_crc, want_len, want_rows, seq_first, seq_last, ts_min, ts_max = map(int, fields)
             var_min: int | None = None
             var_max: int | None = None
             if VARS_KEY in msg.custom:

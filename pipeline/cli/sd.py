@@ -13,6 +13,7 @@ Nothing here writes to PATH (docs/behaviour.md §12); the work is `sdcard`'s.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -153,12 +154,20 @@ def _sql(args: argparse.Namespace) -> int:
         from pipeline.cli._refused import RefusedImport
 
         sys.meta_path.insert(0, RefusedImport("pandas", "`sunpm sd sql`"))
+        if "numpy" not in sys.modules:
+            # Likewise numpy, which pyarrow loads at import when it is installed (~0.04 s):
+            # nothing here converts to or from numpy arrays.
+            sys.meta_path.insert(0, RefusedImport("numpy", "`sunpm sd sql`"))
     import duckdb
 
     from config.errors import SunpmError
     from sdcard import sql as sql_mod
 
     _quiet_store_log()
+    if args.own_process:
+        # What the imports made lives as long as the process: a garbage collection need not
+        # walk it again (a full one walks every object; the scan makes many).
+        gc.freeze()
     try:
         dump = _open_dump(args.path)
         columns, chunks = sql_mod.run_query(dump, args.query)
@@ -171,6 +180,10 @@ def _sql(args: argparse.Namespace) -> int:
         return 1
     for finding in dump.findings:
         print(f"sunpm sd sql: {finding.level}: {finding.message}", file=sys.stderr)
+    if args.own_process:
+        # The process ends next: the interpreter's last collection would walk every object
+        # the scan left (0.1 s on a large dump) only to have the exit free them all anyway.
+        gc.freeze()
     return 0
 
 

@@ -44,10 +44,11 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if "." n
 """
 
 
-def test_sd_sql_loads_neither_the_other_commands_nor_pandas(tmp_path: Path) -> None:
+def test_sd_sql_loads_neither_the_other_commands_nor_pandas_nor_numpy(tmp_path: Path) -> None:
     # Start-up is most of a small query's time: the command's own family only (no drivers,
     # transports or exporters), and pandas, which pyarrow and DuckDB load only to recognise
-    # DataFrames, refused in a process of its own.
+    # DataFrames, and numpy, which pyarrow loads when installed, refused in a process of its
+    # own.
     (tmp_path / "devices").mkdir()
     (tmp_path / "journal").mkdir()
     done = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path)], cwd=ROOT,
@@ -56,6 +57,6 @@ def test_sd_sql_loads_neither_the_other_commands_nor_pandas(tmp_path: Path) -> N
     ran = json.loads(last)
     assert ran["code"] == 0, done.stderr
     assert answer == "n\n0"
-    assert {"pandas", "pymodbus", "aiohttp", "asyncssh", "polars", "exporters"} \
+    assert {"pandas", "numpy", "pymodbus", "aiohttp", "asyncssh", "polars", "exporters"} \
         .isdisjoint(ran["loaded"])
     assert {"duckdb", "pyarrow", "store", "sdcard"} <= set(ran["loaded"])

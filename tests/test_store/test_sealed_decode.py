@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from records_util import T0
 
+import store._decode as decode
 from store import RECORDS_SCHEMA
 from store._decode import decode_sealed
 from store._ipc import frame_batch, read_message, schema_message
@@ -87,3 +88,43 @@ def test_layouts_it_does_not_know_are_left_to_pyarrow(tmp_path: Path) -> None:
     other = pa.schema([pa.field("x", pa.list_(pa.int32()))])
     assert decode_sealed(sealed, other, frames, [0]) is None
     assert decode_sealed(sealed, RECORDS_SCHEMA, frames, [0, 8]) is not None
+
+
+def test_each_file_decodes_its_own_dictionary_one_decoding_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dictionaries are decoded once per distinct message: files under the same definitions
+    share one array; a file under others gets its own (what pyarrow decodes, file by file)."""
+    monkeypatch.setattr(decode, "_DICTIONARIES", {})
+    decoded: list[int] = []
+    plain = decode._array
+
+    def counted(kind: pa.DataType, batch: decode._Batch, node: int, first: int) -> pa.Array:
+        if pa.types.is_string(kind) and len(batch.nodes) == 2:  # a dictionary message's
+            decoded.append(batch.rows)
+        return plain(kind, batch, node, first)
+
+    monkeypatch.setattr(decode, "_array", counted)
+    table = _table()
+    other = table.set_column(8, "def", pa.DictionaryArray.from_arrays(
+        pa.array([i % 2 for i in range(ROWS)], pa.int32()),
+        pa.array(["d" * 64 + ":tic.csv", "e" * 64 + ":s0.csv"])))
+    files = []
+    for name, source in (("1", table), ("2", table), ("3", other)):
+        path = tmp_path / f"{name}.arrow"
+        write_ipc_file(path, source, RECORDS_SCHEMA, compress=True, chunk_rows=300)
+        files.append(path.read_bytes())
+    found = []
+    for data in files:
+        scan, _ = scan_ipc_file(data, RECORDS_SCHEMA)
+        header = read_message(memoryview(data), len(IPC_FILE_MAGIC))
+        assert header is not None
+        ours = decode_sealed(data, RECORDS_SCHEMA, scan.batches, [2, 8])
+        theirs = decode_frames(pa.py_buffer(data), RECORDS_SCHEMA, scan.batches,
+                               header=(header.start, header.end), combine=False, columns=[2, 8])
+        assert ours is not None and len(ours) == len(theirs) == 4
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert mine.equals(reference)
+        found.append(ours[0].column(1).dictionary)
+    assert decoded == [3, 2]  # the first file's dictionary, then the third's
+    assert found[0].buffers()[2].address == found[1].buffers()[2].address
+    assert found[2].to_pylist() == ["d" * 64 + ":tic.csv", "e" * 64 + ":s0.csv"]

@@ -18,6 +18,7 @@ from records_util import DEF, T0
 
 import store._decode as decode
 import store._segment as segment
+import store.query as query
 from store import Log, ReportKind
 from store._ipc import BatchFrame
 from store._pushdown import frame_filter
@@ -28,7 +29,11 @@ from store.schema import RECORDS_SCHEMA
 PERIOD_NS = 600 * 10**9
 
 
-def _day(first_seq: int, records: list[list[int]], value_base: float = 0.0) -> pa.Table:
+OTHER_DEF = "1" * 64 + ":meter.csv"
+
+
+def _day(first_seq: int, records: list[list[int]], value_base: float = 0.0,
+         definition: str = DEF) -> pa.Table:
     """A device's records: one list of variables a record (rows in that order)."""
     ts, seq, var, value = [], [], [], []
     for k, variables in enumerate(records):
@@ -47,7 +52,7 @@ def _day(first_seq: int, records: list[list[int]], value_base: float = 0.0) -> p
         pa.nulls(n, pa.float64()),
         pa.array([f"t{i}" if i % 5 == 0 else None for i in range(n)], pa.string()),
         pa.array([i % 3 for i in range(n)], pa.uint8()),
-        pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([DEF])),
+        pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array([definition])),
     ], schema=RECORDS_SCHEMA)
 
 
@@ -148,7 +153,9 @@ _variables = st.lists(st.integers(1, 12), min_size=1, max_size=8, unique=True)
 # Mostly records in variable order (laid out in ranges); some days not (kept in record order).
 _records = st.one_of(st.lists(_variables.map(sorted), min_size=1, max_size=12),
                      st.lists(_variables, min_size=1, max_size=12))
-_device = st.lists(st.tuples(_records, st.booleans()), min_size=1, max_size=3)
+# Days in either layout, some under another definition (a file's dictionary of its own).
+_device = st.lists(st.tuples(_records, st.booleans(), st.sampled_from([DEF, OTHER_DEF])),
+                   min_size=1, max_size=5)
 
 
 def _predicate() -> st.SearchStrategy[pc.Expression]:
@@ -183,48 +190,60 @@ def _predicate() -> st.SearchStrategy[pc.Expression]:
        predicates=st.lists(_predicate(), min_size=1, max_size=4),
        columns=st.sets(st.sampled_from(RECORDS_SCHEMA.names), min_size=1))
 def test_a_filtered_scan_is_the_filtered_full_read(
-        devices: dict[str, list[tuple[list[list[int]], bool]]],
+        devices: dict[str, list[tuple[list[list[int]], bool, str]]],
         predicates: list[pc.Expression], columns: set[str]) -> None:
-    """Over random days (several ranges a file; files in either layout, the old one included),
-    random predicates and projections: the scan returns what the filter picks from a full read
-    (which skips nothing), same rows, same order."""
+    """Over random days (several ranges a file; files in either layout, the old one included;
+    definitions changing between days), random predicates and projections, a scan's files
+    decoded two a task (each task's batches merged where no sort is needed between them): the
+    scan returns what the filter picks from a full read (which skips nothing), same rows, same
+    order."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment, "RANGE_VARIABLES", 2)
         patch.setattr(segment, "RANGE_ROWS", 5)
+        patch.setattr(query, "_FILES_A_PART", 2)
         _check_filtered_scans(devices, predicates, columns)
 
 
-def _check_filtered_scans(devices: dict[str, list[tuple[list[list[int]], bool]]],
+def _check_filtered_scans(devices: dict[str, list[tuple[list[list[int]], bool, str]]],
                           predicates: list[pc.Expression], columns: set[str]) -> None:
     tables: dict[str, list[tuple[pa.Table, bool]]] = {}
     for name, days in devices.items():
         seq = 1
         tables[name] = []
-        for records, by_variable in days:
-            tables[name].append((_day(seq, records, value_base=seq * 7.0), by_variable))
+        for records, by_variable, definition in days:
+            tables[name].append((_day(seq, records, value_base=seq * 7.0,
+                                      definition=definition), by_variable))
             seq += len(records)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         _write_store(root, tables)
         forget_walks()
         log = Log.open_read_only(root)
-        for name, days in tables.items():
-            appended = pa.concat_tables([t for t, _ in days]).combine_chunks()
-            assert log.records(name).equals(appended)  # layout-independent record order
-        full = records_table(log)
+        appended = []
+        for name in log.devices():
+            days_appended = pa.concat_tables([t for t, _ in tables[name]])
+            # Layout-independent record order.
+            assert _plain(log.records(name)).equals(_plain(days_appended))
+            appended.append(days_appended.add_column(
+                0, "device", pa.array([name] * days_appended.num_rows, pa.string())))
+        full = _plain(records_table(log))
+        # The scan's full read is the records as appended, device by device.
+        assert full.equals(_plain(pa.concat_tables(appended)))
         wanted = ["device", *(n for n in RECORDS_SCHEMA.names if n in columns)]
         for predicate in predicates:
-            expected = _plain(full.filter(predicate).select(wanted))
+            expected = full.filter(predicate).select(wanted)
             scanned = _plain(records_dataset(log).to_table(columns=wanted, filter=predicate))
             assert scanned.equals(expected), predicate
         assert log.reports == []
 
 
 def _plain(table: pa.Table) -> pa.Table:
-    """The device as text (a scan's dictionary holds one device a batch) and one chunk."""
-    index = table.schema.get_field_index("device")
-    return table.set_column(index, "device", table.column(index).cast(pa.string())
-                            ).combine_chunks()
+    """The device and definition as text (a scan's dictionary holds one device a batch, a
+    file's one definition or two), in one chunk."""
+    return pa.table({
+        name: column.cast(kind.value_type) if pa.types.is_dictionary(kind) else column
+        for name, column, kind in zip(table.column_names, table.columns, table.schema.types,
+                                      strict=True)}).combine_chunks()
 
 
 async def test_duckdb_decodes_only_the_batches_a_variable_can_be_in(

@@ -1,0 +1,45 @@
+"""`sunpm sd sql --format csv` writes every value as `_text` makes it (dates and times in ISO
+8601, None as an empty field, anything else as `str` does), whether a chunk holds dates or not:
+rows without any go to the csv module as they are."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sdcard.sql import _text, write
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.text(max_size=8), st.binary(max_size=4),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+    st.dates(), st.datetimes(timezones=st.just(UTC)), st.datetimes(),
+    st.timedeltas(max_value=timedelta(days=3)),
+)
+
+
+@given(chunks=st.lists(st.lists(st.tuples(_values, _values, _values), max_size=6), max_size=4))
+def test_csv_values_are_written_as_text_makes_them(chunks: list[list[tuple[Any, ...]]]) -> None:
+    expected = io.StringIO()
+    reference = csv.writer(expected, lineterminator="\n")
+    reference.writerow(["a", "b", "c"])
+    for rows in chunks:
+        reference.writerows([[_text(v) for v in row] for row in rows])
+    out = io.StringIO()
+    assert write(["a", "b", "c"], iter(chunks), "csv", out) == sum(map(len, chunks))
+    assert out.getvalue() == expected.getvalue()
+
+
+def test_a_chunk_of_dates_is_written_in_iso_8601() -> None:
+    out = io.StringIO()
+    rows = [(1, date(2026, 1, 2), 0.5), (2, None, None),
+            (3, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), Decimal("1.50"))]
+    write(["n", "when", "x"], iter([rows]), "csv", out)
+    assert out.getvalue() == ("n,when,x\n1,2026-01-02,0.5\n2,,\n"
+                              "3,2026-01-02T03:04:05+00:00,1.50\n")
