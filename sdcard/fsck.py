@@ -59,7 +59,7 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     con.register("r", records_dataset(dump))
     con.register("j", journal_dataset(dump))
     # One scan: the rows per device and definition give both the counts and the snapshots.
-    readable = {d: 0 for d in dump.devices()}
+    readable = dict.fromkeys(dump.devices(), 0)
     def_ids = set()
     for device, def_id, rows in con.execute(
             "SELECT device, def::VARCHAR, count(*) FROM r GROUP BY ALL").fetchall():

@@ -9,8 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date, datetime, time
 from typing import IO, Any, Final
 
 from .dump import Dump
@@ -54,13 +53,13 @@ def _csv_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | list[list[
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    """What JSON has no type for, at any depth of a value (lists, structs, maps): times in
+    ISO 8601, bytes in hex, anything else (decimals, intervals, UUIDs) as its text."""
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
     if isinstance(value, bytes):
         return value.hex()
-    return value
+    return str(value)
 
 
 def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
@@ -79,8 +78,8 @@ def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
         for rows in chunks:
             for row in rows:
                 out.write(",\n" if count else "\n")
-                out.write(json.dumps({c: _json_value(v) for c, v in zip(columns, row,
-                                                                         strict=True)}))
+                out.write(json.dumps(dict(zip(columns, row, strict=True)),
+                                     default=_json_value))
                 count += 1
         out.write("\n]\n" if count else "]\n")
         return count

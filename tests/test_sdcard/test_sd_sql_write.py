@@ -43,3 +43,25 @@ def test_a_chunk_of_dates_is_written_in_iso_8601() -> None:
     write(["n", "when", "x"], iter([rows]), "csv", out)
     assert out.getvalue() == ("n,when,x\n1,2026-01-02,0.5\n2,,\n"
                               "3,2026-01-02T03:04:05+00:00,1.50\n")
+
+
+@given(rows=st.lists(st.tuples(_values, st.lists(_values, max_size=3),
+                               st.dictionaries(st.text(max_size=3), _values, max_size=2)),
+                     max_size=6))
+def test_json_writes_every_value_duckdb_may_return(rows: list[tuple[Any, ...]]) -> None:
+    """Intervals, decimals, bytes and times, at any depth of a list or struct, never stop the
+    answer half way: each is written as text (times in ISO 8601), the rest as JSON has them."""
+    import json
+
+    out = io.StringIO()
+    assert write(["a", "b", "c"], iter([rows]), "json", out) == len(rows)
+    back = json.loads(out.getvalue())
+    assert len(back) == len(rows)
+    for row, got in zip(rows, back, strict=True):
+        for value, text in ((row[0], got["a"]), *zip(row[1], got["b"], strict=True)):
+            if isinstance(value, datetime | date):
+                assert text == value.isoformat()
+            elif isinstance(value, timedelta | Decimal):
+                assert text == str(value)
+            elif isinstance(value, bytes):
+                assert text == value.hex()
