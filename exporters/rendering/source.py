@@ -132,6 +132,8 @@ class SnapshotResolver:
         with self._lock:
             if log is not self._log:
                 self._log, self._changes, self._seen_seq = log, [], 0
+            # Read to the watermark at least: the events of other kinds are not read again.
+            read_to = log.watermark().journal or 0
             table = log.journal(kinds=["config"], seq_from=self._seen_seq + 1).sort_by("seq")
             for t, body in zip(table.column("ts").cast(pa.int64()).to_pylist(),
                                table.column("body").to_pylist(), strict=True):
@@ -139,7 +141,8 @@ class SnapshotResolver:
                 if value is not None:
                     self._changes.append((t, value))
             if table.num_rows:
-                self._seen_seq = int(pc.max(table.column("seq")).as_py())
+                read_to = max(read_to, int(pc.max(table.column("seq")).as_py()))
+            self._seen_seq = max(self._seen_seq, read_to)
             changes = list(self._changes)
         snapshot = self.running
         for t, value in changes:
@@ -162,6 +165,7 @@ class StoreSource:
         self._parse_definition = parse_definition
         self._snapshots = snapshots
         self._definitions: dict[str, DefinitionFile] = {}
+        self._oldest_events: dict[Stream, tuple[int, int | None]] = {}   # (seq read to, oldest)
 
     # ----- WindowSource
 
@@ -174,12 +178,25 @@ class StoreSource:
                     times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
         kinds = JOURNAL_STREAM_KINDS.get(stream)
         if kinds:
-            table = self._log.journal(kinds=list(kinds))
-            if table.num_rows:
-                times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
+            times.extend(t for t in [self._oldest_event(stream, list(kinds))] if t is not None)
         if stream is Stream.LOG and self._traces is not None:
             times.extend(t for t in [self._traces.oldest_ns()] if t is not None)
         return min(times) if times else None
+
+    def _oldest_event(self, stream: Stream, kinds: list[str]) -> int | None:
+        """The time of the oldest event of `kinds`. A stream that has never had one is asked
+        every session: the journal is read once, then only the events committed since. (An
+        oldest event the quota deleted since still starts the first window: a window may
+        begin before its first member.)"""
+        seen, oldest = self._oldest_events.get(stream, (0, None))
+        read_to = self._log.watermark().journal or 0   # no other kind read again either
+        table = self._log.journal(kinds=kinds, seq_from=seen + 1)
+        if table.num_rows:
+            first = int(pc.min(table.column("ts").cast(pa.int64())).as_py())
+            oldest = first if oldest is None else min(oldest, first)
+            read_to = max(read_to, int(pc.max(table.column("seq")).as_py()))
+        self._oldest_events[stream] = (max(seen, read_to), oldest)
+        return oldest
 
     def membership(self) -> Watermark:
         return self._log.watermark()

@@ -15,7 +15,7 @@ from exporters.views.names import select_journal, select_records
 from exporters.views.windows import bounds_of
 from store import RECORDS_SCHEMA, Log, StoreOptions
 from store.delivery import PreviousWindow, Stream, WindowSpec
-from store.events import journal_items
+from store.events import Watermark, journal_items
 
 S = 10**9
 T0 = 1_612_483_200 * S
@@ -140,6 +140,9 @@ async def test_snapshot_in_force_follows_config_events_read_once(tmp_path: Path)
             reads.append((kw.get("seq_from"), table.num_rows))
             return table
 
+        def watermark(self) -> Watermark:
+            return self.log.watermark()
+
     async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
         counting: Any = Counting(log)
         resolver = SnapshotResolver(running="running")
@@ -153,4 +156,34 @@ async def test_snapshot_in_force_follows_config_events_read_once(tmp_path: Path)
         assert [resolver.at(counting, T0 + t * S) for t in (50, 100, 101, 199, 201, 300)] == \
             ["running", "running", "a", "a", "b", "b"]
         assert reads[1][1] == 3 and all(rows == 0 for _, rows in reads[2:])
-        assert reads[1][0] == 1 and reads[2][0] is not None and reads[2][0] > 5
+        # Read from the first seq, then past the heartbeats (seqs 2 and 4) too.
+        assert reads[1][0] == 1 and all(seq == 6 for seq, _ in reads[2:])
+
+
+async def test_oldest_event_of_a_stream_is_read_once_then_since(tmp_path: Path) -> None:
+    """A stream with no window yet asks for its oldest event each session: the answer follows
+    the journal, and each question reads only the events committed since the one before."""
+    reads: list[tuple[int | None, int]] = []
+
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        real_journal = log.journal
+
+        def counting(**kw: Any) -> pa.Table:
+            table = real_journal(**kw)
+            reads.append((kw.get("seq_from"), table.num_rows))
+            return table
+
+        source = _source(log)
+        source._log = type("Counting", (), {"journal": staticmethod(counting),
+                                             "watermark": staticmethod(log.watermark)})()
+        for k in range(5):
+            await log.append_journal("heartbeat", {"k": k}, ts_ns=T0 + k * S, commit_now=True)
+        assert source.oldest_ns(Stream.ALARM) is None
+        await log.append_journal("alarm", {"k": 9}, ts_ns=T0 + 90 * S, commit_now=True)
+        await log.append_journal("alarm", {"k": 8}, ts_ns=T0 + 80 * S, commit_now=True)
+        assert source.oldest_ns(Stream.ALARM) == T0 + 80 * S
+        await log.append_journal("alarm", {"k": 7}, ts_ns=T0 + 85 * S, commit_now=True)
+        assert source.oldest_ns(Stream.ALARM) == T0 + 80 * S
+        assert [rows for _, rows in reads] == [0, 2, 1]
+        # The heartbeats (seqs 1 to 5) are read once, the alarms (6, 7) once.
+        assert [seq for seq, _ in reads] == [1, 6, 8]
