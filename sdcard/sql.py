@@ -13,8 +13,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import IO, Any, Final
 
+from config.errors import SunpmError
+
 from .dump import Dump
 from .scan import duckdb_connection
+
+
+class QueryError(SunpmError):
+    """The query cannot be run at all (it holds no statement)."""
+
 
 FETCH_ROWS: Final = 10_000
 #: A table is for reading: past this many rows the rest is counted, not printed.
@@ -24,6 +31,11 @@ TABLE_ROWS: Final = 1_000
 def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
     con = duckdb_connection(dump)
     cursor = con.execute(query)
+    if cursor is None:
+        # DuckDB answers None, not an error, for a text without a statement (empty, blanks,
+        # only comments or semicolons).
+        con.close()
+        raise QueryError(f"no SQL statement in {query!r}")
     columns = [d[0] for d in cursor.description or []]
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:

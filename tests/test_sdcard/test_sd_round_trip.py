@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 from plant import NS, Plant, hashes, sunpm, tree_files
 
 from sdcard.dump import open_dump
@@ -157,6 +158,14 @@ def test_sql_joins_names_units_and_scaled_values(month: Plant) -> None:
     assert "WPMSD0001" in ran.out and "(1 rows)" in ran.out
     assert sunpm("sd", "sql", month.dump, "SELECT nope FROM records").code == 1
     assert hashes(month.dump) == before
+
+
+@pytest.mark.parametrize("query", ["", "   ", "-- the query", ";"])
+def test_sql_without_a_statement_is_refused_by_name(month: Plant, query: str) -> None:
+    ran = sunpm("sd", "sql", month.dump, query)
+    assert ran.code == 2
+    assert ran.err.strip() == f"sunpm sd sql: no SQL statement in {query!r}"
+    assert "Traceback" not in ran.err
 
 
 def test_inspect_and_fsck_of_a_clean_dump(month: Plant) -> None:
