@@ -204,6 +204,24 @@ class Dump:
                 return snap
         return next(iter(stored)) if len(stored) == 1 else None
 
+    def check_snapshots(self) -> None:
+        """A finding for each configuration snapshot the journal names that the dump lacks:
+        the windows rendered with it re-export only with `--config`."""
+        stored = set(self.log.config_snapshots())
+        table = self.log.journal(kinds=["window", "config"])
+        named: dict[str, None] = {}
+        for kind, body in zip(table.column("kind").to_pylist(),
+                              table.column("body").to_pylist(), strict=True):
+            snap = ConfigInForce.snapshot_in(body) if kind == "config" else _window_config(body)
+            if snap is not None and snap not in stored:
+                named[snap] = None
+        for snap in named:
+            finding = Finding(Level.ERROR, "snapshot", self.path / "config" / snap,
+                              f"{self.path / 'config' / snap}: configuration snapshot named by "
+                              "the journal is missing; its windows re-export only with --config")
+            if finding not in self.extra:
+                self.extra.append(finding)
+
     def config_files(self, snapshot: str) -> dict[str, bytes] | None:
         try:
             return self.log.get_config(snapshot)
@@ -280,6 +298,11 @@ def open_dump(path: Path) -> Dump:
     except (OSError, SunpmError) as err:
         raise DumpError(f"{path}: cannot be opened as a store ({err})") from err
     dump = Dump(path, log)
+    for folder, lost in (("devices", "every device's records"),
+                         ("journal", "alarms, logs, delivery cursors and configuration history")):
+        if not (path / folder).is_dir():
+            dump.extra.append(Finding(Level.ERROR, "missing", path / folder,
+                                      f"{path / folder}: missing ({lost} lost)"))
     for entry in sorted(path.iterdir()):
         if entry.name not in STORE_ENTRIES:
             dump.extra.append(Finding(Level.WARNING, "foreign", entry,

@@ -66,6 +66,7 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     definitions_table(dump, def_ids)
     for snapshot in dump.log.config_snapshots():
         dump.config_files(snapshot)
+    dump.check_snapshots()
     findings = _merge(dump.findings, checked)
     data = [f for f in findings if f.kind != ReportKind.FOREIGN.value]
     if segments == 0 and any(f.kind in ("unreadable", "schema") for f in data):

@@ -43,6 +43,7 @@ def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     journal = _journal(con)
     quota_mb = 50
     snapshot = dump.config_in_force()
+    dump.check_snapshots()
     try:
         with dump.site() as site:
             quota_mb = site.settings.store_device_quota_mb

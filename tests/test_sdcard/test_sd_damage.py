@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,3 +179,37 @@ def test_a_directory_that_is_no_store_is_refused_by_name(tmp_path: Path) -> None
     ran = sunpm("ingest", tmp_path / "photos", tmp_path / "out")
     assert ran.code == 1 and "not a server tree" in ran.err
     assert hashes(tmp_path) == before
+
+
+def snapshots_lost(dump: Path) -> list[str]:
+    named = []
+    for snapshot in sorted((dump / "config").iterdir()):
+        shutil.rmtree(snapshot)
+        named.append(f"{snapshot}: configuration snapshot named by the journal is missing")
+    return named
+
+
+def journal_folder_lost(dump: Path) -> list[str]:
+    shutil.rmtree(dump / "journal")
+    return [f"{dump / 'journal'}: missing (alarms, logs, delivery cursors and configuration "
+            "history lost)"]
+
+
+def devices_folder_lost(dump: Path) -> list[str]:
+    shutil.rmtree(dump / "devices")
+    return [f"{dump / 'devices'}: missing (every device's records lost)"]
+
+
+@pytest.mark.parametrize("damage", [snapshots_lost, journal_folder_lost, devices_folder_lost])
+def test_a_missing_snapshot_or_store_folder_is_damage_not_a_clean_dump(
+        damage: Callable[[Path], list[str]], dump_copy: Path) -> None:
+    named = damage(dump_copy)
+    before = hashes(dump_copy)
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == DAMAGED, fsck.out + fsck.err
+    inspect = sunpm("sd", "inspect", dump_copy)
+    assert inspect.code == 0, inspect.err
+    for text in named:
+        assert f"error: {text}" in fsck.out, (text, fsck.out)
+        assert text in inspect.out, (text, inspect.out)
+    assert hashes(dump_copy) == before
