@@ -68,6 +68,11 @@ def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
     assert [r[5] for r in inverter] == [8.12, None, 7.99]  # the failed period stays missing
     tic = _records(out, "WHERE device = 'TIC1' AND var = 5")
     assert tic[0][9] == "TH.." and tic[0][5] is None  # TIC data is text
+    # ... and, where it reads as a number, that number too, as the gateway records it.
+    index = _records(out, "WHERE device = 'TIC1' AND var = 4")
+    assert index[0][5:] == (12345678.0, 12345678.0, None, None, "012345678")
+    power = _records(out, "WHERE device = 'TIC1' AND var = 8")
+    assert power[0][3:] == ("PAPP", "VA", 931.25, 931.25, 640.0, 1250.0, None)
     params = _records(out, "WHERE device = '1' AND var = 1")
     assert [r[1] for r in params] == ["2021-02-05 09:00:20", "2021-02-05 09:12:07"]
 
