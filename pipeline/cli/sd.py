@@ -183,6 +183,10 @@ def _reexport(args: argparse.Namespace) -> int:
     end_ns = int(args.end.timestamp()) * 1_000_000_000
     try:
         dump = _open_dump(args.path)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd reexport: {err}", file=sys.stderr)
+        return 2
+    try:
         bar = _bar(0, "window")
         with bar:
             def planned(total: int) -> None:
@@ -211,6 +215,10 @@ def _export_parquet(args: argparse.Namespace) -> int:
     _quiet_store_log()
     try:
         dump = _open_dump(args.path)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd export-parquet: {err}", file=sys.stderr)
+        return 2
+    try:
         with _bar(len(dump.devices()), "device") as bar:
             result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
     except (SunpmError, OSError) as err:

@@ -169,10 +169,15 @@ def test_a_directory_that_is_no_store_is_refused_by_name(tmp_path: Path) -> None
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"\xff\xd8")
     before = hashes(tmp_path)
-    for args in (("fsck",), ("inspect",), ("sql",)):
-        extra = ("SELECT 1",) if args == ("sql",) else ()
-        ran = sunpm("sd", *args, tmp_path / "photos", *extra)
-        assert ran.code == UNREADABLE if args == ("fsck",) else ran.code == 2
+    extras: dict[str, tuple[str | Path, ...]] = {
+        "fsck": (), "inspect": (), "sql": ("SELECT 1",),
+        "export-parquet": (tmp_path / "pq",),
+        "reexport": ("--server", "1", "--from", "2021-02-01", "--to", "2021-02-02", "--out",
+                     tmp_path / "re")}
+    for command, extra in extras.items():
+        ran = sunpm("sd", command, tmp_path / "photos", *extra)
+        # fsck's UNREADABLE is the 2 of every other command.
+        assert ran.code == 2 == UNREADABLE, (command, ran.code)
         assert f"{tmp_path / 'photos'}: not a sunpm store" in ran.err
     ran = sunpm("sd", "fsck", tmp_path / "nowhere")
     assert ran.code == UNREADABLE and "no such directory" in ran.err
