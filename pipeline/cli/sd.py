@@ -96,6 +96,15 @@ def _open_dump(path: Path) -> Dump:
     return open_read_only(path)
 
 
+def _out_refused(command: str, out: Path) -> bool:
+    """Says so when OUT exists and is not a folder (an argument that cannot be used: exit 2),
+    rather than an OS error naming a path below it."""
+    if out.exists() and not out.is_dir():
+        print(f"sunpm {command}: {out}: exists and is not a directory", file=sys.stderr)
+        return True
+    return False
+
+
 def _bar(total: int, unit: str) -> tqdm[Any]:
     from tqdm import tqdm
 
@@ -181,6 +190,11 @@ def _reexport(args: argparse.Namespace) -> int:
     _quiet_store_log()
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
+    if end_ns <= start_ns:
+        print("sunpm sd reexport: --to must be after --from", file=sys.stderr)
+        return 2
+    if _out_refused("sd reexport", args.out):
+        return 2
     try:
         dump = _open_dump(args.path)
     except (SunpmError, OSError) as err:
@@ -213,6 +227,8 @@ def _export_parquet(args: argparse.Namespace) -> int:
     from sdcard import export as export_mod
 
     _quiet_store_log()
+    if _out_refused("sd export-parquet", args.out):
+        return 2
     try:
         dump = _open_dump(args.path)
     except (SunpmError, OSError) as err:
@@ -249,6 +265,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from sdcard import ingest as ingest_mod
     from sdcard.dump import Level
 
+    if _out_refused("ingest", args.out):
+        return 2
     try:
         bar = _bar(0, "file")
         with bar:

@@ -218,3 +218,25 @@ def test_a_missing_snapshot_or_store_folder_is_damage_not_a_clean_dump(
         assert f"error: {text}" in fsck.out, (text, fsck.out)
         assert text in inspect.out, (text, inspect.out)
     assert hashes(dump_copy) == before
+
+
+def test_an_output_that_is_a_file_or_an_empty_range_is_refused_by_name(
+        month: Plant, tmp_path: Path) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder\n")
+    before = hashes(month.dump)
+    runs = {
+        "sd export-parquet": sunpm("sd", "export-parquet", month.dump, taken),
+        "sd reexport": sunpm("sd", "reexport", month.dump, "--server", "1", "--from",
+                             "2021-02-01", "--to", "2021-02-02", "--out", taken),
+        "ingest": sunpm("ingest", month.server, taken),
+    }
+    for command, ran in runs.items():
+        assert (ran.code, ran.err) == (2, f"sunpm {command}: {taken}: exists and is not a "
+                                          "directory\n"), command
+    ran = sunpm("sd", "reexport", month.dump, "--server", "1", "--from", "2021-02-02",
+                "--to", "2021-02-02", "--out", tmp_path / "re")
+    assert (ran.code, ran.err) == (2, "sunpm sd reexport: --to must be after --from\n")
+    assert not (tmp_path / "re").exists()
+    assert taken.read_text() == "not a folder\n"
+    assert hashes(month.dump) == before
