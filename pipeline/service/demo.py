@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
 import math
 import os
 import pty
+import pwd
 import shutil
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -53,6 +57,7 @@ from pipeline.web import WebPlugin
 
 log = logging.getLogger("sunpm.system")
 T = TypeVar("T")
+_PR_SET_PDEATHSIG: Final = 1     # <linux/prctl.h>
 
 UID: Final = "SUNPMDEMO"
 #: Demo time starts here so the counters stay far from their 32-bit limits.
@@ -204,6 +209,13 @@ def _free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In the broker's child process: SIGTERM when the gateway dies, so an exit that skips the
+    clean stop (a second Ctrl-C, the stop guard, a kill) does not leave the broker running."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextlib.asynccontextmanager
 async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
     """A mosquitto on a free loopback port (None without the binary), stopped on exit."""
@@ -214,11 +226,15 @@ async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     conf = folder / "mosquitto.conf"
+    # `user`: the broker keeps the gateway's user. Started as root, it would switch to
+    # `mosquitto`, and that change of credentials drops the parent-death signal.
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
                     f"log_dest file {folder / 'mosquitto.log'}\n")
     proc = await asyncio.create_subprocess_exec(
         binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent)
     try:
         for _ in range(50):
             with contextlib.suppress(OSError):
