@@ -147,6 +147,13 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
         assert client.post("/api/devices/1/write",
                            json={"variable": "nope", "value": 1}).status_code == 404
         assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400
+        for bad, error in (({"variable": None, "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": [16], "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": True, "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": 16, "value": None}, "value: expected a number or a text"),
+                           ({"variable": 16, "value": {}}, "value: expected a number or a text")):
+            answer = client.post("/api/devices/1/write", json=bad)
+            assert (answer.status_code, answer.json()) == (400, {"error": error}), bad
         assert client.post("/api/devices/1/parameters").status_code == 200
         # Read after the next good poll: the device page shows the texts the inverter gave.
         read = _eventually(lambda: (p := client.get("/api/devices/1").json()["parameters"])
