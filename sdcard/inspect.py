@@ -148,7 +148,8 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"  gap  device {d['device']}: {gap['from']} .. {gap['to']}")
     j = report["journal"]
     lines.append("")
-    lines.append(f"journal   {j['events']} events, {j['first'] or '-'} .. {j['last'] or '-'}; "
+    lines.append(f"journal   {j['events']} events" if not j["events"] else
+                 f"journal   {j['events']} events, {j['first']} .. {j['last']}; "
                  + ", ".join(f"{k} {v}" for k, v in j["kinds"].items()))
     if report["cursors"]:
         lines.append("")

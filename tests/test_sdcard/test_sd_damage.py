@@ -217,6 +217,8 @@ def test_a_missing_snapshot_or_store_folder_is_damage_not_a_clean_dump(
     for text in named:
         assert f"error: {text}" in fsck.out, (text, fsck.out)
         assert text in inspect.out, (text, inspect.out)
+    if damage is journal_folder_lost:
+        assert "\njournal   0 events\n" in inspect.out
     assert hashes(dump_copy) == before
 
 
