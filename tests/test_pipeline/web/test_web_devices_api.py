@@ -78,6 +78,12 @@ def test_field_errors_come_from_config_and_nothing_is_written(
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"index"}
         answer = client.post("/api/devices", json=_row(port, name="a;b"))
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"name"}
+        # A row of empty fields (daq.csv would skip it as a blank line): not "added", and not
+        # replacing (deleting) device 1.
+        for answer in (client.post("/api/devices", json={}),
+                       client.put("/api/devices/1", json=dict.fromkeys(_row(port), ""))):
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["fields"] == {"index": ["missing (0..65535, IO or TIC1)"]}
         # Not a JSON object, unknown fields, unknown device.
         assert client.post("/api/devices", content=b"[1]",
                            headers={"Content-Type": "application/json"}).status_code == 400
