@@ -160,6 +160,11 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
         raise IngestError(f"{tree}: not a server tree (no DATA/ or ALARM/ folder)")
     if out.resolve().is_relative_to(tree.resolve()):
         raise IngestError(f"{out}: inside the tree {tree}; the tree is never written to")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        # Not UTC in its place: every time of a tree without configuration would be off.
+        raise IngestError(f"time zone {tz!r} is not a known IANA time zone") from err
     result = IngestResult()
     defs = Definitions(tree, result.findings)
     files: list[tuple[Path, re.Match[str]]] = []

@@ -255,9 +255,20 @@ def register_ingest(subparsers: Any) -> None:
                     "to OUT (uid=/device=/date=). Files already ingested are skipped.")
     p.add_argument("tree", type=Path, metavar="DIR")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--tz", default="UTC",
+    p.add_argument("--tz", default="UTC", type=_time_zone,
                    help="time zone of the files when the tree has no configuration (default UTC)")
     p.set_defaults(handler=_ingest)
+
+
+def _time_zone(text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a known IANA time zone "
+                                         "(Europe/Paris, UTC ...)") from None
+    return text
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -9,7 +9,10 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pytest
 from plant import hashes, sunpm
+
+from sdcard.ingest import IngestError, ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "views"
@@ -119,3 +122,14 @@ def test_damaged_and_foreign_files_are_named_and_the_rest_read(tmp_path: Path) -
     assert f"{UID}_TIC_210205_091500.csv.gz:5: date 'yesterday' unreadable" in ran.err
     assert len(_records(out, "WHERE device = 'IO'")) == 3 * 5
     assert hashes(tree) == before
+
+
+def test_an_unknown_time_zone_is_refused_not_read_as_utc(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {f"DATA/{UID}_TIC_210205_091500.csv.gz":
+                            f"{UID}_TIC_210205_091500.csv"}, config=False)
+    ran = sunpm("ingest", tree, tmp_path / "out", "--tz", "Europe/Pariss")
+    assert ran.code == 2
+    assert "'Europe/Pariss' is not a known IANA time zone" in ran.err
+    with pytest.raises(IngestError, match="'Europe/Pariss' is not a known IANA time zone"):
+        ingest(tree, tmp_path / "out", tz="Europe/Pariss")
+    assert not (tmp_path / "out").exists()
