@@ -101,6 +101,15 @@ def pulled_mid_write(dump: Path) -> list[str]:
     return [str(sealed), str(journal)]
 
 
+def damaged_header(dump: Path) -> list[str]:
+    # The first bytes of a segment (its schema message) overwritten: the store calls the file
+    # foreign, but its batches are lost: damage.
+    seg = _open_segment(dump, "1")
+    with open(seg, "r+b") as fh:
+        fh.write(b"\xff" * 16)
+    return [f"{seg}: segment unreadable"]
+
+
 #: case: (damage, fsck's exit code, whether the delivered range can still be re-exported)
 CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
     "torn_tail": (torn_tail, DAMAGED, True),
@@ -112,6 +121,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
     "foreign_files": (foreign_files, CLEAN, True),
     "unknown_schema_version": (unknown_schema_version, DAMAGED, True),
     "pulled_mid_write": (pulled_mid_write, DAMAGED, True),
+    "damaged_header": (damaged_header, DAMAGED, True),
 }
 
 
@@ -242,3 +252,16 @@ def test_an_output_that_is_a_file_or_an_empty_range_is_refused_by_name(
     assert not (tmp_path / "re").exists()
     assert taken.read_text() == "not a folder\n"
     assert hashes(month.dump) == before
+
+
+def test_a_dump_whose_every_segment_header_is_damaged_is_unreadable(dump_copy: Path) -> None:
+    segments = [*dump_copy.glob("devices/*/*.arrow*"), *dump_copy.glob("journal/*.arrow*")]
+    for seg in segments:
+        with open(seg, "r+b") as fh:
+            fh.write(b"\xff" * 16)
+    before = hashes(dump_copy)
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == UNREADABLE, fsck.out
+    assert fsck.out.count("segment unreadable") == len(segments)
+    assert fsck.out.rstrip().endswith("unreadable")
+    assert hashes(dump_copy) == before
