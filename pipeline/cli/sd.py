@@ -229,6 +229,13 @@ def _export_parquet(args: argparse.Namespace) -> int:
     _quiet_store_log()
     if _out_refused("sd export-parquet", args.out):
         return 2
+    from config.identity import UID_PATTERN
+
+    if args.uid is not None and not UID_PATTERN.fullmatch(args.uid):
+        # The uid= partition of the fleet dataset: a unit's uid, as config.ini takes it.
+        print(f"sunpm sd export-parquet: uid '{args.uid}' is not 1..32 of A-Z a-z 0-9 -",
+              file=sys.stderr)
+        return 2
     try:
         dump = _open_dump(args.path)
     except (SunpmError, OSError) as err:

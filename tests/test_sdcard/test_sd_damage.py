@@ -246,6 +246,10 @@ def test_an_output_that_is_a_file_or_an_empty_range_is_refused_by_name(
     for command, ran in runs.items():
         assert (ran.code, ran.err) == (2, f"sunpm {command}: {taken}: exists and is not a "
                                           "directory\n"), command
+    ran = sunpm("sd", "export-parquet", month.dump, tmp_path / "pq", "--uid", "a/../b")
+    assert (ran.code, ran.err) == (2, "sunpm sd export-parquet: uid 'a/../b' is not 1..32 of "
+                                      "A-Z a-z 0-9 -\n")
+    assert not (tmp_path / "pq").exists()
     ran = sunpm("sd", "reexport", month.dump, "--server", "1", "--from", "2021-02-02",
                 "--to", "2021-02-02", "--out", tmp_path / "re")
     assert (ran.code, ran.err) == (2, "sunpm sd reexport: --to must be after --from\n")
