@@ -28,8 +28,18 @@ FETCH_ROWS: Final = 10_000
 TABLE_ROWS: Final = 1_000
 
 
+#: Statements that write files (wherever they point, the dump included, which is never written):
+#: the answer goes to standard output instead.
+_WRITING: Final = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH"})
+
+
 def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
     con = duckdb_connection(dump)
+    writing = sorted({s.type.name for s in con.extract_statements(query)} & _WRITING)
+    if writing:
+        con.close()
+        raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "
+                         "with --format csv or json and a redirection)")
     cursor = con.execute(query)
     if cursor is None:
         # DuckDB answers None, not an error, for a text without a statement (empty, blanks,

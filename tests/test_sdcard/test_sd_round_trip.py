@@ -168,6 +168,20 @@ def test_sql_without_a_statement_is_refused_by_name(month: Plant, query: str) ->
     assert "Traceback" not in ran.err
 
 
+@pytest.mark.parametrize("statement,kind", [
+    ("COPY (SELECT * FROM records) TO '{dump}/out.csv'", "COPY"),
+    ("SELECT 1; EXPORT DATABASE '{dump}/db'", "EXPORT"),
+    ("ATTACH '{dump}/x.duckdb'", "ATTACH"),
+])
+def test_sql_statements_that_write_files_are_refused(month: Plant, statement: str,
+                                                     kind: str) -> None:
+    before = hashes(month.dump)
+    ran = sunpm("sd", "sql", month.dump, statement.format(dump=month.dump))
+    assert ran.code == 2
+    assert ran.err.startswith(f"sunpm sd sql: {kind} refused: sd sql only reads")
+    assert hashes(month.dump) == before
+
+
 def test_inspect_and_fsck_of_a_clean_dump(month: Plant) -> None:
     before = hashes(month.dump)
     ran = sunpm("sd", "inspect", month.dump)
