@@ -32,6 +32,7 @@ _HOST_KEY: Final = re.compile(
 _URL: Final = re.compile(r"https?://[A-Za-z0-9._-]+(?::[0-9]{1,5})?(?:/\S*)?")
 _PHONE: Final = re.compile(r"\+[0-9]{6,15}")
 _PIN: Final = re.compile(r"[0-9]{4,8}")
+_PW_HASH: Final = re.compile(r"scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[0-9a-f]+\$[0-9a-f]+")
 
 
 # ---------------------------------------------------------------------------- value checks
@@ -126,7 +127,10 @@ def _phones(text: str) -> str:
 
 
 def _pw_hash(text: str) -> str:
-    return "" if text.startswith("scrypt$") else f"'{text}' is not a scrypt$... hash"
+    # The whole form, not the prefix: a mangled hash would lock every login out, where the
+    # default (empty) gives the one-time password of docs/web.md.
+    return "" if _PW_HASH.fullmatch(text) else \
+        f"'{text}' is not scrypt$<N>$<r>$<p>$<salt hex>$<key hex>"
 
 
 def _time_zone(text: str) -> str:

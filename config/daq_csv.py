@@ -369,13 +369,15 @@ def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> 
     elif problem := file_name_problem(def_file):
         findings.error(row.line, "defFile", problem)
         ok = False
+    # Checked before a rejected row returns: every problem of the row is reported at once.
+    acq_period_s = _int_field(row, "acqPeriod(s)", f[4], (1, 86400), 600, findings)
+    timeout_ms = 1000 if special else _int_field(row, "timeout(ms)", f[5], (50, 60000), 1000,
+                                                 findings)
     if not ok or interface is None:
         return None
     return Device(
         line=row.line, index=index, interface=interface, name=name, address=address,
-        acq_period_s=_int_field(row, "acqPeriod(s)", f[4], (1, 86400), 600, findings),
-        timeout_ms=1000 if special else _int_field(row, "timeout(ms)", f[5], (50, 60000), 1000,
-                                                   findings),
+        acq_period_s=acq_period_s, timeout_ms=timeout_ms,
         serial_number=f[6], parameters=parameters, category=f[8], model=f[9], def_file=def_file)
 
 

@@ -61,7 +61,7 @@ CONFIG_KEYS: Final[Mapping[str, KeyDoc]] = {
                           "`FTP_AcceptUnknownHostKey=1`"),
     "FTP_AcceptUnknownHostKey": KeyDoc(_BOOL, "1: pin the first SFTP server key seen"),
     "FTP_CaFile": KeyDoc(_CERT, "CA certificate FTPS trusts; empty: the system CAs"),
-    "HTTP_Url": KeyDoc("`https://host[:port][/path]`",
+    "HTTP_Url": KeyDoc("`https://host[:port][/path]` (`http://` accepted: credentials in clear)",
                        "WebDAV root of the server tree; required for `webdav`"),
     "HTTP_User": KeyDoc(_TEXT, "WebDAV login (Basic or Digest)"),
     "HTTP_Password": KeyDoc(_TEXT, "WebDAV password (shown as `***`)"),

@@ -53,6 +53,9 @@ async def open_export(*, config_dir: Path, store_dir: Path | None, server: int,
     path = store_dir or (Path(site.settings.store_path) if site.settings.store_path else None)
     if path is None:
         raise SourceError("no store: give --store or set STORE_Path")
+    if path.is_dir() and not (path / "devices").is_dir() and not (path / "journal").is_dir():
+        # A path typed one level off (or an empty folder) is said, never exported as nothing.
+        raise SourceError(f"{path}: not a sunpm store (no devices/ or journal/ folder)")
     log = await Log.open(path, read_only=True)
     transport: Any = None
     try:

@@ -70,9 +70,11 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     definitions_table(dump, sorted(def_ids))
     for snapshot in dump.log.config_snapshots():
         dump.config_files(snapshot)
+    dump.check_snapshots()
     findings = _merge(dump.findings, checked)
     data = [f for f in findings if f.kind != ReportKind.FOREIGN.value]
-    if segments == 0 and any(f.kind in ("unreadable", "schema") for f in data):
+    # Unreadable: nothing of the store could be read, and not because it holds nothing.
+    if not any(readable.values()) and any(f.kind in ("unreadable", "schema") for f in data):
         code = UNREADABLE
     elif data:
         code = DAMAGED

@@ -48,6 +48,9 @@ _DATA_NAME: Final = re.compile(
     r"(?P<ts>\d{6}_\d{6})\.csv\.gz$")
 _ALARM_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv\.gz$")
 _TEXT_TYPES: Final = frozenset({"String", "IP", "IPV6", "MAC"})
+#: TIC data is text; the gateway records the text that reads as a decimal number as that number
+#: too (its index, current and power groups), so `scaled` is queryable as in `sd export-parquet`.
+_TIC_NUMBER: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 NS: Final = 1_000_000_000
 
 
@@ -157,6 +160,11 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
         raise IngestError(f"{tree}: not a server tree (no DATA/ or ALARM/ folder)")
     if out.resolve().is_relative_to(tree.resolve()):
         raise IngestError(f"{out}: inside the tree {tree}; the tree is never written to")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        # Not UTC in its place: every time of a tree without configuration would be off.
+        raise IngestError(f"time zone {tz!r} is not a known IANA time zone") from err
     result = IngestResult()
     defs = Definitions(tree, result.findings)
     files: list[tuple[Path, re.Match[str]]] = []
@@ -390,7 +398,11 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
             k += 1
         text_var = var is not None and block.definition is not None \
             and _is_text(block.definition, var)
-        raw = None if text_var else _number(field_text)
+        tic = block.definition is not None and block.definition.protocol is Protocol.TIC
+        if tic:
+            raw = _number(field_text) if _TIC_NUMBER.fullmatch(field_text) else None
+        else:
+            raw = None if text_var else _number(field_text)
         cols["time"].append(ts)
         cols["seq"].append(None)
         cols["var"].append(index)
@@ -401,7 +413,12 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
                               else raw * float(var.coef_a) + float(var.coef_b))
         cols["min"].append(_number(vmin))
         cols["max"].append(_number(vmax))
-        is_text = text_var or (raw is None and field_text != "")
+        if tic:
+            # As recorded: the group's text, but none for an empty field (not read) nor for an
+            # action-2 mean, which the gateway computed.
+            is_text = field_text != "" and not (triple and raw is not None)
+        else:
+            is_text = text_var or (raw is None and field_text != "")
         cols["text"].append(field_text if is_text else None)
         cols["quality"].append(None)
         cols["definition"].append(block.def_file or None)

@@ -43,6 +43,7 @@ def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     journal = _journal(con)
     quota_mb = 50
     snapshot = dump.config_in_force()
+    dump.check_snapshots()
     try:
         with dump.site() as site:
             quota_mb = site.settings.store_device_quota_mb
@@ -156,7 +157,8 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"  gap  device {d['device']}: {gap['from']} .. {gap['to']}")
     j = report["journal"]
     lines.append("")
-    lines.append(f"journal   {j['events']} events, {j['first'] or '-'} .. {j['last'] or '-'}; "
+    lines.append(f"journal   {j['events']} events" if not j["events"] else
+                 f"journal   {j['events']} events, {j['first']} .. {j['last']}; "
                  + ", ".join(f"{k} {v}" for k, v in j["kinds"].items()))
     if report["cursors"]:
         lines.append("")

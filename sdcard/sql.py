@@ -12,17 +12,39 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import IO, Any, Final
 
+from config.errors import SunpmError
+
 from .dump import Dump
 from .scan import duckdb_connection
+
+
+class QueryError(SunpmError):
+    """The query cannot be run at all (it holds no statement)."""
+
 
 FETCH_ROWS: Final = 10_000
 #: A table is for reading: past this many rows the rest is counted, not printed.
 TABLE_ROWS: Final = 1_000
 
 
+#: Statements that write files (wherever they point, the dump included, which is never written):
+#: the answer goes to standard output instead.
+_WRITING: Final = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH"})
+
+
 def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
     con = duckdb_connection(dump)
+    writing = sorted({s.type.name for s in con.extract_statements(query)} & _WRITING)
+    if writing:
+        con.close()
+        raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "
+                         "with --format csv or json and a redirection)")
     cursor = con.execute(query)
+    if cursor is None:
+        # DuckDB answers None, not an error, for a text without a statement (empty, blanks,
+        # only comments or semicolons).
+        con.close()
+        raise QueryError(f"no SQL statement in {query!r}")
     columns = [d[0] for d in cursor.description or []]
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:

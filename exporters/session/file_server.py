@@ -7,6 +7,7 @@ session. Log lines are the fixed messages of docs/formats.md §11, category `ses
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +69,12 @@ class FileServerSession:
             # A window that cannot be built (a snapshot missing from the store...) or a journal
             # write refused: the session fails like any other and is retried.
             return self._failed(err, counts, retriable=True)
+        except asyncio.CancelledError:
+            # The service stops (or its servers change): said, so a `session started` line
+            # in the log is never left without its end.
+            log.warning("server %d: session interrupted (%d files uploaded); the rest goes at "
+                        "the next session", self.server, counts.files)
+            raise
         finally:
             await self._transport.close()
         if counts.refusals:

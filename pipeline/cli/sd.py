@@ -97,6 +97,15 @@ def _open_dump(path: Path) -> Dump:
     return open_read_only(path)
 
 
+def _out_refused(command: str, out: Path) -> bool:
+    """Says so when OUT exists and is not a folder (an argument that cannot be used: exit 2),
+    rather than an OS error naming a path below it."""
+    if out.exists() and not out.is_dir():
+        print(f"sunpm {command}: {out}: exists and is not a directory", file=sys.stderr)
+        return True
+    return False
+
+
 def _bar(total: int, unit: str) -> tqdm[Any]:
     from tqdm import tqdm
 
@@ -194,8 +203,17 @@ def _reexport(args: argparse.Namespace) -> int:
     _quiet_store_log()
     start_ns = int(args.start.timestamp()) * 1_000_000_000
     end_ns = int(args.end.timestamp()) * 1_000_000_000
+    if end_ns <= start_ns:
+        print("sunpm sd reexport: --to must be after --from", file=sys.stderr)
+        return 2
+    if _out_refused("sd reexport", args.out):
+        return 2
     try:
         dump = _open_dump(args.path)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd reexport: {err}", file=sys.stderr)
+        return 2
+    try:
         bar = _bar(0, "window")
         with bar:
             def planned(total: int) -> None:
@@ -222,8 +240,21 @@ def _export_parquet(args: argparse.Namespace) -> int:
     from sdcard import export as export_mod
 
     _quiet_store_log()
+    if _out_refused("sd export-parquet", args.out):
+        return 2
+    from config.identity import UID_PATTERN
+
+    if args.uid is not None and not UID_PATTERN.fullmatch(args.uid):
+        # The uid= partition of the fleet dataset: a unit's uid, as config.ini takes it.
+        print(f"sunpm sd export-parquet: uid '{args.uid}' is not 1..32 of A-Z a-z 0-9 -",
+              file=sys.stderr)
+        return 2
     try:
         dump = _open_dump(args.path)
+    except (SunpmError, OSError) as err:
+        print(f"sunpm sd export-parquet: {err}", file=sys.stderr)
+        return 2
+    try:
         with _bar(len(dump.devices()), "device") as bar:
             result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
     except (SunpmError, OSError) as err:
@@ -244,9 +275,20 @@ def register_ingest(subparsers: Any) -> None:
                     "to OUT (uid=/device=/date=). Files already ingested are skipped.")
     p.add_argument("tree", type=Path, metavar="DIR")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--tz", default="UTC",
+    p.add_argument("--tz", default="UTC", type=_time_zone,
                    help="time zone of the files when the tree has no configuration (default UTC)")
     p.set_defaults(handler=_ingest)
+
+
+def _time_zone(text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a known IANA time zone "
+                                         "(Europe/Paris, UTC ...)") from None
+    return text
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -254,6 +296,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from sdcard import ingest as ingest_mod
     from sdcard.dump import Level
 
+    if _out_refused("ingest", args.out):
+        return 2
     try:
         bar = _bar(0, "file")
         with bar:

@@ -5,9 +5,9 @@ Everything is on loopback or a pseudo-terminal, in this process (the gateway's l
     <data>/                     `./sunpm-data` or `--data`
       demo.lock                 flock'ed while a demo runs (a second one is refused)
       demo.json                 marks the folder as a demo (ports change at every start)
-      config/                   the demo configuration (uid SUNPMDEMO), rewritten at each start
-                                where it depends on the run: inverter ports, the meter's pty,
-                                the MQTT broker's port
+      config/                   the demo configuration (uid SUNPMDEMO); later starts change only
+                                what the run changes (paths, inverter ports, the meter's pty, the
+                                MQTT broker's port) and keep the user's edits
       server/                   the `dir` server 1 (DATA, ALARM, LOG ... as an IS receives them)
       store/                    the store (resumed by the next run)
       mosquitto/                the broker's configuration and log, when mosquitto is installed
@@ -26,21 +26,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
 import math
 import os
 import pty
+import pwd
 import shutil
+import signal
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from config import load_site, parse_config_ini, render_config_ini, render_daq
+from config import ConfigError, Parsed, parse_config_ini, parse_daq, render_config_ini, render_daq
 from config.defaults import default_files
 from config.model import Daq, Device
 from exporters.session import Trigger
@@ -52,6 +56,8 @@ from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
 
 log = logging.getLogger("sunpm.system")
+T = TypeVar("T")
+_PR_SET_PDEATHSIG: Final = 1     # <linux/prctl.h>
 
 UID: Final = "SUNPMDEMO"
 #: Demo time starts here so the counters stay far from their 32-bit limits.
@@ -203,6 +209,13 @@ def _free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In the broker's child process: SIGTERM when the gateway dies, so an exit that skips the
+    clean stop (a second Ctrl-C, the stop guard, a kill) does not leave the broker running."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextlib.asynccontextmanager
 async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
     """A mosquitto on a free loopback port (None without the binary), stopped on exit."""
@@ -213,11 +226,15 @@ async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     conf = folder / "mosquitto.conf"
+    # `user`: the broker keeps the gateway's user. Started as root, it would switch to
+    # `mosquitto`, and that change of credentials drops the parent-death signal.
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
                     f"log_dest file {folder / 'mosquitto.log'}\n")
     proc = await asyncio.create_subprocess_exec(
         binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent)
     try:
         for _ in range(50):
             with contextlib.suppress(OSError):
@@ -246,23 +263,68 @@ async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
 
 def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: list[int],
                  tic_path: str, mqtt_port: int | None) -> None:
-    """The demo configuration; rewritten at each start (ports and the pty change)."""
+    """The demo configuration. The first start writes it whole; later starts change only what
+    the run changes (the data folder's paths, inverter ports, the meter's pty, the broker's
+    port) and keep every other edit (a web port, a log level, a device added)."""
     for sub in ("CONFIG", "DEF", "SCRIPT", "CERT"):
         (config_dir / sub).mkdir(parents=True, exist_ok=True)
     files = default_files(UID)
     cfg_name = f"CONFIG/{UID}_config.ini"
-    cfg = parse_config_ini(files[cfg_name], cfg_name).value
-    values = {"SERVER_Type": "dir", "DIR_Path": str(server_dir), "STORE_Path": str(store_dir),
-              "DAQ_PollPeriod": "1", "TIC_Port": tic_path, "NTP_Server1": "", "NTP_Server2": ""}
-    if mqtt_port is not None:
-        values.update({"SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1",
-                       "MQTT2_Port": str(mqtt_port), "MQTT2_TopicData": f"sunpm/{UID}/data",
-                       "MQTT2_TopicAlarm": f"sunpm/{UID}/alarm"})
+    daq_name = f"CONFIG/{UID}_daq.csv"
+    files[f"CONFIG/{UID}_var.ini"] = (b"SCHEDULE_Params[0]=1|everyday|00:00:00|1|1440\n"
+                                      b"SCHEDULE2_Params[0]=1|everyday|00:00:00|1|1440\n")
+    files[f"DEF/{IO_FILE}"] = IO_DEF
+    files[f"DEF/{TIC_FILE}"] = TIC_DEF
+    files[f"DEF/{INVERTER_FILE}"] = INVERTER_DEF
+    kept_cfg = _kept(config_dir / cfg_name, cfg_name, parse_config_ini)
+    if kept_cfg is None:
+        cfg = parse_config_ini(files[cfg_name], cfg_name).value
+        values = {"SERVER_Type": "dir", "DAQ_PollPeriod": "1", "NTP_Server1": "",
+                  "NTP_Server2": ""}
+        if mqtt_port is not None:
+            values.update({"SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1",
+                           "MQTT2_TopicData": f"sunpm/{UID}/data",
+                           "MQTT2_TopicAlarm": f"sunpm/{UID}/alarm"})
+    else:
+        cfg, values = kept_cfg, {}
+    values.update({"DIR_Path": str(server_dir), "STORE_Path": str(store_dir),
+                   "TIC_Port": tic_path})
+    if cfg.get("SERVER2_Type") == "mqtt" and cfg.get("MQTT2_Host") == "127.0.0.1":
+        # Server 2 is still the demo's broker, which listens on a new port at each start.
+        values.update({"MQTT2_Port": str(mqtt_port)} if mqtt_port is not None
+                      else {"SERVER2_Type": "none"})
+    elif kept_cfg is None and mqtt_port is not None:
+        values["MQTT2_Port"] = str(mqtt_port)
     for key, value in values.items():
         cfg = cfg.with_value(key, value)
     files[cfg_name] = render_config_ini(cfg)
-    files[f"CONFIG/{UID}_var.ini"] = (b"SCHEDULE_Params[0]=1|everyday|00:00:00|1|1440\n"
-                                      b"SCHEDULE2_Params[0]=1|everyday|00:00:00|1|1440\n")
+    kept_daq = _kept(config_dir / daq_name, daq_name, parse_daq)
+    if kept_daq is None:
+        files[daq_name] = render_daq(Daq(devices=tuple(_demo_devices(ports)),
+                                         blocks=frozenset({"devices"})))
+    else:
+        files[daq_name] = render_daq(replace(kept_daq, devices=tuple(
+            _moved_inverter(dev, ports) for dev in kept_daq.devices)))
+    for rel, data in files.items():
+        path = config_dir / rel
+        # The schedules, definition and script list are the user's once written.
+        if not path.is_file() or (rel in (cfg_name, daq_name) and path.read_bytes() != data):
+            write_file_durably(path, data)
+
+
+def _kept(path: Path, name: str, parse: Callable[[bytes, str], Parsed[T]]) -> T | None:
+    """The file as an earlier start or the user left it, or None when it is absent or does not
+    load (then the demo's own replaces it, as at the first start)."""
+    try:
+        return parse(path.read_bytes(), name).value
+    except FileNotFoundError:
+        return None
+    except (ConfigError, OSError) as err:
+        log.warning("Demo %s does not load (%s); the demo's own replaces it", name, err)
+        return None
+
+
+def _demo_devices(ports: list[int]) -> list[Device]:
     devices = [Device(line=2, index="IO", interface="", name="Io", address=None,
                       acq_period_s=10, category="WebdynSunPM", model="ioSunPM",
                       def_file=IO_FILE),
@@ -275,15 +337,15 @@ def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: lis
                               timeout_ms=1000, parameters="1", category="Inverter",
                               model=f"Demo_{INVERTER_MAX_W[k - 1] / 1000:g}k",
                               def_file=INVERTER_FILE))
-    files[f"CONFIG/{UID}_daq.csv"] = render_daq(Daq(devices=tuple(devices),
-                                                    blocks=frozenset({"devices"})))
-    files[f"DEF/{IO_FILE}"] = IO_DEF
-    files[f"DEF/{TIC_FILE}"] = TIC_DEF
-    files[f"DEF/{INVERTER_FILE}"] = INVERTER_DEF
-    for rel, data in files.items():
-        path = config_dir / rel
-        if not path.is_file() or path.read_bytes() != data:
-            write_file_durably(path, data)
+    return devices
+
+
+def _moved_inverter(dev: Device, ports: list[int]) -> Device:
+    """The demo inverter `dev` at this start's port; any other device as it is."""
+    for k, port in enumerate(ports, start=1):
+        if dev.index == str(k) and dev.interface.startswith("127.0.0.1:"):
+            return replace(dev, interface=f"127.0.0.1:{port}")
+    return dev
 
 
 # ----------------------------------------------------------------------------- the run
@@ -357,7 +419,6 @@ async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
                              os.ttyname(slave), mqtt_port)
                 write_file_durably(data_dir / "demo.json", json.dumps(
                     {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
-                load_site(config_dir)
 
                 async def announce(started: Started) -> None:
                     where = "created" if first else "resumed"

@@ -335,9 +335,16 @@ async def api_write_variable(request: web.Request) -> web.StreamResponse:
     raw = body.get("raw", False)
     if not isinstance(raw, bool):
         return json_error("raw: true or false", 400)
+    variable, value = body["variable"], body["value"]
+    # JSON's null, true, lists and objects are no Index, Name or value: said, not looked up
+    # as their Python text ('None', '[1]').
+    if isinstance(variable, bool) or not isinstance(variable, int | str):
+        return json_error("variable: expected an Index or a Name", 400)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return json_error("value: expected a number or a text", 400)
     try:
-        done = await facade(request).write(request.match_info["index"], str(body["variable"]),
-                                           str(body["value"]), raw=raw)
+        done = await facade(request).write(request.match_info["index"], str(variable),
+                                           str(value), raw=raw)
     except ValueError as err:
         return json_error(str(err), 400)
     return json_ok(done)

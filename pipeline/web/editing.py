@@ -169,8 +169,13 @@ def device_values(device: Device) -> dict[str, str]:
 
 def text_problems(values: Mapping[str, str]) -> dict[str, list[str]]:
     """What the file format cannot hold at all (checked before `config` sees the row)."""
-    return {key: ["may not contain ';' or a line break (daq.csv separators)"]
-            for _, key in DEVICE_FIELDS if any(c in values.get(key, "") for c in _FORBIDDEN)}
+    problems = {key: ["may not contain ';' or a line break (daq.csv separators)"]
+                for _, key in DEVICE_FIELDS if any(c in values.get(key, "") for c in _FORBIDDEN)}
+    if not values.get("index", "").strip():
+        # daq.csv skips a row of empty fields as a blank line: without this, an empty form
+        # would be "saved" as nothing (added) or would delete the device it replaces.
+        problems.setdefault("index", []).append("missing (0..65535, IO or TIC1)")
+    return problems
 
 
 def daq_with_row(daq_name: str, current: bytes, *, replace: str | None,

@@ -150,3 +150,14 @@ def test_all_problems_of_the_file_are_reported() -> None:
     errors = _rejected(DEV + "1;SERIAL1;a;300;;;;;;;m.csv\n2;SERIAL9;b;1;;;;;;;m.csv\n"
                              "3;SERIAL1;a;1;;;;;;;m.csv\n")
     assert [e.split(": ")[1] for e in errors] == ["address", "interface", "name"]
+
+
+def test_a_rejected_row_reports_its_period_and_timeout_problems_too() -> None:
+    # A form shows every field's problem at once, not the next one after each fix.
+    with pytest.raises(ConfigError) as caught:
+        config.parse_daq((DEV + "1;10.0.0.1:0;m;300;0;10;;;;;m.csv\n").encode(), F)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{F}:2: interface: port '0' is outside 1..65535; file rejected",
+        f"{F}:2: address: '300' is outside 1..240; file rejected",
+        f"{F}:2: acqPeriod(s): '0' is outside 1..86400; default 600 used",
+        f"{F}:2: timeout(ms): '10' is outside 50..60000; default 1000 used"]

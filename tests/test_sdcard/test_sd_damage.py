@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +101,15 @@ def pulled_mid_write(dump: Path) -> list[str]:
     return [str(sealed), str(journal)]
 
 
+def damaged_header(dump: Path) -> list[str]:
+    # The first bytes of a segment (its schema message) overwritten: the store calls the file
+    # foreign, but its batches are lost: damage.
+    seg = _open_segment(dump, "1")
+    with open(seg, "r+b") as fh:
+        fh.write(b"\xff" * 16)
+    return [f"{seg}: segment unreadable"]
+
+
 #: case: (damage, fsck's exit code, whether the delivered range can still be re-exported)
 CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
     "torn_tail": (torn_tail, DAMAGED, True),
@@ -111,6 +121,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
     "foreign_files": (foreign_files, CLEAN, True),
     "unknown_schema_version": (unknown_schema_version, DAMAGED, True),
     "pulled_mid_write": (pulled_mid_write, DAMAGED, True),
+    "damaged_header": (damaged_header, DAMAGED, True),
 }
 
 
@@ -168,13 +179,93 @@ def test_a_directory_that_is_no_store_is_refused_by_name(tmp_path: Path) -> None
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"\xff\xd8")
     before = hashes(tmp_path)
-    for args in (("fsck",), ("inspect",), ("sql",)):
-        extra = ("SELECT 1",) if args == ("sql",) else ()
-        ran = sunpm("sd", *args, tmp_path / "photos", *extra)
-        assert ran.code == UNREADABLE if args == ("fsck",) else ran.code == 2
+    extras: dict[str, tuple[str | Path, ...]] = {
+        "fsck": (), "inspect": (), "sql": ("SELECT 1",),
+        "export-parquet": (tmp_path / "pq",),
+        "reexport": ("--server", "1", "--from", "2021-02-01", "--to", "2021-02-02", "--out",
+                     tmp_path / "re")}
+    for command, extra in extras.items():
+        ran = sunpm("sd", command, tmp_path / "photos", *extra)
+        # fsck's UNREADABLE is the 2 of every other command.
+        assert ran.code == 2 == UNREADABLE, (command, ran.code)
         assert f"{tmp_path / 'photos'}: not a sunpm store" in ran.err
     ran = sunpm("sd", "fsck", tmp_path / "nowhere")
     assert ran.code == UNREADABLE and "no such directory" in ran.err
     ran = sunpm("ingest", tmp_path / "photos", tmp_path / "out")
     assert ran.code == 1 and "not a server tree" in ran.err
     assert hashes(tmp_path) == before
+
+
+def snapshots_lost(dump: Path) -> list[str]:
+    named = []
+    for snapshot in sorted((dump / "config").iterdir()):
+        shutil.rmtree(snapshot)
+        named.append(f"{snapshot}: configuration snapshot named by the journal is missing")
+    return named
+
+
+def journal_folder_lost(dump: Path) -> list[str]:
+    shutil.rmtree(dump / "journal")
+    return [f"{dump / 'journal'}: missing (alarms, logs, delivery cursors and configuration "
+            "history lost)"]
+
+
+def devices_folder_lost(dump: Path) -> list[str]:
+    shutil.rmtree(dump / "devices")
+    return [f"{dump / 'devices'}: missing (every device's records lost)"]
+
+
+@pytest.mark.parametrize("damage", [snapshots_lost, journal_folder_lost, devices_folder_lost])
+def test_a_missing_snapshot_or_store_folder_is_damage_not_a_clean_dump(
+        damage: Callable[[Path], list[str]], dump_copy: Path) -> None:
+    named = damage(dump_copy)
+    before = hashes(dump_copy)
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == DAMAGED, fsck.out + fsck.err
+    inspect = sunpm("sd", "inspect", dump_copy)
+    assert inspect.code == 0, inspect.err
+    for text in named:
+        assert f"error: {text}" in fsck.out, (text, fsck.out)
+        assert text in inspect.out, (text, inspect.out)
+    if damage is journal_folder_lost:
+        assert "\njournal   0 events\n" in inspect.out
+    assert hashes(dump_copy) == before
+
+
+def test_an_output_that_is_a_file_or_an_empty_range_is_refused_by_name(
+        month: Plant, tmp_path: Path) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder\n")
+    before = hashes(month.dump)
+    runs = {
+        "sd export-parquet": sunpm("sd", "export-parquet", month.dump, taken),
+        "sd reexport": sunpm("sd", "reexport", month.dump, "--server", "1", "--from",
+                             "2021-02-01", "--to", "2021-02-02", "--out", taken),
+        "ingest": sunpm("ingest", month.server, taken),
+    }
+    for command, ran in runs.items():
+        assert (ran.code, ran.err) == (2, f"sunpm {command}: {taken}: exists and is not a "
+                                          "directory\n"), command
+    ran = sunpm("sd", "export-parquet", month.dump, tmp_path / "pq", "--uid", "a/../b")
+    assert (ran.code, ran.err) == (2, "sunpm sd export-parquet: uid 'a/../b' is not 1..32 of "
+                                      "A-Z a-z 0-9 -\n")
+    assert not (tmp_path / "pq").exists()
+    ran = sunpm("sd", "reexport", month.dump, "--server", "1", "--from", "2021-02-02",
+                "--to", "2021-02-02", "--out", tmp_path / "re")
+    assert (ran.code, ran.err) == (2, "sunpm sd reexport: --to must be after --from\n")
+    assert not (tmp_path / "re").exists()
+    assert taken.read_text() == "not a folder\n"
+    assert hashes(month.dump) == before
+
+
+def test_a_dump_whose_every_segment_header_is_damaged_is_unreadable(dump_copy: Path) -> None:
+    segments = [*dump_copy.glob("devices/*/*.arrow*"), *dump_copy.glob("journal/*.arrow*")]
+    for seg in segments:
+        with open(seg, "r+b") as fh:
+            fh.write(b"\xff" * 16)
+    before = hashes(dump_copy)
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == UNREADABLE, fsck.out
+    assert fsck.out.count("segment unreadable") == len(segments)
+    assert fsck.out.rstrip().endswith("unreadable")
+    assert hashes(dump_copy) == before

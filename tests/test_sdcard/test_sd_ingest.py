@@ -9,7 +9,10 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pytest
 from plant import hashes, sunpm
+
+from sdcard.ingest import IngestError, ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "views"
@@ -68,6 +71,11 @@ def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
     assert [r[5] for r in inverter] == [8.12, None, 7.99]  # the failed period stays missing
     tic = _records(out, "WHERE device = 'TIC1' AND var = 5")
     assert tic[0][9] == "TH.." and tic[0][5] is None  # TIC data is text
+    # ... and, where it reads as a number, that number too, as the gateway records it.
+    index = _records(out, "WHERE device = 'TIC1' AND var = 4")
+    assert index[0][5:] == (12345678.0, 12345678.0, None, None, "012345678")
+    power = _records(out, "WHERE device = 'TIC1' AND var = 8")
+    assert power[0][3:] == ("PAPP", "VA", 931.25, 931.25, 640.0, 1250.0, None)
     params = _records(out, "WHERE device = '1' AND var = 1")
     assert [r[1] for r in params] == ["2021-02-05 09:00:20", "2021-02-05 09:12:07"]
 
@@ -114,3 +122,14 @@ def test_damaged_and_foreign_files_are_named_and_the_rest_read(tmp_path: Path) -
     assert f"{UID}_TIC_210205_091500.csv.gz:5: date 'yesterday' unreadable" in ran.err
     assert len(_records(out, "WHERE device = 'IO'")) == 3 * 5
     assert hashes(tree) == before
+
+
+def test_an_unknown_time_zone_is_refused_not_read_as_utc(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {f"DATA/{UID}_TIC_210205_091500.csv.gz":
+                            f"{UID}_TIC_210205_091500.csv"}, config=False)
+    ran = sunpm("ingest", tree, tmp_path / "out", "--tz", "Europe/Pariss")
+    assert ran.code == 2
+    assert "'Europe/Pariss' is not a known IANA time zone" in ran.err
+    with pytest.raises(IngestError, match="'Europe/Pariss' is not a known IANA time zone"):
+        ingest(tree, tmp_path / "out", tz="Europe/Pariss")
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 from plant import NS, Plant, hashes, sunpm, tree_files
 
 from sdcard.dump import open_dump
@@ -156,6 +157,28 @@ def test_sql_joins_names_units_and_scaled_values(month: Plant) -> None:
     ran = sunpm("sd", "sql", month.dump, "SELECT uid, name, unit FROM records LIMIT 1")
     assert "WPMSD0001" in ran.out and "(1 rows)" in ran.out
     assert sunpm("sd", "sql", month.dump, "SELECT nope FROM records").code == 1
+    assert hashes(month.dump) == before
+
+
+@pytest.mark.parametrize("query", ["", "   ", "-- the query", ";"])
+def test_sql_without_a_statement_is_refused_by_name(month: Plant, query: str) -> None:
+    ran = sunpm("sd", "sql", month.dump, query)
+    assert ran.code == 2
+    assert ran.err.strip() == f"sunpm sd sql: no SQL statement in {query!r}"
+    assert "Traceback" not in ran.err
+
+
+@pytest.mark.parametrize("statement,kind", [
+    ("COPY (SELECT * FROM records) TO '{dump}/out.csv'", "COPY"),
+    ("SELECT 1; EXPORT DATABASE '{dump}/db'", "EXPORT"),
+    ("ATTACH '{dump}/x.duckdb'", "ATTACH"),
+])
+def test_sql_statements_that_write_files_are_refused(month: Plant, statement: str,
+                                                     kind: str) -> None:
+    before = hashes(month.dump)
+    ran = sunpm("sd", "sql", month.dump, statement.format(dump=month.dump))
+    assert ran.code == 2
+    assert ran.err.startswith(f"sunpm sd sql: {kind} refused: sd sql only reads")
     assert hashes(month.dump) == before
 
 

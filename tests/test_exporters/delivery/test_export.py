@@ -223,3 +223,24 @@ async def test_export_is_refused_when_the_quota_deleted_records_of_the_range(
         assert missing_records(log, oldest, (T0 + 12 * DAY) * NS) == []
     finally:
         await log.close()
+
+
+@pytest.mark.parametrize("holds", [[], ["notes.txt"]])
+def test_sunpm_export_refuses_a_store_path_that_holds_no_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], holds: list[str]) -> None:
+    cfg = tmp_path / "site"
+    assert main(["config", "init", str(cfg), "--uid", "U1"]) == 0
+    ini = cfg / "CONFIG" / "U1_config.ini"
+    ini.write_text(ini.read_text() + f"SERVER_Type=dir\nDIR_Path={tmp_path / 'server'}\n")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for name in holds:
+        (wrong / name).write_text("?")
+    capsys.readouterr()
+    code = main(["export", "--server", "1", "--from", "2021-02-01", "--to", "2021-02-02",
+                 "--out", str(tmp_path / "out"), "--config", str(cfg), "--store", str(wrong)])
+    assert code == 1
+    assert capsys.readouterr().err == (f"sunpm export: {wrong}: not a sunpm store (no devices/ "
+                                       "or journal/ folder)\n")
+    assert sorted(p.name for p in wrong.iterdir()) == holds
+    assert not (tmp_path / "out").exists()

@@ -297,3 +297,22 @@ async def test_unreadable_config_directory_stops_only_the_configuration_step(
     assert finals == [f"/ALARM/{UID}_AL_210201_090000.csv.gz",
                       f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
     assert store.journal(kinds=["sync"]).num_rows == 0
+
+
+async def test_a_session_cut_by_the_stop_says_so(store: Log, tmp_path: Path,
+                                                 blackhole: _Blackhole,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # The server accepts the connection and never greets: the session is still connecting
+    # when the service stops.
+    session = make_session(store, tmp_path, blackhole.port,
+                           timeouts=Timeouts(connect_s=30, operation_s=30))
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    task = asyncio.create_task(session.run(Trigger.ALARM, started=CUT))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    said = messages(caplog)
+    assert said[0].endswith(": session started (alarm)")
+    assert said[-1] == ("server 1: session interrupted (0 files uploaded); the rest goes at the "
+                        "next session")

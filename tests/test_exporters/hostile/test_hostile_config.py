@@ -22,7 +22,7 @@ NAME = "WPMTEST01_config.ini"
 LOCAL_VALUES = {"SYSTEM_UpdateCommand": "/usr/local/bin/install-update", "STORE_Path": "/data/st",
                 "SD_MirrorPath": "/media/sd", "DIR_Path": "/srv/tree", "DIR2_Path": "/srv/two",
                 "SMS_InboxDir": "/var/spool/sms", "WEB_Bind": "192.168.1.5", "WEB_Port": "8081",
-                "WEB_User": "operator", "WEB_PasswordHash": "scrypt$16384$8$1$c2FsdA$aGFzaA"}
+                "WEB_User": "operator", "WEB_PasswordHash": "scrypt$16384$8$1$73616c74$68617368"}
 
 
 def _ini(values: dict[str, str]) -> bytes:

@@ -78,6 +78,12 @@ def test_field_errors_come_from_config_and_nothing_is_written(
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"index"}
         answer = client.post("/api/devices", json=_row(port, name="a;b"))
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"name"}
+        # A row of empty fields (daq.csv would skip it as a blank line): not "added", and not
+        # replacing (deleting) device 1.
+        for answer in (client.post("/api/devices", json={}),
+                       client.put("/api/devices/1", json=dict.fromkeys(_row(port), ""))):
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["fields"] == {"index": ["missing (0..65535, IO or TIC1)"]}
         # Not a JSON object, unknown fields, unknown device.
         assert client.post("/api/devices", content=b"[1]",
                            headers={"Content-Type": "application/json"}).status_code == 400
@@ -147,6 +153,13 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
         assert client.post("/api/devices/1/write",
                            json={"variable": "nope", "value": 1}).status_code == 404
         assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400
+        for bad, error in (({"variable": None, "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": [16], "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": True, "value": 1}, "variable: expected an Index or a Name"),
+                           ({"variable": 16, "value": None}, "value: expected a number or a text"),
+                           ({"variable": 16, "value": {}}, "value: expected a number or a text")):
+            answer = client.post("/api/devices/1/write", json=bad)
+            assert (answer.status_code, answer.json()) == (400, {"error": error}), bad
         assert client.post("/api/devices/1/parameters").status_code == 200
         # Read after the next good poll: the device page shows the texts the inverter gave.
         read = _eventually(lambda: (p := client.get("/api/devices/1").json()["parameters"])

@@ -1,0 +1,59 @@
+"""The demo's configuration across starts: what a run changes is rewritten, the user's edits stay.
+
+A user who edits the demo's config.ini (a web port free on this host, a log level), adds a device
+or changes a schedule, then runs `sunpm run` again, finds the edits in force; only the data
+folder's paths, the inverters' ports, the meter's pty and the broker's port follow the new run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config import load_site
+from pipeline.service.demo import UID, write_config
+
+
+def _write(root: Path, ports: list[int], tic: str, mqtt: int | None) -> None:
+    write_config(root / "config", root / "server", root / "store", ports, tic, mqtt)
+
+
+def test_a_second_start_keeps_the_users_edits_and_moves_what_the_run_changes(
+        tmp_path: Path) -> None:
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
+    config = tmp_path / "config" / "CONFIG"
+    ini = config / f"{UID}_config.ini"
+    ini.write_bytes(ini.read_bytes() + b"WEB_Port=18437\nLOG_Level=debug\n")
+    daq = config / f"{UID}_daq.csv"
+    daq.write_bytes(daq.read_bytes()
+                    + b"7;127.0.0.1:5020;meter_7;3;60;1000;;1;Meter;M;demo_inverter.csv\n")
+    var = config / f"{UID}_var.ini"
+    var.write_bytes(b"SCHEDULE_Params[0]=1|everyday|00:00:00|5|288\n")
+
+    _write(tmp_path, [42001, 42002, 42003], "/dev/pts/9", 50002)
+
+    site = load_site(tmp_path / "config")
+    settings = site.settings
+    assert settings.web_port == 18437
+    assert ini.read_text().count("WEB_Port=") == 1
+    assert "LOG_Level=debug" in ini.read_text()
+    assert settings.tic_port == "/dev/pts/9"
+    assert "MQTT2_Port=50002" in ini.read_text()
+    interfaces = {d.index: d.interface for d in site.daq.devices}
+    assert interfaces == {"IO": "", "TIC1": "", "1": "127.0.0.1:42001", "2": "127.0.0.1:42002",
+                          "3": "127.0.0.1:42003", "7": "127.0.0.1:5020"}
+    assert var.read_bytes() == b"SCHEDULE_Params[0]=1|everyday|00:00:00|5|288\n"
+
+
+def test_without_a_broker_server_2_on_the_demo_broker_is_switched_off(tmp_path: Path) -> None:
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", None)
+    ini = (tmp_path / "config" / "CONFIG" / f"{UID}_config.ini").read_text()
+    assert "SERVER2_Type=none" in ini
+
+
+def test_a_config_ini_that_does_not_load_is_replaced_by_the_demos(tmp_path: Path) -> None:
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
+    ini = tmp_path / "config" / "CONFIG" / f"{UID}_config.ini"
+    ini.write_bytes(b"not a key line\n")
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
+    assert load_site(tmp_path / "config").settings.tic_port == "/dev/pts/7"
