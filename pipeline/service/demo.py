@@ -209,11 +209,19 @@ def _free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """In the broker's child process: SIGTERM when the gateway dies, so an exit that skips the
-    clean stop (a second Ctrl-C, the stop guard, a kill) does not leave the broker running."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent() -> Callable[[], None] | None:
+    """For the broker's child process: SIGTERM when the gateway dies, so an exit that skips the
+    clean stop (a second Ctrl-C, the stop guard, a kill) does not leave the broker running.
+    `prctl` is looked up here, before the fork: the child of a threaded process only calls it
+    (a lookup there could wait forever on a lock another thread held at the fork)."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return in_child
 
 
 @contextlib.asynccontextmanager
@@ -234,7 +242,7 @@ async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
     proc = await asyncio.create_subprocess_exec(
         binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent)
+        preexec_fn=_die_with_parent())
     try:
         for _ in range(50):
             with contextlib.suppress(OSError):
