@@ -175,14 +175,7 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     meta = buf[meta_start:body_start]
     try:
         root = _U32.unpack_from(meta, 0)[0]
-        if root + 4 > meta_len:
-            raise FrameError("table out of range")
-        vtable = root - _I32.unpack_from(meta, root)[0]
-        if vtable < 0 or vtable + 4 > meta_len:
-            raise FrameError("vtable out of range")
-        vt_len = _U16.unpack_from(meta, vtable)[0]
-        if vt_len < 4 or vtable + vt_len > meta_len:
-            raise FrameError("bad vtable")
+        vtable, vt_len = _vtable(meta, root, meta_len)
         # Message fields: version, header_type (1), header (2), bodyLength (3), custom_metadata (4).
         present = min(5, (vt_len - 4) // 2)
         slots = (*_SLOTS[present].unpack_from(meta, vtable + 4), 0, 0, 0, 0, 0)
@@ -219,12 +212,9 @@ def read_message(buf: memoryview, pos: int) -> Message | None:
     return Message(pos, end, kind, body_start, body_len, rows, custom, value_pos)
 
 
-def _rows(meta: memoryview, at: int, size: int) -> int:
-    """The `length` (field 0) of the RecordBatch table the offset at `at` points to, as
-    `_Table(...).i64(0)` reads it, inlined (a walk reads it from every batch)."""
-    if at < 0 or at + 4 > size:
-        raise FrameError("offset out of range")
-    table = at + _U32.unpack_from(meta, at)[0]
+def _vtable(meta: memoryview, table: int, size: int) -> tuple[int, int]:
+    """The position and length of the vtable of the flatbuffer table at `table`, checked to lie
+    within the `size` bytes of metadata."""
     if table + 4 > size:
         raise FrameError("table out of range")
     vtable = table - _I32.unpack_from(meta, table)[0]
@@ -233,6 +223,17 @@ def _rows(meta: memoryview, at: int, size: int) -> int:
     vt_len = _U16.unpack_from(meta, vtable)[0]
     if vt_len < 4 or vtable + vt_len > size:
         raise FrameError("bad vtable")
+    return vtable, vt_len
+
+
+def _rows(meta: memoryview, at: int, size: int) -> int:
+    """The `length` (field 0) of the RecordBatch table the offset at `at` points to, as
+    `_Table(...).i64(0)` reads it, without building a `_Table` (a walk reads it from every
+    batch)."""
+    if at < 0 or at + 4 > size:
+        raise FrameError("offset out of range")
+    table = at + _U32.unpack_from(meta, at)[0]
+    vtable, vt_len = _vtable(meta, table, size)
     if vt_len < 6:
         return 0
     rel = _U16.unpack_from(meta, vtable + 4)[0]
