@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from config.errors import SunpmError
+from exporters.views.context import ViewError, device_order
 from store.delivery import DeliveryState
 
 from .dump import Dump, finding_of
@@ -67,9 +68,13 @@ def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     }
 
 
-def device_order(device: str) -> tuple[int, int, str]:
-    """Devices by number (2 before 10), any other name after them."""
-    return (0, int(device), "") if device.isdigit() else (1, 0, device)
+def _device_order(device: str) -> tuple[int, int, str]:
+    """As the DATA files list devices (2 before 10, then IO, then TIC1); a name that is no
+    daq.csv index after them."""
+    try:
+        return (*device_order(device), "")
+    except ViewError:
+        return (3, 0, device)
 
 
 def _devices(dump: Dump, con: Any) -> list[dict[str, Any]]:
@@ -93,7 +98,7 @@ def _devices(dump: Dump, con: Any) -> list[dict[str, Any]]:
         gaps.setdefault(device, []).append((start, end))
     found_rows = {row[0]: row for row in rows}
     out = []
-    for device in sorted({*found_rows, *dump.devices()}, key=device_order):
+    for device in sorted({*found_rows, *dump.devices()}, key=_device_order):
         entry: dict[str, Any] = {"device": device, "records": 0, "rows": 0, "seq_first": None,
                                  "seq_last": None, "first": None, "last": None, "gaps": [],
                                  "gap_count": 0, "deleted_before": 0}
