@@ -113,6 +113,23 @@ ViewConfigAt = Callable[[str], ViewConfig]
 ParseDefinition = Callable[[bytes, str], DefinitionFile]
 
 
+class _JournalSince:
+    """The journal events of `kinds` committed since the last read, in journal order. Each read
+    goes to the watermark at least, so the events of other kinds are not decoded again."""
+
+    def __init__(self, kinds: list[str]) -> None:
+        self._kinds = kinds
+        self._read_to = 0
+
+    def read(self, log: StoreReader) -> pa.Table:
+        read_to = log.watermark().journal or 0
+        table = log.journal(kinds=self._kinds, seq_from=self._read_to + 1).sort_by("seq")
+        if table.num_rows:
+            read_to = max(read_to, int(pc.max(table.column("seq")).as_py()))
+        self._read_to = max(self._read_to, read_to)
+        return table
+
+
 class SnapshotResolver:
     """Which configuration snapshot is in force when, from `config` journal events.
 
@@ -125,24 +142,19 @@ class SnapshotResolver:
         self.running = running
         self._log: StoreReader | None = None
         self._changes: list[tuple[int, str]] = []   # (time, snapshot), in journal order
-        self._seen_seq = 0
+        self._since = _JournalSince(["config"])
         self._lock = threading.Lock()
 
     def at(self, log: StoreReader, end_ns: int) -> str:
         with self._lock:
             if log is not self._log:
-                self._log, self._changes, self._seen_seq = log, [], 0
-            # Read to the watermark at least: the events of other kinds are not read again.
-            read_to = log.watermark().journal or 0
-            table = log.journal(kinds=["config"], seq_from=self._seen_seq + 1).sort_by("seq")
+                self._log, self._changes, self._since = log, [], _JournalSince(["config"])
+            table = self._since.read(log)
             for t, body in zip(table.column("ts").cast(pa.int64()).to_pylist(),
                                table.column("body").to_pylist(), strict=True):
                 value = ConfigInForce.snapshot_in(body)
                 if value is not None:
                     self._changes.append((t, value))
-            if table.num_rows:
-                read_to = max(read_to, int(pc.max(table.column("seq")).as_py()))
-            self._seen_seq = max(self._seen_seq, read_to)
             changes = list(self._changes)
         snapshot = self.running
         for t, value in changes:
@@ -165,7 +177,7 @@ class StoreSource:
         self._parse_definition = parse_definition
         self._snapshots = snapshots
         self._definitions: dict[str, DefinitionFile] = {}
-        self._oldest_events: dict[Stream, tuple[int, int | None]] = {}   # (seq read to, oldest)
+        self._oldest_events: dict[Stream, tuple[_JournalSince, int | None]] = {}
 
     # ----- WindowSource
 
@@ -188,14 +200,12 @@ class StoreSource:
         every session: the journal is read once, then only the events committed since. (An
         oldest event the quota deleted since still starts the first window: a window may
         begin before its first member.)"""
-        seen, oldest = self._oldest_events.get(stream, (0, None))
-        read_to = self._log.watermark().journal or 0   # no other kind read again either
-        table = self._log.journal(kinds=kinds, seq_from=seen + 1)
+        since, oldest = self._oldest_events.get(stream) or (_JournalSince(kinds), None)
+        table = since.read(self._log)
         if table.num_rows:
             first = int(pc.min(table.column("ts").cast(pa.int64())).as_py())
             oldest = first if oldest is None else min(oldest, first)
-            read_to = max(read_to, int(pc.max(table.column("seq")).as_py()))
-        self._oldest_events[stream] = (max(seen, read_to), oldest)
+        self._oldest_events[stream] = (since, oldest)
         return oldest
 
     def membership(self) -> Watermark:
