@@ -255,7 +255,9 @@ async def test_switched_off_unit_costs_its_timeout_once_per_poll(
     # or an idle box alike; the pace also carries the box's wake-up delays (on both sides of the
     # pty) and is measured at full length by benchmarks/rtu_bus.py (0.97-0.98 with a unit off).
     before_unit_2 = [responder.silences[3 * sweep] for sweep in range(1, 7)]
-    assert max(before_unit_2) < timeout_ms / 1000 / 4, before_unit_2
+    # The defect's silence is a whole timeout; half of one leaves room for a wake-up delay of
+    # the simulator's loop on a busy box (54 ms seen under parallel tests).
+    assert max(before_unit_2) < timeout_ms / 1000 / 2, before_unit_2
     assert min(before_unit_2) >= silence_s - 0.0005, before_unit_2
     assert max(ratios) >= 0.8, ratios
     assert max(ratios) <= 1.0 + 0.002, ratios                    # nothing is faster than the wire

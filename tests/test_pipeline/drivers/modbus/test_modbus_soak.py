@@ -13,7 +13,11 @@ from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 
-TIMEOUT_MS = 40
+#: Long enough that the simulated bus keeps its promise on a busy box: the responder times a
+#: late reply (1.5 x the timeout) from when its loop saw the request, which a descheduled
+#: process sees late; past twice the timeout no RTU master can tell a late reply from the next
+#: one (docs/behaviour.md §2.4 item 5), so the margin must cover those wake-up delays.
+TIMEOUT_MS = 100
 
 
 def fleet() -> dict[int, SimulatedDevice]:
