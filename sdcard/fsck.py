@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from store import ReportKind
 
-from .dump import Dump, Finding, Level, finding_of
+from .dump import Dump, Finding, Level, finding_of, merge_findings
 from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 CLEAN: Final = 0
@@ -71,7 +71,8 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     for snapshot in dump.log.config_snapshots():
         dump.config_files(snapshot)
     dump.check_snapshots()
-    findings = _merge(dump.findings, checked)
+    findings = sorted(merge_findings(dump.findings, checked),
+                      key=lambda f: (f.level != Level.ERROR, str(f.path)))
     data = [f for f in findings if f.kind != ReportKind.FOREIGN.value]
     # Unreadable: nothing of the store could be read, and not because it holds nothing.
     if not any(readable.values()) and any(f.kind in ("unreadable", "schema") for f in data):
@@ -82,15 +83,3 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
         code = CLEAN
     return FsckResult(code, findings, segments, dict(sorted(readable.items())))
 
-
-def _merge(*groups: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for group in groups:
-        for f in group:
-            # The open's report of a torn tail and the check's describe the same bytes.
-            key = (str(f.path), f.kind) if f.kind == "torn_tail" else (f.message, f.kind)
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    return sorted(out, key=lambda f: (f.level != Level.ERROR, str(f.path)))
