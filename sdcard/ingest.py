@@ -43,10 +43,13 @@ from .parquet import (
     write_partition,
 )
 
+# `.csv` too: an information system often keeps the files it unzipped.
 _DATA_NAME: Final = re.compile(
     r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<iface>MODBUS|IO|TIC)(?P<param>_P)?_"
-    r"(?P<ts>\d{6}_\d{6})\.csv\.gz$")
-_ALARM_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv\.gz$")
+    r"(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+_ALARM_NAME: Final = re.compile(
+    r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 _TEXT_TYPES: Final = frozenset({"String", "IP", "IPV6", "MAC"})
 #: TIC data is text; the gateway records the text that reads as a decimal number as that number
 #: too (its index, current and power groups), so `scaled` is queryable as in `sd export-parquet`.
@@ -72,6 +75,8 @@ class Unit:
 class IngestResult:
     ingested: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    #: Ingested with lines left out: not in the manifest, read again by the next run.
+    incomplete: list[Path] = field(default_factory=list)
     rows: int = 0
     alarms: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -84,25 +89,40 @@ class Definitions:
         self._dir = tree / "DEF"
         self._findings = findings
         self._parsed: dict[str, tuple[str, DefinitionFile] | None] = {}
+        self._missing_for: set[tuple[str, Path]] = set()
 
     def get(self, name: str, user: Path) -> tuple[str, DefinitionFile] | None:
-        if name not in self._parsed:
-            path = self._dir / name
+        path = self._dir / name
+        if name in self._parsed:
+            if self._parsed[name] is None and (name, user) not in self._missing_for:
+                # Said for every file that needs it: each such file is read again next time.
+                self._missing(path, user)
+        else:
             try:
                 data = path.read_bytes()
-                definition = parse_definition(data, name).value
-                self._parsed[name] = (f"{hashlib.sha256(data).hexdigest()}:{name}", definition)
+                parsed = parse_definition(data, name)
+                self._parsed[name] = (f"{hashlib.sha256(data).hexdigest()}:{name}", parsed.value)
+                # A value that fell back to its default (a CoefA of `0,1` read as 1) changes
+                # every scaled value of the file: said once, with the file's line.
+                self._findings.extend(
+                    Finding(Level.WARNING, "definition", path,
+                            f"{self._dir / str(problem)} (in its scaled values too)")
+                    for problem in parsed.warnings)
             except FileNotFoundError:
-                self._findings.append(Finding(
-                    Level.ERROR, "definition", path,
-                    f"{user}: definition file {path} is missing; its rows are ingested without "
-                    "names, units or scaled values"))
+                self._missing(path, user)
                 self._parsed[name] = None
             except (OSError, SunpmError) as err:
                 self._findings.append(Finding(Level.ERROR, "definition", path,
                                               f"{path}: unreadable definition file ({err})"))
                 self._parsed[name] = None
         return self._parsed[name]
+
+    def _missing(self, path: Path, user: Path) -> None:
+        self._missing_for.add((path.name, user))
+        self._findings.append(Finding(
+            Level.ERROR, "definition", path,
+            f"{user}: definition file {path} is missing; its rows are ingested without names, "
+            "units or scaled values where the column header names every field"))
 
 
 def _unit(tree: Path, uid: str, tz: str, findings: list[Finding]) -> Unit:
@@ -135,6 +155,10 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+def _errors(findings: list[Finding]) -> int:
+    return sum(1 for f in findings if f.level is Level.ERROR)
 
 
 def _manifest_path(out: Path, uid: str) -> Path:
@@ -194,12 +218,15 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
         if manifests[uid].get(key) == digest:
             result.skipped.append(path)
         else:
+            errors_before = _errors(result.findings)
             try:
-                text = gzip.decompress(data).decode("utf-8")
+                # By its bytes, not its name: a server may have unzipped a `.csv.gz` on its way.
+                text = (gzip.decompress(data) if data.startswith(_GZIP_MAGIC) else data
+                        ).decode("utf-8")
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
                 result.findings.append(Finding(Level.ERROR, "unreadable", path,
-                                               f"{path}: not a readable gzip text ({err}); "
-                                               "skipped"))
+                                               f"{path}: not a readable gzip or UTF-8 text "
+                                               f"({err}); skipped"))
                 if progress is not None:
                     progress(1)
                 continue
@@ -217,12 +244,18 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
                 for date, part in split_by_date(alarms).items():
                     write_partition(alarms_path(out, uid, date), part, PARQUET_ALARMS_SCHEMA)
                 result.alarms += alarms.num_rows
-            manifests[uid][key] = digest
-            manifest = _manifest_path(out, uid)
-            manifest.parent.mkdir(parents=True, exist_ok=True)
-            write_file_durably(manifest, json.dumps(manifests[uid], indent=1,
-                                                     sort_keys=True).encode())
             result.ingested.append(path)
+            if _errors(result.findings) != errors_before:
+                result.incomplete.append(path)
+            else:
+                # Only a file read whole is skipped next time: one with lines left out (its
+                # definition missing, ...) is read again once the tree is put right, and its
+                # rows already written are rewritten, not doubled.
+                manifests[uid][key] = digest
+                manifest = _manifest_path(out, uid)
+                manifest.parent.mkdir(parents=True, exist_ok=True)
+                write_file_durably(manifest, json.dumps(manifests[uid], indent=1,
+                                                         sort_keys=True).encode())
         if progress is not None:
             progress(1)
     return result
@@ -279,6 +312,12 @@ class _Block:
     definition: DefinitionFile | None
     columns: list[Variable] | None = None
     indexes: list[int] | None = None
+    #: Data lines whose fields nothing names (no definition file, and no column header or one
+    #: that cannot tell the min;max;mean triples apart), and where the first one is.
+    unnamed: int = 0
+    unnamed_at: str = ""
+    #: Lines of a width other than the block's: by width, the first one and how many.
+    misfits: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
 def _recorded(definition: DefinitionFile, parameters: bool) -> list[Variable]:
@@ -312,6 +351,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         where = f"{path}:{i + 1}"
         head = fields[0]
         if head in ("DEVICEINDEX", "TypeIO", "SNTIC"):
+            _report_unnamed(block, result)
             device, def_line = fields[1] if len(fields) > 1 else "", line
             if head == "DEVICEINDEX" or head == "SNTIC":
                 if head == "SNTIC":
@@ -364,6 +404,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         _append_row(rows.setdefault(block.device, {f.name: [] for f in PARQUET_RECORDS_SCHEMA}),
                     block, ts, values, where, result)
         i += 1
+    _report_unnamed(block, result)
     return {device: pa.table(cols, schema=PARQUET_RECORDS_SCHEMA)
             for device, cols in rows.items()}
 
@@ -376,16 +417,13 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
     elif block.indexes is not None and len(block.indexes) == len(values):
         spec = [(x, None, False) for x in block.indexes]
     else:
-        result.findings.append(Finding(
-            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
-            f"{where}: no definition file and no column header to name the fields; line skipped"))
+        block.unnamed += 1
+        block.unnamed_at = block.unnamed_at or where
         return
     width = sum(3 if triple else 1 for _, _, triple in spec)
     if width != len(values):
-        result.findings.append(Finding(
-            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
-            f"{where}: {len(values)} fields where {block.def_file or 'the header'} gives {width}; "
-            "line skipped"))
+        first, count = block.misfits.get(len(values), (where, 0))
+        block.misfits[len(values)] = (first, count + 1)
         return
     k = 0
     for index, var, triple in spec:
@@ -423,6 +461,32 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
         cols["quality"].append(None)
         cols["definition"].append(block.def_file or None)
         cols["def"].append(block.def_id)
+
+
+def _report_unnamed(block: _Block | None, result: IngestResult) -> None:
+    """One finding for a block's data lines that nothing names, and one for its lines of each
+    wrong width, not one a line."""
+    if block is None:
+        return
+    width = None if block.columns is None else sum(
+        3 if v.action.value == 2 else 1 for v in block.columns)
+    for fields, (where, count) in block.misfits.items():
+        more = f" (and {count - 1} more lines like it in this block)" if count > 1 else ""
+        result.findings.append(Finding(
+            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
+            f"{where}: {fields} fields where {block.def_file or 'the header'} gives {width}; "
+            f"line skipped{more}"))
+    block.misfits = {}
+    if not block.unnamed:
+        return
+    why = ("its column header lists fewer variables than the lines hold fields (min;max;mean "
+           "triples are told apart by the definition file)" if block.indexes is not None
+           else "no column header")
+    result.findings.append(Finding(
+        Level.ERROR, "format", Path(block.unnamed_at.rsplit(":", 1)[0]),
+        f"{block.unnamed_at}: device {block.device}: {block.unnamed} data lines skipped: no "
+        f"definition file {block.def_file or '(none named)'} and {why}"))
+    block.unnamed = 0
 
 
 def _number(text: str) -> float | None:

@@ -308,6 +308,8 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     for finding in result.findings:
         print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
-    print(f"{len(result.ingested)} files ingested ({result.rows} record rows, {result.alarms} "
-          f"alarms), {len(result.skipped)} already ingested, into {args.out}")
+    again = (f" ({len(result.incomplete)} with errors: read again next time)"
+             if result.incomplete else "")
+    print(f"{len(result.ingested)} files ingested{again} ({result.rows} record rows, "
+          f"{result.alarms} alarms), {len(result.skipped)} already ingested, into {args.out}")
     return 1 if any(f.level is Level.ERROR for f in result.findings) else 0
