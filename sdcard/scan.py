@@ -50,19 +50,26 @@ Progress = Callable[[int], None]
 
 
 def records_dataset(dump: Dump, devices: list[str] | None = None,
-                    progress: Progress | None = None) -> ds.Dataset:
+                    progress: Progress | None = None, *, micros: bool = False) -> ds.Dataset:
     """Every trusted record row of the chosen devices (default all), with a `device` column:
     the store's verified lazy scan. A sealed file of a schema version this reader does not
     know is found by the scan itself (from the schema message its walk reads anyway, so no
-    file is opened twice) and skipped, and named among the dump's findings."""
+    file is opened twice) and skipped, and named among the dump's findings. `micros`: `ts` in
+    microseconds (see `duckdb_connection`)."""
     chosen = dump.devices() if devices is None else devices
     return store_records(dump.log, chosen, progress=progress,
-                         unknown_version=dump.unknown_version)
+                         unknown_version=dump.unknown_version, micros=micros)
 
 
-def journal_dataset(dump: Dump) -> ds.Dataset:
-    """Every trusted journal event (the journal is small: read whole, through the store)."""
-    return ds.dataset(journal_table(dump.log).replace_schema_metadata(None))
+def journal_dataset(dump: Dump, *, micros: bool = False) -> ds.Dataset:
+    """Every trusted journal event (the journal is small: read whole, through the store);
+    `micros`: `ts` truncated to microseconds, as the records' in SQL."""
+    table = journal_table(dump.log).replace_schema_metadata(None)
+    if micros:
+        at = table.schema.get_field_index("ts")
+        table = table.set_column(at, "ts", table.column(at).cast(
+            pa.timestamp("us", tz="UTC"), safe=False))
+    return ds.dataset(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +168,17 @@ SELECT {uid} AS uid, ts AS time, seq, kind, device, def, body AS details FROM jo
 
 
 def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB, spilling past `memory_limit`; no progress bar (DuckDB draws one on
-    stdout for a query over 2 s, which would land in the CSV or JSON answer)."""
+    """An in-memory DuckDB, spilling past `memory_limit`, in UTC; no progress bar (DuckDB draws
+    one on stdout for a query over 2 s, which would land in the CSV or JSON answer)."""
     import duckdb
 
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
     con.execute("SET enable_progress_bar = false")
+    # Times shown, truncated to days and cast to dates in UTC, as the files' names and the
+    # Parquet partitions are: DuckDB's default is the zone of the machine running the query,
+    # which made a day's totals depend on whose laptop asked. A query may begin with
+    # `SET TimeZone = 'Europe/Paris';` for the plant's local days.
+    con.execute("SET TimeZone = 'UTC'")
     # Spills go to the system's scratch space: DuckDB's default is `.tmp` in the working
     # directory, which may be the dump itself.
     spill = Path(tempfile.gettempdir()) / f"sunpm-sd-{os.getpid()}"
@@ -176,11 +188,17 @@ def connect(memory_limit: str = "512MB") -> duckdb.DuckDBPyConnection:
 
 def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
                       progress: Progress | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB over the dump (no database file: the segments are the data)."""
+    """An in-memory DuckDB over the dump (no database file: the segments are the data).
+
+    `time` is a `TIMESTAMPTZ` in microseconds (the store's nanoseconds truncated): DuckDB (2.0)
+    neither subtracts two `TIMESTAMPTZ_NS` nor hands a filter on one to the scan, so in
+    nanoseconds `time - lag(time)` failed and a time range read every batch; in microseconds
+    both work (the batches outside the range are not decoded). Records are dated to the second
+    or the poll's answer; no analysis needs the nanoseconds."""
     con = connect(memory_limit)
-    records = records_dataset(dump, progress=progress)
+    records = records_dataset(dump, progress=progress, micros=True)
     con.register("records_raw", records)
-    con.register("journal_raw", journal_dataset(dump))
+    con.register("journal_raw", journal_dataset(dump, micros=True))
     con.register("definitions", stored_definitions(dump))
     uid = dump.uid()
     literal = "NULL::VARCHAR" if uid is None else "'" + uid.replace("'", "''") + "'"
