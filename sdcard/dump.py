@@ -325,8 +325,9 @@ def _empty_segments(path: Path) -> list[Finding]:
                 continue
             if i == len(segments) - 1:
                 found.append(Finding(Level.WARNING, "empty", entry,
-                                     f"{entry}: empty segment (0 bytes, created just before a "
-                                     "power cut: nothing acknowledged lost); skipped"))
+                                     f"{entry}: empty segment (0 bytes: created just before a "
+                                     "power cut or a copy, before its first batch; nothing "
+                                     "acknowledged lost); skipped"))
             else:
                 found.append(Finding(Level.ERROR, "empty", entry,
                                      f"{entry}: empty segment with segments after it (sealed: "
