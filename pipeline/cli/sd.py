@@ -181,6 +181,8 @@ def _sql(args: argparse.Namespace) -> int:
         dump = _open_dump(args.path)
         columns, chunks = sql_mod.run_query(dump, args.query)
         sql_mod.write(columns, chunks, args.format, sys.stdout)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `main` ends quietly
     except (SunpmError, OSError) as err:
         print(f"sunpm sd sql: {err}", file=sys.stderr)
         return 2
