@@ -46,17 +46,18 @@ class FsckResult:
         return out
 
 
+def progress_steps(dump: Dump) -> int:
+    """How many times `fsck` calls `progress(1)`: each stream checked, each device scanned."""
+    return 2 * len(dump.devices()) + 1
+
+
 def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
-    checked = [finding_of(r) for r in dump.log.check()]
+    checked = [finding_of(r) for r in dump.log.check(progress=progress)]
     streams = [*dump.devices(), "journal"]
-    segments = 0
     dump.prepare(streams)
-    for stream in streams:
-        segments += len(dump.segments(stream))
-        if progress is not None:
-            progress(1)
+    segments = sum(len(dump.segments(stream)) for stream in streams)
     con = connect()
-    con.register("r", records_dataset(dump))
+    con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
     # One scan: the rows per device and definition give both the counts and the snapshots.
     readable = dict.fromkeys(dump.devices(), 0)

@@ -119,7 +119,8 @@ def _inspect(args: argparse.Namespace) -> int:
     _quiet_store_log()
     try:
         dump = _open_dump(args.path)
-        with _bar(len(dump.devices()), "device") as bar:
+        # The check of every stream, then the scan of every device: most of the time either way.
+        with _bar(inspect_mod.progress_steps(dump), "stream") as bar:
             report = inspect_mod.inspect(dump, progress=bar.update)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd inspect: {err}", file=sys.stderr)
@@ -142,7 +143,7 @@ def _fsck(args: argparse.Namespace) -> int:
         print(f"sunpm sd fsck: {err}", file=sys.stderr)
         return fsck_mod.UNREADABLE
     try:
-        with _bar(len(dump.devices()) + 1, "stream") as bar:
+        with _bar(fsck_mod.progress_steps(dump), "stream") as bar:
             result = fsck_mod.fsck(dump, progress=bar.update)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd fsck: {err}", file=sys.stderr)
