@@ -233,8 +233,8 @@ def _reexport(args: argparse.Namespace) -> int:
         print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
     for name in result.differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
-    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows, "
-          f"{result.undelivered} not delivered to server {args.server})")
+    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows; "
+          f"{result.undelivered} of the files not delivered to server {args.server} yet)")
     return 0
 
 
