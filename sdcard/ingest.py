@@ -9,8 +9,8 @@ the layout of `parquet.py`. Files already ingested (same name and bytes, per the
 
 Local times go to UTC with the uid's `NTP_TimeZone` (rows follow UTC order, so a local time
 that goes back is the second of an hour repeated at the end of DST). Without a configuration,
-the zone is `--tz` (default UTC) and the date order is the one that puts the rows before the
-time in the file's name.
+the zone is `--tz` (not given: UTC, with a warning) and the date order is the one that puts the
+rows before the time in the file's name.
 """
 
 from __future__ import annotations
@@ -125,18 +125,26 @@ class Definitions:
             "units or scaled values where the column header names every field"))
 
 
-def _unit(tree: Path, uid: str, tz: str, findings: list[Finding]) -> Unit:
+def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit:
     """Time zone, date order and TIC serial numbers from the uid's `config.ini` and `daq.csv`
-    alone: the rest of a site (scripts, certificates) may be absent from a server tree."""
+    alone: the rest of a site (scripts, certificates) may be absent from a server tree.
+    `tz`: the zone given for a tree without configuration (None: not given, UTC)."""
     ini_path = tree / "CONFIG" / f"{uid}_config.ini"
     if not ini_path.exists():
-        return Unit(uid, _zone(tz), None, {})
+        if tz is None:
+            # Units keep local times; read as UTC, a plant in Paris is an hour off all
+            # winter and nothing would say so.
+            findings.append(Finding(Level.WARNING, "config", ini_path,
+                                    f"{ini_path}: missing; the times of {uid}'s files are read "
+                                    "as UTC (give --tz for the unit's time zone)"))
+        return Unit(uid, _zone(tz or "UTC"), None, {})
     try:
         settings = parse_config_ini(ini_path.read_bytes(), ini_path.name).value.settings(uid)
     except (SunpmError, OSError) as err:
         findings.append(Finding(Level.WARNING, "config", ini_path,
-                                f"{ini_path}: unreadable ({err}); times read in {tz}"))
-        return Unit(uid, _zone(tz), None, {})
+                                f"{ini_path}: unreadable ({err}); times read in "
+                                f"{tz or 'UTC'}"))
+        return Unit(uid, _zone(tz or "UTC"), None, {})
     tic: dict[str, str] = {}
     daq_path = tree / "CONFIG" / f"{uid}_daq.csv"
     try:
@@ -173,7 +181,7 @@ def _load_manifest(out: Path, uid: str) -> dict[str, str]:
     return data
 
 
-def ingest(tree: Path, out: Path, *, tz: str = "UTC",
+def ingest(tree: Path, out: Path, *, tz: str | None = None,
            progress: Callable[[int], None] | None = None,
            on_total: Callable[[int], None] | None = None) -> IngestResult:
     from fsio import write_file_durably
@@ -185,7 +193,7 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
     if out.resolve().is_relative_to(tree.resolve()):
         raise IngestError(f"{out}: inside the tree {tree}; the tree is never written to")
     try:
-        ZoneInfo(tz)
+        ZoneInfo(tz or "UTC")
     except (ZoneInfoNotFoundError, ValueError) as err:
         # Not UTC in its place: every time of a tree without configuration would be off.
         raise IngestError(f"time zone {tz!r} is not a known IANA time zone") from err

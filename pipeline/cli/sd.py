@@ -278,8 +278,9 @@ def register_ingest(subparsers: Any) -> None:
                     "to OUT (uid=/device=/date=). Files already ingested are skipped.")
     p.add_argument("tree", type=Path, metavar="DIR")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--tz", default="UTC", type=_time_zone,
-                   help="time zone of the files when the tree has no configuration (default UTC)")
+    p.add_argument("--tz", type=_time_zone,
+                   help="time zone of the files when the tree has no configuration (default UTC, "
+                        "with a warning)")
     p.set_defaults(handler=_ingest)
 
 

@@ -201,3 +201,18 @@ def test_lines_of_a_wrong_width_are_one_finding_per_block(tmp_path: Path) -> Non
     assert (f"error: {data}:4: 2 fields where meter_small.csv gives 5; line skipped (and 9 "
             "more lines like it in this block)") in ran.err
     assert ran.err.count(f"{data}:") == 1, ran.err
+
+
+def test_a_tree_without_configuration_says_its_times_are_read_as_utc(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {f"DATA/{UID}_IO_210205_091500.csv.gz":
+                            f"{UID}_IO_210205_091500.csv"}, config=False)
+    ran = sunpm("ingest", tree, tmp_path / "out")
+    assert ran.code == 0, ran.err
+    assert (f"warning: {tree / 'CONFIG' / (UID + '_config.ini')}: missing; the times of "
+            f"{UID}'s files are read as UTC (give --tz for the unit's time zone)") in ran.err
+    assert _records(tmp_path / "out", "WHERE device = 'IO' AND var = 1")[0][1] \
+        == "2021-02-05 09:50:00"
+    given = sunpm("ingest", tree, tmp_path / "out2", "--tz", "Europe/Paris")
+    assert (given.code, given.err) == (0, "")
+    assert _records(tmp_path / "out2", "WHERE device = 'IO' AND var = 1")[0][1] \
+        == "2021-02-05 08:50:00"
