@@ -57,19 +57,33 @@ def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[An
     return columns, chunks()
 
 
+#: What `_text` writes otherwise than `str` does (the csv module writes the rest itself).
+_NOT_STR: Final = (datetime, date, time, bool, bytes, list, tuple, dict)
+
+
 def _text(value: Any) -> str:
+    """A value of a table or CSV answer, written as the JSON answer writes it: times in ISO
+    8601, booleans `true`/`false`, bytes in hex, lists and structs as JSON (never Python's
+    `repr`, `datetime.datetime(...)`); anything else (numbers, decimals, intervals) as `str`."""
     if value is None:
         return ""
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=_json_value, ensure_ascii=False)
     return str(value)
 
 
 def _csv_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | list[list[str]]:
     """Rows as `_text` writes them. The csv module writes None as an empty field and anything
-    else as `str` does, as `_text` does but for dates and times (ISO 8601 here): rows without
-    any go to it as they are, a look at each value costing a tenth of its conversion."""
-    if any(isinstance(v, datetime | date) for row in rows for v in row):
+    else as `str` does, as `_text` does but for times, booleans, bytes, lists and structs:
+    rows without any go to it as they are, a look at each value costing a tenth of its
+    conversion."""
+    if any(isinstance(v, _NOT_STR) for row in rows for v in row):
         return [[_text(v) for v in row] for row in rows]
     return rows
 
