@@ -229,8 +229,9 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
             errors_before = _errors(result.findings)
             try:
                 # By its bytes, not its name: a server may have unzipped a `.csv.gz` on its way.
+                # A BOM: a plain file saved again by a spreadsheet (docs/formats.md §1.1).
                 text = (gzip.decompress(data) if data.startswith(_GZIP_MAGIC) else data
-                        ).decode("utf-8")
+                        ).decode("utf-8-sig")
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
                 result.findings.append(Finding(Level.ERROR, "unreadable", path,
                                                f"{path}: not a readable gzip or UTF-8 text "
