@@ -294,6 +294,11 @@ class _Clock:
             return worst
         return score(True) < score(False)
 
+    def new_block(self) -> None:
+        """A device block starts again from its window's start: its times follow its own, not
+        those of the block before it (which may have ended in the second of a repeated hour)."""
+        self.last = None
+
     @staticmethod
     def _naive(text: str, euro: bool) -> datetime:
         return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
@@ -361,6 +366,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         head = fields[0]
         if head in ("DEVICEINDEX", "TypeIO", "SNTIC"):
             _report_unnamed(block, result)
+            clock.new_block()
             device, def_line = fields[1] if len(fields) > 1 else "", line
             if head == "DEVICEINDEX" or head == "SNTIC":
                 if head == "SNTIC":

@@ -219,3 +219,23 @@ def test_a_tree_without_configuration_says_its_times_are_read_as_utc(tmp_path: P
     assert (given.code, given.err) == (0, "")
     assert _records(tmp_path / "out2", "WHERE device = 'IO' AND var = 1")[0][1] \
         == "2021-02-05 08:50:00"
+
+
+def test_each_device_block_of_a_window_inside_the_repeated_hour_reads_its_own_times(
+        tmp_path: Path) -> None:
+    # A session at 01:30 UTC on the night DST ends in Paris (cursor 00:30 UTC): every block
+    # runs from 02:40 CEST through 02:30 CET. The second block starts again at 02:40 CEST; read
+    # after the first block's last time (the second 02:30), its times went an hour late.
+    local = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30"]
+    block = "".join(f"21/10/31-{t}:00;2305;-1;1;0;{k}\n" for k, t in enumerate(local))
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_013000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;1\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}"
+         f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}").encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert "error" not in ran.err, ran.err
+    utc = ["00:40:00", "00:50:00", "01:00:00", "01:10:00", "01:20:00", "01:30:00"]
+    for device in ("1", "2"):
+        rows = _records(out, f"WHERE device = '{device}' AND var = 1")
+        assert [r[1][11:] for r in rows] == utc, device
