@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import IO, Any, Final
@@ -74,7 +75,7 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=_json_value, ensure_ascii=False)
+        return _json_text(value, ensure_ascii=False)
     return str(value)
 
 
@@ -98,6 +99,27 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _json_text(value: Any, *, ensure_ascii: bool = True) -> str:
+    """JSON, never its invalid `NaN` or `Infinity`: a float that is no number is written as its
+    text (`nan`, `inf`, `-inf`), as CSV writes it (a failed float read, a division by zero)."""
+    try:
+        return json.dumps(value, default=_json_value, ensure_ascii=ensure_ascii,
+                          allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_json_value, ensure_ascii=ensure_ascii,
+                          allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
           out: IO[str]) -> int:
     """Write the answer; returns the number of rows."""
@@ -114,8 +136,7 @@ def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
         for rows in chunks:
             for row in rows:
                 out.write(",\n" if count else "\n")
-                out.write(json.dumps(dict(zip(columns, row, strict=True)),
-                                     default=_json_value))
+                out.write(_json_text(dict(zip(columns, row, strict=True))))
                 count += 1
         out.write("\n]\n" if count else "]\n")
         return count

@@ -90,3 +90,22 @@ def test_table_csv_and_json_write_the_same_texts() -> None:
     as_table = io.StringIO()
     write(names, iter([rows]), "table", as_table)
     assert as_table.getvalue().splitlines()[2].split("  ")[0] == cells[0]
+
+
+def test_json_holds_no_nan_or_infinity_tokens() -> None:
+    """A float that is no number is its text, as in CSV: strict parsers (jq, browsers) reject
+    the `NaN` and `Infinity` tokens Python writes by default."""
+    import json
+    import math
+
+    def strict(token: str) -> None:
+        raise AssertionError(f"invalid JSON token {token}")
+
+    rows = [(math.nan, -math.inf, [1.0, math.nan], {"x": math.inf}, 2.5)]
+    out = io.StringIO()
+    write(["a", "b", "c", "d", "e"], iter([rows]), "json", out)
+    (got,) = json.loads(out.getvalue(), parse_constant=strict)
+    assert got == {"a": "nan", "b": "-inf", "c": [1.0, "nan"], "d": {"x": "inf"}, "e": 2.5}
+    as_csv = io.StringIO()
+    write(["a", "b", "c", "d", "e"], iter([rows]), "csv", as_csv)
+    assert as_csv.getvalue().splitlines()[1] == 'nan,-inf,"[1.0, ""nan""]","{""x"": ""inf""}",2.5'
