@@ -173,12 +173,23 @@ def _manifest_path(out: Path, uid: str) -> Path:
     return out / "_ingested" / f"{uid}.json"
 
 
-def _load_manifest(out: Path, uid: str) -> dict[str, str]:
+def _load_manifest(out: Path, uid: str, findings: list[Finding]) -> dict[str, str]:
     path = _manifest_path(out, uid)
     if not path.exists():
         return {}
-    data: dict[str, str] = json.loads(path.read_text())
-    return data
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, OSError) as err:
+        data = None
+        why = str(err)
+    else:
+        why = "not an object of file names"
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return data
+    # Reading every file again is safe (partitions merge, never double), and rewrites it.
+    findings.append(Finding(Level.WARNING, "manifest", path,
+                            f"{path}: unreadable ({why}); every file of {uid} is read again"))
+    return {}
 
 
 def ingest(tree: Path, out: Path, *, tz: str | None = None,
@@ -219,7 +230,7 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
         uid = m.group("uid")
         if uid not in units:
             units[uid] = _unit(tree, uid, tz, result.findings)
-            manifests[uid] = _load_manifest(out, uid)
+            manifests[uid] = _load_manifest(out, uid, result.findings)
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         key = f"{path.parent.name}/{path.name}"
