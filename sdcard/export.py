@@ -101,8 +101,9 @@ def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:
         "text": raw.column("text"), "quality": raw.column("quality"), "def": def_col,
     })
     joined = table.join(defs, keys=["def", "var"], join_type="left outer", use_threads=False)
-    scaled = pc.add(pc.multiply(joined.column("raw"), joined.column("coef_a")),
-                    joined.column("coef_b"))
+    # As `scaling.Scaling.apply`: one rounding, the float nearest the exact decimal.
+    scaled = pc.divide(pc.add(pc.multiply(joined.column("raw"), joined.column("numerator_a")),
+                              joined.column("numerator_b")), joined.column("denominator"))
     # `<64 hex digits>:<file name>`: the name starts at 65, known or not to the snapshots.
     definition = pc.utf8_slice_codeunits(joined.column("def"), start=65)
     return joined.append_column("scaled", scaled).set_column(

@@ -42,6 +42,7 @@ from .parquet import (
     split_by_date,
     write_partition,
 )
+from .scaling import Scaling
 
 # `.csv` too: an information system often keeps the files it unzipped.
 _DATA_NAME: Final = re.compile(
@@ -474,7 +475,7 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
         cols["unit"].append(None if var is None else var.unit)
         cols["raw"].append(raw)
         cols["scaled"].append(None if raw is None or var is None
-                              else raw * float(var.coef_a) + float(var.coef_b))
+                              else Scaling.of(var.coef_a, var.coef_b).apply(raw))
         cols["min"].append(_number(vmin))
         cols["max"].append(_number(vmax))
         if tic:

@@ -36,14 +36,21 @@ from store.query import journal_table
 from store.query import records_dataset as store_records
 
 from .dump import Dump, Finding, Level
+from .scaling import Scaling
 
 if TYPE_CHECKING:
     import duckdb
+
+#: `scaling.Scaling`'s terms, which the records' `scaled` is computed from.
+_SCALING_FIELDS: Final = [pa.field("numerator_a", pa.float64()),
+                          pa.field("numerator_b", pa.float64()),
+                          pa.field("denominator", pa.float64())]
 
 DEFINITIONS_SCHEMA: Final = pa.schema([
     pa.field("def", pa.string()), pa.field("definition", pa.string()),
     pa.field("var", pa.int32()), pa.field("name", pa.string()), pa.field("unit", pa.string()),
     pa.field("coef_a", pa.float64()), pa.field("coef_b", pa.float64()),
+    *_SCALING_FIELDS,
 ])
 
 Progress = Callable[[int], None]
@@ -100,14 +107,26 @@ def definitions_table(dump: Dump, def_ids: list[str]) -> DefinitionRows:
             cols["unit"].append(var.unit)
             cols["coef_a"].append(float(var.coef_a))
             cols["coef_b"].append(float(var.coef_b))
+            _append_scaling(cols, Scaling.of(var.coef_a, var.coef_b))
     return DefinitionRows(pa.table(cols, schema=DEFINITIONS_SCHEMA), missing)
 
 
 STORED_DEFINITIONS_SCHEMA: Final = pa.schema([
     pa.field("sha256", pa.string()), pa.field("var", pa.int32()), pa.field("name", pa.string()),
     pa.field("unit", pa.string()), pa.field("coef_a", pa.float64()),
-    pa.field("coef_b", pa.float64()),
+    pa.field("coef_b", pa.float64()), *_SCALING_FIELDS,
 ])
+#: The `definitions` view: what a user reads (the scaling terms are the records view's).
+STORED_DEFINITIONS_VIEW: Final = """
+CREATE VIEW definitions AS
+SELECT sha256, var, name, unit, coef_a, coef_b FROM definitions_raw
+"""
+
+
+def _append_scaling(cols: dict[str, list[object]], scaling: Scaling) -> None:
+    cols["numerator_a"].append(scaling.numerator_a)
+    cols["numerator_b"].append(scaling.numerator_b)
+    cols["denominator"].append(scaling.denominator)
 
 
 def stored_definitions(dump: Dump) -> pa.Table:
@@ -148,17 +167,18 @@ def stored_definitions(dump: Dump) -> pa.Table:
             cols["unit"].append(var.unit)
             cols["coef_a"].append(float(var.coef_a))
             cols["coef_b"].append(float(var.coef_b))
+            _append_scaling(cols, Scaling.of(var.coef_a, var.coef_b))
     return pa.table(cols, schema=STORED_DEFINITIONS_SCHEMA)
 
 
 RECORDS_VIEW: Final = """
 CREATE VIEW records AS
 SELECT {uid} AS uid, r.device, r.ts AS time, r.seq, r.var, d.name, d.unit,
-       r.value AS raw, r.value * d.coef_a + d.coef_b AS scaled,
+       r.value AS raw, (r.value * d.numerator_a + d.numerator_b) / d.denominator AS scaled,
        r.vmin AS min, r.vmax AS max, r.text, r.quality,
        split_part(r.def::VARCHAR, ':', 2) AS definition, r.def::VARCHAR AS def
 FROM records_raw r
-LEFT JOIN definitions d ON d.sha256 = left(r.def::VARCHAR, 64) AND d.var = r.var
+LEFT JOIN definitions_raw d ON d.sha256 = left(r.def::VARCHAR, 64) AND d.var = r.var
 """
 
 JOURNAL_VIEW: Final = """
@@ -199,7 +219,8 @@ def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
     records = records_dataset(dump, progress=progress, micros=True)
     con.register("records_raw", records)
     con.register("journal_raw", journal_dataset(dump, micros=True))
-    con.register("definitions", stored_definitions(dump))
+    con.register("definitions_raw", stored_definitions(dump))
+    con.execute(STORED_DEFINITIONS_VIEW)
     uid = dump.uid()
     literal = "NULL::VARCHAR" if uid is None else "'" + uid.replace("'", "''") + "'"
     con.execute(RECORDS_VIEW.format(uid=literal))
