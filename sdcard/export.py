@@ -101,6 +101,11 @@ def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:
         "text": raw.column("text"), "quality": raw.column("quality"), "def": def_col,
     })
     joined = table.join(defs, keys=["def", "var"], join_type="left outer", use_threads=False)
+    float32 = pc.fill_null(joined.column("float32"), False)
+    instant = pc.and_(float32, pc.invert(pc.fill_null(joined.column("mean"), False)))
+    for name, read in (("raw", instant), ("min", float32), ("max", float32)):
+        joined = joined.set_column(joined.schema.get_field_index(name), name,
+                                   _f32(joined.column(name), read))
     # As `scaling.Scaling.apply`: one rounding, the float nearest the exact decimal.
     scaled = pc.divide(pc.add(pc.multiply(joined.column("raw"), joined.column("numerator_a")),
                               joined.column("numerator_b")), joined.column("denominator"))
@@ -108,6 +113,15 @@ def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:
     definition = pc.utf8_slice_codeunits(joined.column("def"), start=65)
     return joined.append_column("scaled", scaled).set_column(
         joined.schema.get_field_index("definition"), "definition", definition)
+
+
+def _f32(values: pa.ChunkedArray, read: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Where `read` (an F32 register's value as read), the float64 of the float32's shortest
+    text, as the files write it (`1.1`, not the widened `1.100000023841858`; as `sd sql`)."""
+    if not pc.any(read).as_py():
+        return values
+    shortest = values.cast(pa.float32()).cast(pa.string()).cast(pa.float64())
+    return pc.if_else(read, shortest, values)
 
 
 def _export_alarms(dump: Dump, out: Path, uid: str, result: ExportResult) -> None:

@@ -32,6 +32,7 @@ import pyarrow.dataset as ds
 
 from config import parse_definition
 from config.errors import SunpmError
+from config.model import Action, DataType, Variable
 from store.query import journal_table
 from store.query import records_dataset as store_records
 
@@ -44,7 +45,11 @@ if TYPE_CHECKING:
 #: `scaling.Scaling`'s terms, which the records' `scaled` is computed from.
 _SCALING_FIELDS: Final = [pa.field("numerator_a", pa.float64()),
                           pa.field("numerator_b", pa.float64()),
-                          pa.field("denominator", pa.float64())]
+                          pa.field("denominator", pa.float64()),
+                          # An F32 register: its values as read are float32s (`f32_raw`).
+                          pa.field("float32", pa.bool_()),
+                          # Action 2: `value` is the mean of the period (a float64).
+                          pa.field("mean", pa.bool_())]
 
 DEFINITIONS_SCHEMA: Final = pa.schema([
     pa.field("def", pa.string()), pa.field("definition", pa.string()),
@@ -107,7 +112,7 @@ def definitions_table(dump: Dump, def_ids: list[str]) -> DefinitionRows:
             cols["unit"].append(var.unit)
             cols["coef_a"].append(float(var.coef_a))
             cols["coef_b"].append(float(var.coef_b))
-            _append_scaling(cols, Scaling.of(var.coef_a, var.coef_b))
+            _append_scaling(cols, var)
     return DefinitionRows(pa.table(cols, schema=DEFINITIONS_SCHEMA), missing)
 
 
@@ -123,10 +128,13 @@ SELECT sha256, var, name, unit, coef_a, coef_b FROM definitions_raw
 """
 
 
-def _append_scaling(cols: dict[str, list[object]], scaling: Scaling) -> None:
+def _append_scaling(cols: dict[str, list[object]], var: Variable) -> None:
+    scaling = Scaling.of(var.coef_a, var.coef_b)
     cols["numerator_a"].append(scaling.numerator_a)
     cols["numerator_b"].append(scaling.numerator_b)
     cols["denominator"].append(scaling.denominator)
+    cols["float32"].append(var.modbus is not None and var.modbus.data_type is DataType.F32)
+    cols["mean"].append(var.action is Action.MIN_MAX_MEAN)
 
 
 def stored_definitions(dump: Dump) -> pa.Table:
@@ -167,19 +175,28 @@ def stored_definitions(dump: Dump) -> pa.Table:
             cols["unit"].append(var.unit)
             cols["coef_a"].append(float(var.coef_a))
             cols["coef_b"].append(float(var.coef_b))
-            _append_scaling(cols, Scaling.of(var.coef_a, var.coef_b))
+            _append_scaling(cols, var)
     return pa.table(cols, schema=STORED_DEFINITIONS_SCHEMA)
 
 
 RECORDS_VIEW: Final = """
 CREATE VIEW records AS
 SELECT {uid} AS uid, r.device, r.ts AS time, r.seq, r.var, d.name, d.unit,
-       r.value AS raw, (r.value * d.numerator_a + d.numerator_b) / d.denominator AS scaled,
-       r.vmin AS min, r.vmax AS max, r.text, r.quality,
+       {raw} AS raw, ({raw} * d.numerator_a + d.numerator_b) / d.denominator AS scaled,
+       {vmin} AS min, {vmax} AS max, r.text, r.quality,
        split_part(r.def::VARCHAR, ':', 2) AS definition, r.def::VARCHAR AS def
 FROM records_raw r
 LEFT JOIN definitions_raw d ON d.sha256 = left(r.def::VARCHAR, 64) AND d.var = r.var
 """
+
+
+def _f32(column: str, *, unless_mean: bool = False) -> str:
+    """An F32 register's value as its files write it: the float32 read, widened to float64 by
+    the store (`1.100000023841858`), back to the float64 of its shortest text (`1.1`,
+    docs/formats.md §9.3); an action-2 mean is a float64 already."""
+    keep = "d.float32 AND NOT d.mean" if unless_mean else "d.float32"
+    return (f"CASE WHEN {keep} THEN CAST(CAST(CAST(r.{column} AS FLOAT) AS VARCHAR) AS DOUBLE) "
+            f"ELSE r.{column} END")
 
 JOURNAL_VIEW: Final = """
 CREATE VIEW journal AS
@@ -223,6 +240,7 @@ def duckdb_connection(dump: Dump, *, memory_limit: str = "512MB",
     con.execute(STORED_DEFINITIONS_VIEW)
     uid = dump.uid()
     literal = "NULL::VARCHAR" if uid is None else "'" + uid.replace("'", "''") + "'"
-    con.execute(RECORDS_VIEW.format(uid=literal))
+    con.execute(RECORDS_VIEW.format(uid=literal, raw=_f32("value", unless_mean=True),
+                                    vmin=_f32("vmin"), vmax=_f32("vmax")))
     con.execute(JOURNAL_VIEW.format(uid=literal))
     return con
