@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from config import parse_config_ini, parse_daq, parse_definition
 from config.errors import SunpmError
-from config.model import DefinitionFile, Protocol, Variable
+from config.model import Action, DefinitionFile, Protocol, Variable
 
 from .dump import Finding, Level
 from .parquet import (
@@ -336,7 +336,9 @@ class _Block:
     def_file: str
     def_id: str | None
     definition: DefinitionFile | None
-    columns: list[Variable] | None = None
+    #: The fields of a data line: each Index, its variable (None: not in the definition file,
+    #: another version of it), and whether it is a min;max;mean triple.
+    columns: list[tuple[int, Variable | None, bool]] | None = None
     indexes: list[int] | None = None
     #: Data lines whose fields nothing names (no definition file, and no column header or one
     #: that cannot tell the min;max;mean triples apart), and where the first one is.
@@ -369,7 +371,6 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
     clock = _Clock(unit, file_ts, samples)
     rows: dict[str, dict[str, list[object]]] = {}
     block: _Block | None = None
-    skip_block = False
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -392,9 +393,9 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
             found = defs.get(def_file, path) if def_file else None
             block = _Block(device, def_file, None if found is None else found[0],
                            None if found is None else found[1])
-            skip_block = False
             if block.definition is not None:
-                block.columns = _recorded(block.definition, parameters)
+                block.columns = [(v.index, v, v.action is Action.MIN_MAX_MEAN)
+                                 for v in _recorded(block.definition, parameters)]
             i += 1
             continue
         if block is None:
@@ -409,15 +410,17 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
                 by_index = {v.index: v for v in block.definition.variables}
                 unknown = [x for x in indexes if x not in by_index]
                 if unknown:
+                    # The file was written with another version of the definition (the
+                    # server's DEF/ holds a later one): the values still have their Index;
+                    # a triple among them makes the lines' width disagree, which is said.
                     result.findings.append(Finding(
-                        Level.ERROR, "format", path,
-                        f"{where}: Index {unknown[0]} is not in {block.def_file}; block skipped"))
-                    skip_block = True
-                else:
-                    block.columns = [by_index[x] for x in indexes]
-            i += 1
-            continue
-        if skip_block:
+                        Level.WARNING, "format", path,
+                        f"{where}: Index {', '.join(map(str, unknown))} not in "
+                        f"{block.def_file} (written with another version of it?); ingested "
+                        "without name, unit or scaled value"))
+                block.columns = [
+                    (x, by_index.get(x), x in by_index and by_index[x].action is
+                     Action.MIN_MAX_MEAN) for x in indexes]
             i += 1
             continue
         try:
@@ -440,7 +443,7 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
                 where: str, result: IngestResult) -> None:
     spec: list[tuple[int, Variable | None, bool]]
     if block.columns is not None:
-        spec = [(v.index, v, v.action.value == 2) for v in block.columns]
+        spec = block.columns
     elif block.indexes is not None and len(block.indexes) == len(values):
         spec = [(x, None, False) for x in block.indexes]
     else:
@@ -496,7 +499,7 @@ def _report_unnamed(block: _Block | None, result: IngestResult) -> None:
     if block is None:
         return
     width = None if block.columns is None else sum(
-        3 if v.action.value == 2 else 1 for v in block.columns)
+        3 if triple else 1 for _, _, triple in block.columns)
     for fields, (where, count) in block.misfits.items():
         more = f" (and {count - 1} more lines like it in this block)" if count > 1 else ""
         result.findings.append(Finding(

@@ -239,3 +239,22 @@ def test_each_device_block_of_a_window_inside_the_repeated_hour_reads_its_own_ti
     for device in ("1", "2"):
         rows = _records(out, f"WHERE device = '{device}' AND var = 1")
         assert [r[1][11:] for r in rows] == utc, device
+
+
+def test_a_file_of_another_definition_version_is_ingested_by_its_column_header(
+        tmp_path: Path) -> None:
+    # Written when meter_small.csv still had an Index 7 (a counter since removed); DEF/ holds
+    # the later version. The values keep their Index; the known ones are named and scaled.
+    tree = _tree(tmp_path, {})
+    rows = "".join(f"21/02/05-{h:02d}:00:00;2305;-1520;-1480;-1500;{h}\n" for h in range(10, 13))
+    data = tree / "DATA" / f"{UID}_MODBUS_210205_130000.csv.gz"
+    data.write_bytes(gzip.compress(
+        f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;7\n{rows}".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert (f"warning: {data}:3: Index 7 not in meter_small.csv (written with another version "
+            "of it?); ingested without name, unit or scaled value") in ran.err
+    assert [r[2:7] for r in _records(out, "WHERE device = '2' AND var IN (2, 7) AND "
+                                          "time = '2021-02-05 09:00:00'")] == [
+        (2, "P_total", "W", -1500.0, -150.0), (7, None, None, 10.0, None)]
