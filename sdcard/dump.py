@@ -69,7 +69,7 @@ class Level(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Finding:
     level: Level
-    kind: str            # torn_tail, damage, foreign, unreadable, schema, snapshot
+    kind: str            # torn_tail, empty, damage, foreign, unreadable, schema, snapshot
     path: Path
     message: str
 
@@ -99,6 +99,21 @@ def _is_segment_file(path: Path) -> bool:
             and (path.parent.name == "journal" or path.parent.parent.name == "devices"))
 
 
+def merge_findings(*groups: list[Finding]) -> list[Finding]:
+    """The findings of several readings of the dump, each once: the open's report of a torn
+    tail and a later check's describe the same bytes (only the open knows how many batches it
+    kept), so a torn tail is told apart by its path."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for group in groups:
+        for f in group:
+            key = (str(f.path), f.kind) if f.kind == "torn_tail" else (f.message, f.kind)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentFile:
     seq0: int
@@ -120,13 +135,7 @@ class Dump:
     @property
     def findings(self) -> list[Finding]:
         """What the store reported (on open and on every read since) and what this reader met."""
-        seen: set[str] = set()
-        out = []
-        for f in [*(finding_of(r) for r in self.log.reports), *self.extra]:
-            if f.message not in seen:
-                seen.add(f.message)
-                out.append(f)
-        return out
+        return merge_findings([finding_of(r) for r in self.log.reports], self.extra)
 
     # -- segments -------------------------------------------------------------------------
 
@@ -296,6 +305,36 @@ def _ipc_file_problem(path: Path) -> Finding | None:
     return _version_finding(path, version) if version != SCHEMA_VERSION else None
 
 
+def _empty_segments(path: Path) -> list[Finding]:
+    """Zero-byte stream segments, which the store's reader passes over without a word. The last
+    of its folder was created just before a power cut, before its first batch was written:
+    nothing acknowledged is lost (a warning, as a torn tail). One with segments after it had
+    been sealed (the store starts a segment only after sealing the one before), so its batches
+    are lost."""
+    found = []
+    folders = [path / "journal"]
+    if (path / "devices").is_dir():
+        folders += sorted(p for p in (path / "devices").iterdir() if p.is_dir())
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        segments = sorted((int(m.group(1)), entry) for entry in folder.iterdir()
+                          if (m := _SEGMENT.match(entry.name)) is not None and entry.is_file())
+        for i, (_, entry) in enumerate(segments):
+            if entry.suffix != ".arrows" or entry.stat().st_size != 0:
+                continue
+            if i == len(segments) - 1:
+                found.append(Finding(Level.WARNING, "empty", entry,
+                                     f"{entry}: empty segment (0 bytes: created just before a "
+                                     "power cut or a copy, before its first batch; nothing "
+                                     "acknowledged lost); skipped"))
+            else:
+                found.append(Finding(Level.ERROR, "empty", entry,
+                                     f"{entry}: empty segment with segments after it (sealed: "
+                                     "its batches are lost); skipped"))
+    return found
+
+
 def open_dump(path: Path) -> Dump:
     """Open a store or card dump read-only; raises `DumpError` for a path that is no store."""
     path = Path(path)
@@ -319,6 +358,7 @@ def open_dump(path: Path) -> Dump:
         if entry.name not in STORE_ENTRIES:
             dump.extra.append(Finding(Level.WARNING, "foreign", entry,
                                          f"{entry}: not a sunpm store file; skipped"))
+    dump.extra.extend(_empty_segments(path))
     defs = path / "defs"
     if defs.is_dir():
         for entry in sorted(defs.iterdir()):

@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from config import parse_definition
+from config.errors import SunpmError
+from config.model import DefinitionFile, Protocol, Variable
+from exporters.views.numbers import clean_text
+from store.events import ParamRead
+
 from .dump import Dump, DumpError
+from .ingest import _TIC_NUMBER, _is_text, _number, _recorded
 from .parquet import (
     PARQUET_ALARMS_SCHEMA,
     PARQUET_RECORDS_SCHEMA,
@@ -26,8 +34,10 @@ from .parquet import (
     utc_days,
     write_partition,
 )
+from .scaling import Scaling
 from .scan import definitions_table, records_dataset
 
+NS: Final = 1_000_000_000
 #: Buffered rows of one device before every pending date is written.
 FLUSH_ROWS: Final = 1_000_000
 
@@ -52,6 +62,7 @@ def export_parquet(dump: Dump, out: Path, *, uid: str | None = None,
         _export_device(dump, out, uid, device, result)
         if progress is not None:
             progress(1)
+    _export_parameters(dump, out, uid, result)
     _export_alarms(dump, out, uid, result)
     return result
 
@@ -101,12 +112,92 @@ def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:
         "text": raw.column("text"), "quality": raw.column("quality"), "def": def_col,
     })
     joined = table.join(defs, keys=["def", "var"], join_type="left outer", use_threads=False)
-    scaled = pc.add(pc.multiply(joined.column("raw"), joined.column("coef_a")),
-                    joined.column("coef_b"))
+    float32 = pc.fill_null(joined.column("float32"), False)
+    instant = pc.and_(float32, pc.invert(pc.fill_null(joined.column("mean"), False)))
+    for name, read in (("raw", instant), ("min", float32), ("max", float32)):
+        joined = joined.set_column(joined.schema.get_field_index(name), name,
+                                   _f32(joined.column(name), read))
+    # As `scaling.Scaling.apply`: one rounding, the float nearest the exact decimal.
+    scaled = pc.divide(pc.add(pc.multiply(joined.column("raw"), joined.column("numerator_a")),
+                              joined.column("numerator_b")), joined.column("denominator"))
     # `<64 hex digits>:<file name>`: the name starts at 65, known or not to the snapshots.
     definition = pc.utf8_slice_codeunits(joined.column("def"), start=65)
     return joined.append_column("scaled", scaled).set_column(
         joined.schema.get_field_index("definition"), "definition", definition)
+
+
+def _f32(values: pa.ChunkedArray, read: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Where `read` (an F32 register's value as read), the float64 of the float32's shortest
+    text, as the files write it (`1.1`, not the widened `1.100000023841858`; as `sd sql`)."""
+    if not pc.any(read).as_py():
+        return values
+    shortest = values.cast(pa.float32()).cast(pa.string()).cast(pa.float64())
+    return pc.if_else(read, shortest, values)
+
+
+def _export_parameters(dump: Dump, out: Path, uid: str, result: ExportResult) -> None:
+    """The journal's parameter reads as record rows, as `ingest` reads them from the `_P_` files
+    (docs/formats.md §9.2): dated to the second, one row per parameter variable of the
+    definition (empty when not read), text types as text, numbers scaled."""
+    table = dump.log.journal(kinds=["param"])
+    if table.num_rows == 0:
+        return
+    parsed: dict[str, DefinitionFile | None] = {}
+    rows: dict[tuple[str, str], dict[str, list[object]]] = {}
+    for ts, device, def_id, body in zip(
+            table.column("ts").cast(pa.int64()).to_pylist(), table.column("device").to_pylist(),
+            table.column("def").to_pylist(), table.column("body").to_pylist(), strict=True):
+        if device is None or def_id is None:
+            continue
+        if def_id not in parsed:
+            try:
+                parsed[def_id] = parse_definition(dump.get_definition(def_id),
+                                                  def_id.partition(":")[2]).value
+            except SunpmError:
+                parsed[def_id] = None  # named among the findings by the records' export
+        definition = parsed[def_id]
+        read = ParamRead.from_body(body)
+        second = ts // NS * NS
+        date = datetime.fromtimestamp(second // NS, UTC).date().isoformat()
+        cols = rows.setdefault((device, date), {f.name: [] for f in PARQUET_RECORDS_SCHEMA})
+        variables: list[tuple[int, Variable | None]] = (
+            [(v.index, v) for v in _recorded(definition, True)] if definition is not None
+            else [(index, None) for index in sorted(read.values)])
+        for index, var in variables:
+            text = clean_text(read.values.get(index) or "")
+            raw, text_value = _param_value(definition, var, text)
+            cols["time"].append(second)
+            cols["seq"].append(None)
+            cols["var"].append(index)
+            cols["name"].append(None if var is None else var.name)
+            cols["unit"].append(None if var is None else var.unit)
+            cols["raw"].append(raw)
+            cols["scaled"].append(None if raw is None or var is None
+                                  else Scaling.of(var.coef_a, var.coef_b).apply(raw))
+            cols["min"].append(None)
+            cols["max"].append(None)
+            cols["text"].append(text_value)
+            cols["quality"].append(read.quality.get(index, 0 if text else None))
+            cols["definition"].append(def_id.partition(":")[2])
+            cols["def"].append(def_id)
+    for (device, date), cols in rows.items():
+        path = records_path(out, uid, device, date)
+        write_partition(path, pa.table(cols, schema=PARQUET_RECORDS_SCHEMA),
+                        PARQUET_RECORDS_SCHEMA)
+        result.partitions.add(path)
+        result.rows += len(cols["time"])
+
+
+def _param_value(definition: DefinitionFile | None, var: Variable | None,
+                 text: str) -> tuple[float | None, str | None]:
+    """A parameter's raw number and text, as `ingest` reads them from a `_P_` field."""
+    if definition is not None and definition.protocol is Protocol.TIC:
+        raw = _number(text) if _TIC_NUMBER.fullmatch(text) else None
+        return raw, text or None
+    if var is not None and definition is not None and _is_text(definition, var):
+        return None, text or None
+    raw = _number(text)
+    return raw, text if raw is None and text else None
 
 
 def _export_alarms(dump: Dump, out: Path, uid: str, result: ExportResult) -> None:

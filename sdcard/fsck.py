@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from store import ReportKind
 
-from .dump import Dump, Finding, Level, finding_of
+from .dump import Dump, Finding, Level, finding_of, merge_findings
 from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 CLEAN: Final = 0
@@ -46,17 +46,18 @@ class FsckResult:
         return out
 
 
+def progress_steps(dump: Dump) -> int:
+    """How many times `fsck` calls `progress(1)`: each stream checked, each device scanned."""
+    return 2 * len(dump.devices()) + 1
+
+
 def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
-    checked = [finding_of(r) for r in dump.log.check()]
+    checked = [finding_of(r) for r in dump.log.check(progress=progress)]
     streams = [*dump.devices(), "journal"]
-    segments = 0
     dump.prepare(streams)
-    for stream in streams:
-        segments += len(dump.segments(stream))
-        if progress is not None:
-            progress(1)
+    segments = sum(len(dump.segments(stream)) for stream in streams)
     con = connect()
-    con.register("r", records_dataset(dump))
+    con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
     # One scan: the rows per device and definition give both the counts and the snapshots.
     readable = dict.fromkeys(dump.devices(), 0)
@@ -71,7 +72,8 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
     for snapshot in dump.log.config_snapshots():
         dump.config_files(snapshot)
     dump.check_snapshots()
-    findings = _merge(dump.findings, checked)
+    findings = sorted(merge_findings(dump.findings, checked),
+                      key=lambda f: (f.level != Level.ERROR, str(f.path)))
     data = [f for f in findings if f.kind != ReportKind.FOREIGN.value]
     # Unreadable: nothing of the store could be read, and not because it holds nothing.
     if not any(readable.values()) and any(f.kind in ("unreadable", "schema") for f in data):
@@ -82,15 +84,3 @@ def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
         code = CLEAN
     return FsckResult(code, findings, segments, dict(sorted(readable.items())))
 
-
-def _merge(*groups: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for group in groups:
-        for f in group:
-            # The open's report of a torn tail and the check's describe the same bytes.
-            key = (str(f.path), f.kind) if f.kind == "torn_tail" else (f.message, f.kind)
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    return sorted(out, key=lambda f: (f.level != Level.ERROR, str(f.path)))

@@ -9,8 +9,8 @@ the layout of `parquet.py`. Files already ingested (same name and bytes, per the
 
 Local times go to UTC with the uid's `NTP_TimeZone` (rows follow UTC order, so a local time
 that goes back is the second of an hour repeated at the end of DST). Without a configuration,
-the zone is `--tz` (default UTC) and the date order is the one that puts the rows before the
-time in the file's name.
+the zone is `--tz` (not given: UTC, with a warning) and the date order is the one that puts the
+rows before the time in the file's name.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from config import parse_config_ini, parse_daq, parse_definition
 from config.errors import SunpmError
-from config.model import DefinitionFile, Protocol, Variable
+from config.model import Action, DefinitionFile, Protocol, Variable
 
 from .dump import Finding, Level
 from .parquet import (
@@ -42,11 +42,15 @@ from .parquet import (
     split_by_date,
     write_partition,
 )
+from .scaling import Scaling
 
+# `.csv` too: an information system often keeps the files it unzipped.
 _DATA_NAME: Final = re.compile(
     r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<iface>MODBUS|IO|TIC)(?P<param>_P)?_"
-    r"(?P<ts>\d{6}_\d{6})\.csv\.gz$")
-_ALARM_NAME: Final = re.compile(r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv\.gz$")
+    r"(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+_ALARM_NAME: Final = re.compile(
+    r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 _TEXT_TYPES: Final = frozenset({"String", "IP", "IPV6", "MAC"})
 #: TIC data is text; the gateway records the text that reads as a decimal number as that number
 #: too (its index, current and power groups), so `scaled` is queryable as in `sd export-parquet`.
@@ -72,6 +76,8 @@ class Unit:
 class IngestResult:
     ingested: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    #: Ingested with lines left out: not in the manifest, read again by the next run.
+    incomplete: list[Path] = field(default_factory=list)
     rows: int = 0
     alarms: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -84,19 +90,27 @@ class Definitions:
         self._dir = tree / "DEF"
         self._findings = findings
         self._parsed: dict[str, tuple[str, DefinitionFile] | None] = {}
+        self._missing_for: set[tuple[str, Path]] = set()
 
     def get(self, name: str, user: Path) -> tuple[str, DefinitionFile] | None:
-        if name not in self._parsed:
-            path = self._dir / name
+        path = self._dir / name
+        if name in self._parsed:
+            if self._parsed[name] is None and (name, user) not in self._missing_for:
+                # Said for every file that needs it: each such file is read again next time.
+                self._missing(path, user)
+        else:
             try:
                 data = path.read_bytes()
-                definition = parse_definition(data, name).value
-                self._parsed[name] = (f"{hashlib.sha256(data).hexdigest()}:{name}", definition)
+                parsed = parse_definition(data, name)
+                self._parsed[name] = (f"{hashlib.sha256(data).hexdigest()}:{name}", parsed.value)
+                # A value that fell back to its default (a CoefA of `0,1` read as 1) changes
+                # every scaled value of the file: said once, with the file's line.
+                self._findings.extend(
+                    Finding(Level.WARNING, "definition", path,
+                            f"{self._dir / str(problem)} (in its scaled values too)")
+                    for problem in parsed.warnings)
             except FileNotFoundError:
-                self._findings.append(Finding(
-                    Level.ERROR, "definition", path,
-                    f"{user}: definition file {path} is missing; its rows are ingested without "
-                    "names, units or scaled values"))
+                self._missing(path, user)
                 self._parsed[name] = None
             except (OSError, SunpmError) as err:
                 self._findings.append(Finding(Level.ERROR, "definition", path,
@@ -104,19 +118,34 @@ class Definitions:
                 self._parsed[name] = None
         return self._parsed[name]
 
+    def _missing(self, path: Path, user: Path) -> None:
+        self._missing_for.add((path.name, user))
+        self._findings.append(Finding(
+            Level.ERROR, "definition", path,
+            f"{user}: definition file {path} is missing; its rows are ingested without names, "
+            "units or scaled values where the column header names every field"))
 
-def _unit(tree: Path, uid: str, tz: str, findings: list[Finding]) -> Unit:
+
+def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit:
     """Time zone, date order and TIC serial numbers from the uid's `config.ini` and `daq.csv`
-    alone: the rest of a site (scripts, certificates) may be absent from a server tree."""
+    alone: the rest of a site (scripts, certificates) may be absent from a server tree.
+    `tz`: the zone given for a tree without configuration (None: not given, UTC)."""
     ini_path = tree / "CONFIG" / f"{uid}_config.ini"
     if not ini_path.exists():
-        return Unit(uid, _zone(tz), None, {})
+        if tz is None:
+            # Units keep local times; read as UTC, a plant in Paris is an hour off all
+            # winter and nothing would say so.
+            findings.append(Finding(Level.WARNING, "config", ini_path,
+                                    f"{ini_path}: missing; the times of {uid}'s files are read "
+                                    "as UTC (give --tz for the unit's time zone)"))
+        return Unit(uid, _zone(tz or "UTC"), None, {})
     try:
         settings = parse_config_ini(ini_path.read_bytes(), ini_path.name).value.settings(uid)
     except (SunpmError, OSError) as err:
         findings.append(Finding(Level.WARNING, "config", ini_path,
-                                f"{ini_path}: unreadable ({err}); times read in {tz}"))
-        return Unit(uid, _zone(tz), None, {})
+                                f"{ini_path}: unreadable ({err}); times read in "
+                                f"{tz or 'UTC'}"))
+        return Unit(uid, _zone(tz or "UTC"), None, {})
     tic: dict[str, str] = {}
     daq_path = tree / "CONFIG" / f"{uid}_daq.csv"
     try:
@@ -137,19 +166,34 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def _errors(findings: list[Finding]) -> int:
+    return sum(1 for f in findings if f.level is Level.ERROR)
+
+
 def _manifest_path(out: Path, uid: str) -> Path:
     return out / "_ingested" / f"{uid}.json"
 
 
-def _load_manifest(out: Path, uid: str) -> dict[str, str]:
+def _load_manifest(out: Path, uid: str, findings: list[Finding]) -> dict[str, str]:
     path = _manifest_path(out, uid)
     if not path.exists():
         return {}
-    data: dict[str, str] = json.loads(path.read_text())
-    return data
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, OSError) as err:
+        data = None
+        why = str(err)
+    else:
+        why = "not an object of file names"
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return data
+    # Reading every file again is safe (partitions merge, never double), and rewrites it.
+    findings.append(Finding(Level.WARNING, "manifest", path,
+                            f"{path}: unreadable ({why}); every file of {uid} is read again"))
+    return {}
 
 
-def ingest(tree: Path, out: Path, *, tz: str = "UTC",
+def ingest(tree: Path, out: Path, *, tz: str | None = None,
            progress: Callable[[int], None] | None = None,
            on_total: Callable[[int], None] | None = None) -> IngestResult:
     from fsio import write_file_durably
@@ -161,7 +205,7 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
     if out.resolve().is_relative_to(tree.resolve()):
         raise IngestError(f"{out}: inside the tree {tree}; the tree is never written to")
     try:
-        ZoneInfo(tz)
+        ZoneInfo(tz or "UTC")
     except (ZoneInfoNotFoundError, ValueError) as err:
         # Not UTC in its place: every time of a tree without configuration would be off.
         raise IngestError(f"time zone {tz!r} is not a known IANA time zone") from err
@@ -187,19 +231,23 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
         uid = m.group("uid")
         if uid not in units:
             units[uid] = _unit(tree, uid, tz, result.findings)
-            manifests[uid] = _load_manifest(out, uid)
+            manifests[uid] = _load_manifest(out, uid, result.findings)
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         key = f"{path.parent.name}/{path.name}"
         if manifests[uid].get(key) == digest:
             result.skipped.append(path)
         else:
+            errors_before = _errors(result.findings)
             try:
-                text = gzip.decompress(data).decode("utf-8")
+                # By its bytes, not its name: a server may have unzipped a `.csv.gz` on its way.
+                # A BOM: a plain file saved again by a spreadsheet (docs/formats.md §1.1).
+                text = (gzip.decompress(data) if data.startswith(_GZIP_MAGIC) else data
+                        ).decode("utf-8-sig")
             except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
                 result.findings.append(Finding(Level.ERROR, "unreadable", path,
-                                               f"{path}: not a readable gzip text ({err}); "
-                                               "skipped"))
+                                               f"{path}: not a readable gzip or UTF-8 text "
+                                               f"({err}); skipped"))
                 if progress is not None:
                     progress(1)
                 continue
@@ -217,12 +265,18 @@ def ingest(tree: Path, out: Path, *, tz: str = "UTC",
                 for date, part in split_by_date(alarms).items():
                     write_partition(alarms_path(out, uid, date), part, PARQUET_ALARMS_SCHEMA)
                 result.alarms += alarms.num_rows
-            manifests[uid][key] = digest
-            manifest = _manifest_path(out, uid)
-            manifest.parent.mkdir(parents=True, exist_ok=True)
-            write_file_durably(manifest, json.dumps(manifests[uid], indent=1,
-                                                     sort_keys=True).encode())
             result.ingested.append(path)
+            if _errors(result.findings) != errors_before:
+                result.incomplete.append(path)
+            else:
+                # Only a file read whole is skipped next time: one with lines left out (its
+                # definition missing, ...) is read again once the tree is put right, and its
+                # rows already written are rewritten, not doubled.
+                manifests[uid][key] = digest
+                manifest = _manifest_path(out, uid)
+                manifest.parent.mkdir(parents=True, exist_ok=True)
+                write_file_durably(manifest, json.dumps(manifests[uid], indent=1,
+                                                         sort_keys=True).encode())
         if progress is not None:
             progress(1)
     return result
@@ -252,6 +306,11 @@ class _Clock:
             return worst
         return score(True) < score(False)
 
+    def new_block(self) -> None:
+        """A device block starts again from its window's start: its times follow its own, not
+        those of the block before it (which may have ended in the second of a repeated hour)."""
+        self.last = None
+
     @staticmethod
     def _naive(text: str, euro: bool) -> datetime:
         return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
@@ -277,8 +336,16 @@ class _Block:
     def_file: str
     def_id: str | None
     definition: DefinitionFile | None
-    columns: list[Variable] | None = None
+    #: The fields of a data line: each Index, its variable (None: not in the definition file,
+    #: another version of it), and whether it is a min;max;mean triple.
+    columns: list[tuple[int, Variable | None, bool]] | None = None
     indexes: list[int] | None = None
+    #: Data lines whose fields nothing names (no definition file, and no column header or one
+    #: that cannot tell the min;max;mean triples apart), and where the first one is.
+    unnamed: int = 0
+    unnamed_at: str = ""
+    #: Lines of a width other than the block's: by width, the first one and how many.
+    misfits: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
 def _recorded(definition: DefinitionFile, parameters: bool) -> list[Variable]:
@@ -304,7 +371,6 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
     clock = _Clock(unit, file_ts, samples)
     rows: dict[str, dict[str, list[object]]] = {}
     block: _Block | None = None
-    skip_block = False
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -312,6 +378,8 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         where = f"{path}:{i + 1}"
         head = fields[0]
         if head in ("DEVICEINDEX", "TypeIO", "SNTIC"):
+            _report_unnamed(block, result)
+            clock.new_block()
             device, def_line = fields[1] if len(fields) > 1 else "", line
             if head == "DEVICEINDEX" or head == "SNTIC":
                 if head == "SNTIC":
@@ -325,9 +393,9 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
             found = defs.get(def_file, path) if def_file else None
             block = _Block(device, def_file, None if found is None else found[0],
                            None if found is None else found[1])
-            skip_block = False
             if block.definition is not None:
-                block.columns = _recorded(block.definition, parameters)
+                block.columns = [(v.index, v, v.action is Action.MIN_MAX_MEAN)
+                                 for v in _recorded(block.definition, parameters)]
             i += 1
             continue
         if block is None:
@@ -342,15 +410,17 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
                 by_index = {v.index: v for v in block.definition.variables}
                 unknown = [x for x in indexes if x not in by_index]
                 if unknown:
+                    # The file was written with another version of the definition (the
+                    # server's DEF/ holds a later one): the values still have their Index;
+                    # a triple among them makes the lines' width disagree, which is said.
                     result.findings.append(Finding(
-                        Level.ERROR, "format", path,
-                        f"{where}: Index {unknown[0]} is not in {block.def_file}; block skipped"))
-                    skip_block = True
-                else:
-                    block.columns = [by_index[x] for x in indexes]
-            i += 1
-            continue
-        if skip_block:
+                        Level.WARNING, "format", path,
+                        f"{where}: Index {', '.join(map(str, unknown))} not in "
+                        f"{block.def_file} (written with another version of it?); ingested "
+                        "without name, unit or scaled value"))
+                block.columns = [
+                    (x, by_index.get(x), x in by_index and by_index[x].action is
+                     Action.MIN_MAX_MEAN) for x in indexes]
             i += 1
             continue
         try:
@@ -364,6 +434,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         _append_row(rows.setdefault(block.device, {f.name: [] for f in PARQUET_RECORDS_SCHEMA}),
                     block, ts, values, where, result)
         i += 1
+    _report_unnamed(block, result)
     return {device: pa.table(cols, schema=PARQUET_RECORDS_SCHEMA)
             for device, cols in rows.items()}
 
@@ -372,20 +443,17 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
                 where: str, result: IngestResult) -> None:
     spec: list[tuple[int, Variable | None, bool]]
     if block.columns is not None:
-        spec = [(v.index, v, v.action.value == 2) for v in block.columns]
+        spec = block.columns
     elif block.indexes is not None and len(block.indexes) == len(values):
         spec = [(x, None, False) for x in block.indexes]
     else:
-        result.findings.append(Finding(
-            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
-            f"{where}: no definition file and no column header to name the fields; line skipped"))
+        block.unnamed += 1
+        block.unnamed_at = block.unnamed_at or where
         return
     width = sum(3 if triple else 1 for _, _, triple in spec)
     if width != len(values):
-        result.findings.append(Finding(
-            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
-            f"{where}: {len(values)} fields where {block.def_file or 'the header'} gives {width}; "
-            "line skipped"))
+        first, count = block.misfits.get(len(values), (where, 0))
+        block.misfits[len(values)] = (first, count + 1)
         return
     k = 0
     for index, var, triple in spec:
@@ -410,7 +478,7 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
         cols["unit"].append(None if var is None else var.unit)
         cols["raw"].append(raw)
         cols["scaled"].append(None if raw is None or var is None
-                              else raw * float(var.coef_a) + float(var.coef_b))
+                              else Scaling.of(var.coef_a, var.coef_b).apply(raw))
         cols["min"].append(_number(vmin))
         cols["max"].append(_number(vmax))
         if tic:
@@ -423,6 +491,32 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
         cols["quality"].append(None)
         cols["definition"].append(block.def_file or None)
         cols["def"].append(block.def_id)
+
+
+def _report_unnamed(block: _Block | None, result: IngestResult) -> None:
+    """One finding for a block's data lines that nothing names, and one for its lines of each
+    wrong width, not one a line."""
+    if block is None:
+        return
+    width = None if block.columns is None else sum(
+        3 if triple else 1 for _, _, triple in block.columns)
+    for fields, (where, count) in block.misfits.items():
+        more = f" (and {count - 1} more lines like it in this block)" if count > 1 else ""
+        result.findings.append(Finding(
+            Level.ERROR, "format", Path(where.rsplit(":", 1)[0]),
+            f"{where}: {fields} fields where {block.def_file or 'the header'} gives {width}; "
+            f"line skipped{more}"))
+    block.misfits = {}
+    if not block.unnamed:
+        return
+    why = ("its column header lists fewer variables than the lines hold fields (min;max;mean "
+           "triples are told apart by the definition file)" if block.indexes is not None
+           else "no column header")
+    result.findings.append(Finding(
+        Level.ERROR, "format", Path(block.unnamed_at.rsplit(":", 1)[0]),
+        f"{block.unnamed_at}: device {block.device}: {block.unnamed} data lines skipped: no "
+        f"definition file {block.def_file or '(none named)'} and {why}"))
+    block.unnamed = 0
 
 
 def _number(text: str) -> float | None:

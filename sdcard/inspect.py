@@ -31,9 +31,14 @@ def iso(ts_ns: int | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def progress_steps(dump: Dump) -> int:
+    """How many times `inspect` calls `progress(1)`: each stream checked, each device scanned."""
+    return 2 * len(dump.devices()) + 1
+
+
 def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     # Every batch's CRC, so the damage a read-only open does not look for is listed too.
-    dump.extra.extend(finding_of(r) for r in dump.log.check())
+    dump.extra.extend(finding_of(r) for r in dump.log.check(progress=progress))
     dump.prepare(dump.devices())
     con = connect()
     con.register("r", records_dataset(dump, progress=progress))

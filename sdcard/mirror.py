@@ -175,6 +175,10 @@ class CardMirror:
             data = (self.store / rel).read_bytes()
         except FileNotFoundError:
             return  # compacted or deleted by the store meanwhile: the next pass sees the result
+        if not data:
+            # A segment created a moment ago, its header not yet written: nothing to keep, and
+            # on the card an empty segment reads as a power cut's.
+            return
         target = self.card / rel
         created = self._make_parents(target.parent)
         write_file_durably(target, data, tmp=target.with_name(f".{target.name}.tmp"))

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from config.errors import SunpmError
 from fsio import write_file_durably
 
 RECORDS_FILE: Final = "records.parquet"
@@ -59,6 +60,10 @@ _KEYS: Final = {RECORDS_FILE: ["time", "var"], ALARMS_FILE: ["time", "source", "
                                                               "subject", "device_name", "var"]}
 
 
+class PartitionError(SunpmError):
+    """A partition file already in the dataset that cannot be read to merge into."""
+
+
 def partition_value(text: str) -> str:
     """A Hive partition value: `/` and `=` would break the path, `%` escapes them."""
     return text.replace("%", "%25").replace("/", "%2F").replace("=", "%3D")
@@ -92,7 +97,14 @@ def write_partition(path: Path, table: pa.Table, schema: pa.Schema) -> int:
     """Merge `table` into the partition file at `path`; returns its row count after."""
     table = table.select(schema.names).cast(schema)
     if path.exists():
-        table = pa.concat_tables([table, pq.read_table(path, schema=schema)])
+        try:
+            held = pq.read_table(path, schema=schema)
+        except (OSError, pa.ArrowException) as err:
+            # Never written over: it may hold rows of other dumps or files, merged earlier.
+            raise PartitionError(
+                f"{path}: not a readable partition of the dataset ({str(err).splitlines()[0]}); "
+                "move it aside and run again") from err
+        table = pa.concat_tables([table, held])
     keys = _KEYS[path.name]
     # One row per key, the first met (the new rows come first), then in key order.
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))

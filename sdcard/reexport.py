@@ -33,7 +33,9 @@ class ReexportResult:
     files: list[Path] = field(default_factory=list)
     #: Same text as journaled, other compressed bytes (another zlib build).
     differing: list[str] = field(default_factory=list)
-    #: Windows the server had not confirmed (would be delivered by its sessions).
+    #: Files of windows the server had not confirmed (its sessions would deliver them). Counted
+    #: in files: a range holds many windows with nothing to send (no parameter read, no
+    #: command), which the server never had to confirm.
     undelivered: int = 0
 
 
@@ -64,7 +66,6 @@ def reexport(dump: Dump, *, server: int, start_ns: int, end_ns: int, out: Path,
         if on_plan is not None:
             on_plan(len(plan))
         result.windows = len(plan)
-        result.undelivered = sum(1 for w in plan if not w.delivered)
         for files in render_backfill(source, plan, allow_partial=allow_partial):
             for f in files:
                 r = f.rendered
@@ -72,6 +73,8 @@ def reexport(dump: Dump, *, server: int, start_ns: int, end_ns: int, out: Path,
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_file_durably(target, r.data)
                 result.files.append(target)
+                if not f.window.delivered:
+                    result.undelivered += 1
                 if f.same_bytes is False:
                     result.differing.append(r.name)
             if progress is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import IO, Any, Final
@@ -57,19 +58,33 @@ def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[An
     return columns, chunks()
 
 
+#: What `_text` writes otherwise than `str` does (the csv module writes the rest itself).
+_NOT_STR: Final = (datetime, date, time, bool, bytes, list, tuple, dict)
+
+
 def _text(value: Any) -> str:
+    """A value of a table or CSV answer, written as the JSON answer writes it: times in ISO
+    8601, booleans `true`/`false`, bytes in hex, lists and structs as JSON (never Python's
+    `repr`, `datetime.datetime(...)`); anything else (numbers, decimals, intervals) as `str`."""
     if value is None:
         return ""
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple | dict):
+        return _json_text(value, ensure_ascii=False)
     return str(value)
 
 
 def _csv_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | list[list[str]]:
     """Rows as `_text` writes them. The csv module writes None as an empty field and anything
-    else as `str` does, as `_text` does but for dates and times (ISO 8601 here): rows without
-    any go to it as they are, a look at each value costing a tenth of its conversion."""
-    if any(isinstance(v, datetime | date) for row in rows for v in row):
+    else as `str` does, as `_text` does but for times, booleans, bytes, lists and structs:
+    rows without any go to it as they are, a look at each value costing a tenth of its
+    conversion."""
+    if any(isinstance(v, _NOT_STR) for row in rows for v in row):
         return [[_text(v) for v in row] for row in rows]
     return rows
 
@@ -82,6 +97,27 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+def _json_text(value: Any, *, ensure_ascii: bool = True) -> str:
+    """JSON, never its invalid `NaN` or `Infinity`: a float that is no number is written as its
+    text (`nan`, `inf`, `-inf`), as CSV writes it (a failed float read, a division by zero)."""
+    try:
+        return json.dumps(value, default=_json_value, ensure_ascii=ensure_ascii,
+                          allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_json_value, ensure_ascii=ensure_ascii,
+                          allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
@@ -100,8 +136,7 @@ def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
         for rows in chunks:
             for row in rows:
                 out.write(",\n" if count else "\n")
-                out.write(json.dumps(dict(zip(columns, row, strict=True)),
-                                     default=_json_value))
+                out.write(_json_text(dict(zip(columns, row, strict=True))))
                 count += 1
         out.write("\n]\n" if count else "]\n")
         return count

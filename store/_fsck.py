@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -12,8 +13,9 @@ from store.errors import ReportKind, StoreReport
 
 
 class Fsck(LogCore):
-    def check(self) -> list[StoreReport]:
-        """Verify every batch of every segment (CRC-32C), as fsck does; blocking, reads all."""
+    def check(self, progress: Callable[[int], None] | None = None) -> list[StoreReport]:
+        """Verify every batch of every segment (CRC-32C), as fsck does; blocking, reads all.
+        `progress(1)` as each stream (a device's, the journal) is done."""
         found: list[StoreReport] = []
         for stream in self._all_streams():
             with self._lock:
@@ -36,6 +38,8 @@ class Fsck(LogCore):
                                 and f.offset + (f.length or 0) == seg.committed
                                 and f.kind is ReportKind.DAMAGE else f for f in findings]
                 found.extend(findings)
+            if progress is not None:
+                progress(1)
         return found
 
 

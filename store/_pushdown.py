@@ -42,9 +42,12 @@ class _Node:
 _UNKNOWN: Final = object()
 
 
-def frame_filter(expression: pc.Expression | None) -> FramePredicate | None:
+def frame_filter(expression: pc.Expression | None, *, ts_step_ns: int = 1
+                 ) -> FramePredicate | None:
     """A predicate: False for a frame whose rows the filter cannot select; None when no frame
-    can be told apart (no filter, or one this reader cannot read)."""
+    can be told apart (no filter, or one this reader cannot read). `ts_step_ns`: the filter
+    sees times truncated to this many nanoseconds (1000 for a scan in microseconds), so a
+    frame's time bounds are truncated alike before they are compared."""
     if expression is None:
         return None
     try:
@@ -54,7 +57,7 @@ def frame_filter(expression: pc.Expression | None) -> FramePredicate | None:
         return None
     if not _prunes(tree):
         return None
-    return lambda frame: _may(tree, frame)
+    return lambda frame: _may(tree, frame, ts_step_ns)
 
 
 def _prunes(node: _Node) -> bool:
@@ -129,9 +132,9 @@ def _literal(scalar: pa.Scalar) -> object:
     return _UNKNOWN
 
 
-def _bounds(frame: BatchFrame, name: str) -> tuple[int, int] | None:
+def _bounds(frame: BatchFrame, name: str, ts_step_ns: int = 1) -> tuple[int, int] | None:
     if name == "ts":
-        return frame.ts_min, frame.ts_max
+        return (frame.ts_min // ts_step_ns * ts_step_ns, frame.ts_max // ts_step_ns * ts_step_ns)
     if name == "seq":
         return frame.seq_first, frame.seq_last
     if name == "var" and frame.var_min is not None and frame.var_max is not None:
@@ -139,7 +142,7 @@ def _bounds(frame: BatchFrame, name: str) -> tuple[int, int] | None:
     return None
 
 
-def _may(node: _Node, frame: BatchFrame) -> bool:
+def _may(node: _Node, frame: BatchFrame, ts_step_ns: int = 1) -> bool:
     """Whether `node` may be true for a row within the frame's bounds (True when unsure)."""
     if node.kind == "literal":
         return node.value is not None and node.value is not False
@@ -147,12 +150,12 @@ def _may(node: _Node, frame: BatchFrame) -> bool:
         return True
     name, args = node.name, node.args
     if name in ("and_kleene", "and"):
-        return all(_may(arg, frame) for arg in args)
+        return all(_may(arg, frame, ts_step_ns) for arg in args)
     if name in ("or_kleene", "or"):
-        return any(_may(arg, frame) for arg in args)
+        return any(_may(arg, frame, ts_step_ns) for arg in args)
     if name == "if_else" and len(args) == 3:
         # True only where the chosen branch is true, whichever the condition chooses.
-        return _may(args[1], frame) or _may(args[2], frame)
+        return _may(args[1], frame, ts_step_ns) or _may(args[2], frame, ts_step_ns)
     if name == "is_in" and len(args) == 1 and args[0].kind == "field_ref":
         bounds = _bounds(frame, args[0].name)
         values = (node.options or {}).get("value_set")
@@ -167,7 +170,7 @@ def _may(node: _Node, frame: BatchFrame) -> bool:
             left, right, name = right, left, _FLIP[name]
         if left.kind != "field_ref" or right.kind != "literal":
             return True
-        bounds = _bounds(frame, left.name)
+        bounds = _bounds(frame, left.name, ts_step_ns)
         value = right.value
         if bounds is None or value is _UNKNOWN or isinstance(value, bool) \
                 or (left.name == "ts") != (right.name == "ts"):

@@ -65,6 +65,14 @@ RECORDS_VIEW_SCHEMA: Final[pa.Schema] = pa.schema(
     metadata=RECORDS_SCHEMA.metadata,
 )
 
+#: `ts` in microseconds, as `records_dataset(..., micros=True)` gives it: DuckDB (2.0) pushes a
+#: filter on a microsecond timestamp into a scan, and subtracts two of them, but does neither for
+#: nanoseconds.
+RECORDS_VIEW_SCHEMA_US: Final[pa.Schema] = RECORDS_VIEW_SCHEMA.set(
+    RECORDS_VIEW_SCHEMA.get_field_index("ts"),
+    RECORDS_VIEW_SCHEMA.field("ts").with_type(pa.timestamp("us", tz="UTC")))
+_TS_US: Final = RECORDS_VIEW_SCHEMA_US.field("ts").type
+
 # Live segments hold one small batch per commit; scans run far faster over fewer, larger batches.
 _COALESCE_ROWS: Final = 65_536
 _SMALL_ROWS: Final = 8_192
@@ -195,8 +203,10 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
 
     def __init__(self, store: Log, devices: list[str], skip: frozenset[Path],
                  progress: Callable[[int], None] | None,
-                 unknown_version: UnknownVersion | None) -> None:
-        super().__init__(RECORDS_VIEW_SCHEMA.empty_table())
+                 unknown_version: UnknownVersion | None, micros: bool = False) -> None:
+        self._view = RECORDS_VIEW_SCHEMA_US if micros else RECORDS_VIEW_SCHEMA
+        super().__init__(self._view.empty_table())
+        self._micros = micros
         self._store = store
         self._devices = devices
         self._skip = skip
@@ -207,7 +217,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 filter: pc.Expression | None = None,  # pyarrow's name
                 **_: object) -> ds.Scanner:
         wanted = _decoded_fields(columns, filter)
-        schema = pa.schema([RECORDS_VIEW_SCHEMA.field(name) for name in wanted],
+        schema = pa.schema([self._view.field(name) for name in wanted],
                            metadata=RECORDS_VIEW_SCHEMA.metadata)
         return ds.Scanner.from_batches(self._batches(wanted, schema, filter), schema=schema,
                                        columns=columns, filter=filter)
@@ -220,14 +230,23 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         order."""
         indexes = [RECORDS_SCHEMA.get_field_index(n) for n in wanted if n != "device"]
         wanted_here = [n for n in wanted if n != "device"]
-        keep = frame_filter(filter)
+        keep = frame_filter(filter, ts_step_ns=1000 if self._micros else 1)
+        # Times truncated to the microsecond before any filter sees them: a row is selected
+        # (and a frame skipped) by the time the query is given.
+        micros = self._micros and "ts" in wanted_here
+
+        def to_view(batch: pa.RecordBatch) -> pa.RecordBatch:
+            if not micros:
+                return batch
+            at = batch.schema.get_field_index("ts")
+            return batch.set_column(at, "ts", batch.column(at).cast(_TS_US, safe=False))
 
         def finish(device: str, found: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
             out = []
             for batch in found:
                 if batch.num_rows == 0:
                     continue
-                columns = batch.columns
+                columns = to_view(batch).columns
                 if "device" in wanted:
                     columns = [_device_column(device, batch.num_rows), *columns]
                 out.append(pa.RecordBatch.from_arrays(columns, schema=schema))
@@ -239,7 +258,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             found = [b for b in found if b.num_rows]
             if len(found) <= 1:  # a batch holds its rows in record order
                 return finish(device, [b.select(wanted_here) for b in found])
-            table = pa.Table.from_batches(found)
+            table = pa.Table.from_batches([to_view(b) for b in found])
             if "device" in wanted:
                 table = table.add_column(0, "device", pa.chunked_array(
                     [_device_column(device, b.num_rows) for b in found], _DEVICE_TYPE))
@@ -438,15 +457,17 @@ def _zeros(size: int) -> pa.Buffer:
 
 def records_dataset(source: Path | str | Log, devices: Iterable[str] | None = None, *,
                     skip: Iterable[Path] = (), progress: Callable[[int], None] | None = None,
-                    unknown_version: UnknownVersion | None = None) -> ds.Dataset:
+                    unknown_version: UnknownVersion | None = None,
+                    micros: bool = False) -> ds.Dataset:
     """Every committed record of the chosen devices (default all), with a `device` column, as
     a lazy dataset (see the module's docstring). `skip`: sealed files a caller set aside;
     `progress(1)` as each device's segments are listed by a scan; `unknown_version(path,
     version)` for each sealed file a scan meets written with another schema version (not
-    decoded; by default reported as foreign in `Log.reports`)."""
+    decoded; by default reported as foreign in `Log.reports`). `micros`: `ts` truncated to
+    microseconds (`RECORDS_VIEW_SCHEMA_US`), which DuckDB filters in the scan and subtracts."""
     store = _as_log(source)
     return _VerifiedRecords(store, store.devices() if devices is None else list(devices),
-                            frozenset(skip), progress, unknown_version)
+                            frozenset(skip), progress, unknown_version, micros)
 
 
 def records_table(source: Path | str | Log, devices: Iterable[str] | None = None,

@@ -80,8 +80,18 @@ async def _export(args: argparse.Namespace) -> int:
     if end_ns <= start_ns:
         print("sunpm export: --to must be after --from", file=sys.stderr)
         return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        # Said as `sd reexport` says it, not as an OS error about a folder below it.
+        print(f"sunpm export: {args.out}: exists and is not a directory", file=sys.stderr)
+        return 2
     async with open_export(config_dir=args.config, store_dir=args.store, server=args.server,
                            upload=args.upload) as job:
+        if args.out is not None and args.out.resolve().is_relative_to(job.log.path.resolve()):
+            # The files would land among the store's own, which a writer's open then calls
+            # foreign (and a `DATA/` under `devices/` a device).
+            print(f"sunpm export: {args.out}: inside the store {job.log.path}; the store is "
+                  "never written to", file=sys.stderr)
+            return 1
         missing = await asyncio.to_thread(missing_records, job.log, start_ns, end_ns)
         if missing and not args.allow_partial:
             for line in missing:

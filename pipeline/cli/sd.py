@@ -119,7 +119,8 @@ def _inspect(args: argparse.Namespace) -> int:
     _quiet_store_log()
     try:
         dump = _open_dump(args.path)
-        with _bar(len(dump.devices()), "device") as bar:
+        # The check of every stream, then the scan of every device: most of the time either way.
+        with _bar(inspect_mod.progress_steps(dump), "stream") as bar:
             report = inspect_mod.inspect(dump, progress=bar.update)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd inspect: {err}", file=sys.stderr)
@@ -142,7 +143,7 @@ def _fsck(args: argparse.Namespace) -> int:
         print(f"sunpm sd fsck: {err}", file=sys.stderr)
         return fsck_mod.UNREADABLE
     try:
-        with _bar(len(dump.devices()) + 1, "stream") as bar:
+        with _bar(fsck_mod.progress_steps(dump), "stream") as bar:
             result = fsck_mod.fsck(dump, progress=bar.update)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd fsck: {err}", file=sys.stderr)
@@ -181,6 +182,8 @@ def _sql(args: argparse.Namespace) -> int:
         dump = _open_dump(args.path)
         columns, chunks = sql_mod.run_query(dump, args.query)
         sql_mod.write(columns, chunks, args.format, sys.stdout)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `main` ends quietly
     except (SunpmError, OSError) as err:
         print(f"sunpm sd sql: {err}", file=sys.stderr)
         return 2
@@ -230,8 +233,8 @@ def _reexport(args: argparse.Namespace) -> int:
         print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
     for name in result.differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
-    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows, "
-          f"{result.undelivered} not delivered to server {args.server})")
+    print(f"{len(result.files)} files written to {args.out} ({result.windows} windows; "
+          f"{result.undelivered} of the files not delivered to server {args.server} yet)")
     return 0
 
 
@@ -275,8 +278,9 @@ def register_ingest(subparsers: Any) -> None:
                     "to OUT (uid=/device=/date=). Files already ingested are skipped.")
     p.add_argument("tree", type=Path, metavar="DIR")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--tz", default="UTC", type=_time_zone,
-                   help="time zone of the files when the tree has no configuration (default UTC)")
+    p.add_argument("--tz", type=_time_zone,
+                   help="time zone of the files when the tree has no configuration (default UTC, "
+                        "with a warning)")
     p.set_defaults(handler=_ingest)
 
 
@@ -308,6 +312,8 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     for finding in result.findings:
         print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
-    print(f"{len(result.ingested)} files ingested ({result.rows} record rows, {result.alarms} "
-          f"alarms), {len(result.skipped)} already ingested, into {args.out}")
+    again = (f" ({len(result.incomplete)} with errors: read again next time)"
+             if result.incomplete else "")
+    print(f"{len(result.ingested)} files ingested{again} ({result.rows} record rows, "
+          f"{result.alarms} alarms), {len(result.skipped)} already ingested, into {args.out}")
     return 1 if any(f.level is Level.ERROR for f in result.findings) else 0

@@ -101,6 +101,14 @@ def pulled_mid_write(dump: Path) -> list[str]:
     return [str(sealed), str(journal)]
 
 
+def empty_segment(dump: Path) -> list[str]:
+    # A segment created just before a power cut, before its first batch reached the card.
+    last = _open_segment(dump, "1")
+    empty = last.with_name(f"{int(last.name.split('.')[0]) + 4}.arrows")
+    empty.touch()
+    return [f"warning: {empty}: empty segment (0 bytes"]
+
+
 def damaged_header(dump: Path) -> list[str]:
     # The first bytes of a segment (its schema message) overwritten: the store calls the file
     # foreign, but its batches are lost: damage.
@@ -122,6 +130,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, bool]] = {
     "unknown_schema_version": (unknown_schema_version, DAMAGED, True),
     "pulled_mid_write": (pulled_mid_write, DAMAGED, True),
     "damaged_header": (damaged_header, DAMAGED, True),
+    # As a torn tail: nothing acknowledged lost, but the card was cut mid-write.
+    "empty_segment": (empty_segment, DAMAGED, True),
 }
 
 
@@ -269,3 +279,23 @@ def test_a_dump_whose_every_segment_header_is_damaged_is_unreadable(dump_copy: P
     assert fsck.out.count("segment unreadable") == len(segments)
     assert fsck.out.rstrip().endswith("unreadable")
     assert hashes(dump_copy) == before
+
+
+def test_an_empty_segment_with_segments_after_it_is_lost_data(dump_copy: Path) -> None:
+    sealed = _sealed(dump_copy, "2", 4)
+    empty = sealed.with_name(f"{int(sealed.name.split('.')[0]) + 1}.arrows")
+    empty.touch()
+    fsck = sunpm("sd", "fsck", dump_copy)
+    assert fsck.code == DAMAGED
+    assert f"error: {empty}: empty segment with segments after it" in fsck.out
+    assert f"error: {empty}: empty segment" in sunpm("sd", "inspect", dump_copy).out
+
+
+def test_a_torn_tail_is_listed_once_by_inspect_with_the_batches_kept(dump_copy: Path) -> None:
+    seg = torn_tail(dump_copy)[0]
+    inspect = sunpm("sd", "inspect", dump_copy)
+    torn = [line for line in inspect.out.splitlines() if "torn tail" in line]
+    assert len(torn) == 1, inspect.out
+    assert seg in torn[0] and "None" not in torn[0] and "complete batches kept" in torn[0]
+    findings = json.loads(sunpm("sd", "inspect", dump_copy, "--json").out)["findings"]
+    assert [f["kind"] for f in findings] == ["torn_tail"]

@@ -87,7 +87,10 @@ def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
     assert ("06:06:10", "GATEWAY", "Power OFF", None, None, None) in alarms
 
     again = sunpm("ingest", tree, out)
-    assert again.out.startswith("0 files ingested") and "6 already ingested" in again.out
+    # The alarm file is read again (its alarms are named once the definition is there); the
+    # rest is skipped.
+    assert again.out.startswith("1 files ingested (1 with errors: read again next time)")
+    assert "5 already ingested" in again.out
 
 
 def test_day_first_dates_without_configuration_are_recognised(tmp_path: Path) -> None:
@@ -133,3 +136,125 @@ def test_an_unknown_time_zone_is_refused_not_read_as_utc(tmp_path: Path) -> None
     with pytest.raises(IngestError, match="'Europe/Pariss' is not a known IANA time zone"):
         ingest(tree, tmp_path / "out", tz="Europe/Pariss")
     assert not (tmp_path / "out").exists()
+
+
+def test_plain_files_are_read_and_a_definition_default_is_said(tmp_path: Path) -> None:
+    # An information system that unzipped what it received; meter_small.csv's CoefA `0,1`
+    # falls back to 1, which every scaled value of the meter then carries.
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_210205_091500.csv").write_bytes(
+        (GOLDEN / f"{UID}_MODBUS_210205_091500.csv").read_bytes())
+    # ... and saved again by a spreadsheet, with a BOM.
+    (tree / "ALARM" / f"{UID}_AL_210212_081500.csv").write_bytes(
+        b"\xef\xbb\xbf" + (GOLDEN / f"{UID}_AL_210212_081500.csv").read_bytes())
+    # A `.csv.gz` a server unzipped on its way: read by its bytes.
+    (tree / "DATA" / f"{UID}_IO_210205_091500.csv.gz").write_bytes(
+        (GOLDEN / f"{UID}_IO_210205_091500.csv").read_bytes())
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.out.startswith("3 files ingested"), ran.out + ran.err
+    assert "not a DATA file name" not in ran.err and "not a ALARM file name" not in ran.err
+    assert len(_records(out, "WHERE device = '2' AND var = 1")) == 3
+    assert len(_records(out, "WHERE device = 'IO'")) == 3 * 5
+    assert (f"warning: {tree / 'DEF' / 'meter_small.csv'}:2: CoefA: '0,1' is not a number "
+            "(use '.' as decimal point); default 1 used (in its scaled values too)") in ran.err
+    alarms = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/_alarms/*/*/*.parquet')"
+                        ).fetchall()
+    lines = (GOLDEN / f"{UID}_AL_210212_081500.csv").read_text().splitlines()
+    assert alarms[0][0] == len(lines)  # the first line too, BOM and all
+    assert "not an alarm line" not in ran.err and "unreadable" not in ran.err
+
+
+def test_a_block_without_definition_is_one_finding_and_its_file_is_read_again(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {})
+    rows = "".join(f"21/02/05-{h:02d}:00:00;1;2;3;4;5\n" for h in range(10, 20))
+    (tree / "DATA" / f"{UID}_MODBUS_210205_200000.csv.gz").write_bytes(gzip.compress(
+        (GOLDEN / f"{UID}_MODBUS_210205_091500.csv").read_bytes()
+        + f"DEVICEINDEX;3\nmodbusTCP;other_meter.csv\n3;1;2;3\n{rows}".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 1
+    data = tree / "DATA" / f"{UID}_MODBUS_210205_200000.csv.gz"
+    # The missing file, and the lines it left out: two errors, not one a line.
+    assert ran.err.count(": error: ") == 2, ran.err
+    assert (f"{data}:16: device 3: 10 data lines skipped: no definition file other_meter.csv "
+            "and its column header lists fewer variables") in ran.err
+    assert "1 with errors: read again next time" in ran.out
+    assert len(_records(out, "WHERE device = '1'")) > 0  # the other blocks are read
+
+    # The definition put in place: the file is read again, its device 3 now named.
+    (tree / "DEF" / "other_meter.csv").write_bytes(
+        (tree / "DEF" / "meter_small.csv").read_bytes().replace(b"0,1", b"0.1"))
+    again = sunpm("ingest", tree, out)
+    assert again.code == 0, again.err
+    assert again.out.startswith("1 files ingested (")
+    named = _records(out, "WHERE device = '3' AND var = 2")
+    assert len(named) == 10 and named[0][3:7] == ("P_total", "W", 4.0, 0.4)
+    assert sunpm("ingest", tree, out).out.startswith("0 files ingested")
+
+
+def test_lines_of_a_wrong_width_are_one_finding_per_block(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {})
+    rows = "".join(f"21/02/05-{h:02d}:00:00;2305;1\n" for h in range(10, 20))
+    (tree / "DATA" / f"{UID}_MODBUS_210205_200000.csv.gz").write_bytes(gzip.compress(
+        f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n{rows}".encode()))
+    ran = sunpm("ingest", tree, tmp_path / "out")
+    data = tree / "DATA" / f"{UID}_MODBUS_210205_200000.csv.gz"
+    assert (f"error: {data}:4: 2 fields where meter_small.csv gives 5; line skipped (and 9 "
+            "more lines like it in this block)") in ran.err
+    assert ran.err.count(f"{data}:") == 1, ran.err
+
+
+def test_a_tree_without_configuration_says_its_times_are_read_as_utc(tmp_path: Path) -> None:
+    tree = _tree(tmp_path, {f"DATA/{UID}_IO_210205_091500.csv.gz":
+                            f"{UID}_IO_210205_091500.csv"}, config=False)
+    ran = sunpm("ingest", tree, tmp_path / "out")
+    assert ran.code == 0, ran.err
+    assert (f"warning: {tree / 'CONFIG' / (UID + '_config.ini')}: missing; the times of "
+            f"{UID}'s files are read as UTC (give --tz for the unit's time zone)") in ran.err
+    assert _records(tmp_path / "out", "WHERE device = 'IO' AND var = 1")[0][1] \
+        == "2021-02-05 09:50:00"
+    given = sunpm("ingest", tree, tmp_path / "out2", "--tz", "Europe/Paris")
+    assert (given.code, given.err) == (0, "")
+    assert _records(tmp_path / "out2", "WHERE device = 'IO' AND var = 1")[0][1] \
+        == "2021-02-05 08:50:00"
+
+
+def test_each_device_block_of_a_window_inside_the_repeated_hour_reads_its_own_times(
+        tmp_path: Path) -> None:
+    # A session at 01:30 UTC on the night DST ends in Paris (cursor 00:30 UTC): every block
+    # runs from 02:40 CEST through 02:30 CET. The second block starts again at 02:40 CEST; read
+    # after the first block's last time (the second 02:30), its times went an hour late.
+    local = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30"]
+    block = "".join(f"21/10/31-{t}:00;2305;-1;1;0;{k}\n" for k, t in enumerate(local))
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_013000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;1\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}"
+         f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}").encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert "error" not in ran.err, ran.err
+    utc = ["00:40:00", "00:50:00", "01:00:00", "01:10:00", "01:20:00", "01:30:00"]
+    for device in ("1", "2"):
+        rows = _records(out, f"WHERE device = '{device}' AND var = 1")
+        assert [r[1][11:] for r in rows] == utc, device
+
+
+def test_a_file_of_another_definition_version_is_ingested_by_its_column_header(
+        tmp_path: Path) -> None:
+    # Written when meter_small.csv still had an Index 7 (a counter since removed); DEF/ holds
+    # the later version. The values keep their Index; the known ones are named and scaled.
+    tree = _tree(tmp_path, {})
+    rows = "".join(f"21/02/05-{h:02d}:00:00;2305;-1520;-1480;-1500;{h}\n" for h in range(10, 13))
+    data = tree / "DATA" / f"{UID}_MODBUS_210205_130000.csv.gz"
+    data.write_bytes(gzip.compress(
+        f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;7\n{rows}".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert (f"warning: {data}:3: Index 7 not in meter_small.csv (written with another version "
+            "of it?); ingested without name, unit or scaled value") in ran.err
+    assert [r[2:7] for r in _records(out, "WHERE device = '2' AND var IN (2, 7) AND "
+                                          "time = '2021-02-05 09:00:00'")] == [
+        (2, "P_total", "W", -1500.0, -150.0), (7, None, None, 10.0, None)]

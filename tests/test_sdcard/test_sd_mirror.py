@@ -172,3 +172,17 @@ def test_a_card_pulled_mid_copy_is_still_a_readable_dump(tmp_path: Path) -> None
                    for f in report["findings"]), report["findings"]
         rows = report["readable_rows"].get("1", 0)
         assert rows <= _rows(store).num_rows
+
+
+def test_a_segment_created_a_moment_ago_is_not_copied_empty(tmp_path: Path) -> None:
+    store, card = tmp_path / "store", tmp_path / "card"
+    card.mkdir()
+    asyncio.run(_write_days(store, 2))
+    newest = max((store / "devices" / "1").glob("*.arrows"),
+                 key=lambda p: int(p.name.split(".")[0]))
+    created = newest.with_name(f"{int(newest.name.split('.')[0]) + 100}.arrows")
+    created.touch()  # opened by the writer, its header not written yet
+    CardMirror(store, card).sync_once()
+    assert not (card / created.relative_to(store)).exists()
+    ran = sunpm("sd", "fsck", card)
+    assert ran.code == CLEAN, ran.out

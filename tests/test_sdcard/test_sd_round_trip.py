@@ -37,6 +37,15 @@ def test_reexport_of_the_whole_month_is_the_delivered_tree(month: Plant, tmp_pat
                 "--to", iso((month.end_s - 1200) * NS), "--out", tmp_path / "out")
     assert ran.code == 0, ran.err
     assert tree_files(tmp_path / "out") == delivered
+    assert ran.out.endswith("; 0 of the files not delivered to server 1 yet)\n"), ran.out
+    # Past the last session: the files its sessions would deliver next, and only those (a
+    # window with nothing to send is not counted).
+    later = sunpm("sd", "reexport", month.dump, "--server", "1", "--from",
+                  iso(month.start_s * NS), "--to", iso((month.end_s + 86_400) * NS), "--out",
+                  tmp_path / "later")
+    new = set(tree_files(tmp_path / "later")) - set(delivered)
+    assert len(new) == 2, new  # the day's last records, and today's: two DATA files
+    assert later.out.endswith("; 2 of the files not delivered to server 1 yet)\n"), later.out
     assert hashes(month.dump) == before
 
 

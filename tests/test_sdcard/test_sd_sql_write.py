@@ -1,6 +1,7 @@
 """`sunpm sd sql --format csv` writes every value as `_text` makes it (dates and times in ISO
-8601, None as an empty field, anything else as `str` does), whether a chunk holds dates or not:
-rows without any go to the csv module as they are."""
+8601, None as an empty field, booleans, bytes, lists and structs as the JSON answer has them,
+anything else as `str` does), whether a chunk holds such values or not: rows without any go to
+the csv module as they are."""
 
 from __future__ import annotations
 
@@ -65,3 +66,46 @@ def test_json_writes_every_value_duckdb_may_return(rows: list[tuple[Any, ...]]) 
                 assert text == str(value)
             elif isinstance(value, bytes):
                 assert text == value.hex()
+
+
+def test_table_csv_and_json_write_the_same_texts() -> None:
+    """Lists, structs, bytes and booleans read the same in every format: as JSON has them, never
+    as Python's `repr` (`datetime.datetime(2026, ...)`, `b'ab'`, `True`)."""
+    import json
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rows = [([when, None], b"ab", {"t": when, "n": 1}, True, timedelta(minutes=90))]
+    names = ["l", "b", "s", "u", "i"]
+    as_json = io.StringIO()
+    write(names, iter([rows]), "json", as_json)
+    (got,) = json.loads(as_json.getvalue())
+    as_csv = io.StringIO()
+    write(names, iter([rows]), "csv", as_csv)
+    cells = list(csv.reader(io.StringIO(as_csv.getvalue())))[1]
+    assert cells == ['["2026-01-02T03:04:05+00:00", null]', "6162",
+                     '{"t": "2026-01-02T03:04:05+00:00", "n": 1}', "true", "1:30:00"]
+    assert [json.loads(c) for c in (cells[0], cells[2], cells[3])] == [got["l"], got["s"],
+                                                                      got["u"]]
+    assert (cells[1], cells[4]) == (got["b"], got["i"])
+    as_table = io.StringIO()
+    write(names, iter([rows]), "table", as_table)
+    assert as_table.getvalue().splitlines()[2].split("  ")[0] == cells[0]
+
+
+def test_json_holds_no_nan_or_infinity_tokens() -> None:
+    """A float that is no number is its text, as in CSV: strict parsers (jq, browsers) reject
+    the `NaN` and `Infinity` tokens Python writes by default."""
+    import json
+    import math
+
+    def strict(token: str) -> None:
+        raise AssertionError(f"invalid JSON token {token}")
+
+    rows = [(math.nan, -math.inf, [1.0, math.nan], {"x": math.inf}, 2.5)]
+    out = io.StringIO()
+    write(["a", "b", "c", "d", "e"], iter([rows]), "json", out)
+    (got,) = json.loads(out.getvalue(), parse_constant=strict)
+    assert got == {"a": "nan", "b": "-inf", "c": [1.0, "nan"], "d": {"x": "inf"}, "e": 2.5}
+    as_csv = io.StringIO()
+    write(["a", "b", "c", "d", "e"], iter([rows]), "csv", as_csv)
+    assert as_csv.getvalue().splitlines()[1] == 'nan,-inf,"[1.0, ""nan""]","{""x"": ""inf""}",2.5'

@@ -147,6 +147,27 @@ def test_the_filter_is_read_from_its_structure() -> None:
     assert frame_filter(pc.field("text") == "a") is None
 
 
+_COMPARE = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+            ">": pc.greater, ">=": pc.greater_equal}
+
+
+@given(low=st.integers(0, 5_000), width=st.integers(0, 3_000), literal_us=st.integers(0, 9),
+       op=st.sampled_from(sorted(_COMPARE)))
+def test_a_frame_is_skipped_only_when_no_time_truncated_to_the_microsecond_matches(
+        low: int, width: int, literal_us: int, op: str) -> None:
+    # A scan in microseconds (`records_dataset(micros=True)`) truncates each time before the
+    # filter sees it: a frame whose nanosecond bounds lie within the literal's microsecond may
+    # hold a row equal to it (`<=`, `==` of bounds in ns alone would skip it).
+    frame = _frame(None, ts=(low, low + width))
+    literal = pa.scalar(literal_us, pa.timestamp("us", tz="UTC"))
+    keep = frame_filter(_COMPARE[op](pc.field("ts"), literal), ts_step_ns=1000)
+    assert keep is not None
+    matches = any(_COMPARE[op](pa.scalar(t // 1000), literal_us).as_py()
+                  for t in range(low, low + width + 1))
+    if matches:
+        assert keep(frame), (frame, op, literal_us)
+
+
 # -- what a scan returns ---------------------------------------------------------------------
 
 _variables = st.lists(st.integers(1, 12), min_size=1, max_size=8, unique=True)
