@@ -89,6 +89,32 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     return files
 
 
+def in_force_view(local: Mapping[str, bytes], in_force: Mapping[str, bytes],
+                  uid: str) -> tuple[dict[str, bytes], list[str]]:
+    """What the gateway mirrors to a server: the configuration in force, not the folder.
+
+    A local edit the gateway rejected (or has not applied yet) is not the configuration: it is
+    neither uploaded nor compared with the server (docs/behaviour.md §4.2 step 3,
+    docs/spec-notes.md). CONFIG's four files are taken from `in_force` (absent there: absent);
+    a DEF or SCRIPT file the configuration in force reads, from `in_force`; any other DEF or
+    SCRIPT file (not part of the configuration, e.g. a definition discovery wrote) as it is on
+    disk. Returns the view and the tree paths whose folder copy differs from it.
+    """
+    config_names = {f"CONFIG/{uid}_{suffix}" for suffix in CONFIG_SUFFIXES}
+    view: dict[str, bytes] = {}
+    differing: list[str] = []
+    for rel in sorted(set(local) | (set(in_force) & config_names)):
+        if rel in config_names or rel in in_force:
+            kept = in_force.get(rel)
+            if kept is not None:
+                view[rel] = kept
+            if local.get(rel) != kept:
+                differing.append(rel)
+        else:
+            view[rel] = local[rel]
+    return view, differing
+
+
 def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
     """Tree paths of the DEF, SCRIPT and CERT files the candidate CONFIG files name
     (`config.site.referenced_files`).
@@ -119,7 +145,8 @@ class ConfigSync:
 
     def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
                  log: JournalLog, config_dir: Path, validate: Validator | None = None,
-                 config_applied: ConfigApplied | None = None) -> None:
+                 config_applied: ConfigApplied | None = None,
+                 in_force: Mapping[str, bytes] | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -128,10 +155,18 @@ class ConfigSync:
         self._config_dir = config_dir
         self._validate = validate
         self._config_applied = config_applied
+        #: The files of the configuration in force (`Site.loaded`); None: the folder is.
+        self._in_force = in_force
 
     async def run(self, counts: Counts) -> None:
         """Fetch (server 1), decide each file against the last sync, apply, upload."""
         local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
+        if self._in_force is not None:
+            local, differing = in_force_view(local, self._in_force, self.uid)
+            for rel in differing:
+                config_log.warning("server %d: %s differs from the configuration in force (a "
+                                   "local change rejected or not applied yet); the copy in "
+                                   "force is synced", self.server, rel)
         synced = await asyncio.to_thread(last_synced, self._log, self.server)
         remote: dict[str, bytes] = {}
         if self.server == 1:

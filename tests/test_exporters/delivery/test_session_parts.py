@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from exporters.session.commands import parse_command_file, parse_command_message
 from exporters.session.config_apply import apply_config_files, recover_config_apply
-from exporters.session.config_sync import referenced_files
+from exporters.session.config_sync import in_force_view, referenced_files
 from store.events import Channel, CommandReceived, CommandResult
 
 SPEC_FILE = b"""[
@@ -92,6 +92,21 @@ def test_referenced_files_come_from_daq_scl_and_config() -> None:
     }
     assert referenced_files(files, "U") == ["DEF/inv_small.csv", "DEF/U_IO.csv",
                                             "SCRIPT/limit.lua", "CERT/ca.pem"]
+
+
+def test_the_configuration_in_force_is_mirrored_not_the_folder() -> None:
+    on_disk = {"CONFIG/U_config.ini": b"rejected edit\n", "CONFIG/U_var.ini": b"new, rejected\n",
+               "CONFIG/U_daq.csv": b"in force\n", "DEF/inv.csv": b"edited\n",
+               "DEF/spare.csv": b"discovered\n", "SCRIPT/a.lua": b"in force\n"}
+    in_force = {"CONFIG/U_config.ini": b"in force\n", "CONFIG/U_daq.csv": b"in force\n",
+                "CONFIG/U_scl.ini": b"deleted locally\n", "DEF/inv.csv": b"in force\n",
+                "SCRIPT/a.lua": b"in force\n"}
+    view, differing = in_force_view(on_disk, in_force, "U")
+    assert view == {"CONFIG/U_config.ini": b"in force\n", "CONFIG/U_daq.csv": b"in force\n",
+                    "CONFIG/U_scl.ini": b"deleted locally\n", "DEF/inv.csv": b"in force\n",
+                    "DEF/spare.csv": b"discovered\n", "SCRIPT/a.lua": b"in force\n"}
+    assert differing == ["CONFIG/U_config.ini", "CONFIG/U_scl.ini", "CONFIG/U_var.ini",
+                         "DEF/inv.csv"]
 
 
 def test_apply_writes_every_file_and_leaves_no_staging(tmp_path: Path) -> None:
