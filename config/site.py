@@ -27,7 +27,7 @@ from config import config_ini, daq_csv, definition, scl_ini, var_ini
 from config._text import Findings
 from config.config_ini import ConfigIni
 from config.errors import ConfigError, Problem, Severity
-from config.identity import default_uid
+from config.identity import UID_PATTERN, default_uid
 from config.model import (
     Daq,
     DefinitionFile,
@@ -91,6 +91,11 @@ class Site:
 def find_uid(directory: Path, uid: str | None = None) -> str:
     """The uid of the configuration in `directory` (docs/formats.md §3, configuration dir)."""
     if uid is not None:
+        if not UID_PATTERN.fullmatch(uid):
+            # It names the files read: `../x` must never become a path.
+            raise ConfigError([Problem(file="CONFIG", line=None, field="uid",
+                                       message=f"'{uid[:40]}' is not 1..32 of A-Z a-z 0-9 -",
+                                       severity=Severity.ERROR)])
         return uid
     config_dir = directory / "CONFIG"
     names = [p.name for p in config_dir.glob("*_config.ini")] if config_dir.is_dir() else []

@@ -33,16 +33,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(handler=_show)
 
 
+def uid_refused(command: str, uid: str | None) -> bool:
+    """A `--uid` that is not a uid (docs/formats.md §2) is said and refused (exit 2): it names
+    files, so `../x` or `a_b` must never reach a path or pass as a valid configuration."""
+    from config.identity import UID_PATTERN
+
+    if uid is None or UID_PATTERN.fullmatch(uid):
+        return False
+    print(f"sunpm {command}: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
+    return True
+
+
 def _init(args: argparse.Namespace) -> int:
     # `config` is imported by the handlers, not at the top: `sunpm --help` stays fast.
     from config import default_uid
     from config.defaults import default_files
-    from config.identity import UID_PATTERN
 
     directory: Path = args.directory
     uid: str = args.uid or default_uid()
-    if not UID_PATTERN.fullmatch(uid):
-        print(f"sunpm config init: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
+    if uid_refused("config init", uid):
         return 2
     if directory.exists() and not directory.is_dir():
         print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
@@ -64,6 +73,8 @@ def _init(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from config import Severity, check_site, find_uid
 
+    if uid_refused("config validate", args.uid):
+        return 2
     problems = check_site(args.directory, args.uid)
     for problem in problems:
         print(problem)
@@ -80,6 +91,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from config import ConfigError, load_site, site_to_json
 
+    if uid_refused("config show", args.uid):
+        return 2
     try:
         site = load_site(args.directory, args.uid)
     except ConfigError as err:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pipeline.cli._ports import port_problem
+from pipeline.cli.config import uid_refused
 from pipeline.clock import local_time_stamper
 
 if TYPE_CHECKING:
@@ -216,6 +217,8 @@ def _discover_locked(args: argparse.Namespace) -> int:
     daq = Daq()
     time_zone = ""
     tic_port = ""
+    if uid_refused("discover", args.uid):
+        return 2
     try:
         if args.protocol == "sunspec":
             _check_flags(args)

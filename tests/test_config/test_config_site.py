@@ -104,6 +104,17 @@ def test_uid_option_chooses_among_several_configurations() -> None:
     assert site.uid == "WPM00C44F" and site.daq.devices == ()
 
 
+@pytest.mark.parametrize("uid", ["../WPM00C44F", "WPM_00C44F", "", "x" * 33])
+def test_a_uid_that_is_not_one_names_no_file(tmp_path: Path, uid: str) -> None:
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "WPM00C44F_config.ini").write_bytes(b"repeated=1\nrepeated=1\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load_site(tmp_path, uid=uid)
+    (problem,) = caught.value.problems
+    assert str(problem) == f"CONFIG: uid: '{uid}' is not 1..32 of A-Z a-z 0-9 -"
+    assert config.check_site(tmp_path, uid) == [problem]
+
+
 def test_empty_config_folder_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
     (tmp_path / "CONFIG").mkdir()
     site = config.load_site(tmp_path)
