@@ -296,8 +296,12 @@ class ConfigSync:
         config_ini = f"CONFIG/{self.uid}_config.ini"
         if config_ini in candidates:
             running = self._config_dir / config_ini
-            local_only = local_only_changes(running.read_bytes() if running.is_file() else b"",
-                                            candidates[config_ini], running.name)
+            if self._in_force is not None:
+                # The keys in force, not a local edit the gateway rejected or has not applied.
+                in_force = self._in_force.get(config_ini, b"")
+            else:
+                in_force = running.read_bytes() if running.is_file() else b""
+            local_only = local_only_changes(in_force, candidates[config_ini], running.name)
         if self._validate is None:
             return local_only
         return local_only + list(self._validate(self._config_dir, candidates))

@@ -37,14 +37,16 @@ def settings(port: int, slot: int = 1, password: str = "secret") -> ServerSettin
 
 def make_session(store: Log, tmp: Path, port: int, *, slot: int = 1, password: str = "secret",
                  config_dir: Path | None = None, handler: CollectingHandler | None = None,
-                 timeouts: Timeouts = FAST) -> FileServerSession:
+                 timeouts: Timeouts = FAST,
+                 in_force: dict[str, bytes] | None = None) -> FileServerSession:
     s = settings(port, slot, password)
     outbox = Outbox(server=slot, log=store, source=DemoSource(store, UID),
                     directory=tmp / "store" / "outbox" / str(slot),
                     streams=(Stream.ALARM, Stream.DATA))
     return FileServerSession(settings=s, uid=UID, transport=FtpTransport(s, timeouts=timeouts),
                              outbox=outbox, log=store, config_dir=config_dir,
-                             validate=lambda d, c: check_site_change(d, c, UID), commands=handler)
+                             validate=lambda d, c: check_site_change(d, c, UID), commands=handler,
+                             in_force=in_force)
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -186,6 +188,26 @@ async def test_changed_server_configuration_is_applied_whole(
     (event,) = [json.loads(b) for b in store.journal(kinds=["config"]).column("body").to_pylist()]
     assert event["origin"] == "server 1" and event["files"] == [f"CONFIG/{UID}_var.ini"]
     assert store.get_config(event["snapshot"])[f"CONFIG/{UID}_var.ini"] == var_ini
+
+
+async def test_local_only_keys_are_compared_with_the_configuration_in_force(
+        store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    in_force = default_files(UID)
+    await make_session(store, tmp_path, ftp.port, config_dir=config_dir,
+                       in_force=in_force).run(Trigger.STARTUP, started=CUT)
+    rel = f"CONFIG/{UID}_config.ini"
+    # A local edit not in force (rejected, or not applied yet) moves a local-only key; the
+    # server's new file keeps the value in force: it changes no local-only key, and wins.
+    (config_dir / rel).write_bytes(in_force[rel] + b"WEB_Port=9000\n")
+    from_server = in_force[rel] + b"LOG_Level=debug\n"
+    (ftp.root / rel).write_bytes(from_server)
+    result = await make_session(store, tmp_path, ftp.port, config_dir=config_dir,
+                                in_force=in_force).run(Trigger.SCHEDULE, started=CUT)
+    assert result.ok
+    assert f"{UID}_config.ini applied; warnings: 0" in messages(caplog), messages(caplog)
+    assert (config_dir / rel).read_bytes() == from_server
 
 
 async def test_bad_configuration_from_the_server_is_rejected_whole(
