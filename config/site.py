@@ -96,10 +96,28 @@ def find_uid(directory: Path, uid: str | None = None) -> str:
             raise ConfigError([Problem(file="CONFIG", line=None, field="uid",
                                        message=f"'{uid[:40]}' is not 1..32 of A-Z a-z 0-9 -",
                                        severity=Severity.ERROR)])
+        _check_uid_has_files(directory / "CONFIG", uid)
         return uid
     config_dir = directory / "CONFIG"
     names = [p.name for p in config_dir.glob("*_config.ini")] if config_dir.is_dir() else []
     return _uid_of(names)
+
+
+def _check_uid_has_files(config_dir: Path, uid: str) -> None:
+    """A uid chosen beside other configurations must have a file of its own: `--uid WPM00C44E`
+    mistyped among `WPM00C44F`'s files would otherwise read as an empty, valid configuration
+    (docs/formats.md §3: a typo must not pass as valid). A folder of no configuration at all
+    keeps §3's rule: every file missing reads as empty."""
+    if not config_dir.is_dir():
+        return
+    others = sorted(p.name[:-len("_config.ini")] for p in config_dir.glob("*_config.ini"))
+    own = (f"{uid}_{suffix}" for suffix in ("config.ini", "var.ini", "daq.csv", "scl.ini",
+                                             "sci.ini"))
+    if others and not any((config_dir / name).is_file() for name in own):
+        raise ConfigError([Problem(
+            file="CONFIG", line=None, field="uid",
+            message=f"no file of '{uid}' (configurations here: {', '.join(others)})",
+            severity=Severity.ERROR)])
 
 
 def _uid_of(config_names: list[str]) -> str:

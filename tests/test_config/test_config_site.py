@@ -115,6 +115,18 @@ def test_a_uid_that_is_not_one_names_no_file(tmp_path: Path, uid: str) -> None:
     assert config.check_site(tmp_path, uid) == [problem]
 
 
+def test_a_uid_without_files_beside_other_configurations_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "CONFIG" / "WPM00C44F_config.ini").write_bytes(b"")
+    (tmp_path / "CONFIG" / "WPM00BDE4_var.ini").write_bytes(b"")
+    assert [str(p) for p in config.check_site(tmp_path, "WPM00C44E")] == [
+        "CONFIG: uid: no file of 'WPM00C44E' (configurations here: WPM00C44F)"]
+    # Any file of its own will do (a missing config.ini reads as empty), as will no other uid.
+    assert config.check_site(tmp_path, "WPM00BDE4") == []
+    (tmp_path / "CONFIG" / "WPM00C44F_config.ini").unlink()
+    assert config.load_site(tmp_path, "WPM00C44E").uid == "WPM00C44E"
+
+
 def test_empty_config_folder_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
     (tmp_path / "CONFIG").mkdir()
     site = config.load_site(tmp_path)
