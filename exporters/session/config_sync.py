@@ -157,6 +157,9 @@ class ConfigSync:
         self._config_applied = config_applied
         #: The files of the configuration in force (`Site.loaded`); None: the folder is.
         self._in_force = in_force
+        #: Tree paths server 1 was seen not to hold this session (its listing of /CONFIG, the
+        #: size lookup of a referenced file).
+        self._missing: set[str] = set()
 
     async def run(self, counts: Counts) -> None:
         """Fetch (server 1), decide each file against the last sync, apply, upload."""
@@ -178,8 +181,10 @@ class ConfigSync:
             here, there = local.get(rel), remote.get(rel)
             last = synced.get(rel)
             if there is None:
+                # Seen missing on server 1: uploaded again, even unchanged (the manual); else
+                # (server 2, a file not looked up) only what changed since the last sync.
                 if here is not None and (self.server == 2 or rel.split("/")[0] != "CERT") \
-                        and sha256_hex(here) != last:
+                        and (sha256_hex(here) != last or rel in self._missing):
                     uploads[rel] = here
                 continue
             there_sha = sha256_hex(there)
@@ -218,6 +223,7 @@ class ConfigSync:
             if suffix == "scl.ini" and name not in listing and f"{self.uid}_sci.ini" in listing:
                 source = f"{self.uid}_sci.ini"
             elif name not in listing:
+                self._missing.add(f"CONFIG/{name}")
                 continue
             data = await self._fetch_capped(f"/CONFIG/{source}", budget)
             if data is not None:
@@ -228,6 +234,8 @@ class ConfigSync:
                 data = await self._fetch_capped(f"/{rel}", budget)
                 if data is not None:
                     remote[rel] = data
+            else:
+                self._missing.add(rel)
         return remote
 
     async def _fetch_capped(self, path: str, budget: list[int]) -> bytes | None:

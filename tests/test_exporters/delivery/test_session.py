@@ -163,6 +163,25 @@ async def test_first_session_uploads_local_configuration_and_records_it_as_synce
     assert result.ok and result.files == 0
 
 
+async def test_a_file_deleted_on_server_1_is_uploaded_again(
+        store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await make_session(store, tmp_path, ftp.port, config_dir=config_dir).run(
+        Trigger.STARTUP, started=CUT)
+    files = default_files(UID)
+    deleted = [f"CONFIG/{UID}_var.ini", f"DEF/{UID}_IO.csv"]   # a CONFIG file, a referenced one
+    for rel in deleted:
+        (ftp.root / rel).unlink()
+    caplog.clear()
+    result = await make_session(store, tmp_path, ftp.port, config_dir=config_dir).run(
+        Trigger.SCHEDULE, started=CUT)
+    assert result.ok and result.files == 2, messages(caplog)
+    for rel in deleted:
+        assert (ftp.root / rel).read_bytes() == files[rel]
+        assert f"server 1: uploaded /{rel} ({len(files[rel])} bytes)" in messages(caplog)
+
+
 async def test_changed_server_configuration_is_applied_whole(
         store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
         caplog: pytest.LogCaptureFixture) -> None:
