@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
 #: The `discoverDevices` parameter names of the refusal texts (docs/behaviour.md §3.1), as flags.
-_FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"))
+_FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"),
+                  ("ip '", "--ip '"))
 #: A plain progress line at least this often when stderr is not a terminal.
 _PLAIN_EVERY_S: Final = 10.0
 

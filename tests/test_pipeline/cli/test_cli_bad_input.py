@@ -61,6 +61,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["discover", "--ip", "127.0.0.1", "--port", "0"], 2, "--port 0 is outside 1..65535"),
     (["discover", "--ip", "127.0.0.1", "--timeout", "-5"], 2, "--timeout -5 is below 1 ms"),
     (["discover", "--ip", "127.0.0.1", "--last", "x"], 2, "argument --last: invalid int value"),
+    (["discover", "--ip", "localhost", "--config", "{site}", "--import"], 2,
+     "sunpm discover: --ip 'localhost' is not an IPv4 address"),
     (["discover", "--ip", "127.0.0.1", "--uid", "../x", "--write-defs", "{dir}"], 2,
      "sunpm discover: uid '../x' is not 1..32 of A-Z a-z 0-9 -"),
     (["discover", "--ip", "127.0.0.1", "--config", "{missing}"], 2,
