@@ -331,11 +331,17 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
         print(f"sunpm discover: nothing could be reached: {port}: cannot open: {problem}",
               file=sys.stderr)
         return 1
+    open_errors: list[str] = []
     try:
-        found = asyncio.run(detect_tic(port))
+        found = asyncio.run(detect_tic(port, open_errors=open_errors))
     except KeyboardInterrupt:
         print("sunpm discover: interrupted (nothing written)", file=sys.stderr)
         return 130
+    if found is None and len(open_errors) == 2:
+        # Opened at neither speed: nothing was listened to, which is not "no meter".
+        print(f"sunpm discover: nothing could be reached: {port}: cannot open as a TIC port "
+              f"(7E1 at 9600/1200 Bd): {open_errors[-1]}", file=sys.stderr)
+        return 1
     result: dict[str, object] = {"protocol": "tic", "found": 0 if found is None else 1}
     if found is not None:
         name = tic_definition_name(uid, found.mode)

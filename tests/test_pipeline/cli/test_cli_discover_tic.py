@@ -186,6 +186,25 @@ async def test_discover_tic_on_a_port_that_cannot_open_exits_1(tmp_path: Path) -
     assert (code, err.strip()) == (2, "sunpm discover: TIC_Port is not set; give --tic-port DEV")
 
 
+async def test_discover_tic_on_a_port_that_refuses_7e1_exits_1_not_no_meter(
+        tmp_path: Path) -> None:
+    assert (await _sunpm("config", "init", "--uid", "U1", str(tmp_path / "site")))[0] == 0
+    daq = (tmp_path / "site" / "CONFIG" / "U1_daq.csv").read_bytes()
+    master, slave = os.openpty()      # a tty, but a Linux pty refuses 7E1
+    port = os.ttyname(slave)
+    try:
+        code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
+                                      port, "--config", str(tmp_path / "site"),
+                                      "--import", "--json")
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert (code, out) == (1, "")
+    assert err == (f"sunpm discover: nothing could be reached: {port}: cannot "
+                   "open as a TIC port (7E1 at 9600/1200 Bd): Invalid argument (errno 22)\n")
+    assert (tmp_path / "site" / "CONFIG" / "U1_daq.csv").read_bytes() == daq
+
+
 async def test_discover_without_files_names_them_as_writing_would(tmp_path: Path) -> None:
     async with modbus_server(_plant()) as port:
         code, out, err = await _sunpm("discover", "--ip", "127.0.0.1", "--port", str(port),
