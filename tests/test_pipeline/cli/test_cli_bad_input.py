@@ -87,6 +87,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["tic", "decode", "{dir}"], 1, "sunpm tic decode: {dir}: Is a directory"),
     (["tic", "decode", "{random}"], 1, "sunpm tic decode: {random}: no TIC frame found"),
     (["tic", "decode", "{file}", "--json"], 1, "sunpm tic decode: {file}: no TIC frame found"),
+    (["tic", "decode", "{file}", "--frames", "1", "--speed", "9600"], 2,
+     "sunpm tic decode: --speed, --frames: for --port only, not a FILE"),
     (["tic", "decode", "--port", "{file}"], 2, "{file}: cannot open: not a serial device"),
     (["tic", "decode", "--port", "{missing}"], 2, "{missing}: cannot open: No such file"),
     (["tic", "decode", "{file}", "--frames", "-1"], 2, "cannot be negative"),
