@@ -99,6 +99,11 @@ def _check_write_defs(args: argparse.Namespace) -> None:
     """Create `--write-defs` now, so an unusable path is said before a long scan, not after."""
     if args.write_defs is None:
         return
+    if args.import_:
+        # The import writes the files where the configuration reads them; a second folder
+        # given beside it would be created and left empty.
+        raise _Refused("--write-defs cannot go with --import, which writes the files to "
+                       "--config's DEF/")
     if args.write_defs.exists() and not args.write_defs.is_dir():
         raise _Refused(f"--write-defs {args.write_defs}: exists and is not a directory")
     try:

@@ -61,6 +61,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["discover", "--ip", "127.0.0.1", "--port", "0"], 2, "--port 0 is outside 1..65535"),
     (["discover", "--ip", "127.0.0.1", "--timeout", "-5"], 2, "--timeout -5 is below 1 ms"),
     (["discover", "--ip", "127.0.0.1", "--last", "x"], 2, "argument --last: invalid int value"),
+    (["discover", "--ip", "127.0.0.1", "--config", "{site}", "--import", "--write-defs",
+      "{dir}/defs"], 2,
+     "sunpm discover: --write-defs cannot go with --import, which writes the files to --config's "
+     "DEF/"),
+    (["discover", "--protocol", "tic", "--tic-port", "/dev/ttyNOPE0", "--config", "{site}",
+      "--import", "--write-defs", "{dir}/defs"], 2,
+     "sunpm discover: --write-defs cannot go with --import"),
     (["discover", "--ip", "localhost", "--config", "{site}", "--import"], 2,
      "sunpm discover: --ip 'localhost' is not an IPv4 address"),
     (["discover", "--ip", "127.0.0.1", "--uid", "../x", "--write-defs", "{dir}"], 2,
