@@ -315,12 +315,19 @@ class ConfigSync:
         return local_only + list(self._validate(self._config_dir, candidates))
 
     async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: Counts) -> None:
+        refused_folders: set[str] = set()
         for rel, data in uploads.items():
             path = f"/{rel}"
+            folder = rel.split("/")[0]
+            if folder in refused_folders:
+                # docs/behaviour.md §4.5: what needs a refused directory stops for the session
+                # (said once, not once per file).
+                continue
             try:
                 await self._transport.upload(path, data, two_step=self.settings.two_step)
             except TransportError as err:
                 refused(err, counts)
+                refused_folders.add(folder)
                 continue
             # Committed at once: a session must not wait a flush period per file it syncs.
             await self._log.append_journal("sync", SyncedFile(

@@ -107,6 +107,23 @@ async def test_missing_directory_stops_its_stream_only_and_fails_the_session(
                                      f"/DATA/{UID}_MODBUS_210201_100000.csv.gz"]
 
 
+async def test_a_missing_configuration_directory_is_said_once_and_stops_its_uploads(
+        store: Log, tmp_path: Path, config_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    root = make_tree(tmp_path / "ftp", without=("DEF",))
+    with ftp_peer(root, tmp_path / "events.log") as peer:
+        (config_dir / "DEF" / "spare.csv").write_bytes(b"io;;;\n")   # two files for /DEF
+        result = await make_session(store, tmp_path, peer.port, config_dir=config_dir).run(
+            Trigger.SCHEDULE, started=CUT)
+        assert not result.ok and not result.retriable
+        refusals = [m for m in messages(caplog) if m.startswith("server 1: /DEF: ")]
+        assert refusals == ["server 1: /DEF: upload refused (550 No such file or directory.)"], \
+            refusals
+        # The other folders went on.
+        assert sorted(p.name for p in (root / "CONFIG").iterdir()) == sorted(
+            rel.split("/")[1] for rel in default_files(UID) if rel.startswith("CONFIG/"))
+
+
 async def test_commands_are_journaled_deleted_then_handed_over(
         store: Log, ftp: FtpPeer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
