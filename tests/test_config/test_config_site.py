@@ -12,6 +12,7 @@ import pytest
 from config_support import CASES
 
 import config
+import config.defaults
 from config import ConfigError, Severity
 
 CASE_DIRS = sorted(p.name for p in CASES.iterdir() if p.is_dir())
@@ -125,6 +126,26 @@ def test_a_uid_without_files_beside_other_configurations_is_an_error(tmp_path: P
     assert config.check_site(tmp_path, "WPM00BDE4") == []
     (tmp_path / "CONFIG" / "WPM00C44F_config.ini").unlink()
     assert config.load_site(tmp_path, "WPM00C44E").uid == "WPM00C44E"
+
+
+def test_every_unreadable_file_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    uid = "WPM00BDE4"
+    for rel, data in config.defaults.default_files(uid).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    # A folder where a file should be (an unpacked archive, a copy gone wrong).
+    for rel in (f"CONFIG/{uid}_var.ini", f"DEF/{uid}_IO.csv", "SCRIPT/a.lua"):
+        (tmp_path / rel).unlink(missing_ok=True)
+        (tmp_path / rel).mkdir(parents=True)
+    (tmp_path / "CONFIG" / f"{uid}_scl.ini").write_bytes(b"SCRIPT_File[0]=a.lua\n")
+    with (tmp_path / "CONFIG" / f"{uid}_config.ini").open("ab") as cfg:
+        cfg.write(b"LOG_Level=loud\n")
+    assert [str(p) for p in config.check_site(tmp_path)] == [
+        f"CONFIG/{uid}_var.ini: file: cannot be read (Is a directory); file rejected",
+        "SCRIPT/a.lua: file: cannot be read (Is a directory); file rejected",
+        f"DEF/{uid}_IO.csv: file: cannot be read (Is a directory); file rejected",
+        f"{uid}_config.ini:2: LOG_Level: 'loud' is not one of debug, info, warning, error; "
+        "default info used"]
 
 
 def test_empty_config_folder_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:
