@@ -164,6 +164,7 @@ class ConfigSync:
     async def run(self, counts: Counts) -> None:
         """Fetch (server 1), decide each file against the last sync, apply, upload."""
         local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
+        differing: list[str] = []
         if self._in_force is not None:
             local, differing = in_force_view(local, self._in_force, self.uid)
             for rel in differing:
@@ -196,7 +197,9 @@ class ConfigSync:
                 if here is not None:
                     uploads[rel] = here
                 continue
-            if here is not None and sha256_hex(here) != last and last is not None:
+            # A local edit not in force is a local change too: the server's copy replaces it.
+            if (here is not None and sha256_hex(here) != last and last is not None) \
+                    or rel in differing:
                 log.warning("server %d: %s changed on both sides; the server's copy replaces the "
                             "local one", self.server, rel)
             candidates[rel] = there

@@ -244,6 +244,8 @@ async def test_local_only_keys_are_compared_with_the_configuration_in_force(
     assert result.ok
     assert f"{UID}_config.ini applied; warnings: 0" in messages(caplog), messages(caplog)
     assert (config_dir / rel).read_bytes() == from_server
+    assert (f"server 1: {rel} changed on both sides; the server's copy replaces the local one"
+            in messages(caplog))
 
 
 async def test_bad_configuration_from_the_server_is_rejected_whole(
