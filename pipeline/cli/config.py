@@ -56,6 +56,16 @@ def _init(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
         return 1
+    others = sorted(p.name.removesuffix("_config.ini")
+                    for p in (directory / "CONFIG").glob("*_config.ini")
+                    if p.name != f"{uid}_config.ini") if (directory / "CONFIG").is_dir() else []
+    if others:
+        # A folder of two uids is refused by the gateway ("several configurations"), --force or
+        # not: the files of the other uid are not this command's to delete.
+        print(f"sunpm config init: {directory / 'CONFIG'} holds the configuration of "
+              f"{', '.join(others)}; a second uid there would be refused by sunpm run (choose "
+              "another DIR)", file=sys.stderr)
+        return 1
     files = default_files(uid)
     existing = [rel for rel in files if (directory / rel).exists()]
     if existing and not args.force:
