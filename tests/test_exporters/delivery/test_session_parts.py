@@ -118,6 +118,21 @@ def test_apply_writes_every_file_and_leaves_no_staging(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["U_var.ini", "a.csv"]
 
 
+def test_apply_puts_the_files_a_configuration_names_in_place_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renamed.append(Path(dst).relative_to(tmp_path).as_posix())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    apply_config_files(tmp_path, {"CONFIG/U_daq.csv": b"d", "DEF/a.csv": b"a",
+                                  "SCRIPT/s.lua": b"s", "CERT/c.pem": b"c"})
+    assert renamed == ["CERT/c.pem", "DEF/a.csv", "SCRIPT/s.lua", "CONFIG/U_daq.csv"]
+
+
 def test_interrupted_apply_is_finished_whole_at_recovery(tmp_path: Path) -> None:
     (tmp_path / "CONFIG").mkdir()
     (tmp_path / "DEF").mkdir()
