@@ -22,10 +22,13 @@ from config._text import (
     replace_controls,
 )
 from config.config_ini import device_problem
+from config.key_hint import closest_key
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
 _BLOCKS: Final = {"type": "ethernet", "tcpinterframems": "tcpInterFrameMs", "port": "serial",
                   "index": "devices"}
+#: The first cell of each block's header as docs/formats.md §6 writes it (for hints).
+_HEADER_CELLS: Final = ("type", "tcpInterFrameMs", "port", "index")
 ETHERNET_COLUMNS: Final = ("type", "ip", "mask", "gateway", "dns1", "dns2")
 SERIAL_COLUMNS: Final = ("port", "speed", "dataBits", "parity", "stopBits", "wires", "protocol",
                          "interFrame(ms)", "forwardTcpPort", "path")
@@ -64,6 +67,14 @@ def parse(data: bytes, file_name: str) -> tuple[Daq, DaqFindings]:
     current: _Block | None = None
     for row in rows:
         name = _BLOCKS.get(row.fields[0].lower())
+        hint = None if name is not None else closest_key(row.fields[0], _HEADER_CELLS)
+        if hint is not None:
+            # A header typed wrong (`indx`, `tcpInterFrame`): said as such, and its rows still
+            # read as that block's, so they are checked too instead of each being "outside a
+            # block". No row of a block starts with a word this close to a header.
+            findings.error(row.line, row.fields[0],
+                           f"unknown block header (did you mean {hint}?)")
+            name = _BLOCKS[hint.lower()]
         if name is not None:
             if name in blocks:
                 findings.error(row.line, row.fields[0],
@@ -103,6 +114,9 @@ def named_definition_files(data: bytes, file_name: str) -> list[tuple[int, str]]
     in_devices = False
     for row in csv_rows(text, findings):
         block = _BLOCKS.get(row.fields[0].lower())
+        hint = None if block is not None else closest_key(row.fields[0], _HEADER_CELLS)
+        if hint is not None:
+            block = _BLOCKS[hint.lower()]
         if block is not None:
             in_devices = block == "devices"
             continue

@@ -300,10 +300,15 @@ class Device:
 
     @property
     def tcp_endpoint(self) -> tuple[str, int] | None:
-        """(ip, port) for a Modbus TCP device, port 502 when not written."""
+        """(ip, port) for a Modbus TCP device, port 502 when not written; `[<ipv6>]:<port>`
+        for the IPv6 address `sunpm modbus read` may be given (daq.csv takes IPv4 only)."""
         if self.kind is not DeviceKind.MODBUS_TCP:
             return None
-        host, _, port = self.interface.partition(":")
+        if self.interface.startswith("["):
+            host, _, port = self.interface[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = self.interface.partition(":")
         return host, int(port) if port else 502
 
     @property

@@ -27,7 +27,7 @@ from config import config_ini, daq_csv, definition, scl_ini, var_ini
 from config._text import Findings
 from config.config_ini import ConfigIni
 from config.errors import ConfigError, Problem, Severity
-from config.identity import default_uid
+from config.identity import UID_PATTERN, default_uid
 from config.model import (
     Daq,
     DefinitionFile,
@@ -91,10 +91,33 @@ class Site:
 def find_uid(directory: Path, uid: str | None = None) -> str:
     """The uid of the configuration in `directory` (docs/formats.md §3, configuration dir)."""
     if uid is not None:
+        if not UID_PATTERN.fullmatch(uid):
+            # It names the files read: `../x` must never become a path.
+            raise ConfigError([Problem(file="CONFIG", line=None, field="uid",
+                                       message=f"'{uid[:40]}' is not 1..32 of A-Z a-z 0-9 -",
+                                       severity=Severity.ERROR)])
+        _check_uid_has_files(directory / "CONFIG", uid)
         return uid
     config_dir = directory / "CONFIG"
     names = [p.name for p in config_dir.glob("*_config.ini")] if config_dir.is_dir() else []
     return _uid_of(names)
+
+
+def _check_uid_has_files(config_dir: Path, uid: str) -> None:
+    """A uid chosen beside other configurations must have a file of its own: `--uid WPM00C44E`
+    mistyped among `WPM00C44F`'s files would otherwise read as an empty, valid configuration
+    (docs/formats.md §3: a typo must not pass as valid). A folder of no configuration at all
+    keeps §3's rule: every file missing reads as empty."""
+    if not config_dir.is_dir():
+        return
+    others = sorted(p.name[:-len("_config.ini")] for p in config_dir.glob("*_config.ini"))
+    own = (f"{uid}_{suffix}" for suffix in ("config.ini", "var.ini", "daq.csv", "scl.ini",
+                                             "sci.ini"))
+    if others and not any((config_dir / name).is_file() for name in own):
+        raise ConfigError([Problem(
+            file="CONFIG", line=None, field="uid",
+            message=f"no file of '{uid}' (configurations here: {', '.join(others)})",
+            severity=Severity.ERROR)])
 
 
 def _uid_of(config_names: list[str]) -> str:
@@ -131,15 +154,26 @@ class _Loader:
     uid: str
     loaded: dict[str, bytes] = field(default_factory=dict)
     by_file: dict[str, Findings] = field(default_factory=dict)
+    #: Files there but unreadable (a folder in a file's place...): each said once, read as
+    #: missing without a second "missing" error, and the other files still checked.
+    unreadable: dict[str, list[Problem]] = field(default_factory=dict)
 
     def add(self, findings: Findings) -> None:
         self.by_file[findings.file] = findings
 
     def read(self, rel: str) -> bytes | None:
-        data = self.read_file(rel)
+        try:
+            data = self.read_file(rel)
+        except ConfigError as err:
+            self.unreadable.setdefault(rel, list(err.problems))
+            return None
         if data is not None:
             self.loaded[rel] = data
         return data
+
+    def missing(self, rel: str) -> bool:
+        """Absent from the tree (a file there but unreadable is already reported)."""
+        return rel not in self.unreadable
 
     def config_file(self, suffix: str) -> tuple[str, bytes]:
         name = f"{self.uid}_{suffix}"
@@ -194,7 +228,7 @@ def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[P
     loader.add(found)
     definitions = _definitions(loader, daq, daq_found)
     order = [f"{loader.uid}_{s}" for s in ("config.ini", "var.ini", "daq.csv")] + [scl_name]
-    problems: list[Problem] = []
+    problems = [p for found in loader.unreadable.values() for p in found]
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
         if file_name in loader.by_file:
             problems += loader.by_file[file_name].reported()
@@ -215,13 +249,14 @@ def _check_certificates(loader: _Loader, cfg: ConfigIni, found: Findings) -> Non
         for base in _CERT_KEYS.get(stype, ()):
             key = config_ini.server_key(base, slot)
             name = resolved[key]
-            if name and loader.read(f"CERT/{name}") is None:
+            if name and loader.read(f"CERT/{name}") is None and loader.missing(f"CERT/{name}"):
                 found.error(line_of.get(key), key, f"'{name}' is missing from /CERT")
 
 
 def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:
     for entry in scripts.scripts:
-        if loader.read(f"SCRIPT/{entry.file}") is None:
+        rel = f"SCRIPT/{entry.file}"
+        if loader.read(rel) is None and loader.missing(rel):
             found.error(entry.line, f"SCRIPT_File[{entry.n}]",
                         f"'{entry.file}' is missing from /SCRIPT")
 
@@ -243,14 +278,16 @@ def _definitions(loader: _Loader, daq: Daq,
         # The row is already rejected; its file is still checked so every problem shows at once.
         data = loader.read(f"DEF/{name}")
         if data is None:
-            daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
+            if loader.missing(f"DEF/{name}"):
+                daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
         else:
             _parse_definition(loader, name, data, parsed)
     for device in daq.devices:
         name = device.def_file
         data = loader.read(f"DEF/{name}")
         if data is None:
-            daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
+            if loader.missing(f"DEF/{name}"):
+                daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
             continue
         port = daq.port(device.serial_port) if device.serial_port else None
         if port is not None and not port.has_driver:

@@ -17,7 +17,11 @@ from fsio import fsync_dir, write_synced
 def apply_config_files(config_dir: Path, files: Mapping[str, bytes]) -> None:
     """Write a set of configuration files all or nothing (module docstring); blocking."""
     staged = []
-    for rel, data in sorted(files.items()):
+    # CONFIG last: a reader without the folder's lock (the configuration watch of a gateway in
+    # another process, e.g. beside `sunpm discover --import`) never meets a daq.csv naming a
+    # definition file not yet in place.
+    for rel, data in sorted(files.items(), key=lambda item: (item[0].startswith("CONFIG/"),
+                                                             item[0])):
         target = config_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         new = target.with_name(target.name + ".new")

@@ -89,6 +89,32 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     return files
 
 
+def in_force_view(local: Mapping[str, bytes], in_force: Mapping[str, bytes],
+                  uid: str) -> tuple[dict[str, bytes], list[str]]:
+    """What the gateway mirrors to a server: the configuration in force, not the folder.
+
+    A local edit the gateway rejected (or has not applied yet) is not the configuration: it is
+    neither uploaded nor compared with the server (docs/behaviour.md §4.2 step 3,
+    docs/spec-notes.md). CONFIG's four files are taken from `in_force` (absent there: absent);
+    a DEF or SCRIPT file the configuration in force reads, from `in_force`; any other DEF or
+    SCRIPT file (not part of the configuration, e.g. a definition discovery wrote) as it is on
+    disk. Returns the view and the tree paths whose folder copy differs from it.
+    """
+    config_names = {f"CONFIG/{uid}_{suffix}" for suffix in CONFIG_SUFFIXES}
+    view: dict[str, bytes] = {}
+    differing: list[str] = []
+    for rel in sorted(set(local) | (set(in_force) & config_names)):
+        if rel in config_names or rel in in_force:
+            kept = in_force.get(rel)
+            if kept is not None:
+                view[rel] = kept
+            if local.get(rel) != kept:
+                differing.append(rel)
+        else:
+            view[rel] = local[rel]
+    return view, differing
+
+
 def referenced_files(files: Mapping[str, bytes], uid: str) -> list[str]:
     """Tree paths of the DEF, SCRIPT and CERT files the candidate CONFIG files name
     (`config.site.referenced_files`).
@@ -119,7 +145,8 @@ class ConfigSync:
 
     def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
                  log: JournalLog, config_dir: Path, validate: Validator | None = None,
-                 config_applied: ConfigApplied | None = None) -> None:
+                 config_applied: ConfigApplied | None = None,
+                 in_force: Mapping[str, bytes] | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -128,10 +155,22 @@ class ConfigSync:
         self._config_dir = config_dir
         self._validate = validate
         self._config_applied = config_applied
+        #: The files of the configuration in force (`Site.loaded`); None: the folder is.
+        self._in_force = in_force
+        #: Tree paths server 1 was seen not to hold this session (its listing of /CONFIG, the
+        #: size lookup of a referenced file).
+        self._missing: set[str] = set()
 
     async def run(self, counts: Counts) -> None:
         """Fetch (server 1), decide each file against the last sync, apply, upload."""
         local = await asyncio.to_thread(local_config_files, self._config_dir, self.uid)
+        differing: list[str] = []
+        if self._in_force is not None:
+            local, differing = in_force_view(local, self._in_force, self.uid)
+            for rel in differing:
+                config_log.warning("server %d: %s differs from the configuration in force (a "
+                                   "local change rejected or not applied yet); the copy in "
+                                   "force is synced", self.server, rel)
         synced = await asyncio.to_thread(last_synced, self._log, self.server)
         remote: dict[str, bytes] = {}
         if self.server == 1:
@@ -143,8 +182,10 @@ class ConfigSync:
             here, there = local.get(rel), remote.get(rel)
             last = synced.get(rel)
             if there is None:
+                # Seen missing on server 1: uploaded again, even unchanged (the manual); else
+                # (server 2, a file not looked up) only what changed since the last sync.
                 if here is not None and (self.server == 2 or rel.split("/")[0] != "CERT") \
-                        and sha256_hex(here) != last:
+                        and (sha256_hex(here) != last or rel in self._missing):
                     uploads[rel] = here
                 continue
             there_sha = sha256_hex(there)
@@ -156,7 +197,9 @@ class ConfigSync:
                 if here is not None:
                     uploads[rel] = here
                 continue
-            if here is not None and sha256_hex(here) != last and last is not None:
+            # A local edit not in force is a local change too: the server's copy replaces it.
+            if (here is not None and sha256_hex(here) != last and last is not None) \
+                    or rel in differing:
                 log.warning("server %d: %s changed on both sides; the server's copy replaces the "
                             "local one", self.server, rel)
             candidates[rel] = there
@@ -183,6 +226,7 @@ class ConfigSync:
             if suffix == "scl.ini" and name not in listing and f"{self.uid}_sci.ini" in listing:
                 source = f"{self.uid}_sci.ini"
             elif name not in listing:
+                self._missing.add(f"CONFIG/{name}")
                 continue
             data = await self._fetch_capped(f"/CONFIG/{source}", budget)
             if data is not None:
@@ -193,6 +237,8 @@ class ConfigSync:
                 data = await self._fetch_capped(f"/{rel}", budget)
                 if data is not None:
                     remote[rel] = data
+            else:
+                self._missing.add(rel)
         return remote
 
     async def _fetch_capped(self, path: str, budget: list[int]) -> bytes | None:
@@ -261,19 +307,30 @@ class ConfigSync:
         config_ini = f"CONFIG/{self.uid}_config.ini"
         if config_ini in candidates:
             running = self._config_dir / config_ini
-            local_only = local_only_changes(running.read_bytes() if running.is_file() else b"",
-                                            candidates[config_ini], running.name)
+            if self._in_force is not None:
+                # The keys in force, not a local edit the gateway rejected or has not applied.
+                in_force = self._in_force.get(config_ini, b"")
+            else:
+                in_force = running.read_bytes() if running.is_file() else b""
+            local_only = local_only_changes(in_force, candidates[config_ini], running.name)
         if self._validate is None:
             return local_only
         return local_only + list(self._validate(self._config_dir, candidates))
 
     async def _upload_configuration(self, uploads: Mapping[str, bytes], counts: Counts) -> None:
+        refused_folders: set[str] = set()
         for rel, data in uploads.items():
             path = f"/{rel}"
+            folder = rel.split("/")[0]
+            if folder in refused_folders:
+                # docs/behaviour.md §4.5: what needs a refused directory stops for the session
+                # (said once, not once per file).
+                continue
             try:
                 await self._transport.upload(path, data, two_step=self.settings.two_step)
             except TransportError as err:
                 refused(err, counts)
+                refused_folders.add(folder)
                 continue
             # Committed at once: a session must not wait a flush period per file it syncs.
             await self._log.append_journal("sync", SyncedFile(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class FileServerSession:
     def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
                  outbox: Outbox, log: JournalLog, config_dir: Path | None = None,
                  validate: Validator | None = None, commands: CommandHandler | None = None,
-                 config_applied: ConfigApplied | None = None) -> None:
+                 config_applied: ConfigApplied | None = None,
+                 in_force: Mapping[str, bytes] | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -43,6 +45,7 @@ class FileServerSession:
         self._validate = validate
         self._commands = commands
         self._config_applied = config_applied
+        self._in_force = in_force
 
     async def run(self, trigger: Trigger, *, started: datetime | None = None) -> SessionResult:
         started = started or datetime.now(UTC)
@@ -56,7 +59,8 @@ class FileServerSession:
                     await ConfigSync(settings=self.settings, uid=self.uid,
                                      transport=self._transport, log=self._log,
                                      config_dir=self._config_dir, validate=self._validate,
-                                     config_applied=self._config_applied).run(counts)
+                                     config_applied=self._config_applied,
+                                     in_force=self._in_force).run(counts)
                 except TransportError as err:
                     # A configuration directory refused: that step stops, the rest goes on.
                     refused(err, counts)

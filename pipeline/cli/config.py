@@ -33,19 +33,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(handler=_show)
 
 
+def uid_refused(command: str, uid: str | None) -> bool:
+    """A `--uid` that is not a uid (docs/formats.md §2) is said and refused (exit 2): it names
+    files, so `../x` or `a_b` must never reach a path or pass as a valid configuration."""
+    from config.identity import UID_PATTERN
+
+    if uid is None or UID_PATTERN.fullmatch(uid):
+        return False
+    print(f"sunpm {command}: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
+    return True
+
+
 def _init(args: argparse.Namespace) -> int:
     # `config` is imported by the handlers, not at the top: `sunpm --help` stays fast.
     from config import default_uid
     from config.defaults import default_files
-    from config.identity import UID_PATTERN
 
     directory: Path = args.directory
     uid: str = args.uid or default_uid()
-    if not UID_PATTERN.fullmatch(uid):
-        print(f"sunpm config init: uid '{uid}' is not 1..32 of A-Z a-z 0-9 -", file=sys.stderr)
+    if uid_refused("config init", uid):
         return 2
     if directory.exists() and not directory.is_dir():
         print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
+        return 1
+    others = sorted(p.name.removesuffix("_config.ini")
+                    for p in (directory / "CONFIG").glob("*_config.ini")
+                    if p.name != f"{uid}_config.ini") if (directory / "CONFIG").is_dir() else []
+    if others:
+        # A folder of two uids is refused by the gateway ("several configurations"), --force or
+        # not: the files of the other uid are not this command's to delete.
+        print(f"sunpm config init: {directory / 'CONFIG'} holds the configuration of "
+              f"{', '.join(others)}; a second uid there would be refused by sunpm run (choose "
+              "another DIR)", file=sys.stderr)
         return 1
     files = default_files(uid)
     existing = [rel for rel in files if (directory / rel).exists()]
@@ -64,6 +83,8 @@ def _init(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from config import Severity, check_site, find_uid
 
+    if uid_refused("config validate", args.uid):
+        return 2
     problems = check_site(args.directory, args.uid)
     for problem in problems:
         print(problem)
@@ -80,6 +101,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from config import ConfigError, load_site, site_to_json
 
+    if uid_refused("config show", args.uid):
+        return 2
     try:
         site = load_site(args.directory, args.uid)
     except ConfigError as err:

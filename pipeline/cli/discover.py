@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pipeline.cli._ports import port_problem
+from pipeline.cli.config import uid_refused
 from pipeline.clock import local_time_stamper
 
 if TYPE_CHECKING:
     from config.model import Daq
     from pipeline.drivers._base import DiscoveryParams, RegisterReader
-    from pipeline.drivers.sunspec import SunSpecDevice, UnitScanned
+    from pipeline.drivers.sunspec import GeneratedDefinition, SunSpecDevice, UnitScanned
 
 _INTERFACES = ("ethernet1", "ethernet2", "serial1", "serial2", "serial3")
 #: The `discoverDevices` parameter names of the refusal texts (docs/behaviour.md §3.1), as flags.
-_FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"))
+_FLAGS: Final = (("firstAddress", "--first"), ("lastAddress", "--last"), ("ip is", "--ip is"),
+                  ("ip '", "--ip '"))
 #: A plain progress line at least this often when stderr is not a terminal.
 _PLAIN_EVERY_S: Final = 10.0
 
@@ -97,6 +99,11 @@ def _check_write_defs(args: argparse.Namespace) -> None:
     """Create `--write-defs` now, so an unusable path is said before a long scan, not after."""
     if args.write_defs is None:
         return
+    if args.import_:
+        # The import writes the files where the configuration reads them; a second folder
+        # given beside it would be created and left empty.
+        raise _Refused("--write-defs cannot go with --import, which writes the files to "
+                       "--config's DEF/")
     if args.write_defs.exists() and not args.write_defs.is_dir():
         raise _Refused(f"--write-defs {args.write_defs}: exists and is not a directory")
     try:
@@ -216,6 +223,8 @@ def _discover_locked(args: argparse.Namespace) -> int:
     daq = Daq()
     time_zone = ""
     tic_port = ""
+    if uid_refused("discover", args.uid):
+        return 2
     try:
         if args.protocol == "sunspec":
             _check_flags(args)
@@ -256,13 +265,13 @@ def _discover_locked(args: argparse.Namespace) -> int:
               f"{progress.link_error.get(interface, 'no link')}", file=sys.stderr)
     if unreachable and len(unreachable) == len(progress.reached):
         return 1
-    _report(args, params, daq, uid, found)
-    return 0
+    return _report(args, params, daq, uid, found)
 
 
 def _report(args: argparse.Namespace, params: DiscoveryParams, daq: Daq, uid: str,
-            found: list[SunSpecDevice]) -> None:
-    """Write or name the definition files, import, and print the result."""
+            found: list[SunSpecDevice]) -> int:
+    """Write or name the definition files, import, and print the result; the exit code."""
+    from config import render_daq
     from pipeline.drivers.sunspec import unique_name, write_definition
     from pipeline.drivers.sunspec.importing import import_devices, is_configured
 
@@ -275,7 +284,12 @@ def _report(args: argparse.Namespace, params: DiscoveryParams, daq: Daq, uid: st
     else:
         found_new = list(found)
     written: dict[tuple[str, int], str] = {}
-    if defs_dir is not None:
+    change: dict[str, bytes] = {}
+    if args.import_:
+        assert defs_dir is not None
+        written, change = _definitions_change(
+            defs_dir, [(d.target, d.unit_id, d.definition) for d in found_new])
+    elif defs_dir is not None:
         defs_dir.mkdir(parents=True, exist_ok=True)
         for device in found_new:
             written[device.target, device.unit_id] = write_definition(
@@ -291,7 +305,9 @@ def _report(args: argparse.Namespace, params: DiscoveryParams, daq: Daq, uid: st
         new_daq, added = import_devices(daq, found_new, timeout_ms=params.timeout_ms,
                                         definition_names=written)
         if added:
-            _write_daq(args.config, uid, new_daq)
+            change[f"CONFIG/{uid}_daq.csv"] = render_daq(new_daq)
+            if not _apply_import(args.config, uid, change):
+                return 1
         print(f"{len(added)} devices added to {uid}_daq.csv", file=sys.stderr)
     rows = [_row(d, written.get((d.target, d.unit_id)), (d.target, d.unit_id) in configured,
                  include_text=defs_dir is None)
@@ -306,10 +322,12 @@ def _report(args: argparse.Namespace, params: DiscoveryParams, daq: Daq, uid: st
                   f"{device.identity.model} SN {device.identity.serial_number} models "
                   f"{','.join(map(str, device.model_ids))} -> "
                   f"{written.get((device.target, device.unit_id), device.definition.name)}")
+    return 0
 
 
 def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> int:
     """TIC detection (docs/behaviour.md §3.6); the other parameters are ignored (the manual)."""
+    from config import render_daq
     from pipeline.drivers.sunspec import GeneratedDefinition, write_definition
     from pipeline.drivers.tic_discovery import definition_name as tic_definition_name
     from pipeline.drivers.tic_discovery import definition_text as tic_definition_text
@@ -327,24 +345,36 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
         print(f"sunpm discover: nothing could be reached: {port}: cannot open: {problem}",
               file=sys.stderr)
         return 1
+    open_errors: list[str] = []
     try:
-        found = asyncio.run(detect_tic(port))
+        found = asyncio.run(detect_tic(port, open_errors=open_errors))
     except KeyboardInterrupt:
         print("sunpm discover: interrupted (nothing written)", file=sys.stderr)
         return 130
+    if found is None and len(open_errors) == 2:
+        # Opened at neither speed: nothing was listened to, which is not "no meter".
+        print(f"sunpm discover: nothing could be reached: {port}: cannot open as a TIC port "
+              f"(7E1 at 9600/1200 Bd): {open_errors[-1]}", file=sys.stderr)
+        return 1
     result: dict[str, object] = {"protocol": "tic", "found": 0 if found is None else 1}
     if found is not None:
         name = tic_definition_name(uid, found.mode)
         text = tic_definition_text(found)
         defs_dir: Path | None = args.config / "DEF" if args.import_ else args.write_defs
-        if defs_dir is not None:
-            defs_dir.mkdir(parents=True, exist_ok=True)
-            name = write_definition(defs_dir, GeneratedDefinition(name=name, text=text)).name
         if args.import_:
+            assert defs_dir is not None
+            names, change = _definitions_change(
+                defs_dir, [("TIC1", 0, GeneratedDefinition(name=name, text=text))])
+            name = names["TIC1", 0]
             row = tic_device(daq, found, name)
             new_daq = dataclasses.replace(daq, devices=(*daq.devices, row),
                                           blocks=daq.blocks | {"devices"})
-            _write_daq(args.config, uid, new_daq)
+            change[f"CONFIG/{uid}_daq.csv"] = render_daq(new_daq)
+            if not _apply_import(args.config, uid, change):
+                return 1
+        elif defs_dir is not None:
+            defs_dir.mkdir(parents=True, exist_ok=True)
+            name = write_definition(defs_dir, GeneratedDefinition(name=name, text=text)).name
         result.update(mode=found.mode.value, baud=found.baud, address=found.address,
                       labels=list(found.labels), definitionFile=name)
         if defs_dir is None:
@@ -359,13 +389,48 @@ def _discover_tic(args: argparse.Namespace, uid: str, daq: Daq, port: str) -> in
     return 0
 
 
-def _write_daq(config_dir: Path, uid: str, daq: Daq) -> None:
-    from config import render_daq
+def _definitions_change(defs_dir: Path, generated: list[tuple[str, int, GeneratedDefinition]]
+                        ) -> tuple[dict[tuple[str, int], str], dict[str, bytes]]:
+    """The file each (target, unit) gets in `defs_dir` (the `_2` rule, files of this import
+    counted; a file of the same content reused) and the new files as a change."""
+    from pipeline.drivers.sunspec import unique_name
 
-    daq_path = config_dir / "CONFIG" / f"{uid}_daq.csv"
-    tmp = daq_path.with_name(f".{daq_path.name}.tmp")
-    tmp.write_bytes(render_daq(daq))
-    tmp.replace(daq_path)
+    planned: dict[str, str] = {}
+
+    def existing(name: str) -> str | None:
+        if name in planned:
+            return planned[name]
+        try:
+            return (defs_dir / name).read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+
+    names: dict[tuple[str, int], str] = {}
+    change: dict[str, bytes] = {}
+    for target, unit, definition in generated:
+        name = unique_name(definition.name, definition.text, existing)
+        planned[name] = definition.text
+        names[target, unit] = name
+        if not (defs_dir / name).exists():
+            change[f"DEF/{name}"] = definition.text.encode("utf-8")
+    return names, change
+
+
+def _apply_import(config_dir: Path, uid: str, change: dict[str, bytes]) -> bool:
+    """The import checked whole with the site and written all or nothing, durably, as the
+    gateway's own import (pipeline.service.config_edit); False, said, when it is refused."""
+    from pipeline.service.config_edit import ChangeRejected, apply_change
+
+    new_files = [rel for rel in change if rel.startswith("DEF/")]
+    try:
+        apply_change(config_dir, uid, change, create_only=new_files)
+    except ChangeRejected as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"sunpm discover: the import would make {config_dir} invalid; nothing written",
+              file=sys.stderr)
+        return False
+    return True
 
 
 def _row(device: SunSpecDevice, written: str | None, configured: bool, *,

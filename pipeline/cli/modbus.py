@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "nothing good, 2 file, address or option unusable")
     read.add_argument("target", metavar="HOST:PORT", help="device address (port 502 if omitted)")
     read.add_argument("--unit", type=int, action="append", metavar="N",
-                      help="unit id, 0..255 (1); repeat for several units behind one address")
+                      help="unit id, 1..240 (1); repeat for several units behind one address")
     read.add_argument("--def", dest="definition", type=Path, required=True, metavar="FILE",
                       help="definition file")
     read.add_argument("--timeout", type=int, default=1000, metavar="MS",
@@ -80,15 +80,22 @@ def _target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _address(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:502`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _check_options(args: argparse.Namespace) -> str | None:
     units: list[int] = args.unit or [1]
-    bad = [u for u in units if not 0 <= u <= 255]
+    # docs/formats.md §6 Decision: the manual's 1..240 wherever sunpm takes a unit id, and the
+    # DAQ_ModbusMaxGap range: what this command reads is what daq.csv can configure.
+    bad = [u for u in units if not 1 <= u <= 240]
     if bad:
-        return f"--unit {bad[0]} is outside 0..255"
+        return f"--unit {bad[0]} is outside 1..240"
     if args.timeout < 1:
         return f"--timeout {args.timeout} is below 1 ms"
-    if args.max_gap < 0:
-        return f"--max-gap {args.max_gap} is below 0"
+    if not 0 <= args.max_gap <= 124:
+        return f"--max-gap {args.max_gap} is outside 0..124"
     if args.watch is not None and not args.watch > 0:
         return f"--watch {args.watch:g} is not a positive number of seconds"
     return None
@@ -116,8 +123,9 @@ async def _poll(driver: ModbusTcpDriver, host: str, port: int, unit: int, timeou
 
     everything = [v for v in definition.variables if v.modbus is not None]
     plan = plan_reads(definition, max_gap, variables=everything)
-    device = Device(line=0, index=str(unit), interface=f"{host}:{port}", name=f"{host}:{port}",
-                    address=unit, timeout_ms=timeout_ms)
+    address = _address(host, port)
+    device = Device(line=0, index=str(unit), interface=address, name=address, address=unit,
+                    timeout_ms=timeout_ms)
     return await driver.read(device, plan)
 
 
@@ -200,7 +208,7 @@ async def _run(args: argparse.Namespace, host: str, port: int, units: list[int],
 
     # The table says it (quality 5); the driver's reconnect warnings would only repeat it.
     logging.getLogger("sunpm.modbus").setLevel(logging.ERROR)
-    address = f"{host}:{port}"
+    address = _address(host, port)
     redraw = args.watch is not None and not args.json and sys.stdout.isatty()
     driver = ModbusTcpDriver()
     try:

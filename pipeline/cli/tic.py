@@ -39,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     decode.add_argument("--port", metavar="DEV", help="serial device of a TIC reader")
     decode.add_argument("--speed", type=int, choices=(1200, 9600),
                         help="fixed speed for --port (default: detect the mode)")
-    decode.add_argument("--frames", type=int, default=0, help="stop after N frames (--port)")
+    decode.add_argument("--frames", type=int, default=0, help="stop after N frames (--port; 0, the default: no limit)")
     decode.add_argument("--duration", type=float, default=0.0,
-                        help="stop after S seconds (--port)")
+                        help="stop after S seconds (--port; 0, the default: no limit)")
     decode.add_argument("--json", action="store_true", help="one JSON object per line")
     decode.set_defaults(handler=_decode)
 
@@ -106,6 +106,13 @@ def _decode(args: argparse.Namespace) -> int:
         return 2
     if args.frames < 0 or args.duration < 0:
         print("sunpm tic decode: --frames and --duration cannot be negative", file=sys.stderr)
+        return 2
+    port_only = [flag for flag, value in (("--speed", args.speed), ("--frames", args.frames),
+                                          ("--duration", args.duration)) if value]
+    if args.file is not None and port_only:
+        # A capture is decoded whole, its mode detected: such an option would be ignored.
+        print(f"sunpm tic decode: {', '.join(port_only)}: for --port only, not a FILE",
+              file=sys.stderr)
         return 2
     printer = _Printer(args.json)
     if args.file is not None:

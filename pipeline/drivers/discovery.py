@@ -9,6 +9,7 @@ with the polls), which keeps this module free of link life cycles.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 from config.model import Daq, Protocol
@@ -37,6 +38,15 @@ def interfaces_to_scan(params: DiscoveryParams, daq: Daq) -> list[str]:
     if params.first_address > params.last_address:
         raise DiscoveryRefused(f"discoverDevices: firstAddress {params.first_address} is above "
                                f"lastAddress {params.last_address}")
+    if params.ip:
+        try:
+            ipaddress.IPv4Address(params.ip)
+        except ValueError:
+            # What is found is imported with `<ip>:<port>` as its daq.csv interface, which takes
+            # a dotted IPv4 address only (docs/formats.md §6): a host name would be imported
+            # into a configuration that is then rejected.
+            raise DiscoveryRefused(f"discoverDevices: ip '{params.ip[:64]}' is not an IPv4 "
+                                   "address") from None
     if params.interface is None:
         chosen = [f"serial{p.number}" for p in daq.serial
                   if p.path and p.protocol == "modbusRTU"]

@@ -86,25 +86,40 @@ def tic_device(daq: Daq, detection: TicDetection, def_file: str) -> Device:
                   def_file=def_file)
 
 
+def _why(err: Exception) -> str:
+    """`Invalid argument (errno 22)` from an OSError or a termios.error (errno, text)."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror} (errno {err.errno})"
+    if len(err.args) == 2 and isinstance(err.args[1], str):
+        return f"{err.args[1]} (errno {err.args[0]})"
+    return str(err) or type(err).__name__
+
+
 class TicAlreadyConfigured(ValueError):
     pass
 
 
 async def detect_tic(path: str, *, opener: PortOpener = open_serial, listen_s: float = LISTEN_S,
-                     clock: Callable[[], float] = time.monotonic) -> TicDetection | None:
-    """Listen at 9600 then 1200 baud; None when no meter answers (result 0)."""
+                     clock: Callable[[], float] = time.monotonic,
+                     open_errors: list[str] | None = None) -> TicDetection | None:
+    """Listen at 9600 then 1200 baud; None when no meter answers (result 0).
+
+    `open_errors` gets why the port could not be opened at a speed, so a caller can tell a port
+    it cannot use (no rights, no 7E1) from a port where no meter talks."""
     for mode in (TicMode.STANDARD, TicMode.HISTORIC):
-        found = await _listen(path, mode, opener, listen_s, clock)
+        found = await _listen(path, mode, opener, listen_s, clock, open_errors)
         if found is not None:
             return found
     return None
 
 
 async def _listen(path: str, mode: TicMode, opener: PortOpener, listen_s: float,
-                  clock: Callable[[], float]) -> TicDetection | None:
+                  clock: Callable[[], float], open_errors: list[str] | None) -> TicDetection | None:
     try:
         reader, close = await opener(path, mode.baud)
-    except (OSError, termios.error):
+    except (OSError, termios.error) as err:
+        if open_errors is not None:
+            open_errors.append(_why(err))
         return None
     decoder = TicDecoder(mode)
     labels: dict[str, str] = {}

@@ -466,7 +466,8 @@ class Gateway:
                     settings=settings, uid=site.uid, transport=transport, outbox=outbox,
                     log=store, config_dir=self.config_dir, validate=check_site_change,
                     commands=self.commands if slot == 1 else None,
-                    config_applied=self._applied_from_server)
+                    config_applied=self._applied_from_server,
+                    in_force=self.site.loaded if self.site is not None else None)
                 started = await self._wait_for_records(trigger)
                 result = await session.run(trigger, started=started)
                 if result.ok and self.traces is not None:

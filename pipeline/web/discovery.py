@@ -34,7 +34,8 @@ routes = web.RouteTableDef()
 INTERFACES: Final = ("", "ethernet1", "ethernet2", "serial1", "serial2", "serial3")
 #: Which form field a refusal of docs/behaviour.md §3.1 is about.
 _REFUSAL_FIELDS: Final = (("firstAddress", "firstAddress"), ("lastAddress", "lastAddress"),
-                          ("ip is required", "ip"), ("port ", "port"), ("timeout", "timeout"),
+                          ("ip is required", "ip"), ("ip '", "ip"), ("port ", "port"),
+                          ("timeout", "timeout"),
                           ("maxDevices", "maxDevices"))
 DEFAULTS: Final = {"interface": "ethernet1", "ip": "", "port": "502", "firstAddress": "1",
                    "lastAddress": "240", "maxDevices": "240", "timeout": "1000"}

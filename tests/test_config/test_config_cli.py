@@ -43,6 +43,20 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert conf.read_text() != "LOG_Level=debug\n"
 
 
+def test_init_refuses_a_second_uid_in_a_configuration_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "init", "--uid", "PLANT-1", str(tmp_path)]) == 0
+    before = sorted(p.name for p in (tmp_path / "CONFIG").iterdir())
+    capsys.readouterr()
+    for force in ([], ["--force"]):
+        assert main(["config", "init", "--uid", "PLANT-2", *force, str(tmp_path)]) == 1
+        assert capsys.readouterr().err == (
+            f"sunpm config init: {tmp_path / 'CONFIG'} holds the configuration of PLANT-1; a "
+            "second uid there would be refused by sunpm run (choose another DIR)\n")
+    assert sorted(p.name for p in (tmp_path / "CONFIG").iterdir()) == before
+    assert main(["config", "validate", str(tmp_path)]) == 0
+
+
 def test_validate_prints_one_line_per_problem_and_exits_1(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(CASES / "ten_mistakes")]) == 1

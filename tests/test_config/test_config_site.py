@@ -12,6 +12,7 @@ import pytest
 from config_support import CASES
 
 import config
+import config.defaults
 from config import ConfigError, Severity
 
 CASE_DIRS = sorted(p.name for p in CASES.iterdir() if p.is_dir())
@@ -102,6 +103,49 @@ def test_sci_ini_is_read_when_there_is_no_scl_ini(example_site: Callable[[], Pat
 def test_uid_option_chooses_among_several_configurations() -> None:
     site = config.load_site(CASES / "several_uids", uid="WPM00C44F")
     assert site.uid == "WPM00C44F" and site.daq.devices == ()
+
+
+@pytest.mark.parametrize("uid", ["../WPM00C44F", "WPM_00C44F", "", "x" * 33])
+def test_a_uid_that_is_not_one_names_no_file(tmp_path: Path, uid: str) -> None:
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "WPM00C44F_config.ini").write_bytes(b"repeated=1\nrepeated=1\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load_site(tmp_path, uid=uid)
+    (problem,) = caught.value.problems
+    assert str(problem) == f"CONFIG: uid: '{uid}' is not 1..32 of A-Z a-z 0-9 -"
+    assert config.check_site(tmp_path, uid) == [problem]
+
+
+def test_a_uid_without_files_beside_other_configurations_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "CONFIG" / "WPM00C44F_config.ini").write_bytes(b"")
+    (tmp_path / "CONFIG" / "WPM00BDE4_var.ini").write_bytes(b"")
+    assert [str(p) for p in config.check_site(tmp_path, "WPM00C44E")] == [
+        "CONFIG: uid: no file of 'WPM00C44E' (configurations here: WPM00C44F)"]
+    # Any file of its own will do (a missing config.ini reads as empty), as will no other uid.
+    assert config.check_site(tmp_path, "WPM00BDE4") == []
+    (tmp_path / "CONFIG" / "WPM00C44F_config.ini").unlink()
+    assert config.load_site(tmp_path, "WPM00C44E").uid == "WPM00C44E"
+
+
+def test_every_unreadable_file_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    uid = "WPM00BDE4"
+    for rel, data in config.defaults.default_files(uid).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    # A folder where a file should be (an unpacked archive, a copy gone wrong).
+    for rel in (f"CONFIG/{uid}_var.ini", f"DEF/{uid}_IO.csv", "SCRIPT/a.lua"):
+        (tmp_path / rel).unlink(missing_ok=True)
+        (tmp_path / rel).mkdir(parents=True)
+    (tmp_path / "CONFIG" / f"{uid}_scl.ini").write_bytes(b"SCRIPT_File[0]=a.lua\n")
+    with (tmp_path / "CONFIG" / f"{uid}_config.ini").open("ab") as cfg:
+        cfg.write(b"LOG_Level=loud\n")
+    assert [str(p) for p in config.check_site(tmp_path)] == [
+        f"CONFIG/{uid}_var.ini: file: cannot be read (Is a directory); file rejected",
+        "SCRIPT/a.lua: file: cannot be read (Is a directory); file rejected",
+        f"DEF/{uid}_IO.csv: file: cannot be read (Is a directory); file rejected",
+        f"{uid}_config.ini:2: LOG_Level: 'loud' is not one of debug, info, warning, error; "
+        "default info used"]
 
 
 def test_empty_config_folder_is_a_valid_site_of_the_default_uid(tmp_path: Path) -> None:

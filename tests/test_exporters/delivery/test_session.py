@@ -37,14 +37,16 @@ def settings(port: int, slot: int = 1, password: str = "secret") -> ServerSettin
 
 def make_session(store: Log, tmp: Path, port: int, *, slot: int = 1, password: str = "secret",
                  config_dir: Path | None = None, handler: CollectingHandler | None = None,
-                 timeouts: Timeouts = FAST) -> FileServerSession:
+                 timeouts: Timeouts = FAST,
+                 in_force: dict[str, bytes] | None = None) -> FileServerSession:
     s = settings(port, slot, password)
     outbox = Outbox(server=slot, log=store, source=DemoSource(store, UID),
                     directory=tmp / "store" / "outbox" / str(slot),
                     streams=(Stream.ALARM, Stream.DATA))
     return FileServerSession(settings=s, uid=UID, transport=FtpTransport(s, timeouts=timeouts),
                              outbox=outbox, log=store, config_dir=config_dir,
-                             validate=lambda d, c: check_site_change(d, c, UID), commands=handler)
+                             validate=lambda d, c: check_site_change(d, c, UID), commands=handler,
+                             in_force=in_force)
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -105,6 +107,23 @@ async def test_missing_directory_stops_its_stream_only_and_fails_the_session(
                                      f"/DATA/{UID}_MODBUS_210201_100000.csv.gz"]
 
 
+async def test_a_missing_configuration_directory_is_said_once_and_stops_its_uploads(
+        store: Log, tmp_path: Path, config_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    root = make_tree(tmp_path / "ftp", without=("DEF",))
+    with ftp_peer(root, tmp_path / "events.log") as peer:
+        (config_dir / "DEF" / "spare.csv").write_bytes(b"io;;;\n")   # two files for /DEF
+        result = await make_session(store, tmp_path, peer.port, config_dir=config_dir).run(
+            Trigger.SCHEDULE, started=CUT)
+        assert not result.ok and not result.retriable
+        refusals = [m for m in messages(caplog) if m.startswith("server 1: /DEF: ")]
+        assert refusals == ["server 1: /DEF: upload refused (550 No such file or directory.)"], \
+            refusals
+        # The other folders went on.
+        assert sorted(p.name for p in (root / "CONFIG").iterdir()) == sorted(
+            rel.split("/")[1] for rel in default_files(UID) if rel.startswith("CONFIG/"))
+
+
 async def test_commands_are_journaled_deleted_then_handed_over(
         store: Log, ftp: FtpPeer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
@@ -161,6 +180,25 @@ async def test_first_session_uploads_local_configuration_and_records_it_as_synce
     assert result.ok and result.files == 0
 
 
+async def test_a_file_deleted_on_server_1_is_uploaded_again(
+        store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await make_session(store, tmp_path, ftp.port, config_dir=config_dir).run(
+        Trigger.STARTUP, started=CUT)
+    files = default_files(UID)
+    deleted = [f"CONFIG/{UID}_var.ini", f"DEF/{UID}_IO.csv"]   # a CONFIG file, a referenced one
+    for rel in deleted:
+        (ftp.root / rel).unlink()
+    caplog.clear()
+    result = await make_session(store, tmp_path, ftp.port, config_dir=config_dir).run(
+        Trigger.SCHEDULE, started=CUT)
+    assert result.ok and result.files == 2, messages(caplog)
+    for rel in deleted:
+        assert (ftp.root / rel).read_bytes() == files[rel]
+        assert f"server 1: uploaded /{rel} ({len(files[rel])} bytes)" in messages(caplog)
+
+
 async def test_changed_server_configuration_is_applied_whole(
         store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -186,6 +224,28 @@ async def test_changed_server_configuration_is_applied_whole(
     (event,) = [json.loads(b) for b in store.journal(kinds=["config"]).column("body").to_pylist()]
     assert event["origin"] == "server 1" and event["files"] == [f"CONFIG/{UID}_var.ini"]
     assert store.get_config(event["snapshot"])[f"CONFIG/{UID}_var.ini"] == var_ini
+
+
+async def test_local_only_keys_are_compared_with_the_configuration_in_force(
+        store: Log, ftp: FtpPeer, tmp_path: Path, config_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    in_force = default_files(UID)
+    await make_session(store, tmp_path, ftp.port, config_dir=config_dir,
+                       in_force=in_force).run(Trigger.STARTUP, started=CUT)
+    rel = f"CONFIG/{UID}_config.ini"
+    # A local edit not in force (rejected, or not applied yet) moves a local-only key; the
+    # server's new file keeps the value in force: it changes no local-only key, and wins.
+    (config_dir / rel).write_bytes(in_force[rel] + b"WEB_Port=9000\n")
+    from_server = in_force[rel] + b"LOG_Level=debug\n"
+    (ftp.root / rel).write_bytes(from_server)
+    result = await make_session(store, tmp_path, ftp.port, config_dir=config_dir,
+                                in_force=in_force).run(Trigger.SCHEDULE, started=CUT)
+    assert result.ok
+    assert f"{UID}_config.ini applied; warnings: 0" in messages(caplog), messages(caplog)
+    assert (config_dir / rel).read_bytes() == from_server
+    assert (f"server 1: {rel} changed on both sides; the server's copy replaces the local one"
+            in messages(caplog))
 
 
 async def test_bad_configuration_from_the_server_is_rejected_whole(

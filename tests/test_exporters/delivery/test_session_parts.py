@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from exporters.session.commands import parse_command_file, parse_command_message
 from exporters.session.config_apply import apply_config_files, recover_config_apply
-from exporters.session.config_sync import referenced_files
+from exporters.session.config_sync import in_force_view, referenced_files
 from store.events import Channel, CommandReceived, CommandResult
 
 SPEC_FILE = b"""[
@@ -94,6 +94,21 @@ def test_referenced_files_come_from_daq_scl_and_config() -> None:
                                             "SCRIPT/limit.lua", "CERT/ca.pem"]
 
 
+def test_the_configuration_in_force_is_mirrored_not_the_folder() -> None:
+    on_disk = {"CONFIG/U_config.ini": b"rejected edit\n", "CONFIG/U_var.ini": b"new, rejected\n",
+               "CONFIG/U_daq.csv": b"in force\n", "DEF/inv.csv": b"edited\n",
+               "DEF/spare.csv": b"discovered\n", "SCRIPT/a.lua": b"in force\n"}
+    in_force = {"CONFIG/U_config.ini": b"in force\n", "CONFIG/U_daq.csv": b"in force\n",
+                "CONFIG/U_scl.ini": b"deleted locally\n", "DEF/inv.csv": b"in force\n",
+                "SCRIPT/a.lua": b"in force\n"}
+    view, differing = in_force_view(on_disk, in_force, "U")
+    assert view == {"CONFIG/U_config.ini": b"in force\n", "CONFIG/U_daq.csv": b"in force\n",
+                    "CONFIG/U_scl.ini": b"deleted locally\n", "DEF/inv.csv": b"in force\n",
+                    "DEF/spare.csv": b"discovered\n", "SCRIPT/a.lua": b"in force\n"}
+    assert differing == ["CONFIG/U_config.ini", "CONFIG/U_scl.ini", "CONFIG/U_var.ini",
+                         "DEF/inv.csv"]
+
+
 def test_apply_writes_every_file_and_leaves_no_staging(tmp_path: Path) -> None:
     (tmp_path / "CONFIG").mkdir()
     (tmp_path / "CONFIG" / "U_var.ini").write_bytes(b"old")
@@ -101,6 +116,21 @@ def test_apply_writes_every_file_and_leaves_no_staging(tmp_path: Path) -> None:
     assert (tmp_path / "CONFIG" / "U_var.ini").read_bytes() == b"new"
     assert (tmp_path / "DEF" / "a.csv").read_bytes() == b"def"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["U_var.ini", "a.csv"]
+
+
+def test_apply_puts_the_files_a_configuration_names_in_place_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renamed.append(Path(dst).relative_to(tmp_path).as_posix())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    apply_config_files(tmp_path, {"CONFIG/U_daq.csv": b"d", "DEF/a.csv": b"a",
+                                  "SCRIPT/s.lua": b"s", "CERT/c.pem": b"c"})
+    assert renamed == ["CERT/c.pem", "DEF/a.csv", "SCRIPT/s.lua", "CONFIG/U_daq.csv"]
 
 
 def test_interrupted_apply_is_finished_whole_at_recovery(tmp_path: Path) -> None:

@@ -81,6 +81,27 @@ async def test_discover_imports_devices_whose_files_pass_config_validate(tmp_pat
     assert out == ""          # no warning either
 
 
+async def test_an_import_the_configuration_would_reject_writes_nothing(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert (await _sunpm("config", "init", str(site), "--uid", "WPM00BDE4"))[0] == 0
+    async with modbus_server(_plant()) as port:
+        scan = ("discover", "--ip", "127.0.0.1", "--port", str(port), "--timeout", "300",
+                "--config", str(site), "--import")
+        code, _, err = await _sunpm(*scan, "--first", "2", "--last", "2")
+        assert code == 0, err
+        # The next device would get index 65536, which daq.csv refuses.
+        daq_path = site / "CONFIG" / "WPM00BDE4_daq.csv"
+        daq_path.write_text(daq_path.read_text().replace("\n1;", "\n65535;"))
+        before = {p.name: p.read_bytes() for p in (*site.glob("*/*"),)}
+        code, out, err = await _sunpm(*scan, "--first", "4", "--last", "4")
+    assert (code, out) == (1, ""), err
+    assert err.endswith("WPM00BDE4_daq.csv:4: index: '65536' is not 0..65535, IO or TIC1; file "
+                        f"rejected\nsunpm discover: the import would make {site} invalid; "
+                        "nothing written\n")
+    assert {p.name: p.read_bytes() for p in (*site.glob("*/*"),)} == before
+    assert (await _sunpm("config", "validate", str(site)))[0] == 0
+
+
 async def test_discover_on_a_serial_port_without_path_is_refused(tmp_path: Path) -> None:
     site = tmp_path / "site"
     assert (await _sunpm("config", "init", str(site), "--uid", "U1"))[0] == 0
@@ -184,6 +205,25 @@ async def test_discover_tic_on_a_port_that_cannot_open_exits_1(tmp_path: Path) -
                    "open: No such file or directory (errno 2)\n")
     code, _, err = await _sunpm("discover", "--protocol", "tic")
     assert (code, err.strip()) == (2, "sunpm discover: TIC_Port is not set; give --tic-port DEV")
+
+
+async def test_discover_tic_on_a_port_that_refuses_7e1_exits_1_not_no_meter(
+        tmp_path: Path) -> None:
+    assert (await _sunpm("config", "init", "--uid", "U1", str(tmp_path / "site")))[0] == 0
+    daq = (tmp_path / "site" / "CONFIG" / "U1_daq.csv").read_bytes()
+    master, slave = os.openpty()      # a tty, but a Linux pty refuses 7E1
+    port = os.ttyname(slave)
+    try:
+        code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
+                                      port, "--config", str(tmp_path / "site"),
+                                      "--import", "--json")
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert (code, out) == (1, "")
+    assert err == (f"sunpm discover: nothing could be reached: {port}: cannot "
+                   "open as a TIC port (7E1 at 9600/1200 Bd): Invalid argument (errno 22)\n")
+    assert (tmp_path / "site" / "CONFIG" / "U1_daq.csv").read_bytes() == daq
 
 
 async def test_discover_without_files_names_them_as_writing_would(tmp_path: Path) -> None:

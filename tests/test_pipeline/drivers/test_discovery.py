@@ -25,6 +25,12 @@ DAQ = Daq(serial=(SerialPort(line=2, port="SERIAL1", path="/dev/ttyS1"),
     (DiscoveryParams(first_address=0), "discoverDevices: firstAddress 0 is outside 1..240"),
     (DiscoveryParams(first_address=30, last_address=20),
      "discoverDevices: firstAddress 30 is above lastAddress 20"),
+    # Found devices are imported with `<ip>:<port>`: daq.csv takes a dotted IPv4 address only.
+    (DiscoveryParams(interface="ethernet1", ip="localhost"),
+     "discoverDevices: ip 'localhost' is not an IPv4 address"),
+    (DiscoveryParams(ip="1.2.3"), "discoverDevices: ip '1.2.3' is not an IPv4 address"),
+    (DiscoveryParams(interface="ethernet2", ip="::1"),
+     "discoverDevices: ip '::1' is not an IPv4 address"),
 ])
 def test_refusals_read_as_the_spec_writes_them(params: DiscoveryParams, message: str) -> None:
     with pytest.raises(DiscoveryRefused) as err:

@@ -169,3 +169,17 @@ async def test_modbus_read_watch_on_a_terminal_redraws_in_place(tmp_path: Path) 
     for frame in frames:       # each redraw is the whole table, from the top of the screen
         assert frame.startswith(f"127.0.0.1:{sim.port} T1.csv at ")
         assert "     1 Power                            10 W" in frame
+
+
+async def test_an_ipv6_address_in_brackets_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "T1.csv"
+    path.write_text(DEFINITION)
+    device = SimulatedDevice()
+    device.set_words(40000, [2305, 0xFFFF])
+    async with TcpSimulator({5: device}, host="::1") as sim:
+        code, out, err = await run_cli("modbus", "read", f"[::1]:{sim.port}", "--unit", "5",
+                                       "--def", str(path), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["target"] == f"[::1]:{sim.port}"
+    assert {row["name"]: row["value"] for row in result["variables"]}["Power"] == "23.05"
