@@ -67,6 +67,7 @@ from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
+from pipeline.service import in_force
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
@@ -340,10 +341,21 @@ class Gateway:
                         self.config_dir, find_uid(self.config_dir)))
                 site = load_site(self.config_dir)
         except ConfigError as err:
+            config_log = logging.getLogger("sunpm.config")
             for problem in err.problems:
-                logging.getLogger("sunpm.config").error("%s", problem)
-            raise GatewayRefused(f"{self.config_dir}: configuration rejected "
-                                 f"({len(err.problems)} problem(s) above)", 2) from None
+                config_log.error("%s", problem)
+            kept = in_force.load(self.data_dir, self.config_dir)
+            if kept is None:
+                raise GatewayRefused(f"{self.config_dir}: configuration rejected "
+                                     f"({len(err.problems)} problem(s) above)", 2) from None
+            # The folder's digest stays the loaded one: the watch looks again once it changes.
+            config_log.error("%s: configuration rejected (%d problem(s) above); running the "
+                             "last configuration in force (%s) until the folder is fixed",
+                             self.config_dir, len(err.problems),
+                             self.data_dir / in_force.FILE_NAME)
+            self.site = kept
+            return kept
+        in_force.save(self.data_dir, site.files())
         if staged:
             log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:

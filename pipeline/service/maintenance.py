@@ -31,6 +31,7 @@ from config import ConfigError, parse_config_ini, render_config_ini
 from config.defaults import default_files
 from config.errors import Severity
 from fsio import fsync_dir, rename, write_file_durably
+from pipeline.service import in_force
 
 log = logging.getLogger("sunpm.system")
 
@@ -89,7 +90,7 @@ def factory_wipe(config_dir: Path, data_dir: Path, store_dir: Path, uid: str) ->
     for folder in CONFIG_FOLDERS:
         shutil.rmtree(config_dir / folder, ignore_errors=True)
     shutil.rmtree(store_dir, ignore_errors=True)
-    for name in (UPDATE_FOLDER, "status.json"):
+    for name in (UPDATE_FOLDER, "status.json", in_force.FILE_NAME):
         target = data_dir / name
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)

@@ -77,11 +77,15 @@ async def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> 
 @contextlib.asynccontextmanager
 async def running_gateway(tmp_path: Path, *, inverters: int = 1,
                           extra_files: Mapping[str, bytes] | None = None,
-                          plugins: Sequence[Plugin] = ()) -> AsyncIterator[RunningPlant]:
+                          plugins: Sequence[Plugin] = (),
+                          site_written: bool = False) -> AsyncIterator[RunningPlant]:
+    """A gateway on a site written for it, or, `site_written`, on the one an earlier run of
+    the same `tmp_path` left as it is now."""
     config_dir, server_dir = tmp_path / "config", tmp_path / "server"
     simulators = [TcpSimulator({1: DemoInverter(number=k)}) for k in range(1, inverters + 1)]
     ports = [await sim.start() for sim in simulators]
-    write_site(config_dir, server_dir, ports, extra_files or {})
+    if not site_written:
+        write_site(config_dir, server_dir, ports, extra_files or {})
     gateway = Gateway(config_dir, tmp_path / "data", plugins=[ScriptsPlugin(), *plugins])
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop), name="gateway")

@@ -1,0 +1,60 @@
+"""A gateway restarted with a configuration folder it rejects runs the last configuration in
+force, kept in its data directory, instead of refusing to start (docs/behaviour.md §4.2,
+docs/spec-notes.md service); once the folder is fixed, the fix applies as any local edit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from _service_plant import UID, running_gateway, wait_for
+
+from pipeline.service import in_force
+from pipeline.service.gateway import Gateway, GatewayRefused
+
+pytestmark = pytest.mark.usefixtures("no_task_left_behind")
+
+CONFIG_INI = f"CONFIG/{UID}_config.ini"
+
+
+async def test_a_restart_on_a_rejected_folder_runs_the_configuration_in_force(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = tmp_path / "data"
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        local = plant.config_dir / CONFIG_INI
+        in_force_ini = local.read_bytes()
+    kept = in_force.load(data_dir, tmp_path / "config")
+    assert kept is not None and kept.loaded[CONFIG_INI] == in_force_ini
+
+    # A repeated key rejects the file: the gateway stopped on it used to stay down.
+    local.write_bytes(in_force_ini + b"DAQ_PollPeriod=5\n")
+    caplog.clear()
+    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+        site = plant.gateway.site
+        assert site is not None and site.loaded[CONFIG_INI] == in_force_ini
+        assert "DAQ_PollPeriod" in caplog.text
+        assert "running the last configuration in force" in caplog.text
+        assert plant.gateway.poller is not None
+
+        # The rejected folder is not taken for a change at every look; its fix is.
+        fixed = in_force_ini + b"LOG_Level=debug\n"
+        local.write_bytes(fixed)
+        plant.gateway.config_written()
+        await wait_for(lambda: plant.gateway.site is not None
+                       and plant.gateway.site.loaded.get(CONFIG_INI) == fixed, 20,
+                       "the fixed folder applied")
+    assert caplog.text.count("Local configuration change; applying it") == 1
+    kept = in_force.load(data_dir, tmp_path / "config")
+    assert kept is not None and kept.loaded[CONFIG_INI] == fixed
+
+
+async def test_without_a_configuration_in_force_a_rejected_folder_still_refuses(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        local = plant.config_dir / CONFIG_INI
+        local.write_bytes(local.read_bytes() + b"DAQ_PollPeriod=5\n")
+    (tmp_path / "data" / in_force.FILE_NAME).write_bytes(b"not a tar file")
+    gateway = Gateway(tmp_path / "config", tmp_path / "data")
+    with pytest.raises(GatewayRefused, match="configuration rejected"):
+        await asyncio.wait_for(gateway.run(asyncio.Event()), 20)
