@@ -344,13 +344,13 @@ def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> 
         assert not installed.exists()
         assert not (gateway.data_dir / "update").exists() or \
             not any((gateway.data_dir / "update").iterdir())
-        # A package past the 4 MiB of other requests goes through, copied as it arrives.
+        # A package past the 1 MiB of other requests goes through, copied as it arrives.
         large = bytes(range(256)) * (6 * 2**12)
         answer = upload("wgapp_9.8.spm", large, hashlib.md5(large, usedforsecurity=False)
                         .hexdigest())
         assert answer.status_code == 200, answer.text
         assert (gateway.data_dir / "update" / "wgapp_9.8.spm").read_bytes() == large
-        assert client.post("/api/devices", content=b"x" * (5 * 2**20),
+        assert client.post("/api/devices", content=b"x" * (2**20 + 1),
                            headers={"Content-Type": "application/json"}).status_code == 413
         answer = upload("wgapp_9.9.spm", package, md5)
         assert answer.status_code == 200, answer.text
