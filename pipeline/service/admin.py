@@ -41,7 +41,12 @@ from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
-from pipeline.service.maintenance import UPDATE_FOLDER, MaintenanceError, write_package
+from pipeline.service.maintenance import (
+    PACKAGE_NAME,
+    UPDATE_FOLDER,
+    MaintenanceError,
+    write_package,
+)
 from pipeline.service.scripts import ScriptsPlugin
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
@@ -62,8 +67,6 @@ TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
-#: An uploaded update package: a plain file name ending .spm.
-_PACKAGE_FILE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.spm")
 
 log = logging.getLogger("sunpm.system")
 
@@ -134,20 +137,21 @@ class Admin:
 
     async def _install_upload(self, name: str, source: IO[bytes], *, md5: str) -> None:
         """An uploaded package staged in `<data>/update/` as `updateFirmware` stages a download
-        (copied in chunks, 256 MiB at most, its MD5 checked when one is given), then handed to
-        SYSTEM_UpdateCommand."""
+        (copied in chunks, its MD5 checked when one is given), then installed by the command
+        `updateFirmware` `{package, checksum}` of the local channel: journaled and answered as
+        any command, SYSTEM_UpdateCommand run once the commands queued with it are answered."""
         site = self.gateway.site
         if site is None:
             raise AdminError("the service is not running", "package")
         if not site.settings.system_update_command:
             raise AdminError("updateFirmware: SYSTEM_UpdateCommand is not set", "package")
-        if not _PACKAGE_FILE.fullmatch(name):
+        if not PACKAGE_NAME.fullmatch(name):
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")
         path = self.gateway.data_dir / UPDATE_FOLDER / name
         got = await asyncio.to_thread(_stage_upload, source, path, md5.strip().lower())
         log.info("Update staged from an upload. package=%s md5=%s", path, got)
-        self.gateway.install_firmware(str(path))
+        await self.command("updateFirmware", {"package": name, "checksum": got})
 
     # ----------------------------------------------------------------- diagnostics
 

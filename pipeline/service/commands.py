@@ -89,6 +89,8 @@ class GatewayControl(Protocol):
     async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
                              interface: str) -> str: ...
 
+    async def staged_upload(self, package: str, checksum: str) -> str: ...
+
     def install_firmware(self, package: str) -> None: ...
 
 
@@ -218,6 +220,10 @@ class CommandExecutor:
         if _LETTER[command.channel] not in allowed:
             raise CommandError(f"{canonical} is not available by {command.channel.value}; use "
                                + ", ".join(_NAMES[c] for c in allowed))
+        if canonical == "updateFirmware" and "package" in command.parameters and \
+                command.channel is not Channel.LOCAL:
+            # A package on the box's disk is the web UI's upload; a remote channel names a URL.
+            raise CommandError("updateFirmware: package is for the local channel; give url")
         builtin = self._builtins.get(canonical.lower())
         if builtin is None:
             raise CommandError(f"{canonical}: not available in this version of sunpm")
@@ -390,9 +396,16 @@ class CommandExecutor:
 
     async def _update_firmware(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         url = _text(parameters, "url", "updateFirmware")
+        uploaded = _text(parameters, "package", "updateFirmware")
+        checksum = _text(parameters, "checksum", "updateFirmware")
+        if uploaded and url:
+            raise CommandError("updateFirmware: give url or package, not both")
+        if uploaded:
+            package = await self._control.staged_upload(uploaded, checksum)
+            self._after_batch.append(lambda: self._control.install_firmware(package))
+            return "OK"
         if not url:
             raise CommandError("updateFirmware: url is missing")
-        checksum = _text(parameters, "checksum", "updateFirmware")
         package = await self._control.stage_firmware(
             url, _text(parameters, "login", "updateFirmware"),
             _text(parameters, "password", "updateFirmware"), checksum,

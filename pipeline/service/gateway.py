@@ -83,6 +83,7 @@ from pipeline.service.maintenance import (
     factory_wipe,
     install_firmware,
     stage_firmware,
+    staged_upload,
 )
 from pipeline.service.modem import AtModem
 from pipeline.service.s0 import KIND as S0_KIND
@@ -667,6 +668,19 @@ class Gateway:
             raise CommandError(f"updateFirmware: {err}") from None
         log.info("Update staged. package=%s", package)
         return str(package)
+
+    async def staged_upload(self, package: str, checksum: str) -> str:
+        """`updateFirmware` `{package, checksum}`: the web UI's upload in `<data>/update/`,
+        its MD5 checked again."""
+        if self.site is None:
+            raise CommandError("updateFirmware: the service is not running")
+        if not self.site.settings.system_update_command:
+            raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+        try:
+            path = await asyncio.to_thread(staged_upload, self.data_dir, package, checksum)
+        except MaintenanceError as err:
+            raise CommandError(f"updateFirmware: {err}") from None
+        return str(path)
 
     def install_firmware(self, package: str) -> None:
         """Run `SYSTEM_UpdateCommand <package>` (after the batch's answers are out)."""

@@ -4,6 +4,7 @@ downloads that hold what the gateway captured or delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ from web_support import UID, RunningGateway, running_gateway
 from config import load_site
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import SERVER_TREE, DemoInverter
+from store.events import journal_items
 
 TICKER = """header = { version = "1.0", label = "<script>alert(1)</script>", name = "ticker" }
 function wsInit()
@@ -358,6 +360,20 @@ def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> 
         assert staged.read_bytes() == package
         _until(lambda: installed.is_file() and installed.read_bytes() == package, 20,
                "SYSTEM_UpdateCommand given the package")
+        # Installed as a command of the local channel: journaled with its answer, as the
+        # update by URL is; the refused uploads never reached the executor.
+        store = gateway.gateway.store if gateway.gateway is not None else None
+        assert store is not None
+        table = gateway.call(asyncio.to_thread(store.journal, kinds=["command", "result"]))
+        updates = [(i.kind, json.loads(i.body)) for i in journal_items(table.sort_by("seq"))
+                   if "updateFirmware" in i.body]
+        assert [(kind, body["channel"]) for kind, body in updates] == [
+            ("command", "local"), ("result", "local"), ("command", "local"), ("result", "local")]
+        assert [body["parameters"] for kind, body in updates if kind == "command"] == [
+            {"package": "wgapp_9.8.spm", "checksum": hashlib.md5(
+                large, usedforsecurity=False).hexdigest()},
+            {"package": "wgapp_9.9.spm", "checksum": md5}]
+        assert all(body["result"] == "OK" for kind, body in updates if kind == "result")
         # The page's form: the same checks, the refusal beside its field.
         page = client.post("/system/update", files={"package": ("wgapp_9.9.spm", package)},
                            data={"md5": "f" * 32, "csrf": client.headers["X-CSRF-Token"]})
