@@ -712,20 +712,23 @@ class Gateway:
         except TraceCaptureError as err:
             raise CommandError(str(err)) from None
 
+    def _sms_settings(self) -> tuple[str, Sequence[str]]:
+        """`SMS_InboxDir` and `SMS_AllowedNumbers` in force (both apply at a reload)."""
+        if self.site is None:
+            return "", ()
+        return self.site.settings.sms_inbox_dir, self.site.settings.sms_allowed_numbers
+
     async def _sms(self, site: Site) -> None:
-        """SMS commands: the inbox folder of `SMS_InboxDir` and the AT modem of `MODEM_Port`,
-        each when set."""
+        """SMS commands: the inbox folder of `SMS_InboxDir` (followed across reloads) and the
+        AT modem of `MODEM_Port` (opened at the start: a restart key)."""
         if self.commands is None:
             return
         settings = site.settings
         async with asyncio.TaskGroup() as tg:
-            if settings.sms_inbox_dir:
-                tg.create_task(SmsInbox(Path(settings.sms_inbox_dir),
-                                        settings.sms_allowed_numbers, self.commands,
-                                        self.clock).run())
+            tg.create_task(SmsInbox(self._sms_settings, self.commands, self.clock).run())
             if settings.modem_port:
                 self.modem = AtModem(settings.modem_port, settings.modem_pin,
-                                     SmsCommands(settings.sms_allowed_numbers, self.commands),
+                                     SmsCommands(lambda: self._sms_settings()[1], self.commands),
                                      self.clock)
                 tg.create_task(self.modem.run())
 

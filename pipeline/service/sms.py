@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -176,15 +176,19 @@ def _default_ip() -> str:
 
 
 class SmsCommands:
-    """One received SMS to its replies: the sender checked, the text parsed and executed."""
+    """One received SMS to its replies: the sender checked, the text parsed and executed.
 
-    def __init__(self, allowed: Sequence[str], commands: CommandExecutor) -> None:
-        self.allowed = {n.replace(" ", "") for n in allowed}
+    `allowed` gives `SMS_AllowedNumbers` as the configuration in force has it at each message,
+    so that a number struck from the list is refused from the reload on."""
+
+    def __init__(self, allowed: Callable[[], Sequence[str]], commands: CommandExecutor) -> None:
+        self._allowed = allowed
         self._commands = commands
 
     async def replies(self, sender: str, text: str) -> list[str]:
         """The messages to send back to `sender` (none on success, docs/formats.md §13.2)."""
-        if not self.allowed or sender not in self.allowed:
+        allowed = {n.replace(" ", "") for n in self._allowed()}
+        if not allowed or sender not in allowed:
             log.warning("sms: message from %s ignored: number not allowed", sender)
             return []
         try:
@@ -203,22 +207,39 @@ class SmsCommands:
 
 
 class SmsInbox:
-    """Watches `SMS_InboxDir` and answers in `out/`."""
+    """Watches `SMS_InboxDir` and answers in `out/`.
 
-    def __init__(self, inbox: Path, allowed: Sequence[str], commands: CommandExecutor,
-                 clock: Clock) -> None:
-        self.inbox = inbox
-        self._sms = SmsCommands(allowed, commands)
+    `settings` gives `(SMS_InboxDir, SMS_AllowedNumbers)` of the configuration in force, read
+    at every turn: a reload that sets, moves or clears the folder, or changes the numbers, applies
+    without a restart (neither key is one of docs/behaviour.md §10.2's restart keys)."""
+
+    def __init__(self, settings: Callable[[], tuple[str, Sequence[str]]],
+                 commands: CommandExecutor, clock: Clock) -> None:
+        self._settings = settings
+        self._sms = SmsCommands(lambda: settings()[1], commands)
         self._clock = clock
+        self.inbox: Path | None = None
 
     async def run(self) -> None:
-        (self.inbox / "out").mkdir(parents=True, exist_ok=True)
         while True:
-            for path in sorted(self.inbox.glob("*.sms")):
-                await self.handle(path)
+            folder = self._settings()[0]
+            inbox = Path(folder) if folder else None
+            if inbox != self.inbox:
+                self.inbox = inbox
+                if inbox is not None:
+                    log.info("SMS inbox watched. folder=%s", inbox)
+            if inbox is not None:
+                try:
+                    await asyncio.to_thread((inbox / "out").mkdir, parents=True, exist_ok=True)
+                    waiting = await asyncio.to_thread(_waiting, inbox)
+                except OSError as err:
+                    log.warning("SMS inbox %s not usable: %s", inbox, err.strerror or err)
+                    waiting = []
+                for path in waiting:
+                    await self.handle(inbox, path)
             await self._clock.sleep(CHECK_EVERY_S)
 
-    async def handle(self, path: Path) -> None:
+    async def handle(self, inbox: Path, path: Path) -> None:
         try:
             raw = await asyncio.to_thread(path.read_bytes)
         except OSError as err:
@@ -227,19 +248,21 @@ class SmsInbox:
         sender, _, text = raw.decode("utf-8", errors="replace").partition("\n")
         sender = sender.strip().replace(" ", "")
         try:
-            await self._answer(path.stem, sender, text.strip())
+            await self._answer(inbox, path.stem, sender, text.strip())
         except Exception as err:  # one bad message must not stop the inbox
             log.error("SMS not handled: %s: %s", path.name, err, exc_info=err)
         finally:
             await asyncio.to_thread(_unlink, path)
 
-    async def _answer(self, name: str, sender: str, text: str) -> None:
-        await self._reply(name, sender, await self._sms.replies(sender, text))
-
-    async def _reply(self, name: str, recipient: str, messages: Sequence[str]) -> None:
+    async def _answer(self, inbox: Path, name: str, sender: str, text: str) -> None:
+        messages = await self._sms.replies(sender, text)
         for k, message in enumerate(messages, start=1):
-            await asyncio.to_thread(write_file_durably, self.inbox / "out" / f"{name}.{k}.sms",
-                                    f"{recipient}\n{message}\n".encode())
+            await asyncio.to_thread(write_file_durably, inbox / "out" / f"{name}.{k}.sms",
+                                    f"{sender}\n{message}\n".encode())
+
+
+def _waiting(inbox: Path) -> list[Path]:
+    return sorted(inbox.glob("*.sms"))
 
 
 def _unlink(path: Path) -> None:

@@ -7,11 +7,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from _service_plant import UID, running_gateway, wait_for
 from test_commands import Plant
 from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
+from pipeline.service.maintenance import change_config
 from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
 from store import Log, StoreOptions
 
@@ -70,7 +72,7 @@ async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
     async with await Log.open(tmp_path / "store", StoreOptions(flush_s=0.01)) as log:
         executor = CommandExecutor(log, plant, clock)
         running = asyncio.create_task(executor.run())
-        sms = SmsInbox(inbox, ["+33612345678"], executor, clock)
+        sms = SmsInbox(lambda: (str(inbox), ["+33612345678"]), executor, clock)
         task = asyncio.create_task(sms.run())
         await wait_until(lambda: not list(inbox.glob("*.sms")), 10)
         task.cancel()
@@ -107,3 +109,41 @@ def test_status_in_six_parts_of_at_most_160_characters() -> None:
                         "addr=203.0.113.10\nport=22\nlast=05/02 10:15 OK")
     assert parts[5] == ("6/6\nsrv=2\nstatus=disabled\ntype=none\nmode=none\naddr=\nport=\n"
                         "last=never")
+
+
+async def test_sms_keys_apply_at_a_reload_without_a_restart(tmp_path: Path) -> None:
+    """`SMS_InboxDir` and `SMS_AllowedNumbers` set, changed and cleared by a configuration
+    reload take effect on the running gateway (neither is a restart key)."""
+    inbox = tmp_path / "sms"
+    inbox.mkdir()
+    first, second = "+33612345678", "+33798765432"
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+
+        async def reload_with(values: dict[str, str | None]) -> None:
+            loaded = gateway.site
+            change_config(plant.config_dir, UID, values)
+            gateway.config_written()
+            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+
+        async def answered(name: str, sender: str, text: str) -> list[str]:
+            write_sms(inbox, name, sender, text)
+            await wait_for(lambda: not (inbox / f"{name}.sms").exists(), 20, f"SMS {name} read")
+            return sorted(p.name for p in (inbox / "out").glob(f"{name}.*.sms"))
+
+        # Not watched before the reload that sets the folder.
+        write_sms(inbox, "000", first, "status")
+        await asyncio.sleep(3)
+        assert (inbox / "000.sms").exists()
+        await reload_with({"SMS_InboxDir": str(inbox), "SMS_AllowedNumbers": first})
+        await wait_for(lambda: not (inbox / "000.sms").exists(), 20, "the inbox watched")
+        assert len(list((inbox / "out").glob("000.*.sms"))) == 6
+        assert await answered("001", second, "status") == []
+        await reload_with({"SMS_AllowedNumbers": second})
+        assert await answered("002", first, "status") == []        # struck from the list
+        assert len(await answered("003", second, "status")) == 6
+        await reload_with({"SMS_InboxDir": None})
+        write_sms(inbox, "004", second, "status")
+        await asyncio.sleep(3)
+        assert (inbox / "004.sms").exists()
+
