@@ -67,6 +67,7 @@ from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
+from pipeline.scripts import ScriptStatus
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
@@ -90,7 +91,14 @@ from pipeline.service.s0 import KIND as S0_KIND
 from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.sms import SmsCommands, SmsInbox
-from pipeline.service.status import backlog, last_text, status_object
+from pipeline.service.status import (
+    alarms_since,
+    backlog,
+    default_ip,
+    last_text,
+    server_mode,
+    status_object,
+)
 from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
@@ -800,7 +808,8 @@ class Gateway:
             waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
             servers.append({
                 "srv": settings.slot, "status": "connected" if scheduler.running else "idle",
-                "type": settings.type.value, "addr": settings.host or settings.dir_path,
+                "type": settings.type.value, "mode": server_mode(settings),
+                "addr": settings.host or settings.dir_path,
                 "port": settings.port,
                 "last": last_text(scheduler.last_end_ns, None if result is None else result.ok,
                                   "" if result is None else result.reason,
@@ -810,13 +819,30 @@ class Gateway:
         status = await asyncio.to_thread(status_object, site=site, store=store,
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
+        check = self.clock_check
+        alarms = await asyncio.to_thread(alarms_since, store, now_ns - 86_400 * NS_PER_S)
+        status = {**{key: status[key] for key in ("uid", "version", "date", "timestamp",
+                                                  "timeZone", "uptimeS")},
+                  "clock": {"synced": self._clock_synced,
+                            "ntp": check.last_server if check is not None else "",
+                            "offsetS": check.last_offset_s if check is not None else None},
+                  "modem": {"state": self.modem.state if self.modem is not None else "none",
+                            "rssiDbm": None},
+                  "ip": await asyncio.to_thread(default_ip),
+                  "servers": status["servers"], "devices": status["devices"],
+                  "scripts": [{"name": s.name, "file": s.file, "enabled": s.enabled}
+                              for s in self._script_states()],
+                  "alarms24h": alarms}
         if self.mirror is not None:
             status["sd"] = mirror_state_body(self.mirror)
-        check = self.clock_check
-        status["clock"] = {"synced": self._clock_synced,
-                           "ntp": check.last_server if check is not None else "",
-                           "offsetS": check.last_offset_s if check is not None else None}
         return status
+
+    def _script_states(self) -> list[ScriptStatus]:
+        """The scripts the scripts plug-in runs (none without it)."""
+        from pipeline.service.scripts import ScriptsPlugin
+
+        plugin = next((p for p in self.plugins if isinstance(p, ScriptsPlugin)), None)
+        return plugin.runner.scripts() if plugin is not None and plugin.runner else []
 
     async def _status_file(self) -> None:
         body = json.dumps(await self.status(), separators=(",", ":")).encode()

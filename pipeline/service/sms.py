@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -129,6 +128,11 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
     quota_mb = sum(int(str(d.get("quotaBytes", 0))) for d in devices)
     clock = status.get("clock") if isinstance(status.get("clock"), dict) else {}
     assert isinstance(clock, dict)
+    modem = status.get("modem") if isinstance(status.get("modem"), dict) else {}
+    assert isinstance(modem, dict)
+    scripts = [s for s in status.get("scripts", []) if isinstance(s, dict)]  # type: ignore[attr-defined]
+    tic = next((d for d in devices if d.get("index") == "TIC1"), None)
+    rssi = modem.get("rssiDbm")
 
     def server(slot: int) -> list[str]:
         s = servers.get(slot)
@@ -136,10 +140,9 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
             return [f"srv={slot}", "status=disabled", "type=none", "mode=none", "addr=",
                     "port=", "last=never"]
         kind = str(s["type"])
-        mode = "strategy_mqtt" if kind.startswith("mqtt") else \
-            "strategy_wsun1_compliant" if slot == 1 else "strategy_wsun1_compliant_backup"
         port = "" if kind == "dir" else str(s["port"])
-        return [f"srv={slot}", f"status={s['status']}", f"type={kind}", f"mode={mode}",
+        return [f"srv={slot}", f"status={s['status']}", f"type={kind}",
+                f"mode={s.get('mode', 'none')}",
                 f"addr={s['addr']}", f"port={port}", f"last={str(s['last'])[:52] or 'never'}"]
 
     parts = [
@@ -147,11 +150,12 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
          f"time={status.get('date', '')}", f"tz={status.get('timeZone', '')}",
          f"up={status.get('uptimeS', '')}"],
         [f"clock={'synced' if clock.get('synced', True) else 'unsynchronised'}",
-         f"ntp={clock.get('ntp', '')}", "modem=none", "rssi=", f"ip={_default_ip()}"],
+         f"ntp={clock.get('ntp', '')}", f"modem={modem.get('state', 'none')}",
+         f"rssi={'' if rssi is None else rssi}", f"ip={status.get('ip', '')}"],
         [f"devices={len(devices)}", f"ok={sum(d.get('state') == 'ok' for d in devices)}",
          f"fail={sum(d.get('state') != 'ok' for d in devices)}",
-         f"tic={'ok' if any(d.get('index') == 'TIC1' for d in devices) else 'none'}",
-         "scripts=0/0"],
+         f"tic={'none' if tic is None else 'ok' if tic.get('state') == 'ok' else 'absent'}",
+         f"scripts={sum(s.get('enabled') is True for s in scripts)}/{len(scripts)}"],
         [f"store={-(-store_mb // 2**20)}/{-(-quota_mb // 2**20)}",
          f"full={sum(d.get('state') == 'full' for d in devices)}",
          f"backlog1={servers[1]['backlog'] if 1 in servers else 0}",
@@ -163,16 +167,6 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
 
 def _cut(text: str) -> str:
     return text if len(text) <= REPLY_MAX else text[:REPLY_MAX]
-
-
-def _default_ip() -> str:
-    """The address of the default route (no packet is sent; empty without one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("192.0.2.1", 9))
-            return str(sock.getsockname()[0])
-        except OSError:
-            return ""
 
 
 class SmsCommands:

@@ -91,8 +91,12 @@ def test_status_in_six_parts_of_at_most_160_characters() -> None:
     status = {"uid": "WPM00BDE4", "version": "1.0.0", "date": "21/02/05-10:15:00",
               "timeZone": "Europe/Paris", "uptimeS": 86400,
               "clock": {"synced": True, "ntp": "192.168.10.1", "offsetS": 0.012},
-              "servers": [{"srv": 1, "status": "idle", "type": "sftp", "addr": "203.0.113.10",
+              "modem": {"state": "ready", "rssiDbm": -71}, "ip": "192.168.10.37",
+              "servers": [{"srv": 1, "status": "idle", "type": "sftp",
+                           "mode": "strategy_wsun1_compliant", "addr": "203.0.113.10",
                            "port": 22, "last": "05/02 10:15 OK", "backlog": 0}],
+              "scripts": [{"name": "limit", "file": "limit.lua", "enabled": True},
+                          {"name": "off", "file": "off.lua", "enabled": False}],
               "devices": [{"index": "1", "state": "ok", "storeBytes": 123456,
                            "quotaBytes": 52428800},
                           {"index": "TIC1", "state": "fail", "storeBytes": 5,
@@ -102,8 +106,10 @@ def test_status_in_six_parts_of_at_most_160_characters() -> None:
     assert len(parts) == 6 and all(len(p) <= 160 for p in parts)
     assert parts[0] == "1/6\nuid=WPM00BDE4\nver=1.0.0\ntime=21/02/05-10:15:00\ntz=Europe/Paris\n" \
                        "up=86400"
-    assert parts[1].startswith("2/6\nclock=synced\nntp=192.168.10.1\nmodem=none\nrssi=\nip=")
-    assert parts[2] == "3/6\ndevices=2\nok=1\nfail=1\ntic=ok\nscripts=0/0"
+    assert parts[1] == "2/6\nclock=synced\nntp=192.168.10.1\nmodem=ready\nrssi=-71\n" \
+                       "ip=192.168.10.37"
+    # The meter is configured but not read: absent.
+    assert parts[2] == "3/6\ndevices=2\nok=1\nfail=1\ntic=absent\nscripts=1/2"
     assert parts[3] == "4/6\nstore=1/100\nfull=0\nbacklog1=0\nbacklog2=0\nalarms=2"
     assert parts[4] == ("5/6\nsrv=1\nstatus=idle\ntype=sftp\nmode=strategy_wsun1_compliant\n"
                         "addr=203.0.113.10\nport=22\nlast=05/02 10:15 OK")

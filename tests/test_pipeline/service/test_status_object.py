@@ -1,0 +1,46 @@
+"""The `status` command's object against a running gateway: every part of docs/formats.md
+§12.4, in its order (clock, modem, ip, each server's mode, the scripts, the alarms of the last
+24 h), and the SMS reply built from it (§13.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _service_plant import UID, running_gateway, wait_for
+
+from pipeline.service.sms import status_parts
+from store.events import Channel, CommandReceived
+
+SCRIPTS = {
+    "SCRIPT/on.lua": b'header = {name = "on"}\nfunction ping() return 1 end\n',
+    "SCRIPT/broken.lua": b"this is not lua\n",
+    f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=on.lua\nSCRIPT_File[1]=broken.lua\n",
+}
+
+
+async def test_status_carries_every_part_of_the_object(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, inverters=1, extra_files=SCRIPTS) as plant:
+        gateway = plant.gateway
+        assert gateway.commands is not None and gateway.alarms is not None
+        await wait_for(lambda: len(gateway._script_states()) == 2, 20, "the scripts loaded")
+        await gateway.alarms.gateway("Script alarm", subject="on", text="from the test")
+        result = await gateway.commands.call(CommandReceived(
+            channel=Channel.LOCAL, rpc_name="sunpm.status", caller_id="s-1"))
+    status = result.result
+    assert isinstance(status, dict), result
+    assert list(status) == ["uid", "version", "date", "timestamp", "timeZone", "uptimeS",
+                            "clock", "modem", "ip", "servers", "devices", "scripts",
+                            "alarms24h"]
+    assert status["modem"] == {"state": "none", "rssiDbm": None}
+    assert isinstance(status["ip"], str)
+    (server,) = status["servers"]
+    assert list(server) == ["srv", "status", "type", "mode", "addr", "port", "last", "backlog"]
+    assert server["mode"] == "strategy_wsun1_compliant"
+    assert sorted((s["name"], s["file"], s["enabled"]) for s in status["scripts"]) == [
+        ("broken", "broken.lua", False), ("on", "on.lua", True)]
+    # The script that does not load raised its Script failure; the test's alarm is the second.
+    assert status["alarms24h"] >= 2
+    parts = status_parts(status)
+    assert "\nscripts=1/2" in parts[2] and "\ntic=none" in parts[2]
+    assert "\nmodem=none\n" in parts[1]
+    assert "\nmode=strategy_wsun1_compliant\n" in parts[4]
