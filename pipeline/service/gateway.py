@@ -756,6 +756,10 @@ class Gateway:
     def _alarm_raised(self) -> None:
         """An alarm asks server 1 (a file server) for an alarm session; one raised before the
         schedulers run (the Power OFF of an unclean stop, during a reload) waits for them."""
+        if self._stop is not None and self._stop.is_set():
+            # The clean stop's Power OFF: a session begun now would be cut off at once (a
+            # WARNING at every stop); the alarm goes with the next start's first session.
+            return
         scheduler = self.schedulers.get(1)
         if scheduler is None:
             self._alarm_waiting = True
