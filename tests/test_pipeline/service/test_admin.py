@@ -197,3 +197,20 @@ async def test_a_broken_script_list_on_disk_rejects_an_upload(tmp_path: Path) ->
         with pytest.raises(ChangeRejected):
             await Admin(plant.gateway).upload_script("c.lua", b"x = 1\n")
         assert not (plant.config_dir / "SCRIPT" / "c.lua").exists()
+
+
+async def test_a_script_that_does_not_load_shows_why_in_its_own_log(tmp_path: Path) -> None:
+    extra = {"SCRIPT/syn.lua": b'header = {name = "syn"}\nfunction f(\n',
+             f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=syn.lua\n"}
+    async with running_gateway(tmp_path, inverters=0, extra_files=extra) as plant:
+        admin = Admin(plant.gateway)
+        await wait_for(lambda: [s.last_error for s in admin.scripts()] != [""], 30,
+                       "the load failure")
+
+        async def logged() -> bool:
+            return bool(await admin.script_log("syn"))
+
+        await wait_until(logged, 20, what="the script's log", every=0.2)
+        (line,) = await admin.script_log("syn")
+        assert line.endswith(" ERROR script:syn: syn.lua:3: syntax: <name> or '...' expected "
+                             "near <eof>; not loaded")
