@@ -183,7 +183,7 @@ class SmsCommands:
         """The messages to send back to `sender` (none on success, docs/formats.md §13.2)."""
         allowed = {n.replace(" ", "") for n in self._allowed()}
         if not allowed or sender not in allowed:
-            log.warning("sms: message from %s ignored: number not allowed", sender)
+            log.warning("message from %s ignored: number not allowed", sender)
             return []
         try:
             rpc, parameters = parse_sms(text)

@@ -4,6 +4,7 @@ replies (none on success, the error on failure, six parts for `status`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,9 @@ def write_sms(inbox: Path, name: str, sender: str, text: str) -> None:
     (inbox / f"{name}.sms").write_text(f"{sender}\n{text}\n")
 
 
-async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
+async def test_inbox_obeys_allowed_numbers_and_replies(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sunpm")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     plant = Plant()
@@ -80,6 +83,9 @@ async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
         await asyncio.gather(task, running, return_exceptions=True)
     replies = {p.name: p.read_text() for p in sorted((inbox / "out").iterdir())}
     assert plant.parameter_requests == 1 and plant.relay == []   # +337... was not obeyed
+    # The LOG file line reads `WARNING sms: message from ...` (docs/formats.md §13.1, §11).
+    assert [(r.name, r.getMessage()) for r in caplog.records if "ignored" in r.getMessage()] == [
+        ("sunpm.sms", "message from +33700000000 ignored: number not allowed")]
     assert set(replies) == {"003.1.sms", "005.1.sms"} | {f"004.{k}.sms" for k in range(1, 7)}
     assert replies["003.1.sms"] == "+33612345678\nsetRelay: state must be 0 or 1, got 2\n"
     assert replies["005.1.sms"] == "+33612345678\nunknown command 'fly'\n"
