@@ -180,6 +180,11 @@ class _StoredDefinitions(dict[str, DefinitionFile]):
         return definition
 
 
+def _server_identity(settings: ServerSettings) -> tuple[object, ...]:
+    """What makes a server slot the same server across a reload."""
+    return (settings.type, settings.host, settings.port, settings.dir_path)
+
+
 class Gateway:
     """`sunpm run`: see the module docstring."""
 
@@ -195,6 +200,10 @@ class Gateway:
         self.store: Log | None = None
         self.poller: Poller | None = None
         self.schedulers: dict[int, SlotScheduler] = {}
+        #: Each slot's last session across reloads: (server, end, result), the server by
+        #: `_server_identity`.
+        self._last_sessions: dict[int, tuple[tuple[object, ...], int | None,
+                                             SessionResult | None]] = {}
         self.alarms: Alarms | None = None
         self.commands: CommandExecutor | None = None
         self.traces: TraceStore | None = None
@@ -433,6 +442,10 @@ class Gateway:
             with contextlib.suppress(SunpmError, OSError, TimeoutError):
                 async with asyncio.timeout(2):
                     await self._status_file()
+            self._last_sessions = {
+                slot: (_server_identity(site.settings.servers[slot - 1]), scheduler.last_end_ns,
+                       scheduler.last_result)
+                for slot, scheduler in self.schedulers.items()}
             self.schedulers = {}
             self._outboxes = {}
             await self._settle_background()
@@ -527,6 +540,10 @@ class Gateway:
             run_session = mqtt_session
         scheduler = SlotScheduler(slot, run_session, schedules=site.var_ini.schedules(slot),
                                   time_zone=site.settings.time_zone, clock=self.clock)
+        identity, end_ns, result = self._last_sessions.get(slot, ((), None, None))
+        if identity == _server_identity(settings):
+            # A reload keeps the server's last session (status `last`); a new server has none.
+            scheduler.last_end_ns, scheduler.last_result = end_ns, result
         return scheduler, serving
 
     async def _startup_sessions(self, power: PowerWatch) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from _service_plant import UID, running_gateway, wait_for
 
+from exporters.session import Trigger
+from pipeline.service.maintenance import change_config
 from pipeline.service.sms import status_parts
 from store.events import Channel, CommandReceived
 
@@ -44,3 +46,34 @@ async def test_status_carries_every_part_of_the_object(tmp_path: Path) -> None:
     assert "\nscripts=1/2" in parts[2] and "\ntic=none" in parts[2]
     assert "\nmodem=none\n" in parts[1]
     assert "\nmode=strategy_wsun1_compliant\n" in parts[4]
+
+
+async def test_a_reload_keeps_each_server_last_session(tmp_path: Path) -> None:
+    """A configuration reload makes new schedulers; `last` still tells the last session of the
+    same server (it read "never" after every reload), and a server changed by the reload has
+    none."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        assert gateway.request_session(1, Trigger.COMMAND)
+        await wait_for(lambda: gateway.schedulers[1].last_result is not None, 20, "a session")
+
+        async def last() -> str:
+            (server,) = (await gateway.status())["servers"]  # type: ignore[misc]
+            return str(server["last"])
+
+        before = await last()
+        assert before.endswith(" OK")
+
+        async def reload_with(values: dict[str, str | None]) -> None:
+            loaded = gateway.site
+            change_config(plant.config_dir, UID, values)
+            gateway.config_written()
+            await wait_for(lambda: gateway.site is not loaded and 1 in gateway.schedulers, 20,
+                           "the reload")
+
+        await reload_with({"LOG_Level": "debug"})
+        assert await last() == before
+        other = tmp_path / "other-server"
+        other.mkdir()
+        await reload_with({"DIR_Path": str(other)})
+        assert await last() == ""
