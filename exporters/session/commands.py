@@ -72,8 +72,8 @@ def _depth_exceeds(doc: object, limit: int) -> bool:
     return False
 
 
-def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
-    """(document, None) or (None, the error text) for command JSON from a server or a broker:
+def load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
+    """(document, None) or (None, the error text) for command JSON from any channel:
     strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
     ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
     try:
@@ -102,7 +102,7 @@ def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
 
     if len(data) > CMD_MAX_BYTES:
         return fail(f"{file_name}: larger than 1 MiB; not executed")
-    doc, problem = _load_command_json(data, file_name)
+    doc, problem = load_command_json(data, file_name)
     if problem is not None:
         return fail(problem)
     entries = doc if isinstance(doc, list) else [doc]
@@ -120,7 +120,7 @@ def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
 
     if len(payload) > CMD_MAX_BYTES:
         return fail(f"{topic}: larger than 1 MiB; not executed")
-    doc, problem = _load_command_json(payload, topic)
+    doc, problem = load_command_json(payload, topic)
     if problem is not None:
         return fail(problem)
     if isinstance(doc, list):

@@ -54,6 +54,7 @@ from pipeline.web.common import (
     json_error,
     json_ok,
     page,
+    request_json,
     session_of,
     templates,
 )
@@ -324,7 +325,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def api_login(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     try:
-        body: Any = await request.json()
+        body: Any = await request_json(request)
     except ValueError:
         return json_error("expected a JSON object {user, password}", 400)
     if not isinstance(body, dict):

@@ -312,6 +312,29 @@ def test_a_command_runs_through_the_executor(web_gateway: RunningGateway) -> Non
             "callerId": "expected a string or an integer"}
 
 
+def test_json_no_journal_can_hold_is_a_400_never_a_500(web_gateway: RunningGateway) -> None:
+    """NaN, Infinity (an out-of-range number) and nesting past 32 levels: Python's decoder takes
+    the first two and recurses on the third; a command with them could not be journaled."""
+    deep = '{"rpcName": "sunpm.status", "parameters": {"a": ' + "[" * 50_000 + "]" * 50_000 + "}}"
+    with web_gateway.client() as client:
+        for body, error in [
+                ('{"rpcName": "sunpm.setRelay", "parameters": {"state": NaN}}',
+                 "body: invalid JSON: NaN is not a JSON number"),
+                ('{"rpcName": "sunpm.setRelay", "parameters": {"state": 1e999}}',
+                 "body: invalid JSON: 1e999 is out of range"),
+                (deep, "body: invalid JSON: nested deeper than 32 levels")]:
+            for path in ("/api/commands", "/api/devices", "/api/traces"):
+                answer = client.post(path, content=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+                assert answer.status_code == 400, (path, answer.text[:200])
+            assert client.post("/api/commands", content=body.encode(), headers={
+                "Content-Type": "application/json"}).json()["error"] == \
+                f"expected a JSON object ({error})"
+        # What is journaled stays readable: the next command runs.
+        assert client.post("/api/commands", json={"rpcName": "sunpm.getParameters"}).json() == \
+            {"result": "OK", "callerId": None}
+
+
 def test_the_system_page_shows_the_sd_mirror(fresh_gateway: RunningGateway) -> None:
     card = fresh_gateway.folder / "card"
     card.mkdir()
