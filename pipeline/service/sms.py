@@ -49,6 +49,11 @@ _NUMBERS: Final = frozenset({"server", "port", "duration", "state", "firstAddres
                              "lastAddress", "maxDevices", "timeout"})
 
 
+#: Digits before the point of a number an SMS argument may be (as a command file's, formats.md
+#: §12.1: 30 digits at most).
+_NUMBER_DIGITS: Final = 30
+
+
 class SmsError(ValueError):
     pass
 
@@ -110,6 +115,10 @@ def _value(field: str, value: str, command: str) -> JsonValue:
         try:
             number = Decimal(value)
         except ArithmeticError:
+            return value
+        if not number.is_finite() or number.adjusted() > _NUMBER_DIGITS:
+            # Kept as text, for the command to refuse by name: NaN or Infinity could not be
+            # journaled, and `int()` of `1e999999999` would build a billion-digit integer.
             return value
         return int(number) if number == number.to_integral_value() else float(number)
     if field == "raw":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ T0 = 1_767_571_200 * NS_PER_S
 ])
 def test_grammar(text: str, rpc: str, parameters: dict[str, object]) -> None:
     assert parse_sms(text) == (rpc, parameters)
+
+
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", "inf", "1e999999999", "1" * 40])
+def test_a_number_argument_no_command_can_take_stays_text(text: str) -> None:
+    """Read as text (the command then refuses it by name), never as NaN or infinity (which no
+    journal can hold) nor as an integer of a billion digits."""
+    started = time.monotonic()
+    assert parse_sms(f"setrelay={text}") == ("sunpm.setRelay", {"state": text})
+    assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
+    assert time.monotonic() - started < 1.0
+    assert parse_sms("writevariable=*:x:1e29")[1]["value"] == 10**29
 
 
 def test_grammar_errors_and_escapes() -> None:
