@@ -31,9 +31,12 @@ class CommandHandler(Protocol):
 
     `submit` queues and returns: results are journaled by the handler as `result` events and go
     up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
+    An entry that is a `CommandResult` is the answer to an entry that could not be read: the
+    handler journals it in its turn, so that the answers of a file keep its order
+    (docs/formats.md §12.1 "in file order", §12.2).
     """
 
-    async def submit(self, commands: Sequence[CommandReceived]) -> None: ...
+    async def submit(self, commands: Sequence[CommandEntry]) -> None: ...
 
 
 class _Unreadable(ValueError):
@@ -151,8 +154,11 @@ class CollectingHandler:
         self._log = log
         self.received: list[CommandReceived] = []
 
-    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+    async def submit(self, commands: Sequence[CommandEntry]) -> None:
         for command in commands:
+            if isinstance(command, CommandResult):
+                await self._log.append_journal("result", command.to_fields())
+                continue
             self.received.append(command)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                    rpc_name=command.rpc_name, result="OK")
