@@ -1,6 +1,7 @@
-"""The ACK file of a command file through the running gateway (docs/formats.md §12.1, §12.2):
-one answer per entry in the file's order, those of entries that could not be read included, as
-compact one-line JSON ending with LF."""
+"""The answers of commands through the running gateway in their order: the ACK file of a command
+file (docs/formats.md §12.1, §12.2), one answer per entry in the file's order, those of entries
+that could not be read included, as compact one-line JSON ending with LF; MQTT results in
+arrival order (§14.4)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import json
 import time
 from pathlib import Path
 
+import aiomqtt
 from _service_plant import UID, running_gateway, wait_for
+from mqtt_clients import session_subscribed, subscriber
+from mqtt_clients import wait_for as mqtt_wait_for
+from peers import Broker
 
 from exporters.session import Trigger
+from pipeline.service.maintenance import change_config
 
 COMMANDS = ('[{"rpcName": "sunpm.getParameters", "callerId": "c-1"},'
             ' 7,'
@@ -52,3 +58,34 @@ async def test_the_ack_file_answers_in_the_file_order(tmp_path: Path) -> None:
         {"result": "OK", "callerId": 7}]
     assert data == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode() + \
         b"\n"
+
+
+SLOW = {
+    "SCRIPT/slow.lua": b'header = {name = "slow"}\n'
+                       b"function wait() local t = os.clock() while os.clock() - t < 0.3 do end"
+                       b" return 1 end\n",
+    f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=slow.lua\n",
+}
+
+
+async def test_mqtt_answers_go_in_arrival_order(tmp_path: Path, broker: Broker) -> None:
+    """An unreadable message after a command still running is answered after it (docs/formats.md
+    §14.4: arrival order), not ahead of it."""
+    async with running_gateway(tmp_path, inverters=0, extra_files=SLOW) as plant:
+        gateway = plant.gateway
+        loaded = gateway.site
+        change_config(plant.config_dir, UID, {
+            "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
+            "MQTT2_TopicCommand": "t/cmd", "MQTT2_TopicResult": "t/res"})
+        gateway.config_written()
+        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+        await wait_for(lambda: len(gateway._script_states()) == 1, 20, "the script")
+        await session_subscribed(2)
+        async with subscriber(broker.plain_port, "t/res") as got, \
+                aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="commander") as client:
+            await client.publish("t/cmd", b'{"rpcName": "slow.wait", "callerId": "s-1"}', qos=1)
+            await client.publish("t/cmd", b"[1]", qos=1)
+            await mqtt_wait_for(got, 2)
+    assert [json.loads(payload) for _, payload in got] == [
+        [{"result": 1, "callerId": "s-1"}],
+        [{"error": "t/cmd: one command object per message, got an array", "callerId": None}]]
