@@ -241,18 +241,22 @@ class Admin:
         if source is None:
             found = next((p for p in problems if file in str(p)), None)
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
+        self._plugin().held_off.discard(file)
         await runner.enable(source)
         status = next((s for s in runner.scripts() if s.file == file), None)
         assert status is not None
         return status
 
     async def disable_script(self, name: str) -> None:
-        runner = self._plugin().runner
+        """Disable a running script until the service restarts (a reload keeps it off)."""
+        plugin = self._plugin()
+        runner = plugin.runner
         assert runner is not None
         try:
             await runner.disable(name)
         except ScriptError as err:
             raise AdminError(str(err), "name") from None
+        plugin.held_off.update(s.file for s in runner.scripts() if s.name == name)
 
     async def script_log(self, name: str, *, lines: int = SCRIPT_LOG_LINES) -> list[str]:
         """The script's last log lines (category `script:<name>`) from the journal, oldest
@@ -308,8 +312,15 @@ class Admin:
                                     other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
             warnings = await asyncio.to_thread(self._apply, change)
+        # An upload starts its script with the reload (docs/web.md), even one disabled before.
+        self._release(file)
         gateway.config_written()
         return warnings
+
+    def _release(self, file: str) -> None:
+        plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
+        if plugin is not None:
+            plugin.held_off.discard(file)
 
     async def delete_script(self, file: str) -> None:
         """Unlist the script from scl.ini (validated, written), then delete its file."""
@@ -324,6 +335,7 @@ class Admin:
                 await asyncio.to_thread(self._apply, {self._scl_rel(): render_scl(
                     ScriptList(scripts=kept, other_lines=listed.other_lines))})
             await asyncio.to_thread(path.unlink, missing_ok=True)
+        self._release(file)
         gateway.config_written()
 
     def _apply(self, change: Mapping[str, bytes]) -> list[Problem]:

@@ -6,6 +6,7 @@ backfill downloads.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from config import load_site
 from pipeline.service.admin import Admin, AdminError
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.maintenance import change_config
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -214,3 +216,29 @@ async def test_a_script_that_does_not_load_shows_why_in_its_own_log(tmp_path: Pa
         (line,) = await admin.script_log("syn")
         assert line.endswith(" ERROR script:syn: syn.lua:3: syntax: <name> or '...' expected "
                              "near <eof>; not loaded")
+
+
+async def test_a_disable_lasts_across_configuration_reloads(tmp_path: Path) -> None:
+    """docs/behaviour.md §9.1 step 4: a disable lasts until the next restart of the service; a
+    configuration saved meanwhile (which restarts the scripts) does not start it again."""
+    extra = {"SCRIPT/a.lua": b'header = {name = "a"}\nfunction ping() return 1 end\n',
+             f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=a.lua\n"}
+    async with running_gateway(tmp_path, inverters=0, extra_files=extra) as plant:
+        gateway = plant.gateway
+        admin = Admin(gateway)
+        await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30, "a running")
+
+        async def reload(level: str) -> None:
+            loaded = gateway.site
+            change_config(plant.config_dir, UID, {"LOG_Level": level})
+            gateway.config_written()
+            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+            await asyncio.sleep(1)          # the scripts plug-in of the new configuration
+
+        await admin.disable_script("a")
+        await reload("debug")
+        assert [(s.file, s.enabled) for s in admin.scripts()] == [("a.lua", False)]
+        assert (await admin.enable_script("a.lua")).enabled
+        await reload("info")
+        await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30,
+                       "a running again after the reload")
