@@ -204,6 +204,8 @@ class Gateway:
         #: `_server_identity`.
         self._last_sessions: dict[int, tuple[tuple[object, ...], int | None,
                                              SessionResult | None]] = {}
+        #: Each slot's backlog as the last status counted it.
+        self._backlogs: dict[int, int] = {}
         self.alarms: Alarms | None = None
         self.commands: CommandExecutor | None = None
         self.traces: TraceStore | None = None
@@ -821,18 +823,30 @@ class Gateway:
         servers: list[dict[str, object]] = []
         now_ns = self.clock.wall_ns()
         for settings in site.settings.servers:
-            scheduler = self.schedulers.get(settings.slot)
-            outbox = self._outboxes.get(settings.slot)
-            if scheduler is None or outbox is None:
+            if settings.type is ServerType.NONE:
                 continue
-            result = scheduler.last_result
-            waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+            slot = settings.slot
+            scheduler = self.schedulers.get(slot)
+            outbox = self._outboxes.get(slot)
+            if scheduler is None or outbox is None:
+                # Between two configurations (the start, a reload): the server as configured,
+                # with its last session and backlog as last known, not left out (it read
+                # "disabled").
+                identity, end_ns, result = self._last_sessions.get(slot, ((), None, None))
+                if identity != _server_identity(settings):
+                    end_ns, result = None, None
+                running, waiting = False, self._backlogs.get(slot, 0)
+            else:
+                end_ns, result, running = scheduler.last_end_ns, scheduler.last_result, \
+                    scheduler.running
+                waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+                self._backlogs[slot] = waiting
             servers.append({
-                "srv": settings.slot, "status": "connected" if scheduler.running else "idle",
+                "srv": slot, "status": "connected" if running else "idle",
                 "type": settings.type.value, "mode": server_mode(settings),
                 "addr": settings.host or settings.dir_path,
                 "port": settings.port,
-                "last": last_text(scheduler.last_end_ns, None if result is None else result.ok,
+                "last": last_text(end_ns, None if result is None else result.ok,
                                   "" if result is None else result.reason,
                                   site.settings.time_zone),
                 "backlog": waiting})

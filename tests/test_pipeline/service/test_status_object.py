@@ -9,6 +9,7 @@ from pathlib import Path
 from _service_plant import UID, running_gateway, wait_for
 
 from exporters.session import Trigger
+from pipeline.service.gateway import _server_identity
 from pipeline.service.maintenance import change_config
 from pipeline.service.sms import status_parts
 from store.events import Channel, CommandReceived
@@ -77,3 +78,27 @@ async def test_a_reload_keeps_each_server_last_session(tmp_path: Path) -> None:
         other.mkdir()
         await reload_with({"DIR_Path": str(other)})
         assert await last() == ""
+
+
+async def test_between_two_configurations_a_server_is_not_reported_disabled(
+        tmp_path: Path) -> None:
+    """At the start and during a reload the schedulers of the new configuration do not exist
+    yet; a `status` (an SMS, the dashboard) then still shows each configured server, with its
+    last session and backlog as last known (it showed `srv=1 status=disabled type=none`)."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        assert gateway.request_session(1, Trigger.COMMAND)
+        await wait_for(lambda: gateway.schedulers[1].last_result is not None, 20, "a session")
+        (known,) = (await gateway.status())["servers"]  # type: ignore[misc]
+        # What a reload leaves between the two configurations.
+        schedulers, outboxes = gateway.schedulers, gateway._outboxes
+        gateway._last_sessions = {1: (_server_identity(gateway.site.settings.servers[0]),
+                                      schedulers[1].last_end_ns, schedulers[1].last_result)}
+        gateway.schedulers, gateway._outboxes = {}, {}
+        try:
+            status = await gateway.status()
+        finally:
+            gateway.schedulers, gateway._outboxes = schedulers, outboxes
+    (server,) = status["servers"]  # type: ignore[misc]
+    assert server == {**known, "status": "idle"}
+    assert status_parts(status)[4].startswith("5/6\nsrv=1\nstatus=idle\ntype=dir\n")
