@@ -31,9 +31,12 @@ class CommandHandler(Protocol):
 
     `submit` queues and returns: results are journaled by the handler as `result` events and go
     up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
+    An entry that is a `CommandResult` is the answer to an entry that could not be read: the
+    handler journals it in its turn, so that the answers of a file keep its order
+    (docs/formats.md §12.1 "in file order", §12.2).
     """
 
-    async def submit(self, commands: Sequence[CommandReceived]) -> None: ...
+    async def submit(self, commands: Sequence[CommandEntry]) -> None: ...
 
 
 class _Unreadable(ValueError):
@@ -72,8 +75,8 @@ def _depth_exceeds(doc: object, limit: int) -> bool:
     return False
 
 
-def _load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
-    """(document, None) or (None, the error text) for command JSON from a server or a broker:
+def load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
+    """(document, None) or (None, the error text) for command JSON from any channel:
     strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
     ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
     try:
@@ -102,7 +105,7 @@ def parse_command_file(data: bytes, file_name: str) -> list[CommandEntry]:
 
     if len(data) > CMD_MAX_BYTES:
         return fail(f"{file_name}: larger than 1 MiB; not executed")
-    doc, problem = _load_command_json(data, file_name)
+    doc, problem = load_command_json(data, file_name)
     if problem is not None:
         return fail(problem)
     entries = doc if isinstance(doc, list) else [doc]
@@ -120,7 +123,7 @@ def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
 
     if len(payload) > CMD_MAX_BYTES:
         return fail(f"{topic}: larger than 1 MiB; not executed")
-    doc, problem = _load_command_json(payload, topic)
+    doc, problem = load_command_json(payload, topic)
     if problem is not None:
         return fail(problem)
     if isinstance(doc, list):
@@ -151,8 +154,11 @@ class CollectingHandler:
         self._log = log
         self.received: list[CommandReceived] = []
 
-    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+    async def submit(self, commands: Sequence[CommandEntry]) -> None:
         for command in commands:
+            if isinstance(command, CommandResult):
+                await self._log.append_journal("result", command.to_fields())
+                continue
             self.received.append(command)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                    rpc_name=command.rpc_name, result="OK")

@@ -110,13 +110,14 @@ class FileServerSession:
                 entries = [CommandResult(channel=Channel.FILE, caller_id=None,
                                          error=f"{name}: larger than 1 MiB; not executed")]
             for entry in entries:
-                # Acknowledged before the delete, so a crash after it loses no command; an entry
-                # that cannot run is answered at once. Each committed at once: awaited one by
-                # one, an entry left for the next flush would hold the session that long.
-                await self._log.append_journal(
-                    "command" if isinstance(entry, CommandReceived) else "result",
-                    entry.to_fields(), commit_now=True)
-            requests = [e for e in entries if isinstance(e, CommandReceived)]
+                # Acknowledged before the delete, so a crash after it loses no command. An entry
+                # that cannot run is answered by the handler in its turn (the ACK file keeps
+                # the file's order), or here when there is none. Each committed at once: awaited
+                # one by one, an entry left for the next flush would hold the session that long.
+                if isinstance(entry, CommandReceived) or self._commands is None:
+                    await self._log.append_journal(
+                        "command" if isinstance(entry, CommandReceived) else "result",
+                        entry.to_fields(), commit_now=True)
             counts.commands += len(entries)
             try:
                 await self._transport.delete(path)
@@ -128,7 +129,7 @@ class FileServerSession:
                 counts.refusals.append(f"cannot delete {path} ({err.detail})")
                 continue
             if self._commands is not None:
-                await self._commands.submit(requests)
+                await self._commands.submit(entries)
 
     # ----- step 8: streams
 

@@ -203,8 +203,10 @@ class MqttSession:
         if isinstance(entry, CommandReceived):
             await self._log.append_journal("command", entry.to_fields(),
                                            commit_now=True)
-            if self._commands is not None:
-                await self._commands.submit([entry])
-        else:
+        elif self._commands is None:
             await self._log.append_journal("result", entry.to_fields(),
                                            commit_now=True)
+            return
+        if self._commands is not None:
+            # An unreadable message is answered in its turn too: results in arrival order.
+            await self._commands.submit([entry])

@@ -235,7 +235,9 @@ class ScriptRunner:
         return state, header
 
     async def _load_failed(self, file: str, found: Problem, *, name: str | None = None) -> None:
-        log.error("%s", found)
+        # In the script's own category when it has a name: its log on the web shows why it
+        # does not run.
+        (logging.getLogger(f"sunpm.script.{name}") if name else log).error("%s", found)
         subject = name or file
         self._failed[file] = ScriptStatus(file=file, name=subject, label="", version="",
                                           enabled=False, last_error=str(found))

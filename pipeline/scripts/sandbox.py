@@ -51,7 +51,7 @@ MAX_RESULT_BYTES: Final = 64 * 1024
 _PRELUDE: Final = rb"""
 local py, HOOK_EVERY = ...
 local check, note_stop = py.check, py.note_stop
-local sethook = debug.sethook
+local sethook, getinfo = debug.sethook, debug.getinfo
 local error, type, tostring, select, rawget = error, type, tostring, select, rawget
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local raw_pcall, raw_xpcall = pcall, xpcall
@@ -64,6 +64,15 @@ local function hook()
   if stop ~= nil then error(stop, 0) end
 end
 sethook(hook, "", HOOK_EVERY)
+
+-- error(message, level) for the function calling raise, unless the frame `level` names is this
+-- prelude's: the script tail-called (`return wd.get(...)`) and left no frame of its own, so the
+-- message goes without a position rather than with a line of the prelude.
+local function raise(message, level)
+  local info = getinfo(level + 1, "S")
+  if info == nil or info.source == "=sunpm" then error(message, 0) end
+  error(message, level + 1)
+end
 
 local function after_catch(r)
   if stop == nil and not r[1] and r[2] == MEMORY_ERROR then
@@ -96,7 +105,7 @@ end
 local raw_setmetatable, raw_rawget = setmetatable, rawget
 setmetatable = function(t, mt)
   if type(mt) == "table" and raw_rawget(mt, "__gc") ~= nil then
-    error("setmetatable: __gc metamethods are not available", 2)
+    raise("setmetatable: __gc metamethods are not available", 2)
   end
   return raw_setmetatable(t, mt)
 end
@@ -106,7 +115,7 @@ os = { time = os_time, clock = os_clock, date = os_date }
 local gc = collectgarbage
 collectgarbage = function(what)
   if what == "count" then return gc("count") end
-  error("collectgarbage: only collectgarbage(\"count\") is available", 2)
+  raise("collectgarbage: only collectgarbage(\"count\") is available", 2)
 end
 io, require, package, debug, load, loadstring, dofile, loadfile, warn, python =
   nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
@@ -115,7 +124,7 @@ local function api(name)
   local fn = py[name]
   return function(...)
     local r = pack(fn(...))
-    if not r[1] then error(r[2], 2) end
+    if not r[1] then raise(r[2], 2) end
     return unpack(r, 2, r.n)
   end
 end
@@ -124,13 +133,13 @@ local timers = {}
 local py_every, py_after, py_cancel, py_log = py.every, py.after, py.cancel, py.log
 local function timer(start, s, fn)
   local r = pack(start(s, type(fn) == "function"))
-  if not r[1] then error(r[2], 3) end
+  if not r[1] then raise(r[2], 3) end
   timers[r[2]] = fn
   return r[2]
 end
 local function log(text)
   local r = pack(py_log(text))
-  if not r[1] then error(r[2], 3) end
+  if not r[1] then raise(r[2], 3) end
 end
 wd = {
   get = api("get"), getTag = api("getTag"), set = api("set"), setTag = api("setTag"),
@@ -141,7 +150,7 @@ wd = {
   after = function(s, fn) return (timer(py_after, s, fn)) end,
   cancel = function(id)
     local r = pack(py_cancel(id))
-    if not r[1] then error(r[2], 2) end
+    if not r[1] then raise(r[2], 2) end
     if r[2] then timers[id] = nil end
     return r[2]
   end,

@@ -41,7 +41,12 @@ from pipeline.scripts import ScriptError, ScriptStatus
 from pipeline.scripts.loading import MAX_SCRIPT_BYTES, MAX_SCRIPTS, site_scripts
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected, apply_change, config_lock
-from pipeline.service.maintenance import UPDATE_FOLDER, MaintenanceError, write_package
+from pipeline.service.maintenance import (
+    PACKAGE_NAME,
+    UPDATE_FOLDER,
+    MaintenanceError,
+    write_package,
+)
 from pipeline.service.scripts import ScriptsPlugin
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 from store.events import Channel, CommandReceived, JsonValue, LogLine, journal_items
@@ -62,8 +67,6 @@ TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
-#: An uploaded update package: a plain file name ending .spm.
-_PACKAGE_FILE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.spm")
 
 log = logging.getLogger("sunpm.system")
 
@@ -134,20 +137,21 @@ class Admin:
 
     async def _install_upload(self, name: str, source: IO[bytes], *, md5: str) -> None:
         """An uploaded package staged in `<data>/update/` as `updateFirmware` stages a download
-        (copied in chunks, 256 MiB at most, its MD5 checked when one is given), then handed to
-        SYSTEM_UpdateCommand."""
+        (copied in chunks, its MD5 checked when one is given), then installed by the command
+        `updateFirmware` `{package, checksum}` of the local channel: journaled and answered as
+        any command, SYSTEM_UpdateCommand run once the commands queued with it are answered."""
         site = self.gateway.site
         if site is None:
             raise AdminError("the service is not running", "package")
         if not site.settings.system_update_command:
             raise AdminError("updateFirmware: SYSTEM_UpdateCommand is not set", "package")
-        if not _PACKAGE_FILE.fullmatch(name):
+        if not PACKAGE_NAME.fullmatch(name):
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")
         path = self.gateway.data_dir / UPDATE_FOLDER / name
         got = await asyncio.to_thread(_stage_upload, source, path, md5.strip().lower())
         log.info("Update staged from an upload. package=%s md5=%s", path, got)
-        self.gateway.install_firmware(str(path))
+        await self.command("updateFirmware", {"package": name, "checksum": got})
 
     # ----------------------------------------------------------------- diagnostics
 
@@ -237,18 +241,22 @@ class Admin:
         if source is None:
             found = next((p for p in problems if file in str(p)), None)
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
+        self._plugin().held_off.discard(file)
         await runner.enable(source)
         status = next((s for s in runner.scripts() if s.file == file), None)
         assert status is not None
         return status
 
     async def disable_script(self, name: str) -> None:
-        runner = self._plugin().runner
+        """Disable a running script until the service restarts (a reload keeps it off)."""
+        plugin = self._plugin()
+        runner = plugin.runner
         assert runner is not None
         try:
             await runner.disable(name)
         except ScriptError as err:
             raise AdminError(str(err), "name") from None
+        plugin.held_off.update(s.file for s in runner.scripts() if s.name == name)
 
     async def script_log(self, name: str, *, lines: int = SCRIPT_LOG_LINES) -> list[str]:
         """The script's last log lines (category `script:<name>`) from the journal, oldest
@@ -304,8 +312,15 @@ class Admin:
                                     other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
             warnings = await asyncio.to_thread(self._apply, change)
+        # An upload starts its script with the reload (docs/web.md), even one disabled before.
+        self._release(file)
         gateway.config_written()
         return warnings
+
+    def _release(self, file: str) -> None:
+        plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
+        if plugin is not None:
+            plugin.held_off.discard(file)
 
     async def delete_script(self, file: str) -> None:
         """Unlist the script from scl.ini (validated, written), then delete its file."""
@@ -320,6 +335,7 @@ class Admin:
                 await asyncio.to_thread(self._apply, {self._scl_rel(): render_scl(
                     ScriptList(scripts=kept, other_lines=listed.other_lines))})
             await asyncio.to_thread(path.unlink, missing_ok=True)
+        self._release(file)
         gateway.config_written()
 
     def _apply(self, change: Mapping[str, bytes]) -> list[Problem]:

@@ -26,6 +26,7 @@ from typing import Final, Protocol
 
 from config.errors import SunpmError
 from exporters.session import Trigger
+from exporters.session.commands import CommandEntry
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.drivers._base import DiscoveryParams
 from store.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
@@ -89,6 +90,8 @@ class GatewayControl(Protocol):
     async def stage_firmware(self, url: str, login: str, password: str, checksum: str,
                              interface: str) -> str: ...
 
+    async def staged_upload(self, package: str, checksum: str) -> str: ...
+
     def install_firmware(self, package: str) -> None: ...
 
 
@@ -108,7 +111,7 @@ class CommandExecutor:
         self._store = store
         self._control = control
         self._clock = clock
-        self._queue: asyncio.Queue[tuple[CommandReceived, asyncio.Future[CommandResult] | None]] \
+        self._queue: asyncio.Queue[tuple[CommandEntry, asyncio.Future[CommandResult] | None]] \
             = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
         #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
@@ -122,11 +125,16 @@ class CommandExecutor:
             "updatefirmware": self._update_firmware}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def submit(self, commands: Sequence[CommandReceived]) -> None:
+    async def submit(self, commands: Sequence[CommandEntry]) -> None:
+        """Queue a file's (or a message's) entries in their order; an entry that could not be
+        read comes as its answer, journaled when its turn comes."""
         for command in commands:
             try:
                 self._queue.put_nowait((command, None))
             except asyncio.QueueFull:
+                if isinstance(command, CommandResult):
+                    await self._refused(command)
+                    continue
                 await self._answer(command, _Answer(None, f"{_short(command.rpc_name)}: busy, "
                                                           f"{QUEUE_COMMANDS} commands waiting"))
 
@@ -150,7 +158,9 @@ class CommandExecutor:
         try:
             while True:
                 command, answer = await self._queue.get()
-                if command.rpc_name.lower() == _BACKGROUND:
+                if isinstance(command, CommandResult):
+                    await self._refused(command)
+                elif command.rpc_name.lower() == _BACKGROUND:
                     task = asyncio.create_task(self._execute_for(command, answer),
                                                name="discoverDevices")
                     self._background.add(task)
@@ -218,6 +228,10 @@ class CommandExecutor:
         if _LETTER[command.channel] not in allowed:
             raise CommandError(f"{canonical} is not available by {command.channel.value}; use "
                                + ", ".join(_NAMES[c] for c in allowed))
+        if canonical == "updateFirmware" and "package" in command.parameters and \
+                command.channel is not Channel.LOCAL:
+            # A package on the box's disk is the web UI's upload; a remote channel names a URL.
+            raise CommandError("updateFirmware: package is for the local channel; give url")
         builtin = self._builtins.get(canonical.lower())
         if builtin is None:
             raise CommandError(f"{canonical}: not available in this version of sunpm")
@@ -238,6 +252,17 @@ class CommandExecutor:
                 log.info("Command journaled before a stop and not answered; running it now. "
                          "name=%s callerId=%s", command.rpc_name, command.caller_id)
                 await self.execute(command)
+
+    async def _refused(self, result: CommandResult) -> None:
+        """The answer to an entry that could not be read, journaled in its turn."""
+        try:
+            await self._store.append_journal("result", result.to_fields(),
+                                             ts_ns=self._clock.wall_ns(), commit_now=True)
+        except SunpmError as err:
+            log.error("Command answer not stored. error=%s", err)
+            return
+        log.info("Command refused. channel=%s callerId=%s error=%s", result.channel,
+                 result.caller_id, result.error)
 
     async def _answer(self, command: CommandReceived, answer: _Answer, *,
                       store: bool = True) -> CommandResult:
@@ -390,9 +415,16 @@ class CommandExecutor:
 
     async def _update_firmware(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         url = _text(parameters, "url", "updateFirmware")
+        uploaded = _text(parameters, "package", "updateFirmware")
+        checksum = _text(parameters, "checksum", "updateFirmware")
+        if uploaded and url:
+            raise CommandError("updateFirmware: give url or package, not both")
+        if uploaded:
+            package = await self._control.staged_upload(uploaded, checksum)
+            self._after_batch.append(lambda: self._control.install_firmware(package))
+            return "OK"
         if not url:
             raise CommandError("updateFirmware: url is missing")
-        checksum = _text(parameters, "checksum", "updateFirmware")
         package = await self._control.stage_firmware(
             url, _text(parameters, "login", "updateFirmware"),
             _text(parameters, "password", "updateFirmware"), checksum,

@@ -67,6 +67,7 @@ from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
+from pipeline.scripts import ScriptStatus
 from pipeline.service import in_force
 from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
@@ -84,13 +85,21 @@ from pipeline.service.maintenance import (
     factory_wipe,
     install_firmware,
     stage_firmware,
+    staged_upload,
 )
 from pipeline.service.modem import AtModem
 from pipeline.service.s0 import KIND as S0_KIND
 from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
 from pipeline.service.sms import SmsCommands, SmsInbox
-from pipeline.service.status import backlog, last_text, status_object
+from pipeline.service.status import (
+    alarms_since,
+    backlog,
+    default_ip,
+    last_text,
+    server_mode,
+    status_object,
+)
 from pipeline.service.tunnels import Tunnels
 from pipeline.service.wiring import Plant, build_plant
 from pipeline.traces import TraceCapture, TraceCaptureError
@@ -172,6 +181,11 @@ class _StoredDefinitions(dict[str, DefinitionFile]):
         return definition
 
 
+def _server_identity(settings: ServerSettings) -> tuple[object, ...]:
+    """What makes a server slot the same server across a reload."""
+    return (settings.type, settings.host, settings.port, settings.dir_path)
+
+
 class Gateway:
     """`sunpm run`: see the module docstring."""
 
@@ -187,6 +201,12 @@ class Gateway:
         self.store: Log | None = None
         self.poller: Poller | None = None
         self.schedulers: dict[int, SlotScheduler] = {}
+        #: Each slot's last session across reloads: (server, end, result), the server by
+        #: `_server_identity`.
+        self._last_sessions: dict[int, tuple[tuple[object, ...], int | None,
+                                             SessionResult | None]] = {}
+        #: Each slot's backlog as the last status counted it.
+        self._backlogs: dict[int, int] = {}
         self.alarms: Alarms | None = None
         self.commands: CommandExecutor | None = None
         self.traces: TraceStore | None = None
@@ -436,6 +456,10 @@ class Gateway:
             with contextlib.suppress(SunpmError, OSError, TimeoutError):
                 async with asyncio.timeout(2):
                     await self._status_file()
+            self._last_sessions = {
+                slot: (_server_identity(site.settings.servers[slot - 1]), scheduler.last_end_ns,
+                       scheduler.last_result)
+                for slot, scheduler in self.schedulers.items()}
             self.schedulers = {}
             self._outboxes = {}
             await self._settle_background()
@@ -531,6 +555,10 @@ class Gateway:
             run_session = mqtt_session
         scheduler = SlotScheduler(slot, run_session, schedules=site.var_ini.schedules(slot),
                                   time_zone=site.settings.time_zone, clock=self.clock)
+        identity, end_ns, result = self._last_sessions.get(slot, ((), None, None))
+        if identity == _server_identity(settings):
+            # A reload keeps the server's last session (status `last`); a new server has none.
+            scheduler.last_end_ns, scheduler.last_result = end_ns, result
         return scheduler, serving
 
     async def _startup_sessions(self, power: PowerWatch) -> None:
@@ -681,6 +709,19 @@ class Gateway:
         log.info("Update staged. package=%s", package)
         return str(package)
 
+    async def staged_upload(self, package: str, checksum: str) -> str:
+        """`updateFirmware` `{package, checksum}`: the web UI's upload in `<data>/update/`,
+        its MD5 checked again."""
+        if self.site is None:
+            raise CommandError("updateFirmware: the service is not running")
+        if not self.site.settings.system_update_command:
+            raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+        try:
+            path = await asyncio.to_thread(staged_upload, self.data_dir, package, checksum)
+        except MaintenanceError as err:
+            raise CommandError(f"updateFirmware: {err}") from None
+        return str(path)
+
     def install_firmware(self, package: str) -> None:
         """Run `SYSTEM_UpdateCommand <package>` (after the batch's answers are out)."""
         command = self.site.settings.system_update_command if self.site is not None else ""
@@ -711,20 +752,23 @@ class Gateway:
         except TraceCaptureError as err:
             raise CommandError(str(err)) from None
 
+    def _sms_settings(self) -> tuple[str, Sequence[str]]:
+        """`SMS_InboxDir` and `SMS_AllowedNumbers` in force (both apply at a reload)."""
+        if self.site is None:
+            return "", ()
+        return self.site.settings.sms_inbox_dir, self.site.settings.sms_allowed_numbers
+
     async def _sms(self, site: Site) -> None:
-        """SMS commands: the inbox folder of `SMS_InboxDir` and the AT modem of `MODEM_Port`,
-        each when set."""
+        """SMS commands: the inbox folder of `SMS_InboxDir` (followed across reloads) and the
+        AT modem of `MODEM_Port` (opened at the start: a restart key)."""
         if self.commands is None:
             return
         settings = site.settings
         async with asyncio.TaskGroup() as tg:
-            if settings.sms_inbox_dir:
-                tg.create_task(SmsInbox(Path(settings.sms_inbox_dir),
-                                        settings.sms_allowed_numbers, self.commands,
-                                        self.clock).run())
+            tg.create_task(SmsInbox(self._sms_settings, self.commands, self.clock).run())
             if settings.modem_port:
                 self.modem = AtModem(settings.modem_port, settings.modem_pin,
-                                     SmsCommands(settings.sms_allowed_numbers, self.commands),
+                                     SmsCommands(lambda: self._sms_settings()[1], self.commands),
                                      self.clock)
                 tg.create_task(self.modem.run())
 
@@ -744,6 +788,10 @@ class Gateway:
     def _alarm_raised(self) -> None:
         """An alarm asks server 1 (a file server) for an alarm session; one raised before the
         schedulers run (the Power OFF of an unclean stop, during a reload) waits for them."""
+        if self._stop is not None and self._stop.is_set():
+            # The clean stop's Power OFF: a session begun now would be cut off at once (a
+            # WARNING at every stop); the alarm goes with the next start's first session.
+            return
         scheduler = self.schedulers.get(1)
         if scheduler is None:
             self._alarm_waiting = True
@@ -788,17 +836,30 @@ class Gateway:
         servers: list[dict[str, object]] = []
         now_ns = self.clock.wall_ns()
         for settings in site.settings.servers:
-            scheduler = self.schedulers.get(settings.slot)
-            outbox = self._outboxes.get(settings.slot)
-            if scheduler is None or outbox is None:
+            if settings.type is ServerType.NONE:
                 continue
-            result = scheduler.last_result
-            waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+            slot = settings.slot
+            scheduler = self.schedulers.get(slot)
+            outbox = self._outboxes.get(slot)
+            if scheduler is None or outbox is None:
+                # Between two configurations (the start, a reload): the server as configured,
+                # with its last session and backlog as last known, not left out (it read
+                # "disabled").
+                identity, end_ns, result = self._last_sessions.get(slot, ((), None, None))
+                if identity != _server_identity(settings):
+                    end_ns, result = None, None
+                running, waiting = False, self._backlogs.get(slot, 0)
+            else:
+                end_ns, result, running = scheduler.last_end_ns, scheduler.last_result, \
+                    scheduler.running
+                waiting = await asyncio.to_thread(backlog, outbox, store, site, now_ns)
+                self._backlogs[slot] = waiting
             servers.append({
-                "srv": settings.slot, "status": "connected" if scheduler.running else "idle",
-                "type": settings.type.value, "addr": settings.host or settings.dir_path,
+                "srv": slot, "status": "connected" if running else "idle",
+                "type": settings.type.value, "mode": server_mode(settings),
+                "addr": settings.host or settings.dir_path,
                 "port": settings.port,
-                "last": last_text(scheduler.last_end_ns, None if result is None else result.ok,
+                "last": last_text(end_ns, None if result is None else result.ok,
                                   "" if result is None else result.reason,
                                   site.settings.time_zone),
                 "backlog": waiting})
@@ -806,13 +867,30 @@ class Gateway:
         status = await asyncio.to_thread(status_object, site=site, store=store,
                                          started_s=self._started_s, servers=servers,
                                          dropped=dropped, last_records=dict(self._last_good))
+        check = self.clock_check
+        alarms = await asyncio.to_thread(alarms_since, store, now_ns - 86_400 * NS_PER_S)
+        status = {**{key: status[key] for key in ("uid", "version", "date", "timestamp",
+                                                  "timeZone", "uptimeS")},
+                  "clock": {"synced": self._clock_synced,
+                            "ntp": check.last_server if check is not None else "",
+                            "offsetS": check.last_offset_s if check is not None else None},
+                  "modem": {"state": self.modem.state if self.modem is not None else "none",
+                            "rssiDbm": None},
+                  "ip": await asyncio.to_thread(default_ip),
+                  "servers": status["servers"], "devices": status["devices"],
+                  "scripts": [{"name": s.name, "file": s.file, "enabled": s.enabled}
+                              for s in self._script_states()],
+                  "alarms24h": alarms}
         if self.mirror is not None:
             status["sd"] = mirror_state_body(self.mirror)
-        check = self.clock_check
-        status["clock"] = {"synced": self._clock_synced,
-                           "ntp": check.last_server if check is not None else "",
-                           "offsetS": check.last_offset_s if check is not None else None}
         return status
+
+    def _script_states(self) -> list[ScriptStatus]:
+        """The scripts the scripts plug-in runs (none without it)."""
+        from pipeline.service.scripts import ScriptsPlugin
+
+        plugin = next((p for p in self.plugins if isinstance(p, ScriptsPlugin)), None)
+        return plugin.runner.scripts() if plugin is not None and plugin.runner else []
 
     async def _status_file(self) -> None:
         body = json.dumps(await self.status(), separators=(",", ":")).encode()

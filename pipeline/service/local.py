@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from config.errors import SunpmError
+from exporters.session.commands import load_command_json
 from pipeline.service.commands import CommandExecutor
 from store.events import Channel, CommandReceived
 
@@ -92,10 +93,11 @@ class LocalChannel:
                 await writer.wait_closed()
 
     async def _answer(self, line: bytes) -> dict[str, object]:
-        try:
-            doc = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return {"error": f"local: invalid JSON: {err}", "callerId": None}
+        # Read as strictly as a command from a server: NaN, Infinity or nesting past 32 levels
+        # could not be journaled (or would exhaust the decoder's recursion).
+        doc, problem = load_command_json(line, "local")
+        if problem is not None:
+            return {"error": problem, "callerId": None}
         if not isinstance(doc, dict):
             return {"error": "local: one command object per request", "callerId": None}
         if doc.get("request") == "archive" and self._archive is not None:

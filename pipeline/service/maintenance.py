@@ -42,6 +42,8 @@ DOWNLOAD_LIMIT_S: Final = 600.0
 CONFIG_FOLDERS: Final = ("DEF", "SCRIPT", "CERT")
 UPDATE_FOLDER: Final = "update"
 _MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
+#: An uploaded update package: a plain file name ending .spm.
+PACKAGE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.spm")
 
 
 class MaintenanceError(Exception):
@@ -191,6 +193,29 @@ async def stage_firmware(data_dir: Path, url: str, login: str, password: str,
         target.unlink(missing_ok=True)
         raise MaintenanceError(f"checksum mismatch (expected {checksum.lower()}, got {got})")
     return target
+
+
+def staged_upload(data_dir: Path, name: str, checksum: str) -> Path:
+    """A package the web UI staged in `<data>/update/`, checked again against its MD5 before it
+    is installed (blocking: reads the file)."""
+    if not PACKAGE_NAME.fullmatch(name):
+        raise MaintenanceError(f"package must be a plain file name ending .spm, got '{name[:60]}'")
+    if not _MD5.fullmatch(checksum):
+        raise MaintenanceError(f"checksum must be 32 hex digits (MD5), got '{checksum[:40]}'")
+    path = data_dir / UPDATE_FOLDER / name
+    digest = hashlib.md5(usedforsecurity=False)
+    if path.is_symlink() or not path.is_file():
+        raise MaintenanceError(f"{name} is not staged")
+    try:
+        with path.open("rb") as package:
+            while chunk := package.read(1 << 16):
+                digest.update(chunk)
+    except OSError as err:
+        raise MaintenanceError(f"{name} cannot be read: {err.strerror or err}") from None
+    if digest.hexdigest() != checksum.lower():
+        raise MaintenanceError(f"checksum mismatch (expected {checksum.lower()}, got "
+                               f"{digest.hexdigest()})")
+    return path
 
 
 async def install_firmware(command: str, package: Path) -> int:

@@ -68,7 +68,7 @@ class AtModem:
                 now = time.monotonic()
                 if now - self._last_warning >= WARNING_EVERY_S:
                     self._last_warning = now
-                    log.warning("sms: modem %s not usable: %s; trying again every %.0f s",
+                    log.warning("modem %s not usable: %s; trying again every %.0f s",
                                 self.path, err or "no answer", RETRY_S)
             finally:
                 if self._writer is not None:
@@ -87,7 +87,7 @@ class AtModem:
             await self.command(f'AT+CPIN="{self.pin}"')
         await self.command("AT+CMGF=1")
         self.state = "ready"
-        log.info("sms: modem %s ready", self.path)
+        log.info("modem %s ready", self.path)
         while True:
             for index, sender, text in await self.unread():
                 try:

@@ -18,12 +18,17 @@ class ScriptsPlugin:
 
     def __init__(self) -> None:
         self.runner: ScriptRunner | None = None
+        #: Files disabled from the web UI or the API in this run: a disable lasts until the
+        #: next restart of the service (docs/behaviour.md §9.1 step 4), not until the next
+        #: configuration reload, which starts the scripts again.
+        self.held_off: set[str] = set()
 
     async def run(self, gateway: Gateway) -> None:
         site, store, poller, alarms = gateway.site, gateway.store, gateway.poller, gateway.alarms
         assert site is not None and store is not None and poller is not None
         assert alarms is not None
         sources, problems = site_scripts(site.scripts, site.uid, site.loaded)
+        sources = [s for s in sources if s.file not in self.held_off]
         host = PollerHost(
             devices=site.daq.devices, definitions=site.definitions, poller=poller, store=store,
             clock=gateway.clock, daq_poll_period_s=site.settings.daq_poll_period_s,

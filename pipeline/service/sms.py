@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -48,6 +47,11 @@ _COMMANDS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
 }
 _NUMBERS: Final = frozenset({"server", "port", "duration", "state", "firstAddress",
                              "lastAddress", "maxDevices", "timeout"})
+
+
+#: Digits before the point of a number an SMS argument may be (as a command file's, formats.md
+#: §12.1: 30 digits at most).
+_NUMBER_DIGITS: Final = 30
 
 
 class SmsError(ValueError):
@@ -112,6 +116,10 @@ def _value(field: str, value: str, command: str) -> JsonValue:
             number = Decimal(value)
         except ArithmeticError:
             return value
+        if not number.is_finite() or number.adjusted() > _NUMBER_DIGITS:
+            # Kept as text, for the command to refuse by name: NaN or Infinity could not be
+            # journaled, and `int()` of `1e999999999` would build a billion-digit integer.
+            return value
         return int(number) if number == number.to_integral_value() else float(number)
     if field == "raw":
         return value == "1"
@@ -129,6 +137,11 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
     quota_mb = sum(int(str(d.get("quotaBytes", 0))) for d in devices)
     clock = status.get("clock") if isinstance(status.get("clock"), dict) else {}
     assert isinstance(clock, dict)
+    modem = status.get("modem") if isinstance(status.get("modem"), dict) else {}
+    assert isinstance(modem, dict)
+    scripts = [s for s in status.get("scripts", []) if isinstance(s, dict)]  # type: ignore[attr-defined]
+    tic = next((d for d in devices if d.get("index") == "TIC1"), None)
+    rssi = modem.get("rssiDbm")
 
     def server(slot: int) -> list[str]:
         s = servers.get(slot)
@@ -136,10 +149,9 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
             return [f"srv={slot}", "status=disabled", "type=none", "mode=none", "addr=",
                     "port=", "last=never"]
         kind = str(s["type"])
-        mode = "strategy_mqtt" if kind.startswith("mqtt") else \
-            "strategy_wsun1_compliant" if slot == 1 else "strategy_wsun1_compliant_backup"
         port = "" if kind == "dir" else str(s["port"])
-        return [f"srv={slot}", f"status={s['status']}", f"type={kind}", f"mode={mode}",
+        return [f"srv={slot}", f"status={s['status']}", f"type={kind}",
+                f"mode={s.get('mode', 'none')}",
                 f"addr={s['addr']}", f"port={port}", f"last={str(s['last'])[:52] or 'never'}"]
 
     parts = [
@@ -147,11 +159,12 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
          f"time={status.get('date', '')}", f"tz={status.get('timeZone', '')}",
          f"up={status.get('uptimeS', '')}"],
         [f"clock={'synced' if clock.get('synced', True) else 'unsynchronised'}",
-         f"ntp={clock.get('ntp', '')}", "modem=none", "rssi=", f"ip={_default_ip()}"],
+         f"ntp={clock.get('ntp', '')}", f"modem={modem.get('state', 'none')}",
+         f"rssi={'' if rssi is None else rssi}", f"ip={status.get('ip', '')}"],
         [f"devices={len(devices)}", f"ok={sum(d.get('state') == 'ok' for d in devices)}",
          f"fail={sum(d.get('state') != 'ok' for d in devices)}",
-         f"tic={'ok' if any(d.get('index') == 'TIC1' for d in devices) else 'none'}",
-         "scripts=0/0"],
+         f"tic={'none' if tic is None else 'ok' if tic.get('state') == 'ok' else 'absent'}",
+         f"scripts={sum(s.get('enabled') is True for s in scripts)}/{len(scripts)}"],
         [f"store={-(-store_mb // 2**20)}/{-(-quota_mb // 2**20)}",
          f"full={sum(d.get('state') == 'full' for d in devices)}",
          f"backlog1={servers[1]['backlog'] if 1 in servers else 0}",
@@ -165,27 +178,21 @@ def _cut(text: str) -> str:
     return text if len(text) <= REPLY_MAX else text[:REPLY_MAX]
 
 
-def _default_ip() -> str:
-    """The address of the default route (no packet is sent; empty without one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("192.0.2.1", 9))
-            return str(sock.getsockname()[0])
-        except OSError:
-            return ""
-
-
 class SmsCommands:
-    """One received SMS to its replies: the sender checked, the text parsed and executed."""
+    """One received SMS to its replies: the sender checked, the text parsed and executed.
 
-    def __init__(self, allowed: Sequence[str], commands: CommandExecutor) -> None:
-        self.allowed = {n.replace(" ", "") for n in allowed}
+    `allowed` gives `SMS_AllowedNumbers` as the configuration in force has it at each message,
+    so that a number struck from the list is refused from the reload on."""
+
+    def __init__(self, allowed: Callable[[], Sequence[str]], commands: CommandExecutor) -> None:
+        self._allowed = allowed
         self._commands = commands
 
     async def replies(self, sender: str, text: str) -> list[str]:
         """The messages to send back to `sender` (none on success, docs/formats.md §13.2)."""
-        if not self.allowed or sender not in self.allowed:
-            log.warning("sms: message from %s ignored: number not allowed", sender)
+        allowed = {n.replace(" ", "") for n in self._allowed()}
+        if not allowed or sender not in allowed:
+            log.warning("message from %s ignored: number not allowed", sender)
             return []
         try:
             rpc, parameters = parse_sms(text)
@@ -203,22 +210,39 @@ class SmsCommands:
 
 
 class SmsInbox:
-    """Watches `SMS_InboxDir` and answers in `out/`."""
+    """Watches `SMS_InboxDir` and answers in `out/`.
 
-    def __init__(self, inbox: Path, allowed: Sequence[str], commands: CommandExecutor,
-                 clock: Clock) -> None:
-        self.inbox = inbox
-        self._sms = SmsCommands(allowed, commands)
+    `settings` gives `(SMS_InboxDir, SMS_AllowedNumbers)` of the configuration in force, read
+    at every turn: a reload that sets, moves or clears the folder, or changes the numbers, applies
+    without a restart (neither key is one of docs/behaviour.md §10.2's restart keys)."""
+
+    def __init__(self, settings: Callable[[], tuple[str, Sequence[str]]],
+                 commands: CommandExecutor, clock: Clock) -> None:
+        self._settings = settings
+        self._sms = SmsCommands(lambda: settings()[1], commands)
         self._clock = clock
+        self.inbox: Path | None = None
 
     async def run(self) -> None:
-        (self.inbox / "out").mkdir(parents=True, exist_ok=True)
         while True:
-            for path in sorted(self.inbox.glob("*.sms")):
-                await self.handle(path)
+            folder = self._settings()[0]
+            inbox = Path(folder) if folder else None
+            if inbox != self.inbox:
+                self.inbox = inbox
+                if inbox is not None:
+                    log.info("SMS inbox watched. folder=%s", inbox)
+            if inbox is not None:
+                try:
+                    await asyncio.to_thread((inbox / "out").mkdir, parents=True, exist_ok=True)
+                    waiting = await asyncio.to_thread(_waiting, inbox)
+                except OSError as err:
+                    log.warning("SMS inbox %s not usable: %s", inbox, err.strerror or err)
+                    waiting = []
+                for path in waiting:
+                    await self.handle(inbox, path)
             await self._clock.sleep(CHECK_EVERY_S)
 
-    async def handle(self, path: Path) -> None:
+    async def handle(self, inbox: Path, path: Path) -> None:
         try:
             raw = await asyncio.to_thread(path.read_bytes)
         except OSError as err:
@@ -227,19 +251,21 @@ class SmsInbox:
         sender, _, text = raw.decode("utf-8", errors="replace").partition("\n")
         sender = sender.strip().replace(" ", "")
         try:
-            await self._answer(path.stem, sender, text.strip())
+            await self._answer(inbox, path.stem, sender, text.strip())
         except Exception as err:  # one bad message must not stop the inbox
             log.error("SMS not handled: %s: %s", path.name, err, exc_info=err)
         finally:
             await asyncio.to_thread(_unlink, path)
 
-    async def _answer(self, name: str, sender: str, text: str) -> None:
-        await self._reply(name, sender, await self._sms.replies(sender, text))
-
-    async def _reply(self, name: str, recipient: str, messages: Sequence[str]) -> None:
+    async def _answer(self, inbox: Path, name: str, sender: str, text: str) -> None:
+        messages = await self._sms.replies(sender, text)
         for k, message in enumerate(messages, start=1):
-            await asyncio.to_thread(write_file_durably, self.inbox / "out" / f"{name}.{k}.sms",
-                                    f"{recipient}\n{message}\n".encode())
+            await asyncio.to_thread(write_file_durably, inbox / "out" / f"{name}.{k}.sms",
+                                    f"{sender}\n{message}\n".encode())
+
+
+def _waiting(inbox: Path) -> list[Path]:
+    return sorted(inbox.glob("*.sms"))
 
 
 def _unlink(path: Path) -> None:

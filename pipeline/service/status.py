@@ -11,6 +11,7 @@ that turns out empty may be counted.
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import datetime
 from importlib import metadata
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config import Site
-from config.model import DeviceKind
+from config.model import DeviceKind, ServerSettings
 from exporters.outbox import Outbox
 from exporters.views.windows import split_range
 from pipeline.clock import NS_PER_S
@@ -102,12 +103,37 @@ def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
     return waiting
 
 
+def server_mode(settings: ServerSettings) -> str:
+    """A server's `mode` (docs/formats.md §13.3)."""
+    if settings.type.is_mqtt:
+        return "strategy_mqtt"
+    if settings.type.is_file_server:
+        return "strategy_wsun1_compliant" if settings.slot == 1 else \
+            "strategy_wsun1_compliant_backup"
+    return "none"
+
+
+def default_ip() -> str:
+    """The address of the default route (no packet is sent; empty without one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return ""
+
+
+def alarms_since(store: Log, start_ns: int) -> int:
+    """How many alarms the journal holds from `start_ns` on (blocking)."""
+    return int(store.journal(start_ns=start_ns, kinds=["alarm"]).num_rows)
+
+
 def status_object(*, site: Site, store: Log, started_s: float,
                   servers: list[dict[str, Any]], dropped: dict[str, int],
                   last_records: dict[str, tuple[int, bool]]) -> dict[str, Any]:
-    """docs/formats.md §12.4's object without the parts still to come (modem, ip, scripts,
-    alarms of the last 24 h); `last_records`: per device its last record's time and whether it
-    held a good value."""
+    """The parts of docs/formats.md §12.4's object this module knows (the gateway adds clock,
+    modem, ip, scripts and the alarms of the last 24 h); `last_records`: per device its last
+    record's time and whether it held a good value."""
     now = time.time()
     zone = ZoneInfo(site.settings.time_zone)
     try:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import jinja2
 from aiohttp import web
 
+from exporters.session.commands import load_command_json
 from pipeline.web.auth import Session, Sessions
 from pipeline.web.editing import Verdict
 
@@ -112,10 +113,20 @@ def json_error(message: str, status: int, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+async def request_json(request: web.Request) -> Any:
+    """The request's JSON body, read strictly: `ValueError` naming the fault for invalid JSON,
+    NaN or Infinity (no journal or file could hold them), or nesting deeper than 32 levels
+    (Python's decoder would exhaust its recursion on it: a 500 instead of a 400)."""
+    doc, problem = load_command_json(await request.read(), "body")
+    if problem is not None:
+        raise ValueError(problem)
+    return doc
+
+
 async def whole_file_text(request: web.Request) -> str | web.Response:
     """A `{"text": "<the whole file>"}` body's text, or the 400 answer to anything else."""
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):

@@ -20,6 +20,7 @@ from pipeline.web.common import (
     json_ok,
     page,
     rejected,
+    request_json,
     session_of,
     whole_file_text,
 )
@@ -144,7 +145,7 @@ async def api_configuration(request: web.Request) -> web.StreamResponse:
 
 async def _json_form(request: web.Request) -> dict[str, str] | web.Response:
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         return json_error("expected a JSON object of field names and texts", 400)
     if not isinstance(body, dict) or not all(isinstance(v, str | int | float) for v in
@@ -237,7 +238,7 @@ async def api_validate(request: web.Request) -> web.StreamResponse:
     """`{"files": {"CONFIG/<uid>_daq.csv": "<text>", "DEF/x.csv": ...}}`: every problem,
     warnings included, of the configuration with those files in place; nothing is written."""
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         body = None
     files = body.get("files") if isinstance(body, dict) else None

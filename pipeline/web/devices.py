@@ -10,7 +10,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from pipeline.web.common import facade, json_error, json_ok, page, rejected, whole_file_text
+from pipeline.web.common import (
+    facade,
+    json_error,
+    json_ok,
+    page,
+    rejected,
+    request_json,
+    whole_file_text,
+)
 from pipeline.web.editing import DEVICE_FIELDS
 from pipeline.web.facade import Conflict
 from pipeline.web.io_editor import with_submitted
@@ -145,7 +153,7 @@ async def delete_device(request: web.Request) -> web.StreamResponse:
 
 async def _json_values(request: web.Request) -> dict[str, str] | web.Response:
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         return json_error("expected a JSON object of daq.csv fields", 400)
     if not isinstance(body, dict):
@@ -187,7 +195,7 @@ async def api_duplicate_device(request: web.Request) -> web.StreamResponse:
     overrides: dict[str, Any] = {}
     if request.can_read_body:
         try:
-            body = await request.json()
+            body = await request_json(request)
         except ValueError:
             return json_error("expected a JSON object of daq.csv fields", 400)
         if not isinstance(body, dict):
@@ -280,7 +288,7 @@ async def api_io_save(request: web.Request) -> web.StreamResponse:
     """`{"v<Index>_<Info3|Name|Tag|CoefA|CoefB|Unit|Action>": text}`; fields left out keep
     their text."""
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         body = None
     if not isinstance(body, dict) or not all(isinstance(v, str | int | float)
@@ -327,7 +335,7 @@ async def read_parameters(request: web.Request) -> web.StreamResponse:
 async def api_write_variable(request: web.Request) -> web.StreamResponse:
     """`{variable: <Index or Name>, value: <number or text>, raw: false}`."""
     try:
-        body = await request.json()
+        body = await request_json(request)
     except ValueError:
         body = None
     if not isinstance(body, dict) or "variable" not in body or "value" not in body:

@@ -19,7 +19,7 @@ from config.errors import Problem
 from pipeline.service.admin import Admin
 from pipeline.service.config_edit import ChangeRejected
 from pipeline.service.discovery import Discovery
-from pipeline.web.common import facade, json_error
+from pipeline.web.common import facade, json_error, request_json
 from pipeline.web.editing import problem_json
 
 NS_PER_S: Final = 1_000_000_000
@@ -104,9 +104,9 @@ async def form_or_json(request: web.Request) -> dict[str, Any]:
     """The request's fields: a JSON object for the API, the form for pages."""
     if request.content_type == "application/json":
         try:
-            body = await request.json()
-        except ValueError:
-            raise FieldError("", "expected a JSON object") from None
+            body = await request_json(request)
+        except ValueError as err:
+            raise FieldError("", f"expected a JSON object ({err})") from None
         if not isinstance(body, dict):
             raise FieldError("", "expected a JSON object")
         return body

@@ -22,7 +22,7 @@ from aiohttp import web
 from pipeline.scripts import ScriptStatus
 from pipeline.service.admin import AdminError
 from pipeline.service.config_edit import ChangeRejected
-from pipeline.web.common import json_error, json_ok, page
+from pipeline.web.common import json_error, json_ok, page, request_json
 from pipeline.web.operations import (
     admin,
     download,
@@ -59,7 +59,7 @@ async def _upload_fields(request: web.Request) -> tuple[str, bytes]:
     """`(file, bytes)` of a multipart `script` field, or a JSON `{file, source}`."""
     if request.content_type == "application/json":
         try:
-            body = await request.json()
+            body = await request_json(request)
         except ValueError:
             raise AdminError("expected a JSON object {file, source}") from None
         if not isinstance(body, dict) or not isinstance(body.get("file"), str) or \

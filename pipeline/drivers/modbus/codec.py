@@ -348,9 +348,12 @@ def scaled_to_raw(var: Variable, value: Decimal) -> Decimal:
     """(value − CoefB) / CoefA, exact where the quotient terminates (else 40 significant digits)."""
     if var.coef_a == 0:
         raise EncodeError("CoefA is 0, a scaled value cannot be written")
-    with localcontext() as ctx:
-        ctx.prec = 40
-        return (value - var.coef_b) / var.coef_a
+    try:
+        with localcontext() as ctx:
+            ctx.prec = 40
+            return (value - var.coef_b) / var.coef_a
+    except ArithmeticError as err:      # `1e999999999` overflows the decimal context
+        raise EncodeError(f"{_plain(value)} is out of range") from err
 
 
 def raw_to_register_value(raw: RawValue, sf: int | None) -> RawValue:
@@ -359,7 +362,10 @@ def raw_to_register_value(raw: RawValue, sf: int | None) -> RawValue:
         return raw
     if isinstance(raw, float):
         raw = Decimal(repr(raw))
-    return Decimal(raw).scaleb(-sf)
+    try:
+        return Decimal(raw).scaleb(-sf)
+    except ArithmeticError as err:      # `1e999999999` overflows the decimal context
+        raise EncodeError(f"{_plain(Decimal(raw))} is out of range") from err
 
 
 def _words_from_bytes(data: bytes) -> list[int]:

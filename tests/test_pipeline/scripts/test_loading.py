@@ -102,9 +102,11 @@ async def test_load_problems_name_file_line_and_field_and_the_others_run_on(
             for file, _, expected in BAD:
                 assert not statuses[file].enabled
                 assert statuses[file].last_error == expected
-    errors = [r.getMessage() for r in caplog.records
-              if r.name == "sunpm.script" and r.levelname == "ERROR"]
-    assert errors == [expected for _, _, expected in BAD]
+    # Each in its script's own category (named after the file when the header gives none).
+    errors = [(r.name, r.getMessage()) for r in caplog.records
+              if r.name.startswith("sunpm.script") and r.levelname == "ERROR"]
+    assert [message for _, message in errors] == [expected for _, _, expected in BAD]
+    assert errors[0][0] == "sunpm.script.syntax"
     assert [a[0] for a in alarms] == ["Script failure"] * len(BAD)
     assert alarms[0][1] == "syntax"
 

@@ -151,3 +151,31 @@ async def test_saved_data_survives_a_restart_of_the_store_and_the_runner(tmp_pat
     finally:
         await reader.close()
     assert json.loads(events[-1]) == {"script": "convert test.lua", "data": {"calls": 3}}
+
+
+WD_ERRORS = ScriptSource(file="wd_errors.lua", source=b"""
+function tail() return wd.get("nowhere", 1) end
+function kept()
+  local value = wd.get("nowhere", 1)
+  return value
+end
+function tail_every() return wd.every(0.1, tail) end
+""")
+
+
+async def test_a_wd_error_names_the_script_line_never_the_sandbox(tmp_path: Path) -> None:
+    """`wd` errors are positioned at the script's call; a tail call (`return wd.get(...)`)
+    leaves no frame of the script, and the error then goes without a position rather than
+    with a line of the sandbox's own code."""
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [WD_ERRORS])
+        async with running(runner):
+            for function, error in [
+                    ("kept", "wd_errors.kept: wd_errors.lua:4: wd.get: unknown device "
+                             "'nowhere'"),
+                    ("tail", "wd_errors.tail: wd.get: unknown device 'nowhere'"),
+                    ("tail_every", "wd_errors.tail_every: wd.every: seconds must be a number "
+                                   "in 0.5..86400, got 0.1")]:
+                with pytest.raises(ScriptError) as refused:
+                    await runner.call(f"wd_errors.{function}", {})
+                assert str(refused.value) == error

@@ -6,6 +6,7 @@ backfill downloads.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from config import load_site
 from pipeline.service.admin import Admin, AdminError
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.maintenance import change_config
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -197,3 +199,46 @@ async def test_a_broken_script_list_on_disk_rejects_an_upload(tmp_path: Path) ->
         with pytest.raises(ChangeRejected):
             await Admin(plant.gateway).upload_script("c.lua", b"x = 1\n")
         assert not (plant.config_dir / "SCRIPT" / "c.lua").exists()
+
+
+async def test_a_script_that_does_not_load_shows_why_in_its_own_log(tmp_path: Path) -> None:
+    extra = {"SCRIPT/syn.lua": b'header = {name = "syn"}\nfunction f(\n',
+             f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=syn.lua\n"}
+    async with running_gateway(tmp_path, inverters=0, extra_files=extra) as plant:
+        admin = Admin(plant.gateway)
+        await wait_for(lambda: [s.last_error for s in admin.scripts()] != [""], 30,
+                       "the load failure")
+
+        async def logged() -> bool:
+            return bool(await admin.script_log("syn"))
+
+        await wait_until(logged, 20, what="the script's log", every=0.2)
+        (line,) = await admin.script_log("syn")
+        assert line.endswith(" ERROR script:syn: syn.lua:3: syntax: <name> or '...' expected "
+                             "near <eof>; not loaded")
+
+
+async def test_a_disable_lasts_across_configuration_reloads(tmp_path: Path) -> None:
+    """docs/behaviour.md §9.1 step 4: a disable lasts until the next restart of the service; a
+    configuration saved meanwhile (which restarts the scripts) does not start it again."""
+    extra = {"SCRIPT/a.lua": b'header = {name = "a"}\nfunction ping() return 1 end\n',
+             f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=a.lua\n"}
+    async with running_gateway(tmp_path, inverters=0, extra_files=extra) as plant:
+        gateway = plant.gateway
+        admin = Admin(gateway)
+        await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30, "a running")
+
+        async def reload(level: str) -> None:
+            loaded = gateway.site
+            change_config(plant.config_dir, UID, {"LOG_Level": level})
+            gateway.config_written()
+            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+            await asyncio.sleep(1)          # the scripts plug-in of the new configuration
+
+        await admin.disable_script("a")
+        await reload("debug")
+        assert [(s.file, s.enabled) for s in admin.scripts()] == [("a.lua", False)]
+        assert (await admin.enable_script("a.lua")).enabled
+        await reload("info")
+        await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30,
+                       "a running again after the reload")

@@ -223,6 +223,9 @@ class MaintenancePlant(Plant):
                              interface: str) -> str:
         raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
 
+    async def staged_upload(self, package: str, checksum: str) -> str:
+        raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
+
     def install_firmware(self, package: str) -> None: ...
 
 
@@ -247,6 +250,14 @@ async def test_discovery_and_configuration_parameters(tmp_path: Path) -> None:
             cmd("sunpm.updateFirmware", "u-1", Channel.MQTT),
             cmd("sunpm.updateFirmware", "u-2", Channel.MQTT, url="http://h/p.spm",
                 checksum="0" * 32),
+            # A package staged on the box is the web UI's upload, never a remote channel's.
+            cmd("sunpm.updateFirmware", "u-3", Channel.MQTT, package="wgapp_1.0.spm",
+                checksum="0" * 32),
+            cmd("sunpm.updateFirmware", "u-4", Channel.SMS, package="wgapp_1.0.spm"),
+            cmd("sunpm.updateFirmware", "u-5", Channel.LOCAL, package="wgapp_1.0.spm",
+                url="http://h/p.spm"),
+            cmd("sunpm.updateFirmware", "u-6", Channel.LOCAL, package="wgapp_1.0.spm",
+                checksum="0" * 32),
         ]:
             await executor.execute(command)
         got = results(log)
@@ -265,6 +276,10 @@ async def test_discovery_and_configuration_parameters(tmp_path: Path) -> None:
         ("x-2", "OK", None),
         ("u-1", None, "updateFirmware: url is missing"),
         ("u-2", None, "updateFirmware: SYSTEM_UpdateCommand is not set"),
+        ("u-3", None, "updateFirmware: package is for the local channel; give url"),
+        ("u-4", None, "updateFirmware: package is for the local channel; give url"),
+        ("u-5", None, "updateFirmware: give url or package, not both"),
+        ("u-6", None, "updateFirmware: SYSTEM_UpdateCommand is not set"),
     ]
     (params,) = plant.discoveries
     assert (params.ip, params.port, params.first_address, params.last_address,

@@ -159,7 +159,7 @@ async def test_modem_answers_sms_commands(tmp_path: Path, pty_pair: tuple[int, s
     store = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
     control = Control()
     executor = CommandExecutor(store, control, SystemClock())  # type: ignore[arg-type]
-    modem = AtModem(path, "1234", SmsCommands([ALLOWED], executor), SystemClock())
+    modem = AtModem(path, "1234", SmsCommands(lambda: [ALLOWED], executor), SystemClock())
     tasks = [asyncio.create_task(executor.run()), asyncio.create_task(modem.run())]
     try:
         try:
@@ -189,7 +189,7 @@ async def test_a_failing_modem_is_retried_and_never_ends_the_task(
     modem_sim.start()
     store = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
     executor = CommandExecutor(store, Control(), SystemClock())  # type: ignore[arg-type]
-    modem = AtModem(path, "", SmsCommands([ALLOWED], executor), SystemClock())
+    modem = AtModem(path, "", SmsCommands(lambda: [ALLOWED], executor), SystemClock())
     task = asyncio.create_task(modem.run())
     try:
         await wait_until(lambda: "not usable: ATE0: ERROR" in caplog.text)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _service_plant import running_gateway
 from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
@@ -135,3 +137,20 @@ async def test_unclean_stop_power_off_dated_at_last_heartbeat(tmp_path: Path) ->
         clock = ManualClock(last_beat + 100 * NS_PER_S)
         assert await Run(log, clock).watch.after_start() is None
         assert power_alarms(log) == [(last_beat, "Power OFF")]
+
+
+async def test_a_clean_stop_starts_no_alarm_session(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The stop's Power OFF is journaled (and goes with the next start's first session): a
+    server-1 session begun during the stop would only be cut off, with a WARNING each time."""
+    caplog.set_level(logging.INFO, logger="sunpm")
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        scheduler = plant.gateway.schedulers[1]
+        plant.stop.set()
+        await asyncio.wait_for(asyncio.shield(plant.task), 20)
+    assert not scheduler._alarm_pending
+    assert not [r.getMessage() for r in caplog.records
+                if "session started (alarm)" in r.getMessage()
+                or "session interrupted" in r.getMessage()]
+    async with await Log.open(tmp_path / "data" / "store", OPTIONS) as log:
+        assert [alarm for _, alarm in power_alarms(log)] == ["Power OFF"]

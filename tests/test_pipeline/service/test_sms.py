@@ -4,14 +4,18 @@ replies (none on success, the error on failure, six parts for `status`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from pathlib import Path
 
 import pytest
+from _service_plant import UID, running_gateway, wait_for
 from test_commands import Plant
 from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
+from pipeline.service.maintenance import change_config
 from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
 from store import Log, StoreOptions
 
@@ -45,6 +49,17 @@ def test_grammar(text: str, rpc: str, parameters: dict[str, object]) -> None:
     assert parse_sms(text) == (rpc, parameters)
 
 
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", "inf", "1e999999999", "1" * 40])
+def test_a_number_argument_no_command_can_take_stays_text(text: str) -> None:
+    """Read as text (the command then refuses it by name), never as NaN or infinity (which no
+    journal can hold) nor as an integer of a billion digits."""
+    started = time.monotonic()
+    assert parse_sms(f"setrelay={text}") == ("sunpm.setRelay", {"state": text})
+    assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
+    assert time.monotonic() - started < 1.0
+    assert parse_sms("writevariable=*:x:1e29")[1]["value"] == 10**29
+
+
 def test_grammar_errors_and_escapes() -> None:
     assert split_arguments("a:b\\:c:d\\\\") == ["a", "b:c", "d\\"]
     with pytest.raises(SmsError, match="unknown command 'fly'"):
@@ -57,7 +72,9 @@ def write_sms(inbox: Path, name: str, sender: str, text: str) -> None:
     (inbox / f"{name}.sms").write_text(f"{sender}\n{text}\n")
 
 
-async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
+async def test_inbox_obeys_allowed_numbers_and_replies(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sunpm")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     plant = Plant()
@@ -70,7 +87,7 @@ async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
     async with await Log.open(tmp_path / "store", StoreOptions(flush_s=0.01)) as log:
         executor = CommandExecutor(log, plant, clock)
         running = asyncio.create_task(executor.run())
-        sms = SmsInbox(inbox, ["+33612345678"], executor, clock)
+        sms = SmsInbox(lambda: (str(inbox), ["+33612345678"]), executor, clock)
         task = asyncio.create_task(sms.run())
         await wait_until(lambda: not list(inbox.glob("*.sms")), 10)
         task.cancel()
@@ -78,6 +95,9 @@ async def test_inbox_obeys_allowed_numbers_and_replies(tmp_path: Path) -> None:
         await asyncio.gather(task, running, return_exceptions=True)
     replies = {p.name: p.read_text() for p in sorted((inbox / "out").iterdir())}
     assert plant.parameter_requests == 1 and plant.relay == []   # +337... was not obeyed
+    # The LOG file line reads `WARNING sms: message from ...` (docs/formats.md §13.1, §11).
+    assert [(r.name, r.getMessage()) for r in caplog.records if "ignored" in r.getMessage()] == [
+        ("sunpm.sms", "message from +33700000000 ignored: number not allowed")]
     assert set(replies) == {"003.1.sms", "005.1.sms"} | {f"004.{k}.sms" for k in range(1, 7)}
     assert replies["003.1.sms"] == "+33612345678\nsetRelay: state must be 0 or 1, got 2\n"
     assert replies["005.1.sms"] == "+33612345678\nunknown command 'fly'\n"
@@ -89,8 +109,12 @@ def test_status_in_six_parts_of_at_most_160_characters() -> None:
     status = {"uid": "WPM00BDE4", "version": "1.0.0", "date": "21/02/05-10:15:00",
               "timeZone": "Europe/Paris", "uptimeS": 86400,
               "clock": {"synced": True, "ntp": "192.168.10.1", "offsetS": 0.012},
-              "servers": [{"srv": 1, "status": "idle", "type": "sftp", "addr": "203.0.113.10",
+              "modem": {"state": "ready", "rssiDbm": -71}, "ip": "192.168.10.37",
+              "servers": [{"srv": 1, "status": "idle", "type": "sftp",
+                           "mode": "strategy_wsun1_compliant", "addr": "203.0.113.10",
                            "port": 22, "last": "05/02 10:15 OK", "backlog": 0}],
+              "scripts": [{"name": "limit", "file": "limit.lua", "enabled": True},
+                          {"name": "off", "file": "off.lua", "enabled": False}],
               "devices": [{"index": "1", "state": "ok", "storeBytes": 123456,
                            "quotaBytes": 52428800},
                           {"index": "TIC1", "state": "fail", "storeBytes": 5,
@@ -100,10 +124,50 @@ def test_status_in_six_parts_of_at_most_160_characters() -> None:
     assert len(parts) == 6 and all(len(p) <= 160 for p in parts)
     assert parts[0] == "1/6\nuid=WPM00BDE4\nver=1.0.0\ntime=21/02/05-10:15:00\ntz=Europe/Paris\n" \
                        "up=86400"
-    assert parts[1].startswith("2/6\nclock=synced\nntp=192.168.10.1\nmodem=none\nrssi=\nip=")
-    assert parts[2] == "3/6\ndevices=2\nok=1\nfail=1\ntic=ok\nscripts=0/0"
+    assert parts[1] == "2/6\nclock=synced\nntp=192.168.10.1\nmodem=ready\nrssi=-71\n" \
+                       "ip=192.168.10.37"
+    # The meter is configured but not read: absent.
+    assert parts[2] == "3/6\ndevices=2\nok=1\nfail=1\ntic=absent\nscripts=1/2"
     assert parts[3] == "4/6\nstore=1/100\nfull=0\nbacklog1=0\nbacklog2=0\nalarms=2"
     assert parts[4] == ("5/6\nsrv=1\nstatus=idle\ntype=sftp\nmode=strategy_wsun1_compliant\n"
                         "addr=203.0.113.10\nport=22\nlast=05/02 10:15 OK")
     assert parts[5] == ("6/6\nsrv=2\nstatus=disabled\ntype=none\nmode=none\naddr=\nport=\n"
                         "last=never")
+
+
+async def test_sms_keys_apply_at_a_reload_without_a_restart(tmp_path: Path) -> None:
+    """`SMS_InboxDir` and `SMS_AllowedNumbers` set, changed and cleared by a configuration
+    reload take effect on the running gateway (neither is a restart key)."""
+    inbox = tmp_path / "sms"
+    inbox.mkdir()
+    first, second = "+33612345678", "+33798765432"
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+
+        async def reload_with(values: dict[str, str | None]) -> None:
+            loaded = gateway.site
+            change_config(plant.config_dir, UID, values)
+            gateway.config_written()
+            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+
+        async def answered(name: str, sender: str, text: str) -> list[str]:
+            write_sms(inbox, name, sender, text)
+            await wait_for(lambda: not (inbox / f"{name}.sms").exists(), 20, f"SMS {name} read")
+            return sorted(p.name for p in (inbox / "out").glob(f"{name}.*.sms"))
+
+        # Not watched before the reload that sets the folder.
+        write_sms(inbox, "000", first, "status")
+        await asyncio.sleep(3)
+        assert (inbox / "000.sms").exists()
+        await reload_with({"SMS_InboxDir": str(inbox), "SMS_AllowedNumbers": first})
+        await wait_for(lambda: not (inbox / "000.sms").exists(), 20, "the inbox watched")
+        assert len(list((inbox / "out").glob("000.*.sms"))) == 6
+        assert await answered("001", second, "status") == []
+        await reload_with({"SMS_AllowedNumbers": second})
+        assert await answered("002", first, "status") == []        # struck from the list
+        assert len(await answered("003", second, "status")) == 6
+        await reload_with({"SMS_InboxDir": None})
+        write_sms(inbox, "004", second, "status")
+        await asyncio.sleep(3)
+        assert (inbox / "004.sms").exists()
+

@@ -150,6 +150,10 @@ def test_write_a_variable_and_ask_for_parameters(web_gateway: RunningGateway) ->
         # A value the register cannot hold: the device layer refuses it, nothing is sent.
         answer = client.post("/api/devices/1/write", json={"variable": 16, "value": 70000})
         assert answer.status_code == 409, answer.text
+        for raw in (False, True):
+            answer = client.post("/api/devices/1/write", json={
+                "variable": "W", "value": "1e999999999", "raw": raw})
+            assert answer.status_code == 409, answer.text
         assert client.post("/api/devices/1/write",
                            json={"variable": "nope", "value": 1}).status_code == 404
         assert client.post("/api/devices/1/write", json={"value": 1}).status_code == 400

@@ -4,9 +4,11 @@ downloads that hold what the gateway captured or delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import math
 import tarfile
 import time
 import zipfile
@@ -23,6 +25,7 @@ from web_support import UID, RunningGateway, running_gateway
 from config import load_site
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import SERVER_TREE, DemoInverter
+from store.events import journal_items
 
 TICKER = """header = { version = "1.0", label = "<script>alert(1)</script>", name = "ticker" }
 function wsInit()
@@ -277,11 +280,16 @@ def test_fuzzed_bodies_get_a_clear_refusal_never_a_crash(web_gateway: RunningGat
     with web_gateway.client() as client:
         for path in ("/api/traces", "/api/discovery/import", "/api/system/connect",
                      "/api/system/factory"):
-            answer = client.post(path, json=body)
+            # Encoded here: Python's encoder writes NaN and Infinity, which strict JSON (and
+            # httpx's `json=`) refuses; the server must answer them with 400.
+            answer = client.post(path, content=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
             assert answer.status_code in (200, 400, 409, 422), (path, body, answer.text)
             assert answer.json()
             if answer.status_code >= 400:
                 assert answer.json()["error"]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in body.values()):
+                assert answer.status_code == 400, (path, body, answer.text)
         for path in ("/api/logs", "/api/export", "/api/traces/tail"):
             query = {k: str(v) for k, v in body.items()}
             answer = client.get(path, params=query)
@@ -308,6 +316,29 @@ def test_a_command_runs_through_the_executor(web_gateway: RunningGateway) -> Non
         assert _problems(client.post("/api/commands", json={
             "rpcName": "sunpm.status", "callerId": 1.5})) == {
             "callerId": "expected a string or an integer"}
+
+
+def test_json_no_journal_can_hold_is_a_400_never_a_500(web_gateway: RunningGateway) -> None:
+    """NaN, Infinity (an out-of-range number) and nesting past 32 levels: Python's decoder takes
+    the first two and recurses on the third; a command with them could not be journaled."""
+    deep = '{"rpcName": "sunpm.status", "parameters": {"a": ' + "[" * 50_000 + "]" * 50_000 + "}}"
+    with web_gateway.client() as client:
+        for body, error in [
+                ('{"rpcName": "sunpm.setRelay", "parameters": {"state": NaN}}',
+                 "body: invalid JSON: NaN is not a JSON number"),
+                ('{"rpcName": "sunpm.setRelay", "parameters": {"state": 1e999}}',
+                 "body: invalid JSON: 1e999 is out of range"),
+                (deep, "body: invalid JSON: nested deeper than 32 levels")]:
+            for path in ("/api/commands", "/api/devices", "/api/traces"):
+                answer = client.post(path, content=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+                assert answer.status_code == 400, (path, answer.text[:200])
+            assert client.post("/api/commands", content=body.encode(), headers={
+                "Content-Type": "application/json"}).json()["error"] == \
+                f"expected a JSON object ({error})"
+        # What is journaled stays readable: the next command runs.
+        assert client.post("/api/commands", json={"rpcName": "sunpm.getParameters"}).json() == \
+            {"result": "OK", "callerId": None}
 
 
 def test_the_system_page_shows_the_sd_mirror(fresh_gateway: RunningGateway) -> None:
@@ -344,13 +375,13 @@ def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> 
         assert not installed.exists()
         assert not (gateway.data_dir / "update").exists() or \
             not any((gateway.data_dir / "update").iterdir())
-        # A package past the 4 MiB of other requests goes through, copied as it arrives.
+        # A package past the 1 MiB of other requests goes through, copied as it arrives.
         large = bytes(range(256)) * (6 * 2**12)
         answer = upload("wgapp_9.8.spm", large, hashlib.md5(large, usedforsecurity=False)
                         .hexdigest())
         assert answer.status_code == 200, answer.text
         assert (gateway.data_dir / "update" / "wgapp_9.8.spm").read_bytes() == large
-        assert client.post("/api/devices", content=b"x" * (5 * 2**20),
+        assert client.post("/api/devices", content=b"x" * (2**20 + 1),
                            headers={"Content-Type": "application/json"}).status_code == 413
         answer = upload("wgapp_9.9.spm", package, md5)
         assert answer.status_code == 200, answer.text
@@ -358,6 +389,20 @@ def test_an_uploaded_package_is_checked_staged_and_installed(tmp_path: Path) -> 
         assert staged.read_bytes() == package
         _until(lambda: installed.is_file() and installed.read_bytes() == package, 20,
                "SYSTEM_UpdateCommand given the package")
+        # Installed as a command of the local channel: journaled with its answer, as the
+        # update by URL is; the refused uploads never reached the executor.
+        store = gateway.gateway.store if gateway.gateway is not None else None
+        assert store is not None
+        table = gateway.call(asyncio.to_thread(store.journal, kinds=["command", "result"]))
+        updates = [(i.kind, json.loads(i.body)) for i in journal_items(table.sort_by("seq"))
+                   if "updateFirmware" in i.body]
+        assert [(kind, body["channel"]) for kind, body in updates] == [
+            ("command", "local"), ("result", "local"), ("command", "local"), ("result", "local")]
+        assert [body["parameters"] for kind, body in updates if kind == "command"] == [
+            {"package": "wgapp_9.8.spm", "checksum": hashlib.md5(
+                large, usedforsecurity=False).hexdigest()},
+            {"package": "wgapp_9.9.spm", "checksum": md5}]
+        assert all(body["result"] == "OK" for kind, body in updates if kind == "result")
         # The page's form: the same checks, the refusal beside its field.
         page = client.post("/system/update", files={"package": ("wgapp_9.9.spm", package)},
                            data={"md5": "f" * 32, "csrf": client.headers["X-CSRF-Token"]})

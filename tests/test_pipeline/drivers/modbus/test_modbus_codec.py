@@ -209,6 +209,16 @@ def test_scaled_write_with_coef_a_zero_is_refused() -> None:
         codec.scaled_to_raw(var(1, 3, 0, coef_a="0"), Decimal(1))
 
 
+def test_a_write_past_the_decimal_range_is_refused_not_raised() -> None:
+    """A value the decimal context cannot scale (a text `1e999999999` from the API or a
+    command) is a refusal of the write, never an ArithmeticError out of the writer."""
+    huge = Decimal("1e999999999")
+    with pytest.raises(codec.EncodeError, match=r"^1\.000000e\+999999999 is out of range$"):
+        codec.scaled_to_raw(var(1, 3, 0, coef_a="0.1"), huge)
+    with pytest.raises(codec.EncodeError, match=r"^1\.000000e\+999999999 is out of range$"):
+        codec.raw_to_register_value(huge, -2)
+
+
 def test_string_write_is_nul_padded() -> None:
     assert codec.encode_value(point(DataType.STRING, string_bytes=8), "SMA") == \
         words("534D 4100 0000 0000")

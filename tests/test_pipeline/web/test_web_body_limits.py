@@ -1,0 +1,144 @@
+"""Request body limits of the web server (docs/behaviour.md §13: 1 MB, uploads 10 MB, `.spm`
+200 MB; else 413), at the limit and one byte over, against a running gateway: a declared length
+above the limit is refused before the body is read (and before the login is checked), a chunked
+body as it passes the limit; the API answers 413 in JSON."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+from web_support import RunningGateway
+
+from pipeline.web.server import MAX_BODY_BYTES, MAX_PACKAGE_BODY_BYTES, MAX_UPLOAD_BODY_BYTES
+
+MIB = 2**20
+
+
+def _json_of_size(prefix: str, size: int, suffix: str = '"}') -> bytes:
+    """`prefix` + padding + `suffix`, exactly `size` bytes (a JSON object when both ends are)."""
+    body = prefix.encode() + b"x" * (size - len(prefix) - len(suffix)) + suffix.encode()
+    assert len(body) == size
+    return body
+
+
+def _chunks(data: bytes, step: int = 256 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(data), step):
+        yield data[start:start + step]
+
+
+def _declared_only(url: str, method: str, path: str, length: int) -> tuple[int, bytes]:
+    """Send a request's headers declaring `length` bytes and no body: the status and body of the
+    answer (a server that waits for the body instead times out)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + 10:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_request_takes_1_mib_and_no_byte_more(web_gateway: RunningGateway) -> None:
+    assert MAX_BODY_BYTES == MIB
+    with web_gateway.client() as client:
+        def post(body: bytes, **kwargs: object) -> httpx.Response:
+            return client.post("/api/commands", content=body,  # type: ignore[arg-type]
+                               headers={"Content-Type": "application/json"}, **kwargs)
+
+        at_limit = _json_of_size('{"rpcName": "sunpm.getParameters", "parameters": {"pad": "',
+                                 MIB, '"}}')
+        answer = post(at_limit)
+        assert answer.status_code == 200, answer.text[:200]
+        assert answer.json() == {"result": "OK", "callerId": None}
+        over = post(at_limit[:-2] + b' }}')
+        assert over.status_code == 413
+        assert over.json() == {"error": "request body larger than 1 MiB"}
+        # Without a declared length (chunked), cut off as it passes the limit.
+        chunked = client.post("/api/commands", content=_chunks(at_limit[:-2] + b' }}'),
+                              headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413 and chunked.json()["error"].startswith("request body")
+        chunked_at = client.post("/api/commands", content=_chunks(at_limit),
+                                 headers={"Content-Type": "application/json"})
+        assert chunked_at.status_code == 200, chunked_at.text[:200]
+        # A page's form: the same limit, a plain answer.
+        form = client.post("/diagnostics", content=b"a=" + b"x" * (MIB - 1),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 413 and "larger than 1 MiB" in form.text
+
+
+def test_file_uploads_take_10_mib(web_gateway: RunningGateway) -> None:
+    assert MAX_UPLOAD_BODY_BYTES == 10 * MIB
+    with web_gateway.client() as client:
+        def put(body: bytes) -> httpx.Response:
+            return client.put("/api/defs/big.csv", content=body,
+                              headers={"Content-Type": "application/json"})
+
+        at_limit = _json_of_size('{"text": "', 10 * MIB)
+        answer = put(at_limit)
+        # Read whole and judged by `config`: not a definition file.
+        assert answer.status_code == 422, answer.text[:200]
+        over = put(at_limit[:-2] + b' "}')
+        assert over.status_code == 413
+        assert over.json() == {"error": "request body larger than 10 MiB"}
+        # A script upload is a file upload too; the refusal is the script's size, not the body's.
+        script = client.post("/api/scripts", files={
+            "script": ("big.lua", b"-- " + b"x" * (2 * MIB))})
+        assert script.status_code == 422, script.text[:200]
+        assert not (web_gateway.config_dir / "DEF" / "big.csv").exists()
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(
+        web_gateway: RunningGateway) -> None:
+    # No login: the length alone answers, nothing of the body is waited for.
+    status, body = _declared_only(web_gateway.url, "POST", "/api/commands", MIB + 1)
+    assert status == 413 and b"larger than 1 MiB" in body
+    status, body = _declared_only(web_gateway.url, "PUT", "/api/defs/x.csv", 10 * MIB + 1)
+    assert status == 413 and b"larger than 10 MiB" in body
+    status, body = _declared_only(web_gateway.url, "POST", "/api/system/update",
+                                  MAX_PACKAGE_BODY_BYTES + 1)
+    assert status == 413 and b"larger than 200 MiB" in body
+    # At the limit the server waits for the body: the login is asked for once it is known.
+    with web_gateway.client(login=False) as client:
+        answer = client.post("/api/commands", content=b"{}" + b" " * (MIB - 2),
+                             headers={"Content-Type": "application/json"})
+        assert answer.status_code == 401
+
+
+def test_an_update_package_of_200_mib_is_read_whole(web_gateway: RunningGateway) -> None:
+    """Exactly 200 MiB of multipart body, streamed: read to the end (the refusal is the missing
+    SYSTEM_UpdateCommand, found once the form is read), never 413."""
+    assert MAX_PACKAGE_BODY_BYTES == 200 * MIB
+    boundary = "sunpmlimit"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; "
+            f"filename=\"wgapp_1.0.spm\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    payload = MAX_PACKAGE_BODY_BYTES - len(head) - len(tail)
+
+    def body() -> Iterator[bytes]:
+        yield head
+        block = b"\x5a" * MIB
+        left = payload
+        while left:
+            yield block[:min(left, len(block))]
+            left -= min(left, len(block))
+        yield tail
+
+    with web_gateway.client() as client:
+        answer = client.post(
+            "/api/system/update", content=body(), timeout=120,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                     "Content-Length": str(MAX_PACKAGE_BODY_BYTES)})
+    assert answer.status_code == 422, answer.text[:200]
+    assert answer.json()["problems"][0]["message"] == \
+        "updateFirmware: SYSTEM_UpdateCommand is not set"
