@@ -29,12 +29,12 @@ from .parquet import (
     PARQUET_ALARMS_SCHEMA,
     PARQUET_RECORDS_SCHEMA,
     alarms_path,
+    append_value,
     records_path,
     split_by_date,
     utc_days,
     write_partition,
 )
-from .scaling import Scaling
 from .scan import definitions_table, records_dataset
 
 NS: Final = 1_000_000_000
@@ -166,14 +166,7 @@ def _export_parameters(dump: Dump, out: Path, uid: str, result: ExportResult) ->
         for index, var in variables:
             text = clean_text(read.values.get(index) or "")
             raw, text_value = _param_value(definition, var, text)
-            cols["time"].append(second)
-            cols["seq"].append(None)
-            cols["var"].append(index)
-            cols["name"].append(None if var is None else var.name)
-            cols["unit"].append(None if var is None else var.unit)
-            cols["raw"].append(raw)
-            cols["scaled"].append(None if raw is None or var is None
-                                  else Scaling.of(var.coef_a, var.coef_b).apply(raw))
+            append_value(cols, second, index, var, raw)
             cols["min"].append(None)
             cols["max"].append(None)
             cols["text"].append(text_value)

@@ -38,11 +38,11 @@ from .parquet import (
     PARQUET_ALARMS_SCHEMA,
     PARQUET_RECORDS_SCHEMA,
     alarms_path,
+    append_value,
     records_path,
     split_by_date,
     write_partition,
 )
-from .scaling import Scaling
 
 # `.csv` too: an information system often keeps the files it unzipped.
 _DATA_NAME: Final = re.compile(
@@ -471,14 +471,7 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
             raw = _number(field_text) if _TIC_NUMBER.fullmatch(field_text) else None
         else:
             raw = None if text_var else _number(field_text)
-        cols["time"].append(ts)
-        cols["seq"].append(None)
-        cols["var"].append(index)
-        cols["name"].append(None if var is None else var.name)
-        cols["unit"].append(None if var is None else var.unit)
-        cols["raw"].append(raw)
-        cols["scaled"].append(None if raw is None or var is None
-                              else Scaling.of(var.coef_a, var.coef_b).apply(raw))
+        append_value(cols, ts, index, var, raw)
         cols["min"].append(_number(vmin))
         cols["max"].append(_number(vmax))
         if tic:

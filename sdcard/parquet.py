@@ -22,7 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from config.errors import SunpmError
+from config.model import Variable
 from fsio import write_file_durably
+
+from .scaling import Scaling
 
 RECORDS_FILE: Final = "records.parquet"
 ALARMS_FILE: Final = "alarms.parquet"
@@ -55,6 +58,21 @@ PARQUET_ALARMS_SCHEMA: Final = pa.schema([
     pa.field("name", pa.string()),
     pa.field("value", pa.string()),
 ])
+
+def append_value(cols: dict[str, list[object]], time_ns: int, index: int, var: Variable | None,
+                 raw: float | None) -> None:
+    """The time, var, name, unit, raw and scaled columns of one records row, as `sd
+    export-parquet` and `ingest` both write it: no store seq, and no name, unit or scaled value
+    where no definition names the variable."""
+    cols["time"].append(time_ns)
+    cols["seq"].append(None)
+    cols["var"].append(index)
+    cols["name"].append(None if var is None else var.name)
+    cols["unit"].append(None if var is None else var.unit)
+    cols["raw"].append(raw)
+    cols["scaled"].append(None if raw is None or var is None
+                          else Scaling.of(var.coef_a, var.coef_b).apply(raw))
+
 
 _KEYS: Final = {RECORDS_FILE: ["time", "var"], ALARMS_FILE: ["time", "source", "alarm",
                                                               "subject", "device_name", "var"]}
