@@ -166,6 +166,8 @@ class ScriptRunner:
         self._closing = False
         self._group: asyncio.TaskGroup | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Writes waiting on the attached host's devices.
+        self._sending: set[asyncio.Task[object]] = set()
         self.started = asyncio.Event()
 
     @property
@@ -218,9 +220,8 @@ class ScriptRunner:
         if self._host_task is not None:
             self._host_task.cancel()
             self._host_task = None
-        for task in list(self._background):
-            if task.get_name().startswith("script-write:"):
-                task.cancel()
+        for task in list(self._sending):
+            task.cancel()
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[int]:
@@ -286,6 +287,9 @@ class ScriptRunner:
                         await self._disable(script, run_stop=True)
                 except TimeoutError:
                     script.enabled = False
+        if self._sending:
+            # Writes queued by wsStop get 2 s while the devices are still there.
+            await asyncio.wait(set(self._sending), timeout=2.0)
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -540,15 +544,21 @@ class ScriptRunner:
             script.wd.log.warning("wd.set: %s not written: the configuration was reloaded",
                                   what)
             return
+        sending = asyncio.current_task()
+        assert sending is not None
+        self._sending.add(sending)
         try:
             await self.host.write(write.device.device.index, write.var.index, write.raw)
         except asyncio.CancelledError:
-            if self._attached.is_set() or self._closing:
+            if self._closing or (generation == self._generation and self._attached.is_set()):
                 raise
-            script.wd.log.warning("wd.set: %s not confirmed: the configuration was reloaded "
-                                  "while it waited", what)
+            # Given up by `detach`: the poller it waits on has stopped.
+            script.wd.log.warning("wd.set: %s not confirmed: its configuration ended while it "
+                                  "waited", what)
         except SunpmError as err:
             script.wd.log.warning("wd.set: %s not written: %s", what, err)
+        finally:
+            self._sending.discard(sending)
 
     async def _relay(self, script: _Script, state: int) -> None:
         try:
