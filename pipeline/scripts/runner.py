@@ -145,7 +145,7 @@ class ScriptRunner:
         self._host = host
         self.limits = limits or Limits()
         self._pending: _Configuration | None = \
-            _Configuration(list(sources), list(problems), frozenset()) if host is not None else None
+            _Configuration(list(sources), list(problems), ()) if host is not None else None
         self._thread = _LuaThread()
         self._scripts: dict[str, _Script] = {}            # by RPC name
         self._failed: dict[str, ScriptStatus] = {}        # by file: scripts that did not load
@@ -205,7 +205,9 @@ class ScriptRunner:
         self._generation += 1
         for script in self._scripts.values():
             script.wd.host = host
-        self._pending = _Configuration(list(sources), list(problems), frozenset(held_off))
+        # `held_off` is read when the scripts are brought in line, not copied: a disable from
+        # the web UI meanwhile counts.
+        self._pending = _Configuration(list(sources), list(problems), held_off)
         self._attached.set()
         self._reconfigured.set()
         self._start_host()
@@ -582,7 +584,7 @@ class ScriptRunner:
 class _Configuration:
     sources: list[ScriptSource]
     problems: list[Problem]
-    held_off: frozenset[str]
+    held_off: Collection[str]
 
 
 def _drop(holder: list[LuaState]) -> None:
