@@ -200,7 +200,10 @@ class ScriptRunner:
                problems: Sequence[Problem], held_off: Collection[str] = ()) -> None:
         """A configuration comes in force: the running scripts go on through `host`, and
         `run` brings the scripts in line with `sources` (see the module docstring). Files of
-        `held_off` (disabled from the web UI) are not enabled again."""
+        `held_off` (disabled from the web UI) are not enabled again. Only while detached: a
+        Lua call reads the host from the Lua thread."""
+        if self._attached.is_set():
+            raise RuntimeError("attach while a host is attached; detach first")
         self._host = host
         self._generation += 1
         for script in self._scripts.values():

@@ -53,6 +53,8 @@ class ScriptsPlugin:
             clock=gateway.clock, daq_poll_period_s=site.settings.daq_poll_period_s,
             alarm=lambda name, subject, text: alarms.gateway(name, subject=subject, text=text),
             set_relay=gateway.set_relay)
+        # A file taken out of scl.ini is no longer held off: listed again, it starts.
+        self.held_off.intersection_update(s.file for s in sources)
         runner = self._runner()
         runner.attach(host, sources, problems, self.held_off)
         try:
