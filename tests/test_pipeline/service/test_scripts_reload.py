@@ -20,7 +20,9 @@ from pipeline.service.admin import Admin
 from pipeline.service.commands import CommandError
 from pipeline.service.demo import INVERTER_FILE, DemoInverter
 from pipeline.service.maintenance import change_config
+from store import Log, StoreOptions
 from store.events import JsonValue
+from store.state import replay
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -102,6 +104,10 @@ async def test_an_unchanged_script_keeps_its_variables_and_timer_across_a_reload
         await reload_config(plant)
         again = await ticks_over(plant, "keep.count", int(str(after["ticks"])))
         assert (again["inits"], again["stops"]) == (1, 0)
+    # The stop of the service is the one wsStop.
+    async with await Log.open(tmp_path / "data" / "store", StoreOptions()) as store:
+        saved = replay(store).script_data["keep.lua"]
+    assert saved == {"inits": 1, "stops": 1}
 
 
 async def test_a_changed_file_restarts_that_script_only(tmp_path: Path) -> None:
