@@ -149,9 +149,11 @@ class ScriptRunner:
         self._thread = _LuaThread()
         self._scripts: dict[str, _Script] = {}            # by RPC name
         self._failed: dict[str, ScriptStatus] = {}        # by file: scripts that did not load
-        #: What each entry of `_failed` failed on (its source, or the problem's text): the same
-        #: again at a reload is not loaded, logged and alarmed again.
-        self._failed_on: dict[str, ScriptSource | str] = {}
+        #: The source each script of `_failed` failed to load, and the problems of the list
+        #: (scl.ini entries, files refused before loading): the same again at a reload is not
+        #: logged and alarmed again.
+        self._failed_on: dict[str, ScriptSource] = {}
+        self._listed_problems: set[str] = set()
         self._data: dict[str, Mapping[str, JsonValue]] = {}
         self._one_call = asyncio.Lock()
         #: Set while a host is attached: Lua runs only then.
@@ -169,6 +171,8 @@ class ScriptRunner:
         #: Writes waiting on the attached host's devices.
         self._sending: set[asyncio.Task[object]] = set()
         self.started = asyncio.Event()
+        #: Set once the scripts are in line with the last `attach`.
+        self.settled = asyncio.Event()
 
     @property
     def host(self) -> ScriptHost:
@@ -211,6 +215,7 @@ class ScriptRunner:
         # `held_off` is read when the scripts are brought in line, not copied: a disable from
         # the web UI meanwhile counts.
         self._pending = _Configuration(list(sources), list(problems), held_off)
+        self.settled.clear()
         self._attached.set()
         self._reconfigured.set()
         self._start_host()
@@ -253,25 +258,26 @@ class ScriptRunner:
         pending, self._pending = self._pending, None
         if pending is not None:
             await self._reconcile(pending)
+        if self._pending is None:
+            self.settled.set()
 
     async def _reconcile(self, wanted: _Configuration) -> None:
         by_file = {s.file: s for s in wanted.sources}
-        problems = {p.file: p for p in wanted.problems}
         for script in list(self._scripts.values()):
             if script.source.file not in by_file:
                 await self._disable(script, run_stop=True)
                 if self._scripts.get(script.name) is script:
                     del self._scripts[script.name]
                 log.info("Script removed. file=%s name=%s", script.source.file, script.name)
+        listed_problems = {str(p) for p in wanted.problems}
         for file in list(self._failed):
-            if file not in by_file and (file not in problems
-                                        or self._failed_on.get(file) != str(problems[file])):
+            if file not in by_file and not any(p.file == file for p in wanted.problems):
                 del self._failed[file]
                 self._failed_on.pop(file, None)
         for found in wanted.problems:
-            if self._failed_on.get(found.file) != str(found):
+            if str(found) not in self._listed_problems:
                 await self._load_failed(found.file, found)
-                self._failed_on[found.file] = str(found)
+        self._listed_problems = listed_problems
         for source in wanted.sources:
             current = next((s for s in self._scripts.values() if s.source.file == source.file),
                            None)
@@ -292,7 +298,7 @@ class ScriptRunner:
                         await self._disable(script, run_stop=True)
                 except TimeoutError:
                     script.enabled = False
-        if self._sending:
+        if self._sending and not self._closing:
             # Writes queued by wsStop get 2 s while the devices are still there.
             await asyncio.wait(set(self._sending), timeout=2.0)
 

@@ -10,10 +10,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from _script_plant import ENA, running, running_plant
+from _script_plant import ENA, bare_host, running, running_plant
 
 from pipeline.clock import SystemClock
 from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
+from pipeline.scripts.loading import problem
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -71,3 +72,32 @@ async def test_a_write_queued_before_a_reload_is_not_sent_through_the_new_one(
             await plant.wait_register(1, ENA, 1)
             assert await plant.register(2, ENA) == 0
             assert await runner.call("race.ping", {}) == {"inits": 1}
+
+
+async def test_unchanged_load_problems_are_not_raised_again(tmp_path: Path) -> None:
+    """Two problems of one file (scl.ini entries past the 16th) and a script that does not
+    compile: each raises `Script failure` once, not again at a reload that leaves them as they
+    were; a problem that changes is raised again."""
+    broken = ScriptSource(file="broken.lua", source=b"function f(\n")
+    problems = [problem("X_scl.ini", 18, "SCRIPT_File[17]", "more than 16 scripts"),
+                problem("X_scl.ini", 19, "SCRIPT_File[18]", "more than 16 scripts")]
+    async with bare_host(tmp_path / "store") as (host, alarms):
+        runner = ScriptRunner(host, [broken, RACE], problems)
+        async with running(runner):
+            assert sorted(a[1] for a in alarms) == ["X_scl.ini", "X_scl.ini", "broken"]
+            for _ in range(2):
+                await runner.detach()
+                runner.attach(host, [broken, RACE], problems)
+                async with asyncio.timeout(5):
+                    await runner.settled.wait()
+                assert await runner.call("race.ping", {}) == {"inits": 1}
+            assert len(alarms) == 3
+            await runner.detach()
+            runner.attach(host, [ScriptSource(file="broken.lua", source=b"x = = 1\n"), RACE],
+                          problems[:1])
+            async with asyncio.timeout(5):
+                await runner.settled.wait()
+            assert await runner.call("race.ping", {}) == {"inits": 1}
+            assert [a[1] for a in alarms[3:]] == ["broken"]
+            assert {s.file: s.enabled for s in runner.scripts()} == {
+                "race.lua": True, "broken.lua": False, "X_scl.ini": False}
