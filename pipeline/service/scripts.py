@@ -29,6 +29,8 @@ class ScriptsPlugin:
         #: next restart of the service (docs/behaviour.md §9.1 step 4), not until the next
         #: configuration reload.
         self.held_off: set[str] = set()
+        #: The last configuration's host: its last good values carry over a reload.
+        self._host: PollerHost | None = None
 
     def _runner(self) -> ScriptRunner:
         if self.runner is None:
@@ -41,6 +43,7 @@ class ScriptsPlugin:
             await runner.run()
         finally:
             self.runner = None
+            self._host = None
 
     async def configured(self, gateway: Gateway) -> None:
         """One configuration's part: attach its host and scripts until it ends."""
@@ -55,6 +58,9 @@ class ScriptsPlugin:
             set_relay=gateway.set_relay)
         # A file taken out of scl.ini is no longer held off: listed again, it starts.
         self.held_off.intersection_update(s.file for s in sources)
+        if self._host is not None:
+            host.keep_values_of(self._host)
+        self._host = host
         runner = self._runner()
         runner.attach(host, sources, problems, self.held_off)
         try:

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _script_plant import ENA, bare_host, running, running_plant
+from _script_plant import ENA, INVERTER, bare_host, running, running_plant
+from waiting import wait_until
 
+import config
 from pipeline.clock import SystemClock
+from pipeline.drivers.modbus.planner import plan_reads
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver
+from pipeline.poller import PolledDevice, Poller, PollLink
+from pipeline.recorder import Recorder
 from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
 from pipeline.scripts.loading import problem
 
@@ -101,3 +108,38 @@ async def test_unchanged_load_problems_are_not_raised_again(tmp_path: Path) -> N
             assert [a[1] for a in alarms[3:]] == ["broken"]
             assert {s.file: s.enabled for s in runner.scripts()} == {
                 "race.lua": True, "broken.lua": False, "X_scl.ini": False}
+
+
+async def test_last_good_values_carry_over_to_the_next_configuration(tmp_path: Path) -> None:
+    """A script that runs on across a reload still gets the last good values of the devices
+    polled as before (`wd.get` does not turn nil until the new poller's first polls); a device
+    whose definition changed starts afresh."""
+    async with running_plant(tmp_path / "store") as plant:
+        await wait_until(lambda: all(plant.host.last_good(i, 1) is not None
+                                     for i in ("1", "2", "3")), 10, what="every device polled")
+        definitions = {d.device.def_file: d.definition for d in plant.host.devices()
+                       if d.definition is not None}
+        definitions["acme_sim2.csv"] = config.parse_definition(
+            INVERTER + b"5;3;104;U16;;Extra;;1;0;;4\n", "acme_sim2.csv").value
+        # A row inserted above them moves every line; inv_b gets the other definition.
+        devices = [replace(d.device, line=d.device.line + 1,
+                           def_file="acme_sim2.csv" if d.device.name == "inv_b"
+                           else d.device.def_file) for d in plant.host.devices()]
+        links: dict[str, list[PolledDevice]] = {}
+        for device in devices:
+            definition = definitions[device.def_file]
+            links.setdefault(device.interface, []).append(PolledDevice(
+                device=device, definition=definition, plan=plan_reads(definition)))
+        # Not started: no poll of its own yet.
+        poller = Poller([PollLink(name=name, driver=ModbusTcpDriver(), devices=tuple(polled))
+                         for name, polled in links.items()],
+                        recorder=Recorder(), record_sink=plant.store.append_records)
+        new_host = PollerHost(devices=devices, definitions=definitions, poller=poller,
+                              store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
+                              daq_poll_period_s=1)
+        assert new_host.last_good("1", 1) is None
+        new_host.keep_values_of(plant.host)
+        kept = new_host.last_good("1", 1)
+        assert kept is not None and kept.raw == 3000
+        assert new_host.last_good("3", 1) is not None
+        assert new_host.last_good("2", 1) is None
