@@ -216,3 +216,26 @@ async def test_an_unchanged_broken_script_is_not_alarmed_again_at_a_reload(
         await reload_config(plant, {"SCRIPT/syn.lua": b'header = {name = "syn"}\nx = = 1\n'})
         await wait_for(lambda: script_failures(plant) == ["syn", "syn"], 20,
                        "the changed file's failure")
+
+
+async def test_a_script_disabled_from_the_web_stays_off_until_uploaded_again(
+        tmp_path: Path) -> None:
+    source = counter("held")
+    extra = {"SCRIPT/held.lua": source, "SCRIPT/other.lua": counter("other"),
+             SCL: b"SCRIPT_File[0]=held.lua\nSCRIPT_File[1]=other.lua\n"}
+    async with running_gateway(tmp_path, inverters=0, extra_files=extra) as plant:
+        admin = Admin(plant.gateway)
+        await call(plant, "held.count")
+        await admin.disable_script("held")
+        await reload_config(plant)
+        await ticks_over(plant, "other.count", 0)
+        assert {s.file: s.enabled for s in admin.scripts()} == {"held.lua": False,
+                                                                 "other.lua": True}
+        # The same bytes uploaded again change no file, so make no reload of their own: the
+        # script starts again with the next one.
+        await admin.upload_script("held.lua", source)
+        await reload_config(plant)
+        answer = await ticks_over(plant, "held.count", 0)
+        assert (answer["inits"], answer["stops"]) == (2, 1)
+        other = await call(plant, "other.count")
+        assert (other["inits"], other["stops"]) == (1, 0)
