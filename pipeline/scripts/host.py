@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
 from config.model import DefinitionFile, Device
@@ -119,6 +119,25 @@ class PollerHost:
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    def keep_values_of(self, previous: PollerHost) -> None:
+        """A configuration reload: the last good values of the devices polled as before (the
+        same daq row but its line, the same definition), so a script that runs on does not
+        see them turn nil until the new poller's first polls. Before scripts use this host."""
+        for device in self._devices:
+            before = next((d for d in previous._devices if d.index == device.index), None)
+            if (before is None or device.index not in self._polled
+                    or device.index not in previous._polled
+                    or replace(before, line=device.line) != device
+                    or previous._definition(before) != self._definition(device)):
+                continue
+            previous._latest(device.index)
+            for key, good in previous._good.items():
+                if key[0] == device.index:
+                    self._good[key] = good
+            readings = previous._seen.get(device.index)
+            if readings is not None:
+                self._keep_good(readings)
 
     def _definition(self, device: Device) -> DefinitionFile | None:
         return self._definitions.get(device.def_file)

@@ -14,18 +14,27 @@
       an overrun disables the script at once; the third other error within 60 s too; both raise
         `Script failure`
       at stop: wsStop of every enabled script, timers cancelled, states dropped, thread joined
+
+    A configuration reload (the service: `detach`, then `attach` with the new configuration's
+    host and scripts) keeps every script whose file is unchanged running, Lua state and timers
+    included, now reading and writing through the new host; no Lua call runs while detached (a
+    timer or RPC due then waits), and a write queued before the reload is never sent to the
+    new configuration's devices. Then: a script no longer listed gets `wsStop` and is dropped,
+    a changed file is disabled and enabled again, a new one is enabled, and an unchanged file
+    that did not load is not loaded (nor alarmed) again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -130,20 +139,45 @@ class _Failed:
 class ScriptRunner:
     """Runs the scripts of scl.ini against a `ScriptHost`; see the module docstring."""
 
-    def __init__(self, host: ScriptHost, sources: Sequence[ScriptSource],
+    def __init__(self, host: ScriptHost | None, sources: Sequence[ScriptSource] = (),
                  problems: Sequence[Problem] = (), *, limits: Limits | None = None) -> None:
-        self.host = host
+        """Without a host, `run` waits for the first `attach`."""
+        self._host = host
         self.limits = limits or Limits()
-        self._sources = list(sources)
-        self._problems = list(problems)
+        self._pending: _Configuration | None = \
+            _Configuration(list(sources), list(problems), ()) if host is not None else None
         self._thread = _LuaThread()
         self._scripts: dict[str, _Script] = {}            # by RPC name
         self._failed: dict[str, ScriptStatus] = {}        # by file: scripts that did not load
+        #: The source each script of `_failed` failed to load, and the problems of the list
+        #: (scl.ini entries, files refused before loading): the same again at a reload is not
+        #: logged and alarmed again.
+        self._failed_on: dict[str, ScriptSource] = {}
+        self._listed_problems: set[str] = set()
         self._data: dict[str, Mapping[str, JsonValue]] = {}
         self._one_call = asyncio.Lock()
+        #: Set while a host is attached: Lua runs only then.
+        self._attached = asyncio.Event()
+        if host is not None:
+            self._attached.set()
+        #: Counts attaches: a write queued under one host is never sent through another.
+        self._generation = 0
+        self._reconfigured = asyncio.Event()
+        self._host_task: asyncio.Task[None] | None = None
+        #: At stop, the last `wsStop` calls run attached or not.
+        self._closing = False
         self._group: asyncio.TaskGroup | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Writes waiting on the attached host's devices.
+        self._sending: set[asyncio.Task[object]] = set()
         self.started = asyncio.Event()
+        #: Set once the scripts are in line with the last `attach`.
+        self.settled = asyncio.Event()
+
+    @property
+    def host(self) -> ScriptHost:
+        assert self._host is not None, "no host attached yet"
+        return self._host
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -151,22 +185,112 @@ class ScriptRunner:
         """Enable every listed script, then serve timers and RPC until cancelled."""
         self._thread.start()
         try:
+            await self._attached.wait()
             saved = await self.host.load_script_data()
             self._data = {k: v for k, v in saved.items() if isinstance(v, dict)}
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                group.create_task(self.host.run(), name="scripts:host")
-                for found in self._problems:
-                    await self._load_failed(found.file, found)
-                for source in self._sources:
-                    await self.enable(source)
+                self._start_host()
+                await self._apply_pending()
                 self.started.set()
-                await asyncio.Event().wait()
+                while True:
+                    await self._reconfigured.wait()
+                    await self._apply_pending()
         finally:
             self._group = None
             await self._shutdown()
 
-    async def _shutdown(self) -> None:
+    def attach(self, host: ScriptHost, sources: Sequence[ScriptSource],
+               problems: Sequence[Problem], held_off: Collection[str] = ()) -> None:
+        """A configuration comes in force: the running scripts go on through `host`, and
+        `run` brings the scripts in line with `sources` (see the module docstring). Files of
+        `held_off` (disabled from the web UI) are not enabled again. Only while detached: a
+        Lua call reads the host from the Lua thread."""
+        if self._attached.is_set():
+            raise RuntimeError("attach while a host is attached; detach first")
+        self._host = host
+        self._generation += 1
+        for script in self._scripts.values():
+            script.wd.host = host
+        # `held_off` is read when the scripts are brought in line, not copied: a disable from
+        # the web UI meanwhile counts.
+        self._pending = _Configuration(list(sources), list(problems), held_off)
+        self.settled.clear()
+        self._attached.set()
+        self._reconfigured.set()
+        self._start_host()
+
+    async def detach(self) -> None:
+        """The configuration in force ends (its poller stopped, its plant about to close):
+        returns once no Lua call runs, and none starts until the next `attach`; writes still
+        waiting on the old configuration's devices are given up."""
+        self._attached.clear()
+        async with self._one_call:
+            pass
+        if self._host_task is not None:
+            self._host_task.cancel()
+            self._host_task = None
+        for task in list(self._sending):
+            task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[int]:
+        """The one Lua call at a time, once a host is attached; yields the attach it runs
+        under."""
+        while True:
+            if not self._closing:
+                await self._attached.wait()
+            await self._one_call.acquire()
+            if self._closing or self._attached.is_set():
+                break
+            self._one_call.release()
+        try:
+            yield self._generation
+        finally:
+            self._one_call.release()
+
+    def _start_host(self) -> None:
+        if self._group is not None and self._host_task is None and self._host is not None:
+            self._host_task = self._group.create_task(self._host.run(), name="scripts:host")
+
+    async def _apply_pending(self) -> None:
+        self._reconfigured.clear()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await self._reconcile(pending)
+        if self._pending is None:
+            self.settled.set()
+
+    async def _reconcile(self, wanted: _Configuration) -> None:
+        by_file = {s.file: s for s in wanted.sources}
+        for script in list(self._scripts.values()):
+            if script.source.file not in by_file:
+                await self._disable(script, run_stop=True)
+                if self._scripts.get(script.name) is script:
+                    del self._scripts[script.name]
+                log.info("Script removed. file=%s name=%s", script.source.file, script.name)
+        listed_problems = {str(p) for p in wanted.problems}
+        for file in list(self._failed):
+            if file not in by_file and not any(p.file == file for p in wanted.problems):
+                del self._failed[file]
+                self._failed_on.pop(file, None)
+        for found in wanted.problems:
+            if str(found) not in self._listed_problems:
+                await self._load_failed(found.file, found)
+        self._listed_problems = listed_problems
+        for source in wanted.sources:
+            current = next((s for s in self._scripts.values() if s.source.file == source.file),
+                           None)
+            if source.file in wanted.held_off:
+                continue
+            if current is not None and current.source == source and current.enabled:
+                continue
+            if current is None and self._failed_on.get(source.file) == source:
+                continue
+            await self.enable(source)
+
+    async def stop_scripts(self) -> None:
+        """`wsStop` of every enabled script, each within its budget (the service stops)."""
         for script in list(self._scripts.values()):
             if script.enabled:
                 try:
@@ -174,6 +298,13 @@ class ScriptRunner:
                         await self._disable(script, run_stop=True)
                 except TimeoutError:
                     script.enabled = False
+        if self._sending and not self._closing:
+            # Writes queued by wsStop get 2 s while the devices are still there.
+            await asyncio.wait(set(self._sending), timeout=2.0)
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        await self.stop_scripts()
         if self._background:
             # Writes queued by wsStop get 2 s; a poll loop already stopped never takes them.
             _, pending = await asyncio.wait(self._background, timeout=2.0)
@@ -189,10 +320,12 @@ class ScriptRunner:
             await self._disable(current, run_stop=True)
         wd = Wd(self.host, source.default_name, self._data.get(source.file, {}))
         try:
-            async with self._one_call:
+            async with self._turn() as generation:
+                wd.host = self.host
                 state, header = await self._thread.run(lambda: self._load(source, wd))
         except HeaderProblem as err:
             await self._load_failed(source.file, err.problem, name=source.default_name)
+            self._failed_on[source.file] = source
             return False
         wd.name = header.name
         wd.log = logging.getLogger(f"sunpm.script.{header.name}")
@@ -200,7 +333,8 @@ class ScriptRunner:
         self._scripts = {n: s for n, s in self._scripts.items() if s.source.file != source.file}
         self._scripts[header.name] = script
         self._failed.pop(source.file, None)
-        await self._after(script)
+        self._failed_on.pop(source.file, None)
+        await self._after(script, generation)
         log.info("Script enabled. file=%s name=%s version=%s", source.file, header.name,
                  header.version)
         outcome = await self._call(script, "wsInit", lambda state: state.call("wsInit"))
@@ -286,7 +420,7 @@ class ScriptRunner:
             assert state is not None
             return work(state)
 
-        async with self._one_call:
+        async with self._turn() as generation:
             if not script.enabled or script.state is None:
                 return _Failed(f"{script.name}: script is disabled")
             try:
@@ -299,7 +433,7 @@ class ScriptRunner:
                 script.last_error = f"{what}: {err.message}"
             else:
                 outcome, overrun = result, None
-        await self._after(script)
+        await self._after(script, generation)
         if overrun is not None:
             script.last_error = f"{what}: {overrun}"
             script.wd.log.error("%s stopped: %s; script disabled", what, overrun)
@@ -321,11 +455,13 @@ class ScriptRunner:
             await self._disable(script, run_stop=False)
             await self._alarm(SCRIPT_FAILURE, script.name, None)
 
-    async def _after(self, script: _Script) -> None:
-        """Carry out what the call queued (see the module docstring)."""
+    async def _after(self, script: _Script, generation: int) -> None:
+        """Carry out what the call (made under attach `generation`) queued (see the module
+        docstring)."""
         for effect in script.wd.take_effects():
             if isinstance(effect, Write):
-                self._spawn(self._write(script, effect), f"script-write:{script.name}")
+                self._spawn(self._write(script, effect, generation),
+                            f"script-write:{script.name}")
             elif isinstance(effect, Relay):
                 self._spawn(self._relay(script, effect.state), f"script-relay:{script.name}")
             elif isinstance(effect, Alarm):
@@ -411,12 +547,29 @@ class ScriptRunner:
 
     # ----------------------------------------------------------------- effects
 
-    async def _write(self, script: _Script, write: Write) -> None:
+    async def _write(self, script: _Script, write: Write, generation: int) -> None:
+        what = f"{write.device.device.name}: {write.var.key or write.var.name}"
+        if generation != self._generation or not self._attached.is_set():
+            # Checked against the configuration the call saw: the device may be gone or
+            # another one now.
+            script.wd.log.warning("wd.set: %s not written: the configuration was reloaded",
+                                  what)
+            return
+        sending = asyncio.current_task()
+        assert sending is not None
+        self._sending.add(sending)
         try:
             await self.host.write(write.device.device.index, write.var.index, write.raw)
+        except asyncio.CancelledError:
+            if self._closing or (generation == self._generation and self._attached.is_set()):
+                raise
+            # Given up by `detach`: the poller it waits on has stopped.
+            script.wd.log.warning("wd.set: %s not confirmed: its configuration ended while it "
+                                  "waited", what)
         except SunpmError as err:
-            script.wd.log.warning("wd.set: %s: %s not written: %s", write.device.device.name,
-                                  write.var.key or write.var.name, err)
+            script.wd.log.warning("wd.set: %s not written: %s", what, err)
+        finally:
+            self._sending.discard(sending)
 
     async def _relay(self, script: _Script, state: int) -> None:
         try:
@@ -434,6 +587,13 @@ class ScriptRunner:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+@dataclass(frozen=True, slots=True)
+class _Configuration:
+    sources: list[ScriptSource]
+    problems: list[Problem]
+    held_off: Collection[str]
 
 
 def _drop(holder: list[LuaState]) -> None:

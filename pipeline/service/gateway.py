@@ -138,8 +138,10 @@ class Plugin(Protocol):
 
     A plug-in runs again with each configuration it is given, unless it has a true
     `spans_reloads` attribute: it then runs once for the whole run (the web UI, whose
-    connections must outlive a configuration saved through it) and reads `gateway.site`,
-    `gateway.poller` and the others each time it needs them."""
+    connections must outlive a configuration saved through it; the scripts, whose Lua state
+    must) and reads `gateway.site`, `gateway.poller` and the others each time it needs them.
+    Such a plug-in may also have `configured(gateway)`: a task of each configuration, started
+    once its poller is built and cancelled (and awaited) before its devices close."""
 
     async def run(self, gateway: Gateway) -> None: ...
 
@@ -241,6 +243,11 @@ class Gateway:
         self.modem: AtModem | None = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def stopping(self) -> bool:
+        """The gateway is stopping (not reloading)."""
+        return self._stop is not None and self._stop.is_set()
 
     def restart(self) -> None:
         """`reboot`: stop cleanly (final commit, Power OFF); the caller then starts again
@@ -430,9 +437,10 @@ class Gateway:
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
                 for plugin in self.plugins:
-                    if spans_reloads(plugin):
-                        continue
-                    others.append(tg.create_task(plugin.run(self), name=type(plugin).__name__))
+                    part = plugin.run if not spans_reloads(plugin) else \
+                        getattr(plugin, "configured", None)
+                    if part is not None:
+                        others.append(tg.create_task(part(self), name=type(plugin).__name__))
                 waiters = [asyncio.ensure_future(stop.wait()),
                            asyncio.ensure_future(self._reload.wait())]
                 try:
