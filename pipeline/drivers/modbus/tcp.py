@@ -111,6 +111,10 @@ class TcpConnection(QueuedLink):
             raise ModbusRequestError(f"{self.peer}: unit {job.unit_id}: no answer within "
                                      f"{job.timeout_ms} ms", quality=Quality.TIMEOUT) from None
         self._timeouts_in_row = 0
+        if not self._answered_units:
+            # Recovered once the peer answers, not when it accepts: a peer that accepts and
+            # closes at once (its client limit reached) is still down, one episode.
+            self._reconnection.restored()
         self._answered_units.add(job.unit_id)
         self._last_answer = self._now()
         return reply
@@ -185,7 +189,6 @@ class TcpConnection(QueuedLink):
         self._closed_voluntarily = False
         self._timeouts_in_row = 0
         self._answered_units.clear()
-        self._reconnection.restored()
         return receiver
 
     def _configure_socket(self, transport: asyncio.BaseTransport) -> None:
@@ -208,10 +211,15 @@ class TcpConnection(QueuedLink):
             receiver.transport.close()
 
     def _lost(self, reason: str, *, reconnect_now: bool) -> None:
-        """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %."""
+        """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %.
+
+        Only a connection that was answered on is retried at once: one lost before any answer
+        is a failed attempt, so a peer that accepts and drops every connection is paced."""
+        answered = bool(self._answered_units)
         self._disconnect()
+        self._answered_units.clear()
         self._closed_voluntarily = False
-        self._reconnection.failed(reason, retry_now=reconnect_now)
+        self._reconnection.failed(reason, retry_now=reconnect_now and answered)
 
 
 class ModbusTcpDriver(ModbusDriver[TcpConnection]):

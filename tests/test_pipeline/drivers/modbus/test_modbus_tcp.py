@@ -358,3 +358,46 @@ async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving
             request.cancel()
             await asyncio.gather(request, return_exceptions=True)
             await conn.close()
+
+
+async def test_a_peer_dropping_every_connection_is_paced_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A device whose client slots are taken accepts and closes at once: that is one outage,
+    # retried 1, 2, 4 … s apart, not a recovery and a loss at every request.
+    clock = ManualClock(wall_ns=T0_NS)
+    accepted = 0
+
+    async def accept_and_close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50)))
+    driver = ModbusTcpDriver(clock=clock)
+    dev = device(port, 1)
+    sim_dev = SimulatedDevice(holding={0: 7, 50: 8})
+    sim = TcpSimulator({1: sim_dev}, port=port)
+    caplog.set_level("INFO", logger="sunpm.modbus")
+    try:
+        for _ in range(3):
+            polled = await driver.read(dev, plan)
+            assert {r.quality for r in polled.values.values()} == {Quality.DISCONNECTED}
+        assert accepted == 1
+        await clock.advance(1.2)
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+        assert accepted == 2
+        server.close()
+        await server.wait_closed()
+        await sim.start()
+        await clock.advance(2.3)
+        back = await driver.read(dev, plan)
+        assert back.values[1] == Reading(7, Quality.GOOD) and back.reconnected
+    finally:
+        await driver.close()
+        await sim.stop()
+        server.close()
+    lines = [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records]
+    assert lines == [("WARNING", f"127.0.0.1:{port}: connection lost"),
+                     ("INFO", f"127.0.0.1:{port}: connection restored")]
