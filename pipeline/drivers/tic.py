@@ -57,6 +57,8 @@ MAX_GROUP_BYTES: Final = 256
 MAX_FRAME_BYTES: Final = 16384
 _LABEL_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-")
 _SEASONS: Final = frozenset(b"EeHh ")
+#: Plans whose last read the driver remembers (a poll plan and a parameter plan per definition).
+_MAX_PLANS: Final = 8
 
 
 class TicMode(StrEnum):
@@ -540,6 +542,11 @@ class TicDriver(ProtocolDriver):
         self._task: asyncio.Task[None] | None = None
         self._last_poll_ns: int | None = None
         self._opened_ns = reader.clock.monotonic_ns()
+        #: When each plan (by file and variables, so a reload's equal plan keeps its window) was
+        #: last read, and where the latest read's window began: a parameter read right after a
+        #: poll shares that poll's window instead of opening an empty one of its own.
+        self._plan_reads: dict[tuple[str, tuple[int, ...]], int] = {}
+        self._window_start = self._opened_ns
         self._warned_addresses: set[str] = set()
 
     async def open(self, link: LinkSettings) -> None:
@@ -555,7 +562,12 @@ class TicDriver(ProtocolDriver):
 
     async def read(self, device: Device, plan: ReadPlan) -> Readings:
         now = self.reader.clock.monotonic_ns()
-        since = self._last_poll_ns if self._last_poll_ns is not None else self._opened_ns
+        key = (plan.definition.file_name, tuple(v.index for v in plan.variables))
+        since = max(self._plan_reads.get(key, self._opened_ns), self._window_start)
+        if len(self._plan_reads) >= _MAX_PLANS and key not in self._plan_reads:
+            self._plan_reads.clear()        # plans replaced many times over: start afresh
+        self._plan_reads[key] = now
+        self._window_start = since
         self._last_poll_ns = now
         self._check_address(device)
         values: dict[int, Reading] = {}

@@ -18,8 +18,9 @@ from waiting import wait_until
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.clock import ManualClock
-from pipeline.drivers._base import LinkSettings, ReadPlan
+from pipeline.drivers._base import LinkSettings, Reading, ReadPlan
 from pipeline.drivers.modbus.trace import FrameTrace, format_trace_line
+from pipeline.drivers.registry import read_plans
 from pipeline.drivers.tic import (
     GroupFault,
     LabelValue,
@@ -269,7 +270,7 @@ async def test_reader_detects_historic_mode_and_driver_reads_labels(
             assert readings.values[2].value == "00910"
             assert readings.values[3].quality is Quality.TIMEOUT
             # Nothing received since that poll: the labels were not seen in this poll period.
-            later = await driver.read(TIC1, _plan("BASE"))
+            later = await driver.read(TIC1, _plan("BASE", "PAPP", "EAST"))
             assert later.values[1].quality is Quality.TIMEOUT
     assert "historic mode detected at 1200 baud" in caplog.messages
     good = [t for t in traces if t.data == frame]
@@ -333,6 +334,35 @@ async def test_a_meter_address_other_than_serial_number_warns_once(
         await driver.read(TIC1, _plan("ADSC"))
     assert caplog.messages == [
         "Meter address 041664001116 differs from serialNumber 031664001115. device=TIC1"]
+
+
+async def test_the_meter_address_is_read_as_a_parameter_in_the_poll_window() -> None:
+    # The discovered file makes the address action 1: the poller reads the parameter plan right
+    # after a good poll, and the labels of that poll period are its values.
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)
+    adco = _var(1, "ADCO")
+    adco = Variable(**{**{f: getattr(adco, f) for f in adco.__dataclass_fields__},
+                       "action": Action.PARAMETER})
+    base = _var(2, "BASE")
+    definition = DefinitionFile(file_name="U_TIC_LINKY.csv", protocol=Protocol.TIC,
+                                category="Meter", manufacturer="Enedis", model="Linky",
+                                variables=(adco, base), sha256="0" * 64)
+    plan, parameters = read_plans(definition, 0)
+    assert parameters is not None and parameters.variables == (adco,)
+    reader = TicReader("/dev/null-tic", clock=clock)
+    reader.present = True
+    driver = TicDriver(reader)
+    await clock.advance(10)
+    reader.values["ADCO"] = LabelValue("031664001115", None, clock.monotonic_ns())
+    reader.values["BASE"] = LabelValue("000002080", None, clock.monotonic_ns())
+    await clock.advance(1)
+    assert (await driver.read(TIC1, plan)).values[2] == Reading("000002080", Quality.GOOD)
+    assert (await driver.read(TIC1, parameters)).values[1] == Reading("031664001115",
+                                                                       Quality.GOOD)
+    # Nothing arrived since: the next poll and a later parameter read see no label.
+    await clock.advance(10)
+    assert (await driver.read(TIC1, plan)).values[2].quality is Quality.TIMEOUT
+    assert (await driver.read(TIC1, parameters)).values[1].quality is Quality.TIMEOUT
 
 
 def test_frames_keep_their_raw_bytes_and_a_frame_without_end_is_cut() -> None:
