@@ -15,7 +15,7 @@ from waiting import wait_until
 from config.model import DataType, Device, Quality
 from pipeline.clock import ManualClock
 from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
-from pipeline.drivers.modbus.frames import read_request
+from pipeline.drivers.modbus.frames import mbap, parse_mbap, read_request
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
@@ -401,3 +401,48 @@ async def test_a_peer_dropping_every_connection_is_paced_and_logged_once(
     lines = [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records]
     assert lines == [("WARNING", f"127.0.0.1:{port}: connection lost"),
                      ("INFO", f"127.0.0.1:{port}: connection restored")]
+
+
+async def test_a_unit_silent_from_its_first_read_costs_one_timeout_per_poll() -> None:
+    # A switched-off inverter behind a gateway: its other reads would each cost a timeout too,
+    # overrunning the connection for the units that answer.
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 7)))
+    assert len(plan.requests) == 3
+    async with TcpSimulator({1: SimulatedDevice(holding={0: 1, 50: 2}, input={7: 3})}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            off = await driver.read(device(sim.port, 2, index="2", timeout_ms=50), plan)
+            on = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert off.requests == 1
+    assert [r.quality for r in off.values.values()] == [Quality.TIMEOUT] * 3
+    assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
+
+
+async def test_a_unit_that_answered_in_the_poll_keeps_being_read_after_a_timeout() -> None:
+    # Some devices ignore reads of registers they lack instead of answering an exception.
+
+    async def answer_address_0_only(reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        while header := await reader.readexactly(7):
+            tid, _, length, unit = parse_mbap(header)
+            pdu = await reader.readexactly(length - 1)
+            if pdu[1:3] != b"\x00\x00":
+                continue
+            count = int.from_bytes(pdu[3:5], "big")
+            writer.write(mbap(tid, unit, bytes((pdu[0], 2 * count)) + b"\x00\x09" * count))
+
+    server = await asyncio.start_server(answer_address_0_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 0)))
+    driver = ModbusTcpDriver()
+    try:
+        polled = await driver.read(device(port, 1, timeout_ms=50), plan)
+    finally:
+        await driver.close()
+        server.close()
+    assert polled.requests == 3
+    assert polled.values[1] == Reading(9, Quality.GOOD)
+    assert polled.values[2] == Reading(None, Quality.TIMEOUT)
+    assert polled.values[3] == Reading(9, Quality.GOOD)
