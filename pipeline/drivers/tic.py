@@ -340,6 +340,10 @@ class LabelValue:
     received_ns: int                # monotonic
 
 
+class _ReaderRemoved(DeviceError):
+    """The `TIC_Port` path went away while open: the accessory's loss, no port failure."""
+
+
 class TicReader:
     """Reads `TIC_Port` for ever: mode detection, frames, accessory loss and return.
 
@@ -403,6 +407,10 @@ class TicReader:
                 continue
             try:
                 await self._read_port()
+            except _ReaderRemoved:
+                self.present = False            # the loss line below says it all
+                self._signal("loss")
+                await self.clock.sleep(PATH_CHECK_S)
             except (OSError, termios.error, DeviceError) as err:
                 self._port_failed(err)
                 self.present = False
@@ -441,7 +449,7 @@ class TicReader:
         try:
             while True:
                 if not os.path.exists(self.path):
-                    raise DeviceError(f"{self.path}: TIC reader removed")
+                    raise _ReaderRemoved(f"{self.path}: TIC reader removed")
                 try:
                     async with asyncio.timeout(PATH_CHECK_S):
                         chunk = await reader.read(256)
@@ -455,12 +463,16 @@ class TicReader:
                 now = self.clock.monotonic_ns()
                 if self.fixed_baud is None and self._should_switch(now, slot_start):
                     close()
+                    self._handle(decoder.finish())
                     baud = next(bauds)
                     reader, close = await self._open(baud)
                     decoder = self._decoder(baud)
                     slot_start = now
         finally:
             close()
+            # The end of the input interrupts an open frame (docs/behaviour.md §2.9 item 1):
+            # counted and traced, its valid groups already kept.
+            self._handle(decoder.finish())
 
     def _should_switch(self, now: int, slot_start: int) -> bool:
         if self.mode is None:

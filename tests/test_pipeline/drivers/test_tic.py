@@ -302,6 +302,35 @@ async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
     assert caplog.messages.count("Return ICT accessory") == 1
 
 
+async def test_a_meter_unplugged_mid_frame_keeps_its_valid_groups_and_counts_the_cut(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="sunpm.tic")
+    # docs/behaviour.md §2.9 item 1: the end of the input interrupts the frame; groups already
+    # valid are kept, the cut group is dropped, and the frame shows in the trace and counters.
+    frame = encode_frame([("ADSC", "031664001115"), ("EAST", "000001500"), ("SINSTS", "00910")],
+                         TicMode.STANDARD)
+    cut = frame[:frame.index(b"SINSTS") + 4]
+    with _pty_link(tmp_path) as (master, link, opener):
+        traces: list[FrameTrace] = []
+        reader = TicReader(str(link), baud=9600, opener=opener, trace=traces.append)
+        async with _driver(reader) as driver:
+            await _until(lambda: reader.present)
+            os.write(master, cut)
+            await _until(lambda: "EAST" in reader.values)
+            link.unlink()
+            await _until(lambda: reader.lost)
+            assert (await driver.read(TIC1, _plan("EAST"))).values[1].quality \
+                is Quality.DISCONNECTED
+    assert reader.values["ADSC"].data == "031664001115" and "SINSTS" not in reader.values
+    counters = reader.counters.as_dict()
+    assert counters["frames"] == 1 and counters["interrupted"] == 1
+    assert counters["validGroups"] == 2 and counters["malformed"] == 1
+    assert [t.data for t in traces] == [cut]
+    # One line for the episode: the loss, not also a port failure.
+    assert [r.getMessage() for r in caplog.records if r.levelname != "INFO"] == [
+        "Loss of ICT accessory"]
+
+
 async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
     clock = ManualClock(wall_ns=1_767_225_600 * 10**9)       # 2026-01-01 00:00 UTC
     events: list[str] = []
