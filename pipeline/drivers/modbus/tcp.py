@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import resource
 import socket
 import struct
@@ -32,6 +33,8 @@ from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
 from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
+
+log = logging.getLogger("sunpm.modbus")
 
 _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
@@ -167,8 +170,13 @@ class TcpConnection(QueuedLink):
             lost = self._receiver.lost
             if lost is None:
                 return self._receiver
-            # The peer closed while idle (many devices drop idle clients): reconnect at once.
-            self._lost(str(lost) or type(lost).__name__, reconnect_now=True)
+            # The peer closed while idle (many devices drop idle clients): reconnect at once,
+            # an outage only if that fails, so such a device logs nothing at each poll.
+            log.debug("%s: closed by the peer while idle (%s); reconnecting", self.peer,
+                      str(lost) or type(lost).__name__)
+            self._disconnect()
+            self._answered_units.clear()
+            self._closed_voluntarily = False
         if self._reconnection.waiting:
             raise ModbusRequestError(f"{self.peer}: disconnected ({self._reconnection.reason}); "
                                      "retrying", quality=Quality.DISCONNECTED)

@@ -446,3 +446,32 @@ async def test_a_unit_that_answered_in_the_poll_keeps_being_read_after_a_timeout
     assert polled.values[1] == Reading(9, Quality.GOOD)
     assert polled.values[2] == Reading(None, Quality.TIMEOUT)
     assert polled.values[3] == Reading(9, Quality.GOOD)
+
+
+async def test_a_peer_dropping_its_idle_client_logs_nothing_when_it_takes_it_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="sunpm.modbus")
+    plan = plan_reads(definition(var(1, 3, 0)))
+    sim_dev = SimulatedDevice(holding={0: 5})
+    sim = TcpSimulator({1: sim_dev})
+    port = await sim.start()
+    driver = ModbusTcpDriver()
+    dev = device(port, 1)
+    try:
+        await driver.read(dev, plan)
+        conn = driver.connection("127.0.0.1", port)
+        for _ in range(3):                    # at every poll cycle
+            sim.drop_clients()
+            await wait_until(lambda: not conn.connected)
+            back = await driver.read(dev, plan)
+            assert back.values[1] == Reading(5, Quality.GOOD) and back.reconnected
+        assert [r.levelname for r in caplog.records] == ["DEBUG"] * 3
+        sim.drop_clients()
+        await wait_until(lambda: not conn.connected)
+        await sim.stop()                      # this time it is gone
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+    finally:
+        await driver.close()
+        await sim.stop()
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 4 + ["WARNING"]
+    assert caplog.records[-1].getMessage().startswith(f"127.0.0.1:{port}: connection lost (")
