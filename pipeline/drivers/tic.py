@@ -437,13 +437,7 @@ class TicReader:
         baud = next(bauds)
         opened = await self._open(baud)
         reader, close = opened
-        if self._port_failures:
-            log.info("TIC port open again after %d failed attempts. path=%s",
-                     self._port_failures, self.path)
-            self._port_failures = 0
-        self._was_present = True
-        self.present = True
-        self._signal("return")
+        working = False
         decoder = self._decoder(baud)
         slot_start = self.clock.monotonic_ns()
         try:
@@ -458,6 +452,11 @@ class TicReader:
                 else:
                     if not chunk:
                         raise DeviceError(f"{self.path}: end of stream")
+                if not working:
+                    # Back once a read went through: a reader that opens but fails every read
+                    # is one loss, not a loss and a return at every retry.
+                    working = True
+                    self._port_back()
                 self._handle(decoder.feed(chunk))
                 self._hourly_warning()
                 now = self.clock.monotonic_ns()
@@ -473,6 +472,15 @@ class TicReader:
             # The end of the input interrupts an open frame (docs/behaviour.md §2.9 item 1):
             # counted and traced, its valid groups already kept.
             self._handle(decoder.finish())
+
+    def _port_back(self) -> None:
+        if self._port_failures:
+            log.info("TIC port open again after %d failed attempts. path=%s",
+                     self._port_failures, self.path)
+            self._port_failures = 0
+        self._was_present = True
+        self.present = True
+        self._signal("return")
 
     def _should_switch(self, now: int, slot_start: int) -> bool:
         if self.mode is None:

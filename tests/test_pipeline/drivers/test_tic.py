@@ -331,6 +331,35 @@ async def test_a_meter_unplugged_mid_frame_keeps_its_valid_groups_and_counts_the
         "Loss of ICT accessory"]
 
 
+async def test_a_reader_that_opens_but_fails_every_read_is_one_loss_not_one_a_second(
+        tmp_path: Path) -> None:
+    # A reader that enumerates but fails its reads (a broken adapter): the port opens every
+    # second and fails at once. The accessory's loss is an alarm: once, not a loss and a return
+    # at every retry.
+    path = tmp_path / "ttyTIC"
+    path.write_bytes(b"")
+    opened = 0
+
+    async def failing_opener(_: str, __: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
+        nonlocal opened
+        opened += 1
+        stream = asyncio.StreamReader()
+        stream.feed_eof()
+        return stream, lambda: None
+
+    events: list[str] = []
+    reader = TicReader(str(path), baud=9600, on_accessory=events.append, opener=failing_opener)
+    task = asyncio.create_task(reader.run(), name="tic:failing")
+    try:
+        await _until(lambda: opened >= 3, timeout_s=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert events == ["loss"]
+    assert reader.lost and not reader.present
+
+
 async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
     clock = ManualClock(wall_ns=1_767_225_600 * 10**9)       # 2026-01-01 00:00 UTC
     events: list[str] = []
