@@ -457,7 +457,9 @@ class Recorder:
                 disconnected = True
         if not any_good:
             st.failed_polls += 1
-            st.disconnected = st.disconnected or disconnected
+            # A new connection is reported once, at its first poll: if that poll failed, the
+            # first good one is still the return.
+            st.disconnected = st.disconnected or disconnected or readings.reconnected
             return False
         returned = (not st.ever_good or st.disconnected or readings.reconnected
                     or st.failed_polls >= RETURN_AFTER_FAILED_POLLS)

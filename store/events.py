@@ -57,6 +57,9 @@ journal order = execution order):
 `s0`: the S0 counters of a Modbus I/O module, saved with each `IO` record (`S0Saved`):
     module   the module's daq index
     counters {"<channel>": [<module register value>, <running total>]}
+`relay`: the state last commanded to the I/O relay (`setRelay`, scripts), restored at start
+(`RelayCommanded`):
+    state    0 or 1
 `window`, `delivered`: `store.delivery`
 `state`: `store.state.GatewayState.to_body()`, the replayed state, so older segments can go
 """
@@ -81,7 +84,7 @@ CallerId: TypeAlias = str | int | None
 
 #: Every journal kind (docs/architecture.md §1).
 KINDS: Final = ("alarm", "heartbeat", "param", "command", "result", "config", "sync", "window",
-                "delivered", "scriptdata", "s0", "log", "storage", "state")
+                "delivered", "scriptdata", "s0", "relay", "log", "storage", "state")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -464,6 +467,24 @@ class ScriptData:
         if not isinstance(saved, dict):
             raise EventBodyError("scriptdata", "'data' must be an object")
         return cls(script=script, data=saved)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayCommanded:
+    """The state last commanded to the I/O relay (`relay`); the latest one is in force."""
+
+    state: int
+
+    def to_fields(self) -> dict[str, JsonValue]:
+        return {"state": self.state}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, object]) -> RelayCommanded:
+        state = data.get("state")
+        if state not in (0, 1) or isinstance(state, bool):
+            raise EventBodyError("relay", "'state' must be 0 or 1")
+        assert isinstance(state, int)
+        return cls(state=state)
 
 
 #: An S0 channel's saved pair: the module's register value and the running total.

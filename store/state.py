@@ -17,7 +17,7 @@ A body that does not hold its kind's fields (a foreign or damaged event) is skip
 
 The `s0` bodies (`{"module": "<daq index>", "counters": {"1": [<module value>, <total>]}}`) are
 kept as `extra["s0"][<module>]`: an S0 total must outlive every `s0` event the journal's quota
-drops.
+drops. Likewise the relay state last commanded (`relay`, `{"state": 0|1}`) as `extra["relay"]`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Final, Protocol
 import pyarrow as pa
 
 from store.delivery import DELIVERY_KINDS, STATE_KEY, DeliveryState
-from store.events import EventBodyError, S0Saved, ScriptData, SyncedFile
+from store.events import EventBodyError, RelayCommanded, S0Saved, ScriptData, SyncedFile
 
 log = logging.getLogger("sunpm.store")
 
@@ -147,12 +147,17 @@ def reduce_s0(state: ReplayState, event: JournalEvent) -> None:
         else {saved.module: counters}
 
 
+def reduce_relay(state: ReplayState, event: JournalEvent) -> None:
+    state.extra["relay"] = RelayCommanded.from_fields(event.body).state
+
+
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     **dict.fromkeys(DELIVERY_KINDS, reduce_delivery),
     "scriptdata": reduce_scriptdata,
     "sync": reduce_sync,
     "heartbeat": reduce_heartbeat,
     "s0": reduce_s0,
+    "relay": reduce_relay,
 }
 
 # What a malformed body raises in a reducer: the event is skipped.

@@ -128,6 +128,9 @@ class S0Counter:
     total: int = 0
 
     def update(self, new: int) -> int:
+        # A register declared signed (I16, I32) reads negative past half its range: the same
+        # count, as the module keeps it.
+        new %= self.register_range
         old = self.module_value
         if old is None:
             increment = 0

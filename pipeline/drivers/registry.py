@@ -51,12 +51,16 @@ def read_plans(definition: DefinitionFile, max_gap: int) -> tuple[ReadPlan, Read
     """
     match definition.protocol:  # one line per protocol
         case Protocol.MODBUS_TCP | Protocol.MODBUS_RTU: return _modbus_plans(definition, max_gap)
-        case Protocol.IO | Protocol.TIC: return _every_polled_variable(definition), None
+        case Protocol.IO | Protocol.TIC: return _every_variable_plans(definition)
 
 
-def _every_polled_variable(definition: DefinitionFile) -> ReadPlan:
-    return ReadPlan(definition=definition,
-                    variables=tuple(v for v in definition.variables if v.action.is_polled))
+def _every_variable_plans(definition: DefinitionFile) -> tuple[ReadPlan, ReadPlan | None]:
+    """Plans naming the variables themselves: a TIC meter's address (`ADCO`, `ADSC`) and
+    contract labels are parameters (action 1) like a Modbus device's."""
+    parameters = tuple(v for v in definition.variables if v.action.is_parameter)
+    return (ReadPlan(definition=definition,
+                     variables=tuple(v for v in definition.variables if v.action.is_polled)),
+            ReadPlan(definition=definition, variables=parameters) if parameters else None)
 
 
 def _modbus_plans(definition: DefinitionFile, max_gap: int) -> tuple[ReadPlan, ReadPlan | None]:

@@ -57,6 +57,8 @@ MAX_GROUP_BYTES: Final = 256
 MAX_FRAME_BYTES: Final = 16384
 _LABEL_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-")
 _SEASONS: Final = frozenset(b"EeHh ")
+#: Plans whose last read the driver remembers (a poll plan and a parameter plan per definition).
+_MAX_PLANS: Final = 8
 
 
 class TicMode(StrEnum):
@@ -338,6 +340,10 @@ class LabelValue:
     received_ns: int                # monotonic
 
 
+class _ReaderRemoved(DeviceError):
+    """The `TIC_Port` path went away while open: the accessory's loss, no port failure."""
+
+
 class TicReader:
     """Reads `TIC_Port` for ever: mode detection, frames, accessory loss and return.
 
@@ -401,6 +407,10 @@ class TicReader:
                 continue
             try:
                 await self._read_port()
+            except _ReaderRemoved:
+                self.present = False            # the loss line below says it all
+                self._signal("loss")
+                await self.clock.sleep(PATH_CHECK_S)
             except (OSError, termios.error, DeviceError) as err:
                 self._port_failed(err)
                 self.present = False
@@ -427,19 +437,13 @@ class TicReader:
         baud = next(bauds)
         opened = await self._open(baud)
         reader, close = opened
-        if self._port_failures:
-            log.info("TIC port open again after %d failed attempts. path=%s",
-                     self._port_failures, self.path)
-            self._port_failures = 0
-        self._was_present = True
-        self.present = True
-        self._signal("return")
+        working = False
         decoder = self._decoder(baud)
         slot_start = self.clock.monotonic_ns()
         try:
             while True:
                 if not os.path.exists(self.path):
-                    raise DeviceError(f"{self.path}: TIC reader removed")
+                    raise _ReaderRemoved(f"{self.path}: TIC reader removed")
                 try:
                     async with asyncio.timeout(PATH_CHECK_S):
                         chunk = await reader.read(256)
@@ -448,17 +452,35 @@ class TicReader:
                 else:
                     if not chunk:
                         raise DeviceError(f"{self.path}: end of stream")
+                if not working:
+                    # Back once a read went through: a reader that opens but fails every read
+                    # is one loss, not a loss and a return at every retry.
+                    working = True
+                    self._port_back()
                 self._handle(decoder.feed(chunk))
                 self._hourly_warning()
                 now = self.clock.monotonic_ns()
                 if self.fixed_baud is None and self._should_switch(now, slot_start):
                     close()
+                    self._handle(decoder.finish())
                     baud = next(bauds)
                     reader, close = await self._open(baud)
                     decoder = self._decoder(baud)
                     slot_start = now
         finally:
             close()
+            # The end of the input interrupts an open frame (docs/behaviour.md §2.9 item 1):
+            # counted and traced, its valid groups already kept.
+            self._handle(decoder.finish())
+
+    def _port_back(self) -> None:
+        if self._port_failures:
+            log.info("TIC port open again after %d failed attempts. path=%s",
+                     self._port_failures, self.path)
+            self._port_failures = 0
+        self._was_present = True
+        self.present = True
+        self._signal("return")
 
     def _should_switch(self, now: int, slot_start: int) -> bool:
         if self.mode is None:
@@ -540,6 +562,11 @@ class TicDriver(ProtocolDriver):
         self._task: asyncio.Task[None] | None = None
         self._last_poll_ns: int | None = None
         self._opened_ns = reader.clock.monotonic_ns()
+        #: When each plan (by file and variables, so a reload's equal plan keeps its window) was
+        #: last read, and where the latest read's window began: a parameter read right after a
+        #: poll shares that poll's window instead of opening an empty one of its own.
+        self._plan_reads: dict[tuple[str, tuple[int, ...]], int] = {}
+        self._window_start = self._opened_ns
         self._warned_addresses: set[str] = set()
 
     async def open(self, link: LinkSettings) -> None:
@@ -555,7 +582,12 @@ class TicDriver(ProtocolDriver):
 
     async def read(self, device: Device, plan: ReadPlan) -> Readings:
         now = self.reader.clock.monotonic_ns()
-        since = self._last_poll_ns if self._last_poll_ns is not None else self._opened_ns
+        key = (plan.definition.file_name, tuple(v.index for v in plan.variables))
+        since = max(self._plan_reads.get(key, self._opened_ns), self._window_start)
+        if len(self._plan_reads) >= _MAX_PLANS and key not in self._plan_reads:
+            self._plan_reads.clear()        # plans replaced many times over: start afresh
+        self._plan_reads[key] = now
+        self._window_start = since
         self._last_poll_ns = now
         self._check_address(device)
         values: dict[int, Reading] = {}

@@ -88,6 +88,8 @@ from pipeline.service.maintenance import (
     staged_upload,
 )
 from pipeline.service.modem import AtModem
+from pipeline.service.relay import KIND as RELAY_KIND
+from pipeline.service.relay import relay_body, restore_relay
 from pipeline.service.s0 import KIND as S0_KIND
 from pipeline.service.s0 import ModuleCounters, module_counters, restore_counters
 from pipeline.service.scheduler import SlotScheduler
@@ -405,6 +407,10 @@ class Gateway:
         if self._s0 is not None:
             await restore_counters(store, self._s0)
         await plant.open()
+        io_drivers = [d for d, _ in plant.drivers if isinstance(d, IoDriver)]
+        if io_drivers:
+            # Before the first poll, which then records the restored state.
+            await restore_relay(store, io_drivers[0])
         tunnels = Tunnels(site, plant)
         await tunnels.start()
         poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
@@ -614,6 +620,9 @@ class Gateway:
             text = str(err)
             raise CommandError(text if text.startswith("setRelay") else
                                f"setRelay: {text}") from None
+        if self.store is not None:
+            # Restored at the next start (docs/behaviour.md §2.10).
+            self._spawn(self.store.append_journal(RELAY_KIND, relay_body(state)))
 
     async def call_script(self, rpc_name: str,
                           parameters: Mapping[str, JsonValue]) -> JsonValue:

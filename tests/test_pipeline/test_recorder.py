@@ -208,6 +208,17 @@ def test_parameters_due_on_first_good_poll_return_and_request() -> None:
     assert rec.parameters_due("1")
 
 
+def test_a_reconnection_reported_on_a_failed_poll_makes_the_next_good_poll_a_return() -> None:
+    # The driver reports a new connection once, at the first poll on it; a device still booting
+    # behind a gateway fails that poll, and its first good poll is the return.
+    rec = make(variables=((1, A4), (2, A1)))
+    rec.feed(readings("1", at(1), {1: good(1)}))
+    rec.feed_parameters(readings("1", at(2), {2: good(1)}))
+    assert rec.feed(readings("1", at(3), {1: bad(Quality.TIMEOUT)}, reconnected=True)
+                    ).parameters_due is False
+    assert rec.feed(readings("1", at(4), {1: good(1)})).parameters_due is True
+
+
 def test_device_without_parameters_never_asks_for_a_read() -> None:
     rec = make(variables=((1, A4),))
     assert rec.feed(readings("1", at(2), {1: good(1)})).parameters_due is False

@@ -171,6 +171,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
     answered_ns = 0             # when the poll's last answer arrived (docs/behaviour.md §2.1)
     pending = list(reversed(state.reads))
     split_now = False           # the column order below is the split plan's from now on
+    heard = False               # the unit answered a read of this poll (an exception included)
     while pending:
         read = pending.pop()
         sent += 1
@@ -180,6 +181,15 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             check_read_reply(read.pdu, reply)
         except ModbusRequestError as err:
             request = read.request
+            heard = heard or err.quality is Quality.EXCEPTION
+            if err.quality is Quality.TIMEOUT and not heard:
+                # Silent from its first read: switched off or absent. Its other reads would
+                # each cost a timeout (on a bus, two: the late-reply wait comes first), enough
+                # to overrun the link for every unit on it; they fail unsent.
+                for unsent in (read, *pending):
+                    for index in unsent.request.indexes:
+                        failed[index] = Quality.TIMEOUT
+                break
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
                     and not state.split):
                 state.split = split_now = True
@@ -194,6 +204,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             for index in request.indexes:
                 failed[index] = err.quality
             continue
+        heard = True
         answered_ns = clock.wall_ns()
         if read.block is not None:
             columns.append(read.block.values(reply, 2))

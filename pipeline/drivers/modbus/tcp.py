@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import resource
 import socket
 import struct
@@ -32,6 +33,8 @@ from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
 from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
+
+log = logging.getLogger("sunpm.modbus")
 
 _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
@@ -111,6 +114,10 @@ class TcpConnection(QueuedLink):
             raise ModbusRequestError(f"{self.peer}: unit {job.unit_id}: no answer within "
                                      f"{job.timeout_ms} ms", quality=Quality.TIMEOUT) from None
         self._timeouts_in_row = 0
+        if not self._answered_units:
+            # Recovered once the peer answers, not when it accepts: a peer that accepts and
+            # closes at once (its client limit reached) is still down, one episode.
+            self._reconnection.restored()
         self._answered_units.add(job.unit_id)
         self._last_answer = self._now()
         return reply
@@ -163,8 +170,13 @@ class TcpConnection(QueuedLink):
             lost = self._receiver.lost
             if lost is None:
                 return self._receiver
-            # The peer closed while idle (many devices drop idle clients): reconnect at once.
-            self._lost(str(lost) or type(lost).__name__, reconnect_now=True)
+            # The peer closed while idle (many devices drop idle clients): reconnect at once,
+            # an outage only if that fails, so such a device logs nothing at each poll.
+            log.debug("%s: closed by the peer while idle (%s); reconnecting", self.peer,
+                      str(lost) or type(lost).__name__)
+            self._disconnect()
+            self._answered_units.clear()
+            self._closed_voluntarily = False
         if self._reconnection.waiting:
             raise ModbusRequestError(f"{self.peer}: disconnected ({self._reconnection.reason}); "
                                      "retrying", quality=Quality.DISCONNECTED)
@@ -185,7 +197,6 @@ class TcpConnection(QueuedLink):
         self._closed_voluntarily = False
         self._timeouts_in_row = 0
         self._answered_units.clear()
-        self._reconnection.restored()
         return receiver
 
     def _configure_socket(self, transport: asyncio.BaseTransport) -> None:
@@ -208,10 +219,15 @@ class TcpConnection(QueuedLink):
             receiver.transport.close()
 
     def _lost(self, reason: str, *, reconnect_now: bool) -> None:
-        """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %."""
+        """Close the socket and schedule the next attempt: at once, then 1, 2, 4 … 60 s ±10 %.
+
+        Only a connection that was answered on is retried at once: one lost before any answer
+        is a failed attempt, so a peer that accepts and drops every connection is paced."""
+        answered = bool(self._answered_units)
         self._disconnect()
+        self._answered_units.clear()
         self._closed_voluntarily = False
-        self._reconnection.failed(reason, retry_now=reconnect_now)
+        self._reconnection.failed(reason, retry_now=reconnect_now and answered)
 
 
 class ModbusTcpDriver(ModbusDriver[TcpConnection]):

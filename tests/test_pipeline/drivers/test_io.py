@@ -111,6 +111,22 @@ def test_s0_total_never_decreases(values: Sequence[int]) -> None:
     assert totals == sorted(totals)
 
 
+@given(st.lists(st.integers(-32768, 32767), min_size=1, max_size=50))
+def test_s0_total_of_a_signed_register_never_decreases(values: Sequence[int]) -> None:
+    # A module counter declared I16/I32 reads negative past half its range: still pulses.
+    counter = S0Counter(register_range=65536)
+    totals = [counter.update(v) for v in values]
+    assert totals == sorted(totals)
+
+
+def test_s0_counter_of_a_signed_register_counts_across_its_sign() -> None:
+    counter = S0Counter(register_range=65536)
+    counter.update(32767)
+    assert counter.update(-32768) == 1             # 0x7FFF -> 0x8000: one pulse
+    assert counter.update(-1) == 32768             # ... -> 0xFFFF
+    assert counter.update(2) == 32771              # wrapped through 0
+
+
 def test_backend_parameter_forms() -> None:
     assert backend_module("") is None and backend_module("sim") is None
     assert backend_module("modbus:12") == "12"

@@ -18,8 +18,9 @@ from waiting import wait_until
 
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
 from pipeline.clock import ManualClock
-from pipeline.drivers._base import LinkSettings, ReadPlan
+from pipeline.drivers._base import LinkSettings, Reading, ReadPlan
 from pipeline.drivers.modbus.trace import FrameTrace, format_trace_line
+from pipeline.drivers.registry import read_plans
 from pipeline.drivers.tic import (
     GroupFault,
     LabelValue,
@@ -269,7 +270,7 @@ async def test_reader_detects_historic_mode_and_driver_reads_labels(
             assert readings.values[2].value == "00910"
             assert readings.values[3].quality is Quality.TIMEOUT
             # Nothing received since that poll: the labels were not seen in this poll period.
-            later = await driver.read(TIC1, _plan("BASE"))
+            later = await driver.read(TIC1, _plan("BASE", "PAPP", "EAST"))
             assert later.values[1].quality is Quality.TIMEOUT
     assert "historic mode detected at 1200 baud" in caplog.messages
     good = [t for t in traces if t.data == frame]
@@ -299,6 +300,64 @@ async def test_accessory_loss_and_return_are_detected(tmp_path: Path,
     assert events == ["loss", "return"]
     assert caplog.messages.count("Loss of ICT accessory") == 1
     assert caplog.messages.count("Return ICT accessory") == 1
+
+
+async def test_a_meter_unplugged_mid_frame_keeps_its_valid_groups_and_counts_the_cut(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="sunpm.tic")
+    # docs/behaviour.md §2.9 item 1: the end of the input interrupts the frame; groups already
+    # valid are kept, the cut group is dropped, and the frame shows in the trace and counters.
+    frame = encode_frame([("ADSC", "031664001115"), ("EAST", "000001500"), ("SINSTS", "00910")],
+                         TicMode.STANDARD)
+    cut = frame[:frame.index(b"SINSTS") + 4]
+    with _pty_link(tmp_path) as (master, link, opener):
+        traces: list[FrameTrace] = []
+        reader = TicReader(str(link), baud=9600, opener=opener, trace=traces.append)
+        async with _driver(reader) as driver:
+            await _until(lambda: reader.present)
+            os.write(master, cut)
+            await _until(lambda: "EAST" in reader.values)
+            link.unlink()
+            await _until(lambda: reader.lost)
+            assert (await driver.read(TIC1, _plan("EAST"))).values[1].quality \
+                is Quality.DISCONNECTED
+    assert reader.values["ADSC"].data == "031664001115" and "SINSTS" not in reader.values
+    counters = reader.counters.as_dict()
+    assert counters["frames"] == 1 and counters["interrupted"] == 1
+    assert counters["validGroups"] == 2 and counters["malformed"] == 1
+    assert [t.data for t in traces] == [cut]
+    # One line for the episode: the loss, not also a port failure.
+    assert [r.getMessage() for r in caplog.records if r.levelname != "INFO"] == [
+        "Loss of ICT accessory"]
+
+
+async def test_a_reader_that_opens_but_fails_every_read_is_one_loss_not_one_a_second(
+        tmp_path: Path) -> None:
+    # A reader that enumerates but fails its reads (a broken adapter): the port opens every
+    # second and fails at once. The accessory's loss is an alarm: once, not a loss and a return
+    # at every retry.
+    path = tmp_path / "ttyTIC"
+    path.write_bytes(b"")
+    opened = 0
+
+    async def failing_opener(_: str, __: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
+        nonlocal opened
+        opened += 1
+        stream = asyncio.StreamReader()
+        stream.feed_eof()
+        return stream, lambda: None
+
+    events: list[str] = []
+    reader = TicReader(str(path), baud=9600, on_accessory=events.append, opener=failing_opener)
+    task = asyncio.create_task(reader.run(), name="tic:failing")
+    try:
+        await _until(lambda: opened >= 3, timeout_s=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert events == ["loss"]
+    assert reader.lost and not reader.present
 
 
 async def test_a_reader_missing_at_start_is_lost_only_after_60_s(tmp_path: Path) -> None:
@@ -333,6 +392,35 @@ async def test_a_meter_address_other_than_serial_number_warns_once(
         await driver.read(TIC1, _plan("ADSC"))
     assert caplog.messages == [
         "Meter address 041664001116 differs from serialNumber 031664001115. device=TIC1"]
+
+
+async def test_the_meter_address_is_read_as_a_parameter_in_the_poll_window() -> None:
+    # The discovered file makes the address action 1: the poller reads the parameter plan right
+    # after a good poll, and the labels of that poll period are its values.
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)
+    adco = _var(1, "ADCO")
+    adco = Variable(**{**{f: getattr(adco, f) for f in adco.__dataclass_fields__},
+                       "action": Action.PARAMETER})
+    base = _var(2, "BASE")
+    definition = DefinitionFile(file_name="U_TIC_LINKY.csv", protocol=Protocol.TIC,
+                                category="Meter", manufacturer="Enedis", model="Linky",
+                                variables=(adco, base), sha256="0" * 64)
+    plan, parameters = read_plans(definition, 0)
+    assert parameters is not None and parameters.variables == (adco,)
+    reader = TicReader("/dev/null-tic", clock=clock)
+    reader.present = True
+    driver = TicDriver(reader)
+    await clock.advance(10)
+    reader.values["ADCO"] = LabelValue("031664001115", None, clock.monotonic_ns())
+    reader.values["BASE"] = LabelValue("000002080", None, clock.monotonic_ns())
+    await clock.advance(1)
+    assert (await driver.read(TIC1, plan)).values[2] == Reading("000002080", Quality.GOOD)
+    assert (await driver.read(TIC1, parameters)).values[1] == Reading("031664001115",
+                                                                       Quality.GOOD)
+    # Nothing arrived since: the next poll and a later parameter read see no label.
+    await clock.advance(10)
+    assert (await driver.read(TIC1, plan)).values[2].quality is Quality.TIMEOUT
+    assert (await driver.read(TIC1, parameters)).values[1].quality is Quality.TIMEOUT
 
 
 def test_frames_keep_their_raw_bytes_and_a_frame_without_end_is_cut() -> None:

@@ -144,6 +144,23 @@ async def test_silent_unit_times_out_with_quality_1(rtu: Bus) -> None:
     assert rtu.traces[-1].error is TraceError.TIMEOUT
 
 
+async def test_a_switched_off_unit_with_several_reads_costs_one_timeout_per_poll(
+        rtu: Bus) -> None:
+    # Each further read would cost the late-reply silence and a timeout more: 5 timeouts here.
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 3, 100)))
+    timeout_ms = 150
+    for _ in range(2):
+        await asyncio.sleep(1.2 * timeout_ms / 1000)    # the idle time between poll cycles
+        started = time.monotonic()
+        readings = await rtu.driver.read(device(9, timeout_ms=timeout_ms), plan)
+        took_s = time.monotonic() - started
+        assert [r.quality for r in readings.values.values()] == [Quality.TIMEOUT] * 3
+        assert readings.requests == 1
+        assert took_s < 2 * timeout_ms / 1000, took_s
+    assert sum(t.error is TraceError.TIMEOUT for t in rtu.traces) == 2
+    assert (await rtu.driver.read(device(1), plan)).values[1] == Reading(100, Quality.GOOD)
+
+
 async def test_exception_for_holes_splits_reads(rtu: Bus) -> None:
     dev = rtu.units[1]
     dev.strict_holes = True

@@ -15,7 +15,7 @@ from waiting import wait_until
 from config.model import DataType, Device, Quality
 from pipeline.clock import ManualClock
 from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
-from pipeline.drivers.modbus.frames import read_request
+from pipeline.drivers.modbus.frames import mbap, parse_mbap, read_request
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
@@ -358,3 +358,120 @@ async def test_closing_the_link_fails_the_request_on_the_wire_instead_of_leaving
             request.cancel()
             await asyncio.gather(request, return_exceptions=True)
             await conn.close()
+
+
+async def test_a_peer_dropping_every_connection_is_paced_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A device whose client slots are taken accepts and closes at once: that is one outage,
+    # retried 1, 2, 4 … s apart, not a recovery and a loss at every request.
+    clock = ManualClock(wall_ns=T0_NS)
+    accepted = 0
+
+    async def accept_and_close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50)))
+    driver = ModbusTcpDriver(clock=clock)
+    dev = device(port, 1)
+    sim_dev = SimulatedDevice(holding={0: 7, 50: 8})
+    sim = TcpSimulator({1: sim_dev}, port=port)
+    caplog.set_level("INFO", logger="sunpm.modbus")
+    try:
+        for _ in range(3):
+            polled = await driver.read(dev, plan)
+            assert {r.quality for r in polled.values.values()} == {Quality.DISCONNECTED}
+        assert accepted == 1
+        await clock.advance(1.2)
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+        assert accepted == 2
+        server.close()
+        await server.wait_closed()
+        await sim.start()
+        await clock.advance(2.3)
+        back = await driver.read(dev, plan)
+        assert back.values[1] == Reading(7, Quality.GOOD) and back.reconnected
+    finally:
+        await driver.close()
+        await sim.stop()
+        server.close()
+    lines = [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records]
+    assert lines == [("WARNING", f"127.0.0.1:{port}: connection lost"),
+                     ("INFO", f"127.0.0.1:{port}: connection restored")]
+
+
+async def test_a_unit_silent_from_its_first_read_costs_one_timeout_per_poll() -> None:
+    # A switched-off inverter behind a gateway: its other reads would each cost a timeout too,
+    # overrunning the connection for the units that answer.
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 7)))
+    assert len(plan.requests) == 3
+    async with TcpSimulator({1: SimulatedDevice(holding={0: 1, 50: 2}, input={7: 3})}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            off = await driver.read(device(sim.port, 2, index="2", timeout_ms=50), plan)
+            on = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert off.requests == 1
+    assert [r.quality for r in off.values.values()] == [Quality.TIMEOUT] * 3
+    assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
+
+
+async def test_a_unit_that_answered_in_the_poll_keeps_being_read_after_a_timeout() -> None:
+    # Some devices ignore reads of registers they lack instead of answering an exception.
+
+    async def answer_address_0_only(reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        while header := await reader.readexactly(7):
+            tid, _, length, unit = parse_mbap(header)
+            pdu = await reader.readexactly(length - 1)
+            if pdu[1:3] != b"\x00\x00":
+                continue
+            count = int.from_bytes(pdu[3:5], "big")
+            writer.write(mbap(tid, unit, bytes((pdu[0], 2 * count)) + b"\x00\x09" * count))
+
+    server = await asyncio.start_server(answer_address_0_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 0)))
+    driver = ModbusTcpDriver()
+    try:
+        polled = await driver.read(device(port, 1, timeout_ms=50), plan)
+    finally:
+        await driver.close()
+        server.close()
+    assert polled.requests == 3
+    assert polled.values[1] == Reading(9, Quality.GOOD)
+    assert polled.values[2] == Reading(None, Quality.TIMEOUT)
+    assert polled.values[3] == Reading(9, Quality.GOOD)
+
+
+async def test_a_peer_dropping_its_idle_client_logs_nothing_when_it_takes_it_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="sunpm.modbus")
+    plan = plan_reads(definition(var(1, 3, 0)))
+    sim_dev = SimulatedDevice(holding={0: 5})
+    sim = TcpSimulator({1: sim_dev})
+    port = await sim.start()
+    driver = ModbusTcpDriver()
+    dev = device(port, 1)
+    try:
+        await driver.read(dev, plan)
+        conn = driver.connection("127.0.0.1", port)
+        for _ in range(3):                    # at every poll cycle
+            sim.drop_clients()
+            await wait_until(lambda: not conn.connected)
+            back = await driver.read(dev, plan)
+            assert back.values[1] == Reading(5, Quality.GOOD) and back.reconnected
+        assert [r.levelname for r in caplog.records] == ["DEBUG"] * 3
+        sim.drop_clients()
+        await wait_until(lambda: not conn.connected)
+        await sim.stop()                      # this time it is gone
+        assert (await driver.read(dev, plan)).values[1].quality is Quality.DISCONNECTED
+    finally:
+        await driver.close()
+        await sim.stop()
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 4 + ["WARNING"]
+    assert caplog.records[-1].getMessage().startswith(f"127.0.0.1:{port}: connection lost (")
