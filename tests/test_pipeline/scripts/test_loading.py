@@ -155,5 +155,8 @@ def test_fuzzed_script_sources_load_or_give_a_problem_naming_file_line_and_field
                 return [s.last_error for s in runner.scripts() if not s.enabled]
 
     for error in asyncio.run(load()):
+        # Lua quotes the source near a syntax error, line breaks of a long string included
+        # (`near '[[ <newline> ]]'`); the LOG file puts each message on one line.
         assert re.match(r"^fuzz\.lua(:\d+)?: (syntax|chunk|header(\.\w+)?"
-                        r"( \(from the file name\))?): .+; not loaded$", error), error
+                        r"( \(from the file name\))?): .+; not loaded$", error, re.DOTALL), \
+            error
