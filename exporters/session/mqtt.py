@@ -167,10 +167,21 @@ class MqttSession:
 
     async def _pump_events(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Taken before the journal is read: a result journaled meanwhile is not missed.
+            answered = self._commands.answers.next() if self._commands is not None \
+                and self.settings.topic_result else None
             await self.publish_events()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_EVENT_POLL_S):
-                    await stop.wait()
+            # A result goes out as soon as it is journaled (docs/behaviour.md §7.2), not at the
+            # next look; alarms are looked for every second.
+            waits = [asyncio.ensure_future(stop.wait())]
+            if answered is not None:
+                waits.append(asyncio.ensure_future(answered.wait()))
+            try:
+                await asyncio.wait(waits, timeout=_EVENT_POLL_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     async def _take_commands(self, stop: asyncio.Event) -> None:
         if not self.settings.topic_command:

@@ -1,0 +1,52 @@
+"""An MQTT command's result goes out on the result topic as soon as the command is answered
+(docs/behaviour.md §7.2, docs/formats.md §14.4), not at the next look at the journal, which is
+made long here so that only the answer itself can send it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from _service_plant import UID, running_gateway, wait_for
+from mqtt_clients import session_subscribed, subscriber
+from peers import Broker
+from waiting import wait_until
+
+from exporters.session import mqtt
+from pipeline.service.maintenance import change_config
+
+
+async def test_results_go_out_when_answered(tmp_path: Path, broker: Broker,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mqtt, "_EVENT_POLL_S", 120.0)
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        loaded = gateway.site
+        change_config(plant.config_dir, UID, {
+            "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
+            "MQTT2_TopicCommand": "t/cmd", "MQTT2_TopicResult": "t/res"})
+        gateway.config_written()
+        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+        await session_subscribed(2)
+        latencies: list[float] = []
+        async with subscriber(broker.plain_port, "t/res") as got, \
+                aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="commander") as client:
+            for n, (name, parameters) in enumerate([
+                    ("log", {"interface": "tic", "duration": 0}), ("getParameters", {}),
+                    ("log", {"interface": "nowhere"}), ("status", {}),
+                    ("log", {"interface": "tic", "duration": 0}), ("getParameters", {})]):
+                sent = time.monotonic()
+                await client.publish("t/cmd", json.dumps(
+                    {"rpcName": f"sunpm.{name}", "parameters": parameters,
+                     "callerId": f"m-{n}"}).encode(), qos=1)
+                await wait_until(lambda n=n: len(got) > n, 20, what=f"the result of {name}")
+                latencies.append(time.monotonic() - sent)
+    assert [json.loads(payload)[0]["callerId"] for _, payload in got] == \
+        [f"m-{n}" for n in range(6)]
+    assert json.loads(got[0][1]) == [{"result": "OK", "callerId": "m-0"}]
+    # About 0.1 s on an idle machine; the journal is looked at every 120 s here.
+    assert statistics.median(latencies) < 5, latencies
