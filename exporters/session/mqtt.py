@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -38,6 +39,12 @@ _EVENT_POLL_S: Final = 1.0
 def result_payload(item: JournalItem) -> bytes:
     """docs/formats.md §14.4: an array of the one result entry, compact JSON."""
     return result_message(CommandResult.from_body(item.body))
+
+
+def _for_this_server(body: dict[str, object], channel: Channel, server: int) -> bool:
+    """A result of `channel` answering this server's command (one journaled before results
+    named their server goes to every result topic, as it did then)."""
+    return body.get("channel") == channel.value and body.get("server") in (None, server)
 
 
 class MqttSession:
@@ -119,12 +126,12 @@ class MqttSession:
         self._event_cursors[stream] = last
         sent = 0
         for item in items:
-            if channel is None or json.loads(item.body).get("channel") == channel.value:
+            if channel is None or _for_this_server(json.loads(item.body), channel, self.server):
                 await self._transport.publish(topic, payload(item))
                 await self._log.append_journal(
                     "delivered", event_delivered_body(self.server, stream, item.seq))
                 sent += 1
-            # Other channels' results are skipped for good, not looked at again.
+            # Other channels' and servers' results are skipped for good, not looked at again.
             self._event_cursors[stream] = item.seq
         return sent
 
@@ -210,7 +217,8 @@ class MqttSession:
 
     async def take_command(self, payload: bytes, topic: str) -> None:
         """Journal a command-topic message and hand it on; an unreadable one is answered."""
-        entry = parse_command_message(payload, topic)
+        # Marked with this server: its answer goes to this server's result topic only.
+        entry = dataclasses.replace(parse_command_message(payload, topic), server=self.server)
         if isinstance(entry, CommandReceived):
             await self._log.append_journal("command", entry.to_fields(),
                                            commit_now=True)

@@ -184,7 +184,7 @@ class CommandExecutor:
             # Its answer could not be journaled (storage failing): the caller hears it.
             log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
-                                   rpc_name=command.rpc_name,
+                                   rpc_name=command.rpc_name, server=command.server,
                                    error=f"{_short(command.rpc_name)}: {err}"[:500])
         if answer is not None and not answer.done():
             answer.set_result(result)
@@ -271,7 +271,7 @@ class CommandExecutor:
                       store: bool = True) -> CommandResult:
         result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                rpc_name=command.rpc_name, result=answer.result,
-                               error=answer.error)
+                               error=answer.error, server=command.server)
         journaled = result if store else dataclasses.replace(result, repeat=True)
         await self._store.append_journal("result", journaled.to_fields(),
                                          ts_ns=self._clock.wall_ns(), commit_now=True)

@@ -4,6 +4,7 @@ made long here so that only the answer itself can send it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import time
@@ -50,3 +51,39 @@ async def test_results_go_out_when_answered(tmp_path: Path, broker: Broker,
     assert json.loads(got[0][1]) == [{"result": "OK", "callerId": "m-0"}]
     # About 0.1 s on an idle machine; the journal is looked at every 120 s here.
     assert statistics.median(latencies) < 5, latencies
+
+
+async def test_a_result_goes_to_the_result_topic_of_the_server_commanded(
+        tmp_path: Path, broker: Broker) -> None:
+    """Two MQTT servers: a command from server 2's command topic is answered on server 2's
+    result topic only (docs/behaviour.md §7.2: "that server's result topic"), and one from
+    server 1's on server 1's."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        loaded = gateway.site
+        port = str(broker.plain_port)
+        change_config(plant.config_dir, UID, {
+            "SERVER_Type": "mqtt", "MQTT_Host": "127.0.0.1", "MQTT_Port": port,
+            "MQTT_TopicCommand": "one/cmd", "MQTT_TopicResult": "one/res",
+            "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": port,
+            "MQTT2_TopicCommand": "two/cmd", "MQTT2_TopicResult": "two/res"})
+        gateway.config_written()
+        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+        await session_subscribed(1)
+        await session_subscribed(2)
+        async with subscriber(broker.plain_port, "one/res", "two/res") as got, \
+                aiomqtt.Client("127.0.0.1", broker.plain_port, identifier="commander") as client:
+            await client.publish("two/cmd", b'{"rpcName": "sunpm.getParameters", '
+                                            b'"callerId": "to-2"}', qos=1)
+            await wait_until(lambda: len(got) >= 1, 20, what="the answer of server 2's command")
+            await client.publish("one/cmd", b"[1]", qos=1)
+            await client.publish("one/cmd", b'{"rpcName": "sunpm.getParameters", '
+                                            b'"callerId": "to-1"}', qos=1)
+            await wait_until(lambda: len(got) >= 3, 20, what="the answers of server 1's")
+            # Time for a stray copy on the other topic to arrive.
+            await asyncio.sleep(1.5)
+    assert [(topic, json.loads(payload)) for topic, payload in got] == [
+        ("two/res", [{"result": "OK", "callerId": "to-2"}]),
+        ("one/res", [{"error": "one/cmd: one command object per message, got an array",
+                      "callerId": None}]),
+        ("one/res", [{"result": "OK", "callerId": "to-1"}])]
