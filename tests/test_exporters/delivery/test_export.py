@@ -159,7 +159,20 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
     again = tree_files(server)
     # Every delivered window overlapping the range went up again, under its own name.
     assert again == delivered
-    assert "later records are the sessions' to deliver" in capsys.readouterr().err
+    assert "stopping at 2021-02-03T23:40:00+00:00: later records are the sessions' to deliver " \
+        "(server 1 cursor)" in capsys.readouterr().err
+
+    # A range from before the first window built: that part has no window to send again, and
+    # the upload still stops at the cursor, not at the range's start.
+    for path in list((server / "DATA").iterdir()):
+        path.unlink()
+    code = main(["export", "--server", "1", "--from", "2021-01-25", "--to", "2021-02-05",
+                 "--upload", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert tree_files(server) == delivered
+    assert "stopping at 2021-02-03T23:40:00+00:00: " in err, err
+    assert "not uploaded: 2021-01-25T00:00:00+00:00 to " in err, err
 
 
 def test_sunpm_export_renders_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
