@@ -148,8 +148,11 @@ async def _export(args: argparse.Namespace) -> int:
                 bar.update(1)
     for name in differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
-    where = "uploaded" if args.upload else f"written to {args.out}"
-    print(f"{files} files {where} ({len(plan)} windows)")
+    if args.upload and not job.file_server:
+        print(f"{files} messages published ({len(plan)} windows)")
+    else:
+        where = "uploaded" if args.upload else f"written to {args.out}"
+        print(f"{files} files {where} ({len(plan)} windows)")
     return 0
 
 
