@@ -56,6 +56,7 @@ class LocalChannel:
         self._request_timeout_s = request_timeout_s
         self._connections_max = connections_max
         self._connections = 0
+        self._refusing = False
 
     async def run(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -84,12 +85,15 @@ class LocalChannel:
         try:
             refused = self._connections > self._connections_max
             if refused:
-                log.warning("Local command connection refused: %d connections open",
-                            self._connections_max)
+                if not self._refusing:     # once per burst: a flood must not flood the log
+                    log.warning("Local command connections refused: %d connections open",
+                                self._connections_max)
+                self._refusing = True
                 answer: dict[str, object] = {
                     "error": f"local: busy, {self._connections_max} connections open",
                     "callerId": None}
             else:
+                self._refusing = False
                 answer = await self._read_and_answer(reader)
             writer.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
                          + b"\n")
