@@ -27,11 +27,11 @@ _MAX_INT_DIGITS: Final = 30
 CommandEntry = CommandReceived | CommandResult
 
 
-class AnswerSignal:
-    """Tells who publishes results that one was journaled, so that an MQTT result goes out at
-    once rather than at the next look at the journal.
+class JournalSignal:
+    """Tells who publishes events (command results, alarms) that one was journaled, so that it
+    goes out on its MQTT topic at once rather than at the next look at the journal.
 
-    Take `next()` before reading the journal, then wait on it: a result journaled in between
+    Take `next()` before reading the journal, then wait on it: an event journaled in between
     sets it, none is missed.
     """
 
@@ -39,7 +39,7 @@ class AnswerSignal:
         self._next = asyncio.Event()
 
     def next(self) -> asyncio.Event:
-        """Set once the next result is journaled."""
+        """Set once the next event is journaled."""
         return self._next
 
     def journaled(self) -> None:
@@ -59,7 +59,7 @@ class CommandHandler(Protocol):
     """
 
     @property
-    def answers(self) -> AnswerSignal: ...
+    def answers(self) -> JournalSignal: ...
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None: ...
 
@@ -178,7 +178,7 @@ class CollectingHandler:
     def __init__(self, log: JournalLog) -> None:
         self._log = log
         self.received: list[CommandReceived] = []
-        self.answers = AnswerSignal()
+        self.answers = JournalSignal()
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None:
         for command in commands:

@@ -23,7 +23,7 @@ from exporters.views.windows import cut_of
 from store.delivery import Stream, event_delivered_body
 from store.events import Channel, CommandReceived, CommandResult, JournalItem, journal_items
 
-from .commands import CommandHandler, parse_command_message
+from .commands import CommandHandler, JournalSignal, parse_command_message
 from .outcome import SessionResult, Trigger, reason_of, server_label
 
 log = logging.getLogger("sunpm.session")
@@ -53,8 +53,10 @@ class MqttSession:
 
     def __init__(self, *, settings: ServerSettings, transport: MessageTransport, outbox: Outbox,
                  log: JournalLog, alarm_payload: EventPayload | None = None,
-                 commands: CommandHandler | None = None) -> None:
+                 commands: CommandHandler | None = None,
+                 alarms_raised: JournalSignal | None = None) -> None:
         self.settings = settings
+        self._alarms_raised = alarms_raised
         self.server = settings.slot
         self._transport = transport
         self._outbox = outbox
@@ -174,15 +176,17 @@ class MqttSession:
 
     async def _pump_events(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            # Taken before the journal is read: a result journaled meanwhile is not missed.
-            answered = self._commands.answers.next() if self._commands is not None \
-                and self.settings.topic_result else None
+            # Taken before the journal is read: an event journaled meanwhile is not missed.
+            signals = []
+            if self._commands is not None and self.settings.topic_result:
+                signals.append(self._commands.answers.next())
+            if self._alarms_raised is not None and self.settings.topic_alarm:
+                signals.append(self._alarms_raised.next())
             await self.publish_events()
-            # A result goes out as soon as it is journaled (docs/behaviour.md §7.2), not at the
-            # next look; alarms are looked for every second.
+            # A result or an alarm goes out as soon as it is journaled (docs/behaviour.md §4.4
+            # step 3, §7.2); the journal is looked at every second besides.
             waits = [asyncio.ensure_future(stop.wait())]
-            if answered is not None:
-                waits.append(asyncio.ensure_future(answered.wait()))
+            waits += [asyncio.ensure_future(signal.wait()) for signal in signals]
             try:
                 await asyncio.wait(waits, timeout=_EVENT_POLL_S,
                                    return_when=asyncio.FIRST_COMPLETED)

@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 from config.errors import SunpmError
 from exporters.session import Trigger
-from exporters.session.commands import AnswerSignal, CommandEntry
+from exporters.session.commands import CommandEntry, JournalSignal
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.drivers._base import DiscoveryParams
 from store.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
@@ -125,7 +125,7 @@ class CommandExecutor:
             "updatefirmware": self._update_firmware}
         self._background: set[asyncio.Task[None]] = set()
         #: Fired after each result is journaled: the MQTT result topics publish it at once.
-        self.answers = AnswerSignal()
+        self.answers = JournalSignal()
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None:
         """Queue a file's (or a message's) entries in their order; an entry that could not be

@@ -87,3 +87,28 @@ async def test_a_result_goes_to_the_result_topic_of_the_server_commanded(
         ("one/res", [{"error": "one/cmd: one command object per message, got an array",
                       "callerId": None}]),
         ("one/res", [{"result": "OK", "callerId": "to-1"}])]
+
+
+async def test_alarms_go_out_when_raised(tmp_path: Path, broker: Broker,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/behaviour.md §4.4 step 3: an alarm goes out on the alarm topic as it is raised."""
+    monkeypatch.setattr(mqtt, "_EVENT_POLL_S", 120.0)
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        loaded = gateway.site
+        change_config(plant.config_dir, UID, {
+            "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
+            "MQTT2_TopicAlarm": "t/alarm"})
+        gateway.config_written()
+        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+        await session_subscribed(2)
+        assert gateway.alarms is not None
+        async with subscriber(broker.plain_port, "t/alarm") as got:
+            await asyncio.sleep(0.3)       # the connection's first look at the journal is done
+            for n in range(3):
+                raised = time.monotonic()
+                await gateway.alarms.gateway("Loss of ICT accessory", subject=f"a-{n}")
+                await wait_until(lambda n=n: len(got) > n, 20, what=f"alarm {n}")
+                assert time.monotonic() - raised < 5
+    subjects = [json.loads(payload)["alarmsDevice"][0]["subject"] for _, payload in got]
+    assert subjects == ["a-0", "a-1", "a-2"]
