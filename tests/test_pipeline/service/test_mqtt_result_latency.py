@@ -1,6 +1,7 @@
 """An MQTT command's result goes out on the result topic as soon as the command is answered
-(docs/behaviour.md §7.2, docs/formats.md §14.4), not at the next look at the journal, which is
-made long here so that only the answer itself can send it."""
+(docs/behaviour.md §7.2, docs/formats.md §14.4), and an alarm on the alarm topic as it is raised
+(§4.4 step 3), not at the next look at the journal, which is made long here so that only the
+event itself can send it; with two MQTT servers, a result goes to the one commanded."""
 
 from __future__ import annotations
 
