@@ -7,6 +7,7 @@ tests/test_config/test_configuration_doc.py fails when the committed file is not
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,12 +58,22 @@ def _default(spec: KeySpec, doc: reference.KeyDoc, slot: int) -> str:
     return f"`{spec.default}`" if spec.default else "empty"
 
 
+def _server2_meaning(meaning: str, server2_names: Mapping[str, str]) -> str:
+    """A server key's meaning, its mentions of server 1's keys turned into server 2's
+    (`MQTT_TopicResult` -> `MQTT2_TopicResult`): the server-2 line is about server 2's keys."""
+    return "server 2: " + re.sub(r"`([A-Za-z0-9_]+)`",
+                                 lambda m: f"`{server2_names.get(m[1], m[1])}`", meaning)
+
+
 def config_ini_rows(key_table: Iterable[KeySpec]) -> list[str]:
+    specs = list(key_table)
+    server2_names = {base: spec.name for spec in specs
+                     for base, slot in [_base_name(spec.name)] if slot == 2}
     rows = [_row("key", "values", "default", "meaning"), "|---|---|---|---|"]
-    for spec in key_table:
+    for spec in specs:
         base, slot = _base_name(spec.name)
         doc = _doc(reference.CONFIG_KEYS, base, "config.ini")
-        meaning = doc.meaning if slot == 1 else f"server 2: {doc.meaning}"
+        meaning = doc.meaning if slot == 1 else _server2_meaning(doc.meaning, server2_names)
         rows.append(_row(f"`{spec.name}`", doc.values, _default(spec, doc, slot), meaning))
     return rows
 

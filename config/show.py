@@ -77,7 +77,17 @@ def _plain(value: object) -> JsonValue:
 
 
 def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
-    return {k: ("***" if v and _is_secret(k) else v) for k, v in data.items()}
+    return {k: ("***" if v and _is_secret(k) else _url_password_masked(v))
+            for k, v in data.items()}
+
+
+#: The password of a URL's userinfo (`https://user:pw@host/`): `HTTP_Url` refuses one, but the
+#: refused value is still quoted in its warning, and an unknown key may hold any URL.
+_URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:']*:)[^/?#\s']*@")
+
+
+def _url_password_masked(text: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 #: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or
@@ -108,10 +118,10 @@ def _within_two_edits(a: str, b: str) -> bool:
     return previous[-1] <= 2
 
 
-def _masked_problem(problem: Problem) -> str:
+def masked_problem(problem: Problem) -> str:
     """A warning's line, with the quoted value hidden when its key looks like a secret."""
     text = str(problem)
-    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else text
+    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else _url_password_masked(text)
 
 
 def _masked_settings(value: JsonValue) -> JsonValue:
@@ -120,12 +130,15 @@ def _masked_settings(value: JsonValue) -> JsonValue:
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_masked_settings(v) for v in value]
+    if isinstance(value, str):
+        return _url_password_masked(value)
     return value
 
 
 def site_to_json(site: Site) -> dict[str, JsonValue]:
     """The site as JSON-ready data; the values of keys that look like secrets (passwords, hashes,
-    the PIN, misspelt or unknown ones included) are shown as `***`."""
+    the PIN, misspelt or unknown ones included) are shown as `***`, and so is the password of
+    any URL (`https://user:***@host/`)."""
     schedules: dict[str, JsonValue] = {
         f"server{slot}": [{"id": s.id, "type": s.type.value, "start": format_start(s.start_s),
                            "interval_min": s.interval_min, "count": s.count}
@@ -151,5 +164,5 @@ def site_to_json(site: Site) -> dict[str, JsonValue]:
         },
         "scripts": list(site.scripts.files),
         "definitions": definitions,
-        "warnings": [_masked_problem(p) for p in site.warnings],
+        "warnings": [masked_problem(p) for p in site.warnings],
     }

@@ -162,6 +162,10 @@ def _int(kind: str, data: Mapping[str, JsonValue], key: str) -> int:
     return value
 
 
+def _opt_server(kind: str, data: Mapping[str, JsonValue]) -> int | None:
+    return None if data.get("server") is None else _int(kind, data, "server")
+
+
 def _caller_id(kind: str, data: Mapping[str, JsonValue]) -> CallerId:
     value = data.get("callerId")
     if value is None or isinstance(value, str) or (
@@ -328,10 +332,17 @@ class CommandReceived:
     rpc_name: str
     parameters: Mapping[str, JsonValue] = field(default_factory=dict)
     caller_id: CallerId = None
+    #: The server whose MQTT command topic it came from: its result goes to that server's result
+    #: topic only (docs/behaviour.md §7.2). None on the other channels.
+    server: int | None = None
 
     def to_fields(self) -> dict[str, JsonValue]:
-        return {"channel": self.channel.value, "rpcName": self.rpc_name,
-                          "parameters": dict(self.parameters), "callerId": self.caller_id}
+        data: dict[str, JsonValue] = {"channel": self.channel.value, "rpcName": self.rpc_name,
+                                      "parameters": dict(self.parameters),
+                                      "callerId": self.caller_id}
+        if self.server is not None:
+            data["server"] = self.server
+        return data
 
     def to_body(self) -> str:
         return dump_json(self.to_fields())
@@ -348,7 +359,8 @@ class CommandReceived:
         except ValueError as err:
             raise EventBodyError(kind, f"unknown channel {data.get('channel')!r}") from err
         return cls(channel=channel, rpc_name=_str(kind, data, "rpcName"),
-                   parameters=parameters, caller_id=_caller_id(kind, data))
+                   parameters=parameters, caller_id=_caller_id(kind, data),
+                   server=_opt_server(kind, data))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +375,8 @@ class CommandResult:
     #: A stored answer sent again for a repeated callerId: not an execution, so it never
     #: extends the 7 days its callerId is remembered.
     repeat: bool = False
+    #: The server whose MQTT command topic the command came from (`CommandReceived.server`).
+    server: int | None = None
 
     def entry(self) -> dict[str, JsonValue]:
         """The result entry of ACK files and MQTT results (docs/formats.md §12.2), keys in order."""
@@ -379,6 +393,8 @@ class CommandResult:
             data["result"] = self.result
         if self.repeat:
             data["repeat"] = True
+        if self.server is not None:
+            data["server"] = self.server
         return data
 
     def to_body(self) -> str:
@@ -399,7 +415,7 @@ class CommandResult:
                    rpc_name=_opt_str(kind, data, "rpcName"),
                    result=data.get("result"),
                    error=_str(kind, data, "error") if has_error else None,
-                   repeat=data.get("repeat") is True)
+                   repeat=data.get("repeat") is True, server=_opt_server(kind, data))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,12 +5,12 @@ ways, applied whole), `file_server` and `mqtt` (the two kinds of session). The n
 needs to run sessions are here.
 """
 
-from exporters.session.commands import CollectingHandler, CommandHandler
+from exporters.session.commands import CollectingHandler, CommandHandler, JournalSignal
 from exporters.session.config_sync import ConfigApplied, Validator
 from exporters.session.file_server import FileServerSession
 from exporters.session.mqtt import EventPayload, MqttSession
 from exporters.session.outcome import SessionResult, Trigger, retry_delay_s
 
 __all__ = ["CollectingHandler", "CommandHandler", "ConfigApplied", "EventPayload",
-           "FileServerSession", "MqttSession", "SessionResult", "Trigger", "Validator",
-           "retry_delay_s"]
+           "FileServerSession", "JournalSignal", "MqttSession", "SessionResult", "Trigger",
+           "Validator", "retry_delay_s"]

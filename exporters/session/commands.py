@@ -4,6 +4,7 @@ messages of §14.4, read strictly and never raising (docs/behaviour.md §4.5), a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Sequence
@@ -26,6 +27,26 @@ _MAX_INT_DIGITS: Final = 30
 CommandEntry = CommandReceived | CommandResult
 
 
+class JournalSignal:
+    """Tells who publishes events (command results, alarms) that one was journaled, so that it
+    goes out on its MQTT topic at once rather than at the next look at the journal.
+
+    Take `next()` before reading the journal, then wait on it: an event journaled in between
+    sets it, none is missed.
+    """
+
+    def __init__(self) -> None:
+        self._next = asyncio.Event()
+
+    def next(self) -> asyncio.Event:
+        """Set once the next event is journaled."""
+        return self._next
+
+    def journaled(self) -> None:
+        done, self._next = self._next, asyncio.Event()
+        done.set()
+
+
 class CommandHandler(Protocol):
     """Where received commands go; the gateway service implements it (docs/behaviour.md §7).
 
@@ -33,8 +54,12 @@ class CommandHandler(Protocol):
     up in the next ACK file (or on the MQTT result topic). The commands are journaled already.
     An entry that is a `CommandResult` is the answer to an entry that could not be read: the
     handler journals it in its turn, so that the answers of a file keep its order
-    (docs/formats.md §12.1 "in file order", §12.2).
+    (docs/formats.md §12.1 "in file order", §12.2). `answers` is fired after each result is
+    journaled.
     """
+
+    @property
+    def answers(self) -> JournalSignal: ...
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None: ...
 
@@ -153,13 +178,16 @@ class CollectingHandler:
     def __init__(self, log: JournalLog) -> None:
         self._log = log
         self.received: list[CommandReceived] = []
+        self.answers = JournalSignal()
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None:
         for command in commands:
             if isinstance(command, CommandResult):
                 await self._log.append_journal("result", command.to_fields())
+                self.answers.journaled()
                 continue
             self.received.append(command)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                    rpc_name=command.rpc_name, result="OK")
             await self._log.append_journal("result", result.to_fields())
+            self.answers.journaled()

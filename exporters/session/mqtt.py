@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from exporters.views.windows import cut_of
 from store.delivery import Stream, event_delivered_body
 from store.events import Channel, CommandReceived, CommandResult, JournalItem, journal_items
 
-from .commands import CommandHandler, parse_command_message
+from .commands import CommandHandler, JournalSignal, parse_command_message
 from .outcome import SessionResult, Trigger, reason_of, server_label
 
 log = logging.getLogger("sunpm.session")
@@ -40,14 +41,22 @@ def result_payload(item: JournalItem) -> bytes:
     return result_message(CommandResult.from_body(item.body))
 
 
+def _for_this_server(body: dict[str, object], channel: Channel, server: int) -> bool:
+    """A result of `channel` answering this server's command (one journaled before results
+    named their server goes to every result topic, as it did then)."""
+    return body.get("channel") == channel.value and body.get("server") in (None, server)
+
+
 class MqttSession:
     """A broker in either slot: data windows at sessions, alarms and results as they come,
     commands from the command topic (docs/behaviour.md §4.4)."""
 
     def __init__(self, *, settings: ServerSettings, transport: MessageTransport, outbox: Outbox,
                  log: JournalLog, alarm_payload: EventPayload | None = None,
-                 commands: CommandHandler | None = None) -> None:
+                 commands: CommandHandler | None = None,
+                 alarms_raised: JournalSignal | None = None) -> None:
         self.settings = settings
+        self._alarms_raised = alarms_raised
         self.server = settings.slot
         self._transport = transport
         self._outbox = outbox
@@ -119,12 +128,12 @@ class MqttSession:
         self._event_cursors[stream] = last
         sent = 0
         for item in items:
-            if channel is None or json.loads(item.body).get("channel") == channel.value:
+            if channel is None or _for_this_server(json.loads(item.body), channel, self.server):
                 await self._transport.publish(topic, payload(item))
                 await self._log.append_journal(
                     "delivered", event_delivered_body(self.server, stream, item.seq))
                 sent += 1
-            # Other channels' results are skipped for good, not looked at again.
+            # Other channels' and servers' results are skipped for good, not looked at again.
             self._event_cursors[stream] = item.seq
         return sent
 
@@ -167,10 +176,23 @@ class MqttSession:
 
     async def _pump_events(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Taken before the journal is read: an event journaled meanwhile is not missed.
+            signals = []
+            if self._commands is not None and self.settings.topic_result:
+                signals.append(self._commands.answers.next())
+            if self._alarms_raised is not None and self.settings.topic_alarm:
+                signals.append(self._alarms_raised.next())
             await self.publish_events()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_EVENT_POLL_S):
-                    await stop.wait()
+            # A result or an alarm goes out as soon as it is journaled (docs/behaviour.md §4.4
+            # step 3, §7.2); the journal is looked at every second besides.
+            waits = [asyncio.ensure_future(stop.wait())]
+            waits += [asyncio.ensure_future(signal.wait()) for signal in signals]
+            try:
+                await asyncio.wait(waits, timeout=_EVENT_POLL_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     async def _take_commands(self, stop: asyncio.Event) -> None:
         if not self.settings.topic_command:
@@ -199,7 +221,8 @@ class MqttSession:
 
     async def take_command(self, payload: bytes, topic: str) -> None:
         """Journal a command-topic message and hand it on; an unreadable one is answered."""
-        entry = parse_command_message(payload, topic)
+        # Marked with this server: its answer goes to this server's result topic only.
+        entry = dataclasses.replace(parse_command_message(payload, topic), server=self.server)
         if isinstance(entry, CommandReceived):
             await self._log.append_journal("command", entry.to_fields(),
                                            commit_now=True)

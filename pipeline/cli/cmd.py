@@ -26,7 +26,8 @@ _DISCOVERY_TIMEOUT_S = 4 * 3600.0
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("cmd", help="send a command to the running gateway")
     parser.add_argument("name", metavar="NAME", help="status, connect, getParameters, ...")
-    parser.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+    # A default makes argparse treat the `*` positional as optional in its "required" message.
+    parser.add_argument("parameters", nargs="*", metavar="KEY=VALUE", default=[])
     parser.add_argument("--data", type=Path, metavar="DIR", default=Path("sunpm-data"),
                         help="the gateway's data directory (default ./sunpm-data)")
     parser.add_argument("--caller-id", help="callerId (a repeat within 7 days is not run again)")

@@ -101,17 +101,34 @@ async def _export(args: argparse.Namespace) -> int:
         table = await asyncio.to_thread(job.log.journal, kinds=["window", "delivered"])
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if job.file_server else (Stream.DATA,)
 
-        def make_plan() -> list[BackfillWindow]:
+        def make_plan() -> tuple[DeliveryState, list[BackfillWindow]]:
             # Replays the journal and reads membership and configuration from the store.
-            return plan_backfill(DeliveryState.from_table(table), job.source, server=args.server,
-                                 streams=streams, start_ns=start_ns, end_ns=end_ns)
+            state = DeliveryState.from_table(table)
+            return state, plan_backfill(state, job.source, server=args.server, streams=streams,
+                                        start_ns=start_ns, end_ns=end_ns)
 
-        plan = await asyncio.to_thread(make_plan)
+        state, plan = await asyncio.to_thread(make_plan)
         if args.upload:
             # Only windows the server confirmed go again, under their own names; each stream
             # stops at its cursor (docs/behaviour.md §5.3 step 2).
-            beyond = [w for w in plan if not w.delivered]
+            cursors = {stream: state.stream(args.server, stream).cursor_ns for stream in streams}
+            undelivered = [w for w in plan if not w.delivered]
             plan = [w for w in plan if w.delivered]
+            # Before a stream's cursor, an undelivered window is a part of the range no window
+            # was built for (before the first one, or its `window` events deleted by the quota):
+            # not where the upload stopped.
+            unbuilt = [w for w in undelivered if (cursor := cursors[w.spec.stream]) is not None
+                       and w.spec.end_ns <= cursor]
+            beyond = [w for w in undelivered if w not in unbuilt
+                      and cursors[w.spec.stream] is not None]
+            never = sorted({w.spec.stream for w in undelivered
+                            if cursors[w.spec.stream] is None}, key=lambda st: st.rank)
+            if unbuilt:
+                print(f"not uploaded: {_span(unbuilt)}: no window of server {args.server} is "
+                      "journaled there (--out rebuilds it)", file=sys.stderr)
+            if never:
+                print(f"{', '.join(st.value for st in never)}: nothing delivered to server "
+                      f"{args.server} yet; the sessions deliver it", file=sys.stderr)
             if beyond:
                 first = min(w.spec.start_ns for w in beyond)
                 print(f"stopping at {ns_to_datetime(first).isoformat()}: later records are the "
@@ -131,9 +148,20 @@ async def _export(args: argparse.Namespace) -> int:
                 bar.update(1)
     for name in differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
-    where = "uploaded" if args.upload else f"written to {args.out}"
-    print(f"{files} files {where} ({len(plan)} windows)")
+    if args.upload and not job.file_server:
+        print(f"{files} messages published ({len(plan)} windows)")
+    else:
+        where = "uploaded" if args.upload else f"written to {args.out}"
+        print(f"{files} files {where} ({len(plan)} windows)")
     return 0
+
+
+def _span(windows: list[BackfillWindow]) -> str:
+    from exporters.views.windows import ns_to_datetime
+
+    first = min(w.spec.start_ns for w in windows)
+    last = max(w.spec.end_ns for w in windows)
+    return f"{ns_to_datetime(first).isoformat()} to {ns_to_datetime(last).isoformat()}"
 
 
 async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:

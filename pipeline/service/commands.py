@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 from config.errors import SunpmError
 from exporters.session import Trigger
-from exporters.session.commands import CommandEntry
+from exporters.session.commands import CommandEntry, JournalSignal
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.drivers._base import DiscoveryParams
 from store.events import Channel, CommandReceived, CommandResult, JsonValue, journal_items
@@ -124,6 +124,8 @@ class CommandExecutor:
             "ftp": self._ftp, "apn": self._apn, "factory": self._factory,
             "updatefirmware": self._update_firmware}
         self._background: set[asyncio.Task[None]] = set()
+        #: Fired after each result is journaled: the MQTT result topics publish it at once.
+        self.answers = JournalSignal()
 
     async def submit(self, commands: Sequence[CommandEntry]) -> None:
         """Queue a file's (or a message's) entries in their order; an entry that could not be
@@ -182,7 +184,7 @@ class CommandExecutor:
             # Its answer could not be journaled (storage failing): the caller hears it.
             log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
-                                   rpc_name=command.rpc_name,
+                                   rpc_name=command.rpc_name, server=command.server,
                                    error=f"{_short(command.rpc_name)}: {err}"[:500])
         if answer is not None and not answer.done():
             answer.set_result(result)
@@ -261,6 +263,7 @@ class CommandExecutor:
         except SunpmError as err:
             log.error("Command answer not stored. error=%s", err)
             return
+        self.answers.journaled()
         log.info("Command refused. channel=%s callerId=%s error=%s", result.channel,
                  result.caller_id, result.error)
 
@@ -268,10 +271,11 @@ class CommandExecutor:
                       store: bool = True) -> CommandResult:
         result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                rpc_name=command.rpc_name, result=answer.result,
-                               error=answer.error)
+                               error=answer.error, server=command.server)
         journaled = result if store else dataclasses.replace(result, repeat=True)
         await self._store.append_journal("result", journaled.to_fields(),
                                          ts_ns=self._clock.wall_ns(), commit_now=True)
+        self.answers.journaled()
         if answer.error is not None:
             log.info("Command failed. name=%s callerId=%s error=%s", command.rpc_name,
                      command.caller_id, answer.error)

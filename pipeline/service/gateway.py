@@ -52,7 +52,7 @@ from config.model import DefinitionFile, Device, Quality, ServerSettings, Server
 from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
 from exporters.retention import DeliveryTracker, install_retention, traces_delivered
-from exporters.session import FileServerSession, MqttSession, SessionResult, Trigger
+from exporters.session import FileServerSession, JournalSignal, MqttSession, SessionResult, Trigger
 from exporters.session.config_apply import recover_config_apply
 from exporters.session.config_sync import local_config_files
 from exporters.transports import FileTransport, MessageTransport, open_transport
@@ -236,6 +236,8 @@ class Gateway:
         self._local_change = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
         self._alarm_waiting = False
+        #: Fired after each alarm is journaled; made again by each run (its loop's).
+        self._alarms_journaled = JournalSignal()
         self._outboxes: dict[int, Outbox] = {}
         self._started_s = time.time()
         #: The one discovery of the gateway (the command, the web UI): one run at a time.
@@ -269,6 +271,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
         self._stop = stop
+        self._alarms_journaled = JournalSignal()
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)
@@ -553,7 +556,7 @@ class Gateway:
                 message_transport: MessageTransport = transport
                 return MqttSession(settings=client_settings, transport=message_transport,
                                    outbox=outbox, log=journal, alarm_payload=alarm_payload,
-                                   commands=self.commands)
+                                   commands=self.commands, alarms_raised=self._alarms_journaled)
 
             permanent = bool(settings.topic_alarm or settings.topic_command)
             if permanent:
@@ -804,7 +807,9 @@ class Gateway:
 
     def _alarm_raised(self) -> None:
         """An alarm asks server 1 (a file server) for an alarm session; one raised before the
-        schedulers run (the Power OFF of an unclean stop, during a reload) waits for them."""
+        schedulers run (the Power OFF of an unclean stop, during a reload) waits for them. The
+        MQTT alarm topics publish it at once."""
+        self._alarms_journaled.journaled()
         if self._stop is not None and self._stop.is_set():
             # The clean stop's Power OFF: a session begun now would be cut off at once (a
             # WARNING at every stop); the alarm goes with the next start's first session.

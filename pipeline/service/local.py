@@ -12,7 +12,11 @@ One request per connection, one JSON line each way:
 answers `{"result": "<path>"}`, nothing journaled.
 
 Requests are limited to 1 MiB; an unreadable one is answered with an error worded like
-docs/formats.md §14.4's for the channel.
+docs/formats.md §14.4's for the channel. A client has 10 s to send its request line (the
+command then may take its 600 s), and at most 16 connections are served at once: a silent or
+slow client cannot hold a connection, and many cannot exhaust the gateway's tasks and
+descriptors (docs/behaviour.md §13: every queue is bounded); the one over the cap is answered
+`local: busy, 16 connections open` at once.
 """
 
 from __future__ import annotations
@@ -35,16 +39,24 @@ log = logging.getLogger("sunpm.command")
 
 SOCKET_NAME: Final = "sunpm.sock"
 REQUEST_MAX_BYTES: Final = 1 << 20
+REQUEST_TIMEOUT_S: Final = 10.0
+CONNECTIONS_MAX: Final = 16
 
 
 class LocalChannel:
     """Serves `<data>/sunpm.sock` until cancelled, then removes it."""
 
     def __init__(self, path: Path, commands: CommandExecutor, *,
-                 archive: Callable[[], Awaitable[Path]] | None = None) -> None:
+                 archive: Callable[[], Awaitable[Path]] | None = None,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 connections_max: int = CONNECTIONS_MAX) -> None:
         self.path = path
         self._commands = commands
         self._archive = archive
+        self._request_timeout_s = request_timeout_s
+        self._connections_max = connections_max
+        self._connections = 0
+        self._refusing = False
 
     async def run(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -69,17 +81,34 @@ class LocalChannel:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
         try:
-            try:
-                line = await reader.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                answer: dict[str, object] = {"error": "local: request larger than 1 MiB",
-                                             "callerId": None}
+            refused = self._connections > self._connections_max
+            if refused:
+                if not self._refusing:     # once per burst: a flood must not flood the log
+                    log.warning("Local command connections refused: %d connections open",
+                                self._connections_max)
+                self._refusing = True
+                answer: dict[str, object] = {
+                    "error": f"local: busy, {self._connections_max} connections open",
+                    "callerId": None}
             else:
-                answer = await self._answer(line)
+                self._refusing = False
+                answer = await self._read_and_answer(reader)
             writer.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
                          + b"\n")
-            await writer.drain()
+            # A client that never reads its answer must not hold the connection either.
+            async with asyncio.timeout(self._request_timeout_s):
+                await writer.drain()
+            if refused:
+                # The request of a refused client is read off (a second at most) so that the
+                # close does not reset the connection under its answer.
+                with contextlib.suppress(TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    async with asyncio.timeout(1.0):
+                        await reader.readline()
+        except TimeoutError:
+            log.debug("Local command answer not read within %g s", self._request_timeout_s)
+            writer.transport.abort()
         except (ConnectionError, OSError) as err:
             log.debug("Local command connection lost: %s", err)
         except asyncio.CancelledError:
@@ -88,9 +117,21 @@ class LocalChannel:
             # cancellation as an unhandled error on stderr.
             log.debug("Local command connection closed at stop")
         finally:
+            self._connections -= 1
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _read_and_answer(self, reader: asyncio.StreamReader) -> dict[str, object]:
+        try:
+            async with asyncio.timeout(self._request_timeout_s):
+                line = await reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            return {"error": "local: request larger than 1 MiB", "callerId": None}
+        except TimeoutError:
+            return {"error": f"local: no request within {self._request_timeout_s:g} s",
+                    "callerId": None}
+        return await self._answer(line)
 
     async def _answer(self, line: bytes) -> dict[str, object]:
         # Read as strictly as a command from a server: NaN, Infinity or nesting past 32 levels

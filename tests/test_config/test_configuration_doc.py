@@ -41,3 +41,17 @@ def test_module_entry_point_prints_the_document() -> None:
     done = subprocess.run([sys.executable, "-m", "config.docs"], capture_output=True, text=True,
                           cwd=ROOT, timeout=60, check=True)
     assert done.stdout == render()
+
+
+def test_server_2_lines_name_server_2_keys() -> None:
+    """`MQTT2_TopicCommand` is set with `MQTT2_TopicResult`, not with server 1's key."""
+    server_1_keys = {k.name for k in config_ini.KEY_TABLE
+                     if re.match(r"(SERVER|FTP|HTTP|MQTT|DIR)_", k.name)}
+    lines = [line for line in DOC.read_text(encoding="utf-8").splitlines()
+             if re.match(r"^\| `(SERVER|FTP|HTTP|MQTT|DIR)2_", line)]
+    assert lines
+    wrong = [line for line in lines
+             if set(re.findall(r"`([A-Za-z0-9_]+)`", line.split("|")[4])) & server_1_keys]
+    assert wrong == []
+    assert "set with `MQTT2_TopicResult` or not at all" in \
+        next(line for line in lines if line.startswith("| `MQTT2_TopicCommand`"))

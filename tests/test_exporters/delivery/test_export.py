@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,18 +15,21 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from delivery_support import DAY, NS, T0, make_tree
+from mqtt_clients import subscriber
+from mqtt_clients import wait_for as mqtt_wait_for
+from peers import Broker
 
 from config import load_site
 from config.model import ServerSettings
 from exporters.outbox import Outbox
 from exporters.rendering.backfill import plan_backfill, render_backfill
 from exporters.rendering.source import StoreSource, store_source
-from exporters.session import FileServerSession, Trigger
-from exporters.transports import DirTransport
+from exporters.session import FileServerSession, MqttSession, Trigger
+from exporters.transports import DirTransport, open_transport
 from exporters.views.windows import Rendered
 from pipeline.cli import main
 from store import Log, StoreOptions
-from store.delivery import FILE_SERVER_STREAMS, DeliveryState, WindowSpec
+from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream, WindowSpec
 from store.events import GatewayAlarm, LogLevel, LogLine
 
 UID = "WPMTEST01"
@@ -159,7 +163,20 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
     again = tree_files(server)
     # Every delivered window overlapping the range went up again, under its own name.
     assert again == delivered
-    assert "later records are the sessions' to deliver" in capsys.readouterr().err
+    assert "stopping at 2021-02-03T23:40:00+00:00: later records are the sessions' to deliver " \
+        "(server 1 cursor)" in capsys.readouterr().err
+
+    # A range from before the first window built: that part has no window to send again, and
+    # the upload still stops at the cursor, not at the range's start.
+    for path in list((server / "DATA").iterdir()):
+        path.unlink()
+    code = main(["export", "--server", "1", "--from", "2021-01-25", "--to", "2021-02-05",
+                 "--upload", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert tree_files(server) == delivered
+    assert "stopping at 2021-02-03T23:40:00+00:00: " in err, err
+    assert "not uploaded: 2021-01-25T00:00:00+00:00 to " in err, err
 
 
 def test_sunpm_export_renders_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -244,3 +261,46 @@ def test_sunpm_export_refuses_a_store_path_that_holds_no_store(
                                        "or journal/ folder)\n")
     assert sorted(p.name for p in wrong.iterdir()) == holds
     assert not (tmp_path / "out").exists()
+
+
+async def test_sunpm_export_upload_to_mqtt_publishes_the_delivered_documents(
+        tmp_path: Path, broker: Broker) -> None:
+    """`--upload` to an MQTT server publishes the data documents of the windows it received,
+    the same bytes on its data topic, and says it published messages, not files."""
+    server = make_tree(tmp_path / "server")
+    store_dir = tmp_path / "store"
+    cfg = make_site(tmp_path / "cfg", server, store_dir)
+    ini = cfg / "CONFIG" / f"{UID}_config.ini"
+    ini.write_text(ini.read_text() + f"SERVER2_Type=mqtt\nMQTT2_Host=127.0.0.1\n"
+                                     f"MQTT2_Port={broker.plain_port}\nMQTT2_TopicData=p/data\n")
+    site = load_site(cfg)
+    settings = site.settings.servers[1]
+    log = await Log.open(store_dir, StoreOptions(flush_s=0.05))
+    try:
+        def_id = log.put_definition(f"{UID}_IO.csv", IO_DEF)
+        await asyncio.gather(record(log, def_id, list(range(T0 + 600, T0 + 2 * DAY, 600))),
+                             log.commit())
+        outbox = Outbox(server=2, log=log, source=store_source(log, site, 2),
+                        directory=store_dir / "outbox" / "2", streams=(Stream.DATA,))
+        transport = open_transport(settings, cfg / "CERT")
+        async with subscriber(broker.plain_port, "p/data", identifier="first") as first:
+            session = MqttSession(settings=settings, transport=transport, outbox=outbox, log=log)
+            result = await session.run(Trigger.SCHEDULE,
+                                       started=datetime.fromtimestamp(T0 + DAY + 3600, UTC))
+            assert result.ok and result.files == 2     # split at midnight
+            await mqtt_wait_for(first, 2)
+    finally:
+        await log.close()
+    async with subscriber(broker.plain_port, "p/data", identifier="again") as again:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline.cli", "export", "--server", "2", "--from",
+            "2021-01-31", "--to", "2021-02-04", "--upload", "--config", str(cfg),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[3])
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        await mqtt_wait_for(again, 2)
+        await asyncio.sleep(0.5)
+    assert [p for _, p in again] == [p for _, p in first]
+    assert out.decode() == "2 messages published (2 windows)\n"
+    assert "stopping at 2021-02-02T01:00:00+00:00: " in err.decode()

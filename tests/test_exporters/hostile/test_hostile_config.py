@@ -107,6 +107,31 @@ def test_config_show_hides_secrets_of_misspelt_and_unknown_keys(
     assert shown["config_ini"]["FTP_Passive"] == "1"
 
 
+@pytest.mark.parametrize("server_type", ["ftp", "webdav"])
+def test_config_show_hides_the_password_of_a_url(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], server_type: str) -> None:
+    """`HTTP_Url` refuses userinfo, but the refused value is quoted in its problem line, and
+    an unknown key may hold any URL: the password is hidden, the rest shown."""
+    for rel, data in default_files("WPMTEST01").items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    (tmp_path / "CONFIG" / NAME).write_text(
+        f"SERVER_Type={server_type}\nHTTP_Url=https://user:s3cret@dav.example.com/up/\n"
+        "HTTP2_Url=https://bob:hunter2@dav.example.com:8443/x\nFTP_Host=files.example.com\n"
+        "FTP_Login=u\nFTP_Password=p\nBACKUP_Link=sftp://al:pw%40x9@h.example.com/\n")
+    code = main(["config", "show", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    for secret in ("s3cret", "hunter2", "pw%40x9", "x9@"):
+        assert secret not in out
+    assert "https://user:***@dav.example.com/up/" in out
+    if server_type == "ftp":
+        assert code == 0
+        shown = json.loads(captured.out)
+        assert shown["unknown_keys"]["BACKUP_Link"] == "sftp://al:***@h.example.com/"
+        assert "https://bob:***@dav.example.com:8443/x" in "\n".join(shown["warnings"])
+
+
 @pytest.mark.parametrize("value", ["/etc/passwd", "/dev/../etc/shadow", "ttyUSB0", "/dev/"])
 def test_serial_ports_must_name_a_device_under_dev(value: str) -> None:
     for key in ("MODEM_Port", "TIC_Port"):

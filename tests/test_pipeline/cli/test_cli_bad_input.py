@@ -106,7 +106,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["run", "--data", "{file}"], 2, "sunpm run: --data {file}: exists and is not a directory"),
     (["run", "--log-level", "loud"], 2, "argument --log-level: invalid choice: 'loud'"),
     # cmd
-    (["cmd"], 2, "the following arguments are required: NAME"),
+    (["cmd"], 2, "the following arguments are required: NAME\n"),   # KEY=VALUE is optional
     (["cmd", "status", "--data", "{missing}"], 2,
      "sunpm cmd: {missing}/sunpm.sock: cannot reach the gateway"),
     (["cmd", "status", "--data", "{file}"], 2, "cannot reach the gateway (Not a directory)"),

@@ -5,12 +5,15 @@ traceback on the console and a closed connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from pathlib import Path
 
 from _service_plant import running_gateway
+from waiting import wait_until
 
-from pipeline.service.local import SOCKET_NAME
+from pipeline.service.local import CONNECTIONS_MAX, SOCKET_NAME, LocalChannel
 
 
 async def _ask(socket_path: Path, request: bytes) -> dict[str, object]:
@@ -42,3 +45,49 @@ async def test_requests_no_journal_can_hold_are_answered_with_an_error(tmp_path:
             assert await _ask(sock, request) == {"error": error, "callerId": None}
         assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "l-1"}') == {
             "result": "OK", "callerId": "l-1"}
+
+
+async def test_silent_clients_time_out_and_connections_are_capped(tmp_path: Path) -> None:
+    """A client that connects and says nothing is answered and dropped after the request
+    timeout; past the cap a connection is refused at once; once the silent ones are gone, a
+    request is served again."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        assert plant.gateway.commands is not None
+        sock = tmp_path / "extra.sock"
+        channel = LocalChannel(sock, plant.gateway.commands, request_timeout_s=1.5,
+                               connections_max=3)
+        task = asyncio.create_task(channel.run())
+        try:
+            await wait_until(sock.exists, 10, what="socket")
+            silent = [await asyncio.open_unix_connection(str(sock)) for _ in range(3)]
+            started = time.monotonic()
+            assert await _ask(sock, b'{"rpcName": "sunpm.getParameters"}') == {
+                "error": "local: busy, 3 connections open", "callerId": None}
+            assert time.monotonic() - started < 1.0   # refused at once, not after a timeout
+            for reader, writer in silent:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                assert json.loads(line) == {"error": "local: no request within 1.5 s",
+                                            "callerId": None}
+                assert await asyncio.wait_for(reader.read(), 10) == b""   # closed by the gateway
+                writer.close()
+            assert time.monotonic() - started >= 1.4
+            assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "c"}') == {
+                "result": "OK", "callerId": "c"}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_the_gateway_socket_caps_connections(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, inverters=0):
+        sock = tmp_path / "data" / SOCKET_NAME
+        silent = [await asyncio.open_unix_connection(str(sock)) for _ in range(CONNECTIONS_MAX)]
+        assert await _ask(sock, b'{"rpcName": "sunpm.getParameters"}') == {
+            "error": f"local: busy, {CONNECTIONS_MAX} connections open", "callerId": None}
+        for _, writer in silent:
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "d"}') == {
+            "result": "OK", "callerId": "d"}
