@@ -133,3 +133,34 @@ async def test_journal_quota_asks_the_state_provider_and_stays_bounded(tmp_path:
         assert log.journal(kinds=["state"]).num_rows >= 1
         assert replay(log).last_heartbeat_ns == T0 + 149
         assert [e for e in _storage_events(log) if e["event"] == "full"] == []
+
+
+@pytest.mark.parametrize("policy", [FullPolicy.STOP, FullPolicy.EVICT_OLDEST])
+async def test_a_restart_inside_an_episode_neither_raises_full_again_nor_loses_its_end(
+        tmp_path: Path, policy: FullPolicy) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, full_policy=policy)
+    delivered_until = {"seq": 0}
+
+    def delivered(device: str, seq_last: int, ts: int) -> bool:
+        return seq_last <= delivered_until["seq"]
+
+    async def run(first: int, count: int) -> list[bool]:
+        async with await Log.open(tmp_path, options) as log:
+            log.set_delivery_predicates(delivered)
+            results = [await log.append_records("5", record(T0 + i * 10**9, 8, i))
+                       for i in range(first, first + count)]
+            assert log.stats("5").full == (delivered_until["seq"] == 0)
+            return [r.dropped for r in results]
+
+    await run(0, N)
+    # Restarted while the server is still away: the same episode goes on, not a new one.
+    dropped = await run(N, 20)
+    assert all(dropped) if policy is FullPolicy.STOP else not any(dropped)
+    # Restarted once it caught up: the first record stored ends the episode.
+    delivered_until["seq"] = 10**9
+    assert await run(N + 20, 1) == [False]
+    async with await Log.open(tmp_path, options) as log:
+        events = _storage_events(log, "5")
+    assert [e["event"] for e in events if e["event"] != "evicted"] == ["full", "available"]
+    evicted = sum(int(e["records"]) for e in events if e["event"] == "evicted")  # type: ignore[call-overload]
+    assert events[-1]["evicted"] == evicted and (evicted > 0) == (policy is FullPolicy.EVICT_OLDEST)
