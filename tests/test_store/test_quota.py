@@ -164,3 +164,29 @@ async def test_a_restart_inside_an_episode_neither_raises_full_again_nor_loses_i
     assert [e["event"] for e in events if e["event"] != "evicted"] == ["full", "available"]
     evicted = sum(int(e["records"]) for e in events if e["event"] == "evicted")  # type: ignore[call-overload]
     assert events[-1]["evicted"] == evicted and (evicted > 0) == (policy is FullPolicy.EVICT_OLDEST)
+
+
+async def test_the_journal_past_its_quota_is_one_episode_across_seals_and_restarts(
+        tmp_path: Path) -> None:
+    # Large enough for many seals near the quota: each one lowers the bytes on flash by its
+    # compression savings, which used to end the episode silently and raise `full` again.
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=100_000)
+    async with await Log.open(tmp_path, options) as log:
+        for i in range(400):
+            await log.append_journal("log", {"message": "x" * 40, "i": i}, ts_ns=T0 + i)
+        await log.commit()
+        assert log.journal_usage() > 100_000
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
+    async with await Log.open(tmp_path, options) as log:
+        # Restarted still past its quota: the same episode, no second `full`.
+        await log.append_journal("log", {"message": "after a restart"}, ts_ns=T0 + 400)
+        await log.commit()
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
+        # A `state` event lets the oldest segments go: the episode ends, once.
+        await log.write_state_snapshot()
+        for i in range(3):
+            await log.append_journal("log", {"message": "after", "i": i}, ts_ns=T0 + 500 + i)
+        await log.commit()
+        await log.commit()  # the events a commit's quota check makes join the next one
+        assert log.journal_usage() <= 100_000
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full", "available"]
