@@ -9,8 +9,9 @@ import logging
 import pyarrow.compute as pc
 
 from store._core import JOURNAL
+from store._quota import quota_usage
 from store._readers import Readers
-from store._stream import Stream
+from store._stream import Segment, Stream
 from store._work import PendingEvent, json_text, now_ns
 from store.errors import StoreError
 
@@ -19,14 +20,20 @@ log = logging.getLogger("sunpm.store")
 
 
 class JournalGC(Readers):
-    def _journal_quota(self, stream: Stream, carry: list[PendingEvent]) -> None:
+    def _journal_quota(self, stream: Stream, carry: list[PendingEvent],
+                       compact: list[tuple[str, Segment]]) -> None:
         quota = self.options.journal_quota
-        if stream.usage <= quota:
-            self._journal_full = False
+        usage = quota_usage(self.options, stream, compact)
+        if usage <= quota:
+            # Near its quota the journal's bytes on flash go up and down by a seal's savings
+            # (the live segment counts as written): below it by less than a segment is the
+            # same episode, else `Storage full` and `available` would be raised at each seal.
+            if self._journal_full and usage + self.options.segment_limit_bytes <= quota:
+                self._end_journal_episode(usage, carry)
             return
         if self._last_state_seq is None:
             self._last_state_seq = self._find_last_state_seq()
-        while stream.usage > quota:
+        while quota_usage(self.options, stream, compact) > quota:
             victim = next((s for s in stream.segments if s.sealed), None)
             if victim is not None and (victim.seq_last is None or victim.ts_max is None):
                 stream.walk(victim)
@@ -60,6 +67,17 @@ class JournalGC(Readers):
             assert victim is not None
             with self._lock:
                 stream.delete(victim)
+        if self._journal_full:
+            # Segments go again: the journal is no longer stuck past its quota.
+            self._end_journal_episode(quota_usage(self.options, stream, compact), carry)
+
+    def _end_journal_episode(self, usage: int, carry: list[PendingEvent]) -> None:
+        """Its `Storage full` is an alarm raised to the operator: it is cleared too."""
+        self._journal_full = False
+        log.info("Storage available. device=journal usage=%d quota=%d", usage,
+                 self.options.journal_quota)
+        carry.append(PendingEvent(now_ns(), "storage", None, None,
+                                  json_text({"event": "available", "device": JOURNAL}), None))
 
     def _find_last_state_seq(self) -> int:
         table = self.journal(kinds=["state"])

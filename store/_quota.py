@@ -10,9 +10,24 @@ from store._core import LogCore
 from store._ipc import schema_message
 from store._stream import Segment, Stream
 from store._work import Counters, PendingEvent, iso_utc, json_text, now_ns
-from store.options import FullPolicy
+from store.options import FullPolicy, StoreOptions
 
 log = logging.getLogger("sunpm.store")
+
+
+def quota_usage(options: StoreOptions, stream: Stream, compact: list[tuple[str, Segment]]) -> int:
+    """Bytes on flash, a segment sealed in this commit counted as its rewrite will take.
+
+    It is rewritten (compressed) right after the commit; counted as written, it would drop the
+    records of each commit that seals one near the quota, and room would come back a commit
+    later (the journal: its `Storage full` raised again at each seal). Its rewrite is foreseen
+    at the stream's last measured ratio.
+    """
+    if not (options.compact_sealed and options.compress_sealed):
+        return stream.usage
+    rewriting = {id(s) for name, s in compact if name == stream.name}
+    return sum(round(s.size * stream.flash_ratio) if id(s) in rewriting else s.size
+               for s in stream.segments)
 
 
 class Quota(LogCore):
@@ -46,17 +61,7 @@ class Quota(LogCore):
         return True
 
     def _quota_usage(self, stream: Stream, compact: list[tuple[str, Segment]]) -> int:
-        """Bytes on flash, a segment sealed in this commit counted as its rewrite will take.
-
-        It is rewritten (compressed) right after the commit; counted as written, it would drop
-        the records of each commit that seals one near the quota, and room would come back a
-        commit later. Its rewrite is foreseen at the stream's last measured ratio.
-        """
-        if not (self.options.compact_sealed and self.options.compress_sealed):
-            return stream.usage
-        rewriting = {id(s) for name, s in compact if name == stream.name}
-        return sum(round(s.size * stream.flash_ratio) if id(s) in rewriting else s.size
-                   for s in stream.segments)
+        return quota_usage(self.options, stream, compact)
 
     def _pressure_over(self, device: str, stream: Stream) -> bool:
         """Whether the next segment's worth of records can be stored without an eviction.

@@ -510,7 +510,7 @@ class Writer(Quota, JournalGC):
             if event.future is not None:
                 outcome.journal_acks.append((event.future, seq))
         try:
-            self._journal_quota(stream, outcome.carry)
+            self._journal_quota(stream, outcome.carry, outcome.compact)
         except OSError as err:
             log.error("Journal quota deletion failed. error=%s", err)
 

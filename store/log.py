@@ -31,6 +31,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -46,7 +47,7 @@ from store._appends import Appends
 from store._core import JOURNAL
 from store._fsck import Fsck
 from store._stream import Stream
-from store._work import PendingEvent, json_text, now_ns, report_body
+from store._work import Counters, PendingEvent, json_text, now_ns, report_body
 from store._writer import Writer
 from store.errors import ReportKind, StoreError, StoreReport
 from store.lockfile import take_lock
@@ -169,6 +170,46 @@ class Log(Appends, Writer, Fsck):
                 log.warning("%s", report)
             else:
                 log.error("%s", report)
+        if not self.read_only:
+            self._restore_episodes()
+
+    def _restore_episodes(self) -> None:
+        """Storage-full episodes open at the last stop go on (docs/behaviour.md §6: `Storage
+        full` once per episode, `Storage available` when recording resumes): a restart in the
+        middle of one neither raises `Storage full` again nor ends it without `available`.
+
+        The episode's evictions are counted again from its `evicted` events; its drops before
+        the restart are not journaled one by one, so its `available` event counts those since.
+        """
+        table = self.journal(kinds=["storage"])
+        open_episodes: set[str] = set()
+        # An eviction starts the episode it belongs to: its event comes before the `full` one.
+        evicted: dict[str, int] = {}
+        for body in table.sort_by("seq").column("body").to_pylist():
+            try:
+                event = json.loads(body)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            device = str(event.get("device") or "")
+            kind = event.get("event")
+            if kind == "full":
+                open_episodes.add(device)
+            elif kind == "available":
+                open_episodes.discard(device)
+                evicted.pop(device, None)
+            elif kind == "evicted":
+                records = event.get("records")
+                evicted[device] = evicted.get(device, 0) + (records if isinstance(records, int)
+                                                            else 0)
+        for device in open_episodes:
+            if device == JOURNAL:
+                self._journal_full = True
+                continue
+            counters = self._counters.setdefault(device, Counters())
+            counters.full = True
+            counters.episode_evicted = evicted.get(device, 0)
 
     # -- delivery hooks (set by the outbox) -----------------------------------------------
 

@@ -285,6 +285,10 @@ class Gateway:
                 f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
                 "stop it first", 1) from None
         self.store = store
+        # Before the first commit: without its predicates the quota takes every segment for
+        # delivered (no server configured), and the first journal event appended (the start's
+        # log line, `Power OFF`) would let it delete what the servers have not had.
+        install_retention(store, site.settings.servers)
         try:
             traces = await asyncio.to_thread(TraceStore.open, store_dir, TraceOptions(
                 flush_s=site.settings.store_flush_s))
@@ -482,8 +486,9 @@ class Gateway:
             await self._settle_background()
             await tunnels.stop()
             await plant.close()
-            store.set_delivery_predicates(None, None)
-            store.set_state_provider(None)
+            # The predicates stay until the next generation installs its own: None would take
+            # every segment for delivered (no server configured), and the stop's or reload's
+            # own journal events would let the quota delete what the servers have not had.
 
     async def _power_off(self, power: PowerWatch, serving: Sequence[MqttSession]) -> None:
         """The clean stop's Power OFF, published on MQTT alarm topics still connected

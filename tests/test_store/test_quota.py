@@ -133,3 +133,60 @@ async def test_journal_quota_asks_the_state_provider_and_stays_bounded(tmp_path:
         assert log.journal(kinds=["state"]).num_rows >= 1
         assert replay(log).last_heartbeat_ns == T0 + 149
         assert [e for e in _storage_events(log) if e["event"] == "full"] == []
+
+
+@pytest.mark.parametrize("policy", [FullPolicy.STOP, FullPolicy.EVICT_OLDEST])
+async def test_a_restart_inside_an_episode_neither_raises_full_again_nor_loses_its_end(
+        tmp_path: Path, policy: FullPolicy) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, full_policy=policy)
+    delivered_until = {"seq": 0}
+
+    def delivered(device: str, seq_last: int, ts: int) -> bool:
+        return seq_last <= delivered_until["seq"]
+
+    async def run(first: int, count: int) -> list[bool]:
+        async with await Log.open(tmp_path, options) as log:
+            log.set_delivery_predicates(delivered)
+            results = [await log.append_records("5", record(T0 + i * 10**9, 8, i))
+                       for i in range(first, first + count)]
+            assert log.stats("5").full == (delivered_until["seq"] == 0)
+            return [r.dropped for r in results]
+
+    await run(0, N)
+    # Restarted while the server is still away: the same episode goes on, not a new one.
+    dropped = await run(N, 20)
+    assert all(dropped) if policy is FullPolicy.STOP else not any(dropped)
+    # Restarted once it caught up: the first record stored ends the episode.
+    delivered_until["seq"] = 10**9
+    assert await run(N + 20, 1) == [False]
+    async with await Log.open(tmp_path, options) as log:
+        events = _storage_events(log, "5")
+    assert [e["event"] for e in events if e["event"] != "evicted"] == ["full", "available"]
+    evicted = sum(int(e["records"]) for e in events if e["event"] == "evicted")  # type: ignore[call-overload]
+    assert events[-1]["evicted"] == evicted and (evicted > 0) == (policy is FullPolicy.EVICT_OLDEST)
+
+
+async def test_the_journal_past_its_quota_is_one_episode_across_seals_and_restarts(
+        tmp_path: Path) -> None:
+    # Large enough for many seals near the quota: each one lowers the bytes on flash by its
+    # compression savings, which used to end the episode silently and raise `full` again.
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=100_000)
+    async with await Log.open(tmp_path, options) as log:
+        for i in range(400):
+            await log.append_journal("log", {"message": "x" * 40, "i": i}, ts_ns=T0 + i)
+        await log.commit()
+        assert log.journal_usage() > 100_000
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
+    async with await Log.open(tmp_path, options) as log:
+        # Restarted still past its quota: the same episode, no second `full`.
+        await log.append_journal("log", {"message": "after a restart"}, ts_ns=T0 + 400)
+        await log.commit()
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
+        # A `state` event lets the oldest segments go: the episode ends, once.
+        await log.write_state_snapshot()
+        for i in range(3):
+            await log.append_journal("log", {"message": "after", "i": i}, ts_ns=T0 + 500 + i)
+        await log.commit()
+        await log.commit()  # the events a commit's quota check makes join the next one
+        assert log.journal_usage() <= 100_000
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full", "available"]

@@ -270,6 +270,48 @@ async def test_evict_oldest_reports_the_undelivered_records_it_deletes_with_exac
         await log.close()
 
 
+async def test_a_restart_inside_an_evict_oldest_episode_with_server_2_down(
+        tmp_path: Path, ftp_down: FtpPeer) -> None:
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=10**8,
+                           full_policy=FullPolicy.EVICT_OLDEST)
+    p = await open_plant(tmp_path, ftp_down, options)
+    try:
+        assert await fill(p.log, "3", T0, 8) == [False] * 8
+        assert await p.deliver(1, T0 + 60)
+        assert not await p.deliver(2, T0 + 60)
+        assert await fill(p.log, "3", T0 + 100, 60) == [False] * 60
+    finally:
+        await p.log.close()
+    # Restarted while server 2 is still away: the same episode goes on.
+    p = await open_plant(tmp_path, ftp_down, options)
+    log = p.log
+    try:
+        assert await fill(log, "3", T0 + 200, 30) == [False] * 30
+        total = 8 + 60 + 30
+        seqs = stored_seqs(log, "3")
+        assert seqs[0] > 9 and seqs == list(range(seqs[0], total + 1))
+        await log.commit()
+        events = storage_events(log, "3")
+        gone = [e for e in events if e["event"] == "evicted"]
+        assert sum(int(e["records"]) for e in gone) == seqs[0] - 1  # type: ignore[call-overload]
+        assert [e["event"] for e in events if e["event"] != "evicted"] == ["full"]
+        # Server 2 comes back: what is left reaches it in order, once; server 1 has each
+        # record it got once too, the evicted ones it had not had missing.
+        p.server2_up()
+        assert await p.deliver(2, T0 + 1000)
+        assert await p.deliver(1, T0 + 1000)
+        assert p.delivered_rows(p.ftp.root) == [("3", s) for s in seqs for _ in range(VARS)]
+        assert p.delivered_rows(p.dir_root) == [("3", s) for s in [*range(1, 9), *seqs]
+                                                for _ in range(VARS)]
+        await log.append_records("3", record(T0 + 2000))
+        await log.commit()
+        events = storage_events(log, "3")
+        assert [e["event"] for e in events if e["event"] != "evicted"] == ["full", "available"]
+        assert (events[-1]["evicted"], events[-1]["dropped"]) == (seqs[0] - 1, 0)
+    finally:
+        await log.close()
+
+
 async def test_with_no_server_configured_any_sealed_segment_may_go(tmp_path: Path) -> None:
     options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=10**8)
     async with await Log.open(tmp_path / "store", options) as log:
