@@ -1,0 +1,68 @@
+"""Defects found by walking every page as an installer would: each test names what the page
+showed wrong."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+from web_support import RunningGateway
+
+from pipeline.web.server import MAX_PACKAGE_BODY_BYTES
+
+
+class _Form(HTMLParser):
+    """The values a page's form fields show, by id: an input's value, a select's chosen option."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "input" and found.get("id"):
+            self.values[str(found["id"])] = found.get("value") or ""
+        elif tag == "select":
+            self._select = found.get("id")
+        elif tag == "option" and self._select and "selected" in found:
+            self.values[self._select] = found.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def _fields(html: str) -> dict[str, str]:
+    form = _Form()
+    form.feed(html)
+    return form.values
+
+
+def test_a_refused_download_refills_only_its_own_form(web_gateway: RunningGateway) -> None:
+    """The log and export forms (and connect's server) share query names: a refused export
+    once refilled the log form with its range and chose server 2 in Connect now."""
+    with web_gateway.client() as client:
+        answer = client.get("/system/export", params={"server": "2", "from": "yesterday",
+                                                      "to": "2021-01-01"})
+        assert answer.status_code == 422
+        shown = _fields(answer.text)
+        assert shown["f-export-from"] == "yesterday" and shown["f-export-to"] == "2021-01-01"
+        assert shown["f-export-server"] == "2"
+        assert shown["f-logs-from"] == "" and shown["f-logs-to"] == ""
+        assert shown.get("f-server", "1") == "1"
+        assert 'id="e-export-from"' in answer.text
+
+        answer = client.get("/system/logs", params={"from": "2020-01-01", "to": "2019-01-01"})
+        assert answer.status_code == 422
+        shown = _fields(answer.text)
+        assert shown["f-logs-from"] == "2020-01-01" and shown["f-logs-to"] == "2019-01-01"
+        assert shown["f-export-from"] == "" and shown["f-export-to"] == ""
+        assert 'id="e-logs-to"' in answer.text
+
+
+def test_the_system_page_states_the_package_limit_that_applies(
+        web_gateway: RunningGateway) -> None:
+    """The Update card said 4 MB while packages of up to 200 MiB are taken."""
+    with web_gateway.client() as client:
+        text = client.get("/system").text
+    assert f"({MAX_PACKAGE_BODY_BYTES // 2**20} MiB at most)" in text
