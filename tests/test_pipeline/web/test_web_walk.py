@@ -38,6 +38,10 @@ def _fields(html: str) -> dict[str, str]:
     return form.values
 
 
+def _notice(html: str, element_id: str) -> str:
+    return html.split(f'id="{element_id}">', 1)[1].split("</p>", 1)[0]
+
+
 def test_a_refused_download_refills_only_its_own_form(web_gateway: RunningGateway) -> None:
     """The log and export forms (and connect's server) share query names: a refused export
     once refilled the log form with its range and chose server 2 in Connect now."""
@@ -66,3 +70,23 @@ def test_the_system_page_states_the_package_limit_that_applies(
     with web_gateway.client() as client:
         text = client.get("/system").text
     assert f"({MAX_PACKAGE_BODY_BYTES // 2**20} MiB at most)" in text
+
+
+def test_a_saved_key_that_needs_a_restart_is_not_promised_within_seconds(
+        fresh_gateway: RunningGateway) -> None:
+    """Saving WEB_Port said 'the gateway applies it within a few seconds'; it applies after a
+    restart (the field's hint says so, the notice contradicted it)."""
+    with fresh_gateway.client() as client:
+        csrf = client.headers["X-CSRF-Token"]
+        answer = client.post("/configuration/web", data={"csrf": csrf, "WEB_Port": "8099",
+                                                          "WEB_Bind": "", "WEB_User": ""},
+                             follow_redirects=True)
+        assert answer.status_code == 200
+        assert _notice(answer.text, "saved-web") == "Saved; the gateway applies it within a " \
+            "few seconds, except WEB_Port: it applies after a restart of the service (System page)."
+        # Saved again unchanged, or another key of the section: nothing waits for a restart.
+        answer = client.post("/configuration/web", data={"csrf": csrf, "WEB_Port": "8099",
+                                                          "WEB_User": "admin"},
+                             follow_redirects=True)
+        assert _notice(answer.text, "saved-web") == \
+            "Saved; the gateway applies it within a few seconds."
