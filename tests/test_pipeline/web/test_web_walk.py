@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from web_support import RunningGateway
+from web_support import RunningGateway, add_io
 
 from pipeline.web.server import MAX_PACKAGE_BODY_BYTES
 
@@ -90,3 +90,25 @@ def test_a_saved_key_that_needs_a_restart_is_not_promised_within_seconds(
                              follow_redirects=True)
         assert _notice(answer.text, "saved-web") == \
             "Saved; the gateway applies it within a few seconds."
+
+
+def test_the_gateways_own_io_offers_no_duplicate_nor_parameters_to_read(
+        fresh_gateway: RunningGateway) -> None:
+    """The I/O's Duplicate led to a form that no save could pass (there is one I/O), and its
+    Read parameters asked for parameters its definition does not have."""
+    with fresh_gateway.client() as client:
+        add_io(fresh_gateway, client)
+        listing = client.get("/devices").text
+        assert 'href="/devices/1/duplicate"' in listing
+        assert 'href="/devices/IO/duplicate"' not in listing
+        page = client.get("/devices/IO").text
+        assert 'href="/devices/IO/duplicate"' not in page and 'id="read-parameters"' not in page
+        assert 'id="io-editor"' in page
+        page = client.get("/devices/1").text
+        assert 'href="/devices/1/duplicate"' in page and 'id="read-parameters"' in page
+        stale = client.get("/devices/IO/duplicate")
+        assert stale.status_code == 409
+        assert "it cannot be duplicated" in stale.text
+        answer = client.post("/api/devices/IO/duplicate")
+        assert answer.status_code == 409, answer.text
+        assert "it cannot be duplicated" in answer.json()["error"]
