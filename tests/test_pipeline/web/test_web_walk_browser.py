@@ -1,9 +1,14 @@
 """Defects found by walking the pages in headless Chromium: what an installer meets when a
-session ends while a form is open."""
+session ends while a form is open, or when a form with an uploaded file is refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import Browser
+from selenium.webdriver.support.ui import Select
+
+from pipeline.service.demo import INVERTER_DEF
 
 
 def _fill(browser: Browser, css: str, value: str) -> None:
@@ -55,3 +60,30 @@ def test_a_form_of_an_earlier_session_is_refused_inside_the_ui(browser: Browser)
     browser.click_and_wait("#connect-now")
     assert browser.find("#system-message").text == \
         "Session with server 1 started."  # type: ignore[attr-defined]
+
+
+def test_an_uploaded_definition_survives_a_refused_save(browser: Browser,
+                                                        tmp_path: Path) -> None:
+    """A refused device form dropped its uploaded definition (a browser cannot refill a file
+    field): the list then read '<file> (missing)' and the next save failed with
+    'missing from /DEF' until the file was chosen again."""
+    definition = tmp_path / "walk_inverter.csv"
+    definition.write_bytes(INVERTER_DEF)
+    browser.login()
+    browser.visit("/devices/new")
+    _fill(browser, "#f-name", "uploaded")
+    _fill(browser, "#f-interface", f"127.0.0.1:{browser.gateway.simulators[1].port}")
+    _fill(browser, "#f-address", "300")
+    browser.find("#f-defUpload").send_keys(str(definition))  # type: ignore[attr-defined]
+    browser.click_and_wait("#save")
+    browser.screenshot("upload-kept", scroll_to="#f-defUpload")
+    assert browser.find("#err-address").text == "'300' is outside 1..240"  # type: ignore[attr-defined]
+    chosen = Select(browser.find("#f-defFile")).first_selected_option  # type: ignore[arg-type]
+    assert chosen.text == "walk_inverter.csv (uploaded)"
+    assert "walk_inverter.csv as uploaded is kept" in \
+        browser.find("#kept-upload").text  # type: ignore[attr-defined]
+    _fill(browser, "#f-address", "1")
+    browser.click_and_wait("#save")
+    assert "/devices?saved=" in browser.driver.current_url  # type: ignore[attr-defined]
+    assert (browser.gateway.config_dir / "DEF" / "walk_inverter.csv").read_bytes() == \
+        INVERTER_DEF
