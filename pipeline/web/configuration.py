@@ -145,8 +145,14 @@ async def save_section(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(f"/configuration?saved={name}{restart}#{name}")
     data = await _data(request)
     _with_submitted(data, name, form)
-    data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
-                failed=name)
+    fields = {key: list(messages) for key, messages in verdict.fields.items()}
+    for key, value in form.items():
+        # Never sent back, a typed password would be lost unseen: the next save would keep
+        # the old one (or none).
+        if value and is_secret(key) and not fields.get(key):
+            fields[key] = ["not saved with the rest: type it again (passwords are never "
+                           "sent back to the browser)"]
+    data.update(fields=fields, problems=[str(p) for p in verdict.others], failed=name)
     return page(request, "configuration.html", data, status=422)
 
 

@@ -112,3 +112,27 @@ def test_the_gateways_own_io_offers_no_duplicate_nor_parameters_to_read(
         answer = client.post("/api/devices/IO/duplicate")
         assert answer.status_code == 409, answer.text
         assert "it cannot be duplicated" in answer.json()["error"]
+
+
+def test_a_password_typed_into_a_refused_section_is_asked_for_again(
+        fresh_gateway: RunningGateway) -> None:
+    """A refused section came back with its password field empty and nothing said: fixing
+    the other field and saving again kept no password at all."""
+    with fresh_gateway.client() as client:
+        csrf = client.headers["X-CSRF-Token"]
+        answer = client.post("/configuration/server1", data={
+            "csrf": csrf, "SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": "twenty-one",
+            "FTP_User": "pv", "FTP_Password": "Typed-Secret-9"})
+        assert answer.status_code == 422
+        assert "Typed-Secret-9" not in answer.text
+        shown = _fields(answer.text)
+        assert shown["f-FTP_Port"] == "twenty-one" and shown["f-FTP_User"] == "pv"
+        assert 'id="f-FTP_Password" type="password" value=""' in answer.text
+        password_field = answer.text.split('id="f-FTP_Password"', 1)[1].split(">", 1)[0]
+        assert 'aria-invalid="true"' in password_field
+        assert 'id="err-FTP_Password">not saved with the rest: type it again' in answer.text
+        # A refused section without a typed password says nothing of it.
+        answer = client.post("/configuration/server1", data={
+            "csrf": csrf, "SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": "x",
+            "FTP_Password": ""})
+        assert answer.status_code == 422 and 'id="err-FTP_Password"' not in answer.text
