@@ -3,6 +3,9 @@ showed wrong."""
 
 from __future__ import annotations
 
+import io
+import time
+import zipfile
 from html.parser import HTMLParser
 
 from web_support import RunningGateway, add_io
@@ -136,3 +139,27 @@ def test_a_password_typed_into_a_refused_section_is_asked_for_again(
             "csrf": csrf, "SERVER_Type": "ftp", "FTP_Host": "127.0.0.1", "FTP_Port": "x",
             "FTP_Password": ""})
         assert answer.status_code == 422 and 'id="err-FTP_Password"' not in answer.text
+
+
+def test_downloading_traces_before_any_was_taken_says_so(fresh_gateway: RunningGateway) -> None:
+    """'Download every trace' before any trace gave an empty zip and no word of why."""
+    with fresh_gateway.client() as client:
+        answer = client.get("/diagnostics/download")
+        assert answer.status_code == 404
+        assert 'id="diagnostics-message">No trace stored yet: start one below' in answer.text
+        answer = client.get("/diagnostics/download", params={"interface": "tic"})
+        assert answer.status_code == 404
+        assert "No trace stored on tic yet" in answer.text
+        assert client.get("/diagnostics/download", params={"interface": "bogus"}).status_code \
+            == 422
+        assert client.post("/api/traces", json={"interface": "ethernet", "minutes": 1}) \
+            .status_code == 200
+        deadline = time.monotonic() + 20
+        while True:
+            answer = client.get("/diagnostics/download", params={"interface": "ethernet"})
+            if answer.status_code == 200:
+                break
+            assert time.monotonic() < deadline, "no frame traced"
+            time.sleep(0.3)
+        assert answer.headers["content-type"] == "application/zip"
+        assert zipfile.ZipFile(io.BytesIO(answer.content)).namelist()
