@@ -442,6 +442,18 @@ def _error_page(request: web.Request, heading: str, message: str,
         status=status)
 
 
+#: The files the pages load: a name outside it is a plain 404 (aiohttp's static route answers a
+#: missing file with an empty chunked body that Chromium shows as ERR_INVALID_RESPONSE).
+_STATIC_FILES: Final = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+
+
+async def _static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in _STATIC_FILES:
+        raise web.HTTPNotFound(text=f"no static file '{name}'\n")
+    return web.FileResponse(STATIC_DIR / name)
+
+
 def build_app(ctx: WebContext) -> web.Application:
     app = web.Application(middlewares=[security_headers, web.middleware(_facade_errors),
                                        limit_bodies, authenticate],
@@ -450,7 +462,7 @@ def build_app(ctx: WebContext) -> web.Application:
     app.add_routes(routes)
     for area in AREAS:
         app.add_routes(area.routes)
-    app.router.add_static("/static", STATIC_DIR, append_version=True)
+    app.router.add_get("/static/{name}", _static_file)
     return app
 
 

@@ -163,3 +163,19 @@ def test_downloading_traces_before_any_was_taken_says_so(fresh_gateway: RunningG
             time.sleep(0.3)
         assert answer.headers["content-type"] == "application/zip"
         assert zipfile.ZipFile(io.BytesIO(answer.content)).namelist()
+
+
+def test_a_missing_static_file_is_a_plain_404(web_gateway: RunningGateway) -> None:
+    """A missing script or style was answered with an empty chunked octet-stream that Chromium
+    reports as ERR_INVALID_RESPONSE; the files the pages load are still served, cacheable."""
+    with web_gateway.client(login=False) as client:
+        answer = client.get("/static/nothing.js")
+        assert answer.status_code == 404
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert answer.text == "no static file 'nothing.js'\n"
+        assert client.get("/static/..%2Fserver.py").status_code == 404
+        script = client.get("/static/sunpm.js")
+        assert script.status_code == 200 and "window.sunpm" in script.text
+        assert "no-store" not in script.headers.get("cache-control", "")
+        assert script.headers["content-type"] == "application/javascript"
+        assert client.get("/static/uPlot.min.css").headers["content-type"] == "text/css"
