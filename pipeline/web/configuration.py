@@ -24,7 +24,7 @@ from pipeline.web.common import (
     session_of,
     whole_file_text,
 )
-from pipeline.web.config_forms import CONFIG_FILES, SECTION_BY_NAME, is_secret
+from pipeline.web.config_forms import CONFIG_FILES, RESTART_KEYS, SECTION_BY_NAME, is_secret
 from pipeline.web.editing import Edit, problem_json
 from pipeline.web.facade import NotFound, time_zones
 
@@ -41,6 +41,7 @@ _SEEN_KEY = re.compile(r"host key (SHA256:[A-Za-z0-9+/]+)")
 async def _data(request: web.Request) -> dict[str, Any]:
     data = await asyncio.to_thread(facade(request).configuration)
     _with_host_keys_seen(data, await facade(request).status())
+    data["restart"] = []
     return data
 
 
@@ -62,6 +63,8 @@ def _with_host_keys_seen(data: dict[str, Any], status: Mapping[str, Any]) -> Non
 async def configuration_page(request: web.Request) -> web.StreamResponse:
     data = await _data(request)
     data["saved"] = request.query.get("saved", "")
+    data["restart"] = [key for key in request.query.get("restart", "").split(",")
+                       if key in RESTART_KEYS]
     return page(request, "configuration.html", data)
 
 
@@ -94,6 +97,17 @@ def _form_texts(form: Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
 
 
+async def _restart_values(request: web.Request, name: str) -> dict[str, str]:
+    """The section's keys that apply only after a restart, as on disk: a save that changes
+    one says so instead of promising it within seconds."""
+    section = SECTION_BY_NAME.get(name)
+    if section is None or not RESTART_KEYS.intersection(section.keys):
+        return {}
+    data = await asyncio.to_thread(facade(request).configuration)
+    shown = next(s for s in data["sections"] if s["name"] == name)
+    return {k["key"]: k["value"] for k in shown["keys"] if k["key"] in RESTART_KEYS}
+
+
 @routes.post("/configuration/password")
 async def change_password(request: web.Request) -> web.StreamResponse:
     form = _form_texts(await request.post())
@@ -122,13 +136,23 @@ def _password_changed(request: web.Request, stored: str) -> None:
 async def save_section(request: web.Request) -> web.StreamResponse:
     name = request.match_info["section"]
     form = _form_texts(await request.post())
+    before = await _restart_values(request, name)
     verdict = await facade(request).save_section(name, form)
     if verdict.ok:
-        raise web.HTTPSeeOther(f"/configuration?saved={name}#{name}")
+        changed = ",".join(key for key, value in before.items()
+                           if key in form and form[key] != value)
+        restart = f"&restart={changed}" if changed else ""
+        raise web.HTTPSeeOther(f"/configuration?saved={name}{restart}#{name}")
     data = await _data(request)
     _with_submitted(data, name, form)
-    data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
-                failed=name)
+    fields = {key: list(messages) for key, messages in verdict.fields.items()}
+    for key, value in form.items():
+        # Never sent back, a typed password would be lost unseen: the next save would keep
+        # the old one (or none).
+        if value and is_secret(key) and not fields.get(key):
+            fields[key] = ["not saved with the rest: type it again (passwords are never "
+                           "sent back to the browser)"]
+    data.update(fields=fields, problems=[str(p) for p in verdict.others], failed=name)
     return page(request, "configuration.html", data, status=422)
 
 

@@ -4,6 +4,8 @@ a chart per variable from the store; add, edit, delete and duplicate through `co
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -92,10 +94,23 @@ def _form_values(form: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(form.get(key, "")) for _, key in DEVICE_FIELDS}
 
 
+#: A refused form's uploaded definition, sent back with the page (a browser cannot refill a
+#: file field): its name and its bytes in base64, used again unless another file is chosen.
+_KEPT_NAME = "defKeptName"
+_KEPT_DATA = "defKept"
+
+
 def _upload(form: Mapping[str, Any]) -> tuple[str, bytes] | None:
     field = form.get(_UPLOAD)
     if isinstance(field, web.FileField) and field.filename:
         return field.filename, field.file.read()
+    name, kept = form.get(_KEPT_NAME), form.get(_KEPT_DATA)
+    if isinstance(name, str) and name and isinstance(kept, str) and \
+            str(form.get("defFile", "")) == name:
+        try:
+            return name, base64.b64decode(kept, validate=True)
+        except binascii.Error:
+            return None
     return None
 
 
@@ -113,12 +128,15 @@ async def _submit_form(request: web.Request, original: str | None) -> web.Stream
     form = await request.post()
     values = _form_values(form)
     gateway = facade(request)
-    verdict = await gateway.save_device(original, values, _upload(form))
+    upload = _upload(form)
+    verdict = await gateway.save_device(original, values, upload)
     if verdict.ok:
         raise web.HTTPSeeOther(f"/devices?saved={quote(values['index'].strip())}")
     data = await gateway.device_form(None)
     data.update(mode="add" if original is None else "edit", original=original, values=values,
                 fields=verdict.fields, problems=[str(p) for p in verdict.others])
+    if upload is not None:
+        data["kept"] = {"name": upload[0], "data": base64.b64encode(upload[1]).decode("ascii")}
     return _form_page(request, data, status=422)
 
 

@@ -90,6 +90,14 @@ async def _zip(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/diagnostics/download")
 async def diagnostics_download(request: web.Request) -> web.StreamResponse:
+    chosen = request.query.get("interface") or None
+    if (chosen is None or chosen in TRACE_INTERFACES) and not any(
+            t["storedBytes"] or t["entries"] for t in _states(request)
+            if chosen in (None, t["interface"])):
+        # An empty zip would be all the installer got, with no word of why.
+        what = f"on {chosen} " if chosen else ""
+        return _page(request, message=f"No trace stored {what}yet: start one below, then "
+                     "download it.", status=404)
     try:
         return await _zip(request)
     except AdminError as err:

@@ -485,6 +485,9 @@ class GatewayFacade:
         if device is None:
             raise NotFound(f"no device '{index}'")
         values = device_values(device)
+        if duplicate and device.kind in (DeviceKind.IO, DeviceKind.TIC):
+            raise Conflict(f"'{index}' is the gateway's own {device.kind.value}: there is one "
+                           "of it, it cannot be duplicated")
         if duplicate:
             values.update(index=_next_index(devices), name=f"{device.name}_copy")
             return {"mode": "add", "original": None, "values": values, "definitions": definitions,

@@ -48,9 +48,13 @@ def _find(request: web.Request, key: str) -> ScriptStatus:
 
 
 def _page(request: web.Request, *, errors: dict[str, str] | None = None, message: str = "",
-          problems: list[str] | None = None, status: int = 200) -> web.Response:
+          problems: list[str] | None = None, status: int = 200,
+          deleted: str = "") -> web.Response:
+    """`deleted`: a file just taken out of scl.ini, not listed though it runs until the reload
+    stops it (its row's buttons would only answer 'no script')."""
     return page(request, "scripts.html", {
-        "title": "Scripts", "scripts": [_json(s) for s in admin(request).scripts()],
+        "title": "Scripts",
+        "scripts": [_json(s) for s in admin(request).scripts() if s.file != deleted],
         "errors": errors or {}, "message": message, "problems": problems or []},
         status=status)
 
@@ -122,7 +126,8 @@ async def script_delete(request: web.Request) -> web.StreamResponse:
         return _page(request, problems=[str(err)], status=404)
     except ChangeRejected as err:
         return _page(request, problems=problem_texts(err.problems), status=422)
-    return _page(request, message=f"{file} deleted.")
+    return _page(request, message=f"{file} deleted; the gateway stops it within a few seconds.",
+                 deleted=file)
 
 
 @routes.get("/scripts/{file}/log")

@@ -224,16 +224,30 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if session is None:
         if api:
             return json_error("login required", 401)
-        target = path + (f"?{request.query_string}" if request.query_string else "")
+        target = path + (f"?{request.query_string}" if request.query_string else "") \
+            if request.method in _SAFE_METHODS else _form_page(request)
         raise web.HTTPFound(f"/login?next={quote(target, safe='')}")
+    request[SESSION_KEY] = session
     if request.method not in _SAFE_METHODS:
         refusal = await _csrf_refusal(request, session)
         if refusal is not None:
             if api:
                 return json_error(refusal, 403)
-            raise web.HTTPForbidden(text=f"{refusal}\n")
-    request[SESSION_KEY] = session
+            return _error_page(request, "Not done", f"{refusal}: this form came from an "
+                               "earlier session; open the page again and repeat it.", 403,
+                               back=_form_page(request))
     return await handler(request)
+
+
+def _form_page(request: web.Request) -> str:
+    """The page a form was sent from (its action answers POST only): the Referer when it is
+    this server's, else the page of the area. A login or a refusal leads back there, not to a
+    bare 405 of the action's address."""
+    referer = urlsplit(request.headers.get("Referer", ""))
+    if referer.netloc == request.host and referer.path.startswith("/") and \
+            not referer.path.startswith(("//", "/login", "/api/")):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return _area(request.path)[0]
 
 
 async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
@@ -404,18 +418,40 @@ async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPMethodNotAllowed:
         if api:
             return json_error(f"{request.method} not allowed here", 405)
+        if request.method == "GET":
+            # A form's action reached by reload, history or a login's `next`: its page.
+            raise web.HTTPSeeOther(_area(request.path)[0]) from None
         raise
     except web.HTTPRequestEntityTooLarge:
         return _too_large(request, body_limit(request))
 
 
+def _area(path: str) -> tuple[str, str]:
+    """The navigation entry (page, label) a path belongs to."""
+    return next(((href, label) for href, label in NAVIGATION[1:] if path.startswith(href)),
+                NAVIGATION[0])
+
+
 def _error_page(request: web.Request, heading: str, message: str,
-                status: int) -> web.Response:
-    """A page's refusal inside the UI, with a way back to the area it came from."""
-    area = next(((href, label) for href, label in NAVIGATION[1:]
-                 if request.path.startswith(href)), NAVIGATION[0])
-    return page(request, "error.html", {"heading": heading, "message": message,
-                                        "back": area[0], "back_label": area[1]}, status=status)
+                status: int, *, back: str | None = None) -> web.Response:
+    """A page's refusal inside the UI, with a way back to the area it came from (or `back`)."""
+    area = _area(request.path)
+    return page(request, "error.html", {
+        "heading": heading, "message": message, "back": back or area[0],
+        "back_label": area[1] if back is None or back == area[0] else "the form"},
+        status=status)
+
+
+#: The files the pages load: a name outside it is a plain 404 (aiohttp's static route answers a
+#: missing file with an empty chunked body that Chromium shows as ERR_INVALID_RESPONSE).
+_STATIC_FILES: Final = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+
+
+async def _static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in _STATIC_FILES:
+        raise web.HTTPNotFound(text=f"no static file '{name}'\n")
+    return web.FileResponse(STATIC_DIR / name)
 
 
 def build_app(ctx: WebContext) -> web.Application:
@@ -426,7 +462,7 @@ def build_app(ctx: WebContext) -> web.Application:
     app.add_routes(routes)
     for area in AREAS:
         app.add_routes(area.routes)
-    app.router.add_static("/static", STATIC_DIR, append_version=True)
+    app.router.add_get("/static/{name}", _static_file)
     return app
 
 

@@ -17,6 +17,7 @@ Connect, reboot, factory and update go through the command executor on the local
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +45,8 @@ async def _page(request: web.Request, *, fields: dict[str, Any] | None = None,
     state = await facade(request).status()
     store_bytes = sum(int(d.get("storeBytes", 0)) for d in state.get("devices", []))
     gateway = facade(request).gateway
-    values = {"server": "1", "from": "", "to": "", "confirm": "", "url": "", "md5": "",
+    values = {"server": "1", "confirm": "", "url": "", "md5": "", "logs-from": "", "logs-to": "",
+              "export-server": "1", "export-from": "", "export-to": "",
               **{k: str(v) for k, v in (fields or {}).items() if isinstance(v, str)}}
     return page(request, "system.html", {
         "title": "System", "status": state, "store_bytes": store_bytes,
@@ -134,12 +136,18 @@ async def _export(request: web.Request) -> web.StreamResponse:
     return download(name, data, "application/zip")
 
 
+def _prefixed(form: str, query: Mapping[str, str]) -> dict[str, str]:
+    """A download form's fields under its own names: the log and export forms (and the
+    connect form's `server`) share query names, and a refusal must refill only its form."""
+    return {f"{form}-{k}": v for k, v in query.items()}
+
+
 @routes.get("/system/logs")
 async def system_logs(request: web.Request) -> web.StreamResponse:
     try:
         return await _logs(request)
     except FieldError as err:
-        return await _page(request, fields=dict(request.query), errors={
+        return await _page(request, fields=_prefixed("logs", request.query), errors={
             f"logs-{err.field}": err.message}, status=422)
 
 
@@ -148,7 +156,7 @@ async def system_export(request: web.Request) -> web.StreamResponse:
     try:
         return await _export(request)
     except FieldError as err:
-        return await _page(request, fields=dict(request.query), errors={
+        return await _page(request, fields=_prefixed("export", request.query), errors={
             f"export-{err.field}": err.message}, status=422)
 
 

@@ -146,7 +146,10 @@ def test_a_script_is_uploaded_enabled_and_its_log_read(browser: Browser,
     _until(logged, 20, "script log lines")
     browser.click_and_wait("a[href='/scripts']")
     browser.click_and_wait("tr[data-file='heartbeat.lua'] .script-delete", confirm=True)
-    assert _text(browser, "#scripts-message") == "heartbeat.lua deleted."
+    assert _text(browser, "#scripts-message") == \
+        "heartbeat.lua deleted; the gateway stops it within a few seconds."
+    # Not listed any more, though it runs until the reload: its buttons would answer 404.
+    assert not browser.find_all("tr[data-file='heartbeat.lua']")
     assert not (browser.gateway.config_dir / "SCRIPT" / "heartbeat.lua").exists()
 
 
