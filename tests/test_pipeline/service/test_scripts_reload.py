@@ -235,6 +235,10 @@ async def test_a_script_disabled_from_the_web_stays_off_until_uploaded_again(
         # script starts again with the next one.
         await admin.upload_script("held.lua", source)
         await reload_config(plant)
+        # The new configuration is in force before its scripts are reconciled: until then the
+        # held script still answers that it is disabled (seen on a busy box).
+        await wait_for(lambda: {s.file: s.enabled for s in admin.scripts()}.get("held.lua"), 20,
+                       "held.lua enabled again")
         answer = await ticks_over(plant, "held.count", 0)
         assert (answer["inits"], answer["stops"]) == (2, 1)
         other = await call(plant, "other.count")
