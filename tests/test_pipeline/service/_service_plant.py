@@ -25,6 +25,7 @@ from config.model import Device
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, SERVER_TREE, DemoInverter
 from pipeline.service.gateway import Gateway, Plugin
+from pipeline.service.maintenance import change_config
 from pipeline.service.scripts import ScriptsPlugin
 
 UID = "TESTGW01"
@@ -72,6 +73,15 @@ def write_site(config_dir: Path, server_dir: Path, ports: Sequence[int],
 async def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> None:
     """`waiting.wait_until` asking every 0.1 s: the gateway's checks read its state."""
     await wait_until(check, timeout_s, what=what, every=0.1)
+
+
+async def reconfigure(plant: RunningPlant, values: Mapping[str, str | None]) -> None:
+    """A local edit of config.ini's `values` (None removes a key), then the reload it makes."""
+    gateway = plant.gateway
+    loaded = gateway.site
+    change_config(plant.config_dir, UID, dict(values))
+    gateway.config_written()
+    await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
 
 
 @contextlib.asynccontextmanager

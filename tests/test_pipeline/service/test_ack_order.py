@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import aiomqtt
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, reconfigure, running_gateway, wait_for
 from mqtt_clients import session_subscribed, subscriber
 from mqtt_clients import wait_for as mqtt_wait_for
 from peers import Broker
 
 from exporters.session import Trigger
-from pipeline.service.maintenance import change_config
 
 COMMANDS = ('[{"rpcName": "sunpm.getParameters", "callerId": "c-1"},'
             ' 7,'
@@ -73,12 +72,9 @@ async def test_mqtt_answers_go_in_arrival_order(tmp_path: Path, broker: Broker) 
     §14.4: arrival order), not ahead of it."""
     async with running_gateway(tmp_path, inverters=0, extra_files=SLOW) as plant:
         gateway = plant.gateway
-        loaded = gateway.site
-        change_config(plant.config_dir, UID, {
+        await reconfigure(plant, {
             "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
             "MQTT2_TopicCommand": "t/cmd", "MQTT2_TopicResult": "t/res"})
-        gateway.config_written()
-        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
         await wait_for(lambda: len(gateway._script_states()) == 1, 20, "the script")
         await session_subscribed(2)
         async with subscriber(broker.plain_port, "t/res") as got, \

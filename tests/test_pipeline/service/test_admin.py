@@ -12,14 +12,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, reconfigure, running_gateway, wait_for
 from waiting import wait_until
 
 from config import load_site
 from pipeline.service.admin import Admin, AdminError
 from pipeline.service.commands import CommandError
 from pipeline.service.config_edit import ChangeRejected
-from pipeline.service.maintenance import change_config
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
@@ -229,10 +228,7 @@ async def test_a_disable_lasts_across_configuration_reloads(tmp_path: Path) -> N
         await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30, "a running")
 
         async def reload(level: str) -> None:
-            loaded = gateway.site
-            change_config(plant.config_dir, UID, {"LOG_Level": level})
-            gateway.config_written()
-            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
+            await reconfigure(plant, {"LOG_Level": level})
             await asyncio.sleep(1)          # the scripts plug-in of the new configuration
 
         await admin.disable_script("a")

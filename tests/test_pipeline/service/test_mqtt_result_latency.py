@@ -13,26 +13,21 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import reconfigure, running_gateway
 from mqtt_clients import session_subscribed, subscriber
 from peers import Broker
 from waiting import wait_until
 
 from exporters.session import mqtt
-from pipeline.service.maintenance import change_config
 
 
 async def test_results_go_out_when_answered(tmp_path: Path, broker: Broker,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mqtt, "_EVENT_POLL_S", 120.0)
     async with running_gateway(tmp_path, inverters=0) as plant:
-        gateway = plant.gateway
-        loaded = gateway.site
-        change_config(plant.config_dir, UID, {
+        await reconfigure(plant, {
             "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
             "MQTT2_TopicCommand": "t/cmd", "MQTT2_TopicResult": "t/res"})
-        gateway.config_written()
-        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
         await session_subscribed(2)
         latencies: list[float] = []
         async with subscriber(broker.plain_port, "t/res") as got, \
@@ -60,16 +55,12 @@ async def test_a_result_goes_to_the_result_topic_of_the_server_commanded(
     result topic only (docs/behaviour.md §7.2: "that server's result topic"), and one from
     server 1's on server 1's."""
     async with running_gateway(tmp_path, inverters=0) as plant:
-        gateway = plant.gateway
-        loaded = gateway.site
         port = str(broker.plain_port)
-        change_config(plant.config_dir, UID, {
+        await reconfigure(plant, {
             "SERVER_Type": "mqtt", "MQTT_Host": "127.0.0.1", "MQTT_Port": port,
             "MQTT_TopicCommand": "one/cmd", "MQTT_TopicResult": "one/res",
             "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": port,
             "MQTT2_TopicCommand": "two/cmd", "MQTT2_TopicResult": "two/res"})
-        gateway.config_written()
-        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
         await session_subscribed(1)
         await session_subscribed(2)
         async with subscriber(broker.plain_port, "one/res", "two/res") as got, \
@@ -96,12 +87,9 @@ async def test_alarms_go_out_when_raised(tmp_path: Path, broker: Broker,
     monkeypatch.setattr(mqtt, "_EVENT_POLL_S", 120.0)
     async with running_gateway(tmp_path, inverters=0) as plant:
         gateway = plant.gateway
-        loaded = gateway.site
-        change_config(plant.config_dir, UID, {
+        await reconfigure(plant, {
             "SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1", "MQTT2_Port": str(broker.plain_port),
             "MQTT2_TopicAlarm": "t/alarm"})
-        gateway.config_written()
-        await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
         await session_subscribed(2)
         assert gateway.alarms is not None
         async with subscriber(broker.plain_port, "t/alarm") as got:

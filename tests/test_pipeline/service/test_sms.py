@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import reconfigure, running_gateway, wait_for
 from test_commands import Plant
 from waiting import wait_until
 
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
-from pipeline.service.maintenance import change_config
 from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
 from store import Log, StoreOptions
 
@@ -142,14 +141,6 @@ async def test_sms_keys_apply_at_a_reload_without_a_restart(tmp_path: Path) -> N
     inbox.mkdir()
     first, second = "+33612345678", "+33798765432"
     async with running_gateway(tmp_path, inverters=0) as plant:
-        gateway = plant.gateway
-
-        async def reload_with(values: dict[str, str | None]) -> None:
-            loaded = gateway.site
-            change_config(plant.config_dir, UID, values)
-            gateway.config_written()
-            await wait_for(lambda: gateway.site is not loaded, 20, "the reload")
-
         async def answered(name: str, sender: str, text: str) -> list[str]:
             write_sms(inbox, name, sender, text)
             await wait_for(lambda: not (inbox / f"{name}.sms").exists(), 20, f"SMS {name} read")
@@ -159,14 +150,14 @@ async def test_sms_keys_apply_at_a_reload_without_a_restart(tmp_path: Path) -> N
         write_sms(inbox, "000", first, "status")
         await asyncio.sleep(3)
         assert (inbox / "000.sms").exists()
-        await reload_with({"SMS_InboxDir": str(inbox), "SMS_AllowedNumbers": first})
+        await reconfigure(plant, {"SMS_InboxDir": str(inbox), "SMS_AllowedNumbers": first})
         await wait_for(lambda: not (inbox / "000.sms").exists(), 20, "the inbox watched")
         assert len(list((inbox / "out").glob("000.*.sms"))) == 6
         assert await answered("001", second, "status") == []
-        await reload_with({"SMS_AllowedNumbers": second})
+        await reconfigure(plant, {"SMS_AllowedNumbers": second})
         assert await answered("002", first, "status") == []        # struck from the list
         assert len(await answered("003", second, "status")) == 6
-        await reload_with({"SMS_InboxDir": None})
+        await reconfigure(plant, {"SMS_InboxDir": None})
         write_sms(inbox, "004", second, "status")
         await asyncio.sleep(3)
         assert (inbox / "004.sms").exists()
