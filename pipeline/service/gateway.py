@@ -244,6 +244,7 @@ class Gateway:
         self.discovery = Discovery(self)
         self.mirror: CardMirror | None = None
         self._s0: ModuleCounters | None = None
+        self._start_retention: DeliveryTracker | None = None
         self.modem: AtModem | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -288,7 +289,7 @@ class Gateway:
         # Before the first commit: without its predicates the quota takes every segment for
         # delivered (no server configured), and the first journal event appended (the start's
         # log line, `Power OFF`) would let it delete what the servers have not had.
-        install_retention(store, site.settings.servers)
+        self._start_retention = install_retention(store, site.settings.servers)
         try:
             traces = await asyncio.to_thread(TraceStore.open, store_dir, TraceOptions(
                 flush_s=site.settings.store_flush_s))
@@ -406,7 +407,9 @@ class Gateway:
         assert self.alarms is not None
         self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
             if site.settings.alarm_device_lost else None
-        tracker = install_retention(store, site.settings.servers)
+        # The first configuration's was installed as the store opened: one journal read less.
+        tracker = self._start_retention or install_retention(store, site.settings.servers)
+        self._start_retention = None
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
         self.plant = plant

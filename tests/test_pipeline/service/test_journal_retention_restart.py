@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, write_site
+from _service_plant import UID, reconfigure, running_gateway, wait_for, write_site
 
 from config import parse_config_ini, render_config_ini
+from config.model import ServerSettings
+from exporters.retention import DeliveryTracker, QuotaLog, install_retention
+from pipeline.service import gateway as gateway_module
 from store import Log, StoreOptions
 from store.events import LogLevel, LogLine
 
@@ -66,3 +70,20 @@ async def test_undelivered_journal_events_survive_a_restart_past_the_quota(
         kept = log.journal(kinds=["log"]).column("seq").to_pylist()
     lost = sorted(set(lines) - set(kept))
     assert not lost, f"{len(lost)} undelivered log lines deleted, seqs {lost[0]}..{lost[-1]}"
+
+
+async def test_the_start_reads_the_journal_for_retention_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retention installed as the store opens serves the first configuration (a second
+    install would replay the whole journal again); a reload installs its own."""
+    installs: list[int] = []
+
+    def counted(store: QuotaLog, servers: Iterable[ServerSettings]) -> DeliveryTracker:
+        installs.append(1)
+        return install_retention(store, servers)
+
+    monkeypatch.setattr(gateway_module, "install_retention", counted)
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        assert len(installs) == 1
+        await reconfigure(plant, {"LOG_Level": "debug"})
+        await wait_for(lambda: len(installs) == 2, 20, "the reload's retention")
