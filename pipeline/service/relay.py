@@ -10,12 +10,12 @@ take it; its own coil usually kept the state anyway).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 from config.errors import SunpmError
 from pipeline.drivers.io import IoDriver
+from pipeline.service.saved import newest_saved
 from store.events import EventBodyError, JsonValue, RelayCommanded
 from store.log import Log
 
@@ -31,20 +31,20 @@ def relay_body(state: int) -> dict[str, JsonValue]:
 async def last_commanded(store: Log) -> int | None:
     """The relay state last commanded: its latest `relay` event, else the latest `state`
     snapshot's copy; None when the relay was never commanded."""
-    table = await asyncio.to_thread(store.journal, kinds=[KIND, "state"])
-    rows = table.sort_by("seq")
-    for kind, body_text in zip(reversed(rows.column("kind").to_pylist()),
-                               reversed(rows.column("body").to_pylist()), strict=True):
-        try:
-            body = json.loads(body_text)
-            if kind == KIND:
-                return RelayCommanded.from_fields(body).state
-            extra = body.get("extra") if isinstance(body, dict) else None
-            saved = extra.get("relay") if isinstance(extra, dict) else None
-            if saved is not None:
-                return RelayCommanded.from_fields({"state": saved}).state
-        except (ValueError, EventBodyError):
-            continue                    # a damaged body: an older event may still say it
+    return await newest_saved(store, KIND, _commanded)
+
+
+def _commanded(kind: str, body_text: str) -> int | None:
+    try:
+        body = json.loads(body_text)
+        if kind == KIND:
+            return RelayCommanded.from_fields(body).state
+        extra = body.get("extra") if isinstance(body, dict) else None
+        saved = extra.get("relay") if isinstance(extra, dict) else None
+        if saved is not None:
+            return RelayCommanded.from_fields({"state": saved}).state
+    except (ValueError, EventBodyError):
+        pass                            # a damaged body: an older event may still say it
     return None
 
 

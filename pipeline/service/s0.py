@@ -16,13 +16,13 @@ counts are a function of time).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
 
 from config import Site
 from pipeline.drivers.io import IoDriver, ModbusIoBackend, backend_module
+from pipeline.service.saved import newest_saved
 from pipeline.service.wiring import Plant
 from store.events import EventBodyError, JsonValue, S0Pair, S0Saved, s0_counters
 from store.log import Log
@@ -62,20 +62,15 @@ def module_counters(plant: Plant, site: Site) -> ModuleCounters | None:
 async def restore_counters(store: Log, counters: ModuleCounters) -> int:
     """Counters restored from the module's latest `s0` event, or from the latest `state`
     snapshot when the journal's quota dropped every `s0` event since; how many."""
-    backend = counters.backend
-    table = await asyncio.to_thread(store.journal, kinds=[KIND, "state"])
-    rows = table.sort_by("seq")
-    for kind, body_text in zip(reversed(rows.column("kind").to_pylist()),
-                               reversed(rows.column("body").to_pylist()), strict=True):
-        saved = _saved_counters(kind, json.loads(body_text), counters.module)
-        if saved is None:
-            continue
-        for channel, (module_value, total) in saved.items():
-            backend.restore_counter(channel, module_value, total)
-        if saved:
-            log.info("S0 counters restored. module=%s counters=%s", counters.module, saved)
-        return len(saved)
-    return 0
+    saved = await newest_saved(store, KIND, lambda kind, body_text: _saved_counters(
+        kind, json.loads(body_text), counters.module))
+    if saved is None:
+        return 0
+    for channel, (module_value, total) in saved.items():
+        counters.backend.restore_counter(channel, module_value, total)
+    if saved:
+        log.info("S0 counters restored. module=%s counters=%s", counters.module, saved)
+    return len(saved)
 
 
 def _saved_counters(kind: str, body: object, module: str) -> dict[int, S0Pair] | None:
