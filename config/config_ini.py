@@ -401,7 +401,7 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
                                f"missing (SERVER2_Type={types[slot].value} needs it)")
             out[key] = default
             continue
-        problem = spec.check(text)
+        problem = _control_problem(text) or spec.check(text)
         if not problem:
             out[key] = text
         elif needed or key in _DEVICE_KEYS:
@@ -415,6 +415,16 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
             out[key] = default
     _pair_topics(out, findings, line_of)
     return out
+
+
+def _control_problem(text: str) -> str:
+    """A control character (but a tab) in a value: a NUL in a path, a user name or a command
+    would only fail where it is used, far from the file (docs/formats.md §4)."""
+    for ch in text:
+        code = ord(ch)
+        if (code < 0x20 and ch != "\t") or 0x7F <= code <= 0x9F:
+            return f"control character 0x{code:02X}"
+    return ""
 
 
 def _pair_topics(out: dict[str, str], findings: Findings, line_of: Mapping[str, int]) -> None:

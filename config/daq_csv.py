@@ -311,7 +311,8 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
         device = _device(row, serial, findings)
         if device is None:
             fields = _padded(row, 11)
-            if fields[10] and "/" not in fields[10] and "\\" not in fields[10]:
+            # Only a plain name: `..` or a NUL names no file of /DEF to check (its own error says so).
+            if fields[10] and not file_name_problem(fields[10]):
                 findings.rejected_refs.append((row.line, fields[10]))
             # A rejected row still takes its index and name, so later repeats are reported too.
             index = _index(fields[0])

@@ -227,7 +227,10 @@ def _modbus_point(info1: str, info2: str, info3: str) -> ModbusPoint | _Fault:
     if not all(_DIGITS.fullmatch(p) for p in parts):
         return _Fault("Info2", f"'{info2}' is not a numeric address" if info2 else
                       "missing (register address)")
-    numbers = [int(p) for p in parts]
+    if any(len(p.lstrip("0")) > 9 for p in parts):
+        # Out of every range of the forms, and never converted (a line of megabytes of digits).
+        return _Fault("Info2", f"'{info2}' holds a number of more than 9 digits")
+    numbers = [int(p.lstrip("0") or "0") for p in parts]
     if numbers[0] > 65535:
         return _Fault("Info2", f"register {parts[0]} is outside 0..65535")
     if kind.is_bit:
