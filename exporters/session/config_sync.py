@@ -56,6 +56,11 @@ Validator = Callable[[Path, Mapping[str, bytes]], Sequence[Problem]]
 #: Called once a configuration set is applied, with the relative paths written.
 ConfigApplied = Callable[[Sequence[str]], Awaitable[None]]
 
+#: Writes a checked set into the configuration folder, all or nothing (blocking); by default
+#: `apply_config_files`. A running gateway gives its own, holding its folder lock, so neither its
+#: reload nor its configuration watch ever reads the folder half written.
+ApplyFiles = Callable[[Mapping[str, bytes]], None]
+
 
 @runtime_checkable
 class ConfigSnapshots(Protocol):
@@ -146,7 +151,8 @@ class ConfigSync:
     def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
                  log: JournalLog, config_dir: Path, validate: Validator | None = None,
                  config_applied: ConfigApplied | None = None,
-                 in_force: Mapping[str, bytes] | None = None) -> None:
+                 in_force: Mapping[str, bytes] | None = None,
+                 apply_files: ApplyFiles | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -155,6 +161,7 @@ class ConfigSync:
         self._config_dir = config_dir
         self._validate = validate
         self._config_applied = config_applied
+        self._apply_files = apply_files
         #: The files of the configuration in force (`Site.loaded`); None: the folder is.
         self._in_force = in_force
         #: Tree paths server 1 was seen not to hold this session (its listing of /CONFIG, the
@@ -280,7 +287,10 @@ class ConfigSync:
                 config_log.error("%s rejected; errors: %d; running configuration unchanged",
                                  name, n)
             return
-        await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        if self._apply_files is not None:
+            await asyncio.to_thread(self._apply_files, candidates)
+        else:
+            await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
         await self._journal_snapshot(sorted(candidates))
         for rel, name in names.items():
             n = sum(1 for p in problems if os.path.basename(p.file) == name)
