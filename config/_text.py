@@ -99,9 +99,15 @@ def _escaped(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
 
 
+#: The password of a URL's userinfo (`https://user:pw@host/`).
+URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:']*:)[^/?#\s']*@")
+
+
 def shown(text: str, limit: int = SHOWN_MAX) -> str:
-    """`text` as a problem quotes it: cut to `limit` characters with `...`, control characters
-    escaped."""
+    """`text` as a problem quotes it: the password of a URL as `***` (cut, the `@` that marks
+    it could be lost, and the password printed), cut to `limit` characters with `...`, control
+    characters escaped."""
+    text = URL_PASSWORD.sub(r"\1***@", text)
     if len(text) > limit:
         text = text[:limit - 3] + "..."
     return _escaped(text)

@@ -323,7 +323,11 @@ def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[P
     change against `local` (the running one; empty when absent), as errors on the candidate's
     lines: applying it would replace them, a key it leaves out included (docs/formats.md §4)."""
     here = parse(local, file_name)[0].resolved()
-    there_cfg = parse(candidate, file_name)[0]
+    there_cfg, found = parse(candidate, file_name)
+    if found.rejected and not there_cfg.lines:
+        # Unreadable (its encoding): it holds no value at all, and its own error says why; read
+        # as all defaults it would also be said to change every local-only key set here.
+        return []
     there = there_cfg.resolved()
     line_of = {ln.key: ln.line for ln in there_cfg.lines if ln.key is not None}
     return [Problem(file=file_name, line=line_of.get(key), field=key,

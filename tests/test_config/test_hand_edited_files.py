@@ -132,3 +132,11 @@ def test_long_digit_runs_anywhere_raise_nothing_but_config_error(cells: list[str
         for parse, name in PARSERS:
             with contextlib.suppress(ConfigError):
                 parse((text + "\n").encode(), name)
+
+
+def test_a_url_cut_in_a_problem_never_shows_its_password() -> None:
+    # Cut at 40 characters, the `@` after the password would be lost and the password printed.
+    url = "https://operator:Sup3rS3cretPassw0rd@dav.example.com/tree/"
+    (problem,) = _problems(config.parse_config_ini, f"HTTP_Url={url}\n", "u_config.ini")
+    assert "Sup3r" not in problem
+    assert problem.startswith("u_config.ini:1: HTTP_Url: 'https://operator:***@dav.example.com/")
