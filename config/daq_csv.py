@@ -332,12 +332,22 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
             continue
         index_at[device.index] = name_at[device.name] = row.line
         out.append(device)
-    modbus = {d.index for d in out if d.numeric_index is not None}
+    modbus = {d.index: d for d in out if d.numeric_index is not None}
+    ports = {p.port: p for p in serial}
     for dev in out:
         target = dev.parameters[len("modbus:"):]
-        if dev.index == "IO" and dev.parameters.startswith("modbus:") and target not in modbus:
+        if dev.index != "IO" or not dev.parameters.startswith("modbus:"):
+            continue
+        if target not in modbus:
             findings.error(dev.line, "parameters", f"'{dev.parameters}' is not empty or "
                                                    "modbus:<index> of a Modbus device here")
+            continue
+        port = ports.get(modbus[target].serial_port or "")
+        if port is not None and not port.has_driver:
+            # That device is kept but never polled (§6): the I/O would be read through nothing.
+            findings.error(dev.line, "parameters", f"'{dev.parameters}' names a device on "
+                                                   f"{port.port}, whose protocol {port.protocol} "
+                                                   "has no driver")
     return tuple(out)
 
 
