@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,64 @@ def test_a_url_cut_in_a_problem_never_shows_its_password() -> None:
     (problem,) = _problems(config.parse_config_ini, f"HTTP_Url={url}\n", "u_config.ini")
     assert "Sup3r" not in problem
     assert problem.startswith("u_config.ini:1: HTTP_Url: 'https://operator:***@dav.example.com/")
+
+
+# ---------------------------------------------------------------------------- config show
+
+_EDITS = {
+    "as is": lambda b: b,
+    "BOM": lambda b: b"\xef\xbb\xbf" + b,
+    "CRLF": lambda b: b.replace(b"\n", b"\r\n"),
+    "CR": lambda b: b.replace(b"\n", b"\r"),
+    "trailing spaces and tabs": lambda b: b.replace(b"\n", b" \t \n"),
+    "no last line end": lambda b: b.rstrip(b"\n"),
+}
+
+
+def _shown(site: config.Site) -> dict[str, Any]:
+    """`config show` less what moves with the bytes (line numbers, digests, warnings)."""
+    out = config.site_to_json(site)
+    daq: Any = out["daq"]
+    for row in [*daq["devices"], *daq["serial"], *daq["lan"]]:
+        row.pop("line")
+    definitions: Any = out["definitions"]
+    for definition in definitions.values():
+        definition.pop("sha256")
+    out.pop("warnings")
+    return out
+
+
+def _written(site: config.Site, directory: Path) -> None:
+    """The site as the writers write it (`config show` -> files -> `config show`)."""
+    uid = site.uid
+    files = {f"CONFIG/{uid}_config.ini": config.render_config_ini(site.config_ini),
+             f"CONFIG/{uid}_var.ini": config.render_var_ini(site.var_ini),
+             f"CONFIG/{uid}_daq.csv": config.render_daq(site.daq),
+             f"CONFIG/{uid}_scl.ini": config.render_scl(site.scripts)}
+    files |= {f"DEF/{n}": config.render_definition(d) for n, d in site.definitions.items()}
+    files |= {rel: data for rel, data in site.loaded.items() if rel not in files
+              and not rel.startswith("CONFIG/")}
+    for rel, data in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_bytes(data)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["CONFIG/WPM00BDE4_config.ini", "CONFIG/WPM00BDE4_var.ini",
+                                        "CONFIG/WPM00BDE4_daq.csv", "CONFIG/WPM00BDE4_scl.ini",
+                                        "DEF/inv_small.csv", "DEF/WPM00BDE4_IO.csv",
+                                        "DEF/WPM00BDE4_TIC_LINKY.csv"]),
+                       st.sampled_from(sorted(_EDITS)), max_size=7))
+def test_line_ends_bom_and_trailing_blanks_change_nothing_shown_and_show_round_trips(
+        edits: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = config.load_site(CASES / "warnings_only")
+        site_dir = Path(tmp) / "site"
+        shutil.copytree(CASES / "warnings_only", site_dir)
+        for rel, edit in edits.items():
+            path = site_dir / rel
+            path.write_bytes(_EDITS[edit](path.read_bytes()))
+        edited = config.load_site(site_dir)
+        assert _shown(edited) == _shown(reference)
+        _written(edited, Path(tmp) / "written")
+        assert _shown(config.load_site(Path(tmp) / "written")) == _shown(reference)
