@@ -77,14 +77,19 @@ def sha256_hex(data: bytes) -> str:
 def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     """The configuration a file server mirrors: CONFIG's four files, DEF and SCRIPT.
 
-    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`). CERT is read from
-    the server only (docs/formats.md §3).
+    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`); a `_sci.ini`
+    without `_scl.ini` is `CONFIG/<uid>_scl.ini`. CERT is read from the server only
+    (docs/formats.md §3).
     """
     files: dict[str, bytes] = {}
     for suffix in CONFIG_SUFFIXES:
         path = config_dir / "CONFIG" / f"{uid}_{suffix}"
+        if suffix == "scl.ini" and not path.is_file():
+            # The script list a unit's folder calls `_sci.ini` (docs/formats.md §7): read when
+            # there is no `_scl.ini`, so its edits are seen, and mirrored as `_scl.ini`.
+            path = path.with_name(f"{uid}_sci.ini")
         if path.is_file():
-            files[f"CONFIG/{path.name}"] = path.read_bytes()
+            files[f"CONFIG/{uid}_{suffix}"] = path.read_bytes()
     for sub in ("DEF", "SCRIPT"):
         folder = config_dir / sub
         if folder.is_dir():
@@ -106,6 +111,10 @@ def in_force_view(local: Mapping[str, bytes], in_force: Mapping[str, bytes],
     disk. Returns the view and the tree paths whose folder copy differs from it.
     """
     config_names = {f"CONFIG/{uid}_{suffix}" for suffix in CONFIG_SUFFIXES}
+    scl, sci = f"CONFIG/{uid}_scl.ini", f"CONFIG/{uid}_sci.ini"
+    if sci in in_force and scl not in in_force:
+        # Loaded from `_sci.ini`: the same script list `local_config_files` reads as `_scl.ini`.
+        in_force = {**{k: v for k, v in in_force.items() if k != sci}, scl: in_force[sci]}
     view: dict[str, bytes] = {}
     differing: list[str] = []
     for rel in sorted(set(local) | (set(in_force) & config_names)):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, RunningPlant, running_gateway, wait_for
+from _service_plant import UID, RunningPlant, running_gateway, wait_for, write_site
 
 from exporters.session.config_sync import local_config_files
 from exporters.session.outcome import Trigger
@@ -99,3 +99,27 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
         assert not _lines(caplog, f"uploaded /{DAQ}")
         assert "Local configuration change" not in applied_log + caplog.text
         assert remote.read_bytes() == fixed
+
+
+async def test_a_units_sci_ini_is_watched_and_mirrored_as_scl_ini(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder copied from a unit names its script list `_sci.ini` (docs/formats.md §7): its
+    edits apply as any local edit, and server 1 gets it as `_scl.ini`."""
+    write_site(tmp_path / "config", tmp_path / "server", [])
+    scl = tmp_path / "config" / "CONFIG" / f"{UID}_scl.ini"
+    sci = scl.with_name(f"{UID}_sci.ini")
+    scl.rename(sci)
+    (tmp_path / "config" / "SCRIPT").mkdir(exist_ok=True)
+    (tmp_path / "config" / "SCRIPT" / "hello.lua").write_text("wd.log('hello')\n")
+    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+        gateway = plant.gateway
+        assert gateway.site is not None and gateway.site.scripts.files == ()
+        listed = b"SCRIPT_File[0]=hello.lua\n"
+        sci.write_bytes(listed)
+        gateway.config_written()
+        await wait_for(lambda: gateway.site is not None
+                       and gateway.site.scripts.files == ("hello.lua",)
+                       and 1 in gateway.schedulers, 20, "the edit of _sci.ini applied")
+        await _session(plant)
+        assert (plant.server_dir / "CONFIG" / f"{UID}_scl.ini").read_bytes() == listed
+        assert "differs from the configuration in force" not in caplog.text
