@@ -521,7 +521,7 @@ def render(cfg: ConfigIni) -> bytes:
         if ln.key not in cfg.values:
             continue
         value = cfg.values[ln.key]
-        out.append(ln.text if value == ln.value else f"{ln.key}={value}")
+        out.append(ln.text if value == ln.value else f"{ln.key}={_one_line(value)}")
         written.add(ln.key)
     missing = [k for k in cfg.values if k not in written]
     missing.sort(key=lambda k: _ORDER.get(k, len(_ORDER)))
@@ -529,8 +529,15 @@ def render(cfg: ConfigIni) -> bytes:
         spec = KEYS.get(key)
         if spec is not None and cfg.values[key] == (spec.default or ""):
             continue
-        out.append(f"{key}={cfg.values[key]}")
+        out.append(f"{key}={_one_line(cfg.values[key])}")
     return "".join(line + "\n" for line in out).encode("utf-8")
+
+
+def _one_line(value: str) -> str:
+    """A value set by a form, a command or an SMS never breaks its line: a line end in it would
+    start a line of its own, a key the setter never had the right to set
+    (`internet\nSYSTEM_UpdateCommand=...`)."""
+    return value.replace("\r", " ").replace("\n", " ")
 
 
 def new_config(values: Mapping[str, str], uid: str = "") -> ConfigIni:

