@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Final
 
-from config._text import URL_PASSWORD
+from config._text import url_passwords_masked
 from config.errors import Problem
 from config.model import DefinitionFile, Device, SerialPort, Variable
 from config.var_ini import format_start
@@ -84,7 +84,7 @@ def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
 
 def _url_password_masked(text: str) -> str:
     """`HTTP_Url` refuses a URL with a password, but an unknown key may hold any URL."""
-    return URL_PASSWORD.sub(r"\1***@", text)
+    return url_passwords_masked(text)
 
 
 #: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,19 @@ def test_any_values_written_then_read_are_the_values(first: dict[str, str],
     expected = _written_keys(dict(edited.values), parsed.values)
     assert dict(again.values) == {k: v.replace("\r", " ").replace("\n", " ").strip(" \t")
                                   for k, v in expected.items()}
+
+
+def test_a_long_value_of_many_words_is_reported_in_linear_time() -> None:
+    # The URL password pattern was searched from every word start: `a.a.a.` of 80 KB took
+    # about a minute (quadratic), a megabyte hours, in every problem line and `config show`.
+    value = "a." * 40_000
+    started = time.monotonic()
+    (problem,) = _problems(config.parse_config_ini, f"FTP_RootDir={value}\n", "u_config.ini")
+    assert time.monotonic() - started < 5, "quadratic"
+    assert problem.endswith("is not an absolute path; default / used")
+
+
+def test_every_url_password_in_a_text_is_masked() -> None:
+    masked = config._text.url_passwords_masked
+    assert masked("x https://u:p@h and ftp://a:b:c@d/ s3://e@f http://g:8080/") == \
+        "x https://u:***@h and ftp://a:***@d/ s3://e@f http://g:8080/"
