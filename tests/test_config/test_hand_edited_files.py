@@ -271,3 +271,25 @@ def test_every_url_password_in_a_text_is_masked() -> None:
     masked = config._text.url_passwords_masked
     assert masked("x https://u:p@h and ftp://a:b:c@d/ s3://e@f http://g:8080/") == \
         "x https://u:***@h and ftp://a:***@d/ s3://e@f http://g:8080/"
+
+
+def test_a_definition_of_many_strings_without_byte_count_is_read_in_linear_time() -> None:
+    # Each such String looked at every variable for the next address: 16,000 of them took a
+    # minute, a server's 4 MiB file hours of the session's validation.
+    rows = "".join(f"{i};3;{i};String;;n{i};;1;0;;1\n" for i in range(16_000))
+    started = time.monotonic()
+    parsed = config.parse_definition((DEF_HEAD + rows).encode(), "x.csv")
+    assert time.monotonic() - started < 20, "quadratic"
+    spans = {v.modbus.string_bytes for v in parsed.value.variables if v.modbus is not None}
+    assert spans == {2}
+
+
+def test_a_long_decimal_ending_in_a_letter_is_refused_in_linear_time() -> None:
+    # `[0-9]+\.?[0-9]*` tried every split of the digits before failing: 40,000 digits and a
+    # letter took over a minute.
+    coef = "1" * 40_000 + "x"
+    started = time.monotonic()
+    (problem,) = _problems(config.parse_definition, f"{DEF_HEAD}1;3;1;U16;;n;;{coef};0;;4\n",
+                           "x.csv")
+    assert time.monotonic() - started < 5, "quadratic"
+    assert problem == f"x.csv:2: CoefA: '{'1' * 37}...' is not a number; default 1 used"
