@@ -8,7 +8,8 @@ from typing import Final
 
 from config._text import Findings, decode, split_lines
 
-_INDEXED_KEY: Final = re.compile(r"(?P<family>[A-Za-z0-9_]+)\[(?P<n>[0-9]+)\]")
+#: `<n>` of at most 9 significant digits: a longer one is a malformed key, never converted.
+_INDEXED_KEY: Final = re.compile(r"(?P<family>[A-Za-z0-9_]+)\[0*(?P<n>[0-9]{1,9})\]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,16 @@ _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 _CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
 _LINE_END: Final = re.compile(r"\r\n|\r|\n")
 _INTEGER: Final = re.compile(r"-?[0-9]+")
-_DECIMAL: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+#: Significant digits past which an integer is out of every range a file uses (the largest is
+#: 2147483647): the text is never converted, as Python refuses `int()` of over 4,300 digits.
+MAX_INT_DIGITS: Final = 18
+#: A quoted value in a problem is cut to this many characters (a line of megabytes must still
+#: give a one-line message a person can read).
+SHOWN_MAX: Final = 40
+_QUOTED: Final = re.compile(r"'([^'\n]*)'")
+#: One way only to match each text (`[0-9]+\.?[0-9]*` split a run of digits every way before
+#: failing: seconds for a field of 10,000 digits and a letter, hours for a megabyte).
+_DECIMAL: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 #: docs/behaviour.md §4.5: validation reports at most 1,000 problems per file, then
@@ -49,7 +58,8 @@ class Findings:
 
     def warn(self, line: int | None, fld: str, message: str) -> None:
         if not self._full(Severity.WARNING):
-            self.problems.append(Problem(file=self.file, line=line, field=fld, message=message,
+            self.problems.append(Problem(file=self.file, line=line, field=shown(fld, 80),
+                                         message=shown_values(message),
                                          severity=Severity.WARNING))
 
     def default(self, line: int | None, fld: str, problem: str, default: str) -> None:
@@ -58,8 +68,8 @@ class Findings:
 
     def error(self, line: int | None, fld: str, problem: str) -> None:
         if not self._full(Severity.ERROR):
-            self.problems.append(Problem(file=self.file, line=line, field=fld,
-                                         message=f"{problem}; file rejected",
+            self.problems.append(Problem(file=self.file, line=line, field=shown(fld, 80),
+                                         message=f"{shown_values(problem)}; file rejected",
                                          severity=Severity.ERROR))
 
     @property
@@ -71,16 +81,61 @@ class Findings:
 
     def reported(self) -> list[Problem]:
         """The problems in line order, then `... and <n> more` when some were only counted."""
-        shown = sorted_problems(self.problems)
+        listed = sorted_problems(self.problems)
         if self.more:
-            shown.append(Problem(file=self.file, line=None, field="...",
+            listed.append(Problem(file=self.file, line=None, field="...",
                                  message=f"and {self.more} more",
                                  severity=Severity.ERROR if self._rejected else Severity.WARNING))
-        return shown
+        return listed
 
     def raise_if_rejected(self) -> None:
         if self.rejected:
             raise ConfigError(self.reported())
+
+
+def _escaped(text: str) -> str:
+    """Control characters as `\\x00`: a NUL or an escape sequence of a file must not reach a
+    terminal or a log line raw."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
+
+
+#: A URL's userinfo with a password, from just after `://`: `user:` then the password and `@`.
+_USERINFO: Final = re.compile(r"[^/?#@\s:']*:[^/?#\s']*@")
+
+
+def url_passwords_masked(text: str) -> str:
+    """Every URL's password as `***` (`https://user:***@host/`). Linear in the text: a pattern
+    searched from every word start took minutes on a value of a megabyte like `a.a.a.`."""
+    if "://" not in text:
+        return text
+    out: list[str] = []
+    last = 0
+    for sep in re.finditer("://", text):
+        if sep.start() < last:
+            continue
+        userinfo = _USERINFO.match(text, sep.end())
+        if userinfo is not None:
+            colon = text.index(":", sep.end())
+            out += [text[last:colon + 1], "***@"]
+            last = userinfo.end()
+    return "".join(out) + text[last:]
+
+
+def shown(text: str, limit: int = SHOWN_MAX) -> str:
+    """`text` as a problem quotes it: the password of a URL as `***` (cut, the `@` that marks
+    it could be lost, and the password printed), cut to `limit` characters with `...`, control
+    characters escaped."""
+    text = url_passwords_masked(text)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return _escaped(text)
+
+
+def shown_values(message: str) -> str:
+    """A problem's message with every `'value'` as `shown` gives it."""
+    return _escaped(_QUOTED.sub(lambda m: f"'{shown(m[1])}'", message))
 
 
 def sorted_problems(problems: list[Problem]) -> list[Problem]:
@@ -263,7 +318,11 @@ def parse_int(text: str, lo: int, hi: int) -> tuple[int | None, str]:
     """(value, "") or (None, problem) for an ASCII integer in lo..hi."""
     if not _INTEGER.fullmatch(text):
         return None, _not_a_number(text, "an integer")
-    value = int(text)
+    significant = text.lstrip("-").lstrip("0")
+    if len(significant) > MAX_INT_DIGITS:
+        return None, f"'{text}' is outside {lo}..{hi}"
+    # Leading zeros are allowed, as many as a file holds: never converted either.
+    value = int(significant or "0") * (-1 if text.startswith("-") else 1)
     if not lo <= value <= hi:
         return None, f"'{text}' is outside {lo}..{hi}"
     return value, ""

@@ -323,7 +323,11 @@ def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[P
     change against `local` (the running one; empty when absent), as errors on the candidate's
     lines: applying it would replace them, a key it leaves out included (docs/formats.md §4)."""
     here = parse(local, file_name)[0].resolved()
-    there_cfg = parse(candidate, file_name)[0]
+    there_cfg, found = parse(candidate, file_name)
+    if found.rejected and not there_cfg.lines:
+        # Unreadable (its encoding): it holds no value at all, and its own error says why; read
+        # as all defaults it would also be said to change every local-only key set here.
+        return []
     there = there_cfg.resolved()
     line_of = {ln.key: ln.line for ln in there_cfg.lines if ln.key is not None}
     return [Problem(file=file_name, line=line_of.get(key), field=key,
@@ -401,7 +405,7 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
                                f"missing (SERVER2_Type={types[slot].value} needs it)")
             out[key] = default
             continue
-        problem = spec.check(text)
+        problem = _control_problem(text) or spec.check(text)
         if not problem:
             out[key] = text
         elif needed or key in _DEVICE_KEYS:
@@ -415,6 +419,16 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
             out[key] = default
     _pair_topics(out, findings, line_of)
     return out
+
+
+def _control_problem(text: str) -> str:
+    """A control character (but a tab) in a value: a NUL in a path, a user name or a command
+    would only fail where it is used, far from the file (docs/formats.md §4)."""
+    for ch in text:
+        code = ord(ch)
+        if (code < 0x20 and ch != "\t") or 0x7F <= code <= 0x9F:
+            return f"control character 0x{code:02X}"
+    return ""
 
 
 def _pair_topics(out: dict[str, str], findings: Findings, line_of: Mapping[str, int]) -> None:
@@ -507,7 +521,7 @@ def render(cfg: ConfigIni) -> bytes:
         if ln.key not in cfg.values:
             continue
         value = cfg.values[ln.key]
-        out.append(ln.text if value == ln.value else f"{ln.key}={value}")
+        out.append(ln.text if value == ln.value else f"{ln.key}={_one_line(value)}")
         written.add(ln.key)
     missing = [k for k in cfg.values if k not in written]
     missing.sort(key=lambda k: _ORDER.get(k, len(_ORDER)))
@@ -515,8 +529,15 @@ def render(cfg: ConfigIni) -> bytes:
         spec = KEYS.get(key)
         if spec is not None and cfg.values[key] == (spec.default or ""):
             continue
-        out.append(f"{key}={cfg.values[key]}")
+        out.append(f"{key}={_one_line(cfg.values[key])}")
     return "".join(line + "\n" for line in out).encode("utf-8")
+
+
+def _one_line(value: str) -> str:
+    """A value set by a form, a command or an SMS never breaks its line: a line end in it would
+    start a line of its own, a key the setter never had the right to set
+    (`internet\nSYSTEM_UpdateCommand=...`)."""
+    return value.replace("\r", " ").replace("\n", " ")
 
 
 def new_config(values: Mapping[str, str], uid: str = "") -> ConfigIni:

@@ -311,7 +311,8 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
         device = _device(row, serial, findings)
         if device is None:
             fields = _padded(row, 11)
-            if fields[10] and "/" not in fields[10] and "\\" not in fields[10]:
+            # Only a plain name: `..` or a NUL names no file of /DEF to check (its own error says so).
+            if fields[10] and not file_name_problem(fields[10]):
                 findings.rejected_refs.append((row.line, fields[10]))
             # A rejected row still takes its index and name, so later repeats are reported too.
             index = _index(fields[0])
@@ -331,12 +332,22 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
             continue
         index_at[device.index] = name_at[device.name] = row.line
         out.append(device)
-    modbus = {d.index for d in out if d.numeric_index is not None}
+    modbus = {d.index: d for d in out if d.numeric_index is not None}
+    ports = {p.port: p for p in serial}
     for dev in out:
         target = dev.parameters[len("modbus:"):]
-        if dev.index == "IO" and dev.parameters.startswith("modbus:") and target not in modbus:
+        if dev.index != "IO" or not dev.parameters.startswith("modbus:"):
+            continue
+        if target not in modbus:
             findings.error(dev.line, "parameters", f"'{dev.parameters}' is not empty or "
                                                    "modbus:<index> of a Modbus device here")
+            continue
+        port = ports.get(modbus[target].serial_port or "")
+        if port is not None and not port.has_driver:
+            # That device is kept but never polled (§6): the I/O would be read through nothing.
+            findings.error(dev.line, "parameters", f"'{dev.parameters}' names a device on "
+                                                   f"{port.port}, whose protocol {port.protocol} "
+                                                   "has no driver")
     return tuple(out)
 
 

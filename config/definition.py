@@ -7,6 +7,7 @@ units and their generators wrote load unchanged.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Sequence
@@ -227,7 +228,10 @@ def _modbus_point(info1: str, info2: str, info3: str) -> ModbusPoint | _Fault:
     if not all(_DIGITS.fullmatch(p) for p in parts):
         return _Fault("Info2", f"'{info2}' is not a numeric address" if info2 else
                       "missing (register address)")
-    numbers = [int(p) for p in parts]
+    if any(len(p.lstrip("0")) > 9 for p in parts):
+        # Out of every range of the forms, and never converted (a line of megabytes of digits).
+        return _Fault("Info2", f"'{info2}' holds a number of more than 9 digits")
+    numbers = [int(p.lstrip("0") or "0") for p in parts]
     if numbers[0] > 65535:
         return _Fault("Info2", f"register {parts[0]} is outside 0..65535")
     if kind.is_bit:
@@ -321,6 +325,13 @@ def _cross_checks(variables: list[Variable], protocol: Protocol,
 
 def _string_spans(variables: list[Variable], findings: Findings) -> list[Variable]:
     """`String` at a plain `<reg>` spans to the next register variable of its kind (§8.1)."""
+    # Each kind's addresses sorted once: a file of many such Strings is not read once per String.
+    addresses: dict[RegisterKind, list[int]] = {}
+    for v in variables:
+        if v.modbus is not None:
+            addresses.setdefault(v.modbus.kind, []).append(v.modbus.address)
+    for found in addresses.values():
+        found.sort()
     out: list[Variable] = []
     for var in variables:
         point = var.modbus
@@ -328,9 +339,10 @@ def _string_spans(variables: list[Variable], findings: Findings) -> list[Variabl
                 re.search(r"[_ ]", var.info2):
             out.append(var)
             continue
-        later = [v.modbus.address for v in variables if v.modbus is not None
-                 and v.modbus.kind is point.kind and v.modbus.address > point.address]
-        registers = min(min(later) - point.address, _MAX_REGISTERS) if later else 1
+        same_kind = addresses[point.kind]
+        at = bisect.bisect_right(same_kind, point.address)
+        later = same_kind[at] if at < len(same_kind) else None
+        registers = min(later - point.address, _MAX_REGISTERS) if later is not None else 1
         registers = min(registers, 65536 - point.address)
         findings.warn(var.line, "Info2", f"String without a byte count; spans {registers} "
                                          f"register{'s' if registers > 1 else ''}")
@@ -342,6 +354,7 @@ def _scale_factors(variables: list[Variable], findings: Findings) -> list[Variab
     by_name: dict[str, list[Variable]] = {}
     for var in variables:
         by_name.setdefault(var.name, []).append(var)
+    named_lines = {name: [v.line for v in named] for name, named in by_name.items()}
     out: list[Variable] = []
     for var in variables:
         if not var.info4:
@@ -357,8 +370,10 @@ def _scale_factors(variables: list[Variable], findings: Findings) -> list[Variab
         if not named:
             findings.error(var.line, "Info4", f"'{var.info4}' names no variable of this file")
             continue
-        above = [v for v in named if v.line < var.line]
-        target = above[-1] if above else named[0]
+        # `named` is in line order: the nearest above is found by bisection, not by a scan of
+        # every variable of that Name for each variable naming it.
+        above = bisect.bisect_left(named_lines[var.info4], var.line)
+        target = named[above - 1] if above else named[0]
         tpoint = target.modbus
         if tpoint is None or tpoint.data_type not in INTEGER_TYPES:
             findings.error(var.line, "Info4", f"'{var.info4}' is not a U8..I64 register variable")

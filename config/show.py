@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Final
 
+from config._text import url_passwords_masked
 from config.errors import Problem
 from config.model import DefinitionFile, Device, SerialPort, Variable
 from config.var_ini import format_start
@@ -81,13 +82,9 @@ def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
             for k, v in data.items()}
 
 
-#: The password of a URL's userinfo (`https://user:pw@host/`): `HTTP_Url` refuses one, but the
-#: refused value is still quoted in its warning, and an unknown key may hold any URL.
-_URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:']*:)[^/?#\s']*@")
-
-
 def _url_password_masked(text: str) -> str:
-    return _URL_PASSWORD.sub(r"\1***@", text)
+    """`HTTP_Url` refuses a URL with a password, but an unknown key may hold any URL."""
+    return url_passwords_masked(text)
 
 
 #: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or

@@ -56,6 +56,11 @@ Validator = Callable[[Path, Mapping[str, bytes]], Sequence[Problem]]
 #: Called once a configuration set is applied, with the relative paths written.
 ConfigApplied = Callable[[Sequence[str]], Awaitable[None]]
 
+#: Writes a checked set into the configuration folder, all or nothing (blocking); by default
+#: `apply_config_files`. A running gateway gives its own, holding its folder lock, so neither its
+#: reload nor its configuration watch ever reads the folder half written.
+ApplyFiles = Callable[[Mapping[str, bytes]], None]
+
 
 @runtime_checkable
 class ConfigSnapshots(Protocol):
@@ -72,14 +77,19 @@ def sha256_hex(data: bytes) -> str:
 def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     """The configuration a file server mirrors: CONFIG's four files, DEF and SCRIPT.
 
-    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`). CERT is read from
-    the server only (docs/formats.md §3).
+    Keys are tree paths without the leading `/` (`CONFIG/WPM00BDE4_daq.csv`); a `_sci.ini`
+    without `_scl.ini` is `CONFIG/<uid>_scl.ini`. CERT is read from the server only
+    (docs/formats.md §3).
     """
     files: dict[str, bytes] = {}
     for suffix in CONFIG_SUFFIXES:
         path = config_dir / "CONFIG" / f"{uid}_{suffix}"
+        if suffix == "scl.ini" and not path.is_file():
+            # The script list a unit's folder calls `_sci.ini` (docs/formats.md §7): read when
+            # there is no `_scl.ini`, so its edits are seen, and mirrored as `_scl.ini`.
+            path = path.with_name(f"{uid}_sci.ini")
         if path.is_file():
-            files[f"CONFIG/{path.name}"] = path.read_bytes()
+            files[f"CONFIG/{uid}_{suffix}"] = path.read_bytes()
     for sub in ("DEF", "SCRIPT"):
         folder = config_dir / sub
         if folder.is_dir():
@@ -101,6 +111,10 @@ def in_force_view(local: Mapping[str, bytes], in_force: Mapping[str, bytes],
     disk. Returns the view and the tree paths whose folder copy differs from it.
     """
     config_names = {f"CONFIG/{uid}_{suffix}" for suffix in CONFIG_SUFFIXES}
+    scl, sci = f"CONFIG/{uid}_scl.ini", f"CONFIG/{uid}_sci.ini"
+    if sci in in_force and scl not in in_force:
+        # Loaded from `_sci.ini`: the same script list `local_config_files` reads as `_scl.ini`.
+        in_force = {**{k: v for k, v in in_force.items() if k != sci}, scl: in_force[sci]}
     view: dict[str, bytes] = {}
     differing: list[str] = []
     for rel in sorted(set(local) | (set(in_force) & config_names)):
@@ -146,7 +160,8 @@ class ConfigSync:
     def __init__(self, *, settings: ServerSettings, uid: str, transport: FileTransport,
                  log: JournalLog, config_dir: Path, validate: Validator | None = None,
                  config_applied: ConfigApplied | None = None,
-                 in_force: Mapping[str, bytes] | None = None) -> None:
+                 in_force: Mapping[str, bytes] | None = None,
+                 apply_files: ApplyFiles | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -155,6 +170,7 @@ class ConfigSync:
         self._config_dir = config_dir
         self._validate = validate
         self._config_applied = config_applied
+        self._apply_files = apply_files
         #: The files of the configuration in force (`Site.loaded`); None: the folder is.
         self._in_force = in_force
         #: Tree paths server 1 was seen not to hold this session (its listing of /CONFIG, the
@@ -280,7 +296,10 @@ class ConfigSync:
                 config_log.error("%s rejected; errors: %d; running configuration unchanged",
                                  name, n)
             return
-        await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        if self._apply_files is not None:
+            await asyncio.to_thread(self._apply_files, candidates)
+        else:
+            await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
         await self._journal_snapshot(sorted(candidates))
         for rel, name in names.items():
             n = sum(1 for p in problems if os.path.basename(p.file) == name)

@@ -21,7 +21,7 @@ from exporters.views.windows import cut_of
 from store.events import Channel, CommandReceived, CommandResult
 
 from .commands import CMD_MAX_BYTES, CommandHandler, parse_command_file
-from .config_sync import ConfigApplied, ConfigSync, Validator
+from .config_sync import ApplyFiles, ConfigApplied, ConfigSync, Validator
 from .outcome import Counts, SessionResult, Trigger, reason_of, refused, server_label
 
 log = logging.getLogger("sunpm.session")
@@ -34,7 +34,8 @@ class FileServerSession:
                  outbox: Outbox, log: JournalLog, config_dir: Path | None = None,
                  validate: Validator | None = None, commands: CommandHandler | None = None,
                  config_applied: ConfigApplied | None = None,
-                 in_force: Mapping[str, bytes] | None = None) -> None:
+                 in_force: Mapping[str, bytes] | None = None,
+                 apply_files: ApplyFiles | None = None) -> None:
         self.settings = settings
         self.server = settings.slot
         self.uid = uid
@@ -46,6 +47,7 @@ class FileServerSession:
         self._commands = commands
         self._config_applied = config_applied
         self._in_force = in_force
+        self._apply_files = apply_files
 
     async def run(self, trigger: Trigger, *, started: datetime | None = None) -> SessionResult:
         started = started or datetime.now(UTC)
@@ -60,7 +62,8 @@ class FileServerSession:
                                      transport=self._transport, log=self._log,
                                      config_dir=self._config_dir, validate=self._validate,
                                      config_applied=self._config_applied,
-                                     in_force=self._in_force).run(counts)
+                                     in_force=self._in_force,
+                                     apply_files=self._apply_files).run(counts)
                 except TransportError as err:
                     # A configuration directory refused: that step stops, the rest goes on.
                     refused(err, counts)

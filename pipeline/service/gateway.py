@@ -53,7 +53,7 @@ from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
 from exporters.retention import DeliveryTracker, install_retention, traces_delivered
 from exporters.session import FileServerSession, JournalSignal, MqttSession, SessionResult, Trigger
-from exporters.session.config_apply import recover_config_apply
+from exporters.session.config_apply import apply_config_files, recover_config_apply
 from exporters.session.config_sync import local_config_files
 from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
@@ -234,6 +234,8 @@ class Gateway:
         self.config_lock = threading.Lock()
         self._startup_requested = False
         self._local_change = False
+        #: A session applied a set from server 1: the reload waits for that session's end.
+        self._server_applied = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
         self._alarm_waiting = False
         #: Fired after each alarm is journaled; made again by each run (its loop's).
@@ -528,7 +530,19 @@ class Gateway:
                     log=store, config_dir=self.config_dir, validate=check_site_change,
                     commands=self.commands if slot == 1 else None,
                     config_applied=self._applied_from_server,
-                    in_force=self.site.loaded if self.site is not None else None)
+                    in_force=self.site.loaded if self.site is not None else None,
+                    apply_files=lambda files: self._apply_from_server(files, site.uid))
+                try:
+                    return await served(session, trigger)
+                finally:
+                    # A set applied from the server takes effect once its session is over: the
+                    # reload restarts the sessions, and made at once it cut this one short
+                    # (its commands and uploads left for the next one).
+                    if self._server_applied:
+                        self._server_applied = False
+                        self._reload.set()
+
+            async def served(session: FileServerSession, trigger: Trigger) -> SessionResult:
                 started = await self._wait_for_records(trigger)
                 result = await session.run(trigger, started=started)
                 if result.ok and self.traces is not None:
@@ -1007,10 +1021,20 @@ class Gateway:
             snapshot=snapshot, origin="local", files=tuple(sorted(site.files()))).to_fields(),
             commit_now=True)
 
+    def _apply_from_server(self, files: Mapping[str, bytes], uid: str) -> None:
+        """Write a server's checked set into the folder (blocking), under the folder's lock: a
+        reload never loads it half written. Its digest becomes the folder's known one, so the
+        configuration watch does not take it for a local edit (a `Local configuration change`
+        and a server-1 session 60 s later, docs/behaviour.md §4.1); the reload that follows the
+        session's journaling loads it."""
+        with self.config_lock:
+            apply_config_files(self.config_dir, files)
+            self._loaded_hash = config_hash(local_config_files(self.config_dir, uid))
+
     async def _applied_from_server(self, files: Sequence[str]) -> None:
-        log.info("Configuration from server 1 applied; restarting acquisition. files=%s",
-                 list(files))
-        self._reload.set()
+        log.info("Configuration from server 1 applied; restarting acquisition after the "
+                 "session. files=%s", list(files))
+        self._server_applied = True
 
     def _locked(self, read: Callable[..., _T], *args: object) -> _T:
         with self.config_lock:
@@ -1042,7 +1066,6 @@ class Gateway:
     async def _watch_config(self, site: Site) -> None:
         """A local edit of the configuration files: valid -> reload (and a server-1 session
         60 s later); invalid -> logged once, running configuration kept."""
-        running = self._loaded_hash
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
@@ -1056,7 +1079,8 @@ class Gateway:
             except OSError as err:
                 config_log.warning("Configuration folder unreadable: %s", err)
                 continue
-            if digest in (running, rejected):
+            # The live digest: a server's set written since (`_apply_from_server`) is known.
+            if digest in (self._loaded_hash, rejected):
                 continue
             problems = await asyncio.to_thread(self._locked, check_site, self.config_dir,
                                                site.uid)

@@ -21,6 +21,8 @@ from config.errors import ConfigError
 from fsio import write_file_durably
 
 FILE_NAME: Final = "config-in-force.tar"
+#: The two zero blocks that end every tar `archive` writes.
+_END_OF_ARCHIVE: Final = 2 * tarfile.BLOCKSIZE
 
 log = logging.getLogger("sunpm.config")
 
@@ -68,6 +70,11 @@ def load(data_dir: Path, directory: Path) -> Site | None:
                 content = tar.extractfile(member) if member.isfile() else None
                 if content is not None:
                     files[member.name] = content.read()
+            # A copy cut at a file's end reads as a shorter archive (tarfile stops there): its
+            # end-of-archive blocks say it is whole, else the rest would read as missing files
+            # (no devices, no schedules) and run as a configuration.
+            if data[tar.offset:tar.offset + _END_OF_ARCHIVE] != bytes(_END_OF_ARCHIVE):
+                raise tarfile.ReadError("cut short")
         return load_site_files(files, directory=directory)
     except tarfile.TarError as err:
         log.error("%s: last configuration in force unreadable (%s)", path, err)

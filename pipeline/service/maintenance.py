@@ -62,6 +62,8 @@ def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) 
     except (OSError, ConfigError) as err:
         raise MaintenanceError(f"{path.name} cannot be read: {err}") from None
     for key, value in values.items():
+        if value is not None and ("\r" in value or "\n" in value):
+            raise MaintenanceError(f"{key}: a line end in the value; not written")
         ini = ini.with_value(key, value)
     data = render_config_ini(ini)
     try:

@@ -149,3 +149,15 @@ def test_serial_ports_must_name_a_device_under_dev(value: str) -> None:
 def test_serial_devices_under_dev_pass() -> None:
     parsed = parse_config_ini(b"MODEM_Port=/dev/ttyACM0\nTIC_Port=/dev/serial/by-id/tic\n", NAME)
     assert parsed.value.settings("WPMTEST01").modem_port == "/dev/ttyACM0"
+
+
+def test_a_server_file_that_cannot_be_read_is_said_so_not_to_change_local_only_keys() -> None:
+    # A Latin-1 file keeping every local-only value: its encoding rejects it, and that is all
+    # there is to say (read as all defaults it was also said to change WEB_Port...).
+    local = _ini(LOCAL_VALUES)
+    latin1 = _ini({**LOCAL_VALUES, "FTP_User": "op\xe9rateur"}).decode().encode("latin-1")
+    assert local_only_changes(local, latin1, NAME) == []
+    with pytest.raises(ConfigError) as caught:
+        parse_config_ini(latin1, NAME)
+    assert [str(p) for p in caught.value.errors] == [
+        f"{NAME}:11: encoding: not valid UTF-8 (byte 0xE9); file rejected"]

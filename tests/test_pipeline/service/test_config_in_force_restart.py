@@ -5,11 +5,14 @@ docs/spec-notes.md service); once the folder is fixed, the fix applies as any lo
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
 from _service_plant import UID, running_gateway, wait_for
 
+from config.defaults import default_files
 from pipeline.service import in_force
 from pipeline.service.gateway import Gateway, GatewayRefused
 
@@ -58,3 +61,21 @@ async def test_without_a_configuration_in_force_a_rejected_folder_still_refuses(
     gateway = Gateway(tmp_path / "config", tmp_path / "data")
     with pytest.raises(GatewayRefused, match="configuration rejected"):
         await asyncio.wait_for(gateway.run(asyncio.Event()), 20)
+
+
+def test_a_copy_in_force_cut_at_a_file_end_is_not_run_as_a_smaller_configuration(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """tarfile reads an archive cut between two files as a shorter one: run, the files after
+    the cut would read as missing (no devices, no schedules). The copy is refused whole."""
+    files = default_files(UID)
+    data = in_force.archive(files)
+    (tmp_path / in_force.FILE_NAME).write_bytes(data)
+    kept = in_force.load(tmp_path, tmp_path / "config")
+    assert kept is not None and dict(kept.loaded) == files
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        ends = [member.offset_data + -(-member.size // 512) * 512 for member in tar.getmembers()]
+    for cut in ends[:-1]:
+        (tmp_path / in_force.FILE_NAME).write_bytes(data[:cut])
+        caplog.clear()
+        assert in_force.load(tmp_path, tmp_path / "config") is None, cut
+        assert "last configuration in force unreadable (cut short)" in caplog.text
