@@ -10,6 +10,7 @@ import gzip
 import itertools
 import os
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -181,6 +182,15 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
         while True:
             writer.write(b"a" * 65536)
             await writer.drain()
+    elif method == "PROPFIND" and path.startswith(("/DATA", "/SCRIPT")):
+        # 4 MiB of small elements, nested (`/DATA`) or side by side inside one entry (`/SCRIPT`):
+        # as a tree, 100 bytes and more of memory per 3 or 4 bytes received.
+        writer.write(head("207 Multi-Status", Content_Type="application/xml"))
+        writer.write(b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response>')
+        element = b"<a>" if path.startswith("/DATA") else b"<a/>"
+        for _ in range(64):
+            writer.write(element * (65536 // len(element)))
+            await writer.drain()
     elif method == "PROPFIND" and path.startswith("/LOG"):
         body = ('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">'
                 "<D:response><D:href>/LOG/a.log</D:href><D:propstat><D:prop><D:getcontentlength>"
@@ -294,6 +304,23 @@ async def test_webdav_endless_listing_stops_at_the_cap(http_url: str, tmp_path: 
         assert await transport.list("/DEF") == []  # one endless element: the byte cap
     finally:
         await transport.close()
+
+
+@pytest.mark.parametrize("directory", ["/DATA", "/SCRIPT"], ids=["nested", "side-by-side"])
+async def test_webdav_listing_of_millions_of_elements_is_refused_without_building_them(
+        http_url: str, tmp_path: Path, directory: str) -> None:
+    transport = await _webdav(http_url, tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransportError) as caught:
+            await transport.list(directory)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await transport.close()
+    assert peak < 16 * MIB, f"{peak / MIB:.0f} MiB held for a 4 MiB answer"
+    assert caught.value.failure is Failure.PROTOCOL
+    assert "PROPFIND answer with an entry past its size" in str(caught.value)
 
 
 async def test_webdav_endless_answers_to_other_requests_are_left_unread(
