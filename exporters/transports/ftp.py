@@ -32,8 +32,9 @@ Peer quirks handled here:
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
-  Progress that keeps a transfer alive is at least 1 KiB moved, so a server trickling bytes times
-  out. Any error that is not a server reply (a reply line too long or not text, a protocol
+  Progress that keeps a transfer or a listing alive is at least 1 KiB moved, so a server
+  trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
+  that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
@@ -51,6 +52,7 @@ import contextlib
 import ftplib
 import io
 import posixpath
+import re
 import socket
 import ssl
 import time
@@ -98,6 +100,9 @@ class CappedLines(ftplib.FTP):
     ftps.py's client mixes it in too."""
 
     server: int = 0
+    # Told the bytes of each listing line as it arrives: a long listing that keeps coming is
+    # progress (docs/behaviour.md §4.5), the operation sets it for its own call.
+    moved: Callable[[int], object] = staticmethod(lambda count: None)
 
     def retrlines(self, cmd: str, callback: Callable[[str], object] | None = None) -> str:
         assert callback is not None, "listings always collect their lines"
@@ -108,6 +113,7 @@ class CappedLines(ftplib.FTP):
             while True:
                 raw = fp.readline(_MAX_LINE + 1)
                 total += len(raw)
+                self.moved(len(raw))
                 if not raw or total > _LISTING_MAX_BYTES or lines == LISTING_MAX_ENTRIES:
                     cut = bool(raw)
                     break
@@ -116,6 +122,7 @@ class CappedLines(ftplib.FTP):
                     while raw and not raw.endswith(b"\n") and total <= _LISTING_MAX_BYTES:
                         raw = fp.readline(_MAX_LINE + 1)
                         total += len(raw)
+                        self.moved(len(raw))
                     continue
                 callback(raw.decode(self.encoding, "replace").rstrip("\r\n"))
                 lines += 1
@@ -231,6 +238,8 @@ class FtpTransport:
 
         def scan(progress: Progress) -> builtins.list[RemoteFile]:
             ftp = self._client("list", directory)
+            if isinstance(ftp, CappedLines):
+                ftp.moved = progress
             try:
                 entries = _mlsd(ftp, remote)
             except ftplib.error_perm as err:
@@ -238,8 +247,11 @@ class FtpTransport:
                 if not str(err).startswith(_NO_SUCH_COMMAND):
                     raise
                 return self._list_without_mlsd(ftp, remote, progress)
+            finally:
+                if isinstance(ftp, CappedLines):
+                    del ftp.moved  # back to the class's: this call's deadline is gone
             ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
-            files = [RemoteFile(name=name, size=int(facts.get("size", "0")),
+            files = [RemoteFile(name=name, size=_fact_size(facts.get("size", "")),
                                 mtime_s=_parse_mdtm(facts.get("modify", "")))
                      for name, facts in entries if facts.get("type", "file") == "file"]
             return sorted(files, key=lambda f: f.name)
@@ -407,7 +419,10 @@ class FtpTransport:
 
 def classify(err: BaseException) -> tuple[Failure, str]:
     """Map an ftplib, ssl or socket error to a failure and its one-line detail."""
-    detail = " ".join(str(err).split()) or type(err).__name__
+    detail = " ".join(str(err).split())
+    if isinstance(err, EOFError):  # ftplib's word for the control connection closed
+        return Failure.CONNECTION_LOST, detail or "connection closed by the server"
+    detail = detail or type(err).__name__
     if isinstance(err, ftplib.error_perm):
         code = detail[:3]
         if code == "530":
@@ -440,8 +455,8 @@ def classify(err: BaseException) -> tuple[Failure, str]:
         return Failure.UNREACHABLE, detail
     if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
         return Failure.UNREACHABLE, detail
-    if isinstance(err, (OSError, EOFError)):
-        return Failure.CONNECTION_LOST, detail or "connection closed by the server"
+    if isinstance(err, OSError):
+        return Failure.CONNECTION_LOST, detail
     return Failure.PROTOCOL, detail
 
 
@@ -449,6 +464,7 @@ _UNREACHABLE_ERRNOS: Final = frozenset({101, 113})  # ENETUNREACH, EHOSTUNREACH
 
 
 _NO_SUCH_COMMAND: Final = ("500", "502", "504")
+_BYTE_COUNT: Final = re.compile(r"[0-9]{1,19}")
 _MLST_FACTS: Final = "type;size;modify;"
 
 
@@ -458,6 +474,12 @@ def _mlsd(ftp: ftplib.FTP, remote: str) -> builtins.list[tuple[str, dict[str, st
     with contextlib.suppress(ftplib.error_perm):
         ftp.sendcmd("OPTS MLST " + _MLST_FACTS)
     return list(ftp.mlsd(remote))
+
+
+def _fact_size(text: str) -> int:
+    """An `MLSD` size fact; 0 (unknown) unless plain digits of a sane length, so that one absurd
+    entry from a hostile server does not fail the whole listing (as WebDAV's sizes)."""
+    return int(text) if _BYTE_COUNT.fullmatch(text) else 0
 
 
 def _binary_again(ftp: ftplib.FTP) -> None:
