@@ -57,7 +57,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar, cast
+from typing import BinaryIO, Final, Protocol, TypeVar, cast
 
 from config.model import ServerSettings
 
@@ -285,14 +285,22 @@ class FtpTransport:
         return sorted(files, key=lambda f: f.name)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         remote = self._remote("download", path)
 
-        def fetch(progress: Progress) -> bytes:
-            buf = io.BytesIO()
+        def fetch(progress: Progress) -> int:
+            received = 0
 
             def sink(block: bytes) -> None:
-                check_size(self.server, path, buf.tell() + len(block), max_bytes)
-                buf.write(block)
+                nonlocal received
+                received += len(block)
+                check_size(self.server, path, received, max_bytes)
+                out.write(block)
                 progress(len(block))
             ftp = self._client("download", path)
             try:
@@ -303,7 +311,7 @@ class FtpTransport:
                 except (OSError, EOFError, ftplib.Error, ValueError):
                     self._ftp = None  # cut by end_cut_transfer: the next operation reconnects
                 raise
-            return buf.getvalue()
+            return received
         return await self._call("download", path, fetch)
 
     async def size(self, path: str) -> int | None:

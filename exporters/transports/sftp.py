@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import io
 import posixpath
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 with warnings.catch_warnings():
     # asyncssh (and pyOpenSSL, which it imports when present) names cryptography's DSA types at
@@ -267,11 +268,16 @@ class SftpTransport:
         return await self._call("list", directory, scan)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         remote = self._remote("download", path)
         limit = self._timeouts.operation_s
 
-        async def fetch(sftp: asyncssh.SFTPClient) -> bytes:
-            parts: builtins.list[bytes] = []
+        async def fetch(sftp: asyncssh.SFTPClient) -> int:
             received = moved = 0
             loop = asyncio.get_running_loop()
             # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
@@ -279,11 +285,11 @@ class SftpTransport:
                 while True:
                     block = await f.read(_READ_BYTES)
                     if not block:
-                        return b"".join(parts)
+                        return received
                     received += len(block)
                     check_size(self.server, path, received, max_bytes)
                     # "rb" yields bytes; asyncssh types read() as AnyStr for both modes.
-                    parts.append(block if isinstance(block, bytes) else block.encode())
+                    out.write(block if isinstance(block, bytes) else block.encode())
                     moved += len(block)
                     if moved >= PROGRESS_BYTES:
                         moved = 0

@@ -37,13 +37,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import email.utils
+import io
 import posixpath
 import re
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -204,20 +205,25 @@ class WebdavTransport:
         return capped_listing(self.server, directory, files, more=not complete)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         check_tree_path(self.server, "download", path)
-        parts: builtins.list[bytes] = []
         received = 0
 
         def take(block: bytes) -> bool:
             nonlocal received
             received += len(block)
             check_size(self.server, path, received, max_bytes)
-            parts.append(block)
+            out.write(block)
             return True
 
         response, _ = await self._streamed("download", path, "GET", path, take)
         self._check("download", path, response)
-        return b"".join(parts)
+        return received
 
     async def size(self, path: str) -> int | None:
         check_tree_path(self.server, "size", path)
