@@ -32,7 +32,8 @@ Peer quirks handled here:
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
-  Progress that keeps a transfer or a listing alive is at least 1 KiB moved, so a server
+  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's last
+  bytes, still queued in the kernel once handed over, count as they leave), so a server
   trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
@@ -49,12 +50,15 @@ import asyncio
 import builtins
 import calendar
 import contextlib
+import fcntl
 import ftplib
 import io
 import posixpath
 import re
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import BinaryIO, Final, Protocol, TypeVar, cast
@@ -93,6 +97,7 @@ _MAX_LINE: Final = ftplib.MAXLINE             # 8,192 bytes
 _LISTING_MAX_BYTES: Final = 10 << 20
 _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
+_DRAIN_POLL_S: Final = 0.1
 
 
 class CappedLines(ftplib.FTP):
@@ -328,8 +333,7 @@ class FtpTransport:
             ftp = self._client("upload", path)
             if stale is not None:
                 _remove_stale(ftp, stale)
-            ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
-                           lambda block: progress(len(block)))
+            _store(ftp, "STOR " + written, data, progress)
             if written != final:
                 _rename_replacing(ftp, written, final)
         await self._call("upload", path, store)
@@ -506,6 +510,39 @@ def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
         return int(reply[3:].strip())
     except ValueError:
         return None
+
+
+def _store(ftp: ftplib.FTP, cmd: str, data: bytes, progress: Progress) -> None:
+    """`storbinary`, with the bytes still queued in the kernel waited for as progress: on a slow
+    link the send buffer may hold more than a minute of the file once the last block was handed
+    over, and the server's reply comes only once it has it all."""
+    view = memoryview(data)
+    with ftp.transfercmd(cmd) as conn:
+        for offset in range(0, len(data), _BLOCK_BYTES):
+            block = view[offset:offset + _BLOCK_BYTES]
+            conn.sendall(block)
+            progress(len(block))
+        _drain(conn, progress)
+        if isinstance(conn, ssl.SSLSocket):
+            conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
+    ftp.voidresp()
+
+
+def _drain(conn: socket.socket, progress: Progress) -> None:
+    """Wait until the peer acknowledged every byte sent, telling `progress` as the queue
+    shrinks; a stalled peer is ended by the caller's deadline, which closes the socket."""
+    if not hasattr(termios, "TIOCOUTQ"):  # Linux's SIOCOUTQ; elsewhere the reply wait must do
+        return
+    last = -1
+    while True:
+        queued = struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ,
+                                                b"\0\0\0\0"))[0]
+        if queued <= 0:
+            return
+        if 0 <= queued < last:
+            progress(last - queued)
+        last = queued
+        time.sleep(_DRAIN_POLL_S)
 
 
 def _remove_stale(ftp: ftplib.FTP, stale: str) -> None:

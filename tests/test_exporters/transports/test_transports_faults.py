@@ -114,7 +114,7 @@ async def test_stalled_server_times_out_without_hanging(slow_target: Target) -> 
     assert not final.exists()
 
 
-@pytest.fixture(params=["sftp"])
+@pytest.fixture(params=["ftp", "ftps", "sftp"])
 def slow_peer(request: pytest.FixtureRequest, certs: Certs, tmp_path: Path) -> Iterator[Target]:
     """`slow_target` for the transports whose progress the server confirms as it goes."""
     root = tmp_path / "root"
