@@ -75,9 +75,11 @@ from ._base import (
     RemoteFile,
     Timeouts,
     TransportError,
+    capped_listing,
     check_size,
     check_tree_path,
     final_and_temp,
+    is_plain_name,
     log,
     stale_temp,
 )
@@ -251,7 +253,7 @@ class FtpTransport:
                 _binary_again(ftp)
                 if not str(err).startswith(_NO_SUCH_COMMAND):
                     raise
-                return self._list_without_mlsd(ftp, remote, progress)
+                return self._list_without_mlsd(ftp, directory, remote, progress)
             finally:
                 if isinstance(ftp, CappedLines):
                     del ftp.moved  # back to the class's: this call's deadline is gone
@@ -259,10 +261,10 @@ class FtpTransport:
             files = [RemoteFile(name=name, size=_fact_size(facts.get("size", "")),
                                 mtime_s=_parse_mdtm(facts.get("modify", "")))
                      for name, facts in entries if facts.get("type", "file") == "file"]
-            return sorted(files, key=lambda f: f.name)
+            return capped_listing(self.server, directory, files)
         return await self._call("list", directory, scan)
 
-    def _list_without_mlsd(self, ftp: ftplib.FTP, remote: str,
+    def _list_without_mlsd(self, ftp: ftplib.FTP, directory: str, remote: str,
                            progress: Progress) -> builtins.list[RemoteFile]:
         files = []
         try:
@@ -275,8 +277,12 @@ class FtpTransport:
             # vsftpd lists a missing folder as empty: make sure it is there (550 otherwise).
             ftp.cwd(remote)
             ftp.cwd(self._root)
-        for entry in names:
-            name = posixpath.basename(entry)
+        listed = [posixpath.basename(entry) for entry in names]
+        plain = [name for name in listed if is_plain_name(name)]
+        if len(plain) < len(listed):  # never used in a command: refused before any use
+            log.warning("server %d: %s: %d listed names are not plain file names; ignored",
+                        self.server, directory, len(listed) - len(plain))
+        for name in plain:
             full = posixpath.join(remote, name)
             size = _size_or_none(ftp, full)
             if size is None:  # a directory, or gone meanwhile
@@ -287,7 +293,7 @@ class FtpTransport:
                 mtime = None
             files.append(RemoteFile(name=name, size=size, mtime_s=mtime))
             progress()
-        return sorted(files, key=lambda f: f.name)
+        return capped_listing(self.server, directory, files)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         out = io.BytesIO()

@@ -110,3 +110,28 @@ async def test_absurd_size_facts_read_as_unknown_and_the_listing_goes_on() -> No
                                                            ("c.csv", 0), ("d.csv", 12)]
         finally:
             await transport.close()
+
+
+async def _odd_names(conn: Conn, arg: str) -> None:
+    await conn.reply("150 listing")
+    _, writer = await conn.open_data()
+    writer.write(b"type=file;size=1; ..\r\n"
+                 + b"type=file;size=1; a\x01b.csv\r\n"
+                 + b"type=file;size=1; back\\slash.csv\r\n"
+                 + b"type=file;size=1; " + b"L" * 300 + b".csv\r\n"
+                 + b"type=file;size=2; ok.csv\r\n")
+    await writer.drain()
+    writer.close()
+    await conn.reply("226 done")
+
+
+async def test_listed_names_that_are_not_plain_are_dropped_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with raw_ftp(mlsd=_odd_names) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            assert [f.name for f in await transport.list("/CONFIG")] == ["ok.csv"]
+        finally:
+            await transport.close()
+    assert "server 1: /CONFIG: 4 listed names are not plain file names; ignored" in caplog.text
