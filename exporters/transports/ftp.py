@@ -288,7 +288,7 @@ class FtpTransport:
             if size is None:  # a directory, or gone meanwhile
                 continue
             try:
-                mtime = _parse_mdtm(ftp.sendcmd("MDTM " + full)[4:].strip())
+                mtime = _parse_mdtm(ftp.voidcmd("MDTM " + full)[4:].strip())
             except ftplib.error_perm:
                 mtime = None
             files.append(RemoteFile(name=name, size=size, mtime_s=mtime))
@@ -509,7 +509,9 @@ def _binary_again(ftp: ftplib.FTP) -> None:
 
 def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
     try:
-        reply = ftp.sendcmd("SIZE " + remote)
+        # voidcmd: a reply that is not final (1xx, 3xx) is a protocol error that drops the
+        # connection, not a size "absent" with the real answer read by the next command.
+        reply = ftp.voidcmd("SIZE " + remote)
     except ftplib.error_perm:
         return None  # absent, or the lookup refused: both count as absent (docs/behaviour.md §5.2)
     try:

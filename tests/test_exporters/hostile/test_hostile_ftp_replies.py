@@ -135,3 +135,28 @@ async def test_listed_names_that_are_not_plain_are_dropped_with_one_warning(
         finally:
             await transport.close()
     assert "server 1: /CONFIG: 4 listed names are not plain file names; ignored" in caplog.text
+
+
+async def _size_preliminary(conn: Conn, arg: str) -> None:
+    await conn.reply("150 looking")  # no command but a transfer has a preliminary reply
+    await conn.reply("213 3")
+
+
+async def test_a_preliminary_reply_to_size_drops_the_connection_not_the_reply_order() -> None:
+    async with raw_ftp(size=_size_preliminary) as server:
+        server.files["/DATA/a.csv"] = b"abc"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            with pytest.raises(TransportError) as caught:
+                await transport.size("/DATA/a.csv")
+            assert caught.value.failure is Failure.PROTOCOL
+            assert "150 looking" in str(caught.value)
+            # Out of step, the connection is not used again: the next operation reconnects.
+            with pytest.raises(TransportError) as again:
+                await transport.download("/DATA/a.csv")
+            assert again.value.failure is Failure.CONNECTION_LOST
+            await transport.connect()
+            assert await transport.download("/DATA/a.csv") == b"abc"
+        finally:
+            await transport.close()
