@@ -67,6 +67,7 @@ T = TypeVar("T")
 DEFAULT_PORT: Final = 22
 # Uploads go as writes of 32 KiB, 8 in flight (256 KiB on the way, as far servers need), the
 # deadline pushed back as each one is confirmed: a 2 KiB/s link confirms one every 16 s.
+_ATTRS_BYTES: Final = 32  # what a listing entry carries besides its names, roughly
 _WRITE_BYTES: Final = 32 * 1024
 _WRITES_IN_FLIGHT: Final = 8
 # Downloads read less at a time: a 1 KiB/s link (progress, docs/behaviour.md §4.5) fills it in
@@ -246,6 +247,7 @@ class SftpTransport:
 
     async def list(self, directory: str) -> builtins.list[RemoteFile]:
         remote = self._remote("list", directory)
+        limit = self._timeouts.operation_s
 
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
             # Keyed by name: sshd has been seen to list a file twice in one READDIR answer.
@@ -253,14 +255,21 @@ class SftpTransport:
             more = False
             # Read as it comes, so an endless listing stops at the cap (docs/behaviour.md §4.5).
             # Every entry counts, folders and links too: an endless run of them must end.
-            seen = 0
+            seen = moved = 0
+            loop = asyncio.get_running_loop()
             entries = sftp.scandir(remote)
-            async with contextlib.aclosing(entries):  # type: ignore[type-var]
+            # A long listing that keeps coming is progress, pushed back per KiB of names.
+            async with asyncio.timeout(limit) as deadline, \
+                    contextlib.aclosing(entries):  # type: ignore[type-var]
                 async for entry in entries:
                     if seen == LISTING_MAX_ENTRIES:
                         more = True
                         break
                     seen += 1
+                    moved += len(entry.filename) + len(entry.longname or "") + _ATTRS_BYTES
+                    if moved >= PROGRESS_BYTES:
+                        moved = 0
+                        deadline.reschedule(loop.time() + limit)
                     name = str(entry.filename)
                     attrs = entry.attrs
                     if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
@@ -268,7 +277,7 @@ class SftpTransport:
                     mtime = float(attrs.mtime) if attrs.mtime is not None else None
                     files[name] = RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime)
             return capped_listing(self.server, directory, list(files.values()), more=more)
-        return await self._call("list", directory, scan)
+        return await self._call("list", directory, scan, limited=False)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         out = io.BytesIO()

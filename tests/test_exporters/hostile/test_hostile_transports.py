@@ -402,6 +402,15 @@ class _HostileSftp(asyncssh.SFTPServer):
         if path.endswith(b"/LOG"):
             yield asyncssh.SFTPName(b"\xff\xfe.log", b"", asyncssh.SFTPAttrs(permissions=0o100644))
             return
+        if path.endswith(b"/SCRIPT"):
+            # A long listing on a slow link: 12 answers of 128 names, 0.3 s apart.
+            for batch in range(12):
+                for n in range(128):
+                    yield asyncssh.SFTPName(
+                        f"slow-{batch:02d}-{n:03d}-{'x' * 48}.lua".encode(), b"",
+                        asyncssh.SFTPAttrs(permissions=0o100644, size=1))
+                await asyncio.sleep(0.3)
+            return
         if not path.endswith((b"/CONFIG", b"/DEF")):
             async for name in super().scandir(path):
                 yield name
@@ -427,7 +436,7 @@ async def sftp_settings(tmp_path: Path) -> AsyncIterator[ServerSettings]:
         def validate_password(self, username: str, password: str) -> bool:
             return True
 
-    for folder in ("CMD", "CONFIG", "DEF", "LOG"):
+    for folder in ("CMD", "CONFIG", "DEF", "LOG", "SCRIPT"):
         (tmp_path / "sftp" / folder).mkdir(parents=True)
     server = await asyncssh.listen(
         "127.0.0.1", 0, server_factory=Server, server_host_keys=[key], allow_scp=False,
@@ -463,5 +472,16 @@ async def test_sftp_endless_listing_stops_at_the_cap(sftp_settings: ServerSettin
             await transport.list("/LOG")
         assert caught.value.failure is Failure.PROTOCOL
         assert await transport.size("/CMD/absent") is None  # still usable
+    finally:
+        await transport.close()
+
+
+async def test_sftp_a_long_listing_that_keeps_coming_is_not_cut(
+        sftp_settings: ServerSettings) -> None:
+    # 3.6 s of answers, each well within the operation timeout of 1 s.
+    transport = SftpTransport(sftp_settings, timeouts=Timeouts(connect_s=3.0, operation_s=1.0))
+    await transport.connect()
+    try:
+        assert len(await transport.list("/SCRIPT")) == 12 * 128
     finally:
         await transport.close()
