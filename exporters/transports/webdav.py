@@ -309,17 +309,11 @@ class WebdavTransport:
                                  failure=Failure.CONNECTION_LOST, path=path)
         limit = (limit_s if limit_s is not None else
                  self._timeouts.operation_s + len(content or b"") / _SLOW_LINK_BYTES_PER_S)
-        # The answer to a body comes once the server has it all, and on a slow link the kernel
-        # may still hold much of it when httpx has handed it over: the wait for that answer
-        # is the guard's (1 KiB/s), not httpx's per-read limit.
-        op_s = self._timeouts.operation_s
-        timeout = (httpx.Timeout(op_s, connect=self._timeouts.connect_s, read=limit)
-                   if content else httpx.USE_CLIENT_DEFAULT)
         try:
             async with asyncio.timeout(limit), client.stream(
                     method, self._origin + self._url(target), headers={**_IDENTITY,
                                                                         **(headers or {})},
-                    content=content, timeout=timeout) as response:
+                    content=content) as response:
                 # Only the status counts; a body past _ANSWER_MAX_BYTES (an endless answer to a
                 # PUT or a DELETE) is left unread and its connection dropped
                 # (docs/behaviour.md §4.5).
