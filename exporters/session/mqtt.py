@@ -36,8 +36,9 @@ _RECONNECT_S: Final = (1, 2, 4, 8, 16, 32, 60)
 _EVENT_POLL_S: Final = 1.0
 # A connection that lived this long ends an outage: the backoff starts again from 1 s. One
 # that a broker drops at once (after CONNACK, before SUBACK) does not, or the reconnection
-# would run every second for as long as the broker does that.
-_STABLE_S: Final = 60.0
+# would run every second for as long as the broker does that; nor one whose publishes go
+# unacknowledged until the operation timeout (60 s) ends it, hence twice that.
+_STABLE_S: Final = 120.0
 _SUMMARY_EVERY_S: Final = 3600.0
 
 

@@ -20,6 +20,7 @@ from exporters.outbox import Outbox
 from exporters.session import MqttSession, Trigger
 from exporters.session import mqtt as mqtt_session
 from exporters.transports import Failure, MqttTransport, Timeouts, TransportError
+from exporters.transports._base import DEFAULT_TIMEOUTS
 from store.delivery import DeliveryState, Stream
 from store.events import JournalItem
 from store.log import Log
@@ -122,3 +123,26 @@ async def test_a_connection_closed_right_after_connack_is_reported_lost(tmp_path
         await transport.close()
     assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
     assert "closed by the broker right after CONNACK" in str(caught.value)
+
+
+async def test_a_broker_that_never_acknowledges_an_alarm_is_one_outage(
+        store: Log, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The publish times out after the operation timeout: the connection held that long, but
+    # acknowledged nothing, so it ends no outage (the backoff keeps growing, no INFO).
+    assert mqtt_session._STABLE_S > DEFAULT_TIMEOUTS.operation_s
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    monkeypatch.setattr(mqtt_session, "_RECONNECT_S", (0.2, 0.4, 0.8))
+    await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
+    async with raw_broker() as broker:
+        session = _session(store, broker, tmp_path, command_topic="", operation_s=1.0)
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            await wait_until(lambda: broker.connections >= 4, 30, what="fourth connection")
+            stop.set()
+    [warning] = _lines(caplog, "WARNING", "connection lost")
+    assert "no acknowledgement after 1 s" in warning
+    assert _lines(caplog, "INFO", "connection restored") == []
+    state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
+    assert state.events.get((2, Stream.ALARM), 0) == 0
