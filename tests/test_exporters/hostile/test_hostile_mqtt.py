@@ -130,7 +130,7 @@ async def test_a_broker_that_never_acknowledges_an_alarm_is_one_outage(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The publish times out after the operation timeout: the connection held that long, but
     # acknowledged nothing, so it ends no outage (the backoff keeps growing, no INFO).
-    assert mqtt_session._STABLE_S > DEFAULT_TIMEOUTS.operation_s
+    assert DEFAULT_TIMEOUTS.operation_s < mqtt_session._STABLE_S
     caplog.set_level(logging.INFO, logger="sunpm.session")
     monkeypatch.setattr(mqtt_session, "_RECONNECT_S", (0.2, 0.4, 0.8))
     await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
