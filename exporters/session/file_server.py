@@ -16,7 +16,7 @@ from pathlib import Path
 from config.errors import SunpmError
 from config.model import ServerSettings
 from exporters.outbox import JournalLog, Outbox, StreamRefused
-from exporters.transports._base import DownloadTooLarge, FileTransport, TransportError
+from exporters.transports._base import DownloadTooLarge, Failure, FileTransport, TransportError
 from exporters.views.windows import cut_of
 from store.events import Channel, CommandReceived, CommandResult
 
@@ -112,6 +112,13 @@ class FileServerSession:
             except DownloadTooLarge:
                 entries = [CommandResult(channel=Channel.FILE, caller_id=None,
                                          error=f"{name}: larger than 1 MiB; not executed")]
+            except TransportError as err:
+                # Unreadable (a right lacking): the commands stop, the streams still go
+                # (docs/behaviour.md §4.5); anything else ends the session.
+                if err.failure is not Failure.REFUSED:
+                    raise
+                refused(err, counts)
+                continue
             for entry in entries:
                 # Acknowledged before the delete, so a crash after it loses no command. An entry
                 # that cannot run is answered by the handler in its turn (the ACK file keeps

@@ -34,6 +34,43 @@ EventPayload = Callable[[JournalItem], bytes]
 
 _RECONNECT_S: Final = (1, 2, 4, 8, 16, 32, 60)
 _EVENT_POLL_S: Final = 1.0
+# A connection that lived this long ends an outage: the backoff starts again from 1 s. One
+# that a broker drops at once (after CONNACK, before SUBACK) does not, or the reconnection
+# would run every second for as long as the broker does that; nor one whose publishes go
+# unacknowledged until the operation timeout (60 s) ends it, hence twice that.
+_STABLE_S: Final = 120.0
+_SUMMARY_EVERY_S: Final = 3600.0
+
+
+class _Outage:
+    """One WARNING when the permanent connection goes down, then one an hour while it stays
+    down, INFO when a connection holds again (as the Modbus links, docs/behaviour.md §2.3)."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.down = False
+        self._failed = 0
+        self._last_summary = 0.0
+
+    def failed(self, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self.down:
+            self.down = True
+            self._failed = 0
+            self._last_summary = now
+            log.warning("server %d: connection lost: %s; reconnecting", self.server, reason)
+            return
+        self._failed += 1
+        if now - self._last_summary >= _SUMMARY_EVERY_S:
+            log.warning("server %d: still disconnected (%s); %d attempts failed in the last "
+                        "hour", self.server, reason, self._failed)
+            self._last_summary = now
+            self._failed = 0
+
+    def restored(self) -> None:
+        if self.down:
+            log.info("server %d: connection restored", self.server)
+        self.down = False
 
 
 def result_payload(item: JournalItem) -> bytes:
@@ -141,25 +178,32 @@ class MqttSession:
         """The permanent connection: commands in, alarms and results out, reconnecting after
         1, 2, 4 … 60 s, until `stop` is set."""
         attempt = 0
-        faulted = False     # the last round ended on our side's error, not the connection's
+        outage = _Outage(self.server)
+
+        async def settle() -> None:
+            # Reached only while the connection holds: its tasks end with it.
+            nonlocal attempt
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STABLE_S):
+                    await stop.wait()
+            if not stop.is_set():
+                attempt = 0
+                outage.restored()
+
         while not stop.is_set():
             try:
                 await self._transport.connect()
-                if not faulted:
-                    attempt = 0
-                faulted = False
                 async with asyncio.TaskGroup() as tg:
+                    tg.create_task(settle(), name=f"mqtt-settle:{self.server}")
                     tg.create_task(self._pump_events(stop), name=f"mqtt-events:{self.server}")
                     tg.create_task(self._take_commands(stop), name=f"mqtt-commands:{self.server}")
             except* TransportError as group:
-                err = group.exceptions[0]
-                log.warning("server %d: connection lost: %s", self.server, reason_of(err))
+                outage.failed(reason_of(group.exceptions[0]))
             except* SunpmError as group:
                 # A journal append or read failing (disk full, damaged segment) or an event that
                 # cannot be rendered: the permanent connection outlives it. The connection is
                 # renewed after the backoff, which keeps growing while the fault repeats;
                 # unacknowledged events go again then.
-                faulted = True
                 for fault in group.exceptions:
                     log.error("server %d: event delivery failed, reconnecting in %d s: %s",
                               self.server, _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)],
@@ -195,9 +239,9 @@ class MqttSession:
                     waiting.cancel()
 
     async def _take_commands(self, stop: asyncio.Event) -> None:
-        if not self.settings.topic_command:
-            await stop.wait()
-            return
+        # Read even without a command topic: the reading is what notices a lost connection
+        # while no alarm is due. A broker may still deliver a command topic removed since
+        # (clean session off keeps its subscription): not a command any more.
         messages = self._transport.messages()
         while not stop.is_set():
             stopping = asyncio.ensure_future(stop.wait())
@@ -217,7 +261,8 @@ class MqttSession:
                     await nxt
                 return
             message = nxt.result()
-            await self.take_command(message.payload, message.topic)
+            if self.settings.topic_command:
+                await self.take_command(message.payload, message.topic)
 
     async def take_command(self, payload: bytes, topic: str) -> None:
         """Journal a command-topic message and hand it on; an unreadable one is answered."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import BinaryIO, Final, Protocol, runtime_checkable
 
 from config.errors import SunpmError
 
@@ -179,6 +179,11 @@ class FileTransport(Protocol):
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
         """The whole content of `path`; `DownloadTooLarge` as soon as more than `max_bytes`
         arrived (the transfer is cut, the connection stays usable)."""
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
+        """`download`, written to `out` block by block as it arrives instead of held in memory
+        (a `/BIN` package: 256 MiB); the byte count. After a failure `out` holds a part."""
 
     async def size(self, path: str) -> int | None:
         """Size of `path`, or None when absent; a refused lookup counts as absent

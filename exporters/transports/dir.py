@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import errno
+import io
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 from config.model import ServerSettings
 
@@ -129,21 +130,26 @@ class DirTransport:
         return await self._run("list", directory, scan)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         *folder, name = self._parts("download", path)
 
-        def read() -> bytes:
+        def read() -> int:
             with self._folder(folder) as dir_fd:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             with os.fdopen(fd, "rb", buffering=0) as f:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise IsADirectoryError(errno.EISDIR, "not a regular file")
-                blocks: builtins.list[bytes] = []
                 received = 0
                 while block := f.read(_BLOCK_BYTES):
                     received += len(block)
                     check_size(self.server, path, received, max_bytes)
-                    blocks.append(block)
-                return b"".join(blocks)
+                    out.write(block)
+                return received
         return await self._run("download", path, read)
 
     async def size(self, path: str) -> int | None:

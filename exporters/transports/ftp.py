@@ -32,8 +32,10 @@ Peer quirks handled here:
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
-  Progress that keeps a transfer alive is at least 1 KiB moved, so a server trickling bytes times
-  out. Any error that is not a server reply (a reply line too long or not text, a protocol
+  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's last
+  bytes, still queued in the kernel once handed over, count as they leave), so a server
+  trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
+  that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
@@ -48,14 +50,18 @@ import asyncio
 import builtins
 import calendar
 import contextlib
+import fcntl
 import ftplib
 import io
 import posixpath
+import re
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar, cast
+from typing import BinaryIO, Final, Protocol, TypeVar, cast
 
 from config.model import ServerSettings
 
@@ -69,9 +75,11 @@ from ._base import (
     RemoteFile,
     Timeouts,
     TransportError,
+    capped_listing,
     check_size,
     check_tree_path,
     final_and_temp,
+    is_plain_name,
     log,
     stale_temp,
 )
@@ -91,6 +99,7 @@ _MAX_LINE: Final = ftplib.MAXLINE             # 8,192 bytes
 _LISTING_MAX_BYTES: Final = 10 << 20
 _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
+_DRAIN_POLL_S: Final = 0.1
 
 
 class CappedLines(ftplib.FTP):
@@ -98,6 +107,9 @@ class CappedLines(ftplib.FTP):
     ftps.py's client mixes it in too."""
 
     server: int = 0
+    # Told the bytes of each listing line as it arrives: a long listing that keeps coming is
+    # progress (docs/behaviour.md §4.5), the operation sets it for its own call.
+    moved: Callable[[int], object] = staticmethod(lambda count: None)
 
     def retrlines(self, cmd: str, callback: Callable[[str], object] | None = None) -> str:
         assert callback is not None, "listings always collect their lines"
@@ -108,6 +120,7 @@ class CappedLines(ftplib.FTP):
             while True:
                 raw = fp.readline(_MAX_LINE + 1)
                 total += len(raw)
+                self.moved(len(raw))
                 if not raw or total > _LISTING_MAX_BYTES or lines == LISTING_MAX_ENTRIES:
                     cut = bool(raw)
                     break
@@ -116,6 +129,7 @@ class CappedLines(ftplib.FTP):
                     while raw and not raw.endswith(b"\n") and total <= _LISTING_MAX_BYTES:
                         raw = fp.readline(_MAX_LINE + 1)
                         total += len(raw)
+                        self.moved(len(raw))
                     continue
                 callback(raw.decode(self.encoding, "replace").rstrip("\r\n"))
                 lines += 1
@@ -231,21 +245,26 @@ class FtpTransport:
 
         def scan(progress: Progress) -> builtins.list[RemoteFile]:
             ftp = self._client("list", directory)
+            if isinstance(ftp, CappedLines):
+                ftp.moved = progress
             try:
                 entries = _mlsd(ftp, remote)
             except ftplib.error_perm as err:
                 _binary_again(ftp)
                 if not str(err).startswith(_NO_SUCH_COMMAND):
                     raise
-                return self._list_without_mlsd(ftp, remote, progress)
+                return self._list_without_mlsd(ftp, directory, remote, progress)
+            finally:
+                if isinstance(ftp, CappedLines):
+                    del ftp.moved  # back to the class's: this call's deadline is gone
             ftp.voidcmd("TYPE I")  # listings switch to ASCII; SIZE needs binary
-            files = [RemoteFile(name=name, size=int(facts.get("size", "0")),
+            files = [RemoteFile(name=name, size=_fact_size(facts.get("size", "")),
                                 mtime_s=_parse_mdtm(facts.get("modify", "")))
                      for name, facts in entries if facts.get("type", "file") == "file"]
-            return sorted(files, key=lambda f: f.name)
+            return capped_listing(self.server, directory, files)
         return await self._call("list", directory, scan)
 
-    def _list_without_mlsd(self, ftp: ftplib.FTP, remote: str,
+    def _list_without_mlsd(self, ftp: ftplib.FTP, directory: str, remote: str,
                            progress: Progress) -> builtins.list[RemoteFile]:
         files = []
         try:
@@ -258,29 +277,41 @@ class FtpTransport:
             # vsftpd lists a missing folder as empty: make sure it is there (550 otherwise).
             ftp.cwd(remote)
             ftp.cwd(self._root)
-        for entry in names:
-            name = posixpath.basename(entry)
+        listed = [posixpath.basename(entry) for entry in names]
+        plain = [name for name in listed if is_plain_name(name)]
+        if len(plain) < len(listed):  # never used in a command: refused before any use
+            log.warning("server %d: %s: %d listed names are not plain file names; ignored",
+                        self.server, directory, len(listed) - len(plain))
+        for name in plain:
             full = posixpath.join(remote, name)
             size = _size_or_none(ftp, full)
             if size is None:  # a directory, or gone meanwhile
                 continue
             try:
-                mtime = _parse_mdtm(ftp.sendcmd("MDTM " + full)[4:].strip())
+                mtime = _parse_mdtm(ftp.voidcmd("MDTM " + full)[4:].strip())
             except ftplib.error_perm:
                 mtime = None
             files.append(RemoteFile(name=name, size=size, mtime_s=mtime))
             progress()
-        return sorted(files, key=lambda f: f.name)
+        return capped_listing(self.server, directory, files)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         remote = self._remote("download", path)
 
-        def fetch(progress: Progress) -> bytes:
-            buf = io.BytesIO()
+        def fetch(progress: Progress) -> int:
+            received = 0
 
             def sink(block: bytes) -> None:
-                check_size(self.server, path, buf.tell() + len(block), max_bytes)
-                buf.write(block)
+                nonlocal received
+                received += len(block)
+                check_size(self.server, path, received, max_bytes)
+                out.write(block)
                 progress(len(block))
             ftp = self._client("download", path)
             try:
@@ -291,7 +322,7 @@ class FtpTransport:
                 except (OSError, EOFError, ftplib.Error, ValueError):
                     self._ftp = None  # cut by end_cut_transfer: the next operation reconnects
                 raise
-            return buf.getvalue()
+            return received
         return await self._call("download", path, fetch)
 
     async def size(self, path: str) -> int | None:
@@ -308,8 +339,7 @@ class FtpTransport:
             ftp = self._client("upload", path)
             if stale is not None:
                 _remove_stale(ftp, stale)
-            ftp.storbinary("STOR " + written, io.BytesIO(data), _BLOCK_BYTES,
-                           lambda block: progress(len(block)))
+            _store(ftp, "STOR " + written, data, progress)
             if written != final:
                 _rename_replacing(ftp, written, final)
         await self._call("upload", path, store)
@@ -407,7 +437,10 @@ class FtpTransport:
 
 def classify(err: BaseException) -> tuple[Failure, str]:
     """Map an ftplib, ssl or socket error to a failure and its one-line detail."""
-    detail = " ".join(str(err).split()) or type(err).__name__
+    detail = " ".join(str(err).split())
+    if isinstance(err, EOFError):  # ftplib's word for the control connection closed
+        return Failure.CONNECTION_LOST, detail or "connection closed by the server"
+    detail = detail or type(err).__name__
     if isinstance(err, ftplib.error_perm):
         code = detail[:3]
         if code == "530":
@@ -440,8 +473,8 @@ def classify(err: BaseException) -> tuple[Failure, str]:
         return Failure.UNREACHABLE, detail
     if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
         return Failure.UNREACHABLE, detail
-    if isinstance(err, (OSError, EOFError)):
-        return Failure.CONNECTION_LOST, detail or "connection closed by the server"
+    if isinstance(err, OSError):
+        return Failure.CONNECTION_LOST, detail
     return Failure.PROTOCOL, detail
 
 
@@ -449,6 +482,7 @@ _UNREACHABLE_ERRNOS: Final = frozenset({101, 113})  # ENETUNREACH, EHOSTUNREACH
 
 
 _NO_SUCH_COMMAND: Final = ("500", "502", "504")
+_BYTE_COUNT: Final = re.compile(r"[0-9]{1,19}")
 _MLST_FACTS: Final = "type;size;modify;"
 
 
@@ -460,6 +494,12 @@ def _mlsd(ftp: ftplib.FTP, remote: str) -> builtins.list[tuple[str, dict[str, st
     return list(ftp.mlsd(remote))
 
 
+def _fact_size(text: str) -> int:
+    """An `MLSD` size fact; 0 (unknown) unless plain digits of a sane length, so that one absurd
+    entry from a hostile server does not fail the whole listing (as WebDAV's sizes)."""
+    return int(text) if _BYTE_COUNT.fullmatch(text) else 0
+
+
 def _binary_again(ftp: ftplib.FTP) -> None:
     """`TYPE I` after a refused listing (see the module docstring); a connection that broke
     meanwhile is reported by the next command, not here."""
@@ -469,13 +509,48 @@ def _binary_again(ftp: ftplib.FTP) -> None:
 
 def _size_or_none(ftp: ftplib.FTP, remote: str) -> int | None:
     try:
-        reply = ftp.sendcmd("SIZE " + remote)
+        # voidcmd: a reply that is not final (1xx, 3xx) is a protocol error that drops the
+        # connection, not a size "absent" with the real answer read by the next command.
+        reply = ftp.voidcmd("SIZE " + remote)
     except ftplib.error_perm:
         return None  # absent, or the lookup refused: both count as absent (docs/behaviour.md §5.2)
     try:
         return int(reply[3:].strip())
     except ValueError:
         return None
+
+
+def _store(ftp: ftplib.FTP, cmd: str, data: bytes, progress: Progress) -> None:
+    """`storbinary`, with the bytes still queued in the kernel waited for as progress: on a slow
+    link the send buffer may hold more than a minute of the file once the last block was handed
+    over, and the server's reply comes only once it has it all."""
+    view = memoryview(data)
+    with ftp.transfercmd(cmd) as conn:
+        for offset in range(0, len(data), _BLOCK_BYTES):
+            block = view[offset:offset + _BLOCK_BYTES]
+            conn.sendall(block)
+            progress(len(block))
+        _drain(conn, progress)
+        if isinstance(conn, ssl.SSLSocket):
+            conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
+    ftp.voidresp()
+
+
+def _drain(conn: socket.socket, progress: Progress) -> None:
+    """Wait until the peer acknowledged every byte sent, telling `progress` as the queue
+    shrinks; a stalled peer is ended by the caller's deadline, which closes the socket."""
+    if not hasattr(termios, "TIOCOUTQ"):  # Linux's SIOCOUTQ; elsewhere the reply wait must do
+        return
+    last = -1
+    while True:
+        queued = struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ,
+                                                b"\0\0\0\0"))[0]
+        if queued <= 0:
+            return
+        if 0 <= queued < last:
+            progress(last - queued)
+        last = queued
+        time.sleep(_DRAIN_POLL_S)
 
 
 def _remove_stale(ftp: ftplib.FTP, stale: str) -> None:

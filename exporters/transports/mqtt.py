@@ -17,6 +17,10 @@ Peer quirks handled here:
   broker may then see a duplicate, which QoS 1 allows.
 - aiomqtt reports a failed TCP or TLS connect as a bare `MqttError` carrying the socket error's
   text only; the text is classified (refused, certificate, timeout).
+- A broker that closes the connection right after its CONNACK is not noticed by aiomqtt 2.5
+  (`__aenter__` replaces the finished "disconnected" future with a new one): the client would
+  look connected for ever, with no reader ever failing. paho's own state is checked once
+  connected, and such a connection is reported lost (retriable).
 - A broker that refuses the client certificate after a TLS 1.3 handshake (mosquitto with
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
@@ -103,9 +107,14 @@ class MqttTransport:
         if self._tls:
             no_connack += (" (also how a broker requiring a client certificate answers a missing"
                            " or unknown one)")
+        dropped = client._disconnected
         try:
             async with asyncio.timeout(self._timeouts.connect_s + 1):
                 await client.__aenter__()
+            if not client._client.is_connected():
+                await _forget_dropped(client, dropped)
+                raise TransportError(self.server, "connect", "connection closed by the broker "
+                                     "right after CONNACK", failure=Failure.CONNECTION_LOST)
         except TimeoutError as err:
             raise TransportError(self.server, "connect", no_connack,
                                  failure=Failure.TIMEOUT) from err
@@ -220,6 +229,17 @@ class MqttTransport:
                                   path=topic)
         failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
         return TransportError(self.server, op, detail, failure=failure, path=topic)
+
+
+async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:
+    """Release a client whose connection the broker closed between CONNACK and the end of
+    aiomqtt's `__aenter__` (see the module docstring)."""
+    if dropped.done() and not dropped.cancelled():
+        dropped.exception()  # retrieved: aiomqtt replaced it before anyone could see it
+    if not client._disconnected.done():
+        client._disconnected.set_result(None)  # paho is disconnected already: nothing to send
+    with contextlib.suppress(aiomqtt.MqttError):
+        await client.__aexit__(None, None, None)
 
 
 def classify(err: BaseException) -> tuple[Failure, str]:

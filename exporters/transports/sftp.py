@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import io
 import posixpath
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 with warnings.catch_warnings():
     # asyncssh (and pyOpenSSL, which it imports when present) names cryptography's DSA types at
@@ -64,7 +65,11 @@ from ._base import (
 T = TypeVar("T")
 
 DEFAULT_PORT: Final = 22
-_CHUNK_BYTES: Final = 256 * 1024  # progress granularity of the "60 s without progress" timeout
+# Uploads go as writes of 32 KiB, 8 in flight (256 KiB on the way, as far servers need), the
+# deadline pushed back as each one is confirmed: a 2 KiB/s link confirms one every 16 s.
+_ATTRS_BYTES: Final = 32  # what a listing entry carries besides its names, roughly
+_WRITE_BYTES: Final = 32 * 1024
+_WRITES_IN_FLIGHT: Final = 8
 # Downloads read less at a time: a 1 KiB/s link (progress, docs/behaviour.md §4.5) fills it in
 # 32 s.
 _READ_BYTES: Final = 32 * 1024
@@ -242,6 +247,7 @@ class SftpTransport:
 
     async def list(self, directory: str) -> builtins.list[RemoteFile]:
         remote = self._remote("list", directory)
+        limit = self._timeouts.operation_s
 
         async def scan(sftp: asyncssh.SFTPClient) -> builtins.list[RemoteFile]:
             # Keyed by name: sshd has been seen to list a file twice in one READDIR answer.
@@ -249,14 +255,21 @@ class SftpTransport:
             more = False
             # Read as it comes, so an endless listing stops at the cap (docs/behaviour.md §4.5).
             # Every entry counts, folders and links too: an endless run of them must end.
-            seen = 0
+            seen = moved = 0
+            loop = asyncio.get_running_loop()
             entries = sftp.scandir(remote)
-            async with contextlib.aclosing(entries):  # type: ignore[type-var]
+            # A long listing that keeps coming is progress, pushed back per KiB of names.
+            async with asyncio.timeout(limit) as deadline, \
+                    contextlib.aclosing(entries):  # type: ignore[type-var]
                 async for entry in entries:
                     if seen == LISTING_MAX_ENTRIES:
                         more = True
                         break
                     seen += 1
+                    moved += len(entry.filename) + len(entry.longname or "") + _ATTRS_BYTES
+                    if moved >= PROGRESS_BYTES:
+                        moved = 0
+                        deadline.reschedule(loop.time() + limit)
                     name = str(entry.filename)
                     attrs = entry.attrs
                     if name in (".", "..") or attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
@@ -264,14 +277,19 @@ class SftpTransport:
                     mtime = float(attrs.mtime) if attrs.mtime is not None else None
                     files[name] = RemoteFile(name=name, size=attrs.size or 0, mtime_s=mtime)
             return capped_listing(self.server, directory, list(files.values()), more=more)
-        return await self._call("list", directory, scan)
+        return await self._call("list", directory, scan, limited=False)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         remote = self._remote("download", path)
         limit = self._timeouts.operation_s
 
-        async def fetch(sftp: asyncssh.SFTPClient) -> bytes:
-            parts: builtins.list[bytes] = []
+        async def fetch(sftp: asyncssh.SFTPClient) -> int:
             received = moved = 0
             loop = asyncio.get_running_loop()
             # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
@@ -279,11 +297,11 @@ class SftpTransport:
                 while True:
                     block = await f.read(_READ_BYTES)
                     if not block:
-                        return b"".join(parts)
+                        return received
                     received += len(block)
                     check_size(self.server, path, received, max_bytes)
                     # "rb" yields bytes; asyncssh types read() as AnyStr for both modes.
-                    parts.append(block if isinstance(block, bytes) else block.encode())
+                    out.write(block if isinstance(block, bytes) else block.encode())
                     moved += len(block)
                     if moved >= PROGRESS_BYTES:
                         moved = 0
@@ -313,9 +331,7 @@ class SftpTransport:
                     await _remove_stale(sftp, stale)
                 f = await sftp.open(written, "wb")
             try:
-                for offset in range(0, len(data), _CHUNK_BYTES):
-                    async with asyncio.timeout(self._timeouts.operation_s):
-                        await f.write(data[offset:offset + _CHUNK_BYTES], offset)
+                await self._write_all(f, data)
             finally:
                 async with asyncio.timeout(self._timeouts.operation_s):
                     await f.close()
@@ -323,6 +339,33 @@ class SftpTransport:
                 async with asyncio.timeout(self._timeouts.operation_s):
                     await self._rename_replacing(sftp, written, final)
         await self._call("upload", path, store, limited=False)
+
+    async def _write_all(self, f: asyncssh.SFTPClientFile, data: bytes) -> None:
+        """`data` written at its offsets, `_WRITES_IN_FLIGHT` writes at a time; TimeoutError once
+        none was confirmed for the operation timeout (docs/behaviour.md §4.5)."""
+        limit = self._timeouts.operation_s
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Future[int]] = set()
+        offsets = iter(range(0, len(data), _WRITE_BYTES))
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                while True:
+                    for offset in offsets:
+                        pending.add(asyncio.ensure_future(
+                            f.write(data[offset:offset + _WRITE_BYTES], offset)))
+                        if len(pending) == _WRITES_IN_FLIGHT:
+                            break
+                    if not pending:
+                        return
+                    done, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    for write in done:
+                        write.result()  # a refusal or a lost connection ends the upload
+                    deadline.reschedule(loop.time() + limit)
+        finally:
+            for write in pending:
+                write.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     @staticmethod
     async def _rename_replacing(sftp: asyncssh.SFTPClient, written: str, final: str) -> None:

@@ -26,9 +26,10 @@ Peer quirks handled here:
   docs/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
   guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
-  soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives). Both ask
-  for `Accept-Encoding: identity` and refuse a compressed answer, whose decoding could blow a small
-  download up a thousandfold before any cap saw it.
+  soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives, each
+  entry dropped once read; an entry past 32 levels or 1,000 elements is a protocol error). Both
+  ask for `Accept-Encoding: identity` and refuse a compressed answer, whose decoding could blow a
+  small download up a thousandfold before any cap saw it.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import email.utils
+import io
 import posixpath
 import re
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -69,6 +71,10 @@ from ._base import (
 _SLOW_LINK_BYTES_PER_S: Final = 1024
 _LISTING_MAX_BYTES: Final = 16 << 20
 _ANSWER_MAX_BYTES: Final = 64 << 10
+# One listing entry (`response`) is a dozen elements a few levels deep; these leave servers
+# that add their own properties plenty of room.
+_ENTRY_MAX_DEPTH: Final = 32
+_ENTRY_MAX_ELEMENTS: Final = 1000
 _BYTE_COUNT: Final = re.compile(r"[0-9]{1,19}")
 _IDENTITY: Final = {"Accept-Encoding": "identity"}
 _DAV: Final = "{DAV:}"
@@ -147,23 +153,42 @@ class WebdavTransport:
     async def list(self, directory: str) -> builtins.list[RemoteFile]:
         check_tree_path(self.server, "list", directory)
         own = unquote(self._url(directory).rstrip("/"))
-        parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+        parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         files: builtins.list[RemoteFile] = []
-        received = seen = 0
+        received = seen = depth = held = 0
+        root: ET.Element | None = None
 
         def take(block: bytes) -> bool:
-            nonlocal received, seen
+            nonlocal received, seen, depth, held, root
             received += len(block)
             parser.feed(block)
-            for event in parser.read_events():
-                element = event[-1] if isinstance(event, tuple) else None
-                if isinstance(element, ET.Element) and element.tag == _DAV + "response":
+            for item in parser.read_events():
+                event, element = item[0], item[-1]
+                if not isinstance(element, ET.Element):
+                    continue
+                if event == "start":
+                    # The tree the parser builds is what a hostile answer could grow: 16 MiB
+                    # of `<a>` is 5 million elements, 1.5 GB. Each child of the root is
+                    # dropped once parsed, and none may hold more than a listing entry needs.
+                    depth += 1
+                    held += 1
+                    root = element if root is None else root
+                    if depth > _ENTRY_MAX_DEPTH or held > _ENTRY_MAX_ELEMENTS:
+                        raise TransportError(self.server, "list", "PROPFIND answer with an "
+                                             "entry past its size", failure=Failure.PROTOCOL,
+                                             path=directory)
+                    continue
+                depth -= 1
+                if depth != 1 or root is None:
+                    continue
+                if element.tag == _DAV + "response":
                     # Every entry counts, collections too: an endless run of them must end.
                     seen += 1
                     entry = _listing_entry(element, own)
-                    element.clear()  # parsed: keep nothing of it
                     if entry is not None and seen <= LISTING_MAX_ENTRIES + 1:
                         files.append(entry)
+                root.remove(element)  # parsed: keep nothing of it
+                held = 0
             # + 1: the answer lists the folder itself first.
             return seen <= LISTING_MAX_ENTRIES + 1 and received <= _LISTING_MAX_BYTES
 
@@ -180,20 +205,25 @@ class WebdavTransport:
         return capped_listing(self.server, directory, files, more=not complete)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+        out = io.BytesIO()
+        await self.download_to(path, out, max_bytes=max_bytes)
+        return out.getvalue()
+
+    async def download_to(self, path: str, out: BinaryIO, *,
+                          max_bytes: int = DOWNLOAD_MAX_BYTES) -> int:
         check_tree_path(self.server, "download", path)
-        parts: builtins.list[bytes] = []
         received = 0
 
         def take(block: bytes) -> bool:
             nonlocal received
             received += len(block)
             check_size(self.server, path, received, max_bytes)
-            parts.append(block)
+            out.write(block)
             return True
 
         response, _ = await self._streamed("download", path, "GET", path, take)
         self._check("download", path, response)
-        return b"".join(parts)
+        return received
 
     async def size(self, path: str) -> int | None:
         check_tree_path(self.server, "size", path)

@@ -347,6 +347,26 @@ async def test_server_2_gets_copies_only(store: Log, ftp: FtpPeer, tmp_path: Pat
         f"/ALARM/{UID}_AL_210201_090000.csv.gz", f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
 
 
+async def test_an_unreadable_command_file_stops_only_the_commands(
+        store: Log, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # docs/behaviour.md §4.5: a right lacking on /CMD stops what needs it; the streams go on.
+    caplog.set_level(logging.INFO)
+    await fill(store, T0, T0 + DAY)
+    root = make_tree(tmp_path / "ftp")
+    (root / "CMD" / f"{UID}_cmd.json").write_text('{"rpcName": "sunpm.reboot"}')
+    with ftp_peer(root, tmp_path / "events.log", "--override", "/CMD=eld") as peer:
+        handler = CollectingHandler(store)
+        result = await make_session(store, tmp_path, peer.port, handler=handler).run(
+            Trigger.SCHEDULE, started=CUT)
+        finals = peer.finals()
+    assert not result.ok and not result.retriable
+    assert messages(caplog)[-1].startswith("server 1: session failed: /CMD: download refused")
+    assert finals == [f"/ALARM/{UID}_AL_210201_090000.csv.gz",
+                      f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+    assert handler.received == []
+    assert (root / "CMD" / f"{UID}_cmd.json").exists()
+
+
 async def test_unreadable_config_directory_stops_only_the_configuration_step(
         store: Log, tmp_path: Path, config_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)

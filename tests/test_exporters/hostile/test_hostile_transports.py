@@ -10,6 +10,7 @@ import gzip
 import itertools
 import os
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -181,6 +182,15 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
         while True:
             writer.write(b"a" * 65536)
             await writer.drain()
+    elif method == "PROPFIND" and path.startswith(("/DATA", "/SCRIPT")):
+        # 4 MiB of small elements, nested (`/DATA`) or side by side inside one entry (`/SCRIPT`):
+        # as a tree, 100 bytes and more of memory per 3 or 4 bytes received.
+        writer.write(head("207 Multi-Status", Content_Type="application/xml"))
+        writer.write(b'<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response>')
+        element = b"<a>" if path.startswith("/DATA") else b"<a/>"
+        for _ in range(64):
+            writer.write(element * (65536 // len(element)))
+            await writer.drain()
     elif method == "PROPFIND" and path.startswith("/LOG"):
         body = ('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">'
                 "<D:response><D:href>/LOG/a.log</D:href><D:propstat><D:prop><D:getcontentlength>"
@@ -296,6 +306,23 @@ async def test_webdav_endless_listing_stops_at_the_cap(http_url: str, tmp_path: 
         await transport.close()
 
 
+@pytest.mark.parametrize("directory", ["/DATA", "/SCRIPT"], ids=["nested", "side-by-side"])
+async def test_webdav_listing_of_millions_of_elements_is_refused_without_building_them(
+        http_url: str, tmp_path: Path, directory: str) -> None:
+    transport = await _webdav(http_url, tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransportError) as caught:
+            await transport.list(directory)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await transport.close()
+    assert peak < 16 * MIB, f"{peak / MIB:.0f} MiB held for a 4 MiB answer"
+    assert caught.value.failure is Failure.PROTOCOL
+    assert "PROPFIND answer with an entry past its size" in str(caught.value)
+
+
 async def test_webdav_endless_answers_to_other_requests_are_left_unread(
         http_url: str, tmp_path: Path) -> None:
     transport = await _webdav(http_url, tmp_path)
@@ -375,6 +402,15 @@ class _HostileSftp(asyncssh.SFTPServer):
         if path.endswith(b"/LOG"):
             yield asyncssh.SFTPName(b"\xff\xfe.log", b"", asyncssh.SFTPAttrs(permissions=0o100644))
             return
+        if path.endswith(b"/SCRIPT"):
+            # A long listing on a slow link: 12 answers of 128 names, 0.3 s apart.
+            for batch in range(12):
+                for n in range(128):
+                    yield asyncssh.SFTPName(
+                        f"slow-{batch:02d}-{n:03d}-{'x' * 48}.lua".encode(), b"",
+                        asyncssh.SFTPAttrs(permissions=0o100644, size=1))
+                await asyncio.sleep(0.3)
+            return
         if not path.endswith((b"/CONFIG", b"/DEF")):
             async for name in super().scandir(path):
                 yield name
@@ -400,7 +436,7 @@ async def sftp_settings(tmp_path: Path) -> AsyncIterator[ServerSettings]:
         def validate_password(self, username: str, password: str) -> bool:
             return True
 
-    for folder in ("CMD", "CONFIG", "DEF", "LOG"):
+    for folder in ("CMD", "CONFIG", "DEF", "LOG", "SCRIPT"):
         (tmp_path / "sftp" / folder).mkdir(parents=True)
     server = await asyncssh.listen(
         "127.0.0.1", 0, server_factory=Server, server_host_keys=[key], allow_scp=False,
@@ -436,5 +472,16 @@ async def test_sftp_endless_listing_stops_at_the_cap(sftp_settings: ServerSettin
             await transport.list("/LOG")
         assert caught.value.failure is Failure.PROTOCOL
         assert await transport.size("/CMD/absent") is None  # still usable
+    finally:
+        await transport.close()
+
+
+async def test_sftp_a_long_listing_that_keeps_coming_is_not_cut(
+        sftp_settings: ServerSettings) -> None:
+    # 3.6 s of answers, each well within the operation timeout of 1 s.
+    transport = SftpTransport(sftp_settings, timeouts=Timeouts(connect_s=3.0, operation_s=1.0))
+    await transport.connect()
+    try:
+        assert len(await transport.list("/SCRIPT")) == 12 * 128
     finally:
         await transport.close()

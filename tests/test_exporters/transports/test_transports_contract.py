@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from transport_support import Target
 
 from exporters.transports import Failure, FileTransport, TransportError
+from exporters.transports._base import DownloadTooLarge
 
 NAME = "WPM00C44F_IO_210202_084443.csv.gz"
 PATH = f"/DATA/{NAME}"
@@ -87,6 +90,20 @@ async def test_download_returns_the_whole_file(target: Target, connected: FileTr
     data = os.urandom(300_000)
     (target.tree / "CMD" / "WPM00C44F_cmd.json").write_bytes(data)
     assert await connected.download("/CMD/WPM00C44F_cmd.json") == data
+
+
+async def test_download_to_writes_the_file_as_it_arrives_within_its_cap(
+        target: Target, connected: FileTransport, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    (target.tree / "BIN").mkdir(exist_ok=True)
+    (target.tree / "BIN" / "wgapp_9.spm").write_bytes(data)
+    with (tmp_path / "package").open("wb") as out:
+        assert await connected.download_to("/BIN/wgapp_9.spm", out) == len(data)
+    assert (tmp_path / "package").read_bytes() == data
+    with (tmp_path / "cut").open("wb") as out, pytest.raises(DownloadTooLarge):
+        await connected.download_to("/BIN/wgapp_9.spm", out, max_bytes=100_000)
+    assert (tmp_path / "cut").stat().st_size <= 100_000
+    assert await connected.download_to("/BIN/wgapp_9.spm", io.BytesIO()) == len(data)
 
 
 async def test_names_with_spaces_and_percent_signs_round_trip(target: Target,

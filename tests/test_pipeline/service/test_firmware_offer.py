@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tracemalloc
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.service.firmware import newest_offer, version_key
+from config.model import ServerSettings, ServerType
+from exporters.transports import DirTransport
+from pipeline.service.firmware import newest_offer, stage_offered_package, version_key
 
 
 def test_newest_package_above_the_running_version() -> None:
@@ -23,3 +32,49 @@ def test_offer_is_chosen_by_numeric_order(offered: list[int], running: list[int]
     version = ".".join(map(str, offered))
     chosen = newest_offer([f"wgapp_{version}.spm"], ".".join(map(str, running)))
     assert (chosen is not None) == (tuple(offered) > tuple(running))
+
+
+def _bin_tree(root: Path, package: bytes, md5: str | None) -> ServerSettings:
+    for folder in ("BIN", "CONFIG", "DATA"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "BIN" / "wgapp_9.0.spm").write_bytes(package)
+    if md5 is not None:
+        (root / "BIN" / "wgapp_9.0.spm.md5").write_text(f"{md5}  wgapp_9.0.spm\n")
+    return ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(root))
+
+
+async def test_an_offered_package_is_streamed_to_disk_and_fetched_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = os.urandom(1 << 20) * 48  # 48 MiB
+    settings = _bin_tree(tmp_path / "srv", package,
+                         hashlib.md5(package, usedforsecurity=False).hexdigest())
+    fetched: list[str] = []
+    real = DirTransport.download_to
+
+    async def counted(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
+        fetched.append(path)
+        return await real(self, path, out, max_bytes=max_bytes)
+    monkeypatch.setattr(DirTransport, "download_to", counted)
+    data = tmp_path / "data"
+    tracemalloc.start()
+    try:
+        staged = await stage_offered_package(data, settings, tmp_path, running="1.0")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert staged == data / "update" / "wgapp_9.0.spm"
+    assert staged.read_bytes() == package
+    assert peak < 8 << 20, f"{peak >> 20} MiB held to stage a 48 MiB package"
+    assert sorted(p.name for p in staged.parent.iterdir()) == ["tried.json", "wgapp_9.0.spm"]
+    # Tried already (installed or not): the next sessions do not fetch it again.
+    staged.unlink()
+    assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert [p for p in fetched if p.endswith(".spm")] == ["/BIN/wgapp_9.0.spm"]
+
+
+async def test_a_package_whose_md5_differs_is_not_staged_and_leaves_no_part(
+        tmp_path: Path) -> None:
+    settings = _bin_tree(tmp_path / "srv", b"package", "0" * 32)
+    data = tmp_path / "data"
+    assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert sorted(p.name for p in (data / "update").iterdir()) == ["tried.json"]

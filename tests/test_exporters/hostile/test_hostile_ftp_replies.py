@@ -1,0 +1,162 @@
+"""The FTP transport against answers only a hand-written server gives (raw_ftp.py): listings
+that trickle or keep coming, replies that never come, absurd facts (docs/behaviour.md §4.5)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from raw_ftp import Conn, raw_ftp
+
+from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
+
+FAST = Timeouts(connect_s=3.0, operation_s=2.0)
+
+
+async def _slow_listing(conn: Conn, arg: str) -> None:
+    """50 lines of 200 bytes, one every 0.1 s: 2 KB/s for 5 s, progress all along."""
+    await conn.reply("150 listing")
+    _, writer = await conn.open_data()
+    for n in range(50):
+        writer.write(f"type=file;size=1; slow-{n:03d}-{'x' * 170}.csv\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    writer.close()
+    await conn.reply("226 done")
+
+
+async def test_a_listing_that_keeps_coming_is_not_cut_by_the_timeout() -> None:
+    async with raw_ftp(mlsd=_slow_listing) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            listing = await transport.list("/DATA")
+            assert time.monotonic() - started > FAST.operation_s
+            assert len(listing) == 50
+        finally:
+            await transport.close()
+
+
+async def _trickled_listing(conn: Conn, arg: str) -> None:
+    await conn.reply("150 listing")
+    _, writer = await conn.open_data()
+    while True:
+        writer.write(b"t")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+
+async def test_a_trickled_listing_still_times_out() -> None:
+    async with raw_ftp(mlsd=_trickled_listing) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                await transport.list("/DATA")
+            assert caught.value.failure is Failure.TIMEOUT and caught.value.retriable
+            assert time.monotonic() - started < 2 * FAST.operation_s + 2
+        finally:
+            await transport.close()
+
+
+async def _stored_then_dropped(conn: Conn, arg: str) -> None:
+    await conn.reply("150 send")
+    reader, writer = await conn.open_data()
+    conn.server.files[arg] = await reader.read()
+    writer.close()
+    conn.writer.transport.abort()  # stored, but the 226 never goes out
+
+
+async def test_an_upload_whose_final_reply_never_comes_is_retriable_and_found_next_time() -> None:
+    async with raw_ftp(stor=_stored_then_dropped) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            with pytest.raises(TransportError) as caught:
+                await transport.upload("/DATA/a.csv", b"abc", two_step=False)
+            assert str(caught.value) == ("server 1: upload /DATA/a.csv: connection lost "
+                                         "(connection closed by the server)")
+            assert caught.value.retriable
+            # The next session looks the name up first (docs/behaviour.md §5.2): the same size
+            # is there, so the file counts as delivered and is not sent twice.
+            await transport.connect()
+            assert await transport.size("/DATA/a.csv") == 3
+        finally:
+            await transport.close()
+
+
+async def _absurd_sizes(conn: Conn, arg: str) -> None:
+    await conn.reply("150 listing")
+    _, writer = await conn.open_data()
+    writer.write(b"type=file;size=abc; a.csv\r\n"
+                 + b"type=file;size=" + b"9" * 5000 + b"; b.csv\r\n"
+                 + b"type=file;size=-3; c.csv\r\n"
+                 + b"type=file;size=12; d.csv\r\n")
+    await writer.drain()
+    writer.close()
+    await conn.reply("226 done")
+
+
+async def test_absurd_size_facts_read_as_unknown_and_the_listing_goes_on() -> None:
+    async with raw_ftp(mlsd=_absurd_sizes) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            listing = await transport.list("/DATA")
+            assert [(f.name, f.size) for f in listing] == [("a.csv", 0), ("b.csv", 0),
+                                                           ("c.csv", 0), ("d.csv", 12)]
+        finally:
+            await transport.close()
+
+
+async def _odd_names(conn: Conn, arg: str) -> None:
+    await conn.reply("150 listing")
+    _, writer = await conn.open_data()
+    writer.write(b"type=file;size=1; ..\r\n"
+                 + b"type=file;size=1; a\x01b.csv\r\n"
+                 + b"type=file;size=1; back\\slash.csv\r\n"
+                 + b"type=file;size=1; " + b"L" * 300 + b".csv\r\n"
+                 + b"type=file;size=2; ok.csv\r\n")
+    await writer.drain()
+    writer.close()
+    await conn.reply("226 done")
+
+
+async def test_listed_names_that_are_not_plain_are_dropped_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with raw_ftp(mlsd=_odd_names) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            assert [f.name for f in await transport.list("/CONFIG")] == ["ok.csv"]
+        finally:
+            await transport.close()
+    assert "server 1: /CONFIG: 4 listed names are not plain file names; ignored" in caplog.text
+
+
+async def _size_preliminary(conn: Conn, arg: str) -> None:
+    await conn.reply("150 looking")  # no command but a transfer has a preliminary reply
+    await conn.reply("213 3")
+
+
+async def test_a_preliminary_reply_to_size_drops_the_connection_not_the_reply_order() -> None:
+    async with raw_ftp(size=_size_preliminary) as server:
+        server.files["/DATA/a.csv"] = b"abc"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            with pytest.raises(TransportError) as caught:
+                await transport.size("/DATA/a.csv")
+            assert caught.value.failure is Failure.PROTOCOL
+            assert "150 looking" in str(caught.value)
+            # Out of step, the connection is not used again: the next operation reconnects.
+            with pytest.raises(TransportError) as again:
+                await transport.download("/DATA/a.csv")
+            assert again.value.failure is Failure.CONNECTION_LOST
+            await transport.connect()
+            assert await transport.download("/DATA/a.csv") == b"abc"
+        finally:
+            await transport.close()

@@ -1,0 +1,148 @@
+"""MQTT sessions against a broker that misbehaves (raw_mqtt.py): one that drops every connection
+right after accepting it, one that never acknowledges a publish (docs/behaviour.md §4.4, §4.5).
+The permanent connection backs off and says so once; nothing is marked delivered that the broker
+did not acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from delivery_support import DAY, T0, DemoSource, fill
+from raw_mqtt import RawBroker, raw_broker
+from waiting import wait_until
+
+from config.model import ServerSettings, ServerType
+from exporters.outbox import Outbox
+from exporters.session import MqttSession, Trigger
+from exporters.session import mqtt as mqtt_session
+from exporters.transports import Failure, MqttTransport, Timeouts, TransportError
+from exporters.transports._base import DEFAULT_TIMEOUTS
+from store.delivery import DeliveryState, Stream
+from store.events import JournalItem
+from store.log import Log
+
+H = 3600
+CONNECT, SUBSCRIBE = 1, 8
+
+
+def _session(store: Log, broker: RawBroker, tmp_path: Path, *, command_topic: str,
+             operation_s: float = 5.0) -> MqttSession:
+    s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1", port=broker.port,
+                       mqtt_client_id="sunpm-gw", topic_alarm="plant/alarm",
+                       topic_command=command_topic, qos=1, keep_alive_s=30)
+    outbox = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "outbox",
+                    streams=(Stream.DATA,))
+
+    def alarm_payload(item: JournalItem) -> bytes:
+        return json.dumps({"seq": item.seq}).encode()
+
+    transport = MqttTransport(s, cert_dir=tmp_path,
+                              timeouts=Timeouts(connect_s=5, operation_s=operation_s))
+    return MqttSession(settings=s, transport=transport, outbox=outbox, log=store,
+                       alarm_payload=alarm_payload)
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: str, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == level and text in r.getMessage()]
+
+
+@pytest.mark.parametrize(("command_topic", "drop_after"),
+                         [("plant/cmd", SUBSCRIBE), ("", CONNECT)],
+                         ids=["after-suback", "after-connack-no-command-topic"])
+async def test_a_broker_dropping_every_connection_gets_a_growing_backoff_and_one_warning(
+        store: Log, tmp_path: Path, caplog: pytest.LogCaptureFixture, command_topic: str,
+        drop_after: int) -> None:
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    async with raw_broker(drop_after=drop_after) as broker:
+        session = _session(store, broker, tmp_path, command_topic=command_topic)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            await wait_until(lambda: broker.connections >= 1, what="first connection")
+            first = loop.time()
+            # Waits of 1, 2 and 4 s between the four connections: the backoff grew although
+            # each connection was accepted (it resets only once one holds).
+            await wait_until(lambda: broker.connections >= 4, 30, what="fourth connection")
+            elapsed = loop.time() - first
+            stop.set()
+    assert elapsed >= 6, f"four connections in {elapsed:.1f} s: the backoff did not grow"
+    assert len(_lines(caplog, "WARNING", "server 2: connection lost")) == 1, caplog.text
+    assert _lines(caplog, "INFO", "connection restored") == []
+
+
+async def test_a_connection_that_holds_ends_the_outage_with_one_info_line(
+        store: Log, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    monkeypatch.setattr(mqtt_session, "_STABLE_S", 0.5)
+    async with raw_broker(drop_after=SUBSCRIBE) as broker:
+        session = _session(store, broker, tmp_path, command_topic="plant/cmd")
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            await wait_until(lambda: broker.connections >= 2, what="second connection")
+            broker.drop_after = None  # the third connection holds
+            await wait_until(lambda: _lines(caplog, "INFO", "connection restored"),
+                             what="connection restored")
+            stop.set()
+    assert broker.connections == 3
+    [warning] = _lines(caplog, "WARNING", "connection lost")
+    assert warning.startswith("server 2: connection lost: ") and warning.endswith("; reconnecting")
+    assert _lines(caplog, "INFO", "connection restored") == ["server 2: connection restored"]
+
+
+async def test_a_broker_that_never_acknowledges_fails_the_session_and_nothing_is_delivered(
+        store: Log, tmp_path: Path) -> None:
+    await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
+    async with raw_broker() as broker:
+        session = _session(store, broker, tmp_path, command_topic="", operation_s=2.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await session.run(Trigger.RETRY)
+        assert loop.time() - started < 15
+    assert not result.ok and result.retriable, result
+    assert "no acknowledgement after 2 s" in result.reason
+    state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
+    assert state.events.get((2, Stream.ALARM), 0) == 0
+
+
+async def test_a_connection_closed_right_after_connack_is_reported_lost(tmp_path: Path) -> None:
+    async with raw_broker(drop_after=CONNECT) as broker:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1", port=broker.port,
+                           mqtt_client_id="sunpm-gw", topic_alarm="plant/alarm", qos=1)
+        transport = MqttTransport(s, cert_dir=tmp_path, timeouts=Timeouts(connect_s=5,
+                                                                          operation_s=5))
+        with pytest.raises(TransportError) as caught:
+            await transport.connect()
+        await transport.close()
+    assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
+    assert "closed by the broker right after CONNACK" in str(caught.value)
+
+
+async def test_a_broker_that_never_acknowledges_an_alarm_is_one_outage(
+        store: Log, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The publish times out after the operation timeout: the connection held that long, but
+    # acknowledged nothing, so it ends no outage (the backoff keeps growing, no INFO).
+    assert DEFAULT_TIMEOUTS.operation_s < mqtt_session._STABLE_S
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    monkeypatch.setattr(mqtt_session, "_RECONNECT_S", (0.2, 0.4, 0.8))
+    await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
+    async with raw_broker() as broker:
+        session = _session(store, broker, tmp_path, command_topic="", operation_s=1.0)
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            await wait_until(lambda: broker.connections >= 4, 30, what="fourth connection")
+            stop.set()
+    [warning] = _lines(caplog, "WARNING", "connection lost")
+    assert "no acknowledgement after 1 s" in warning
+    assert _lines(caplog, "INFO", "connection restored") == []
+    state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
+    assert state.events.get((2, Stream.ALARM), 0) == 0
