@@ -77,7 +77,7 @@ def _plain(value: object) -> JsonValue:
 
 
 def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
-    return {k: ("***" if v and _is_secret(k) else _url_password_masked(v))
+    return {k: ("***" if v and _is_secret(k) else url_passwords_masked(v))
             for k, v in data.items()}
 
 
@@ -86,7 +86,9 @@ def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
 _URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:']*:)[^/?#\s']*@")
 
 
-def _url_password_masked(text: str) -> str:
+def url_passwords_masked(text: str) -> str:
+    """`text` with the password of every URL in it as `***` (`ftp://user:***@host/`): for any
+    line that may quote a configured value (a problem, a log line)."""
     return _URL_PASSWORD.sub(r"\1***@", text)
 
 
@@ -121,7 +123,7 @@ def _within_two_edits(a: str, b: str) -> bool:
 def masked_problem(problem: Problem) -> str:
     """A warning's line, with the quoted value hidden when its key looks like a secret."""
     text = str(problem)
-    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else _url_password_masked(text)
+    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else url_passwords_masked(text)
 
 
 def _masked_settings(value: JsonValue) -> JsonValue:
@@ -131,7 +133,7 @@ def _masked_settings(value: JsonValue) -> JsonValue:
     if isinstance(value, list):
         return [_masked_settings(v) for v in value]
     if isinstance(value, str):
-        return _url_password_masked(value)
+        return url_passwords_masked(value)
     return value
 
 

@@ -45,6 +45,7 @@ from config import (
     check_site_change,
     find_uid,
     load_site,
+    masked_problem,
     parse_definition,
 )
 from config.errors import Severity, SunpmError
@@ -380,7 +381,7 @@ class Gateway:
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
             for problem in err.problems:
-                config_log.error("%s", problem)
+                config_log.error("%s", masked_problem(problem))
             kept = in_force.load(self.data_dir, self.config_dir)
             if kept is None:
                 raise GatewayRefused(f"{self.config_dir}: configuration rejected "
@@ -396,7 +397,7 @@ class Gateway:
         if staged:
             log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:
-            logging.getLogger("sunpm.config").warning("%s", problem)
+            logging.getLogger("sunpm.config").warning("%s", masked_problem(problem))
         self.site = site
         return site
 
@@ -1063,7 +1064,7 @@ class Gateway:
             errors = [p for p in problems if p.severity is Severity.ERROR]
             if errors:
                 for problem in errors:
-                    config_log.error("%s", problem)
+                    config_log.error("%s", masked_problem(problem))
                 config_log.error("Local configuration change rejected; running configuration "
                                  "unchanged")
                 rejected = digest
