@@ -21,7 +21,8 @@
     timer or RPC due then waits), and a write queued before the reload is never sent to the
     new configuration's devices. Then: a script no longer listed gets `wsStop` and is dropped,
     a changed file is disabled and enabled again, a new one is enabled, and an unchanged file
-    that did not load is not loaded (nor alarmed) again.
+    that did not load, or whose script a failure disabled, is not loaded (nor alarmed) again
+    (`enable`, or `release` before the reload, starts it).
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ class _Script:
     timers: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     errors: deque[float] = field(default_factory=deque)
     last_error: str = ""
+    #: Disabled by an overrun or by too many errors: a reload leaving its file as it was does
+    #: not enable it again (docs/behaviour.md §9.1 step 6).
+    failed: bool = False
 
     @property
     def name(self) -> str:
@@ -283,7 +287,8 @@ class ScriptRunner:
                            None)
             if source.file in wanted.held_off:
                 continue
-            if current is not None and current.source == source and current.enabled:
+            if current is not None and current.source == source and (current.enabled
+                                                                     or current.failed):
                 continue
             if current is None and self._failed_on.get(source.file) == source:
                 continue
@@ -377,6 +382,13 @@ class ScriptRunner:
                                           enabled=False, last_error=str(found))
         await self._alarm(SCRIPT_FAILURE, subject, None)
 
+    def release(self, file: str) -> None:
+        """The file was uploaded again (its bytes may be the same): a script a failure disabled
+        starts again at the next `attach`."""
+        for script in self._scripts.values():
+            if script.source.file == file:
+                script.failed = False
+
     async def disable(self, name: str) -> None:
         """Disable an enabled script (web UI): `wsStop`, timers cancelled, state dropped."""
         script = self._scripts.get(name)
@@ -437,6 +449,7 @@ class ScriptRunner:
         if overrun is not None:
             script.last_error = f"{what}: {overrun}"
             script.wd.log.error("%s stopped: %s; script disabled", what, overrun)
+            script.failed = True
             await self._disable(script, run_stop=False)
             await self._alarm(SCRIPT_FAILURE, script.name, None)
         elif isinstance(outcome, _Failed):
@@ -452,6 +465,7 @@ class ScriptRunner:
         if len(script.errors) >= ERRORS_TO_DISABLE and script.enabled:
             script.wd.log.error("%d errors within %.0f s; script disabled", len(script.errors),
                                 ERROR_WINDOW_S)
+            script.failed = True
             await self._disable(script, run_stop=False)
             await self._alarm(SCRIPT_FAILURE, script.name, None)
 

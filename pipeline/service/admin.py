@@ -321,6 +321,8 @@ class Admin:
         plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
         if plugin is not None:
             plugin.held_off.discard(file)
+            if plugin.runner is not None:
+                plugin.runner.release(file)
 
     async def delete_script(self, file: str) -> None:
         """Unlist the script from scl.ini (validated, written), then delete its file."""

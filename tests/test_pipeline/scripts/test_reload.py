@@ -20,7 +20,7 @@ from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import PolledDevice, Poller, PollLink
 from pipeline.recorder import Recorder
-from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
+from pipeline.scripts import PollerHost, ScriptError, ScriptRunner, ScriptSource
 from pipeline.scripts.loading import problem
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
@@ -143,3 +143,58 @@ async def test_last_good_values_carry_over_to_the_next_configuration(tmp_path: P
         assert kept is not None and kept.raw == 3000
         assert new_host.last_good("3", 1) is not None
         assert new_host.last_good("2", 1) is None
+
+
+FRAGILE = ScriptSource(file="fragile.lua", source=b"""header = { name = "fragile" }
+inits = 0
+function wsInit() inits = inits + 1 end
+function ping() return { inits = inits } end
+function fail() error("broken", 0) end
+function spin() while true do end end
+""")
+
+
+async def reload(runner: ScriptRunner, host: PollerHost, sources: list[ScriptSource]) -> None:
+    await runner.detach()
+    runner.attach(host, sources, [])
+    async with asyncio.timeout(10):
+        await runner.settled.wait()
+
+
+@pytest.mark.parametrize("failure", ["errors", "overrun"])
+async def test_a_script_a_failure_disabled_stays_off_at_an_unrelated_reload(
+        tmp_path: Path, failure: str) -> None:
+    """Disabled by an overrun or by three errors within 60 s: a reload that leaves its file as
+    it was does not start it again (it would fail again, alarm again); a changed file, an
+    enable (web UI, API) or an upload (`release`) does."""
+    async with bare_host(tmp_path / "store") as (host, alarms):
+        runner = ScriptRunner(host, [FRAGILE, RACE])
+        async with running(runner):
+            for _ in range(3 if failure == "errors" else 1):
+                with pytest.raises(ScriptError):
+                    await runner.call(f"fragile.{'fail' if failure == 'errors' else 'spin'}", {})
+            assert alarms == [("Script failure", "fragile", None)]
+            await reload(runner, host, [FRAGILE, RACE])
+            with pytest.raises(ScriptError, match="fragile: script is disabled"):
+                await runner.call("fragile.ping", {})
+            assert {s.file: s.enabled for s in runner.scripts()} == {
+                "fragile.lua": False, "race.lua": True}
+            assert len(alarms) == 1
+            # An explicit enable starts it again.
+            assert await runner.enable(FRAGILE)
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            for _ in range(3):
+                with pytest.raises(ScriptError):
+                    await runner.call("fragile.fail", {})
+            # So does an upload of the same bytes, at the reload that follows.
+            runner.release("fragile.lua")
+            await reload(runner, host, [FRAGILE, RACE])
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            for _ in range(3):
+                with pytest.raises(ScriptError):
+                    await runner.call("fragile.fail", {})
+            # And a changed file.
+            changed = ScriptSource(file="fragile.lua", source=FRAGILE.source + b"-- v2\n")
+            await reload(runner, host, [changed, RACE])
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            assert await runner.call("race.ping", {}) == {"inits": 1}
