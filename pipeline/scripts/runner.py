@@ -13,7 +13,8 @@
         before an RPC answers
       an overrun disables the script at once; the third other error within 60 s too; both raise
         `Script failure`
-      at stop: wsStop of every enabled script, timers cancelled, states dropped, thread joined
+      at stop: wsStop of every enabled script, timers cancelled, states dropped, thread joined;
+        any other call, waiting for a configuration or not, answers `the service is stopping`
 
     A configuration reload (the service: `detach`, then `attach` with the new configuration's
     host and scripts) keeps every script whose file is unchanged running, Lua state and timers
@@ -135,6 +136,13 @@ class _Script:
         return self.header.name
 
 
+class Stopping(ScriptError):
+    """The service stops: no more calls but `wsStop`."""
+
+    def __init__(self) -> None:
+        super().__init__("the service is stopping")
+
+
 class _Failed:
     def __init__(self, message: str) -> None:
         self.message = message
@@ -162,8 +170,12 @@ class ScriptRunner:
         self._one_call = asyncio.Lock()
         #: Set while a host is attached: Lua runs only then.
         self._attached = asyncio.Event()
+        #: Set while a call may go on: a host is attached, or the runner is closing (a call
+        #: waiting for the next configuration then gets its answer).
+        self._may_go_on = asyncio.Event()
         if host is not None:
             self._attached.set()
+            self._may_go_on.set()
         #: Counts attaches: a write queued under one host is never sent through another.
         self._generation = 0
         self._reconfigured = asyncio.Event()
@@ -221,6 +233,7 @@ class ScriptRunner:
         self._pending = _Configuration(list(sources), list(problems), held_off)
         self.settled.clear()
         self._attached.set()
+        self._may_go_on.set()
         self._reconfigured.set()
         self._start_host()
 
@@ -229,6 +242,8 @@ class ScriptRunner:
         returns once no Lua call runs, and none starts until the next `attach`; writes still
         waiting on the old configuration's devices are given up."""
         self._attached.clear()
+        if not self._closing:
+            self._may_go_on.clear()
         async with self._one_call:
             pass
         if self._host_task is not None:
@@ -238,13 +253,18 @@ class ScriptRunner:
             task.cancel()
 
     @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[int]:
+    async def _turn(self, *, final: bool = False) -> AsyncIterator[int]:
         """The one Lua call at a time, once a host is attached; yields the attach it runs
-        under."""
+        under. Once the runner closes, only a `final` call (`wsStop`) runs: any other raises
+        `Stopping`, waiting or not."""
         while True:
-            if not self._closing:
-                await self._attached.wait()
+            await self._may_go_on.wait()
+            if self._closing and not final:
+                raise Stopping()
             await self._one_call.acquire()
+            if self._closing and not final:
+                self._one_call.release()
+                raise Stopping()
             if self._closing or self._attached.is_set():
                 break
             self._one_call.release()
@@ -309,6 +329,7 @@ class ScriptRunner:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        self._may_go_on.set()
         await self.stop_scripts()
         if self._background:
             # Writes queued by wsStop get 2 s; a poll loop already stopped never takes them.
@@ -319,7 +340,8 @@ class ScriptRunner:
         await self._thread.stop()
 
     async def enable(self, source: ScriptSource) -> bool:
-        """Load (compile, chunk, header) and `wsInit`; False when it failed (logged, alarmed)."""
+        """Load (compile, chunk, header) and `wsInit`; False when it failed (logged, alarmed).
+        Raises `Stopping` (a `ScriptError`) once the service stops."""
         current = next((s for s in self._scripts.values() if s.source.file == source.file), None)
         if current is not None and current.enabled:
             await self._disable(current, run_stop=True)
@@ -400,7 +422,7 @@ class ScriptRunner:
         if not script.enabled:
             return
         if run_stop:
-            await self._call(script, "wsStop", lambda state: state.call("wsStop"))
+            await self._call(script, "wsStop", lambda state: state.call("wsStop"), final=True)
             if not script.enabled:
                 return      # wsStop itself failed the script: already disabled
         script.enabled = False
@@ -424,27 +446,31 @@ class ScriptRunner:
 
     # ----------------------------------------------------------------- calls
 
-    async def _call(self, script: _Script, what: str,
-                    work: Callable[[LuaState], T]) -> T | _Failed:
-        """Run one call in the Lua thread; failures are logged and counted here."""
+    async def _call(self, script: _Script, what: str, work: Callable[[LuaState], T], *,
+                    final: bool = False) -> T | _Failed:
+        """Run one call in the Lua thread; failures are logged and counted here. `final`: a
+        `wsStop`, which runs while the runner closes too."""
         def in_thread() -> T:
             state = script.state
             assert state is not None
             return work(state)
 
-        async with self._turn() as generation:
-            if not script.enabled or script.state is None:
-                return _Failed(f"{script.name}: script is disabled")
-            try:
-                result = await self._thread.run(in_thread)
-            except Overrun as err:
-                outcome: T | _Failed = _Failed(str(err))
-                overrun: str | None = str(err)
-            except LuaCallError as err:
-                outcome, overrun = _Failed(err.message), None
-                script.last_error = f"{what}: {err.message}"
-            else:
-                outcome, overrun = result, None
+        try:
+            async with self._turn(final=final) as generation:
+                if not script.enabled or script.state is None:
+                    return _Failed(f"{script.name}: script is disabled")
+                try:
+                    result = await self._thread.run(in_thread)
+                except Overrun as err:
+                    outcome: T | _Failed = _Failed(str(err))
+                    overrun: str | None = str(err)
+                except LuaCallError as err:
+                    outcome, overrun = _Failed(err.message), None
+                    script.last_error = f"{what}: {err.message}"
+                else:
+                    outcome, overrun = result, None
+        except Stopping as err:
+            return _Failed(str(err))
         await self._after(script, generation)
         if overrun is not None:
             script.last_error = f"{what}: {overrun}"
@@ -524,6 +550,8 @@ class ScriptRunner:
     async def call(self, rpc_name: str, parameters: Mapping[str, JsonValue]) -> JsonValue:
         """RPC `<name>.<function>` (docs/behaviour.md §9.4); raises `ScriptError` with the answer's
         error text."""
+        if self._closing:
+            raise ScriptError(f"{rpc_name}: {Stopping()}")
         name, _, function = rpc_name.partition(".")
         script = self._scripts.get(name)
         if script is None:

@@ -242,7 +242,10 @@ class Admin:
             found = next((p for p in problems if file in str(p)), None)
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
         self._plugin().held_off.discard(file)
-        await runner.enable(source)
+        try:
+            await runner.enable(source)
+        except ScriptError as err:
+            raise AdminError(str(err), "file") from None
         status = next((s for s in runner.scripts() if s.file == file), None)
         assert status is not None
         return status

@@ -198,3 +198,27 @@ async def test_a_script_a_failure_disabled_stays_off_at_an_unrelated_reload(
             await reload(runner, host, [changed, RACE])
             assert await runner.call("fragile.ping", {}) == {"inits": 1}
             assert await runner.call("race.ping", {}) == {"inits": 1}
+
+
+async def test_a_call_waiting_for_a_reload_is_answered_when_the_service_stops(
+        tmp_path: Path) -> None:
+    """The service stops between two configurations: a call that waited for the next one is
+    answered with an error, it does not wait for ever."""
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [RACE])
+        task = asyncio.create_task(runner.run(), name="scripts")
+        try:
+            async with asyncio.timeout(10):
+                await runner.started.wait()
+            await runner.detach()
+            waiting = asyncio.ensure_future(runner.call("race.ping", {}))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(10):
+            with pytest.raises(ScriptError, match=r"^race\.ping: the service is stopping$"):
+                await waiting
+        with pytest.raises(ScriptError, match=r"^race\.ping: the service is stopping$"):
+            await runner.call("race.ping", {})
