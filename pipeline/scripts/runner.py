@@ -20,7 +20,8 @@
     host and scripts) keeps every script whose file is unchanged running, Lua state and timers
     included, now reading and writing through the new host; no Lua call runs while detached (a
     timer or RPC due then waits), and a write queued before the reload is never sent to the
-    new configuration's devices. Then: a script no longer listed gets `wsStop` and is dropped,
+    new configuration's devices. Then: a script no longer listed gets `wsStop` (under its own
+    configuration, whose devices the new one polls as before take its writes) and is dropped,
     a changed file is disabled and enabled again, a new one is enabled, and an unchanged file
     that did not load, or whose script a failure disabled, is not loaded (nor alarmed) again
     (`enable`, or `release` before the reload, starts it).
@@ -226,8 +227,12 @@ class ScriptRunner:
             raise RuntimeError("attach while a host is attached; detach first")
         self._host = host
         self._generation += 1
+        listed = set(sources)
         for script in self._scripts.values():
-            script.wd.host = host
+            # A script the reload removes or changes keeps its configuration until its `wsStop`
+            # (docs/behaviour.md §9.1 step 7).
+            if script.source in listed:
+                script.wd.host = host
         # `held_off` is read when the scripts are brought in line, not copied: a disable from
         # the web UI meanwhile counts.
         self._pending = _Configuration(list(sources), list(problems), held_off)
@@ -597,11 +602,18 @@ class ScriptRunner:
             script.wd.log.warning("wd.set: %s not written: the configuration was reloaded",
                                   what)
             return
+        host, index = self.host, write.device.device.index
+        if script.wd.host is not host and not host.same_device(script.wd.host, index):
+            # Validated against the configuration before the reload (the `wsStop` of a script
+            # it removed or changed): sent only to a device the reload left as it was.
+            script.wd.log.warning("wd.set: %s not written: the reload removed or changed the "
+                                  "device", what)
+            return
         sending = asyncio.current_task()
         assert sending is not None
         self._sending.add(sending)
         try:
-            await self.host.write(write.device.device.index, write.var.index, write.raw)
+            await host.write(index, write.var.index, write.raw)
         except asyncio.CancelledError:
             if self._closing or (generation == self._generation and self._attached.is_set()):
                 raise

@@ -222,3 +222,46 @@ async def test_a_call_waiting_for_a_reload_is_answered_when_the_service_stops(
                 await waiting
         with pytest.raises(ScriptError, match=r"^race\.ping: the service is stopping$"):
             await runner.call("race.ping", {})
+
+
+STOPPER = ScriptSource(file="stopper.lua", source=b"""header = { name = "stopper" }
+function ping() return true end
+function wsStop()
+  local ok, w = pcall(wd.get, "inv_b", "W")
+  wd.log("devices=" .. #wd.devices() .. " inv_b=" .. tostring(w))
+  wd.set("inv_a", "WMaxLimPct_Ena", 1)
+  wd.set("inv_b", "WMaxLimPct_Ena", 1)
+end
+""")
+
+
+async def test_a_script_the_reload_removes_stops_under_its_own_configuration(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`wsStop` of a script no longer listed sees the devices it ran with (inv_b, which the
+    reload removed, included); of its writes only the one to a device the new configuration
+    polls as before is sent, never one to a device the reload removed or changed."""
+    caplog.set_level(logging.INFO, "sunpm.script.stopper")
+    async with running_plant(tmp_path / "store") as plant:
+        await wait_until(lambda: plant.host.last_good("2", 1) is not None, 10,
+                         what="inv_b polled")
+        runner = ScriptRunner(plant.host, [STOPPER, RACE])
+        async with running(runner):
+            assert await runner.call("stopper.ping", {}) is True
+            await runner.detach()
+            kept = [d.device for d in plant.host.devices() if d.device.name != "inv_b"]
+            definitions = {d.device.def_file: d.definition for d in plant.host.devices()
+                           if d.definition is not None}
+            new_host = PollerHost(devices=kept, definitions=definitions, poller=plant.poller,
+                                  store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
+                                  daq_poll_period_s=1)
+            runner.attach(new_host, [RACE], [])
+            async with asyncio.timeout(10):
+                await runner.settled.wait()
+            await plant.wait_register(1, ENA, 1)
+            await wait_until(lambda: any("inv_b: WMaxLimPct_Ena not written" in m
+                                         for m in caplog.messages), 10, what="inv_b refused")
+            assert "devices=3 inv_b=2500" in caplog.messages
+            assert ("wd.set: inv_b: WMaxLimPct_Ena not written: the reload removed or changed "
+                    "the device") in caplog.messages
+            assert await plant.register(2, ENA) == 0
+            assert await runner.call("race.ping", {}) == {"inits": 1}
