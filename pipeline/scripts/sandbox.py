@@ -18,7 +18,8 @@
   call is over its instruction budget or wall clock. The hook is per Lua thread, so coroutines
   are created with it too. Once a limit is hit, `pcall`, `xpcall` and `coroutine.resume` raise
   the overrun again instead of returning it, so a script cannot catch its way past a limit; a
-  memory error caught by `pcall` is an overrun as well.
+  memory error caught by `pcall` is an overrun as well. An `xpcall` message handler is not called
+  once a limit is hit: Lua runs the handler of an error raised in the hook with hooks off.
 - A call made of one long C function (a pathological `string.find`) cannot be interrupted by the
   hook; it overruns its wall clock only as long as that function runs, in the Lua thread, never in
   the event loop (docs/spec-notes.md, Lua scripts).
@@ -83,7 +84,18 @@ local function after_catch(r)
   return unpack(r, 1, r.n)
 end
 pcall = function(...) return after_catch(pack(raw_pcall(...))) end
-xpcall = function(...) return after_catch(pack(raw_xpcall(...))) end
+-- Lua calls the message handler of an error the count hook raised with hooks off: the script's
+-- handler would then run unlimited (a loop in it never stopped), so once a limit is hit it is
+-- not called.
+xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then
+    raise("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return after_catch(pack(raw_xpcall(f, function(m)
+    if stop ~= nil then return m end
+    return handler(m)
+  end, ...)))
+end
 coroutine.create = function(f)
   local co = co_create(f)
   sethook(co, hook, "", HOOK_EVERY)
