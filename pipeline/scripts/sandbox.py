@@ -174,16 +174,32 @@ print = function(...)
   log(concat(parts, "\t"))
 end
 
+-- An error that reaches the host as a table, a boolean, a function or nil is named by its type,
+-- as the Lua interpreter does (the host would see an empty message); userdata is the host's own
+-- (a stop, a Python exception) and goes through. Nothing of the object is called: the handler
+-- may run with hooks off.
+local function named(m)
+  local kind = type(m)
+  if kind == "string" or kind == "number" or kind == "userdata" then return m end
+  return "(error object is a " .. kind .. " value)"
+end
+local function guarded(f, ...)
+  local r = pack(raw_xpcall(f, named, ...))
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
 local entry = {}
+function entry.run(chunk) guarded(chunk) end
 function entry.call(name, arg)
   local f = rawget(_G, name)
   if type(f) ~= "function" then return false end
-  return true, (f(arg))
+  return true, (guarded(f, arg))
 end
 function entry.fire(id, once)
   local fn = timers[id]
   if once then timers[id] = nil end
-  if fn ~= nil then fn() end
+  if fn ~= nil then guarded(fn) end
 end
 function entry.header() return rawget(_G, "header") end
 return entry
@@ -284,7 +300,7 @@ class LuaState:
             raise self._error(err) from None
         except lupa.LuaError as err:
             raise self._error(err) from None
-        self._invoke(chunk)
+        self._invoke(self._entry.run, chunk)
 
     def header(self) -> object:
         # Through the budget like every call: the count hook may fire in any Lua code.

@@ -4,6 +4,7 @@ data across a restart of the store and the runner."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,26 @@ async def test_a_wd_error_names_the_script_line_never_the_sandbox(tmp_path: Path
                 with pytest.raises(ScriptError) as refused:
                     await runner.call(f"wd_errors.{function}", {})
                 assert str(refused.value) == error
+
+
+async def test_an_error_that_is_no_string_is_named_by_its_type(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`error({code = 1})` or `error()` from a script: the answer and the log line say what was
+    raised, as the Lua interpreter does, rather than an empty message."""
+    odd = ScriptSource(file="odd.lua", source=b"""header = { name = "odd" }
+function table_error() error({ code = 1 }) end
+function nil_error() error() end
+function caught() local ok, e = pcall(error, { code = 7 }) return e.code end
+""")
+    caplog.set_level(logging.WARNING, "sunpm.script.odd")
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [odd])
+        async with running(runner):
+            # A script catching its own table error still gets the table.
+            assert await runner.call("odd.caught", {}) == 7
+            for function, kind in [("table_error", "table"), ("nil_error", "nil")]:
+                with pytest.raises(ScriptError) as refused:
+                    await runner.call(f"odd.{function}", {})
+                assert str(refused.value) == f"odd.{function}: (error object is a {kind} value)"
+    assert caplog.messages == ["table_error failed: (error object is a table value)",
+                               "nil_error failed: (error object is a nil value)"]
