@@ -203,3 +203,21 @@ function caught() local ok, e = pcall(error, { code = 7 }) return e.code end
                 assert str(refused.value) == f"odd.{function}: (error object is a {kind} value)"
     assert caplog.messages == ["table_error failed: (error object is a table value)",
                                "nil_error failed: (error object is a nil value)"]
+
+
+async def test_extra_arguments_to_wd_are_ignored_as_lua_ignores_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`wd.now(1)`, `wd.load("k", 2)`: Lua drops extra arguments to its own functions, and so
+    does `wd`, rather than answering an internal error with a Python traceback in the log."""
+    extra = ScriptSource(file="extra.lua", source=b"""header = { name = "extra" }
+function go()
+  wd.save("k", 5, "extra")
+  return { now = type(wd.now(1, 2)), k = wd.load("k", 2), n = #wd.devices("x") }
+end
+""")
+    caplog.set_level(logging.WARNING)
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [extra])
+        async with running(runner):
+            assert await runner.call("extra.go", {}) == {"now": "number", "k": 5, "n": 0}
+    assert caplog.records == []
