@@ -169,6 +169,10 @@ class ScriptRunner:
         self._listed_problems: set[str] = set()
         self._data: dict[str, Mapping[str, JsonValue]] = {}
         self._one_call = asyncio.Lock()
+        #: One enable, disable or reconciliation at a time: two enables of one file at once
+        #: would each start a Lua state, and the one replaced in `_scripts` would run on out of
+        #: reach (its timers ticking, no disable ever stopping it).
+        self._lifecycle = asyncio.Lock()
         #: Set while a host is attached: Lua runs only then.
         self._attached = asyncio.Event()
         #: Set while a call may go on: a host is attached, or the runner is closing (a call
@@ -291,6 +295,10 @@ class ScriptRunner:
             self.settled.set()
 
     async def _reconcile(self, wanted: _Configuration) -> None:
+        async with self._lifecycle:
+            await self._reconcile_now(wanted)
+
+    async def _reconcile_now(self, wanted: _Configuration) -> None:
         by_file = {s.file: s for s in wanted.sources}
         for script in list(self._scripts.values()):
             if script.source.file not in by_file:
@@ -317,7 +325,7 @@ class ScriptRunner:
                 continue
             if current is None and self._failed_on.get(source.file) == source:
                 continue
-            await self.enable(source)
+            await self._enable(source)
 
     async def stop_scripts(self) -> None:
         """`wsStop` of every enabled script, each within its budget (the service stops)."""
@@ -347,6 +355,10 @@ class ScriptRunner:
     async def enable(self, source: ScriptSource) -> bool:
         """Load (compile, chunk, header) and `wsInit`; False when it failed (logged, alarmed).
         Raises `Stopping` (a `ScriptError`) once the service stops."""
+        async with self._lifecycle:
+            return await self._enable(source)
+
+    async def _enable(self, source: ScriptSource) -> bool:
         current = next((s for s in self._scripts.values() if s.source.file == source.file), None)
         if current is not None and current.enabled:
             await self._disable(current, run_stop=True)
@@ -418,10 +430,11 @@ class ScriptRunner:
 
     async def disable(self, name: str) -> None:
         """Disable an enabled script (web UI): `wsStop`, timers cancelled, state dropped."""
-        script = self._scripts.get(name)
-        if script is None:
-            raise ScriptError(f"unknown script '{name}'")
-        await self._disable(script, run_stop=True)
+        async with self._lifecycle:
+            script = self._scripts.get(name)
+            if script is None:
+                raise ScriptError(f"unknown script '{name}'")
+            await self._disable(script, run_stop=True)
 
     async def _disable(self, script: _Script, *, run_stop: bool) -> None:
         if not script.enabled:

@@ -265,3 +265,23 @@ async def test_a_script_the_reload_removes_stops_under_its_own_configuration(
                     "the device") in caplog.messages
             assert await plant.register(2, ENA) == 0
             assert await runner.call("race.ping", {}) == {"inits": 1}
+
+
+TICKER = ScriptSource(file="ticker.lua", source=b"""header = { name = "ticker" }
+function wsInit() wd.every(0.5, function() wd.log("tick") end) end
+""")
+
+
+async def test_two_enables_at_once_leave_one_script_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Enable pressed twice (the web UI, the API) while the first is loading: one Lua state
+    runs; none is left ticking out of reach of a disable."""
+    caplog.set_level(logging.INFO, "sunpm.script.ticker")
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [TICKER])
+        async with running(runner):
+            assert all(await asyncio.gather(runner.enable(TICKER), runner.enable(TICKER)))
+            await runner.disable("ticker")
+            ticks = caplog.messages.count("tick")
+            await asyncio.sleep(1.5)
+            assert caplog.messages.count("tick") == ticks
