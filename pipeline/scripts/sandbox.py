@@ -351,9 +351,32 @@ class LuaState:
 
     # ----------------------------------------------------------------- conversions
 
-    def to_lua(self, value: JsonValue, depth: int = 0) -> object:
+    def to_lua(self, value: JsonValue) -> object:
         """JSON -> Lua (docs/behaviour.md §9.4): objects string-keyed, arrays 1..n with `null` as
-        holes, integers stay integers (beyond 64 bits: floats)."""
+        holes, integers stay integers (beyond 64 bits: floats). Raises ValueError when nested
+        too deep, or too large for the state's memory.
+
+        The tables are made outside any Lua call, where running out of memory is a Lua panic
+        that aborts the process: they are made with the limit raised by what they may cost
+        (`_lua_cost`, at most the limit itself), and refused if the state is then over its
+        limit."""
+        limit = self.runtime.get_max_memory()
+        too_large = ValueError(f"too large for the script's memory ({limit // 2**20} MB)")
+        cost = _lua_cost(value)
+        if cost > limit:
+            raise too_large
+        self.runtime.set_max_memory(limit + cost)
+        try:
+            converted = self._to_lua(value, 0)
+            if self.runtime.get_memory_used() > limit:
+                del converted
+                self.runtime.gccollect()
+                raise too_large
+        finally:
+            self.runtime.set_max_memory(limit)
+        return converted
+
+    def _to_lua(self, value: JsonValue, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
@@ -363,13 +386,39 @@ class LuaState:
         if isinstance(value, int):
             return value if lupa.LUA_MININTEGER <= value <= lupa.LUA_MAXINTEGER else float(value)
         if isinstance(value, list):
-            return self.runtime.table_from({i: self.to_lua(v, depth + 1)
+            return self.runtime.table_from({i: self._to_lua(v, depth + 1)
                                             for i, v in enumerate(value, 1) if v is not None})
-        return self.runtime.table_from({k.encode(): self.to_lua(v, depth + 1)
+        return self.runtime.table_from({k.encode(): self._to_lua(v, depth + 1)
                                         for k, v in value.items() if v is not None})
 
     def table(self, items: Mapping[object, object]) -> object:
         return self.runtime.table_from(dict(items))
+
+
+#: What one table, one member (key and value slots, hash parts grown by doubling) and one
+#: string (its header) of a JSON value may cost as Lua values, in bytes: upper bounds (measured
+#: with Lua 5.4: 56, 32 and 24 or so).
+_TABLE_BYTES: Final = 160
+_MEMBER_BYTES: Final = 80
+_STRING_BYTES: Final = 48
+
+
+def _lua_cost(value: JsonValue) -> int:
+    """At most what `value` takes as Lua values (iterative: any depth is walked)."""
+    cost, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            cost += _STRING_BYTES + len(node.encode())
+        elif isinstance(node, list):
+            cost += _TABLE_BYTES + _MEMBER_BYTES * len(node)
+            stack.extend(node)
+        elif isinstance(node, dict):
+            cost += _TABLE_BYTES + _MEMBER_BYTES * len(node)
+            for key, member in node.items():
+                cost += _STRING_BYTES + len(key.encode())
+                stack.append(member)
+    return cost
 
 
 def _no_attributes(obj: object, name: object, is_setting: bool) -> str:

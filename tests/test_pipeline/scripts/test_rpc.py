@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,38 @@ end
         async with running(runner):
             assert await runner.call("extra.go", {}) == {"now": "number", "k": 5, "n": 0}
     assert caplog.records == []
+
+
+_PARAMETERS_CHILD = r'''
+from pipeline.scripts.sandbox import LuaState, Limits
+state = LuaState("p.lua", {}, Limits())
+state.run_chunk(b"function n(p) return #p.list end")
+# 300,000 empty objects: 900 KB of JSON, some 30 MB as Lua tables.
+for parameters in ({"list": [{}] * 300_000}, {"list": ["x" * 1000] * 20_000}):
+    try:
+        state.to_lua(parameters)
+    except ValueError as err:
+        print("refused:", err)
+print("answer:", state.call("n", state.to_lua({"list": [1] * 1000}))[1])
+# A script holding most of its memory: parameters that do not fit are refused too.
+state.run_chunk(b"hold = {} for i = 1, 13 do hold[i] = string.rep(string.char(64 + i), 2^20) end")
+try:
+    state.to_lua({f"k{i}": i for i in range(80_000)})
+except ValueError as err:
+    print("refused:", err)
+print("answer:", state.call("n", state.to_lua({"list": [1, 2]}))[1])
+'''
+
+
+def test_parameters_larger_than_the_script_memory_are_refused_not_a_crash() -> None:
+    """Parameters are made Lua tables outside any Lua call, where running out of the script's
+    memory is a Lua panic that aborts the whole process: they are refused first."""
+    child = subprocess.run([sys.executable, "-c", _PARAMETERS_CHILD], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == [
+        "refused: too large for the script's memory (16 MB)",
+        "refused: too large for the script's memory (16 MB)",
+        "answer: 1000",
+        "refused: too large for the script's memory (16 MB)",
+        "answer: 2"]
