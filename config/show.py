@@ -78,13 +78,8 @@ def _plain(value: object) -> JsonValue:
 
 
 def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
-    return {k: ("***" if v and _is_secret(k) else _url_password_masked(v))
+    return {k: ("***" if v and _is_secret(k) else url_passwords_masked(v))
             for k, v in data.items()}
-
-
-def _url_password_masked(text: str) -> str:
-    """`HTTP_Url` refuses a URL with a password, but an unknown key may hold any URL."""
-    return url_passwords_masked(text)
 
 
 #: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or
@@ -118,7 +113,7 @@ def _within_two_edits(a: str, b: str) -> bool:
 def masked_problem(problem: Problem) -> str:
     """A warning's line, with the quoted value hidden when its key looks like a secret."""
     text = str(problem)
-    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else _url_password_masked(text)
+    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else url_passwords_masked(text)
 
 
 def _masked_settings(value: JsonValue) -> JsonValue:
@@ -128,7 +123,7 @@ def _masked_settings(value: JsonValue) -> JsonValue:
     if isinstance(value, list):
         return [_masked_settings(v) for v in value]
     if isinstance(value, str):
-        return _url_password_masked(value)
+        return url_passwords_masked(value)
     return value
 
 

@@ -193,6 +193,11 @@ def _superseded(key: tuple[str, int]) -> WriteSuperseded:
                            "before it was sent")
 
 
+def _stopped(index: str) -> DeviceError:
+    return DeviceError(f"writeVariable: {index}: not written: polling stopped (configuration "
+                       "reload or stop)")
+
+
 def _order(device: Device) -> tuple[int, int, str]:
     number = device.numeric_index
     return (0, number, "") if number is not None else (1, 0, device.index)
@@ -304,6 +309,8 @@ class Poller:
                     for link in self._links:
                         polls.create_task(self._poll_link(link), name=f"poll:{link.name}")
             finally:
+                for link in self._links:
+                    self._refuse_writes(link)
                 # Records of periods that ended are handed over even when polling stops.
                 await self._hand_over(self.recorder.flush(self.clock.wall_ns()))
                 await self._records.put(None)
@@ -332,14 +339,20 @@ class Poller:
         """Queue a write for the device's link, ahead of its polls; returns once it was done.
 
         Raises the driver's `DeviceError`, or `WriteSuperseded` when a newer write to the same
-        variable replaced this one before it was sent.
+        variable replaced this one before it was sent; a `DeviceError` at once after `stop`
+        (no poll loop would send it), and for a write still queued when the loop ends.
         """
         link = self._link(index)
+        if self._stopping:
+            raise _stopped(index)
         key = (index, var.index)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         needs_room = key not in link.writes     # a replaced write hands over its place
         if needs_room:
             await link.write_room.acquire()
+            if self._stopping:
+                link.write_room.release()
+                raise _stopped(index)
         write = _Write(device=link.devices[index].device, var=var, raw=raw)
         if link.writes.put(key, write, done) and needs_room:
             link.write_room.release()           # one came in while this one waited for room
@@ -480,6 +493,14 @@ class Poller:
             link.last_warning_mono = mono
             link.skipped_since_warning = 0
         return following
+
+    def _refuse_writes(self, link: _Link) -> None:
+        """The link's poll loop has ended: a write still queued is never sent."""
+        while (queued := link.writes.pop()) is not None:
+            write, done = queued
+            link.write_room.release()
+            if not done.done():
+                done.set_exception(_stopped(write.device.index))
 
     async def _run_writes(self, link: _Link) -> None:
         while (queued := link.writes.pop()) is not None:

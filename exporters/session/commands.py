@@ -167,9 +167,13 @@ def _command_entry(entry: object, prefix: str, channel: Channel) -> CommandEntry
     if not isinstance(rpc, str):
         return CommandResult(channel=channel, caller_id=caller,
                              error=f"{prefix}rpcName is missing")
-    params = entry.get("parameters", {})
+    params = entry.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        # Not run with `{}`: a wrong parameter type changes nothing (docs/behaviour.md §7.2).
+        return CommandResult(channel=channel, caller_id=caller,
+                             error=f"{prefix}parameters must be an object")
     return CommandReceived(channel=channel, rpc_name=rpc, caller_id=caller,
-                           parameters=params if isinstance(params, dict) else {})
+                           parameters=params or {})
 
 
 class CollectingHandler:

@@ -81,13 +81,13 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from config import Severity, check_site, find_uid
+    from config import Severity, check_site, find_uid, masked_problem
 
     if uid_refused("config validate", args.uid):
         return 2
     problems = check_site(args.directory, args.uid)
     for problem in problems:
-        print(problem)
+        print(masked_problem(problem))
     errors = sum(p.severity is Severity.ERROR for p in problems)
     if errors:
         print(f"{args.directory}: {errors} error(s), {len(problems) - errors} warning(s); "

@@ -64,6 +64,11 @@ class ScriptHost(Protocol):
         """Timers sleep on its monotonic clock."""
         ...
 
+    def same_device(self, previous: ScriptHost, index: str) -> bool:
+        """The device `index` of `previous` (the configuration before a reload) is polled here
+        as it was there: a write validated against `previous` means the same here."""
+        ...
+
     async def write(self, index: str, var: int, raw: RawValue) -> None:
         """Queue a write of a raw value (docs/behaviour.md §2.7) and wait for it; raises
         `SunpmError` with the driver's one-line reason."""
@@ -125,11 +130,7 @@ class PollerHost:
         same daq row but its line, the same definition), so a script that runs on does not
         see them turn nil until the new poller's first polls. Before scripts use this host."""
         for device in self._devices:
-            before = next((d for d in previous._devices if d.index == device.index), None)
-            if (before is None or device.index not in self._polled
-                    or device.index not in previous._polled
-                    or replace(before, line=device.line) != device
-                    or previous._definition(before) != self._definition(device)):
+            if not self.same_device(previous, device.index):
                 continue
             previous._latest(device.index)
             for key, good in previous._good.items():
@@ -138,6 +139,16 @@ class PollerHost:
             readings = previous._seen.get(device.index)
             if readings is not None:
                 self._keep_good(readings)
+
+    def same_device(self, previous: ScriptHost, index: str) -> bool:
+        """The same daq row but its line, the same definition, polled in both."""
+        if not isinstance(previous, PollerHost):
+            return False
+        device = next((d for d in self._devices if d.index == index), None)
+        before = next((d for d in previous._devices if d.index == index), None)
+        return (device is not None and before is not None and index in self._polled
+                and index in previous._polled and replace(before, line=device.line) == device
+                and previous._definition(before) == self._definition(device))
 
     def _definition(self, device: Device) -> DefinitionFile | None:
         return self._definitions.get(device.def_file)

@@ -13,15 +13,18 @@
         before an RPC answers
       an overrun disables the script at once; the third other error within 60 s too; both raise
         `Script failure`
-      at stop: wsStop of every enabled script, timers cancelled, states dropped, thread joined
+      at stop: wsStop of every enabled script, timers cancelled, states dropped, thread joined;
+        any other call, waiting for a configuration or not, answers `the service is stopping`
 
     A configuration reload (the service: `detach`, then `attach` with the new configuration's
     host and scripts) keeps every script whose file is unchanged running, Lua state and timers
     included, now reading and writing through the new host; no Lua call runs while detached (a
     timer or RPC due then waits), and a write queued before the reload is never sent to the
-    new configuration's devices. Then: a script no longer listed gets `wsStop` and is dropped,
+    new configuration's devices. Then: a script no longer listed gets `wsStop` (under its own
+    configuration, whose devices the new one polls as before take its writes) and is dropped,
     a changed file is disabled and enabled again, a new one is enabled, and an unchanged file
-    that did not load is not loaded (nor alarmed) again.
+    that did not load, or whose script a failure disabled, is not loaded (nor alarmed) again
+    (`enable`, or `release` before the reload, starts it).
 """
 
 from __future__ import annotations
@@ -125,10 +128,20 @@ class _Script:
     timers: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     errors: deque[float] = field(default_factory=deque)
     last_error: str = ""
+    #: Disabled by an overrun or by too many errors: a reload leaving its file as it was does
+    #: not enable it again (docs/behaviour.md §9.1 step 6).
+    failed: bool = False
 
     @property
     def name(self) -> str:
         return self.header.name
+
+
+class Stopping(ScriptError):
+    """The service stops: no more calls but `wsStop`."""
+
+    def __init__(self) -> None:
+        super().__init__("the service is stopping")
 
 
 class _Failed:
@@ -156,10 +169,18 @@ class ScriptRunner:
         self._listed_problems: set[str] = set()
         self._data: dict[str, Mapping[str, JsonValue]] = {}
         self._one_call = asyncio.Lock()
+        #: One enable, disable or reconciliation at a time: two enables of one file at once
+        #: would each start a Lua state, and the one replaced in `_scripts` would run on out of
+        #: reach (its timers ticking, no disable ever stopping it).
+        self._lifecycle = asyncio.Lock()
         #: Set while a host is attached: Lua runs only then.
         self._attached = asyncio.Event()
+        #: Set while a call may go on: a host is attached, or the runner is closing (a call
+        #: waiting for the next configuration then gets its answer).
+        self._may_go_on = asyncio.Event()
         if host is not None:
             self._attached.set()
+            self._may_go_on.set()
         #: Counts attaches: a write queued under one host is never sent through another.
         self._generation = 0
         self._reconfigured = asyncio.Event()
@@ -210,13 +231,18 @@ class ScriptRunner:
             raise RuntimeError("attach while a host is attached; detach first")
         self._host = host
         self._generation += 1
+        listed = set(sources)
         for script in self._scripts.values():
-            script.wd.host = host
+            # A script the reload removes or changes keeps its configuration until its `wsStop`
+            # (docs/behaviour.md §9.1 step 7).
+            if script.source in listed:
+                script.wd.host = host
         # `held_off` is read when the scripts are brought in line, not copied: a disable from
         # the web UI meanwhile counts.
         self._pending = _Configuration(list(sources), list(problems), held_off)
         self.settled.clear()
         self._attached.set()
+        self._may_go_on.set()
         self._reconfigured.set()
         self._start_host()
 
@@ -225,6 +251,8 @@ class ScriptRunner:
         returns once no Lua call runs, and none starts until the next `attach`; writes still
         waiting on the old configuration's devices are given up."""
         self._attached.clear()
+        if not self._closing:
+            self._may_go_on.clear()
         async with self._one_call:
             pass
         if self._host_task is not None:
@@ -234,13 +262,18 @@ class ScriptRunner:
             task.cancel()
 
     @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[int]:
+    async def _turn(self, *, final: bool = False) -> AsyncIterator[int]:
         """The one Lua call at a time, once a host is attached; yields the attach it runs
-        under."""
+        under. Once the runner closes, only a `final` call (`wsStop`) runs: any other raises
+        `Stopping`, waiting or not."""
         while True:
-            if not self._closing:
-                await self._attached.wait()
+            await self._may_go_on.wait()
+            if self._closing and not final:
+                raise Stopping()
             await self._one_call.acquire()
+            if self._closing and not final:
+                self._one_call.release()
+                raise Stopping()
             if self._closing or self._attached.is_set():
                 break
             self._one_call.release()
@@ -262,6 +295,10 @@ class ScriptRunner:
             self.settled.set()
 
     async def _reconcile(self, wanted: _Configuration) -> None:
+        async with self._lifecycle:
+            await self._reconcile_now(wanted)
+
+    async def _reconcile_now(self, wanted: _Configuration) -> None:
         by_file = {s.file: s for s in wanted.sources}
         for script in list(self._scripts.values()):
             if script.source.file not in by_file:
@@ -283,11 +320,12 @@ class ScriptRunner:
                            None)
             if source.file in wanted.held_off:
                 continue
-            if current is not None and current.source == source and current.enabled:
+            if current is not None and current.source == source and (current.enabled
+                                                                     or current.failed):
                 continue
             if current is None and self._failed_on.get(source.file) == source:
                 continue
-            await self.enable(source)
+            await self._enable(source)
 
     async def stop_scripts(self) -> None:
         """`wsStop` of every enabled script, each within its budget (the service stops)."""
@@ -304,6 +342,7 @@ class ScriptRunner:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        self._may_go_on.set()
         await self.stop_scripts()
         if self._background:
             # Writes queued by wsStop get 2 s; a poll loop already stopped never takes them.
@@ -314,7 +353,12 @@ class ScriptRunner:
         await self._thread.stop()
 
     async def enable(self, source: ScriptSource) -> bool:
-        """Load (compile, chunk, header) and `wsInit`; False when it failed (logged, alarmed)."""
+        """Load (compile, chunk, header) and `wsInit`; False when it failed (logged, alarmed).
+        Raises `Stopping` (a `ScriptError`) once the service stops."""
+        async with self._lifecycle:
+            return await self._enable(source)
+
+    async def _enable(self, source: ScriptSource) -> bool:
         current = next((s for s in self._scripts.values() if s.source.file == source.file), None)
         if current is not None and current.enabled:
             await self._disable(current, run_stop=True)
@@ -377,18 +421,26 @@ class ScriptRunner:
                                           enabled=False, last_error=str(found))
         await self._alarm(SCRIPT_FAILURE, subject, None)
 
+    def release(self, file: str) -> None:
+        """The file was uploaded again (its bytes may be the same): a script a failure disabled
+        starts again at the next `attach`."""
+        for script in self._scripts.values():
+            if script.source.file == file:
+                script.failed = False
+
     async def disable(self, name: str) -> None:
         """Disable an enabled script (web UI): `wsStop`, timers cancelled, state dropped."""
-        script = self._scripts.get(name)
-        if script is None:
-            raise ScriptError(f"unknown script '{name}'")
-        await self._disable(script, run_stop=True)
+        async with self._lifecycle:
+            script = self._scripts.get(name)
+            if script is None:
+                raise ScriptError(f"unknown script '{name}'")
+            await self._disable(script, run_stop=True)
 
     async def _disable(self, script: _Script, *, run_stop: bool) -> None:
         if not script.enabled:
             return
         if run_stop:
-            await self._call(script, "wsStop", lambda state: state.call("wsStop"))
+            await self._call(script, "wsStop", lambda state: state.call("wsStop"), final=True)
             if not script.enabled:
                 return      # wsStop itself failed the script: already disabled
         script.enabled = False
@@ -412,31 +464,36 @@ class ScriptRunner:
 
     # ----------------------------------------------------------------- calls
 
-    async def _call(self, script: _Script, what: str,
-                    work: Callable[[LuaState], T]) -> T | _Failed:
-        """Run one call in the Lua thread; failures are logged and counted here."""
+    async def _call(self, script: _Script, what: str, work: Callable[[LuaState], T], *,
+                    final: bool = False) -> T | _Failed:
+        """Run one call in the Lua thread; failures are logged and counted here. `final`: a
+        `wsStop`, which runs while the runner closes too."""
         def in_thread() -> T:
             state = script.state
             assert state is not None
             return work(state)
 
-        async with self._turn() as generation:
-            if not script.enabled or script.state is None:
-                return _Failed(f"{script.name}: script is disabled")
-            try:
-                result = await self._thread.run(in_thread)
-            except Overrun as err:
-                outcome: T | _Failed = _Failed(str(err))
-                overrun: str | None = str(err)
-            except LuaCallError as err:
-                outcome, overrun = _Failed(err.message), None
-                script.last_error = f"{what}: {err.message}"
-            else:
-                outcome, overrun = result, None
+        try:
+            async with self._turn(final=final) as generation:
+                if not script.enabled or script.state is None:
+                    return _Failed(f"{script.name}: script is disabled")
+                try:
+                    result = await self._thread.run(in_thread)
+                except Overrun as err:
+                    outcome: T | _Failed = _Failed(str(err))
+                    overrun: str | None = str(err)
+                except LuaCallError as err:
+                    outcome, overrun = _Failed(err.message), None
+                    script.last_error = f"{what}: {err.message}"
+                else:
+                    outcome, overrun = result, None
+        except Stopping as err:
+            return _Failed(str(err))
         await self._after(script, generation)
         if overrun is not None:
             script.last_error = f"{what}: {overrun}"
             script.wd.log.error("%s stopped: %s; script disabled", what, overrun)
+            script.failed = True
             await self._disable(script, run_stop=False)
             await self._alarm(SCRIPT_FAILURE, script.name, None)
         elif isinstance(outcome, _Failed):
@@ -452,6 +509,7 @@ class ScriptRunner:
         if len(script.errors) >= ERRORS_TO_DISABLE and script.enabled:
             script.wd.log.error("%d errors within %.0f s; script disabled", len(script.errors),
                                 ERROR_WINDOW_S)
+            script.failed = True
             await self._disable(script, run_stop=False)
             await self._alarm(SCRIPT_FAILURE, script.name, None)
 
@@ -510,6 +568,8 @@ class ScriptRunner:
     async def call(self, rpc_name: str, parameters: Mapping[str, JsonValue]) -> JsonValue:
         """RPC `<name>.<function>` (docs/behaviour.md §9.4); raises `ScriptError` with the answer's
         error text."""
+        if self._closing:
+            raise ScriptError(f"{rpc_name}: {Stopping()}")
         name, _, function = rpc_name.partition(".")
         script = self._scripts.get(name)
         if script is None:
@@ -555,11 +615,18 @@ class ScriptRunner:
             script.wd.log.warning("wd.set: %s not written: the configuration was reloaded",
                                   what)
             return
+        host, index = self.host, write.device.device.index
+        if script.wd.host is not host and not host.same_device(script.wd.host, index):
+            # Validated against the configuration before the reload (the `wsStop` of a script
+            # it removed or changed): sent only to a device the reload left as it was.
+            script.wd.log.warning("wd.set: %s not written: the reload removed or changed the "
+                                  "device", what)
+            return
         sending = asyncio.current_task()
         assert sending is not None
         self._sending.add(sending)
         try:
-            await self.host.write(write.device.device.index, write.var.index, write.raw)
+            await host.write(index, write.var.index, write.raw)
         except asyncio.CancelledError:
             if self._closing or (generation == self._generation and self._attached.is_set()):
                 raise

@@ -18,7 +18,8 @@
   call is over its instruction budget or wall clock. The hook is per Lua thread, so coroutines
   are created with it too. Once a limit is hit, `pcall`, `xpcall` and `coroutine.resume` raise
   the overrun again instead of returning it, so a script cannot catch its way past a limit; a
-  memory error caught by `pcall` is an overrun as well.
+  memory error caught by `pcall` is an overrun as well. An `xpcall` message handler is not called
+  once a limit is hit: Lua runs the handler of an error raised in the hook with hooks off.
 - A call made of one long C function (a pathological `string.find`) cannot be interrupted by the
   hook; it overruns its wall clock only as long as that function runs, in the Lua thread, never in
   the event loop (docs/spec-notes.md, Lua scripts).
@@ -83,7 +84,18 @@ local function after_catch(r)
   return unpack(r, 1, r.n)
 end
 pcall = function(...) return after_catch(pack(raw_pcall(...))) end
-xpcall = function(...) return after_catch(pack(raw_xpcall(...))) end
+-- Lua calls the message handler of an error the count hook raised with hooks off: the script's
+-- handler would then run unlimited (a loop in it never stopped), so once a limit is hit it is
+-- not called.
+xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then
+    raise("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return after_catch(pack(raw_xpcall(f, function(m)
+    if stop ~= nil then return m end
+    return handler(m)
+  end, ...)))
+end
 coroutine.create = function(f)
   local co = co_create(f)
   sethook(co, hook, "", HOOK_EVERY)
@@ -162,16 +174,32 @@ print = function(...)
   log(concat(parts, "\t"))
 end
 
+-- An error that reaches the host as a table, a boolean, a function or nil is named by its type,
+-- as the Lua interpreter does (the host would see an empty message); userdata is the host's own
+-- (a stop, a Python exception) and goes through. Nothing of the object is called: the handler
+-- may run with hooks off.
+local function named(m)
+  local kind = type(m)
+  if kind == "string" or kind == "number" or kind == "userdata" then return m end
+  return "(error object is a " .. kind .. " value)"
+end
+local function guarded(f, ...)
+  local r = pack(raw_xpcall(f, named, ...))
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
 local entry = {}
+function entry.run(chunk) guarded(chunk) end
 function entry.call(name, arg)
   local f = rawget(_G, name)
   if type(f) ~= "function" then return false end
-  return true, (f(arg))
+  return true, (guarded(f, arg))
 end
 function entry.fire(id, once)
   local fn = timers[id]
   if once then timers[id] = nil end
-  if fn ~= nil then fn() end
+  if fn ~= nil then guarded(fn) end
 end
 function entry.header() return rawget(_G, "header") end
 return entry
@@ -272,7 +300,7 @@ class LuaState:
             raise self._error(err) from None
         except lupa.LuaError as err:
             raise self._error(err) from None
-        self._invoke(chunk)
+        self._invoke(self._entry.run, chunk)
 
     def header(self) -> object:
         # Through the budget like every call: the count hook may fire in any Lua code.
@@ -323,9 +351,32 @@ class LuaState:
 
     # ----------------------------------------------------------------- conversions
 
-    def to_lua(self, value: JsonValue, depth: int = 0) -> object:
+    def to_lua(self, value: JsonValue) -> object:
         """JSON -> Lua (docs/behaviour.md §9.4): objects string-keyed, arrays 1..n with `null` as
-        holes, integers stay integers (beyond 64 bits: floats)."""
+        holes, integers stay integers (beyond 64 bits: floats). Raises ValueError when nested
+        too deep, or too large for the state's memory.
+
+        The tables are made outside any Lua call, where running out of memory is a Lua panic
+        that aborts the process: they are made with the limit raised by what they may cost
+        (`_lua_cost`, at most the limit itself), and refused if the state is then over its
+        limit."""
+        limit = self.runtime.get_max_memory()
+        too_large = ValueError(f"too large for the script's memory ({limit // 2**20} MB)")
+        cost = _lua_cost(value)
+        if cost > limit:
+            raise too_large
+        self.runtime.set_max_memory(limit + cost)
+        try:
+            converted = self._to_lua(value, 0)
+            if self.runtime.get_memory_used() > limit:
+                del converted
+                self.runtime.gccollect()
+                raise too_large
+        finally:
+            self.runtime.set_max_memory(limit)
+        return converted
+
+    def _to_lua(self, value: JsonValue, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
@@ -335,13 +386,39 @@ class LuaState:
         if isinstance(value, int):
             return value if lupa.LUA_MININTEGER <= value <= lupa.LUA_MAXINTEGER else float(value)
         if isinstance(value, list):
-            return self.runtime.table_from({i: self.to_lua(v, depth + 1)
+            return self.runtime.table_from({i: self._to_lua(v, depth + 1)
                                             for i, v in enumerate(value, 1) if v is not None})
-        return self.runtime.table_from({k.encode(): self.to_lua(v, depth + 1)
+        return self.runtime.table_from({k.encode(): self._to_lua(v, depth + 1)
                                         for k, v in value.items() if v is not None})
 
     def table(self, items: Mapping[object, object]) -> object:
         return self.runtime.table_from(dict(items))
+
+
+#: What one table, one member (key and value slots, hash parts grown by doubling) and one
+#: string (its header) of a JSON value may cost as Lua values, in bytes: upper bounds (measured
+#: with Lua 5.4: 56, 32 and 24 or so).
+_TABLE_BYTES: Final = 160
+_MEMBER_BYTES: Final = 80
+_STRING_BYTES: Final = 48
+
+
+def _lua_cost(value: JsonValue) -> int:
+    """At most what `value` takes as Lua values (iterative: any depth is walked)."""
+    cost, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            cost += _STRING_BYTES + len(node.encode())
+        elif isinstance(node, list):
+            cost += _TABLE_BYTES + _MEMBER_BYTES * len(node)
+            stack.extend(node)
+        elif isinstance(node, dict):
+            cost += _TABLE_BYTES + _MEMBER_BYTES * len(node)
+            for key, member in node.items():
+                cost += _STRING_BYTES + len(key.encode())
+                stack.append(member)
+    return cost
 
 
 def _no_attributes(obj: object, name: object, is_setting: bool) -> str:

@@ -9,6 +9,7 @@ loop when the call returns.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -476,10 +477,13 @@ def _show(value: object) -> str:
 
 def _guarded(fn_name: str, fn: Callable[..., tuple[object, ...]]) -> Callable[..., object]:
     """The callback as Lua sees it: never raises (a Python exception would reach Lua as a Python
-    object); errors become `(False, message)`."""
+    object); errors become `(False, message)`. Arguments past the function's are dropped, as Lua
+    drops them for its own functions."""
+    takes = len(inspect.signature(fn).parameters)
+
     def call(*args: object) -> object:
         try:
-            return fn(*args)
+            return fn(*args[:takes])
         except WdError as err:
             return False, str(err).encode()
         except Exception as err:

@@ -242,7 +242,10 @@ class Admin:
             found = next((p for p in problems if file in str(p)), None)
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
         self._plugin().held_off.discard(file)
-        await runner.enable(source)
+        try:
+            await runner.enable(source)
+        except ScriptError as err:
+            raise AdminError(str(err), "file") from None
         status = next((s for s in runner.scripts() if s.file == file), None)
         assert status is not None
         return status
@@ -321,6 +324,8 @@ class Admin:
         plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
         if plugin is not None:
             plugin.held_off.discard(file)
+            if plugin.runner is not None:
+                plugin.runner.release(file)
 
     async def delete_script(self, file: str) -> None:
         """Unlist the script from scl.ini (validated, written), then delete its file."""

@@ -45,6 +45,7 @@ from config import (
     check_site_change,
     find_uid,
     load_site,
+    masked_problem,
     parse_definition,
 )
 from config.errors import Severity, SunpmError
@@ -119,6 +120,9 @@ _T = TypeVar("_T")
 RECORDS_WAIT_S: Final = 3.0
 #: Polling gets this long to finish its cycle at a stop before it is cancelled.
 POLL_STOP_S: Final = 4.0
+#: The plug-ins' `before_stop` (the scripts' `wsStop`, 3 s each at most, and its writes, 2 s)
+#: before polling stops; what is left runs after it.
+BEFORE_STOP_S: Final = 10.0
 CONFIG_CHECK_S: Final = 5.0
 #: A local configuration change triggers a server-1 session this long after the last change.
 CONFIG_SESSION_DELAY_S: Final = 60.0
@@ -143,7 +147,9 @@ class Plugin(Protocol):
     connections must outlive a configuration saved through it; the scripts, whose Lua state
     must) and reads `gateway.site`, `gateway.poller` and the others each time it needs them.
     Such a plug-in may also have `configured(gateway)`: a task of each configuration, started
-    once its poller is built and cancelled (and awaited) before its devices close."""
+    once its poller is built and cancelled (and awaited) before its devices close. Any plug-in
+    may have `before_stop(gateway)`, awaited at the stop of the service (not at a reload) while
+    polling still runs, for at most `BEFORE_STOP_S`."""
 
     async def run(self, gateway: Gateway) -> None: ...
 
@@ -382,7 +388,7 @@ class Gateway:
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
             for problem in err.problems:
-                config_log.error("%s", problem)
+                config_log.error("%s", masked_problem(problem))
             kept = in_force.load(self.data_dir, self.config_dir)
             if kept is None:
                 raise GatewayRefused(f"{self.config_dir}: configuration rejected "
@@ -398,7 +404,7 @@ class Gateway:
         if staged:
             log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:
-            logging.getLogger("sunpm.config").warning("%s", problem)
+            logging.getLogger("sunpm.config").warning("%s", masked_problem(problem))
         self.site = site
         return site
 
@@ -466,6 +472,8 @@ class Gateway:
                 finally:
                     for waiter in waiters:
                         waiter.cancel()
+                if stop.is_set():
+                    await self._before_stop()
                 poller.stop()
                 if stop.is_set():
                     await self._power_off(power, mqtt_serving)
@@ -494,6 +502,20 @@ class Gateway:
             # The predicates stay until the next generation installs its own: None would take
             # every segment for delivered (no server configured), and the stop's or reload's
             # own journal events would let the quota delete what the servers have not had.
+
+    async def _before_stop(self) -> None:
+        """The plug-ins' `before_stop(gateway)` at the stop of the service, while polling still
+        runs (the scripts' `wsStop` and its writes), bounded."""
+        for plugin in self.plugins:
+            hook = getattr(plugin, "before_stop", None)
+            if hook is None:
+                continue
+            try:
+                async with asyncio.timeout(BEFORE_STOP_S):
+                    await hook(self)
+            except TimeoutError:
+                log.warning("%s: not done within %.0f s of the stop; polling stops now",
+                            type(plugin).__name__, BEFORE_STOP_S)
 
     async def _power_off(self, power: PowerWatch, serving: Sequence[MqttSession]) -> None:
         """The clean stop's Power OFF, published on MQTT alarm topics still connected
@@ -1087,7 +1109,7 @@ class Gateway:
             errors = [p for p in problems if p.severity is Severity.ERROR]
             if errors:
                 for problem in errors:
-                    config_log.error("%s", problem)
+                    config_log.error("%s", masked_problem(problem))
                 config_log.error("Local configuration change rejected; running configuration "
                                  "unchanged")
                 rejected = digest

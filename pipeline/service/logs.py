@@ -6,6 +6,9 @@ is `script:<name>`). The stderr form is the LOG file's form, local time in `NTP_
 
     2021-02-05 10:15:00.012 INFO session: server 1 dir /srv/is: session started (schedule)
 
+A password inside a URL (`ftp://user:***@host/`) is masked in both, whatever logged it: a
+configured value quoted in a problem or an error must not put a secret in a LOG file.
+
 A line is journaled when its level is at or above `LOG_Level` at that moment. Journaling never
 blocks the code that logs: lines wait in a bounded queue (oldest dropped, counted) that
 `JournalLogHandler.run()` drains into the store.
@@ -21,6 +24,7 @@ from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from config import url_passwords_masked
 from store.events import LogLevel, LogLine
 from store.log import Log
 
@@ -59,7 +63,11 @@ class GatewayFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             message = f"{message}\n{record.exc_text}"
-        return f"{stamp} {record.levelname} {category_of(record.name)}: {message}"
+        return f"{stamp} {record.levelname} {category_of(record.name)}: {_masked(message)}"
+
+
+def _masked(message: str) -> str:
+    return url_passwords_masked(message) if "://" in message else message
 
 
 def setup_stderr(level: int = logging.INFO, time_zone: str = "UTC") -> logging.Handler:
@@ -102,7 +110,7 @@ class JournalLogHandler(logging.Handler):
         if len(self._lines) == self._lines.maxlen:
             self.dropped += 1
         self._lines.append((int(record.created * 1e9), LogLine(
-            level=level, category=category_of(record.name), message=record.getMessage())))
+            level=level, category=category_of(record.name), message=_masked(record.getMessage()))))
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -67,9 +67,15 @@ class ScriptsPlugin:
             await asyncio.Event().wait()
         finally:
             if gateway.stopping:
-                # wsStop while this configuration's devices are still there.
+                # Those `before_stop` did not get to (it is bounded): polling has stopped, so
+                # their writes are not sent.
                 await runner.stop_scripts()
             await runner.detach()
+
+    async def before_stop(self, gateway: Gateway) -> None:
+        """The service stops: `wsStop` while polling still runs, so its writes are sent."""
+        if self.runner is not None:
+            await self.runner.stop_scripts()
 
     async def call(self, rpc_name: str, parameters: Mapping[str, JsonValue]) -> JsonValue:
         if self.runner is None:

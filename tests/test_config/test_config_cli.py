@@ -128,3 +128,18 @@ def test_validate_names_the_closest_key_of_a_misspelt_one(
     assert main(["config", "validate", str(CASES / "misspelt_keys")]) == 0
     out = capsys.readouterr().out
     assert "WPM00BDE4_config.ini:4: FTP_Hots: unknown key (did you mean FTP_Host?); ignored\n" in out
+
+
+def test_validate_masks_the_password_of_a_url(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A problem quoting a URL with a password (a refused `HTTP_Url`) prints it as
+    `config show` does: `user:***@host`."""
+    assert main(["config", "init", "--uid", "PLANT-1", str(tmp_path)]) == 0
+    conf = tmp_path / "CONFIG/PLANT-1_config.ini"
+    conf.write_text(conf.read_text() + "HTTP_Url=https://bob:s3cret@h/x\n"
+                    "FOO_Bar=ftp://u:topsecret@h/\n")
+    capsys.readouterr()
+    assert main(["config", "validate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "topsecret" not in out
+    assert "HTTP_Url: 'https://bob:***@h/x' is not" in out

@@ -418,3 +418,30 @@ def test_a_device_on_two_links_is_refused() -> None:
         Poller([PollLink(name="SERIAL1", driver=driver, devices=(polled("1"),)),
                 PollLink(name="SERIAL2", driver=driver, devices=(polled("1"),))],
                recorder=Recorder(), record_sink=Sinks().record, clock=clock)
+
+
+async def test_a_write_the_stop_leaves_unsent_fails_and_a_later_one_is_refused() -> None:
+    """A write queued while the last device of the last cycle is read, or after `stop` (a
+    configuration reload, the service's stop), is answered at once with an error: no poll
+    loop will ever send it, and a `writeVariable` must not wait its 600 s for nothing."""
+    clock = ManualClock(wall_ns=DAY0_NS + 1 * NS)
+    driver = ScriptedDriver(clock, counting, read_s=1)
+    sinks = Sinks()
+    poller = make(clock, [("SERIAL1", driver, [polled("1", parameters=False),
+                                               polled("2", parameters=False)])], sinks)
+    var = DEFN.variables[0]
+    async with running(poller):
+        await clock.advance(10.5)                    # 11.5 s: device 2 is being read
+        assert driver.log[-1][:2] == ("read", "2")
+        left = asyncio.create_task(poller.write("1", var, 5))
+        await clock.advance(0.1)
+        poller.stop()
+        await clock.advance(2)
+        async with asyncio.timeout(5):
+            with pytest.raises(DeviceError, match=r"^writeVariable: 1: not written: polling "
+                                                  r"stopped \(configuration reload or stop\)$"):
+                await left
+        with pytest.raises(DeviceError, match=r"^writeVariable: 2: not written: polling "
+                                              r"stopped"):
+            await poller.write("2", var, 6)
+    assert driver.writes == []

@@ -79,6 +79,26 @@ def test_hostile_numbers_are_refused_with_one_line_errors() -> None:
     assert isinstance(entry, CommandReceived) and entry.caller_id == 123456789012345678901234567890
 
 
+def test_parameters_that_are_no_object_are_refused_not_run_without_them() -> None:
+    """`"parameters": [1]` or `"x"` is a wrong parameter type: the command is answered with an
+    error and not run (with `{}` a script function, `reboot` or `getParameters` would run);
+    `null` is an absent member, as everywhere in JSON commands."""
+    data = (b'[{"rpcName":"sunpm.reboot","parameters":"now","callerId":"c1"},'
+            b'{"rpcName":"limit.set","parameters":[1],"callerId":2},'
+            b'{"rpcName":"sunpm.getParameters","parameters":null,"callerId":"c3"}]')
+    first, second, third = parse_command_file(data, "X_cmd.json")
+    # No rpcName in the answer: the callerId is not taken, a corrected command may use it.
+    assert first == CommandResult(channel=first.channel, caller_id="c1",
+                                  error="X_cmd.json: entry 1: parameters must be an object")
+    assert isinstance(second, CommandResult) and second.caller_id == 2
+    assert second.error == "X_cmd.json: entry 2: parameters must be an object"
+    assert isinstance(third, CommandReceived) and third.parameters == {}
+    message = parse_command_message(b'{"rpcName":"limit.set","parameters":5,"callerId":"m"}',
+                                    "plant/cmd")
+    assert isinstance(message, CommandResult) and message.caller_id == "m"
+    assert message.error == "plant/cmd: parameters must be an object"
+
+
 def test_a_message_past_1_mib_is_refused_unread() -> None:
     entry = parse_command_message(b" " * ((1 << 20) + 1), "plant/cmd")
     assert isinstance(entry, CommandResult)

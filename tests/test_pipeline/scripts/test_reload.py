@@ -20,7 +20,7 @@ from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver
 from pipeline.poller import PolledDevice, Poller, PollLink
 from pipeline.recorder import Recorder
-from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
+from pipeline.scripts import PollerHost, ScriptError, ScriptRunner, ScriptSource
 from pipeline.scripts.loading import problem
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
@@ -143,3 +143,145 @@ async def test_last_good_values_carry_over_to_the_next_configuration(tmp_path: P
         assert kept is not None and kept.raw == 3000
         assert new_host.last_good("3", 1) is not None
         assert new_host.last_good("2", 1) is None
+
+
+FRAGILE = ScriptSource(file="fragile.lua", source=b"""header = { name = "fragile" }
+inits = 0
+function wsInit() inits = inits + 1 end
+function ping() return { inits = inits } end
+function fail() error("broken", 0) end
+function spin() while true do end end
+""")
+
+
+async def reload(runner: ScriptRunner, host: PollerHost, sources: list[ScriptSource]) -> None:
+    await runner.detach()
+    runner.attach(host, sources, [])
+    async with asyncio.timeout(10):
+        await runner.settled.wait()
+
+
+@pytest.mark.parametrize("failure", ["errors", "overrun"])
+async def test_a_script_a_failure_disabled_stays_off_at_an_unrelated_reload(
+        tmp_path: Path, failure: str) -> None:
+    """Disabled by an overrun or by three errors within 60 s: a reload that leaves its file as
+    it was does not start it again (it would fail again, alarm again); a changed file, an
+    enable (web UI, API) or an upload (`release`) does."""
+    async with bare_host(tmp_path / "store") as (host, alarms):
+        runner = ScriptRunner(host, [FRAGILE, RACE])
+        async with running(runner):
+            for _ in range(3 if failure == "errors" else 1):
+                with pytest.raises(ScriptError):
+                    await runner.call(f"fragile.{'fail' if failure == 'errors' else 'spin'}", {})
+            assert alarms == [("Script failure", "fragile", None)]
+            await reload(runner, host, [FRAGILE, RACE])
+            with pytest.raises(ScriptError, match="fragile: script is disabled"):
+                await runner.call("fragile.ping", {})
+            assert {s.file: s.enabled for s in runner.scripts()} == {
+                "fragile.lua": False, "race.lua": True}
+            assert len(alarms) == 1
+            # An explicit enable starts it again.
+            assert await runner.enable(FRAGILE)
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            for _ in range(3):
+                with pytest.raises(ScriptError):
+                    await runner.call("fragile.fail", {})
+            # So does an upload of the same bytes, at the reload that follows.
+            runner.release("fragile.lua")
+            await reload(runner, host, [FRAGILE, RACE])
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            for _ in range(3):
+                with pytest.raises(ScriptError):
+                    await runner.call("fragile.fail", {})
+            # And a changed file.
+            changed = ScriptSource(file="fragile.lua", source=FRAGILE.source + b"-- v2\n")
+            await reload(runner, host, [changed, RACE])
+            assert await runner.call("fragile.ping", {}) == {"inits": 1}
+            assert await runner.call("race.ping", {}) == {"inits": 1}
+
+
+async def test_a_call_waiting_for_a_reload_is_answered_when_the_service_stops(
+        tmp_path: Path) -> None:
+    """The service stops between two configurations: a call that waited for the next one is
+    answered with an error, it does not wait for ever."""
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [RACE])
+        task = asyncio.create_task(runner.run(), name="scripts")
+        try:
+            async with asyncio.timeout(10):
+                await runner.started.wait()
+            await runner.detach()
+            waiting = asyncio.ensure_future(runner.call("race.ping", {}))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(10):
+            with pytest.raises(ScriptError, match=r"^race\.ping: the service is stopping$"):
+                await waiting
+        with pytest.raises(ScriptError, match=r"^race\.ping: the service is stopping$"):
+            await runner.call("race.ping", {})
+
+
+STOPPER = ScriptSource(file="stopper.lua", source=b"""header = { name = "stopper" }
+function ping() return true end
+function wsStop()
+  local ok, w = pcall(wd.get, "inv_b", "W")
+  wd.log("devices=" .. #wd.devices() .. " inv_b=" .. tostring(w))
+  wd.set("inv_a", "WMaxLimPct_Ena", 1)
+  wd.set("inv_b", "WMaxLimPct_Ena", 1)
+end
+""")
+
+
+async def test_a_script_the_reload_removes_stops_under_its_own_configuration(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`wsStop` of a script no longer listed sees the devices it ran with (inv_b, which the
+    reload removed, included); of its writes only the one to a device the new configuration
+    polls as before is sent, never one to a device the reload removed or changed."""
+    caplog.set_level(logging.INFO, "sunpm.script.stopper")
+    async with running_plant(tmp_path / "store") as plant:
+        await wait_until(lambda: plant.host.last_good("2", 1) is not None, 10,
+                         what="inv_b polled")
+        runner = ScriptRunner(plant.host, [STOPPER, RACE])
+        async with running(runner):
+            assert await runner.call("stopper.ping", {}) is True
+            await runner.detach()
+            kept = [d.device for d in plant.host.devices() if d.device.name != "inv_b"]
+            definitions = {d.device.def_file: d.definition for d in plant.host.devices()
+                           if d.definition is not None}
+            new_host = PollerHost(devices=kept, definitions=definitions, poller=plant.poller,
+                                  store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
+                                  daq_poll_period_s=1)
+            runner.attach(new_host, [RACE], [])
+            async with asyncio.timeout(10):
+                await runner.settled.wait()
+            await plant.wait_register(1, ENA, 1)
+            await wait_until(lambda: any("inv_b: WMaxLimPct_Ena not written" in m
+                                         for m in caplog.messages), 10, what="inv_b refused")
+            assert "devices=3 inv_b=2500" in caplog.messages
+            assert ("wd.set: inv_b: WMaxLimPct_Ena not written: the reload removed or changed "
+                    "the device") in caplog.messages
+            assert await plant.register(2, ENA) == 0
+            assert await runner.call("race.ping", {}) == {"inits": 1}
+
+
+TICKER = ScriptSource(file="ticker.lua", source=b"""header = { name = "ticker" }
+function wsInit() wd.every(0.5, function() wd.log("tick") end) end
+""")
+
+
+async def test_two_enables_at_once_leave_one_script_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Enable pressed twice (the web UI, the API) while the first is loading: one Lua state
+    runs; none is left ticking out of reach of a disable."""
+    caplog.set_level(logging.INFO, "sunpm.script.ticker")
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [TICKER])
+        async with running(runner):
+            assert all(await asyncio.gather(runner.enable(TICKER), runner.enable(TICKER)))
+            await runner.disable("ticker")
+            ticks = caplog.messages.count("tick")
+            await asyncio.sleep(1.5)
+            assert caplog.messages.count("tick") == ticks

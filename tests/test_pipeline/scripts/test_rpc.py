@@ -4,6 +4,9 @@ data across a restart of the store and the runner."""
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,79 @@ async def test_a_wd_error_names_the_script_line_never_the_sandbox(tmp_path: Path
                 with pytest.raises(ScriptError) as refused:
                     await runner.call(f"wd_errors.{function}", {})
                 assert str(refused.value) == error
+
+
+async def test_an_error_that_is_no_string_is_named_by_its_type(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`error({code = 1})` or `error()` from a script: the answer and the log line say what was
+    raised, as the Lua interpreter does, rather than an empty message."""
+    odd = ScriptSource(file="odd.lua", source=b"""header = { name = "odd" }
+function table_error() error({ code = 1 }) end
+function nil_error() error() end
+function caught() local ok, e = pcall(error, { code = 7 }) return e.code end
+""")
+    caplog.set_level(logging.WARNING, "sunpm.script.odd")
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [odd])
+        async with running(runner):
+            # A script catching its own table error still gets the table.
+            assert await runner.call("odd.caught", {}) == 7
+            for function, kind in [("table_error", "table"), ("nil_error", "nil")]:
+                with pytest.raises(ScriptError) as refused:
+                    await runner.call(f"odd.{function}", {})
+                assert str(refused.value) == f"odd.{function}: (error object is a {kind} value)"
+    assert caplog.messages == ["table_error failed: (error object is a table value)",
+                               "nil_error failed: (error object is a nil value)"]
+
+
+async def test_extra_arguments_to_wd_are_ignored_as_lua_ignores_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`wd.now(1)`, `wd.load("k", 2)`: Lua drops extra arguments to its own functions, and so
+    does `wd`, rather than answering an internal error with a Python traceback in the log."""
+    extra = ScriptSource(file="extra.lua", source=b"""header = { name = "extra" }
+function go()
+  wd.save("k", 5, "extra")
+  return { now = type(wd.now(1, 2)), k = wd.load("k", 2), n = #wd.devices("x") }
+end
+""")
+    caplog.set_level(logging.WARNING)
+    async with bare_host(tmp_path / "store") as (host, _):
+        runner = ScriptRunner(host, [extra])
+        async with running(runner):
+            assert await runner.call("extra.go", {}) == {"now": "number", "k": 5, "n": 0}
+    assert caplog.records == []
+
+
+_PARAMETERS_CHILD = r'''
+from pipeline.scripts.sandbox import LuaState, Limits
+state = LuaState("p.lua", {}, Limits())
+state.run_chunk(b"function n(p) return #p.list end")
+# 300,000 empty objects: 900 KB of JSON, some 30 MB as Lua tables.
+for parameters in ({"list": [{}] * 300_000}, {"list": ["x" * 1000] * 20_000}):
+    try:
+        state.to_lua(parameters)
+    except ValueError as err:
+        print("refused:", err)
+print("answer:", state.call("n", state.to_lua({"list": [1] * 1000}))[1])
+# A script holding most of its memory: parameters that do not fit are refused too.
+state.run_chunk(b"hold = {} for i = 1, 13 do hold[i] = string.rep(string.char(64 + i), 2^20) end")
+try:
+    state.to_lua({f"k{i}": i for i in range(80_000)})
+except ValueError as err:
+    print("refused:", err)
+print("answer:", state.call("n", state.to_lua({"list": [1, 2]}))[1])
+'''
+
+
+def test_parameters_larger_than_the_script_memory_are_refused_not_a_crash() -> None:
+    """Parameters are made Lua tables outside any Lua call, where running out of the script's
+    memory is a Lua panic that aborts the whole process: they are refused first."""
+    child = subprocess.run([sys.executable, "-c", _PARAMETERS_CHILD], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == [
+        "refused: too large for the script's memory (16 MB)",
+        "refused: too large for the script's memory (16 MB)",
+        "answer: 1000",
+        "refused: too large for the script's memory (16 MB)",
+        "answer: 2"]

@@ -243,3 +243,25 @@ async def test_a_script_disabled_from_the_web_stays_off_until_uploaded_again(
         assert (answer["inits"], answer["stops"]) == (2, 1)
         other = await call(plant, "other.count")
         assert (other["inits"], other["stops"]) == (1, 0)
+
+
+RESET = b"""header = { name = "reset" }
+function ready() return wd.get("inverter_1", "W") ~= nil end
+function wsStop() wd.set("inverter_1", "Hz_SF", -3) end
+"""
+
+
+async def test_the_writes_of_wsstop_at_the_stop_of_the_service_reach_the_devices(
+        tmp_path: Path) -> None:
+    """A script resetting a device in `wsStop` (an export limit back to 100 %) gets its write
+    sent when the service stops: the scripts stop before polling does."""
+    extra = {"SCRIPT/reset.lua": RESET, SCL: b"SCRIPT_File[0]=reset.lua\n"}
+    async with running_gateway(tmp_path, inverters=1, extra_files=extra) as plant:
+        inverter = plant.simulators[0].units[1]
+        assert inverter.holding[40087] == (-2) & 0xFFFF
+
+        async def polled() -> bool:
+            return await plant.gateway.call_script("reset.ready", {}) is True
+
+        await wait_until(polled, 30, what="inverter_1 polled", every=0.5)
+    assert inverter.holding[40087] == (-3) & 0xFFFF
