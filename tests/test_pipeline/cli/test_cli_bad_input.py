@@ -81,7 +81,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["discover", "--interface", "serial1", "--config", "{site}"], 2,
      "sunpm discover: serial1 has no path"),
     (["discover", "--ip", "127.0.0.1", "--port", "{closed}", "--last", "3", "--timeout", "50"], 1,
-     "sunpm discover: nothing could be reached on ethernet1: 127.0.0.1:{closed}: cannot connect"),
+     "sunpm discover: nothing could be reached on ethernet1: 127.0.0.1:{closed}: cannot connect "
+     "(Connection refused)\n"),
     (["discover", "--interface", "serial1", "--config", "{serial_site}", "--last", "3",
       "--timeout", "50"], 1,
      "sunpm discover: nothing could be reached on serial1: serial1: cannot open /dev/ttyNOPE0"),
