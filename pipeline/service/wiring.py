@@ -91,8 +91,10 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
             if not site.settings.tic_port:
                 log.warning("TIC1 is configured but TIC_Port is empty; it is not polled")
                 continue
-            plant.tic_reader = TicReader(site.settings.tic_port, on_accessory=on_accessory,
-                                         trace=trace)
+            # TIC1's `parameters` fixes the mode (docs/behaviour.md §2.9 step 4); empty: detected.
+            baud = int(device.parameters) if device.parameters in ("1200", "9600") else None
+            plant.tic_reader = TicReader(site.settings.tic_port, baud=baud,
+                                         on_accessory=on_accessory, trace=trace)
             driver = new_driver(kind, replace(context, tic_reader=plant.tic_reader))
         _add(site, plant, grouped, driver_of, device, definition, driver)
     for device in io_devices:
