@@ -19,9 +19,10 @@ from config._text import Findings
 from config.config_ini import KEY_TABLE, ConfigIni, new_config
 from config.errors import ConfigError, Problem, Severity, SunpmError
 from config.identity import default_uid, uid_from_mac
+from config.masking import url_passwords_masked
 from config.model import Daq, DefinitionFile, Schedule
 from config.scl_ini import ScriptEntry, ScriptList
-from config.show import masked_problem, site_to_json, url_passwords_masked
+from config.show import site_to_json
 from config.site import (
     Site,
     check_site,
@@ -38,7 +39,7 @@ T = TypeVar("T")
 __all__ = [
     "KEY_TABLE", "ConfigError", "ConfigIni", "Parsed", "Problem", "Schedule", "ScriptEntry",
     "ScriptList", "Severity", "Site", "SunpmError", "VarIni", "check_site", "check_site_change", "check_site_files",
-    "connection_times", "default_uid", "find_uid", "load_site", "load_site_files", "masked_problem", "new_config", "parse_config_ini", "parse_daq",
+    "connection_times", "default_uid", "find_uid", "load_site", "load_site_files", "new_config", "parse_config_ini", "parse_daq",
     "parse_definition", "parse_scl", "parse_var_ini", "render_config_ini", "render_daq",
     "render_definition", "render_scl", "render_var_ini", "site_to_json", "uid_from_mac",
     "url_passwords_masked",

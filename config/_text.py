@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from config.errors import ConfigError, Problem, Severity
+from config.masking import url_passwords_masked
 
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
@@ -99,28 +100,6 @@ def _escaped(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
-
-
-#: A URL's userinfo with a password, from just after `://`: `user:` then the password and `@`.
-_USERINFO: Final = re.compile(r"[^/?#@\s:']*:[^/?#\s']*@")
-
-
-def url_passwords_masked(text: str) -> str:
-    """Every URL's password as `***` (`https://user:***@host/`). Linear in the text: a pattern
-    searched from every word start took minutes on a value of a megabyte like `a.a.a.`."""
-    if "://" not in text:
-        return text
-    out: list[str] = []
-    last = 0
-    for sep in re.finditer("://", text):
-        if sep.start() < last:
-            continue
-        userinfo = _USERINFO.match(text, sep.end())
-        if userinfo is not None:
-            colon = text.index(":", sep.end())
-            out += [text[last:colon + 1], "***@"]
-            last = userinfo.end()
-    return "".join(out) + text[last:]
 
 
 def shown(text: str, limit: int = SHOWN_MAX) -> str:

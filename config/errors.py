@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from config.masking import masked
+
 
 class SunpmError(Exception):
     """Root of every error sunpm raises on purpose; `str()` is one line a user can act on."""
@@ -34,13 +36,16 @@ class Problem:
     severity: Severity
 
     def __str__(self) -> str:
+        """The line as shown anywhere (the CLI, the gateway's log, which servers receive, the
+        web UI, command results): the value of a key that looks like a secret, and the password
+        of a URL, are `***` (`MODEM_Pin: '***' is not 4..8 digits; default (empty) used`)."""
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         if self.field == "...":  # the problems only counted (docs/behaviour.md §4.5)
-            return f"{where}: ... {self.message}"
+            return f"{where}: ... {masked(self.field, self.message)}"
         # A problem of a whole directory has no field: `<DIR>: no CONFIG/ folder (...)`.
         if not self.field:
-            return f"{where}: {self.message}"
-        return f"{where}: {self.field}: {self.message}"
+            return f"{where}: {masked(self.field, self.message)}"
+        return f"{where}: {self.field}: {masked(self.field, self.message)}"
 
 
 class ConfigError(SunpmError):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from config._text import url_passwords_masked
-from config.errors import Problem
+from config.masking import is_secret, url_passwords_masked
 from config.model import DefinitionFile, Device, SerialPort, Variable
 from config.var_ini import format_start
 
@@ -78,47 +76,13 @@ def _plain(value: object) -> JsonValue:
 
 
 def _masked(data: Mapping[str, str]) -> dict[str, JsonValue]:
-    return {k: ("***" if v and _is_secret(k) else url_passwords_masked(v))
+    return {k: ("***" if v and is_secret(k) else url_passwords_masked(v))
             for k, v in data.items()}
-
-
-#: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or
-#: unknown key (`FTP2_Pasword`, `MQTT_Passwd`, `API_Token`) is hidden too.
-_SECRET_PARTS: Final = ("passw", "pasw", "passphrase", "pwd", "secret", "token", "hash",
-                        "credential")
-_QUOTED: Final = re.compile(r"'[^']*'")
-
-
-def _is_secret(key: str) -> bool:
-    low = key.lower()
-    last = re.split(r"[_\-.]", low)[-1]
-    return (any(part in low for part in _SECRET_PARTS) or low.endswith("pin")
-            or last in ("pass", "pw") or _within_two_edits(last, "password"))
-
-
-def _within_two_edits(a: str, b: str) -> bool:
-    """Levenshtein distance of at most 2 (`pssword`, `passowrd`)."""
-    if abs(len(a) - len(b)) > 2:
-        return False
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] <= 2
-
-
-def masked_problem(problem: Problem) -> str:
-    """A warning's line, with the quoted value hidden when its key looks like a secret."""
-    text = str(problem)
-    return _QUOTED.sub("'***'", text) if _is_secret(problem.field) else url_passwords_masked(text)
 
 
 def _masked_settings(value: JsonValue) -> JsonValue:
     if isinstance(value, dict):
-        return {k: ("***" if v and isinstance(v, str) and _is_secret(k) else _masked_settings(v))
+        return {k: ("***" if v and isinstance(v, str) and is_secret(k) else _masked_settings(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_masked_settings(v) for v in value]
@@ -156,5 +120,5 @@ def site_to_json(site: Site) -> dict[str, JsonValue]:
         },
         "scripts": list(site.scripts.files),
         "definitions": definitions,
-        "warnings": [masked_problem(p) for p in site.warnings],
+        "warnings": [str(p) for p in site.warnings],
     }

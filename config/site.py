@@ -190,8 +190,9 @@ def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Proble
 def _check_tree(directory: Path) -> None:
     if not directory.is_dir():
         # An empty directory is a valid site of defaults; a mistyped path must not be one.
+        message = "is not a directory" if directory.exists() else "no such directory"
         raise ConfigError([Problem(file=str(directory), line=None, field="directory",
-                                   message="is not a directory", severity=Severity.ERROR)])
+                                   message=message, severity=Severity.ERROR)])
     if not (directory / "CONFIG").is_dir():
         # Without CONFIG/ this is no configuration tree (docs/formats.md §3): a path typed one
         # level off must not pass as a valid site of defaults.

@@ -81,13 +81,13 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from config import Severity, check_site, find_uid, masked_problem
+    from config import Severity, check_site, find_uid
 
     if uid_refused("config validate", args.uid):
         return 2
     problems = check_site(args.directory, args.uid)
     for problem in problems:
-        print(masked_problem(problem))
+        print(problem)
     errors = sum(p.severity is Severity.ERROR for p in problems)
     if errors:
         print(f"{args.directory}: {errors} error(s), {len(problems) - errors} warning(s); "
@@ -99,7 +99,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from config import ConfigError, load_site, masked_problem, site_to_json
+    from config import ConfigError, load_site, site_to_json
 
     if uid_refused("config show", args.uid):
         return 2
@@ -107,7 +107,7 @@ def _show(args: argparse.Namespace) -> int:
         site = load_site(args.directory, args.uid)
     except ConfigError as err:
         for problem in err.problems:
-            print(masked_problem(problem), file=sys.stderr)
+            print(problem, file=sys.stderr)
         return 1
     print(json.dumps(site_to_json(site), indent=2, ensure_ascii=False))
     return 0

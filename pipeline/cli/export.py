@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from exporters.rendering.backfill import BackfillFile, BackfillWindow
+    from store.delivery import Stream
 
 
 def register(subparsers: Any) -> None:
@@ -124,7 +125,7 @@ async def _export(args: argparse.Namespace) -> int:
             never = sorted({w.spec.stream for w in undelivered
                             if cursors[w.spec.stream] is None}, key=lambda st: st.rank)
             if unbuilt:
-                print(f"not uploaded: {_span(unbuilt)}: no window of server {args.server} is "
+                print(f"not uploaded: {_spans(unbuilt)}: no window of server {args.server} is "
                       "journaled there (--out rebuilds it)", file=sys.stderr)
             if never:
                 print(f"{', '.join(st.value for st in never)}: nothing delivered to server "
@@ -156,12 +157,22 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _span(windows: list[BackfillWindow]) -> str:
+def _spans(windows: list[BackfillWindow]) -> str:
+    """`DATA, LOG 2021-01-25T00:00:00+00:00 to ...; ALARM ...`: each stream's own span, since
+    streams start their windows at their own first item (one span for all of them named, as
+    not uploaded, the windows of a stream that started earlier and did go up)."""
     from exporters.views.windows import ns_to_datetime
 
-    first = min(w.spec.start_ns for w in windows)
-    last = max(w.spec.end_ns for w in windows)
-    return f"{ns_to_datetime(first).isoformat()} to {ns_to_datetime(last).isoformat()}"
+    by_stream: dict[Stream, tuple[int, int]] = {}
+    for w in windows:
+        first, last = by_stream.get(w.spec.stream, (w.spec.start_ns, w.spec.end_ns))
+        by_stream[w.spec.stream] = (min(first, w.spec.start_ns), max(last, w.spec.end_ns))
+    streams_of: dict[tuple[int, int], list[Stream]] = {}
+    for stream in sorted(by_stream, key=lambda st: st.rank):
+        streams_of.setdefault(by_stream[stream], []).append(stream)
+    return "; ".join(f"{', '.join(st.value for st in streams)} "
+                     f"{ns_to_datetime(first).isoformat()} to {ns_to_datetime(last).isoformat()}"
+                     for (first, last), streams in streams_of.items())
 
 
 async def _emit(job: Any, args: argparse.Namespace, f: BackfillFile) -> None:

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="as JSON")
     p.set_defaults(handler=_fsck)
 
-    p = sub.add_parser("sql", help="DuckDB SQL over `records` and `journal`")
+    p = sub.add_parser("sql", help="DuckDB SQL over `records`, `journal` and `definitions`")
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("query", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import termios
@@ -327,9 +328,19 @@ PortOpener = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, Callable
 
 
 async def open_serial(path: str, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
-    """pyserial-asyncio at `baud`, 7E1."""
-    reader, writer = await serial_asyncio.open_serial_connection(
-        url=path, baudrate=baud, bytesize=7, parity="E", stopbits=1)
+    """pyserial-asyncio at `baud`, 7E1. A pseudo-terminal (a software bridge, the demo's meter)
+    refuses 7-bit framing on Linux (EINVAL): it is opened 8N1, TIC bytes being 7-bit anyway. The
+    gateway's reader, its discovery and the `sunpm tic`/`discover` commands all open through here,
+    so a port one of them reads the others read too."""
+    try:
+        reader, writer = await serial_asyncio.open_serial_connection(
+            url=path, baudrate=baud, bytesize=7, parity="E", stopbits=1)
+    except (OSError, termios.error) as err:
+        # termios.error is no OSError: its errno is its first argument.
+        code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
+        if not os.path.realpath(path).startswith("/dev/pts/") or code not in (errno.EINVAL, None):
+            raise
+        reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
     return reader, writer.close
 
 

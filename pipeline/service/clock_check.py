@@ -83,7 +83,8 @@ async def sntp_offset(host: str, port: int = NTP_PORT,
     except TimeoutError:
         raise SntpError(f"{host}: no answer within {timeout_s:g} s") from None
     except OSError as err:
-        raise SntpError(f"{host}: {err}") from None
+        # The reason in words (`Connection refused`), without Python's `[Errno 111]`.
+        raise SntpError(f"{host}: {err.strerror or err}") from None
     if len(data) < 48 or data[0] & 0x07 not in (4, 5) or data[1] == 0:
         raise SntpError(f"{host}: not a server answer (mode {data[0] & 0x07 if data else '?'}, "
                         f"stratum {data[1] if len(data) > 1 else '?'})")

@@ -61,7 +61,6 @@ from pipeline.drivers.tic_discovery import (
     tic_device,
 )
 from pipeline.service.config_edit import apply_change, config_lock
-from pipeline.service.wiring import open_tic_port
 
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
@@ -321,8 +320,7 @@ class Discovery:
             line = _liner(run, time_zone)
             try:
                 line(f"Start of TIC detection on {port}")
-                # The TIC reader's opener: a pseudo-terminal bridge is opened 8N1.
-                run.tic = await detect_tic(port, opener=open_tic_port)  # type: ignore[arg-type]
+                run.tic = await detect_tic(port)
                 run.scanned = 1
                 if run.tic is None:
                     line("End of TIC detection: no TIC meter found")

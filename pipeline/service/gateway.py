@@ -45,7 +45,6 @@ from config import (
     check_site_change,
     find_uid,
     load_site,
-    masked_problem,
     parse_definition,
 )
 from config.errors import Severity, SunpmError
@@ -388,7 +387,7 @@ class Gateway:
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
             for problem in err.problems:
-                config_log.error("%s", masked_problem(problem))
+                config_log.error("%s", problem)
             kept = in_force.load(self.data_dir, self.config_dir)
             if kept is None:
                 raise GatewayRefused(f"{self.config_dir}: configuration rejected "
@@ -404,7 +403,7 @@ class Gateway:
         if staged:
             log.info("Staged configuration applied after a restart. files=%s", staged)
         for problem in site.warnings:
-            logging.getLogger("sunpm.config").warning("%s", masked_problem(problem))
+            logging.getLogger("sunpm.config").warning("%s", problem)
         self.site = site
         return site
 
@@ -1109,7 +1108,7 @@ class Gateway:
             errors = [p for p in problems if p.severity is Severity.ERROR]
             if errors:
                 for problem in errors:
-                    config_log.error("%s", masked_problem(problem))
+                    config_log.error("%s", problem)
                 config_log.error("Local configuration change rejected; running configuration "
                                  "unchanged")
                 rejected = digest

@@ -30,6 +30,7 @@ from typing import IO, Final
 from config import ConfigError, parse_config_ini, render_config_ini
 from config.defaults import default_files
 from config.errors import Severity
+from config.masking import masked
 from fsio import fsync_dir, rename, write_file_durably
 from pipeline.service import in_force
 
@@ -78,9 +79,11 @@ def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) 
 
 
 def _problem_text(problem: object) -> str:
+    """The command's error: the problem without the file's consequence, a secret hidden (the
+    result goes to ACK files, MQTT and the journal)."""
     field = getattr(problem, "field", "")
     message = getattr(problem, "message", str(problem))
-    message = re.sub(r"; (default .* used|ignored|file rejected)$", "", message)
+    message = masked(field, re.sub(r"; (default .* used|ignored|file rejected)$", "", message))
     return f"{field}: {message}" if field else message
 
 

@@ -8,14 +8,9 @@ Modbus I/O module; `TIC1` on a `TicReader` of `TIC_Port`. Definitions are stored
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-
-import serial_asyncio
 
 from config import Site
 from config.model import DefinitionFile, Device, DeviceKind, Variable
@@ -24,25 +19,11 @@ from pipeline.drivers.io import ModbusIoBackend, SimBackend, backend_module
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.trace import TraceHook
 from pipeline.drivers.registry import DriverContext, new_driver, read_plans
-from pipeline.drivers.tic import AccessoryListener, TicReader, open_serial
+from pipeline.drivers.tic import AccessoryListener, TicReader
 from pipeline.poller import PolledDevice, PollLink, link_name
 from store.log import Log
 
 log = logging.getLogger("sunpm.system")
-
-
-async def open_tic_port(path: str, baud: int) -> tuple[object, Callable[[], None]]:
-    """The TIC reader's port, 7E1; a pseudo-terminal (a software bridge, the demo meter)
-    refuses 7-bit framing on Linux (EINVAL), so it is opened 8N1: TIC bytes are 7-bit anyway."""
-    try:
-        return await open_serial(path, baud)
-    except (OSError, termios.error) as err:
-        # termios.error is no OSError: its errno is its first argument.
-        code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
-        if not os.path.realpath(path).startswith("/dev/pts/") or code not in (errno.EINVAL, None):
-            raise
-    reader, writer = await serial_asyncio.open_serial_connection(url=path, baudrate=baud)
-    return reader, writer.close
 
 
 @dataclass(slots=True)
@@ -110,9 +91,10 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
             if not site.settings.tic_port:
                 log.warning("TIC1 is configured but TIC_Port is empty; it is not polled")
                 continue
-            plant.tic_reader = TicReader(site.settings.tic_port, on_accessory=on_accessory,
-                                         opener=open_tic_port,  # type: ignore[arg-type]
-                                         trace=trace)
+            # TIC1's `parameters` fixes the mode (docs/behaviour.md §2.9 step 4); empty: detected.
+            baud = int(device.parameters) if device.parameters in ("1200", "9600") else None
+            plant.tic_reader = TicReader(site.settings.tic_port, baud=baud,
+                                         on_accessory=on_accessory, trace=trace)
             driver = new_driver(kind, replace(context, tic_reader=plant.tic_reader))
         _add(site, plant, grouped, driver_of, device, definition, driver)
     for device in io_devices:

@@ -27,6 +27,7 @@ from typing import Final
 
 from config import check_site_change, parse_daq, render_daq
 from config.errors import Problem, Severity
+from config.masking import masked
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
 from exporters.session.config_sync import local_config_files
@@ -67,9 +68,10 @@ class Verdict:
 
 
 def problem_json(problem: Problem) -> dict[str, object]:
+    # A secret's value is hidden here as in every problem line: passwords never reach the browser.
     return {"file": problem.file, "line": problem.line, "field": problem.field,
-            "message": problem.message, "severity": problem.severity.value,
-            "text": str(problem)}
+            "message": masked(problem.field, problem.message),
+            "severity": problem.severity.value, "text": str(problem)}
 
 
 #: What a file's loader does with a bad value (docs/formats.md §1.2). A form refuses the save
@@ -78,7 +80,7 @@ _CONSEQUENCE: Final = re.compile(r"; (default .* used|file rejected)$")
 
 
 def _field_message(problem: Problem) -> str:
-    return _CONSEQUENCE.sub("", problem.message)
+    return _CONSEQUENCE.sub("", masked(problem.field, problem.message))
 
 
 def judge(problems: list[Problem], edit: Edit) -> Verdict:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -526,8 +527,11 @@ class WebPlugin:
                 await tcp.start()
             except OSError as err:
                 if not (self._fallback and err.errno == errno.EADDRINUSE):
+                    # The reason alone (`Address already in use`): asyncio's strerror repeats
+                    # the address in Python's notation.
+                    reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
                     log.error("Web UI not started: cannot listen on %s:%d: %s", host, port,
-                              err.strerror or err)
+                              reason)
                     return
                 tcp = web.TCPSite(runner, host, 0)
                 await tcp.start()

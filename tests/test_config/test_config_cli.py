@@ -108,7 +108,7 @@ def test_entry_point_in_a_fresh_process_runs_validate() -> None:
 def test_validate_of_a_missing_directory_fails(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(tmp_path / "nope")]) == 1
-    assert capsys.readouterr().out == f"{tmp_path / 'nope'}: directory: is not a directory\n"
+    assert capsys.readouterr().out == f"{tmp_path / 'nope'}: directory: no such directory\n"
 
 
 @pytest.mark.parametrize("action", ["validate", "show"])

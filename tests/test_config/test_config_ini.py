@@ -47,9 +47,13 @@ def test_empty_file_gives_every_default() -> None:
     ("MQTT_TopicCommand=plant/cmd", ("MQTT_TopicCommand: set without MQTT_TopicResult; "
                                     "default (empty) used")),
     ("FTP_Host=bad host", "FTP_Host: 'bad host' is not a host name or IP address; not used"),
-    ("WEB_PasswordHash=scrypt$16384$8$1$abc", ("WEB_PasswordHash: 'scrypt$16384$8$1$abc' is not "
+    # A secret's value is never shown, not even the bad one (the line reaches uploaded logs).
+    ("WEB_PasswordHash=scrypt$16384$8$1$abc", ("WEB_PasswordHash: '***' is not "
                                              "scrypt$<N>$<r>$<p>$<salt hex>$<key hex>; default "
                                              "(empty) used")),
+    ("MODEM_Pin=12", "MODEM_Pin: '***' is not 4..8 digits; default (empty) used"),
+    ("HTTP_Url=https://bob:s3cret@dav.example.com/x",
+     "HTTP_Url: 'https://bob:***@dav.example.com/x' is not https://host[:port][/path]; not used"),
 ])
 def test_bad_value_falls_back_to_default_with_one_warning(line: str, message: str) -> None:
     parsed = _parse(f"# c\n{line}\n")

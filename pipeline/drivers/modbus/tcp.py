@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import resource
 import socket
 import struct
@@ -186,7 +187,7 @@ class TcpConnection(QueuedLink):
                 transport, receiver = await loop.create_connection(_Receiver, self.host,
                                                                    self.port)
         except (OSError, TimeoutError) as err:
-            reason = str(err) or type(err).__name__
+            reason = _connect_failure(err)
             self._lost(reason, reconnect_now=False)
             raise ModbusRequestError(f"{self.peer}: cannot connect ({reason})",
                                      quality=Quality.DISCONNECTED) from err
@@ -302,3 +303,14 @@ def _raise_open_file_limit(wanted: int = 1024) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _connect_failure(err: OSError | TimeoutError) -> str:
+    """`Connection refused`, `Name or service not known`: the reason alone. asyncio's own text
+    (`[Errno 111] Connect call failed ('127.0.0.1', 502)`) repeats the peer the message already
+    names, in Python's notation."""
+    if isinstance(err, TimeoutError) and not str(err):
+        return "no answer in time"
+    if err.errno is not None and err.errno > 0 and not isinstance(err, socket.gaierror):
+        return os.strerror(err.errno)
+    return err.strerror or str(err) or type(err).__name__

@@ -176,7 +176,12 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
     assert code == 0, err
     assert tree_files(server) == delivered
     assert "stopping at 2021-02-03T23:40:00+00:00: " in err, err
-    assert "not uploaded: 2021-01-25T00:00:00+00:00 to " in err, err
+    # Each stream's own span: DATA's windows from its first record on went up, even though the
+    # first alarm and log line, and so their streams' first windows, came hours later.
+    assert ("not uploaded: ALARM 2021-01-25T00:00:00+00:00 to 2021-02-01T07:00:00+00:00; "
+            "DATA 2021-01-25T00:00:00+00:00 to 2021-02-01T00:10:00+00:00; "
+            "LOG 2021-01-25T00:00:00+00:00 to 2021-02-01T08:00:00+00:00: no window of server 1 "
+            "is journaled there (--out rebuilds it)\n") in err, err
 
 
 def test_sunpm_export_renders_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
+from tic_ptys import meter_pty
+
+from pipeline.cli import main
+from pipeline.drivers.tic import TicMode, encode_frame
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "drivers"))
 from _sunspec_sim import SunSpecImage, common_model, modbus_server, model
 
 DATA = Path(__file__).parents[1] / "drivers" / "data"
+HISTORIC = [("ADCO", "031664001115"), ("OPTARIF", "BASE"), ("ISOUSC", "30"),
+            ("BASE", "000002080"), ("PTEC", "TH.."), ("IINST", "004"), ("IMAX", "090"),
+            ("PAPP", "00910"), ("HHPHC", "A"), ("MOTDETAT", "000000")]
 SUNPM = str(Path(sys.executable).parent / "sunpm")
 
 
@@ -183,15 +192,62 @@ async def test_tic_decode_of_a_port_that_cannot_open_exits_2_at_once(
     assert time.monotonic() - started < 5
 
 
-async def test_tic_decode_of_a_port_that_never_configures_gives_up_after_5_s() -> None:
-    master, slave = os.openpty()      # a tty, but a Linux pty refuses 7E1
+async def test_tic_decode_reads_a_meter_on_a_pty_as_the_gateway_does() -> None:
+    # A pty (the demo's Linky, a software bridge) refuses 7E1; the gateway's reader opens it
+    # 8N1, and so must the command: before, it gave up after 5 s on the port the demo prints.
+    frame = encode_frame(HISTORIC, TicMode.HISTORIC)
+
+    async def talk(master: int) -> None:
+        while True:
+            os.write(master, frame)
+            await asyncio.sleep(0.05)
+
+    async with meter_pty(talk) as port:
+        code, out, err = await _sunpm("tic", "decode", "--port", port, "--speed", "1200",
+                                      "--frames", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(" historic: ADCO=031664001115 " in line for line in lines)
+
+
+async def test_discover_tic_finds_a_meter_on_a_pty_as_the_gateway_does(tmp_path: Path) -> None:
+    frame = encode_frame(HISTORIC, TicMode.HISTORIC)
+
+    async def talk(master: int) -> None:
+        while True:
+            os.write(master, frame)
+            await asyncio.sleep(0.05)
+
+    async with meter_pty(talk) as port:
+        code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port", port,
+                                      "--uid", "U1", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["found"], doc["mode"], doc["definitionFile"]) == (1, "historic", "U1_TIC_LINKY.csv")
+
+
+def _refusing_every_framing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serial port the TIC reader can configure neither 7E1 nor 8N1 (a pty refuses only 7E1)."""
+    import serial_asyncio
+
+    async def refuse(**_: object) -> object:
+        raise termios.error(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(serial_asyncio, "open_serial_connection", refuse)
+
+
+def test_tic_decode_of_a_port_that_never_configures_gives_up_after_5_s(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _refusing_every_framing(monkeypatch)
+    master, slave = os.openpty()      # a tty, so the command tries it
     try:
         started = time.monotonic()
-        code, out, err = await _sunpm("tic", "decode", "--port", os.ttyname(slave))
+        code = main(["tic", "decode", "--port", os.ttyname(slave)])
         elapsed = time.monotonic() - started
     finally:
         os.close(slave)
         os.close(master)
+    out, err = capsys.readouterr()
     assert (code, out) == (2, "")
     assert "cannot open: not usable as a TIC port (7E1 at 1200/9600 Bd) within 5 s" in err
     assert 5 <= elapsed < 15
@@ -207,19 +263,22 @@ async def test_discover_tic_on_a_port_that_cannot_open_exits_1(tmp_path: Path) -
     assert (code, err.strip()) == (2, "sunpm discover: TIC_Port is not set; give --tic-port DEV")
 
 
-async def test_discover_tic_on_a_port_that_refuses_7e1_exits_1_not_no_meter(
-        tmp_path: Path) -> None:
-    assert (await _sunpm("config", "init", "--uid", "U1", str(tmp_path / "site")))[0] == 0
+def test_discover_tic_on_a_port_that_refuses_7e1_exits_1_not_no_meter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "init", "--uid", "U1", str(tmp_path / "site")]) == 0
     daq = (tmp_path / "site" / "CONFIG" / "U1_daq.csv").read_bytes()
-    master, slave = os.openpty()      # a tty, but a Linux pty refuses 7E1
+    _refusing_every_framing(monkeypatch)
+    master, slave = os.openpty()
     port = os.ttyname(slave)
+    capsys.readouterr()
     try:
-        code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port",
-                                      port, "--config", str(tmp_path / "site"),
-                                      "--import", "--json")
+        code = main(["discover", "--protocol", "tic", "--tic-port", port, "--config",
+                     str(tmp_path / "site"), "--import", "--json"])
     finally:
         os.close(slave)
         os.close(master)
+    out, err = capsys.readouterr()
     assert (code, out) == (1, "")
     assert err == (f"sunpm discover: nothing could be reached: {port}: cannot "
                    "open as a TIC port (7E1 at 9600/1200 Bd): Invalid argument (errno 22)\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import struct
 import time
 from pathlib import Path
@@ -68,6 +69,16 @@ async def test_sntp_offset_against_a_loopback_server() -> None:
             await sntp_offset("127.0.0.1", port, timeout_s=0.3)
     finally:
         transport.close()
+
+
+async def test_a_refused_query_says_why_in_words() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nobody on that port: the ICMP answer is the refusal, logged as the check's failure.
+    with pytest.raises(SntpError) as raised:
+        await sntp_offset("127.0.0.1", port, timeout_s=5)
+    assert str(raised.value) == "127.0.0.1: Connection refused"
 
 
 async def test_offset_over_2_s_alarms_at_once_and_good_again_clears(tmp_path: Path) -> None:

@@ -161,6 +161,17 @@ def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> No
     assert _config_files(web_gateway) == before
 
 
+def test_validate_hides_a_secret_in_its_problems(web_gateway: RunningGateway) -> None:
+    with web_gateway.client() as client:
+        answer = client.post("/api/config/validate", json={"files": {
+            f"CONFIG/{UID}_config.ini": "MODEM_Pin=98\nHTTP2_Url=https://bob:s3cret@h.example/x\n"}})
+    assert answer.status_code == 200
+    problems = answer.json()["problems"]
+    assert [(p["field"], p["message"].split(" is not")[0]) for p in problems] == [
+        ("MODEM_Pin", "'***'"), ("HTTP2_Url", "'https://bob:***@h.example/x'")]
+    assert "s3cret" not in answer.text and "98" not in answer.text
+
+
 @pytest.mark.parametrize(("section", "mistake", "fix", "applied"), [
     ("time", {"NTP_TimeZone": "Mars/Base"}, {"NTP_TimeZone": "Europe/Paris"},
      lambda s: s.settings.time_zone == "Europe/Paris"),

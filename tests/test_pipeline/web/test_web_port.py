@@ -45,7 +45,7 @@ async def test_a_taken_port(tmp_path: Path, caplog: pytest.LogCaptureFixture,
             assert f"Web UI on {plugin.url}" in announced
         else:
             assert plugin.url is None
-            assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+            assert f"cannot listen on 127.0.0.1:{port}: Address already in use\n" in caplog.text
             assert not task.done()      # the gateway goes on polling
     finally:
         stop.set()

@@ -1,0 +1,63 @@
+"""What counts as a secret in a configuration, and how it is hidden wherever a value is shown:
+`sunpm config show`, every problem line (the CLI, the gateway's log, which is uploaded, the web
+UI, command results)."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: A URL's userinfo with a password, from just after `://`: `user:` then the password and `@`.
+_USERINFO: Final = re.compile(r"[^/?#@\s:']*:[^/?#\s']*@")
+
+
+def url_passwords_masked(text: str) -> str:
+    """Every URL's password as `***` (`https://user:***@host/`). Linear in the text: a pattern
+    searched from every word start took minutes on a value of a megabyte like `a.a.a.`."""
+    if "://" not in text:
+        return text
+    out: list[str] = []
+    last = 0
+    for sep in re.finditer("://", text):
+        if sep.start() < last:
+            continue
+        userinfo = _USERINFO.match(text, sep.end())
+        if userinfo is not None:
+            colon = text.index(":", sep.end())
+            out += [text[last:colon + 1], "***@"]
+            last = userinfo.end()
+    return "".join(out) + text[last:]
+
+
+#: Parts of a key name that say its value is a secret; matched in any case, so a misspelt or
+#: unknown key (`FTP2_Pasword`, `MQTT_Passwd`, `API_Token`) is hidden too.
+_SECRET_PARTS: Final = ("passw", "pasw", "passphrase", "pwd", "secret", "token", "hash",
+                        "credential")
+_QUOTED: Final = re.compile(r"'[^']*'")
+
+
+def is_secret(key: str) -> bool:
+    low = key.lower()
+    last = re.split(r"[_\-.]", low)[-1]
+    return (any(part in low for part in _SECRET_PARTS) or low.endswith("pin")
+            or last in ("pass", "pw") or _within_two_edits(last, "password"))
+
+
+def _within_two_edits(a: str, b: str) -> bool:
+    """Levenshtein distance of at most 2 (`pssword`, `passowrd`)."""
+    if abs(len(a) - len(b)) > 2:
+        return False
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1] <= 2
+
+
+def masked(field: str, text: str) -> str:
+    """`text` (a line about `field`) with the quoted values hidden when `field` looks like a
+    secret, and any URL's password hidden whatever the field."""
+    return _QUOTED.sub("'***'", text) if is_secret(field) else url_passwords_masked(text)
