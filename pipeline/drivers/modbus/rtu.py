@@ -35,7 +35,7 @@ from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
 from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
 from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
-from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
+from pipeline.drivers.modbus.trace import Direction, ModbusCounters, TraceError, TraceHook
 
 __all__ = ["ModbusRtuDriver", "RtuBus"]
 
@@ -104,6 +104,10 @@ class RtuBus(QueuedLink):
         #: is sent to it until the line has been silent that long since (docs/behaviour.md §2.4
         #: item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
+        #: unit id -> counters of the device that sent its last request: stray bytes flushed
+        #: before a request count as a late frame of the unit they come from (their first byte),
+        #: not of the device about to be asked (None: the tunnel or discovery asked).
+        self._askers: dict[int, ModbusCounters | None] = {}
 
     # ------------------------------------------------------------------ one exchange
 
@@ -170,8 +174,9 @@ class RtuBus(QueuedLink):
 
     def _flush(self, receiver: _SerialReceiver) -> None:
         if receiver.buffer:
-            self._discard(bytes(receiver.buffer))
+            data = bytes(receiver.buffer)
             receiver.buffer.clear()
+            self._discard(data, self._askers.get(data[0]))
 
     async def _exchange(self, job: Job) -> bytes:
         receiver = await self._open()
@@ -185,6 +190,7 @@ class RtuBus(QueuedLink):
         assert receiver.transport is not None
         receiver.transport.write(frame)
         self.requests_sent += 1
+        self._askers[job.unit_id] = job.counters
         sent_at = self._now()
         self._last_tx_end = sent_at + len(frame) * self.char_s
         self._line_busy(sent_at, self._last_tx_end)
@@ -193,7 +199,7 @@ class RtuBus(QueuedLink):
             return b""
         deadline = self._last_tx_end + job.timeout_ms / 1000
         try:
-            return await self._receive(receiver, job, deadline)
+            reply = await self._receive(receiver, job, deadline)
         except ModbusRequestError as err:
             if err.quality in (Quality.TIMEOUT, Quality.BAD_FRAME):
                 # Counted from the request's deadline even when another unit's stray frame failed
@@ -201,6 +207,7 @@ class RtuBus(QueuedLink):
                 self._quarantine[job.unit_id] = (max(deadline, self._now()),
                                                  job.timeout_ms / 1000)
             raise
+        return reply
 
     async def _receive(self, receiver: _SerialReceiver, job: Job, deadline: float) -> bytes:
         buffer = receiver.buffer

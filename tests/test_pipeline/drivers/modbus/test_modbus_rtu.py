@@ -108,6 +108,34 @@ async def test_late_reply_fails_another_units_check_not_its_value(rtu: Bus) -> N
     assert again.values[1] == Reading(200, Quality.GOOD)
 
 
+async def test_a_late_reply_counts_for_the_device_it_answers_not_the_next_one_polled(
+        rtu: Bus) -> None:
+    plan = plan_reads(definition(var(1, 3, 0)))
+    rtu.units[1].delay_s = 0.15                          # 1.5 x its 100 ms timeout
+    assert (await rtu.driver.read(device(1), plan)).values[1].quality is Quality.TIMEOUT
+    rtu.units[1].delay_s = 0.0
+    heard = rtu.bus.bytes_received
+    # Unit 2 is served at once (unit 1's late reply would fail its unit check); the late reply
+    # then waits in the input buffer and is flushed before unit 2's next request.
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    await wait_until(lambda: rtu.bus.bytes_received >= heard + 2 * 7, what="unit 1's late reply")
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    assert rtu.bus.late_frames == 1
+    # The defect counted it for device 2, the one polled when it was flushed.
+    assert (rtu.driver.counters("1").late_frames, rtu.driver.counters("2").late_frames) == (1, 0)
+
+
+async def test_a_late_reply_to_the_tunnel_counts_for_no_device(rtu: Bus) -> None:
+    plan = plan_reads(definition(var(1, 3, 0)))
+    rtu.units[1].delay_s = 0.15
+    heard = rtu.bus.bytes_received
+    with pytest.raises(ModbusRequestError):               # a tunnel client's request
+        await rtu.bus.read_registers(1, 3, 0, 1, 100)
+    await wait_until(lambda: rtu.bus.bytes_received >= heard + 7, what="unit 1's late reply")
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    assert rtu.bus.late_frames == 1 and rtu.driver.counters("2").late_frames == 0
+
+
 async def test_crc_error_is_quality_3_and_traced(rtu: Bus) -> None:
     rtu.units[3].bad_crc = True
     readings = await rtu.driver.read(device(3), plan_reads(definition(var(1, 3, 0))))
@@ -314,3 +342,4 @@ async def test_port_refusing_its_settings_is_quality_5_with_the_back_off(
     records = [r for r in caplog.records if r.name == "sunpm.modbus"]
     assert [r.levelno for r in records] == [logging.WARNING]
     assert "Invalid argument" in records[0].getMessage() and records[0].exc_info is None
+
