@@ -90,7 +90,10 @@ class RtuBus(QueuedLink):
         three_and_half = _FAST_SILENCE_S if port.speed > 19200 else _SILENCE_BITS / port.speed
         self.silence_s = max(port.inter_frame_ms / 1000, three_and_half)
         self._receiver: _SerialReceiver | None = None
-        #: A port that fails to open, or fails while open, is tried again every 10 s.
+        #: A port that fails to open, or fails while open, is tried again every 10 s. It is back
+        #: once a request went out and its wait ended without a port error (an answer, or a
+        #: unit's silence), not when it opens: a port that opens and fails at each use (a USB
+        #: adapter whose device went away) is one episode, one WARNING.
         self._reconnection = Reconnection(
             self.interface, clock, (_REOPEN_EVERY_S,), jitter=0.0,
             went_down="%s: %s; its devices get quality 5, reopening every "
@@ -136,7 +139,6 @@ class RtuBus(QueuedLink):
         receiver.transport = transport
         self._receiver = receiver
         self.generation += 1
-        self._reconnection.restored()
         return receiver
 
     def _shutdown(self) -> None:
@@ -206,7 +208,9 @@ class RtuBus(QueuedLink):
                 # it earlier: the unit may still be answering until then, and one timeout more.
                 self._quarantine[job.unit_id] = (max(deadline, self._now()),
                                                  job.timeout_ms / 1000)
+                self._reconnection.restored()
             raise
+        self._reconnection.restored()
         return reply
 
     async def _receive(self, receiver: _SerialReceiver, job: Job, deadline: float) -> bytes:
