@@ -380,6 +380,9 @@ def main() -> None:
     parser.add_argument("--plant", choices=("pymodbus", "lean"), default="pymodbus")
     parser.add_argument("--devices", type=int, nargs="*",
                         help="device counts of the 1 s load (e.g. 10 254: fsyncs per commit)")
+    parser.add_argument("--variables", type=int, default=20,
+                        help="registers per device of the --devices loads (100: the documented "
+                             "maximum plant at the fastest period)")
     parser.add_argument("--no-strace", action="store_true")
     parser.add_argument("--child", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
@@ -396,8 +399,8 @@ def main() -> None:
     if args.quick:
         run(((10, 20, 1),), 3.0, plant=args.plant, use_strace=strace)
     elif args.devices:
-        run(tuple((d, 20, 1) for d in args.devices), args.seconds, plant=args.plant,
-            use_strace=strace)
+        run(tuple((d, args.variables, 1) for d in args.devices), args.seconds,
+            plant=args.plant, use_strace=strace)
     else:
         run(LOADS, args.seconds, plant=args.plant, use_strace=strace)
 

@@ -16,7 +16,8 @@ log = logging.getLogger("sunpm.store")
 
 
 def quota_usage(options: StoreOptions, stream: Stream, compact: list[tuple[str, Segment]]) -> int:
-    """Bytes on flash, a segment sealed in this commit counted as its rewrite will take.
+    """Bytes on flash (whole blocks of the file system), a segment sealed in this commit counted
+    as its rewrite will take.
 
     It is rewritten (compressed) right after the commit; counted as written, it would drop the
     records of each commit that seals one near the quota, and room would come back a commit
@@ -26,7 +27,8 @@ def quota_usage(options: StoreOptions, stream: Stream, compact: list[tuple[str, 
     if not (options.compact_sealed and options.compress_sealed):
         return stream.usage
     rewriting = {id(s) for name, s in compact if name == stream.name}
-    return sum(round(s.size * stream.flash_ratio) if id(s) in rewriting else s.size
+    on_flash = stream.on_flash
+    return sum(on_flash(round(s.size * stream.flash_ratio) if id(s) in rewriting else s.size)
                for s in stream.segments)
 
 
@@ -34,7 +36,11 @@ class Quota(LogCore):
     def _make_quota_room(self, device: str, stream: Stream, seg: Segment | None, frame_len: int,
                          counters: Counters, events: list[PendingEvent],
                          compact: list[tuple[str, Segment]]) -> bool:
-        need = frame_len + (0 if seg is not None else len(schema_message(stream.schema)))
+        # What the frame adds on flash: the blocks it takes beyond those its segment has.
+        if seg is not None:
+            need = stream.on_flash(seg.size + frame_len) - stream.on_flash(seg.size)
+        else:
+            need = stream.on_flash(frame_len + len(schema_message(stream.schema)))
         quota = self.options.device_quota_bytes
         while self._quota_usage(stream, compact) + need > quota:
             sealed = [s for s in stream.segments if s.sealed]

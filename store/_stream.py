@@ -41,6 +41,23 @@ DAY_NS: Final = 86_400 * 1_000_000_000
 SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 
 
+_DEFAULT_BLOCK_BYTES: Final = 4096
+
+
+def block_bytes(directory: Path) -> int:
+    """The allocation unit of the file system holding `directory` (or its nearest existing
+    parent: a stream's folder may not be created yet)."""
+    for path in (directory, *directory.parents):
+        try:
+            size = os.statvfs(path).f_frsize
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+        return size if size > 0 else _DEFAULT_BLOCK_BYTES
+    return _DEFAULT_BLOCK_BYTES
+
+
 @dataclass(slots=True)
 class Segment:
     seq0: int
@@ -88,6 +105,8 @@ class Stream:
         #: On-flash size over written size of this stream's last rewritten segment: how the
         #: quota foresees a segment sealed in the commit under way, rewritten right after it.
         self.flash_ratio = 1.0
+        #: The file system's allocation unit: a file occupies whole blocks on flash.
+        self.block_bytes = block_bytes(directory)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -327,7 +346,13 @@ class Stream:
 
     @property
     def usage(self) -> int:
-        return sum(s.size for s in self.segments)
+        """Bytes the segments occupy on flash: each file in whole blocks, as `du` counts."""
+        block = self.block_bytes
+        return sum(-(-s.size // block) * block for s in self.segments)
+
+    def on_flash(self, size: int) -> int:
+        """Bytes a file of `size` bytes occupies on this stream's file system."""
+        return -(-size // self.block_bytes) * self.block_bytes
 
     def open_segment(self) -> Segment | None:
         if self.segments and not self.segments[-1].sealed:

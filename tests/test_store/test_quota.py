@@ -94,6 +94,26 @@ async def test_without_servers_any_sealed_segment_may_go_silently(tmp_path: Path
         assert _storage_events(log) == []
 
 
+async def test_a_device_at_its_quota_holds_its_newest_records_within_the_quota_on_flash(
+        tmp_path: Path) -> None:
+    quota = 64 * 1024                       # segments seal at 8 KiB, compressed to about 3
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.005,
+                                                     device_quota_bytes=quota)) as log:
+        for i in range(400):
+            result = await log.append_records("3", record(T0 + i * 10**9, 10, i * 0.37))
+            assert not result.dropped
+        await log.commit()
+        usage = log.usage("3")
+        kept = log.records("3").column("ts")
+    files = list((tmp_path / "devices" / "3").iterdir())
+    on_flash = sum(p.stat().st_blocks * 512 for p in files)     # what `du` counts
+    # The defect counted the files' lengths: each small sealed file takes a whole block, and
+    # the device held about a third more than its quota on flash.
+    assert usage == on_flash <= quota, (usage, on_flash, len(files))
+    assert kept[len(kept) - 1].value == T0 + 399 * 10**9        # the newest record is kept
+    assert kept[0].value > T0                                   # the oldest went
+
+
 async def test_journal_keeps_segments_until_a_later_state_event(tmp_path: Path) -> None:
     options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=20_000)
     async with await Log.open(tmp_path, options) as log:

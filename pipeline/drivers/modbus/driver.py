@@ -1,5 +1,6 @@
-"""What the Modbus TCP and RTU drivers share: per-device state and counters, late frames counted
-per device, and a link (re)connection seen as a device's return (docs/behaviour.md §2.2)."""
+"""What the Modbus TCP and RTU drivers share: per-device state and counters (the links count a
+late frame for the device whose request it answers), and a link (re)connection seen as a device's
+return (docs/behaviour.md §2.2)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,8 @@ class ModbusDriver(ProtocolDriver, Generic[LinkT]):
 
     async def read(self, device: Device, plan: ReadPlan) -> Readings:
         link = self._link_of(device)
-        late_before = link.late_frames
         state = self.state(device.index)
         readings = await poll_device(link, device, plan, state, self.clock)
-        state.counters.late_frames += link.late_frames - late_before
         if link.generation != state.link_generation:
             state.link_generation = link.generation
             readings = replace(readings, reconnected=True)

@@ -26,7 +26,13 @@ from config.model import Quality
 from pipeline.clock import NS_PER_S, SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import DeviceError, ModbusRequestError
 from pipeline.drivers.modbus.frames import read_request, unpack_read_reply
-from pipeline.drivers.modbus.trace import Direction, FrameTrace, TraceError, TraceHook
+from pipeline.drivers.modbus.trace import (
+    Direction,
+    FrameTrace,
+    ModbusCounters,
+    TraceError,
+    TraceHook,
+)
 from pipeline.drivers.writes import WriteQueue
 
 __all__ = ["Job", "QueuedLink", "Receiver", "Reconnection", "WriteReplaced"]
@@ -88,6 +94,9 @@ class Job:
     pdu: bytes
     timeout_ms: int
     future: asyncio.Future[bytes]
+    #: The counters of the device asking; None for the tunnel and discovery, whose late frames
+    #: count on the link only.
+    counters: ModbusCounters | None = None
 
 
 class Reconnection:
@@ -168,6 +177,8 @@ class QueuedLink:
         self.trace = trace
         self.clock = clock
         #: Frames discarded: late answers, answers for another request, noise before a request.
+        #: Each one also counts for the device whose request it answers, when one does
+        #: (`_discard`), never for whichever device happens to be polled when it arrives.
         self.late_frames = 0
         #: Counts the connections (ports) opened after a loss, or the first: a device whose
         #: previous poll saw another generation is *returning* (`Readings.reconnected`).
@@ -190,9 +201,13 @@ class QueuedLink:
             self.trace(FrameTrace(ts_ns=self.clock.wall_ns(), interface=self.interface,
                                   direction=direction, data=data, peer=self.peer, error=error))
 
-    def _discard(self, data: bytes) -> None:
-        """A frame that answers no request on the wire: counted late and traced, never used."""
+    def _discard(self, data: bytes, owner: ModbusCounters | None) -> None:
+        """A frame that answers no request on the wire: counted late and traced, never used.
+
+        `owner` holds the counters of the device whose earlier request it answers, if any."""
         self.late_frames += 1
+        if owner is not None:
+            owner.late_frames += 1
         self._emit(Direction.RECEIVED, data, TraceError.DISCARDED)
 
     async def _exchange(self, job: Job) -> bytes:
@@ -233,15 +248,16 @@ class QueuedLink:
         return WriteReplaced(f"{self.name}: unit {unit}: write replaced by a newer one")
 
     async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes:
+                       urgent: bool = False, counters: ModbusCounters | None = None) -> bytes:
         """Send `pdu` to `unit_id` and return the answer's PDU (an exception PDU included).
 
-        `urgent` (writes) goes ahead of the other requests. Raises ModbusRequestError when no
-        usable answer came (its `quality` says why).
+        `urgent` (writes) goes ahead of the other requests. `counters` are the asking device's:
+        a late answer to this request counts there. Raises ModbusRequestError when no usable
+        answer came (its `quality` says why).
         """
         self.start()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        job = Job(unit_id, pdu, timeout_ms, future)
+        job = Job(unit_id, pdu, timeout_ms, future, counters)
         if not urgent:
             await self._room.acquire()
             self._requests.append(job)

@@ -52,7 +52,8 @@ class ModbusLink(Protocol):
     """A TCP connection or an RTU bus: one request in flight, answers strictly matched."""
 
     async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes: ...
+                       urgent: bool = False, counters: ModbusCounters | None = None) -> bytes:
+        """`counters`: the asking device's, where a late answer to this request counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ def unit_of(device: Device) -> int:
 async def _read(link: ModbusLink, unit: int, request: ReadRequest, timeout_ms: int,
                 counters: ModbusCounters) -> list[int]:
     counters.requests += 1
-    reply = await link.transact(unit, request.pdu, timeout_ms)
+    reply = await link.transact(unit, request.pdu, timeout_ms, counters=counters)
     return unpack_read_reply(request.pdu, reply)
 
 
@@ -177,7 +178,7 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
         sent += 1
         counters.requests += 1
         try:
-            reply = await link.transact(unit, read.pdu, timeout_ms)
+            reply = await link.transact(unit, read.pdu, timeout_ms, counters=counters)
             check_read_reply(read.pdu, reply)
         except ModbusRequestError as err:
             request = read.request
@@ -297,7 +298,8 @@ async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: R
     unit = unit_of(device)
     try:
         state.counters.requests += 1
-        check_write_reply(pdu, await link.transact(unit, pdu, device.timeout_ms, urgent=True))
+        check_write_reply(pdu, await link.transact(unit, pdu, device.timeout_ms, urgent=True,
+                                                 counters=state.counters))
     except WriteReplaced as err:
         raise DeviceError(f"writeVariable: {device.name}: {var.name}: replaced by a newer "
                           "write") from err

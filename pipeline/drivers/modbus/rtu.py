@@ -35,7 +35,7 @@ from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
 from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import crc16, rtu_frame, rtu_reply_length
 from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
-from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
+from pipeline.drivers.modbus.trace import Direction, ModbusCounters, TraceError, TraceHook
 
 __all__ = ["ModbusRtuDriver", "RtuBus"]
 
@@ -90,7 +90,10 @@ class RtuBus(QueuedLink):
         three_and_half = _FAST_SILENCE_S if port.speed > 19200 else _SILENCE_BITS / port.speed
         self.silence_s = max(port.inter_frame_ms / 1000, three_and_half)
         self._receiver: _SerialReceiver | None = None
-        #: A port that fails to open, or fails while open, is tried again every 10 s.
+        #: A port that fails to open, or fails while open, is tried again every 10 s. It is back
+        #: once a request went out and its wait ended without a port error (an answer, or a
+        #: unit's silence), not when it opens: a port that opens and fails at each use (a USB
+        #: adapter whose device went away) is one episode, one WARNING.
         self._reconnection = Reconnection(
             self.interface, clock, (_REOPEN_EVERY_S,), jitter=0.0,
             went_down="%s: %s; its devices get quality 5, reopening every "
@@ -104,6 +107,10 @@ class RtuBus(QueuedLink):
         #: is sent to it until the line has been silent that long since (docs/behaviour.md §2.4
         #: item 5).
         self._quarantine: dict[int, tuple[float, float]] = {}
+        #: unit id -> counters of the device that sent its last request: stray bytes flushed
+        #: before a request count as a late frame of the unit they come from (their first byte),
+        #: not of the device about to be asked (None: the tunnel or discovery asked).
+        self._askers: dict[int, ModbusCounters | None] = {}
 
     # ------------------------------------------------------------------ one exchange
 
@@ -132,7 +139,6 @@ class RtuBus(QueuedLink):
         receiver.transport = transport
         self._receiver = receiver
         self.generation += 1
-        self._reconnection.restored()
         return receiver
 
     def _shutdown(self) -> None:
@@ -170,8 +176,9 @@ class RtuBus(QueuedLink):
 
     def _flush(self, receiver: _SerialReceiver) -> None:
         if receiver.buffer:
-            self._discard(bytes(receiver.buffer))
+            data = bytes(receiver.buffer)
             receiver.buffer.clear()
+            self._discard(data, self._askers.get(data[0]))
 
     async def _exchange(self, job: Job) -> bytes:
         receiver = await self._open()
@@ -185,6 +192,7 @@ class RtuBus(QueuedLink):
         assert receiver.transport is not None
         receiver.transport.write(frame)
         self.requests_sent += 1
+        self._askers[job.unit_id] = job.counters
         sent_at = self._now()
         self._last_tx_end = sent_at + len(frame) * self.char_s
         self._line_busy(sent_at, self._last_tx_end)
@@ -193,14 +201,17 @@ class RtuBus(QueuedLink):
             return b""
         deadline = self._last_tx_end + job.timeout_ms / 1000
         try:
-            return await self._receive(receiver, job, deadline)
+            reply = await self._receive(receiver, job, deadline)
         except ModbusRequestError as err:
             if err.quality in (Quality.TIMEOUT, Quality.BAD_FRAME):
                 # Counted from the request's deadline even when another unit's stray frame failed
                 # it earlier: the unit may still be answering until then, and one timeout more.
                 self._quarantine[job.unit_id] = (max(deadline, self._now()),
                                                  job.timeout_ms / 1000)
+                self._reconnection.restored()
             raise
+        self._reconnection.restored()
+        return reply
 
     async def _receive(self, receiver: _SerialReceiver, job: Job, deadline: float) -> bytes:
         buffer = receiver.buffer

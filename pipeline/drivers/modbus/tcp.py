@@ -31,7 +31,7 @@ from pipeline.drivers._base import DeviceError, LinkSettings, ModbusRequestError
 from pipeline.drivers.modbus.driver import ModbusDriver
 from pipeline.drivers.modbus.frames import mbap
 from pipeline.drivers.modbus.link import Job, QueuedLink, Receiver, Reconnection
-from pipeline.drivers.modbus.trace import Direction, TraceError, TraceHook
+from pipeline.drivers.modbus.trace import Direction, ModbusCounters, TraceError, TraceHook
 
 __all__ = ["ModbusTcpDriver", "TcpConnection"]
 
@@ -41,6 +41,9 @@ _BACKOFF_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 _TIMEOUTS_BEFORE_CLOSE: Final = 3
 _MAX_MBAP_LENGTH: Final = 254
 _MAX_REMEMBERED_DEVICES: Final = 4096
+#: Requests whose late answers are still told apart by transaction id: a device answering after
+#: this many later requests on its connection counts its late frame on the connection only.
+_REMEMBERED_REQUESTS: Final = 64
 _MBAP_HEADER: Final = struct.Struct(">HHHB")
 
 
@@ -67,6 +70,10 @@ class TcpConnection(QueuedLink):
         #: closing it, so probing absent unit ids never drops the units that are there.
         self._answered_units: set[int] = set()
         self._last_answer = 0.0
+        #: Transaction id -> counters of the device that sent it, for the last requests: a late
+        #: answer counts for the device it answers, not for the one being polled when it comes
+        #: (nor does one to the tunnel or discovery, whose requests have none).
+        self._askers: dict[int, ModbusCounters | None] = {}
         #: Reconnection at once, then after 1, 2, 4 … 60 s ±10 %.
         self._reconnection = Reconnection(
             self.peer, clock, _BACKOFF_S, jitter=0.1,
@@ -99,6 +106,11 @@ class TcpConnection(QueuedLink):
             if wait > 0:
                 await self.clock.sleep(wait)
         tid = next(self._tids) & 0xFFFF
+        askers = self._askers
+        askers.pop(tid, None)               # wrapped around: a new request, last in the order
+        askers[tid] = job.counters
+        if len(askers) > _REMEMBERED_REQUESTS:
+            del askers[next(iter(askers))]
         frame = mbap(tid, job.unit_id, job.pdu)
         assert receiver.transport is not None
         receiver.transport.write(frame)
@@ -144,7 +156,7 @@ class TcpConnection(QueuedLink):
                 error = TraceError.EXCEPTION if pdu[0] & 0x80 else TraceError.NONE
                 self._emit(Direction.RECEIVED, frame, error)
                 return pdu
-            self._discard(frame)
+            self._discard(frame, self._askers.get(r_tid))
 
     def _next_frame(self, receiver: _Receiver) -> bytes | None:
         buffer = receiver.buffer
@@ -155,7 +167,7 @@ class TcpConnection(QueuedLink):
             # The stream is out of step; nothing after this point can be trusted.
             junk = bytes(buffer)
             buffer.clear()
-            self._discard(junk)
+            self._discard(junk, None)
             self._lost("bad MBAP header", reconnect_now=True)
             raise ModbusRequestError(f"{self.peer}: bad MBAP header", quality=Quality.BAD_FRAME)
         if len(buffer) < 6 + length:

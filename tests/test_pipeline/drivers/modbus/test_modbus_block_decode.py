@@ -23,6 +23,7 @@ from pipeline.drivers.modbus import codec
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.poller import PollState, poll_device
 from pipeline.drivers.modbus.simulator import SimulatedDevice
+from pipeline.drivers.modbus.trace import ModbusCounters
 
 NUMERIC = [DataType.U16, DataType.I16, DataType.U32, DataType.I32, DataType.U64, DataType.I64,
            DataType.F32, DataType.F64]
@@ -37,7 +38,7 @@ class _AnsweringLink:
         self.device = device
 
     async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes:
+                       urgent: bool = False, counters: ModbusCounters | None = None) -> bytes:
         reply: bytes = self.device.answer(pdu)
         return reply
 

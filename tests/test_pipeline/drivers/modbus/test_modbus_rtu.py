@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import termios
 import time
 from collections.abc import AsyncIterator
@@ -106,6 +107,34 @@ async def test_late_reply_fails_another_units_check_not_its_value(rtu: Bus) -> N
     assert other.values[1] in (Reading(200, Quality.GOOD), Reading(None, Quality.BAD_FRAME))
     again = await rtu.driver.read(device(2), plan_reads(definition(var(1, 3, 0))))
     assert again.values[1] == Reading(200, Quality.GOOD)
+
+
+async def test_a_late_reply_counts_for_the_device_it_answers_not_the_next_one_polled(
+        rtu: Bus) -> None:
+    plan = plan_reads(definition(var(1, 3, 0)))
+    rtu.units[1].delay_s = 0.15                          # 1.5 x its 100 ms timeout
+    assert (await rtu.driver.read(device(1), plan)).values[1].quality is Quality.TIMEOUT
+    rtu.units[1].delay_s = 0.0
+    heard = rtu.bus.bytes_received
+    # Unit 2 is served at once (unit 1's late reply would fail its unit check); the late reply
+    # then waits in the input buffer and is flushed before unit 2's next request.
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    await wait_until(lambda: rtu.bus.bytes_received >= heard + 2 * 7, what="unit 1's late reply")
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    assert rtu.bus.late_frames == 1
+    # The defect counted it for device 2, the one polled when it was flushed.
+    assert (rtu.driver.counters("1").late_frames, rtu.driver.counters("2").late_frames) == (1, 0)
+
+
+async def test_a_late_reply_to_the_tunnel_counts_for_no_device(rtu: Bus) -> None:
+    plan = plan_reads(definition(var(1, 3, 0)))
+    rtu.units[1].delay_s = 0.15
+    heard = rtu.bus.bytes_received
+    with pytest.raises(ModbusRequestError):               # a tunnel client's request
+        await rtu.bus.read_registers(1, 3, 0, 1, 100)
+    await wait_until(lambda: rtu.bus.bytes_received >= heard + 7, what="unit 1's late reply")
+    assert (await rtu.driver.read(device(2), plan)).values[1] == Reading(200, Quality.GOOD)
+    assert rtu.bus.late_frames == 1 and rtu.driver.counters("2").late_frames == 0
 
 
 async def test_crc_error_is_quality_3_and_traced(rtu: Bus) -> None:
@@ -314,3 +343,46 @@ async def test_port_refusing_its_settings_is_quality_5_with_the_back_off(
     records = [r for r in caplog.records if r.name == "sunpm.modbus"]
     assert [r.levelno for r in records] == [logging.WARNING]
     assert "Invalid argument" in records[0].getMessage() and records[0].exc_info is None
+
+
+async def test_a_port_that_opens_but_fails_at_each_use_logs_one_warning_per_episode(
+        pty_pair: tuple[int, str], caplog: pytest.LogCaptureFixture) -> None:
+    master, path = pty_pair
+    loop = asyncio.get_running_loop()
+
+    def disconnected_device() -> None:
+        # The port opens, then every read ends at once with no data, which pyserial reports as
+        # "device disconnected": the line is made canonical (settings made on a pty's master
+        # apply to its slave) and given an end-of-file character.
+        os.read(master, 256)
+        attrs = termios.tcgetattr(master)
+        attrs[3] |= termios.ICANON
+        termios.tcsetattr(master, termios.TCSANOW, attrs)
+        os.write(master, b"\x04")
+
+    caplog.set_level(logging.INFO, logger="sunpm.modbus")
+    clock = ManualClock(wall_ns=1_767_225_600 * 10**9)
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1"), path=path, clock=clock)
+    loop.add_reader(master, disconnected_device)
+    unit = SimulatedDevice()
+    unit.set_words(0, [7])
+    responder = RtuResponder(master, {1: unit})
+    try:
+        for _ in range(4):                  # four reopenings, 10 s apart
+            with pytest.raises(ModbusRequestError) as err:
+                await bus.read_registers(1, 3, 0, 1, 100)
+            assert err.value.quality is Quality.DISCONNECTED
+            assert "device disconnected" in str(err.value)
+            await clock.advance(10)
+        loop.remove_reader(master)
+        responder.start()
+        assert await bus.read_registers(1, 3, 0, 1, 100) == [7]
+    finally:
+        loop.remove_reader(master)
+        await bus.close()
+        await responder.stop()
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "sunpm.modbus"]
+    # The defect: an INFO "open again" at each reopening and a WARNING at each use, every 10 s.
+    assert [level for level, _ in records] == [logging.WARNING, logging.INFO], records
+    assert records[0][1].startswith("serial1: port error (")
+    assert records[1][1] == f"serial1: {path} open again"

@@ -107,6 +107,45 @@ async def test_answer_for_the_wrong_unit_is_discarded_and_times_out() -> None:
             await conn.close()
 
 
+async def test_a_late_answer_on_a_shared_connection_counts_for_the_device_it_answers() -> None:
+    units = {1: SimulatedDevice(holding={0: 10}), 2: SimulatedDevice(holding={0: 20})}
+    d = definition(var(1, 3, 0))
+    async with TcpSimulator(units) as sim:
+        driver = ModbusTcpDriver()
+        slow, other = device(sim.port, 1, "1", timeout_ms=100), device(sim.port, 2, "2", 2000)
+        try:
+            assert (await driver.read(slow, plan_reads(d))).values[1] == Reading(10, Quality.GOOD)
+            units[1].delay_s = 0.15                       # 1.5 x its timeout
+            late = await driver.read(slow, plan_reads(d))
+            assert late.values[1].quality is Quality.TIMEOUT
+            units[1].delay_s = 0.0
+            # The peer answers in order: unit 1's late reply comes while unit 2 is polled.
+            assert (await driver.read(other, plan_reads(d))).values[1] == Reading(20, Quality.GOOD)
+            conn = driver.connection("127.0.0.1", sim.port)
+            assert conn.late_frames == 1
+            # The defect counted it for unit 2, the device polled when it arrived.
+            assert (driver.counters("1").late_frames, driver.counters("2").late_frames) == (1, 0)
+        finally:
+            await driver.close()
+
+
+async def test_a_late_answer_to_a_discovery_probe_counts_for_no_device() -> None:
+    units = {1: SimulatedDevice(holding={0: 10}, delay_s=0.15), 2: SimulatedDevice(holding={0: 20})}
+    async with TcpSimulator(units) as sim:
+        driver = ModbusTcpDriver()
+        polled = device(sim.port, 2, "2", 2000)
+        try:
+            conn = driver.connection("127.0.0.1", sim.port)
+            # A probe of the discovery (or a tunnel's request) goes through the same connection.
+            with pytest.raises(ModbusRequestError):
+                await conn.read_registers(1, 3, 0, 1, 100)
+            readings = await driver.read(polled, plan_reads(definition(var(1, 3, 0))))
+            assert readings.values[1] == Reading(20, Quality.GOOD)
+            assert conn.late_frames == 1 and driver.counters("2").late_frames == 0
+        finally:
+            await driver.close()
+
+
 async def test_units_share_one_connection() -> None:
     units = {u: SimulatedDevice() for u in (1, 2, 3)}
     for u, dev in units.items():

@@ -16,7 +16,7 @@ from pipeline.drivers.modbus.frames import mbap, parse_mbap
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
-from pipeline.drivers.modbus.trace import FrameTrace
+from pipeline.drivers.modbus.trace import FrameTrace, ModbusCounters
 from pipeline.drivers.modbus.tunnel import RtuTunnel, tunnel_for
 
 
@@ -99,11 +99,12 @@ class _FailingOnceBus(RtuBus):
     fail_next = True
 
     async def transact(self, unit_id: int, pdu: bytes, timeout_ms: int, *,
-                       urgent: bool = False) -> bytes:
+                       urgent: bool = False, counters: ModbusCounters | None = None) -> bytes:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("serial driver state lost")
-        return await super().transact(unit_id, pdu, timeout_ms, urgent=urgent)
+        return await super().transact(unit_id, pdu, timeout_ms, urgent=urgent,
+                                      counters=counters)
 
 
 async def test_an_unexpected_error_is_answered_0x04_and_the_tunnel_stays_up(
