@@ -336,9 +336,11 @@ def _demo_devices(ports: list[int]) -> list[Device]:
     devices = [Device(line=2, index="IO", interface="", name="Io", address=None,
                       acq_period_s=10, category="WebdynSunPM", model="ioSunPM",
                       def_file=IO_FILE),
+               # Its mode fixed (historic, 1200 Bd): detection would first listen 5 s at 9600,
+               # and the first files, within seconds of the start, would show an empty row.
                Device(line=3, index="TIC1", interface="", name="Linky", address=None,
-                      acq_period_s=10, serial_number=ADCO, category="Meter", model="Linky",
-                      def_file=TIC_FILE)]
+                      acq_period_s=10, serial_number=ADCO, parameters="1200", category="Meter",
+                      model="Linky", def_file=TIC_FILE)]
     for k, port in enumerate(ports, start=1):
         devices.append(Device(line=3 + k, index=str(k), interface=f"127.0.0.1:{port}",
                               name=f"inverter_{k}", address=1, acq_period_s=10,

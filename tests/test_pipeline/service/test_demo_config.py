@@ -57,3 +57,10 @@ def test_a_config_ini_that_does_not_load_is_replaced_by_the_demos(tmp_path: Path
     ini.write_bytes(b"not a key line\n")
     _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
     assert load_site(tmp_path / "config").settings.tic_port == "/dev/pts/7"
+
+
+def test_the_demo_meter_is_read_at_its_speed_from_the_start(tmp_path: Path) -> None:
+    # Its frames are historic (1200 Bd); detection would spend 5 s at 9600 first, and the files
+    # of the first session, a few seconds after the start, would show the meter's row empty.
+    _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
+    assert load_site(tmp_path / "config").daq.device("TIC1").parameters == "1200"
