@@ -92,6 +92,8 @@ class PowerWatch:
         self._alarms = alarms
         self._clock = clock
         self.power_on_raised = asyncio.Event()
+        #: True while Power ON is journaled: the alarm it raises asks for the start-up session.
+        self.raising_power_on = False
         self.heartbeats_failed = 0
         self.stopped = False
 
@@ -139,10 +141,13 @@ class PowerWatch:
 
     async def power_on(self) -> None:
         await self._clock.sleep(POWER_ON_AFTER_S)
+        self.raising_power_on = True
         try:
             await self._alarms.gateway(POWER_ON)
         except SunpmError as err:
             log.error("Power ON not stored: %s", err)
+        finally:
+            self.raising_power_on = False
         self.power_on_raised.set()
 
     async def clean_stop(self) -> None:

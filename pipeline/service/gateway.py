@@ -238,6 +238,7 @@ class Gateway:
         #: written: a change applied by the web UI is never seen half done.
         self.config_lock = threading.Lock()
         self._startup_requested = False
+        self._power: PowerWatch | None = None
         self._local_change = False
         #: A session applied a set from server 1: the reload waits for that session's end.
         self._server_applied = False
@@ -314,6 +315,7 @@ class Gateway:
         try:
             self.alarms = Alarms(store, self.clock, self._alarm_raised)
             power = PowerWatch(store, self.alarms, self.clock)
+            self._power = power
             await power.after_start()
             log.info("sunpm started. uid=%s config=%s store=%s", site.uid, self.config_dir,
                      store_dir)
@@ -627,15 +629,19 @@ class Gateway:
         server 1 triggers nothing)."""
         if not self._startup_requested:
             await power.power_on_raised.wait()
-            self._startup_requested = True
-            for scheduler in self.schedulers.values():
-                scheduler.request(Trigger.STARTUP)
+            self._request_startup()
         if self._local_change:
             self._local_change = False
             await self.clock.sleep(CONFIG_SESSION_DELAY_S)
             first = self.schedulers.get(1)
             if first is not None:
                 first.request(Trigger.CONFIG_CHANGE)
+
+    def _request_startup(self) -> None:
+        if not self._startup_requested:
+            self._startup_requested = True
+            for scheduler in self.schedulers.values():
+                scheduler.request(Trigger.STARTUP)
 
     def request_session(self, slot: int, trigger: Trigger) -> bool:
         """Ask server `slot` for a session (`connect` command, demo); False if not configured."""
@@ -858,6 +864,12 @@ class Gateway:
             # WARNING at every stop); the alarm goes with the next start's first session.
             return
         scheduler = self.schedulers.get(1)
+        if scheduler is not None and self._power is not None and self._power.raising_power_on:
+            # Power ON is carried by the start-up session (§4.1), asked for here rather than
+            # when the watch's event wakes its waiter: the alarm session asked first ran, and
+            # the start-up session then followed it at once with nothing left to send.
+            self._request_startup()
+            return
         if scheduler is None:
             self._alarm_waiting = True
         elif self.site is not None and self.site.settings.servers[0].type.is_file_server:
@@ -868,8 +880,9 @@ class Gateway:
         its cut is acknowledged (at most 3 s).
 
         An alarm session starts in the second after its alarm: the cut is the start truncated
-        to the second, and the alarm that asked for the session must be before it."""
-        if trigger is Trigger.ALARM:
+        to the second, and the alarm that asked for the session must be before it. So does the
+        start-up session, which carries Power ON."""
+        if trigger in (Trigger.ALARM, Trigger.STARTUP):
             await self.clock.sleep(1.0 - (self.clock.wall_ns() % NS_PER_S) / NS_PER_S + 0.01)
         started_ns = self.clock.wall_ns()
         cut_ns = cut_of(datetime.fromtimestamp(started_ns / NS_PER_S, UTC))
