@@ -88,10 +88,7 @@ def parse_sms(text: str) -> tuple[str, dict[str, JsonValue]]:
     builtin, names = _COMMANDS[key]
     args: list[str] = []
     if sep:
-        if key == "updatefirmware":
-            args = _firmware_arguments(rest)
-        else:
-            args = split_arguments(rest)
+        args = _firmware_arguments(rest) if key == "updatefirmware" else split_arguments(rest)
     while args and args[-1] == "":
         args.pop()
     if len(args) > len(names):
