@@ -19,7 +19,9 @@
   are created with it too. Once a limit is hit, `pcall`, `xpcall` and `coroutine.resume` raise
   the overrun again instead of returning it, so a script cannot catch its way past a limit; a
   memory error caught by `pcall` is an overrun as well. An `xpcall` message handler is not called
-  once a limit is hit: Lua runs the handler of an error raised in the hook with hooks off.
+  once a limit is hit: Lua runs the handler of an error raised in the hook with hooks off; for
+  the same reason `coroutine.close` refuses once a limit is hit (a coroutine the hook stopped
+  would run its `__close` metamethods with hooks off).
 - A call made of one long C function (a pathological `string.find`) cannot be interrupted by the
   hook; it overruns its wall clock only as long as that function runs, in the Lua thread, never in
   the event loop (docs/spec-notes.md, Lua scripts).
@@ -102,6 +104,13 @@ coroutine.create = function(f)
   return co
 end
 coroutine.resume = function(...) return after_catch(pack(co_resume(...))) end
+-- A coroutine the hook stopped keeps hooks off: closing it would run its `__close`
+-- metamethods unlimited (a `__close` of the caller, run as the stop unwinds, could ask).
+local co_close = coroutine.close
+coroutine.close = function(co)
+  if stop ~= nil then error(stop, 0) end
+  return co_close(co)
+end
 coroutine.wrap = function(f)
   local co = coroutine.create(f)
   return function(...)

@@ -88,12 +88,7 @@ def parse_sms(text: str) -> tuple[str, dict[str, JsonValue]]:
     builtin, names = _COMMANDS[key]
     args: list[str] = []
     if sep:
-        if key == "updatefirmware":
-            # The URL keeps its own `:`: the last four separate the other fields.
-            head, *tail = rest.rsplit(":", 4)
-            args = [head, *tail]
-        else:
-            args = split_arguments(rest)
+        args = _firmware_arguments(rest) if key == "updatefirmware" else split_arguments(rest)
     while args and args[-1] == "":
         args.pop()
     if len(args) > len(names):
@@ -108,6 +103,22 @@ def parse_sms(text: str) -> tuple[str, dict[str, JsonValue]]:
     if key == "discoverdevices":
         parameters["protocol"] = "sunspec"
     return f"sunpm.{builtin}", parameters
+
+
+def _firmware_arguments(rest: str) -> list[str]:
+    """`<url>[:<login>[:<password>[:<checksum>[:<interface>]]]]`: the URL keeps its own `:`
+    (scheme, credentials, port) up to its path, and ends at the first `:` after it; the
+    fields after it split as any arguments. Without `://` and a path, the last four `:`
+    separate the fields."""
+    scheme = rest.find("://")
+    path = rest.find("/", scheme + 3) if scheme > 0 else -1
+    if path < 0:
+        head, *tail = rest.rsplit(":", 4)
+        return [head, *tail]
+    end = rest.find(":", path)
+    if end < 0:
+        return [rest]
+    return [rest[:end], *split_arguments(rest[end + 1:])]
 
 
 def _value(field: str, value: str, command: str) -> JsonValue:

@@ -67,6 +67,14 @@ function looping_handler() return xpcall(error, function() while true do end end
 function handler_after_a_runaway()
   return xpcall(function() while true do end end, function(m) while true do end end)
 end
+function close_after_a_runaway()
+  local co = coroutine.create(function()
+    local x <close> = setmetatable({}, {__close = function() while true do end end})
+    while true do end
+  end)
+  local guard <close> = setmetatable({}, {__close = function() coroutine.close(co) end})
+  coroutine.resume(co)
+end
 function ok() return "still here" end
 """
 
@@ -160,6 +168,8 @@ def test_precompiled_bytecode_is_refused_by_the_loader_and_by_the_state() -> Non
     # Lua calls a message handler for an error raised in the count hook with hooks off.
     ("looping_handler", "instruction budget exceeded"),
     ("handler_after_a_runaway", "instruction budget exceeded"),
+    # ... and a coroutine the hook stopped closes its variables with hooks off.
+    ("close_after_a_runaway", "instruction budget exceeded"),
 ])
 async def test_a_runaway_is_stopped_within_budget_and_disabled_while_polling_goes_on(
         tmp_path: Path, function: str, reason: str) -> None:

@@ -165,9 +165,10 @@ async def test_a_kept_script_reads_a_device_the_reload_added(tmp_path: Path) -> 
     port = await added.start()
     try:
         async with running_gateway(tmp_path, inverters=1, extra_files=extra) as plant:
+            # The scripts start just after the poller (a busy box answered `unknown script`).
+            listed = (await call(plant, "probe.devices"))["devices"]
             with pytest.raises(CommandError, match=r"wd\.get: unknown device 'inverter_new'"):
                 await plant.gateway.call_script("probe.read", {})
-            listed = (await call(plant, "probe.devices"))["devices"]
             assert isinstance(listed, int)
             daq_rel = f"CONFIG/{UID}_daq.csv"
             daq = parse_daq((plant.config_dir / daq_rel).read_bytes(), daq_rel).value
@@ -246,7 +247,7 @@ async def test_a_script_disabled_from_the_web_stays_off_until_uploaded_again(
 
 
 RESET = b"""header = { name = "reset" }
-function ready() return wd.get("inverter_1", "W") ~= nil end
+function state() return { ready = wd.get("inverter_1", "W") ~= nil } end
 function wsStop() wd.set("inverter_1", "Hz_SF", -3) end
 """
 
@@ -261,7 +262,7 @@ async def test_the_writes_of_wsstop_at_the_stop_of_the_service_reach_the_devices
         assert inverter.holding[40087] == (-2) & 0xFFFF
 
         async def polled() -> bool:
-            return await plant.gateway.call_script("reset.ready", {}) is True
+            return (await call(plant, "reset.state"))["ready"] is True
 
         await wait_until(polled, 30, what="inverter_1 polled", every=0.5)
     assert inverter.holding[40087] == (-3) & 0xFFFF

@@ -43,6 +43,13 @@ T0 = 1_767_571_200 * NS_PER_S
     ("updatefirmware=ftp://203.0.113.30:2121/wgapp_1.2.0.spm:::9e107d9d372bb6826bd81d3542a419d6:",
      "sunpm.updateFirmware", {"url": "ftp://203.0.113.30:2121/wgapp_1.2.0.spm",
                               "checksum": "9e107d9d372bb6826bd81d3542a419d6"}),
+    # The URL alone, or fewer than four fields after it: the fields are not cut out of it.
+    ("updatefirmware=https://updates.example/wgapp_1.2.0.spm", "sunpm.updateFirmware",
+     {"url": "https://updates.example/wgapp_1.2.0.spm"}),
+    ("updatefirmware=ftp://u:p@203.0.113.30:2121/x.spm:::9e10", "sunpm.updateFirmware",
+     {"url": "ftp://u:p@203.0.113.30:2121/x.spm", "checksum": "9e10"}),
+    ("updatefirmware=sftp://203.0.113.30/x.spm:plant:s3cr\\:et", "sunpm.updateFirmware",
+     {"url": "sftp://203.0.113.30/x.spm", "login": "plant", "password": "s3cr:et"}),
 ])
 def test_grammar(text: str, rpc: str, parameters: dict[str, object]) -> None:
     assert parse_sms(text) == (rpc, parameters)
