@@ -22,10 +22,12 @@ import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,
+    SEQ_LAST_KEY,
     UNCOMPRESSED_KEY,
     Region,
     Scan,
     decode_frames,
+    header_damaged,
     parse_name,
     read_ipc_file,
     rescan_stream,
@@ -38,7 +40,6 @@ from store.errors import ReportKind, StoreReport
 log = logging.getLogger("sunpm.store")
 
 DAY_NS: Final = 86_400 * 1_000_000_000
-SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 
 
 @dataclass(slots=True)
@@ -306,6 +307,10 @@ class Stream:
             found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
                                      offset=scan.torn.offset, length=scan.torn.length))
         frames = scan.batches if keep is None else [f for f in scan.batches if keep(f)]
+        if header_damaged(scan):
+            # The frames are decoded after the store's own schema message, never the file's.
+            header = schema_message(self.schema)
+            data = header + data[len(header):]
         return decode_frames(memoryview(data), self.schema, frames, columns=columns), found
 
     def file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
