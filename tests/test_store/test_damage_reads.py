@@ -452,3 +452,34 @@ def _all_rows(batches: list[pa.RecordBatch]) -> set[tuple[object, ...]]:
         return set()
     return set(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)),
                    strict=True))
+
+
+def test_check_names_a_damaged_footer_of_a_sealed_file(tmp_path: Path) -> None:
+    """Reads walk a sealed file and never follow its footer, so they meet no damage there; the
+    check (`sunpm sd fsck`) does: a footer that no longer lists the file's batches is named
+    with its file and offset."""
+    root = tmp_path / "s"
+    acked: dict[int, int] = {}
+
+    async def build() -> None:
+        async with await Log.open(root, StoreOptions(flush_s=60)) as log:
+            await _append(log, range(1, 4), acked)
+            got = await log.append_records(DEVICE, record(T0 + DAY, VARS, _value(50, 1)),
+                                           commit_now=True)
+            acked[got.first] = 50
+
+    asyncio.run(build())
+    victim = root / "devices" / DEVICE / "1.arrow"
+    assert Log.open_read_only(root).check() == []
+    data = bytearray(victim.read_bytes())
+    _, _, scan = read_ipc_file(victim, RECORDS_SCHEMA)
+    # The first record batch block's offset, in the footer's block vector: moved by 8 bytes.
+    block = data.rfind(scan.batches[0].start.to_bytes(8, "little"))
+    assert block > scan.good_end
+    data[block] ^= 0x08
+    victim.write_bytes(bytes(data))
+    ro = Log.open_read_only(root)
+    _check_rows(_rows(ro.records(DEVICE)), acked, set(acked))
+    found = ro.check()
+    assert [(r.kind, r.path, r.offset) for r in found] == [
+        (ReportKind.DAMAGE, victim, scan.good_end)], found
