@@ -205,3 +205,40 @@ async def test_check_finds_damage_in_a_sealed_segment_that_reads_skip(tmp_path: 
     found = log.check()
     assert [r.kind for r in found] == [ReportKind.DAMAGE]
     assert found[0].path == sealed and "damaged batch at byte" in str(found[0])
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_damaged_rewrite_left_by_a_cut_compaction_does_not_replace_its_source(
+        tmp_path: Path, read_only: bool) -> None:
+    """A crash between a compaction's rename and its unlink leaves the segment twice, as
+    `<seq0>.arrows` and `<seq0>.arrow`; the open kept the `.arrow` and deleted the other even
+    when the `.arrow` had rotted since, losing the records of its damaged batches. It keeps the
+    source now, and names the rewrite."""
+    days = [T0 + k * 10**9 for k in range(6)] + [T0 + 86_400 * 10**9]
+
+    async def build(root: Path, compact: bool) -> None:
+        async with await Log.open(root, StoreOptions(flush_s=60, compact_sealed=compact)) as log:
+            for k, ts in enumerate(days):
+                await log.append_records("1", records([ts], n_vars=3, first_value=k),
+                                         commit_now=True)
+
+    await build(tmp_path / "a", True)
+    await build(tmp_path / "b", False)
+    device = tmp_path / "a" / "devices" / "1"
+    rewritten = device / "1.arrow"
+    source = (tmp_path / "b" / "devices" / "1" / "1.arrows").read_bytes()
+    (device / "1.arrows").write_bytes(source)
+    blob = bytearray(rewritten.read_bytes())
+    blob[len(blob) // 3] ^= 0x20  # inside its one batch
+    rewritten.write_bytes(bytes(blob))
+    if read_only:
+        log = Log.open_read_only(tmp_path / "a")
+        assert (device / "1.arrows").read_bytes() == source
+    else:
+        log = await Log.open(tmp_path / "a", StoreOptions(flush_s=60))
+        await log.close()
+        assert (device / "1.arrows").read_bytes() == source
+        assert (device / "1.arrow.corrupt").read_bytes() == bytes(blob)
+    assert any(r.kind is ReportKind.DAMAGE and r.path == rewritten for r in log.reports), \
+        log.reports
+    assert sorted(set(log.records("1").column("seq").to_pylist())) == list(range(1, 8))
