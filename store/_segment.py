@@ -161,20 +161,27 @@ def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes
     return scan, meta
 
 
+_FILE_KEYS: dict[int, frozenset[bytes]] = {}  # per schema (the two stream kinds'): a few
+
+
 def _metadata_agrees(meta: dict[bytes, bytes], scan: Scan, schema: pa.Schema) -> bool:
     """Whether a sealed file's schema metadata agrees with its verified batches: only the keys
     `Stream.compact` writes, the layout it states with their variable bounds (every batch of a
     file in ranges of variables states them, no batch of another does), its last seq with
     theirs (equal when every batch verified; a damaged batch may have held later ones)."""
-    if not meta.keys() <= {*(schema.metadata or {}), UNCOMPRESSED_KEY, SEQ_LAST_KEY, ORDER_KEY}:
+    known = _FILE_KEYS.get(id(schema))
+    if known is None:
+        known = _FILE_KEYS[id(schema)] = frozenset(
+            {*(schema.metadata or {}), UNCOMPRESSED_KEY, SEQ_LAST_KEY, ORDER_KEY})
+    if not meta.keys() <= known:
         return False
     if not scan.batches:
         return True
     order = meta.get(ORDER_KEY)
     if order not in (None, BY_VARIABLE):
         return False
-    bounded = [f.var_min is not None for f in scan.batches]
-    if any(bounded) != all(bounded) or all(bounded) != (order == BY_VARIABLE):
+    bounded = sum(f.var_min is not None for f in scan.batches)
+    if bounded != (len(scan.batches) if order == BY_VARIABLE else 0):
         return False
     stated = meta.get(SEQ_LAST_KEY)
     if stated is None:
