@@ -100,11 +100,14 @@ class Stream:
         for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
             parsed = parse_name(entry.name)
             if parsed is None or not entry.is_file():
-                if entry.name.endswith(".tmp") and not read_only:
+                rewrite = entry.name.endswith(".tmp") and parse_name(entry.name[:-4]) is not None
+                if rewrite and not read_only:
                     # A compaction cut short by a crash; its source segment is still there.
                     fsio.unlink(Path(entry.path))
                     continue
-                self._report(ReportKind.FOREIGN, Path(entry.path), "not a segment file name")
+                self._report(ReportKind.FOREIGN, Path(entry.path), (
+                    "a rewrite cut short, its segment kept; a writer's open deletes it"
+                    if rewrite else "not a segment file name"))
                 continue
             seq0, ipc_file = parsed
             other = found.get(seq0)

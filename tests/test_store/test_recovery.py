@@ -242,3 +242,22 @@ async def test_a_damaged_rewrite_left_by_a_cut_compaction_does_not_replace_its_s
     assert any(r.kind is ReportKind.DAMAGE and r.path == rewritten for r in log.reports), \
         log.reports
     assert sorted(set(log.records("1").column("seq").to_pylist())) == list(range(1, 8))
+
+
+async def test_a_rewrite_cut_short_is_named_so_and_its_segment_read(tmp_path: Path) -> None:
+    """A card pulled in the middle of a compaction holds `<seq0>.arrow.tmp` beside the segment
+    it was made from: a read-only open (`sunpm sd fsck`) says what it is instead of calling it
+    not the store's, and a writer's open deletes it (any other `.tmp` is left alone)."""
+    async with await Log.open(tmp_path, StoreOptions(flush_s=60)) as log:
+        await log.append_records("1", records([T0]), commit_now=True)
+    device = tmp_path / "devices" / "1"
+    cut = device / "1.arrow.tmp"
+    cut.write_bytes(b"ARROW1\0\0")
+    other = device / "notes.tmp"
+    other.write_bytes(b"x")
+    found = {r.path.name: r.detail for r in Log.open_read_only(tmp_path).reports}
+    assert found == {"1.arrow.tmp": "a rewrite cut short, its segment kept; a writer's open "
+                                    "deletes it", "notes.tmp": "not a segment file name"}
+    async with await Log.open(tmp_path, StoreOptions(flush_s=60)) as log:
+        assert log.records("1").num_rows == 10
+    assert not cut.exists() and other.exists()
