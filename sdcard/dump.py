@@ -83,9 +83,9 @@ class Finding:
 
 def finding_of(report: StoreReport) -> Finding:
     if report.kind is ReportKind.FOREIGN and _is_segment_file(report.path):
-        # The store calls a segment whose schema message is damaged foreign (docs/spec-notes.md,
-        # header damage); for a reader its batches are lost, which is damage, not a stranger's
-        # file beside the store's.
+        # The store calls a segment foreign when no batch of it verifies after a schema message
+        # not ours (docs/spec-notes.md, header damage); for a reader its batches are lost,
+        # which is damage, not a stranger's file beside the store's.
         return Finding(Level.ERROR, ReportKind.UNREADABLE.value, report.path,
                        f"{report.path}: segment unreadable ({report.detail}); skipped")
     level = Level.WARNING if report.kind in (ReportKind.TORN_TAIL, ReportKind.FOREIGN) \

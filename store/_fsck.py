@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from store._core import LogCore
+from store._segment import footer_matches, map_file, scan_ipc_file
 from store._stream import Segment
 from store.errors import ReportKind, StoreReport
 
@@ -28,6 +29,8 @@ class Fsck(LogCore):
                     seg.committed = stream.file_size(seg.path)
                 try:
                     _, findings = stream.read(seg)
+                    if seg.ipc_file and not findings:
+                        findings = _footer_findings(seg, stream.schema)
                 except (OSError, pa.ArrowInvalid) as err:
                     findings = [StoreReport(kind=ReportKind.UNREADABLE, path=seg.path,
                                             detail=str(err).splitlines()[0])]
@@ -42,6 +45,18 @@ class Fsck(LogCore):
                 progress(1)
         return found
 
+
+
+def _footer_findings(seg: Segment, schema: pa.Schema) -> list[StoreReport]:
+    """A sealed file's footer, which no read uses (they walk the file) and no CRC covers, is
+    damaged when it does not list exactly the verified messages under the file's schema: a
+    reader that follows it (any Arrow reader, `Log.verified_file`) would not read them."""
+    data = map_file(seg.path)
+    scan, meta = scan_ipc_file(data, schema)
+    if not scan.header_ok or footer_matches(data, scan, schema.with_metadata(meta)):
+        return []
+    return [StoreReport(kind=ReportKind.DAMAGE, path=seg.path, offset=scan.good_end,
+                        length=len(data) - scan.good_end, detail="footer")]
 
 
 def _as_torn(report: StoreReport, seg: Segment) -> StoreReport:

@@ -49,6 +49,7 @@ from store._ipc import (
 STREAM_SUFFIX: Final = ".arrows"
 FILE_SUFFIX: Final = ".arrow"
 UNCOMPRESSED_KEY: Final = b"sunpm.uncompressed_bytes"
+SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 _NAME = re.compile(r"^(\d{1,20})\.(arrows|arrow)$")
 
 
@@ -88,7 +89,11 @@ IPC_FILE_MAGIC: Final = b"ARROW1\x00\x00"  # the magic and its padding, before t
 
 
 def scan_stream(data: Raw, schema: pa.Schema) -> Scan:
-    """Walk a stream segment's bytes, verifying every batch's CRC; never raises for bad content."""
+    """Walk a stream segment's bytes, verifying every batch's CRC; never raises for bad content.
+
+    A segment's schema message is always the store's own, so one that differs is damage when
+    trusted batches follow it (reported at offset 0; the batches are read, decoded with the
+    store's schema message, `header_damaged`), and a file not ours when none do."""
     buf = memoryview(data)
     header = schema_message(schema)
     n = len(buf)
@@ -98,8 +103,21 @@ def scan_stream(data: Raw, schema: pa.Schema) -> Scan:
             return Scan(header_ok=False, torn=Region(0, n) if n else None)
         return Scan(header_ok=False, foreign="does not start with the sunpm schema")
     if bytes(buf[: len(header)]) != header:
-        return Scan(header_ok=False, foreign="does not start with the sunpm schema")
+        scan = _walk(data, buf, len(header), file_format=False)
+        if not scan.batches:
+            return Scan(header_ok=False, foreign="does not start with the sunpm schema")
+        if scan.damage and scan.damage[0].offset == len(header):
+            scan.damage[0] = Region(0, len(header) + scan.damage[0].length)
+        else:
+            scan.damage.insert(0, Region(0, len(header)))
+        return scan
     return _walk(data, buf, len(header), file_format=False)
+
+
+def header_damaged(scan: Scan) -> bool:
+    """Whether a stream segment's scan found its schema message damaged (its batches are then
+    decoded with the store's own, not the file's)."""
+    return bool(scan.damage) and scan.damage[0].offset == 0
 
 
 def rescan_stream(data: Raw, schema: pa.Schema, known: list[BatchFrame] | None) -> Scan:
@@ -135,7 +153,44 @@ def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes
     meta = _file_schema_metadata(schema, bytes(buf[msg.start : msg.end]))
     if meta is None:
         return Scan(header_ok=False, foreign="not the sunpm schema"), {}
-    return _walk(data, buf, msg.end, file_format=True), meta
+    scan = _walk(data, buf, msg.end, file_format=True)
+    if not _metadata_agrees(meta, scan, schema):
+        # No CRC covers the schema message's metadata: a flip there that still parses is
+        # caught by what the verified batches say (reported; the batches are still read).
+        scan.damage.insert(0, Region(msg.start, msg.end - msg.start))
+    return scan, meta
+
+
+_FILE_KEYS: dict[int, frozenset[bytes]] = {}  # per schema (the two stream kinds'): a few
+
+
+def _metadata_agrees(meta: dict[bytes, bytes], scan: Scan, schema: pa.Schema) -> bool:
+    """Whether a sealed file's schema metadata agrees with its verified batches: only the keys
+    `Stream.compact` writes, the layout it states with their variable bounds (every batch of a
+    file in ranges of variables states them, no batch of another does), its last seq with
+    theirs (equal when every batch verified; a damaged batch may have held later ones)."""
+    known = _FILE_KEYS.get(id(schema))
+    if known is None:
+        known = _FILE_KEYS[id(schema)] = frozenset(
+            {*(schema.metadata or {}), UNCOMPRESSED_KEY, SEQ_LAST_KEY, ORDER_KEY})
+    if not meta.keys() <= known:
+        return False
+    if not scan.batches:
+        return True
+    order = meta.get(ORDER_KEY)
+    if order not in (None, BY_VARIABLE):
+        return False
+    bounded = sum(f.var_min is not None for f in scan.batches)
+    if bounded != (len(scan.batches) if order == BY_VARIABLE else 0):
+        return False
+    stated = meta.get(SEQ_LAST_KEY)
+    if stated is None:
+        return True
+    if not stated.isdigit():
+        return False
+    last = max(f.seq_last for f in scan.batches)
+    whole = scan.ended and not scan.damage and scan.torn is None
+    return int(stated) == last if whole else int(stated) >= last
 
 
 _FILE_SCHEMAS: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
@@ -151,7 +206,9 @@ def _file_schema_metadata(schema: pa.Schema, message: bytes) -> dict[bytes, byte
         return known
     try:
         found = pa.ipc.read_schema(pa.py_buffer(message))
-    except pa.ArrowInvalid:
+    except (pa.ArrowException, OSError):
+        # Damaged bytes fail in many ways (ArrowInvalid, ArrowNotImplementedError for a flipped
+        # integer width, OSError for a bad flatbuffer): all mean not the store's schema.
         return None
     meta = dict(found.metadata or {})
     if schema.with_metadata(meta).serialize().to_pybytes() != message:
@@ -447,12 +504,35 @@ def footer_matches(data: Raw, scan: Scan, schema: pa.Schema) -> bool:
                 written[msg.kind == RECORD_BATCH_MSG].append(
                     (msg.start, msg.body_start - msg.start, msg.body_len))
                 pos = msg.end
-        if listed != written:
+        if listed != written or not _same_schema(buf, root):
             return False
         found = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(data))).schema
-    except (FrameError, struct.error, pa.ArrowInvalid):
+    except (FrameError, struct.error, pa.ArrowException, OSError):
         return False
     return bool(found.equals(schema, check_metadata=True))
+
+
+def _same_schema(buf: memoryview, footer: _Table) -> bool:
+    """Whether the footer's schema is byte for byte the file's schema message's (which the walk
+    compared with the store's). Both are built first in their flatbuffer, so the schema table
+    and everything under it are the same bytes at the end of each; its own vtable lies before
+    it. Comparing the parsed schemas is not enough: they compare equal with a dictionary id
+    changed, and a reader following such a footer decodes one column's values with another's
+    dictionary, or out of bounds."""
+    msg = read_message(buf, len(IPC_FILE_MAGIC))
+    if msg is None:
+        return False
+    meta = buf[msg.start + 8 : msg.body_start]
+    ours = _Table(meta, _u32(meta, 0)).table(2)
+    theirs = footer.table(1)
+    if ours is None or theirs is None:
+        return False
+    tail = theirs.buf[theirs.pos:]
+    expected = ours.buf[ours.pos:]
+    return (ours.vt_len == theirs.vt_len
+            and ours.buf[ours.vt : ours.vt + ours.vt_len] == theirs.buf[theirs.vt : theirs.vt
+                                                                        + theirs.vt_len]
+            and expected[: len(tail)] == tail and not any(expected[len(tail):]))
 
 
 def _blocks(root: _Table, index: int) -> list[tuple[int, int, int]]:

@@ -22,13 +22,17 @@ import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,
+    SEQ_LAST_KEY,
     UNCOMPRESSED_KEY,
     Region,
     Scan,
     decode_frames,
+    header_damaged,
+    map_file,
     parse_name,
     read_ipc_file,
     rescan_stream,
+    scan_ipc_file,
     scan_stream,
     segment_name,
     write_ipc_file,
@@ -38,7 +42,6 @@ from store.errors import ReportKind, StoreReport
 log = logging.getLogger("sunpm.store")
 
 DAY_NS: Final = 86_400 * 1_000_000_000
-SEQ_LAST_KEY: Final = b"sunpm.seq_last"  # in a sealed file's schema metadata: seq numbering
 
 
 _DEFAULT_BLOCK_BYTES: Final = 4096
@@ -116,20 +119,29 @@ class Stream:
         for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
             parsed = parse_name(entry.name)
             if parsed is None or not entry.is_file():
-                if entry.name.endswith(".tmp") and not read_only:
+                rewrite = entry.name.endswith(".tmp") and parse_name(entry.name[:-4]) is not None
+                if rewrite and not read_only:
                     # A compaction cut short by a crash; its source segment is still there.
                     fsio.unlink(Path(entry.path))
                     continue
-                self._report(ReportKind.FOREIGN, Path(entry.path), "not a segment file name")
+                self._report(ReportKind.FOREIGN, Path(entry.path), (
+                    "a rewrite cut short, its segment kept; a writer's open deletes it"
+                    if rewrite else "not a segment file name"))
                 continue
             seq0, ipc_file = parsed
             other = found.get(seq0)
             if other is not None:
-                # A crash between the rename and the unlink of a compaction: the file wins.
-                stale = other if ipc_file else Path(entry.path)
-                keep = Path(entry.path) if ipc_file else other
-                if not read_only:
+                # A crash between the rename and the unlink of a compaction: the file wins, if
+                # it verifies whole; else the segment it was made from stays.
+                rewritten = Path(entry.path) if ipc_file else other
+                source = other if ipc_file else Path(entry.path)
+                keep, stale = (rewritten, source) if self._whole(rewritten) else (source, None)
+                if stale is not None and not read_only:
                     fsio.unlink(stale)
+                    fsio.fsync_dir(self.dir)
+                elif stale is None and not read_only:
+                    # Its name is the next compaction's; the bytes are kept aside.
+                    fsio.rename(rewritten, rewritten.with_name(rewritten.name + ".corrupt"))
                     fsio.fsync_dir(self.dir)
                 found[seq0] = keep
                 continue
@@ -154,6 +166,20 @@ class Stream:
                 seg.sealed = True
                 seg.damaged = True
                 self.next_seq = seg.seq_last + 1 if seg.seq_last is not None else seg.seq0
+
+    def _whole(self, path: Path) -> bool:
+        """Whether a compaction's file verifies whole (reported when it does not)."""
+        try:
+            scan, _ = scan_ipc_file(map_file(path), self.schema)
+        except OSError as err:
+            self._report(ReportKind.UNREADABLE, path, str(err))
+            return False
+        if scan.header_ok and scan.ended and not scan.damage and scan.torn is None:
+            return True
+        self._report(ReportKind.DAMAGE, path, "rewritten segment; the segment it was made from "
+                     "is kept", offset=(scan.damage[0].offset if scan.damage else scan.good_end),
+                     length=scan.damage[0].length if scan.damage else None)
+        return False
 
     def _check_sealed_end(self, seg: Segment) -> None:
         """A stream segment before the last one ends with its end-of-stream marker, unless it
@@ -325,6 +351,10 @@ class Stream:
             found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,
                                      offset=scan.torn.offset, length=scan.torn.length))
         frames = scan.batches if keep is None else [f for f in scan.batches if keep(f)]
+        if header_damaged(scan):
+            # The frames are decoded after the store's own schema message, never the file's.
+            header = schema_message(self.schema)
+            data = header + data[len(header):]
         return decode_frames(memoryview(data), self.schema, frames, columns=columns), found
 
     def file_findings(self, seg: Segment, scan: Scan) -> list[StoreReport]:
@@ -480,7 +510,8 @@ class Stream:
         (docs/architecture.md §3).
 
         Written under a temporary name, fsynced, renamed, then the stream file goes; a crash in
-        between leaves both and `load` keeps the IPC file.
+        between leaves both and `load` keeps the IPC file when it verifies whole (else the
+        stream file, the IPC file renamed `.corrupt` and reported).
         """
         batches, findings = self.read(seg)
         if findings:

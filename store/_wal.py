@@ -11,8 +11,10 @@ segment written since the last one, then empties this file: it holds at most tha
 
 A record: `SWR1`, payload length (u32 LE), CRC-32C of the payload (u32 LE), then the payload:
 entry count (u32), and per entry the segment's path relative to the store (u16 length, UTF-8),
-its offset (u64) and the frame (u32 length, bytes). The first record whose magic, length or CRC
-fails ends the log: a torn record was never acknowledged.
+its offset (u64) and the frame (u32 length, bytes). A record whose magic, length or CRC fails
+with no trusted record after it ends the log: a torn record was never acknowledged. One with a
+trusted record after it is damage (reported with its offset), and the records after it are
+replayed: each was acknowledged.
 
 Replay, per segment in record order: where the bytes at the offset already equal the frame,
 nothing; otherwise the segment becomes its bytes up to the offset followed by the frame (a later
@@ -32,6 +34,7 @@ from typing import Final
 import crc32c as _crc
 
 import fsio
+from store.errors import ReportKind, StoreReport
 
 log = logging.getLogger("sunpm.store")
 
@@ -67,25 +70,57 @@ def encode_record(entries: Sequence[tuple[str, int, bytes | bytearray]]) -> byte
     return b"".join(parts)
 
 
-def read_records(data: bytes) -> list[list[WalEntry]]:
-    """The trusted records of a commit log's bytes, in order (stops at the first bad one)."""
+def read_records(data: bytes, damage: list[tuple[int, int]] | None = None
+                 ) -> list[list[WalEntry]]:
+    """The trusted records of a commit log's bytes, in order.
+
+    Bytes that fail with no trusted record after them are a torn record, never acknowledged:
+    the log ends there. Bytes that fail before a trusted record are damage (each record was
+    fsynced, so acknowledged, before the next was written): added to `damage` as (offset,
+    length), and the records after them are still replayed. Replaying past them is safe: a
+    segment that lacks what a skipped record held is shorter than the next frame's offset and
+    left to the segment checks, and one that holds other bytes there keeps them as damage."""
     records: list[list[WalEntry]] = []
     pos = 0
-    view = memoryview(data)
     while pos + _HEAD.size <= len(data):
-        magic, length, crc = _HEAD.unpack_from(data, pos)
-        start = pos + _HEAD.size
-        if magic != _MAGIC or start + length > len(data):
-            break
-        payload = view[start:start + length]
-        if _crc.crc32c(payload) != crc:
-            break
-        try:
-            records.append(_decode(payload))
-        except (struct.error, UnicodeDecodeError, ValueError):
-            break
-        pos = start + length
+        record, end = _record_at(data, pos)
+        if record is None:
+            nxt = _next_record(data, pos + 1)
+            if nxt is None:
+                break
+            if damage is not None:
+                damage.append((pos, nxt - pos))
+            pos = nxt
+            continue
+        records.append(record)
+        pos = end
     return records
+
+
+def _record_at(data: bytes, pos: int) -> tuple[list[WalEntry] | None, int]:
+    """The trusted record at `pos` and the offset after it; (None, pos) if there is none."""
+    magic, length, crc = _HEAD.unpack_from(data, pos)
+    start = pos + _HEAD.size
+    if magic != _MAGIC or start + length > len(data):
+        return None, pos
+    payload = memoryview(data)[start:start + length]
+    if _crc.crc32c(payload) != crc:
+        return None, pos
+    try:
+        return _decode(payload), start + length
+    except (struct.error, UnicodeDecodeError, ValueError):
+        return None, pos
+
+
+def _next_record(data: bytes, pos: int) -> int | None:
+    """Offset of the next trusted record at or after `pos` (found by its magic)."""
+    while True:
+        pos = data.find(_MAGIC, pos)
+        if pos < 0 or pos + _HEAD.size > len(data):
+            return None
+        if _record_at(data, pos)[0] is not None:
+            return pos
+        pos += 1
 
 
 def _decode(payload: memoryview) -> list[WalEntry]:
@@ -108,9 +143,11 @@ def _decode(payload: memoryview) -> list[WalEntry]:
     return out
 
 
-def replayed_images(root: Path) -> dict[Path, tuple[bytes, int]]:
+def replayed_images(root: Path, reports: list[StoreReport] | None = None
+                    ) -> dict[Path, tuple[bytes, int]]:
     """Each segment the commit log changes: (its bytes with the records applied, the first offset
-    that differs from the file). Segments the records leave as they are, or gone, are absent."""
+    that differs from the file). Segments the records leave as they are, or gone, are absent.
+    Damage met in the log is added to `reports`."""
     try:
         data = (root / WAL_NAME).read_bytes()
     except FileNotFoundError:
@@ -118,7 +155,12 @@ def replayed_images(root: Path) -> dict[Path, tuple[bytes, int]]:
     images: dict[Path, bytearray] = {}
     first_change: dict[Path, int] = {}
     gone: set[Path] = set()
-    for record in read_records(data):
+    damage: list[tuple[int, int]] = []
+    records = read_records(data, damage)
+    if reports is not None:
+        reports.extend(StoreReport(kind=ReportKind.DAMAGE, path=root / WAL_NAME, offset=offset,
+                                   length=length) for offset, length in damage)
+    for record in records:
         for entry in record:
             path = root / entry.path
             if path in gone:
@@ -149,12 +191,13 @@ def replayed_images(root: Path) -> dict[Path, tuple[bytes, int]]:
             if path not in gone}
 
 
-def recover(root: Path) -> list[Path]:
-    """Writer's open: rewrite and fsync the segments the commit log restores, then empty it.
+def recover(root: Path, reports: list[StoreReport] | None = None) -> list[Path]:
+    """Writer's open: rewrite and fsync the segments the commit log restores, then empty it
+    (damage met in it added to `reports`).
 
     Idempotent: a power cut in the middle leaves the log as it was, replayed again next time.
     """
-    changed = replayed_images(root)
+    changed = replayed_images(root, reports)
     for path, (image, at) in changed.items():
         fd = fsio.open_append(path)
         try:

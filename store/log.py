@@ -135,13 +135,14 @@ class Log(Appends, Writer, Fsck):
                 # The directories' and the commit log's entries survive a power cut too.
                 fsio.fsync_dir(self.path)
             # Before any segment is checked: what the last commits logged is put back first.
-            wal.recover(self.path)
+            wal.recover(self.path, self.reports)
             self._wal.open()
             overlay: dict[Path, bytes] = {}
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
         else:
-            overlay = {path: image for path, (image, _) in wal.replayed_images(self.path).items()}
+            overlay = {path: image for path, (image, _)
+                       in wal.replayed_images(self.path, self.reports).items()}
         devices = self.path / "devices"
         if devices.is_dir():
             for entry in sorted(os.scandir(devices), key=lambda e: e.name):

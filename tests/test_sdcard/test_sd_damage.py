@@ -110,12 +110,12 @@ def empty_segment(dump: Path) -> list[str]:
 
 
 def damaged_header(dump: Path) -> list[str]:
-    # The first bytes of a segment (its schema message) overwritten: the store calls the file
-    # foreign, but its batches are lost: damage.
+    # The first bytes of a segment (its schema message) overwritten: damage at byte 0, the
+    # batches after it still read.
     seg = _open_segment(dump, "1")
     with open(seg, "r+b") as fh:
         fh.write(b"\xff" * 16)
-    return [f"{seg}: segment unreadable"]
+    return [f"{seg}: damaged batch at byte 0"]
 
 
 #: case: (damage, fsck's exit code, whether the delivered range can still be re-exported)
@@ -271,8 +271,11 @@ def test_an_output_that_is_a_file_or_an_empty_range_is_refused_by_name(
 def test_a_dump_whose_every_segment_header_is_damaged_is_unreadable(dump_copy: Path) -> None:
     segments = [*dump_copy.glob("devices/*/*.arrow*"), *dump_copy.glob("journal/*.arrow*")]
     for seg in segments:
+        # A stream segment's batches verify on their own, read after a damaged schema
+        # message: overwritten whole, nothing of it is the store's.
+        size = 16 if seg.suffix == ".arrow" else seg.stat().st_size
         with open(seg, "r+b") as fh:
-            fh.write(b"\xff" * 16)
+            fh.write(b"\xff" * size)
     before = hashes(dump_copy)
     fsck = sunpm("sd", "fsck", dump_copy)
     assert fsck.code == UNREADABLE, fsck.out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from records_util import DAY_NS, T0, record, records
 
 import fsio
 from store import (
+    RECORDS_SCHEMA,
     Log,
     ReportKind,
     StoreError,
@@ -21,6 +23,7 @@ from store import (
     StoreOptions,
     StoreReadOnlyError,
 )
+from store._ipc import schema_message
 
 FAST = StoreOptions(flush_s=0.02)
 
@@ -273,3 +276,39 @@ async def test_appenders_waiting_for_room_go_on_while_a_commit_runs(tmp_path: Pa
             disk.released.set()
             results = await asyncio.wait_for(asyncio.gather(*first, *second), 10)
     assert [(r.first, r.last, r.dropped) for r in results] == [(k, k, False) for k in range(2, 10)]
+
+
+async def test_damage_in_the_commit_log_is_reported_and_the_commits_after_it_replayed(
+        tmp_path: Path) -> None:
+    """A record of the commit log that rotted, with acknowledged records after it: those are
+    still replayed (here device 2's frames, whose pages a power cut lost, come back from them)
+    and the damage is named with its offset, for a read-only open and a writer's alike (which
+    journals it). The log used to end at the first bad record, silently."""
+    async with await Log.open(tmp_path, FAST) as log:
+        for i in range(3):
+            await log.append_records("1", record(T0 + i * 10**9, first_value=i), commit_now=True)
+        for i in range(3):
+            await log.append_records("2", record(T0 + i * 10**9, first_value=i), commit_now=True)
+        wal_copy = bytearray((tmp_path / "wal").read_bytes())
+        segment = next((tmp_path / "devices" / "2").iterdir())
+        header_and_first = segment.stat().st_size
+    records = [m.start() for m in re.finditer(b"SWR1", bytes(wal_copy))]
+    assert len(records) == 6, records
+    wal_copy[records[1] + 20] ^= 0x01  # inside device 1's second commit
+    (tmp_path / "wal").write_bytes(bytes(wal_copy))
+    # Device 2's pages lost by the power cut: only its schema message reached the disk.
+    os.truncate(segment, len(schema_message(RECORDS_SCHEMA)))
+    assert header_and_first > len(schema_message(RECORDS_SCHEMA))
+    wal = tmp_path / "wal"
+    ro = Log.open_read_only(tmp_path)
+    assert [(r.kind, r.path, r.offset) for r in ro.reports] == [
+        (ReportKind.DAMAGE, wal, records[1])]
+    assert pc.unique(ro.records("2").column("seq")).to_pylist() == [1, 2, 3]
+    async with await Log.open(tmp_path, FAST) as log:
+        assert [(r.kind, r.path, r.offset, r.length) for r in log.reports] == [
+            (ReportKind.DAMAGE, wal, records[1], records[2] - records[1])]
+        assert pc.unique(log.records("2").column("seq")).to_pylist() == [1, 2, 3]
+        assert pc.unique(log.records("1").column("seq")).to_pylist() == [1, 2, 3]
+        await log.append_journal("heartbeat", {}, commit_now=True)
+        bodies = log.journal(kinds=["storage"]).column("body").to_pylist()
+        assert len(bodies) == 1 and '"path":"wal"' in bodies[0].replace(str(tmp_path) + "/", "")

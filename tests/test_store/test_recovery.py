@@ -78,6 +78,7 @@ def test_random_truncation_and_corruption_never_loses_a_batch_before_the_damage(
     rng = random.Random(20210205)
     header = len(schema_message(RECORDS_SCHEMA))
     outcomes: dict[str, int] = {}
+    headers = 0
     segments = [build_segment(rng) for _ in range(5)]
     for trial in range(TRIALS):
         data, ranges = segments[trial % len(segments)]
@@ -89,14 +90,15 @@ def test_random_truncation_and_corruption_never_loses_a_batch_before_the_damage(
         stream.load(read_only=False)  # the recovery Log.open runs; must not raise
         for report in stream.reports:
             assert str(report).startswith(str(directory)), report
-        if lo < header and mode != "garbage" and not (mode == "truncate" and lo == 0):
-            # The schema message itself is hit: the file is set aside, nothing was before it.
-            outcomes["header"] = outcomes.get("header", 0) + 1
-            continue
         before = [r for r in ranges if r[1] <= lo]
         after = [r for r in ranges if r[0] >= hi]
+        # Damage with a trusted batch after it, the schema message's included: never cut, the
+        # batches after it read.
+        middle = bool(after) and hi < len(data) and mode in ("flip", "zero_range")
+        headers += lo < header and middle
         if not stream.segments:
-            assert not before, (trial, mode)
+            assert not before and not middle, (trial, mode, lo)
+            outcomes["empty"] = outcomes.get("empty", 0) + 1
             continue
         seg = stream.segments[0]
         batches = stream.walk(seg)
@@ -110,7 +112,7 @@ def test_random_truncation_and_corruption_never_loses_a_batch_before_the_damage(
                                    table.column("var").to_pylist(), strict=True):
             assert value == _value_of(data, seq, var), (trial, mode)
         kinds = {r.kind for r in stream.reports}
-        if after and hi < len(data) and mode in ("flip", "zero_range"):
+        if middle:
             # A trusted batch follows the damage: skipped and reported, never cut.
             assert _seqs_of(data, after) <= kept_seqs, (trial, mode, lo, hi)
             assert ReportKind.DAMAGE in kinds
@@ -125,6 +127,7 @@ def test_random_truncation_and_corruption_never_loses_a_batch_before_the_damage(
     assert sum(outcomes.values()) == TRIALS
     # Every kind of outcome was exercised, not only the easy ones.
     assert outcomes.get("damage", 0) > 50 and outcomes.get("torn", 0) > 200, outcomes
+    assert headers > 5, headers
 
 
 _VALUES: dict[bytes, dict[tuple[int, int], float]] = {}
@@ -202,3 +205,59 @@ async def test_check_finds_damage_in_a_sealed_segment_that_reads_skip(tmp_path: 
     found = log.check()
     assert [r.kind for r in found] == [ReportKind.DAMAGE]
     assert found[0].path == sealed and "damaged batch at byte" in str(found[0])
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_damaged_rewrite_left_by_a_cut_compaction_does_not_replace_its_source(
+        tmp_path: Path, read_only: bool) -> None:
+    """A crash between a compaction's rename and its unlink leaves the segment twice, as
+    `<seq0>.arrows` and `<seq0>.arrow`; the open kept the `.arrow` and deleted the other even
+    when the `.arrow` had rotted since, losing the records of its damaged batches. It keeps the
+    source now, and names the rewrite."""
+    days = [T0 + k * 10**9 for k in range(6)] + [T0 + 86_400 * 10**9]
+
+    async def build(root: Path, compact: bool) -> None:
+        async with await Log.open(root, StoreOptions(flush_s=60, compact_sealed=compact)) as log:
+            for k, ts in enumerate(days):
+                await log.append_records("1", records([ts], n_vars=3, first_value=k),
+                                         commit_now=True)
+
+    await build(tmp_path / "a", True)
+    await build(tmp_path / "b", False)
+    device = tmp_path / "a" / "devices" / "1"
+    rewritten = device / "1.arrow"
+    source = (tmp_path / "b" / "devices" / "1" / "1.arrows").read_bytes()
+    (device / "1.arrows").write_bytes(source)
+    blob = bytearray(rewritten.read_bytes())
+    blob[len(blob) // 3] ^= 0x20  # inside its one batch
+    rewritten.write_bytes(bytes(blob))
+    if read_only:
+        log = Log.open_read_only(tmp_path / "a")
+        assert (device / "1.arrows").read_bytes() == source
+    else:
+        log = await Log.open(tmp_path / "a", StoreOptions(flush_s=60))
+        await log.close()
+        assert (device / "1.arrows").read_bytes() == source
+        assert (device / "1.arrow.corrupt").read_bytes() == bytes(blob)
+    assert any(r.kind is ReportKind.DAMAGE and r.path == rewritten for r in log.reports), \
+        log.reports
+    assert sorted(set(log.records("1").column("seq").to_pylist())) == list(range(1, 8))
+
+
+async def test_a_rewrite_cut_short_is_named_so_and_its_segment_read(tmp_path: Path) -> None:
+    """A card pulled in the middle of a compaction holds `<seq0>.arrow.tmp` beside the segment
+    it was made from: a read-only open (`sunpm sd fsck`) says what it is instead of calling it
+    not the store's, and a writer's open deletes it (any other `.tmp` is left alone)."""
+    async with await Log.open(tmp_path, StoreOptions(flush_s=60)) as log:
+        await log.append_records("1", records([T0]), commit_now=True)
+    device = tmp_path / "devices" / "1"
+    cut = device / "1.arrow.tmp"
+    cut.write_bytes(b"ARROW1\0\0")
+    other = device / "notes.tmp"
+    other.write_bytes(b"x")
+    found = {r.path.name: r.detail for r in Log.open_read_only(tmp_path).reports}
+    assert found == {"1.arrow.tmp": "a rewrite cut short, its segment kept; a writer's open "
+                                    "deletes it", "notes.tmp": "not a segment file name"}
+    async with await Log.open(tmp_path, StoreOptions(flush_s=60)) as log:
+        assert log.records("1").num_rows == 10
+    assert not cut.exists() and other.exists()
