@@ -41,7 +41,12 @@ def read_ini(data: bytes, findings: Findings,
         key, sep, value = stripped.partition("=")
         key = key.strip(" \t")
         if not sep:
-            findings.error(number, "line", "no '='")
+            # A unit's file has no sections: one pasted from a Windows .ini says so, not only
+            # that its line holds no '='.
+            section = stripped.startswith("[") and stripped.endswith("]")
+            findings.error(number, "line", f"'{stripped}' is a section header; these files have "
+                                           "no sections (KEY=VALUE lines only)" if section
+                           else "no '='")
             continue
         if not key:
             findings.error(number, "line", "no key before '='")

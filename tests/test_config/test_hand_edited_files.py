@@ -293,3 +293,10 @@ def test_a_long_decimal_ending_in_a_letter_is_refused_in_linear_time() -> None:
                            "x.csv")
     assert time.monotonic() - started < 5, "quadratic"
     assert problem == f"x.csv:2: CoefA: '{'1' * 37}...' is not a number; default 1 used"
+
+
+def test_sections_pasted_from_a_windows_ini_are_named_as_such() -> None:
+    data = "[server]\nSERVER_Type=none\n[server]\nLOG_Level=debug\n"
+    assert _problems(config.parse_config_ini, data, "u_config.ini") == [
+        f"u_config.ini:{n}: line: '[server]' is a section header; these files have no sections "
+        "(KEY=VALUE lines only); file rejected" for n in (1, 3)]
