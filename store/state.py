@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -121,6 +121,31 @@ class JournalSource(Protocol):
                 seq_from: int | None = None) -> pa.Table: ...
 
 
+@runtime_checkable
+class TailSource(JournalSource, Protocol):
+    """A source that reads the events since the latest `state` one without reading the rest
+    (`store.Log`: newest segment first, stopping at the snapshot)."""
+
+    def journal_since_latest(self, anchor: str, kinds: Sequence[str] | None = None
+                             ) -> pa.Table: ...
+
+
+def since_latest_state(source: JournalSource, kinds: Sequence[str] | None = None) -> pa.Table:
+    """The latest `state` event, then every event of `kinds` (None: all) after it, in seq
+    order; with no `state` event, every event of `kinds`. One read of the segments since the
+    snapshot from `store.Log`; a source with `journal` alone is read twice."""
+    if isinstance(source, TailSource):
+        return source.journal_since_latest("state", kinds)
+    wanted = None if kinds is None else list(kinds)
+    snapshots = source.journal(kinds=["state"])
+    if not snapshots.num_rows:
+        return source.journal(kinds=wanted).sort_by("seq")
+    last = snapshots.sort_by("seq").slice(snapshots.num_rows - 1)
+    after = source.journal(kinds=wanted, seq_from=int(last.column("seq")[0].as_py()) + 1)
+    return pa.concat_tables([last, after.select(last.column_names).cast(last.schema)]
+                            ).sort_by("seq")
+
+
 def reduce_delivery(state: ReplayState, event: JournalEvent) -> None:
     state.delivery.reduce(event.kind, event.body, event.seq)
 
@@ -193,15 +218,13 @@ def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None,
     the full one.
     """
     chosen = DEFAULT_REDUCERS if reducers is None else reducers
-    snapshots = source.journal(kinds=["state"])
+    read = events(since_latest_state(source, kinds))
     state = ReplayState.of(GatewayState())
-    start = None
-    if snapshots.num_rows:
-        last = events(snapshots.slice(snapshots.num_rows - 1))[0]
-        state = ReplayState.of(GatewayState.from_body(last.body, last.seq))
-        start = last.seq + 1
+    if read and read[0].kind == "state":
+        state = ReplayState.of(GatewayState.from_body(read[0].body, read[0].seq))
+        read = read[1:]
     skipped = 0
-    for event in events(source.journal(seq_from=start, kinds=kinds)):
+    for event in read:
         reducer = chosen.get(event.kind)
         if reducer is not None:
             try:
