@@ -13,7 +13,7 @@ through `DeliveryState.reduce`, the only reducer of those kinds:
 
 Every server's outbox plans from it (`state()`, a copy of its own), the quota's marks are
 computed from it (`apply`: `exporters.retention.DeliveryTracker`), and the delivery section of
-`state` snapshots is written from it (`snapshot()`). Each stream's windows behind its cursor's
+`state` snapshots is written from it (`DeliveryTracker.state_body`). Each stream's windows behind its cursor's
 are forgotten after every fold (`StreamDelivery.prune`): neither the memory nor a fold grows with
 the journal's age.
 
@@ -130,13 +130,6 @@ class DeliveryLedger:
         self.refresh()
         with self._updating:
             return self._state.copy()
-
-    def snapshot(self) -> tuple[DeliveryState, int]:
-        """What a `state` snapshot keeps (blocking): the state as the journal says now, and the
-        journal seq every delivery event up to which it holds."""
-        self.refresh()
-        with self._updating:
-            return self._state.copy(), self._read_to
 
     # ----- keeping current without I/O
 

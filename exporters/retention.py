@@ -235,11 +235,13 @@ class DeliveryTracker:
         section the ledger's, so journal segments can go without losing it. The other
         sections are replayed from the latest `state` event: only the kinds they fold are
         decoded."""
-        delivery, read_to = self.ledger.snapshot()
+        reached = self._log.watermark().journal
         others = {k: r for k, r in DEFAULT_REDUCERS.items() if k not in DELIVERY_KINDS}
         state = replay(self._log, others, kinds=sorted(others))
-        return dataclasses.replace(state, delivery=delivery,
-                                   seq=max(state.seq, read_to)).to_body()
+        # Read after the replay: the delivery section holds every event up to the body's `seq`
+        # at least (more is harmless: a `window` or `delivered` event folds in twice alike).
+        return dataclasses.replace(state, delivery=self.ledger.state(),
+                                   seq=max(state.seq, reached)).to_body()
 
     # ----- keeping current
 
@@ -264,8 +266,9 @@ class DeliveryTracker:
             with self._updating:
                 starts = {key: max(self._through.get(key, 0), self._acked.get(key, 0))
                           for key in (*self._journal_keys, *self._event_keys)}
+                cursors = {key: self._cursors.get(key) for key in self._journal_keys}
             watermark = self._log.watermark().journal
-            stream_rows = self._stream_rows(starts, watermark)
+            stream_rows = self._stream_rows(starts, cursors, watermark)
             with self._updating:
                 for key, rows in stream_rows.items():
                     self._advance(key, rows, starts[key], watermark)
@@ -314,9 +317,16 @@ class DeliveryTracker:
         self._marks = DeliveryMarks(data=data, journal=tuple(journal))
 
     def _stream_rows(self, starts: Mapping[tuple[int, Stream], int],
+                     cursors: Mapping[tuple[int, Stream], WindowMark | None],
                      watermark: int) -> dict[tuple[int, Stream], list[tuple[int, int]]]:
-        """Per stream, (seq, time) of the events after its start it delivers: one read of the
-        journal for every stream (blocking)."""
+        """Per stream, (seq, time) of the events after its start that it delivers and that may
+        not be delivered yet (blocking).
+
+        Every stream's in one read of the journal since the oldest of them. A file server's
+        stream with a cursor window `C` needs only the events after `C`'s watermark, and those
+        covered by it but timed from `C.end` on, read apart by time: the segments older than
+        `C` are not read again at each start (a `through_seq` is not kept across restarts).
+        """
         out: dict[tuple[int, Stream], list[tuple[int, int]]] = {key: [] for key in starts}
         if not starts:
             return out
@@ -326,25 +336,35 @@ class DeliveryTracker:
         for key in starts:
             for kind in JOURNAL_STREAM_KINDS[key[1]]:
                 by_kind.setdefault(kind, []).append(key)
-        table = self._log.journal(kinds=sorted(by_kind), seq_from=min(starts.values()) + 1)
-        table = table.sort_by("seq")
-        for seq, ts, kind, body in zip(table.column("seq").to_pylist(),
-                                       table.column("ts").cast(pa.int64()).to_pylist(),
-                                       table.column("kind").to_pylist(),
-                                       table.column("body").to_pylist(), strict=True):
-            if seq > watermark:
-                continue
-            channel: object = None
-            for key in by_kind[str(kind)]:
-                if not starts[key] < seq:
+        kinds = sorted(by_kind)
+        lows = {key: max(start, _journal_seq(cursors.get(key))) for key, start in starts.items()}
+        tables = [self._log.journal(kinds=kinds, seq_from=min(lows.values()) + 1)]
+        late = [(mark.end_ns, starts[key]) for key, mark in cursors.items()
+                if mark is not None and lows[key] > starts[key]]
+        if late:
+            tables.append(self._log.journal(kinds=kinds, start_ns=min(e for e, _ in late),
+                                            seq_from=min(s for _, s in late) + 1))
+        seen: set[int] = set()
+        for table in tables:
+            for seq, ts, kind, body in zip(table.column("seq").to_pylist(),
+                                           table.column("ts").cast(pa.int64()).to_pylist(),
+                                           table.column("kind").to_pylist(),
+                                           table.column("body").to_pylist(), strict=True):
+                if seq > watermark or seq in seen:
                     continue
-                # The MQTT session skips other channels' results for good (exporters.session).
-                if key in self._event_keys and kind == "result":
-                    if channel is None:
-                        channel = json.loads(body).get("channel")
-                    if channel != _MQTT_CHANNEL:
+                seen.add(seq)
+                channel: object = None
+                for key in by_kind[str(kind)]:
+                    if not starts[key] < seq:
                         continue
-                out[key].append((int(seq), int(ts)))
+                    # The MQTT session skips other channels' results for good
+                    # (exporters.session).
+                    if key in self._event_keys and kind == "result":
+                        if channel is None:
+                            channel = json.loads(body).get("channel")
+                        if channel != _MQTT_CHANNEL:
+                            continue
+                    out[key].append((int(seq), int(ts)))
         return out
 
     def _advance(self, key: tuple[int, Stream], rows: list[tuple[int, int]], start: int,
@@ -362,6 +382,10 @@ class DeliveryTracker:
             pending = [seq for seq, ts in rows if mark is None or not mark.covers_events(seq, ts)]
         self._through[key] = max(self._through.get(key, 0), start,
                                  min(pending) - 1 if pending else watermark)
+
+
+def _journal_seq(mark: WindowMark | None) -> int:
+    return 0 if mark is None else mark.journal_seq
 
 
 def _cursor_mark(sd: StreamDelivery) -> WindowMark | None:
