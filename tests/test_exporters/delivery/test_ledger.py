@@ -20,6 +20,7 @@ from exporters.outbox import JournalLog, Outbox, StreamRefused
 from exporters.retention import (
     DeliveryTracker,
     QuotaLog,
+    ServerScope,
     WindowMark,
     install_retention,
 )
@@ -40,12 +41,14 @@ class CountingStore:
     def __init__(self, log: Log) -> None:
         self.log = log
         self.reads: list[tuple[str, list[int]]] = []
+        self.returned: set[int] = set()    # seqs of every event any read returned
 
     def _note(self, how: str, table: pa.Table) -> pa.Table:
         kinds = table.column("kind").cast(pa.string()).to_pylist()
         seqs = table.column("seq").to_pylist()
         self.reads.append((how, [s for k, s in zip(kinds, seqs, strict=True)
                                  if k in DELIVERY_KINDS]))
+        self.returned.update(seqs)
         return table
 
     def journal(self, *, start_ns: int | None = None, end_ns: int | None = None,
@@ -249,3 +252,30 @@ async def test_deliveries_journaled_while_a_snapshot_is_taken_are_kept_after_a_r
         assert summary(await asyncio.to_thread(boxes[1].state)) == expected
         assert list(tracker.marks.data) == cursor_marks(
             await asyncio.to_thread(boxes[2].state))
+
+
+async def test_at_start_the_marks_read_a_journal_stream_from_its_cursor_window_on(
+        tmp_path: Path) -> None:
+    """No `through_seq` survives a restart: the marks find the oldest event not delivered from
+    the cursor window's watermark on (and, apart, among the events it covers, those timed from
+    its end on), not from the journal's first event."""
+    settings = servers(tmp_path)
+    scopes = [ServerScope(server=slot, window_streams=STREAMS) for slot in (1, 2)]
+    path = tmp_path / "store"
+    options = StoreOptions(flush_s=0.005)
+    async with await Log.open(path, options) as log:
+        tracker = DeliveryTracker(log, scopes)
+        await asyncio.to_thread(tracker.refresh)
+        boxes = outboxes(log, tracker, tmp_path)
+        for k in range(4):
+            await session(log, boxes, settings, k)
+        alarms = log.journal(kinds=["alarm"]).column("seq").to_pylist()
+        await asyncio.to_thread(tracker.refresh)
+        before = tracker.marks
+    async with await Log.open(path, options) as log:
+        counted = CountingStore(log)
+        fresh = DeliveryTracker(counted, scopes)
+        await asyncio.to_thread(fresh.refresh)
+        assert fresh.marks == before
+        assert all(m.through_seq >= alarms[-1] for m in fresh.marks.journal)
+        assert not counted.returned & set(alarms[:-1])
