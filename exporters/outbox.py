@@ -1,10 +1,11 @@
 """The outbox: per server and stream, durable cursors, windows and ordered uploads.
 
 docs/behaviour.md §5.1, docs/architecture.md §4. Nothing here holds durable state of its own:
-cursors, built windows and deliveries are replayed from two journal kinds.
+cursors, built windows and deliveries are the store's one delivery state, folded from two
+journal kinds by `exporters.ledger.DeliveryLedger`, which both servers' outboxes share.
 
-Journal bodies: `window` and `delivered` (`store.delivery`, which also replays them into the
-one `DeliveryState`). `after` is the previous window built for the same server and stream, so a
+Journal bodies: `window` and `delivered` (`store.delivery`, whose `DeliveryState.reduce` folds
+them). `after` is the previous window built for the same server and stream, so a
 `window` event alone fixes its membership (docs/behaviour.md §5.1 step 4).
 
 On disk::

@@ -1,4 +1,5 @@
-"""What the quota may delete: the outbox's delivery state as the store's predicates (docs/behaviour.md §6).
+"""What the quota may delete: the store's delivery state (`exporters.ledger`) as the store's
+predicates (docs/behaviour.md §6).
 
 The store deletes a device's sealed segment to make room only when every record in it is
 delivered to every data-receiving server, and a journal segment only when every event in it that

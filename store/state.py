@@ -46,6 +46,57 @@ class JournalEvent:
     body: Mapping[str, object]
 
 
+#: The key of the storage-full episodes in a `state` event's body.
+STORAGE_KEY: Final = "storage"
+
+
+@dataclass(slots=True)
+class StorageEpisodes:
+    """Storage-full episodes as the store's `storage` events tell them (docs/behaviour.md §6):
+    the devices (or `journal`) whose episode is open, and per device the records evicted since
+    its last `available` (an eviction starts the episode it belongs to: its event comes before
+    the `full` one). `state` events keep them, so that a writer's open reads only the `storage`
+    events since the latest one (`store.log.Log._restore_episodes`)."""
+
+    open: set[str] = field(default_factory=set)
+    evicted: dict[str, int] = field(default_factory=dict)
+    seq: int = 0    # the last `storage` event folded
+
+    def fold(self, seq: int, body: Mapping[str, object]) -> None:
+        """One `storage` event's body; one folded already (its seq) is not counted again."""
+        if seq <= self.seq:
+            return
+        self.seq = seq
+        device = str(body.get("device") or "")
+        kind = body.get("event")
+        if kind == "full":
+            self.open.add(device)
+        elif kind == "available":
+            self.open.discard(device)
+            self.evicted.pop(device, None)
+        elif kind == "evicted":
+            records = body.get("records")
+            self.evicted[device] = self.evicted.get(device, 0) + (
+                records if isinstance(records, int) else 0)
+
+    def to_section(self) -> dict[str, object]:
+        return {"open": sorted(self.open), "evicted": dict(sorted(self.evicted.items())),
+                "seq": self.seq}
+
+    @classmethod
+    def from_section(cls, section: object) -> StorageEpisodes | None:
+        """What `to_section` kept; None when `section` is not one."""
+        if not isinstance(section, Mapping):
+            return None
+        opened, evicted, seq = section.get("open"), section.get("evicted"), section.get("seq")
+        if not isinstance(opened, list) or not isinstance(evicted, Mapping) \
+                or not isinstance(seq, int):
+            return None
+        return cls(open={str(d) for d in opened},
+                   evicted={str(d): n for d, n in evicted.items() if isinstance(n, int)},
+                   seq=seq)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayState:
     """The replayed state: what must survive a restart (docs/architecture.md §1)."""
@@ -57,9 +108,12 @@ class GatewayState:
     sync: Mapping[str, str] = field(default_factory=dict)  # "<server>/<tree path>" -> sha256
     last_heartbeat_ns: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)  # plug-in reducers' sections
+    #: Storage-full episodes open (`StorageEpisodes.to_section`); None when the replay did not
+    #: see every `storage` event (it started from a `state` event written without them).
+    storage: Mapping[str, object] | None = None
 
     def to_body(self) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "seq": self.seq,
             STATE_KEY: self.delivery.to_body(),
             "script_data": dict(self.script_data),
@@ -67,6 +121,9 @@ class GatewayState:
             "last_heartbeat_ns": self.last_heartbeat_ns,
             "extra": dict(self.extra),
         }
+        if self.storage is not None:
+            body[STORAGE_KEY] = dict(self.storage)
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, object], seq: int) -> GatewayState:
@@ -86,6 +143,7 @@ class GatewayState:
             sync={k: str(v) for k, v in mapping("sync").items()},
             last_heartbeat_ns=int(heartbeat) if isinstance(heartbeat, int) else None,
             extra=extra,
+            storage=mapping(STORAGE_KEY) if isinstance(body.get(STORAGE_KEY), dict) else None,
         )
 
 
@@ -99,15 +157,18 @@ class ReplayState:
     sync: dict[str, str]
     last_heartbeat_ns: int | None
     extra: dict[str, object]
+    storage: StorageEpisodes | None = None
 
     @classmethod
     def of(cls, state: GatewayState) -> ReplayState:
         return cls(seq=state.seq, delivery=state.delivery, script_data=dict(state.script_data), sync=dict(state.sync),
-                   last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra))
+                   last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra),
+                   storage=StorageEpisodes.from_section(state.storage))
 
     def frozen(self) -> GatewayState:
         return GatewayState(seq=self.seq, delivery=self.delivery, script_data=self.script_data, sync=self.sync,
-                            last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra)
+                            last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra,
+                            storage=None if self.storage is None else self.storage.to_section())
 
 
 #: Folds one event into the state under replay.
@@ -176,6 +237,12 @@ def reduce_relay(state: ReplayState, event: JournalEvent) -> None:
     state.extra["relay"] = RelayCommanded.from_fields(event.body).state
 
 
+def reduce_storage(state: ReplayState, event: JournalEvent) -> None:
+    """Only into a section that saw every earlier `storage` event (see `replay`)."""
+    if state.storage is not None:
+        state.storage.fold(event.seq, event.body)
+
+
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     **dict.fromkeys(DELIVERY_KINDS, reduce_delivery),
     "scriptdata": reduce_scriptdata,
@@ -183,6 +250,7 @@ DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     "heartbeat": reduce_heartbeat,
     "s0": reduce_s0,
     "relay": reduce_relay,
+    "storage": reduce_storage,
 }
 
 # What a malformed body raises in a reducer: the event is skipped.
@@ -223,6 +291,10 @@ def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None,
     if read and read[0].kind == "state":
         state = ReplayState.of(GatewayState.from_body(read[0].body, read[0].seq))
         read = read[1:]
+    elif chosen.get("storage") is reduce_storage and (kinds is None or "storage" in kinds):
+        # From the journal's first event: every `storage` event is folded, so the section
+        # is whole (one started from a `state` event written without it stays None).
+        state.storage = StorageEpisodes()
     skipped = 0
     for event in read:
         reducer = chosen.get(event.kind)
