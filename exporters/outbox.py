@@ -1,10 +1,11 @@
 """The outbox: per server and stream, durable cursors, windows and ordered uploads.
 
 docs/behaviour.md §5.1, docs/architecture.md §4. Nothing here holds durable state of its own:
-cursors, built windows and deliveries are replayed from two journal kinds.
+cursors, built windows and deliveries are the store's one delivery state, folded from two
+journal kinds by `exporters.ledger.DeliveryLedger`, which both servers' outboxes share.
 
-Journal bodies: `window` and `delivered` (`store.delivery`, which also replays them into the
-one `DeliveryState`). `after` is the previous window built for the same server and stream, so a
+Journal bodies: `window` and `delivered` (`store.delivery`, whose `DeliveryState.reduce` folds
+them). `after` is the previous window built for the same server and stream, so a
 `window` event alone fixes its membership (docs/behaviour.md §5.1 step 4).
 
 On disk::
@@ -25,23 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from config.errors import SunpmError
+from exporters.ledger import DeliveryLedger
 from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_range
 from fsio import fsync_dir, write_synced
 from store.delivery import (
-    DELIVERY_KINDS,
     FILE_SERVER_STREAMS,
     BuiltWindow,
     DeliveryState,
@@ -133,46 +131,24 @@ class Outbox:
     """One server's outbox. One session at a time uses it (docs/behaviour.md §4.1)."""
 
     def __init__(self, *, server: int, log: JournalLog, source: WindowSource, directory: Path,
-                 streams: Sequence[Stream] = FILE_SERVER_STREAMS) -> None:
+                 streams: Sequence[Stream] = FILE_SERVER_STREAMS,
+                 ledger: DeliveryLedger | None = None) -> None:
+        """`ledger`: the store's delivery state, shared with the other server's outbox and the
+        quota's marks (`exporters.retention.DeliveryTracker.ledger`); by default one of this
+        outbox's own, read from `log`."""
         self.server = server
         self._log = log
         self._source = source
         self.directory = directory
         self.streams = tuple(streams)
-        # The delivery state as of journal seq `_state_seq`, pruned (see `state`).
-        self._state: DeliveryState | None = None
-        self._state_seq = 0
-        self._state_lock = threading.Lock()
+        self.ledger = ledger if ledger is not None else DeliveryLedger(log)
 
     # ----- state
 
     def state(self) -> DeliveryState:
-        """Every server's delivery state, as the journal says now (blocking).
-
-        Replayed whole on the first call; journal segments before the latest `state` event may
-        be gone (docs/behaviour.md §6), and that event keeps what they held. Later calls fold in
-        only the events committed since, and each stream's windows behind its cursor's are
-        forgotten (`DeliveryState.prune`: what is left plans every later session). A session
-        asks several times, and a gateway's journal holds months of events: neither the read
-        nor the memory grows with its age. The caller gets a copy of its own.
-        """
-        with self._state_lock:
-            if self._state is None:
-                table = self._log.journal(kinds=["state", "window", "delivered"])
-                state = DeliveryState.from_table(table)
-            else:
-                state = self._state
-                table = self._log.journal(kinds=list(DELIVERY_KINDS),
-                                          seq_from=self._state_seq + 1).sort_by("seq")
-                for kind, body, seq in zip(table.column("kind").to_pylist(),
-                                           table.column("body").to_pylist(),
-                                           table.column("seq").to_pylist(), strict=True):
-                    state.reduce(str(kind), json.loads(body), int(seq))
-            if table.num_rows:
-                self._state_seq = max(self._state_seq, int(pc.max(table.column("seq")).as_py()))
-            state.prune()
-            self._state = state
-            return state.copy()
+        """Every server's delivery state, as the journal says now (blocking): the ledger's,
+        which reads only what was journaled since its last read; a copy of the caller's own."""
+        return self.ledger.state()
 
     def cursors(self) -> dict[Stream, int | None]:
         state = self.state()

@@ -1,4 +1,5 @@
-"""What the quota may delete: the outbox's delivery state as the store's predicates (docs/behaviour.md §6).
+"""What the quota may delete: the store's delivery state (`exporters.ledger`) as the store's
+predicates (docs/behaviour.md §6).
 
 The store deletes a device's sealed segment to make room only when every record in it is
 delivered to every data-receiving server, and a journal segment only when every event in it that
@@ -26,20 +27,21 @@ Marks (immutable, swapped whole)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from config.errors import SunpmError
 from config.model import ServerSettings, ServerType
 from store import DeliveredFn, JournalDeliveredFn, Watermark
 from store.delivery import (
+    DELIVERY_KINDS,
     FILE_SERVER_STREAMS,
     JOURNAL_STREAM_KINDS,
     BuiltWindow,
@@ -47,12 +49,13 @@ from store.delivery import (
     Stream,
     StreamDelivery,
 )
-from store.state import replay
+from store.state import DEFAULT_REDUCERS, replay
 from store.traces import TraceDeliveredFn
 
+from .ledger import DeliveryLedger
 from .outbox import JournalLog
 
-__all__ = ["DeliveryLog", "DeliveryMarks", "DeliveryTracker",
+__all__ = ["DeliveryLedger", "DeliveryLog", "DeliveryMarks", "DeliveryTracker",
            "JournalMark", "QuotaLog", "ServerScope", "TrackingJournal", "WindowMark",
            "install_retention", "scopes_of", "traces_delivered"]
 
@@ -177,32 +180,32 @@ class DeliveryMarks:
 # --------------------------------------------------------------------------- the tracker
 
 
-@dataclass(slots=True)
-class _Progress:
-    state: DeliveryState = field(default_factory=DeliveryState)
-    through: dict[tuple[int, Stream], int] = field(default_factory=dict)
-    passed: dict[tuple[int, Stream], int] = field(default_factory=dict)   # cursor window's end
-    seen_seq: int | None = None      # last journal seq folded in by `refresh`
-
-
 class DeliveryTracker:
-    """Keeps `DeliveryMarks` current for the store's quota (docs/behaviour.md §6).
+    """Keeps `DeliveryMarks` current for the store's quota (docs/behaviour.md §6), from the
+    store's one delivery state (`ledger`, shared with the outboxes).
 
-    `refresh()` (blocking) reads what the journal says since the last call; `observe()` (cheap,
-    no I/O) folds in a `window` or `delivered` event as the outbox journals it (`TrackingJournal`
-    calls it). The predicates read `marks` once per call and take no lock.
+    `observe()` (cheap, no I/O) folds a `window` or `delivered` event into the ledger as the
+    outbox journals it (`TrackingJournal` calls it) and recomputes the marks at once;
+    `refresh()` (blocking) has the ledger read what the journal says since its last read, and
+    moves each journal stream's `through_seq` past the events delivered since. The predicates
+    read `marks` once per call and take no lock.
     """
 
-    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope]) -> None:
+    def __init__(self, log: DeliveryLog, scopes: Sequence[ServerScope],
+                 ledger: DeliveryLedger | None = None) -> None:
         self._log = log
         self.scopes = tuple(scopes)
+        self.ledger = ledger if ledger is not None else DeliveryLedger(log)
         self._window_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams]
         self._journal_keys = [(sc.server, s) for sc in self.scopes for s in sc.window_streams
                               if s in JOURNAL_STREAM_KINDS]
         self._event_keys = [(sc.server, s) for sc in self.scopes for s in sc.event_streams]
-        self._updating = threading.Lock()    # writers only: the loop's observe, refresh threads
+        self._updating = threading.Lock()    # `_changed` (loop or refresh thread), `refresh`
         self._refreshing = threading.Lock()  # one refresh at a time
-        self._progress = _Progress()
+        self._through: dict[tuple[int, Stream], int] = {}
+        # What the marks are made of, as the ledger last said: cursor windows, MQTT acks.
+        self._cursors: dict[tuple[int, Stream], WindowMark | None] = {}
+        self._acked: dict[tuple[int, Stream], int] = {}
         self._marks = DeliveryMarks(
             data=tuple(None for sc in self.scopes if sc.receives_data),
             journal=tuple(JournalMark(server=k[0], stream=k[1])
@@ -230,52 +233,44 @@ class DeliveryTracker:
 
     def state_body(self) -> dict[str, object]:
         """The `state` event's body (store writer thread): the replayed state, its delivery
-        state included, so journal segments can go without losing it."""
-        return replay(self._log).to_body()
+        section the ledger's, so journal segments can go without losing it. The other
+        sections are replayed from the latest `state` event: only the kinds they fold are
+        decoded."""
+        reached = self._log.watermark().journal
+        others = {k: r for k, r in DEFAULT_REDUCERS.items() if k not in DELIVERY_KINDS}
+        state = replay(self._log, others, kinds=sorted(others))
+        # Read after the replay: the delivery section holds every event up to the body's `seq`
+        # at least (more is harmless: a `window` or `delivered` event folds in twice alike).
+        return dataclasses.replace(state, delivery=self.ledger.state(),
+                                   seq=max(state.seq, reached)).to_body()
 
     # ----- keeping current
 
     def observe(self, kind: str, body: Mapping[str, Any], seq: int) -> None:
-        """Fold in one acknowledged `window` or `delivered` event (no I/O)."""
-        if kind not in ("window", "delivered"):
+        """Fold in one acknowledged `window` or `delivered` event and recompute the marks (no
+        I/O)."""
+        if kind not in DELIVERY_KINDS:
             return
-        with self._updating:
-            self._fold(kind, body, seq)
-            self._publish()
+        self.ledger.observe(kind, body, seq)
+        self.ledger.apply(self._changed)
 
     def refresh(self) -> DeliveryMarks:
-        """Read the journal since the last refresh and recompute the marks (blocking).
+        """Have the ledger read the journal since its last read, move `through_seq` past what
+        is delivered since, and recompute the marks (blocking).
 
-        The reads run outside the lock `observe` takes, so the event loop never waits on them.
+        The reads run outside the lock the ledger's changes take, so the event loop never
+        waits on them.
         """
         with self._refreshing:
+            self.ledger.refresh()
+            self.ledger.apply(self._changed)
             with self._updating:
-                p = self._progress
-                seen = p.seen_seq
-                starts = {key: max(p.through.get(key, 0), p.state.events.get(key, 0))
+                starts = {key: max(self._through.get(key, 0), self._acked.get(key, 0))
                           for key in (*self._journal_keys, *self._event_keys)}
+                cursors = {key: self._cursors.get(key) for key in self._journal_keys}
             watermark = self._log.watermark().journal
-            if seen is None:
-                table = self._log.journal(kinds=["state", "window", "delivered"])
-            else:
-                table = self._log.journal(kinds=["window", "delivered"], seq_from=seen + 1)
-            stream_rows = {key: self._stream_rows(key, starts[key], watermark)
-                           for key in starts}
-            seqs = table.column("seq")
-            read_up_to = max(watermark, int(pc.max(seqs).as_py()) if len(seqs) else 0)
+            stream_rows = self._stream_rows(starts, cursors, watermark)
             with self._updating:
-                if seen is None:
-                    p.state = DeliveryState.from_table(table)
-                    for key, seq in p.state.events.items():
-                        p.through[key] = max(p.through.get(key, 0), seq)
-                else:
-                    table = table.sort_by("seq")
-                    for kind, body, seq in zip(table.column("kind").to_pylist(),
-                                               table.column("body").to_pylist(),
-                                               table.column("seq").to_pylist(), strict=True):
-                        self._fold(str(kind), json.loads(body), int(seq))
-                p.seen_seq = max(p.seen_seq or 0, read_up_to)
-                self._publish()
                 for key, rows in stream_rows.items():
                     self._advance(key, rows, starts[key], watermark)
                 self._publish()
@@ -293,91 +288,110 @@ class DeliveryTracker:
             await asyncio.sleep(period_s)
 
     def journal_log(self, log: JournalLog) -> TrackingJournal:
-        """`log` for the outboxes and MQTT sessions, telling this tracker of each delivery.
+        """`log` for the outboxes and MQTT sessions, telling the ledger of each delivery.
 
         A `FileServerSession` keeps the store itself: its deliveries go through its outbox, and
         it needs the store's `put_config` for configuration snapshots.
         """
         return TrackingJournal(log, self)
 
-    # ----- internals (under `_updating`)
+    # ----- internals
 
-    def _fold(self, kind: str, body: Mapping[str, Any], seq: int) -> None:
-        p = self._progress
-        key = (int(body["server"]), Stream(body["stream"]))
-        if kind == "delivered" and "event" in body:
-            p.through[key] = max(p.through.get(key, 0), int(body["event"]))
-            p.state.reduce(kind, body, seq)
-            return
-        passed = p.passed.get(key)
-        end = int(body["end"])
-        # Windows behind the cursor were pruned and the cursor's own is kept: a refresh reading
-        # their events again must not bring them back, nor move one after newer windows.
-        if passed is not None and (end < passed or (kind == "window" and end == passed)):
-            return
-        p.state.reduce(kind, body, seq)
-        if kind == "window":
-            sd = p.state.stream(*key)
-            sd.windows.sort(key=lambda w: w.spec.end_ns)
+    def _changed(self, state: DeliveryState) -> None:
+        """The marks of the ledger's state (through `DeliveryLedger.apply`, under its lock)."""
+        cursors = {key: _cursor_mark(state.stream(*key)) for key in self._window_keys}
+        acked = {key: state.events.get(key, 0) for key in self._event_keys}
+        with self._updating:
+            self._cursors, self._acked = cursors, acked
+            for key, seq in acked.items():
+                self._through[key] = max(self._through.get(key, 0), seq)
+            self._publish()
 
     def _publish(self) -> None:
-        p = self._progress
-        windows: dict[tuple[int, Stream], WindowMark | None] = {}
-        for key in self._window_keys:
-            windows[key] = self._cursor_window(key, p.state.stream(*key))
-        data = tuple(windows[(sc.server, Stream.DATA)] for sc in self.scopes if sc.receives_data)
-        journal = [JournalMark(server=k[0], stream=k[1], through_seq=p.through.get(k, 0),
-                               window=windows[k]) for k in self._journal_keys]
-        journal += [JournalMark(server=k[0], stream=k[1], through_seq=p.through.get(k, 0))
+        """Under `_updating`."""
+        data = tuple(self._cursors.get((sc.server, Stream.DATA)) for sc in self.scopes
+                     if sc.receives_data)
+        journal = [JournalMark(server=k[0], stream=k[1], through_seq=self._through.get(k, 0),
+                               window=self._cursors.get(k)) for k in self._journal_keys]
+        journal += [JournalMark(server=k[0], stream=k[1], through_seq=self._through.get(k, 0))
                     for k in self._event_keys]
         self._marks = DeliveryMarks(data=data, journal=tuple(journal))
 
-    def _cursor_window(self, key: tuple[int, Stream], sd: StreamDelivery) -> WindowMark | None:
-        """The cursor's window (pruning the delivered ones before it), or None."""
-        window = sd.prune()
-        if window is None:
-            return None
-        self._progress.passed[key] = window.spec.end_ns
-        return WindowMark.of(window)
+    def _stream_rows(self, starts: Mapping[tuple[int, Stream], int],
+                     cursors: Mapping[tuple[int, Stream], WindowMark | None],
+                     watermark: int) -> dict[tuple[int, Stream], list[tuple[int, int]]]:
+        """Per stream, (seq, time) of the events after its start that it delivers and that may
+        not be delivered yet (blocking).
 
-    def _stream_rows(self, key: tuple[int, Stream], start: int,
-                     watermark: int) -> list[tuple[int, int]]:
-        """(seq, time) of the events after `start` a stream delivers (blocking read)."""
-        event_stream = key in self._event_keys
-        # MQTT sends alarms (ALARM) and results (ACK): the kinds of the file streams of the same
-        # name.
-        kinds = list(JOURNAL_STREAM_KINDS[key[1]])
-        table = self._log.journal(kinds=kinds, seq_from=start + 1)
-        rows = []
-        for seq, ts, kind, body in zip(table.column("seq").to_pylist(),
-                                       table.column("ts").cast(pa.int64()).to_pylist(),
-                                       table.column("kind").to_pylist(),
-                                       table.column("body").to_pylist(), strict=True):
-            if not start < seq <= watermark:
-                continue
-            # The MQTT session skips other channels' results for good (exporters.session).
-            if event_stream and kind == "result" and \
-                    json.loads(body).get("channel") != _MQTT_CHANNEL:
-                continue
-            rows.append((int(seq), int(ts)))
-        return rows
+        Every stream's in one read of the journal since the oldest of them. A file server's
+        stream with a cursor window `C` needs only the events after `C`'s watermark, and those
+        covered by it but timed from `C.end` on, read apart by time: the segments older than
+        `C` are not read again at each start (a `through_seq` is not kept across restarts).
+        """
+        out: dict[tuple[int, Stream], list[tuple[int, int]]] = {key: [] for key in starts}
+        if not starts:
+            return out
+        # MQTT sends alarms (ALARM) and results (ACK): the kinds of the file streams of the
+        # same name.
+        by_kind: dict[str, list[tuple[int, Stream]]] = {}
+        for key in starts:
+            for kind in JOURNAL_STREAM_KINDS[key[1]]:
+                by_kind.setdefault(kind, []).append(key)
+        kinds = sorted(by_kind)
+        lows = {key: max(start, _journal_seq(cursors.get(key))) for key, start in starts.items()}
+        tables = [self._log.journal(kinds=kinds, seq_from=min(lows.values()) + 1)]
+        late = [(mark.end_ns, starts[key]) for key, mark in cursors.items()
+                if mark is not None and lows[key] > starts[key]]
+        if late:
+            tables.append(self._log.journal(kinds=kinds, start_ns=min(e for e, _ in late),
+                                            seq_from=min(s for _, s in late) + 1))
+        seen: set[int] = set()
+        for table in tables:
+            for seq, ts, kind, body in zip(table.column("seq").to_pylist(),
+                                           table.column("ts").cast(pa.int64()).to_pylist(),
+                                           table.column("kind").to_pylist(),
+                                           table.column("body").to_pylist(), strict=True):
+                if seq > watermark or seq in seen:
+                    continue
+                seen.add(seq)
+                channel: object = None
+                for key in by_kind[str(kind)]:
+                    if not starts[key] < seq:
+                        continue
+                    # The MQTT session skips other channels' results for good
+                    # (exporters.session).
+                    if key in self._event_keys and kind == "result":
+                        if channel is None:
+                            channel = json.loads(body).get("channel")
+                        if channel != _MQTT_CHANNEL:
+                            continue
+                    out[key].append((int(seq), int(ts)))
+        return out
 
     def _advance(self, key: tuple[int, Stream], rows: list[tuple[int, int]], start: int,
                  watermark: int) -> None:
         """`through_seq`: just before the stream's oldest event not delivered, else the watermark.
 
         File servers: not in a delivered window. MQTT alarms and results: after the last one
-        acknowledged.
+        acknowledged. Under `_updating`.
         """
-        p = self._progress
         if key in self._event_keys:
-            acked = p.state.events.get(key, 0)
+            acked = self._acked.get(key, 0)
             pending = [seq for seq, _ in rows if seq > acked]
         else:
-            mark = self._cursor_window(key, p.state.stream(*key))
+            mark = self._cursors.get(key)
             pending = [seq for seq, ts in rows if mark is None or not mark.covers_events(seq, ts)]
-        p.through[key] = max(p.through.get(key, 0), start,
-                             min(pending) - 1 if pending else watermark)
+        self._through[key] = max(self._through.get(key, 0), start,
+                                 min(pending) - 1 if pending else watermark)
+
+
+def _journal_seq(mark: WindowMark | None) -> int:
+    return 0 if mark is None else mark.journal_seq
+
+
+def _cursor_mark(sd: StreamDelivery) -> WindowMark | None:
+    window = sd.cursor_window
+    return None if window is None else WindowMark.of(window)
 
 
 def traces_delivered(state: DeliveryState, file_servers: Iterable[int]) -> TraceDeliveredFn:
@@ -419,13 +433,19 @@ class TrackingJournal:
 def install_retention(store: QuotaLog, servers: Iterable[ServerSettings], *,
                       mqtt_alarms: bool = True) -> DeliveryTracker:
     """Install on `store` the quota's delivery predicates and the `state` provider for the
-    configured servers (blocking: reads the journal once). Give `tracker.journal_log(store)` to
-    the outboxes and MQTT sessions, and run `tracker.run()` beside them.
+    configured servers (blocking: the first time, the store's ledger reads the journal since
+    the latest `state` snapshot; then only what is new). Give `tracker.ledger` and
+    `tracker.journal_log(store)` to the outboxes and MQTT sessions, and run `tracker.run()`
+    beside them.
+
+    The tracker follows the store's one ledger (`DeliveryLedger.of`): a configuration reload's
+    install reads again only the events since the last read.
 
     With no data-receiving server any records segment may go (docs/behaviour.md §6); with no server
     getting journal events, any journal segment with a later `state` event.
     """
-    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms))
+    tracker = DeliveryTracker(store, scopes_of(servers, mqtt_alarms=mqtt_alarms),
+                              DeliveryLedger.of(store))
     tracker.refresh()
     store.set_delivery_predicates(tracker.records_delivered if tracker.receives_data else None,
                                 tracker.journal_delivered if tracker.gets_journal else None)

@@ -80,8 +80,8 @@ class JournalGC(Readers):
                                   json_text({"event": "available", "device": JOURNAL}), None))
 
     def _find_last_state_seq(self) -> int:
-        table = self.journal(kinds=["state"])
-        if table.num_rows == 0:
-            return 0
-        return int(pc.max(table.column("seq")).as_py())
+        for table in self.journal_newest_first(["state"]):
+            if table.num_rows:
+                return int(pc.max(table.column("seq")).as_py())
+        return 0
 

@@ -88,6 +88,46 @@ class Readers(LogCore):
             table = table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
         return table
 
+    def journal_newest_first(self, kinds: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """The committed journal events of `kinds` (None: all), one segment at a time, the
+        newest segment first, each table in seq order (blocking). A caller that stops once it
+        has found what it looks for never reads the older segments: the latest event of a kind
+        costs the segments since it, not the journal."""
+        if self._journal is None:
+            return
+        stream = self._journal
+        with self._lock:
+            segs = list(stream.segments)
+        wanted = None if kinds is None else pa.array(list(kinds), pa.string())
+        for seg in reversed(segs):
+            table = pa.Table.from_batches(self._read_segment(stream, seg), schema=JOURNAL_SCHEMA)
+            if wanted is not None:
+                table = table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
+            yield table.sort_by("seq")
+
+    def journal_since_latest(self, anchor: str, kinds: Sequence[str] | None = None
+                             ) -> pa.Table:
+        """The latest `anchor` event, then every event of `kinds` (None: all) committed after
+        it, in seq order; with no `anchor` event, every event of `kinds` (blocking).
+
+        Segments are read newest first and the read stops at the one holding the anchor: the
+        events since the latest `state` snapshot cost the segments since it, however old the
+        journal is.
+        """
+        wanted = None if kinds is None else [*kinds, anchor]
+        found: list[pa.Table] = []
+        for table in self.journal_newest_first(wanted):
+            is_anchor = pc.equal(table.column("kind").cast(pa.string()), anchor)
+            if table.num_rows and pc.any(is_anchor).as_py():
+                seqs = table.column("seq")
+                at = int(pc.max(pc.filter(seqs, is_anchor)).as_py())
+                found.append(table.filter(pc.greater_equal(seqs, pa.scalar(at, pa.uint64()))))
+                break
+            found.append(table)
+        if not found:
+            return JOURNAL_SCHEMA.empty_table()
+        return pa.concat_tables(reversed(found)).sort_by("seq")
+
     def record_batches(self, device: str, columns: Sequence[str] | None = None
                        ) -> list[pa.RecordBatch]:
         """Every committed batch of a device, oldest first (for query helpers)."""

@@ -181,36 +181,48 @@ class Log(Appends, Writer, Fsck):
 
         The episode's evictions are counted again from its `evicted` events; its drops before
         the restart are not journaled one by one, so its `available` event counts those since.
+        The latest `state` event keeps the episodes (`store.state.StorageEpisodes`): only the
+        `storage` events after what it folded are read, newest segments first. A store whose
+        `state` events predate that section has every `storage` event read.
         """
-        table = self.journal(kinds=["storage"])
-        open_episodes: set[str] = set()
-        # An eviction starts the episode it belongs to: its event comes before the `full` one.
-        evicted: dict[str, int] = {}
-        for body in table.sort_by("seq").column("body").to_pylist():
+        from store.state import StorageEpisodes
+
+        table = self.journal_since_latest("state", ["storage"])
+        episodes = None
+        if table.num_rows and table.column("kind")[0].as_py() == "state":
             try:
-                event = json.loads(body)
+                body = json.loads(table.column("body")[0].as_py())
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                episodes = StorageEpisodes.from_section(body.get("storage"))
+            folded = body.get("seq") if isinstance(body, dict) else None
+            folded = max(folded if isinstance(folded, int) else 0,
+                         episodes.seq if episodes is not None else 0)
+            if episodes is None:
+                table = self.journal(kinds=["storage"])
+            elif folded < table.column("seq")[0].as_py() - 1:
+                # Its body is taken a commit before the `state` event is journaled: the events
+                # in between are read too (`fold` skips any it holds).
+                table = self.journal(kinds=["storage"], seq_from=folded + 1)
+        episodes = episodes or StorageEpisodes()
+        table = table.sort_by("seq")
+        for kind, seq, text in zip(table.column("kind").to_pylist(),
+                                   table.column("seq").to_pylist(),
+                                   table.column("body").to_pylist(), strict=True):
+            try:
+                event = json.loads(text)
             except ValueError:
                 continue
-            if not isinstance(event, dict):
-                continue
-            device = str(event.get("device") or "")
-            kind = event.get("event")
-            if kind == "full":
-                open_episodes.add(device)
-            elif kind == "available":
-                open_episodes.discard(device)
-                evicted.pop(device, None)
-            elif kind == "evicted":
-                records = event.get("records")
-                evicted[device] = evicted.get(device, 0) + (records if isinstance(records, int)
-                                                            else 0)
-        for device in open_episodes:
+            if kind == "storage" and isinstance(event, dict):
+                episodes.fold(int(seq), event)
+        for device in episodes.open:
             if device == JOURNAL:
                 self._journal_full = True
                 continue
             counters = self._counters.setdefault(device, Counters())
             counters.full = True
-            counters.episode_evicted = evicted.get(device, 0)
+            counters.episode_evicted = episodes.evicted.get(device, 0)
 
     # -- delivery hooks (set by the outbox) -----------------------------------------------
 

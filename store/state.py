@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -46,6 +46,57 @@ class JournalEvent:
     body: Mapping[str, object]
 
 
+#: The key of the storage-full episodes in a `state` event's body.
+STORAGE_KEY: Final = "storage"
+
+
+@dataclass(slots=True)
+class StorageEpisodes:
+    """Storage-full episodes as the store's `storage` events tell them (docs/behaviour.md §6):
+    the devices (or `journal`) whose episode is open, and per device the records evicted since
+    its last `available` (an eviction starts the episode it belongs to: its event comes before
+    the `full` one). `state` events keep them, so that a writer's open reads only the `storage`
+    events since the latest one (`store.log.Log._restore_episodes`)."""
+
+    open: set[str] = field(default_factory=set)
+    evicted: dict[str, int] = field(default_factory=dict)
+    seq: int = 0    # the last `storage` event folded
+
+    def fold(self, seq: int, body: Mapping[str, object]) -> None:
+        """One `storage` event's body; one folded already (its seq) is not counted again."""
+        if seq <= self.seq:
+            return
+        self.seq = seq
+        device = str(body.get("device") or "")
+        kind = body.get("event")
+        if kind == "full":
+            self.open.add(device)
+        elif kind == "available":
+            self.open.discard(device)
+            self.evicted.pop(device, None)
+        elif kind == "evicted":
+            records = body.get("records")
+            self.evicted[device] = self.evicted.get(device, 0) + (
+                records if isinstance(records, int) else 0)
+
+    def to_section(self) -> dict[str, object]:
+        return {"open": sorted(self.open), "evicted": dict(sorted(self.evicted.items())),
+                "seq": self.seq}
+
+    @classmethod
+    def from_section(cls, section: object) -> StorageEpisodes | None:
+        """What `to_section` kept; None when `section` is not one."""
+        if not isinstance(section, Mapping):
+            return None
+        opened, evicted, seq = section.get("open"), section.get("evicted"), section.get("seq")
+        if not isinstance(opened, list) or not isinstance(evicted, Mapping) \
+                or not isinstance(seq, int):
+            return None
+        return cls(open={str(d) for d in opened},
+                   evicted={str(d): n for d, n in evicted.items() if isinstance(n, int)},
+                   seq=seq)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayState:
     """The replayed state: what must survive a restart (docs/architecture.md §1)."""
@@ -57,9 +108,12 @@ class GatewayState:
     sync: Mapping[str, str] = field(default_factory=dict)  # "<server>/<tree path>" -> sha256
     last_heartbeat_ns: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)  # plug-in reducers' sections
+    #: Storage-full episodes open (`StorageEpisodes.to_section`); None when the replay did not
+    #: see every `storage` event (it started from a `state` event written without them).
+    storage: Mapping[str, object] | None = None
 
     def to_body(self) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "seq": self.seq,
             STATE_KEY: self.delivery.to_body(),
             "script_data": dict(self.script_data),
@@ -67,6 +121,9 @@ class GatewayState:
             "last_heartbeat_ns": self.last_heartbeat_ns,
             "extra": dict(self.extra),
         }
+        if self.storage is not None:
+            body[STORAGE_KEY] = dict(self.storage)
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, object], seq: int) -> GatewayState:
@@ -86,6 +143,7 @@ class GatewayState:
             sync={k: str(v) for k, v in mapping("sync").items()},
             last_heartbeat_ns=int(heartbeat) if isinstance(heartbeat, int) else None,
             extra=extra,
+            storage=mapping(STORAGE_KEY) if isinstance(body.get(STORAGE_KEY), dict) else None,
         )
 
 
@@ -99,15 +157,18 @@ class ReplayState:
     sync: dict[str, str]
     last_heartbeat_ns: int | None
     extra: dict[str, object]
+    storage: StorageEpisodes | None = None
 
     @classmethod
     def of(cls, state: GatewayState) -> ReplayState:
         return cls(seq=state.seq, delivery=state.delivery, script_data=dict(state.script_data), sync=dict(state.sync),
-                   last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra))
+                   last_heartbeat_ns=state.last_heartbeat_ns, extra=dict(state.extra),
+                   storage=StorageEpisodes.from_section(state.storage))
 
     def frozen(self) -> GatewayState:
         return GatewayState(seq=self.seq, delivery=self.delivery, script_data=self.script_data, sync=self.sync,
-                            last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra)
+                            last_heartbeat_ns=self.last_heartbeat_ns, extra=self.extra,
+                            storage=None if self.storage is None else self.storage.to_section())
 
 
 #: Folds one event into the state under replay.
@@ -119,6 +180,31 @@ class JournalSource(Protocol):
 
     def journal(self, *, kinds: list[str] | None = None,
                 seq_from: int | None = None) -> pa.Table: ...
+
+
+@runtime_checkable
+class TailSource(JournalSource, Protocol):
+    """A source that reads the events since the latest `state` one without reading the rest
+    (`store.Log`: newest segment first, stopping at the snapshot)."""
+
+    def journal_since_latest(self, anchor: str, kinds: Sequence[str] | None = None
+                             ) -> pa.Table: ...
+
+
+def since_latest_state(source: JournalSource, kinds: Sequence[str] | None = None) -> pa.Table:
+    """The latest `state` event, then every event of `kinds` (None: all) after it, in seq
+    order; with no `state` event, every event of `kinds`. One read of the segments since the
+    snapshot from `store.Log`; a source with `journal` alone is read twice."""
+    if isinstance(source, TailSource):
+        return source.journal_since_latest("state", kinds)
+    wanted = None if kinds is None else list(kinds)
+    snapshots = source.journal(kinds=["state"])
+    if not snapshots.num_rows:
+        return source.journal(kinds=wanted).sort_by("seq")
+    last = snapshots.sort_by("seq").slice(snapshots.num_rows - 1)
+    after = source.journal(kinds=wanted, seq_from=int(last.column("seq")[0].as_py()) + 1)
+    return pa.concat_tables([last, after.select(last.column_names).cast(last.schema)]
+                            ).sort_by("seq")
 
 
 def reduce_delivery(state: ReplayState, event: JournalEvent) -> None:
@@ -151,6 +237,12 @@ def reduce_relay(state: ReplayState, event: JournalEvent) -> None:
     state.extra["relay"] = RelayCommanded.from_fields(event.body).state
 
 
+def reduce_storage(state: ReplayState, event: JournalEvent) -> None:
+    """Only into a section that saw every earlier `storage` event (see `replay`)."""
+    if state.storage is not None:
+        state.storage.fold(event.seq, event.body)
+
+
 DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     **dict.fromkeys(DELIVERY_KINDS, reduce_delivery),
     "scriptdata": reduce_scriptdata,
@@ -158,6 +250,7 @@ DEFAULT_REDUCERS: Final[Mapping[str, Reducer]] = {
     "heartbeat": reduce_heartbeat,
     "s0": reduce_s0,
     "relay": reduce_relay,
+    "storage": reduce_storage,
 }
 
 # What a malformed body raises in a reducer: the event is skipped.
@@ -193,15 +286,17 @@ def replay(source: JournalSource, reducers: Mapping[str, Reducer] | None = None,
     the full one.
     """
     chosen = DEFAULT_REDUCERS if reducers is None else reducers
-    snapshots = source.journal(kinds=["state"])
+    read = events(since_latest_state(source, kinds))
     state = ReplayState.of(GatewayState())
-    start = None
-    if snapshots.num_rows:
-        last = events(snapshots.slice(snapshots.num_rows - 1))[0]
-        state = ReplayState.of(GatewayState.from_body(last.body, last.seq))
-        start = last.seq + 1
+    if read and read[0].kind == "state":
+        state = ReplayState.of(GatewayState.from_body(read[0].body, read[0].seq))
+        read = read[1:]
+    elif chosen.get("storage") is reduce_storage and (kinds is None or "storage" in kinds):
+        # From the journal's first event: every `storage` event is folded, so the section
+        # is whole (one started from a `state` event written without it stays None).
+        state.storage = StorageEpisodes()
     skipped = 0
-    for event in events(source.journal(seq_from=start, kinds=kinds)):
+    for event in read:
         reducer = chosen.get(event.kind)
         if reducer is not None:
             try:

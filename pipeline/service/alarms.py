@@ -19,13 +19,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import pyarrow as pa
+
 from config.errors import SunpmError
 from config.model import Device, Protocol
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.recorder import ValueChanged
 from store.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
 from store.log import Log
-from store.state import replay
 
 log = logging.getLogger("sunpm.alarm")
 
@@ -70,10 +71,30 @@ class Alarms:
 
 
 
+def last_heartbeat(store: Log) -> int | None:
+    """The time of the latest `heartbeat` event, else the latest `state` snapshot's copy (which
+    keeps it once the journal's quota dropped the events); None before any (blocking).
+
+    Read newest segment first: the segments since the latest heartbeat, not the journal."""
+    for table in store.journal_newest_first(["heartbeat", "state"]):
+        if not table.num_rows:
+            continue
+        last = table.slice(table.num_rows - 1)
+        if last.column("kind")[0].as_py() == "heartbeat":
+            return int(last.column("ts").cast(pa.int64())[0].as_py())
+        # The one field read as `store.state.GatewayState.from_body` reads it: the body's
+        # delivery section (windows by the hundred) is not built for it.
+        try:
+            heartbeat = json.loads(last.column("body")[0].as_py()).get("last_heartbeat_ns")
+        except (ValueError, AttributeError):
+            return None
+        return heartbeat if isinstance(heartbeat, int) else None
+    return None
+
+
 async def last_unclean_heartbeat(store: Log) -> int | None:
     """The last heartbeat's time if the previous run did not stop cleanly, else None."""
-    state = await asyncio.to_thread(replay, store)
-    heartbeat = state.last_heartbeat_ns
+    heartbeat = await asyncio.to_thread(last_heartbeat, store)
     if heartbeat is None:
         return None
     table = await asyncio.to_thread(store.journal, start_ns=heartbeat, kinds=["alarm"])

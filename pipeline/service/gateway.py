@@ -416,7 +416,8 @@ class Gateway:
         assert self.alarms is not None
         self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
             if site.settings.alarm_device_lost else None
-        # The first configuration's was installed as the store opened: one journal read less.
+        # The first configuration's was installed as the store opened: one journal read less;
+        # a reload's reads only what the store's ledger has not folded yet.
         tracker = self._start_retention or install_retention(store, site.settings.servers)
         self._start_retention = None
         plant = build_plant(site, store, on_accessory=self._accessory,
@@ -542,7 +543,7 @@ class Gateway:
         serving: MqttSession | None = None
         if settings.type.is_file_server:
             outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
-                            streams=FILE_SERVER_STREAMS)
+                            streams=FILE_SERVER_STREAMS, ledger=tracker.ledger)
             self._outboxes[slot] = outbox
 
             async def file_session(trigger: Trigger) -> SessionResult:
@@ -586,7 +587,7 @@ class Gateway:
             run_session = file_session
         else:
             outbox = Outbox(server=slot, log=journal, source=source, directory=outbox_dir,
-                            streams=(Stream.DATA,))
+                            streams=(Stream.DATA,), ledger=tracker.ledger)
             self._outboxes[slot] = outbox
             view_config = ViewConfig.for_server(site.settings, settings, site.daq)
             definitions = _StoredDefinitions(store, {d.snapshot_id: d for d in
