@@ -361,7 +361,12 @@ def _server_type(cfg: ConfigIni, slot: int, findings: Findings,
         return ServerType.NONE
     problem = KEYS[key].check(text)
     if problem:
-        findings.default(line_of.get(key), key, problem, "none")
+        # Not the manual's fall back to the default: `none` would cut the gateway off from the
+        # server that could correct it (a set pushed with `SFTP` for `sftp`), so the file is
+        # rejected and the configuration in force keeps running.
+        if text.lower() in _SERVER_TYPES:
+            problem += f" (did you mean '{text.lower()}'?)"
+        findings.error(line_of.get(key), key, problem)
         return ServerType.NONE
     return ServerType(text)
 

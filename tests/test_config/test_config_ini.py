@@ -78,6 +78,16 @@ def test_key_without_default_rejects_when_the_type_needs_it() -> None:
         f"{F}:2: DIR_Path: 'relative/dir' is not an absolute path; file rejected"]
 
 
+def test_a_bad_server_type_rejects_rather_than_cutting_the_gateway_off() -> None:
+    # Falling back to `none` would leave no server to send a corrected file through.
+    assert _rejected("SERVER_Type=SFTP\nFTP_Host=h\n") == [
+        f"{F}:1: SERVER_Type: 'SFTP' is not one of none, ftp, ftps, sftp, webdav, mqtt, mqtts, "
+        "dir (did you mean 'sftp'?); file rejected"]
+    assert _rejected("SERVER2_Type=ftpes\n") == [
+        f"{F}:1: SERVER2_Type: 'ftpes' is not one of none, ftp, ftps, sftp, webdav, mqtt, mqtts, "
+        "dir; file rejected"]
+
+
 def test_repeated_key_and_line_without_equals_reject_and_all_are_reported() -> None:
     assert _rejected("LOG_Level=info\njust text\nLOG_Level=debug\n") == [
         f"{F}:2: line: no '='; file rejected",
