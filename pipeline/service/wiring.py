@@ -108,8 +108,12 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
             row = site.daq.device(module)
             module_def = site.definition_of(row)
             assert module_def is not None
-            backend = ModbusIoBackend(driver_of.get(link_name(row), tcp), row, module_def,
-                                      _io_plan)
+            module_driver = driver_of.get(link_name(row))
+            if module_driver is None:
+                log.warning("IO: its module %s is on %s, which has no path; not polled",
+                            row.name, row.interface)
+                continue
+            backend = ModbusIoBackend(module_driver, row, module_def, _io_plan)
         _add(site, plant, grouped, driver_of, device, definition,
              new_driver(DeviceKind.IO, replace(context, io_backend=backend)))
     plant.links = [PollLink(name=name, driver=driver_of[name], devices=tuple(devices),
