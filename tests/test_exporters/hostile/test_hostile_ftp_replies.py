@@ -11,6 +11,7 @@ import pytest
 from raw_ftp import Conn, raw_ftp
 
 from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
+from exporters.transports._base import DownloadTooLarge
 
 FAST = Timeouts(connect_s=3.0, operation_s=2.0)
 
@@ -199,5 +200,34 @@ async def test_a_malformed_passive_reply_is_a_protocol_error_at_once() -> None:
             assert caught.value.failure is Failure.PROTOCOL and "227 over there" in str(
                 caught.value)
             assert time.monotonic() - started < FAST.operation_s
+        finally:
+            await transport.close()
+
+
+async def _endless_file_then_endless_reply(conn: Conn, arg: str) -> None:
+    await conn.reply("150 sending")
+    _, writer = await conn.open_data()
+    try:
+        while True:
+            writer.write(b"\0" * 65536)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    while True:  # the transfer's reply, as a multi-line one that never ends
+        await conn.reply("226-and more")
+        await asyncio.sleep(0)  # drain() does not yield while the client keeps up
+
+
+async def test_a_cut_download_whose_reply_never_ends_gives_up_within_64_kib() -> None:
+    async with raw_ftp(retr=_endless_file_then_endless_reply) as server:
+        server.files["/CMD/a.json"] = b""
+        transport = FtpTransport(server.settings(),
+                                 timeouts=Timeouts(connect_s=3.0, operation_s=20.0))
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(DownloadTooLarge):
+                await transport.download("/CMD/a.json", max_bytes=1 << 20)
+            assert time.monotonic() - started < 10
         finally:
             await transport.close()
