@@ -171,8 +171,12 @@ def end_cut_transfer(ftp: ftplib.FTP) -> str:
         if sock is not None:
             sock.settimeout(min(_RESYNC_S, ftp.timeout or _RESYNC_S))
         reply = ftp.getline()
+        total = len(reply)
         while reply[3:4] == "-" or not reply[:3].isdigit():  # a multi-line reply
             reply = ftp.getline()
+            total += len(reply)
+            if total > _REPLY_MAX_BYTES:  # bounded as any reply (CappedLines.getmultiline)
+                raise ftplib.error_proto(f"reply longer than {_REPLY_MAX_BYTES >> 10} KiB")
         if sock is not None:
             sock.settimeout(ftp.timeout)
         return reply

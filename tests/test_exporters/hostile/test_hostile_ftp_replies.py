@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from raw_ftp import Conn, raw_ftp
 
 from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
+from exporters.transports._base import DownloadTooLarge
 
 FAST = Timeouts(connect_s=3.0, operation_s=2.0)
 
@@ -158,5 +160,74 @@ async def test_a_preliminary_reply_to_size_drops_the_connection_not_the_reply_or
             assert again.value.failure is Failure.CONNECTION_LOST
             await transport.connect()
             assert await transport.download("/DATA/a.csv") == b"abc"
+        finally:
+            await transport.close()
+
+
+def _pasv_answer(text: str) -> Callable[[Conn, str], Awaitable[None]]:
+    """PASV opening a real data listener, answered with `text` ({p1}, {p2}: its port)."""
+    async def pasv(conn: Conn, arg: str) -> None:
+        async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await conn.data.put((reader, writer))
+        conn.listener = await asyncio.start_server(take, "127.0.0.1", 0)
+        port = conn.listener.sockets[0].getsockname()[1]
+        await conn.reply(text.format(p1=port >> 8, p2=port & 255))
+    return pasv
+
+
+async def test_a_passive_address_elsewhere_than_the_server_is_not_followed() -> None:
+    # 10.255.255.1 is no host here: the data connection goes to the control peer instead.
+    pasv = _pasv_answer("227 Entering Passive Mode (10,255,255,1,{p1},{p2})")
+    async with raw_ftp(pasv=pasv) as server:
+        server.files["/CMD/a.json"] = b"[]"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            assert await transport.download("/CMD/a.json") == b"[]"
+        finally:
+            await transport.close()
+
+
+async def test_a_malformed_passive_reply_is_a_protocol_error_at_once() -> None:
+    async with raw_ftp(pasv=_pasv_answer("227 over there")) as server:
+        server.files["/CMD/a.json"] = b"[]"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                await transport.download("/CMD/a.json")
+            assert caught.value.failure is Failure.PROTOCOL and "227 over there" in str(
+                caught.value)
+            assert time.monotonic() - started < FAST.operation_s
+        finally:
+            await transport.close()
+
+
+async def _endless_file_then_endless_reply(conn: Conn, arg: str) -> None:
+    await conn.reply("150 sending")
+    _, writer = await conn.open_data()
+    try:
+        while True:
+            writer.write(b"\0" * 65536)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    while True:  # the transfer's reply, as a multi-line one that never ends
+        await conn.reply("226-and more")
+        await asyncio.sleep(0)  # drain() does not yield while the client keeps up
+
+
+async def test_a_cut_download_whose_reply_never_ends_gives_up_within_64_kib() -> None:
+    async with raw_ftp(retr=_endless_file_then_endless_reply) as server:
+        server.files["/CMD/a.json"] = b""
+        transport = FtpTransport(server.settings(),
+                                 timeouts=Timeouts(connect_s=3.0, operation_s=20.0))
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(DownloadTooLarge):
+                await transport.download("/CMD/a.json", max_bytes=1 << 20)
+            assert time.monotonic() - started < 10
         finally:
             await transport.close()
