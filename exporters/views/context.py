@@ -64,15 +64,13 @@ class ViewConfig:
     devices: tuple[Device, ...] = ()
 
     @classmethod
-    def for_server(cls, gateway: GatewaySettings, server: ServerSettings, daq: Daq,
-                   former_devices: tuple[Device, ...] = ()) -> ViewConfig:
-        """One server slot's snapshot; `former_devices`: rows of devices no longer listed."""
-        listed = {dev.index for dev in daq.devices}
-        devices = daq.devices + tuple(dev for dev in former_devices if dev.index not in listed)
+    def for_server(cls, gateway: GatewaySettings, server: ServerSettings, daq: Daq) -> ViewConfig:
+        """One server slot's snapshot (the rows of devices it no longer lists are added by the
+        caller, `exporters.rendering`)."""
         return cls(uid=gateway.uid, time_zone=gateway.time_zone,
                    header_option=server.header_option,
                    euro_date_format=server.euro_date_format,
-                   max_payload_kb=server.max_payload_kb, devices=devices)
+                   max_payload_kb=server.max_payload_kb, devices=daq.devices)
 
     def device(self, index: str) -> Device | None:
         for dev in self.devices:
