@@ -226,20 +226,17 @@ class StoreSource:
         """The view configuration of a window: its snapshot's, and for a device that snapshot
         no longer lists the daq row of the last snapshot before it that did (docs/behaviour.md
         §5.1 step 4): a device removed with records still undelivered keeps its name (MQTT) and
-        serial number (TIC) instead of stopping the stream."""
-        config = self._view_config(snapshot)
-        listed = {dev.index for dev in config.devices}
-        former: list[Device] = []
-        for earlier in self._snapshots.in_force(self._log, end_ns):
-            if earlier == snapshot:
-                continue
-            for dev in self._view_config(earlier).devices:
-                if dev.index not in listed:
-                    listed.add(dev.index)
-                    former.append(dev)
-        if not former:
-            return config
-        return dataclasses.replace(config, devices=config.devices + tuple(former))
+        serial number (TIC) instead of stopping the stream. Earlier snapshots are read only for
+        such a device."""
+        def former(index: str) -> Device | None:
+            for earlier in self._snapshots.in_force(self._log, end_ns):
+                if earlier != snapshot:
+                    found = self._view_config(earlier).device(index)
+                    if found is not None:
+                        return found
+            return None
+
+        return dataclasses.replace(self._view_config(snapshot), former_device=former)
 
     def render(self, spec: WindowSpec) -> list[Rendered]:
         config = self.window_config(spec.config, spec.end_ns)
