@@ -156,7 +156,12 @@ def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit
     except (SunpmError, OSError) as err:
         findings.append(Finding(Level.WARNING, "config", daq_path,
                                 f"{daq_path}: unreadable ({err}); TIC blocks go to TIC1"))
-    return Unit(uid, _zone(settings.time_zone), settings.servers[0].euro_date_format, tic)
+    # A tree is server 1's or server 2's, and each has its own `*_EuroDateFormat`: when the file
+    # servers disagree the order is guessed per file (server 1's read a server-2 tree's
+    # `05/02/21` as 2005-02-21).
+    orders = {s.euro_date_format for s in settings.servers if s.type.is_file_server}
+    euro = orders.pop() if len(orders) == 1 else None
+    return Unit(uid, _zone(settings.time_zone), euro, tic)
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -310,3 +310,18 @@ def test_text_values_keep_their_line_and_an_empty_one_is_missing(tmp_path: Path)
     assert [(r[1][11:], r[2], r[5], r[9]) for r in _records(out, "WHERE device = '3'")] == [
         ("08:50:00", 1, None, "a\x0cb\x85c\u2028d"), ("08:50:00", 2, 10.0, None),
         ("09:00:00", 1, None, None), ("09:00:00", 2, None, None)]
+
+
+def test_a_server_2_tree_with_its_own_date_order_is_read_in_it(tmp_path: Path) -> None:
+    # Server 1 writes `21/02/05-...`, server 2 (FTP2_EuroDateFormat=1) `05/02/21-...`; a tree
+    # does not say which server it is, so the order is told by the file, not taken from server 1.
+    tree = _tree(tmp_path, {f"DATA/{UID}_MODBUS_210205_091500.csv.gz":
+                            f"{UID}_MODBUS_210205_091500.euro.csv"})
+    ini = tree / "CONFIG" / f"{UID}_config.ini"
+    ini.write_text(ini.read_text().replace("SERVER2_Type=mqtts", "SERVER2_Type=ftp\n"
+                                           "FTP2_Host=is2.example.net\nFTP2_EuroDateFormat=1"))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [r[1] for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        "2021-02-05 08:50:00", "2021-02-05 09:00:00", "2021-02-05 09:10:00"]
