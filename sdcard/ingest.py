@@ -597,11 +597,15 @@ def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: d
             var = int(fields[4])
             found = defs.get(fields[2], path)
             name = None
+            value = ";".join(fields[5:])
+            # A text value (TIC data, String, IP...) is written as is: `1.50` stays `1.50`.
+            is_text = source == "TIC"
             if found is not None:
                 by_index = {v.index: v for v in found[1].variables}
                 name = by_index[var].name if var in by_index else None
+                is_text = is_text or (var in by_index and _is_text(found[1], by_index[var]))
             row.update(definition=fields[2], device_name=fields[3], var=var, name=name,
-                       value=_alarm_value(";".join(fields[5:])))
+                       value=value if is_text else _alarm_value(value))
         else:
             result.findings.append(Finding(Level.ERROR, "format", path,
                                            f"{path}:{n}: not an alarm line; skipped"))

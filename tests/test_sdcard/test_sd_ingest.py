@@ -325,3 +325,18 @@ def test_a_server_2_tree_with_its_own_date_order_is_read_in_it(tmp_path: Path) -
     assert ran.code == 0, ran.err
     assert [r[1] for r in _records(out, "WHERE device = '2' AND var = 1")] == [
         "2021-02-05 08:50:00", "2021-02-05 09:00:00", "2021-02-05 09:10:00"]
+
+
+def test_an_alarm_on_a_text_variable_keeps_its_text(tmp_path: Path) -> None:
+    # Numbers are written `%f` (`3.000000`) and read back shortest (`3`); a text value is
+    # written as is, and a String reading `1.50` (a firmware version) stays `1.50`.
+    tree = _tree(tmp_path, {})
+    (tree / "DEF" / "text.csv").write_text(TEXT_DEF.replace(";4\n2;", ";8\n2;"))
+    (tree / "ALARM" / f"{UID}_AL_210205_091500.csv.gz").write_bytes(gzip.compress(
+        b"21/02/05-09:50:00;MODBUS;text.csv;inv_c;1;1.50\n"
+        b"21/02/05-09:51:00;TIC;WPM00BDE4_TIC_LINKY.csv;Linky;5;1.50\n"
+        b"21/02/05-09:52:00;MODBUS;inv_small.csv;inv_a;8;3.000000\n"))
+    out = tmp_path / "out"
+    assert sunpm("ingest", tree, out).code == 0
+    assert duckdb.sql(f"SELECT value FROM read_parquet('{out}/_alarms/*/*/*.parquet') "
+                      "ORDER BY time").fetchall() == [("1.50",), ("1.50",), ("3",)]
