@@ -156,7 +156,12 @@ def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit
     except (SunpmError, OSError) as err:
         findings.append(Finding(Level.WARNING, "config", daq_path,
                                 f"{daq_path}: unreadable ({err}); TIC blocks go to TIC1"))
-    return Unit(uid, _zone(settings.time_zone), settings.servers[0].euro_date_format, tic)
+    # A tree is server 1's or server 2's, and each has its own `*_EuroDateFormat`: when the file
+    # servers disagree the order is guessed per file (server 1's read a server-2 tree's
+    # `05/02/21` as 2005-02-21).
+    orders = {s.euro_date_format for s in settings.servers if s.type.is_file_server}
+    euro = orders.pop() if len(orders) == 1 else None
+    return Unit(uid, _zone(settings.time_zone), euro, tic)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -286,12 +291,20 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
 
 
 class _Clock:
-    """Local file times to UTC ns for one file: date order, zone, DST repeats."""
+    """Local file times to UTC ns for one file: date order, zone, DST repeats.
+
+    Rows follow UTC order and end before the window's end (the time in the file's name), so a
+    block's times are read from its last row back: each local time is the latest of its
+    readings (the second pass of an hour repeated when DST ends) that is before the row after
+    it, and the last row's not after the window's end. Read forwards, a window that starts inside
+    the repeated hour (hourly sessions that night) had every row an hour early, on top of the
+    rows of the window before it.
+    """
 
     def __init__(self, unit: Unit, file_ts: datetime, samples: list[str]) -> None:
         self.zone = unit.zone
+        self.end_ns = int(file_ts.timestamp()) * NS
         self.euro = unit.euro if unit.euro is not None else self._guess(samples, file_ts)
-        self.last: int | None = None
 
     def _guess(self, samples: list[str], file_ts: datetime) -> bool:
         # The rows end before the window's end (the file's name) and within days of it.
@@ -306,25 +319,25 @@ class _Clock:
             return worst
         return score(True) < score(False)
 
-    def new_block(self) -> None:
-        """A device block starts again from its window's start: its times follow its own, not
-        those of the block before it (which may have ended in the second of a repeated hour)."""
-        self.last = None
-
     @staticmethod
     def _naive(text: str, euro: bool) -> datetime:
         return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
 
-    def utc_ns(self, text: str) -> int:
-        naive = self._naive(text, self.euro)
-        t = naive.replace(tzinfo=self.zone, fold=0)
-        ns = int(t.timestamp()) * NS
-        if self.last is not None and ns < self.last:
-            later = int(naive.replace(tzinfo=self.zone, fold=1).timestamp()) * NS
-            if later >= self.last:
-                ns = later
-        self.last = ns
-        return ns
+    def block_times(self, texts: list[str]) -> list[int | None]:
+        """UTC ns of each date text of one block in file order (None: unreadable)."""
+        out: list[int | None] = [None] * len(texts)
+        bound: int | None = None        # the row after's time; the window's end at first
+        for k in range(len(texts) - 1, -1, -1):
+            try:
+                naive = self._naive(texts[k], self.euro)
+            except ValueError:
+                continue
+            readings = sorted({int(naive.replace(tzinfo=self.zone, fold=f).timestamp()) * NS
+                               for f in (0, 1)}, reverse=True)
+            # A row at the window's end itself is accepted (files of other makers).
+            fits = [t for t in readings if t <= (self.end_ns if bound is None else bound)]
+            out[k] = bound = fits[0] if fits else readings[-1]
+        return out
 
 
 # ------------------------------------------------------------------------------------ DATA
@@ -363,12 +376,50 @@ def _is_text(definition: DefinitionFile, var: Variable) -> bool:
         and var.modbus.data_type.value in _TEXT_TYPES
 
 
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+_BLOCK_HEADS: Final = ("DEVICEINDEX", "TypeIO", "SNTIC")
+
+
+def _lines(text: str) -> list[str]:
+    """The file's lines, split at LF, CRLF or a lone CR only (docs/formats.md §1.1): a text
+    value may hold any other character, `str.splitlines`' form feeds, U+0085 or U+2028 included,
+    and cut its line."""
+    lines = _LINE_END.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
+    """UTC ns of each data line by line number, read block by block (`_Clock.block_times`)."""
+    times: dict[int, int | None] = {}
+    block: list[tuple[int, str]] = []
+
+    def close() -> None:
+        for (n, _), ts in zip(block, clock.block_times([t for _, t in block]), strict=True):
+            times[n] = ts
+        block.clear()
+
+    skip_next = False
+    for n, line in enumerate(lines):
+        head = line.split(";", 1)[0]
+        if skip_next:
+            skip_next = False
+        elif head in _BLOCK_HEADS:
+            close()
+            skip_next = head != "TypeIO"    # the `<Protocol>;<defFile>` or `TypeTIC` line
+        elif not re.match(r"^\d+$", head):
+            block.append((n, head))
+    close()
+    return times
+
+
 def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime, *,
                interface: str, result: IngestResult) -> dict[str, pa.Table]:
     parameters = "_P_" in path.name
-    lines = text.splitlines()
+    lines = _lines(text)
     samples = [ln.split(";", 1)[0] for ln in lines if re.match(r"^\d\d/\d\d/\d\d-", ln)][:50]
-    clock = _Clock(unit, file_ts, samples)
+    times = _data_times(lines, _Clock(unit, file_ts, samples))
     rows: dict[str, dict[str, list[object]]] = {}
     block: _Block | None = None
     i = 0
@@ -377,9 +428,8 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
         fields = line.split(";")
         where = f"{path}:{i + 1}"
         head = fields[0]
-        if head in ("DEVICEINDEX", "TypeIO", "SNTIC"):
+        if head in _BLOCK_HEADS:
             _report_unnamed(block, result)
-            clock.new_block()
             device, def_line = fields[1] if len(fields) > 1 else "", line
             if head == "DEVICEINDEX" or head == "SNTIC":
                 if head == "SNTIC":
@@ -423,9 +473,8 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
                      Action.MIN_MAX_MEAN) for x in indexes]
             i += 1
             continue
-        try:
-            ts = clock.utc_ns(head)
-        except ValueError:
+        ts = times.get(i)
+        if ts is None:
             result.findings.append(Finding(Level.ERROR, "format", path,
                                            f"{where}: date {head!r} unreadable; line skipped"))
             i += 1
@@ -479,7 +528,8 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
             # action-2 mean, which the gateway computed.
             is_text = field_text != "" and not (triple and raw is not None)
         else:
-            is_text = text_var or (raw is None and field_text != "")
+            # An empty field is missing (§9.3), a text variable's too.
+            is_text = field_text != "" and (text_var or raw is None)
         cols["text"].append(field_text if is_text else None)
         cols["quality"].append(None)
         cols["definition"].append(block.def_file or None)
@@ -526,14 +576,14 @@ def _number(text: str) -> float | None:
 
 def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime,
                 result: IngestResult) -> pa.Table:
-    lines = text.splitlines()
+    lines = _lines(text)
     clock = _Clock(unit, file_ts, [ln.split(";", 1)[0] for ln in lines][:50])
+    # One block: the alarms of a window in time order, sources mixed.
+    times = clock.block_times([ln.split(";", 1)[0] for ln in lines])
     cols: dict[str, list[object]] = {f.name: [] for f in PARQUET_ALARMS_SCHEMA}
-    for n, line in enumerate(lines, start=1):
+    for n, (line, ts) in enumerate(zip(lines, times, strict=True), start=1):
         fields = line.split(";")
-        try:
-            ts = clock.utc_ns(fields[0])
-        except ValueError:
+        if ts is None:
             result.findings.append(Finding(Level.ERROR, "format", path,
                                            f"{path}:{n}: date {fields[0]!r} unreadable; "
                                            "line skipped"))
@@ -547,11 +597,15 @@ def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: d
             var = int(fields[4])
             found = defs.get(fields[2], path)
             name = None
+            value = ";".join(fields[5:])
+            # A text value (TIC data, String, IP...) is written as is: `1.50` stays `1.50`.
+            is_text = source == "TIC"
             if found is not None:
                 by_index = {v.index: v for v in found[1].variables}
                 name = by_index[var].name if var in by_index else None
+                is_text = is_text or (var in by_index and _is_text(found[1], by_index[var]))
             row.update(definition=fields[2], device_name=fields[3], var=var, name=name,
-                       value=_alarm_value(";".join(fields[5:])))
+                       value=value if is_text else _alarm_value(value))
         else:
             result.findings.append(Finding(Level.ERROR, "format", path,
                                            f"{path}:{n}: not an alarm line; skipped"))

@@ -11,6 +11,7 @@ Imports `config`, `store` and `exporters.views` only (docs/architecture.md §2, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 
 from config import Site, load_site_files, parse_definition
 from config.errors import SunpmError
-from config.model import DefinitionFile, ServerSettings
+from config.model import DefinitionFile, Device, ServerSettings
 from exporters.views import ack as ack_view
 from exporters.views import alarm as alarm_view
 from exporters.views import log as log_view
@@ -145,7 +146,7 @@ class SnapshotResolver:
         self._since = _JournalSince(["config"])
         self._lock = threading.Lock()
 
-    def at(self, log: StoreReader, end_ns: int) -> str:
+    def _read(self, log: StoreReader) -> list[tuple[int, str]]:
         with self._lock:
             if log is not self._log:
                 self._log, self._changes, self._since = log, [], _JournalSince(["config"])
@@ -155,13 +156,20 @@ class SnapshotResolver:
                 value = ConfigInForce.snapshot_in(body)
                 if value is not None:
                     self._changes.append((t, value))
-            changes = list(self._changes)
-        snapshot = self.running
-        for t, value in changes:
+            return list(self._changes)
+
+    def at(self, log: StoreReader, end_ns: int) -> str:
+        return self.in_force(log, end_ns)[0]
+
+    def in_force(self, log: StoreReader, end_ns: int) -> list[str]:
+        """The snapshot in force at `end_ns`, then those in force before it, newest first,
+        each once (the running configuration stands for the time before the first event)."""
+        history = [self.running]
+        for t, value in self._read(log):
             if t >= end_ns:
                 break
-            snapshot = value
-        return snapshot
+            history.append(value)
+        return list(dict.fromkeys(reversed(history)))
 
 
 class StoreSource:
@@ -214,8 +222,24 @@ class StoreSource:
     def config_snapshot(self, end_ns: int) -> str:
         return self._snapshots.at(self._log, end_ns)
 
+    def window_config(self, snapshot: str, end_ns: int) -> ViewConfig:
+        """The view configuration of a window: its snapshot's, and for a device that snapshot
+        no longer lists the daq row of the last snapshot before it that did (docs/behaviour.md
+        §5.1 step 4): a device removed with records still undelivered keeps its name (MQTT) and
+        serial number (TIC) instead of stopping the stream. Earlier snapshots are read only for
+        such a device."""
+        def former(index: str) -> Device | None:
+            for earlier in self._snapshots.in_force(self._log, end_ns):
+                if earlier != snapshot:
+                    found = self._view_config(earlier).device(index)
+                    if found is not None:
+                        return found
+            return None
+
+        return dataclasses.replace(self._view_config(snapshot), former_device=former)
+
     def render(self, spec: WindowSpec) -> list[Rendered]:
-        config = self._view_config(spec.config)
+        config = self.window_config(spec.config, spec.end_ns)
         stamp = spec.end_ns
         if spec.stream is Stream.DATA:
             return self._render_data(spec, config, stamp)

@@ -2,14 +2,15 @@
 
 `ViewConfig` is the part of a configuration snapshot the views print (docs/behaviour.md §5.1
 step 4): uid, time zone, the server's header option, date format and MQTT payload limit, and the
-daq devices (those of the window's snapshot, plus, for a device it no longer lists, the row of the
-last snapshot that did). Building it from the snapshot is the caller's work; the views only read.
+daq devices (those of the window's snapshot, and `former_device` for a device it no longer lists:
+the row of the last snapshot that did). Building it from the snapshot is the caller's work; the
+views only read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
@@ -62,23 +63,24 @@ class ViewConfig:
     euro_date_format: bool = False
     max_payload_kb: int = 256
     devices: tuple[Device, ...] = ()
+    #: The daq row of a device `devices` no longer lists, from the last snapshot that did
+    #: (docs/behaviour.md §5.1 step 4), asked only for a device of the window not listed.
+    former_device: Callable[[str], Device | None] | None = field(default=None, compare=False,
+                                                                  repr=False)
 
     @classmethod
-    def for_server(cls, gateway: GatewaySettings, server: ServerSettings, daq: Daq,
-                   former_devices: tuple[Device, ...] = ()) -> ViewConfig:
-        """One server slot's snapshot; `former_devices`: rows of devices no longer listed."""
-        listed = {dev.index for dev in daq.devices}
-        devices = daq.devices + tuple(dev for dev in former_devices if dev.index not in listed)
+    def for_server(cls, gateway: GatewaySettings, server: ServerSettings, daq: Daq) -> ViewConfig:
+        """One server slot's snapshot (`former_device` is the caller's, `exporters.rendering`)."""
         return cls(uid=gateway.uid, time_zone=gateway.time_zone,
                    header_option=server.header_option,
                    euro_date_format=server.euro_date_format,
-                   max_payload_kb=server.max_payload_kb, devices=devices)
+                   max_payload_kb=server.max_payload_kb, devices=daq.devices)
 
     def device(self, index: str) -> Device | None:
         for dev in self.devices:
             if dev.index == index:
                 return dev
-        return None
+        return None if self.former_device is None else self.former_device(index)
 
     def device_name(self, index: str) -> str:
         dev = self.device(index)

@@ -13,9 +13,10 @@ The text is produced one device block at a time (`data_text_chunks`), so a day o
 never held whole as text; `data_file` streams it through the deterministic gzip.
 
 Layout per device block: header lines, the column header when `header_option` is on, then one row
-per record, `<local date>;<fields>`. A new block starts where the header lines or the column list
-change (a renamed definition file or other recorded variables); any other definition edit
-continues the block, each record still printed with its own definition.
+per record, `<local date>;<fields>`. A new block starts where the header lines, the column list or
+the rows' fields change (a renamed definition file, other recorded variables, a variable moved to
+or from action 2); any other definition edit continues the block, each record still printed with
+its own definition.
 """
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ class _Block:
         self.interface = interface
         self.device_index = device_index
         self.config = config
-        self.key: tuple[tuple[str, ...], tuple[int, ...]] | None = None
+        self.key: tuple[tuple[str, ...], tuple[tuple[int, bool], ...]] | None = None
 
     def head(self, definition: DefinitionFile, def_id: str,
              columns: Sequence[Variable]) -> list[str]:
         lines = _header_lines(self.interface, self.device_index, definition, def_id, self.config)
-        key = (lines, tuple(v.index for v in columns))
+        # A variable moved to or from action 2 keeps the column header but changes the rows'
+        # fields (one or `min;max;mean`): a block's rows all have the same fields.
+        key = (lines, tuple((v.index, v.action is Action.MIN_MAX_MEAN) for v in columns))
         if key == self.key:
             return []
         self.key = key

@@ -137,10 +137,17 @@ def data_records(records: Mapping[str, pa.Table], definitions: Mapping[str, Defi
                  config: ViewConfig) -> Iterator[tuple[str, str]]:
     """(JSON-quoted device name, record object) in document order."""
     dates = Dates(config.time_zone)
+    used: set[str] = set()
     for device_index in sorted(records, key=device_order):
-        name = _key(config.device_name(device_index))
+        name = config.device_name(device_index)
+        if name in used:
+            # A removed device's name taken by another device of the window (names are unique
+            # per snapshot only): one key per device, never two arrays under one.
+            name = f"{name}_{device_index}"
+        used.add(name)
+        key = _key(name)
         for record in _device_records(records[device_index], definitions, device_index, dates):
-            yield name, record
+            yield key, record
 
 
 def _document(groups: Sequence[tuple[str, list[str]]]) -> str:

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -54,6 +55,8 @@ _APN_KEYS: Final = (("apn", "MODEM_Apn"), ("user", "MODEM_User"), ("password", "
                     ("pin", "MODEM_Pin"))
 _LETTER: Final = {Channel.FILE: "F", Channel.MQTT: "M", Channel.SMS: "S", Channel.LOCAL: "L"}
 _NAMES: Final = {"F": "file", "M": "mqtt", "S": "sms", "L": "local"}
+ERROR_MAX_CHARS: Final = 500
+_LINE_BREAKS: Final = re.compile(r"\r\n|\r|\n")
 
 
 class CommandError(SunpmError):
@@ -185,7 +188,7 @@ class CommandExecutor:
             log.error("Command answer not stored. name=%s error=%s", command.rpc_name, err)
             result = CommandResult(channel=command.channel, caller_id=command.caller_id,
                                    rpc_name=command.rpc_name, server=command.server,
-                                   error=f"{_short(command.rpc_name)}: {err}"[:500])
+                                   error=error_text(f"{_short(command.rpc_name)}: {err}"))
         if answer is not None and not answer.done():
             answer.set_result(result)
 
@@ -209,12 +212,12 @@ class CommandExecutor:
             async with asyncio.timeout(limit):
                 answer = _Answer(await self._run(command), None)
         except CommandError as err:
-            answer = _Answer(None, str(err)[:500])
+            answer = _Answer(None, error_text(str(err)))
         except TimeoutError:
             answer = _Answer(None, f"{_short(command.rpc_name)}: no result after "
                                    f"{COMMAND_TIMEOUT_S:.0f} s")
         except SunpmError as err:
-            answer = _Answer(None, f"{_short(command.rpc_name)}: {err}"[:500])
+            answer = _Answer(None, error_text(f"{_short(command.rpc_name)}: {err}"))
         return await self._answer(command, answer)
 
     async def _run(self, command: CommandReceived) -> JsonValue:
@@ -465,6 +468,12 @@ def _integer(parameters: Mapping[str, JsonValue], name: str, default: int, comma
 def _caller_key(command: CommandReceived) -> str | None:
     # `"7"` and `7` are different callerIds; JSON text keeps them apart.
     return None if command.caller_id is None else json.dumps(command.caller_id)
+
+
+def error_text(text: str) -> str:
+    """An error answer as docs/formats.md §12.2 has it: one line (each CR, LF or CRLF one
+    space: a script's `error("a\\nb")` is two lines) of at most 500 characters."""
+    return _LINE_BREAKS.sub(" ", text)[:ERROR_MAX_CHARS]
 
 
 def _short(rpc_name: str) -> str:

@@ -182,7 +182,21 @@ def status_parts(status: Mapping[str, object]) -> list[str]:
          f"backlog2={servers[2]['backlog'] if 2 in servers else 0}",
          f"alarms={status.get('alarms24h', 0)}"],
         server(1), server(2)]
-    return [_cut("\n".join([f"{k}/6", *lines])) for k, lines in enumerate(parts, start=1)]
+    return [_fit(f"{k}/6", lines) for k, lines in enumerate(parts, start=1)]
+
+
+def _fit(title: str, lines: list[str]) -> str:
+    """`title` and the `key=value` lines in one message of at most 160 characters: the longest
+    value is cut at its end (§13.3), never a key after it (a long `dir` path dropped `port` and
+    `last`)."""
+    lines = list(lines)
+    while len(text := "\n".join([title, *lines])) > REPLY_MAX:
+        longest = max(range(len(lines)), key=lambda i: len(lines[i].partition("=")[2]))
+        key, _, value = lines[longest].partition("=")
+        if not value:
+            return _cut(text)
+        lines[longest] = f"{key}={value[:max(0, len(value) - (len(text) - REPLY_MAX))]}"
+    return text
 
 
 def _cut(text: str) -> str:

@@ -258,3 +258,85 @@ def test_a_file_of_another_definition_version_is_ingested_by_its_column_header(
     assert [r[2:7] for r in _records(out, "WHERE device = '2' AND var IN (2, 7) AND "
                                           "time = '2021-02-05 09:00:00'")] == [
         (2, "P_total", "W", -1500.0, -150.0), (7, None, None, 10.0, None)]
+
+
+def test_an_hourly_window_inside_the_repeated_hour_reads_its_rows_an_hour_later(
+        tmp_path: Path) -> None:
+    # Hourly sessions the night DST ends in Paris: the window [01:00, 02:00) UTC holds the
+    # second 02:00..02:50 (CET). Read forwards from the first reading of 02:00 (CEST), every
+    # row went an hour early, onto the rows of the window before, which the merge replaced.
+    before = "".join(f"21/10/31-02:{m}0:00;2305;-1;1;0;{m}\n" for m in range(6))
+    after = "".join(f"21/10/31-02:{m}0:00;2306;-2;2;0;{m}\n" for m in range(6))
+    tree = _tree(tmp_path, {})
+    head = "DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n"
+    (tree / "DATA" / f"{UID}_MODBUS_211031_010000.csv.gz").write_bytes(
+        gzip.compress((head + before).encode()))
+    (tree / "DATA" / f"{UID}_MODBUS_211031_020000.csv.gz").write_bytes(
+        gzip.compress((head + after).encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    rows = _records(out, "WHERE device = '2' AND var = 1")
+    assert [(r[1][11:], r[5]) for r in rows] == (
+        [(f"00:{m}0:00", 2305.0) for m in range(6)] + [(f"01:{m}0:00", 2306.0) for m in range(6)])
+
+
+def test_alarms_of_a_window_inside_the_repeated_hour_read_back_in_utc(tmp_path: Path) -> None:
+    # The window [01:00, 01:30) UTC: its one alarm is at the second 02:10 (CET).
+    tree = _tree(tmp_path, {})
+    (tree / "ALARM" / f"{UID}_AL_211031_013000.csv.gz").write_bytes(
+        gzip.compress(b"21/10/31-02:10:00;GATEWAY;Power ON\n"))
+    out = tmp_path / "out"
+    assert sunpm("ingest", tree, out).code == 0
+    assert duckdb.sql(f"SELECT strftime(time, '%H:%M:%S'), alarm FROM read_parquet("
+                      f"'{out}/_alarms/*/*/*.parquet')").fetchall() == [("01:10:00", "Power ON")]
+
+
+TEXT_DEF = "modbusTCP;Inverter;ACME;T\n1;3;1_8;String;;Label;;1;0;;4\n2;3;5;U16;;W;;1;0;W;4\n"
+
+
+def test_text_values_keep_their_line_and_an_empty_one_is_missing(tmp_path: Path) -> None:
+    # Writers replace `;`, CR and LF in text (§1.1); any other character stays, those that
+    # `str.splitlines` also breaks at (form feed, U+0085, U+2028) included.
+    tree = _tree(tmp_path, {})
+    (tree / "DEF" / "text.csv").write_text(TEXT_DEF)
+    (tree / "DATA" / f"{UID}_MODBUS_210205_091500.csv.gz").write_bytes(gzip.compress(
+        ("DEVICEINDEX;3\nmodbusTCP;text.csv\n2;1;2\n"
+         "21/02/05-09:50:00;a\x0cb\x85c\u2028d;10\n"
+         "21/02/05-10:00:00;;\n").encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [(r[1][11:], r[2], r[5], r[9]) for r in _records(out, "WHERE device = '3'")] == [
+        ("08:50:00", 1, None, "a\x0cb\x85c\u2028d"), ("08:50:00", 2, 10.0, None),
+        ("09:00:00", 1, None, None), ("09:00:00", 2, None, None)]
+
+
+def test_a_server_2_tree_with_its_own_date_order_is_read_in_it(tmp_path: Path) -> None:
+    # Server 1 writes `21/02/05-...`, server 2 (FTP2_EuroDateFormat=1) `05/02/21-...`; a tree
+    # does not say which server it is, so the order is told by the file, not taken from server 1.
+    tree = _tree(tmp_path, {f"DATA/{UID}_MODBUS_210205_091500.csv.gz":
+                            f"{UID}_MODBUS_210205_091500.euro.csv"})
+    ini = tree / "CONFIG" / f"{UID}_config.ini"
+    ini.write_text(ini.read_text().replace("SERVER2_Type=mqtts", "SERVER2_Type=ftp\n"
+                                           "FTP2_Host=is2.example.net\nFTP2_EuroDateFormat=1"))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [r[1] for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        "2021-02-05 08:50:00", "2021-02-05 09:00:00", "2021-02-05 09:10:00"]
+
+
+def test_an_alarm_on_a_text_variable_keeps_its_text(tmp_path: Path) -> None:
+    # Numbers are written `%f` (`3.000000`) and read back shortest (`3`); a text value is
+    # written as is, and a String reading `1.50` (a firmware version) stays `1.50`.
+    tree = _tree(tmp_path, {})
+    (tree / "DEF" / "text.csv").write_text(TEXT_DEF.replace(";4\n2;", ";8\n2;"))
+    (tree / "ALARM" / f"{UID}_AL_210205_091500.csv.gz").write_bytes(gzip.compress(
+        b"21/02/05-09:50:00;MODBUS;text.csv;inv_c;1;1.50\n"
+        b"21/02/05-09:51:00;TIC;WPM00BDE4_TIC_LINKY.csv;Linky;5;1.50\n"
+        b"21/02/05-09:52:00;MODBUS;inv_small.csv;inv_a;8;3.000000\n"))
+    out = tmp_path / "out"
+    assert sunpm("ingest", tree, out).code == 0
+    assert duckdb.sql(f"SELECT value FROM read_parquet('{out}/_alarms/*/*/*.parquet') "
+                      "ORDER BY time").fetchall() == [("1.50",), ("1.50",), ("3",)]

@@ -250,3 +250,21 @@ def test_columnar_rows_equal_the_scalar_reference(cells: list[dict[int, Cell]],
                       config()).splitlines()
     assert lines[:3] == ["DEVICEINDEX;4", "modbusTCP;mixed.csv", "5;1;2;3;5;6"]
     assert [line.split(";")[1:] for line in lines[3:]] == [_reference_fields(c) for c in cells]
+
+
+def test_a_variable_moved_to_action_2_starts_a_new_block() -> None:
+    # Same file name, same Indexes: only V_L1's fields change, one value to `min;max;mean`. In
+    # one block the rows would differ in width under one column header (none with
+    # HeaderOption=0), and a reader could not tell which fields are which.
+    ranged = definition(METER_SMALL.replace("V_L1;;0.1;0;V;4", "V_L1;;0.1;0;V;2"),
+                        "meter_small.csv")
+    definitions = {**DEFINITIONS, ranged.snapshot_id: ranged}
+    table = pa.concat_tables([
+        records(METER, [("2021-02-05 08:50:00", {1: 1, 2: (1, 2, 1.5), 3: 4})], first_seq=0),
+        records(ranged, [("2021-02-05 09:00:00", {1: (1, 3, 2), 2: (1, 2, 1.5), 3: 5})],
+                first_seq=1),
+    ])
+    assert data_text(Interface.MODBUS, {"2": table}, definitions, config()).splitlines() == [
+        "DEVICEINDEX;2", "modbusRTU;meter_small.csv", "3;1;2;3", "21/02/05-09:50:00;1;1;2;1.5;4",
+        "DEVICEINDEX;2", "modbusRTU;meter_small.csv", "3;1;2;3",
+        "21/02/05-10:00:00;1;3;2;1;2;1.5;5"]

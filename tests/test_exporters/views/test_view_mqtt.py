@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -10,6 +11,7 @@ import pyarrow as pa
 import pytest
 from _views_site import (
     DEFINITIONS,
+    DEVICES,
     INV,
     METER,
     Cell,
@@ -197,3 +199,14 @@ def test_result_json_of_the_spec_example(golden: Golden) -> None:
     result = CommandResult(channel=Channel.MQTT, caller_id="3d9311ed-0076-4f28-ac59-a2debfa35b86",
                            rpc_name="test.testFunction", result={"value": 42})
     golden("mqtt_result.json", result_message(result))
+
+
+def test_a_removed_devices_name_taken_by_another_device_gets_its_index() -> None:
+    # Device 1 (inv_a) left the configuration with records still to send; device 2 took its
+    # name. The document keeps one array per device.
+    gone = dataclasses.replace(DEVICES[2], name="inv_a")
+    now = dataclasses.replace(DEVICES[3], name="inv_a")
+    cfg = config(devices=(now,), former_device=lambda index: gone if index == "1" else None)
+    window = window_records()
+    [doc] = data_documents({"1": window["1"], "2": window["2"]}, DEFINITIONS, cfg)
+    assert list(json.loads(doc)) == ["inv_a", "inv_a_2"]

@@ -292,3 +292,20 @@ async def test_discovery_and_configuration_parameters(tmp_path: Path) -> None:
                  "MODEM_Pin": "1234"})]
     # factory runs once the batch is answered, from the executor's loop (not from execute()).
     assert plant.factory_resets == 0
+
+
+async def test_an_error_answer_is_one_line_of_at_most_500_characters(tmp_path: Path) -> None:
+    # A script's `error("...\n...")` reaches the executor as a text of several lines; the ACK
+    # entry, the MQTT result and the SMS reply carry it as one line (docs/formats.md §12.2).
+    class Failing(Plant):
+        async def call_script(self, rpc_name: str,
+                              parameters: Mapping[str, JsonValue]) -> JsonValue:
+            raise CommandError(f"{rpc_name}: limit.lua:3: no meter\r\nretry later\nor call"
+                               + " x" * 400)
+
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, Failing(), ManualClock(T0))
+        answer = await executor.execute(cmd("limit.set", "c-1"))
+    assert answer.error is not None and len(answer.error) == 500
+    assert answer.error.startswith("limit.set: limit.lua:3: no meter retry later or call x x")
+    assert results(log)[0]["error"] == answer.error

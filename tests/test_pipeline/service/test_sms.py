@@ -169,3 +169,15 @@ async def test_sms_keys_apply_at_a_reload_without_a_restart(tmp_path: Path) -> N
         await asyncio.sleep(3)
         assert (inbox / "004.sms").exists()
 
+
+
+def test_a_long_status_value_is_cut_at_its_end_and_the_keys_after_it_stay() -> None:
+    path = "/srv/sunpm/" + "plant-with-a-long-name/" * 6
+    status = {"uid": "WPM00BDE4", "servers": [
+        {"srv": 1, "status": "idle", "type": "dir", "mode": "strategy_wsun1_compliant",
+         "addr": path, "port": None, "last": "05/02 10:15 OK", "backlog": 0}]}
+    part = status_parts(status)[4]
+    assert len(part) == 160
+    assert part.startswith("5/6\nsrv=1\nstatus=idle\ntype=dir\nmode=strategy_wsun1_compliant\n"
+                           "addr=/srv/sunpm/plant-with-a-long-name/")
+    assert part.endswith("/plant-with-\nport=\nlast=05/02 10:15 OK")
