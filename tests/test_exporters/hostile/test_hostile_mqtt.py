@@ -87,11 +87,13 @@ async def test_a_connection_that_holds_ends_the_outage_with_one_info_line(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(session.serve(stop), name="mqtt-serve")
             await wait_until(lambda: broker.connections >= 2, what="second connection")
-            broker.drop_after = None  # the third connection holds
+            # This connection or the next holds: the broker reads the flag when it is asked to
+            # subscribe, which the second connection may not have done yet.
+            broker.drop_after = None
             await wait_until(lambda: _lines(caplog, "INFO", "connection restored"),
                              what="connection restored")
             stop.set()
-    assert broker.connections == 3
+    assert broker.connections in (2, 3)
     [warning] = _lines(caplog, "WARNING", "connection lost")
     assert warning.startswith("server 2: connection lost: ") and warning.endswith("; reconnecting")
     assert _lines(caplog, "INFO", "connection restored") == ["server 2: connection restored"]
