@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from config._distance import edit_distance
+
 #: A URL's userinfo with a password, from just after `://`: `user:` then the password and `@`.
 _USERINFO: Final = re.compile(r"[^/?#@\s:']*:[^/?#\s']*@")
 
@@ -40,21 +42,7 @@ def is_secret(key: str) -> bool:
     low = key.lower()
     last = re.split(r"[_\-.]", low)[-1]
     return (any(part in low for part in _SECRET_PARTS) or low.endswith("pin")
-            or last in ("pass", "pw") or _within_two_edits(last, "password"))
-
-
-def _within_two_edits(a: str, b: str) -> bool:
-    """Levenshtein distance of at most 2 (`pssword`, `passowrd`)."""
-    if abs(len(a) - len(b)) > 2:
-        return False
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] <= 2
+            or last in ("pass", "pw") or edit_distance(last, "password") <= 2)
 
 
 def masked(field: str, text: str) -> str:
