@@ -73,6 +73,39 @@ class _Outage:
         self.down = False
 
 
+class _DeliveryFault:
+    """One ERROR (with its traceback) when events stop going out on a store or rendering fault,
+    another only if the reason changes, a WARNING an hour while it lasts, INFO once a
+    connection holds again: a full disk is one episode, not a line at every reconnection."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.reason: str | None = None
+        self._failed = 0
+        self._last_summary = 0.0
+
+    def failed(self, fault: BaseException, delay_s: int) -> None:
+        reason = reason_of(fault)
+        now = asyncio.get_running_loop().time()
+        self._failed += 1
+        if reason != self.reason:
+            log.error("server %d: event delivery failed, reconnecting in %d s: %s", self.server,
+                      delay_s, reason, exc_info=fault if self.reason is None else None)
+            self.reason = reason
+            self._last_summary = now
+        elif now - self._last_summary >= _SUMMARY_EVERY_S:
+            log.warning("server %d: event delivery still failing (%s); %d attempts in all",
+                        self.server, reason, self._failed)
+            self._last_summary = now
+
+    def restored(self) -> None:
+        if self.reason is not None:
+            log.info("server %d: event delivery works again after %d failed attempts",
+                     self.server, self._failed)
+        self.reason = None
+        self._failed = 0
+
+
 def result_payload(item: JournalItem) -> bytes:
     """docs/formats.md §14.4: an array of the one result entry, compact JSON."""
     return result_message(CommandResult.from_body(item.body))
@@ -179,6 +212,7 @@ class MqttSession:
         1, 2, 4 … 60 s, until `stop` is set."""
         attempt = 0
         outage = _Outage(self.server)
+        fault = _DeliveryFault(self.server)
 
         async def settle() -> None:
             # Reached only while the connection holds: its tasks end with it.
@@ -189,6 +223,7 @@ class MqttSession:
             if not stop.is_set():
                 attempt = 0
                 outage.restored()
+                fault.restored()
 
         while not stop.is_set():
             try:
@@ -204,10 +239,7 @@ class MqttSession:
                 # cannot be rendered: the permanent connection outlives it. The connection is
                 # renewed after the backoff, which keeps growing while the fault repeats;
                 # unacknowledged events go again then.
-                for fault in group.exceptions:
-                    log.error("server %d: event delivery failed, reconnecting in %d s: %s",
-                              self.server, _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)],
-                              reason_of(fault), exc_info=fault if attempt == 0 else None)
+                fault.failed(group.exceptions[0], _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)])
             finally:
                 await self._transport.close()
             if stop.is_set():

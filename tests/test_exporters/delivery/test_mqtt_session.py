@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from waiting import wait_until
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, MqttSession, Trigger
+from exporters.session import mqtt as mqtt_session
 from exporters.transports import MqttTransport, Timeouts
 from store import StoreIOError
 from store.delivery import DeliveryState, Stream
@@ -124,6 +126,39 @@ async def test_a_store_error_in_the_permanent_connection_is_logged_and_it_reconn
         ("server 2: event delivery failed, reconnecting in 1 s: journal commit failed: "
          "[Errno 28] No space left on device")]
     assert errors[0].exc_info is not None
+
+
+async def test_a_fault_that_repeats_is_one_error_and_its_end_one_info_line(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="sunpm.session")
+    monkeypatch.setattr(mqtt_session, "_STABLE_S", 0.5)
+    await fill(store, T0, T0 + DAY, alarm_every_s=6 * H)
+    s = settings(broker)
+    outbox = Outbox(server=2, log=store, source=DemoSource(store), directory=tmp_path / "outbox",
+                    streams=(Stream.DATA,))
+    full = "journal commit failed: [Errno 28] No space left on device"
+    faults = [StoreIOError(full) for _ in range(3)]
+
+    def alarm_payload(item: JournalItem) -> bytes:
+        if faults:          # three reconnections meet the full disk, the fourth finds room
+            raise faults.pop()
+        return json.dumps({"seq": item.seq}).encode()
+
+    session = MqttSession(settings=s, transport=MqttTransport(s, cert_dir=tmp_path, timeouts=Timeouts(
+        connect_s=5, operation_s=5)), outbox=outbox, log=store, alarm_payload=alarm_payload)
+    stop = asyncio.Event()
+    async with subscriber(broker.plain_port, "plant/alarm") as got, asyncio.TaskGroup() as tg:
+        tg.create_task(session.serve(stop), name="mqtt-serve")
+        await wait_for(got, 4, timeout_s=30)
+        await wait_until(lambda: any("works again" in r.getMessage() for r in caplog.records),
+                         10, what="the end of the fault")
+        stop.set()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if "event delivery" in r.getMessage()]
+    assert lines == [
+        ("ERROR", f"server 2: event delivery failed, reconnecting in 1 s: {full}"),
+        ("INFO", "server 2: event delivery works again after 3 failed attempts")]
 
 
 async def test_broker_killed_mid_replay_fails_the_session_and_the_next_one_finishes(
