@@ -41,8 +41,10 @@ from config.errors import SunpmError
 
 #: The longest value text written. Real coefficients and raw values need a few dozen digits;
 #: a coefficient like `1e999999999` (the definition-file syntax allows it) would otherwise
-#: print a gigabyte or, rounded, print a wrong value.
-MAX_DIGITS: Final = decimal_text.MAX_DIGITS
+#: print a gigabyte or, rounded, print a wrong value. It is the bound every coefficient the
+#: parser keeps meets with every raw value: a shorter one failed a server's session on the same
+#: window for ever (an F64 of 5e-324 with `CoefB=1e900`).
+MAX_DIGITS: Final = decimal_text.MAX_PLAIN_DIGITS
 # Exact arithmetic: an operation that would round (or overflow) raises instead.
 _EXACT: Final = Context(prec=MAX_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN,
                         traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])

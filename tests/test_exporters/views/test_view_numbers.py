@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.decimal_text import coefficient_fits
 from exporters.views.numbers import (
     NumberTextError,
     alarm_text,
@@ -156,13 +157,29 @@ def test_scaling_is_exact_however_far_apart_the_coefficients_are() -> None:
 
 @pytest.mark.parametrize(("raw", "a", "b"), [
     ("2305", "1e999999999", "0"),          # decimal.Overflow escaped
-    ("2305", "1e3000", "0"),                # a 3,004-digit text
-    ("2305", "1e600", "1e-600"),            # 1,205 digits, silently rounded at 200
+    ("2305", "1e5000", "0"),                # a 5,004-digit text
+    ("2305", "1e3000", "1e-3000"),          # 6,004 digits, silently rounded at 200 once
 ])
 def test_absurd_coefficients_are_our_error_not_a_huge_or_rounded_text(
         raw: str, a: str, b: str) -> None:
     with pytest.raises(NumberTextError, match="digits"):
         scaled_text(raw, Decimal(a), Decimal(b))
+
+
+@pytest.mark.parametrize(("raw", "a", "b"), [
+    ("5e-324", "1", "1e900"),               # the smallest float64 beside the largest CoefB
+    ("1.7976931348623157e308", "1e1000", "-1e-1000"),
+    ("2305", "1e600", "1e-600"),
+])
+def test_every_coefficient_the_parser_keeps_gives_a_value_text(raw: str, a: str,
+                                                               b: str) -> None:
+    # The parser keeps coefficients within ±1e1000 and 1,000 digits (docs/formats.md §8.1): a
+    # value of theirs that the views could not write failed its window at every session.
+    assert coefficient_fits(Decimal(a)) and coefficient_fits(Decimal(b))
+    text = scaled_text(raw, Decimal(a), Decimal(b))
+    with localcontext() as exact:
+        exact.prec, exact.Emin, exact.Emax = 10_000, -10_000, 10_000
+        assert Decimal(text) == Decimal(a) * Decimal(raw) + Decimal(b)
 
 
 def test_alarm_text_of_a_huge_value_is_our_error() -> None:
