@@ -83,10 +83,12 @@ class ViewConfig:
         return None if self.former_device is None else self.former_device(index)
 
     def device_name(self, index: str) -> str:
+        """A device in no configuration snapshot left (the journal's quota deleted the last
+        that listed it) is named by its index: refusing its records failed the same window at
+        every session, and nothing after it was delivered."""
         dev = self.device(index)
         if dev is None:
-            raise ViewError(f"device {index} has records in the window but is in no "
-                            f"configuration snapshot; its name is unknown")
+            return index
         return dev.name or dev.index
 
 

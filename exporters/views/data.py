@@ -35,7 +35,6 @@ from .context import (
     Dates,
     Interface,
     ViewConfig,
-    ViewError,
     definition_for,
     device_order,
     interface_of,
@@ -56,10 +55,10 @@ def _header_lines(interface: Interface, device_index: str, definition: Definitio
     if interface is Interface.IO:
         return (f"TypeIO;{def_file}",)
     device = config.device(device_index)
-    if device is None:
-        raise ViewError(f"device {device_index} is in the window but in no configuration "
-                        f"snapshot; its serial number is unknown")
-    return (f"SNTIC;{clean_text(device.serial_number)};001", f"TypeTIC;{def_file}")
+    # A meter in no configuration snapshot left has no known serial number: an empty one,
+    # rather than a window that fails at every session (as `ViewConfig.device_name`).
+    serial_number = device.serial_number if device is not None else ""
+    return (f"SNTIC;{clean_text(serial_number)};001", f"TypeTIC;{def_file}")
 
 
 def _column_header(columns: Sequence[Variable]) -> str:

@@ -65,6 +65,11 @@ def test_failed_record_has_null_values(golden: Golden) -> None:
            json.dumps(records_[1], separators=(",", ":")))
 
 
+def test_a_device_in_no_configuration_is_named_by_its_index() -> None:
+    documents = data_documents({"1": window_records()["1"]}, DEFINITIONS, config(devices=()))
+    assert list(json.loads(documents[0])) == ["1"]
+
+
 def test_mqtt_dates_ignore_the_euro_format() -> None:
     documents = data_documents(_window_ending_0855(), DEFINITIONS, config(euro_date_format=True))
     assert json.loads(documents[0])["Io"][0]["date"] == "21/02/05-09:50:00"
