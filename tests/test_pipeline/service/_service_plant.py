@@ -22,6 +22,7 @@ from waiting import wait_until
 from config import parse_config_ini, parse_daq, render_config_ini, render_daq
 from config.defaults import default_files
 from config.model import Device
+from exporters.session.outcome import Trigger
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.service.demo import INVERTER_DEF, INVERTER_FILE, SERVER_TREE, DemoInverter
 from pipeline.service.gateway import Gateway, Plugin
@@ -73,6 +74,17 @@ def write_site(config_dir: Path, server_dir: Path, ports: Sequence[int],
 async def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> None:
     """`waiting.wait_until` asking every 0.1 s: the gateway's checks read its state."""
     await wait_until(check, timeout_s, what=what, every=0.1)
+
+
+async def session_with_server_1(plant: RunningPlant) -> None:
+    """A session asked of server 1 (a `connect` command), waited for; it must succeed."""
+    scheduler = plant.gateway.schedulers[1]
+    before = scheduler.sessions
+    assert plant.gateway.request_session(1, Trigger.COMMAND)
+    await wait_for(lambda: scheduler.sessions > before and not scheduler.running, 30,
+                   "a session with server 1")
+    assert scheduler.last_result is not None and scheduler.last_result.ok, \
+        scheduler.last_result
 
 
 async def reconfigure(plant: RunningPlant, values: Mapping[str, str | None]) -> None:

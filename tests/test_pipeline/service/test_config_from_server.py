@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, RunningPlant, running_gateway, wait_for, write_site
+from _service_plant import UID, running_gateway, session_with_server_1, wait_for, write_site
 
 from exporters.session.config_sync import local_config_files
-from exporters.session.outcome import Trigger
 from pipeline.service import in_force
 from pipeline.service.gateway import config_hash
 from store.log import Log
@@ -22,16 +21,6 @@ from store.log import Log
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
 DAQ = f"CONFIG/{UID}_daq.csv"
-
-
-async def _session(plant: RunningPlant) -> None:
-    scheduler = plant.gateway.schedulers[1]
-    before = scheduler.sessions
-    assert plant.gateway.request_session(1, Trigger.COMMAND)
-    await wait_for(lambda: scheduler.sessions > before and not scheduler.running, 30,
-                   "a session with server 1")
-    assert scheduler.last_result is not None and scheduler.last_result.ok, \
-        scheduler.last_result
 
 
 def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -43,7 +32,7 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async with running_gateway(tmp_path, inverters=0) as plant:
         gateway = plant.gateway
-        await _session(plant)                      # the server now holds our configuration
+        await session_with_server_1(plant)                      # the server now holds our configuration
         local, remote = plant.config_dir / DAQ, plant.server_dir / DAQ
         in_force_daq = local.read_bytes()
         assert remote.read_bytes() == in_force_daq
@@ -56,7 +45,7 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
         remote.write_bytes(broken)
         for attempt in range(2):                   # re-checked at each session, until fixed
             caplog.clear()
-            await _session(plant)
+            await session_with_server_1(plant)
             assert any(line.startswith(f"{UID}_daq.csv:") and "address" in line
                        for line in _lines(caplog, "file rejected")), caplog.text
             assert _lines(caplog, f"{UID}_daq.csv rejected; errors: 2; running configuration "
@@ -80,7 +69,7 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
         fixed = in_force_daq + b"# fixed on the server\n"
         remote.write_bytes(fixed)
         caplog.clear()
-        await _session(plant)
+        await session_with_server_1(plant)
         await wait_for(lambda: gateway.site is not running and gateway.site is not None
                        and gateway.site.loaded.get(DAQ) == fixed, 20, "the reload")
         assert seen and seen[0][0] == seen[0][1], seen
@@ -94,7 +83,7 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
         # Applied once: the next session finds both sides agreeing, and nothing is applied,
         # uploaded or taken for a local change.
         caplog.clear()
-        await _session(plant)
+        await session_with_server_1(plant)
         assert not _lines(caplog, "applied; warnings")
         assert not _lines(caplog, f"uploaded /{DAQ}")
         assert "Local configuration change" not in applied_log + caplog.text
@@ -120,6 +109,6 @@ async def test_a_units_sci_ini_is_watched_and_mirrored_as_scl_ini(
         await wait_for(lambda: gateway.site is not None
                        and gateway.site.scripts.files == ("hello.lua",)
                        and 1 in gateway.schedulers, 20, "the edit of _sci.ini applied")
-        await _session(plant)
+        await session_with_server_1(plant)
         assert (plant.server_dir / "CONFIG" / f"{UID}_scl.ini").read_bytes() == listed
         assert "differs from the configuration in force" not in caplog.text

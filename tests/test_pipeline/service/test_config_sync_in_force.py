@@ -8,23 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, RunningPlant, running_gateway, wait_for
-
-from exporters.session.outcome import Trigger
+from _service_plant import UID, running_gateway, session_with_server_1, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 
 CONFIG_INI = f"CONFIG/{UID}_config.ini"
-
-
-async def _session(plant: RunningPlant) -> None:
-    scheduler = plant.gateway.schedulers[1]
-    before = scheduler.sessions
-    assert plant.gateway.request_session(1, Trigger.COMMAND)
-    await wait_for(lambda: scheduler.sessions > before and not scheduler.running, 30,
-                   "a session with server 1")
-    assert scheduler.last_result is not None and scheduler.last_result.ok, \
-        scheduler.last_result
 
 
 async def test_a_rejected_local_edit_is_not_uploaded_a_valid_one_is(
@@ -32,7 +20,7 @@ async def test_a_rejected_local_edit_is_not_uploaded_a_valid_one_is(
     async with running_gateway(tmp_path, inverters=0) as plant:
         local, remote = plant.config_dir / CONFIG_INI, plant.server_dir / CONFIG_INI
         in_force = local.read_bytes()
-        await _session(plant)
+        await session_with_server_1(plant)
         assert remote.read_bytes() == in_force
 
         # A repeated key rejects the file: the running configuration stays, and so does the
@@ -42,7 +30,7 @@ async def test_a_rejected_local_edit_is_not_uploaded_a_valid_one_is(
         plant.gateway.config_written()
         await wait_for(lambda: "Local configuration change rejected" in caplog.text, 20,
                        "the rejection")
-        await _session(plant)
+        await session_with_server_1(plant)
         assert remote.read_bytes() == in_force
         assert (f"server 1: {CONFIG_INI} differs from the configuration in force (a local "
                 "change rejected or not applied yet); the copy in force is synced") in caplog.text
@@ -55,5 +43,5 @@ async def test_a_rejected_local_edit_is_not_uploaded_a_valid_one_is(
         await wait_for(lambda: plant.gateway.site is not None
                        and plant.gateway.site.loaded.get(CONFIG_INI) == fixed
                        and 1 in plant.gateway.schedulers, 20, "the reload")
-        await _session(plant)
+        await session_with_server_1(plant)
         assert remote.read_bytes() == fixed
