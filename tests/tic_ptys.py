@@ -6,6 +6,7 @@ Import side (`tests/` is on sys.path):
   speed; a pty has no parity to check anyway, and TIC bytes are 7-bit.
 - `meter_pty(talk)`: an async context manager yielding the slave's path while `talk(master_fd)`
   runs as a task writing the meter's side; the task is cancelled and both ends closed on exit.
+- `repeating_meter(frame)`: `meter_pty` of a meter writing `frame` every 0.05 s.
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ async def meter_pty(talk: Callable[[int], Coroutine[Any, Any, None]]) -> AsyncIt
             await task
         os.close(master)
         os.close(slave)
+
+
+def repeating_meter(frame: bytes) -> contextlib.AbstractAsyncContextManager[str]:
+    """A meter repeating `frame` every 0.05 s (`meter_pty`)."""
+    async def talk(master: int) -> None:
+        while True:
+            os.write(master, frame)
+            await asyncio.sleep(0.05)
+
+    return meter_pty(talk)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tic_ptys import meter_pty
+from tic_ptys import repeating_meter
 
 from pipeline.cli import main
 from pipeline.drivers.tic import TicMode, encode_frame
@@ -197,12 +197,7 @@ async def test_tic_decode_reads_a_meter_on_a_pty_as_the_gateway_does() -> None:
     # 8N1, and so must the command: before, it gave up after 5 s on the port the demo prints.
     frame = encode_frame(HISTORIC, TicMode.HISTORIC)
 
-    async def talk(master: int) -> None:
-        while True:
-            os.write(master, frame)
-            await asyncio.sleep(0.05)
-
-    async with meter_pty(talk) as port:
+    async with repeating_meter(frame) as port:
         code, out, err = await _sunpm("tic", "decode", "--port", port, "--speed", "1200",
                                       "--frames", "2")
     assert code == 0, err
@@ -213,12 +208,7 @@ async def test_tic_decode_reads_a_meter_on_a_pty_as_the_gateway_does() -> None:
 async def test_discover_tic_finds_a_meter_on_a_pty_as_the_gateway_does(tmp_path: Path) -> None:
     frame = encode_frame(HISTORIC, TicMode.HISTORIC)
 
-    async def talk(master: int) -> None:
-        while True:
-            os.write(master, frame)
-            await asyncio.sleep(0.05)
-
-    async with meter_pty(talk) as port:
+    async with repeating_meter(frame) as port:
         code, out, err = await _sunpm("discover", "--protocol", "tic", "--tic-port", port,
                                       "--uid", "U1", "--json")
     assert code == 0, err

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 
 import pytest
-from tic_ptys import meter_pty, pty_opener
+from tic_ptys import pty_opener, repeating_meter
 
 from config import parse_definition
 from config.model import Daq
@@ -33,18 +31,8 @@ STANDARD = [("ADSC", "031664001115", None), ("VTIC", "02", None),
             ("CCASN", "01234", "E210205083000"), ("NGTF", "      BASE      ", None)]
 
 
-def _meter(frame: bytes) -> contextlib.AbstractAsyncContextManager[str]:
-    """A meter repeating `frame` every 0.05 s."""
-    async def talk(master: int) -> None:
-        while True:
-            os.write(master, frame)
-            await asyncio.sleep(0.05)
-
-    return meter_pty(talk)
-
-
 async def test_standard_meter_is_found_at_9600_with_every_label() -> None:
-    async with _meter(encode_frame(STANDARD, TicMode.STANDARD)) as path:
+    async with repeating_meter(encode_frame(STANDARD, TicMode.STANDARD)) as path:
         found = await detect_tic(path, opener=pty_opener, listen_s=2.0)
     assert found is not None
     assert (found.mode, found.baud, found.address) == (TicMode.STANDARD, 9600, "031664001115")
@@ -52,7 +40,7 @@ async def test_standard_meter_is_found_at_9600_with_every_label() -> None:
 
 
 async def test_historic_meter_is_found_at_1200_after_the_9600_slot() -> None:
-    async with _meter(encode_frame(HISTORIC, TicMode.HISTORIC)) as path:
+    async with repeating_meter(encode_frame(HISTORIC, TicMode.HISTORIC)) as path:
         found = await detect_tic(path, opener=pty_opener, listen_s=0.5)
     assert found is not None and found.mode is TicMode.HISTORIC and found.baud == 1200
     assert found.labels["PAPP"] == "00910"
@@ -60,7 +48,7 @@ async def test_historic_meter_is_found_at_1200_after_the_9600_slot() -> None:
 
 async def test_no_meter_gives_none(tmp_path: os.PathLike[str]) -> None:
     assert await detect_tic(os.path.join(tmp_path, "none"), opener=pty_opener, listen_s=0.2) is None
-    async with _meter(b"\x00\xff" * 40) as path:
+    async with repeating_meter(b"\x00\xff" * 40) as path:
         assert await detect_tic(path, opener=pty_opener, listen_s=0.3) is None
 
 

@@ -237,9 +237,8 @@ async def test_a_tic_discovery_is_refused_without_a_port_and_answers_the_spec_te
 
 async def test_a_tic_meter_found_by_the_command_becomes_tic1_with_its_definition(
         tmp_path: Path) -> None:
-    import os
 
-    from tic_ptys import meter_pty
+    from tic_ptys import repeating_meter
 
     from config import parse_config_ini, parse_definition, render_config_ini
     from pipeline.drivers.tic import TicMode, encode_frame
@@ -250,12 +249,7 @@ async def test_a_tic_meter_found_by_the_command_becomes_tic1_with_its_definition
         ("SINSTS", "00720", None)]
     frame = encode_frame(groups, TicMode.STANDARD)
 
-    async def talk(master: int) -> None:
-        while True:
-            os.write(master, frame)
-            await asyncio.sleep(0.05)
-
-    async with meter_pty(talk) as path:
+    async with repeating_meter(frame) as path:
         # The site's config.ini with TIC_Port on the meter's pty.
         probe = tmp_path / "probe"
         write_site(probe / "config", probe / "server", [1502])
