@@ -103,7 +103,7 @@ class DeliveryLedger:
                 self._early.clear()
                 self._loaded = True
                 self._read_to = max(self._read_to, reached, since[-1][2] if since else 0)
-                self._prune()
+                self._state.prune()
 
     def _load(self) -> tuple[DeliveryState, list[_Event], int]:
         """The latest snapshot's delivery state, the delivery events after it, and the
@@ -144,7 +144,7 @@ class DeliveryLedger:
                 self._early.append((kind, body, seq))
                 return
             self._fold(kind, body, seq)
-            self._prune()
+            self._state.prune()
 
     def apply(self, reader: Callable[[DeliveryState], _T]) -> _T:
         """`reader(state)` on the state as folded now, under the fold's lock (no I/O): it must
@@ -162,9 +162,6 @@ class DeliveryLedger:
             # pruned again.
             self._state.stream(int(body["server"]), Stream(body["stream"])).windows.sort(
                 key=lambda w: w.spec.end_ns)
-
-    def _prune(self) -> None:
-        self._state.prune()
 
 
 _LEDGERS: weakref.WeakKeyDictionary[LedgerLog, DeliveryLedger] = weakref.WeakKeyDictionary()

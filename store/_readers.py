@@ -83,10 +83,7 @@ class Readers(LogCore):
             self._journal, start_ns, end_ns, seq_from, None)
         table = _filter(pa.Table.from_batches(batches, schema=JOURNAL_SCHEMA), start_ns, end_ns,
                         seq_from, None)
-        if kinds is not None:
-            wanted = pa.array(list(kinds), pa.string())
-            table = table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
-        return table
+        return _of_kinds(table, kinds)
 
     def journal_newest_first(self, kinds: Sequence[str] | None = None) -> Iterator[pa.Table]:
         """The committed journal events of `kinds` (None: all), one segment at a time, the
@@ -98,12 +95,9 @@ class Readers(LogCore):
         stream = self._journal
         with self._lock:
             segs = list(stream.segments)
-        wanted = None if kinds is None else pa.array(list(kinds), pa.string())
         for seg in reversed(segs):
             table = pa.Table.from_batches(self._read_segment(stream, seg), schema=JOURNAL_SCHEMA)
-            if wanted is not None:
-                table = table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
-            yield table.sort_by("seq")
+            yield _of_kinds(table, kinds).sort_by("seq")
 
     def journal_since_latest(self, anchor: str, kinds: Sequence[str] | None = None
                              ) -> pa.Table:
@@ -326,3 +320,9 @@ def _filter(table: pa.Table, start_ns: int | None, end_ns: int | None, seq_from:
     return table if mask is None else table.filter(mask)
 
 
+def _of_kinds(table: pa.Table, kinds: Sequence[str] | None) -> pa.Table:
+    """The journal rows of `kinds` (None: all)."""
+    if kinds is None:
+        return table
+    wanted = pa.array(list(kinds), pa.string())
+    return table.filter(pc.is_in(table.column("kind").cast(pa.string()), wanted))
