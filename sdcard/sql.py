@@ -31,29 +31,72 @@ TABLE_ROWS: Final = 1_000
 #: Statements that write files (wherever they point, the dump included, which is never written):
 #: the answer goes to standard output instead.
 _WRITING: Final = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH"})
+#: Statements whose result is an answer; the others' (`SET`: `Success`, `CREATE TEMP TABLE`:
+#: `Count`) are DuckDB's acknowledgement, not written.
+_ANSWERING: Final = frozenset({"SELECT", "PRAGMA", "EXPLAIN", "CALL", "EXECUTE"})
+
+
+class Session:
+    """One DuckDB connection over a dump for any number of questions: the imports and the
+    dump's open are paid once (`sunpm sd sql PATH` reading its statements from standard input
+    or a prompt)."""
+
+    def __init__(self, dump: Dump) -> None:
+        self._con = duckdb_connection(dump)
+
+    def statements(self, text: str) -> list[str]:
+        """The statements of `text`, as DuckDB's parser splits them (a `;` inside a string or
+        a comment splits nothing); empty when it holds none."""
+        return [s.query for s in self._con.extract_statements(text)]
+
+    def ask(self, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]] | None:
+        """The answer's columns and its rows, a batch at a time (of the last statement when
+        `query` holds several); None when that statement answers nothing (`SET TimeZone`)."""
+        kinds = [s.type.name for s in self._con.extract_statements(query)]
+        writing = sorted(set(kinds) & _WRITING)
+        if writing:
+            raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "
+                             "with --format csv or json and a redirection)")
+        cursor = self._con.execute(query)
+        if cursor is None or cursor.description is None or kinds[-1] not in _ANSWERING:
+            return None
+        columns = [d[0] for d in cursor.description]
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            while rows := cursor.fetchmany(FETCH_ROWS):
+                yield rows
+
+        return columns, chunks()
+
+    def interrupt(self) -> None:
+        self._con.interrupt()
+
+    def close(self) -> None:
+        self._con.close()
 
 
 def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
-    con = duckdb_connection(dump)
-    writing = sorted({s.type.name for s in con.extract_statements(query)} & _WRITING)
-    if writing:
-        con.close()
-        raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "
-                         "with --format csv or json and a redirection)")
-    cursor = con.execute(query)
-    if cursor is None:
-        # DuckDB answers None, not an error, for a text without a statement (empty, blanks,
-        # only comments or semicolons).
-        con.close()
-        raise QueryError(f"no SQL statement in {query!r}")
-    columns = [d[0] for d in cursor.description or []]
+    """One question (its text may hold several statements: the last one answers)."""
+    session = Session(dump)
+    try:
+        if not session.statements(query):
+            # DuckDB answers None, not an error, for a text without a statement (empty,
+            # blanks, only comments or semicolons).
+            raise QueryError(f"no SQL statement in {query!r}")
+        answer = session.ask(query)
+    except BaseException:
+        session.close()
+        raise
+    if answer is None:
+        session.close()
+        return [], iter(())
+    columns, rows = answer
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:
         try:
-            while rows := cursor.fetchmany(FETCH_ROWS):
-                yield rows
+            yield from rows
         finally:
-            con.close()
+            session.close()
 
     return columns, chunks()
 

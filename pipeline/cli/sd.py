@@ -2,7 +2,8 @@
 
     sunpm sd inspect PATH [--json]
     sunpm sd fsck PATH [--json]                    exit 0 clean, 1 damaged but readable, 2 unreadable
-    sunpm sd sql PATH "SELECT ..." [--format table|csv|json]
+    sunpm sd sql PATH ["SELECT ..."] [--format table|csv|json]   without SQL: statements from
+                                                                 standard input or a prompt
     sunpm sd export-parquet PATH OUT
     sunpm sd reexport PATH --server N --from T --to T --out DIR [--config DIR] [--allow-partial]
     sunpm ingest DIR OUT
@@ -13,6 +14,7 @@ Nothing here writes to PATH (docs/behaviour.md §12); the work is `sdcard`'s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from sdcard.dump import Dump
+    from sdcard.sql import Session
 
 # The sdcard modules (pyarrow.dataset, parquet, DuckDB) load in their command's handler, so
 # every other `sunpm` command starts without them.
@@ -50,7 +53,9 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("sql", help="DuckDB SQL over `records`, `journal` and `definitions`")
     p.add_argument("path", type=Path, metavar="PATH")
-    p.add_argument("query", metavar="SQL")
+    p.add_argument("query", metavar="SQL", nargs="?",
+                   help="the question; without it, statements are read from standard input "
+                        "(a prompt on a terminal), the dump opened once for all of them")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(handler=_sql)
 
@@ -180,6 +185,8 @@ def _sql(args: argparse.Namespace) -> int:
         gc.freeze()
     try:
         dump = _open_dump(args.path)
+        if args.query is None:
+            return _sql_session(dump, args.format)
         columns, chunks = sql_mod.run_query(dump, args.query)
         sql_mod.write(columns, chunks, args.format, sys.stdout)
     except BrokenPipeError:
@@ -190,8 +197,7 @@ def _sql(args: argparse.Namespace) -> int:
     except duckdb.Error as err:
         print(f"sunpm sd sql: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
-    for finding in dump.findings:
-        print(f"sunpm sd sql: {finding.level}: {finding.message}", file=sys.stderr)
+    _print_findings(dump, set())
     if args.own_process:
         # The process ends next: the interpreter's last collection would walk every object
         # the scan left (0.1 s on a large dump) only to have the exit free them all anyway.
@@ -236,6 +242,100 @@ def _reexport(args: argparse.Namespace) -> int:
     print(f"{len(result.files)} files written to {args.out} ({result.windows} windows; "
           f"{result.undelivered} of the files not delivered to server {args.server} yet)")
     return 0
+
+
+def _sql_session(dump: Dump, fmt: str) -> int:
+    """Many questions over one open dump: a prompt on a terminal (a statement ends with `;`, a
+    failed one is said and the next asked; `.quit` or end of input leaves), else every
+    statement of standard input in turn, stopping at the first that fails (exit 1, naming it)."""
+    import duckdb
+
+    from config.errors import SunpmError
+    from sdcard import sql as sql_mod
+
+    session = sql_mod.Session(dump)
+    try:
+        if not sys.stdin.isatty():
+            statements = session.statements(sys.stdin.read())
+            said: set[str] = set()
+            for number, statement in enumerate(statements, 1):
+                try:
+                    _answer(session, statement, fmt)
+                except (SunpmError, duckdb.Error) as err:
+                    print(f"sunpm sd sql: statement {number}: {str(err).splitlines()[0]}",
+                          file=sys.stderr)
+                    return 1
+                finally:
+                    _print_findings(dump, said)
+            return 0
+        _prompt(session, dump, fmt)
+        return 0
+    finally:
+        session.close()
+
+
+def _prompt(session: Session, dump: Dump, fmt: str) -> None:
+    import time
+
+    import duckdb
+
+    from config.errors import SunpmError
+
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    print("DuckDB SQL over records, journal and definitions; end a statement with ';', "
+          "leave with .quit or Ctrl-D.", file=sys.stderr)
+    pending: list[str] = []
+    said: set[str] = set()
+    _print_findings(dump, said)
+    while True:
+        try:
+            line = input("  ...> " if pending else "sd> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            pending.clear()
+            continue
+        if not pending and line.strip() in (".quit", ".exit", "\\q"):
+            return
+        pending.append(line)
+        text = "\n".join(pending)
+        if not text.rstrip().endswith(";"):
+            continue
+        pending.clear()
+        started = time.perf_counter()
+        try:
+            for statement in session.statements(text):
+                _answer(session, statement, fmt)
+        except KeyboardInterrupt:
+            session.interrupt()
+            print("(interrupted)", file=sys.stderr)
+        except (SunpmError, duckdb.Error) as err:
+            print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        else:
+            print(f"({time.perf_counter() - started:.2f} s)", file=sys.stderr)
+        _print_findings(dump, said)
+
+
+def _answer(session: Session, statement: str, fmt: str) -> None:
+    from sdcard import sql as sql_mod
+
+    answer = session.ask(statement)
+    if answer is not None:
+        columns, chunks = answer
+        sql_mod.write(columns, chunks, fmt, sys.stdout)
+        sys.stdout.flush()
+
+
+def _print_findings(dump: Dump, said: set[str]) -> None:
+    """The dump's findings not `said` yet (a scan adds those it meets), then said."""
+    for finding in dump.findings:
+        line = f"sunpm sd sql: {finding.level}: {finding.message}"
+        if line not in said:
+            said.add(line)
+            print(line, file=sys.stderr)
 
 
 def _export_parquet(args: argparse.Namespace) -> int:
