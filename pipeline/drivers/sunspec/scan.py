@@ -162,6 +162,20 @@ class SunSpecScan:
         return found
 
     async def _read(self, unit_id: int, address: int, count: int) -> list[int]:
+        try:
+            values = await self._request(unit_id, address, count)
+        except ModbusRequestError as err:
+            if err.other_unit is None:
+                raise
+            # On a bus, the late reply of a unit asked before (slower than the timeout) came
+            # instead of this unit's answer: asked again, this unit answers for itself.
+            values = await self._request(unit_id, address, count)
+        if len(values) != count:
+            raise ModbusRequestError(f"{len(values)} registers answered, {count} asked",
+                                     quality=Quality.BAD_FRAME)
+        return values
+
+    async def _request(self, unit_id: int, address: int, count: int) -> list[int]:
         if self._aborted:
             raise _Aborted
         self.requests += 1
@@ -175,9 +189,6 @@ class SunSpecScan:
                 self._reached = True
             raise
         self._reached = True
-        if len(values) != count:
-            raise ModbusRequestError(f"{len(values)} registers answered, {count} asked",
-                                     quality=Quality.BAD_FRAME)
         return values
 
     def _at(self, unit_id: int) -> str:

@@ -368,6 +368,41 @@ async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_pair: tuple[in
     assert found[0].definition.text.startswith("modbusRTU;Inverter;Huawei;SUN2000\n")
 
 
+async def test_a_late_reply_on_a_bus_is_not_taken_for_the_next_units_answer(
+        pty_pair: tuple[int, str]) -> None:
+    # Unit 2 answers 450 ms after each request, past the 300 ms timeout: its reply lands while
+    # unit 3 (absent) is probed. It is unit 2's, not unit 3's: unit 3 is not "NON SUNSPEC", and
+    # unit 4, after it, is found whole.
+    master, path = pty_pair
+    slow, inverter = SimulatedDevice(delay_s=0.45), SimulatedDevice()
+    for device, serial in ((slow, "S2"), (inverter, "S4")):
+        for address, words in SunSpecImage([common_model("SMA", "STP", "", "1", serial),
+                                            model(103, 50)]).blocks():
+            device.set_words(address, words)
+    responder = RtuResponder(master, {2: slow, 4: inverter})
+    responder.start()
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
+    bus.start()
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            found = await discover_sunspec(
+                bus, DiscoveryParams(interface="serial1", first_address=2, last_address=4,
+                                     timeout_ms=TIMEOUT_MS),
+                lines.append, target="SERIAL1", interface="serial1", uid="U",
+                protocol=Protocol.MODBUS_RTU)
+    finally:
+        await bus.close()
+        await responder.stop()
+    assert lines[1:] == [
+        "SunSpec device found at @4 SERIAL1",
+        "Found table 1:66 at 40004@4 SERIAL1",
+        "Found table 103:50 at 40072@4 SERIAL1",
+        "End of SunSpec detection on serial1. 1 devices found.",
+    ]
+    assert [d.unit_id for d in found] == [4]
+
+
 async def test_abort_stops_after_the_current_request() -> None:
     lines: list[str] = []
     async with modbus_server(_images()) as port, _link("sunpm", port) as reader:
