@@ -44,6 +44,8 @@ log = logging.getLogger("sunpm.modbus")
 
 #: Exceptions after which a merged read is split per variable (docs/behaviour.md §2.5).
 _SPLIT_EXCEPTIONS = frozenset({2, 3})
+#: A gateway's "no path to the unit" and "the unit did not respond": the unit is silent.
+_GATEWAY_SILENT_UNIT = frozenset({0x0A, 0x0B})
 _MAX_OTHER_PLANS = 8
 _quality_of = itemgetter(1)
 
@@ -182,15 +184,18 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             check_read_reply(read.pdu, reply)
         except ModbusRequestError as err:
             request = read.request
-            heard = heard or err.quality is Quality.EXCEPTION
-            if err.quality is Quality.TIMEOUT and not heard:
-                # Silent from its first read: switched off or absent. Its other reads would
-                # each cost a timeout (on a bus, two: the late-reply wait comes first), enough
-                # to overrun the link for every unit on it; they fail unsent.
+            silent = err.quality is Quality.TIMEOUT or err.exception_code in _GATEWAY_SILENT_UNIT
+            if silent and not heard:
+                # Silent from its first read: switched off or absent (a gateway in front says
+                # so with 0x0A/0x0B, often after a serial timeout of its own). Its other reads
+                # would each cost a timeout (on a bus, two: the late-reply wait comes first),
+                # enough to overrun the link for every unit on it; they fail unsent, with the
+                # first read's quality.
                 for unsent in (read, *pending):
                     for index in unsent.request.indexes:
-                        failed[index] = Quality.TIMEOUT
+                        failed[index] = err.quality
                 break
+            heard = heard or err.quality is Quality.EXCEPTION
             if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
                     and not state.split):
                 state.split = split_now = True

@@ -459,6 +459,27 @@ async def test_a_unit_silent_from_its_first_read_costs_one_timeout_per_poll() ->
     assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("code", [0x0A, 0x0B])
+async def test_a_gateway_reporting_its_unit_silent_costs_one_request_per_poll(code: int) -> None:
+    # A Modbus TCP gateway answers 0x0B (target failed to respond) after its own serial
+    # timeout, 0x0A when it has no path to the unit: the unit is silent, like one that times
+    # out. Each further read would cost that wait again.
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 7)))
+    assert len(plan.requests) == 3
+    gateway_says_off = SimulatedDevice(exception=code, delay_s=0.05)
+    async with TcpSimulator({1: SimulatedDevice(holding={0: 1, 50: 2}, input={7: 3}),
+                             2: gateway_says_off}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            off = await driver.read(device(sim.port, 2, index="2"), plan)
+            on = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert (off.requests, gateway_says_off.requests) == (1, 1)
+    assert [r.quality for r in off.values.values()] == [Quality.EXCEPTION] * 3
+    assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
+
+
 async def test_a_unit_that_answered_in_the_poll_keeps_being_read_after_a_timeout() -> None:
     # Some devices ignore reads of registers they lack instead of answering an exception.
 
