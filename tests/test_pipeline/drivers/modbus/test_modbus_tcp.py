@@ -181,6 +181,30 @@ async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() 
     assert all(r.quality is Quality.GOOD for r in second.values.values())
 
 
+async def test_exception_on_a_merged_read_splits_that_read_only() -> None:
+    # An inverter with a hole in one model: its other models' reads stay whole, or a poll of
+    # some hundred variables becomes some hundred requests (on a bus, seconds per poll).
+    sim_dev = SimulatedDevice(strict_holes=True)
+    sim_dev.set_words(0, [1, 2])
+    sim_dev.set_words(3, [4])            # address 2 is a hole the device refuses
+    sim_dev.set_words(200, [5, 6, 7])
+    d = definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3), var(4, 3, 200), var(5, 3, 201),
+                   var(6, 3, 202))
+    plan = plan_reads(d, max_gap=5)
+    assert [(r.address, r.count) for r in plan.requests] == [(0, 4), (200, 3)]
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            first = await driver.read(device(sim.port, 1), plan)
+            second = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    expected = {1: 1, 2: 2, 3: 4, 4: 5, 5: 6, 6: 7}
+    assert {i: r.value for i, r in first.values.items()} == expected
+    assert {i: r.value for i, r in second.values.items()} == expected
+    assert (first.requests, second.requests) == (5, 4)
+
+
 async def test_other_exceptions_fail_the_poll_with_quality_2_and_keep_the_plan() -> None:
     sim_dev = SimulatedDevice(exception=6)
     d = definition(var(1, 3, 0), var(2, 3, 1))
