@@ -42,6 +42,10 @@ _READ_HOLDING = 3
 _MAX_READ = 125
 #: Exception codes of a gateway reporting that no device answered behind it.
 _GATEWAY_NO_DEVICE = frozenset({0x0A, 0x0B})
+#: Exceptions after which a read is split (illegal address, illegal value), as polls do.
+_SPLIT_EXCEPTIONS = frozenset({0x02, 0x03})
+#: (offset from the first data register, registers) of Mn, Md, Opt, Vr, SN, DA in model 1.
+_IDENTITY_POINTS = ((0, 16), (16, 16), (32, 8), (40, 8), (48, 16), (64, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +286,14 @@ class SunSpecScan:
         _, address, length = header
         count = min(length, 66)
         try:
-            regs = await self._read(unit_id, address + 2, count) if count else []
+            try:
+                regs = await self._read(unit_id, address + 2, count) if count else []
+            except ModbusRequestError as err:
+                if err.exception_code not in _SPLIT_EXCEPTIONS:
+                    raise
+                # Refused whole (a device that maps L 66 but not Pad, or reads fewer
+                # registers at once): the identity points one by one, as polls split.
+                regs = await self._identity_points(unit_id, address + 2, length)
         except ModbusRequestError as err:
             self._log(f"Error: common model read at {address + 2}@{unit_id} {self._target} "
                       f"failed: {err}")
@@ -292,6 +303,15 @@ class SunSpecScan:
                         options=decode_string(regs[32:40]), version=decode_string(regs[40:48]),
                         serial_number=decode_string(regs[48:64]),
                         device_address=regs[64] if length >= 65 else None)
+
+    async def _identity_points(self, unit_id: int, start: int, length: int) -> list[int]:
+        """Registers Mn .. DA of the common model, one read per point inside `length`."""
+        regs: list[int] = []
+        for offset, size in _IDENTITY_POINTS:
+            if offset + size > length:
+                break
+            regs += await self._read(unit_id, start + offset, size)
+        return regs
 
     async def _counts(self, unit_id: int, model_id: int, address: int) -> dict[str, int] | None:
         model = load_model(model_id)

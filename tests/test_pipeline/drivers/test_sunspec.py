@@ -207,6 +207,26 @@ async def test_a_device_without_measurement_model_is_warned_about() -> None:
         "Warning: @1 T: no measurement model; only parameters will be read"]
 
 
+async def test_a_common_model_read_refused_whole_is_read_point_by_point() -> None:
+    # The device declares L 66 but does not map Pad (40069): the 66-register read answers
+    # exception 0x02, the identity points alone are readable.
+    regs = [0x5375, 0x6E53, *common_model("Delta", "RPI M6A", "", "2", "SN-D"), *model(103, 50),
+            0xFFFF, 0]
+    pad = 40069 - 40000
+    images = {1: [(40000, regs[:pad]), (40070, regs[pad + 1:])]}
+    lines: list[str] = []
+    async with modbus_server(images) as port, _link("sunpm", port) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
+                                 timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append, target="T",
+                                       interface="ethernet1", uid="U",
+                                       protocol=Protocol.MODBUS_TCP)
+    assert not [line for line in lines if line.startswith("Error")]
+    assert [(d.unit_id, d.identity) for d in found] == [
+        (1, Identity("Delta", "RPI M6A", "", "2", "SN-D", device_address=1))]
+    assert found[0].model_ids == (1, 103)
+
+
 async def test_max_devices_stops_the_sweep() -> None:
     lines, found = await _discover(3, 10, max_devices=2)
     assert [d.unit_id for d in found] == [3, 4]
