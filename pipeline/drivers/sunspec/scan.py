@@ -267,6 +267,12 @@ class SunSpecScan:
                 break
             if model_id == END_MODEL_ID:
                 break
+            if model_id == 0:
+                # No model has id 0: registers past the map that read as 0 (some devices map
+                # every address) would otherwise walk on as 0:0 models up to the limit.
+                self._log(f"Error: model id 0 at {address}@{unit_id} {self._target}: no end "
+                          "model; the chain ends there")
+                break
             if len(headers) == MAX_MODELS:
                 self._log(f"Error: more than {MAX_MODELS} models at {self._at(unit_id)}")
                 break

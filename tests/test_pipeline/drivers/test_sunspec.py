@@ -227,6 +227,28 @@ async def test_a_common_model_read_refused_whole_is_read_point_by_point() -> Non
     assert found[0].model_ids == (1, 103)
 
 
+async def test_a_map_of_zeros_without_end_model_ends_at_the_first_id_0() -> None:
+    # Registers past the map read as 0 on some devices: no model has id 0, so the walk ends
+    # there, rather than listing 63 models "0:0" and a file full of their headers.
+    images = {1: SunSpecImage([common_model("Zero", "Z1", "", "1", "SN-Z"), model(103, 50)],
+                              end=[0] * 200).blocks()}
+    lines: list[str] = []
+    async with modbus_server(images) as port, _link("sunpm", port) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
+                                 timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append, target="T",
+                                       interface="ethernet1", uid="U",
+                                       protocol=Protocol.MODBUS_TCP)
+    assert lines[1:] == [
+        "SunSpec device found at @1 T",
+        "Found table 1:66 at 40004@1 T",
+        "Found table 103:50 at 40072@1 T",
+        "Error: model id 0 at 40122@1 T: no end model; the chain ends there",
+        "End of SunSpec detection on ethernet1. 1 devices found.",
+    ]
+    assert found[0].model_ids == (1, 103)
+
+
 async def test_max_devices_stops_the_sweep() -> None:
     lines, found = await _discover(3, 10, max_devices=2)
     assert [d.unit_id for d in found] == [3, 4]
