@@ -279,6 +279,10 @@ class ModbusTcpDriver(ModbusDriver[TcpConnection]):
             conn.keep_alive = True
         return conn
 
+    def existing_connection(self, host: str, port: int) -> TcpConnection | None:
+        """The connection of `host:port` if a device polled there has made it, else None."""
+        return self._connections.get((host, port))
+
     def _link_of(self, device: Device) -> TcpConnection:
         conn = self._device_connections.get(device)
         if conn is not None:
