@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -300,6 +301,22 @@ async def test_points_outside_l_and_their_scaled_points_are_left_out() -> None:
     assert model_103 == ["103_tableId", "103_tableSize", "103_A", "103_AphA", "103_AphB",
                          "103_AphC", "103_A_SF"]
     assert made.name == "U_SunSpec_inverter_M_D_modbusRTU.csv"
+
+
+def test_a_count_not_implemented_costs_no_more_than_the_registers_of_l() -> None:
+    # NCrv and NPt read 0xFFFF on a device that does not implement them: 65535 curves of 65535
+    # points each would be four billion points to place, of which only those inside L are kept.
+    chain = [ChainModel(1, 40002, 66), ChainModel(705, 40070, 49, {"NPt": 0xFFFF,
+                                                                   "NCrv": 0xFFFF})]
+    started = time.monotonic()
+    made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP, chain,
+                    lambda text: None)
+    assert time.monotonic() - started < 2
+    names = [row.split(";")[5] for row in made.text.splitlines()[1:]]
+    # 13 fixed registers, curve 1's 10, then its points while they fit in L 49: 13 of them.
+    assert names[-1] == "705_1_13_Var" and "705_2_ActPt" not in names
+    parsed = parse_definition(made.text.encode(), made.name)
+    assert parsed.warnings == ()
 
 
 def test_numeric_scale_factor_becomes_coef_a() -> None:
