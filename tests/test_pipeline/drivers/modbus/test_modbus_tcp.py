@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -277,6 +278,40 @@ async def test_timeouts_of_a_unit_that_never_answered_keep_the_shared_connection
             assert back.values[1] == Reading(7, Quality.GOOD) and not back.reconnected
         finally:
             await driver.close()
+
+
+async def test_discovery_probes_a_polled_unit_ignores_never_close_the_shared_connection() -> None:
+    # Discovery shares the polls' connection; a polled unit that ignores reads of registers it
+    # lacks (40000, 50000, past its map) times out those probes, which say nothing of the peer.
+
+    async def answer_address_0_only(reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):     # the client closing
+            while header := await reader.readexactly(7):
+                tid, _, length, unit = parse_mbap(header)
+                pdu = await reader.readexactly(length - 1)
+                if pdu[1:3] == b"\x00\x00":
+                    writer.write(mbap(tid, unit, b"\x03\x02\x00\x07"))
+
+    server = await asyncio.start_server(answer_address_0_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    driver = ModbusTcpDriver()
+    polled = device(port, 1)
+    try:
+        assert (await driver.read(polled, plan_reads(definition(var(1, 3, 0))))).values[1] == \
+            Reading(7, Quality.GOOD)
+        conn = driver.connection("127.0.0.1", port)
+        generation = conn.generation
+        for address in (40000, 50000, 40002, 40070):
+            with pytest.raises(ModbusRequestError) as err:
+                await conn.read_registers(1, 3, address, 2, 30)
+            assert err.value.quality is Quality.TIMEOUT
+        assert conn.connected and conn.generation == generation
+        back = await driver.read(polled, plan_reads(definition(var(1, 3, 0))))
+        assert back.values[1] == Reading(7, Quality.GOOD) and not back.reconnected
+    finally:
+        await driver.close()
+        server.close()
 
 
 async def test_reconnects_after_the_peer_drops_the_connection() -> None:
