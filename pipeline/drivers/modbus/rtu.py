@@ -129,7 +129,10 @@ class RtuBus(QueuedLink):
                 asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard, self.clock),
                 self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
-                parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
+                parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits,
+                # An exclusive lock (flock): a second process on the line (`sunpm discover`
+                # beside the gateway) would read half of each answer and garble the polls.
+                exclusive=True)
         except _PORT_ERRORS as err:
             self._reconnection.failed(f"cannot open {self.path} ({err})")
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
