@@ -164,10 +164,13 @@ class ModbusRequestError(DeviceError):
     """A Modbus request got no usable answer; `quality` is the code its variables get."""
 
     def __init__(self, message: str, *, quality: Quality,
-                 exception_code: int | None = None) -> None:
+                 exception_code: int | None = None, other_unit: int | None = None) -> None:
         super().__init__(message)
         self.quality = quality
         self.exception_code = exception_code
+        #: A bus frame from this other unit came instead of the answer (quality 3): a late reply
+        #: of an earlier request, which says nothing of the unit asked.
+        self.other_unit = other_unit
 
 
 class RegisterReader(Protocol):

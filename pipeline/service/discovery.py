@@ -49,7 +49,7 @@ from pipeline.clock import local_time_stamper
 from pipeline.drivers._base import DiscoveryParams, RegisterReader
 from pipeline.drivers.discovery import DiscoveryRefused, discover_devices, interfaces_to_scan
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
-from pipeline.drivers.modbus.tcp import TcpConnection
+from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
 from pipeline.drivers.sunspec import SunSpecDevice, UnitScanned, unique_name
 from pipeline.drivers.sunspec.importing import import_devices, is_configured
 from pipeline.drivers.tic_discovery import (
@@ -357,6 +357,9 @@ class Discovery:
                 links.append(bus)
                 return bus
             host, _, port = target.rpartition(":")
+            polled = self._connection(host, int(port))
+            if polled is not None:
+                return polled
             connection = TcpConnection(host, int(port))
             links.append(connection)
             return connection
@@ -395,6 +398,19 @@ class Discovery:
             if isinstance(driver, ModbusRtuDriver) and settings.serial is not None \
                     and settings.serial.port.upper() == target and driver.bus is not None:
                 return driver.bus
+        return None
+
+    def _connection(self, host: str, port: int) -> TcpConnection | None:
+        """The poll loop's connection to `host:port`, when the plant polls a device there: one
+        connection per `ip:port` (docs/behaviour.md §2.3), which many devices require."""
+        plant = self._gateway.plant
+        if plant is None:
+            return None
+        for driver, _ in plant.drivers:
+            if isinstance(driver, ModbusTcpDriver):
+                connection = driver.existing_connection(host, port)
+                if connection is not None:
+                    return connection
         return None
 
     def _rows(self, devices: Sequence[SunSpecDevice]) -> list[FoundRow]:

@@ -2,7 +2,7 @@
 
 from pipeline.drivers.modbus.codec import EncodeError
 from pipeline.drivers.modbus.link import WriteReplaced
-from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, polled_variables, split_plan
+from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, polled_variables, split_read
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.tcp import ModbusTcpDriver, TcpConnection
 from pipeline.drivers.modbus.trace import FrameTrace, ModbusCounters, TraceHook, format_trace_line
@@ -23,6 +23,6 @@ __all__ = [
     "format_trace_line",
     "plan_reads",
     "polled_variables",
-    "split_plan",
+    "split_read",
     "tunnel_for",
 ]

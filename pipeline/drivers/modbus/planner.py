@@ -10,7 +10,7 @@ never needs more runs); the planner tests check it against an exhaustive search.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from config.model import DefinitionFile, RegisterKind, Variable
@@ -18,7 +18,7 @@ from pipeline.drivers._base import DeviceError, ReadPlan
 from pipeline.drivers.modbus.frames import MAX_BITS, MAX_REGISTERS, read_request
 
 __all__ = ["ModbusPlan", "ReadRequest", "modbus_plan", "plan_reads", "polled_variables",
-           "split_plan"]
+           "split_read"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +114,16 @@ def plan_reads(definition: DefinitionFile, max_gap: int = 0, *,
     return ModbusPlan(definition=definition, variables=tuple(chosen), requests=tuple(requests))
 
 
-def split_plan(plan: ReadPlan) -> ModbusPlan:
-    """One read per variable: the fallback after exception 0x02/0x03 on a merged read."""
-    requests = []
-    for var in plan.variables:
-        point = var.modbus
-        if point is not None:
-            requests.append(ReadRequest(point.kind, point.address, point.register_count,
-                                        (var.index,)))
-    requests.sort(key=lambda r: (r.kind, r.address))
-    return ModbusPlan(definition=plan.definition, variables=plan.variables,
-                      requests=tuple(requests))
-
+def split_read(plan: ReadPlan, requests: Sequence[ReadRequest], refused: ReadRequest
+               ) -> tuple[ReadRequest, ...]:
+    """`requests` with `refused` read one variable per request instead: the fallback after
+    exception 0x02/0x03 on that merged read (docs/behaviour.md §2.5); the other reads stay."""
+    by_index = {v.index: v for v in plan.variables}
+    alone = sorted((ReadRequest(point.kind, point.address, point.register_count, (index,))
+                    for index in refused.indexes
+                    if (point := by_index[index].modbus) is not None),
+                   key=lambda r: r.address)
+    out: list[ReadRequest] = []
+    for request in requests:
+        out.extend(alone if request == refused else (request,))
+    return tuple(out)

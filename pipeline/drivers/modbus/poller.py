@@ -35,7 +35,7 @@ from pipeline.drivers.modbus.frames import (
     write_registers_request,
 )
 from pipeline.drivers.modbus.link import WriteReplaced
-from pipeline.drivers.modbus.planner import ModbusPlan, ReadRequest, modbus_plan, split_plan
+from pipeline.drivers.modbus.planner import ModbusPlan, ReadRequest, modbus_plan, split_read
 from pipeline.drivers.modbus.trace import ModbusCounters
 
 __all__ = ["ModbusLink", "PollState", "poll_device", "write_variable"]
@@ -44,6 +44,8 @@ log = logging.getLogger("sunpm.modbus")
 
 #: Exceptions after which a merged read is split per variable (docs/behaviour.md §2.5).
 _SPLIT_EXCEPTIONS = frozenset({2, 3})
+#: A gateway's "no path to the unit" and "the unit did not respond": the unit is silent.
+_GATEWAY_SILENT_UNIT = frozenset({0x0A, 0x0B})
 _MAX_OTHER_PLANS = 8
 _quality_of = itemgetter(1)
 
@@ -75,10 +77,10 @@ class PollState:
     #: The plan the caches below were built for; compared by identity, so a new plan (the
     #: configuration changed) resets them without hashing a whole definition at every poll.
     plan: ModbusPlan | None = None
-    #: The requests actually sent: the plan's, or one per variable after exception 0x02/0x03.
+    #: The requests actually sent: the plan's, a refused merged read replaced by one read per
+    #: variable (exception 0x02/0x03).
     requests: tuple[ReadRequest, ...] = ()
     reads: tuple[_CompiledRead, ...] = ()
-    split: bool = False
     decoders: dict[int, codec.OffsetDecoder] = field(default_factory=dict)
     by_index: dict[int, Variable] = field(default_factory=dict)
     #: The block decoders alone give every variable, in the plan's order: a poll where every
@@ -145,7 +147,6 @@ def _prepare(plan: ReadPlan, state: PollState) -> None:
     if state.plan is plan:
         return
     state.plan = modbus_plan(plan)
-    state.split = False
     state.by_index = {v.index: v for v in plan.variables}
     state.decoders = {v.index: codec.offset_decoder(v.modbus) for v in plan.variables
                       if v.modbus is not None}
@@ -182,25 +183,27 @@ async def poll_device(link: ModbusLink, device: Device, plan: ReadPlan,
             check_read_reply(read.pdu, reply)
         except ModbusRequestError as err:
             request = read.request
-            heard = heard or err.quality is Quality.EXCEPTION
-            if err.quality is Quality.TIMEOUT and not heard:
-                # Silent from its first read: switched off or absent. Its other reads would
-                # each cost a timeout (on a bus, two: the late-reply wait comes first), enough
-                # to overrun the link for every unit on it; they fail unsent.
+            silent = err.quality is Quality.TIMEOUT or err.exception_code in _GATEWAY_SILENT_UNIT
+            if silent and not heard:
+                # Silent from its first read: switched off or absent (a gateway in front says
+                # so with 0x0A/0x0B, often after a serial timeout of its own). Its other reads
+                # would each cost a timeout (on a bus, two: the late-reply wait comes first),
+                # enough to overrun the link for every unit on it; they fail unsent, with the
+                # first read's quality.
                 for unsent in (read, *pending):
                     for index in unsent.request.indexes:
-                        failed[index] = Quality.TIMEOUT
+                        failed[index] = err.quality
                 break
-            if (err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1
-                    and not state.split):
-                state.split = split_now = True
-                _set_requests(state, split_plan(plan).requests)
-                log.info("Merged read refused; reading per variable from now on. device=%s "
-                         "function=%d address=%d count=%d exception=%s", device.index,
+            heard = heard or err.quality is Quality.EXCEPTION
+            if err.exception_code in _SPLIT_EXCEPTIONS and len(request.indexes) > 1:
+                split_now = True
+                _set_requests(state, split_read(plan, state.requests, request))
+                log.info("Merged read refused; reading its variables one by one from now on. "
+                         "device=%s function=%d address=%d count=%d exception=%s", device.index,
                          request.function, request.address, request.count, err.exception_code)
-                done = {i for block in blocks for i in block.indexes} | located.keys() \
-                    | failed.keys()
-                pending = [r for r in reversed(state.reads) if r.request.indexes[0] not in done]
+                refused = set(request.indexes)
+                pending.extend(reversed([r for r in state.reads
+                                         if r.request.indexes[0] in refused]))
                 continue
             for index in request.indexes:
                 failed[index] = err.quality

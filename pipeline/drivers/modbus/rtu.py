@@ -129,7 +129,10 @@ class RtuBus(QueuedLink):
                 asyncio.get_running_loop(), lambda: _SerialReceiver(self._heard, self.clock),
                 self.path,
                 baudrate=self.port.speed, bytesize=self.port.data_bits,
-                parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits)
+                parity=_PARITY[self.port.parity], stopbits=self.port.stop_bits,
+                # An exclusive lock (flock): a second process on the line (`sunpm discover`
+                # beside the gateway) would read half of each answer and garble the polls.
+                exclusive=True)
         except _PORT_ERRORS as err:
             self._reconnection.failed(f"cannot open {self.path} ({err})")
             raise ModbusRequestError(f"{self.interface}: cannot open {self.path} ({err})",
@@ -223,7 +226,8 @@ class RtuBus(QueuedLink):
                                          quality=Quality.DISCONNECTED)
             if buffer and buffer[0] != job.unit_id:
                 self._bad(receiver, TraceError.BAD_SLAVE,
-                          f"reply from unit {buffer[0]}, expected {job.unit_id}")
+                          f"reply from unit {buffer[0]}, expected {job.unit_id}",
+                          other_unit=buffer[0])
             if len(buffer) >= 2 and buffer[1] not in (job.pdu[0], job.pdu[0] | 0x80):
                 self._bad(receiver, TraceError.BAD_SLAVE,
                           f"reply function {buffer[1]}, expected {job.pdu[0]}")
@@ -257,11 +261,13 @@ class RtuBus(QueuedLink):
         self._emit(Direction.RECEIVED, frame, error)
         return frame[1:-2]
 
-    def _bad(self, receiver: _SerialReceiver, error: TraceError, detail: str) -> NoReturn:
+    def _bad(self, receiver: _SerialReceiver, error: TraceError, detail: str, *,
+             other_unit: int | None = None) -> NoReturn:
         data = bytes(receiver.buffer)
         receiver.buffer.clear()
         self._emit(Direction.RECEIVED, data, error)
-        raise ModbusRequestError(f"{self.interface}: {detail}", quality=Quality.BAD_FRAME)
+        raise ModbusRequestError(f"{self.interface}: {detail}", quality=Quality.BAD_FRAME,
+                                 other_unit=other_unit)
 
 
 class ModbusRtuDriver(ModbusDriver[RtuBus]):

@@ -104,9 +104,11 @@ class SimulatedDevice:
 class _TcpPeer(asyncio.Protocol):
     """One client connection; requests are answered in order, each after its device's delay."""
 
-    def __init__(self, units: dict[int, SimulatedDevice], peers: set[_TcpPeer]) -> None:
+    def __init__(self, units: dict[int, SimulatedDevice], peers: set[_TcpPeer],
+                 max_clients: int | None = None) -> None:
         self.units = units
         self.peers = peers
+        self.max_clients = max_clients
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy_until = 0.0
@@ -115,6 +117,9 @@ class _TcpPeer(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.max_clients is not None and len(self.peers) >= self.max_clients:
+            transport.close()           # its client slots are taken, as on many inverters
+            return
         self.peers.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -153,19 +158,24 @@ class _TcpPeer(asyncio.Protocol):
 
 
 class TcpSimulator:
-    """A Modbus TCP server on 127.0.0.1 answering for `units`; unknown units never answer."""
+    """A Modbus TCP server on 127.0.0.1 answering for `units`; unknown units never answer.
+
+    `max_clients`: connections beyond it are closed at once (a device taking one client only).
+    """
 
     def __init__(self, units: dict[int, SimulatedDevice], host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, max_clients: int | None = None) -> None:
         self.units = units
         self.host = host
         self.port = port
+        self.max_clients = max_clients
         self._server: asyncio.Server | None = None
         self._peers: set[_TcpPeer] = set()
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _TcpPeer(self.units, self._peers),
+        self._server = await loop.create_server(lambda: _TcpPeer(self.units, self._peers,
+                                                                         self.max_clients),
                                                 self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -3,9 +3,9 @@
 Rules (docs/behaviour.md §2.3): one request in flight; `tcpInterFrameMs` of silence after each
 answer; an answer must match transaction id, unit id and function (or function + 0x80), anything
 else is discarded and counted late, so a reply that arrives after its request timed out is never
-taken for the next one; a socket error, or 3 timeouts in a row from units that have answered
-since the connection opened, close the socket (timeouts of a unit that never answered, an absent
-unit or a discovery probe, fail that unit only); reconnection at once, then after 1, 2, 4 … 60 s
+taken for the next one; a socket error, or 3 timeouts in a row of polls of units that have
+answered since the connection opened, close the socket (timeouts of a unit that never answered,
+an absent unit, or of a discovery probe, fail that request only); reconnection at once, then after 1, 2, 4 … 60 s
 ±10 %, and meanwhile requests fail at once with quality 5.
 
 Own framing over an asyncio Protocol rather than pymodbus' client: the receive buffer is ours, so a
@@ -120,7 +120,9 @@ class TcpConnection(QueuedLink):
             reply = await self._await_reply(receiver, tid, job.unit_id, job.pdu[0], deadline_ns)
         except TimeoutError:
             self._emit(Direction.RECEIVED, b"", TraceError.TIMEOUT)
-            if job.unit_id in self._answered_units:
+            # A discovery probe (no device asking) may time out on any unit, polled ones
+            # included (many ignore reads of registers they lack): it says nothing of the peer.
+            if job.unit_id in self._answered_units and job.counters is not None:
                 self._timeouts_in_row += 1
             if self._timeouts_in_row >= _TIMEOUTS_BEFORE_CLOSE:
                 self._lost(f"{_TIMEOUTS_BEFORE_CLOSE} timeouts in a row", reconnect_now=True)
@@ -278,6 +280,10 @@ class ModbusTcpDriver(ModbusDriver[TcpConnection]):
         elif keep_alive and not conn.keep_alive:
             conn.keep_alive = True
         return conn
+
+    def existing_connection(self, host: str, port: int) -> TcpConnection | None:
+        """The connection of `host:port` if a device polled there has made it, else None."""
+        return self._connections.get((host, port))
 
     def _link_of(self, device: Device) -> TcpConnection:
         conn = self._device_connections.get(device)

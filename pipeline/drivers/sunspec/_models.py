@@ -172,10 +172,15 @@ def layout(model: ModelDef, header_address: int, length: int,
     top = model.group
     known_counts: Mapping[str, int] = counts if counts is not None else {}
     address = header_address
+    #: Nothing past L is described; a count the device does not implement (0xFFFF curves of
+    #: 0xFFFF points) would otherwise place billions of points only to drop them.
+    end = header_address + HEADER_REGISTERS + length
 
     def place_points(group: GroupDef, parts: tuple[str, ...]) -> None:
         nonlocal address
         for point in group.points:
+            if address >= end:
+                return
             placed.append(PlacedPoint(point, address, (*parts, point.name), parts))
             address += point.size
 
@@ -193,6 +198,8 @@ def layout(model: ModelDef, header_address: int, length: int,
 
     def place_group(group: GroupDef, parts: tuple[str, ...], times: int) -> None:
         for k in range(1, times + 1):
+            if address >= end:
+                return
             inner = parts + ((str(k),) if group.count is not None else (group.name,))
             place_points(group, inner)
             for sub in group.groups:

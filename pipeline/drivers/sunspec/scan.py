@@ -42,6 +42,10 @@ _READ_HOLDING = 3
 _MAX_READ = 125
 #: Exception codes of a gateway reporting that no device answered behind it.
 _GATEWAY_NO_DEVICE = frozenset({0x0A, 0x0B})
+#: Exceptions after which a read is split (illegal address, illegal value), as polls do.
+_SPLIT_EXCEPTIONS = frozenset({0x02, 0x03})
+#: (offset from the first data register, registers) of Mn, Md, Opt, Vr, SN, DA in model 1.
+_IDENTITY_POINTS = ((0, 16), (16, 16), (32, 8), (40, 8), (48, 16), (64, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,20 @@ class SunSpecScan:
         return found
 
     async def _read(self, unit_id: int, address: int, count: int) -> list[int]:
+        try:
+            values = await self._request(unit_id, address, count)
+        except ModbusRequestError as err:
+            if err.other_unit is None:
+                raise
+            # On a bus, the late reply of a unit asked before (slower than the timeout) came
+            # instead of this unit's answer: asked again, this unit answers for itself.
+            values = await self._request(unit_id, address, count)
+        if len(values) != count:
+            raise ModbusRequestError(f"{len(values)} registers answered, {count} asked",
+                                     quality=Quality.BAD_FRAME)
+        return values
+
+    async def _request(self, unit_id: int, address: int, count: int) -> list[int]:
         if self._aborted:
             raise _Aborted
         self.requests += 1
@@ -175,9 +193,6 @@ class SunSpecScan:
                 self._reached = True
             raise
         self._reached = True
-        if len(values) != count:
-            raise ModbusRequestError(f"{len(values)} registers answered, {count} asked",
-                                     quality=Quality.BAD_FRAME)
         return values
 
     def _at(self, unit_id: int) -> str:
@@ -252,6 +267,12 @@ class SunSpecScan:
                 break
             if model_id == END_MODEL_ID:
                 break
+            if model_id == 0:
+                # No model has id 0: registers past the map that read as 0 (some devices map
+                # every address) would otherwise walk on as 0:0 models up to the limit.
+                self._log(f"Error: model id 0 at {address}@{unit_id} {self._target}: no end "
+                          "model; the chain ends there")
+                break
             if len(headers) == MAX_MODELS:
                 self._log(f"Error: more than {MAX_MODELS} models at {self._at(unit_id)}")
                 break
@@ -271,7 +292,14 @@ class SunSpecScan:
         _, address, length = header
         count = min(length, 66)
         try:
-            regs = await self._read(unit_id, address + 2, count) if count else []
+            try:
+                regs = await self._read(unit_id, address + 2, count) if count else []
+            except ModbusRequestError as err:
+                if err.exception_code not in _SPLIT_EXCEPTIONS:
+                    raise
+                # Refused whole (a device that maps L 66 but not Pad, or reads fewer
+                # registers at once): the identity points one by one, as polls split.
+                regs = await self._identity_points(unit_id, address + 2, length)
         except ModbusRequestError as err:
             self._log(f"Error: common model read at {address + 2}@{unit_id} {self._target} "
                       f"failed: {err}")
@@ -281,6 +309,15 @@ class SunSpecScan:
                         options=decode_string(regs[32:40]), version=decode_string(regs[40:48]),
                         serial_number=decode_string(regs[48:64]),
                         device_address=regs[64] if length >= 65 else None)
+
+    async def _identity_points(self, unit_id: int, start: int, length: int) -> list[int]:
+        """Registers Mn .. DA of the common model, one read per point inside `length`."""
+        regs: list[int] = []
+        for offset, size in _IDENTITY_POINTS:
+            if offset + size > length:
+                break
+            regs += await self._read(unit_id, start + offset, size)
+        return regs
 
     async def _counts(self, unit_id: int, model_id: int, address: int) -> dict[str, int] | None:
         model = load_model(model_id)

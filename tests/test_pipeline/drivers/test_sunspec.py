@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -207,6 +208,48 @@ async def test_a_device_without_measurement_model_is_warned_about() -> None:
         "Warning: @1 T: no measurement model; only parameters will be read"]
 
 
+async def test_a_common_model_read_refused_whole_is_read_point_by_point() -> None:
+    # The device declares L 66 but does not map Pad (40069): the 66-register read answers
+    # exception 0x02, the identity points alone are readable.
+    regs = [0x5375, 0x6E53, *common_model("Delta", "RPI M6A", "", "2", "SN-D"), *model(103, 50),
+            0xFFFF, 0]
+    pad = 40069 - 40000
+    images = {1: [(40000, regs[:pad]), (40070, regs[pad + 1:])]}
+    lines: list[str] = []
+    async with modbus_server(images) as port, _link("sunpm", port) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
+                                 timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append, target="T",
+                                       interface="ethernet1", uid="U",
+                                       protocol=Protocol.MODBUS_TCP)
+    assert not [line for line in lines if line.startswith("Error")]
+    assert [(d.unit_id, d.identity) for d in found] == [
+        (1, Identity("Delta", "RPI M6A", "", "2", "SN-D", device_address=1))]
+    assert found[0].model_ids == (1, 103)
+
+
+async def test_a_map_of_zeros_without_end_model_ends_at_the_first_id_0() -> None:
+    # Registers past the map read as 0 on some devices: no model has id 0, so the walk ends
+    # there, rather than listing 63 models "0:0" and a file full of their headers.
+    images = {1: SunSpecImage([common_model("Zero", "Z1", "", "1", "SN-Z"), model(103, 50)],
+                              end=[0] * 200).blocks()}
+    lines: list[str] = []
+    async with modbus_server(images) as port, _link("sunpm", port) as reader:
+        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
+                                 timeout_ms=TIMEOUT_MS)
+        found = await discover_sunspec(reader, params, lines.append, target="T",
+                                       interface="ethernet1", uid="U",
+                                       protocol=Protocol.MODBUS_TCP)
+    assert lines[1:] == [
+        "SunSpec device found at @1 T",
+        "Found table 1:66 at 40004@1 T",
+        "Found table 103:50 at 40072@1 T",
+        "Error: model id 0 at 40122@1 T: no end model; the chain ends there",
+        "End of SunSpec detection on ethernet1. 1 devices found.",
+    ]
+    assert found[0].model_ids == (1, 103)
+
+
 async def test_max_devices_stops_the_sweep() -> None:
     lines, found = await _discover(3, 10, max_devices=2)
     assert [d.unit_id for d in found] == [3, 4]
@@ -258,6 +301,22 @@ async def test_points_outside_l_and_their_scaled_points_are_left_out() -> None:
     assert model_103 == ["103_tableId", "103_tableSize", "103_A", "103_AphA", "103_AphB",
                          "103_AphC", "103_A_SF"]
     assert made.name == "U_SunSpec_inverter_M_D_modbusRTU.csv"
+
+
+def test_a_count_not_implemented_costs_no_more_than_the_registers_of_l() -> None:
+    # NCrv and NPt read 0xFFFF on a device that does not implement them: 65535 curves of 65535
+    # points each would be four billion points to place, of which only those inside L are kept.
+    chain = [ChainModel(1, 40002, 66), ChainModel(705, 40070, 49, {"NPt": 0xFFFF,
+                                                                   "NCrv": 0xFFFF})]
+    started = time.monotonic()
+    made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP, chain,
+                    lambda text: None)
+    assert time.monotonic() - started < 2
+    names = [row.split(";")[5] for row in made.text.splitlines()[1:]]
+    # 13 fixed registers, curve 1's 10, then its points while they fit in L 49: 13 of them.
+    assert names[-1] == "705_1_13_Var" and "705_2_ActPt" not in names
+    parsed = parse_definition(made.text.encode(), made.name)
+    assert parsed.warnings == ()
 
 
 def test_numeric_scale_factor_becomes_coef_a() -> None:
@@ -366,6 +425,41 @@ async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_pair: tuple[in
     ]
     assert found[0].definition.name == "U_SunSpec_inverter_Huawei_SUN2000_modbusRTU.csv"
     assert found[0].definition.text.startswith("modbusRTU;Inverter;Huawei;SUN2000\n")
+
+
+async def test_a_late_reply_on_a_bus_is_not_taken_for_the_next_units_answer(
+        pty_pair: tuple[int, str]) -> None:
+    # Unit 2 answers 450 ms after each request, past the 300 ms timeout: its reply lands while
+    # unit 3 (absent) is probed. It is unit 2's, not unit 3's: unit 3 is not "NON SUNSPEC", and
+    # unit 4, after it, is found whole.
+    master, path = pty_pair
+    slow, inverter = SimulatedDevice(delay_s=0.45), SimulatedDevice()
+    for device, serial in ((slow, "S2"), (inverter, "S4")):
+        for address, words in SunSpecImage([common_model("SMA", "STP", "", "1", serial),
+                                            model(103, 50)]).blocks():
+            device.set_words(address, words)
+    responder = RtuResponder(master, {2: slow, 4: inverter})
+    responder.start()
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
+    bus.start()
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            found = await discover_sunspec(
+                bus, DiscoveryParams(interface="serial1", first_address=2, last_address=4,
+                                     timeout_ms=TIMEOUT_MS),
+                lines.append, target="SERIAL1", interface="serial1", uid="U",
+                protocol=Protocol.MODBUS_RTU)
+    finally:
+        await bus.close()
+        await responder.stop()
+    assert lines[1:] == [
+        "SunSpec device found at @4 SERIAL1",
+        "Found table 1:66 at 40004@4 SERIAL1",
+        "Found table 103:50 at 40072@4 SERIAL1",
+        "End of SunSpec detection on serial1. 1 devices found.",
+    ]
+    assert [d.unit_id for d in found] == [4]
 
 
 async def test_abort_stops_after_the_current_request() -> None:

@@ -80,6 +80,23 @@ async def test_a_run_streams_its_log_finds_the_inverters_and_imports_them(tmp_pa
         assert set((plant.config_dir / "DEF").iterdir()) - before == written
 
 
+async def test_a_polled_target_is_scanned_through_the_polls_connection(tmp_path: Path) -> None:
+    # An inverter taking one Modbus TCP client (as many do) while the gateway polls it: a
+    # connection of the run's own is closed at once and the scan finds nothing.
+    async with running_gateway(tmp_path) as plant:
+        sim = plant.simulators[0]
+        sim.max_clients = 1
+        poller = plant.gateway.poller
+        assert poller is not None
+        await wait_for(lambda: poller.latest("1") is not None, 20, "a poll of the inverter")
+        run = plant.gateway.discovery.start(_params(sim.port, last=2))
+        lines = [line[20:] async for line in run.follow()]
+        assert run.state is RunState.DONE and run.error == ""
+        assert f"SunSpec device found at @1 127.0.0.1:{sim.port}" in lines
+        assert lines[-1] == "End of SunSpec detection on ethernet1. 1 devices found."
+        assert [r.already_configured for r in run.rows] == [True]
+
+
 async def test_an_import_never_overwrites_a_definition_file(tmp_path: Path) -> None:
     async with TcpSimulator({2: DemoInverter(number=3)}) as sim, \
             running_gateway(tmp_path) as plant:

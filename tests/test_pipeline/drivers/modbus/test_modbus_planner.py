@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.model import Action, DataType, RegisterKind, Variable
-from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, split_plan
+from pipeline.drivers.modbus.planner import ReadRequest, plan_reads, split_read
 
 SIZES = {DataType.U16: 1, DataType.U32: 2, DataType.U64: 4, DataType.IPV6: 8}
 
@@ -134,8 +134,12 @@ def test_kinds_are_never_mixed() -> None:
     assert sorted(r.function for r in plan_reads(d, 100).requests) == [1, 2, 3, 4]
 
 
-def test_split_plan_reads_one_variable_per_request() -> None:
-    d = definition(var(1, 3, 10), var(2, 3, 11, sf=3), var(3, 3, 12))
-    split = split_plan(plan_reads(d))
-    assert [(r.address, r.count, r.indexes) for r in split.requests] == \
-        [(10, 1, (1,)), (11, 1, (2,)), (12, 1, (3,))]
+def test_split_read_reads_the_refused_read_one_variable_per_request() -> None:
+    d = definition(var(1, 3, 10), var(2, 3, 11, sf=3), var(3, 3, 12), var(4, 3, 100),
+                   var(5, 3, 101))
+    plan = plan_reads(d)
+    refused, other = plan.requests
+    split = split_read(plan, plan.requests, refused)
+    assert [(r.address, r.count, r.indexes) for r in split] == \
+        [(10, 1, (1,)), (11, 1, (2,)), (12, 1, (3,)), (100, 2, (4, 5))]
+    assert split[-1] == other

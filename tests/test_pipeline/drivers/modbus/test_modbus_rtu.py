@@ -217,6 +217,24 @@ async def test_writes_and_read_back(rtu: Bus) -> None:
     assert rtu.units[3].coils[4] == 1
 
 
+async def test_a_port_another_bus_has_open_is_quality_5(rtu: Bus) -> None:
+    # `sunpm discover --interface serial1` run beside the gateway polling that port: two
+    # readers of one line each get half of its bytes. The second opener is refused instead.
+    assert (await rtu.driver.read(device(1), plan_reads(definition(var(1, 3, 0))))).values[1] \
+        == Reading(100, Quality.GOOD)
+    assert rtu.bus.path is not None
+    second = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=rtu.bus.path)
+    try:
+        with pytest.raises(ModbusRequestError) as err:
+            await second.read_registers(2, 3, 0, 1, 100)
+    finally:
+        await second.close()
+    assert err.value.quality is Quality.DISCONNECTED
+    assert "cannot open" in str(err.value)
+    assert (await rtu.driver.read(device(1), plan_reads(definition(var(1, 3, 0))))).values[1] \
+        == Reading(100, Quality.GOOD)
+
+
 async def test_missing_port_is_quality_5() -> None:
     bus = RtuBus(SerialPort(line=1, port="SERIAL2", path="/dev/does-not-exist"))
     driver = ModbusRtuDriver()

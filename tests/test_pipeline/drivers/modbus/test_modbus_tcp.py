@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -181,6 +182,30 @@ async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() 
     assert all(r.quality is Quality.GOOD for r in second.values.values())
 
 
+async def test_exception_on_a_merged_read_splits_that_read_only() -> None:
+    # An inverter with a hole in one model: its other models' reads stay whole, or a poll of
+    # some hundred variables becomes some hundred requests (on a bus, seconds per poll).
+    sim_dev = SimulatedDevice(strict_holes=True)
+    sim_dev.set_words(0, [1, 2])
+    sim_dev.set_words(3, [4])            # address 2 is a hole the device refuses
+    sim_dev.set_words(200, [5, 6, 7])
+    d = definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3), var(4, 3, 200), var(5, 3, 201),
+                   var(6, 3, 202))
+    plan = plan_reads(d, max_gap=5)
+    assert [(r.address, r.count) for r in plan.requests] == [(0, 4), (200, 3)]
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            first = await driver.read(device(sim.port, 1), plan)
+            second = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    expected = {1: 1, 2: 2, 3: 4, 4: 5, 5: 6, 6: 7}
+    assert {i: r.value for i, r in first.values.items()} == expected
+    assert {i: r.value for i, r in second.values.items()} == expected
+    assert (first.requests, second.requests) == (5, 4)
+
+
 async def test_other_exceptions_fail_the_poll_with_quality_2_and_keep_the_plan() -> None:
     sim_dev = SimulatedDevice(exception=6)
     d = definition(var(1, 3, 0), var(2, 3, 1))
@@ -253,6 +278,40 @@ async def test_timeouts_of_a_unit_that_never_answered_keep_the_shared_connection
             assert back.values[1] == Reading(7, Quality.GOOD) and not back.reconnected
         finally:
             await driver.close()
+
+
+async def test_discovery_probes_a_polled_unit_ignores_never_close_the_shared_connection() -> None:
+    # Discovery shares the polls' connection; a polled unit that ignores reads of registers it
+    # lacks (40000, 50000, past its map) times out those probes, which say nothing of the peer.
+
+    async def answer_address_0_only(reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):     # the client closing
+            while header := await reader.readexactly(7):
+                tid, _, length, unit = parse_mbap(header)
+                pdu = await reader.readexactly(length - 1)
+                if pdu[1:3] == b"\x00\x00":
+                    writer.write(mbap(tid, unit, b"\x03\x02\x00\x07"))
+
+    server = await asyncio.start_server(answer_address_0_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    driver = ModbusTcpDriver()
+    polled = device(port, 1)
+    try:
+        assert (await driver.read(polled, plan_reads(definition(var(1, 3, 0))))).values[1] == \
+            Reading(7, Quality.GOOD)
+        conn = driver.connection("127.0.0.1", port)
+        generation = conn.generation
+        for address in (40000, 50000, 40002, 40070):
+            with pytest.raises(ModbusRequestError) as err:
+                await conn.read_registers(1, 3, address, 2, 30)
+            assert err.value.quality is Quality.TIMEOUT
+        assert conn.connected and conn.generation == generation
+        back = await driver.read(polled, plan_reads(definition(var(1, 3, 0))))
+        assert back.values[1] == Reading(7, Quality.GOOD) and not back.reconnected
+    finally:
+        await driver.close()
+        server.close()
 
 
 async def test_reconnects_after_the_peer_drops_the_connection() -> None:
@@ -456,6 +515,27 @@ async def test_a_unit_silent_from_its_first_read_costs_one_timeout_per_poll() ->
             await driver.close()
     assert off.requests == 1
     assert [r.quality for r in off.values.values()] == [Quality.TIMEOUT] * 3
+    assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("code", [0x0A, 0x0B])
+async def test_a_gateway_reporting_its_unit_silent_costs_one_request_per_poll(code: int) -> None:
+    # A Modbus TCP gateway answers 0x0B (target failed to respond) after its own serial
+    # timeout, 0x0A when it has no path to the unit: the unit is silent, like one that times
+    # out. Each further read would cost that wait again.
+    plan = plan_reads(definition(var(1, 3, 0), var(2, 3, 50), var(3, 4, 7)))
+    assert len(plan.requests) == 3
+    gateway_says_off = SimulatedDevice(exception=code, delay_s=0.05)
+    async with TcpSimulator({1: SimulatedDevice(holding={0: 1, 50: 2}, input={7: 3}),
+                             2: gateway_says_off}) as sim:
+        driver = ModbusTcpDriver()
+        try:
+            off = await driver.read(device(sim.port, 2, index="2"), plan)
+            on = await driver.read(device(sim.port, 1), plan)
+        finally:
+            await driver.close()
+    assert (off.requests, gateway_says_off.requests) == (1, 1)
+    assert [r.quality for r in off.values.values()] == [Quality.EXCEPTION] * 3
     assert on.requests == 3 and [r.value for r in on.values.values()] == [1, 2, 3]
 
 
