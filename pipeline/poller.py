@@ -335,8 +335,9 @@ class Poller:
         self.recorder.set_device(polled.device, polled.definition)
         link.wake.set()
 
-    async def write(self, index: str, var: Variable, raw: RawValue) -> None:
-        """Queue a write for the device's link, ahead of its polls; returns once it was done.
+    async def write(self, index: str, var: Variable, raw: RawValue) -> RawValue:
+        """Queue a write for the device's link, ahead of its polls; returns, once it was done,
+        the raw value the device was sent (the driver's `write`).
 
         Raises the driver's `DeviceError`, or `WriteSuperseded` when a newer write to the same
         variable replaced this one before it was sent; a `DeviceError` at once after `stop`
@@ -346,7 +347,7 @@ class Poller:
         if self._stopping:
             raise _stopped(index)
         key = (index, var.index)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[RawValue] = asyncio.get_running_loop().create_future()
         needs_room = key not in link.writes     # a replaced write hands over its place
         if needs_room:
             await link.write_room.acquire()
@@ -357,7 +358,7 @@ class Poller:
         if link.writes.put(key, write, done) and needs_room:
             link.write_room.release()           # one came in while this one waited for room
         link.wake.set()
-        await done
+        return await done
 
     def latest(self, index: str) -> Readings | None:
         """The device's last poll (live values for the web UI and scripts), None before one."""
@@ -509,14 +510,14 @@ class Poller:
             if done.done():
                 continue
             try:
-                await link.driver.write(write.device, write.var, write.raw)
+                sent = await link.driver.write(write.device, write.var, write.raw)
             except SunpmError as err:
                 if not done.done():
                     done.set_exception(err)
                 continue
             link.writes_done += 1
             if not done.done():
-                done.set_result(None)
+                done.set_result(sent)
 
     # ----------------------------------------------------------------- sinks
 

@@ -153,8 +153,10 @@ class ProtocolDriver(Protocol):
         `DeviceError` only when the link itself is unusable (the poll loop records quality 5)."""
         ...
 
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
-        """Write one raw value; raises `DeviceError` worded as docs/behaviour.md §2.7."""
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> RawValue:
+        """Write one raw value; returns the raw value the device was sent (a register holds
+        `raw` rounded to its type and scale factor); raises `DeviceError` worded as
+        docs/behaviour.md §2.7."""
         ...
 
     async def close(self) -> None: ...

@@ -272,10 +272,11 @@ class IoDriver(ProtocolDriver):
                   for var in plan.variables}
         return Readings(device=device.index, ts_ns=self.clock.wall_ns(), values=values)
 
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> RawValue:
         if var.io is None or var.io.kind is not IoKind.RELAY:
             raise DeviceError(f"writeVariable: {device.name}: only the relay can be written")
         await self.set_relay(raw)
+        return raw
 
     async def set_relay(self, raw: RawValue) -> None:
         if isinstance(raw, str) or raw not in (0, 1):

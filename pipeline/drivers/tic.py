@@ -625,5 +625,5 @@ class TicDriver(ProtocolDriver):
                 log.warning("Meter address %s differs from serialNumber %s. device=%s",
                             got.data, device.serial_number, device.index)
 
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> RawValue:
         raise DeviceError(f"{device.name}: TIC variables cannot be written")

@@ -722,11 +722,11 @@ class Gateway:
                     target: RawValue = value
                 else:
                     target = value if raw else scaled_to_raw(var, value)
-                await poller.write(row.index, var, target)
+                sent = await poller.write(row.index, var, target)
             except (DeviceError, EncodeError) as err:
                 failed[row.name] = str(err)
             else:
-                written[row.name] = _json_number(target)
+                written[row.name] = _json_number(sent)
 
         await asyncio.gather(*(one(row, var) for row, var in targets))
         if not written:

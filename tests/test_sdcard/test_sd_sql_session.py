@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from plant import Plant, hashes
-
 from test_sd_damage import unknown_schema_version
 
 ROOT = Path(__file__).resolve().parents[2]

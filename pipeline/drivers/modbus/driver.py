@@ -59,5 +59,5 @@ class ModbusDriver(ProtocolDriver, Generic[LinkT]):
         self._polled(link)
         return readings
 
-    async def write(self, device: Device, var: Variable, raw: RawValue) -> None:
-        await write_variable(self._link_of(device), device, var, raw, self.state(device.index))
+    async def write(self, device: Device, var: Variable, raw: RawValue) -> RawValue:
+        return await write_variable(self._link_of(device), device, var, raw, self.state(device.index))

@@ -14,7 +14,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Protocol
 
-from config.model import Device, Quality, RegisterKind, Variable
+from config.model import DataType, Device, Quality, RegisterKind, Variable
 from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.drivers._base import (
     DeviceError,
@@ -275,8 +275,10 @@ def _decode_one(var: Variable, decoder: codec.OffsetDecoder, where: tuple[list[i
 
 
 async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: RawValue,
-                         state: PollState) -> Reading:
-    """Write `raw` (a raw value, docs/formats.md §8.3) and read it back; returns the read-back.
+                         state: PollState) -> RawValue:
+    """Write `raw` (a raw value, docs/formats.md §8.3) and read it back; returns the raw value
+    the registers were sent (`raw` rounded to the register's type and scale factor: 55.55 at
+    sf -1 sends 556, which is 55.6).
 
     Raises DeviceError with the spec's one-line wording when the write is refused or fails. A
     read-back that differs is a WARNING, not an error.
@@ -308,17 +310,20 @@ async def write_variable(link: ModbusLink, device: Device, var: Variable, raw: R
                           "write") from err
     except ModbusRequestError as err:
         raise DeviceError(f"writeVariable: {device.name}: {var.name}: {err}") from err
+    sent = codec.decode_point(point, words)
+    sent_raw: RawValue = sent
+    if sf is not None and isinstance(sent, int):
+        sent_raw = codec.apply_scale(sent, sf)
+    elif isinstance(sent, float) and point.data_type is DataType.F32:
+        sent_raw = codec.shortest_f32(sent)     # 1.1 sent as a float32 is 1.1, as files write it
     request = ReadRequest(point.kind, point.address, point.register_count, (var.index,))
     try:
         back = codec.decode_point(point, await _read(link, unit, request, device.timeout_ms,
                                                      state.counters))
     except ModbusRequestError as err:
         log.warning("writeVariable: %s: %s: read-back failed: %s", device.name, var.name, err)
-        return Reading(None, err.quality)
-    if back != codec.decode_point(point, words):
+        return sent_raw
+    if back != sent:
         log.warning("writeVariable: %s: %s: read back %s after writing %s", device.name,
-                    var.name, codec.value_text(back), codec.value_text(raw))
-    value: RawValue = back
-    if sf is not None and isinstance(back, int):
-        value = codec.apply_scale(back, sf)
-    return Reading(value, Quality.GOOD)
+                    var.name, codec.value_text(back), codec.value_text(sent_raw))
+    return sent_raw

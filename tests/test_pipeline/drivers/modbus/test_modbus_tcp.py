@@ -396,6 +396,26 @@ async def test_write_refusals_name_the_device() -> None:
             await driver.close()
 
 
+async def test_a_write_answers_the_value_the_registers_were_sent() -> None:
+    # `writeVariable`'s answer names what was written: a value the register's type and scale
+    # factor round is answered rounded (55.55 at sf -1 sends 556: 55.6), never as asked.
+    sim_dev = SimulatedDevice()
+    d = definition(var(1, 3, 0, sf=3, info4="SF"), var(2, 3, 1), var(3, 3, 2, DataType.I16),
+                   var(4, 3, 10, DataType.F32))
+    async with TcpSimulator({1: sim_dev}) as sim:
+        driver = ModbusTcpDriver()
+        dev = device(sim.port, 1)
+        try:
+            sim_dev.set_words(2, [0xFFFF])          # sf = -1
+            await driver.read(dev, plan_reads(d))
+            assert await driver.write(dev, d.variable(1), Decimal("55.55")) == Decimal("55.6")
+            assert sim_dev.holding[0] == 556
+            assert await driver.write(dev, d.variable(2), Decimal("7.5")) == 8
+            assert await driver.write(dev, d.variable(4), 1.1) == 1.1
+        finally:
+            await driver.close()
+
+
 async def test_request_pdu_is_framed_with_mbap() -> None:
     traces: list[FrameTrace] = []
     async with TcpSimulator({0x7E: SimulatedDevice()}) as sim:
@@ -428,7 +448,7 @@ async def test_newer_write_replaces_one_still_queued_and_writes_go_before_polls(
             await driver.close()
     assert isinstance(results[2], DeviceError)
     assert str(results[2]) == "writeVariable: dev1: v2: replaced by a newer write"
-    assert results[3] is None
+    assert results[3] == 22
     assert sim_dev.holding[1] == 22
     sent = [t.data[7] for t in traces if t.direction == "=>"]
     assert sent[:2] == [3, 6] and sent.count(6) == 1      # the write overtook the queued poll
