@@ -281,6 +281,59 @@ def test_an_hourly_window_inside_the_repeated_hour_reads_its_rows_an_hour_later(
         [(f"00:{m}0:00", 2305.0) for m in range(6)] + [(f"01:{m}0:00", 2306.0) for m in range(6)])
 
 
+def test_a_block_that_ends_in_the_first_pass_of_the_repeated_hour_reads_in_it(
+        tmp_path: Path) -> None:
+    # Two-hourly sessions the night DST ends in Paris: the window [00:30, 02:30) UTC runs from
+    # 02:40 CEST through 03:20 CET. Meter 2 stopped recording at 02:50 CEST, its alarm too; read
+    # from the window's end back alone, both went to the second 02:40 and 02:50 (CET).
+    head = "modbusRTU;meter_small.csv\n3;1;2;3\n"
+
+    def rows(times: list[str], value: int) -> str:
+        return "".join(f"21/10/31-{t}:00;{value};-1;1;0;{k}\n" for k, t in enumerate(times))
+
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_003000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;2\n{head}" + rows(["02:00", "02:10", "02:20"], 2300)).encode()))
+    later = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30", "02:40", "02:50", "03:00",
+             "03:10", "03:20"]
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;1\n{head}" + rows(later, 2301)
+         + f"DEVICEINDEX;2\n{head}" + rows(["02:40", "02:50"], 2302)).encode()))
+    (tree / "ALARM" / f"{UID}_AL_211031_003000.csv.gz").write_bytes(
+        gzip.compress(b"21/10/31-02:10:00;GATEWAY;Power ON\n"))
+    (tree / "ALARM" / f"{UID}_AL_211031_023000.csv.gz").write_bytes(
+        gzip.compress(b"21/10/31-02:50:00;GATEWAY;Power OFF\n"))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [(r[1][11:], r[5]) for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        ("00:00:00", 2300.0), ("00:10:00", 2300.0), ("00:20:00", 2300.0),
+        ("00:40:00", 2302.0), ("00:50:00", 2302.0)]
+    assert [r[1][11:16] for r in _records(out, "WHERE device = '1' AND var = 1")] == [
+        "00:40", "00:50", "01:00", "01:10", "01:20", "01:30", "01:40", "01:50", "02:00",
+        "02:10", "02:20"]
+    assert duckdb.sql(f"SELECT strftime(time, '%H:%M:%S'), alarm FROM read_parquet("
+                      f"'{out}/_alarms/*/*/*.parquet') ORDER BY time").fetchall() == [
+        ("00:10:00", "Power ON"), ("00:50:00", "Power OFF")]
+
+
+def test_a_block_that_enters_the_repeated_hour_goes_on_from_its_row_before(
+        tmp_path: Path) -> None:
+    # The only file of the tree, its window ending at 02:30 UTC (03:30 CET): the meter's rows
+    # run from 01:50 CEST into the first 02:00..02:50 and stop. Each row follows the one before
+    # it, not the window's end (read from there back, 02:00..02:50 went an hour late).
+    local = ["01:50", "02:00", "02:10", "02:20", "02:30", "02:40", "02:50"]
+    block = "".join(f"21/10/31-{t}:00;2305;-1;1;0;{k}\n" for k, t in enumerate(local))
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [r[1] for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        "2021-10-30 23:50:00"] + [f"2021-10-31 00:{m}0:00" for m in range(6)]
+
+
 def test_alarms_of_a_window_inside_the_repeated_hour_read_back_in_utc(tmp_path: Path) -> None:
     # The window [01:00, 01:30) UTC: its one alarm is at the second 02:10 (CET).
     tree = _tree(tmp_path, {})
