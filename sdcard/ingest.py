@@ -120,10 +120,13 @@ class Definitions:
 
     def _missing(self, path: Path, user: Path) -> None:
         self._missing_for.add((path.name, user))
-        self._findings.append(Finding(
-            Level.ERROR, "definition", path,
-            f"{user}: definition file {path} is missing; its rows are ingested without names, "
-            "units or scaled values where the column header names every field"))
+        # An ALARM line holds its variable's Index and raw value: only the name is lost.
+        lost = ("its alarms are ingested without their variable's name"
+                if user.parent.name == "ALARM" else
+                "its rows are ingested without names, units or scaled values where the column "
+                "header names every field")
+        self._findings.append(Finding(Level.ERROR, "definition", path,
+                                      f"{user}: definition file {path} is missing; {lost}"))
 
 
 def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit:

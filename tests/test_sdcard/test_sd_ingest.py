@@ -59,7 +59,9 @@ def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
     assert hashes(tree) == before
     # The alarm file names a definition the tree does not hold: said, the rest ingested.
     assert ran.code == 1
-    assert "MODBUS_DELTA_M88H-COM1.20-Sunspec.csv is missing" in ran.err
+    alarms = tree / "ALARM" / f"{UID}_AL_210212_081500.csv.gz"
+    assert (f"error: {alarms}: definition file {tree / 'DEF'}/MODBUS_DELTA_M88H-COM1.20-Sunspec"
+            ".csv is missing; its alarms are ingested without their variable's name\n") in ran.err
     assert ran.out.startswith("6 files ingested")
 
     meter = _records(out, "WHERE device = '2' AND var = 2")
