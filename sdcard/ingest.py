@@ -339,8 +339,9 @@ class _Clock:
     def _naive(text: str, euro: bool) -> datetime:
         return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
 
-    def block_times(self, texts: list[str]) -> list[int | None]:
-        """UTC ns of each date text of one block in file order (None: unreadable)."""
+    def block_times(self, texts: list[str], after: int | None = None) -> list[int | None]:
+        """UTC ns of each date text of one block in file order (None: unreadable). `after`: the
+        last time of the device's block before this one in the file."""
         readings: list[list[int] | None] = [None] * len(texts)
         for k, text in enumerate(texts):
             try:
@@ -356,7 +357,8 @@ class _Clock:
                 fits = [t for t in ks if t <= bound]
                 latest[k] = bound = fits[-1] if fits else ks[0]
         out: list[int | None] = [None] * len(texts)
-        after = None if self.start_ns is None else self.start_ns - 1
+        if after is None and self.start_ns is not None:
+            after = self.start_ns - 1
         for k, ks in enumerate(readings):
             last = latest[k]
             if ks is None or last is None:
@@ -421,10 +423,17 @@ def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
     """UTC ns of each data line by line number, read block by block (`_Clock.block_times`)."""
     times: dict[int, int | None] = {}
     block: list[tuple[int, str]] = []
+    # A device's blocks follow each other (formats.md §9.2: a new one where its fields change):
+    # the next one goes on from the last time of the one before, not from the window's start.
+    device = ""
+    last: dict[str, int] = {}
 
     def close() -> None:
-        for (n, _), ts in zip(block, clock.block_times([t for _, t in block]), strict=True):
+        for (n, _), ts in zip(block, clock.block_times([t for _, t in block], last.get(device)),
+                              strict=True):
             times[n] = ts
+            if ts is not None:
+                last[device] = ts
         block.clear()
 
     skip_next = False
@@ -435,6 +444,7 @@ def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
         elif head in _BLOCK_HEADS:
             close()
             skip_next = head != "TypeIO"    # the `<Protocol>;<defFile>` or `TypeTIC` line
+            device = head if head == "TypeIO" else line     # `TypeIO;<defFile>`: one device
         elif not re.match(r"^\d+$", head):
             block.append((n, head))
     close()

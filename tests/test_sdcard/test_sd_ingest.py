@@ -319,6 +319,29 @@ def test_a_block_that_ends_in_the_first_pass_of_the_repeated_hour_reads_in_it(
         ("00:10:00", "Power ON"), ("00:50:00", "Power OFF")]
 
 
+def test_a_device_s_next_block_in_the_repeated_hour_goes_on_from_its_block_before(
+        tmp_path: Path) -> None:
+    # The window [00:30, 02:30) UTC the night DST ends in Paris; meter 2's recorded variables
+    # change at 01:40 UTC (the second 02:40, CET), which starts a new block. Its first row goes
+    # on from the block before, not from the window's start (its first 02:40, CEST, is taken).
+    first = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30"]
+    tree = _tree(tmp_path, {})
+    head = "DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n"
+    (tree / "DATA" / f"{UID}_MODBUS_211031_003000.csv.gz").write_bytes(gzip.compress(
+        f"{head}3;1;2;3\n21/10/31-02:20:00;2300;-1;1;0;0\n".encode()))
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        (f"{head}3;1;2;3\n" + "".join(f"21/10/31-{t}:00;2301;-1;1;0;0\n" for t in first)
+         + f"{head}2;1;3\n" + "".join(f"21/10/31-{t}:00;2302;0\n"
+                                       for t in ("02:40", "02:50", "03:00"))).encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [(r[1][11:16], r[5]) for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        ("00:20", 2300.0), ("00:40", 2301.0), ("00:50", 2301.0), ("01:00", 2301.0),
+        ("01:10", 2301.0), ("01:20", 2301.0), ("01:30", 2301.0), ("01:40", 2302.0),
+        ("01:50", 2302.0), ("02:00", 2302.0)]
+
+
 def test_a_block_that_enters_the_repeated_hour_goes_on_from_its_row_before(
         tmp_path: Path) -> None:
     # The only file of the tree, its window ending at 02:30 UTC (03:30 CET): the meter's rows
