@@ -14,7 +14,7 @@ from config.errors import SunpmError
 from exporters.views.context import ViewError, device_order
 from store.delivery import DeliveryState
 
-from .dump import Dump, finding_of
+from .dump import Dump
 from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 NS: Final = 1_000_000_000
@@ -38,8 +38,7 @@ def progress_steps(dump: Dump) -> int:
 
 def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     # Every batch's CRC, so the damage a read-only open does not look for is listed too.
-    dump.extra.extend(finding_of(r) for r in dump.log.check(progress=progress))
-    dump.prepare(dump.devices())
+    dump.extra.extend(dump.check(progress))
     con = connect()
     con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
