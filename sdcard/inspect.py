@@ -150,10 +150,11 @@ def _cursors(dump: Dump) -> list[dict[str, Any]]:
 
 
 def render_table(report: dict[str, Any]) -> str:
+    count = len(report["config_snapshots"])
     lines = [f"dump      {report['path']}",
              f"uid       {report['uid'] or '(unknown: no configuration snapshot)'}",
              (f"config    {report['config_in_force'] or '-'} "
-              f"({len(report['config_snapshots'])} snapshots)")]
+              f"({count} snapshot{'' if count == 1 else 's'})")]
     lines.append("")
     lines.append(_table(
         ["device", "name", "records", "first", "last", "gaps", "deleted", "usage", "segments"],

@@ -197,6 +197,7 @@ def test_inspect_and_fsck_of_a_clean_dump(month: Plant) -> None:
     assert ran.code == 0, ran.err
     assert "uid       WPMSD0001" in ran.out
     assert "meter_a" in ran.out and "findings  none" in ran.out
+    assert ran.out.splitlines()[2].endswith(" (1 snapshot)"), ran.out
     ran = sunpm("sd", "inspect", month.dump, "--json")
     import json
 
