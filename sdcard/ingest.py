@@ -420,34 +420,44 @@ def _lines(text: str) -> list[str]:
 
 
 def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
-    """UTC ns of each data line by line number, read block by block (`_Clock.block_times`)."""
-    times: dict[int, int | None] = {}
-    block: list[tuple[int, str]] = []
-    # A device's blocks follow each other (formats.md §9.2: a new one where its fields change):
-    # the next one goes on from the last time of the one before, not from the window's start.
-    device = ""
-    last: dict[str, int] = {}
+    """UTC ns of each data line by line number, read block by block (`_Clock.block_times`).
 
-    def close() -> None:
-        for (n, _), ts in zip(block, clock.block_times([t for _, t in block], last.get(device)),
-                              strict=True):
-            times[n] = ts
-            if ts is not None:
-                last[device] = ts
-        block.clear()
-
+    A file whose stream has no earlier file in the tree is read twice: its window starts at the
+    latest at its earliest row, so a block that fits both passes of the repeated DST hour goes
+    on from there, as it would from the end of a previous file (a meter that stopped, beside
+    one whose rows cross into the second pass)."""
+    blocks: list[tuple[str, list[tuple[int, str]]]] = []
     skip_next = False
     for n, line in enumerate(lines):
         head = line.split(";", 1)[0]
         if skip_next:
             skip_next = False
         elif head in _BLOCK_HEADS:
-            close()
             skip_next = head != "TypeIO"    # the `<Protocol>;<defFile>` or `TypeTIC` line
-            device = head if head == "TypeIO" else line     # `TypeIO;<defFile>`: one device
+            # `TypeIO;<defFile>`: the one I/O device, whatever its definition file.
+            blocks.append((head if head == "TypeIO" else line, []))
         elif not re.match(r"^\d+$", head):
-            block.append((n, head))
-    close()
+            if not blocks:
+                blocks.append(("", []))
+            blocks[-1][1].append((n, head))
+
+    def read() -> dict[int, int | None]:
+        times: dict[int, int | None] = {}
+        # A device's blocks follow each other (formats.md §9.2: a new one where its fields
+        # change): the next one goes on from the last time of the one before.
+        last: dict[str, int] = {}
+        for device, block in blocks:
+            for (n, _), ts in zip(block, clock.block_times([t for _, t in block],
+                                                           last.get(device)), strict=True):
+                times[n] = ts
+                if ts is not None:
+                    last[device] = ts
+        return times
+
+    times = read()
+    if clock.start_ns is None and len(blocks) > 1:
+        clock.start_ns = min((t for t in times.values() if t is not None), default=None)
+        times = read()
     return times
 
 

@@ -318,6 +318,15 @@ def test_a_block_that_ends_in_the_first_pass_of_the_repeated_hour_reads_in_it(
                       f"'{out}/_alarms/*/*/*.parquet') ORDER BY time").fetchall() == [
         ("00:10:00", "Power ON"), ("00:50:00", "Power OFF")]
 
+    # The first file of its tree: meter 1's rows, which cross into the second pass, say the
+    # window started by 00:40 UTC; meter 2 goes on from there.
+    for older in (tree / "DATA").glob("*_003000.csv.gz"):
+        older.unlink()
+    ran = sunpm("ingest", tree, tmp_path / "alone")
+    assert ran.code == 0, ran.err
+    assert [r[1][11:16] for r in _records(tmp_path / "alone", "WHERE device = '2' AND var = 1")
+            ] == ["00:40", "00:50"]
+
 
 def test_a_device_s_next_block_in_the_repeated_hour_goes_on_from_its_block_before(
         tmp_path: Path) -> None:
