@@ -59,16 +59,31 @@ def export_parquet(dump: Dump, out: Path, *, uid: str | None = None,
                         "from; give --uid")
     result = ExportResult()
     for device in dump.devices():
-        _export_device(dump, out, uid, device, result)
-        if progress is not None:
-            progress(1)
+        _export_device(dump, out, uid, device, result, progress)
     _export_parameters(dump, out, uid, result)
     _export_alarms(dump, out, uid, result)
     return result
 
 
-def _export_device(dump: Dump, out: Path, uid: str, device: str, result: ExportResult) -> None:
+def progress_steps(dump: Dump) -> int:
+    """How many times `export_parquet` calls `progress(1)`: each segment file of each device,
+    as the export's rows pass its first seq (a device of a year is one day at a time)."""
+    return sum(len(dump.segments(device)) for device in dump.devices())
+
+
+def _export_device(dump: Dump, out: Path, uid: str, device: str, result: ExportResult,
+                   progress: Callable[[int], None] | None) -> None:
     dataset = records_dataset(dump, [device])
+    # The first seq of each segment after the first: the rows pass them in seq order.
+    starts = [s.seq0 for s in dump.segments(device)][1:]
+    ticked = 0
+
+    def tick(seq: int | None) -> None:
+        nonlocal ticked
+        passed = len(starts) + 1 if seq is None else 1 + sum(1 for s in starts if s <= seq)
+        if progress is not None and passed > ticked:
+            progress(passed - ticked)
+        ticked = max(ticked, passed)
     defs_cache: dict[str, pa.Table] = {}
     pending: dict[str, list[pa.Table]] = {}
     buffered = 0
@@ -94,7 +109,9 @@ def _export_device(dump: Dump, out: Path, uid: str, device: str, result: ExportR
             buffered += part.num_rows
         oldest_here = pc.min(utc_days(table.column("time"))).as_py().isoformat()
         flush(before=oldest_here if buffered < FLUSH_ROWS else None)
+        tick(pc.max(batch.column("seq")).as_py())
     flush(before=None)
+    tick(None)
 
 
 def _named(dump: Dump, raw: pa.Table, cache: dict[str, pa.Table]) -> pa.Table:

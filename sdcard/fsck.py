@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from store import ReportKind
 
-from .dump import Dump, Finding, Level, finding_of, merge_findings
+from .dump import Dump, Finding, Level, merge_findings
 from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 CLEAN: Final = 0
@@ -52,9 +52,8 @@ def progress_steps(dump: Dump) -> int:
 
 
 def fsck(dump: Dump, *, progress: Any = None) -> FsckResult:
-    checked = [finding_of(r) for r in dump.log.check(progress=progress)]
+    checked = dump.check(progress)
     streams = [*dump.devices(), "journal"]
-    dump.prepare(streams)
     segments = sum(len(dump.segments(stream)) for stream in streams)
     con = connect()
     con.register("r", records_dataset(dump, progress=progress))

@@ -120,10 +120,13 @@ class Definitions:
 
     def _missing(self, path: Path, user: Path) -> None:
         self._missing_for.add((path.name, user))
-        self._findings.append(Finding(
-            Level.ERROR, "definition", path,
-            f"{user}: definition file {path} is missing; its rows are ingested without names, "
-            "units or scaled values where the column header names every field"))
+        # An ALARM line holds its variable's Index and raw value: only the name is lost.
+        lost = ("its alarms are ingested without their variable's name"
+                if user.parent.name == "ALARM" else
+                "its rows are ingested without names, units or scaled values where the column "
+                "header names every field")
+        self._findings.append(Finding(Level.ERROR, "definition", path,
+                                      f"{user}: definition file {path} is missing; {lost}"))
 
 
 def _unit(tree: Path, uid: str, tz: str | None, findings: list[Finding]) -> Unit:
@@ -232,8 +235,16 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
         on_total(len(files))
     units: dict[str, Unit] = {}
     manifests: dict[str, dict[str, str]] = {}
+    # The end of each stream's previous file (uid, interface, `_P`; ALARM): where the window
+    # of the next one starts, at the latest (a window without rows has no file).
+    stream_end: dict[tuple[str, ...], int] = {}
     for path, m in files:
         uid = m.group("uid")
+        file_ts = datetime.strptime(m.group("ts"), "%y%m%d_%H%M%S").replace(tzinfo=UTC)
+        stream = ((uid, m.group("iface"), m.group("param") or "") if path.parent.name == "DATA"
+                  else (uid, "AL"))
+        start_ns = stream_end.get(stream)
+        stream_end[stream] = int(file_ts.timestamp()) * NS
         if uid not in units:
             units[uid] = _unit(tree, uid, tz, result.findings)
             manifests[uid] = _load_manifest(out, uid, result.findings)
@@ -256,9 +267,8 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
                 if progress is not None:
                     progress(1)
                 continue
-            file_ts = datetime.strptime(m.group("ts"), "%y%m%d_%H%M%S").replace(tzinfo=UTC)
             if path.parent.name == "DATA":
-                table = _data_rows(path, text, units[uid], defs, file_ts,
+                table = _data_rows(path, text, units[uid], defs, file_ts, start_ns=start_ns,
                                    interface=m.group("iface"), result=result)
                 for device, rows in table.items():
                     for date, part in split_by_date(rows).items():
@@ -266,7 +276,7 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
                                         PARQUET_RECORDS_SCHEMA)
                     result.rows += rows.num_rows
             else:
-                alarms = _alarm_rows(path, text, units[uid], defs, file_ts, result)
+                alarms = _alarm_rows(path, text, units[uid], defs, file_ts, start_ns, result)
                 for date, part in split_by_date(alarms).items():
                     write_partition(alarms_path(out, uid, date), part, PARQUET_ALARMS_SCHEMA)
                 result.alarms += alarms.num_rows
@@ -294,16 +304,22 @@ class _Clock:
     """Local file times to UTC ns for one file: date order, zone, DST repeats.
 
     Rows follow UTC order and end before the window's end (the time in the file's name), so a
-    block's times are read from its last row back: each local time is the latest of its
-    readings (the second pass of an hour repeated when DST ends) that is before the row after
-    it, and the last row's not after the window's end. Read forwards, a window that starts inside
-    the repeated hour (hourly sessions that night) had every row an hour early, on top of the
-    rows of the window before it.
+    block is first read from its last row back: each local time's latest reading that is not
+    after the row after it (the last row's: not after the window's end) bounds it. Then it is
+    read forwards, each row taking its earliest reading within that bound after the row before
+    it, the first row's from the window's start on: the end of the stream's previous file in
+    the tree (`start_ns`; None: the tree holds none, the first row takes its bound). Read
+    forwards alone, a window that starts inside the repeated hour (hourly sessions that night)
+    had every row an hour early, on top of the rows of the window before it; read backwards
+    alone, a block that ends in the hour's first pass while its window ends after the second (a
+    device that stopped recording an hour before the session) went an hour late.
     """
 
-    def __init__(self, unit: Unit, file_ts: datetime, samples: list[str]) -> None:
+    def __init__(self, unit: Unit, file_ts: datetime, samples: list[str],
+                 start_ns: int | None) -> None:
         self.zone = unit.zone
         self.end_ns = int(file_ts.timestamp()) * NS
+        self.start_ns = start_ns
         self.euro = unit.euro if unit.euro is not None else self._guess(samples, file_ts)
 
     def _guess(self, samples: list[str], file_ts: datetime) -> bool:
@@ -323,20 +339,33 @@ class _Clock:
     def _naive(text: str, euro: bool) -> datetime:
         return datetime.strptime(text, "%d/%m/%y-%H:%M:%S" if euro else "%y/%m/%d-%H:%M:%S")
 
-    def block_times(self, texts: list[str]) -> list[int | None]:
-        """UTC ns of each date text of one block in file order (None: unreadable)."""
-        out: list[int | None] = [None] * len(texts)
-        bound: int | None = None        # the row after's time; the window's end at first
-        for k in range(len(texts) - 1, -1, -1):
+    def block_times(self, texts: list[str], after: int | None = None) -> list[int | None]:
+        """UTC ns of each date text of one block in file order (None: unreadable). `after`: the
+        last time of the device's block before this one in the file."""
+        readings: list[list[int] | None] = [None] * len(texts)
+        for k, text in enumerate(texts):
             try:
-                naive = self._naive(texts[k], self.euro)
+                naive = self._naive(text, self.euro)
             except ValueError:
                 continue
-            readings = sorted({int(naive.replace(tzinfo=self.zone, fold=f).timestamp()) * NS
-                               for f in (0, 1)}, reverse=True)
-            # A row at the window's end itself is accepted (files of other makers).
-            fits = [t for t in readings if t <= (self.end_ns if bound is None else bound)]
-            out[k] = bound = fits[0] if fits else readings[-1]
+            readings[k] = sorted({int(naive.replace(tzinfo=self.zone, fold=f).timestamp()) * NS
+                                  for f in (0, 1)})
+        latest: list[int | None] = [None] * len(texts)
+        bound = self.end_ns     # a row at the window's end itself is accepted (other makers)
+        for k in range(len(texts) - 1, -1, -1):
+            if (ks := readings[k]) is not None:
+                fits = [t for t in ks if t <= bound]
+                latest[k] = bound = fits[-1] if fits else ks[0]
+        out: list[int | None] = [None] * len(texts)
+        if after is None and self.start_ns is not None:
+            after = self.start_ns - 1
+        for k, ks in enumerate(readings):
+            last = latest[k]
+            if ks is None or last is None:
+                continue
+            # A row before the start (one committed late, a clock reset) keeps its bound.
+            fits = [] if after is None else [t for t in ks if after < t <= last]
+            out[k] = after = fits[0] if fits else last
         return out
 
 
@@ -391,35 +420,54 @@ def _lines(text: str) -> list[str]:
 
 
 def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
-    """UTC ns of each data line by line number, read block by block (`_Clock.block_times`)."""
-    times: dict[int, int | None] = {}
-    block: list[tuple[int, str]] = []
+    """UTC ns of each data line by line number, read block by block (`_Clock.block_times`).
 
-    def close() -> None:
-        for (n, _), ts in zip(block, clock.block_times([t for _, t in block]), strict=True):
-            times[n] = ts
-        block.clear()
-
+    A file whose stream has no earlier file in the tree is read twice: its window starts at the
+    latest at its earliest row, so a block that fits both passes of the repeated DST hour goes
+    on from there, as it would from the end of a previous file (a meter that stopped, beside
+    one whose rows cross into the second pass)."""
+    blocks: list[tuple[str, list[tuple[int, str]]]] = []
     skip_next = False
     for n, line in enumerate(lines):
         head = line.split(";", 1)[0]
         if skip_next:
             skip_next = False
         elif head in _BLOCK_HEADS:
-            close()
             skip_next = head != "TypeIO"    # the `<Protocol>;<defFile>` or `TypeTIC` line
+            # `TypeIO;<defFile>`: the one I/O device, whatever its definition file.
+            blocks.append((head if head == "TypeIO" else line, []))
         elif not re.match(r"^\d+$", head):
-            block.append((n, head))
-    close()
+            if not blocks:
+                blocks.append(("", []))
+            blocks[-1][1].append((n, head))
+
+    def read() -> dict[int, int | None]:
+        times: dict[int, int | None] = {}
+        # A device's blocks follow each other (formats.md §9.2: a new one where its fields
+        # change): the next one goes on from the last time of the one before.
+        last: dict[str, int] = {}
+        for device, block in blocks:
+            for (n, _), ts in zip(block, clock.block_times([t for _, t in block],
+                                                           last.get(device)), strict=True):
+                times[n] = ts
+                if ts is not None:
+                    last[device] = ts
+        return times
+
+    times = read()
+    if clock.start_ns is None and len(blocks) > 1:
+        clock.start_ns = min((t for t in times.values() if t is not None), default=None)
+        times = read()
     return times
 
 
 def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime, *,
-               interface: str, result: IngestResult) -> dict[str, pa.Table]:
+               start_ns: int | None, interface: str, result: IngestResult
+               ) -> dict[str, pa.Table]:
     parameters = "_P_" in path.name
     lines = _lines(text)
     samples = [ln.split(";", 1)[0] for ln in lines if re.match(r"^\d\d/\d\d/\d\d-", ln)][:50]
-    times = _data_times(lines, _Clock(unit, file_ts, samples))
+    times = _data_times(lines, _Clock(unit, file_ts, samples, start_ns))
     rows: dict[str, dict[str, list[object]]] = {}
     block: _Block | None = None
     i = 0
@@ -575,9 +623,9 @@ def _number(text: str) -> float | None:
 
 
 def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: datetime,
-                result: IngestResult) -> pa.Table:
+                start_ns: int | None, result: IngestResult) -> pa.Table:
     lines = _lines(text)
-    clock = _Clock(unit, file_ts, [ln.split(";", 1)[0] for ln in lines][:50])
+    clock = _Clock(unit, file_ts, [ln.split(";", 1)[0] for ln in lines][:50], start_ns)
     # One block: the alarms of a window in time order, sources mixed.
     times = clock.block_times([ln.split(";", 1)[0] for ln in lines])
     cols: dict[str, list[object]] = {f.name: [] for f in PARQUET_ALARMS_SCHEMA}

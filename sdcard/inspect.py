@@ -14,7 +14,7 @@ from config.errors import SunpmError
 from exporters.views.context import ViewError, device_order
 from store.delivery import DeliveryState
 
-from .dump import Dump, finding_of
+from .dump import Dump
 from .scan import connect, definitions_table, journal_dataset, records_dataset
 
 NS: Final = 1_000_000_000
@@ -38,8 +38,7 @@ def progress_steps(dump: Dump) -> int:
 
 def inspect(dump: Dump, *, progress: Any = None) -> dict[str, Any]:
     # Every batch's CRC, so the damage a read-only open does not look for is listed too.
-    dump.extra.extend(finding_of(r) for r in dump.log.check(progress=progress))
-    dump.prepare(dump.devices())
+    dump.extra.extend(dump.check(progress))
     con = connect()
     con.register("r", records_dataset(dump, progress=progress))
     con.register("j", journal_dataset(dump))
@@ -151,10 +150,11 @@ def _cursors(dump: Dump) -> list[dict[str, Any]]:
 
 
 def render_table(report: dict[str, Any]) -> str:
+    count = len(report["config_snapshots"])
     lines = [f"dump      {report['path']}",
              f"uid       {report['uid'] or '(unknown: no configuration snapshot)'}",
              (f"config    {report['config_in_force'] or '-'} "
-              f"({len(report['config_snapshots'])} snapshots)")]
+              f"({count} snapshot{'' if count == 1 else 's'})")]
     lines.append("")
     lines.append(_table(
         ["device", "name", "records", "first", "last", "gaps", "deleted", "usage", "segments"],

@@ -84,10 +84,13 @@ class CardMirror:
             self._trouble(MirrorState.MISSING, f"{self.card}: card mirror path missing")
             return done
         try:
-            # First the stream folders: a card pulled at any moment after is a dump (empty).
-            for sub in ("devices", "journal"):
-                for folder in self._make_parents(self.card / sub):
-                    fsync_dir(folder.parent)
+            # First the stream folders, both made before either is synced: a card pulled at any
+            # moment after is a dump (empty). Synced one by one, a pull during the first sync
+            # (milliseconds on a busy card) left `devices/` alone: a dump whose journal is lost.
+            made = [*self._make_parents(self.card / "devices"),
+                    *self._make_parents(self.card / "journal")]
+            for folder in made:
+                fsync_dir(folder.parent)
             for rel in self._snapshot_files():
                 self._copy_if_absent(rel, done)
             for folder in self._stream_folders():

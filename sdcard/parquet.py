@@ -124,10 +124,17 @@ def write_partition(path: Path, table: pa.Table, schema: pa.Schema) -> int:
                 "move it aside and run again") from err
         table = pa.concat_tables([table, held])
     keys = _KEYS[path.name]
-    # One row per key, the first met (the new rows come first), then in key order.
+    # One row per key, the first met (the new rows come first), then in key order. The store's
+    # seq and quality, which a DATA file does not carry (null from `ingest`), are the first
+    # known: ingesting a unit's files after exporting its dump keeps the dump's.
+    kept = [c for c in ("seq", "quality") if c in schema.names]
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    firsts = table.group_by(keys, use_threads=False).aggregate([("_row", "min")])
+    firsts = table.group_by(keys, use_threads=False).aggregate(
+        [("_row", "min"), *((c, "first") for c in kept)])
     table = table.take(firsts.column("_row_min")).drop_columns(["_row"])
+    for c in kept:
+        table = table.set_column(table.schema.get_field_index(c), schema.field(c),
+                                 firsts.column(f"{c}_first"))
     order = [(k, "ascending") for k in keys]
     table = table.sort_by(order)
     sink = io.BytesIO()

@@ -358,7 +358,7 @@ def _export_parquet(args: argparse.Namespace) -> int:
         print(f"sunpm sd export-parquet: {err}", file=sys.stderr)
         return 2
     try:
-        with _bar(len(dump.devices()), "device") as bar:
+        with _bar(export_mod.progress_steps(dump), "segment") as bar:
             result = export_mod.export_parquet(dump, args.out, uid=args.uid, progress=bar.update)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd export-parquet: {err}", file=sys.stderr)

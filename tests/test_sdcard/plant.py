@@ -23,6 +23,7 @@ from typing import Final
 import pyarrow as pa
 
 from config import load_site
+from config.site import Site
 from exporters.outbox import Outbox
 from exporters.rendering.source import store_source
 from exporters.session import FileServerSession, Trigger
@@ -122,11 +123,7 @@ async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
         snapshot = log.put_config(site.files())
         await log.append_journal("config", {"snapshot": snapshot}, ts_ns=T0 * NS,
                                  commit_now=True)
-        outbox = Outbox(server=1, log=log, source=store_source(log, site, 1),
-                        directory=store / "outbox" / "1", streams=FILE_SERVER_STREAMS)
-        session = FileServerSession(settings=site.settings.servers[0], uid=UID,
-                                    transport=DirTransport(site.settings.servers[0]),
-                                    outbox=outbox, log=log)
+        session = _session(log, site, store)
         for day in range(days):
             start = T0 + day * DAY
             times = list(range(start + period_s, start + DAY + 1, period_s))
@@ -158,6 +155,53 @@ async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
     dump = root / "dump"
     shutil.copytree(store, dump)
     return Plant(server=server, store=store, config=cfg, dump=dump, start_s=T0, end_s=end_s)
+
+
+def _session(log: Log, site: Site, store: Path) -> FileServerSession:
+    outbox = Outbox(server=1, log=log, source=store_source(log, site, 1),
+                    directory=store / "outbox" / "1", streams=FILE_SERVER_STREAMS)
+    return FileServerSession(settings=site.settings.servers[0], uid=UID,
+                             transport=DirTransport(site.settings.servers[0]), outbox=outbox,
+                             log=log)
+
+
+async def build_sessions(root: Path, *, start_s: int, cuts: list[int],
+                         silent: dict[str, tuple[int, int]]) -> Plant:
+    """Records every 600 s from `start_s`, a session at each of `cuts` (UTC s) delivering up to
+    it; a device of `silent` records nothing in its (after, up to] range (a meter that stopped).
+    The dump is the store's copy; the plant's `server` tree holds CONFIG/ and DEF/ too, as the
+    information system keeps them."""
+    server = root / "server"
+    for name in TREE:
+        (server / name).mkdir(parents=True, exist_ok=True)
+    store = root / "store"
+    cfg = make_config(root / "cfg", server, store)
+    site = load_site(cfg)
+    log = await Log.open(store, StoreOptions(flush_s=0.05))
+    try:
+        def_id = log.put_definition("meter.csv", METER_DEF)
+        await log.append_journal("config", {"snapshot": log.put_config(site.files())},
+                                 ts_ns=start_s * NS, commit_now=True)
+        session = _session(log, site, store)
+        last = start_s
+        for cut in cuts:
+            times = list(range(last + 600, cut + 1, 600))
+            last = times[-1]
+            await asyncio.gather(*[
+                log.append_records(dev, day_batch(dev, def_id, [
+                    t for t in times
+                    if not silent.get(dev, (0, 0))[0] < t <= silent.get(dev, (0, 0))[1]]))
+                for dev in DEVICES], log.commit())
+            result = await session.run(Trigger.SCHEDULE,
+                                       started=datetime.fromtimestamp(cut + 1, UTC))
+            assert result.ok, result
+    finally:
+        await log.close()
+    shutil.copytree(store, root / "dump")
+    shutil.copytree(cfg / "CONFIG", server / "CONFIG", dirs_exist_ok=True)
+    shutil.copytree(cfg / "DEF", server / "DEF", dirs_exist_ok=True)
+    return Plant(server=server, store=store, config=cfg, dump=root / "dump", start_s=start_s,
+                 end_s=cuts[-1])
 
 
 def tree_files(root: Path, dirs: tuple[str, ...] = ("DATA", "ALARM", "LOG", "CMD")

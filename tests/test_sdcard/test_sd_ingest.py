@@ -59,7 +59,9 @@ def test_the_example_files_of_the_format_read_back_in_utc_named_and_scaled(
     assert hashes(tree) == before
     # The alarm file names a definition the tree does not hold: said, the rest ingested.
     assert ran.code == 1
-    assert "MODBUS_DELTA_M88H-COM1.20-Sunspec.csv is missing" in ran.err
+    alarms = tree / "ALARM" / f"{UID}_AL_210212_081500.csv.gz"
+    assert (f"error: {alarms}: definition file {tree / 'DEF'}/MODBUS_DELTA_M88H-COM1.20-Sunspec"
+            ".csv is missing; its alarms are ingested without their variable's name\n") in ran.err
     assert ran.out.startswith("6 files ingested")
 
     meter = _records(out, "WHERE device = '2' AND var = 2")
@@ -279,6 +281,91 @@ def test_an_hourly_window_inside_the_repeated_hour_reads_its_rows_an_hour_later(
     rows = _records(out, "WHERE device = '2' AND var = 1")
     assert [(r[1][11:], r[5]) for r in rows] == (
         [(f"00:{m}0:00", 2305.0) for m in range(6)] + [(f"01:{m}0:00", 2306.0) for m in range(6)])
+
+
+def test_a_block_that_ends_in_the_first_pass_of_the_repeated_hour_reads_in_it(
+        tmp_path: Path) -> None:
+    # Two-hourly sessions the night DST ends in Paris: the window [00:30, 02:30) UTC runs from
+    # 02:40 CEST through 03:20 CET. Meter 2 stopped recording at 02:50 CEST, its alarm too; read
+    # from the window's end back alone, both went to the second 02:40 and 02:50 (CET).
+    head = "modbusRTU;meter_small.csv\n3;1;2;3\n"
+
+    def rows(times: list[str], value: int) -> str:
+        return "".join(f"21/10/31-{t}:00;{value};-1;1;0;{k}\n" for k, t in enumerate(times))
+
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_003000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;2\n{head}" + rows(["02:00", "02:10", "02:20"], 2300)).encode()))
+    later = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30", "02:40", "02:50", "03:00",
+             "03:10", "03:20"]
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        (f"DEVICEINDEX;1\n{head}" + rows(later, 2301)
+         + f"DEVICEINDEX;2\n{head}" + rows(["02:40", "02:50"], 2302)).encode()))
+    (tree / "ALARM" / f"{UID}_AL_211031_003000.csv.gz").write_bytes(
+        gzip.compress(b"21/10/31-02:10:00;GATEWAY;Power ON\n"))
+    (tree / "ALARM" / f"{UID}_AL_211031_023000.csv.gz").write_bytes(
+        gzip.compress(b"21/10/31-02:50:00;GATEWAY;Power OFF\n"))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [(r[1][11:], r[5]) for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        ("00:00:00", 2300.0), ("00:10:00", 2300.0), ("00:20:00", 2300.0),
+        ("00:40:00", 2302.0), ("00:50:00", 2302.0)]
+    assert [r[1][11:16] for r in _records(out, "WHERE device = '1' AND var = 1")] == [
+        "00:40", "00:50", "01:00", "01:10", "01:20", "01:30", "01:40", "01:50", "02:00",
+        "02:10", "02:20"]
+    assert duckdb.sql(f"SELECT strftime(time, '%H:%M:%S'), alarm FROM read_parquet("
+                      f"'{out}/_alarms/*/*/*.parquet') ORDER BY time").fetchall() == [
+        ("00:10:00", "Power ON"), ("00:50:00", "Power OFF")]
+
+    # The first file of its tree: meter 1's rows, which cross into the second pass, say the
+    # window started by 00:40 UTC; meter 2 goes on from there.
+    for older in (tree / "DATA").glob("*_003000.csv.gz"):
+        older.unlink()
+    ran = sunpm("ingest", tree, tmp_path / "alone")
+    assert ran.code == 0, ran.err
+    assert [r[1][11:16] for r in _records(tmp_path / "alone", "WHERE device = '2' AND var = 1")
+            ] == ["00:40", "00:50"]
+
+
+def test_a_device_s_next_block_in_the_repeated_hour_goes_on_from_its_block_before(
+        tmp_path: Path) -> None:
+    # The window [00:30, 02:30) UTC the night DST ends in Paris; meter 2's recorded variables
+    # change at 01:40 UTC (the second 02:40, CET), which starts a new block. Its first row goes
+    # on from the block before, not from the window's start (its first 02:40, CEST, is taken).
+    first = ["02:40", "02:50", "02:00", "02:10", "02:20", "02:30"]
+    tree = _tree(tmp_path, {})
+    head = "DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n"
+    (tree / "DATA" / f"{UID}_MODBUS_211031_003000.csv.gz").write_bytes(gzip.compress(
+        f"{head}3;1;2;3\n21/10/31-02:20:00;2300;-1;1;0;0\n".encode()))
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        (f"{head}3;1;2;3\n" + "".join(f"21/10/31-{t}:00;2301;-1;1;0;0\n" for t in first)
+         + f"{head}2;1;3\n" + "".join(f"21/10/31-{t}:00;2302;0\n"
+                                       for t in ("02:40", "02:50", "03:00"))).encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [(r[1][11:16], r[5]) for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        ("00:20", 2300.0), ("00:40", 2301.0), ("00:50", 2301.0), ("01:00", 2301.0),
+        ("01:10", 2301.0), ("01:20", 2301.0), ("01:30", 2301.0), ("01:40", 2302.0),
+        ("01:50", 2302.0), ("02:00", 2302.0)]
+
+
+def test_a_block_that_enters_the_repeated_hour_goes_on_from_its_row_before(
+        tmp_path: Path) -> None:
+    # The only file of the tree, its window ending at 02:30 UTC (03:30 CET): the meter's rows
+    # run from 01:50 CEST into the first 02:00..02:50 and stop. Each row follows the one before
+    # it, not the window's end (read from there back, 02:00..02:50 went an hour late).
+    local = ["01:50", "02:00", "02:10", "02:20", "02:30", "02:40", "02:50"]
+    block = "".join(f"21/10/31-{t}:00;2305;-1;1;0;{k}\n" for k, t in enumerate(local))
+    tree = _tree(tmp_path, {})
+    (tree / "DATA" / f"{UID}_MODBUS_211031_023000.csv.gz").write_bytes(gzip.compress(
+        f"DEVICEINDEX;2\nmodbusRTU;meter_small.csv\n3;1;2;3\n{block}".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 0, ran.err
+    assert [r[1] for r in _records(out, "WHERE device = '2' AND var = 1")] == [
+        "2021-10-30 23:50:00"] + [f"2021-10-31 00:{m}0:00" for m in range(6)]
 
 
 def test_alarms_of_a_window_inside_the_repeated_hour_read_back_in_utc(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from tempfile import TemporaryDirectory
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config import parse_definition
@@ -74,11 +74,18 @@ def _expected(cell: Cell, var: int) -> tuple[float | None, float | None, float |
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rows=st.lists(row, min_size=1, max_size=4),
        gaps=st.lists(st.integers(1, 2400), min_size=4, max_size=4),
+       tail=st.integers(1, 7200),
        zone=st.sampled_from(["UTC", "Europe/Paris", "America/Sao_Paulo"]),
        euro=st.booleans(), header=st.booleans())
+# A row in the first 02:40 (CEST) of a window ending at 02:10 UTC, after the second one.
+@example(rows=[{1: 5, 2: None, 3: None, 4: None, 5: None, 6: None, 7: None}],
+         gaps=[600, 1, 1, 1], tail=5400, zone="Europe/Paris", euro=False,
+         header=True)
 def test_data_files_read_back_the_values_they_were_made_of(
-        rows: list[dict[int, Cell]], gaps: list[int], zone: str, euro: bool,
+        rows: list[dict[int, Cell]], gaps: list[int], tail: int, zone: str, euro: bool,
         header: bool) -> None:
+    # The window [START_S, last row + tail): its end may lie an hour or more after the rows,
+    # past both passes of the repeated hour; the file of the window before ends at its start.
     times = [START_S + sum(gaps[:k + 1]) for k in range(len(rows))]
     whens = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in times]
     # Text goes in as a text (the fixture reads digits as a TIC number: not for a String).
@@ -97,6 +104,10 @@ def test_data_files_read_back_the_values_they_were_made_of(
     data = data_file(Interface.MODBUS, {"1": table}, {DEFINITION.snapshot_id: DEFINITION},
                      config)
     assert data is not None
+    before = data_file(Interface.MODBUS, {"1": records(DEFINITION, [(
+        datetime.fromtimestamp(START_S - 600, UTC).strftime("%Y-%m-%d %H:%M:%S"), {1: 1})])},
+        {DEFINITION.snapshot_id: DEFINITION}, config)
+    assert before is not None
     with TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         for sub in ("DATA", "DEF", "CONFIG"):
@@ -104,13 +115,16 @@ def test_data_files_read_back_the_values_they_were_made_of(
         (tree / "DEF" / "rt.csv").write_text(DEF_TEXT)
         (tree / "CONFIG" / f"{UID}_config.ini").write_text(
             f"NTP_TimeZone={zone}\nFTP_EuroDateFormat={int(euro)}\n")
-        end = datetime.fromtimestamp(times[-1] + 1, UTC).strftime("%y%m%d_%H%M%S")
-        (tree / "DATA" / f"{UID}_MODBUS_{end}.csv.gz").write_bytes(data)
+        for data_ts, body in ((START_S, before), (times[-1] + tail, data)):
+            end = datetime.fromtimestamp(data_ts, UTC).strftime("%y%m%d_%H%M%S")
+            (tree / "DATA" / f"{UID}_MODBUS_{end}.csv.gz").write_bytes(body)
         result = ingest(tree, Path(tmp) / "out")
         assert result.findings == []
         got = {}
         for path in (Path(tmp) / "out").glob("uid=*/device=1/date=*/*.parquet"):
             for r in pq.read_table(path).to_pylist():
+                if r["time"].timestamp() < START_S:
+                    continue
                 got[(int(r["time"].timestamp()), r["var"])] = (r["raw"], r["min"], r["max"],
                                                                 r["text"])
     expected = {(t, var): _expected(cell, var)

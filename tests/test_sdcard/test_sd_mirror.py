@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from plant import NS, T0, day_batch, hashes, sunpm
 from waiting import wait_until
 
+from sdcard import mirror as mirror_mod
 from sdcard.fsck import CLEAN
 from sdcard.mirror import CardMirror, MirrorState
 from store import Log, StoreOptions
@@ -172,6 +174,26 @@ def test_a_card_pulled_mid_copy_is_still_a_readable_dump(tmp_path: Path) -> None
                    for f in report["findings"]), report["findings"]
         rows = report["readable_rows"].get("1", 0)
         assert rows <= _rows(store).num_rows
+
+
+def test_a_card_pulled_at_the_first_sync_of_a_pass_is_already_a_dump(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pull, as the first fsync of a pass returns: what is on the card then is all there is.
+    store, card = tmp_path / "store", tmp_path / "card"
+    asyncio.run(_write_days(store, 1))
+    card.mkdir()
+
+    class Pulled(Exception):
+        pass
+
+    def pulled(folder: Path) -> None:
+        raise Pulled(folder)
+
+    monkeypatch.setattr(mirror_mod, "fsync_dir", pulled)
+    with pytest.raises(Pulled):
+        CardMirror(store, card).sync_once()
+    ran = sunpm("sd", "fsck", card)
+    assert (ran.code, ran.err) == (0, ""), ran.out + ran.err
 
 
 def test_a_segment_created_a_moment_ago_is_not_copied_empty(tmp_path: Path) -> None:
