@@ -7,6 +7,7 @@ in the last line: `page(request, "x.html", data)` or `json_ok(data)`.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class WebContext:
     #: The hash checked when `WEB_PasswordHash` is empty (docs/behaviour.md §10.1 first start).
     local_password_hash: str = ""
     api_token: str = ""
+    #: One credential check at a time (`server.try_login`).
+    login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,6 +3,7 @@ the session's CSRF token, texts escaped, failed logins throttled, the one-time p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
@@ -146,6 +147,28 @@ def test_ten_wrong_passwords_slow_the_next_try(fresh_gateway: RunningGateway) ->
     fresh_gateway.reset_throttle()
     with fresh_gateway.client() as client:
         assert client.get("/api/devices").status_code == 200
+
+
+def test_concurrent_wrong_passwords_are_throttled_as_sequential_ones(
+        fresh_gateway: RunningGateway) -> None:
+    """Guesses sent at once on many connections, as the form, the API and HTTP Basic: five
+    are checked and the rest refused, as if they came one after the other (every guess used to
+    pass the throttle before the first was counted, and ran a 16 MiB scrypt in parallel)."""
+    async def guesses() -> list[int]:
+        async with httpx.AsyncClient(base_url=fresh_gateway.url, timeout=120,
+                                     limits=httpx.Limits(max_connections=None)) as client:
+            api = [client.post("/api/login", json={"user": "admin", "password": f"w{k}"})
+                   for k in range(12)]
+            basic = [client.get("/api/status", auth=("admin", f"b{k}")) for k in range(12)]
+            answers = await asyncio.gather(*api, *basic)
+            return [a.status_code for a in answers]
+
+    codes = asyncio.run(guesses())
+    assert sorted(codes) == [401] * 5 + [429] * 19, codes
+    with fresh_gateway.client(login=False) as client:
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": fresh_gateway.password})
+        assert answer.status_code == 429
 
 
 def test_one_time_password_file_and_hash(fresh_gateway: RunningGateway) -> None:
