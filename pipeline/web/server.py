@@ -19,6 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
@@ -83,6 +84,11 @@ _FILE_UPLOADS: Final = frozenset({
     ("POST", "/devices/new"), ("POST", "/devices/{index}/edit"), ("PUT", "/api/defs/{name}"),
     ("POST", "/scripts"), ("POST", "/api/scripts"), ("PUT", "/api/config/{section}"),
     ("POST", "/api/config/validate")})
+#: Connections served at once (a browser opens 6): the oldest are closed for a new one, once
+#: their request, if any, is answered; beyond twice as many a new one is refused. Idle or
+#: half-sent connections would otherwise hold file descriptors, of which the whole gateway has
+#: 1,024 (254 Modbus connections, the store, the servers).
+MAX_CONNECTIONS: Final = 64
 #: Where an update package is uploaded (written to a temporary file as it arrives).
 _PACKAGE_UPLOADS: Final = frozenset({"/system/update", "/api/system/update"})
 
@@ -90,6 +96,38 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # ----------------------------------------------------------------------------- middlewares
+
+
+@dataclass(slots=True)
+class _InUse:
+    """The connections with a request inside the application, and those of them to close once
+    answered (`_listen`)."""
+
+    busy: set[object] = field(default_factory=set)
+    closing: set[object] = field(default_factory=set)
+
+
+_IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
+
+
+@web.middleware
+async def mark_busy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_use = request.app[_IN_USE]
+    connection = request.protocol
+    in_use.busy.add(connection)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    finally:
+        in_use.busy.discard(connection)
+        evicted = connection in in_use.closing
+        in_use.closing.discard(connection)
+    if evicted:
+        response.force_close()
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
 
 
 @web.middleware
@@ -486,10 +524,11 @@ async def _static_file(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[security_headers, web.middleware(_facade_errors),
+    app = web.Application(middlewares=[mark_busy, security_headers, web.middleware(_facade_errors),
                                        limit_bodies, authenticate],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
+    app[_IN_USE] = _InUse()
     app.add_routes(routes)
     for area in AREAS:
         app.add_routes(area.routes)
@@ -549,12 +588,12 @@ class WebPlugin:
         self.context = ctx
         runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
         await runner.setup()
+        listener: asyncio.Server | None = None
         try:
             host = settings.web_bind
             port = settings.web_port if self._port is None else self._port
             try:
-                tcp = web.TCPSite(runner, host, port, reuse_address=True)
-                await tcp.start()
+                listener = await _listen(runner, host, port)
             except OSError as err:
                 if not (self._fallback and err.errno == errno.EADDRINUSE):
                     # The reason alone (`Address already in use`): asyncio's strerror repeats
@@ -563,9 +602,8 @@ class WebPlugin:
                     log.error("Web UI not started: cannot listen on %s:%d: %s", host, port,
                               reason)
                     return
-                tcp = web.TCPSite(runner, host, 0)
-                await tcp.start()
-            bound = int(runner.addresses[0][1]) if runner.addresses else port
+                listener = await _listen(runner, host, 0)
+            bound = int(listener.sockets[0].getsockname()[1]) if listener.sockets else port
             shown = f"[{host}]" if ":" in host else host
             self.url = f"http://{shown}:{bound}/"
             log.info("Web UI listening. url=%s", self.url)
@@ -574,4 +612,40 @@ class WebPlugin:
             await asyncio.Event().wait()
         finally:
             self.listening.clear()
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over twice `MAX_CONNECTIONS`: answered 503 and closed unread."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\n\r\n")
+        transport.close()
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server:
+    """Serve `runner` on `host:port` with at most `MAX_CONNECTIONS` connections kept: each new
+    one past it closes the oldest (an idle or half-sent one at once, one inside a handler once
+    its answer is sent; a browser opens a closed keep-alive connection again unseen)."""
+    server = runner.server
+    assert server is not None
+    in_use = runner.app[_IN_USE]
+
+    def admit() -> asyncio.BaseProtocol:
+        connections = server.connections
+        if len(connections) >= 2 * MAX_CONNECTIONS:
+            return _Refused()
+        for handler in connections[:len(connections) - MAX_CONNECTIONS + 1]:
+            if handler in in_use.busy:
+                # Its body may still be arriving: closed after its answer (`mark_busy`).
+                in_use.closing.add(handler)
+            else:
+                handler.force_close()
+        return server()
+
+    return await asyncio.get_running_loop().create_server(admit, host, port,
+                                                          reuse_address=True)
