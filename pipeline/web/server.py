@@ -105,6 +105,8 @@ class _InUse:
 
     busy: set[object] = field(default_factory=set)
     closing: set[object] = field(default_factory=set)
+    #: Closed by `_listen` and still listed by the server.
+    dropped: set[object] = field(default_factory=set)
 
 
 _IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
@@ -636,15 +638,21 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server
     in_use = runner.app[_IN_USE]
 
     def admit() -> asyncio.BaseProtocol:
-        connections = server.connections
-        if len(connections) >= 2 * MAX_CONNECTIONS:
-            return _Refused()
-        for handler in connections[:len(connections) - MAX_CONNECTIONS + 1]:
+        # A connection closed here stays listed until the loop has run its end.
+        listed = server.connections
+        in_use.dropped.intersection_update(listed)
+        connections = [h for h in listed if h not in in_use.dropped]
+        kept = len(connections)
+        for handler in connections[:max(0, kept - MAX_CONNECTIONS + 1)]:
             if handler in in_use.busy:
                 # Its body may still be arriving: closed after its answer (`mark_busy`).
                 in_use.closing.add(handler)
             else:
                 handler.force_close()
+                in_use.dropped.add(handler)
+                kept -= 1
+        if kept >= 2 * MAX_CONNECTIONS:
+            return _Refused()
         return server()
 
     return await asyncio.get_running_loop().create_server(admit, host, port,

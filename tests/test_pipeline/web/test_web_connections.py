@@ -44,7 +44,7 @@ def test_idle_and_half_sent_connections_cannot_hold_the_server(
         with web_gateway.client() as client:
             # The upload is inside its handler once another request got through after it.
             assert client.get("/api/session").status_code == 200
-        for k in range(3 * MAX_CONNECTIONS):
+        for k in range(6 * MAX_CONNECTIONS):
             sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
             if k % 2:
                 # A slow client's head, never finished.
