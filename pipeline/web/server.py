@@ -110,6 +110,8 @@ class _InUse:
 
 
 _IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
+#: The requests with a body over `MAX_BODY_BYTES` handled at once (`limit_bodies`).
+_BIG_BODIES: Final = web.AppKey("sunpm_web_big_bodies", asyncio.Semaphore)
 
 
 @web.middleware
@@ -266,11 +268,18 @@ async def limit_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     length above it is refused unread; a chunked body is cut off by aiohttp as it passes it
     (`client_max_size`, answered by `_facade_errors`)."""
     limit = body_limit(request)
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         return _too_large(request, limit)
-    if limit != request.client_max_size:
-        request = request.clone(client_max_size=limit)
-    return await handler(request)
+    if limit == request.client_max_size:
+        return await handler(request)
+    request = request.clone(client_max_size=limit)
+    if length is not None and length <= MAX_BODY_BYTES:
+        return await handler(request)
+    # A file's body is read whole and decoded (about three times its size at once): two at a
+    # time keep uploads sent together within reach of a 512 MB box.
+    async with request.app[_BIG_BODIES]:
+        return await handler(request)
 
 
 @web.middleware
@@ -531,6 +540,7 @@ def build_app(ctx: WebContext) -> web.Application:
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app[_IN_USE] = _InUse()
+    app[_BIG_BODIES] = asyncio.Semaphore(2)
     app.add_routes(routes)
     for area in AREAS:
         app.add_routes(area.routes)
