@@ -8,6 +8,7 @@ in the last line: `page(request, "x.html", data)` or `json_ok(data)`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import jinja2
 from aiohttp import web
 
 from exporters.session.commands import load_command_json
-from pipeline.web.auth import Session, Sessions
+from pipeline.web.auth import Session, Sessions, verify_password
 from pipeline.web.editing import Verdict
 
 if TYPE_CHECKING:
@@ -58,6 +59,53 @@ class WebContext:
 CONTEXT: Final = web.AppKey("sunpm_web", WebContext)
 #: The request's session, set by the auth middleware (None: HTTP Basic or bearer clients).
 SESSION_KEY: Final = web.RequestKey("sunpm_session", Session)
+
+
+def password_hash(ctx: WebContext) -> str:
+    """`WEB_PasswordHash`, else the hash drawn at the first start."""
+    return ctx.facade.web_password_hash() or ctx.local_password_hash
+
+
+async def check_credentials(ctx: WebContext, user: str, password: str) -> bool:
+    stored = password_hash(ctx)
+    right_user = hmac.compare_digest(user.encode(), ctx.facade.web_user().encode())
+    # The hash is computed for a wrong user too: the answer's time does not tell users apart.
+    ok = await asyncio.to_thread(verify_password, password, stored)
+    return ok and right_user
+
+
+class LoginBlocked(Exception):
+    """The client's logins are throttled for `wait_s` more seconds."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.wait_s = wait_s
+
+
+async def try_login(ctx: WebContext, client: str, user: str, password: str) -> bool:
+    """Checks credentials and counts the outcome for the throttle; `LoginBlocked` while the
+    client is throttled.
+
+    One check at a time, the throttle consulted once the check's turn has come: guesses sent
+    at once on many connections would each pass a throttle that has not counted the first yet
+    (hundreds a minute instead of 5), each running a 16 MiB scrypt in a thread of the default
+    executor, which the store's writes share."""
+    if (wait_s := ctx.sessions.blocked_for(client)) > 0:
+        raise LoginBlocked(wait_s)
+    async with ctx.login_lock:
+        if (wait_s := ctx.sessions.blocked_for(client)) > 0:
+            raise LoginBlocked(wait_s)
+        ok = await check_credentials(ctx, user, password)
+        if ok:
+            ctx.sessions.succeeded(client)
+        else:
+            ctx.sessions.failed(client)
+        return ok
+
+
+def client_of(request: web.Request) -> str:
+    """The client's address, the login throttle's key."""
+    return request.remote or "?"
 
 
 def context(request: web.Request) -> WebContext:

@@ -41,7 +41,6 @@ from pipeline.web.auth import (
     Sessions,
     local_password_hash,
     new_api_token,
-    verify_password,
 )
 from pipeline.web.common import (
     CONTEXT,
@@ -51,14 +50,18 @@ from pipeline.web.common import (
     NAVIGATION,
     SESSION_COOKIE,
     SESSION_KEY,
+    LoginBlocked,
     WebContext,
+    client_of,
     context,
     json_error,
     json_ok,
     page,
+    password_hash,
     request_json,
     session_of,
     templates,
+    try_login,
 )
 from pipeline.web.facade import Conflict, GatewayFacade, NotFound
 
@@ -156,10 +159,6 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def _client(request: web.Request) -> str:
-    return request.remote or "?"
-
-
 def _is_loopback(request: web.Request) -> bool:
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
@@ -174,7 +173,7 @@ async def _basic_user(request: web.Request, header: str) -> str | None:
         user, _, password = base64.b64decode(header, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    client = _client(request)
+    client = client_of(request)
     if ctx.sessions.blocked_for(client) > 0:
         raise _too_many(request, ctx.sessions.blocked_for(client))
     digest = hashlib.sha256(f"{user}\0{password}\0{password_hash(ctx)}".encode())
@@ -190,48 +189,6 @@ async def _basic_user(request: web.Request, header: str) -> str | None:
         remembered.clear()
     remembered.add(digest.digest())
     return user
-
-
-def password_hash(ctx: WebContext) -> str:
-    """`WEB_PasswordHash`, else the hash drawn at the first start."""
-    return ctx.facade.web_password_hash() or ctx.local_password_hash
-
-
-async def check_credentials(ctx: WebContext, user: str, password: str) -> bool:
-    stored = password_hash(ctx)
-    right_user = hmac.compare_digest(user.encode(), ctx.facade.web_user().encode())
-    # The hash is computed for a wrong user too: the answer's time does not tell users apart.
-    ok = await asyncio.to_thread(verify_password, password, stored)
-    return ok and right_user
-
-
-class LoginBlocked(Exception):
-    """The client's logins are throttled for `wait_s` more seconds."""
-
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(wait_s)
-        self.wait_s = wait_s
-
-
-async def try_login(ctx: WebContext, client: str, user: str, password: str) -> bool:
-    """Checks credentials and counts the outcome for the throttle; `LoginBlocked` while the
-    client is throttled.
-
-    One check at a time, the throttle consulted once the check's turn has come: guesses sent
-    at once on many connections would each pass a throttle that has not counted the first yet
-    (hundreds a minute instead of 5), each running a 16 MiB scrypt in a thread of the default
-    executor, which the store's writes share."""
-    if (wait_s := ctx.sessions.blocked_for(client)) > 0:
-        raise LoginBlocked(wait_s)
-    async with ctx.login_lock:
-        if (wait_s := ctx.sessions.blocked_for(client)) > 0:
-            raise LoginBlocked(wait_s)
-        ok = await check_credentials(ctx, user, password)
-        if ok:
-            ctx.sessions.succeeded(client)
-        else:
-            ctx.sessions.failed(client)
-        return ok
 
 
 def _too_many(request: web.Request, wait_s: float) -> web.HTTPException:
@@ -397,7 +354,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
         return _login_page(request, error="The form expired; please log in again.", status=403,
                            next_path=next_path)
-    client = _client(request)
+    client = client_of(request)
     try:
         ok = await try_login(ctx, client, str(form.get("user", "")),
                              str(form.get("password", "")))
@@ -424,7 +381,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
         return json_error("expected a JSON object {user, password}", 400)
     if not isinstance(body, dict):
         return json_error("expected a JSON object {user, password}", 400)
-    client = _client(request)
+    client = client_of(request)
     try:
         ok = await try_login(ctx, client, str(body.get("user", "")),
                              str(body.get("password", "")))

@@ -118,16 +118,19 @@ def test_serial_and_network_sections(fresh_gateway: RunningGateway) -> None:
 
 
 def test_password_change(fresh_gateway: RunningGateway) -> None:
+    current = fresh_gateway.password
     with fresh_gateway.client() as client:
-        answer = client.post("/api/config/password", json={"newPassword": "short",
-                                                           "confirmPassword": "short"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "short", "confirmPassword": "short"})
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"newPassword"}
-        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
-                                                           "confirmPassword": "other"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "a-long-password",
+            "confirmPassword": "other"})
         assert answer.status_code == 422
         assert set(answer.json()["fields"]) == {"confirmPassword"}
-        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
-                                                           "confirmPassword": "a-long-password"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "a-long-password",
+            "confirmPassword": "a-long-password"})
         assert answer.status_code == 200, answer.text
         assert client.get("/api/devices").status_code == 200   # this session goes on
     assert not (fresh_gateway.data_dir / "initial-password").exists()
@@ -139,6 +142,27 @@ def test_password_change(fresh_gateway: RunningGateway) -> None:
     with fresh_gateway.client(login=False) as client:
         answer = client.post("/api/login", json={"user": "admin", "password": "a-long-password0"})
         assert answer.status_code == 401
+
+
+def test_a_password_change_needs_the_current_password(fresh_gateway: RunningGateway) -> None:
+    """A browser left logged in (a session lasts 12 h idle) must not let whoever sits at it
+    take the gateway: the new password ended every other session, the owner's too."""
+    with fresh_gateway.client() as client:
+        for sent in ({}, {"currentPassword": "not-the-password"}):
+            answer = client.post("/api/config/password", json={
+                **sent, "newPassword": "a-long-password", "confirmPassword": "a-long-password"})
+            assert answer.status_code == 422, answer.text
+            assert set(answer.json()["fields"]) == {"currentPassword"}
+        # Guessing it is throttled as logins are.
+        codes = [client.post("/api/config/password", json={
+            "currentPassword": f"guess{k}", "newPassword": "a-long-password",
+            "confirmPassword": "a-long-password"}).status_code for k in range(5)]
+        assert codes == [422, 422, 422, 422, 429]
+        form = client.get("/configuration").text
+        assert 'name="currentPassword"' in form
+    stored = load_site(fresh_gateway.config_dir).settings.web_password_hash
+    assert not stored or not verify_password("a-long-password", stored)
+    assert (fresh_gateway.data_dir / "initial-password").exists()
 
 
 def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> None:
