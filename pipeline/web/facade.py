@@ -54,6 +54,7 @@ from pipeline.web.config_forms import (
     SECTION_BY_NAME,
     config_ini_edit,
     daq_blocks_edit,
+    hidden_key_changes,
     host_serial_devices,
     mask_secrets,
     password_edit,
@@ -562,6 +563,8 @@ class GatewayFacade:
         path, current = await asyncio.to_thread(self._file, name)
         if name == "config.ini":
             text = unmask_secrets(text, current.decode("utf-8", "replace"))
+            if refused := hidden_key_changes(text, current, path.rpartition("/")[2]):
+                return Verdict(blocking=tuple(refused))
         return await self.apply(Edit(files={path: text.encode()}))
 
     def definition_file(self, name: str) -> bytes:

@@ -14,7 +14,7 @@ from waiting import wait_until_sync
 from web_support import UID, RunningGateway
 
 from config import Site, load_site
-from pipeline.web.auth import verify_password
+from pipeline.web.auth import hash_password, verify_password
 
 #: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
 _eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
@@ -293,6 +293,27 @@ def test_whole_files_through_the_api(fresh_gateway: RunningGateway) -> None:
         assert client.get("/api/config/server1").json()["name"] == "server1"
         assert client.get("/api/config/nosuch").status_code == 404
         assert client.put("/api/config/daq.csv", json={"rows": []}).status_code == 400
+
+
+def test_a_whole_config_ini_cannot_set_the_password_hash_or_update_command(
+        web_gateway: RunningGateway) -> None:
+    """The keys no section of the page shows: the hash changes only with the current password,
+    and the shell command run at updates is a setting of the file on the box. The whole file
+    sent to the API set both: a password without the current one (other sessions going on),
+    and a command the next uploaded package ran."""
+    path = web_gateway.config_dir / "CONFIG" / f"{UID}_config.ini"
+    with web_gateway.client() as client:
+        config = client.get("/api/config/config.ini").json()["text"]
+        before = path.read_bytes()
+        for line in (f"WEB_PasswordHash={hash_password('a-long-password')}",
+                     "SYSTEM_UpdateCommand=touch /tmp/x {package}"):
+            answer = client.put("/api/config/config.ini", json={"text": f"{config}{line}\n"})
+            assert answer.status_code == 422, answer.text
+            key = line.partition("=")[0]
+            assert answer.json()["problems"][0]["field"] == key
+            assert path.read_bytes() == before
+        # The file sent back as read is taken.
+        assert client.put("/api/config/config.ini", json={"text": config}).status_code == 200
 
 
 def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None:
