@@ -311,8 +311,11 @@ routes = web.RouteTableDef()
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path of this site (never `//host` or a scheme) after login."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path of this site (never `//host` or a scheme) after login. A control character
+    makes it `/`: browsers drop tabs and line ends from an address, so `/<tab>/host` is
+    `//host`, another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target \
+            or any(ord(c) < 0x20 or ord(c) == 0x7f for c in target):
         return "/"
     return target
 

@@ -203,6 +203,21 @@ def test_login_redirect_stays_on_this_site(web_gateway: RunningGateway) -> None:
         answer = client.post("/login", data={"user": "admin", "password": web_gateway.password,
                                              "csrf": token, "next": "https://evil.example/"})
         assert answer.status_code == 303 and answer.headers["location"] == "/"
+        # A browser drops tabs and line ends from an address: `/\t/host` is `//host`.
+        for sent in ("/\t/evil.example/", "/\n/evil.example/", "/\r\n/evil.example/",
+                     "/\x00/evil.example/"):
+            page = client.get("/login", params={"next": sent})
+            assert 'name="next" value="/"' in page.text, sent
+            answer = client.post("/login", data={
+                "user": "admin", "password": web_gateway.password,
+                "csrf": client.cookies["sunpm_login"], "next": sent})
+            assert answer.status_code == 303 and answer.headers["location"] == "/", sent
+        # A path of the site with its query goes on as sent.
+        client.get("/login")
+        answer = client.post("/login", data={
+            "user": "admin", "password": web_gateway.password,
+            "csrf": client.cookies["sunpm_login"], "next": "/devices/1?span=24h"})
+        assert answer.headers["location"] == "/devices/1?span=24h"
 
 
 def test_login_form_without_its_token_is_refused(web_gateway: RunningGateway) -> None:
