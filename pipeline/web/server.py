@@ -287,11 +287,16 @@ def _form_page(request: web.Request) -> str:
     return _area(request.path)[0]
 
 
-async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
+def _foreign_origin(request: web.Request) -> bool:
+    """The browser says the request comes from a page of another site (or `null`). The host
+    only: behind a reverse proxy that ends TLS the browser's origin is https while this server
+    sees plain http, with the same Host."""
     origin = request.headers.get("Origin")
-    # The host only: behind a reverse proxy that ends TLS the browser's origin is https while
-    # this server sees plain http, with the same Host.
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    return origin is not None and urlsplit(origin).netloc != request.host
+
+
+async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
+    if _foreign_origin(request):
         return "cross-origin request refused"
     token = request.headers.get(CSRF_HEADER)
     if token is None and request.content_type in ("application/x-www-form-urlencoded",
@@ -354,6 +359,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     next_path = _safe_next(str(form.get("next", "/")))
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     sent = str(form.get(CSRF_FIELD, ""))
+    if _foreign_origin(request):
+        return _login_page(request, error="This form came from another site.", status=403,
+                           next_path=next_path)
     if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
         return _login_page(request, error="The form expired; please log in again.", status=403,
                            next_path=next_path)
@@ -378,6 +386,10 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/login")
 async def api_login(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
+    if _foreign_origin(request):
+        # A page of another site sending guesses from the installer's browser, inside the
+        # plant's network (a JSON body passes as text/plain, which needs no preflight).
+        return json_error("cross-origin request refused", 403)
     try:
         body: Any = await request_json(request)
     except ValueError:

@@ -4,6 +4,7 @@ the session's CSRF token, texts escaped, failed logins throttled, the one-time p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import stat
@@ -218,6 +219,28 @@ def test_login_redirect_stays_on_this_site(web_gateway: RunningGateway) -> None:
             "user": "admin", "password": web_gateway.password,
             "csrf": client.cookies["sunpm_login"], "next": "/devices/1?span=24h"})
         assert answer.headers["location"] == "/devices/1?span=24h"
+
+
+def test_a_login_from_another_site_is_refused(fresh_gateway: RunningGateway) -> None:
+    """A page of another site the installer opens could send guesses from the installer's
+    browser, inside the plant's network (a JSON body passes as text/plain, with no preflight),
+    and they counted against the installer's own throttle."""
+    with fresh_gateway.client(login=False) as client:
+        for origin in ("http://evil.example", "null"):
+            answer = client.post("/api/login", content=json.dumps(
+                {"user": "admin", "password": fresh_gateway.password}),
+                headers={"Origin": origin, "Content-Type": "text/plain"})
+            assert answer.status_code == 403, answer.text
+            client.get("/login")
+            answer = client.post("/login", data={
+                "user": "admin", "password": fresh_gateway.password,
+                "csrf": client.cookies["sunpm_login"]}, headers={"Origin": origin})
+            assert answer.status_code == 403
+        assert "sunpm_session" not in client.cookies
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": fresh_gateway.password},
+                             headers={"Origin": fresh_gateway.url.rstrip("/")})
+        assert answer.status_code == 200
 
 
 def test_login_form_without_its_token_is_refused(web_gateway: RunningGateway) -> None:
