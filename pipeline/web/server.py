@@ -113,7 +113,7 @@ class _InUse:
 
 
 _IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
-#: The requests with a body over `MAX_BODY_BYTES` handled at once (`limit_bodies`).
+#: The requests with a body over `MAX_BODY_BYTES` handled at once (`big_bodies_in_turn`).
 _BIG_BODIES: Final = web.AppKey("sunpm_web_big_bodies", asyncio.Semaphore)
 
 
@@ -225,16 +225,23 @@ async def limit_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     length above it is refused unread; a chunked body is cut off by aiohttp as it passes it
     (`client_max_size`, answered by `_facade_errors`)."""
     limit = body_limit(request)
-    length = request.content_length
-    if length is not None and length > limit:
+    if request.content_length is not None and request.content_length > limit:
         return _too_large(request, limit)
-    if limit == request.client_max_size:
+    if limit != request.client_max_size:
+        request = request.clone(client_max_size=limit)
+    return await handler(request)
+
+
+@web.middleware
+async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body over `MAX_BODY_BYTES` (or of unknown length) where a route takes more waits its
+    turn, once its sender is known (a stranger never holds one): a file's body is read whole
+    and decoded, about three times its size at once, and two at a time keep uploads sent
+    together within reach of a 512 MB box."""
+    length = request.content_length
+    if request.client_max_size <= MAX_BODY_BYTES or \
+            (length is not None and length <= MAX_BODY_BYTES):
         return await handler(request)
-    request = request.clone(client_max_size=limit)
-    if length is not None and length <= MAX_BODY_BYTES:
-        return await handler(request)
-    # A file's body is read whole and decoded (about three times its size at once): two at a
-    # time keep uploads sent together within reach of a 512 MB box.
     async with request.app[_BIG_BODIES]:
         return await handler(request)
 
@@ -508,7 +515,7 @@ async def _static_file(request: web.Request) -> web.StreamResponse:
 
 def build_app(ctx: WebContext) -> web.Application:
     app = web.Application(middlewares=[mark_busy, security_headers, web.middleware(_facade_errors),
-                                       limit_bodies, authenticate],
+                                       limit_bodies, authenticate, big_bodies_in_turn],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app[_IN_USE] = _InUse()
