@@ -152,6 +152,8 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    # aiohttp's default names Python's and its own versions.
+    response.headers["Server"] = "sunpm"
     if not request.path.startswith("/static/"):
         response.headers.setdefault("Cache-Control", "no-store")
     if isinstance(response, web.HTTPException):

@@ -110,6 +110,9 @@ def test_security_headers(web_gateway: RunningGateway) -> None:
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert answer.headers["x-frame-options"] == "DENY"
         assert "<script>" not in answer.text.replace('<script src="/static/', "")
+        # No versions of the software underneath for whoever scans the plant's network.
+        for path in ("/", "/login", "/static/sunpm.css", "/api/nosuch"):
+            assert client.get(path).headers["server"] == "sunpm", path
 
 
 def test_http_basic_for_api_clients_without_csrf(web_gateway: RunningGateway) -> None:
