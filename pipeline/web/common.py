@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,7 +20,7 @@ import jinja2
 from aiohttp import web
 
 from exporters.session.commands import load_command_json
-from pipeline.web.auth import Session, Sessions, verify_password
+from pipeline.web.auth import BLOCKED_S, Session, Sessions, verify_password
 from pipeline.web.editing import Verdict
 
 if TYPE_CHECKING:
@@ -51,10 +53,13 @@ class WebContext:
     #: The hash checked when `WEB_PasswordHash` is empty (docs/behaviour.md §10.1 first start).
     local_password_hash: str = ""
     api_token: str = ""
-    #: One credential check at a time (`server.try_login`).
+    #: One credential check at a time (`try_login`).
     login_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog())
     extra: dict[str, Any] = field(default_factory=dict)
 
+
+log = logging.getLogger("sunpm.web")
 
 CONTEXT: Final = web.AppKey("sunpm_web", WebContext)
 #: The request's session, set by the auth middleware (None: HTTP Basic or bearer clients).
@@ -99,8 +104,42 @@ async def try_login(ctx: WebContext, client: str, user: str, password: str) -> b
         if ok:
             ctx.sessions.succeeded(client)
         else:
-            ctx.sessions.failed(client)
+            ctx.refusals.log(client, blocked=ctx.sessions.failed(client))
         return ok
+
+
+#: Refused logins logged a minute at most: guesses from many addresses would otherwise write
+#: a line each into the gateway log (uploaded, kept within a quota), as fast as passwords can
+#: be checked, and push the plant's own lines out.
+MAX_LOGGED_REFUSALS: Final = 20
+
+
+@dataclass(slots=True)
+class RefusalLog:
+    """The WARNING lines of refused logins, `MAX_LOGGED_REFUSALS` a minute at most; those left
+    out are counted in one line with the next refusal after that minute."""
+
+    clock: Callable[[], float] = time.monotonic
+    _since: float = -math.inf
+    _logged: int = 0
+    _left_out: int = 0
+
+    def log(self, client: str, *, blocked: bool) -> None:
+        now = self.clock()
+        if now - self._since >= 60:
+            if self._left_out:
+                log.warning("Web logins refused and not logged in the last minute: %d",
+                            self._left_out)
+            self._since, self._logged, self._left_out = now, 0, 0
+        if self._logged >= MAX_LOGGED_REFUSALS:
+            self._left_out += 1
+            return
+        self._logged += 1
+        if blocked:
+            log.warning("Web login refused; this client's logins are blocked for %d s. "
+                        "client=%s", BLOCKED_S, client)
+        else:
+            log.warning("Web login refused. client=%s", client)
 
 
 def client_of(request: web.Request) -> str:

@@ -382,7 +382,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, status=429, next_path=next_path, error="Too many failed "
                            f"logins; try again in {max(1, round(blocked.wait_s))} s.")
     if not ok:
-        log.warning("Web login refused. client=%s", client)
         return _login_page(request, error="Wrong user or password.", status=401,
                            next_path=next_path)
     response = web.HTTPSeeOther(next_path)
@@ -412,7 +411,6 @@ async def api_login(request: web.Request) -> web.StreamResponse:
     except LoginBlocked as blocked:
         raise _too_many(request, blocked.wait_s) from None
     if not ok:
-        log.warning("Web login refused. client=%s", client)
         return json_error("wrong user or password", 401)
     session = _start_session(request, ctx.facade.web_user())
     response = json_ok({"csrf": session.csrf, "user": session.user})

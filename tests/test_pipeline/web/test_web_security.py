@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from web_support import RunningGateway
 
 import pipeline.web
 from pipeline.web.auth import hash_password, verify_password
+from pipeline.web.common import MAX_LOGGED_REFUSALS, RefusalLog
 from pipeline.web.server import build_app
 
 
@@ -173,6 +176,42 @@ def test_concurrent_wrong_passwords_are_throttled_as_sequential_ones(
         answer = client.post("/api/login", json={"user": "admin",
                                                  "password": fresh_gateway.password})
         assert answer.status_code == 429
+
+
+def test_wrong_passwords_from_many_addresses_log_a_bounded_number_of_lines(
+        fresh_gateway: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    """Each refused login was a WARNING line of the gateway log (uploaded, kept within a
+    quota): guesses from many addresses of the network wrote as many lines as the passwords
+    could be checked, pushing the plant's own lines out."""
+    port = urlsplit(fresh_gateway.url).port
+    caplog.set_level(logging.WARNING, logger="sunpm.web")
+    addresses = [f"127.0.0.{k}" for k in range(2, 14)]
+    for address in addresses:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(transport=transport, timeout=60) as client:
+            for k in range(5):
+                answer = client.post(f"http://127.0.0.1:{port}/api/login",
+                                     json={"user": "admin", "password": f"wrong{k}"})
+                assert answer.status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "sunpm.web"]
+    assert 5 <= len(lines) <= MAX_LOGGED_REFUSALS + 1, lines
+    # Blocks are told as they come within the bound.
+    assert any("blocked for 60 s" in line for line in lines)
+
+
+def test_refusals_left_out_are_counted_after_the_minute(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    refusals = RefusalLog(clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="sunpm.web")
+    for k in range(MAX_LOGGED_REFUSALS + 5):
+        refusals.log(f"10.0.0.{k}", blocked=False)
+    assert len(caplog.records) == MAX_LOGGED_REFUSALS
+    now[0] = 61.0
+    refusals.log("10.0.0.1", blocked=True)
+    assert [r.getMessage() for r in caplog.records[MAX_LOGGED_REFUSALS:]] == [
+        "Web logins refused and not logged in the last minute: 5",
+        "Web login refused; this client's logins are blocked for 60 s. client=10.0.0.1"]
 
 
 def test_one_time_password_file_and_hash(fresh_gateway: RunningGateway) -> None:
