@@ -5,6 +5,7 @@ next connection times from the scheduler's own computation."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from peers import USERS, make_certs, run_peer
 from waiting import wait_until_sync
 from web_support import UID, RunningGateway
 
+import pipeline.web.common
+import pipeline.web.facade
 from config import Site, load_site
 from pipeline.web.auth import hash_password, verify_password
 
@@ -338,3 +341,33 @@ def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None
         assert client.delete("/api/defs/copy.csv").status_code == 200
         assert not (folder / "copy.csv").exists()
         assert client.delete("/api/defs/copy.csv").status_code == 404
+
+
+def test_a_big_config_ini_is_read_beside_the_loop(fresh_gateway: RunningGateway,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config.ini of 9 MiB sent whole: its JSON, its secrets and the keys a browser may not
+    change were read on the gateway's loop, which stood still for over a second (every device
+    skipped a poll cycle). They are read in a worker thread."""
+    threads: dict[str, set[str]] = {}
+
+    def watched(module: object, name: str) -> None:
+        function = getattr(module, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            if len(args[0]) > 2**20:  # type: ignore[arg-type]
+                threads.setdefault(name, set()).add(threading.current_thread().name)
+            return function(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    watched(pipeline.web.common, "load_command_json")
+    watched(pipeline.web.facade, "unmask_secrets")
+    watched(pipeline.web.facade, "hidden_key_changes")
+    with fresh_gateway.client() as client:
+        config = client.get("/api/config/config.ini").json()["text"]
+        big = config + "".join(f"# note {k} {'x' * 80}\n" for k in range(95_000))
+        answer = client.put("/api/config/config.ini", json={"text": big}, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        assert client.put("/api/config/config.ini", json={"text": config},
+                          timeout=120).status_code == 200
+    assert set(threads) == {"load_command_json", "unmask_secrets", "hidden_key_changes"}
+    assert "web-test-gateway" not in set().union(*threads.values()), threads
