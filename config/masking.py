@@ -49,3 +49,18 @@ def masked(field: str, text: str) -> str:
     """`text` (a line about `field`) with the quoted values hidden when `field` looks like a
     secret, and any URL's password hidden whatever the field."""
     return _QUOTED.sub("'***'", text) if is_secret(field) else url_passwords_masked(text)
+
+
+def ini_secrets_masked(text: str) -> str:
+    """A config.ini with the value of every `KEY=value` line whose key looks like a secret (the
+    password hash too) as `***`: the file as a debug archive carries it, to a browser and to
+    the server's /LOG. An empty value stays empty (not set)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith(("#", ";")) and value.strip() and \
+                is_secret(key.strip()):
+            end = line[len(line.rstrip("\r\n")):]
+            line = f"{key}=***{end}"
+        out.append(line)
+    return "".join(out)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from config.masking import ini_secrets_masked
 from config.model import ServerSettings
 from exporters.transports import FileTransport, TransportError, open_transport
 from exporters.views.context import ViewConfig
@@ -38,7 +39,8 @@ def archive_bytes(files: Mapping[str, bytes], status: Mapping[str, object], log_
     buffer = io.BytesIO()
     mtime = made_ns // 1_000_000_000
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        members = {**{f"config/{rel}": data for rel, data in sorted(files.items())},
+        members = {**{f"config/{rel}": _secrets_masked(rel, data)
+                      for rel, data in sorted(files.items())},
                    "status.json": json.dumps(status, ensure_ascii=False, indent=1).encode(),
                    "log.txt": log_lines.encode()}
         for name, data in members.items():
@@ -46,6 +48,15 @@ def archive_bytes(files: Mapping[str, bytes], status: Mapping[str, object], log_
             info.size, info.mtime, info.mode = len(data), mtime, 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _secrets_masked(rel: str, data: bytes) -> bytes:
+    # The archive goes to a browser and to server 1's /LOG; its passwords would help no one
+    # debug (`***` still says they are set).
+    if not rel.endswith("config.ini"):
+        return data
+    return ini_secrets_masked(data.decode("utf-8", "surrogateescape")).encode(
+        "utf-8", "surrogateescape")
 
 
 def recent_log(store: Log, config: ViewConfig, now_ns: int) -> str:

@@ -192,13 +192,15 @@ class Sessions:
             return 0.0
         return max(0.0, entry.blocked_until - self._now())
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str) -> bool:
+        """Counts a failed login; True when it blocks the client."""
         now = self._now()
         entry = self._failures.setdefault(client, _Failures())
         entry.times.append(now)
         while entry.times and now - entry.times[0] > FAILURE_WINDOW_S:
             entry.times.popleft()
-        if len(entry.times) >= FAILURES_ALLOWED:
+        blocked = len(entry.times) >= FAILURES_ALLOWED
+        if blocked:
             entry.blocked_until = now + BLOCKED_S
             entry.times.clear()
         if len(self._failures) > 1024:
@@ -206,6 +208,7 @@ class Sessions:
             for key in [k for k, v in self._failures.items()
                         if v.blocked_until < now and not v.times]:
                 del self._failures[key]
+        return blocked
 
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)

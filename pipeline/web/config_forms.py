@@ -28,7 +28,7 @@ from config import (
 )
 from config.config_ini import KEY_TABLE, KEYS, server_key
 from config.daq_csv import ETHERNET_COLUMNS, SERIAL_COLUMNS
-from config.errors import Problem
+from config.errors import Problem, Severity
 from config.model import Daq, FullPolicy, ScheduleType, SerialPort, ServerType
 from config.reference import CONFIG_KEYS
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
@@ -96,6 +96,21 @@ def unmask_secrets(text: str, current: str) -> str:
             line = f"{found[0]}={on_disk.get(found[0], '')}{end}"
         out.append(line)
     return "".join(out)
+
+
+def hidden_key_changes(text: str, current: bytes, file_name: str) -> list[Problem]:
+    """A refusal for each key of `HIDDEN_KEYS` whose value a whole config.ini sent by a browser
+    (secrets unmasked) changes: the files' own parser reads both, as the gateway would."""
+    sent = parse_config_ini(text.encode(), file_name).value
+    kept = parse_config_ini(current, file_name).value
+    line_of = {line.key: line.line for line in sent.lines if line.key}
+    return [Problem(file=file_name, line=line_of.get(key), field=key,
+                    message="not changed from a browser: " + (
+                        "the password has its form, which asks for the current one"
+                        if key == "WEB_PasswordHash" else
+                        "a shell command is set in the file on the gateway itself"),
+                    severity=Severity.ERROR)
+            for key in sorted(HIDDEN_KEYS) if (sent.get(key) or "") != (kept.get(key) or "")]
 
 
 def is_secret(key: str) -> bool:

@@ -14,6 +14,8 @@ from aiohttp import web
 from config.errors import Severity
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from pipeline.web.common import (
+    LoginBlocked,
+    client_of,
     context,
     facade,
     json_error,
@@ -22,10 +24,11 @@ from pipeline.web.common import (
     rejected,
     request_json,
     session_of,
+    try_login,
     whole_file_text,
 )
 from pipeline.web.config_forms import CONFIG_FILES, RESTART_KEYS, SECTION_BY_NAME, is_secret
-from pipeline.web.editing import Edit, problem_json
+from pipeline.web.editing import Edit, Verdict, problem_json
 from pipeline.web.facade import NotFound, time_zones
 
 routes = web.RouteTableDef()
@@ -108,18 +111,39 @@ async def _restart_values(request: web.Request, name: str) -> dict[str, str]:
     return {k["key"]: k["value"] for k in shown["keys"] if k["key"] in RESTART_KEYS}
 
 
+async def _new_password(request: web.Request,
+                        form: Mapping[str, str]) -> tuple[Verdict, str, int]:
+    """The verdict on a password change, the new hash when it is made, and the status of a
+    refusal. The current password is asked first (throttled as a login): a browser left
+    logged in must not let whoever sits at it take the gateway."""
+    current = form.get("currentPassword", "")
+    if not current:
+        return Verdict(fields={"currentPassword": ["required"]}), "", 422
+    ctx = context(request)
+    try:
+        right = await try_login(ctx, client_of(request), ctx.facade.web_user(), current)
+    except LoginBlocked as blocked:
+        return Verdict(fields={"currentPassword": [
+            f"too many wrong passwords; try again in {max(1, round(blocked.wait_s))} s"]}), \
+            "", 429
+    if not right:
+        return Verdict(fields={"currentPassword": ["wrong password"]}), "", 422
+    verdict, stored = await facade(request).change_password(form.get("newPassword", ""),
+                                                            form.get("confirmPassword", ""))
+    return verdict, stored, 422
+
+
 @routes.post("/configuration/password")
 async def change_password(request: web.Request) -> web.StreamResponse:
     form = _form_texts(await request.post())
-    verdict, stored = await facade(request).change_password(form.get("newPassword", ""),
-                                                            form.get("confirmPassword", ""))
+    verdict, stored, status = await _new_password(request, form)
     if verdict.ok:
         _password_changed(request, stored)
         raise web.HTTPSeeOther("/configuration?saved=password#password")
     data = await _data(request)
     data.update(fields=dict(verdict.fields), problems=[str(p) for p in verdict.others],
                 failed="password")
-    return page(request, "configuration.html", data, status=422)
+    return page(request, "configuration.html", data, status=status)
 
 
 def _password_changed(request: web.Request, stored: str) -> None:
@@ -245,10 +269,11 @@ async def api_change_password(request: web.Request) -> web.StreamResponse:
     form = await _json_form(request)
     if isinstance(form, web.Response):
         return form
-    verdict, stored = await facade(request).change_password(form.get("newPassword", ""),
-                                                            form.get("confirmPassword", ""))
+    verdict, stored, status = await _new_password(request, form)
     if not verdict.ok:
-        return rejected(verdict)
+        answer = rejected(verdict)
+        answer.set_status(status)
+        return answer
     _password_changed(request, stored)
     return json_ok({"saved": "password"})
 

@@ -54,6 +54,7 @@ from pipeline.web.config_forms import (
     SECTION_BY_NAME,
     config_ini_edit,
     daq_blocks_edit,
+    hidden_key_changes,
     host_serial_devices,
     mask_secrets,
     password_edit,
@@ -561,7 +562,12 @@ class GatewayFacade:
             raise NotFound(f"no configuration file '{name}' ({', '.join(CONFIG_FILES)})")
         path, current = await asyncio.to_thread(self._file, name)
         if name == "config.ini":
-            text = unmask_secrets(text, current.decode("utf-8", "replace"))
+            # In a thread: a config.ini of 10 MiB takes a second to read twice, which polling
+            # cannot wait.
+            text, refused = await asyncio.to_thread(_config_ini_sent, text, current,
+                                                    path.rpartition("/")[2])
+            if refused:
+                return Verdict(blocking=tuple(refused))
         return await self.apply(Edit(files={path: text.encode()}))
 
     def definition_file(self, name: str) -> bytes:
@@ -726,6 +732,13 @@ class GatewayFacade:
                 with contextlib.suppress(FileNotFoundError):
                     (self.gateway.data_dir / name).unlink()
         return verdict, stored
+
+
+def _config_ini_sent(text: str, current: bytes, file_name: str) -> tuple[str, list[Problem]]:
+    """A whole config.ini from a browser: its secrets sent back as `***` given their value on
+    disk, and the refusals of the keys a browser may not change (blocking)."""
+    text = unmask_secrets(text, current.decode("utf-8", "replace"))
+    return text, hidden_key_changes(text, current, file_name)
 
 
 @functools.cache

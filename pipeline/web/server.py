@@ -19,6 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
@@ -40,7 +41,6 @@ from pipeline.web.auth import (
     Sessions,
     local_password_hash,
     new_api_token,
-    verify_password,
 )
 from pipeline.web.common import (
     CONTEXT,
@@ -50,14 +50,18 @@ from pipeline.web.common import (
     NAVIGATION,
     SESSION_COOKIE,
     SESSION_KEY,
+    LoginBlocked,
     WebContext,
+    client_of,
     context,
     json_error,
     json_ok,
     page,
+    password_hash,
     request_json,
     session_of,
     templates,
+    try_login,
 )
 from pipeline.web.facade import Conflict, GatewayFacade, NotFound
 
@@ -83,6 +87,11 @@ _FILE_UPLOADS: Final = frozenset({
     ("POST", "/devices/new"), ("POST", "/devices/{index}/edit"), ("PUT", "/api/defs/{name}"),
     ("POST", "/scripts"), ("POST", "/api/scripts"), ("PUT", "/api/config/{section}"),
     ("POST", "/api/config/validate")})
+#: Connections served at once (a browser opens 6): the oldest are closed for a new one, once
+#: their request, if any, is answered; beyond twice as many a new one is refused. Idle or
+#: half-sent connections would otherwise hold file descriptors, of which the whole gateway has
+#: 1,024 (254 Modbus connections, the store, the servers).
+MAX_CONNECTIONS: Final = 64
 #: Where an update package is uploaded (written to a temporary file as it arrives).
 _PACKAGE_UPLOADS: Final = frozenset({"/system/update", "/api/system/update"})
 
@@ -90,6 +99,42 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # ----------------------------------------------------------------------------- middlewares
+
+
+@dataclass(slots=True)
+class _InUse:
+    """The connections with a request inside the application, and those of them to close once
+    answered (`_listen`)."""
+
+    busy: set[object] = field(default_factory=set)
+    closing: set[object] = field(default_factory=set)
+    #: Closed by `_listen` and still listed by the server.
+    dropped: set[object] = field(default_factory=set)
+
+
+_IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
+#: The requests with a body over `MAX_BODY_BYTES` handled at once (`big_bodies_in_turn`).
+_BIG_BODIES: Final = web.AppKey("sunpm_web_big_bodies", asyncio.Semaphore)
+
+
+@web.middleware
+async def mark_busy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_use = request.app[_IN_USE]
+    connection = request.protocol
+    in_use.busy.add(connection)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    finally:
+        in_use.busy.discard(connection)
+        evicted = connection in in_use.closing
+        in_use.closing.discard(connection)
+    if evicted:
+        response.force_close()
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
 
 
 @web.middleware
@@ -107,15 +152,13 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    # aiohttp's default names Python's and its own versions.
+    response.headers["Server"] = "sunpm"
     if not request.path.startswith("/static/"):
         response.headers.setdefault("Cache-Control", "no-store")
     if isinstance(response, web.HTTPException):
         raise response
     return response
-
-
-def _client(request: web.Request) -> str:
-    return request.remote or "?"
 
 
 def _is_loopback(request: web.Request) -> bool:
@@ -132,34 +175,22 @@ async def _basic_user(request: web.Request, header: str) -> str | None:
         user, _, password = base64.b64decode(header, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    client = _client(request)
+    client = client_of(request)
     if ctx.sessions.blocked_for(client) > 0:
         raise _too_many(request, ctx.sessions.blocked_for(client))
     digest = hashlib.sha256(f"{user}\0{password}\0{password_hash(ctx)}".encode())
     remembered: set[bytes] = ctx.extra.setdefault("basic_ok", set())
     if digest.digest() in remembered:
         return user
-    if await check_credentials(ctx, user, password):
-        ctx.sessions.succeeded(client)
-        if len(remembered) > 16:
-            remembered.clear()
-        remembered.add(digest.digest())
-        return user
-    ctx.sessions.failed(client)
-    return None
-
-
-def password_hash(ctx: WebContext) -> str:
-    """`WEB_PasswordHash`, else the hash drawn at the first start."""
-    return ctx.facade.web_password_hash() or ctx.local_password_hash
-
-
-async def check_credentials(ctx: WebContext, user: str, password: str) -> bool:
-    stored = password_hash(ctx)
-    right_user = hmac.compare_digest(user.encode(), ctx.facade.web_user().encode())
-    # The hash is computed for a wrong user too: the answer's time does not tell users apart.
-    ok = await asyncio.to_thread(verify_password, password, stored)
-    return ok and right_user
+    try:
+        if not await try_login(ctx, client, user, password):
+            return None
+    except LoginBlocked as blocked:
+        raise _too_many(request, blocked.wait_s) from None
+    if len(remembered) > 16:
+        remembered.clear()
+    remembered.add(digest.digest())
+    return user
 
 
 def _too_many(request: web.Request, wait_s: float) -> web.HTTPException:
@@ -201,6 +232,20 @@ async def limit_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     if limit != request.client_max_size:
         request = request.clone(client_max_size=limit)
     return await handler(request)
+
+
+@web.middleware
+async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body over `MAX_BODY_BYTES` (or of unknown length) where a route takes more waits its
+    turn, once its sender is known (a stranger never holds one): a file's body is read whole
+    and decoded, about three times its size at once, and two at a time keep uploads sent
+    together within reach of a 512 MB box."""
+    length = request.content_length
+    if request.client_max_size <= MAX_BODY_BYTES or \
+            (length is not None and length <= MAX_BODY_BYTES):
+        return await handler(request)
+    async with request.app[_BIG_BODIES]:
+        return await handler(request)
 
 
 @web.middleware
@@ -251,11 +296,16 @@ def _form_page(request: web.Request) -> str:
     return _area(request.path)[0]
 
 
-async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
+def _foreign_origin(request: web.Request) -> bool:
+    """The browser says the request comes from a page of another site (or `null`). The host
+    only: behind a reverse proxy that ends TLS the browser's origin is https while this server
+    sees plain http, with the same Host."""
     origin = request.headers.get("Origin")
-    # The host only: behind a reverse proxy that ends TLS the browser's origin is https while
-    # this server sees plain http, with the same Host.
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    return origin is not None and urlsplit(origin).netloc != request.host
+
+
+async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
+    if _foreign_origin(request):
         return "cross-origin request refused"
     token = request.headers.get(CSRF_HEADER)
     if token is None and request.content_type in ("application/x-www-form-urlencoded",
@@ -275,8 +325,11 @@ routes = web.RouteTableDef()
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path of this site (never `//host` or a scheme) after login."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path of this site (never `//host` or a scheme) after login. A control character
+    makes it `/`: browsers drop tabs and line ends from an address, so `/<tab>/host` is
+    `//host`, another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target \
+            or any(ord(c) < 0x20 or ord(c) == 0x7f for c in target):
         return "/"
     return target
 
@@ -315,20 +368,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     next_path = _safe_next(str(form.get("next", "/")))
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     sent = str(form.get(CSRF_FIELD, ""))
+    if _foreign_origin(request):
+        return _login_page(request, error="This form came from another site.", status=403,
+                           next_path=next_path)
     if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
         return _login_page(request, error="The form expired; please log in again.", status=403,
                            next_path=next_path)
-    client = _client(request)
-    wait_s = ctx.sessions.blocked_for(client)
-    if wait_s > 0:
-        return _login_page(request, status=429, next_path=next_path,
-                           error=f"Too many failed logins; try again in {round(wait_s)} s.")
-    if not await check_credentials(ctx, str(form.get("user", "")), str(form.get("password", ""))):
-        ctx.sessions.failed(client)
-        log.warning("Web login refused. client=%s", client)
+    client = client_of(request)
+    try:
+        ok = await try_login(ctx, client, str(form.get("user", "")),
+                             str(form.get("password", "")))
+    except LoginBlocked as blocked:
+        return _login_page(request, status=429, next_path=next_path, error="Too many failed "
+                           f"logins; try again in {max(1, round(blocked.wait_s))} s.")
+    if not ok:
         return _login_page(request, error="Wrong user or password.", status=401,
                            next_path=next_path)
-    ctx.sessions.succeeded(client)
     response = web.HTTPSeeOther(next_path)
     _set_session_cookie(response, _start_session(request, ctx.facade.web_user()))
     response.del_cookie(LOGIN_COOKIE, path="/login")
@@ -339,21 +394,24 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/login")
 async def api_login(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
+    if _foreign_origin(request):
+        # A page of another site sending guesses from the installer's browser, inside the
+        # plant's network (a JSON body passes as text/plain, which needs no preflight).
+        return json_error("cross-origin request refused", 403)
     try:
         body: Any = await request_json(request)
     except ValueError:
         return json_error("expected a JSON object {user, password}", 400)
     if not isinstance(body, dict):
         return json_error("expected a JSON object {user, password}", 400)
-    client = _client(request)
-    wait_s = ctx.sessions.blocked_for(client)
-    if wait_s > 0:
-        raise _too_many(request, wait_s)
-    if not await check_credentials(ctx, str(body.get("user", "")), str(body.get("password", ""))):
-        ctx.sessions.failed(client)
-        log.warning("Web login refused. client=%s", client)
+    client = client_of(request)
+    try:
+        ok = await try_login(ctx, client, str(body.get("user", "")),
+                             str(body.get("password", "")))
+    except LoginBlocked as blocked:
+        raise _too_many(request, blocked.wait_s) from None
+    if not ok:
         return json_error("wrong user or password", 401)
-    ctx.sessions.succeeded(client)
     session = _start_session(request, ctx.facade.web_user())
     response = json_ok({"csrf": session.csrf, "user": session.user})
     _set_session_cookie(response, session)
@@ -456,10 +514,12 @@ async def _static_file(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[security_headers, web.middleware(_facade_errors),
-                                       limit_bodies, authenticate],
+    app = web.Application(middlewares=[mark_busy, security_headers, web.middleware(_facade_errors),
+                                       limit_bodies, authenticate, big_bodies_in_turn],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
+    app[_IN_USE] = _InUse()
+    app[_BIG_BODIES] = asyncio.Semaphore(2)
     app.add_routes(routes)
     for area in AREAS:
         app.add_routes(area.routes)
@@ -519,12 +579,12 @@ class WebPlugin:
         self.context = ctx
         runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
         await runner.setup()
+        listener: asyncio.Server | None = None
         try:
             host = settings.web_bind
             port = settings.web_port if self._port is None else self._port
             try:
-                tcp = web.TCPSite(runner, host, port, reuse_address=True)
-                await tcp.start()
+                listener = await _listen(runner, host, port)
             except OSError as err:
                 if not (self._fallback and err.errno == errno.EADDRINUSE):
                     # The reason alone (`Address already in use`): asyncio's strerror repeats
@@ -533,9 +593,8 @@ class WebPlugin:
                     log.error("Web UI not started: cannot listen on %s:%d: %s", host, port,
                               reason)
                     return
-                tcp = web.TCPSite(runner, host, 0)
-                await tcp.start()
-            bound = int(runner.addresses[0][1]) if runner.addresses else port
+                listener = await _listen(runner, host, 0)
+            bound = int(listener.sockets[0].getsockname()[1]) if listener.sockets else port
             shown = f"[{host}]" if ":" in host else host
             self.url = f"http://{shown}:{bound}/"
             log.info("Web UI listening. url=%s", self.url)
@@ -544,4 +603,46 @@ class WebPlugin:
             await asyncio.Event().wait()
         finally:
             self.listening.clear()
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over twice `MAX_CONNECTIONS`: answered 503 and closed unread."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\n\r\n")
+        transport.close()
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server:
+    """Serve `runner` on `host:port` with at most `MAX_CONNECTIONS` connections kept: each new
+    one past it closes the oldest (an idle or half-sent one at once, one inside a handler once
+    its answer is sent; a browser opens a closed keep-alive connection again unseen)."""
+    server = runner.server
+    assert server is not None
+    in_use = runner.app[_IN_USE]
+
+    def admit() -> asyncio.BaseProtocol:
+        # A connection closed here stays listed until the loop has run its end.
+        listed = server.connections
+        in_use.dropped.intersection_update(listed)
+        connections = [h for h in listed if h not in in_use.dropped]
+        kept = len(connections)
+        for handler in connections[:max(0, kept - MAX_CONNECTIONS + 1)]:
+            if handler in in_use.busy:
+                # Its body may still be arriving: closed after its answer (`mark_busy`).
+                in_use.closing.add(handler)
+            else:
+                handler.force_close()
+                in_use.dropped.add(handler)
+                kept -= 1
+        if kept >= 2 * MAX_CONNECTIONS:
+            return _Refused()
+        return server()
+
+    return await asyncio.get_running_loop().create_server(admit, host, port,
+                                                          reuse_address=True)

@@ -5,8 +5,12 @@ body as it passes the limit; the API answers 413 in JSON."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -142,3 +146,46 @@ def test_an_update_package_of_200_mib_is_read_whole(web_gateway: RunningGateway)
     assert answer.status_code == 422, answer.text[:200]
     assert answer.json()["problems"][0]["message"] == \
         "updateFirmware: SYSTEM_UpdateCommand is not set"
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+#: Sends the same body `count` times at once: a process of its own, for its memory not to count.
+_UPLOADER = """
+import asyncio, json, sys
+import httpx
+
+url, csrf, cookie, count, size = sys.argv[1:6]
+body = b'{"files": {"DEF/big.csv": "' + b"x" * (int(size) - 30) + b'"}}'
+
+async def main() -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=120, cookies={"sunpm_session": cookie},
+                                 limits=httpx.Limits(max_connections=None)) as client:
+        answers = await asyncio.gather(*(client.post(
+            "/api/config/validate", content=body,
+            headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
+            for _ in range(int(count))))
+    print(json.dumps([a.status_code for a in answers]))
+
+asyncio.run(main())
+"""
+
+
+def test_big_uploads_sent_at_once_are_read_two_at_a_time(web_gateway: RunningGateway) -> None:
+    """Twelve 10 MiB validations at once (the gateway runs in this process): each costs about
+    30 MB while it is read and decoded, so all at once took 180 to 310 MB of a 512 MB box."""
+    with web_gateway.client() as client:
+        csrf, cookie = client.headers["X-CSRF-Token"], client.cookies["sunpm_session"]
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _peak_rss_mb()
+    done = subprocess.run([sys.executable, "-c", _UPLOADER, web_gateway.url, csrf, cookie, "12",
+                           str(MAX_UPLOAD_BODY_BYTES)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    grown = _peak_rss_mb() - before
+    assert json.loads(done.stdout) == [200] * 12
+    assert grown < 130, f"peak resident memory grew by {grown:.0f} MB"

@@ -252,3 +252,20 @@ def test_the_io_editor_shows_a_mistake_beside_its_field(browser: Browser) -> Non
     browser.click_and_wait("#save-io")
     assert "Saved" in browser.find("#notice").text  # type: ignore[attr-defined]
     assert browser.find("#f-v1_CoefA").get_attribute("value") == "10"  # type: ignore[attr-defined]
+
+
+def test_password_change_in_the_page_asks_for_the_current_one(browser: Browser) -> None:
+    browser.login()
+    new = "a-long-password"
+    for current, saved in (("not-the-password", False), (browser.gateway.password, True)):
+        browser.visit("/configuration")
+        for css, text in (("#f-currentPassword", current), ("#f-newPassword", new),
+                          ("#f-confirmPassword", new)):
+            browser.find(css).send_keys(text)  # type: ignore[attr-defined]
+        browser.click_and_wait("#save-password")
+        if not saved:
+            assert "wrong password" in browser.find("#form-password").text  # type: ignore[attr-defined]
+            assert browser.find("#f-currentPassword").get_attribute(  # type: ignore[attr-defined]
+                "aria-invalid") == "true"
+    assert "saved=password" in browser.driver.current_url  # type: ignore[attr-defined]
+    browser.gateway.password = new

@@ -5,6 +5,7 @@ next connection times from the scheduler's own computation."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from peers import USERS, make_certs, run_peer
 from waiting import wait_until_sync
 from web_support import UID, RunningGateway
 
+import pipeline.web.common
+import pipeline.web.facade
 from config import Site, load_site
-from pipeline.web.auth import verify_password
+from pipeline.web.auth import hash_password, verify_password
 
 #: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
 _eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
@@ -118,16 +121,19 @@ def test_serial_and_network_sections(fresh_gateway: RunningGateway) -> None:
 
 
 def test_password_change(fresh_gateway: RunningGateway) -> None:
+    current = fresh_gateway.password
     with fresh_gateway.client() as client:
-        answer = client.post("/api/config/password", json={"newPassword": "short",
-                                                           "confirmPassword": "short"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "short", "confirmPassword": "short"})
         assert answer.status_code == 422 and set(answer.json()["fields"]) == {"newPassword"}
-        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
-                                                           "confirmPassword": "other"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "a-long-password",
+            "confirmPassword": "other"})
         assert answer.status_code == 422
         assert set(answer.json()["fields"]) == {"confirmPassword"}
-        answer = client.post("/api/config/password", json={"newPassword": "a-long-password",
-                                                           "confirmPassword": "a-long-password"})
+        answer = client.post("/api/config/password", json={
+            "currentPassword": current, "newPassword": "a-long-password",
+            "confirmPassword": "a-long-password"})
         assert answer.status_code == 200, answer.text
         assert client.get("/api/devices").status_code == 200   # this session goes on
     assert not (fresh_gateway.data_dir / "initial-password").exists()
@@ -139,6 +145,27 @@ def test_password_change(fresh_gateway: RunningGateway) -> None:
     with fresh_gateway.client(login=False) as client:
         answer = client.post("/api/login", json={"user": "admin", "password": "a-long-password0"})
         assert answer.status_code == 401
+
+
+def test_a_password_change_needs_the_current_password(fresh_gateway: RunningGateway) -> None:
+    """A browser left logged in (a session lasts 12 h idle) must not let whoever sits at it
+    take the gateway: the new password ended every other session, the owner's too."""
+    with fresh_gateway.client() as client:
+        for sent in ({}, {"currentPassword": "not-the-password"}):
+            answer = client.post("/api/config/password", json={
+                **sent, "newPassword": "a-long-password", "confirmPassword": "a-long-password"})
+            assert answer.status_code == 422, answer.text
+            assert set(answer.json()["fields"]) == {"currentPassword"}
+        # Guessing it is throttled as logins are.
+        codes = [client.post("/api/config/password", json={
+            "currentPassword": f"guess{k}", "newPassword": "a-long-password",
+            "confirmPassword": "a-long-password"}).status_code for k in range(5)]
+        assert codes == [422, 422, 422, 422, 429]
+        form = client.get("/configuration").text
+        assert 'name="currentPassword"' in form
+    stored = load_site(fresh_gateway.config_dir).settings.web_password_hash
+    assert not stored or not verify_password("a-long-password", stored)
+    assert (fresh_gateway.data_dir / "initial-password").exists()
 
 
 def test_validate_a_candidate_without_writing(web_gateway: RunningGateway) -> None:
@@ -271,6 +298,27 @@ def test_whole_files_through_the_api(fresh_gateway: RunningGateway) -> None:
         assert client.put("/api/config/daq.csv", json={"rows": []}).status_code == 400
 
 
+def test_a_whole_config_ini_cannot_set_the_password_hash_or_update_command(
+        web_gateway: RunningGateway) -> None:
+    """The keys no section of the page shows: the hash changes only with the current password,
+    and the shell command run at updates is a setting of the file on the box. The whole file
+    sent to the API set both: a password without the current one (other sessions going on),
+    and a command the next uploaded package ran."""
+    path = web_gateway.config_dir / "CONFIG" / f"{UID}_config.ini"
+    with web_gateway.client() as client:
+        config = client.get("/api/config/config.ini").json()["text"]
+        before = path.read_bytes()
+        for line in (f"WEB_PasswordHash={hash_password('a-long-password')}",
+                     "SYSTEM_UpdateCommand=touch /tmp/x {package}"):
+            answer = client.put("/api/config/config.ini", json={"text": f"{config}{line}\n"})
+            assert answer.status_code == 422, answer.text
+            key = line.partition("=")[0]
+            assert answer.json()["problems"][0]["field"] == key
+            assert path.read_bytes() == before
+        # The file sent back as read is taken.
+        assert client.put("/api/config/config.ini", json={"text": config}).status_code == 200
+
+
 def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None:
     folder = fresh_gateway.config_dir / "DEF"
     with fresh_gateway.client() as client:
@@ -293,3 +341,33 @@ def test_definition_files_through_the_api(fresh_gateway: RunningGateway) -> None
         assert client.delete("/api/defs/copy.csv").status_code == 200
         assert not (folder / "copy.csv").exists()
         assert client.delete("/api/defs/copy.csv").status_code == 404
+
+
+def test_a_big_config_ini_is_read_beside_the_loop(fresh_gateway: RunningGateway,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config.ini of 9 MiB sent whole: its JSON, its secrets and the keys a browser may not
+    change were read on the gateway's loop, which stood still for over a second (every device
+    skipped a poll cycle). They are read in a worker thread."""
+    threads: dict[str, set[str]] = {}
+
+    def watched(module: object, name: str) -> None:
+        function = getattr(module, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            if len(args[0]) > 2**20:  # type: ignore[arg-type]
+                threads.setdefault(name, set()).add(threading.current_thread().name)
+            return function(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    watched(pipeline.web.common, "load_command_json")
+    watched(pipeline.web.facade, "unmask_secrets")
+    watched(pipeline.web.facade, "hidden_key_changes")
+    with fresh_gateway.client() as client:
+        config = client.get("/api/config/config.ini").json()["text"]
+        big = config + "".join(f"# note {k} {'x' * 80}\n" for k in range(95_000))
+        answer = client.put("/api/config/config.ini", json={"text": big}, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        assert client.put("/api/config/config.ini", json={"text": config},
+                          timeout=120).status_code == 200
+    assert set(threads) == {"load_command_json", "unmask_secrets", "hidden_key_changes"}
+    assert "web-test-gateway" not in set().union(*threads.values()), threads

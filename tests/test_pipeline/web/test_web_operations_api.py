@@ -5,6 +5,7 @@ downloads that hold what the gateway captured or delivered."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import json
@@ -245,8 +246,21 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
             "server": 2, "from": start, "to": end})) == {"server": "server 2 is not configured"}
 
 
+def _files_in_force(gateway: RunningGateway) -> dict[str, bytes]:
+    assert gateway.gateway is not None and gateway.gateway.site is not None
+    return dict(gateway.gateway.site.files())
+
+
 def test_the_debug_archive_is_made_and_downloaded(web_gateway: RunningGateway) -> None:
+    config_ini = web_gateway.config_dir / "CONFIG" / f"{UID}_config.ini"
     with web_gateway.client() as client:
+        assert client.put("/api/config/server1", json={
+            "FTP_Password": "archived-s3cret"}).status_code == 200
+        assert b"archived-s3cret" in config_ini.read_bytes()
+        deadline = time.monotonic() + 20
+        while b"archived-s3cret" not in _files_in_force(web_gateway)[f"CONFIG/{UID}_config.ini"]:
+            assert time.monotonic() < deadline, "the new configuration was not loaded"
+            time.sleep(0.2)
         answer = client.post("/api/system/archive")
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "application/gzip"
@@ -257,7 +271,13 @@ def test_the_debug_archive_is_made_and_downloaded(web_gateway: RunningGateway) -
             members = set(tar.getnames())
             status = json.loads(tar.extractfile("status.json").read())  # type: ignore[union-attr]
             log = tar.extractfile("log.txt").read().decode()  # type: ignore[union-attr]
+            archived_ini = tar.extractfile(  # type: ignore[union-attr]
+                f"config/CONFIG/{UID}_config.ini").read().decode()
         assert f"config/CONFIG/{UID}_daq.csv" in members
+        # Passwords are never sent to a browser, nor to the server's /LOG: shown as set.
+        assert "FTP_Password=***" in archived_ini and "DIR_Path=" in archived_ini
+        assert b"archived-s3cret" not in answer.content
+        assert b"archived-s3cret" not in gzip.decompress(answer.content)
         assert status["uid"] == UID
         assert "INFO system: sunpm started." in log
         # The same file waits in the data folder for server 1's next session.

@@ -3,10 +3,14 @@ the session's CSRF token, texts escaped, failed logins throttled, the one-time p
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
 import re
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -14,6 +18,7 @@ from web_support import RunningGateway
 
 import pipeline.web
 from pipeline.web.auth import hash_password, verify_password
+from pipeline.web.common import MAX_LOGGED_REFUSALS, RefusalLog
 from pipeline.web.server import build_app
 
 
@@ -108,6 +113,9 @@ def test_security_headers(web_gateway: RunningGateway) -> None:
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert answer.headers["x-frame-options"] == "DENY"
         assert "<script>" not in answer.text.replace('<script src="/static/', "")
+        # No versions of the software underneath for whoever scans the plant's network.
+        for path in ("/", "/login", "/static/sunpm.css", "/api/nosuch"):
+            assert client.get(path).headers["server"] == "sunpm", path
 
 
 def test_http_basic_for_api_clients_without_csrf(web_gateway: RunningGateway) -> None:
@@ -148,6 +156,64 @@ def test_ten_wrong_passwords_slow_the_next_try(fresh_gateway: RunningGateway) ->
         assert client.get("/api/devices").status_code == 200
 
 
+def test_concurrent_wrong_passwords_are_throttled_as_sequential_ones(
+        fresh_gateway: RunningGateway) -> None:
+    """Guesses sent at once on many connections, as the form, the API and HTTP Basic: five
+    are checked and the rest refused, as if they came one after the other (every guess used to
+    pass the throttle before the first was counted, and ran a 16 MiB scrypt in parallel)."""
+    async def guesses() -> list[int]:
+        async with httpx.AsyncClient(base_url=fresh_gateway.url, timeout=120,
+                                     limits=httpx.Limits(max_connections=None)) as client:
+            api = [client.post("/api/login", json={"user": "admin", "password": f"w{k}"})
+                   for k in range(12)]
+            basic = [client.get("/api/status", auth=("admin", f"b{k}")) for k in range(12)]
+            answers = await asyncio.gather(*api, *basic)
+            return [a.status_code for a in answers]
+
+    codes = asyncio.run(guesses())
+    assert sorted(codes) == [401] * 5 + [429] * 19, codes
+    with fresh_gateway.client(login=False) as client:
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": fresh_gateway.password})
+        assert answer.status_code == 429
+
+
+def test_wrong_passwords_from_many_addresses_log_a_bounded_number_of_lines(
+        fresh_gateway: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    """Each refused login was a WARNING line of the gateway log (uploaded, kept within a
+    quota): guesses from many addresses of the network wrote as many lines as the passwords
+    could be checked, pushing the plant's own lines out."""
+    port = urlsplit(fresh_gateway.url).port
+    caplog.set_level(logging.WARNING, logger="sunpm.web")
+    addresses = [f"127.0.0.{k}" for k in range(2, 14)]
+    for address in addresses:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(transport=transport, timeout=60) as client:
+            for k in range(5):
+                answer = client.post(f"http://127.0.0.1:{port}/api/login",
+                                     json={"user": "admin", "password": f"wrong{k}"})
+                assert answer.status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "sunpm.web"]
+    assert 5 <= len(lines) <= MAX_LOGGED_REFUSALS + 1, lines
+    # Blocks are told as they come within the bound.
+    assert any("blocked for 60 s" in line for line in lines)
+
+
+def test_refusals_left_out_are_counted_after_the_minute(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    refusals = RefusalLog(clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="sunpm.web")
+    for k in range(MAX_LOGGED_REFUSALS + 5):
+        refusals.log(f"10.0.0.{k}", blocked=False)
+    assert len(caplog.records) == MAX_LOGGED_REFUSALS
+    now[0] = 61.0
+    refusals.log("10.0.0.1", blocked=True)
+    assert [r.getMessage() for r in caplog.records[MAX_LOGGED_REFUSALS:]] == [
+        "Web logins refused and not logged in the last minute: 5",
+        "Web login refused; this client's logins are blocked for 60 s. client=10.0.0.1"]
+
+
 def test_one_time_password_file_and_hash(fresh_gateway: RunningGateway) -> None:
     initial = fresh_gateway.data_dir / "initial-password"
     assert stat.S_IMODE(initial.stat().st_mode) == 0o600
@@ -180,6 +246,43 @@ def test_login_redirect_stays_on_this_site(web_gateway: RunningGateway) -> None:
         answer = client.post("/login", data={"user": "admin", "password": web_gateway.password,
                                              "csrf": token, "next": "https://evil.example/"})
         assert answer.status_code == 303 and answer.headers["location"] == "/"
+        # A browser drops tabs and line ends from an address: `/\t/host` is `//host`.
+        for sent in ("/\t/evil.example/", "/\n/evil.example/", "/\r\n/evil.example/",
+                     "/\x00/evil.example/"):
+            page = client.get("/login", params={"next": sent})
+            assert 'name="next" value="/"' in page.text, sent
+            answer = client.post("/login", data={
+                "user": "admin", "password": web_gateway.password,
+                "csrf": client.cookies["sunpm_login"], "next": sent})
+            assert answer.status_code == 303 and answer.headers["location"] == "/", sent
+        # A path of the site with its query goes on as sent.
+        client.get("/login")
+        answer = client.post("/login", data={
+            "user": "admin", "password": web_gateway.password,
+            "csrf": client.cookies["sunpm_login"], "next": "/devices/1?span=24h"})
+        assert answer.headers["location"] == "/devices/1?span=24h"
+
+
+def test_a_login_from_another_site_is_refused(fresh_gateway: RunningGateway) -> None:
+    """A page of another site the installer opens could send guesses from the installer's
+    browser, inside the plant's network (a JSON body passes as text/plain, with no preflight),
+    and they counted against the installer's own throttle."""
+    with fresh_gateway.client(login=False) as client:
+        for origin in ("http://evil.example", "null"):
+            answer = client.post("/api/login", content=json.dumps(
+                {"user": "admin", "password": fresh_gateway.password}),
+                headers={"Origin": origin, "Content-Type": "text/plain"})
+            assert answer.status_code == 403, answer.text
+            client.get("/login")
+            answer = client.post("/login", data={
+                "user": "admin", "password": fresh_gateway.password,
+                "csrf": client.cookies["sunpm_login"]}, headers={"Origin": origin})
+            assert answer.status_code == 403
+        assert "sunpm_session" not in client.cookies
+        answer = client.post("/api/login", json={"user": "admin",
+                                                 "password": fresh_gateway.password},
+                             headers={"Origin": fresh_gateway.url.rstrip("/")})
+        assert answer.status_code == 200
 
 
 def test_login_form_without_its_token_is_refused(web_gateway: RunningGateway) -> None:
