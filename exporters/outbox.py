@@ -37,7 +37,13 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.ledger import DeliveryLedger
-from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_range
+from exporters.views.windows import (
+    DAY_NS,
+    Rendered,
+    WindowSource,
+    ns_to_datetime,
+    split_range,
+)
 from fsio import fsync_dir, write_synced
 from store.delivery import (
     FILE_SERVER_STREAMS,
@@ -54,6 +60,10 @@ from store.delivery import (
 log = logging.getLogger("sunpm.session")
 
 MQTT_IN_FLIGHT: Final = 10
+#: A range split into more windows than this (days) has its empty days before its first item
+#: made one window (`Outbox._new_windows`); a shorter outage keeps one window per day, and costs
+#: no extra read of the store.
+LONG_RANGE_DAYS: Final = 31
 
 
 class OutboxError(SunpmError):
@@ -168,9 +178,29 @@ class Outbox:
             if start is None:
                 continue
             plan.extend(Planned(stream=stream, start_ns=a, end_ns=b)
-                        for a, b in split_range(start, cut_ns))
+                        for a, b in self._new_windows(stream, start, cut_ns))
         plan.sort(key=lambda p: p.order)
         return plan
+
+    def _new_windows(self, stream: Stream, start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
+        """`[start, cut)` split at UTC midnights; in a range of more than `LONG_RANGE_DAYS`, the
+        days before the first item after its first day are one empty window (no file), not one
+        window each (docs/behaviour.md §5.1 step 2).
+
+        A box that started with its clock in 1970 and ran a session before NTP set the date would
+        otherwise build some 20,000 windows per stream at its next session, each journaled and
+        fsynced. An item committed later with a time in the empty days joins the next window
+        built, as any late item does."""
+        windows = split_range(start_ns, cut_ns)
+        if len(windows) <= LONG_RANGE_DAYS:
+            return windows
+        second_day = windows[1][0]
+        first = self._source.first_item_ns(stream, second_day, cut_ns)
+        midnight = windows[-1][0] if first is None else first // DAY_NS * DAY_NS
+        if midnight <= second_day:
+            return windows
+        return [windows[0], (second_day, midnight),
+                *[(a, b) for a, b in windows if a >= midnight]]
 
     # ----- building
 

@@ -1,0 +1,83 @@
+"""A box without a battery-backed clock starts in 1970 (or at its firmware's build date), records
+and runs a session before NTP sets the date, then runs its sessions decades later
+(docs/behaviour.md §5.1 step 2, §11): every record goes once, and the years between cost no
+window per day."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from delivery_support import NS, DemoSource, file_timestamp, make_tree, record_lines, records_batch
+
+from config.model import ServerSettings, ServerType
+from exporters.outbox import Outbox
+from exporters.rendering.source import StoreSource
+from exporters.session import FileServerSession, Trigger
+from exporters.transports.dir import DirTransport
+from store.delivery import Stream
+from store.log import Log
+
+UID = "WPMTEST01"
+#: 2026-12-06 22:33:20 UTC.
+SET_AT = 1_796_600_000
+
+
+def session(store: Log, root: Path, outbox: Path) -> FileServerSession:
+    settings = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(root), two_step=True)
+    box = Outbox(server=1, log=store, source=DemoSource(store, UID), directory=outbox,
+                 streams=(Stream.ALARM, Stream.DATA))
+    return FileServerSession(settings=settings, uid=UID, transport=DirTransport(settings),
+                             outbox=box, log=store)
+
+
+@pytest.mark.parametrize("booted_at", [0, 1_735_689_600], ids=["1970", "build-date"])
+async def test_a_clock_set_decades_later_costs_no_window_per_day_and_loses_nothing(
+        store: Log, tmp_path: Path, booted_at: int) -> None:
+    root = make_tree(tmp_path / "server")
+    before = [booted_at + s for s in (10, 20, 30, 40, 50)]
+    await store.append_records("1", records_batch(before))
+    await store.commit()
+    first = await session(store, root, tmp_path / "outbox").run(
+        Trigger.STARTUP, started=datetime.fromtimestamp(booted_at + 60, UTC))
+    assert first.ok and first.files == 1
+
+    # Set: the recorder's next records are timed by the corrected clock; one record of the
+    # first minute committed late (after the first window's watermark) comes with them.
+    after = [SET_AT - 20, SET_AT - 10]
+    await store.append_records("1", records_batch(after, value0=100.0))
+    await store.append_records("2", records_batch([booted_at + 55], value0=200.0))
+    await store.commit()
+    took = time.monotonic()
+    second = await session(store, root, tmp_path / "outbox").run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(SET_AT, UTC))
+    took = time.monotonic() - took
+    assert second.ok and second.files == 2
+
+    windows = store.journal(kinds=["window"]).num_rows
+    assert windows <= 2 * 4, windows
+    assert took < 30
+    names = sorted(p.name for p in (root / "DATA").iterdir())
+    assert names == sorted(f"{UID}_MODBUS_{file_timestamp(t * NS)}.csv.gz" for t in (
+        booted_at + 60, (booted_at // 86_400 + 1) * 86_400, SET_AT))
+    rows = [row for name in names for row in record_lines((root / "DATA" / name).read_bytes())]
+    times = sorted(int(row.split(";")[2]) // NS for row in rows)
+    assert times == sorted(before + after + [booted_at + 55])
+
+
+async def test_the_store_source_finds_the_first_item_of_a_range(store: Log) -> None:
+    unused: Any = None
+    source = StoreSource(log=store, server=unused, view_config=unused, parse_definition=unused,
+                         snapshots=unused)
+    await store.append_records("1", records_batch([50, SET_AT - 10]))
+    await store.append_records("2", records_batch([SET_AT - 30]))
+    await store.append_journal("alarm", {"name": "Power ON"}, ts_ns=(SET_AT - 5) * NS)
+    await store.commit()
+    assert source.first_item_ns(Stream.DATA, 86_400 * NS, SET_AT * NS) == (SET_AT - 30) * NS
+    assert source.first_item_ns(Stream.DATA, 0, SET_AT * NS) == 50 * NS
+    assert source.first_item_ns(Stream.DATA, (SET_AT - 5) * NS, SET_AT * NS) is None
+    assert source.first_item_ns(Stream.ALARM, 0, SET_AT * NS) == (SET_AT - 5) * NS
+    assert source.first_item_ns(Stream.ACK, 0, SET_AT * NS) is None
