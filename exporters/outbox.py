@@ -64,6 +64,10 @@ MQTT_IN_FLIGHT: Final = 10
 #: made one window (`Outbox._new_windows`); a shorter outage keeps one window per day, and costs
 #: no extra read of the store.
 LONG_RANGE_DAYS: Final = 31
+NS_PER_S: Final = 1_000_000_000
+#: A cut earlier than the stream's last window end by more than this is a clock reset
+#: (docs/behaviour.md §11); by less, the stream waits for the clock (§5.1 step 2).
+RESET_NS: Final = 3_600 * NS_PER_S
 
 
 class OutboxError(SunpmError):
@@ -176,6 +180,12 @@ class Outbox:
             last = sd.last_built
             start = last.spec.end_ns if last is not None else self._source.oldest_ns(stream)
             if start is None:
+                continue
+            if cut_ns < start - RESET_NS:
+                # The clock was reset (docs/behaviour.md §11): what was committed since the last
+                # window goes now, in a window ending a second after it, so names only grow and
+                # no delivered file is replaced; the clock's own cuts resume once it passes.
+                plan.append(Planned(stream=stream, start_ns=start, end_ns=start + NS_PER_S))
                 continue
             plan.extend(Planned(stream=stream, start_ns=a, end_ns=b)
                         for a, b in self._new_windows(stream, start, cut_ns))

@@ -81,3 +81,46 @@ async def test_the_store_source_finds_the_first_item_of_a_range(store: Log) -> N
     assert source.first_item_ns(Stream.DATA, (SET_AT - 5) * NS, SET_AT * NS) is None
     assert source.first_item_ns(Stream.ALARM, 0, SET_AT * NS) == (SET_AT - 5) * NS
     assert source.first_item_ns(Stream.ACK, 0, SET_AT * NS) is None
+
+
+@pytest.mark.parametrize("back_s", [2 * 3600, 86_400])
+async def test_a_clock_reset_delivers_at_each_session_under_names_never_used(
+        store: Log, tmp_path: Path, back_s: int) -> None:
+    # A clock running hours or a day fast is corrected by NTP (a reset, docs/behaviour.md §11):
+    # what is recorded afterwards goes at the next sessions, not once the clock has caught up
+    # with the last window's end, in windows named a second after it, so no file already
+    # delivered is replaced.
+    root = make_tree(tmp_path / "server")
+    ahead = SET_AT + back_s
+    await store.append_records("1", records_batch([ahead - 20, ahead - 10]))
+    await store.commit()
+    first = await session(store, root, tmp_path / "outbox").run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(ahead, UTC))
+    assert first.ok and first.files == 1
+    delivered = {p.name: p.read_bytes() for p in (root / "DATA").iterdir()}
+
+    sent: list[int] = []
+    for k in range(3):
+        now = SET_AT + 600 * k
+        await store.append_records("1", records_batch([now - 20, now - 10], value0=10.0 * k))
+        await store.commit()
+        result = await session(store, root, tmp_path / "outbox").run(
+            Trigger.SCHEDULE, started=datetime.fromtimestamp(now, UTC))
+        assert result.ok and result.files == 1, k
+        sent += [now - 20, now - 10]
+    # Once the clock passes the last window's end, windows end at the sessions' cuts again.
+    caught_up = ahead + 600
+    await store.append_records("1", records_batch([caught_up - 20], value0=99.0))
+    await store.commit()
+    result = await session(store, root, tmp_path / "outbox").run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(caught_up, UTC))
+    assert result.ok and result.files == 1
+    sent.append(caught_up - 20)
+    names = sorted(p.name for p in (root / "DATA").iterdir())
+    assert names == [f"{UID}_MODBUS_{file_timestamp(t * NS)}.csv.gz"
+                     for t in (ahead, ahead + 1, ahead + 2, ahead + 3, caught_up)]
+    for name, data in delivered.items():
+        assert (root / "DATA" / name).read_bytes() == data
+    rows = [row for name in names for row in record_lines((root / "DATA" / name).read_bytes())]
+    times = sorted(int(row.split(";")[2]) // NS for row in rows)
+    assert times == sorted([ahead - 20, ahead - 10, *sent])
