@@ -5,11 +5,15 @@ window per day."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from delivery_support import NS, DemoSource, file_timestamp, make_tree, record_lines, records_batch
 
@@ -18,6 +22,8 @@ from exporters.outbox import Outbox
 from exporters.rendering.source import StoreSource
 from exporters.session import FileServerSession, Trigger
 from exporters.transports.dir import DirTransport
+from exporters.views.windows import split_range
+from pipeline.service.status import _windows_holding, backlog
 from store.delivery import Stream
 from store.log import Log
 
@@ -124,3 +130,49 @@ async def test_a_clock_reset_delivers_at_each_session_under_names_never_used(
     rows = [row for name in names for row in record_lines((root / "DATA" / name).read_bytes())]
     times = sorted(int(row.split(";")[2]) // NS for row in rows)
     assert times == sorted([ahead - 20, ahead - 10, *sent])
+
+
+def _backlog_by_windows(start_ns: int, now_ns: int, times: list[int]) -> int:
+    """Windows of `[start, now)` as a session splits them that hold one of `times`."""
+    start_ns = start_ns or min(times, default=now_ns)
+    return sum(any(a <= t < b for t in times) for a, b in split_range(start_ns, now_ns))
+
+
+async def test_the_status_backlog_after_a_clock_set_decades_later_is_counted_from_the_items(
+        store: Log, tmp_path: Path) -> None:
+    # The status (asked every minute) counted the waiting files window by window: after a box
+    # started in 1970 it went through some 20,000 days per stream and device (5 s here).
+    root = make_tree(tmp_path / "server")
+    settings = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(root), two_step=True)
+    box = Outbox(server=1, log=store, source=DemoSource(store, UID), directory=tmp_path / "ob",
+                 streams=(Stream.ALARM, Stream.DATA))
+    await store.append_records("1", records_batch([10, 20, 30]))
+    await store.append_journal("alarm", {"alarm": "Power ON"}, ts_ns=15 * NS)
+    await store.commit()
+    assert (await FileServerSession(settings=settings, uid=UID, transport=DirTransport(settings),
+                                    outbox=box, log=store).run(
+        Trigger.STARTUP, started=datetime.fromtimestamp(60, UTC))).ok
+    await store.append_records("1", records_batch([SET_AT - 86_400 - 20, SET_AT - 20]))
+    await store.append_records("2", records_batch([SET_AT - 10]))
+    await store.append_journal("alarm", {"alarm": "x"}, ts_ns=(SET_AT - 5) * NS)
+    await store.commit()
+    site: Any = SimpleNamespace(daq=SimpleNamespace(devices=[]))
+    took = time.monotonic()
+    waiting = await asyncio.to_thread(backlog, box, store, site, SET_AT * NS)
+    took = time.monotonic() - took
+    # DATA: the day before and the day of SET_AT (devices 1 and 2 share one MODBUS file);
+    # ALARM: one.
+    assert waiting == 3
+    assert took < 2.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_backlog_windows_are_those_a_session_would_build(seed: int) -> None:
+    rng = random.Random(seed)
+    day = 86_400 * NS
+    start = rng.choice([0, rng.randrange(0, 40 * day)])
+    now = rng.randrange(start, start + rng.choice([3_600 * NS, day, 2 * day, 40 * day])) + 1
+    times = sorted(rng.randrange(max(0, start - day), now + day) for _ in range(rng.randrange(8)))
+    first = min(times, default=None)
+    got = _windows_holding(start, now, first, pa.array(times, pa.int64()))
+    assert len(got) == _backlog_by_windows(start, now, times)
