@@ -37,7 +37,13 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.ledger import DeliveryLedger
-from exporters.views.windows import Rendered, WindowSource, ns_to_datetime, split_range
+from exporters.views.windows import (
+    DAY_NS,
+    Rendered,
+    WindowSource,
+    ns_to_datetime,
+    split_range,
+)
 from fsio import fsync_dir, write_synced
 from store.delivery import (
     FILE_SERVER_STREAMS,
@@ -54,6 +60,14 @@ from store.delivery import (
 log = logging.getLogger("sunpm.session")
 
 MQTT_IN_FLIGHT: Final = 10
+#: A range split into more windows than this (days) has its empty days before its first item
+#: made one window (`Outbox._new_windows`); a shorter outage keeps one window per day, and costs
+#: no extra read of the store.
+LONG_RANGE_DAYS: Final = 31
+NS_PER_S: Final = 1_000_000_000
+#: A cut earlier than the stream's last window end by more than this is a clock reset
+#: (docs/behaviour.md §11); by less, the stream waits for the clock (§5.1 step 2).
+RESET_NS: Final = 3_600 * NS_PER_S
 
 
 class OutboxError(SunpmError):
@@ -167,10 +181,36 @@ class Outbox:
             start = last.spec.end_ns if last is not None else self._source.oldest_ns(stream)
             if start is None:
                 continue
+            if cut_ns < start - RESET_NS:
+                # The clock was reset (docs/behaviour.md §11): what was committed since the last
+                # window goes now, in a window ending a second after it, so names only grow and
+                # no delivered file is replaced; the clock's own cuts resume once it passes.
+                plan.append(Planned(stream=stream, start_ns=start, end_ns=start + NS_PER_S))
+                continue
             plan.extend(Planned(stream=stream, start_ns=a, end_ns=b)
-                        for a, b in split_range(start, cut_ns))
+                        for a, b in self._new_windows(stream, start, cut_ns))
         plan.sort(key=lambda p: p.order)
         return plan
+
+    def _new_windows(self, stream: Stream, start_ns: int, cut_ns: int) -> list[tuple[int, int]]:
+        """`[start, cut)` split at UTC midnights; in a range of more than `LONG_RANGE_DAYS`, the
+        days before the first item after its first day are one empty window (no file), not one
+        window each (docs/behaviour.md §5.1 step 2).
+
+        A box that started with its clock in 1970 and ran a session before NTP set the date would
+        otherwise build some 20,000 windows per stream at its next session, each journaled and
+        fsynced. An item committed later with a time in the empty days joins the next window
+        built, as any late item does."""
+        windows = split_range(start_ns, cut_ns)
+        if len(windows) <= LONG_RANGE_DAYS:
+            return windows
+        second_day = windows[1][0]
+        first = self._source.first_item_ns(stream, second_day, cut_ns)
+        midnight = windows[-1][0] if first is None else first // DAY_NS * DAY_NS
+        if midnight <= second_day:
+            return windows
+        return [windows[0], (second_day, midnight),
+                *[(a, b) for a, b in windows if a >= midnight]]
 
     # ----- building
 

@@ -203,6 +203,24 @@ class StoreSource:
             times.extend(t for t in [self._traces.oldest_ns()] if t is not None)
         return min(times) if times else None
 
+    def first_item_ns(self, stream: Stream, start_ns: int, end_ns: int) -> int | None:
+        times: list[int] = []
+        if stream is Stream.DATA:
+            for dev in self._log.devices():
+                table = self._log.records(dev, start_ns=start_ns, end_ns=end_ns)
+                if table.num_rows:
+                    times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
+        kinds = JOURNAL_STREAM_KINDS.get(stream)
+        if kinds:
+            table = self._log.journal(start_ns=start_ns, end_ns=end_ns, kinds=list(kinds))
+            if table.num_rows:
+                times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
+        if stream is Stream.LOG and self._traces is not None:
+            times.extend(entries[0].ts_ns for entries in (
+                self._traces.entries(i, start_ns=start_ns, end_ns=end_ns)
+                for i in TRACE_INTERFACES) if entries)
+        return min(times) if times else None
+
     def _oldest_event(self, stream: Stream, kinds: list[str]) -> int | None:
         """The time of the oldest event of `kinds`. A stream that has never had one is asked
         every session: the journal is read once, then only the events committed since. (An

@@ -51,6 +51,10 @@ class WindowSource(Protocol):
         """Time of the oldest stored item of the stream, None when there is none."""
         ...
 
+    def first_item_ns(self, stream: Stream, start_ns: int, end_ns: int) -> int | None:
+        """Time of the stream's first stored item timed in `[start, end)`, None when none is."""
+        ...
+
     def membership(self) -> Watermark:
         """The store's watermark now."""
         ...

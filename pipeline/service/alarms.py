@@ -33,6 +33,8 @@ log = logging.getLogger("sunpm.alarm")
 HEARTBEAT_S: Final = 10
 POWER_ON_AFTER_S: Final = 60
 MIN_OUTAGE_S: Final = 10
+#: The clock behind the last heartbeat by more than this was set back (docs/behaviour.md §11).
+CLOCK_STEP_S: Final = 2
 POWER_ON: Final = "Power ON"
 POWER_OFF: Final = "Power OFF"
 
@@ -73,7 +75,14 @@ class Alarms:
 
 def last_heartbeat(store: Log) -> int | None:
     """The time of the latest `heartbeat` event, else the latest `state` snapshot's copy (which
-    keeps it once the journal's quota dropped the events); None before any (blocking).
+    keeps it once the journal's quota dropped the events); None before any (blocking)."""
+    found = _last_heartbeat(store)
+    return None if found is None else found[0]
+
+
+def _last_heartbeat(store: Log) -> tuple[int, int | None] | None:
+    """`last_heartbeat`'s time, and the seq of its `heartbeat` event (None: the time came from a
+    `state` snapshot).
 
     Read newest segment first: the segments since the latest heartbeat, not the journal."""
     for table in store.journal_newest_first(["heartbeat", "state"]):
@@ -81,23 +90,32 @@ def last_heartbeat(store: Log) -> int | None:
             continue
         last = table.slice(table.num_rows - 1)
         if last.column("kind")[0].as_py() == "heartbeat":
-            return int(last.column("ts").cast(pa.int64())[0].as_py())
+            return (int(last.column("ts").cast(pa.int64())[0].as_py()),
+                    int(last.column("seq")[0].as_py()))
         # The one field read as `store.state.GatewayState.from_body` reads it: the body's
         # delivery section (windows by the hundred) is not built for it.
         try:
             heartbeat = json.loads(last.column("body")[0].as_py()).get("last_heartbeat_ns")
         except (ValueError, AttributeError):
             return None
-        return heartbeat if isinstance(heartbeat, int) else None
+        return (heartbeat, None) if isinstance(heartbeat, int) else None
     return None
 
 
 async def last_unclean_heartbeat(store: Log) -> int | None:
-    """The last heartbeat's time if the previous run did not stop cleanly, else None."""
-    heartbeat = await asyncio.to_thread(last_heartbeat, store)
-    if heartbeat is None:
+    """The last heartbeat's time if the previous run did not stop cleanly, else None.
+
+    A clean stop journals Power OFF after the run's last heartbeat: looked for among the events
+    committed after that heartbeat, not by time, since a run started with a clock in 1970 beats
+    at times older than an earlier run's Power OFF."""
+    found = await asyncio.to_thread(_last_heartbeat, store)
+    if found is None:
         return None
-    table = await asyncio.to_thread(store.journal, start_ns=heartbeat, kinds=["alarm"])
+    heartbeat, seq = found
+    if seq is None:
+        table = await asyncio.to_thread(store.journal, start_ns=heartbeat, kinds=["alarm"])
+    else:
+        table = await asyncio.to_thread(store.journal, kinds=["alarm"], seq_from=seq + 1)
     for item in journal_items(table):
         body = alarm_from_body(item.body)
         if isinstance(body, GatewayAlarm) and body.alarm == POWER_OFF:
@@ -125,6 +143,15 @@ class PowerWatch:
         if heartbeat is None:
             return None
         gap_ns = self._clock.wall_ns() - heartbeat
+        if gap_ns < -CLOCK_STEP_S * NS_PER_S:
+            # The clock is behind the last heartbeat: a box without a battery-backed clock
+            # started in 1970 (or a clock was set back). How long it was off cannot be told, and
+            # a power cut is not left unsaid.
+            log.warning("The previous run stopped without a clean stop; Power OFF dated at its "
+                        "last heartbeat, %d s after the clock now: the outage's length is "
+                        "unknown", round(-gap_ns / NS_PER_S))
+            await self._alarms.gateway(POWER_OFF, ts_ns=heartbeat)
+            return heartbeat
         if gap_ns < MIN_OUTAGE_S * NS_PER_S:
             log.info("Unclean stop shorter than %d s; no Power OFF. gap_s=%.1f", MIN_OUTAGE_S,
                      gap_ns / NS_PER_S)

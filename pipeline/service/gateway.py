@@ -1016,9 +1016,8 @@ class Gateway:
                 self._spawn(self.store.append_journal(
                     "param", event.journal_body(), device=event.device, def_=event.def_id,
                     ts_ns=event.ts_ns))
-            else:
-                logging.getLogger("sunpm.clock").warning("wall clock stepped by %+d s",
-                                                         round(event.step_ns / NS_PER_S))
+            # A ClockStepped needs nothing more: the poll loop logged it (`wall clock stepped
+            # by` or `reset by`), a WARNING the journal keeps as a `log` event.
         return sink
 
     def _accessory(self, event: str) -> None:

@@ -10,7 +10,10 @@ One `SlotScheduler` per configured server slot runs sessions one at a time:
   non-retriable failure), `exporters.session.retry_delay_s`.
 
 A trigger arriving during a session starts one more after it. Waits run on the monotonic clock and
-are cut into steps of at most 60 s, so a wall clock step moves the next connection time with it.
+are cut into steps of at most 60 s, so a wall clock step moves the next connection time with it: a
+step forward runs a connection it passed at once (one session, however many it passed), and after a
+step back of more than 2 s the next connection is the first one after the corrected time, not the
+one planned before the step (a day ahead after a box's clock that ran a day fast is corrected).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ log = logging.getLogger("sunpm.session")
 
 ALARM_SESSION_GAP_S: Final = 60
 _MAX_WAIT_S: Final = 60.0
+#: The wall clock moving back against the monotonic clock by more than this is a step back
+#: (docs/behaviour.md §11), after which the next connection is looked for again.
+_STEP_NS: Final = 2 * NS_PER_S
 #: Spans looked through in turn for the next connection times: two days hold every instant of an
 #: everyday schedule; a weekday needs a week, the first/middle/last of a month up to 31 days, and
 #: a whole year ends any search a preview of several of them makes.
@@ -130,7 +136,11 @@ class SlotScheduler:
     async def run(self) -> None:
         retry_at: int | None = None         # monotonic ns
         scheduled = self._upcoming.after(self._wall())
+        offset = self._clock.wall_ns() - self._clock.monotonic_ns()
         while True:
+            stepped, offset = offset, self._clock.wall_ns() - self._clock.monotonic_ns()
+            if offset < stepped - _STEP_NS:
+                scheduled = self._upcoming.after(self._wall())
             trigger = self._due(retry_at, scheduled)
             if trigger is None:
                 await self._wait(retry_at, scheduled)

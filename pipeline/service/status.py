@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from config import Site
 from config.model import DeviceKind, ServerSettings
 from exporters.outbox import Outbox
-from exporters.views.windows import split_range
+from exporters.views.windows import DAY_NS
 from pipeline.clock import NS_PER_S
 from store.delivery import JOURNAL_STREAM_KINDS, Stream
 from store.log import Log
@@ -37,20 +37,26 @@ def _interfaces(site: Site) -> dict[str, str]:
     return {d.index: _INTERFACES.get(d.kind, "MODBUS") for d in site.daq.devices}
 
 
-def _within(table: pa.Table, start_ns: int, end_ns: int) -> pa.Table:
-    ts = table.column("ts").cast(pa.int64())
-    return table.filter(pc.and_(pc.greater_equal(ts, start_ns), pc.less(ts, end_ns)))
-
-
 def _oldest(times: pa.Array) -> int:
     return int(pc.min(times).as_py())
 
 
-def _windows(start_ns: int, now_ns: int, oldest: list[int]) -> list[tuple[int, int]]:
-    if not oldest or start_ns >= now_ns:
-        return []
+def _windows_holding(start_ns: int, now_ns: int, first_ns: int | None,
+                     times: pa.Array) -> set[int]:
+    """The windows of `[start, now)`, split as a session would (`split_range`), that hold one of
+    `times`, each named by its UTC day (or 0 when the range is one window). Counted from the
+    items, not by going through the windows: a range from 1970 (a box that started with its
+    clock there) is some 20,000 days, and the status is asked every minute."""
     # A slot that never built a window starts at its oldest item (docs/behaviour.md §5.1).
-    return split_range(start_ns or min(oldest), now_ns)
+    start_ns = start_ns or (first_ns if first_ns is not None else now_ns)
+    if start_ns >= now_ns or not len(times):
+        return set()
+    inside = pc.filter(times, pc.and_(pc.greater_equal(times, start_ns), pc.less(times, now_ns)))
+    if not len(inside):
+        return set()
+    if now_ns - start_ns <= DAY_NS:
+        return {0}
+    return set(pc.unique(pc.divide(inside, DAY_NS)).to_pylist())
 
 
 def _record_times(store: Log, start_ns: int) -> dict[str, pa.Array]:
@@ -63,11 +69,6 @@ def _record_times(store: Log, start_ns: int) -> dict[str, pa.Array]:
         if len(ts):
             times[dev] = pc.unique(ts.cast(pa.int64()))
     return times
-
-
-def _any_within(times: pa.Array, start_ns: int, end_ns: int) -> bool:
-    return bool(pc.any(pc.and_(pc.greater_equal(times, start_ns),
-                               pc.less(times, end_ns))).as_py())
 
 
 def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
@@ -84,22 +85,25 @@ def backlog(outbox: Outbox, store: Log, site: Site, now_ns: int) -> int:
         start = last.spec.end_ns if last is not None else 0
         if stream is Stream.DATA:
             times = _record_times(store, start)
-            oldest = [_oldest(t) for t in times.values()]
-            for w_start, w_end in _windows(start, now_ns, oldest):
-                waiting += len({interface_of.get(dev, "MODBUS") for dev, t in times.items()
-                                if _any_within(t, w_start, w_end)})
+            first = min((_oldest(t) for t in times.values()), default=None)
+            waiting += len({(window, interface_of.get(dev, "MODBUS"))
+                            for dev, t in times.items()
+                            for window in _windows_holding(start, now_ns, first, t)})
             continue
         journal = store.journal(start_ns=start or None,
                                 kinds=list(JOURNAL_STREAM_KINDS[stream]))
-        journal_oldest = [_oldest(journal.column("ts").cast(pa.int64()))] \
-            if journal.num_rows else []
-        for w_start, w_end in _windows(start, now_ns, journal_oldest):
-            inside = _within(journal, w_start, w_end)
-            if stream is Stream.PARAM:
-                waiting += len({interface_of.get(str(d), "MODBUS")
-                                for d in inside.column("device").to_pylist() if d})
-            else:
-                waiting += inside.num_rows > 0
+        if not journal.num_rows:
+            continue
+        ts = journal.column("ts").cast(pa.int64())
+        first = _oldest(ts)
+        if stream is Stream.PARAM:
+            waiting += len({(window, interface_of.get(str(d), "MODBUS"))
+                            for d in set(journal.column("device").to_pylist()) if d
+                            for window in _windows_holding(
+                                start, now_ns, first,
+                                pc.filter(ts, pc.equal(journal.column("device"), d)))})
+        else:
+            waiting += len(_windows_holding(start, now_ns, first, ts))
     return waiting
 
 

@@ -120,6 +120,17 @@ class DemoSource:
             return None
         return min(times) if times else None
 
+    def first_item_ns(self, stream: Stream, start_ns: int, end_ns: int) -> int | None:
+        if stream is Stream.DATA:
+            times = [t for table in self._records().values()
+                     for t in table.column("ts").cast(pa.int64()).to_pylist()]
+        elif stream is Stream.ALARM:
+            times = self._alarms().column("ts").cast(pa.int64()).to_pylist()
+        else:
+            return None
+        inside = [t for t in times if start_ns <= t < end_ns]
+        return min(inside) if inside else None
+
     def membership(self) -> Watermark:
         return self._log.watermark()  # type: ignore[attr-defined, no-any-return]
 

@@ -74,6 +74,13 @@ class LogSource(DemoSource):
         times = self._log.journal(kinds=["log"]).column("ts").cast(pa.int64())  # type: ignore[attr-defined]
         return None if len(times) == 0 else int(pc.min(times).as_py())
 
+    def first_item_ns(self, stream: Stream, start_ns: int, end_ns: int) -> int | None:
+        if stream is not Stream.LOG:
+            return super().first_item_ns(stream, start_ns, end_ns)
+        times = self._log.journal(kinds=["log"], start_ns=start_ns,  # type: ignore[attr-defined]
+                                  end_ns=end_ns).column("ts").cast(pa.int64())
+        return None if len(times) == 0 else int(pc.min(times).as_py())
+
     def render(self, spec: WindowSpec) -> list[Rendered]:
         if spec.stream is not Stream.LOG:
             return super().render(spec)

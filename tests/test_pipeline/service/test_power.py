@@ -154,3 +154,54 @@ async def test_a_clean_stop_starts_no_alarm_session(tmp_path: Path,
                 or "session interrupted" in r.getMessage()]
     async with await Log.open(tmp_path / "data" / "store", OPTIONS) as log:
         assert [alarm for _, alarm in power_alarms(log)] == ["Power OFF"]
+
+
+async def test_a_power_cut_is_reported_when_the_box_restarts_with_its_clock_in_1970(
+        tmp_path: Path) -> None:
+    # A box without a battery-backed clock loses power (no clean stop) and starts again in
+    # 1970, before NTP sets the date: how long it was off cannot be told, and the Power OFF it
+    # owes is raised, dated at the last heartbeat (it read as an outage shorter than 10 s).
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        await run.start()
+        await clock.advance(25)
+        await run.halt()
+        await log.commit()
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, ManualClock(30 * NS_PER_S))
+        dated = await run.start()
+        await run.halt()
+        assert dated == T0 + 20 * NS_PER_S
+        await log.commit()
+        assert power_alarms(log) == [(T0 + 20 * NS_PER_S, "Power OFF")]
+
+
+async def test_a_run_in_1970_that_crashed_is_reported_though_an_older_power_off_is_later(
+        tmp_path: Path) -> None:
+    # A clean stop in 2021 (its Power OFF), then a run started in 1970 that crashes before NTP
+    # sets the date: its outage is owed a Power OFF. The 2021 one is later in time but older in
+    # the journal, and does not say that run stopped cleanly.
+    clock = ManualClock(T0)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        await run.start()
+        await clock.advance(25)
+        await run.halt()
+        await run.watch.clean_stop()
+    clock = ManualClock(30 * NS_PER_S)
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, clock)
+        dated = await run.start()
+        await clock.advance(25)                      # heartbeats at 30, 40, 50 s after 1970
+        await run.halt()
+        assert dated is None
+        await log.commit()
+    async with await Log.open(tmp_path, OPTIONS) as log:
+        run = Run(log, ManualClock(T0 + 3600 * NS_PER_S))
+        dated = await run.start()
+        await run.halt()
+        assert dated == 50 * NS_PER_S
+        await log.commit()
+        assert power_alarms(log) == [(T0 + 25 * NS_PER_S, "Power OFF"),
+                                     (50 * NS_PER_S, "Power OFF")]

@@ -219,3 +219,38 @@ async def test_weekly_and_monthly_schedules_run_days_ahead(entry: Schedule, star
     await clock.advance(due_s - start_s + 3600)
     await stop(task)
     assert sessions.calls == [(Trigger.SCHEDULE, due_s)]
+
+
+@pytest.mark.parametrize("back_s", [30, 3600, 86_400])
+async def test_a_wall_clock_stepped_back_keeps_the_schedule_of_the_new_time(back_s: int) -> None:
+    # Every 10 min. At 10:05:30 the wall clock is stepped back (NTP correcting a clock that ran
+    # ahead, docs/behaviour.md §11): the connections follow the new wall time, at 10:10 of the
+    # corrected clock, not only once it has caught up with the 10:10 planned before the step.
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    task = await running(SlotScheduler(1, sessions, schedules=[every(10, 144)],
+                                       time_zone="Europe/Paris", clock=clock))
+    await clock.advance(300)
+    clock.step_wall(-back_s * NS_PER_S)
+    corrected = T0 + 300 - back_s
+    await clock.advance(1_200)
+    await stop(task)
+    firsts = [(corrected // 600 + k) * 600 for k in (1, 2)]
+    assert sessions.calls == [(Trigger.SCHEDULE, t) for t in firsts]
+
+
+async def test_a_wall_clock_stepped_forward_by_decades_runs_one_session_then_the_schedule(
+        ) -> None:
+    # A box without a battery-backed clock starts in 1970; NTP then sets the date: the
+    # connection missed meanwhile runs once, within the 60 s a wait lasts at most, then the
+    # schedule goes on.
+    clock = ManualClock(30 * NS_PER_S)
+    sessions = Sessions(clock)
+    task = await running(SlotScheduler(1, sessions, schedules=[every(10, 144)],
+                                       time_zone="Europe/Paris", clock=clock))
+    await clock.advance(100)
+    clock.step_wall((T0 - 130) * NS_PER_S)
+    await clock.advance(600)
+    await stop(task)
+    assert [c[0] for c in sessions.calls] == [Trigger.SCHEDULE, Trigger.SCHEDULE]
+    assert T0 <= sessions.calls[0][1] <= T0 + 60 and sessions.calls[1][1] == T0 + 570
