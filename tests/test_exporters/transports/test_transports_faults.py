@@ -121,7 +121,7 @@ async def test_a_slow_upload_that_keeps_moving_is_not_cut(slow_target: Target) -
     # hold once the body is handed over must be little (not a megabyte) for 0.5 s to do.
     data = os.urandom(PAYLOAD_BYTES)
     transport = slow_target.transport(timeouts=Timeouts(connect_s=10, operation_s=0.5,
-                                                      slow_link_bps=64 * 1024))
+                                                        slow_link_bps=64 * 1024))
     await transport.connect()
     try:
         await transport.upload(PATH, data, two_step=True)
