@@ -37,6 +37,9 @@ Peer quirks handled here:
   trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
+- Preliminary replies (1xx) after a transfer's data (a restart marker `110`, a second `150`) are
+  passed over, up to 8, until the completion reply: read as the completion, they failed an
+  upload as a protocol error, retried only an hour later.
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
   421/425/426 connection lost (retriable). pyftpdlib answers a full
@@ -100,6 +103,7 @@ _LISTING_MAX_BYTES: Final = 10 << 20
 _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 _DRAIN_POLL_S: Final = 0.1
+_PRELIMINARY_MAX: Final = 8                   # further 1xx replies passed over after a transfer
 
 
 class CappedLines(ftplib.FTP):
@@ -142,7 +146,18 @@ class CappedLines(ftplib.FTP):
             log.warning("server %d: %s: listing stopped at %d entries or %d MiB", self.server,
                         cmd, LISTING_MAX_ENTRIES, _LISTING_MAX_BYTES >> 20)
             return end_cut_transfer(self)
-        return self.voidresp()
+        return transfer_reply(self)
+
+    def retrbinary(self, cmd: str, callback: Callable[[bytes], object],
+                   blocksize: int = 8192, rest: int | str | None = None) -> str:
+        """ftplib's, with the completion reply read by `transfer_reply`."""
+        self.voidcmd("TYPE I")
+        with self.transfercmd(cmd, rest) as conn:
+            while data := conn.recv(blocksize):
+                callback(data)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
+        return transfer_reply(self)
 
     def getmultiline(self) -> str:
         """ftplib's, with the reply bounded: an endless `220-` banner is a protocol error, not
@@ -162,6 +177,22 @@ class CappedLines(ftplib.FTP):
         return line
 
 
+def transfer_reply(ftp: ftplib.FTP) -> str:
+    """The completion reply of a transfer, past further preliminary replies: a server may send
+    a restart marker (`110`) or a second `150`/`125` after the data (RFC 959 lets 1xx precede
+    the completion reply), and `voidresp` read that as a protocol error, which failed the
+    session non-retriably. At most `_PRELIMINARY_MAX`, so that a server sending them forever
+    is a protocol error soon, not a wait."""
+    for _ in range(_PRELIMINARY_MAX + 1):
+        reply = ftp.getresp()  # 4xx and 5xx raise here
+        if not reply.startswith("1"):
+            if not reply.startswith("2"):
+                raise ftplib.error_reply(reply)
+            return reply
+    raise ftplib.error_proto(f"more than {_PRELIMINARY_MAX} preliminary replies after a "
+                             "transfer")
+
+
 def end_cut_transfer(ftp: ftplib.FTP) -> str:
     """Read the reply of a transfer whose data connection we closed early (226, or 426/451
     from a server that noticed), so the next command gets its own reply; a server that does not
@@ -172,7 +203,8 @@ def end_cut_transfer(ftp: ftplib.FTP) -> str:
             sock.settimeout(min(_RESYNC_S, ftp.timeout or _RESYNC_S))
         reply = ftp.getline()
         total = len(reply)
-        while reply[3:4] == "-" or not reply[:3].isdigit():  # a multi-line reply
+        # A multi-line reply, or a preliminary one before the completion (`transfer_reply`).
+        while reply[3:4] == "-" or not reply[:3].isdigit() or reply.startswith("1"):
             reply = ftp.getline()
             total += len(reply)
             if total > _REPLY_MAX_BYTES:  # bounded as any reply (CappedLines.getmultiline)
@@ -537,7 +569,7 @@ def _store(ftp: ftplib.FTP, cmd: str, data: bytes, progress: Progress) -> None:
         _drain(conn, progress)
         if isinstance(conn, ssl.SSLSocket):
             conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
-    ftp.voidresp()
+    transfer_reply(ftp)
 
 
 def _drain(conn: socket.socket, progress: Progress) -> None:

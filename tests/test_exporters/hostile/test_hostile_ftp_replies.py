@@ -231,3 +231,55 @@ async def test_a_cut_download_whose_reply_never_ends_gives_up_within_64_kib() ->
             assert time.monotonic() - started < 10
         finally:
             await transport.close()
+
+
+def _transfer_with_preliminaries(count: int) -> Callable[[Conn, str], Awaitable[None]]:
+    """STOR or RETR answered `150`, then `count` more preliminary replies (`110`, as a restart
+    marker) after the data, then `226`."""
+    async def transfer(conn: Conn, arg: str) -> None:
+        await conn.reply("150 go")
+        reader, writer = await conn.open_data()
+        if conn.server.commands[-1].startswith("STOR"):
+            conn.server.files[arg] = await reader.read()
+        else:
+            writer.write(conn.server.files[arg])
+            await writer.drain()
+        writer.close()
+        for n in range(count):
+            await conn.reply(f"110 MARK {n} = {n}")
+        await conn.reply("226 done")
+    return transfer
+
+
+async def test_preliminary_replies_after_a_transfer_are_passed_over() -> None:
+    # A second 1xx after the data is no failure: the transfer's completion reply follows. Read
+    # as a protocol error it failed the session non-retriably (next try an hour later).
+    transfer = _transfer_with_preliminaries(2)
+    async with raw_ftp(stor=transfer, retr=transfer) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            await transport.upload("/DATA/a.csv", b"abc", two_step=True)
+            assert server.files["/DATA/a.csv"] == b"abc"
+            assert await transport.download("/DATA/a.csv") == b"abc"
+            assert [f.name for f in await transport.list("/DATA")] == ["a.csv"]
+        finally:
+            await transport.close()
+
+
+async def test_endless_preliminary_replies_after_a_transfer_end_the_connection() -> None:
+    async with raw_ftp(stor=_transfer_with_preliminaries(10_000)) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                await transport.upload("/DATA/a.csv", b"abc", two_step=False)
+            assert caught.value.failure is Failure.PROTOCOL
+            assert "preliminary replies" in str(caught.value)
+            assert time.monotonic() - started < FAST.operation_s
+            with pytest.raises(TransportError) as again:  # out of step: not used again
+                await transport.size("/DATA/a.csv")
+            assert again.value.failure is Failure.CONNECTION_LOST
+        finally:
+            await transport.close()
