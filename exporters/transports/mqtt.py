@@ -21,6 +21,11 @@ Peer quirks handled here:
   (`__aenter__` replaces the finished "disconnected" future with a new one): the client would
   look connected for ever, with no reader ever failing. paho's own state is checked once
   connected, and such a connection is reported lost (retriable).
+- MQTT 3.1.1 has no way to tell the broker a maximum packet size (5.0's CONNECT property), and
+  paho reads each packet whole into memory, up to 256 MB, before handing it over. Its socket
+  reads are refused once a packet's announced length passes 16 MiB (`PACKET_MAX_BYTES`), before
+  any of the body is read; paho then reports the connection lost, with that reason
+  (docs/behaviour.md §4.5). The gateway keeps to 3.1.1, the protocol docs/formats.md §14.1 names.
 - A broker that refuses the client certificate after a TLS 1.3 handshake (mosquitto with
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
@@ -31,10 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
@@ -50,6 +56,7 @@ from ._base import (
     InboundMessage,
     Timeouts,
     TransportError,
+    size_text,
     tls_context,
 )
 
@@ -61,6 +68,11 @@ DEFAULT_TLS_PORT: Final = 8883
 # aiomqtt's own queue (bounded below) fills, and paho then drops with a warning rather than grow.
 _COMMAND_QUEUE: Final = 64
 _INCOMING_QUEUE: Final = 1000
+# A command is at most 1 MiB (docs/behaviour.md §4.5), yet one somewhat larger must still be
+# read, answered "larger than 1 MiB; not executed" and acknowledged: a packet refused unread is
+# sent again by the broker at each reconnection (QoS 1 and 2, session kept). 16 MiB, as the
+# configuration set of a session, is far past any command typed and small on a 512 MB box.
+PACKET_MAX_BYTES: Final = 16 << 20
 
 
 class MqttTransport:
@@ -100,6 +112,7 @@ class MqttTransport:
         # paho gives up a TCP connect or TLS handshake after 5 s by default; aiomqtt has no
         # parameter for it, and docs/behaviour.md §4.5 says 30 s.
         client._client.connect_timeout = self._timeouts.connect_s
+        _bound_packets(client, self._refused_packet)
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
@@ -143,10 +156,15 @@ class MqttTransport:
                 await self._commands.put(InboundMessage(topic=str(message.topic), payload=data))
         except aiomqtt.MqttError as err:
             cause = err.__cause__
-            self._lost_reason = str(cause) if cause is not None else str(err)
+            self._lost_reason = self._lost_reason or (str(cause) if cause is not None
+                                                      else str(err))
         finally:
             self._lost_reason = self._lost_reason or "connection closed"
             self._lost.set()
+
+    def _refused_packet(self, length: int) -> None:
+        self._lost_reason = (f"a packet of {length} bytes from the broker, larger than "
+                             f"{size_text(PACKET_MAX_BYTES)}; not read")
 
     @property
     def in_flight(self) -> int:
@@ -229,6 +247,21 @@ class MqttTransport:
                                   path=topic)
         failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
         return TransportError(self.server, op, detail, failure=failure, path=topic)
+
+
+def _bound_packets(client: aiomqtt.Client, refused: Callable[[int], None]) -> None:
+    """Refuse paho's socket reads for the body of a packet announced over `PACKET_MAX_BYTES`
+    (see the module docstring): paho reads the failure as a lost connection and closes it."""
+    paho = client._client
+    receive = paho._sock_recv
+
+    def bounded(bufsize: int) -> bytes:
+        packet = paho._in_packet
+        if packet["have_remaining"] and packet["remaining_length"] > PACKET_MAX_BYTES:
+            refused(packet["remaining_length"])
+            raise OSError(errno.EMSGSIZE, "packet too large")
+        return receive(bufsize)
+    paho._sock_recv = bounded  # type: ignore[method-assign]
 
 
 async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:

@@ -148,3 +148,27 @@ async def test_a_broker_that_never_acknowledges_an_alarm_is_one_outage(
     assert _lines(caplog, "INFO", "connection restored") == []
     state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
     assert state.events.get((2, Stream.ALARM), 0) == 0
+
+
+async def test_a_broker_announcing_a_huge_packet_is_dropped_before_its_body_is_read() -> None:
+    # A PUBLISH announcing 200 MB (QoS 0, topic "c"), of which 1 MiB arrives: paho would hold
+    # the connection open and the bytes in memory until all 200 MB came; the transport drops
+    # it at once instead (docs/behaviour.md §4.5).
+    length = 200 << 20
+    announced = bytes([0x30]) + bytes(
+        ((length >> (7 * i)) & 0x7F) | (0x80 if i < 3 else 0) for i in range(4))
+    async with raw_broker(after_suback=announced + b"\0\x01c" + b"z" * (1 << 20)) as broker:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1", port=broker.port,
+                           mqtt_client_id="sunpm-gw", topic_command="c", qos=1,
+                           keep_alive_s=30)
+        transport = MqttTransport(s, cert_dir=Path("/nonexistent"),
+                                  timeouts=Timeouts(connect_s=5, operation_s=5))
+        await transport.connect()
+        try:
+            with pytest.raises(TransportError) as caught:
+                async with asyncio.timeout(5):
+                    await anext(transport.messages())
+        finally:
+            await transport.close()
+    assert caught.value.failure is Failure.CONNECTION_LOST
+    assert f"a packet of {length} bytes" in str(caught.value)

@@ -140,6 +140,25 @@ async def test_command_topic_messages_arrive_in_order(broker: Broker, certs: Cer
     assert {m.topic for m in got} == {COMMANDS}
 
 
+async def test_a_packet_larger_than_any_command_drops_the_connection_unread(
+        broker: Broker, certs: Certs) -> None:
+    # MQTT 3.1.1 cannot tell the broker a maximum packet size, and paho reads a packet whole
+    # (up to 256 MB) before handing it over: past 16 MiB the connection is dropped before the
+    # body is read (docs/behaviour.md §4.5). 2 MiB still arrives, for the session to answer
+    # "larger than 1 MiB; not executed" and acknowledge it.
+    over_command = b"x" * (2 << 20)
+    async with _connected(broker, certs) as transport:
+        messages = transport.messages()
+        await _publish_from_outside(broker, COMMANDS, over_command)
+        assert (await _next(messages)).payload == over_command
+        await _publish_from_outside(broker, COMMANDS, b"y" * (17 << 20))
+        with pytest.raises(TransportError) as caught:
+            await _next(messages)
+    assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
+    assert f"a packet of {(17 << 20) + len(COMMANDS) + 4} bytes" in str(caught.value)
+    assert "larger than 16 MiB; not read" in str(caught.value)
+
+
 async def test_commands_sent_while_offline_arrive_after_reconnecting(broker: Broker,
                                                                      certs: Certs) -> None:
     # Clean session off: the broker keeps the subscription and queues QoS 1 messages.
