@@ -39,7 +39,8 @@ Peer quirks handled here:
   surprise) drops the connection, whose state is then unknown.
 - Preliminary replies (1xx) after a transfer's data (a restart marker `110`, a second `150`) are
   passed over, up to 8, until the completion reply: read as the completion, they failed an
-  upload as a protocol error, retried only an hour later.
+  upload as a protocol error, retried only an hour later. A `120` greeting is passed over too
+  until the `220` (RFC 959 §5.4).
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
   421/425/426 connection lost (retriable). pyftpdlib answers a full
@@ -193,6 +194,17 @@ def transfer_reply(ftp: ftplib.FTP) -> str:
                              "transfer")
 
 
+def _greeting(ftp: ftplib.FTP) -> None:
+    """Wait past a preliminary greeting: RFC 959 §5.4 lets a server answer a connection `120`
+    (ready in n minutes), then `220`. Taken as the greeting, the 220 was read as the answer to
+    `USER` and every later reply was one command late. At most `_PRELIMINARY_MAX` of them."""
+    for _ in range(_PRELIMINARY_MAX):
+        if not ftp.welcome or not ftp.welcome.startswith("1"):
+            return
+        ftp.welcome = ftp.getresp()  # 421 and other refusals raise here
+    raise ftplib.error_proto(f"more than {_PRELIMINARY_MAX} preliminary greetings")
+
+
 def end_cut_transfer(ftp: ftplib.FTP) -> str:
     """Read the reply of a transfer whose data connection we closed early (226, or 426/451
     from a server that noticed), so the next command gets its own reply; a server that does not
@@ -261,6 +273,7 @@ class FtpTransport:
         def open_session(progress: Progress) -> None:
             ftp.connect(self._settings.host, port, timeout=self._timeouts.connect_s)
             progress()
+            _greeting(ftp)
             self._secure_login(ftp)
             ftp.set_pasv(self._settings.passive)
             ftp.timeout = self._timeouts.operation_s  # data connections use this

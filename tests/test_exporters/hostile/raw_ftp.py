@@ -42,6 +42,7 @@ class RawFtp:
     commands: list[str] = field(default_factory=list)
     port: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    greeting: tuple[str, ...] = ("220 raw",)
 
     def settings(self, **kw: object) -> ServerSettings:
         return ServerSettings(slot=1, type=ServerType.FTP, host="127.0.0.1", port=self.port,
@@ -53,7 +54,8 @@ class RawFtp:
         if task is not None:
             self.tasks.add(task)  # a handler stuck on purpose is cancelled at the end
         try:
-            await conn.reply("220 raw")
+            for line in self.greeting:
+                await conn.reply(line)
             while line := await reader.readline():
                 text = line.decode().rstrip("\r\n")
                 self.commands.append(text)

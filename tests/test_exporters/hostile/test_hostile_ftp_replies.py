@@ -283,3 +283,19 @@ async def test_endless_preliminary_replies_after_a_transfer_end_the_connection()
             assert again.value.failure is Failure.CONNECTION_LOST
         finally:
             await transport.close()
+
+
+async def test_a_greeting_preceded_by_120_logs_in_in_step() -> None:
+    # RFC 959 §5.4: a server may answer a connection "120 ready in n minutes", then 220. Read
+    # as the greeting, the 220 was then taken for the answer to USER: PASS was never sent and
+    # every reply after it was one command late.
+    async with raw_ftp() as server:
+        server.greeting = ("120 ready in a moment", "220 ready")
+        server.files["/DATA/a.csv"] = b"abc"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            assert await transport.size("/DATA/a.csv") == 3
+        finally:
+            await transport.close()
+    assert server.commands[:2] == ["USER u", "PASS p"]
