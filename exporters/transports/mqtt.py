@@ -42,7 +42,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -60,19 +60,26 @@ from ._base import (
     tls_context,
 )
 
+if TYPE_CHECKING:  # the client library under aiomqtt, whose callbacks are wrapped here
+    import paho.mqtt.client as mqtt
+
 log = logging.getLogger("sunpm.session")  # docs/formats.md §11: connection logs
 
 DEFAULT_PORT: Final = 1883
 DEFAULT_TLS_PORT: Final = 8883
 # Bounded: commands are typed by an operator; if the handler stops taking them, the reader waits,
 # aiomqtt's own queue (bounded below) fills, and paho then drops with a warning rather than grow.
+# Each waiting message keeps at most MESSAGE_KEPT_BYTES: 128 MiB for both queues at the worst.
 _COMMAND_QUEUE: Final = 64
-_INCOMING_QUEUE: Final = 1000
+_INCOMING_QUEUE: Final = 64
 # A command is at most 1 MiB (docs/behaviour.md §4.5), yet one somewhat larger must still be
 # read, answered "larger than 1 MiB; not executed" and acknowledged: a packet refused unread is
 # sent again by the broker at each reconnection (QoS 1 and 2, session kept). 16 MiB, as the
 # configuration set of a session, is far past any command typed and small on a 512 MB box.
 PACKET_MAX_BYTES: Final = 16 << 20
+# What of a message is kept while it waits in the queues: a command larger than its 1 MiB is
+# refused for its size alone, and the byte past the cap says so.
+MESSAGE_KEPT_BYTES: Final = (1 << 20) + 1
 
 
 class MqttTransport:
@@ -113,6 +120,7 @@ class MqttTransport:
         # parameter for it, and docs/behaviour.md §4.5 says 30 s.
         client._client.connect_timeout = self._timeouts.connect_s
         _bound_packets(client, self._refused_packet)
+        _cut_messages(client)
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
@@ -262,6 +270,21 @@ def _bound_packets(client: aiomqtt.Client, refused: Callable[[int], None]) -> No
             raise OSError(errno.EMSGSIZE, "packet too large")
         return receive(bufsize)
     paho._sock_recv = bounded  # type: ignore[method-assign]
+
+
+def _cut_messages(client: aiomqtt.Client) -> None:
+    """Keep at most `MESSAGE_KEPT_BYTES` of each message before aiomqtt queues it: 64 messages
+    of 16 MiB waiting for a slow handler would be a gigabyte."""
+    paho = client._client
+    queue = paho.on_message
+    if queue is None:
+        return
+
+    def cut(paho_client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if len(message.payload) > MESSAGE_KEPT_BYTES:
+            message.payload = message.payload[:MESSAGE_KEPT_BYTES]
+        queue(paho_client, userdata, message)
+    paho.on_message = cut
 
 
 async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:
