@@ -21,6 +21,9 @@ Peer quirks handled here:
   lacking, not a busy server, so only that stream stops (docs/behaviour.md §4.5) instead of
   every later window waiting on it. A full disk is 507 there, which stays retriable; wsgidav
   answers a full disk with 500, retriable too.
+- `207 Multi-Status` to `MOVE` or `DELETE` (or `PUT`) is a failure, retriable: the server
+  says errors on a resource prevented the operation, and a file counted as delivered would
+  never be sent again.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
   docs/behaviour.md §4.5. httpx does not show its socket, so a `PUT` body goes in 16 KiB parts,
@@ -420,10 +423,12 @@ class WebdavTransport:
 
     def _check(self, op: str, path: str, response: httpx.Response) -> None:
         status = response.status_code
-        if 200 <= status < 300:
+        if 200 <= status < 300 and not (status == 207 and op in ("upload", "delete")):
             return
         detail = f"{status} {response.reason_phrase}".strip()
-        failure = _status_failure(status)
+        # 207 to a MOVE or DELETE says errors on a resource prevented it (RFC 4918 §9.6.1,
+        # §9.9.4): not done, whatever the 2xx; tried again next session.
+        failure = Failure.SERVER_BUSY if status == 207 else _status_failure(status)
         if status == 409:
             detail += ": missing directory"
         raise TransportError(self.server, op, detail, failure=failure, path=path)

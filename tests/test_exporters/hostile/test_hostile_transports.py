@@ -161,7 +161,14 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
                  *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    if method in ("DELETE", "PUT", "MOVE"):
+    if method in ("MOVE", "DELETE") and path.startswith("/ALARM"):
+        # RFC 4918 §9.9.4: 207 to a MOVE says errors prevented it (here the destination locked).
+        body = ('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response>'
+                f"<D:href>{path}</D:href><D:status>HTTP/1.1 423 Locked</D:status>"
+                "</D:response></D:multistatus>").encode()
+        writer.write(head("207 Multi-Status", Content_Length=str(len(body))))
+        writer.write(body)
+    elif method in ("DELETE", "PUT", "MOVE"):
         # Success, then an answer that never ends: only the status may be read.
         writer.write(head("200 OK"))
         while True:
@@ -331,6 +338,22 @@ async def test_webdav_endless_answers_to_other_requests_are_left_unread(
         await transport.delete("/CMD/x")
         await transport.upload("/DATA/x.csv.gz", b"data", two_step=True)
         assert time.monotonic() - started < 5
+    finally:
+        await transport.close()
+
+
+async def test_webdav_multi_status_to_a_move_or_delete_is_no_success(
+        http_url: str, tmp_path: Path) -> None:
+    # A 2xx, but one saying the operation failed on a resource: read as success, the file
+    # counted as delivered while its final name was never written.
+    transport = await _webdav(http_url, tmp_path)
+    try:
+        for operation in (lambda: transport.upload("/ALARM/x.csv", b"data", two_step=True),
+                          lambda: transport.delete("/ALARM/x.csv")):
+            with pytest.raises(TransportError) as caught:
+                await operation()
+            assert caught.value.retriable
+            assert "207 Multi-Status" in str(caught.value)
     finally:
         await transport.close()
 
