@@ -134,8 +134,9 @@ class MqttTransport:
                 await client.__aenter__()
             if not client._client.is_connected():
                 await _forget_dropped(client, dropped)
-                raise TransportError(self.server, "connect", "connection closed by the broker "
-                                     "right after CONNACK", failure=Failure.CONNECTION_LOST)
+                raise TransportError(self.server, "connect", self._lost_reason or "connection "
+                                     "closed by the broker right after CONNACK",
+                                     failure=Failure.CONNECTION_LOST)
         except TimeoutError as err:
             raise TransportError(self.server, "connect", no_connack,
                                  failure=Failure.TIMEOUT) from err
@@ -148,13 +149,35 @@ class MqttTransport:
         self._reader = asyncio.create_task(self._read(client), name=f"mqtt-reader:{self.server}")
         topic = self._settings.topic_command
         if topic:
-            try:
-                async with asyncio.timeout(self._timeouts.operation_s):
-                    await client.subscribe(topic, qos=self._settings.qos,
-                                           timeout=math.inf)
-            except (TimeoutError, aiomqtt.MqttError) as err:
-                await self.close()
-                raise self._error("subscribe", err) from err
+            await self._subscribe(client, topic)
+
+    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+        """Subscribe, the connection's loss ending the wait for the SUBACK (aiomqtt would wait
+        on): a broker resending at once a message refused on the last connection drops this one
+        before its SUBACK too, and says why."""
+        subscribed = asyncio.ensure_future(client.subscribe(topic, qos=self._settings.qos,
+                                                            timeout=math.inf))
+        lost = asyncio.ensure_future(self._lost.wait())
+        error: TransportError | None = None
+        try:
+            async with asyncio.timeout(self._timeouts.operation_s):
+                await asyncio.wait({subscribed, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError as err:
+            error = self._error("subscribe", err)
+        finally:
+            for future in (subscribed, lost):
+                future.cancel()
+            await asyncio.gather(subscribed, lost, return_exceptions=True)
+        if error is None and subscribed.done() and not subscribed.cancelled():
+            failed = subscribed.exception()
+            if failed is None:
+                return
+            error = self._error("subscribe", failed)
+        if error is None:
+            error = TransportError(self.server, "subscribe", self._lost_reason,
+                                   failure=Failure.CONNECTION_LOST)
+        await self.close()
+        raise error
 
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
