@@ -21,6 +21,9 @@ Peer quirks handled here:
   (`__aenter__` replaces the finished "disconnected" future with a new one): the client would
   look connected for ever, with no reader ever failing. paho's own state is checked once
   connected, and such a connection is reported lost (retriable).
+- Clean session off keeps at the broker the subscription to a command topic changed since,
+  and the broker still delivers it: only messages matching the configured command topic are
+  passed on, others are ignored with a WARNING.
 - MQTT 3.1.1 has no way to tell the broker a maximum packet size (5.0's CONNECT property), and
   paho reads each packet whole into memory, up to 256 MB, before handing it over. Its socket
   reads are refused once a packet's announced length passes 16 MiB (`PACKET_MAX_BYTES`), before
@@ -180,8 +183,15 @@ class MqttTransport:
         raise error
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        command_topic = self._settings.topic_command
         try:
             async for message in client.messages:
+                if not command_topic or not message.topic.matches(command_topic):
+                    # A subscription kept by the broker (clean session off) to a command topic
+                    # changed since: whoever may publish there commands the gateway no more.
+                    log.warning("server %d: message on %r, not the command topic; ignored",
+                                self.server, str(message.topic)[:200])
+                    continue
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload or "").encode()
                 await self._commands.put(InboundMessage(topic=str(message.topic), payload=data))

@@ -161,6 +161,22 @@ async def test_a_packet_larger_than_any_command_drops_the_connection_unread(
     assert "larger than 16 MiB; not read" in str(caught.value)
 
 
+async def test_a_former_command_topic_kept_by_the_broker_brings_no_command(
+        broker: Broker, certs: Certs) -> None:
+    # Clean session off: the broker keeps the subscription to the topic the command topic was
+    # changed from, and delivers it still. Whoever may publish there must not command the
+    # gateway any more.
+    former = "plant/old/cmd"
+    async with _connected(broker, certs, topic_command=former):
+        pass
+    async with _connected(broker, certs) as transport:
+        messages = transport.messages()
+        await _publish_from_outside(broker, former, b'{"callerId":"old"}')
+        await _publish_from_outside(broker, COMMANDS, b'{"callerId":"new"}')
+        got = await _next(messages)
+    assert (got.topic, got.payload) == (COMMANDS, b'{"callerId":"new"}')
+
+
 async def test_commands_sent_while_offline_arrive_after_reconnecting(broker: Broker,
                                                                      certs: Certs) -> None:
     # Clean session off: the broker keeps the subscription and queues QoS 1 messages.
