@@ -25,6 +25,9 @@ Peer quirks handled here:
   writer ends up in an unlinked file instead of the one renamed to the final name. One-step
   uploads delete it only when told an earlier upload of the name may have been cut
   (`after_cut`), so a `.tmp` left before two-step sending was switched off goes too.
+- Active mode (`FTP_Passive=0`): ftplib listens for the data connection on every interface and
+  takes the first that comes; only one from the server's address is taken here, others are
+  closed with a WARNING.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
 - Hostile servers (docs/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
@@ -105,6 +108,7 @@ _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 _DRAIN_POLL_S: Final = 0.1
 _PRELIMINARY_MAX: Final = 8                   # further 1xx replies passed over after a transfer
+_FOREIGN_MAX: Final = 8                       # active-mode data connections from elsewhere
 
 
 class CappedLines(ftplib.FTP):
@@ -229,10 +233,42 @@ def end_cut_transfer(ftp: ftplib.FTP) -> str:
         raise
 
 
+class _ServerOnly(socket.socket):
+    """The listening socket of active mode (`FTP_Passive=0`), which ftplib binds on every
+    interface: a connection from elsewhere than the server (a host racing it to the port, to
+    get an upload or feed a download) is closed, and the next one awaited."""
+
+    server_host = ""
+    server_number = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        for _ in range(_FOREIGN_MAX):
+            conn, address = super().accept()
+            if isinstance(address, tuple) and address[0] == self.server_host:
+                return conn, address
+            conn.close()
+            log.warning("server %d: data connection from %s, not the server; closed",
+                        self.server_number, address[0] if isinstance(address, tuple) else "?")
+        raise ftplib.error_proto(f"{_FOREIGN_MAX} data connections from elsewhere than the "
+                                 "server")
+
+
 class _TrackedFtp(CappedLines):
-    """Remembers the open data connection so that an abort can cut it too."""
+    """Remembers the open data connection so that an abort can cut it too, and in active mode
+    takes the data connection from the server only."""
 
     data_conn: socket.socket | None = None
+
+    def makeport(self) -> socket.socket:
+        sock = super().makeport()
+        if self.sock is None:
+            return sock
+        timeout = sock.gettimeout()
+        listener = _ServerOnly(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        listener.settimeout(timeout)
+        listener.server_host = self.sock.getpeername()[0]
+        listener.server_number = self.server
+        return listener
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:
         conn, size = super().ntransfercmd(cmd, rest)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from raw_ftp import Conn, raw_ftp
+from raw_ftp import Conn, port_address, raw_ftp
 
 from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
 from exporters.transports._base import DownloadTooLarge
@@ -299,3 +299,35 @@ async def test_a_greeting_preceded_by_120_logs_in_in_step() -> None:
         finally:
             await transport.close()
     assert server.commands[:2] == ["USER u", "PASS p"]
+
+
+async def test_in_active_mode_only_the_server_s_data_connection_is_taken() -> None:
+    # FTP_Passive=0: the gateway listens for the server's data connection, on every interface.
+    # Another host connecting first (here 127.0.0.2, racing the server at 127.0.0.1) would
+    # get the upload, or feed a download (a command file); it is closed and the server's
+    # connection taken.
+    stolen = bytearray()
+    thieves: list[asyncio.StreamWriter] = []
+
+    async def port_raced(conn: Conn, arg: str) -> None:
+        conn.active = port_address(arg)
+        reader, writer = await asyncio.open_connection(*conn.active,
+                                                       local_addr=("127.0.0.2", 0))
+        thieves.append(writer)
+
+        async def steal() -> None:
+            stolen.extend(await reader.read())
+        conn.server.tasks.add(asyncio.create_task(steal()))
+        await conn.reply("200 ok")
+
+    async with raw_ftp(port=port_raced) as server:
+        transport = FtpTransport(server.settings(passive=False), timeouts=FAST)
+        await transport.connect()
+        try:
+            await transport.upload("/DATA/a.csv", b"secret", two_step=False)
+        finally:
+            await transport.close()
+            for writer in thieves:
+                writer.close()
+    assert server.files["/DATA/a.csv"] == b"secret"
+    assert bytes(stolen) == b""
