@@ -111,9 +111,30 @@ _PRELIMINARY_MAX: Final = 8                   # further 1xx replies passed over 
 _FOREIGN_MAX: Final = 8                       # active-mode data connections from elsewhere
 
 
+class _ServerOnly(socket.socket):
+    """The listening socket of active mode (`FTP_Passive=0`), which ftplib binds on every
+    interface: a connection from elsewhere than the server (a host racing it to the port, to
+    get an upload or feed a download) is closed, and the next one awaited."""
+
+    server_host = ""
+    server_number = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        for _ in range(_FOREIGN_MAX):
+            conn, address = super().accept()
+            if isinstance(address, tuple) and address[0] == self.server_host:
+                return conn, address
+            conn.close()
+            log.warning("server %d: data connection from %s, not the server; closed",
+                        self.server_number, address[0] if isinstance(address, tuple) else "?")
+        raise ftplib.error_proto(f"{_FOREIGN_MAX} data connections from elsewhere than the "
+                                 "server")
+
+
 class CappedLines(ftplib.FTP):
-    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5;
-    ftps.py's client mixes it in too."""
+    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5,
+    transfer replies past preliminary ones, and in active mode the data connection from the
+    server only; ftps.py's client mixes it in too."""
 
     server: int = 0
     # Told the bytes of each listing line as it arrives: a long listing that keeps coming is
@@ -181,6 +202,18 @@ class CappedLines(ftplib.FTP):
                     break
         return line
 
+    def makeport(self) -> socket.socket:
+        """ftplib's, taking in active mode the data connection from the server only."""
+        sock = super().makeport()
+        if self.sock is None:
+            return sock
+        timeout = sock.gettimeout()
+        listener = _ServerOnly(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        listener.settimeout(timeout)
+        listener.server_host = self.sock.getpeername()[0]
+        listener.server_number = self.server
+        return listener
+
 
 def transfer_reply(ftp: ftplib.FTP) -> str:
     """The completion reply of a transfer, past further preliminary replies: a server may send
@@ -233,42 +266,10 @@ def end_cut_transfer(ftp: ftplib.FTP) -> str:
         raise
 
 
-class _ServerOnly(socket.socket):
-    """The listening socket of active mode (`FTP_Passive=0`), which ftplib binds on every
-    interface: a connection from elsewhere than the server (a host racing it to the port, to
-    get an upload or feed a download) is closed, and the next one awaited."""
-
-    server_host = ""
-    server_number = 0
-
-    def accept(self) -> tuple[socket.socket, object]:
-        for _ in range(_FOREIGN_MAX):
-            conn, address = super().accept()
-            if isinstance(address, tuple) and address[0] == self.server_host:
-                return conn, address
-            conn.close()
-            log.warning("server %d: data connection from %s, not the server; closed",
-                        self.server_number, address[0] if isinstance(address, tuple) else "?")
-        raise ftplib.error_proto(f"{_FOREIGN_MAX} data connections from elsewhere than the "
-                                 "server")
-
-
 class _TrackedFtp(CappedLines):
-    """Remembers the open data connection so that an abort can cut it too, and in active mode
-    takes the data connection from the server only."""
+    """Remembers the open data connection so that an abort can cut it too."""
 
     data_conn: socket.socket | None = None
-
-    def makeport(self) -> socket.socket:
-        sock = super().makeport()
-        if self.sock is None:
-            return sock
-        timeout = sock.gettimeout()
-        listener = _ServerOnly(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        listener.settimeout(timeout)
-        listener.server_host = self.sock.getpeername()[0]
-        listener.server_number = self.server
-        return listener
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:
         conn, size = super().ntransfercmd(cmd, rest)
