@@ -7,7 +7,9 @@ presents `MQTT_CertFile`/`MQTT_KeyFile` when set.
 
 `publish` returns only once the message is delivered in the sense of docs/formats.md §14.1: PUBACK
 for QoS 1, PUBCOMP for QoS 2, written to the socket for QoS 0. At most `MAX_IN_FLIGHT` (10) publishes
-wait at once (docs/behaviour.md §4.4); further callers wait for a place.
+wait at once (docs/behaviour.md §4.4); further callers wait for a place. They wait 60 s without
+progress, progress being 1 KiB more of the connection acknowledged by the broker's TCP (Linux
+`TCP_INFO`), not 60 s each: ten large documents queued on a slow link are not cut while moving.
 
 Peer quirks handled here:
 - aiomqtt does not fail a publish waiting for its PUBACK when the connection drops (paho keeps the
@@ -42,7 +44,9 @@ import contextlib
 import errno
 import logging
 import math
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -55,6 +59,7 @@ from config.model import ServerSettings, ServerType
 from ._base import (
     DEFAULT_TIMEOUTS,
     MAX_IN_FLIGHT,
+    PROGRESS_BYTES,
     Failure,
     InboundMessage,
     Timeouts,
@@ -75,6 +80,11 @@ DEFAULT_TLS_PORT: Final = 8883
 # Each waiting message keeps at most MESSAGE_KEPT_BYTES: 128 MiB for both queues at the worst.
 _COMMAND_QUEUE: Final = 64
 _INCOMING_QUEUE: Final = 64
+# Linux `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the 8 bytes at 120; the struct only
+# ever grows at its end.
+_TCP_INFO_BYTES: Final = 256
+_BYTES_ACKED_AT: Final = 120
+_PROGRESS_POLL_S: Final = 1.0
 # A command is at most 1 MiB (docs/behaviour.md §4.5), yet one somewhat larger must still be
 # read, answered "larger than 1 MiB; not executed" and acknowledged: a packet refused unread is
 # sent again by the broker at each reconnection (QoS 1 and 2, session kept). 16 MiB, as the
@@ -102,6 +112,8 @@ class MqttTransport:
         self._window = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight = 0
         self._commands: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=_COMMAND_QUEUE)
+        self._waiting: set[asyncio.Timeout] = set()  # deadlines of the publishes waiting
+        self._watch: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         await self.close()
@@ -150,6 +162,8 @@ class MqttTransport:
             raise TransportError(self.server, "connect", detail, failure=failure) from err
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name=f"mqtt-reader:{self.server}")
+        self._watch = asyncio.create_task(self._watch_progress(client),
+                                          name=f"mqtt-progress:{self.server}")
         topic = self._settings.topic_command
         if topic:
             await self._subscribe(client, topic)
@@ -207,6 +221,30 @@ class MqttTransport:
         self._lost_reason = (f"a packet of {length} bytes from the broker, larger than "
                              f"{size_text(PACKET_MAX_BYTES)}; not read")
 
+    async def _watch_progress(self, client: aiomqtt.Client) -> None:
+        """Push back the deadline of every waiting publish each time 1 KiB more was taken by
+        the broker's side: ten documents of 256 KiB on a slow link take minutes to be
+        acknowledged, the last ones without an acknowledgement for longer than 60 s, yet never
+        60 s without progress (docs/behaviour.md §4.5). Where the system does not tell, each
+        publish keeps its 60 s."""
+        sock = client._client.socket()
+        last = _bytes_acked(sock)
+        if last is None:
+            return
+        loop = asyncio.get_running_loop()
+        limit = self._timeouts.operation_s
+        while True:
+            await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
+            acked = _bytes_acked(sock)
+            if acked is None:
+                return
+            if acked - last < PROGRESS_BYTES:
+                continue
+            last = acked
+            for deadline in self._waiting:
+                if not deadline.expired():  # an expiring timeout cannot be moved
+                    deadline.reschedule(loop.time() + limit)
+
     @property
     def in_flight(self) -> int:
         """Publishes sent and waiting for their acknowledgement (at most `MAX_IN_FLIGHT`)."""
@@ -225,14 +263,17 @@ class MqttTransport:
         sent = asyncio.ensure_future(client.publish(topic, payload, qos=qos,
                                                     retain=False, timeout=math.inf))
         lost = asyncio.ensure_future(self._lost.wait())
+        deadline = asyncio.timeout(self._timeouts.operation_s)
+        self._waiting.add(deadline)
         try:
-            async with asyncio.timeout(self._timeouts.operation_s):
+            async with deadline:
                 await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError as err:
             raise TransportError(self.server, "publish", "no acknowledgement after "
-                                 f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
-                                 path=topic) from err
+                                 f"{self._timeouts.operation_s:g} s without progress",
+                                 failure=Failure.TIMEOUT, path=topic) from err
         finally:
+            self._waiting.discard(deadline)
             for future in (sent, lost):
                 future.cancel()
             await asyncio.gather(sent, lost, return_exceptions=True)
@@ -263,10 +304,12 @@ class MqttTransport:
     async def close(self) -> None:
         client, self._client = self._client, None
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        watch, self._watch = self._watch, None
+        for task in (reader, watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if client is None:
             return
         try:
@@ -288,6 +331,22 @@ class MqttTransport:
                                   path=topic)
         failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
         return TransportError(self.server, op, detail, failure=failure, path=topic)
+
+
+def _bytes_acked(sock: object) -> int | None:
+    """The bytes the peer's kernel acknowledged on this connection (Linux `TCP_INFO`
+    `tcpi_bytes_acked`); None where the system does not tell."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None or not isinstance(sock, socket.socket):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if len(info) < _BYTES_ACKED_AT + 8:
+        return None  # a kernel older than 4.1
+    acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_AT)[0]
+    return acked
 
 
 def _bound_packets(client: aiomqtt.Client, refused: Callable[[int], None]) -> None:
