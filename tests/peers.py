@@ -464,6 +464,10 @@ def _serve_webdav(args: argparse.Namespace) -> None:
     server.ssl_adapter = BuiltinSSLAdapter(str(args.certs / "server.pem"),
                                            str(args.certs / "server.key"))
     server.prepare()
+    if args.rate:
+        # As the FTP peer's: a small receive buffer (inherited by accepted sockets), so that
+        # the pace is the link's, seen by the sender's kernel as on a slow network.
+        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     _announce(server.bind_addr[1])
     server.serve()
 

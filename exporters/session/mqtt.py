@@ -272,8 +272,7 @@ class MqttSession:
 
     async def _take_commands(self, stop: asyncio.Event) -> None:
         # Read even without a command topic: the reading is what notices a lost connection
-        # while no alarm is due. A broker may still deliver a command topic removed since
-        # (clean session off keeps its subscription): not a command any more.
+        # while no alarm is due. The transport passes on only messages of the command topic.
         messages = self._transport.messages()
         while not stop.is_set():
             stopping = asyncio.ensure_future(stop.wait())
@@ -293,8 +292,7 @@ class MqttSession:
                     await nxt
                 return
             message = nxt.result()
-            if self.settings.topic_command:
-                await self.take_command(message.payload, message.topic)
+            await self.take_command(message.payload, message.topic)
 
     async def take_command(self, payload: bytes, topic: str) -> None:
         """Journal a command-topic message and hand it on; an unreadable one is answered."""

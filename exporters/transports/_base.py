@@ -136,6 +136,9 @@ class Timeouts:
 
     connect_s: float = 30.0
     operation_s: float = 60.0
+    # The slowest link a transport that cannot see its bytes leave the kernel still waits for:
+    # what may still be queued there is given its time at this rate on top of `operation_s`.
+    slow_link_bps: int = 1024
 
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

@@ -25,6 +25,9 @@ Peer quirks handled here:
   writer ends up in an unlinked file instead of the one renamed to the final name. One-step
   uploads delete it only when told an earlier upload of the name may have been cut
   (`after_cut`), so a `.tmp` left before two-step sending was switched off goes too.
+- Active mode (`FTP_Passive=0`): ftplib listens for the data connection on every interface and
+  takes the first that comes; only one from the server's address is taken here, others are
+  closed with a WARNING.
 - Passive replies carrying a private address are ignored in favour of the control connection's
   host (`ftplib` default), which NAT'ed servers need.
 - Hostile servers (docs/behaviour.md §4.5): a download stops as soon as it passes its cap (the data
@@ -37,6 +40,10 @@ Peer quirks handled here:
   trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
+- Preliminary replies (1xx) after a transfer's data (a restart marker `110`, a second `150`) are
+  passed over, up to 8, until the completion reply: read as the completion, they failed an
+  upload as a protocol error, retried only an hour later. A `120` greeting is passed over too
+  until the `220` (RFC 959 §5.4).
 - Reply codes: 530 authentication; 550/553/450 refused (missing directory or right), and 501
   too (pyftpdlib's answer to `MLSD` of a missing directory); 452/552 storage full (retriable);
   421/425/426 connection lost (retriable). pyftpdlib answers a full
@@ -100,11 +107,34 @@ _LISTING_MAX_BYTES: Final = 10 << 20
 _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 _DRAIN_POLL_S: Final = 0.1
+_PRELIMINARY_MAX: Final = 8                   # further 1xx replies passed over after a transfer
+_FOREIGN_MAX: Final = 8                       # active-mode data connections from elsewhere
+
+
+class _ServerOnly(socket.socket):
+    """The listening socket of active mode (`FTP_Passive=0`), which ftplib binds on every
+    interface: a connection from elsewhere than the server (a host racing it to the port, to
+    get an upload or feed a download) is closed, and the next one awaited."""
+
+    server_host = ""
+    server_number = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        for _ in range(_FOREIGN_MAX):
+            conn, address = super().accept()
+            if isinstance(address, tuple) and address[0] == self.server_host:
+                return conn, address
+            conn.close()
+            log.warning("server %d: data connection from %s, not the server; closed",
+                        self.server_number, address[0] if isinstance(address, tuple) else "?")
+        raise ftplib.error_proto(f"{_FOREIGN_MAX} data connections from elsewhere than the "
+                                 "server")
 
 
 class CappedLines(ftplib.FTP):
-    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5;
-    ftps.py's client mixes it in too."""
+    """`retrlines` (the listings: `MLSD`, `NLST`, `LIST`) with the caps of docs/behaviour.md §4.5,
+    transfer replies past preliminary ones, and in active mode the data connection from the
+    server only; ftps.py's client mixes it in too."""
 
     server: int = 0
     # Told the bytes of each listing line as it arrives: a long listing that keeps coming is
@@ -142,7 +172,18 @@ class CappedLines(ftplib.FTP):
             log.warning("server %d: %s: listing stopped at %d entries or %d MiB", self.server,
                         cmd, LISTING_MAX_ENTRIES, _LISTING_MAX_BYTES >> 20)
             return end_cut_transfer(self)
-        return self.voidresp()
+        return transfer_reply(self)
+
+    def retrbinary(self, cmd: str, callback: Callable[[bytes], object],
+                   blocksize: int = 8192, rest: int | str | None = None) -> str:
+        """ftplib's, with the completion reply read by `transfer_reply`."""
+        self.voidcmd("TYPE I")
+        with self.transfercmd(cmd, rest) as conn:
+            while data := conn.recv(blocksize):
+                callback(data)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
+        return transfer_reply(self)
 
     def getmultiline(self) -> str:
         """ftplib's, with the reply bounded: an endless `220-` banner is a protocol error, not
@@ -161,6 +202,45 @@ class CappedLines(ftplib.FTP):
                     break
         return line
 
+    def makeport(self) -> socket.socket:
+        """ftplib's, taking in active mode the data connection from the server only."""
+        sock = super().makeport()
+        if self.sock is None:
+            return sock
+        timeout = sock.gettimeout()
+        listener = _ServerOnly(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        listener.settimeout(timeout)
+        listener.server_host = self.sock.getpeername()[0]
+        listener.server_number = self.server
+        return listener
+
+
+def transfer_reply(ftp: ftplib.FTP) -> str:
+    """The completion reply of a transfer, past further preliminary replies: a server may send
+    a restart marker (`110`) or a second `150`/`125` after the data (RFC 959 lets 1xx precede
+    the completion reply), and `voidresp` read that as a protocol error, which failed the
+    session non-retriably. At most `_PRELIMINARY_MAX`, so that a server sending them forever
+    is a protocol error soon, not a wait."""
+    for _ in range(_PRELIMINARY_MAX + 1):
+        reply = ftp.getresp()  # 4xx and 5xx raise here
+        if not reply.startswith("1"):
+            if not reply.startswith("2"):
+                raise ftplib.error_reply(reply)
+            return reply
+    raise ftplib.error_proto(f"more than {_PRELIMINARY_MAX} preliminary replies after a "
+                             "transfer")
+
+
+def _greeting(ftp: ftplib.FTP) -> None:
+    """Wait past a preliminary greeting: RFC 959 §5.4 lets a server answer a connection `120`
+    (ready in n minutes), then `220`. Taken as the greeting, the 220 was read as the answer to
+    `USER` and every later reply was one command late. At most `_PRELIMINARY_MAX` of them."""
+    for _ in range(_PRELIMINARY_MAX):
+        if not ftp.welcome or not ftp.welcome.startswith("1"):
+            return
+        ftp.welcome = ftp.getresp()  # 421 and other refusals raise here
+    raise ftplib.error_proto(f"more than {_PRELIMINARY_MAX} preliminary greetings")
+
 
 def end_cut_transfer(ftp: ftplib.FTP) -> str:
     """Read the reply of a transfer whose data connection we closed early (226, or 426/451
@@ -172,7 +252,8 @@ def end_cut_transfer(ftp: ftplib.FTP) -> str:
             sock.settimeout(min(_RESYNC_S, ftp.timeout or _RESYNC_S))
         reply = ftp.getline()
         total = len(reply)
-        while reply[3:4] == "-" or not reply[:3].isdigit():  # a multi-line reply
+        # A multi-line reply, or a preliminary one before the completion (`transfer_reply`).
+        while reply[3:4] == "-" or not reply[:3].isdigit() or reply.startswith("1"):
             reply = ftp.getline()
             total += len(reply)
             if total > _REPLY_MAX_BYTES:  # bounded as any reply (CappedLines.getmultiline)
@@ -229,6 +310,7 @@ class FtpTransport:
         def open_session(progress: Progress) -> None:
             ftp.connect(self._settings.host, port, timeout=self._timeouts.connect_s)
             progress()
+            _greeting(ftp)
             self._secure_login(ftp)
             ftp.set_pasv(self._settings.passive)
             ftp.timeout = self._timeouts.operation_s  # data connections use this
@@ -537,7 +619,7 @@ def _store(ftp: ftplib.FTP, cmd: str, data: bytes, progress: Progress) -> None:
         _drain(conn, progress)
         if isinstance(conn, ssl.SSLSocket):
             conn.unwrap()  # as ftplib: a clean TLS close before the server's reply
-    ftp.voidresp()
+    transfer_reply(ftp)
 
 
 def _drain(conn: socket.socket, progress: Progress) -> None:

@@ -7,7 +7,9 @@ presents `MQTT_CertFile`/`MQTT_KeyFile` when set.
 
 `publish` returns only once the message is delivered in the sense of docs/formats.md §14.1: PUBACK
 for QoS 1, PUBCOMP for QoS 2, written to the socket for QoS 0. At most `MAX_IN_FLIGHT` (10) publishes
-wait at once (docs/behaviour.md §4.4); further callers wait for a place.
+wait at once (docs/behaviour.md §4.4); further callers wait for a place. They wait 60 s without
+progress, progress being 1 KiB more of the connection acknowledged by the broker's TCP (Linux
+`TCP_INFO`), not 60 s each: ten large documents queued on a slow link are not cut while moving.
 
 Peer quirks handled here:
 - aiomqtt does not fail a publish waiting for its PUBACK when the connection drops (paho keeps the
@@ -21,6 +23,14 @@ Peer quirks handled here:
   (`__aenter__` replaces the finished "disconnected" future with a new one): the client would
   look connected for ever, with no reader ever failing. paho's own state is checked once
   connected, and such a connection is reported lost (retriable).
+- Clean session off keeps at the broker the subscription to a command topic changed since,
+  and the broker still delivers it: only messages matching the configured command topic are
+  passed on, others are ignored with a WARNING.
+- MQTT 3.1.1 has no way to tell the broker a maximum packet size (5.0's CONNECT property), and
+  paho reads each packet whole into memory, up to 256 MB, before handing it over. Its socket
+  reads are refused once a packet's announced length passes 16 MiB (`PACKET_MAX_BYTES`), before
+  any of the body is read; paho then reports the connection lost, with that reason
+  (docs/behaviour.md §4.5). The gateway keeps to 3.1.1, the protocol docs/formats.md §14.1 names.
 - A broker that refuses the client certificate after a TLS 1.3 handshake (mosquitto with
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
@@ -31,12 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -46,12 +59,17 @@ from config.model import ServerSettings, ServerType
 from ._base import (
     DEFAULT_TIMEOUTS,
     MAX_IN_FLIGHT,
+    PROGRESS_BYTES,
     Failure,
     InboundMessage,
     Timeouts,
     TransportError,
+    size_text,
     tls_context,
 )
+
+if TYPE_CHECKING:  # the client library under aiomqtt, whose callbacks are wrapped here
+    import paho.mqtt.client as mqtt
 
 log = logging.getLogger("sunpm.session")  # docs/formats.md §11: connection logs
 
@@ -59,8 +77,22 @@ DEFAULT_PORT: Final = 1883
 DEFAULT_TLS_PORT: Final = 8883
 # Bounded: commands are typed by an operator; if the handler stops taking them, the reader waits,
 # aiomqtt's own queue (bounded below) fills, and paho then drops with a warning rather than grow.
+# Each waiting message keeps at most MESSAGE_KEPT_BYTES: 128 MiB for both queues at the worst.
 _COMMAND_QUEUE: Final = 64
-_INCOMING_QUEUE: Final = 1000
+_INCOMING_QUEUE: Final = 64
+# Linux `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the 8 bytes at 120; the struct only
+# ever grows at its end.
+_TCP_INFO_BYTES: Final = 256
+_BYTES_ACKED_AT: Final = 120
+_PROGRESS_POLL_S: Final = 1.0
+# A command is at most 1 MiB (docs/behaviour.md §4.5), yet one somewhat larger must still be
+# read, answered "larger than 1 MiB; not executed" and acknowledged: a packet refused unread is
+# sent again by the broker at each reconnection (QoS 1 and 2, session kept). 16 MiB, as the
+# configuration set of a session, is far past any command typed and small on a 512 MB box.
+PACKET_MAX_BYTES: Final = 16 << 20
+# What of a message is kept while it waits in the queues: a command larger than its 1 MiB is
+# refused for its size alone, and the byte past the cap says so.
+MESSAGE_KEPT_BYTES: Final = (1 << 20) + 1
 
 
 class MqttTransport:
@@ -80,6 +112,8 @@ class MqttTransport:
         self._window = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight = 0
         self._commands: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=_COMMAND_QUEUE)
+        self._waiting: set[asyncio.Timeout] = set()  # deadlines of the publishes waiting
+        self._watch: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         await self.close()
@@ -100,6 +134,8 @@ class MqttTransport:
         # paho gives up a TCP connect or TLS handshake after 5 s by default; aiomqtt has no
         # parameter for it, and docs/behaviour.md §4.5 says 30 s.
         client._client.connect_timeout = self._timeouts.connect_s
+        _bound_packets(client, self._refused_packet)
+        _cut_messages(client)
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
@@ -113,8 +149,9 @@ class MqttTransport:
                 await client.__aenter__()
             if not client._client.is_connected():
                 await _forget_dropped(client, dropped)
-                raise TransportError(self.server, "connect", "connection closed by the broker "
-                                     "right after CONNACK", failure=Failure.CONNECTION_LOST)
+                raise TransportError(self.server, "connect", self._lost_reason or "connection "
+                                     "closed by the broker right after CONNACK",
+                                     failure=Failure.CONNECTION_LOST)
         except TimeoutError as err:
             raise TransportError(self.server, "connect", no_connack,
                                  failure=Failure.TIMEOUT) from err
@@ -125,28 +162,88 @@ class MqttTransport:
             raise TransportError(self.server, "connect", detail, failure=failure) from err
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name=f"mqtt-reader:{self.server}")
+        self._watch = asyncio.create_task(self._watch_progress(client),
+                                          name=f"mqtt-progress:{self.server}")
         topic = self._settings.topic_command
         if topic:
-            try:
-                async with asyncio.timeout(self._timeouts.operation_s):
-                    await client.subscribe(topic, qos=self._settings.qos,
-                                           timeout=math.inf)
-            except (TimeoutError, aiomqtt.MqttError) as err:
-                await self.close()
-                raise self._error("subscribe", err) from err
+            await self._subscribe(client, topic)
+
+    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+        """Subscribe, the connection's loss ending the wait for the SUBACK (aiomqtt would wait
+        on): a broker resending at once a message refused on the last connection drops this one
+        before its SUBACK too, and says why."""
+        subscribed = asyncio.ensure_future(client.subscribe(topic, qos=self._settings.qos,
+                                                            timeout=math.inf))
+        lost = asyncio.ensure_future(self._lost.wait())
+        error: TransportError | None = None
+        try:
+            async with asyncio.timeout(self._timeouts.operation_s):
+                await asyncio.wait({subscribed, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError as err:
+            error = self._error("subscribe", err)
+        finally:
+            for future in (subscribed, lost):
+                future.cancel()
+            await asyncio.gather(subscribed, lost, return_exceptions=True)
+        if error is None and subscribed.done() and not subscribed.cancelled():
+            failed = subscribed.exception()
+            if failed is None:
+                return
+            error = self._error("subscribe", failed)
+        if error is None:
+            error = TransportError(self.server, "subscribe", self._lost_reason,
+                                   failure=Failure.CONNECTION_LOST)
+        await self.close()
+        raise error
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        command_topic = self._settings.topic_command
         try:
             async for message in client.messages:
+                if not command_topic or not message.topic.matches(command_topic):
+                    # A subscription kept by the broker (clean session off) to a command topic
+                    # changed since: whoever may publish there commands the gateway no more.
+                    log.warning("server %d: message on %r, not the command topic; ignored",
+                                self.server, str(message.topic)[:200])
+                    continue
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload or "").encode()
                 await self._commands.put(InboundMessage(topic=str(message.topic), payload=data))
         except aiomqtt.MqttError as err:
             cause = err.__cause__
-            self._lost_reason = str(cause) if cause is not None else str(err)
+            self._lost_reason = self._lost_reason or (str(cause) if cause is not None
+                                                      else str(err))
         finally:
             self._lost_reason = self._lost_reason or "connection closed"
             self._lost.set()
+
+    def _refused_packet(self, length: int) -> None:
+        self._lost_reason = (f"a packet of {length} bytes from the broker, larger than "
+                             f"{size_text(PACKET_MAX_BYTES)}; not read")
+
+    async def _watch_progress(self, client: aiomqtt.Client) -> None:
+        """Push back the deadline of every waiting publish each time 1 KiB more was taken by
+        the broker's side: ten documents of 256 KiB on a slow link take minutes to be
+        acknowledged, the last ones without an acknowledgement for longer than 60 s, yet never
+        60 s without progress (docs/behaviour.md §4.5). Where the system does not tell, each
+        publish keeps its 60 s."""
+        sock = client._client.socket()
+        last = _bytes_acked(sock)
+        if last is None:
+            return
+        loop = asyncio.get_running_loop()
+        limit = self._timeouts.operation_s
+        while True:
+            await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
+            acked = _bytes_acked(sock)
+            if acked is None:
+                return
+            if acked - last < PROGRESS_BYTES:
+                continue
+            last = acked
+            for deadline in self._waiting:
+                if not deadline.expired():  # an expiring timeout cannot be moved
+                    deadline.reschedule(loop.time() + limit)
 
     @property
     def in_flight(self) -> int:
@@ -166,14 +263,17 @@ class MqttTransport:
         sent = asyncio.ensure_future(client.publish(topic, payload, qos=qos,
                                                     retain=False, timeout=math.inf))
         lost = asyncio.ensure_future(self._lost.wait())
+        deadline = asyncio.timeout(self._timeouts.operation_s)
+        self._waiting.add(deadline)
         try:
-            async with asyncio.timeout(self._timeouts.operation_s):
+            async with deadline:
                 await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError as err:
             raise TransportError(self.server, "publish", "no acknowledgement after "
-                                 f"{self._timeouts.operation_s:g} s", failure=Failure.TIMEOUT,
-                                 path=topic) from err
+                                 f"{self._timeouts.operation_s:g} s without progress",
+                                 failure=Failure.TIMEOUT, path=topic) from err
         finally:
+            self._waiting.discard(deadline)
             for future in (sent, lost):
                 future.cancel()
             await asyncio.gather(sent, lost, return_exceptions=True)
@@ -204,10 +304,12 @@ class MqttTransport:
     async def close(self) -> None:
         client, self._client = self._client, None
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        watch, self._watch = self._watch, None
+        for task in (reader, watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if client is None:
             return
         try:
@@ -229,6 +331,52 @@ class MqttTransport:
                                   path=topic)
         failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
         return TransportError(self.server, op, detail, failure=failure, path=topic)
+
+
+def _bytes_acked(sock: object) -> int | None:
+    """The bytes the peer's kernel acknowledged on this connection (Linux `TCP_INFO`
+    `tcpi_bytes_acked`); None where the system does not tell."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None or not isinstance(sock, socket.socket):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if len(info) < _BYTES_ACKED_AT + 8:
+        return None  # a kernel older than 4.1
+    acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_AT)[0]
+    return acked
+
+
+def _bound_packets(client: aiomqtt.Client, refused: Callable[[int], None]) -> None:
+    """Refuse paho's socket reads for the body of a packet announced over `PACKET_MAX_BYTES`
+    (see the module docstring): paho reads the failure as a lost connection and closes it."""
+    paho = client._client
+    receive = paho._sock_recv
+
+    def bounded(bufsize: int) -> bytes:
+        packet = paho._in_packet
+        if packet["have_remaining"] and packet["remaining_length"] > PACKET_MAX_BYTES:
+            refused(packet["remaining_length"])
+            raise OSError(errno.EMSGSIZE, "packet too large")
+        return receive(bufsize)
+    paho._sock_recv = bounded  # type: ignore[method-assign]
+
+
+def _cut_messages(client: aiomqtt.Client) -> None:
+    """Keep at most `MESSAGE_KEPT_BYTES` of each message before aiomqtt queues it: 64 messages
+    of 16 MiB waiting for a slow handler would be a gigabyte."""
+    paho = client._client
+    queue = paho.on_message
+    if queue is None:
+        return
+
+    def cut(paho_client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if len(message.payload) > MESSAGE_KEPT_BYTES:
+            message.payload = message.payload[:MESSAGE_KEPT_BYTES]
+        queue(paho_client, userdata, message)
+    paho.on_message = cut
 
 
 async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:

@@ -21,9 +21,17 @@ Peer quirks handled here:
   lacking, not a busy server, so only that stream stops (docs/behaviour.md §4.5) instead of
   every later window waiting on it. A full disk is 507 there, which stays retriable; wsgidav
   answers a full disk with 500, retriable too.
+- `207 Multi-Status` to `MOVE` or `DELETE` (or `PUT`) is a failure, retriable: the server
+  says errors on a resource prevented the operation, and a file counted as delivered would
+  never be sent again.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
-  docs/behaviour.md §4.5; an overall guard around each request also allows a slow link 1 KiB/s.
+  docs/behaviour.md §4.5. httpx does not show its socket, so a `PUT` body goes in 16 KiB parts,
+  each one taken by the connection pushing the deadline back, over a socket whose send buffer
+  is bounded (16 KiB asked, 32 KiB on Linux): once the last part is taken, at most that much is
+  still queued in the kernel, and the answer is awaited 60 s plus the time that takes at 1 KiB/s
+  (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
+  minutes on a slow link, while the answer was awaited 60 s.
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
   guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
   soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives, each
@@ -40,9 +48,10 @@ import email.utils
 import io
 import posixpath
 import re
+import socket
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import BinaryIO, Final
 from urllib.parse import quote, unquote, urlsplit
@@ -68,7 +77,10 @@ from ._base import (
     tls_context,
 )
 
-_SLOW_LINK_BYTES_PER_S: Final = 1024
+_PART_BYTES: Final = 16 << 10
+_SEND_BUFFER_BYTES: Final = 16 << 10
+# Linux doubles the size asked for (its bookkeeping); elsewhere this only errs on the long side.
+_QUEUED_MAX_BYTES: Final = 2 * _SEND_BUFFER_BYTES
 _LISTING_MAX_BYTES: Final = 16 << 20
 _ANSWER_MAX_BYTES: Final = 64 << 10
 # One listing entry (`response`) is a dozen elements a few levels deep; these leave servers
@@ -86,7 +98,9 @@ _PROPFIND_BODY: Final = (b'<?xml version="1.0" encoding="utf-8"?>'
 class _BasicOrDigest(httpx.Auth):
     """Answers the server's challenge with Digest or Basic, then keeps to that scheme."""
 
-    requires_request_body = True  # a challenged PUT is sent again, body included
+    # A challenged request is sent again from its stream, which `_Parts` can replay; asking
+    # for the body would have httpx read a `PUT` whole into one block before sending it.
+    requires_request_body = False
 
     def __init__(self, user: str, password: str) -> None:
         self._digest = httpx.DigestAuth(user, password)
@@ -137,10 +151,12 @@ class WebdavTransport:
         auth = (_BasicOrDigest(self._settings.user, self._settings.password)
                 if self._settings.user else None)
         op_s = self._timeouts.operation_s
+        transport = httpx.AsyncHTTPTransport(
+            verify=verify, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER_BYTES)])
         self._client = httpx.AsyncClient(
-            verify=verify, auth=auth, trust_env=False, follow_redirects=False,
-            timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+            transport=transport, auth=auth, trust_env=False, follow_redirects=False,
+            timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s))
         try:
             response = await self._request("connect", "/", "PROPFIND", "/",
                                            headers={"Depth": "0"}, content=_PROPFIND_BODY,
@@ -271,8 +287,7 @@ class WebdavTransport:
         if stale is not None:
             # A new file rather than the cut upload's (see ftp.py's docstring); any answer will do.
             await self._request("upload", path, "DELETE", stale)
-        response = await self._request("upload", path, "PUT", written, content=data,
-                                       headers={"Content-Type": "application/octet-stream"})
+        response = await self._put(path, written, data)
         if response.status_code == 500 and _is_apache(response):
             raise TransportError(self.server, "upload",
                                  "500 Internal Server Error: folder not writable",
@@ -307,8 +322,7 @@ class WebdavTransport:
         if client is None:
             raise TransportError(self.server, op, "not connected",
                                  failure=Failure.CONNECTION_LOST, path=path)
-        limit = (limit_s if limit_s is not None else
-                 self._timeouts.operation_s + len(content or b"") / _SLOW_LINK_BYTES_PER_S)
+        limit = limit_s if limit_s is not None else self._timeouts.operation_s
         try:
             async with asyncio.timeout(limit), client.stream(
                     method, self._origin + self._url(target), headers={**_IDENTITY,
@@ -329,6 +343,43 @@ class WebdavTransport:
         except httpx.HTTPError as err:
             failure, detail = classify(err)
             raise TransportError(self.server, op, detail, failure=failure, path=path) from err
+
+    async def _put(self, path: str, target: str, data: bytes) -> httpx.Response:
+        """`PUT` of `data` in parts, the deadline pushed back as each part is taken and, after
+        the last, long enough for what may still be queued in the kernel to leave on a slow
+        link and the answer to come (see the module docstring)."""
+        client = self._client
+        if client is None:
+            raise TransportError(self.server, "upload", "not connected",
+                                 failure=Failure.CONNECTION_LOST, path=path)
+        op_s = self._timeouts.operation_s
+        tail_s = op_s + _QUEUED_MAX_BYTES / self._timeouts.slow_link_bps
+        loop = asyncio.get_running_loop()
+        deadline = asyncio.timeout(op_s)
+
+        def moved(last: bool) -> None:
+            if not deadline.expired():  # an expiring timeout cannot be moved
+                deadline.reschedule(loop.time() + (tail_s if last else op_s))
+        try:
+            async with deadline, client.stream(
+                    "PUT", self._origin + self._url(target), content=_Parts(data, moved),
+                    headers={**_IDENTITY, "Content-Type": "application/octet-stream",
+                             "Content-Length": str(len(data))},
+                    timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s,
+                                          read=tail_s)) as response:
+                received = 0
+                async for block in response.aiter_raw():  # bounded as in _request
+                    received += len(block)
+                    if received > _ANSWER_MAX_BYTES:
+                        break
+                return response
+        except TimeoutError as err:
+            raise TransportError(self.server, "upload", f"no progress for {op_s:g} s",
+                                 failure=Failure.TIMEOUT, path=path) from err
+        except httpx.HTTPError as err:
+            failure, detail = classify(err)
+            raise TransportError(self.server, "upload", detail, failure=failure,
+                                 path=path) from err
 
     async def _streamed(self, op: str, path: str, method: str, target: str,
                         take: Callable[[bytes], bool], *, headers: dict[str, str] | None = None,
@@ -372,13 +423,31 @@ class WebdavTransport:
 
     def _check(self, op: str, path: str, response: httpx.Response) -> None:
         status = response.status_code
-        if 200 <= status < 300:
+        if 200 <= status < 300 and not (status == 207 and op in ("upload", "delete")):
             return
         detail = f"{status} {response.reason_phrase}".strip()
-        failure = _status_failure(status)
+        # 207 to a MOVE or DELETE says errors on a resource prevented it (RFC 4918 §9.6.1,
+        # §9.9.4): not done, whatever the 2xx; tried again next session.
+        failure = Failure.SERVER_BUSY if status == 207 else _status_failure(status)
         if status == 409:
             detail += ": missing directory"
         raise TransportError(self.server, op, detail, failure=failure, path=path)
+
+
+class _Parts:
+    """A request body in `_PART_BYTES` parts; `moved(last)` is told each time the connection
+    took a part (httpx asks for the next one only once the last is written). Iterable again, so
+    a challenged request can be sent anew."""
+
+    def __init__(self, data: bytes, moved: Callable[[bool], None]) -> None:
+        self._data = data
+        self._moved = moved
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self._data)
+        for offset in range(0, len(view), _PART_BYTES):
+            yield bytes(view[offset:offset + _PART_BYTES])
+            self._moved(offset + _PART_BYTES >= len(view))
 
 
 def _is_apache(response: httpx.Response) -> bool:

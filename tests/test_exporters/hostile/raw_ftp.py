@@ -1,7 +1,7 @@
 """A small FTP server written out by hand on 127.0.0.1, for answers no real server gives: each
 command is a method a test may replace (`RawFtp.handlers`), files live in a dict, passive mode
 only. Enough of RFC 959 for `exporters.transports.ftp` to log in, list, size, store, rename,
-fetch and delete."""
+fetch and delete, in passive or active (`PORT`) mode."""
 
 from __future__ import annotations
 
@@ -26,13 +26,17 @@ class Conn:
         default_factory=asyncio.Queue)
     listener: asyncio.Server | None = None
     rename_from: str = ""
+    active: tuple[str, int] | None = None   # the client's PORT address
+
+    async def open_data(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.active is not None:
+            return await asyncio.open_connection(*self.active)
+        return await asyncio.wait_for(self.data.get(), 10)
 
     async def reply(self, line: str) -> None:
         self.writer.write(line.encode() + b"\r\n")
         await self.writer.drain()
 
-    async def open_data(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.wait_for(self.data.get(), 10)
 
 
 @dataclass(slots=True)
@@ -42,6 +46,7 @@ class RawFtp:
     commands: list[str] = field(default_factory=list)
     port: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    greeting: tuple[str, ...] = ("220 raw",)
 
     def settings(self, **kw: object) -> ServerSettings:
         return ServerSettings(slot=1, type=ServerType.FTP, host="127.0.0.1", port=self.port,
@@ -53,7 +58,8 @@ class RawFtp:
         if task is not None:
             self.tasks.add(task)  # a handler stuck on purpose is cancelled at the end
         try:
-            await conn.reply("220 raw")
+            for line in self.greeting:
+                await conn.reply(line)
             while line := await reader.readline():
                 text = line.decode().rstrip("\r\n")
                 self.commands.append(text)
@@ -100,6 +106,17 @@ async def _pasv(conn: Conn, arg: str) -> None:
     conn.listener = await asyncio.start_server(take, "127.0.0.1", 0)
     port = conn.listener.sockets[0].getsockname()[1]
     await conn.reply(f"227 Entering Passive Mode (127,0,0,1,{port >> 8},{port & 255})")
+
+
+def port_address(arg: str) -> tuple[str, int]:
+    """The address of a `PORT h1,h2,h3,h4,p1,p2` argument."""
+    parts = arg.split(",")
+    return ".".join(parts[:4]), int(parts[4]) << 8 | int(parts[5])
+
+
+async def _port(conn: Conn, arg: str) -> None:
+    conn.active = port_address(arg)
+    await conn.reply("200 ok")
 
 
 async def _size(conn: Conn, arg: str) -> None:
@@ -160,7 +177,8 @@ async def _quit(conn: Conn, arg: str) -> None:
 
 
 DEFAULTS: dict[str, Handler] = {
-    "USER": _user, "PASS": _pass, "TYPE": _ok, "CWD": _cwd, "PASV": _pasv, "SIZE": _size,
+    "USER": _user, "PASS": _pass, "TYPE": _ok, "CWD": _cwd, "PASV": _pasv, "PORT": _port,
+    "SIZE": _size,
     "MLSD": _mlsd, "STOR": _stor, "RETR": _retr, "DELE": _dele, "RNFR": _rnfr, "RNTO": _rnto,
     "QUIT": _quit, "OPTS": _ok}
 

@@ -1,7 +1,8 @@
 """A broker written out by hand on 127.0.0.1, for behaviours mosquitto never shows: it answers
 CONNECT and SUBSCRIBE, never acknowledges a publish, and drops the connection right after the
-answer the test names (`drop_after`: CONNECT or SUBSCRIBE) or holds it. Counts the connections
-it accepted."""
+answer the test names (`drop_after`: CONNECT or SUBSCRIBE) or holds it, and may follow its
+CONNACK or its SUBACK with bytes of the test's (`after_connack`, `after_suback`), or send those
+instead of the SUBACK (`instead_of_suback`). Counts the connections it accepted."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class RawBroker:
     drop_after: int | None = None       # packet type: 1 CONNECT, 8 SUBSCRIBE; None holds
+    after_connack: bytes = b""
+    after_suback: bytes = b""
+    instead_of_suback: bytes | None = None
     connections: int = 0
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
@@ -27,11 +31,12 @@ class RawBroker:
             while True:
                 kind, body = await _packet(reader)
                 if kind == 1:  # CONNECT
-                    writer.write(b"\x20\x02\x00\x00")
+                    writer.write(b"\x20\x02\x00\x00" + self.after_connack)
                     self.connections += 1
                     self.accepted.set()
                 elif kind == 8:  # SUBSCRIBE: packet id, then one granted QoS per topic
-                    writer.write(b"\x90\x03" + body[:2] + b"\x01")
+                    writer.write(b"\x90\x03" + body[:2] + b"\x01" + self.after_suback
+                                 if self.instead_of_suback is None else self.instead_of_suback)
                 elif kind == 12:  # PINGREQ
                     writer.write(b"\xd0\x00")
                 elif kind == 14:  # DISCONNECT
@@ -58,8 +63,11 @@ async def _packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 @contextlib.asynccontextmanager
-async def raw_broker(*, drop_after: int | None = None) -> AsyncIterator[RawBroker]:
-    broker = RawBroker(drop_after=drop_after)
+async def raw_broker(*, drop_after: int | None = None, after_connack: bytes = b"",
+                     after_suback: bytes = b"",
+                     instead_of_suback: bytes | None = None) -> AsyncIterator[RawBroker]:
+    broker = RawBroker(drop_after=drop_after, after_connack=after_connack,
+                       after_suback=after_suback, instead_of_suback=instead_of_suback)
     listener = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
     broker.port = listener.sockets[0].getsockname()[1]
     try:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from raw_ftp import Conn, raw_ftp
+from raw_ftp import Conn, port_address, raw_ftp
 
 from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
 from exporters.transports._base import DownloadTooLarge
@@ -231,3 +231,103 @@ async def test_a_cut_download_whose_reply_never_ends_gives_up_within_64_kib() ->
             assert time.monotonic() - started < 10
         finally:
             await transport.close()
+
+
+def _transfer_with_preliminaries(count: int) -> Callable[[Conn, str], Awaitable[None]]:
+    """STOR or RETR answered `150`, then `count` more preliminary replies (`110`, as a restart
+    marker) after the data, then `226`."""
+    async def transfer(conn: Conn, arg: str) -> None:
+        await conn.reply("150 go")
+        reader, writer = await conn.open_data()
+        if conn.server.commands[-1].startswith("STOR"):
+            conn.server.files[arg] = await reader.read()
+        else:
+            writer.write(conn.server.files[arg])
+            await writer.drain()
+        writer.close()
+        for n in range(count):
+            await conn.reply(f"110 MARK {n} = {n}")
+        await conn.reply("226 done")
+    return transfer
+
+
+async def test_preliminary_replies_after_a_transfer_are_passed_over() -> None:
+    # A second 1xx after the data is no failure: the transfer's completion reply follows. Read
+    # as a protocol error it failed the session non-retriably (next try an hour later).
+    transfer = _transfer_with_preliminaries(2)
+    async with raw_ftp(stor=transfer, retr=transfer) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            await transport.upload("/DATA/a.csv", b"abc", two_step=True)
+            assert server.files["/DATA/a.csv"] == b"abc"
+            assert await transport.download("/DATA/a.csv") == b"abc"
+            assert [f.name for f in await transport.list("/DATA")] == ["a.csv"]
+        finally:
+            await transport.close()
+
+
+async def test_endless_preliminary_replies_after_a_transfer_end_the_connection() -> None:
+    async with raw_ftp(stor=_transfer_with_preliminaries(10_000)) as server:
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                await transport.upload("/DATA/a.csv", b"abc", two_step=False)
+            assert caught.value.failure is Failure.PROTOCOL
+            assert "preliminary replies" in str(caught.value)
+            assert time.monotonic() - started < FAST.operation_s
+            with pytest.raises(TransportError) as again:  # out of step: not used again
+                await transport.size("/DATA/a.csv")
+            assert again.value.failure is Failure.CONNECTION_LOST
+        finally:
+            await transport.close()
+
+
+async def test_a_greeting_preceded_by_120_logs_in_in_step() -> None:
+    # RFC 959 §5.4: a server may answer a connection "120 ready in n minutes", then 220. Read
+    # as the greeting, the 220 was then taken for the answer to USER: PASS was never sent and
+    # every reply after it was one command late.
+    async with raw_ftp() as server:
+        server.greeting = ("120 ready in a moment", "220 ready")
+        server.files["/DATA/a.csv"] = b"abc"
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            assert await transport.size("/DATA/a.csv") == 3
+        finally:
+            await transport.close()
+    assert server.commands[:2] == ["USER u", "PASS p"]
+
+
+async def test_in_active_mode_only_the_server_s_data_connection_is_taken() -> None:
+    # FTP_Passive=0: the gateway listens for the server's data connection, on every interface.
+    # Another host connecting first (here 127.0.0.2, racing the server at 127.0.0.1) would
+    # get the upload, or feed a download (a command file); it is closed and the server's
+    # connection taken.
+    stolen = bytearray()
+    thieves: list[asyncio.StreamWriter] = []
+
+    async def port_raced(conn: Conn, arg: str) -> None:
+        conn.active = port_address(arg)
+        reader, writer = await asyncio.open_connection(*conn.active,
+                                                       local_addr=("127.0.0.2", 0))
+        thieves.append(writer)
+
+        async def steal() -> None:
+            stolen.extend(await reader.read())
+        conn.server.tasks.add(asyncio.create_task(steal()))
+        await conn.reply("200 ok")
+
+    async with raw_ftp(port=port_raced) as server:
+        transport = FtpTransport(server.settings(passive=False), timeouts=FAST)
+        await transport.connect()
+        try:
+            await transport.upload("/DATA/a.csv", b"secret", two_step=False)
+        finally:
+            await transport.close()
+            for writer in thieves:
+                writer.close()
+    assert server.files["/DATA/a.csv"] == b"secret"
+    assert bytes(stolen) == b""

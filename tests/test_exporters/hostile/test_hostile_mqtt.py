@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,52 @@ async def test_a_broker_that_never_acknowledges_an_alarm_is_one_outage(
     assert _lines(caplog, "INFO", "connection restored") == []
     state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
     assert state.events.get((2, Stream.ALARM), 0) == 0
+
+
+HUGE_BYTES = 200 << 20
+# A PUBLISH announcing 200 MB (QoS 0, topic "c"), of which 1 MiB comes.
+HUGE_PUBLISH = (bytes([0x30]) + bytes(((HUGE_BYTES >> (7 * i)) & 0x7F) | (0x80 if i < 3 else 0)
+                                      for i in range(4))
+                + b"\0\x01c" + b"z" * (1 << 20))
+
+
+def _command_transport(broker: RawBroker) -> MqttTransport:
+    s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1", port=broker.port,
+                       mqtt_client_id="sunpm-gw", topic_command="c", qos=1, keep_alive_s=30)
+    return MqttTransport(s, cert_dir=Path("/nonexistent"),
+                         timeouts=Timeouts(connect_s=5, operation_s=5))
+
+
+async def test_a_broker_announcing_a_huge_packet_is_dropped_before_its_body_is_read() -> None:
+    # paho would hold the connection open and the bytes in memory until all 200 MB came; the
+    # transport drops it at once instead (docs/behaviour.md §4.5).
+    length = HUGE_BYTES
+    async with raw_broker(after_suback=HUGE_PUBLISH) as broker:
+        transport = _command_transport(broker)
+        await transport.connect()
+        try:
+            with pytest.raises(TransportError) as caught:
+                async with asyncio.timeout(5):
+                    await anext(transport.messages())
+        finally:
+            await transport.close()
+    assert caught.value.failure is Failure.CONNECTION_LOST
+    assert f"a packet of {length} bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["after-connack", "instead-of-suback"])
+async def test_a_connection_lost_before_the_suback_fails_connect_at_once_with_its_reason(
+        where: str) -> None:
+    # As mosquitto resending a refused packet on connecting, before the SUBACK: the loss ends
+    # the subscription's wait at once and is told as such, not as a subscribe timeout later.
+    async with raw_broker(**{where.replace("-", "_"): HUGE_PUBLISH}) as broker:
+        transport = _command_transport(broker)
+        started = time.monotonic()
+        try:
+            with pytest.raises(TransportError) as caught:
+                await transport.connect()
+        finally:
+            await transport.close()
+    assert time.monotonic() - started < 4
+    assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
+    assert f"a packet of {HUGE_BYTES} bytes" in str(caught.value)

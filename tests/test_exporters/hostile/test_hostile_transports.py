@@ -161,7 +161,14 @@ async def _respond(path: str, method: str, writer: asyncio.StreamWriter) -> None
                  *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    if method in ("DELETE", "PUT", "MOVE"):
+    if method in ("MOVE", "DELETE") and path.startswith("/ALARM"):
+        # RFC 4918 §9.9.4: 207 to a MOVE says errors prevented it (here the destination locked).
+        body = ('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response>'
+                f"<D:href>{path}</D:href><D:status>HTTP/1.1 423 Locked</D:status>"
+                "</D:response></D:multistatus>").encode()
+        writer.write(head("207 Multi-Status", Content_Length=str(len(body))))
+        writer.write(body)
+    elif method in ("DELETE", "PUT", "MOVE"):
         # Success, then an answer that never ends: only the status may be read.
         writer.write(head("200 OK"))
         while True:
@@ -234,8 +241,15 @@ async def http_url() -> AsyncIterator[str]:
         try:
             request = await reader.readuntil(b"\r\n\r\n")
             method, path = request.decode().split(" ")[:2]
-            length = next((int(line.split(":")[1]) for line in request.decode().split("\r\n")
-                           if line.lower().startswith("content-length:")), 0)
+            lines = [line.lower() for line in request.decode().split("\r\n")]
+            if method == "PUT" and "transfer-encoding: chunked" in lines:
+                # As nginx's dav module and other small servers: a body without its length
+                # is refused.
+                writer.write(b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            length = next((int(line.split(":")[1]) for line in lines
+                           if line.startswith("content-length:")), 0)
             await reader.readexactly(length)
             await _respond(path, method, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -331,6 +345,33 @@ async def test_webdav_endless_answers_to_other_requests_are_left_unread(
         await transport.delete("/CMD/x")
         await transport.upload("/DATA/x.csv.gz", b"data", two_step=True)
         assert time.monotonic() - started < 5
+    finally:
+        await transport.close()
+
+
+async def test_webdav_upload_in_parts_still_says_its_length(http_url: str,
+                                                             tmp_path: Path) -> None:
+    # The body goes in 16 KiB parts (progress as each is taken); without a Content-Length,
+    # httpx would send them chunked, which servers like nginx's dav module refuse (411).
+    transport = await _webdav(http_url, tmp_path)
+    try:
+        await transport.upload("/DATA/x.csv.gz", os.urandom(100_000), two_step=False)
+    finally:
+        await transport.close()
+
+
+async def test_webdav_multi_status_to_a_move_or_delete_is_no_success(
+        http_url: str, tmp_path: Path) -> None:
+    # A 2xx, but one saying the operation failed on a resource: read as success, the file
+    # counted as delivered while its final name was never written.
+    transport = await _webdav(http_url, tmp_path)
+    try:
+        for operation in (lambda: transport.upload("/ALARM/x.csv", b"data", two_step=True),
+                          lambda: transport.delete("/ALARM/x.csv")):
+            with pytest.raises(TransportError) as caught:
+                await operation()
+            assert caught.value.retriable
+            assert "207 Multi-Status" in str(caught.value)
     finally:
         await transport.close()
 

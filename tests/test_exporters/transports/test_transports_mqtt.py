@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -129,6 +130,56 @@ async def test_at_most_ten_publishes_wait_for_their_acknowledgement(broker: Brok
     assert sorted(got) == sorted(payloads)
 
 
+@contextlib.asynccontextmanager
+async def _slow_link(port: int, rate_bps: int) -> AsyncIterator[int]:
+    """A port forwarding to `port` on 127.0.0.1, client to broker at `rate_bps`, reading in
+    small blocks through small buffers so that the client's kernel sees the link's pace."""
+    pumps: set[asyncio.Task[None]] = set()
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int) -> None:
+        try:
+            while data := await source.read(4096):
+                sink.write(data)
+                await sink.drain()
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        pumps.add(asyncio.create_task(pump(reader, up_writer, rate_bps)))
+        pumps.add(asyncio.create_task(pump(up_reader, writer, 0)))
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(forward, sock=listener, limit=4096)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        server.close()
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def test_publishes_on_a_slow_link_that_keeps_moving_are_not_cut(broker: Broker,
+                                                                      certs: Certs) -> None:
+    # Ten documents of 64 KiB at 128 KiB/s: the last is acknowledged after some 5 s, five
+    # times the operation timeout, yet never a second passes without bytes leaving
+    # (docs/behaviour.md §4.5: 60 s without progress, not 60 s per publish).
+    payloads = [bytes([i]) * (64 << 10) for i in range(MAX_IN_FLIGHT)]
+    async with _slow_link(broker.plain_port, 128 << 10) as port, \
+            _connected(broker, certs, Timeouts(connect_s=10, operation_s=1.0),
+                       port=port) as transport:
+        started = time.monotonic()
+        await asyncio.gather(*(transport.publish(TOPIC, p) for p in payloads))
+    assert time.monotonic() - started > 2
+
+
 async def test_command_topic_messages_arrive_in_order(broker: Broker, certs: Certs) -> None:
     async with _connected(broker, certs) as transport:
         messages = transport.messages()
@@ -138,6 +189,43 @@ async def test_command_topic_messages_arrive_in_order(broker: Broker, certs: Cer
     assert [m.payload for m in got] == [b'{"callerId":"0"}', b'{"callerId":"1"}',
                                         b'{"callerId":"2"}']
     assert {m.topic for m in got} == {COMMANDS}
+
+
+async def test_a_packet_larger_than_any_command_drops_the_connection_unread(
+        broker: Broker, certs: Certs) -> None:
+    # MQTT 3.1.1 cannot tell the broker a maximum packet size, and paho reads a packet whole
+    # (up to 256 MB) before handing it over: past 16 MiB the connection is dropped before the
+    # body is read (docs/behaviour.md §4.5). 2 MiB still arrives, for the session to answer
+    # "larger than 1 MiB; not executed" and acknowledge it.
+    over_command = b"x" * (2 << 20)
+    async with _connected(broker, certs) as transport:
+        messages = transport.messages()
+        await _publish_from_outside(broker, COMMANDS, over_command)
+        # Kept only as far as it takes to see it is too large, so that 64 such messages
+        # waiting for a busy handler hold 64 MiB, not a gigabyte.
+        assert (await _next(messages)).payload == over_command[:(1 << 20) + 1]
+        await _publish_from_outside(broker, COMMANDS, b"y" * (17 << 20))
+        with pytest.raises(TransportError) as caught:
+            await _next(messages)
+    assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
+    assert f"a packet of {(17 << 20) + len(COMMANDS) + 4} bytes" in str(caught.value)
+    assert "larger than 16 MiB; not read" in str(caught.value)
+
+
+async def test_a_former_command_topic_kept_by_the_broker_brings_no_command(
+        broker: Broker, certs: Certs) -> None:
+    # Clean session off: the broker keeps the subscription to the topic the command topic was
+    # changed from, and delivers it still. Whoever may publish there must not command the
+    # gateway any more.
+    former = "plant/old/cmd"
+    async with _connected(broker, certs, topic_command=former):
+        pass
+    async with _connected(broker, certs) as transport:
+        messages = transport.messages()
+        await _publish_from_outside(broker, former, b'{"callerId":"old"}')
+        await _publish_from_outside(broker, COMMANDS, b'{"callerId":"new"}')
+        got = await _next(messages)
+    assert (got.topic, got.payload) == (COMMANDS, b'{"callerId":"new"}')
 
 
 async def test_commands_sent_while_offline_arrive_after_reconnecting(broker: Broker,
