@@ -281,6 +281,8 @@ class Gateway:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
         self._stop = stop
         self._alarms_journaled = JournalSignal()
+        # A run starts afresh: the alarm states a reload carries over are this run's only.
+        self.plant = None
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)
@@ -422,6 +424,9 @@ class Gateway:
         self._start_retention = None
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
+        previous = self.plant.tic_reader if self.plant is not None else None
+        if plant.tic_reader is not None and previous is not None:
+            plant.tic_reader.resume(previous)
         self.plant = plant
         self._s0 = module_counters(plant, site)
         if self._s0 is not None:

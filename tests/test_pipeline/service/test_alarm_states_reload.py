@@ -1,0 +1,77 @@
+"""Alarm states across a configuration reload (docs/behaviour.md §8): a reload is no start, so
+an alarm raised before it is neither raised again nor left without its end after it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from _service_plant import UID, RunningPlant, reconfigure, running_gateway, wait_for, write_site
+
+from pipeline.drivers.tic import TicReader
+
+TIC_DEF = b"tic;Meter;Enedis;Linky\n1;ADCO;;;;ADCO;;1;0;;1\n2;BASE;;;;BASE;;1;0;Wh;4\n"
+
+
+def gateway_alarms(plant: RunningPlant) -> list[str]:
+    store = plant.gateway.store
+    assert store is not None
+    table = store.journal(kinds=["alarm"]).sort_by("seq")
+    return [body["alarm"] for body in map(json.loads, table.column("body").to_pylist())
+            if "alarm" in body and body["alarm"] != "Power ON"]
+
+
+@contextlib.contextmanager
+def meter_link() -> Iterator[tuple[Path, str]]:
+    """`TIC_Port` as a symlink to a pty's slave: removing the link unplugs the meter. The link
+    is under /dev/ (a port must be, docs/formats.md §4), in a folder of its own in /dev/shm."""
+    master, slave = pty.openpty()
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
+        link = Path(folder) / "ttyTIC"
+        link.symlink_to(os.ttyname(slave))
+        try:
+            yield link, os.ttyname(slave)
+        finally:
+            os.close(master)
+            os.close(slave)
+
+
+def write_tic_site(tmp_path: Path, port: Path) -> None:
+    config = tmp_path / "config"
+    write_site(config, tmp_path / "server", [], {f"DEF/{UID}_TIC.csv": TIC_DEF})
+    daq = config / "CONFIG" / f"{UID}_daq.csv"
+    daq.write_bytes(daq.read_bytes() + f"TIC1;;Linky;;10;;;1200;Meter;Linky;{UID}_TIC.csv\n"
+                    .encode())
+    ini = config / "CONFIG" / f"{UID}_config.ini"
+    ini.write_bytes(ini.read_bytes() + f"TIC_Port={port}\n".encode())
+
+
+async def test_a_reload_while_the_meter_is_unplugged_keeps_its_loss_and_raises_its_return(
+        tmp_path: Path) -> None:
+    with meter_link() as (link, target):
+        write_tic_site(tmp_path, link)
+        async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+            reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
+            assert reader is not None
+            await wait_for(lambda: reader.present, 20, "the meter's port open")
+            link.unlink()
+            await wait_for(lambda: gateway_alarms(plant) == ["Loss of ICT accessory"], 20,
+                           "the loss")
+            await reconfigure(plant, {"LOG_Level": "debug"})
+
+            def reloaded_reader() -> TicReader | None:
+                current = plant.gateway.plant.tic_reader if plant.gateway.plant else None
+                return current if current is not reader else None
+
+            await wait_for(reloaded_reader, 20, "the reloaded configuration's reader")
+            reloaded = reloaded_reader()
+            assert reloaded is not None
+            link.symlink_to(target)
+            await wait_for(lambda: reloaded.present, 20, "the meter's port open again")
+            await wait_for(lambda: len(gateway_alarms(plant)) >= 2, 20, "the return")
+            assert gateway_alarms(plant) == ["Loss of ICT accessory", "Return ICT accessory"]
