@@ -186,7 +186,8 @@ class DeviceWatch:
 
     def __init__(self, alarms: Alarms, names: dict[str, str]) -> None:
         self._alarms = alarms
-        self._names = names
+        #: daq index → name, the subjects (a reload replaces them).
+        self.names = names
         self._bad: dict[str, int] = {}
         self._lost: set[str] = set()
 
@@ -197,13 +198,13 @@ class DeviceWatch:
             if device in self._lost:
                 self._lost.discard(device)
                 return self._alarms.gateway("Device back", ts_ns=ts_ns,
-                                            subject=self._names.get(device, device))
+                                            subject=self.names.get(device, device))
             return None
         self._bad[device] = self._bad.get(device, 0) + 1
         if self._bad[device] >= LOST_AFTER_PERIODS and device not in self._lost:
             self._lost.add(device)
             return self._alarms.gateway("Device lost", ts_ns=ts_ns,
-                                        subject=self._names.get(device, device))
+                                        subject=self.names.get(device, device))
         return None
 
 

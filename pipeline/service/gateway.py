@@ -283,6 +283,7 @@ class Gateway:
         self._alarms_journaled = JournalSignal()
         # A run starts afresh: the alarm states a reload carries over are this run's only.
         self.plant = None
+        self._device_watch = None
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)
@@ -416,8 +417,14 @@ class Gateway:
         """Everything that depends on the configuration, until `stop` or a reload."""
         await self._journal_config(store, site)
         assert self.alarms is not None
-        self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
-            if site.settings.alarm_device_lost else None
+        names = {d.index: d.name for d in site.daq.devices}
+        if not site.settings.alarm_device_lost:
+            self._device_watch = None
+        elif self._device_watch is None:
+            self._device_watch = DeviceWatch(self.alarms, names)
+        else:
+            # A reload is no start: a device lost before it is back (or still lost) after it.
+            self._device_watch.names = names
         # The first configuration's was installed as the store opened: one journal read less;
         # a reload's reads only what the store's ledger has not folded yet.
         tracker = self._start_retention or install_retention(store, site.settings.servers)

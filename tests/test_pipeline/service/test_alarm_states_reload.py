@@ -75,3 +75,18 @@ async def test_a_reload_while_the_meter_is_unplugged_keeps_its_loss_and_raises_i
             await wait_for(lambda: reloaded.present, 20, "the meter's port open again")
             await wait_for(lambda: len(gateway_alarms(plant)) >= 2, 20, "the return")
             assert gateway_alarms(plant) == ["Loss of ICT accessory", "Return ICT accessory"]
+
+
+async def test_a_device_lost_before_a_reload_is_back_after_it_and_not_lost_again(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as plant:
+        daq = plant.config_dir / "CONFIG" / f"{UID}_daq.csv"
+        # Recorded every second: 3 periods without a good read take 3 s, not 30.
+        daq.write_text(daq.read_text().replace(";inverter_1;1;10;", ";inverter_1;1;1;"))
+        await reconfigure(plant, {"ALARM_DeviceLost": "1"})
+        inverter = plant.simulators[0].units.pop(1)         # it stops answering
+        await wait_for(lambda: gateway_alarms(plant) == ["Device lost"], 30, "the loss")
+        await reconfigure(plant, {"LOG_Level": "debug"})
+        plant.simulators[0].units[1] = inverter
+        await wait_for(lambda: len(gateway_alarms(plant)) >= 2, 30, "the device back")
+        assert gateway_alarms(plant) == ["Device lost", "Device back"]
