@@ -69,7 +69,7 @@ from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.scripts import ScriptStatus
 from pipeline.service import in_force
-from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch, lost_devices
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
@@ -421,7 +421,12 @@ class Gateway:
         if not site.settings.alarm_device_lost:
             self._device_watch = None
         elif self._device_watch is None:
-            self._device_watch = DeviceWatch(self.alarms, names)
+            try:
+                lost = await asyncio.to_thread(lost_devices, store, names)
+            except SunpmError as err:
+                log.warning("Lost devices not read from the journal: %s", err)
+                lost = set()
+            self._device_watch = DeviceWatch(self.alarms, names, lost)
         else:
             # A reload is no start: a device lost before it is back (or still lost) after it.
             self._device_watch.names = names

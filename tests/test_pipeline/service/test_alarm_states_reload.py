@@ -1,8 +1,10 @@
-"""Alarm states across a configuration reload (docs/behaviour.md §8): a reload is no start, so
-an alarm raised before it is neither raised again nor left without its end after it."""
+"""Alarm states across a configuration reload and a restart (docs/behaviour.md §8): an alarm
+raised before either is neither raised again nor left without its end after it (the TIC
+accessory's loss excepted at a start, which its Decision raises again with Power ON)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,7 +15,9 @@ from pathlib import Path
 
 from _service_plant import UID, RunningPlant, reconfigure, running_gateway, wait_for, write_site
 
+from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.drivers.tic import TicReader
+from pipeline.service.demo import DemoInverter
 
 TIC_DEF = b"tic;Meter;Enedis;Linky\n1;ADCO;;;;ADCO;;1;0;;1\n2;BASE;;;;BASE;;1;0;Wh;4\n"
 
@@ -90,3 +94,22 @@ async def test_a_device_lost_before_a_reload_is_back_after_it_and_not_lost_again
         plant.simulators[0].units[1] = inverter
         await wait_for(lambda: len(gateway_alarms(plant)) >= 2, 30, "the device back")
         assert gateway_alarms(plant) == ["Device lost", "Device back"]
+
+
+async def test_a_device_lost_before_a_restart_is_not_lost_again_and_is_back_after_it(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as plant:
+        port = plant.simulators[0].port
+        daq = plant.config_dir / "CONFIG" / f"{UID}_daq.csv"
+        daq.write_text(daq.read_text().replace(";inverter_1;1;10;", ";inverter_1;1;1;"))
+        await reconfigure(plant, {"ALARM_DeviceLost": "1"})
+        plant.simulators[0].units.pop(1)
+        await wait_for(lambda: gateway_alarms(plant) == ["Device lost"], 30, "the loss")
+    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+        # Still silent for more than 3 recording periods: the loss stands, it is not raised
+        # again (5 s of polls every second, nothing to wait for but their number).
+        await asyncio.sleep(5)
+        assert gateway_alarms(plant) == ["Device lost", "Power OFF"]
+        async with TcpSimulator({1: DemoInverter(number=1)}, port=port):
+            await wait_for(lambda: len(gateway_alarms(plant)) >= 3, 30, "the device back")
+        assert gateway_alarms(plant) == ["Device lost", "Power OFF", "Device back"]
