@@ -283,6 +283,7 @@ class Gateway:
         self._alarms_journaled = JournalSignal()
         # A run starts afresh: the alarm states a reload carries over are this run's only.
         self.plant = None
+        self.poller = None
         self._device_watch = None
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -450,7 +451,10 @@ class Gateway:
             await restore_relay(store, io_drivers[0])
         tunnels = Tunnels(site, plant)
         await tunnels.start()
-        poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
+        # The previous configuration's recorder: a value changed across the reload is a change.
+        recorder = Recorder(clock_synchronised=self._clock_synced,
+                            replacing=self.poller.recorder if self.poller is not None else None)
+        poller = Poller(plant.links, recorder=recorder,
                         record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
                         daq_poll_period_s=site.settings.daq_poll_period_s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import pty
@@ -20,6 +21,25 @@ from pipeline.drivers.tic import TicReader
 from pipeline.service.demo import DemoInverter
 
 TIC_DEF = b"tic;Meter;Enedis;Linky\n1;ADCO;;;;ADCO;;1;0;;1\n2;BASE;;;;BASE;;1;0;Wh;4\n"
+
+
+@dataclasses.dataclass
+class StateInverter(DemoInverter):
+    """A demo inverter whose `St` (Index 16, action 8) is the test's."""
+
+    state: int = 4
+
+    def refresh(self, t_s: float) -> None:
+        super().refresh(t_s)
+        self.holding[40108] = self.state
+
+
+def device_alarm_values(plant: RunningPlant) -> list[str]:
+    store = plant.gateway.store
+    assert store is not None
+    table = store.journal(kinds=["alarm"]).sort_by("seq")
+    return [body["value"] for body in map(json.loads, table.column("body").to_pylist())
+            if body["source"] != "GATEWAY"]
 
 
 def gateway_alarms(plant: RunningPlant) -> list[str]:
@@ -113,3 +133,22 @@ async def test_a_device_lost_before_a_restart_is_not_lost_again_and_is_back_afte
         async with TcpSimulator({1: DemoInverter(number=1)}, port=port):
             await wait_for(lambda: len(gateway_alarms(plant)) >= 3, 30, "the device back")
         assert gateway_alarms(plant) == ["Device lost", "Power OFF", "Device back"]
+
+
+async def test_a_value_changed_across_a_reload_raises_its_alarm(tmp_path: Path) -> None:
+    # docs/behaviour.md §8: the first value after start-up raises none; a reload is no start.
+    async with running_gateway(tmp_path) as plant:
+        simulator = plant.simulators[0]
+        simulator.units[1] = StateInverter(number=1, state=7)
+        poller = plant.gateway.poller
+        assert poller is not None
+        polls = poller.recorder.counters("1").polls
+        await wait_for(lambda: poller.recorder.counters("1").polls >= polls + 2, 20,
+                       "polls of St 7")
+        inverter = simulator.units.pop(1)       # silent across the reload: no poll sees 5 before
+        await reconfigure(plant, {"LOG_Level": "debug"})
+        await wait_for(lambda: plant.gateway.poller is not poller, 20, "the new poll loop")
+        inverter.state = 5
+        simulator.units[1] = inverter
+        await wait_for(lambda: device_alarm_values(plant), 20, "the change's alarm")
+        assert device_alarm_values(plant)[0] == "5"
