@@ -197,15 +197,28 @@ class MqttSession:
         items = [i for i in journal_items(table.sort_by("seq")) if i.seq > last]
         self._event_cursors[stream] = last
         sent = 0
-        for item in items:
-            if channel is None or _for_this_server(json.loads(item.body), channel, self.server):
-                await self._transport.publish(topic, payload(item))
-                await self._log.append_journal(
-                    "delivered", event_delivered_body(self.server, stream, item.seq))
-                sent += 1
-            # Other channels' and servers' results are skipped for good, not looked at again.
-            self._event_cursors[stream] = item.seq
+        published: int | None = None
+        try:
+            for item in items:
+                if channel is None or _for_this_server(json.loads(item.body), channel,
+                                                       self.server):
+                    await self._transport.publish(topic, payload(item))
+                    published = item.seq
+                    sent += 1
+                # Other channels' and servers' results are skipped for good, not looked at again.
+                self._event_cursors[stream] = item.seq
+        except SunpmError:
+            if published is not None:
+                await self._delivered(stream, published)
+            raise
+        if published is not None:
+            # One acknowledgement for what went out (the state keeps the highest): one each
+            # waited for its group commit, and a burst went out one event a commit.
+            await self._delivered(stream, published)
         return sent
+
+    async def _delivered(self, stream: Stream, seq: int) -> None:
+        await self._log.append_journal("delivered", event_delivered_body(self.server, stream, seq))
 
     async def serve(self, stop: asyncio.Event) -> None:
         """The permanent connection: commands in, alarms and results out, reconnecting after
