@@ -273,6 +273,14 @@ class _Device:
         self.failed = [self.failed[kept[i]] if i in kept else _NO_FAILURE for i in range(n)]
         self.previous = [self.previous[kept[i]] if i in kept else None for i in range(n)]
 
+    def carry_previous(self, old: _Device) -> None:
+        """The previous good values of `old`'s alarm variables (actions 8, 9) that kept their
+        meaning here: the device of the configuration this one replaced."""
+        for i, var in enumerate(self.variables):
+            j = old.slot_of.get(var.index)
+            if j is not None and self.alarms[i] and _same_variable(old.variables[j], var):
+                self.previous[i] = old.previous[j]
+
     def reset_period(self) -> None:
         n = len(self.indexes)
         self.count = [0] * n
@@ -296,9 +304,13 @@ class Recorder:
     of the records and parameters made meanwhile get quality 7.
     """
 
-    def __init__(self, *, clock_synchronised: bool = True) -> None:
+    def __init__(self, *, clock_synchronised: bool = True,
+                 replacing: Recorder | None = None) -> None:
         self.clock_synchronised = clock_synchronised
         self._devices: dict[str, _Device] = {}
+        #: The devices of the recorder this one replaces (a configuration reload, which is no
+        #: start): a device set here compares its first values with their previous good values.
+        self._replaced: dict[str, _Device] = dict(replacing._devices) if replacing else {}
 
     # ----------------------------------------------------------------- configuration
 
@@ -306,7 +318,10 @@ class Recorder:
         """Start recording a device, or apply a changed daq row or definition to it."""
         state = self._devices.get(device.index)
         if state is None:
-            self._devices[device.index] = _Device(device, definition)
+            state = self._devices[device.index] = _Device(device, definition)
+            old = self._replaced.pop(device.index, None)
+            if old is not None:
+                state.carry_previous(old)
             return
         if device.acq_period_s != state.acq_period_s:
             state.acq_period_s = device.acq_period_s

@@ -34,6 +34,8 @@ EventPayload = Callable[[JournalItem], bytes]
 
 _RECONNECT_S: Final = (1, 2, 4, 8, 16, 32, 60)
 _EVENT_POLL_S: Final = 1.0
+#: MQTT alarms and results published between two `delivered` events queued mid-batch.
+ACK_EVERY: Final = 100
 # A connection that lived this long ends an outage: the backoff starts again from 1 s. One
 # that a broker drops at once (after CONNACK, before SUBACK) does not, or the reconnection
 # would run every second for as long as the broker does that; nor one whose publishes go
@@ -197,15 +199,33 @@ class MqttSession:
         items = [i for i in journal_items(table.sort_by("seq")) if i.seq > last]
         self._event_cursors[stream] = last
         sent = 0
-        for item in items:
-            if channel is None or _for_this_server(json.loads(item.body), channel, self.server):
-                await self._transport.publish(topic, payload(item))
-                await self._log.append_journal(
-                    "delivered", event_delivered_body(self.server, stream, item.seq))
-                sent += 1
-            # Other channels' and servers' results are skipped for good, not looked at again.
-            self._event_cursors[stream] = item.seq
+        published: int | None = None
+        # Acknowledged by the batch (the state keeps the highest seq): one `delivered` each,
+        # waited for, sent a burst one event a group commit. Every ACK_EVERY events one is
+        # queued without waiting, so a stop in the middle of a long backlog repeats few.
+        acks: list[asyncio.Future[int]] = []
+        try:
+            for item in items:
+                if channel is None or _for_this_server(json.loads(item.body), channel,
+                                                       self.server):
+                    await self._transport.publish(topic, payload(item))
+                    published = item.seq
+                    sent += 1
+                    if sent % ACK_EVERY == 0:
+                        acks.append(asyncio.ensure_future(self._delivered(stream, item.seq)))
+                # Other channels' and servers' results are skipped for good, not looked at again.
+                self._event_cursors[stream] = item.seq
+        finally:
+            # What went out is acknowledged, also when a publish fails or the session stops.
+            if published is not None:
+                acks.append(asyncio.ensure_future(self._delivered(stream, published)))
+            if acks:
+                await asyncio.gather(*acks)
         return sent
+
+    async def _delivered(self, stream: Stream, seq: int) -> int:
+        return await self._log.append_journal(
+            "delivered", event_delivered_body(self.server, stream, seq))
 
     async def serve(self, stop: asyncio.Event) -> None:
         """The permanent connection: commands in, alarms and results out, reconnecting after

@@ -379,6 +379,7 @@ class TicReader:
         self._on_accessory = on_accessory
         self._opener: PortOpener = opener or open_serial
         self.clock = clock
+        self._started_ns = clock.monotonic_ns()
         self._was_present = False
         self._detection_slot_ns = int(detection_slot_s * 1e9)
         self._last_valid_ns = clock.monotonic_ns()
@@ -391,6 +392,15 @@ class TicReader:
         # Bounded: a slow consumer (the CLI printing) loses frames rather than growing memory.
         self.frames = asyncio.Queue(maxsize=maxsize)
         return self.frames
+
+    def resume(self, previous: TicReader) -> None:
+        """Take over the accessory's state from the reader this one replaces (a configuration
+        reload is no start): a loss it raised is not raised again and its return is raised, a
+        meter it saw is lost at once when missing, and one missing since the start is lost 60 s
+        after that start."""
+        self.lost = previous.lost
+        self._was_present = previous._was_present
+        self._started_ns = previous._started_ns
 
     def _signal(self, event: str) -> None:
         if event == "loss":
@@ -407,12 +417,11 @@ class TicReader:
             self._on_accessory(event)
 
     async def run(self) -> None:
-        started_ns = self.clock.monotonic_ns()
         while True:
             if not os.path.exists(self.path):
                 self.present = False
-                if self.lost or self.clock.monotonic_ns() - started_ns >= MISSING_AT_START_S * 1e9 \
-                        or self._was_present:
+                if self.lost or self._was_present \
+                        or self.clock.monotonic_ns() - self._started_ns >= MISSING_AT_START_S * 1e9:
                     self._signal("loss")
                 await self.clock.sleep(PATH_CHECK_S)
                 continue

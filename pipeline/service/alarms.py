@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
 import pyarrow as pa
@@ -25,7 +25,14 @@ from config.errors import SunpmError
 from config.model import Device, Protocol
 from pipeline.clock import NS_PER_S, Clock
 from pipeline.recorder import ValueChanged
-from store.events import DeviceAlarm, GatewayAlarm, Source, alarm_from_body, journal_items
+from store.events import (
+    DeviceAlarm,
+    EventBodyError,
+    GatewayAlarm,
+    Source,
+    alarm_from_body,
+    journal_items,
+)
 from store.log import Log
 
 log = logging.getLogger("sunpm.alarm")
@@ -205,17 +212,39 @@ class PowerWatch:
 
 #: `ALARM_DeviceLost=1`: this many recording periods in a row without a good read.
 LOST_AFTER_PERIODS: Final = 3
+DEVICE_LOST: Final = "Device lost"
+DEVICE_BACK: Final = "Device back"
+
+
+def lost_devices(store: Log, names: Mapping[str, str]) -> set[str]:
+    """The devices (daq index) whose latest `Device lost`/`Device back` in the journal is a loss,
+    found by their subject, the daq name (blocking): a device renamed since starts afresh."""
+    table = store.journal(kinds=["alarm"])
+    latest: dict[str, bool] = {}
+    for item in journal_items(table.sort_by("seq")):
+        try:
+            body = alarm_from_body(item.body)
+        except EventBodyError:
+            continue
+        if isinstance(body, GatewayAlarm) and body.subject is not None \
+                and body.alarm in (DEVICE_LOST, DEVICE_BACK):
+            latest[body.subject] = body.alarm == DEVICE_LOST
+    return {index for index, name in names.items() if latest.get(name, False)}
 
 
 class DeviceWatch:
     """`Device lost` after 3 records in a row without a good value, `Device back` at the next
     record with one (docs/behaviour.md §8, `ALARM_DeviceLost=1`); subject the device's daq name."""
 
-    def __init__(self, alarms: Alarms, names: dict[str, str]) -> None:
+    def __init__(self, alarms: Alarms, names: dict[str, str],
+                 lost: Iterable[str] = ()) -> None:
         self._alarms = alarms
-        self._names = names
+        #: daq index → name, the subjects (a reload replaces them).
+        self.names = names
         self._bad: dict[str, int] = {}
-        self._lost: set[str] = set()
+        #: Lost devices; at a start, those the journal left lost (`lost_devices`), so a device
+        #: still silent is not lost again and one answering again is back.
+        self._lost: set[str] = set(lost)
 
     def record(self, device: str, good: bool, ts_ns: int) -> Awaitable[None] | None:
         """The alarm to raise for this record, if any (the caller schedules it)."""
@@ -223,14 +252,14 @@ class DeviceWatch:
             self._bad[device] = 0
             if device in self._lost:
                 self._lost.discard(device)
-                return self._alarms.gateway("Device back", ts_ns=ts_ns,
-                                            subject=self._names.get(device, device))
+                return self._alarms.gateway(DEVICE_BACK, ts_ns=ts_ns,
+                                            subject=self.names.get(device, device))
             return None
         self._bad[device] = self._bad.get(device, 0) + 1
         if self._bad[device] >= LOST_AFTER_PERIODS and device not in self._lost:
             self._lost.add(device)
-            return self._alarms.gateway("Device lost", ts_ns=ts_ns,
-                                        subject=self._names.get(device, device))
+            return self._alarms.gateway(DEVICE_LOST, ts_ns=ts_ns,
+                                        subject=self.names.get(device, device))
         return None
 
 

@@ -69,7 +69,7 @@ from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.scripts import ScriptStatus
 from pipeline.service import in_force
-from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch
+from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch, lost_devices
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
@@ -281,6 +281,10 @@ class Gateway:
         """Run until `stop` is set; raises `GatewayRefused` when it cannot start."""
         self._stop = stop
         self._alarms_journaled = JournalSignal()
+        # A run starts afresh: the alarm states a reload carries over are this run's only.
+        self.plant = None
+        self.poller = None
+        self._device_watch = None
         site = await asyncio.to_thread(self._load)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         store_dir = default_store_dir(site, self.data_dir)
@@ -414,14 +418,28 @@ class Gateway:
         """Everything that depends on the configuration, until `stop` or a reload."""
         await self._journal_config(store, site)
         assert self.alarms is not None
-        self._device_watch = DeviceWatch(self.alarms, {d.index: d.name for d in site.daq.devices}) \
-            if site.settings.alarm_device_lost else None
+        names = {d.index: d.name for d in site.daq.devices}
+        if not site.settings.alarm_device_lost:
+            self._device_watch = None
+        elif self._device_watch is None:
+            try:
+                lost = await asyncio.to_thread(lost_devices, store, names)
+            except SunpmError as err:
+                log.warning("Lost devices not read from the journal: %s", err)
+                lost = set()
+            self._device_watch = DeviceWatch(self.alarms, names, lost)
+        else:
+            # A reload is no start: a device lost before it is back (or still lost) after it.
+            self._device_watch.names = names
         # The first configuration's was installed as the store opened: one journal read less;
         # a reload's reads only what the store's ledger has not folded yet.
         tracker = self._start_retention or install_retention(store, site.settings.servers)
         self._start_retention = None
         plant = build_plant(site, store, on_accessory=self._accessory,
                             trace=self.capture.hook if self.capture is not None else None)
+        previous = self.plant.tic_reader if self.plant is not None else None
+        if plant.tic_reader is not None and previous is not None:
+            plant.tic_reader.resume(previous)
         self.plant = plant
         self._s0 = module_counters(plant, site)
         if self._s0 is not None:
@@ -433,7 +451,10 @@ class Gateway:
             await restore_relay(store, io_drivers[0])
         tunnels = Tunnels(site, plant)
         await tunnels.start()
-        poller = Poller(plant.links, recorder=Recorder(clock_synchronised=self._clock_synced),
+        # The previous configuration's recorder: a value changed across the reload is a change.
+        recorder = Recorder(clock_synchronised=self._clock_synced,
+                            replacing=self.poller.recorder if self.poller is not None else None)
+        poller = Poller(plant.links, recorder=recorder,
                         record_sink=self._record_sink,
                         event_sink=self._event_sink(plant),
                         daq_poll_period_s=site.settings.daq_poll_period_s)

@@ -75,7 +75,13 @@ from pipeline.web.editing import (
 from pipeline.web.io_editor import ACTIONS as IO_ACTIONS
 from pipeline.web.io_editor import io_definition, io_edit
 from pipeline.web.io_editor import rows as io_rows
-from store.events import DeviceAlarm, EventBodyError, alarm_from_body, journal_items
+from store.events import (
+    DeviceAlarm,
+    EventBodyError,
+    JournalItem,
+    alarm_from_body,
+    journal_items,
+)
 from store.log import Log
 
 if TYPE_CHECKING:
@@ -91,6 +97,9 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ ()+-]{0,200}")
 SPANS_S: Final = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS: Final = 500
 ALARM_HOURS: Final = 24
+#: The dashboard lists the newest alarms of those hours, at most this many (a storm raises one a
+#: poll: a day of them is too many to read and send at every refresh).
+ALARMS_LISTED: Final = 200
 #: The dashboard's recent log: its last lines of the last hour.
 RECENT_LOG_LINES: Final = 20
 RECENT_LOG_S: Final = 3600
@@ -157,6 +166,14 @@ def _number(value: Decimal | str) -> float | str:
         return value
     return int(value) if value == value.to_integral_value() and abs(value) < 2**53 \
         else float(value)
+
+
+def _newest_alarms(store: Log, start_ns: int, limit: int) -> list[JournalItem]:
+    """The newest `limit` alarm events dated from `start_ns`, newest first (blocking). Only
+    those are made items: the day's read is cheap, an item per alarm of a storm is not."""
+    table = store.journal(start_ns=start_ns, kinds=["alarm"]).sort_by("seq")
+    newest = table.slice(max(0, table.num_rows - limit))
+    return list(reversed(journal_items(newest)))
 
 
 class GatewayFacade:
@@ -230,11 +247,11 @@ class GatewayFacade:
         if store is None:
             return []
         start = time.time_ns() - hours * 3600 * NS_PER_S
-        table = await asyncio.to_thread(store.journal, start_ns=start, kinds=["alarm"])
+        newest = await asyncio.to_thread(_newest_alarms, store, start, ALARMS_LISTED)
         zone = self.zone()
         names = self._variable_names()
         out: list[dict[str, Any]] = []
-        for item in reversed(journal_items(table.sort_by("seq"))):
+        for item in newest:
             try:
                 alarm = alarm_from_body(item.body)
             except EventBodyError:

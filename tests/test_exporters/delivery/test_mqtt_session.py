@@ -24,6 +24,7 @@ from store import StoreIOError
 from store.delivery import DeliveryState, Stream
 from store.events import JournalItem
 from store.log import Log
+from store.options import StoreOptions
 
 H = 3600
 
@@ -208,3 +209,30 @@ async def test_a_cancelled_session_disconnects_and_leaves_no_reader_task(
         await run
     await wait_until(lambda: not [t for t in asyncio.all_tasks()
                                   if t.get_name().startswith("mqtt-") and not t.done()], 5)
+
+
+async def test_an_alarm_burst_goes_out_at_once_not_one_alarm_a_group_commit(
+        broker: Broker, tmp_path: Path) -> None:
+    # docs/behaviour.md §8: alarms are published at once. With the default group commit (1 s), a
+    # burst (many inputs flapping, a plant coming back) must not leave one alarm a second.
+    async with await Log.open(tmp_path / "store", StoreOptions(flush_s=1.0)) as log:
+        burst = 2 * mqtt_session.ACK_EVERY + 40
+        seqs = await asyncio.gather(*(log.append_journal(
+            "alarm", {"source": "GATEWAY", "alarm": f"Script alarm {k}"}) for k in range(burst)))
+        session = make_session(log, broker, tmp_path)
+        stop = asyncio.Event()
+        async with subscriber(broker.plain_port, "plant/alarm") as got, \
+                asyncio.TaskGroup() as tg:
+            tg.create_task(session.serve(stop), name="mqtt-serve")
+            # One alarm per commit would take 240 s.
+            await wait_for(got, burst, timeout_s=30)
+            stop.set()
+        assert [json.loads(p)["seq"] for _, p in got] == sorted(seqs)
+        # Acknowledged every ACK_EVERY and at the end: a stop in the middle of a long backlog
+        # sends few again, and a new session none.
+        acks = [json.loads(b)["event"] for b in log.journal(kinds=["delivered"]).sort_by(
+            "seq").column("body").to_pylist()]
+        every = mqtt_session.ACK_EVERY
+        assert acks == [sorted(seqs)[every - 1], sorted(seqs)[2 * every - 1], max(seqs)]
+        state = DeliveryState.from_table(log.journal(kinds=["state", "window", "delivered"]))
+        assert state.events[(2, Stream.ALARM)] == max(seqs)

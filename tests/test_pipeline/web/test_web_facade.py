@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from config.model import Device
 from pipeline.web.common import reading
-from pipeline.web.facade import _numeric, _trace_interface
+from pipeline.web.facade import ALARMS_LISTED, GatewayFacade, _numeric, _trace_interface
+from store.log import Log
+from store.options import StoreOptions
 from store.traces import TRACE_INTERFACES
 
 
@@ -40,3 +47,23 @@ def test_a_devices_diag_link_names_the_interface_its_frames_are_traced_on(
 ])
 def test_a_live_value_reads_short_on_the_page(value: float | str | None, shown: str) -> None:
     assert reading(value) == shown
+
+
+async def test_the_dashboard_lists_the_newest_alarms_of_a_storm_not_all_of_them(
+        tmp_path: Path) -> None:
+    # A flapping input raises an alarm a poll: a day of them is 86,400 entries, read and sent at
+    # every refresh of the dashboard. It lists the newest ALARMS_LISTED, newest first.
+    now = time.time_ns()
+    async with await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05)) as log:
+        raised = ALARMS_LISTED + 50
+        seqs = await asyncio.gather(*(log.append_journal(
+            "alarm", {"source": "GATEWAY", "alarm": "Script alarm", "subject": "s",
+                      "text": str(k)}, ts_ns=now - (raised - k) * 10**9) for k in range(raised)))
+        # Older than the day: never listed.
+        await log.append_journal("alarm", {"source": "GATEWAY", "alarm": "Power ON"},
+                                 ts_ns=now - 2 * 86_400 * 10**9)
+        facade = GatewayFacade(SimpleNamespace(store=log, site=None))  # type: ignore[arg-type]
+        listed = await facade.alarms()
+    assert len(seqs) == raised
+    assert [a["text"] for a in listed] == [
+        f"Script alarm (s): {k}" for k in reversed(range(raised - ALARMS_LISTED, raised))]
