@@ -276,12 +276,15 @@ def csv_field(text: str) -> str:
 
 
 def replace_controls(text: str) -> tuple[str, int | None]:
-    """Control characters become spaces; also the first one's code, None when there was none."""
+    """Control characters (C0, DEL, C1: `\x9b` starts a terminal sequence as `\x1b[` does)
+    become spaces; also the first one's code, None when there was none."""
+    if text.isprintable():
+        return text, None
     first: int | None = None
     out: list[str] = []
     for ch in text:
         code = ord(ch)
-        if code < 0x20 or code == 0x7F:
+        if code < 0x20 or 0x7F <= code <= 0x9F:
             if first is None:
                 first = code
             out.append(" ")

@@ -85,8 +85,11 @@ def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]
     if findings.rejected:
         return None, findings
     f = head.fields + [""] * 4
+    category, manufacturer, model = (_text(head, col, text, findings)
+                                     for col, text in zip(HEADER_COLUMNS[1:], f[1:4], strict=True))
     return DefinitionFile(
-        file_name=file_name, protocol=protocol, category=f[1], manufacturer=f[2], model=f[3],
+        file_name=file_name, protocol=protocol, category=category, manufacturer=manufacturer,
+        model=model,
         variables=tuple(checked), sha256=hashlib.sha256(data).hexdigest(),
         header_extra=tuple(head.fields[4:]), title_fields=title), findings
 
