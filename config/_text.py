@@ -290,7 +290,9 @@ def csv_field(text: str) -> str:
 
 def replace_controls(text: str) -> tuple[str, int | None]:
     """Control characters (C0, DEL, C1: `\x9b` starts a terminal sequence as `\x1b[` does)
-    become spaces; also the first one's code, None when there was none."""
+    become spaces, and the text is trimmed again as a field is (a space at either end would be
+    lost when the value is written and read back); also the first one's code, None when there
+    was none."""
     if text.isprintable():
         return text, None
     first: int | None = None
@@ -303,7 +305,7 @@ def replace_controls(text: str) -> tuple[str, int | None]:
             out.append(" ")
         else:
             out.append(ch)
-    return "".join(out), first
+    return ("".join(out).strip(" \t") if first is not None else text), first
 
 
 # ---------------------------------------------------------------------------- numbers
