@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Final, NamedTuple
 
 from config.errors import ConfigError, Problem, Severity
 from config.masking import url_passwords_masked
@@ -165,6 +165,10 @@ def split_fields(line: str) -> tuple[list[str], list[int]]:
     A field starting with `"` runs to the next undoubled `"` and keeps `;` inside it; when the
     quote is left open or text follows it, the field is taken as written (split at every `;`).
     """
+    if '"' not in line:
+        # No quote, no quoting: the common line, split in one call (a server's 4 MiB
+        # definition file is read inside a session).
+        return [f.strip(" \t") for f in line.split(";")], []
     fields: list[str] = []
     unbalanced: list[int] = []
     pos, n = 0, len(line)
@@ -211,8 +215,10 @@ def _read_quoted(line: str, start: int) -> tuple[str, int] | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class CsvRow:
+class CsvRow(NamedTuple):
+    """One row as read (a tuple: made for every line of a file, at a third of a dataclass's
+    cost)."""
+
     line: int
     fields: list[str]
     unbalanced: list[int]
@@ -221,9 +227,17 @@ class CsvRow:
 def iter_lines(text: str) -> Iterator[str]:
     """`split_lines` one line at a time: a file of millions of lines is never a list of them."""
     start = 0
-    for end in _LINE_END.finditer(text):
-        yield text[start:end.start()]
-        start = end.end()
+    if "\r" not in text:
+        # LF only, the usual file: found by `find`, three times faster than the pattern.
+        while (end := text.find("\n", start)) >= 0:
+            yield text[start:end]
+            start = end + 1
+        if start < len(text):
+            yield text[start:]
+        return
+    for found in _LINE_END.finditer(text):
+        yield text[start:found.start()]
+        start = found.end()
     if start < len(text):
         yield text[start:]
 
@@ -235,12 +249,11 @@ def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
     """
     first = True
     for number, raw in enumerate(iter_lines(text), start=1):
-        if not _trim(raw):
-            continue
         fields, unbalanced = split_fields(raw)
-        if fields[0].startswith("#"):
-            continue
-        if not any(fields):
+        if fields[0]:
+            if fields[0][0] == "#":
+                continue
+        elif not any(fields):       # empty, blank, or only `;`
             continue
         if first and len(fields) == 1 and "," in raw:
             findings.error(number, "separator", "',' is used but must be ';' (a spreadsheet "
@@ -276,18 +289,23 @@ def csv_field(text: str) -> str:
 
 
 def replace_controls(text: str) -> tuple[str, int | None]:
-    """Control characters become spaces; also the first one's code, None when there was none."""
+    """Control characters (C0, DEL, C1: `\x9b` starts a terminal sequence as `\x1b[` does)
+    become spaces, and the text is trimmed again as a field is (a space at either end would be
+    lost when the value is written and read back); also the first one's code, None when there
+    was none."""
+    if text.isprintable():
+        return text, None
     first: int | None = None
     out: list[str] = []
     for ch in text:
         code = ord(ch)
-        if code < 0x20 or code == 0x7F:
+        if code < 0x20 or 0x7F <= code <= 0x9F:
             if first is None:
                 first = code
             out.append(" ")
         else:
             out.append(ch)
-    return "".join(out), first
+    return ("".join(out).strip(" \t") if first is not None else text), first
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -295,6 +313,11 @@ def replace_controls(text: str) -> tuple[str, int | None]:
 
 def parse_int(text: str, lo: int, hi: int) -> tuple[int | None, str]:
     """(value, "") or (None, problem) for an ASCII integer in lo..hi."""
+    if text.isdigit() and text.isascii() and len(text) <= MAX_INT_DIGITS:
+        value = int(text)       # the common case: a short unsigned integer
+        if lo <= value <= hi:
+            return value, ""
+        return None, f"'{text}' is outside {lo}..{hi}"
     if not _INTEGER.fullmatch(text):
         return None, _not_a_number(text, "an integer")
     significant = text.lstrip("-").lstrip("0")

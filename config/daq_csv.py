@@ -403,7 +403,19 @@ def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> 
     return Device(
         line=row.line, index=index, interface=interface, name=name, address=address,
         acq_period_s=acq_period_s, timeout_ms=timeout_ms,
-        serial_number=f[6], parameters=parameters, category=f[8], model=f[9], def_file=def_file)
+        serial_number=_text(row, "serialNumber", f[6], findings), parameters=parameters,
+        category=_text(row, "category", f[8], findings),
+        model=_text(row, "model", f[9], findings), def_file=def_file)
+
+
+def _text(row: CsvRow, col: str, text: str, findings: Findings) -> str:
+    """A free-text column as definition files treat theirs (docs/formats.md §6): it reaches DATA
+    files, MQTT JSON, the web UI and logs, where a control character would break a line or drive
+    a terminal, so each becomes a space, with a warning."""
+    cleaned, control = replace_controls(text)
+    if control is not None:
+        findings.warn(row.line, col, f"control character 0x{control:02X}; replaced by a space")
+    return cleaned
 
 
 def _parameters(row: CsvRow, index: str, interface: str, text: str, findings: Findings) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Final
+from typing import Final, TypeVar
 
 from config._text import (
     CsvRow,
@@ -28,6 +28,7 @@ from config._text import (
 from config.decimal_text import MAX_DIGITS, MAX_EXPONENT, coefficient_fits
 from config.model import (
     INTEGER_TYPES,
+    TYPE_REGISTERS,
     Action,
     ByteOrder,
     DataType,
@@ -48,12 +49,38 @@ _SUFFIXES: Final = (ByteOrder.SWAP_BOTH, ByteOrder.SWAP_WORDS, ByteOrder.SWAP_BY
 _TIC_LABEL: Final = re.compile(r"[A-Z0-9+-]{1,16}")
 _DIGITS: Final = re.compile(r"[0-9]+")
 _MAX_REGISTERS: Final = 125
+_SEPARATOR: Final = re.compile(r"[_ ]")
+_ACTIONS: Final = {int(a): a for a in Action}
+#: Distinct texts remembered per column and file: a generator's file has a handful of types,
+#: coefficients and actions; a file of millions of distinct bad values stays bounded.
+_MEMO_MAX: Final = 1024
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class _Fault:
     field: str
     problem: str
+
+
+@dataclass(slots=True)
+class _Memo:
+    """What the rows of one file share, worked out once per distinct text (each row still
+    reports its own problems): parsing a 150,000-row file is then mostly splitting it."""
+
+    coefs: dict[str, tuple[Decimal | None, str]] = field(default_factory=dict)
+    actions: dict[str, tuple[Action | None, str]] = field(default_factory=dict)
+    kinds: dict[str, RegisterKind | _Fault] = field(default_factory=dict)
+    types: dict[str, tuple[DataType, ByteOrder] | None] = field(default_factory=dict)
+
+
+def _memoised(cache: dict[str, _T], text: str, compute: Callable[[str], _T]) -> _T:
+    found = cache.get(text)
+    if found is None:
+        found = compute(text)
+        if len(cache) < _MEMO_MAX:
+            cache[text] = found
+    return found
 
 
 def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]:
@@ -71,12 +98,13 @@ def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]
     protocol = _protocol(head, findings)
     title: tuple[str, ...] = ()
     variables: list[Variable] = []
+    memo = _Memo()
     for row in rows:
         if row.fields[0].lower() == "index":
             title = title or tuple(row.fields)
             continue
         if protocol is not None:
-            var = _variable(row, protocol, findings)
+            var = _variable(row, protocol, findings, memo)
             if var is not None:
                 variables.append(var)
     if protocol is None:
@@ -85,8 +113,11 @@ def parse(data: bytes, file_name: str) -> tuple[DefinitionFile | None, Findings]
     if findings.rejected:
         return None, findings
     f = head.fields + [""] * 4
+    category, manufacturer, model = (_text(head, col, text, findings)
+                                     for col, text in zip(HEADER_COLUMNS[1:], f[1:4], strict=True))
     return DefinitionFile(
-        file_name=file_name, protocol=protocol, category=f[1], manufacturer=f[2], model=f[3],
+        file_name=file_name, protocol=protocol, category=category, manufacturer=manufacturer,
+        model=model,
         variables=tuple(checked), sha256=hashlib.sha256(data).hexdigest(),
         header_extra=tuple(head.fields[4:]), title_fields=title), findings
 
@@ -110,70 +141,88 @@ def _text(row: CsvRow, col: str, text: str, findings: Findings) -> str:
     return cleaned
 
 
-def _variable(row: CsvRow, protocol: Protocol, findings: Findings) -> Variable | None:
+def _variable(row: CsvRow, protocol: Protocol, findings: Findings,
+              memo: _Memo) -> Variable | None:
+    line = row.line
     for i in row.unbalanced:
-        findings.warn(row.line, COLUMNS[i] if i < len(COLUMNS) else f"field {i + 1}",
+        findings.warn(line, COLUMNS[i] if i < len(COLUMNS) else f"field {i + 1}",
                       "unbalanced quote; taken as written")
-    if any(row.fields[len(COLUMNS):]):
-        findings.error(row.line, "line", f"{len(row.fields)} fields, at most {len(COLUMNS)}")
-        return None
-    f = (row.fields + [""] * len(COLUMNS))[:len(COLUMNS)]
+    f = row.fields
+    width = len(f)
+    if width > 11:
+        if any(f[11:]):
+            findings.error(line, "line", f"{width} fields, at most {len(COLUMNS)}")
+            return None
+        f = f[:11]
+    elif width < 11:
+        f = f + [""] * (11 - width)
     ok = True
     index, problem = parse_int(f[0], 0, 2147483647)
     if index is None:
-        findings.error(row.line, "Index", problem)
+        findings.error(line, "Index", problem)
         ok = False
-    name = _text(row, "Name", f[5], findings)
+    name = f[5] if f[5].isprintable() else _text(row, "Name", f[5], findings)
     if not name:
-        findings.error(row.line, "Name", "missing")
+        findings.error(line, "Name", "missing")
         ok = False
     elif len(name) > 128:
-        findings.error(row.line, "Name", f"'{name[:20]}...' is longer than 128 characters")
+        findings.error(line, "Name", f"'{name[:20]}...' is longer than 128 characters")
         ok = False
-    tag = _text(row, "Tag", f[6], findings)
+    tag = f[6] if f[6].isprintable() else _text(row, "Tag", f[6], findings)
     if len(tag) > 64:
-        findings.default(row.line, "Tag", f"'{tag[:20]}...' is longer than 64 characters", "")
+        findings.default(line, "Tag", f"'{tag[:20]}...' is longer than 64 characters", "")
         tag = ""
-    coef_a, coef_a_text = _coef(row, "CoefA", f[7], "1", findings)
-    coef_b, coef_b_text = _coef(row, "CoefB", f[8], "0", findings)
-    unit = _text(row, "Unit", f[9], findings)
-    action_value, problem = parse_int(f[10], 0, 2**31)
-    if action_value is not None and action_value not in tuple(Action):
-        action_value, problem = None, f"'{f[10]}' is not 0, 1, 2, 4, 8 or 9"
-    if action_value is None:
-        findings.error(row.line, "Action", problem)
+    coef_a, coef_a_text = _coef(row, "CoefA", f[7], "1", findings, memo)
+    coef_b, coef_b_text = _coef(row, "CoefB", f[8], "0", findings, memo)
+    unit = f[9] if f[9].isprintable() else _text(row, "Unit", f[9], findings)
+    action, problem = memo.actions.get(f[10]) or _memoised(memo.actions, f[10], _action)
+    if action is None:
+        findings.error(line, "Action", problem)
         ok = False
-    point = _point(row, protocol, f, findings)
-    if not ok or point is None or index is None or action_value is None:
+    point = _point(row, protocol, f, findings, memo)
+    if not ok or point is None or index is None or action is None:
         return None
     return Variable(
-        line=row.line, index=index, info1=f[1], info2=f[2], info3=f[3], info4=f[4], name=name,
-        tag=tag, coef_a=coef_a, coef_b=coef_b, unit=unit, action=Action(action_value),
+        line=line, index=index, info1=f[1], info2=f[2], info3=f[3], info4=f[4], name=name,
+        tag=tag, coef_a=coef_a, coef_b=coef_b, unit=unit, action=action,
         coef_a_text=coef_a_text, coef_b_text=coef_b_text, key=name,
         modbus=point if isinstance(point, ModbusPoint) else None,
         io=point if isinstance(point, IoPoint) else None,
         tic_label=point if isinstance(point, str) else None)
 
 
-def _coef(row: CsvRow, col: str, text: str, default: str,
-          findings: Findings) -> tuple[Decimal, str]:
+def _action(text: str) -> tuple[Action | None, str]:
+    value, problem = parse_int(text, 0, 2**31)
+    if value is None:
+        return None, problem
+    action = _ACTIONS.get(value)
+    return (action, "") if action is not None else (None, f"'{text}' is not 0, 1, 2, 4, 8 or 9")
+
+
+def _coef(row: CsvRow, col: str, text: str, default: str, findings: Findings,
+          memo: _Memo) -> tuple[Decimal, str]:
     if not text:
         return Decimal(default), default
-    value, problem = parse_decimal(text)
-    if value is not None and not coefficient_fits(value):
-        # Beyond this bound no scaled value could be computed exactly or printed in reasonable
-        # length (`1e999999999`); such a coefficient is as unusable as one that is not a number.
-        shown = text if len(text) <= 20 else f"{text[:20]}..."
-        value, problem = None, (f"'{shown}' has more than {MAX_DIGITS} significant digits or "
-                                f"an exponent outside ±{MAX_EXPONENT}")
+    value, problem = memo.coefs.get(text) or _memoised(memo.coefs, text, _coef_value)
     if value is None:
         findings.default(row.line, col, problem, default)
         return Decimal(default), default
     return value, text
 
 
-def _point(row: CsvRow, protocol: Protocol, f: Sequence[str],
-           findings: Findings) -> ModbusPoint | IoPoint | str | None:
+def _coef_value(text: str) -> tuple[Decimal | None, str]:
+    value, problem = parse_decimal(text)
+    if value is not None and not coefficient_fits(value):
+        # Beyond this bound no scaled value could be computed exactly or printed in reasonable
+        # length (`1e999999999`); such a coefficient is as unusable as one that is not a number.
+        shown = text if len(text) <= 20 else f"{text[:20]}..."
+        return None, (f"'{shown}' has more than {MAX_DIGITS} significant digits or an exponent "
+                      f"outside ±{MAX_EXPONENT}")
+    return value, problem
+
+
+def _point(row: CsvRow, protocol: Protocol, f: Sequence[str], findings: Findings,
+           memo: _Memo) -> ModbusPoint | IoPoint | str | None:
     if protocol is Protocol.TIC:
         result: ModbusPoint | IoPoint | str | _Fault = (
             f[1] if _TIC_LABEL.fullmatch(f[1]) else
@@ -181,7 +230,7 @@ def _point(row: CsvRow, protocol: Protocol, f: Sequence[str],
     elif protocol is Protocol.IO:
         result = _io_point(f[1], f[2], f[3])
     else:
-        result = _modbus_point(f[1], f[2], f[3])
+        result = _modbus_point(f[1], f[2], f[3], memo)
     if isinstance(result, _Fault):
         findings.error(row.line, result.field, result.problem)
         return None
@@ -218,28 +267,48 @@ def parse_type(info3: str) -> tuple[DataType, ByteOrder] | None:
     return None if data_type is None else (data_type, order)
 
 
-def _modbus_point(info1: str, info2: str, info3: str) -> ModbusPoint | _Fault:
+def _register_kind(info1: str) -> RegisterKind | _Fault:
     kind_value, problem = parse_int(info1, 1, 4)
     if kind_value is None:
         return _Fault("Info1", problem if info1 else "missing (1 coil, 2 discrete input, "
                                                      "3 holding register, 4 input register)")
-    kind = RegisterKind(kind_value)
-    parts = re.split(r"[_ ]", info2)
-    if not all(_DIGITS.fullmatch(p) for p in parts):
-        return _Fault("Info2", f"'{info2}' is not a numeric address" if info2 else
-                      "missing (register address)")
-    if any(len(p.lstrip("0")) > 9 for p in parts):
-        # Out of every range of the forms, and never converted (a line of megabytes of digits).
-        return _Fault("Info2", f"'{info2}' holds a number of more than 9 digits")
+    return RegisterKind(kind_value)
+
+
+def _modbus_point(info1: str, info2: str, info3: str, memo: _Memo) -> ModbusPoint | _Fault:
+    kind = _memoised(memo.kinds, info1, _register_kind)
+    if isinstance(kind, _Fault):
+        return kind
+    if kind is RegisterKind.HOLDING_REGISTER or kind is RegisterKind.INPUT_REGISTER:
+        typed = memo.types.get(info3)
+        if typed is not None and typed[0] is not DataType.STRING and info2.isdigit() \
+                and info2.isascii() and len(info2) <= 5:
+            # The common row, `40000;U32_W`: the general path below gives the same point.
+            address = int(info2)
+            data_type, order = typed
+            if address + TYPE_REGISTERS[data_type] - 1 <= 65535:
+                return ModbusPoint(kind=kind, address=address, data_type=data_type,
+                                   byte_order=order)
+    if info2.isdigit() and info2.isascii() and len(info2) <= 9:
+        parts = [info2]         # a plain register, the common form
+    else:
+        parts = _SEPARATOR.split(info2)
+        if not all(_DIGITS.fullmatch(p) for p in parts):
+            return _Fault("Info2", f"'{info2}' is not a numeric address" if info2 else
+                          "missing (register address)")
+        if any(len(p.lstrip("0")) > 9 for p in parts):
+            # Out of every range of the forms, and never converted (a line of megabytes of
+            # digits).
+            return _Fault("Info2", f"'{info2}' holds a number of more than 9 digits")
     numbers = [int(p.lstrip("0") or "0") for p in parts]
     if numbers[0] > 65535:
         return _Fault("Info2", f"register {parts[0]} is outside 0..65535")
-    if kind.is_bit:
+    if kind is RegisterKind.COIL or kind is RegisterKind.DISCRETE_INPUT:
         if len(numbers) != 1:
             return _Fault("Info2", f"'{info2}' is not a plain address (a coil or discrete input "
                                    "is one bit)")
         return ModbusPoint(kind=kind, address=numbers[0], data_type=None)
-    typed = parse_type(info3)
+    typed = _memoised(memo.types, info3, parse_type)
     if typed is None:
         return _Fault("Info3", f"'{info3}' is not a known type" if info3 else "missing (type)")
     data_type, order = typed
@@ -254,11 +323,12 @@ def _modbus_point(info1: str, info2: str, info3: str) -> ModbusPoint | _Fault:
 def _register_form(kind: RegisterKind, numbers: list[int], data_type: DataType,
                    order: ByteOrder, info2: str) -> ModbusPoint | _Fault:
     reg, rest = numbers[0], numbers[1:]
-    base = ModbusPoint(kind=kind, address=reg, data_type=data_type, byte_order=order)
-    wrong = _Fault("Info2", f"form '{info2}' does not fit type {data_type.value}")
     if not rest:
         # String without byte count: spans to the next variable (resolved in _cross_checks).
-        return replace(base, string_bytes=2) if data_type is DataType.STRING else base
+        return ModbusPoint(kind=kind, address=reg, data_type=data_type, byte_order=order,
+                           string_bytes=2 if data_type is DataType.STRING else None)
+    base = ModbusPoint(kind=kind, address=reg, data_type=data_type, byte_order=order)
+    wrong = _Fault("Info2", f"form '{info2}' does not fit type {data_type.value}")
     if len(rest) == 1:
         n = rest[0]
         if data_type is DataType.STRING:
@@ -325,6 +395,10 @@ def _cross_checks(variables: list[Variable], protocol: Protocol,
 
 def _string_spans(variables: list[Variable], findings: Findings) -> list[Variable]:
     """`String` at a plain `<reg>` spans to the next register variable of its kind (§8.1)."""
+    spanning = [at for at, v in enumerate(variables) if v.modbus is not None
+                and v.modbus.data_type is DataType.STRING and not _SEPARATOR.search(v.info2)]
+    if not spanning:
+        return variables
     # Each kind's addresses sorted once: a file of many such Strings is not read once per String.
     addresses: dict[RegisterKind, list[int]] = {}
     for v in variables:
@@ -332,29 +406,32 @@ def _string_spans(variables: list[Variable], findings: Findings) -> list[Variabl
             addresses.setdefault(v.modbus.kind, []).append(v.modbus.address)
     for found in addresses.values():
         found.sort()
-    out: list[Variable] = []
-    for var in variables:
+    out = list(variables)
+    for at in spanning:
+        var = variables[at]
         point = var.modbus
-        if point is None or point.data_type is not DataType.STRING or \
-                re.search(r"[_ ]", var.info2):
-            out.append(var)
-            continue
+        assert point is not None
         same_kind = addresses[point.kind]
-        at = bisect.bisect_right(same_kind, point.address)
-        later = same_kind[at] if at < len(same_kind) else None
+        after = bisect.bisect_right(same_kind, point.address)
+        later = same_kind[after] if after < len(same_kind) else None
         registers = min(later - point.address, _MAX_REGISTERS) if later is not None else 1
         registers = min(registers, 65536 - point.address)
         findings.warn(var.line, "Info2", f"String without a byte count; spans {registers} "
                                          f"register{'s' if registers > 1 else ''}")
-        out.append(replace(var, modbus=replace(point, string_bytes=2 * registers)))
+        out[at] = replace(var, modbus=replace(point, string_bytes=2 * registers))
     return out
 
 
 def _scale_factors(variables: list[Variable], findings: Findings) -> list[Variable]:
+    wanted = {var.info4 for var in variables if var.info4}
+    if not wanted:
+        return variables
+    # Only the Names some Info4 gives are looked up.
     by_name: dict[str, list[Variable]] = {}
     for var in variables:
-        by_name.setdefault(var.name, []).append(var)
-    named_lines = {name: [v.line for v in named] for name, named in by_name.items()}
+        if var.name in wanted:
+            by_name.setdefault(var.name, []).append(var)
+    named_lines = {name: [v.line for v in same] for name, same in by_name.items()}
     out: list[Variable] = []
     for var in variables:
         if not var.info4:

@@ -34,6 +34,8 @@ _BOOL: Final = "`0` `1`"
 _PORT: Final = "1..65535"
 _CERT: Final = "file name in `/CERT`"
 _TEXT: Final = "text"
+#: A daq.csv text column: its control characters are read as spaces (docs/formats.md §6).
+_PLAIN_TEXT: Final = "text (a control character is read as a space)"
 
 #: config.ini keys, server 1's spelling for the server keys (server 2's copies say "server 2").
 CONFIG_KEYS: Final[Mapping[str, KeyDoc]] = {
@@ -190,12 +192,12 @@ DAQ_DEVICES: Final[Mapping[str, ColumnDoc]] = {
                          "Modbus unit id; ignored for `IO`/`TIC1`"),
     "acqPeriod(s)": ColumnDoc("1..86400", "600", "recording period (one DATA row per period)"),
     "timeout(ms)": ColumnDoc("50..60000", "1000", "answer timeout of one request"),
-    "serialNumber": ColumnDoc(_TEXT, "empty", "serial number; for `TIC1` the meter address"),
+    "serialNumber": ColumnDoc(_PLAIN_TEXT, "empty", "serial number; for `TIC1` the meter address"),
     "parameters": ColumnDoc("TCP: `1`/`0` keep-alive; `TIC1`: `1200`, `9600` or empty; `IO`: "
                             "empty or `modbus:<index>`", "`1` for TCP, else empty",
                             "protocol options of the device"),
-    "category": ColumnDoc(_TEXT, "empty", "device category (filled by discovery)"),
-    "model": ColumnDoc(_TEXT, "empty", "device model (filled by discovery)"),
+    "category": ColumnDoc(_PLAIN_TEXT, "empty", "device category (filled by discovery)"),
+    "model": ColumnDoc(_PLAIN_TEXT, "empty", "device model (filled by discovery)"),
     "defFile": ColumnDoc("file name in `/DEF`", "none", "the device's definition file"),
 }
 

@@ -1,14 +1,17 @@
 """ACK files `<uid>_ACK_<ts>.json` (docs/formats.md §12.2) from the window's `result` events.
 
 The results of command-file commands (channel `file`) in execution order (journal order), as one
-compact JSON array, UTF-8 unescaped, on one line ending with LF. Not compressed.
+compact JSON array, UTF-8 unescaped, numbers in plain notation, on one line ending with LF. Not
+compressed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from store.events import Channel, CommandResult, JournalItem, JsonValue, dump_json
+from store.events import Channel, CommandResult, JournalItem, JsonValue
+
+from .numbers import json_text
 
 
 def file_results(items: Iterable[JournalItem]) -> list[CommandResult]:
@@ -23,7 +26,7 @@ def ack_text(items: Iterable[JournalItem]) -> str:
     if not results:
         return ""
     entries: list[JsonValue] = [dict(r.entry()) for r in results]
-    return dump_json(entries) + "\n"
+    return json_text(entries) + "\n"
 
 
 def ack_file(items: Iterable[JournalItem]) -> bytes | None:

@@ -37,7 +37,7 @@ from store.events import (
 
 from ._records import cells, is_text_variable, recorded_variables, runs
 from .context import Dates, ViewConfig, ViewError, definition_for, device_order, timestamp_ms
-from .numbers import scaled_text
+from .numbers import json_text, scaled_text
 
 _RESERVED: Final = frozenset({"date", "timestamp"})
 _TIC_NUMBER: Final = re.compile(r"^[+-]?[0-9]+$")
@@ -224,4 +224,4 @@ def _alarm_value(body: DeviceAlarm, definition: DefinitionFile) -> str:
 
 def result_message(result: CommandResult) -> bytes:
     """A command result on the result topic: an array of one entry (docs/formats.md §14.4)."""
-    return dump_json([dict(result.entry())]).encode()
+    return json_text([dict(result.entry())]).encode()

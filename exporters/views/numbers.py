@@ -16,9 +16,10 @@ writer's defaults (polars prints `2079.0`, Python `1e-07`, `%f` rounds the binar
 
 from __future__ import annotations
 
+import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
@@ -38,6 +39,7 @@ import pyarrow.compute as pc
 
 from config import decimal_text
 from config.errors import SunpmError
+from store.events import JsonValue
 
 #: The longest value text written. Real coefficients and raw values need a few dozen digits;
 #: a coefficient like `1e999999999` (the definition-file syntax allows it) would otherwise
@@ -87,6 +89,35 @@ def format_float64(value: float) -> str:
     if "e" in text:
         return _plain_from_repr(text)
     return text
+
+
+def json_text(value: JsonValue | Mapping[str, JsonValue]) -> str:
+    """Compact JSON, UTF-8 unescaped (as `store.events.dump_json`), every float in plain
+    notation (§9.3, §14.2): a script's `1e20` is `100000000000000000000`, its `1.0` is `1`,
+    where `json` writes `1e+20` and `1.0`."""
+    parts: list[str] = []
+    _json_parts(value, parts)
+    return "".join(parts)
+
+
+def _json_parts(value: object, parts: list[str]) -> None:
+    if isinstance(value, float):
+        parts.append(format_float64(value))
+    elif isinstance(value, Mapping):
+        parts.append("{")
+        for i, (key, member) in enumerate(value.items()):
+            parts.append(("," if i else "") + json.dumps(key, ensure_ascii=False) + ":")
+            _json_parts(member, parts)
+        parts.append("}")
+    elif isinstance(value, list):
+        parts.append("[")
+        for i, member in enumerate(value):
+            if i:
+                parts.append(",")
+            _json_parts(member, parts)
+        parts.append("]")
+    else:
+        parts.append(json.dumps(value, ensure_ascii=False))
 
 
 def _to_float32(value: float) -> float:

@@ -129,7 +129,11 @@ async def _poll(driver: ModbusTcpDriver, host: str, port: int, unit: int, timeou
     return await driver.read(device, plan)
 
 
-def _summary(address: str, unit: int, rows: list[dict[str, object]], requests: int) -> str:
+def _summary(address: str, unit: int, rows: list[dict[str, object]], requests: int,
+             down: str | None) -> str:
+    if down is not None and not any(int(str(r["quality"])) in (0, 7) for r in rows):
+        # Every request failed unsent: counting them, or the variables, says nothing.
+        return f"unit {unit} at {address}: no connection ({down}); nothing read"
     qualities = Counter(int(str(r["quality"])) for r in rows)
     good = qualities.pop(0, 0) + qualities.pop(7, 0)
     failed = ", ".join(f"{n} quality {q} ({QUALITY_MEANINGS[q].split(':')[0].split(' (')[0]})"
@@ -147,12 +151,14 @@ def _table(rows: list[dict[str, object]]) -> list[str]:
 
 
 def _report(address: str, definition: DefinitionFile,
-            results: list[tuple[int, Readings]], as_json: bool) -> tuple[list[str], list[int]]:
-    """The lines of one read of every unit, and the units where nothing read good."""
+            results: list[tuple[int, Readings, str | None]],
+            as_json: bool) -> tuple[list[str], list[int]]:
+    """The lines of one read of every unit (each with why the connection was down after it, if
+    it was), and the units where nothing read good."""
     lines: list[str] = []
     shown: set[int] = set()
     silent: list[int] = []
-    for unit, readings in results:
+    for unit, readings, down in results:
         rows = _rows(definition, readings)
         good = any(int(str(r["quality"])) in (0, 7) for r in rows)
         if not good:
@@ -160,13 +166,15 @@ def _report(address: str, definition: DefinitionFile,
         if as_json:
             lines.append(json.dumps({"target": address, "unit": unit,
                                      "definition": definition.file_name,
-                                     "requests": readings.requests, "variables": rows},
+                                     "requests": readings.requests,
+                                     "connection_error": down, "variables": rows},
                                     ensure_ascii=False))
             continue
         if good:
             lines += _table(rows)
-        shown |= {int(str(r["quality"])) for r in rows}
-        lines.append(_summary(address, unit, rows, readings.requests))
+        if good or down is None:
+            shown |= {int(str(r["quality"])) for r in rows}
+        lines.append(_summary(address, unit, rows, readings.requests, down))
     if not as_json and shown - {0}:
         lines.append("quality codes: " + "; ".join(f"{q} {QUALITY_MEANINGS[q]}"
                                                    for q in sorted(shown)))
@@ -214,12 +222,19 @@ async def _run(args: argparse.Namespace, host: str, port: int, units: list[int],
     try:
         while True:
             started = time.monotonic()
-            results = [(unit, await _poll(driver, host, port, unit, args.timeout, args.max_gap,
-                                          definition)) for unit in units]
+            results = []
+            for unit in units:
+                readings = await _poll(driver, host, port, unit, args.timeout, args.max_gap,
+                                       definition)
+                results.append((unit, readings, driver.connection(host, port).down_reason))
             lines, silent = _report(address, definition, results, args.json)
             if args.watch is None:
                 print("\n".join(lines))
-                if silent:
+                down = results[-1][2]
+                if silent and down is not None:
+                    print(f"sunpm modbus read: connection to {address} failed ({down})",
+                          file=sys.stderr)
+                elif silent:
                     print(f"sunpm modbus read: nothing read good from unit "
                           f"{', '.join(map(str, silent))} at {address}", file=sys.stderr)
                 return 1 if silent else 0

@@ -64,6 +64,23 @@ def test_bad_device_values_with_defaults_warn(row: str, message: str) -> None:
     assert [str(w) for w in _parse(DEV + row + "\n").warnings] == [f"{F}:2: {message}"]
 
 
+@pytest.mark.parametrize("row,field,code", [
+    ("TIC1;;Linky;;600;;0416\x1b[2J76011381;;;;t.csv", "serialNumber", 0x1B),
+    ("1;10.0.0.5;inv;1;600;;;;Inv\x07erter;;inv.csv", "category", 0x07),
+    ("1;10.0.0.5;inv;1;600;;;;;M\x009b\x9b;inv.csv", "model", 0x00),
+])
+def test_control_characters_of_text_columns_become_spaces_with_a_warning(
+        row: str, field: str, code: int) -> None:
+    # These columns reach DATA files, MQTT JSON, the web UI and logs: a line break or an escape
+    # sequence must not.
+    parsed = _parse(DEV + row + "\n")
+    device = parsed.value.devices[0]
+    assert [str(w) for w in parsed.warnings] == [
+        f"{F}:2: {field}: control character 0x{code:02X}; replaced by a space"]
+    texts = (device.serial_number, device.category, device.model)
+    assert all(t.isprintable() for t in texts), texts
+
+
 @pytest.mark.parametrize("row,message", [
     ("1;SERIAL1;m;0;600;;;;;;m.csv", "address: '0' is outside 1..240"),
     ("1;SERIAL1;m;;600;;;;;;m.csv", "address: missing (1..240)"),

@@ -152,6 +152,31 @@ def test_control_characters_become_spaces_with_a_warning() -> None:
         "inverter.csv:2: Name: control character 0x02; replaced by a space"]
 
 
+def test_a_control_character_at_a_fields_end_leaves_no_space_the_file_written_would_lose(
+        ) -> None:
+    data = "modbusRTU;Meter;ACME;M\n1;3;1;U16;;\x02Volts;\tt\x7f;1;0;\x85V;4\n".encode()
+    parsed = config.parse_definition(data, "inverter.csv")
+    var = parsed.value.variables[0]
+    assert (var.name, var.tag, var.unit) == ("Volts", "t", "V")
+    again = config.parse_definition(config.render_definition(parsed.value), "inverter.csv")
+    assert again.value.variables == parsed.value.variables and again.warnings == ()
+
+
+def test_control_characters_of_the_header_and_c1_ones_become_spaces_too() -> None:
+    # The header's text reaches the web UI and logs as Name does; U+009B starts a terminal
+    # sequence as ESC [ does.
+    data = "modbusRTU;Met\x1ber;AC\x9bME;M\x00\n1;3;1;U16;;Curr\x85ent;;1;0;;4\n".encode()
+    parsed = config.parse_definition(data, "inverter.csv")
+    defn = parsed.value
+    assert (defn.category, defn.manufacturer, defn.model) == ("Met er", "AC ME", "M")
+    assert defn.variables[0].name == "Curr ent"
+    assert [str(w) for w in parsed.warnings] == [
+        "inverter.csv:1: Category: control character 0x1B; replaced by a space",
+        "inverter.csv:1: Manufacturer: control character 0x9B; replaced by a space",
+        "inverter.csv:1: Model: control character 0x00; replaced by a space",
+        "inverter.csv:2: Name: control character 0x85; replaced by a space"]
+
+
 @pytest.mark.parametrize("lines,message", [
     ("1;3;1;U16;;A;;1;0;;4\n1;3;2;U16;;B;;1;0;;4\n", ("x.csv:3: Index: '1' is already used at "
                                                      "line 2")),

@@ -97,6 +97,12 @@ class TcpConnection(QueuedLink):
         """A socket is open and the peer has not closed it."""
         return self._receiver is not None and self._receiver.lost is None
 
+    @property
+    def down_reason(self) -> str | None:
+        """Why the connection is down (`Connection refused`, `bad MBAP header`), None while
+        it is up or was never tried."""
+        return self._reconnection.reason if self._reconnection.down else None
+
     # ------------------------------------------------------------------ one exchange
 
     async def _exchange(self, job: Job) -> bytes:

@@ -210,3 +210,19 @@ def test_ack_keeps_text_unescaped_and_no_result_gives_no_file() -> None:
                                     result.to_body())]))
     assert ack_text(items) == '[{"error":"writeVariable: «é» ✓","callerId":7}]\n'
     assert ack_file([]) is None
+
+
+# A script's result holds Lua floats (`1e20`, `2^53`, `10/10`): json would write `1e+20`,
+# `9007199254740992.0`, `1.0`, which formats.md §9.3 plain notation forbids.
+FLOATS = {"big": 1e20, "power": 2.0 ** 53, "one": 1.0, "tiny": 1e-7, "minus_zero": -0.0,
+          "half": [0.5, -2.5e-3, 3], "text": "1e+20", "flag": True, "none": None}
+PLAIN = ('{"big":100000000000000000000,"power":9007199254740992,"one":1,"tiny":0.0000001,'
+         '"minus_zero":0,"half":[0.5,-0.0025,3],"text":"1e+20","flag":true,"none":null}')
+
+
+def test_ack_writes_a_scripts_float_results_in_plain_notation() -> None:
+    result = CommandResult(channel=Channel.FILE, caller_id="c-1", rpc_name="calc.run",
+                           result=FLOATS)
+    items = journal_items(journal([("2021-02-05 09:15:00", "result", None, None,
+                                    result.to_body())]))
+    assert ack_text(items) == f'[{{"result":{PLAIN},"callerId":"c-1"}}]\n'

@@ -206,6 +206,13 @@ def test_result_json_of_the_spec_example(golden: Golden) -> None:
     golden("mqtt_result.json", result_message(result))
 
 
+def test_result_json_writes_a_scripts_float_results_in_plain_notation() -> None:
+    result = CommandResult(channel=Channel.MQTT, caller_id=9, rpc_name="calc.run",
+                           result=[1e20, 1.0, 1e-7, {"x": -0.0}])
+    assert result_message(result) == \
+        b'[{"result":[100000000000000000000,1,0.0000001,{"x":0}],"callerId":9}]'
+
+
 def test_a_removed_devices_name_taken_by_another_device_gets_its_index() -> None:
     # Device 1 (inv_a) left the configuration with records still to send; device 2 took its
     # name. The document keeps one array per device.

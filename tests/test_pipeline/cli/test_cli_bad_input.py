@@ -156,7 +156,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["modbus", "read", "127.0.0.1", "--def", "{modbus_def}", "--watch", "0"], 2,
      "--watch 0 is not a positive number of seconds"),
     (["modbus", "read", "127.0.0.1:{closed}", "--def", "{modbus_def}", "--timeout", "50"], 1,
-     "failed: 1 quality 5 (disconnected)"),
+     "sunpm modbus read: connection to 127.0.0.1:{closed} failed (Connection refused)"),
 ]
 
 

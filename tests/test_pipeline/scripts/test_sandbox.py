@@ -58,6 +58,13 @@ function resumed()
   while true do coroutine.resume(co) end
 end
 function slow() while true do local s = string.rep("ab", 200000) end end
+-- Each call spends ~0.2 s in the gateway (a table walked, then refused as over 64 KB) and a
+-- few dozen instructions in Lua: the count hook alone looked at the clock after ~50 s.
+function slow_wd()
+  local big = {}
+  for i = 1, 200000 do big[i] = "x" end
+  while true do pcall(wd.save, "k", big) end
+end
 function bomb() local t = {} for i = 1, 1e8 do t[i] = string.rep("x", 64) .. i end end
 function big_string() return string.rep("x", 1e9) end
 function caught_bomb()
@@ -162,6 +169,7 @@ def test_precompiled_bytecode_is_refused_by_the_loader_and_by_the_state() -> Non
     ("in_coroutine", "instruction budget exceeded"),
     ("resumed", "instruction budget exceeded"),
     ("slow", "time limit exceeded"),
+    ("slow_wd", "time limit exceeded"),
     ("bomb", "memory limit exceeded"),
     ("big_string", "memory limit exceeded"),
     ("caught_bomb", "memory limit exceeded"),

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ async def test_modbus_read_prints_raw_scaled_unit_and_quality(tmp_path: Path) ->
     assert rows["Energy"]["raw"] == "123456" and rows["Energy"]["value"] == "123.456"
     assert rows["Missing"] == {"index": 7, "name": "Missing", "raw": None, "value": None,
                                "unit": "", "quality": 6}
-    assert result["requests"] == 4
+    assert result["requests"] == 4 and result["connection_error"] is None
 
 
 async def test_modbus_read_of_a_silent_device_exits_1_with_timeouts(tmp_path: Path) -> None:
@@ -70,6 +71,27 @@ async def test_modbus_read_of_a_silent_device_exits_1_with_timeouts(tmp_path: Pa
                                      "--def", str(path), "--json", "--timeout", "100")
     assert code == 1
     assert {row["quality"] for row in json.loads(out)["variables"]} == {1}
+
+
+async def test_modbus_read_to_a_closed_port_says_the_connection_was_refused(
+        tmp_path: Path) -> None:
+    path = tmp_path / "T1.csv"
+    path.write_text(DEFINITION)
+    with socket.socket() as sock:       # a port bound, never listened on: refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        code, out, err = await run_cli("modbus", "read", f"127.0.0.1:{port}", "--unit", "5",
+                                       "--unit", "6", "--def", str(path))
+        assert code == 1
+        assert out.splitlines() == [
+            f"unit 5 at 127.0.0.1:{port}: no connection (Connection refused); nothing read",
+            f"unit 6 at 127.0.0.1:{port}: no connection (Connection refused); nothing read"]
+        assert err == (f"sunpm modbus read: connection to 127.0.0.1:{port} failed "
+                       "(Connection refused)\n")
+        code, out, _ = await run_cli("modbus", "read", f"127.0.0.1:{port}", "--def", str(path),
+                                     "--json")
+    assert code == 1
+    assert json.loads(out)["connection_error"] == "Connection refused"
 
 
 async def test_modbus_read_rejects_a_bad_definition_file(tmp_path: Path) -> None:
