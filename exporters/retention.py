@@ -3,7 +3,7 @@ predicates (docs/behaviour.md §6).
 
 The store deletes a device's sealed segment to make room only when every record in it is
 delivered to every data-receiving server, and a journal segment only when every event in it that
-some server gets is delivered (plus a later `state` event, which the store asks of
+some server gets is delivered (plus two later `state` events, which the store asks of
 `DeliveryTracker.state_body`). The store asks on its writer threads, several devices at once, so
 the answer must be quick, read-only and consistent: it reads one immutable `DeliveryMarks`, which
 the tracker replaces whole (one attribute assignment) whenever it learns of a delivery.

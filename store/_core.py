@@ -43,7 +43,8 @@ class LogCore:
         self._memory_dropped: dict[str, int] = {}
         self._drops_to_hand: dict[str, int] = {}
         self._journal_full = False
-        self._last_state_seq: int | None = None
+        # The seqs of the two latest `state` events, oldest first (None: not looked up yet).
+        self._state_seqs: list[int] | None = None
         self._carry_events: list[PendingEvent] = []
         self._delivered: DeliveredFn | None = None
         self._state_provider: Callable[[], Mapping[str, object]] | None = None

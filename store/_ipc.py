@@ -55,6 +55,14 @@ BATCH_KEY: Final = "sunpm.batch"
 #: A record batch's `var` bounds, "<min> <max>", beside `BATCH_KEY` and covered by the same CRC
 #: (sealed files ordered by variable, store/_segment.py).
 VARS_KEY: Final = "sunpm.vars"
+#: In a sealed file, every record batch after the first: "<offset> <length> <crc32c>" of the
+#: file's dictionary messages (which the first frame carries, under its CRC), covered by this
+#: batch's CRC. When the first frame is damaged, its dictionaries are still verified by it and
+#: the later batches decoded with them; without it, one flipped byte in the first batch lost
+#: every row of the file.
+DICTS_KEY: Final = "sunpm.dicts"
+_DICTS_DIGITS: Final = (16, 16, _CRC_DIGITS)
+DICTS_PLACEHOLDER: Final = " ".join("0" * n for n in _DICTS_DIGITS)
 
 
 class FrameError(Exception):
@@ -291,6 +299,9 @@ class BatchFrame(NamedTuple):
     # `VARS_KEY`); None when the batch does not state them.
     var_min: int | None = None
     var_max: int | None = None
+    # Where the file's dictionary messages lie and their CRC-32C (`DICTS_KEY`): (offset,
+    # length, crc); None when the batch does not state them.
+    dicts: tuple[int, int, int] | None = None
 
 
 def frame_intact(buf: memoryview, frame: BatchFrame) -> bool:
@@ -332,6 +343,10 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
             var_max: int | None = None
             if VARS_KEY in msg.custom:
                 var_min, var_max = map(int, msg.custom[VARS_KEY].split(" "))
+            dicts: tuple[int, int, int] | None = None
+            if DICTS_KEY in msg.custom:
+                at, length, crc = map(int, msg.custom[DICTS_KEY].split(" "))
+                dicts = (at, length, crc)
         except (KeyError, ValueError) as err:
             raise FrameError("batch without sunpm metadata") from err
         if want_rows != msg.rows or want_len != covered:
@@ -339,7 +354,7 @@ def read_batch(buf: memoryview, pos: int) -> BatchFrame | None:
         if len(crc_text) != _CRC_DIGITS:
             raise FrameError("bad checksum field")
         frame = BatchFrame(pos, msg.end, want_rows, seq_first, seq_last, ts_min, ts_max,
-                           want_crc, msg.value_pos[BATCH_KEY], var_min, var_max)
+                           want_crc, msg.value_pos[BATCH_KEY], var_min, var_max, dicts)
         if not frame_intact(buf, frame):
             raise FrameError("batch does not match its checksum")
         return frame
@@ -406,11 +421,14 @@ def seal_frames(buf: bytearray, pos: int) -> int:
 
     The batches carry `batch_metadata` placeholders; the dictionary messages before each record
     batch belong to its frame (in an IPC file, the unified dictionaries go with the first batch).
+    A batch with a `DICTS_KEY` placeholder gets the place and CRC of the first frame's
+    dictionary messages, before its own CRC is taken.
     """
     view = memoryview(buf)
     count = 0
     start = pos
     covered = 0
+    dicts: str | None = None
     while pos < len(view):
         msg = read_message(view, pos)
         if msg is None:
@@ -419,6 +437,13 @@ def seal_frames(buf: bytearray, pos: int) -> int:
         pos = msg.end
         if msg.kind != RECORD_BATCH_MSG:
             continue
+        if dicts is None:
+            dicts = " ".join(f"{value:0{n}d}" for value, n in zip(
+                (start, msg.start - start, _crc.crc32c(view[start : msg.start])), _DICTS_DIGITS,
+                strict=True))
+        if DICTS_KEY in msg.value_pos:
+            here = msg.value_pos[DICTS_KEY]
+            view[here : here + len(DICTS_PLACEHOLDER)] = dicts.encode()
         at = msg.value_pos[BATCH_KEY]
         view[at + _CRC_DIGITS + 1 : at + _CRC_DIGITS + 1 + _LEN_DIGITS] = \
             f"{covered:0{_LEN_DIGITS}d}".encode()

@@ -1,12 +1,15 @@
-"""Journal GC (writer side): the journal's quota. Its oldest sealed segment goes once a later
-`state` event summarises it and what servers get of it is delivered; when only a later `state`
-event would let it go, one is asked of the state provider."""
+"""Journal GC (writer side): the journal's quota. Its oldest sealed segment goes once the two
+latest `state` events are both after it and what servers get of it is delivered; when only a
+later `state` event would let it go, one is asked of the state provider.
+
+Two, not one: a `state` event is one batch on flash, and when it rots the replay falls back to
+the one before it and the events after that (`Log.journal_since_latest` skips the damaged
+batch), which must still be there; with only the newest one's history kept, the delivery
+cursors went with it."""
 
 from __future__ import annotations
 
 import logging
-
-import pyarrow.compute as pc
 
 from store._core import JOURNAL
 from store._quota import quota_usage
@@ -31,23 +34,26 @@ class JournalGC(Readers):
             if self._journal_full and usage + self.options.segment_limit_bytes <= quota:
                 self._end_journal_episode(usage, carry)
             return
-        if self._last_state_seq is None:
-            self._last_state_seq = self._find_last_state_seq()
+        if self._state_seqs is None:
+            self._state_seqs = self._find_state_seqs()
+        # Every event up to this one is summarised by both of the two latest `state` events.
+        summarised = self._state_seqs[0] if len(self._state_seqs) == 2 else 0
         while quota_usage(self.options, stream, compact) > quota:
             victim = next((s for s in stream.segments if s.sealed), None)
             if victim is not None and (victim.seq_last is None or victim.ts_max is None):
                 stream.walk(victim)
             ok = (
                 victim is not None and victim.seq_last is not None
-                and self._last_state_seq > victim.seq_last
+                and summarised > victim.seq_last
                 and (self._journal_delivered is None
                      or self._journal_delivered(victim.seq_last, victim.ts_max or 0))
             )
             if (not ok and victim is not None and victim.seq_last is not None
-                    and self._last_state_seq <= victim.seq_last and self._state_provider is not None
+                    and summarised <= victim.seq_last and self._state_provider is not None
                     and self._state_asked_at < stream.next_seq - 1):
                 # Only a later `state` event lets the oldest segment go: ask for one (it joins
-                # the next commit); the segment goes at the commit after.
+                # the next commit); the segment goes at a later commit (after a second one when
+                # the latest is not after it either).
                 self._state_asked_at = stream.next_seq - 1
                 try:
                     body = json_text(self._state_provider())
@@ -79,9 +85,12 @@ class JournalGC(Readers):
         carry.append(PendingEvent(now_ns(), "storage", None, None,
                                   json_text({"event": "available", "device": JOURNAL}), None))
 
-    def _find_last_state_seq(self) -> int:
+    def _find_state_seqs(self) -> list[int]:
+        """The seqs of the two latest `state` events whose batches verify, oldest first."""
+        found: list[int] = []
         for table in self.journal_newest_first(["state"]):
-            if table.num_rows:
-                return int(pc.max(table.column("seq")).as_py())
-        return 0
+            found = [*table.column("seq").to_pylist(), *found][-2:]
+            if len(found) == 2:
+                break
+        return [int(seq) for seq in found]
 

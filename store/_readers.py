@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store._core import JOURNAL, LogCore
-from store._ipc import BatchFrame, read_message
+from store._ipc import BatchFrame
 from store._segment import (
-    IPC_FILE_MAGIC,
     checked_file,
     decode_frames,
+    file_header,
     footer_matches,
     map_file,
     scan_ipc_file,
@@ -208,10 +208,8 @@ class Readers(LogCore):
             self._note(owner.file_findings(seg, scan))
         batches: list[pa.RecordBatch] = []
         if scan.header_ok:
-            first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
-            assert first is not None
             batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
-                                    header=(first.start, first.end), combine=False)
+                                    header=file_header(data, scan, schema), combine=False)
         return _ipc_file_bytes(schema, batches)
 
     def _read(self, stream: Stream, start_ns: int | None, end_ns: int | None,

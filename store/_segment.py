@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import crc32c
 import pyarrow as pa
 import pyarrow.compute as pc
 
 import fsio
 from store._ipc import (
     CONTINUATION,
+    DICTIONARY_MSG,
+    DICTS_KEY,
+    DICTS_PLACEHOLDER,
     EOS,
     RECORD_BATCH_MSG,
     SCHEMA_MSG,
@@ -82,6 +86,11 @@ class Scan:
     torn: Region | None = None
     ended: bool = False  # an end-of-stream marker closes it: sealed
     good_end: int = 0  # end of the last trusted batch (or of the schema message)
+    # A sealed file's: (start, end) of its own schema message, None when that is damaged (its
+    # batches are then decoded after the store's); where its dictionary messages lie when the
+    # first frame, which carries them, failed but a later batch verified them (`DICTS_KEY`).
+    schema_at: tuple[int, int] | None = None
+    dicts: Region | None = None
 
 
 Raw = bytes | bytearray | mmap.mmap
@@ -140,25 +149,118 @@ def scan_ipc_file(data: Raw, schema: pa.Schema) -> tuple[Scan, dict[bytes, bytes
     every batch CRC-verified, the footer not trusted (its offsets are not covered by a CRC).
 
     Also returns the schema metadata (quota size and summary, see `write_ipc_file`).
+
+    A schema message that is not the store's, with trusted batches after it, is damage (as in
+    a stream segment): the batches are decoded after the store's schema message, and the
+    metadata is the footer's copy when that one is the store's schema and agrees with them,
+    else what they show (their order). A damaged first frame, which carries the file's
+    dictionaries, costs its own rows only when a later batch verifies the dictionaries
+    (`DICTS_KEY`); when none can, no batch of the file can be decoded: all are damage.
     """
     buf = memoryview(data)
     if bytes(buf[: len(IPC_FILE_MAGIC)]) != IPC_FILE_MAGIC:
         return Scan(header_ok=False, foreign="not an Arrow IPC file"), {}
+    start = len(IPC_FILE_MAGIC)
     try:
-        msg = read_message(buf, len(IPC_FILE_MAGIC))
+        msg = read_message(buf, start)
         if msg is None or msg.kind != SCHEMA_MSG:
             raise FrameError("no schema message")
     except FrameError as err:
-        return Scan(header_ok=False, foreign=f"unreadable schema message ({err})"), {}
-    meta = _file_schema_metadata(schema, bytes(buf[msg.start : msg.end]))
-    if meta is None:
-        return Scan(header_ok=False, foreign="not the sunpm schema"), {}
-    scan = _walk(data, buf, msg.end, file_format=True)
-    if not _metadata_agrees(meta, scan, schema):
-        # No CRC covers the schema message's metadata: a flip there that still parses is
-        # caught by what the verified batches say (reported; the batches are still read).
-        scan.damage.insert(0, Region(msg.start, msg.end - msg.start))
+        msg, why = None, f"unreadable schema message ({err})"
+    meta = None if msg is None else _file_schema_metadata(schema, bytes(buf[msg.start : msg.end]))
+    if msg is not None and meta is not None:
+        scan = _walk(data, buf, msg.end, file_format=True)
+        scan.schema_at = (msg.start, msg.end)
+        if not _metadata_agrees(meta, scan, schema):
+            # No CRC covers the schema message's metadata: a flip there that still parses is
+            # caught by what the verified batches say (reported; the batches are still read).
+            scan.damage.insert(0, Region(msg.start, msg.end - msg.start))
+        _find_dictionaries(data, buf, scan, schema)
+        return scan, meta
+    if msg is not None:
+        why = "not the sunpm schema"
+    first = _resync(data, buf, start)
+    if first is None:
+        return Scan(header_ok=False, foreign=why), {}
+    scan = _walk(data, buf, first, file_format=True)
+    scan.damage.insert(0, Region(start, first - start))
+    meta = _footer_metadata(data, scan, schema)
+    _find_dictionaries(data, buf, scan, schema)
     return scan, meta
+
+
+def _footer_metadata(data: Raw, scan: Scan, schema: pa.Schema) -> dict[bytes, bytes]:
+    """The schema metadata of a file whose schema message is damaged: the footer's copy of the
+    schema when it is the store's and agrees with the verified batches; else the store's
+    with the order the batches show (each states its variable bounds, or none does)."""
+    try:
+        found = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(data))).schema
+        meta = _file_schema_metadata(schema, found.serialize().to_pybytes())
+    except (pa.ArrowException, OSError):
+        meta = None
+    if meta is not None and _metadata_agrees(meta, scan, schema):
+        return meta
+    meta = dict(schema.metadata or {})
+    if scan.batches and all(f.var_min is not None for f in scan.batches):
+        meta[ORDER_KEY] = BY_VARIABLE
+    return meta
+
+
+def _find_dictionaries(data: Raw, buf: memoryview, scan: Scan, schema: pa.Schema) -> None:
+    """When the first frame of a file (which carries its dictionaries) did not verify: the
+    dictionary messages as a later verified batch states them (place and CRC-32C), if they
+    match; else no batch can be decoded and all are damage."""
+    if not scan.batches or not any(pa.types.is_dictionary(f.type) for f in schema):
+        return
+    try:
+        first = read_message(buf, scan.batches[0].start)
+    except FrameError:
+        first = None
+    if first is not None and first.kind == DICTIONARY_MSG:
+        return  # the first frame verified: its dictionaries with it
+    for frame in scan.batches:
+        if frame.dicts is None:
+            continue
+        at, length, crc = frame.dicts
+        if _dictionary_messages(buf, at, length, crc):
+            scan.dicts = Region(at, length)
+            return
+    lost = Region(scan.batches[0].start, scan.batches[-1].end - scan.batches[0].start)
+    scan.damage = sorted([*scan.damage, lost], key=lambda r: r.offset)
+    scan.batches = []
+
+
+def _dictionary_messages(buf: memoryview, at: int, length: int, crc: int) -> bool:
+    """Whether `length` bytes at `at` match `crc` and hold dictionary messages only."""
+    end = at + length
+    if at < len(IPC_FILE_MAGIC) or length <= 0 or end > len(buf) \
+            or crc32c.crc32c(buf[at:end]) != crc:
+        return False
+    pos = at
+    try:
+        while pos < end:
+            msg = read_message(buf, pos)
+            if msg is None or msg.kind != DICTIONARY_MSG:
+                return False
+            pos = msg.end
+    except FrameError:
+        return False
+    return pos == end
+
+
+def file_header(data: Raw, scan: Scan, schema: pa.Schema) -> tuple[int, int] | bytes:
+    """What a sealed file's verified frames are decoded after (`decode_frames`' `header`): its
+    schema message in place; or the store's when the file's is damaged, followed by the
+    file's dictionaries when the first frame that carries them is not among the frames."""
+    if scan.dicts is None and scan.schema_at is not None:
+        return scan.schema_at
+    if scan.schema_at is not None:
+        head = bytes(data[scan.schema_at[0] : scan.schema_at[1]])
+    else:
+        head = schema_message(schema)
+    if scan.dicts is not None:
+        head += bytes(data[scan.dicts.offset : scan.dicts.offset + scan.dicts.length])
+    return head
 
 
 _FILE_KEYS: dict[int, frozenset[bytes]] = {}  # per schema (the two stream kinds'): a few
@@ -268,12 +370,13 @@ def _resync(data: Raw, buf: memoryview, start: int) -> int | None:
 
 
 def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[BatchFrame], *,
-                  header: tuple[int, int] | None = None, combine: bool = True,
+                  header: tuple[int, int] | bytes | None = None, combine: bool = True,
                   columns: list[int] | None = None) -> list[pa.RecordBatch]:
     """Decode trusted frames into record batches (zero-copy when they are contiguous).
 
     `header`: (start, end) of the schema message inside `buf` (an IPC file's, which carries
-    metadata); default: `schema`'s own message at offset 0 (a stream segment). `combine`: one
+    metadata), or the bytes to decode the frames after (`file_prefix`); default: `schema`'s
+    own message at offset 0 (a stream segment). `combine`: one
     batch for all of them (a live segment's many small ones), else as written. `columns`: the
     indexes of the only fields decoded (and decompressed), in schema order; default all.
     """
@@ -283,10 +386,11 @@ def decode_frames(buf: memoryview | pa.Buffer, schema: pa.Schema, frames: list[B
     if header is None:
         header = (0, len(schema_message(schema)))
     contiguous = all(a.end == b.start for a, b in itertools.pairwise(frames))
-    if contiguous and frames[0].start == header[1]:
+    if isinstance(header, tuple) and contiguous and frames[0].start == header[1]:
         source = pabuf.slice(header[0], frames[-1].end - header[0])
     else:
-        parts = [pabuf.slice(header[0], header[1] - header[0]).to_pybytes()]
+        parts = [header if isinstance(header, bytes)
+                 else pabuf.slice(header[0], header[1] - header[0]).to_pybytes()]
         parts += [pabuf.slice(f.start, f.end - f.start).to_pybytes() for f in frames]
         source = pa.py_buffer(b"".join(parts))
     # One thread: callers decode many small segments, and the pool's per-buffer tasks cost more
@@ -359,6 +463,8 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
             if by_variable:
                 var_bounds = pc.min_max(batch.column("var"))
                 meta[VARS_KEY] = f"{var_bounds['min'].as_py()} {var_bounds['max'].as_py()}"
+            if start:
+                meta[DICTS_KEY] = DICTS_PLACEHOLDER  # filled in by `seal_frames`
             writer.write_batch(batch, custom_metadata=meta)
     data = bytearray(sink.getvalue().to_pybytes())
     first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
@@ -453,17 +559,15 @@ def read_ipc_file(path: Path, schema: pa.Schema, columns: list[int] | None = Non
     scan, meta = scan_ipc_file(data, schema)
     if not scan.header_ok:
         return [], meta, scan
-    first = read_message(memoryview(data), len(IPC_FILE_MAGIC))
-    assert first is not None
+    header = file_header(data, scan, schema)
     if not by_variable(meta):
         batches = decode_frames(pa.py_buffer(data), schema, scan.batches,
-                                header=(first.start, first.end), combine=False, columns=columns)
+                                header=header, combine=False, columns=columns)
         return batches, meta, scan
     keys = [schema.get_field_index("seq"), schema.get_field_index("var")]
     wanted = list(range(len(schema))) if columns is None else columns
     decoded = decode_frames(pa.py_buffer(data), schema, scan.batches,
-                            header=(first.start, first.end), combine=False,
-                            columns=sorted({*wanted, *keys}))
+                            header=header, combine=False, columns=sorted({*wanted, *keys}))
     if not decoded:
         return [], meta, scan
     table = in_record_order(pa.Table.from_batches(decoded))

@@ -505,8 +505,8 @@ class Writer(Quota, JournalGC):
         self._wal_dirty.update((id(seg), (stream, seg)) for stream, seg in done.touched)
         outcome.journal = done.seqs
         for event, seq in zip(done.events, done.seqs, strict=True):
-            if event.kind == "state":
-                self._last_state_seq = seq
+            if event.kind == "state" and self._state_seqs is not None:
+                self._state_seqs = [*self._state_seqs, seq][-2:]
             if event.future is not None:
                 outcome.journal_acks.append((event.future, seq))
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from records_util import T0, record
+from records_util import T0, record, records
 
 from store import JOURNAL_SCHEMA, RECORDS_SCHEMA, Log, ReportKind, StoreOptions
 from store._ipc import RECORD_BATCH_MSG, read_message, schema_message
@@ -483,3 +483,69 @@ def test_check_names_a_damaged_footer_of_a_sealed_file(tmp_path: Path) -> None:
     found = ro.check()
     assert [(r.kind, r.path, r.offset) for r in found] == [
         (ReportKind.DAMAGE, victim, scan.good_end)], found
+
+
+def _ranged_value(seq: int, var: int) -> float:
+    return float((seq - 1) * 1000 + var - 1)
+
+
+@pytest.mark.parametrize("where", ["schema message", "first batch", "dictionaries"])
+async def test_a_sealed_file_damaged_in_its_first_frame_or_schema_keeps_its_other_batches(
+        tmp_path: Path, where: str) -> None:
+    """A sealed records file in ranges of variables, one byte flipped in its schema message, in
+    the body of its first record batch, or in the dictionaries that its first frame carries for
+    the whole file. Every read (records, the DuckDB view, a writer's open) and the check return
+    the rows of every batch that verifies, exactly as written, and nothing of the damaged one;
+    the damage is reported with the file and its offset; the file's seq numbers are not given
+    again. The schema message and the first batch used to lose the whole file (reported as not
+    ours, or unreadable without an offset); the dictionaries have no copy, so they still do."""
+    from store._segment import scan_ipc_file
+
+    root = tmp_path / "s"
+    options = StoreOptions(flush_s=60)
+    async with await Log.open(root, options) as log:
+        got = await log.append_records(DEVICE, records([T0 + i * 10**9 for i in range(100)], 100),
+                                       commit_now=True)
+        assert (got.first, got.last) == (1, 100)
+        # The next day's record seals the first day, rewritten as an IPC file.
+        got = await log.append_records(DEVICE, record(T0 + DAY, 100, 100_000), commit_now=True)
+        assert got.first == 101
+    victim = root / "devices" / DEVICE / "1.arrow"
+    assert victim.exists()
+    data = bytearray(victim.read_bytes())
+    scan, _ = scan_ipc_file(bytes(data), RECORDS_SCHEMA)
+    frames = scan.batches
+    assert len(frames) >= 3 and all(f.var_min is not None for f in frames)
+    dictionary = read_message(memoryview(data), frames[0].start)
+    assert dictionary is not None and dictionary.kind != RECORD_BATCH_MSG
+    first_batch = read_message(memoryview(data), dictionary.end)
+    assert first_batch is not None and first_batch.kind == RECORD_BATCH_MSG
+    if where == "schema message":
+        at, offset, lost_vars = 40, 8, set()
+    elif where == "first batch":
+        at, offset = first_batch.body_start + 40, frames[0].start
+        lost_vars = set(range(frames[0].var_min or 0, (frames[0].var_max or 0) + 1))
+    else:
+        at, offset, lost_vars = dictionary.body_start + 8, frames[0].start, set(range(1, 101))
+    data[at] ^= 0x08
+    victim.write_bytes(bytes(data))
+    want = {(seq, var, _ranged_value(seq, var)) for seq in range(1, 102)
+            for var in range(1, 101) if var not in lost_vars or seq == 101}
+
+    def check_reads(log: Log) -> None:
+        rows = _rows(log.records(DEVICE))
+        assert len(rows) == len(want) and set(rows) == want
+        assert rows == sorted(rows)  # record order, as appended
+        con = duckdb_connection(log)
+        assert set(con.sql("SELECT seq, var, value FROM records").fetchall()) == want
+        con.close()
+        found = [(r.kind, r.offset) for r in log.check() if r.path == victim]
+        assert found and found[0] == (ReportKind.DAMAGE, offset), found
+        assert _damage_reported(log, victim)
+
+    check_reads(Log.open_read_only(root))
+    async with await Log.open(root, options) as log:
+        check_reads(log)
+        got = await log.append_records(DEVICE, record(T0 + 200 * 10**9, VARS), commit_now=True)
+        assert got.first == 102  # no seq number given again
+    assert victim.read_bytes() == bytes(data)

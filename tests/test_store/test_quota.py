@@ -124,14 +124,20 @@ async def test_journal_keeps_segments_until_a_later_state_event(tmp_path: Path) 
         assert log.journal_usage() > 20_000
         full = [e for e in _storage_events(log) if e["event"] == "full"]
         assert len(full) == 1 and full[0]["device"] == "journal"
-        state_seq = await log.write_state_snapshot()
+        # One `state` event is not enough: its history is kept until the next one (a rotten
+        # snapshot falls back to the one before it).
+        first = await log.write_state_snapshot()
         await log.append_journal("log", {"message": "after"}, ts_ns=T0 + 200)
-        # Everything before the state event may go now; the journal is back within its quota.
-        assert log.journal_usage() <= 20_000
+        assert log.journal(kinds=["log"]).num_rows == 151
+        second = await log.write_state_snapshot()
+        await log.append_journal("log", {"message": "after"}, ts_ns=T0 + 201)
+        # Everything before the first may go now; the journal is back at its quota (here each
+        # `state` event, larger than a segment's seal size, is a segment and a block of its own).
+        assert log.journal_usage() <= 20_000 + 4_096
         table = log.journal()
         seqs = table.column("seq").to_pylist()
-        assert seqs == list(range(seqs[0], seqs[-1] + 1)) and seqs[0] > 1
-        assert log.journal(kinds=["state"]).column("seq").to_pylist() == [state_seq]
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)) and 1 < seqs[0] <= first
+        assert log.journal(kinds=["state"]).column("seq").to_pylist() == [first, second]
         assert log.journal(kinds=["log"]).num_rows < 150
 
 
@@ -202,7 +208,12 @@ async def test_the_journal_past_its_quota_is_one_episode_across_seals_and_restar
         await log.append_journal("log", {"message": "after a restart"}, ts_ns=T0 + 400)
         await log.commit()
         assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
-        # A `state` event lets the oldest segments go: the episode ends, once.
+        # Two `state` events let the oldest segments go (the one before the latest is kept
+        # with its history, for when the latest rots): the episode ends, once.
+        await log.write_state_snapshot()
+        await log.append_journal("log", {"message": "between"}, ts_ns=T0 + 450)
+        await log.commit()
+        assert [e["event"] for e in _storage_events(log, "journal")] == ["full"]
         await log.write_state_snapshot()
         for i in range(3):
             await log.append_journal("log", {"message": "after", "i": i}, ts_ns=T0 + 500 + i)
@@ -210,3 +221,68 @@ async def test_the_journal_past_its_quota_is_one_episode_across_seals_and_restar
         await log.commit()  # the events a commit's quota check makes join the next one
         assert log.journal_usage() <= 100_000
         assert [e["event"] for e in _storage_events(log, "journal")] == ["full", "available"]
+
+
+def _frame_holding(directory: Path, seq: int) -> tuple[Path, int, int]:
+    """The journal file and the (start, end) of the verified frame that holds event `seq`."""
+    from store._segment import scan_ipc_file, scan_stream
+    from store.schema import JOURNAL_SCHEMA
+
+    for path in directory.iterdir():
+        data = path.read_bytes()
+        scan = scan_ipc_file(data, JOURNAL_SCHEMA)[0] if path.suffix == ".arrow" \
+            else scan_stream(data, JOURNAL_SCHEMA)
+        for frame in scan.batches:
+            if frame.seq_first <= seq <= frame.seq_last:
+                return path, frame.start, frame.end
+    raise AssertionError(f"no frame holds seq {seq}")
+
+
+async def test_delivery_cursors_survive_a_flip_in_the_newest_state_snapshot_after_gc(
+        tmp_path: Path) -> None:
+    """The journal's quota keeps the history of the two latest `state` events: when the newest
+    one rots on flash (a flipped byte in its batch), the replay starts from the one before it
+    and the events after it, and the delivery cursors are those that were journaled. It used to
+    delete everything before the newest one: the cursors were lost with it."""
+    from store.delivery import BuiltWindow, OutboxFile, Stream, WindowSpec, delivered_body
+    from store.events import Watermark
+
+    options = StoreOptions(flush_s=0.005, device_quota_bytes=QUOTA, journal_quota_bytes=20_000)
+    n = 40
+    async with await Log.open(tmp_path, options) as log:
+        log.set_state_provider(lambda: replay(log).to_body())
+        for i in range(n):
+            end = T0 + (i + 1) * 10**9
+            spec = WindowSpec(server=1, stream=Stream.DATA, start_ns=end - 10**9, end_ns=end,
+                              membership=Watermark(devices={}, journal=0), after=None, config="c")
+            window = BuiltWindow(spec=spec, files=(OutboxFile(
+                name=f"F_{i}", directory="/DATA", size=1, sha256="s", text_sha256="t"),))
+            await log.append_journal("window", window.to_body(), ts_ns=end, commit_now=True)
+            await log.append_journal("delivered", delivered_body(1, Stream.DATA, end, f"F_{i}"),
+                                     ts_ns=end, commit_now=True)
+            for j in range(4):
+                await log.append_journal("log", {"message": "x" * 60, "i": i, "j": j},
+                                         ts_ns=end, commit_now=True)
+        want = T0 + n * 10**9
+        assert replay(log).delivery.stream(1, Stream.DATA).cursor_ns == want
+        await log.write_state_snapshot()
+        # Enough events after it for the quota to delete every segment it may.
+        for i in range(60):
+            await log.append_journal("log", {"message": "y" * 60, "i": i}, ts_ns=T0 + i,
+                                     commit_now=True)
+        await log.commit()
+        assert log.journal_usage() <= 20_000 + 8_000
+        assert min(log.journal().column("seq").to_pylist()) > 1  # segments went
+        newest = max(log.journal(kinds=["state"]).column("seq").to_pylist())
+    path, start, end = _frame_holding(tmp_path / "journal", newest)
+    blob = bytearray(path.read_bytes())
+    blob[(start + end) // 2] ^= 0x20
+    path.write_bytes(bytes(blob))
+    for read_only in (True, False):
+        if read_only:
+            state = replay(Log.open_read_only(tmp_path))
+        else:
+            async with await Log.open(tmp_path, options) as log:
+                state = replay(log)
+                assert any(r.path == path for r in log.reports + log.check())
+        assert state.delivery.stream(1, Stream.DATA).cursor_ns == want
