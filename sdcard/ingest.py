@@ -443,7 +443,7 @@ def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
 
     def read() -> dict[int, int | None]:
         times: dict[int, int | None] = {}
-        # A device's blocks follow each other (formats.md §9.2: a new one where its fields
+        # A device's blocks follow each other (docs/formats.md §9.2: a new one where its fields
         # change): the next one goes on from the last time of the one before.
         last: dict[str, int] = {}
         for device, block in blocks:

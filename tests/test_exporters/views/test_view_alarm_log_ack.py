@@ -213,7 +213,7 @@ def test_ack_keeps_text_unescaped_and_no_result_gives_no_file() -> None:
 
 
 # A script's result holds Lua floats (`1e20`, `2^53`, `10/10`): json would write `1e+20`,
-# `9007199254740992.0`, `1.0`, which formats.md §9.3 plain notation forbids.
+# `9007199254740992.0`, `1.0`, which docs/formats.md §9.3 plain notation forbids.
 FLOATS = {"big": 1e20, "power": 2.0 ** 53, "one": 1.0, "tiny": 1e-7, "minus_zero": -0.0,
           "half": [0.5, -2.5e-3, 3], "text": "1e+20", "flag": True, "none": None}
 PLAIN = ('{"big":100000000000000000000,"power":9007199254740992,"one":1,"tiny":0.0000001,'
