@@ -77,7 +77,7 @@ from pipeline.service.config_edit import ChangeRejected
 from pipeline.service.discovery import Discovery, DiscoveryBusy, DiscoveryFailed
 from pipeline.service.firmware import stage_offered_package
 from pipeline.service.local import SOCKET_NAME, LocalChannel
-from pipeline.service.logs import JournalLogHandler, level_of
+from pipeline.service.logs import JournalLogHandler, level_of, use_time_zone
 from pipeline.service.maintenance import (
     MaintenanceError,
     change_config,
@@ -404,6 +404,7 @@ class Gateway:
                              self.config_dir, len(err.problems),
                              self.data_dir / in_force.FILE_NAME)
             self.site = kept
+            use_time_zone(kept.settings.time_zone)
             return kept
         in_force.save(self.data_dir, site.files())
         if staged:
@@ -411,6 +412,7 @@ class Gateway:
         for problem in site.warnings:
             logging.getLogger("sunpm.config").warning("%s", problem)
         self.site = site
+        use_time_zone(site.settings.time_zone)
         return site
 
     async def _generation(self, site: Site, store: Log, stop: asyncio.Event,

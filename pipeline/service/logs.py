@@ -22,7 +22,7 @@ import logging
 import sys
 from datetime import datetime
 from typing import Final
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config import url_passwords_masked
 from store.events import LogLevel, LogLine
@@ -68,6 +68,19 @@ class GatewayFormatter(logging.Formatter):
 
 def _masked(message: str) -> str:
     return url_passwords_masked(message) if "://" in message else message
+
+
+def use_time_zone(time_zone: str) -> None:
+    """Stderr lines from now on in `time_zone` (`NTP_TimeZone` of the configuration loaded at the
+    start and at each reload; docs/behaviour.md §11); UTC when it is not a known zone."""
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        zone = ZoneInfo("UTC")
+    for handler in logging.getLogger("sunpm").handlers:
+        if isinstance(handler, _StderrHandler) and isinstance(handler.formatter,
+                                                              GatewayFormatter):
+            handler.formatter.zone = zone
 
 
 def setup_stderr(level: int = logging.INFO, time_zone: str = "UTC") -> logging.Handler:
