@@ -168,7 +168,9 @@ def connection_times(schedules: Sequence[Schedule], start: datetime, end: dateti
 
     Local wall times are placed in `tz`: a time that does not exist (spring gap) takes the offset
     before the change, an ambiguous one its first occurrence (docs/formats.md §5); that is
-    zoneinfo's `fold=0`, per PEP 495.
+    zoneinfo's `fold=0`, per PEP 495. An entry repeating at most hourly also connects at the
+    second occurrence (`fold=1`), so the autumn's repeated hour keeps its cadence instead of
+    leaving a gap of over an hour in a schedule every few minutes.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("connection_times needs aware datetimes")
@@ -179,9 +181,13 @@ def connection_times(schedules: Sequence[Schedule], start: datetime, end: dateti
     day = first
     while day <= last:
         for schedule in schedules:
+            folds = (0, 1) if schedule.count > 1 and schedule.interval_min <= 60 else (0,)
             for local in _local_times(schedule, day):
-                instant = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
-                if start <= instant < end:
-                    found.add(instant)
+                for fold in folds:
+                    instant = local.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+                    if fold and instant.astimezone(zone).replace(tzinfo=None) != local:
+                        continue    # a time of the spring gap: fold=1 is no second occurrence
+                    if start <= instant < end:
+                        found.add(instant)
         day += timedelta(days=1)
     return sorted(found)

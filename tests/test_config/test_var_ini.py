@@ -62,6 +62,25 @@ def test_autumn_ambiguous_time_is_its_first_occurrence() -> None:
     assert _utc_times("8|everyday|02:30:00|1440|1", 2021, 10, 31) == ["00:30"]
 
 
+@pytest.mark.parametrize("interval", [1, 10, 60])
+def test_a_schedule_repeating_at_most_hourly_keeps_its_cadence_through_the_repeated_hour(
+        interval: int) -> None:
+    # Europe/Paris, 2021-10-31: 02:00-02:59 local comes twice (00:00-00:59 and 01:00-01:59 UTC).
+    # Taking only the first pass left no connection for over an hour of a minute-by-minute one.
+    schedules = config.parse_var_ini(
+        f"SCHEDULE_Params[0]=9|everyday|00:00:00|{interval}|1440\n".encode(), F).value.server1
+    start = datetime(2021, 10, 30, 22, tzinfo=UTC)             # local midnight
+    times = config.connection_times(schedules, start, start + timedelta(hours=25),
+                                    "Europe/Paris")
+    steps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    assert steps == {interval * 60}
+    assert len(times) == 25 * 60 // interval                   # the local day has 25 hours
+
+
+def test_an_entry_repeating_less_often_than_hourly_connects_once_in_the_repeated_hour() -> None:
+    assert _utc_times("8|everyday|02:30:00|120|2", 2021, 10, 31) == ["00:30", "03:30"]
+
+
 def test_window_is_half_open_and_needs_aware_datetimes() -> None:
     sched = (Schedule(line=None, id=1),)
     t0 = datetime(2021, 3, 2, tzinfo=UTC)
