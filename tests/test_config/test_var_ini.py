@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -72,7 +73,7 @@ def test_a_schedule_repeating_at_most_hourly_keeps_its_cadence_through_the_repea
     start = datetime(2021, 10, 30, 22, tzinfo=UTC)             # local midnight
     times = config.connection_times(schedules, start, start + timedelta(hours=25),
                                     "Europe/Paris")
-    steps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    steps = {(b - a).total_seconds() for a, b in pairwise(times)}
     assert steps == {interval * 60}
     assert len(times) == 25 * 60 // interval                   # the local day has 25 hours
 
