@@ -163,6 +163,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: A table row is one line: control characters in a cell are shown escaped (`\n`), as a
+#: terminal would otherwise move the rest of the row (CSV and JSON quote them instead).
+_ESCAPED: Final = {c: repr(chr(c))[1:-1] for c in [*range(0x20), 0x7F]}
+
+
+def _cell(value: Any) -> str:
+    return _text(value).translate(_ESCAPED)
+
+
 def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
           out: IO[str]) -> int:
     """Write the answer; returns the number of rows."""
@@ -187,8 +196,9 @@ def write(columns: list[str], chunks: Iterator[list[tuple[Any, ...]]], fmt: str,
     for rows in chunks:
         for row in rows:
             if len(shown) < TABLE_ROWS:
-                shown.append([_text(v) for v in row])
+                shown.append([_cell(v) for v in row])
             count += 1
+    columns = [_cell(c) for c in columns]
     widths = [max([len(c), *(len(r[i]) for r in shown)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
               + "\n")

@@ -92,6 +92,22 @@ def test_table_csv_and_json_write_the_same_texts() -> None:
     assert as_table.getvalue().splitlines()[2].split("  ")[0] == cells[0]
 
 
+def test_a_table_row_is_one_line_whatever_its_text_holds() -> None:
+    # A value or a column name with a line break or an escape sequence moved the rest of the
+    # row (or the terminal's colours); the table shows them escaped, CSV quotes them.
+    rows = [("x\ny", "tab\there", "\x1b[31mred")]
+    as_table = io.StringIO()
+    write(["a\nb", "c", "d"], iter([rows]), "table", as_table)
+    assert as_table.getvalue().splitlines() == [
+        "a\\nb  c          d",
+        "----  ---------  -----------",
+        "x\\ny  tab\\there  \\x1b[31mred",
+        "(1 rows)"]
+    as_csv = io.StringIO()
+    write(["a"], iter([[("x\ny",)]]), "csv", as_csv)
+    assert list(csv.reader(io.StringIO(as_csv.getvalue()))) == [["a"], ["x\ny"]]
+
+
 def test_json_holds_no_nan_or_infinity_tokens() -> None:
     """A float that is no number is its text, as in CSV: strict parsers (jq, browsers) reject
     the `NaN` and `Infinity` tokens Python writes by default."""
