@@ -717,6 +717,11 @@ class GatewayFacade:
             path, current = await asyncio.to_thread(self._file, "daq.csv")
             edit = daq_blocks_edit(path, current, form, name)
         elif name in SECTION_BY_NAME:
+            keys = SECTION_BY_NAME[name].keys
+            if unknown := [field for field in form if field not in keys]:
+                # Left out silently, a misspelt key answered `saved` and nothing was.
+                return Verdict(fields={field: [f"not a key of this section ({name})"]
+                                       for field in unknown})
             path, current = await asyncio.to_thread(self._file, "config.ini")
             edit = config_ini_edit(path, current, SECTION_BY_NAME[name], form)
         else:

@@ -298,6 +298,21 @@ def test_whole_files_through_the_api(fresh_gateway: RunningGateway) -> None:
         assert client.put("/api/config/daq.csv", json={"rows": []}).status_code == 400
 
 
+def test_a_field_a_section_does_not_have_is_refused(web_gateway: RunningGateway) -> None:
+    """A misspelt key (`FTP_Pasword`) or one no section shows was answered `saved`, and nothing
+    was: the installer believed the password set."""
+    path = web_gateway.config_dir / "CONFIG" / f"{UID}_config.ini"
+    before = path.read_bytes()
+    with web_gateway.client() as client:
+        for section, field in (("server1", "FTP_Pasword"), ("web", "WEB_PasswordHash"),
+                               ("time", "FTP_Host")):
+            answer = client.put(f"/api/config/{section}", json={field: "x"})
+            assert answer.status_code == 422, (section, answer.text)
+            assert list(answer.json()["fields"]) == [field]
+            assert "not a key of this section" in answer.json()["fields"][field][0]
+    assert path.read_bytes() == before
+
+
 def test_a_whole_config_ini_cannot_set_the_password_hash_or_update_command(
         web_gateway: RunningGateway) -> None:
     """The keys no section of the page shows: the hash changes only with the current password,
