@@ -256,6 +256,9 @@ class IoDriver(ProtocolDriver):
     def __init__(self, backend: IoBackend, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.backend = backend
         self.clock = clock
+        #: Told each state the relay took, whatever drove it (`setRelay`, `writeVariable`, a
+        #: script), so the service keeps the last commanded one.
+        self.on_relay: Callable[[int], None] | None = None
 
     async def open(self, link: LinkSettings) -> None:
         return None
@@ -282,6 +285,8 @@ class IoDriver(ProtocolDriver):
         if isinstance(raw, str) or raw not in (0, 1):
             raise DeviceError(f"setRelay: state must be 0 or 1, got {raw}")
         await self.backend.set_relay(int(raw))
+        if self.on_relay is not None:
+            self.on_relay(int(raw))
 
     async def close(self) -> None:
         return None

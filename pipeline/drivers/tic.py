@@ -513,12 +513,15 @@ class TicReader:
         return False
 
     def _speeds(self) -> Iterator[int]:
-        while True:
-            if self.fixed_baud is not None:
+        if self.fixed_baud is not None:
+            while True:
                 yield self.fixed_baud
-            else:
-                yield 9600
-                yield 1200
+        # A port opened again (the meter plugged back, a read error) starts at the speed its
+        # mode was detected at: a detected mode never switches until 60 s without a valid group.
+        first = self.mode.baud if self.mode is not None else 9600
+        while True:
+            yield first
+            yield 1200 if first == 9600 else 9600
 
     async def _open(self, baud: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
         return await self._opener(self.path, baud)

@@ -451,6 +451,9 @@ class Gateway:
         if io_drivers:
             # Before the first poll, which then records the restored state.
             await restore_relay(store, io_drivers[0])
+            # Every state commanded from now on is restored at the next start
+            # (docs/behaviour.md §2.10), by whichever command or script drove it.
+            io_drivers[0].on_relay = self._relay_commanded
         tunnels = Tunnels(site, plant)
         await tunnels.start()
         # The previous configuration's recorder: a value changed across the reload is a change.
@@ -696,8 +699,9 @@ class Gateway:
             text = str(err)
             raise CommandError(text if text.startswith("setRelay") else
                                f"setRelay: {text}") from None
+
+    def _relay_commanded(self, state: int) -> None:
         if self.store is not None:
-            # Restored at the next start (docs/behaviour.md §2.10).
             self._spawn(self.store.append_journal(RELAY_KIND, relay_body(state)))
 
     async def call_script(self, rpc_name: str,

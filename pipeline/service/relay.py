@@ -1,7 +1,8 @@
 """The I/O relay's last commanded state across restarts (docs/behaviour.md §2.10: "the last
 commanded state is restored at start").
 
-Each `setRelay` that drove the relay (command, SMS, script) journals a `relay` event
+Each state the relay took on a command (`setRelay` from a command, SMS or script, `writeVariable`
+of the relay from a command, the web UI or a script; `IoDriver.on_relay`) journals a `relay` event
 (`{"state": 0|1}`); replaying folds it into `state` snapshots (store.state.reduce_relay), so the
 journal's quota never loses it. At start the latest one is driven again: the simulator's relay
 takes it, a Modbus I/O module's coil is written (one attempt, a WARNING if the module does not

@@ -453,3 +453,42 @@ async def test_a_port_that_keeps_failing_to_open_warns_once_not_every_retry(
     failures = [r for r in caplog.records if r.message.startswith("TIC port read failed")]
     assert [r.levelname for r in failures[:3]] == ["WARNING", "DEBUG", "DEBUG"]
     assert reader.lost and not reader.present
+
+
+async def test_a_meter_plugged_back_is_read_first_at_the_speed_its_mode_was_detected_at(
+        tmp_path: Path) -> None:
+    # Detected historic (1200 Bd), unplugged for a few seconds and plugged back: the reader
+    # opens the port at 1200 again, not at 9600 where a historic meter sends nothing readable
+    # until the 60 s without a valid group restart the detection.
+    frame = encode_frame([("ADCO", "031664001115"), ("BASE", "000002080")], TicMode.HISTORIC)
+    with _pty_link(tmp_path) as (master, link, opener):
+        bauds: list[int] = []
+
+        async def recording(path: str, baud: int
+                            ) -> tuple[asyncio.StreamReader, Callable[[], None]]:
+            bauds.append(baud)
+            return await opener(path, baud)
+
+        reader = TicReader(str(link), detection_slot_s=0.3, opener=recording)
+
+        async def feed() -> None:
+            while True:
+                os.write(master, frame)
+                await asyncio.sleep(0.05)
+
+        async with _driver(reader):
+            feeder = asyncio.create_task(feed(), name="tic-feed")
+            try:
+                await _until(lambda: reader.mode is TicMode.HISTORIC)
+                target = os.readlink(link)
+                link.unlink()
+                await _until(lambda: reader.lost)
+                opened = len(bauds)
+                link.symlink_to(target)
+                await _until(lambda: len(bauds) > opened and reader.present)
+            finally:
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
+        assert bauds[opened] == 1200
+        assert reader.mode is TicMode.HISTORIC

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,22 @@ async def test_a_gateway_restarted_drives_the_relay_it_was_last_commanded(tmp_pa
         assert sim_relay(plant.gateway) == 1
     async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
         assert sim_relay(plant.gateway) == 1
+
+
+@pytest.mark.parametrize("written", [0, 1])
+async def test_a_relay_written_as_a_variable_is_the_state_a_restart_drives(
+        tmp_path: Path, written: int) -> None:
+    # `writeVariable` on the IO relay (the command, the web UI, a script's wd.set) commands it
+    # as `setRelay` does: the state it wrote is the last commanded one.
+    def sim_relay(gateway: Gateway) -> int:
+        assert gateway.plant is not None
+        io = next(d for d, _ in gateway.plant.drivers if isinstance(d, IoDriver))
+        assert isinstance(io.backend, SimBackend)
+        return io.backend.relay
+
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        await plant.gateway.set_relay(1 - written)
+        await plant.gateway.write_variable("IO", 9, Decimal(written), raw=True)
+        assert sim_relay(plant.gateway) == written
+    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+        assert sim_relay(plant.gateway) == written
