@@ -77,7 +77,9 @@ async def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> 
 
 
 async def session_with_server_1(plant: RunningPlant) -> None:
-    """A session asked of server 1 (a `connect` command), waited for; it must succeed."""
+    """A session asked of server 1 (a `connect` command), waited for; it must succeed. Right
+    after a reload the gateway may not have started its schedulers yet: waited for too."""
+    await wait_for(lambda: 1 in plant.gateway.schedulers, 20, "server 1's scheduler")
     scheduler = plant.gateway.schedulers[1]
     before = scheduler.sessions
     assert plant.gateway.request_session(1, Trigger.COMMAND)
