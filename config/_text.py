@@ -77,6 +77,12 @@ class Findings:
     def rejected(self) -> bool:
         return self._rejected
 
+    @property
+    def full(self) -> bool:
+        """Past the cap: a problem added now is only counted, so its message need not be
+        worked out (a hint for a misspelt key costs a hundred edit distances)."""
+        return len(self.problems) >= MAX_PROBLEMS
+
     def warnings(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.reported() if p.severity is Severity.WARNING)
 

@@ -300,3 +300,15 @@ def test_sections_pasted_from_a_windows_ini_are_named_as_such() -> None:
     assert _problems(config.parse_config_ini, data, "u_config.ini") == [
         f"u_config.ini:{n}: line: '[server]' is a section header; these files have no sections "
         "(KEY=VALUE lines only); file rejected" for n in (1, 3)]
+
+
+def test_a_server_file_of_many_unknown_keys_is_read_in_a_few_seconds() -> None:
+    # Every unknown key was compared with the hundred known ones for a hint, past the 1,000
+    # problems kept too: 0.7 ms a key, 50,000 keys half a minute, a 4 MiB file minutes of a
+    # session's validation.
+    data = "".join(f"FTP_Hostx{i}=a\n" for i in range(50_000))
+    started = time.process_time()
+    problems = _problems(config.parse_config_ini, data, "u_config.ini")
+    assert time.process_time() - started < 10
+    assert problems[0] == "u_config.ini:1: FTP_Hostx0: unknown key (did you mean FTP_Host?); ignored"
+    assert problems[-1] == "u_config.ini: ... and 49000 more"
