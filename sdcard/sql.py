@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from collections.abc import Iterator
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import IO, Any, Final
 
 from config.errors import SunpmError
@@ -102,17 +102,37 @@ def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[An
 
 
 #: What `_text` writes otherwise than `str` does (the csv module writes the rest itself).
-_NOT_STR: Final = (datetime, date, time, bool, bytes, list, tuple, dict)
+_NOT_STR: Final = (datetime, date, time, timedelta, bool, bytes, list, tuple, dict)
+_US_PER_DAY: Final = 86_400_000_000
+
+
+def _interval_text(value: timedelta) -> str:
+    """An interval as DuckDB writes one and reads it back (`31 days 00:30:00`, `-00:10:00`),
+    not as Python does (`31 days, 0:30:00`, `-1 day, 23:50:00`, which DuckDB cannot read)."""
+    total_us = value // timedelta(microseconds=1)
+    sign = "-" if total_us < 0 else ""
+    days, rest_us = divmod(abs(total_us), _US_PER_DAY)
+    parts = [f"{sign}{days} day{'' if days == 1 else 's'}"] if days else []
+    if rest_us or not days:
+        seconds, micros = divmod(rest_us, 1_000_000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        fraction = f".{micros:06d}" if micros else ""
+        parts.append(f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}{fraction}")
+    return " ".join(parts)
 
 
 def _text(value: Any) -> str:
     """A value of a table or CSV answer, written as the JSON answer writes it: times in ISO
-    8601, booleans `true`/`false`, bytes in hex, lists and structs as JSON (never Python's
-    `repr`, `datetime.datetime(...)`); anything else (numbers, decimals, intervals) as `str`."""
+    8601, intervals as DuckDB writes them, booleans `true`/`false`, bytes in hex, lists and
+    structs as JSON (never Python's `repr`, `datetime.datetime(...)`); anything else (numbers,
+    decimals) as `str`."""
     if value is None:
         return ""
     if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return _interval_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, bytes):
@@ -134,9 +154,12 @@ def _csv_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | list[list[
 
 def _json_value(value: Any) -> Any:
     """What JSON has no type for, at any depth of a value (lists, structs, maps): times in
-    ISO 8601, bytes in hex, anything else (decimals, intervals, UUIDs) as its text."""
+    ISO 8601, intervals as DuckDB writes them, bytes in hex, anything else (decimals, UUIDs) as
+    its text."""
     if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return _interval_text(value)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)

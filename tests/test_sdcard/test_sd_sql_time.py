@@ -27,16 +27,16 @@ def test_the_steps_between_records_subtract(month: Plant) -> None:
     assert ran.code == 0, ran.err
     rows = list(csv.reader(io.StringIO(ran.out)))
     # Every ten minutes; the first record of each device has no step.
-    assert rows == [["device", "step"], ["1", "0:10:00"], ["1", ""], ["2", "0:10:00"],
+    assert rows == [["device", "step"], ["1", "00:10:00"], ["1", ""], ["2", "00:10:00"],
                     ["2", ""]]
     span = sunpm("sd", "sql", month.dump, "SELECT max(time) - min(time) AS span, "
                  "age(max(time), min(time)) IS NOT NULL AS aged FROM records", "--format", "json")
     assert span.code == 0, span.err
-    assert '"span": "31 days, 0:30:00"' in span.out and '"aged": true' in span.out
+    assert '"span": "31 days 00:30:00"' in span.out and '"aged": true' in span.out
     journal = sunpm("sd", "sql", month.dump, "SELECT min(time) + INTERVAL 1 DAY - min(time) AS d "
                     "FROM journal", "--format", "csv")
     assert journal.code == 0, journal.err
-    assert list(csv.reader(io.StringIO(journal.out))) == [["d"], ["1 day, 0:00:00"]]
+    assert list(csv.reader(io.StringIO(journal.out))) == [["d"], ["1 day"]]
     assert hashes(month.dump) == before
 
 

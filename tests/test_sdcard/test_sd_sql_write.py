@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import duckdb
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,8 +64,10 @@ def test_json_writes_every_value_duckdb_may_return(rows: list[tuple[Any, ...]]) 
         for value, text in ((row[0], got["a"]), *zip(row[1], got["b"], strict=True)):
             if isinstance(value, datetime | date):
                 assert text == value.isoformat()
-            elif isinstance(value, timedelta | Decimal):
+            elif isinstance(value, Decimal):
                 assert text == str(value)
+            elif isinstance(value, timedelta):
+                assert duckdb.execute(f"SELECT '{text}'::INTERVAL").fetchall() == [(value,)]
             elif isinstance(value, bytes):
                 assert text == value.hex()
 
@@ -83,13 +87,27 @@ def test_table_csv_and_json_write_the_same_texts() -> None:
     write(names, iter([rows]), "csv", as_csv)
     cells = list(csv.reader(io.StringIO(as_csv.getvalue())))[1]
     assert cells == ['["2026-01-02T03:04:05+00:00", null]', "6162",
-                     '{"t": "2026-01-02T03:04:05+00:00", "n": 1}', "true", "1:30:00"]
+                     '{"t": "2026-01-02T03:04:05+00:00", "n": 1}', "true", "01:30:00"]
     assert [json.loads(c) for c in (cells[0], cells[2], cells[3])] == [got["l"], got["s"],
                                                                       got["u"]]
     assert (cells[1], cells[4]) == (got["b"], got["i"])
     as_table = io.StringIO()
     write(names, iter([rows]), "table", as_table)
     assert as_table.getvalue().splitlines()[2].split("  ")[0] == cells[0]
+
+
+@pytest.mark.parametrize("value,text", [
+    (timedelta(days=31, minutes=30), "31 days 00:30:00"), (timedelta(days=1), "1 day"),
+    (timedelta(minutes=-10), "-00:10:00"), (timedelta(0), "00:00:00"),
+    (timedelta(days=-3, microseconds=-5), "-3 days -00:00:00.000005"),
+    (timedelta(hours=30), "1 day 06:00:00")])
+def test_an_interval_is_written_as_duckdb_writes_and_reads_it(value: timedelta,
+                                                              text: str) -> None:
+    # Python's `31 days, 0:30:00` and `-1 day, 23:50:00` are no intervals DuckDB reads back.
+    out = io.StringIO()
+    write(["i"], iter([[(value,)]]), "csv", out)
+    assert out.getvalue() == f"i\n{text}\n"
+    assert duckdb.execute(f"SELECT '{text}'::INTERVAL").fetchall() == [(value,)]
 
 
 def test_a_table_row_is_one_line_whatever_its_text_holds() -> None:
