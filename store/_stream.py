@@ -22,6 +22,7 @@ import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,
+    JOURNAL_BATCH_ROWS,
     SEQ_LAST_KEY,
     UNCOMPRESSED_KEY,
     Region,
@@ -524,8 +525,10 @@ class Stream:
             meta[SEQ_LAST_KEY] = str(seg.seq_last).encode()
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
+        records = meta.get(b"sunpm.stream") == b"records"
         write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress,
-                       by_variable=meta.get(b"sunpm.stream") == b"records")
+                       by_variable=records, **({} if records else
+                                              {"chunk_rows": JOURNAL_BATCH_ROWS}))
         # Readers hold the lock only to copy a segment's entry: the rewrite above runs without
         # it; the switch of name and kind is atomic for them.
         with lock:
