@@ -418,10 +418,16 @@ BY_VARIABLE: Final = b"var-ranges"
 #: a zstd frame a buffer) stays small beside its rows.
 RANGE_VARIABLES: Final = 25
 RANGE_ROWS: Final = 4096
+#: Events a batch of a sealed journal file: a damaged batch costs its events, and a day of the
+#: journal in one batch (up to 65,536 events) lost every window, delivery and `state` event of
+#: the day to one flipped byte. Each batch costs ~1 KiB of its own (metadata, a zstd frame a
+#: buffer), ~1 % of a full one; its verified time bounds also let readers skip it.
+JOURNAL_BATCH_ROWS: Final = 1024
 
 
 def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: bool,
-                   chunk_rows: int = 65_536, by_variable: bool = False) -> None:
+                   chunk_rows: int = 65_536, by_variable: bool = False,
+                   alone: pa.ChunkedArray | None = None) -> None:
     """Write `table` as an Arrow IPC file of self-verifying batches, fsynced (not its entry).
 
     Each batch carries the `sunpm.batch` metadata of a framed batch (store/_ipc.py); the
@@ -435,6 +441,10 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
     and `in_record_order` gives the rows of several batches back exactly as appended. Only rows
     appended in (seq, var) order are written so (sorting back is then exact); others are kept
     as they are.
+
+    `alone` (not with `by_variable`): a boolean per row, true for a row written as a batch of
+    its own (the journal's `state` events: two of them never share a batch, so one damaged
+    batch cannot take both, docs/spec-notes.md *Journal deletion*).
     """
     table = table.cast(schema).combine_chunks()
     cuts: list[tuple[int, int]]
@@ -446,8 +456,13 @@ def write_ipc_file(path: Path, table: pa.Table, schema: pa.Schema, *, compress: 
         cuts = _runs(pc.take(group, order), chunk_rows)
     else:
         by_variable = False
-        cuts = [(start, min(start + chunk_rows, table.num_rows))
-                for start in range(0, table.num_rows, chunk_rows)]
+        bounds = [0, table.num_rows]
+        if alone is not None:
+            rows = pc.indices_nonzero(pc.fill_null(alone, False)).to_pylist()
+            bounds += [*rows, *(row + 1 for row in rows)]
+        edges = sorted(set(bounds))
+        cuts = [(start, min(start + chunk_rows, stop)) for begin, stop in itertools.pairwise(edges)
+                for start in range(begin, stop, chunk_rows)]
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression="zstd" if compress else None)
     with pa.ipc.new_file(sink, schema, options=options) as writer:

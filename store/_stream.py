@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import fsio
 from store._ipc import EOS, BatchFrame, schema_message
 from store._segment import (
     FILE_SUFFIX,
+    JOURNAL_BATCH_ROWS,
     SEQ_LAST_KEY,
     UNCOMPRESSED_KEY,
     Region,
@@ -524,8 +526,14 @@ class Stream:
             meta[SEQ_LAST_KEY] = str(seg.seq_last).encode()
         final = seg.path.with_suffix(FILE_SUFFIX)
         tmp = final.with_name(final.name + ".tmp")
-        write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress,
-                       by_variable=meta.get(b"sunpm.stream") == b"records")
+        records = meta.get(b"sunpm.stream") == b"records"
+        if records:
+            write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress,
+                           by_variable=True)
+        else:
+            state = pc.equal(table.column("kind").cast(pa.string()), "state")
+            write_ipc_file(tmp, table, self.schema.with_metadata(meta), compress=compress,
+                           chunk_rows=JOURNAL_BATCH_ROWS, alone=state)
         # Readers hold the lock only to copy a segment's entry: the rewrite above runs without
         # it; the switch of name and kind is atomic for them.
         with lock:

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -549,3 +550,64 @@ async def test_a_sealed_file_damaged_in_its_first_frame_or_schema_keeps_its_othe
         got = await log.append_records(DEVICE, record(T0 + 200 * 10**9, VARS), commit_now=True)
         assert got.first == 102  # no seq number given again
     assert victim.read_bytes() == bytes(data)
+
+
+async def test_a_flipped_byte_in_a_sealed_journal_file_costs_a_few_events(tmp_path: Path) -> None:
+    """A day of the journal rewritten as an IPC file is in batches of `JOURNAL_BATCH_ROWS`
+    events: a flipped byte costs that batch, as it cost one commit's events in the live
+    segment. It was one batch of up to 65,536 events: the whole day's windows, deliveries and
+    `state` events went with one byte."""
+    from store._segment import JOURNAL_BATCH_ROWS, scan_ipc_file
+
+    root = tmp_path / "s"
+    n = 3 * JOURNAL_BATCH_ROWS + 100
+    async with await Log.open(root, StoreOptions(flush_s=0.05)) as log:
+        await asyncio.gather(*[log.append_journal("log", {"n": i}, ts_ns=T0 + i)
+                               for i in range(n)])
+        await log.append_journal("log", {"n": n}, ts_ns=T0 + DAY, commit_now=True)
+    victim = root / "journal" / "1.arrow"
+    data = bytearray(victim.read_bytes())
+    frames = scan_ipc_file(bytes(data), JOURNAL_SCHEMA)[0].batches
+    assert len(frames) == 4
+    hit = frames[1]
+    data[(hit.start + hit.end) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    ro = Log.open_read_only(root)
+    got = ro.journal(kinds=["log"]).column("seq").to_pylist()
+    lost = set(range(hit.seq_first, hit.seq_last + 1))
+    assert got == [s for s in range(1, n + 2) if s not in lost]
+    assert len(lost) == JOURNAL_BATCH_ROWS
+    assert [(r.kind, r.offset) for r in ro.check() if r.path == victim] == \
+        [(ReportKind.DAMAGE, hit.start)]
+
+
+async def test_two_state_events_never_share_a_batch_of_a_sealed_journal_file(
+        tmp_path: Path) -> None:
+    """The journal's quota keeps the history of the two latest `state` events so that a
+    damaged one falls back to the other (the store asks for them a commit or two apart, so
+    they are close). In a sealed journal file each is a batch of its own: a flipped byte in the
+    latest one's batch leaves the one before it, which used to share the batch and go with it."""
+    from store._segment import scan_ipc_file
+
+    root = tmp_path / "s"
+    now = time.time_ns() - 10**9  # the day of the `state` events, which are stamped now
+    async with await Log.open(root, StoreOptions(flush_s=0.05)) as log:
+        for i in range(5):
+            await log.append_journal("log", {"n": i}, ts_ns=now + i, commit_now=True)
+        older = await log.write_state_snapshot()
+        await log.append_journal("log", {"n": 5}, ts_ns=now + 5, commit_now=True)
+        latest = await log.write_state_snapshot()
+        await log.append_journal("log", {"n": 6}, ts_ns=now + 6, commit_now=True)
+        await log.append_journal("log", {"n": 7}, ts_ns=now + DAY, commit_now=True)
+    victim = root / "journal" / "1.arrow"
+    data = bytearray(victim.read_bytes())
+    frames = scan_ipc_file(bytes(data), JOURNAL_SCHEMA)[0].batches
+    holding = [f for f in frames if f.seq_first <= latest <= f.seq_last]
+    assert [(f.seq_first, f.seq_last) for f in holding] == [(latest, latest)]
+    data[(holding[0].start + holding[0].end) // 2] ^= 0x04
+    victim.write_bytes(bytes(data))
+    ro = Log.open_read_only(root)
+    since = ro.journal_since_latest("state")
+    assert since.column("seq").to_pylist()[:2] == [older, older + 1]
+    assert since.column("kind").cast(pa.string()).to_pylist()[0] == "state"
+    assert ro.journal().num_rows == 10 - 1
