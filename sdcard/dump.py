@@ -82,6 +82,8 @@ class Finding:
 
 
 def finding_of(report: StoreReport) -> Finding:
+    if report.kind is ReportKind.SCHEMA:
+        return _version_finding(report.path, report.detail)
     if report.kind is ReportKind.FOREIGN and _is_segment_file(report.path):
         # The store calls a segment foreign when no batch of it verifies after a schema message
         # not ours (docs/spec-notes.md, header damage); for a reader its batches are lost,

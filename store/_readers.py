@@ -29,7 +29,7 @@ from store._work import Counters
 from store.errors import ReportKind, StoreReport
 from store.events import Watermark
 from store.options import DeviceStats
-from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
+from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, unknown_version
 
 log = logging.getLogger("sunpm.store")
 
@@ -194,6 +194,9 @@ class Readers(LogCore):
         if known is not None and still_verified(data, known):
             return pa.py_buffer(data)
         scan, meta = scan_ipc_file(data, schema)
+        if scan.header_ok and (version := unknown_version(meta)) is not None:
+            self._note([StoreReport(kind=ReportKind.SCHEMA, path=path, detail=version)])
+            return _ipc_file_bytes(schema, [])
         if footer_matches(data, scan, schema.with_metadata(meta)):
             if len(self._checked_files) >= _CHECKED_FILES_MAX:
                 self._checked_files.clear()

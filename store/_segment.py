@@ -49,6 +49,7 @@ from store._ipc import (
     schema_message,
     seal_frames,
 )
+from store.schema import unknown_version
 
 STREAM_SUFFIX: Final = ".arrows"
 FILE_SUFFIX: Final = ".arrow"
@@ -91,6 +92,8 @@ class Scan:
     # first frame, which carries them, failed but a later batch verified them (`DICTS_KEY`).
     schema_at: tuple[int, int] | None = None
     dicts: Region | None = None
+    #: A sealed file's schema version when this reader does not know it (nothing decoded).
+    unknown_version: str | None = None
 
 
 Raw = bytes | bytearray | mmap.mmap
@@ -573,6 +576,9 @@ def read_ipc_file(path: Path, schema: pa.Schema, columns: list[int] | None = Non
     data = map_file(path)
     scan, meta = scan_ipc_file(data, schema)
     if not scan.header_ok:
+        return [], meta, scan
+    scan.unknown_version = unknown_version(meta)
+    if scan.unknown_version is not None:
         return [], meta, scan
     header = file_header(data, scan, schema)
     if not by_variable(meta):

@@ -365,6 +365,9 @@ class Stream:
         if scan.foreign:
             found.append(StoreReport(kind=ReportKind.FOREIGN, path=seg.path,
                                      detail=scan.foreign))
+        if scan.unknown_version is not None:
+            found.append(StoreReport(kind=ReportKind.SCHEMA, path=seg.path,
+                                     detail=scan.unknown_version))
         if scan.torn is not None or (scan.header_ok and not scan.ended):
             region = scan.torn or Region(scan.good_end, 0)
             found.append(StoreReport(kind=ReportKind.DAMAGE, path=seg.path,

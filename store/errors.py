@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from config.errors import SunpmError
+from store.schema import SCHEMA_VERSION
 
 
 class StoreError(SunpmError):
@@ -50,6 +51,9 @@ class ReportKind(StrEnum):
     DAMAGE = "damage"
     FOREIGN = "foreign"
     UNREADABLE = "unreadable"
+    #: A sealed file written with a schema version this reader does not know: not decoded
+    #: (`detail` is that version).
+    SCHEMA = "schema"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,4 +80,7 @@ class StoreReport:
             return f"{self.path}: damaged batch at byte {self.offset} ({self.length} bytes) skipped"
         if self.kind is ReportKind.FOREIGN:
             return f"{self.path}: not a sunpm store file ({self.detail}); skipped"
+        if self.kind is ReportKind.SCHEMA:
+            return (f"{self.path}: unknown schema version {self.detail or '(none)'!r} (this "
+                    f"reader knows {SCHEMA_VERSION!r}); skipped")
         return f"{self.path}: unreadable ({self.detail}); skipped"

@@ -52,7 +52,8 @@ from store._segment import (
 )
 from store.errors import ReportKind, StoreReport
 from store.log import Log
-from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA, SCHEMA_VERSION
+from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
+from store.schema import unknown_version as version_not_known
 
 if TYPE_CHECKING:
     import duckdb
@@ -111,7 +112,6 @@ def forget_walks() -> None:
 #: Called with a sealed file whose schema metadata names a schema version this reader does not
 #: know, and that version; the file is not decoded.
 UnknownVersion = Callable[[Path, str], None]
-_VERSION_KEY: Final = b"sunpm.schema_version"
 
 
 _SORT_KEYS: Final = [RECORDS_SCHEMA.get_field_index("seq"), RECORDS_SCHEMA.get_field_index("var")]
@@ -140,15 +140,13 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
         known = _KNOWN.get(path)
     if known is None or not still_verified(data, known.checked):
         scan, meta = scan_ipc_file(data, RECORDS_SCHEMA)
-        version = meta.get(_VERSION_KEY, b"").decode(errors="replace")
-        if scan.header_ok and version != SCHEMA_VERSION:
+        version = version_not_known(meta)
+        if scan.header_ok and version is not None:
             # Same fields, other meaning: what this reader would decode is not what was meant.
             if unknown_version is not None:
                 unknown_version(path, version)
             else:
-                store._note([StoreReport(
-                    kind=ReportKind.FOREIGN, path=path,
-                    detail=f"unknown schema version {version or '(none)'!r}")])
+                store._note([StoreReport(kind=ReportKind.SCHEMA, path=path, detail=version)])
             return [], False
         ordered = by_variable(meta)
         if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:

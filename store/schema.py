@@ -30,6 +30,15 @@ from typing import Final
 import pyarrow as pa
 
 SCHEMA_VERSION: Final = "1"
+#: The schema metadata key of a segment's version.
+VERSION_KEY: Final = b"sunpm.schema_version"
+
+
+def unknown_version(meta: dict[bytes, bytes]) -> str | None:
+    """The version a sealed file's schema metadata names when it is not this reader's (same
+    fields, other meaning: what this reader would decode is not what was meant), else None."""
+    version = meta.get(VERSION_KEY, b"").decode(errors="replace")
+    return None if version == SCHEMA_VERSION else version
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 

@@ -18,6 +18,7 @@ import pytest
 from plant import Plant, hashes, sunpm
 
 from sdcard.fsck import CLEAN, DAMAGED, UNREADABLE
+from store import Log
 from store._segment import write_ipc_file
 from store.schema import JOURNAL_SCHEMA, RECORDS_SCHEMA
 
@@ -207,6 +208,27 @@ def test_an_intact_file_of_an_unknown_schema_version_is_named_once_and_not_as_da
             assert f"{victim}: unknown schema version '2' (this reader knows '1'); skipped" \
                 in ran.out, (command, ran.out)
     assert sunpm("sd", "fsck", dump_copy).code == DAMAGED
+
+
+def test_a_journal_file_of_an_unknown_schema_version_is_not_read_as_events(
+        month: Plant, dump_copy: Path) -> None:
+    # Named as skipped, its events were still decoded in this reader's schema by every
+    # journal read: the journal view, fsck's count, inspect's cursors, reexport's state.
+    journal = sorted((dump_copy / "journal").glob("*.arrow"))[0]
+    aside = pa.ipc.open_file(pa.py_buffer(journal.read_bytes())).read_all().num_rows
+    query = "SELECT count(*) AS n FROM journal"
+    clean = int(sunpm("sd", "sql", month.dump, query, "--format", "csv").out.split()[1])
+    _rewritten_in_version(journal, JOURNAL_SCHEMA, b"2")
+    ran = sunpm("sd", "sql", dump_copy, query, "--format", "csv")
+    assert ran.code == 0, ran.err
+    assert int(ran.out.split()[1]) == clean - aside > 0
+    said = [line for line in ran.err.splitlines() if str(journal) in line]
+    assert said == [f"sunpm sd sql: error: {journal}: unknown schema version '2' (this reader "
+                    "knows '1'); skipped"], ran.err
+    log = Log.open_read_only(dump_copy)     # read-only: holds nothing to close
+    assert log.journal().num_rows == clean - aside
+    assert [str(r) for r in log.reports if r.path == journal] == [
+        f"{journal}: unknown schema version '2' (this reader knows '1'); skipped"]
 
 
 def test_a_directory_that_is_no_store_is_refused_by_name(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ async def test_a_sealed_file_of_another_schema_version_is_not_decoded_and_is_rep
     log = Log.open_read_only(tmp_path)
     full = len(DEVICES) * 3 * PER_DAY * VARS
     assert records_dataset(log).to_table(columns=["seq"]).num_rows == full - table.num_rows
-    assert [(r.kind, r.path) for r in log.reports] == [(ReportKind.FOREIGN, path)]
+    assert [(r.kind, r.path) for r in log.reports] == [(ReportKind.SCHEMA, path)]
     assert "unknown schema version '2'" in str(log.reports[0])
     met: list[tuple[Path, str]] = []
     again = Log.open_read_only(tmp_path)
