@@ -70,8 +70,8 @@ end
 sethook(hook, "", HOOK_EVERY)
 
 -- After every call into the gateway: the time spent there counts against the wall clock at
--- once. The count hook alone would look next only 10,000 instructions later, which is
--- hundreds of slow `wd` calls (a `wd.save` of a huge table takes 0.2 s): minutes past the limit.
+-- once. The count hook alone would look next only 1,000 instructions later, which is
+-- dozens of slow `wd` calls (a `wd.save` of a huge table takes 0.2 s): seconds past the limit.
 local function spent()
   if stop == nil then stop = check_clock() end
   if stop ~= nil then error(stop, 0) end
@@ -238,8 +238,11 @@ class Limits:
     seconds: float = 1.0
     memory_bytes: int = 16 * 2**20
     #: Instructions between two looks at the budget: small enough to stop a loop within a few
-    #: milliseconds, large enough that the look costs nothing measurable.
-    hook_every: int = 10_000
+    #: milliseconds, large enough that the look costs nothing measurable. A loop of C calls whose
+    #: work grows with their arguments (a 400 KB `string.rep`) runs few instructions: at 10,000
+    #: it went on 0.6 s past its wall clock on a quiet box, seconds on a busy one; at 1,000,
+    #: 0.08 s, and a 20 M-instruction loop takes no longer (0.25 s either way).
+    hook_every: int = 1_000
 
 
 class Overrun(Exception):
