@@ -13,6 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from pipeline.web.common import (
+    DEFINITION_MAX_BYTES,
     facade,
     json_error,
     json_ok,
@@ -251,7 +252,7 @@ async def api_definition(request: web.Request) -> web.StreamResponse:
 @routes.put("/api/defs/{name}")
 async def api_save_definition(request: web.Request) -> web.StreamResponse:
     """`{"text": ...}`: a definition file added or replaced, the whole site checked."""
-    text = await whole_file_text(request)
+    text = await whole_file_text(request, request.match_info["name"], DEFINITION_MAX_BYTES)
     if isinstance(text, web.Response):
         return text
     verdict = await facade(request).save_definition(request.match_info["name"], text.encode())
