@@ -130,6 +130,13 @@ async def _submit_form(request: web.Request, original: str | None) -> web.Stream
     values = _form_values(form)
     gateway = facade(request)
     upload = _upload(form)
+    if upload is not None and len(upload[1]) > DEFINITION_MAX_BYTES:
+        data = await gateway.device_form(None)
+        data.update(mode="add" if original is None else "edit", original=original,
+                    values=values, problems=[], fields={_UPLOAD: [
+                        f"{upload[0]}: larger than {DEFINITION_MAX_BYTES >> 20} MiB; "
+                        "not saved"]})
+        return _form_page(request, data, status=413)
     verdict = await gateway.save_device(original, values, upload)
     if verdict.ok:
         raise web.HTTPSeeOther(f"/devices?saved={quote(values['index'].strip())}")

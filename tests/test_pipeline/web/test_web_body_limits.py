@@ -103,6 +103,11 @@ def test_file_uploads_take_10_mib(web_gateway: RunningGateway) -> None:
             "script": ("big.lua", b"-- " + b"x" * (2 * MIB))})
         assert script.status_code == 413, script.text[:200]
         assert script.json() == {"error": "big.lua: larger than 1 MiB; not saved"}
+        # The device form's uploaded definition has the same cap as `PUT /api/defs`.
+        form = client.post("/devices/new", data={"index": "77", "name": "big"}, files={
+            "defUpload": ("big.csv", b"x" * (4 * MIB + 1))})
+        assert form.status_code == 413, form.text[:200]
+        assert "big.csv: larger than 4 MiB; not saved" in form.text
         assert not (web_gateway.config_dir / "DEF" / "big.csv").exists()
 
 
