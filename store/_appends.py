@@ -72,6 +72,9 @@ class Appends(LogCore):
         self._check_writable()
         try:
             text = json_text(body)
+            # A lone surrogate passes json.dumps but no UTF-8 column takes it: found at the
+            # commit, it failed every record and event of that group commit with it.
+            text.encode("utf-8")
         except (TypeError, ValueError) as err:
             raise StoreError(f"journal event {kind!r}: body is not JSON: {err}") from err
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Final, Protocol
 
@@ -100,6 +101,29 @@ def _depth_exceeds(doc: object, limit: int) -> bool:
     return False
 
 
+#: A `\uD800`..`\uDFFF` escape: the only way a surrogate gets into text decoded from UTF-8.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(doc: object) -> bool:
+    """Whether a string (or key) holds a surrogate no pair made a character: no UTF-8 text can
+    hold it, so neither can the journal (iterative, as `_depth_exceeds`)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
     """(document, None) or (None, the error text) for command JSON from any channel:
     strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
@@ -119,6 +143,10 @@ def load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
         return None, f"{where}: invalid JSON: {' '.join(str(err).split())[:200]}"
     if _depth_exceeds(doc, CMD_MAX_DEPTH):
         return None, f"{where}: invalid JSON: nested deeper than {CMD_MAX_DEPTH} levels"
+    # Journaled as it came, such a string failed the store's whole group commit, and the
+    # command file stayed on the server to fail every session the same way.
+    if _SURROGATE_ESCAPE.search(data) is not None and _lone_surrogate(doc):
+        return None, f"{where}: invalid JSON: a \\u escape is a lone surrogate, not a character"
     return doc, None
 
 

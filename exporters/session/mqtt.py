@@ -18,10 +18,19 @@ from config.errors import SunpmError
 from config.model import ServerSettings
 from exporters.outbox import JournalLog, Outbox
 from exporters.transports._base import MessageTransport, TransportError
+from exporters.views.context import ViewError
 from exporters.views.mqtt import result_message
+from exporters.views.numbers import NumberTextError
 from exporters.views.windows import cut_of
 from store.delivery import Stream, event_delivered_body
-from store.events import Channel, CommandReceived, CommandResult, JournalItem, journal_items
+from store.events import (
+    Channel,
+    CommandReceived,
+    CommandResult,
+    EventBodyError,
+    JournalItem,
+    journal_items,
+)
 
 from .commands import CommandHandler, JournalSignal, parse_command_message
 from .outcome import SessionResult, Trigger, reason_of, server_label
@@ -76,7 +85,8 @@ class _Outage:
 
 
 class _DeliveryFault:
-    """One ERROR (with its traceback) when events stop going out on a store or rendering fault,
+    """One ERROR (with its traceback) when events stop going out on a store fault (an event
+    that cannot be rendered is set aside instead, `MqttSession._set_aside`),
     another only if the reason changes, a WARNING an hour while it lasts, INFO once a
     connection holds again: a full disk is one episode, not a line at every reconnection."""
 
@@ -106,6 +116,10 @@ class _DeliveryFault:
                      self.server, self._failed)
         self.reason = None
         self._failed = 0
+
+
+def _utc_text(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def result_payload(item: JournalItem) -> bytes:
@@ -208,7 +222,15 @@ class MqttSession:
             for item in items:
                 if channel is None or _for_this_server(json.loads(item.body), channel,
                                                        self.server):
-                    await self._transport.publish(topic, payload(item))
+                    try:
+                        message = payload(item)
+                    except (ViewError, NumberTextError, EventBodyError) as err:
+                        # Rendered again it fails again: retried, it would hold back every
+                        # later event for ever. Set aside, said once, journaled.
+                        await self._set_aside(stream, kind, item, err)
+                        self._event_cursors[stream] = item.seq
+                        continue
+                    await self._transport.publish(topic, message)
                     published = item.seq
                     sent += 1
                     if sent % ACK_EVERY == 0:
@@ -226,6 +248,18 @@ class MqttSession:
     async def _delivered(self, stream: Stream, seq: int) -> int:
         return await self._log.append_journal(
             "delivered", event_delivered_body(self.server, stream, seq))
+
+    async def _set_aside(self, stream: Stream, kind: str, item: JournalItem,
+                         err: SunpmError) -> None:
+        """An event whose message cannot be built (docs/spec-notes.md, "MQTT event set aside"):
+        an ERROR naming it, and a `delivered` event marked `setAside` with the reason, so no
+        later session tries it again; the event itself stays in the store (`sunpm sd`)."""
+        reason = reason_of(err)
+        log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later ones go "
+                  "on", self.server, kind, item.seq, _utc_text(item.ts_ns), reason)
+        await self._log.append_journal(
+            "delivered", {**event_delivered_body(self.server, stream, item.seq),
+                          "setAside": reason}, commit_now=True)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """The permanent connection: commands in, alarms and results out, reconnecting after
@@ -255,8 +289,8 @@ class MqttSession:
             except* TransportError as group:
                 outage.failed(reason_of(group.exceptions[0]))
             except* SunpmError as group:
-                # A journal append or read failing (disk full, damaged segment) or an event that
-                # cannot be rendered: the permanent connection outlives it. The connection is
+                # A journal append or read failing (disk full, damaged segment): the permanent
+                # connection outlives it. The connection is
                 # renewed after the backoff, which keeps growing while the fault repeats;
                 # unacknowledged events go again then.
                 fault.failed(group.exceptions[0], _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)])

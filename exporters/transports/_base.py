@@ -54,8 +54,11 @@ class Failure(StrEnum):
         return self in _RETRIABLE
 
 
+# docs/behaviour.md §4.5: only a refused login and a key or certificate mismatch wait 60 min, and
+# a refusal stops only what needs it. A protocol error (a WebDAV redirect, an FTP reply out of
+# order) is a hiccup of the peer: retried on the 5, 10, 20, 40 min ladder like a lost connection.
 _RETRIABLE: Final = frozenset({Failure.TIMEOUT, Failure.UNREACHABLE, Failure.CONNECTION_LOST,
-                               Failure.SERVER_FULL, Failure.SERVER_BUSY})
+                               Failure.SERVER_FULL, Failure.SERVER_BUSY, Failure.PROTOCOL})
 
 
 class TransportError(SunpmError):
@@ -104,8 +107,9 @@ class DownloadTooLarge(TransportError):
 
     def __init__(self, server: int, path: str, max_bytes: int) -> None:
         self.max_bytes = max_bytes
+        # Not retriable: that file is refused (the next try finds it as large), the rest goes on.
         super().__init__(server, "download", f"larger than {size_text(max_bytes)}",
-                         failure=Failure.PROTOCOL, path=path)
+                         failure=Failure.PROTOCOL, path=path, retriable=False)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (DownloadTooLarge, (self.server, self.path, self.max_bytes))
@@ -269,8 +273,9 @@ def check_tree_path(server: int, op: str, path: str) -> str:
         # Shown escaped and cut: the path may hold a NUL, control characters or 10,000 bytes.
         cut = path if len(path) <= 80 else path[:77] + "..."
         shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut)
+        # Not retriable: the name is refused whoever asks again, as a directory refused is.
         raise TransportError(server, op, "bad tree path (a part is not a plain file name)",
-                             failure=Failure.PROTOCOL, path=shown)
+                             failure=Failure.PROTOCOL, path=shown, retriable=False)
     return path
 
 

@@ -101,7 +101,7 @@ class DirTransport:
             raise _map_os_error(self.server, op, path, err) from err
         except ValueError as err:  # a name the OS cannot take (check_tree_path refuses most)
             raise TransportError(self.server, op, str(err), failure=Failure.PROTOCOL,
-                                 path=path) from err
+                                 path=path, retriable=False) from err
 
     async def connect(self) -> None:
         def check() -> None:

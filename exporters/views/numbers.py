@@ -91,31 +91,40 @@ def format_float64(value: float) -> str:
     return text
 
 
-def json_text(value: JsonValue | Mapping[str, JsonValue]) -> str:
+def json_text(value: JsonValue | Mapping[str, JsonValue], *, indent: int | None = None) -> str:
     """Compact JSON, UTF-8 unescaped (as `store.events.dump_json`), every float in plain
     notation (§9.3, §14.2): a script's `1e20` is `100000000000000000000`, its `1.0` is `1`,
-    where `json` writes `1e+20` and `1.0`."""
+    where `json` writes `1e+20` and `1.0`. With `indent`, laid out as `json.dumps(indent=...)`
+    (what `sunpm cmd` prints), the numbers the same."""
     parts: list[str] = []
-    _json_parts(value, parts)
+    _json_parts(value, parts, indent, 0)
     return "".join(parts)
 
 
-def _json_parts(value: object, parts: list[str]) -> None:
+def _json_parts(value: object, parts: list[str], indent: int | None, level: int) -> None:
+    if indent is None:
+        gap = end = ""
+        colon = ":"
+    else:
+        gap = "\n" + " " * (indent * (level + 1))
+        end = "\n" + " " * (indent * level)
+        colon = ": "
     if isinstance(value, float):
         parts.append(format_float64(value))
-    elif isinstance(value, Mapping):
+    elif isinstance(value, Mapping) and value:
         parts.append("{")
         for i, (key, member) in enumerate(value.items()):
-            parts.append(("," if i else "") + json.dumps(key, ensure_ascii=False) + ":")
-            _json_parts(member, parts)
-        parts.append("}")
-    elif isinstance(value, list):
+            parts.append(("," if i else "") + gap + json.dumps(key, ensure_ascii=False) + colon)
+            _json_parts(member, parts, indent, level + 1)
+        parts.append(end + "}")
+    elif isinstance(value, list) and value:
         parts.append("[")
         for i, member in enumerate(value):
-            if i:
-                parts.append(",")
-            _json_parts(member, parts)
-        parts.append("]")
+            parts.append(("," if i else "") + gap)
+            _json_parts(member, parts, indent, level + 1)
+        parts.append(end + "]")
+    elif isinstance(value, Mapping):
+        parts.append("{}")
     else:
         parts.append(json.dumps(value, ensure_ascii=False))
 

@@ -17,6 +17,10 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from store.events import JsonValue
 
 _TIMEOUT_S = 660.0     # a command may take 600 s (docs/behaviour.md §7.2)
 #: `discoverDevices` has no 600 s limit: 240 ids at 1 s on several interfaces take longer.
@@ -60,7 +64,12 @@ def _cmd(args: argparse.Namespace) -> int:
     doc = _exchange(args.data, request, "sunpm cmd", timeout)
     if doc is None:
         return 2
-    print(json.dumps(doc, ensure_ascii=False, indent=2))
+    # Numbers as the files write them (docs/formats.md §9.3): a script's 1e20 is
+    # 100000000000000000000, not json's 1e+20. Imported here, as the socket's name: the
+    # package is heavy and `sunpm --help` must not wait for it (`_exchange` loaded it already).
+    from exporters.views.numbers import json_text
+
+    print(json_text(cast("dict[str, JsonValue]", doc), indent=2))
     return 1 if "error" in doc else 0
 
 

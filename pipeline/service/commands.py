@@ -218,6 +218,14 @@ class CommandExecutor:
                                    f"{COMMAND_TIMEOUT_S:.0f} s")
         except SunpmError as err:
             answer = _Answer(None, error_text(f"{_short(command.rpc_name)}: {err}"))
+        except Exception as err:
+            # A fault of ours on a remote command's parameters ended the executor, so the whole
+            # gateway; journaled with a callerId, the command ran again at the next start: one
+            # MQTT message kept the service in a crash loop. Answered, with its trace logged.
+            log.exception("Command failed unexpectedly. name=%s callerId=%s", command.rpc_name,
+                          command.caller_id)
+            answer = _Answer(None, error_text(f"{_short(command.rpc_name)}: internal error "
+                                              f"({type(err).__name__}); see the gateway log"))
         return await self._answer(command, answer)
 
     async def _run(self, command: CommandReceived) -> JsonValue:
@@ -313,17 +321,16 @@ class CommandExecutor:
 
     async def _set_relay(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         state = parameters.get("state")
-        if isinstance(state, bool) or state not in (0, 1):
+        # `1.0 in (0, 1)` holds: the type first, or a float passed into the relay's driver.
+        if isinstance(state, bool) or not isinstance(state, int) or state not in (0, 1):
             raise CommandError(f"setRelay: state must be 0 or 1, got {json.dumps(state)}")
-        assert isinstance(state, int)
         await self._control.set_relay(state)
         return "OK"
 
     async def _connect(self, parameters: Mapping[str, JsonValue]) -> JsonValue:
         server = parameters.get("server", 1)
-        if isinstance(server, bool) or server not in (1, 2):
+        if isinstance(server, bool) or not isinstance(server, int) or server not in (1, 2):
             raise CommandError(f"connect: server must be 1 or 2, got {json.dumps(server)}")
-        assert isinstance(server, int)
         if not self._control.request_session(server, Trigger.COMMAND):
             raise CommandError(f"connect: server {server} is not configured")
         return "OK"

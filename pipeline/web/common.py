@@ -20,6 +20,7 @@ import jinja2
 from aiohttp import web
 
 from exporters.session.commands import load_command_json
+from exporters.session.config_sync import DOWNLOAD_CAPS
 from pipeline.web.auth import BLOCKED_S, Session, Sessions, verify_password
 from pipeline.web.editing import Verdict
 
@@ -217,8 +218,29 @@ async def request_json(request: web.Request) -> Any:
     return doc
 
 
-async def whole_file_text(request: web.Request) -> str | web.Response:
-    """A `{"text": "<the whole file>"}` body's text, or the 400 answer to anything else."""
+#: The largest file of each kind the web UI saves: the caps of the same files fetched from a
+#: server (docs/behaviour.md §4.5), far above any real one (a config.ini of a full plant is some
+#: 10 KiB). A 9 MiB config.ini was read, validated and written three times over (a save of three
+#: of them took the gateway from 121 to 349 MB, on a 512 MB box).
+CONFIG_FILE_MAX_BYTES: Final = DOWNLOAD_CAPS["CONFIG"]
+SCRIPT_MAX_BYTES: Final = DOWNLOAD_CAPS["SCRIPT"]
+DEFINITION_MAX_BYTES: Final = DOWNLOAD_CAPS["DEF"]
+#: A file sent as JSON text is larger than the file: every line end and quote is escaped (two
+#: bytes), an accented letter may come as `\u00e9` (six bytes for its two).
+JSON_TEXT_FACTOR: Final = 3
+
+
+def file_too_large(name: str, size: int, cap: int) -> web.Response | None:
+    """The 413 answer to a file over its kind's cap, in the words of a server's file over its
+    cap (docs/behaviour.md §4.5), or None."""
+    if size <= cap:
+        return None
+    return json_error(f"{name}: larger than {cap >> 20} MiB; not saved", 413)
+
+
+async def whole_file_text(request: web.Request, name: str, cap: int) -> str | web.Response:
+    """A `{"text": "<the whole file>"}` body's text, or the 400 answer to anything else, or
+    413 when the file passes `cap`."""
     try:
         body = await request_json(request)
     except ValueError:
@@ -226,6 +248,11 @@ async def whole_file_text(request: web.Request) -> str | web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return json_error('expected {"text": "<the whole file>"}', 400)
     text: str = body["text"]
+    # UTF-8 takes at most 3 bytes per character: a shorter text is under the cap uncounted.
+    if len(text) * 3 > cap:
+        too_large = file_too_large(name, len(text.encode("utf-8", "surrogatepass")), cap)
+        if too_large is not None:
+            return too_large
     return text
 
 

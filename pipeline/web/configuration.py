@@ -14,6 +14,7 @@ from aiohttp import web
 from config.errors import Severity
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from pipeline.web.common import (
+    CONFIG_FILE_MAX_BYTES,
     LoginBlocked,
     client_of,
     context,
@@ -236,7 +237,7 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
 
 
 async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
-    text = await whole_file_text(request)
+    text = await whole_file_text(request, name, CONFIG_FILE_MAX_BYTES)
     if isinstance(text, web.Response):
         return text
     verdict = await facade(request).save_config_file(name, text)

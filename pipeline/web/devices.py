@@ -13,6 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from pipeline.web.common import (
+    DEFINITION_MAX_BYTES,
     facade,
     json_error,
     json_ok,
@@ -129,6 +130,13 @@ async def _submit_form(request: web.Request, original: str | None) -> web.Stream
     values = _form_values(form)
     gateway = facade(request)
     upload = _upload(form)
+    if upload is not None and len(upload[1]) > DEFINITION_MAX_BYTES:
+        data = await gateway.device_form(None)
+        data.update(mode="add" if original is None else "edit", original=original,
+                    values=values, problems=[], fields={_UPLOAD: [
+                        f"{upload[0]}: larger than {DEFINITION_MAX_BYTES >> 20} MiB; "
+                        "not saved"]})
+        return _form_page(request, data, status=413)
     verdict = await gateway.save_device(original, values, upload)
     if verdict.ok:
         raise web.HTTPSeeOther(f"/devices?saved={quote(values['index'].strip())}")
@@ -251,7 +259,7 @@ async def api_definition(request: web.Request) -> web.StreamResponse:
 @routes.put("/api/defs/{name}")
 async def api_save_definition(request: web.Request) -> web.StreamResponse:
     """`{"text": ...}`: a definition file added or replaced, the whole site checked."""
-    text = await whole_file_text(request)
+    text = await whole_file_text(request, request.match_info["name"], DEFINITION_MAX_BYTES)
     if isinstance(text, web.Response):
         return text
     verdict = await facade(request).save_definition(request.match_info["name"], text.encode())

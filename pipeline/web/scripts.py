@@ -22,7 +22,14 @@ from aiohttp import web
 from pipeline.scripts import ScriptStatus
 from pipeline.service.admin import AdminError
 from pipeline.service.config_edit import ChangeRejected
-from pipeline.web.common import json_error, json_ok, page, request_json
+from pipeline.web.common import (
+    SCRIPT_MAX_BYTES,
+    file_too_large,
+    json_error,
+    json_ok,
+    page,
+    request_json,
+)
 from pipeline.web.operations import (
     admin,
     download,
@@ -86,6 +93,10 @@ async def scripts_page(request: web.Request) -> web.StreamResponse:
 async def scripts_upload(request: web.Request) -> web.StreamResponse:
     try:
         file, data = await _upload_fields(request)
+        if len(data) > SCRIPT_MAX_BYTES:
+            return _page(request, errors={
+                "script": f"{file}: larger than {SCRIPT_MAX_BYTES >> 20} MiB; not saved"},
+                status=413)
         warnings = await admin(request).upload_script(file, data)
     except AdminError as err:
         return _page(request, errors={"script": str(err)}, status=422)
@@ -171,6 +182,9 @@ async def api_scripts(request: web.Request) -> web.StreamResponse:
 async def api_scripts_upload(request: web.Request) -> web.StreamResponse:
     try:
         file, data = await _upload_fields(request)
+        too_large = file_too_large(file, len(data), SCRIPT_MAX_BYTES)
+        if too_large is not None:
+            return too_large
         warnings = await admin(request).upload_script(file, data)
     except AdminError as err:
         return field_json({err.field or "file": str(err)})

@@ -43,9 +43,11 @@ from pipeline.web.auth import (
     new_api_token,
 )
 from pipeline.web.common import (
+    CONFIG_FILE_MAX_BYTES,
     CONTEXT,
     CSRF_FIELD,
     CSRF_HEADER,
+    JSON_TEXT_FACTOR,
     LOGIN_COOKIE,
     NAVIGATION,
     SESSION_COOKIE,
@@ -63,6 +65,7 @@ from pipeline.web.common import (
     templates,
     try_login,
 )
+from pipeline.web.config_forms import CONFIG_FILES
 from pipeline.web.facade import Conflict, GatewayFacade, NotFound
 
 if TYPE_CHECKING:
@@ -85,8 +88,9 @@ MAX_PACKAGE_BODY_BYTES: Final = 200 * 2**20
 #: configuration file, the files of a validation.
 _FILE_UPLOADS: Final = frozenset({
     ("POST", "/devices/new"), ("POST", "/devices/{index}/edit"), ("PUT", "/api/defs/{name}"),
-    ("POST", "/scripts"), ("POST", "/api/scripts"), ("PUT", "/api/config/{section}"),
-    ("POST", "/api/config/validate")})
+    ("POST", "/scripts"), ("POST", "/api/scripts"), ("POST", "/api/config/validate")})
+#: `PUT /api/config/{section}`: a configuration file's text (`config.ini`) or a section's form.
+_CONFIG_PUT: Final = ("PUT", "/api/config/{section}")
 #: Connections served at once (a browser opens 6): the oldest are closed for a new one, once
 #: their request, if any, is answered; beyond twice as many a new one is refused. Idle or
 #: half-sent connections would otherwise hold file descriptors, of which the whole gateway has
@@ -209,6 +213,11 @@ def body_limit(request: web.Request) -> int:
         return MAX_PACKAGE_BODY_BYTES
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
+    if (request.method, canonical) == _CONFIG_PUT:
+        # A configuration file's text, JSON-escaped; a section's fields are a small form.
+        if request.match_info.get("section") in CONFIG_FILES:
+            return CONFIG_FILE_MAX_BYTES * JSON_TEXT_FACTOR
+        return MAX_BODY_BYTES
     if (request.method, canonical) in _FILE_UPLOADS:
         return MAX_UPLOAD_BODY_BYTES
     return MAX_BODY_BYTES
@@ -216,6 +225,9 @@ def body_limit(request: web.Request) -> int:
 
 def _too_large(request: web.Request, limit: int) -> web.StreamResponse:
     text = f"request body larger than {limit // 2**20} MiB"
+    name = request.match_info.get("section")
+    if name in CONFIG_FILES:
+        text = f"{name}: {text} ({name} takes at most {CONFIG_FILE_MAX_BYTES >> 20} MiB)"
     if request.path.startswith("/api/"):
         return json_error(text, 413)
     return web.Response(status=413, text=f"{text}\n")

@@ -151,6 +151,20 @@ async def test_bad_batches_are_refused_at_the_boundary(tmp_path: Path) -> None:
             await log.append_journal("log", {"x": object()})
 
 
+async def test_a_body_no_utf8_can_hold_is_refused_alone_not_with_its_commit(
+        tmp_path: Path) -> None:
+    """A lone surrogate (a command's `"\\udc80"`) passed the boundary and failed the whole group
+    commit: every record and event appended with it was lost."""
+    async with await Log.open(tmp_path, FAST) as log:
+        kept = asyncio.ensure_future(log.append_records("1", record(T0)))
+        event = asyncio.ensure_future(log.append_journal("command", {"rpcName": "a.b"}))
+        with pytest.raises(StoreError, match="body is not JSON"):
+            await log.append_journal("command", {"rpcName": "x.y", "callerId": "\udc80"})
+        await log.commit()
+        assert (await kept).first == 1 and await event >= 1
+        assert log.journal(kinds=["command"]).num_rows == 1
+
+
 async def test_compressed_sealed_segments_keep_their_records_and_count_bytes_on_flash(
         tmp_path: Path) -> None:
     options = StoreOptions(flush_s=0.01, device_quota_bytes=160_000)

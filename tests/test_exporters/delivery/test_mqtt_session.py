@@ -15,14 +15,17 @@ from mqtt_clients import session_subscribed, subscriber, wait_for
 from peers import Broker
 from waiting import wait_until
 
+from config import parse_definition
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
 from exporters.session import CollectingHandler, MqttSession, Trigger
 from exporters.session import mqtt as mqtt_session
 from exporters.transports import MqttTransport, Timeouts
+from exporters.views.context import ViewConfig
+from exporters.views.mqtt import alarm_message
 from store import StoreIOError
 from store.delivery import DeliveryState, Stream
-from store.events import JournalItem
+from store.events import DeviceAlarm, GatewayAlarm, JournalItem, Source
 from store.log import Log
 from store.options import StoreOptions
 
@@ -236,3 +239,62 @@ async def test_an_alarm_burst_goes_out_at_once_not_one_alarm_a_group_commit(
         assert acks == [sorted(seqs)[every - 1], sorted(seqs)[2 * every - 1], max(seqs)]
         state = DeliveryState.from_table(log.journal(kinds=["state", "window", "delivered"]))
         assert state.events[(2, Stream.ALARM)] == max(seqs)
+
+
+METER = parse_definition(b"modbusRTU;Meter;ACME;M3\n1;4;0;I32_W;;V_L1;;0.1;0;V;4\n",
+                         "meter_small.csv").value
+
+
+async def test_an_alarm_that_cannot_be_rendered_is_set_aside_and_the_later_ones_go(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An alarm whose variable Index is not in its definition snapshot can never be rendered:
+    retried, it held every later alarm back for ever. It is set aside once, journaled, and
+    stays in the store; the later alarms go, and a new session does not try it again."""
+    assert METER is not None
+    good = DeviceAlarm(source=Source.MODBUS, name="meter_1", var=1, value="2305")
+    poison = DeviceAlarm(source=Source.MODBUS, name="meter_1", var=99, value="1")
+    seqs = [await store.append_journal("alarm", GatewayAlarm(alarm="Power ON").to_fields(),
+                                       ts_ns=(T0 + 60) * 10**9)]
+    for k, alarm in enumerate((poison, good)):
+        seqs.append(await store.append_journal("alarm", alarm.to_fields(), device="2",
+                                               def_=METER.snapshot_id,
+                                               ts_ns=(T0 + 120 + k) * 10**9))
+    view = ViewConfig(uid="WPMTEST01")
+
+    def make() -> MqttSession:
+        s = settings(broker)
+        outbox = Outbox(server=2, log=store, source=DemoSource(store),
+                        directory=tmp_path / "outbox", streams=(Stream.DATA,))
+        return MqttSession(
+            settings=s, transport=MqttTransport(s, cert_dir=tmp_path, timeouts=Timeouts(
+                connect_s=5, operation_s=5)), outbox=outbox, log=store,
+            alarm_payload=lambda item: alarm_message(item, {METER.snapshot_id: METER}, view))
+
+    stop = asyncio.Event()
+    async with subscriber(broker.plain_port, "plant/alarm") as got, asyncio.TaskGroup() as tg:
+        tg.create_task(make().serve(stop), name="mqtt-serve")
+        await wait_for(got, 2, timeout_s=30)
+        # An alarm journaled later goes out too: the connection is not stuck.
+        seqs.append(await store.append_journal(
+            "alarm", GatewayAlarm(alarm="Power OFF").to_fields(), commit_now=True))
+        await wait_for(got, 3, timeout_s=30)
+        stop.set()
+    alarms = [json.loads(p) for _, p in got]
+    assert [a["alarmsDevice"][0]["type"] if a["alarmsDevice"] else a["alarms"][0]["value"]
+            for a in alarms] == ["POWER ON", "230.5", "POWER OFF"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"server 2: alarm event {seqs[1]} (2021-02-01T00:02:00Z) cannot be sent: alarm of "
+        "meter_1: Index 99 is not in meter_small.csv; set aside, the later ones go on"]
+    set_aside = [json.loads(b) for b in store.journal(kinds=["delivered"]).column(
+        "body").to_pylist() if "setAside" in json.loads(b)]
+    assert set_aside == [{"server": 2, "stream": "ALARM", "event": seqs[1],
+                          "setAside": "alarm of meter_1: Index 99 is not in meter_small.csv"}]
+    # Still in the store, and not tried again by the next session.
+    assert seqs[1] in store.journal(kinds=["alarm"]).column("seq").to_pylist()
+    caplog.clear()
+    async with subscriber(broker.plain_port, "plant/alarm") as again:
+        result = await make().run(Trigger.SCHEDULE)
+        await asyncio.sleep(0.5)
+    assert result.ok and again == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

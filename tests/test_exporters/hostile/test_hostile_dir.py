@@ -128,6 +128,11 @@ MALFORMED = {
                      f"{UID}_cmd.json: more than 1000 commands; not executed"),
     "not UTF-8": (b"\xff\xfe{}",
                   f"{UID}_cmd.json: invalid JSON at line 1 column 1: not valid UTF-8"),
+    # Journaled as read, it failed the store's commit: the session failed and the file stayed
+    # on the server, failing every session before its uploads.
+    "lone surrogate": (b'{"rpcName":"sunpm.setRelay","parameters":{"state":"\\udc80"}}',
+                       f"{UID}_cmd.json: invalid JSON: a \\u escape is a lone surrogate, not "
+                       "a character"),
 }
 
 

@@ -340,8 +340,10 @@ def test_transport_error_reads_as_one_line_and_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(refused))
     assert (str(copy), copy.retriable, copy.failure) == (str(refused), False, Failure.REFUSED)
     for failure in Failure:
+        # docs/behaviour.md §4.5: a refused login and a key or certificate mismatch wait an
+        # hour, a directory refused stops what needs it; a protocol error is retried.
         expected = failure in (Failure.TIMEOUT, Failure.UNREACHABLE, Failure.CONNECTION_LOST,
-                               Failure.SERVER_FULL, Failure.SERVER_BUSY)
+                               Failure.SERVER_FULL, Failure.SERVER_BUSY, Failure.PROTOCOL)
         assert failure.retriable is expected
 
 

@@ -5,6 +5,7 @@ never run twice, results journaled in execution order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -309,3 +310,49 @@ async def test_an_error_answer_is_one_line_of_at_most_500_characters(tmp_path: P
     assert answer.error is not None and len(answer.error) == 500
     assert answer.error.startswith("limit.set: limit.lua:3: no meter retry later or call x x")
     assert results(log)[0]["error"] == answer.error
+
+
+async def test_integral_floats_are_refused_where_an_integer_is_asked(tmp_path: Path) -> None:
+    """`{"state": 1.0}` passed `state in (0, 1)` and stopped at an assertion: the executor task
+    ended, and the gateway with it."""
+    plant = Plant()
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, plant, ManualClock(T0))
+        for command in [cmd("sunpm.setRelay", "r-1", Channel.MQTT, state=1.0),
+                        cmd("sunpm.connect", "r-2", Channel.LOCAL, server=1.0),
+                        cmd("sunpm.setRelay", "r-3", Channel.MQTT, state=1)]:
+            await executor.execute(command)
+        got = results(log)
+    assert [(r["callerId"], r.get("result"), r.get("error")) for r in got] == [
+        ("r-1", None, "setRelay: state must be 0 or 1, got 1.0"),
+        ("r-2", None, "connect: server must be 1 or 2, got 1.0"),
+        ("r-3", "OK", None)]
+    assert plant.relay == [1] and plant.sessions == []
+
+
+async def test_an_unexpected_fault_answers_its_command_and_the_executor_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Faulty(Plant):
+        async def write_variable(self, device: str, variable: str | int, value: str | Decimal,
+                                 raw: bool) -> dict[str, dict[str, object]]:
+            raise KeyError(device)
+
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, Faulty(), ManualClock(T0))
+        running = asyncio.create_task(executor.run())
+        try:
+            # Bounded: with the executor gone, an answer never comes.
+            async with asyncio.timeout(30):
+                first = await executor.call(cmd("sunpm.writeVariable", "w-1", Channel.LOCAL,
+                                                device="inv_a", variable=12, value=1))
+                second = await executor.call(cmd("sunpm.getParameters", "w-2", Channel.LOCAL))
+            assert not running.done()
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert first.error == "writeVariable: internal error (KeyError); see the gateway log"
+    assert second.result == "OK"
+    assert [r["callerId"] for r in results(log)] == ["w-1", "w-2"]
+    assert any(r.exc_info and "Command failed unexpectedly" in r.getMessage()
+               for r in caplog.records)

@@ -10,9 +10,11 @@ import json
 import time
 from pathlib import Path
 
-from _service_plant import running_gateway
+import pytest
+from _service_plant import UID, running_gateway
 from waiting import wait_until
 
+from pipeline.cli import main
 from pipeline.service.local import CONNECTIONS_MAX, SOCKET_NAME, LocalChannel
 
 
@@ -91,3 +93,24 @@ async def test_the_gateway_socket_caps_connections(tmp_path: Path) -> None:
         await asyncio.sleep(0.2)
         assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "d"}') == {
             "result": "OK", "callerId": "d"}
+
+
+BIG = {
+    "SCRIPT/big.lua": b'header = {name = "big"}\n'
+                      b"function value() return {1e20, 1e-7, 2.0, {0.5, 3}} end\n",
+    f"CONFIG/{UID}_scl.ini": b"SCRIPT_File[0]=big.lua\n",
+}
+
+
+async def test_sunpm_cmd_prints_numbers_as_the_files_write_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/formats.md §9.3: plain notation, never `1e+20` (json's) in what `sunpm cmd` prints."""
+    async with running_gateway(tmp_path, inverters=0, extra_files=BIG) as plant:
+        await wait_until(lambda: len(plant.gateway._script_states()) == 1, 20, what="script")
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["cmd", "big.value", "--data",
+                                              str(tmp_path / "data")])
+        out = capsys.readouterr().out
+    assert code == 0, out
+    assert out == ('{\n  "result": [\n    100000000000000000000,\n    0.0000001,\n    2,\n'
+                   '    [\n      0.5,\n      3\n    ]\n  ],\n  "callerId": null\n}\n')

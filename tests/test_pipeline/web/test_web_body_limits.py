@@ -89,15 +89,25 @@ def test_file_uploads_take_10_mib(web_gateway: RunningGateway) -> None:
 
         at_limit = _json_of_size('{"text": "', 10 * MIB)
         answer = put(at_limit)
-        # Read whole and judged by `config`: not a definition file.
-        assert answer.status_code == 422, answer.text[:200]
+        # Read whole; a definition file takes 4 MiB, as one fetched from a server.
+        assert answer.status_code == 413, answer.text[:200]
+        assert answer.json() == {"error": "big.csv: larger than 4 MiB; not saved"}
         over = put(at_limit[:-2] + b' "}')
         assert over.status_code == 413
         assert over.json() == {"error": "request body larger than 10 MiB"}
+        # Judged by `config` at its cap: not a definition file.
+        at_cap = put(_json_of_size('{"text": "', 4 * MIB + len('{"text": "') + 2))
+        assert at_cap.status_code == 422, at_cap.text[:200]
         # A script upload is a file upload too; the refusal is the script's size, not the body's.
         script = client.post("/api/scripts", files={
             "script": ("big.lua", b"-- " + b"x" * (2 * MIB))})
-        assert script.status_code == 422, script.text[:200]
+        assert script.status_code == 413, script.text[:200]
+        assert script.json() == {"error": "big.lua: larger than 1 MiB; not saved"}
+        # The device form's uploaded definition has the same cap as `PUT /api/defs`.
+        form = client.post("/devices/new", data={"index": "77", "name": "big"}, files={
+            "defUpload": ("big.csv", b"x" * (4 * MIB + 1))})
+        assert form.status_code == 413, form.text[:200]
+        assert "big.csv: larger than 4 MiB; not saved" in form.text
         assert not (web_gateway.config_dir / "DEF" / "big.csv").exists()
 
 
@@ -189,3 +199,45 @@ def test_big_uploads_sent_at_once_are_read_two_at_a_time(web_gateway: RunningGat
     grown = _peak_rss_mb() - before
     assert json.loads(done.stdout) == [200] * 12
     assert grown < 130, f"peak resident memory grew by {grown:.0f} MB"
+
+
+def test_configuration_files_are_capped_at_1_mib(fresh_gateway: RunningGateway) -> None:
+    """config.ini, daq.csv, var.ini and scl.ini take 1 MiB each, as fetched from a server
+    (docs/web.md): three config.ini of 9.3 MiB saved took the gateway (this process) from 121 to
+    349 MB and `/api/status` 3 s meanwhile; they are refused before their body is read."""
+    with fresh_gateway.client() as client:
+        config = client.get("/api/config/config.ini").json()["text"]
+        pad = "".join(f"# note {k} {'x' * 80}\n" for k in range(12_000))
+        at_cap = (config + pad)[:MIB]
+        at_cap = at_cap[:at_cap.rindex("\n") + 1]
+        at_cap += "#" * (MIB - len(at_cap.encode()) - 1) + "\n"
+        assert len(at_cap.encode()) == MIB
+        answer = client.put("/api/config/config.ini", json={"text": at_cap}, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        over = client.put("/api/config/config.ini", json={"text": "#" + at_cap}, timeout=120)
+        assert over.status_code == 413
+        assert over.json() == {"error": "config.ini: larger than 1 MiB; not saved"}
+        for name in ("daq.csv", "var.ini", "scl.ini"):
+            answer = client.put(f"/api/config/{name}", json={"text": "#" * MIB + "\n"})
+            assert answer.json() == {"error": f"{name}: larger than 1 MiB; not saved"}, name
+        # A section's fields are a form: the 1 MiB of any request.
+        section = client.put("/api/config/ftp", content=b'{"a": "' + b"x" * MIB + b'"}',
+                             headers={"Content-Type": "application/json"})
+        assert section.status_code == 413
+        assert section.json() == {"error": "request body larger than 1 MiB"}
+        big = (config + "".join(f"# note {k} {'x' * 80}\n" for k in range(110_000))).encode()
+        body = b'{"text": ' + json.dumps(big.decode()).encode() + b"}"
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _peak_rss_mb()
+        answers = [client.put("/api/config/config.ini", content=body, timeout=120,
+                              headers={"Content-Type": "application/json"}) for _ in range(3)]
+        grown = _peak_rss_mb() - before
+        assert client.get("/api/config/config.ini").json()["text"] == at_cap
+    assert len(big) > 9 * MIB
+    for answer in answers:
+        assert answer.status_code == 413
+        assert answer.json() == {"error": "config.ini: request body larger than 3 MiB "
+                                          "(config.ini takes at most 1 MiB)"}
+    assert grown < 40, f"peak resident memory grew by {grown:.0f} MB"
+    status, body = _declared_only(fresh_gateway.url, "PUT", "/api/config/daq.csv", 3 * MIB + 1)
+    assert status == 413 and b"daq.csv takes at most 1 MiB" in body
