@@ -90,6 +90,7 @@ class FirstStart:
 
     password: str | None      # drawn now; None when an earlier start drew it
     file: Path
+    kept: bool = True         # False: the file could not be written (a full disk)
 
 
 def local_password_hash(data_dir: Path) -> tuple[str, FirstStart | None]:
@@ -102,8 +103,18 @@ def local_password_hash(data_dir: Path) -> tuple[str, FirstStart | None]:
             return stored, FirstStart(None, initial) if initial.is_file() else None
     password = new_password()
     stored = hash_password(password)
-    write_private(initial, (password + "\n").encode())
-    write_private(hash_file, (stored + "\n").encode())
+    try:
+        write_private(initial, (password + "\n").encode())
+        write_private(hash_file, (stored + "\n").encode())
+    except OSError as err:
+        # A first start on a full disk: the web UI runs all the same, with the password the
+        # console shows, for this run (the next start draws another).
+        log.error("%s: not written (%s); the one-time password holds for this run only",
+                  data_dir, err.strerror or err)
+        for path in (initial, hash_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return stored, FirstStart(password, initial, kept=False)
     return stored, FirstStart(password, initial)
 
 

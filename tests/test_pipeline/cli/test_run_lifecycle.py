@@ -200,6 +200,24 @@ async def test_a_full_disk_neither_stops_nor_crash_loops_the_service(
         assert "Web UI stopped" not in run.stderr
 
 
+async def test_a_first_start_on_a_full_disk_runs(tmp_path: Path, small_disk: Path) -> None:
+    """No store, no password, no snapshot can be written: the gateway starts, its web UI
+    answers with the password shown on the console, and it stores its configuration once
+    there is room."""
+    site = _site(tmp_path)
+    _fill(small_disk / "fill")
+    args = ["--config", str(site), "--data", str(small_disk / "data")]
+    async with _Service(args, tmp_path / "service.err") as service:
+        await service.logged("Web UI listening")
+        assert "one-time password holds for this run only" in service.stderr
+        assert "definition snapshot not stored (No space left on device)" in service.stderr
+        (small_disk / "fill").unlink()
+        await service.logged("Configuration snapshot stored")
+        assert await service.stop() == 0, service.stderr
+    assert "Traceback" not in service.stderr
+    assert "Web UI stopped" not in service.stderr
+
+
 async def test_sighup_checks_the_configuration_folder_at_once(tmp_path: Path) -> None:
     """SIGHUP (`systemctl reload`) applies a changed folder now, not at the next 5 s check,
     and never ends the service (its default action would, without a clean stop)."""
