@@ -15,8 +15,10 @@ import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +235,30 @@ async def test_sighup_checks_the_configuration_folder_at_once(tmp_path: Path) ->
         await service.logged("Configuration reloaded", 10)
         assert service.proc.returncode is None
         assert await service.stop() == 0, service.stderr
+
+
+def test_a_command_cut_by_the_gateway_stopping_says_so(tmp_path: Path) -> None:
+    """`sunpm cmd` waiting for a long command (`discoverDevices`) while the gateway stops: the
+    socket closes without an answer, which is no "unreadable answer"."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(data / "sunpm.sock"))
+    server.listen(1)
+
+    def gateway_stopping() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)     # the request, then closed unanswered as a stop closes it
+
+    peer = threading.Thread(target=gateway_stopping)
+    peer.start()
+    try:
+        done = subprocess.run([SUNPM, "cmd", "discoverDevices", "--data", str(data)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        peer.join(30)
+        server.close()
+    assert done.returncode == 2
+    assert f"{data}/sunpm.sock: the gateway closed the connection without an answer (it is " \
+           "stopping or restarting?)" in done.stderr, done.stderr
