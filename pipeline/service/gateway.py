@@ -1036,14 +1036,15 @@ class Gateway:
         await asyncio.to_thread(write_file_durably, self.data_dir / "status.json", body)
 
     async def _write_status(self) -> None:
-        """`<data>/status.json` every minute, for operators and tools until the `status`
-        command and the web UI serve it."""
+        """`<data>/status.json` at each start and reload, then every minute, for operators and
+        tools until the `status` command and the web UI serve it. At once: the previous run's
+        file would otherwise pass for this one's for a minute, and for ever in a crash loop."""
         while True:
-            await self.clock.sleep(STATUS_EVERY_S)
             try:
                 await self._status_file()
             except (SunpmError, OSError) as err:
                 log.warning("Status file not written: %s", err)
+            await self.clock.sleep(STATUS_EVERY_S)
 
     # ------------------------------------------------------------------ sinks
 

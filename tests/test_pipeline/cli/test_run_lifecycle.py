@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import shutil
 import signal
@@ -262,3 +263,18 @@ def test_a_command_cut_by_the_gateway_stopping_says_so(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"{data}/sunpm.sock: the gateway closed the connection without an answer (it is " \
            "stopping or restarting?)" in done.stderr, done.stderr
+
+
+async def test_the_status_file_is_this_runs_from_the_start(tmp_path: Path) -> None:
+    """The previous run's `status.json` (a crash loop's last minute-long run, days old) is
+    replaced as the gateway starts, not a minute later."""
+    site = _site(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "status.json").write_text('{"uid": "WPM000001", "uptimeS": 123456}')
+    async with _Service(["--config", str(site), "--data", str(data)],
+                        tmp_path / "service.err") as service:
+        await service.logged("sunpm started")
+        await wait_until(lambda: json.loads((data / "status.json").read_bytes())["uptimeS"]
+                         < 60, 30, what="status.json of this run")
+        assert await service.stop() == 0, service.stderr
