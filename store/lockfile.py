@@ -4,6 +4,7 @@ runs, holding its pid so that a refused second writer can name the holder. Used 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -24,5 +25,7 @@ def take_lock(lock_path: Path, store_path: Path) -> int:
         os.close(fd)
         raise StoreLockedError(store_path, f"pid {holder}") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    # A full disk: the lock holds without its pid (a refused writer says "unknown").
+    with contextlib.suppress(OSError):
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

@@ -296,10 +296,20 @@ class ConfigSync:
                 config_log.error("%s rejected; errors: %d; running configuration unchanged",
                                  name, n)
             return
-        if self._apply_files is not None:
-            await asyncio.to_thread(self._apply_files, candidates)
-        else:
-            await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        try:
+            if self._apply_files is not None:
+                await asyncio.to_thread(self._apply_files, candidates)
+            else:
+                await asyncio.to_thread(apply_config_files, self._config_dir, candidates)
+        except OSError as err:
+            # A configuration folder the gateway may not write (root's, under the service's
+            # user) or a full disk: the set is not applied, as a rejected one is not, and the
+            # session goes on to deliver the data; the next session tries again.
+            for name in names.values():
+                config_log.error("%s not applied: %s: %s; running configuration unchanged",
+                                 name, err.filename or self._config_dir,
+                                 err.strerror or err)
+            return
         await self._journal_snapshot(sorted(candidates))
         for rel, name in names.items():
             n = sum(1 for p in problems if os.path.basename(p.file) == name)

@@ -106,6 +106,12 @@ def _exchange(data: Path, request: dict[str, object], command: str,
         print(f"{command}: {path}: cannot reach the gateway ({err.strerror or err}); is "
               "`sunpm run` running with this --data?", file=sys.stderr)
         return None
+    if not answer:
+        # The gateway stopped (or restarted) with the request in hand: it may have run it, and
+        # its result, if any, is journaled.
+        print(f"{command}: {path}: the gateway closed the connection without an answer (it "
+              "is stopping or restarting?)", file=sys.stderr)
+        return None
     try:
         doc = json.loads(answer)
     except json.JSONDecodeError:

@@ -3,20 +3,27 @@
 With `--config`, the gateway runs that configuration (the store at `STORE_Path`, or
 `DATA/store` when it is empty). Without it, `DATA/config` is run when it holds a configuration;
 a folder that holds none (or holds the demo) gets the demo plant (pipeline/service/demo.py).
-SIGINT and SIGTERM stop it cleanly (exit 0); a second gateway on the same data is refused (exit 1);
-a rejected configuration exits 2.
+SIGINT and SIGTERM stop it cleanly (exit 0); SIGHUP checks the configuration folder at once.
+Exit codes, chosen for systemd's `RestartPreventExitStatus` (docs/sunpm.service): 1 for what may
+pass by itself (a crash, a full disk), restarted; 2 for what a person must put right (a rejected
+configuration, a data folder the service may not write); 3 for a second gateway on the same data.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.service.gateway import Gateway
 
 log = logging.getLogger("sunpm.system")
 
@@ -93,9 +100,10 @@ def _run(args: argparse.Namespace) -> int:
     # must not wait for (pipeline/cli/__init__.py).
     from pipeline.service.logs import setup_stderr
 
-    if args.data.exists() and not args.data.is_dir():
-        print(f"sunpm run: --data {args.data}: exists and is not a directory", file=sys.stderr)
-        return 2
+    refused = _unusable_data_dir(args.data)
+    if refused is not None:
+        print(f"sunpm run: {refused[1]}", file=sys.stderr)
+        return refused[0]
     setup_stderr(getattr(logging, args.log_level.upper()))
     return asyncio.run(_main(args))
 
@@ -115,17 +123,32 @@ async def _main(args: argparse.Namespace) -> int:
     config_dir: Path | None = args.config
     if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not is_demo(data_dir):
         config_dir = data_dir / "config"
+    # SIGHUP, the daemons' "configuration changed" (`systemctl reload`): the folder is looked at
+    # now rather than at the watch's next turn; a change applies as any local edit. Without it
+    # SIGHUP would end the process with no clean stop.
+    def on_hangup(gateway: Gateway) -> None:
+        loop.add_signal_handler(signal.SIGHUP, _hangup, gateway)
+
     try:
         if config_dir is None:
-            restart = await run_demo(data_dir, stop)
+            restart = await run_demo(data_dir, stop, on_hangup)
         else:
             gateway = Gateway(config_dir.absolute(), data_dir,
                               plugins=[ScriptsPlugin(), WebPlugin()])
+            on_hangup(gateway)
             await gateway.run(stop)
             restart = gateway.restart_requested
     except GatewayRefused as err:
         print(f"sunpm run: {err}", file=sys.stderr)
         return err.code
+    except OSError as err:
+        if err.filename is None:
+            log.error("sunpm stopped on an unexpected error: %s", err, exc_info=err)
+            return 1
+        # A file of the data or configuration folder: the folder's fault, not the code's.
+        log.error("sunpm stopped: %s: %s%s", err.filename, err.strerror,
+                  _who_runs() if err.errno in _NEEDS_A_PERSON else "")
+        return 2 if err.errno in _NEEDS_A_PERSON else 1
     except Exception as err:  # the top level: say what stopped it
         log.error("sunpm stopped on an unexpected error: %s", err, exc_info=err)
         return 1
@@ -136,6 +159,45 @@ async def _main(args: argparse.Namespace) -> int:
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]])
     return 0
+
+
+#: What a restart cannot mend: the service is not restarted for it (docs/sunpm.service).
+_NEEDS_A_PERSON = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _unusable_data_dir(data: Path) -> tuple[int, str] | None:
+    """The exit code and message when the service cannot write its data folder, made here if
+    missing; None when it can. Checked before anything starts, so that the message names the
+    folder rather than the first file written in it."""
+    try:
+        if data.exists() and not data.is_dir():
+            return 2, f"--data {data}: exists and is not a directory"
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        code = 2 if err.errno in _NEEDS_A_PERSON else 1
+        where = err.filename if err.filename is not None else data
+        return code, (f"--data {data}: cannot create it: {where}: {err.strerror}"
+                      f"{_who_runs() if code == 2 else ''}")
+    if os.access(data, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(data).f_flag & os.ST_RDONLY:
+        return 2, f"--data {data}: on a read-only file system"
+    info = data.stat()
+    return 2, (f"--data {data}: not writable (owner {_user(info.st_uid)}, mode "
+               f"{info.st_mode & 0o7777:04o}){_who_runs()}")
+
+
+def _who_runs() -> str:
+    return f"; sunpm runs as {_user(os.geteuid())}"
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} ({uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 #: The stop must be over by then (the store is crash-safe: a forced exit loses at most the
@@ -150,6 +212,11 @@ def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("%s received; stopping", sig.name)
     stop.set()
     asyncio.get_running_loop().call_later(STOP_GUARD_S, _stop_overdue)
+
+
+def _hangup(gateway: Gateway) -> None:
+    log.info("SIGHUP received; checking the configuration folder")
+    gateway.config_written()
 
 
 def _stop_overdue() -> None:

@@ -375,7 +375,7 @@ def _demo_lock(data_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise DemoBusy(f"{data_dir}: another sunpm is already running on this data "
-                           f"(pid {holder}); stop it first", 1) from None
+                           f"(pid {holder}); stop it first", 3) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -410,9 +410,11 @@ class _Kickoff:
         self.done.set()
 
 
-async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
+async def run_demo(data_dir: Path, stop: asyncio.Event,
+                   made: Callable[[Gateway], None] | None = None) -> bool:
     """The demo plant and the gateway on it until `stop`; True when it stopped for a `reboot`.
-    Raises `GatewayRefused` when the data directory is in use."""
+    Raises `GatewayRefused` when the data directory is in use. `made` is given the gateway
+    before it runs (`sunpm run`'s SIGHUP)."""
     with _demo_lock(data_dir):
         config_dir = data_dir / "config"
         server_dir = data_dir / "server"
@@ -445,6 +447,8 @@ async def run_demo(data_dir: Path, stop: asyncio.Event) -> bool:
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
                                   plugins=[_Kickoff(), ScriptsPlugin(),
                                            WebPlugin(free_port_fallback=True)])
+                if made is not None:
+                    made(gateway)
                 await gateway.run(stop)
                 return gateway.restart_requested
         finally:

@@ -28,12 +28,12 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -123,6 +123,10 @@ POLL_STOP_S: Final = 4.0
 #: before polling stops; what is left runs after it.
 BEFORE_STOP_S: Final = 10.0
 CONFIG_CHECK_S: Final = 5.0
+#: How long the start and a reload wait for their journal events' commit before going on.
+COMMIT_WAIT_S: Final = 3.0
+#: A configuration snapshot a full disk refused is tried again this often.
+CONFIG_RETRY_S: Final = 5.0
 #: A local configuration change triggers a server-1 session this long after the last change.
 CONFIG_SESSION_DELAY_S: Final = 60.0
 #: `<data>/status.json` is rewritten this often (and at stop).
@@ -232,6 +236,7 @@ class Gateway:
         self.restart_requested = False
         self.factory_requested = False
         self._background: set[asyncio.Task[object]] = set()
+        self._uncommitted: set[asyncio.Task[object]] = set()
         self._reload = asyncio.Event()
         self._config_written = asyncio.Event()
         #: Held (in worker threads) while the configuration folder is read as a whole or
@@ -296,7 +301,7 @@ class Gateway:
         except StoreLockedError as err:
             raise GatewayRefused(
                 f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
-                "stop it first", 1) from None
+                "stop it first", 3) from None
         self.store = store
         # Before the first commit: without its predicates the quota takes every segment for
         # delivered (no server configured), and the first journal event appended (the start's
@@ -320,7 +325,7 @@ class Gateway:
             self.alarms = Alarms(store, self.clock, self._alarm_raised)
             power = PowerWatch(store, self.alarms, self.clock)
             self._power = power
-            await power.after_start()
+            await self._after_start(power)
             log.info("sunpm started. uid=%s config=%s store=%s", site.uid, self.config_dir,
                      store_dir)
             if self._on_started is not None:
@@ -375,6 +380,29 @@ class Gateway:
                     log.warning("Factory reset done: configuration and store deleted, defaults "
                                 "written for %s; an SD mirror is left as it was", site.uid)
 
+    async def _after_start(self, power: PowerWatch) -> None:
+        """The Power OFF an unclean stop left unsaid, journaled before anything of this run."""
+        await self._not_waiting_long(power.after_start(), "Power OFF of the previous run")
+
+    async def _not_waiting_long(self, append: Coroutine[Any, Any, object], what: str) -> None:
+        """Run `append`, a journal append that waits for its commit, for at most
+        `COMMIT_WAIT_S`. On a full disk the commit waits in memory with the rest (docs/behaviour.md
+        §6) and the acquisition must go on meanwhile; the event is queued all the same, so the
+        journal keeps its order."""
+        task = asyncio.create_task(append, name=what)
+        done, _ = await asyncio.wait({task}, timeout=COMMIT_WAIT_S)
+        if done:
+            task.result()
+            return
+        log.warning("%s not stored yet; going on without waiting for the store", what)
+
+        def stored(task: asyncio.Task[object]) -> None:
+            self._uncommitted.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s not stored: %s", what, task.exception())
+        self._uncommitted.add(task)     # a reference, else the task may be collected
+        task.add_done_callback(stored)
+
     def _factory_wipe(self, store_dir: Path, uid: str) -> None:
         with self.config_lock:
             factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
@@ -418,7 +446,7 @@ class Gateway:
     async def _generation(self, site: Site, store: Log, stop: asyncio.Event,
                           power: PowerWatch) -> None:
         """Everything that depends on the configuration, until `stop` or a reload."""
-        await self._journal_config(store, site)
+        config_journaled = await self._journal_config(store, site)
         assert self.alarms is not None
         names = {d.index: d.name for d in site.daq.devices}
         if not site.settings.alarm_device_lost:
@@ -485,6 +513,9 @@ class Gateway:
                     self._alarm_waiting = False
                     self._alarm_raised()
                 others.append(tg.create_task(self._watch_config(site), name="config-watch"))
+                if not config_journaled:
+                    others.append(tg.create_task(self._journal_config_later(store, site),
+                                                 name="config-snapshot"))
                 others.append(tg.create_task(self._write_status(), name="status"))
                 others.append(tg.create_task(self._startup_sessions(power),
                                              name="startup-sessions"))
@@ -554,7 +585,9 @@ class Gateway:
                 await asyncio.gather(*(session.publish_events() for session in serving
                                        if session.settings.topic_alarm))
         except (SunpmError, TimeoutError) as err:
-            log.warning("Power OFF not published before the stop: %s", err or "timeout")
+            # An exception is always true: its text is what may be empty (a timeout's).
+            log.warning("Power OFF not published before the stop: %s",
+                        str(err) or "not done within 2 s")
 
     # ------------------------------------------------------------------ servers
 
@@ -1003,14 +1036,15 @@ class Gateway:
         await asyncio.to_thread(write_file_durably, self.data_dir / "status.json", body)
 
     async def _write_status(self) -> None:
-        """`<data>/status.json` every minute, for operators and tools until the `status`
-        command and the web UI serve it."""
+        """`<data>/status.json` at each start and reload, then every minute, for operators and
+        tools until the `status` command and the web UI serve it. At once: the previous run's
+        file would otherwise pass for this one's for a minute, and for ever in a crash loop."""
         while True:
-            await self.clock.sleep(STATUS_EVERY_S)
             try:
                 await self._status_file()
             except (SunpmError, OSError) as err:
                 log.warning("Status file not written: %s", err)
+            await self.clock.sleep(STATUS_EVERY_S)
 
     # ------------------------------------------------------------------ sinks
 
@@ -1070,17 +1104,48 @@ class Gateway:
 
     # ------------------------------------------------------------------ configuration
 
-    async def _journal_config(self, store: Log, site: Site) -> None:
+    async def _journal_config(self, store: Log, site: Site) -> bool:
         """Store the configuration in force and journal it when it differs from the last
-        journaled one, so windows ending from now on render with it."""
-        snapshot = await asyncio.to_thread(store.put_config, site.files())
+        journaled one, so windows ending from now on render with it. False when its snapshot
+        cannot be written (a full disk, an I/O error): logged, and `_journal_config_later`
+        tries again while the acquisition goes on (docs/behaviour.md §6)."""
+        try:
+            snapshot = await asyncio.to_thread(self._put_snapshots, store, site)
+        except OSError as err:
+            log.error("Configuration snapshot not stored: %s; tried again every %.0f s",
+                      err, CONFIG_RETRY_S)
+            return False
         table = await asyncio.to_thread(store.journal, kinds=["config"])
         if table.num_rows and ConfigInForce.snapshot_in(
                 table.sort_by("seq").column("body")[-1].as_py()) == snapshot:
-            return
-        await store.append_journal("config", ConfigInForce(
+            return True
+        await self._not_waiting_long(store.append_journal("config", ConfigInForce(
             snapshot=snapshot, origin="local", files=tuple(sorted(site.files()))).to_fields(),
-            commit_now=True)
+            commit_now=True), "Configuration in force")
+        return True
+
+    @staticmethod
+    def _put_snapshots(store: Log, site: Site) -> str:
+        """The configuration's snapshot and its polled devices' definitions (`build_plant`
+        stores them too, but leaves out those a full disk refused); the configuration's id."""
+        snapshot = store.put_config(site.files())
+        for device in site.polled_devices:
+            definition = site.definition_of(device)
+            if definition is not None:
+                store.put_definition(definition.file_name,
+                                     site.files()[f"DEF/{definition.file_name}"])
+        return snapshot
+
+    async def _journal_config_later(self, store: Log, site: Site) -> None:
+        while True:
+            await self.clock.sleep(CONFIG_RETRY_S)
+            try:
+                await asyncio.to_thread(self._put_snapshots, store, site)
+            except OSError:
+                continue    # said once; the store's own commit errors say it each minute
+            if await self._journal_config(store, site):
+                log.info("Configuration snapshot stored")
+                return
 
     def _apply_from_server(self, files: Mapping[str, bytes], uid: str) -> None:
         """Write a server's checked set into the folder (blocking), under the folder's lock: a

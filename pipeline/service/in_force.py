@@ -9,6 +9,7 @@ memory, never extracted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tarfile
@@ -40,16 +41,28 @@ def archive(files: Mapping[str, bytes]) -> bytes:
 
 
 def save(data_dir: Path, files: Mapping[str, bytes]) -> None:
-    """Keep `files` as the configuration in force (unchanged: nothing written)."""
+    """Keep `files` as the configuration in force (unchanged: nothing written).
+
+    A copy that cannot be written (a full disk, an I/O error) is logged and the gateway goes
+    on: the copy only serves a later start with a rejected folder, and a full disk must not stop
+    the acquisition (docs/behaviour.md §6). The earlier copy stays: a configuration once in
+    force runs a plant better than an exit."""
     data = archive(files)
     path = data_dir / FILE_NAME
     try:
         if path.read_bytes() == data:
             return
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_file_durably(path, data)
+    except OSError:
+        pass    # none yet, or unreadable: written again
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_file_durably(path, data)
+    except OSError as err:
+        log.error("%s: last configuration in force not kept (%s); a start with a rejected "
+                  "configuration folder runs the one kept before, if any", path,
+                  err.strerror or err)
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink()
 
 
 def load(data_dir: Path, directory: Path) -> Site | None:

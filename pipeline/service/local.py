@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
@@ -61,18 +62,15 @@ class LocalChannel:
     async def run(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()       # a socket left by a killed run (the store lock says we own
-        old_umask = os.umask(0o177)  # the data now); created 0600 from the start
-        try:
-            server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+        try:                         # the data now)
+            sock = _private_socket(self.path)
+            server = await asyncio.start_unix_server(self._serve, sock=sock,
                                                      limit=REQUEST_MAX_BYTES)
         except OSError as err:
             # A path over the 107 bytes a Unix socket name may hold, a read-only folder.
             log.warning("Local command socket not available; `sunpm cmd` cannot reach this "
                         "gateway. path=%s error=%s", self.path, err)
             return
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
         try:
             async with server:
                 await server.serve_forever()
@@ -157,3 +155,31 @@ class LocalChannel:
         result = await self._commands.call(CommandReceived(
             channel=Channel.LOCAL, rpc_name=rpc, parameters=parameters, caller_id=caller))
         return dict(result.entry())
+
+
+def _private_socket(path: Path) -> socket.socket:
+    """A Unix socket listening at `path` that only its owner may open (0600) from the start.
+
+    Bound in a folder of this process's only (0700), made 0600 there, then renamed into place:
+    the umask, the other way to create it 0600, is the whole process's, and the store's worker
+    threads creating folders meanwhile would get them without their x bit."""
+    staging = path.with_name(f".s{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        (staging / path.name).unlink()
+    with contextlib.suppress(FileExistsError):
+        staging.mkdir(mode=0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(staging / path.name))
+        os.chmod(staging / path.name, 0o600)
+        os.replace(staging / path.name, path)
+        sock.listen(100)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            (staging / path.name).unlink()
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+    return sock

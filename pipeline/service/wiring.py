@@ -68,7 +68,14 @@ def build_plant(site: Site, store: Log, *, on_accessory: AccessoryListener | Non
     for device in site.polled_devices:
         definition = site.definition_of(device)
         assert definition is not None
-        store.put_definition(definition.file_name, site.files()[f"DEF/{definition.file_name}"])
+        try:
+            store.put_definition(definition.file_name,
+                                 site.files()[f"DEF/{definition.file_name}"])
+        except OSError as err:
+            # A full disk must not stop the acquisition (docs/behaviour.md §6): the gateway
+            # stores it again with the configuration's snapshot once there is room.
+            log.error("%s: definition snapshot not stored (%s); stored once the store can write",
+                      definition.file_name, err.strerror or err)
         kind = device.kind
         driver: ProtocolDriver
         if kind is DeviceKind.MODBUS_TCP:

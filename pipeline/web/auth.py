@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import string
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Final
 
 from fsio import fsync_dir
+
+log = logging.getLogger("sunpm.web")
 
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8
@@ -85,6 +90,7 @@ class FirstStart:
 
     password: str | None      # drawn now; None when an earlier start drew it
     file: Path
+    kept: bool = True         # False: the file could not be written (a full disk)
 
 
 def local_password_hash(data_dir: Path) -> tuple[str, FirstStart | None]:
@@ -97,15 +103,37 @@ def local_password_hash(data_dir: Path) -> tuple[str, FirstStart | None]:
             return stored, FirstStart(None, initial) if initial.is_file() else None
     password = new_password()
     stored = hash_password(password)
-    write_private(initial, (password + "\n").encode())
-    write_private(hash_file, (stored + "\n").encode())
+    try:
+        write_private(initial, (password + "\n").encode())
+        write_private(hash_file, (stored + "\n").encode())
+    except OSError as err:
+        # A first start on a full disk: the web UI runs all the same, with the password the
+        # console shows, for this run (the next start draws another).
+        log.error("%s: not written (%s); the one-time password holds for this run only",
+                  data_dir, err.strerror or err)
+        for path in (initial, hash_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return stored, FirstStart(password, initial, kept=False)
     return stored, FirstStart(password, initial)
 
 
 def new_api_token(data_dir: Path) -> str:
-    """A bearer token for `sunpm cmd` on this box, new at each start (blocking)."""
+    """A bearer token for `sunpm cmd` on this box, new at each start (blocking).
+
+    A token that cannot be written (a full disk) leaves the web UI without bearer access for
+    this run (""): the UI is what an operator needs on a full disk, and a token nobody can read
+    serves no one."""
     token = secrets.token_urlsafe(32)
-    write_private(data_dir / API_TOKEN_FILE, (token + "\n").encode())
+    path = data_dir / API_TOKEN_FILE
+    try:
+        write_private(path, (token + "\n").encode())
+    except OSError as err:
+        log.error("%s: not written (%s); the web API takes no bearer token until a restart",
+                  path, err.strerror or err)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return ""
     return token
 
 
@@ -116,10 +144,14 @@ def write_private(path: Path, data: bytes) -> None:
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         os.fsync(fd)
-    finally:
+    except OSError:
         os.close(fd)
+        os.unlink(staging)
+        raise
+    os.close(fd)
     os.replace(staging, path)
     fsync_dir(path.parent)
 

@@ -580,9 +580,9 @@ class WebPlugin:
         if not settings.web_password_hash:
             stored, first = await asyncio.to_thread(local_password_hash, gateway.data_dir)
             if first is not None and first.password is not None:
+                kept = f"also in {first.file}; " if first.kept else "for this run only; "
                 self._announce(f"Web UI one-time password for '{settings.web_user}': "
-                               f"{first.password} (also in {first.file}; change it on the "
-                               "Configuration page)")
+                               f"{first.password} ({kept}change it on the Configuration page)")
             elif first is not None:
                 self._announce(f"Web UI one-time password: see {first.file}")
         token = await asyncio.to_thread(new_api_token, gateway.data_dir)

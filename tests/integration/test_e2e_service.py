@@ -141,7 +141,7 @@ async def test_service_delivers_alarm_and_data_and_stops_cleanly(
                                           str(tmp_path / "data2")], tmp_path / "logs",
                                          name="second")
                     async with asyncio.timeout(30):
-                        assert await second.proc.wait() == 1
+                        assert await second.proc.wait() == 3
                     assert "another sunpm is already running on this data" in second.stderr, \
                         second.stderr
                 finally:

@@ -20,7 +20,8 @@ import pytest
 from records_util import T0, record
 from waiting import wait_until
 
-from store import Log, StoreIOError, StoreOptions
+from store import Log, StoreIOError, StoreLockedError, StoreOptions
+from store.lockfile import take_lock
 
 OPTIONS = StoreOptions(flush_s=0.01, disk_error_log_interval_s=0.05)
 
@@ -148,3 +149,15 @@ async def test_while_the_disk_fails_the_oldest_records_are_dropped_past_the_memo
         assert len(full_events) == 1 and full_events[0]["reason"] == "disk"
         seqs = pc.unique(log.records("1").column("seq")).to_pylist()
         assert seqs == list(range(1, len(seqs) + 1))  # gap-free: dropped records got no number
+
+
+def test_the_writer_lock_holds_on_a_full_disk(small_disk: Path) -> None:
+    """Its pid is a courtesy to a refused second writer: a full disk leaves it out, and the lock
+    still refuses that writer (a gateway restarting on a full disk must open its store)."""
+    _fill(small_disk / "fill")
+    fd = take_lock(small_disk / "lock", small_disk)
+    try:
+        with pytest.raises(StoreLockedError, match="pid unknown"):
+            take_lock(small_disk / "lock", small_disk)
+    finally:
+        os.close(fd)

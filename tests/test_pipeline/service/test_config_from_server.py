@@ -112,3 +112,27 @@ async def test_a_units_sci_ini_is_watched_and_mirrored_as_scl_ini(
         await session_with_server_1(plant)
         assert (plant.server_dir / "CONFIG" / f"{UID}_scl.ini").read_bytes() == listed
         assert "differs from the configuration in force" not in caplog.text
+
+
+async def test_a_set_the_folder_cannot_take_leaves_the_session_delivering(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A configuration folder the gateway may not write (root's /etc/sunpm under the service's
+    user, a full disk) failed every server-1 session before its uploads: no data delivered
+    until someone fixed the folder. The set is now left unapplied, said so, and the session
+    goes on; the next one tries again."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        await session_with_server_1(plant)
+        local, remote = plant.config_dir / DAQ, plant.server_dir / DAQ
+        in_force_daq = local.read_bytes()
+        running = gateway.site
+        # Where the set is staged, something the gateway cannot write over (as root too).
+        local.with_name(local.name + ".new").mkdir()
+        remote.write_bytes(in_force_daq + b"# changed on the server\n")
+        caplog.clear()
+        await session_with_server_1(plant)
+        assert _lines(caplog, f"{UID}_daq.csv not applied: {local}.new: Is a directory; "
+                              "running configuration unchanged"), caplog.text
+        assert _lines(caplog, "server 1: session ended OK"), caplog.text
+        assert "session failed" not in caplog.text
+        assert local.read_bytes() == in_force_daq and gateway.site is running

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -114,3 +116,32 @@ async def test_sunpm_cmd_prints_numbers_as_the_files_write_them(
     assert code == 0, out
     assert out == ('{\n  "result": [\n    100000000000000000000,\n    0.0000001,\n    2,\n'
                    '    [\n      0.5,\n      3\n    ]\n  ],\n  "callerId": null\n}\n')
+
+
+async def test_the_socket_is_private_without_touching_the_process_umask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The umask is the whole process's: set to 0177 while the socket was made, it took the x
+    bit off the folders the store's worker threads created meanwhile (a configuration
+    snapshot's, a device's), which the service user then could not write into."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        assert plant.gateway.commands is not None
+        umasks: list[int] = []
+        real_umask = os.umask
+
+        def watched(mask: int) -> int:
+            umasks.append(mask)
+            return real_umask(mask)
+        monkeypatch.setattr(os, "umask", watched)
+        sock = tmp_path / "extra.sock"
+        task = asyncio.create_task(LocalChannel(sock, plant.gateway.commands).run())
+        try:
+            await wait_until(sock.exists, 10, what="socket")
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+            assert umasks == []
+            assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "u"}') == {
+                "result": "OK", "callerId": "u"}
+            assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".s")) == []
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
