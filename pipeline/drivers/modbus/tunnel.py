@@ -1,14 +1,14 @@
 """RTU-over-TCP tunnel (`forwardTcpPort`, docs/behaviour.md §2.8).
 
 A Modbus TCP server per serial port that has `forwardTcpPort`: unit id + PDU become an RTU frame
-on the bus, and the answer returns with the client's transaction id. Requests queue on the bus
-like the gateway's own (first come, first served, so the two alternate when both wait), and the
-bus keeps every RTU rule (silence, flush, CRC, late replies); tunnel frames land in its trace.
+on the bus, and the answer returns with the client's transaction id. The tunnel puts one request at a
+time in the bus's queue (first come, first served), so tunnel and own requests alternate when both
+wait; a client's requests not sent yet are dropped when it leaves. The bus keeps every RTU rule (silence, flush, CRC, late replies); tunnel frames land in its trace.
 
 Limits (**Decision** of the spec): 8 clients (a 9th connection is closed at once), 16 tunnel
 requests waiting for the bus (more: exception 0x06, device busy), the relay timeout is the largest
-device timeout on the port (then exception 0x0B), unit 0 is a broadcast and gets no answer, and a
-client idle for 5 minutes is closed.
+device timeout on the port (then exception 0x0B), unit 0 is a broadcast and gets no answer (not
+even 0x06), and a client idle for 5 minutes is closed.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class _Client(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle: asyncio.TimerHandle | None = None
+        #: Its requests not answered yet: cancelled when it leaves, so that a client gone does
+        #: not keep the bus busy.
+        self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -58,6 +61,8 @@ class _Client(asyncio.Protocol):
         self.tunnel.clients.discard(self)
         if self.idle is not None:
             self.idle.cancel()
+        for task in self.pending:
+            task.cancel()
 
     def _arm_idle(self) -> None:
         if self.idle is not None:
@@ -103,6 +108,10 @@ class RtuTunnel:
         self.busy_answers = 0
         self.failures = 0          # requests that failed with an error of ours (answered 0x04)
         self._queued = 0
+        #: One tunnel request at a time in the bus's queue, the others wait here: the bus serves
+        #: its queue in arrival order, so a poll request waits behind one tunnel request, not
+        #: behind all 16 (docs/behaviour.md §2.8: when both wait, they alternate).
+        self._turn = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -135,17 +144,21 @@ class RtuTunnel:
             return
         if self._queued >= self.max_queued:
             self.busy_answers += 1
-            client.answer(tid, unit, bytes((pdu[0] | 0x80, _BUSY)))
+            if unit != 0:                   # a broadcast gets no answer, even a refusal
+                client.answer(tid, unit, bytes((pdu[0] | 0x80, _BUSY)))
             return
         self._queued += 1
         task = asyncio.create_task(self._forward(client, tid, unit, pdu),
                                    name=f"tunnel:{self.bus.interface}:{tid}")
         self._tasks.add(task)
+        client.pending.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(client.pending.discard)
 
     async def _forward(self, client: _Client, tid: int, unit: int, pdu: bytes) -> None:
         try:
-            reply = await self.bus.transact(unit, pdu, self.timeout_ms)
+            async with self._turn:
+                reply = await self.bus.transact(unit, pdu, self.timeout_ms)
         except ModbusRequestError as err:
             # Timeout, bad frame or port down: the client sees "gateway target failed to respond".
             log.debug("Tunnel request failed. interface=%s unit=%d reason=%s",

@@ -18,6 +18,7 @@ from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.trace import FrameTrace, ModbusCounters
 from pipeline.drivers.modbus.tunnel import RtuTunnel, tunnel_for
+from waiting import wait_until
 
 
 @dataclass
@@ -226,3 +227,46 @@ def test_tunnel_timeout_is_the_largest_device_timeout_on_its_port() -> None:
     assert tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL2")), devices) is None
     lonely = tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL3", forward_tcp_port=1)), devices)
     assert lonely is not None and lonely.timeout_ms == 1000
+
+
+async def test_a_client_with_16_requests_queued_delays_an_own_poll_by_one_request_at_most(
+        setup: Setup) -> None:
+    """§2.8: when both wait, tunnel and own requests alternate. A client that pipelines its 16
+    requests must not put all of them ahead of the gateway's next poll request (16 device
+    timeouts, 16 s with the default, lost from the poll's period)."""
+    setup.units[2].delay_s = 0.02
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    try:
+        writer.write(b"".join(mbap(tid, 2, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)))
+        await wait_until(lambda: setup.tunnel._queued == 16, what="16 tunnel requests queued")
+        reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 0, 1), 500)
+        assert reply == bytes.fromhex("03 02 03E8")
+        async with asyncio.timeout(10):
+            for _ in range(16):
+                await reader.readexactly(7 + 4)
+    finally:
+        writer.close()
+    units_sent = [t.data[0] for t in setup.traces if t.direction == "=>"]
+    assert units_sent.index(1) <= 1, units_sent
+
+
+async def test_a_broadcast_past_the_queue_limit_gets_no_answer(setup: Setup) -> None:
+    setup.units[1].delay_s = 0.02
+    frames = [mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)]
+    frames.append(mbap(99, 0, struct.pack(">BHH", 6, 8, 5)))
+    frames.append(mbap(100, 1, struct.pack(">BHH", 3, 0, 1)))
+    answers = await raw_request(setup.tunnel.port, frames, 17)
+    assert [tid for tid, _, _ in answers if tid in (99, 100)] == [100]
+
+
+async def test_requests_of_a_client_gone_are_not_sent(setup: Setup) -> None:
+    """A client that queues 16 requests and leaves must not keep the bus busy for nothing (16
+    device timeouts taken from the polls), again at each connection."""
+    setup.units[1].delay_s = 0.05
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    writer.write(b"".join(mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)))
+    await wait_until(lambda: setup.tunnel._queued == 16, what="16 tunnel requests queued")
+    writer.close()
+    await wait_until(lambda: setup.tunnel._queued == 0, what="the queue emptied")
+    sent = [t for t in setup.traces if t.direction == "=>"]
+    assert len(sent) <= 2, len(sent)
