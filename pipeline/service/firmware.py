@@ -6,7 +6,9 @@ running one and whose content (SHA-256) was never tried is downloaded (256 MiB a
 `<data>/update/` (streamed to disk, never held in memory), checked against `<name>.md5` beside it
 when there is one, and handed to `SYSTEM_UpdateCommand` as `updateFirmware` does; without that
 key it is only logged. Tried packages are kept in `<data>/update/tried.json` by hash and by
-listing entry (name, size, time), so a package that failed is not fetched again and again.
+listing entry (name, size, time), so a package that failed is not fetched again and again: one
+larger than the cap is tried once, one whose download fails (cut, disk full) `MAX_ATTEMPTS` times
+(counted in `<data>/update/attempts.json`) until the listing shows it changed.
 """
 
 from __future__ import annotations
@@ -22,14 +24,24 @@ from pathlib import Path
 from typing import Final
 
 from config.model import ServerSettings
-from exporters.transports import FileTransport, RemoteFile, TransportError, open_transport
+from exporters.transports import (
+    DownloadTooLarge,
+    FileTransport,
+    RemoteFile,
+    TransportError,
+    open_transport,
+)
 from fsio import fsync_dir, rename, write_file_durably
 from pipeline.service.maintenance import PACKAGE_CAP_BYTES, UPDATE_FOLDER
 
 log = logging.getLogger("sunpm.system")
 
-_PACKAGE: Final = re.compile(r"^wgapp_(\d+(?:\.\d+)*)\.spm$")
+_PACKAGE: Final = re.compile(r"wgapp_([0-9]+(?:\.[0-9]+)*)\.spm")
 TRIED_FILE: Final = "tried.json"
+ATTEMPTS_FILE: Final = "attempts.json"
+#: Downloads of one listing entry that may fail before it is left alone until it changes.
+MAX_ATTEMPTS: Final = 3
+_HEX_MD5: Final = re.compile(r"[0-9a-f]{32}")
 
 
 def running_version() -> str:
@@ -47,7 +59,7 @@ def version_key(text: str) -> tuple[int, ...]:
 def newest_offer(names: list[str], running: str) -> tuple[str, str] | None:
     """(file name, version) of the newest package above `running`, if any."""
     offers = [(version_key(m.group(1)), m.group(0), m.group(1))
-              for m in map(_PACKAGE.match, names) if m is not None]
+              for m in map(_PACKAGE.fullmatch, names) if m is not None]
     newer = [o for o in offers if o[0] > version_key(running)]
     if not newer:
         return None
@@ -60,6 +72,14 @@ def _tried(folder: Path) -> set[str]:
         return set(json.loads((folder / TRIED_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return set()
+
+
+def _attempts(folder: Path) -> dict[str, int]:
+    try:
+        counts = json.loads((folder / ATTEMPTS_FILE).read_text())
+        return {str(k): int(v) for k, v in counts.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_dir: Path, *,
@@ -80,18 +100,37 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         # The listing tells a package already tried without fetching its 256 MiB again at
         # every session: same name, size and time.
         seen = _listed(listing[name])
-        if seen is not None and seen in tried:
+        if seen in tried:
+            return None
+        if _attempts(folder).get(seen, 0) >= MAX_ATTEMPTS:
             return None
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{name}.part"
-        # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
-        with partial.open("wb") as out:
-            await transport.download_to(f"/BIN/{name}", out, max_bytes=PACKAGE_CAP_BYTES)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
+            with partial.open("wb") as out:
+                await transport.download_to(f"/BIN/{name}", out, max_bytes=PACKAGE_CAP_BYTES)
+                out.flush()
+                os.fsync(out.fileno())
+        except (TransportError, OSError) as err:
+            # Counted per listing entry, so that a package the box cannot take (too large, a
+            # disk too small, a link that always breaks) is not fetched at every session.
+            partial.unlink(missing_ok=True)
+            attempts = _attempts(folder)
+            attempts[seen] = MAX_ATTEMPTS if isinstance(err, DownloadTooLarge) \
+                else attempts.get(seen, 0) + 1
+            left = MAX_ATTEMPTS - attempts[seen]
+            try:
+                write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
+            except OSError:
+                pass                    # a full disk: the next session tries again
+            log.warning("server %d: /BIN/%s not downloaded: %s; %s", settings.slot, name, err,
+                        f"{left} more attempt(s) while the server offers it unchanged" if left
+                        else "not fetched again until the server offers it changed")
+            return None
         digest, md5 = await asyncio.to_thread(_hashes, partial)
         known = digest in tried
-        tried |= {digest} | ({seen} if seen is not None else set())
+        tried |= {digest, seen}
         write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
         if known:
             return None
@@ -99,6 +138,8 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
             words = (await transport.download(f"/BIN/{name}.md5", max_bytes=4096)).decode(
                 "ascii", errors="replace").split()
             expected = words[0].lower() if words else "(empty file)"
+            if not _HEX_MD5.fullmatch(expected):
+                expected = "(not an MD5)"       # nor anything else of the server's in the log
             if md5 != expected:
                 log.error("server %d: /BIN/%s: checksum mismatch (expected %s, got %s); not "
                           "installed", settings.slot, name, expected, md5)
@@ -118,11 +159,11 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         await transport.close()
 
 
-def _listed(entry: RemoteFile) -> str | None:
-    """A listing entry as a key of the tried set; None when the server gives no time."""
-    if entry.mtime_s is None:
-        return None
-    return f"{entry.name}:{entry.size}:{entry.mtime_s:.0f}"
+def _listed(entry: RemoteFile) -> str:
+    """A listing entry as a key of the tried set (its size alone when the server gives no
+    time)."""
+    when = "-" if entry.mtime_s is None else f"{entry.mtime_s:.0f}"
+    return f"{entry.name}:{entry.size}:{when}"
 
 
 def _hashes(path: Path) -> tuple[str, str]:

@@ -78,3 +78,49 @@ async def test_a_package_whose_md5_differs_is_not_staged_and_leaves_no_part(
     data = tmp_path / "data"
     assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
     assert sorted(p.name for p in (data / "update").iterdir()) == ["tried.json"]
+
+
+def test_a_name_ending_in_a_line_break_is_no_offer() -> None:
+    assert newest_offer(["wgapp_9.0.spm\n"], "1.0") is None
+    assert newest_offer(["wgapp_\u0669.spm"], "1.0") is None      # an Arabic-Indic nine
+
+
+async def test_a_package_over_the_cap_is_fetched_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _bin_tree(tmp_path / "srv", b"x" * 4096, None)
+    monkeypatch.setattr("pipeline.service.firmware.PACKAGE_CAP_BYTES", 1024)
+    fetched: list[str] = []
+    real = DirTransport.download_to
+
+    async def counted(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
+        fetched.append(path)
+        return await real(self, path, out, max_bytes=max_bytes)
+    monkeypatch.setattr(DirTransport, "download_to", counted)
+    data = tmp_path / "data"
+    for _ in range(4):
+        assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert fetched == ["/BIN/wgapp_9.0.spm"]
+    assert not [p for p in (data / "update").iterdir() if p.name.endswith(".part")]
+
+
+async def test_a_download_that_keeps_failing_is_tried_three_times_per_listing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk too small for the package (or a link that always breaks): not 256 MiB fetched at
+    every session for ever; tried again when the server offers the package changed."""
+    settings = _bin_tree(tmp_path / "srv", b"x" * 4096, None)
+    fetched: list[str] = []
+
+    async def disk_full(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
+        fetched.append(path)
+        out.write(b"x" * 100)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(DirTransport, "download_to", disk_full)
+    data = tmp_path / "data"
+    for _ in range(5):
+        assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert len(fetched) == 3
+    assert not [p for p in (data / "update").iterdir() if p.name.endswith(".part")]
+    package = tmp_path / "srv" / "BIN" / "wgapp_9.0.spm"
+    package.write_bytes(b"y" * 5000)
+    assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert len(fetched) == 4
