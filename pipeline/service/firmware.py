@@ -14,6 +14,7 @@ larger than the cap is tried once, one whose download fails (cut, disk full) `MA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -120,10 +121,8 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
             attempts[seen] = MAX_ATTEMPTS if isinstance(err, DownloadTooLarge) \
                 else attempts.get(seen, 0) + 1
             left = MAX_ATTEMPTS - attempts[seen]
-            try:
+            with contextlib.suppress(OSError):      # a full disk: the next session tries again
                 write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
-            except OSError:
-                pass                    # a full disk: the next session tries again
             log.warning("server %d: /BIN/%s not downloaded: %s; %s", settings.slot, name, err,
                         f"{left} more attempt(s) while the server offers it unchanged" if left
                         else "not fetched again until the server offers it changed")

@@ -82,6 +82,7 @@ from pipeline.service.maintenance import (
     MaintenanceError,
     change_config,
     check_firmware_request,
+    clean_update_folder,
     factory_wipe,
     install_firmware,
     stage_firmware,
@@ -298,6 +299,9 @@ class Gateway:
                 f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
                 "stop it first", 1) from None
         self.store = store
+        # Once the store's lock shows no other sunpm uses this data: what a crash or the last
+        # run left in the staging folder (docs/behaviour.md §7.3).
+        await asyncio.to_thread(clean_update_folder, self.data_dir)
         # Before the first commit: without its predicates the quota takes every segment for
         # delivered (no server configured), and the first journal event appended (the start's
         # log line, `Power OFF`) would let it delete what the servers have not had.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from _modbus_defs import definition, var
 from pymodbus.client import AsyncModbusTcpClient
+from waiting import wait_until
 
 from config.model import Device, Quality, SerialPort
 from pipeline.drivers.modbus.frames import mbap, parse_mbap
@@ -18,7 +19,6 @@ from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
 from pipeline.drivers.modbus.trace import FrameTrace, ModbusCounters
 from pipeline.drivers.modbus.tunnel import RtuTunnel, tunnel_for
-from waiting import wait_until
 
 
 @dataclass
@@ -263,7 +263,7 @@ async def test_requests_of_a_client_gone_are_not_sent(setup: Setup) -> None:
     """A client that queues 16 requests and leaves must not keep the bus busy for nothing (16
     device timeouts taken from the polls), again at each connection."""
     setup.units[1].delay_s = 0.05
-    reader, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
     writer.write(b"".join(mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)))
     await wait_until(lambda: setup.tunnel._queued == 16, what="16 tunnel requests queued")
     writer.close()
