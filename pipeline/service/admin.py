@@ -460,6 +460,8 @@ def _stage_upload(source: IO[bytes], path: Path, expected_md5: str) -> str:
         got, size = write_package(source, path)
     except MaintenanceError as err:
         raise AdminError(str(err), "package") from None
+    except OSError as err:              # the gateway's disk (full, read-only), not the package
+        raise AdminError(f"{path.name} not staged: {err.strerror or err}", "package") from None
     if size == 0 or (expected_md5 and expected_md5 != got):
         path.unlink()
         if size == 0:

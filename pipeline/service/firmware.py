@@ -22,7 +22,7 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final, cast
 
 from config.model import ServerSettings
 from exporters.transports import (
@@ -109,14 +109,16 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         partial = folder / f".{name}.part"
         try:
             # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
-            with partial.open("wb") as out:
-                await transport.download_to(f"/BIN/{name}", out, max_bytes=PACKAGE_CAP_BYTES)
-                out.flush()
+            with partial.open("wb", buffering=0) as out:
+                await transport.download_to(f"/BIN/{name}", cast(BinaryIO, _Staging(out)),
+                                            max_bytes=PACKAGE_CAP_BYTES)
                 os.fsync(out.fileno())
-        except (TransportError, OSError) as err:
+        except (TransportError, OSError, StagingError) as err:
             # Counted per listing entry, so that a package the box cannot take (too large, a
             # disk too small, a link that always breaks) is not fetched at every session.
             partial.unlink(missing_ok=True)
+            if isinstance(err, OSError):        # opening or syncing the staging file
+                err = StagingError(err)
             attempts = _attempts(folder)
             attempts[seen] = MAX_ATTEMPTS if isinstance(err, DownloadTooLarge) \
                 else attempts.get(seen, 0) + 1
@@ -156,6 +158,27 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         if partial is not None:
             partial.unlink(missing_ok=True)
         await transport.close()
+
+
+class StagingError(Exception):
+    """The gateway's own disk refused a block of a download (full, read-only). Not an
+    `OSError`: the transports take those for the server's or the network's fault."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(f"the gateway's disk: {err.strerror or err}")
+
+
+class _Staging:
+    """The staging file as a download's sink: its write errors are the gateway's."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def write(self, block: bytes) -> int:
+        try:
+            return self._out.write(block)
+        except OSError as err:
+            raise StagingError(err) from err
 
 
 def _listed(entry: RemoteFile) -> str:

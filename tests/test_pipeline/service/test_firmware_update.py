@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import io
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +22,10 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
+from config.model import ServerSettings, ServerType
 from pipeline.service import maintenance
+from pipeline.service.admin import AdminError, _stage_upload
+from pipeline.service.firmware import stage_offered_package
 from pipeline.service.maintenance import (
     MaintenanceError,
     clean_update_folder,
@@ -174,3 +180,43 @@ async def test_two_installs_run_one_after_the_other(tmp_path: Path) -> None:
     command = f"{sys.executable} -c '{code}'"
     await asyncio.gather(install_firmware(command, marks), install_firmware(command, marks))
     assert marks.read_text() == "start end start end "
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system of its own (tmpfs), for a disk that fills up for real."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if made.returncode:
+        pytest.skip(f"no tmpfs can be mounted here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+async def test_a_full_disk_while_a_bin_package_arrives_names_the_gateways_disk(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "srv" / "BIN").mkdir(parents=True)
+    (tmp_path / "srv" / "BIN" / "wgapp_9.0.spm").write_bytes(os.urandom(3 << 20))
+    settings = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(tmp_path / "srv"))
+    data = small_disk / "data"
+    for _ in range(4):
+        assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    failures = [r.getMessage() for r in caplog.records if "not downloaded" in r.getMessage()]
+    assert len(failures) == 3
+    assert all("the gateway's disk: No space left on device" in f for f in failures), failures
+    assert "server disk full" not in caplog.text
+    assert [p.name for p in (data / "update").iterdir()] == ["attempts.json"]
+
+
+def test_a_full_disk_while_an_upload_is_staged_is_a_form_error(small_disk: Path) -> None:
+    target = small_disk / "update" / "wgapp_2.0.spm"
+    target.parent.mkdir()
+    with pytest.raises(AdminError) as caught:
+        _stage_upload(io.BytesIO(b"x" * (3 << 20)), target, "")
+    assert str(caught.value) == "wgapp_2.0.spm not staged: No space left on device"
+    assert caught.value.field == "package"
+    assert list(target.parent.iterdir()) == []
