@@ -45,6 +45,7 @@ from pipeline.service.maintenance import (
     PACKAGE_NAME,
     UPDATE_FOLDER,
     MaintenanceError,
+    update_argv,
     write_package,
 )
 from pipeline.service.scripts import ScriptsPlugin
@@ -143,8 +144,10 @@ class Admin:
         site = self.gateway.site
         if site is None:
             raise AdminError("the service is not running", "package")
-        if not site.settings.system_update_command:
-            raise AdminError("updateFirmware: SYSTEM_UpdateCommand is not set", "package")
+        try:
+            update_argv(site.settings.system_update_command)
+        except MaintenanceError as err:
+            raise AdminError(f"updateFirmware: {err}", "package") from None
         if not PACKAGE_NAME.fullmatch(name):
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")

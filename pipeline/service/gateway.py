@@ -87,6 +87,7 @@ from pipeline.service.maintenance import (
     install_firmware,
     stage_firmware,
     staged_upload,
+    update_argv,
 )
 from pipeline.service.modem import AtModem
 from pipeline.service.relay import KIND as RELAY_KIND
@@ -803,6 +804,7 @@ class Gateway:
         if not self.site.settings.system_update_command:
             raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
         try:
+            update_argv(self.site.settings.system_update_command)
             check_firmware_request(url, checksum, interface)
             package = await stage_firmware(self.data_dir, url, login, password, checksum)
         except MaintenanceError as err:
@@ -818,6 +820,7 @@ class Gateway:
         if not self.site.settings.system_update_command:
             raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
         try:
+            update_argv(self.site.settings.system_update_command)
             path = await asyncio.to_thread(staged_upload, self.data_dir, package, checksum)
         except MaintenanceError as err:
             raise CommandError(f"updateFirmware: {err}") from None

@@ -270,6 +270,20 @@ def staged_upload(data_dir: Path, name: str, checksum: str) -> Path:
     return path
 
 
+def update_argv(command: str) -> list[str]:
+    """`SYSTEM_UpdateCommand` split as a shell would; `MaintenanceError` when it cannot be (an
+    unbalanced quote) or is empty, so that a command is refused before anything is
+    downloaded, not answered OK and then never run."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise MaintenanceError(f"SYSTEM_UpdateCommand cannot be split into words ({err})") \
+            from None
+    if not argv:
+        raise MaintenanceError("SYSTEM_UpdateCommand is not set")
+    return argv
+
+
 _install_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
     weakref.WeakKeyDictionary()
 
@@ -280,7 +294,11 @@ async def install_firmware(command: str, package: Path) -> int:
     of its output only the end is kept, however much it prints."""
     loop = asyncio.get_running_loop()
     lock = _install_locks.setdefault(loop, asyncio.Lock())
-    argv = [*shlex.split(command), str(package)]
+    try:
+        argv = [*update_argv(command), str(package)]
+    except MaintenanceError as err:
+        log.error("Update command could not start: %s", err)
+        return 127
     async with lock:
         log.info("Installing update: %s", " ".join(shlex.quote(a) for a in argv))
         try:

@@ -31,6 +31,7 @@ from pipeline.service.maintenance import (
     clean_update_folder,
     install_firmware,
     stage_firmware,
+    update_argv,
 )
 
 PACKAGE = b"package bytes " * 1000
@@ -220,3 +221,14 @@ def test_a_full_disk_while_an_upload_is_staged_is_a_form_error(small_disk: Path)
     assert str(caught.value) == "wgapp_2.0.spm not staged: No space left on device"
     assert caught.value.field == "package"
     assert list(target.parent.iterdir()) == []
+
+
+async def test_an_update_command_with_an_unbalanced_quote_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert await install_firmware("sh -c 'install", tmp_path / "p.spm") == 127
+    assert "Update command could not start: SYSTEM_UpdateCommand cannot be split into words " \
+           "(No closing quotation)" in caplog.text
+    with pytest.raises(MaintenanceError, match="cannot be split"):
+        update_argv("sh -c 'install")
+    assert update_argv("sudo /usr/local/bin/install-sunpm --yes") == [
+        "sudo", "/usr/local/bin/install-sunpm", "--yes"]
