@@ -27,6 +27,7 @@ from typing import BinaryIO, Final, cast
 from config.model import ServerSettings
 from exporters.transports import (
     DownloadTooLarge,
+    Failure,
     FileTransport,
     RemoteFile,
     TransportError,
@@ -92,7 +93,15 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
     partial: Path | None = None
     try:
         await transport.connect()
-        listing = {f.name: f for f in await transport.list("/BIN")}
+        try:
+            listing = {f.name: f for f in await transport.list("/BIN")}
+        except TransportError as err:
+            if err.failure is not Failure.REFUSED:
+                raise
+            # No /BIN on this server (or not ours to read): nothing is offered, which is no
+            # reason for a WARNING at every session.
+            log.debug("server %d: no /BIN to check: %s", settings.slot, err)
+            return None
         offer = newest_offer(list(listing), running or running_version())
         if offer is None:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tracemalloc
 from pathlib import Path
@@ -124,3 +125,12 @@ async def test_a_download_that_keeps_failing_is_tried_three_times_per_listing(
     package.write_bytes(b"y" * 5000)
     assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
     assert len(fetched) == 4
+
+
+async def test_a_server_without_bin_is_no_warning(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "srv" / "CONFIG").mkdir(parents=True)
+    settings = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(tmp_path / "srv"))
+    assert await stage_offered_package(tmp_path / "data", settings, tmp_path,
+                                       running="1.0") is None
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
