@@ -34,7 +34,7 @@ from exporters.transports import (
     open_transport,
 )
 from fsio import fsync_dir, rename, write_file_durably
-from pipeline.service.maintenance import PACKAGE_CAP_BYTES, UPDATE_FOLDER
+from pipeline.service.maintenance import DOWNLOAD_LIMIT_S, PACKAGE_CAP_BYTES, UPDATE_FOLDER
 
 log = logging.getLogger("sunpm.system")
 
@@ -118,15 +118,21 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         partial = folder / f".{name}.part"
         try:
             # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
-            with partial.open("wb", buffering=0) as out:
-                await transport.download_to(f"/BIN/{name}", cast(BinaryIO, _Staging(out)),
-                                            max_bytes=PACKAGE_CAP_BYTES)
-                os.fsync(out.fileno())
-        except (TransportError, OSError, StagingError) as err:
+            # Bounded as `updateFirmware`'s download: this runs at the end of server 1's
+            # session, and a slow link (a modem) fetching 256 MiB would hold every later
+            # session (alarms, data) for hours.
+            async with asyncio.timeout(DOWNLOAD_LIMIT_S):
+                with partial.open("wb", buffering=0) as out:
+                    await transport.download_to(f"/BIN/{name}", cast(BinaryIO, _Staging(out)),
+                                                max_bytes=PACKAGE_CAP_BYTES)
+                    os.fsync(out.fileno())
+        except (TransportError, OSError, StagingError, TimeoutError) as err:
             # Counted per listing entry, so that a package the box cannot take (too large, a
             # disk too small, a link that always breaks) is not fetched at every session.
             partial.unlink(missing_ok=True)
-            if isinstance(err, OSError):        # opening or syncing the staging file
+            if isinstance(err, TimeoutError):
+                err = StagingError(f"not done within {DOWNLOAD_LIMIT_S:.0f} s")
+            elif isinstance(err, OSError):        # opening or syncing the staging file
                 err = StagingError(err)
             attempts = _attempts(folder)
             attempts[seen] = MAX_ATTEMPTS if isinstance(err, DownloadTooLarge) \
@@ -170,11 +176,13 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
 
 
 class StagingError(Exception):
-    """The gateway's own disk refused a block of a download (full, read-only). Not an
-    `OSError`: the transports take those for the server's or the network's fault."""
+    """The gateway's own disk refused a block of a download (full, read-only), or the download
+    ran out of time. Not an `OSError`: the transports take those for the server's or the
+    network's fault."""
 
-    def __init__(self, err: OSError) -> None:
-        super().__init__(f"the gateway's disk: {err.strerror or err}")
+    def __init__(self, err: OSError | str) -> None:
+        super().__init__(err if isinstance(err, str) else
+                         f"the gateway's disk: {err.strerror or err}")
 
 
 class _Staging:

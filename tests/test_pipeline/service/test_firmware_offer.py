@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -134,3 +135,24 @@ async def test_a_server_without_bin_is_no_warning(tmp_path: Path,
     assert await stage_offered_package(tmp_path / "data", settings, tmp_path,
                                        running="1.0") is None
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_package_that_arrives_too_slowly_does_not_hold_the_sessions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Fetched at the end of server 1's session: 256 MiB over a slow modem link would hold every
+    later session (alarms, data) for hours."""
+    settings = _bin_tree(tmp_path / "srv", b"x" * 4096, None)
+    monkeypatch.setattr("pipeline.service.firmware.DOWNLOAD_LIMIT_S", 0.5)
+
+    async def trickle(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
+        for _ in range(600):                    # one byte every 0.1 s: a minute at most
+            out.write(b"x")
+            await asyncio.sleep(0.1)
+        return 600
+    monkeypatch.setattr(DirTransport, "download_to", trickle)
+    data = tmp_path / "data"
+    async with asyncio.timeout(20):
+        assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    assert "not done within 0 s; 2 more attempt(s)" in caplog.text
+    assert [p.name for p in (data / "update").iterdir()] == ["attempts.json"]
