@@ -64,6 +64,16 @@ class _Client(asyncio.Protocol):
         for task in self.pending:
             task.cancel()
 
+    def pause_writing(self) -> None:
+        # A client that sends and does not read: its answers (0x06 at once past 16 queued) would
+        # pile up in memory without end; it is not read until it reads.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def _arm_idle(self) -> None:
         if self.idle is not None:
             self.idle.cancel()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -270,3 +272,26 @@ async def test_requests_of_a_client_gone_are_not_sent(setup: Setup) -> None:
     await wait_until(lambda: setup.tunnel._queued == 0, what="the queue emptied")
     sent = [t for t in setup.traces if t.direction == "=>"]
     assert len(sent) <= 2, len(sent)
+
+
+async def test_a_client_that_sends_without_reading_is_not_buffered_without_end(
+        setup: Setup) -> None:
+    """Each request past the 16 queued is answered 0x06 at once: a client that never reads
+    had its answers kept in the gateway's memory (14 MB in 8 s measured, without bound)."""
+    sock = socket.create_connection(("127.0.0.1", setup.tunnel.port))
+    sock.setblocking(False)
+    blob = mbap(1, 1, struct.pack(">BHH", 3, 0, 1)) * 10000
+    sent = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 6
+    try:
+        while loop.time() < deadline and sent < 32 << 20:
+            with contextlib.suppress(BlockingIOError):
+                sent += sock.send(blob)
+            await asyncio.sleep(0.001)
+        client = next(iter(setup.tunnel.clients))
+        assert client.transport is not None
+        assert client.transport.get_write_buffer_size() < 1 << 20, (
+            sent, client.transport.get_write_buffer_size())
+    finally:
+        sock.close()
