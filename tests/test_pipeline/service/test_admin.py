@@ -257,3 +257,15 @@ async def test_an_update_command_that_cannot_be_split_refuses_the_update_before_
         with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand cannot "
                                                r"be split into words \(No closing quotation\)"):
             await Admin(plant.gateway).update(url="http://127.0.0.1:9/p.spm", md5="0" * 32)
+
+
+async def test_a_start_removes_what_a_crash_left_in_the_staging_folder(tmp_path: Path) -> None:
+    """kill -9 during a download leaves its `.part` (up to 256 MiB), during an install the
+    package: gone at the next start, the /BIN bookkeeping kept."""
+    folder = tmp_path / "data" / "update"
+    folder.mkdir(parents=True)
+    for name in (".wgapp_2.0.spm.part", ".package.spm.k3j9.part", "wgapp_2.0.spm",
+                 "tried.json"):
+        (folder / name).write_bytes(b"x")
+    async with running_gateway(tmp_path, inverters=0):
+        assert sorted(p.name for p in folder.iterdir()) == ["tried.json"]
