@@ -295,3 +295,17 @@ async def test_a_client_that_sends_without_reading_is_not_buffered_without_end(
             sent, client.transport.get_write_buffer_size())
     finally:
         sock.close()
+
+
+async def test_a_poll_right_after_a_relayed_broadcast_waits_the_turnaround_delay(
+        setup: Setup) -> None:
+    """Modbus serial line: after a broadcast the master waits a turnaround delay so that units
+    execute it; a poll sent 2 ms after a power limit broadcast reached a unit still busy with
+    it, timed out and cost the device a poll."""
+    setup.units[1].delay_s = 0.1
+    answers = await raw_request(setup.tunnel.port, [mbap(1, 0, struct.pack(">BHH", 6, 8, 50))], 0)
+    assert answers == []
+    await wait_until(lambda: any(t.direction == "=>" for t in setup.traces),
+                     what="the broadcast sent")
+    reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 8, 1), 500)
+    assert reply == bytes.fromhex("03 02 0032")
