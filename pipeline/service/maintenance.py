@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import logging
 import math
 import os
@@ -157,12 +158,13 @@ def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | N
 
 
 def write_package(source: IO[bytes], target: Path, *, md5: str = "",
-                  deadline: float = math.inf) -> tuple[str, int]:
+                  deadline: float = math.inf, announced: int | None = None) -> tuple[str, int]:
     """`source` copied to `target` all or nothing, in chunks of 64 KiB (a package can be
     hundreds of MB on a 512 MB box), at most `PACKAGE_CAP_BYTES`: its MD5 and size. With `md5`,
     a package of another MD5 never gets its name (checksum mismatch); past `deadline`
     (`time.monotonic()`) the copy stops, so that a download given up on does not go on in its
-    thread (a server that trickles)."""
+    thread (a server that trickles). With `announced` (the size the server gave), fewer bytes
+    are a download cut, not a package of another MD5."""
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     # A name of its own: two stagings of one name at once (an upload, a URL, /BIN) must not
@@ -184,6 +186,8 @@ def write_package(source: IO[bytes], target: Path, *, md5: str = "",
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+        if announced is not None and size != announced:
+            raise MaintenanceError(f"download failed: cut after {size} of {announced} bytes")
         if md5 and digest.hexdigest() != md5.lower():
             raise MaintenanceError(f"checksum mismatch (expected {md5.lower()}, got "
                                    f"{digest.hexdigest()})")
@@ -221,8 +225,10 @@ def _download(url: str, login: str, password: str, target: Path, md5: str,
         request.add_header("Authorization", authorisation)
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            got, _ = write_package(reply, target, md5=md5, deadline=deadline)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+            length = reply.headers.get("Content-Length", "")
+            got, _ = write_package(reply, target, md5=md5, deadline=deadline,
+                                   announced=int(length) if length.isdigit() else None)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
         raise MaintenanceError(f"download failed: {reason}") from None
     return got

@@ -39,8 +39,9 @@ MD5 = hashlib.md5(PACKAGE, usedforsecurity=False).hexdigest()
 
 
 @contextmanager
-def http_server(trickle_s: float = 0.0) -> Iterator[int]:
-    """Every path answers PACKAGE (one byte every `trickle_s` when given)."""
+def http_server(trickle_s: float = 0.0, cut_at: int | None = None) -> Iterator[int]:
+    """Every path answers PACKAGE (one byte every `trickle_s` when given; only its first
+    `cut_at` bytes, then the connection closed, when given)."""
     stop = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,6 +49,10 @@ def http_server(trickle_s: float = 0.0) -> Iterator[int]:
             self.send_response(200)
             self.send_header("Content-Length", str(len(PACKAGE)))
             self.end_headers()
+            if cut_at is not None:
+                self.wfile.write(PACKAGE[:cut_at])
+                self.close_connection = True
+                return
             if not trickle_s:
                 self.wfile.write(PACKAGE)
                 return
@@ -232,3 +237,13 @@ async def test_an_update_command_with_an_unbalanced_quote_is_refused(
         update_argv("sh -c 'install")
     assert update_argv("sudo /usr/local/bin/install-sunpm --yes") == [
         "sudo", "/usr/local/bin/install-sunpm", "--yes"]
+
+
+async def test_a_download_cut_midway_is_a_failed_download_not_a_bad_package(
+        tmp_path: Path) -> None:
+    """The technician must learn that the link broke, not that the package is wrong."""
+    data = tmp_path / "data"
+    with http_server(cut_at=5000) as port, pytest.raises(MaintenanceError) as caught:
+        await stage_firmware(data, f"http://127.0.0.1:{port}/wgapp_2.0.spm", "", "", MD5)
+    assert str(caught.value) == f"download failed: cut after 5000 of {len(PACKAGE)} bytes"
+    assert list((data / "update").iterdir()) == []
