@@ -112,9 +112,18 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         seen = _listed(listing[name])
         if seen in tried:
             return None
-        if _attempts(folder).get(seen, 0) >= MAX_ATTEMPTS:
+        attempts = _attempts(folder)
+        if attempts.get(seen, 0) >= MAX_ATTEMPTS:
             return None
         folder.mkdir(parents=True, exist_ok=True)
+        if listing[name].size > PACKAGE_CAP_BYTES:
+            # The listing says so already: 256 MiB over a metered link for nothing, not even once.
+            attempts[seen] = MAX_ATTEMPTS
+            write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
+            log.warning("server %d: /BIN/%s not downloaded: %d bytes, more than 256 MiB; not "
+                        "fetched again until the server offers it changed", settings.slot, name,
+                        listing[name].size)
+            return None
         partial = folder / f".{name}.part"
         try:
             # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.model import ServerSettings, ServerType
-from exporters.transports import DirTransport
+from exporters.transports import DirTransport, RemoteFile
 from pipeline.service.firmware import newest_offer, stage_offered_package, version_key
 
 
@@ -89,10 +90,17 @@ def test_a_name_ending_in_a_line_break_is_no_offer() -> None:
 
 async def test_a_package_over_the_cap_is_fetched_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing without sizes (0: unknown, as an FTP server without the MLSD size fact): the
+    cap is found while the package arrives."""
     settings = _bin_tree(tmp_path / "srv", b"x" * 4096, None)
     monkeypatch.setattr("pipeline.service.firmware.PACKAGE_CAP_BYTES", 1024)
     fetched: list[str] = []
     real = DirTransport.download_to
+    real_list = DirTransport.list
+
+    async def sizeless(self: DirTransport, directory: str) -> list[RemoteFile]:
+        return [dataclasses.replace(f, size=0) for f in await real_list(self, directory)]
+    monkeypatch.setattr(DirTransport, "list", sizeless)
 
     async def counted(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
         fetched.append(path)
@@ -156,3 +164,21 @@ async def test_a_package_that_arrives_too_slowly_does_not_hold_the_sessions(
         assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
     assert "not done within 0 s; 2 more attempt(s)" in caplog.text
     assert [p.name for p in (data / "update").iterdir()] == ["attempts.json"]
+
+
+async def test_a_package_listed_over_the_cap_is_not_fetched_at_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = _bin_tree(tmp_path / "srv", b"x" * 4096, None)
+    monkeypatch.setattr("pipeline.service.firmware.PACKAGE_CAP_BYTES", 1024)
+    fetched: list[str] = []
+
+    async def counted(self: DirTransport, path: str, out: BinaryIO, *, max_bytes: int) -> int:
+        fetched.append(path)
+        return 0
+    monkeypatch.setattr(DirTransport, "download_to", counted)
+    for _ in range(2):
+        assert await stage_offered_package(tmp_path / "data", settings, tmp_path,
+                                           running="1.0") is None
+    assert fetched == []
+    assert caplog.text.count("4096 bytes, more than 256 MiB") == 1
