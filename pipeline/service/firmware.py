@@ -136,32 +136,32 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
                                                 max_bytes=PACKAGE_CAP_BYTES)
                     os.fsync(out.fileno())
         except (TransportError, OSError, StagingError, TimeoutError) as err:
-            # Counted per listing entry, so that a package the box cannot take (too large, a
-            # disk too small, a link that always breaks) is not fetched at every session.
             partial.unlink(missing_ok=True)
             if isinstance(err, TimeoutError):
                 err = StagingError(f"not done within {DOWNLOAD_LIMIT_S:.0f} s")
             elif isinstance(err, OSError):        # opening or syncing the staging file
                 err = StagingError(err)
-            attempts = _attempts(folder)
-            attempts[seen] = MAX_ATTEMPTS if isinstance(err, DownloadTooLarge) \
-                else attempts.get(seen, 0) + 1
-            left = MAX_ATTEMPTS - attempts[seen]
-            with contextlib.suppress(OSError):      # a full disk: the next session tries again
-                write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
-            log.warning("server %d: /BIN/%s not downloaded: %s; %s", settings.slot, name, err,
-                        f"{left} more attempt(s) while the server offers it unchanged" if left
-                        else "not fetched again until the server offers it changed")
+            _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}", err,
+                            final=isinstance(err, DownloadTooLarge))
             return None
         digest, md5 = await asyncio.to_thread(_hashes, partial)
-        known = digest in tried
+        if digest in tried:
+            write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried | {seen})).encode())
+            return None
+        words: list[str] = []
+        if f"{name}.md5" in listing:
+            try:
+                words = (await transport.download(f"/BIN/{name}.md5", max_bytes=4096)).decode(
+                    "ascii", errors="replace").split()
+            except TransportError as err:
+                # Before the package counts as tried: a checksum that could not be read this
+                # time is no verdict on the package.
+                _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}.md5", err,
+                                final=False)
+                return None
         tried |= {digest, seen}
         write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
-        if known:
-            return None
         if f"{name}.md5" in listing:
-            words = (await transport.download(f"/BIN/{name}.md5", max_bytes=4096)).decode(
-                "ascii", errors="replace").split()
             expected = words[0].lower() if words else "(empty file)"
             if not _HEX_MD5.fullmatch(expected):
                 expected = "(not an MD5)"       # nor anything else of the server's in the log
@@ -182,6 +182,21 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         if partial is not None:
             partial.unlink(missing_ok=True)
         await transport.close()
+
+
+def _failed_attempt(folder: Path, seen: str, slot: int, path: str, err: Exception, *,
+                    final: bool) -> None:
+    """One failed download of listing entry `seen` counted (all of them when `final`), so that
+    a package the box cannot take (too large, a disk too small, a link that always breaks) is
+    not fetched at every session."""
+    attempts = _attempts(folder)
+    attempts[seen] = MAX_ATTEMPTS if final else attempts.get(seen, 0) + 1
+    left = MAX_ATTEMPTS - attempts[seen]
+    with contextlib.suppress(OSError):      # a full disk: the next session tries again
+        write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
+    log.warning("server %d: %s not downloaded: %s; %s", slot, path, err,
+                f"{left} more attempt(s) while the server offers it unchanged" if left
+                else "not fetched again until the server offers it changed")
 
 
 class StagingError(Exception):

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.model import ServerSettings, ServerType
-from exporters.transports import DirTransport, RemoteFile
+from exporters.transports import DirTransport, Failure, RemoteFile, TransportError
 from pipeline.service.firmware import newest_offer, stage_offered_package, version_key
 
 
@@ -182,3 +182,23 @@ async def test_a_package_listed_over_the_cap_is_not_fetched_at_all(
                                            running="1.0") is None
     assert fetched == []
     assert caplog.text.count("4096 bytes, more than 256 MiB") == 1
+
+
+async def test_an_md5_file_that_cannot_be_read_once_does_not_bar_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = b"package"
+    settings = _bin_tree(tmp_path / "srv", package,
+                         hashlib.md5(package, usedforsecurity=False).hexdigest())
+    real = DirTransport.download
+    failures = [TransportError(1, "download", "connection reset by peer",
+                               failure=Failure.CONNECTION_LOST, path="/BIN/wgapp_9.0.spm.md5")]
+
+    async def flaky(self: DirTransport, path: str, *, max_bytes: int = 1 << 22) -> bytes:
+        if failures:
+            raise failures.pop()
+        return await real(self, path, max_bytes=max_bytes)
+    monkeypatch.setattr(DirTransport, "download", flaky)
+    data = tmp_path / "data"
+    assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    staged = await stage_offered_package(data, settings, tmp_path, running="1.0")
+    assert staged is not None and staged.read_bytes() == package
