@@ -160,7 +160,15 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
                                 final=False)
                 return None
         tried |= {digest, seen}
-        write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
+        try:
+            write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
+        except OSError as err:
+            # The package took the last of the disk: dropped so that the count can be
+            # written, else it came again at every session.
+            partial.unlink(missing_ok=True)
+            _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}", StagingError(err),
+                            final=False)
+            return None
         if f"{name}.md5" in listing:
             expected = words[0].lower() if words else "(empty file)"
             if not _HEX_MD5.fullmatch(expected):

@@ -247,3 +247,18 @@ async def test_a_download_cut_midway_is_a_failed_download_not_a_bad_package(
         await stage_firmware(data, f"http://127.0.0.1:{port}/wgapp_2.0.spm", "", "", MD5)
     assert str(caught.value) == f"download failed: cut after 5000 of {len(PACKAGE)} bytes"
     assert list((data / "update").iterdir()) == []
+
+
+async def test_a_bin_package_that_takes_the_last_of_the_disk_is_not_fetched_for_ever(
+        tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The package fits, the record that it was tried does not: it came again at every
+    session, 'not checked: No space left on device'."""
+    (tmp_path / "srv" / "BIN").mkdir(parents=True)
+    (tmp_path / "srv" / "BIN" / "wgapp_9.0.spm").write_bytes(os.urandom((1 << 20) - 2048))
+    settings = ServerSettings(slot=1, type=ServerType.DIR, dir_path=str(tmp_path / "srv"))
+    data = small_disk / "data"
+    for _ in range(5):
+        assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(failures) == 3, failures
+    assert failures[-1].endswith("not fetched again until the server offers it changed")
