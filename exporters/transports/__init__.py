@@ -15,6 +15,7 @@ from ._base import (
     DEFAULT_TIMEOUTS,
     MAX_IN_FLIGHT,
     TMP_SUFFIX,
+    DownloadTooLarge,
     Failure,
     FileTransport,
     HostKeyPinned,
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
     from .webdav import WebdavTransport
 
 __all__ = [
-    "MAX_IN_FLIGHT", "TMP_SUFFIX", "DirTransport", "Failure", "FileTransport", "FtpTransport",
-    "FtpsTransport", "HostKeyPinned", "InboundMessage", "MessageTransport", "MqttTransport",
+    "MAX_IN_FLIGHT", "TMP_SUFFIX", "DirTransport", "DownloadTooLarge", "Failure", "FileTransport",
+    "FtpTransport", "FtpsTransport", "HostKeyPinned", "InboundMessage", "MessageTransport", "MqttTransport",
     "RemoteFile", "SftpTransport", "Timeouts", "TransportError", "WebdavTransport",
     "open_transport", "tls_context",
 ]

@@ -45,6 +45,7 @@ from pipeline.service.maintenance import (
     PACKAGE_NAME,
     UPDATE_FOLDER,
     MaintenanceError,
+    update_argv,
     write_package,
 )
 from pipeline.service.scripts import ScriptsPlugin
@@ -143,8 +144,10 @@ class Admin:
         site = self.gateway.site
         if site is None:
             raise AdminError("the service is not running", "package")
-        if not site.settings.system_update_command:
-            raise AdminError("updateFirmware: SYSTEM_UpdateCommand is not set", "package")
+        try:
+            update_argv(site.settings.system_update_command)
+        except MaintenanceError as err:
+            raise AdminError(f"updateFirmware: {err}", "package") from None
         if not PACKAGE_NAME.fullmatch(name):
             raise AdminError(f"{name[:60]!r}: a package is a plain file name ending .spm",
                              "package")
@@ -460,6 +463,8 @@ def _stage_upload(source: IO[bytes], path: Path, expected_md5: str) -> str:
         got, size = write_package(source, path)
     except MaintenanceError as err:
         raise AdminError(str(err), "package") from None
+    except OSError as err:              # the gateway's disk (full, read-only), not the package
+        raise AdminError(f"{path.name} not staged: {err.strerror or err}", "package") from None
     if size == 0 or (expected_md5 and expected_md5 != got):
         path.unlink()
         if size == 0:

@@ -6,12 +6,15 @@ running one and whose content (SHA-256) was never tried is downloaded (256 MiB a
 `<data>/update/` (streamed to disk, never held in memory), checked against `<name>.md5` beside it
 when there is one, and handed to `SYSTEM_UpdateCommand` as `updateFirmware` does; without that
 key it is only logged. Tried packages are kept in `<data>/update/tried.json` by hash and by
-listing entry (name, size, time), so a package that failed is not fetched again and again.
+listing entry (name, size, time), so a package that failed is not fetched again and again: one
+larger than the cap is tried once, one whose download fails (cut, disk full) `MAX_ATTEMPTS` times
+(counted in `<data>/update/attempts.json`) until the listing shows it changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,17 +22,28 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final, cast
 
 from config.model import ServerSettings
-from exporters.transports import FileTransport, RemoteFile, TransportError, open_transport
+from exporters.transports import (
+    DownloadTooLarge,
+    Failure,
+    FileTransport,
+    RemoteFile,
+    TransportError,
+    open_transport,
+)
 from fsio import fsync_dir, rename, write_file_durably
-from pipeline.service.maintenance import PACKAGE_CAP_BYTES, UPDATE_FOLDER
+from pipeline.service.maintenance import DOWNLOAD_LIMIT_S, PACKAGE_CAP_BYTES, UPDATE_FOLDER
 
 log = logging.getLogger("sunpm.system")
 
-_PACKAGE: Final = re.compile(r"^wgapp_(\d+(?:\.\d+)*)\.spm$")
+_PACKAGE: Final = re.compile(r"wgapp_([0-9]+(?:\.[0-9]+)*)\.spm")
 TRIED_FILE: Final = "tried.json"
+ATTEMPTS_FILE: Final = "attempts.json"
+#: Downloads of one listing entry that may fail before it is left alone until it changes.
+MAX_ATTEMPTS: Final = 3
+_HEX_MD5: Final = re.compile(r"[0-9a-f]{32}")
 
 
 def running_version() -> str:
@@ -47,7 +61,7 @@ def version_key(text: str) -> tuple[int, ...]:
 def newest_offer(names: list[str], running: str) -> tuple[str, str] | None:
     """(file name, version) of the newest package above `running`, if any."""
     offers = [(version_key(m.group(1)), m.group(0), m.group(1))
-              for m in map(_PACKAGE.match, names) if m is not None]
+              for m in map(_PACKAGE.fullmatch, names) if m is not None]
     newer = [o for o in offers if o[0] > version_key(running)]
     if not newer:
         return None
@@ -62,6 +76,14 @@ def _tried(folder: Path) -> set[str]:
         return set()
 
 
+def _attempts(folder: Path) -> dict[str, int]:
+    try:
+        counts = json.loads((folder / ATTEMPTS_FILE).read_text())
+        return {str(k): int(v) for k, v in counts.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
 async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_dir: Path, *,
                                 running: str | None = None) -> Path | None:
     """The package staged from `/BIN` this time, or None (nothing new, or a failure logged)."""
@@ -71,7 +93,15 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
     partial: Path | None = None
     try:
         await transport.connect()
-        listing = {f.name: f for f in await transport.list("/BIN")}
+        try:
+            listing = {f.name: f for f in await transport.list("/BIN")}
+        except TransportError as err:
+            if err.failure is not Failure.REFUSED:
+                raise
+            # No /BIN on this server (or not ours to read): nothing is offered, which is no
+            # reason for a WARNING at every session.
+            log.debug("server %d: no /BIN to check: %s", settings.slot, err)
+            return None
         offer = newest_offer(list(listing), running or running_version())
         if offer is None:
             return None
@@ -80,25 +110,69 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         # The listing tells a package already tried without fetching its 256 MiB again at
         # every session: same name, size and time.
         seen = _listed(listing[name])
-        if seen is not None and seen in tried:
+        if seen in tried:
+            return None
+        attempts = _attempts(folder)
+        if attempts.get(seen, 0) >= MAX_ATTEMPTS:
             return None
         folder.mkdir(parents=True, exist_ok=True)
+        if listing[name].size > PACKAGE_CAP_BYTES:
+            # The listing says so already: 256 MiB over a metered link for nothing, not even once.
+            attempts[seen] = MAX_ATTEMPTS
+            write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
+            log.warning("server %d: /BIN/%s not downloaded: %d bytes, more than 256 MiB; not "
+                        "fetched again until the server offers it changed", settings.slot, name,
+                        listing[name].size)
+            return None
         partial = folder / f".{name}.part"
-        # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
-        with partial.open("wb") as out:
-            await transport.download_to(f"/BIN/{name}", out, max_bytes=PACKAGE_CAP_BYTES)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            # Streamed to disk (docs/behaviour.md §4.5): a package is never held in memory.
+            # Bounded as `updateFirmware`'s download: this runs at the end of server 1's
+            # session, and a slow link (a modem) fetching 256 MiB would hold every later
+            # session (alarms, data) for hours.
+            async with asyncio.timeout(DOWNLOAD_LIMIT_S):
+                with partial.open("wb", buffering=0) as out:
+                    await transport.download_to(f"/BIN/{name}", cast(BinaryIO, _Staging(out)),
+                                                max_bytes=PACKAGE_CAP_BYTES)
+                    os.fsync(out.fileno())
+        except (TransportError, OSError, StagingError, TimeoutError) as err:
+            partial.unlink(missing_ok=True)
+            if isinstance(err, TimeoutError):
+                err = StagingError(f"not done within {DOWNLOAD_LIMIT_S:.0f} s")
+            elif isinstance(err, OSError):        # opening or syncing the staging file
+                err = StagingError(err)
+            _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}", err,
+                            final=isinstance(err, DownloadTooLarge))
+            return None
         digest, md5 = await asyncio.to_thread(_hashes, partial)
-        known = digest in tried
-        tried |= {digest} | ({seen} if seen is not None else set())
-        write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
-        if known:
+        if digest in tried:
+            write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried | {seen})).encode())
+            return None
+        words: list[str] = []
+        if f"{name}.md5" in listing:
+            try:
+                words = (await transport.download(f"/BIN/{name}.md5", max_bytes=4096)).decode(
+                    "ascii", errors="replace").split()
+            except TransportError as err:
+                # Before the package counts as tried: a checksum that could not be read this
+                # time is no verdict on the package.
+                _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}.md5", err,
+                                final=False)
+                return None
+        tried |= {digest, seen}
+        try:
+            write_file_durably(folder / TRIED_FILE, json.dumps(sorted(tried)).encode())
+        except OSError as err:
+            # The package took the last of the disk: dropped so that the count can be
+            # written, else it came again at every session.
+            partial.unlink(missing_ok=True)
+            _failed_attempt(folder, seen, settings.slot, f"/BIN/{name}", StagingError(err),
+                            final=False)
             return None
         if f"{name}.md5" in listing:
-            words = (await transport.download(f"/BIN/{name}.md5", max_bytes=4096)).decode(
-                "ascii", errors="replace").split()
             expected = words[0].lower() if words else "(empty file)"
+            if not _HEX_MD5.fullmatch(expected):
+                expected = "(not an MD5)"       # nor anything else of the server's in the log
             if md5 != expected:
                 log.error("server %d: /BIN/%s: checksum mismatch (expected %s, got %s); not "
                           "installed", settings.slot, name, expected, md5)
@@ -118,11 +192,49 @@ async def stage_offered_package(data_dir: Path, settings: ServerSettings, cert_d
         await transport.close()
 
 
-def _listed(entry: RemoteFile) -> str | None:
-    """A listing entry as a key of the tried set; None when the server gives no time."""
-    if entry.mtime_s is None:
-        return None
-    return f"{entry.name}:{entry.size}:{entry.mtime_s:.0f}"
+def _failed_attempt(folder: Path, seen: str, slot: int, path: str, err: Exception, *,
+                    final: bool) -> None:
+    """One failed download of listing entry `seen` counted (all of them when `final`), so that
+    a package the box cannot take (too large, a disk too small, a link that always breaks) is
+    not fetched at every session."""
+    attempts = _attempts(folder)
+    attempts[seen] = MAX_ATTEMPTS if final else attempts.get(seen, 0) + 1
+    left = MAX_ATTEMPTS - attempts[seen]
+    with contextlib.suppress(OSError):      # a full disk: the next session tries again
+        write_file_durably(folder / ATTEMPTS_FILE, json.dumps(attempts).encode())
+    log.warning("server %d: %s not downloaded: %s; %s", slot, path, err,
+                f"{left} more attempt(s) while the server offers it unchanged" if left
+                else "not fetched again until the server offers it changed")
+
+
+class StagingError(Exception):
+    """The gateway's own disk refused a block of a download (full, read-only), or the download
+    ran out of time. Not an `OSError`: the transports take those for the server's or the
+    network's fault."""
+
+    def __init__(self, err: OSError | str) -> None:
+        super().__init__(err if isinstance(err, str) else
+                         f"the gateway's disk: {err.strerror or err}")
+
+
+class _Staging:
+    """The staging file as a download's sink: its write errors are the gateway's."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def write(self, block: bytes) -> int:
+        try:
+            return self._out.write(block)
+        except OSError as err:
+            raise StagingError(err) from err
+
+
+def _listed(entry: RemoteFile) -> str:
+    """A listing entry as a key of the tried set (its size alone when the server gives no
+    time)."""
+    when = "-" if entry.mtime_s is None else f"{entry.mtime_s:.0f}"
+    return f"{entry.name}:{entry.size}:{when}"
 
 
 def _hashes(path: Path) -> tuple[str, str]:

@@ -82,10 +82,12 @@ from pipeline.service.maintenance import (
     MaintenanceError,
     change_config,
     check_firmware_request,
+    clean_update_folder,
     factory_wipe,
     install_firmware,
     stage_firmware,
     staged_upload,
+    update_argv,
 )
 from pipeline.service.modem import AtModem
 from pipeline.service.relay import KIND as RELAY_KIND
@@ -303,6 +305,9 @@ class Gateway:
                 f"{store_dir}: another sunpm is already running on this data ({err.holder}); "
                 "stop it first", 3) from None
         self.store = store
+        # Once the store's lock shows no other sunpm uses this data: what a crash or the last
+        # run left in the staging folder (docs/behaviour.md §7.3).
+        await asyncio.to_thread(clean_update_folder, self.data_dir)
         # Before the first commit: without its predicates the quota takes every segment for
         # delivered (no server configured), and the first journal event appended (the start's
         # log line, `Power OFF`) would let it delete what the servers have not had.
@@ -832,6 +837,7 @@ class Gateway:
         if not self.site.settings.system_update_command:
             raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
         try:
+            update_argv(self.site.settings.system_update_command)
             check_firmware_request(url, checksum, interface)
             package = await stage_firmware(self.data_dir, url, login, password, checksum)
         except MaintenanceError as err:
@@ -847,6 +853,7 @@ class Gateway:
         if not self.site.settings.system_update_command:
             raise CommandError("updateFirmware: SYSTEM_UpdateCommand is not set")
         try:
+            update_argv(self.site.settings.system_update_command)
             path = await asyncio.to_thread(staged_upload, self.data_dir, package, checksum)
         except MaintenanceError as err:
             raise CommandError(f"updateFirmware: {err}") from None

@@ -14,15 +14,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import http.client
 import logging
+import math
 import os
 import re
 import shlex
 import shutil
+import signal
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Final
@@ -42,6 +49,13 @@ DOWNLOAD_LIMIT_S: Final = 600.0
 #: The configuration tree's folders a factory reset empties (docs/behaviour.md §6).
 CONFIG_FOLDERS: Final = ("DEF", "SCRIPT", "CERT")
 UPDATE_FOLDER: Final = "update"
+PART_SUFFIX: Final = ".part"
+#: What `<data>/update/` keeps across restarts: the /BIN bookkeeping (pipeline/service/firmware.py).
+KEPT_FILES: Final = frozenset({"tried.json", "attempts.json"})
+#: How long `SYSTEM_UpdateCommand` may run before it is killed (**Decision**).
+INSTALL_LIMIT_S: Final = 1800.0
+#: The end of its output kept for the log.
+_OUTPUT_TAIL: Final = 2000
 _MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
 #: An uploaded update package: a plain file name ending .spm.
 PACKAGE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.spm")
@@ -143,15 +157,28 @@ def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | N
     return parts.geturl(), f"Basic {token}"
 
 
-def write_package(source: IO[bytes], target: Path) -> tuple[str, int]:
+def write_package(source: IO[bytes], target: Path, *, md5: str = "",
+                  deadline: float = math.inf, announced: int | None = None) -> tuple[str, int]:
     """`source` copied to `target` all or nothing, in chunks of 64 KiB (a package can be
-    hundreds of MB on a 512 MB box), at most `PACKAGE_CAP_BYTES`: its MD5 and size."""
+    hundreds of MB on a 512 MB box), at most `PACKAGE_CAP_BYTES`: its MD5 and size. With `md5`,
+    a package of another MD5 never gets its name (checksum mismatch); past `deadline`
+    (`time.monotonic()`) the copy stops, so that a download given up on does not go on in its
+    thread (a server that trickles). With `announced` (the size the server gave), fewer bytes
+    are a download cut, not a package of another MD5."""
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
-    partial = target.with_name(f".{target.name}.part")
+    # A name of its own: two stagings of one name at once (an upload, a URL, /BIN) must not
+    # write into one file; one left by a crash is removed at the next start.
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PART_SUFFIX,
+                                         dir=target.parent)
+    partial = Path(temporary)
     try:
-        with partial.open("wb") as out:
-            while chunk := source.read(1 << 16):
+        read = getattr(source, "read1", source.read)     # what arrived, not 64 KiB awaited
+        with os.fdopen(handle, "wb") as out:
+            while chunk := read(1 << 16):
+                if time.monotonic() > deadline:
+                    raise MaintenanceError(f"download failed: not done within "
+                                           f"{DOWNLOAD_LIMIT_S:.0f} s")
                 size += len(chunk)
                 if size > PACKAGE_CAP_BYTES:
                     raise MaintenanceError(f"{target.name}: larger than 256 MiB; not used")
@@ -159,6 +186,11 @@ def write_package(source: IO[bytes], target: Path) -> tuple[str, int]:
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+        if announced is not None and size != announced:
+            raise MaintenanceError(f"download failed: cut after {size} of {announced} bytes")
+        if md5 and digest.hexdigest() != md5.lower():
+            raise MaintenanceError(f"checksum mismatch (expected {md5.lower()}, got "
+                                   f"{digest.hexdigest()})")
         rename(partial, target)
         fsync_dir(target.parent)
     finally:
@@ -166,16 +198,37 @@ def write_package(source: IO[bytes], target: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _download(url: str, login: str, password: str, target: Path) -> str:
-    """Stream `url` to `target` (capped); the MD5 of what arrived."""
+def clean_update_folder(data_dir: Path) -> None:
+    """At start, `<data>/update/` keeps only what says which packages were tried: downloads cut
+    by a crash (`.part`) and packages staged by the previous run (installed, failed or never
+    run) go, so that they do not pile up (a package can be 256 MiB)."""
+    folder = data_dir / UPDATE_FOLDER
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        if path.name in KEPT_FILES or (path.is_dir() and not path.is_symlink()):
+            continue
+        try:
+            path.unlink()
+        except OSError as err:
+            log.warning("%s not removed: %s", path, err.strerror or err)
+
+
+def _download(url: str, login: str, password: str, target: Path, md5: str,
+              deadline: float) -> str:
+    """Stream `url` to `target` (capped, named only when its MD5 is `md5`)."""
     address, authorisation = _with_credentials(url, login, password)
     request = urllib.request.Request(address)
     if authorisation is not None:
         request.add_header("Authorization", authorisation)
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            got, _ = write_package(reply, target)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+            length = reply.headers.get("Content-Length", "")
+            got, _ = write_package(reply, target, md5=md5, deadline=deadline,
+                                   announced=int(length) if length.isdigit() else None)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
         raise MaintenanceError(f"download failed: {reason}") from None
     return got
@@ -187,16 +240,16 @@ async def stage_firmware(data_dir: Path, url: str, login: str, password: str,
     folder = data_dir / UPDATE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.parse.urlsplit(url if "://" in url else f"http://{url}").path).name
-    target = folder / (name or "package.spm")
+    # The URL's last segment names the file only when it is a plain package name: `..`, a
+    # bookkeeping file's name (tried.json) or control characters never reach the file system.
+    target = folder / (name if PACKAGE_NAME.fullmatch(name) else "package.spm")
     try:
         async with asyncio.timeout(DOWNLOAD_LIMIT_S):
-            got = await asyncio.to_thread(_download, url, login, password, target)
+            await asyncio.to_thread(_download, url, login, password, target, checksum,
+                                    time.monotonic() + DOWNLOAD_LIMIT_S)
     except TimeoutError:
         raise MaintenanceError(f"download failed: not done within {DOWNLOAD_LIMIT_S:.0f} s") \
             from None
-    if got != checksum.lower():
-        target.unlink(missing_ok=True)
-        raise MaintenanceError(f"checksum mismatch (expected {checksum.lower()}, got {got})")
     return target
 
 
@@ -223,20 +276,71 @@ def staged_upload(data_dir: Path, name: str, checksum: str) -> Path:
     return path
 
 
-async def install_firmware(command: str, package: Path) -> int:
-    """Run `SYSTEM_UpdateCommand <package>`; its exit status (logged)."""
-    argv = [*shlex.split(command), str(package)]
-    log.info("Installing update: %s", " ".join(shlex.quote(a) for a in argv))
+def update_argv(command: str) -> list[str]:
+    """`SYSTEM_UpdateCommand` split as a shell would; `MaintenanceError` when it cannot be (an
+    unbalanced quote) or is empty, so that a command is refused before anything is
+    downloaded, not answered OK and then never run."""
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-    except OSError as err:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise MaintenanceError(f"SYSTEM_UpdateCommand cannot be split into words ({err})") \
+            from None
+    if not argv:
+        raise MaintenanceError("SYSTEM_UpdateCommand is not set")
+    return argv
+
+
+_install_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
+    weakref.WeakKeyDictionary()
+
+
+async def install_firmware(command: str, package: Path) -> int:
+    """Run `SYSTEM_UpdateCommand <package>`, one at a time; its exit status (logged). A command
+    still running after `INSTALL_LIMIT_S` is killed (with what it started) and counts as failed;
+    of its output only the end is kept, however much it prints."""
+    loop = asyncio.get_running_loop()
+    lock = _install_locks.setdefault(loop, asyncio.Lock())
+    try:
+        argv = [*update_argv(command), str(package)]
+    except MaintenanceError as err:
         log.error("Update command could not start: %s", err)
         return 127
-    output, _ = await proc.communicate()
-    text = output.decode(errors="replace").strip()[-2000:]
+    async with lock:
+        log.info("Installing update: %s", " ".join(shlex.quote(a) for a in argv))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except OSError as err:
+            log.error("Update command could not start: %s", err)
+            return 127
+        assert proc.stdout is not None
+        tail = bytearray()
+        try:
+            async with asyncio.timeout(INSTALL_LIMIT_S):
+                while chunk := await proc.stdout.read(1 << 16):
+                    tail += chunk
+                    del tail[:-_OUTPUT_TAIL * 4]
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            log.error("Update command killed: still running after %.0f s; the running version "
+                      "stays: %s", INSTALL_LIMIT_S, _tail_text(tail))
+            return -signal.SIGKILL
+        finally:
+            if proc.returncode is None:      # cancelled (the service stops): not left behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+    text = _tail_text(tail)
     if proc.returncode:
-        log.error("Update command exited %d: %s", proc.returncode, text)
+        log.error("Update command exited %d; the running version stays: %s", proc.returncode,
+                  text)
     else:
         log.info("Update command done: %s", text)
     return proc.returncode or 0
+
+
+def _tail_text(output: bytes | bytearray) -> str:
+    return output.decode(errors="replace").strip()[-_OUTPUT_TAIL:]

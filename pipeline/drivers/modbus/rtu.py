@@ -46,6 +46,10 @@ _PARITY: Final = {Parity.NONE: serial.PARITY_NONE, Parity.EVEN: serial.PARITY_EV
 _SILENCE_BITS: Final = 38.5
 #: Above 19200 baud the standard fixes the silence instead of scaling it with the speed.
 _FAST_SILENCE_S: Final = 0.00175
+#: After a broadcast, the line stays quiet this long so that every unit executes it before the
+#: next request (Modbus over serial line §2.4.1: "turnaround delay", typically 100 to 200 ms;
+#: **Decision**: the upper end).
+TURNAROUND_S: Final = 0.2
 #: What pyserial raises while opening or configuring a port: SerialException (an OSError) for
 #: a missing device, termios.error from tcsetattr for settings the port refuses (a parity a
 #: USB adapter or pty cannot set), ValueError for values it rejects before asking the port.
@@ -101,6 +105,8 @@ class RtuBus(QueuedLink):
             still_down="%s: still unavailable (%s); %d attempts failed in the last hour",
             came_back="%s: " + (self.path or "").replace("%", "%%") + " open again")
         self._last_tx_end = 0.0
+        #: The end of the turnaround delay after the last broadcast (monotonic seconds).
+        self._turnaround_until = 0.0
         #: When the last byte heard or sent ended on the wire (monotonic seconds).
         self._line_quiet_from = 0.0
         #: unit id -> (monotonic time its last request timed out, its timeout in seconds): nothing
@@ -189,7 +195,7 @@ class RtuBus(QueuedLink):
         if quarantined is not None:
             timed_out_at, timeout_s = quarantined
             await self._wait_silence(receiver, timeout_s, since=timed_out_at)
-        await self._wait_silence(receiver, self.silence_s)
+        await self._wait_silence(receiver, self.silence_s, since=self._turnaround_until)
         self._flush(receiver)
         frame = rtu_frame(job.unit_id, job.pdu)
         assert receiver.transport is not None
@@ -201,6 +207,7 @@ class RtuBus(QueuedLink):
         self._line_busy(sent_at, self._last_tx_end)
         self._emit(Direction.SENT, frame)
         if job.unit_id == 0:
+            self._turnaround_until = self._last_tx_end + TURNAROUND_S
             return b""
         deadline = self._last_tx_end + job.timeout_ms / 1000
         try:

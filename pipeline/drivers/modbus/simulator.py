@@ -208,7 +208,7 @@ class RtuResponder:
     reaching it while it is still busy with the previous one is ignored (counted in
     `ignored_busy`). Requests end at the length their function implies; a bad CRC drops the
     buffer, as a real device ignores a corrupted frame. Unit 0 (broadcast) is executed by every
-    device and answered by none.
+    device and answered by none; each is busy with it for its `delay_s`.
 
     With `baud`, frames take their real time on the simulated wire (`char_bits` per character):
     a request ends `len(frame)` characters after it arrived (a pty hands it over at once, when the
@@ -233,6 +233,8 @@ class RtuResponder:
         self._quiet_from: float | None = None
         #: unit -> its reply on the wire (start, end) and the timer writing it at its end.
         self._busy: dict[int, tuple[float, float, asyncio.TimerHandle]] = {}
+        #: unit -> when it is done executing a broadcast (it answers none, but works `delay_s`).
+        self._executing: dict[int, float] = {}
 
     def start(self) -> None:
         os.set_blocking(self.fd, False)
@@ -287,13 +289,14 @@ class RtuResponder:
 
     def _handle(self, unit: int, pdu: bytes, request_end: float) -> None:
         if unit == 0:
-            for each in self.units.values():
+            for number, each in self.units.items():
                 each.answer(pdu)
+                self._executing[number] = request_end + each.delay_s
             return
         device = self.units.get(unit)
         if device is None:
             return
-        if unit in self._busy:
+        if unit in self._busy or self._executing.get(unit, 0.0) > request_end:
             self.ignored_busy += 1
             return
         reply_unit = device.answer_unit if device.answer_unit is not None else unit

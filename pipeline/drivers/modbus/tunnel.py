@@ -1,14 +1,16 @@
 """RTU-over-TCP tunnel (`forwardTcpPort`, docs/behaviour.md §2.8).
 
 A Modbus TCP server per serial port that has `forwardTcpPort`: unit id + PDU become an RTU frame
-on the bus, and the answer returns with the client's transaction id. Requests queue on the bus
-like the gateway's own (first come, first served, so the two alternate when both wait), and the
-bus keeps every RTU rule (silence, flush, CRC, late replies); tunnel frames land in its trace.
+on the bus, and the answer returns with the client's transaction id. The tunnel puts one request
+at a time in the bus's queue (first come, first served), so tunnel and own requests alternate
+when both wait; a client's requests not sent yet are dropped when it leaves. The bus keeps every
+RTU rule (silence, flush, CRC, late replies); tunnel frames land in its trace.
 
 Limits (**Decision** of the spec): 8 clients (a 9th connection is closed at once), 16 tunnel
-requests waiting for the bus (more: exception 0x06, device busy), the relay timeout is the largest
-device timeout on the port (then exception 0x0B), unit 0 is a broadcast and gets no answer, and a
-client idle for 5 minutes is closed.
+requests waiting for the bus (more: exception 0x06, device busy, then that client's next requests
+wait until one is done), the relay timeout is the largest device timeout on the port (then
+exception 0x0B), unit 0 is a broadcast and gets no answer (not even 0x06), and a client idle for
+5 minutes is closed. A client that does not read its answers is not read either.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ class _Client(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle: asyncio.TimerHandle | None = None
+        #: Its requests not answered yet: cancelled when it leaves, so that a client gone does
+        #: not keep the bus busy.
+        self.pending: set[asyncio.Task[None]] = set()
+        #: Why it is not read: its answers are not read (flow control), or it was answered
+        #: 0x06 and the queue is still full.
+        self.write_full = False
+        self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -55,9 +64,30 @@ class _Client(asyncio.Protocol):
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.buffer.clear()
         self.tunnel.clients.discard(self)
         if self.idle is not None:
             self.idle.cancel()
+        for task in self.pending:
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        # A client that sends and does not read: its answers (0x06 at once past 16 queued) would
+        # pile up in memory without end; it is not read until it reads.
+        self.write_full = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_full = False
+        self.update_reading()
+
+    def update_reading(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.write_full or self.held:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def _arm_idle(self) -> None:
         if self.idle is not None:
@@ -68,7 +98,12 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._arm_idle()
         self.buffer += data
-        while len(self.buffer) >= 7:
+        self.take_requests()
+
+    def take_requests(self) -> None:
+        if self.transport is None or self.transport.is_closing() or self.tunnel.stopping:
+            return
+        while len(self.buffer) >= 7 and not self.held:
             tid, proto, length, unit = parse_mbap(bytes(self.buffer[:7]))
             if proto != 0 or not 2 <= length <= _MAX_MBAP_LENGTH:
                 assert self.transport is not None
@@ -103,11 +138,18 @@ class RtuTunnel:
         self.busy_answers = 0
         self.failures = 0          # requests that failed with an error of ours (answered 0x04)
         self._queued = 0
+        #: One tunnel request at a time in the bus's queue, the others wait here: the bus serves
+        #: its queue in arrival order, so a poll request waits behind one tunnel request, not
+        #: behind all 16 (docs/behaviour.md §2.8: when both wait, they alternate).
+        self._turn = asyncio.Lock()
+        self._held: set[_Client] = set()
+        self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
         """Listen; returns the port (useful with port 0)."""
+        self.stopping = False
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Client(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -118,6 +160,7 @@ class RtuTunnel:
         return self.port
 
     async def stop(self) -> None:
+        self.stopping = True
         if self._server is not None:
             self._server.close()
             for client in list(self.clients):
@@ -135,17 +178,27 @@ class RtuTunnel:
             return
         if self._queued >= self.max_queued:
             self.busy_answers += 1
-            client.answer(tid, unit, bytes((pdu[0] | 0x80, _BUSY)))
+            if unit != 0:                   # a broadcast gets no answer, even a refusal
+                client.answer(tid, unit, bytes((pdu[0] | 0x80, _BUSY)))
+            # Its next requests are taken once a request is done: a flood answered 0x06 as
+            # fast as it came took the event loop from the bus's own timing (polls timed out,
+            # frames cut).
+            client.held = True
+            self._held.add(client)
+            client.update_reading()
             return
         self._queued += 1
         task = asyncio.create_task(self._forward(client, tid, unit, pdu),
                                    name=f"tunnel:{self.bus.interface}:{tid}")
         self._tasks.add(task)
+        client.pending.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(client.pending.discard)
 
     async def _forward(self, client: _Client, tid: int, unit: int, pdu: bytes) -> None:
         try:
-            reply = await self.bus.transact(unit, pdu, self.timeout_ms)
+            async with self._turn:
+                reply = await self.bus.transact(unit, pdu, self.timeout_ms)
         except ModbusRequestError as err:
             # Timeout, bad frame or port down: the client sees "gateway target failed to respond".
             log.debug("Tunnel request failed. interface=%s unit=%d reason=%s",
@@ -168,6 +221,11 @@ class RtuTunnel:
             return
         finally:
             self._queued -= 1
+            held, self._held = self._held, set()
+            for each in held:
+                each.held = False
+                each.update_reading()
+                each.take_requests()
         if unit != 0:
             client.answer(tid, unit, reply)
 

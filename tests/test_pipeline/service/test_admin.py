@@ -7,6 +7,7 @@ backfill downloads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -238,3 +239,33 @@ async def test_a_disable_lasts_across_configuration_reloads(tmp_path: Path) -> N
         await reload("info")
         await wait_for(lambda: [s.enabled for s in admin.scripts()] == [True], 30,
                        "a running again after the reload")
+
+
+async def test_an_update_command_that_cannot_be_split_refuses_the_update_before_any_download(
+        tmp_path: Path) -> None:
+    """Answered OK and then never installed (the split failing in the install's task) was the
+    alternative: the sender must learn it at once."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        site = plant.gateway.site
+        assert site is not None
+        plant.gateway.site = dataclasses.replace(site, settings=dataclasses.replace(
+            site.settings, system_update_command="sh -c 'install"))
+        with pytest.raises(AdminError, match=r"cannot be split into words") as refused:
+            await Admin(plant.gateway).update(("wgapp_2.0.spm", io.BytesIO(b"package")))
+        assert refused.value.field == "package"
+        assert not (plant.gateway.data_dir / "update" / "wgapp_2.0.spm").exists()
+        with pytest.raises(CommandError, match=r"^updateFirmware: SYSTEM_UpdateCommand cannot "
+                                               r"be split into words \(No closing quotation\)"):
+            await Admin(plant.gateway).update(url="http://127.0.0.1:9/p.spm", md5="0" * 32)
+
+
+async def test_a_start_removes_what_a_crash_left_in_the_staging_folder(tmp_path: Path) -> None:
+    """kill -9 during a download leaves its `.part` (up to 256 MiB), during an install the
+    package: gone at the next start, the /BIN bookkeeping kept."""
+    folder = tmp_path / "data" / "update"
+    folder.mkdir(parents=True)
+    for name in (".wgapp_2.0.spm.part", ".package.spm.k3j9.part", "wgapp_2.0.spm",
+                 "tried.json"):
+        (folder / name).write_bytes(b"x")
+    async with running_gateway(tmp_path, inverters=0):
+        assert sorted(p.name for p in folder.iterdir()) == ["tried.json"]

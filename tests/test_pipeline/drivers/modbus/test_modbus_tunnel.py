@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 from _modbus_defs import definition, var
 from pymodbus.client import AsyncModbusTcpClient
+from waiting import wait_until
 
 from config.model import Device, Quality, SerialPort
 from pipeline.drivers.modbus.frames import mbap, parse_mbap
@@ -145,13 +148,32 @@ async def test_broadcast_gets_no_answer_but_is_executed(setup: Setup) -> None:
 
 
 async def test_more_than_16_queued_requests_get_exception_0x06(setup: Setup) -> None:
+    """The 17th is answered 0x06 at once; the client's next requests are taken once one of the
+    16 is done (so the 18th finds room)."""
     setup.units[1].delay_s = 0.01
-    frames = [mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(20)]
-    answers = await raw_request(setup.tunnel.port, frames, 20)
+    frames = [mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(18)]
+    answers = await raw_request(setup.tunnel.port, frames, 18)
     busy = [tid for tid, _, pdu in answers if pdu == bytes((0x83, 0x06))]
     good = [tid for tid, _, pdu in answers if pdu[0] == 3]
-    assert len(busy) == 4 and len(good) == 16
-    assert sorted(busy) == [16, 17, 18, 19]
+    assert busy == [16] and sorted(good) == [*range(16), 17]
+    assert answers[0][0] == 16                  # at once, before any relayed answer
+
+
+async def test_a_flood_answered_0x06_does_not_take_the_event_loop(setup: Setup) -> None:
+    """A client sending as fast as it reads had each request past the 16 answered 0x06 at once:
+    a million answers in 9 s took the event loop from the bus's timing (polls timed out, replies
+    were cut into bad frames). Past one 0x06, its requests wait for room."""
+    setup.units[2].delay_s = 0.02
+    _, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    blob = mbap(1, 2, struct.pack(">BHH", 3, 0, 1)) * 5000
+    try:
+        writer.write(blob)
+        await wait_until(lambda: setup.tunnel.busy_answers >= 1, what="a busy answer")
+        reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 0, 1), 500)
+        assert reply == bytes.fromhex("03 02 03E8")
+        assert setup.tunnel.busy_answers < 100, setup.tunnel.busy_answers
+    finally:
+        writer.close()
 
 
 async def test_ninth_client_is_closed_at_once(setup: Setup) -> None:
@@ -226,3 +248,84 @@ def test_tunnel_timeout_is_the_largest_device_timeout_on_its_port() -> None:
     assert tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL2")), devices) is None
     lonely = tunnel_for(RtuBus(SerialPort(line=1, port="SERIAL3", forward_tcp_port=1)), devices)
     assert lonely is not None and lonely.timeout_ms == 1000
+
+
+async def test_a_client_with_16_requests_queued_delays_an_own_poll_by_one_request_at_most(
+        setup: Setup) -> None:
+    """§2.8: when both wait, tunnel and own requests alternate. A client that pipelines its 16
+    requests must not put all of them ahead of the gateway's next poll request (16 device
+    timeouts, 16 s with the default, lost from the poll's period)."""
+    setup.units[2].delay_s = 0.02
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    try:
+        writer.write(b"".join(mbap(tid, 2, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)))
+        await wait_until(lambda: setup.tunnel._queued == 16, what="16 tunnel requests queued")
+        reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 0, 1), 500)
+        assert reply == bytes.fromhex("03 02 03E8")
+        async with asyncio.timeout(10):
+            for _ in range(16):             # answers or, on a loaded box, 0x0B timeouts
+                length = parse_mbap(await reader.readexactly(7))[2]
+                await reader.readexactly(length - 1)
+    finally:
+        writer.close()
+    units_sent = [t.data[0] for t in setup.traces if t.direction == "=>"]
+    assert units_sent.index(1) <= 1, units_sent
+
+
+async def test_a_broadcast_past_the_queue_limit_gets_no_answer(setup: Setup) -> None:
+    setup.units[1].delay_s = 0.02
+    frames = [mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)]
+    frames.append(mbap(99, 0, struct.pack(">BHH", 6, 8, 5)))
+    frames.append(mbap(100, 1, struct.pack(">BHH", 3, 0, 1)))
+    answers = await raw_request(setup.tunnel.port, frames, 17)
+    assert [tid for tid, _, _ in answers if tid in (99, 100)] == [100]
+
+
+async def test_requests_of_a_client_gone_are_not_sent(setup: Setup) -> None:
+    """A client that queues 16 requests and leaves must not keep the bus busy for nothing (16
+    device timeouts taken from the polls), again at each connection."""
+    setup.units[1].delay_s = 0.05
+    _, writer = await asyncio.open_connection("127.0.0.1", setup.tunnel.port)
+    writer.write(b"".join(mbap(tid, 1, struct.pack(">BHH", 3, 0, 1)) for tid in range(16)))
+    await wait_until(lambda: setup.tunnel._queued == 16, what="16 tunnel requests queued")
+    writer.close()
+    await wait_until(lambda: setup.tunnel._queued == 0, what="the queue emptied")
+    sent = [t for t in setup.traces if t.direction == "=>"]
+    assert len(sent) <= 4, len(sent)            # the one on the wire, a loaded box's lag: not 16
+
+
+async def test_a_client_that_sends_without_reading_is_not_buffered_without_end(
+        setup: Setup) -> None:
+    """Each request past the 16 queued is answered 0x06 at once: a client that never reads
+    had its answers kept in the gateway's memory (14 MB in 8 s measured, without bound)."""
+    sock = socket.create_connection(("127.0.0.1", setup.tunnel.port))
+    sock.setblocking(False)
+    blob = mbap(1, 1, struct.pack(">BHH", 3, 0, 1)) * 10000
+    sent = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 6
+    try:
+        while loop.time() < deadline and sent < 32 << 20:
+            with contextlib.suppress(BlockingIOError):
+                sent += sock.send(blob)
+            await asyncio.sleep(0.001)
+        client = next(iter(setup.tunnel.clients))
+        assert client.transport is not None
+        assert client.transport.get_write_buffer_size() < 1 << 20, (
+            sent, client.transport.get_write_buffer_size())
+    finally:
+        sock.close()
+
+
+async def test_a_poll_right_after_a_relayed_broadcast_waits_the_turnaround_delay(
+        setup: Setup) -> None:
+    """Modbus serial line: after a broadcast the master waits a turnaround delay so that units
+    execute it; a poll sent 2 ms after a power limit broadcast reached a unit still busy with
+    it, timed out and cost the device a poll."""
+    setup.units[1].delay_s = 0.1
+    answers = await raw_request(setup.tunnel.port, [mbap(1, 0, struct.pack(">BHH", 6, 8, 50))], 0)
+    assert answers == []
+    await wait_until(lambda: any(t.direction == "=>" for t in setup.traces),
+                     what="the broadcast sent")
+    reply = await setup.bus.transact(1, struct.pack(">BHH", 3, 8, 1), 500)
+    assert reply == bytes.fromhex("03 02 0032")
