@@ -35,13 +35,15 @@
   setInterval(refreshValues, 5000);
 
   // uPlot's default 50 px y axis clips wide tick labels ("9,580" of 32,709,580 Wh): the axis
-  // is as wide as its longest label.
+  // is as wide as its longest label. uPlot asks again after a width change, whose ticks may
+  // be other labels (32,727,445 then 32,727,442.5): a later answer never shrinks the axis, so
+  // the sizes settle and the labels of the last cycle fit.
   function axisSize(u, values, axisIndex, cycle) {
     var axis = u.axes[axisIndex];
-    if (cycle > 1) { return axis._size; }
-    var longest = (values || []).reduce(function (a, v) { return String(v).length > a.length ? String(v) : a; }, "");
     u.ctx.font = axis.font[0];
-    return Math.ceil(axis.ticks.size + axis.gap + u.ctx.measureText(longest).width / devicePixelRatio) + 4;
+    var widest = (values || []).reduce(function (a, v) { return Math.max(a, u.ctx.measureText(String(v)).width); }, 0);
+    var size = Math.ceil(axis.ticks.size + axis.gap + widest / devicePixelRatio) + 4;
+    return cycle > 1 ? Math.max(axis._size || 0, size) : size;
   }
 
   var charts = [];
