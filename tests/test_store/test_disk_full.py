@@ -11,13 +11,13 @@ import asyncio
 import errno
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 from records_util import T0, record
+from small_disks import fill, mounted_tmpfs
 from waiting import wait_until
 
 from store import Log, StoreIOError, StoreLockedError, StoreOptions
@@ -28,26 +28,8 @@ OPTIONS = StoreOptions(flush_s=0.01, disk_error_log_interval_s=0.05)
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(path: Path) -> None:
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
 
 
 async def _scenario(root: Path, fill: object, free: object, caplog: pytest.LogCaptureFixture
@@ -87,7 +69,7 @@ async def _scenario(root: Path, fill: object, free: object, caplog: pytest.LogCa
 async def test_real_full_disk_is_reported_and_recovered(small_disk: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     filler = small_disk / "filler"
-    await _scenario(small_disk, lambda: _fill(filler), filler.unlink, caplog)
+    await _scenario(small_disk, lambda: fill(filler), filler.unlink, caplog)
 
 
 async def test_injected_enospc_is_reported_and_recovered(tmp_path: Path,
@@ -154,7 +136,7 @@ async def test_while_the_disk_fails_the_oldest_records_are_dropped_past_the_memo
 def test_the_writer_lock_holds_on_a_full_disk(small_disk: Path) -> None:
     """Its pid is a courtesy to a refused second writer: a full disk leaves it out, and the lock
     still refuses that writer (a gateway restarting on a full disk must open its store)."""
-    _fill(small_disk / "fill")
+    fill(small_disk / "fill")
     fd = take_lock(small_disk / "lock", small_disk)
     try:
         with pytest.raises(StoreLockedError, match="pid unknown"):

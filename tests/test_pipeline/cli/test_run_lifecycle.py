@@ -11,7 +11,6 @@ as tests/test_store/test_disk_full.py).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from peers import free_ports
+from small_disks import fill, mounted_tmpfs
 from waiting import wait_until
 
 from store.lockfile import take_lock
@@ -98,26 +98,8 @@ def test_a_second_instance_on_the_same_data_exits_3(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(path: Path) -> None:
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
 
 
 class _Service:
@@ -176,7 +158,7 @@ async def test_a_full_disk_neither_stops_nor_crash_loops_the_service(
         assert await first.stop() == 0, first.stderr
     ini = site / "CONFIG" / "WPM000001_config.ini"
     ini.write_text(ini.read_text() + "LOG_Level=debug\n")  # another configuration: copies to write
-    _fill(small_disk / "fill")
+    fill(small_disk / "fill")
     async with _Service(args, tmp_path / "second.err") as second:
         await second.logged("Web UI listening")
         await second.logged("commit failed: [Errno 28] No space left on device")
@@ -191,7 +173,7 @@ async def test_a_full_disk_neither_stops_nor_crash_loops_the_service(
     # starts the acquisition all the same.
     ini.write_text(ini.read_text().replace("LOG_Level=debug", "LOG_Level=info"))
     (small_disk / "fill").unlink()
-    _fill(small_disk / "fill")
+    fill(small_disk / "fill")
     async with _Service(args, tmp_path / "third.err") as third:
         await third.logged("Configuration snapshot not stored")
         await third.logged("Web UI listening")
@@ -208,7 +190,7 @@ async def test_a_first_start_on_a_full_disk_runs(tmp_path: Path, small_disk: Pat
     answers with the password shown on the console, and it stores its configuration once
     there is room."""
     site = _site(tmp_path)
-    _fill(small_disk / "fill")
+    fill(small_disk / "fill")
     args = ["--config", str(site), "--data", str(small_disk / "data")]
     async with _Service(args, tmp_path / "service.err") as service:
         await service.logged("Web UI listening")

@@ -10,7 +10,6 @@ import http.server
 import io
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from small_disks import mounted_tmpfs
 from waiting import wait_until
 
 from config.model import ServerSettings, ServerType
@@ -190,17 +190,8 @@ async def test_two_installs_run_one_after_the_other(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB file system of its own (tmpfs), for a disk that fills up for real."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if made.returncode:
-        pytest.skip(f"no tmpfs can be mounted here: {made.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 async def test_a_full_disk_while_a_bin_package_arrives_names_the_gateways_disk(
