@@ -188,7 +188,7 @@ def _finite(value: Any) -> Any:
 
 #: A table row is one line: control characters in a cell are shown escaped (`\n`), as a
 #: terminal would otherwise move the rest of the row (CSV and JSON quote them instead).
-_ESCAPED: Final = {c: repr(chr(c))[1:-1] for c in [*range(0x20), 0x7F]}
+_ESCAPED: Final = {c: repr(chr(c))[1:-1] for c in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 def _cell(value: Any) -> str:
