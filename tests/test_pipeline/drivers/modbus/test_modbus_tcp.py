@@ -15,7 +15,7 @@ from waiting import wait_until
 
 from config.model import DataType, Device, Quality
 from pipeline.clock import ManualClock
-from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading
+from pipeline.drivers._base import DeviceError, ModbusRequestError, Reading, Readings, ReadPlan
 from pipeline.drivers.modbus.frames import mbap, parse_mbap, read_request
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
@@ -163,13 +163,9 @@ async def test_units_share_one_connection() -> None:
             await driver.close()
 
 
-async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() -> None:
-    sim_dev = SimulatedDevice(strict_holes=True)
-    sim_dev.set_words(0, [1, 2])
-    sim_dev.set_words(3, [4])            # address 2 is a hole the device refuses
-    d = definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3))
-    plan = plan_reads(d, max_gap=5)
-    assert len(plan.requests) == 1
+async def _polled_twice(sim_dev: SimulatedDevice, plan: ReadPlan) -> tuple[Readings, Readings]:
+    """Two polls of unit 1 of a simulator serving `sim_dev`: the first meets a refused read,
+    the second shows what the driver kept of it."""
     async with TcpSimulator({1: sim_dev}) as sim:
         driver = ModbusTcpDriver()
         try:
@@ -177,6 +173,17 @@ async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() 
             second = await driver.read(device(sim.port, 1), plan)
         finally:
             await driver.close()
+    return first, second
+
+
+async def test_exception_on_a_merged_read_splits_per_variable_for_that_device() -> None:
+    sim_dev = SimulatedDevice(strict_holes=True)
+    sim_dev.set_words(0, [1, 2])
+    sim_dev.set_words(3, [4])            # address 2 is a hole the device refuses
+    d = definition(var(1, 3, 0), var(2, 3, 1), var(3, 3, 3))
+    plan = plan_reads(d, max_gap=5)
+    assert len(plan.requests) == 1
+    first, second = await _polled_twice(sim_dev, plan)
     assert {i: r.value for i, r in first.values.items()} == {1: 1, 2: 2, 3: 4}
     assert first.requests == 4 and second.requests == 3
     assert all(r.quality is Quality.GOOD for r in second.values.values())
@@ -193,13 +200,7 @@ async def test_exception_on_a_merged_read_splits_that_read_only() -> None:
                    var(6, 3, 202))
     plan = plan_reads(d, max_gap=5)
     assert [(r.address, r.count) for r in plan.requests] == [(0, 4), (200, 3)]
-    async with TcpSimulator({1: sim_dev}) as sim:
-        driver = ModbusTcpDriver()
-        try:
-            first = await driver.read(device(sim.port, 1), plan)
-            second = await driver.read(device(sim.port, 1), plan)
-        finally:
-            await driver.close()
+    first, second = await _polled_twice(sim_dev, plan)
     expected = {1: 1, 2: 2, 3: 4, 4: 5, 5: 6, 6: 7}
     assert {i: r.value for i, r in first.values.items()} == expected
     assert {i: r.value for i, r in second.values.items()} == expected
