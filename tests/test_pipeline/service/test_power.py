@@ -156,18 +156,27 @@ async def test_a_clean_stop_starts_no_alarm_session(tmp_path: Path,
         assert [alarm for _, alarm in power_alarms(log)] == ["Power OFF"]
 
 
+async def _a_run_in_2021(store: Path, *, clean_stop: bool) -> None:
+    """A run of 25 s from T0 (heartbeats at 0, 10 and 20 s), ended by a clean stop (its Power
+    OFF) or a power cut."""
+    clock = ManualClock(T0)
+    async with await Log.open(store, OPTIONS) as log:
+        run = Run(log, clock)
+        await run.start()
+        await clock.advance(25)
+        await run.halt()
+        if clean_stop:
+            await run.watch.clean_stop()
+        else:
+            await log.commit()
+
+
 async def test_a_power_cut_is_reported_when_the_box_restarts_with_its_clock_in_1970(
         tmp_path: Path) -> None:
     # A box without a battery-backed clock loses power (no clean stop) and starts again in
     # 1970, before NTP sets the date: how long it was off cannot be told, and the Power OFF it
     # owes is raised, dated at the last heartbeat (it read as an outage shorter than 10 s).
-    clock = ManualClock(T0)
-    async with await Log.open(tmp_path, OPTIONS) as log:
-        run = Run(log, clock)
-        await run.start()
-        await clock.advance(25)
-        await run.halt()
-        await log.commit()
+    await _a_run_in_2021(tmp_path, clean_stop=False)
     async with await Log.open(tmp_path, OPTIONS) as log:
         run = Run(log, ManualClock(30 * NS_PER_S))
         dated = await run.start()
@@ -182,13 +191,7 @@ async def test_a_run_in_1970_that_crashed_is_reported_though_an_older_power_off_
     # A clean stop in 2021 (its Power OFF), then a run started in 1970 that crashes before NTP
     # sets the date: its outage is owed a Power OFF. The 2021 one is later in time but older in
     # the journal, and does not say that run stopped cleanly.
-    clock = ManualClock(T0)
-    async with await Log.open(tmp_path, OPTIONS) as log:
-        run = Run(log, clock)
-        await run.start()
-        await clock.advance(25)
-        await run.halt()
-        await run.watch.clean_stop()
+    await _a_run_in_2021(tmp_path, clean_stop=True)
     clock = ManualClock(30 * NS_PER_S)
     async with await Log.open(tmp_path, OPTIONS) as log:
         run = Run(log, clock)
