@@ -163,6 +163,15 @@ class Readers(LogCore):
                    for b in self._read_segment(stream, seg, columns)]
         return files, batches
 
+    def live_segments(self, device: str) -> list[tuple[Path, int]]:
+        """A device's stream segments (what `record_sources` reads through the reader) as
+        listed: path and committed length."""
+        stream = self._streams.get(device)
+        if stream is None:
+            return []
+        with self._lock:
+            return [(seg.path, seg.committed) for seg in stream.segments if not seg.ipc_file]
+
     def sealed_files(self, device: str) -> list[Path]:
         """A device's sealed `.arrow` files, oldest first, as listed (nothing read)."""
         stream = self._streams.get(device)

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from store import _memo
 from store._decode import decode_sealed
 from store._ipc import BatchFrame
 from store._pushdown import FramePredicate, frame_filter
@@ -269,11 +270,25 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         after = dict(itertools.pairwise(self._devices))
 
         def listing(device: str) -> _Part:
-            # The next device's files are asked for now: they are read while this one's decode.
-            if device in after:
+            # The next device's files are asked for now: they are read while this one's decode
+            # (not under the memo, which reads few).
+            if device in after and not _memo.enabled():
                 _prefetch(self._store.sealed_files(after[device]))
-            paths, batches = self._store.record_sources(device, indexes)
-            live = _Part(finish(device, _coalesce(batches)))
+            live_paths = self._store.live_segments(device)
+            memo_key = _memo_key([p for p, _ in live_paths], wanted, filter, self._micros,
+                                 lengths=tuple(n for _, n in live_paths))
+            remembered = None if memo_key is None else _memo.get(memo_key)
+            if isinstance(remembered, _Part):
+                paths, live = self._store.sealed_files(device), remembered
+            else:
+                paths, batches = self._store.record_sources(device, indexes)
+                live = _Part(finish(device, _coalesce(batches)))
+                named = {report.path for report in self._store.reports}
+                if memo_key is not None and not named & {p for p, _ in live_paths} \
+                        and memo_key == _memo_key([p for p, _ in live_paths], wanted, filter,
+                                                  self._micros,
+                                                  lengths=tuple(n for _, n in live_paths)):
+                    live = remember(memo_key, live.batches)
             paths = [p for p in paths if p not in self._skip]
             files: list[Callable[[], _Part]] = [
                 functools.partial(sealed, device, paths[i : i + _FILES_A_PART])
@@ -283,7 +298,32 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         def sealed(device: str, paths: list[Path]) -> _Part:
             """The part's files, their batches in record order merged into one where no sort
             is needed between them (the scanner's filter and DuckDB cost about as much per
-            batch as a small file's decoding)."""
+            batch as a small file's decoding). Under the server's memo (`store/_memo.py`), the
+            rows the filter selects of files read clean are kept, for the next scan asking for
+            the same columns and filter of the same files."""
+            memo_key = _memo_key(paths, wanted, filter, self._micros)
+            if memo_key is not None:
+                remembered = _memo.get(memo_key)
+                if isinstance(remembered, _Part):
+                    return remembered
+            batches = read_sealed(device, paths)
+            if memo_key is None or _memo_key(paths, wanted, filter, self._micros) != memo_key:
+                return _Part(batches)
+            with _KNOWN_LOCK:
+                clean = all(path in _KNOWN for path in paths)  # else damage was reported
+            return remember(memo_key, batches) if clean else _Part(batches)
+
+        def remember(memo_key: tuple[object, ...], batches: list[pa.RecordBatch]) -> _Part:
+            """The rows of `batches` the filter selects, kept in the memo (in buffers of their
+            own, so no file's whole bytes stay alive with them)."""
+            if filter is not None and batches:
+                batches = pa.Table.from_batches(batches, schema=schema).filter(filter) \
+                    .combine_chunks().to_batches()
+            part = _Part([_memo.owned(batch) for batch in batches])
+            _memo.put(memo_key, part, sum(b.nbytes for b in part.batches) + 4096)
+            return part
+
+        def read_sealed(device: str, paths: list[Path]) -> list[pa.RecordBatch]:
             out: list[pa.RecordBatch] = []
             plain: list[pa.RecordBatch] = []  # in record order as they are: merged
             for path in paths:
@@ -300,7 +340,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 else:
                     plain += found
             out += finish(device, _merged(plain))
-            return _Part(out)
+            return out
 
         if self._devices:
             _prefetch(self._store.sealed_files(self._devices[0]))
@@ -386,6 +426,21 @@ def _prefetch(paths: list[Path]) -> None:
         with contextlib.suppress(OSError):  # advice only
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         os.close(fd)
+
+
+def _memo_key(paths: list[Path], wanted: list[str], filter: pc.Expression | None,
+              micros: bool, lengths: tuple[int, ...] = ()) -> tuple[object, ...] | None:
+    """The key of a part's rows in the server's memo: its files as they are now (`stat`
+    identities: a file changed, replaced or deleted since is another key; of stream segments,
+    the committed `lengths` read too), the columns and the filter; None when the memo is off or
+    a file is gone."""
+    if not _memo.enabled():
+        return None
+    try:
+        files = tuple((path, _memo.file_key(path)) for path in paths)
+    except FileNotFoundError:
+        return None
+    return (files, lengths, tuple(wanted), None if filter is None else str(filter), micros)
 
 
 @dataclass(frozen=True, slots=True)

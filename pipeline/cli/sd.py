@@ -2,8 +2,10 @@
 
     sunpm sd inspect PATH [--json]
     sunpm sd fsck PATH [--json]                    exit 0 clean, 1 damaged but readable, 2 unreadable
-    sunpm sd sql PATH ["SELECT ..."] [--format table|csv|json]   without SQL: statements from
-                                                                 standard input or a prompt
+    sunpm sd sql PATH ["SELECT ..."] [--format table|csv|json] [--no-server]
+                                                   without SQL: statements from standard input
+                                                   or a prompt
+    sunpm sd serve PATH [--idle-minutes N] [--memory-mb MB]   PATH kept open for `sd sql`
     sunpm sd export-parquet PATH OUT
     sunpm sd reexport PATH --server N --from T --to T --out DIR [--config DIR] [--allow-partial]
     sunpm ingest DIR OUT
@@ -21,7 +23,7 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -57,7 +59,18 @@ def register(subparsers: Any) -> None:
                    help="the question; without it, statements are read from standard input "
                         "(a prompt on a terminal), the dump opened once for all of them")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--no-server", action="store_true",
+                   help="answer in this process even when `sunpm sd serve` keeps PATH open")
     p.set_defaults(handler=_sql)
+
+    p = sub.add_parser("serve", help="keep a dump open for `sd sql` questions: each answered "
+                                     "in a fraction of a second")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--idle-minutes", type=_positive_minutes, default=30, metavar="N",
+                   help="stop after N minutes without a question (default 30)")
+    p.add_argument("--memory-mb", type=int, default=256, metavar="MB",
+                   help="rows kept for the next questions, at most (default 256)")
+    p.set_defaults(handler=_serve)
 
     p = sub.add_parser("export-parquet", help="records and alarms into Hive-partitioned Parquet "
                                               "(uid=/device=/date=); again: same files")
@@ -161,6 +174,14 @@ def _fsck(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    if args.query is not None and not args.no_server:
+        # A running `sunpm sd serve` for this dump answers without this process importing or
+        # opening anything (stdlib only on this path).
+        from pipeline.cli import _sd_server
+
+        code = _sd_server.ask(args.path, args.query, args.format)
+        if code is not None:
+            return code
     if args.own_process and "pandas" not in sys.modules:
         # pyarrow and DuckDB import pandas only to tell whether an object they are handed is a
         # DataFrame (pyarrow as `pyarrow.dataset` loads, DuckDB when a view is registered):
@@ -173,10 +194,7 @@ def _sql(args: argparse.Namespace) -> int:
             # Likewise numpy, which pyarrow loads at import when it is installed (~0.04 s):
             # nothing here converts to or from numpy arrays.
             sys.meta_path.insert(0, RefusedImport("numpy", "`sunpm sd sql`"))
-    import duckdb
-
     from config.errors import SunpmError
-    from sdcard import sql as sql_mod
 
     _quiet_store_log()
     if args.own_process:
@@ -187,22 +205,57 @@ def _sql(args: argparse.Namespace) -> int:
         dump = _open_dump(args.path)
         if args.query is None:
             return _sql_session(dump, args.format)
-        columns, chunks = sql_mod.run_query(dump, args.query)
-        sql_mod.write(columns, chunks, args.format, sys.stdout)
-    except BrokenPipeError:
-        raise  # the reader went away (`| head`): `main` ends quietly
+        code = _one_question(dump, args.query, args.format, sys.stdout, sys.stderr)
     except (SunpmError, OSError) as err:
         print(f"sunpm sd sql: {err}", file=sys.stderr)
         return 2
-    except duckdb.Error as err:
-        print(f"sunpm sd sql: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 1
-    _print_findings(dump, set())
     if args.own_process:
         # The process ends next: the interpreter's last collection would walk every object
         # the scan left (0.1 s on a large dump) only to have the exit free them all anyway.
         gc.freeze()
+    return code
+
+
+def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str]) -> int:
+    """`sunpm sd sql PATH SQL` over an open dump: the answer on `out`, errors and the dump's
+    findings on `err`; the exit code (also what `sunpm sd serve` answers a question with)."""
+    import duckdb
+
+    from config.errors import SunpmError
+    from sdcard import sql as sql_mod
+
+    try:
+        columns, chunks = sql_mod.run_query(dump, query)
+        sql_mod.write(columns, chunks, fmt, out)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `main` ends quietly
+    except (SunpmError, OSError) as error:
+        print(f"sunpm sd sql: {error}", file=err)
+        return 2
+    except duckdb.Error as error:
+        print(f"sunpm sd sql: {str(error).splitlines()[0]}", file=err)
+        return 1
+    _print_findings(dump, set(), err)
     return 0
+
+
+def _positive_minutes(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 7 * 24 * 60:
+        raise argparse.ArgumentTypeError(f"{text}: minutes from above 0 to 10080 (a week)")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline.cli import _sd_server
+
+    _quiet_store_log()
+    if args.memory_mb < 0:
+        print("sunpm sd serve: --memory-mb must be 0 or more", file=sys.stderr)
+        return 2
+    return _sd_server.serve(args.path, idle_s=args.idle_minutes * 60,
+                            memory_bytes=args.memory_mb << 20, open_dump=_open_dump,
+                            answer=_one_question)
 
 
 def _reexport(args: argparse.Namespace) -> int:
@@ -329,13 +382,13 @@ def _answer(session: Session, statement: str, fmt: str) -> None:
         sys.stdout.flush()
 
 
-def _print_findings(dump: Dump, said: set[str]) -> None:
+def _print_findings(dump: Dump, said: set[str], err: IO[str] | None = None) -> None:
     """The dump's findings not `said` yet (a scan adds those it meets), then said."""
     for finding in dump.findings:
         line = f"sunpm sd sql: {finding.level}: {finding.message}"
         if line not in said:
             said.add(line)
-            print(line, file=sys.stderr)
+            print(line, file=sys.stderr if err is None else err)
 
 
 def _export_parquet(args: argparse.Namespace) -> int:

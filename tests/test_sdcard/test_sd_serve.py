@@ -1,0 +1,232 @@
+"""`sunpm sd serve PATH`: a dump kept open for `sunpm sd sql`, whose answers through it are the
+ones a process of its own gives, byte for byte (output, messages, exit code), however the dump
+changes between questions; a server of another user, dump or code is never asked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from plant import Plant, hashes
+from test_sd_damage import _sealed, flipped_byte
+
+from store import _memo
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNT = "SELECT device, count(*) AS n, sum(raw) AS s FROM records GROUP BY ALL ORDER BY ALL"
+
+
+class _Server:
+    def __init__(self, dump: Path, run: Path, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sd", "serve", str(dump), *extra],
+            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(run))
+        assert self.process.stderr is not None
+        self.first_line = self.process.stderr.readline()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        assert self.process.stderr is not None
+        self.rest = self.process.stderr.read()
+        code = self.process.wait(timeout=30)
+        self.process.stderr.close()
+        return code
+
+
+def _env(run: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(run)}
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """An XDG_RUNTIME_DIR of the test's own, short enough for a socket path (107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="sd", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder)
+
+
+#: Questions asked through a server, by runtime folder: each must be one it answered.
+_ASKED: dict[Path, int] = {}
+
+
+@pytest.fixture
+def served(dump_copy: Path, runtime: Path) -> Iterator[tuple[Path, Path]]:
+    run = runtime
+    server = _Server(dump_copy, run)
+    assert "open for `sunpm sd sql`" in server.first_line, server.first_line
+    yield dump_copy, run
+    assert server.stop() == 0
+    assert server.process.stderr is not None
+    said = server.rest
+    assert said.count("sunpm sd serve: answered in") == _ASKED.pop(run, 0), said
+
+
+def _sql(dump: Path, run: Path, query: str, *extra: str, cwd: Path = ROOT,
+         served: bool = True) -> subprocess.CompletedProcess[str]:
+    if served and "--no-server" not in extra:
+        _ASKED[run] = _ASKED.get(run, 0) + 1
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), query,
+                           "--format", "csv", *extra], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=_env(run), check=False)
+
+
+def _same(dump: Path, run: Path, query: str, cwd: Path = ROOT,
+          served: bool = True) -> subprocess.CompletedProcess[str]:
+    """The question through the server and in a process of its own: the same in every byte."""
+    through = _sql(dump, run, query, cwd=cwd, served=served)
+    alone = _sql(dump, run, query, "--no-server", cwd=cwd)
+    assert (through.returncode, through.stdout, through.stderr) == \
+        (alone.returncode, alone.stdout, alone.stderr)
+    return through
+
+
+def _socket(run: Path) -> list[Path]:
+    return list(run.glob("sunpm-sd-*/*.sock"))
+
+
+def test_answers_through_the_server_are_those_of_a_process_of_its_own(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    before = hashes(dump)
+    for query in (COUNT, COUNT,  # the second from what the first kept
+                  "SELECT name, unit, avg(scaled) AS mean FROM records WHERE var = 2 "
+                  "GROUP BY ALL ORDER BY ALL",
+                  "SELECT kind, count(*) AS n FROM journal GROUP BY ALL ORDER BY ALL",
+                  "SELECT no_such_column FROM records",
+                  "COPY (SELECT 1) TO 'x.csv'",
+                  "-- nothing"):
+        _same(dump, run, query)
+    assert _same(dump, run, COUNT).stdout.count("\n") == 3
+    assert _same(dump, run, "SELECT no_such_column FROM records").returncode == 1
+    assert hashes(dump) == before
+
+
+def test_a_setting_or_table_one_question_makes_is_gone_at_the_next(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    paris = _sql(dump, run, "SET TimeZone = 'Europe/Paris'; "
+                            "SELECT current_setting('TimeZone') AS zone")
+    assert paris.stdout == "zone\nEurope/Paris\n", paris.stderr
+    assert _same(dump, run, "SELECT current_setting('TimeZone') AS zone").stdout == "zone\nUTC\n"
+    made = "CREATE TABLE kept AS SELECT 1 AS a; SELECT * FROM kept"
+    assert _sql(dump, run, made).stdout == "a\n1\n"
+    assert _sql(dump, run, made).stdout == "a\n1\n"  # not "already exists"
+
+
+def test_a_dump_changed_between_questions_is_answered_as_it_is_now(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    first = _same(dump, run, COUNT).stdout
+    # A sealed file deleted (the quota), another damaged in place, a commit appended.
+    _sealed(dump, "2", 5).unlink()
+    after_delete = _same(dump, run, COUNT).stdout
+    assert after_delete != first
+    damaged = _sealed(dump, "1", 7)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    with open(damaged, "r+b") as fh:  # in place: the same file, other bytes
+        fh.write(data)
+    after_damage = _same(dump, run, COUNT)
+    assert str(damaged) in after_damage.stderr
+    assert after_damage.stdout != after_delete
+    place, message = flipped_byte(dump)
+    flipped = _same(dump, run, COUNT)
+    assert place in flipped.stderr and message in flipped.stderr
+
+
+def test_a_relative_path_in_the_sql_is_the_askers(served: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    dump, run = served
+    (tmp_path / "here.csv").write_text("a\n7\n")
+    assert _same(dump, run, "SELECT a FROM 'here.csv'", cwd=tmp_path).stdout == "a\n7\n"
+
+
+def test_a_client_gone_mid_answer_leaves_the_server_answering(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    asker = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump),
+         "SELECT * FROM records, range(20)", "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(run))
+    assert asker.stdout is not None
+    assert asker.stdout.read(4096)
+    asker.kill()
+    asker.wait(timeout=30)
+    asker.stdout.close()
+    _same(dump, run, COUNT)
+
+
+def test_one_server_a_dump_a_second_is_refused(served: tuple[Path, Path]) -> None:
+    dump, run = served
+    second = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "serve", str(dump)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env=_env(run), check=False)
+    assert second.returncode == 3
+    assert "runs already" in second.stderr
+    _same(dump, run, COUNT)
+
+
+def test_an_idle_server_stops_and_removes_its_socket(month: Plant, runtime: Path) -> None:
+    run = runtime
+    server = _Server(month.dump, run, "--idle-minutes", "0.03")
+    assert _socket(run)
+    started = time.monotonic()
+    assert server.process.wait(timeout=60) == 0
+    assert time.monotonic() - started < 30
+    assert server.stop() == 0
+    assert not _socket(run)
+
+
+def test_a_socket_folder_others_can_enter_is_never_used(month: Plant, runtime: Path) -> None:
+    run = runtime
+    (run / f"sunpm-sd-{os.getuid()}").mkdir(mode=0o755)
+    os.chmod(run / f"sunpm-sd-{os.getuid()}", 0o755)
+    refused = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "sd", "serve", str(month.dump)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env(run), check=False)
+    assert refused.returncode == 2
+    assert "not a folder of this user's alone" in refused.stderr
+    assert _same(month.dump, run, COUNT, served=False).returncode == 0
+
+
+def test_a_dump_that_cannot_be_opened_is_said_at_start(tmp_path: Path, runtime: Path) -> None:
+    run = runtime
+    (tmp_path / "empty").mkdir()
+    server = _Server(tmp_path / "empty", run)
+    assert server.process.wait(timeout=60) == 2
+    assert "sunpm sd serve:" in server.first_line
+    server.stop()
+    assert not _socket(run)
+
+
+def test_the_memo_keeps_the_latest_within_its_budget() -> None:
+    _memo.enable(1000)
+    try:
+        _memo.put("a", "A", 400)
+        _memo.put("b", "B", 400)
+        assert _memo.get("a") == "A"  # now the latest used
+        _memo.put("c", "C", 400)
+        assert (_memo.get("a"), _memo.get("b"), _memo.get("c")) == ("A", None, "C")
+        _memo.put("huge", "H", 1001)
+        assert _memo.get("huge") is None and _memo.held_bytes() == 800
+    finally:
+        _memo.enable(0)
+    assert _memo.get("a") is None and _memo.held_bytes() == 0
+
+
+def test_a_server_of_a_copy_is_not_asked_about_the_original(
+        served: tuple[Path, Path], month: Plant, tmp_path: Path) -> None:
+    dump, run = served
+    shutil.rmtree(dump / "devices" / "2")
+    # The original still has device 2: its answer is its own, not the served copy's.
+    assert "\n2," in _sql(month.dump, run, COUNT, served=False).stdout
+    assert "\n2," not in _sql(dump, run, COUNT).stdout
