@@ -206,6 +206,8 @@ def _sql(args: argparse.Namespace) -> int:
         if args.query is None:
             return _sql_session(dump, args.format)
         code = _one_question(dump, args.query, args.format, sys.stdout, sys.stderr)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `main` ends quietly
     except (SunpmError, OSError) as err:
         print(f"sunpm sd sql: {err}", file=sys.stderr)
         return 2

@@ -230,3 +230,19 @@ def test_a_server_of_a_copy_is_not_asked_about_the_original(
     # The original still has device 2: its answer is its own, not the served copy's.
     assert "\n2," in _sql(month.dump, run, COUNT, served=False).stdout
     assert "\n2," not in _sql(dump, run, COUNT).stdout
+
+
+def test_a_reader_that_goes_away_ends_a_served_answer_quietly(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    with subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump),
+             "SELECT * FROM records, range(5)", "--format", "csv"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=_env(run), cwd=ROOT) as child:
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline().startswith(b"uid,device,time")
+        child.stdout.close()
+        err = child.stderr.read()
+        code = child.wait(timeout=60)
+    assert (code, err) == (0, b"")
+    _same(dump, run, COUNT)
