@@ -9,14 +9,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from config.errors import SunpmError
 
 from .dump import Dump
 from .scan import duckdb_connection
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class QueryError(SunpmError):
@@ -34,6 +38,33 @@ _WRITING: Final = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH"})
 #: Statements whose result is an answer; the others' (`SET`: `Success`, `CREATE TEMP TABLE`:
 #: `Count`) are DuckDB's acknowledgement, not written.
 _ANSWERING: Final = frozenset({"SELECT", "PRAGMA", "EXPLAIN", "CALL", "EXECUTE"})
+#: Statements that change nothing a later statement could see.
+_READING: Final = frozenset({"SELECT", "EXPLAIN"})
+
+
+#: Column types whose values DuckDB gives as the same Python objects through Arrow as through
+#: `fetchmany` (ints, floats, strings), and which every format writes as `str` does.
+_PLAIN: Final = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                           "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "VARCHAR"})
+
+
+def _plain_rows(cursor: duckdb.DuckDBPyConnection) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of an answer of plain columns only, converted a column at a time (pyarrow),
+    not a value at a time (`fetchmany`): half the time on an answer of 100,000 rows."""
+    with warnings.catch_warnings():
+        # "Arrow output on a DB-API result makes an extra copy": cheaper than the conversion
+        # it saves.
+        warnings.simplefilter("ignore", UserWarning)
+        reader = cursor.to_arrow_reader(FETCH_ROWS)
+    if reader is None:
+        return
+    for batch in reader:
+        if batch.num_rows:
+            yield _PlainRows(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+
+
+class _PlainRows(list[tuple[Any, ...]]):
+    """Rows known to hold ints, floats, strings and None only: written as they are."""
 
 
 class Session:
@@ -43,6 +74,9 @@ class Session:
 
     def __init__(self, dump: Dump) -> None:
         self._con = duckdb_connection(dump)
+        #: Only reading statements asked so far: the connection is as it was made (no `SET`,
+        #: table, macro or prepared statement of a question left in it).
+        self.pristine = True
 
     def statements(self, text: str) -> list[str]:
         """The statements of `text`, as DuckDB's parser splits them (a `;` inside a string or
@@ -53,6 +87,7 @@ class Session:
         """The answer's columns and its rows, a batch at a time (of the last statement when
         `query` holds several); None when that statement answers nothing (`SET TimeZone`)."""
         kinds = [s.type.name for s in self._con.extract_statements(query)]
+        self.pristine = self.pristine and set(kinds) <= _READING
         writing = sorted(set(kinds) & _WRITING)
         if writing:
             raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "
@@ -61,6 +96,8 @@ class Session:
         if cursor is None or cursor.description is None or kinds[-1] not in _ANSWERING:
             return None
         columns = [d[0] for d in cursor.description]
+        if all(str(d[1]) in _PLAIN for d in cursor.description):
+            return columns, _plain_rows(cursor)
 
         def chunks() -> Iterator[list[tuple[Any, ...]]]:
             while rows := cursor.fetchmany(FETCH_ROWS):
@@ -75,8 +112,14 @@ class Session:
         self._con.close()
 
 
-def run_query(dump: Dump, query: str) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
-    """One question (its text may hold several statements: the last one answers)."""
+def run_query(dump: Dump, query: str, session: Session | None = None
+              ) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
+    """One question (its text may hold several statements: the last one answers), in a session
+    of its own, or in `session`, left open."""
+    if session is not None:
+        if not session.statements(query):
+            raise QueryError(f"no SQL statement in {query!r}")
+        return session.ask(query) or ([], iter(()))
     session = Session(dump)
     try:
         if not session.statements(query):
@@ -147,7 +190,8 @@ def _csv_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | list[list[
     else as `str` does, as `_text` does but for times, booleans, bytes, lists and structs:
     rows without any go to it as they are, a look at each value costing a tenth of its
     conversion."""
-    if any(isinstance(v, _NOT_STR) for row in rows for v in row):
+    if not isinstance(rows, _PlainRows) and any(isinstance(v, _NOT_STR) for row in rows
+                                                for v in row):
         return [[_text(v) for v in row] for row in rows]
     return rows
 

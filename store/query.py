@@ -353,7 +353,11 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
         # A device's small batches (a file's, after skipping) are handed on merged: the
         # scanner's filter and DuckDB cost about as much per batch as a file's decoding.
         merging = _Merger()
-        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="store-scan") as pool:
+        # Under the server's memo most parts are a lookup: handing them to a thread and back
+        # would cost more than doing them here.
+        executor = _Inline() if _memo.enabled() else ThreadPoolExecutor(
+            _WORKERS, thread_name_prefix="store-scan")
+        with executor as pool:
             try:
                 while listings or parts or running:
                     while (listings or parts) and len(running) < ahead:
@@ -373,6 +377,18 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             finally:
                 for future in running:
                     future.cancel()
+
+
+class _Inline(contextlib.AbstractContextManager["_Inline"]):
+    """An executor that runs each task as it is submitted (its failure raised there)."""
+
+    def submit(self, task: Callable[[], _Part]) -> Future[_Part]:
+        done: Future[_Part] = Future()
+        done.set_result(task())
+        return done
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class _Merger:

@@ -10,8 +10,8 @@ client side below imports the standard library only, so that a question answered
 costs little more than the interpreter's start.
 
 The answer is the one the command gives in a process of its own, byte for byte: the same code
-(`answer`) writes it, a fresh DuckDB connection per question (a `SET` or a table one question
-makes is gone at the next), over the dump as opened. The dump is opened again when any of its
+(`answer`) writes it, over the dump as opened, in a DuckDB connection kept from one question to
+the next only while they read (a `SET` or a table one question makes is gone at the next). The dump is opened again when any of its
 folders, or any file but a sealed `.arrow` one (written whole, under a new name), changed since.
 
 The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the temporary folder:
@@ -28,12 +28,10 @@ import hashlib
 import io
 import json
 import os
-import signal
 import socket
 import stat
 import struct
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Final, cast
 
 if TYPE_CHECKING:
     from sdcard.dump import Dump
+    from sdcard.sql import Session
 
 #: A frame: its kind (standard output, standard error, exit code) and its length.
 _FRAME: Final = struct.Struct("!cI")
@@ -140,33 +139,33 @@ def _relay(client: socket.socket, dump: Path) -> int | None:
 # -- the server: `sunpm sd serve PATH` ----------------------------------------------------------
 
 
-class _Framed(io.TextIOBase):
-    """A stream of the answer: text written goes to the client as frames of one kind, about
-    64 KiB at a time."""
+class _Framed(io.RawIOBase):
+    """Bytes written go to the client as frames of one kind."""
 
     def __init__(self, conn: socket.socket, kind: bytes) -> None:
         super().__init__()
         self._conn = conn
         self._kind = kind
-        self._held = bytearray()
 
     def writable(self) -> bool:
         return True
 
-    def write(self, text: str) -> int:
-        self._held += text.encode("utf-8", "replace")
-        if len(self._held) >= 1 << 16:
-            self.flush()
-        return len(text)
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
+        if data:
+            self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
+        return len(data)
 
-    def flush(self) -> None:
-        if self._held:
-            self._conn.sendall(_FRAME.pack(self._kind, len(self._held)) + self._held)
-            self._held.clear()
+
+def _framed_text(conn: socket.socket, kind: bytes) -> IO[str]:
+    """A text stream of the answer, sent in frames of about 64 KiB (written by C code: an
+    answer of 100,000 rows is 100,000 writes)."""
+    raw = cast(io.RawIOBase, _Framed(conn, kind))
+    return io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8",
+                            errors="replace", newline="")
 
 
 OpenDump = Callable[[Path], "Dump"]
-Answer = Callable[["Dump", str, str, IO[str], IO[str]], int]
+Answer = Callable[["Dump", str, str, IO[str], IO[str], "Session"], int]
 
 
 def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenDump,
@@ -174,6 +173,9 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     """Answer questions about `dump_path` until `idle_s` pass without one (or SIGINT, SIGTERM);
     the exit code: 0 after a stop, 2 when the dump cannot be opened or the socket made, 3 when a
     server of this dump runs already."""
+    import signal
+    import threading
+
     from store import _memo
 
     path = socket_path(dump_path)
@@ -261,21 +263,38 @@ def _listen(path: Path) -> socket.socket | None:
 
 
 class _State:
-    """The dump as opened, and what it looked like then (`_signature`)."""
+    """The dump as opened, and what it looked like then (`_signature`); the DuckDB session of
+    the questions over it, kept while they only read (a question that sets, creates or prepares
+    anything closes it: the next one gets a fresh one, as a process of its own would)."""
 
     def __init__(self, path: Path, open_dump: OpenDump) -> None:
         self._path = path
         self._open = open_dump
         self._dump: Dump | None = None
+        self._session: Session | None = None
         self._signature: tuple[tuple[str, int, int, int], ...] = ()
 
     def current(self) -> Dump:
         signature = _signature(self._path)
         if self._dump is None or signature != self._signature:
+            self.done(keep=False)
             self._dump = None
             self._dump = self._open(self._path)
             self._signature = signature
         return self._dump
+
+    def session(self) -> Session:
+        from sdcard.sql import Session
+
+        if self._session is None:
+            self._session = Session(self.current() if self._dump is None else self._dump)
+        return self._session
+
+    def done(self, *, keep: bool) -> None:
+        """After a question: its session kept for the next if `keep` and it only read."""
+        if self._session is not None and not (keep and self._session.pristine):
+            self._session.close()
+            self._session = None
 
 
 def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
@@ -309,23 +328,26 @@ def _answer_one(conn: socket.socket, state: _State, answer: Answer) -> int | Non
     except (OSError, ValueError, KeyError, TypeError):
         return None  # not one of ours, or gone
     conn.settimeout(None)
-    out, err = cast(IO[str], _Framed(conn, _OUT)), cast(IO[str], _Framed(conn, _ERR))
+    out, err = _framed_text(conn, _OUT), _framed_text(conn, _ERR)
     try:
         with contextlib.suppress(OSError):
             os.chdir(cwd)  # a relative path in the SQL is the client's
         try:
             dump = state.current()
+            session = state.session()
         except Exception as error:  # noqa: BLE001  (said as the command says it)
             print(f"sunpm sd sql: {error}", file=err)
             code = 2
         else:
             try:
-                code = answer(dump, query, fmt, out, err)
+                code = answer(dump, query, fmt, out, err, session)
             except OSError:
+                state.done(keep=False)  # its answer cut short
                 raise
             except Exception as error:  # noqa: BLE001  (the server answers the next question)
                 print(f"sunpm sd sql: internal error: {error!r}", file=err)
                 code = 1
+            state.done(keep=code == 0)
         out.flush()
         err.flush()
         conn.sendall(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())

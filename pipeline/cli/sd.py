@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import gc
 import json
-import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -104,6 +103,8 @@ def parse_time(text: str) -> datetime:
 def _quiet_store_log() -> None:
     # Every store report reaches the user once, as a finding of the command; the store's own
     # log lines would repeat them.
+    import logging  # here: `sd sql` answered by a server never needs it
+
     logging.getLogger("sunpm.store").setLevel(logging.CRITICAL)
 
 
@@ -218,16 +219,18 @@ def _sql(args: argparse.Namespace) -> int:
     return code
 
 
-def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str]) -> int:
+def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str],
+                  session: Session | None = None) -> int:
     """`sunpm sd sql PATH SQL` over an open dump: the answer on `out`, errors and the dump's
-    findings on `err`; the exit code (also what `sunpm sd serve` answers a question with)."""
+    findings on `err`; the exit code (also what `sunpm sd serve` answers a question with, in a
+    `session` of its own)."""
     import duckdb
 
     from config.errors import SunpmError
     from sdcard import sql as sql_mod
 
     try:
-        columns, chunks = sql_mod.run_query(dump, query)
+        columns, chunks = sql_mod.run_query(dump, query, session)
         sql_mod.write(columns, chunks, fmt, out)
     except BrokenPipeError:
         raise  # the reader went away (`| head`): `main` ends quietly
