@@ -14,6 +14,11 @@ sides' answers are compared. Each side's peak RSS is its process's high-water ma
 read by the process itself: `ru_maxrss` would start from this script's size, which Linux
 carries into a child across exec).
 
+Each line has a `_served` twin: the same `sunpm sd sql` command answered by a running
+`sunpm sd serve DUMP` (started once, `ours_start_s`), timed from the asking process's start to
+its exit, the question asked before (the first time is `ours_first_s`); its `peak_rss_mb` is the
+server's, the asking process's is `client_peak_rss_mb`.
+
 A third line is the floor of any process-per-question tool in Python: the same rows loaded
 once into a native DuckDB database file, sorted by variable (what an analyst who converts a
 dump before querying it would build; its one-time load is printed as `theirs_load_s`), queried
