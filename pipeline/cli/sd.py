@@ -62,13 +62,15 @@ def register(subparsers: Any) -> None:
                    help="answer in this process even when `sunpm sd serve` keeps PATH open")
     p.set_defaults(handler=_sql)
 
-    p = sub.add_parser("serve", help="keep a dump open for `sd sql` questions: each answered "
-                                     "in a fraction of a second")
+    p = sub.add_parser("serve", help="keep a dump open for `sd sql` (imports, open and scans "
+                                     "paid once: a question asked again answers in a fraction "
+                                     "of a second)")
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--idle-minutes", type=_positive_minutes, default=30, metavar="N",
                    help="stop after N minutes without a question (default 30)")
     p.add_argument("--memory-mb", type=int, default=256, metavar="MB",
-                   help="rows kept for the next questions, at most (default 256)")
+                   help="memory for the rows scans selected, kept for the next questions "
+                        "(default 256)")
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("export-parquet", help="records and alarms into Hive-partitioned Parquet "
