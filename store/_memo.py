@@ -1,15 +1,16 @@
-"""What a process has already verified and decoded of a store's files, kept for its next read of
-the same files: off unless `enable`d (the query server of `sunpm sd serve`, which answers many
-questions over one dump; docs/cli.md).
+"""What a process's scans of a store selected, kept for its next scans asking for the same
+columns and filter of the same files: off unless `enable`d (the query server of
+`sunpm sd serve`, which answers many questions over one dump; docs/cli.md).
 
-An entry is keyed by the file's identity as `fstat` gives it (device, inode, size, modification
-and change times in nanoseconds) on the open file whose bytes were read, taken before and after
-the read: a file written, cut, replaced or renamed over since has another key, and is read and
-verified again. The trust is the one `make` and `git` place in a file's times: bytes that change
-under an unchanged identity (rot under a running server) are read from the memory where they
-were verified, never as data from the damaged file; they are found at the next run without a
-server, or once the file changes. Only clean reads are kept: a damaged file is read, checked
-and reported at each read, as without the memo.
+An entry is keyed by its files' identities as `stat` gives them (device, inode, size,
+modification and change times in nanoseconds), taken before the files are read and again after
+(an entry is kept only when they did not change meanwhile): a file written, cut, replaced or
+renamed over since has another key, and is read and verified again. The trust is the one `make`
+and `git` place in a file's times: bytes that change under an unchanged identity (rot under a
+running server) are answered from the memory where they were verified, never read as data from
+the damaged file; they are found at the next run without a server, or once the file changes.
+Only clean reads are kept: a damaged file is read, checked and reported at each read, as
+without the memo.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _STATE = {"budget": 0, "held": 0}
 
 
 def enable(budget_bytes: int) -> None:
-    """Keep up to `budget_bytes` of decoded batches (the least recently used go first); 0: off,
+    """Keep up to `budget_bytes` of selected rows (the least recently used go first); 0: off,
     everything kept dropped."""
     with _LOCK:
         _STATE["budget"] = max(0, budget_bytes)
@@ -43,9 +44,8 @@ def enabled() -> bool:
     return _STATE["budget"] > 0
 
 
-def file_key(file: int | os.PathLike[str]) -> FileKey:
-    """The identity of an open file (its descriptor) or of the file at a path."""
-    st = os.fstat(file) if isinstance(file, int) else os.stat(file)
+def file_key(path: os.PathLike[str]) -> FileKey:
+    st = os.stat(path)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
