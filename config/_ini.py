@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,3 +68,20 @@ def indexed_key(key: str) -> tuple[str, int] | None:
     if match is None:
         return None
     return match["family"], int(match["n"])
+
+
+def placed_lines(other: Sequence[IniLine],
+                 families: Sequence[Sequence[tuple[int | None, str]]]) -> bytes:
+    """A file of entries renumbered by the writer (var.ini, scl.ini): every other line where it
+    was read; each family's entries `(line read, text)`, in order, at the lines its entries were
+    read from, those past them after its last, a family read from nowhere at the end (in family
+    order). So a file whose entries are written as the writer writes them reads and writes back
+    the same bytes: a trailing blank line or a comment below the entries stays there."""
+    placed: list[tuple[float, int, int, str]] = [(ln.line, 0, 0, ln.text) for ln in other]
+    for rank, entries in enumerate(families):
+        slots = sorted(line for line, _ in entries if line is not None)
+        for k, (_, text) in enumerate(entries):
+            at: float = slots[k] if k < len(slots) else slots[-1] if slots else math.inf
+            placed.append((at, 1 + rank, k, text))
+    placed.sort(key=lambda p: p[:3])
+    return "".join(p[3] + "\n" for p in placed).encode("utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config._ini import IniLine, indexed_key, read_ini
+from config._ini import IniLine, indexed_key, placed_lines, read_ini
 from config._text import Findings, file_name_problem
 from config.key_hint import indexed_unknown_key
 
@@ -84,6 +84,5 @@ def script_name_problem(name: str) -> str:
 
 
 def render(s: ScriptList) -> bytes:
-    out = [ln.text for ln in s.other_lines]
-    out += [f"SCRIPT_File[{n}]={entry.file}" for n, entry in enumerate(s.scripts)]
-    return "".join(line + "\n" for line in out).encode("utf-8")
+    return placed_lines(s.other_lines, [[(entry.line, f"SCRIPT_File[{n}]={entry.file}")
+                                         for n, entry in enumerate(s.scripts)]])

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from config._ini import IniLine, indexed_key, read_ini
+from config._ini import IniLine, indexed_key, placed_lines, read_ini
 from config._text import Findings, parse_int
 from config.key_hint import indexed_unknown_key
 from config.model import Schedule, ScheduleType
@@ -128,12 +128,10 @@ def format_start(start_s: int) -> str:
 
 
 def render(v: VarIni) -> bytes:
-    out = [ln.text for ln in v.other_lines]
-    for family, schedules in (("SCHEDULE_Params", v.server1), ("SCHEDULE2_Params", v.server2)):
-        for n, s in enumerate(schedules):
-            out.append(f"{family}[{n}]={s.id}|{s.type.value}|{format_start(s.start_s)}|"
-                       f"{s.interval_min}|{s.count}")
-    return "".join(line + "\n" for line in out).encode("utf-8")
+    return placed_lines(v.other_lines, [
+        [(s.line, f"{family}[{n}]={s.id}|{s.type.value}|{format_start(s.start_s)}|"
+                  f"{s.interval_min}|{s.count}") for n, s in enumerate(schedules)]
+        for family, schedules in (("SCHEDULE_Params", v.server1), ("SCHEDULE2_Params", v.server2))])
 
 
 # ---------------------------------------------------------------------------- arithmetic

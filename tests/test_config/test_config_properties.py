@@ -188,6 +188,82 @@ def test_script_list_written_then_parsed_is_the_model(names: list[str]) -> None:
     assert config.parse_scl(config.render_scl(model), "u_scl.ini").value == model
 
 
+# Lines a person or another tool leaves in an .ini file: blank, comments, a key of its own.
+_OTHER_LINE = st.one_of(st.just(""), st.just("   "), _text.map(lambda t: f"# {t}".strip()),
+                        _text.map(lambda t: f"; {t}".strip()), st.just("VENDOR_Key=v"))
+
+
+def _canonical_schedule(family: str, n: int, sid: int, draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(ScheduleType)).value
+    start = draw(st.integers(0, 86399))
+    return (f"{family}[{n}]={sid}|{kind}|{start // 3600:02d}:{start // 60 % 60:02d}:"
+            f"{start % 60:02d}|{draw(st.integers(1, 1440))}|{draw(st.integers(1, 1440))}")
+
+
+@st.composite
+def var_ini_files(draw: st.DrawFn) -> bytes:
+    """A var.ini of canonical entries numbered in file order, other lines anywhere (a trailing
+    blank line included)."""
+    lines = draw(st.lists(_OTHER_LINE, max_size=4))
+    for family in ("SCHEDULE_Params", "SCHEDULE2_Params"):
+        ids = draw(st.lists(st.integers(0, 999999), max_size=4, unique=True))
+        for n, sid in enumerate(ids):
+            # Numbered in file order by `_renumbered`, as the writer numbers them.
+            lines.insert(draw(st.integers(0, len(lines))),
+                         _canonical_schedule(family, n, sid, draw))
+    lines = _renumbered(_renumbered(lines, "SCHEDULE_Params"), "SCHEDULE2_Params")
+    return "".join(ln + "\n" for ln in lines).encode()
+
+
+def _renumbered(lines: list[str], family: str) -> list[str]:
+    """Entries of `family` numbered 0, 1, 2 ... in file order, other keys made distinct."""
+    out, n = [], 0
+    for ln in lines:
+        if ln == "VENDOR_Key=v":
+            ln = f"VENDOR_Key{len(out)}=v"
+        if ln.startswith(f"{family}["):
+            ln = f"{family}[{n}]=" + ln.partition("=")[2]
+            n += 1
+        out.append(ln)
+    return out
+
+
+@FAST
+@given(var_ini_files())
+def test_var_ini_read_then_written_is_the_same_bytes(data: bytes) -> None:
+    assert config.render_var_ini(config.parse_var_ini(data, "u_var.ini").value) == data
+
+
+@st.composite
+def scl_ini_files(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(_OTHER_LINE, max_size=4))
+    for name in draw(st.lists(_name.filter(lambda n: n.strip() == n and n), max_size=4,
+                              unique=True)):
+        lines.insert(draw(st.integers(0, len(lines))), f"SCRIPT_File[0]={name}.lua")
+    return "".join(ln + "\n" for ln in _renumbered(lines, "SCRIPT_File")).encode()
+
+
+@FAST
+@given(scl_ini_files())
+def test_scl_ini_read_then_written_is_the_same_bytes(data: bytes) -> None:
+    assert config.render_scl(config.parse_scl(data, "u_scl.ini").value) == data
+
+
+def test_a_trailing_blank_line_of_scl_ini_stays_where_it_is() -> None:
+    data = b"SCRIPT_File[0]=a.lua\n\n"
+    assert config.render_scl(config.parse_scl(data, "u_scl.ini").value) == data
+
+
+def test_a_script_added_goes_after_the_listed_ones_before_a_trailing_comment() -> None:
+    listed = config.parse_scl(b"# boot scripts\nSCRIPT_File[0]=a.lua\n# end\n", "u_scl.ini").value
+    more = config.ScriptList(scripts=(*listed.scripts, config.ScriptEntry(line=None, file="b.lua")),
+                             other_lines=listed.other_lines)
+    assert config.render_scl(more) == (b"# boot scripts\nSCRIPT_File[0]=a.lua\n"
+                                       b"SCRIPT_File[1]=b.lua\n# end\n")
+    assert config.render_scl(config.ScriptList(other_lines=listed.other_lines)) == \
+        b"# boot scripts\n# end\n"
+
+
 _CONFIG_VALUES: dict[str, Any] = {
     "LOG_Level": st.sampled_from(["debug", "info", "warning", "error"]),
     "WEB_Port": st.integers(1, 65535).map(str),
