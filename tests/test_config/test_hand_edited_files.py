@@ -39,7 +39,7 @@ def _problems(parse: Any, data: str | bytes, name: str) -> list[str]:
 
 @pytest.mark.parametrize(("parse", "name", "data", "expected"), [
     (config.parse_config_ini, "u_config.ini", f"WEB_Port={BIG}\n",
-     f"u_config.ini:1: WEB_Port: '{'9' * 37}...' is outside 1..65535; default 8080 used"),
+     f"u_config.ini:1: WEB_Port: '{'9' * 37}...' is not an integer from 1 to 65535; default 8080 used"),
     (config.parse_var_ini, "u_var.ini", f"SCHEDULE_Params[0]=1|everyday|00:00:00|{BIG}|1\n",
      f"u_var.ini:1: Interval: '{'9' * 37}...' is outside 1..1440; default 1440 used"),
     (config.parse_var_ini, "u_var.ini", f"SCHEDULE_Params[{BIG}]=1\n",
