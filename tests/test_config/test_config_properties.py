@@ -20,6 +20,7 @@ import config
 from config import ConfigError
 from config._ini import IniLine
 from config._text import split_fields
+from config.decimal_text import read_decimal, read_integer
 from config.model import (
     Action,
     ByteOrder,
@@ -521,3 +522,33 @@ def test_connection_times_are_sorted_unique_and_inside_the_window(day0: int, tz:
     assert times == sorted(set(times))
     assert all(start <= t < end and t.tzinfo is UTC for t in times)
     assert 3 * 47 - 4 <= len(times) <= 3 * 47 + 4  # 47 half-hours a day, +/- DST hours
+
+
+# ---------------------------------------------------------------------------- number syntax
+
+# Digits of every script, and the characters `int()`/`Decimal()` accept around them.
+_NUMBERISH = st.text(alphabet=st.one_of(st.sampled_from("0123456789-+_.eE \t"),
+                                        st.characters(categories=["Nd", "No"])), max_size=10)
+
+
+@FAST
+@given(_NUMBERISH)
+def test_a_number_is_read_from_ascii_digits_only(text: str) -> None:
+    """docs/formats.md §1.1: `int()` and `Decimal()` alone take `1_000`, full-width digits, `+5`
+    and spaces; every reader of a number takes only the ASCII syntax."""
+    ascii_integer = text.isascii() and text.removeprefix("-").isdigit()
+    integer = read_integer(text)
+    assert (integer is not None) == ascii_integer
+    if integer is not None:
+        assert integer == int(text)
+    decimal = read_decimal(text)
+    if decimal is not None:
+        assert text.isascii() and "_" not in text and not text.startswith("+") \
+            and text.strip() == text and decimal == Decimal(text)
+    port_ok = ascii_integer and 1 <= int(text) <= 65535
+    assert (config.config_ini.port_problem(text) == "") == port_ok
+    # A value is trimmed of spaces and tabs (§1.1 `.ini`) before it is read.
+    value = text.strip(" \t")
+    parsed = config.parse_config_ini(f"WEB_Port={text}\n".encode(), "u_config.ini")
+    in_range = value.isascii() and value.isdigit() and 1 <= int(value) <= 65535
+    assert parsed.value.settings("u").web_port == (int(value) if in_range else 8080)

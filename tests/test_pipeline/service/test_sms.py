@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from _service_plant import reconfigure, running_gateway, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_commands import Plant
 from waiting import wait_until
 
+from config.decimal_text import DECIMAL_SYNTAX
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
 from pipeline.service.sms import (
@@ -82,6 +86,16 @@ def test_a_number_argument_is_ascii_digits_as_in_files(text: str) -> None:
     assert parse_sms(f"log=serial2:{text}")[1]["duration"] == text
     assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
     assert parse_sms("connect= 2 ")[1] == {"server": 2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.one_of(st.sampled_from("0123456789-+_.eE \t"),
+                                  st.characters(categories=["Nd", "No"])), max_size=10))
+def test_only_ascii_number_text_becomes_a_number(text: str) -> None:
+    duration = parse_sms(f"log=serial2:{text}")[1].get("duration")
+    if isinstance(duration, (int, float)):
+        assert DECIMAL_SYNTAX.fullmatch(text.strip(" \t"))
+        assert duration == Decimal(text.strip(" \t"))
 
 
 async def test_ftp_port_and_numbers_sent_by_sms_are_refused_by_their_key(tmp_path: Path) -> None:
