@@ -22,6 +22,7 @@ from config._text import (
     replace_controls,
 )
 from config.config_ini import device_problem, port_problem
+from config.decimal_text import INTEGER_SYNTAX
 from config.key_hint import closest_key
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
@@ -196,7 +197,9 @@ def _int_field(row: CsvRow, col: str, text: str, allowed: Sequence[int] | tuple[
         return default
     if choice:
         value, problem = parse_int(text, 0, 10**9)
-        if value is not None and value not in allowed:
+        # An integer of no choice is said so, a long one too (not as outside a range the
+        # column does not have: `speed: '99...9' is outside 0..1000000000`).
+        if value not in allowed and INTEGER_SYNTAX.fullmatch(text):
             value, problem = None, f"'{text}' is not one of {', '.join(map(str, allowed))}"
     else:
         value, problem = parse_int(text, allowed[0], allowed[1])
