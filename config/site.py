@@ -158,8 +158,12 @@ def _directory_reader(directory: Path) -> _ReadFile:
             # waiting for a writer; only a regular file is read, and never past its cap (a
             # link to /dev/zero would be read until memory runs out).
             fd = os.open(directory / rel, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+        except FileNotFoundError as err:
+            if not os.path.lexists(directory / rel):
+                return None
+            # A link to nothing (an unmounted card, a moved folder) is no missing file: read as
+            # one, the site would run on every default.
+            raise refused(rel, "cannot be read (a link to a missing file)") from err
         except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
             why = err.strerror if isinstance(err, OSError) else "not a file name"
             raise refused(rel, f"cannot be read ({why})") from err

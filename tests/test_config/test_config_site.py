@@ -309,3 +309,13 @@ def test_a_file_that_is_no_regular_file_or_past_its_cap_is_refused_unread(tmp_pa
         "SCRIPT/a.lua: file: not a regular file; file rejected"]
     assert problems[3] == (f"{uid}_config.ini:2: LOG_Level: 'loud' is not one of debug, info, "
                            "warning, error; default info used")
+
+
+def test_a_link_to_a_missing_file_is_no_missing_file(tmp_path: Path) -> None:
+    """A config.ini linked to an unmounted card read as a missing file: the site ran on every
+    default (no server), said valid."""
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "CONFIG" / "WPM00BDE4_config.ini").symlink_to(tmp_path / "card" / "config.ini")
+    assert [str(p) for p in config.check_site(tmp_path)] == [
+        "CONFIG/WPM00BDE4_config.ini: file: cannot be read (a link to a missing file); "
+        "file rejected"]
