@@ -70,18 +70,26 @@ def indexed_key(key: str) -> tuple[str, int] | None:
     return match["family"], int(match["n"])
 
 
-def placed_lines(other: Sequence[IniLine],
-                 families: Sequence[Sequence[tuple[int | None, str]]]) -> bytes:
-    """A file of entries renumbered by the writer (var.ini, scl.ini): every other line where it
-    was read; each family's entries `(line read, text)`, in order, at the lines its entries were
-    read from, those past them after its last, a family read from nowhere at the end (in family
-    order). So a file whose entries are written as the writer writes them reads and writes back
-    the same bytes: a trailing blank line or a comment below the entries stays there."""
-    placed: list[tuple[float, int, int, str]] = [(ln.line, 0, 0, ln.text) for ln in other]
+def placed(other: Sequence[IniLine],
+           families: Sequence[Sequence[tuple[int | None, str]]]) -> list[tuple[int, int, str]]:
+    """The lines of a file of entries renumbered by the writer (var.ini, scl.ini), in the order
+    written, each as `(family, k, text)` (family -1 for the other lines): every other line where
+    it was read; each family's entries `(line read, text)`, in order, at the lines its entries
+    were read from, those past them after its last, a family read from nowhere at the end (in
+    family order). So a file whose entries are written as the writer writes them reads and
+    writes back the same bytes: a trailing blank line or a comment below the entries stays
+    there."""
+    keyed: list[tuple[float, int, int, str]] = [(ln.line, -1, 0, ln.text) for ln in other]
     for rank, entries in enumerate(families):
         slots = sorted(line for line, _ in entries if line is not None)
         for k, (_, text) in enumerate(entries):
             at: float = slots[k] if k < len(slots) else slots[-1] if slots else math.inf
-            placed.append((at, 1 + rank, k, text))
-    placed.sort(key=lambda p: p[:3])
-    return "".join(p[3] + "\n" for p in placed).encode("utf-8")
+            keyed.append((at, rank, k, text))
+    keyed.sort(key=lambda p: p[:3])
+    return [(rank, k, text) for _, rank, k, text in keyed]
+
+
+def placed_lines(other: Sequence[IniLine],
+                 families: Sequence[Sequence[tuple[int | None, str]]]) -> bytes:
+    """`placed`, as the file's bytes."""
+    return "".join(text + "\n" for _, _, text in placed(other, families)).encode("utf-8")

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from config._ini import IniLine, indexed_key, placed_lines, read_ini
+from config._ini import IniLine, indexed_key, placed, placed_lines, read_ini
 from config._text import Findings, parse_int
 from config.key_hint import indexed_unknown_key
 from config.model import Schedule, ScheduleType
@@ -125,6 +125,16 @@ def _seconds(text: str) -> int | None:
 
 def format_start(start_s: int) -> str:
     return f"{start_s // 3600:02d}:{start_s // 60 % 60:02d}:{start_s % 60:02d}"
+
+
+def placed_schedule_lines(current: VarIni, families: Sequence[Sequence[str]]
+                          ) -> list[tuple[int, int, str]]:
+    """A var.ini of `current`'s other lines and new entry texts (`SCHEDULE_Params[..]=...` per
+    family, in order) as `render` would place them: `(family index or -1, k, text)` in file
+    order, the entries at the lines `current`'s entries of that family held."""
+    return placed(current.other_lines, [
+        [(held[k].line if k < len(held) else None, text) for k, text in enumerate(texts)]
+        for held, texts in ((current.server1, families[0]), (current.server2, families[1]))])
 
 
 def render(v: VarIni) -> bytes:
