@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from config._ini import IniLine, indexed_key, placed_lines, read_ini
 from config._text import Findings, file_name_problem
-from config.key_hint import indexed_unknown_key
+from config.key_hint import indexed_unknown_key, malformed_key_message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +40,7 @@ def parse(data: bytes, file_name: str) -> tuple[ScriptList, Findings]:
             continue
         parsed = indexed_key(ln.key)
         if parsed is None or parsed[0] != "SCRIPT_File":
-            findings.error(ln.line, ln.key, "malformed key (SCRIPT_File[<n>])")
+            findings.error(ln.line, ln.key, malformed_key_message(ln.key, ("SCRIPT_File",)))
             continue
         n = parsed[1]
         if n in n_at:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from config._ini import IniLine, indexed_key, placed, placed_lines, read_ini
 from config._text import Findings, parse_int
-from config.key_hint import indexed_unknown_key
+from config.key_hint import indexed_unknown_key, malformed_key_message
 from config.model import Schedule, ScheduleType
 
 _FAMILIES: Final = {"SCHEDULE_Params": 1, "SCHEDULE2_Params": 2}
@@ -50,8 +50,7 @@ def parse(data: bytes, file_name: str) -> tuple[VarIni, Findings]:
             continue
         parsed = indexed_key(ln.key)
         if parsed is None or parsed[0] not in _FAMILIES:
-            findings.error(ln.line, ln.key,
-                           "malformed key (SCHEDULE_Params[<n>] or SCHEDULE2_Params[<n>])")
+            findings.error(ln.line, ln.key, malformed_key_message(ln.key, tuple(_FAMILIES)))
             continue
         slot, n = _FAMILIES[parsed[0]], parsed[1]
         if (slot, n) in n_at:
