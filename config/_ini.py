@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,3 +68,28 @@ def indexed_key(key: str) -> tuple[str, int] | None:
     if match is None:
         return None
     return match["family"], int(match["n"])
+
+
+def placed(other: Sequence[IniLine],
+           families: Sequence[Sequence[tuple[int | None, str]]]) -> list[tuple[int, int, str]]:
+    """The lines of a file of entries renumbered by the writer (var.ini, scl.ini), in the order
+    written, each as `(family, k, text)` (family -1 for the other lines): every other line where
+    it was read; each family's entries `(line read, text)`, in order, at the lines its entries
+    were read from, those past them after its last, a family read from nowhere at the end (in
+    family order). So a file whose entries are written as the writer writes them reads and
+    writes back the same bytes: a trailing blank line or a comment below the entries stays
+    there."""
+    keyed: list[tuple[float, int, int, str]] = [(ln.line, -1, 0, ln.text) for ln in other]
+    for rank, entries in enumerate(families):
+        slots = sorted(line for line, _ in entries if line is not None)
+        for k, (_, text) in enumerate(entries):
+            at: float = slots[k] if k < len(slots) else slots[-1] if slots else math.inf
+            keyed.append((at, rank, k, text))
+    keyed.sort(key=lambda p: p[:3])
+    return [(rank, k, text) for _, rank, k, text in keyed]
+
+
+def placed_lines(other: Sequence[IniLine],
+                 families: Sequence[Sequence[tuple[int | None, str]]]) -> bytes:
+    """`placed`, as the file's bytes."""
+    return "".join(text + "\n" for _, _, text in placed(other, families)).encode("utf-8")

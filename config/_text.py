@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Final, NamedTuple
 
+from config.decimal_text import DECIMAL_SYNTAX, INTEGER_SYNTAX
 from config.errors import ConfigError, Problem, Severity
 from config.masking import url_passwords_masked
 
@@ -20,7 +21,6 @@ _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes Windows-1252 leaves undefined: a file holding one is not a spreadsheet export.
 _CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
 _LINE_END: Final = re.compile(r"\r\n|\r|\n")
-_INTEGER: Final = re.compile(r"-?[0-9]+")
 #: Significant digits past which an integer is out of every range a file uses (the largest is
 #: 2147483647): the text is never converted, as Python refuses `int()` of over 4,300 digits.
 MAX_INT_DIGITS: Final = 18
@@ -30,7 +30,8 @@ SHOWN_MAX: Final = 40
 _QUOTED: Final = re.compile(r"'([^'\n]*)'")
 #: One way only to match each text (`[0-9]+\.?[0-9]*` split a run of digits every way before
 #: failing: seconds for a field of 10,000 digits and a letter, hours for a megabyte).
-_DECIMAL: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_DECIMAL: Final = DECIMAL_SYNTAX
+_INTEGER: Final = INTEGER_SYNTAX
 
 
 #: docs/behaviour.md §4.5: validation reports at most 1,000 problems per file, then

@@ -29,7 +29,7 @@ _UID: Final = re.compile(r"[A-Za-z0-9-]{1,32}")
 _HOST: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
 _HOST_KEY: Final = re.compile(
     r"(?:(?:ssh|ecdsa|sk)-[A-Za-z0-9@._-]+ [A-Za-z0-9+/]+=*(?: .*)?)|(?:SHA256:[A-Za-z0-9+/]+=*)")
-_URL: Final = re.compile(r"https?://[A-Za-z0-9._-]+(?::[0-9]{1,5})?(?:/\S*)?")
+_URL: Final = re.compile(r"https?://[A-Za-z0-9._-]+(?::(?P<port>[0-9]{1,5}))?(?:/\S*)?")
 _PHONE: Final = re.compile(r"\+[0-9]{6,15}")
 _PIN: Final = re.compile(r"[0-9]{4,8}")
 _PW_HASH: Final = re.compile(r"scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[0-9a-f]+\$[0-9a-f]+")
@@ -46,6 +46,16 @@ def _one_of(*values: str) -> Check:
 
 def _int(lo: int, hi: int) -> Check:
     return lambda text: parse_int(text, lo, hi)[1]
+
+
+#: How a bad port is said, wherever one is read (a key, a column, a URL, a command).
+PORT_RANGE: Final = "an integer from 1 to 65535"
+
+
+def port_problem(text: str) -> str:
+    """"" for a TCP port's text, else the problem (`'22.5' is not an integer from 1 to 65535`):
+    the same words for text that is no integer and for one out of range."""
+    return "" if parse_int(text, 1, 65535)[0] is not None else f"'{text}' is not {PORT_RANGE}"
 
 
 def _dec(lo: str, hi: str) -> Check:
@@ -109,7 +119,11 @@ def _topic(text: str) -> str:
 
 
 def _url(text: str) -> str:
-    return "" if _URL.fullmatch(text) else f"'{text}' is not https://host[:port][/path]"
+    match = _URL.fullmatch(text)
+    if match is None:
+        return f"'{text}' is not https://host[:port][/path]"
+    port = match["port"]
+    return f"'{text}': port {port_problem(port)}" if port and port_problem(port) else ""
 
 
 def _host_key(text: str) -> str:
@@ -166,7 +180,7 @@ _FTP_TYPES: Final = (ServerType.FTP, ServerType.FTPS, ServerType.SFTP)
 _SERVER_KEYS: Final[tuple[KeySpec, ...]] = (
     _k("SERVER_Type", _one_of(*_SERVER_TYPES), "none"),
     _k("FTP_Host", _host, None, _FTP_TYPES),
-    _k("FTP_Port", _int(1, 65535), "21"),
+    _k("FTP_Port", port_problem, "21"),
     _k("FTP_User", _text, ""),
     _k("FTP_Password", _text, ""),
     _k("FTP_RootDir", _abs_path, "/"),
@@ -185,7 +199,7 @@ _SERVER_KEYS: Final[tuple[KeySpec, ...]] = (
     _k("HTTP_TwoStepsSendingDisabled", _bool, "1"),
     _k("HTTP_CaFile", _cert, ""),
     _k("MQTT_Host", _host, None, (ServerType.MQTT, ServerType.MQTTS)),
-    _k("MQTT_Port", _int(1, 65535), "1883"),
+    _k("MQTT_Port", port_problem, "1883"),
     _k("MQTT_User", _text, ""),
     _k("MQTT_Password", _text, ""),
     _k("MQTT_ClientId", _client_id, ""),
@@ -221,7 +235,7 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("SMS_AllowedNumbers", _phones, ""),
     _k("SMS_InboxDir", _abs_path, ""),
     _k("WEB_Bind", _ip, "127.0.0.1"),
-    _k("WEB_Port", _int(1, 65535), "8080"),
+    _k("WEB_Port", port_problem, "8080"),
     _k("WEB_User", _text, "admin"),
     _k("WEB_PasswordHash", _pw_hash, ""),
     _k("STORE_Path", _abs_path, ""),

@@ -21,7 +21,8 @@ from config._text import (
     parse_int,
     replace_controls,
 )
-from config.config_ini import device_problem
+from config.config_ini import device_problem, port_problem
+from config.decimal_text import INTEGER_SYNTAX
 from config.key_hint import closest_key
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
@@ -196,7 +197,9 @@ def _int_field(row: CsvRow, col: str, text: str, allowed: Sequence[int] | tuple[
         return default
     if choice:
         value, problem = parse_int(text, 0, 10**9)
-        if value is not None and value not in allowed:
+        # An integer of no choice is said so, a long one too (not as outside a range the
+        # column does not have: `speed: '99...9' is outside 0..1000000000`).
+        if value not in allowed and INTEGER_SYNTAX.fullmatch(text):
             value, problem = None, f"'{text}' is not one of {', '.join(map(str, allowed))}"
     else:
         value, problem = parse_int(text, allowed[0], allowed[1])
@@ -238,7 +241,7 @@ def _serial_ports(block: _Block | None, findings: Findings) -> tuple[SerialPort,
                                  f"{', '.join(SERIAL_PROTOCOLS)}", "modbusRTU")
         forward: int | None = None
         if f[8]:
-            forward, problem = parse_int(f[8], 1, 65535)
+            forward = None if (problem := port_problem(f[8])) else int(f[8])
             if forward is None:
                 findings.default(row.line, "forwardTcpPort", problem, "")
             elif forward in fwd_at:
@@ -292,11 +295,9 @@ def _interface(row: CsvRow, text: str, findings: Findings) -> str | None:
         findings.error(row.line, "interface", f"'{text}' is not SERIAL1..3, <ipv4> or "
                                               "<ipv4>:<port>")
         return None
-    if sep:
-        _, problem = parse_int(port, 1, 65535)
-        if problem:
-            findings.error(row.line, "interface", f"port {problem}")
-            return None
+    if sep and (problem := port_problem(port)):
+        findings.error(row.line, "interface", f"port {problem}")
+        return None
     return text
 
 

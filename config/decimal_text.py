@@ -11,6 +11,7 @@ silently or writing a gigabyte.
 
 from __future__ import annotations
 
+import re
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
@@ -27,9 +28,18 @@ from typing import Final
 from config.errors import SunpmError
 
 __all__ = [
-    "MAX_DIGITS", "MAX_EXPONENT", "MAX_PLAIN_DIGITS", "DecimalTextError", "coefficient_fits",
-    "plain_decimal", "scaled",
+    "DECIMAL_SYNTAX", "INTEGER_SYNTAX", "MAX_DIGITS", "MAX_EXPONENT", "MAX_PLAIN_DIGITS",
+    "DecimalTextError", "coefficient_fits", "plain_decimal", "read_decimal", "read_integer",
+    "scaled",
 ]
+
+#: docs/formats.md §1.1, the one number syntax of every file and message read: ASCII digits, an
+#: optional `-`, at most one `.` (`5.`, `.5`), an optional exponent (`1E-05`). `Decimal()` and
+#: `int()` alone also take `1_000`, full-width and Arabic-Indic digits, `+5`, ` 5 `,
+#: `nan` and `Infinity`. One way only to match each text (no backtracking on long digit runs).
+DECIMAL_SYNTAX: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+#: An integer of §1.1: an optional `-`, ASCII digits (leading zeros allowed).
+INTEGER_SYNTAX: Final = re.compile(r"-?[0-9]+")
 
 #: Significant digits a CoefA or CoefB may have (real ones have a handful).
 MAX_DIGITS: Final = 1000
@@ -99,3 +109,25 @@ def scaled(coef_a: Decimal, raw: Decimal, coef_b: Decimal) -> Decimal:
     except DecimalException as err:
         raise DecimalTextError(f"{coef_a:.6e} × {raw:.6e} + {coef_b:.6e} cannot be computed "
                                f"exactly; check the definition's CoefA and CoefB") from err
+
+
+def read_decimal(text: str) -> Decimal | None:
+    """The number `text` is in the syntax of §1.1 (`DECIMAL_SYNTAX`), None for any other
+    text. An exponent beyond ±`MAX_EXPONENT` is no number a value can be (`1e999999999` would
+    be an integer of a billion digits once converted)."""
+    if not DECIMAL_SYNTAX.fullmatch(text):
+        return None
+    value = Decimal(text)
+    return value if abs(value.adjusted()) <= MAX_EXPONENT else None
+
+
+def read_integer(text: str, max_digits: int = 30) -> int | None:
+    """The integer `text` is in the syntax of §1.1 (`INTEGER_SYNTAX`), None for any other text
+    or one of more than `max_digits` significant digits (never converted: `int()` of a line of
+    digits costs quadratic time)."""
+    if not INTEGER_SYNTAX.fullmatch(text):
+        return None
+    significant = text.lstrip("-").lstrip("0")
+    if len(significant) > max_digits:
+        return None
+    return int(significant or "0") * (-1 if text.startswith("-") else 1)

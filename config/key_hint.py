@@ -38,3 +38,14 @@ def indexed_unknown_key(key: str, families: tuple[str, ...]) -> str:
     hint = closest_key(family, families)
     return f"unknown key (did you mean {hint}{suffix}?); ignored" if hint else \
         "unknown key; ignored"
+
+
+def malformed_key_message(key: str, families: tuple[str, ...]) -> str:
+    """The error of a key of a file's own prefix that is no `<family>[<n>]`: the family it is a
+    misspelling of when there is one (`SCHEDULE_Parms[1]` -> `SCHEDULE_Params[1]`), else the
+    forms the file takes."""
+    parsed = indexed_key(key)
+    hint = closest_key(parsed[0], families) if parsed else None
+    if hint is not None and parsed is not None:
+        return f"malformed key (did you mean {hint}[{parsed[1]}]?)"
+    return f"malformed key ({' or '.join(f'{f}[<n>]' for f in families)})"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config._ini import IniLine, indexed_key, read_ini
+from config._ini import IniLine, indexed_key, placed_lines, read_ini
 from config._text import Findings, file_name_problem
-from config.key_hint import indexed_unknown_key
+from config.key_hint import indexed_unknown_key, malformed_key_message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +40,7 @@ def parse(data: bytes, file_name: str) -> tuple[ScriptList, Findings]:
             continue
         parsed = indexed_key(ln.key)
         if parsed is None or parsed[0] != "SCRIPT_File":
-            findings.error(ln.line, ln.key, "malformed key (SCRIPT_File[<n>])")
+            findings.error(ln.line, ln.key, malformed_key_message(ln.key, ("SCRIPT_File",)))
             continue
         n = parsed[1]
         if n in n_at:
@@ -84,6 +84,5 @@ def script_name_problem(name: str) -> str:
 
 
 def render(s: ScriptList) -> bytes:
-    out = [ln.text for ln in s.other_lines]
-    out += [f"SCRIPT_File[{n}]={entry.file}" for n, entry in enumerate(s.scripts)]
-    return "".join(line + "\n" for line in out).encode("utf-8")
+    return placed_lines(s.other_lines, [[(entry.line, f"SCRIPT_File[{n}]={entry.file}")
+                                         for n, entry in enumerate(s.scripts)]])

@@ -17,6 +17,8 @@ with no directory at all.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,17 +136,50 @@ def _uid_of(config_names: list[str]) -> str:
 _ReadFile = Callable[[str], bytes | None]
 
 
+#: The largest file of each folder read, as a session's downloads are capped (docs/behaviour.md
+#: §4.5): a file past it is refused, never read whole.
+FILE_CAPS: Final[Mapping[str, int]] = {"CONFIG": 1 << 20, "SCRIPT": 1 << 20, "DEF": 4 << 20,
+                                       "CERT": 64 << 10}
+
+
+def _size_text(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
 def _directory_reader(directory: Path) -> _ReadFile:
+    def refused(rel: str, why: str) -> ConfigError:
+        return ConfigError([Problem(file=rel[:80], line=None, field="file",
+                                    message=f"{why}; file rejected", severity=Severity.ERROR)])
+
     def read(rel: str) -> bytes | None:
+        cap = FILE_CAPS.get(rel.partition("/")[0], 1 << 20)
         try:
-            return (directory / rel).read_bytes()
-        except FileNotFoundError:
-            return None
+            # Non-blocking: a FIFO in a file's place must not hang the check (or the gateway)
+            # waiting for a writer; only a regular file is read, and never past its cap (a
+            # link to /dev/zero would be read until memory runs out).
+            fd = os.open(directory / rel, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError as err:
+            if not os.path.lexists(directory / rel):
+                return None
+            # A link to nothing (an unmounted card, a moved folder) is no missing file: read as
+            # one, the site would run on every default.
+            raise refused(rel, "cannot be read (a link to a missing file)") from err
         except (OSError, ValueError) as err:  # ValueError: a NUL in a name the parsers let by
             why = err.strerror if isinstance(err, OSError) else "not a file name"
-            raise ConfigError([Problem(file=rel[:80], line=None, field="file",
-                                       message=f"cannot be read ({why}); file rejected",
-                                       severity=Severity.ERROR)]) from err
+            raise refused(rel, f"cannot be read ({why})") from err
+        try:
+            with os.fdopen(fd, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                if stat.S_ISDIR(mode):
+                    raise refused(rel, "cannot be read (Is a directory)")
+                if not stat.S_ISREG(mode):
+                    raise refused(rel, "not a regular file")
+                data = f.read(cap + 1)
+        except OSError as err:
+            raise refused(rel, f"cannot be read ({err.strerror})") from err
+        if len(data) > cap:
+            raise refused(rel, f"larger than {_size_text(cap)}")
+        return data
     return read
 
 

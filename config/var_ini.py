@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from config._ini import IniLine, indexed_key, read_ini
+from config._ini import IniLine, indexed_key, placed, placed_lines, read_ini
 from config._text import Findings, parse_int
-from config.key_hint import indexed_unknown_key
+from config.key_hint import indexed_unknown_key, malformed_key_message
 from config.model import Schedule, ScheduleType
 
 _FAMILIES: Final = {"SCHEDULE_Params": 1, "SCHEDULE2_Params": 2}
@@ -50,8 +50,7 @@ def parse(data: bytes, file_name: str) -> tuple[VarIni, Findings]:
             continue
         parsed = indexed_key(ln.key)
         if parsed is None or parsed[0] not in _FAMILIES:
-            findings.error(ln.line, ln.key,
-                           "malformed key (SCHEDULE_Params[<n>] or SCHEDULE2_Params[<n>])")
+            findings.error(ln.line, ln.key, malformed_key_message(ln.key, tuple(_FAMILIES)))
             continue
         slot, n = _FAMILIES[parsed[0]], parsed[1]
         if (slot, n) in n_at:
@@ -127,13 +126,21 @@ def format_start(start_s: int) -> str:
     return f"{start_s // 3600:02d}:{start_s // 60 % 60:02d}:{start_s % 60:02d}"
 
 
+def placed_schedule_lines(current: VarIni, families: Sequence[Sequence[str]]
+                          ) -> list[tuple[int, int, str]]:
+    """A var.ini of `current`'s other lines and new entry texts (`SCHEDULE_Params[..]=...` per
+    family, in order) as `render` would place them: `(family index or -1, k, text)` in file
+    order, the entries at the lines `current`'s entries of that family held."""
+    return placed(current.other_lines, [
+        [(held[k].line if k < len(held) else None, text) for k, text in enumerate(texts)]
+        for held, texts in ((current.server1, families[0]), (current.server2, families[1]))])
+
+
 def render(v: VarIni) -> bytes:
-    out = [ln.text for ln in v.other_lines]
-    for family, schedules in (("SCHEDULE_Params", v.server1), ("SCHEDULE2_Params", v.server2)):
-        for n, s in enumerate(schedules):
-            out.append(f"{family}[{n}]={s.id}|{s.type.value}|{format_start(s.start_s)}|"
-                       f"{s.interval_min}|{s.count}")
-    return "".join(line + "\n" for line in out).encode("utf-8")
+    return placed_lines(v.other_lines, [
+        [(s.line, f"{family}[{n}]={s.id}|{s.type.value}|{format_start(s.start_s)}|"
+                  f"{s.interval_min}|{s.count}") for n, s in enumerate(schedules)]
+        for family, schedules in (("SCHEDULE_Params", v.server1), ("SCHEDULE2_Params", v.server2))])
 
 
 # ---------------------------------------------------------------------------- arithmetic

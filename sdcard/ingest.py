@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 
 from config import parse_config_ini, parse_daq, parse_definition
+from config.decimal_text import read_decimal, read_integer
 from config.errors import SunpmError
 from config.model import Action, DefinitionFile, Protocol, Variable
 
@@ -47,14 +48,14 @@ from .parquet import (
 # `.csv` too: an information system often keeps the files it unzipped.
 _DATA_NAME: Final = re.compile(
     r"^(?P<uid>[A-Za-z0-9-]{1,32})_(?P<iface>MODBUS|IO|TIC)(?P<param>_P)?_"
-    r"(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+    r"(?P<ts>[0-9]{6}_[0-9]{6})\.csv(\.gz)?$")
 _ALARM_NAME: Final = re.compile(
-    r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>\d{6}_\d{6})\.csv(\.gz)?$")
+    r"^(?P<uid>[A-Za-z0-9-]{1,32})_AL_(?P<ts>[0-9]{6}_[0-9]{6})\.csv(\.gz)?$")
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _TEXT_TYPES: Final = frozenset({"String", "IP", "IPV6", "MAC"})
 #: TIC data is text; the gateway records the text that reads as a decimal number as that number
 #: too (its index, current and power groups), so `scaled` is queryable as in `sd export-parquet`.
-_TIC_NUMBER: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_TIC_NUMBER: Final = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 NS: Final = 1_000_000_000
 
 
@@ -436,7 +437,7 @@ def _data_times(lines: list[str], clock: _Clock) -> dict[int, int | None]:
             skip_next = head != "TypeIO"    # the `<Protocol>;<defFile>` or `TypeTIC` line
             # `TypeIO;<defFile>`: the one I/O device, whatever its definition file.
             blocks.append((head if head == "TypeIO" else line, []))
-        elif not re.match(r"^\d+$", head):
+        elif not re.match(r"^[0-9]+$", head):
             if not blocks:
                 blocks.append(("", []))
             blocks[-1][1].append((n, head))
@@ -466,7 +467,7 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
                ) -> dict[str, pa.Table]:
     parameters = "_P_" in path.name
     lines = _lines(text)
-    samples = [ln.split(";", 1)[0] for ln in lines if re.match(r"^\d\d/\d\d/\d\d-", ln)][:50]
+    samples = [ln.split(";", 1)[0] for ln in lines if re.match(r"^[0-9][0-9]/[0-9][0-9]/[0-9][0-9]-", ln)][:50]
     times = _data_times(lines, _Clock(unit, file_ts, samples, start_ns))
     rows: dict[str, dict[str, list[object]]] = {}
     block: _Block | None = None
@@ -501,8 +502,16 @@ def _data_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: da
                                            f"{where}: a line before any device block; skipped"))
             i += 1
             continue
-        if re.match(r"^\d+$", head):
-            indexes = [int(x) for x in fields[1:] if x != ""]
+        if re.match(r"^[0-9]+$", head):
+            read = [(x, read_integer(x, max_digits=10)) for x in fields[1:] if x != ""]
+            bad = next((x for x, index in read if index is None), None)
+            if bad is not None:
+                result.findings.append(Finding(
+                    Level.ERROR, "format", path,
+                    f"{where}: column header: {bad[:40]!r} is not an Index; header not used"))
+                i += 1
+                continue
+            indexes = [index for _, index in read if index is not None]
             block.indexes = indexes
             if block.definition is not None:
                 by_index = {v.index: v for v in block.definition.variables}
@@ -565,7 +574,8 @@ def _append_row(cols: dict[str, list[object]], block: _Block, ts: int, values: l
             and _is_text(block.definition, var)
         tic = block.definition is not None and block.definition.protocol is Protocol.TIC
         if tic:
-            raw = _number(field_text) if _TIC_NUMBER.fullmatch(field_text) else None
+            raw = _number(field_text.removeprefix("+")) if _TIC_NUMBER.fullmatch(field_text) \
+                else None
         else:
             raw = None if text_var else _number(field_text)
         append_value(cols, ts, index, var, raw)
@@ -611,12 +621,10 @@ def _report_unnamed(block: _Block | None, result: IngestResult) -> None:
 
 
 def _number(text: str) -> float | None:
-    if text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
+    """A value's number in the syntax of §1.1, None for any other text: `float()` alone takes
+    `1_0.5`, `nan`, `infinity` and full-width digits."""
+    number = read_decimal(text)
+    return None if number is None else float(number)
 
 
 # ----------------------------------------------------------------------------------- ALARM
@@ -641,8 +649,8 @@ def _alarm_rows(path: Path, text: str, unit: Unit, defs: Definitions, file_ts: d
         if source == "GATEWAY" and len(fields) >= 3:
             row.update(alarm=fields[2], subject=fields[3] if len(fields) > 3 else None,
                        text=";".join(fields[4:]) if len(fields) > 4 else None)
-        elif source in ("MODBUS", "IO", "TIC") and len(fields) >= 6 and fields[4].isdigit():
-            var = int(fields[4])
+        elif source in ("MODBUS", "IO", "TIC") and len(fields) >= 6 and \
+                (var := read_integer(fields[4], max_digits=10)) is not None and var >= 0:
             found = defs.get(fields[2], path)
             name = None
             value = ";".join(fields[5:])

@@ -72,10 +72,15 @@ def _init(args: argparse.Namespace) -> int:
         print(f"sunpm config init: {directory / existing[0]} exists; use --force to overwrite",
               file=sys.stderr)
         return 1
+    from fsio import write_file_durably
+
     for sub in _TREE:
         (directory / sub).mkdir(parents=True, exist_ok=True)
     for rel, data in files.items():
-        (directory / rel).write_bytes(data)
+        # Replaced whole, never written into: a FIFO or a link left in a file's place (`--force`)
+        # would block the command or write through to another file, and a cut run leaves each
+        # file as it was or complete.
+        write_file_durably(directory / rel, data)
     print(f"{directory}: configuration of {uid} written ({len(files)} files)", file=sys.stderr)
     return 0
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Protocol
 
+from config.config_ini import PORT_RANGE
+from config.decimal_text import read_integer
 from config.errors import SunpmError
 from exporters.session import Trigger
 from exporters.session.commands import CommandEntry, JournalSignal
@@ -410,8 +412,10 @@ class CommandExecutor:
         values: dict[str, str | None] = {}
         prefix = "" if server == 1 else "2"
         for name, key in _FTP_KEYS:
-            text = kind if name == "type" else _text(parameters, name, "ftp", number=True)
-            values[key.format(n=prefix)] = text or None
+            key = key.format(n=prefix)
+            text = kind if name == "type" else _port_text(parameters, key) if name == "port" \
+                else _text(parameters, name, "ftp", number=True)
+            values[key] = text or None
         await self._control.change_config("ftp", values)
         return "OK"
 
@@ -460,15 +464,30 @@ def _text(parameters: Mapping[str, JsonValue], name: str, command: str, *,
     return value.strip()
 
 
+def _port_text(parameters: Mapping[str, JsonValue], key: str) -> str:
+    """`ftp`'s port as config.ini's text (checked there, by its key); a value no text of an
+    integer can be (`22.5` from an SMS) is refused here in the same words."""
+    value = parameters.get("port")
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip()
+    raise CommandError(f"ftp: {key}: '{json.dumps(value)}' is not {PORT_RANGE}")
+
+
 def _integer(parameters: Mapping[str, JsonValue], name: str, default: int, command: str) -> int:
-    """An integer parameter (absent or null: `default`); digits in a string are taken (SMS)."""
+    """An integer parameter (absent or null: `default`); an integer's text is taken (SMS), in
+    ASCII digits only (`int()` alone takes full-width digits and `1_000`)."""
     value = parameters.get(name)
     if value is None or value == "":
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (number := read_integer(value.strip())) is not None:
+        return number
     if isinstance(value, bool) or not isinstance(value, int):
-        raise CommandError(f"{command}: {name} must be an integer, got {json.dumps(value)}")
+        raise CommandError(f"{command}: {name} must be an integer, got "
+                           f"{json.dumps(value, ensure_ascii=False)}")
     return value
 
 

@@ -47,6 +47,7 @@ from config import (
     load_site,
     parse_definition,
 )
+from config.decimal_text import read_integer
 from config.errors import Severity, SunpmError
 from config.model import DefinitionFile, Device, Quality, ServerSettings, ServerType, Variable
 from exporters.outbox import Outbox
@@ -1275,8 +1276,11 @@ def release_free_memory() -> None:
 def _variable(definition: DefinitionFile, key: str | int) -> Variable | None:
     """An Index (a number or digits), else a Name, else a Tag (docs/formats.md §12.3)."""
     text = str(key)
-    if isinstance(key, int) or text.isdigit():
-        return next((v for v in definition.variables if v.index == int(text)), None)
+    if isinstance(key, int) or (text.isascii() and text.isdigit()):
+        # ASCII digits only: `"²".isdigit()` holds and `int("²")` raises; an Index has at most
+        # 10 digits, and `int()` refuses a text of over 4,300.
+        index = read_integer(text, max_digits=10)
+        return next((v for v in definition.variables if v.index == index), None)
     return next((v for v in definition.variables if v.name == text), None) or \
         next((v for v in definition.variables if v.tag and v.tag == text), None)
 

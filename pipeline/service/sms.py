@@ -15,10 +15,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from config.decimal_text import read_decimal
 from fsio import write_file_durably
 from pipeline.clock import Clock
 from pipeline.service.commands import CommandExecutor
@@ -123,13 +123,12 @@ def _firmware_arguments(rest: str) -> list[str]:
 
 def _value(field: str, value: str, command: str) -> JsonValue:
     if field in _NUMBERS or (command == "writevariable" and field == "value"):
-        try:
-            number = Decimal(value)
-        except ArithmeticError:
-            return value
-        if not number.is_finite() or number.adjusted() > _NUMBER_DIGITS:
-            # Kept as text, for the command to refuse by name: NaN or Infinity could not be
-            # journaled, and `int()` of `1e999999999` would build a billion-digit integer.
+        number = read_decimal(value.strip(" \t"))
+        if number is None or number.adjusted() > _NUMBER_DIGITS:
+            # Kept as text, for the command to refuse by name: a number is written as in files
+            # (docs/formats.md §1.1: `Decimal()` alone takes `1_000`, full-width digits, `nan`), NaN or
+            # Infinity could not be journaled, and `int()` of `1e999999999` would build a
+            # billion-digit integer.
             return value
         return int(number) if number == number.to_integral_value() else float(number)
     if field == "raw":

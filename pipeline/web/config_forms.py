@@ -32,7 +32,7 @@ from config.errors import Problem, Severity
 from config.model import Daq, FullPolicy, ScheduleType, SerialPort, ServerType
 from config.reference import CONFIG_KEYS
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
-from config.var_ini import format_start
+from config.var_ini import VarIni, format_start, placed_schedule_lines
 from pipeline.web.editing import Edit
 
 #: Keys that take effect only at the next start (docs/behaviour.md §10.2).
@@ -251,24 +251,29 @@ SCHEDULE_TYPES: Final = tuple(t.value for t in ScheduleType)
 
 def var_ini_edit(path: str, current: bytes, form: Mapping[str, str]) -> Edit:
     """var.ini from the schedule rows of the form (`s<slot>_<row>_<Field>`); a row whose fields
-    are all empty is dropped; comments and other lines of the file are kept first."""
+    are all empty is dropped; comments and other lines of the file stay where they are, the
+    rows take the places of the file's entries (as `config`'s writer places them)."""
     file_name = path.rpartition("/")[2]
-    other = [ln.text for ln in parse_var_ini(current, file_name).value.other_lines] \
-        if current.strip() else []
-    lines = list(other)
-    row_of_line: dict[int, str] = {}
+    held = parse_var_ini(current, file_name).value if current.strip() else VarIni()
+    families: list[list[str]] = []
+    rows_of: list[list[str]] = []
     for slot, family in ((1, "SCHEDULE_Params"), (2, "SCHEDULE2_Params")):
         rows = sorted({int(key.split("_")[1]) for key in form
                        if key.startswith(f"s{slot}_") and key.count("_") == 2
                        and key.split("_")[1].isdigit()})
-        n = 0
+        texts: list[str] = []
+        kept: list[str] = []
         for row in rows:
             values = [form.get(f"s{slot}_{row}_{name}", "").strip() for name in SCHEDULE_FIELDS]
             if not any(values):
                 continue
-            lines.append(f"{family}[{n}]=" + "|".join(values))
-            row_of_line[len(lines)] = f"s{slot}_{row}"
-            n += 1
+            texts.append(f"{family}[{len(texts)}]=" + "|".join(values))
+            kept.append(f"s{slot}_{row}")
+        families.append(texts)
+        rows_of.append(kept)
+    lines = placed_schedule_lines(held, families)
+    row_of_line = {number: rows_of[rank][k]
+                   for number, (rank, k, _) in enumerate(lines, start=1) if rank >= 0}
 
     def locate(problem: Problem) -> str | None:
         if problem.file != file_name or problem.line not in row_of_line:
@@ -276,7 +281,8 @@ def var_ini_edit(path: str, current: bytes, form: Mapping[str, str]) -> Edit:
         prefix = row_of_line[problem.line]
         return f"{prefix}_{problem.field if problem.field in SCHEDULE_FIELDS else 'Id'}"
 
-    return Edit(files={path: "".join(line + "\n" for line in lines).encode()}, locate=locate)
+    return Edit(files={path: "".join(text + "\n" for _, _, text in lines).encode()},
+                locate=locate)
 
 
 # ----------------------------------------------------------------------------- daq.csv blocks

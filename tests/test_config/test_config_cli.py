@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -41,6 +42,25 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert conf.read_text() == "LOG_Level=debug\n"
     assert main(["config", "init", "--uid", "PLANT-1", "--force", str(tmp_path)]) == 0
     assert conf.read_text() != "LOG_Level=debug\n"
+
+
+def test_init_force_replaces_a_fifo_or_a_link_in_a_file_s_place(tmp_path: Path) -> None:
+    """`--force` wrote into what it found: a FIFO blocked the command for ever, a symlink had
+    the file it points at overwritten."""
+    (tmp_path / "CONFIG").mkdir()
+    os.mkfifo(tmp_path / "CONFIG" / "PLANT-1_config.ini")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("keep me\n")
+    (tmp_path / "CONFIG" / "PLANT-1_var.ini").symlink_to(elsewhere)
+    done = subprocess.run([sys.executable, "-c", ("import sys; from pipeline.cli import main; "
+                           "sys.exit(main())"), "config", "init", "--uid", "PLANT-1", "--force",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert elsewhere.read_text() == "keep me\n"
+    for name in ("PLANT-1_config.ini", "PLANT-1_var.ini"):
+        assert (tmp_path / "CONFIG" / name).is_file() and not (tmp_path / "CONFIG" / name).is_symlink()
+    assert main(["config", "validate", str(tmp_path)]) == 0
 
 
 def test_init_refuses_a_second_uid_in_a_configuration_folder(

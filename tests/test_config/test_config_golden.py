@@ -172,3 +172,11 @@ def test_padded_header_line_is_accepted_and_kept() -> None:
 def test_script_list_example_line_reads_names_with_spaces() -> None:
     parsed = config.parse_scl(b"SCRIPT_File[0]=Test script 1.lua\n", "u_scl.ini")
     assert parsed.value.files == ("Test script 1.lua",)
+
+
+def test_a_misspelt_script_key_names_the_one_meant() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse_scl(b"SCRIPT_Fle[0]=a.lua\nSCRIPT=b.lua\n", "u_scl.ini")
+    assert [str(p) for p in caught.value.problems] == [
+        "u_scl.ini:1: SCRIPT_Fle[0]: malformed key (did you mean SCRIPT_File[0]?); file rejected",
+        "u_scl.ini:2: SCRIPT: malformed key (SCRIPT_File[<n>]); file rejected"]

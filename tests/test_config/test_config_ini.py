@@ -35,7 +35,13 @@ def test_empty_file_gives_every_default() -> None:
 @pytest.mark.parametrize("line,message", [
     ("LOG_Level=verbose", ("LOG_Level: 'verbose' is not one of debug, info, warning, error; "
                           "default info used")),
-    ("WEB_Port=70000", "WEB_Port: '70000' is outside 1..65535; default 8080 used"),
+    ("WEB_Port=70000", "WEB_Port: '70000' is not an integer from 1 to 65535; default 8080 used"),
+    # A port is said the same way whatever is wrong with it, and by its key.
+    ("FTP_Port=22.5", "FTP_Port: '22.5' is not an integer from 1 to 65535; default 21 used"),
+    ("MQTT2_Port=1_883", ("MQTT2_Port: '1_883' is not an integer from 1 to 65535; default 1883 "
+                          "used")),
+    ("WEB_Port=\uff18\uff10\uff18\uff11", ("WEB_Port: '\uff18\uff10\uff18\uff11' is not an "
+                                            "integer from 1 to 65535; default 8080 used")),
     ("STORE_FlushSeconds=0,5", ("STORE_FlushSeconds: '0,5' is not a number (use '.' as decimal "
                                "point); default 1 used")),
     ("MQTT_Qos=3", "MQTT_Qos: '3' is outside 0..2; default 1 used"),
@@ -52,6 +58,11 @@ def test_empty_file_gives_every_default() -> None:
                                              "scrypt$<N>$<r>$<p>$<salt hex>$<key hex>; default "
                                              "(empty) used")),
     ("MODEM_Pin=12", "MODEM_Pin: '***' is not 4..8 digits; default (empty) used"),
+    ("HTTP_Url=https://dav.example.com:99999/x", ("HTTP_Url: 'https://dav.example.com:99999/x': "
+                                                "port '99999' is not an integer from 1 to "
+                                                "65535; not used")),
+    ("HTTP_Url=https://dav.example.com:0/x", ("HTTP_Url: 'https://dav.example.com:0/x': port '0' "
+                                            "is not an integer from 1 to 65535; not used")),
     ("HTTP_Url=https://bob:s3cret@dav.example.com/x",
      "HTTP_Url: 'https://bob:***@dav.example.com/x' is not https://host[:port][/path]; not used"),
 ])
@@ -65,8 +76,8 @@ def test_sftp_port_default_is_22_and_mqtts_8883() -> None:
     settings = s.settings("u")
     assert settings.servers[0].port == 22 and settings.servers[1].port == 8883
     warned = _parse("SERVER_Type=sftp\nFTP_Host=h\nFTP_Port=0\n").warnings
-    assert [str(w) for w in warned] == [(f"{F}:3: FTP_Port: '0' is outside 1..65535; "
-                                        "default 22 used")]
+    assert [str(w) for w in warned] == [(f"{F}:3: FTP_Port: '0' is not an integer from 1 to "
+                                         "65535; default 22 used")]
 
 
 def test_key_without_default_rejects_when_the_type_needs_it() -> None:

@@ -20,6 +20,7 @@ import config
 from config import ConfigError
 from config._ini import IniLine
 from config._text import split_fields
+from config.decimal_text import read_decimal, read_integer
 from config.model import (
     Action,
     ByteOrder,
@@ -186,6 +187,82 @@ def test_script_list_written_then_parsed_is_the_model(names: list[str]) -> None:
     model = config.ScriptList(scripts=tuple(
         config.ScriptEntry(line=i + 1, file=f"{n}.lua", n=i) for i, n in enumerate(names)))
     assert config.parse_scl(config.render_scl(model), "u_scl.ini").value == model
+
+
+# Lines a person or another tool leaves in an .ini file: blank, comments, a key of its own.
+_OTHER_LINE = st.one_of(st.just(""), st.just("   "), _text.map(lambda t: f"# {t}".strip()),
+                        _text.map(lambda t: f"; {t}".strip()), st.just("VENDOR_Key=v"))
+
+
+def _canonical_schedule(family: str, n: int, sid: int, draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(ScheduleType)).value
+    start = draw(st.integers(0, 86399))
+    return (f"{family}[{n}]={sid}|{kind}|{start // 3600:02d}:{start // 60 % 60:02d}:"
+            f"{start % 60:02d}|{draw(st.integers(1, 1440))}|{draw(st.integers(1, 1440))}")
+
+
+@st.composite
+def var_ini_files(draw: st.DrawFn) -> bytes:
+    """A var.ini of canonical entries numbered in file order, other lines anywhere (a trailing
+    blank line included)."""
+    lines = draw(st.lists(_OTHER_LINE, max_size=4))
+    for family in ("SCHEDULE_Params", "SCHEDULE2_Params"):
+        ids = draw(st.lists(st.integers(0, 999999), max_size=4, unique=True))
+        for n, sid in enumerate(ids):
+            # Numbered in file order by `_renumbered`, as the writer numbers them.
+            lines.insert(draw(st.integers(0, len(lines))),
+                         _canonical_schedule(family, n, sid, draw))
+    lines = _renumbered(_renumbered(lines, "SCHEDULE_Params"), "SCHEDULE2_Params")
+    return "".join(ln + "\n" for ln in lines).encode()
+
+
+def _renumbered(lines: list[str], family: str) -> list[str]:
+    """Entries of `family` numbered 0, 1, 2 ... in file order, other keys made distinct."""
+    out, n = [], 0
+    for ln in lines:
+        if ln == "VENDOR_Key=v":
+            ln = f"VENDOR_Key{len(out)}=v"
+        if ln.startswith(f"{family}["):
+            ln = f"{family}[{n}]=" + ln.partition("=")[2]
+            n += 1
+        out.append(ln)
+    return out
+
+
+@FAST
+@given(var_ini_files())
+def test_var_ini_read_then_written_is_the_same_bytes(data: bytes) -> None:
+    assert config.render_var_ini(config.parse_var_ini(data, "u_var.ini").value) == data
+
+
+@st.composite
+def scl_ini_files(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(_OTHER_LINE, max_size=4))
+    for name in draw(st.lists(_name.filter(lambda n: n.strip() == n and n), max_size=4,
+                              unique=True)):
+        lines.insert(draw(st.integers(0, len(lines))), f"SCRIPT_File[0]={name}.lua")
+    return "".join(ln + "\n" for ln in _renumbered(lines, "SCRIPT_File")).encode()
+
+
+@FAST
+@given(scl_ini_files())
+def test_scl_ini_read_then_written_is_the_same_bytes(data: bytes) -> None:
+    assert config.render_scl(config.parse_scl(data, "u_scl.ini").value) == data
+
+
+def test_a_trailing_blank_line_of_scl_ini_stays_where_it_is() -> None:
+    data = b"SCRIPT_File[0]=a.lua\n\n"
+    assert config.render_scl(config.parse_scl(data, "u_scl.ini").value) == data
+
+
+def test_a_script_added_goes_after_the_listed_ones_before_a_trailing_comment() -> None:
+    listed = config.parse_scl(b"# boot scripts\nSCRIPT_File[0]=a.lua\n# end\n", "u_scl.ini").value
+    more = config.ScriptList(scripts=(*listed.scripts, config.ScriptEntry(line=None, file="b.lua")),
+                             other_lines=listed.other_lines)
+    assert config.render_scl(more) == (b"# boot scripts\nSCRIPT_File[0]=a.lua\n"
+                                       b"SCRIPT_File[1]=b.lua\n# end\n")
+    assert config.render_scl(config.ScriptList(other_lines=listed.other_lines)) == \
+        b"# boot scripts\n# end\n"
 
 
 _CONFIG_VALUES: dict[str, Any] = {
@@ -445,3 +522,33 @@ def test_connection_times_are_sorted_unique_and_inside_the_window(day0: int, tz:
     assert times == sorted(set(times))
     assert all(start <= t < end and t.tzinfo is UTC for t in times)
     assert 3 * 47 - 4 <= len(times) <= 3 * 47 + 4  # 47 half-hours a day, +/- DST hours
+
+
+# ---------------------------------------------------------------------------- number syntax
+
+# Digits of every script, and the characters `int()`/`Decimal()` accept around them.
+_NUMBERISH = st.text(alphabet=st.one_of(st.sampled_from("0123456789-+_.eE \t"),
+                                        st.characters(categories=["Nd", "No"])), max_size=10)
+
+
+@FAST
+@given(_NUMBERISH)
+def test_a_number_is_read_from_ascii_digits_only(text: str) -> None:
+    """docs/formats.md §1.1: `int()` and `Decimal()` alone take `1_000`, full-width digits, `+5`
+    and spaces; every reader of a number takes only the ASCII syntax."""
+    ascii_integer = text.isascii() and text.removeprefix("-").isdigit()
+    integer = read_integer(text)
+    assert (integer is not None) == ascii_integer
+    if integer is not None:
+        assert integer == int(text)
+    decimal = read_decimal(text)
+    if decimal is not None:
+        assert text.isascii() and "_" not in text and not text.startswith("+") \
+            and text.strip() == text and decimal == Decimal(text)
+    port_ok = ascii_integer and 1 <= int(text) <= 65535
+    assert (config.config_ini.port_problem(text) == "") == port_ok
+    # A value is trimmed of spaces and tabs (§1.1 `.ini`) before it is read.
+    value = text.strip(" \t")
+    parsed = config.parse_config_ini(f"WEB_Port={text}\n".encode(), "u_config.ini")
+    in_range = value.isascii() and value.isdigit() and 1 <= int(value) <= 65535
+    assert parsed.value.settings("u").web_port == (int(value) if in_range else 8080)

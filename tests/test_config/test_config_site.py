@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,3 +269,53 @@ def test_referenced_files_name_the_definitions_scripts_and_certificates() -> Non
         ("DEF", "inv_small.csv", "daq.csv"), ("DEF", "back\\slash.csv", "daq.csv"),
         ("SCRIPT", "limit.lua", "scl.ini"), ("CERT", "ca.pem", "config.ini")]
     assert config.site.referenced_files({}, "U") == []
+
+
+def test_a_file_that_is_no_regular_file_or_past_its_cap_is_refused_unread(tmp_path: Path) -> None:
+    """A FIFO in a file's place hung `config validate` (and a gateway loading the folder)
+    waiting for a writer; a link to a device (/dev/zero) or a file of gigabytes was read into
+    memory whole. Each is one error, read no further than its folder's cap (docs/behaviour.md
+    §4.5's caps), and the other files are still checked."""
+    uid = "WPM00BDE4"
+    for rel, data in config.defaults.default_files(uid).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    fifo = tmp_path / "CONFIG" / f"{uid}_var.ini"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    (tmp_path / "CONFIG" / f"{uid}_scl.ini").write_bytes(b"SCRIPT_File[0]=a.lua\n")
+    (tmp_path / "SCRIPT").mkdir()
+    # /dev/null, not /dev/zero: were the file read whole, the test must not fill memory.
+    (tmp_path / "SCRIPT" / "a.lua").symlink_to("/dev/null")
+    (tmp_path / "CONFIG" / f"{uid}_daq.csv").write_bytes(
+        config.defaults.default_files(uid)[f"CONFIG/{uid}_daq.csv"] + b"#" * (1 << 20))
+    with (tmp_path / "CONFIG" / f"{uid}_config.ini").open("ab") as cfg:
+        cfg.write(b"LOG_Level=loud\n")
+    found: list[list[str]] = []
+    checking = threading.Thread(
+        target=lambda: found.append([str(p) for p in config.check_site(tmp_path)]), daemon=True)
+    checking.start()
+    checking.join(30)
+    if checking.is_alive():
+        # Blocked opening the FIFO: a writer that comes and goes lets it through.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        checking.join(30)
+    assert found, "check_site blocked on a FIFO"
+    problems = found[0]
+    assert problems[:3] == [
+        f"CONFIG/{uid}_var.ini: file: not a regular file; file rejected",
+        f"CONFIG/{uid}_daq.csv: file: larger than 1 MiB; file rejected",
+        "SCRIPT/a.lua: file: not a regular file; file rejected"]
+    assert problems[3] == (f"{uid}_config.ini:2: LOG_Level: 'loud' is not one of debug, info, "
+                           "warning, error; default info used")
+
+
+def test_a_link_to_a_missing_file_is_no_missing_file(tmp_path: Path) -> None:
+    """A config.ini linked to an unmounted card read as a missing file: the site ran on every
+    default (no server), said valid."""
+    (tmp_path / "CONFIG").mkdir()
+    (tmp_path / "CONFIG" / "WPM00BDE4_config.ini").symlink_to(tmp_path / "card" / "config.ini")
+    assert [str(p) for p in config.check_site(tmp_path)] == [
+        "CONFIG/WPM00BDE4_config.ini: file: cannot be read (a link to a missing file); "
+        "file rejected"]

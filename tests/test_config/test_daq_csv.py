@@ -88,7 +88,7 @@ def test_control_characters_of_text_columns_become_spaces_with_a_warning(
     ("1;;m;1;600;;;;;;m.csv", "interface: missing (SERIAL1..3, <ipv4> or <ipv4>:<port>)"),
     ("1;10.0.0.256;m;1;600;;;;;;m.csv", ("interface: '10.0.0.256' is not SERIAL1..3, <ipv4> or "
                                         "<ipv4>:<port>")),
-    ("1;10.0.0.1:0;m;1;600;;;;;;m.csv", "interface: port '0' is outside 1..65535"),
+    ("1;10.0.0.1:0;m;1;600;;;;;;m.csv", "interface: port '0' is not an integer from 1 to 65535"),
     ("IO;SERIAL1;io;;600;;;;;;io.csv", "interface: 'SERIAL1' given, must be empty for IO"),
     ("IO;;io;;600;;;sim;;;io.csv", ("parameters: 'sim' is not empty or modbus:<index> of a Modbus "
                                    "device here")),
@@ -121,8 +121,10 @@ def test_address_zero_is_allowed_on_a_port_without_driver() -> None:
                                         "PW1, delta; default modbusRTU used")),
     ("SERIAL1;9600;8;N;1;2;modbusRTU;20000;;", ("interFrame(ms): '20000' is outside 0..10000; "
                                                "default 0 used")),
-    ("SERIAL1;9600;8;N;1;2;modbusRTU;0;99999;", ("forwardTcpPort: '99999' is outside 1..65535; "
-                                                "default (empty) used")),
+    ("SERIAL1;9600;8;N;1;2;modbusRTU;0;99999;", ("forwardTcpPort: '99999' is not an integer "
+                                                "from 1 to 65535; default (empty) used")),
+    ("SERIAL1;9600;8;N;1;2;modbusRTU;0;502.5;", ("forwardTcpPort: '502.5' is not an integer "
+                                                "from 1 to 65535; default (empty) used")),
 ])
 def test_bad_serial_values_warn(row: str, message: str) -> None:
     assert [str(w) for w in _parse(SER + row + "\n").warnings] == [f"{F}:2: {message}"]
@@ -174,7 +176,7 @@ def test_a_rejected_row_reports_its_period_and_timeout_problems_too() -> None:
     with pytest.raises(ConfigError) as caught:
         config.parse_daq((DEV + "1;10.0.0.1:0;m;300;0;10;;;;;m.csv\n").encode(), F)
     assert [str(p) for p in caught.value.problems] == [
-        f"{F}:2: interface: port '0' is outside 1..65535; file rejected",
+        f"{F}:2: interface: port '0' is not an integer from 1 to 65535; file rejected",
         f"{F}:2: address: '300' is outside 1..240; file rejected",
         f"{F}:2: acqPeriod(s): '0' is outside 1..86400; default 600 used",
         f"{F}:2: timeout(ms): '10' is outside 50..60000; default 1000 used"]

@@ -131,8 +131,12 @@ def test_bad_fields_fall_back_with_a_warning(text: str, message: str) -> None:
     ("SCHEDULE_Params[0]=x|everyday", "1: Id: 'x' is not an integer"),
     ("SCHEDULE_Params[0]=|everyday", "1: Id: empty, expected an integer"),
     ("SCHEDULE_Params[0]=1|a|b|c|d|e", "1: line: 6 fields, at most 5"),
-    ("SCHEDULE_Param[0]=1", ("1: SCHEDULE_Param[0]: malformed key (SCHEDULE_Params[<n>] or "
-                            "SCHEDULE2_Params[<n>])")),
+    ("SCHEDULE_Param[0]=1", "1: SCHEDULE_Param[0]: malformed key (did you mean "
+                            "SCHEDULE_Params[0]?)"),
+    ("SCHEDULE2_Parms[3]=1", "1: SCHEDULE2_Parms[3]: malformed key (did you mean "
+                             "SCHEDULE2_Params[3]?)"),
+    ("SCHEDULE_Params=1", ("1: SCHEDULE_Params: malformed key (SCHEDULE_Params[<n>] or "
+                           "SCHEDULE2_Params[<n>])")),
     ("SCHEDULE_Params[0]=1\nSCHEDULE_Params[00]=2", ("2: SCHEDULE_Params[00]: <n> 0 repeated "
                                                     "(first at line 1)")),
     ("SCHEDULE2_Params[0]=1\nSCHEDULE2_Params[1]=1", "2: Id: '1' is already used at line 1"),

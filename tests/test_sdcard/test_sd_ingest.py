@@ -427,3 +427,31 @@ def test_an_alarm_on_a_text_variable_keeps_its_text(tmp_path: Path) -> None:
     assert sunpm("ingest", tree, out).code == 0
     assert duckdb.sql(f"SELECT value FROM read_parquet('{out}/_alarms/*/*/*.parquet') "
                       "ORDER BY time").fetchall() == [("1.50",), ("1.50",), ("3",)]
+
+
+def test_numbers_of_a_server_tree_are_read_in_ascii_digits_only(tmp_path: Path) -> None:
+    """A column header cell that is no Index ended the run with a ValueError traceback, and an
+    alarm's Index `\u00b2` too (`"\u00b2".isdigit()` holds, `int()` refuses it); values that
+    `float()` alone reads (`1_0`, `nan`, `infinity`, full-width digits) became numbers. The
+    header is said and not used, the alarm line skipped, such values kept as text."""
+    tree = _tree(tmp_path, {})
+    (tree / "DEF" / "text.csv").write_text(TEXT_DEF)
+    (tree / "DATA" / f"{UID}_MODBUS_210205_091500.csv.gz").write_bytes(gzip.compress(
+        ("DEVICEINDEX;3\nmodbusTCP;text.csv\n2;1;x\n"
+         "21/02/05-09:50:00;a;1_0\n"
+         "21/02/05-10:00:00;b;nan\n"
+         "21/02/05-10:10:00;c;\uff11\uff12\n"
+         "21/02/05-10:20:00;d;12.5\n").encode()))
+    (tree / "ALARM" / f"{UID}_AL_210205_091500.csv.gz").write_bytes(gzip.compress(
+        "21/02/05-09:50:00;MODBUS;text.csv;inv_c;\u00b2;1\n"
+        "21/02/05-09:51:00;MODBUS;text.csv;inv_c;2;1_0.5\n".encode()))
+    out = tmp_path / "out"
+    ran = sunpm("ingest", tree, out)
+    assert ran.code == 1 and "Traceback" not in ran.err, ran.err
+    assert f"{UID}_MODBUS_210205_091500.csv.gz:3: column header: 'x' is not an Index; header " \
+        "not used" in ran.err
+    assert f"{UID}_AL_210205_091500.csv.gz:1: not an alarm line; skipped" in ran.err
+    assert [(r[2], r[5], r[9]) for r in _records(out, "WHERE device = '3' AND var = 2")] == [
+        (2, None, "1_0"), (2, None, "nan"), (2, None, "\uff11\uff12"), (2, 12.5, None)]
+    assert duckdb.sql(f"SELECT var, value FROM read_parquet('{out}/_alarms/*/*/*.parquet')"
+                      ).fetchall() == [(2, "1_0.5")]

@@ -16,10 +16,10 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Final
 
-from config.decimal_text import DecimalTextError, plain_decimal, scaled
+from config.decimal_text import DECIMAL_SYNTAX, DecimalTextError, plain_decimal, scaled
 from config.model import (
     ByteOrder,
     DataType,
@@ -383,13 +383,12 @@ def _to_decimal(value: RawValue) -> Decimal:
         return Decimal(repr(value))
     if isinstance(value, int):
         return Decimal(value)
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation as err:
-        raise EncodeError(f"'{value}' is not a number") from err
-    if not number.is_finite():
+    text = value.strip()
+    # docs/formats.md §1.1's syntax, as every number read: `Decimal()` alone takes
+    # full-width digits, `1_000`, `+5` and `nan`.
+    if not DECIMAL_SYNTAX.fullmatch(text):
         raise EncodeError(f"'{value}' is not a number")
-    return number
+    return Decimal(text)
 
 
 def encode_value(point: ModbusPoint, value: RawValue) -> list[int]:

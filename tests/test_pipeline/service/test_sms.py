@@ -6,16 +6,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from _service_plant import reconfigure, running_gateway, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_commands import Plant
 from waiting import wait_until
 
+from config.decimal_text import DECIMAL_SYNTAX
 from pipeline.clock import NS_PER_S, ManualClock
 from pipeline.service.commands import CommandExecutor
-from pipeline.service.sms import SmsError, SmsInbox, parse_sms, split_arguments, status_parts
+from pipeline.service.sms import (
+    SmsCommands,
+    SmsError,
+    SmsInbox,
+    parse_sms,
+    split_arguments,
+    status_parts,
+)
 from store import Log, StoreOptions
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
@@ -64,6 +75,53 @@ def test_a_number_argument_no_command_can_take_stays_text(text: str) -> None:
     assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
     assert time.monotonic() - started < 1.0
     assert parse_sms("writevariable=*:x:1e29")[1]["value"] == 10**29
+
+
+@pytest.mark.parametrize("text", ["\uff11", "1_0", "\u0663", "+1", "\u00b2", "0x1"])
+def test_a_number_argument_is_ascii_digits_as_in_files(text: str) -> None:
+    """docs/formats.md §1.1's number syntax: `Decimal()` alone read a full-width `1`, `1_0`
+    and Arabic-Indic digits as numbers, so `connect=` a full-width 1 connected to server 1. Kept as text,
+    the command refuses them by name."""
+    assert parse_sms(f"connect={text}") == ("sunpm.connect", {"server": text})
+    assert parse_sms(f"log=serial2:{text}")[1]["duration"] == text
+    assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
+    assert parse_sms("connect= 2 ")[1] == {"server": 2}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.one_of(st.sampled_from("0123456789-+_.eE \t"),
+                                  st.characters(categories=["Nd", "No"])), max_size=10))
+def test_only_ascii_number_text_becomes_a_number(text: str) -> None:
+    duration = parse_sms(f"log=serial2:{text}")[1].get("duration")
+    if isinstance(duration, (int, float)):
+        assert DECIMAL_SYNTAX.fullmatch(text.strip(" \t"))
+        assert duration == Decimal(text.strip(" \t"))
+
+
+async def test_ftp_port_and_numbers_sent_by_sms_are_refused_by_their_key(tmp_path: Path) -> None:
+    """`ftp=...:22.5` answered `ftp: port must be a string, got 22.5`; a full-width
+    `21` and `1_000` were taken as 21 and 1000 and written to config.ini. Every bad port is now said by its key,
+    as config validation says it, and config.ini is left as it was."""
+    sender = "+33612345678"
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        sms = SmsCommands(lambda: [sender], plant.gateway.commands)
+        path = plant.config_dir / "CONFIG" / f"{plant.gateway.site.uid}_config.ini"
+        before = path.read_bytes()
+        for port in ("22.5", "\uff12\uff11", "1_000", "70000", "+21"):
+            assert await sms.replies(sender, f"ftp=1:sftp:203.0.113.10:{port}:u:p:/") == [
+                f"ftp: FTP_Port: '{port}' is not an integer from 1 to 65535"], port
+        assert await sms.replies(sender, "ftp=2:sftp:203.0.113.10:0:u:p:/") == [
+            "ftp: FTP2_Port: '0' is not an integer from 1 to 65535"]
+        assert await sms.replies(sender, "discoverdevices=ethernet1:10.0.0.5:\uff15\uff10\uff12") == [
+            'discoverDevices: port must be an integer, got "\uff15\uff10\uff12"']
+        # `"²".isdigit()` holds and `int("²")` raises: an internal error, before.
+        assert await sms.replies(sender, "discoverdevices=ethernet1:10.0.0.5:²") == [
+            'discoverDevices: port must be an integer, got "²"']
+        assert await sms.replies(sender, "writevariable=IO:\u00b2:1") == [
+            "writeVariable: Io: unknown variable '\u00b2'"]
+        assert path.read_bytes() == before
+        assert await sms.replies(sender, "ftp=1:sftp:203.0.113.10:2222:u:p:/") == []
+        assert b"FTP_Port=2222\n" in path.read_bytes()
 
 
 def test_grammar_errors_and_escapes() -> None:

@@ -4,6 +4,7 @@ next connection times from the scheduler's own computation."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from web_support import UID, RunningGateway
 import pipeline.web.common
 import pipeline.web.facade
 from config import Site, load_site
+from config.errors import Problem, Severity
 from pipeline.web.auth import hash_password, verify_password
+from pipeline.web.config_forms import var_ini_edit
 
 #: The gateway reloads and polls on its own time: asked every 0.2 s, up to 20 s.
 _eventually = functools.partial(wait_until_sync, within_s=20.0, every=0.2)
@@ -54,6 +57,30 @@ def test_a_planted_schedule_mistake_is_a_field_error_and_nothing_is_saved(
         assert error > field and "is not HH:MM:SS" in html[error:error + 200]
         assert 'aria-invalid="true"' in html[field:error]
     assert _config_files(web_gateway) == before
+
+
+def test_a_schedule_saved_unchanged_keeps_the_file_s_bytes() -> None:
+    """The form wrote the file's comments and blank lines first, the schedules after them: a
+    comment above server 2's entries or a trailing blank line moved at every save. They stay
+    where they are, as config's writer keeps them, and a problem still finds its row."""
+    current = (b"# plant schedules\nSCHEDULE_Params[0]=1|everyday|00:00:00|60|24\n"
+               b"# server 2\nSCHEDULE2_Params[0]=7|monday|01:00:00|1440|1\n\n")
+    form = {"s1_0_Id": "1", "s1_0_Type": "everyday", "s1_0_StartTime": "00:00:00",
+            "s1_0_Interval": "60", "s1_0_Count": "24",
+            "s2_0_Id": "7", "s2_0_Type": "monday", "s2_0_StartTime": "01:00:00",
+            "s2_0_Interval": "1440", "s2_0_Count": "1"}
+    path = f"CONFIG/{UID}_var.ini"
+    assert var_ini_edit(path, current, form).files[path] == current
+    more = {**form, "s1_1_Id": "2", "s1_1_StartTime": "25:00:00"}
+    edit = var_ini_edit(path, current, more)
+    assert edit.files[path] == (
+        b"# plant schedules\nSCHEDULE_Params[0]=1|everyday|00:00:00|60|24\n"
+        b"SCHEDULE_Params[1]=2||25:00:00||\n"
+        b"# server 2\nSCHEDULE2_Params[0]=7|monday|01:00:00|1440|1\n\n")
+    problem = Problem(file=f"{UID}_var.ini", line=3, field="StartTime", message="",
+                      severity=Severity.WARNING)
+    assert edit.locate(problem) == "s1_1_StartTime"
+    assert edit.locate(dataclasses.replace(problem, line=5, field="Id")) == "s2_0_Id"
 
 
 def test_schedules_saved_and_previewed_by_the_scheduler(fresh_gateway: RunningGateway) -> None:

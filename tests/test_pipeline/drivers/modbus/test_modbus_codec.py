@@ -204,6 +204,17 @@ def test_write_refusals_read_as_the_spec_words_them(pt: ModbusPoint, value: obje
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize("text", ["\uff11\uff12", "1_2", "\u0663", "+5", "nan", "Infinity",
+                                  "0x10"])
+def test_a_written_text_is_a_number_in_ascii_digits_only(text: str) -> None:
+    """A command's or the API's `"value"` of full-width digits was written to the device as
+    12: the text of a number follows docs/formats.md §1.1 as every number read does."""
+    pt = ModbusPoint(kind=RegisterKind.HOLDING_REGISTER, address=0, data_type=DataType.U16)
+    with pytest.raises(codec.EncodeError, match=r"is not a number$"):
+        codec.encode_value(pt, text)
+    assert codec.encode_value(pt, " 12 ") == [12]
+
+
 def test_scaled_write_with_coef_a_zero_is_refused() -> None:
     with pytest.raises(codec.EncodeError):
         codec.scaled_to_raw(var(1, 3, 0, coef_a="0"), Decimal(1))
