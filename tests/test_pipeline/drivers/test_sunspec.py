@@ -308,10 +308,10 @@ def test_a_count_not_implemented_costs_no_more_than_the_registers_of_l() -> None
     # points each would be four billion points to place, of which only those inside L are kept.
     chain = [ChainModel(1, 40002, 66), ChainModel(705, 40070, 49, {"NPt": 0xFFFF,
                                                                    "NCrv": 0xFFFF})]
-    started = time.monotonic()
+    started = time.process_time()          # CPU seconds: a loaded box does not stretch them
     made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP, chain,
                     lambda text: None)
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
     names = [row.split(";")[5] for row in made.text.splitlines()[1:]]
     # 13 fixed registers, curve 1's 10, then its points while they fit in L 49: 13 of them.
     assert names[-1] == "705_1_13_Var" and "705_2_ActPt" not in names
