@@ -92,6 +92,9 @@ def _wait_for_upload(root: Path, child: subprocess.Popen[bytes], before: dict[Pa
 
 
 @pytest.mark.slow
+# Fifty children each start Python and open the store: past the suite's 300 s on a busy box (the
+# loop alone took 200 s at a load of 7-8). The kill loop's own bound below still ends a hang.
+@pytest.mark.timeout(900)
 async def test_sigkill_mid_upload_loses_nothing_and_repeats_only_the_file_in_flight(
         tmp_path: Path, ftp_throttled: FtpPeer) -> None:
     ftp = ftp_throttled
