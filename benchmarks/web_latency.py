@@ -120,6 +120,20 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def wait_serving(service: subprocess.Popen[bytes], out: Path, err: Path, url: str,
+                 limit_s: float) -> None:
+    """Until the service says its web UI listens on `url` (it says so once its socket listens).
+    Its one-time password, said before, also begins with "Web UI on": waiting for that alone
+    connected before the socket listened on a loaded box."""
+    said = f"Web UI on {url}/\n".encode()
+    deadline = time.monotonic() + limit_s
+    while said not in out.read_bytes():
+        if time.monotonic() > deadline or service.poll() is not None:
+            raise RuntimeError(f"the service did not say {said!r}:\n" +
+                               err.read_text()[-2000:])
+        time.sleep(0.05)
+
+
 def measure(devices: int, requests: int, folder: Path) -> dict[str, Any]:
     """Per page the answer times (ms) and sizes, with the service polling `devices`."""
     ctx = multiprocessing.get_context("spawn")
@@ -141,13 +155,8 @@ def measure(devices: int, requests: int, folder: Path) -> dict[str, Any]:
             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         url = f"http://127.0.0.1:{web_port}"
         password_file = folder / "data" / "initial-password"
-        deadline = time.monotonic() + START_LIMIT_S
-        while not (password_file.is_file() and b"Web UI on" in
-                   (folder / "service.out").read_bytes()):
-            if time.monotonic() > deadline or service.poll() is not None:
-                raise RuntimeError("the service did not start:\n" +
-                                   (folder / "service.err").read_text()[-2000:])
-            time.sleep(0.2)
+        wait_serving(service, folder / "service.out", folder / "service.err", url,
+                     START_LIMIT_S)
         with httpx.Client(base_url=url, timeout=30.0) as client:
             answer = client.post("/api/login", json={"user": "admin",
                                                      "password": password_file.read_text().strip()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from poller_runs import polling, wait_whole_second
@@ -178,6 +180,19 @@ async def sunpm(*args: str, timeout_s: float = 60.0) -> Run:
             await proc.wait()
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def init_and_discover(cfg: Path, port: int) -> tuple[Run, Any]:
+    """The commissioning's first steps: `sunpm config init` of a site at `cfg`, then `sunpm
+    discover --import` of units 1-3 at 127.0.0.1:`port` into it; the discover run and its JSON
+    answer."""
+    run = await sunpm("config", "init", str(cfg), "--uid", UID)
+    assert run.code == 0, run.err
+    run = await sunpm("discover", "--ip", "127.0.0.1", "--port", str(port), "--first", "1",
+                      "--last", "3", "--timeout", "300", "--config", str(cfg), "--import",
+                      "--json")
+    assert run.code == 0, run.err
+    return run, json.loads(run.out)
 
 
 def edit_config(cfg: Path, values: Mapping[str, str]) -> None:

@@ -25,6 +25,7 @@ from e2e_support import (
     edit_config,
     edit_daq,
     gunzip_all,
+    init_and_discover,
     inverter_expected,
     inverter_values,
     make_tree,
@@ -52,13 +53,7 @@ pytestmark = pytest.mark.usefixtures("no_task_left_behind")
 async def commission(tmp_path: Path, port: int, ftp_port: int) -> tuple[Path, dict[str, object]]:
     """The operator's steps: init, discover and import, the meter by hand, servers, validate."""
     cfg = tmp_path / "cfg"
-    run = await sunpm("config", "init", str(cfg), "--uid", UID)
-    assert run.code == 0, run.err
-    run = await sunpm("discover", "--ip", "127.0.0.1", "--port", str(port), "--first", "1",
-                      "--last", "3", "--timeout", "300", "--config", str(cfg), "--import",
-                      "--json")
-    assert run.code == 0, run.err
-    found = json.loads(run.out)
+    run, found = await init_and_discover(cfg, port)
     assert found["found"] == 1
     inverter = found["devices"][0]
     assert (inverter["unitId"], inverter["models"], inverter["manufacturer"]) == \

@@ -10,7 +10,6 @@ from the generator under test.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from e2e_support import (
     BASE,
     SUNS,
-    UID,
     ClockedDevice,
     _text,
     data_files,
@@ -27,11 +25,11 @@ from e2e_support import (
     edit_config,
     edit_daq,
     gunzip_all,
+    init_and_discover,
     make_tree,
     parse_data,
     plain,
     poll_for,
-    sunpm,
 )
 
 from config import load_site
@@ -102,13 +100,7 @@ async def test_der_and_meter_with_only_newer_models_record_their_measurements(
     port = await sim.start()
     try:
         cfg = tmp_path / "cfg"
-        run = await sunpm("config", "init", str(cfg), "--uid", UID)
-        assert run.code == 0, run.err
-        run = await sunpm("discover", "--ip", "127.0.0.1", "--port", str(port), "--first", "1",
-                          "--last", "3", "--timeout", "300", "--config", str(cfg), "--import",
-                          "--json")
-        assert run.code == 0, run.err
-        found = json.loads(run.out)
+        run, found = await init_and_discover(cfg, port)
         assert [(d["unitId"], d["models"]) for d in found["devices"]] == \
             [(1, [1, 701, 713]), (2, [1, 203])]
         assert "no measurement model" not in run.err

@@ -14,12 +14,14 @@ import hashlib
 import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import duckdb
 import pyarrow as pa
 
 from config import load_site
@@ -59,14 +61,17 @@ class Plant:
     end_s: int
 
 
-def make_config(root: Path, server: Path, store: Path) -> Path:
+def make_config(root: Path, server: Path, store: Path, *, daq: bytes = DAQ,
+                defs: dict[str, bytes] | None = None) -> Path:
+    """A site delivering to the `dir` server `server`, its devices `daq` with definitions `defs`
+    (default: the two meters)."""
     files = {
         f"CONFIG/{UID}_config.ini": (f"SERVER_Type=dir\nDIR_Path={server}\n"
                                      f"STORE_Path={store}\nNTP_TimeZone=Europe/Paris\n").encode(),
-        f"CONFIG/{UID}_daq.csv": DAQ,
+        f"CONFIG/{UID}_daq.csv": daq,
         f"CONFIG/{UID}_var.ini": b"",
         f"CONFIG/{UID}_scl.ini": b"",
-        "DEF/meter.csv": METER_DEF,
+        **{f"DEF/{name}": data for name, data in (defs or {"meter.csv": METER_DEF}).items()},
     }
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -108,22 +113,57 @@ def day_batch(device: str, def_id: str, times: list[int]) -> pa.RecordBatch:
     })
 
 
-async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
-                      session_every_days: int = 3) -> Plant:
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """What `open_gateway` gives: the store `log` open, `def_ids` by definition file name, and
+    the `session` that delivers to the `server` tree."""
+    root: Path
+    server: Path
+    store: Path
+    config: Path
+    log: Log
+    def_ids: dict[str, str]
+    session: FileServerSession
+
+    def dumped(self, start_s: int, end_s: int, *, config_on_server: bool = True) -> Plant:
+        """The store (closed) copied as the card dump; with `config_on_server`, the server tree
+        also gets CONFIG/ and DEF/, as the information system keeps them."""
+        shutil.copytree(self.store, self.root / "dump")
+        if config_on_server:
+            for sub in ("CONFIG", "DEF"):
+                shutil.copytree(self.config / sub, self.server / sub, dirs_exist_ok=True)
+        return Plant(server=self.server, store=self.store, config=self.config,
+                     dump=self.root / "dump", start_s=start_s, end_s=end_s)
+
+
+@asynccontextmanager
+async def open_gateway(root: Path, start_s: int, *, daq: bytes = DAQ,
+                       defs: dict[str, bytes] | None = None) -> AsyncIterator[Gateway]:
+    """An empty server tree, a site delivering to it (`make_config`), and its store holding the
+    definitions and the configuration journaled at `start_s`, as the service starts; the store
+    closed at the end."""
+    defs = defs or {"meter.csv": METER_DEF}
     server = root / "server"
     for name in TREE:
         (server / name).mkdir(parents=True, exist_ok=True)
     store = root / "store"
-    cfg = make_config(root / "cfg", server, store)
+    cfg = make_config(root / "cfg", server, store, daq=daq, defs=defs)
     site = load_site(cfg)
     log = await Log.open(store, StoreOptions(flush_s=0.05))
-    end_s = T0 + days * DAY
     try:
-        def_id = log.put_definition("meter.csv", METER_DEF)
-        snapshot = log.put_config(site.files())
-        await log.append_journal("config", {"snapshot": snapshot}, ts_ns=T0 * NS,
-                                 commit_now=True)
-        session = _session(log, site, store)
+        def_ids = {name: log.put_definition(name, data) for name, data in defs.items()}
+        await log.append_journal("config", {"snapshot": log.put_config(site.files())},
+                                 ts_ns=start_s * NS, commit_now=True)
+        yield Gateway(root, server, store, cfg, log, def_ids, _session(log, site, store))
+    finally:
+        await log.close()
+
+
+async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
+                      session_every_days: int = 3) -> Plant:
+    end_s = T0 + days * DAY
+    async with open_gateway(root, T0) as gateway:
+        log, def_id, session = gateway.log, gateway.def_ids["meter.csv"], gateway.session
         for day in range(days):
             start = T0 + day * DAY
             times = list(range(start + period_s, start + DAY + 1, period_s))
@@ -150,11 +190,7 @@ async def build_plant(root: Path, *, days: int = 9, period_s: int = 600,
         for t in range(end_s + period_s, end_s + 5 * period_s, period_s):
             await asyncio.gather(*[log.append_records(dev, day_batch(dev, def_id, [t]))
                                    for dev in DEVICES], log.commit())
-    finally:
-        await log.close()
-    dump = root / "dump"
-    shutil.copytree(store, dump)
-    return Plant(server=server, store=store, config=cfg, dump=dump, start_s=T0, end_s=end_s)
+    return gateway.dumped(T0, end_s, config_on_server=False)
 
 
 def _session(log: Log, site: Site, store: Path) -> FileServerSession:
@@ -171,18 +207,8 @@ async def build_sessions(root: Path, *, start_s: int, cuts: list[int],
     it; a device of `silent` records nothing in its (after, up to] range (a meter that stopped).
     The dump is the store's copy; the plant's `server` tree holds CONFIG/ and DEF/ too, as the
     information system keeps them."""
-    server = root / "server"
-    for name in TREE:
-        (server / name).mkdir(parents=True, exist_ok=True)
-    store = root / "store"
-    cfg = make_config(root / "cfg", server, store)
-    site = load_site(cfg)
-    log = await Log.open(store, StoreOptions(flush_s=0.05))
-    try:
-        def_id = log.put_definition("meter.csv", METER_DEF)
-        await log.append_journal("config", {"snapshot": log.put_config(site.files())},
-                                 ts_ns=start_s * NS, commit_now=True)
-        session = _session(log, site, store)
+    async with open_gateway(root, start_s) as gateway:
+        log, def_id, session = gateway.log, gateway.def_ids["meter.csv"], gateway.session
         last = start_s
         for cut in cuts:
             times = list(range(last + 600, cut + 1, 600))
@@ -195,13 +221,26 @@ async def build_sessions(root: Path, *, start_s: int, cuts: list[int],
             result = await session.run(Trigger.SCHEDULE,
                                        started=datetime.fromtimestamp(cut + 1, UTC))
             assert result.ok, result
-    finally:
-        await log.close()
-    shutil.copytree(store, root / "dump")
-    shutil.copytree(cfg / "CONFIG", server / "CONFIG", dirs_exist_ok=True)
-    shutil.copytree(cfg / "DEF", server / "DEF", dirs_exist_ok=True)
-    return Plant(server=server, store=store, config=cfg, dump=root / "dump", start_s=start_s,
-                 end_s=cuts[-1])
+    return gateway.dumped(start_s, cuts[-1])
+
+
+def ingested_and_exported(plant: Plant, tmp_path: Path, columns: str, where: str = ""
+                          ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """`sunpm ingest` of the plant's server tree and `sd export-parquet` of its dump, each read
+    back as `SELECT columns ... where ORDER BY ALL` (`device` as text): (from the files, from the
+    dump). Neither the tree nor the dump changes."""
+    before = hashes(plant.server), hashes(plant.dump)
+    exported, ingested = tmp_path / "exported", tmp_path / "ingested"
+    assert sunpm("sd", "export-parquet", plant.dump, exported).code == 0
+    ran = sunpm("ingest", plant.server, ingested)
+    assert (ran.code, ran.err) == (0, ""), ran.err
+    query = (f"SELECT {columns} FROM read_parquet('{{}}/uid=*/device=*/date=*/*.parquet', "
+             "hive_partitioning = true, hive_types = {{'device': 'VARCHAR'}}) "
+             f"{where} ORDER BY ALL")
+    from_files = duckdb.sql(query.format(ingested)).fetchall()
+    from_dump = duckdb.sql(query.format(exported)).fetchall()
+    assert (hashes(plant.server), hashes(plant.dump)) == before
+    return from_files, from_dump
 
 
 def tree_files(root: Path, dirs: tuple[str, ...] = ("DATA", "ALARM", "LOG", "CMD")

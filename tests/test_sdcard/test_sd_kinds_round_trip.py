@@ -7,19 +7,15 @@ the `;` a file cannot hold (docs/formats.md §1.1: written as a space)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pytest
-from plant import NS, TREE, UID, Plant, _session, hashes, make_config, sunpm
+from plant import NS, Plant, ingested_and_exported, open_gateway
 
-from config import load_site
 from exporters.session import Trigger
 from pipeline.drivers.modbus.codec import shortest_f32
-from store import Log, StoreOptions
 
 T0 = 1_612_137_600  # 2021-02-01 00:00 UTC
 DEFS = {
@@ -55,21 +51,7 @@ def _batch(def_id: str, rows: list[Row]) -> pa.RecordBatch:
 
 
 async def _build(root: Path) -> Plant:
-    server = root / "server"
-    for name in TREE:
-        (server / name).mkdir(parents=True, exist_ok=True)
-    store = root / "store"
-    cfg = make_config(root / "cfg", server, store)
-    (cfg / "CONFIG" / f"{UID}_daq.csv").write_bytes(DAQ)
-    (cfg / "DEF" / "meter.csv").unlink()
-    for name, data in DEFS.items():
-        (cfg / "DEF" / name).write_bytes(data)
-    site = load_site(cfg)
-    log = await Log.open(store, StoreOptions(flush_s=0.05))
-    try:
-        ids = {name: log.put_definition(name, data) for name, data in DEFS.items()}
-        await log.append_journal("config", {"snapshot": log.put_config(site.files())},
-                                 ts_ns=T0 * NS, commit_now=True)
+    async with open_gateway(root, T0, daq=DAQ, defs=DEFS) as gateway:
         rows: dict[str, list[Row]] = {"IO": [], "TIC1": [], "3": []}
         for k in range(1, 145):
             t = T0 + 600 * k
@@ -84,19 +66,15 @@ async def _build(root: Path) -> Plant:
                           (t, 2, 2301.0 + k, 2290.0, 2310.0 + k, None),
                           (t, 3, shortest_f32(1.1 * k), None, None, None)]
         definition = {"IO": "io.csv", "TIC1": "tic.csv", "3": "text.csv"}
-        await asyncio.gather(*[log.append_records(dev, _batch(ids[definition[dev]], dev_rows))
-                               for dev, dev_rows in rows.items()])
+        log = gateway.log
+        await asyncio.gather(*[
+            log.append_records(dev, _batch(gateway.def_ids[definition[dev]], dev_rows))
+            for dev, dev_rows in rows.items()])
         await log.commit()
-        result = await _session(log, site, store).run(
+        result = await gateway.session.run(
             Trigger.SCHEDULE, started=datetime.fromtimestamp(T0 + 86_401, UTC))
         assert result.ok, result
-    finally:
-        await log.close()
-    shutil.copytree(store, root / "dump")
-    for sub in ("CONFIG", "DEF"):
-        shutil.copytree(cfg / sub, server / sub, dirs_exist_ok=True)
-    return Plant(server=server, store=store, config=cfg, dump=root / "dump", start_s=T0,
-                 end_s=T0 + 86_400)
+    return gateway.dumped(T0, T0 + 86_400)
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +84,8 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Plant:
 
 def test_ingest_of_io_tic_and_text_files_equals_export_parquet_of_the_dump(
         day: Plant, tmp_path: Path) -> None:
-    before = hashes(day.server), hashes(day.dump)
-    exported, ingested = tmp_path / "exported", tmp_path / "ingested"
-    assert sunpm("sd", "export-parquet", day.dump, exported).code == 0
-    ran = sunpm("ingest", day.server, ingested)
-    assert (ran.code, ran.err) == (0, ""), ran.err
-    query = ("SELECT device, epoch_ns(time), var, name, unit, raw, scaled, min, max, text "
-             "FROM read_parquet('{}/uid=*/device=*/date=*/*.parquet', hive_partitioning = true, "
-             "hive_types = {{'device': 'VARCHAR'}}) ORDER BY ALL")
-    from_dump = duckdb.sql(query.format(exported)).fetchall()
-    from_files = duckdb.sql(query.format(ingested)).fetchall()
+    from_files, from_dump = ingested_and_exported(
+        day, tmp_path, "device, epoch_ns(time), var, name, unit, raw, scaled, min, max, text")
     assert len(from_dump) == 144 * (3 + 4 + 3)
     assert {r[0] for r in from_dump} == {"IO", "TIC1", "3"}
     assert from_files == [(*r[:9], r[9].replace(";", " ") if r[9] else r[9])
@@ -124,4 +94,3 @@ def test_ingest_of_io_tic_and_text_files_equals_export_parquet_of_the_dump(
     assert texts == set(TEXTS)
     tic_index = next(r for r in from_files if r[0] == "TIC1" and r[2] == 4)
     assert tic_index[5:] == (12345679.0, 12345679.0, None, None, "012345679")
-    assert (hashes(day.server), hashes(day.dump)) == before

@@ -224,16 +224,25 @@ def test_zero_filled_and_truncated_tails_read_only_keeps_what_read_write_keeps(
     assert checked > len(data) - last_start
 
 
-async def test_flip_in_a_sealed_ipc_file_is_reported_and_skipped(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    acked: dict[int, int] = {}
-    # Small seal size: several sealed segments, each rewritten as an IPC file.
-    options = StoreOptions(flush_s=60, seal_bytes=3000)
-    async with await Log.open(root, options) as log:
+#: A small seal size: a few records make several sealed segments, each rewritten as an IPC file.
+SMALL_SEALS = StoreOptions(flush_s=60, seal_bytes=3000)
+
+
+async def _sealed_files(root: Path, acked: dict[int, int]) -> list[Path]:
+    """Records 1 to 12 (their values in `acked`) in SMALL_SEALS: the sealed IPC files in
+    order."""
+    async with await Log.open(root, SMALL_SEALS) as log:
         await _append(log, range(1, 13), acked)
         await log.commit()
     files = sorted((root / "devices" / DEVICE).glob("*.arrow"), key=lambda p: int(p.stem))
     assert len(files) >= 2, list((root / "devices" / DEVICE).iterdir())
+    return files
+
+
+async def test_flip_in_a_sealed_ipc_file_is_reported_and_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    acked: dict[int, int] = {}
+    files = await _sealed_files(root, acked)
     victim = files[0]
     table = pa.ipc.open_file(pa.memory_map(str(victim))).read_all()
     lost = set(table.column("seq").to_pylist())
@@ -262,7 +271,7 @@ async def test_flip_in_a_sealed_ipc_file_is_reported_and_skipped(tmp_path: Path)
         assert _damage_reported(ro, victim)
         frame = records_lazy(Log.open_read_only(root)).select("seq", "var", "value").collect()
         _check_rows(list(frame.iter_rows()), acked, set(acked) - lost)
-        async with await Log.open(root, options) as log:
+        async with await Log.open(root, SMALL_SEALS) as log:
             got = await asyncio.to_thread(log.records, DEVICE)
             _check_rows(_rows(got), acked, set(acked) - lost)
             assert _damage_reported(log, victim)
@@ -275,12 +284,7 @@ async def test_views_read_a_sealed_file_whose_footer_lies_by_its_verified_batche
     offset moved, its body length changed) is not followed; the verified batches are read."""
     root = tmp_path / "s"
     acked: dict[int, int] = {}
-    options = StoreOptions(flush_s=60, seal_bytes=3000)
-    async with await Log.open(root, options) as log:
-        await _append(log, range(1, 13), acked)
-        await log.commit()
-    files = sorted((root / "devices" / DEVICE).glob("*.arrow"), key=lambda p: int(p.stem))
-    assert len(files) >= 2
+    files = await _sealed_files(root, acked)
     # One log read through twice: the second scan re-checks what the first walked (by CRC and
     # the bytes around the frames), so changes made in between are still caught.
     same = Log.open_read_only(root)

@@ -248,8 +248,16 @@ class RtuResponder:
 
     def inject(self, data: bytes) -> None:
         """Put raw bytes on the bus (garbage, a stray frame)."""
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """`data` ends on the wire now. The time is read before the write: the gateway may read
+        the bytes the moment they are written, and this process may lose the CPU right after
+        (a loaded box), so a time read after the write can fall past the gateway's next request
+        and shorten the silence seen before it."""
+        written_at = asyncio.get_running_loop().time()
         os.write(self.fd, data)
-        self._line_used_until(asyncio.get_running_loop().time())
+        self._line_used_until(written_at)
 
     def _line_used_until(self, end: float) -> None:
         self._quiet_from = end if self._quiet_from is None else max(self._quiet_from, end)
@@ -305,8 +313,7 @@ class RtuResponder:
             out = out[:-1] + bytes((out[-1] ^ 0xFF,))
         out = device.garbage + out
         if not device.delay_s and not self.char_s:
-            os.write(self.fd, out)
-            self._line_used_until(asyncio.get_running_loop().time())
+            self._write(out)
             return
         reply_start = request_end + device.delay_s
         reply_end = reply_start + len(out) * self.char_s
@@ -328,9 +335,8 @@ class RtuResponder:
 
     def _send_later(self, unit: int, out: bytes) -> None:
         self._busy.pop(unit, None)
-        os.write(self.fd, out)
-        # Written late when the loop was busy: the reply ended on the wire now, not as planned.
-        self._line_used_until(asyncio.get_running_loop().time())
+        # Written late when the loop was busy: the reply ends on the wire now, not as planned.
+        self._write(out)
 
 
 def _request_length(buffer: bytes | bytearray) -> int | None:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from delivery_support import FtpPeer, ftp_peer, make_tree
-
-from store import Log, StoreOptions
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Log]:
-    # A short group commit keeps the many acknowledged journal events of a session quick.
-    log = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
-    try:
-        yield log
-    finally:
-        await log.close()
 
 
 @pytest.fixture

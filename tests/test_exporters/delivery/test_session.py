@@ -18,7 +18,7 @@ from config import check_site_change
 from config.defaults import default_files
 from config.model import ServerSettings, ServerType
 from exporters.outbox import Outbox
-from exporters.session import CollectingHandler, FileServerSession, Trigger
+from exporters.session import CollectingHandler, FileServerSession, SessionResult, Trigger
 from exporters.session.config_sync import sha256_hex
 from exporters.transports import FtpTransport, Timeouts
 from store.delivery import Stream
@@ -47,6 +47,21 @@ def make_session(store: Log, tmp: Path, port: int, *, slot: int = 1, password: s
                              outbox=outbox, log=store, config_dir=config_dir,
                              validate=lambda d, c: check_site_change(d, c, UID), commands=handler,
                              in_force=in_force)
+
+
+#: What a session at CUT delivers of the day `fill` writes.
+DAY_FILES = [f"/ALARM/{UID}_AL_210201_090000.csv.gz", f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+
+
+async def session_on_tree(store: Log, tmp_path: Path, root: Path, *override: str,
+                          config_dir: Path | None = None, handler: CollectingHandler | None = None
+                          ) -> tuple[SessionResult, list[str]]:
+    """A scheduled session at CUT against an FTP server of `root` (`override`: the server's
+    `--override` rights); its result and the files it renamed into place."""
+    with ftp_peer(root, tmp_path / "events.log", *override) as peer:
+        result = await make_session(store, tmp_path, peer.port, config_dir=config_dir,
+                                    handler=handler).run(Trigger.SCHEDULE, started=CUT)
+        return result, peer.finals()
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -155,10 +170,9 @@ async def test_no_delete_right_on_cmd_runs_no_command(
     caplog.set_level(logging.INFO)
     root = make_tree(tmp_path / "ftp")
     (root / "CMD" / f"{UID}_cmd.json").write_text('{"rpcName": "sunpm.reboot"}')
-    with ftp_peer(root, tmp_path / "events.log", "--override", "/CMD=elrw") as peer:
-        handler = CollectingHandler(store)
-        result = await make_session(store, tmp_path, peer.port, handler=handler).run(
-            Trigger.SCHEDULE, started=CUT)
+    handler = CollectingHandler(store)
+    result, _ = await session_on_tree(store, tmp_path, root, "--override", "/CMD=elrw",
+                                      handler=handler)
     assert not result.ok and not result.retriable
     line = [r for r in caplog.records if r.getMessage().startswith("server 1: cannot delete")]
     assert len(line) == 1 and line[0].levelno == logging.ERROR
@@ -343,8 +357,7 @@ async def test_server_2_gets_copies_only(store: Log, ftp: FtpPeer, tmp_path: Pat
         assert (ftp.root / rel).read_bytes() == data
     assert (config_dir / "CONFIG" / f"{UID}_var.ini").read_bytes() == \
         default_files(UID)[f"CONFIG/{UID}_var.ini"]
-    assert [n for n in ftp.finals() if not n.startswith(("/CONFIG/", "/DEF/"))] == [
-        f"/ALARM/{UID}_AL_210201_090000.csv.gz", f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+    assert [n for n in ftp.finals() if not n.startswith(("/CONFIG/", "/DEF/"))] == DAY_FILES
 
 
 async def test_an_unreadable_command_file_stops_only_the_commands(
@@ -354,15 +367,12 @@ async def test_an_unreadable_command_file_stops_only_the_commands(
     await fill(store, T0, T0 + DAY)
     root = make_tree(tmp_path / "ftp")
     (root / "CMD" / f"{UID}_cmd.json").write_text('{"rpcName": "sunpm.reboot"}')
-    with ftp_peer(root, tmp_path / "events.log", "--override", "/CMD=eld") as peer:
-        handler = CollectingHandler(store)
-        result = await make_session(store, tmp_path, peer.port, handler=handler).run(
-            Trigger.SCHEDULE, started=CUT)
-        finals = peer.finals()
+    handler = CollectingHandler(store)
+    result, finals = await session_on_tree(store, tmp_path, root, "--override", "/CMD=eld",
+                                           handler=handler)
     assert not result.ok and not result.retriable
     assert messages(caplog)[-1].startswith("server 1: session failed: /CMD: download refused")
-    assert finals == [f"/ALARM/{UID}_AL_210201_090000.csv.gz",
-                      f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+    assert finals == DAY_FILES
     assert handler.received == []
     assert (root / "CMD" / f"{UID}_cmd.json").exists()
 
@@ -373,14 +383,11 @@ async def test_unreadable_config_directory_stops_only_the_configuration_step(
     await fill(store, T0, T0 + DAY)
     root = make_tree(tmp_path / "ftp")
     (root / "CONFIG" / f"{UID}_var.ini").write_bytes(b"SCHEDULE_Params[0]=1|everyday|x|1|1\n")
-    with ftp_peer(root, tmp_path / "events.log", "--override", "/CONFIG=el") as peer:
-        result = await make_session(store, tmp_path, peer.port, config_dir=config_dir).run(
-            Trigger.SCHEDULE, started=CUT)
-        finals = peer.finals()
+    result, finals = await session_on_tree(store, tmp_path, root, "--override", "/CONFIG=el",
+                                           config_dir=config_dir)
     assert not result.ok and not result.retriable
     assert messages(caplog)[-1].startswith("server 1: session failed: /CONFIG: download refused")
-    assert finals == [f"/ALARM/{UID}_AL_210201_090000.csv.gz",
-                      f"/DATA/{UID}_MODBUS_210201_090000.csv.gz"]
+    assert finals == DAY_FILES
     assert store.journal(kinds=["sync"]).num_rows == 0
 
 

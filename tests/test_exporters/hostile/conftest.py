@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hostile_support import Site, fill_store, record_counts
-
-from store import Log, StoreOptions
 
 
 @pytest.fixture
@@ -24,12 +22,3 @@ def site(tmp_path: Path) -> Iterator[Site]:
     yield s
     assert s.snapshot(s.canary) == canary, "the canary folder outside the tree changed"
     assert asyncio.run(record_counts(s.store)) == before, "recorded data lost"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Log]:
-    log = await Log.open(tmp_path / "store", StoreOptions(flush_s=0.05))
-    try:
-        yield log
-    finally:
-        await log.close()

@@ -4,16 +4,32 @@ that trickle or keep coming, replies that never come, absurd facts (docs/behavio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from raw_ftp import Conn, port_address, raw_ftp
+from raw_ftp import Conn, Handler, port_address, raw_ftp
 
 from exporters.transports import Failure, FtpTransport, Timeouts, TransportError
 from exporters.transports._base import DownloadTooLarge
 
 FAST = Timeouts(connect_s=3.0, operation_s=2.0)
+
+
+@contextlib.asynccontextmanager
+async def _connected(files: dict[str, bytes] | None = None,
+                     **handlers: Handler) -> AsyncIterator[FtpTransport]:
+    """A transport logged in (FAST timeouts) to a raw server holding `files`, answering the
+    commands of `handlers` its own way."""
+    async with raw_ftp(**handlers) as server:
+        server.files.update(files or {})
+        transport = FtpTransport(server.settings(), timeouts=FAST)
+        await transport.connect()
+        try:
+            yield transport
+        finally:
+            await transport.close()
 
 
 async def _slow_listing(conn: Conn, arg: str) -> None:
@@ -29,16 +45,11 @@ async def _slow_listing(conn: Conn, arg: str) -> None:
 
 
 async def test_a_listing_that_keeps_coming_is_not_cut_by_the_timeout() -> None:
-    async with raw_ftp(mlsd=_slow_listing) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            started = time.monotonic()
-            listing = await transport.list("/DATA")
-            assert time.monotonic() - started > FAST.operation_s
-            assert len(listing) == 50
-        finally:
-            await transport.close()
+    async with _connected(mlsd=_slow_listing) as transport:
+        started = time.monotonic()
+        listing = await transport.list("/DATA")
+        assert time.monotonic() - started > FAST.operation_s
+        assert len(listing) == 50
 
 
 async def _trickled_listing(conn: Conn, arg: str) -> None:
@@ -51,17 +62,12 @@ async def _trickled_listing(conn: Conn, arg: str) -> None:
 
 
 async def test_a_trickled_listing_still_times_out() -> None:
-    async with raw_ftp(mlsd=_trickled_listing) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            started = time.monotonic()
-            with pytest.raises(TransportError) as caught:
-                await transport.list("/DATA")
-            assert caught.value.failure is Failure.TIMEOUT and caught.value.retriable
-            assert time.monotonic() - started < 2 * FAST.operation_s + 2
-        finally:
-            await transport.close()
+    async with _connected(mlsd=_trickled_listing) as transport:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            await transport.list("/DATA")
+        assert caught.value.failure is Failure.TIMEOUT and caught.value.retriable
+        assert time.monotonic() - started < 2 * FAST.operation_s + 2
 
 
 async def _stored_then_dropped(conn: Conn, arg: str) -> None:
@@ -73,21 +79,16 @@ async def _stored_then_dropped(conn: Conn, arg: str) -> None:
 
 
 async def test_an_upload_whose_final_reply_never_comes_is_retriable_and_found_next_time() -> None:
-    async with raw_ftp(stor=_stored_then_dropped) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
+    async with _connected(stor=_stored_then_dropped) as transport:
+        with pytest.raises(TransportError) as caught:
+            await transport.upload("/DATA/a.csv", b"abc", two_step=False)
+        assert str(caught.value) == ("server 1: upload /DATA/a.csv: connection lost "
+                                     "(connection closed by the server)")
+        assert caught.value.retriable
+        # The next session looks the name up first (docs/behaviour.md §5.2): the same size
+        # is there, so the file counts as delivered and is not sent twice.
         await transport.connect()
-        try:
-            with pytest.raises(TransportError) as caught:
-                await transport.upload("/DATA/a.csv", b"abc", two_step=False)
-            assert str(caught.value) == ("server 1: upload /DATA/a.csv: connection lost "
-                                         "(connection closed by the server)")
-            assert caught.value.retriable
-            # The next session looks the name up first (docs/behaviour.md §5.2): the same size
-            # is there, so the file counts as delivered and is not sent twice.
-            await transport.connect()
-            assert await transport.size("/DATA/a.csv") == 3
-        finally:
-            await transport.close()
+        assert await transport.size("/DATA/a.csv") == 3
 
 
 async def _absurd_sizes(conn: Conn, arg: str) -> None:
@@ -103,15 +104,10 @@ async def _absurd_sizes(conn: Conn, arg: str) -> None:
 
 
 async def test_absurd_size_facts_read_as_unknown_and_the_listing_goes_on() -> None:
-    async with raw_ftp(mlsd=_absurd_sizes) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            listing = await transport.list("/DATA")
-            assert [(f.name, f.size) for f in listing] == [("a.csv", 0), ("b.csv", 0),
-                                                           ("c.csv", 0), ("d.csv", 12)]
-        finally:
-            await transport.close()
+    async with _connected(mlsd=_absurd_sizes) as transport:
+        listing = await transport.list("/DATA")
+        assert [(f.name, f.size) for f in listing] == [("a.csv", 0), ("b.csv", 0),
+                                                       ("c.csv", 0), ("d.csv", 12)]
 
 
 async def _odd_names(conn: Conn, arg: str) -> None:
@@ -129,13 +125,8 @@ async def _odd_names(conn: Conn, arg: str) -> None:
 
 async def test_listed_names_that_are_not_plain_are_dropped_with_one_warning(
         caplog: pytest.LogCaptureFixture) -> None:
-    async with raw_ftp(mlsd=_odd_names) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            assert [f.name for f in await transport.list("/CONFIG")] == ["ok.csv"]
-        finally:
-            await transport.close()
+    async with _connected(mlsd=_odd_names) as transport:
+        assert [f.name for f in await transport.list("/CONFIG")] == ["ok.csv"]
     assert "server 1: /CONFIG: 4 listed names are not plain file names; ignored" in caplog.text
 
 
@@ -145,23 +136,18 @@ async def _size_preliminary(conn: Conn, arg: str) -> None:
 
 
 async def test_a_preliminary_reply_to_size_drops_the_connection_not_the_reply_order() -> None:
-    async with raw_ftp(size=_size_preliminary) as server:
-        server.files["/DATA/a.csv"] = b"abc"
-        transport = FtpTransport(server.settings(), timeouts=FAST)
+    async with _connected(files={"/DATA/a.csv": b"abc"}, size=_size_preliminary) as \
+            transport:
+        with pytest.raises(TransportError) as caught:
+            await transport.size("/DATA/a.csv")
+        assert caught.value.failure is Failure.PROTOCOL
+        assert "150 looking" in str(caught.value)
+        # Out of step, the connection is not used again: the next operation reconnects.
+        with pytest.raises(TransportError) as again:
+            await transport.download("/DATA/a.csv")
+        assert again.value.failure is Failure.CONNECTION_LOST
         await transport.connect()
-        try:
-            with pytest.raises(TransportError) as caught:
-                await transport.size("/DATA/a.csv")
-            assert caught.value.failure is Failure.PROTOCOL
-            assert "150 looking" in str(caught.value)
-            # Out of step, the connection is not used again: the next operation reconnects.
-            with pytest.raises(TransportError) as again:
-                await transport.download("/DATA/a.csv")
-            assert again.value.failure is Failure.CONNECTION_LOST
-            await transport.connect()
-            assert await transport.download("/DATA/a.csv") == b"abc"
-        finally:
-            await transport.close()
+        assert await transport.download("/DATA/a.csv") == b"abc"
 
 
 def _pasv_answer(text: str) -> Callable[[Conn, str], Awaitable[None]]:
@@ -178,30 +164,19 @@ def _pasv_answer(text: str) -> Callable[[Conn, str], Awaitable[None]]:
 async def test_a_passive_address_elsewhere_than_the_server_is_not_followed() -> None:
     # 10.255.255.1 is no host here: the data connection goes to the control peer instead.
     pasv = _pasv_answer("227 Entering Passive Mode (10,255,255,1,{p1},{p2})")
-    async with raw_ftp(pasv=pasv) as server:
-        server.files["/CMD/a.json"] = b"[]"
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            assert await transport.download("/CMD/a.json") == b"[]"
-        finally:
-            await transport.close()
+    async with _connected(files={"/CMD/a.json": b"[]"}, pasv=pasv) as transport:
+        assert await transport.download("/CMD/a.json") == b"[]"
 
 
 async def test_a_malformed_passive_reply_is_a_protocol_error_at_once() -> None:
-    async with raw_ftp(pasv=_pasv_answer("227 over there")) as server:
-        server.files["/CMD/a.json"] = b"[]"
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            started = time.monotonic()
-            with pytest.raises(TransportError) as caught:
-                await transport.download("/CMD/a.json")
-            assert caught.value.failure is Failure.PROTOCOL and "227 over there" in str(
-                caught.value)
-            assert time.monotonic() - started < FAST.operation_s
-        finally:
-            await transport.close()
+    async with _connected(files={"/CMD/a.json": b"[]"},
+                          pasv=_pasv_answer("227 over there")) as transport:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            await transport.download("/CMD/a.json")
+        assert caught.value.failure is Failure.PROTOCOL and "227 over there" in str(
+            caught.value)
+        assert time.monotonic() - started < FAST.operation_s
 
 
 async def _endless_file_then_endless_reply(conn: Conn, arg: str) -> None:
@@ -268,21 +243,16 @@ async def test_preliminary_replies_after_a_transfer_are_passed_over() -> None:
 
 
 async def test_endless_preliminary_replies_after_a_transfer_end_the_connection() -> None:
-    async with raw_ftp(stor=_transfer_with_preliminaries(10_000)) as server:
-        transport = FtpTransport(server.settings(), timeouts=FAST)
-        await transport.connect()
-        try:
-            started = time.monotonic()
-            with pytest.raises(TransportError) as caught:
-                await transport.upload("/DATA/a.csv", b"abc", two_step=False)
-            assert caught.value.failure is Failure.PROTOCOL
-            assert "preliminary replies" in str(caught.value)
-            assert time.monotonic() - started < FAST.operation_s
-            with pytest.raises(TransportError) as again:  # out of step: not used again
-                await transport.size("/DATA/a.csv")
-            assert again.value.failure is Failure.CONNECTION_LOST
-        finally:
-            await transport.close()
+    async with _connected(stor=_transfer_with_preliminaries(10_000)) as transport:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            await transport.upload("/DATA/a.csv", b"abc", two_step=False)
+        assert caught.value.failure is Failure.PROTOCOL
+        assert "preliminary replies" in str(caught.value)
+        assert time.monotonic() - started < FAST.operation_s
+        with pytest.raises(TransportError) as again:  # out of step: not used again
+            await transport.size("/DATA/a.csv")
+        assert again.value.failure is Failure.CONNECTION_LOST
 
 
 async def test_a_greeting_preceded_by_120_logs_in_in_step() -> None:

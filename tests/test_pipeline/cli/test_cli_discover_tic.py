@@ -189,7 +189,9 @@ async def test_tic_decode_of_a_port_that_cannot_open_exits_2_at_once(
     code, out, err = await _sunpm("tic", "decode", "--port", str(path))
     assert (code, out) == (2, "")
     assert err == f"sunpm tic decode: {path}: cannot open: {reason}\n"
-    assert time.monotonic() - started < 5
+    # Waiting for ever is the defect, so the bound is far from a start-up's few seconds on a
+    # loaded box (where `sunpm --help` alone waited up to 1.6 s for a core).
+    assert time.monotonic() - started < 30
 
 
 async def test_tic_decode_reads_a_meter_on_a_pty_as_the_gateway_does() -> None:

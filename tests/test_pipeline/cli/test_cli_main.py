@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SUNPM = str(Path(sys.executable).with_name("sunpm"))
@@ -46,13 +46,17 @@ def test_what_the_commands_import_raises_no_third_party_warning() -> None:
 
 
 def test_help_answers_within_the_startup_budget() -> None:
-    # The budget is 0.3 s on an idle machine; the best of five runs absorbs a loaded CI box.
-    timings = []
+    # The budget is 0.3 s of start-up work (0.1 s taken, 1 s when every package was imported up
+    # front), counted in the CPU seconds of the process: its wall time also counts the wait for a
+    # core, which on a loaded CI box took longer than the budget. The best of five absorbs what a
+    # loaded box adds to the work itself (cold caches).
+    cpu_s = []
     for _ in range(5):
-        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([SUNPM, "--help"], capture_output=True, timeout=60, check=True)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.3, timings
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    assert min(cpu_s) < 0.3, cpu_s
 
 
 def test_version_prints_the_installed_version() -> None:

@@ -81,16 +81,53 @@ async def _link(kind: str, port: int) -> AsyncIterator[RegisterReader]:
         await conn.close()
 
 
-async def _discover(first: int, last: int, max_devices: int = 240, link: str = "sunpm"
+async def _discover(first: int, last: int, max_devices: int = 240, link: str = "sunpm",
+                    images: dict[int, list[tuple[int, list[int]]]] | None = None
                     ) -> tuple[list[str], list[SunSpecDevice]]:
+    """A sweep of units `first`-`last` served with `images` (default `_images()`); the target
+    reads "T" in the lines."""
     lines: list[str] = []
-    async with modbus_server(_images()) as port, _link(link, port) as reader:
+    async with modbus_server(_images() if images is None else images) as port, \
+            _link(link, port) as reader:
         params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=first,
                                  last_address=last, max_devices=max_devices, timeout_ms=TIMEOUT_MS)
         found = await discover_sunspec(reader, params, lines.append,
                                        target=f"127.0.0.1:{port}", interface="ethernet1",
                                        uid="WPM00BDE4", protocol=Protocol.MODBUS_TCP)
     return [line.replace(f"127.0.0.1:{port}", "T") for line in lines], list(found)
+
+
+def _inverter(manufacturer: str, model_name: str, version: str, serial: str, *,
+              delay_s: float = 0.0) -> SimulatedDevice:
+    """A simulated SunSpec inverter: common model and model 103."""
+    device = SimulatedDevice(delay_s=delay_s)
+    for address, words in SunSpecImage([common_model(manufacturer, model_name, "", version,
+                                                     serial), model(103, 50)]).blocks():
+        device.set_words(address, words)
+    return device
+
+
+async def _discover_on_bus(pty_pair: tuple[int, str], units: dict[int, SimulatedDevice],
+                           first: int, last: int, timeout_ms: int
+                           ) -> tuple[list[str], list[SunSpecDevice]]:
+    """A sweep of units `first`-`last` of a 115200-baud RTU bus where `units` answer."""
+    master, path = pty_pair
+    responder = RtuResponder(master, units)
+    responder.start()
+    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
+    bus.start()
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            found = await discover_sunspec(
+                bus, DiscoveryParams(interface="serial1", first_address=first,
+                                     last_address=last, timeout_ms=timeout_ms),
+                lines.append, target="SERIAL1", interface="serial1", uid="U",
+                protocol=Protocol.MODBUS_RTU)
+    finally:
+        await bus.close()
+        await responder.stop()
+    return lines, found
 
 
 def test_generated_file_for_models_1_103_123_equals_the_spec_example(
@@ -196,13 +233,7 @@ async def test_a_device_without_measurement_model_is_warned_about() -> None:
                                model(120, 26)]).blocks(),
               2: SunSpecImage([common_model("ACME", "Meter", "", "1", "SN-2"),
                                model(203, 105)]).blocks()}
-    lines: list[str] = []
-    async with modbus_server(images) as port, _link("sunpm", port) as reader:
-        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=2,
-                                 timeout_ms=TIMEOUT_MS)
-        found = await discover_sunspec(reader, params, lines.append, target="T",
-                                       interface="ethernet1", uid="WPM00BDE4",
-                                       protocol=Protocol.MODBUS_TCP)
+    lines, found = await _discover(1, 2, images=images)
     assert [d.unit_id for d in found] == [1, 2]
     assert [line for line in lines if line.startswith("Warning:")] == [
         "Warning: @1 T: no measurement model; only parameters will be read"]
@@ -215,13 +246,7 @@ async def test_a_common_model_read_refused_whole_is_read_point_by_point() -> Non
             0xFFFF, 0]
     pad = 40069 - 40000
     images = {1: [(40000, regs[:pad]), (40070, regs[pad + 1:])]}
-    lines: list[str] = []
-    async with modbus_server(images) as port, _link("sunpm", port) as reader:
-        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
-                                 timeout_ms=TIMEOUT_MS)
-        found = await discover_sunspec(reader, params, lines.append, target="T",
-                                       interface="ethernet1", uid="U",
-                                       protocol=Protocol.MODBUS_TCP)
+    lines, found = await _discover(1, 1, images=images)
     assert not [line for line in lines if line.startswith("Error")]
     assert [(d.unit_id, d.identity) for d in found] == [
         (1, Identity("Delta", "RPI M6A", "", "2", "SN-D", device_address=1))]
@@ -233,13 +258,7 @@ async def test_a_map_of_zeros_without_end_model_ends_at_the_first_id_0() -> None
     # there, rather than listing 63 models "0:0" and a file full of their headers.
     images = {1: SunSpecImage([common_model("Zero", "Z1", "", "1", "SN-Z"), model(103, 50)],
                               end=[0] * 200).blocks()}
-    lines: list[str] = []
-    async with modbus_server(images) as port, _link("sunpm", port) as reader:
-        params = DiscoveryParams(ip="127.0.0.1", port=port, first_address=1, last_address=1,
-                                 timeout_ms=TIMEOUT_MS)
-        found = await discover_sunspec(reader, params, lines.append, target="T",
-                                       interface="ethernet1", uid="U",
-                                       protocol=Protocol.MODBUS_TCP)
+    lines, found = await _discover(1, 1, images=images)
     assert lines[1:] == [
         "SunSpec device found at @1 T",
         "Found table 1:66 at 40004@1 T",
@@ -308,10 +327,10 @@ def test_a_count_not_implemented_costs_no_more_than_the_registers_of_l() -> None
     # points each would be four billion points to place, of which only those inside L are kept.
     chain = [ChainModel(1, 40002, 66), ChainModel(705, 40070, 49, {"NPt": 0xFFFF,
                                                                    "NCrv": 0xFFFF})]
-    started = time.monotonic()
+    started = time.process_time()          # CPU seconds: a loaded box does not stretch them
     made = generate("U", Identity("M", "D", "", "", "", None), Protocol.MODBUS_TCP, chain,
                     lambda text: None)
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
     names = [row.split(";")[5] for row in made.text.splitlines()[1:]]
     # 13 fixed registers, curve 1's 10, then its points while they fit in L 49: 13 of them.
     assert names[-1] == "705_1_13_Var" and "705_2_ActPt" not in names
@@ -394,27 +413,9 @@ def test_every_shipped_model_generates_a_file_the_parser_accepts() -> None:
 
 
 async def test_discovery_over_an_rtu_bus_names_serial_targets(pty_pair: tuple[int, str]) -> None:
-    master, path = pty_pair
-    inverter = SimulatedDevice()
-    for address, words in SunSpecImage([common_model("Huawei", "SUN2000", "", "V1", "HW-1"),
-                                        model(103, 50)]).blocks():
-        inverter.set_words(address, words)
-    units = {2: inverter, 5: SimulatedDevice(holding={0: 1})}
-    responder = RtuResponder(master, units)
-    responder.start()
-    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
-    bus.start()
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(30):
-            found = await discover_sunspec(
-                bus, DiscoveryParams(interface="serial1", first_address=1, last_address=6,
-                                     timeout_ms=100),
-                lines.append, target="SERIAL1", interface="serial1", uid="U",
-                protocol=Protocol.MODBUS_RTU)
-    finally:
-        await bus.close()
-        await responder.stop()
+    units = {2: _inverter("Huawei", "SUN2000", "V1", "HW-1"),
+             5: SimulatedDevice(holding={0: 1})}
+    lines, found = await _discover_on_bus(pty_pair, units, first=1, last=6, timeout_ms=100)
     assert lines == [
         "Start of SunSpec detection on serial1, addresses 1-6, estimated duration 1 s",
         "SunSpec device found at @2 SERIAL1",
@@ -432,27 +433,10 @@ async def test_a_late_reply_on_a_bus_is_not_taken_for_the_next_units_answer(
     # Unit 2 answers 450 ms after each request, past the 300 ms timeout: its reply lands while
     # unit 3 (absent) is probed. It is unit 2's, not unit 3's: unit 3 is not "NON SUNSPEC", and
     # unit 4, after it, is found whole.
-    master, path = pty_pair
-    slow, inverter = SimulatedDevice(delay_s=0.45), SimulatedDevice()
-    for device, serial in ((slow, "S2"), (inverter, "S4")):
-        for address, words in SunSpecImage([common_model("SMA", "STP", "", "1", serial),
-                                            model(103, 50)]).blocks():
-            device.set_words(address, words)
-    responder = RtuResponder(master, {2: slow, 4: inverter})
-    responder.start()
-    bus = RtuBus(SerialPort(line=1, port="SERIAL1", speed=115200), path=path)
-    bus.start()
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(30):
-            found = await discover_sunspec(
-                bus, DiscoveryParams(interface="serial1", first_address=2, last_address=4,
-                                     timeout_ms=TIMEOUT_MS),
-                lines.append, target="SERIAL1", interface="serial1", uid="U",
-                protocol=Protocol.MODBUS_RTU)
-    finally:
-        await bus.close()
-        await responder.stop()
+    units = {2: _inverter("SMA", "STP", "1", "S2", delay_s=0.45),
+             4: _inverter("SMA", "STP", "1", "S4")}
+    lines, found = await _discover_on_bus(pty_pair, units, first=2, last=4,
+                                          timeout_ms=TIMEOUT_MS)
     assert lines[1:] == [
         "SunSpec device found at @4 SERIAL1",
         "Found table 1:66 at 40004@4 SERIAL1",
@@ -482,13 +466,7 @@ async def test_abort_stops_after_the_current_request() -> None:
 
 
 async def test_a_peer_that_goes_away_mid_run_ends_the_run_cleanly() -> None:
-    units = {}
-    for unit in (1, 2):
-        device = SimulatedDevice()
-        for address, words in SunSpecImage([common_model("SMA", "STP", "", "1", f"S{unit}"),
-                                            model(103, 50)]).blocks():
-            device.set_words(address, words)
-        units[unit] = device
+    units = {unit: _inverter("SMA", "STP", "1", f"S{unit}") for unit in (1, 2)}
     lines: list[str] = []
     stopping: list[asyncio.Task[None]] = []
     async with TcpSimulator(units) as sim:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _script_plant import ENA, INVERTER, bare_host, running, running_plant
+from _script_plant import ENA, INVERTER, Plant, bare_host, running, running_plant
 from waiting import wait_until
 
 import config
@@ -34,6 +34,16 @@ function set(p)
   return { ok = ok, answer = answer }
 end
 """)
+
+
+def _without_inv_b(plant: Plant) -> PollerHost:
+    """The host of the configuration a reload brings, which has no inv_b any more."""
+    kept = [d.device for d in plant.host.devices() if d.device.name != "inv_b"]
+    definitions = {d.device.def_file: d.definition for d in plant.host.devices()
+                   if d.definition is not None}
+    return PollerHost(devices=kept, definitions=definitions, poller=plant.poller,
+                      store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
+                      daq_poll_period_s=1)
 
 
 async def test_a_call_during_a_reload_waits_for_the_new_configuration(tmp_path: Path) -> None:
@@ -60,18 +70,11 @@ async def test_a_write_queued_before_a_reload_is_not_sent_through_the_new_one(
                                                                                 "answer": 1}
             # The write starts after the call returns: the reload comes first.
             await runner.detach()
-            # The new configuration has no inv_b any more.
-            kept = [d.device for d in plant.host.devices() if d.device.name != "inv_b"]
-            definitions = {d.device.def_file: d.definition for d in plant.host.devices()
-                           if d.definition is not None}
-            new_host = PollerHost(devices=kept, definitions=definitions, poller=plant.poller,
-                                  store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
-                                  daq_poll_period_s=1)
-            runner.attach(new_host, [RACE], [])
-            await asyncio.sleep(1.5)
+            runner.attach(_without_inv_b(plant), [RACE], [])
+            await wait_until(lambda: "wd.set: inv_a: WMaxLimPct_Ena not written: the "
+                             "configuration was reloaded" in caplog.messages, 10,
+                             what="the queued write dropped")
             assert await plant.register(1, ENA) == 0
-            assert ("wd.set: inv_a: WMaxLimPct_Ena not written: the configuration was "
-                    "reloaded") in caplog.messages
             answer = await runner.call("race.set", {"device": "inv_b", "value": 1})
             assert answer == {"ok": False, "answer": "wd.set: unknown device 'inv_b'"}
             assert await runner.call("race.set", {"device": "inv_a", "value": 1}) == {"ok": True,
@@ -248,13 +251,7 @@ async def test_a_script_the_reload_removes_stops_under_its_own_configuration(
         async with running(runner):
             assert await runner.call("stopper.ping", {}) is True
             await runner.detach()
-            kept = [d.device for d in plant.host.devices() if d.device.name != "inv_b"]
-            definitions = {d.device.def_file: d.definition for d in plant.host.devices()
-                           if d.definition is not None}
-            new_host = PollerHost(devices=kept, definitions=definitions, poller=plant.poller,
-                                  store=plant.store, alarm=plant.host.alarm, clock=SystemClock(),
-                                  daq_poll_period_s=1)
-            runner.attach(new_host, [RACE], [])
+            runner.attach(_without_inv_b(plant), [RACE], [])
             async with asyncio.timeout(10):
                 await runner.settled.wait()
             await plant.wait_register(1, ENA, 1)

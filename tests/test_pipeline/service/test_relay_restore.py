@@ -77,19 +77,25 @@ async def test_a_module_that_does_not_take_the_state_is_a_warning_not_a_failed_s
                for r in caplog.records)
 
 
-async def test_a_gateway_restarted_drives_the_relay_it_was_last_commanded(tmp_path: Path) -> None:
-    def sim_relay(gateway: Gateway) -> int:
-        assert gateway.plant is not None
-        io = next(d for d, _ in gateway.plant.drivers if isinstance(d, IoDriver))
-        assert isinstance(io.backend, SimBackend)
-        return io.backend.relay
+def _sim_relay(gateway: Gateway) -> int:
+    """The state the running gateway's simulated I/O module holds its relay in."""
+    assert gateway.plant is not None
+    io = next(d for d, _ in gateway.plant.drivers if isinstance(d, IoDriver))
+    assert isinstance(io.backend, SimBackend)
+    return io.backend.relay
 
-    async with running_gateway(tmp_path, inverters=0) as plant:
-        assert sim_relay(plant.gateway) == 0
-        await plant.gateway.set_relay(1)
-        assert sim_relay(plant.gateway) == 1
+
+async def _relay_after_a_restart(tmp_path: Path) -> int:
     async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
-        assert sim_relay(plant.gateway) == 1
+        return _sim_relay(plant.gateway)
+
+
+async def test_a_gateway_restarted_drives_the_relay_it_was_last_commanded(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        assert _sim_relay(plant.gateway) == 0
+        await plant.gateway.set_relay(1)
+        assert _sim_relay(plant.gateway) == 1
+    assert await _relay_after_a_restart(tmp_path) == 1
 
 
 @pytest.mark.parametrize("written", [0, 1])
@@ -97,15 +103,8 @@ async def test_a_relay_written_as_a_variable_is_the_state_a_restart_drives(
         tmp_path: Path, written: int) -> None:
     # `writeVariable` on the IO relay (the command, the web UI, a script's wd.set) commands it
     # as `setRelay` does: the state it wrote is the last commanded one.
-    def sim_relay(gateway: Gateway) -> int:
-        assert gateway.plant is not None
-        io = next(d for d, _ in gateway.plant.drivers if isinstance(d, IoDriver))
-        assert isinstance(io.backend, SimBackend)
-        return io.backend.relay
-
     async with running_gateway(tmp_path, inverters=0) as plant:
         await plant.gateway.set_relay(1 - written)
         await plant.gateway.write_variable("IO", 9, Decimal(written), raw=True)
-        assert sim_relay(plant.gateway) == written
-    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
-        assert sim_relay(plant.gateway) == written
+        assert _sim_relay(plant.gateway) == written
+    assert await _relay_after_a_restart(tmp_path) == written

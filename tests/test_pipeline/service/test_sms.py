@@ -70,10 +70,10 @@ def test_grammar(text: str, rpc: str, parameters: dict[str, object]) -> None:
 def test_a_number_argument_no_command_can_take_stays_text(text: str) -> None:
     """Read as text (the command then refuses it by name), never as NaN or infinity (which no
     journal can hold) nor as an integer of a billion digits."""
-    started = time.monotonic()
+    started = time.process_time()          # CPU seconds: a loaded box does not stretch them
     assert parse_sms(f"setrelay={text}") == ("sunpm.setRelay", {"state": text})
     assert parse_sms(f"writevariable=*:x:{text}")[1]["value"] == text
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert parse_sms("writevariable=*:x:1e29")[1]["value"] == 10**29
 
 

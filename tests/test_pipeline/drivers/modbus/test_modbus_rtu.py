@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import termios
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from waiting import wait_until
 from config.model import DataType, Device, Parity, Quality, SerialPort
 from pipeline.clock import ManualClock
 from pipeline.drivers._base import ModbusRequestError, Reading
-from pipeline.drivers.modbus.frames import crc16
+from pipeline.drivers.modbus.frames import crc16, rtu_frame
 from pipeline.drivers.modbus.planner import plan_reads
 from pipeline.drivers.modbus.rtu import ModbusRtuDriver, RtuBus
 from pipeline.drivers.modbus.simulator import RtuResponder, SimulatedDevice
@@ -275,6 +276,50 @@ async def test_silence_measured_on_the_wire_at_1200_baud(pty_pair: tuple[int, st
     # (3.5 x 11 bits), where 3.5 x 10 bits (29.17 ms) is too short.
     assert len(responder.silences) == 4
     assert min(responder.silences) >= 38.5 / 1200
+
+
+async def test_silence_counts_from_the_reply_written_when_the_simulator_stalls_after_writing(
+        pty_pair: tuple[int, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway in another thread or process reads a reply the moment it is written; the
+    simulator may lose the CPU right after writing it (a loaded box). The silence it notes before
+    the next request still counts from the write: noted from when it got the CPU back, the
+    benchmark's bus saw 1 ms of silence where the gateway had kept 2 ms."""
+    master, path = pty_pair
+    unit = SimulatedDevice()
+    unit.set_words(0, [7])
+    responder = RtuResponder(master, {1: unit})
+    stall_s, kept_s = 0.02, 0.005
+    real_write = os.write
+
+    def write_then_stall(fd: int, data: bytes) -> int:
+        written = real_write(fd, data)
+        if fd == master:
+            time.sleep(stall_s)
+        return written
+
+    def gateway() -> None:
+        request = rtu_frame(1, bytes.fromhex("03 0000 0001"))       # read 1 holding register
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            for _ in range(3):
+                os.write(fd, request)
+                reply = b""
+                while len(reply) < 7:               # unit, function, count, 1 register, CRC
+                    ready, _, _ = select.select([fd], [], [], 10)
+                    assert ready, f"no reply after {reply!r}"
+                    reply += os.read(fd, 7 - len(reply))
+                time.sleep(kept_s)                  # the gateway's silence before its next request
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(os, "write", write_then_stall)
+    responder.start()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(gateway), 30)
+    finally:
+        await responder.stop()
+    assert len(responder.silences) == 2
+    assert min(responder.silences) >= kept_s, responder.silences
 
 
 async def test_switched_off_unit_costs_its_timeout_once_per_poll(
