@@ -2,10 +2,13 @@
 
     python tests/test_exporters/delivery/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
         [--override /CMD=elrw ...] [--chunk-delay-ms MS] [--password PW]
+        [--stall-after-store N | --stall-after-rename N]
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
 the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
 `RNTO <path>` when a rename to a final name succeeded; and `DELE <path>` for every delete asked.
+`--stall-after-store N` / `--stall-after-rename N`: the N-th upload is stored, or the N-th rename
+done, and its reply (`226`, `250`) never sent: the server stops answering anything (`STALL`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main() -> None:
     parser.add_argument("--perm", default="elradfmw")
     parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--stall-after-store", type=int, default=0)
+    parser.add_argument("--stall-after-rename", type=int, default=0)
     args = parser.parse_args()
 
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -39,7 +44,30 @@ def main() -> None:
         rel = "/" + str(Path(path).resolve().relative_to(root))
         events.write(f"{op} {rel}\n")
 
+    left = {"STOR": args.stall_after_store, "RNTO": args.stall_after_rename}
+
     class Handler(FTPHandler):  # type: ignore[misc]
+        stall_on = ""
+        renamed_to = ""
+
+        def respond(self, resp: str, *more: Any, **named: Any) -> None:
+            if self.stall_on and resp.startswith(self.stall_on):
+                if self.stall_on == "250":  # the rename is done: its final name appeared
+                    note("RNTO", self.renamed_to)
+                events.write("STALL -\n")
+                while True:  # the server's one loop blocked: no reply, no new connection
+                    time.sleep(60)
+            super().respond(resp, *more, **named)
+
+        def counted(self, op: str, reply: str) -> None:
+            left[op] -= 1
+            if left[op] == 0:
+                self.stall_on = reply
+
+        def ftp_STOR(self, file: str, mode: str = "w") -> Any:
+            self.counted("STOR", "226")
+            return super().ftp_STOR(file, mode)
+
         def on_file_received(self, file: str) -> None:
             note("STOR", file)
 
@@ -48,6 +76,8 @@ def main() -> None:
             return super().ftp_DELE(path)
 
         def ftp_RNTO(self, path: str) -> Any:
+            self.counted("RNTO", "250")
+            self.renamed_to = path
             result = super().ftp_RNTO(path)
             if result is not None:
                 note("RNTO", path)
