@@ -4,14 +4,20 @@ server sends back is read under the caps and the "60 s without progress" of docs
 
 from __future__ import annotations
 
+import asyncio
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
+import pytest
 from peers import Certs, run_peer
 from transport_support import fresh_target
 
-from exporters.transports import Failure, Timeouts, TransportError
+from config.model import ServerSettings, ServerType
+from exporters.transports import Failure, SftpTransport, Timeouts, TransportError
 
 MIB = 1 << 20
 
@@ -61,3 +67,83 @@ async def test_ftp_listing_without_mlsd_from_a_server_answering_slowly_times_out
             assert time.monotonic() - started < 2 * limit + 2
         finally:
             await transport.close()
+
+
+@dataclass(slots=True)
+class Pace:
+    piece: int = 512      # bytes answered to a read, whatever it asked for
+    delay_s: float = 0.1  # before each answer
+
+
+class _ShortReads(asyncssh.SFTPServer):
+    """A slow link, as the client sees it: each read answered with a few bytes, later."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: Path, pace: Pace) -> None:
+        super().__init__(chan, chroot=str(root).encode())
+        self._pace = pace
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        await asyncio.sleep(self._pace.delay_s)
+        return super().read(file_obj, offset,  # type: ignore[return-value]
+                            min(size, self._pace.piece))
+
+
+@pytest.fixture
+async def short_reads(tmp_path: Path) -> AsyncIterator[tuple[ServerSettings, Pace]]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+
+    class Server(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return True
+
+    root = tmp_path / "sftp"
+    (root / "CMD").mkdir(parents=True)
+    (root / "CMD" / "file").write_bytes(bytes(range(256)) * 160)  # 40 KiB
+    pace = Pace()
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_factory=Server, server_host_keys=[key], allow_scp=False,
+        sftp_factory=lambda chan: _ShortReads(chan, root, pace))
+    try:
+        yield ServerSettings(slot=1, type=ServerType.SFTP, host="127.0.0.1",
+                             port=server.sockets[0].getsockname()[1], user="sunpm",
+                             password="secret", root_dir="/",
+                             host_key=key.export_public_key().decode().strip()), pace
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_sftp_download_on_a_slow_link_that_moves_is_not_cut(
+        short_reads: tuple[ServerSettings, Pace]) -> None:
+    # About 5 KiB/s, ten times the 1 KiB per period of progress; but one read asks for 32 KiB,
+    # which took 7 s to fill, and the deadline was pushed back only when a read returned.
+    settings, _ = short_reads
+    transport = SftpTransport(settings, timeouts=Timeouts(connect_s=5.0, operation_s=2.0))
+    await transport.connect()
+    try:
+        assert await transport.download("/CMD/file") == bytes(range(256)) * 160
+    finally:
+        await transport.close()
+
+
+async def test_sftp_download_trickling_times_out(
+        short_reads: tuple[ServerSettings, Pace]) -> None:
+    settings, pace = short_reads
+    pace.piece, pace.delay_s = 8, 0.2  # some 40 bytes a second
+    limit = 2.0
+    transport = SftpTransport(settings, timeouts=Timeouts(connect_s=5.0, operation_s=limit))
+    await transport.connect()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            await transport.download("/CMD/file")
+        assert caught.value.failure is Failure.TIMEOUT and caught.value.retriable
+        assert time.monotonic() - started < 2 * limit + 2
+    finally:
+        await transport.close()
