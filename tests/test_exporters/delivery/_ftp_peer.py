@@ -2,13 +2,13 @@
 
     python tests/test_exporters/delivery/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
         [--override /CMD=elrw ...] [--chunk-delay-ms MS] [--password PW]
-        [--stall-after-store N | --stall-after-rename N]
+        [--stall-after STOR:N | RNTO:N | SIZE:N]
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
 the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
 `RNTO <path>` when a rename to a final name succeeded; and `DELE <path>` for every delete asked.
-`--stall-after-store N` / `--stall-after-rename N`: the N-th upload is stored, or the N-th rename
-done, and its reply (`226`, `250`) never sent: the server stops answering anything (`STALL`).
+`--stall-after CMD:N`: the N-th `STOR` (its bytes stored), `RNTO` (the rename done) or `SIZE`
+gets no reply (`226`, `250`, any): the server stops answering anything (`STALL -`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def main() -> None:
     parser.add_argument("--perm", default="elradfmw")
     parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
-    parser.add_argument("--stall-after-store", type=int, default=0)
-    parser.add_argument("--stall-after-rename", type=int, default=0)
+    parser.add_argument("--stall-after", default="")
     args = parser.parse_args()
 
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -44,14 +43,16 @@ def main() -> None:
         rel = "/" + str(Path(path).resolve().relative_to(root))
         events.write(f"{op} {rel}\n")
 
-    left = {"STOR": args.stall_after_store, "RNTO": args.stall_after_rename}
+    stalled_cmd, _, count = args.stall_after.partition(":")
+    left = {stalled_cmd: int(count)} if count else {}
+    replies = {"STOR": "226", "RNTO": "250", "SIZE": ""}  # "": whatever the reply
 
     class Handler(FTPHandler):  # type: ignore[misc]
-        stall_on = ""
+        stall_on: str | None = None
         renamed_to = ""
 
         def respond(self, resp: str, *more: Any, **named: Any) -> None:
-            if self.stall_on and resp.startswith(self.stall_on):
+            if self.stall_on is not None and resp.startswith(self.stall_on):
                 if self.stall_on == "250":  # the rename is done: its final name appeared
                     note("RNTO", self.renamed_to)
                 events.write("STALL -\n")
@@ -59,14 +60,19 @@ def main() -> None:
                     time.sleep(60)
             super().respond(resp, *more, **named)
 
-        def counted(self, op: str, reply: str) -> None:
-            left[op] -= 1
-            if left[op] == 0:
-                self.stall_on = reply
+        def counted(self, op: str) -> None:
+            if op in left:
+                left[op] -= 1
+                if left[op] == 0:
+                    self.stall_on = replies[op]
 
         def ftp_STOR(self, file: str, mode: str = "w") -> Any:
-            self.counted("STOR", "226")
+            self.counted("STOR")
             return super().ftp_STOR(file, mode)
+
+        def ftp_SIZE(self, path: str) -> Any:
+            self.counted("SIZE")
+            return super().ftp_SIZE(path)
 
         def on_file_received(self, file: str) -> None:
             note("STOR", file)
@@ -76,7 +82,7 @@ def main() -> None:
             return super().ftp_DELE(path)
 
         def ftp_RNTO(self, path: str) -> Any:
-            self.counted("RNTO", "250")
+            self.counted("RNTO")
             self.renamed_to = path
             result = super().ftp_RNTO(path)
             if result is not None:

@@ -166,9 +166,14 @@ async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows
         full.stream(1, Stream.DATA).pending()) == 3
 
 
-@pytest.mark.parametrize("stall", ["--stall-after-store", "--stall-after-rename"])
+@pytest.mark.parametrize(("stall", "reason"), [
+    ("STOR:5", "upload /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout"),
+    ("RNTO:5", "upload /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout"),
+    # The lookup before an upload (after the two of /CMD): a stalled server is no "absent" (the
+    # upload that followed failed at once on the dropped connection: `connection lost`).
+    ("SIZE:7", "size /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout")])
 async def test_a_server_stalling_mid_replay_gets_every_file_once_in_order(
-        store: Log, ftp: FtpPeer, tmp_path: Path, stall: str) -> None:
+        store: Log, ftp: FtpPeer, tmp_path: Path, stall: str, reason: str) -> None:
     # The server comes back after an outage and stops answering in the middle of the replay:
     # once an upload's bytes are stored (no `226`) or once a rename is done (no `250`), so the
     # file in flight is there under its final name without the gateway knowing.
@@ -182,7 +187,7 @@ async def test_a_server_stalling_mid_replay_gets_every_file_once_in_order(
                                                              started=at(first_cut + day * DAY))
         assert not result.ok and result.retriable
 
-    ftp.extra = [stall, "5"]
+    ftp.extra = ["--stall-after", stall]
     ftp.start()
     back = first_cut + 4 * DAY
     limit = 3.0
@@ -190,6 +195,7 @@ async def test_a_server_stalling_mid_replay_gets_every_file_once_in_order(
     started = time.monotonic()
     result = await session.run(Trigger.RETRY, started=at(back))
     assert not result.ok and result.retriable, result
+    assert result.reason == f"{reason} (no progress for 3 s)"
     assert time.monotonic() - started < 4 * limit + 10  # the stall is cut, not waited out
     assert ("STALL", "-") in ftp.log()
 
