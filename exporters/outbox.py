@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.ledger import DeliveryLedger
+from exporters.transports._base import Failure, TransportError
 from exporters.views.windows import (
     DAY_NS,
     Rendered,
@@ -92,6 +93,9 @@ class MessageTarget(Protocol):
     """What the outbox needs of a message transport: publish returns once acknowledged."""
 
     async def publish(self, topic: str, payload: bytes) -> None: ...
+
+
+_SERVER_GONE: Final = frozenset({Failure.TIMEOUT, Failure.CONNECTION_LOST, Failure.UNREACHABLE})
 
 
 class FileTarget(Protocol):
@@ -338,8 +342,15 @@ class Outbox:
         path = file.remote_path
         try:
             present = await target.size(path)
+        except TransportError as err:
+            # A lookup refused, or answered with what no size is made of, counts as absent
+            # (docs/behaviour.md §5.2); a stalled or lost server is not, and the session ends
+            # on what happened to it rather than on an upload tried over a closed connection.
+            if err.failure in _SERVER_GONE:
+                raise
+            present = None
         except SunpmError:
-            present = None          # a refused lookup counts as absent (docs/behaviour.md §5.2)
+            present = None
         if present == file.size:
             return False
         data = await self.file_bytes(window, file)

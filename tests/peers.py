@@ -14,6 +14,9 @@ Import side (from any test, `tests/` is on sys.path):
   without `MLSD`.
   `rate_bps` throttles uploads on the server side so a test can act mid-transfer. Any file whose
   name contains `DISKFULL` is written to /dev/full, so the server meets ENOSPC as on a full disk.
+  Hostile variants: `endless_challenge` (WebDAV: a request without credentials is challenged
+  with a 401 whose body never ends) and `reply_delay_s` (FTP/FTPS: each reply after login waits
+  that long, a server answering slowly on its control connection).
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
   `auth_port` (user `sunpm`/`secret`), `tls_port` (TLS, client certificate required); persistent
   sessions survive `restart()`. `pause()`/`resume()` SIGSTOP/SIGCONT it, `kill()` SIGKILLs it.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import signal
@@ -111,9 +115,13 @@ class Peer:
 @contextlib.contextmanager
 def run_peer(kind: str, root: Path, certs: Certs, *, rate_bps: int = 0,
              basic_only: bool = False, no_rename_overwrite: bool = False,
-             no_mlsd: bool = False) -> Iterator[Peer]:
+             no_mlsd: bool = False, endless_challenge: bool = False,
+             reply_delay_s: float = 0.0) -> Iterator[Peer]:
     cmd = [sys.executable, str(Path(__file__).resolve()), kind, "--root", str(root),
-           "--certs", str(certs.dir), "--rate", str(rate_bps)]
+           "--certs", str(certs.dir), "--rate", str(rate_bps),
+           "--reply-delay", str(reply_delay_s)]
+    if endless_challenge:
+        cmd.append("--endless-challenge")
     if basic_only:
         cmd.append("--basic-only")
     if no_rename_overwrite:
@@ -351,6 +359,17 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
     handler.abstracted_fs = FullableFs
     if args.no_mlsd:  # an older server: listings by NLST only
         handler.proto_cmds = {k: v for k, v in handler.proto_cmds.items() if k != "MLSD"}
+    if args.reply_delay:
+        base = handler
+
+        class SlowReplies(base):  # type: ignore[misc, valid-type]
+            def respond(self, resp: str, *more: Any, **named: Any) -> None:
+                if self.authenticated:
+                    # Blocks pyftpdlib's one loop: the whole server is that slow, as one
+                    # whose disk or link crawls.
+                    time.sleep(args.reply_delay)
+                super().respond(resp, *more, **named)
+        handler = SlowReplies
     handler.auth_failed_timeout = 0.2  # pyftpdlib waits 3 s before answering a bad password
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", args.port), handler)
@@ -460,6 +479,8 @@ def _serve_webdav(args: argparse.Namespace) -> None:
     logging.getLogger("wsgidav").setLevel(logging.ERROR)
     if args.rate:
         app = _throttled(app, args.rate)
+    if args.endless_challenge:
+        app = _endless_challenge(app)
     server = wsgi.Server(("127.0.0.1", args.port), app)
     server.ssl_adapter = BuiltinSSLAdapter(str(args.certs / "server.pem"),
                                            str(args.certs / "server.key"))
@@ -491,6 +512,35 @@ def _throttled(app: Any, rate: int) -> Any:
     return wrapped
 
 
+def _endless_challenge(app: Any) -> Any:
+    """A request without credentials gets wsgidav's own 401 and its challenge headers, then a
+    body that never ends: only the headers matter to a client answering the challenge."""
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if "HTTP_AUTHORIZATION" in environ:
+            return app(environ, start_response)
+        answer: list[Any] = []
+
+        def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer.extend((status, headers))
+            return lambda data: None
+        body = app(environ, keep)
+        chunks = iter(body)
+        first = next(chunks, b"")  # wsgidav answers as its body is first iterated
+        status, headers = answer
+        if not status.startswith("401"):
+            start_response(status, headers)
+            return itertools.chain([first], chunks)
+        if hasattr(body, "close"):
+            body.close()
+        start_response(status, [(k, v) for k, v in headers if k.lower() != "content-length"])
+
+        def endless() -> Iterator[bytes]:
+            while True:
+                yield b"\0" * 65536
+        return endless()
+    return wrapped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["ftp", "ftps", "sftp", "webdav"])
@@ -501,6 +551,8 @@ def main() -> None:
     parser.add_argument("--basic-only", action="store_true")
     parser.add_argument("--no-rename-overwrite", action="store_true")
     parser.add_argument("--no-mlsd", action="store_true")
+    parser.add_argument("--endless-challenge", action="store_true")
+    parser.add_argument("--reply-delay", type=float, default=0.0)
     args = parser.parse_args()
     _watch_stdin()
     if args.kind in ("ftp", "ftps"):

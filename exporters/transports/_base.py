@@ -14,7 +14,9 @@ from __future__ import annotations
 import builtins
 import logging
 import posixpath
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -292,6 +294,30 @@ def capped_listing(server: int, directory: str, files: builtins.list[RemoteFile]
                     LISTING_MAX_ENTRIES)
         plain = plain[:LISTING_MAX_ENTRIES]
     return sorted(plain, key=lambda f: f.name)
+
+
+# Linux `struct tcp_info`: `tcpi_bytes_received` (since 4.1) is the 8 bytes at 128; the struct
+# only ever grows at its end.
+_TCP_INFO_BYTES: Final = 256
+_BYTES_RECEIVED_AT: Final = 128
+
+
+def tcp_bytes_received(sock: object) -> int | None:
+    """The bytes received so far on a TCP connection (Linux `TCP_INFO` `tcpi_bytes_received`),
+    whoever reads them, given its socket or asyncio's view of it; None where the system does
+    not tell."""
+    option = getattr(socket, "TCP_INFO", None)
+    getsockopt = getattr(sock, "getsockopt", None)
+    if option is None or getsockopt is None:
+        return None
+    try:
+        info = getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if not isinstance(info, bytes) or len(info) < _BYTES_RECEIVED_AT + 8:
+        return None  # a kernel older than 4.1
+    received: int = struct.unpack_from("Q", info, _BYTES_RECEIVED_AT)[0]
+    return received
 
 
 def tls_context(server: int, cert_dir: Path, ca_file: str, *, cert_file: str = "",

@@ -36,8 +36,10 @@ Peer quirks handled here:
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
   Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's last
-  bytes, still queued in the kernel once handed over, count as they leave), so a server
-  trickling bytes times out and a long listing that keeps coming does not. An `MLSD` size fact
+  bytes, still queued in the kernel once handed over, count as they leave; a listing without
+  `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not the names done),
+  so a server trickling bytes or answering each command slowly times out and a long listing
+  that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
   surprise) drops the connection, whose state is then unknown.
 - Preliminary replies (1xx) after a transfer's data (a restart marker `110`, a second `150`) are
@@ -137,8 +139,8 @@ class CappedLines(ftplib.FTP):
     server only; ftps.py's client mixes it in too."""
 
     server: int = 0
-    # Told the bytes of each listing line as it arrives: a long listing that keeps coming is
-    # progress (docs/behaviour.md §4.5), the operation sets it for its own call.
+    # Told the bytes of each listing line and control line as they move: a long listing that
+    # keeps coming is progress (docs/behaviour.md §4.5), the operation sets it for its own call.
     moved: Callable[[int], object] = staticmethod(lambda count: None)
 
     def retrlines(self, cmd: str, callback: Callable[[str], object] | None = None) -> str:
@@ -173,6 +175,17 @@ class CappedLines(ftplib.FTP):
                         cmd, LISTING_MAX_ENTRIES, _LISTING_MAX_BYTES >> 20)
             return end_cut_transfer(self)
         return transfer_reply(self)
+
+    def putline(self, line: str) -> None:
+        super().putline(line)
+        self.moved(len(line) + 2)
+
+    def getline(self) -> str:
+        # Control lines count too: a listing without `MLSD` is a `SIZE` and an `MDTM` per name,
+        # and a server answering each slowly must still move 1 KiB per period to go on.
+        line = super().getline()
+        self.moved(len(line) + 2)
+        return line
 
     def retrbinary(self, cmd: str, callback: Callable[[bytes], object],
                    blocksize: int = 8192, rest: int | str | None = None) -> str:
@@ -339,7 +352,7 @@ class FtpTransport:
                 _binary_again(ftp)
                 if not str(err).startswith(_NO_SUCH_COMMAND):
                     raise
-                return self._list_without_mlsd(ftp, directory, remote, progress)
+                return self._list_without_mlsd(ftp, directory, remote)
             finally:
                 if isinstance(ftp, CappedLines):
                     del ftp.moved  # back to the class's: this call's deadline is gone
@@ -350,8 +363,8 @@ class FtpTransport:
             return capped_listing(self.server, directory, files)
         return await self._call("list", directory, scan)
 
-    def _list_without_mlsd(self, ftp: ftplib.FTP, directory: str, remote: str,
-                           progress: Progress) -> builtins.list[RemoteFile]:
+    def _list_without_mlsd(self, ftp: ftplib.FTP, directory: str,
+                           remote: str) -> builtins.list[RemoteFile]:
         files = []
         try:
             names = ftp.nlst(remote)
@@ -378,7 +391,6 @@ class FtpTransport:
             except ftplib.error_perm:
                 mtime = None
             files.append(RemoteFile(name=name, size=size, mtime_s=mtime))
-            progress()
         return capped_listing(self.server, directory, files)
 
     async def download(self, path: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:

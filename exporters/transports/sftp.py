@@ -20,6 +20,9 @@ Peer quirks handled here:
   refused. (An OpenSSH key line pins its own type, so it needs one handshake.)
 - A name listed twice in one `READDIR` answer counts once (a folder cannot hold it twice; seen
   from OpenSSH's internal-sftp run under the tests' nss_wrapper, never from a plain sshd).
+- A read returns only once all it asked for (32 KiB) arrived, however many short answers the
+  server gives: downloads and listings push their deadline back as the connection receives
+  each KiB (Linux `TCP_INFO`), so a slow link that moves is not cut (docs/behaviour.md §4.5).
 - `~/.ssh/config`, agents and the user's own keys are never read: the gateway logs in with the
   configured password only, whatever the account it runs under.
 """
@@ -32,7 +35,7 @@ import contextlib
 import io
 import posixpath
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import BinaryIO, Final, TypeVar
 
 with warnings.catch_warnings():
@@ -60,6 +63,7 @@ from ._base import (
     check_tree_path,
     final_and_temp,
     stale_temp,
+    tcp_bytes_received,
 )
 
 T = TypeVar("T")
@@ -70,9 +74,10 @@ DEFAULT_PORT: Final = 22
 _ATTRS_BYTES: Final = 32  # what a listing entry carries besides its names, roughly
 _WRITE_BYTES: Final = 32 * 1024
 _WRITES_IN_FLIGHT: Final = 8
-# Downloads read less at a time: a 1 KiB/s link (progress, docs/behaviour.md §4.5) fills it in
-# 32 s.
+# A read of a download: the deadline is pushed back as the connection receives its bytes, so
+# a link far slower than 32 KiB a period still moves (docs/behaviour.md §4.5).
 _READ_BYTES: Final = 32 * 1024
+_PROGRESS_POLL_S: Final = 1.0
 
 
 class _HostKeyCheck(asyncssh.SSHClient):
@@ -259,7 +264,7 @@ class SftpTransport:
             loop = asyncio.get_running_loop()
             entries = sftp.scandir(remote)
             # A long listing that keeps coming is progress, pushed back per KiB of names.
-            async with asyncio.timeout(limit) as deadline, \
+            async with self._received_or_timeout(limit) as deadline, \
                     contextlib.aclosing(entries):  # type: ignore[type-var]
                 async for entry in entries:
                     if seen == LISTING_MAX_ENTRIES:
@@ -293,7 +298,8 @@ class SftpTransport:
             received = moved = 0
             loop = asyncio.get_running_loop()
             # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
-            async with asyncio.timeout(limit) as deadline, sftp.open(remote, "rb") as f:
+            async with self._received_or_timeout(limit) as deadline, \
+                    sftp.open(remote, "rb") as f:
                 while True:
                     block = await f.read(_READ_BYTES)
                     if not block:
@@ -399,6 +405,37 @@ class SftpTransport:
                 conn.abort()
 
     # ------------------------------------------------------------------ plumbing
+
+    @contextlib.asynccontextmanager
+    async def _received_or_timeout(self, limit: float) -> AsyncIterator[asyncio.Timeout]:
+        """`asyncio.timeout(limit)`, pushed back each time the connection received 1 KiB more
+        (Linux `TCP_INFO`, polled): a read asks for 32 KiB and returns only once they are all
+        there, which a slow link that moves takes minutes to fill. The caller pushes it back per
+        KiB it reads too, where the system does not tell."""
+        conn = self._conn
+        sock = conn.get_extra_info("socket") if conn is not None else None
+        loop = asyncio.get_running_loop()
+
+        async def watch(deadline: asyncio.Timeout) -> None:
+            last = tcp_bytes_received(sock)
+            while last is not None:
+                await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
+                received = tcp_bytes_received(sock)
+                if received is None:
+                    return
+                if received - last >= PROGRESS_BYTES:
+                    last = received
+                    if not deadline.expired():  # an expiring timeout cannot be moved
+                        deadline.reschedule(loop.time() + limit)
+
+        async with asyncio.timeout(limit) as deadline:
+            watcher = asyncio.create_task(watch(deadline))
+            try:
+                yield deadline
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     def _remote(self, op: str, path: str) -> str:
         check_tree_path(self.server, op, path)

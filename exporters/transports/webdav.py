@@ -32,6 +32,8 @@ Peer quirks handled here:
   still queued in the kernel, and the answer is awaited 60 s plus the time that takes at 1 KiB/s
   (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
   minutes on a slow link, while the answer was awaited 60 s.
+- A challenge (401) is read for its headers: its body is cut at 64 KiB, where httpx's own
+  authentication would read it whole (an endless one until memory ran out).
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
   guard pushed back only after each 1 KiB, so a trickling server times out; a download stops as
   soon as it passes its cap, a listing at 10,000 entries or 16 MiB (parsed as it arrives, each
@@ -158,7 +160,7 @@ class WebdavTransport:
             verify=verify, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER_BYTES)])
         self._client = httpx.AsyncClient(
-            transport=transport, auth=auth, trust_env=False, follow_redirects=False,
+            transport=_CappedChallenges(transport), auth=auth, trust_env=False, follow_redirects=False,
             timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s))
         try:
             response = await self._request("connect", "/", "PROPFIND", "/",
@@ -451,6 +453,42 @@ class _Parts:
         for offset in range(0, len(view), _PART_BYTES):
             yield bytes(view[offset:offset + _PART_BYTES])
             self._moved(offset + _PART_BYTES >= len(view))
+
+
+class _CappedChallenges(httpx.AsyncBaseTransport):
+    """httpx reads a challenge (401) whole before sending the request again with credentials,
+    whatever its length: a server answering with an endless 401 grew the process at the link's
+    rate until the operation timed out. Only its headers are used; its body is cut at
+    `_ANSWER_MAX_BYTES`, and the connection, left with an answer half read, is dropped."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code == 401:
+            response.stream = _Capped(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Capped(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for block in self._inner:
+            yield block[:_ANSWER_MAX_BYTES - received]
+            received += len(block)
+            if received >= _ANSWER_MAX_BYTES:
+                return
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _is_apache(response: httpx.Response) -> bool:

@@ -2,10 +2,13 @@
 
     python tests/test_exporters/delivery/_ftp_peer.py --root DIR --events FILE [--port N] [--perm elradfmw]
         [--override /CMD=elrw ...] [--chunk-delay-ms MS] [--password PW]
+        [--stall-after STOR:N | RNTO:N | SIZE:N]
 
 Prints `PORT <n>` once listening. Appends one line per completed operation to FILE (flushed), so
 the test sees the order in which final names appeared: `STOR <path>` when an upload completed,
 `RNTO <path>` when a rename to a final name succeeded; and `DELE <path>` for every delete asked.
+`--stall-after CMD:N`: the N-th `STOR` (its bytes stored), `RNTO` (the rename done) or `SIZE`
+gets no reply (`226`, `250`, any): the server stops answering anything (`STALL -`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--perm", default="elradfmw")
     parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--stall-after", default="")
     args = parser.parse_args()
 
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -39,7 +43,37 @@ def main() -> None:
         rel = "/" + str(Path(path).resolve().relative_to(root))
         events.write(f"{op} {rel}\n")
 
+    stalled_cmd, _, count = args.stall_after.partition(":")
+    left = {stalled_cmd: int(count)} if count else {}
+    replies = {"STOR": "226", "RNTO": "250", "SIZE": ""}  # "": whatever the reply
+
     class Handler(FTPHandler):  # type: ignore[misc]
+        stall_on: str | None = None
+        renamed_to = ""
+
+        def respond(self, resp: str, *more: Any, **named: Any) -> None:
+            if self.stall_on is not None and resp.startswith(self.stall_on):
+                if self.stall_on == "250":  # the rename is done: its final name appeared
+                    note("RNTO", self.renamed_to)
+                events.write("STALL -\n")
+                while True:  # the server's one loop blocked: no reply, no new connection
+                    time.sleep(60)
+            super().respond(resp, *more, **named)
+
+        def counted(self, op: str) -> None:
+            if op in left:
+                left[op] -= 1
+                if left[op] == 0:
+                    self.stall_on = replies[op]
+
+        def ftp_STOR(self, file: str, mode: str = "w") -> Any:
+            self.counted("STOR")
+            return super().ftp_STOR(file, mode)
+
+        def ftp_SIZE(self, path: str) -> Any:
+            self.counted("SIZE")
+            return super().ftp_SIZE(path)
+
         def on_file_received(self, file: str) -> None:
             note("STOR", file)
 
@@ -48,6 +82,8 @@ def main() -> None:
             return super().ftp_DELE(path)
 
         def ftp_RNTO(self, path: str) -> Any:
+            self.counted("RNTO")
+            self.renamed_to = path
             result = super().ftp_RNTO(path)
             if result is not None:
                 note("RNTO", path)

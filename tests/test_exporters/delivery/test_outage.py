@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +28,14 @@ def settings_for(peer: FtpPeer, slot: int = 1) -> ServerSettings:
                           user="sunpm", password="secret", root_dir="/", two_step=True)
 
 
-def session_for(store: Log, peer: FtpPeer, tmp: Path, slot: int = 1) -> FileServerSession:
+def session_for(store: Log, peer: FtpPeer, tmp: Path, slot: int = 1,
+                timeouts: Timeouts = FAST) -> FileServerSession:
     settings = settings_for(peer, slot)
     outbox = Outbox(server=slot, log=store, source=DemoSource(store, UID),
                     directory=tmp / "store" / "outbox" / str(slot),
                     streams=(Stream.ALARM, Stream.DATA))
     return FileServerSession(settings=settings, uid=UID, transport=FtpTransport(settings,
-                             timeouts=FAST), outbox=outbox, log=store)
+                             timeouts=timeouts), outbox=outbox, log=store)
 
 
 def at(t_s: int) -> datetime:
@@ -162,3 +164,53 @@ async def test_state_snapshot_reducers_give_the_same_cursors_and_pending_windows
     assert _summary(from_snapshot) == _summary(full)
     assert len(full.stream(1, Stream.ALARM).pending()) + len(
         full.stream(1, Stream.DATA).pending()) == 3
+
+
+@pytest.mark.parametrize(("stall", "reason"), [
+    ("STOR:5", "upload /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout"),
+    ("RNTO:5", "upload /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout"),
+    # The lookup before an upload (after the two of /CMD): a stalled server is no "absent" (the
+    # upload that followed failed at once on the dropped connection: `connection lost`).
+    ("SIZE:7", "size /ALARM/WPMTEST01_AL_210204_000000.csv.gz: timeout")])
+async def test_a_server_stalling_mid_replay_gets_every_file_once_in_order(
+        store: Log, ftp: FtpPeer, tmp_path: Path, stall: str, reason: str) -> None:
+    # The server comes back after an outage and stops answering in the middle of the replay:
+    # once an upload's bytes are stored (no `226`) or once a rename is done (no `250`), so the
+    # file in flight is there under its final name without the gateway knowing.
+    first_cut = T0 + 9 * H
+    await fill(store, T0, T0 + 5 * DAY)
+    assert (await session_for(store, ftp, tmp_path).run(Trigger.SCHEDULE,
+                                                        started=at(first_cut))).ok
+    ftp.stop()
+    for day in (1, 2):
+        result = await session_for(store, ftp, tmp_path).run(Trigger.SCHEDULE,
+                                                             started=at(first_cut + day * DAY))
+        assert not result.ok and result.retriable
+
+    ftp.extra = ["--stall-after", stall]
+    ftp.start()
+    back = first_cut + 4 * DAY
+    limit = 3.0
+    session = session_for(store, ftp, tmp_path, timeouts=Timeouts(connect_s=3, operation_s=limit))
+    started = time.monotonic()
+    result = await session.run(Trigger.RETRY, started=at(back))
+    assert not result.ok and result.retriable, result
+    assert result.reason == f"{reason} (no progress for 3 s)"
+    assert time.monotonic() - started < 4 * limit + 10  # the stall is cut, not waited out
+    assert ("STALL", "-") in ftp.log()
+
+    ftp.stop()
+    ftp.extra = []
+    ftp.start()
+    result = await session_for(store, ftp, tmp_path).run(Trigger.RETRY, started=at(back))
+    assert result.ok, result
+    ends = [first_cut] + [T0 + d * DAY for d in range(1, 5)] + [back]
+    assert ftp.finals() == expected_order(ends)
+    got = [row for end in ends for row in record_lines(
+        (ftp.root / "DATA" / f"{UID}_MODBUS_{file_timestamp(end * NS)}.csv.gz").read_bytes())]
+    expected = sum(1 for dev in ("1", "2")
+                   for t in store.records(dev).column("ts").cast("int64").to_pylist()
+                   if t < back * NS)
+    assert len(got) == len(set(got)) == expected
+    assert not list(ftp.root.rglob("*.tmp"))
+    assert not any((tmp_path / "store" / "outbox" / "1").iterdir())
