@@ -17,7 +17,10 @@ Invariants:
 - a `window` event is acknowledged (fsynced) before any of its files is uploaded; its files are on
   disk (fsynced, renamed) before the event is written, so a retry sends the same bytes;
 - a file server's next upload starts only after the previous file's `delivered` event is
-  acknowledged, so at most one file is ever in doubt;
+  acknowledged, so at most one file is ever in doubt; while the store's commits fail (a full
+  disk) windows already built are still delivered, their `delivered` events queued without
+  waiting (`journal_later`), and no window is built (docs/spec-notes.md, "A full disk and the
+  sessions");
 - a stream's cursor passes a window only once every file of it is delivered; an empty window
   (no file) passes at once.
 """
@@ -72,6 +75,37 @@ RESET_NS: Final = 3_600 * NS_PER_S
 
 class OutboxError(SunpmError):
     """The outbox cannot build or find a window's files."""
+
+
+class WaitingForRoom(OutboxError):
+    """The store cannot commit (a full disk): the windows not yet built wait for room."""
+
+
+def commits_failing(log: object) -> BaseException | None:
+    """The store's last commit error while its commits fail (a full disk), else None."""
+    err = getattr(log, "last_error", None)
+    return err if isinstance(err, BaseException) else None
+
+
+# Events queued by `journal_later`, held until the store settles them (committed, or failed at
+# its close): a task nobody holds may be collected before it runs.
+_LATER: set[asyncio.Task[int]] = set()
+
+
+def journal_later(log: JournalLog, kind: str, body: Mapping[str, object]) -> None:
+    """Queue a journal event without waiting for its commit: while the store's commits fail it
+    commits with the rest once there is room, and a session waiting for it would deliver
+    nothing meanwhile."""
+    task = asyncio.ensure_future(log.append_journal(kind, body, commit_now=True))
+    _LATER.add(task)
+    task.add_done_callback(_settled)
+
+
+def _settled(task: asyncio.Task[int]) -> None:
+    _LATER.discard(task)
+    if not task.cancelled():
+        # Failed only by the store closing while its commits fail: the store said so then.
+        task.exception()
 
 
 # --------------------------------------------------------------------------- what we sit on
@@ -289,8 +323,9 @@ class Outbox:
         plan = await asyncio.to_thread(self.plan, cut_ns, state)
         files = windows = 0
         refused: dict[Stream, str] = {}
+        waiting: list[Stream] = []
         for planned in plan:
-            if planned.stream in refused:
+            if planned.stream in refused or planned.stream in waiting:
                 continue
             sd = state.stream(self.server, planned.stream)
             window = planned.built
@@ -298,39 +333,59 @@ class Outbox:
             # one built now has never been sent (docs/spec-notes.md, "Stale `.tmp`").
             after_cut = window is not None
             if window is None:
+                if commits_failing(self._log) is not None:
+                    # A window is acknowledged before its first upload: none is built until
+                    # the store can commit again; what was built before goes on.
+                    waiting.append(planned.stream)
+                    continue
                 window = await self.build(planned.stream, planned.start_ns, planned.end_ns,
                                           sd.last_built)
                 state.reduce("window", window.to_body(), window.seq)
             try:
-                files += await self._send_window(target, window, sd, two_step, after_cut,
-                                                 confirmed)
+                sent, acknowledged = await self._send_window(target, window, sd, two_step,
+                                                             after_cut, confirmed)
             except _Refused as err:
                 refused[planned.stream] = err.reason
                 continue
+            files += sent
             windows += 1
-            await asyncio.to_thread(self._remove, window)
+            if acknowledged:
+                # Kept otherwise: after a crash its deliveries are not in the journal, and a
+                # copy re-rendered later might differ. `clean` removes it once they are.
+                await asyncio.to_thread(self._remove, window)
         if refused:
             raise StreamRefused(tuple(refused.items()))
+        if waiting:
+            err = commits_failing(self._log)
+            raise WaitingForRoom(
+                f"server {self.server}: the store cannot write ({err}); "
+                f"{', '.join(waiting)} not sent past what was built before")
         return DeliveryReport(files=files, windows=windows)
 
     async def _send_window(self, target: FileTarget, window: BuiltWindow, sd: StreamDelivery,
-                           two_step: bool, after_cut: bool, confirmed: Confirmed | None) -> int:
+                           two_step: bool, after_cut: bool,
+                           confirmed: Confirmed | None) -> tuple[int, bool]:
+        """The files sent, and whether every `delivered` event was acknowledged."""
         sent = 0
+        acknowledged = True
         end = window.spec.end_ns
         for file in window.files:
             if (end, file.name) in sd.delivered:
                 continue
             uploaded = await self._send_file(target, window, file, two_step, after_cut)
-            await self._log.append_journal(
-                "delivered", delivered_body(self.server, window.spec.stream, end, file.name),
-                commit_now=True)
+            body = delivered_body(self.server, window.spec.stream, end, file.name)
+            if commits_failing(self._log) is not None:
+                journal_later(self._log, "delivered", body)
+                acknowledged = False
+            else:
+                await self._log.append_journal("delivered", body, commit_now=True)
             sd.delivered.add((end, file.name))
             sent += 1
             if confirmed is not None:
                 result = confirmed(file.remote_path, file.size, uploaded)
                 if result is not None:
                     await result
-        return sent
+        return sent, acknowledged
 
     async def _send_file(self, target: FileTarget, window: BuiltWindow, file: OutboxFile,
                          two_step: bool, after_cut: bool) -> bool:

@@ -32,11 +32,16 @@ def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
 
 
 def fill(path: Path) -> None:
-    """Write `path` until the disk holding it is full."""
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
+    """Write `path` until the disk holding it is full.
+
+    Unbuffered: a buffered file keeps the bytes of the write that failed and fails again at its
+    close, which a service writing the same disk meanwhile makes happen at random."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        block = b"\0" * 65536
+        while True:
+            os.write(fd, block)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
