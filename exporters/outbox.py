@@ -356,9 +356,9 @@ class Outbox:
         if refused:
             raise StreamRefused(tuple(refused.items()))
         if waiting:
-            err = commits_failing(self._log)
+            failing = commits_failing(self._log)
             raise WaitingForRoom(
-                f"server {self.server}: the store cannot write ({err}); "
+                f"server {self.server}: the store cannot write ({failing}); "
                 f"{', '.join(waiting)} not sent past what was built before")
         return DeliveryReport(files=files, windows=windows)
 
