@@ -250,6 +250,8 @@ class Gateway:
         #: A session applied a set from server 1: the reload waits for that session's end.
         self._server_applied = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
+        #: What the configuration watch last said missing of the folder (`_missing_folder`).
+        self._missing_said: str | None = None
         self._alarm_waiting = False
         #: Fired after each alarm is journaled; made again by each run (its loop's).
         self._alarms_journaled = JournalSignal()
@@ -428,6 +430,8 @@ class Gateway:
             for problem in err.problems:
                 config_log.error("%s", problem)
             kept = in_force.load(self.data_dir, self.config_dir)
+            # Said by the problems above: the watch says it again only once it was back.
+            self._missing_said = _missing_folder(self.config_dir)
             if kept is None:
                 raise GatewayRefused(f"{self.config_dir}: configuration rejected "
                                      f"({len(err.problems)} problem(s) above)", 2) from None
@@ -1206,6 +1210,16 @@ class Gateway:
                     self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
                     self._config_written):
                 self._config_written.clear()
+            missing = await asyncio.to_thread(_missing_folder, self.config_dir)
+            if missing is not None:
+                # Deleted, or a mount not there: not a local change (an empty folder would load
+                # as a site of defaults). Said once; the configuration in force runs on.
+                if missing != self._missing_said:
+                    config_log.warning("%s missing; running configuration unchanged until it "
+                                       "is back", missing)
+                self._missing_said = missing
+                continue
+            self._missing_said = None
             try:
                 digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
                                                              self.config_dir, site.uid))
@@ -1229,6 +1243,14 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _missing_folder(config_dir: Path) -> str | None:
+    """The configuration folder, or its CONFIG folder, when missing; else None."""
+    for folder in (config_dir, config_dir / "CONFIG"):
+        if not folder.is_dir():
+            return str(folder)
+    return None
 
 
 def _record_end_ns(batch: pa.RecordBatch) -> int:
