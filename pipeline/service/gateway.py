@@ -1212,8 +1212,8 @@ class Gateway:
                 self._config_written.clear()
             missing = await asyncio.to_thread(_missing_folder, self.config_dir)
             if missing is not None:
-                # Deleted, or a mount not there: not a local change (an empty folder would load
-                # as a site of defaults). Said once; the configuration in force runs on.
+                # Deleted, or a mount not there: not a local change. Said once; the
+                # configuration in force runs on.
                 if missing != self._missing_said:
                     config_log.warning("%s missing; running configuration unchanged until it "
                                        "is back", missing)
