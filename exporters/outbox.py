@@ -31,8 +31,10 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -58,7 +60,9 @@ from store.delivery import (
     StreamDelivery,
     WindowSpec,
     delivered_body,
+    set_aside_body,
 )
+from store.events import JournalItem
 
 log = logging.getLogger("sunpm.session")
 
@@ -260,10 +264,23 @@ class Outbox:
                               config=self._source.config_snapshot(end_ns))
             return spec, self._source.render(spec)
 
+        self._take_set_aside()
         spec, rendered = await asyncio.to_thread(make)
+        aside = self._take_set_aside()
         await asyncio.to_thread(self._materialise, rendered)
         built = BuiltWindow(spec=spec, files=tuple(OutboxFile.of(r) for r in rendered))
         seq = await self._log.append_journal("window", built.to_body(), commit_now=True)
+        for item, err in aside:
+            # docs/spec-notes.md, "Event set aside": said once, at the window's build, and
+            # marked, as an MQTT server's event that cannot be sent is.
+            reason = re.sub(r"^server \d+: ", "", str(err))
+            log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later "
+                      "ones go on", self.server, item.kind, item.seq,
+                      datetime.fromtimestamp(item.ts_ns / 1e9, UTC).strftime(
+                          "%Y-%m-%dT%H:%M:%SZ"), reason)
+            await self._log.append_journal(
+                "delivered", set_aside_body(self.server, stream, end_ns, item.seq, reason),
+                commit_now=True)
         log.debug("Window built. server=%d stream=%s end=%s files=%d", self.server, stream,
                   ns_to_datetime(end_ns).isoformat(), len(built.files))
         return BuiltWindow(spec=spec, files=built.files, seq=seq)
@@ -289,6 +306,7 @@ class Outbox:
         if hashlib.sha256(data).hexdigest() == file.sha256:
             return data
         rendered = await asyncio.to_thread(self._source.render, window.spec)
+        self._take_set_aside()      # said and marked at the window's build
         for r in rendered:
             if r.name == file.name:
                 if hashlib.sha256(r.data).hexdigest() != file.sha256:
@@ -457,6 +475,10 @@ class Outbox:
             if sd.is_delivered(window):
                 await asyncio.to_thread(self._remove, window)
         return DeliveryReport(files=sent, windows=windows)
+
+    def _take_set_aside(self) -> list[tuple[JournalItem, SunpmError]]:
+        take = getattr(self._source, "take_set_aside", None)
+        return [] if take is None else list(take())
 
     def _remove(self, window: BuiltWindow) -> None:
         for file in window.files:

@@ -186,6 +186,12 @@ class StoreSource:
         self._snapshots = snapshots
         self._definitions: dict[str, DefinitionFile] = {}
         self._oldest_events: dict[Stream, tuple[_JournalSince, int | None]] = {}
+        self._aside: list[alarm_view.SetAside] = []
+
+    def take_set_aside(self) -> list[alarm_view.SetAside]:
+        """The events the renderings since the last call left out of their files."""
+        taken, self._aside = self._aside, []
+        return taken
 
     # ----- WindowSource
 
@@ -273,7 +279,7 @@ class StoreSource:
                                         directory="/DATA", data=built[0], text_sha256=built[1]))
             return out
         out = _render_journal_stream(spec.stream, items, self._definitions_for(
-            i.def_id for i in items), config, stamp)
+            i.def_id for i in items), config, stamp, self._aside)
         if spec.stream is Stream.LOG and self._traces is not None:
             # Frame traces go after the gateway and SunSpec logs (docs/behaviour.md §4.2 step 8).
             after = None if spec.after is None else spec.after.end_ns
@@ -422,11 +428,14 @@ class _DefinitionsRead(dict[str, DefinitionFile]):
 
 def _render_journal_stream(stream: Stream, items: list[JournalItem],
                            defs: Mapping[str, DefinitionFile], config: ViewConfig,
-                           end_ns: int) -> list[Rendered]:
-    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files."""
+                           end_ns: int, aside: list[alarm_view.SetAside] | None = None
+                           ) -> list[Rendered]:
+    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files; the
+    ALARM events left out told to `aside`."""
     uid = config.uid
     if stream is Stream.ALARM:
-        texts = [(alarm_file_name(uid, end_ns), "/ALARM", alarm_view.alarm_text(items, defs, config))]
+        texts = [(alarm_file_name(uid, end_ns), "/ALARM",
+                  alarm_view.alarm_text(items, defs, config, aside))]
     elif stream is Stream.ACK:
         text = ack_view.ack_text(items)
         if not text:
