@@ -65,11 +65,19 @@ from pipeline.drivers._base import DeviceError, DiscoveryParams, RawValue
 from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
+from pipeline.drivers.tic import LOSS_MESSAGE, RETURN_MESSAGE
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.scripts import ScriptStatus
 from pipeline.service import in_force
-from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch, lost_devices
+from pipeline.service.alarms import (
+    Alarms,
+    DeviceWatch,
+    PowerWatch,
+    StorageWatch,
+    accessory_lost,
+    lost_devices,
+)
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
@@ -479,6 +487,14 @@ class Gateway:
         previous = self.plant.tic_reader if self.plant is not None else None
         if plant.tic_reader is not None and previous is not None:
             plant.tic_reader.resume(previous)
+        elif plant.tic_reader is not None:
+            # A start, as for devices: a meter lost when the gateway stopped is not lost again,
+            # and its return is raised.
+            try:
+                if await asyncio.to_thread(accessory_lost, store):
+                    plant.tic_reader.restore_loss()
+            except SunpmError as err:
+                log.warning("TIC accessory state not read from the journal: %s", err)
         self.plant = plant
         self._s0 = module_counters(plant, site)
         if self._s0 is not None:
@@ -1094,7 +1110,7 @@ class Gateway:
 
     def _accessory(self, event: str) -> None:
         if self.alarms is not None:
-            name = "Loss of ICT accessory" if event == "loss" else "Return ICT accessory"
+            name = LOSS_MESSAGE if event == "loss" else RETURN_MESSAGE
             self._spawn(self.alarms.gateway(name))
 
     def _spawn(self, work: Awaitable[object]) -> None:
