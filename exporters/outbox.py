@@ -19,7 +19,7 @@ Invariants:
 - a file server's next upload starts only after the previous file's `delivered` event is
   acknowledged, so at most one file is ever in doubt; while the store's commits fail (a full
   disk) windows already built are still delivered, their `delivered` events queued without
-  waiting (`journal_later`), and no window is built (docs/spec-notes.md, "A full disk and the
+  waiting (`journal_unless_full`), and no window is built (docs/spec-notes.md, "A full disk and the
   sessions");
 - a stream's cursor passes a window only once every file of it is delivered; an empty window
   (no file) passes at once.
@@ -91,18 +91,32 @@ def commits_failing(log: object) -> BaseException | None:
     return err if isinstance(err, BaseException) else None
 
 
-# Events queued by `journal_later`, held until the store settles them (committed, or failed at
+# Events left queued by `journal_unless_full`, held until the store settles them (committed, or failed at
 # its close): a task nobody holds may be collected before it runs.
 _LATER: set[asyncio.Task[int]] = set()
 
 
-def journal_later(log: JournalLog, kind: str, body: Mapping[str, object]) -> None:
-    """Queue a journal event without waiting for its commit: while the store's commits fail it
-    commits with the rest once there is room, and a session waiting for it would deliver
-    nothing meanwhile."""
+#: While waiting for a commit, how often the store is asked whether its commits fail.
+_COMMIT_CHECK_S: Final = 1.0
+
+
+async def journal_unless_full(log: JournalLog, kind: str, body: Mapping[str, object]) -> bool:
+    """Append a journal event and wait for its commit (True), unless the store's commits fail
+    (a full disk), before or while waiting: then the event stays queued, commits with the rest
+    once there is room, and this returns False at once. A session waiting for it would
+    deliver nothing meanwhile."""
     task = asyncio.ensure_future(log.append_journal(kind, body, commit_now=True))
-    _LATER.add(task)
-    task.add_done_callback(_settled)
+    try:
+        while commits_failing(log) is None:
+            done, _ = await asyncio.wait({task}, timeout=_COMMIT_CHECK_S)
+            if done:
+                task.result()
+                return True
+        return False
+    finally:
+        if not task.done():
+            _LATER.add(task)
+            task.add_done_callback(_settled)
 
 
 def _settled(task: asyncio.Task[int]) -> None:
@@ -392,11 +406,8 @@ class Outbox:
                 continue
             uploaded = await self._send_file(target, window, file, two_step, after_cut)
             body = delivered_body(self.server, window.spec.stream, end, file.name)
-            if commits_failing(self._log) is not None:
-                journal_later(self._log, "delivered", body)
+            if not await journal_unless_full(self._log, "delivered", body):
                 acknowledged = False
-            else:
-                await self._log.append_journal("delivered", body, commit_now=True)
             sd.delivered.add((end, file.name))
             sent += 1
             if confirmed is not None:

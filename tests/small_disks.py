@@ -7,6 +7,8 @@ import contextlib
 import errno
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,3 +47,33 @@ def fill(path: Path) -> None:
         assert err.errno == errno.ENOSPC
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def kept_full(path: Path) -> Iterator[None]:
+    """The disk holding `path` filled (`fill`) and kept full while the block runs: a writer that
+    fails cuts its file back, and the room it frees is taken again within some 10 ms, before
+    its next try."""
+    fill(path)
+    done = threading.Event()
+
+    def hog() -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            while not done.is_set():
+                try:
+                    os.write(fd, b"\0" * 4096)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=hog, name="disk-hog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+        path.unlink()

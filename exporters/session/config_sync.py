@@ -23,7 +23,7 @@ from config.config_ini import local_only_changes
 from config.errors import Problem, Severity
 from config.model import ServerSettings
 from config.site import referenced_files as config_references
-from exporters.outbox import JournalLog, commits_failing, journal_later
+from exporters.outbox import JournalLog, journal_unless_full
 from exporters.transports._base import (
     DownloadTooLarge,
     FileTransport,
@@ -230,11 +230,8 @@ class ConfigSync:
         it syncs. While the store's commits fail (a full disk) it is queued, not waited for:
         lost in a crash, it only has the same file compared or uploaded again, and waiting
         would hold the session's deliveries until there is room."""
-        body = SyncedFile(server=self.server, file=rel, sha256=sha).to_fields()
-        if commits_failing(self._log) is not None:
-            journal_later(self._log, "sync", body)
-        else:
-            await self._log.append_journal("sync", body, commit_now=True)
+        await journal_unless_full(self._log, "sync", SyncedFile(
+            server=self.server, file=rel, sha256=sha).to_fields())
 
     async def _fetch_configuration(self, local: Mapping[str, bytes],
                                    counts: Counts) -> dict[str, bytes]:
@@ -341,12 +338,8 @@ class ConfigSync:
             # 5 s), and the session goes on to deliver.
             config_log.error("Configuration snapshot not stored: %s", err)
             return
-        body = ConfigInForce(snapshot=snapshot, origin=f"server {self.server}",
-                             files=tuple(files)).to_fields()
-        if commits_failing(self._log) is not None:
-            journal_later(self._log, "config", body)
-        else:
-            await self._log.append_journal("config", body, commit_now=True)
+        await journal_unless_full(self._log, "config", ConfigInForce(
+            snapshot=snapshot, origin=f"server {self.server}", files=tuple(files)).to_fields())
 
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it."""

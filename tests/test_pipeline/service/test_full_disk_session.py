@@ -4,11 +4,12 @@ built, on a real small file system."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from _service_plant import RunningPlant, running_gateway, session_with_server_1, wait_for
-from small_disks import fill, mounted_tmpfs
+from small_disks import kept_full, mounted_tmpfs
 
 from exporters.session.outcome import SessionResult, Trigger
 
@@ -40,15 +41,18 @@ async def test_a_full_disk_still_delivers_what_was_built(tmp_path: Path,
             # Server 1 lost its copy of config.ini: uploaded again, its `sync` event journaled.
             ini = next((plant.server_dir / "CONFIG").glob("*_config.ini"))
             ini.unlink()
-            fill(data / "fill")
-            await wait_for(lambda: store.last_error is not None, 30, "a commit failing")
-            full = await _session(plant)
-            # What was built is delivered; what is not built waits for room, said as the reason.
+            # The next second: the session's cut is past the first one's, new windows are due.
+            second = time.time_ns() // 1_000_000_000
+            await wait_for(lambda: time.time_ns() // 1_000_000_000 > second, 5, "a second")
+            with kept_full(data / "fill"):
+                await wait_for(lambda: store.last_error is not None, 30, "a commit failing")
+                full = await _session(plant)
+            # What was built is delivered; nothing new is built, said as the reason, retried.
             assert [p.name for p in (plant.server_dir / "DATA").iterdir()], full
             assert ini.is_file()
-            # A window due since the first session is not built: the session says why and is
-            # retried.
-            assert full.ok or (full.retriable and "the store cannot write" in full.reason), full
-            (data / "fill").unlink()
+            assert not full.ok and full.retriable, full
+            assert "the store cannot write" in full.reason, full
+            assert "No space left on device" in full.reason, full
+            assert "commands not fetched: the store cannot write" in caplog.text
             await wait_for(lambda: store.last_error is None, 30, "commits again")
             await session_with_server_1(plant)
