@@ -281,13 +281,19 @@ class Outbox:
         self._take_set_aside()
         spec, rendered = await asyncio.to_thread(make)
         aside = self._take_set_aside()
-        await asyncio.to_thread(self._materialise, rendered)
+        try:
+            await asyncio.to_thread(self._materialise, rendered)
+        except OSError as err:
+            # A full disk (one the store has not met yet) or an outbox folder it may not write:
+            # the session fails in words and is retried, the window built at a later one.
+            raise OutboxError(f"server {self.server}: {stream} window not built: "
+                              f"{err.filename or self.directory}: {err.strerror or err}") from err
         built = BuiltWindow(spec=spec, files=tuple(OutboxFile.of(r) for r in rendered))
         seq = await self._log.append_journal("window", built.to_body(), commit_now=True)
-        for item, err in aside:
+        for item, why in aside:
             # docs/spec-notes.md, "Event set aside": said once, at the window's build, and
             # marked, as an MQTT server's event that cannot be sent is.
-            reason = re.sub(r"^server \d+: ", "", str(err))
+            reason = re.sub(r"^server \d+: ", "", str(why))
             log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later "
                       "ones go on", self.server, item.kind, item.seq,
                       datetime.fromtimestamp(item.ts_ns / 1e9, UTC).strftime(
@@ -326,7 +332,12 @@ class Outbox:
                 if hashlib.sha256(r.data).hexdigest() != file.sha256:
                     log.warning("Outbox file rebuilt with other bytes. server=%d file=%s",
                                 self.server, file.name)
-                await asyncio.to_thread(self._materialise, [r])
+                try:
+                    await asyncio.to_thread(self._materialise, [r])
+                except OSError as err:
+                    # A full disk: the bytes are in hand, the copy is made at a later try.
+                    log.warning("Outbox copy not written (%s); uploaded from memory. "
+                                "server=%d file=%s", err.strerror or err, self.server, r.name)
                 return r.data
         raise OutboxError(f"server {self.server}: {file.name}: window no longer renders this file")
 
