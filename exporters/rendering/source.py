@@ -28,7 +28,7 @@ from exporters.views import alarm as alarm_view
 from exporters.views import log as log_view
 from exporters.views import mqtt as mqtt_view
 from exporters.views import traces as traces_view
-from exporters.views.context import Interface, ViewConfig
+from exporters.views.context import Interface, SetAside, ViewConfig
 from exporters.views.data import data_text_chunks, param_text_chunks
 from exporters.views.gz import gzip_chunks
 from exporters.views.names import (
@@ -186,9 +186,9 @@ class StoreSource:
         self._snapshots = snapshots
         self._definitions: dict[str, DefinitionFile] = {}
         self._oldest_events: dict[Stream, tuple[_JournalSince, int | None]] = {}
-        self._aside: list[alarm_view.SetAside] = []
+        self._aside: list[SetAside] = []
 
-    def take_set_aside(self) -> list[alarm_view.SetAside]:
+    def take_set_aside(self) -> list[SetAside]:
         """The events the renderings since the last call left out of their files."""
         taken, self._aside = self._aside, []
         return taken
@@ -272,7 +272,8 @@ class StoreSource:
             defs = self._definitions_for(i.def_id for i in items)
             out = []
             for interface in INTERFACES:
-                built = gzip_with_text_sha(param_text_chunks(interface, items, defs, config))
+                built = gzip_with_text_sha(param_text_chunks(interface, items, defs, config,
+                                                             self._aside))
                 if built is not None:
                     out.append(Rendered(name=data_file_name(config.uid, interface, stamp,
                                                             parameters=True),
@@ -428,7 +429,7 @@ class _DefinitionsRead(dict[str, DefinitionFile]):
 
 def _render_journal_stream(stream: Stream, items: list[JournalItem],
                            defs: Mapping[str, DefinitionFile], config: ViewConfig,
-                           end_ns: int, aside: list[alarm_view.SetAside] | None = None
+                           end_ns: int, aside: list[SetAside] | None = None
                            ) -> list[Rendered]:
     """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files; the
     ALARM events left out told to `aside`."""

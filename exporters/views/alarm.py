@@ -28,7 +28,7 @@ from store.events import (
     def_file_name,
 )
 
-from .context import Dates, ViewConfig, ViewError
+from .context import Dates, SetAside, ViewConfig, ViewError
 from .gz import gzip_bytes
 from .numbers import NumberTextError, clean_text
 from .numbers import alarm_text as number_alarm_text
@@ -61,10 +61,6 @@ def _def_file(item: JournalItem) -> str:
 
 def _value(body: DeviceAlarm) -> str:
     return clean_text(body.value) if body.is_text else number_alarm_text(body.value)
-
-
-#: An event left out of its ALARM file, and why.
-SetAside = tuple[JournalItem, ViewError | EventBodyError | NumberTextError]
 
 
 def alarm_lines(items: Iterable[JournalItem], config: ViewConfig,

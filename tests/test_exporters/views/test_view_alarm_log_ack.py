@@ -7,8 +7,8 @@ import gzip
 from _views_site import DEFINITIONS, IO, TIC, Golden, config, journal, ns
 
 from exporters.views.ack import ack_file, ack_text
-from exporters.views.alarm import SetAside, alarm_file, alarm_text
-from exporters.views.context import Dates, ViewError
+from exporters.views.alarm import alarm_file, alarm_text
+from exporters.views.context import Dates, SetAside, ViewError
 from exporters.views.gz import HEADER
 from exporters.views.log import (
     RECEIVED,

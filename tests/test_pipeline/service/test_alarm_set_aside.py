@@ -41,3 +41,25 @@ async def test_a_device_alarm_without_its_definition_is_set_aside_once(
         marks = [json.loads(b) for b in store.journal(kinds=["delivered"]).column("body")
                  .to_pylist() if "setAside" in json.loads(b)]
         assert [(m["server"], m["stream"], m["event"]) for m in marks] == [(1, "ALARM", poison)]
+
+
+async def test_a_parameter_read_without_its_definition_is_set_aside_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The same rule for a `param` event of an older journal: its `_P_` file goes without it."""
+    async with running_gateway(tmp_path, inverters=1) as plant:
+        store = plant.gateway.store
+        assert store is not None
+        poison = await store.append_journal("param", {"values": {"1": "7"}}, device="1",
+                                            commit_now=True)
+        second = time.time_ns() // 1_000_000_000
+        await wait_for(lambda: time.time_ns() // 1_000_000_000 > second, 5, "the next second")
+        await session_with_server_1(plant)
+        await session_with_server_1(plant)
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and errors[0].startswith(f"server 1: param event {poison} ("), \
+            errors
+        assert errors[0].endswith("cannot be sent: parameters of device 1 has no definition "
+                                  "snapshot; set aside, the later ones go on"), errors
+        marks = [json.loads(b) for b in store.journal(kinds=["delivered"]).column("body")
+                 .to_pylist() if "setAside" in json.loads(b)]
+        assert [(m["server"], m["stream"], m["event"]) for m in marks] == [(1, "PARAM", poison)]
