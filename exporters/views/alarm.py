@@ -11,7 +11,7 @@ the alarm was raised; a number's `<value>` is its exact decimal rounded half-eve
 
 An event that cannot be a line (a device alarm without its definition snapshot, from an older
 journal; a damaged body) is left out of every rendering of its window alike, and told to
-`aside` when given (docs/spec-notes.md, "Event set aside").
+`aside` when given (docs/spec-notes.md, "Event set aside from a file").
 """
 
 from __future__ import annotations
