@@ -291,8 +291,8 @@ class Outbox:
         built = BuiltWindow(spec=spec, files=tuple(OutboxFile.of(r) for r in rendered))
         seq = await self._log.append_journal("window", built.to_body(), commit_now=True)
         for item, why in aside:
-            # docs/spec-notes.md, "Event set aside from a file": said once, at the window's build, and
-            # marked, as an MQTT server's event that cannot be sent is.
+            # docs/spec-notes.md, "Event set aside from a file": said once, at the window's
+            # build, and marked, as an MQTT server's event that cannot be sent is.
             reason = re.sub(r"^server \d+: ", "", str(why))
             log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later "
                       "ones go on", self.server, item.kind, item.seq,
