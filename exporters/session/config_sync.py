@@ -183,7 +183,9 @@ class ConfigSync:
         differing: list[str] = []
         if self._in_force is not None:
             local, differing = in_force_view(local, self._in_force, self.uid)
-            for rel in differing:
+            # A folder gone differs in every file: the configuration watch says it once.
+            said = differing if (self._config_dir / "CONFIG").is_dir() else []
+            for rel in said:
                 config_log.warning("server %d: %s differs from the configuration in force (a "
                                    "local change rejected or not applied yet); the copy in "
                                    "force is synced", self.server, rel)

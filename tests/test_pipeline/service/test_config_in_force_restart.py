@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, running_gateway, session_with_server_1, wait_for
 
 from config.defaults import default_files
 from pipeline.service import in_force
@@ -98,6 +98,10 @@ async def test_a_configuration_folder_gone_is_said_once_and_the_configuration_ru
         assert caplog.text.count("missing; running configuration unchanged") == 1, caplog.text
         assert "Local configuration change" not in caplog.text
         assert gateway.site is site
+        # A session mirrors the configuration in force, without a line per file at each one.
+        await session_with_server_1(plant)
+        assert "differs from the configuration in force" not in caplog.text
+        assert (plant.server_dir / CONFIG_INI).is_file()
         aside.rename(plant.config_dir if gone == "folder" else plant.config_dir / "CONFIG")
     if gone == "CONFIG":
         return
