@@ -17,7 +17,10 @@ Invariants:
 - a `window` event is acknowledged (fsynced) before any of its files is uploaded; its files are on
   disk (fsynced, renamed) before the event is written, so a retry sends the same bytes;
 - a file server's next upload starts only after the previous file's `delivered` event is
-  acknowledged, so at most one file is ever in doubt;
+  acknowledged, so at most one file is ever in doubt; while the store's commits fail (a full
+  disk) windows already built are still delivered, their `delivered` events queued without
+  waiting (`journal_unless_full`), and no window is built (docs/spec-notes.md, "A full disk and the
+  sessions");
 - a stream's cursor passes a window only once every file of it is delivered; an empty window
   (no file) passes at once.
 """
@@ -28,8 +31,10 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -56,7 +61,9 @@ from store.delivery import (
     StreamDelivery,
     WindowSpec,
     delivered_body,
+    set_aside_body,
 )
+from store.events import JournalItem
 
 log = logging.getLogger("sunpm.session")
 
@@ -73,6 +80,51 @@ RESET_NS: Final = 3_600 * NS_PER_S
 
 class OutboxError(SunpmError):
     """The outbox cannot build or find a window's files."""
+
+
+class WaitingForRoom(OutboxError):
+    """The store cannot commit (a full disk): the windows not yet built wait for room."""
+
+
+def commits_failing(log: object) -> BaseException | None:
+    """The store's last commit error while its commits fail (a full disk), else None."""
+    err = getattr(log, "last_error", None)
+    return err if isinstance(err, BaseException) else None
+
+
+# Events left queued by `journal_unless_full`, held until the store settles them (committed, or failed at
+# its close): a task nobody holds may be collected before it runs.
+_LATER: set[asyncio.Task[int]] = set()
+
+
+#: While waiting for a commit, how often the store is asked whether its commits fail.
+_COMMIT_CHECK_S: Final = 1.0
+
+
+async def journal_unless_full(log: JournalLog, kind: str, body: Mapping[str, object]) -> bool:
+    """Append a journal event and wait for its commit (True), unless the store's commits fail
+    (a full disk), before or while waiting: then the event stays queued, commits with the rest
+    once there is room, and this returns False at once. A session waiting for it would
+    deliver nothing meanwhile."""
+    task = asyncio.ensure_future(log.append_journal(kind, body, commit_now=True))
+    try:
+        while commits_failing(log) is None:
+            done, _ = await asyncio.wait({task}, timeout=_COMMIT_CHECK_S)
+            if done:
+                task.result()
+                return True
+        return False
+    finally:
+        if not task.done():
+            _LATER.add(task)
+            task.add_done_callback(_settled)
+
+
+def _settled(task: asyncio.Task[int]) -> None:
+    _LATER.discard(task)
+    if not task.cancelled():
+        # Failed only by the store closing while its commits fail: the store said so then.
+        task.exception()
 
 
 # --------------------------------------------------------------------------- what we sit on
@@ -230,10 +282,29 @@ class Outbox:
                               config=self._source.config_snapshot(end_ns))
             return spec, self._source.render(spec)
 
+        self._take_set_aside()
         spec, rendered = await asyncio.to_thread(make)
-        await asyncio.to_thread(self._materialise, rendered)
+        aside = self._take_set_aside()
+        try:
+            await asyncio.to_thread(self._materialise, rendered)
+        except OSError as err:
+            # A full disk (one the store has not met yet) or an outbox folder it may not write:
+            # the session fails in words and is retried, the window built at a later one.
+            raise OutboxError(f"server {self.server}: {stream} window not built: "
+                              f"{err.filename or self.directory}: {err.strerror or err}") from err
         built = BuiltWindow(spec=spec, files=tuple(OutboxFile.of(r) for r in rendered))
         seq = await self._log.append_journal("window", built.to_body(), commit_now=True)
+        for item, why in aside:
+            # docs/spec-notes.md, "Event set aside from a file": said once, at the window's
+            # build, and marked, as an MQTT server's event that cannot be sent is.
+            reason = re.sub(r"^server \d+: ", "", str(why))
+            log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later "
+                      "ones go on", self.server, item.kind, item.seq,
+                      datetime.fromtimestamp(item.ts_ns / 1e9, UTC).strftime(
+                          "%Y-%m-%dT%H:%M:%SZ"), reason)
+            await self._log.append_journal(
+                "delivered", set_aside_body(self.server, stream, end_ns, item.seq, reason),
+                commit_now=True)
         log.debug("Window built. server=%d stream=%s end=%s files=%d", self.server, stream,
                   ns_to_datetime(end_ns).isoformat(), len(built.files))
         return BuiltWindow(spec=spec, files=built.files, seq=seq)
@@ -259,12 +330,18 @@ class Outbox:
         if hashlib.sha256(data).hexdigest() == file.sha256:
             return data
         rendered = await asyncio.to_thread(self._source.render, window.spec)
+        self._take_set_aside()      # said and marked at the window's build
         for r in rendered:
             if r.name == file.name:
                 if hashlib.sha256(r.data).hexdigest() != file.sha256:
                     log.warning("Outbox file rebuilt with other bytes. server=%d file=%s",
                                 self.server, file.name)
-                await asyncio.to_thread(self._materialise, [r])
+                try:
+                    await asyncio.to_thread(self._materialise, [r])
+                except OSError as err:
+                    # A full disk: the bytes are in hand, the copy is made at a later try.
+                    log.warning("Outbox copy not written (%s); uploaded from memory. "
+                                "server=%d file=%s", err.strerror or err, self.server, r.name)
                 return r.data
         raise OutboxError(f"server {self.server}: {file.name}: window no longer renders this file")
 
@@ -293,8 +370,9 @@ class Outbox:
         plan = await asyncio.to_thread(self.plan, cut_ns, state)
         files = windows = 0
         refused: dict[Stream, str] = {}
+        waiting: list[Stream] = []
         for planned in plan:
-            if planned.stream in refused:
+            if planned.stream in refused or planned.stream in waiting:
                 continue
             sd = state.stream(self.server, planned.stream)
             window = planned.built
@@ -302,39 +380,56 @@ class Outbox:
             # one built now has never been sent (docs/spec-notes.md, "Stale `.tmp`").
             after_cut = window is not None
             if window is None:
+                if commits_failing(self._log) is not None:
+                    # A window is acknowledged before its first upload: none is built until
+                    # the store can commit again; what was built before goes on.
+                    waiting.append(planned.stream)
+                    continue
                 window = await self.build(planned.stream, planned.start_ns, planned.end_ns,
                                           sd.last_built)
                 state.reduce("window", window.to_body(), window.seq)
             try:
-                files += await self._send_window(target, window, sd, two_step, after_cut,
-                                                 confirmed)
+                sent, acknowledged = await self._send_window(target, window, sd, two_step,
+                                                             after_cut, confirmed)
             except _Refused as err:
                 refused[planned.stream] = err.reason
                 continue
+            files += sent
             windows += 1
-            await asyncio.to_thread(self._remove, window)
+            if acknowledged:
+                # Kept otherwise: after a crash its deliveries are not in the journal, and a
+                # copy re-rendered later might differ. `clean` removes it once they are.
+                await asyncio.to_thread(self._remove, window)
         if refused:
             raise StreamRefused(tuple(refused.items()))
+        if waiting:
+            failing = commits_failing(self._log)
+            raise WaitingForRoom(
+                f"server {self.server}: the store cannot write ({failing}); "
+                f"{', '.join(waiting)} not sent past what was built before")
         return DeliveryReport(files=files, windows=windows)
 
     async def _send_window(self, target: FileTarget, window: BuiltWindow, sd: StreamDelivery,
-                           two_step: bool, after_cut: bool, confirmed: Confirmed | None) -> int:
+                           two_step: bool, after_cut: bool,
+                           confirmed: Confirmed | None) -> tuple[int, bool]:
+        """The files sent, and whether every `delivered` event was acknowledged."""
         sent = 0
+        acknowledged = True
         end = window.spec.end_ns
         for file in window.files:
             if (end, file.name) in sd.delivered:
                 continue
             uploaded = await self._send_file(target, window, file, two_step, after_cut)
-            await self._log.append_journal(
-                "delivered", delivered_body(self.server, window.spec.stream, end, file.name),
-                commit_now=True)
+            body = delivered_body(self.server, window.spec.stream, end, file.name)
+            if not await journal_unless_full(self._log, "delivered", body):
+                acknowledged = False
             sd.delivered.add((end, file.name))
             sent += 1
             if confirmed is not None:
                 result = confirmed(file.remote_path, file.size, uploaded)
                 if result is not None:
                     await result
-        return sent
+        return sent, acknowledged
 
     async def _send_file(self, target: FileTarget, window: BuiltWindow, file: OutboxFile,
                          two_step: bool, after_cut: bool) -> bool:
@@ -413,6 +508,10 @@ class Outbox:
             if sd.is_delivered(window):
                 await asyncio.to_thread(self._remove, window)
         return DeliveryReport(files=sent, windows=windows)
+
+    def _take_set_aside(self) -> list[tuple[JournalItem, SunpmError]]:
+        take = getattr(self._source, "take_set_aside", None)
+        return [] if take is None else list(take())
 
     def _remove(self, window: BuiltWindow) -> None:
         for file in window.files:

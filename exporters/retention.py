@@ -425,6 +425,12 @@ class TrackingJournal:
         self._tracker.observe(kind, body, seq)
         return seq
 
+    @property
+    def last_error(self) -> BaseException | None:
+        """The store's, while its commits fail (`outbox.commits_failing`)."""
+        err = getattr(self._log, "last_error", None)
+        return err if isinstance(err, BaseException) else None
+
     def journal(self, *, kinds: Sequence[str] | None = None,
                 seq_from: int | None = None) -> pa.Table:
         return self._log.journal(kinds=kinds, seq_from=seq_from)

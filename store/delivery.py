@@ -192,6 +192,15 @@ def event_delivered_body(server: int, stream: Stream, seq: int) -> dict[str, obj
     return {"server": server, "stream": str(stream), "event": seq}
 
 
+def set_aside_body(server: int, stream: Stream, end_ns: int, seq: int,
+                   reason: str) -> dict[str, object]:
+    """An event left out of a file server's window (`end`) because it cannot be written: its
+    mark, for the record (the window's files carry the delivery; docs/spec-notes.md, "Event set
+    aside"). An MQTT event set aside is an `event_delivered_body` with `setAside`."""
+    return {"server": server, "stream": str(stream), "end": end_ns, "event": seq,
+            "setAside": reason}
+
+
 # --------------------------------------------------------------------------- the state
 
 #: The journal kinds `DeliveryState` folds.
@@ -280,6 +289,9 @@ class DeliveryState:
             else:
                 sd.windows = [w for w in sd.windows if w.spec.end_ns != built.spec.end_ns]
                 sd.windows.append(built)
+        elif kind == "delivered" and "event" in body and "end" in body:
+            # A file window's event set aside: nothing to fold (not an MQTT cursor).
+            return
         elif kind == "delivered" and "event" in body:
             key = (int(body["server"]), Stream(body["stream"]))
             self.events[key] = max(self.events.get(key, 0), int(body["event"]))

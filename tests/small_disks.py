@@ -7,6 +7,8 @@ import contextlib
 import errno
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +34,46 @@ def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
 
 
 def fill(path: Path) -> None:
-    """Write `path` until the disk holding it is full."""
-    with open(path, "wb") as fh:
+    """Write `path` until the disk holding it is full.
+
+    Unbuffered: a buffered file keeps the bytes of the write that failed and fails again at its
+    close, which a service writing the same disk meanwhile makes happen at random."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        block = b"\0" * 65536
+        while True:
+            os.write(fd, block)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def kept_full(path: Path) -> Iterator[None]:
+    """The disk holding `path` filled (`fill`) and kept full while the block runs: a writer that
+    fails cuts its file back, and the room it frees is taken again within some 10 ms, before
+    its next try."""
+    fill(path)
+    done = threading.Event()
+
+    def hog() -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
+            while not done.is_set():
+                try:
+                    os.write(fd, b"\0" * 4096)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=hog, name="disk-hog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+        path.unlink()

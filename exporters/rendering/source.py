@@ -28,7 +28,7 @@ from exporters.views import alarm as alarm_view
 from exporters.views import log as log_view
 from exporters.views import mqtt as mqtt_view
 from exporters.views import traces as traces_view
-from exporters.views.context import Interface, ViewConfig
+from exporters.views.context import Interface, SetAside, ViewConfig
 from exporters.views.data import data_text_chunks, param_text_chunks
 from exporters.views.gz import gzip_chunks
 from exporters.views.names import (
@@ -186,6 +186,12 @@ class StoreSource:
         self._snapshots = snapshots
         self._definitions: dict[str, DefinitionFile] = {}
         self._oldest_events: dict[Stream, tuple[_JournalSince, int | None]] = {}
+        self._aside: list[SetAside] = []
+
+    def take_set_aside(self) -> list[SetAside]:
+        """The events the renderings since the last call left out of their files."""
+        taken, self._aside = self._aside, []
+        return taken
 
     # ----- WindowSource
 
@@ -266,14 +272,15 @@ class StoreSource:
             defs = self._definitions_for(i.def_id for i in items)
             out = []
             for interface in INTERFACES:
-                built = gzip_with_text_sha(param_text_chunks(interface, items, defs, config))
+                built = gzip_with_text_sha(param_text_chunks(interface, items, defs, config,
+                                                             self._aside))
                 if built is not None:
                     out.append(Rendered(name=data_file_name(config.uid, interface, stamp,
                                                             parameters=True),
                                         directory="/DATA", data=built[0], text_sha256=built[1]))
             return out
         out = _render_journal_stream(spec.stream, items, self._definitions_for(
-            i.def_id for i in items), config, stamp)
+            i.def_id for i in items), config, stamp, self._aside)
         if spec.stream is Stream.LOG and self._traces is not None:
             # Frame traces go after the gateway and SunSpec logs (docs/behaviour.md §4.2 step 8).
             after = None if spec.after is None else spec.after.end_ns
@@ -422,11 +429,14 @@ class _DefinitionsRead(dict[str, DefinitionFile]):
 
 def _render_journal_stream(stream: Stream, items: list[JournalItem],
                            defs: Mapping[str, DefinitionFile], config: ViewConfig,
-                           end_ns: int) -> list[Rendered]:
-    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files."""
+                           end_ns: int, aside: list[SetAside] | None = None
+                           ) -> list[Rendered]:
+    """ALARM (gzip), ACK (plain JSON) and LOG (gateway and SunSpec logs, gzip) files; the
+    ALARM events left out told to `aside`."""
     uid = config.uid
     if stream is Stream.ALARM:
-        texts = [(alarm_file_name(uid, end_ns), "/ALARM", alarm_view.alarm_text(items, defs, config))]
+        texts = [(alarm_file_name(uid, end_ns), "/ALARM",
+                  alarm_view.alarm_text(items, defs, config, aside))]
     elif stream is Stream.ACK:
         text = ack_view.ack_text(items)
         if not text:

@@ -23,7 +23,7 @@ from config.config_ini import local_only_changes
 from config.errors import Problem, Severity
 from config.model import ServerSettings
 from config.site import referenced_files as config_references
-from exporters.outbox import JournalLog
+from exporters.outbox import JournalLog, journal_unless_full
 from exporters.transports._base import (
     DownloadTooLarge,
     FileTransport,
@@ -183,7 +183,9 @@ class ConfigSync:
         differing: list[str] = []
         if self._in_force is not None:
             local, differing = in_force_view(local, self._in_force, self.uid)
-            for rel in differing:
+            # A folder gone differs in every file: the configuration watch says it once.
+            said = differing if (self._config_dir / "CONFIG").is_dir() else []
+            for rel in said:
                 config_log.warning("server %d: %s differs from the configuration in force (a "
                                    "local change rejected or not applied yet); the copy in "
                                    "force is synced", self.server, rel)
@@ -222,10 +224,16 @@ class ConfigSync:
         if candidates:
             await self._apply(candidates, agreed)
         for rel, sha in agreed.items():
-            await self._log.append_journal(
-                "sync", SyncedFile(server=self.server, file=rel, sha256=sha).to_fields(),
-                commit_now=True)
+            await self._journal_sync(rel, sha)
         await self._upload_configuration(uploads, counts)
+
+    async def _journal_sync(self, rel: str, sha: str) -> None:
+        """A `sync` event, committed at once: a session must not wait a flush period per file
+        it syncs. While the store's commits fail (a full disk) it is queued, not waited for:
+        lost in a crash, it only has the same file compared or uploaded again, and waiting
+        would hold the session's deliveries until there is room."""
+        await journal_unless_full(self._log, "sync", SyncedFile(
+            server=self.server, file=rel, sha256=sha).to_fields())
 
     async def _fetch_configuration(self, local: Mapping[str, bytes],
                                    counts: Counts) -> dict[str, bytes]:
@@ -325,10 +333,15 @@ class ConfigSync:
             return
         log_ = self._log
         site = await asyncio.to_thread(load_site, self._config_dir, self.uid)
-        snapshot = await asyncio.to_thread(log_.put_config, site.files())
-        await self._log.append_journal("config", ConfigInForce(
-            snapshot=snapshot, origin=f"server {self.server}", files=tuple(files)).to_fields(),
-            commit_now=True)
+        try:
+            snapshot = await asyncio.to_thread(log_.put_config, site.files())
+        except OSError as err:
+            # A full disk: the reload the set makes stores it once there is room (tried every
+            # 5 s), and the session goes on to deliver.
+            config_log.error("Configuration snapshot not stored: %s", err)
+            return
+        await journal_unless_full(self._log, "config", ConfigInForce(
+            snapshot=snapshot, origin=f"server {self.server}", files=tuple(files)).to_fields())
 
     def _check_candidates(self, candidates: Mapping[str, bytes]) -> list[Problem]:
         """Validate the running configuration with the candidates laid over it."""
@@ -361,9 +374,6 @@ class ConfigSync:
                 refused(err, counts)
                 refused_folders.add(folder)
                 continue
-            # Committed at once: a session must not wait a flush period per file it syncs.
-            await self._log.append_journal("sync", SyncedFile(
-                server=self.server, file=rel, sha256=sha256_hex(data)).to_fields(),
-                commit_now=True)
+            await self._journal_sync(rel, sha256_hex(data))
             counts.files += 1
             log.info("server %d: uploaded %s (%d bytes)", self.server, path, len(data))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from config.errors import SunpmError
 from config.model import ServerSettings
-from exporters.outbox import JournalLog, Outbox, StreamRefused
+from exporters.outbox import JournalLog, Outbox, StreamRefused, commits_failing
 from exporters.transports._base import DownloadTooLarge, Failure, FileTransport, TransportError
 from exporters.views.windows import cut_of
 from store.events import Channel, CommandReceived, CommandResult
@@ -102,6 +102,13 @@ class FileServerSession:
     # ----- step 7: commands
 
     async def _fetch_commands(self, counts: Counts) -> None:
+        failing = commits_failing(self._log)
+        if failing is not None:
+            # A command is journaled before its file is deleted: the file stays on the server
+            # for a session that can journal it.
+            log.warning("server %d: commands not fetched: the store cannot write (%s)",
+                        self.server, failing)
+            return
         for name in (f"{self.uid}_cmd.json", f"{self.uid}_cmd.csv"):
             path = f"/CMD/{name}"
             if await self._transport.size(path) is None:

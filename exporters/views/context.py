@@ -19,12 +19,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config.errors import SunpmError
 from config.model import Daq, DefinitionFile, Device, GatewaySettings, ServerSettings
+from store.events import JournalItem
 
 _NS: Final = 1_000_000_000
 
 
 class ViewError(SunpmError):
     """A window cannot be rendered: its events name something its snapshots lack."""
+
+
+#: A journal event left out of its file because it cannot be written there (a device alarm or
+#: a parameter read without its definition snapshot, a damaged body), and why: every rendering
+#: of the window leaves it out alike (docs/spec-notes.md, "Event set aside from a file").
+SetAside = tuple[JournalItem, SunpmError]
 
 
 class Interface(StrEnum):

@@ -28,13 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from config.model import Action, DefinitionFile, Variable
-from store.events import JournalItem, ParamRead, def_file_name
+from store.events import EventBodyError, JournalItem, ParamRead, def_file_name
 
 from ._records import Cells, Run, cells, recorded_variables, runs
 from .context import (
     Dates,
     Interface,
+    SetAside,
     ViewConfig,
+    ViewError,
     definition_for,
     device_order,
     interface_of,
@@ -199,8 +201,11 @@ def data_file(interface: Interface, records: RecordsByDevice, definitions: Defin
 
 
 def param_text_chunks(interface: Interface, items: Iterable[JournalItem], definitions: Definitions,
-                      config: ViewConfig) -> Iterator[str]:
-    """The `_P_` file's text from the window's `param` journal items (other kinds ignored)."""
+                      config: ViewConfig, aside: list[SetAside] | None = None) -> Iterator[str]:
+    """The `_P_` file's text from the window's `param` journal items (other kinds ignored).
+
+    A read that cannot be written (no definition snapshot: an older journal; a damaged body) is
+    left out of every rendering alike, and told to `aside` when given."""
     dates = Dates(config.time_zone)
     by_device: dict[str, list[JournalItem]] = {}
     for item in items:
@@ -211,13 +216,19 @@ def param_text_chunks(interface: Interface, items: Iterable[JournalItem], defini
         block = _Block(interface, device_index, config)
         lines: list[str] = []
         for item in sorted(by_device[device_index], key=lambda i: (i.ts_ns, i.seq)):
-            definition = definition_for(definitions, item.def_id,
-                                        f"parameters of device {device_index}")
+            try:
+                definition = definition_for(definitions, item.def_id,
+                                            f"parameters of device {device_index}")
+                read = ParamRead.from_body(item.body)
+            except (ViewError, EventBodyError) as err:
+                # Rendered again it fails again: kept in, it would stop every file of the stream.
+                if aside is not None:
+                    aside.append((item, err))
+                continue
             assert item.def_id is not None
             columns = recorded_variables(definition, parameters=True)
             if not columns:
                 continue  # a definition without parameters has nothing to print
-            read = ParamRead.from_body(item.body)
             lines += block.head(definition, item.def_id, columns)
             fields = [clean_text(read.values.get(v.index) or "") for v in columns]
             lines.append(";".join([dates.record(item.ts_ns, config.euro_date_format), *fields]))

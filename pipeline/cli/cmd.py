@@ -88,13 +88,14 @@ def _exchange(data: Path, request: dict[str, object], command: str,
               timeout_s: float) -> dict[str, object] | None:
     """The gateway's answer to one request, or None (said on stderr) when there is none."""
     # Imported here: the service package is heavy and `sunpm --help` must not wait for it.
-    from pipeline.service.local import SOCKET_NAME
+    from pipeline.service.local import SOCKET_NAME, unix_address
 
     path = data / SOCKET_NAME
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
+                unix_address(path) as address:
             sock.settimeout(timeout_s)
-            sock.connect(str(path))
+            sock.connect(address)
             sock.sendall(json.dumps(request).encode() + b"\n")
             answer = b""
             while not answer.endswith(b"\n"):

@@ -402,6 +402,11 @@ class TicReader:
         self._was_present = previous._was_present
         self._started_ns = previous._started_ns
 
+    def restore_loss(self) -> None:
+        """The accessory was lost when the gateway last stopped (the journal says so): its loss
+        is not raised again, and its return is."""
+        self.lost = True
+
     def _signal(self, event: str) -> None:
         if event == "loss":
             if self.lost:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from config.errors import SunpmError
 from config.model import Device, Protocol
 from pipeline.clock import NS_PER_S, Clock
+from pipeline.drivers.tic import LOSS_MESSAGE, RETURN_MESSAGE
 from pipeline.recorder import ValueChanged
 from store.events import (
     DeviceAlarm,
@@ -230,6 +231,21 @@ def lost_devices(store: Log, names: Mapping[str, str]) -> set[str]:
                 and body.alarm in (DEVICE_LOST, DEVICE_BACK):
             latest[body.subject] = body.alarm == DEVICE_LOST
     return {index for index, name in names.items() if latest.get(name, False)}
+
+
+def accessory_lost(store: Log) -> bool:
+    """Whether the latest `Loss of ICT accessory`/`Return ICT accessory` in the journal is a
+    loss (blocking; reads the journal's segments back to it, newest first)."""
+    for table in store.journal_newest_first(["alarm"]):
+        for item in reversed(journal_items(table)):
+            try:
+                body = alarm_from_body(item.body)
+            except EventBodyError:
+                continue
+            if isinstance(body, GatewayAlarm) and body.alarm in (LOSS_MESSAGE,
+                                                                 RETURN_MESSAGE):
+                return body.alarm == LOSS_MESSAGE
+    return False
 
 
 class DeviceWatch:

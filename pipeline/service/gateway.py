@@ -66,11 +66,19 @@ from pipeline.drivers._base import DeviceError, DiscoveryParams, RawValue
 from pipeline.drivers.discovery import DiscoveryRefused
 from pipeline.drivers.io import IoDriver
 from pipeline.drivers.modbus.codec import EncodeError, scaled_to_raw
+from pipeline.drivers.tic import LOSS_MESSAGE, RETURN_MESSAGE
 from pipeline.poller import Appended, Event, Poller
 from pipeline.recorder import ParameterRead, Recorder, ValueChanged, period_end_ns
 from pipeline.scripts import ScriptStatus
 from pipeline.service import in_force
-from pipeline.service.alarms import Alarms, DeviceWatch, PowerWatch, StorageWatch, lost_devices
+from pipeline.service.alarms import (
+    Alarms,
+    DeviceWatch,
+    PowerWatch,
+    StorageWatch,
+    accessory_lost,
+    lost_devices,
+)
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
@@ -251,6 +259,8 @@ class Gateway:
         #: A session applied a set from server 1: the reload waits for that session's end.
         self._server_applied = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
+        #: What the configuration watch last said missing of the folder (`_missing_folder`).
+        self._missing_said: str | None = None
         self._alarm_waiting = False
         #: Fired after each alarm is journaled; made again by each run (its loop's).
         self._alarms_journaled = JournalSignal()
@@ -429,6 +439,8 @@ class Gateway:
             for problem in err.problems:
                 config_log.error("%s", problem)
             kept = in_force.load(self.data_dir, self.config_dir)
+            # Said by the problems above: the watch says it again only once it was back.
+            self._missing_said = _missing_folder(self.config_dir)
             if kept is None:
                 raise GatewayRefused(f"{self.config_dir}: configuration rejected "
                                      f"({len(err.problems)} problem(s) above)", 2) from None
@@ -476,6 +488,14 @@ class Gateway:
         previous = self.plant.tic_reader if self.plant is not None else None
         if plant.tic_reader is not None and previous is not None:
             plant.tic_reader.resume(previous)
+        elif plant.tic_reader is not None:
+            # A start, as for devices: a meter lost when the gateway stopped is not lost again,
+            # and its return is raised.
+            try:
+                if await asyncio.to_thread(accessory_lost, store):
+                    plant.tic_reader.restore_loss()
+            except SunpmError as err:
+                log.warning("TIC accessory state not read from the journal: %s", err)
         self.plant = plant
         self._s0 = module_counters(plant, site)
         if self._s0 is not None:
@@ -1091,7 +1111,7 @@ class Gateway:
 
     def _accessory(self, event: str) -> None:
         if self.alarms is not None:
-            name = "Loss of ICT accessory" if event == "loss" else "Return ICT accessory"
+            name = LOSS_MESSAGE if event == "loss" else RETURN_MESSAGE
             self._spawn(self.alarms.gateway(name))
 
     def _spawn(self, work: Awaitable[object]) -> None:
@@ -1207,6 +1227,16 @@ class Gateway:
                     self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
                     self._config_written):
                 self._config_written.clear()
+            missing = await asyncio.to_thread(_missing_folder, self.config_dir)
+            if missing is not None:
+                # Deleted, or a mount not there: not a local change. Said once; the
+                # configuration in force runs on.
+                if missing != self._missing_said:
+                    config_log.warning("%s missing; running configuration unchanged until it "
+                                       "is back", missing)
+                self._missing_said = missing
+                continue
+            self._missing_said = None
             try:
                 digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
                                                              self.config_dir, site.uid))
@@ -1230,6 +1260,14 @@ class Gateway:
             self._local_change = True
             self._reload.set()
             return
+
+
+def _missing_folder(config_dir: Path) -> str | None:
+    """The configuration folder, or its CONFIG folder, when missing; else None."""
+    for folder in (config_dir, config_dir / "CONFIG"):
+        if not folder.is_dir():
+            return str(folder)
+    return None
 
 
 def _record_end_ns(batch: pa.RecordBatch) -> int:

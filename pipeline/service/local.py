@@ -17,17 +17,22 @@ command then may take its 600 s), and at most 16 connections are served at once:
 slow client cannot hold a connection, and many cannot exhaust the gateway's tasks and
 descriptors (docs/behaviour.md §13: every queue is bounded); the one over the cap is answered
 `local: busy, 16 connections open` at once.
+
+A Unix socket's name holds 107 bytes: a longer path (a deep data folder) is reached through its
+folder's descriptor, `/proc/self/fd/<n>/sunpm.sock` (`unix_address`), by the gateway and by
+`sunpm cmd` alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +47,30 @@ SOCKET_NAME: Final = "sunpm.sock"
 REQUEST_MAX_BYTES: Final = 1 << 20
 REQUEST_TIMEOUT_S: Final = 10.0
 CONNECTIONS_MAX: Final = 16
+#: The bytes of a Unix socket's name (`sun_path` without its NUL) on Linux.
+SUN_PATH_MAX: Final = 107
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """`path` as a Unix socket address: itself when it fits `SUN_PATH_MAX`, else the same file
+    through a descriptor of its folder (`/proc/self/fd/<n>/<name>`), open while the block runs.
+    OSError (ENAMETOOLONG, naming the path and the limit) when neither fits."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    try:
+        folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    except OSError as err:
+        raise OSError(err.errno, f"{path.parent}: {err.strerror}") from err
+    try:
+        short = f"/proc/self/fd/{folder}/{path.name}"
+        if len(os.fsencode(short)) > SUN_PATH_MAX or not os.path.isdir(short.rsplit("/", 1)[0]):
+            raise OSError(errno.ENAMETOOLONG, f"{path}: {len(os.fsencode(path))} bytes, over the "
+                          f"{SUN_PATH_MAX} a Unix socket's name may hold")
+        yield short
+    finally:
+        os.close(folder)
 
 
 class LocalChannel:
@@ -67,7 +96,7 @@ class LocalChannel:
             server = await asyncio.start_unix_server(self._serve, sock=sock,
                                                      limit=REQUEST_MAX_BYTES)
         except OSError as err:
-            # A path over the 107 bytes a Unix socket name may hold, a read-only folder.
+            # A read-only folder, no /proc to reach a path over 107 bytes.
             log.warning("Local command socket not available; `sunpm cmd` cannot reach this "
                         "gateway. path=%s error=%s", self.path, err)
             return
@@ -170,7 +199,8 @@ def _private_socket(path: Path) -> socket.socket:
         staging.mkdir(mode=0o700)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(str(staging / path.name))
+        with unix_address(staging / path.name) as address:
+            sock.bind(address)
         os.chmod(staging / path.name, 0o600)
         os.replace(staging / path.name, path)
         sock.listen(100)

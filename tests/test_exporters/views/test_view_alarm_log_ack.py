@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 
-import pytest
 from _views_site import DEFINITIONS, IO, TIC, Golden, config, journal, ns
 
 from exporters.views.ack import ack_file, ack_text
 from exporters.views.alarm import alarm_file, alarm_text
-from exporters.views.context import Dates, ViewError
+from exporters.views.context import Dates, SetAside, ViewError
 from exporters.views.gz import HEADER
 from exporters.views.log import (
     RECEIVED,
@@ -86,11 +85,19 @@ def test_no_alarm_gives_no_alarm_file() -> None:
     assert alarm_file(journal_items(journal(rows)), DEFINITIONS, config()) is None
 
 
-def test_device_alarm_without_definition_snapshot_is_a_view_error() -> None:
+def test_device_alarm_without_definition_snapshot_is_left_out_and_told() -> None:
     rows = [("2021-02-12 06:00:00", "alarm", "7", None,
-             DeviceAlarm(source=Source.MODBUS, name="x", var=1, value="1").to_body())]
-    with pytest.raises(ViewError, match="no definition snapshot"):
-        alarm_text(journal_items(journal(rows)), DEFINITIONS, config())
+             DeviceAlarm(source=Source.MODBUS, name="x", var=1, value="1").to_body()),
+            ("2021-02-12 06:00:01", "alarm", "8", None,
+             GatewayAlarm(alarm="Power ON").to_body())]
+    aside: list[SetAside] = []
+    text = alarm_text(journal_items(journal(rows)), DEFINITIONS, config(), aside)
+    assert text.endswith(";GATEWAY;Power ON\n") and text.count("\n") == 1
+    assert [(item.device, type(err), str(err)) for item, err in aside] == [
+        ("7", ViewError, f"alarm event {aside[0][0].seq} about a device has no definition "
+                         "snapshot")]
+    # Told or not, every rendering leaves it out alike.
+    assert alarm_text(journal_items(journal(rows)), DEFINITIONS, config()) == text
 
 
 def _log_rows() -> list[tuple[str, str, str | None, str | None, str]]:

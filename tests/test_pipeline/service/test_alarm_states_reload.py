@@ -1,6 +1,5 @@
 """Alarm states across a configuration reload and a restart (docs/behaviour.md §8): an alarm
-raised before either is neither raised again nor left without its end after it (the TIC
-accessory's loss excepted at a start, which its Decision raises again with Power ON)."""
+raised before either is neither raised again nor left without its end after it."""
 
 from __future__ import annotations
 
@@ -14,8 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from _service_plant import UID, RunningPlant, reconfigure, running_gateway, wait_for, write_site
 
+from pipeline.drivers import tic
 from pipeline.drivers.modbus.simulator import TcpSimulator
 from pipeline.drivers.tic import TicReader
 from pipeline.service.demo import DemoInverter
@@ -152,3 +153,28 @@ async def test_a_value_changed_across_a_reload_raises_its_alarm(tmp_path: Path) 
         simulator.units[1] = inverter
         await wait_for(lambda: device_alarm_values(plant), 20, "the change's alarm")
         assert device_alarm_values(plant)[0] == "5"
+
+
+async def test_a_meter_lost_before_a_restart_is_not_lost_again_and_returns_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reader missing this long after a start is lost (the start's Decision): 2 s, not 60.
+    monkeypatch.setattr(tic, "MISSING_AT_START_S", 2)
+    with meter_link() as (link, target):
+        write_tic_site(tmp_path, link)
+        async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+            reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
+            assert reader is not None
+            await wait_for(lambda: reader.present, 20, "the meter's port open")
+            link.unlink()
+            await wait_for(lambda: gateway_alarms(plant) == ["Loss of ICT accessory"], 20,
+                           "the loss")
+        async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+            reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
+            assert reader is not None and reader.lost
+            # Past the start's 2 s, still missing: the loss stands, it is not raised again.
+            await asyncio.sleep(4)
+            assert gateway_alarms(plant) == ["Loss of ICT accessory", "Power OFF"]
+            link.symlink_to(target)
+            await wait_for(lambda: len(gateway_alarms(plant)) >= 3, 20, "the return")
+            assert gateway_alarms(plant) == ["Loss of ICT accessory", "Power OFF",
+                                             "Return ICT accessory"]

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from _service_plant import UID, running_gateway, wait_for
+from _service_plant import UID, running_gateway, session_with_server_1, wait_for
 
 from config.defaults import default_files
 from pipeline.service import in_force
@@ -79,3 +79,48 @@ def test_a_copy_in_force_cut_at_a_file_end_is_not_run_as_a_smaller_configuration
         caplog.clear()
         assert in_force.load(tmp_path, tmp_path / "config") is None, cut
         assert "last configuration in force unreadable (cut short)" in caplog.text
+
+
+@pytest.mark.parametrize("gone", ["folder", "CONFIG"])
+async def test_a_configuration_folder_gone_is_said_once_and_the_configuration_runs_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, gone: str) -> None:
+    """Deleted while running (or a mount not there at start): one line says what is missing;
+    no "change rejected" at each check, no reload to a default site of an empty folder."""
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        site = gateway.site
+        aside = tmp_path / "aside"
+        (plant.config_dir if gone == "folder" else plant.config_dir / "CONFIG").rename(aside)
+        for _ in range(3):      # three checks, each one asked for at once
+            gateway.config_written()
+            await wait_for(lambda: not gateway._config_written.is_set(), 20, "a check")
+            await asyncio.sleep(0.2)
+        assert caplog.text.count("missing; running configuration unchanged") == 1, caplog.text
+        assert "Local configuration change" not in caplog.text
+        assert gateway.site is site
+        # A session mirrors the configuration in force, without a line per file at each one.
+        await session_with_server_1(plant)
+        assert "differs from the configuration in force" not in caplog.text
+        assert (plant.server_dir / CONFIG_INI).is_file()
+        aside.rename(plant.config_dir if gone == "folder" else plant.config_dir / "CONFIG")
+    if gone == "CONFIG":
+        return
+    # Started without it: the start says so, the checks say nothing more.
+    (tmp_path / "config").rename(aside)
+    caplog.clear()
+    async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
+        gateway = plant.gateway
+        for _ in range(2):
+            gateway.config_written()
+            await wait_for(lambda: not gateway._config_written.is_set(), 20, "a check")
+            await asyncio.sleep(0.2)
+        assert "running the last configuration in force" in caplog.text
+        assert "missing; running configuration unchanged" not in caplog.text
+        assert "Local configuration change" not in caplog.text
+        # Back: a change in it applies as any local edit.
+        aside.rename(tmp_path / "config")
+        ini = tmp_path / "config" / CONFIG_INI
+        ini.write_bytes(ini.read_bytes().replace(b"DAQ_PollPeriod=1", b"DAQ_PollPeriod=2"))
+        gateway.config_written()
+        await wait_for(lambda: "Local configuration change; applying it" in caplog.text, 20,
+                       "the edit applied")

@@ -145,3 +145,26 @@ async def test_the_socket_is_private_without_touching_the_process_umask(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.parametrize("length", [107, 160])
+async def test_sunpm_cmd_reaches_a_gateway_whose_socket_path_is_long(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], length: int) -> None:
+    """A Unix socket's name holds 107 bytes: a socket path of exactly that was refused (it was
+    bound in a staging folder some 10 bytes longer), and a longer one could not be made at all;
+    `sunpm cmd` then had no gateway to reach."""
+    base = tmp_path / "d"
+    base = tmp_path / ("d" * (length - len(str(base / "data" / SOCKET_NAME)) + 1))
+    assert len(str(base / "data" / SOCKET_NAME)) == length
+    base.mkdir()
+    async with running_gateway(base, inverters=0) as plant:
+        sock = base / "data" / SOCKET_NAME
+        await wait_until(sock.exists, 10, what="the socket")
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["cmd", "sunpm.getParameters", "--data",
+                                              str(base / "data")])
+        captured = capsys.readouterr()
+        assert code == 0, captured
+        assert '"result": "OK"' in captured.out
+        assert plant.gateway.commands is not None
