@@ -21,6 +21,7 @@ from aiohttp import web
 
 from exporters.session.commands import load_command_json
 from exporters.session.config_sync import DOWNLOAD_CAPS
+from pipeline.web.access import client_address
 from pipeline.web.auth import BLOCKED_S, Session, Sessions, verify_password
 from pipeline.web.editing import Verdict
 
@@ -144,8 +145,9 @@ class RefusalLog:
 
 
 def client_of(request: web.Request) -> str:
-    """The client's address, the login throttle's key."""
-    return request.remote or "?"
+    """The client's address, the login throttle's key: the peer's, or the one a trusted
+    reverse proxy forwarded (`pipeline.web.access`)."""
+    return client_address(request, request.app[CONTEXT].facade.web_access()[2])
 
 
 def context(request: web.Request) -> WebContext:

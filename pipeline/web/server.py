@@ -13,7 +13,6 @@ import binascii
 import errno
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -36,6 +35,7 @@ from pipeline.web import (
     scripts,
     system,
 )
+from pipeline.web.access import host_allowed, is_loopback
 from pipeline.web.auth import (
     Session,
     Sessions,
@@ -96,6 +96,13 @@ _CONFIG_PUT: Final = ("PUT", "/api/config/{section}")
 #: half-sent connections would otherwise hold file descriptors, of which the whole gateway has
 #: 1,024 (254 Modbus connections, the store, the servers).
 MAX_CONNECTIONS: Final = 64
+#: A body must arrive whole within `BODY_GRACE_S` plus its length (declared, else the route's
+#: cap) at `BODY_MIN_RATE`, else 408 and the connection closed: a client sending a few bytes a
+#: second would hold a connection and a reader for ever. 256 kbit/s is a poor Wi-Fi link or an
+#: SSH tunnel over a mobile line: an update package of 200 MiB gets 1 h 50 min, a 10 MiB upload
+#: 6 min, a 1 MiB body 1 min.
+BODY_GRACE_S: Final = 30.0
+BODY_MIN_RATE: Final = 32_000
 #: Where an update package is uploaded (written to a temporary file as it arrives).
 _PACKAGE_UPLOADS: Final = frozenset({"/system/update", "/api/system/update"})
 
@@ -117,6 +124,23 @@ class _InUse:
 
 
 _IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
+
+
+class _BodyTooSlow(TimeoutError):
+    """Set on a request's body stream when its deadline passes: every read of it raises. A
+    `TimeoutError`, as aiohttp's own reads of what a handler left unread expect."""
+
+
+@dataclass(slots=True)
+class _BodyClock:
+    """When the request's body must have arrived (loop time); `expired` once it has not."""
+
+    deadline: float
+    expired: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+_BODY_CLOCK: Final = web.RequestKey("sunpm_web_body_clock", _BodyClock)
 #: The requests with a body over `MAX_BODY_BYTES` handled at once (`big_bodies_in_turn`).
 _BIG_BODIES: Final = web.AppKey("sunpm_web_big_bodies", asyncio.Semaphore)
 
@@ -166,10 +190,23 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _is_loopback(request: web.Request) -> bool:
-    try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        return False
+    # The client, not the peer: a reverse proxy on the box forwards LAN clients from loopback.
+    return is_loopback(client_of(request))
+
+
+@web.middleware
+async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only requests naming this gateway (`pipeline.web.access`: DNS rebinding), before any
+    other middleware reads a cookie or a body."""
+    bind, hosts, _ = context(request).facade.web_access()
+    if host_allowed(request, bind, hosts):
+        return await handler(request)
+    text = "this gateway does not answer to that host name (WEB_Hosts lists the names it does)"
+    response = json_error(text, 421) if request.path.startswith("/api/") else \
+        web.Response(status=421, text=f"{text}\n")
+    # Nothing of the request was read past its headers.
+    response.force_close()
+    return response
 
 
 async def _basic_user(request: web.Request, header: str) -> str | None:
@@ -246,6 +283,54 @@ async def limit_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+def body_time_limit(length: int) -> float:
+    """Seconds a body of `length` bytes may take to arrive."""
+    return BODY_GRACE_S + length / BODY_MIN_RATE
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body not whole by its deadline (`body_time_limit` of its declared length, else of the
+    route's cap) fails every read of it; the answer is 408, whatever the handler made of it."""
+    content = request.content
+    if not request.body_exists or content.is_eof():
+        return await handler(request)
+    length = request.content_length
+    expected = request.client_max_size if length is None else \
+        min(length, request.client_max_size)
+    loop = asyncio.get_running_loop()
+    clock = _BodyClock(loop.time() + body_time_limit(expected))
+    request[_BODY_CLOCK] = clock
+
+    def check() -> None:
+        if content.is_eof():
+            return
+        if (remaining := clock.deadline - loop.time()) > 0:
+            # Extended while the request waited its turn (`big_bodies_in_turn`).
+            clock.timer = loop.call_later(remaining, check)
+            return
+        clock.expired = True
+        content.set_exception(_BodyTooSlow())
+
+    clock.timer = loop.call_later(clock.deadline - loop.time(), check)
+    try:
+        response = await handler(request)
+    except Exception:
+        if not clock.expired:
+            raise
+    finally:
+        clock.timer.cancel()
+    if not clock.expired:
+        return response
+    log.warning("Web request body not received within %.0f s; connection closed. client=%s",
+                body_time_limit(expected), client_of(request))
+    text = "request body not received in time"
+    answer = json_error(text, 408) if request.path.startswith("/api/") else \
+        web.Response(status=408, text=f"{text}\n")
+    answer.force_close()
+    return answer
+
+
 @web.middleware
 async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A body over `MAX_BODY_BYTES` (or of unknown length) where a route takes more waits its
@@ -256,7 +341,12 @@ async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.Stre
     if request.client_max_size <= MAX_BODY_BYTES or \
             (length is not None and length <= MAX_BODY_BYTES):
         return await handler(request)
+    waited = time.monotonic()
     async with request.app[_BIG_BODIES]:
+        clock = request.get(_BODY_CLOCK)
+        if clock is not None:
+            # The body is not read while it waits: its time starts with its turn.
+            clock.deadline += time.monotonic() - waited
         return await handler(request)
 
 
@@ -526,8 +616,10 @@ async def _static_file(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[mark_busy, security_headers, web.middleware(_facade_errors),
-                                       limit_bodies, authenticate, big_bodies_in_turn],
+    app = web.Application(middlewares=[mark_busy, security_headers, check_host,
+                                       web.middleware(_facade_errors),
+                                       limit_bodies, body_deadline, authenticate,
+                                       big_bodies_in_turn],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app[_IN_USE] = _InUse()

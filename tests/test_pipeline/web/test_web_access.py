@@ -1,0 +1,202 @@
+"""Who reaches the web UI (docs/behaviour.md §10.1), against a running gateway over loopback:
+only requests naming the gateway are answered (DNS rebinding), a body must arrive in time, and
+the login throttle keys on the client a trusted reverse proxy names, never on a forged header."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from web_support import RunningGateway, running_gateway
+
+import pipeline.web.server as server
+from pipeline.web.access import host_name
+
+PROXIED = {"WEB_Hosts": "gw.plant.example, 192.0.2.7", "WEB_TrustedProxies": "127.0.0.0/8"}
+
+
+@pytest.fixture(scope="module")
+def proxied_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """A gateway behind a reverse proxy on the box: its public name in `WEB_Hosts`, loopback
+    trusted to forward the client's address."""
+    with running_gateway(tmp_path_factory.mktemp("proxied"), inverters=1,
+                         extra=PROXIED) as running:
+        yield running
+
+
+# ----------------------------------------------------------------------------- Host
+
+
+def test_a_rebound_name_reaches_nothing(web_gateway: RunningGateway) -> None:
+    """A page of evil.example, its name rebound to the gateway's address, drives the
+    installer's browser: no login, no API, no page, nothing read past the headers."""
+    evil = {"Host": "evil.example"}
+    with web_gateway.client() as client:
+        for method, path in (("GET", "/api/devices"), ("GET", "/"), ("GET", "/login"),
+                             ("POST", "/api/system/connect"), ("GET", "/static/sunpm.css")):
+            answer = client.request(method, path, headers=evil, json={"server": 1})
+            assert answer.status_code == 421, (method, path, answer.status_code)
+            assert "set-cookie" not in answer.headers
+        assert client.get("/api/devices").status_code == 200
+    with web_gateway.client(login=False) as client:
+        answer = client.post("/api/login", headers={"Host": "evil.example:8080"},
+                             json={"user": "admin", "password": web_gateway.password})
+        assert answer.status_code == 421
+        assert answer.json()["error"].startswith("this gateway does not answer")
+        assert "set-cookie" not in answer.headers
+
+
+def test_the_gateways_own_names_are_answered(web_gateway: RunningGateway) -> None:
+    port = urlsplit(web_gateway.url).port
+    with web_gateway.client() as client:
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", f"[::1]:{port}",
+                     socket.gethostname(), f"{socket.gethostname().split('.')[0]}.local"):
+            assert client.get("/api/session", headers={"Host": host}).status_code == 200, host
+        for host in ("127.0.0.1.evil.example", "localhost.evil.example", "", "a b", "[::1"):
+            assert client.get("/api/session", headers={"Host": host}).status_code in \
+                (400, 421), host
+
+
+def test_web_hosts_names_a_reverse_proxys_name(proxied_gateway: RunningGateway) -> None:
+    with proxied_gateway.client() as client:
+        for host in ("gw.plant.example", "GW.plant.example:443", "192.0.2.7"):
+            assert client.get("/api/session", headers={"Host": host}).status_code == 200, host
+        assert client.get("/api/session", headers={"Host": "plant.example"}).status_code == 421
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("Host.Example:80", "host.example"), ("[::1]:8080", "::1"), ("a.example.", "a.example"),
+    ("10.0.0.1", "10.0.0.1"), ("[::1", "")])
+def test_host_name(header: str, name: str) -> None:
+    assert host_name(header) == name
+
+
+# ----------------------------------------------------------------------------- slow bodies
+
+
+def _raw_request(url: str, head: str) -> socket.socket:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.sendall(head.replace("\n", "\r\n").encode())
+    return sock
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off(web_gateway: RunningGateway,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logged-in client declaring 200 bytes and sending one every half second held the
+    connection and its reader for ever; now 408 once the body's time is up."""
+    monkeypatch.setattr(server, "BODY_GRACE_S", 2.0)
+    with web_gateway.client() as client:
+        cookie = client.cookies["sunpm_session"]
+        csrf = client.headers["X-CSRF-Token"]
+    sock = _raw_request(web_gateway.url, (
+        f"POST /api/commands HTTP/1.1\nHost: {urlsplit(web_gateway.url).netloc}\n"
+        f"Cookie: sunpm_session={cookie}\nX-CSRF-Token: {csrf}\n"
+        "Content-Type: application/json\nContent-Length: 200\n\n"))
+    started = time.monotonic()
+    answer = b""
+    with sock:
+        sock.settimeout(0.5)
+        for _ in range(60):             # 30 s at most
+            with contextlib.suppress(OSError):     # closed after its answer
+                sock.sendall(b" ")
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:    # a byte sent after the answer and the close
+                break
+            if not chunk:
+                break
+            answer += chunk
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"request body not received in time" in answer
+    assert elapsed < 15, elapsed
+
+
+def test_a_large_upload_at_a_modest_rate_passes(web_gateway: RunningGateway,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline grows with the body: 3 MiB at about 2 MiB/s passes a 1 MiB/s floor, where
+    a deadline fit for a small form would cut it."""
+    monkeypatch.setattr(server, "BODY_GRACE_S", 1.0)
+    monkeypatch.setattr(server, "BODY_MIN_RATE", 2**20)
+    body = b'{"text": "' + b"#" * (3 * 2**20 - 12) + b'"}'
+
+    def paced() -> Iterator[bytes]:
+        step = 64 * 1024
+        for start in range(0, len(body), step):
+            yield body[start:start + step]
+            time.sleep(step / (2 * 2**20))
+
+    with web_gateway.client() as client:
+        answer = client.put("/api/defs/paced.csv", content=paced(), timeout=30,
+                            headers={"Content-Type": "application/json"})
+    assert answer.status_code not in (408, 413), answer.text
+    assert answer.status_code in (200, 201, 422), answer.text
+
+
+def test_body_deadlines_fit_a_slow_lan() -> None:
+    """256 kbit/s carries every route's largest body within its deadline."""
+    slow_lan = 256_000 / 8
+    for cap in (server.MAX_BODY_BYTES, server.MAX_UPLOAD_BODY_BYTES,
+                server.MAX_PACKAGE_BODY_BYTES):
+        assert server.body_time_limit(cap) >= cap / slow_lan
+
+
+# ----------------------------------------------------------------------------- throttle
+
+
+def _login(client: httpx.Client, password: str, forwarded: str | None) -> int:
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return client.post("/api/login", json={"user": "admin", "password": password},
+                       headers=headers).status_code
+
+
+def test_forged_forwarded_for_does_not_bypass_the_throttle(
+        web_gateway: RunningGateway) -> None:
+    """No trusted proxy: the throttle keys on the peer, whatever X-Forwarded-For says."""
+    try:
+        with web_gateway.client(login=False) as client:
+            codes = [_login(client, "wrong", f"10.9.0.{k}") for k in range(6)]
+            assert codes[:5] == [401] * 5 and codes[5] == 429
+            assert _login(client, web_gateway.password, "10.9.0.200") == 429
+    finally:
+        web_gateway.reset_throttle()
+
+
+def test_behind_a_trusted_proxy_the_throttle_keys_on_the_forwarded_client(
+        proxied_gateway: RunningGateway) -> None:
+    """The proxy on loopback forwards every client: one guessing passwords no longer blocks
+    the installer, and cannot dodge its own block with a forged X-Forwarded-For (the proxy
+    appends the address it saw, the right-most one)."""
+    try:
+        with proxied_gateway.client(login=False) as client:
+            codes = [_login(client, "wrong", "203.0.113.5") for _ in range(6)]
+            assert codes[:5] == [401] * 5 and codes[5] == 429
+            assert _login(client, proxied_gateway.password, "198.51.100.1, 203.0.113.5") == 429
+            assert _login(client, proxied_gateway.password, "203.0.113.5, 127.0.0.1") == 429
+            assert _login(client, proxied_gateway.password, "192.168.1.20") == 200
+            # Without the header the client is the proxy itself, not a blocked one.
+            assert _login(client, proxied_gateway.password, None) == 200
+    finally:
+        proxied_gateway.reset_throttle()
+
+
+def test_behind_a_proxy_the_bearer_token_is_for_the_box_only(
+        proxied_gateway: RunningGateway) -> None:
+    """`sunpm cmd`'s token is taken from loopback clients only; a LAN client forwarded by a
+    proxy on the box is not one."""
+    token = (Path(proxied_gateway.data_dir) / "api-token").read_text().strip()
+    with httpx.Client(base_url=proxied_gateway.url) as client:
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/status", headers=bearer).status_code == 200
+        assert client.get("/api/status", headers={
+            **bearer, "X-Forwarded-For": "192.168.1.20"}).status_code == 401
