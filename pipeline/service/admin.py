@@ -21,6 +21,8 @@ import asyncio
 import io
 import logging
 import re
+import shutil
+import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
@@ -67,6 +69,8 @@ TAIL_LINES: Final = 50
 TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
+#: What a backfill export leaves free at least on the data folder's disk, which the store shares.
+EXPORT_FREE_RESERVE: Final = 64 * 2**20
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
 
 log = logging.getLogger("sunpm.system")
@@ -394,9 +398,14 @@ class Admin:
         data = await asyncio.to_thread(read)
         return f"{site.uid}_LOG_{_stamp(start_ns)}_{_stamp(end_ns)}.log", data
 
-    async def backfill_zip(self, server: int, start_ns: int, end_ns: int) -> tuple[str, bytes]:
+    async def backfill_zip(self, server: int, start_ns: int, end_ns: int) -> tuple[str, IO[bytes]]:
         """The files of server `server` for `[start_ns, end_ns)` rebuilt from the store as
-        `sunpm export --out` writes them (docs/behaviour.md §5.3), in a zip; cursors untouched."""
+        `sunpm export --out` writes them (docs/behaviour.md §5.3), in a zip; cursors untouched.
+
+        The zip is written window by window into a temporary file of the data folder (already
+        deleted: it goes with its last reader) and returned open at its start: a month's export
+        is tens of MB, which the gateway held three times over in memory while it built and
+        sent it. It may not leave less than `EXPORT_FREE_RESERVE` free on that disk."""
         store, site = self.gateway.store, self.gateway.site
         if store is None or site is None:
             raise AdminError("the service is not running")
@@ -410,17 +419,35 @@ class Admin:
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if settings.type.is_file_server \
             else (Stream.DATA,)
         source = store_source(store, site, server, traces=self.gateway.traces)
+        folder = self.gateway.data_dir
 
-        def build() -> bytes:
+        def build() -> IO[bytes]:
             table = store.journal(kinds=["window", "delivered"])
             plan = plan_backfill(DeliveryState.from_table(table), source, server=server,
                                  streams=streams, start_ns=start_ns, end_ns=end_ns)
-            files: list[tuple[str, bytes]] = []
-            for window_files in render_backfill(source, plan, allow_partial=True):
-                for f in window_files:
-                    r = f.rendered
-                    files.append((f"{r.directory.strip('/')}/{r.name}", r.data))
-            return _zip(files, gz=False)
+            # Returned open: closed by its reader (`FileDownload`).
+            spool = tempfile.TemporaryFile(dir=folder, prefix="export-")  # noqa: SIM115
+            try:
+                room = shutil.disk_usage(folder).free - EXPORT_FREE_RESERVE
+                with zipfile.ZipFile(spool, "w") as archive:
+                    for window_files in render_backfill(source, plan, allow_partial=True):
+                        for f in window_files:
+                            r = f.rendered
+                            if spool.tell() + len(r.data) > room:
+                                raise AdminError(
+                                    f"the export would leave less than "
+                                    f"{EXPORT_FREE_RESERVE >> 20} MiB free in {folder}; export "
+                                    "fewer days", "to")
+                            _add(archive, f"{r.directory.strip('/')}/{r.name}", r.data)
+                spool.seek(0)
+            except OSError as err:
+                spool.close()
+                raise AdminError(f"export not written in {folder}: {err.strerror or err}",
+                                 "to") from None
+            except BaseException:
+                spool.close()
+                raise
+            return spool
 
         data = await asyncio.to_thread(build)
         return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", data
@@ -448,11 +475,18 @@ def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) ->
     """A zip of `(name, text or bytes)`; `gz`: texts go in as the `.log.gz` files' text, named
     without `.gz` (the zip compresses)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in files:
             data = content.encode() if isinstance(content, str) else content
-            archive.writestr(name.removesuffix(".gz") if gz else name, data)
+            _add(archive, name.removesuffix(".gz") if gz else name, data)
     return buffer.getvalue()
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """A file into `archive`, deflated unless it is gzip already (deflating it again costs the
+    CPU the polling shares and makes it larger)."""
+    archive.writestr(name, data, zipfile.ZIP_STORED if name.endswith(".gz")
+                     else zipfile.ZIP_DEFLATED)
 
 
 def _stage_upload(source: IO[bytes], path: Path, expected_md5: str) -> str:

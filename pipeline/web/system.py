@@ -27,6 +27,7 @@ from pipeline.service.commands import CommandError
 from pipeline.web.common import facade, json_error, json_ok, page
 from pipeline.web.operations import (
     FieldError,
+    FileDownload,
     admin,
     download,
     field_json,
@@ -130,10 +131,10 @@ async def _export(request: web.Request) -> web.StreamResponse:
     start, end = _range(request)
     server = integer(request.query, "server", 1, 1, 2)
     try:
-        name, data = await admin(request).backfill_zip(server, start, end)
+        name, spooled = await admin(request).backfill_zip(server, start, end)
     except AdminError as err:
         raise FieldError(err.field or "from", str(err)) from None
-    return download(name, data, "application/zip")
+    return FileDownload(name, spooled, "application/zip")
 
 
 def _prefixed(form: str, query: Mapping[str, str]) -> dict[str, str]:

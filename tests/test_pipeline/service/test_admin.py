@@ -136,9 +136,12 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         await wait_for(lambda: plant.gateway.schedulers[1].last_result is not None, 30,
                        "the session's end")
         now = plant.gateway.clock.wall_ns()
-        name, data = await admin.backfill_zip(1, now - 3600 * 10**9, now + 60 * 10**9)
+        name, spooled = await admin.backfill_zip(1, now - 3600 * 10**9, now + 60 * 10**9)
         assert name.startswith(f"{UID}_server1_")
-        files = _names(data)
+        with spooled:
+            # Spooled in the data folder, already unlinked: nothing is left behind.
+            assert not any(p.name.startswith("export-") for p in plant.gateway.data_dir.iterdir())
+            files = _names(spooled.read())
         delivered = {p.name: p.read_bytes() for p in data_dir.glob(f"{UID}_*.csv.gz")}
         rebuilt = {n.removeprefix("DATA/"): b for n, b in files.items() if n.startswith("DATA/")}
         assert delivered and set(delivered) <= set(rebuilt)
