@@ -82,6 +82,10 @@ def integer(form: Mapping[str, Any], field: str, default: int, low: int, high: i
     return value
 
 
+#: The last second of the store's clock (2262-04-11T23:47:16Z, nanoseconds in 64 bits).
+LATEST_TIME_S: Final = (2**63 - 1) // NS_PER_S
+
+
 def parse_time(form: Mapping[str, Any], field: str) -> int:
     """An ISO 8601 time (`2021-02-05`, `2021-02-05T09:15`, with or without seconds, `Z` or an
     offset; without one it is UTC, as `sunpm export`, docs/behaviour.md §5.3) in ns."""
@@ -90,12 +94,17 @@ def parse_time(form: Mapping[str, Any], field: str) -> int:
         raise FieldError(field, "required")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = int(moment.timestamp())
+    except (ValueError, OverflowError):
         raise FieldError(field, f"{text[:40]!r} is not a date and time (2021-02-05T09:15:00Z)") \
             from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * NS_PER_S
+    # The store's times are nanoseconds in 64 bits: a year 9999 reached it as an integer it
+    # could not compare (500).
+    if not 0 <= seconds <= LATEST_TIME_S:
+        raise FieldError(field, f"{text[:40]!r} is outside 1970-01-01..2262-04-11")
+    return seconds * NS_PER_S
 
 
 def download(name: str, data: bytes, content_type: str) -> web.Response:
