@@ -583,7 +583,13 @@ async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamRe
             # A form's action reached by reload, history or a login's `next`: its page.
             raise web.HTTPSeeOther(_area(request.path)[0]) from None
         raise
-    except web.HTTPRequestEntityTooLarge:
+    except web.HTTPRequestEntityTooLarge as err:
+        if "form fields" in (err.text or ""):
+            # aiohttp's own cap on a form's fields: the body is within its size.
+            text = f"a form of more than {request.client_max_fields} fields"
+            if api:
+                return json_error(text, 413)
+            return web.Response(status=413, text=f"{text}\n")
         return _too_large(request, body_limit(request))
 
 

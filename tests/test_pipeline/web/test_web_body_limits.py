@@ -278,3 +278,14 @@ def test_a_body_of_millions_of_tiny_values_is_refused_undecoded(
         answer = client.post("/api/config/validate", timeout=60,
                              json={"files": {"DEF/commas.csv": text}})
         assert answer.status_code != 400, answer.text
+
+
+def test_a_form_of_too_many_fields_says_so(web_gateway: RunningGateway) -> None:
+    """aiohttp refuses a form of more than 1,000 fields (413): the answer said the body was
+    larger than 10 MiB (the device form's limit) for a body of 4 KiB."""
+    with web_gateway.client() as client:
+        body = f"csrf={client.headers['X-CSRF-Token']}&" + "a&" * 2000
+        answer = client.post("/devices/new", content=body.encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 413
+        assert answer.text == "a form of more than 1000 fields\n"
