@@ -167,6 +167,15 @@ def test_a_script_goes_through_its_whole_life_by_the_api(web_gateway: RunningGat
     with web_gateway.client() as client:
         bad = client.post("/api/scripts", json={"file": "../x.lua", "source": "x = 1"})
         assert _problems(bad) == {"file": "'../x.lua': a script is a plain file name ending .lua"}
+        # U+2028 ends a line for Python: the name was listed in scl.ini, its file left staged
+        # as `.new`, and the configuration rejected (every script stopped).
+        scl = web_gateway.config_dir / "CONFIG" / f"{UID}_scl.ini"
+        listed = scl.read_bytes() if scl.exists() else None
+        bad = client.post("/api/scripts", json={"file": "x\u2028y.lua", "source": "x = 1"})
+        assert bad.status_code == 422, bad.text
+        assert "control character" in bad.text
+        assert (scl.read_bytes() if scl.exists() else None) == listed
+        assert not list((web_gateway.config_dir / "SCRIPT").glob("*.new"))
         created = client.post("/api/scripts", json={"file": "ticker.lua", "source": TICKER})
         assert created.status_code == 201, created.text
 
