@@ -554,8 +554,8 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 
 async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The facade's `NotFound` (404) and `Conflict` (409) for every handler, so that none need
-    catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods,
-    and as a page with the navigation for the pages (a stale link leaves the installer in the
+    catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods
+    and the gateway's own faults (500), and as a page with the navigation for the pages (a stale link leaves the installer in the
     UI, not on a bare text answer)."""
     api = request.path.startswith("/api/")
     try:
@@ -591,6 +591,17 @@ async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamRe
                 return json_error(text, 413)
             return web.Response(status=413, text=f"{text}\n")
         return _too_large(request, body_limit(request))
+    except (web.HTTPException, ConnectionError):
+        raise
+    except Exception as err:
+        # A fault of the gateway's own: logged with its traceback; the client gets the API's
+        # JSON form (docs/behaviour.md §10.3) or a page of the UI, never a bare text answer.
+        log.error("Web request failed: %s %s: %s", request.method, request.path, err,
+                  exc_info=err)
+        text = "internal error; the gateway log has the details"
+        if api:
+            return json_error(text, 500)
+        return _error_page(request, "Not done", f"{text}.", 500)
 
 
 def _area(path: str) -> tuple[str, str]:

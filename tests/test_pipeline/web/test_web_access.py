@@ -200,3 +200,32 @@ def test_behind_a_proxy_the_bearer_token_is_for_the_box_only(
         assert client.get("/api/status", headers=bearer).status_code == 200
         assert client.get("/api/status", headers={
             **bearer, "X-Forwarded-For": "192.168.1.20"}).status_code == 401
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_a_fault_of_the_gateway_is_answered_in_the_apis_form(
+        web_gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception in a handler was aiohttp's text/plain "500 Internal Server
+    Error / Server got itself in trouble", where an API client expects `{"error": ...}`; a page
+    left the installer outside the UI."""
+    assert web_gateway.plugin is not None and web_gateway.plugin.context is not None
+    facade = type(web_gateway.plugin.context.facade)
+
+    async def broken(self: object) -> object:
+        raise RuntimeError("a fault of the test")
+
+    monkeypatch.setattr(facade, "status", broken)
+    monkeypatch.setattr(facade, "dashboard", broken)
+    with web_gateway.client() as client:
+        answer = client.get("/api/status")
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal error; the gateway log has the details"}
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+        page = client.get("/")
+        assert page.status_code == 500
+        assert "internal error; the gateway log has the details." in page.text
+        assert 'href="/devices"' in page.text      # the navigation: still inside the UI
+    assert "Web request failed: GET /api/status: a fault of the test" in caplog.text
