@@ -8,6 +8,7 @@
   host name (also as `<name>.local`) and the names of `WEB_Hosts`; any other is 421 before any
   handler runs.
 - **The client** (login throttle, loopback-only bearer token, log lines) is the peer address;
+  the login throttle counts an IPv6 client's failures by its /64;
   behind a reverse proxy listed in `WEB_TrustedProxies`, the nearest address of
   `X-Forwarded-For` that is not itself a trusted proxy (the right-most part is what the proxies
   wrote; the client writes only what lies left of it, so a forged header changes nothing).
@@ -105,6 +106,15 @@ def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> st
         if not _trusted(address, trusted):
             return str(address)
     return peer
+
+
+def throttle_key(client: str) -> str:
+    """What the login throttle counts a client's failures under: its address, or for IPv6
+    its /64 (one LAN host may take any address of its /64 at will, a fresh one per guess)."""
+    address = _address(client)
+    if isinstance(address, ipaddress.IPv6Address) and not address.is_loopback:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return client
 
 
 def is_loopback(client: str) -> bool:

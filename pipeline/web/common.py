@@ -22,7 +22,7 @@ from aiohttp import web
 
 from exporters.session.commands import load_command_json
 from exporters.session.config_sync import DOWNLOAD_CAPS
-from pipeline.web.access import client_address
+from pipeline.web.access import client_address, throttle_key
 from pipeline.web.auth import BLOCKED_S, Session, Sessions, verify_password
 from pipeline.web.editing import Verdict
 
@@ -98,16 +98,17 @@ async def try_login(ctx: WebContext, client: str, user: str, password: str) -> b
     at once on many connections would each pass a throttle that has not counted the first yet
     (hundreds a minute instead of 5), each running a 16 MiB scrypt in a thread of the default
     executor, which the store's writes share."""
-    if (wait_s := ctx.sessions.blocked_for(client)) > 0:
+    key = throttle_key(client)
+    if (wait_s := ctx.sessions.blocked_for(key)) > 0:
         raise LoginBlocked(wait_s)
     async with ctx.login_lock:
-        if (wait_s := ctx.sessions.blocked_for(client)) > 0:
+        if (wait_s := ctx.sessions.blocked_for(key)) > 0:
             raise LoginBlocked(wait_s)
         ok = await check_credentials(ctx, user, password)
         if ok:
-            ctx.sessions.succeeded(client)
+            ctx.sessions.succeeded(key)
         else:
-            ctx.refusals.log(client, blocked=ctx.sessions.failed(client))
+            ctx.refusals.log(client, blocked=ctx.sessions.failed(key))
         return ok
 
 

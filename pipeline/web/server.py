@@ -35,7 +35,7 @@ from pipeline.web import (
     scripts,
     system,
 )
-from pipeline.web.access import host_allowed, is_loopback
+from pipeline.web.access import host_allowed, is_loopback, throttle_key
 from pipeline.web.auth import (
     Session,
     Sessions,
@@ -217,8 +217,8 @@ async def _basic_user(request: web.Request, header: str) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     client = client_of(request)
-    if ctx.sessions.blocked_for(client) > 0:
-        raise _too_many(request, ctx.sessions.blocked_for(client))
+    if (wait_s := ctx.sessions.blocked_for(throttle_key(client))) > 0:
+        raise _too_many(request, wait_s)
     digest = hashlib.sha256(f"{user}\0{password}\0{password_hash(ctx)}".encode())
     remembered: set[bytes] = ctx.extra.setdefault("basic_ok", set())
     if digest.digest() in remembered:

@@ -190,6 +190,19 @@ def test_behind_a_trusted_proxy_the_throttle_keys_on_the_forwarded_client(
         proxied_gateway.reset_throttle()
 
 
+def test_an_ipv6_client_is_throttled_by_its_64(proxied_gateway: RunningGateway) -> None:
+    """A host of an IPv6 LAN takes any address of its /64 (privacy addresses): a new one per
+    guess went past a throttle that counted addresses."""
+    try:
+        with proxied_gateway.client(login=False) as client:
+            codes = [_login(client, "wrong", f"2001:db8:1:2::{k:x}") for k in range(1, 7)]
+            assert codes[:5] == [401] * 5 and codes[5] == 429
+            assert _login(client, proxied_gateway.password, "2001:db8:1:2:ffff::1") == 429
+            assert _login(client, proxied_gateway.password, "2001:db8:1:3::1") == 200
+    finally:
+        proxied_gateway.reset_throttle()
+
+
 def test_behind_a_proxy_the_bearer_token_is_for_the_box_only(
         proxied_gateway: RunningGateway) -> None:
     """`sunpm cmd`'s token is taken from loopback clients only; a LAN client forwarded by a
