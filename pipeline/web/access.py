@@ -108,6 +108,16 @@ def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> st
     return peer
 
 
+def behind_https(request: web.Request, trusted_proxies: tuple[str, ...]) -> bool:
+    """A trusted proxy says the browser reached it over HTTPS (`X-Forwarded-Proto: https`):
+    cookies are then marked `Secure`, never sent over a plain link."""
+    trusted = networks(trusted_proxies)
+    if not trusted or not _trusted(_address(request.remote or ""), trusted):
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https"
+
+
 def throttle_key(client: str) -> str:
     """What the login throttle counts a client's failures under: its address, or for IPv6
     its /64 (one LAN host may take any address of its /64 at will, a fresh one per guess)."""

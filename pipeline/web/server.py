@@ -35,7 +35,7 @@ from pipeline.web import (
     scripts,
     system,
 )
-from pipeline.web.access import host_allowed, is_loopback, throttle_key
+from pipeline.web.access import behind_https, host_allowed, is_loopback, throttle_key
 from pipeline.web.auth import (
     Session,
     Sessions,
@@ -442,7 +442,8 @@ def _login_page(request: web.Request, *, error: str = "", status: int = 200,
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = page(request, "login.html", {"error": error, "login_token": token,
                                             "next": next_path}, status=status)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login")
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                        secure=_https(request))
     return response
 
 
@@ -458,9 +459,14 @@ def _start_session(request: web.Request, user: str) -> Session:
     return ctx.sessions.open(user)
 
 
-def _set_session_cookie(response: web.StreamResponse, session: Session) -> None:
+def _https(request: web.Request) -> bool:
+    return behind_https(request, context(request).facade.web_access()[2])
+
+
+def _set_session_cookie(request: web.Request, response: web.StreamResponse,
+                        session: Session) -> None:
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict",
-                        path="/")
+                        path="/", secure=_https(request))
 
 
 @routes.post("/login")
@@ -487,7 +493,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, error="Wrong user or password.", status=401,
                            next_path=next_path)
     response = web.HTTPSeeOther(next_path)
-    _set_session_cookie(response, _start_session(request, ctx.facade.web_user()))
+    _set_session_cookie(request, response, _start_session(request, ctx.facade.web_user()))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     log.info("Web login. client=%s", client)
     return response
@@ -516,7 +522,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
         return json_error("wrong user or password", 401)
     session = _start_session(request, ctx.facade.web_user())
     response = json_ok({"csrf": session.csrf, "user": session.user})
-    _set_session_cookie(response, session)
+    _set_session_cookie(request, response, session)
     return response
 
 

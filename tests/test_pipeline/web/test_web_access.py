@@ -203,6 +203,26 @@ def test_an_ipv6_client_is_throttled_by_its_64(proxied_gateway: RunningGateway) 
         proxied_gateway.reset_throttle()
 
 
+def test_cookies_are_secure_behind_a_proxy_that_ends_tls(
+        proxied_gateway: RunningGateway, web_gateway: RunningGateway) -> None:
+    """Behind a reverse proxy serving HTTPS, the session cookie lacked `Secure`: a browser sent
+    it over any plain http:// link to the same name (an injected image), in clear text."""
+    https = {"X-Forwarded-Proto": "https"}
+
+    def cookies(gateway: RunningGateway, headers: dict[str, str]) -> list[str]:
+        with gateway.client(login=False) as client:
+            answer = client.post("/api/login", headers=headers,
+                                 json={"user": "admin", "password": gateway.password})
+            assert answer.status_code == 200
+            form = client.get("/login", headers=headers)
+            return [answer.headers["set-cookie"], form.headers["set-cookie"]]
+
+    assert all("; Secure" in c for c in cookies(proxied_gateway, https))
+    assert not any("Secure" in c for c in cookies(proxied_gateway, {}))
+    # Said by a client, not by a trusted proxy: ignored.
+    assert not any("Secure" in c for c in cookies(web_gateway, https))
+
+
 def test_behind_a_proxy_the_bearer_token_is_for_the_box_only(
         proxied_gateway: RunningGateway) -> None:
     """`sunpm cmd`'s token is taken from loopback clients only; a LAN client forwarded by a
