@@ -120,7 +120,8 @@ CONFIG_KEYS: Final[Mapping[str, KeyDoc]] = {
                         "name); a request for any other `Host` is refused (421)"),
     "WEB_TrustedProxies": KeyDoc("comma list of IP addresses or networks",
                                  "reverse proxies whose `X-Forwarded-For` names the web client "
-                                 "(login throttling, loopback checks); empty: the peer address, "
+                                 "(login throttling, loopback checks) and whose `X-Forwarded-Proto: "
+                                 "https` marks cookies Secure; empty: the peer address, "
                                  "`X-Forwarded-For` ignored"),
     "STORE_Path": KeyDoc("absolute path", "folder of the event store",
                          "empty: `<data dir>/store`"),
