@@ -106,6 +106,22 @@ def test_writes_without_the_csrf_token_are_refused(web_gateway: RunningGateway) 
         assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
 
 
+def test_every_write_of_a_session_needs_its_token(web_gateway: RunningGateway) -> None:
+    """Every route but GET (the two logins aside, which have their own checks) refuses a
+    session's request without the CSRF token, before doing anything."""
+    with web_gateway.client() as client:
+        client.headers.pop("X-CSRF-Token")
+        writes = [(m, p) for m, p in _every_route(web_gateway)
+                  if m not in ("GET", "HEAD", "OPTIONS") and p not in ("/login", "/api/login")]
+        assert len(writes) > 40
+        for method, path in writes:
+            answer = client.request(method, path, json={})
+            assert answer.status_code == 403, (method, path, answer.status_code)
+            form = client.request(method, path, data={"confirm": "x"})
+            assert form.status_code == 403, (method, path, form.status_code)
+        assert client.get("/api/session").json()["user"] == "admin"
+
+
 def test_security_headers(web_gateway: RunningGateway) -> None:
     with web_gateway.client() as client:
         answer = client.get("/")
