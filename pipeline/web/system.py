@@ -121,10 +121,10 @@ def _range(request: web.Request) -> tuple[int, int]:
 async def _logs(request: web.Request) -> web.StreamResponse:
     start, end = _range(request)
     try:
-        name, data = await admin(request).log_text(start, end)
+        name, spooled = await admin(request).log_text(start, end)
     except AdminError as err:
         raise FieldError(err.field or "from", str(err)) from None
-    return download(name, data, "text/plain")
+    return FileDownload(name, spooled, "text/plain")
 
 
 async def _export(request: web.Request) -> web.StreamResponse:

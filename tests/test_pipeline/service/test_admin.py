@@ -153,8 +153,13 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         with pytest.raises(AdminError) as unknown:
             await admin.backfill_zip(2, now - 10**9, now)
         assert unknown.value.field == "server"
-        log_name, text = await admin.log_text(now - 3600 * 10**9, now + 60 * 10**9)
-        assert log_name.startswith(f"{UID}_LOG_") and b" INFO system: sunpm started." in text
+        log_name, spooled = await admin.log_text(now - 3600 * 10**9, now + 60 * 10**9)
+        with spooled:
+            assert log_name.startswith(f"{UID}_LOG_")
+            assert b" INFO system: sunpm started." in spooled.read()
+        with pytest.raises(AdminError) as too_long:
+            await admin.log_text(now - 32 * 86_400 * 10**9, now)
+        assert too_long.value.field == "to"
 
 
 async def test_an_update_goes_through_the_command_and_an_upload_needs_the_install_command(
