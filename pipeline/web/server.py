@@ -363,6 +363,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if session is None and api:
         authorization = request.headers.get("Authorization", "")
         scheme, _, credentials = authorization.partition(" ")
+        if authorization and _foreign_origin(request):
+            # A script sends no Origin; a browser does, and sends Basic credentials it has
+            # kept (an address typed as http://admin:pw@gateway/) with another site's forms.
+            return json_error("cross-origin request refused", 403)
         if scheme.lower() == "basic":
             if await _basic_user(request, credentials.strip()) is not None:
                 return await handler(request)

@@ -145,6 +145,22 @@ def test_http_basic_for_api_clients_without_csrf(web_gateway: RunningGateway) ->
     web_gateway.reset_throttle()
 
 
+def test_credentials_sent_from_another_site_are_refused(web_gateway: RunningGateway) -> None:
+    """A browser keeps Basic credentials typed once into an address (http://admin:pw@gw/) and
+    sends them with another site's forms: no CSRF token is asked of Basic clients, so the
+    Origin is the only sign."""
+    with httpx.Client(base_url=web_gateway.url) as client:
+        auth = ("admin", web_gateway.password)
+        answer = client.post("/api/logout", auth=auth, headers={"Origin": "http://evil.example"})
+        assert answer.status_code == 403
+        assert answer.json() == {"error": "cross-origin request refused"}
+        host = web_gateway.url.split("//")[1].rstrip("/")
+        assert client.post("/api/logout", auth=auth,
+                           headers={"Origin": f"http://{host}"}).status_code == 200
+        assert client.post("/api/logout", auth=auth).status_code == 200
+    web_gateway.reset_throttle()
+
+
 def test_bearer_token_from_the_data_folder(web_gateway: RunningGateway) -> None:
     token_file = web_gateway.data_dir / "api-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
