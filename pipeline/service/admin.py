@@ -18,7 +18,6 @@ written all or nothing); the gateway's configuration watch then applies them.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
 import shutil
@@ -184,8 +183,9 @@ class Admin:
                                   stored_bytes=stored))
         return out
 
-    async def trace_zip(self, interface: str | None) -> tuple[str, bytes]:
-        """The stored traces (of one interface, or all) as LOG files in a zip."""
+    async def trace_zip(self, interface: str | None) -> tuple[str, IO[bytes]]:
+        """The stored traces (of one interface, or all) as LOG files in a zip, spooled an
+        interface at a time (`_spooled`: up to 20 MB of traces each, several interfaces)."""
         traces, site = self.gateway.traces, self.gateway.site
         if traces is None or site is None:
             raise AdminError("the service is not running")
@@ -195,13 +195,18 @@ class Admin:
         now_ns = self.gateway.clock.wall_ns()
         config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
 
-        def build() -> bytes:
+        def build(spool: IO[bytes], room: int) -> None:
             traces.flush()
-            by_interface = {i: traces.entries(i) for i in chosen}
-            return _zip(trace_texts(by_interface, config, now_ns), gz=True)
+            with zipfile.ZipFile(spool, "w") as archive:
+                for one in chosen:
+                    for name, text in trace_texts({one: traces.entries(one)}, config, now_ns):
+                        data = text.encode()
+                        _room_for(spool, len(data), room, self.gateway.data_dir)
+                        # The `.log.gz` file's text, named without `.gz`: the zip compresses.
+                        _add(archive, name.removesuffix(".gz"), data)
 
-        data = await asyncio.to_thread(build)
-        return f"{site.uid}_traces_{_stamp(now_ns)}.zip", data
+        spooled = await asyncio.to_thread(_spooled, self.gateway.data_dir, build)
+        return f"{site.uid}_traces_{_stamp(now_ns)}.zip", spooled
 
     async def trace_tail(self, interface: str, lines: int = TAIL_LINES) -> list[str]:
         """The last lines traced on `interface` in the last `TAIL_S` (the page's live tail)."""
@@ -490,17 +495,6 @@ def _room_for(spool: IO[bytes], size: int, room: int, folder: Path) -> None:
 
 def _stamp(ts_ns: int) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts_ns / NS_PER_S))
-
-
-def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) -> bytes:
-    """A zip of `(name, text or bytes)`; `gz`: texts go in as the `.log.gz` files' text, named
-    without `.gz` (the zip compresses)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in files:
-            data = content.encode() if isinstance(content, str) else content
-            _add(archive, name.removesuffix(".gz") if gz else name, data)
-    return buffer.getvalue()
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -44,9 +44,10 @@ async def test_a_trace_of_the_ethernet_link_downloads_as_its_log_file(tmp_path: 
         assert state["ethernet"].running and not state["serial1"].running
         await wait_for(lambda: {t.interface: t for t in admin.traces()}["ethernet"].entries
                        >= 4, 30, "frames traced")
-        name, data = await admin.trace_zip("ethernet")
+        name, spooled = await admin.trace_zip("ethernet")
         assert name.startswith(f"{UID}_traces_") and name.endswith(".zip")
-        files = _names(data)
+        with spooled:
+            files = _names(spooled.read())
         [(file_name, text)] = files.items()
         assert file_name.startswith(f"{UID}_ethernet_") and file_name.endswith(".log")
         lines = text.decode().splitlines()
