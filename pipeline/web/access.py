@@ -85,6 +85,19 @@ def networks(items: tuple[str, ...]) -> tuple[IpNetwork, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in items)
 
 
+def _hop_address(hop: str) -> IpAddress | None:
+    """An address of `X-Forwarded-For`, also as some proxies write it with the client's port
+    (`192.0.2.1:50432`, `[2001:db8::1]:50432`): a port, new for each connection, must not make
+    a new client of each."""
+    if (address := _address(hop)) is not None:
+        return address
+    if hop.startswith("["):
+        return _address(hop[1:].partition("]")[0])
+    if hop.count(":") == 1:
+        return _address(hop.partition(":")[0])
+    return None
+
+
 def _trusted(address: IpAddress | None, trusted: tuple[IpNetwork, ...]) -> bool:
     return address is not None and any(address in network for network in trusted)
 
@@ -98,7 +111,7 @@ def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> st
     hops = [hop.strip() for header in request.headers.getall(FORWARDED_FOR, ())
             for hop in header.split(",")]
     for hop in reversed(hops):
-        address = _address(hop)
+        address = _hop_address(hop)
         if address is None:
             # Written by a trusted proxy (a client's text lies further left): a key of its own,
             # never one of another client.

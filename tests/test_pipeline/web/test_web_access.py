@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aiohttp.test_utils import make_mocked_request
 from web_support import RunningGateway, running_gateway
 
 import pipeline.web.server as server
-from pipeline.web.access import host_name
+from pipeline.web.access import client_address, host_name
 
 PROXIED = {"WEB_Hosts": "gw.plant.example, 192.0.2.7", "WEB_TrustedProxies": "127.0.0.0/8"}
 
@@ -188,6 +189,20 @@ def test_behind_a_trusted_proxy_the_throttle_keys_on_the_forwarded_client(
             assert _login(client, proxied_gateway.password, None) == 200
     finally:
         proxied_gateway.reset_throttle()
+
+
+@pytest.mark.parametrize(("forwarded", "client"), [
+    ("192.0.2.1", "192.0.2.1"), ("192.0.2.1:50432", "192.0.2.1"),
+    ("[2001:db8::1]:50432", "2001:db8::1"), ("2001:db8::1", "2001:db8::1"),
+    ("198.51.100.9, 192.0.2.1:1, 10.1.2.3", "192.0.2.1"), ("unknown", "unknown"),
+    ("192.0.2.1, 127.0.0.1", "192.0.2.1")])
+def test_the_client_a_trusted_proxy_forwards(forwarded: str, client: str) -> None:
+    """Read from the right, trusted hops skipped, a port some proxies add dropped (a new port
+    per connection would otherwise be a new client for the throttle)."""
+    request = make_mocked_request("GET", "/", headers={"X-Forwarded-For": forwarded}).clone(
+        remote="127.0.0.1")
+    assert client_address(request, ("10.0.0.0/8", "127.0.0.0/8")) == client
+    assert client_address(request, ("192.168.0.0/16",)) == "127.0.0.1"
 
 
 def test_an_ipv6_client_is_throttled_by_its_64(proxied_gateway: RunningGateway) -> None:
