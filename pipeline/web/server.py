@@ -350,6 +350,29 @@ async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
 
 
+#: What aiohttp raises for a form it cannot parse (a multipart part without a name, no
+#: boundary, an unknown charset): the sender's fault, not the gateway's.
+_MALFORMED_FORM: Final = (ValueError, LookupError, AssertionError)
+_FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+@web.middleware
+async def well_formed_forms(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A form body is parsed before its handler (aiohttp keeps it for the handler's own
+    `post()`): one that cannot be is 400, not a 500 whose traceback an unauthenticated sender
+    could write into the gateway log (uploaded, within a quota) as often as it likes."""
+    if request.method in ("POST", "PUT") and request.content_type in _FORM_TYPES and \
+            request.body_exists:
+        try:
+            await request.post()
+        except _MALFORMED_FORM as err:
+            text = f"malformed form body ({err})"[:200]
+            if request.path.startswith("/api/"):
+                return json_error(text, 400)
+            return web.Response(status=400, text=f"{text}\n")
+    return await handler(request)
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """No page or API without a session (or Basic/bearer credentials on the API); writes of a
@@ -414,9 +437,11 @@ async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
     if _foreign_origin(request):
         return "cross-origin request refused"
     token = request.headers.get(CSRF_HEADER)
-    if token is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                  "multipart/form-data"):
-        form = await request.post()
+    if token is None and request.content_type in _FORM_TYPES:
+        try:
+            form = await request.post()
+        except _MALFORMED_FORM:
+            return "missing or wrong CSRF token"
         value = form.get(CSRF_FIELD)
         token = value if isinstance(value, str) else None
     if token is None or not hmac.compare_digest(token.encode(), session.csrf.encode()):
@@ -565,8 +590,8 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The facade's `NotFound` (404) and `Conflict` (409) for every handler, so that none need
     catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods
-    and the gateway's own faults (500), and as a page with the navigation for the pages (a stale link leaves the installer in the
-    UI, not on a bare text answer)."""
+    and the gateway's own faults (500), and as a page with the navigation for the pages (a
+    stale link leaves the installer in the UI, not on a bare text answer)."""
     api = request.path.startswith("/api/")
     try:
         return await handler(request)
@@ -646,7 +671,7 @@ def build_app(ctx: WebContext) -> web.Application:
     app = web.Application(middlewares=[mark_busy, security_headers, check_host,
                                        web.middleware(_facade_errors),
                                        limit_bodies, body_deadline, authenticate,
-                                       big_bodies_in_turn],
+                                       big_bodies_in_turn, well_formed_forms],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app[_IN_USE] = _InUse()

@@ -5,6 +5,7 @@ the login throttle keys on the client a trusted reverse proxy names, never on a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -277,3 +278,31 @@ def test_a_fault_of_the_gateway_is_answered_in_the_apis_form(
         assert "internal error; the gateway log has the details." in page.text
         assert 'href="/devices"' in page.text      # the navigation: still inside the UI
     assert "Web request failed: GET /api/status: a fault of the test" in caplog.text
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("multipart/form-data; boundary=xx",
+     b"--xx\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xx--\r\n"),
+    ("multipart/form-data", b"garbage"),
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"user=admin"),
+])
+def test_a_malformed_form_is_the_senders_fault(
+        web_gateway: RunningGateway, caplog: pytest.LogCaptureFixture, content_type: str,
+        body: bytes) -> None:
+    """A form aiohttp cannot parse was a 500 and a traceback in the gateway log, which anyone
+    could fill through the login form without a password."""
+    caplog.set_level(logging.ERROR)
+    with web_gateway.client(login=False) as client:
+        answer = client.post("/login", content=body, headers={"Content-Type": content_type})
+        assert answer.status_code == 400, answer.text
+        assert answer.text.startswith("malformed form body")
+    with web_gateway.client() as client:
+        answer = client.post("/api/scripts", content=body,
+                             headers={"Content-Type": content_type})
+        assert answer.status_code == 400, answer.text
+        # A page's form (no CSRF header: the token is looked for in the body): refused as a
+        # form without its token.
+        client.headers.pop("X-CSRF-Token")
+        assert client.post("/scripts", content=body,
+                           headers={"Content-Type": content_type}).status_code == 403
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
