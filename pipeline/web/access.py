@@ -8,10 +8,10 @@
   host name (also as `<name>.local`) and the names of `WEB_Hosts`; any other is 421 before any
   handler runs.
 - **The client** (login throttle, loopback-only bearer token, log lines) is the peer address;
-  the login throttle counts an IPv6 client's failures by its /64;
   behind a reverse proxy listed in `WEB_TrustedProxies`, the nearest address of
   `X-Forwarded-For` that is not itself a trusted proxy (the right-most part is what the proxies
-  wrote; the client writes only what lies left of it, so a forged header changes nothing).
+  wrote; the client writes only what lies left of it, so a forged header changes nothing). The
+  login throttle counts an IPv6 client's failures by its /64.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def box_names() -> frozenset[str]:
 
 def host_name(host: str) -> str:
     """The name of a `Host` header (`name[:port]`, `[v6]:port`), lower case, without a final
-    dot; "" when it is not one."""
+    dot; "" when it is not one (a user part, a path: no browser sends them)."""
+    if any(c in host for c in "@/\\?# \t"):
+        return ""
     try:
         name = urlsplit(f"//{host}").hostname
     except ValueError:

@@ -74,7 +74,8 @@ def test_web_hosts_names_a_reverse_proxys_name(proxied_gateway: RunningGateway) 
 
 @pytest.mark.parametrize(("header", "name"), [
     ("Host.Example:80", "host.example"), ("[::1]:8080", "::1"), ("a.example.", "a.example"),
-    ("10.0.0.1", "10.0.0.1"), ("[::1", "")])
+    ("10.0.0.1", "10.0.0.1"), ("[::1", ""), ("evil.example@127.0.0.1", ""),
+    ("127.0.0.1/x", "")])
 def test_host_name(header: str, name: str) -> None:
     assert host_name(header) == name
 
