@@ -137,6 +137,8 @@ class _BodyClock:
 
     deadline: float
     expired: bool = False
+    #: Waiting its turn (`big_bodies_in_turn`): nothing reads the body, its time stands still.
+    waiting: bool = False
     timer: asyncio.TimerHandle | None = None
 
 
@@ -305,8 +307,11 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
     def check() -> None:
         if content.is_eof():
             return
+        if clock.waiting:
+            clock.timer = loop.call_later(1.0, check)
+            return
         if (remaining := clock.deadline - loop.time()) > 0:
-            # Extended while the request waited its turn (`big_bodies_in_turn`).
+            # Extended once the request had waited its turn (`big_bodies_in_turn`).
             clock.timer = loop.call_later(remaining, check)
             return
         clock.expired = True
@@ -341,13 +346,20 @@ async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.Stre
     if request.client_max_size <= MAX_BODY_BYTES or \
             (length is not None and length <= MAX_BODY_BYTES):
         return await handler(request)
+    clock = request.get(_BODY_CLOCK)
     waited = time.monotonic()
-    async with request.app[_BIG_BODIES]:
-        clock = request.get(_BODY_CLOCK)
+    if clock is not None:
+        clock.waiting = True
+    try:
+        async with request.app[_BIG_BODIES]:
+            if clock is not None:
+                # The body is not read while it waits: its time starts again with its turn.
+                clock.waiting = False
+                clock.deadline += time.monotonic() - waited
+            return await handler(request)
+    finally:
         if clock is not None:
-            # The body is not read while it waits: its time starts with its turn.
-            clock.deadline += time.monotonic() - waited
-        return await handler(request)
+            clock.waiting = False
 
 
 #: What aiohttp raises for a form it cannot parse (a multipart part without a name, no
@@ -705,6 +717,7 @@ class WebPlugin:
         self.url: str | None = None
         self.listening = asyncio.Event()
         self.context: WebContext | None = None
+        self.app: web.Application | None = None
 
     async def run(self, gateway: Gateway) -> None:
         """Serve until cancelled. A web UI that cannot start (its port taken, its data folder
@@ -733,7 +746,8 @@ class WebPlugin:
         ctx = WebContext(facade=GatewayFacade(gateway), sessions=Sessions(),
                          templates=templates(), local_password_hash=stored, api_token=token)
         self.context = ctx
-        runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+        self.app = build_app(ctx)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         listener: asyncio.Server | None = None
         try:

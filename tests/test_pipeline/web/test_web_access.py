@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -144,6 +145,44 @@ def test_a_large_upload_at_a_modest_rate_passes(web_gateway: RunningGateway,
                             headers={"Content-Type": "application/json"})
     assert answer.status_code not in (408, 413), answer.text
     assert answer.status_code in (200, 201, 422), answer.text
+
+
+def test_a_body_waiting_its_turn_gets_its_time_from_its_turn(
+        web_gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large bodies are read two at a time: one waiting behind two others is not read, and
+    must not lose its time meanwhile (it was cut off with 408 as soon as it was let in)."""
+    monkeypatch.setattr(server, "BODY_GRACE_S", 1.0)
+    monkeypatch.setattr(server, "BODY_MIN_RATE", 10 * 2**20)
+    assert web_gateway.plugin is not None and web_gateway.plugin.app is not None
+    turns = web_gateway.plugin.app[server._BIG_BODIES]
+    body = b'{"text": "' + b"#" * (2 * 2**20) + b'"}'
+
+    async def take_both() -> None:
+        await turns.acquire()
+        await turns.acquire()
+
+    def give_back() -> None:
+        turns.release()
+        turns.release()
+
+    web_gateway.call(take_both())
+    released = False
+    try:
+        with web_gateway.client() as client, ThreadPoolExecutor(1) as pool:
+            upload = pool.submit(client.put, "/api/defs/turn.csv", content=body, timeout=60,
+                                 headers={"Content-Type": "application/json"})
+            # Three times the 1.2 s the body has from its arrival: it waits its turn meanwhile.
+            time.sleep(3.5)
+            assert not upload.done()
+            assert web_gateway.loop is not None
+            web_gateway.loop.call_soon_threadsafe(give_back)
+            released = True
+            answer = upload.result(60)
+        assert answer.status_code not in (408, 413), answer.text
+    finally:
+        if not released:
+            assert web_gateway.loop is not None
+            web_gateway.loop.call_soon_threadsafe(give_back)
 
 
 def test_body_deadlines_fit_a_slow_lan() -> None:
