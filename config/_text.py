@@ -283,7 +283,9 @@ def file_name_problem(name: str) -> str:
         return f"'{shown}' holds a '/' or '\\'; a file name is expected"
     if name in (".", ".."):
         return f"'{shown}' is not a file name"
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):  # C0, DEL, C1
+    # C0, DEL, C1, and the line and paragraph separators: each ends a line for Python's
+    # `splitlines`, so a name holding one came back from a list of names as two.
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in name):
         return f"'{shown}' holds a control character; a file name is expected"
     if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
         return f"'{shown}' is longer than {NAME_MAX_BYTES} bytes"

@@ -88,6 +88,24 @@ def _ip(text: str) -> str:
     return ""
 
 
+def _host_names(text: str) -> str:
+    bad = [n for n in _comma_list(text) if _host(n)]
+    return f"'{bad[0]}' is not a host name or IP address" if bad else ""
+
+
+def _networks(text: str) -> str:
+    for item in _comma_list(text):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"'{item}' is not an IP address or network (192.168.1.0/24)"
+    return ""
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(n.strip(" \t") for n in text.split(",") if n.strip(" \t"))
+
+
 def _abs_path(text: str) -> str:
     return "" if text.startswith("/") else f"'{text}' is not an absolute path"
 
@@ -238,6 +256,8 @@ _GATEWAY_TAIL: Final[tuple[KeySpec, ...]] = (
     _k("WEB_Port", port_problem, "8080"),
     _k("WEB_User", _text, "admin"),
     _k("WEB_PasswordHash", _pw_hash, ""),
+    _k("WEB_Hosts", _host_names, ""),
+    _k("WEB_TrustedProxies", _networks, ""),
     _k("STORE_Path", _abs_path, ""),
     _k("STORE_DeviceQuotaMB", _int(1, 4096), "50"),
     _k("STORE_FullPolicy", _one_of("stop", "evict-oldest"), "stop"),
@@ -329,7 +349,7 @@ class ConfigIni:
 #: own filesystem and listens. A configuration set from a server may not change them.
 LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath", "DIR_Path",
                           "DIR2_Path", "SMS_InboxDir", "WEB_Bind", "WEB_Port", "WEB_User",
-                          "WEB_PasswordHash")
+                          "WEB_PasswordHash", "WEB_Hosts", "WEB_TrustedProxies")
 
 
 def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
@@ -484,14 +504,15 @@ def _settings(v: Mapping[str, str], uid: str) -> GatewaySettings:
         web_port=int(v["WEB_Port"]),
         web_user=v["WEB_User"],
         web_password_hash=v["WEB_PasswordHash"],
+        web_hosts=_comma_list(v["WEB_Hosts"]),
+        web_trusted_proxies=_comma_list(v["WEB_TrustedProxies"]),
         ntp_servers=tuple(s for s in (v["NTP_Server1"], v["NTP_Server2"]) if s),
         modem_port=v["MODEM_Port"],
         modem_apn=v["MODEM_Apn"],
         modem_user=v["MODEM_User"],
         modem_password=v["MODEM_Password"],
         modem_pin=v["MODEM_Pin"],
-        sms_allowed_numbers=tuple(n.strip(" \t") for n in v["SMS_AllowedNumbers"].split(",")
-                                  if n.strip(" \t")),
+        sms_allowed_numbers=_comma_list(v["SMS_AllowedNumbers"]),
         sms_inbox_dir=v["SMS_InboxDir"],
         system_update_command=v["SYSTEM_UpdateCommand"],
     )

@@ -456,6 +456,10 @@ class GatewaySettings:
     web_port: int = 8080
     web_user: str = "admin"
     web_password_hash: str = ""
+    #: Host names the web UI answers besides its own addresses, localhost and the box's name.
+    web_hosts: tuple[str, ...] = ()
+    #: Reverse proxies (addresses or networks) whose X-Forwarded-For names the web client.
+    web_trusted_proxies: tuple[str, ...] = ()
     #: NTP_Server1, NTP_Server2 that are set, in that order; empty: no clock check.
     ntp_servers: tuple[str, ...] = ("pool.ntp.org",)
     modem_port: str = ""

@@ -114,6 +114,15 @@ CONFIG_KEYS: Final[Mapping[str, KeyDoc]] = {
     "WEB_PasswordHash": KeyDoc("`scrypt$…`",
                                "web UI password hash; empty: a one-time password is printed at "
                                "first start"),
+    "WEB_Hosts": KeyDoc("comma list of host names or IP addresses",
+                        "names the web UI answers to besides its listening address, `localhost`, "
+                        "`127.0.0.1`, `[::1]` and the box's host name (a reverse proxy's public "
+                        "name); a request for any other `Host` is refused (421)"),
+    "WEB_TrustedProxies": KeyDoc("comma list of IP addresses or networks",
+                                 "reverse proxies whose `X-Forwarded-For` names the web client "
+                                 "(login throttling, loopback checks) and whose `X-Forwarded-Proto: "
+                                 "https` marks cookies Secure; empty: the peer address, "
+                                 "`X-Forwarded-For` ignored"),
     "STORE_Path": KeyDoc("absolute path", "folder of the event store",
                          "empty: `<data dir>/store`"),
     "STORE_DeviceQuotaMB": KeyDoc("1..4096", "flash space each device's records may take (MB)"),

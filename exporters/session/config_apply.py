@@ -39,7 +39,9 @@ def recover_config_apply(config_dir: Path) -> list[str]:
     marker = config_dir / ".apply"
     if not marker.is_file():
         return []
-    staged = [line for line in marker.read_text().splitlines() if line]
+    # Split at line feeds only: `splitlines` also splits at U+2028 and other separators a
+    # file name may hold.
+    staged = [line for line in marker.read_text().split("\n") if line]
     for rel in staged:
         target = config_dir / rel
         new = target.with_name(target.name + ".new")

@@ -18,12 +18,13 @@ written all or nothing); the gateway's configuration watch then applies them.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
+import shutil
+import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
@@ -67,6 +68,11 @@ TAIL_LINES: Final = 50
 TAIL_S: Final = 120
 #: A backfill export of the web page covers at most this many days (a bigger one: `sunpm export`).
 BACKFILL_MAX_DAYS: Final = 31
+#: The gateway log is read an hour at a time for a download.
+LOG_SLICE_NS: Final = 3600 * NS_PER_S
+#: What a download spooled to disk leaves free at least on the data folder's disk, which the
+#: store shares.
+EXPORT_FREE_RESERVE: Final = 64 * 2**20
 _SCRIPT_FILE: Final = re.compile(r"[^/\\\x00-\x1f]{1,200}\.lua")
 
 log = logging.getLogger("sunpm.system")
@@ -177,8 +183,9 @@ class Admin:
                                   stored_bytes=stored))
         return out
 
-    async def trace_zip(self, interface: str | None) -> tuple[str, bytes]:
-        """The stored traces (of one interface, or all) as LOG files in a zip."""
+    async def trace_zip(self, interface: str | None) -> tuple[str, IO[bytes]]:
+        """The stored traces (of one interface, or all) as LOG files in a zip, spooled an
+        interface at a time (`_spooled`: up to 20 MB of traces each, several interfaces)."""
         traces, site = self.gateway.traces, self.gateway.site
         if traces is None or site is None:
             raise AdminError("the service is not running")
@@ -188,13 +195,18 @@ class Admin:
         now_ns = self.gateway.clock.wall_ns()
         config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
 
-        def build() -> bytes:
+        def build(spool: IO[bytes], room: int) -> None:
             traces.flush()
-            by_interface = {i: traces.entries(i) for i in chosen}
-            return _zip(trace_texts(by_interface, config, now_ns), gz=True)
+            with zipfile.ZipFile(spool, "w") as archive:
+                for one in chosen:
+                    for name, text in trace_texts({one: traces.entries(one)}, config, now_ns):
+                        data = text.encode()
+                        _room_for(spool, len(data), room, self.gateway.data_dir)
+                        # The `.log.gz` file's text, named without `.gz`: the zip compresses.
+                        _add(archive, name.removesuffix(".gz"), data)
 
-        data = await asyncio.to_thread(build)
-        return f"{site.uid}_traces_{_stamp(now_ns)}.zip", data
+        spooled = await asyncio.to_thread(_spooled, self.gateway.data_dir, build)
+        return f"{site.uid}_traces_{_stamp(now_ns)}.zip", spooled
 
     async def trace_tail(self, interface: str, lines: int = TAIL_LINES) -> list[str]:
         """The last lines traced on `interface` in the last `TAIL_S` (the page's live tail)."""
@@ -379,51 +391,62 @@ class Admin:
 
     # ----------------------------------------------------------------- downloads
 
-    async def log_text(self, start_ns: int, end_ns: int) -> tuple[str, bytes]:
-        """The gateway log lines of `[start_ns, end_ns)` (the LOG files' text)."""
+    async def log_text(self, start_ns: int, end_ns: int) -> tuple[str, IO[bytes]]:
+        """The gateway log lines of `[start_ns, end_ns)` (the LOG files' text), at most
+        `BACKFILL_MAX_DAYS` days, read an hour at a time into a temporary file of the data
+        folder (as `backfill_zip`) and returned open at its start: a month of log is up to
+        the journal's quota, hundreds of MB of text once uncompressed."""
         store, site = self.gateway.store, self.gateway.site
         if store is None or site is None:
             raise AdminError("the service is not running")
         _check_range(start_ns, end_ns)
+        _check_days(start_ns, end_ns)
         config = ViewConfig(uid=site.uid, time_zone=site.settings.time_zone)
 
-        def read() -> bytes:
-            table = store.journal(start_ns=start_ns, end_ns=end_ns, kinds=["log"])
-            return log_text(journal_items(table), config).encode()
+        def read(spool: IO[bytes], room: int) -> None:
+            for hour in range(start_ns, end_ns, LOG_SLICE_NS):
+                table = store.journal(start_ns=hour, end_ns=min(hour + LOG_SLICE_NS, end_ns),
+                                      kinds=["log"])
+                data = log_text(journal_items(table), config).encode()
+                _room_for(spool, len(data), room, self.gateway.data_dir)
+                spool.write(data)
 
-        data = await asyncio.to_thread(read)
-        return f"{site.uid}_LOG_{_stamp(start_ns)}_{_stamp(end_ns)}.log", data
+        spooled = await asyncio.to_thread(_spooled, self.gateway.data_dir, read)
+        return f"{site.uid}_LOG_{_stamp(start_ns)}_{_stamp(end_ns)}.log", spooled
 
-    async def backfill_zip(self, server: int, start_ns: int, end_ns: int) -> tuple[str, bytes]:
+    async def backfill_zip(self, server: int, start_ns: int, end_ns: int) -> tuple[str, IO[bytes]]:
         """The files of server `server` for `[start_ns, end_ns)` rebuilt from the store as
-        `sunpm export --out` writes them (docs/behaviour.md §5.3), in a zip; cursors untouched."""
+        `sunpm export --out` writes them (docs/behaviour.md §5.3), in a zip; cursors untouched.
+
+        The zip is written window by window into a temporary file of the data folder
+        (`_spooled`) and returned open at its start: a month's export is tens of MB, which the
+        gateway held three times over in memory while it built and sent it."""
         store, site = self.gateway.store, self.gateway.site
         if store is None or site is None:
             raise AdminError("the service is not running")
         _check_range(start_ns, end_ns)
-        if end_ns - start_ns > BACKFILL_MAX_DAYS * 86_400 * NS_PER_S:
-            raise AdminError(f"at most {BACKFILL_MAX_DAYS} days at a time; use sunpm export "
-                             "for more", "to")
+        _check_days(start_ns, end_ns)
         settings = next((s for s in site.settings.servers if s.slot == server), None)
         if settings is None or settings.type is ServerType.NONE:
             raise AdminError(f"server {server} is not configured", "server")
         streams: tuple[Stream, ...] = FILE_SERVER_STREAMS if settings.type.is_file_server \
             else (Stream.DATA,)
         source = store_source(store, site, server, traces=self.gateway.traces)
+        folder = self.gateway.data_dir
 
-        def build() -> bytes:
+        def build(spool: IO[bytes], room: int) -> None:
             table = store.journal(kinds=["window", "delivered"])
             plan = plan_backfill(DeliveryState.from_table(table), source, server=server,
                                  streams=streams, start_ns=start_ns, end_ns=end_ns)
-            files: list[tuple[str, bytes]] = []
-            for window_files in render_backfill(source, plan, allow_partial=True):
-                for f in window_files:
-                    r = f.rendered
-                    files.append((f"{r.directory.strip('/')}/{r.name}", r.data))
-            return _zip(files, gz=False)
+            with zipfile.ZipFile(spool, "w") as archive:
+                for window_files in render_backfill(source, plan, allow_partial=True):
+                    for f in window_files:
+                        r = f.rendered
+                        _room_for(spool, len(r.data), room, folder)
+                        _add(archive, f"{r.directory.strip('/')}/{r.name}", r.data)
 
-        data = await asyncio.to_thread(build)
-        return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", data
+        spooled = await asyncio.to_thread(_spooled, folder, build)
+        return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", spooled
 
     async def debug_archive(self) -> tuple[str, bytes]:
         """The debug archive made now (`<uid>_SYSTEME_<ts>.tar.gz`, docs/formats.md §11, as
@@ -440,19 +463,45 @@ def _check_range(start_ns: int, end_ns: int) -> None:
         raise AdminError("'to' must be after 'from'", "to")
 
 
+def _check_days(start_ns: int, end_ns: int) -> None:
+    if end_ns - start_ns > BACKFILL_MAX_DAYS * 86_400 * NS_PER_S:
+        raise AdminError(f"at most {BACKFILL_MAX_DAYS} days at a time; use sunpm export "
+                         "for more", "to")
+
+
+def _spooled(folder: Path, write: Callable[[IO[bytes], int], None]) -> IO[bytes]:
+    """A download written by `write(spool, room)` into a temporary file of `folder` (already
+    unlinked: it goes with its last reader, a crash leaves nothing), open at its start (blocking).
+    `room`: the bytes it may take and leave `EXPORT_FREE_RESERVE` free for the store."""
+    # Returned open: closed by its reader (`FileDownload`).
+    spool = tempfile.TemporaryFile(dir=folder, prefix="download-")  # noqa: SIM115
+    try:
+        write(spool, shutil.disk_usage(folder).free - EXPORT_FREE_RESERVE)
+        spool.seek(0)
+    except OSError as err:
+        spool.close()
+        raise AdminError(f"not written in {folder}: {err.strerror or err}", "to") from None
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _room_for(spool: IO[bytes], size: int, room: int, folder: Path) -> None:
+    if spool.tell() + size > room:
+        raise AdminError(f"the download would leave less than {EXPORT_FREE_RESERVE >> 20} MiB "
+                         f"free in {folder}; ask for fewer days", "to")
+
+
 def _stamp(ts_ns: int) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts_ns / NS_PER_S))
 
 
-def _zip(files: list[tuple[str, str]] | list[tuple[str, bytes]], *, gz: bool) -> bytes:
-    """A zip of `(name, text or bytes)`; `gz`: texts go in as the `.log.gz` files' text, named
-    without `.gz` (the zip compresses)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files:
-            data = content.encode() if isinstance(content, str) else content
-            archive.writestr(name.removesuffix(".gz") if gz else name, data)
-    return buffer.getvalue()
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """A file into `archive`, deflated unless it is gzip already (deflating it again costs the
+    CPU the polling shares and makes it larger)."""
+    archive.writestr(name, data, zipfile.ZIP_STORED if name.endswith(".gz")
+                     else zipfile.ZIP_DEFLATED)
 
 
 def _stage_upload(source: IO[bytes], path: Path, expected_md5: str) -> str:

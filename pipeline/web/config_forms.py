@@ -159,7 +159,8 @@ CONFIG_SECTIONS: Final = (
     Section("acquisition", "Acquisition and logs", ("DAQ_PollPeriod", "DAQ_ModbusMaxGap",
                                                     "TIC_Port", "LOG_Level", "GATEWAY_Uid")),
     Section("modem", "Modem and SMS", _keys("MODEM_", "SMS_")),
-    Section("web", "Web access", ("WEB_Bind", "WEB_Port", "WEB_User")),
+    Section("web", "Web access", ("WEB_Bind", "WEB_Port", "WEB_User", "WEB_Hosts",
+                                  "WEB_TrustedProxies")),
 )
 SECTION_BY_NAME: Final = {s.name: s for s in CONFIG_SECTIONS}
 

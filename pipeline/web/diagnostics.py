@@ -19,8 +19,8 @@ from pipeline.service.commands import CommandError
 from pipeline.web.common import facade, json_error, json_ok, page
 from pipeline.web.operations import (
     FieldError,
+    FileDownload,
     admin,
-    download,
     field_json,
     form_or_json,
     integer,
@@ -84,8 +84,8 @@ async def diagnostics_start(request: web.Request) -> web.StreamResponse:
 
 async def _zip(request: web.Request) -> web.StreamResponse:
     """The traces' zip; `AdminError` for an unknown interface."""
-    name, data = await admin(request).trace_zip(request.query.get("interface") or None)
-    return download(name, data, "application/zip")
+    name, spooled = await admin(request).trace_zip(request.query.get("interface") or None)
+    return FileDownload(name, spooled, "application/zip")
 
 
 @routes.get("/diagnostics/download")

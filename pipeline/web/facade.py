@@ -202,6 +202,14 @@ class GatewayFacade:
         site = self.gateway.site
         return site.settings.web_password_hash if site is not None else ""
 
+    def web_access(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """`WEB_Bind`, `WEB_Hosts` and `WEB_TrustedProxies` in force (pipeline.web.access)."""
+        site = self.gateway.site
+        if site is None:
+            return "127.0.0.1", (), ()
+        settings = site.settings
+        return settings.web_bind, settings.web_hosts, settings.web_trusted_proxies
+
     def zone(self) -> ZoneInfo:
         site = self.gateway.site
         return ZoneInfo(site.settings.time_zone if site is not None else "UTC")

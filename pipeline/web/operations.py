@@ -9,11 +9,14 @@ discovery already running, results already imported) is 409.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from config.errors import Problem
 from pipeline.service.admin import Admin
@@ -79,6 +82,10 @@ def integer(form: Mapping[str, Any], field: str, default: int, low: int, high: i
     return value
 
 
+#: The last second of the store's clock (2262-04-11T23:47:16Z, nanoseconds in 64 bits).
+LATEST_TIME_S: Final = (2**63 - 1) // NS_PER_S
+
+
 def parse_time(form: Mapping[str, Any], field: str) -> int:
     """An ISO 8601 time (`2021-02-05`, `2021-02-05T09:15`, with or without seconds, `Z` or an
     offset; without one it is UTC, as `sunpm export`, docs/behaviour.md §5.3) in ns."""
@@ -87,17 +94,49 @@ def parse_time(form: Mapping[str, Any], field: str) -> int:
         raise FieldError(field, "required")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = int(moment.timestamp())
+    except (ValueError, OverflowError):
         raise FieldError(field, f"{text[:40]!r} is not a date and time (2021-02-05T09:15:00Z)") \
             from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * NS_PER_S
+    # The store's times are nanoseconds in 64 bits: a year 9999 reached it as an integer it
+    # could not compare (500).
+    if not 0 <= seconds <= LATEST_TIME_S:
+        raise FieldError(field, f"{text[:40]!r} is outside 1970-01-01..2262-04-11")
+    return seconds * NS_PER_S
 
 
 def download(name: str, data: bytes, content_type: str) -> web.Response:
     return web.Response(body=data, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+#: What a file download reads at a time (in a worker thread: the flash may be slow).
+DOWNLOAD_CHUNK: Final = 256 * 1024
+
+
+class FileDownload(web.StreamResponse):
+    """An open file (a spooled export) sent as an attachment chunk by chunk, closed once sent
+    or abandoned: its size is on disk, not in memory."""
+
+    def __init__(self, name: str, file: IO[bytes], content_type: str) -> None:
+        super().__init__(headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        self.content_type = content_type
+        self._file = file
+        self.content_length = file.seek(0, io.SEEK_END)
+        file.seek(0)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+            if request.method != "HEAD":
+                while chunk := await asyncio.to_thread(self._file.read, DOWNLOAD_CHUNK):
+                    await self.write(chunk)
+            await self.write_eof()
+            return writer
+        finally:
+            self._file.close()
 
 
 async def form_or_json(request: web.Request) -> dict[str, Any]:

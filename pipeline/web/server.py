@@ -13,7 +13,6 @@ import binascii
 import errno
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -36,6 +35,7 @@ from pipeline.web import (
     scripts,
     system,
 )
+from pipeline.web.access import behind_https, host_allowed, is_loopback, throttle_key
 from pipeline.web.auth import (
     Session,
     Sessions,
@@ -96,6 +96,13 @@ _CONFIG_PUT: Final = ("PUT", "/api/config/{section}")
 #: half-sent connections would otherwise hold file descriptors, of which the whole gateway has
 #: 1,024 (254 Modbus connections, the store, the servers).
 MAX_CONNECTIONS: Final = 64
+#: A body must arrive whole within `BODY_GRACE_S` plus its length (declared, else the route's
+#: cap) at `BODY_MIN_RATE`, else 408 and the connection closed: a client sending a few bytes a
+#: second would hold a connection and a reader for ever. 256 kbit/s is a poor Wi-Fi link or an
+#: SSH tunnel over a mobile line: an update package of 200 MiB gets 1 h 50 min, a 10 MiB upload
+#: 6 min, a 1 MiB body 1 min.
+BODY_GRACE_S: Final = 30.0
+BODY_MIN_RATE: Final = 32_000
 #: Where an update package is uploaded (written to a temporary file as it arrives).
 _PACKAGE_UPLOADS: Final = frozenset({"/system/update", "/api/system/update"})
 
@@ -117,6 +124,25 @@ class _InUse:
 
 
 _IN_USE: Final = web.AppKey("sunpm_web_in_use", _InUse)
+
+
+class _BodyTooSlow(TimeoutError):
+    """Set on a request's body stream when its deadline passes: every read of it raises. A
+    `TimeoutError`, as aiohttp's own reads of what a handler left unread expect."""
+
+
+@dataclass(slots=True)
+class _BodyClock:
+    """When the request's body must have arrived (loop time); `expired` once it has not."""
+
+    deadline: float
+    expired: bool = False
+    #: Waiting its turn (`big_bodies_in_turn`): nothing reads the body, its time stands still.
+    waiting: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+_BODY_CLOCK: Final = web.RequestKey("sunpm_web_body_clock", _BodyClock)
 #: The requests with a body over `MAX_BODY_BYTES` handled at once (`big_bodies_in_turn`).
 _BIG_BODIES: Final = web.AppKey("sunpm_web_big_bodies", asyncio.Semaphore)
 
@@ -166,10 +192,23 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _is_loopback(request: web.Request) -> bool:
-    try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        return False
+    # The client, not the peer: a reverse proxy on the box forwards LAN clients from loopback.
+    return is_loopback(client_of(request))
+
+
+@web.middleware
+async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only requests naming this gateway (`pipeline.web.access`: DNS rebinding), before any
+    other middleware reads a cookie or a body."""
+    bind, hosts, _ = context(request).facade.web_access()
+    if host_allowed(request, bind, hosts):
+        return await handler(request)
+    text = "this gateway does not answer to that host name (WEB_Hosts lists the names it does)"
+    response = json_error(text, 421) if request.path.startswith("/api/") else \
+        web.Response(status=421, text=f"{text}\n")
+    # Nothing of the request was read past its headers.
+    response.force_close()
+    return response
 
 
 async def _basic_user(request: web.Request, header: str) -> str | None:
@@ -180,8 +219,8 @@ async def _basic_user(request: web.Request, header: str) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     client = client_of(request)
-    if ctx.sessions.blocked_for(client) > 0:
-        raise _too_many(request, ctx.sessions.blocked_for(client))
+    if (wait_s := ctx.sessions.blocked_for(throttle_key(client))) > 0:
+        raise _too_many(request, wait_s)
     digest = hashlib.sha256(f"{user}\0{password}\0{password_hash(ctx)}".encode())
     remembered: set[bytes] = ctx.extra.setdefault("basic_ok", set())
     if digest.digest() in remembered:
@@ -246,6 +285,57 @@ async def limit_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+def body_time_limit(length: int) -> float:
+    """Seconds a body of `length` bytes may take to arrive."""
+    return BODY_GRACE_S + length / BODY_MIN_RATE
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body not whole by its deadline (`body_time_limit` of its declared length, else of the
+    route's cap) fails every read of it; the answer is 408, whatever the handler made of it."""
+    content = request.content
+    if not request.body_exists or content.is_eof():
+        return await handler(request)
+    length = request.content_length
+    expected = request.client_max_size if length is None else \
+        min(length, request.client_max_size)
+    loop = asyncio.get_running_loop()
+    clock = _BodyClock(loop.time() + body_time_limit(expected))
+    request[_BODY_CLOCK] = clock
+
+    def check() -> None:
+        if content.is_eof():
+            return
+        if clock.waiting:
+            clock.timer = loop.call_later(1.0, check)
+            return
+        if (remaining := clock.deadline - loop.time()) > 0:
+            # Extended once the request had waited its turn (`big_bodies_in_turn`).
+            clock.timer = loop.call_later(remaining, check)
+            return
+        clock.expired = True
+        content.set_exception(_BodyTooSlow())
+
+    clock.timer = loop.call_later(clock.deadline - loop.time(), check)
+    try:
+        response = await handler(request)
+    except Exception:
+        if not clock.expired:
+            raise
+    finally:
+        clock.timer.cancel()
+    if not clock.expired:
+        return response
+    log.warning("Web request body not received within %.0f s; connection closed. client=%s",
+                body_time_limit(expected), client_of(request))
+    text = "request body not received in time"
+    answer = json_error(text, 408) if request.path.startswith("/api/") else \
+        web.Response(status=408, text=f"{text}\n")
+    answer.force_close()
+    return answer
+
+
 @web.middleware
 async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A body over `MAX_BODY_BYTES` (or of unknown length) where a route takes more waits its
@@ -256,8 +346,43 @@ async def big_bodies_in_turn(request: web.Request, handler: Handler) -> web.Stre
     if request.client_max_size <= MAX_BODY_BYTES or \
             (length is not None and length <= MAX_BODY_BYTES):
         return await handler(request)
-    async with request.app[_BIG_BODIES]:
-        return await handler(request)
+    clock = request.get(_BODY_CLOCK)
+    waited = time.monotonic()
+    if clock is not None:
+        clock.waiting = True
+    try:
+        async with request.app[_BIG_BODIES]:
+            if clock is not None:
+                # The body is not read while it waits: its time starts again with its turn.
+                clock.waiting = False
+                clock.deadline += time.monotonic() - waited
+            return await handler(request)
+    finally:
+        if clock is not None:
+            clock.waiting = False
+
+
+#: What aiohttp raises for a form it cannot parse (a multipart part without a name, no
+#: boundary, an unknown charset): the sender's fault, not the gateway's.
+_MALFORMED_FORM: Final = (ValueError, LookupError, AssertionError)
+_FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+@web.middleware
+async def well_formed_forms(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A form body is parsed before its handler (aiohttp keeps it for the handler's own
+    `post()`): one that cannot be is 400, not a 500 whose traceback an unauthenticated sender
+    could write into the gateway log (uploaded, within a quota) as often as it likes."""
+    if request.method in ("POST", "PUT") and request.content_type in _FORM_TYPES and \
+            request.body_exists:
+        try:
+            await request.post()
+        except _MALFORMED_FORM as err:
+            text = f"malformed form body ({err})"[:200]
+            if request.path.startswith("/api/"):
+                return json_error(text, 400)
+            return web.Response(status=400, text=f"{text}\n")
+    return await handler(request)
 
 
 @web.middleware
@@ -273,6 +398,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if session is None and api:
         authorization = request.headers.get("Authorization", "")
         scheme, _, credentials = authorization.partition(" ")
+        if authorization and _foreign_origin(request):
+            # A script sends no Origin; a browser does, and sends Basic credentials it has
+            # kept (an address typed as http://admin:pw@gateway/) with another site's forms.
+            return json_error("cross-origin request refused", 403)
         if scheme.lower() == "basic":
             if await _basic_user(request, credentials.strip()) is not None:
                 return await handler(request)
@@ -320,9 +449,11 @@ async def _csrf_refusal(request: web.Request, session: Session) -> str | None:
     if _foreign_origin(request):
         return "cross-origin request refused"
     token = request.headers.get(CSRF_HEADER)
-    if token is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                  "multipart/form-data"):
-        form = await request.post()
+    if token is None and request.content_type in _FORM_TYPES:
+        try:
+            form = await request.post()
+        except _MALFORMED_FORM:
+            return "missing or wrong CSRF token"
         value = form.get(CSRF_FIELD)
         token = value if isinstance(value, str) else None
     if token is None or not hmac.compare_digest(token.encode(), session.csrf.encode()):
@@ -352,7 +483,8 @@ def _login_page(request: web.Request, *, error: str = "", status: int = 200,
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = page(request, "login.html", {"error": error, "login_token": token,
                                             "next": next_path}, status=status)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login")
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                        secure=_https(request))
     return response
 
 
@@ -368,9 +500,14 @@ def _start_session(request: web.Request, user: str) -> Session:
     return ctx.sessions.open(user)
 
 
-def _set_session_cookie(response: web.StreamResponse, session: Session) -> None:
+def _https(request: web.Request) -> bool:
+    return behind_https(request, context(request).facade.web_access()[2])
+
+
+def _set_session_cookie(request: web.Request, response: web.StreamResponse,
+                        session: Session) -> None:
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict",
-                        path="/")
+                        path="/", secure=_https(request))
 
 
 @routes.post("/login")
@@ -397,7 +534,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, error="Wrong user or password.", status=401,
                            next_path=next_path)
     response = web.HTTPSeeOther(next_path)
-    _set_session_cookie(response, _start_session(request, ctx.facade.web_user()))
+    _set_session_cookie(request, response, _start_session(request, ctx.facade.web_user()))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     log.info("Web login. client=%s", client)
     return response
@@ -426,7 +563,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
         return json_error("wrong user or password", 401)
     session = _start_session(request, ctx.facade.web_user())
     response = json_ok({"csrf": session.csrf, "user": session.user})
-    _set_session_cookie(response, session)
+    _set_session_cookie(request, response, session)
     return response
 
 
@@ -464,9 +601,9 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 
 async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The facade's `NotFound` (404) and `Conflict` (409) for every handler, so that none need
-    catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods,
-    and as a page with the navigation for the pages (a stale link leaves the installer in the
-    UI, not on a bare text answer)."""
+    catch them: as JSON under /api/ (docs/behaviour.md §10.3), with unknown routes and methods
+    and the gateway's own faults (500), and as a page with the navigation for the pages (a
+    stale link leaves the installer in the UI, not on a bare text answer)."""
     api = request.path.startswith("/api/")
     try:
         return await handler(request)
@@ -493,8 +630,25 @@ async def _facade_errors(request: web.Request, handler: Handler) -> web.StreamRe
             # A form's action reached by reload, history or a login's `next`: its page.
             raise web.HTTPSeeOther(_area(request.path)[0]) from None
         raise
-    except web.HTTPRequestEntityTooLarge:
+    except web.HTTPRequestEntityTooLarge as err:
+        if "form fields" in (err.text or ""):
+            # aiohttp's own cap on a form's fields: the body is within its size.
+            text = f"a form of more than {request.client_max_fields} fields"
+            if api:
+                return json_error(text, 413)
+            return web.Response(status=413, text=f"{text}\n")
         return _too_large(request, body_limit(request))
+    except (web.HTTPException, ConnectionError):
+        raise
+    except Exception as err:
+        # A fault of the gateway's own: logged with its traceback; the client gets the API's
+        # JSON form (docs/behaviour.md §10.3) or a page of the UI, never a bare text answer.
+        log.error("Web request failed: %s %s: %s", request.method, request.path, err,
+                  exc_info=err)
+        text = "internal error; the gateway log has the details"
+        if api:
+            return json_error(text, 500)
+        return _error_page(request, "Not done", f"{text}.", 500)
 
 
 def _area(path: str) -> tuple[str, str]:
@@ -526,8 +680,10 @@ async def _static_file(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    app = web.Application(middlewares=[mark_busy, security_headers, web.middleware(_facade_errors),
-                                       limit_bodies, authenticate, big_bodies_in_turn],
+    app = web.Application(middlewares=[mark_busy, security_headers, check_host,
+                                       web.middleware(_facade_errors),
+                                       limit_bodies, body_deadline, authenticate,
+                                       big_bodies_in_turn, well_formed_forms],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = ctx
     app[_IN_USE] = _InUse()
@@ -561,6 +717,7 @@ class WebPlugin:
         self.url: str | None = None
         self.listening = asyncio.Event()
         self.context: WebContext | None = None
+        self.app: web.Application | None = None
 
     async def run(self, gateway: Gateway) -> None:
         """Serve until cancelled. A web UI that cannot start (its port taken, its data folder
@@ -589,7 +746,8 @@ class WebPlugin:
         ctx = WebContext(facade=GatewayFacade(gateway), sessions=Sessions(),
                          templates=templates(), local_password_hash=stored, api_token=token)
         self.context = ctx
-        runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+        self.app = build_app(ctx)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         listener: asyncio.Server | None = None
         try:

@@ -27,6 +27,7 @@ from pipeline.service.commands import CommandError
 from pipeline.web.common import facade, json_error, json_ok, page
 from pipeline.web.operations import (
     FieldError,
+    FileDownload,
     admin,
     download,
     field_json,
@@ -120,20 +121,20 @@ def _range(request: web.Request) -> tuple[int, int]:
 async def _logs(request: web.Request) -> web.StreamResponse:
     start, end = _range(request)
     try:
-        name, data = await admin(request).log_text(start, end)
+        name, spooled = await admin(request).log_text(start, end)
     except AdminError as err:
         raise FieldError(err.field or "from", str(err)) from None
-    return download(name, data, "text/plain")
+    return FileDownload(name, spooled, "text/plain")
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
     start, end = _range(request)
     server = integer(request.query, "server", 1, 1, 2)
     try:
-        name, data = await admin(request).backfill_zip(server, start, end)
+        name, spooled = await admin(request).backfill_zip(server, start, end)
     except AdminError as err:
         raise FieldError(err.field or "from", str(err)) from None
-    return download(name, data, "application/zip")
+    return FileDownload(name, spooled, "application/zip")
 
 
 def _prefixed(form: str, query: Mapping[str, str]) -> dict[str, str]:

@@ -63,12 +63,23 @@ def test_empty_file_gives_every_default() -> None:
                                                 "65535; not used")),
     ("HTTP_Url=https://dav.example.com:0/x", ("HTTP_Url: 'https://dav.example.com:0/x': port '0' "
                                             "is not an integer from 1 to 65535; not used")),
+    ("WEB_Hosts=gw.example, bad host", ("WEB_Hosts: 'bad host' is not a host name or IP "
+                                        "address; default (empty) used")),
+    ("WEB_TrustedProxies=10.0.0.0/8,proxy", ("WEB_TrustedProxies: 'proxy' is not an IP address "
+                                            "or network (192.168.1.0/24); default (empty) used")),
     ("HTTP_Url=https://bob:s3cret@dav.example.com/x",
      "HTTP_Url: 'https://bob:***@dav.example.com/x' is not https://host[:port][/path]; not used"),
 ])
 def test_bad_value_falls_back_to_default_with_one_warning(line: str, message: str) -> None:
     parsed = _parse(f"# c\n{line}\n")
     assert [str(w) for w in parsed.warnings] == [f"{F}:2: {message}"]
+
+
+def test_web_hosts_and_trusted_proxies_are_comma_lists() -> None:
+    settings = _parse("WEB_Hosts= gw.plant.example ,192.0.2.7,\n"
+                      "WEB_TrustedProxies=127.0.0.1, 10.1.0.0/16,::1\n").value.settings("U")
+    assert settings.web_hosts == ("gw.plant.example", "192.0.2.7")
+    assert settings.web_trusted_proxies == ("127.0.0.1", "10.1.0.0/16", "::1")
 
 
 def test_sftp_port_default_is_22_and_mqtts_8883() -> None:

@@ -118,6 +118,15 @@ def test_apply_writes_every_file_and_leaves_no_staging(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["U_var.ini", "a.csv"]
 
 
+def test_apply_keeps_a_name_holding_a_unicode_line_separator_whole(tmp_path: Path) -> None:
+    """The marker lists one staged name a line; read back with `splitlines`, a name holding
+    U+2028 came back as two, and its `.new` file was never put in place."""
+    name = "SCRIPT/x\u2028y.lua"
+    apply_config_files(tmp_path, {name: b"x = 1", "CONFIG/U_scl.ini": b"SCRIPT_File[0]=x"})
+    assert (tmp_path / name).read_bytes() == b"x = 1"
+    assert not list(tmp_path.rglob("*.new")) and not (tmp_path / ".apply").exists()
+
+
 def test_apply_puts_the_files_a_configuration_names_in_place_before_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     renamed: list[str] = []

@@ -44,9 +44,10 @@ async def test_a_trace_of_the_ethernet_link_downloads_as_its_log_file(tmp_path: 
         assert state["ethernet"].running and not state["serial1"].running
         await wait_for(lambda: {t.interface: t for t in admin.traces()}["ethernet"].entries
                        >= 4, 30, "frames traced")
-        name, data = await admin.trace_zip("ethernet")
+        name, spooled = await admin.trace_zip("ethernet")
         assert name.startswith(f"{UID}_traces_") and name.endswith(".zip")
-        files = _names(data)
+        with spooled:
+            files = _names(spooled.read())
         [(file_name, text)] = files.items()
         assert file_name.startswith(f"{UID}_ethernet_") and file_name.endswith(".log")
         lines = text.decode().splitlines()
@@ -136,9 +137,12 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         await wait_for(lambda: plant.gateway.schedulers[1].last_result is not None, 30,
                        "the session's end")
         now = plant.gateway.clock.wall_ns()
-        name, data = await admin.backfill_zip(1, now - 3600 * 10**9, now + 60 * 10**9)
+        name, spooled = await admin.backfill_zip(1, now - 3600 * 10**9, now + 60 * 10**9)
         assert name.startswith(f"{UID}_server1_")
-        files = _names(data)
+        with spooled:
+            # Spooled in the data folder, already unlinked: nothing is left behind.
+            assert not any(p.name.startswith("export-") for p in plant.gateway.data_dir.iterdir())
+            files = _names(spooled.read())
         delivered = {p.name: p.read_bytes() for p in data_dir.glob(f"{UID}_*.csv.gz")}
         rebuilt = {n.removeprefix("DATA/"): b for n, b in files.items() if n.startswith("DATA/")}
         assert delivered and set(delivered) <= set(rebuilt)
@@ -150,8 +154,13 @@ async def test_connect_now_delivers_a_data_file_and_the_backfill_rebuilds_it(
         with pytest.raises(AdminError) as unknown:
             await admin.backfill_zip(2, now - 10**9, now)
         assert unknown.value.field == "server"
-        log_name, text = await admin.log_text(now - 3600 * 10**9, now + 60 * 10**9)
-        assert log_name.startswith(f"{UID}_LOG_") and b" INFO system: sunpm started." in text
+        log_name, spooled = await admin.log_text(now - 3600 * 10**9, now + 60 * 10**9)
+        with spooled:
+            assert log_name.startswith(f"{UID}_LOG_")
+            assert b" INFO system: sunpm started." in spooled.read()
+        with pytest.raises(AdminError) as too_long:
+            await admin.log_text(now - 32 * 86_400 * 10**9, now)
+        assert too_long.value.field == "to"
 
 
 async def test_an_update_goes_through_the_command_and_an_upload_needs_the_install_command(

@@ -5,6 +5,7 @@ body as it passes the limit; the API answers 413 in JSON."""
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import subprocess
@@ -241,3 +242,50 @@ def test_configuration_files_are_capped_at_1_mib(fresh_gateway: RunningGateway) 
     assert grown < 40, f"peak resident memory grew by {grown:.0f} MB"
     status, body = _declared_only(fresh_gateway.url, "PUT", "/api/config/daq.csv", 3 * MIB + 1)
     assert status == 413 and b"daq.csv takes at most 1 MiB" in body
+
+
+def _peak_rss_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(field)
+
+
+def test_a_body_of_millions_of_tiny_values_is_refused_undecoded(
+        web_gateway: RunningGateway) -> None:
+    """10 MiB of `{},` (within a file route's limit) decoded into 3.4 million dicts: the
+    gateway grew by 530 MB for 9 s. A body holding more than `MAX_JSON_VALUES` values is now
+    400 before it is decoded; a file's text full of commas and braces is not counted."""
+    with web_gateway.client() as client:
+        answer = client.post("/api/commands", content=b"[" + b"{}," * 200_000 + b"{}]",
+                             headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400
+        assert "body: more than 100000 values" in answer.json()["error"]
+        body = b"[" + b"{}," * ((MAX_UPLOAD_BODY_BYTES - 2) // 3 - 1) + b"{}]"
+        gc.collect()
+        before = _rss_mib("VmRSS:")
+        _peak_rss_reset()
+        answer = client.post("/api/config/validate", content=body, timeout=60,
+                             headers={"Content-Type": "application/json"})
+        grown = _rss_mib("VmHWM:") - before
+        assert answer.status_code == 400, answer.text
+        assert grown < 150, grown
+        text = "a,b,{c},[d]\n" * 100_000
+        answer = client.post("/api/config/validate", timeout=60,
+                             json={"files": {"DEF/commas.csv": text}})
+        assert answer.status_code != 400, answer.text
+
+
+def test_a_form_of_too_many_fields_says_so(web_gateway: RunningGateway) -> None:
+    """aiohttp refuses a form of more than 1,000 fields (413): the answer said the body was
+    larger than 10 MiB (the device form's limit) for a body of 4 KiB."""
+    with web_gateway.client() as client:
+        body = f"csrf={client.headers['X-CSRF-Token']}&" + "a&" * 2000
+        answer = client.post("/devices/new", content=body.encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 413
+        assert answer.text == "a form of more than 1000 fields\n"

@@ -167,6 +167,15 @@ def test_a_script_goes_through_its_whole_life_by_the_api(web_gateway: RunningGat
     with web_gateway.client() as client:
         bad = client.post("/api/scripts", json={"file": "../x.lua", "source": "x = 1"})
         assert _problems(bad) == {"file": "'../x.lua': a script is a plain file name ending .lua"}
+        # U+2028 ends a line for Python: the name was listed in scl.ini, its file left staged
+        # as `.new`, and the configuration rejected (every script stopped).
+        scl = web_gateway.config_dir / "CONFIG" / f"{UID}_scl.ini"
+        listed = scl.read_bytes() if scl.exists() else None
+        bad = client.post("/api/scripts", json={"file": "x\u2028y.lua", "source": "x = 1"})
+        assert bad.status_code == 422, bad.text
+        assert "control character" in bad.text
+        assert (scl.read_bytes() if scl.exists() else None) == listed
+        assert not list((web_gateway.config_dir / "SCRIPT").glob("*.new"))
         created = client.post("/api/scripts", json={"file": "ticker.lua", "source": TICKER})
         assert created.status_code == 201, created.text
 
@@ -234,6 +243,16 @@ def test_system_actions_answer_with_their_field(web_gateway: RunningGateway) -> 
             "to": "must be after 'from'"}
         assert _problems(client.get("/api/logs", params={"from": "yesterday", "to": end})) == {
             "from": "'yesterday' is not a date and time (2021-02-05T09:15:00Z)"}
+        # Beyond the store's 64-bit nanoseconds: a 500 from the store's comparison.
+        assert _problems(client.get("/api/logs", params={"from": start,
+                                                         "to": "9999-12-31T23:59:59Z"})) == {
+            "to": "'9999-12-31T23:59:59Z' is outside 1970-01-01..2262-04-11"}
+        assert _problems(client.get("/api/export", params={
+            "server": 1, "from": "0001-01-01T00:00:00+14:00", "to": end})) == {
+            "from": "'0001-01-01T00:00:00+14:00' is outside 1970-01-01..2262-04-11"}
+        assert _problems(client.get("/api/export", params={
+            "server": 1, "from": "1969-12-31", "to": end})) == {
+            "from": "'1969-12-31' is outside 1970-01-01..2262-04-11"}
         exported = client.get("/api/export", params={"server": 1, "from": start, "to": end})
         assert exported.status_code == 200, exported.text
         delivered = {p.name: p.read_bytes() for p in server_data.glob(f"{UID}_*.csv.gz")}

@@ -106,6 +106,22 @@ def test_writes_without_the_csrf_token_are_refused(web_gateway: RunningGateway) 
         assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
 
 
+def test_every_write_of_a_session_needs_its_token(web_gateway: RunningGateway) -> None:
+    """Every route but GET (the two logins aside, which have their own checks) refuses a
+    session's request without the CSRF token, before doing anything."""
+    with web_gateway.client() as client:
+        client.headers.pop("X-CSRF-Token")
+        writes = [(m, p) for m, p in _every_route(web_gateway)
+                  if m not in ("GET", "HEAD", "OPTIONS") and p not in ("/login", "/api/login")]
+        assert len(writes) > 40
+        for method, path in writes:
+            answer = client.request(method, path, json={})
+            assert answer.status_code == 403, (method, path, answer.status_code)
+            form = client.request(method, path, data={"confirm": "x"})
+            assert form.status_code == 403, (method, path, form.status_code)
+        assert client.get("/api/session").json()["user"] == "admin"
+
+
 def test_security_headers(web_gateway: RunningGateway) -> None:
     with web_gateway.client() as client:
         answer = client.get("/")
@@ -126,6 +142,22 @@ def test_http_basic_for_api_clients_without_csrf(web_gateway: RunningGateway) ->
         # Basic is for the API only: pages want a session.
         assert client.get("/devices", auth=("admin", web_gateway.password)).status_code == 302
         assert client.get("/api/devices", auth=("admin", "wrong")).status_code == 401
+    web_gateway.reset_throttle()
+
+
+def test_credentials_sent_from_another_site_are_refused(web_gateway: RunningGateway) -> None:
+    """A browser keeps Basic credentials typed once into an address (http://admin:pw@gw/) and
+    sends them with another site's forms: no CSRF token is asked of Basic clients, so the
+    Origin is the only sign."""
+    with httpx.Client(base_url=web_gateway.url) as client:
+        auth = ("admin", web_gateway.password)
+        answer = client.post("/api/logout", auth=auth, headers={"Origin": "http://evil.example"})
+        assert answer.status_code == 403
+        assert answer.json() == {"error": "cross-origin request refused"}
+        host = web_gateway.url.split("//")[1].rstrip("/")
+        assert client.post("/api/logout", auth=auth,
+                           headers={"Origin": f"http://{host}"}).status_code == 200
+        assert client.post("/api/logout", auth=auth).status_code == 200
     web_gateway.reset_throttle()
 
 
