@@ -23,7 +23,6 @@ One question is answered at a time; the others wait their turn.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import io
 import json
@@ -45,6 +44,10 @@ if TYPE_CHECKING:
 _FRAME: Final = struct.Struct("!cI")
 _OUT, _ERR, _EXIT = b"1", b"2", b"x"
 _REQUEST_MAX: Final = 16 << 20
+#: A client connected has this long to send its question, and so many may be sending at once
+#: (beyond, a connection is closed at once: its asker answers the question itself).
+_REQUEST_S: Final = 10.0
+_PENDING_MAX: Final = 64
 #: The packages whose code writes an answer: a change to any gives the server another name.
 _CODE: Final = ("sdcard", "store", "config", "pipeline/cli")
 
@@ -97,7 +100,8 @@ def ask(dump: Path, query: str, fmt: str) -> int | None:
     try:
         try:
             client.connect(str(path))
-            request = {"query": query, "format": fmt, "cwd": os.getcwd()}
+            # The dump as spelled here: the server names its files as this process would.
+            request = {"query": query, "format": fmt, "cwd": os.getcwd(), "dump": str(dump)}
             client.sendall(json.dumps(request).encode() + b"\n")
         except OSError:
             return None  # none listening (a stale socket file), or it just stopped
@@ -188,9 +192,10 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         print(f"sunpm sd serve: {path.parent} is not a folder of this user's alone (mode 0700); "
               "remove it or set XDG_RUNTIME_DIR", file=sys.stderr)
         return 2
-    state = _State(dump_path, open_dump)
+    state = _State(open_dump)
     try:
-        state.current()  # a dump that cannot be opened is said now, not at the first question
+        # A dump that cannot be opened is said now, not at the first question.
+        state.current(dump_path)
     except Exception as err:  # noqa: BLE001  (what the command would say of it)
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
@@ -208,31 +213,33 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
-        listener.close()  # wakes the accept
+        listener.close()  # wakes the poll (the listener reads as closed)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
     own = os.stat(path).st_ino
-    listener.settimeout(idle_s)
+    asking = _Asking(listener)
     try:
+        idle_at = time.monotonic() + idle_s
         while not stopped.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                print("sunpm sd serve: idle, stopped", file=sys.stderr)
+            ready = asking.wait(idle_at)
+            if ready is None:
+                if not stopped.is_set():
+                    print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
-            except OSError:
-                break  # closed by a signal
-            with conn:
-                started = time.perf_counter()
-                code = _answer_one(conn, state, answer)
-            if code is not None:
-                print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
-                      f"(exit {code})", file=sys.stderr, flush=True)
+            for conn, request in ready:
+                with conn:
+                    started = time.perf_counter()
+                    code = _answer_one(conn, request, state, answer)
+                idle_at = time.monotonic() + idle_s
+                if code is not None:
+                    print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
+                          f"(exit {code})", file=sys.stderr, flush=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        asking.close()
         listener.close()
         try:
             if os.stat(path).st_ino == own:  # not a newer server's
@@ -241,6 +248,90 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
             pass
         _memo.enable(0)
     return 0
+
+
+class _Asking:
+    """The connections whose question is still coming in, read as their bytes arrive: a client
+    that connects and says nothing (or little at a time) keeps no one else waiting."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        import select
+
+        self._select = select
+        self._listener = listener
+        listener.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(listener, select.POLLIN)
+        #: By descriptor: the connection, what it sent so far, when it is given up.
+        self._pending: dict[int, tuple[socket.socket, bytearray, float]] = {}
+
+    def wait(self, idle_at: float) -> list[tuple[socket.socket, dict[str, object]]] | None:
+        """The questions fully received, in the order they were; None at `idle_at` (nothing
+        asked) or once the listener is closed (a stop)."""
+        while True:
+            now = time.monotonic()
+            until = min([idle_at, *(at for _, _, at in self._pending.values())])
+            if now >= idle_at or self._listener.fileno() < 0:
+                return None
+            ready: list[tuple[socket.socket, dict[str, object]]] = []
+            for fd, events in self._poll.poll(max(0.0, until - now) * 1000):
+                if fd == self._listener.fileno() or fd not in self._pending:
+                    if events & self._select.POLLNVAL:
+                        return None
+                    self._accept()
+                    continue
+                request = self._read(fd)
+                if request is not None:
+                    ready.append(request)
+            now = time.monotonic()
+            for fd in [fd for fd, (_, _, at) in self._pending.items() if at <= now]:
+                self._drop(fd)  # connected and never asked in time
+            if ready:
+                return ready
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return  # gone before accepted, or closed by a stop
+        if len(self._pending) >= _PENDING_MAX:
+            conn.close()  # its asker answers the question itself
+            return
+        conn.setblocking(False)
+        self._pending[conn.fileno()] = (conn, bytearray(), time.monotonic() + _REQUEST_S)
+        self._poll.register(conn, self._select.POLLIN)
+
+    def _read(self, fd: int) -> tuple[socket.socket, dict[str, object]] | None:
+        conn, data, _ = self._pending[fd]
+        try:
+            chunk = conn.recv(1 << 16)
+        except BlockingIOError:
+            return None
+        except OSError:
+            chunk = b""
+        data += chunk
+        if chunk and not data.endswith(b"\n") and len(data) <= _REQUEST_MAX:
+            return None
+        self._poll.unregister(fd)
+        del self._pending[fd]
+        try:
+            request = json.loads(data) if chunk and len(data) <= _REQUEST_MAX else None
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            conn.close()  # not one of ours, too long, or gone before its question ended
+            return None
+        conn.setblocking(True)
+        return conn, request
+
+    def _drop(self, fd: int) -> None:
+        conn, _, _ = self._pending.pop(fd)
+        self._poll.unregister(fd)
+        conn.close()
+
+    def close(self) -> None:
+        for fd in list(self._pending):
+            self._drop(fd)
 
 
 def _listen(path: Path) -> socket.socket | None:
@@ -263,31 +354,39 @@ def _listen(path: Path) -> socket.socket | None:
 
 
 class _State:
-    """The dump as opened, and what it looked like then (`_signature`); the DuckDB session of
-    the questions over it, kept while they only read (a question that sets, creates or prepares
-    anything closes it: the next one gets a fresh one, as a process of its own would)."""
+    """The dump as opened, by the path the asker spelled (its findings name its files as a
+    process of the asker's would), and what it looked like then (`_signature`); the DuckDB
+    session of the questions over it, kept while they only read (a question that sets, creates
+    or prepares anything closes it: the next one gets a fresh one, as a process of its own
+    would)."""
 
-    def __init__(self, path: Path, open_dump: OpenDump) -> None:
-        self._path = path
+    def __init__(self, open_dump: OpenDump) -> None:
         self._open = open_dump
+        self._path: Path | None = None
         self._dump: Dump | None = None
         self._session: Session | None = None
-        self._signature: tuple[tuple[str, int, int, int], ...] = ()
+        self._signature: tuple[tuple[str, int, int, int], ...] | None = None
 
-    def current(self) -> Dump:
-        signature = _signature(self._path)
-        if self._dump is None or signature != self._signature:
+    def current(self, path: Path) -> Dump:
+        """The dump at `path` (relative to the current folder, the asker's) as it is now."""
+        try:
+            signature: tuple[tuple[str, int, int, int], ...] | None = _signature(path)
+        except OSError:
+            signature = None  # gone or unreadable: the open says why, as the command would
+        if self._dump is None or path != self._path or signature is None \
+                or signature != self._signature:
             self.done(keep=False)
             self._dump = None
-            self._dump = self._open(self._path)
-            self._signature = signature
+            self._dump = self._open(path)
+            self._path, self._signature = path, signature
         return self._dump
 
     def session(self) -> Session:
         from sdcard.sql import Session
 
+        assert self._dump is not None, "current() first"
         if self._session is None:
-            self._session = Session(self.current() if self._dump is None else self._dump)
+            self._session = Session(self._dump)
         return self._session
 
     def done(self, *, keep: bool) -> None:
@@ -307,46 +406,58 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
         folder = folders.pop()
         st = os.stat(folder)
         found.append((folder, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        with os.scandir(folder) as entries:
-            for entry in entries:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            if folder == str(root):
+                raise
+            continue  # removed since its parent was listed: the parent's times say so
+        for entry in entries:
+            try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 elif not entry.name.endswith(".arrow"):
                     st = entry.stat(follow_symlinks=False)
                     found.append((entry.path, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            except FileNotFoundError:
+                continue  # a writer's file renamed or removed since listed (a live store)
     return tuple(sorted(found))
 
 
-def _answer_one(conn: socket.socket, state: _State, answer: Answer) -> int | None:
-    """One question: read, answered as the command would, the exit code last (returned; None
-    when the client went away). A client gone before the end (Ctrl-C, `| head`) ends its
-    answer."""
+def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
+                answer: Answer) -> int | None:
+    """One question, answered as the command would, the exit code last (returned; None when
+    the client went away or the question was not one of ours). A client gone before the end
+    (Ctrl-C, `| head`, killed) ends its answer: at its next output, or sooner by interrupting
+    DuckDB when it goes while nothing is written (a long aggregate)."""
     try:
-        conn.settimeout(10)
-        request = json.loads(_request_line(conn))
-        query, fmt, cwd = str(request["query"]), str(request["format"]), str(request["cwd"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not one of ours, or gone
-    conn.settimeout(None)
+        query, fmt = str(request["query"]), str(request["format"])
+        cwd, spelled = str(request["cwd"]), str(request["dump"])
+        # A relative path in the SQL, or the dump's, is the client's.
+        os.chdir(cwd)
+    except (KeyError, OSError):
+        return None  # not one of ours, or its folder is gone: the asker answers it itself
     out, err = _framed_text(conn, _OUT), _framed_text(conn, _ERR)
     try:
-        with contextlib.suppress(OSError):
-            os.chdir(cwd)  # a relative path in the SQL is the client's
         try:
-            dump = state.current()
+            dump = state.current(Path(spelled))
             session = state.session()
         except Exception as error:  # noqa: BLE001  (said as the command says it)
             print(f"sunpm sd sql: {error}", file=err)
             code = 2
         else:
-            try:
-                code = answer(dump, query, fmt, out, err, session)
-            except OSError:
-                state.done(keep=False)  # its answer cut short
-                raise
-            except Exception as error:  # noqa: BLE001  (the server answers the next question)
-                print(f"sunpm sd sql: internal error: {error!r}", file=err)
-                code = 1
+            with _Watch(conn, session) as watch:
+                try:
+                    code = answer(dump, query, fmt, out, err, session)
+                except OSError:
+                    state.done(keep=False)  # its answer cut short
+                    raise
+                except Exception as error:  # noqa: BLE001  (the server answers the next one)
+                    print(f"sunpm sd sql: internal error: {error!r}", file=err)
+                    code = 1
+            if watch.gone:
+                state.done(keep=False)
+                return None
             state.done(keep=code == 0)
         out.flush()
         err.flush()
@@ -356,13 +467,55 @@ def _answer_one(conn: socket.socket, state: _State, answer: Answer) -> int | Non
     return code
 
 
-def _request_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("closed before the question ended")
-        data += chunk
-        if len(data) > _REQUEST_MAX:
-            raise ValueError("question too long")
-    return data
+class _Watch:
+    """While a question is answered, its client watched: gone (its socket closed, or anything
+    more sent on it), the DuckDB query is interrupted. The watch ends before the question's
+    answer does, so that no interrupt reaches the next question."""
+
+    def __init__(self, conn: socket.socket, session: Session) -> None:
+        import threading
+
+        self._conn = conn
+        self._session = session
+        self._lock = threading.Lock()
+        self._over = False
+        self._wake_r, self._wake_w = os.pipe()
+        self.gone = False
+        self._thread = threading.Thread(target=self._run, name="sd-serve-watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._over = True
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        import select
+
+        poll = select.poll()
+        poll.register(self._conn, select.POLLIN | select.POLLRDHUP)
+        poll.register(self._wake_r, select.POLLIN)
+        while True:
+            fds = {fd for fd, _ in poll.poll()}
+            if self._wake_r in fds:
+                return
+            if fds:
+                break
+        self.gone = True
+        woken = select.poll()
+        woken.register(self._wake_r, select.POLLIN)
+        # Again until the question ends: an interrupt with no query running is lost (the
+        # client went before DuckDB began), and leaves nothing behind for a later query.
+        while True:
+            with self._lock:
+                if self._over:
+                    return
+                self._session.interrupt()
+            if woken.poll(50):
+                return

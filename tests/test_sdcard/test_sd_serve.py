@@ -4,12 +4,16 @@ changes between questions; a server of another user, dump or code is never asked
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +29,10 @@ COUNT = "SELECT device, count(*) AS n, sum(raw) AS s FROM records GROUP BY ALL O
 
 
 class _Server:
-    def __init__(self, dump: Path, run: Path, *extra: str) -> None:
+    def __init__(self, dump: Path, run: Path, *extra: str, cwd: Path = ROOT) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "sd", "serve", str(dump), *extra],
-            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(run))
+            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_env(run))
         assert self.process.stderr is not None
         self.first_line = self.process.stderr.readline()
 
@@ -36,8 +40,13 @@ class _Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         assert self.process.stderr is not None
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # never left running by a failed test
+            self.process.wait(timeout=30)
+            raise
         self.rest = self.process.stderr.read()
-        code = self.process.wait(timeout=30)
         self.process.stderr.close()
         return code
 
@@ -246,3 +255,84 @@ def test_a_reader_that_goes_away_ends_a_served_answer_quietly(
         code = child.wait(timeout=60)
     assert (code, err) == (0, b"")
     _same(dump, run, COUNT)
+
+
+def _damaged(dump: Path) -> Path:
+    damaged = _sealed(dump, "1", 7)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    with open(damaged, "r+b") as fh:
+        fh.write(data)
+    return damaged
+
+
+def test_a_dump_served_by_a_relative_path_is_answered_from_any_folder(
+        dump_copy: Path, runtime: Path, tmp_path: Path) -> None:
+    run = runtime
+    _damaged(dump_copy)
+    server = _Server(Path("dump"), run, cwd=dump_copy.parent)
+    try:
+        assert "open for `sunpm sd sql`" in server.first_line, server.first_line
+        absolute = _same(dump_copy, run, COUNT)  # asked from another folder
+        assert absolute.returncode == 0 and f"{dump_copy}/devices/1/" in absolute.stderr
+        (tmp_path / "link").symlink_to(dump_copy)
+        # The findings name the dump's files as the asker spells it, whatever the server's.
+        for spelled, cwd in (("dump", dump_copy.parent), ("dump/", dump_copy.parent),
+                             ("link", tmp_path), (str(tmp_path / "link"), ROOT)):
+            alone = _same(Path(spelled), run, COUNT, cwd=cwd)
+            named = spelled.rstrip("/") + "/devices/1/"
+            assert alone.stdout == absolute.stdout and named in alone.stderr, alone.stderr
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert server.rest.count("answered in") == 5 == _ASKED.pop(run), server.rest
+
+
+def _asking(run: Path) -> socket.socket:
+    (path,) = _socket(run)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(path))
+    return client
+
+
+def test_a_client_that_says_nothing_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
+    dump, run = served
+    stop = threading.Event()
+
+    def dribble() -> None:  # half a question, a byte at a time, for a minute at most
+        with _asking(run) as slow, contextlib.suppress(OSError):
+            for byte in b'{"query": "SELECT 1", "format": "csv"'[:30]:
+                slow.sendall(bytes([byte]))
+                if stop.wait(2):
+                    return
+
+    silent = _asking(run)  # connected, says nothing
+    slow = threading.Thread(target=dribble)
+    slow.start()
+    try:
+        started = time.monotonic()
+        _same(dump, run, COUNT)
+        assert time.monotonic() - started < 40
+    finally:
+        stop.set()
+        slow.join(timeout=90)
+        silent.close()
+
+
+def test_a_client_gone_before_any_output_stops_its_question(served: tuple[Path, Path]) -> None:
+    dump, run = served
+    endless = "SELECT sum(hash(i)) AS s FROM range(10_000_000_000_000) t(i)"
+    for _ in range(3):  # at once, and the next questions never see an interrupt of its
+        with _asking(run) as gone:
+            gone.sendall(json.dumps({"query": endless, "format": "csv", "cwd": str(ROOT),
+                                     "dump": str(dump)}).encode() + b"\n")
+        assert _same(dump, run, COUNT).returncode == 0
+        assert _same(dump, run, "SELECT count(*) AS n FROM range(3000000)").stdout \
+            == "n\n3000000\n"
+
+
+def test_a_question_that_turns_logging_on_leaves_the_next_a_fresh_session(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    assert _sql(dump, run, "SELECT * FROM enable_logging()").returncode == 0
+    _same(dump, run, "SELECT current_setting('enable_logging') AS on")
