@@ -49,7 +49,10 @@ _REQUEST_MAX: Final = 16 << 20
 _REQUEST_S: Final = 10.0
 _PENDING_MAX: Final = 64
 #: The packages whose code writes an answer: a change to any gives the server another name.
-_CODE: Final = ("sdcard", "store", "config", "pipeline/cli")
+_CODE: Final = ("sdcard", "store", "config", "fsio", "pipeline/cli")
+#: The libraries that do (DuckDB's text of a value or an error may change from one version to
+#: the next): an upgrade replaces their folders.
+_LIBRARIES: Final = ("duckdb", "pyarrow")
 
 
 def socket_path(dump: Path) -> Path:
@@ -70,6 +73,15 @@ def _code_stamp() -> str:
                 if entry.name.endswith(".py"):
                     st = entry.stat()
                     parts.append(f"{package}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    for library in _LIBRARIES:
+        # The folder the import would take, found without importing (the client never does).
+        for entry in sys.path:
+            try:
+                st = os.stat(os.path.join(entry or ".", library, "__init__.py"))
+            except OSError:
+                continue
+            parts.append(f"{entry}/{library}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+            break
     return "\n".join(sorted(parts))
 
 

@@ -336,3 +336,15 @@ def test_a_question_that_turns_logging_on_leaves_the_next_a_fresh_session(
     dump, run = served
     assert _sql(dump, run, "SELECT * FROM enable_logging()").returncode == 0
     _same(dump, run, "SELECT current_setting('enable_logging') AS on")
+
+
+def test_a_server_of_other_libraries_or_io_code_is_not_asked(
+        month: Plant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import _sd_server
+
+    before = _sd_server.socket_path(month.dump)
+    assert "fsio/__init__.py:" in _sd_server._code_stamp()  # the store writes through it
+    (tmp_path / "pyarrow").mkdir()
+    (tmp_path / "pyarrow" / "__init__.py").write_text("")  # another version, found first
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _sd_server.socket_path(month.dump) != before
