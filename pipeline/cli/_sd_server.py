@@ -75,12 +75,12 @@ def _code_stamp() -> str:
                     parts.append(f"{package}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
     for library in _LIBRARIES:
         # The folder the import would take, found without importing (the client never does).
-        for entry in sys.path:
+        for folder in sys.path:
             try:
-                st = os.stat(os.path.join(entry or ".", library, "__init__.py"))
+                st = os.stat(os.path.join(folder or ".", library, "__init__.py"))
             except OSError:
                 continue
-            parts.append(f"{entry}/{library}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+            parts.append(f"{folder}/{library}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
             break
     return "\n".join(sorted(parts))
 
