@@ -58,8 +58,8 @@ _LIBRARIES: Final = ("duckdb", "pyarrow")
 def socket_path(dump: Path) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
     folder = Path(runtime) / f"sunpm-sd-{os.getuid()}"
-    key = hashlib.sha256("\0".join([os.path.realpath(dump), sys.executable, _code_stamp()])
-                         .encode()).hexdigest()[:24]
+    key = hashlib.sha256(os.fsencode("\0".join([os.path.realpath(dump), sys.executable,
+                                                 _code_stamp()]))).hexdigest()[:24]
     return folder / f"{key}.sock"
 
 
@@ -113,7 +113,10 @@ def ask(dump: Path, query: str, fmt: str) -> int | None:
         try:
             client.connect(str(path))
             # The dump as spelled here: the server names its files as this process would.
-            request = {"query": query, "format": fmt, "cwd": os.getcwd(), "dump": str(dump)}
+            # Its streams' encodings too: the answer's bytes are the ones this process writes
+            # (a Latin-1 terminal, a file name that is no UTF-8 in a message).
+            request = {"query": query, "format": fmt, "cwd": os.getcwd(), "dump": str(dump),
+                       "out": _coding(sys.stdout), "err": _coding(sys.stderr)}
             client.sendall(json.dumps(request).encode() + b"\n")
         except OSError:
             return None  # none listening (a stale socket file), or it just stopped
@@ -122,13 +125,22 @@ def ask(dump: Path, query: str, fmt: str) -> int | None:
         client.close()
 
 
+def _coding(stream: IO[str]) -> tuple[str, str]:
+    """How text becomes the bytes of `stream`: its encoding and error handler; of a caller's
+    text stream without bytes underneath (`redirect_stdout(StringIO())`), UTF-8 that carries
+    any text there and back."""
+    if getattr(stream, "buffer", None) is None:
+        return "utf-8", "surrogatepass"
+    return getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict"
+
+
 def _relay(client: socket.socket, dump: Path) -> int | None:
     stream = client.makefile("rb")
     wrote = False
-    # A caller's text streams without bytes underneath (`redirect_stdout(StringIO())`) get text;
-    # a frame may end inside a character.
-    decoders = {_OUT: codecs.getincrementaldecoder("utf-8")("replace"),
-                _ERR: codecs.getincrementaldecoder("utf-8")("replace")}
+    # A caller's text streams without bytes underneath get text; a frame may end inside a
+    # character.
+    decoders = {_OUT: codecs.getincrementaldecoder("utf-8")("surrogatepass"),
+                _ERR: codecs.getincrementaldecoder("utf-8")("surrogatepass")}
     while True:
         head = stream.read(_FRAME.size)
         if len(head) < _FRAME.size:
@@ -172,12 +184,16 @@ class _Framed(io.RawIOBase):
         return len(data)
 
 
-def _framed_text(conn: socket.socket, kind: bytes) -> IO[str]:
-    """A text stream of the answer, sent in frames of about 64 KiB (written by C code: an
-    answer of 100,000 rows is 100,000 writes)."""
+def _framed_text(conn: socket.socket, kind: bytes, coding: object) -> IO[str]:
+    """A text stream of the answer, encoded as the client's stream (`coding`: its encoding and
+    error handler), sent in frames of about 64 KiB (written by C code: an answer of 100,000
+    rows is 100,000 writes). LookupError or ValueError: no coding Python knows."""
+    encoding, errors = cast(list[str], coding)
+    codecs.lookup(encoding)
+    codecs.lookup_error(errors)
     raw = cast(io.RawIOBase, _Framed(conn, kind))
-    return io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8",
-                            errors="replace", newline="")
+    return io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding=encoding,
+                            errors=errors, newline="")
 
 
 OpenDump = Callable[[Path], "Dump"]
@@ -378,6 +394,8 @@ class _State:
         self._dump: Dump | None = None
         self._session: Session | None = None
         self._signature: tuple[tuple[str, int, int, int], ...] | None = None
+        #: How many findings the dump held once opened, and once the session was made.
+        self._opened = self._made = (0, 0)
 
     def current(self, path: Path) -> Dump:
         """The dump at `path` (relative to the current folder, the asker's) as it is now."""
@@ -391,14 +409,22 @@ class _State:
             self._dump = None
             self._dump = self._open(path)
             self._path, self._signature = path, signature
+            self._opened = _said(self._dump)
         return self._dump
 
     def session(self) -> Session:
+        """The session of the next question, the dump's findings as a process of its own would
+        have them once its session is made: the open's and the session's (the journal read,
+        the definitions), none of an earlier question's reads."""
         from sdcard.sql import Session
 
-        assert self._dump is not None, "current() first"
+        dump = self._dump
+        assert dump is not None, "current() first"
         if self._session is None:
-            self._session = Session(self._dump)
+            _forget(dump, self._opened)
+            self._session = Session(dump)
+            self._made = _said(dump)
+        _forget(dump, self._made)
         return self._session
 
     def done(self, *, keep: bool) -> None:
@@ -406,6 +432,16 @@ class _State:
         if self._session is not None and not (keep and self._session.pristine):
             self._session.close()
             self._session = None
+
+
+def _said(dump: Dump) -> tuple[int, int]:
+    return len(dump.log.reports), len(dump.extra)
+
+
+def _forget(dump: Dump, said: tuple[int, int]) -> None:
+    """The dump's findings back to what they were when `said` was taken."""
+    dump.log.forget_reports(said[0])
+    del dump.extra[said[1]:]
 
 
 def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
@@ -445,11 +481,12 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
     try:
         query, fmt = str(request["query"]), str(request["format"])
         cwd, spelled = str(request["cwd"]), str(request["dump"])
+        out = _framed_text(conn, _OUT, request["out"])
+        err = _framed_text(conn, _ERR, request["err"])
         # A relative path in the SQL, or the dump's, is the client's.
         os.chdir(cwd)
-    except (KeyError, OSError):
+    except (KeyError, TypeError, ValueError, LookupError, OSError):
         return None  # not one of ours, or its folder is gone: the asker answers it itself
-    out, err = _framed_text(conn, _OUT), _framed_text(conn, _ERR)
     try:
         try:
             dump = state.current(Path(spelled))

@@ -348,3 +348,40 @@ def test_a_server_of_other_libraries_or_io_code_is_not_asked(
     (tmp_path / "pyarrow" / "__init__.py").write_text("")  # another version, found first
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _sd_server.socket_path(month.dump) != before
+
+
+def test_answers_are_encoded_as_the_askers_streams(dump_copy: Path, runtime: Path) -> None:
+    run = runtime
+    # A dump whose name is no UTF-8: its findings name it as the asker's stderr writes it.
+    odd = dump_copy.parent / os.fsdecode(b"d\xe9mp")
+    dump_copy.rename(odd)
+    _damaged(odd)
+    server = _Server(odd, run)
+    said = []
+    try:
+        for encoding, query in ((None, COUNT), (None, "SELECT 'é€' AS e"),
+                                ("latin-1", "SELECT 'é' AS e")):
+            env = _env(run) if encoding is None else {**_env(run), "PYTHONIOENCODING": encoding}
+            through, alone = ((a.returncode, a.stdout, a.stderr) for a in (subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "sd", "sql", os.fsencode(odd), query,
+                 "--format", "csv", *extra], capture_output=True, timeout=120, cwd=ROOT,
+                env=env, check=False) for extra in ((), ("--no-server",))))
+            assert through == alone
+            assert through[0] == 0
+            said.append(through)
+        assert b"d\\udce9mp/devices/1/" in said[0][2]
+        assert said[2][1] == b"e\n\xe9\n"
+    finally:
+        code = server.stop()
+    assert code == 0 and server.rest.count("answered in") == len(said), server.rest
+
+
+def test_a_finding_is_said_by_the_questions_whose_reads_meet_it(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    damaged = _damaged(dump)
+    for query in (COUNT, "SELECT 1 AS one", COUNT, COUNT,
+                  "SELECT kind, count(*) AS n FROM journal GROUP BY ALL ORDER BY ALL",
+                  "SET TimeZone = 'Europe/Paris'; SELECT 2 AS two", COUNT, "SELECT 3 AS three"):
+        said = _same(dump, run, query).stderr
+        assert (str(damaged) in said) == (query == COUNT), (query, said)
