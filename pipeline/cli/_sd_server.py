@@ -174,26 +174,27 @@ class _Framed(io.RawIOBase):
         super().__init__()
         self._conn = conn
         self._kind = kind
+        #: The answer abandoned: what is still buffered goes nowhere.
+        self.dropped = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
-        if data:
+        if data and not self.dropped:
             self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
 
 
-def _framed_text(conn: socket.socket, kind: bytes, coding: object) -> IO[str]:
+def _framed_text(raw: _Framed, coding: object) -> IO[str]:
     """A text stream of the answer, encoded as the client's stream (`coding`: its encoding and
     error handler), sent in frames of about 64 KiB (written by C code: an answer of 100,000
     rows is 100,000 writes). LookupError or ValueError: no coding Python knows."""
     encoding, errors = cast(list[str], coding)
     codecs.lookup(encoding)
     codecs.lookup_error(errors)
-    raw = cast(io.RawIOBase, _Framed(conn, kind))
-    return io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding=encoding,
-                            errors=errors, newline="")
+    return io.TextIOWrapper(io.BufferedWriter(cast(io.RawIOBase, raw), 1 << 16),
+                            encoding=encoding, errors=errors, newline="")
 
 
 OpenDump = Callable[[Path], "Dump"]
@@ -244,6 +245,12 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         listener.close()  # wakes the poll (the listener reads as closed)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A signal is also written here at once, even while DuckDB holds the main thread (its
+    # handler above runs only once the main thread is back in Python): the question being
+    # answered is interrupted.
+    signalled, wakeup = os.pipe()
+    os.set_blocking(wakeup, False)
+    previous_wakeup = signal.set_wakeup_fd(wakeup)
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
     own = os.stat(path).st_ino
@@ -257,14 +264,20 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
                     print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
             for conn, request in ready:
+                if stopped.is_set():
+                    conn.close()  # its asker answers the question itself
+                    continue
                 with conn:
                     started = time.perf_counter()
-                    code = _answer_one(conn, request, state, answer)
+                    code = _answer_one(conn, request, state, answer, signalled)
                 idle_at = time.monotonic() + idle_s
                 if code is not None:
                     print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
                           f"(exit {code})", file=sys.stderr, flush=True)
     finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(signalled)
+        os.close(wakeup)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         asking.close()
@@ -473,16 +486,19 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
 
 
 def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
-                answer: Answer) -> int | None:
+                answer: Answer, signalled: int) -> int | None:
     """One question, answered as the command would, the exit code last (returned; None when
-    the client went away or the question was not one of ours). A client gone before the end
-    (Ctrl-C, `| head`, killed) ends its answer: at its next output, or sooner by interrupting
-    DuckDB when it goes while nothing is written (a long aggregate)."""
+    the client went away, the server was stopped before the end, or the question was not one of
+    ours). A client gone before the end (Ctrl-C, `| head`, killed) ends its answer: at its next
+    output, or sooner by interrupting DuckDB when it goes while nothing is written (a long
+    aggregate); so does a signal to the server (`signalled` readable), whose client answers the
+    question itself when nothing was sent yet."""
+    raw_out, raw_err = _Framed(conn, _OUT), _Framed(conn, _ERR)
     try:
         query, fmt = str(request["query"]), str(request["format"])
         cwd, spelled = str(request["cwd"]), str(request["dump"])
-        out = _framed_text(conn, _OUT, request["out"])
-        err = _framed_text(conn, _ERR, request["err"])
+        out = _framed_text(raw_out, request["out"])
+        err = _framed_text(raw_err, request["err"])
         # A relative path in the SQL, or the dump's, is the client's.
         os.chdir(cwd)
     except (KeyError, TypeError, ValueError, LookupError, OSError):
@@ -495,7 +511,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             print(f"sunpm sd sql: {error}", file=err)
             code = 2
         else:
-            with _Watch(conn, session) as watch:
+            with _Watch(conn, session, signalled) as watch:
                 try:
                     code = answer(dump, query, fmt, out, err, session)
                 except OSError:
@@ -506,6 +522,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
                     code = 1
             if watch.gone:
                 state.done(keep=False)
+                raw_out.dropped = raw_err.dropped = True
                 return None
             state.done(keep=code == 0)
         out.flush()
@@ -518,12 +535,14 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
 
 class _Watch:
     """While a question is answered, its client watched: gone (its socket closed, or anything
-    more sent on it), the DuckDB query is interrupted. The watch ends before the question's
-    answer does, so that no interrupt reaches the next question."""
+    more sent on it), or the server signalled to stop (`signalled` readable), the DuckDB query
+    is interrupted and the answer abandoned. The watch ends before the question's answer does,
+    so that no interrupt reaches the next question."""
 
-    def __init__(self, conn: socket.socket, session: Session) -> None:
+    def __init__(self, conn: socket.socket, session: Session, signalled: int) -> None:
         import threading
 
+        self._signalled = signalled
         self._conn = conn
         self._session = session
         self._lock = threading.Lock()
@@ -550,6 +569,7 @@ class _Watch:
         poll = select.poll()
         poll.register(self._conn, select.POLLIN | select.POLLRDHUP)
         poll.register(self._wake_r, select.POLLIN)
+        poll.register(self._signalled, select.POLLIN)
         while True:
             fds = {fd for fd, _ in poll.poll()}
             if self._wake_r in fds:

@@ -295,6 +295,13 @@ def _asking(run: Path) -> socket.socket:
     return client
 
 
+def _request(query: str, dump: Path) -> bytes:
+    """A question as `sd sql` asks it."""
+    return json.dumps({"query": query, "format": "csv", "cwd": str(ROOT), "dump": str(dump),
+                       "out": ["utf-8", "strict"],
+                       "err": ["utf-8", "backslashreplace"]}).encode() + b"\n"
+
+
 def test_a_client_that_says_nothing_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
     dump, run = served
     stop = threading.Event()
@@ -324,8 +331,7 @@ def test_a_client_gone_before_any_output_stops_its_question(served: tuple[Path, 
     endless = "SELECT sum(hash(i)) AS s FROM range(10_000_000_000_000) t(i)"
     for _ in range(3):  # at once, and the next questions never see an interrupt of its
         with _asking(run) as gone:
-            gone.sendall(json.dumps({"query": endless, "format": "csv", "cwd": str(ROOT),
-                                     "dump": str(dump)}).encode() + b"\n")
+            gone.sendall(_request(endless, dump))
         assert _same(dump, run, COUNT).returncode == 0
         assert _same(dump, run, "SELECT count(*) AS n FROM range(3000000)").stdout \
             == "n\n3000000\n"
@@ -385,3 +391,29 @@ def test_a_finding_is_said_by_the_questions_whose_reads_meet_it(
                   "SET TimeZone = 'Europe/Paris'; SELECT 2 AS two", COUNT, "SELECT 3 AS three"):
         said = _same(dump, run, query).stderr
         assert (str(damaged) in said) == (query == COUNT), (query, said)
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_server_stopped_in_a_long_question_stops(month: Plant, runtime: Path) -> None:
+    run = runtime
+    server = _Server(month.dump, run)
+    try:
+        with _asking(run) as client:
+            client.sendall(_request(
+                "SELECT sum(hash(i)) AS s FROM range(10_000_000_000_000) t(i)", month.dump))
+            busy = _cpu_s(server.process.pid) + 1
+            deadline = time.monotonic() + 60
+            while _cpu_s(server.process.pid) < busy and time.monotonic() < deadline:
+                time.sleep(0.05)  # polls the server's CPU time: answering, not just started
+            server.process.send_signal(signal.SIGTERM)
+            # Nothing sent: its asker would answer the question itself.
+            assert client.recv(1) == b""
+        server.process.wait(timeout=60)
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert "answered in" not in server.rest and not _socket(run)
