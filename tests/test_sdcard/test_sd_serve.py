@@ -417,3 +417,19 @@ def test_a_server_stopped_in_a_long_question_stops(month: Plant, runtime: Path) 
         code = server.stop()
     assert code == 0
     assert "answered in" not in server.rest and not _socket(run)
+
+
+def test_what_the_memo_keeps_holds_no_byte_of_the_file_it_was_decoded_from() -> None:
+    import pyarrow as pa
+
+    data = b"ab" + bytes(1 << 20)  # a file's bytes, the strings of its dictionary among them
+    before = sys.getrefcount(data)
+    names = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(
+        memoryview(bytes(4) + (2).to_bytes(4, "little"))), pa.py_buffer(memoryview(data))])
+    column = pa.DictionaryArray.from_arrays(pa.array([0, 0, 0], pa.int32()), names)
+    plain = pa.Array.from_buffers(pa.int64(), 3, [None, pa.py_buffer(memoryview(data))])
+    kept = _memo.owned(pa.record_batch([column, plain], names=["def", "raw"]))
+    del names, column, plain
+    assert sys.getrefcount(data) == before
+    assert kept.column(0).to_pylist() == ["ab"] * 3
+    assert kept.column(1).to_pylist() == [int.from_bytes(data[:8], "little"), 0, 0]
