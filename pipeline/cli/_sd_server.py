@@ -465,14 +465,14 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     folders = [str(root)]
     while folders:
         folder = folders.pop()
-        st = os.stat(folder)
-        found.append((folder, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         try:
+            st = os.stat(folder)
             entries = list(os.scandir(folder))
         except FileNotFoundError:
             if folder == str(root):
                 raise
             continue  # removed since its parent was listed: the parent's times say so
+        found.append((folder, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):

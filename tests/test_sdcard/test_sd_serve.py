@@ -433,3 +433,39 @@ def test_what_the_memo_keeps_holds_no_byte_of_the_file_it_was_decoded_from() -> 
     assert sys.getrefcount(data) == before
     assert kept.column(0).to_pylist() == ["ab"] * 3
     assert kept.column(1).to_pylist() == [int.from_bytes(data[:8], "little"), 0, 0]
+
+
+def test_a_file_a_writer_removes_while_the_dump_is_compared_is_no_error(
+        month: Plant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import _sd_server
+
+    live = tmp_path / "live"
+    shutil.copytree(month.dump, live)
+    (live / "journal" / "commit.tmp").write_bytes(b"x")
+    (live / "devices" / "9").mkdir()
+    listed = os.scandir
+
+    class Listing(list[os.DirEntry[str]]):
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def renamed_meanwhile(folder: str) -> Listing:
+        # Listed, then gone before looked at: a gateway's temporary file renamed, a device
+        # folder emptied by the quota.
+        entries = Listing(listed(folder))
+        for entry in entries:
+            if entry.name == "commit.tmp":
+                os.unlink(entry.path)
+            if entry.name == "9":
+                os.rmdir(entry.path)
+        return entries
+
+    monkeypatch.setattr(_sd_server.os, "scandir", renamed_meanwhile)
+    signature = _sd_server._signature(live)
+    monkeypatch.undo()
+    assert str(live / "journal") in {name for name, *_ in signature}
+    assert not {str(live / "journal" / "commit.tmp"), str(live / "devices" / "9")} \
+        & {name for name, *_ in signature}
