@@ -239,6 +239,7 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         return 3
     _memo.enable(memory_bytes)
     stopped = threading.Event()
+    asking = _Asking(listener)
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
@@ -254,7 +255,6 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
     own = os.stat(path).st_ino
-    asking = _Asking(listener)
     try:
         idle_at = time.monotonic() + idle_s
         while not stopped.is_set():
