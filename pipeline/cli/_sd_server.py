@@ -10,14 +10,18 @@ client side below imports the standard library only, so that a question answered
 costs little more than the interpreter's start.
 
 The answer is the one the command gives in a process of its own, byte for byte: the same code
-(`answer`) writes it, over the dump as opened, in a DuckDB connection kept from one question to
-the next only while they read (a `SET` or a table one question makes is gone at the next). The dump is opened again when any of its
-folders, or any file but a sealed `.arrow` one (written whole, under a new name), changed since.
+(`answer`) writes it, over the dump as opened under the path the asker spelled (findings name
+its files so), with the dump's findings as that process would hold them, encoded as the asker's
+streams, in a DuckDB connection kept from one question to the next only while they read (a
+`SET` or a table one question makes is gone at the next). The dump is opened again when any of
+its folders, or any file but a sealed `.arrow` one (written whole, under a new name), changed
+since.
 
 The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the temporary folder:
 `sunpm-sd-<uid>`, mode 0700, refused otherwise); its name is a hash of the dump's real path and
-of the installed code, so a question never reaches a server of another dump or of older code.
-One question is answered at a time; the others wait their turn.
+of the installed code and libraries, so a question never reaches a server of another dump or of
+older code. Questions are read as their bytes arrive and answered one at a time, in turn; a
+question whose client leaves, or a stop, interrupts its DuckDB query.
 """
 
 from __future__ import annotations
