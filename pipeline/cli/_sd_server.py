@@ -180,12 +180,14 @@ class _Framed(io.RawIOBase):
         self._kind = kind
         #: The answer abandoned: what is still buffered goes nowhere.
         self.dropped = False
+        self.sent = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
         if data and not self.dropped:
+            self.sent = True
             self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
 
@@ -515,6 +517,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             print(f"sunpm sd sql: {error}", file=err)
             code = 2
         else:
+            unsaid = False
             with _Watch(conn, session, signalled) as watch:
                 try:
                     code = answer(dump, query, fmt, out, err, session)
@@ -522,9 +525,13 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
                     state.done(keep=False)  # its answer cut short
                     raise
                 except Exception as error:  # noqa: BLE001  (the server answers the next one)
+                    # Text the client's streams cannot encode (`PYTHONIOENCODING=ascii`), before
+                    # anything was sent: its asker answers, failing as it fails alone.
+                    unsaid = isinstance(error, UnicodeEncodeError) \
+                        and not (raw_out.sent or raw_err.sent)
                     print(f"sunpm sd sql: internal error: {error!r}", file=err)
                     code = 1
-            if watch.gone:
+            if watch.gone or unsaid:
                 state.done(keep=False)
                 raw_out.dropped = raw_err.dropped = True
                 return None
