@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
@@ -40,6 +41,12 @@ _WRITING: Final = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH"})
 _ANSWERING: Final = frozenset({"SELECT", "PRAGMA", "EXPLAIN", "CALL", "EXECUTE"})
 #: Statements that change nothing a later statement could see.
 _READING: Final = frozenset({"SELECT", "EXPLAIN"})
+#: Functions a reading statement may call that change what a later one sees (the random seed,
+#: logging and profiling settings, the catalog): a text naming one leaves its session not
+#: pristine. A name met in a string or a column name only costs a fresh session.
+_CHANGING: Final = re.compile(
+    r"setseed|(?:en|dis)able_(?:logging|profiling)|truncate_duckdb_logs|checkpoint"
+    r"|grammar_extension|external_resource|json_execute_serialized_sql", re.IGNORECASE)
 
 
 #: Column types whose values DuckDB gives as the same Python objects through Arrow as through
@@ -87,7 +94,8 @@ class Session:
         """The answer's columns and its rows, a batch at a time (of the last statement when
         `query` holds several); None when that statement answers nothing (`SET TimeZone`)."""
         kinds = [s.type.name for s in self._con.extract_statements(query)]
-        self.pristine = self.pristine and set(kinds) <= _READING
+        self.pristine = self.pristine and set(kinds) <= _READING \
+            and not _CHANGING.search(query)
         writing = sorted(set(kinds) & _WRITING)
         if writing:
             raise QueryError(f"{', '.join(writing)} refused: sd sql only reads (write the answer "

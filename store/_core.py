@@ -74,6 +74,14 @@ class LogCore:
         self._wal_dirty: dict[int, tuple[Stream, Segment]] = {}
         self._last_error_log = 0.0
 
+    def forget_reports(self, count: int) -> None:
+        """Keep the first `count` reports only: a later read reports again what it meets (the
+        query server of `sunpm sd serve` says at each question what that question's reads met,
+        as a process of its own would)."""
+        with self._lock:
+            del self.reports[count:]
+            self._noted = set(self.reports)
+
     def _adopt(self, stream: Stream) -> None:
         self.reports.extend(stream.reports)
         self._noted.update(stream.reports)

@@ -51,9 +51,18 @@ def file_key(path: os.PathLike[str]) -> FileKey:
 
 def owned(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch in buffers of its own: a decoded batch may point into its whole file's bytes,
-    which a memo of one column would otherwise keep alive."""
-    return pa.RecordBatch.from_arrays([pa.concat_arrays([c, c[:0]]) for c in batch.columns],
-                                      schema=batch.schema)
+    which a memo of one column would otherwise keep alive (uncounted: `nbytes` counts only the
+    slices used)."""
+    return pa.RecordBatch.from_arrays([_copied(c) for c in batch.columns], schema=batch.schema)
+
+
+def _copied(column: pa.Array) -> pa.Array:
+    if isinstance(column, pa.DictionaryArray):
+        # Concatenated, a dictionary column keeps its dictionary as it is (a slice of the file's
+        # bytes, when decoded from one): copied apart.
+        return pa.DictionaryArray.from_arrays(_copied(column.indices),
+                                              _copied(column.dictionary))
+    return pa.concat_arrays([column, column[:0]])
 
 
 def get(key: Hashable) -> object | None:

@@ -10,20 +10,23 @@ client side below imports the standard library only, so that a question answered
 costs little more than the interpreter's start.
 
 The answer is the one the command gives in a process of its own, byte for byte: the same code
-(`answer`) writes it, over the dump as opened, in a DuckDB connection kept from one question to
-the next only while they read (a `SET` or a table one question makes is gone at the next). The dump is opened again when any of its
-folders, or any file but a sealed `.arrow` one (written whole, under a new name), changed since.
+(`answer`) writes it, over the dump as opened under the path the asker spelled (findings name
+its files so), with the dump's findings as that process would hold them, encoded as the asker's
+streams, in a DuckDB connection kept from one question to the next only while they read (a
+`SET` or a table one question makes is gone at the next). The dump is opened again when any of
+its folders, or any file but a sealed `.arrow` one (written whole, under a new name), changed
+since.
 
 The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the temporary folder:
 `sunpm-sd-<uid>`, mode 0700, refused otherwise); its name is a hash of the dump's real path and
-of the installed code, so a question never reaches a server of another dump or of older code.
-One question is answered at a time; the others wait their turn.
+of the installed code and libraries, so a question never reaches a server of another dump or of
+older code. Questions are read as their bytes arrive and answered one at a time, in turn; a
+question whose client leaves, or a stop, interrupts its DuckDB query.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import io
 import json
@@ -45,15 +48,22 @@ if TYPE_CHECKING:
 _FRAME: Final = struct.Struct("!cI")
 _OUT, _ERR, _EXIT = b"1", b"2", b"x"
 _REQUEST_MAX: Final = 16 << 20
+#: A client connected has this long to send its question, and so many may be sending at once
+#: (beyond, a connection is closed at once: its asker answers the question itself).
+_REQUEST_S: Final = 10.0
+_PENDING_MAX: Final = 64
 #: The packages whose code writes an answer: a change to any gives the server another name.
-_CODE: Final = ("sdcard", "store", "config", "pipeline/cli")
+_CODE: Final = ("sdcard", "store", "config", "fsio", "pipeline/cli")
+#: The libraries that do (DuckDB's text of a value or an error may change from one version to
+#: the next): an upgrade replaces their folders.
+_LIBRARIES: Final = ("duckdb", "pyarrow")
 
 
 def socket_path(dump: Path) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
     folder = Path(runtime) / f"sunpm-sd-{os.getuid()}"
-    key = hashlib.sha256("\0".join([os.path.realpath(dump), sys.executable, _code_stamp()])
-                         .encode()).hexdigest()[:24]
+    key = hashlib.sha256(os.fsencode("\0".join([os.path.realpath(dump), sys.executable,
+                                                 _code_stamp()]))).hexdigest()[:24]
     return folder / f"{key}.sock"
 
 
@@ -67,6 +77,15 @@ def _code_stamp() -> str:
                 if entry.name.endswith(".py"):
                     st = entry.stat()
                     parts.append(f"{package}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    for library in _LIBRARIES:
+        # The folder the import would take, found without importing (the client never does).
+        for folder in sys.path:
+            try:
+                st = os.stat(os.path.join(folder or ".", library, "__init__.py"))
+            except OSError:
+                continue
+            parts.append(f"{folder}/{library}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+            break
     return "\n".join(sorted(parts))
 
 
@@ -97,7 +116,11 @@ def ask(dump: Path, query: str, fmt: str) -> int | None:
     try:
         try:
             client.connect(str(path))
-            request = {"query": query, "format": fmt, "cwd": os.getcwd()}
+            # The dump as spelled here: the server names its files as this process would.
+            # Its streams' encodings too: the answer's bytes are the ones this process writes
+            # (a Latin-1 terminal, a file name that is no UTF-8 in a message).
+            request = {"query": query, "format": fmt, "cwd": os.getcwd(), "dump": str(dump),
+                       "out": _coding(sys.stdout), "err": _coding(sys.stderr)}
             client.sendall(json.dumps(request).encode() + b"\n")
         except OSError:
             return None  # none listening (a stale socket file), or it just stopped
@@ -106,13 +129,22 @@ def ask(dump: Path, query: str, fmt: str) -> int | None:
         client.close()
 
 
+def _coding(stream: IO[str]) -> tuple[str, str]:
+    """How text becomes the bytes of `stream`: its encoding and error handler; of a caller's
+    text stream without bytes underneath (`redirect_stdout(StringIO())`), UTF-8 that carries
+    any text there and back."""
+    if getattr(stream, "buffer", None) is None:
+        return "utf-8", "surrogatepass"
+    return getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict"
+
+
 def _relay(client: socket.socket, dump: Path) -> int | None:
     stream = client.makefile("rb")
     wrote = False
-    # A caller's text streams without bytes underneath (`redirect_stdout(StringIO())`) get text;
-    # a frame may end inside a character.
-    decoders = {_OUT: codecs.getincrementaldecoder("utf-8")("replace"),
-                _ERR: codecs.getincrementaldecoder("utf-8")("replace")}
+    # A caller's text streams without bytes underneath get text; a frame may end inside a
+    # character.
+    decoders = {_OUT: codecs.getincrementaldecoder("utf-8")("surrogatepass"),
+                _ERR: codecs.getincrementaldecoder("utf-8")("surrogatepass")}
     while True:
         head = stream.read(_FRAME.size)
         if len(head) < _FRAME.size:
@@ -146,22 +178,29 @@ class _Framed(io.RawIOBase):
         super().__init__()
         self._conn = conn
         self._kind = kind
+        #: The answer abandoned: what is still buffered goes nowhere.
+        self.dropped = False
+        self.sent = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
-        if data:
+        if data and not self.dropped:
+            self.sent = True
             self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
 
 
-def _framed_text(conn: socket.socket, kind: bytes) -> IO[str]:
-    """A text stream of the answer, sent in frames of about 64 KiB (written by C code: an
-    answer of 100,000 rows is 100,000 writes)."""
-    raw = cast(io.RawIOBase, _Framed(conn, kind))
-    return io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8",
-                            errors="replace", newline="")
+def _framed_text(raw: _Framed, coding: object) -> IO[str]:
+    """A text stream of the answer, encoded as the client's stream (`coding`: its encoding and
+    error handler), sent in frames of about 64 KiB (written by C code: an answer of 100,000
+    rows is 100,000 writes). LookupError or ValueError: no coding Python knows."""
+    encoding, errors = cast(list[str], coding)
+    codecs.lookup(encoding)
+    codecs.lookup_error(errors)
+    return io.TextIOWrapper(io.BufferedWriter(cast(io.RawIOBase, raw), 1 << 16),
+                            encoding=encoding, errors=errors, newline="")
 
 
 OpenDump = Callable[[Path], "Dump"]
@@ -188,9 +227,10 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         print(f"sunpm sd serve: {path.parent} is not a folder of this user's alone (mode 0700); "
               "remove it or set XDG_RUNTIME_DIR", file=sys.stderr)
         return 2
-    state = _State(dump_path, open_dump)
+    state = _State(open_dump)
     try:
-        state.current()  # a dump that cannot be opened is said now, not at the first question
+        # A dump that cannot be opened is said now, not at the first question.
+        state.current(dump_path)
     except Exception as err:  # noqa: BLE001  (what the command would say of it)
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
@@ -205,34 +245,48 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         return 3
     _memo.enable(memory_bytes)
     stopped = threading.Event()
+    asking = _Asking(listener)
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
-        listener.close()  # wakes the accept
+        listener.close()  # wakes the poll (the listener reads as closed)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A signal is also written here at once, even while DuckDB holds the main thread (its
+    # handler above runs only once the main thread is back in Python): the question being
+    # answered is interrupted.
+    signalled, wakeup = os.pipe()
+    os.set_blocking(wakeup, False)
+    previous_wakeup = signal.set_wakeup_fd(wakeup)
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
     own = os.stat(path).st_ino
-    listener.settimeout(idle_s)
     try:
+        idle_at = time.monotonic() + idle_s
         while not stopped.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                print("sunpm sd serve: idle, stopped", file=sys.stderr)
+            ready = asking.wait(idle_at)
+            if ready is None:
+                if not stopped.is_set():
+                    print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
-            except OSError:
-                break  # closed by a signal
-            with conn:
-                started = time.perf_counter()
-                code = _answer_one(conn, state, answer)
-            if code is not None:
-                print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
-                      f"(exit {code})", file=sys.stderr, flush=True)
+            for conn, request in ready:
+                if stopped.is_set():
+                    conn.close()  # its asker answers the question itself
+                    continue
+                with conn:
+                    started = time.perf_counter()
+                    code = _answer_one(conn, request, state, answer, signalled)
+                idle_at = time.monotonic() + idle_s
+                if code is not None:
+                    print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
+                          f"(exit {code})", file=sys.stderr, flush=True)
     finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(signalled)
+        os.close(wakeup)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        asking.close()
         listener.close()
         try:
             if os.stat(path).st_ino == own:  # not a newer server's
@@ -241,6 +295,90 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
             pass
         _memo.enable(0)
     return 0
+
+
+class _Asking:
+    """The connections whose question is still coming in, read as their bytes arrive: a client
+    that connects and says nothing (or little at a time) keeps no one else waiting."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        import select
+
+        self._select = select
+        self._listener = listener
+        listener.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(listener, select.POLLIN)
+        #: By descriptor: the connection, what it sent so far, when it is given up.
+        self._pending: dict[int, tuple[socket.socket, bytearray, float]] = {}
+
+    def wait(self, idle_at: float) -> list[tuple[socket.socket, dict[str, object]]] | None:
+        """The questions fully received, in the order they were; None at `idle_at` (nothing
+        asked) or once the listener is closed (a stop)."""
+        while True:
+            now = time.monotonic()
+            until = min([idle_at, *(at for _, _, at in self._pending.values())])
+            if now >= idle_at or self._listener.fileno() < 0:
+                return None
+            ready: list[tuple[socket.socket, dict[str, object]]] = []
+            for fd, events in self._poll.poll(max(0.0, until - now) * 1000):
+                if fd == self._listener.fileno() or fd not in self._pending:
+                    if events & self._select.POLLNVAL:
+                        return None
+                    self._accept()
+                    continue
+                request = self._read(fd)
+                if request is not None:
+                    ready.append(request)
+            now = time.monotonic()
+            for fd in [fd for fd, (_, _, at) in self._pending.items() if at <= now]:
+                self._drop(fd)  # connected and never asked in time
+            if ready:
+                return ready
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return  # gone before accepted, or closed by a stop
+        if len(self._pending) >= _PENDING_MAX:
+            conn.close()  # its asker answers the question itself
+            return
+        conn.setblocking(False)
+        self._pending[conn.fileno()] = (conn, bytearray(), time.monotonic() + _REQUEST_S)
+        self._poll.register(conn, self._select.POLLIN)
+
+    def _read(self, fd: int) -> tuple[socket.socket, dict[str, object]] | None:
+        conn, data, _ = self._pending[fd]
+        try:
+            chunk = conn.recv(1 << 16)
+        except BlockingIOError:
+            return None
+        except OSError:
+            chunk = b""
+        data += chunk
+        if chunk and not data.endswith(b"\n") and len(data) <= _REQUEST_MAX:
+            return None
+        self._poll.unregister(fd)
+        del self._pending[fd]
+        try:
+            request = json.loads(data) if chunk and len(data) <= _REQUEST_MAX else None
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            conn.close()  # not one of ours, too long, or gone before its question ended
+            return None
+        conn.setblocking(True)
+        return conn, request
+
+    def _drop(self, fd: int) -> None:
+        conn, _, _ = self._pending.pop(fd)
+        self._poll.unregister(fd)
+        conn.close()
+
+    def close(self) -> None:
+        for fd in list(self._pending):
+            self._drop(fd)
 
 
 def _listen(path: Path) -> socket.socket | None:
@@ -263,31 +401,49 @@ def _listen(path: Path) -> socket.socket | None:
 
 
 class _State:
-    """The dump as opened, and what it looked like then (`_signature`); the DuckDB session of
-    the questions over it, kept while they only read (a question that sets, creates or prepares
-    anything closes it: the next one gets a fresh one, as a process of its own would)."""
+    """The dump as opened, by the path the asker spelled (its findings name its files as a
+    process of the asker's would), and what it looked like then (`_signature`); the DuckDB
+    session of the questions over it, kept while they only read (a question that sets, creates
+    or prepares anything closes it: the next one gets a fresh one, as a process of its own
+    would)."""
 
-    def __init__(self, path: Path, open_dump: OpenDump) -> None:
-        self._path = path
+    def __init__(self, open_dump: OpenDump) -> None:
         self._open = open_dump
+        self._path: Path | None = None
         self._dump: Dump | None = None
         self._session: Session | None = None
-        self._signature: tuple[tuple[str, int, int, int], ...] = ()
+        self._signature: tuple[tuple[str, int, int, int], ...] | None = None
+        #: How many findings the dump held once opened, and once the session was made.
+        self._opened = self._made = (0, 0)
 
-    def current(self) -> Dump:
-        signature = _signature(self._path)
-        if self._dump is None or signature != self._signature:
+    def current(self, path: Path) -> Dump:
+        """The dump at `path` (relative to the current folder, the asker's) as it is now."""
+        try:
+            signature: tuple[tuple[str, int, int, int], ...] | None = _signature(path)
+        except OSError:
+            signature = None  # gone or unreadable: the open says why, as the command would
+        if self._dump is None or path != self._path or signature is None \
+                or signature != self._signature:
             self.done(keep=False)
             self._dump = None
-            self._dump = self._open(self._path)
-            self._signature = signature
+            self._dump = self._open(path)
+            self._path, self._signature = path, signature
+            self._opened = _said(self._dump)
         return self._dump
 
     def session(self) -> Session:
+        """The session of the next question, the dump's findings as a process of its own would
+        have them once its session is made: the open's and the session's (the journal read,
+        the definitions), none of an earlier question's reads."""
         from sdcard.sql import Session
 
+        dump = self._dump
+        assert dump is not None, "current() first"
         if self._session is None:
-            self._session = Session(self.current() if self._dump is None else self._dump)
+            _forget(dump, self._opened)
+            self._session = Session(dump)
+            self._made = _said(dump)
+        _forget(dump, self._made)
         return self._session
 
     def done(self, *, keep: bool) -> None:
@@ -295,6 +451,16 @@ class _State:
         if self._session is not None and not (keep and self._session.pristine):
             self._session.close()
             self._session = None
+
+
+def _said(dump: Dump) -> tuple[int, int]:
+    return len(dump.log.reports), len(dump.extra)
+
+
+def _forget(dump: Dump, said: tuple[int, int]) -> None:
+    """The dump's findings back to what they were when `said` was taken."""
+    dump.log.forget_reports(said[0])
+    del dump.extra[said[1]:]
 
 
 def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
@@ -305,48 +471,70 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     folders = [str(root)]
     while folders:
         folder = folders.pop()
-        st = os.stat(folder)
+        try:
+            st = os.stat(folder)
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            if folder == str(root):
+                raise
+            continue  # removed since its parent was listed: the parent's times say so
         found.append((folder, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        with os.scandir(folder) as entries:
-            for entry in entries:
+        for entry in entries:
+            try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 elif not entry.name.endswith(".arrow"):
                     st = entry.stat(follow_symlinks=False)
                     found.append((entry.path, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            except FileNotFoundError:
+                continue  # a writer's file renamed or removed since listed (a live store)
     return tuple(sorted(found))
 
 
-def _answer_one(conn: socket.socket, state: _State, answer: Answer) -> int | None:
-    """One question: read, answered as the command would, the exit code last (returned; None
-    when the client went away). A client gone before the end (Ctrl-C, `| head`) ends its
-    answer."""
+def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
+                answer: Answer, signalled: int) -> int | None:
+    """One question, answered as the command would, the exit code last (returned; None when
+    the client went away, the server was stopped before the end, or the question was not one of
+    ours). A client gone before the end (Ctrl-C, `| head`, killed) ends its answer: at its next
+    output, or sooner by interrupting DuckDB when it goes while nothing is written (a long
+    aggregate); so does a signal to the server (`signalled` readable), whose client answers the
+    question itself when nothing was sent yet."""
+    raw_out, raw_err = _Framed(conn, _OUT), _Framed(conn, _ERR)
     try:
-        conn.settimeout(10)
-        request = json.loads(_request_line(conn))
-        query, fmt, cwd = str(request["query"]), str(request["format"]), str(request["cwd"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not one of ours, or gone
-    conn.settimeout(None)
-    out, err = _framed_text(conn, _OUT), _framed_text(conn, _ERR)
+        query, fmt = str(request["query"]), str(request["format"])
+        cwd, spelled = str(request["cwd"]), str(request["dump"])
+        out = _framed_text(raw_out, request["out"])
+        err = _framed_text(raw_err, request["err"])
+        # A relative path in the SQL, or the dump's, is the client's.
+        os.chdir(cwd)
+    except (KeyError, TypeError, ValueError, LookupError, OSError):
+        return None  # not one of ours, or its folder is gone: the asker answers it itself
     try:
-        with contextlib.suppress(OSError):
-            os.chdir(cwd)  # a relative path in the SQL is the client's
         try:
-            dump = state.current()
+            dump = state.current(Path(spelled))
             session = state.session()
         except Exception as error:  # noqa: BLE001  (said as the command says it)
             print(f"sunpm sd sql: {error}", file=err)
             code = 2
         else:
-            try:
-                code = answer(dump, query, fmt, out, err, session)
-            except OSError:
-                state.done(keep=False)  # its answer cut short
-                raise
-            except Exception as error:  # noqa: BLE001  (the server answers the next question)
-                print(f"sunpm sd sql: internal error: {error!r}", file=err)
-                code = 1
+            unsaid = False
+            with _Watch(conn, session, signalled) as watch:
+                try:
+                    code = answer(dump, query, fmt, out, err, session)
+                except OSError:
+                    state.done(keep=False)  # its answer cut short
+                    raise
+                except Exception as error:  # noqa: BLE001  (the server answers the next one)
+                    # Text the client's streams cannot encode (`PYTHONIOENCODING=ascii`), before
+                    # anything was sent: its asker answers, failing as it fails alone.
+                    unsaid = isinstance(error, UnicodeEncodeError) \
+                        and not (raw_out.sent or raw_err.sent)
+                    print(f"sunpm sd sql: internal error: {error!r}", file=err)
+                    code = 1
+            if watch.gone or unsaid:
+                state.done(keep=False)
+                raw_out.dropped = raw_err.dropped = True
+                return None
             state.done(keep=code == 0)
         out.flush()
         err.flush()
@@ -356,13 +544,58 @@ def _answer_one(conn: socket.socket, state: _State, answer: Answer) -> int | Non
     return code
 
 
-def _request_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("closed before the question ended")
-        data += chunk
-        if len(data) > _REQUEST_MAX:
-            raise ValueError("question too long")
-    return data
+class _Watch:
+    """While a question is answered, its client watched: gone (its socket closed, or anything
+    more sent on it), or the server signalled to stop (`signalled` readable), the DuckDB query
+    is interrupted and the answer abandoned. The watch ends before the question's answer does,
+    so that no interrupt reaches the next question."""
+
+    def __init__(self, conn: socket.socket, session: Session, signalled: int) -> None:
+        import threading
+
+        self._signalled = signalled
+        self._conn = conn
+        self._session = session
+        self._lock = threading.Lock()
+        self._over = False
+        self._wake_r, self._wake_w = os.pipe()
+        self.gone = False
+        self._thread = threading.Thread(target=self._run, name="sd-serve-watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._over = True
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        import select
+
+        poll = select.poll()
+        poll.register(self._conn, select.POLLIN | select.POLLRDHUP)
+        poll.register(self._wake_r, select.POLLIN)
+        poll.register(self._signalled, select.POLLIN)
+        while True:
+            fds = {fd for fd, _ in poll.poll()}
+            if self._wake_r in fds:
+                return
+            if fds:
+                break
+        self.gone = True
+        woken = select.poll()
+        woken.register(self._wake_r, select.POLLIN)
+        # Again until the question ends: an interrupt with no query running is lost (the
+        # client went before DuckDB began), and leaves nothing behind for a later query.
+        while True:
+            with self._lock:
+                if self._over:
+                    return
+                self._session.interrupt()
+            if woken.poll(50):
+                return
