@@ -22,6 +22,7 @@ from typing import Final
 
 import lupa.lua54 as lupa
 
+from config.decimal_text import read_integer
 from config.model import DataType, DefinitionFile, Protocol, Quality, Variable
 from pipeline.drivers._base import RawValue, Reading
 from pipeline.drivers.modbus import codec
@@ -392,8 +393,10 @@ def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
     if not isinstance(key, bytes):
         return None
     text = key.decode("utf-8", "replace")
-    if text.isdigit():
-        return next((v for v in definition.variables if v.index == int(text)), None)
+    # ASCII digits only (docs/formats.md §1.1): `"²".isdigit()` holds and `int("²")` raises.
+    index = read_integer(text, max_digits=10)
+    if index is not None and index >= 0:
+        return next((v for v in definition.variables if v.index == index), None)
     return next((v for v in definition.variables if (v.key or v.name) == text), None) or \
         next((v for v in definition.variables if v.name == text), None) or \
         _tagged(definition, text)

@@ -84,7 +84,8 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert isinstance(value, list) and value[0] == 3000
             assert isinstance(value[1], float) and 0 <= value[1] < 3
             # The same variable by index (number or digits) and by tag; the device by index.
-            by: list[tuple[JsonValue, JsonValue]] = [(1, 1), ("1", "1"), ("inv_a", "acPower")]
+            by: list[tuple[JsonValue, JsonValue]] = [(1, 1), ("1", "1"), ("inv_a", "01"),
+                                                     ("inv_a", "acPower")]
             for device, variable in by:
                 again = await get(runner, device, variable)
                 assert isinstance(again, list) and again[0] == 3000
@@ -95,6 +96,10 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert await get(runner, "nobody", "W") == {"error": "wd.get: unknown device 'nobody'"}
             assert await get(runner, "inv_a", "nothing") == {
                 "error": "wd.get: inv_a: unknown variable 'nothing'"}
+            # Digits other than ASCII are no Index: a script's error, not an internal one.
+            for odd in ("\u00b2", "\uff11", "1_0"):
+                assert await get(runner, "inv_a", odd) == {
+                    "error": f"wd.get: inv_a: unknown variable '{odd}'"}, odd
             assert await get(runner, True, "W") == {
                 "error": "wd.get: device must be a name or an index, got boolean"}
             rows = await runner.call("api.getTag", {"tag": "acPower"})
