@@ -383,7 +383,7 @@ class Wd:
 
 
 def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
-    """An Index (a number or digits), else a Name (repeated Names as `<Name>_<Index>`), else a
+    """An Index (a number or ASCII digits), else a Name (repeated Names as `<Name>_<Index>`), else a
     Tag (docs/behaviour.md §9.2)."""
     if isinstance(key, (int, float)) and not isinstance(key, bool):
         if not float(key).is_integer():
@@ -394,9 +394,9 @@ def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
         return None
     text = key.decode("utf-8", "replace")
     # ASCII digits only (docs/formats.md §1.1): `"²".isdigit()` holds and `int("²")` raises.
-    index = read_integer(text, max_digits=10)
-    if index is not None and index >= 0:
-        return next((v for v in definition.variables if v.index == index), None)
+    digits = read_integer(text, max_digits=10)
+    if digits is not None and digits >= 0:
+        return next((v for v in definition.variables if v.index == digits), None)
     return next((v for v in definition.variables if (v.key or v.name) == text), None) or \
         next((v for v in definition.variables if v.name == text), None) or \
         _tagged(definition, text)
