@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from config._text import (
@@ -22,7 +22,7 @@ from config._text import (
     replace_controls,
 )
 from config.config_ini import device_problem, port_problem
-from config.decimal_text import INTEGER_SYNTAX
+from config.decimal_text import INTEGER_SYNTAX, read_integer
 from config.key_hint import closest_key
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
@@ -335,11 +335,13 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
         out.append(device)
     modbus = {d.index: d for d in out if d.numeric_index is not None}
     ports = {p.port: p for p in serial}
-    for dev in out:
-        target = dev.parameters[len("modbus:"):]
+    for at, dev in enumerate(out):
         if dev.index != "IO" or not dev.parameters.startswith("modbus:"):
             continue
-        if target not in modbus:
+        # `<index>` is an integer of §1.1, as the index column is: `modbus:01` is device 1.
+        number = read_integer(dev.parameters[len("modbus:"):], max_digits=10)
+        target = str(number)
+        if number is None or target not in modbus:
             findings.error(dev.line, "parameters", f"'{dev.parameters}' is not empty or "
                                                    "modbus:<index> of a Modbus device here")
             continue
@@ -349,6 +351,7 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
             findings.error(dev.line, "parameters", f"'{dev.parameters}' names a device on "
                                                    f"{port.port}, whose protocol {port.protocol} "
                                                    "has no driver")
+        out[at] = replace(dev, parameters=f"modbus:{target}")
     return tuple(out)
 
 

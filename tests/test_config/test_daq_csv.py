@@ -105,6 +105,23 @@ def test_io_module_reference_to_a_modbus_device_of_the_file_is_accepted() -> Non
     assert daq.device("IO").parameters == "modbus:4"
 
 
+@pytest.mark.parametrize("written", ["modbus:04", "modbus:" + "0" * 50 + "4"])
+def test_io_module_index_with_leading_zeros_is_the_device_index(written: str) -> None:
+    # docs/formats.md §1.1: an integer may have leading zeros, in the index column (`04` is
+    # device 4) and so in the `<index>` of `modbus:<index>`; the file is written canonical.
+    daq = _parse(DEV + f"IO;;io;;600;;;{written};;;io.csv\n04;SERIAL1;mod;2;60;;;;;;m.csv\n").value
+    assert daq.device("IO").parameters == "modbus:4"
+    assert "IO;;io;;600;;;modbus:4;" in config.render_daq(daq).decode()
+
+
+@pytest.mark.parametrize("written", ["modbus:-4", "modbus:\uff14", "modbus:+4", "modbus:1_0",
+                                     "modbus:", "modbus:4x", "modbus:99999999999"])
+def test_io_module_index_not_an_integer_is_refused(written: str) -> None:
+    assert _rejected(DEV + f"IO;;io;;600;;;{written};;;io.csv\n4;SERIAL1;mod;2;60;;;;;;m.csv\n") \
+        == [f"{F}:2: parameters: '{written}' is not empty or modbus:<index> of a Modbus "
+            "device here; file rejected"]
+
+
 def test_address_zero_is_allowed_on_a_port_without_driver() -> None:
     daq = _parse(SER + "SERIAL3;;;;;;smanet;;;\n" + DEV + "1;SERIAL3;sb;0;600;;;;;;s.bin\n").value
     assert daq.devices[0].address == 0 and not daq.port("SERIAL3").has_driver
