@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config._ini import IniLine, read_ini
 from config._text import Findings, parse_bool, parse_decimal, parse_int
+from config.decimal_text import read_integer
 from config.errors import Problem, Severity
 from config.key_hint import unknown_key_message
 from config.model import FullPolicy, GatewaySettings, ServerSettings, ServerType
@@ -332,6 +333,19 @@ LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath",
                           "WEB_PasswordHash")
 
 
+def _local_value(key: str, text: str | None) -> object:
+    """A local-only key's value as the gateway uses it: `08080` is port 8080 (§1.1's integers
+    take leading zeros), `0:0:0:0:0:0:0:1` is `::1`; paths, names and commands are used as
+    written."""
+    if text is None:
+        return None
+    if key == "WEB_Port":
+        return read_integer(text, max_digits=10)
+    if key == "WEB_Bind":
+        return ipaddress.ip_address(text)
+    return text
+
+
 def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
     """The local-only keys whose value in force `candidate` (a config.ini from a server) would
     change against `local` (the running one; empty when absent), as errors on the candidate's
@@ -347,7 +361,8 @@ def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[P
     return [Problem(file=file_name, line=line_of.get(key), field=key,
                     message="can only be changed locally; configuration rejected",
                     severity=Severity.ERROR)
-            for key in LOCAL_ONLY_KEYS if here.get(key) != there.get(key)]
+            for key in LOCAL_ONLY_KEYS
+            if _local_value(key, here.get(key)) != _local_value(key, there.get(key))]
 
 
 def _uid_of(file_name: str) -> str:
