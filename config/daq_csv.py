@@ -241,7 +241,8 @@ def _serial_ports(block: _Block | None, findings: Findings) -> tuple[SerialPort,
                                  f"{', '.join(SERIAL_PROTOCOLS)}", "modbusRTU")
         forward: int | None = None
         if f[8]:
-            forward = None if (problem := port_problem(f[8])) else int(f[8])
+            forward = None if (problem := port_problem(f[8])) else \
+                read_integer(f[8], max_digits=10)
             if forward is None:
                 findings.default(row.line, "forwardTcpPort", problem, "")
             elif forward in fwd_at:

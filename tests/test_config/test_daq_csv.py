@@ -197,3 +197,13 @@ def test_a_rejected_row_reports_its_period_and_timeout_problems_too() -> None:
         f"{F}:2: address: '300' is outside 1..240; file rejected",
         f"{F}:2: acqPeriod(s): '0' is outside 1..86400; default 600 used",
         f"{F}:2: timeout(ms): '10' is outside 50..60000; default 1000 used"]
+
+
+def test_ports_with_thousands_of_leading_zeros_are_their_value() -> None:
+    # docs/formats.md §1.1: leading zeros allowed, as many as a file holds (`int()` refuses
+    # over 4,300 digits: a traceback instead of the port).
+    zeros = "0" * 5000
+    daq = _parse(SER + f"SERIAL1;9600;8;N;1;2;modbusRTU;0;{zeros}1502;\n" + DEV +
+                 f"1;10.0.0.5:{zeros}1502;inv;1;;;;;;;inv.csv\n").value
+    assert daq.port("SERIAL1").forward_tcp_port == 1502
+    assert daq.devices[0].tcp_endpoint == ("10.0.0.5", 1502)
