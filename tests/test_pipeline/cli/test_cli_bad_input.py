@@ -147,6 +147,12 @@ CASES: list[tuple[list[str], int, str]] = [
      "U1_IO.csv: protocol 'io' is not Modbus"),
     (["modbus", "read", "127.0.0.1:99999", "--def", "{modbus_def}"], 2,
      "'99999' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:\u00b2", "--def", "{modbus_def}"], 2,
+     "'\u00b2' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:\uff15\uff10\uff12", "--def", "{modbus_def}"], 2,
+     "'\uff15\uff10\uff12' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:" + "0" * 5000 + "65536", "--def", "{modbus_def}"], 2,
+     "'0000000000000000000000000000000000000000' is not a TCP port (1..65535)"),
     (["modbus", "read", ":502", "--def", "{modbus_def}"], 2, "':502' names no host"),
     (["modbus", "read", "127.0.0.1", "--def", "{modbus_def}", "--unit", "300"], 2,
      "--unit 300 is outside 1..240"),
@@ -211,7 +217,7 @@ def test_every_command_has_bad_input_cases() -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), CASES,
-                         ids=[" ".join(c[0]) or "(nothing)" for c in CASES])
+                         ids=[" ".join(c[0])[:100] or "(nothing)" for c in CASES])
 async def test_bad_input_gets_a_message_and_an_exit_code_never_a_traceback(
         places: dict[str, str], args: list[str], code: int, message: str) -> None:
     argv = [a.format(**places) for a in args]
