@@ -275,7 +275,13 @@ class _State:
         self._signature: tuple[tuple[str, int, int, int], ...] = ()
 
     def current(self) -> Dump:
-        signature = _signature(self._path)
+        try:
+            signature = _signature(self._path)
+        except OSError:
+            # A path that is no dump (missing, a file): said in the words of `sd inspect`,
+            # not the walk's `[Errno 2] ...`.
+            self._open(self._path)
+            raise
         if self._dump is None or signature != self._signature:
             self.done(keep=False)
             self._dump = None
