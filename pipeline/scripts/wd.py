@@ -24,7 +24,7 @@ import lupa.lua54 as lupa
 
 from config.decimal_text import read_integer
 from config.model import DataType, DefinitionFile, Protocol, Quality, Variable
-from pipeline.drivers._base import RawValue, Reading
+from pipeline.drivers._base import RawValue, Reading, tic_number
 from pipeline.drivers.modbus import codec
 from pipeline.scripts.host import ScriptDevice, ScriptHost, age_s
 from pipeline.scripts.sandbox import LuaState
@@ -97,11 +97,8 @@ def scaled_for_lua(device: ScriptDevice, var: Variable, raw: RawValue) -> int | 
     scaled = codec.scaled_value(var, raw)
     if isinstance(scaled, str):
         if device.definition is not None and device.definition.protocol is Protocol.TIC:
-            try:
-                number = Decimal(scaled.strip())
-            except ArithmeticError:
-                return scaled.encode()
-            if number.is_finite():
+            number = tic_number(scaled)
+            if number is not None:
                 return lua_number(codec.scaled_value(var, number))  # type: ignore[arg-type]
         return scaled.encode()
     return lua_number(scaled)

@@ -39,6 +39,7 @@ from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType
 from exporters.views.context import ViewConfig
 from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
+from pipeline.drivers._base import tic_number
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
 from pipeline.service.commands import CommandError
@@ -805,12 +806,7 @@ def _trace_interface(device: Device) -> str:
 
 def _numeric(value: float | str | None) -> bool:
     """A live value that is a number or the text of one (TIC values are verbatim text)."""
-    if not isinstance(value, str):
-        return True
-    try:
-        return Decimal(value.strip()).is_finite()
-    except ArithmeticError:
-        return False
+    return not isinstance(value, str) or tic_number(value) is not None
 
 
 def _buckets(store: Log, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:
