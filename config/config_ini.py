@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config._ini import IniLine, read_ini
 from config._text import Findings, parse_bool, parse_decimal, parse_int
+from config.decimal_text import read_integer
 from config.errors import Problem, Severity
 from config.key_hint import unknown_key_message
 from config.model import FullPolicy, GatewaySettings, ServerSettings, ServerType
@@ -352,6 +353,19 @@ LOCAL_ONLY_KEYS: Final = ("SYSTEM_UpdateCommand", "STORE_Path", "SD_MirrorPath",
                           "WEB_PasswordHash", "WEB_Hosts", "WEB_TrustedProxies")
 
 
+def _local_value(key: str, text: str | None) -> object:
+    """A local-only key's value as the gateway uses it: `08080` is port 8080 (§1.1's integers
+    take leading zeros), `0:0:0:0:0:0:0:1` is `::1`; paths, names and commands are used as
+    written."""
+    if text is None:
+        return None
+    if key == "WEB_Port":
+        return read_integer(text, max_digits=10)
+    if key == "WEB_Bind":
+        return ipaddress.ip_address(text)
+    return text
+
+
 def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[Problem]:
     """The local-only keys whose value in force `candidate` (a config.ini from a server) would
     change against `local` (the running one; empty when absent), as errors on the candidate's
@@ -367,7 +381,8 @@ def local_only_changes(local: bytes, candidate: bytes, file_name: str) -> list[P
     return [Problem(file=file_name, line=line_of.get(key), field=key,
                     message="can only be changed locally; configuration rejected",
                     severity=Severity.ERROR)
-            for key in LOCAL_ONLY_KEYS if here.get(key) != there.get(key)]
+            for key in LOCAL_ONLY_KEYS
+            if _local_value(key, here.get(key)) != _local_value(key, there.get(key))]
 
 
 def _uid_of(file_name: str) -> str:
@@ -484,6 +499,14 @@ def _pair_topics(out: dict[str, str], findings: Findings, line_of: Mapping[str, 
         out[alone] = ""
 
 
+def _whole(text: str) -> int:
+    """A checked integer value: leading zeros allowed, as many as the file holds (§1.1), which
+    `int()` refuses past 4,300 digits."""
+    value = read_integer(text)
+    assert value is not None, text      # the key's check passed, else its default is here
+    return value
+
+
 def _settings(v: Mapping[str, str], uid: str) -> GatewaySettings:
     servers = (_server(v, 1), _server(v, 2))
     return GatewaySettings(
@@ -492,16 +515,16 @@ def _settings(v: Mapping[str, str], uid: str) -> GatewaySettings:
         time_zone=v["NTP_TimeZone"],
         servers=servers,
         store_path=v["STORE_Path"],
-        store_device_quota_mb=int(v["STORE_DeviceQuotaMB"]),
+        store_device_quota_mb=_whole(v["STORE_DeviceQuotaMB"]),
         store_full_policy=FullPolicy(v["STORE_FullPolicy"]),
         store_flush_s=float(Decimal(v["STORE_FlushSeconds"])),
         sd_mirror_path=v["SD_MirrorPath"],
-        daq_poll_period_s=int(v["DAQ_PollPeriod"]),
-        daq_modbus_max_gap=int(v["DAQ_ModbusMaxGap"]),
+        daq_poll_period_s=_whole(v["DAQ_PollPeriod"]),
+        daq_modbus_max_gap=_whole(v["DAQ_ModbusMaxGap"]),
         tic_port=v["TIC_Port"],
         alarm_device_lost=v["ALARM_DeviceLost"] == "1",
         web_bind=v["WEB_Bind"],
-        web_port=int(v["WEB_Port"]),
+        web_port=_whole(v["WEB_Port"]),
         web_user=v["WEB_User"],
         web_password_hash=v["WEB_PasswordHash"],
         web_hosts=_comma_list(v["WEB_Hosts"]),
@@ -527,10 +550,10 @@ def _server(v: Mapping[str, str], slot: int) -> ServerSettings:
               ServerType.MQTTS: "MQTT"}.get(stype, "FTP")
     host, port, user, password, ca_file = "", 0, "", "", ""
     if family == "FTP":
-        host, port = g("FTP_Host"), int(g("FTP_Port"))
+        host, port = g("FTP_Host"), _whole(g("FTP_Port"))
         user, password, ca_file = g("FTP_User"), g("FTP_Password"), g("FTP_CaFile")
     elif family == "MQTT":
-        host, port = g("MQTT_Host"), int(g("MQTT_Port"))
+        host, port = g("MQTT_Host"), _whole(g("MQTT_Port"))
         user, password, ca_file = g("MQTT_User"), g("MQTT_Password"), g("MQTT_CaFile")
     elif family == "HTTP":
         user, password, ca_file = g("HTTP_User"), g("HTTP_Password"), g("HTTP_CaFile")
@@ -545,9 +568,9 @@ def _server(v: Mapping[str, str], slot: int) -> ServerSettings:
         ca_file=ca_file, http_url=g("HTTP_Url"), dir_path=g("DIR_Path"),
         mqtt_client_id=g("MQTT_ClientId"), topic_data=g("MQTT_TopicData"),
         topic_alarm=g("MQTT_TopicAlarm"), topic_command=g("MQTT_TopicCommand"),
-        topic_result=g("MQTT_TopicResult"), qos=int(g("MQTT_Qos")),
-        keep_alive_s=int(g("MQTT_KeepAlive")), cert_file=g("MQTT_CertFile"),
-        key_file=g("MQTT_KeyFile"), max_payload_kb=int(g("MQTT_MaxPayloadKB")),
+        topic_result=g("MQTT_TopicResult"), qos=_whole(g("MQTT_Qos")),
+        keep_alive_s=_whole(g("MQTT_KeepAlive")), cert_file=g("MQTT_CertFile"),
+        key_file=g("MQTT_KeyFile"), max_payload_kb=_whole(g("MQTT_MaxPayloadKB")),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from config._text import (
@@ -22,7 +22,7 @@ from config._text import (
     replace_controls,
 )
 from config.config_ini import device_problem, port_problem
-from config.decimal_text import INTEGER_SYNTAX
+from config.decimal_text import INTEGER_SYNTAX, read_integer
 from config.key_hint import closest_key
 from config.model import Daq, Device, LanRow, Parity, SerialPort
 
@@ -241,7 +241,8 @@ def _serial_ports(block: _Block | None, findings: Findings) -> tuple[SerialPort,
                                  f"{', '.join(SERIAL_PROTOCOLS)}", "modbusRTU")
         forward: int | None = None
         if f[8]:
-            forward = None if (problem := port_problem(f[8])) else int(f[8])
+            forward = None if (problem := port_problem(f[8])) else \
+                read_integer(f[8], max_digits=10)
             if forward is None:
                 findings.default(row.line, "forwardTcpPort", problem, "")
             elif forward in fwd_at:
@@ -335,11 +336,13 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
         out.append(device)
     modbus = {d.index: d for d in out if d.numeric_index is not None}
     ports = {p.port: p for p in serial}
-    for dev in out:
-        target = dev.parameters[len("modbus:"):]
+    for at, dev in enumerate(out):
         if dev.index != "IO" or not dev.parameters.startswith("modbus:"):
             continue
-        if target not in modbus:
+        # `<index>` is an integer of §1.1, as the index column is: `modbus:01` is device 1.
+        number = read_integer(dev.parameters[len("modbus:"):], max_digits=10)
+        target = str(number)
+        if number is None or target not in modbus:
             findings.error(dev.line, "parameters", f"'{dev.parameters}' is not empty or "
                                                    "modbus:<index> of a Modbus device here")
             continue
@@ -349,6 +352,7 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
             findings.error(dev.line, "parameters", f"'{dev.parameters}' names a device on "
                                                    f"{port.port}, whose protocol {port.protocol} "
                                                    "has no driver")
+        out[at] = replace(dev, parameters=f"modbus:{target}")
     return tuple(out)
 
 

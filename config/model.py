@@ -309,7 +309,9 @@ class Device:
             port = port.removeprefix(":")
         else:
             host, _, port = self.interface.partition(":")
-        return host, int(port) if port else 502
+        # Checked digits, leading zeros allowed as many as the file holds (`int()` refuses
+        # more than 4,300).
+        return host, int(port.lstrip("0") or "0") if port else 502
 
     @property
     def serial_port(self) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import decimal
 import math
-import re
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from config.model import Action, DefinitionFile, Device, Protocol, Quality, Variable
-from pipeline.drivers._base import GoodReadings, RawValue, Reading, Readings
+from pipeline.drivers._base import GoodReadings, RawValue, Reading, Readings, tic_number
 from pipeline.drivers.modbus.codec import value_text
 from store.events import JsonValue, ParamRead
 from store.schema import RECORDS_SCHEMA
@@ -58,7 +57,6 @@ _FLOAT_SCALE_BITS: Final = 1074
 _EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX,
                                 Emin=decimal.MIN_EMIN)
 _EXACT_FLOAT_INT: Final = 2**53
-_NUMERIC_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _FIELDS = ("info1", "info2", "info3", "info4", "action")
 _TS_TYPE: Final = RECORDS_SCHEMA.field("ts").type
 
@@ -161,10 +159,6 @@ def _exact_text(raw: Number, as_float: float) -> str | None:
         return None
     exact = value_text(raw)
     return None if value_text(as_float) == exact else exact
-
-
-def _tic_number(text: str) -> Decimal | None:
-    return Decimal(text) if _NUMERIC_TEXT.fullmatch(text) else None
 
 
 # --------------------------------------------------------------------------- per-device state
@@ -433,7 +427,7 @@ class Recorder:
         if not isinstance(raw, str):
             number = raw
         elif st.is_tic:
-            number = _tic_number(raw)
+            number = tic_number(raw)
         if number is None:
             # Text that is not a number has no min/max/mean (docs/formats.md §8.2).
             st.failed[i] = Quality.DECODE_ERROR
@@ -647,7 +641,7 @@ def _differs(old: RawValue, new: RawValue) -> bool:
 
 def _instant(raw: RawValue, is_tic: bool) -> tuple[float | None, str | None]:
     if isinstance(raw, str):
-        number = _tic_number(raw) if is_tic else None
+        number = tic_number(raw) if is_tic else None
         return (float(number) if number is not None else None), raw
     as_float = float(raw)
     return as_float, _exact_text(raw, as_float)

@@ -44,6 +44,16 @@ def uid_refused(command: str, uid: str | None) -> bool:
     return True
 
 
+def directory_unusable(command: str, directory: Path) -> bool:
+    """A DIR that does not exist or is no directory is said and refused (exit 2, a path that
+    cannot be used), as `sunpm sd` refuses its store: no configuration to judge, valid or not."""
+    if directory.is_dir():
+        return False
+    why = "not a directory" if directory.exists() else "no such directory"
+    print(f"sunpm {command}: {directory}: {why}", file=sys.stderr)
+    return True
+
+
 def _init(args: argparse.Namespace) -> int:
     # `config` is imported by the handlers, not at the top: `sunpm --help` stays fast.
     from config import default_uid
@@ -88,7 +98,8 @@ def _init(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from config import Severity, check_site, find_uid
 
-    if uid_refused("config validate", args.uid):
+    if uid_refused("config validate", args.uid) or \
+            directory_unusable("config validate", args.directory):
         return 2
     problems = check_site(args.directory, args.uid)
     for problem in problems:
@@ -106,7 +117,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from config import ConfigError, load_site, site_to_json
 
-    if uid_refused("config show", args.uid):
+    if uid_refused("config show", args.uid) or directory_unusable("config show", args.directory):
         return 2
     try:
         site = load_site(args.directory, args.uid)

@@ -69,15 +69,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _target(text: str) -> tuple[str, int]:
+    from config.decimal_text import read_integer
+
     host, sep, port = text.rpartition(":")
     if not sep or (host.count(":") and not host.endswith("]")):
         host, port = text, "502"        # no port, or a bare IPv6 address
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"'{port}' is not a TCP port (1..65535)")
+    # ASCII digits (docs/formats.md §1.1): `isdigit()` takes `²` (then `int()` raises) and
+    # full-width digits.
+    number = read_integer(port, max_digits=5)
+    if number is None or not 0 < number < 65536:
+        raise ValueError(f"'{port[:40]}' is not a TCP port (1..65535)")
     host = host.strip("[]")
     if not host:
         raise ValueError(f"'{text}' names no host")
-    return host, int(port)
+    return host, number
 
 
 def _address(host: str, port: int) -> str:

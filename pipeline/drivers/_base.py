@@ -7,10 +7,11 @@ per variable and never raises for a device fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from config.errors import SunpmError
 from config.model import DefinitionFile, Device, Quality, SerialPort, Variable
@@ -18,6 +19,16 @@ from config.model import DefinitionFile, Device, Quality, SerialPort, Variable
 #: A decoded raw value: int for integer types (exact, U64 included), float for F32/F64 and analog
 #: inputs, Decimal for a value scaled by a SunSpec factor (exact `v × 10^sf`), str for text types.
 RawValue = int | float | Decimal | str
+
+#: A TIC data field that is a number (docs/formats.md §8.2): ASCII digits, an optional sign and
+#: point, no exponent (a Linky status word `01E40000` is hexadecimal, not 10^40000).
+_TIC_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def tic_number(text: str) -> Decimal | None:
+    """The decimal value of a TIC data field, None when it is text; the one rule of the
+    recorder, scripts and the web UI."""
+    return Decimal(text) if _TIC_NUMBER.fullmatch(text) else None
 
 
 class DeviceError(SunpmError):

@@ -22,8 +22,9 @@ from typing import Final
 
 import lupa.lua54 as lupa
 
+from config.decimal_text import read_integer
 from config.model import DataType, DefinitionFile, Protocol, Quality, Variable
-from pipeline.drivers._base import RawValue, Reading
+from pipeline.drivers._base import RawValue, Reading, tic_number
 from pipeline.drivers.modbus import codec
 from pipeline.scripts.host import ScriptDevice, ScriptHost, age_s
 from pipeline.scripts.sandbox import LuaState
@@ -96,11 +97,8 @@ def scaled_for_lua(device: ScriptDevice, var: Variable, raw: RawValue) -> int | 
     scaled = codec.scaled_value(var, raw)
     if isinstance(scaled, str):
         if device.definition is not None and device.definition.protocol is Protocol.TIC:
-            try:
-                number = Decimal(scaled.strip())
-            except ArithmeticError:
-                return scaled.encode()
-            if number.is_finite():
+            number = tic_number(scaled)
+            if number is not None:
                 return lua_number(codec.scaled_value(var, number))  # type: ignore[arg-type]
         return scaled.encode()
     return lua_number(scaled)
@@ -382,7 +380,7 @@ class Wd:
 
 
 def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
-    """An Index (a number or digits), else a Name (repeated Names as `<Name>_<Index>`), else a
+    """An Index (a number or ASCII digits), else a Name (repeated Names as `<Name>_<Index>`), else a
     Tag (docs/behaviour.md §9.2)."""
     if isinstance(key, (int, float)) and not isinstance(key, bool):
         if not float(key).is_integer():
@@ -392,8 +390,10 @@ def find_variable(definition: DefinitionFile, key: object) -> Variable | None:
     if not isinstance(key, bytes):
         return None
     text = key.decode("utf-8", "replace")
-    if text.isdigit():
-        return next((v for v in definition.variables if v.index == int(text)), None)
+    # ASCII digits only (docs/formats.md §1.1): `"²".isdigit()` holds and `int("²")` raises.
+    digits = read_integer(text, max_digits=10)
+    if digits is not None and digits >= 0:
+        return next((v for v in definition.variables if v.index == digits), None)
     return next((v for v in definition.variables if (v.key or v.name) == text), None) or \
         next((v for v in definition.variables if v.name == text), None) or \
         _tagged(definition, text)

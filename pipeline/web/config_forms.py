@@ -28,6 +28,7 @@ from config import (
 )
 from config.config_ini import KEY_TABLE, KEYS, server_key
 from config.daq_csv import ETHERNET_COLUMNS, SERIAL_COLUMNS
+from config.decimal_text import INTEGER_SYNTAX
 from config.errors import Problem, Severity
 from config.model import Daq, FullPolicy, ScheduleType, SerialPort, ServerType
 from config.reference import CONFIG_KEYS
@@ -250,6 +251,16 @@ def schedules_view(var_ini: bytes, file_name: str) -> dict[str, list[dict[str, s
 SCHEDULE_TYPES: Final = tuple(t.value for t in ScheduleType)
 
 
+def schedule_rows(form: Mapping[str, str], slot: int | str) -> list[str]:
+    """The rows of `slot`'s schedule fields (`s<slot>_<row>_<Field>`) in numeric order, each
+    as the form wrote it (`01` looks up `s1_01_Id`): ASCII digits only (`"²".isdigit()` holds,
+    `int("²")` raises), of any length (never converted: `int()` refuses 4,300 digits)."""
+    rows = {key.split("_")[1] for key in form
+            if key.startswith(f"s{slot}_") and key.count("_") == 2}
+    digits = [row for row in rows if INTEGER_SYNTAX.fullmatch(row) and not row.startswith("-")]
+    return sorted(digits, key=lambda row: (len(row.lstrip("0")), row.lstrip("0"), row))
+
+
 def var_ini_edit(path: str, current: bytes, form: Mapping[str, str]) -> Edit:
     """var.ini from the schedule rows of the form (`s<slot>_<row>_<Field>`); a row whose fields
     are all empty is dropped; comments and other lines of the file stay where they are, the
@@ -259,12 +270,9 @@ def var_ini_edit(path: str, current: bytes, form: Mapping[str, str]) -> Edit:
     families: list[list[str]] = []
     rows_of: list[list[str]] = []
     for slot, family in ((1, "SCHEDULE_Params"), (2, "SCHEDULE2_Params")):
-        rows = sorted({int(key.split("_")[1]) for key in form
-                       if key.startswith(f"s{slot}_") and key.count("_") == 2
-                       and key.split("_")[1].isdigit()})
         texts: list[str] = []
         kept: list[str] = []
-        for row in rows:
+        for row in schedule_rows(form, slot):
             values = [form.get(f"s{slot}_{row}_{name}", "").strip() for name in SCHEDULE_FIELDS]
             if not any(values):
                 continue

@@ -28,7 +28,13 @@ from pipeline.web.common import (
     try_login,
     whole_file_text,
 )
-from pipeline.web.config_forms import CONFIG_FILES, RESTART_KEYS, SECTION_BY_NAME, is_secret
+from pipeline.web.config_forms import (
+    CONFIG_FILES,
+    RESTART_KEYS,
+    SECTION_BY_NAME,
+    is_secret,
+    schedule_rows,
+)
 from pipeline.web.editing import Edit, Verdict, problem_json
 from pipeline.web.facade import NotFound, time_zones
 
@@ -81,12 +87,9 @@ def _with_submitted(data: dict[str, Any], name: str, form: Mapping[str, str]) ->
                 key["value"] = form[key["key"]]
     elif name == "schedules":
         for slot in ("1", "2"):
-            rows = sorted({int(k.split("_")[1]) for k in form
-                           if k.startswith(f"s{slot}_") and k.count("_") == 2
-                           and k.split("_")[1].isdigit()})
             data["schedules"][slot] = [
                 {field: form.get(f"s{slot}_{row}_{field}", "") for field in SCHEDULE_FIELDS}
-                for row in rows] or data["schedules"][slot]
+                for row in schedule_rows(form, slot)] or data["schedules"][slot]
     else:
         key = "serial" if name == "serial" else "network"
         label = "port" if name == "serial" else "lan"

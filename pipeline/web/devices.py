@@ -23,8 +23,9 @@ from pipeline.web.common import (
     whole_file_text,
 )
 from pipeline.web.editing import DEVICE_FIELDS
-from pipeline.web.facade import Conflict
+from pipeline.web.facade import Conflict, FieldRefused
 from pipeline.web.io_editor import with_submitted
+from pipeline.web.operations import field_json
 
 routes = web.RouteTableDef()
 
@@ -379,8 +380,8 @@ async def api_write_variable(request: web.Request) -> web.StreamResponse:
     try:
         done = await facade(request).write(request.match_info["index"], str(variable),
                                            str(value), raw=raw)
-    except ValueError as err:
-        return json_error(str(err), 400)
+    except FieldRefused as err:
+        return field_json({err.field: err.message})
     return json_ok(done)
 
 

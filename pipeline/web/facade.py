@@ -33,11 +33,13 @@ from config import (
     parse_definition,
     parse_var_ini,
 )
+from config.decimal_text import read_decimal, read_integer
 from config.errors import Problem
 from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType, Variable
 from exporters.views.context import ViewConfig
 from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
+from pipeline.drivers._base import tic_number
 from pipeline.drivers.modbus.codec import scaled_value
 from pipeline.poller import PollError
 from pipeline.service.commands import CommandError
@@ -116,6 +118,15 @@ class NotFound(LookupError):
 
 class Conflict(RuntimeError):
     """The request cannot apply to the configuration as it is (409)."""
+
+
+class FieldRefused(ValueError):
+    """A request field whose text is no value of its kind (422 naming `field`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 class Refreshed(Generic[T]):
@@ -421,9 +432,10 @@ class GatewayFacade:
         site = self.gateway.site
         assert site is not None
         definition = site.definition_of(device)
+        wanted = read_integer(variable.strip(), max_digits=10)
         var = None if definition is None else next(
             (v for v in definition.variables
-             if str(v.index) == variable.strip() or v.name == variable.strip()), None)
+             if v.index == wanted or v.name == variable.strip()), None)
         if var is None:
             raise NotFound(f"{device.name}: no variable '{variable}'")
         text_type = var.modbus is not None and var.modbus.data_type is not None and \
@@ -432,12 +444,12 @@ class GatewayFacade:
         if text_type:
             target = value
         else:
-            try:
-                target = Decimal(value.strip())
-            except ArithmeticError:
-                raise ValueError(f"value: '{value}' is not a number") from None
-            if not target.is_finite():
-                raise ValueError(f"value: '{value}' is not a number")
+            # docs/formats.md §1.1's syntax: `Decimal()` alone takes `1_000`, full-width
+            # digits, `nan` and `Infinity`, which no command or file would.
+            number = read_decimal(value.strip())
+            if number is None:
+                raise FieldRefused("value", f"{value.strip()[:40]!r} is not a number")
+            target = number
         try:
             answer = await self.gateway.write_variable(index, var.index, target, raw)
         except CommandError as err:
@@ -802,12 +814,7 @@ def _trace_interface(device: Device) -> str:
 
 def _numeric(value: float | str | None) -> bool:
     """A live value that is a number or the text of one (TIC values are verbatim text)."""
-    if not isinstance(value, str):
-        return True
-    try:
-        return Decimal(value.strip()).is_finite()
-    except ArithmeticError:
-        return False
+    return not isinstance(value, str) or tic_number(value) is not None
 
 
 def _buckets(store: Log, index: str, var: int, start_ns: int, end_ns: int) -> dict[str, Any]:

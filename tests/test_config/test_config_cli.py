@@ -125,10 +125,14 @@ def test_entry_point_in_a_fresh_process_runs_validate() -> None:
     assert "\nWPM00BDE4_daq.csv:1: separator: " in done.stdout
 
 
-def test_validate_of_a_missing_directory_fails(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "validate", str(tmp_path / "nope")]) == 1
-    assert capsys.readouterr().out == f"{tmp_path / 'nope'}: directory: no such directory\n"
+@pytest.mark.parametrize("action", ["validate", "show"])
+def test_validate_of_a_missing_directory_is_a_path_that_cannot_be_used(
+        action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # docs/cli.md: exit 2 for a file given that cannot be used, not 1 (a configuration judged).
+    assert main(["config", action, str(tmp_path / "nope")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"sunpm config {action}: {tmp_path / 'nope'}: no such directory\n"
 
 
 @pytest.mark.parametrize("action", ["validate", "show"])

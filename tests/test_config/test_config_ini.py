@@ -161,3 +161,24 @@ def test_ntp_server1_written_empty_turns_the_clock_check_off() -> None:
         "u").ntp_servers == ("time.example",)
     off = config.new_config({"NTP_Server1": ""})
     assert config.render_config_ini(off) == b"NTP_Server1=\n"
+
+
+def test_integers_with_thousands_of_leading_zeros_are_their_value() -> None:
+    # docs/formats.md §1.1 allows leading zeros, as many as a file holds; Python's `int()`
+    # refuses a text of over 4,300 digits, and `sunpm config validate` showed a traceback.
+    zeros = "0" * 5000
+    ini = "".join(f"{k}={zeros}{v}\n" for k, v in (
+        ("STORE_DeviceQuotaMB", 60), ("DAQ_PollPeriod", 5), ("DAQ_ModbusMaxGap", 7),
+        ("WEB_Port", 8081), ("SERVER_Type", ""), ("MQTT_Port", 1884), ("MQTT_Qos", 1),
+        ("MQTT_KeepAlive", 30), ("MQTT_MaxPayloadKB", 64), ("SERVER2_Type", ""),
+        ("FTP2_Port", 2121)))
+    ini = ini.replace(f"SERVER_Type={zeros}", "SERVER_Type=mqtt\nMQTT_Host=broker") \
+        .replace(f"SERVER2_Type={zeros}", "SERVER2_Type=ftp\nFTP2_Host=files")
+    parsed = _parse(ini)
+    assert parsed.warnings == ()
+    s = parsed.value.settings("WPM00BDE4")
+    assert (s.store_device_quota_mb, s.daq_poll_period_s, s.daq_modbus_max_gap, s.web_port) == \
+        (60, 5, 7, 8081)
+    mqtt, ftp = s.servers
+    assert (mqtt.port, mqtt.qos, mqtt.keep_alive_s, mqtt.max_payload_kb) == (1884, 1, 30, 64)
+    assert ftp.port == 2121

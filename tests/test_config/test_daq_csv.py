@@ -105,6 +105,23 @@ def test_io_module_reference_to_a_modbus_device_of_the_file_is_accepted() -> Non
     assert daq.device("IO").parameters == "modbus:4"
 
 
+@pytest.mark.parametrize("written", ["modbus:04", "modbus:" + "0" * 50 + "4"])
+def test_io_module_index_with_leading_zeros_is_the_device_index(written: str) -> None:
+    # docs/formats.md §1.1: an integer may have leading zeros, in the index column (`04` is
+    # device 4) and so in the `<index>` of `modbus:<index>`; the file is written canonical.
+    daq = _parse(DEV + f"IO;;io;;600;;;{written};;;io.csv\n04;SERIAL1;mod;2;60;;;;;;m.csv\n").value
+    assert daq.device("IO").parameters == "modbus:4"
+    assert "IO;;io;;600;;;modbus:4;" in config.render_daq(daq).decode()
+
+
+@pytest.mark.parametrize("written", ["modbus:-4", "modbus:\uff14", "modbus:+4", "modbus:1_0",
+                                     "modbus:", "modbus:4x", "modbus:99999999999"])
+def test_io_module_index_not_an_integer_is_refused(written: str) -> None:
+    assert _rejected(DEV + f"IO;;io;;600;;;{written};;;io.csv\n4;SERIAL1;mod;2;60;;;;;;m.csv\n") \
+        == [f"{F}:2: parameters: '{written}' is not empty or modbus:<index> of a Modbus "
+            "device here; file rejected"]
+
+
 def test_address_zero_is_allowed_on_a_port_without_driver() -> None:
     daq = _parse(SER + "SERIAL3;;;;;;smanet;;;\n" + DEV + "1;SERIAL3;sb;0;600;;;;;;s.bin\n").value
     assert daq.devices[0].address == 0 and not daq.port("SERIAL3").has_driver
@@ -180,3 +197,13 @@ def test_a_rejected_row_reports_its_period_and_timeout_problems_too() -> None:
         f"{F}:2: address: '300' is outside 1..240; file rejected",
         f"{F}:2: acqPeriod(s): '0' is outside 1..86400; default 600 used",
         f"{F}:2: timeout(ms): '10' is outside 50..60000; default 1000 used"]
+
+
+def test_ports_with_thousands_of_leading_zeros_are_their_value() -> None:
+    # docs/formats.md §1.1: leading zeros allowed, as many as a file holds (`int()` refuses
+    # over 4,300 digits: a traceback instead of the port).
+    zeros = "0" * 5000
+    daq = _parse(SER + f"SERIAL1;9600;8;N;1;2;modbusRTU;0;{zeros}1502;\n" + DEV +
+                 f"1;10.0.0.5:{zeros}1502;inv;1;;;;;;;inv.csv\n").value
+    assert daq.port("SERIAL1").forward_tcp_port == 1502
+    assert daq.devices[0].tcp_endpoint == ("10.0.0.5", 1502)

@@ -53,6 +53,20 @@ def test_the_same_local_only_values_and_other_changes_pass() -> None:
     assert local_only_changes(b"", b"LOG_Level=debug\n", NAME) == []
 
 
+@pytest.mark.parametrize("key,here,there", [
+    ("WEB_Port", "8081", "08081"), ("WEB_Port", "08081", "8081"),
+    ("WEB_Port", "8081", "0" * 5000 + "8081"), ("WEB_Bind", "::1", "0:0:0:0:0:0:0:1"),
+    ("WEB_Bind", "fe80::1", "FE80::1")])
+def test_a_local_only_value_written_otherwise_is_no_change(key: str, here: str,
+                                                           there: str) -> None:
+    # Compared as the gateway reads them (docs/formats.md §1.1: leading zeros allowed): the
+    # same port or address in other words changes nothing, and the file is not rejected.
+    local = _ini({**LOCAL_VALUES, key: here})
+    assert local_only_changes(local, _ini({**LOCAL_VALUES, key: there}), NAME) == []
+    (problem,) = local_only_changes(local, _ini({**LOCAL_VALUES, key: "9" + there}), NAME)
+    assert problem.field == key
+
+
 @given(st.text(max_size=300))
 def test_a_plain_name_is_one_every_file_system_takes(name: str) -> None:
     try:

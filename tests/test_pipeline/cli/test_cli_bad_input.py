@@ -32,10 +32,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["config", "init", "{dir}/site", "--uid", "bad uid"], 2,
      "uid 'bad uid' is not 1..32 of A-Z a-z 0-9 -"),
     (["config", "init"], 2, "the following arguments are required: DIR"),
-    (["config", "validate", "{missing}"], 1, "{missing}: directory: no such directory"),
-    (["config", "validate", "{file}"], 1, "{file}: directory: is not a directory"),
-    (["config", "show", "{missing}"], 1, "{missing}: directory: no such directory"),
-    (["config", "show", "{random}", "--json"], 1, "{random}: directory: is not a directory"),
+    (["config", "validate", "{missing}"], 2, "sunpm config validate: {missing}: no such directory"),
+    (["config", "validate", "{file}"], 2, "sunpm config validate: {file}: not a directory"),
+    (["config", "show", "{missing}"], 2, "sunpm config show: {missing}: no such directory"),
+    (["config", "show", "{random}", "--json"], 2, "sunpm config show: {random}: not a directory"),
+    # A directory that is no configuration tree is a configuration rejected (docs/cli.md).
+    (["config", "validate", "{dir}"], 1, "{dir}: no CONFIG/ folder (not a configuration directory)"),
+    (["config", "show", "{dir}"], 1, "{dir}: no CONFIG/ folder (not a configuration directory)"),
     (["config", "validate", "{site}", "--uid", "../x"], 2,
      "sunpm config validate: uid '../x' is not 1..32 of A-Z a-z 0-9 -"),
     (["config", "show", "{site}", "--uid", "U_1", "--json"], 2,
@@ -121,10 +124,10 @@ CASES: list[tuple[list[str], int, str]] = [
     (["sd", "fsck", "{file}"], 2, "sunpm sd fsck: {file}: not a directory"),
     (["sd", "fsck", "{dir}"], 2, "sunpm sd fsck: {dir}: not a sunpm store"),
     (["sd", "sql", "{missing}", "SELECT 1"], 2, "sunpm sd sql: {missing}: no such directory"),
-    (["sd", "sql", "{dir}", "SELECT 1"], 2, "sunpm sd sql: {dir}: not a sunpm store"),
     (["sd", "serve", "{missing}"], 2, "sunpm sd serve: {missing}: no such directory"),
-    (["sd", "serve", "{dir}", "--memory-mb", "-1"], 2,
-     "sunpm sd serve: --memory-mb must be 0 or more"),
+    (["sd", "serve", "{file}"], 2, "sunpm sd serve: {file}: not a directory"),
+    (["sd", "serve", "{dir}", "--memory-mb", "-1"], 2, "sunpm sd serve: --memory-mb must be 0"),
+    (["sd", "sql", "{dir}", "SELECT 1"], 2, "sunpm sd sql: {dir}: not a sunpm store"),
     (["sd", "reexport", "{missing}", "--from", "2021-01-01", "--to", "2021-01-02", "--server",
       "1", "--out", "{dir}/re"], 2, "sunpm sd reexport: {missing}: no such directory"),
     (["sd", "reexport", "{dir}", "--from", "yesterday", "--to", "2021-01-02", "--server", "1",
@@ -147,6 +150,12 @@ CASES: list[tuple[list[str], int, str]] = [
      "U1_IO.csv: protocol 'io' is not Modbus"),
     (["modbus", "read", "127.0.0.1:99999", "--def", "{modbus_def}"], 2,
      "'99999' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:\u00b2", "--def", "{modbus_def}"], 2,
+     "'\u00b2' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:\uff15\uff10\uff12", "--def", "{modbus_def}"], 2,
+     "'\uff15\uff10\uff12' is not a TCP port (1..65535)"),
+    (["modbus", "read", "127.0.0.1:" + "0" * 5000 + "65536", "--def", "{modbus_def}"], 2,
+     "'0000000000000000000000000000000000000000' is not a TCP port (1..65535)"),
     (["modbus", "read", ":502", "--def", "{modbus_def}"], 2, "':502' names no host"),
     (["modbus", "read", "127.0.0.1", "--def", "{modbus_def}", "--unit", "300"], 2,
      "--unit 300 is outside 1..240"),
@@ -211,7 +220,7 @@ def test_every_command_has_bad_input_cases() -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), CASES,
-                         ids=[" ".join(c[0]) or "(nothing)" for c in CASES])
+                         ids=[" ".join(c[0])[:100] or "(nothing)" for c in CASES])
 async def test_bad_input_gets_a_message_and_an_exit_code_never_a_traceback(
         places: dict[str, str], args: list[str], code: int, message: str) -> None:
     argv = [a.format(**places) for a in args]

@@ -11,9 +11,12 @@ import pytest
 from _script_plant import PCT, running, running_plant
 from waiting import wait_until
 
+from config import parse_definition
 from config.model import Device
 from pipeline.clock import SystemClock
 from pipeline.scripts import PollerHost, ScriptRunner, ScriptSource
+from pipeline.scripts.host import ScriptDevice
+from pipeline.scripts.wd import scaled_for_lua
 from store.events import JsonValue
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
@@ -84,7 +87,8 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert isinstance(value, list) and value[0] == 3000
             assert isinstance(value[1], float) and 0 <= value[1] < 3
             # The same variable by index (number or digits) and by tag; the device by index.
-            by: list[tuple[JsonValue, JsonValue]] = [(1, 1), ("1", "1"), ("inv_a", "acPower")]
+            by: list[tuple[JsonValue, JsonValue]] = [(1, 1), ("1", "1"), ("inv_a", "01"),
+                                                     ("inv_a", "acPower")]
             for device, variable in by:
                 again = await get(runner, device, variable)
                 assert isinstance(again, list) and again[0] == 3000
@@ -95,6 +99,10 @@ async def test_get_and_get_tag_give_scaled_values_and_ages(tmp_path: Path) -> No
             assert await get(runner, "nobody", "W") == {"error": "wd.get: unknown device 'nobody'"}
             assert await get(runner, "inv_a", "nothing") == {
                 "error": "wd.get: inv_a: unknown variable 'nothing'"}
+            # Digits other than ASCII are no Index: a script's error, not an internal one.
+            for odd in ("\u00b2", "\uff11", "1_0"):
+                assert await get(runner, "inv_a", odd) == {
+                    "error": f"wd.get: inv_a: unknown variable '{odd}'"}, odd
             assert await get(runner, True, "W") == {
                 "error": "wd.get: device must be a name or an index, got boolean"}
             rows = await runner.call("api.getTag", {"tag": "acPower"})
@@ -202,3 +210,22 @@ async def test_a_device_without_a_link_is_absent_and_has_no_values(tmp_path: Pat
             assert isinstance(devices_seen, list)
             assert [d["state"] for d in devices_seen] == [  # type: ignore[index, call-overload]
                 "ok", "ok", "ok", "absent"]
+
+
+@pytest.mark.parametrize(("data", "wanted"), [
+    ("012345", 12345), ("0.5", 0.5), ("-7", -7),
+    # Text to the recorder (docs/formats.md §8.2), so text to scripts: a Linky status word
+    # (STGE, 8 hex digits) read as `0E+1` gave 0, `01E40000` an OverflowError (an internal
+    # error of wd.get), and `1E999999999` built a billion-digit integer.
+    ("00E00001", b"00E00001"), ("01E40000", b"01E40000"), ("1E999999999", b"1E999999999"),
+    ("003A0001", b"003A0001"), ("1_000", b"1_000"), ("NaN", b"NaN"), ("Infinity", b"Infinity"),
+    ("\uff11\uff12", "\uff11\uff12".encode()), ("TH..", b"TH..")])
+def test_a_tic_value_is_a_number_to_scripts_exactly_when_the_recorder_says_so(
+        data: str, wanted: object) -> None:
+    definition = parse_definition(b"tic;Meter;Enedis;Linky\n1;STGE;;;;STGE;;1;0;;1\n",
+                                  "T_TIC.csv").value
+    device = ScriptDevice(device=Device(line=1, index="TIC1", interface="", name="Linky", address=None,
+                                        def_file="T_TIC.csv"),
+                          definition=definition, poll_period_s=1, state="ok")
+    got = scaled_for_lua(device, definition.variables[0], data)
+    assert got == wanted and type(got) is type(wanted)

@@ -83,6 +83,26 @@ def test_a_schedule_saved_unchanged_keeps_the_file_s_bytes() -> None:
     assert edit.locate(dataclasses.replace(problem, line=5, field="Id")) == "s2_0_Id"
 
 
+def test_schedule_rows_are_ascii_digits_in_numeric_order() -> None:
+    # `"²".isdigit()` holds and `int("²")` raised (a 500 for a crafted form), as did `int()`
+    # of a row of over 4,300 digits; a row is read by the text sent (`01` was looked up as `1`
+    # and lost its fields).
+    row = {"Id": "3", "Type": "monday", "StartTime": "01:00:00", "Interval": "1440", "Count": "1"}
+    long_row = "0" * 5000 + "12"
+    form = {**{f"s1_2_{k}": v for k, v in row.items()},
+            **{f"s1_\u00b2_{k}": v for k, v in row.items()},
+            **{f"s1_{long_row}_{k}": v.replace("3", "4") for k, v in row.items()},
+            **{f"s1_01_{k}": v.replace("3", "5") for k, v in row.items()}}
+    path = f"CONFIG/{UID}_var.ini"
+    edit = var_ini_edit(path, b"", form)
+    assert edit.files[path] == (b"SCHEDULE_Params[0]=5|monday|01:00:00|1440|1\n"
+                                b"SCHEDULE_Params[1]=3|monday|01:00:00|1440|1\n"
+                                b"SCHEDULE_Params[2]=4|monday|01:00:00|1440|1\n")
+    problem = Problem(file=f"{UID}_var.ini", line=1, field="Count", message="",
+                      severity=Severity.WARNING)
+    assert edit.locate(problem) == "s1_01_Count"
+
+
 def test_schedules_saved_and_previewed_by_the_scheduler(fresh_gateway: RunningGateway) -> None:
     with fresh_gateway.client() as client:
         rows = {"s1_0_Id": "1", "s1_0_Type": "everyday", "s1_0_StartTime": "00:30:00",
