@@ -35,8 +35,9 @@ Peer quirks handled here:
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
-  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's last
-  bytes, still queued in the kernel once handed over, count as they leave; a listing without
+  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's bytes
+  count as the server acknowledges them, Linux `TCP_INFO` polled each second, not only as 64 KiB
+  blocks are handed over, and its last bytes, still queued once handed over, as they leave; a listing without
   `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not the names done),
   so a server trickling bytes or answering each command slowly times out and a long listing
   that keeps coming does not. An `MLSD` size fact

@@ -26,11 +26,12 @@ Peer quirks handled here:
   never be sent again.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
-  docs/behaviour.md §4.5. httpx does not show its socket, so a `PUT` body goes in 16 KiB parts,
-  each one taken by the connection pushing the deadline back, over a socket whose send buffer
-  is bounded (64 KiB asked, 128 KiB on Linux): once the last part is taken, at most that much is
-  still queued in the kernel, and the answer is awaited 60 s plus the time that takes at 1 KiB/s
-  (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
+  docs/behaviour.md §4.5, except for a `PUT`, whose deadline is pushed back each time the server
+  acknowledged 1 KiB more (Linux `TCP_INFO`, polled each second, on the socket the previous
+  answer came on: httpx shows it only there) and as each 16 KiB part of the body is taken by
+  the connection, over a socket whose send buffer is bounded (64 KiB asked, 128 KiB on Linux):
+  once the last part is taken, at most that much is still queued in the kernel, and the answer
+  is awaited 60 s plus the time that takes at 1 KiB/s (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
   minutes on a slow link, while the answer was awaited 60 s.
 - A challenge (401) is read for its headers: its body is cut at 64 KiB, where httpx's own
   authentication would read it whole (an endless one until memory ran out).
