@@ -22,7 +22,7 @@ import pytest
 from peers import Certs, run_peer, slow_link
 from transport_support import fresh_target
 
-from exporters.transports import Timeouts, ftp, webdav
+from exporters.transports import Timeouts, ftp, ftps, webdav
 
 NAME = "WPM00C44F_MODBUS_210202_084443.csv.gz"
 PATH = f"/DATA/{NAME}"
@@ -38,15 +38,16 @@ def _small_send_buffer(open_data: Callable[..., tuple[socket.socket, int]],
     return opened
 
 
+@pytest.mark.parametrize("kind", ["ftp", "ftps"])
 async def test_ftp_upload_on_a_slow_link_that_moves_is_not_cut(
-        certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        kind: str, certs: Certs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 16 KiB/s: a 64 KiB block is taken once 64 KiB left, every 4 s, while the timeout is
     # 1.5 s; some 2 KiB are acknowledged every eighth of a second.
-    monkeypatch.setattr(ftp._TrackedFtp, "ntransfercmd",
-                        _small_send_buffer(ftp._TrackedFtp.ntransfercmd))
+    for client in (ftp._TrackedFtp, ftps._ReusingFtpTls):
+        monkeypatch.setattr(client, "ntransfercmd", _small_send_buffer(client.ntransfercmd))
     data = os.urandom(128 << 10)
-    with run_peer("ftp", tmp_path, certs, rate_bps=16 << 10) as peer:
-        target = fresh_target("ftp", peer, tmp_path, certs)
+    with run_peer(kind, tmp_path, certs, rate_bps=16 << 10) as peer:
+        target = fresh_target(kind, peer, tmp_path, certs)
         transport = target.transport(timeouts=Timeouts(connect_s=10.0, operation_s=1.5))
         await transport.connect()
         try:
