@@ -37,8 +37,9 @@ Peer quirks handled here:
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
   Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's bytes
   count as the server acknowledges them, Linux `TCP_INFO` polled each second, not only as 64 KiB
-  blocks are handed over, and its last bytes, still queued once handed over, as they leave; a listing without
-  `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not the names done),
+  blocks are handed over, and its last bytes, still queued once handed over, as they leave; a
+  listing without `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not
+  the names done),
   so a server trickling bytes or answering each command slowly times out and a long listing
   that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol

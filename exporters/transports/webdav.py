@@ -31,8 +31,9 @@ Peer quirks handled here:
   answer came on: httpx shows it only there) and as each 16 KiB part of the body is taken by
   the connection, over a socket whose send buffer is bounded (64 KiB asked, 128 KiB on Linux):
   once the last part is taken, at most that much is still queued in the kernel, and the answer
-  is awaited 60 s plus the time that takes at 1 KiB/s (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
-  minutes on a slow link, while the answer was awaited 60 s.
+  is awaited 60 s plus the time that takes at 1 KiB/s (`Timeouts.slow_link_bps`). A whole body
+  handed to the kernel at once could sit there for minutes on a slow link, while the answer was
+  awaited 60 s.
 - A challenge (401) is read for its headers: its body is cut at 64 KiB, where httpx's own
   authentication would read it whole (an endless one until memory ran out).
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
