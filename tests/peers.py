@@ -17,6 +17,8 @@ Import side (from any test, `tests/` is on sys.path):
   Hostile variants: `endless_challenge` (WebDAV: a request without credentials is challenged
   with a 401 whose body never ends) and `reply_delay_s` (FTP/FTPS: each reply after login waits
   that long, a server answering slowly on its control connection).
+- `slow_link(port, rate_bps)`: an async context manager giving a port that forwards to `port`,
+  client to server at `rate_bps` through small buffers (a slow link seen by the client's kernel).
 - `run_broker(dir, certs) -> Broker`: mosquitto with three listeners: `plain_port` (anonymous),
   `auth_port` (user `sunpm`/`secret`), `tls_port` (TLS, client certificate required); persistent
   sessions survive `restart()`. `pause()`/`resume()` SIGSTOP/SIGCONT it, `kill()` SIGKILLs it.
@@ -29,6 +31,7 @@ standard input closes (so a crashed test run leaves no server behind).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import itertools
@@ -40,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,10 @@ USERS = {"sunpm": "secret", "reader": "secret"}
 DISK_FULL_MARK = "DISKFULL"
 READ_ONLY_USER = "reader"
 _START_TIMEOUT_S = 20.0
+# The receive buffer of a paced server side: Linux's least (some 2.3 KiB once it doubled it),
+# so that the window opens a KiB at a time, at the pace the server reads, and little of what
+# the sender saw acknowledged is still to be read when its last byte is.
+_PACED_RECEIVE_BUFFER = 2048
 
 
 # --------------------------------------------------------------------------- certificates
@@ -265,6 +272,44 @@ require_certificate true
         self.proc.send_signal(signal.SIGCONT)
 
 
+@contextlib.asynccontextmanager
+async def slow_link(port: int, rate_bps: int, *, block: int = 4096) -> AsyncIterator[int]:
+    """A port forwarding to `port` on 127.0.0.1, client to server at `rate_bps`, reading `block`
+    bytes at a time through small buffers (set on the listening socket, so the accepted one has
+    them from its first byte and the kernel does not grow them), so that the client's kernel
+    sees the link's pace and acknowledges bytes at that pace. Server to client is not paced."""
+    pumps: set[asyncio.Task[None]] = set()
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int) -> None:
+        try:
+            while data := await source.read(block):
+                sink.write(data)
+                await sink.drain()
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        pumps.add(asyncio.create_task(pump(reader, up_writer, rate_bps)))
+        pumps.add(asyncio.create_task(pump(up_reader, writer, 0)))
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _PACED_RECEIVE_BUFFER)
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(forward, sock=listener, limit=1024)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        server.close()
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
 def have_mosquitto() -> bool:
     return shutil.which("mosquitto") is not None and shutil.which("mosquitto_passwd") is not None
 
@@ -324,14 +369,17 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
     class Smooth(ThrottledDTPHandler):  # type: ignore[misc]
         # pyftpdlib's own throttle lets a full second's worth through at once, then sleeps twice
         # as long: too bursty to catch an upload in the middle. This one paces every block.
-        ac_in_buffer_size = 16384
+        # 4 KiB a read: at a few KiB/s the sender sees bytes acknowledged several times a
+        # second, not a burst every few seconds.
+        ac_in_buffer_size = 4096
         auto_sized_buffers = False
         read_limit = args.rate
 
         def __init__(self, sock: socket.socket, cmd_channel: Any) -> None:
             # A small receive buffer, so that the pace is the link's, seen by the sender's
-            # kernel as on a slow network, not a megabyte acknowledged and read later.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            # kernel as on a slow network, not a megabyte acknowledged and read later (at 16 KiB
+            # the window opened 24 KiB at once every 1.5 s at 16 KiB/s: no steady pace).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _PACED_RECEIVE_BUFFER)
             super().__init__(sock, cmd_channel)
 
         def _throttle_bandwidth(self, len_chunk: int, max_speed: int) -> None:
@@ -356,6 +404,16 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
         handler = type("Handler", (FTPHandler,), {})
         dtp = Smooth if args.rate else handler.dtp_handler
     handler.dtp_handler = dtp
+    if args.rate:
+        class SmallWindow(handler.passive_dtp):  # type: ignore[misc, name-defined]
+            # Set on the listening socket, so that the data connection has it from its first
+            # byte: set once accepted, the window already offered let 64 KiB through at once,
+            # which then took seconds to read before the window opened again.
+            def listen(self, num: int) -> None:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                       _PACED_RECEIVE_BUFFER)
+                super().listen(num)
+        handler.passive_dtp = SmallWindow
     handler.abstracted_fs = FullableFs
     if args.no_mlsd:  # an older server: listings by NLST only
         handler.proto_cmds = {k: v for k, v in handler.proto_cmds.items() if k != "MLSD"}

@@ -296,9 +296,10 @@ def capped_listing(server: int, directory: str, files: builtins.list[RemoteFile]
     return sorted(plain, key=lambda f: f.name)
 
 
-# Linux `struct tcp_info`: `tcpi_bytes_received` (since 4.1) is the 8 bytes at 128; the struct
-# only ever grows at its end.
+# Linux `struct tcp_info`: `tcpi_bytes_acked` and `tcpi_bytes_received` (since 4.1) are the 8
+# bytes at 120 and 128; the struct only ever grows at its end.
 _TCP_INFO_BYTES: Final = 256
+_BYTES_ACKED_AT: Final = 120
 _BYTES_RECEIVED_AT: Final = 128
 
 
@@ -306,6 +307,17 @@ def tcp_bytes_received(sock: object) -> int | None:
     """The bytes received so far on a TCP connection (Linux `TCP_INFO` `tcpi_bytes_received`),
     whoever reads them, given its socket or asyncio's view of it; None where the system does
     not tell."""
+    return _tcp_info_count(sock, _BYTES_RECEIVED_AT)
+
+
+def tcp_bytes_acked(sock: object) -> int | None:
+    """The bytes the peer's kernel acknowledged so far on a TCP connection (Linux `TCP_INFO`
+    `tcpi_bytes_acked`): what left, however the sender hands it over; given its socket or
+    asyncio's view of it, None where the system does not tell (or the socket is closed)."""
+    return _tcp_info_count(sock, _BYTES_ACKED_AT)
+
+
+def _tcp_info_count(sock: object, offset: int) -> int | None:
     option = getattr(socket, "TCP_INFO", None)
     getsockopt = getattr(sock, "getsockopt", None)
     if option is None or getsockopt is None:
@@ -314,10 +326,10 @@ def tcp_bytes_received(sock: object) -> int | None:
         info = getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_BYTES)
     except OSError:
         return None
-    if not isinstance(info, bytes) or len(info) < _BYTES_RECEIVED_AT + 8:
+    if not isinstance(info, bytes) or len(info) < offset + 8:
         return None  # a kernel older than 4.1
-    received: int = struct.unpack_from("Q", info, _BYTES_RECEIVED_AT)[0]
-    return received
+    count: int = struct.unpack_from("Q", info, offset)[0]
+    return count
 
 
 def tls_context(server: int, cert_dir: Path, ca_file: str, *, cert_file: str = "",

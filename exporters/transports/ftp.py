@@ -35,9 +35,11 @@ Peer quirks handled here:
   listing stops at 10,000 lines or 10 MiB, a listing line over 8,192 bytes (`ftplib`'s limit,
   which would leave the 226 reply unread) is skipped, and names that are not UTF-8 are decoded with
   replacement characters instead of failing the listing; a multi-line reply stops at 64 KiB.
-  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's last
-  bytes, still queued in the kernel once handed over, count as they leave; a listing without
-  `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not the names done),
+  Progress that keeps a transfer or a listing alive is at least 1 KiB moved (an upload's bytes
+  count as the server acknowledges them, Linux `TCP_INFO` polled each second, not only as 64 KiB
+  blocks are handed over, and its last bytes, still queued once handed over, as they leave; a
+  listing without `MLSD` counts the bytes of its `SIZE` and `MDTM` commands and replies, not
+  the names done),
   so a server trickling bytes or answering each command slowly times out and a long listing
   that keeps coming does not. An `MLSD` size fact
   that is not plain digits reads as 0 (unknown), not as a failed listing. Any error that is not a server reply (a reply line too long or not text, a protocol
@@ -91,6 +93,7 @@ from ._base import (
     is_plain_name,
     log,
     stale_temp,
+    tcp_bytes_acked,
 )
 
 T = TypeVar("T")
@@ -109,6 +112,7 @@ _LISTING_MAX_BYTES: Final = 10 << 20
 _REPLY_MAX_BYTES: Final = 64 << 10
 _RESYNC_S: Final = 10.0                       # waiting for the reply of a cut transfer
 _DRAIN_POLL_S: Final = 0.1
+_PROGRESS_POLL_S: Final = 1.0                # acknowledged bytes looked at
 _PRELIMINARY_MAX: Final = 8                   # further 1xx replies passed over after a transfer
 _FOREIGN_MAX: Final = 8                       # active-mode data connections from elsewhere
 
@@ -493,6 +497,7 @@ class FtpTransport:
                     moved = 0
                     loop.call_soon_threadsafe(push)
             job = loop.run_in_executor(None, fn, cast(Progress, progress))
+            watcher = asyncio.create_task(self._watch_acked(limit, push))
             try:
                 async with deadline:
                     return await asyncio.shield(job)
@@ -511,6 +516,28 @@ class FtpTransport:
                 raise self._map(op, path, err) from err
             finally:
                 live = False
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _watch_acked(self, limit: float, push: Callable[[], None]) -> None:
+        """Call `push` each time the peer acknowledged 1 KiB more on the data connection (Linux
+        `TCP_INFO`, polled): once the kernel's send buffer is full, an upload hands over a block
+        only when a whole block has left, which a slow link that moves takes minutes to do
+        (docs/behaviour.md §4.5). Where the system does not tell, blocks count as handed over."""
+        ftp = self._ftp
+        conn: object = None
+        last: int | None = None
+        while True:
+            await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
+            current = getattr(ftp, "data_conn", None)
+            acked = tcp_bytes_acked(current)
+            if current is not conn or acked is None or last is None:
+                conn, last = current, acked  # a new data connection starts its own count
+                continue
+            if acked - last >= PROGRESS_BYTES:
+                last = acked
+                push()
 
     async def _abort_and_join(self, job: asyncio.Future[T]) -> None:
         ftp, self._ftp = self._ftp, None
@@ -624,10 +651,15 @@ def _store(ftp: ftplib.FTP, cmd: str, data: bytes, progress: Progress) -> None:
     over, and the server's reply comes only once it has it all."""
     view = memoryview(data)
     with ftp.transfercmd(cmd) as conn:
+        # The socket timeout bounds a whole `sendall`, not a wait without progress: a 64 KiB
+        # block on a link moving 1 KiB/s was cut at 60 s. The caller's deadline, pushed back as
+        # the peer acknowledges bytes, is the guard here; it closes the socket when it expires.
+        conn.settimeout(None)
         for offset in range(0, len(data), _BLOCK_BYTES):
             block = view[offset:offset + _BLOCK_BYTES]
             conn.sendall(block)
             progress(len(block))
+        conn.settimeout(ftp.timeout)
         _drain(conn, progress)
         if isinstance(conn, ssl.SSLSocket):
             conn.unwrap()  # as ftplib: a clean TLS close before the server's reply

@@ -44,9 +44,7 @@ import contextlib
 import errno
 import logging
 import math
-import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -65,6 +63,7 @@ from ._base import (
     Timeouts,
     TransportError,
     size_text,
+    tcp_bytes_acked,
     tls_context,
 )
 
@@ -80,10 +79,6 @@ DEFAULT_TLS_PORT: Final = 8883
 # Each waiting message keeps at most MESSAGE_KEPT_BYTES: 128 MiB for both queues at the worst.
 _COMMAND_QUEUE: Final = 64
 _INCOMING_QUEUE: Final = 64
-# Linux `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the 8 bytes at 120; the struct only
-# ever grows at its end.
-_TCP_INFO_BYTES: Final = 256
-_BYTES_ACKED_AT: Final = 120
 _PROGRESS_POLL_S: Final = 1.0
 # A command is at most 1 MiB (docs/behaviour.md §4.5), yet one somewhat larger must still be
 # read, answered "larger than 1 MiB; not executed" and acknowledged: a packet refused unread is
@@ -228,14 +223,14 @@ class MqttTransport:
         60 s without progress (docs/behaviour.md §4.5). Where the system does not tell, each
         publish keeps its 60 s."""
         sock = client._client.socket()
-        last = _bytes_acked(sock)
+        last = tcp_bytes_acked(sock)
         if last is None:
             return
         loop = asyncio.get_running_loop()
         limit = self._timeouts.operation_s
         while True:
             await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
-            acked = _bytes_acked(sock)
+            acked = tcp_bytes_acked(sock)
             if acked is None:
                 return
             if acked - last < PROGRESS_BYTES:
@@ -331,22 +326,6 @@ class MqttTransport:
                                   path=topic)
         failure, detail = classify(err) if err is not None else (Failure.CONNECTION_LOST, "")
         return TransportError(self.server, op, detail, failure=failure, path=topic)
-
-
-def _bytes_acked(sock: object) -> int | None:
-    """The bytes the peer's kernel acknowledged on this connection (Linux `TCP_INFO`
-    `tcpi_bytes_acked`); None where the system does not tell."""
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None or not isinstance(sock, socket.socket):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_BYTES)
-    except OSError:
-        return None
-    if len(info) < _BYTES_ACKED_AT + 8:
-        return None  # a kernel older than 4.1
-    acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_AT)[0]
-    return acked
 
 
 def _bound_packets(client: aiomqtt.Client, refused: Callable[[int], None]) -> None:

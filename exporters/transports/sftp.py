@@ -23,6 +23,8 @@ Peer quirks handled here:
 - A read returns only once all it asked for (32 KiB) arrived, however many short answers the
   server gives: downloads and listings push their deadline back as the connection receives
   each KiB (Linux `TCP_INFO`), so a slow link that moves is not cut (docs/behaviour.md §4.5).
+  A write is confirmed only once its 32 KiB arrived: uploads push their deadline back as the
+  peer acknowledges each KiB too.
 - `~/.ssh/config`, agents and the user's own keys are never read: the gateway logs in with the
   configured password only, whatever the account it runs under.
 """
@@ -63,6 +65,7 @@ from ._base import (
     check_tree_path,
     final_and_temp,
     stale_temp,
+    tcp_bytes_acked,
     tcp_bytes_received,
 )
 
@@ -70,7 +73,8 @@ T = TypeVar("T")
 
 DEFAULT_PORT: Final = 22
 # Uploads go as writes of 32 KiB, 8 in flight (256 KiB on the way, as far servers need), the
-# deadline pushed back as each one is confirmed: a 2 KiB/s link confirms one every 16 s.
+# deadline pushed back as each one is confirmed and as the peer acknowledges each KiB: a link
+# slower than 32 KiB a period confirms none for longer than the timeout, yet moves.
 _ATTRS_BYTES: Final = 32  # what a listing entry carries besides its names, roughly
 _WRITE_BYTES: Final = 32 * 1024
 _WRITES_IN_FLIGHT: Final = 8
@@ -264,7 +268,7 @@ class SftpTransport:
             loop = asyncio.get_running_loop()
             entries = sftp.scandir(remote)
             # A long listing that keeps coming is progress, pushed back per KiB of names.
-            async with self._received_or_timeout(limit) as deadline, \
+            async with self._moved_or_timeout(limit) as deadline, \
                     contextlib.aclosing(entries):  # type: ignore[type-var]
                 async for entry in entries:
                     if seen == LISTING_MAX_ENTRIES:
@@ -298,7 +302,7 @@ class SftpTransport:
             received = moved = 0
             loop = asyncio.get_running_loop()
             # Pushed back only once 1 KiB moved (docs/behaviour.md §4.5): a trickle times out.
-            async with self._received_or_timeout(limit) as deadline, \
+            async with self._moved_or_timeout(limit) as deadline, \
                     sftp.open(remote, "rb") as f:
                 while True:
                     block = await f.read(_READ_BYTES)
@@ -348,13 +352,14 @@ class SftpTransport:
 
     async def _write_all(self, f: asyncssh.SFTPClientFile, data: bytes) -> None:
         """`data` written at its offsets, `_WRITES_IN_FLIGHT` writes at a time; TimeoutError once
-        none was confirmed for the operation timeout (docs/behaviour.md §4.5)."""
+        for the operation timeout no write was confirmed and less than 1 KiB was acknowledged
+        by the peer (docs/behaviour.md §4.5)."""
         limit = self._timeouts.operation_s
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Future[int]] = set()
         offsets = iter(range(0, len(data), _WRITE_BYTES))
         try:
-            async with asyncio.timeout(limit) as deadline:
+            async with self._moved_or_timeout(limit, tcp_bytes_acked) as deadline:
                 while True:
                     for offset in offsets:
                         pending.add(asyncio.ensure_future(
@@ -407,32 +412,42 @@ class SftpTransport:
     # ------------------------------------------------------------------ plumbing
 
     @contextlib.asynccontextmanager
-    async def _received_or_timeout(self, limit: float) -> AsyncIterator[asyncio.Timeout]:
-        """`asyncio.timeout(limit)`, pushed back each time the connection received 1 KiB more
-        (Linux `TCP_INFO`, polled): a read asks for 32 KiB and returns only once they are all
-        there, which a slow link that moves takes minutes to fill. The caller pushes it back per
-        KiB it reads too, where the system does not tell."""
+    async def _moved_or_timeout(self, limit: float, count: Callable[[object], int | None] = (
+            tcp_bytes_received)) -> AsyncIterator[asyncio.Timeout]:
+        """`asyncio.timeout(limit)`, pushed back each time `count` (the bytes the connection
+        received, or those the peer acknowledged) grew by 1 KiB (Linux `TCP_INFO`, polled): a
+        read asks for 32 KiB and returns only once they are all there, a write is confirmed only
+        once its 32 KiB arrived, which a slow link that moves takes minutes to do. The caller
+        pushes it back per KiB read or per write confirmed too, where the system does not tell."""
         conn = self._conn
         sock = conn.get_extra_info("socket") if conn is not None else None
         loop = asyncio.get_running_loop()
 
         async def watch(deadline: asyncio.Timeout) -> None:
-            last = tcp_bytes_received(sock)
+            last = count(sock)
             while last is not None:
                 await asyncio.sleep(min(_PROGRESS_POLL_S, limit / 4))
-                received = tcp_bytes_received(sock)
-                if received is None:
+                now = count(sock)
+                if now is None:
                     return
-                if received - last >= PROGRESS_BYTES:
-                    last = received
+                if now - last >= PROGRESS_BYTES:
+                    last = now
                     if not deadline.expired():  # an expiring timeout cannot be moved
                         deadline.reschedule(loop.time() + limit)
 
+        # Keep-alives are left off meanwhile, this deadline guards: on a slow upload their
+        # request waits behind the writes queued, and the server, with nothing to confirm until
+        # a write arrived whole, may be silent for longer than the 1.5 timeouts they allow.
+        quiet = conn if count(sock) is not None else None
         async with asyncio.timeout(limit) as deadline:
             watcher = asyncio.create_task(watch(deadline))
+            if quiet is not None:
+                quiet.set_keepalive(0)
             try:
                 yield deadline
             finally:
+                if quiet is not None:
+                    quiet.set_keepalive(self._timeouts.operation_s / 2)
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher

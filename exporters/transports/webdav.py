@@ -26,12 +26,14 @@ Peer quirks handled here:
   never be sent again.
 - `Destination` must be an absolute URI (RFC 4918 §10.3); some servers (IIS) reject a path alone.
 - Timeouts: httpx's per-read and per-write limits are the "60 s without progress" of
-  docs/behaviour.md §4.5. httpx does not show its socket, so a `PUT` body goes in 16 KiB parts,
-  each one taken by the connection pushing the deadline back, over a socket whose send buffer
-  is bounded (64 KiB asked, 128 KiB on Linux): once the last part is taken, at most that much is
-  still queued in the kernel, and the answer is awaited 60 s plus the time that takes at 1 KiB/s
-  (`Timeouts.slow_link_bps`). A whole body handed to the kernel at once could sit there for
-  minutes on a slow link, while the answer was awaited 60 s.
+  docs/behaviour.md §4.5, except for a `PUT`, whose deadline is pushed back each time the server
+  acknowledged 1 KiB more (Linux `TCP_INFO`, polled each second, on the socket the previous
+  answer came on: httpx shows it only there) and as each 16 KiB part of the body is taken by
+  the connection, over a socket whose send buffer is bounded (64 KiB asked, 128 KiB on Linux):
+  once the last part is taken, at most that much is still queued in the kernel, and the answer
+  is awaited 60 s plus the time that takes at 1 KiB/s (`Timeouts.slow_link_bps`). A whole body
+  handed to the kernel at once could sit there for minutes on a slow link, while the answer was
+  awaited 60 s.
 - A challenge (401) is read for its headers: its body is cut at 64 KiB, where httpx's own
   authentication would read it whole (an endless one until memory ran out).
 - Hostile servers (docs/behaviour.md §4.5): `GET` and `PROPFIND` answers are streamed, the
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import email.utils
 import io
 import posixpath
@@ -76,10 +79,12 @@ from ._base import (
     check_tree_path,
     final_and_temp,
     stale_temp,
+    tcp_bytes_acked,
     tls_context,
 )
 
 _PART_BYTES: Final = 16 << 10
+_PROGRESS_POLL_S: Final = 1.0
 #: A socket sends at most its buffer per round trip: 64 KiB (128 KiB on Linux) is ~1.3 MB/s at
 #: 100 ms, more than a cellular uplink gives a gateway, while what may still be queued after the
 #: last part stays small enough to wait for (128 s at 1 KiB/s).
@@ -149,6 +154,7 @@ class WebdavTransport:
         self._origin = f"{url.scheme}://{url.netloc}"
         self._base_path = url.path.rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        self._socket: object = None
 
     async def connect(self) -> None:
         await self.close()
@@ -333,6 +339,7 @@ class WebdavTransport:
                     method, self._origin + self._url(target), headers={**_IDENTITY,
                                                                         **(headers or {})},
                     content=content) as response:
+                self._note_socket(response)
                 # Only the status counts; a body past _ANSWER_MAX_BYTES (an endless answer to a
                 # PUT or a DELETE) is left unread and its connection dropped
                 # (docs/behaviour.md §4.5).
@@ -365,13 +372,32 @@ class WebdavTransport:
         def moved(last: bool) -> None:
             if not deadline.expired():  # an expiring timeout cannot be moved
                 deadline.reschedule(loop.time() + (tail_s if last else op_s))
+
+        async def acked() -> None:
+            # Once the send buffer is full, a part is taken only once 16 KiB left: the bytes
+            # the server acknowledges count as they leave (docs/behaviour.md §4.5).
+            sock, last = self._socket, tcp_bytes_acked(self._socket)
+            while True:
+                await asyncio.sleep(min(_PROGRESS_POLL_S, op_s / 4))
+                now = tcp_bytes_acked(sock)
+                if now is None or last is None:
+                    sock, last = self._socket, tcp_bytes_acked(self._socket)
+                    continue
+                if now - last >= PROGRESS_BYTES:
+                    last = now
+                    when = deadline.when()
+                    if not deadline.expired() and when is not None:
+                        deadline.reschedule(max(when, loop.time() + op_s))
+        watcher = asyncio.create_task(acked())
         try:
+            # httpx's write and read limits are left to the deadline, which acknowledged bytes
+            # push back too: a part waiting longer than a timeout for room is not a stall.
             async with deadline, client.stream(
                     "PUT", self._origin + self._url(target), content=_Parts(data, moved),
                     headers={**_IDENTITY, "Content-Type": "application/octet-stream",
                              "Content-Length": str(len(data))},
-                    timeout=httpx.Timeout(op_s, connect=self._timeouts.connect_s,
-                                          read=tail_s)) as response:
+                    timeout=httpx.Timeout(None, connect=self._timeouts.connect_s)) as response:
+                self._note_socket(response)
                 received = 0
                 async for block in response.aiter_raw():  # bounded as in _request
                     received += len(block)
@@ -385,6 +411,17 @@ class WebdavTransport:
             failure, detail = classify(err)
             raise TransportError(self.server, "upload", detail, failure=failure,
                                  path=path) from err
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    def _note_socket(self, response: httpx.Response) -> None:
+        """Keep the socket of the connection an answer came on: httpx shows it only there, and
+        the next `PUT` most often goes on the same connection (one at most, kept alive). On
+        another, the old socket is closed and says nothing: parts taken count alone."""
+        stream = response.extensions.get("network_stream")
+        self._socket = stream.get_extra_info("socket") if stream is not None else None
 
     async def _streamed(self, op: str, path: str, method: str, target: str,
                         take: Callable[[bytes], bool], *, headers: dict[str, str] | None = None,
@@ -403,6 +440,7 @@ class WebdavTransport:
                     method, self._origin + self._url(target), headers={**_IDENTITY,
                                                                         **(headers or {})},
                     content=content) as response:
+                self._note_socket(response)
                 if not 200 <= response.status_code < 300:
                     return response, True
                 encoding = response.headers.get("content-encoding", "identity").lower()

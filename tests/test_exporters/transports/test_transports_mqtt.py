@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiomqtt
 import pytest
-from peers import Broker, Certs
+from peers import Broker, Certs, slow_link
 from waiting import wait_until
 
 from config.model import ServerSettings, ServerType
@@ -130,49 +129,13 @@ async def test_at_most_ten_publishes_wait_for_their_acknowledgement(broker: Brok
     assert sorted(got) == sorted(payloads)
 
 
-@contextlib.asynccontextmanager
-async def _slow_link(port: int, rate_bps: int) -> AsyncIterator[int]:
-    """A port forwarding to `port` on 127.0.0.1, client to broker at `rate_bps`, reading in
-    small blocks through small buffers so that the client's kernel sees the link's pace."""
-    pumps: set[asyncio.Task[None]] = set()
-
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: int) -> None:
-        try:
-            while data := await source.read(4096):
-                sink.write(data)
-                await sink.drain()
-                if rate:
-                    await asyncio.sleep(len(data) / rate)
-        except ConnectionError:
-            pass
-        finally:
-            sink.close()
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        pumps.add(asyncio.create_task(pump(reader, up_writer, rate_bps)))
-        pumps.add(asyncio.create_task(pump(up_reader, writer, 0)))
-
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    listener.bind(("127.0.0.1", 0))
-    server = await asyncio.start_server(forward, sock=listener, limit=4096)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        server.close()
-        for task in pumps:
-            task.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-
-
 async def test_publishes_on_a_slow_link_that_keeps_moving_are_not_cut(broker: Broker,
                                                                       certs: Certs) -> None:
     # Ten documents of 64 KiB at 128 KiB/s: the last is acknowledged after some 5 s, five
     # times the operation timeout, yet never a second passes without bytes leaving
     # (docs/behaviour.md §4.5: 60 s without progress, not 60 s per publish).
     payloads = [bytes([i]) * (64 << 10) for i in range(MAX_IN_FLIGHT)]
-    async with _slow_link(broker.plain_port, 128 << 10) as port, \
+    async with slow_link(broker.plain_port, 128 << 10) as port, \
             _connected(broker, certs, Timeouts(connect_s=10, operation_s=1.0),
                        port=port) as transport:
         started = time.monotonic()
