@@ -43,10 +43,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncssh
 
 USERS = {"sunpm": "secret", "reader": "secret"}
 DISK_FULL_MARK = "DISKFULL"
@@ -435,9 +438,10 @@ def _serve_ftp(args: argparse.Namespace, tls: bool) -> None:
     server.serve_forever(handle_exit=False)
 
 
-def _serve_sftp(args: argparse.Namespace) -> None:
-    import asyncio
-
+def password_server(accepts: Callable[[str, str], bool] = lambda username, password: True
+                    ) -> type[asyncssh.SSHServer]:
+    """An asyncssh server class asking every user for a password, which `accepts` judges
+    (by default any)."""
     import asyncssh
 
     class Server(asyncssh.SSHServer):
@@ -448,7 +452,17 @@ def _serve_sftp(args: argparse.Namespace) -> None:
             return True
 
         def validate_password(self, username: str, password: str) -> bool:
-            return USERS.get(username) == password
+            return accepts(username, password)
+
+    return Server
+
+
+def _serve_sftp(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import asyncssh
+
+    Server = password_server(lambda username, password: USERS.get(username) == password)
 
     class PeerSftp(asyncssh.SFTPServer):
         def __init__(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:

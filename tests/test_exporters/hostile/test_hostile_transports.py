@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from peers import password_server
 
 from config.model import ServerSettings, ServerType
 from exporters.transports import (
@@ -467,16 +468,7 @@ class _HostileSftp(asyncssh.SFTPServer):
 async def sftp_settings(tmp_path: Path) -> AsyncIterator[ServerSettings]:
     key = asyncssh.generate_private_key("ssh-ed25519")
 
-    class Server(asyncssh.SSHServer):
-        def begin_auth(self, username: str) -> bool:
-            return True
-
-        def password_auth_supported(self) -> bool:
-            return True
-
-        def validate_password(self, username: str, password: str) -> bool:
-            return True
-
+    Server = password_server()
     for folder in ("CMD", "CONFIG", "DEF", "LOG", "SCRIPT"):
         (tmp_path / "sftp" / folder).mkdir(parents=True)
     server = await asyncssh.listen(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from peers import Certs, run_peer
+from peers import Certs, password_server, run_peer
 from transport_support import fresh_target
 
 from config.model import ServerSettings, ServerType
@@ -92,16 +92,7 @@ class _ShortReads(asyncssh.SFTPServer):
 async def short_reads(tmp_path: Path) -> AsyncIterator[tuple[ServerSettings, Pace]]:
     key = asyncssh.generate_private_key("ssh-ed25519")
 
-    class Server(asyncssh.SSHServer):
-        def begin_auth(self, username: str) -> bool:
-            return True
-
-        def password_auth_supported(self) -> bool:
-            return True
-
-        def validate_password(self, username: str, password: str) -> bool:
-            return True
-
+    Server = password_server()
     root = tmp_path / "sftp"
     (root / "CMD").mkdir(parents=True)
     (root / "CMD" / "file").write_bytes(bytes(range(256)) * 160)  # 40 KiB
