@@ -76,17 +76,22 @@ def write_tic_site(tmp_path: Path, port: Path) -> None:
     ini.write_bytes(ini.read_bytes() + f"TIC_Port={port}\n".encode())
 
 
+async def _meter_unplugged(plant: RunningPlant, link: Path) -> TicReader:
+    """The meter's port seen open, then gone: its loss raised; the reader that saw it."""
+    reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
+    assert reader is not None
+    await wait_for(lambda: reader.present, 20, "the meter's port open")
+    link.unlink()
+    await wait_for(lambda: gateway_alarms(plant) == ["Loss of ICT accessory"], 20, "the loss")
+    return reader
+
+
 async def test_a_reload_while_the_meter_is_unplugged_keeps_its_loss_and_raises_its_return(
         tmp_path: Path) -> None:
     with meter_link() as (link, target):
         write_tic_site(tmp_path, link)
         async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
-            reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
-            assert reader is not None
-            await wait_for(lambda: reader.present, 20, "the meter's port open")
-            link.unlink()
-            await wait_for(lambda: gateway_alarms(plant) == ["Loss of ICT accessory"], 20,
-                           "the loss")
+            reader = await _meter_unplugged(plant, link)
             await reconfigure(plant, {"LOG_Level": "debug"})
 
             def reloaded_reader() -> TicReader | None:
@@ -162,12 +167,7 @@ async def test_a_meter_lost_before_a_restart_is_not_lost_again_and_returns_after
     with meter_link() as (link, target):
         write_tic_site(tmp_path, link)
         async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
-            reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
-            assert reader is not None
-            await wait_for(lambda: reader.present, 20, "the meter's port open")
-            link.unlink()
-            await wait_for(lambda: gateway_alarms(plant) == ["Loss of ICT accessory"], 20,
-                           "the loss")
+            await _meter_unplugged(plant, link)
         async with running_gateway(tmp_path, inverters=0, site_written=True) as plant:
             reader = plant.gateway.plant.tic_reader if plant.gateway.plant else None
             assert reader is not None and reader.lost
