@@ -13,7 +13,10 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -277,3 +280,18 @@ def sunpm(*args: str | Path) -> Ran:
         except SystemExit as exc:  # argparse's usage errors
             code = int(exc.code or 0)
     return Ran(code, out.getvalue(), err.getvalue())
+
+
+def first_line_then_gone(dump: Path, query: str, env: dict[str, str]) -> tuple[int, bytes]:
+    """`sunpm sd sql DUMP QUERY --format csv | head -1`: the CSV header read, the pipe closed;
+    the command's exit code and standard error."""
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), query, "--format",
+             "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root), **env}, cwd=root) as child:
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline().startswith(b"uid,device,time")
+        child.stdout.close()
+        err = child.stderr.read()
+        return child.wait(timeout=60), err

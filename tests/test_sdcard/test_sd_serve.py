@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plant import Plant, hashes
+from plant import Plant, first_line_then_gone, hashes
 from test_sd_damage import _sealed, flipped_byte
 
 from store import _memo
@@ -246,15 +246,8 @@ def test_a_server_of_a_copy_is_not_asked_about_the_original(
 def test_a_reader_that_goes_away_ends_a_served_answer_quietly(
         served: tuple[Path, Path]) -> None:
     dump, run = served
-    with subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump),
-             "SELECT * FROM records, range(5)", "--format", "csv"], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=_env(run), cwd=ROOT) as child:
-        assert child.stdout is not None and child.stderr is not None
-        assert child.stdout.readline().startswith(b"uid,device,time")
-        child.stdout.close()
-        err = child.stderr.read()
-        code = child.wait(timeout=60)
+    code, err = first_line_then_gone(dump, "SELECT * FROM records, range(5)",
+                                     {"XDG_RUNTIME_DIR": str(run)})
     assert (code, err) == (0, b"")
     _same(dump, run, COUNT)
 
