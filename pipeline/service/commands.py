@@ -119,6 +119,10 @@ class CommandExecutor:
         self._queue: asyncio.Queue[tuple[CommandEntry, asyncio.Future[CommandResult] | None]] \
             = asyncio.Queue(QUEUE_COMMANDS)
         self._answered: dict[str, _Answer] | None = None
+        #: The journal as this executor found it: the commands a stop left unanswered are among
+        #: these; one journaled since is queued, and runs from the queue once (the recovery at
+        #: the start of `run` may read it before it is answered).
+        self._recover_upto = store.watermark().journal
         #: What `reboot` (and later `factory`, `updateFirmware`) does once the commands queued
         #: with it are answered (docs/behaviour.md §7.2).
         self._after_batch: list[Callable[[], None]] = []
@@ -261,6 +265,8 @@ class CommandExecutor:
         since = self._clock.wall_ns() - CALLER_ID_DAYS * 86_400 * NS_PER_S
         table = await asyncio.to_thread(self._store.journal, start_ns=since, kinds=["command"])
         for item in journal_items(table.sort_by("seq")):
+            if item.seq > self._recover_upto:
+                break
             command = CommandReceived.from_body(item.body)
             key = _caller_key(command)
             if key is not None and key not in answered:

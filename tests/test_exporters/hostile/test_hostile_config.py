@@ -22,7 +22,8 @@ NAME = "WPMTEST01_config.ini"
 LOCAL_VALUES = {"SYSTEM_UpdateCommand": "/usr/local/bin/install-update", "STORE_Path": "/data/st",
                 "SD_MirrorPath": "/media/sd", "DIR_Path": "/srv/tree", "DIR2_Path": "/srv/two",
                 "SMS_InboxDir": "/var/spool/sms", "WEB_Bind": "192.168.1.5", "WEB_Port": "8081",
-                "WEB_User": "operator", "WEB_PasswordHash": "scrypt$16384$8$1$73616c74$68617368"}
+                "WEB_User": "operator", "WEB_PasswordHash": "scrypt$16384$8$1$73616c74$68617368",
+                "WEB_Hosts": "gw.example", "WEB_TrustedProxies": "10.0.0.1"}
 
 
 def _ini(values: dict[str, str]) -> bytes:
@@ -174,4 +175,4 @@ def test_a_server_file_that_cannot_be_read_is_said_so_not_to_change_local_only_k
     with pytest.raises(ConfigError) as caught:
         parse_config_ini(latin1, NAME)
     assert [str(p) for p in caught.value.errors] == [
-        f"{NAME}:11: encoding: not valid UTF-8 (byte 0xE9); file rejected"]
+        f"{NAME}:{len(LOCAL_VALUES) + 1}: encoding: not valid UTF-8 (byte 0xE9); file rejected"]

@@ -356,3 +356,22 @@ async def test_an_unexpected_fault_answers_its_command_and_the_executor_goes_on(
     assert [r["callerId"] for r in results(log)] == ["w-1", "w-2"]
     assert any(r.exc_info and "Command failed unexpectedly" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_command_journaled_while_the_executor_starts_runs_once(tmp_path: Path) -> None:
+    # Journaled (`call`) before the executor's recovery reads the journal, not answered yet:
+    # it is no command a stop left unanswered, and runs once, from the queue.
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        executor = CommandExecutor(log, Plant(), ManualClock(T0))
+        calling = asyncio.create_task(executor.call(cmd("sunpm.getParameters", "g-1",
+                                                        Channel.LOCAL)))
+        await wait_until(lambda: log.watermark().journal > 0, 10, what="the command journaled")
+        running = asyncio.create_task(executor.run())
+        try:
+            async with asyncio.timeout(30):
+                assert (await calling).result == "OK"
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        assert [r["callerId"] for r in results(log)] == ["g-1"]
