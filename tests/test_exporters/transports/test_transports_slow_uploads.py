@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from peers import Certs, run_peer, slow_link
-from transport_support import fresh_target
+from transport_support import Target, fresh_target
 
 from exporters.transports import Timeouts, ftp, ftps, webdav
 
@@ -45,42 +45,39 @@ async def test_ftp_upload_on_a_slow_link_that_moves_is_not_cut(
     # 1.5 s; some 2 KiB are acknowledged every eighth of a second.
     for client in (ftp._TrackedFtp, ftps._ReusingFtpTls):
         monkeypatch.setattr(client, "ntransfercmd", _small_send_buffer(client.ntransfercmd))
-    data = os.urandom(128 << 10)
     with run_peer(kind, tmp_path, certs, rate_bps=16 << 10) as peer:
-        target = fresh_target(kind, peer, tmp_path, certs)
-        transport = target.transport(timeouts=Timeouts(connect_s=10.0, operation_s=1.5))
-        await transport.connect()
-        try:
-            started = time.monotonic()
-            await transport.upload(PATH, data, two_step=True)
-        finally:
-            await transport.close()
+        await _upload_outlasting_the_timeout(fresh_target(kind, peer, tmp_path, certs),
+                                             128 << 10, 1.5)
+
+
+async def _upload_outlasting_the_timeout(target: Target, size: int, operation_s: float,
+                                         **reroute: object) -> None:
+    """`size` random bytes uploaded over a link on which the transport's block takes longer to
+    leave than `operation_s`: the upload ends, whole, and later than one timeout."""
+    data = os.urandom(size)
+    transport = target.transport(timeouts=Timeouts(connect_s=10.0, operation_s=operation_s),
+                                 **reroute)
+    await transport.connect()
+    try:
+        started = time.monotonic()
+        await transport.upload(PATH, data, two_step=True)
+    finally:
+        await transport.close()
     assert (target.tree / "DATA" / NAME).read_bytes() == data
     assert time.monotonic() - started > 3  # the link was slower than the timeout indeed
 
 
 async def _upload_through_slow_link(kind: str, certs: Certs, tmp_path: Path, rate_bps: int,
                                     operation_s: float, size: int) -> None:
-    """`size` random bytes uploaded through a link of `rate_bps` to a real `kind` peer, with an
-    operation timeout shorter than the transport's block takes to leave: the upload ends, and
-    later than one timeout."""
-    data = os.urandom(size)
+    """The upload of `_upload_outlasting_the_timeout` to a real `kind` peer through a link of
+    `rate_bps`."""
     with run_peer(kind, tmp_path, certs) as peer:
         target = fresh_target(kind, peer, tmp_path, certs)
         async with slow_link(peer.port, rate_bps) as port:
             reroute = ({"port": port} if kind == "sftp" else
                        {"http_url": target.settings.http_url.replace(f":{peer.port}/",
                                                                      f":{port}/")})
-            transport = target.transport(
-                timeouts=Timeouts(connect_s=10.0, operation_s=operation_s), **reroute)
-            await transport.connect()
-            try:
-                started = time.monotonic()
-                await transport.upload(PATH, data, two_step=True)
-            finally:
-                await transport.close()
-    assert (target.tree / "DATA" / NAME).read_bytes() == data
-    assert time.monotonic() - started > 3  # the link was slower than the timeout indeed
+            await _upload_outlasting_the_timeout(target, size, operation_s, **reroute)
 
 
 async def test_sftp_upload_on_a_slow_link_that_moves_is_not_cut(certs: Certs,
