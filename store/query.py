@@ -274,9 +274,14 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             # (not under the memo, which reads few).
             if device in after and not _memo.enabled():
                 _prefetch(self._store.sealed_files(after[device]))
-            live_paths = self._store.live_segments(device)
-            memo_key = _memo_key([p for p, _ in live_paths], wanted, filter, self._micros,
-                                 lengths=tuple(n for _, n in live_paths))
+            segments = self._store.live_segments(device)
+            live_files = [path for path, _ in segments]
+
+            def live_key() -> tuple[object, ...] | None:
+                return _memo_key(live_files, wanted, filter, self._micros,
+                                 lengths=tuple(length for _, length in segments))
+
+            memo_key = live_key()
             remembered = None if memo_key is None else _memo.get(memo_key)
             if isinstance(remembered, _Part):
                 paths, live = self._store.sealed_files(device), remembered
@@ -284,10 +289,8 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
                 paths, batches = self._store.record_sources(device, indexes)
                 live = _Part(finish(device, _coalesce(batches)))
                 named = {report.path for report in self._store.reports}
-                if memo_key is not None and not named & {p for p, _ in live_paths} \
-                        and memo_key == _memo_key([p for p, _ in live_paths], wanted, filter,
-                                                  self._micros,
-                                                  lengths=tuple(n for _, n in live_paths)):
+                if memo_key is not None and not named & set(live_files) \
+                        and memo_key == live_key():
                     live = remember(memo_key, live.batches)
             paths = [p for p in paths if p not in self._skip]
             files: list[Callable[[], _Part]] = [
