@@ -125,16 +125,10 @@ def run_query(dump: Dump, query: str, session: Session | None = None
     """One question (its text may hold several statements: the last one answers), in a session
     of its own, or in `session`, left open."""
     if session is not None:
-        if not session.statements(query):
-            raise QueryError(f"no SQL statement in {query!r}")
-        return session.ask(query) or ([], iter(()))
+        return _asked(session, query) or ([], iter(()))
     session = Session(dump)
     try:
-        if not session.statements(query):
-            # DuckDB answers None, not an error, for a text without a statement (empty,
-            # blanks, only comments or semicolons).
-            raise QueryError(f"no SQL statement in {query!r}")
-        answer = session.ask(query)
+        answer = _asked(session, query)
     except BaseException:
         session.close()
         raise
@@ -150,6 +144,15 @@ def run_query(dump: Dump, query: str, session: Session | None = None
             session.close()
 
     return columns, chunks()
+
+
+def _asked(session: Session, query: str
+           ) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]] | None:
+    if not session.statements(query):
+        # DuckDB answers None, not an error, for a text without a statement (empty, blanks,
+        # only comments or semicolons).
+        raise QueryError(f"no SQL statement in {query!r}")
+    return session.ask(query)
 
 
 #: What `_text` writes otherwise than `str` does (the csv module writes the rest itself).
