@@ -16,13 +16,13 @@ import hashlib
 import http.server
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from e2e_support import UID, edit_config, sunpm, sunspec_image
+from http_serving import serving_http
 from service_support import STOP_LIMIT_S, Service, start, wait_until
 
 from config import load_site
@@ -45,15 +45,8 @@ def http_server(root: Path) -> Iterator[int]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving_http(Quiet) as port:
+        yield port
 
 
 async def cmd(data: Path, name: str, *args: str) -> tuple[int, dict[str, object]]:

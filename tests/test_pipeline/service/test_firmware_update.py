@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from http_serving import serving_http
 from small_disks import mounted_tmpfs
 from waiting import wait_until
 
@@ -65,17 +66,11 @@ def http_server(trickle_s: float = 0.0, cut_at: int | None = None) -> Iterator[i
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving_http(Handler) as port:
+        try:
+            yield port
+        finally:
+            stop.set()  # a trickling answer ends, so the shutdown is not waited out
 
 
 @pytest.mark.parametrize("tail", ["tried.json", "..", "a%0Ab.spm", ".hidden.spm", ""])
