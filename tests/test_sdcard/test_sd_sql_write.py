@@ -149,7 +149,8 @@ _PLAIN_COLUMNS = {
     "BIGINT": st.integers(-2**63, 2**63 - 1), "UBIGINT": st.integers(0, 2**64 - 1),
     "TINYINT": st.integers(-128, 127), "INTEGER": st.integers(-2**31, 2**31 - 1),
     "DOUBLE": st.floats(allow_nan=True), "FLOAT": st.floats(width=32, allow_nan=True),
-    "VARCHAR": st.text(max_size=6).filter(lambda t: "\x00" not in t),
+    "VARCHAR": (st.text(max_size=6) | st.text(',"\r\n ab', max_size=4)).filter(
+        lambda t: "\x00" not in t),
 }
 
 
@@ -184,3 +185,67 @@ def test_an_answer_of_plain_columns_is_written_as_fetched_row_by_row(
     cursor = con.execute(query)
     write(names, iter([cursor.fetchall()]), fmt, fetched)
     assert plain.getvalue() == fetched.getvalue()
+
+
+def _csv_module_text(rows: list[tuple[Any, ...]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def test_floats_are_written_a_column_at_a_time_as_python_writes_each() -> None:
+    """Arrow's text of a float differs from Python's (`100`, `1e+10`, `0.00001`, `1e-7`): the
+    CSV written from Arrow columns gives `str`'s text for every float, at each edge of
+    notation and for any bit pattern."""
+    import math
+    import random
+    import struct
+
+    import pyarrow as pa
+
+    from sdcard.sql import _float_text
+
+    values = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, 2.0**53, 1.7976931348623157e308]
+    for exponent in range(-325, 309):
+        for mantissa in (1.0, 1.5, 9.999999999999998, 1.2345678901234567):
+            value = mantissa * 10.0**exponent
+            values += [value, math.nextafter(value, 0), math.nextafter(value, math.inf), -value]
+    draw = random.Random(7)
+    values += [struct.unpack("<d", draw.randbytes(8))[0] for _ in range(20_000)]
+    values += [float(struct.unpack("<f", draw.randbytes(4))[0]) for _ in range(5_000)]
+    values += [draw.randint(-10**7, 10**7) / draw.choice([1, 3, 10, 1000]) for _ in range(5_000)]
+    written = _float_text(pa.array(values, pa.float64())).to_pylist()
+    assert [w for w, v in zip(written, values, strict=True) if w != str(v)] == []
+
+
+def test_an_answer_of_plain_columns_is_written_as_csv_from_its_arrow_columns() -> None:
+    """The fast path is taken (not only its fallback) and writes the csv module's bytes."""
+    import pyarrow as pa
+
+    from sdcard.sql import _csv_text
+
+    rows = [(1, "2026-12-07 10", 1.5), (2**63 - 1, "é", 100.0), (None, None, None),
+            (-7, "", 1e-05)]
+    batch = pa.record_batch([pa.array([r[i] for r in rows]) for i in range(3)],
+                            names=["a", "b", "c"])
+    assert _csv_text(batch) == _csv_module_text(rows)
+
+
+@pytest.mark.parametrize("rows", [
+    [("a,b", 1)], [('say "hi"', 2)], [("two\nlines", 3)], [("cr\r", 4)],
+    [("",)], [(None,)],
+], ids=["comma", "quote", "newline", "carriage return", "empty alone", "null alone"])
+def test_a_batch_the_csv_module_quotes_is_left_to_it(rows: list[tuple[Any, ...]]) -> None:
+    import pyarrow as pa
+
+    from sdcard.sql import _csv_text
+
+    batch = pa.record_batch([pa.array([r[i] for r in rows], pa.string() if i == 0 else None)
+                             for i in range(len(rows[0]))],
+                            names=[f"c{i}" for i in range(len(rows[0]))])
+    assert _csv_text(batch) is None
+    answer = io.StringIO()
+    from sdcard.sql import _PlainBatch
+
+    write(batch.schema.names, iter([_PlainBatch(batch)]), "csv", answer)
+    assert answer.getvalue().split("\n", 1)[1] == _csv_module_text(rows)
