@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import struct
@@ -55,7 +54,6 @@ from exporters.rendering.source import store_source
 from exporters.retention import DeliveryTracker, install_retention, traces_delivered
 from exporters.session import FileServerSession, JournalSignal, MqttSession, SessionResult, Trigger
 from exporters.session.config_apply import apply_config_files, recover_config_apply
-from exporters.session.config_sync import local_config_files
 from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
 from exporters.views.mqtt import alarm_message
@@ -83,6 +81,7 @@ from pipeline.service.archive import archive_bytes, recent_log, upload_archives,
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
 from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.config_watch import FolderDigest
 from pipeline.service.discovery import Discovery, DiscoveryBusy, DiscoveryFailed
 from pipeline.service.firmware import stage_offered_package
 from pipeline.service.local import SOCKET_NAME, LocalChannel
@@ -184,13 +183,6 @@ def default_store_dir(site: Site, data_dir: Path) -> Path:
     return Path(site.settings.store_path) if site.settings.store_path else data_dir / "store"
 
 
-def config_hash(files: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    return digest.hexdigest()
-
-
 class _StoredDefinitions(dict[str, DefinitionFile]):
     """Definitions by snapshot id: the running ones, others read from the store when asked."""
 
@@ -259,6 +251,9 @@ class Gateway:
         #: A session applied a set from server 1: the reload waits for that session's end.
         self._server_applied = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
+        #: The folder's digest, each file read only when its stat identity changed: the watch
+        #: looks every 5 s and a box may hold hundreds of definition files on flash.
+        self._folder_digest = FolderDigest()
         #: What the configuration watch last said missing of the folder (`_missing_folder`).
         self._missing_said: str | None = None
         self._alarm_waiting = False
@@ -431,8 +426,8 @@ class Gateway:
                 # configuration watch (one reload too many), never as the running configuration
                 # (an edit lost until the next one).
                 if (self.config_dir / "CONFIG").is_dir():
-                    self._loaded_hash = config_hash(local_config_files(
-                        self.config_dir, find_uid(self.config_dir)))
+                    self._loaded_hash = self._folder_digest.of(
+                        self.config_dir, find_uid(self.config_dir))
                 site = load_site(self.config_dir)
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
@@ -1183,7 +1178,7 @@ class Gateway:
         session's journaling loads it."""
         with self.config_lock:
             apply_config_files(self.config_dir, files)
-            self._loaded_hash = config_hash(local_config_files(self.config_dir, uid))
+            self._loaded_hash = self._folder_digest.of(self.config_dir, uid)
 
     async def _applied_from_server(self, files: Sequence[str]) -> None:
         log.info("Configuration from server 1 applied; restarting acquisition after the "
@@ -1238,8 +1233,8 @@ class Gateway:
                 continue
             self._missing_said = None
             try:
-                digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
-                                                             self.config_dir, site.uid))
+                digest = await asyncio.to_thread(self._locked, self._folder_digest.of,
+                                                 self.config_dir, site.uid)
             except OSError as err:
                 config_log.warning("Configuration folder unreadable: %s", err)
                 continue
