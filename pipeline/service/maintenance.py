@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from config import ConfigError, parse_config_ini, render_config_ini
+from config.decimal_text import read_integer
 from config.defaults import default_files
 from config.errors import Severity
 from config.masking import masked
@@ -225,13 +226,32 @@ def _download(url: str, login: str, password: str, target: Path, md5: str,
         request.add_header("Authorization", authorisation)
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            length = reply.headers.get("Content-Length", "")
+            announced = _announced_length(reply.headers.get_all("Content-Length") or [], url)
             got, _ = write_package(reply, target, md5=md5, deadline=deadline,
-                                   announced=int(length) if length.isdigit() else None)
+                                   announced=announced)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
         raise MaintenanceError(f"download failed: {reason}") from None
     return got
+
+
+def _announced_length(values: list[str], url: str) -> int | None:
+    """The size a server's `Content-Length` announces (None without one); `MaintenanceError`
+    naming the server and the header when it is no byte count (`²`, `-5`, `1e3`, two that
+    differ): a download whose end cannot be told from a cut is not staged."""
+    if not values:
+        return None
+    lengths = {read_integer(value.strip(), max_digits=18) for value in values}
+    length = lengths.pop() if len(lengths) == 1 else None
+    if length is None or length < 0:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        server = parts.hostname or "?"
+        if parts.port:
+            server += f":{parts.port}"
+        shown = ", ".join(repr(value[:40]) for value in values[:2])
+        raise MaintenanceError(f"download failed: the server {server} sent a malformed "
+                               f"Content-Length header ({shown}), not a byte count")
+    return length
 
 
 async def stage_firmware(data_dir: Path, url: str, login: str, password: str,
