@@ -192,6 +192,8 @@ class _Loader:
     #: Files there but unreadable (a folder in a file's place...): each said once, read as
     #: missing without a second "missing" error, and the other files still checked.
     unreadable: dict[str, list[Problem]] = field(default_factory=dict)
+    #: The file names of a tree folder (`DEF`), for hints only.
+    names: Callable[[str], list[str]] = lambda folder: []
 
     def add(self, findings: Findings) -> None:
         self.by_file[findings.file] = findings
@@ -210,6 +212,15 @@ class _Loader:
         """Absent from the tree (a file there but unreadable is already reported)."""
         return rel not in self.unreadable
 
+    def missing_message(self, rel: str) -> str:
+        """`'Inv.csv' is missing from /DEF`, naming a file of the folder whose name differs only
+        in case (a name typed on a system that ignores case, a card formatted FAT)."""
+        folder, _, name = rel.partition("/")
+        same = sorted(n for n in self.names(folder) if n.casefold() == name.casefold()
+                      and n != name)
+        hint = f" (there is '{same[0]}': names are case-sensitive)" if same else ""
+        return f"'{name}' is missing from /{folder}{hint}"
+
     def config_file(self, suffix: str) -> tuple[str, bytes]:
         name = f"{self.uid}_{suffix}"
         data = self.read(f"CONFIG/{name}")
@@ -218,8 +229,17 @@ class _Loader:
 
 def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Problem]]:
     _check_tree(directory)
-    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid)),
-                         directory)
+    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid),
+                                 names=_folder_names(directory)), directory)
+
+
+def _folder_names(directory: Path) -> Callable[[str], list[str]]:
+    def names(folder: str) -> list[str]:
+        try:
+            return os.listdir(directory / folder)
+        except OSError:
+            return []
+    return names
 
 
 def _check_tree(directory: Path) -> None:
@@ -239,7 +259,9 @@ def _check_tree(directory: Path) -> None:
 def _collect_files(files: Mapping[str, bytes], uid: str | None,
                    directory: Path) -> tuple[Site | None, list[Problem]]:
     names = [rel.partition("/")[2] for rel in files if rel.startswith("CONFIG/")]
-    loader = _Loader(files.get, uid if uid is not None else _uid_of(names))
+    loader = _Loader(files.get, uid if uid is not None else _uid_of(names),
+                     names=lambda folder: [rel.partition("/")[2] for rel in files
+                                           if rel.partition("/")[0] == folder])
     return _collect_from(loader, directory)
 
 
@@ -286,15 +308,14 @@ def _check_certificates(loader: _Loader, cfg: ConfigIni, found: Findings) -> Non
             key = config_ini.server_key(base, slot)
             name = resolved[key]
             if name and loader.read(f"CERT/{name}") is None and loader.missing(f"CERT/{name}"):
-                found.error(line_of.get(key), key, f"'{name}' is missing from /CERT")
+                found.error(line_of.get(key), key, loader.missing_message(f"CERT/{name}"))
 
 
 def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:
     for entry in scripts.scripts:
         rel = f"SCRIPT/{entry.file}"
         if loader.read(rel) is None and loader.missing(rel):
-            found.error(entry.line, f"SCRIPT_File[{entry.n}]",
-                        f"'{entry.file}' is missing from /SCRIPT")
+            found.error(entry.line, f"SCRIPT_File[{entry.n}]", loader.missing_message(rel))
 
 
 def _parse_definition(loader: _Loader, name: str, data: bytes,
@@ -315,7 +336,7 @@ def _definitions(loader: _Loader, daq: Daq,
         data = loader.read(f"DEF/{name}")
         if data is None:
             if loader.missing(f"DEF/{name}"):
-                daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
+                daq_found.error(line, "defFile", loader.missing_message(f"DEF/{name}"))
         else:
             _parse_definition(loader, name, data, parsed)
     for device in daq.devices:
@@ -323,7 +344,8 @@ def _definitions(loader: _Loader, daq: Daq,
         data = loader.read(f"DEF/{name}")
         if data is None:
             if loader.missing(f"DEF/{name}"):
-                daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
+                daq_found.error(device.line, "defFile",
+                                loader.missing_message(f"DEF/{name}"))
             continue
         port = daq.port(device.serial_port) if device.serial_port else None
         if port is not None and not port.has_driver:
@@ -385,7 +407,13 @@ def check_site_change(directory: Path, change: Mapping[str, bytes],
 
     try:
         _check_tree(directory)
-        return _collect_from(_Loader(read, find_uid(directory, uid)), directory)[1]
+        in_folder = _folder_names(directory)
+
+        def names(folder: str) -> list[str]:
+            return in_folder(folder) + [rel.partition("/")[2] for rel in change
+                                        if rel.partition("/")[0] == folder]
+        return _collect_from(_Loader(read, find_uid(directory, uid), names=names),
+                             directory)[1]
     except ConfigError as err:
         return list(err.problems)
 
