@@ -80,7 +80,7 @@ from pipeline.service.alarms import (
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
-from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.config_edit import ChangeRejected, config_lock
 from pipeline.service.config_watch import FolderDigest
 from pipeline.service.discovery import Discovery, DiscoveryBusy, DiscoveryFailed
 from pipeline.service.firmware import stage_offered_package
@@ -836,7 +836,11 @@ class Gateway:
         if self.site is None:
             raise CommandError(f"{command}: the service is not running")
         try:
-            await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values)
+            # One local change at a time (the web UI's forms hold it too): two never read the
+            # same config.ini and both write their version.
+            async with config_lock(self.config_dir):
+                await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values,
+                                        folder_lock=self.config_lock)
         except MaintenanceError as err:
             raise CommandError(f"{command}: {err}") from None
         if command == "apn":

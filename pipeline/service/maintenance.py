@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Final
 
-from config import ConfigError, parse_config_ini, render_config_ini
+from config import ConfigError, check_site_change, parse_config_ini, render_config_ini
 from config.decimal_text import read_integer
 from config.defaults import default_files
 from config.errors import Severity
@@ -70,8 +71,14 @@ def config_path(config_dir: Path, uid: str) -> Path:
     return config_dir / "CONFIG" / f"{uid}_config.ini"
 
 
-def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) -> None:
-    """Set `values` in config.ini, or change nothing and raise `MaintenanceError`."""
+def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None], *,
+                  folder_lock: threading.Lock | None = None) -> None:
+    """Set `values` in config.ini, or change nothing and raise `MaintenanceError`.
+
+    The whole site is checked with the new file, not the file alone: `SERVER_Type=ftps` over an
+    `FTP_CaFile` that /CERT lacks would be written, answered OK, then refused by the
+    configuration watch, leaving the folder holding a file that is not in force. With
+    `folder_lock` (the running gateway's), the file is replaced under it, as any local change."""
     path = config_path(config_dir, uid)
     try:
         ini = parse_config_ini(path.read_bytes(), path.name).value
@@ -90,7 +97,12 @@ def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) 
     for problem in parsed.warnings:
         if problem.field in values:
             raise MaintenanceError(_problem_text(problem))
-    write_file_durably(path, data)
+    errors = [p for p in check_site_change(config_dir, {f"CONFIG/{path.name}": data}, uid)
+              if p.severity is Severity.ERROR]
+    if errors:
+        raise MaintenanceError(_problem_text(errors[0]))
+    with folder_lock or contextlib.nullcontext():
+        write_file_durably(path, data)
 
 
 def _problem_text(problem: object) -> str:
