@@ -11,6 +11,10 @@ A timestamp is only as fine as the file system's clock tick (2 s for a FAT card'
 write just after the file was read could leave its identity as it was. A file whose mtime or
 ctime is less than `RACY_NS` before the look (or after it: a clock set back) is therefore read
 again at every look until it is older (docs/spec-notes.md, service).
+
+The same recent timestamps say a file may still be being written in place (an SFTP client's
+upload, an editor that truncates then writes): `settled` is False until every file is older, so
+that the watch never applies a half-written daq.csv that happens to be valid.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class FolderDigest:
         self._read = read
         self._wall_ns = wall_ns
         self._known: dict[Path, _Known] = {}
+        self._newest_ns = 0
 
     def of(self, config_dir: Path, uid: str) -> str:
         """The folder's digest: equal for equal file names and contents. OSError when a file
@@ -55,9 +60,11 @@ class FolderDigest:
         settled_before = self._wall_ns() - RACY_NS
         known: dict[Path, _Known] = {}
         digest = hashlib.sha256()
+        newest = 0
         for rel, path in sorted(local_config_paths(config_dir, uid).items()):
             st = os.stat(path)
             identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
             entry = self._known.get(path)
             if entry is None or not entry.settled or entry.identity != identity:
                 # Stat taken before the read: a write in between shows as a new identity at
@@ -68,4 +75,12 @@ class FolderDigest:
             known[path] = entry
             digest.update(rel.encode() + b"\0" + entry.sha256)
         self._known = known     # files gone are forgotten
+        self._newest_ns = newest
         return digest.hexdigest()
+
+    def settled(self) -> bool:
+        """Whether no file of the last look was written within `RACY_NS` of now: one may still
+        be being written. A timestamp further in the future (a clock set back) is no sign of a
+        write going on, else such a folder would never settle."""
+        now = self._wall_ns()
+        return not now - RACY_NS < self._newest_ns <= now + RACY_NS

@@ -843,6 +843,7 @@ class Gateway:
                                         folder_lock=self.config_lock)
         except MaintenanceError as err:
             raise CommandError(f"{command}: {err}") from None
+        self.config_written()       # replaced whole: applied at once, not at the next turn
         if command == "apn":
             # The modem's port belongs to the SMS channel; the data link is the host's business.
             log.info("apn: MODEM_ keys stored for the host's connection manager; nothing was "
@@ -1222,9 +1223,10 @@ class Gateway:
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
-            if await self.clock.wait_until(
-                    self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
-                    self._config_written):
+            written = await self.clock.wait_until(
+                self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
+                self._config_written)
+            if written:
                 self._config_written.clear()
             missing = await asyncio.to_thread(_missing_folder, self.config_dir)
             if missing is not None:
@@ -1244,6 +1246,11 @@ class Gateway:
                 continue
             # The live digest: a server's set written since (`_apply_from_server`) is known.
             if digest in (self._loaded_hash, rejected):
+                continue
+            if not written and not self._folder_digest.settled():
+                # A file written within the last seconds may still be being written in place
+                # (an upload over a slow link): looked at again next turn, never applied half
+                # written. This process's own writers replace files whole and say so.
                 continue
             problems = await asyncio.to_thread(self._locked, check_site, self.config_dir,
                                                site.uid)

@@ -3,9 +3,14 @@ only when its stat identity changed, and every edit is still seen."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
+
+import pytest
+from _service_plant import UID as PLANT_UID
+from _service_plant import running_gateway, wait_for
 
 from pipeline.service.config_watch import RACY_NS, FolderDigest
 
@@ -104,3 +109,57 @@ def test_a_file_written_just_now_is_read_at_every_look_until_it_settles(tmp_path
     reads.paths.clear()
     digest.of(folder, UID)
     assert reads.paths == []
+
+
+def test_a_folder_written_just_now_is_not_settled(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "config", definitions=1)
+    now = time.time_ns()
+    clock = [now]
+    digest = FolderDigest(wall_ns=lambda: clock[0])
+    digest.of(folder, UID)
+    assert not digest.settled()
+    clock[0] = now + 2 * RACY_NS
+    assert digest.settled()
+    clock[0] = now - 3600 * 10**9      # the files' times an hour ahead: a clock set back
+    assert digest.settled()
+
+
+async def test_a_daq_csv_still_being_uploaded_is_not_applied_half_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An upload in place over a slow link: its first part happens to be a valid daq.csv. The
+    watch waits until the file stops changing, then applies the whole of it, once."""
+    caplog.set_level("INFO", logger="sunpm.config")
+    async with running_gateway(tmp_path, inverters=0) as plant:
+        gateway = plant.gateway
+        running = gateway.site
+        assert running is not None
+        daq = plant.config_dir / "CONFIG" / f"{PLANT_UID}_daq.csv"
+        full = daq.read_bytes() + b"# uploaded from the office\n" * 20
+        part = full[:len(daq.read_bytes()) + 6]           # `# uplo`: a comment, still valid
+        looks: list[int] = []
+        real_of = gateway._folder_digest.of
+
+        def counted(config_dir: Path, uid: str) -> str:
+            looks.append(time.monotonic_ns())
+            return real_of(config_dir, uid)
+        gateway._folder_digest.of = counted               # type: ignore[method-assign]
+        deadline = time.monotonic() + 30
+        with daq.open("r+b") as out:
+            out.truncate(0)
+            # The writer's pace, not a wait for the gateway: the part is kept being written
+            # until the watch has looked at it twice.
+            while len(looks) < 2 and time.monotonic() < deadline:
+                out.seek(0)
+                out.write(part)
+                out.flush()
+                os.utime(daq)
+                await asyncio.sleep(0.5)
+                assert gateway.site is running, "a half-written daq.csv was applied"
+            assert len(looks) >= 2, "the watch never looked"
+            out.seek(0)
+            out.write(full)
+        await wait_for(lambda: gateway.site is not running and gateway.site is not None,
+                       30, "the reload")
+        assert gateway.site is not None
+        assert gateway.site.loaded[f"CONFIG/{PLANT_UID}_daq.csv"] == full
+        assert caplog.text.count("Local configuration change; applying it") == 1
