@@ -157,8 +157,18 @@ def check_firmware_request(url: str, checksum: str, interface: str) -> str:
 
 
 def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | None]:
-    """The URL to open (ftp credentials inside it) and an HTTP basic authorisation."""
+    """The URL to open (ftp credentials inside it) and an HTTP basic authorisation.
+
+    An http(s) URL's own `user:password@` (docs/formats.md §13.1 lets a URL carry them) is
+    taken out of it: urllib would look the whole `user:password@host` up as the host name.
+    `login` and `password`, when given, win over it."""
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme.lower() != "ftp" and "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=host)
+        if not login:
+            user, _, secret = userinfo.partition(":")
+            login, password = urllib.parse.unquote(user), urllib.parse.unquote(secret)
     if not login:
         return parts.geturl(), None
     if parts.scheme.lower() == "ftp":

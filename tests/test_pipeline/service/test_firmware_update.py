@@ -5,6 +5,7 @@ command that fails, hangs or prints without end, two installs at once, leftovers
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.server
 import io
@@ -252,6 +253,36 @@ async def test_a_malformed_content_length_is_named_with_its_server(
     assert str(caught.value) == (f"download failed: the server 127.0.0.1:{port} sent a "
                                  f"malformed Content-Length header ({shown}), not a byte count")
     assert list((data / "update").iterdir()) == []
+
+
+@pytest.mark.parametrize(("url_user", "login", "password", "expected"), [
+    ("plant%40site:s%3Acret@", "", "", "plant@site:s:cret"),
+    ("ignored:x@", "tech", "pw", "tech:pw"),
+    ("", "tech", "pw", "tech:pw")])
+async def test_credentials_in_an_http_url_are_sent_as_basic_authorisation(
+        tmp_path: Path, url_user: str, login: str, password: str, expected: str) -> None:
+    """`http://user:password@host/x.spm` was looked up whole as a host name (`Name or service
+    not known`); the credentials go as the Authorization header, the command's own first."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PACKAGE)))
+            self.end_headers()
+            self.wfile.write(PACKAGE)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving_http(Handler) as port:
+        staged = await stage_firmware(tmp_path / "data",
+                                      f"http://{url_user}127.0.0.1:{port}/wgapp_2.0.spm",
+                                      login, password, MD5)
+    assert staged.read_bytes() == PACKAGE
+    token = base64.b64encode(expected.encode()).decode()
+    assert seen == [f"Basic {token}"]
 
 
 async def test_a_repeated_equal_content_length_is_one(tmp_path: Path) -> None:
