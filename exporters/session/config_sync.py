@@ -85,7 +85,12 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
 
 
 def local_config_paths(config_dir: Path, uid: str) -> dict[str, Path]:
-    """The files `local_config_files` reads, by tree path, without reading them."""
+    """The files `local_config_files` reads, by tree path, without reading them.
+
+    An editor's own files beside a definition or script (vim's `.inv.csv.swp`, rewritten every
+    few seconds while it is open; `inv.csv~` backups) are none of them: the configuration watch
+    took each rewrite for a local change and reloaded, ending the open recording periods, and
+    sessions uploaded them to the server."""
     paths: dict[str, Path] = {}
     for suffix in CONFIG_SUFFIXES:
         path = config_dir / "CONFIG" / f"{uid}_{suffix}"
@@ -99,7 +104,8 @@ def local_config_paths(config_dir: Path, uid: str) -> dict[str, Path]:
         folder = config_dir / sub
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.endswith((".new", ".part")):
+                if path.is_file() and not path.name.endswith((".new", ".part", "~")) \
+                        and not path.name.startswith("."):
                     paths[f"{sub}/{path.name}"] = path
     return paths
 

@@ -163,3 +163,17 @@ async def test_a_daq_csv_still_being_uploaded_is_not_applied_half_written(
         assert gateway.site is not None
         assert gateway.site.loaded[f"CONFIG/{PLANT_UID}_daq.csv"] == full
         assert caplog.text.count("Local configuration change; applying it") == 1
+
+
+def test_an_editors_swap_and_backup_files_are_no_change(tmp_path: Path) -> None:
+    """vim rewrites `.def001.csv.swp` every few seconds while the file is open: each rewrite
+    was taken for a local change (a reload ending the open recording periods)."""
+    folder = _folder(tmp_path / "config", definitions=3)
+    digest = FolderDigest(wall_ns=_later)
+    before = digest.of(folder, UID)
+    (folder / "DEF" / ".def001.csv.swp").write_bytes(b"b0VIM 9.0")
+    (folder / "DEF" / "def001.csv~").write_bytes(b"1;Power1;W\n")
+    (folder / "SCRIPT" / ".hello.lua.swp").write_bytes(b"b0VIM 9.0")
+    assert digest.of(folder, UID) == before
+    (folder / "DEF" / "def001.csv").write_bytes(b"1;Power1;kW\n")
+    assert digest.of(folder, UID) != before
