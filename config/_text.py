@@ -138,7 +138,9 @@ def _line_of(data: bytes, offset: int) -> int:
 def decode(data: bytes, findings: Findings, *, cp1252_fallback: bool) -> str | None:
     """The file's text, or None when its encoding rejects it (the error is in `findings`)."""
     if data.startswith(_UTF16_BOMS):
-        findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X})")
+        # Windows Notepad's "Unicode": said as such, the byte alone tells an integrator nothing.
+        findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X}: a UTF-16 file; "
+                                      "save it as UTF-8)")
         return None
     data = data.removeprefix(_UTF8_BOM)
     try:

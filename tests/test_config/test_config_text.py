@@ -71,7 +71,8 @@ def test_utf16_bom_rejects_the_file(bom: bytes) -> None:
     data = bom + DEF_HEAD.encode("utf-16-le")
     with pytest.raises(ConfigError) as exc:
         config.parse_definition(data, "x.csv")
-    assert _errors(exc) == [(f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}); "
+    assert _errors(exc) == [(f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}: a "
+                             "UTF-16 file; save it as UTF-8); "
                             "file rejected")]
 
 
