@@ -265,6 +265,27 @@ def _collect_files(files: Mapping[str, bytes], uid: str | None,
     return _collect_from(loader, directory)
 
 
+def _misnamed(loader: _Loader) -> list[Problem]:
+    """A CONFIG file named in another case than the uid's own (`wpm00bde4_daq.csv` saved on a
+    system that ignores case) is an error when the right name is absent: read as missing, the
+    file would leave the site running on defaults (no device polled) with no word of it."""
+    own = {f"{loader.uid}_{s}".casefold(): f"{loader.uid}_{s}"
+           for s in ("config.ini", "var.ini", "daq.csv", "scl.ini", "sci.ini")}
+    scl = f"CONFIG/{loader.uid}_scl.ini"
+    problems = []
+    for name in sorted(loader.names("CONFIG")):
+        proper = own.get(name.casefold())
+        # Not when the right name was read all the same (a FAT card ignores case), nor for a
+        # `_sci.ini` while the `_scl.ini` it stands for was read.
+        if proper is not None and proper != name and f"CONFIG/{proper}" not in loader.loaded \
+                and not (proper.endswith("_sci.ini") and scl in loader.loaded):
+            problems.append(Problem(
+                file=name, line=None, field="file",
+                message=f"not read: this configuration's file is '{proper}' (names are "
+                        "case-sensitive); rename it", severity=Severity.ERROR))
+    return problems
+
+
 def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[Problem]]:
     name, data = loader.config_file("config.ini")
     cfg, found = config_ini.parse(data, name)
@@ -286,7 +307,7 @@ def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[P
     loader.add(found)
     definitions = _definitions(loader, daq, daq_found)
     order = [f"{loader.uid}_{s}" for s in ("config.ini", "var.ini", "daq.csv")] + [scl_name]
-    problems = [p for found in loader.unreadable.values() for p in found]
+    problems = _misnamed(loader) + [p for found in loader.unreadable.values() for p in found]
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
         if file_name in loader.by_file:
             problems += loader.by_file[file_name].reported()

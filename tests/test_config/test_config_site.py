@@ -340,3 +340,20 @@ def test_a_file_named_in_another_case_is_pointed_at(example_site: Callable[[], P
     change = {"CONFIG/WPM00BDE4_daq.csv": daq.read_bytes() + b"\n"}
     assert [str(p) for p in config.check_site_change(directory, change)
             if "missing" in p.message] == expected
+
+
+def test_a_config_file_named_in_another_case_rejects_the_site(
+        example_site: Callable[[], Path]) -> None:
+    """`wpm00bde4_daq.csv` read as missing ran the site on no device at all, said nowhere."""
+    directory = example_site()
+    daq = directory / "CONFIG/WPM00BDE4_daq.csv"
+    daq.rename(daq.with_name("wpm00bde4_daq.csv"))
+    expected = ["wpm00bde4_daq.csv: file: not read: this configuration's file is "
+                "'WPM00BDE4_daq.csv' (names are case-sensitive); rename it"]
+    assert [str(p) for p in config.check_site(directory)
+            if p.severity is Severity.ERROR] == expected
+    assert [str(p) for p in config.check_site_files(_tree(directory))
+            if p.severity is Severity.ERROR] == expected
+    # Both there (a copy): the right one is read, the other one is no configuration file.
+    shutil.copy(directory / "CONFIG/wpm00bde4_daq.csv", daq)
+    assert not [p for p in config.check_site(directory) if p.severity is Severity.ERROR]
