@@ -138,7 +138,9 @@ def _line_of(data: bytes, offset: int) -> int:
 def decode(data: bytes, findings: Findings, *, cp1252_fallback: bool) -> str | None:
     """The file's text, or None when its encoding rejects it (the error is in `findings`)."""
     if data.startswith(_UTF16_BOMS):
-        findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X})")
+        # Windows Notepad's "Unicode": said as such, the byte alone tells an integrator nothing.
+        findings.error(1, "encoding", f"not valid UTF-8 (byte 0x{data[0]:02X}: a UTF-16 file; "
+                                      "save it as UTF-8)")
         return None
     data = data.removeprefix(_UTF8_BOM)
     try:
@@ -252,7 +254,9 @@ def iter_lines(text: str) -> Iterator[str]:
 def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
     """Rows of a `;` file, as they are read: comments, empty lines and lines of only `;` left out.
 
-    Stops (with the error recorded) when the first row uses `,` instead of `;`.
+    A row with no `;` but a `,` or a tab is a separator error of its own line, not rows of one
+    odd field (a line pasted from a spreadsheet into a good file); when it is the first row, the
+    whole file is taken as written so and reading stops.
     """
     first = True
     for number, raw in enumerate(iter_lines(text), start=1):
@@ -262,10 +266,13 @@ def csv_rows(text: str, findings: Findings) -> Iterator[CsvRow]:
                 continue
         elif not any(fields):       # empty, blank, or only `;`
             continue
-        if first and len(fields) == 1 and "," in raw:
-            findings.error(number, "separator", "',' is used but must be ';' (a spreadsheet "
+        if len(fields) == 1 and ("," in raw or "\t" in fields[0]):
+            used = "','" if "," in raw else "a tab"
+            findings.error(number, "separator", f"{used} is used but must be ';' (a spreadsheet "
                            "may have changed it when saving)")
-            return
+            if first:
+                return
+            continue
         first = False
         yield CsvRow(number, fields, unbalanced)
 

@@ -423,6 +423,10 @@ def _server_type(cfg: ConfigIni, slot: int, findings: Findings,
     return ServerType(text)
 
 
+#: A `#` or `;` after a space: where a comment would start in files that allow one at a line end.
+_COMMENT_AFTER: Final = re.compile(r"[ \t]+[#;]")
+
+
 def _default_for(key: str, types: Mapping[int, ServerType], uid: str) -> str:
     spec = KEYS[key]
     slot = 2 if key.split("_")[0].endswith("2") else 1
@@ -463,6 +467,11 @@ def _resolve(cfg: ConfigIni, findings: Findings, uid: str,
             out[key] = default
             continue
         problem = _control_problem(text) or spec.check(text)
+        if problem and _COMMENT_AFTER.search(text) and \
+                not spec.check(_COMMENT_AFTER.split(text, 1)[0]):
+            # `WEB_Port=8081 # admin`: the value is good but for a comment that .ini files only
+            # take on a line of their own.
+            problem += " (a comment must be on a line of its own)"
         if not problem:
             out[key] = text
         elif needed or key in _DEVICE_KEYS:

@@ -192,6 +192,8 @@ class _Loader:
     #: Files there but unreadable (a folder in a file's place...): each said once, read as
     #: missing without a second "missing" error, and the other files still checked.
     unreadable: dict[str, list[Problem]] = field(default_factory=dict)
+    #: The file names of a tree folder (`DEF`), for hints only.
+    names: Callable[[str], list[str]] = lambda folder: []
 
     def add(self, findings: Findings) -> None:
         self.by_file[findings.file] = findings
@@ -210,6 +212,15 @@ class _Loader:
         """Absent from the tree (a file there but unreadable is already reported)."""
         return rel not in self.unreadable
 
+    def missing_message(self, rel: str) -> str:
+        """`'Inv.csv' is missing from /DEF`, naming a file of the folder whose name differs only
+        in case (a name typed on a system that ignores case, a card formatted FAT)."""
+        folder, _, name = rel.partition("/")
+        same = sorted(n for n in self.names(folder) if n.casefold() == name.casefold()
+                      and n != name)
+        hint = f" (there is '{same[0]}': names are case-sensitive)" if same else ""
+        return f"'{name}' is missing from /{folder}{hint}"
+
     def config_file(self, suffix: str) -> tuple[str, bytes]:
         name = f"{self.uid}_{suffix}"
         data = self.read(f"CONFIG/{name}")
@@ -218,8 +229,17 @@ class _Loader:
 
 def _collect(directory: Path, uid: str | None) -> tuple[Site | None, list[Problem]]:
     _check_tree(directory)
-    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid)),
-                         directory)
+    return _collect_from(_Loader(_directory_reader(directory), find_uid(directory, uid),
+                                 names=_folder_names(directory)), directory)
+
+
+def _folder_names(directory: Path) -> Callable[[str], list[str]]:
+    def names(folder: str) -> list[str]:
+        try:
+            return os.listdir(directory / folder)
+        except OSError:
+            return []
+    return names
 
 
 def _check_tree(directory: Path) -> None:
@@ -239,8 +259,31 @@ def _check_tree(directory: Path) -> None:
 def _collect_files(files: Mapping[str, bytes], uid: str | None,
                    directory: Path) -> tuple[Site | None, list[Problem]]:
     names = [rel.partition("/")[2] for rel in files if rel.startswith("CONFIG/")]
-    loader = _Loader(files.get, uid if uid is not None else _uid_of(names))
+    loader = _Loader(files.get, uid if uid is not None else _uid_of(names),
+                     names=lambda folder: [rel.partition("/")[2] for rel in files
+                                           if rel.partition("/")[0] == folder])
     return _collect_from(loader, directory)
+
+
+def _misnamed(loader: _Loader) -> list[Problem]:
+    """A CONFIG file named in another case than the uid's own (`wpm00bde4_daq.csv` saved on a
+    system that ignores case) is an error when the right name is absent: read as missing, the
+    file would leave the site running on defaults (no device polled) with no word of it."""
+    own = {f"{loader.uid}_{s}".casefold(): f"{loader.uid}_{s}"
+           for s in ("config.ini", "var.ini", "daq.csv", "scl.ini", "sci.ini")}
+    scl = f"CONFIG/{loader.uid}_scl.ini"
+    problems = []
+    for name in sorted(loader.names("CONFIG")):
+        proper = own.get(name.casefold())
+        # Not when the right name was read all the same (a FAT card ignores case), nor for a
+        # `_sci.ini` while the `_scl.ini` it stands for was read.
+        if proper is not None and proper != name and f"CONFIG/{proper}" not in loader.loaded \
+                and not (proper.endswith("_sci.ini") and scl in loader.loaded):
+            problems.append(Problem(
+                file=name, line=None, field="file",
+                message=f"not read: this configuration's file is '{proper}' (names are "
+                        "case-sensitive); rename it", severity=Severity.ERROR))
+    return problems
 
 
 def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[Problem]]:
@@ -264,7 +307,7 @@ def _collect_from(loader: _Loader, directory: Path) -> tuple[Site | None, list[P
     loader.add(found)
     definitions = _definitions(loader, daq, daq_found)
     order = [f"{loader.uid}_{s}" for s in ("config.ini", "var.ini", "daq.csv")] + [scl_name]
-    problems = [p for found in loader.unreadable.values() for p in found]
+    problems = _misnamed(loader) + [p for found in loader.unreadable.values() for p in found]
     for file_name in order + sorted(k for k in loader.by_file if k not in order):
         if file_name in loader.by_file:
             problems += loader.by_file[file_name].reported()
@@ -286,15 +329,14 @@ def _check_certificates(loader: _Loader, cfg: ConfigIni, found: Findings) -> Non
             key = config_ini.server_key(base, slot)
             name = resolved[key]
             if name and loader.read(f"CERT/{name}") is None and loader.missing(f"CERT/{name}"):
-                found.error(line_of.get(key), key, f"'{name}' is missing from /CERT")
+                found.error(line_of.get(key), key, loader.missing_message(f"CERT/{name}"))
 
 
 def _check_scripts(loader: _Loader, scripts: ScriptList, found: Findings) -> None:
     for entry in scripts.scripts:
         rel = f"SCRIPT/{entry.file}"
         if loader.read(rel) is None and loader.missing(rel):
-            found.error(entry.line, f"SCRIPT_File[{entry.n}]",
-                        f"'{entry.file}' is missing from /SCRIPT")
+            found.error(entry.line, f"SCRIPT_File[{entry.n}]", loader.missing_message(rel))
 
 
 def _parse_definition(loader: _Loader, name: str, data: bytes,
@@ -315,7 +357,7 @@ def _definitions(loader: _Loader, daq: Daq,
         data = loader.read(f"DEF/{name}")
         if data is None:
             if loader.missing(f"DEF/{name}"):
-                daq_found.error(line, "defFile", f"'{name}' is missing from /DEF")
+                daq_found.error(line, "defFile", loader.missing_message(f"DEF/{name}"))
         else:
             _parse_definition(loader, name, data, parsed)
     for device in daq.devices:
@@ -323,7 +365,8 @@ def _definitions(loader: _Loader, daq: Daq,
         data = loader.read(f"DEF/{name}")
         if data is None:
             if loader.missing(f"DEF/{name}"):
-                daq_found.error(device.line, "defFile", f"'{name}' is missing from /DEF")
+                daq_found.error(device.line, "defFile",
+                                loader.missing_message(f"DEF/{name}"))
             continue
         port = daq.port(device.serial_port) if device.serial_port else None
         if port is not None and not port.has_driver:
@@ -385,7 +428,13 @@ def check_site_change(directory: Path, change: Mapping[str, bytes],
 
     try:
         _check_tree(directory)
-        return _collect_from(_Loader(read, find_uid(directory, uid)), directory)[1]
+        in_folder = _folder_names(directory)
+
+        def names(folder: str) -> list[str]:
+            return in_folder(folder) + [rel.partition("/")[2] for rel in change
+                                        if rel.partition("/")[0] == folder]
+        return _collect_from(_Loader(read, find_uid(directory, uid), names=names),
+                             directory)[1]
     except ConfigError as err:
         return list(err.problems)
 

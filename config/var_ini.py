@@ -73,6 +73,13 @@ def parse(data: bytes, file_name: str) -> tuple[VarIni, Findings]:
 
 def _schedule(ln: IniLine, findings: Findings) -> Schedule | None:
     fields = [f.strip(" \t") for f in ln.value.split("|")]
+    wrong = next((sep for sep in ";,\t" if len(fields) == 1 and sep in ln.value), None)
+    if wrong is not None:
+        # `1;everyday;00:00:00;60;24`: said as the separator, not as an Id that is no integer.
+        shown = "a tab" if wrong == "\t" else f"'{wrong}'"
+        findings.error(ln.line, "separator", f"{shown} is used but fields are separated by '|' "
+                       "(Id|Type|StartTime|Interval|Count)")
+        return None
     if len(fields) > 5:
         findings.error(ln.line, "line", f"{len(fields)} fields, at most 5")
         return None

@@ -18,7 +18,12 @@ from exporters.rendering.source import SourceError, StoreSource, store_source
 from exporters.transports import open_transport
 from store.log import Log
 
-__all__ = ["ExportJob", "open_export"]
+__all__ = ["ExportJob", "PathRefused", "open_export"]
+
+
+class PathRefused(SourceError):
+    """The store path given (or `STORE_Path`) cannot be used: none, missing, not a directory
+    or not a store. `sunpm export` exits 2 for it, as every command for a path it cannot use."""
 
 
 @dataclass(slots=True)
@@ -52,10 +57,12 @@ async def open_export(*, config_dir: Path, store_dir: Path | None, server: int,
         raise SourceError(f"server {server} is not configured (SERVER_Type=none)")
     path = store_dir or (Path(site.settings.store_path) if site.settings.store_path else None)
     if path is None:
-        raise SourceError("no store: give --store or set STORE_Path")
-    if path.is_dir() and not (path / "devices").is_dir() and not (path / "journal").is_dir():
+        raise PathRefused("no store: give --store or set STORE_Path")
+    if not path.is_dir():
+        raise PathRefused(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
+    if not (path / "devices").is_dir() and not (path / "journal").is_dir():
         # A path typed one level off (or an empty folder) is said, never exported as nothing.
-        raise SourceError(f"{path}: not a sunpm store (no devices/ or journal/ folder)")
+        raise PathRefused(f"{path}: not a sunpm store (no devices/ or journal/ folder)")
     log = await Log.open(path, read_only=True)
     transport: Any = None
     try:

@@ -124,13 +124,51 @@ def _lone_surrogate(doc: object) -> bool:
     return False
 
 
+class _RepeatedKey(dict[str, object]):
+    """An object of the document holding a key twice: `json` keeps the last silently, so
+    `{"rpcName": "sunpm.connect", "rpcName": "sunpm.factory"}` would run what a reader of the
+    file may not see. Marked here, refused by the entry it is in."""
+
+    repeated: str = ""
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) == len(pairs):
+        return doc
+    marked = _RepeatedKey(doc)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def repeated_key(doc: object) -> str | None:
+    """The first key found twice in one object of `doc`, as `load_command_json` marked it
+    (iterative, as `_depth_exceeds`)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _RepeatedKey):
+            return node.repeated
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def load_command_json(data: bytes, where: str) -> tuple[object, str | None]:
     """(document, None) or (None, the error text) for command JSON from any channel:
     strict JSON (no NaN or Infinity), numbers and nesting bounded, and nothing but an error text
     ever comes out of it, whatever the bytes (docs/behaviour.md §4.5)."""
     try:
         doc = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant,
-                         parse_int=_bounded_int, parse_float=_finite_float)
+                         parse_int=_bounded_int, parse_float=_finite_float,
+                         object_pairs_hook=_object)
     except UnicodeDecodeError as err:
         return None, f"{where}: invalid JSON at line 1 column {err.start + 1}: not valid UTF-8"
     except json.JSONDecodeError as err:
@@ -187,10 +225,18 @@ def parse_command_message(payload: bytes, topic: str) -> CommandEntry:
 def _command_entry(entry: object, prefix: str, channel: Channel) -> CommandEntry:
     if not isinstance(entry, dict):
         return CommandResult(channel=channel, caller_id=None, error=f"{prefix}not a command object")
+    repeated = repeated_key(entry)
     caller = entry.get("callerId")
     if caller is not None and (isinstance(caller, bool) or not isinstance(caller, (str, int))):
         return CommandResult(channel=channel, caller_id=None,
                              error=f"{prefix}callerId must be a string or an integer")
+    if repeated is not None:
+        # Neither value is taken for the one meant: the command does not run. A repeated
+        # callerId is not echoed (which one?).
+        shown = repeated if len(repeated) <= 40 else repeated[:37] + "..."
+        return CommandResult(channel=channel,
+                             caller_id=None if repeated == "callerId" else caller,
+                             error=f"{prefix}key '{shown}' repeated in an object")
     rpc = entry.get("rpcName")
     if not isinstance(rpc, str):
         return CommandResult(channel=channel, caller_id=caller,

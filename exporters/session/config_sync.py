@@ -81,7 +81,17 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
     without `_scl.ini` is `CONFIG/<uid>_scl.ini`. CERT is read from the server only
     (docs/formats.md §3).
     """
-    files: dict[str, bytes] = {}
+    return {rel: path.read_bytes() for rel, path in local_config_paths(config_dir, uid).items()}
+
+
+def local_config_paths(config_dir: Path, uid: str) -> dict[str, Path]:
+    """The files `local_config_files` reads, by tree path, without reading them.
+
+    An editor's own files beside a definition or script (vim's `.inv.csv.swp`, rewritten every
+    few seconds while it is open; `inv.csv~` backups) are none of them: the configuration watch
+    took each rewrite for a local change and reloaded, ending the open recording periods, and
+    sessions uploaded them to the server."""
+    paths: dict[str, Path] = {}
     for suffix in CONFIG_SUFFIXES:
         path = config_dir / "CONFIG" / f"{uid}_{suffix}"
         if suffix == "scl.ini" and not path.is_file():
@@ -89,14 +99,15 @@ def local_config_files(config_dir: Path, uid: str) -> dict[str, bytes]:
             # there is no `_scl.ini`, so its edits are seen, and mirrored as `_scl.ini`.
             path = path.with_name(f"{uid}_sci.ini")
         if path.is_file():
-            files[f"CONFIG/{uid}_{suffix}"] = path.read_bytes()
+            paths[f"CONFIG/{uid}_{suffix}"] = path
     for sub in ("DEF", "SCRIPT"):
         folder = config_dir / sub
         if folder.is_dir():
             for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.endswith((".new", ".part")):
-                    files[f"{sub}/{path.name}"] = path.read_bytes()
-    return files
+                if path.is_file() and not path.name.endswith((".new", ".part", "~")) \
+                        and not path.name.startswith("."):
+                    paths[f"{sub}/{path.name}"] = path
+    return paths
 
 
 def in_force_view(local: Mapping[str, bytes], in_force: Mapping[str, bytes],

@@ -65,7 +65,7 @@ def _init(args: argparse.Namespace) -> int:
         return 2
     if directory.exists() and not directory.is_dir():
         print(f"sunpm config init: {directory}: exists and is not a directory", file=sys.stderr)
-        return 1
+        return 2
     others = sorted(p.name.removesuffix("_config.ini")
                     for p in (directory / "CONFIG").glob("*_config.ini")
                     if p.name != f"{uid}_config.ini") if (directory / "CONFIG").is_dir() else []
@@ -84,8 +84,15 @@ def _init(args: argparse.Namespace) -> int:
         return 1
     from fsio import write_file_durably
 
-    for sub in _TREE:
-        (directory / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in _TREE:
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # A DIR below a file, or in a folder not ours: a path that cannot be used (exit 2).
+        from pipeline.cli import os_error_text
+
+        print(f"sunpm config init: {os_error_text(err)}", file=sys.stderr)
+        return 2
     for rel, data in files.items():
         # Replaced whole, never written into: a FIFO or a link left in a file's place (`--force`)
         # would block the command or write through to another file, and a cut run leaves each

@@ -60,12 +60,16 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the store and the exporters would slow every `sunpm`
     # command, even `--help` (pipeline/cli/__init__.py).
     from config.errors import SunpmError
+    from exporters.sources import PathRefused
+    from pipeline.cli.config import directory_unusable
 
+    if directory_unusable("export", args.config):
+        return 2
     try:
         return asyncio.run(_export(args))
     except SunpmError as err:
         print(f"sunpm export: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, PathRefused) else 1
 
 
 async def _export(args: argparse.Namespace) -> int:

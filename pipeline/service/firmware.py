@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO, Final, cast
 
+from config.decimal_text import read_integer
 from config.model import ServerSettings
 from exporters.transports import (
     DownloadTooLarge,
@@ -38,7 +39,9 @@ from pipeline.service.maintenance import DOWNLOAD_LIMIT_S, PACKAGE_CAP_BYTES, UP
 
 log = logging.getLogger("sunpm.system")
 
-_PACKAGE: Final = re.compile(r"wgapp_([0-9]+(?:\.[0-9]+)*)\.spm")
+#: A version of at most 9 digits a part: `wgapp_1.<5,000 digits>.spm` from a hostile server is
+#: no offer (`int()` of it raised past Python's 4,300 digits and failed every session).
+_PACKAGE: Final = re.compile(r"wgapp_([0-9]{1,9}(?:\.[0-9]{1,9}){0,15})\.spm")
 TRIED_FILE: Final = "tried.json"
 ATTEMPTS_FILE: Final = "attempts.json"
 #: Downloads of one listing entry that may fail before it is left alone until it changes.
@@ -54,8 +57,10 @@ def running_version() -> str:
 
 
 def version_key(text: str) -> tuple[int, ...]:
-    """`1.10.2` -> (1, 10, 2); a non-numeric part counts as 0 (`1.0.0.dev3` -> (1, 0, 0, 0))."""
-    return tuple(int(part) if part.isdigit() else 0 for part in text.split("."))
+    """`1.10.2` -> (1, 10, 2); a part that is no number of at most 9 ASCII digits counts as 0
+    (`1.0.0.dev3` -> (1, 0, 0, 0))."""
+    return tuple(number if part.isdigit() and (number := read_integer(part, max_digits=9))
+                 is not None else 0 for part in text.split("."))
 
 
 def newest_offer(names: list[str], running: str) -> tuple[str, str] | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import struct
@@ -55,7 +54,6 @@ from exporters.rendering.source import store_source
 from exporters.retention import DeliveryTracker, install_retention, traces_delivered
 from exporters.session import FileServerSession, JournalSignal, MqttSession, SessionResult, Trigger
 from exporters.session.config_apply import apply_config_files, recover_config_apply
-from exporters.session.config_sync import local_config_files
 from exporters.transports import FileTransport, MessageTransport, open_transport
 from exporters.views.context import ViewConfig
 from exporters.views.mqtt import alarm_message
@@ -82,7 +80,8 @@ from pipeline.service.alarms import (
 from pipeline.service.archive import archive_bytes, recent_log, upload_archives, write_archive
 from pipeline.service.clock_check import ClockCheck
 from pipeline.service.commands import CommandError, CommandExecutor
-from pipeline.service.config_edit import ChangeRejected
+from pipeline.service.config_edit import ChangeRejected, config_lock
+from pipeline.service.config_watch import FolderDigest
 from pipeline.service.discovery import Discovery, DiscoveryBusy, DiscoveryFailed
 from pipeline.service.firmware import stage_offered_package
 from pipeline.service.local import SOCKET_NAME, LocalChannel
@@ -184,13 +183,6 @@ def default_store_dir(site: Site, data_dir: Path) -> Path:
     return Path(site.settings.store_path) if site.settings.store_path else data_dir / "store"
 
 
-def config_hash(files: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    return digest.hexdigest()
-
-
 class _StoredDefinitions(dict[str, DefinitionFile]):
     """Definitions by snapshot id: the running ones, others read from the store when asked."""
 
@@ -259,6 +251,9 @@ class Gateway:
         #: A session applied a set from server 1: the reload waits for that session's end.
         self._server_applied = False
         self._loaded_hash = ""      # of the configuration files the running site was loaded from
+        #: The folder's digest, each file read only when its stat identity changed: the watch
+        #: looks every 5 s and a box may hold hundreds of definition files on flash.
+        self._folder_digest = FolderDigest()
         #: What the configuration watch last said missing of the folder (`_missing_folder`).
         self._missing_said: str | None = None
         self._alarm_waiting = False
@@ -431,8 +426,8 @@ class Gateway:
                 # configuration watch (one reload too many), never as the running configuration
                 # (an edit lost until the next one).
                 if (self.config_dir / "CONFIG").is_dir():
-                    self._loaded_hash = config_hash(local_config_files(
-                        self.config_dir, find_uid(self.config_dir)))
+                    self._loaded_hash = self._folder_digest.of(
+                        self.config_dir, find_uid(self.config_dir))
                 site = load_site(self.config_dir)
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
@@ -841,9 +836,14 @@ class Gateway:
         if self.site is None:
             raise CommandError(f"{command}: the service is not running")
         try:
-            await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values)
+            # One local change at a time (the web UI's forms hold it too): two never read the
+            # same config.ini and both write their version.
+            async with config_lock(self.config_dir):
+                await asyncio.to_thread(change_config, self.config_dir, self.site.uid, values,
+                                        folder_lock=self.config_lock)
         except MaintenanceError as err:
             raise CommandError(f"{command}: {err}") from None
+        self.config_written()       # replaced whole: applied at once, not at the next turn
         if command == "apn":
             # The modem's port belongs to the SMS channel; the data link is the host's business.
             log.info("apn: MODEM_ keys stored for the host's connection manager; nothing was "
@@ -1183,7 +1183,7 @@ class Gateway:
         session's journaling loads it."""
         with self.config_lock:
             apply_config_files(self.config_dir, files)
-            self._loaded_hash = config_hash(local_config_files(self.config_dir, uid))
+            self._loaded_hash = self._folder_digest.of(self.config_dir, uid)
 
     async def _applied_from_server(self, files: Sequence[str]) -> None:
         log.info("Configuration from server 1 applied; restarting acquisition after the "
@@ -1223,9 +1223,10 @@ class Gateway:
         rejected: str | None = None
         config_log = logging.getLogger("sunpm.config")
         while True:
-            if await self.clock.wait_until(
-                    self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
-                    self._config_written):
+            written = await self.clock.wait_until(
+                self.clock.monotonic_ns() + int(CONFIG_CHECK_S * NS_PER_S),
+                self._config_written)
+            if written:
                 self._config_written.clear()
             missing = await asyncio.to_thread(_missing_folder, self.config_dir)
             if missing is not None:
@@ -1238,13 +1239,18 @@ class Gateway:
                 continue
             self._missing_said = None
             try:
-                digest = config_hash(await asyncio.to_thread(self._locked, local_config_files,
-                                                             self.config_dir, site.uid))
+                digest = await asyncio.to_thread(self._locked, self._folder_digest.of,
+                                                 self.config_dir, site.uid)
             except OSError as err:
                 config_log.warning("Configuration folder unreadable: %s", err)
                 continue
             # The live digest: a server's set written since (`_apply_from_server`) is known.
             if digest in (self._loaded_hash, rejected):
+                continue
+            if not written and not self._folder_digest.settled():
+                # A file written within the last seconds may still be being written in place
+                # (an upload over a slow link): looked at again next turn, never applied half
+                # written. This process's own writers replace files whole and say so.
                 continue
             problems = await asyncio.to_thread(self._locked, check_site, self.config_dir,
                                                site.uid)

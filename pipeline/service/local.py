@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Final
 
 from config.errors import SunpmError
-from exporters.session.commands import load_command_json
+from exporters.session.commands import load_command_json, repeated_key
 from pipeline.service.commands import CommandExecutor
 from store.events import Channel, CommandReceived
 
@@ -168,6 +168,10 @@ class LocalChannel:
             return {"error": problem, "callerId": None}
         if not isinstance(doc, dict):
             return {"error": "local: one command object per request", "callerId": None}
+        repeated = repeated_key(doc)
+        if repeated is not None:
+            return {"error": f"local: key '{repeated[:40]}' repeated in an object",
+                    "callerId": None}
         if doc.get("request") == "archive" and self._archive is not None:
             try:
                 return {"result": str(await self._archive())}

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Final
 
-from config import ConfigError, parse_config_ini, render_config_ini
+from config import ConfigError, check_site_change, parse_config_ini, render_config_ini
+from config.decimal_text import read_integer
 from config.defaults import default_files
 from config.errors import Severity
 from config.masking import masked
@@ -69,8 +71,14 @@ def config_path(config_dir: Path, uid: str) -> Path:
     return config_dir / "CONFIG" / f"{uid}_config.ini"
 
 
-def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) -> None:
-    """Set `values` in config.ini, or change nothing and raise `MaintenanceError`."""
+def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None], *,
+                  folder_lock: threading.Lock | None = None) -> None:
+    """Set `values` in config.ini, or change nothing and raise `MaintenanceError`.
+
+    The whole site is checked with the new file, not the file alone: `SERVER_Type=ftps` over an
+    `FTP_CaFile` that /CERT lacks would be written, answered OK, then refused by the
+    configuration watch, leaving the folder holding a file that is not in force. With
+    `folder_lock` (the running gateway's), the file is replaced under it, as any local change."""
     path = config_path(config_dir, uid)
     try:
         ini = parse_config_ini(path.read_bytes(), path.name).value
@@ -89,7 +97,12 @@ def change_config(config_dir: Path, uid: str, values: Mapping[str, str | None]) 
     for problem in parsed.warnings:
         if problem.field in values:
             raise MaintenanceError(_problem_text(problem))
-    write_file_durably(path, data)
+    errors = [p for p in check_site_change(config_dir, {f"CONFIG/{path.name}": data}, uid)
+              if p.severity is Severity.ERROR]
+    if errors:
+        raise MaintenanceError(_problem_text(errors[0]))
+    with folder_lock or contextlib.nullcontext():
+        write_file_durably(path, data)
 
 
 def _problem_text(problem: object) -> str:
@@ -144,8 +157,18 @@ def check_firmware_request(url: str, checksum: str, interface: str) -> str:
 
 
 def _with_credentials(url: str, login: str, password: str) -> tuple[str, str | None]:
-    """The URL to open (ftp credentials inside it) and an HTTP basic authorisation."""
+    """The URL to open (ftp credentials inside it) and an HTTP basic authorisation.
+
+    An http(s) URL's own `user:password@` (docs/formats.md §13.1 lets a URL carry them) is
+    taken out of it: urllib would look the whole `user:password@host` up as the host name.
+    `login` and `password`, when given, win over it."""
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme.lower() != "ftp" and "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=host)
+        if not login:
+            user, _, secret = userinfo.partition(":")
+            login, password = urllib.parse.unquote(user), urllib.parse.unquote(secret)
     if not login:
         return parts.geturl(), None
     if parts.scheme.lower() == "ftp":
@@ -225,13 +248,32 @@ def _download(url: str, login: str, password: str, target: Path, md5: str,
         request.add_header("Authorization", authorisation)
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            length = reply.headers.get("Content-Length", "")
+            announced = _announced_length(reply.headers.get_all("Content-Length") or [], url)
             got, _ = write_package(reply, target, md5=md5, deadline=deadline,
-                                   announced=int(length) if length.isdigit() else None)
+                                   announced=announced)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
         raise MaintenanceError(f"download failed: {reason}") from None
     return got
+
+
+def _announced_length(values: list[str], url: str) -> int | None:
+    """The size a server's `Content-Length` announces (None without one); `MaintenanceError`
+    naming the server and the header when it is no byte count (`²`, `-5`, `1e3`, two that
+    differ): a download whose end cannot be told from a cut is not staged."""
+    if not values:
+        return None
+    lengths = {read_integer(value.strip(), max_digits=18) for value in values}
+    length = lengths.pop() if len(lengths) == 1 else None
+    if length is None or length < 0:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        server = parts.hostname or "?"
+        if parts.port:
+            server += f":{parts.port}"
+        shown = ", ".join(repr(value[:40]) for value in values[:2])
+        raise MaintenanceError(f"download failed: the server {server} sent a malformed "
+                               f"Content-Length header ({shown}), not a byte count")
+    return length
 
 
 async def stage_firmware(data_dir: Path, url: str, login: str, password: str,

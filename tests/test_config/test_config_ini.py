@@ -182,3 +182,18 @@ def test_integers_with_thousands_of_leading_zeros_are_their_value() -> None:
     mqtt, ftp = s.servers
     assert (mqtt.port, mqtt.qos, mqtt.keep_alive_s, mqtt.max_payload_kb) == (1884, 1, 30, 64)
     assert ftp.port == 2121
+
+
+def test_a_comment_after_a_good_value_is_named_as_such() -> None:
+    """`WEB_Port=8081 # admin`: the integrator sees why 8081 is not taken; a bad value with a
+    comment after it is said as before, and a text value keeps its `#`."""
+    parsed = config.parse_config_ini(
+        b"WEB_Port=8081 # admin port\nLOG_Level=debug\t; verbose\nMQTT_Qos=7 # best\n"
+        b"FTP_Password=a #b\n", "u_config.ini")
+    assert [str(p) for p in parsed.warnings] == [
+        "u_config.ini:1: WEB_Port: '8081 # admin port' is not an integer from 1 to 65535 (a "
+        "comment must be on a line of its own); default 8080 used",
+        "u_config.ini:2: LOG_Level: 'debug\\x09; verbose' is not one of debug, info, warning, "
+        "error (a comment must be on a line of its own); default info used",
+        "u_config.ini:3: MQTT_Qos: '7 # best' is not an integer; default 1 used"]
+    assert parsed.value.settings("u").servers[0].password == "a #b"

@@ -319,3 +319,41 @@ def test_a_link_to_a_missing_file_is_no_missing_file(tmp_path: Path) -> None:
     assert [str(p) for p in config.check_site(tmp_path)] == [
         "CONFIG/WPM00BDE4_config.ini: file: cannot be read (a link to a missing file); "
         "file rejected"]
+
+
+def test_a_file_named_in_another_case_is_pointed_at(example_site: Callable[[], Path]) -> None:
+    """`Inv_Small.csv` in daq.csv, `inv_small.csv` on disk: the error names the file there, from
+    the folder, from its files given as bytes and from a change laid over the folder alike."""
+    directory = example_site()
+    (directory / "DEF/inv_small.csv").rename(directory / "DEF/Inv_Small.csv")
+    script = directory / "SCRIPT/Test script 1.lua"
+    script.rename(script.with_name("test script 1.lua"))
+    expected = [
+        "WPM00BDE4_daq.csv:12: defFile: 'inv_small.csv' is missing from /DEF (there is "
+        "'Inv_Small.csv': names are case-sensitive); file rejected",
+        "WPM00BDE4_scl.ini:1: SCRIPT_File[0]: 'Test script 1.lua' is missing from /SCRIPT "
+        "(there is 'test script 1.lua': names are case-sensitive); file rejected"]
+    assert [str(p) for p in config.check_site(directory) if "missing" in p.message] == expected
+    assert [str(p) for p in config.check_site_files(_tree(directory))
+            if "missing" in p.message] == expected
+    daq = directory / "CONFIG/WPM00BDE4_daq.csv"
+    change = {"CONFIG/WPM00BDE4_daq.csv": daq.read_bytes() + b"\n"}
+    assert [str(p) for p in config.check_site_change(directory, change)
+            if "missing" in p.message] == expected
+
+
+def test_a_config_file_named_in_another_case_rejects_the_site(
+        example_site: Callable[[], Path]) -> None:
+    """`wpm00bde4_daq.csv` read as missing ran the site on no device at all, said nowhere."""
+    directory = example_site()
+    daq = directory / "CONFIG/WPM00BDE4_daq.csv"
+    daq.rename(daq.with_name("wpm00bde4_daq.csv"))
+    expected = ["wpm00bde4_daq.csv: file: not read: this configuration's file is "
+                "'WPM00BDE4_daq.csv' (names are case-sensitive); rename it"]
+    assert [str(p) for p in config.check_site(directory)
+            if p.severity is Severity.ERROR] == expected
+    assert [str(p) for p in config.check_site_files(_tree(directory))
+            if p.severity is Severity.ERROR] == expected
+    # Both there (a copy): the right one is read, the other one is no configuration file.
+    shutil.copy(directory / "CONFIG/wpm00bde4_daq.csv", daq)
+    assert not [p for p in config.check_site(directory) if p.severity is Severity.ERROR]

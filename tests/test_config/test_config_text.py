@@ -71,7 +71,8 @@ def test_utf16_bom_rejects_the_file(bom: bytes) -> None:
     data = bom + DEF_HEAD.encode("utf-16-le")
     with pytest.raises(ConfigError) as exc:
         config.parse_definition(data, "x.csv")
-    assert _errors(exc) == [(f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}); "
+    assert _errors(exc) == [(f"x.csv:1: encoding: not valid UTF-8 (byte 0x{bom[0]:02X}: a "
+                             "UTF-16 file; save it as UTF-8); "
                             "file rejected")]
 
 
@@ -88,6 +89,26 @@ def test_comma_separated_daq_is_rejected() -> None:
     with pytest.raises(ConfigError) as exc:
         config.parse_daq(b"index,interface,name\n1,SERIAL1,x\n", "u_daq.csv")
     assert _errors(exc)[0].startswith("u_daq.csv:1: separator: ',' is used but must be ';'")
+
+
+def test_one_comma_or_tab_separated_line_in_a_good_file_names_the_separator() -> None:
+    """A row pasted from a spreadsheet: its own line says the separator, not `index: '2,1...'
+    is not 0..65535` (nor, for tabs, one error for each field it seems to lack)."""
+    daq = (b"index;interface;name;address;acqPeriod(s);timeout(ms);serialNumber;parameters;"
+           b"category;model;defFile\n1;SERIAL1;a;1;600;1000;;;;;x.csv\n"
+           b"2,SERIAL1,b,2,600,1000,,,,,x.csv\n")
+    with pytest.raises(ConfigError) as exc:
+        config.parse_daq(daq, "u_daq.csv")
+    assert _errors(exc) == [
+        "u_daq.csv:3: separator: ',' is used but must be ';' (a spreadsheet may have changed it "
+        "when saving); file rejected"]
+    data = (DEF_HEAD + "1;3;40000;U16;;W;;1;0;W;4\n2\t3\t40001\tU16\t\tVA\t\t1\t0\tVA\t4\n"
+            "3;3;40002;U16;;VAr;;1;0;VAr;4\n").encode()
+    with pytest.raises(ConfigError) as exc:
+        config.parse_definition(data, "x.csv")
+    assert _errors(exc) == [
+        "x.csv:3: separator: a tab is used but must be ';' (a spreadsheet may have changed it "
+        "when saving); file rejected"]
 
 
 def test_trailing_spaces_and_tabs_are_trimmed() -> None:

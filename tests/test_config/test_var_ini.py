@@ -150,3 +150,21 @@ def test_structural_errors_reject_the_file(text: str, message: str) -> None:
 def test_same_id_in_both_families_is_allowed() -> None:
     parsed = config.parse_var_ini(b"SCHEDULE_Params[0]=1\nSCHEDULE2_Params[0]=1\n", F)
     assert len(parsed.value.server1) == len(parsed.value.server2) == 1
+
+
+@pytest.mark.parametrize(("value", "said"), [("1;everyday;00:00:00;60;24", "';'"),
+                                             ("1,everyday,00:00:00,60,24", "','"),
+                                             ("1\teveryday\t00:00:00\t60\t24", "a tab")])
+def test_a_schedule_written_with_another_separator_names_it(value: str, said: str) -> None:
+    """Not `Id: '1;everyday;...' is not an integer`: the integrator sees what to change."""
+    with pytest.raises(ConfigError) as exc:
+        config.parse_var_ini(f"SCHEDULE_Params[0]=1|everyday|00:00:00|60|24\n"
+                             f"SCHEDULE2_Params[0]={value}\n".encode(), F)
+    assert [str(p) for p in exc.value.errors] == [
+        f"{F}:2: separator: {said} is used but fields are separated by '|' "
+        "(Id|Type|StartTime|Interval|Count); file rejected"]
+
+
+def test_a_lone_id_is_still_a_schedule() -> None:
+    parsed = config.parse_var_ini(b"SCHEDULE_Params[0]=7\n", F)
+    assert [s.id for s in parsed.value.server1] == [7]

@@ -261,10 +261,30 @@ def test_sunpm_export_refuses_a_store_path_that_holds_no_store(
     capsys.readouterr()
     code = main(["export", "--server", "1", "--from", "2021-02-01", "--to", "2021-02-02",
                  "--out", str(tmp_path / "out"), "--config", str(cfg), "--store", str(wrong)])
-    assert code == 1
+    assert code == 2
     assert capsys.readouterr().err == (f"sunpm export: {wrong}: not a sunpm store (no devices/ "
                                        "or journal/ folder)\n")
     assert sorted(p.name for p in wrong.iterdir()) == holds
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("store", "said"), [("missing", "no such directory"),
+                                              ("notes.txt", "not a directory"),
+                                              (None, "no store: give --store or set STORE_Path")])
+def test_sunpm_export_refuses_an_unusable_store_path_with_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], store: str | None, said: str) -> None:
+    cfg = tmp_path / "site"
+    assert main(["config", "init", str(cfg), "--uid", "U1"]) == 0
+    ini = cfg / "CONFIG" / "U1_config.ini"
+    ini.write_text(ini.read_text() + f"SERVER_Type=dir\nDIR_Path={tmp_path / 'server'}\n")
+    (tmp_path / "notes.txt").write_text("?")
+    capsys.readouterr()
+    where = ["--store", str(tmp_path / store)] if store else []
+    code = main(["export", "--server", "1", "--from", "2021-02-01", "--to", "2021-02-02",
+                 "--out", str(tmp_path / "out"), "--config", str(cfg), *where])
+    assert code == 2
+    prefix = f"{tmp_path / store}: " if store else ""
+    assert capsys.readouterr().err == f"sunpm export: {prefix}{said}\n"
     assert not (tmp_path / "out").exists()
 
 

@@ -140,3 +140,24 @@ async def test_hostile_messages_on_the_command_topic_are_answered_and_serving_go
         "plant/cmd: invalid JSON: NaN is not a JSON number",
         "plant/cmd: invalid JSON: a \\u escape is a lone surrogate, not a character",
         "OK"]
+
+
+def test_a_key_repeated_in_an_object_is_refused_not_the_last_one_run() -> None:
+    """`json` keeps the last of two equal keys: a file showing `sunpm.connect` first would run
+    `sunpm.factory`. The entry is answered with an error and not run; the others run."""
+    data = (b'[{"rpcName":"sunpm.connect","rpcName":"sunpm.factory","callerId":"c1"},'
+            b'{"rpcName":"sunpm.setRelay","parameters":{"state":1,"state":0},"callerId":"c2"},'
+            b'{"rpcName":"sunpm.status","callerId":"c3","callerId":"c4"},'
+            b'{"rpcName":"sunpm.getParameters","parameters":{"a":[{"b":1}]},"callerId":"c5"}]')
+    first, second, third, fourth = parse_command_file(data, "X_cmd.json")
+    assert first == CommandResult(channel=first.channel, caller_id="c1",
+                                  error="X_cmd.json: entry 1: key 'rpcName' repeated in an object")
+    assert second == CommandResult(channel=second.channel, caller_id="c2",
+                                   error="X_cmd.json: entry 2: key 'state' repeated in an object")
+    assert third == CommandResult(channel=third.channel, caller_id=None,
+                                  error="X_cmd.json: entry 3: key 'callerId' repeated in an "
+                                        "object")
+    assert isinstance(fourth, CommandReceived) and fourth.caller_id == "c5"
+    message = parse_command_message(b'{"rpcName":"a.b","rpcName":"sunpm.reboot"}', "plant/cmd")
+    assert isinstance(message, CommandResult)
+    assert message.error == "plant/cmd: key 'rpcName' repeated in an object"

@@ -27,8 +27,8 @@ CASES: list[tuple[list[str], int, str]] = [
     ([], 2, "the following arguments are required: COMMAND"),
     (["nope"], 2, "invalid choice: 'nope'"),
     # config
-    (["config", "init", "{file}"], 1, "sunpm config init: {file}: exists and is not a directory"),
-    (["config", "init", "{file}/site"], 1, "sunpm config init: {file}/site/CONFIG: Not a directory"),
+    (["config", "init", "{file}"], 2, "sunpm config init: {file}: exists and is not a directory"),
+    (["config", "init", "{file}/site"], 2, "sunpm config init: {file}/site/CONFIG: Not a directory"),
     (["config", "init", "{dir}/site", "--uid", "bad uid"], 2,
      "uid 'bad uid' is not 1..32 of A-Z a-z 0-9 -"),
     (["config", "init"], 2, "the following arguments are required: DIR"),
@@ -55,7 +55,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["export", "--server", "1", "--from", "2021-01-02", "--to", "2021-01-01", "--out", "{dir}",
       "--config", "{site}"], 2, "sunpm export: --to must be after --from"),
     (["export", "--server", "1", "--from", "2021-01-01", "--to", "2021-01-02", "--out", "{dir}",
-      "--config", "{missing}"], 1, "sunpm export: {missing}: directory: no such directory"),
+      "--config", "{missing}"], 2, "sunpm export: {missing}: no such directory"),
+    (["export", "--server", "1", "--from", "2021-01-01", "--to", "2021-01-02", "--out", "{dir}",
+      "--config", "{file}"], 2, "sunpm export: {file}: not a directory"),
+    (["export", "--server", "1", "--from", "2021-01-01", "--to", "2021-01-02", "--out", "{dir}",
+      "--config", "{dir}"], 1, "sunpm export: {dir}: no CONFIG/ folder"),
     (["export", "--server", "1", "--from", "2021-01-01", "--to", "2021-01-02", "--out", "{dir}",
       "--config", "{site}"], 1, "sunpm export: server 1 is not configured (SERVER_Type=none)"),
     # discover

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from _service_plant import UID, running_gateway, session_with_server_1, wait_for, write_site
 
-from exporters.session.config_sync import local_config_files
 from pipeline.service import in_force
-from pipeline.service.gateway import config_hash
+from pipeline.service.config_watch import FolderDigest
 from store.log import Log
 
 pytestmark = pytest.mark.usefixtures("no_task_left_behind")
@@ -61,7 +60,7 @@ async def test_a_broken_set_from_server_1_is_refused_then_applied_once_fixed(
 
         def put_config(store: Log, files: Mapping[str, bytes]) -> str:
             if not seen and threading.current_thread() is not threading.main_thread():
-                seen.append((config_hash(local_config_files(plant.config_dir, UID)),
+                seen.append((FolderDigest().of(plant.config_dir, UID),
                              gateway._loaded_hash))
             return real_put_config(store, files)
 

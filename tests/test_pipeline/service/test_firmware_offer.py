@@ -202,3 +202,21 @@ async def test_an_md5_file_that_cannot_be_read_once_does_not_bar_the_package(
     assert await stage_offered_package(data, settings, tmp_path, running="1.0") is None
     staged = await stage_offered_package(data, settings, tmp_path, running="1.0")
     assert staged is not None and staged.read_bytes() == package
+
+
+async def test_a_version_of_thousands_of_digits_is_no_offer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile `/BIN` name (a server's listing, which no local file system could hold):
+    Python's `int()` refuses 4,300 digits and over, and the error failed every server-1 session
+    after its uploads (retried for ever)."""
+    settings = _bin_tree(tmp_path / "srv", b"package", None)
+    real = DirTransport.list
+
+    async def listed(self: DirTransport, path: str) -> list[RemoteFile]:
+        files = await real(self, path)
+        return [*files, dataclasses.replace(files[0], name=f"wgapp_1.{'9' * 5000}.spm"),
+                dataclasses.replace(files[0], name=f"wgapp_{'9' * 10}.spm")]
+    monkeypatch.setattr(DirTransport, "list", listed)
+    staged = await stage_offered_package(tmp_path / "data", settings, tmp_path, running="1.0")
+    assert staged is not None and staged.name == "wgapp_9.0.spm"
+    assert version_key("1.²") == (1, 0) and version_key(f"2.{'9' * 5000}") == (2, 0)

@@ -5,6 +5,7 @@ command that fails, hangs or prints without end, two installs at once, leftovers
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.server
 import io
@@ -40,15 +41,18 @@ MD5 = hashlib.md5(PACKAGE, usedforsecurity=False).hexdigest()
 
 
 @contextmanager
-def http_server(trickle_s: float = 0.0, cut_at: int | None = None) -> Iterator[int]:
+def http_server(trickle_s: float = 0.0, cut_at: int | None = None,
+                lengths: tuple[str, ...] = ()) -> Iterator[int]:
     """Every path answers PACKAGE (one byte every `trickle_s` when given; only its first
-    `cut_at` bytes, then the connection closed, when given)."""
+    `cut_at` bytes, then the connection closed, when given; with `lengths` as its
+    Content-Length headers when given)."""
     stop = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
-            self.send_header("Content-Length", str(len(PACKAGE)))
+            for length in lengths or (str(len(PACKAGE)),):
+                self.send_header("Content-Length", length)
             self.end_headers()
             if cut_at is not None:
                 self.wfile.write(PACKAGE[:cut_at])
@@ -233,6 +237,60 @@ async def test_a_download_cut_midway_is_a_failed_download_not_a_bad_package(
         await stage_firmware(data, f"http://127.0.0.1:{port}/wgapp_2.0.spm", "", "", MD5)
     assert str(caught.value) == f"download failed: cut after 5000 of {len(PACKAGE)} bytes"
     assert list((data / "update").iterdir()) == []
+
+
+@pytest.mark.parametrize("lengths", [("²",), ("-5",), ("1e3",), ("0x10",), ("9" * 5000,),
+                                     (str(len(PACKAGE)), "5")])
+async def test_a_malformed_content_length_is_named_with_its_server(
+        tmp_path: Path, lengths: tuple[str, ...]) -> None:
+    """Not Python's `invalid literal for int()`, nor a package staged whose end cannot be told
+    from a cut."""
+    data = tmp_path / "data"
+    with http_server(lengths=lengths) as port, pytest.raises(MaintenanceError) as caught:
+        await stage_firmware(data, f"http://127.0.0.1:{port}/wgapp_2.0.spm",
+                             "", "", MD5)
+    shown = ", ".join(repr(length[:40]) for length in lengths)
+    assert str(caught.value) == (f"download failed: the server 127.0.0.1:{port} sent a "
+                                 f"malformed Content-Length header ({shown}), not a byte count")
+    assert list((data / "update").iterdir()) == []
+
+
+@pytest.mark.parametrize(("url_user", "login", "password", "expected"), [
+    ("plant%40site:s%3Acret@", "", "", "plant@site:s:cret"),
+    ("ignored:x@", "tech", "pw", "tech:pw"),
+    ("", "tech", "pw", "tech:pw")])
+async def test_credentials_in_an_http_url_are_sent_as_basic_authorisation(
+        tmp_path: Path, url_user: str, login: str, password: str, expected: str) -> None:
+    """`http://user:password@host/x.spm` was looked up whole as a host name (`Name or service
+    not known`); the credentials go as the Authorization header, the command's own first."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PACKAGE)))
+            self.end_headers()
+            self.wfile.write(PACKAGE)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving_http(Handler) as port:
+        staged = await stage_firmware(tmp_path / "data",
+                                      f"http://{url_user}127.0.0.1:{port}/wgapp_2.0.spm",
+                                      login, password, MD5)
+    assert staged.read_bytes() == PACKAGE
+    token = base64.b64encode(expected.encode()).decode()
+    assert seen == [f"Basic {token}"]
+
+
+async def test_a_repeated_equal_content_length_is_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    size = str(len(PACKAGE))
+    with http_server(lengths=(size, f" {size}")) as port:
+        staged = await stage_firmware(data, f"http://127.0.0.1:{port}/wgapp_2.0.spm", "", "", MD5)
+    assert staged.read_bytes() == PACKAGE
 
 
 async def test_a_bin_package_that_takes_the_last_of_the_disk_is_not_fetched_for_ever(

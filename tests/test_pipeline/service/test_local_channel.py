@@ -45,7 +45,9 @@ async def test_requests_no_journal_can_hold_are_answered_with_an_error(tmp_path:
                  "local: invalid JSON: -1e999 is out of range"),
                 (deep, "local: invalid JSON: nested deeper than 32 levels"),
                 (b"{oops", "local: invalid JSON at line 1 column 2: Expecting property name "
-                           "enclosed in double quotes")]:
+                           "enclosed in double quotes"),
+                (b'{"rpcName": "sunpm.getParameters", "rpcName": "sunpm.reboot"}',
+                 "local: key 'rpcName' repeated in an object")]:
             assert await _ask(sock, request) == {"error": error, "callerId": None}
         assert await _ask(sock, b'{"rpcName": "sunpm.getParameters", "callerId": "l-1"}') == {
             "result": "OK", "callerId": "l-1"}
