@@ -27,6 +27,7 @@ question whose client leaves, or a stop, interrupts its DuckDB query.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import io
 import json
@@ -235,14 +236,15 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
     try:
-        listener = _listen(path)
+        listening = _listen(path)
     except OSError as err:
         print(f"sunpm sd serve: {path}: {err.strerror or err} (a socket path has at most 107 "
               "bytes: set XDG_RUNTIME_DIR to a shorter folder)", file=sys.stderr)
         return 2
-    if listener is None:
+    if listening is None:
         print(f"sunpm sd serve: a server of {dump_path} runs already", file=sys.stderr)
         return 3
+    listener = listening.listener
     _memo.enable(memory_bytes)
     stopped = threading.Event()
     asking = _Asking(listener)
@@ -260,7 +262,6 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     previous_wakeup = signal.set_wakeup_fd(wakeup)
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
-    own = os.stat(path).st_ino
     try:
         idle_at = time.monotonic() + idle_s
         while not stopped.is_set():
@@ -287,12 +288,7 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         asking.close()
-        listener.close()
-        try:
-            if os.stat(path).st_ino == own:  # not a newer server's
-                path.unlink()
-        except OSError:
-            pass
+        listening.release(path)
         _memo.enable(0)
     return 0
 
@@ -381,23 +377,63 @@ class _Asking:
             self._drop(fd)
 
 
-def _listen(path: Path) -> socket.socket | None:
-    """The listening socket at `path`; None when a server answers there already (a socket file
-    nobody answers on is a stopped server's: replaced)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+class _Listening:
+    """The server's claim on its socket: a lock file beside it, held (`flock`) while the server
+    runs, then the socket bound. Two servers of one dump started at the same instant both find
+    no one answering; only the lock decides between them, where a look then a bind would let
+    both bind (the later one over the earlier's socket file, which then answers no one)."""
+
+    def __init__(self, listener: socket.socket, lock: int, lock_path: Path) -> None:
+        self.listener = listener
+        self._lock = lock
+        self._lock_path = lock_path
+
+    def release(self, path: Path) -> None:
+        """The socket and the lock file removed, while still held: no later server's."""
+        self.listener.close()
+        for held in (path, self._lock_path):
+            with contextlib.suppress(OSError):
+                held.unlink()
+        os.close(self._lock)
+
+
+def _listen(path: Path) -> _Listening | None:
+    """The listening socket at `path`; None when a server of it runs already (holds the lock).
+    A socket file left by a server that died is replaced."""
+    import fcntl
+
+    lock_path = path.with_suffix(".lock")
+    while True:
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            return None
+        except BaseException:
+            os.close(lock)
+            raise
+        try:
+            # The lock file of a server that removed it as we opened it: locked in vain.
+            if os.fstat(lock).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(lock)
     try:
-        probe.connect(str(path))
-    except OSError:
-        pass
-    else:
-        return None
-    finally:
-        probe.close()
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(16)
-    return listener
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            listener.listen(16)
+        except BaseException:
+            listener.close()
+            raise
+    except BaseException:
+        lock_path.unlink(missing_ok=True)
+        os.close(lock)
+        raise
+    return _Listening(listener, lock, lock_path)
 
 
 class _State:

@@ -466,3 +466,75 @@ def test_a_file_a_writer_removes_while_the_dump_is_compared_is_no_error(
     assert str(live / "journal") in {name for name, *_ in signature}
     assert not {str(live / "journal" / "commit.tmp"), str(live / "devices" / "9")} \
         & {name for name, *_ in signature}
+
+
+def test_of_two_servers_claiming_the_socket_at_once_exactly_one_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import _sd_server
+
+    path = tmp_path / "x.sock"
+    looked = threading.Barrier(2, timeout=5)
+    connect = socket.socket.connect
+
+    def look_together(self: socket.socket, address: object) -> None:
+        # Both have found no one answering before either binds: the instant two start at.
+        try:
+            connect(self, address)  # type: ignore[arg-type]
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                looked.wait()
+
+    monkeypatch.setattr(socket.socket, "connect", look_together)
+    claims: list[object] = []
+    failed: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            claims.append(_sd_server._listen(path))
+        except BaseException as error:  # noqa: BLE001  (said by the assertion below)
+            failed.append(error)
+
+    claiming = [threading.Thread(target=claim) for _ in range(2)]
+    for thread in claiming:
+        thread.start()
+    for thread in claiming:
+        thread.join(timeout=30)
+    monkeypatch.undo()
+    won = [c for c in claims if c is not None]
+    try:
+        assert not failed and len(claims) == 2 and len(won) == 1, (failed, claims)
+        # The winner's socket is the one at `path`: a client reaches it.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+    finally:
+        for claimed in won:
+            with contextlib.suppress(Exception):
+                claimed.release(path)  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                claimed.close()  # type: ignore[attr-defined]
+
+
+def test_servers_started_at_the_same_instant_leave_one_serving(
+        month: Plant, runtime: Path) -> None:
+    run = runtime
+    starting = [subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "sd", "serve", str(month.dump)],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(run)) for _ in range(3)]
+    try:
+        firsts = [p.stderr.readline() for p in starting if p.stderr is not None]
+        serving = [p for p, line in zip(starting, firsts, strict=True)
+                   if "open for `sunpm sd sql`" in line]
+        assert len(serving) == 1, firsts
+        for other in starting:
+            if other is not serving[0]:
+                assert other.wait(timeout=60) == 3
+        assert len(_socket(run)) == 1
+        assert _sql(month.dump, run, "SELECT 1 AS one", served=False).stdout == "one\n1\n"
+    finally:
+        for process in starting:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()
+    assert not list(run.glob("sunpm-sd-*/*"))
