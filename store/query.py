@@ -278,7 +278,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             live_files = [path for path, _ in segments]
 
             def live_key() -> tuple[object, ...] | None:
-                return _memo_key(live_files, wanted, filter, self._micros,
+                return _memo_key(device, live_files, wanted, filter, self._micros,
                                  lengths=tuple(length for _, length in segments))
 
             memo_key = live_key()
@@ -304,13 +304,14 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             batch as a small file's decoding). Under the server's memo (`store/_memo.py`), the
             rows the filter selects of files read clean are kept, for the next scan asking for
             the same columns and filter of the same files."""
-            memo_key = _memo_key(paths, wanted, filter, self._micros)
+            memo_key = _memo_key(device, paths, wanted, filter, self._micros)
             if memo_key is not None:
                 remembered = _memo.get(memo_key)
                 if isinstance(remembered, _Part):
                     return remembered
             batches = read_sealed(device, paths)
-            if memo_key is None or _memo_key(paths, wanted, filter, self._micros) != memo_key:
+            if memo_key is None \
+                    or _memo_key(device, paths, wanted, filter, self._micros) != memo_key:
                 return _Part(batches)
             with _KNOWN_LOCK:
                 clean = all(path in _KNOWN for path in paths)  # else damage was reported
@@ -447,19 +448,21 @@ def _prefetch(paths: list[Path]) -> None:
         os.close(fd)
 
 
-def _memo_key(paths: list[Path], wanted: list[str], filter: pc.Expression | None,
+def _memo_key(device: str, paths: list[Path], wanted: list[str], filter: pc.Expression | None,
               micros: bool, lengths: tuple[int, ...] = ()) -> tuple[object, ...] | None:
-    """The key of a part's rows in the server's memo: its files as they are now (`stat`
-    identities: a file changed, replaced or deleted since is another key; of stream segments,
-    the committed `lengths` read too), the columns and the filter; None when the memo is off or
-    a file is gone."""
+    """The key of a part's rows in the server's memo: its device (the rows carry its name) and
+    its files as they are now, by identity (`stat`: a file changed, replaced or deleted since is
+    another key; of stream segments, the committed `lengths` read too), never by the path that
+    named them (the dump spelled otherwise, through a link or another relative path, is the same
+    files), the columns and the filter; None when the memo is off or a file is gone."""
     if not _memo.enabled():
         return None
     try:
-        files = tuple((path, _memo.file_key(path)) for path in paths)
+        files = tuple(_memo.file_key(path) for path in paths)
     except FileNotFoundError:
         return None
-    return (files, lengths, tuple(wanted), None if filter is None else str(filter), micros)
+    return (device, files, lengths, tuple(wanted), None if filter is None else str(filter),
+            micros)
 
 
 @dataclass(frozen=True, slots=True)

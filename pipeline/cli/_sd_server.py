@@ -21,7 +21,9 @@ The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the tem
 `sunpm-sd-<uid>`, mode 0700, refused otherwise); its name is a hash of the dump's real path and
 of the installed code and libraries, so a question never reaches a server of another dump or of
 older code. Questions are read as their bytes arrive and answered one at a time, in turn; a
-question whose client leaves, or a stop, interrupts its DuckDB query.
+question whose client leaves, or a stop, interrupts its DuckDB query. What a client does not
+take as fast as its answer is written waits for it (`_Outbox`: memory, then a temporary file,
+bounded) and is sent by a thread of its own, while the next questions are answered.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ _REQUEST_MAX: Final = 16 << 20
 #: (beyond, a connection is closed at once: its asker answers the question itself).
 _REQUEST_S: Final = 10.0
 _PENDING_MAX: Final = 64
+#: An answer its client takes more slowly than it is written (a paused `less`, `| (sleep 60;
+#: cat)`) waits for it in memory up to this much, then in a private temporary file, and is sent
+#: by a thread of its own while the next questions are answered. At most `_SPOOL_FILES_MAX`
+#: bytes wait in files, all answers together: beyond, an answer is written as fast as its client
+#: takes it, the others waiting, as do questions arriving while `_SENDING_MAX` answers are still
+#: being sent (closed: their askers answer them themselves).
+_SPOOL_MEMORY: Final = 1 << 20
+_SPOOL_FILES_MAX: Final = 1 << 30
+_SENDING_MAX: Final = 64
+_CHUNK: Final = 1 << 16
 #: The packages whose code writes an answer: a change to any gives the server another name.
 _CODE: Final = ("sdcard", "store", "config", "fsio", "pipeline/cli")
 #: The libraries that do (DuckDB's text of a value or an error may change from one version to
@@ -175,9 +187,9 @@ def _relay(client: socket.socket, dump: Path) -> int | None:
 class _Framed(io.RawIOBase):
     """Bytes written go to the client as frames of one kind."""
 
-    def __init__(self, conn: socket.socket, kind: bytes) -> None:
+    def __init__(self, outbox: _Outbox, kind: bytes) -> None:
         super().__init__()
-        self._conn = conn
+        self._outbox = outbox
         self._kind = kind
         #: The answer abandoned: what is still buffered goes nowhere.
         self.dropped = False
@@ -189,8 +201,205 @@ class _Framed(io.RawIOBase):
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
         if data and not self.dropped:
             self.sent = True
-            self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
+            self._outbox.write(_FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
+
+
+class _Senders:
+    """The answers still on their way to their clients (`_Outbox`), what they hold in files, and
+    when one last moved (a server whose clients still take their answers is not idle)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.active: set[_Outbox] = set()
+        self.filed = 0
+        self.moved_at = time.monotonic()
+
+    def full(self) -> bool:
+        with self.lock:
+            return len(self.active) >= _SENDING_MAX
+
+    def stop(self) -> None:
+        """Every answer still being sent abandoned (its client says the server stopped in the
+        middle of it)."""
+        with self.lock:
+            active = list(self.active)
+        for outbox in active:
+            outbox.abort()
+        for outbox in active:
+            outbox.join(10.0)
+
+
+class _Outbox:
+    """An answer's bytes on their way to its client, in order: sent at once while the client
+    takes them; else kept (memory up to `_SPOOL_MEMORY`, then a temporary file of this user's
+    alone, removed as it is made) and sent by a thread of its own, so that a client reading
+    slowly holds no one else waiting. A client gone is an `OSError` at the next write."""
+
+    def __init__(self, conn: socket.socket, senders: _Senders) -> None:
+        import threading
+
+        self._conn = conn
+        self._senders = senders
+        self._cond = threading.Condition()
+        self._memory = bytearray()
+        self._file: IO[bytes] | None = None
+        #: The file's bytes still to send: from `_read_at` to `_write_at`.
+        self._read_at = self._write_at = 0
+        self._ended = False
+        self._closed = False
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def conn(self) -> socket.socket:
+        return self._conn
+
+    def _waiting(self) -> int:
+        return len(self._memory) + self._write_at - self._read_at
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise BrokenPipeError(f"the client went away ({self._error})")
+            if not self._waiting():
+                try:
+                    sent = self._conn.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as error:
+                    self._error = error
+                    raise
+                data = data[sent:]
+                if not data:
+                    return
+            if self._write_at == self._read_at \
+                    and len(self._memory) + len(data) <= _SPOOL_MEMORY:
+                self._memory += data
+                self._start()
+                return
+            if self._filed(data):
+                self._start()
+                return
+            # No room in files (or no file could be written): sent as the client takes it,
+            # once what waits before it is sent.
+            self._cond.wait_for(lambda: self._error is not None or not self._waiting())
+            if self._error is not None:
+                raise BrokenPipeError(f"the client went away ({self._error})")
+        self._conn.sendall(data)
+
+    def _filed(self, data: bytes) -> bool:
+        """`data` added to the file (made at the first), if the files' budget allows."""
+        import tempfile
+
+        with self._senders.lock:
+            if self._senders.filed + len(data) > _SPOOL_FILES_MAX:
+                return False
+            self._senders.filed += len(data)
+        try:
+            if self._file is None:
+                # Closed by `_close`, once its last byte is sent.
+                self._file = tempfile.TemporaryFile(prefix="sunpm-sd-answer-")  # noqa: SIM115
+            view = memoryview(data)
+            at = self._write_at
+            while view:
+                written = os.pwrite(self._file.fileno(), view, at)
+                view, at = view[written:], at + written
+        except OSError:
+            with self._senders.lock:
+                self._senders.filed -= len(data)
+            # What was written past `_write_at` is never read, and overwritten next time.
+            return False
+        self._write_at += len(data)
+        return True
+
+    def _start(self) -> None:
+        import threading
+
+        if self._thread is None:
+            with self._senders.lock:
+                self._senders.active.add(self)
+            self._thread = threading.Thread(target=self._send, name="sd-serve-send", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _send(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._error is not None or self._waiting() > 0
+                                        or self._ended)
+                    if self._error is not None or not self._waiting():
+                        return
+                    from_file = not self._memory
+                    if from_file:
+                        assert self._file is not None
+                        chunk = os.pread(self._file.fileno(),
+                                         min(_CHUNK, self._write_at - self._read_at),
+                                         self._read_at)
+                    else:
+                        chunk = bytes(self._memory[:_CHUNK])
+                try:
+                    sent = self._conn.send(chunk)
+                except OSError as error:
+                    with self._cond:
+                        self._error = self._error or error
+                        self._cond.notify_all()
+                    return
+                with self._cond:
+                    if from_file:
+                        self._read_at += sent
+                        with self._senders.lock:
+                            self._senders.filed -= sent
+                        if self._read_at == self._write_at and self._file is not None:
+                            self._file.truncate(0)
+                            self._read_at = self._write_at = 0
+                    else:
+                        del self._memory[:sent]
+                    self._senders.moved_at = time.monotonic()
+                    self._cond.notify_all()
+        finally:
+            self._close()
+
+    def finish(self) -> None:
+        """The answer written whole (or abandoned): the connection closed once it is sent."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+            alone = self._thread is None
+        if alone:
+            self._close()
+
+    def abort(self) -> None:
+        """Nothing more sent: the client is gone, or its answer abandoned."""
+        with contextlib.suppress(OSError):
+            # Wakes a send blocked on a client that takes nothing.
+            self._conn.shutdown(socket.SHUT_RDWR)
+        with self._cond:
+            self._error = self._error or BrokenPipeError("abandoned")
+            self._memory.clear()
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = self._write_at - self._read_at
+            self._read_at = self._write_at = 0
+            self._memory.clear()
+        with self._senders.lock:
+            self._senders.filed -= waiting
+            self._senders.active.discard(self)
+        if self._file is not None:
+            self._file.close()
+        self._conn.close()
 
 
 def _framed_text(raw: _Framed, coding: object) -> IO[str]:
@@ -248,6 +457,7 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     _memo.enable(memory_bytes)
     stopped = threading.Event()
     asking = _Asking(listener)
+    senders = _Senders()
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
@@ -267,16 +477,20 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         while not stopped.is_set():
             ready = asking.wait(idle_at)
             if ready is None:
-                if not stopped.is_set():
-                    print("sunpm sd serve: idle, stopped", file=sys.stderr)
+                if stopped.is_set():
+                    break
+                # Idle: no question, and no answer taken by its client, for `idle_s`.
+                idle_at = max(idle_at, senders.moved_at + idle_s)
+                if time.monotonic() < idle_at:
+                    continue
+                print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
             for conn, request in ready:
-                if stopped.is_set():
+                if stopped.is_set() or senders.full():
                     conn.close()  # its asker answers the question itself
                     continue
-                with conn:
-                    started = time.perf_counter()
-                    code = _answer_one(conn, request, state, answer, signalled)
+                started = time.perf_counter()
+                code = _answer_one(_Outbox(conn, senders), request, state, answer, signalled)
                 idle_at = time.monotonic() + idle_s
                 if code is not None:
                     print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
@@ -288,6 +502,7 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         asking.close()
+        senders.stop()
         listening.release(path)
         _memo.enable(0)
     return 0
@@ -527,15 +742,25 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(sorted(found))
 
 
-def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
+def _answer_one(outbox: _Outbox, request: dict[str, object], state: _State,
                 answer: Answer, signalled: int) -> int | None:
     """One question, answered as the command would, the exit code last (returned; None when
     the client went away, the server was stopped before the end, or the question was not one of
     ours). A client gone before the end (Ctrl-C, `| head`, killed) ends its answer: at its next
     output, or sooner by interrupting DuckDB when it goes while nothing is written (a long
     aggregate); so does a signal to the server (`signalled` readable), whose client answers the
-    question itself when nothing was sent yet."""
-    raw_out, raw_err = _Framed(conn, _OUT), _Framed(conn, _ERR)
+    question itself when nothing was sent yet. What the client has not taken yet when the answer
+    is written is sent to it by `outbox` while the next questions are answered."""
+    code = _answered(outbox, request, state, answer, signalled)
+    if code is None:
+        outbox.abort()
+    outbox.finish()
+    return code
+
+
+def _answered(outbox: _Outbox, request: dict[str, object], state: _State, answer: Answer,
+              signalled: int) -> int | None:
+    raw_out, raw_err = _Framed(outbox, _OUT), _Framed(outbox, _ERR)
     try:
         query, fmt = str(request["query"]), str(request["format"])
         cwd, spelled = str(request["cwd"]), str(request["dump"])
@@ -554,7 +779,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             code = 2
         else:
             unsaid = False
-            with _Watch(conn, session, signalled) as watch:
+            with _Watch(outbox, session, signalled) as watch:
                 try:
                     code = answer(dump, query, fmt, out, err, session)
                 except OSError:
@@ -574,7 +799,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             state.done(keep=code == 0)
         out.flush()
         err.flush()
-        conn.sendall(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())
+        outbox.write(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())
     except OSError:
         return None  # the client went away
     return code
@@ -586,11 +811,12 @@ class _Watch:
     is interrupted and the answer abandoned. The watch ends before the question's answer does,
     so that no interrupt reaches the next question."""
 
-    def __init__(self, conn: socket.socket, session: Session, signalled: int) -> None:
+    def __init__(self, outbox: _Outbox, session: Session, signalled: int) -> None:
         import threading
 
         self._signalled = signalled
-        self._conn = conn
+        self._outbox = outbox
+        self._conn = outbox.conn
         self._session = session
         self._lock = threading.Lock()
         self._over = False
@@ -624,6 +850,8 @@ class _Watch:
             if fds:
                 break
         self.gone = True
+        # A write waiting for the client to take what is before it (the files full) ends too.
+        self._outbox.abort()
         woken = select.poll()
         woken.register(self._wake_r, select.POLLIN)
         # Again until the question ends: an interrupt with no query running is lost (the

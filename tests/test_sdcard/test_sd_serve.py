@@ -538,3 +538,126 @@ def test_servers_started_at_the_same_instant_leave_one_serving(
             if process.stderr is not None:
                 process.stderr.close()
     assert not list(run.glob("sunpm-sd-*/*"))
+
+
+def _read_bytes(pid: int) -> int:
+    """What the process read so far, from files and sockets (cached or not)."""
+    (line,) = (f for f in Path(f"/proc/{pid}/io").read_text().splitlines()
+               if f.startswith("rchar:"))
+    return int(line.split()[1])
+
+
+def test_a_question_spelling_the_dump_otherwise_is_answered_from_the_memo(
+        dump_copy: Path, runtime: Path, tmp_path: Path) -> None:
+    run = runtime
+    sealed = sum(p.stat().st_size for p in dump_copy.rglob("*.arrow"))
+    (tmp_path / "link").symlink_to(dump_copy)
+    server = _Server(dump_copy, run)
+    try:
+        assert "open for `sunpm sd sql`" in server.first_line, server.first_line
+        read = []
+        for spelled, cwd in ((str(dump_copy), ROOT), ("dump", dump_copy.parent),
+                             ("link", tmp_path), ("./dump/", dump_copy.parent)):
+            before = _read_bytes(server.process.pid)
+            assert _sql(Path(spelled), run, COUNT, cwd=cwd).returncode == 0
+            read.append(_read_bytes(server.process.pid) - before)
+        # The first question reads the sealed files; the others, however they spell the dump,
+        # find what it kept (the dump's open reads its journal and open segments again).
+        assert read[0] > sealed
+        assert max(read[1:]) < sealed / 4, (read, sealed)
+    finally:
+        code = server.stop()
+    assert code == 0 and server.rest.count("answered in") == 4 == _ASKED.pop(run), server.rest
+
+
+def _frames(client: socket.socket) -> tuple[bytes, bytes, int | None]:
+    """A served answer as its client takes it: standard output, standard error, exit code."""
+    data = bytearray()
+    while chunk := client.recv(1 << 20):
+        data += chunk
+    streams = {b"1": bytearray(), b"2": bytearray()}
+    at = 0
+    while at + 5 <= len(data):
+        kind, size = data[at:at + 1], int.from_bytes(data[at + 1:at + 5], "big")
+        body = bytes(data[at + 5:at + 5 + size])
+        at += 5 + size
+        if kind == b"x":
+            return bytes(streams[b"1"]), bytes(streams[b"2"]), int(body)
+        streams[bytes(kind)] += body
+    return bytes(streams[b"1"]), bytes(streams[b"2"]), None
+
+
+def test_a_client_reading_slowly_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
+    dump, run = served
+    big = "SELECT * FROM records ORDER BY ALL"
+    alone = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), big,
+                            "--format", "csv", "--no-server"], capture_output=True, timeout=300,
+                           cwd=ROOT, env=_env(run), check=True)
+    assert len(alone.stdout) > 4 << 20  # far more than a socket holds
+    # `sunpm sd sql DUMP ... | (sleep 60; cat)`: asks, then takes nothing of its answer.
+    with _asking(run) as slow:
+        slow.sendall(_request(big, dump))
+        _ASKED[run] = _ASKED.get(run, 0) + 1
+        others = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), COUNT, "--format",
+             "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_env(run))
+        _ASKED[run] += 1
+        try:
+            out, err = others.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            others.kill()
+            others.communicate()
+            raise
+        by_itself = _sql(dump, run, COUNT, "--no-server")
+        assert (others.returncode, out, err) == \
+            (0, by_itself.stdout.encode(), by_itself.stderr.encode())
+        # Its answer, taken at last, is the one it would have had alone, byte for byte.
+        assert _frames(slow) == (alone.stdout, alone.stderr, 0)
+
+
+@pytest.mark.parametrize("files_max", [1 << 30, 300_000, 0])
+def test_an_answer_kept_for_a_slow_client_reaches_it_whole_and_in_order(
+        monkeypatch: pytest.MonkeyPatch, files_max: int) -> None:
+    """In memory, then in a file, then (no room left in files) as the client takes it."""
+    from pipeline.cli import _sd_server
+
+    monkeypatch.setattr(_sd_server, "_SPOOL_MEMORY", 100_000)
+    monkeypatch.setattr(_sd_server, "_SPOOL_FILES_MAX", files_max)
+    ours, theirs = socket.socketpair()
+    senders = _sd_server._Senders()
+    outbox = _sd_server._Outbox(ours, senders)
+    pieces = [bytes([i % 251]) * (1 + i * 997 % 70_000) for i in range(120)]
+    taken = bytearray()
+
+    def take() -> None:  # slowly at first
+        time.sleep(0.5)
+        with theirs:
+            while chunk := theirs.recv(1 << 16):
+                taken.extend(chunk)
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    try:
+        for piece in pieces:
+            outbox.write(piece)
+        outbox.finish()
+    finally:
+        taker.join(timeout=60)
+        outbox.join(60)
+    assert bytes(taken) == b"".join(pieces)
+    assert senders.filed == 0 and not senders.active
+
+
+def test_a_slow_client_gone_ends_the_sending_of_its_answer() -> None:
+    from pipeline.cli import _sd_server
+
+    ours, theirs = socket.socketpair()
+    senders = _sd_server._Senders()
+    outbox = _sd_server._Outbox(ours, senders)
+    for _ in range(100):
+        outbox.write(bytes(1 << 16))  # kept: nothing taken
+    outbox.finish()
+    assert senders.active and senders.filed > 0
+    theirs.close()
+    outbox.join(60)
+    assert senders.filed == 0 and not senders.active
