@@ -297,6 +297,8 @@ def _reexport(args: argparse.Namespace) -> int:
         return 1
     for finding in dump.findings:
         print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
+    for name in result.partial:
+        print(f"{name}: {reexport_mod.PARTIAL}", file=sys.stderr)
     for name in result.differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
     print(f"{len(result.files)} files written to {args.out} ({result.windows} windows; "
