@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, cast
 
 if TYPE_CHECKING:
+    import threading
+
     from sdcard.dump import Dump
     from sdcard.sql import Session
 
@@ -206,8 +208,8 @@ class _Framed(io.RawIOBase):
 
 
 class _Senders:
-    """The answers still on their way to their clients (`_Outbox`), what they hold in files, and
-    when one last moved (a server whose clients still take their answers is not idle)."""
+    """The answers still on their way to their clients (`_Outbox`), and what they hold in
+    files."""
 
     def __init__(self) -> None:
         import threading
@@ -215,11 +217,17 @@ class _Senders:
         self.lock = threading.Lock()
         self.active: set[_Outbox] = set()
         self.filed = 0
-        self.moved_at = time.monotonic()
 
     def full(self) -> bool:
         with self.lock:
             return len(self.active) >= _SENDING_MAX
+
+    def drain(self, stopped: threading.Event) -> None:
+        """Until every answer is sent (or its asker gone), or `stopped`."""
+        while not stopped.wait(0.2):
+            with self.lock:
+                if not self.active:
+                    return
 
     def stop(self) -> None:
         """Every answer still being sent abandoned (its client says the server stopped in the
@@ -358,7 +366,6 @@ class _Outbox:
                             self._read_at = self._write_at = 0
                     else:
                         del self._memory[:sent]
-                    self._senders.moved_at = time.monotonic()
                     self._cond.notify_all()
         finally:
             self._close()
@@ -477,13 +484,8 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         while not stopped.is_set():
             ready = asking.wait(idle_at)
             if ready is None:
-                if stopped.is_set():
-                    break
-                # Idle: no question, and no answer taken by its client, for `idle_s`.
-                idle_at = max(idle_at, senders.moved_at + idle_s)
-                if time.monotonic() < idle_at:
-                    continue
-                print("sunpm sd serve: idle, stopped", file=sys.stderr)
+                if not stopped.is_set():
+                    print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
             for conn, request in ready:
                 if stopped.is_set() or senders.full():
@@ -496,15 +498,19 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
                     print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
                           f"(exit {code})", file=sys.stderr, flush=True)
     finally:
+        asking.close()
+        listening.release(path)  # a new server may start while the answers below are sent
+        _memo.enable(0)
+        if not stopped.is_set():
+            # Idle: the answers their askers still take (a paused `less`) are sent to the end,
+            # unless they leave or a signal stops it.
+            senders.drain(stopped)
+        senders.stop()
         signal.set_wakeup_fd(previous_wakeup)
         os.close(signalled)
         os.close(wakeup)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        asking.close()
-        senders.stop()
-        listening.release(path)
-        _memo.enable(0)
     return 0
 
 

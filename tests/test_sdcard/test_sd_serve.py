@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -661,3 +662,39 @@ def test_a_slow_client_gone_ends_the_sending_of_its_answer() -> None:
     theirs.close()
     outbox.join(60)
     assert senders.filed == 0 and not senders.active
+
+
+def _lines(server: _Server, n: int) -> list[str]:
+    """The server's next `n` lines on standard error, each awaited 120 s at most."""
+    stream = server.process.stderr
+    assert stream is not None
+    said: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [said.put(stream.readline()) for _ in range(n)],
+                     daemon=True).start()
+    try:
+        return [said.get(timeout=120) for _ in range(n)]
+    except queue.Empty:
+        server.process.kill()  # the test fails, its server not left behind
+        raise
+
+
+def test_a_server_idle_meanwhile_still_sends_a_slow_reader_its_whole_answer(
+        month: Plant, runtime: Path) -> None:
+    run = runtime
+    big = "SELECT * FROM records ORDER BY ALL"
+    alone = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(month.dump),
+                            big, "--format", "csv", "--no-server"], capture_output=True,
+                           timeout=300, cwd=ROOT, env=_env(run), check=True)
+    server = _Server(month.dump, run, "--idle-minutes", "0.03")
+    try:
+        with _asking(run) as slow:
+            slow.sendall(_request(big, month.dump))
+            said = _lines(server, 2)
+            assert "answered in" in said[0] and "idle, stopped" in said[1], said
+            # Gone from the socket folder (the next asker answers itself, or a new server
+            # starts), still sending what its slow reader has not taken.
+            assert not _socket(run)
+            assert _frames(slow) == (alone.stdout, alone.stderr, 0)
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
