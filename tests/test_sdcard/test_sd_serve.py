@@ -557,18 +557,21 @@ def test_a_question_spelling_the_dump_otherwise_is_answered_from_the_memo(
     try:
         assert "open for `sunpm sd sql`" in server.first_line, server.first_line
         read = []
-        for spelled, cwd in ((str(dump_copy), ROOT), ("dump", dump_copy.parent),
-                             ("link", tmp_path), ("./dump/", dump_copy.parent)):
+        spellings = ((str(dump_copy), ROOT), ("dump", dump_copy.parent), ("link", tmp_path),
+                     ("./dump/", dump_copy.parent))
+        for spelled, cwd in spellings + spellings:
             before = _read_bytes(server.process.pid)
             assert _sql(Path(spelled), run, COUNT, cwd=cwd).returncode == 0
             read.append(_read_bytes(server.process.pid) - before)
         # The first question reads the sealed files; the others, however they spell the dump,
-        # find what it kept (the dump's open reads its journal and open segments again).
+        # find what it kept (a new spelling's open reads its journal and open segments again).
         assert read[0] > sealed
         assert max(read[1:]) < sealed / 4, (read, sealed)
+        # A spelling asked before finds its open too: nothing read again but the question.
+        assert max(read[4:]) < min(read[1:3]) * 2 / 3, read
     finally:
         code = server.stop()
-    assert code == 0 and server.rest.count("answered in") == 4 == _ASKED.pop(run), server.rest
+    assert code == 0 and server.rest.count("answered in") == 8 == _ASKED.pop(run), server.rest
 
 
 def _frames(client: socket.socket) -> tuple[bytes, bytes, int | None]:
