@@ -247,7 +247,10 @@ def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str],
 
 
 def _positive_minutes(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0  # said as an out-of-range number is, not as argparse's "invalid value"
     if not 0 < value <= 7 * 24 * 60:
         raise argparse.ArgumentTypeError(f"{text}: minutes from above 0 to 10080 (a week)")
     return value
