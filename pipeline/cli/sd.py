@@ -479,6 +479,9 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
     again = (f" ({len(result.incomplete)} with errors: read again next time)"
              if result.incomplete else "")
+    unread = (f", {len(result.unreadable)} unreadable (read again next time)"
+              if result.unreadable else "")
     print(f"{len(result.ingested)} files ingested{again} ({result.rows} record rows, "
-          f"{result.alarms} alarms), {len(result.skipped)} already ingested, into {args.out}")
+          f"{result.alarms} alarms){unread}, {len(result.skipped)} already ingested, "
+          f"into {args.out}")
     return 1 if any(f.level is Level.ERROR for f in result.findings) else 0
