@@ -20,7 +20,8 @@ since.
 The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the temporary folder:
 `sunpm-sd-<uid>`, mode 0700, refused otherwise); its name is a hash of the dump's real path and
 of the installed code and libraries, so a question never reaches a server of another dump or of
-older code. Questions are read as their bytes arrive and answered one at a time, in turn; a
+older code; a lock file beside it, held while the server runs, lets only one of two servers
+started together bind it. Questions are read as their bytes arrive and answered one at a time, in turn; a
 question whose client leaves, or a stop, interrupts its DuckDB query. What a client does not
 take as fast as its answer is written waits for it (`_Outbox`: memory, then a temporary file,
 bounded) and is sent by a thread of its own, while the next questions are answered.
