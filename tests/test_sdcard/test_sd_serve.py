@@ -593,11 +593,13 @@ def _frames(client: socket.socket) -> tuple[bytes, bytes, int | None]:
 
 def test_a_client_reading_slowly_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
     dump, run = served
+    damaged = _damaged(dump)  # its finding, said after the rows, reaches the slow reader too
     big = "SELECT * FROM records ORDER BY ALL"
     alone = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), big,
                             "--format", "csv", "--no-server"], capture_output=True, timeout=300,
                            cwd=ROOT, env=_env(run), check=True)
     assert len(alone.stdout) > 4 << 20  # far more than a socket holds
+    assert str(damaged).encode() in alone.stderr
     # `sunpm sd sql DUMP ... | (sleep 60; cat)`: asks, then takes nothing of its answer.
     with _asking(run) as slow:
         slow.sendall(_request(big, dump))
