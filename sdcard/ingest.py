@@ -79,6 +79,8 @@ class IngestResult:
     skipped: list[Path] = field(default_factory=list)
     #: Ingested with lines left out: not in the manifest, read again by the next run.
     incomplete: list[Path] = field(default_factory=list)
+    #: Not read at all (no gzip or UTF-8 text): read again by the next run.
+    unreadable: list[Path] = field(default_factory=list)
     rows: int = 0
     alarms: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -265,6 +267,7 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
                 result.findings.append(Finding(Level.ERROR, "unreadable", path,
                                                f"{path}: not a readable gzip or UTF-8 text "
                                                f"({err}); skipped"))
+                result.unreadable.append(path)
                 if progress is not None:
                     progress(1)
                 continue

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from config.errors import SunpmError
 from config.model import ServerType
-from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
+from exporters.rendering.backfill import PARTIAL, missing_records, plan_backfill, render_backfill
 from exporters.rendering.source import store_source
 from fsio import write_file_durably
 from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 
 from .dump import DefinitionReader, Dump
+
+__all__ = ["PARTIAL", "ReexportError", "ReexportResult", "reexport"]
 
 
 class ReexportError(SunpmError):
@@ -33,6 +35,8 @@ class ReexportResult:
     files: list[Path] = field(default_factory=list)
     #: Same text as journaled, other compressed bytes (another zlib build).
     differing: list[str] = field(default_factory=list)
+    #: Rebuilt (`allow_partial`) from what is left of their records: not the text delivered.
+    partial: list[str] = field(default_factory=list)
     #: Files of windows the server had not confirmed (its sessions would deliver them). Counted
     #: in files: a range holds many windows with nothing to send (no parameter read, no
     #: command), which the server never had to confirm.
@@ -75,7 +79,9 @@ def reexport(dump: Dump, *, server: int, start_ns: int, end_ns: int, out: Path,
                 result.files.append(target)
                 if not f.window.delivered:
                     result.undelivered += 1
-                if f.same_bytes is False:
+                if f.same_text is False:
+                    result.partial.append(r.name)
+                elif f.same_bytes is False:
                     result.differing.append(r.name)
             if progress is not None:
                 progress(1)

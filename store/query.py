@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,11 +94,12 @@ class _KnownFile:
     by_variable: bool  # rows ordered by variable (`write_ipc_file`)
 
 
-# Sealed files walked clean, by path, for every `Log` of this process: a later read re-checks
-# each one by its frames' CRCs and a comparison of the bytes around them (`still_verified`),
-# parsing nothing; what fails is walked again. Entries are small (offsets, CRCs, ~2 KiB of
-# schema message and footer).
-_KNOWN: dict[Path, _KnownFile] = {}
+# Sealed files walked clean, by identity (device and inode: the same file under any path that
+# names it, a dump spelled otherwise or through a link), for every `Log` of this process: a later
+# read re-checks each one by its frames' CRCs and a comparison of the bytes around them
+# (`still_verified`), parsing nothing; what fails (another file since under that inode) is
+# walked again. Entries are small (offsets, CRCs, ~2 KiB of schema message and footer).
+_KNOWN: dict[tuple[int, int], _KnownFile] = {}
 _KNOWN_MAX: Final = 200_000
 _KNOWN_LOCK = threading.Lock()
 
@@ -135,10 +136,12 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
         # the bytes checked are the bytes decoded.
         with open(path, "rb", buffering=0) as fh:
             data = fh.read()
+            st = os.fstat(fh.fileno())
     except FileNotFoundError:
         return [], False
+    identity = (st.st_dev, st.st_ino)
     with _KNOWN_LOCK:
-        known = _KNOWN.get(path)
+        known = _KNOWN.get(identity)
     if known is None or not still_verified(data, known.checked):
         scan, meta = scan_ipc_file(data, RECORDS_SCHEMA)
         version = version_not_known(meta)
@@ -152,7 +155,7 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
         ordered = by_variable(meta)
         if not scan.header_ok or not scan.ended or scan.damage or scan.torn is not None:
             with _KNOWN_LOCK:
-                _KNOWN.pop(path, None)
+                _KNOWN.pop(identity, None)
             rebuilt = store.verified_file(path)
             fields = sorted({*indexes, *_SORT_KEYS}) if ordered else indexes
             options = pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False)
@@ -164,7 +167,7 @@ def _sealed_batches(store: Log, path: Path, indexes: list[int],
         with _KNOWN_LOCK:
             if len(_KNOWN) >= _KNOWN_MAX:
                 _KNOWN.clear()
-            _KNOWN[path] = known
+            _KNOWN[identity] = known
     frames = known.checked.frames
     several = known.by_variable
     if keep is not None:
@@ -278,7 +281,7 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             live_files = [path for path, _ in segments]
 
             def live_key() -> tuple[object, ...] | None:
-                return _memo_key(live_files, wanted, filter, self._micros,
+                return _memo_key(device, live_files, wanted, filter, self._micros,
                                  lengths=tuple(length for _, length in segments))
 
             memo_key = live_key()
@@ -304,16 +307,18 @@ class _VerifiedRecords(ds.InMemoryDataset):  # type: ignore[misc]  # pyarrow is 
             batch as a small file's decoding). Under the server's memo (`store/_memo.py`), the
             rows the filter selects of files read clean are kept, for the next scan asking for
             the same columns and filter of the same files."""
-            memo_key = _memo_key(paths, wanted, filter, self._micros)
+            memo_key = _memo_key(device, paths, wanted, filter, self._micros)
             if memo_key is not None:
                 remembered = _memo.get(memo_key)
                 if isinstance(remembered, _Part):
                     return remembered
             batches = read_sealed(device, paths)
-            if memo_key is None or _memo_key(paths, wanted, filter, self._micros) != memo_key:
+            if memo_key is None \
+                    or _memo_key(device, paths, wanted, filter, self._micros) != memo_key:
                 return _Part(batches)
-            with _KNOWN_LOCK:
-                clean = all(path in _KNOWN for path in paths)  # else damage was reported
+            files = cast(tuple[_memo.FileKey, ...], memo_key[1])
+            with _KNOWN_LOCK:  # else damage was reported
+                clean = all((key[0], key[1]) in _KNOWN for key in files)
             return remember(memo_key, batches) if clean else _Part(batches)
 
         def remember(memo_key: tuple[object, ...], batches: list[pa.RecordBatch]) -> _Part:
@@ -447,19 +452,21 @@ def _prefetch(paths: list[Path]) -> None:
         os.close(fd)
 
 
-def _memo_key(paths: list[Path], wanted: list[str], filter: pc.Expression | None,
+def _memo_key(device: str, paths: list[Path], wanted: list[str], filter: pc.Expression | None,
               micros: bool, lengths: tuple[int, ...] = ()) -> tuple[object, ...] | None:
-    """The key of a part's rows in the server's memo: its files as they are now (`stat`
-    identities: a file changed, replaced or deleted since is another key; of stream segments,
-    the committed `lengths` read too), the columns and the filter; None when the memo is off or
-    a file is gone."""
+    """The key of a part's rows in the server's memo: its device (the rows carry its name) and
+    its files as they are now, by identity (`stat`: a file changed, replaced or deleted since is
+    another key; of stream segments, the committed `lengths` read too), never by the path that
+    named them (the dump spelled otherwise, through a link or another relative path, is the same
+    files), the columns and the filter; None when the memo is off or a file is gone."""
     if not _memo.enabled():
         return None
     try:
-        files = tuple((path, _memo.file_key(path)) for path in paths)
+        files = tuple(_memo.file_key(path) for path in paths)
     except FileNotFoundError:
         return None
-    return (files, lengths, tuple(wanted), None if filter is None else str(filter), micros)
+    return (device, files, lengths, tuple(wanted), None if filter is None else str(filter),
+            micros)
 
 
 @dataclass(frozen=True, slots=True)

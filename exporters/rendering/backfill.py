@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +34,11 @@ class BackfillWindow:
     delivered: bool                 # every file of it confirmed by the server
 
 
+#: What the export commands say of a file rebuilt with `allow_partial` from fewer records than
+#: were delivered (its text differs: never "same text, other compressed bytes").
+PARTIAL: Final = "records no longer all stored; rebuilt from what is left, not the text delivered"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackfillFile:
     rendered: Rendered
@@ -41,6 +46,9 @@ class BackfillFile:
     #: None: no journaled file to compare with; True: same bytes as journaled; False: they
     #: differ (another zlib, or with `allow_partial` records no longer stored).
     same_bytes: bool | None
+    #: Likewise of the text before compression: False only with `allow_partial`, the file
+    #: rebuilt from what is left of its records.
+    same_text: bool | None = None
 
 
 class RecordReader(Protocol):
@@ -116,12 +124,14 @@ def render_backfill(source: WindowSource, plan: Sequence[BackfillWindow], *,
         journaled = {} if window.built is None else {f.name: f for f in window.built.files}
         for r in rendered:
             same: bool | None = None
+            text: bool | None = None
             if r.name in journaled:
                 expected = journaled[r.name]
-                if r.text_sha256 != expected.text_sha256 and not allow_partial:
+                text = r.text_sha256 == expected.text_sha256
+                if not text and not allow_partial:
                     raise BackfillError(
                         f"{r.name}: rebuilt text differs from the file delivered; its records "
                         f"are no longer all stored (use --allow-partial to export anyway)")
                 same = hashlib.sha256(r.data).hexdigest() == expected.sha256
-            files.append(BackfillFile(rendered=r, window=window, same_bytes=same))
+            files.append(BackfillFile(rendered=r, window=window, same_bytes=same, same_text=text))
         yield files

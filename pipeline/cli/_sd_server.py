@@ -20,13 +20,17 @@ since.
 The socket lives in a folder of the user's own (`$XDG_RUNTIME_DIR`, else the temporary folder:
 `sunpm-sd-<uid>`, mode 0700, refused otherwise); its name is a hash of the dump's real path and
 of the installed code and libraries, so a question never reaches a server of another dump or of
-older code. Questions are read as their bytes arrive and answered one at a time, in turn; a
-question whose client leaves, or a stop, interrupts its DuckDB query.
+older code; a lock file beside it, held while the server runs, lets only one of two servers
+started together bind it. Questions are read as their bytes arrive and answered one at a time, in turn; a
+question whose client leaves, or a stop, interrupts its DuckDB query. What a client does not
+take as fast as its answer is written waits for it (`_Outbox`: memory, then a temporary file,
+bounded) and is sent by a thread of its own, while the next questions are answered.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import io
 import json
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, cast
 
 if TYPE_CHECKING:
+    import threading
+
     from sdcard.dump import Dump
     from sdcard.sql import Session
 
@@ -52,6 +58,16 @@ _REQUEST_MAX: Final = 16 << 20
 #: (beyond, a connection is closed at once: its asker answers the question itself).
 _REQUEST_S: Final = 10.0
 _PENDING_MAX: Final = 64
+#: An answer its client takes more slowly than it is written (a paused `less`, `| (sleep 60;
+#: cat)`) waits for it in memory up to this much, then in a private temporary file, and is sent
+#: by a thread of its own while the next questions are answered. At most `_SPOOL_FILES_MAX`
+#: bytes wait in files, all answers together: beyond, an answer is written as fast as its client
+#: takes it, the others waiting, as do questions arriving while `_SENDING_MAX` answers are still
+#: being sent (closed: their askers answer them themselves).
+_SPOOL_MEMORY: Final = 1 << 20
+_SPOOL_FILES_MAX: Final = 1 << 30
+_SENDING_MAX: Final = 64
+_CHUNK: Final = 1 << 16
 #: The packages whose code writes an answer: a change to any gives the server another name.
 _CODE: Final = ("sdcard", "store", "config", "fsio", "pipeline/cli")
 #: The libraries that do (DuckDB's text of a value or an error may change from one version to
@@ -174,9 +190,9 @@ def _relay(client: socket.socket, dump: Path) -> int | None:
 class _Framed(io.RawIOBase):
     """Bytes written go to the client as frames of one kind."""
 
-    def __init__(self, conn: socket.socket, kind: bytes) -> None:
+    def __init__(self, outbox: _Outbox, kind: bytes) -> None:
         super().__init__()
-        self._conn = conn
+        self._outbox = outbox
         self._kind = kind
         #: The answer abandoned: what is still buffered goes nowhere.
         self.dropped = False
@@ -188,8 +204,210 @@ class _Framed(io.RawIOBase):
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
         if data and not self.dropped:
             self.sent = True
-            self._conn.sendall(_FRAME.pack(self._kind, len(data)) + bytes(data))
+            self._outbox.write(_FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
+
+
+class _Senders:
+    """The answers still on their way to their clients (`_Outbox`), and what they hold in
+    files."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.active: set[_Outbox] = set()
+        self.filed = 0
+
+    def full(self) -> bool:
+        with self.lock:
+            return len(self.active) >= _SENDING_MAX
+
+    def drain(self, stopped: threading.Event) -> None:
+        """Until every answer is sent (or its asker gone), or `stopped`."""
+        while not stopped.wait(0.2):
+            with self.lock:
+                if not self.active:
+                    return
+
+    def stop(self) -> None:
+        """Every answer still being sent abandoned (its client says the server stopped in the
+        middle of it)."""
+        with self.lock:
+            active = list(self.active)
+        for outbox in active:
+            outbox.abort()
+        for outbox in active:
+            outbox.join(10.0)
+
+
+class _Outbox:
+    """An answer's bytes on their way to its client, in order: sent at once while the client
+    takes them; else kept (memory up to `_SPOOL_MEMORY`, then a temporary file of this user's
+    alone, removed as it is made) and sent by a thread of its own, so that a client reading
+    slowly holds no one else waiting. A client gone is an `OSError` at the next write."""
+
+    def __init__(self, conn: socket.socket, senders: _Senders) -> None:
+        import threading
+
+        self._conn = conn
+        self._senders = senders
+        self._cond = threading.Condition()
+        self._memory = bytearray()
+        self._file: IO[bytes] | None = None
+        #: The file's bytes still to send: from `_read_at` to `_write_at`.
+        self._read_at = self._write_at = 0
+        self._ended = False
+        self._closed = False
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def conn(self) -> socket.socket:
+        return self._conn
+
+    def _waiting(self) -> int:
+        return len(self._memory) + self._write_at - self._read_at
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise BrokenPipeError(f"the client went away ({self._error})")
+            if not self._waiting():
+                try:
+                    sent = self._conn.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as error:
+                    self._error = error
+                    raise
+                data = data[sent:]
+                if not data:
+                    return
+            if self._write_at == self._read_at \
+                    and len(self._memory) + len(data) <= _SPOOL_MEMORY:
+                self._memory += data
+                self._start()
+                return
+            if self._filed(data):
+                self._start()
+                return
+            # No room in files (or no file could be written): sent as the client takes it,
+            # once what waits before it is sent.
+            self._cond.wait_for(lambda: self._error is not None or not self._waiting())
+            if self._error is not None:
+                raise BrokenPipeError(f"the client went away ({self._error})")
+        self._conn.sendall(data)
+
+    def _filed(self, data: bytes) -> bool:
+        """`data` added to the file (made at the first), if the files' budget allows."""
+        import tempfile
+
+        with self._senders.lock:
+            if self._senders.filed + len(data) > _SPOOL_FILES_MAX:
+                return False
+            self._senders.filed += len(data)
+        try:
+            if self._file is None:
+                # Closed by `_close`, once its last byte is sent.
+                self._file = tempfile.TemporaryFile(prefix="sunpm-sd-answer-")  # noqa: SIM115
+            view = memoryview(data)
+            at = self._write_at
+            while view:
+                written = os.pwrite(self._file.fileno(), view, at)
+                view, at = view[written:], at + written
+        except OSError:
+            with self._senders.lock:
+                self._senders.filed -= len(data)
+            # What was written past `_write_at` is never read, and overwritten next time.
+            return False
+        self._write_at += len(data)
+        return True
+
+    def _start(self) -> None:
+        import threading
+
+        if self._thread is None:
+            with self._senders.lock:
+                self._senders.active.add(self)
+            self._thread = threading.Thread(target=self._send, name="sd-serve-send", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _send(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._error is not None or self._waiting() > 0
+                                        or self._ended)
+                    if self._error is not None or not self._waiting():
+                        return
+                    from_file = not self._memory
+                    if from_file:
+                        assert self._file is not None
+                        chunk = os.pread(self._file.fileno(),
+                                         min(_CHUNK, self._write_at - self._read_at),
+                                         self._read_at)
+                    else:
+                        chunk = bytes(self._memory[:_CHUNK])
+                try:
+                    sent = self._conn.send(chunk)
+                except OSError as error:
+                    with self._cond:
+                        self._error = self._error or error
+                        self._cond.notify_all()
+                    return
+                with self._cond:
+                    if from_file:
+                        self._read_at += sent
+                        with self._senders.lock:
+                            self._senders.filed -= sent
+                        if self._read_at == self._write_at and self._file is not None:
+                            self._file.truncate(0)
+                            self._read_at = self._write_at = 0
+                    else:
+                        del self._memory[:sent]
+                    self._cond.notify_all()
+        finally:
+            self._close()
+
+    def finish(self) -> None:
+        """The answer written whole (or abandoned): the connection closed once it is sent."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+            alone = self._thread is None
+        if alone:
+            self._close()
+
+    def abort(self) -> None:
+        """Nothing more sent: the client is gone, or its answer abandoned."""
+        with contextlib.suppress(OSError):
+            # Wakes a send blocked on a client that takes nothing.
+            self._conn.shutdown(socket.SHUT_RDWR)
+        with self._cond:
+            self._error = self._error or BrokenPipeError("abandoned")
+            self._memory.clear()
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = self._write_at - self._read_at
+            self._read_at = self._write_at = 0
+            self._memory.clear()
+        with self._senders.lock:
+            self._senders.filed -= waiting
+            self._senders.active.discard(self)
+        if self._file is not None:
+            self._file.close()
+        self._conn.close()
 
 
 def _framed_text(raw: _Framed, coding: object) -> IO[str]:
@@ -235,17 +453,19 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
     try:
-        listener = _listen(path)
+        listening = _listen(path)
     except OSError as err:
         print(f"sunpm sd serve: {path}: {err.strerror or err} (a socket path has at most 107 "
               "bytes: set XDG_RUNTIME_DIR to a shorter folder)", file=sys.stderr)
         return 2
-    if listener is None:
+    if listening is None:
         print(f"sunpm sd serve: a server of {dump_path} runs already", file=sys.stderr)
         return 3
+    listener = listening.listener
     _memo.enable(memory_bytes)
     stopped = threading.Event()
     asking = _Asking(listener)
+    senders = _Senders()
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
@@ -260,7 +480,6 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     previous_wakeup = signal.set_wakeup_fd(wakeup)
     print(f"sunpm sd serve: {dump_path} open for `sunpm sd sql` (stops after "
           f"{idle_s / 60:g} min without a question, or Ctrl-C)", file=sys.stderr, flush=True)
-    own = os.stat(path).st_ino
     try:
         idle_at = time.monotonic() + idle_s
         while not stopped.is_set():
@@ -270,30 +489,29 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
                     print("sunpm sd serve: idle, stopped", file=sys.stderr)
                 break
             for conn, request in ready:
-                if stopped.is_set():
+                if stopped.is_set() or senders.full():
                     conn.close()  # its asker answers the question itself
                     continue
-                with conn:
-                    started = time.perf_counter()
-                    code = _answer_one(conn, request, state, answer, signalled)
+                started = time.perf_counter()
+                code = _answer_one(_Outbox(conn, senders), request, state, answer, signalled)
                 idle_at = time.monotonic() + idle_s
                 if code is not None:
                     print(f"sunpm sd serve: answered in {time.perf_counter() - started:.3f} s "
                           f"(exit {code})", file=sys.stderr, flush=True)
     finally:
+        asking.close()
+        listening.release(path)  # a new server may start while the answers below are sent
+        _memo.enable(0)
+        if not stopped.is_set():
+            # Idle: the answers their askers still take (a paused `less`) are sent to the end,
+            # unless they leave or a signal stops it.
+            senders.drain(stopped)
+        senders.stop()
         signal.set_wakeup_fd(previous_wakeup)
         os.close(signalled)
         os.close(wakeup)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        asking.close()
-        listener.close()
-        try:
-            if os.stat(path).st_ino == own:  # not a newer server's
-                path.unlink()
-        except OSError:
-            pass
-        _memo.enable(0)
     return 0
 
 
@@ -381,54 +599,113 @@ class _Asking:
             self._drop(fd)
 
 
-def _listen(path: Path) -> socket.socket | None:
-    """The listening socket at `path`; None when a server answers there already (a socket file
-    nobody answers on is a stopped server's: replaced)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+class _Listening:
+    """The server's claim on its socket: a lock file beside it, held (`flock`) while the server
+    runs, then the socket bound. Two servers of one dump started at the same instant both find
+    no one answering; only the lock decides between them, where a look then a bind would let
+    both bind (the later one over the earlier's socket file, which then answers no one)."""
+
+    def __init__(self, listener: socket.socket, lock: int, lock_path: Path) -> None:
+        self.listener = listener
+        self._lock = lock
+        self._lock_path = lock_path
+
+    def release(self, path: Path) -> None:
+        """The socket and the lock file removed, while still held: no later server's."""
+        self.listener.close()
+        for held in (path, self._lock_path):
+            with contextlib.suppress(OSError):
+                held.unlink()
+        os.close(self._lock)
+
+
+def _listen(path: Path) -> _Listening | None:
+    """The listening socket at `path`; None when a server of it runs already (holds the lock).
+    A socket file left by a server that died is replaced."""
+    import fcntl
+
+    lock_path = path.with_suffix(".lock")
+    while True:
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            return None
+        except BaseException:
+            os.close(lock)
+            raise
+        try:
+            # The lock file of a server that removed it as we opened it: locked in vain.
+            if os.fstat(lock).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(lock)
     try:
-        probe.connect(str(path))
-    except OSError:
-        pass
-    else:
-        return None
-    finally:
-        probe.close()
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(16)
-    return listener
+        path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            listener.listen(16)
+        except BaseException:
+            listener.close()
+            raise
+    except BaseException:
+        lock_path.unlink(missing_ok=True)
+        os.close(lock)
+        raise
+    return _Listening(listener, lock, lock_path)
+
+
+#: Opens of the dump kept, each under the path an asker spelled (a script's absolute path, a
+#: shell's relative one): about 7 MB each on a month of a hundred devices, where opening again
+#: costs 0.4 s and reads every open segment.
+_OPENS_KEPT: Final = 4
 
 
 class _State:
     """The dump as opened, by the path the asker spelled (its findings name its files as a
-    process of the asker's would), and what it looked like then (`_signature`); the DuckDB
-    session of the questions over it, kept while they only read (a question that sets, creates
-    or prepares anything closes it: the next one gets a fresh one, as a process of its own
-    would)."""
+    process of the asker's would), and what it looked like then (`_signature`), for the last few
+    spellings; the DuckDB session of the questions over the current one, kept while they only
+    read (a question that sets, creates or prepares anything closes it: the next one gets a
+    fresh one, as a process of its own would)."""
 
     def __init__(self, open_dump: OpenDump) -> None:
+        from collections import OrderedDict
+
         self._open = open_dump
         self._path: Path | None = None
         self._dump: Dump | None = None
         self._session: Session | None = None
-        self._signature: tuple[tuple[str, int, int, int], ...] | None = None
-        #: How many findings the dump held once opened, and once the session was made.
+        #: By spelling: the dump, what it looked like, how many findings it held once opened.
+        self._opens: OrderedDict[Path, tuple[Dump, _Signature, tuple[int, int]]] = OrderedDict()
+        #: How many findings the current dump held once opened, and once the session was made.
         self._opened = self._made = (0, 0)
 
     def current(self, path: Path) -> Dump:
         """The dump at `path` (relative to the current folder, the asker's) as it is now."""
         try:
-            signature: tuple[tuple[str, int, int, int], ...] | None = _signature(path)
+            signature: _Signature | None = _signature(path)
         except OSError:
             signature = None  # gone or unreadable: the open says why, as the command would
-        if self._dump is None or path != self._path or signature is None \
-                or signature != self._signature:
-            self.done(keep=False)
-            self._dump = None
-            self._dump = self._open(path)
-            self._path, self._signature = path, signature
-            self._opened = _said(self._dump)
+        if self._dump is not None and path == self._path and signature is not None \
+                and self._opens[path][1] == signature:
+            return self._dump
+        self.done(keep=False)
+        self._dump = self._path = None
+        kept = self._opens.pop(path, None)
+        if kept is None or signature is None or kept[1] != signature:
+            opened = self._open(path)
+            if signature is None:  # opened all the same: for this question only
+                self._dump, self._opened = opened, _said(opened)
+                return opened
+            kept = (opened, signature, _said(opened))
+        self._opens[path] = kept
+        while len(self._opens) > _OPENS_KEPT:
+            self._opens.popitem(last=False)
+        self._dump, _, self._opened = kept
+        self._path = path
         return self._dump
 
     def session(self) -> Session:
@@ -463,7 +740,10 @@ def _forget(dump: Dump, said: tuple[int, int]) -> None:
     del dump.extra[said[1]:]
 
 
-def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
+_Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def _signature(root: Path) -> _Signature:
     """Every folder of the dump and every file but sealed `.arrow` ones (written whole under a
     new name, which changes their folder): name, size, modification and change times. What a
     writer does to a store (a commit, a compaction, a deletion) changes it."""
@@ -491,15 +771,25 @@ def _signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(sorted(found))
 
 
-def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
+def _answer_one(outbox: _Outbox, request: dict[str, object], state: _State,
                 answer: Answer, signalled: int) -> int | None:
     """One question, answered as the command would, the exit code last (returned; None when
     the client went away, the server was stopped before the end, or the question was not one of
     ours). A client gone before the end (Ctrl-C, `| head`, killed) ends its answer: at its next
     output, or sooner by interrupting DuckDB when it goes while nothing is written (a long
     aggregate); so does a signal to the server (`signalled` readable), whose client answers the
-    question itself when nothing was sent yet."""
-    raw_out, raw_err = _Framed(conn, _OUT), _Framed(conn, _ERR)
+    question itself when nothing was sent yet. What the client has not taken yet when the answer
+    is written is sent to it by `outbox` while the next questions are answered."""
+    code = _answered(outbox, request, state, answer, signalled)
+    if code is None:
+        outbox.abort()
+    outbox.finish()
+    return code
+
+
+def _answered(outbox: _Outbox, request: dict[str, object], state: _State, answer: Answer,
+              signalled: int) -> int | None:
+    raw_out, raw_err = _Framed(outbox, _OUT), _Framed(outbox, _ERR)
     try:
         query, fmt = str(request["query"]), str(request["format"])
         cwd, spelled = str(request["cwd"]), str(request["dump"])
@@ -518,7 +808,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             code = 2
         else:
             unsaid = False
-            with _Watch(conn, session, signalled) as watch:
+            with _Watch(outbox, session, signalled) as watch:
                 try:
                     code = answer(dump, query, fmt, out, err, session)
                 except OSError:
@@ -538,7 +828,7 @@ def _answer_one(conn: socket.socket, request: dict[str, object], state: _State,
             state.done(keep=code == 0)
         out.flush()
         err.flush()
-        conn.sendall(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())
+        outbox.write(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())
     except OSError:
         return None  # the client went away
     return code
@@ -550,11 +840,12 @@ class _Watch:
     is interrupted and the answer abandoned. The watch ends before the question's answer does,
     so that no interrupt reaches the next question."""
 
-    def __init__(self, conn: socket.socket, session: Session, signalled: int) -> None:
+    def __init__(self, outbox: _Outbox, session: Session, signalled: int) -> None:
         import threading
 
         self._signalled = signalled
-        self._conn = conn
+        self._outbox = outbox
+        self._conn = outbox.conn
         self._session = session
         self._lock = threading.Lock()
         self._over = False
@@ -588,6 +879,8 @@ class _Watch:
             if fds:
                 break
         self.gone = True
+        # A write waiting for the client to take what is before it (the files full) ends too.
+        self._outbox.abort()
         woken = select.poll()
         woken.register(self._wake_r, select.POLLIN)
         # Again until the question ends: an interrupt with no query running is lost (the

@@ -75,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
 async def _export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from exporters.rendering.backfill import missing_records, plan_backfill, render_backfill
+    from exporters.rendering.backfill import (
+        PARTIAL,
+        missing_records,
+        plan_backfill,
+        render_backfill,
+    )
     from exporters.sources import open_export
     from exporters.views.windows import ns_to_datetime
     from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
@@ -140,6 +145,7 @@ async def _export(args: argparse.Namespace) -> int:
                       f"sessions' to deliver (server {args.server} cursor)", file=sys.stderr)
         files = 0
         differing: list[str] = []
+        partial: list[str] = []
         rendered = render_backfill(job.source, plan, allow_partial=args.allow_partial)
         with tqdm(total=len(plan), unit="window", file=sys.stderr, disable=None) as bar:
             # Each window's store reads and gzip run in a worker thread (docs/style.md §4), one
@@ -148,9 +154,13 @@ async def _export(args: argparse.Namespace) -> int:
                 for f in window_files:
                     await _emit(job, args, f)
                     files += 1
-                    if f.same_bytes is False:
+                    if f.same_text is False:
+                        partial.append(f.rendered.name)
+                    elif f.same_bytes is False:
                         differing.append(f.rendered.name)
                 bar.update(1)
+    for name in partial:
+        print(f"{name}: {PARTIAL}", file=sys.stderr)
     for name in differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
     if args.upload and not job.file_server:

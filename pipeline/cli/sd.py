@@ -247,7 +247,10 @@ def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str],
 
 
 def _positive_minutes(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0  # said as an out-of-range number is, not as argparse's "invalid value"
     if not 0 < value <= 7 * 24 * 60:
         raise argparse.ArgumentTypeError(f"{text}: minutes from above 0 to 10080 (a week)")
     return value
@@ -297,6 +300,8 @@ def _reexport(args: argparse.Namespace) -> int:
         return 1
     for finding in dump.findings:
         print(f"sunpm sd reexport: {finding.level}: {finding.message}", file=sys.stderr)
+    for name in result.partial:
+        print(f"{name}: {reexport_mod.PARTIAL}", file=sys.stderr)
     for name in result.differing:
         print(f"{name}: same text as delivered, other compressed bytes", file=sys.stderr)
     print(f"{len(result.files)} files written to {args.out} ({result.windows} windows; "
@@ -474,6 +479,9 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"sunpm ingest: {finding.level}: {finding.message}", file=sys.stderr)
     again = (f" ({len(result.incomplete)} with errors: read again next time)"
              if result.incomplete else "")
+    unread = (f", {len(result.unreadable)} unreadable (read again next time)"
+              if result.unreadable else "")
     print(f"{len(result.ingested)} files ingested{again} ({result.rows} record rows, "
-          f"{result.alarms} alarms), {len(result.skipped)} already ingested, into {args.out}")
+          f"{result.alarms} alarms){unread}, {len(result.skipped)} already ingested, "
+          f"into {args.out}")
     return 1 if any(f.level is Level.ERROR for f in result.findings) else 0

@@ -348,3 +348,22 @@ def test_a_torn_tail_is_listed_once_by_inspect_with_the_batches_kept(dump_copy: 
     assert seg in torn[0] and "None" not in torn[0] and "complete batches kept" in torn[0]
     findings = json.loads(sunpm("sd", "inspect", dump_copy, "--json").out)["findings"]
     assert [f["kind"] for f in findings] == ["torn_tail"]
+
+
+def test_a_file_reexported_from_fewer_records_is_said_partial_not_recompressed(
+        dump_copy: Path, tmp_path: Path) -> None:
+    damaged = _sealed(dump_copy, "1", 7)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    damaged.write_bytes(bytes(data))
+    ran = sunpm("sd", "reexport", dump_copy, "--server", "1", "--from", "2021-02-01",
+                "--to", "2021-03-03T23:40:00Z", "--out", tmp_path / "re", "--allow-partial")
+    assert ran.code == 0, ran.err
+    partial = [line.split(":")[0] for line in ran.err.splitlines()
+               if line.endswith("rebuilt from what is left, not the text delivered")]
+    assert partial and all("_MODBUS_" in name for name in partial), ran.err
+    assert "same text as delivered" not in ran.err
+    # Refused without --allow-partial, naming the first of them.
+    refused = sunpm("sd", "reexport", dump_copy, "--server", "1", "--from", "2021-02-01",
+                    "--to", "2021-03-03T23:40:00Z", "--out", tmp_path / "re2")
+    assert refused.code == 1 and f"{partial[0]}: rebuilt text differs" in refused.err

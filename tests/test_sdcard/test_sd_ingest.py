@@ -125,6 +125,9 @@ def test_damaged_and_foreign_files_are_named_and_the_rest_read(tmp_path: Path) -
     assert f"{UID}_TIC_210205_091500.csv.gz:4: 2 fields where WPM00BDE4_TIC_LINKY.csv gives 6" \
         in ran.err
     assert f"{UID}_TIC_210205_091500.csv.gz:5: date 'yesterday' unreadable" in ran.err
+    # Every file of the tree counted: the unreadable one is not among the ingested.
+    assert ran.out.startswith("2 files ingested (1 with errors: read again next time) "), ran.out
+    assert ", 1 unreadable (read again next time), 0 already ingested" in ran.out
     assert len(_records(out, "WHERE device = 'IO'")) == 3 * 5
     assert hashes(tree) == before
 

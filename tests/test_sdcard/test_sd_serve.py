@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -466,3 +467,247 @@ def test_a_file_a_writer_removes_while_the_dump_is_compared_is_no_error(
     assert str(live / "journal") in {name for name, *_ in signature}
     assert not {str(live / "journal" / "commit.tmp"), str(live / "devices" / "9")} \
         & {name for name, *_ in signature}
+
+
+def test_of_two_servers_claiming_the_socket_at_once_exactly_one_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import _sd_server
+
+    path = tmp_path / "x.sock"
+    looked = threading.Barrier(2, timeout=5)
+    connect = socket.socket.connect
+
+    def look_together(self: socket.socket, address: object) -> None:
+        # Both have found no one answering before either binds: the instant two start at.
+        try:
+            connect(self, address)  # type: ignore[arg-type]
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                looked.wait()
+
+    monkeypatch.setattr(socket.socket, "connect", look_together)
+    claims: list[object] = []
+    failed: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            claims.append(_sd_server._listen(path))
+        except BaseException as error:  # noqa: BLE001  (said by the assertion below)
+            failed.append(error)
+
+    claiming = [threading.Thread(target=claim) for _ in range(2)]
+    for thread in claiming:
+        thread.start()
+    for thread in claiming:
+        thread.join(timeout=30)
+    monkeypatch.undo()
+    won = [c for c in claims if c is not None]
+    try:
+        assert not failed and len(claims) == 2 and len(won) == 1, (failed, claims)
+        # The winner's socket is the one at `path`: a client reaches it.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+    finally:
+        for claimed in won:
+            with contextlib.suppress(Exception):
+                claimed.release(path)  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                claimed.close()  # type: ignore[attr-defined]
+
+
+def test_servers_started_at_the_same_instant_leave_one_serving(
+        month: Plant, runtime: Path) -> None:
+    run = runtime
+    starting = [subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "sd", "serve", str(month.dump)],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(run)) for _ in range(3)]
+    try:
+        firsts = [p.stderr.readline() for p in starting if p.stderr is not None]
+        serving = [p for p, line in zip(starting, firsts, strict=True)
+                   if "open for `sunpm sd sql`" in line]
+        assert len(serving) == 1, firsts
+        for other in starting:
+            if other is not serving[0]:
+                assert other.wait(timeout=60) == 3
+        assert len(_socket(run)) == 1
+        assert _sql(month.dump, run, "SELECT 1 AS one", served=False).stdout == "one\n1\n"
+    finally:
+        for process in starting:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()
+    assert not list(run.glob("sunpm-sd-*/*"))
+
+
+def _read_bytes(pid: int) -> int:
+    """What the process read so far, from files and sockets (cached or not)."""
+    (line,) = (f for f in Path(f"/proc/{pid}/io").read_text().splitlines()
+               if f.startswith("rchar:"))
+    return int(line.split()[1])
+
+
+def test_a_question_spelling_the_dump_otherwise_is_answered_from_the_memo(
+        dump_copy: Path, runtime: Path, tmp_path: Path) -> None:
+    run = runtime
+    sealed = sum(p.stat().st_size for p in dump_copy.rglob("*.arrow"))
+    (tmp_path / "link").symlink_to(dump_copy)
+    server = _Server(dump_copy, run)
+    try:
+        assert "open for `sunpm sd sql`" in server.first_line, server.first_line
+        read = []
+        spellings = ((str(dump_copy), ROOT), ("dump", dump_copy.parent), ("link", tmp_path),
+                     ("./dump/", dump_copy.parent))
+        for spelled, cwd in spellings + spellings:
+            before = _read_bytes(server.process.pid)
+            assert _sql(Path(spelled), run, COUNT, cwd=cwd).returncode == 0
+            read.append(_read_bytes(server.process.pid) - before)
+        # The first question reads the sealed files; the others, however they spell the dump,
+        # find what it kept (a new spelling's open reads its journal and open segments again).
+        assert read[0] > sealed
+        assert max(read[1:]) < sealed / 4, (read, sealed)
+        # A spelling asked before finds its open too: nothing read again but the question.
+        assert max(read[4:]) < min(read[1:3]) * 2 / 3, read
+    finally:
+        code = server.stop()
+    assert code == 0 and server.rest.count("answered in") == 8 == _ASKED.pop(run), server.rest
+
+
+def _frames(client: socket.socket) -> tuple[bytes, bytes, int | None]:
+    """A served answer as its client takes it: standard output, standard error, exit code."""
+    data = bytearray()
+    while chunk := client.recv(1 << 20):
+        data += chunk
+    streams = {b"1": bytearray(), b"2": bytearray()}
+    at = 0
+    while at + 5 <= len(data):
+        kind, size = data[at:at + 1], int.from_bytes(data[at + 1:at + 5], "big")
+        body = bytes(data[at + 5:at + 5 + size])
+        at += 5 + size
+        if kind == b"x":
+            return bytes(streams[b"1"]), bytes(streams[b"2"]), int(body)
+        streams[bytes(kind)] += body
+    return bytes(streams[b"1"]), bytes(streams[b"2"]), None
+
+
+def test_a_client_reading_slowly_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
+    dump, run = served
+    damaged = _damaged(dump)  # its finding, said after the rows, reaches the slow reader too
+    big = "SELECT * FROM records ORDER BY ALL"
+    alone = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), big,
+                            "--format", "csv", "--no-server"], capture_output=True, timeout=300,
+                           cwd=ROOT, env=_env(run), check=True)
+    assert len(alone.stdout) > 4 << 20  # far more than a socket holds
+    assert str(damaged).encode() in alone.stderr
+    # `sunpm sd sql DUMP ... | (sleep 60; cat)`: asks, then takes nothing of its answer.
+    with _asking(run) as slow:
+        slow.sendall(_request(big, dump))
+        _ASKED[run] = _ASKED.get(run, 0) + 1
+        others = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "sd", "sql", str(dump), COUNT, "--format",
+             "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_env(run))
+        _ASKED[run] += 1
+        try:
+            out, err = others.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            others.kill()
+            others.communicate()
+            raise
+        by_itself = _sql(dump, run, COUNT, "--no-server")
+        assert (others.returncode, out, err) == \
+            (0, by_itself.stdout.encode(), by_itself.stderr.encode())
+        # Its answer, taken at last, is the one it would have had alone, byte for byte.
+        assert _frames(slow) == (alone.stdout, alone.stderr, 0)
+
+
+@pytest.mark.parametrize("files_max", [1 << 30, 300_000, 0])
+def test_an_answer_kept_for_a_slow_client_reaches_it_whole_and_in_order(
+        monkeypatch: pytest.MonkeyPatch, files_max: int) -> None:
+    """In memory, then in a file, then (no room left in files) as the client takes it."""
+    from pipeline.cli import _sd_server
+
+    monkeypatch.setattr(_sd_server, "_SPOOL_MEMORY", 100_000)
+    monkeypatch.setattr(_sd_server, "_SPOOL_FILES_MAX", files_max)
+    ours, theirs = socket.socketpair()
+    senders = _sd_server._Senders()
+    outbox = _sd_server._Outbox(ours, senders)
+    pieces = [bytes([i % 251]) * (1 + i * 997 % 70_000) for i in range(120)]
+    taken = bytearray()
+
+    def take() -> None:
+        with theirs:
+            while chunk := theirs.recv(1 << 16):
+                taken.extend(chunk)
+
+    taker = threading.Thread(target=take)
+    roomy = files_max > sum(map(len, pieces))
+    if not roomy:
+        taker.start()  # the writes wait for it once memory and files are full
+    try:
+        for piece in pieces:
+            outbox.write(piece)
+        outbox.finish()
+        if roomy:
+            # Everything written while nothing was taken: kept in memory, then in a file.
+            assert senders.filed > 0 and senders.active
+            taker.start()
+    finally:
+        if taker.ident is None:
+            theirs.close()  # failed before taking: the sender ends at once
+        else:
+            taker.join(timeout=60)
+        outbox.join(60)
+    assert bytes(taken) == b"".join(pieces)
+    assert senders.filed == 0 and not senders.active
+
+
+def test_a_slow_client_gone_ends_the_sending_of_its_answer() -> None:
+    from pipeline.cli import _sd_server
+
+    ours, theirs = socket.socketpair()
+    senders = _sd_server._Senders()
+    outbox = _sd_server._Outbox(ours, senders)
+    for _ in range(100):
+        outbox.write(bytes(1 << 16))  # kept: nothing taken
+    outbox.finish()
+    assert senders.active and senders.filed > 0
+    theirs.close()
+    outbox.join(60)
+    assert senders.filed == 0 and not senders.active
+
+
+def _lines(server: _Server, n: int) -> list[str]:
+    """The server's next `n` lines on standard error, each awaited 120 s at most."""
+    stream = server.process.stderr
+    assert stream is not None
+    said: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [said.put(stream.readline()) for _ in range(n)],
+                     daemon=True).start()
+    try:
+        return [said.get(timeout=120) for _ in range(n)]
+    except queue.Empty:
+        server.process.kill()  # the test fails, its server not left behind
+        raise
+
+
+def test_a_server_idle_meanwhile_still_sends_a_slow_reader_its_whole_answer(
+        month: Plant, runtime: Path) -> None:
+    run = runtime
+    big = "SELECT * FROM records ORDER BY ALL"
+    alone = subprocess.run([sys.executable, "-m", "pipeline.cli", "sd", "sql", str(month.dump),
+                            big, "--format", "csv", "--no-server"], capture_output=True,
+                           timeout=300, cwd=ROOT, env=_env(run), check=True)
+    server = _Server(month.dump, run, "--idle-minutes", "0.03")
+    try:
+        with _asking(run) as slow:
+            slow.sendall(_request(big, month.dump))
+            said = _lines(server, 2)
+            assert "answered in" in said[0] and "idle, stopped" in said[1], said
+            # Gone from the socket folder (the next asker answers itself, or a new server
+            # starts), still sending what its slow reader has not taken.
+            assert not _socket(run)
+            assert _frames(slow) == (alone.stdout, alone.stderr, 0)
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()

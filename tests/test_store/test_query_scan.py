@@ -108,6 +108,27 @@ async def test_a_file_walked_clean_by_one_log_is_verified_again_by_the_next(
         (rows // 3 - lost,)]
 
 
+async def test_a_file_walked_clean_is_not_walked_again_under_another_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store import query
+
+    store = tmp_path / "store"
+    await _store(store)
+    rows = records_dataset(Log.open_read_only(store)).count_rows()
+    walked: list[int] = []
+    walk = query.scan_ipc_file
+
+    def counted(data: bytes, schema: pa.Schema) -> object:
+        walked.append(len(data))
+        return walk(data, schema)
+
+    monkeypatch.setattr(query, "scan_ipc_file", counted)
+    (tmp_path / "link").symlink_to(store)
+    # The same files through a link: re-checked (every frame's CRC), not parsed again.
+    assert records_dataset(Log.open_read_only(tmp_path / "link")).count_rows() == rows
+    assert walked == []
+
+
 async def test_a_sealed_file_of_another_schema_version_is_not_decoded_and_is_reported(
         tmp_path: Path) -> None:
     # Written the store's way (every batch verifies), same fields, but a schema version this

@@ -131,6 +131,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["sd", "serve", "{missing}"], 2, "sunpm sd serve: {missing}: no such directory"),
     (["sd", "serve", "{file}"], 2, "sunpm sd serve: {file}: not a directory"),
     (["sd", "serve", "{dir}", "--memory-mb", "-1"], 2, "sunpm sd serve: --memory-mb must be 0"),
+    (["sd", "serve", "{dir}", "--idle-minutes", "soon"], 2,
+     "argument --idle-minutes: soon: minutes from above 0 to 10080 (a week)"),
     (["sd", "sql", "{dir}", "SELECT 1"], 2, "sunpm sd sql: {dir}: not a sunpm store"),
     (["sd", "reexport", "{missing}", "--from", "2021-01-01", "--to", "2021-01-02", "--server",
       "1", "--out", "{dir}/re"], 2, "sunpm sd reexport: {missing}: no such directory"),
