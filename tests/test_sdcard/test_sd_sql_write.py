@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdcard.sql import _text, write
@@ -154,6 +154,7 @@ _PLAIN_COLUMNS = {
 }
 
 
+@settings(deadline=None)  # a DuckDB connection an example: a loaded box must not fail it on time
 @given(data=st.data(), fmt=st.sampled_from(["csv", "json", "table"]))
 def test_an_answer_of_plain_columns_is_written_as_fetched_row_by_row(
         data: st.DataObject, fmt: str) -> None:
