@@ -138,11 +138,15 @@ class Log(Appends, Writer, Fsck):
             wal.recover(self.path, self.reports)
             self._wal.open()
             overlay: dict[Path, bytes] = {}
+            high_water = wal.read_high_water(self.path, self.reports)
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
         else:
             overlay = {path: image for path, (image, _)
                        in wal.replayed_images(self.path, self.reports).items()}
+            high_water = wal.read_high_water(self.path, self.reports)
+        for stream_dir, mark in wal.logged_high_water(self.path).items():
+            high_water[stream_dir] = max(high_water.get(stream_dir, 0), mark)
         devices = self.path / "devices"
         if devices.is_dir():
             for entry in sorted(os.scandir(devices), key=lambda e: e.name):
@@ -152,7 +156,8 @@ class Log(Appends, Writer, Fsck):
                     continue
                 stream = Stream(entry.name, Path(entry.path), RECORDS_SCHEMA, overlay)
                 try:
-                    stream.load(read_only=self.read_only)
+                    stream.load(read_only=self.read_only,
+                                high_water=high_water.get(f"devices/{entry.name}", 0))
                 except OSError as err:
                     self.reports.append(StoreReport(kind=ReportKind.UNREADABLE,
                                                     path=Path(entry.path), detail=str(err)))
@@ -161,7 +166,7 @@ class Log(Appends, Writer, Fsck):
                 self._committed[stream.name] = stream.next_seq - 1
         if (self.path / JOURNAL).is_dir():
             journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA, overlay)
-            journal.load(read_only=self.read_only)
+            journal.load(read_only=self.read_only, high_water=high_water.get(JOURNAL, 0))
             self.reports.extend(journal.reports)
             self._noted.update(journal.reports)
             self._journal = journal
@@ -172,6 +177,10 @@ class Log(Appends, Writer, Fsck):
             else:
                 log.error("%s", report)
         if not self.read_only:
+            # What the commit log held is in the segments now, and its numbers in `seqs`.
+            self._high_water = high_water
+            self._save_high_water()
+            self._wal.reset()
             self._restore_episodes()
 
     def _restore_episodes(self) -> None:
