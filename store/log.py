@@ -138,13 +138,14 @@ class Log(Appends, Writer, Fsck):
             wal.recover(self.path, self.reports)
             self._wal.open()
             overlay: dict[Path, bytes] = {}
-            high_water = wal.read_high_water(self.path, self.reports)
+            saved = wal.read_high_water(self.path, self.reports)
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
         else:
             overlay = {path: image for path, (image, _)
                        in wal.replayed_images(self.path, self.reports).items()}
-            high_water = wal.read_high_water(self.path, self.reports)
+            saved = wal.read_high_water(self.path, self.reports)
+        high_water = dict(saved)
         for stream_dir, mark in wal.logged_high_water(self.path).items():
             high_water[stream_dir] = max(high_water.get(stream_dir, 0), mark)
         devices = self.path / "devices"
@@ -178,7 +179,8 @@ class Log(Appends, Writer, Fsck):
                 log.error("%s", report)
         if not self.read_only:
             # What the commit log held is in the segments now, and its numbers in `seqs`.
-            self._high_water = high_water
+            # Compared with what the file holds, not with what the commit log added to it.
+            self._high_water = saved
             self._save_high_water()
             self._wal.reset()
             self._restore_episodes()
