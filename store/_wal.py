@@ -27,6 +27,7 @@ Segments gone (compacted into a fsynced `.arrow`, deleted by the quota) are skip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import struct
@@ -324,5 +325,13 @@ def write_high_water(root: Path, marks: dict[str, int]) -> None:
     """Replace the `seqs` file, all or nothing, before the commit log that covers those numbers
     is emptied."""
     payload = json.dumps(marks, sort_keys=True, separators=(",", ":")).encode()
-    fsio.write_file_durably(root / SEQS_NAME,
-                            _HEAD.pack(_SEQS_MAGIC, len(payload), _crc.crc32c(payload)) + payload)
+    tmp = root / (SEQS_NAME + ".tmp")
+    try:
+        fsio.write_file_durably(root / SEQS_NAME, _HEAD.pack(_SEQS_MAGIC, len(payload),
+                                                             _crc.crc32c(payload)) + payload,
+                                tmp=tmp)
+    except OSError:
+        # A full disk: no half-written file left beside the store's own.
+        with contextlib.suppress(OSError):
+            fsio.unlink(tmp)
+        raise

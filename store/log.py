@@ -181,8 +181,13 @@ class Log(Appends, Writer, Fsck):
             # What the commit log held is in the segments now, and its numbers in `seqs`.
             # Compared with what the file holds, not with what the commit log added to it.
             self._high_water = saved
-            self._save_high_water()
-            self._wal.reset()
+            try:
+                self._save_high_water()
+                self._wal.reset()
+            except OSError as err:
+                # A full disk must not stop the start (behaviour.md §6): the commit log keeps
+                # covering its frames, and the next checkpoint tries again.
+                log.error("Commit log checkpoint failed. error=%s", err)
             self._restore_episodes()
 
     def _restore_episodes(self) -> None:
