@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from config.errors import SunpmError
 from exporters.ledger import DeliveryLedger
-from exporters.transports._base import Failure, TransportError
+from exporters.transports._base import Failure, MessageTooLarge, TransportError
 from exporters.views.windows import (
     DAY_NS,
     Rendered,
@@ -476,11 +476,20 @@ class Outbox:
             nonlocal sent
             try:
                 data = await self.file_bytes(window, file)
-                await target.publish(topic, data)
-                await self._log.append_journal("delivered", delivered_body(
-                    self.server, window.spec.stream, window.spec.end_ns, file.name))
+                aside: dict[str, object] = {}
+                try:
+                    await target.publish(topic, data)
+                except MessageTooLarge as err:
+                    # Sent, a broker with a packet limit drops the connection at each try and
+                    # no later window goes (docs/spec-notes.md, *MQTT message over 16 MiB*).
+                    log.error("server %d: MQTT message %s cannot be sent: %s; set aside, the "
+                              "later ones go on", self.server, file.name, err.reason)
+                    aside = {"setAside": err.reason}
+                await self._log.append_journal("delivered", {**delivered_body(
+                    self.server, window.spec.stream, window.spec.end_ns, file.name), **aside},
+                    commit_now=bool(aside))
                 sd.delivered.add((window.spec.end_ns, file.name))
-                sent += 1
+                sent += not aside
             finally:
                 slots.release()
 

@@ -51,7 +51,7 @@ class DefinitionReader:
 
 #: What a store directory may hold at its top (docs/architecture.md §3).
 STORE_ENTRIES: Final = frozenset(
-    {"lock", "wal", "devices", "journal", "defs", "config", "state", "outbox", "traces"})
+    {"lock", "wal", "seqs", "devices", "journal", "defs", "config", "state", "outbox", "traces"})
 _SEGMENT: Final = re.compile(r"^(\d{1,20})\.(arrows|arrow)$")
 _DEF_FILE: Final = re.compile(r"^[0-9a-f]{64}\.csv$")
 _VERSION_KEY: Final = b"sunpm.schema_version"

@@ -12,7 +12,7 @@ from typing import Final
 
 from store._segment import CheckedFile
 from store._stream import Segment, Stream
-from store._wal import CommitLog
+from store._wal import CommitLog, write_high_water
 from store._work import Counters, PendingBatch, PendingEvent
 from store.errors import StoreIOError, StoreReport
 from store.options import DeliveredFn, JournalDeliveredFn, StoreOptions
@@ -72,6 +72,8 @@ class LogCore:
         # The commit log and the segments written since its last checkpoint (writer's).
         self._wal = CommitLog(path)
         self._wal_dirty: dict[int, tuple[Stream, Segment]] = {}
+        # Per stream directory, the highest seq number the `seqs` file holds (writer's).
+        self._high_water: dict[str, int] = {}
         self._last_error_log = 0.0
 
     def forget_reports(self, count: int) -> None:
@@ -93,3 +95,15 @@ class LogCore:
         if self._journal is not None:
             streams.append(self._journal)
         return streams
+
+    def _save_high_water(self) -> None:
+        """Before the commit log is emptied: the numbers it covered go to `seqs` (store/_wal.py),
+        so that none is given again after the segments holding them rot."""
+        marks = dict(self._high_water)
+        for stream in self._all_streams():
+            if stream.next_seq > 1:
+                key = stream.dir.relative_to(self.path).as_posix()
+                marks[key] = max(marks.get(key, 0), stream.next_seq - 1)
+        if marks != self._high_water:
+            write_high_water(self.path, marks)
+            self._high_water = marks

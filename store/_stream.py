@@ -115,8 +115,14 @@ class Stream:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def load(self, *, read_only: bool) -> None:
-        """List segments, check the last one, cut a torn tail (writer only)."""
+    def load(self, *, read_only: bool, high_water: int = 0) -> None:
+        """List segments, check the last one, cut a torn tail (writer only). `high_water`: the
+        highest seq number given before, as the store recorded it (store/_wal.py `seqs`): the
+        next one is above it whatever rotted since."""
+        self._load(read_only=read_only)
+        self.next_seq = max(self.next_seq, high_water + 1)
+
+    def _load(self, *, read_only: bool) -> None:
         found: dict[int, Path] = {}
         for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
             parsed = parse_name(entry.name)
@@ -291,12 +297,13 @@ class Stream:
             return fh.read(limit)
 
     def _next_after_previous(self, fallback: int) -> int:
+        # `fallback` is the first seq of the segment dropped: every number below it was given.
         if not self.segments:
             return fallback
         prev = self.segments[-1]
         if prev.seq_last is None:
             self.walk(prev)
-        return (prev.seq_last + 1) if prev.seq_last is not None else max(prev.seq0, fallback)
+        return max((prev.seq_last + 1) if prev.seq_last is not None else prev.seq0, fallback)
 
     def _cut(self, seg: Segment, length: int) -> None:
         fd = fsio.open_append(seg.path)

@@ -7,7 +7,10 @@ never the records: opening the store replays them (a writer rewrites and fsyncs 
 that differ, then empties this file; a read-only open applies them in memory, writing nothing).
 
 A checkpoint (the file past `StoreOptions.wal_checkpoint_bytes`, and on close) fsyncs every
-segment written since the last one, then empties this file: it holds at most that much.
+segment written since the last one, writes each stream's highest seq number to `<store>/seqs`,
+then empties this file: it holds at most that much. A writer's open does the same after replay.
+A stream's last batches rotten after that (or its last files) leave no other trace of their
+numbers; `seqs` keeps them from being given again.
 
 A record: `SWR1`, payload length (u32 LE), CRC-32C of the payload (u32 LE), then the payload:
 entry count (u32), and per entry the segment's path relative to the store (u16 length, UTF-8),
@@ -24,6 +27,8 @@ Segments gone (compacted into a fsynced `.arrow`, deleted by the quota) are skip
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import struct
 from collections.abc import Iterable, Sequence
@@ -34,11 +39,15 @@ from typing import Final
 import crc32c as _crc
 
 import fsio
+from store._ipc import FrameError, read_batch
 from store.errors import ReportKind, StoreReport
 
 log = logging.getLogger("sunpm.store")
 
 WAL_NAME: Final = "wal"
+#: Per stream, the highest seq number given as of the last checkpoint (see `read_high_water`).
+SEQS_NAME: Final = "seqs"
+_SEQS_MAGIC: Final = b"SWS1"
 _MAGIC: Final = b"SWR1"
 _HEAD: Final = struct.Struct("<4sII")
 _COUNT: Final = struct.Struct("<I")
@@ -192,8 +201,9 @@ def replayed_images(root: Path, reports: list[StoreReport] | None = None
 
 
 def recover(root: Path, reports: list[StoreReport] | None = None) -> list[Path]:
-    """Writer's open: rewrite and fsync the segments the commit log restores, then empty it
-    (damage met in it added to `reports`).
+    """Writer's open: rewrite and fsync the segments the commit log restores (damage met in it
+    added to `reports`). The log is emptied by the open once the streams are loaded and the
+    numbers of its frames saved (`write_high_water`).
 
     Idempotent: a power cut in the middle leaves the log as it was, replayed again next time.
     """
@@ -209,14 +219,6 @@ def recover(root: Path, reports: list[StoreReport] | None = None) -> list[Path]:
     if changed:
         log.warning("Segments restored from the commit log after an unclean stop. segments=%d",
                     len(changed))
-    wal = root / WAL_NAME
-    if wal.exists() and wal.stat().st_size:
-        fd = fsio.open_append(wal)
-        try:
-            fsio.ftruncate(fd, 0)
-            fsio.fsync(fd)
-        finally:
-            fsio.close(fd)
     return sorted(changed)
 
 
@@ -270,3 +272,66 @@ class CommitLog:
         if self._fd is not None:
             fsio.close(self._fd)
             self._fd = None
+
+
+def logged_high_water(root: Path) -> dict[str, int]:
+    """Per stream directory (relative to the store), the highest seq number of the frames the
+    commit log holds, whether or not replay could put them back: each was acknowledged."""
+    try:
+        data = (root / WAL_NAME).read_bytes()
+    except FileNotFoundError:
+        return {}
+    marks: dict[str, int] = {}
+    for record in read_records(data):
+        for entry in record:
+            try:
+                frame = read_batch(memoryview(entry.frame), 0)
+            except FrameError:
+                continue
+            if frame is not None:
+                stream = entry.path.rpartition("/")[0]
+                marks[stream] = max(marks.get(stream, 0), frame.seq_last)
+    return marks
+
+
+def read_high_water(root: Path, reports: list[StoreReport] | None = None) -> dict[str, int]:
+    """The `seqs` file: per stream directory (relative to the store), the highest seq number
+    given as of the last checkpoint. A stream's last batches rotten, or its last files, after
+    they were fsynced and the commit log emptied leave no other trace of their numbers, which
+    must not be given again (delivery cursors are seq watermarks). Damaged: reported, {}."""
+    path = root / SEQS_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    try:
+        magic, length, crc = _HEAD.unpack_from(data, 0)
+        payload = data[_HEAD.size:_HEAD.size + length]
+        if magic != _SEQS_MAGIC or len(payload) != length or _crc.crc32c(payload) != crc:
+            raise ValueError("magic, length or CRC-32C")
+        marks = json.loads(payload)
+        if not isinstance(marks, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in marks.items()):
+            raise ValueError("not a mapping of streams to numbers")
+    except (struct.error, ValueError) as err:
+        if reports is not None:
+            reports.append(StoreReport(kind=ReportKind.DAMAGE, path=path, offset=0,
+                                       length=len(data), detail=str(err)))
+        return {}
+    return marks
+
+
+def write_high_water(root: Path, marks: dict[str, int]) -> None:
+    """Replace the `seqs` file, all or nothing, before the commit log that covers those numbers
+    is emptied."""
+    payload = json.dumps(marks, sort_keys=True, separators=(",", ":")).encode()
+    tmp = root / (SEQS_NAME + ".tmp")
+    try:
+        fsio.write_file_durably(root / SEQS_NAME, _HEAD.pack(_SEQS_MAGIC, len(payload),
+                                                             _crc.crc32c(payload)) + payload,
+                                tmp=tmp)
+    except OSError:
+        # A full disk: no half-written file left beside the store's own.
+        with contextlib.suppress(OSError):
+            fsio.unlink(tmp)
+        raise

@@ -277,6 +277,7 @@ class Writer(Quota, JournalGC):
                 # file, deleted) needs nothing.
                 if seg in stream.segments and not seg.sealed and not seg.ipc_file:
                     stream.sync(seg)
+            self._save_high_water()
             self._wal.reset()
         except OSError as err:
             # The log keeps covering them: retried at the next commit.

@@ -138,11 +138,16 @@ class Log(Appends, Writer, Fsck):
             wal.recover(self.path, self.reports)
             self._wal.open()
             overlay: dict[Path, bytes] = {}
+            saved = wal.read_high_water(self.path, self.reports)
         elif not self.path.is_dir():
             raise StoreError(f"{self.path}: no store here (not a directory)")
         else:
             overlay = {path: image for path, (image, _)
                        in wal.replayed_images(self.path, self.reports).items()}
+            saved = wal.read_high_water(self.path, self.reports)
+        high_water = dict(saved)
+        for stream_dir, mark in wal.logged_high_water(self.path).items():
+            high_water[stream_dir] = max(high_water.get(stream_dir, 0), mark)
         devices = self.path / "devices"
         if devices.is_dir():
             for entry in sorted(os.scandir(devices), key=lambda e: e.name):
@@ -152,7 +157,8 @@ class Log(Appends, Writer, Fsck):
                     continue
                 stream = Stream(entry.name, Path(entry.path), RECORDS_SCHEMA, overlay)
                 try:
-                    stream.load(read_only=self.read_only)
+                    stream.load(read_only=self.read_only,
+                                high_water=high_water.get(f"devices/{entry.name}", 0))
                 except OSError as err:
                     self.reports.append(StoreReport(kind=ReportKind.UNREADABLE,
                                                     path=Path(entry.path), detail=str(err)))
@@ -161,7 +167,7 @@ class Log(Appends, Writer, Fsck):
                 self._committed[stream.name] = stream.next_seq - 1
         if (self.path / JOURNAL).is_dir():
             journal = Stream(JOURNAL, self.path / JOURNAL, JOURNAL_SCHEMA, overlay)
-            journal.load(read_only=self.read_only)
+            journal.load(read_only=self.read_only, high_water=high_water.get(JOURNAL, 0))
             self.reports.extend(journal.reports)
             self._noted.update(journal.reports)
             self._journal = journal
@@ -172,6 +178,16 @@ class Log(Appends, Writer, Fsck):
             else:
                 log.error("%s", report)
         if not self.read_only:
+            # What the commit log held is in the segments now, and its numbers in `seqs`.
+            # Compared with what the file holds, not with what the commit log added to it.
+            self._high_water = saved
+            try:
+                self._save_high_water()
+                self._wal.reset()
+            except OSError as err:
+                # A full disk must not stop the start (behaviour.md §6): the commit log keeps
+                # covering its frames, and the next checkpoint tries again.
+                log.error("Commit log checkpoint failed. error=%s", err)
             self._restore_episodes()
 
     def _restore_episodes(self) -> None:

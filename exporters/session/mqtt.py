@@ -17,7 +17,7 @@ from typing import Final
 from config.errors import SunpmError
 from config.model import ServerSettings
 from exporters.outbox import JournalLog, Outbox
-from exporters.transports._base import MessageTransport, TransportError
+from exporters.transports._base import MessageTooLarge, MessageTransport, TransportError
 from exporters.views.context import ViewError
 from exporters.views.mqtt import result_message
 from exporters.views.numbers import NumberTextError
@@ -227,10 +227,16 @@ class MqttSession:
                     except (ViewError, NumberTextError, EventBodyError) as err:
                         # Rendered again it fails again: retried, it would hold back every
                         # later event for ever. Set aside, said once, journaled.
-                        await self._set_aside(stream, kind, item, err)
+                        await self._set_aside(stream, kind, item, reason_of(err))
                         self._event_cursors[stream] = item.seq
                         continue
-                    await self._transport.publish(topic, message)
+                    try:
+                        await self._transport.publish(topic, message)
+                    except MessageTooLarge as err:
+                        # A broker with a packet limit drops the connection at each try.
+                        await self._set_aside(stream, kind, item, err.reason)
+                        self._event_cursors[stream] = item.seq
+                        continue
                     published = item.seq
                     sent += 1
                     if sent % ACK_EVERY == 0:
@@ -250,11 +256,10 @@ class MqttSession:
             "delivered", event_delivered_body(self.server, stream, seq))
 
     async def _set_aside(self, stream: Stream, kind: str, item: JournalItem,
-                         err: SunpmError) -> None:
-        """An event whose message cannot be built (docs/spec-notes.md, "MQTT event set aside"):
-        an ERROR naming it, and a `delivered` event marked `setAside` with the reason, so no
-        later session tries it again; the event itself stays in the store (`sunpm sd`)."""
-        reason = reason_of(err)
+                         reason: str) -> None:
+        """An event whose message cannot be built or sent (docs/spec-notes.md, "MQTT event set
+        aside"): an ERROR naming it, and a `delivered` event marked `setAside` with the reason,
+        so no later session tries it again; the event itself stays in the store (`sunpm sd`)."""
         log.error("server %d: %s event %d (%s) cannot be sent: %s; set aside, the later ones go "
                   "on", self.server, kind, item.seq, _utc_text(item.ts_ns), reason)
         await self._log.append_journal(

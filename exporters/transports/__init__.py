@@ -20,6 +20,7 @@ from ._base import (
     FileTransport,
     HostKeyPinned,
     InboundMessage,
+    MessageTooLarge,
     MessageTransport,
     RemoteFile,
     Timeouts,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_IN_FLIGHT", "TMP_SUFFIX", "DirTransport", "DownloadTooLarge", "Failure", "FileTransport",
-    "FtpTransport", "FtpsTransport", "HostKeyPinned", "InboundMessage", "MessageTransport", "MqttTransport",
+    "FtpTransport", "FtpsTransport", "HostKeyPinned", "InboundMessage", "MessageTooLarge", "MessageTransport", "MqttTransport",
     "RemoteFile", "SftpTransport", "Timeouts", "TransportError", "WebdavTransport",
     "open_transport", "tls_context",
 ]

@@ -117,6 +117,41 @@ class DownloadTooLarge(TransportError):
         return (DownloadTooLarge, (self.server, self.path, self.max_bytes))
 
 
+#: The largest MQTT PUBLISH packet the gateway sends, as a whole (fixed header included): the
+#: size it reads at most from a broker (`mqtt.PACKET_MAX_BYTES`), and a broker's
+#: `max_packet_size` of 16 MiB still takes it (docs/spec-notes.md, *MQTT message over 16 MiB*).
+MESSAGE_MAX_BYTES: Final = 16 << 20
+
+
+def publish_packet_bytes(topic: str, payload: bytes, qos: int) -> int:
+    """The size of the MQTT 3.1.1 PUBLISH packet carrying `payload` to `topic` at `qos`."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    length_bytes = 1
+    while remaining >= 128 ** length_bytes:
+        length_bytes += 1
+    return 1 + length_bytes + remaining
+
+
+class MessageTooLarge(TransportError):
+    """A message not published for its size alone: sent, a broker with a packet limit drops the
+    connection at each try, and the queue behind it never moves. Not retriable: the next try
+    finds it as large; the caller sets it aside and goes on."""
+
+    def __init__(self, server: int, topic: str, packet_bytes: int) -> None:
+        self.topic = topic
+        self.packet_bytes = packet_bytes
+        super().__init__(server, "publish", self.reason, failure=Failure.PROTOCOL, path=topic,
+                         retriable=False)
+
+    @property
+    def reason(self) -> str:
+        return (f"a message of {self.packet_bytes} bytes, larger than "
+                f"{size_text(MESSAGE_MAX_BYTES)}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (MessageTooLarge, (self.server, self.topic, self.packet_bytes))
+
+
 def size_text(n: int) -> str:
     """`1 MiB`, `64 KiB`, `300 bytes`: a cap as people write it."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
@@ -225,7 +260,8 @@ class MessageTransport(Protocol):
     async def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
         """Publish, retain off, at `qos` (None: the configured `MQTT_Qos`) and return once
         delivered: PUBACK (QoS 1), PUBCOMP (QoS 2) or sent (QoS 0). Up to `MAX_IN_FLIGHT` calls
-        may wait at once; more wait their turn."""
+        may wait at once; more wait their turn. A packet over `MESSAGE_MAX_BYTES` is not sent:
+        `MessageTooLarge`."""
 
     def messages(self) -> AsyncIterator[InboundMessage]:
         """Messages of the command topic, in arrival order; raises TransportError when the

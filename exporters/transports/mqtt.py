@@ -31,6 +31,10 @@ Peer quirks handled here:
   reads are refused once a packet's announced length passes 16 MiB (`PACKET_MAX_BYTES`), before
   any of the body is read; paho then reports the connection lost, with that reason
   (docs/behaviour.md §4.5). The gateway keeps to 3.1.1, the protocol docs/formats.md §14.1 names.
+- A broker with a packet limit (`max_packet_size`) drops the connection in the middle of a
+  publish larger than it, at each try. A message whose packet would pass 16 MiB
+  (`MESSAGE_MAX_BYTES`) is not sent: `publish` raises `MessageTooLarge`, and the caller sets it
+  aside so that the messages after it go (docs/spec-notes.md, *MQTT message over 16 MiB*).
 - A broker that refuses the client certificate after a TLS 1.3 handshake (mosquitto with
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
@@ -57,11 +61,14 @@ from config.model import ServerSettings, ServerType
 from ._base import (
     DEFAULT_TIMEOUTS,
     MAX_IN_FLIGHT,
+    MESSAGE_MAX_BYTES,
     PROGRESS_BYTES,
     Failure,
     InboundMessage,
+    MessageTooLarge,
     Timeouts,
     TransportError,
+    publish_packet_bytes,
     size_text,
     tcp_bytes_acked,
     tls_context,
@@ -246,10 +253,14 @@ class MqttTransport:
         return self._in_flight
 
     async def publish(self, topic: str, payload: bytes, qos: int | None = None) -> None:
+        qos = self._settings.qos if qos is None else qos
+        packet_bytes = publish_packet_bytes(topic, payload, qos)
+        if packet_bytes > MESSAGE_MAX_BYTES:
+            raise MessageTooLarge(self.server, topic, packet_bytes)
         async with self._window:
             self._in_flight += 1
             try:
-                await self._publish(topic, payload, self._settings.qos if qos is None else qos)
+                await self._publish(topic, payload, qos)
             finally:
                 self._in_flight -= 1
 

@@ -14,6 +14,8 @@ are cut into steps of at most 60 s, so a wall clock step moves the next connecti
 step forward runs a connection it passed at once (one session, however many it passed), and after a
 step back of more than 2 s the next connection is the first one after the corrected time, not the
 one planned before the step (a day ahead after a box's clock that ran a day fast is corrected).
+A step back never runs the connection just run again within 60 s of its start: a clock corrected
+by a few seconds right after a connection's time would otherwise give the same connection twice.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ _MAX_WAIT_S: Final = 60.0
 #: The wall clock moving back against the monotonic clock by more than this is a step back
 #: (docs/behaviour.md §11), after which the next connection is looked for again.
 _STEP_NS: Final = 2 * NS_PER_S
+#: A step back brings the connection just run again only when the corrected clock reaches its time
+#: this long after it started or later (a clock a day fast, corrected): sooner, it is the same
+#: connection twice.
+_RERUN_GAP_NS: Final = 60 * NS_PER_S
 #: Spans looked through in turn for the next connection times: two days hold every instant of an
 #: everyday schedule; a weekday needs a week, the first/middle/last of a month up to 31 days, and
 #: a whole year ends any search a preview of several of them makes.
@@ -135,17 +141,20 @@ class SlotScheduler:
 
     async def run(self) -> None:
         retry_at: int | None = None         # monotonic ns
+        # The connection time last run, and when it started (monotonic ns).
+        last_run: tuple[datetime, int] | None = None
         scheduled = self._upcoming.after(self._wall())
         offset = self._clock.wall_ns() - self._clock.monotonic_ns()
         while True:
             stepped, offset = offset, self._clock.wall_ns() - self._clock.monotonic_ns()
             if offset < stepped - _STEP_NS:
-                scheduled = self._upcoming.after(self._wall())
+                scheduled = self._after_step_back(last_run)
             trigger = self._due(retry_at, scheduled)
             if trigger is None:
                 await self._wait(retry_at, scheduled)
                 continue
-            if trigger is Trigger.SCHEDULE:
+            if trigger is Trigger.SCHEDULE and scheduled is not None:
+                last_run = (scheduled, self._clock.monotonic_ns())
                 scheduled = self._upcoming.after(self._wall())
             if trigger is Trigger.ALARM:
                 self._last_alarm_session_ns = self._clock.monotonic_ns()
@@ -161,6 +170,18 @@ class SlotScheduler:
                 retry_at = self._clock.monotonic_ns() + delay_s * NS_PER_S
                 log.info("Session retry planned. server=%d in_s=%d failures=%d", self.slot,
                          delay_s, self.failures)
+
+    def _after_step_back(self, last_run: tuple[datetime, int] | None) -> datetime | None:
+        """The first connection time after the corrected wall time, but not the one just run
+        when it would come again within `_RERUN_GAP_NS` of its start."""
+        wall = self._wall()
+        upcoming = self._upcoming.after(wall)
+        if upcoming is None or last_run is None or upcoming != last_run[0]:
+            return upcoming
+        due_ns = self._clock.monotonic_ns() + int((upcoming - wall).total_seconds() * NS_PER_S)
+        if due_ns - last_run[1] >= _RERUN_GAP_NS:
+            return upcoming
+        return self._upcoming.after(upcoming)
 
     async def _session(self, trigger: Trigger) -> SessionResult:
         self.running = True

@@ -70,3 +70,11 @@ def test_inspect_counts_records_gaps_and_orders_devices(tmp_path: Path) -> None:
     table = render_table(report)
     assert "gap  device 10: 2021-02-01T06:00:00Z .. 2021-02-01T08:00:00Z" in table
     assert table.index("\n2 ") < table.index("\n9 ") < table.index("\n10 ")
+
+
+async def test_a_dump_of_a_store_closed_cleanly_finds_nothing_foreign(tmp_path: Path) -> None:
+    # The store's own top-level files (`lock`, `wal`, `seqs`) are not foreign to a dump.
+    async with await Log.open(tmp_path, StoreOptions(flush_s=0.01)) as log:
+        await log.append_journal("heartbeat", {}, commit_now=True)
+    assert {"lock", "wal", "seqs"} <= {p.name for p in tmp_path.iterdir()}
+    assert [f.message for f in open_dump(tmp_path).extra] == []

@@ -143,3 +143,25 @@ def test_the_writer_lock_holds_on_a_full_disk(small_disk: Path) -> None:
             take_lock(small_disk / "lock", small_disk)
     finally:
         os.close(fd)
+
+
+async def test_a_store_opens_on_a_full_disk_when_its_seqs_file_must_be_written(
+        small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A store written before the `seqs` file existed (or one whose file was lost) gets it at its
+    # next open: on a full disk that write fails, and the gateway must start all the same
+    # (behaviour.md §6), its commit log kept until a checkpoint can write the file.
+    root = small_disk / "store"
+    async with await Log.open(root, OPTIONS) as log:
+        for i in range(5):
+            await log.append_records("1", record(T0 + i * 10**9, 20, i))
+    (root / "seqs").unlink()
+    filler = small_disk / "filler"
+    fill(filler)
+    async with await Log.open(root, OPTIONS) as log:
+        assert "Commit log checkpoint failed" in caplog.text
+        assert not (root / "seqs.tmp").exists()
+        assert log.watermark().devices["1"] == 5
+        filler.unlink()
+        got = await log.append_records("1", record(T0 + 10 * 10**9, 20, 10))
+        assert got.first == 6
+    assert (root / "seqs").exists()

@@ -176,3 +176,36 @@ def test_backlog_windows_are_those_a_session_would_build(seed: int) -> None:
     first = min(times, default=None)
     got = _windows_holding(start, now, first, pa.array(times, pa.int64()))
     assert len(got) == _backlog_by_windows(start, now, times)
+
+
+@pytest.mark.parametrize("back_s", [1, 3, 30])
+async def test_a_session_after_a_small_step_back_replaces_no_file_and_loses_no_record(
+        store: Log, tmp_path: Path, back_s: int) -> None:
+    # The clock stepped back by seconds right after a session (behaviour.md §11 *steps*): a
+    # session then (a retry, a `connect` command) builds no window ending before the last one's end, so
+    # no file name comes twice; a record committed late, timed before that end, goes with the
+    # next window.
+    root = make_tree(tmp_path / "server")
+    await store.append_records("1", records_batch([SET_AT - 20, SET_AT - 10]))
+    await store.commit()
+    first = await session(store, root, tmp_path / "outbox").run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(SET_AT, UTC))
+    assert first.ok and first.files == 1
+    delivered = {p.name: p.read_bytes() for p in (root / "DATA").iterdir()}
+    late = [SET_AT - back_s - 1, SET_AT - 5]
+    await store.append_records("1", records_batch(late, value0=50.0))
+    await store.commit()
+    again = await session(store, root, tmp_path / "outbox").run(
+        Trigger.COMMAND, started=datetime.fromtimestamp(SET_AT - back_s, UTC))
+    assert again.ok and again.files == 0
+    nxt = await session(store, root, tmp_path / "outbox").run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(SET_AT + 600, UTC))
+    assert nxt.ok and nxt.files == 1
+    names = sorted(p.name for p in (root / "DATA").iterdir())
+    assert names == [f"{UID}_MODBUS_{file_timestamp(t * NS)}.csv.gz"
+                     for t in (SET_AT, SET_AT + 600)]
+    for name, data in delivered.items():
+        assert (root / "DATA" / name).read_bytes() == data
+    rows = [row for name in names for row in record_lines((root / "DATA" / name).read_bytes())]
+    assert sorted(int(row.split(";")[2]) // NS for row in rows) == sorted(
+        [SET_AT - 20, SET_AT - 10, *late])

@@ -23,8 +23,9 @@ from exporters.session import mqtt as mqtt_session
 from exporters.transports import MqttTransport, Timeouts
 from exporters.views.context import ViewConfig
 from exporters.views.mqtt import alarm_message
+from exporters.views.windows import Rendered
 from store import StoreIOError
-from store.delivery import DeliveryState, Stream
+from store.delivery import DeliveryState, Stream, WindowSpec
 from store.events import DeviceAlarm, GatewayAlarm, JournalItem, Source
 from store.log import Log
 from store.options import StoreOptions
@@ -298,3 +299,105 @@ async def test_an_alarm_that_cannot_be_rendered_is_set_aside_and_the_later_ones_
         await asyncio.sleep(0.5)
     assert result.ok and again == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def limit_packets(broker: Broker) -> None:
+    """Restart the broker with a 16 MiB packet limit: a client that sends more is disconnected
+    (mosquitto `max_packet_size`; EMQX and others default to less)."""
+    broker.stop()
+    with (broker.dir / "mosquitto.conf").open("a") as conf:
+        conf.write("max_packet_size 16777216\n")
+    broker.start()
+
+
+BIG = 16 << 20   # a payload this large makes a packet just over 16 MiB
+
+
+async def test_an_alarm_message_over_16_mib_is_set_aside_and_the_later_ones_go(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Sent, the broker drops the connection at each try and no later alarm ever goes: the
+    message is set aside once, journaled, and the later alarms go in the same session."""
+    limit_packets(broker)
+    seqs = [await store.append_journal("alarm", GatewayAlarm(alarm=name).to_fields(),
+                                       ts_ns=(T0 + 60 + k) * 10**9)
+            for k, name in enumerate(("Power ON", "Power OFF", "Power ON"))]
+    s = settings(broker)
+
+    def alarm_payload(item: JournalItem) -> bytes:
+        return b"x" * BIG if item.seq == seqs[1] else json.dumps({"seq": item.seq}).encode()
+
+    def make() -> MqttSession:
+        outbox = Outbox(server=2, log=store, source=DemoSource(store),
+                        directory=tmp_path / "outbox", streams=(Stream.DATA,))
+        return MqttSession(settings=s, transport=MqttTransport(s, cert_dir=tmp_path, timeouts=(
+            Timeouts(connect_s=5, operation_s=5))), outbox=outbox, log=store,
+            alarm_payload=alarm_payload)
+
+    async with subscriber(broker.plain_port, "plant/alarm") as got:
+        result = await make().run(Trigger.SCHEDULE)
+        await wait_for(got, 2)
+    assert result.ok, result.reason
+    assert [json.loads(p)["seq"] for _, p in got] == [seqs[0], seqs[2]]
+    reason = f"a message of {BIG + 5 + len('plant/alarm') + 4} bytes, larger than 16 MiB"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"server 2: alarm event {seqs[1]} (2021-02-01T00:01:01Z) cannot be sent: "
+                      f"{reason}; set aside, the later ones go on"]
+    set_aside = [json.loads(b) for b in store.journal(kinds=["delivered"]).column(
+        "body").to_pylist() if "setAside" in json.loads(b)]
+    assert set_aside == [{"server": 2, "stream": "ALARM", "event": seqs[1], "setAside": reason}]
+    async with subscriber(broker.plain_port, "plant/alarm") as again:
+        result = await make().run(Trigger.SCHEDULE)
+        await asyncio.sleep(0.5)
+    assert result.ok and again == []
+
+
+class _OneBigWindow(DemoSource):
+    """A window's document of more than 16 MiB (incompressible), the others small."""
+
+    def __init__(self, log: Log, big_end_ns: int) -> None:
+        super().__init__(log)
+        self.big_end_ns = big_end_ns
+
+    def render(self, spec: WindowSpec) -> list[Rendered]:
+        self.pad_bytes = BIG if spec.end_ns == self.big_end_ns else 0
+        return super().render(spec)
+
+
+async def test_a_data_message_over_16_mib_is_set_aside_and_the_later_windows_go(
+        store: Log, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    limit_packets(broker)
+    await fill(store, T0, T0 + 3 * DAY)
+    cut = datetime.fromtimestamp(T0 + 2 * DAY + 9 * H, UTC)
+    big_end_ns = (T0 + 2 * DAY) * 10**9   # the second window, of the second day
+    s = settings(broker)
+
+    def make() -> MqttSession:
+        outbox = Outbox(server=2, log=store, source=_OneBigWindow(store, big_end_ns),
+                        directory=tmp_path / "outbox", streams=(Stream.DATA,))
+        return MqttSession(settings=s, transport=MqttTransport(s, cert_dir=tmp_path, timeouts=(
+            Timeouts(connect_s=5, operation_s=5))), outbox=outbox, log=store,
+            alarm_payload=None)
+
+    async with subscriber(broker.plain_port, "plant/data") as got:
+        result = await make().run(Trigger.SCHEDULE, started=cut)
+        await wait_for(got, 2)
+        await asyncio.sleep(0.3)
+    assert result.ok, result.reason
+    assert len(got) == 2 and result.files == 2
+    state = DeliveryState.from_table(store.journal(kinds=["state", "window", "delivered"]))
+    windows = state.stream(2, Stream.DATA).windows
+    assert [w.spec.end_ns for w in windows] == [big_end_ns - DAY * 10**9, big_end_ns,
+                                                int(cut.timestamp()) * 10**9]
+    big = windows[1].files[0].name
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"server 2: MQTT message {big} cannot be sent: a message of ")
+    assert errors[0].endswith(" bytes, larger than 16 MiB; set aside, the later ones go on")
+    set_aside = [json.loads(b) for b in store.journal(kinds=["delivered"]).column(
+        "body").to_pylist() if "setAside" in json.loads(b)]
+    assert [(b["file"], b["end"]) for b in set_aside] == [(big, big_end_ns)]
+    assert state.stream(2, Stream.DATA).cursor_ns == int(cut.timestamp()) * 10**9
+    async with subscriber(broker.plain_port, "plant/data") as again:
+        result = await make().run(Trigger.SCHEDULE, started=cut)
+        await asyncio.sleep(0.5)
+    assert result.ok and result.files == 0 and again == []

@@ -254,3 +254,42 @@ async def test_a_wall_clock_stepped_forward_by_decades_runs_one_session_then_the
     await stop(task)
     assert [c[0] for c in sessions.calls] == [Trigger.SCHEDULE, Trigger.SCHEDULE]
     assert T0 <= sessions.calls[0][1] <= T0 + 60 and sessions.calls[1][1] == T0 + 570
+
+
+@pytest.mark.parametrize("back_s", [0.5, 2, 2.5, 5, 30, 59])
+async def test_a_wall_clock_stepped_back_during_a_connection_does_not_run_it_again(
+        back_s: float) -> None:
+    # Every minute, on whole minutes. NTP corrects the clock by a few seconds while the
+    # connection of 10:01:00 runs: the corrected clock reads 10:01:00 again a few seconds later,
+    # and that connection was just run; the next one is 10:02:00 of the corrected clock.
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    sessions.hold = asyncio.Event()
+    task = await running(SlotScheduler(1, sessions, schedules=[every(1, 1440)],
+                                       time_zone="UTC", clock=clock))
+    await clock.advance(30.2)
+    assert sessions.calls == [(Trigger.SCHEDULE, T0 + 30)]
+    clock.step_wall(round(-back_s * NS_PER_S))
+    sessions.hold.set()
+    await clock.advance(200)
+    await stop(task)
+    starts = [t for _, t in sessions.calls]
+    assert starts == [T0 + 30, T0 + 90, T0 + 150, T0 + 210][:len(starts)]
+    assert len(starts) >= 3
+
+
+async def test_a_clock_a_day_fast_corrected_during_a_connection_runs_it_again_a_day_later(
+        ) -> None:
+    # Once a day at 10:01. The connection ran by a clock a day fast, which NTP then corrects:
+    # the connection of the corrected 10:01 is the next one, a day later, not two.
+    clock = ManualClock(T0 * NS_PER_S)
+    sessions = Sessions(clock)
+    sessions.hold = asyncio.Event()
+    task = await running(SlotScheduler(1, sessions, schedules=[every(1440, 1, start_s=36_060)],
+                                       time_zone="UTC", clock=clock))
+    await clock.advance(31)
+    clock.step_wall(-86_400 * NS_PER_S)
+    sessions.hold.set()
+    await clock.advance(86_400)
+    await stop(task)
+    assert sessions.calls == [(Trigger.SCHEDULE, T0 + 30), (Trigger.SCHEDULE, T0 + 30)]
