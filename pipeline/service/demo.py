@@ -411,10 +411,11 @@ class _Kickoff:
 
 
 async def run_demo(data_dir: Path, stop: asyncio.Event,
-                   made: Callable[[Gateway], None] | None = None) -> bool:
+                   made: Callable[[Gateway], None] | None = None, *,
+                   web_port: int | None = None) -> bool:
     """The demo plant and the gateway on it until `stop`; True when it stopped for a `reboot`.
     Raises `GatewayRefused` when the data directory is in use. `made` is given the gateway
-    before it runs (`sunpm run`'s SIGHUP)."""
+    before it runs (`sunpm run`'s SIGHUP); `web_port` replaces `WEB_Port` (`--web-port`)."""
     with _demo_lock(data_dir):
         config_dir = data_dir / "config"
         server_dir = data_dir / "server"
@@ -446,7 +447,8 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
 
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
                                   plugins=[_Kickoff(), ScriptsPlugin(),
-                                           WebPlugin(free_port_fallback=True)])
+                                           WebPlugin(port=web_port,
+                                                     free_port_fallback=True)])
                 if made is not None:
                     made(gateway)
                 await gateway.run(stop)

@@ -109,6 +109,8 @@ CASES: list[tuple[list[str], int, str]] = [
      "sunpm run: {missing}: configuration rejected"),
     (["run", "--data", "{file}"], 2, "sunpm run: --data {file}: exists and is not a directory"),
     (["run", "--log-level", "loud"], 2, "argument --log-level: invalid choice: 'loud'"),
+    (["run", "--web-port", "70000"], 2, "argument --web-port: '70000' is not a port (0..65535)"),
+    (["run", "--web-port", "http"], 2, "argument --web-port: 'http' is not a port (0..65535)"),
     # cmd
     (["cmd"], 2, "the following arguments are required: NAME\n"),   # KEY=VALUE is optional
     (["cmd", "status", "--data", "{missing}"], 2,
