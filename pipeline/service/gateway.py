@@ -436,19 +436,23 @@ class Gateway:
                 site = load_site(self.config_dir)
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
+            # A warning (a default used) is said as one, as `sunpm config validate` does: only
+            # the errors rejected the folder.
             for problem in err.problems:
-                config_log.error("%s", problem)
+                config_log.log(logging.ERROR if problem.severity is Severity.ERROR
+                               else logging.WARNING, "%s", problem)
+            errors = sum(p.severity is Severity.ERROR for p in err.problems)
+            counted = f"{errors} error(s), {len(err.problems) - errors} warning(s) above"
             kept = in_force.load(self.data_dir, self.config_dir)
             # Said by the problems above: the watch says it again only once it was back.
             self._missing_said = _missing_folder(self.config_dir)
             if kept is None:
-                raise GatewayRefused(f"{self.config_dir}: configuration rejected "
-                                     f"({len(err.problems)} problem(s) above)", 2) from None
+                raise GatewayRefused(f"{self.config_dir}: configuration rejected ({counted})",
+                                     2) from None
             # The folder's digest stays the loaded one: the watch looks again once it changes.
-            config_log.error("%s: configuration rejected (%d problem(s) above); running the "
-                             "last configuration in force (%s) until the folder is fixed",
-                             self.config_dir, len(err.problems),
-                             self.data_dir / in_force.FILE_NAME)
+            config_log.error("%s: configuration rejected (%s); running the last configuration "
+                             "in force (%s) until the folder is fixed", self.config_dir,
+                             counted, self.data_dir / in_force.FILE_NAME)
             self.site = kept
             use_time_zone(kept.settings.time_zone)
             return kept
