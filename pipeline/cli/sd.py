@@ -316,7 +316,12 @@ def _sql_session(dump: Dump, fmt: str) -> int:
     session = sql_mod.Session(dump)
     try:
         if not sys.stdin.isatty():
-            statements = session.statements(sys.stdin.read())
+            text = sys.stdin.read()
+            unparsed: duckdb.Error | None = None
+            try:
+                statements = session.statements(text)
+            except duckdb.Error:
+                statements, unparsed = session.statements_before_error(text)
             said: set[str] = set()
             for number, statement in enumerate(statements, 1):
                 try:
@@ -327,6 +332,10 @@ def _sql_session(dump: Dump, fmt: str) -> int:
                     return 1
                 finally:
                     _print_findings(dump, said)
+            if unparsed is not None:
+                print(f"sunpm sd sql: statement {len(statements) + 1}: "
+                      f"{str(unparsed).splitlines()[0]}", file=sys.stderr)
+                return 1
             return 0
         _prompt(session, dump, fmt)
         return 0

@@ -45,6 +45,19 @@ def test_statements_from_standard_input_answer_in_turn_and_stop_at_the_first_fai
     assert hashes(month.dump) == before
 
 
+def test_a_statement_the_parser_refuses_stops_the_run_there_as_any_failure(month: Plant) -> None:
+    """DuckDB's parser refuses a whole text for one bad statement: the statements before it
+    are still answered, in turn, and the bad one named by its number, not by a traceback."""
+    script = ("SELECT 1 AS a;\n"
+              "SELECT 'x;y' AS b; -- a comment; with a semicolon\n"
+              "SELEC 2;\n"
+              "SELECT 'never asked' AS c;\n")
+    ran = _sd_sql(month.dump, script, "--format", "csv")
+    assert (ran.returncode, ran.stdout) == (1, "a\n1\nb\nx;y\n"), ran.stderr
+    assert ran.stderr == 'sunpm sd sql: statement 3: Parser Error: syntax error at or near ' \
+                         '"SELEC"\n'
+
+
 def test_a_writing_statement_is_refused_in_a_session_too(month: Plant, tmp_path: Path) -> None:
     ran = _sd_sql(month.dump, f"SELECT 1 AS a;\nCOPY (SELECT 1) TO '{tmp_path / 'x.csv'}';\n",
                   "--format", "csv")
