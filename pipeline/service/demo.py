@@ -11,6 +11,9 @@ Everything is on loopback or a pseudo-terminal, in this process (the gateway's l
       server/                   the `dir` server 1 (DATA, ALARM, LOG ... as an IS receives them)
       store/                    the store (resumed by the next run)
       mosquitto/                the broker's configuration and log, when mosquitto is installed
+      ...                       and what any gateway keeps in its data folder: status.json,
+                                sunpm.sock, config-in-force.tar, initial-password, web-password,
+                                api-token, archives/
 
 - three SunSpec inverters (models 1 and 103 at 40000), one lean Modbus TCP simulator each on an
   ephemeral port; their values follow a day curve compressed to 24 minutes (16 min of sun, 8 of
