@@ -138,7 +138,7 @@ CASES: list[tuple[list[str], int, str]] = [
      "sunpm sd export-parquet: {file}: not a directory"),
     (["sd", "export-parquet", "{missing}", "{dir}/pq"], 2,
      "sunpm sd export-parquet: {missing}: no such directory"),
-    (["ingest", "{missing}", "{dir}/pq"], 1, "sunpm ingest: {missing}: not a directory"),
+    (["ingest", "{missing}", "{dir}/pq"], 1, "sunpm ingest: {missing}: no such directory"),
     (["ingest", "{file}", "{dir}/pq"], 1, "sunpm ingest: {file}: not a directory"),
     # modbus read
     (["modbus", "read", "127.0.0.1"], 2, "the following arguments are required: --def"),
