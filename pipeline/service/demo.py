@@ -431,10 +431,12 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
         try:
             ports = [await sim.start() for sim in inverters]
             async with mosquitto(data_dir / "mosquitto") as mqtt_port:
-                write_config(config_dir, server_dir, data_dir / "store", ports,
-                             os.ttyname(slave), mqtt_port)
+                # The mark first: a configuration without it would be taken for the user's
+                # (`sunpm run`) by every later start, had this one been cut in between.
                 write_file_durably(data_dir / "demo.json", json.dumps(
                     {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
+                write_config(config_dir, server_dir, data_dir / "store", ports,
+                             os.ttyname(slave), mqtt_port)
 
                 async def announce(started: Started) -> None:
                     where = "created" if first else "resumed"

@@ -7,9 +7,14 @@ folder's paths, the inverters' ports, the meter's pty and the broker's port foll
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from config import load_site
+from pipeline.service import demo
 from pipeline.service.demo import UID, write_config
 
 
@@ -64,3 +69,20 @@ def test_the_demo_meter_is_read_at_its_speed_from_the_start(tmp_path: Path) -> N
     # of the first session, a few seconds after the start, would show the meter's row empty.
     _write(tmp_path, [41001, 41002, 41003], "/dev/pts/7", 50001)
     assert load_site(tmp_path / "config").daq.device("TIC1").parameters == "1200"
+
+
+async def test_a_first_start_cut_after_its_configuration_is_still_the_demos(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first start killed (or the power cut) once the demo's configuration was written: the
+    folder must still be the demo's, else every later `sunpm run` took `config/` for a site of
+    the user's and polled inverters and a meter nobody simulated any more."""
+
+    def written_then_cut(config_dir: Path, *args: Any) -> None:
+        write_config(config_dir, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "write_config", written_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        await demo.run_demo(tmp_path / "data", asyncio.Event())
+    assert (tmp_path / "data" / "config" / "CONFIG" / f"{UID}_config.ini").is_file()
+    assert demo.is_demo(tmp_path / "data")
