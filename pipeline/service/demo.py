@@ -55,6 +55,7 @@ from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
+from pipeline.service.maintenance import DEMO_MARK
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
 
@@ -387,7 +388,7 @@ def _demo_lock(data_dir: Path) -> Iterator[None]:
 
 
 def is_demo(data_dir: Path) -> bool:
-    return (data_dir / "demo.json").is_file()
+    return (data_dir / DEMO_MARK).is_file()
 
 
 @dataclass(slots=True)
@@ -425,6 +426,12 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
         for sub in SERVER_TREE:
             (server_dir / sub).mkdir(parents=True, exist_ok=True)
         first = not is_demo(data_dir)
+        if not (data_dir / "store").exists():
+            # A new store (a `factory` reset, the store deleted) has no memory of the files the
+            # demo synced with its server folder: an earlier run's CONFIG copies there, with
+            # that run's ports, would be applied as a change from server 1.
+            for stale in (server_dir / "CONFIG").glob(f"{UID}_*"):
+                stale.unlink()
         inverters = [TcpSimulator({1: DemoInverter(number=k)}) for k in (1, 2, 3)]
         master, slave = pty.openpty()
         linky = asyncio.create_task(_linky(master), name="demo-linky")
@@ -433,7 +440,7 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
             async with mosquitto(data_dir / "mosquitto") as mqtt_port:
                 # The mark first: a configuration without it would be taken for the user's
                 # (`sunpm run`) by every later start, had this one been cut in between.
-                write_file_durably(data_dir / "demo.json", json.dumps(
+                write_file_durably(data_dir / DEMO_MARK, json.dumps(
                     {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
                 write_config(config_dir, server_dir, data_dir / "store", ports,
                              os.ttyname(slave), mqtt_port)

@@ -392,9 +392,11 @@ class Gateway:
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
                 if self.factory_requested:
-                    await asyncio.to_thread(self._factory_wipe, store_dir, site.uid)
-                    log.warning("Factory reset done: configuration and store deleted, defaults "
-                                "written for %s; an SD mirror is left as it was", site.uid)
+                    defaults = await asyncio.to_thread(self._factory_wipe, store_dir, site.uid)
+                    log.warning("Factory reset done: configuration and store deleted, %s; an "
+                                "SD mirror is left as it was",
+                                f"defaults written for {site.uid}" if defaults
+                                else "the demo writes its own again as it restarts")
 
     async def _after_start(self, power: PowerWatch) -> None:
         """The Power OFF an unclean stop left unsaid, journaled before anything of this run."""
@@ -419,9 +421,9 @@ class Gateway:
         self._uncommitted.add(task)     # a reference, else the task may be collected
         task.add_done_callback(stored)
 
-    def _factory_wipe(self, store_dir: Path, uid: str) -> None:
+    def _factory_wipe(self, store_dir: Path, uid: str) -> bool:
         with self.config_lock:
-            factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
+            return factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
 
     def _load(self) -> Site:
         try:
