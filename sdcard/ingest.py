@@ -210,7 +210,8 @@ def ingest(tree: Path, out: Path, *, tz: str | None = None,
     from fsio import write_file_durably
 
     if not tree.is_dir():
-        raise IngestError(f"{tree}: not a directory")
+        # Worded as every command says it (`sunpm sd inspect`, `config validate`).
+        raise IngestError(f"{tree}: {'not a directory' if tree.exists() else 'no such directory'}")
     if not (tree / "DATA").is_dir() and not (tree / "ALARM").is_dir():
         raise IngestError(f"{tree}: not a server tree (no DATA/ or ALARM/ folder)")
     if out.resolve().is_relative_to(tree.resolve()):

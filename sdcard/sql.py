@@ -176,6 +176,28 @@ class Session:
         a comment splits nothing); empty when it holds none."""
         return [s.query for s in self._con.extract_statements(text)]
 
+    def statements_before_error(self, text: str) -> tuple[list[str], duckdb.Error | None]:
+        """For a `text` DuckDB cannot parse whole (its parser refuses all of it for one bad
+        statement): the statements before the first it cannot parse, and that one's error
+        (None when the text parses after all). Each `;` ends a candidate; a candidate that does
+        not parse (a `;` inside a string, a comment or a bad statement) runs on to the next."""
+        import duckdb
+
+        found: list[str] = []
+        start = 0
+        for end in (i + 1 for i, char in enumerate(text) if char == ";"):
+            try:
+                queries = self.statements(text[start:end])
+            except duckdb.Error:
+                continue
+            if queries:     # a comment alone holds none: it may still hide a `;` of the next
+                found += queries
+                start = end
+        try:
+            return found + self.statements(text[start:]), None
+        except duckdb.Error as err:
+            return found, err
+
     def ask(self, query: str) -> tuple[list[str], Iterator[Rows]] | None:
         """The answer's columns and its rows, a batch at a time (of the last statement when
         `query` holds several); None when that statement answers nothing (`SET TimeZone`)."""

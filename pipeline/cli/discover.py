@@ -49,7 +49,7 @@ class _Refused(Exception):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "discover", help="find SunSpec devices and generate their definition files",
+        "discover", help="find SunSpec devices or a TIC meter, generate their definition files",
         epilog="exit status: 0 the scan completed (whatever it found), 1 nothing could be "
                "reached, 2 parameters refused, 130 interrupted (Ctrl-C)")
     parser.add_argument("--protocol", default="sunspec", choices=("sunspec", "tic"))

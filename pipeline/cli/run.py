@@ -1,4 +1,4 @@
-"""`sunpm run [--config DIR] [--data DIR]`: the gateway service.
+"""`sunpm run [--config DIR] [--data DIR] [--web-port PORT]`: the gateway service.
 
 With `--config`, the gateway runs that configuration (the store at `STORE_Path`, or
 `DATA/store` when it is empty). Without it, `DATA/config` is run when it holds a configuration;
@@ -37,7 +37,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="data directory: store, demo server folder (default ./sunpm-data)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         default="info", help="stderr log level (default info)")
+    parser.add_argument("--web-port", type=_web_port, metavar="PORT",
+                        help="web UI port for this run instead of WEB_Port (0: a free port)")
+    parser.epilog = ("exit status: 0 stopped by SIGINT or SIGTERM, 1 an unexpected error or a "
+                     "stop past 9 s, 2 a rejected configuration or a data folder it may not "
+                     "write, 3 another sunpm runs on this data")
     parser.set_defaults(handler=_run)
+
+
+def _web_port(text: str) -> int:
+    """A port the web UI may listen on; 0 asks the system for a free one (a first demo start on
+    a machine whose 8080 is not the demo's to take)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return port
 
 
 def _lean_imports() -> None:
@@ -131,10 +148,10 @@ async def _main(args: argparse.Namespace) -> int:
 
     try:
         if config_dir is None:
-            restart = await run_demo(data_dir, stop, on_hangup)
+            restart = await run_demo(data_dir, stop, on_hangup, web_port=args.web_port)
         else:
             gateway = Gateway(config_dir.absolute(), data_dir,
-                              plugins=[ScriptsPlugin(), WebPlugin()])
+                              plugins=[ScriptsPlugin(), WebPlugin(port=args.web_port)])
             on_hangup(gateway)
             await gateway.run(stop)
             restart = gateway.restart_requested

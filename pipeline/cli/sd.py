@@ -20,11 +20,14 @@ import contextlib
 import gc
 import json
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tqdm import tqdm
 
     from sdcard.dump import Dump
@@ -208,7 +211,15 @@ def _sql(args: argparse.Namespace) -> int:
         dump = _open_dump(args.path)
         if args.query is None:
             return _sql_session(dump, args.format)
-        code = _one_question(dump, args.query, args.format, sys.stdout, sys.stderr)
+        from sdcard import sql as sql_mod
+
+        session = sql_mod.Session(dump)
+        try:
+            with _interruptible(session):
+                code = _one_question(dump, args.query, args.format, sys.stdout, sys.stderr,
+                                     session)
+        finally:
+            session.close()
     except BrokenPipeError:
         raise  # the reader went away (`| head`): `main` ends quietly
     except (SunpmError, OSError) as err:
@@ -240,6 +251,8 @@ def _one_question(dump: Dump, query: str, fmt: str, out: IO[str], err: IO[str],
         print(f"sunpm sd sql: {error}", file=err)
         return 2
     except duckdb.Error as error:
+        if _CTRL_C.is_set():
+            raise KeyboardInterrupt from None   # the query's end is Ctrl-C's (_interruptible)
         print(f"sunpm sd sql: {str(error).splitlines()[0]}", file=err)
         return 1
     _print_findings(dump, set(), err)
@@ -321,17 +334,27 @@ def _sql_session(dump: Dump, fmt: str) -> int:
     session = sql_mod.Session(dump)
     try:
         if not sys.stdin.isatty():
-            statements = session.statements(sys.stdin.read())
+            text = sys.stdin.read()
+            unparsed: duckdb.Error | None = None
+            try:
+                statements = session.statements(text)
+            except duckdb.Error:
+                statements, unparsed = session.statements_before_error(text)
             said: set[str] = set()
             for number, statement in enumerate(statements, 1):
                 try:
-                    _answer(session, statement, fmt)
+                    with _interruptible(session):
+                        _answer(session, statement, fmt)
                 except (SunpmError, duckdb.Error) as err:
                     print(f"sunpm sd sql: statement {number}: {str(err).splitlines()[0]}",
                           file=sys.stderr)
                     return 1
                 finally:
                     _print_findings(dump, said)
+            if unparsed is not None:
+                print(f"sunpm sd sql: statement {len(statements) + 1}: "
+                      f"{str(unparsed).splitlines()[0]}", file=sys.stderr)
+                return 1
             return 0
         _prompt(session, dump, fmt)
         return 0
@@ -373,15 +396,62 @@ def _prompt(session: Session, dump: Dump, fmt: str) -> None:
         started = time.perf_counter()
         try:
             for statement in session.statements(text):
-                _answer(session, statement, fmt)
+                with _interruptible(session):
+                    _answer(session, statement, fmt)
         except KeyboardInterrupt:
-            session.interrupt()
             print("(interrupted)", file=sys.stderr)
         except (SunpmError, duckdb.Error) as err:
             print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         else:
             print(f"({time.perf_counter() - started:.2f} s)", file=sys.stderr)
         _print_findings(dump, said)
+
+
+#: Set by Ctrl-C inside `_interruptible` (the main thread of `sd sql`'s own process only).
+_CTRL_C: Final = threading.Event()
+
+
+@contextlib.contextmanager
+def _interruptible(session: Session) -> Iterator[None]:
+    """Ctrl-C stops the session's DuckDB query at once, then raises KeyboardInterrupt. Python
+    runs a signal's handler only between bytecodes, which a long scan in DuckDB's C code does
+    not reach for minutes (Ctrl-C did nothing): the wake-up byte the signal writes at once has a
+    thread interrupt the query instead. Only in the main thread, where signals are handled."""
+    import os
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = _CTRL_C
+    caught.clear()
+    signalled, wakeup = os.pipe()
+    os.set_blocking(wakeup, False)
+
+    def watch() -> None:
+        while byte := os.read(signalled, 1):
+            if byte[0] == signal.SIGINT:
+                caught.set()
+                session.interrupt()
+
+    previous_handler = signal.signal(signal.SIGINT, lambda _signum, _frame: caught.set())
+    previous_wakeup = signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="sd-sql-ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except Exception:
+        if not caught.is_set():
+            raise
+        # The query's error is the interrupt's doing (DuckDB: `Query interrupted`).
+    finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        signal.signal(signal.SIGINT, previous_handler)
+        os.close(wakeup)    # the watcher reads the end of the pipe and returns
+        watcher.join()
+        os.close(signalled)
+    if caught.is_set():
+        raise KeyboardInterrupt
 
 
 def _answer(session: Session, statement: str, fmt: str) -> None:

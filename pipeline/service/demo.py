@@ -11,6 +11,9 @@ Everything is on loopback or a pseudo-terminal, in this process (the gateway's l
       server/                   the `dir` server 1 (DATA, ALARM, LOG ... as an IS receives them)
       store/                    the store (resumed by the next run)
       mosquitto/                the broker's configuration and log, when mosquitto is installed
+      ...                       and what any gateway keeps in its data folder: status.json,
+                                sunpm.sock, config-in-force.tar, initial-password, web-password,
+                                api-token, archives/
 
 - three SunSpec inverters (models 1 and 103 at 40000), one lean Modbus TCP simulator each on an
   ephemeral port; their values follow a day curve compressed to 24 minutes (16 min of sun, 8 of
@@ -52,6 +55,7 @@ from fsio import write_file_durably
 from pipeline.drivers.modbus.simulator import SimulatedDevice, TcpSimulator
 from pipeline.drivers.tic import TicMode, encode_frame
 from pipeline.service.gateway import Gateway, GatewayRefused, Started
+from pipeline.service.maintenance import DEMO_MARK
 from pipeline.service.scripts import ScriptsPlugin
 from pipeline.web import WebPlugin
 
@@ -384,7 +388,7 @@ def _demo_lock(data_dir: Path) -> Iterator[None]:
 
 
 def is_demo(data_dir: Path) -> bool:
-    return (data_dir / "demo.json").is_file()
+    return (data_dir / DEMO_MARK).is_file()
 
 
 @dataclass(slots=True)
@@ -411,26 +415,35 @@ class _Kickoff:
 
 
 async def run_demo(data_dir: Path, stop: asyncio.Event,
-                   made: Callable[[Gateway], None] | None = None) -> bool:
+                   made: Callable[[Gateway], None] | None = None, *,
+                   web_port: int | None = None) -> bool:
     """The demo plant and the gateway on it until `stop`; True when it stopped for a `reboot`.
     Raises `GatewayRefused` when the data directory is in use. `made` is given the gateway
-    before it runs (`sunpm run`'s SIGHUP)."""
+    before it runs (`sunpm run`'s SIGHUP); `web_port` replaces `WEB_Port` (`--web-port`)."""
     with _demo_lock(data_dir):
         config_dir = data_dir / "config"
         server_dir = data_dir / "server"
         for sub in SERVER_TREE:
             (server_dir / sub).mkdir(parents=True, exist_ok=True)
         first = not is_demo(data_dir)
+        if not (data_dir / "store").exists():
+            # A new store (a `factory` reset, the store deleted) has no memory of the files the
+            # demo synced with its server folder: an earlier run's CONFIG copies there, with
+            # that run's ports, would be applied as a change from server 1.
+            for stale in (server_dir / "CONFIG").glob(f"{UID}_*"):
+                stale.unlink()
         inverters = [TcpSimulator({1: DemoInverter(number=k)}) for k in (1, 2, 3)]
         master, slave = pty.openpty()
         linky = asyncio.create_task(_linky(master), name="demo-linky")
         try:
             ports = [await sim.start() for sim in inverters]
             async with mosquitto(data_dir / "mosquitto") as mqtt_port:
+                # The mark first: a configuration without it would be taken for the user's
+                # (`sunpm run`) by every later start, had this one been cut in between.
+                write_file_durably(data_dir / DEMO_MARK, json.dumps(
+                    {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
                 write_config(config_dir, server_dir, data_dir / "store", ports,
                              os.ttyname(slave), mqtt_port)
-                write_file_durably(data_dir / "demo.json", json.dumps(
-                    {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
 
                 async def announce(started: Started) -> None:
                     where = "created" if first else "resumed"
@@ -446,7 +459,8 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
 
                 gateway = Gateway(config_dir, data_dir, on_started=announce,
                                   plugins=[_Kickoff(), ScriptsPlugin(),
-                                           WebPlugin(free_port_fallback=True)])
+                                           WebPlugin(port=web_port,
+                                                     free_port_fallback=True)])
                 if made is not None:
                     made(gateway)
                 await gateway.run(stop)

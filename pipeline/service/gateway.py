@@ -387,9 +387,11 @@ class Gateway:
                 await store.close()
                 log.info("sunpm stopped; store closed. store=%s", store_dir)
                 if self.factory_requested:
-                    await asyncio.to_thread(self._factory_wipe, store_dir, site.uid)
-                    log.warning("Factory reset done: configuration and store deleted, defaults "
-                                "written for %s; an SD mirror is left as it was", site.uid)
+                    defaults = await asyncio.to_thread(self._factory_wipe, store_dir, site.uid)
+                    log.warning("Factory reset done: configuration and store deleted, %s; an "
+                                "SD mirror is left as it was",
+                                f"defaults written for {site.uid}" if defaults
+                                else "the demo writes its own again as it restarts")
 
     async def _after_start(self, power: PowerWatch) -> None:
         """The Power OFF an unclean stop left unsaid, journaled before anything of this run."""
@@ -414,9 +416,9 @@ class Gateway:
         self._uncommitted.add(task)     # a reference, else the task may be collected
         task.add_done_callback(stored)
 
-    def _factory_wipe(self, store_dir: Path, uid: str) -> None:
+    def _factory_wipe(self, store_dir: Path, uid: str) -> bool:
         with self.config_lock:
-            factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
+            return factory_wipe(self.config_dir, self.data_dir, store_dir, uid)
 
     def _load(self) -> Site:
         try:
@@ -431,19 +433,23 @@ class Gateway:
                 site = load_site(self.config_dir)
         except ConfigError as err:
             config_log = logging.getLogger("sunpm.config")
+            # A warning (a default used) is said as one, as `sunpm config validate` does: only
+            # the errors rejected the folder.
             for problem in err.problems:
-                config_log.error("%s", problem)
+                config_log.log(logging.ERROR if problem.severity is Severity.ERROR
+                               else logging.WARNING, "%s", problem)
+            errors = sum(p.severity is Severity.ERROR for p in err.problems)
+            counted = f"{errors} error(s), {len(err.problems) - errors} warning(s) above"
             kept = in_force.load(self.data_dir, self.config_dir)
             # Said by the problems above: the watch says it again only once it was back.
             self._missing_said = _missing_folder(self.config_dir)
             if kept is None:
-                raise GatewayRefused(f"{self.config_dir}: configuration rejected "
-                                     f"({len(err.problems)} problem(s) above)", 2) from None
+                raise GatewayRefused(f"{self.config_dir}: configuration rejected ({counted})",
+                                     2) from None
             # The folder's digest stays the loaded one: the watch looks again once it changes.
-            config_log.error("%s: configuration rejected (%d problem(s) above); running the "
-                             "last configuration in force (%s) until the folder is fixed",
-                             self.config_dir, len(err.problems),
-                             self.data_dir / in_force.FILE_NAME)
+            config_log.error("%s: configuration rejected (%s); running the last configuration "
+                             "in force (%s) until the folder is fixed", self.config_dir,
+                             counted, self.data_dir / in_force.FILE_NAME)
             self.site = kept
             use_time_zone(kept.settings.time_zone)
             return kept

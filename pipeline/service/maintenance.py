@@ -50,6 +50,8 @@ PACKAGE_CAP_BYTES: Final = 256 * 2**20
 DOWNLOAD_LIMIT_S: Final = 600.0
 #: The configuration tree's folders a factory reset empties (docs/behaviour.md §6).
 CONFIG_FOLDERS: Final = ("DEF", "SCRIPT", "CERT")
+#: What marks a data folder as the demo plant's (pipeline/service/demo.py, `is_demo`).
+DEMO_MARK: Final = "demo.json"
 UPDATE_FOLDER: Final = "update"
 PART_SUFFIX: Final = ".part"
 #: What `<data>/update/` keeps across restarts: the /BIN bookkeeping (pipeline/service/firmware.py).
@@ -114,8 +116,9 @@ def _problem_text(problem: object) -> str:
     return f"{field}: {message}" if field else message
 
 
-def factory_wipe(config_dir: Path, data_dir: Path, store_dir: Path, uid: str) -> None:
-    """docs/behaviour.md §6 factory reset: configuration and stored state go, defaults come."""
+def factory_wipe(config_dir: Path, data_dir: Path, store_dir: Path, uid: str) -> bool:
+    """docs/behaviour.md §6 factory reset: configuration and stored state go, defaults come
+    (True), or, in the demo's data folder, the demo's own at its restart (False)."""
     config = config_dir / "CONFIG"
     if config.is_dir():
         for path in config.iterdir():
@@ -132,8 +135,13 @@ def factory_wipe(config_dir: Path, data_dir: Path, store_dir: Path, uid: str) ->
             target.unlink()
     for folder in ("CONFIG", *CONFIG_FOLDERS):
         (config_dir / folder).mkdir(parents=True, exist_ok=True)
+    if (data_dir / DEMO_MARK).is_file():
+        # The demo's restart writes the demo's own configuration into the empty folder, as at
+        # a first start: the defaults (no server, no inverter) would be kept as the user's.
+        return False
     for rel, data in default_files(uid).items():
         write_file_durably(config_dir / rel, data)
+    return True
 
 
 def check_firmware_request(url: str, checksum: str, interface: str) -> str:

@@ -764,6 +764,8 @@ class WebPlugin:
                               reason)
                     return
                 listener = await _listen(runner, host, 0)
+                log.warning("Web UI port %d is in use; a free port is taken instead (WEB_Port "
+                            "or `sunpm run --web-port` chooses another)", port)
             bound = int(listener.sockets[0].getsockname()[1]) if listener.sockets else port
             shown = f"[{host}]" if ":" in host else host
             self.url = f"http://{shown}:{bound}/"

@@ -248,7 +248,8 @@ def _ethernet_frames(tmp_path: Path) -> list[TraceEntry]:
 
 async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> None:
     data = tmp_path / "sunpm-data"
-    service = await start([], tmp_path / "logs", cwd=tmp_path)
+    # `--web-port 0`: the box's 8080 is not the test's to take.
+    service = await start(["--web-port", "0"], tmp_path / "logs", cwd=tmp_path)
     try:
         took = await wait_until(lambda: bool(list((data / "server" / "DATA").glob(
             "SUNPMDEMO_MODBUS_[0-9]*.csv.gz"))), 60, "demo DATA file", service)
@@ -295,7 +296,7 @@ async def test_demo_delivers_data_within_60_s_and_resumes(tmp_path: Path) -> Non
         before = log.watermark()
     finally:
         await log.close()
-    again = await start([], tmp_path / "logs", name="again", cwd=tmp_path)
+    again = await start(["--web-port", "0"], tmp_path / "logs", name="again", cwd=tmp_path)
     try:
         await wait_until(lambda: "sunpm started" in again.stderr, 30, "second start", again)
         # `reboot`: a clean stop, then the same process starts again on the same store.

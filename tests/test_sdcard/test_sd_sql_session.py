@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,19 @@ def test_statements_from_standard_input_answer_in_turn_and_stop_at_the_first_fai
     assert ran.stdout == one.stdout + "local_hour\n01\n"
     assert "never asked" not in ran.stdout
     assert hashes(month.dump) == before
+
+
+def test_a_statement_the_parser_refuses_stops_the_run_there_as_any_failure(month: Plant) -> None:
+    """DuckDB's parser refuses a whole text for one bad statement: the statements before it
+    are still answered, in turn, and the bad one named by its number, not by a traceback."""
+    script = ("SELECT 1 AS a;\n"
+              "SELECT 'x;y' AS b; -- a comment; with a semicolon\n"
+              "SELEC 2;\n"
+              "SELECT 'never asked' AS c;\n")
+    ran = _sd_sql(month.dump, script, "--format", "csv")
+    assert (ran.returncode, ran.stdout) == (1, "a\n1\nb\nx;y\n"), ran.stderr
+    assert ran.stderr == 'sunpm sd sql: statement 3: Parser Error: syntax error at or near ' \
+                         '"SELEC"\n'
 
 
 def test_a_writing_statement_is_refused_in_a_session_too(month: Plant, tmp_path: Path) -> None:
@@ -121,3 +135,63 @@ def test_the_prompt_goes_on_after_a_failed_statement_and_leaves_at_quit(month: P
     finally:
         term.close()
     assert hashes(month.dump) == before
+
+
+#: A question DuckDB spends minutes on, in its C code, where Python runs no signal handler.
+_ENDLESS = "SELECT count(*) AS n FROM range(100000000000) t(x) WHERE x % 7 = 3"
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_cpu(pid: int, seconds: float) -> None:
+    """Until the process has spent `seconds` of CPU more than now: the long question runs."""
+    target = _cpu_s(pid) + seconds
+    deadline = time.monotonic() + 120
+    while _cpu_s(pid) < target:
+        assert time.monotonic() < deadline, "the question never ran"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_a_long_question_at_once(month: Plant, tmp_path: Path) -> None:
+    """Ctrl-C used to wait for DuckDB to end the question (minutes, or never); now it stops it
+    and exits 130 with the one line every command says."""
+    for extra, stdin in (([_ENDLESS], ""), ([], f"SELECT 1 AS a;\n{_ENDLESS};\nSELECT 2 AS b;\n")):
+        questions = tmp_path / "q.sql"
+        questions.write_text(stdin)
+        with questions.open() as given:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "sd", "sql", "--no-server",
+                 str(month.dump), *extra, "--format", "csv"],
+                stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            # The start (imports, the dump's open) takes about a CPU-second; the question
+            # many, on every core.
+            _wait_cpu(child.pid, 4)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert (child.returncode, err) == (130, b"sunpm sd sql: interrupted\n"), err
+        assert out == (b"a\n1\n" if stdin else b"")
+
+
+def test_ctrl_c_at_the_prompt_stops_the_question_and_asks_the_next(month: Plant) -> None:
+    term = _Terminal(month.dump)
+    try:
+        term.wait_for("sd> ")
+        term.type(f"{_ENDLESS};")
+        _wait_cpu(term.child.pid, 4)
+        term.child.send_signal(signal.SIGINT)   # as Ctrl-C on its controlling terminal does
+        assert "(interrupted)" in term.wait_for("sd> ", 30)
+        term.type("SELECT 6 * 7 AS answer;")
+        assert "42" in term.wait_for("sd> ")
+        term.type(".quit")
+        assert term.child.wait(30) == 0
+    finally:
+        term.close()

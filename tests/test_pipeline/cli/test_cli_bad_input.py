@@ -113,6 +113,8 @@ CASES: list[tuple[list[str], int, str]] = [
      "sunpm run: {missing}: configuration rejected"),
     (["run", "--data", "{file}"], 2, "sunpm run: --data {file}: exists and is not a directory"),
     (["run", "--log-level", "loud"], 2, "argument --log-level: invalid choice: 'loud'"),
+    (["run", "--web-port", "70000"], 2, "argument --web-port: '70000' is not a port (0..65535)"),
+    (["run", "--web-port", "http"], 2, "argument --web-port: 'http' is not a port (0..65535)"),
     # cmd
     (["cmd"], 2, "the following arguments are required: NAME\n"),   # KEY=VALUE is optional
     (["cmd", "status", "--data", "{missing}"], 2,
@@ -142,7 +144,7 @@ CASES: list[tuple[list[str], int, str]] = [
      "sunpm sd export-parquet: {file}: not a directory"),
     (["sd", "export-parquet", "{missing}", "{dir}/pq"], 2,
      "sunpm sd export-parquet: {missing}: no such directory"),
-    (["ingest", "{missing}", "{dir}/pq"], 1, "sunpm ingest: {missing}: not a directory"),
+    (["ingest", "{missing}", "{dir}/pq"], 1, "sunpm ingest: {missing}: no such directory"),
     (["ingest", "{file}", "{dir}/pq"], 1, "sunpm ingest: {file}: not a directory"),
     # modbus read
     (["modbus", "read", "127.0.0.1"], 2, "the following arguments are required: --def"),

@@ -260,3 +260,42 @@ async def test_the_status_file_is_this_runs_from_the_start(tmp_path: Path) -> No
         await wait_until(lambda: json.loads((data / "status.json").read_bytes())["uptimeS"]
                          < 60, 30, what="status.json of this run")
         assert await service.stop() == 0, service.stderr
+
+
+async def test_web_port_puts_a_first_demo_start_on_the_port_given(tmp_path: Path) -> None:
+    """A first demo start, on a machine whose 8080 is someone else's to take: `--web-port`
+    chooses the web UI's port before any configuration exists, and only for this run (the
+    configuration written keeps its own `WEB_Port`)."""
+    port = free_ports(1)[0]
+    data = tmp_path / "sunpm-data"
+    async with _Service(["--data", str(data), "--web-port", str(port)],
+                        tmp_path / "service.err") as service:
+        await service.logged(f"Web UI listening. url=http://127.0.0.1:{port}/", 60)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        assert await service.stop() == 0, service.stderr
+    assert "WEB_Port" not in (data / "config" / "CONFIG" / "SUNPMDEMO_config.ini").read_text()
+
+
+async def test_web_port_overrides_the_configured_one(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    port = free_ports(1)[0]
+    args = ["--config", str(site), "--data", str(tmp_path / "data"), "--web-port", str(port)]
+    async with _Service(args, tmp_path / "service.err") as service:
+        await service.logged(f"Web UI listening. url=http://127.0.0.1:{port}/")
+        assert await service.stop() == 0, service.stderr
+
+
+async def test_a_demo_whose_web_port_is_taken_says_why_it_serves_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with _Service(["--data", str(tmp_path / "sunpm-data"), "--web-port", str(port)],
+                            tmp_path / "service.err") as service:
+            await service.logged("Web UI listening", 60)
+            assert f"Web UI port {port} is in use; a free port is taken instead (WEB_Port or " \
+                   "`sunpm run --web-port` chooses another)" in service.stderr
+            assert f"url=http://127.0.0.1:{port}/" not in service.stderr
+            assert await service.stop() == 0, service.stderr

@@ -124,3 +124,22 @@ async def test_a_configuration_folder_gone_is_said_once_and_the_configuration_ru
         gateway.config_written()
         await wait_for(lambda: "Local configuration change; applying it" in caplog.text, 20,
                        "the edit applied")
+
+
+async def test_a_refused_start_says_warnings_as_warnings_and_counts_only_errors_as_such(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As `sunpm config validate` says it: a value replaced by its default is a warning, not one
+    of the errors that rejected the folder."""
+    files = default_files(UID)
+    files[CONFIG_INI] += b"DAQ_PollPeriod=abc\nLOG_Level=info\nLOG_Level=debug\n"
+    for rel, data in files.items():
+        (tmp_path / "config" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "config" / rel).write_bytes(data)
+    gateway = Gateway(tmp_path / "config", tmp_path / "data")
+    with pytest.raises(GatewayRefused) as refused:
+        await asyncio.wait_for(gateway.run(asyncio.Event()), 20)
+    assert str(refused.value) == (f"{tmp_path / 'config'}: configuration rejected "
+                                  "(1 error(s), 1 warning(s) above)")
+    levels = {r.getMessage().split(": ")[1]: r.levelname for r in caplog.records
+              if r.name == "sunpm.config"}
+    assert levels == {"DAQ_PollPeriod": "WARNING", "LOG_Level": "ERROR"}, levels
