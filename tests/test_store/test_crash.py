@@ -98,6 +98,24 @@ def _verify(root: Path, acked: dict[tuple[str, int], int],
     return last
 
 
+def _forked_child(root: Path, generation: int, seed: int) -> tuple[int, int]:
+    """A writer `_child` in a forked process: the read end of its acknowledgements, its pid."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 0
+        try:
+            os.close(read_fd)
+            _child(root, write_fd, generation, seed)
+        except Exception:  # noqa: BLE001  (the child's top level: report, never into pytest)
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    return read_fd, pid
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) -> None:
     rng = random.Random(4242)
@@ -110,19 +128,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) 
     record(T0, VARS)
     started = time.monotonic()
     for generation in range(KILLS):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never returns into pytest
-            code = 0
-            try:
-                os.close(read_fd)
-                _child(tmp_path, write_fd, generation, rng.randrange(1 << 30))
-            except Exception:  # noqa: BLE001  (the child's top level: report, never into pytest)
-                traceback.print_exc()
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
+        read_fd, pid = _forked_child(tmp_path, generation, rng.randrange(1 << 30))
         # One kill in five lands early (during open and recovery), the others mid-appends.
         time.sleep(rng.uniform(0.0, 0.05) if rng.random() < 0.2 else rng.uniform(0.05, 0.3))
         os.kill(pid, signal.SIGKILL)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 from records_util import T0, record, records
-from test_crash import DEVICES, VARS, _child, _read_acks
+from test_crash import DEVICES, VARS, _forked_child, _read_acks
 
 from store import RECORDS_SCHEMA, Log, ReportKind, StoreOptions
 from store._segment import parse_name, scan_stream
@@ -174,19 +174,7 @@ def test_kills_and_damage_between_them_never_give_a_number_twice(tmp_path: Path,
     damaged_at: dict[str, int] = {}
     record(T0, VARS)
     for generation in range(ROUNDS):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                os.close(read_fd)
-                _child(tmp_path, write_fd, generation, rng.randrange(1 << 30))
-            except Exception:  # noqa: BLE001  (the child's top level: report, never into pytest)
-                traceback.print_exc()
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
+        read_fd, pid = _forked_child(tmp_path, generation, rng.randrange(1 << 30))
         time.sleep(rng.uniform(0.1, 0.4))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
