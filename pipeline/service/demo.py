@@ -288,7 +288,7 @@ def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: lis
     files[f"DEF/{INVERTER_FILE}"] = INVERTER_DEF
     kept_cfg = _kept(config_dir / cfg_name, cfg_name, parse_config_ini)
     fresh = kept_cfg is None or first
-    if fresh:
+    if kept_cfg is None or first:
         cfg = parse_config_ini(files[cfg_name], cfg_name).value
         values = {"SERVER_Type": "dir", "DAQ_PollPeriod": "1", "NTP_Server1": "",
                   "NTP_Server2": ""}
