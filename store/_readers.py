@@ -68,13 +68,40 @@ class Readers(LogCore):
         return Watermark(devices=dict(self._committed), journal=self._journal_committed)
 
     def records(self, device: str, *, start_ns: int | None = None, end_ns: int | None = None,
-                seq_from: int | None = None, seq_to: int | None = None) -> pa.Table:
+                seq_from: int | None = None, seq_to: int | None = None,
+                columns: Sequence[str] | None = None) -> pa.Table:
         """A device's committed records with `start_ns <= ts < end_ns` and seq in
-        `[seq_from, seq_to]` (blocking: call through `asyncio.to_thread` from the loop)."""
+        `[seq_from, seq_to]` (blocking: call through `asyncio.to_thread` from the loop);
+        `columns`: only those RECORDS_SCHEMA fields, in that order (and only they decoded,
+        with those the range filters on): the times of a month of records are a tenth of
+        the records."""
+        indexes, schema = _projection(columns, seq_from, seq_to)
         stream = self._streams.get(device)
-        batches = [] if stream is None else self._read(stream, start_ns, end_ns, seq_from, seq_to)
-        table = pa.Table.from_batches(batches, schema=RECORDS_SCHEMA)
-        return _filter(table, start_ns, end_ns, seq_from, seq_to)
+        batches = [] if stream is None else self._read(stream, start_ns, end_ns, seq_from,
+                                                       seq_to, indexes, schema)
+        table = _filter(pa.Table.from_batches(batches, schema=schema), start_ns, end_ns,
+                        seq_from, seq_to)
+        return table if columns is None else table.select(list(columns))
+
+    def iter_records(self, device: str, *, start_ns: int | None = None,
+                     columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """`records(device, start_ns=, columns=)` a segment at a time, oldest first
+        (blocking): what a month of a device's records is counted by holds a day of them."""
+        indexes, schema = _projection(columns, None, None)
+        stream = self._streams.get(device)
+        if stream is None:
+            return
+        with self._lock:
+            segs = list(stream.segments)
+        keep = _frames_within(start_ns, None, None, None)
+        for seg in segs:
+            if seg.sealed and seg.ts_max is not None and start_ns is not None \
+                    and seg.ts_max < start_ns:
+                continue
+            table = _filter(pa.Table.from_batches(
+                self._read_segment(stream, seg, indexes, keep=keep), schema=schema),
+                start_ns, None, None, None)
+            yield table if columns is None else table.select(list(columns))
 
     def journal(self, *, start_ns: int | None = None, end_ns: int | None = None,
                 kinds: Sequence[str] | None = None, seq_from: int | None = None) -> pa.Table:
@@ -225,7 +252,8 @@ class Readers(LogCore):
         return _ipc_file_bytes(schema, batches)
 
     def _read(self, stream: Stream, start_ns: int | None, end_ns: int | None,
-              seq_from: int | None, seq_to: int | None) -> list[pa.RecordBatch]:
+              seq_from: int | None, seq_to: int | None, columns: list[int] | None = None,
+              schema: pa.Schema | None = None) -> list[pa.RecordBatch]:
         with self._lock:
             segs = [(s, s.seq0, s.path) for s in stream.segments]
             bounds: list[int | None] = [s.seq0 for s in stream.segments[1:]]
@@ -244,7 +272,15 @@ class Readers(LogCore):
                     continue
                 if start_ns is not None and seg.ts_max < start_ns:
                     continue
-            out.extend(self._read_segment(stream, seg, keep=keep))
+            batches = self._read_segment(stream, seg, columns, keep=keep)
+            if keep is not None and seg.ipc_file:
+                # A sealed file comes back whole (its frames are not skipped as a live
+                # segment's are), and before its bounds are first learned every file of the
+                # stream is read: the rows out of range go here, a file at a time, or the first
+                # read of a day of a month's device held the month (about 100 MB).
+                batches = _filter(pa.Table.from_batches(batches, schema=schema or stream.schema),
+                                  start_ns, end_ns, seq_from, seq_to).to_batches()
+            out.extend(batches)
         return out
 
     def _read_segment(self, stream: Stream, seg: Segment, columns: list[int] | None = None, *,
@@ -294,6 +330,19 @@ def _ipc_file_bytes(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buff
     return sink.getvalue()
 
 
+
+
+def _projection(columns: Sequence[str] | None, seq_from: int | None, seq_to: int | None
+                ) -> tuple[list[int] | None, pa.Schema]:
+    """The RECORDS_SCHEMA fields to decode for `columns` and a range (its filter reads `ts`,
+    and `seq` when bounded), and their schema; all of them for None."""
+    if columns is None:
+        return None, RECORDS_SCHEMA
+    wanted = {*columns, "ts", *(["seq"] if seq_from is not None or seq_to is not None else [])}
+    indexes = sorted(RECORDS_SCHEMA.get_field_index(name) for name in wanted)
+    if indexes[0] < 0:
+        raise ValueError(f"no record columns among {sorted(columns)}")
+    return indexes, pa.schema([RECORDS_SCHEMA.field(i) for i in indexes])
 
 
 def _frames_within(start_ns: int | None, end_ns: int | None, seq_from: int | None,

@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from pipeline.service.demo import is_demo, run_demo
+    from pipeline.service.demo import is_demo, is_demo_seed, run_demo
     from pipeline.service.gateway import Gateway, GatewayRefused
     from pipeline.service.scripts import ScriptsPlugin
     from pipeline.web import WebPlugin
@@ -138,7 +138,8 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, _stopping, stop, sig)
     data_dir: Path = args.data.absolute()
     config_dir: Path | None = args.config
-    if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not is_demo(data_dir):
+    if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not (
+            is_demo(data_dir) or is_demo_seed(data_dir)):
         config_dir = data_dir / "config"
     # SIGHUP, the daemons' "configuration changed" (`systemctl reload`): the folder is looked at
     # now rather than at the watch's next turn; a change applies as any local edit. Without it

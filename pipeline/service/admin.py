@@ -443,7 +443,10 @@ class Admin:
                     for f in window_files:
                         r = f.rendered
                         _room_for(spool, len(r.data), room, folder)
-                        _add(archive, f"{r.directory.strip('/')}/{r.name}", r.data)
+                        # An MQTT document's folder is the root: its name alone, never
+                        # `/name` (an absolute member, which unzip strips with a warning).
+                        under = r.directory.strip("/")
+                        _add(archive, f"{under}/{r.name}" if under else r.name, r.data)
 
         spooled = await asyncio.to_thread(_spooled, folder, build)
         return f"{site.uid}_server{server}_{_stamp(start_ns)}_{_stamp(end_ns)}.zip", spooled

@@ -274,10 +274,12 @@ async def mosquitto(folder: Path) -> AsyncIterator[int | None]:
 
 
 def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: list[int],
-                 tic_path: str, mqtt_port: int | None) -> None:
-    """The demo configuration. The first start writes it whole; later starts change only what
-    the run changes (the data folder's paths, inverter ports, the meter's pty, the broker's
-    port) and keep every other edit (a web port, a log level, a device added)."""
+                 tic_path: str, mqtt_port: int | None, *, first: bool = False) -> None:
+    """The demo configuration. The first start writes it whole, over the demo's defaults
+    with the keys of a config.ini written before it (`is_demo_seed`: a web port chosen for the
+    very first start); later starts change only what the run changes (the data folder's paths,
+    inverter ports, the meter's pty, the broker's port) and keep every other edit (a web port,
+    a log level, a device added)."""
     for sub in ("CONFIG", "DEF", "SCRIPT", "CERT"):
         (config_dir / sub).mkdir(parents=True, exist_ok=True)
     files = default_files(UID)
@@ -289,7 +291,8 @@ def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: lis
     files[f"DEF/{TIC_FILE}"] = TIC_DEF
     files[f"DEF/{INVERTER_FILE}"] = INVERTER_DEF
     kept_cfg = _kept(config_dir / cfg_name, cfg_name, parse_config_ini)
-    if kept_cfg is None:
+    fresh = kept_cfg is None or first
+    if kept_cfg is None or first:
         cfg = parse_config_ini(files[cfg_name], cfg_name).value
         values = {"SERVER_Type": "dir", "DAQ_PollPeriod": "1", "NTP_Server1": "",
                   "NTP_Server2": ""}
@@ -297,15 +300,17 @@ def write_config(config_dir: Path, server_dir: Path, store_dir: Path, ports: lis
             values.update({"SERVER2_Type": "mqtt", "MQTT2_Host": "127.0.0.1",
                            "MQTT2_TopicData": f"sunpm/{UID}/data",
                            "MQTT2_TopicAlarm": f"sunpm/{UID}/alarm"})
+        if kept_cfg is not None:
+            values.update(kept_cfg.values)
     else:
         cfg, values = kept_cfg, {}
     values.update({"DIR_Path": str(server_dir), "STORE_Path": str(store_dir),
                    "TIC_Port": tic_path})
-    if cfg.get("SERVER2_Type") == "mqtt" and cfg.get("MQTT2_Host") == "127.0.0.1":
+    if not fresh and cfg.get("SERVER2_Type") == "mqtt" and cfg.get("MQTT2_Host") == "127.0.0.1":
         # Server 2 is still the demo's broker, which listens on a new port at each start.
         values.update({"MQTT2_Port": str(mqtt_port)} if mqtt_port is not None
                       else {"SERVER2_Type": "none"})
-    elif kept_cfg is None and mqtt_port is not None:
+    elif fresh and mqtt_port is not None:
         values["MQTT2_Port"] = str(mqtt_port)
     for key, value in values.items():
         cfg = cfg.with_value(key, value)
@@ -391,6 +396,18 @@ def is_demo(data_dir: Path) -> bool:
     return (data_dir / DEMO_MARK).is_file()
 
 
+def is_demo_seed(data_dir: Path) -> bool:
+    """A data folder made ready for the demo's first start: its configuration folder holds
+    the demo's own files only (a config.ini with the web port to use, written before the first
+    start so that it never listens on 8080). It is the demo's, not a configuration of the
+    user's."""
+    try:
+        names = [p.name for p in (data_dir / "config" / "CONFIG").iterdir()]
+    except OSError:
+        return False
+    return bool(names) and all(name.startswith(f"{UID}_") for name in names)
+
+
 @dataclass(slots=True)
 class _Kickoff:
     """Asks every server for a first session once each device has a record acknowledged, so
@@ -443,7 +460,7 @@ async def run_demo(data_dir: Path, stop: asyncio.Event,
                 write_file_durably(data_dir / DEMO_MARK, json.dumps(
                     {"uid": UID, "inverterPorts": ports, "mqttPort": mqtt_port}).encode())
                 write_config(config_dir, server_dir, data_dir / "store", ports,
-                             os.ttyname(slave), mqtt_port)
+                             os.ttyname(slave), mqtt_port, first=first)
 
                 async def announce(started: Started) -> None:
                     where = "created" if first else "resumed"

@@ -217,6 +217,8 @@ class Gateway:
         self.store: Log | None = None
         self.poller: Poller | None = None
         self.schedulers: dict[int, SlotScheduler] = {}
+        #: Sessions asked (`connect`) between two configurations, for the next schedulers.
+        self._sessions_asked: dict[int, list[Trigger]] = {}
         #: Each slot's last session across reloads: (server, end, result), the server by
         #: `_server_identity`.
         self._last_sessions: dict[int, tuple[tuple[object, ...], int | None,
@@ -530,12 +532,16 @@ class Gateway:
                         continue
                     scheduler, serving = self._server(site, store, tracker, settings)
                     self.schedulers[settings.slot] = scheduler
+                    for trigger in self._sessions_asked.pop(settings.slot, []):
+                        scheduler.request(trigger)
                     others.append(tg.create_task(scheduler.run(),
                                                  name=f"scheduler:{settings.slot}"))
                     if serving is not None:
                         mqtt_serving.append(serving)
                         others.append(tg.create_task(serving.serve(stopping),
                                                      name=f"mqtt:{settings.slot}"))
+                # A server the new configuration no longer has: its asked session goes.
+                self._sessions_asked.clear()
                 if self._alarm_waiting:
                     self._alarm_waiting = False
                     self._alarm_raised()
@@ -731,11 +737,20 @@ class Gateway:
                 scheduler.request(Trigger.STARTUP)
 
     def request_session(self, slot: int, trigger: Trigger) -> bool:
-        """Ask server `slot` for a session (`connect` command, demo); False if not configured."""
+        """Ask server `slot` for a session (`connect` command, demo); False if not configured.
+        Asked while a configuration is being replaced (its schedulers stopped, the next ones
+        not started yet), it goes to the next scheduler of the slot: a `connect` sent right
+        after a save was refused as 'server 1 is not configured'."""
         scheduler = self.schedulers.get(slot)
-        if scheduler is None:
+        if scheduler is not None:
+            scheduler.request(trigger)
+            return True
+        site = self.site
+        if site is None or site.settings.servers[slot - 1].type is ServerType.NONE:
             return False
-        scheduler.request(trigger)
+        asked = self._sessions_asked.setdefault(slot, [])
+        if trigger not in asked:
+            asked.append(trigger)
         return True
 
     def request_parameters(self) -> int:

@@ -60,14 +60,29 @@ def _windows_holding(start_ns: int, now_ns: int, first_ns: int | None,
 
 
 def _record_times(store: Log, start_ns: int) -> dict[str, pa.Array]:
-    """Each device's record times from `start_ns` on, one per record: the devices are read
-    one at a time and only their times kept, so the status never holds every device's records
-    at once (it runs beside the sessions, every minute)."""
+    """Each device's records from `start_ns` on, as the time of the first record of each UTC
+    day of each segment they are read from: what `_windows_holding` counts by (a day holds a
+    record before `now` when its first does; the oldest is among them). The devices are read
+    one at a time, a segment at a time and only their times, so the status never holds a
+    device's records (it runs beside the sessions, every minute, and every few seconds while
+    the dashboard is open): a month's backlog read whole, and each of its times kept, were some
+    100 MB a device."""
     times: dict[str, pa.Array] = {}
     for dev in store.devices():
-        ts = store.records(dev, start_ns=start_ns or None).column("ts")
-        if len(ts):
-            times[dev] = pc.unique(ts.cast(pa.int64()))
+        firsts: list[int] = []
+        for part in store.iter_records(dev, start_ns=start_ns or None, columns=["ts"]):
+            if not part.num_rows:
+                continue
+            ts = part.column("ts").cast(pa.int64())
+            low, high = (int(v.as_py()) for v in pc.min_max(ts).values())
+            if low // DAY_NS == high // DAY_NS:
+                firsts.append(low)      # a segment is most often a day's
+                continue
+            by_day = pa.table({"day": pc.divide(ts, DAY_NS), "ts": ts}).group_by(
+                "day").aggregate([("ts", "min")])
+            firsts.extend(by_day.column("ts_min").to_pylist())
+        if firsts:
+            times[dev] = pa.array(firsts, pa.int64())
     return times
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from conftest import Browser
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from web_browser import Browser
 from web_support import UID, add_io
 
 from pipeline.web.common import NAVIGATION, reading

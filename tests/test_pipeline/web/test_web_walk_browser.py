@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Browser
 from selenium.webdriver.support.ui import Select
+from web_browser import Browser
 
 from pipeline.service.demo import INVERTER_DEF
 
