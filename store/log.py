@@ -185,7 +185,7 @@ class Log(Appends, Writer, Fsck):
                 self._save_high_water()
                 self._wal.reset()
             except OSError as err:
-                # A full disk must not stop the start (behaviour.md §6): the commit log keeps
+                # A full disk must not stop the start (docs/behaviour.md §6): the commit log keeps
                 # covering its frames, and the next checkpoint tries again.
                 log.error("Commit log checkpoint failed. error=%s", err)
             self._restore_episodes()

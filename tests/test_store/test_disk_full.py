@@ -149,7 +149,7 @@ async def test_a_store_opens_on_a_full_disk_when_its_seqs_file_must_be_written(
         small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A store written before the `seqs` file existed (or one whose file was lost) gets it at its
     # next open: on a full disk that write fails, and the gateway must start all the same
-    # (behaviour.md §6), its commit log kept until a checkpoint can write the file.
+    # (docs/behaviour.md §6), its commit log kept until a checkpoint can write the file.
     root = small_disk / "store"
     async with await Log.open(root, OPTIONS) as log:
         for i in range(5):

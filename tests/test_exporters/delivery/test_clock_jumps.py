@@ -181,7 +181,7 @@ def test_backlog_windows_are_those_a_session_would_build(seed: int) -> None:
 @pytest.mark.parametrize("back_s", [1, 3, 30])
 async def test_a_session_after_a_small_step_back_replaces_no_file_and_loses_no_record(
         store: Log, tmp_path: Path, back_s: int) -> None:
-    # The clock stepped back by seconds right after a session (behaviour.md §11 *steps*): a
+    # The clock stepped back by seconds right after a session (docs/behaviour.md §11 *steps*): a
     # session then (a retry, a `connect` command) builds no window ending before the last one's end, so
     # no file name comes twice; a record committed late, timed before that end, goes with the
     # next window.
