@@ -65,12 +65,6 @@ _PENDING_MAX: Final = 64
 #: takes it, the others waiting, as do questions arriving while `_SENDING_MAX` answers are still
 #: being sent (closed: their askers answer them themselves).
 _SPOOL_MEMORY: Final = 1 << 20
-#: An answer's client "takes" it while each send finds room within `_TAKING_S`, for at most
-#: `_PATIENCE_S` of waits in all: a reader keeping up (a file, a pipe, a terminal) empties the
-#: socket's buffer in well under a millisecond, and its answer is sent by the thread writing it
-#: (a hand-over to a sender thread and its copies cost an answer of 1.6 MB some 40 ms).
-_TAKING_S: Final = 0.05
-_PATIENCE_S: Final = 0.25
 _SPOOL_FILES_MAX: Final = 1 << 30
 _SENDING_MAX: Final = 64
 _CHUNK: Final = 1 << 16
@@ -267,7 +261,6 @@ class _Outbox:
         self._closed = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
-        self._patience_s = _PATIENCE_S
 
     @property
     def conn(self) -> socket.socket:
@@ -282,10 +275,13 @@ class _Outbox:
                 raise BrokenPipeError(f"the client went away ({self._error})")
             if not self._waiting():
                 try:
-                    data = self._sent_while_taken(data)
+                    sent = self._conn.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
                 except OSError as error:
                     self._error = error
                     raise
+                data = data[sent:]
                 if not data:
                     return
             if self._write_at == self._read_at \
@@ -302,26 +298,6 @@ class _Outbox:
             if self._error is not None:
                 raise BrokenPipeError(f"the client went away ({self._error})")
         self._conn.sendall(data)
-
-    def _sent_while_taken(self, data: bytes) -> bytes:
-        """What of `data` its client did not take in time (`_TAKING_S`, `_PATIENCE_S`)."""
-        import select
-
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self._conn.send(view, socket.MSG_DONTWAIT):]
-                continue
-            except BlockingIOError:
-                pass
-            if self._patience_s <= 0:
-                break
-            waited = time.monotonic()
-            room = select.select([], [self._conn], [], min(_TAKING_S, self._patience_s))[1]
-            self._patience_s -= time.monotonic() - waited
-            if not room:
-                break
-        return bytes(view)
 
     def _filed(self, data: bytes) -> bool:
         """`data` added to the file (made at the first), if the files' budget allows."""
