@@ -3,7 +3,9 @@ local socket (`DATA/sunpm.sock`, only the service user and root may open it).
 
 `NAME` is a built-in (`status`, `connect`, `getParameters` ...) or `<script>.<function>`; a value
 is read as JSON when it is JSON (`server=2`, `raw=true`, `value=80.5`), else as text. The answer is
-printed as JSON; exit 0 for a result, 1 for an error answer, 2 when the gateway cannot be reached.
+printed as JSON; exit 0 for a result, 1 for an error answer, 2 for a name that is no built-in
+(refused before sending, as typed, with the closest built-in) or when the gateway cannot be
+reached.
 
 `sunpm archive [--data DIR]` asks the running gateway for its debug archive
 (`<uid>_SYSTEME_<ts>.tar.gz` in `DATA/archives/`, uploaded to server 1's `/LOG` after its next
@@ -59,6 +61,9 @@ def _cmd(args: argparse.Namespace) -> int:
             return 2
         parameters[key] = _value(value)
     name: str = args.name if "." in args.name else f"sunpm.{args.name}"
+    if (unknown := _unknown_builtin(args.name, name)) is not None:
+        print(f"sunpm cmd: {unknown}", file=sys.stderr)
+        return 2
     request = {"rpcName": name, "parameters": parameters, "callerId": args.caller_id}
     timeout = _DISCOVERY_TIMEOUT_S if name.lower() == "sunpm.discoverdevices" else _TIMEOUT_S
     doc = _exchange(args.data, request, "sunpm cmd", timeout)
@@ -71,6 +76,24 @@ def _cmd(args: argparse.Namespace) -> int:
 
     print(json_text(cast("dict[str, JsonValue]", doc), indent=2))
     return 1 if "error" in doc else 0
+
+
+def _unknown_builtin(typed: str, name: str) -> str | None:
+    """Why `typed` names no built-in, or None. Said here, in the user's words: the gateway's
+    answer names the command as it runs it (`unknown command 'sunpm.nosuch'`)."""
+    # Imported here: the service package is heavy and `sunpm --help` must not wait for it.
+    import difflib
+
+    from pipeline.service.commands import BUILTIN_NAMES
+
+    script, _, function = name.partition(".")
+    if script.lower() != "sunpm" or function.lower() in {n.lower() for n in BUILTIN_NAMES}:
+        return None
+    by_lower = {n.lower(): n for n in BUILTIN_NAMES}
+    close = difflib.get_close_matches(function.lower(), by_lower, n=1)
+    hint = f"did you mean {by_lower[close[0]]}?" if close else "built-ins: " + ", ".join(
+        BUILTIN_NAMES)
+    return f"unknown command '{typed}' ({hint})"
 
 
 def _archive(args: argparse.Namespace) -> int:

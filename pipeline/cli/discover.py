@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -136,7 +137,8 @@ class _Progress:
     """Progress of one run on stderr: a bar on a terminal, plain lines otherwise; it also
     remembers which interfaces carried any request (to tell an empty bus from no link)."""
 
-    def __init__(self, total_ids: int, now: Callable[[], str], stream: TextIO) -> None:
+    def __init__(self, total_ids: int, now: Callable[[], str], stream: TextIO, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.total = total_ids
         self.done = 0
         self.reached: dict[str, bool] = {}
@@ -146,7 +148,8 @@ class _Progress:
         self._found_before = 0          # on the interfaces already finished
         self._found_here = 0
         self._interface: str | None = None
-        self._started = time.monotonic()
+        self._monotonic = monotonic
+        self._started = monotonic()
         self._step = max(1, total_ids // 10)
         self._next_line = self._step
         self._last_line = self._started
@@ -186,13 +189,17 @@ class _Progress:
             self._bar.set_postfix_str(f"id {event.unit_id}, {self.found} found", refresh=False)
             self._bar.update(1)
             return
-        now = time.monotonic()
+        now = self._monotonic()
         if self.done >= self._next_line or now - self._last_line >= _PLAIN_EVERY_S:
             self._next_line = (self.done // self._step + 1) * self._step
             self._last_line = now
-            left_s = (now - self._started) / self.done * (self.total - self.done)
+            left = self.total - self.done
+            # To the nearest second, halves up (round() takes 0.5 to 0), and never 0 while ids
+            # remain: at 50 ms an id, half the range was still to scan at "about 0 s left".
+            left_s = max(1, math.floor((now - self._started) / self.done * left + 0.5)) \
+                if left else 0
             print(f"progress: {self.done} of {self.total} ids, at id {event.unit_id} on "
-                  f"{event.interface}, {self.found} found, about {left_s:.0f} s left",
+                  f"{event.interface}, {self.found} found, about {left_s} s left",
                   file=self._stream, flush=True)
 
     def close(self) -> None:

@@ -82,7 +82,6 @@ async def _export(args: argparse.Namespace) -> int:
         render_backfill,
     )
     from exporters.sources import open_export
-    from exporters.views.windows import ns_to_datetime
     from store.delivery import FILE_SERVER_STREAMS, DeliveryState, Stream
 
     start_ns = int(args.start.timestamp()) * 1_000_000_000
@@ -141,7 +140,7 @@ async def _export(args: argparse.Namespace) -> int:
                       f"{args.server} yet; the sessions deliver it", file=sys.stderr)
             if beyond:
                 first = min(w.spec.start_ns for w in beyond)
-                print(f"stopping at {ns_to_datetime(first).isoformat()}: later records are the "
+                print(f"stopping at {_moment(first)}: later records are the "
                       f"sessions' to deliver (server {args.server} cursor)", file=sys.stderr)
         files = 0
         differing: list[str] = []
@@ -171,12 +170,18 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(ts_ns: int) -> str:
+    """A time as the command line shows times, to the second: a session's cursor or a stream's
+    first item falls anywhere within one (`07:00:00.006404`)."""
+    from exporters.views.windows import ns_to_datetime
+
+    return ns_to_datetime(ts_ns).isoformat(timespec="seconds")
+
+
 def _spans(windows: list[BackfillWindow]) -> str:
     """`DATA, LOG 2021-01-25T00:00:00+00:00 to ...; ALARM ...`: each stream's own span, since
     streams start their windows at their own first item (one span for all of them named, as
     not uploaded, the windows of a stream that started earlier and did go up)."""
-    from exporters.views.windows import ns_to_datetime
-
     by_stream: dict[Stream, tuple[int, int]] = {}
     for w in windows:
         first, last = by_stream.get(w.spec.stream, (w.spec.start_ns, w.spec.end_ns))
@@ -185,7 +190,7 @@ def _spans(windows: list[BackfillWindow]) -> str:
     for stream in sorted(by_stream, key=lambda st: st.rank):
         streams_of.setdefault(by_stream[stream], []).append(stream)
     return "; ".join(f"{', '.join(st.value for st in streams)} "
-                     f"{ns_to_datetime(first).isoformat()} to {ns_to_datetime(last).isoformat()}"
+                     f"{_moment(first)} to {_moment(last)}"
                      for (first, last), streams in streams_of.items())
 
 

@@ -47,6 +47,8 @@ _CHANNELS: Final[Mapping[str, str]] = {
     "apn": "SL", "ftp": "SL", "log": "FMSL", "setRelay": "FMSL", "discoverDevices": "FMSL",
     "getParameters": "FMSL", "writeVariable": "FMSL",
 }
+#: Every built-in's name, as `sunpm cmd` checks a name before sending it.
+BUILTIN_NAMES: Final = tuple(_CHANNELS)
 #: Run in the background, without the 600 s limit (docs/behaviour.md §7.2).
 _BACKGROUND: Final = "sunpm.discoverdevices"
 #: `ftp` parameters -> config.ini key names without the server's prefix digit.

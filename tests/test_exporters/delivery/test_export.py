@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,7 +72,9 @@ async def record(log: Log, def_id: str, times_s: list[int]) -> None:
     await log.append_records("IO", batch)  # consecutive rows of one time form one record
 
 
-async def deliver_three_days(tmp_path: Path) -> tuple[Path, Path, Path]:
+async def deliver_three_days(tmp_path: Path, late_us: int = 0) -> tuple[Path, Path, Path]:
+    """Three days delivered in two sessions; `late_us` puts the alarms, log lines and session
+    starts that many microseconds after their whole second, as a running gateway's are."""
     server = make_tree(tmp_path / "server")
     store_dir = tmp_path / "store"
     cfg = make_site(tmp_path / "cfg", server, store_dir)
@@ -87,10 +89,10 @@ async def deliver_three_days(tmp_path: Path) -> tuple[Path, Path, Path]:
                                  log.commit())
             await asyncio.gather(
                 log.append_journal("alarm", json.loads(GatewayAlarm(alarm="Power ON").to_body()),
-                                   ts_ns=(T0 + day * DAY + 7 * 3600) * NS),
+                                   ts_ns=(T0 + day * DAY + 7 * 3600) * NS + late_us * 1000),
                 log.append_journal("log", json.loads(LogLine(
                     level=LogLevel.INFO, category="system", message=f"day {day}").to_body()),
-                    ts_ns=(T0 + day * DAY + 8 * 3600) * NS),
+                    ts_ns=(T0 + day * DAY + 8 * 3600) * NS + late_us * 1000),
                 log.commit())
         settings: ServerSettings = site.settings.servers[0]
         outbox = Outbox(server=1, log=log, source=store_source(log, site, 1),
@@ -99,7 +101,8 @@ async def deliver_three_days(tmp_path: Path) -> tuple[Path, Path, Path]:
                                     outbox=outbox, log=log)
         # Two sessions: one day, then the two-day rest split at midnight.
         for cut in (T0 + DAY - 1800, T0 + 3 * DAY - 1200):
-            result = await session.run(Trigger.SCHEDULE, started=datetime.fromtimestamp(cut, UTC))
+            result = await session.run(Trigger.SCHEDULE, started=datetime.fromtimestamp(cut, UTC)
+                                       + timedelta(microseconds=late_us))
             assert result.ok
     finally:
         await log.close()
@@ -182,6 +185,23 @@ def test_sunpm_export_out_and_upload_give_the_delivered_files(tmp_path: Path,
             "DATA 2021-01-25T00:00:00+00:00 to 2021-02-01T00:10:00+00:00; "
             "LOG 2021-01-25T00:00:00+00:00 to 2021-02-01T08:00:00+00:00: no window of server 1 "
             "is journaled there (--out rebuilds it)\n") in err, err
+
+
+def test_sunpm_export_upload_says_its_times_to_the_second(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    # A gateway's sessions and alarms fall within a second: the cursor and the streams' first
+    # windows are said as every other time the command line shows, without the microseconds.
+    _server, _store_dir, cfg = asyncio.run(deliver_three_days(tmp_path, late_us=6404))
+    code = main(["export", "--server", "1", "--from", "2021-01-25", "--to", "2021-02-05",
+                 "--upload", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "stopping at 2021-02-03T23:40:00+00:00: " in err, err
+    assert ("not uploaded: ALARM 2021-01-25T00:00:00+00:00 to 2021-02-01T07:00:00+00:00; "
+            "DATA 2021-01-25T00:00:00+00:00 to 2021-02-01T00:10:00+00:00; "
+            "LOG 2021-01-25T00:00:00+00:00 to 2021-02-01T08:00:00+00:00: ") in err, err
+    assert ".006404" not in err, err
 
 
 def test_sunpm_export_renders_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

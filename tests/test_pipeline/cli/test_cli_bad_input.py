@@ -120,6 +120,15 @@ CASES: list[tuple[list[str], int, str]] = [
     (["cmd", "status", "--data", "{missing}"], 2,
      "sunpm cmd: {missing}/sunpm.sock: cannot reach the gateway"),
     (["cmd", "status", "--data", "{file}"], 2, "cannot reach the gateway (Not a directory)"),
+    # An unknown built-in is named as typed, not as the gateway runs it (`sunpm.nosuch`), and
+    # before any gateway is needed.
+    (["cmd", "nosuch", "--data", "{missing}"], 2,
+     "sunpm cmd: unknown command 'nosuch' (built-ins: connect, status, factory, reboot, "
+     "updateFirmware, apn, ftp, log, setRelay, discoverDevices, getParameters, writeVariable)"),
+    (["cmd", "stauts", "--data", "{missing}"], 2,
+     "sunpm cmd: unknown command 'stauts' (did you mean status?)"),
+    (["cmd", "sunpm.getparameter", "--data", "{missing}"], 2,
+     "sunpm cmd: unknown command 'sunpm.getparameter' (did you mean getParameters?)"),
     (["archive", "--data", "{missing}"], 2,
      "sunpm archive: {missing}/sunpm.sock: cannot reach the gateway"),
     (["archive", "--data", "{file}"], 2, "cannot reach the gateway (Not a directory)"),

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
 import os
 import pty
+import re
 import signal
 import struct
 import sys
@@ -142,3 +144,37 @@ async def test_a_terminal_gets_a_progress_bar_with_the_current_id_and_devices_fo
 async def test_refusals_name_the_flags_not_internal_names(args: list[str], message: str) -> None:
     code, out, err = await _sunpm("discover", *args)
     assert (code, out, err) == (2, "", f"sunpm discover: {message}\n")
+
+
+def _plain_lines(seconds_per_id: list[float]) -> list[str]:
+    """The plain progress lines of a scan whose ids took these times, on a stepped clock."""
+    from pipeline.cli.discover import _Progress
+    from pipeline.drivers.sunspec import UnitScanned
+
+    clock = [100.0]
+    stream = io.StringIO()
+    progress = _Progress(len(seconds_per_id), lambda: "now", stream, monotonic=lambda: clock[0])
+    for unit_id, took in enumerate(seconds_per_id, start=1):
+        clock[0] += took
+        progress.unit(UnitScanned(interface="ethernet1", unit_id=unit_id, found=0, reached=True,
+                                  link_error=None))
+    return [m[0] for m in re.finditer(r"progress: (\d+) of (\d+) .* about (\d+) s left",
+                                      stream.getvalue())]
+
+
+def test_time_left_is_never_0_while_ids_remain_and_falls_with_a_steady_pace() -> None:
+    # 50 ms an id (an empty bus at --timeout 50): 0.9 s left after the second id, 0.5 s after
+    # the tenth, which said "about 0 s left" with ten ids to go.
+    lines = _plain_lines([0.05] * 20)
+    lefts = []
+    for line in lines:
+        match = re.search(r"progress: (\d+) of (\d+) .* about (\d+) s left", line)
+        assert match is not None
+        done, total, left = (int(g) for g in match.groups())
+        assert left >= 1 or done == total, lines
+        lefts.append(left)
+    assert lefts == sorted(lefts, reverse=True), lines
+    assert lefts[-1] == 0 and len(lefts) == 10
+    # A slower pace is said (2.5 s an id, 5 ids: 10 s, 7.5 s ... rounded up).
+    assert [re.sub(r".* about ", "", x) for x in _plain_lines([2.5] * 5)] == [
+        "10 s left", "8 s left", "5 s left", "3 s left", "0 s left"]
