@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from peers import Broker, Certs, have_mosquitto, make_certs, run_broker
+
+# A runner started in the background by a shell without job control (`./.ci/run &`) ignores
+# SIGINT, and the commands the tests start would inherit that: the tests stopping one with
+# Ctrl-C (discover, modbus read --watch, sd sql) need it delivered, as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

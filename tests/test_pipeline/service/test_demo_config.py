@@ -79,8 +79,8 @@ async def test_a_first_start_cut_after_its_configuration_is_still_the_demos(
     folder must still be the demo's, else every later `sunpm run` took `config/` for a site of
     the user's and polled inverters and a meter nobody simulated any more."""
 
-    def written_then_cut(config_dir: Path, *args: Any) -> None:
-        write_config(config_dir, *args)
+    def written_then_cut(config_dir: Path, *args: Any, **kwargs: Any) -> None:
+        write_config(config_dir, *args, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "write_config", written_then_cut)
