@@ -26,48 +26,20 @@ CHUNK = 4_000                     # records an append
 START_NS = 1_780_000_000 * NS
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} in /proc/self/status")
-
-
 async def fill(folder: Path, devices: int) -> None:
-    import pyarrow as pa
+    from probe_support import period_records, submit_days
 
-    from store import RECORDS_SCHEMA, Log, StoreOptions
-
-    def records(first: int, count: int) -> pa.RecordBatch:
-        rows = count * len(VARIABLES)
-        ts = [START_NS + (first + k) * PERIOD_S * NS for k in range(count) for _ in VARIABLES]
-        values = [float((first + k) % 997 + v) for k in range(count) for v in VARIABLES]
-        return pa.RecordBatch.from_arrays([
-            pa.array(ts, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-            pa.array([0] * rows, pa.uint64()),
-            pa.array(list(VARIABLES) * count, pa.int32()),
-            pa.array(values, pa.float64()),
-            pa.nulls(rows, pa.float64()),
-            pa.nulls(rows, pa.float64()),
-            pa.nulls(rows, pa.string()),
-            pa.array([0] * rows, pa.uint8()),
-            pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()),
-                                           pa.array(["d" * 64 + ":inverter.csv"])),
-        ], schema=RECORDS_SCHEMA)
+    from store import Log, StoreOptions
 
     async with await Log.open(folder, StoreOptions(flush_s=0.05)) as store:
-        acks = []
-        per_device = DAYS * 86_400 // PERIOD_S
-        for device in range(1, devices + 1):
-            for first in range(0, per_device, CHUNK):
-                acks.append(store.submit_records(str(device), records(
-                    first, min(CHUNK, per_device - first))))
-                await store.wait_for_room()
-        await store.commit()
-        assert not any(r.dropped for r in await asyncio.gather(*acks))
+        await submit_days(store, devices, DAYS, PERIOD_S, CHUNK, lambda first, count: (
+            period_records("d" * 64 + ":inverter.csv", START_NS, PERIOD_S, VARIABLES, first,
+                           count)))
 
 
 async def oldest(folder: Path) -> None:
+    from probe_support import status_mib
+
     from exporters.rendering.source import SnapshotResolver, StoreSource
     from store import Log, StoreOptions
     from store.delivery import Stream
@@ -76,10 +48,10 @@ async def oldest(folder: Path) -> None:
     async with await Log.open(folder, StoreOptions()) as store:
         source = StoreSource(log=store, server=unused, view_config=unused,
                              parse_definition=unused, snapshots=SnapshotResolver(running=""))
-        rest = _status_mib("VmRSS:")
+        rest = status_mib("VmRSS:")
         Path("/proc/self/clear_refs").write_text("5")      # VmHWM from here on
         found = await asyncio.to_thread(source.oldest_ns, Stream.DATA)
-        peak = _status_mib("VmHWM:")
+        peak = status_mib("VmHWM:")
     print(json.dumps({"oldest_ns": found, "rest_mib": rest, "peak_mib": peak}))
 
 
@@ -93,5 +65,5 @@ def main(step: str, folder: Path, devices: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(Path(__file__).resolve().parents[3])]
+    sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).resolve().parents[2])]
     main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
