@@ -111,7 +111,7 @@ _PROBES: Final = (0.1, 1.5, -2.5, 100.0, -0.0, 0.0, 123456.789, 1e-4, 9.99999999
 
 def _csv_text(batch: pa.RecordBatch) -> str | None:
     """The batch's CSV lines as `csv.writer` writes its rows, built a column at a time
-    (a third of the time on 100,000 rows of three columns); None when the csv module must
+    (a fifth of the time on 72,000 rows of three columns); None when the csv module must
     write them (a text it would quote, an empty field alone on its line, which it quotes)."""
     import pyarrow.compute as pc
 
