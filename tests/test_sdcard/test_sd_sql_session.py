@@ -109,6 +109,13 @@ class _Terminal:
         shown, _, self.seen = self.seen.partition(text.encode())
         return (shown + text.encode()).decode().replace("\r\n", "\n")
 
+    def answers_then_quits(self) -> None:
+        """The prompt still answers a question, and `.quit` ends the session cleanly."""
+        self.type("SELECT 6 * 7 AS answer;")
+        assert "42" in self.wait_for("sd> ")
+        self.type(".quit")
+        assert self.child.wait(30) == 0
+
     def close(self) -> None:
         if self.child.poll() is None:
             self.child.kill()
@@ -128,10 +135,7 @@ def test_the_prompt_goes_on_after_a_failed_statement_and_leaves_at_quit(month: P
         assert "\nn\n" in counted and "(1 rows)" in counted
         term.type("SELECT no_such_column FROM records;")
         assert "error: Binder Error" in term.wait_for("sd> ")
-        term.type("SELECT 6 * 7 AS answer;")
-        assert "42" in term.wait_for("sd> ")
-        term.type(".quit")
-        assert term.child.wait(30) == 0
+        term.answers_then_quits()
     finally:
         term.close()
     assert hashes(month.dump) == before
@@ -189,9 +193,6 @@ def test_ctrl_c_at_the_prompt_stops_the_question_and_asks_the_next(month: Plant)
         _wait_cpu(term.child.pid, 4)
         term.child.send_signal(signal.SIGINT)   # as Ctrl-C on its controlling terminal does
         assert "(interrupted)" in term.wait_for("sd> ", 30)
-        term.type("SELECT 6 * 7 AS answer;")
-        assert "42" in term.wait_for("sd> ")
-        term.type(".quit")
-        assert term.child.wait(30) == 0
+        term.answers_then_quits()
     finally:
         term.close()

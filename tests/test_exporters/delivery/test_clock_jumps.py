@@ -40,6 +40,18 @@ def session(store: Log, root: Path, outbox: Path) -> FileServerSession:
                              outbox=box, log=store)
 
 
+async def _first_file_delivered(store: Log, root: Path, outbox: Path, at_s: int
+                                ) -> dict[str, bytes]:
+    """Two records up to 10 s before `at_s`, delivered by a session started then as one DATA
+    file: the files delivered, by name."""
+    await store.append_records("1", records_batch([at_s - 20, at_s - 10]))
+    await store.commit()
+    first = await session(store, root, outbox).run(
+        Trigger.SCHEDULE, started=datetime.fromtimestamp(at_s, UTC))
+    assert first.ok and first.files == 1
+    return {p.name: p.read_bytes() for p in (root / "DATA").iterdir()}
+
+
 @pytest.mark.parametrize("booted_at", [0, 1_735_689_600], ids=["1970", "build-date"])
 async def test_a_clock_set_decades_later_costs_no_window_per_day_and_loses_nothing(
         store: Log, tmp_path: Path, booted_at: int) -> None:
@@ -98,12 +110,7 @@ async def test_a_clock_reset_delivers_at_each_session_under_names_never_used(
     # delivered is replaced.
     root = make_tree(tmp_path / "server")
     ahead = SET_AT + back_s
-    await store.append_records("1", records_batch([ahead - 20, ahead - 10]))
-    await store.commit()
-    first = await session(store, root, tmp_path / "outbox").run(
-        Trigger.SCHEDULE, started=datetime.fromtimestamp(ahead, UTC))
-    assert first.ok and first.files == 1
-    delivered = {p.name: p.read_bytes() for p in (root / "DATA").iterdir()}
+    delivered = await _first_file_delivered(store, root, tmp_path / "outbox", ahead)
 
     sent: list[int] = []
     for k in range(3):
@@ -186,12 +193,7 @@ async def test_a_session_after_a_small_step_back_replaces_no_file_and_loses_no_r
     # no file name comes twice; a record committed late, timed before that end, goes with the
     # next window.
     root = make_tree(tmp_path / "server")
-    await store.append_records("1", records_batch([SET_AT - 20, SET_AT - 10]))
-    await store.commit()
-    first = await session(store, root, tmp_path / "outbox").run(
-        Trigger.SCHEDULE, started=datetime.fromtimestamp(SET_AT, UTC))
-    assert first.ok and first.files == 1
-    delivered = {p.name: p.read_bytes() for p in (root / "DATA").iterdir()}
+    delivered = await _first_file_delivered(store, root, tmp_path / "outbox", SET_AT)
     late = [SET_AT - back_s - 1, SET_AT - 5]
     await store.append_records("1", records_batch(late, value0=50.0))
     await store.commit()
