@@ -98,7 +98,8 @@ class StoreReader(Protocol):
     def devices(self) -> list[str]: ...
 
     def records(self, device: str, *, start_ns: int | None = None, end_ns: int | None = None,
-                seq_from: int | None = None, seq_to: int | None = None) -> pa.Table: ...
+                seq_from: int | None = None, seq_to: int | None = None,
+                columns: Sequence[str] | None = None) -> pa.Table: ...
 
     def iter_records(self, device: str, *, start_ns: int | None = None,
                      columns: Sequence[str] | None = None) -> Iterator[pa.Table]: ...
@@ -214,7 +215,7 @@ class StoreSource:
         times: list[int] = []
         if stream is Stream.DATA:
             for dev in self._log.devices():
-                table = self._log.records(dev, start_ns=start_ns, end_ns=end_ns)
+                table = self._log.records(dev, start_ns=start_ns, end_ns=end_ns, columns=["ts"])
                 if table.num_rows:
                     times.append(int(pc.min(table.column("ts").cast(pa.int64())).as_py()))
         kinds = JOURNAL_STREAM_KINDS.get(stream)
