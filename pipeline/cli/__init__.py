@@ -7,11 +7,13 @@ imported by the handler that uses them. A run of one command registers its own f
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
 
 #: One line per command family; a module registers its own sub-commands.
 _FAMILIES = ("config", "export", "discover", "tic", "modbus", "run", "cmd", "sd")
@@ -22,25 +24,27 @@ _FAMILY_OF = {"config": "config", "export": "export", "discover": "discover", "t
               "ingest": "sd"}
 
 
-class _ShowVersion(argparse.Action):
-    """`--version`, reading the installed distribution's metadata only when asked."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            text = version("sunpm")
-        except PackageNotFoundError:
-            text = "unknown (not installed)"
-        print(f"sunpm {text}")
-        parser.exit()
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command's parser; with a known `command`, only its family's (what a run needs)."""
+    import argparse
+    import importlib
+
+    class ShowVersion(argparse.Action):
+        """`--version`, reading the installed distribution's metadata only when asked."""
+
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: object, option_string: str | None = None) -> None:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                text = version("sunpm")
+            except PackageNotFoundError:
+                text = "unknown (not installed)"
+            print(f"sunpm {text}")
+            parser.exit()
+
     parser = argparse.ArgumentParser(prog="sunpm", description="Photovoltaic plant gateway.")
-    parser.add_argument("--version", action=_ShowVersion, nargs=0,
+    parser.add_argument("--version", action=ShowVersion, nargs=0,
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     family = _FAMILY_OF.get(command or "")
@@ -51,6 +55,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
+    if argv is None and words[:2] == ["sd", "sql"]:
+        # A question a running `sunpm sd serve` answers is asked before the parser and the
+        # command's module are loaded: they were half of such a question's time.
+        from pipeline.cli import _sd_client
+
+        asked = _sd_client.question(words[2:])
+        if asked is not None:
+            code = _guarded("sunpm sd sql", lambda: _sd_client.ask(*asked))
+            if code is not None:
+                return code
     # The command is the first word; an option before it (`--help`, `--version`) or none at
     # all gets the whole parser, which lists every command.
     parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
@@ -58,10 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The process is this command alone (the console script, `python -m pipeline.cli`), not a
     # caller's: a handler may then leave out, for good, modules it never needs.
     args.own_process = argv is None
+    code = _guarded(_command_name(args), lambda: args.handler(args))
+    assert code is not None, "a command's handler returns its exit code"
+    return code
+
+
+def _guarded(command: str, run: Callable[[], int | None]) -> int | None:
+    """What `run` returns, or the exit code of how it failed, said as `command`'s."""
     try:
-        code: int = args.handler(args)
+        return run()
     except KeyboardInterrupt:
-        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`sunpm config show DIR | head`): not an error of ours. Point stdout
@@ -70,16 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as err:
         # A path given on the command line that cannot be read or written: say which and why.
-        print(f"{_command_name(args)}: {os_error_text(err)}", file=sys.stderr)
+        print(f"{command}: {os_error_text(err)}", file=sys.stderr)
         return 1
     except Exception as err:
         from config.errors import SunpmError
 
         if not isinstance(err, SunpmError):
             raise
-        print(f"{_command_name(args)}: {err}", file=sys.stderr)
+        print(f"{command}: {err}", file=sys.stderr)
         return 1
-    return code
 
 
 def _command_name(args: argparse.Namespace) -> str:

@@ -6,7 +6,7 @@ the dump's open and a scan of every segment it needs: about 2 s on a month of a 
 most of it before the first row is read. The server pays the imports and the open once; what a
 scan selected of each group of sealed files, and of the open segments, stays in its memory
 (`store/_memo.py`, bounded), for the next question asking for the same columns and filter. The
-client side below imports the standard library only, so that a question answered by a server
+client side (`_sd_client.py`) imports next to nothing, so that a question answered by a server
 costs little more than the interpreter's start.
 
 The answer is the one the command gives in a process of its own, byte for byte: the same code
@@ -31,13 +31,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import hashlib
 import io
-import json
 import os
 import socket
-import stat
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -50,10 +46,17 @@ if TYPE_CHECKING:
     from sdcard.dump import Dump
     from sdcard.sql import Session
 
-#: A frame: its kind (standard output, standard error, exit code) and its length.
-_FRAME: Final = struct.Struct("!cI")
-_OUT, _ERR, _EXIT = b"1", b"2", b"x"
-_REQUEST_MAX: Final = 16 << 20
+from pipeline.cli._sd_client import (
+    ERR,
+    EXIT,
+    FRAME,
+    OUT,
+    parsed_request,
+    private,
+    request_read,
+    socket_path,
+)
+
 #: A client connected has this long to send its question, and so many may be sending at once
 #: (beyond, a connection is closed at once: its asker answers the question itself).
 _REQUEST_S: Final = 10.0
@@ -68,120 +71,6 @@ _SPOOL_MEMORY: Final = 1 << 20
 _SPOOL_FILES_MAX: Final = 1 << 30
 _SENDING_MAX: Final = 64
 _CHUNK: Final = 1 << 16
-#: The packages whose code writes an answer: a change to any gives the server another name.
-_CODE: Final = ("sdcard", "store", "config", "fsio", "pipeline/cli")
-#: The libraries that do (DuckDB's text of a value or an error may change from one version to
-#: the next): an upgrade replaces their folders.
-_LIBRARIES: Final = ("duckdb", "pyarrow")
-
-
-def socket_path(dump: Path) -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
-    folder = Path(runtime) / f"sunpm-sd-{os.getuid()}"
-    key = hashlib.sha256(os.fsencode("\0".join([os.path.realpath(dump), sys.executable,
-                                                 _code_stamp()]))).hexdigest()[:24]
-    return folder / f"{key}.sock"
-
-
-def _code_stamp() -> str:
-    """The installed code's files as they are (names, sizes, times): any change, another stamp."""
-    root = Path(__file__).resolve().parents[2]
-    parts = []
-    for package in _CODE:
-        with os.scandir(root / package) as entries:
-            for entry in entries:
-                if entry.name.endswith(".py"):
-                    st = entry.stat()
-                    parts.append(f"{package}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
-    for library in _LIBRARIES:
-        # The folder the import would take, found without importing (the client never does).
-        for folder in sys.path:
-            try:
-                st = os.stat(os.path.join(folder or ".", library, "__init__.py"))
-            except OSError:
-                continue
-            parts.append(f"{folder}/{library}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
-            break
-    return "\n".join(sorted(parts))
-
-
-def _private(folder: Path) -> bool:
-    """The folder is ours alone: a directory (not a link) owned by this user, no access for
-    anyone else. A socket elsewhere could be another user's, answering in our name."""
-    try:
-        st = os.lstat(folder)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
-
-
-# -- the client: `sunpm sd sql PATH SQL` --------------------------------------------------------
-
-
-def ask(dump: Path, query: str, fmt: str) -> int | None:
-    """The question answered by the server of `dump`: its answer written to this process's
-    standard output and error, its exit code returned; None when no server runs for it (the
-    caller answers it itself)."""
-    try:
-        path = socket_path(dump)
-    except OSError:
-        return None
-    if not _private(path.parent):
-        return None
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        try:
-            client.connect(str(path))
-            # The dump as spelled here: the server names its files as this process would.
-            # Its streams' encodings too: the answer's bytes are the ones this process writes
-            # (a Latin-1 terminal, a file name that is no UTF-8 in a message).
-            request = {"query": query, "format": fmt, "cwd": os.getcwd(), "dump": str(dump),
-                       "out": _coding(sys.stdout), "err": _coding(sys.stderr)}
-            client.sendall(json.dumps(request).encode() + b"\n")
-        except OSError:
-            return None  # none listening (a stale socket file), or it just stopped
-        return _relay(client, dump)
-    finally:
-        client.close()
-
-
-def _coding(stream: IO[str]) -> tuple[str, str]:
-    """How text becomes the bytes of `stream`: its encoding and error handler; of a caller's
-    text stream without bytes underneath (`redirect_stdout(StringIO())`), UTF-8 that carries
-    any text there and back."""
-    if getattr(stream, "buffer", None) is None:
-        return "utf-8", "surrogatepass"
-    return getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict"
-
-
-def _relay(client: socket.socket, dump: Path) -> int | None:
-    stream = client.makefile("rb")
-    wrote = False
-    # A caller's text streams without bytes underneath get text; a frame may end inside a
-    # character.
-    decoders = {_OUT: codecs.getincrementaldecoder("utf-8")("surrogatepass"),
-                _ERR: codecs.getincrementaldecoder("utf-8")("surrogatepass")}
-    while True:
-        head = stream.read(_FRAME.size)
-        if len(head) < _FRAME.size:
-            if not wrote:
-                return None  # it stopped before answering: answered here instead
-            print(f"sunpm sd sql: the server of {dump} stopped in the middle of the answer",
-                  file=sys.stderr)
-            return 1
-        kind, size = _FRAME.unpack(head)
-        data = stream.read(size)
-        if kind == _EXIT:
-            return int(data)
-        target = sys.stdout if kind == _OUT else sys.stderr
-        raw = getattr(target, "buffer", None)
-        if raw is None:
-            target.write(decoders[kind].decode(data))
-        else:
-            target.flush()
-            raw.write(data)
-            raw.flush()
-        wrote = True
 
 
 # -- the server: `sunpm sd serve PATH` ----------------------------------------------------------
@@ -204,7 +93,7 @@ class _Framed(io.RawIOBase):
     def write(self, data: bytes) -> int:  # type: ignore[override]  # any bytes-like object
         if data and not self.dropped:
             self.sent = True
-            self._outbox.write(_FRAME.pack(self._kind, len(data)) + bytes(data))
+            self._outbox.write(FRAME.pack(self._kind, len(data)) + bytes(data))
         return len(data)
 
 
@@ -435,13 +324,13 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
 
     from store import _memo
 
-    path = socket_path(dump_path)
+    path = Path(socket_path(dump_path))
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
     except OSError as err:
         print(f"sunpm sd serve: {path.parent}: {err.strerror}", file=sys.stderr)
         return 2
-    if not _private(path.parent):
+    if not private(path.parent):
         print(f"sunpm sd serve: {path.parent} is not a folder of this user's alone (mode 0700); "
               "remove it or set XDG_RUNTIME_DIR", file=sys.stderr)
         return 2
@@ -575,15 +464,13 @@ class _Asking:
         except OSError:
             chunk = b""
         data += chunk
-        if chunk and not data.endswith(b"\n") and len(data) <= _REQUEST_MAX:
+        whole = request_read(data)
+        if chunk and whole is False:
             return None
         self._poll.unregister(fd)
         del self._pending[fd]
-        try:
-            request = json.loads(data) if chunk and len(data) <= _REQUEST_MAX else None
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
+        request = parsed_request(data) if chunk and whole else None
+        if request is None:
             conn.close()  # not one of ours, too long, or gone before its question ended
             return None
         conn.setblocking(True)
@@ -789,7 +676,7 @@ def _answer_one(outbox: _Outbox, request: dict[str, object], state: _State,
 
 def _answered(outbox: _Outbox, request: dict[str, object], state: _State, answer: Answer,
               signalled: int) -> int | None:
-    raw_out, raw_err = _Framed(outbox, _OUT), _Framed(outbox, _ERR)
+    raw_out, raw_err = _Framed(outbox, OUT), _Framed(outbox, ERR)
     try:
         query, fmt = str(request["query"]), str(request["format"])
         cwd, spelled = str(request["cwd"]), str(request["dump"])
@@ -828,7 +715,7 @@ def _answered(outbox: _Outbox, request: dict[str, object], state: _State, answer
             state.done(keep=code == 0)
         out.flush()
         err.flush()
-        outbox.write(_FRAME.pack(_EXIT, len(str(code))) + str(code).encode())
+        outbox.write(FRAME.pack(EXIT, len(str(code))) + str(code).encode())
     except OSError:
         return None  # the client went away
     return code

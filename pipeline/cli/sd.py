@@ -183,9 +183,9 @@ def _sql(args: argparse.Namespace) -> int:
     if args.query is not None and not args.no_server:
         # A running `sunpm sd serve` for this dump answers without this process importing or
         # opening anything (stdlib only on this path).
-        from pipeline.cli import _sd_server
+        from pipeline.cli import _sd_client
 
-        code = _sd_server.ask(args.path, args.query, args.format)
+        code = _sd_client.ask(str(args.path), args.query, args.format)
         if code is not None:
             return code
     if args.own_process and "pandas" not in sys.modules:

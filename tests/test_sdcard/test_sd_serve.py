@@ -5,7 +5,6 @@ changes between questions; a server of another user, dump or code is never asked
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import shutil
@@ -120,6 +119,23 @@ def test_answers_through_the_server_are_those_of_a_process_of_its_own(
     assert _same(dump, run, COUNT).stdout.count("\n") == 3
     assert _same(dump, run, "SELECT no_such_column FROM records").returncode == 1
     assert hashes(dump) == before
+
+
+def test_a_question_a_server_answers_is_asked_before_the_parser_loads(
+        served: tuple[Path, Path]) -> None:
+    dump, run = served
+    # The console script's own process (`main()` of its argv), telling which of the parser's
+    # and the command's modules it loaded.
+    probe = ("import sys; from pipeline.cli import main; code = main(); "
+             "print(sorted({'argparse', 'json', 'pipeline.cli.sd', 'pipeline.cli._sd_server'}"
+             " & set(sys.modules)), file=sys.stderr); sys.exit(code)")
+    _ASKED[run] = _ASKED.get(run, 0) + 1
+    asked = subprocess.run([sys.executable, "-c", probe, "sd", "sql", str(dump), COUNT,
+                            "--format", "csv"], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT, env=_env(run), check=False)
+    alone = _sql(dump, run, COUNT, "--no-server")
+    assert asked.returncode == 0 and asked.stderr == "[]\n", asked.stderr
+    assert asked.stdout == alone.stdout and alone.stdout.count("\n") == 3
 
 
 def test_a_setting_or_table_one_question_makes_is_gone_at_the_next(
@@ -293,9 +309,10 @@ def _asking(run: Path) -> socket.socket:
 
 def _request(query: str, dump: Path) -> bytes:
     """A question as `sd sql` asks it."""
-    return json.dumps({"query": query, "format": "csv", "cwd": str(ROOT), "dump": str(dump),
-                       "out": ["utf-8", "strict"],
-                       "err": ["utf-8", "backslashreplace"]}).encode() + b"\n"
+    from pipeline.cli import _sd_client
+
+    return _sd_client.request(query, "csv", str(ROOT), str(dump), ("utf-8", "strict"),
+                              ("utf-8", "backslashreplace"))
 
 
 def test_a_client_that_says_nothing_keeps_no_one_waiting(served: tuple[Path, Path]) -> None:
@@ -304,7 +321,7 @@ def test_a_client_that_says_nothing_keeps_no_one_waiting(served: tuple[Path, Pat
 
     def dribble() -> None:  # half a question, a byte at a time, for a minute at most
         with _asking(run) as slow, contextlib.suppress(OSError):
-            for byte in b'{"query": "SELECT 1", "format": "csv"'[:30]:
+            for byte in _request("SELECT 1", dump)[:30]:
                 slow.sendall(bytes([byte]))
                 if stop.wait(2):
                     return
@@ -342,14 +359,14 @@ def test_a_question_that_turns_logging_on_leaves_the_next_a_fresh_session(
 
 def test_a_server_of_other_libraries_or_io_code_is_not_asked(
         month: Plant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.cli import _sd_server
+    from pipeline.cli import _sd_client
 
-    before = _sd_server.socket_path(month.dump)
-    assert "fsio/__init__.py:" in _sd_server._code_stamp()  # the store writes through it
+    before = _sd_client.socket_path(month.dump)
+    assert "fsio/__init__.py:" in _sd_client.code_stamp()  # the store writes through it
     (tmp_path / "pyarrow").mkdir()
     (tmp_path / "pyarrow" / "__init__.py").write_text("")  # another version, found first
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert _sd_server.socket_path(month.dump) != before
+    assert _sd_client.socket_path(month.dump) != before
 
 
 def test_answers_are_encoded_as_the_askers_streams(dump_copy: Path, runtime: Path) -> None:
