@@ -232,19 +232,29 @@ class Admin:
             raise AdminError("scripts are not running")
         return plugin
 
-    def scripts(self) -> list[ScriptStatus]:
-        """Listed scripts with their state; a listed file the runner does not know yet (just
-        uploaded, the configuration not reloaded yet) shows as disabled."""
-        site = self.gateway.site
+    def scripts(self, files: list[str]) -> list[ScriptStatus]:
+        """`files` (`saved_scripts()`) with the runner's state of each. A file the runner does
+        not know yet (just uploaded, the configuration not reloaded yet) shows as disabled."""
         plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
         known = plugin.runner.scripts() if plugin is not None and plugin.runner else []
         by_file = {s.file: s for s in known}
-        listed = [e.file for e in site.scripts.scripts] if site is not None else []
-        out = [by_file.pop(f) if f in by_file else
-               ScriptStatus(file=f, name=f.removesuffix(".lua"), label="", version="",
-                            enabled=False, last_error="")
-               for f in listed]
-        return out + list(by_file.values())
+        return [by_file.get(f) or
+                ScriptStatus(file=f, name=f.removesuffix(".lua"), label="", version="",
+                             enabled=False, last_error="")
+                for f in files]
+
+    def saved_scripts(self) -> list[str]:
+        """The files scl.ini lists as saved (blocking). Not those of the configuration in
+        force: a script uploaded a moment ago was missing from the list shown after its
+        upload, one deleted still there, until the reload caught up. Those in force when
+        scl.ini cannot be read (a hand edit the configuration watch rejected)."""
+        site = self.gateway.site
+        if site is None:
+            return []
+        try:
+            return [e.file for e in self._script_list().scripts]
+        except (ChangeRejected, OSError):
+            return [e.file for e in site.scripts.scripts]
 
     async def enable_script(self, file: str) -> ScriptStatus:
         site = self.gateway.site

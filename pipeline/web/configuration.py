@@ -251,7 +251,7 @@ async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
 
 @routes.get("/api/schedule/next")
 async def api_next_connections(request: web.Request) -> web.StreamResponse:
-    """Each configured server's next 10 connection times under the schedules in force."""
+    """Each configured server's next 10 connection times under the saved schedules."""
     return json_ok({"servers": await asyncio.to_thread(facade(request).next_connections)})
 
 

@@ -56,7 +56,7 @@ async def new_device(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/devices/{index}")
 async def device_page(request: web.Request) -> web.StreamResponse:
-    data = facade(request).device(request.match_info["index"])
+    data = await facade(request).device(request.match_info["index"])
     data.update(written=request.query.get("written", ""),
                 asked=request.query.get("parameters", ""))
     return page(request, "device.html", data)
@@ -64,12 +64,12 @@ async def device_page(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/devices/{index}")
 async def api_device(request: web.Request) -> web.StreamResponse:
-    return json_ok(facade(request).device(request.match_info["index"]))
+    return json_ok(await facade(request).device(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/values")
 async def api_values(request: web.Request) -> web.StreamResponse:
-    return json_ok(facade(request).values(request.match_info["index"]))
+    return json_ok(await facade(request).live_values(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/history")
@@ -340,7 +340,7 @@ async def write_variable(request: web.Request) -> web.StreamResponse:
                                            str(form.get("value", "")),
                                            raw=form.get("raw") == "1")
     except (ValueError, Conflict) as err:
-        data = facade(request).device(index)
+        data = await facade(request).device(index)
         data["actionError"] = str(err)
         return page(request, "device.html", data, status=422)
     raise web.HTTPSeeOther(f"/devices/{quote(index)}?written={quote(done['name'])}")
@@ -352,7 +352,7 @@ async def read_parameters(request: web.Request) -> web.StreamResponse:
     try:
         facade(request).read_parameters(index)
     except Conflict as err:
-        data = facade(request).device(index)
+        data = await facade(request).device(index)
         data["actionError"] = str(err)
         return page(request, "device.html", data, status=409)
     raise web.HTTPSeeOther(f"/devices/{quote(index)}?parameters=1")
