@@ -236,7 +236,7 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
     verdict = await facade(request).save_section(request.match_info["section"], form)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["section"]})
+    return json_ok({"saved": request.match_info["section"], **verdict.saved_json()})
 
 
 async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
@@ -246,7 +246,7 @@ async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
     verdict = await facade(request).save_config_file(name, text)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": name})
+    return json_ok({"saved": name, **verdict.saved_json()})
 
 
 @routes.get("/api/schedule/next")

@@ -196,7 +196,7 @@ async def _api_save(request: web.Request, original: str | None,
     verdict = await facade(request).save_device(original, values)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"device": {k: values[k].strip() for k in values}},
+    return json_ok({"device": {k: values[k].strip() for k in values}, **verdict.saved_json()},
                    status=201 if original is None else 200)
 
 
@@ -266,7 +266,7 @@ async def api_save_definition(request: web.Request) -> web.StreamResponse:
     verdict = await facade(request).save_definition(request.match_info["name"], text.encode())
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["name"]})
+    return json_ok({"saved": request.match_info["name"], **verdict.saved_json()})
 
 
 @routes.delete("/api/defs/{name}")
@@ -325,7 +325,7 @@ async def api_io_save(request: web.Request) -> web.StreamResponse:
                                             {str(k): str(v) for k, v in body.items()})
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["index"]})
+    return json_ok({"saved": request.match_info["index"], **verdict.saved_json()})
 
 
 # ----------------------------------------------------------------------------- actions

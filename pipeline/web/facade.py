@@ -321,20 +321,28 @@ class GatewayFacade:
         gateway polls from its reload on (within seconds). Read from the configuration in
         force, a device just added was missing from the list the save led to. Those in force
         when daq.csv cannot be read (a hand edit the configuration watch rejected)."""
+        return self._saved_daq()[0]
+
+    def _saved_daq(self) -> tuple[list[Device], tuple[Problem, ...]]:
+        """`saved_devices` and the warnings of daq.csv as saved (blocking)."""
         site = self.gateway.site
         if site is None:
-            return []
+            return [], ()
+        editor = self.editor()
+        name = f"CONFIG/{editor.uid}_daq.csv"
         try:
-            return self.daq_on_disk()[2]
-        except (Conflict, OSError):
-            return list(site.daq.devices)
+            data = editor.files().get(name, b"")
+            parsed = parse_daq(data, name.rpartition("/")[2])
+        except (ConfigError, OSError):
+            return list(site.daq.devices), ()
+        return list(parsed.value.devices), parsed.warnings
 
     async def devices(self) -> dict[str, Any]:
         """docs/behaviour.md §10.2 Devices: every daq.csv row with its state (`waiting` for a
-        row saved but not polled yet)."""
+        row saved but not polled yet), and the warnings of daq.csv (two rows of one unit)."""
         if self.gateway.site is None:
-            return {"devices": []}
-        saved = await asyncio.to_thread(self.saved_devices)
+            return {"devices": [], "warnings": []}
+        saved, warnings = await asyncio.to_thread(self._saved_daq)
         status = await self.status()
         by_index = {d["index"]: d for d in status.get("devices", [])}
         poller = self.gateway.poller
@@ -353,7 +361,7 @@ class GatewayFacade:
                 "quotaBytes": known.get("quotaBytes", 0),
                 "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0),
                 "traceInterface": _trace_interface(d)})
-        return {"devices": rows}
+        return {"devices": rows, "warnings": [str(p) for p in warnings]}
 
     async def device(self, index: str) -> dict[str, Any]:
         """One device: its daq.csv row as saved and live values (the last poll, scaled, with
