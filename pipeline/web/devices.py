@@ -22,7 +22,7 @@ from pipeline.web.common import (
     request_json,
     whole_file_text,
 )
-from pipeline.web.editing import DEVICE_FIELDS
+from pipeline.web.editing import DEVICE_FIELDS, canonical_index
 from pipeline.web.facade import Conflict, FieldRefused
 from pipeline.web.io_editor import with_submitted
 from pipeline.web.operations import field_json
@@ -129,6 +129,7 @@ async def _show_form(request: web.Request, index: str | None, *,
 async def _submit_form(request: web.Request, original: str | None) -> web.StreamResponse:
     form = await request.post()
     values = _form_values(form)
+    values["index"] = canonical_index(values["index"])
     gateway = facade(request)
     upload = _upload(form)
     if upload is not None and len(upload[1]) > DEFINITION_MAX_BYTES:
@@ -193,6 +194,7 @@ async def _json_values(request: web.Request) -> dict[str, str] | web.Response:
 
 async def _api_save(request: web.Request, original: str | None,
                     values: dict[str, str]) -> web.StreamResponse:
+    values = {**values, "index": canonical_index(values["index"])}
     verdict = await facade(request).save_device(original, values)
     if not verdict.ok:
         return rejected(verdict)

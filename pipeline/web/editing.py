@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from config import check_site_change, parse_daq, render_daq
+from config.decimal_text import read_integer
 from config.errors import Problem, Severity, kept_as_written
 from config.masking import masked
 from config.model import Daq, Device
@@ -186,6 +187,17 @@ def device_values(device: Device) -> dict[str, str]:
             "timeoutMs": "" if special else str(device.timeout_ms),
             "serialNumber": device.serial_number, "parameters": device.parameters,
             "category": device.category, "model": device.model, "defFile": device.def_file}
+
+
+def canonical_index(text: str) -> str:
+    """A device index as daq.csv reads it (docs/formats.md §1.1: `007` is device 7, `io` the
+    I/O), the text a form's row is written with and answered with. Kept as typed, `007` was
+    saved, answered and offered in the list's links as `007`, which named no device."""
+    stripped = text.strip()
+    if stripped.upper() in ("IO", "TIC1"):
+        return stripped.upper()
+    value = read_integer(stripped, max_digits=5)
+    return str(value) if value is not None and 0 <= value <= 65535 else stripped
 
 
 def text_problems(values: Mapping[str, str]) -> dict[str, list[str]]:

@@ -69,6 +69,7 @@ from pipeline.web.config_forms import (
     password_edit,
     ports_view,
     schedules_view,
+    section_fields,
     section_view,
     unmask_secrets,
     var_ini_edit,
@@ -796,6 +797,10 @@ class GatewayFacade:
 
     async def save_section(self, name: str, form: Mapping[str, str]) -> Verdict:
         """Save one section of the Configuration page (see `config_forms`)."""
+        fields = section_fields(name)
+        if fields is not None and (unknown := [f for f in form if not fields.fullmatch(f)]):
+            return Verdict(fields={field: [f"not a field of this section ({name})"]
+                                   for field in unknown})
         if name == "schedules":
             path, current = await asyncio.to_thread(self._file, "var.ini")
             edit = var_ini_edit(path, current, form)

@@ -94,6 +94,28 @@ def test_a_row_copied_with_its_address_is_saved_with_a_warning(
         assert '<tr data-index="8">' in listing
 
 
+def test_an_index_with_leading_zeros_is_the_index(web_gateway: RunningGateway) -> None:
+    """docs/formats.md §1.1: `007` in the index column is device 7. Written as typed, the row
+    was answered and linked as `007`, which named no device (DELETE /api/devices/007: 404)."""
+    port = web_gateway.simulators[0].port
+    with web_gateway.client() as client:
+        answer = client.post("/api/devices", json=_row(port, index="007", address="7"))
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["device"]["index"] == "7"
+        assert "\n7;127.0.0.1:" in _daq(web_gateway).decode()
+        assert "7" in _indexes(client)
+        again = client.post("/api/devices", json=_row(port, index="0007", name="other",
+                                                      address="8"))
+        assert again.status_code == 422
+        assert again.json()["fields"] == {"index": ["index 7 is already used"]}
+        page = client.post("/devices/new", data={
+            **_row(port, index="01", name="other", address="8"),
+            "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and "index 1 is already used" in page.text
+        assert client.delete("/api/devices/7").status_code == 200
+        assert "7" not in _indexes(client)
+
+
 def test_field_errors_come_from_config_and_nothing_is_written(
         web_gateway: RunningGateway) -> None:
     before = _daq(web_gateway)
