@@ -36,7 +36,6 @@ from config.errors import Problem, Severity, kept_as_written
 from config.masking import masked
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
-from exporters.session.config_sync import local_config_files
 from fsio import fsync_dir
 from pipeline.service.config_edit import config_lock
 
@@ -129,9 +128,15 @@ class ConfigEditor:
         # The gateway's: it never reads the folder while a change is half applied.
         self._folder_lock = lock or threading.Lock()
 
-    def files(self) -> dict[str, bytes]:
-        """The configuration as it is on disk (blocking)."""
-        return local_config_files(self.config_dir, self.uid)
+    def config_file(self, suffix: str) -> tuple[str, bytes]:
+        """`CONFIG/<uid>_<suffix>` as a server session mirrors it (`_sci.ini` for a missing
+        `_scl.ini`; empty when absent), read alone (blocking): a page needs one file, not every
+        definition and script of the tree (`local_config_files`, read whole at each page)."""
+        rel = f"CONFIG/{self.uid}_{suffix}"
+        path = self.config_dir / rel
+        if suffix == "scl.ini" and not path.is_file():
+            path = path.with_name(f"{self.uid}_sci.ini")
+        return rel, path.read_bytes() if path.is_file() else b""
 
     def check(self, edit: Edit) -> Verdict:
         """What `config` says of the site the edit would give (blocking)."""

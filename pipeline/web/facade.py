@@ -329,10 +329,8 @@ class GatewayFacade:
         site = self.gateway.site
         if site is None:
             return [], ()
-        editor = self.editor()
-        name = f"CONFIG/{editor.uid}_daq.csv"
         try:
-            data = editor.files().get(name, b"")
+            name, data = self._file("daq.csv")
             parsed = parse_daq(data, name.rpartition("/")[2])
         except (ConfigError, OSError):
             return list(site.daq.devices), ()
@@ -530,9 +528,7 @@ class GatewayFacade:
 
     def daq_on_disk(self) -> tuple[str, bytes, list[Device]]:
         """daq.csv as it is now on disk (a save may be ahead of the running site)."""
-        editor = self.editor()
-        name = f"CONFIG/{editor.uid}_daq.csv"
-        data = editor.files().get(name, b"")
+        name, data = self._file("daq.csv")
         try:
             devices = list(parse_daq(data, name.rpartition("/")[2]).value.devices) if data else []
         except ConfigError as err:
@@ -722,9 +718,7 @@ class GatewayFacade:
     # ------------------------------------------------------------------ configuration
 
     def _file(self, suffix: str) -> tuple[str, bytes]:
-        editor = self.editor()
-        path = f"CONFIG/{editor.uid}_{suffix}"
-        return path, editor.files().get(path, b"")
+        return self.editor().config_file(suffix)
 
     def configuration(self) -> dict[str, Any]:
         """The Configuration page: every section as on disk, the schedules with their next
