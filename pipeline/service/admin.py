@@ -265,6 +265,11 @@ class Admin:
         source = next((s for s in sources if s.file == file), None)
         if source is None:
             found = next((p for p in problems if file in str(p)), None)
+            if found is None and file in await asyncio.to_thread(self.saved_scripts):
+                # Listed as saved (the page shows it) but not loaded yet: 'not listed' read
+                # as a contradiction.
+                raise AdminError(f"{file} was saved a moment ago; the gateway starts it with "
+                                 "the configuration reload, within seconds", "file")
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
         self._plugin().held_off.discard(file)
         try:

@@ -44,6 +44,12 @@ def test_a_saved_script_is_listed_in_the_answer_after_its_upload(
         page = client.get("/scripts").text
         assert '<tr data-file="limit.lua">' in page
         assert client.get("/api/scripts/limit/source").text == "function wsInit() end\n"
+        # Listed but not loaded: enabling it says when it starts, not that it is not listed.
+        early = client.post("/api/scripts/limit/enable")
+        assert early.status_code == 422
+        assert early.json()["error"] == ("name: limit.lua was saved a moment ago; the gateway "
+                                         "starts it with the configuration reload, within "
+                                         "seconds")
         second = client.post("/scripts", data={"csrf": client.headers["X-CSRF-Token"]},
                              files={"script": ("other.lua", b"x = 1\n")})
         assert second.status_code == 200, second.text
