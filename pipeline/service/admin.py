@@ -232,9 +232,12 @@ class Admin:
             raise AdminError("scripts are not running")
         return plugin
 
-    def scripts(self, files: list[str]) -> list[ScriptStatus]:
-        """`files` (`saved_scripts()`) with the runner's state of each. A file the runner does
-        not know yet (just uploaded, the configuration not reloaded yet) shows as disabled."""
+    def scripts(self, files: list[str] | None = None) -> list[ScriptStatus]:
+        """The scripts `files` names (by default `saved_scripts()`, read here: blocking) with
+        the runner's state of each. A file the runner does not know yet (just uploaded, the
+        configuration not reloaded yet) shows as disabled."""
+        if files is None:
+            files = self.saved_scripts()
         plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
         known = plugin.runner.scripts() if plugin is not None and plugin.runner else []
         by_file = {s.file: s for s in known}
