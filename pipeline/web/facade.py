@@ -325,20 +325,24 @@ class GatewayFacade:
         return self._saved_daq()[0]
 
     def _saved_daq(self) -> tuple[list[Device], tuple[Problem, ...]]:
-        """`saved_devices` and the warnings of daq.csv as saved (blocking)."""
+        """`saved_devices` and the problems of daq.csv as saved (blocking): its warnings, or
+        when it is rejected its problems (the rows shown are then those in force)."""
         site = self.gateway.site
         if site is None:
             return [], ()
         try:
             name, data = self._file("daq.csv")
             parsed = parse_daq(data, name.rpartition("/")[2])
-        except (ConfigError, OSError):
+        except ConfigError as err:
+            return list(site.daq.devices), err.problems
+        except OSError:
             return list(site.daq.devices), ()
         return list(parsed.value.devices), parsed.warnings
 
     async def devices(self) -> dict[str, Any]:
         """docs/behaviour.md §10.2 Devices: every daq.csv row with its state (`waiting` for a
-        row saved but not polled yet), and the warnings of daq.csv (two rows of one unit)."""
+        row saved but not polled yet), and the problems of daq.csv as saved (two rows of one
+        unit; a hand edit the gateway rejected)."""
         if self.gateway.site is None:
             return {"devices": [], "warnings": []}
         saved, warnings = await asyncio.to_thread(self._saved_daq)

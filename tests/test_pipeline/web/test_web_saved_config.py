@@ -120,3 +120,18 @@ def test_saved_schedules_and_servers_give_the_next_connection_times(
     assert (gateway.config_dir / "CONFIG" / f"{UID}_var.ini").read_bytes() != \
         b"SCHEDULE_Params[0]=1|everyday|00:00:00|60|24\n"
     assert gateway.site.var_ini.schedules(2) == ()
+
+
+def test_a_rejected_daq_csv_on_disk_shows_the_rows_in_force_and_why(
+        unreloaded_gateway: RunningGateway) -> None:
+    """A hand edit the gateway does not load: the list shows the rows it polls, and says why
+    the file on disk is not in force."""
+    daq = unreloaded_gateway.config_dir / "CONFIG" / f"{UID}_daq.csv"
+    daq.write_bytes(daq.read_bytes() + b"x;y\n")
+    with unreloaded_gateway.client() as client:
+        listed = client.get("/api/devices").json()
+        assert [d["index"] for d in listed["devices"]] == ["1", "2"]
+        assert listed["warnings"] == [
+            f"{UID}_daq.csv:4: index: 'x' is not 0..65535, IO or TIC1; file rejected"]
+        page = client.get("/devices").text
+        assert "daq.csv as saved:" in page and "is not 0..65535, IO or TIC1" in page
