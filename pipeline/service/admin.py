@@ -325,7 +325,8 @@ class Admin:
 
     async def upload_script(self, file: str, data: bytes) -> list[Problem]:
         """Add (or replace) `SCRIPT/<file>` and list it in scl.ini; the whole configuration is
-        validated first. Returns the warnings."""
+        validated first. Returns the warnings of the two files (those of other files, a daq.csv
+        row copied, were shown as the upload's problems)."""
         self._script_path(file)
         if len(data) > MAX_SCRIPT_BYTES:
             raise AdminError(f"{file}: {len(data)} bytes, more than {MAX_SCRIPT_BYTES}", "file")
@@ -347,7 +348,9 @@ class Admin:
                 listed = ScriptList(scripts=(*listed.scripts, ScriptEntry(line=None, n=n, file=file)),
                                     other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
-            warnings = await asyncio.to_thread(self._apply, change)
+            written = {rel.rpartition("/")[2] for rel in change}
+            warnings = [p for p in await asyncio.to_thread(self._apply, change)
+                        if p.file in written]
         # An upload starts its script with the reload (docs/web.md), even one disabled before.
         self._release(file)
         gateway.config_written()

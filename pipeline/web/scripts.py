@@ -62,11 +62,13 @@ async def _find(request: web.Request, key: str) -> ScriptStatus:
 
 
 async def _page(request: web.Request, *, errors: dict[str, str] | None = None, message: str = "",
-          problems: list[str] | None = None, status: int = 200) -> web.Response:
+          problems: list[str] | None = None, warnings: list[str] | None = None,
+          status: int = 200) -> web.Response:
     return page(request, "scripts.html", {
         "title": "Scripts",
         "scripts": [_json(s) for s in await _listed(request)],
-        "errors": errors or {}, "message": message, "problems": problems or []},
+        "errors": errors or {}, "message": message, "problems": problems or [],
+        "warnings": warnings or []},
         status=status)
 
 
@@ -108,7 +110,7 @@ async def scripts_upload(request: web.Request) -> web.StreamResponse:
         return await _page(request, problems=problem_texts(err.problems), status=422)
     return await _page(request,
                        message=f"{file} saved; the gateway starts it within a few seconds.",
-                       problems=problem_texts(warnings))
+                       warnings=problem_texts(warnings))
 
 
 @routes.post("/scripts/{file}/enable")

@@ -135,3 +135,26 @@ def test_a_rejected_daq_csv_on_disk_shows_the_rows_in_force_and_why(
             f"{UID}_daq.csv:4: index: 'x' is not 0..65535, IO or TIC1; file rejected"]
         page = client.get("/devices").text
         assert "daq.csv as saved:" in page and "is not 0..65535, IO or TIC1" in page
+
+
+def test_a_script_upload_answers_the_warnings_of_its_own_files_only(
+        unreloaded_gateway: RunningGateway) -> None:
+    """Every warning of the configuration (a daq.csv row copied with its address) was answered
+    as the upload's, on the Scripts page in the red box of problems."""
+    port = unreloaded_gateway.simulators[0].port
+    with unreloaded_gateway.client() as client:
+        copy = client.post("/api/devices", json={
+            "index": "7", "interface": f"127.0.0.1:{port}", "name": "copy", "address": "1",
+            "acqPeriodS": "10", "defFile": "demo_inverter.csv"})
+        assert copy.status_code == 201 and len(copy.json()["warnings"]) == 1, copy.text
+        scl = unreloaded_gateway.config_dir / "CONFIG" / f"{UID}_scl.ini"
+        scl.write_bytes(b"VENDOR_Note=kept\n")
+        created = client.post("/api/scripts", json={"file": "a.lua", "source": "x = 1\n"})
+        assert created.status_code == 201, created.text
+        assert created.json()["warnings"] == [f"{UID}_scl.ini:1: VENDOR_Note: unknown key; "
+                                              "ignored"]
+        page = client.post("/scripts", data={"csrf": client.headers["X-CSRF-Token"]},
+                           files={"script": ("b.lua", b"x = 2\n")})
+        assert page.status_code == 200, page.text
+        assert 'id="scripts-problems"' not in page.text and "shares" not in page.text
+        assert 'id="warnings"' in page.text and "VENDOR_Note: unknown key" in page.text
