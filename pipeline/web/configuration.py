@@ -167,8 +167,10 @@ async def save_section(request: web.Request) -> web.StreamResponse:
     before = await _restart_values(request, name)
     verdict = await facade(request).save_section(name, form)
     if verdict.ok:
-        changed = ",".join(key for key, value in before.items()
-                           if key in form and form[key] != value)
+        # What the file says now, not what was typed: a default typed (`WEB_Port=8080`) is
+        # not written, and was said to wait for a restart at every save.
+        after = await _restart_values(request, name)
+        changed = ",".join(key for key, value in before.items() if after.get(key) != value)
         restart = f"&restart={changed}" if changed else ""
         raise web.HTTPSeeOther(f"/configuration?saved={name}{restart}#{name}")
     data = await _data(request)
