@@ -327,7 +327,13 @@ def ports_view(daq_bytes: bytes, file_name: str) -> dict[str, Any]:
     return {"serial": ports, "network": network}
 
 
-_SCHEDULE_FIELD: Final = re.compile(f"s[12]_[0-9]+_(?:{'|'.join(SCHEDULE_FIELDS)})")
+#: The field names of the schedules, serial and network sections.
+_SECTION_FIELDS: Final = {
+    "schedules": re.compile(f"s[12]_[0-9]+_(?:{'|'.join(SCHEDULE_FIELDS)})"),
+    "serial": re.compile(f"(?:{'|'.join(SERIAL_PORTS)})_"
+                         f"(?:{'|'.join(re.escape(c) for c in SERIAL_COLUMNS[1:])})"),
+    "network": re.compile(f"(?:{'|'.join(LANS)})_(?:{'|'.join(ETHERNET_COLUMNS[1:])})"),
+}
 
 
 def section_fields(name: str) -> re.Pattern[str] | None:
@@ -335,15 +341,7 @@ def section_fields(name: str) -> re.Pattern[str] | None:
     section). Any other is refused: left out, a misspelt field answered `saved` while nothing
     of it was, and for the schedules (whose rows sent replace the file's) a body of misspelt
     fields deleted every schedule."""
-    if name == "schedules":
-        return _SCHEDULE_FIELD
-    if name == "serial":
-        return re.compile(f"(?:{'|'.join(SERIAL_PORTS)})_(?:"
-                          f"{'|'.join(re.escape(c) for c in SERIAL_COLUMNS[1:])})")
-    if name == "network":
-        return re.compile(f"(?:{'|'.join(LANS)})_(?:{'|'.join(ETHERNET_COLUMNS[1:])})")
-    return None
-
+    return _SECTION_FIELDS.get(name)
 
 
 def _lan_texts(row: LanRow | None) -> dict[str, str]:
