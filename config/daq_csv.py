@@ -353,7 +353,26 @@ def _devices(block: _Block | None, serial: tuple[SerialPort, ...],
                                                    f"{port.port}, whose protocol {port.protocol} "
                                                    "has no driver")
         out[at] = replace(dev, parameters=f"modbus:{target}")
+    _shared_units(out, findings)
     return tuple(out)
+
+
+def _shared_units(devices: list[Device], findings: Findings) -> None:
+    """Rows of one Modbus unit (a row copied without changing its address): accepted, since
+    the unit answers each row's polls (docs/spec-notes.md), but said on the later row, naming
+    the other: silently, the plant's values came twice under two indexes."""
+    first: dict[tuple[str, int], Device] = {}
+    for dev in devices:
+        endpoint = dev.tcp_endpoint
+        where = f"{endpoint[0]}:{endpoint[1]}" if endpoint is not None else dev.serial_port
+        if where is None or dev.address is None:
+            continue
+        other = first.setdefault((where, dev.address), dev)
+        if other is not dev:
+            findings.warn(dev.line, "address",
+                          f"index {dev.index} shares {where} unit {dev.address} with index "
+                          f"{other.index} at line {other.line}: the unit is polled twice; "
+                          "both kept")
 
 
 def _device(row: CsvRow, serial: tuple[SerialPort, ...], findings: Findings) -> Device | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from config.masking import masked
 
@@ -46,6 +47,17 @@ class Problem:
         if not self.field:
             return f"{where}: {masked(self.field, self.message)}"
         return f"{where}: {self.field}: {masked(self.field, self.message)}"
+
+
+#: Endings of warnings that change nothing of what the file says (its text is used as
+#: written): a form may save what gives one, and shows it. Any other warning says a value was
+#: replaced or left out, which a form refuses (the installer would save other than they typed).
+KEPT_AS_WRITTEN: Final = ("; taken as written", "; both kept")
+
+
+def kept_as_written(problem: Problem) -> bool:
+    """A warning whose file is used as written (`KEPT_AS_WRITTEN`)."""
+    return problem.severity is Severity.WARNING and problem.message.endswith(KEPT_AS_WRITTEN)
 
 
 class ConfigError(SunpmError):

@@ -232,19 +232,32 @@ class Admin:
             raise AdminError("scripts are not running")
         return plugin
 
-    def scripts(self) -> list[ScriptStatus]:
-        """Listed scripts with their state; a listed file the runner does not know yet (just
-        uploaded, the configuration not reloaded yet) shows as disabled."""
-        site = self.gateway.site
+    def scripts(self, files: list[str] | None = None) -> list[ScriptStatus]:
+        """The scripts `files` names (by default `saved_scripts()`, read here: blocking) with
+        the runner's state of each. A file the runner does not know yet (just uploaded, the
+        configuration not reloaded yet) shows as disabled."""
+        if files is None:
+            files = self.saved_scripts()
         plugin = next((p for p in self.gateway.plugins if isinstance(p, ScriptsPlugin)), None)
         known = plugin.runner.scripts() if plugin is not None and plugin.runner else []
         by_file = {s.file: s for s in known}
-        listed = [e.file for e in site.scripts.scripts] if site is not None else []
-        out = [by_file.pop(f) if f in by_file else
-               ScriptStatus(file=f, name=f.removesuffix(".lua"), label="", version="",
-                            enabled=False, last_error="")
-               for f in listed]
-        return out + list(by_file.values())
+        return [by_file.get(f) or
+                ScriptStatus(file=f, name=f.removesuffix(".lua"), label="", version="",
+                             enabled=False, last_error="")
+                for f in files]
+
+    def saved_scripts(self) -> list[str]:
+        """The files scl.ini lists as saved (blocking). Not those of the configuration in
+        force: a script uploaded a moment ago was missing from the list shown after its
+        upload, one deleted still there, until the reload caught up. Those in force when
+        scl.ini cannot be read (a hand edit the configuration watch rejected)."""
+        site = self.gateway.site
+        if site is None:
+            return []
+        try:
+            return [e.file for e in self._script_list().scripts]
+        except (ChangeRejected, OSError):
+            return [e.file for e in site.scripts.scripts]
 
     async def enable_script(self, file: str) -> ScriptStatus:
         site = self.gateway.site
@@ -255,6 +268,11 @@ class Admin:
         source = next((s for s in sources if s.file == file), None)
         if source is None:
             found = next((p for p in problems if file in str(p)), None)
+            if found is None and file in await asyncio.to_thread(self.saved_scripts):
+                # Listed as saved (the page shows it) but not loaded yet: 'not listed' read
+                # as a contradiction.
+                raise AdminError(f"{file} was saved a moment ago; the gateway starts it with "
+                                 "the configuration reload, within seconds", "file")
             raise AdminError(str(found) if found else f"no script '{file}' is listed", "file")
         self._plugin().held_off.discard(file)
         try:
@@ -307,7 +325,8 @@ class Admin:
 
     async def upload_script(self, file: str, data: bytes) -> list[Problem]:
         """Add (or replace) `SCRIPT/<file>` and list it in scl.ini; the whole configuration is
-        validated first. Returns the warnings."""
+        validated first. Returns the warnings of the two files (those of other files, a daq.csv
+        row copied, were shown as the upload's problems)."""
         self._script_path(file)
         if len(data) > MAX_SCRIPT_BYTES:
             raise AdminError(f"{file}: {len(data)} bytes, more than {MAX_SCRIPT_BYTES}", "file")
@@ -329,7 +348,9 @@ class Admin:
                 listed = ScriptList(scripts=(*listed.scripts, ScriptEntry(line=None, n=n, file=file)),
                                     other_lines=listed.other_lines)
             change = {f"SCRIPT/{file}": data, self._scl_rel(): render_scl(listed)}
-            warnings = await asyncio.to_thread(self._apply, change)
+            written = {rel.rpartition("/")[2] for rel in change}
+            warnings = [p for p in await asyncio.to_thread(self._apply, change)
+                        if p.file in written]
         # An upload starts its script with the reload (docs/web.md), even one disabled before.
         self._release(file)
         gateway.config_written()

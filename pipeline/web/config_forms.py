@@ -13,6 +13,7 @@ empty submission keeps the value in force.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from config.config_ini import KEY_TABLE, KEYS, server_key
 from config.daq_csv import ETHERNET_COLUMNS, SERIAL_COLUMNS
 from config.decimal_text import INTEGER_SYNTAX
 from config.errors import Problem, Severity
-from config.model import Daq, FullPolicy, ScheduleType, SerialPort, ServerType
+from config.model import Daq, FullPolicy, LanRow, ScheduleType, SerialPort, ServerType
 from config.reference import CONFIG_KEYS
 from config.var_ini import FIELDS as SCHEDULE_FIELDS
 from config.var_ini import VarIni, format_start, placed_schedule_lines
@@ -326,31 +327,61 @@ def ports_view(daq_bytes: bytes, file_name: str) -> dict[str, Any]:
     return {"serial": ports, "network": network}
 
 
+#: The field names of the schedules, serial and network sections.
+_SECTION_FIELDS: Final = {
+    "schedules": re.compile(f"s[12]_[0-9]+_(?:{'|'.join(SCHEDULE_FIELDS)})"),
+    "serial": re.compile(f"(?:{'|'.join(SERIAL_PORTS)})_"
+                         f"(?:{'|'.join(re.escape(c) for c in SERIAL_COLUMNS[1:])})"),
+    "network": re.compile(f"(?:{'|'.join(LANS)})_(?:{'|'.join(ETHERNET_COLUMNS[1:])})"),
+}
+
+
+def section_fields(name: str) -> re.Pattern[str] | None:
+    """The field names the schedules, serial or network section takes (None: another
+    section). Any other is refused: left out, a misspelt field answered `saved` while nothing
+    of it was, and for the schedules (whose rows sent replace the file's) a body of misspelt
+    fields deleted every schedule."""
+    return _SECTION_FIELDS.get(name)
+
+
+def _lan_texts(row: LanRow | None) -> dict[str, str]:
+    values = (row.ip, row.mask, row.gateway, row.dns1, row.dns2) if row is not None else \
+        (None,) * 5
+    return {column: value if value is not None else
+            "0" if row is not None and column in row.zero_fields else ""
+            for column, value in zip(ETHERNET_COLUMNS[1:], values, strict=True)}
+
+
 def daq_blocks_edit(path: str, current: bytes, form: Mapping[str, str], block: str) -> Edit:
     """daq.csv with its serial block (`block` "serial") or its ethernet block ("network")
-    written from the form; a port or LAN row is written when it has a row in the file or a
-    value other than the default."""
+    written from the form, a field not sent keeping its text (a JSON client may send one
+    field: the others were reset to their defaults, or emptied); a port or LAN row is written
+    when it has a row in the file or a value other than the default."""
     file_name = path.rpartition("/")[2]
     daq = parse_daq(current, file_name).value if current.strip() else Daq()
     if block == "serial":
         existing = {p.port for p in daq.serial if p.line is not None}
+        held_ports = {p.port: p for p in daq.serial}
         rest = dataclasses.replace(daq, serial=(), blocks=daq.blocks - {"serial"})
         header = ";".join(SERIAL_COLUMNS)
         rows: list[tuple[str, list[str]]] = []
         for name in SERIAL_PORTS:
             defaults = _serial_texts(SerialPort(line=None, port=name))
-            texts = [form.get(f"{name}_{column}", defaults[column]).strip()
+            held = _serial_texts(held_ports.get(name) or SerialPort(line=None, port=name))
+            texts = [form.get(f"{name}_{column}", held[column]).strip()
                      for column in SERIAL_COLUMNS[1:]]
             if name in existing or texts != [defaults[c] for c in SERIAL_COLUMNS[1:]]:
                 rows.append((name, [name, *texts]))
     else:
-        existing = {row.name for row in daq.lan}
+        lans = {row.name: row for row in daq.lan}
         rest = dataclasses.replace(daq, lan=(), blocks=daq.blocks - {"ethernet"})
         header = ";".join(ETHERNET_COLUMNS)
         rows = []
         for name in LANS:
-            texts = [form.get(f"{name}_{column}", "").strip() for column in ETHERNET_COLUMNS[1:]]
-            if name in existing or any(texts):
+            held = _lan_texts(lans.get(name))
+            texts = [form.get(f"{name}_{column}", held[column]).strip()
+                     for column in ETHERNET_COLUMNS[1:]]
+            if name in lans or any(texts):
                 rows.append((name, [name, *texts]))
     lines = [header, *(";".join(texts) for _, texts in rows)] if rows else []
     row_of_line = {k + 2: name for k, (name, _) in enumerate(rows)}

@@ -167,8 +167,10 @@ async def save_section(request: web.Request) -> web.StreamResponse:
     before = await _restart_values(request, name)
     verdict = await facade(request).save_section(name, form)
     if verdict.ok:
-        changed = ",".join(key for key, value in before.items()
-                           if key in form and form[key] != value)
+        # What the file says now, not what was typed: a default typed (`WEB_Port=8080`) is
+        # not written, and was said to wait for a restart at every save.
+        after = await _restart_values(request, name)
+        changed = ",".join(key for key, value in before.items() if after.get(key) != value)
         restart = f"&restart={changed}" if changed else ""
         raise web.HTTPSeeOther(f"/configuration?saved={name}{restart}#{name}")
     data = await _data(request)
@@ -236,7 +238,7 @@ async def api_save_section(request: web.Request) -> web.StreamResponse:
     verdict = await facade(request).save_section(request.match_info["section"], form)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["section"]})
+    return json_ok({"saved": request.match_info["section"], **verdict.saved_json()})
 
 
 async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
@@ -246,12 +248,12 @@ async def _save_file(request: web.Request, name: str) -> web.StreamResponse:
     verdict = await facade(request).save_config_file(name, text)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": name})
+    return json_ok({"saved": name, **verdict.saved_json()})
 
 
 @routes.get("/api/schedule/next")
 async def api_next_connections(request: web.Request) -> web.StreamResponse:
-    """Each configured server's next 10 connection times under the schedules in force."""
+    """Each configured server's next 10 connection times under the saved schedules."""
     return json_ok({"servers": await asyncio.to_thread(facade(request).next_connections)})
 
 

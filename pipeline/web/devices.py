@@ -22,7 +22,7 @@ from pipeline.web.common import (
     request_json,
     whole_file_text,
 )
-from pipeline.web.editing import DEVICE_FIELDS
+from pipeline.web.editing import DEVICE_FIELDS, canonical_index
 from pipeline.web.facade import Conflict, FieldRefused
 from pipeline.web.io_editor import with_submitted
 from pipeline.web.operations import field_json
@@ -56,7 +56,7 @@ async def new_device(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/devices/{index}")
 async def device_page(request: web.Request) -> web.StreamResponse:
-    data = facade(request).device(request.match_info["index"])
+    data = await facade(request).device(request.match_info["index"])
     data.update(written=request.query.get("written", ""),
                 asked=request.query.get("parameters", ""))
     return page(request, "device.html", data)
@@ -64,12 +64,12 @@ async def device_page(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/devices/{index}")
 async def api_device(request: web.Request) -> web.StreamResponse:
-    return json_ok(facade(request).device(request.match_info["index"]))
+    return json_ok(await facade(request).device(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/values")
 async def api_values(request: web.Request) -> web.StreamResponse:
-    return json_ok(facade(request).values(request.match_info["index"]))
+    return json_ok(await facade(request).live_values(request.match_info["index"]))
 
 
 @routes.get("/api/devices/{index}/history")
@@ -129,6 +129,7 @@ async def _show_form(request: web.Request, index: str | None, *,
 async def _submit_form(request: web.Request, original: str | None) -> web.StreamResponse:
     form = await request.post()
     values = _form_values(form)
+    values["index"] = canonical_index(values["index"])
     gateway = facade(request)
     upload = _upload(form)
     if upload is not None and len(upload[1]) > DEFINITION_MAX_BYTES:
@@ -193,10 +194,11 @@ async def _json_values(request: web.Request) -> dict[str, str] | web.Response:
 
 async def _api_save(request: web.Request, original: str | None,
                     values: dict[str, str]) -> web.StreamResponse:
+    values = {**values, "index": canonical_index(values["index"])}
     verdict = await facade(request).save_device(original, values)
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"device": {k: values[k].strip() for k in values}},
+    return json_ok({"device": {k: values[k].strip() for k in values}, **verdict.saved_json()},
                    status=201 if original is None else 200)
 
 
@@ -266,7 +268,7 @@ async def api_save_definition(request: web.Request) -> web.StreamResponse:
     verdict = await facade(request).save_definition(request.match_info["name"], text.encode())
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["name"]})
+    return json_ok({"saved": request.match_info["name"], **verdict.saved_json()})
 
 
 @routes.delete("/api/defs/{name}")
@@ -325,7 +327,7 @@ async def api_io_save(request: web.Request) -> web.StreamResponse:
                                             {str(k): str(v) for k, v in body.items()})
     if not verdict.ok:
         return rejected(verdict)
-    return json_ok({"saved": request.match_info["index"]})
+    return json_ok({"saved": request.match_info["index"], **verdict.saved_json()})
 
 
 # ----------------------------------------------------------------------------- actions
@@ -340,7 +342,7 @@ async def write_variable(request: web.Request) -> web.StreamResponse:
                                            str(form.get("value", "")),
                                            raw=form.get("raw") == "1")
     except (ValueError, Conflict) as err:
-        data = facade(request).device(index)
+        data = await facade(request).device(index)
         data["actionError"] = str(err)
         return page(request, "device.html", data, status=422)
     raise web.HTTPSeeOther(f"/devices/{quote(index)}?written={quote(done['name'])}")
@@ -352,7 +354,7 @@ async def read_parameters(request: web.Request) -> web.StreamResponse:
     try:
         facade(request).read_parameters(index)
     except Conflict as err:
-        data = facade(request).device(index)
+        data = await facade(request).device(index)
         data["actionError"] = str(err)
         return page(request, "device.html", data, status=409)
     raise web.HTTPSeeOther(f"/devices/{quote(index)}?parameters=1")

@@ -42,6 +42,10 @@ DEFAULTS: Final = {"interface": "ethernet1", "ip": "", "port": "502", "firstAddr
 
 
 def _params(fields: dict[str, Any]) -> DiscoveryParams:
+    unknown = sorted(set(fields) - set(DEFAULTS) - {"csrf"})
+    if unknown:
+        # Left out, a misspelt `ports` scanned port 502 while the installer meant another.
+        raise FieldError(unknown[0], f"not a discovery parameter ({', '.join(DEFAULTS)})")
     interface = str(fields.get("interface") or "").strip().lower()
     if interface not in INTERFACES:
         raise FieldError("interface", f"unknown interface {interface[:20]!r}")

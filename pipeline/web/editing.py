@@ -7,8 +7,13 @@ in place, nothing copied); it applies the files (`exporters.session.apply_config
 `.new` files, a marker, renames, rolled forward after a crash) only when nothing blocks:
 
 - an error anywhere (the site would not load);
-- a warning on a field the form wrote: a file may fall back to a default for a bad value, a form
-  may not (the installer would save something other than what they typed).
+- a warning on a field the form wrote that a value was replaced or left out: a file may fall
+  back to a default for a bad value, a form may not (the installer would save something other
+  than what they typed).
+
+A warning that the text is used as written (`config.errors.kept_as_written`: two rows of one
+Modbus unit) refuses nothing: the save goes through. The verdict carries the warnings of the
+files the edit writes that refuse nothing, to be shown.
 
 The running gateway's configuration watch then loads the new site (docs/behaviour.md §4.1: a
 local change gives a server-1 session 60 s later).
@@ -26,11 +31,11 @@ from pathlib import Path
 from typing import Final
 
 from config import check_site_change, parse_daq, render_daq
-from config.errors import Problem, Severity
+from config.decimal_text import read_integer
+from config.errors import Problem, Severity, kept_as_written
 from config.masking import masked
 from config.model import Daq, Device
 from exporters.session.config_apply import apply_config_files
-from exporters.session.config_sync import local_config_files
 from fsio import fsync_dir
 from pipeline.service.config_edit import config_lock
 
@@ -52,19 +57,26 @@ class Edit:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What `config` said of an edit: `blocking` the problems that refuse it, `fields` their
-    messages per form field, `others` the blocking problems no field of the form holds."""
+    messages per form field, `others` the blocking problems no field of the form holds,
+    `warnings` those that refuse nothing, shown beside the outcome."""
 
     blocking: tuple[Problem, ...] = ()
     fields: Mapping[str, list[str]] = field(default_factory=dict)
     others: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.blocking and not self.fields
 
+    def saved_json(self) -> dict[str, object]:
+        """What a save's answer carries besides what was saved: its warnings, as lines."""
+        return {"warnings": [str(p) for p in self.warnings]}
+
     def json(self) -> dict[str, object]:
         return {"fields": dict(self.fields),
-                "problems": [problem_json(p) for p in self.blocking]}
+                "problems": [problem_json(p) for p in self.blocking],
+                "warnings": [str(p) for p in self.warnings]}
 
 
 def problem_json(problem: Problem) -> dict[str, object]:
@@ -87,15 +99,22 @@ def judge(problems: list[Problem], edit: Edit) -> Verdict:
     blocking: list[Problem] = []
     fields: dict[str, list[str]] = {}
     others: list[Problem] = []
+    warnings: list[Problem] = []
+    written = {rel.rpartition("/")[2] for rel in edit.files}
     for problem in problems:
-        where = edit.locate(problem)
+        # Refused as any warning on a field, a row copied on purpose (the unit polled twice)
+        # could not be saved from the form at all.
+        where = None if kept_as_written(problem) else edit.locate(problem)
         if where is not None:
             fields.setdefault(where, []).append(_field_message(problem))
             blocking.append(problem)
         elif problem.severity is Severity.ERROR:
             others.append(problem)
             blocking.append(problem)
-    return Verdict(blocking=tuple(blocking), fields=fields, others=tuple(others))
+        elif problem.file in written:
+            warnings.append(problem)
+    return Verdict(blocking=tuple(blocking), fields=fields, others=tuple(others),
+                   warnings=tuple(warnings))
 
 
 class ConfigEditor:
@@ -109,9 +128,15 @@ class ConfigEditor:
         # The gateway's: it never reads the folder while a change is half applied.
         self._folder_lock = lock or threading.Lock()
 
-    def files(self) -> dict[str, bytes]:
-        """The configuration as it is on disk (blocking)."""
-        return local_config_files(self.config_dir, self.uid)
+    def config_file(self, suffix: str) -> tuple[str, bytes]:
+        """`CONFIG/<uid>_<suffix>` as a server session mirrors it (`_sci.ini` for a missing
+        `_scl.ini`; empty when absent), read alone (blocking): a page needs one file, not every
+        definition and script of the tree (`local_config_files`, read whole at each page)."""
+        rel = f"CONFIG/{self.uid}_{suffix}"
+        path = self.config_dir / rel
+        if suffix == "scl.ini" and not path.is_file():
+            path = path.with_name(f"{self.uid}_sci.ini")
+        return rel, path.read_bytes() if path.is_file() else b""
 
     def check(self, edit: Edit) -> Verdict:
         """What `config` says of the site the edit would give (blocking)."""
@@ -167,6 +192,17 @@ def device_values(device: Device) -> dict[str, str]:
             "timeoutMs": "" if special else str(device.timeout_ms),
             "serialNumber": device.serial_number, "parameters": device.parameters,
             "category": device.category, "model": device.model, "defFile": device.def_file}
+
+
+def canonical_index(text: str) -> str:
+    """A device index as daq.csv reads it (docs/formats.md §1.1: `007` is device 7, `io` the
+    I/O), the text a form's row is written with and answered with. Kept as typed, `007` was
+    saved, answered and offered in the list's links as `007`, which named no device."""
+    stripped = text.strip()
+    if stripped.upper() in ("IO", "TIC1"):
+        return stripped.upper()
+    value = read_integer(stripped, max_digits=5)
+    return str(value) if value is not None and 0 <= value <= 65535 else stripped
 
 
 def text_problems(values: Mapping[str, str]) -> dict[str, list[str]]:

@@ -26,7 +26,6 @@ import pyarrow.compute as pc
 
 from config import (
     ConfigError,
-    Site,
     VarIni,
     parse_config_ini,
     parse_daq,
@@ -35,7 +34,15 @@ from config import (
 )
 from config.decimal_text import read_decimal, read_integer
 from config.errors import Problem
-from config.model import DefinitionFile, Device, DeviceKind, Quality, ServerType, Variable
+from config.model import (
+    DefinitionFile,
+    Device,
+    DeviceKind,
+    GatewaySettings,
+    Quality,
+    ServerType,
+    Variable,
+)
 from exporters.views.context import ViewConfig
 from exporters.views.log import log_text
 from pipeline.clock import NS_PER_S
@@ -62,6 +69,7 @@ from pipeline.web.config_forms import (
     password_edit,
     ports_view,
     schedules_view,
+    section_fields,
     section_view,
     unmask_secrets,
     var_ini_edit,
@@ -197,7 +205,7 @@ class GatewayFacade:
         self._alarms = Refreshed(self._alarms_now, STATUS_TTL_S)
         self._recent_log = Refreshed(self._recent_log_now, STATUS_TTL_S)
         self._editor: ConfigEditor | None = None
-        self._next_cache: tuple[Site, datetime, dict[str, list[str]]] | None = None
+        self._next_cache: tuple[bytes, datetime, dict[str, list[str]]] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -309,43 +317,73 @@ class GatewayFacade:
             raise NotFound(f"no device '{index}'")
         return device
 
-    async def devices(self) -> dict[str, Any]:
-        """docs/behaviour.md §10.2 Devices: every daq.csv row with its state."""
+    def saved_devices(self) -> list[Device]:
+        """The rows of daq.csv as saved (blocking): what a page shows after a save, which the
+        gateway polls from its reload on (within seconds). Read from the configuration in
+        force, a device just added was missing from the list the save led to. Those in force
+        when daq.csv cannot be read (a hand edit the configuration watch rejected)."""
+        return self._saved_daq()[0]
+
+    def _saved_daq(self) -> tuple[list[Device], tuple[Problem, ...]]:
+        """`saved_devices` and the problems of daq.csv as saved (blocking): its warnings, or
+        when it is rejected its problems (the rows shown are then those in force)."""
         site = self.gateway.site
         if site is None:
-            return {"devices": []}
+            return [], ()
+        try:
+            name, data = self._file("daq.csv")
+            parsed = parse_daq(data, name.rpartition("/")[2])
+        except ConfigError as err:
+            return list(site.daq.devices), err.problems
+        except OSError:
+            return list(site.daq.devices), ()
+        return list(parsed.value.devices), parsed.warnings
+
+    async def devices(self) -> dict[str, Any]:
+        """docs/behaviour.md §10.2 Devices: every daq.csv row with its state (`waiting` for a
+        row saved but not polled yet), and the problems of daq.csv as saved (two rows of one
+        unit; a hand edit the gateway rejected)."""
+        if self.gateway.site is None:
+            return {"devices": [], "warnings": []}
+        saved, warnings = await asyncio.to_thread(self._saved_daq)
         status = await self.status()
         by_index = {d["index"]: d for d in status.get("devices", [])}
         poller = self.gateway.poller
         overruns = dict(poller.overruns_by_device) if poller is not None else {}
         rows = []
-        for d in site.daq.devices:
+        for d in saved:
             known = by_index.get(d.index, {})
             rows.append({
                 "index": d.index, "href": quote(d.index, safe=""), "name": d.name,
                 "interface": d.interface,
                 "address": d.address, "kind": d.kind.value, "acqPeriodS": d.acq_period_s,
                 "defFile": d.def_file, "category": d.category, "model": d.model,
-                "state": known.get("state", "absent"),
+                "state": known.get("state", "waiting"),
                 "lastRecord": known.get("lastRecord", ""),
                 "storeBytes": known.get("storeBytes", 0),
                 "quotaBytes": known.get("quotaBytes", 0),
                 "dropped": known.get("dropped", 0), "overruns": overruns.get(d.index, 0),
                 "traceInterface": _trace_interface(d)})
-        return {"devices": rows}
+        return {"devices": rows, "warnings": [str(p) for p in warnings]}
 
-    def device(self, index: str) -> dict[str, Any]:
-        """One device: its daq.csv row and live values (the last poll, scaled, with units)."""
-        device = self._device(index)
+    async def device(self, index: str) -> dict[str, Any]:
+        """One device: its daq.csv row as saved and live values (the last poll, scaled, with
+        units; none until the gateway polls a row just saved)."""
+        saved = await asyncio.to_thread(self.saved_devices)
+        device = next((d for d in saved if d.index == index), None)
         site = self.gateway.site
-        assert site is not None
+        if device is None or site is None:
+            raise NotFound(f"no device '{index}'")
         definition = site.definition_of(device)
         row = {"index": device.index, "name": device.name, "interface": device.interface,
                "address": device.address, "acqPeriodS": device.acq_period_s,
                "timeoutMs": device.timeout_ms, "serialNumber": device.serial_number,
                "parameters": device.parameters, "category": device.category,
                "model": device.model, "defFile": device.def_file, "kind": device.kind.value}
-        live = self.values(index)
+        try:
+            live = self.values(index)
+        except NotFound:            # saved, not in force yet
+            live = _no_values()
         # A TIC label's type is not in its definition: one read as text (PTEC's `TH..`) has no
         # numeric record to chart.
         texts = {v["index"] for v in live["values"] if not _numeric(v["value"])}
@@ -371,8 +409,19 @@ class GatewayFacade:
         return {"declared": declared, "ts": read.ts_ns // 1_000_000,
                 "time": _local(read.ts_ns, self.zone()), "values": values}
 
+    async def live_values(self, index: str) -> dict[str, Any]:
+        """`values`, or none for a row saved and not polled yet (NotFound for no row)."""
+        try:
+            return self.values(index)
+        except NotFound:
+            saved = await asyncio.to_thread(self.saved_devices)
+            if all(d.index != index for d in saved):
+                raise
+            return _no_values()
+
     def values(self, index: str) -> dict[str, Any]:
-        """The device's last poll: per variable its scaled value, unit and quality."""
+        """The device's last poll (of the configuration in force): per variable its scaled
+        value, unit and quality."""
         device = self._device(index)
         site, poller = self.gateway.site, self.gateway.poller
         assert site is not None
@@ -384,7 +433,7 @@ class GatewayFacade:
             except PollError:      # not polled (yet) by the configuration in force
                 readings = None
         if readings is None or definition is None:
-            return {"ts": None, "time": "", "ageS": None, "values": []}
+            return _no_values()
         values = []
         for var in definition.variables:
             if not var.action.is_polled or var.index not in readings.values:
@@ -483,9 +532,7 @@ class GatewayFacade:
 
     def daq_on_disk(self) -> tuple[str, bytes, list[Device]]:
         """daq.csv as it is now on disk (a save may be ahead of the running site)."""
-        editor = self.editor()
-        name = f"CONFIG/{editor.uid}_daq.csv"
-        data = editor.files().get(name, b"")
+        name, data = self._file("daq.csv")
         try:
             devices = list(parse_daq(data, name.rpartition("/")[2]).value.devices) if data else []
         except ConfigError as err:
@@ -675,13 +722,11 @@ class GatewayFacade:
     # ------------------------------------------------------------------ configuration
 
     def _file(self, suffix: str) -> tuple[str, bytes]:
-        editor = self.editor()
-        path = f"CONFIG/{editor.uid}_{suffix}"
-        return path, editor.files().get(path, b"")
+        return self.editor().config_file(suffix)
 
     def configuration(self) -> dict[str, Any]:
-        """The Configuration page: every section as on disk, the schedules with the next
-        connection times in force, the serial ports and the network (blocking)."""
+        """The Configuration page: every section as on disk, the schedules with their next
+        connection times, the serial ports and the network (blocking)."""
         config_path, config_ini = self._file("config.ini")
         var_path, var_ini = self._file("var.ini")
         daq_path, daq = self._file("daq.csv")
@@ -699,37 +744,61 @@ class GatewayFacade:
                 "hostSerialDevices": host_serial_devices(),
                 "fields": {}, "problems": [], "saved": ""}
 
+    def _saved_timing(self) -> tuple[bytes, GatewaySettings, VarIni]:
+        """config.ini's settings (servers, time zone) and var.ini as saved, with their bytes
+        (blocking); those in force when either file is rejected (a hand edit the
+        configuration watch did not apply)."""
+        site = self.gateway.site
+        assert site is not None
+        config_path, config_ini = self._file("config.ini")
+        var_path, var_ini = self._file("var.ini")
+        try:
+            settings = parse_config_ini(config_ini, config_path.rpartition("/")[2]) \
+                .value.settings(site.uid)
+            schedules = parse_var_ini(var_ini, var_path.rpartition("/")[2]).value
+        except ConfigError:
+            return b"", site.settings, site.var_ini
+        return config_ini + b"\0" + var_ini, settings, schedules
+
     def next_connections(self, var_ini: VarIni | None = None,
                          count: int = NEXT_CONNECTIONS) -> dict[str, list[str]]:
         """Per configured server, its next `count` connection times (local time), from the
-        schedules in force or those of `var_ini`: the scheduler's own computation."""
-        site = self.gateway.site
-        if site is None:
+        saved schedules or those of `var_ini`: the scheduler's own computation (blocking).
+        The saved ones, not those in force: the page a save leads to showed the times of the
+        schedules before it until the gateway's reload; the scheduler takes the saved ones
+        at that reload, within seconds."""
+        if self.gateway.site is None:
             return {}
-        schedules = var_ini if var_ini is not None else site.var_ini
+        key, settings, saved = self._saved_timing()
+        schedules = var_ini if var_ini is not None else saved
         now = datetime.now(UTC)
-        # The schedules in force change only at a reload: their preview is kept while it
-        # still starts in the future (an every-minute schedule costs some 30 ms to expand).
+        # The preview is kept while the files are unchanged and it still starts in the
+        # future (an every-minute schedule costs some 30 ms to expand).
         cached = self._next_cache
-        if var_ini is None and cached is not None and cached[0] is site and cached[1] > now:
+        if var_ini is None and key and cached is not None and cached[0] == key and \
+                cached[1] > now:
             return cached[2]
-        zone = self.zone()
+        zone = ZoneInfo(settings.time_zone)
         out: dict[str, list[str]] = {}
         first = now + timedelta(minutes=1)
-        for server in site.settings.servers:
+        for server in settings.servers:
             if server.type is ServerType.NONE:
                 continue
-            times = next_connections(schedules.schedules(server.slot), site.settings.time_zone,
+            times = next_connections(schedules.schedules(server.slot), settings.time_zone,
                                      now, count)
             out[str(server.slot)] = [t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
                                      for t in times]
             first = min(first, times[0]) if times else first
         if var_ini is None:
-            self._next_cache = (site, first, out)
+            self._next_cache = (key, first, out)
         return out
 
     async def save_section(self, name: str, form: Mapping[str, str]) -> Verdict:
         """Save one section of the Configuration page (see `config_forms`)."""
+        fields = section_fields(name)
+        if fields is not None and (unknown := [f for f in form if not fields.fullmatch(f)]):
+            return Verdict(fields={field: [f"not a field of this section ({name})"]
+                                   for field in unknown})
         if name == "schedules":
             path, current = await asyncio.to_thread(self._file, "var.ini")
             edit = var_ini_edit(path, current, form)
@@ -756,7 +825,7 @@ class GatewayFacade:
         if not verdict.ok:
             return verdict, {}
         var_ini = parse_var_ini(edit.files[path], path.rpartition("/")[2]).value
-        return verdict, self.next_connections(var_ini)
+        return verdict, await asyncio.to_thread(self.next_connections, var_ini)
 
     async def change_password(self, new: str, confirm: str) -> tuple[Verdict, str]:
         """A new web password: its hash into `WEB_PasswordHash`, the first start's files
@@ -796,6 +865,11 @@ def _shown(status: dict[str, Any]) -> dict[str, Any]:
         if device.get("state") == "fail" and not device.get("lastRecord"):
             device["state"] = "waiting"
     return status
+
+
+def _no_values() -> dict[str, Any]:
+    """A device's live values before its first poll."""
+    return {"ts": None, "time": "", "ageS": None, "values": []}
 
 
 def _chartable(var: Variable) -> bool:

@@ -15,6 +15,7 @@ within seconds, restarting the scripts; enable and disable last until the next r
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -47,22 +48,27 @@ def _json(status: ScriptStatus) -> dict[str, Any]:
             "lastError": status.last_error}
 
 
-def _find(request: web.Request, key: str) -> ScriptStatus:
-    found = next((s for s in admin(request).scripts() if key in (s.file, s.name)), None)
+async def _listed(request: web.Request) -> list[ScriptStatus]:
+    """The scripts scl.ini lists as saved, with their state."""
+    files = await asyncio.to_thread(admin(request).saved_scripts)
+    return admin(request).scripts(files)
+
+
+async def _find(request: web.Request, key: str) -> ScriptStatus:
+    found = next((s for s in await _listed(request) if key in (s.file, s.name)), None)
     if found is None:
         raise web.HTTPNotFound(text=f"no script '{key}'\n")
     return found
 
 
-def _page(request: web.Request, *, errors: dict[str, str] | None = None, message: str = "",
-          problems: list[str] | None = None, status: int = 200,
-          deleted: str = "") -> web.Response:
-    """`deleted`: a file just taken out of scl.ini, not listed though it runs until the reload
-    stops it (its row's buttons would only answer 'no script')."""
+async def _page(request: web.Request, *, errors: dict[str, str] | None = None, message: str = "",
+          problems: list[str] | None = None, warnings: list[str] | None = None,
+          status: int = 200) -> web.Response:
     return page(request, "scripts.html", {
         "title": "Scripts",
-        "scripts": [_json(s) for s in admin(request).scripts() if s.file != deleted],
-        "errors": errors or {}, "message": message, "problems": problems or []},
+        "scripts": [_json(s) for s in await _listed(request)],
+        "errors": errors or {}, "message": message, "problems": problems or [],
+        "warnings": warnings or []},
         status=status)
 
 
@@ -86,7 +92,7 @@ async def _upload_fields(request: web.Request) -> tuple[str, bytes]:
 
 @routes.get("/scripts")
 async def scripts_page(request: web.Request) -> web.StreamResponse:
-    return _page(request)
+    return await _page(request)
 
 
 @routes.post("/scripts")
@@ -94,38 +100,39 @@ async def scripts_upload(request: web.Request) -> web.StreamResponse:
     try:
         file, data = await _upload_fields(request)
         if len(data) > SCRIPT_MAX_BYTES:
-            return _page(request, errors={
+            return await _page(request, errors={
                 "script": f"{file}: larger than {SCRIPT_MAX_BYTES >> 20} MiB; not saved"},
                 status=413)
         warnings = await admin(request).upload_script(file, data)
     except AdminError as err:
-        return _page(request, errors={"script": str(err)}, status=422)
+        return await _page(request, errors={"script": str(err)}, status=422)
     except ChangeRejected as err:
-        return _page(request, problems=problem_texts(err.problems), status=422)
-    return _page(request, message=f"{file} saved; the gateway starts it within a few seconds.",
-                 problems=problem_texts(warnings))
+        return await _page(request, problems=problem_texts(err.problems), status=422)
+    return await _page(request,
+                       message=f"{file} saved; the gateway starts it within a few seconds.",
+                       warnings=problem_texts(warnings))
 
 
 @routes.post("/scripts/{file}/enable")
 async def script_enable(request: web.Request) -> web.StreamResponse:
-    script = _find(request, request.match_info["file"])
+    script = await _find(request, request.match_info["file"])
     try:
         status = await admin(request).enable_script(script.file)
     except AdminError as err:
-        return _page(request, problems=[str(err)], status=422)
+        return await _page(request, problems=[str(err)], status=422)
     text = f"{status.name} enabled." if status.enabled else \
         f"{status.name} failed to start: {status.last_error}"
-    return _page(request, message=text)
+    return await _page(request, message=text)
 
 
 @routes.post("/scripts/{file}/disable")
 async def script_disable(request: web.Request) -> web.StreamResponse:
-    script = _find(request, request.match_info["file"])
+    script = await _find(request, request.match_info["file"])
     try:
         await admin(request).disable_script(script.name)
     except AdminError as err:
-        return _page(request, problems=[str(err)], status=422)
-    return _page(request, message=f"{script.name} disabled until the next restart.")
+        return await _page(request, problems=[str(err)], status=422)
+    return await _page(request, message=f"{script.name} disabled until the next restart.")
 
 
 @routes.post("/scripts/{file}/delete")
@@ -134,23 +141,23 @@ async def script_delete(request: web.Request) -> web.StreamResponse:
     try:
         await admin(request).delete_script(file)
     except AdminError as err:
-        return _page(request, problems=[str(err)], status=404)
+        return await _page(request, problems=[str(err)], status=404)
     except ChangeRejected as err:
-        return _page(request, problems=problem_texts(err.problems), status=422)
-    return _page(request, message=f"{file} deleted; the gateway stops it within a few seconds.",
-                 deleted=file)
+        return await _page(request, problems=problem_texts(err.problems), status=422)
+    return await _page(request,
+                       message=f"{file} deleted; the gateway stops it within a few seconds.")
 
 
 @routes.get("/scripts/{file}/log")
 async def script_log_page(request: web.Request) -> web.StreamResponse:
-    script = _find(request, request.match_info["file"])
+    script = await _find(request, request.match_info["file"])
     lines = await admin(request).script_log(script.name)
     return page(request, "script_log.html", {"title": "Scripts", "script": _json(script),
                                              "lines": lines})
 
 
 async def _source(request: web.Request, key: str) -> web.StreamResponse:
-    script = _find(request, key)
+    script = await _find(request, key)
     try:
         data = admin(request).export_script(script.file)
     except AdminError as err:
@@ -166,16 +173,16 @@ async def script_source(request: web.Request) -> web.StreamResponse:
 # ----------------------------------------------------------------------------- API
 
 
-def _api_find(request: web.Request) -> ScriptStatus | web.Response:
+async def _api_find(request: web.Request) -> ScriptStatus | web.Response:
     try:
-        return _find(request, request.match_info["name"])
+        return await _find(request, request.match_info["name"])
     except web.HTTPNotFound:
         return json_error(f"no script '{request.match_info['name']}'", 404)
 
 
 @routes.get("/api/scripts")
 async def api_scripts(request: web.Request) -> web.StreamResponse:
-    return json_ok({"scripts": [_json(s) for s in admin(request).scripts()]})
+    return json_ok({"scripts": [_json(s) for s in await _listed(request)]})
 
 
 @routes.post("/api/scripts")
@@ -195,7 +202,7 @@ async def api_scripts_upload(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/scripts/{name}/enable")
 async def api_script_enable(request: web.Request) -> web.StreamResponse:
-    script = _api_find(request)
+    script = await _api_find(request)
     if isinstance(script, web.Response):
         return script
     try:
@@ -206,19 +213,19 @@ async def api_script_enable(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/scripts/{name}/disable")
 async def api_script_disable(request: web.Request) -> web.StreamResponse:
-    script = _api_find(request)
+    script = await _api_find(request)
     if isinstance(script, web.Response):
         return script
     try:
         await admin(request).disable_script(script.name)
     except AdminError as err:
         return json_error(str(err), 409)
-    return json_ok(_json(_find(request, script.file)))
+    return json_ok(_json(await _find(request, script.file)))
 
 
 @routes.get("/api/scripts/{name}/log")
 async def api_script_log(request: web.Request) -> web.StreamResponse:
-    script = _api_find(request)
+    script = await _api_find(request)
     if isinstance(script, web.Response):
         return script
     return json_ok({"name": script.name, "lines": await admin(request).script_log(script.name)})
@@ -226,7 +233,7 @@ async def api_script_log(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/scripts/{name}/source")
 async def api_script_source(request: web.Request) -> web.StreamResponse:
-    script = _api_find(request)
+    script = await _api_find(request)
     if isinstance(script, web.Response):
         return script
     return await _source(request, script.file)
@@ -235,7 +242,7 @@ async def api_script_source(request: web.Request) -> web.StreamResponse:
 @routes.delete("/api/scripts/{name}")
 async def api_script_delete(request: web.Request) -> web.StreamResponse:
     key = request.match_info["name"]
-    known = next((s for s in admin(request).scripts() if key in (s.file, s.name)), None)
+    known = next((s for s in await _listed(request) if key in (s.file, s.name)), None)
     try:
         await admin(request).delete_script(known.file if known is not None else key)
     except AdminError as err:

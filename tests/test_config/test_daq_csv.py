@@ -207,3 +207,28 @@ def test_ports_with_thousands_of_leading_zeros_are_their_value() -> None:
                  f"1;10.0.0.5:{zeros}1502;inv;1;;;;;;;inv.csv\n").value
     assert daq.port("SERIAL1").forward_tcp_port == 1502
     assert daq.devices[0].tcp_endpoint == ("10.0.0.5", 1502)
+
+
+def test_rows_of_one_modbus_unit_are_kept_with_a_warning_naming_both() -> None:
+    """docs/spec-notes.md: a row copied without changing its address is polled twice; the
+    later row says so, naming the first (each of several copies names the first)."""
+    parsed = _parse(SER + "SERIAL1;;;;;;;;;\nSERIAL2;;;;;;;;;\n" + DEV +
+                    "1;10.0.0.5;a;1;;;;;;;inv.csv\n"
+                    "2;10.0.0.5:502;b;1;;;;;;;inv.csv\n"      # port 502 written or not: one unit
+                    "3;10.0.0.5:1502;c;1;;;;;;;inv.csv\n"     # another port: another unit
+                    "4;10.0.0.6;d;1;;;;;;;inv.csv\n"
+                    "5;10.0.0.5;e;2;;;;;;;inv.csv\n"
+                    "6;SERIAL1;f;7;;;;;;;m.csv\n"
+                    "7;serial1;g;7;;;;;;;m.csv\n"
+                    "8;SERIAL2;h;7;;;;;;;m.csv\n"
+                    "9;10.0.0.5;i;1;;;;;;;inv.csv\n"
+                    "IO;;io;;;;;modbus:1;;;io.csv\n")
+    assert [d.index for d in parsed.value.devices] == [str(k) for k in range(1, 10)] + ["IO"]
+    assert [str(w) for w in parsed.warnings] == [
+        f"{F}:6: address: index 2 shares 10.0.0.5:502 unit 1 with index 1 at line 5: the unit "
+        "is polled twice; both kept",
+        f"{F}:11: address: index 7 shares SERIAL1 unit 7 with index 6 at line 10: the unit is "
+        "polled twice; both kept",
+        f"{F}:13: address: index 9 shares 10.0.0.5:502 unit 1 with index 1 at line 5: the unit "
+        "is polled twice; both kept"]
+    assert all(config.errors.kept_as_written(w) for w in parsed.warnings)

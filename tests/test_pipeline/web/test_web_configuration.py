@@ -115,9 +115,12 @@ def test_schedules_saved_and_previewed_by_the_scheduler(fresh_gateway: RunningGa
         assert client.put("/api/config/schedules", json=rows).status_code == 200
         var_ini = fresh_gateway.config_dir / "CONFIG" / f"{UID}_var.ini"
         assert var_ini.read_text() == "SCHEDULE_Params[0]=1|everyday|00:30:00|120|12\n"
-        _eventually(lambda: client.get("/api/schedule/next").json()["servers"]["1"] == times)
-        assert fresh_gateway.gateway is not None and fresh_gateway.gateway.site is not None
-        assert fresh_gateway.gateway.site.var_ini.schedules(1)[0].interval_min == 120
+        # The saved schedules' times at once; the scheduler takes them at the reload.
+        assert client.get("/api/schedule/next").json()["servers"]["1"] == times
+        gateway = fresh_gateway.gateway
+        assert gateway is not None
+        _eventually(lambda: gateway.site is not None and
+                    gateway.site.var_ini.schedules(1)[0].interval_min == 120)
 
 
 def test_server_section_field_errors_and_save(fresh_gateway: RunningGateway) -> None:
@@ -358,6 +361,50 @@ def test_a_field_a_section_does_not_have_is_refused(web_gateway: RunningGateway)
             assert list(answer.json()["fields"]) == [field]
             assert "not a key of this section" in answer.json()["fields"][field][0]
     assert path.read_bytes() == before
+
+
+def test_a_field_the_schedules_serial_or_network_section_lacks_is_refused(
+        web_gateway: RunningGateway) -> None:
+    """Left out, a misspelt field was answered `saved`: a schedules body of misspelt fields
+    (`S1_0_Id`) deleted every schedule, the rows sent replacing the file's."""
+    files = [web_gateway.config_dir / "CONFIG" / f"{UID}_{name}" for name in ("var.ini",
+                                                                             "daq.csv")]
+    before = [path.read_bytes() for path in files]
+    with web_gateway.client() as client:
+        for section, body in (
+                ("schedules", {"S1_0_Id": "1", "s1_0_Type": "everyday"}),
+                ("schedules", {"s3_0_Id": "1"}),
+                ("schedules", {"s1_\u00b2_Id": "1"}),
+                ("serial", {"SERIAL4_speed": "9600"}),
+                ("serial", {"SERIAL1_baud": "9600"}),
+                ("network", {"LAN1_address": "10.0.0.1"})):
+            answer = client.put(f"/api/config/{section}", json=body)
+            assert answer.status_code == 422, (section, answer.text)
+            field = next(iter(body))
+            assert answer.json()["fields"] == {
+                field: [f"not a field of this section ({section})"]}, answer.json()
+    assert [path.read_bytes() for path in files] == before
+
+
+def test_serial_and_network_fields_not_sent_keep_their_values(
+        fresh_gateway: RunningGateway) -> None:
+    """`PUT /api/config/serial` of one field reset the port's others to their defaults, and
+    one of network emptied the LAN's address: 'other sections change only the fields sent'."""
+    with fresh_gateway.client() as client:
+        for section, body in (
+                ("serial", {"SERIAL1_speed": "19200", "SERIAL1_parity": "E",
+                            "SERIAL1_path": "/dev/ttyUSB0"}),
+                ("serial", {"SERIAL1_interFrame(ms)": "5"}),
+                ("network", {"LAN1_ip": "192.168.1.20", "LAN1_mask": "255.255.255.0"}),
+                ("network", {"LAN1_dns1": "192.168.1.1"})):
+            answer = client.put(f"/api/config/{section}", json=body)
+            assert answer.status_code == 200, answer.text
+        serial = client.get("/api/config/serial").json()["serial"][0]["values"]
+        assert (serial["speed"], serial["parity"], serial["interFrame(ms)"], serial["path"]) == \
+            ("19200", "E", "5", "/dev/ttyUSB0")
+        lan = client.get("/api/config/network").json()["network"][0]["values"]
+        assert (lan["ip"], lan["mask"], lan["dns1"]) == ("192.168.1.20", "255.255.255.0",
+                                                         "192.168.1.1")
 
 
 def test_a_whole_config_ini_cannot_set_the_password_hash_or_update_command(

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from waiting import wait_until_sync
 from web_support import UID, RunningGateway, add_io
 
@@ -47,6 +49,11 @@ def test_add_edit_duplicate_delete(fresh_gateway: RunningGateway) -> None:
         _eventually(lambda: client.get("/api/devices/7").json()["device"]["name"] == "renamed")
         answer = client.post("/api/devices/7/duplicate")
         assert answer.status_code == 201, answer.text
+        # Rows 7 and 8 poll inverter 1's unit: saved, and said.
+        assert answer.json()["warnings"] == [
+            f"{UID}_daq.csv:{line}: address: index {index} shares 127.0.0.1:{port} unit 1 "
+            "with index 1 at line 2: the unit is polled twice; both kept"
+            for line, index in ((4, 7), (5, 8))]
         assert answer.json()["device"]["index"] == "8"
         assert answer.json()["device"]["name"] == "renamed_copy"
         _eventually(lambda: "8" in _indexes(client))
@@ -54,6 +61,59 @@ def test_add_edit_duplicate_delete(fresh_gateway: RunningGateway) -> None:
         assert client.delete("/api/devices/7").status_code == 200
         _eventually(lambda: _indexes(client) == ["1", "2"])
         assert client.delete("/api/devices/7").status_code == 404
+
+
+def test_a_row_copied_with_its_address_is_saved_with_a_warning(
+        fresh_gateway: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    """A second row of one unit (same interface and address) is a warning, not a refusal: the
+    form and the API save it and say so, the Devices page shows it, the gateway's load logs
+    it. An error of the same save still refuses it, naming its field."""
+    port = fresh_gateway.simulators[0].port
+    shared = (f"{UID}_daq.csv:4: address: index 7 shares 127.0.0.1:{port} unit 1 with index 1 "
+              "at line 2: the unit is polled twice; both kept")
+    with fresh_gateway.client() as client:
+        refused = client.post("/api/devices", json=_row(port, acqPeriodS="often"))
+        assert refused.status_code == 422 and set(refused.json()["fields"]) == {"acqPeriodS"}
+        with caplog.at_level(logging.WARNING, logger="sunpm.config"):
+            answer = client.post("/api/devices", json=_row(port))
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["warnings"] == [shared]
+            assert b"\n7;127.0.0.1:" in _daq(fresh_gateway)
+            assert shared in client.get("/devices").text
+            assert client.get("/api/devices").json()["warnings"] == [shared]
+            # Loaded and polled under both indexes; the load's log says which rows.
+            _eventually(lambda: bool(client.get("/api/devices/7/values").json()["values"]))
+            _eventually(lambda: any(r.levelno == logging.WARNING and r.getMessage() == shared
+                                    for r in caplog.records))
+        # The device form: saved (303 to the list), the list showing the warning.
+        form = {**_row(port, index="8", name="inverter_8"), "csrf": client.headers["X-CSRF-Token"]}
+        page = client.post("/devices/new", data=form)
+        assert page.status_code == 303, page.text
+        listing = client.get(page.headers["location"]).text
+        assert 'id="warnings"' in listing and "index 8 shares" in listing
+        assert '<tr data-index="8">' in listing
+
+
+def test_an_index_with_leading_zeros_is_the_index(web_gateway: RunningGateway) -> None:
+    """docs/formats.md §1.1: `007` in the index column is device 7. Written as typed, the row
+    was answered and linked as `007`, which named no device (DELETE /api/devices/007: 404)."""
+    port = web_gateway.simulators[0].port
+    with web_gateway.client() as client:
+        answer = client.post("/api/devices", json=_row(port, index="007", address="7"))
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["device"]["index"] == "7"
+        assert "\n7;127.0.0.1:" in _daq(web_gateway).decode()
+        assert "7" in _indexes(client)
+        again = client.post("/api/devices", json=_row(port, index="0007", name="other",
+                                                      address="8"))
+        assert again.status_code == 422
+        assert again.json()["fields"] == {"index": ["index 7 is already used"]}
+        page = client.post("/devices/new", data={
+            **_row(port, index="01", name="other", address="8"),
+            "csrf": client.headers["X-CSRF-Token"]})
+        assert page.status_code == 422 and "index 1 is already used" in page.text
+        assert client.delete("/api/devices/7").status_code == 200
+        assert "7" not in _indexes(client)
 
 
 def test_field_errors_come_from_config_and_nothing_is_written(

@@ -61,6 +61,11 @@ def test_discovery_refuses_bad_parameters_naming_the_field(web_gateway: RunningG
             "timeout": "expected a whole number, got 'soon'"}
         assert _problems(client.post("/api/discovery", json={
             "interface": "serial2"})) == {"interface": "serial2 has no path"}
+        # A misspelt parameter was left out: the run scanned port 502.
+        assert _problems(client.post("/api/discovery", json={
+            "interface": "ethernet1", "ip": "127.0.0.1", "ports": "1502"})) == {
+            "ports": "not a discovery parameter (interface, ip, port, firstAddress, "
+                     "lastAddress, maxDevices, timeout)"}
         assert client.post("/api/discovery/import", json={"rows": [0]}).status_code == 409
         assert client.get("/api/discovery").json() == {"state": "idle"}
 

@@ -169,8 +169,14 @@ def add_io(gateway: RunningGateway, client: httpx.Client, limit_s: float = 20.0)
         "timeoutMs": "", "serialNumber": "", "parameters": "", "category": "WebdynSunPM",
         "model": "ioSunPM", "defFile": name})
     assert answer.status_code == 201, answer.text
+    # The list shows the row as soon as it is saved: the site in force says it is loaded.
     deadline = time.monotonic() + limit_s
-    while not any(d["index"] == "IO" for d in client.get("/api/devices").json()["devices"]):
+    while not _loaded(gateway, "IO"):
         assert time.monotonic() < deadline, "the I/O device was not loaded"
         time.sleep(0.2)
     return name
+
+
+def _loaded(gateway: RunningGateway, index: str) -> bool:
+    site = gateway.gateway.site if gateway.gateway is not None else None
+    return site is not None and any(d.index == index for d in site.daq.devices)
