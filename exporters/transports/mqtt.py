@@ -39,6 +39,10 @@ Peer quirks handled here:
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
   a broker that is merely slow.
+- A connect that ends before the CONNACK (timed out, or cancelled: the service stopping as the
+  connection is made) leaves aiomqtt's socket open and read. It is closed at once here: it was
+  kept until the broker dropped it, and reading that close raised in an event loop callback
+  (`Exception in callback ... CancelledError` on standard error after a stop).
 """
 
 from __future__ import annotations
@@ -147,8 +151,12 @@ class MqttTransport:
                            " or unknown one)")
         dropped = client._disconnected
         try:
-            async with asyncio.timeout(self._timeouts.connect_s + 1):
-                await client.__aenter__()
+            try:
+                async with asyncio.timeout(self._timeouts.connect_s + 1):
+                    await client.__aenter__()
+            except BaseException:
+                _abandon(client)
+                raise
             if not client._client.is_connected():
                 await _forget_dropped(client, dropped)
                 raise TransportError(self.server, "connect", self._lost_reason or "connection "
@@ -367,6 +375,14 @@ def _cut_messages(client: aiomqtt.Client) -> None:
             message.payload = message.payload[:MESSAGE_KEPT_BYTES]
         queue(paho_client, userdata, message)
     paho.on_message = cut
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close the socket of a client whose `__aenter__` did not finish (no CONNACK in time, or
+    cancelled: the service stopping). aiomqtt leaves it open and read: a broker that answers no
+    more kept it for good, and the broker's close, read later, raised in an event loop callback
+    (its "connected" future, cancelled, asked for its exception)."""
+    client._client._sock_close()
 
 
 async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:

@@ -62,12 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None and (words[:1] == ["run"] or words[:2] == ["sd", "serve"]):
             _stop_signals_end_at_once(hangup_ignored=words[0] == "run")
         return _command(words, own_process=argv is None)
-    except KeyboardInterrupt:
-        print(f"{named}: interrupted", file=sys.stderr)
-        return 130
     except _StopBeforeStart as early:
         print(f"{named}: {early.signal_name} received; stopped before starting", file=sys.stderr)
         return 0
+    except KeyboardInterrupt:
+        print(f"{named}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _command(words: list[str], *, own_process: bool) -> int:
@@ -107,14 +107,26 @@ def _name_before_parsing(words: Sequence[str]) -> str:
     return f"sunpm {words[0]}"
 
 
-class _StopBeforeStart(BaseException):
+class _StopBeforeStart(KeyboardInterrupt):
     """SIGINT or SIGTERM to `sunpm run` or `sunpm sd serve` before their own handlers took
     over: nothing started yet, so the stop they promise (exit 0) is simply an end. A
-    BaseException, as KeyboardInterrupt: no `except Exception` on its way out catches it."""
+    KeyboardInterrupt: code that drops other exceptions lets it through (asyncio's loop
+    callbacks log and drop any other)."""
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
+
+
+#: The stop signal `_stop_signals_end_at_once` took, if one came.
+_stop_received: str | None = None
+
+
+def stop_received() -> str | None:
+    """The stop signal (`SIGTERM`) taken before the command's own handlers, if one came: one
+    whose end never got out (it came while a finalizer ran, which drops any exception) is
+    still honoured by the command once its handlers are in place."""
+    return _stop_received
 
 
 def _stop_signals_end_at_once(*, hangup_ignored: bool) -> None:
@@ -127,7 +139,9 @@ def _stop_signals_end_at_once(*, hangup_ignored: bool) -> None:
     import signal
 
     def stop(signum: int, frame: object) -> None:
-        raise _StopBeforeStart(signal.Signals(signum).name)
+        global _stop_received
+        _stop_received = signal.Signals(signum).name
+        raise _StopBeforeStart(_stop_received)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
@@ -141,6 +155,8 @@ def _guarded(command: str, run: Callable[[], int | None]) -> int | None:
     """What `run` returns, or the exit code of how it failed, said as `command`'s."""
     try:
         return run()
+    except _StopBeforeStart:
+        raise
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

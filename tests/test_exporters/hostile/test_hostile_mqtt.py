@@ -198,3 +198,54 @@ async def test_a_connection_lost_before_the_suback_fails_connect_at_once_with_it
     assert time.monotonic() - started < 4
     assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
     assert f"a packet of {HUGE_BYTES} bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_connect_ended_before_the_connack_closes_its_socket(tmp_path: Path,
+                                                                   how: str) -> None:
+    """A broker that never answers CONNECT, and a connect that ends first: cancelled (the
+    service stopping as it connects) or timed out. The socket is closed at once; aiomqtt kept
+    it open and read, and the broker's close, read later, raised in an event loop callback
+    (`Exception in callback ... CancelledError` after the gateway's stop)."""
+    connect_sent, client_gone = asyncio.Event(), asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while await reader.read(4096):   # the CONNECT, unanswered; then the client's close
+            connect_sent.set()
+        client_gone.set()
+
+    loop = asyncio.get_running_loop()
+    raised: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: raised.append(context))
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1",
+                           port=server.sockets[0].getsockname()[1], mqtt_client_id="sunpm-gw",
+                           topic_alarm="plant/alarm", qos=1)
+        connect_s = 60.0 if how == "cancelled" else 0.5
+        transport = MqttTransport(s, cert_dir=tmp_path,
+                                  timeouts=Timeouts(connect_s=connect_s, operation_s=5))
+        connecting = asyncio.create_task(transport.connect())
+        async with asyncio.timeout(10):
+            await connect_sent.wait()   # the client waits for its CONNACK
+        if how == "cancelled":
+            connecting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+        else:
+            with pytest.raises(TransportError) as caught:
+                await connecting
+            assert caught.value.failure is Failure.TIMEOUT
+        async with asyncio.timeout(10):
+            await client_gone.wait()
+        for writer in writers:   # the broker's close, which nothing reads any more
+            writer.close()
+            await writer.wait_closed()
+        await transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        loop.set_exception_handler(None)
+    assert raised == []
