@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -249,3 +250,39 @@ async def test_a_connect_ended_before_the_connack_closes_its_socket(tmp_path: Pa
         await server.wait_closed()
         loop.set_exception_handler(None)
     assert raised == []
+
+
+def test_a_connect_given_up_while_the_broker_drops_syns_ends_at_once(tmp_path: Path) -> None:
+    """A broker host that drops the SYNs (a listener whose queue is full: the kernel drops
+    them), and a connect cancelled (the service stopping) while it waits: its thread ends at
+    once, where it waited out the whole 30 s connect timeout, and the stop with it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    queued = []
+    for _ in range(3):   # the accept queue filled: no SYN is answered any more
+        waiting = socket.socket()
+        waiting.setblocking(False)
+        waiting.connect_ex(listener.getsockname())
+        queued.append(waiting)
+
+    async def stopped_while_connecting() -> None:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1",
+                           port=listener.getsockname()[1], mqtt_client_id="sunpm-gw",
+                           topic_alarm="plant/alarm", qos=1)
+        transport = MqttTransport(s, cert_dir=tmp_path,
+                                  timeouts=Timeouts(connect_s=30, operation_s=5))
+        connecting = asyncio.create_task(transport.connect())
+        await asyncio.sleep(1)   # the connect under way
+        assert not connecting.done(), "the connect did not wait: no SYN dropped here"
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+
+    try:
+        started = time.monotonic()
+        asyncio.run(stopped_while_connecting())   # waits for the loop's executor threads
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in (listener, *queued):
+            sock.close()
