@@ -317,9 +317,9 @@ async def test_a_stop_while_the_mqtt_broker_drops_syns_is_clean_and_prompt(
         queued.append(waiting)
     try:
         site = _site(tmp_path)
-        with open(site / "CONFIG" / "WPM000001_config.ini", "a") as fh:
-            fh.write(f"SERVER_Type=mqtt\nMQTT_Host=127.0.0.1\n"
-                     f"MQTT_Port={listener.getsockname()[1]}\nMQTT_TopicAlarm=plant/alarm\n")
+        ini = site / "CONFIG" / "WPM000001_config.ini"
+        ini.write_text(ini.read_text() + f"SERVER_Type=mqtt\nMQTT_Host=127.0.0.1\nMQTT_Port="
+                       f"{listener.getsockname()[1]}\nMQTT_TopicAlarm=plant/alarm\n")
         args = ["--config", str(site), "--data", str(tmp_path / "data")]
         async with _Service(args, tmp_path / "service.err") as service:
             await service.logged("Web UI listening")
