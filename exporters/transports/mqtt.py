@@ -39,6 +39,13 @@ Peer quirks handled here:
   `require_certificate true`) just closes the socket: paho sees no CONNACK and aiomqtt times out.
   The connect timeout is reported, retriable, as "no CONNACK", since it cannot be told apart from
   a broker that is merely slow.
+- A connect that ends before the CONNACK (timed out, or cancelled: the service stopping as the
+  connection is made) leaves aiomqtt's socket open and read. It is closed at once here: it was
+  kept until the broker dropped it, and reading that close raised in an event loop callback
+  (`Exception in callback ... CancelledError` on standard error after a stop). The TCP connect
+  (paho's, in aiomqtt's executor thread) is made here, to end within a tenth of a second once
+  given up: toward a host that drops the SYNs, the thread, and a stop waiting for it, waited
+  out the whole connect timeout.
 """
 
 from __future__ import annotations
@@ -48,7 +55,12 @@ import contextlib
 import errno
 import logging
 import math
+import os
+import select
+import socket
 import ssl
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -138,6 +150,7 @@ class MqttTransport:
         client._client.connect_timeout = self._timeouts.connect_s
         _bound_packets(client, self._refused_packet)
         _cut_messages(client)
+        connect_given_up = _abortable_connect(client)
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._commands = asyncio.Queue(maxsize=_COMMAND_QUEUE)
@@ -147,8 +160,13 @@ class MqttTransport:
                            " or unknown one)")
         dropped = client._disconnected
         try:
-            async with asyncio.timeout(self._timeouts.connect_s + 1):
-                await client.__aenter__()
+            try:
+                async with asyncio.timeout(self._timeouts.connect_s + 1):
+                    await client.__aenter__()
+            except BaseException:
+                connect_given_up.set()
+                _abandon(client)
+                raise
             if not client._client.is_connected():
                 await _forget_dropped(client, dropped)
                 raise TransportError(self.server, "connect", self._lost_reason or "connection "
@@ -367,6 +385,59 @@ def _cut_messages(client: aiomqtt.Client) -> None:
             message.payload = message.payload[:MESSAGE_KEPT_BYTES]
         queue(paho_client, userdata, message)
     paho.on_message = cut
+
+
+def _abortable_connect(client: aiomqtt.Client) -> threading.Event:
+    """paho's TCP connect (run by aiomqtt in an executor thread) made to end within a tenth of
+    a second once the event returned is set. A connect given up (cancelled: the service
+    stopping) to a broker whose host drops the SYNs kept that thread for the whole connect
+    timeout (30 s), and the stop waited for it: the stop guard then ended the service with
+    exit 1. The host's name is still resolved as paho does, which is not abortable."""
+    paho = client._client
+    given_up = threading.Event()
+    through_a_proxy = paho._create_socket_connection
+
+    def connect() -> socket.socket:
+        if paho._get_proxy():  # `mqtt_proxy` in the environment, with PySocks installed
+            return through_a_proxy()
+        timeout_s = float(paho._connect_timeout)
+        deadline = time.monotonic() + timeout_s
+        error: OSError = OSError(f"{paho._host}: no address")
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                paho._host, paho._port, type=socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                code = sock.connect_ex(address)
+                waiting = select.poll()
+                waiting.register(sock, select.POLLOUT)
+                while code == errno.EINPROGRESS:
+                    if given_up.is_set():
+                        raise OSError(errno.ECANCELED, "connect given up")
+                    left_s = deadline - time.monotonic()
+                    if left_s <= 0:
+                        raise TimeoutError("timed out")
+                    if waiting.poll(min(100.0, left_s * 1000)):
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, os.strerror(code))
+                sock.settimeout(timeout_s)  # as socket.create_connection leaves it
+                return sock
+            except OSError as err:
+                sock.close()
+                error = err
+        raise error
+
+    paho._create_socket_connection = connect  # type: ignore[method-assign]
+    return given_up
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close the socket of a client whose `__aenter__` did not finish (no CONNACK in time, or
+    cancelled: the service stopping). aiomqtt leaves it open and read: a broker that answers no
+    more kept it for good, and the broker's close, read later, raised in an event loop callback
+    (its "connected" future, cancelled, asked for its exception)."""
+    client._client._sock_close()
 
 
 async def _forget_dropped(client: aiomqtt.Client, dropped: asyncio.Future[None]) -> None:

@@ -55,7 +55,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    if argv is None and words[:2] == ["sd", "sql"]:
+    # Ctrl-C may come while the parser or the command's module is still loading (their first
+    # tenth of a second): said as the command's interruption, as it is later, not as a traceback.
+    named = _name_before_parsing(words)
+    try:
+        if argv is None and (words[:1] == ["run"] or words[:2] == ["sd", "serve"]):
+            _stop_signals_end_at_once(hangup_ignored=words[0] == "run")
+        return _command(words, own_process=argv is None)
+    except _StopBeforeStart as early:
+        print(f"{named}: {early.signal_name} received; stopped before starting", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print(f"{named}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _command(words: list[str], *, own_process: bool) -> int:
+    if own_process and words[:2] == ["sd", "sql"]:
         # A question a running `sunpm sd serve` answers is asked before the parser and the
         # command's module are loaded: they were half of such a question's time.
         from pipeline.cli import _sd_client
@@ -71,16 +87,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     # The process is this command alone (the console script, `python -m pipeline.cli`), not a
     # caller's: a handler may then leave out, for good, modules it never needs.
-    args.own_process = argv is None
+    args.own_process = own_process
     code = _guarded(_command_name(args), lambda: args.handler(args))
     assert code is not None, "a command's handler returns its exit code"
     return code
+
+
+#: The families whose commands are actions of theirs (`sunpm sd inspect`, named by two words).
+_WITH_ACTIONS = frozenset({"config", "modbus", "tic", "sd"})
+
+
+def _name_before_parsing(words: Sequence[str]) -> str:
+    """The command's name as `_command_name` will say it, from the words alone; `sunpm` while
+    no command is given."""
+    if not words or words[0] not in _FAMILY_OF:
+        return "sunpm"
+    if words[0] in _WITH_ACTIONS and len(words) > 1 and not words[1].startswith("-"):
+        return f"sunpm {words[0]} {words[1]}"
+    return f"sunpm {words[0]}"
+
+
+class _StopBeforeStart(KeyboardInterrupt):
+    """SIGINT or SIGTERM to `sunpm run` or `sunpm sd serve` before their own handlers took
+    over: nothing started yet, so the stop they promise (exit 0) is simply an end. A
+    KeyboardInterrupt: code that drops other exceptions lets it through (asyncio's loop
+    callbacks log and drop any other)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+#: The stop signal `_stop_signals_end_at_once` took, if one came.
+_stop_received: str | None = None
+
+
+def stop_received() -> str | None:
+    """The stop signal (`SIGTERM`) taken before the command's own handlers, if one came: one
+    whose end never got out (it came while a finalizer ran, which drops any exception) is
+    still honoured by the command once its handlers are in place."""
+    return _stop_received
+
+
+def _stop_signals_end_at_once(*, hangup_ignored: bool) -> None:
+    """SIGINT and SIGTERM end the command as soon as they come, until the command's own
+    handlers replace these (`sunpm run`'s event loop, `sunpm sd serve`'s): without them,
+    SIGTERM killed it (exit 143) and SIGINT raised KeyboardInterrupt (exit 130), where both
+    promise a stop with exit 0. With `hangup_ignored`, SIGHUP (`systemctl reload`) is let pass
+    until the gateway's own handler: the start reads the configuration folder as it is then,
+    which is what a reload asks for; its default action would end the service."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        global _stop_received
+        _stop_received = signal.Signals(signum).name
+        raise _StopBeforeStart(_stop_received)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    if hangup_ignored:
+        # A handler rather than SIG_IGN: a disposition set to ignore would be inherited by
+        # the processes the gateway starts (the demo's broker); a handler is not.
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
 def _guarded(command: str, run: Callable[[], int | None]) -> int | None:
     """What `run` returns, or the exit code of how it failed, said as `command`'s."""
     try:
         return run()
+    except _StopBeforeStart:
+        raise
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.cli import stop_received
+
 if TYPE_CHECKING:
     from pipeline.service.gateway import Gateway
 
@@ -136,6 +138,12 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopping, stop, sig)
+    early = stop_received()
+    if early is not None:
+        # A stop whose end got lost on its way out (a finalizer ran as it came): nothing
+        # started yet either.
+        print(f"sunpm run: {early} received; stopped before starting", file=sys.stderr)
+        return 0
     data_dir: Path = args.data.absolute()
     config_dir: Path | None = args.config
     if config_dir is None and (data_dir / "config" / "CONFIG").is_dir() and not (

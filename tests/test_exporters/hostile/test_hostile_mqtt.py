@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -198,3 +199,90 @@ async def test_a_connection_lost_before_the_suback_fails_connect_at_once_with_it
     assert time.monotonic() - started < 4
     assert caught.value.failure is Failure.CONNECTION_LOST and caught.value.retriable
     assert f"a packet of {HUGE_BYTES} bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_connect_ended_before_the_connack_closes_its_socket(tmp_path: Path,
+                                                                   how: str) -> None:
+    """A broker that never answers CONNECT, and a connect that ends first: cancelled (the
+    service stopping as it connects) or timed out. The socket is closed at once; aiomqtt kept
+    it open and read, and the broker's close, read later, raised in an event loop callback
+    (`Exception in callback ... CancelledError` after the gateway's stop)."""
+    connect_sent, client_gone = asyncio.Event(), asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while await reader.read(4096):   # the CONNECT, unanswered; then the client's close
+            connect_sent.set()
+        client_gone.set()
+
+    loop = asyncio.get_running_loop()
+    raised: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: raised.append(context))
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1",
+                           port=server.sockets[0].getsockname()[1], mqtt_client_id="sunpm-gw",
+                           topic_alarm="plant/alarm", qos=1)
+        connect_s = 60.0 if how == "cancelled" else 0.5
+        transport = MqttTransport(s, cert_dir=tmp_path,
+                                  timeouts=Timeouts(connect_s=connect_s, operation_s=5))
+        connecting = asyncio.create_task(transport.connect())
+        async with asyncio.timeout(10):
+            await connect_sent.wait()   # the client waits for its CONNACK
+        if how == "cancelled":
+            connecting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+        else:
+            with pytest.raises(TransportError) as caught:
+                await connecting
+            assert caught.value.failure is Failure.TIMEOUT
+        async with asyncio.timeout(10):
+            await client_gone.wait()
+        for writer in writers:   # the broker's close, which nothing reads any more
+            writer.close()
+            await writer.wait_closed()
+        await transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        loop.set_exception_handler(None)
+    assert raised == []
+
+
+def test_a_connect_given_up_while_the_broker_drops_syns_ends_at_once(tmp_path: Path) -> None:
+    """A broker host that drops the SYNs (a listener whose queue is full: the kernel drops
+    them), and a connect cancelled (the service stopping) while it waits: its thread ends at
+    once, where it waited out the whole 30 s connect timeout, and the stop with it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    queued = []
+    for _ in range(3):   # the accept queue filled: no SYN is answered any more
+        waiting = socket.socket()
+        waiting.setblocking(False)
+        waiting.connect_ex(listener.getsockname())
+        queued.append(waiting)
+
+    async def stopped_while_connecting() -> None:
+        s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1",
+                           port=listener.getsockname()[1], mqtt_client_id="sunpm-gw",
+                           topic_alarm="plant/alarm", qos=1)
+        transport = MqttTransport(s, cert_dir=tmp_path,
+                                  timeouts=Timeouts(connect_s=30, operation_s=5))
+        connecting = asyncio.create_task(transport.connect())
+        await asyncio.sleep(1)   # the connect under way
+        assert not connecting.done(), "the connect did not wait: no SYN dropped here"
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+
+    try:
+        started = time.monotonic()
+        asyncio.run(stopped_while_connecting())   # waits for the loop's executor threads
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in (listener, *queued):
+            sock.close()
