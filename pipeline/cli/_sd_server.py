@@ -322,8 +322,6 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     import signal
     import threading
 
-    from store import _memo
-
     path = Path(socket_path(dump_path))
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -341,27 +339,51 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     except Exception as err:  # noqa: BLE001  (what the command would say of it)
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
-    try:
-        listening = _listen(path)
-    except OSError as err:
-        print(f"sunpm sd serve: {path}: {err.strerror or err} (a socket path has at most 107 "
-              "bytes: set XDG_RUNTIME_DIR to a shorter folder)", file=sys.stderr)
-        return 2
-    if listening is None:
-        print(f"sunpm sd serve: a server of {dump_path} runs already", file=sys.stderr)
-        return 3
-    listener = listening.listener
-    _memo.enable(memory_bytes)
+    # What the open made stays: set aside from collections before the first question.
     state.settle()
     stopped = threading.Event()
-    asking = _Asking(listener)
-    senders = _Senders()
+    claimed: list[_Listening] = []
 
     def stop(signum: int, frame: object) -> None:
         stopped.set()
-        listener.close()  # wakes the poll (the listener reads as closed)
+        for claim in claimed:
+            claim.listener.close()  # wakes the poll (the listener reads as closed)
 
+    # Taken before the socket is made: a stop from then on is this server's own, which leaves
+    # no socket or lock file behind (`main`'s early handler, before, raises where it lands).
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            listening = _listen(path)
+        except OSError as err:
+            print(f"sunpm sd serve: {path}: {err.strerror or err} (a socket path has at most "
+                  "107 bytes: set XDG_RUNTIME_DIR to a shorter folder)", file=sys.stderr)
+            return 2
+        if listening is None:
+            print(f"sunpm sd serve: a server of {dump_path} runs already", file=sys.stderr)
+            return 3
+        claimed.append(listening)
+        if stopped.is_set():  # as the socket was made
+            listening.release(path)
+            return 0
+        _answer_until_stopped(listening, path, dump_path, state, stopped, idle_s=idle_s,
+                              memory_bytes=memory_bytes, answer=answer)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _answer_until_stopped(listening: _Listening, path: Path, dump_path: Path, state: _State,
+                          stopped: threading.Event, *, idle_s: float, memory_bytes: int,
+                          answer: Answer) -> None:
+    import signal
+
+    from store import _memo
+
+    _memo.enable(memory_bytes)
+    asking = _Asking(listening.listener)
+    senders = _Senders()
     # A signal is also written here at once, even while DuckDB holds the main thread (its
     # handler above runs only once the main thread is back in Python): the question being
     # answered is interrupted.
@@ -401,9 +423,6 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
         signal.set_wakeup_fd(previous_wakeup)
         os.close(signalled)
         os.close(wakeup)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
 
 
 class _Asking:

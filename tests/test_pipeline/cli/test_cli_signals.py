@@ -281,3 +281,33 @@ def test_sd_serve_stopped_at_random_early_moments_exits_0(store: Path, runtime: 
         # Stopped before it served, or after: no socket left for an asker to try.
         assert [p.name for p in runtime.rglob("*") if p.is_file() or p.is_socket()] == [], \
             (delay_s, err)
+
+
+_AFTER_LISTEN = r"""
+import os, signal, sys
+from pipeline.cli import _sd_server, main
+listen, sent = _sd_server._listen, getattr(signal, sys.argv[1])
+
+def listened(path):
+    claim = listen(path)
+    os.kill(os.getpid(), sent)
+    for _ in range(1000):   # its handler runs here, at a turn of the loop
+        pass
+    return claim
+
+_sd_server._listen = listened
+sys.argv = ["sunpm", *sys.argv[2:]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_sd_serve_stopped_as_its_socket_is_made_leaves_no_file(store: Path, runtime: Path,
+                                                              sig: str) -> None:
+    done = subprocess.run([sys.executable, "-c", _AFTER_LISTEN, sig, "sd", "serve", str(store)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "XDG_RUNTIME_DIR": str(runtime)})
+    # Its own stop (its handlers are in place before the socket is made): quiet, exit 0.
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [p.name for p in runtime.rglob("*") if p.is_file() or p.is_socket()] == []
