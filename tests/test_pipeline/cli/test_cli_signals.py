@@ -60,16 +60,25 @@ if at:
             return None
 
     sys.meta_path.insert(0, SignalAt())
-from pipeline.cli import main
+import pipeline.cli
+command = pipeline.cli._command
+
+def ready_then(words, *, own_process):
+    # Said from inside `main`'s handling: a signal sent once this is read lands in sunpm's
+    # code, never in this script's last lines before `main`.
+    os.write(ready, b".")
+    os.close(ready)
+    return command(words, own_process=own_process)
+
+pipeline.cli._command = ready_then
 sys.argv = ["sunpm", *sys.argv[4:]]
-os.write(ready, b".")
-os.close(ready)
-sys.exit(main())
+sys.exit(pipeline.cli.main())
 """
 
 
 class _Command:
-    """`sunpm WORDS` in a process of its own; `started()` returns once it calls `main`."""
+    """`sunpm WORDS` in a process of its own; `started()` returns once `main` runs the command
+    (the words given, the interruption's handling in place)."""
 
     def __init__(self, words: list[str], *, at: str = "", send: str = "",
                  env: dict[str, str] | None = None) -> None:
