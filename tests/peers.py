@@ -313,6 +313,27 @@ async def slow_link(port: int, rate_bps: int, *, block: int = 4096) -> AsyncIter
         await asyncio.gather(*pumps, return_exceptions=True)
 
 
+@contextlib.contextmanager
+def syn_dropping_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose host drops the SYNs: a listener whose accept queue is full
+    and never accepted from (the kernel then answers no SYN), so a connect to it waits out its
+    whole timeout, as toward a host behind a firewall that drops."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    queued = []
+    try:
+        for _ in range(3):   # the accept queue filled: no SYN is answered any more
+            waiting = socket.socket()
+            queued.append(waiting)
+            waiting.setblocking(False)
+            waiting.connect_ex(listener.getsockname())
+        yield listener.getsockname()[1]
+    finally:
+        for sock in (listener, *queued):
+            sock.close()
+
+
 def have_mosquitto() -> bool:
     return shutil.which("mosquitto") is not None and shutil.which("mosquitto_passwd") is not None
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from pathlib import Path
 
 import pytest
 from delivery_support import DAY, T0, DemoSource, fill
+from peers import syn_dropping_port
 from raw_mqtt import RawBroker, raw_broker
 from waiting import wait_until
 
@@ -256,19 +256,9 @@ def test_a_connect_given_up_while_the_broker_drops_syns_ends_at_once(tmp_path: P
     """A broker host that drops the SYNs (a listener whose queue is full: the kernel drops
     them), and a connect cancelled (the service stopping) while it waits: its thread ends at
     once, where it waited out the whole 30 s connect timeout, and the stop with it."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    queued = []
-    for _ in range(3):   # the accept queue filled: no SYN is answered any more
-        waiting = socket.socket()
-        waiting.setblocking(False)
-        waiting.connect_ex(listener.getsockname())
-        queued.append(waiting)
-
-    async def stopped_while_connecting() -> None:
+    async def stopped_while_connecting(port: int) -> None:
         s = ServerSettings(slot=2, type=ServerType.MQTT, host="127.0.0.1",
-                           port=listener.getsockname()[1], mqtt_client_id="sunpm-gw",
+                           port=port, mqtt_client_id="sunpm-gw",
                            topic_alarm="plant/alarm", qos=1)
         transport = MqttTransport(s, cert_dir=tmp_path,
                                   timeouts=Timeouts(connect_s=30, operation_s=5))
@@ -279,10 +269,7 @@ def test_a_connect_given_up_while_the_broker_drops_syns_ends_at_once(tmp_path: P
         with pytest.raises(asyncio.CancelledError):
             await connecting
 
-    try:
+    with syn_dropping_port() as port:
         started = time.monotonic()
-        asyncio.run(stopped_while_connecting())   # waits for the loop's executor threads
+        asyncio.run(stopped_while_connecting(port))   # waits for the loop's executor threads
         assert time.monotonic() - started < 10
-    finally:
-        for sock in (listener, *queued):
-            sock.close()

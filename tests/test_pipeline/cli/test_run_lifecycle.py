@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peers import free_ports
+from peers import free_ports, syn_dropping_port
 from small_disks import fill, mounted_tmpfs
 from waiting import wait_until
 
@@ -306,27 +306,15 @@ async def test_a_stop_while_the_mqtt_broker_drops_syns_is_clean_and_prompt(
     """The broker's host drops the SYNs (a listener whose queue is full), so the MQTT connect
     waits out its 30 s timeout: a stop meanwhile exits 0 at once, where it waited for the
     connect's thread until the 9 s stop guard ended it with exit 1."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    queued = []
-    for _ in range(3):   # the accept queue filled: no SYN is answered any more
-        waiting = socket.socket()
-        waiting.setblocking(False)
-        waiting.connect_ex(listener.getsockname())
-        queued.append(waiting)
-    try:
+    with syn_dropping_port() as port:
         site = _site(tmp_path)
         ini = site / "CONFIG" / "WPM000001_config.ini"
         ini.write_text(ini.read_text() + f"SERVER_Type=mqtt\nMQTT_Host=127.0.0.1\nMQTT_Port="
-                       f"{listener.getsockname()[1]}\nMQTT_TopicAlarm=plant/alarm\n")
+                       f"{port}\nMQTT_TopicAlarm=plant/alarm\n")
         args = ["--config", str(site), "--data", str(tmp_path / "data")]
         async with _Service(args, tmp_path / "service.err") as service:
             await service.logged("Web UI listening")
             started = asyncio.get_running_loop().time()
             assert await service.stop() == 0, service.stderr
             assert asyncio.get_running_loop().time() - started < 8, service.stderr
-    finally:
-        for sock in (listener, *queued):
-            sock.close()
     assert "sunpm stopped; store closed." in service.stderr
