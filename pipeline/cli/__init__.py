@@ -68,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{named}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if _stop_received is None:
+            raise
+        # The early stop, come out as another exception: Python 3.11 wraps one raised while a
+        # class is made (`Error calling __set_name__`) in a RuntimeError.
+        print(f"{named}: {_stop_received} received; stopped before starting", file=sys.stderr)
+        return 0
 
 
 def _command(words: list[str], *, own_process: bool) -> int:

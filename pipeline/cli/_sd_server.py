@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from sdcard.dump import Dump
     from sdcard.sql import Session
 
+from pipeline.cli import stop_received
 from pipeline.cli._sd_client import (
     ERR,
     EXIT,
@@ -336,7 +337,9 @@ def serve(dump_path: Path, *, idle_s: float, memory_bytes: int, open_dump: OpenD
     try:
         # A dump that cannot be opened is said now, not at the first question.
         state.current(dump_path)
-    except Exception as err:  # noqa: BLE001  (what the command would say of it)
+    except Exception as err:  # what the command would say of it
+        if stop_received() is not None:
+            raise  # `main`'s early stop, wrapped on its way out (a class being made): said so
         print(f"sunpm sd serve: {err}", file=sys.stderr)
         return 2
     # What the open made stays: set aside from collections before the first question.

@@ -41,12 +41,17 @@ if at:
     import signal
 
     def send():
-        os.kill(os.getpid(), getattr(signal, name.removesuffix(" in a finalizer")))
+        sent = name.removesuffix(" in a finalizer").removesuffix(" as a class is made")
+        os.kill(os.getpid(), getattr(signal, sent))
         for _ in range(1000):   # its handler runs here, at a turn of the loop
             pass
 
     class Finalized:
         def __del__(self):
+            send()
+
+    class Named:
+        def __set_name__(self, owner, attribute):
             send()
 
     class SignalAt:
@@ -55,6 +60,8 @@ if at:
                 sys.meta_path.remove(self)
                 if name.endswith(" in a finalizer"):
                     Finalized()   # dropped at once
+                elif name.endswith(" as a class is made"):
+                    type("Made", (), {"named": Named()})
                 else:
                     send()
             return None
@@ -198,6 +205,22 @@ def test_run_stopped_before_it_starts_exits_0_at_once(tmp_path: Path, at: str,
     code, err = _Command(_run_words(data), at=at, send=sig).finished()
     assert (code, err) == (0, f"sunpm run: {sig} received; stopped before starting\n")
     assert not (data / "store").exists()
+
+
+@pytest.mark.parametrize("words", ["run", "sd serve"])
+def test_a_stop_as_a_class_is_made_still_stops_before_starting(
+        tmp_path: Path, store: Path, runtime: Path, words: str) -> None:
+    """Python 3.11 wraps what a signal handler raises while a class is made (`__set_name__`)
+    in a RuntimeError: the early stop, come out so, still ends the command with exit 0, not a
+    traceback (`run`) or "cannot open" with exit 2 (`sd serve`, opening the dump)."""
+    data = tmp_path / "data"
+    argv, at = ((_run_words(data), "pipeline.service.demo") if words == "run" else
+                (["sd", "serve", str(store)], "sdcard.dump"))
+    code, err = _Command(argv, at=at, send="SIGTERM as a class is made",
+                         env={"XDG_RUNTIME_DIR": str(runtime)}).finished()
+    assert (code, err) == (0, f"sunpm {words}: SIGTERM received; stopped before starting\n")
+    assert not (data / "store").exists()
+    assert [p.name for p in runtime.rglob("*") if p.is_file() or p.is_socket()] == []
 
 
 def test_run_stopped_as_a_finalizer_runs_still_stops(tmp_path: Path) -> None:
