@@ -40,12 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, cast
 
-if TYPE_CHECKING:
-    import threading
-
-    from sdcard.dump import Dump
-    from sdcard.sql import Session
-
 from pipeline.cli import stop_received
 from pipeline.cli._sd_client import (
     ERR,
@@ -57,6 +51,12 @@ from pipeline.cli._sd_client import (
     request_read,
     socket_path,
 )
+
+if TYPE_CHECKING:
+    import threading
+
+    from sdcard.dump import Dump
+    from sdcard.sql import Session
 
 #: A client connected has this long to send its question, and so many may be sending at once
 #: (beyond, a connection is closed at once: its asker answers the question itself).
