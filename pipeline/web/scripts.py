@@ -61,9 +61,9 @@ async def _find(request: web.Request, key: str) -> ScriptStatus:
     return found
 
 
-async def _page(request: web.Request, *, errors: dict[str, str] | None = None, message: str = "",
-          problems: list[str] | None = None, warnings: list[str] | None = None,
-          status: int = 200) -> web.Response:
+async def _page(request: web.Request, *, errors: dict[str, str] | None = None,
+                message: str = "", problems: list[str] | None = None,
+                warnings: list[str] | None = None, status: int = 200) -> web.Response:
     return page(request, "scripts.html", {
         "title": "Scripts",
         "scripts": [_json(s) for s in await _listed(request)],
